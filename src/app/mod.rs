@@ -1,0 +1,1 @@
+//! app (filled in by its owner)

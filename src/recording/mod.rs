@@ -1,0 +1,1 @@
+//! recording (filled in by its owner)

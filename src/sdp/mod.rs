@@ -1,0 +1,1 @@
+//! sdp (filled in by its owner)

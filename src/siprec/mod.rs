@@ -1,0 +1,1 @@
+//! siprec (filled in by its owner)
