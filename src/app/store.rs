@@ -1,0 +1,189 @@
+//! The catalogue on a thread of its own, durability of recording files, and recovery of
+//! recordings that a crash left open.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::catalog::{
+    Catalog, CatalogError, ChannelRow, EventRow, Finish, MetadataVersion, NewRecording,
+    ParticipantRow,
+};
+use crate::config::Config;
+use crate::recording::{scan_file, ScanState};
+use crate::vault::KeyWrap;
+
+/// A write for the catalogue thread.
+pub enum CatalogCmd {
+    /// A recording started; reply when the row is durable.
+    Insert(Box<NewRecording>, oneshot::Sender<Result<(), CatalogError>>),
+    /// Replace the participants.
+    Participants(String, Vec<ParticipantRow>),
+    /// Replace the channel mapping.
+    Channels(String, Vec<ChannelRow>),
+    /// Keep one metadata version.
+    Metadata(String, MetadataVersion),
+    /// Set the SIPREC session id once the metadata names it.
+    SessionId(String, String),
+    /// Timed events (DTMF, hold, resume).
+    Events(String, Vec<EventRow>),
+    /// The recording is closed.
+    Finish(String, Finish, Option<oneshot::Sender<()>>),
+}
+
+/// Sends writes to the catalogue thread.
+#[derive(Clone)]
+pub struct CatalogHandle {
+    tx: mpsc::Sender<CatalogCmd>,
+}
+
+impl CatalogHandle {
+    /// Queue a write. Failures are logged by the thread; a dead thread is logged here.
+    pub fn send(&self, cmd: CatalogCmd) {
+        if self.tx.send(cmd).is_err() {
+            tracing::error!("catalogue thread is gone: write lost");
+        }
+    }
+
+    /// Insert a recording row and wait until it is committed.
+    pub async fn insert(&self, r: NewRecording) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(CatalogCmd::Insert(Box::new(r), tx))
+            .map_err(|_| "catalogue thread is gone".to_string())?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("catalogue thread is gone".into()),
+        }
+    }
+
+    /// Close: no more writes are sent after this.
+    pub fn close(&self) {}
+}
+
+/// Open the catalogue, recover what a crash left open, and start the writer thread.
+pub fn start(cfg: &Config, vault: Arc<dyn KeyWrap>) -> Result<CatalogHandle, anyhow::Error> {
+    let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
+    recover(&mut cat, &cfg.storage.data_dir, vault.as_ref())?;
+    let (tx, rx) = mpsc::channel::<CatalogCmd>();
+    std::thread::Builder::new()
+        .name("catalog".into())
+        .spawn(move || writer(cat, rx))?;
+    Ok(CatalogHandle { tx })
+}
+
+fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
+    while let Ok(cmd) = rx.recv() {
+        let (what, res) = match cmd {
+            CatalogCmd::Insert(r, reply) => {
+                let res = cat.insert_recording(&r);
+                let out = res.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                let _ = reply.send(res);
+                ("insert", out)
+            }
+            CatalogCmd::Participants(id, ps) => (
+                "participants",
+                cat.set_participants(&id, &ps).map_err(|e| e.to_string()),
+            ),
+            CatalogCmd::Channels(id, cs) => (
+                "channels",
+                cat.set_channels(&id, &cs).map_err(|e| e.to_string()),
+            ),
+            CatalogCmd::Metadata(id, v) => (
+                "metadata",
+                cat.add_metadata_version(&id, &v)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ),
+            CatalogCmd::SessionId(id, s) => (
+                "session id",
+                cat.set_session_id(&id, &s).map_err(|e| e.to_string()),
+            ),
+            CatalogCmd::Events(id, evs) => (
+                "events",
+                cat.add_events(&id, &evs).map_err(|e| e.to_string()),
+            ),
+            CatalogCmd::Finish(id, f, done) => {
+                let r = cat.finish_recording(&id, &f).map_err(|e| e.to_string());
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
+                ("finish", r)
+            }
+        };
+        if let Err(e) = res {
+            tracing::error!(op = what, error = %e, "catalogue write failed");
+        }
+    }
+}
+
+/// Recordings still marked `recording` were open when the daemon died: close each at its
+/// last durable chunk (`interrupted`), or mark it `damaged` if its file cannot be read.
+pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyhow::Result<()> {
+    let open = cat.recordings_in_state("recording")?;
+    for r in open {
+        let Some(d) = cat.get(&r.id)? else { continue };
+        let path = data_dir.join(&d.file_path);
+        let (state, frames, sha, bytes) = match scan_file(&path, vault) {
+            Ok(rep) => {
+                let st = match rep.state {
+                    ScanState::Complete => "complete",
+                    ScanState::Interrupted { .. } => "interrupted",
+                    ScanState::Damaged { .. } => "damaged",
+                };
+                (st, rep.frames, rep.sha256_hex, rep.bytes)
+            }
+            Err(e) => {
+                tracing::error!(recording = %r.id, error = %e, "open recording unreadable");
+                ("damaged", 0, None, 0)
+            }
+        };
+        let rate = u64::from(d.sample_rate.max(1));
+        let duration_ms = frames * 1000 / rate;
+        let f = Finish {
+            ended_at: d.started_at + duration_ms as i64,
+            duration_ms,
+            state: state.into(),
+            file_sha256: sha,
+            file_bytes: bytes,
+            codec: None,
+            stats_json: None,
+        };
+        cat.finish_recording(&r.id, &f)?;
+        tracing::warn!(recording = %r.id, state, duration_ms, "recovered recording left open by a previous run");
+    }
+    Ok(())
+}
+
+/// Make appended chunks durable: one `syncfs` per flush interval covers every open file.
+pub async fn syncer(shared: Arc<super::Shared>) {
+    let dir: PathBuf = shared.cfg.storage.recordings_dir();
+    let every = Duration::from_millis(u64::from(shared.cfg.storage.flush_interval_ms));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let d = dir.clone();
+        let res = tokio::task::spawn_blocking(move || sync_fs(&d)).await;
+        if let Ok(Err(e)) = res {
+            tracing::error!(error = %e, "syncfs failed: recordings may not be durable");
+        }
+    }
+}
+
+/// Flush the filesystem holding `dir`.
+pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&f)?;
+    Ok(())
+}
+
+/// Free space (MiB) on the filesystem holding `dir`.
+pub fn free_mb(dir: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize) / (1024 * 1024))
+}
