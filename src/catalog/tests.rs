@@ -820,3 +820,16 @@ fn second_writer_waits_for_the_first() {
     let b = handle.join().expect("thread").expect("insert after wait");
     assert_eq!(b.list(&ListFilter::default()).unwrap().len(), 1);
 }
+
+#[test]
+fn garbage_file_is_an_error_and_left_alone() {
+    let (_d, path) = db();
+    let junk = b"this is not an SQLite database, it is a recording someone misplaced".repeat(100);
+    std::fs::write(&path, &junk).unwrap();
+    assert!(matches!(Catalog::open(&path), Err(CatalogError::Sqlite(_))));
+    assert!(matches!(
+        Catalog::open_read_only(&path),
+        Err(CatalogError::Sqlite(_))
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}
