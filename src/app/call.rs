@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::app::ports::RtpSocket;
 use crate::app::store::CatalogCmd;
 use crate::app::Shared;
-use crate::catalog::{EventRow, Finish, NewRecording};
+use crate::catalog::{EventRow, Finish, NewRecording, RecordingState};
 use crate::media::{is_rtcp, CallTimeline, Codec, StreamConfig, TimelineConfig};
 use crate::recording::{ContainerWriter, HeaderParams};
 use crate::sdp::{Direction, NegotiatedStream};
@@ -71,6 +71,7 @@ pub struct PreparedCall {
     codecs: Vec<String>,
     holds: Vec<bool>,
     events: Vec<EventRow>,
+    write_failed: bool,
 }
 
 /// Why a call could not be set up (the SRC gets 503).
@@ -157,6 +158,7 @@ impl PreparedCall {
             codecs,
             holds,
             events: Vec::new(),
+            write_failed: false,
         })
     }
 
@@ -237,7 +239,7 @@ impl PreparedCall {
     }
 
     fn update_streams(&mut self, streams: &[NegotiatedStream]) {
-        let at_ms = self.start.elapsed().as_millis() as i64;
+        let at_ms = self.start.elapsed().as_millis() as u64;
         for (ch, m) in self.mlines.clone().iter().enumerate() {
             let Some(s) = streams.get(*m) else { continue };
             self.timeline.set_stream_config(ch, stream_config(s));
@@ -253,8 +255,10 @@ impl PreparedCall {
                     self.events.push(EventRow {
                         at_ms,
                         kind: if hold { "hold" } else { "resume" }.into(),
-                        channel: Some(ch as i64),
-                        detail_json: format!("{{\"direction\":\"{:?}\"}}", s.direction),
+                        channel: Some(ch as u32),
+                        detail_json: Some(
+                            serde_json::json!({ "direction": direction_str(&s.direction) }),
+                        ),
                     });
                 }
             }
@@ -269,7 +273,10 @@ impl PreparedCall {
 
     fn append(&mut self, bytes: &[u8]) {
         if let Err(e) = self.file.write_all(bytes) {
-            tracing::error!(recording = %self.id, error = %e, "writing recording failed");
+            if !self.write_failed {
+                tracing::error!(recording = %self.id, error = %e, "writing recording failed");
+            }
+            self.write_failed = true;
         }
     }
 
@@ -285,10 +292,11 @@ impl PreparedCall {
         let fin = self.writer.finish();
         self.append(&fin.last_chunk);
         let state = match self.file.sync_all() {
-            Ok(()) => "complete",
+            Ok(()) if !self.write_failed => RecordingState::Complete,
+            Ok(()) => RecordingState::Damaged,
             Err(e) => {
                 tracing::error!(recording = %self.id, error = %e, "fsync of recording failed");
-                "damaged"
+                RecordingState::Damaged
             }
         };
         let mut stats = Vec::new();
@@ -306,10 +314,14 @@ impl PreparedCall {
         }
         for (ch, d) in self.timeline.take_dtmf() {
             self.events.push(EventRow {
-                at_ms: d.start_ms as i64,
+                at_ms: d.start_ms,
                 kind: "dtmf".into(),
-                channel: Some(ch as i64),
-                detail_json: serde_json::json!({"digit": d.digit.to_string(), "duration_ms": d.duration_ms, "volume": d.volume}).to_string(),
+                channel: Some(ch as u32),
+                detail_json: Some(serde_json::json!({
+                    "digit": d.digit.to_string(),
+                    "duration_ms": d.duration_ms,
+                    "volume": d.volume,
+                })),
             });
         }
         if !self.events.is_empty() {
@@ -320,15 +332,15 @@ impl PreparedCall {
         let duration_ms = end.as_millis() as u64;
         let ended_at = chrono::Utc::now().timestamp_millis();
         let finish = Finish {
-            ended_at,
+            ended_at_ms: ended_at,
             duration_ms,
-            state: state.into(),
+            state,
             file_sha256: Some(hex::encode(fin.sha256)),
-            file_bytes: fin.total_bytes,
+            file_bytes: Some(fin.total_bytes),
             codec: Some(self.codecs.join("+")),
-            stats_json: Some(serde_json::Value::Array(stats).to_string()),
+            stats_json: Some(serde_json::Value::Array(stats)),
         };
-        tracing::info!(recording = %self.id, duration_ms, reason, state, "recording closed");
+        tracing::info!(recording = %self.id, duration_ms, reason, state = state.as_str(), "recording closed");
         self.shared
             .catalog
             .send(CatalogCmd::Finish(self.id.clone(), finish, None));

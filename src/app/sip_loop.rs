@@ -13,7 +13,10 @@ use tokio::sync::mpsc;
 use crate::app::call::{CallCmd, CallHandle, CallSetup, PreparedCall, SetupError};
 use crate::app::store::{free_mb, CatalogCmd};
 use crate::app::Shared;
-use crate::catalog::{ChannelRow, MetadataVersion as CatMetadata, NewRecording, ParticipantRow};
+use crate::catalog::{
+    ChannelRow, DataMode, MappingSource, MetadataVersion as CatMetadata, NewRecording,
+    ParticipantRow, Source,
+};
 use crate::config::ListenTransport;
 use crate::sip::{DialogId, Endpoint, EndpointConfig, Message, Peer, StreamFramer, Transport};
 use crate::siprec::metadata::RecordingMetadata;
@@ -222,18 +225,19 @@ async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, Setu
     };
     let session_id = offer.parsed_metadata.as_ref().and_then(session_id_of);
     let shared2 = shared.clone();
+    let codec = offered_codecs(&offer);
     let prepared = PreparedCall::prepare(shared, &setup, |id, path| NewRecording {
         id: id.to_string(),
-        source: if offer.siprec { "siprec" } else { "sip" }.into(),
+        source: Source::Siprec,
         call_id: offer.call_id.clone(),
         session_id: session_id.clone(),
-        src_addr: Some(offer.src.to_string()),
-        started_at: chrono::Utc::now().timestamp_millis(),
+        src_addr: offer.src.to_string(),
+        started_at_ms: chrono::Utc::now().timestamp_millis(),
+        codec,
         sample_rate: crate::app::call::SAMPLE_RATE,
-        channels: offer.recordable.len() as u32,
-        file_path: path.to_string(),
-        kek_id: shared2.vault.kek_id(),
-        codec: None,
+        channels: offer.recordable.len() as u16,
+        file_path: Some(path.to_string()),
+        kek_id: Some(shared2.vault.kek_id()),
     })
     .await?;
     if let Some(v) = &offer.metadata {
@@ -242,6 +246,23 @@ async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, Setu
         store_channels(&shared2, prepared.id(), &offer.channels);
     }
     Ok(prepared)
+}
+
+fn offered_codecs(offer: &Offer) -> String {
+    let mut names: Vec<String> = offer
+        .recordable
+        .iter()
+        .filter_map(|i| offer.streams.get(*i))
+        .filter_map(|s| {
+            s.formats
+                .iter()
+                .find(|f| !f.encoding.eq_ignore_ascii_case("telephone-event"))
+                .map(|f| f.encoding.to_ascii_uppercase())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names.join("+")
 }
 
 fn session_id_of(m: &RecordingMetadata) -> Option<String> {
@@ -260,10 +281,10 @@ fn store_metadata(
     shared.catalog.send(CatalogCmd::Metadata(
         id.to_string(),
         CatMetadata {
-            received_at,
+            received_at_ms: received_at,
             sip_method: v.sip_method.clone(),
             content_type: v.content_type.clone(),
-            data_mode: v.data_mode.clone(),
+            data_mode: v.data_mode.as_deref().and_then(|d| d.parse::<DataMode>().ok()),
             raw: v.raw.clone(),
         },
     ));
@@ -291,11 +312,14 @@ fn store_channels(shared: &Shared, id: &str, channels: &[ChannelAssignment]) {
         .enumerate()
         .map(|(ch, c)| ChannelRow {
             channel: ch as u32,
-            mline: c.mline as u32,
+            mline: Some(c.mline as u32),
             label: c.label.clone(),
             stream_id: c.stream_id.clone(),
             participant_id: c.participant_id.clone(),
-            mapping_source: c.source.as_str().to_string(),
+            mapping_source: match c.source {
+                crate::siprec::MappingSource::Metadata => MappingSource::Metadata,
+                crate::siprec::MappingSource::MlineOrderFallback => MappingSource::MlineOrder,
+            },
         })
         .collect();
     shared.catalog.send(CatalogCmd::Channels(id.to_string(), rows));

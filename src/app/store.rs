@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::catalog::{
     Catalog, CatalogError, ChannelRow, EventRow, Finish, MetadataVersion, NewRecording,
-    ParticipantRow,
+    ParticipantRow, RecordingState,
 };
 use crate::config::Config;
 use crate::recording::{scan_file, ScanState};
@@ -127,34 +127,48 @@ pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyho
     let open = cat.recordings_in_state("recording")?;
     for r in open {
         let Some(d) = cat.get(&r.id)? else { continue };
-        let path = data_dir.join(&d.file_path);
+        let d = d.recording;
+        let Some(rel) = d.file_path.as_deref() else {
+            let f = Finish {
+                ended_at_ms: d.started_at_ms,
+                duration_ms: 0,
+                state: RecordingState::Damaged,
+                file_sha256: None,
+                file_bytes: None,
+                codec: None,
+                stats_json: None,
+            };
+            cat.finish_recording(&r.id, &f)?;
+            continue;
+        };
+        let path = data_dir.join(rel);
         let (state, frames, sha, bytes) = match scan_file(&path, vault) {
             Ok(rep) => {
                 let st = match rep.state {
-                    ScanState::Complete => "complete",
-                    ScanState::Interrupted { .. } => "interrupted",
-                    ScanState::Damaged { .. } => "damaged",
+                    ScanState::Complete => RecordingState::Complete,
+                    ScanState::Interrupted { .. } => RecordingState::Interrupted,
+                    ScanState::Damaged { .. } => RecordingState::Damaged,
                 };
                 (st, rep.frames, rep.sha256_hex, rep.bytes)
             }
             Err(e) => {
                 tracing::error!(recording = %r.id, error = %e, "open recording unreadable");
-                ("damaged", 0, None, 0)
+                (RecordingState::Damaged, 0, None, None)
             }
         };
         let rate = u64::from(d.sample_rate.max(1));
         let duration_ms = frames * 1000 / rate;
         let f = Finish {
-            ended_at: d.started_at + duration_ms as i64,
+            ended_at_ms: d.started_at_ms + duration_ms as i64,
             duration_ms,
-            state: state.into(),
+            state,
             file_sha256: sha,
             file_bytes: bytes,
             codec: None,
             stats_json: None,
         };
         cat.finish_recording(&r.id, &f)?;
-        tracing::warn!(recording = %r.id, state, duration_ms, "recovered recording left open by a previous run");
+        tracing::warn!(recording = %r.id, state = state.as_str(), duration_ms, "recovered recording left open by a previous run");
     }
     Ok(())
 }

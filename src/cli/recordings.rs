@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 
-use crate::catalog::{Catalog, ListFilter};
+use crate::catalog::{Catalog, ListFilter, RecordingDetail};
 use crate::config::Config;
 
 /// `recordings` subcommands.
@@ -67,10 +67,11 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             let Some(d) = cat.get(&id)? else {
                 bail!("no recording with id {id}");
             };
-            let v = crate::catalog::detail_json(&d);
+            let v = detail_json(&d)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                print!("{}", crate::catalog::render_table(&[d.summary()?]));
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             Ok(())
@@ -81,9 +82,12 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             let Some(d) = cat.get(&id)? else {
                 bail!("no recording with id {id}");
             };
+            let Some(rel) = d.recording.file_path.clone() else {
+                bail!("recording {id} has no file");
+            };
             let vault = crate::vault::KeyFileVault::open_existing(&cfg.storage.key_file())
                 .context("opening the key file")?;
-            let path = cfg.storage.data_dir.join(&d.file_path);
+            let path = cfg.storage.data_dir.join(rel);
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("reading recording file {}", path.display()))?;
             let (header, samples) = crate::recording::read_all_audio(&bytes, &vault)
@@ -126,4 +130,58 @@ fn open(cfg: &Config) -> anyhow::Result<Catalog> {
         );
     }
     Ok(Catalog::open_read_only(&p)?)
+}
+
+/// The `recordings show --json` document: the list entry plus stats, DTMF, events and the
+/// metadata versions received (without their raw bytes).
+pub fn detail_json(d: &RecordingDetail) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(d.summary()?)?;
+    let r = &d.recording;
+    let dtmf: Vec<serde_json::Value> = d
+        .events
+        .iter()
+        .filter(|e| e.kind == "dtmf")
+        .map(|e| {
+            let det = e.detail_json.clone().unwrap_or_default();
+            serde_json::json!({
+                "channel": e.channel,
+                "digit": det.get("digit"),
+                "start_ms": e.at_ms,
+                "duration_ms": det.get("duration_ms"),
+            })
+        })
+        .collect();
+    let events: Vec<serde_json::Value> = d
+        .events
+        .iter()
+        .map(|e| serde_json::json!({"at_ms": e.at_ms, "kind": e.kind, "channel": e.channel, "detail": e.detail_json}))
+        .collect();
+    let versions: Vec<serde_json::Value> = d
+        .metadata_versions
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "seq": m.seq,
+                "received_at": chrono::DateTime::from_timestamp_millis(m.version.received_at_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                "sip_method": m.version.sip_method,
+                "content_type": m.version.content_type,
+                "data_mode": m.version.data_mode.map(|x| x.as_str()),
+                "bytes": m.version.raw.len(),
+            })
+        })
+        .collect();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("src_addr".into(), r.src_addr.clone().into());
+        o.insert("sample_rate".into(), r.sample_rate.into());
+        o.insert("file_path".into(), r.file_path.clone().into());
+        o.insert("file_sha256".into(), r.file_sha256.clone().into());
+        o.insert("file_bytes".into(), r.file_bytes.into());
+        o.insert("kek_id".into(), r.kek_id.clone().into());
+        o.insert("stats".into(), r.stats_json.clone().unwrap_or_default());
+        o.insert("dtmf".into(), dtmf.into());
+        o.insert("events".into(), events.into());
+        o.insert("metadata_versions".into(), versions.into());
+    }
+    Ok(v)
 }
