@@ -1217,11 +1217,7 @@ mod tests {
         extra: &str,
         body: &str,
     ) -> Vec<u8> {
-        let cseq_m = if method == "ACK" || method == "CANCEL" {
-            method.to_string()
-        } else {
-            method.to_string()
-        };
+        let cseq_m = method;
         let to = match to_tag {
             Some(t) => format!("<sip:srs@192.0.2.1>;tag={t}"),
             None => "<sip:srs@192.0.2.1>".into(),
@@ -1525,6 +1521,7 @@ Call-ID: {call}\r\nCSeq: {cseq} {cseq_m}\r\nContact: <sip:src@192.0.2.10:5062>\r
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn rejections() {
         let now = Instant::now();
         let p = peer(Transport::Udp);

@@ -915,6 +915,7 @@ impl StreamFramer {
 
     /// Next complete parsed message. A message that frames correctly but fails to parse
     /// yields `Err` without poisoning the framer (the stream stays in sync).
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Message>, ParseError> {
         match self.next_frame()? {
             None => Ok(None),
