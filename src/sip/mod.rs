@@ -4,6 +4,13 @@
 //! [`parse_datagram`], TCP streams via [`StreamFramer`]); [`Endpoint`] is the server
 //! transaction + dialog state machine. The shell feeds it received bytes and the current
 //! time, and drains [`Transmit`]s and [`Event`]s.
+//!
+//! Shell loop: UDP datagram → [`Endpoint::handle_receive`]. TCP bytes →
+//! [`StreamFramer::push`], then `while let Ok(Some(frame)) = framer.next_frame()` →
+//! `handle_receive(frame)` (so malformed-but-framed requests still get a 400); an `Err` from
+//! `next_frame` means the stream is out of sync: close the connection. After every input,
+//! drain `poll_transmit` / `poll_event` and re-arm a timer at `poll_timeout`, calling
+//! `handle_timeout` when it fires.
 
 pub mod endpoint;
 pub mod message;
