@@ -51,7 +51,7 @@ pub struct CallSetup {
     /// SIP Call-ID.
     pub call_id: String,
     /// SRC address.
-    pub src: SocketAddr,
+    pub src: String,
     /// Negotiated streams, m-line order (with placeholder ports).
     pub streams: Vec<NegotiatedStream>,
     /// m-line index of each channel.

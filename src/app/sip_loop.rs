@@ -18,7 +18,7 @@ use crate::catalog::{
     ParticipantRow, Source,
 };
 use crate::config::ListenTransport;
-use crate::sip::{DialogId, Endpoint, EndpointConfig, Message, Peer, StreamFramer, Transport};
+use crate::sip::{DialogId, Endpoint, EndpointConfig, Peer, StreamFramer, Transport};
 use crate::siprec::metadata::RecordingMetadata;
 use crate::siprec::srs::{MetadataVersion, Offer, Srs, SrsConfig, SrsEvent};
 use crate::siprec::ChannelAssignment;
@@ -26,7 +26,6 @@ use crate::siprec::ChannelAssignment;
 /// Input to the SIP loop from socket tasks and call set-up tasks.
 enum Inbound {
     Datagram(Peer, Vec<u8>),
-    Message(Peer, Box<Message>),
     TcpOpened(u64, mpsc::UnboundedSender<Vec<u8>>),
     TcpClosed(u64),
     Prepared(DialogId, Result<PreparedCall, SetupError>),
@@ -99,7 +98,6 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                 let now = Instant::now();
                 match inb {
                     Inbound::Datagram(peer, data) => srs.handle_receive(now, peer, &data),
-                    Inbound::Message(peer, msg) => srs.handle_message(now, peer, *msg),
                     Inbound::TcpOpened(id, tx) => { tcp_conns.insert(id, tx); }
                     Inbound::TcpClosed(id) => { tcp_conns.remove(&id); }
                     Inbound::Prepared(call, res) => {
@@ -219,7 +217,7 @@ fn handle_event(
 async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, SetupError> {
     let setup = CallSetup {
         call_id: offer.call_id.clone(),
-        src: offer.src,
+        src: offer.src.clone(),
         streams: offer.streams.clone(),
         recordable: offer.recordable.clone(),
     };
@@ -231,7 +229,7 @@ async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, Setu
         source: Source::Siprec,
         call_id: offer.call_id.clone(),
         session_id: session_id.clone(),
-        src_addr: offer.src.to_string(),
+        src_addr: offer.src.clone(),
         started_at_ms: chrono::Utc::now().timestamp_millis(),
         codec,
         sample_rate: crate::app::call::SAMPLE_RATE,
@@ -430,9 +428,10 @@ async fn tcp_conn(
         };
         framer.push(buf.get(..n).unwrap_or_default());
         loop {
-            match framer.next() {
-                Ok(Some(msg)) => {
-                    if tx.send(Inbound::Message(peer, Box::new(msg))).await.is_err() {
+            // Frames go through the endpoint as bytes so a malformed one still gets its 400.
+            match framer.next_frame() {
+                Ok(Some(frame)) => {
+                    if tx.send(Inbound::Datagram(peer, frame)).await.is_err() {
                         break 'read;
                     }
                 }

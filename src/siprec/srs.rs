@@ -7,7 +7,7 @@
 //! [`Srs::accept`] or [`Srs::reject`].
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::sdp::{self, AnswerParams, Direction, NegotiatedStream, SessionDescription};
@@ -93,8 +93,8 @@ pub struct Offer {
     pub call: DialogId,
     /// SIP Call-ID.
     pub call_id: String,
-    /// Who sent it.
-    pub src: SocketAddr,
+    /// Who sent it (from the top Via).
+    pub src: String,
     /// Whether it was a SIPREC INVITE (metadata present / `+sip.src`) or plain SDP.
     pub siprec: bool,
     /// Why it is not SIPREC, when it is not.
@@ -292,7 +292,10 @@ impl Srs {
                     dialog,
                     request,
                 } => {
-                    let method = request.method_str().to_string();
+                    let method = request
+                        .method()
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default();
                     self.on_reoffer(now, txn, dialog, request, &method);
                 }
                 SipEvent::Ack { dialog, .. } => {
@@ -326,15 +329,14 @@ impl Srs {
 
     fn on_initial_invite(&mut self, now: Instant, txn: TxnId, dialog: DialogId, req: Message) {
         let ct = req.header("Content-Type").unwrap_or("").to_string();
-        let require: Vec<String> = req.require();
-        let supported: Vec<String> = req.supported();
+        let require: Vec<&str> = req.require();
+        let supported: Vec<&str> = req.supported();
         let contact_src = req
             .header_all("Contact")
+            .iter()
             .any(|c| c.to_ascii_lowercase().contains("+sip.src"));
-        let req_refs: Vec<&str> = require.iter().map(String::as_str).collect();
-        let sup_refs: Vec<&str> = supported.iter().map(String::as_str).collect();
         let (body, siprec, not_reason) =
-            match classify(&ct, &req.body, &req_refs, &sup_refs, contact_src) {
+            match classify(&ct, &req.body, &require, &supported, contact_src) {
                 Classification::Siprec(b) => (b, true, None),
                 Classification::NotSiprec { reason } => {
                     match crate::siprec::split_body(&ct, &req.body) {
@@ -596,8 +598,16 @@ fn data_mode_str(m: &RecordingMetadata) -> Option<String> {
     m.data_mode.as_ref().map(|d| format!("{d:?}").to_ascii_lowercase())
 }
 
-fn req_source(req: &Message) -> SocketAddr {
-    req.source().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+/// Where the request came from, as its top Via says (`received`/`rport` when present).
+fn req_source(req: &Message) -> String {
+    match req.top_via() {
+        Ok(v) => match (v.received(), v.rport()) {
+            (Some(host), Some(Some(port))) => format!("{host}:{port}"),
+            (Some(host), _) => host.to_string(),
+            _ => v.sent_by(),
+        },
+        Err(_) => String::new(),
+    }
 }
 
 /// Offered m-lines we can record: audio, a port, at least one supported encoding.
