@@ -1,1 +1,4 @@
-//! recording (filled in by its owner)
+//! Recording files: the encrypted chunked container and WAV export.
+
+pub mod container;
+pub mod wav;
