@@ -89,14 +89,9 @@ pub fn decode_alaw(input: &[u8], out: &mut [i16]) {
 /// Index of the first segment end that is >= `val`, or 8 if none.
 #[inline]
 fn segment(val: i32, ends: &[i32; 8]) -> u8 {
-    let mut seg = 0u8;
-    for &end in ends {
-        if val <= end {
-            return seg;
-        }
-        seg += 1;
-    }
-    8
+    ends.iter()
+        .position(|&end| val <= end)
+        .map_or(8, |s| s as u8)
 }
 
 /// Encode a linear sample as µ-law (G.711, Sun/G.191 compressor).

@@ -10,6 +10,9 @@ pub mod rtp;
 pub mod stream;
 pub mod timeline;
 
+#[cfg(test)]
+mod fixture_tests;
+
 pub use dtmf::{DtmfDecoder, DtmfError, DtmfEvent};
 pub use g711::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear};
 pub use rtp::{is_rtcp, parse as parse_rtp, RtpError, RtpPacket};

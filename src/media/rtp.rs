@@ -116,6 +116,7 @@ pub fn is_rtcp(buf: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         marker: bool,
         pt: u8,

@@ -890,8 +890,7 @@ mod tests {
         t.set_stream_config(0, cfg);
         let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 20);
         // Digit '7' starting at ts 3200 (400 ms), 6 updates then 3 redundant ends.
-        let mut seq = 21u16;
-        for i in 1..=9u32 {
+        for (seq, i) in (21u16..).zip(1..=9u32) {
             let dur = (160 * i.min(7)) as u16;
             let end = i >= 7;
             let pl = [
@@ -905,7 +904,6 @@ mod tests {
                 p[1] |= 0x80;
             }
             pkts.push((0, 400 * MS + 20 * MS * i.min(7), p));
-            seq += 1;
         }
         let out = run(&mut t, pkts, 1000 * MS);
         let ev = t.take_dtmf();
@@ -1022,11 +1020,11 @@ mod tests {
             .collect();
         let start = std::time::Instant::now();
         let mut n = 0u64;
-        for k in 0..100usize {
+        for (k, pkt) in pkts.iter().enumerate() {
             let at = 20 * MS * k as u32;
             for t in tls.iter_mut() {
                 for ch in 0..2 {
-                    t.push_rtp(ch, at, &pkts[k]);
+                    t.push_rtp(ch, at, pkt);
                     n += 1;
                 }
                 if k % 5 == 0 {
