@@ -1258,4 +1258,31 @@ mod tests {
         p.recording_id = "x".repeat(70000);
         assert!(ContainerWriter::new(p, dk, vec![], [0; 7]).is_err());
     }
+
+    #[test]
+    fn random_mutations_never_pass_or_panic() {
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..60 {
+            let mut f = r.file.clone();
+            let pos = (next() % f.len() as u64) as usize;
+            let bit = 1u8 << (next() % 8);
+            f[pos] ^= bit;
+            if next() % 4 == 0 {
+                let cut = (next() % f.len() as u64) as usize;
+                f.truncate(cut);
+            }
+            if let Ok((_, audio)) = read_all_audio(&f[..], &v) {
+                panic!("mutation at {pos} accepted ({} samples)", audio.len());
+            }
+            let _ = scan(&f[..], &v);
+        }
+    }
 }
