@@ -115,12 +115,13 @@ impl PreparedCall {
             created_unix_ms: created.timestamp_millis(),
             sample_rate: SAMPLE_RATE,
             channels: setup.recordable.len() as u16,
-            chunk_frames: (SAMPLE_RATE as u64 * u64::from(shared.cfg.storage.flush_interval_ms)
+            chunk_target_frames: (SAMPLE_RATE as u64 * u64::from(shared.cfg.storage.flush_interval_ms)
                 / 1000) as u32,
             kek_id: shared.vault.kek_id(),
             extra_json: String::new(),
         };
-        let (writer, header) = ContainerWriter::new(params, dk, wrapped, prefix);
+        let (writer, header) = ContainerWriter::new(params, dk, wrapped, prefix)
+            .map_err(|e| SetupError::Storage(format!("container: {e}")))?;
         let file = create_file(&abs, &header).map_err(|e| {
             SetupError::Storage(format!("creating {}: {e}", abs.display()))
         })?;
@@ -211,7 +212,7 @@ impl PreparedCall {
                 _ = tick.tick() => {
                     let now = self.start.elapsed();
                     while let Some(block) = self.timeline.poll_audio(now) {
-                        self.writer.push_block(&block);
+                        self.push_block(&block);
                     }
                     self.write_ready_chunks();
                     if last_flush.elapsed() >= flush_every {
@@ -265,6 +266,13 @@ impl PreparedCall {
         }
     }
 
+    fn push_block(&mut self, block: &crate::media::AudioBlock) {
+        if let Err(e) = self.writer.push_block(block) {
+            // The timeline only moves forward, so this is a bug; keep recording what we can.
+            tracing::error!(recording = %self.id, error = %e, "audio block refused by the container");
+        }
+    }
+
     fn write_ready_chunks(&mut self) {
         while let Some(chunk) = self.writer.poll_chunk() {
             self.append(&chunk);
@@ -283,14 +291,14 @@ impl PreparedCall {
     fn close(mut self, reason: &str) {
         let end = self.start.elapsed();
         if let Some(block) = self.timeline.finish(end) {
-            self.writer.push_block(&block);
+            self.push_block(&block);
         }
         self.write_ready_chunks();
         if let Some(chunk) = self.writer.flush() {
             self.append(&chunk);
         }
         let fin = self.writer.finish();
-        self.append(&fin.last_chunk);
+        self.append(&fin.bytes);
         let state = match self.file.sync_all() {
             Ok(()) if !self.write_failed => RecordingState::Complete,
             Ok(()) => RecordingState::Damaged,

@@ -13,7 +13,7 @@ use crate::catalog::{
     ParticipantRow, RecordingState,
 };
 use crate::config::Config;
-use crate::recording::{scan_file, ScanState};
+use crate::recording::{scan, ScanState};
 use crate::vault::KeyWrap;
 
 /// A write for the catalogue thread.
@@ -149,7 +149,7 @@ pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyho
                     ScanState::Interrupted { .. } => RecordingState::Interrupted,
                     ScanState::Damaged { .. } => RecordingState::Damaged,
                 };
-                (st, rep.frames, rep.sha256_hex, rep.bytes)
+                (st, rep.frames, rep.sha256_hex, Some(rep.bytes))
             }
             Err(e) => {
                 tracing::error!(recording = %r.id, error = %e, "open recording unreadable");
@@ -200,4 +200,41 @@ pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
 pub fn free_mb(dir: &Path) -> std::io::Result<u64> {
     let s = rustix::fs::statvfs(dir)?;
     Ok(s.f_bavail.saturating_mul(s.f_frsize) / (1024 * 1024))
+}
+
+/// Result of checking one recording file.
+pub struct FileScan {
+    /// Integrity state.
+    pub state: ScanState,
+    /// Audio frames in the verified prefix.
+    pub frames: u64,
+    /// SHA-256 of the whole file.
+    pub sha256_hex: Option<String>,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// Verify a recording file chunk by chunk and hash it.
+pub fn scan_file(path: &Path, vault: &dyn KeyWrap) -> anyhow::Result<FileScan> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(buf.get(..n).unwrap_or_default());
+        bytes += n as u64;
+    }
+    let rep = scan(std::io::BufReader::new(std::fs::File::open(path)?), vault)?;
+    Ok(FileScan {
+        state: rep.state,
+        frames: rep.frames,
+        sha256_hex: Some(hex::encode(h.finalize())),
+        bytes,
+    })
 }

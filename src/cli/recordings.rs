@@ -85,12 +85,13 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             let Some(rel) = d.recording.file_path.clone() else {
                 bail!("recording {id} has no file");
             };
-            let vault = crate::vault::KeyFileVault::open_existing(&cfg.storage.key_file())
+            let vault = crate::vault::KeyFileVault::load(&cfg.storage.key_file())
                 .context("opening the key file")?;
             let path = cfg.storage.data_dir.join(rel);
-            let bytes = std::fs::read(&path)
+            let file = std::fs::File::open(&path)
                 .with_context(|| format!("reading recording file {}", path.display()))?;
-            let (header, samples) = crate::recording::read_all_audio(&bytes, &vault)
+            let (header, samples) =
+                crate::recording::read_all_audio(std::io::BufReader::new(file), &vault)
                 .with_context(|| format!("recording {id} failed verification"))?;
             if header.recording_id != id {
                 bail!(
