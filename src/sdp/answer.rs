@@ -92,7 +92,7 @@ fn is_telephone_event(enc: &str) -> bool {
 ///
 /// Per m-line: audio over RTP/AVP(F) with at least one supported non-DTMF codec and a port
 /// from `p.ports` is accepted — we echo only supported formats (in offer order, keeping
-/// `telephone-event` and every accepted format's `a=fmtp`), copy `a=label` and `a=ptime`,
+/// `telephone-event` at a matching clock rate and every accepted format's `a=fmtp`), copy `a=label` and `a=ptime`,
 /// and answer `a=recvonly` (or `a=inactive` if the offer is `inactive` or `recvonly`).
 /// Everything else is rejected RFC 3264-style: port 0 with the offered formats echoed.
 /// The m-line count and order are those of the offer; our address goes in a session-level
@@ -143,7 +143,18 @@ pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<
                     .any(|s| s.trim().eq_ignore_ascii_case(&c.encoding))
             })
             .collect();
-        let has_voice = accepted.iter().any(|c| !is_telephone_event(&c.encoding));
+        // RFC 4733 §7.1.1: telephone-event must use the clock rate of the voice codec, so
+        // keep only DTMF formats whose rate matches an accepted voice format.
+        let voice_rates: Vec<u32> = accepted
+            .iter()
+            .filter(|c| !is_telephone_event(&c.encoding))
+            .map(|c| c.clock_rate)
+            .collect();
+        let accepted: Vec<PayloadFormat> = accepted
+            .into_iter()
+            .filter(|c| !is_telephone_event(&c.encoding) || voice_rates.contains(&c.clock_rate))
+            .collect();
+        let has_voice = !voice_rates.is_empty();
 
         let reject = if !m.media.eq_ignore_ascii_case("audio") {
             Some(format!("media type {} not recorded", m.media))
@@ -393,6 +404,13 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
         let text = a.sdp.to_string();
         assert!(text.contains("c=IN IP6 2001:db8::99\r\n"));
         assert!(text.contains("o=branchrec 42 1 IN IP6 2001:db8::99\r\n"));
+    }
+
+    #[test]
+    fn telephone_event_only_at_voice_clock_rate() {
+        let offer = parse("v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 111 101 0 8 107\na=rtpmap:111 opus/48000/2\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\na=rtpmap:107 telephone-event/48000\n").unwrap();
+        let a = build_answer(&offer, &params(1)).unwrap();
+        assert_eq!(a.sdp.media[0].formats, vec!["101", "0", "8"]);
     }
 
     #[test]

@@ -300,12 +300,12 @@ impl MediaDescription {
 
     /// `a=ptime` in milliseconds.
     pub fn ptime(&self) -> Option<u32> {
-        self.attr("ptime").and_then(|v| parse_leading_u32(v))
+        self.attr("ptime").and_then(parse_leading_u32)
     }
 
     /// `a=maxptime` in milliseconds.
     pub fn maxptime(&self) -> Option<u32> {
-        self.attr("maxptime").and_then(|v| parse_leading_u32(v))
+        self.attr("maxptime").and_then(parse_leading_u32)
     }
 
     /// Raw `a=crypto` values (RFC 4568 SDES), in order.

@@ -256,10 +256,8 @@ pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
                     _ => None,
                 }
             }
-            "recording" => {
-                if md.recording_id.is_none() {
-                    md.recording_id = attr(n, &["id", "recording_id"]);
-                }
+            "recording" if md.recording_id.is_none() => {
+                md.recording_id = attr(n, &["id", "recording_id"]);
             }
             "group" => md.groups.push(Group {
                 id: attr(n, &["group_id", "id"]).unwrap_or_default(),
