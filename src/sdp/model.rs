@@ -419,7 +419,9 @@ fn attr_value<'a>(attrs: &'a [Attribute], name: &str) -> Option<&'a str> {
 fn split_first_token(s: &str) -> (&str, &str) {
     let s = s.trim_start();
     match s.find(|c: char| c.is_ascii_whitespace()) {
-        Some(i) => (&s[..i], &s[i..]),
+        // `i` comes from `find` on this string and ASCII whitespace is one byte, so both
+        // slices are on char boundaries.
+        Some(i) => (s.get(..i).unwrap_or(s), s.get(i..).unwrap_or("")),
         None => (s, ""),
     }
 }
@@ -427,7 +429,7 @@ fn split_first_token(s: &str) -> (&str, &str) {
 fn parse_leading_u32(v: &str) -> Option<u32> {
     let v = v.trim();
     let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    v[..end].parse().ok()
+    v.get(..end)?.parse().ok()
 }
 
 impl fmt::Display for Attribute {

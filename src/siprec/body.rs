@@ -283,7 +283,8 @@ fn lines(body: &[u8]) -> Vec<Line> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < body.len() {
-        let (end, next) = match memchr::memchr(b'\n', &body[pos..]) {
+        let rest = body.get(pos..).unwrap_or(&[]);
+        let (end, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (pos + i, pos + i + 1),
             None => (body.len(), body.len()),
         };
@@ -407,11 +408,14 @@ fn split_on_boundary(body: &[u8], ls: &[Line], boundary: &str) -> Vec<Part> {
 fn split_on_content_headers(body: &[u8], ls: &[Line]) -> Vec<Part> {
     let is_ct = |l: &Line| {
         let t = trim_start(line_bytes(body, l));
-        t.len() >= 13 && t[..13].eq_ignore_ascii_case(b"content-type:")
+        t.get(..13)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"content-type:"))
     };
     let is_content_header = |l: &Line| {
         let t = trim_start(line_bytes(body, l));
-        t.len() >= 8 && t[..8].eq_ignore_ascii_case(b"content-") && header_name(t).is_some()
+        t.get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"content-"))
+            && header_name(t).is_some()
     };
     // A part starts at each maximal run of `Content-*:` lines containing a Content-Type.
     let mut starts = Vec::new();
