@@ -112,7 +112,7 @@ impl PreparedCall {
         rng.fill_bytes(&mut prefix);
         let params = HeaderParams {
             recording_id: id.clone(),
-            created_unix_ms: created.timestamp_millis(),
+            created_unix_ms: created.timestamp_millis().max(0) as u64,
             sample_rate: SAMPLE_RATE,
             channels: setup.recordable.len() as u16,
             chunk_target_frames: (SAMPLE_RATE as u64 * u64::from(shared.cfg.storage.flush_interval_ms)
@@ -298,7 +298,10 @@ impl PreparedCall {
             self.append(&chunk);
         }
         let fin = self.writer.finish();
-        self.append(&fin.bytes);
+        if let Err(e) = self.file.write_all(&fin.bytes) {
+            tracing::error!(recording = %self.id, error = %e, "writing final chunk failed");
+            self.write_failed = true;
+        }
         let state = match self.file.sync_all() {
             Ok(()) if !self.write_failed => RecordingState::Complete,
             Ok(()) => RecordingState::Damaged,

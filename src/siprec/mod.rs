@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod metadata;
+pub mod srs;
 
 pub use body::{classify, split_body, BodyError, Classification, MetadataPart, SiprecBody};
 pub use metadata::{

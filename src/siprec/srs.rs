@@ -334,7 +334,7 @@ impl Srs {
         let contact_src = req
             .header_all("Contact")
             .iter()
-            .any(|c| c.to_ascii_lowercase().contains("+sip.src"));
+            .any(|c| contact_marks_src(c));
         let (body, siprec, not_reason) =
             match classify(&ct, &req.body, &require, &supported, contact_src) {
                 Classification::Siprec(b) => (b, true, None),
@@ -406,14 +406,7 @@ impl Srs {
             }
             None => (None, None),
         };
-        let labels: Vec<Option<String>> = recordable
-            .iter()
-            .map(|i| offer.media.get(*i).and_then(|m| m.label().map(str::to_string)))
-            .collect();
-        let channels = match &parsed {
-            Some(m) => channel_map(m, &labels),
-            None => channel_map(&RecordingMetadata::default(), &labels),
-        };
+        let channels = channels_for(parsed.as_ref(), &offer, &recordable);
         let session_id = self.next_session_id;
         self.next_session_id = self.next_session_id.wrapping_add(1);
         let mut s = Session {
@@ -571,15 +564,7 @@ impl Srs {
                     None => s.metadata = Some(update),
                 }
             }
-            let labels: Vec<Option<String>> = s
-                .recordable
-                .iter()
-                .map(|i| s.offer.media.get(*i).and_then(|md| md.label().map(str::to_string)))
-                .collect();
-            let channels = channel_map(
-                s.metadata.as_ref().unwrap_or(&RecordingMetadata::default()),
-                &labels,
-            );
+            let channels = channels_for(s.metadata.as_ref(), &s.offer, &s.recordable);
             self.events.push_back(SrsEvent::Metadata {
                 call: dialog,
                 version,
@@ -592,6 +577,54 @@ impl Srs {
             tracing::warn!(error = %e, "could not answer {m}");
         }
     }
+}
+
+/// RFC 7866 `+sip.src` feature tag, or the bare `;src` parameter BroadWorks, Webex and
+/// AudioCodes send.
+fn contact_marks_src(contact: &str) -> bool {
+    let c = contact.to_ascii_lowercase();
+    c.contains("+sip.src")
+        || c.split(';').skip(1).any(|p| {
+            let name = p.split(['=', '>', ',', ' ']).next().unwrap_or("");
+            name.trim() == "src"
+        })
+}
+
+/// Channel ↔ participant mapping of the recorded m-lines, in channel order.
+fn channels_for(
+    meta: Option<&RecordingMetadata>,
+    offer: &SessionDescription,
+    recordable: &[usize],
+) -> Vec<ChannelAssignment> {
+    let labels: Vec<Option<String>> = offer
+        .media
+        .iter()
+        .map(|m| m.label().map(str::to_string))
+        .collect();
+    let empty;
+    let meta = match meta {
+        Some(m) => m,
+        None => {
+            empty = RecordingMetadata {
+                namespace: metadata::Namespace::Other(String::new()),
+                data_mode: None,
+                recording_id: None,
+                groups: vec![],
+                sessions: vec![],
+                participants: vec![],
+                streams: vec![],
+                session_recording_assocs: vec![],
+                participant_session_assocs: vec![],
+                participant_stream_assocs: vec![],
+            };
+            &empty
+        }
+    };
+    let all = channel_map(meta, &labels);
+    recordable
+        .iter()
+        .filter_map(|i| all.iter().find(|c| c.mline == *i).cloned())
+        .collect()
 }
 
 fn data_mode_str(m: &RecordingMetadata) -> Option<String> {
