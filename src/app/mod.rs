@@ -39,6 +39,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(cfg.storage.recordings_dir())
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let key_file = cfg.storage.key_file();
+    if let Some(dir) = key_file.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating key directory {}", dir.display()))?;
+    }
     let vault = crate::vault::KeyFileVault::open_or_create(&key_file)
         .with_context(|| format!("opening key file {}", key_file.display()))?;
     let vault: Arc<dyn KeyWrap> = Arc::new(vault);

@@ -69,6 +69,10 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
     let ep = Endpoint::new(EndpointConfig {
         user_agent: cfg.sip.user_agent.clone(),
         contact_host,
+        // RFC 7866 §6.1.1: an SRC puts `Require: siprec` on recording sessions.
+        supported: vec!["siprec".into()],
+        max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
+        seed: rand::random(),
         ..EndpointConfig::default()
     });
     let mut srs = Srs::new(
