@@ -312,7 +312,10 @@ impl Config {
             message,
         };
         if self.sip.listen.is_empty() {
-            return Err(invalid("sip.listen", "at least one listener is needed".into()));
+            return Err(invalid(
+                "sip.listen",
+                "at least one listener is needed".into(),
+            ));
         }
         for (i, a) in self.sip.listen.iter().enumerate() {
             if self.sip.listen[..i].contains(a) {

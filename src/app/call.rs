@@ -32,8 +32,8 @@ pub const SAMPLE_RATE: u32 = 8000;
 /// Messages from the SIP loop to a call task.
 #[derive(Debug)]
 pub enum CallCmd {
-    /// New negotiated streams (re-INVITE / UPDATE), m-line order.
-    Streams(Vec<NegotiatedStream>),
+    /// New negotiated streams (re-INVITE / UPDATE), per channel; `None` = m-line gone.
+    Streams(Vec<Option<NegotiatedStream>>),
     /// The dialog ended: close the recording.
     End(String),
 }
@@ -63,7 +63,6 @@ pub struct PreparedCall {
     shared: Arc<Shared>,
     id: String,
     sockets: Vec<RtpSocket>,
-    mlines: Vec<usize>,
     file: File,
     writer: ContainerWriter,
     timeline: CallTimeline,
@@ -115,16 +114,16 @@ impl PreparedCall {
             created_unix_ms: created.timestamp_millis().max(0) as u64,
             sample_rate: SAMPLE_RATE,
             channels: setup.recordable.len() as u16,
-            chunk_target_frames: (SAMPLE_RATE as u64 * u64::from(shared.cfg.storage.flush_interval_ms)
+            chunk_target_frames: (SAMPLE_RATE as u64
+                * u64::from(shared.cfg.storage.flush_interval_ms)
                 / 1000) as u32,
             kek_id: shared.vault.kek_id(),
             extra_json: String::new(),
         };
         let (writer, header) = ContainerWriter::new(params, dk, wrapped, prefix)
             .map_err(|e| SetupError::Storage(format!("container: {e}")))?;
-        let file = create_file(&abs, &header).map_err(|e| {
-            SetupError::Storage(format!("creating {}: {e}", abs.display()))
-        })?;
+        let file = create_file(&abs, &header)
+            .map_err(|e| SetupError::Storage(format!("creating {}: {e}", abs.display())))?;
         let row = new_row(&id, &rel.to_string_lossy());
         shared
             .catalog
@@ -151,7 +150,6 @@ impl PreparedCall {
             shared,
             id,
             sockets,
-            mlines: setup.recordable.clone(),
             file,
             writer,
             timeline,
@@ -239,17 +237,18 @@ impl PreparedCall {
         self.timeline.push_rtp(ch, at, pkt);
     }
 
-    fn update_streams(&mut self, streams: &[NegotiatedStream]) {
+    fn update_streams(&mut self, streams: &[Option<NegotiatedStream>]) {
         let at_ms = self.start.elapsed().as_millis() as u64;
-        for (ch, m) in self.mlines.clone().iter().enumerate() {
-            let Some(s) = streams.get(*m) else { continue };
-            self.timeline.set_stream_config(ch, stream_config(s));
-            for c in audio_codec_names(s) {
-                if !self.codecs.contains(&c) {
-                    self.codecs.push(c);
+        for (ch, s) in streams.iter().enumerate() {
+            if let Some(s) = s {
+                self.timeline.set_stream_config(ch, stream_config(s));
+                for c in audio_codec_names(s) {
+                    if !self.codecs.contains(&c) {
+                        self.codecs.push(c);
+                    }
                 }
             }
-            let hold = crate::siprec::srs::stream_on_hold(s);
+            let hold = s.as_ref().is_none_or(crate::siprec::srs::stream_on_hold);
             if let Some(h) = self.holds.get_mut(ch) {
                 if *h != hold {
                     *h = hold;
@@ -257,9 +256,9 @@ impl PreparedCall {
                         at_ms,
                         kind: if hold { "hold" } else { "resume" }.into(),
                         channel: Some(ch as u32),
-                        detail_json: Some(
-                            serde_json::json!({ "direction": direction_str(&s.direction) }),
-                        ),
+                        detail_json: Some(serde_json::json!({
+                            "direction": s.as_ref().map(|s| direction_str(&s.direction)),
+                        })),
                     });
                 }
             }
@@ -336,9 +335,10 @@ impl PreparedCall {
             });
         }
         if !self.events.is_empty() {
-            self.shared
-                .catalog
-                .send(CatalogCmd::Events(self.id.clone(), std::mem::take(&mut self.events)));
+            self.shared.catalog.send(CatalogCmd::Events(
+                self.id.clone(),
+                std::mem::take(&mut self.events),
+            ));
         }
         let duration_ms = end.as_millis() as u64;
         let ended_at = chrono::Utc::now().timestamp_millis();
@@ -359,10 +359,7 @@ impl PreparedCall {
 }
 
 /// Wait until any of the sockets has a datagram; returns (channel, length, source).
-async fn recv_any(
-    sockets: &[RtpSocket],
-    buf: &mut [u8],
-) -> Option<(usize, usize, SocketAddr)> {
+async fn recv_any(sockets: &[RtpSocket], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
     if sockets.is_empty() {
         return std::future::pending().await;
     }
@@ -416,11 +413,13 @@ fn stream_config(s: &NegotiatedStream) -> StreamConfig {
     StreamConfig { payload_types }
 }
 
+/// The stream's preferred (first accepted) audio encoding.
 fn audio_codec_names(s: &NegotiatedStream) -> Vec<String> {
     s.formats
         .iter()
-        .filter(|f| !f.encoding.eq_ignore_ascii_case("telephone-event"))
+        .find(|f| !f.encoding.eq_ignore_ascii_case("telephone-event"))
         .map(|f| f.encoding.to_ascii_uppercase())
+        .into_iter()
         .collect()
 }
 

@@ -52,7 +52,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let vault: Arc<dyn KeyWrap> = Arc::new(vault);
     let catalog = store::start(&cfg, vault.clone()).context("opening the catalogue")?;
     let shared = Arc::new(Shared {
-        ports: Arc::new(ports::PortPool::new(cfg.media.rtp_bind, cfg.media.rtp_ports)),
+        ports: Arc::new(ports::PortPool::new(
+            cfg.media.rtp_bind,
+            cfg.media.rtp_ports,
+        )),
         cfg,
         vault,
         catalog,

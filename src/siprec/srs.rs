@@ -61,8 +61,9 @@ pub enum SrsEvent {
     MediaUpdated {
         /// Session.
         call: DialogId,
-        /// Streams as now negotiated, in m-line order.
-        streams: Vec<NegotiatedStream>,
+        /// Per channel (the order of [`Offer::recordable`]): the stream as now negotiated,
+        /// or `None` when the new offer no longer carries that channel's m-line.
+        streams: Vec<Option<NegotiatedStream>>,
         /// SIP method that carried the change.
         sip_method: String,
     },
@@ -129,7 +130,12 @@ struct Session {
     session_version: u64,
     last_answer: Option<String>,
     metadata: Option<RecordingMetadata>,
+    /// Initial m-line index of each channel.
     recordable: Vec<usize>,
+    /// `a=label` of each channel's initial m-line.
+    channel_labels: Vec<Option<String>>,
+    /// Our port of each channel (set on accept).
+    channel_ports: Vec<u16>,
 }
 
 /// The recording server core.
@@ -210,13 +216,8 @@ impl Srs {
         let Phase::Offered { txn } = s.phase else {
             return;
         };
-        let mut per_mline = vec![None; s.offer.media.len()];
-        for (idx, port) in s.recordable.iter().zip(ports) {
-            if let Some(slot) = per_mline.get_mut(*idx) {
-                *slot = Some(*port);
-            }
-        }
-        s.ports = per_mline;
+        s.channel_ports = ports.to_vec();
+        s.ports = ports_for_offer(s).0;
         match answer_for(&self.cfg, s) {
             Ok((text, _streams)) => {
                 s.last_answer = Some(text.clone());
@@ -376,9 +377,14 @@ impl Srs {
         let offer = match sdp::parse(sdp_text) {
             Ok(o) => o,
             Err(e) => {
-                let _ = self
-                    .ep
-                    .respond(now, txn, 400, &format!("Bad Request (SDP: {e})"), vec![], None);
+                let _ = self.ep.respond(
+                    now,
+                    txn,
+                    400,
+                    &format!("Bad Request (SDP: {e})"),
+                    vec![],
+                    None,
+                );
                 return;
             }
         };
@@ -406,9 +412,14 @@ impl Srs {
             }
             None => (None, None),
         };
-        let channels = channels_for(parsed.as_ref(), &offer, &recordable);
+        let channels = channels_for(
+            parsed.as_ref(),
+            &labels_of(&offer.labels(), &recordable),
+            &recordable,
+        );
         let session_id = self.next_session_id;
         self.next_session_id = self.next_session_id.wrapping_add(1);
+        let offer_labels = offer.labels();
         let mut s = Session {
             phase: Phase::Offered { txn },
             offer,
@@ -418,11 +429,11 @@ impl Srs {
             last_answer: None,
             metadata: parsed.clone(),
             recordable: recordable.clone(),
+            channel_labels: labels_of(&offer_labels, &recordable),
+            channel_ports: vec![],
         };
         // Negotiate with placeholder ports to tell the shell what each stream carries.
-        s.ports = (0..s.offer.media.len())
-            .map(|i| recordable.contains(&i).then_some(9))
-            .collect();
+        s.ports = ports_for_offer(&s).0;
         let streams = match answer_for(&self.cfg, &s) {
             Ok((_, streams)) => streams,
             Err(e) => {
@@ -492,22 +503,18 @@ impl Srs {
         if let Some(text) = sdp_text {
             match sdp::parse(&text) {
                 Ok(new_offer) => {
-                    if new_offer.media.len() < s.offer.media.len() {
-                        let _ = self.ep.respond(
-                            now,
-                            txn,
-                            488,
-                            "Not Acceptable Here (m-lines removed from offer)",
-                            vec![],
-                            None,
-                        );
-                        return;
-                    }
-                    // Streams added later than the initial offer are not recorded (port 0).
-                    s.ports.resize(new_offer.media.len(), None);
+                    // m-lines are matched to channels by label (index as fallback); some SRCs
+                    // drop a stream's m-line during hold, and streams added after the
+                    // initial offer are answered with port 0 (not recorded).
                     let old_offer = std::mem::replace(&mut s.offer, new_offer);
+                    let (ports, binding) = ports_for_offer(s);
+                    let old_ports = std::mem::replace(&mut s.ports, ports);
                     match answer_for(&self.cfg, s) {
                         Ok((text, streams)) => {
+                            let streams: Vec<Option<NegotiatedStream>> = binding
+                                .iter()
+                                .map(|m| m.and_then(|m| streams.get(m).cloned()))
+                                .collect();
                             if s.last_answer.as_deref() != Some(&text) {
                                 s.session_version += 1;
                                 if let Ok((t2, _)) = answer_for(&self.cfg, s) {
@@ -523,6 +530,7 @@ impl Srs {
                         }
                         Err(e) => {
                             s.offer = old_offer;
+                            s.ports = old_ports;
                             let (code, reason) = not_acceptable(&e.to_string());
                             let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
                             return;
@@ -564,7 +572,7 @@ impl Srs {
                     None => s.metadata = Some(update),
                 }
             }
-            let channels = channels_for(s.metadata.as_ref(), &s.offer, &s.recordable);
+            let channels = channels_for(s.metadata.as_ref(), &s.channel_labels, &s.recordable);
             self.events.push_back(SrsEvent::Metadata {
                 call: dialog,
                 version,
@@ -593,14 +601,9 @@ fn contact_marks_src(contact: &str) -> bool {
 /// Channel ↔ participant mapping of the recorded m-lines, in channel order.
 fn channels_for(
     meta: Option<&RecordingMetadata>,
-    offer: &SessionDescription,
+    channel_labels: &[Option<String>],
     recordable: &[usize],
 ) -> Vec<ChannelAssignment> {
-    let labels: Vec<Option<String>> = offer
-        .media
-        .iter()
-        .map(|m| m.label().map(str::to_string))
-        .collect();
     let empty;
     let meta = match meta {
         Some(m) => m,
@@ -620,15 +623,72 @@ fn channels_for(
             &empty
         }
     };
-    let all = channel_map(meta, &labels);
-    recordable
-        .iter()
-        .filter_map(|i| all.iter().find(|c| c.mline == *i).cloned())
-        .collect()
+    let mut out = channel_map(meta, channel_labels);
+    for (c, m) in out.iter_mut().zip(recordable) {
+        c.mline = *m;
+    }
+    out
+}
+
+fn labels_of(all: &[Option<String>], idx: &[usize]) -> Vec<Option<String>> {
+    idx.iter().map(|i| all.get(*i).cloned().flatten()).collect()
+}
+
+/// Ports to answer the session's current offer with (per m-line), and which m-line now
+/// carries each channel.
+fn ports_for_offer(s: &Session) -> (Vec<Option<u16>>, Vec<Option<usize>>) {
+    let labels = s.offer.labels();
+    let mut binding: Vec<Option<usize>> = vec![None; s.channel_labels.len()];
+    let mut taken = vec![false; labels.len()];
+    // 1. by label
+    for (ch, cl) in s.channel_labels.iter().enumerate() {
+        let Some(cl) = cl else { continue };
+        if let Some(j) = labels
+            .iter()
+            .enumerate()
+            .position(|(j, l)| !taken[j] && l.as_deref() == Some(cl.as_str()))
+        {
+            taken[j] = true;
+            binding[ch] = Some(j);
+        }
+    }
+    // 2. by initial m-line position, for m-lines without a label match
+    for (ch, m) in s.recordable.iter().enumerate() {
+        if binding[ch].is_some() {
+            continue;
+        }
+        let label_elsewhere = s.channel_labels[ch]
+            .as_deref()
+            .is_some_and(|cl| labels.iter().any(|l| l.as_deref() == Some(cl)));
+        if !label_elsewhere && *m < labels.len() && !taken[*m] && labels[*m].is_none() {
+            taken[*m] = true;
+            binding[ch] = Some(*m);
+        }
+    }
+    let recordable_now = recordable_mlines(&s.offer);
+    let mut ports = vec![None; labels.len()];
+    for (ch, b) in binding.iter().enumerate() {
+        if let (Some(j), Some(p)) = (b, s.channel_ports.get(ch)) {
+            if recordable_now.contains(j) || s.offer.media.get(*j).is_some_and(|m| m.port != 0) {
+                ports[*j] = Some(*p);
+            }
+        }
+    }
+    // Before accept (no ports yet), negotiate with a placeholder to learn the formats.
+    if s.channel_ports.is_empty() {
+        for j in &s.recordable {
+            if let Some(slot) = ports.get_mut(*j) {
+                *slot = Some(9);
+            }
+        }
+    }
+    (ports, binding)
 }
 
 fn data_mode_str(m: &RecordingMetadata) -> Option<String> {
-    m.data_mode.as_ref().map(|d| format!("{d:?}").to_ascii_lowercase())
+    m.data_mode
+        .as_ref()
+        .map(|d| format!("{d:?}").to_ascii_lowercase())
 }
 
 /// Where the request came from, as its top Via says (`received`/`rport` when present).

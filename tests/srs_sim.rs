@@ -1,0 +1,305 @@
+//! The recording server core driven in simulated time with real SRC messages
+//! (Metaswitch hold/resume series from the shared test data): no sockets, no clock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use branchrec::sdp::{self, Direction};
+use branchrec::sip::{parse_datagram, Endpoint, EndpointConfig, Message, Peer, Transport};
+use branchrec::siprec::srs::{Srs, SrsConfig, SrsEvent};
+
+fn fixture(name: &str) -> String {
+    let p = format!(
+        "{}/../shared/testdata/siprec/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let raw = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let marker = "# ---- END HEADER (original bytes follow verbatim) ----\n";
+    raw.split_once(marker)
+        .expect("fixture header marker")
+        .1
+        .to_string()
+}
+
+/// Replace (or add) one header line of a message whose headers end at the first CRLFCRLF.
+fn set_header(msg: &str, name: &str, value: &str) -> String {
+    let (head, body) = msg.split_once("\r\n\r\n").expect("header/body split");
+    let mut lines: Vec<String> = head.split("\r\n").map(str::to_string).collect();
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let mut found = false;
+    for l in lines.iter_mut().skip(1) {
+        if l.to_ascii_lowercase().starts_with(&prefix) {
+            *l = format!("{name}: {value}");
+            found = true;
+        }
+    }
+    if !found {
+        lines.push(format!("{name}: {value}"));
+    }
+    format!("{}\r\n\r\n{}", lines.join("\r\n"), body)
+}
+
+fn peer() -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        remote: "192.0.2.20:5060".parse::<SocketAddr>().unwrap(),
+        local: "127.0.0.1:5060".parse::<SocketAddr>().unwrap(),
+        conn: None,
+    }
+}
+
+fn server() -> Srs {
+    let ep = Endpoint::new(EndpointConfig {
+        supported: vec!["siprec".into()],
+        seed: 7,
+        ..EndpointConfig::default()
+    });
+    Srs::new(
+        ep,
+        SrsConfig {
+            sdp_addr: "127.0.0.1".parse().unwrap(),
+            sdp_username: "branchrec".into(),
+            session_id_seed: 1000,
+        },
+    )
+}
+
+fn responses(srs: &mut Srs) -> Vec<Message> {
+    let mut out = vec![];
+    while let Some(t) = srs.poll_transmit() {
+        out.push(parse_datagram(&t.data).expect("our own responses parse"));
+    }
+    out
+}
+
+fn events(srs: &mut Srs) -> Vec<SrsEvent> {
+    let mut out = vec![];
+    while let Some(e) = srs.poll_event() {
+        out.push(e);
+    }
+    out
+}
+
+fn status(m: &Message) -> u16 {
+    m.status().expect("a response")
+}
+
+fn ack(to_tag: &str, cseq: &str, branch: &str) -> String {
+    format!(
+        "ACK sip:192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch={branch}\r\n\
+         Max-Forwards: 70\r\nCall-ID: 1-1234@192.0.2.20\r\n\
+         From: <sip:7602922410@192.0.2.20:5060>;tag=1234sipptag001\r\n\
+         To: <sip:7603213214@192.0.2.10:5060>;tag={to_tag}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn metaswitch_call_with_hold_and_resume() {
+    let t0 = Instant::now();
+    let mut srs = server();
+
+    // 1. Initial SIPREC INVITE: 100 Trying, then an offer waiting for ports.
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-1",
+    );
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    let r = responses(&mut srs);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![100]);
+    let ev = events(&mut srs);
+    let offer = match ev.as_slice() {
+        [SrsEvent::Offered(o)] => o,
+        other => panic!("expected one offer, got {other:?}"),
+    };
+    assert!(offer.siprec);
+    assert_eq!(offer.call_id, "1-1234@192.0.2.20");
+    // Metaswitch forks one mixed stream (label 1) that both participants send.
+    assert_eq!(offer.recordable, vec![0]);
+    assert_eq!(offer.channels.len(), 1);
+    assert!(
+        offer.channels[0].participant_aor.is_some(),
+        "{:?}",
+        offer.channels
+    );
+    let call = offer.call;
+
+    // 2. The shell accepts with two ports: 200 OK with a recvonly answer per m-line.
+    srs.accept(t0 + Duration::from_millis(5), call, &[40000]);
+    let r = responses(&mut srs);
+    assert_eq!(r.len(), 1);
+    assert_eq!(status(&r[0]), 200);
+    let to_tag = r[0].to_tag().expect("our To tag");
+    let answer = sdp::parse(std::str::from_utf8(&r[0].body).unwrap()).unwrap();
+    assert_eq!(answer.media.len(), 1);
+    assert_eq!(answer.media[0].port, 40000);
+    assert_eq!(answer.media[0].direction(&answer), Direction::RecvOnly);
+    assert_eq!(answer.media[0].label(), Some("1"));
+    let pts: Vec<u8> = answer.media[0].codecs().iter().map(|c| c.pt).collect();
+    assert_eq!(
+        pts,
+        vec![0, 8],
+        "G.729 refused, PCMU and PCMA kept in offer order"
+    );
+
+    // 3. No ACK yet: the 2xx is retransmitted after T1.
+    srs.handle_timeout(t0 + Duration::from_millis(510));
+    let r = responses(&mut srs);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![200]);
+
+    // 4. ACK: established, and retransmissions stop.
+    srs.handle_receive(
+        t0 + Duration::from_millis(600),
+        peer(),
+        ack(&to_tag, "672675354", "z9hG4bK-ack1").as_bytes(),
+    );
+    assert!(matches!(
+        events(&mut srs).as_slice(),
+        [SrsEvent::Established { .. }]
+    ));
+    srs.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(
+        responses(&mut srs).is_empty(),
+        "no retransmission after ACK"
+    );
+
+    // 5. re-INVITE with new SDP (SRC moved its port) and a metadata update.
+    let hold = fixture("metaswitch-miarec-hold-2.txt");
+    let hold = set_header(&hold, "Via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-2");
+    let hold = set_header(
+        &hold,
+        "To",
+        &format!("<sip:7603213214@192.0.2.10:5060>;tag={to_tag}"),
+    );
+    srs.handle_receive(t0 + Duration::from_secs(11), peer(), hold.as_bytes());
+    let r = responses(&mut srs);
+    let last = r.last().expect("a response");
+    assert_eq!(status(last), 200);
+    let a2 = sdp::parse(std::str::from_utf8(&last.body).unwrap()).unwrap();
+    let offered = sdp::parse(&hold[hold.find("v=0").unwrap()..]).unwrap();
+    assert_eq!(
+        a2.media.len(),
+        offered.media.len(),
+        "answer mirrors the offer's m-lines"
+    );
+    assert_eq!(a2.media[0].port, 40000, "the channel keeps its port");
+    let ev = events(&mut srs);
+    let updated = ev.iter().find_map(|e| match e {
+        SrsEvent::MediaUpdated { streams, .. } => Some(streams.clone()),
+        _ => None,
+    });
+    let streams = updated.expect("media update event");
+    assert_eq!(streams.len(), 1);
+    assert!(streams[0].is_some());
+    assert!(ev.iter().any(
+        |e| matches!(e, SrsEvent::Metadata { version, .. } if version.sip_method == "re-INVITE")
+    ));
+
+    // 6. A retransmission of the same re-INVITE is absorbed: same answer, no new events.
+    srs.handle_receive(t0 + Duration::from_millis(11_100), peer(), hold.as_bytes());
+    let r2 = responses(&mut srs);
+    assert_eq!(r2.iter().map(status).collect::<Vec<_>>(), vec![200]);
+    assert!(events(&mut srs).is_empty());
+
+    // 7. BYE ends the session.
+    let bye = format!(
+        "BYE sip:192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-bye\r\n\
+         Max-Forwards: 70\r\nCall-ID: 1-1234@192.0.2.20\r\n\
+         From: <sip:7602922410@192.0.2.20:5060>;tag=1234sipptag001\r\n\
+         To: <sip:7603213214@192.0.2.10:5060>;tag={to_tag}\r\nCSeq: 672675360 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    srs.handle_receive(t0 + Duration::from_secs(20), peer(), bye.as_bytes());
+    let r = responses(&mut srs);
+    assert!(r.iter().any(|m| status(m) == 200));
+    assert!(events(&mut srs)
+        .iter()
+        .any(|e| matches!(e, SrsEvent::Ended { .. })));
+    assert_eq!(srs.session_count(), 0);
+}
+
+#[test]
+fn cannot_record_answers_503_with_retry_after() {
+    let t0 = Instant::now();
+    let mut srs = server();
+    let invite = fixture("metaswitch-miarec-hold-1.txt");
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    responses(&mut srs);
+    let call = match events(&mut srs).pop() {
+        Some(SrsEvent::Offered(o)) => o.call,
+        other => panic!("{other:?}"),
+    };
+    srs.reject(
+        t0,
+        call,
+        503,
+        "Service Unavailable (storage full)",
+        Some(30),
+    );
+    let r = responses(&mut srs);
+    assert_eq!(status(&r[0]), 503);
+    assert_eq!(r[0].header("Retry-After"), Some("30"));
+    assert_eq!(srs.session_count(), 0);
+}
+
+#[test]
+fn cancel_before_accept_ends_the_offer() {
+    let t0 = Instant::now();
+    let mut srs = server();
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-c1",
+    );
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    responses(&mut srs);
+    let call = match events(&mut srs).pop() {
+        Some(SrsEvent::Offered(o)) => o.call,
+        other => panic!("{other:?}"),
+    };
+    let cancel = "CANCEL sip:7603213214@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-c1\r\n\
+        Max-Forwards: 70\r\nCall-ID: 1-1234@192.0.2.20\r\nFrom: <sip:7602922410@192.0.2.20:5060>;tag=1234sipptag001\r\n\
+        To: <sip:7603213214@192.0.2.10:5060>\r\nCSeq: 672675354 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    srs.handle_receive(t0 + Duration::from_millis(50), peer(), cancel.as_bytes());
+    let codes: Vec<u16> = responses(&mut srs).iter().map(status).collect();
+    assert!(codes.contains(&200) && codes.contains(&487), "{codes:?}");
+    assert!(events(&mut srs)
+        .iter()
+        .any(|e| matches!(e, SrsEvent::Ended { call: c, .. } if *c == call)));
+    // A late accept from the shell is harmless: nothing is sent.
+    srs.accept(t0 + Duration::from_millis(60), call, &[40000, 40002]);
+    assert!(responses(&mut srs).is_empty());
+}
+
+#[test]
+fn offer_without_supported_codec_is_488_and_plain_sdp_is_not_siprec() {
+    let t0 = Instant::now();
+    let mut srs = server();
+    let invite =
+        fixture("metaswitch-miarec-hold-1.txt").replace("RTP/AVP 18 0 8", "RTP/AVP 18    ");
+    let invite = set_header(
+        &invite,
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-g729",
+    );
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    let codes: Vec<u16> = responses(&mut srs).iter().map(status).collect();
+    assert_eq!(codes.last(), Some(&488), "{codes:?}");
+    assert!(events(&mut srs).is_empty());
+
+    let sdp_only = fixture("negative-non-siprec-sdp-only.txt");
+    let msg = format!(
+        "INVITE sip:rec@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-plain\r\n\
+         Max-Forwards: 70\r\nCall-ID: plain-1\r\nFrom: <sip:a@192.0.2.20>;tag=p1\r\nTo: <sip:rec@127.0.0.1>\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:a@192.0.2.20>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{}",
+        sdp_only.len(),
+        sdp_only
+    );
+    srs.handle_receive(t0, peer(), msg.as_bytes());
+    match events(&mut srs).pop() {
+        Some(SrsEvent::Offered(o)) => {
+            assert!(!o.siprec, "plain SDP INVITE recognised as not SIPREC");
+            assert!(o.not_siprec_reason.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+}
