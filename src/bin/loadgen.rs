@@ -28,7 +28,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "branchrec-loadgen", about = "SIPREC load generator and RTP sender for branchrec tests")]
+#[command(
+    name = "branchrec-loadgen",
+    about = "SIPREC load generator and RTP sender for branchrec tests"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -161,8 +164,16 @@ fn run_rtp(a: RtpArgs) -> Result<()> {
             samples: rtp::read_raw(f[1])?,
             codec: codec(f[2])?,
             ssrc: num(3, "SSRC")? as u32,
-            seq: if f.len() == 6 { num(4, "SEQ")? as u16 } else { a.seq },
-            ts: if f.len() == 6 { num(5, "TS")? as u32 } else { a.ts },
+            seq: if f.len() == 6 {
+                num(4, "SEQ")? as u16
+            } else {
+                a.seq
+            },
+            ts: if f.len() == 6 {
+                num(5, "TS")? as u32
+            } else {
+                a.ts
+            },
             dtmf: String::new(),
         });
     }

@@ -262,7 +262,10 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
             };
             let Some(&ci) = msg.call_id.and_then(|c| by_call_id.get(c)) else {
                 if msg.method.is_some() && msg.method != Some("ACK") {
-                    let _ = sip_sock.send_to(sip::response_to(&msg, 481, "Call Does Not Exist").as_bytes(), from);
+                    let _ = sip_sock.send_to(
+                        sip::response_to(&msg, 481, "Call Does Not Exist").as_bytes(),
+                        from,
+                    );
                 }
                 continue;
             };
@@ -291,8 +294,24 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
                         let ruri = msg
                             .contact_uri
                             .map_or_else(|| format!("sip:srs@{}", ep.target), str::to_string);
-                        c.ack = sip::in_dialog("ACK", &ruri, &ep, &c.ids, to_tag, &format!("z9hG4bKlg{run_id:x}a{}", c.ids.index), 1);
-                        c.bye = sip::in_dialog("BYE", &ruri, &ep, &c.ids, to_tag, &format!("z9hG4bKlg{run_id:x}b{}", c.ids.index), 2);
+                        c.ack = sip::in_dialog(
+                            "ACK",
+                            &ruri,
+                            &ep,
+                            &c.ids,
+                            to_tag,
+                            &format!("z9hG4bKlg{run_id:x}a{}", c.ids.index),
+                            1,
+                        );
+                        c.bye = sip::in_dialog(
+                            "BYE",
+                            &ruri,
+                            &ep,
+                            &c.ids,
+                            to_tag,
+                            &format!("z9hG4bKlg{run_id:x}b{}", c.ids.index),
+                            2,
+                        );
                         let ip: Option<IpAddr> = msg.sdp_addr.and_then(|a| a.parse().ok());
                         let _ = sip_sock.send_to(c.ack.as_bytes(), ep.target);
                         sip_sent += 1;
@@ -321,7 +340,15 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
                 (Some("INVITE"), 300..=699) => {
                     if c.state == State::Inviting {
                         // ACK for a non-2xx final uses the INVITE's branch (RFC 3261 17.1.1.3).
-                        let ack = sip::in_dialog("ACK", &format!("sip:srs@{}", ep.target), &ep, &c.ids, msg.to_tag.unwrap_or(""), &format!("z9hG4bKlg{run_id:x}i{}", c.ids.index), 1);
+                        let ack = sip::in_dialog(
+                            "ACK",
+                            &format!("sip:srs@{}", ep.target),
+                            &ep,
+                            &c.ids,
+                            msg.to_tag.unwrap_or(""),
+                            &format!("z9hG4bKlg{run_id:x}i{}", c.ids.index),
+                            1,
+                        );
                         let _ = sip_sock.send_to(ack.as_bytes(), ep.target);
                         c.fail_code = code;
                         c.state = State::Failed;
@@ -329,7 +356,11 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
                 }
                 (Some("BYE"), 200..=699) => {
                     if c.state == State::Byeing {
-                        c.state = if c.fail_code == 0 { State::Done } else { State::Failed };
+                        c.state = if c.fail_code == 0 {
+                            State::Done
+                        } else {
+                            State::Failed
+                        };
                     }
                 }
                 _ => {}
@@ -350,10 +381,18 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
                     if c.state == State::Inviting {
                         c.fail_code = 408;
                     }
-                    c.state = if c.state == State::Byeing && c.fail_code == 0 { State::Done } else { State::Failed };
+                    c.state = if c.state == State::Byeing && c.fail_code == 0 {
+                        State::Done
+                    } else {
+                        State::Failed
+                    };
                 }
                 State::Inviting | State::Byeing if now >= c.next_retx => {
-                    let m = if c.state == State::Inviting { &c.invite } else { &c.bye };
+                    let m = if c.state == State::Inviting {
+                        &c.invite
+                    } else {
+                        &c.bye
+                    };
                     let _ = sip_sock.send_to(m.as_bytes(), ep.target);
                     sip_sent += 1;
                     c.retx_interval = (c.retx_interval * 2).min(Duration::from_secs(4));
@@ -395,14 +434,19 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
             }
         }
         if all_answered_at.is_none()
-            && calls.iter().all(|c| !matches!(c.state, State::Pending | State::Inviting))
+            && calls
+                .iter()
+                .all(|c| !matches!(c.state, State::Pending | State::Inviting))
         {
             all_answered_at = Some(now);
         }
         if tick % 50 == 0 {
             samples.extend(sample(now, total_packets));
         }
-        if calls.iter().all(|c| matches!(c.state, State::Done | State::Failed)) {
+        if calls
+            .iter()
+            .all(|c| matches!(c.state, State::Done | State::Failed))
+        {
             break;
         }
         tick += 1;
@@ -422,7 +466,10 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
         .filter(|s| s.at >= steady_from && s.at <= steady_to)
         .collect();
     let (window_kind, win) = if in_window.len() >= 2 {
-        ("steady", Some((*in_window[0], *in_window[in_window.len() - 1])))
+        (
+            "steady",
+            Some((*in_window[0], *in_window[in_window.len() - 1])),
+        )
     } else if samples.len() >= 2 {
         ("whole-run", Some((samples[0], samples[samples.len() - 1])))
     } else {
@@ -431,7 +478,10 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
     let attempted = calls.iter().filter(|c| c.state != State::Pending).count();
     let answered = calls.iter().filter(|c| c.answered_at.is_some()).count();
     let mut failed_by_status: HashMap<String, u64> = HashMap::new();
-    for c in calls.iter().filter(|c| c.state == State::Failed || (c.state != State::Done && c.answered_at.is_none())) {
+    for c in calls
+        .iter()
+        .filter(|c| c.state == State::Failed || (c.state != State::Done && c.answered_at.is_none()))
+    {
         let key = match c.fail_code {
             0 => format!("{:?}", c.state).to_lowercase(),
             1 => "bad-answer-sdp".into(),
@@ -480,7 +530,8 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
         report["daemon"] = json!({"error": "could not read /proc for the daemon pid"});
     }
     if let Some(cfg) = &o.config {
-        report["verify"] = verify(o, cfg, &calls).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        report["verify"] =
+            verify(o, cfg, &calls).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
     }
     Ok(report)
 }
@@ -517,7 +568,9 @@ fn channel_stats(stats: &Value, ch: usize) -> Option<&Value> {
 
 fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
     let list = branchrec_json(o, cfg, &["list", "--json"])?;
-    let list = list.as_array().ok_or_else(|| anyhow!("list is not a JSON array"))?;
+    let list = list
+        .as_array()
+        .ok_or_else(|| anyhow!("list is not a JSON array"))?;
     let by_call: HashMap<&str, &Value> = list
         .iter()
         .filter_map(|r| Some((r.get("call_id")?.as_str()?, r)))
@@ -535,7 +588,11 @@ fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
             missing += 1;
             continue;
         };
-        let state = rec.get("state").and_then(Value::as_str).unwrap_or("?").to_string();
+        let state = rec
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
         *states.entry(state).or_default() += 1;
         let id = match rec.get("id") {
             Some(Value::String(s)) => s.clone(),
@@ -596,7 +653,11 @@ pub fn summary(r: &Value) -> String {
         g("packet_send_errors"),
         g("max_tick_lag_ms").as_f64().unwrap_or(0.0),
         g("wall_s").as_f64().unwrap_or(0.0),
-        if g("deadline_hit") == Value::Bool(true) { " — DEADLINE HIT" } else { "" },
+        if g("deadline_hit") == Value::Bool(true) {
+            " — DEADLINE HIT"
+        } else {
+            ""
+        },
     );
     if let Some(d) = r.get("daemon") {
         let f = |k: &str| d.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);

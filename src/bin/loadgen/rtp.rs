@@ -78,7 +78,9 @@ pub fn build_stream(spec: &StreamSpec) -> Result<Vec<ScheduledPacket>> {
     let mut slot: u32 = 0;
     for (i, chunk) in spec.samples.chunks(SAMPLES_PER_PACKET).enumerate() {
         let mut bytes = vec![0u8; RTP_HEADER_LEN + SAMPLES_PER_PACKET];
-        let ts = spec.ts.wrapping_add(slot.wrapping_mul(SAMPLES_PER_PACKET as u32));
+        let ts = spec
+            .ts
+            .wrapping_add(slot.wrapping_mul(SAMPLES_PER_PACKET as u32));
         write_header(&mut bytes, pt, i == 0, seq, ts, spec.ssrc);
         let silence = spec.codec.encode(0);
         for (j, b) in bytes[RTP_HEADER_LEN..].iter_mut().enumerate() {
@@ -92,7 +94,9 @@ pub fn build_stream(spec: &StreamSpec) -> Result<Vec<ScheduledPacket>> {
         slot += 5;
         for c in spec.dtmf.chars() {
             let ev = dtmf_event(c).ok_or_else(|| anyhow!("bad DTMF digit {c:?}"))?;
-            let ts = spec.ts.wrapping_add(slot.wrapping_mul(SAMPLES_PER_PACKET as u32));
+            let ts = spec
+                .ts
+                .wrapping_add(slot.wrapping_mul(SAMPLES_PER_PACKET as u32));
             let volume = 10u8;
             for k in 0..8u32 {
                 let end = k >= 5;
@@ -198,7 +202,10 @@ mod tests {
         assert_eq!(&p[0].bytes[8..12], &[0x12, 0x34, 0x56, 0x78]);
         assert_eq!(p[0].bytes[12], Codec::Pcmu.encode(-500));
         // Last packet: 80 real samples then μ-law silence.
-        assert_eq!(p[2].bytes[12 + 79], Codec::Pcmu.encode(((399 * 7) - 500) as i16));
+        assert_eq!(
+            p[2].bytes[12 + 79],
+            Codec::Pcmu.encode(((399 * 7) - 500) as i16)
+        );
         assert_eq!(p[2].bytes[12 + 80], 0xFF);
     }
 

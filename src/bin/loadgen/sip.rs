@@ -256,20 +256,47 @@ v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 30000 RTP/AVP 0\r\na=recvonly\r\nm=audio 30
 
     #[test]
     fn garbage_does_not_panic() {
-        for g in [&b""[..], b"SIP/2.0 ", b"SIP/2.0 2", b"\xff\xfe", b"FOO", b"A B SIP/2.0\r\nCSeq:\r\n\r\nm=audio x"] {
+        for g in [
+            &b""[..],
+            b"SIP/2.0 ",
+            b"SIP/2.0 2",
+            b"\xff\xfe",
+            b"FOO",
+            b"A B SIP/2.0\r\nCSeq:\r\n\r\nm=audio x",
+        ] {
             let _ = parse(g);
         }
-        assert!(parse(b"BYE sip:x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n").unwrap().method == Some("BYE"));
+        assert!(
+            parse(b"BYE sip:x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n")
+                .unwrap()
+                .method
+                == Some("BYE")
+        );
     }
 
     #[test]
     fn invite_has_correct_content_length() {
-        let ep = Endpoint { local: "127.0.0.1:5070".parse().unwrap(), target: "127.0.0.1:5060".parse().unwrap() };
-        let ids = CallIds { call_id: "c1".into(), from_tag: "t1".into(), index: 3 };
-        let body = multipart(&sdp_offer("127.0.0.1", [4000, 4002], 0, "PCMU"), &metadata(&ids));
+        let ep = Endpoint {
+            local: "127.0.0.1:5070".parse().unwrap(),
+            target: "127.0.0.1:5060".parse().unwrap(),
+        };
+        let ids = CallIds {
+            call_id: "c1".into(),
+            from_tag: "t1".into(),
+            index: 3,
+        };
+        let body = multipart(
+            &sdp_offer("127.0.0.1", [4000, 4002], 0, "PCMU"),
+            &metadata(&ids),
+        );
         let msg = invite(&ep, &ids, "z9hG4bKx", 1, &body);
         let (head, b) = msg.split_once("\r\n\r\n").unwrap();
-        let cl: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        let cl: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(cl, b.len());
         assert!(b.ends_with(&format!("--{BOUNDARY}--\r\n")));
         assert!(b.contains("a=label:2"));
