@@ -595,7 +595,8 @@ fn sipp_scenarios_complete_against_a_fake_srs() {
         write_raw(&p, &test_audio(seed, 1600, codec));
         p.display().to_string()
     };
-    let cases: Vec<(&str, Vec<(&str, String)>, usize)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, usize);
+    let cases: Vec<Case> = vec![
         (
             "oracle_acme_basic.xml",
             vec![

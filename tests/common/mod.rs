@@ -317,7 +317,7 @@ pub fn run_sipp(
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let log_text = read(&logs);
     let marks = log_text
-        .split(|c: char| c == '\n' || c == '\r')
+        .split(['\n', '\r'])
         .filter_map(|l| {
             let mut it = l.split_whitespace();
             let (k, v) = (it.next()?, it.next()?);

@@ -283,10 +283,9 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
             }
             let code = msg.status.unwrap_or(0);
             match (msg.cseq_method, code) {
-                (Some("INVITE"), 100..=199) => {
-                    if c.state == State::Inviting {
-                        c.next_retx = now + Duration::from_secs(3600);
-                    }
+                (Some("INVITE"), 100..=199) if c.state == State::Inviting => {
+                    // Provisional: stop retransmitting, keep waiting until Timer B.
+                    c.next_retx = now + Duration::from_secs(3600);
                 }
                 (Some("INVITE"), 200..=299) => {
                     if c.state == State::Inviting {
@@ -337,31 +336,30 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
                         let _ = sip_sock.send_to(c.ack.as_bytes(), ep.target);
                     }
                 }
-                (Some("INVITE"), 300..=699) => {
-                    if c.state == State::Inviting {
-                        // ACK for a non-2xx final uses the INVITE's branch (RFC 3261 17.1.1.3).
-                        let ack = sip::in_dialog(
-                            "ACK",
-                            &format!("sip:srs@{}", ep.target),
-                            &ep,
-                            &c.ids,
-                            msg.to_tag.unwrap_or(""),
-                            &format!("z9hG4bKlg{run_id:x}i{}", c.ids.index),
-                            1,
-                        );
-                        let _ = sip_sock.send_to(ack.as_bytes(), ep.target);
-                        c.fail_code = code;
-                        c.state = State::Failed;
-                    }
+                (Some("INVITE"), 300..=699)
+                    if c.state == State::Inviting || c.fail_code == code =>
+                {
+                    // ACK for a non-2xx final uses the INVITE's branch (RFC 3261 17.1.1.3);
+                    // retransmitted finals are ACKed again.
+                    let ack = sip::in_dialog(
+                        "ACK",
+                        &format!("sip:srs@{}", ep.target),
+                        &ep,
+                        &c.ids,
+                        msg.to_tag.unwrap_or(""),
+                        &format!("z9hG4bKlg{run_id:x}i{}", c.ids.index),
+                        1,
+                    );
+                    let _ = sip_sock.send_to(ack.as_bytes(), ep.target);
+                    c.fail_code = code;
+                    c.state = State::Failed;
                 }
-                (Some("BYE"), 200..=699) => {
-                    if c.state == State::Byeing {
-                        c.state = if c.fail_code == 0 {
-                            State::Done
-                        } else {
-                            State::Failed
-                        };
-                    }
+                (Some("BYE"), 200..=699) if c.state == State::Byeing => {
+                    c.state = if c.fail_code == 0 {
+                        State::Done
+                    } else {
+                        State::Failed
+                    };
                 }
                 _ => {}
             }
