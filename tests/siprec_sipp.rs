@@ -676,3 +676,129 @@ fn sipp_scenarios_complete_against_a_fake_srs() {
         assert!(run.marks.contains_key("T_ACK") && run.marks.contains_key("T_BYE"));
     }
 }
+
+fn run_bench(dir: &Path, args: &[String]) -> Value {
+    let mut child = Command::new(loadgen(dir))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running loadgen bench");
+    // Read stdout in a thread so a full pipe cannot block the child.
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let st =
+        wait_bounded(&mut child, Duration::from_secs(120)).expect("bench finished within 120 s");
+    let out = reader.join().expect("reader");
+    assert!(st.success(), "bench failed: {st}\n{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bench JSON: {e}\n{out}"))
+}
+
+/// The benchmark client against SIPp's stand-in SRS: all calls answered and completed,
+/// exact packet count, /proc sampling of the far end works.
+#[test]
+fn loadgen_bench_against_a_fake_srs() {
+    let _g = serial();
+    require_tool("sipp", "sip-tester");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let port = free_port();
+    let (mp, _) = free_port_range(6);
+    let mut uas = Command::new("sipp")
+        .arg("-sf")
+        .arg(sipp_dir().join("fake_srs_uas.xml"))
+        .args([
+            "-m",
+            "40",
+            "-nostdin",
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-timeout",
+            "30s",
+        ])
+        .args(["-p", &port.to_string(), "-mp", &mp.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting sipp UAS");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = run_bench(
+        dir,
+        &[
+            "--target".into(),
+            format!("127.0.0.1:{port}"),
+            "--calls".into(),
+            "40".into(),
+            "--duration-s".into(),
+            "3".into(),
+            "--ramp-s".into(),
+            "1".into(),
+            "--daemon-pid".into(),
+            uas.id().to_string(),
+            "--settle-ms".into(),
+            "200".into(),
+        ],
+    );
+    let _ = wait_bounded(&mut uas, Duration::from_secs(10));
+    assert_eq!(r["calls_answered"], 40, "{r}");
+    assert_eq!(r["calls_completed"], 40, "{r}");
+    assert_eq!(r["packets_sent"], 40 * 2 * 150, "{r}");
+    assert_eq!(r["deadline_hit"], false);
+    assert!(r["max_tick_lag_ms"].as_f64().expect("lag") < 20.0, "{r}");
+    assert!(
+        r["daemon"]["rss_kb_before"].as_u64().expect("rss sampled") > 0,
+        "{r}"
+    );
+    assert!(
+        r["daemon"]["cpu_us_per_packet"]
+            .as_f64()
+            .expect("cpu sampled")
+            >= 0.0,
+        "{r}"
+    );
+}
+
+/// A small benchmark against the real daemon: every call recorded with zero loss,
+/// verified by the load generator through `recordings list/show --json`.
+#[test]
+fn bench_8_concurrent_calls_zero_loss() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let pid = d.pid().to_string();
+    let r = run_bench(
+        dir,
+        &[
+            "--target".into(),
+            format!("127.0.0.1:{}", d.sip_port),
+            "--calls".into(),
+            "8".into(), // the test config's RTP pool has 100 ports
+            "--duration-s".into(),
+            "4".into(),
+            "--ramp-s".into(),
+            "1".into(),
+            "--daemon-pid".into(),
+            pid,
+            "--config".into(),
+            d.config.display().to_string(),
+            "--branchrec".into(),
+            d.bin.display().to_string(),
+        ],
+    );
+    assert_eq!(r["calls_answered"], 8, "{r}\n--- daemon\n{}", d.log_text());
+    assert_eq!(r["calls_completed"], 8, "{r}");
+    assert_eq!(r["verify"]["checked"], 8, "{r}");
+    assert_eq!(r["verify"]["all_ok"], true, "{r}");
+    assert_eq!(r["verify"]["states"]["complete"], 8, "{r}");
+    d.stop();
+}

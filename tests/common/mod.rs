@@ -111,7 +111,7 @@ impl Daemon {
     pub fn start(dir: &Path) -> Daemon {
         let bin = private_copy(env!("CARGO_BIN_EXE_branchrec"), dir, "run");
         let sip_port = free_port();
-        let (lo, hi) = free_port_range(20);
+        let (lo, hi) = free_port_range(100);
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("creating data dir");
         let config = dir.join("branchrec.toml");
@@ -159,6 +159,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Process id of the daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The daemon's log so far.
