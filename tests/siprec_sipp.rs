@@ -398,6 +398,79 @@ fn cisco_cube_hold_and_resume_with_metadata_updates() {
     d.stop();
 }
 
+#[test]
+fn metaswitch_single_mixed_stream() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let a = test_audio(31, 2 * RATE, Codec::Pcmu);
+    write_raw(&dir.join("a.raw"), &a);
+    let keys = [
+        ("loadgen", loadgen(dir)),
+        ("audio_a", dir.join("a.raw").display().to_string()),
+        ("media_ms", "2500".to_string()),
+    ];
+    let run = run_sipp(
+        "metaswitch_single_stream.xml",
+        d.sip_port,
+        &keys,
+        dir,
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rec = the_recording(&d);
+    assert_eq!(rec["state"], "complete", "recording: {rec}");
+    let want: BTreeSet<String> = ["7602922411", "7602922410"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        aors(&rec),
+        want,
+        "participants' AoRs (bare numbers, as sent)"
+    );
+    let call_ms = mark(&run, "T_BYE") - mark(&run, "T_ACK");
+    assert_near(
+        "duration_ms",
+        rec["duration_ms"].as_i64().expect("duration_ms"),
+        call_ms,
+        100,
+    );
+    let id = rec["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| rec["id"].to_string());
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let s = channel_stats(&detail, 0);
+    assert_eq!(s["received"], 100, "{s}");
+    assert_eq!(s["lost"], 0, "{s}");
+    // One m-line: the export still has two channels; the second is silence.
+    let chans = export(&d, &id, dir);
+    assert_near(
+        "export length (ms) vs ACK→BYE",
+        samples_to_ms(chans[0].len()),
+        call_ms,
+        60,
+    );
+    let off = expect_bursts("channel 0", &chans[0], &[&a]);
+    expect_bursts("channel 1", &chans[1], &[]);
+    assert_near(
+        "audio start vs media start after ACK",
+        samples_to_ms(off[0]),
+        mark(&run, "T_MEDIA") - mark(&run, "T_ACK"),
+        120,
+    );
+    d.stop();
+}
+
 // ---- Checks of the test tooling itself (no daemon needed) ----
 
 /// Our G.711 equals sox's (a third, independent implementation) over every input.
@@ -611,6 +684,14 @@ fn sipp_scenarios_complete_against_a_fake_srs() {
             vec![
                 ("audio_a", raw("a", 1, Codec::Pcma)),
                 ("audio_b", raw("b", 2, Codec::Pcma)),
+                ("media_ms", "400".into()),
+            ],
+            1,
+        ),
+        (
+            "metaswitch_single_stream.xml",
+            vec![
+                ("audio_a", raw("a", 1, Codec::Pcmu)),
                 ("media_ms", "400".into()),
             ],
             1,
