@@ -1,1 +1,425 @@
-//! config
+//! The daemon's configuration: one TOML file, unknown keys rejected, validated on load.
+//!
+//! Every field has a default, so `branchrec run` with no file records on loopback into
+//! `./branchrec-data`. The commented reference copy is `etc/branchrec.toml`; a test keeps
+//! it loading so the two cannot drift apart.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use thiserror::Error;
+
+/// Why a configuration could not be used. The message names the file, key and problem.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File that was read.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File that was parsed.
+        path: PathBuf,
+        /// What toml/serde said, with line and column.
+        message: String,
+    },
+    /// The values parse but make no sense together.
+    #[error("config {key}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `media.rtp_ports`.
+        key: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// SIP signalling.
+    pub sip: SipConfig,
+    /// RTP reception and the media pipeline.
+    pub media: MediaConfig,
+    /// Where and how recordings are stored.
+    pub storage: StorageConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Listeners, `udp:ADDR:PORT` or `tcp:ADDR:PORT`.
+    pub listen: Vec<Listen>,
+    /// Value of the `Server` header.
+    pub user_agent: String,
+    /// Most calls recorded at once; further INVITEs get 503 with Retry-After.
+    pub max_calls: usize,
+    /// Seconds to put in `Retry-After` when we cannot record.
+    pub retry_after_s: u32,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        SipConfig {
+            listen: vec![
+                Listen {
+                    transport: ListenTransport::Udp,
+                    addr: SocketAddr::new(lo, 5060),
+                },
+                Listen {
+                    transport: ListenTransport::Tcp,
+                    addr: SocketAddr::new(lo, 5060),
+                },
+            ],
+            user_agent: format!("branchrec/{}", env!("CARGO_PKG_VERSION")),
+            max_calls: 2000,
+            retry_after_s: 30,
+        }
+    }
+}
+
+/// Transport of a SIP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTransport {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+}
+
+/// One SIP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// UDP or TCP.
+    pub transport: ListenTransport,
+    /// Address and port to bind.
+    pub addr: SocketAddr,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (t, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}`: expected `udp:ADDR:PORT` or `tcp:ADDR:PORT`"))?;
+        let transport = match t.to_ascii_lowercase().as_str() {
+            "udp" => ListenTransport::Udp,
+            "tcp" => ListenTransport::Tcp,
+            other => return Err(format!("`{s}`: unknown transport `{other}` (udp or tcp)")),
+        };
+        let addr = rest
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("`{s}`: bad address `{rest}`: {e} (IPv6 as [::1]:5060)"))?;
+        Ok(Listen { transport, addr })
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = match self.transport {
+            ListenTransport::Udp => "udp",
+            ListenTransport::Tcp => "tcp",
+        };
+        write!(f, "{t}:{}", self.addr)
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An inclusive UDP port range, `"30000-39999"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (inclusive).
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("`{s}`: expected FIRST-LAST, e.g. 30000-39999"))?;
+        let first: u16 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: `{a}` is not a port"))?;
+        let last: u16 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: `{b}` is not a port"))?;
+        if first == 0 || first > last {
+            return Err(format!("`{s}`: need 1 <= FIRST <= LAST"));
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address RTP sockets bind to and that our SDP answers advertise.
+    pub rtp_bind: IpAddr,
+    /// Address to advertise in SDP if different from `rtp_bind` (e.g. bind 0.0.0.0).
+    pub advertise: Option<IpAddr>,
+    /// Inclusive RTP port range; each recorded stream takes one port.
+    pub rtp_ports: PortRange,
+    /// Reorder window: audio is committed this long after it is due.
+    pub playout_delay_ms: u32,
+    /// A call whose streams all stay silent this long (no RTP) is still recorded; this only
+    /// limits how long a dialog without BYE lives: after it the recording is closed.
+    pub rtp_timeout_s: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise: None,
+            rtp_ports: PortRange {
+                first: 30000,
+                last: 39999,
+            },
+            playout_delay_ms: 300,
+            rtp_timeout_s: 3600,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Root of recordings, catalogue and keys.
+    pub data_dir: PathBuf,
+    /// Most audio (ms) that may sit in memory before it is sealed and fsynced to disk.
+    pub flush_interval_ms: u32,
+    /// Per-install key-encryption key file (created 0600 on first start).
+    /// Default: `<data_dir>/keys/install.key`.
+    pub key_file: Option<PathBuf>,
+    /// Refuse new calls (503) when less than this many MiB are free on the data disk.
+    pub min_free_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./branchrec-data"),
+            flush_interval_ms: 500,
+            key_file: None,
+            min_free_mb: 64,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The key file actually used.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("install.key"))
+    }
+    /// The SQLite catalogue.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.data_dir.join("catalog.sqlite")
+    }
+    /// Directory of recording containers.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `branchrec::sip=debug,info`.
+    pub level: String,
+    /// Redact phone numbers, URIs and names in logs (default true).
+    pub redact_pii: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            redact_pii: true,
+        }
+    }
+}
+
+impl Config {
+    /// Load and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Load from `path` if given, else the built-in defaults; validated either way.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Self::load(p),
+            None => {
+                let c = Config::default();
+                c.validate()?;
+                Ok(c)
+            }
+        }
+    }
+
+    /// Parse TOML text (`origin` only names it in errors) and validate.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if self.sip.listen.is_empty() {
+            return Err(invalid("sip.listen", "at least one listener is needed".into()));
+        }
+        for (i, a) in self.sip.listen.iter().enumerate() {
+            if self.sip.listen[..i].contains(a) {
+                return Err(invalid("sip.listen", format!("`{a}` is listed twice")));
+            }
+        }
+        if self.sip.max_calls == 0 {
+            return Err(invalid("sip.max_calls", "must be at least 1".into()));
+        }
+        let r = self.media.rtp_ports;
+        if u32::from(r.last) - u32::from(r.first) < 1 {
+            return Err(invalid(
+                "media.rtp_ports",
+                "range must hold at least 2 ports (one call has two streams)".into(),
+            ));
+        }
+        for l in &self.sip.listen {
+            if l.transport == ListenTransport::Udp
+                && l.addr.ip() == self.media.rtp_bind
+                && (r.first..=r.last).contains(&l.addr.port())
+            {
+                return Err(invalid(
+                    "media.rtp_ports",
+                    format!("range contains SIP listener port {}", l.addr.port()),
+                ));
+            }
+        }
+        if let Some(a) = self.media.advertise {
+            if a.is_unspecified() {
+                return Err(invalid("media.advertise", "cannot be 0.0.0.0 / ::".into()));
+            }
+        } else if self.media.rtp_bind.is_unspecified() {
+            return Err(invalid(
+                "media.advertise",
+                "rtp_bind is a wildcard address: set the address to put in SDP answers".into(),
+            ));
+        }
+        if !(20..=5000).contains(&self.media.playout_delay_ms) {
+            return Err(invalid(
+                "media.playout_delay_ms",
+                "must be between 20 and 5000".into(),
+            ));
+        }
+        if !(20..=1000).contains(&self.storage.flush_interval_ms) {
+            return Err(invalid(
+                "storage.flush_interval_ms",
+                "must be between 20 and 1000: at most one second of audio may be at risk".into(),
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
+        Ok(())
+    }
+
+    /// Address our SDP answers advertise.
+    pub fn sdp_address(&self) -> IpAddr {
+        self.media.advertise.unwrap_or(self.media.rtp_bind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_issue() {
+        let c = Config::load_or_default(None).unwrap();
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.sip.listen[0].to_string(), "udp:127.0.0.1:5060");
+        assert_eq!(c.sip.listen[1].to_string(), "tcp:127.0.0.1:5060");
+        assert_eq!(c.storage.data_dir, PathBuf::from("./branchrec-data"));
+        assert_eq!(c.media.rtp_ports.first, 30000);
+    }
+
+    #[test]
+    fn reference_config_loads() {
+        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/branchrec.toml"));
+        let c = Config::load(p).unwrap();
+        assert_eq!(c.sip.listen.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = parse("[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nlissen = 1\n").unwrap_err();
+        assert!(e.to_string().contains("lissen"), "{e}");
+        let e = parse("[sipp]\n").unwrap_err();
+        assert!(e.to_string().contains("sipp"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = parse("[sip]\nlisten = [\"sctp:127.0.0.1:5060\"]\n").unwrap_err();
+        assert!(e.to_string().contains("unknown transport"), "{e}");
+        let e = parse("[media]\nrtp_ports = \"4000-3000\"\n").unwrap_err();
+        assert!(e.to_string().contains("4000-3000"), "{e}");
+        let e = parse("[storage]\nflush_interval_ms = 5000\n").unwrap_err();
+        assert!(e.to_string().contains("storage.flush_interval_ms"), "{e}");
+        let e = parse("[media]\nrtp_bind = \"0.0.0.0\"\n").unwrap_err();
+        assert!(e.to_string().contains("media.advertise"), "{e}");
+        let e = parse("[sip]\nlisten = []\n").unwrap_err();
+        assert!(e.to_string().contains("sip.listen"), "{e}");
+    }
+}

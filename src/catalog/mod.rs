@@ -1,1 +1,938 @@
-//! catalog (filled in by its owner)
+//! The SQLite catalogue of recordings.
+//!
+//! Unlike the protocol modules this one does I/O: it owns the database file. It is
+//! synchronous; the daemon drives a [`Catalog`] from one dedicated thread, and the CLI
+//! opens the same file with [`Catalog::open_read_only`] for `recordings list` and export.
+//!
+//! The database runs in WAL mode so readers never block the writer (and the other way
+//! round), with `synchronous=FULL` because a recording's row is part of the evidence:
+//! once a call returns, the change survives a power cut. Both kinds of connection wait
+//! up to [`BUSY_TIMEOUT`] for a lock instead of failing at once.
+//!
+//! The schema is versioned with `PRAGMA user_version` (see [`SCHEMA_VERSION`] and
+//! `docs/catalog-schema.md`). [`Catalog::open`] creates and migrates; a database written
+//! by a newer branchrec is refused rather than touched.
+
+mod render;
+mod schema;
+mod types;
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+
+pub use render::render_table;
+pub use schema::SCHEMA_VERSION;
+pub use types::{
+    ChannelRow, ChannelSummary, DataMode, EventRow, Finish, ListFilter, MappingSource,
+    MetadataVersion, NewRecording, ParticipantRow, ParticipantSummary, RecordingDetail,
+    RecordingRow, RecordingState, RecordingSummary, Source, StoredMetadataVersion,
+};
+
+/// How long a connection waits for a lock held by another connection.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors of the catalogue.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite reported an error (I/O, lock timeout, constraint, ...).
+    #[error("catalogue database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer branchrec; opening it could damage it.
+    #[error(
+        "catalogue {path} has schema version {found} but this branchrec only knows up to \
+         version {supported}; refusing to open it (upgrade branchrec)"
+    )]
+    SchemaTooNew {
+        /// Database file.
+        path: PathBuf,
+        /// `user_version` found in the file.
+        found: i64,
+        /// [`SCHEMA_VERSION`] of this build.
+        supported: i64,
+    },
+    /// A read-only open found a schema that has not been migrated to this build's version.
+    #[error(
+        "catalogue {path} has schema version {found}, expected {expected}; start the \
+         branchrec daemon once so that it migrates the database"
+    )]
+    SchemaTooOld {
+        /// Database file.
+        path: PathBuf,
+        /// `user_version` found in the file.
+        found: i64,
+        /// [`SCHEMA_VERSION`] of this build.
+        expected: i64,
+    },
+    /// A read-only open was asked for a file that does not exist.
+    #[error("catalogue {0} does not exist")]
+    Missing(PathBuf),
+    /// No recording has this id.
+    #[error("no recording with id {0}")]
+    NotFound(String),
+    /// A recording with this id already exists.
+    #[error("a recording with id {0} already exists")]
+    Duplicate(String),
+    /// `finish_recording` on a recording that is no longer in state `recording`.
+    #[error("recording {id} is already finished (state {state})")]
+    AlreadyFinished {
+        /// Recording id.
+        id: String,
+        /// Its current state.
+        state: RecordingState,
+    },
+    /// A value given to the catalogue is not acceptable.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// Why (never contains personal data).
+        reason: String,
+    },
+    /// A value read back from the database is not what this build wrote.
+    #[error("catalogue holds an unreadable value in {field}: {reason}")]
+    Corrupt {
+        /// Which column.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Handle on the catalogue database. `Send`, not `Sync`: use it from one thread.
+#[derive(Debug)]
+pub struct Catalog {
+    conn: Connection,
+    read_only: bool,
+}
+
+impl Catalog {
+    /// Open (creating if needed) the catalogue at `path` for reading and writing, and
+    /// migrate it to [`SCHEMA_VERSION`].
+    ///
+    /// Fails with [`CatalogError::SchemaTooNew`] if the file comes from a newer branchrec.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Check before changing anything in a file we may not understand.
+        check_not_newer(&conn, path)?;
+        // journal_mode is persistent in the file; synchronous and foreign_keys are
+        // per connection. None of them may be changed inside a transaction.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CatalogError::Invalid {
+                field: "journal_mode",
+                reason: format!("SQLite refused WAL mode (got {mode:?})"),
+            });
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        let mut cat = Catalog {
+            conn,
+            read_only: false,
+        };
+        cat.migrate(path)?;
+        Ok(cat)
+    }
+
+    /// Open an existing catalogue for reading only (CLI `list`/export). Never blocks nor
+    /// is blocked by the daemon writing at the same time.
+    pub fn open_read_only(path: &Path) -> Result<Self, CatalogError> {
+        if !path.exists() {
+            return Err(CatalogError::Missing(path.to_path_buf()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+        let found = user_version(&conn)?;
+        if found > SCHEMA_VERSION {
+            return Err(CatalogError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(CatalogError::SchemaTooOld {
+                path: path.to_path_buf(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(Catalog {
+            conn,
+            read_only: true,
+        })
+    }
+
+    /// Whether this handle was opened with [`Catalog::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Apply all pending migrations in one IMMEDIATE transaction (so two processes
+    /// opening a fresh file at once cannot both migrate).
+    fn migrate(&mut self, path: &Path) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = user_version(&tx)?;
+        if found > SCHEMA_VERSION {
+            return Err(CatalogError::SchemaTooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let done = usize::try_from(found)
+            .map_err(|_| corrupt("user_version", format!("negative schema version {found}")))?;
+        for (i, m) in schema::MIGRATIONS.iter().enumerate().skip(done) {
+            m(&tx)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Insert a new recording in state `recording`.
+    pub fn insert_recording(&mut self, r: &NewRecording) -> Result<(), CatalogError> {
+        check_id(&r.id)?;
+        if let Some(p) = &r.file_path {
+            check_relative_path(p)?;
+        }
+        if r.sample_rate == 0 {
+            return Err(invalid("sample_rate", "must be positive"));
+        }
+        if r.channels == 0 {
+            return Err(invalid("channels", "must be positive"));
+        }
+        let created_at = Utc::now().timestamp_millis();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if recording_state(&tx, &r.id)?.is_some() {
+            return Err(CatalogError::Duplicate(r.id.clone()));
+        }
+        tx.execute(
+            "INSERT INTO recordings (id, source, call_id, session_id, src_addr, started_at,
+                 ended_at, duration_ms, codec, sample_rate, channels, state, file_path,
+                 file_sha256, file_bytes, kek_id, stats_json, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9, 'recording', ?10,
+                 NULL, NULL, ?11, NULL, ?12)",
+            params![
+                r.id,
+                r.source.as_str(),
+                r.call_id,
+                r.session_id,
+                r.src_addr,
+                r.started_at_ms,
+                r.codec,
+                r.sample_rate,
+                r.channels,
+                r.file_path,
+                r.kek_id,
+                created_at,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replace the participants of a recording with `ps` (atomically).
+    pub fn set_participants(
+        &mut self,
+        id: &str,
+        ps: &[ParticipantRow],
+    ) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_recording(&tx, id)?;
+        tx.execute("DELETE FROM participants WHERE recording_id = ?1", [id])?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO participants (recording_id, participant_id, name, aor)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for p in ps {
+                ins.execute(params![id, p.participant_id, p.name, p.aor])
+                    .map_err(|e| constraint_as_invalid(e, "participant_id", "duplicate id"))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replace the channel map of a recording with `cs` (atomically).
+    pub fn set_channels(&mut self, id: &str, cs: &[ChannelRow]) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_recording(&tx, id)?;
+        tx.execute("DELETE FROM channels WHERE recording_id = ?1", [id])?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO channels (recording_id, channel, mline, label, stream_id,
+                     participant_id, mapping_source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for c in cs {
+                ins.execute(params![
+                    id,
+                    c.channel,
+                    c.mline,
+                    c.label,
+                    c.stream_id,
+                    c.participant_id,
+                    c.mapping_source.as_str()
+                ])
+                .map_err(|e| constraint_as_invalid(e, "channel", "duplicate channel index"))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store a metadata document; returns its sequence number (1, 2, ... per recording).
+    pub fn add_metadata_version(
+        &mut self,
+        id: &str,
+        v: &MetadataVersion,
+    ) -> Result<u32, CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_recording(&tx, id)?;
+        let last: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM metadata_versions WHERE recording_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        let seq = u32::try_from(last)
+            .ok()
+            .and_then(|s| s.checked_add(1))
+            .ok_or_else(|| corrupt("metadata_versions.seq", format!("{last} out of range")))?;
+        tx.execute(
+            "INSERT INTO metadata_versions (recording_id, seq, received_at, sip_method,
+                 content_type, data_mode, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                seq,
+                v.received_at_ms,
+                v.sip_method,
+                v.content_type,
+                v.data_mode.map(DataMode::as_str),
+                v.raw,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Append events to a recording.
+    pub fn add_events(&mut self, id: &str, evs: &[EventRow]) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_recording(&tx, id)?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO events (recording_id, at_ms, kind, channel, detail_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for e in evs {
+                let at = i64::try_from(e.at_ms).map_err(|_| invalid("at_ms", "too large"))?;
+                let detail = e.detail_json.as_ref().map(|d| d.to_string());
+                ins.execute(params![id, at, e.kind, e.channel, detail])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record the SIPREC session id once the metadata has named it.
+    pub fn set_session_id(&mut self, id: &str, session_id: &str) -> Result<(), CatalogError> {
+        let n = self.conn.execute(
+            "UPDATE recordings SET session_id = ?2 WHERE id = ?1",
+            params![id, session_id],
+        )?;
+        if n == 0 {
+            return Err(CatalogError::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Close a recording: end time, duration, final state, file hash and size, stats.
+    ///
+    /// Only a recording in state `recording` can be finished, and only once: the hash
+    /// of a finished recording is never overwritten.
+    pub fn finish_recording(&mut self, id: &str, f: &Finish) -> Result<(), CatalogError> {
+        if f.state == RecordingState::Recording {
+            return Err(invalid(
+                "state",
+                "a finished recording cannot be 'recording'",
+            ));
+        }
+        if let Some(h) = &f.file_sha256 {
+            check_sha256(h)?;
+        }
+        let duration =
+            i64::try_from(f.duration_ms).map_err(|_| invalid("duration_ms", "too large"))?;
+        let bytes = f
+            .file_bytes
+            .map(i64::try_from)
+            .transpose()
+            .map_err(|_| invalid("file_bytes", "too large"))?;
+        let stats = f.stats_json.as_ref().map(|s| s.to_string());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        match recording_state(&tx, id)? {
+            None => return Err(CatalogError::NotFound(id.to_owned())),
+            Some(RecordingState::Recording) => {}
+            Some(state) => {
+                return Err(CatalogError::AlreadyFinished {
+                    id: id.to_owned(),
+                    state,
+                })
+            }
+        }
+        tx.execute(
+            "UPDATE recordings SET ended_at = ?2, duration_ms = ?3, state = ?4,
+                 file_sha256 = ?5, file_bytes = ?6, codec = COALESCE(?7, codec),
+                 stats_json = ?8
+             WHERE id = ?1",
+            params![
+                id,
+                f.ended_at_ms,
+                duration,
+                f.state.as_str(),
+                f.file_sha256,
+                bytes,
+                f.codec,
+                stats,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Recordings matching `filter`, newest first.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<RecordingSummary>, CatalogError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let limit = filter.limit.map_or(-1, i64::from);
+        let state = filter.state.map(RecordingState::as_str);
+        let heads = {
+            let mut st = tx.prepare_cached(
+                "SELECT id, call_id, session_id, source, started_at, ended_at, duration_ms,
+                     codec, state
+                 FROM recordings
+                 WHERE (?1 IS NULL OR state = ?1)
+                 ORDER BY started_at DESC, id ASC
+                 LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![state, limit], SummaryHead::from_row)?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let out = heads
+            .into_iter()
+            .map(|h| h.complete(&tx))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.finish()?;
+        Ok(out)
+    }
+
+    /// Everything about one recording, or `None` if the id is unknown.
+    pub fn get(&self, id: &str) -> Result<Option<RecordingDetail>, CatalogError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let raw = tx
+            .query_row(
+                "SELECT id, source, call_id, session_id, src_addr, started_at, ended_at,
+                     duration_ms, codec, sample_rate, channels, state, file_path,
+                     file_sha256, file_bytes, kek_id, stats_json, created_at
+                 FROM recordings WHERE id = ?1",
+                [id],
+                RawRecording::from_row,
+            )
+            .optional()?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let recording = raw.parse()?;
+        let participants = load_participants(&tx, id)?;
+        let channels = load_channels(&tx, id)?;
+        let metadata_versions = load_metadata_versions(&tx, id)?;
+        let events = load_events(&tx, id)?;
+        tx.finish()?;
+        Ok(Some(RecordingDetail {
+            recording,
+            participants,
+            channels,
+            metadata_versions,
+            events,
+        }))
+    }
+
+    /// All recordings in `state` (e.g. `"recording"` at start-up: calls that were in
+    /// progress when the daemon stopped), oldest first.
+    pub fn recordings_in_state(&self, state: &str) -> Result<Vec<RecordingSummary>, CatalogError> {
+        let state: RecordingState = state.parse()?;
+        let mut rows = self.list(&ListFilter {
+            limit: None,
+            state: Some(state),
+        })?;
+        rows.reverse();
+        Ok(rows)
+    }
+}
+
+impl RecordingDetail {
+    /// The same entry [`Catalog::list`] would return for this recording.
+    pub fn summary(&self) -> Result<RecordingSummary, CatalogError> {
+        let r = &self.recording;
+        let participants = self
+            .participants
+            .iter()
+            .map(|p| ParticipantSummary {
+                participant_id: p.participant_id.clone(),
+                name: p.name.clone(),
+                aor: p.aor.clone(),
+            })
+            .collect();
+        let channels =
+            self.channels
+                .iter()
+                .map(|c| {
+                    let p = c.participant_id.as_ref().and_then(|pid| {
+                        self.participants.iter().find(|p| &p.participant_id == pid)
+                    });
+                    ChannelSummary {
+                        channel: c.channel,
+                        participant_id: c.participant_id.clone(),
+                        name: p.and_then(|p| p.name.clone()),
+                        aor: p.and_then(|p| p.aor.clone()),
+                        label: c.label.clone(),
+                        mapping_source: c.mapping_source,
+                    }
+                })
+                .collect();
+        Ok(RecordingSummary {
+            id: r.id.clone(),
+            call_id: r.call_id.clone(),
+            session_id: r.session_id.clone(),
+            source: r.source,
+            start: rfc3339(r.started_at_ms, "started_at")?,
+            end: r.ended_at_ms.map(|t| rfc3339(t, "ended_at")).transpose()?,
+            duration_ms: r.duration_ms,
+            participants,
+            channels,
+            codec: r.codec.clone(),
+            state: r.state,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn invalid(field: &'static str, reason: &str) -> CatalogError {
+    CatalogError::Invalid {
+        field,
+        reason: reason.to_owned(),
+    }
+}
+
+fn corrupt(field: &'static str, reason: String) -> CatalogError {
+    CatalogError::Corrupt { field, reason }
+}
+
+/// Turn a constraint violation while inserting into [`CatalogError::Invalid`].
+fn constraint_as_invalid(e: rusqlite::Error, field: &'static str, reason: &str) -> CatalogError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => invalid(field, reason),
+        _ => CatalogError::Sqlite(e),
+    }
+}
+
+fn user_version(conn: &Connection) -> Result<i64, CatalogError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+fn check_not_newer(conn: &Connection, path: &Path) -> Result<(), CatalogError> {
+    let found = user_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(CatalogError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn check_id(id: &str) -> Result<(), CatalogError> {
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("id", "must be 1..=128 printable ASCII characters"));
+    }
+    Ok(())
+}
+
+/// `file_path` must stay inside the data directory: relative, no `..`, not empty.
+fn check_relative_path(p: &str) -> Result<(), CatalogError> {
+    let path = Path::new(p);
+    if p.is_empty() || p.contains('\0') {
+        return Err(invalid("file_path", "empty or contains NUL"));
+    }
+    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(invalid(
+            "file_path",
+            "must be relative to the data directory, without '..'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_sha256(h: &str) -> Result<(), CatalogError> {
+    if h.len() != 64 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(invalid("file_sha256", "must be 64 lowercase hex digits"));
+    }
+    Ok(())
+}
+
+fn rfc3339(ms: i64, field: &'static str) -> Result<String, CatalogError> {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .ok_or_else(|| corrupt(field, format!("timestamp {ms} out of range")))
+}
+
+fn recording_state(conn: &Connection, id: &str) -> Result<Option<RecordingState>, CatalogError> {
+    let s: Option<String> = conn
+        .query_row("SELECT state FROM recordings WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    s.map(|s| parse_col(&s, "recordings.state")).transpose()
+}
+
+fn require_recording(conn: &Connection, id: &str) -> Result<(), CatalogError> {
+    match recording_state(conn, id)? {
+        Some(_) => Ok(()),
+        None => Err(CatalogError::NotFound(id.to_owned())),
+    }
+}
+
+/// Parse a vocabulary column read back from the database.
+fn parse_col<T: std::str::FromStr>(s: &str, field: &'static str) -> Result<T, CatalogError> {
+    s.parse()
+        .map_err(|_| corrupt(field, format!("unknown value {s:?}")))
+}
+
+fn to_u64(v: i64, field: &'static str) -> Result<u64, CatalogError> {
+    u64::try_from(v).map_err(|_| corrupt(field, format!("negative value {v}")))
+}
+
+fn to_u32(v: i64, field: &'static str) -> Result<u32, CatalogError> {
+    u32::try_from(v).map_err(|_| corrupt(field, format!("value {v} out of range")))
+}
+
+fn parse_json(
+    s: Option<String>,
+    field: &'static str,
+) -> Result<Option<serde_json::Value>, CatalogError> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(field, e.to_string())))
+        .transpose()
+}
+
+/// The `recordings` columns a summary needs, as read (before validation).
+struct SummaryHead {
+    id: String,
+    call_id: String,
+    session_id: Option<String>,
+    source: String,
+    started_at: i64,
+    ended_at: Option<i64>,
+    duration_ms: Option<i64>,
+    codec: String,
+    state: String,
+}
+
+impl SummaryHead {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(SummaryHead {
+            id: r.get(0)?,
+            call_id: r.get(1)?,
+            session_id: r.get(2)?,
+            source: r.get(3)?,
+            started_at: r.get(4)?,
+            ended_at: r.get(5)?,
+            duration_ms: r.get(6)?,
+            codec: r.get(7)?,
+            state: r.get(8)?,
+        })
+    }
+
+    fn complete(self, conn: &Connection) -> Result<RecordingSummary, CatalogError> {
+        let participants = load_participants(conn, &self.id)?
+            .into_iter()
+            .map(|p| ParticipantSummary {
+                participant_id: p.participant_id,
+                name: p.name,
+                aor: p.aor,
+            })
+            .collect();
+        let channels = {
+            let mut st = conn.prepare_cached(
+                "SELECT c.channel, c.participant_id, p.name, p.aor, c.label, c.mapping_source
+                 FROM channels c
+                 LEFT JOIN participants p
+                   ON p.recording_id = c.recording_id AND p.participant_id = c.participant_id
+                 WHERE c.recording_id = ?1
+                 ORDER BY c.channel",
+            )?;
+            let rows = st.query_map([&self.id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (channel, participant_id, name, aor, label, ms) = row?;
+                out.push(ChannelSummary {
+                    channel: to_u32(channel, "channels.channel")?,
+                    participant_id,
+                    name,
+                    aor,
+                    label,
+                    mapping_source: parse_col(&ms, "channels.mapping_source")?,
+                });
+            }
+            out
+        };
+        Ok(RecordingSummary {
+            start: rfc3339(self.started_at, "recordings.started_at")?,
+            end: self
+                .ended_at
+                .map(|t| rfc3339(t, "recordings.ended_at"))
+                .transpose()?,
+            duration_ms: self
+                .duration_ms
+                .map(|d| to_u64(d, "recordings.duration_ms"))
+                .transpose()?,
+            source: parse_col(&self.source, "recordings.source")?,
+            state: parse_col(&self.state, "recordings.state")?,
+            id: self.id,
+            call_id: self.call_id,
+            session_id: self.session_id,
+            participants,
+            channels,
+            codec: self.codec,
+        })
+    }
+}
+
+/// A full `recordings` row as read (before validation).
+struct RawRecording {
+    id: String,
+    source: String,
+    call_id: String,
+    session_id: Option<String>,
+    src_addr: String,
+    started_at: i64,
+    ended_at: Option<i64>,
+    duration_ms: Option<i64>,
+    codec: String,
+    sample_rate: i64,
+    channels: i64,
+    state: String,
+    file_path: Option<String>,
+    file_sha256: Option<String>,
+    file_bytes: Option<i64>,
+    kek_id: Option<String>,
+    stats_json: Option<String>,
+    created_at: i64,
+}
+
+impl RawRecording {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawRecording {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            call_id: r.get(2)?,
+            session_id: r.get(3)?,
+            src_addr: r.get(4)?,
+            started_at: r.get(5)?,
+            ended_at: r.get(6)?,
+            duration_ms: r.get(7)?,
+            codec: r.get(8)?,
+            sample_rate: r.get(9)?,
+            channels: r.get(10)?,
+            state: r.get(11)?,
+            file_path: r.get(12)?,
+            file_sha256: r.get(13)?,
+            file_bytes: r.get(14)?,
+            kek_id: r.get(15)?,
+            stats_json: r.get(16)?,
+            created_at: r.get(17)?,
+        })
+    }
+
+    fn parse(self) -> Result<RecordingRow, CatalogError> {
+        Ok(RecordingRow {
+            source: parse_col(&self.source, "recordings.source")?,
+            state: parse_col(&self.state, "recordings.state")?,
+            duration_ms: self
+                .duration_ms
+                .map(|d| to_u64(d, "recordings.duration_ms"))
+                .transpose()?,
+            sample_rate: to_u32(self.sample_rate, "recordings.sample_rate")?,
+            channels: u16::try_from(self.channels).map_err(|_| {
+                corrupt(
+                    "recordings.channels",
+                    format!("value {} out of range", self.channels),
+                )
+            })?,
+            file_bytes: self
+                .file_bytes
+                .map(|b| to_u64(b, "recordings.file_bytes"))
+                .transpose()?,
+            stats_json: parse_json(self.stats_json, "recordings.stats_json")?,
+            id: self.id,
+            call_id: self.call_id,
+            session_id: self.session_id,
+            src_addr: self.src_addr,
+            started_at_ms: self.started_at,
+            ended_at_ms: self.ended_at,
+            codec: self.codec,
+            file_path: self.file_path,
+            file_sha256: self.file_sha256,
+            kek_id: self.kek_id,
+            created_at_ms: self.created_at,
+        })
+    }
+}
+
+fn load_participants(conn: &Connection, id: &str) -> Result<Vec<ParticipantRow>, CatalogError> {
+    let mut st = conn.prepare_cached(
+        "SELECT participant_id, name, aor FROM participants
+         WHERE recording_id = ?1 ORDER BY participant_id",
+    )?;
+    let rows = st.query_map([id], |r| {
+        Ok(ParticipantRow {
+            participant_id: r.get(0)?,
+            name: r.get(1)?,
+            aor: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn load_channels(conn: &Connection, id: &str) -> Result<Vec<ChannelRow>, CatalogError> {
+    let mut st = conn.prepare_cached(
+        "SELECT channel, mline, label, stream_id, participant_id, mapping_source
+         FROM channels WHERE recording_id = ?1 ORDER BY channel",
+    )?;
+    let rows = st.query_map([id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Option<i64>>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (channel, mline, label, stream_id, participant_id, ms) = row?;
+        out.push(ChannelRow {
+            channel: to_u32(channel, "channels.channel")?,
+            mline: mline.map(|m| to_u32(m, "channels.mline")).transpose()?,
+            label,
+            stream_id,
+            participant_id,
+            mapping_source: parse_col(&ms, "channels.mapping_source")?,
+        });
+    }
+    Ok(out)
+}
+
+fn load_metadata_versions(
+    conn: &Connection,
+    id: &str,
+) -> Result<Vec<StoredMetadataVersion>, CatalogError> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, received_at, sip_method, content_type, data_mode, raw
+         FROM metadata_versions WHERE recording_id = ?1 ORDER BY seq",
+    )?;
+    let rows = st.query_map([id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Vec<u8>>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, received_at_ms, sip_method, content_type, data_mode, raw) = row?;
+        out.push(StoredMetadataVersion {
+            seq: to_u32(seq, "metadata_versions.seq")?,
+            version: MetadataVersion {
+                received_at_ms,
+                sip_method,
+                content_type,
+                data_mode: data_mode
+                    .map(|d| parse_col(&d, "metadata_versions.data_mode"))
+                    .transpose()?,
+                raw,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn load_events(conn: &Connection, id: &str) -> Result<Vec<EventRow>, CatalogError> {
+    let mut st = conn.prepare_cached(
+        "SELECT at_ms, kind, channel, detail_json FROM events
+         WHERE recording_id = ?1 ORDER BY at_ms, rowid",
+    )?;
+    let rows = st.query_map([id], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (at, kind, channel, detail) = row?;
+        out.push(EventRow {
+            at_ms: to_u64(at, "events.at_ms")?,
+            kind,
+            channel: channel.map(|c| to_u32(c, "events.channel")).transpose()?,
+            detail_json: parse_json(detail, "events.detail_json")?,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,88 @@
-//! cli (filled in by its owner)
+//! Command line: `branchrec run | check-config | recordings …`.
+//!
+//! Subcommand names and flags are an interface other tools rely on: keep them.
+
+pub mod recordings;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Branch-office call recorder.
+#[derive(Debug, Parser)]
+#[command(name = "branchrec", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the recorder daemon (built-in defaults when no --config is given).
+    Run {
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and say exactly what is wrong.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List, inspect and export recordings.
+    Recordings {
+        /// Which.
+        #[command(subcommand)]
+        command: recordings::RecordingsCommand,
+    },
+}
+
+/// Run the parsed command line.
+pub fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            init_logging(&cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("branchrec")
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(crate::app::run(cfg))
+        }
+        Command::CheckConfig { config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let origin = config
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in defaults".into());
+            println!("{origin}: OK");
+            let listen: Vec<String> = cfg.sip.listen.iter().map(|l| l.to_string()).collect();
+            println!("  sip.listen      = {}", listen.join(", "));
+            println!(
+                "  media.rtp_ports = {}-{} on {}",
+                cfg.media.rtp_ports.first, cfg.media.rtp_ports.last, cfg.media.rtp_bind
+            );
+            println!("  storage.data_dir = {}", cfg.storage.data_dir.display());
+            Ok(())
+        }
+        Command::Recordings { command } => recordings::main(command),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    crate::pii::set_redaction(cfg.log.redact_pii);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

@@ -1,1 +1,20 @@
-//! media (filled in by its owner)
+//! Per-packet media path: RTP parsing, G.711 decoding, RFC 4733 DTMF and the
+//! per-call audio timeline that places every stream's samples on one clock.
+//!
+//! Everything here is sans-IO: the shell passes datagrams and time offsets in and
+//! writes out the [`AudioBlock`]s it polls.
+
+pub mod dtmf;
+pub mod g711;
+pub mod rtp;
+pub mod stream;
+pub mod timeline;
+
+#[cfg(test)]
+mod fixture_tests;
+
+pub use dtmf::{DtmfDecoder, DtmfError, DtmfEvent};
+pub use g711::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear};
+pub use rtp::{is_rtcp, parse as parse_rtp, RtpError, RtpPacket};
+pub use stream::{Codec, StreamConfig, StreamStats};
+pub use timeline::{AudioBlock, CallTimeline, PushOutcome, TimelineConfig};

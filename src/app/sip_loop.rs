@@ -1,0 +1,452 @@
+//! The SIP shell: listeners, the [`Srs`] core, and the bookkeeping of running calls.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::app::call::{CallCmd, CallHandle, CallSetup, PreparedCall, SetupError};
+use crate::app::store::{free_mb, CatalogCmd};
+use crate::app::Shared;
+use crate::catalog::{
+    ChannelRow, DataMode, MappingSource, MetadataVersion as CatMetadata, NewRecording,
+    ParticipantRow, Source,
+};
+use crate::config::ListenTransport;
+use crate::sip::{DialogId, Endpoint, EndpointConfig, Peer, StreamFramer, Transport};
+use crate::siprec::metadata::RecordingMetadata;
+use crate::siprec::srs::{MetadataVersion, Offer, Srs, SrsConfig, SrsEvent};
+use crate::siprec::ChannelAssignment;
+
+/// Input to the SIP loop from socket tasks and call set-up tasks.
+enum Inbound {
+    Datagram(Peer, Vec<u8>),
+    TcpOpened(u64, mpsc::UnboundedSender<Vec<u8>>),
+    TcpClosed(u64),
+    Prepared(DialogId, Result<PreparedCall, SetupError>),
+}
+
+/// Biggest SIP datagram we accept.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Run until SIGINT/SIGTERM.
+pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let cfg = &shared.cfg;
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(8192);
+    let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut tcp_conns: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    for l in &cfg.sip.listen {
+        match l.transport {
+            ListenTransport::Udp => {
+                let s = Arc::new(
+                    UdpSocket::bind(l.addr)
+                        .await
+                        .with_context(|| format!("binding SIP listener {l}"))?,
+                );
+                let local = s.local_addr()?;
+                udp.insert(local, s.clone());
+                tokio::spawn(udp_reader(s, local, in_tx.clone()));
+            }
+            ListenTransport::Tcp => {
+                let lst = TcpListener::bind(l.addr)
+                    .await
+                    .with_context(|| format!("binding SIP listener {l}"))?;
+                tokio::spawn(tcp_acceptor(lst, in_tx.clone()));
+            }
+        }
+    }
+    let contact_host = cfg
+        .sip
+        .listen
+        .first()
+        .map(|l| l.addr.to_string())
+        .unwrap_or_default();
+    let ep = Endpoint::new(EndpointConfig {
+        user_agent: cfg.sip.user_agent.clone(),
+        contact_host,
+        // RFC 7866 §6.1.1: an SRC puts `Require: siprec` on recording sessions.
+        supported: vec!["siprec".into()],
+        max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
+        seed: rand::random(),
+        ..EndpointConfig::default()
+    });
+    let mut srs = Srs::new(
+        ep,
+        SrsConfig {
+            sdp_addr: cfg.sdp_address(),
+            sdp_username: "branchrec".into(),
+            session_id_seed: rand::random::<u32>() as u64,
+        },
+    );
+    let mut calls: HashMap<DialogId, CallHandle> = HashMap::new();
+    let mut preparing: HashMap<DialogId, bool> = HashMap::new(); // value: ended meanwhile
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    let listen: Vec<String> = cfg.sip.listen.iter().map(|l| l.to_string()).collect();
+    tracing::info!(listen = ?listen, data_dir = %cfg.storage.data_dir.display(), "branchrec ready");
+
+    loop {
+        let deadline = srs
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            inb = in_rx.recv() => {
+                let Some(inb) = inb else { break };
+                let now = Instant::now();
+                match inb {
+                    Inbound::Datagram(peer, data) => srs.handle_receive(now, peer, &data),
+                    Inbound::TcpOpened(id, tx) => { tcp_conns.insert(id, tx); }
+                    Inbound::TcpClosed(id) => { tcp_conns.remove(&id); }
+                    Inbound::Prepared(call, res) => {
+                        let ended = preparing.remove(&call).unwrap_or(true);
+                        match res {
+                            Ok(prepared) => {
+                                let ports = prepared.ports();
+                                let id = prepared.id().to_string();
+                                let (tx, rx) = mpsc::unbounded_channel();
+                                if ended {
+                                    let _ = tx.send(CallCmd::End("ended before set-up completed".into()));
+                                } else {
+                                    srs.accept(now, call, &ports);
+                                }
+                                tracing::info!(recording = %id, ?ports, "recording started");
+                                tasks.spawn(prepared.run(rx));
+                                if !ended {
+                                    calls.insert(call, CallHandle { recording_id: id, tx });
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot record: answering 503");
+                                srs.reject(now, call, 503, &format!("Service Unavailable ({e})"), Some(shared.cfg.sip.retry_after_s));
+                            }
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => srs.handle_timeout(Instant::now()),
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+        while let Some(t) = srs.poll_transmit() {
+            send(&udp, &tcp_conns, t.peer, t.data).await;
+        }
+        while let Some(ev) = srs.poll_event() {
+            handle_event(&shared, &mut srs, ev, &mut calls, &mut preparing, &in_tx);
+        }
+    }
+    for (_, c) in calls.drain() {
+        let _ = c.tx.send(CallCmd::End("daemon shutting down".into()));
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        tracing::error!("recordings did not close within 10 s of shutdown");
+    }
+    Ok(())
+}
+
+fn handle_event(
+    shared: &Arc<Shared>,
+    srs: &mut Srs,
+    ev: SrsEvent,
+    calls: &mut HashMap<DialogId, CallHandle>,
+    preparing: &mut HashMap<DialogId, bool>,
+    in_tx: &mpsc::Sender<Inbound>,
+) {
+    match ev {
+        SrsEvent::Offered(offer) => {
+            let now = Instant::now();
+            let cfg = &shared.cfg;
+            let busy = calls.len() + preparing.len();
+            if busy >= cfg.sip.max_calls {
+                srs.reject(now, offer.call, 503, "Service Unavailable (call limit reached)", Some(cfg.sip.retry_after_s));
+                return;
+            }
+            match free_mb(&cfg.storage.data_dir) {
+                Ok(mb) if mb < cfg.storage.min_free_mb => {
+                    tracing::error!(free_mb = mb, "data disk nearly full: refusing calls");
+                    srs.reject(now, offer.call, 503, "Service Unavailable (storage full)", Some(cfg.sip.retry_after_s));
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "data disk unusable: refusing calls");
+                    srs.reject(now, offer.call, 503, "Service Unavailable (storage unavailable)", Some(cfg.sip.retry_after_s));
+                    return;
+                }
+                Ok(_) => {}
+            }
+            if let Some(r) = &offer.not_siprec_reason {
+                tracing::info!(reason = %r, "INVITE is not SIPREC: recording its SDP streams without metadata");
+            }
+            preparing.insert(offer.call, false);
+            let shared = shared.clone();
+            let tx = in_tx.clone();
+            tokio::spawn(async move {
+                let call = offer.call;
+                let res = prepare(shared, *offer).await;
+                let _ = tx.send(Inbound::Prepared(call, res)).await;
+            });
+        }
+        SrsEvent::Established { call } => {
+            tracing::debug!(?call, "session established");
+        }
+        SrsEvent::MediaUpdated { call, streams, sip_method } => {
+            if let Some(c) = calls.get(&call) {
+                tracing::info!(recording = %c.recording_id, method = %sip_method, "media description updated");
+                let _ = c.tx.send(CallCmd::Streams(streams));
+            }
+        }
+        SrsEvent::Metadata { call, version, merged, channels } => {
+            if let Some(c) = calls.get(&call) {
+                store_metadata(shared, &c.recording_id, &version, merged.as_ref(), &channels);
+            }
+        }
+        SrsEvent::Ended { call, reason } => {
+            if let Some(c) = calls.remove(&call) {
+                let _ = c.tx.send(CallCmd::End(reason));
+            } else if let Some(e) = preparing.get_mut(&call) {
+                *e = true;
+            }
+        }
+    }
+}
+
+async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, SetupError> {
+    let setup = CallSetup {
+        call_id: offer.call_id.clone(),
+        src: offer.src.clone(),
+        streams: offer.streams.clone(),
+        recordable: offer.recordable.clone(),
+    };
+    let session_id = offer.parsed_metadata.as_ref().and_then(session_id_of);
+    let shared2 = shared.clone();
+    let codec = offered_codecs(&offer);
+    let prepared = PreparedCall::prepare(shared, &setup, |id, path| NewRecording {
+        id: id.to_string(),
+        source: Source::Siprec,
+        call_id: offer.call_id.clone(),
+        session_id: session_id.clone(),
+        src_addr: offer.src.clone(),
+        started_at_ms: chrono::Utc::now().timestamp_millis(),
+        codec,
+        sample_rate: crate::app::call::SAMPLE_RATE,
+        channels: offer.recordable.len() as u16,
+        file_path: Some(path.to_string()),
+        kek_id: Some(shared2.vault.kek_id()),
+    })
+    .await?;
+    if let Some(v) = &offer.metadata {
+        store_metadata(&shared2, prepared.id(), v, offer.parsed_metadata.as_ref(), &offer.channels);
+    } else {
+        store_channels(&shared2, prepared.id(), &offer.channels);
+    }
+    Ok(prepared)
+}
+
+fn offered_codecs(offer: &Offer) -> String {
+    let mut names: Vec<String> = offer
+        .recordable
+        .iter()
+        .filter_map(|i| offer.streams.get(*i))
+        .filter_map(|s| {
+            s.formats
+                .iter()
+                .find(|f| !f.encoding.eq_ignore_ascii_case("telephone-event"))
+                .map(|f| f.encoding.to_ascii_uppercase())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names.join("+")
+}
+
+fn session_id_of(m: &RecordingMetadata) -> Option<String> {
+    m.sessions.first().map(|s| s.id.clone())
+}
+
+fn store_metadata(
+    shared: &Shared,
+    id: &str,
+    v: &MetadataVersion,
+    merged: Option<&RecordingMetadata>,
+    channels: &[ChannelAssignment],
+) {
+    let received_at = chrono::Utc::now().timestamp_millis()
+        - Instant::now().saturating_duration_since(v.received_at).as_millis() as i64;
+    shared.catalog.send(CatalogCmd::Metadata(
+        id.to_string(),
+        CatMetadata {
+            received_at_ms: received_at,
+            sip_method: v.sip_method.clone(),
+            content_type: v.content_type.clone(),
+            data_mode: v.data_mode.as_deref().and_then(|d| d.parse::<DataMode>().ok()),
+            raw: v.raw.clone(),
+        },
+    ));
+    if let Some(m) = merged {
+        if let Some(sid) = session_id_of(m) {
+            shared.catalog.send(CatalogCmd::SessionId(id.to_string(), sid));
+        }
+        let ps: Vec<ParticipantRow> = m
+            .participants
+            .iter()
+            .map(|p| ParticipantRow {
+                participant_id: p.id.clone(),
+                name: p.names.first().cloned(),
+                aor: p.aors.first().cloned(),
+            })
+            .collect();
+        shared.catalog.send(CatalogCmd::Participants(id.to_string(), ps));
+    }
+    store_channels(shared, id, channels);
+}
+
+fn store_channels(shared: &Shared, id: &str, channels: &[ChannelAssignment]) {
+    let rows: Vec<ChannelRow> = channels
+        .iter()
+        .enumerate()
+        .map(|(ch, c)| ChannelRow {
+            channel: ch as u32,
+            mline: Some(c.mline as u32),
+            label: c.label.clone(),
+            stream_id: c.stream_id.clone(),
+            participant_id: c.participant_id.clone(),
+            mapping_source: match c.source {
+                crate::siprec::MappingSource::Metadata => MappingSource::Metadata,
+                crate::siprec::MappingSource::MlineOrderFallback => MappingSource::MlineOrder,
+            },
+        })
+        .collect();
+    shared.catalog.send(CatalogCmd::Channels(id.to_string(), rows));
+}
+
+async fn send(
+    udp: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    tcp: &HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    peer: Peer,
+    data: Vec<u8>,
+) {
+    match peer.transport {
+        Transport::Udp => {
+            let sock = udp
+                .get(&peer.local)
+                .or_else(|| udp.values().next());
+            if let Some(s) = sock {
+                if let Err(e) = s.send_to(&data, peer.remote).await {
+                    tracing::warn!(error = %e, "SIP send failed");
+                }
+            }
+        }
+        Transport::Tcp => {
+            let sent = peer
+                .conn
+                .and_then(|c| tcp.get(&c))
+                .map(|tx| tx.send(data).is_ok())
+                .unwrap_or(false);
+            if !sent {
+                tracing::warn!("SIP response for a closed TCP connection dropped");
+            }
+        }
+    }
+}
+
+async fn udp_reader(s: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match s.recv_from(&mut buf).await {
+            Ok((n, remote)) => {
+                let peer = Peer {
+                    transport: Transport::Udp,
+                    remote,
+                    local,
+                    conn: None,
+                };
+                let data = buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
+                if tx.send(Inbound::Datagram(peer, data)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP UDP receive error");
+            }
+        }
+    }
+}
+
+async fn tcp_acceptor(lst: TcpListener, tx: mpsc::Sender<Inbound>) {
+    let mut next_id: u64 = 1;
+    loop {
+        match lst.accept().await {
+            Ok((stream, remote)) => {
+                let id = next_id;
+                next_id += 1;
+                let local = stream.local_addr().unwrap_or(remote);
+                tokio::spawn(tcp_conn(stream, id, remote, local, tx.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIP TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_conn(
+    stream: tokio::net::TcpStream,
+    id: u64,
+    remote: SocketAddr,
+    local: SocketAddr,
+    tx: mpsc::Sender<Inbound>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    if tx.send(Inbound::TcpOpened(id, out_tx)).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(d) = out_rx.recv().await {
+            if wr.write_all(&d).await.is_err() {
+                break;
+            }
+        }
+    });
+    let peer = Peer {
+        transport: Transport::Tcp,
+        remote,
+        local,
+        conn: Some(id),
+    };
+    let mut framer = StreamFramer::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(buf.get(..n).unwrap_or_default());
+        loop {
+            // Frames go through the endpoint as bytes so a malformed one still gets its 400.
+            match framer.next_frame() {
+                Ok(Some(frame)) => {
+                    if tx.send(Inbound::Datagram(peer, frame)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unframeable SIP over TCP: closing connection");
+                    break 'read;
+                }
+            }
+        }
+    }
+    writer.abort();
+    let _ = tx.send(Inbound::TcpClosed(id)).await;
+}

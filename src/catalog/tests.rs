@@ -1,0 +1,835 @@
+use super::*;
+use serde_json::json;
+use tempfile::TempDir;
+
+fn db() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("catalog.sqlite");
+    (dir, path)
+}
+
+fn new_rec(id: &str, started_at_ms: i64) -> NewRecording {
+    NewRecording {
+        id: id.to_owned(),
+        source: Source::Siprec,
+        call_id: format!("call-{id}@sbc.example"),
+        session_id: None,
+        src_addr: "192.0.2.10:5060".to_owned(),
+        started_at_ms,
+        codec: "PCMU".to_owned(),
+        sample_rate: 8000,
+        channels: 2,
+        file_path: Some(format!("2024/05/01/{id}.brec")),
+        kek_id: Some("kek-1".to_owned()),
+    }
+}
+
+fn finish(state: RecordingState) -> Finish {
+    Finish {
+        ended_at_ms: 1_714_555_865_000,
+        duration_ms: 65_000,
+        state,
+        file_sha256: Some("ab".repeat(32)),
+        file_bytes: Some(1_040_512),
+        codec: Some("PCMU+PCMA".to_owned()),
+        stats_json: Some(json!({"streams": [{"ssrc": 1234, "packets": 3250, "lost": 2}]})),
+    }
+}
+
+fn participants() -> Vec<ParticipantRow> {
+    vec![
+        ParticipantRow {
+            participant_id: "p-alice".to_owned(),
+            name: Some("Alice".to_owned()),
+            aor: Some("sip:+4930111@pbx.example".to_owned()),
+        },
+        ParticipantRow {
+            participant_id: "p-bob".to_owned(),
+            name: None,
+            aor: Some("tel:+4930222".to_owned()),
+        },
+    ]
+}
+
+fn channels() -> Vec<ChannelRow> {
+    vec![
+        ChannelRow {
+            channel: 1,
+            mline: Some(1),
+            label: Some("2".to_owned()),
+            stream_id: Some("s-2".to_owned()),
+            participant_id: Some("p-bob".to_owned()),
+            mapping_source: MappingSource::Metadata,
+        },
+        ChannelRow {
+            channel: 0,
+            mline: Some(0),
+            label: Some("1".to_owned()),
+            stream_id: Some("s-1".to_owned()),
+            participant_id: Some("p-alice".to_owned()),
+            mapping_source: MappingSource::Metadata,
+        },
+    ]
+}
+
+/// A real SIPREC body (Amazon Chime SDK documentation example), original bytes.
+fn real_metadata_body() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/testdata/siprec/amazon-chime-doc-1-initial.txt"
+    );
+    let all = std::fs::read(path).expect("shared testdata present");
+    let marker = b"# ---- END HEADER (original bytes follow verbatim) ----";
+    let pos = all
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("header marker");
+    let rest = &all[pos + marker.len()..];
+    // Skip the line end after the marker.
+    let skip = rest.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
+    rest[skip..].to_vec()
+}
+
+fn raw_conn(path: &Path) -> Connection {
+    Connection::open(path).expect("raw open")
+}
+
+#[test]
+fn catalog_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Catalog>();
+}
+
+#[test]
+fn migrates_from_empty() {
+    let (_d, path) = db();
+    let cat = Catalog::open(&path).unwrap();
+    assert!(!cat.is_read_only());
+    let v: i64 = cat
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    let mode: String = cat
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = cat
+        .conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous=FULL");
+    let fk: i64 = cat
+        .conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+
+    let cols = |table: &str| -> Vec<String> {
+        let mut st = cat
+            .conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .unwrap();
+        st.query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        cols("recordings"),
+        [
+            "id",
+            "source",
+            "call_id",
+            "session_id",
+            "src_addr",
+            "started_at",
+            "ended_at",
+            "duration_ms",
+            "codec",
+            "sample_rate",
+            "channels",
+            "state",
+            "file_path",
+            "file_sha256",
+            "file_bytes",
+            "kek_id",
+            "stats_json",
+            "created_at"
+        ]
+    );
+    assert_eq!(
+        cols("participants"),
+        ["recording_id", "participant_id", "name", "aor"]
+    );
+    assert_eq!(
+        cols("channels"),
+        [
+            "recording_id",
+            "channel",
+            "mline",
+            "label",
+            "stream_id",
+            "participant_id",
+            "mapping_source"
+        ]
+    );
+    assert_eq!(
+        cols("metadata_versions"),
+        [
+            "recording_id",
+            "seq",
+            "received_at",
+            "sip_method",
+            "content_type",
+            "data_mode",
+            "raw"
+        ]
+    );
+    assert_eq!(
+        cols("events"),
+        ["recording_id", "at_ms", "kind", "channel", "detail_json"]
+    );
+
+    let mut st = cat
+        .conn
+        .prepare("SELECT tbl_name || '.' || sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        .unwrap();
+    let idx: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for want in [
+        "(started_at)",
+        "(call_id)",
+        "(session_id)",
+        "(state)",
+        "(aor)",
+    ] {
+        assert!(
+            idx.iter().any(|s| s.ends_with(want)),
+            "missing index {want} in {idx:?}"
+        );
+    }
+}
+
+#[test]
+fn reopen_is_idempotent() {
+    let (_d, path) = db();
+    {
+        let mut cat = Catalog::open(&path).unwrap();
+        cat.insert_recording(&new_rec("r1", 1_000)).unwrap();
+    }
+    for _ in 0..3 {
+        let cat = Catalog::open(&path).unwrap();
+        let all = cat.list(&ListFilter::default()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].id, "r1");
+    }
+    let v: i64 = raw_conn(&path)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[test]
+fn refuses_newer_schema_without_touching_it() {
+    let (_d, path) = db();
+    {
+        let c = raw_conn(&path);
+        c.execute_batch("CREATE TABLE future (x INTEGER);").unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let err = Catalog::open(&path).unwrap_err();
+    match &err {
+        CatalogError::SchemaTooNew {
+            found, supported, ..
+        } => {
+            assert_eq!(*found, SCHEMA_VERSION + 1);
+            assert_eq!(*supported, SCHEMA_VERSION);
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("newer") || msg.contains("only knows"), "{msg}");
+    assert!(msg.contains("upgrade branchrec"), "{msg}");
+
+    assert!(matches!(
+        Catalog::open_read_only(&path),
+        Err(CatalogError::SchemaTooNew { .. })
+    ));
+    // Still in its original journal mode, no tables of ours created.
+    let c = raw_conn(&path);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    let n: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'recordings'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn read_only_needs_an_existing_migrated_file() {
+    let (d, path) = db();
+    assert!(matches!(
+        Catalog::open_read_only(&path),
+        Err(CatalogError::Missing(_))
+    ));
+    assert!(!path.exists(), "read-only open must not create the file");
+    let old = d.path().join("old.sqlite");
+    raw_conn(&old)
+        .execute_batch("CREATE TABLE x (y INTEGER);")
+        .unwrap();
+    match Catalog::open_read_only(&old) {
+        Err(CatalogError::SchemaTooOld {
+            found, expected, ..
+        }) => {
+            assert_eq!(found, 0);
+            assert_eq!(expected, SCHEMA_VERSION);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn insert_finish_list_get_round_trip() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    let rec = new_rec("0f5c1a52-3b8e-4c1e-9a43-6f2d3b1c9e77", 1_714_555_800_250);
+    cat.insert_recording(&rec).unwrap();
+    cat.set_participants(&rec.id, &participants()).unwrap();
+    cat.set_channels(&rec.id, &channels()).unwrap();
+    cat.set_session_id(&rec.id, "dXJ+nAb8TkW1mx6eX0oDXQ==")
+        .unwrap();
+
+    // While recording: no end, no duration.
+    let live = cat.list(&ListFilter::default()).unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].state, RecordingState::Recording);
+    assert_eq!(live[0].end, None);
+    assert_eq!(live[0].duration_ms, None);
+    assert_eq!(live[0].start, "2024-05-01T09:30:00.250Z");
+
+    cat.finish_recording(&rec.id, &finish(RecordingState::Complete))
+        .unwrap();
+
+    let list = cat.list(&ListFilter::default()).unwrap();
+    assert_eq!(list.len(), 1);
+    let s = &list[0];
+    assert_eq!(s.id, rec.id);
+    assert_eq!(s.call_id, rec.call_id);
+    assert_eq!(s.session_id.as_deref(), Some("dXJ+nAb8TkW1mx6eX0oDXQ=="));
+    assert_eq!(s.source, Source::Siprec);
+    assert_eq!(s.end.as_deref(), Some("2024-05-01T09:31:05.000Z"));
+    assert_eq!(s.duration_ms, Some(65_000));
+    assert_eq!(s.codec, "PCMU+PCMA");
+    assert_eq!(s.state, RecordingState::Complete);
+    assert_eq!(
+        s.participants
+            .iter()
+            .map(|p| p.participant_id.as_str())
+            .collect::<Vec<_>>(),
+        ["p-alice", "p-bob"]
+    );
+    // Channels sorted by index, participant resolved through the join.
+    assert_eq!(s.channels.len(), 2);
+    assert_eq!(s.channels[0].channel, 0);
+    assert_eq!(s.channels[0].name.as_deref(), Some("Alice"));
+    assert_eq!(
+        s.channels[0].aor.as_deref(),
+        Some("sip:+4930111@pbx.example")
+    );
+    assert_eq!(s.channels[1].channel, 1);
+    assert_eq!(s.channels[1].name, None);
+    assert_eq!(s.channels[1].aor.as_deref(), Some("tel:+4930222"));
+    assert_eq!(s.channels[1].label.as_deref(), Some("2"));
+
+    let d = cat.get(&rec.id).unwrap().expect("present");
+    let r = &d.recording;
+    assert_eq!(r.src_addr, "192.0.2.10:5060");
+    assert_eq!(r.started_at_ms, 1_714_555_800_250);
+    assert_eq!(r.ended_at_ms, Some(1_714_555_865_000));
+    assert_eq!(r.sample_rate, 8000);
+    assert_eq!(r.channels, 2);
+    assert_eq!(r.file_path.as_deref(), rec.file_path.as_deref());
+    assert_eq!(r.file_sha256, Some("ab".repeat(32)));
+    assert_eq!(r.file_bytes, Some(1_040_512));
+    assert_eq!(r.kek_id.as_deref(), Some("kek-1"));
+    assert_eq!(r.stats_json, finish(RecordingState::Complete).stats_json);
+    assert!(r.created_at_ms > 1_700_000_000_000);
+    assert_eq!(d.participants, participants());
+    let mut want_ch = channels();
+    want_ch.sort_by_key(|c| c.channel);
+    assert_eq!(d.channels, want_ch);
+    assert_eq!(d.summary().unwrap(), *s);
+
+    assert!(cat.get("nope").unwrap().is_none());
+}
+
+#[test]
+fn finish_is_once_and_validated() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1)).unwrap();
+    assert!(matches!(
+        cat.finish_recording("r1", &finish(RecordingState::Recording)),
+        Err(CatalogError::Invalid { field: "state", .. })
+    ));
+    let mut bad = finish(RecordingState::Complete);
+    bad.file_sha256 = Some("AB".repeat(32));
+    assert!(matches!(
+        cat.finish_recording("r1", &bad),
+        Err(CatalogError::Invalid {
+            field: "file_sha256",
+            ..
+        })
+    ));
+    assert!(matches!(
+        cat.finish_recording("nope", &finish(RecordingState::Complete)),
+        Err(CatalogError::NotFound(_))
+    ));
+    let mut keep = finish(RecordingState::Interrupted);
+    keep.codec = None;
+    cat.finish_recording("r1", &keep).unwrap();
+    let mut again = finish(RecordingState::Complete);
+    again.file_sha256 = Some("cd".repeat(32));
+    match cat.finish_recording("r1", &again) {
+        Err(CatalogError::AlreadyFinished { state, .. }) => {
+            assert_eq!(state, RecordingState::Interrupted)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let r = cat.get("r1").unwrap().unwrap().recording;
+    assert_eq!(r.state, RecordingState::Interrupted);
+    assert_eq!(r.file_sha256, Some("ab".repeat(32)), "hash not overwritten");
+    assert_eq!(r.codec, "PCMU", "codec: None keeps the inserted value");
+}
+
+#[test]
+fn insert_rejects_duplicates_and_escaping_paths() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1)).unwrap();
+    assert!(matches!(
+        cat.insert_recording(&new_rec("r1", 2)),
+        Err(CatalogError::Duplicate(_))
+    ));
+    for bad in ["/etc/passwd", "../x.brec", "a/../../x", ""] {
+        let mut r = new_rec("r2", 1);
+        r.file_path = Some(bad.to_owned());
+        assert!(
+            matches!(
+                cat.insert_recording(&r),
+                Err(CatalogError::Invalid {
+                    field: "file_path",
+                    ..
+                })
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    let mut r = new_rec("r2", 1);
+    r.file_path = None;
+    r.kek_id = None;
+    cat.insert_recording(&r).unwrap();
+    assert_eq!(cat.list(&ListFilter::default()).unwrap().len(), 2);
+}
+
+#[test]
+fn writes_to_unknown_recording_fail() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    assert!(matches!(
+        cat.set_participants("x", &participants()),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        cat.set_channels("x", &channels()),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        cat.set_session_id("x", "s"),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        cat.add_events("x", &[]),
+        Err(CatalogError::NotFound(_))
+    ));
+}
+
+#[test]
+fn participants_are_replaced_atomically() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1)).unwrap();
+    cat.set_participants("r1", &participants()).unwrap();
+    let carol = ParticipantRow {
+        participant_id: "p-carol".to_owned(),
+        name: Some("Carol".to_owned()),
+        aor: None,
+    };
+    // A set with a duplicate id fails and leaves the previous set in place.
+    assert!(matches!(
+        cat.set_participants("r1", &[carol.clone(), carol.clone()]),
+        Err(CatalogError::Invalid { .. })
+    ));
+    assert_eq!(cat.get("r1").unwrap().unwrap().participants, participants());
+    cat.set_participants("r1", std::slice::from_ref(&carol))
+        .unwrap();
+    assert_eq!(cat.get("r1").unwrap().unwrap().participants, vec![carol]);
+    // Channel pointing at a participant that is gone: name/aor resolve to null.
+    cat.set_channels("r1", &channels()).unwrap();
+    let s = &cat.list(&ListFilter::default()).unwrap()[0];
+    assert_eq!(s.channels[0].participant_id.as_deref(), Some("p-alice"));
+    assert_eq!(s.channels[0].name, None);
+    // Replacing channels with an empty set clears them.
+    cat.set_channels("r1", &[]).unwrap();
+    assert!(cat.get("r1").unwrap().unwrap().channels.is_empty());
+}
+
+#[test]
+fn metadata_versions_are_sequenced_per_recording_and_stored_verbatim() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1)).unwrap();
+    cat.insert_recording(&new_rec("r2", 2)).unwrap();
+    let body = real_metadata_body();
+    assert!(body.len() > 100);
+    let v = |method: &str, mode: Option<DataMode>, raw: Vec<u8>| MetadataVersion {
+        received_at_ms: 1_714_555_800_000,
+        sip_method: method.to_owned(),
+        content_type: "application/rs-metadata+xml".to_owned(),
+        data_mode: mode,
+        raw,
+    };
+    assert_eq!(
+        cat.add_metadata_version("r1", &v("INVITE", Some(DataMode::Complete), body.clone()))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cat.add_metadata_version("r2", &v("INVITE", None, b"<x/>".to_vec()))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cat.add_metadata_version(
+            "r1",
+            &v("re-INVITE", Some(DataMode::Partial), vec![0, 255, 13, 10])
+        )
+        .unwrap(),
+        2
+    );
+    assert_eq!(
+        cat.add_metadata_version("r1", &v("UPDATE", None, Vec::new()))
+            .unwrap(),
+        3
+    );
+    assert!(matches!(
+        cat.add_metadata_version("x", &v("INVITE", None, Vec::new())),
+        Err(CatalogError::NotFound(_))
+    ));
+    let d = cat.get("r1").unwrap().unwrap();
+    let seqs: Vec<u32> = d.metadata_versions.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(d.metadata_versions[0].version.raw, body);
+    assert_eq!(
+        d.metadata_versions[0].version.data_mode,
+        Some(DataMode::Complete)
+    );
+    assert_eq!(d.metadata_versions[1].version.sip_method, "re-INVITE");
+    assert_eq!(d.metadata_versions[1].version.raw, vec![0, 255, 13, 10]);
+    assert_eq!(d.metadata_versions[2].version.data_mode, None);
+    assert_eq!(cat.get("r2").unwrap().unwrap().metadata_versions.len(), 1);
+}
+
+#[test]
+fn events_round_trip_in_timeline_order() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1)).unwrap();
+    let e = |at: u64, kind: &str, ch: Option<u32>, d: Option<serde_json::Value>| EventRow {
+        at_ms: at,
+        kind: kind.to_owned(),
+        channel: ch,
+        detail_json: d,
+    };
+    cat.add_events(
+        "r1",
+        &[
+            e(5_000, "hold", None, None),
+            e(
+                1_200,
+                "dtmf",
+                Some(0),
+                Some(json!({"digit": "5", "duration_ms": 120})),
+            ),
+        ],
+    )
+    .unwrap();
+    cat.add_events("r1", &[e(5_000, "resume", None, None)])
+        .unwrap();
+    let evs = cat.get("r1").unwrap().unwrap().events;
+    assert_eq!(
+        evs,
+        vec![
+            e(
+                1_200,
+                "dtmf",
+                Some(0),
+                Some(json!({"digit": "5", "duration_ms": 120}))
+            ),
+            e(5_000, "hold", None, None),
+            e(5_000, "resume", None, None),
+        ]
+    );
+    assert!(matches!(
+        cat.add_events("r1", &[e(u64::MAX, "dtmf", None, None)]),
+        Err(CatalogError::Invalid { field: "at_ms", .. })
+    ));
+}
+
+#[test]
+fn list_filters_orders_and_recovers() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    for (id, t) in [("a", 3_000), ("b", 1_000), ("c", 2_000), ("d", 4_000)] {
+        cat.insert_recording(&new_rec(id, t)).unwrap();
+    }
+    cat.finish_recording("d", &finish(RecordingState::Complete))
+        .unwrap();
+    cat.finish_recording("b", &finish(RecordingState::Damaged))
+        .unwrap();
+
+    let ids = |v: Vec<RecordingSummary>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(cat.list(&ListFilter::default()).unwrap()),
+        ["d", "a", "c", "b"]
+    );
+    assert_eq!(
+        ids(cat
+            .list(&ListFilter {
+                limit: Some(2),
+                state: None
+            })
+            .unwrap()),
+        ["d", "a"]
+    );
+    assert_eq!(
+        ids(cat
+            .list(&ListFilter {
+                limit: None,
+                state: Some(RecordingState::Recording)
+            })
+            .unwrap()),
+        ["a", "c"]
+    );
+    assert!(cat
+        .list(&ListFilter {
+            limit: Some(0),
+            state: None
+        })
+        .unwrap()
+        .is_empty());
+    // Crash recovery: oldest first.
+    assert_eq!(
+        ids(cat.recordings_in_state("recording").unwrap()),
+        ["c", "a"]
+    );
+    assert_eq!(ids(cat.recordings_in_state("damaged").unwrap()), ["b"]);
+    assert!(cat
+        .recordings_in_state("codec_unsupported")
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        cat.recordings_in_state("bogus"),
+        Err(CatalogError::Invalid { field: "state", .. })
+    ));
+}
+
+#[test]
+fn read_only_reader_lists_while_writer_holds_the_db() {
+    let (_d, path) = db();
+    let mut writer = Catalog::open(&path).unwrap();
+    writer.insert_recording(&new_rec("committed", 1)).unwrap();
+
+    // The writer holds the write lock with an uncommitted change.
+    writer.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    writer
+        .conn
+        .execute(
+            "UPDATE recordings SET codec = 'G722' WHERE id = 'committed'",
+            [],
+        )
+        .unwrap();
+
+    let reader = Catalog::open_read_only(&path).unwrap();
+    assert!(reader.is_read_only());
+    let t0 = std::time::Instant::now();
+    let seen = reader.list(&ListFilter::default()).unwrap();
+    assert!(
+        t0.elapsed() < BUSY_TIMEOUT / 2,
+        "reader waited for the writer"
+    );
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].codec, "PCMU", "uncommitted change invisible");
+    assert!(reader.get("committed").unwrap().is_some());
+
+    writer.conn.execute_batch("COMMIT").unwrap();
+    writer.insert_recording(&new_rec("later", 2)).unwrap();
+    let seen = reader.list(&ListFilter::default()).unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].codec, "G722");
+}
+
+#[test]
+fn read_only_handle_cannot_write() {
+    let (_d, path) = db();
+    Catalog::open(&path)
+        .unwrap()
+        .insert_recording(&new_rec("r1", 1))
+        .unwrap();
+    let mut ro = Catalog::open_read_only(&path).unwrap();
+    assert!(ro.insert_recording(&new_rec("r2", 1)).is_err());
+    assert!(ro.set_session_id("r1", "s").is_err());
+    assert_eq!(ro.get("r1").unwrap().unwrap().recording.session_id, None);
+}
+
+#[test]
+fn summary_json_shape() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1_714_555_800_250))
+        .unwrap();
+    cat.set_participants("r1", &participants()).unwrap();
+    cat.set_channels("r1", &channels()).unwrap();
+    let live = serde_json::to_value(&cat.list(&ListFilter::default()).unwrap()[0]).unwrap();
+    assert_eq!(live["end"], serde_json::Value::Null);
+    assert_eq!(live["duration_ms"], serde_json::Value::Null);
+    assert_eq!(live["state"], "recording");
+
+    let mut f = finish(RecordingState::CodecUnsupported);
+    f.codec = None;
+    cat.finish_recording("r1", &f).unwrap();
+    let v = serde_json::to_value(&cat.list(&ListFilter::default()).unwrap()[0]).unwrap();
+    let obj = v.as_object().unwrap();
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "call_id",
+            "channels",
+            "codec",
+            "duration_ms",
+            "end",
+            "id",
+            "participants",
+            "session_id",
+            "source",
+            "start",
+            "state"
+        ]
+    );
+    assert_eq!(v["id"], "r1");
+    assert_eq!(v["source"], "siprec");
+    assert_eq!(v["session_id"], serde_json::Value::Null);
+    assert_eq!(v["start"], "2024-05-01T09:30:00.250Z");
+    assert_eq!(v["end"], "2024-05-01T09:31:05.000Z");
+    assert_eq!(v["duration_ms"], 65_000);
+    assert_eq!(v["codec"], "PCMU");
+    assert_eq!(v["state"], "codec_unsupported");
+    assert_eq!(
+        v["participants"][0],
+        json!({"participant_id": "p-alice", "name": "Alice", "aor": "sip:+4930111@pbx.example"})
+    );
+    assert_eq!(
+        v["participants"][1],
+        json!({"participant_id": "p-bob", "name": null, "aor": "tel:+4930222"})
+    );
+    assert_eq!(
+        v["channels"][0],
+        json!({
+            "channel": 0,
+            "participant_id": "p-alice",
+            "name": "Alice",
+            "aor": "sip:+4930111@pbx.example",
+            "label": "1",
+            "mapping_source": "metadata"
+        })
+    );
+    assert_eq!(v["channels"][1]["channel"], 1);
+}
+
+#[test]
+fn vocabularies_round_trip_through_text() {
+    for s in RecordingState::ALL {
+        assert_eq!(s.as_str().parse::<RecordingState>().unwrap(), *s);
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
+    for s in Source::ALL {
+        assert_eq!(s.as_str().parse::<Source>().unwrap(), *s);
+    }
+    for s in MappingSource::ALL {
+        assert_eq!(s.as_str().parse::<MappingSource>().unwrap(), *s);
+    }
+    for s in DataMode::ALL {
+        assert_eq!(s.as_str().parse::<DataMode>().unwrap(), *s);
+    }
+    assert!("Complete".parse::<RecordingState>().is_err());
+}
+
+#[test]
+fn corrupt_rows_are_errors_not_panics() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1)).unwrap();
+    cat.add_events("r1", &[]).unwrap();
+    // Bypass the API: a stats blob that is not JSON, a timestamp chrono cannot represent.
+    cat.conn
+        .execute(
+            "UPDATE recordings SET stats_json = '{not json', started_at = ?1",
+            [i64::MAX],
+        )
+        .unwrap();
+    assert!(matches!(cat.get("r1"), Err(CatalogError::Corrupt { .. })));
+    assert!(matches!(
+        cat.list(&ListFilter::default()),
+        Err(CatalogError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn second_writer_waits_for_the_first() {
+    let (_d, path) = db();
+    let a = Catalog::open(&path).unwrap();
+    let mut b = Catalog::open(&path).unwrap();
+    a.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let handle = std::thread::spawn(move || b.insert_recording(&new_rec("from-b", 1)).map(|_| b));
+    std::thread::sleep(Duration::from_millis(300));
+    a.conn.execute_batch("COMMIT").unwrap();
+    let b = handle.join().expect("thread").expect("insert after wait");
+    assert_eq!(b.list(&ListFilter::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn garbage_file_is_an_error_and_left_alone() {
+    let (_d, path) = db();
+    let junk = b"this is not an SQLite database, it is a recording someone misplaced".repeat(100);
+    std::fs::write(&path, &junk).unwrap();
+    assert!(matches!(Catalog::open(&path), Err(CatalogError::Sqlite(_))));
+    assert!(matches!(
+        Catalog::open_read_only(&path),
+        Err(CatalogError::Sqlite(_))
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}

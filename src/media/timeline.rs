@@ -1,0 +1,1039 @@
+//! One recording session's audio timeline: N channels (one per RTP stream) placed on a
+//! common sample clock whose frame 0 is the call start.
+//!
+//! # Placement
+//! Each stream anchors its RTP timestamp to the arrival offset of its first packet
+//! (`frame = anchor_frame + (ts - anchor_ts)`, wrapping-aware); later packets are placed
+//! by RTP timestamp, which absorbs network jitter and reordering. The anchor is reset on
+//! an SSRC change, and whenever the timestamp-derived position and the arrival-derived
+//! position disagree by more than [`reanchor_threshold`] (hold/resume with continuous
+//! timestamps, sender restart, timestamp jumps). Slow clock drift between sender and
+//! recorder therefore shows up as one small gap or overlap each time it accumulates past
+//! the threshold.
+//!
+//! # Output
+//! Frames are finalised `playout_delay` behind `now` by [`CallTimeline::poll_audio`]; all
+//! channels advance together, so channels stay sample-aligned and the total length is
+//! exactly `end * sample_rate` after [`CallTimeline::finish`]. A packet whose slots were
+//! already finalised is counted `late` and never rewrites history. Gaps, loss, hold and
+//! DTMF-only periods are silence (0). PCMU/PCMA samples are written unaltered.
+//!
+//! # Cost
+//! The per-packet path does not allocate: samples are decoded straight from the
+//! payload into a preallocated ring buffer (interleaved, `ring_frames × channels`), and
+//! duplicate detection uses a fixed bitmap. [`CallTimeline::poll_audio`] allocates the
+//! returned block; [`CallTimeline::poll_audio_into`] reuses a caller-supplied buffer.
+
+use std::time::Duration;
+
+use super::dtmf::{DtmfDecoder, DtmfEvent};
+use super::g711::{ALAW_TO_LINEAR, ULAW_TO_LINEAR};
+use super::rtp::{self, RtpError};
+use super::stream::{Codec, SeqTracker, SeqVerdict, StreamConfig, StreamStats};
+
+/// Parameters of a [`CallTimeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineConfig {
+    /// Number of channels (streams); 2 for a typical two-party call.
+    pub channels: usize,
+    /// Output sample rate in Hz (8000 for G.711).
+    pub sample_rate: u32,
+    /// How long after `now` frames stay open for reordered packets (e.g. 300 ms).
+    pub playout_delay: Duration,
+}
+
+/// A block of finalised audio.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AudioBlock {
+    /// Index of the first frame on the call timeline.
+    pub start_frame: u64,
+    /// Interleaved samples, `channels × frames`.
+    pub samples: Vec<i16>,
+}
+
+impl AudioBlock {
+    /// Number of frames in the block for the given channel count.
+    pub fn frames(&self, channels: usize) -> u64 {
+        (self.samples.len() / channels.max(1)) as u64
+    }
+}
+
+/// What [`CallTimeline::push_rtp`] did with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Audio was written into the timeline (possibly clipped, see [`StreamStats::late`]).
+    Placed,
+    /// A telephone-event packet was consumed.
+    Dtmf,
+    /// The sequence number was already received; dropped.
+    Duplicate,
+    /// All its slots were already finalised, or it belongs to the previous SSRC; dropped.
+    Late,
+    /// Too far ahead of the playout window (the shell is not polling); dropped.
+    Overflow,
+    /// Payload type not negotiated or not decodable; recorded as silence.
+    Unsupported,
+    /// An RTCP packet (RTCP-mux); ignored.
+    Rtcp,
+    /// Not a valid RTP packet.
+    Malformed(RtpError),
+    /// A valid packet with a malformed telephone-event payload.
+    MalformedDtmf,
+    /// The channel index is out of range.
+    NoSuchChannel,
+    /// [`CallTimeline::finish`] was already called.
+    Finished,
+}
+
+/// Re-anchor when timestamp- and arrival-derived positions differ by more than this:
+/// 500 ms, or `playout_delay + 200 ms` if that is larger (so reordering inside the
+/// window never triggers it).
+pub fn reanchor_threshold(playout_delay: Duration) -> Duration {
+    Duration::from_millis(500).max(playout_delay + Duration::from_millis(200))
+}
+
+/// Extra ring capacity beyond `playout_delay + threshold`, for the shell's poll interval.
+const RING_SLACK: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PtKind {
+    Unknown,
+    Pcmu,
+    Pcma,
+    Dtmf(u32),
+    Unsupported,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    frame: i64,
+    ts: u32,
+}
+
+#[derive(Debug)]
+struct Channel {
+    pts: [PtKind; 128],
+    stats: StreamStats,
+    seq: SeqTracker,
+    anchor: Option<Anchor>,
+    ssrc: Option<u32>,
+    prev_ssrc: Option<u32>,
+    dtmf: DtmfDecoder,
+}
+
+impl Channel {
+    fn new(sample_rate: u32) -> Self {
+        let mut ch = Channel {
+            pts: [PtKind::Unknown; 128],
+            stats: StreamStats::default(),
+            seq: SeqTracker::default(),
+            anchor: None,
+            ssrc: None,
+            prev_ssrc: None,
+            dtmf: DtmfDecoder::new(),
+        };
+        ch.configure(&StreamConfig::default(), sample_rate);
+        ch
+    }
+
+    fn configure(&mut self, cfg: &StreamConfig, sample_rate: u32) {
+        self.pts = [PtKind::Unknown; 128];
+        for (pt, codec, clock) in &cfg.payload_types {
+            let Some(slot) = self.pts.get_mut(usize::from(*pt)) else {
+                continue;
+            };
+            *slot = match codec {
+                // G.711 is decoded 1:1 into the timeline; another clock would need resampling.
+                Codec::Pcmu if *clock == sample_rate => PtKind::Pcmu,
+                Codec::Pcma if *clock == sample_rate => PtKind::Pcma,
+                Codec::TelephoneEvent if *clock > 0 => PtKind::Dtmf(*clock),
+                _ => PtKind::Unsupported,
+            };
+        }
+    }
+}
+
+/// The audio timeline of one recording session (see the module docs).
+#[derive(Debug)]
+pub struct CallTimeline {
+    cfg: TimelineConfig,
+    channels: Vec<Channel>,
+    /// Interleaved ring; frame `f` (for `written_upto <= f < written_upto + ring_frames`)
+    /// lives at `(f % ring_frames) * channels`.
+    ring: Vec<i16>,
+    ring_frames: u64,
+    /// Frames `[0, written_upto)` have been returned and are immutable.
+    written_upto: u64,
+    delay_frames: u64,
+    threshold_frames: i64,
+    dtmf_out: Vec<(usize, DtmfEvent)>,
+    scratch_dtmf: Vec<DtmfEvent>,
+    finished: bool,
+}
+
+fn dur_to_frames(d: Duration, rate: u32) -> u64 {
+    let v = d.as_nanos().saturating_mul(u128::from(rate)) / 1_000_000_000;
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+impl CallTimeline {
+    /// A new timeline; t = 0 is the call start. `channels` is clamped to at least 1 and
+    /// `sample_rate` to at least 1 Hz.
+    pub fn new(cfg: TimelineConfig) -> Self {
+        let cfg = TimelineConfig {
+            channels: cfg.channels.max(1),
+            sample_rate: cfg.sample_rate.max(1),
+            playout_delay: cfg.playout_delay,
+        };
+        let threshold = reanchor_threshold(cfg.playout_delay);
+        let ring_frames =
+            dur_to_frames(cfg.playout_delay + threshold + RING_SLACK, cfg.sample_rate).max(1);
+        let ring_len = usize::try_from(ring_frames)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(cfg.channels);
+        CallTimeline {
+            channels: (0..cfg.channels)
+                .map(|_| Channel::new(cfg.sample_rate))
+                .collect(),
+            ring: vec![0; ring_len],
+            ring_frames,
+            written_upto: 0,
+            delay_frames: dur_to_frames(cfg.playout_delay, cfg.sample_rate),
+            threshold_frames: i64::try_from(dur_to_frames(threshold, cfg.sample_rate))
+                .unwrap_or(i64::MAX),
+            dtmf_out: Vec::new(),
+            scratch_dtmf: Vec::new(),
+            finished: false,
+            cfg,
+        }
+    }
+
+    /// The (clamped) configuration.
+    pub fn config(&self) -> &TimelineConfig {
+        &self.cfg
+    }
+
+    /// Frames finalised so far (the start frame of the next block).
+    pub fn written_upto(&self) -> u64 {
+        self.written_upto
+    }
+
+    /// Set the negotiated payload types of a channel (replaces the previous set; e.g. on
+    /// re-INVITE). Before the first call a channel accepts the static PT 0 (PCMU) and 8
+    /// (PCMA). G.711 entries whose clock differs from the timeline's sample rate are
+    /// treated as unsupported.
+    pub fn set_stream_config(&mut self, channel: usize, cfg: StreamConfig) {
+        let rate = self.cfg.sample_rate;
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.configure(&cfg, rate);
+        }
+    }
+
+    /// Statistics of a channel. An out-of-range channel yields all-zero statistics.
+    pub fn stats(&self, channel: usize) -> &StreamStats {
+        static EMPTY: StreamStats = StreamStats {
+            received: 0,
+            lost: 0,
+            late: 0,
+            duplicates: 0,
+            ssrc_changes: 0,
+            unsupported_payload: 0,
+            dtmf_events: 0,
+            malformed: 0,
+            rtcp: 0,
+            overflow: 0,
+            reanchors: 0,
+        };
+        self.channels.get(channel).map_or(&EMPTY, |c| &c.stats)
+    }
+
+    /// DTMF events decoded since the last call, in the order they completed.
+    pub fn take_dtmf(&mut self) -> Vec<(usize, DtmfEvent)> {
+        std::mem::take(&mut self.dtmf_out)
+    }
+
+    /// Feed one datagram received on `channel`'s RTP port, `at` after the call start.
+    pub fn push_rtp(&mut self, channel: usize, at: Duration, packet: &[u8]) -> PushOutcome {
+        if self.finished {
+            return PushOutcome::Finished;
+        }
+        let rate = self.cfg.sample_rate;
+        let threshold = self.threshold_frames;
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return PushOutcome::NoSuchChannel;
+        };
+        if rtp::is_rtcp(packet) {
+            ch.stats.rtcp += 1;
+            return PushOutcome::Rtcp;
+        }
+        let pkt = match rtp::parse(packet) {
+            Ok(p) => p,
+            Err(e) => {
+                ch.stats.malformed += 1;
+                return PushOutcome::Malformed(e);
+            }
+        };
+
+        // SSRC handling.
+        match ch.ssrc {
+            Some(s) if s == pkt.ssrc => {}
+            Some(_) if ch.prev_ssrc == Some(pkt.ssrc) => {
+                // Straggler of the stream we already switched away from.
+                ch.stats.late += 1;
+                return PushOutcome::Late;
+            }
+            old => {
+                if old.is_some() {
+                    ch.stats.ssrc_changes += 1;
+                    ch.stats.reanchors += 1;
+                    ch.seq.reset();
+                    ch.dtmf.reset(&mut self.scratch_dtmf);
+                }
+                ch.prev_ssrc = old;
+                ch.ssrc = Some(pkt.ssrc);
+                ch.anchor = None;
+            }
+        }
+
+        // Only the newest packet of a stream may move its anchor: a straggler that is
+        // very late must not drag the whole stream to its arrival time.
+        let may_reanchor = match ch.seq.check(pkt.sequence) {
+            SeqVerdict::Duplicate => {
+                ch.stats.duplicates += 1;
+                ch.stats.lost = ch.seq.lost();
+                return PushOutcome::Duplicate;
+            }
+            SeqVerdict::New { in_order } => in_order,
+            SeqVerdict::Stray => false,
+        };
+        ch.stats.received += 1;
+        ch.stats.lost = ch.seq.lost();
+
+        let kind = ch
+            .pts
+            .get(usize::from(pkt.payload_type))
+            .copied()
+            .unwrap_or(PtKind::Unknown);
+        let arrival = i64::try_from(dur_to_frames(at, rate)).unwrap_or(i64::MAX);
+
+        let outcome = match kind {
+            PtKind::Unknown | PtKind::Unsupported => {
+                ch.stats.unsupported_payload += 1;
+                PushOutcome::Unsupported
+            }
+            PtKind::Dtmf(clock) => {
+                // Event packets all carry the event's start timestamp, so they must not
+                // be checked against arrival (a long digit would look "late").
+                let anchor = *ch.anchor.get_or_insert(Anchor {
+                    frame: arrival,
+                    ts: pkt.timestamp,
+                });
+                let frame = anchor.frame + ts_delta_frames(pkt.timestamp, anchor.ts, clock, rate);
+                let start_ms = (frame.max(0) as u64).saturating_mul(1000) / u64::from(rate);
+                match ch.dtmf.push(
+                    pkt.timestamp,
+                    pkt.payload,
+                    start_ms,
+                    clock,
+                    &mut self.scratch_dtmf,
+                ) {
+                    Ok(()) => PushOutcome::Dtmf,
+                    Err(_) => {
+                        ch.stats.malformed += 1;
+                        PushOutcome::MalformedDtmf
+                    }
+                }
+            }
+            PtKind::Pcmu | PtKind::Pcma => {
+                let anchor = *ch.anchor.get_or_insert(Anchor {
+                    frame: arrival,
+                    ts: pkt.timestamp,
+                });
+                let mut pos = anchor.frame + ts_delta_frames(pkt.timestamp, anchor.ts, rate, rate);
+                let diff = pos - arrival;
+                if may_reanchor && (diff > threshold || diff < -threshold) {
+                    ch.anchor = Some(Anchor {
+                        frame: arrival,
+                        ts: pkt.timestamp,
+                    });
+                    ch.stats.reanchors += 1;
+                    pos = arrival;
+                } else if pkt.timestamp.wrapping_sub(anchor.ts) > 1 << 30
+                    && pkt.timestamp.wrapping_sub(anchor.ts) < 1 << 31
+                {
+                    // Keep the anchor within ±2^30 ticks so wrap-aware deltas stay exact.
+                    ch.anchor = Some(Anchor {
+                        frame: pos,
+                        ts: pkt.timestamp,
+                    });
+                }
+                let table = if kind == PtKind::Pcmu {
+                    &ULAW_TO_LINEAR
+                } else {
+                    &ALAW_TO_LINEAR
+                };
+                let res = write_ring(
+                    &mut self.ring,
+                    self.ring_frames,
+                    self.cfg.channels,
+                    channel,
+                    self.written_upto,
+                    pos,
+                    pkt.payload,
+                    table,
+                );
+                match res {
+                    WriteResult::Full => PushOutcome::Placed,
+                    WriteResult::ClippedLate => {
+                        ch.stats.late += 1;
+                        PushOutcome::Placed
+                    }
+                    WriteResult::ClippedOverflow => {
+                        ch.stats.overflow += 1;
+                        PushOutcome::Placed
+                    }
+                    WriteResult::Late => {
+                        ch.stats.late += 1;
+                        PushOutcome::Late
+                    }
+                    WriteResult::Overflow => {
+                        ch.stats.overflow += 1;
+                        PushOutcome::Overflow
+                    }
+                }
+            }
+        };
+        self.collect_dtmf(channel);
+        outcome
+    }
+
+    fn collect_dtmf(&mut self, channel: usize) {
+        if self.scratch_dtmf.is_empty() {
+            return;
+        }
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.stats.dtmf_events += self.scratch_dtmf.len() as u64;
+        }
+        self.dtmf_out
+            .extend(self.scratch_dtmf.drain(..).map(|e| (channel, e)));
+    }
+
+    /// Finalise and return the frames `[written_upto, now - playout_delay)`, or None if
+    /// there are none yet. Allocates the returned block.
+    pub fn poll_audio(&mut self, now: Duration) -> Option<AudioBlock> {
+        let mut samples = Vec::new();
+        let start_frame = self.poll_audio_into(now, &mut samples)?;
+        Some(AudioBlock {
+            start_frame,
+            samples,
+        })
+    }
+
+    /// Like [`poll_audio`](Self::poll_audio) but writes the interleaved samples into
+    /// `out` (cleared first; its capacity is reused) and returns the start frame.
+    pub fn poll_audio_into(&mut self, now: Duration, out: &mut Vec<i16>) -> Option<u64> {
+        if self.finished {
+            return None;
+        }
+        let target = dur_to_frames(now, self.cfg.sample_rate).saturating_sub(self.delay_frames);
+        self.emit_upto(target, out)
+    }
+
+    /// Flush everything up to `end` (including frames still inside the playout window)
+    /// and stop: afterwards the total length is `end × sample_rate` frames (or what was
+    /// already returned, if that is more). Pending DTMF events are completed.
+    pub fn finish(&mut self, end: Duration) -> Option<AudioBlock> {
+        if self.finished {
+            return None;
+        }
+        let target = dur_to_frames(end, self.cfg.sample_rate);
+        let mut samples = Vec::new();
+        let res = self.emit_upto(target, &mut samples);
+        for i in 0..self.channels.len() {
+            if let Some(ch) = self.channels.get_mut(i) {
+                ch.dtmf.flush(&mut self.scratch_dtmf);
+            }
+            self.collect_dtmf(i);
+        }
+        self.finished = true;
+        res.map(|start_frame| AudioBlock {
+            start_frame,
+            samples,
+        })
+    }
+
+    fn emit_upto(&mut self, target: u64, out: &mut Vec<i16>) -> Option<u64> {
+        out.clear();
+        if target <= self.written_upto {
+            return None;
+        }
+        let start = self.written_upto;
+        let n = target - start;
+        let chn = self.cfg.channels;
+        let total = usize::try_from(n).ok()?.checked_mul(chn)?;
+        out.reserve(total);
+        // Frames from the ring (at most one full ring), then silence beyond it.
+        let from_ring = n.min(self.ring_frames);
+        let mut f = start;
+        let end_ring = start + from_ring;
+        while f < end_ring {
+            let idx = f % self.ring_frames;
+            let run = (self.ring_frames - idx).min(end_ring - f);
+            let a = (idx as usize) * chn;
+            let b = a + (run as usize) * chn;
+            if let Some(slice) = self.ring.get_mut(a..b) {
+                out.extend_from_slice(slice);
+                slice.fill(0);
+            }
+            f += run;
+        }
+        out.resize(total, 0);
+        self.written_upto = target;
+        Some(start)
+    }
+}
+
+/// Frames between two RTP timestamps (wrapping-aware), converted from `clock` to `rate`.
+#[inline]
+fn ts_delta_frames(ts: u32, anchor_ts: u32, clock: u32, rate: u32) -> i64 {
+    let d = i64::from(ts.wrapping_sub(anchor_ts) as i32);
+    if clock == rate || clock == 0 {
+        d
+    } else {
+        d * i64::from(rate) / i64::from(clock)
+    }
+}
+
+enum WriteResult {
+    Full,
+    ClippedLate,
+    ClippedOverflow,
+    Late,
+    Overflow,
+}
+
+/// Decode `payload` through `table` into channel `channel` of the ring at frame `pos`,
+/// clipped to the open window `[written_upto, written_upto + ring_frames)`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn write_ring(
+    ring: &mut [i16],
+    ring_frames: u64,
+    chn: usize,
+    channel: usize,
+    written_upto: u64,
+    pos: i64,
+    payload: &[u8],
+    table: &[i16; 256],
+) -> WriteResult {
+    let n = payload.len() as i64;
+    let lo = i64::try_from(written_upto).unwrap_or(i64::MAX);
+    let hi = lo.saturating_add(i64::try_from(ring_frames).unwrap_or(i64::MAX));
+    let start = pos.max(lo);
+    let end = pos.saturating_add(n).min(hi);
+    if end <= start {
+        if n == 0 {
+            return WriteResult::Full;
+        }
+        return if pos.saturating_add(n) <= lo {
+            WriteResult::Late
+        } else {
+            WriteResult::Overflow
+        };
+    }
+    let mut src = payload
+        .get((start - pos) as usize..(end - pos) as usize)
+        .unwrap_or(&[]);
+    let mut f = start as u64;
+    while !src.is_empty() {
+        let idx = f % ring_frames;
+        let run = ((ring_frames - idx) as usize).min(src.len());
+        let a = idx as usize * chn;
+        let (now_part, rest) = src.split_at(run);
+        if let Some(dst) = ring.get_mut(a..a + run * chn) {
+            for (frame, &b) in dst.chunks_exact_mut(chn).zip(now_part) {
+                if let Some(s) = frame.get_mut(channel) {
+                    *s = table[usize::from(b)];
+                }
+            }
+        }
+        src = rest;
+        f += run as u64;
+    }
+    if start > pos {
+        WriteResult::ClippedLate
+    } else if end < pos.saturating_add(n) {
+        WriteResult::ClippedOverflow
+    } else {
+        WriteResult::Full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::g711::ulaw_to_linear;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x80, pt];
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&ts.to_be_bytes());
+        v.extend_from_slice(&ssrc.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// 160 non-silent µ-law bytes that differ per packet `k` and stream `tag`.
+    fn payload(k: u32, tag: u32) -> Vec<u8> {
+        (0..160u32)
+            .map(|i| 0x80 + ((k * 7 + i + tag * 31) % 0x7f) as u8)
+            .collect()
+    }
+
+    fn tl(channels: usize) -> CallTimeline {
+        CallTimeline::new(TimelineConfig {
+            channels,
+            sample_rate: 8000,
+            playout_delay: Duration::from_millis(300),
+        })
+    }
+
+    /// A packet to deliver: (channel, arrival, datagram).
+    type Delivery = (usize, Duration, Vec<u8>);
+
+    /// Deliver packets in arrival order, polling every 20 ms, then finish at `end`.
+    /// Returns the whole recording (interleaved) and checks block continuity and that
+    /// no block ever reaches past `now - playout_delay`.
+    fn run(t: &mut CallTimeline, mut pkts: Vec<Delivery>, end: Duration) -> Vec<i16> {
+        pkts.sort_by_key(|p| p.1);
+        let mut out = Vec::new();
+        let chn = t.config().channels;
+        let mut next = 0u64;
+        let mut now = Duration::ZERO;
+        let mut it = pkts.into_iter().peekable();
+        while now < end {
+            while let Some((c, at, p)) = it.next_if(|p| p.1 <= now) {
+                t.push_rtp(c, at, &p);
+            }
+            if let Some(b) = t.poll_audio(now) {
+                assert_eq!(b.start_frame, next);
+                next += b.frames(chn);
+                assert!(next * 1000 / 8000 <= (now.as_millis() as u64).saturating_sub(300));
+                out.extend_from_slice(&b.samples);
+            }
+            now += 20 * MS;
+        }
+        for (c, at, p) in it {
+            t.push_rtp(c, at, &p);
+        }
+        if let Some(b) = t.finish(end) {
+            assert_eq!(b.start_frame, next);
+            out.extend_from_slice(&b.samples);
+        }
+        out
+    }
+
+    fn expect_packet(exp: &mut [i16], chn: usize, ch: usize, frame: usize, pl: &[u8]) {
+        for (i, &b) in pl.iter().enumerate() {
+            exp[(frame + i) * chn + ch] = ulaw_to_linear(b);
+        }
+    }
+
+    /// 50 in-order packets (1 s) on channel 0 starting at arrival `start`.
+    fn stream(ch: usize, start: Duration, seq0: u16, ts0: u32, ssrc: u32, n: u32) -> Vec<Delivery> {
+        (0..n)
+            .map(|k| {
+                (
+                    ch,
+                    start + 20 * MS * k,
+                    rtp(
+                        0,
+                        seq0.wrapping_add(k as u16),
+                        ts0.wrapping_add(160 * k),
+                        ssrc,
+                        &payload(k, ssrc),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn expected_stream(
+        exp: &mut [i16],
+        chn: usize,
+        ch: usize,
+        start_frame: usize,
+        ssrc: u32,
+        ks: impl Iterator<Item = u32>,
+    ) {
+        for k in ks {
+            expect_packet(
+                exp,
+                chn,
+                ch,
+                start_frame + 160 * k as usize,
+                &payload(k, ssrc),
+            );
+        }
+    }
+
+    #[test]
+    fn in_order() {
+        let mut t = tl(2);
+        let out = run(
+            &mut t,
+            stream(0, Duration::ZERO, 1000, 5000, 7, 50),
+            1000 * MS,
+        );
+        let mut exp = vec![0i16; 8000 * 2];
+        expected_stream(&mut exp, 2, 0, 0, 7, 0..50);
+        assert_eq!(out, exp);
+        let s = t.stats(0);
+        assert_eq!((s.received, s.lost, s.late, s.duplicates), (50, 0, 0, 0));
+        assert_eq!(t.stats(1).received, 0);
+    }
+
+    #[test]
+    fn reordered_within_window_and_jitter() {
+        let mut t = tl(2);
+        let mut pkts = stream(0, 100 * MS, 1, 0, 7, 50);
+        // Swap arrival of neighbours and add up to 250 ms of jitter to some packets.
+        for k in (0..50).step_by(2) {
+            let a = pkts[k].1;
+            pkts[k].1 = pkts[k + 1].1;
+            pkts[k + 1].1 = a;
+        }
+        for k in (5..50).step_by(7) {
+            pkts[k].1 += 250 * MS;
+        }
+        // The first packet to arrive is k=1 (at 100 ms): it anchors ts 160 at frame 800.
+        let out = run(&mut t, pkts, 1200 * MS);
+        let mut exp = vec![0i16; 9600 * 2];
+        expected_stream(&mut exp, 2, 0, 800 - 160, 7, 0..50);
+        assert_eq!(out, exp);
+        assert_eq!(t.stats(0).late, 0);
+        assert_eq!(t.stats(0).lost, 0);
+    }
+
+    #[test]
+    fn lost_packets_are_exact_silence() {
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 50);
+        pkts.retain(|p| !(10..13).contains(&u16::from_be_bytes([p.2[2], p.2[3]])));
+        let out = run(&mut t, pkts, 1000 * MS);
+        let mut exp = vec![0i16; 8000];
+        expected_stream(
+            &mut exp,
+            1,
+            0,
+            0,
+            7,
+            (0..50).filter(|k| !(9..12).contains(k)),
+        );
+        assert_eq!(out, exp);
+        assert!(out[160 * 9..160 * 12].iter().all(|&s| s == 0));
+        assert_eq!(t.stats(0).lost, 3);
+    }
+
+    #[test]
+    fn duplicate_dropped() {
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 50);
+        let mut dup = pkts[5].clone();
+        dup.1 += 30 * MS;
+        pkts.push(dup);
+        assert_eq!(
+            t.push_rtp(0, Duration::ZERO, &pkts[0].2),
+            PushOutcome::Placed
+        );
+        assert_eq!(
+            t.push_rtp(0, Duration::ZERO, &pkts[0].2),
+            PushOutcome::Duplicate
+        );
+        let out = run(&mut t, pkts, 1000 * MS);
+        let mut exp = vec![0i16; 8000];
+        expected_stream(&mut exp, 1, 0, 0, 7, 0..50);
+        assert_eq!(out, exp);
+        // Two re-deliveries of packet 0 plus one of packet 5.
+        assert_eq!(t.stats(0).duplicates, 3);
+        assert_eq!(t.stats(0).received, 50);
+    }
+
+    #[test]
+    fn late_packet_never_rewrites_history() {
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 50);
+        pkts[10].1 = 650 * MS; // its slot (200..220 ms) was finalised at 520 ms
+        let out = run(&mut t, pkts, 1000 * MS);
+        let mut exp = vec![0i16; 8000];
+        expected_stream(&mut exp, 1, 0, 0, 7, (0..50).filter(|&k| k != 10));
+        assert_eq!(out, exp);
+        let s = t.stats(0);
+        assert_eq!((s.late, s.lost, s.reanchors), (1, 0, 0));
+    }
+
+    #[test]
+    fn very_late_straggler_does_not_reanchor() {
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 100);
+        pkts[10].1 = 1500 * MS; // 1.3 s late: beyond the re-anchor threshold
+        let out = run(&mut t, pkts, 2000 * MS);
+        let mut exp = vec![0i16; 16000];
+        expected_stream(&mut exp, 1, 0, 0, 7, (0..100).filter(|&k| k != 10));
+        assert_eq!(out, exp);
+        assert_eq!(t.stats(0).reanchors, 0);
+        assert_eq!(t.stats(0).late, 1);
+    }
+
+    #[test]
+    fn sequence_wrap() {
+        let mut t = tl(1);
+        let out = run(
+            &mut t,
+            stream(0, Duration::ZERO, 65520, 0, 7, 50),
+            1000 * MS,
+        );
+        let mut exp = vec![0i16; 8000];
+        expected_stream(&mut exp, 1, 0, 0, 7, 0..50);
+        assert_eq!(out, exp);
+        assert_eq!(t.stats(0).lost, 0);
+        assert_eq!(t.stats(0).duplicates, 0);
+    }
+
+    #[test]
+    fn timestamp_wrap() {
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, u32::MAX - 800, 7, 50);
+        pkts.swap(4, 6); // reordered right around the wrap
+        let out = run(&mut t, pkts, 1000 * MS);
+        let mut exp = vec![0i16; 8000];
+        expected_stream(&mut exp, 1, 0, 0, 7, 0..50);
+        assert_eq!(out, exp);
+        assert_eq!(t.stats(0).reanchors, 0);
+    }
+
+    #[test]
+    fn ssrc_change_mid_call() {
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 25);
+        // New SSRC at 520 ms with unrelated seq/ts.
+        pkts.extend(stream(0, 520 * MS, 40000, 123_456_789, 9, 25));
+        // A straggler of the old SSRC after the switch.
+        pkts.push((0, 560 * MS, rtp(0, 26, 160 * 26, 7, &payload(99, 7))));
+        let out = run(&mut t, pkts, 1100 * MS);
+        let mut exp = vec![0i16; 8800];
+        expected_stream(&mut exp, 1, 0, 0, 7, 0..25);
+        expected_stream(&mut exp, 1, 0, 4160, 9, 0..25);
+        assert_eq!(out, exp);
+        let s = t.stats(0);
+        assert_eq!((s.ssrc_changes, s.late, s.lost), (1, 1, 0));
+    }
+
+    fn hold(jump_ts: bool) -> (Vec<i16>, StreamStats) {
+        let mut t = tl(2);
+        let mut pkts = stream(0, Duration::ZERO, 1, 1000, 7, 50);
+        // Channel 1 talks throughout the hold so the timeline keeps moving.
+        pkts.extend(stream(1, Duration::ZERO, 500, 0, 8, 350));
+        // Resume at 6 s: seq continues; ts continues (+160) or jumped by the real gap.
+        let ts0 = if jump_ts {
+            1000 + 6 * 8000
+        } else {
+            1000 + 160 * 50
+        };
+        for k in 0..25u32 {
+            pkts.push((
+                0,
+                6000 * MS + 20 * MS * k,
+                rtp(0, 51 + k as u16, ts0 + 160 * k, 7, &payload(k, 70)),
+            ));
+        }
+        let out = run(&mut t, pkts, 7000 * MS);
+        (out, t.stats(0).clone())
+    }
+
+    #[test]
+    fn hold_gap_continuous_or_jumped_timestamps() {
+        let mut exp = vec![0i16; 56000 * 2];
+        expected_stream(&mut exp, 2, 0, 0, 7, 0..50);
+        for k in 0..25u32 {
+            expect_packet(&mut exp, 2, 0, 48000 + 160 * k as usize, &payload(k, 70));
+        }
+        expected_stream(&mut exp, 2, 1, 0, 8, 0..350);
+        let (cont, s_cont) = hold(false);
+        assert_eq!(cont, exp);
+        assert_eq!(s_cont.reanchors, 1);
+        let (jump, s_jump) = hold(true);
+        assert_eq!(jump, exp);
+        assert_eq!(s_jump.reanchors, 0);
+        assert_eq!(s_cont.lost, 0);
+    }
+
+    #[test]
+    fn channels_stay_aligned_when_one_starts_late() {
+        let mut t = tl(2);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 50);
+        pkts.extend(stream(1, 300 * MS, 9000, 77, 8, 50));
+        let out = run(&mut t, pkts, 1300 * MS);
+        let mut exp = vec![0i16; 10400 * 2];
+        expected_stream(&mut exp, 2, 0, 0, 7, 0..50);
+        expected_stream(&mut exp, 2, 1, 2400, 8, 0..50);
+        assert_eq!(out, exp);
+    }
+
+    #[test]
+    fn dtmf_events_on_call_timeline() {
+        let mut t = tl(1);
+        let mut cfg = StreamConfig::default();
+        cfg.payload_types.push((101, Codec::TelephoneEvent, 8000));
+        t.set_stream_config(0, cfg);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 20);
+        // Digit '7' starting at ts 3200 (400 ms), 6 updates then 3 redundant ends.
+        for (seq, i) in (21u16..).zip(1..=9u32) {
+            let dur = (160 * i.min(7)) as u16;
+            let end = i >= 7;
+            let pl = [
+                7u8,
+                if end { 0x80 | 10 } else { 10 },
+                (dur >> 8) as u8,
+                dur as u8,
+            ];
+            let mut p = rtp(101, seq, 3200, 7, &pl);
+            if i == 1 {
+                p[1] |= 0x80;
+            }
+            pkts.push((0, 400 * MS + 20 * MS * i.min(7), p));
+        }
+        let out = run(&mut t, pkts, 1000 * MS);
+        let ev = t.take_dtmf();
+        assert_eq!(
+            ev,
+            vec![(
+                0,
+                DtmfEvent {
+                    digit: '7',
+                    start_ms: 400,
+                    duration_ms: 140,
+                    volume: 10
+                }
+            )]
+        );
+        assert_eq!(t.stats(0).dtmf_events, 1);
+        // The DTMF period is silence; the audio before it is intact.
+        let mut exp = vec![0i16; 8000];
+        expected_stream(&mut exp, 1, 0, 0, 7, 0..20);
+        assert_eq!(out, exp);
+        assert!(t.take_dtmf().is_empty());
+    }
+
+    #[test]
+    fn finish_length_is_exact_and_final() {
+        let mut t = tl(2);
+        let out = run(&mut t, stream(0, Duration::ZERO, 1, 0, 7, 30), 1234 * MS);
+        assert_eq!(out.len(), 9872 * 2);
+        assert_eq!(t.written_upto(), 9872);
+        assert_eq!(
+            t.push_rtp(0, 1300 * MS, &rtp(0, 99, 0, 7, &[1; 160])),
+            PushOutcome::Finished
+        );
+        assert!(t.poll_audio(5000 * MS).is_none());
+        // A call with no packets at all is silence of the exact length.
+        let mut t = tl(2);
+        let b = t.finish(250 * MS).unwrap();
+        assert_eq!((b.start_frame, b.samples.len()), (0, 4000));
+        assert!(b.samples.iter().all(|&s| s == 0));
+    }
+
+    #[test]
+    fn unsupported_rtcp_and_garbage() {
+        let mut t = tl(2);
+        assert_eq!(
+            t.push_rtp(0, MS, &rtp(9, 1, 0, 7, &[1; 160])),
+            PushOutcome::Unsupported
+        );
+        assert_eq!(
+            t.push_rtp(0, MS, &[0x81, 200, 0, 6, 0, 0, 0, 1]),
+            PushOutcome::Rtcp
+        );
+        assert_eq!(
+            t.push_rtp(0, MS, &[0x80, 0]),
+            PushOutcome::Malformed(RtpError::TooShort(2))
+        );
+        assert_eq!(
+            t.push_rtp(5, MS, &rtp(0, 1, 0, 7, &[1; 160])),
+            PushOutcome::NoSuchChannel
+        );
+        let s = t.stats(0);
+        assert_eq!(
+            (s.unsupported_payload, s.rtcp, s.malformed, s.received),
+            (1, 1, 1, 1)
+        );
+        // Renegotiation to PCMA only: PT 0 becomes unsupported.
+        t.set_stream_config(
+            1,
+            StreamConfig {
+                payload_types: vec![(8, Codec::Pcma, 8000)],
+            },
+        );
+        assert_eq!(
+            t.push_rtp(1, MS, &rtp(0, 1, 0, 8, &[1; 160])),
+            PushOutcome::Unsupported
+        );
+        assert_eq!(
+            t.push_rtp(1, MS, &rtp(8, 2, 160, 8, &[1; 160])),
+            PushOutcome::Placed
+        );
+        let b = t.finish(100 * MS).unwrap();
+        let ch1: Vec<i16> = b.samples.iter().skip(1).step_by(2).copied().collect();
+        // Unsupported packets do not anchor: the PCMA packet anchors at its arrival
+        // (1 ms = frame 8).
+        assert!(ch1[8..168]
+            .iter()
+            .all(|&s| s == crate::media::g711::alaw_to_linear(1)));
+        assert!(ch1[..8].iter().chain(&ch1[168..]).all(|&s| s == 0));
+    }
+
+    #[test]
+    fn ahead_of_window_is_dropped_not_buffered() {
+        let mut t = tl(1);
+        // Shell never polls: a packet 10 s after start cannot be buffered.
+        assert_eq!(
+            t.push_rtp(0, Duration::ZERO, &rtp(0, 1, 0, 7, &[0x80; 160])),
+            PushOutcome::Placed
+        );
+        assert_eq!(
+            t.push_rtp(0, 10_000 * MS, &rtp(0, 2, 80_000, 7, &[0x80; 160])),
+            PushOutcome::Overflow
+        );
+        assert_eq!(t.stats(0).overflow, 1);
+    }
+
+    /// Rough cost check (debug build, so generous): 1000 calls × 2 channels × 50
+    /// packets, timed per packet including reorder + decode + polling.
+    #[test]
+    fn per_packet_cost() {
+        let calls = 200;
+        let mut tls: Vec<CallTimeline> = (0..calls).map(|_| tl(2)).collect();
+        let pkts: Vec<Vec<u8>> = (0..100u32)
+            .map(|k| rtp(0, k as u16, 160 * k, 7, &payload(k, 1)))
+            .collect();
+        let start = std::time::Instant::now();
+        let mut n = 0u64;
+        for (k, pkt) in pkts.iter().enumerate() {
+            let at = 20 * MS * k as u32;
+            for t in tls.iter_mut() {
+                for ch in 0..2 {
+                    t.push_rtp(ch, at, pkt);
+                    n += 1;
+                }
+                if k % 5 == 0 {
+                    let _ = t.poll_audio(at);
+                }
+            }
+        }
+        let per = start.elapsed() / n as u32;
+        eprintln!("per packet: {per:?} (debug build)");
+        assert!(per < Duration::from_micros(50), "{per:?}");
+    }
+}

@@ -1,0 +1,1288 @@
+//! The encrypted recording container (`.brrec`), in the style of the STREAM
+//! construction (Hoang, Reyhanitabar, Rogaway, Vizár 2015): a header followed by a
+//! sequence of AES-256-GCM chunks whose nonces carry a counter and a last-chunk flag.
+//!
+//! * Every chunk's AAD is `SHA-256(header bytes)`, so any header edit, and any chunk
+//!   spliced in from another recording (other key, nonce prefix or header), fails.
+//! * The counter in the nonce makes reordering, dropping or duplicating chunks fail.
+//! * Only the final chunk is sealed with the last flag set, so truncation at a chunk
+//!   boundary is distinguishable from a complete file.
+//! * Each chunk's plaintext starts with its first frame index, so the reader also
+//!   proves sample continuity.
+//!
+//! The writer emits chunk 0 (no audio) together with the header so the header is
+//! authenticated on disk from the very start. The byte layout is in
+//! `docs/recording-format.md`. [`ContainerWriter`] is sans-IO: it returns bytes for the
+//! shell to append to the file. [`ContainerReader`] reads from any [`std::io::Read`].
+
+use std::io::{self, Read};
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::media::AudioBlock;
+use crate::vault::{DataKey, KeyWrap, VaultError};
+
+/// File magic.
+pub const MAGIC: &[u8; 6] = b"BRREC\0";
+/// The container format version written by this code.
+pub const FORMAT_VERSION: u16 = 1;
+/// Length of the random per-recording nonce prefix.
+pub const NONCE_PREFIX_LEN: usize = 7;
+/// AES-GCM tag length.
+pub const TAG_LEN: usize = 16;
+/// Chunk plaintext header: start frame (u64) + frame count (u32).
+pub const CHUNK_PLAIN_HEADER_LEN: usize = 12;
+/// Largest accepted header body.
+pub const MAX_HEADER_BODY: u32 = 1 << 20;
+/// Largest accepted chunk audio payload (`chunk_target_frames × channels × 2`).
+pub const MAX_CHUNK_AUDIO_BYTES: u64 = 16 << 20;
+
+/// Sample encoding of the audio in the chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleFormat {
+    /// Signed 16-bit little-endian, interleaved by channel (code 1).
+    S16Le,
+}
+
+impl SampleFormat {
+    fn code(self) -> u8 {
+        match self {
+            SampleFormat::S16Le => 1,
+        }
+    }
+}
+
+/// What the caller supplies for a new recording's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderParams {
+    /// Recording id (a UUID string).
+    pub recording_id: String,
+    /// Creation time, Unix milliseconds (the shell's clock).
+    pub created_unix_ms: u64,
+    /// Sample rate in Hz.
+    pub sample_rate: u32,
+    /// Interleaved channels.
+    pub channels: u16,
+    /// Frames per full chunk; 0 means one second (`sample_rate`).
+    pub chunk_target_frames: u32,
+    /// Id of the KEK that wrapped the data key.
+    pub kek_id: String,
+    /// Free-form JSON for later use (may be empty).
+    pub extra_json: String,
+}
+
+/// A parsed container header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Format version (1).
+    pub format_version: u16,
+    /// Recording id.
+    pub recording_id: String,
+    /// Creation time, Unix milliseconds.
+    pub created_unix_ms: u64,
+    /// Sample rate in Hz.
+    pub sample_rate: u32,
+    /// Interleaved channels.
+    pub channels: u16,
+    /// Sample format.
+    pub sample_format: SampleFormat,
+    /// Maximum frames per chunk.
+    pub chunk_target_frames: u32,
+    /// Id of the KEK that wrapped the data key.
+    pub kek_id: String,
+    /// The wrapped data key.
+    pub wrapped_key: Vec<u8>,
+    /// Random nonce prefix of this recording.
+    pub nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    /// Free-form JSON.
+    pub extra_json: String,
+}
+
+impl Header {
+    /// Largest ciphertext (audio + 12-byte chunk header + tag) a valid chunk may have.
+    pub fn max_chunk_ciphertext(&self) -> u64 {
+        u64::from(self.chunk_target_frames) * u64::from(self.channels) * 2
+            + (CHUNK_PLAIN_HEADER_LEN + TAG_LEN) as u64
+    }
+
+    /// Serialize (deterministically) to the on-disk header bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ContainerError> {
+        let mut body = Vec::with_capacity(256);
+        put_str16(&mut body, &self.recording_id, "recording_id")?;
+        body.extend_from_slice(&self.created_unix_ms.to_be_bytes());
+        body.extend_from_slice(&self.sample_rate.to_be_bytes());
+        body.extend_from_slice(&self.channels.to_be_bytes());
+        body.push(self.sample_format.code());
+        body.extend_from_slice(&self.chunk_target_frames.to_be_bytes());
+        put_str16(&mut body, &self.kek_id, "kek_id")?;
+        put_bytes16(&mut body, &self.wrapped_key, "wrapped_key")?;
+        body.extend_from_slice(&self.nonce_prefix);
+        let json_len = u32::try_from(self.extra_json.len())
+            .map_err(|_| ContainerError::InvalidParams("extra_json too long".into()))?;
+        body.extend_from_slice(&json_len.to_be_bytes());
+        body.extend_from_slice(self.extra_json.as_bytes());
+        let body_len = u32::try_from(body.len())
+            .ok()
+            .filter(|&l| l <= MAX_HEADER_BODY)
+            .ok_or_else(|| ContainerError::InvalidParams("header too large".into()))?;
+        let mut out = Vec::with_capacity(12 + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.format_version.to_be_bytes());
+        out.extend_from_slice(&body_len.to_be_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.sample_rate == 0 {
+            return Err("sample_rate is 0".into());
+        }
+        if self.channels == 0 {
+            return Err("channels is 0".into());
+        }
+        if self.chunk_target_frames == 0 {
+            return Err("chunk_target_frames is 0".into());
+        }
+        if u64::from(self.chunk_target_frames) * u64::from(self.channels) * 2
+            > MAX_CHUNK_AUDIO_BYTES
+        {
+            return Err("chunk_target_frames × channels too large".into());
+        }
+        Ok(())
+    }
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str, what: &str) -> Result<(), ContainerError> {
+    put_bytes16(out, s.as_bytes(), what)
+}
+
+fn put_bytes16(out: &mut Vec<u8>, b: &[u8], what: &str) -> Result<(), ContainerError> {
+    let len = u16::try_from(b.len())
+        .map_err(|_| ContainerError::InvalidParams(format!("{what} longer than 65535 bytes")))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+/// Errors of the container writer and reader. Chunk errors name the chunk index.
+#[derive(Debug, Error)]
+pub enum ContainerError {
+    /// Reading failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Not a branchrec recording.
+    #[error("not a recording container (bad magic)")]
+    BadMagic,
+    /// A format version this code cannot read.
+    #[error("unsupported container format version {0}")]
+    UnsupportedVersion(u16),
+    /// The file ends inside the header.
+    #[error("file ends inside the header")]
+    HeaderTruncated,
+    /// The header does not parse or has invalid values.
+    #[error("malformed header: {0}")]
+    HeaderMalformed(String),
+    /// The data key could not be unwrapped (wrong KEK, or the header's key was altered).
+    #[error("cannot unwrap the data key: {0}")]
+    Key(#[from] VaultError),
+    /// Invalid writer parameters.
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    /// The file ends inside a chunk (torn write or truncation).
+    #[error("chunk {chunk}: file ends inside the chunk")]
+    ChunkTruncated {
+        /// Index of the incomplete chunk.
+        chunk: u32,
+    },
+    /// A chunk length outside the valid range.
+    #[error("chunk {chunk}: invalid length {len}")]
+    ChunkLength {
+        /// Chunk index.
+        chunk: u32,
+        /// Claimed ciphertext length.
+        len: u32,
+    },
+    /// A chunk failed authentication: altered, reordered, from another recording, or
+    /// a different header.
+    #[error(
+        "chunk {chunk}: authentication failed (altered, out of order, or from another recording)"
+    )]
+    ChunkAuth {
+        /// Chunk index.
+        chunk: u32,
+    },
+    /// An authenticated chunk with inconsistent contents.
+    #[error("chunk {chunk}: malformed contents: {reason}")]
+    ChunkMalformed {
+        /// Chunk index.
+        chunk: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A chunk does not start where the previous one ended.
+    #[error("chunk {chunk}: starts at frame {got}, expected {expected}")]
+    Discontinuity {
+        /// Chunk index.
+        chunk: u32,
+        /// Expected start frame.
+        expected: u64,
+        /// Start frame found.
+        got: u64,
+    },
+    /// Bytes follow the final chunk.
+    #[error("data after the final chunk {after_chunk}")]
+    TrailingData {
+        /// Index of the final chunk.
+        after_chunk: u32,
+    },
+    /// The file ends at a chunk boundary without a final chunk (interrupted recording).
+    #[error("recording incomplete: {valid_chunks} valid chunks ({frames} frames), no final chunk")]
+    MissingFinalChunk {
+        /// Valid chunks read.
+        valid_chunks: u32,
+        /// Frames in them.
+        frames: u64,
+    },
+    /// The writer was given a block that overlaps audio already written or leaves an
+    /// implausibly large gap.
+    #[error("audio block at frame {got} does not continue at frame {expected}")]
+    BlockDiscontinuity {
+        /// Next frame the writer expected.
+        expected: u64,
+        /// Start frame of the block.
+        got: u64,
+    },
+}
+
+fn nonce_for(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last: bool) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[..NONCE_PREFIX_LEN].copy_from_slice(prefix);
+    n[NONCE_PREFIX_LEN..11].copy_from_slice(&counter.to_be_bytes());
+    n[11] = u8::from(last);
+    n
+}
+
+/// What [`ContainerWriter::finish`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedContainer {
+    /// Bytes still to append: any remaining full chunks and the final chunk.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the whole file (header through final chunk).
+    pub sha256: [u8; 32],
+    /// Total file size in bytes.
+    pub total_bytes: u64,
+    /// Audio frames stored.
+    pub frames: u64,
+    /// Chunks written, including chunk 0 and the final chunk.
+    pub chunks: u32,
+}
+
+/// Largest gap (in seconds of audio) the writer fills with silence in one block.
+const MAX_GAP_SECONDS: u64 = 3600;
+
+/// Sans-IO container writer: feed [`AudioBlock`]s, append the returned bytes to the file.
+pub struct ContainerWriter {
+    cipher: Aes256Gcm,
+    header: Header,
+    header_hash: [u8; 32],
+    counter: u32,
+    /// Next frame index expected from `push_block`.
+    next_frame: u64,
+    /// Frame index of `pending[0]`.
+    pending_start: u64,
+    pending: Vec<i16>,
+    hasher: Sha256,
+    total_bytes: u64,
+}
+
+impl std::fmt::Debug for ContainerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerWriter")
+            .field("recording_id", &self.header.recording_id)
+            .field("counter", &self.counter)
+            .field("next_frame", &self.next_frame)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContainerWriter {
+    /// Start a recording. Returns the writer and the bytes to write first: the header
+    /// followed by chunk 0 (no audio), which authenticates the header on disk.
+    /// `wrapped_key` is `data_key` wrapped under `params.kek_id`.
+    pub fn new(
+        params: HeaderParams,
+        data_key: DataKey,
+        wrapped_key: Vec<u8>,
+        nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    ) -> Result<(Self, Vec<u8>), ContainerError> {
+        let header = Header {
+            format_version: FORMAT_VERSION,
+            chunk_target_frames: if params.chunk_target_frames == 0 {
+                params.sample_rate
+            } else {
+                params.chunk_target_frames
+            },
+            recording_id: params.recording_id,
+            created_unix_ms: params.created_unix_ms,
+            sample_rate: params.sample_rate,
+            channels: params.channels,
+            sample_format: SampleFormat::S16Le,
+            kek_id: params.kek_id,
+            wrapped_key,
+            nonce_prefix,
+            extra_json: params.extra_json,
+        };
+        header.validate().map_err(ContainerError::InvalidParams)?;
+        let mut bytes = header.to_bytes()?;
+        let header_hash: [u8; 32] = Sha256::digest(&bytes).into();
+        let mut w = ContainerWriter {
+            cipher: Aes256Gcm::new(data_key.as_bytes().into()),
+            header,
+            header_hash,
+            counter: 0,
+            next_frame: 0,
+            pending_start: 0,
+            pending: Vec::new(),
+            hasher: Sha256::new(),
+            total_bytes: 0,
+        };
+        w.account(&bytes);
+        let c0 = w.seal(0, false);
+        bytes.extend_from_slice(&c0);
+        Ok((w, bytes))
+    }
+
+    /// The header being written.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// SHA-256 of the header bytes (the AAD of every chunk).
+    pub fn header_hash(&self) -> [u8; 32] {
+        self.header_hash
+    }
+
+    /// Bytes produced so far.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Frames accepted so far (sealed or buffered).
+    pub fn frames(&self) -> u64 {
+        self.next_frame
+    }
+
+    fn channels(&self) -> usize {
+        usize::from(self.header.channels)
+    }
+
+    fn pending_frames(&self) -> usize {
+        self.pending.len() / self.channels()
+    }
+
+    fn account(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.total_bytes += bytes.len() as u64;
+    }
+
+    /// Buffer a block of interleaved audio. Blocks must continue where the previous one
+    /// ended; a forward gap (up to an hour) is filled with silence, an overlap or larger
+    /// gap is refused. A trailing partial frame is ignored.
+    pub fn push_block(&mut self, block: &AudioBlock) -> Result<(), ContainerError> {
+        let ch = self.channels();
+        if block.start_frame < self.next_frame
+            || block.start_frame - self.next_frame
+                > MAX_GAP_SECONDS * u64::from(self.header.sample_rate)
+        {
+            return Err(ContainerError::BlockDiscontinuity {
+                expected: self.next_frame,
+                got: block.start_frame,
+            });
+        }
+        if self.pending.is_empty() {
+            self.pending_start = self.next_frame;
+        }
+        let gap = block.start_frame - self.next_frame;
+        if gap > 0 {
+            // Fits in usize: bounded by MAX_GAP_SECONDS × sample_rate above.
+            let gap_samples = usize::try_from(gap).unwrap_or(0).saturating_mul(ch);
+            self.pending.resize(self.pending.len() + gap_samples, 0);
+        }
+        let frames = block.samples.len() / ch;
+        self.pending
+            .extend_from_slice(block.samples.get(..frames * ch).unwrap_or(&[]));
+        self.next_frame = block.start_frame + frames as u64;
+        Ok(())
+    }
+
+    /// A sealed chunk of exactly `chunk_target_frames` frames, if that many are
+    /// buffered. Call repeatedly until None.
+    pub fn poll_chunk(&mut self) -> Option<Vec<u8>> {
+        let target = self.header.chunk_target_frames as usize;
+        // Keep one counter value for the final chunk.
+        if self.pending_frames() >= target && self.counter < u32::MAX - 1 {
+            Some(self.seal(target, false))
+        } else {
+            None
+        }
+    }
+
+    /// Seal everything buffered (in chunks of at most `chunk_target_frames`), e.g. on
+    /// the shell's flush interval so a crash loses little audio.
+    pub fn flush(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        while self.pending_frames() > 0 && self.counter < u32::MAX - 1 {
+            let n = self
+                .pending_frames()
+                .min(self.header.chunk_target_frames as usize);
+            out.extend_from_slice(&self.seal(n, false));
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Seal the remaining audio and the final chunk (last flag set).
+    pub fn finish(mut self) -> FinishedContainer {
+        let target = self.header.chunk_target_frames as usize;
+        let mut bytes = Vec::new();
+        while self.pending_frames() > target && self.counter < u32::MAX - 1 {
+            bytes.extend_from_slice(&self.seal(target, false));
+        }
+        let n = self.pending_frames();
+        bytes.extend_from_slice(&self.seal(n, true));
+        FinishedContainer {
+            bytes,
+            sha256: self.hasher.finalize().into(),
+            total_bytes: self.total_bytes,
+            frames: self.next_frame,
+            chunks: self.counter,
+        }
+    }
+
+    /// Seal the first `frames` buffered frames as the next chunk.
+    fn seal(&mut self, frames: usize, last: bool) -> Vec<u8> {
+        let ch = self.channels();
+        let n_samples = (frames * ch).min(self.pending.len());
+        let frames = n_samples / ch;
+        let mut out = Vec::with_capacity(4 + CHUNK_PLAIN_HEADER_LEN + n_samples * 2 + TAG_LEN);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.pending_start.to_be_bytes());
+        out.extend_from_slice(&(frames as u32).to_be_bytes());
+        for s in self.pending.drain(..n_samples) {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        let nonce = nonce_for(&self.header.nonce_prefix, self.counter, last);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &self.header_hash, &mut out[4..])
+            // Cannot fail: AES-GCM only rejects plaintexts over 64 GiB; chunks are ≤ 16 MiB.
+            .expect("AES-GCM encryption of a bounded chunk");
+        out.extend_from_slice(&tag);
+        let ct_len = (out.len() - 4) as u32;
+        out[..4].copy_from_slice(&ct_len.to_be_bytes());
+        self.counter += 1;
+        self.pending_start += frames as u64;
+        self.account(&out);
+        out
+    }
+}
+
+/// One verified chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Chunk index (0-based; chunk 0 is the header-authentication chunk).
+    pub index: u32,
+    /// First frame of the chunk on the recording timeline.
+    pub start_frame: u64,
+    /// Frames in the chunk.
+    pub frames: u32,
+    /// Whether this is the final chunk.
+    pub last: bool,
+    /// Interleaved samples.
+    pub samples: Vec<i16>,
+}
+
+/// Read until `buf` is full or EOF; returns bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ContainerError> {
+        if self.b.len() < n {
+            return Err(ContainerError::HeaderMalformed(
+                "field runs past the header".into(),
+            ));
+        }
+        let (a, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(a)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], ContainerError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, ContainerError> {
+        Ok(u16::from_be_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Result<u32, ContainerError> {
+        Ok(u32::from_be_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, ContainerError> {
+        Ok(u64::from_be_bytes(self.arr()?))
+    }
+    fn string(&mut self, n: usize, what: &str) -> Result<String, ContainerError> {
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec())
+            .map_err(|_| ContainerError::HeaderMalformed(format!("{what} is not UTF-8")))
+    }
+}
+
+/// Read and parse the header (no key needed). Returns the header and its SHA-256.
+pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerError> {
+    let mut fixed = [0u8; 12];
+    let n = read_full(r, &mut fixed)?;
+    let m = n.min(MAGIC.len());
+    if fixed[..m] != MAGIC[..m] {
+        return Err(ContainerError::BadMagic);
+    }
+    if n < fixed.len() {
+        return Err(ContainerError::HeaderTruncated);
+    }
+    let version = u16::from_be_bytes([fixed[6], fixed[7]]);
+    if version != FORMAT_VERSION {
+        return Err(ContainerError::UnsupportedVersion(version));
+    }
+    let body_len = u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
+    if body_len > MAX_HEADER_BODY {
+        return Err(ContainerError::HeaderMalformed(format!(
+            "header length {body_len} too large"
+        )));
+    }
+    let mut body = vec![0u8; body_len as usize];
+    if read_full(r, &mut body)? < body.len() {
+        return Err(ContainerError::HeaderTruncated);
+    }
+    let mut c = Cursor { b: &body };
+    let n = usize::from(c.u16()?);
+    let recording_id = c.string(n, "recording_id")?;
+    let created_unix_ms = c.u64()?;
+    let sample_rate = c.u32()?;
+    let channels = c.u16()?;
+    let sample_format = match c.arr::<1>()? {
+        [1] => SampleFormat::S16Le,
+        [other] => {
+            return Err(ContainerError::HeaderMalformed(format!(
+                "unknown sample format {other}"
+            )))
+        }
+    };
+    let chunk_target_frames = c.u32()?;
+    let n = usize::from(c.u16()?);
+    let kek_id = c.string(n, "kek_id")?;
+    let n = usize::from(c.u16()?);
+    let wrapped_key = c.take(n)?.to_vec();
+    let nonce_prefix = c.arr::<NONCE_PREFIX_LEN>()?;
+    let n = c.u32()? as usize;
+    let extra_json = c.string(n, "extra_json")?;
+    if !c.b.is_empty() {
+        return Err(ContainerError::HeaderMalformed(
+            "trailing bytes in header".into(),
+        ));
+    }
+    let header = Header {
+        format_version: version,
+        recording_id,
+        created_unix_ms,
+        sample_rate,
+        channels,
+        sample_format,
+        chunk_target_frames,
+        kek_id,
+        wrapped_key,
+        nonce_prefix,
+        extra_json,
+    };
+    header.validate().map_err(ContainerError::HeaderMalformed)?;
+    let mut h = Sha256::new();
+    h.update(fixed);
+    h.update(&body);
+    Ok((header, h.finalize().into()))
+}
+
+/// Verifying, streaming container reader.
+pub struct ContainerReader<R: Read> {
+    r: R,
+    header: Header,
+    header_hash: [u8; 32],
+    cipher: Aes256Gcm,
+    counter: u32,
+    next_frame: u64,
+    done: bool,
+}
+
+impl<R: Read> ContainerReader<R> {
+    /// Parse the header and unwrap the data key through `vault`.
+    pub fn open(mut r: R, vault: &dyn KeyWrap) -> Result<Self, ContainerError> {
+        let (header, header_hash) = read_header(&mut r)?;
+        let dk = vault.unwrap(&header.kek_id, &header.wrapped_key)?;
+        Ok(ContainerReader {
+            r,
+            cipher: Aes256Gcm::new(dk.as_bytes().into()),
+            header,
+            header_hash,
+            counter: 0,
+            next_frame: 0,
+            done: false,
+        })
+    }
+
+    /// The parsed header (authenticated only once chunk 0 has verified).
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// SHA-256 of the header bytes.
+    pub fn header_hash(&self) -> [u8; 32] {
+        self.header_hash
+    }
+
+    /// Chunks verified so far.
+    pub fn valid_chunks(&self) -> u32 {
+        self.counter
+    }
+
+    /// Frames in the chunks verified so far.
+    pub fn frames(&self) -> u64 {
+        self.next_frame
+    }
+
+    /// The next verified chunk; `Ok(None)` after the final chunk (once the absence of
+    /// trailing data is confirmed). Errors are sticky in effect: stop at the first one.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ContainerError> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk = self.counter;
+        let mut len_buf = [0u8; 4];
+        match read_full(&mut self.r, &mut len_buf)? {
+            0 => {
+                return Err(ContainerError::MissingFinalChunk {
+                    valid_chunks: self.counter,
+                    frames: self.next_frame,
+                })
+            }
+            4 => {}
+            _ => return Err(ContainerError::ChunkTruncated { chunk }),
+        }
+        let len = u32::from_be_bytes(len_buf);
+        if u64::from(len) > self.header.max_chunk_ciphertext()
+            || (len as usize) < CHUNK_PLAIN_HEADER_LEN + TAG_LEN
+        {
+            return Err(ContainerError::ChunkLength { chunk, len });
+        }
+        let mut buf = vec![0u8; len as usize];
+        if read_full(&mut self.r, &mut buf)? < buf.len() {
+            return Err(ContainerError::ChunkTruncated { chunk });
+        }
+        let (body, tag) = buf.split_at_mut(len as usize - TAG_LEN);
+        let tag = Tag::clone_from_slice(tag);
+        let mut last = false;
+        let mut ok = false;
+        for flag in [false, true] {
+            let nonce = nonce_for(&self.header.nonce_prefix, chunk, flag);
+            // On failure the buffer is left untouched (tag is checked before decrypting).
+            if self
+                .cipher
+                .decrypt_in_place_detached(Nonce::from_slice(&nonce), &self.header_hash, body, &tag)
+                .is_ok()
+            {
+                last = flag;
+                ok = true;
+                break;
+            }
+        }
+        if !ok {
+            return Err(ContainerError::ChunkAuth { chunk });
+        }
+        let (ph, audio) = body.split_at(CHUNK_PLAIN_HEADER_LEN);
+        let mut c = Cursor { b: ph };
+        let start_frame = c.u64()?;
+        let frames = c.u32()?;
+        let ch = usize::from(self.header.channels);
+        if frames > self.header.chunk_target_frames || audio.len() != frames as usize * ch * 2 {
+            return Err(ContainerError::ChunkMalformed {
+                chunk,
+                reason: format!("{frames} frames but {} audio bytes", audio.len()),
+            });
+        }
+        if start_frame != self.next_frame {
+            return Err(ContainerError::Discontinuity {
+                chunk,
+                expected: self.next_frame,
+                got: start_frame,
+            });
+        }
+        let samples: Vec<i16> = audio
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        self.counter += 1;
+        self.next_frame += u64::from(frames);
+        if last {
+            let mut probe = [0u8; 1];
+            if read_full(&mut self.r, &mut probe)? != 0 {
+                return Err(ContainerError::TrailingData { after_chunk: chunk });
+            }
+            self.done = true;
+        }
+        Ok(Some(Chunk {
+            index: chunk,
+            start_frame,
+            frames,
+            last,
+            samples,
+        }))
+    }
+}
+
+/// Integrity state of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanState {
+    /// All chunks verify and the final chunk is present.
+    Complete,
+    /// A valid prefix without a final chunk: the writer stopped (crash, power loss).
+    /// `torn_tail` is set when the file also ends inside a partially written chunk.
+    Interrupted {
+        /// Chunks that verified.
+        valid_chunks: u32,
+        /// Frames in them.
+        frames: u64,
+        /// The file ends inside a chunk.
+        torn_tail: bool,
+    },
+    /// A chunk failed verification (tampering or corruption).
+    Damaged {
+        /// Index of the first bad chunk.
+        at_chunk: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result of [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// The container's header.
+    pub header: Header,
+    /// Integrity state.
+    pub state: ScanState,
+    /// Frames in the verified prefix.
+    pub frames: u64,
+    /// Chunks that verified.
+    pub valid_chunks: u32,
+}
+
+/// Verify a whole container. Errors only if the header cannot be parsed, the key cannot
+/// be unwrapped or reading fails; chunk problems are reported in the [`ScanReport`].
+pub fn scan<R: Read>(r: R, vault: &dyn KeyWrap) -> Result<ScanReport, ContainerError> {
+    let mut rd = ContainerReader::open(r, vault)?;
+    let state = loop {
+        match rd.next_chunk() {
+            Ok(Some(c)) if c.last => {
+                // next_chunk already confirmed there is no trailing data.
+                break ScanState::Complete;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break ScanState::Complete,
+            Err(ContainerError::MissingFinalChunk {
+                valid_chunks,
+                frames,
+            }) => {
+                break ScanState::Interrupted {
+                    valid_chunks,
+                    frames,
+                    torn_tail: false,
+                }
+            }
+            Err(ContainerError::ChunkTruncated { .. }) => {
+                break ScanState::Interrupted {
+                    valid_chunks: rd.valid_chunks(),
+                    frames: rd.frames(),
+                    torn_tail: true,
+                }
+            }
+            Err(ContainerError::Io(e)) => return Err(ContainerError::Io(e)),
+            Err(e) => {
+                break ScanState::Damaged {
+                    at_chunk: rd.valid_chunks(),
+                    reason: e.to_string(),
+                }
+            }
+        }
+    };
+    Ok(ScanReport {
+        frames: rd.frames(),
+        valid_chunks: rd.valid_chunks(),
+        header: rd.header.clone(),
+        state,
+    })
+}
+
+/// Read and verify a complete recording. Refuses (with the error naming the chunk)
+/// anything that is not a complete, intact container rather than return wrong audio.
+pub fn read_all_audio<R: Read>(
+    r: R,
+    vault: &dyn KeyWrap,
+) -> Result<(Header, Vec<i16>), ContainerError> {
+    let mut rd = ContainerReader::open(r, vault)?;
+    let mut samples = Vec::new();
+    while let Some(c) = rd.next_chunk()? {
+        samples.extend_from_slice(&c.samples);
+    }
+    Ok((rd.header.clone(), samples))
+}
+
+/// Read the verified prefix of a possibly interrupted recording (recovery after a
+/// crash): the audio of every chunk that verifies, and the scan state. Damaged
+/// containers are still refused.
+pub fn read_valid_prefix<R: Read>(
+    r: R,
+    vault: &dyn KeyWrap,
+) -> Result<(Header, Vec<i16>, ScanState), ContainerError> {
+    let mut rd = ContainerReader::open(r, vault)?;
+    let mut samples = Vec::new();
+    loop {
+        match rd.next_chunk() {
+            Ok(Some(c)) => samples.extend_from_slice(&c.samples),
+            Ok(None) => return Ok((rd.header.clone(), samples, ScanState::Complete)),
+            Err(ContainerError::MissingFinalChunk {
+                valid_chunks,
+                frames,
+            }) => {
+                return Ok((
+                    rd.header.clone(),
+                    samples,
+                    ScanState::Interrupted {
+                        valid_chunks,
+                        frames,
+                        torn_tail: false,
+                    },
+                ))
+            }
+            Err(ContainerError::ChunkTruncated { .. }) => {
+                let st = ScanState::Interrupted {
+                    valid_chunks: rd.valid_chunks(),
+                    frames: rd.frames(),
+                    torn_tail: true,
+                };
+                return Ok((rd.header.clone(), samples, st));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::KeyFileVault;
+
+    struct Rec {
+        file: Vec<u8>,
+        /// Byte offsets of each chunk (its length prefix) in `file`.
+        chunk_offsets: Vec<usize>,
+        audio: Vec<i16>,
+        fin: FinishedContainer,
+    }
+
+    fn params(vault: &KeyFileVault, id: &str) -> HeaderParams {
+        HeaderParams {
+            recording_id: id.into(),
+            created_unix_ms: 1_700_000_000_123,
+            sample_rate: 8000,
+            channels: 2,
+            chunk_target_frames: 0,
+            kek_id: vault.kek_id(),
+            extra_json: r#"{"call":"x"}"#.into(),
+        }
+    }
+
+    fn chunk_offsets(file: &[u8], header_len: usize) -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut i = header_len;
+        while i + 4 <= file.len() {
+            v.push(i);
+            let len = u32::from_be_bytes(file[i..i + 4].try_into().unwrap()) as usize;
+            i += 4 + len;
+        }
+        assert_eq!(i, file.len());
+        v
+    }
+
+    /// A 3.7 s stereo recording written in 20 ms blocks with a flush after 1.5 s.
+    fn record(vault: &KeyFileVault, id: &str, seed: i32) -> Rec {
+        let dk = DataKey::from_bytes([seed as u8; 32]);
+        let wrapped = vault.wrap(&dk).unwrap();
+        let (mut w, mut file) =
+            ContainerWriter::new(params(vault, id), dk, wrapped, [seed as u8; 7]).unwrap();
+        let header_len = w.header().to_bytes().unwrap().len();
+        let mut audio = Vec::new();
+        let mut frame = 0u64;
+        for k in 0..185 {
+            let samples: Vec<i16> = (0..320)
+                .map(|i| ((k * 320 + i) * seed % 65521 - 32000) as i16)
+                .collect();
+            audio.extend_from_slice(&samples);
+            w.push_block(&AudioBlock {
+                start_frame: frame,
+                samples,
+            })
+            .unwrap();
+            frame += 160;
+            while let Some(c) = w.poll_chunk() {
+                file.extend_from_slice(&c);
+            }
+            if k == 75 {
+                file.extend_from_slice(&w.flush().unwrap());
+            }
+        }
+        let fin = w.finish();
+        file.extend_from_slice(&fin.bytes);
+        Rec {
+            chunk_offsets: chunk_offsets(&file, header_len),
+            file,
+            audio,
+            fin,
+        }
+    }
+
+    fn vault() -> KeyFileVault {
+        KeyFileVault::from_key([42; 32])
+    }
+
+    #[test]
+    fn round_trip() {
+        let v = vault();
+        let r = record(&v, "8d7e0c1e-5a55-4a53-9d0c-3c8f1d2a7b10", 7);
+        let (h, audio) = read_all_audio(&r.file[..], &v).unwrap();
+        assert_eq!(audio, r.audio);
+        assert_eq!(h.recording_id, "8d7e0c1e-5a55-4a53-9d0c-3c8f1d2a7b10");
+        assert_eq!(
+            (h.sample_rate, h.channels, h.chunk_target_frames),
+            (8000, 2, 8000)
+        );
+        assert_eq!(h.created_unix_ms, 1_700_000_000_123);
+        assert_eq!(h.extra_json, r#"{"call":"x"}"#);
+        // Running hash and size cover the whole file.
+        assert_eq!(r.fin.total_bytes, r.file.len() as u64);
+        assert_eq!(r.fin.sha256, <[u8; 32]>::from(Sha256::digest(&r.file)));
+        assert_eq!(r.fin.frames, 185 * 160);
+        // Chunk 0, 1 full chunk, flushed remainder of 1.52 s, 2 full chunks, final.
+        assert_eq!(r.chunk_offsets.len() as u32, r.fin.chunks);
+        assert_eq!(r.fin.chunks, 6);
+        let rep = scan(&r.file[..], &v).unwrap();
+        assert_eq!(rep.state, ScanState::Complete);
+        assert_eq!(rep.frames, 185 * 160);
+        // Every chunk starts where the previous ended.
+        let mut rd = ContainerReader::open(&r.file[..], &v).unwrap();
+        let mut next = 0;
+        while let Some(c) = rd.next_chunk().unwrap() {
+            assert_eq!(c.start_frame, next);
+            assert!(c.frames <= 8000);
+            next += u64::from(c.frames);
+        }
+    }
+
+    #[test]
+    fn empty_recording_round_trips() {
+        let v = vault();
+        let dk = DataKey::from_bytes([1; 32]);
+        let (w, mut file) =
+            ContainerWriter::new(params(&v, "e"), dk.clone(), v.wrap(&dk).unwrap(), [0; 7])
+                .unwrap();
+        file.extend_from_slice(&w.finish().bytes);
+        let (_, audio) = read_all_audio(&file[..], &v).unwrap();
+        assert!(audio.is_empty());
+    }
+
+    fn damaged_at(file: &[u8], v: &KeyFileVault) -> u32 {
+        match scan(file, v).unwrap().state {
+            ScanState::Damaged { at_chunk, .. } => at_chunk,
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn header_edits_detected() {
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        let hlen = r.chunk_offsets[0];
+        for i in 0..hlen {
+            let mut f = r.file.clone();
+            f[i] ^= 0x04;
+            let scanned = scan(&f[..], &v);
+            let ok = match &scanned {
+                Err(_) => true,
+                Ok(rep) => matches!(rep.state, ScanState::Damaged { at_chunk: 0, .. }),
+            };
+            assert!(ok, "header byte {i} flip not detected: {scanned:?}");
+            assert!(read_all_audio(&f[..], &v).is_err());
+        }
+    }
+
+    #[test]
+    fn chunk_and_tag_flips_detected() {
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        for (n, &off) in r.chunk_offsets.iter().enumerate() {
+            let len = u32::from_be_bytes(r.file[off..off + 4].try_into().unwrap()) as usize;
+            // First ciphertext byte, a middle byte, last tag byte.
+            for pos in [off + 4, off + 4 + len / 2, off + 3 + len] {
+                let mut f = r.file.clone();
+                f[pos] ^= 0x80;
+                assert_eq!(damaged_at(&f, &v), n as u32, "chunk {n} byte {pos}");
+                match read_all_audio(&f[..], &v) {
+                    Err(ContainerError::ChunkAuth { chunk }) => assert_eq!(chunk, n as u32),
+                    other => panic!("expected ChunkAuth, got {other:?}"),
+                }
+            }
+            // Length prefix edits: a different length desynchronises the chunk.
+            let mut f = r.file.clone();
+            f[off + 3] ^= 0x01;
+            assert!(!matches!(
+                scan(&f[..], &v).unwrap().state,
+                ScanState::Complete
+            ));
+        }
+    }
+
+    #[test]
+    fn truncation_detected() {
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        let last = *r.chunk_offsets.last().unwrap();
+        // Drop the final chunk: interrupted at a chunk boundary.
+        let rep = scan(&r.file[..last], &v).unwrap();
+        assert_eq!(
+            rep.state,
+            ScanState::Interrupted {
+                valid_chunks: 5,
+                frames: r.fin.frames - rep_last_frames(&r),
+                torn_tail: false
+            }
+        );
+        assert!(matches!(
+            read_all_audio(&r.file[..last], &v),
+            Err(ContainerError::MissingFinalChunk {
+                valid_chunks: 5,
+                ..
+            })
+        ));
+        // The valid prefix is still recoverable, and equals the start of the audio.
+        let (_, prefix, st) = read_valid_prefix(&r.file[..last], &v).unwrap();
+        assert!(matches!(st, ScanState::Interrupted { .. }));
+        assert_eq!(prefix[..], r.audio[..prefix.len()]);
+        // Truncate mid-chunk (also inside the length prefix).
+        for cut in [
+            r.chunk_offsets[2] + 100,
+            r.chunk_offsets[2] + 2,
+            r.file.len() - 1,
+        ] {
+            let rep = scan(&r.file[..cut], &v).unwrap();
+            assert!(
+                matches!(
+                    rep.state,
+                    ScanState::Interrupted {
+                        torn_tail: true,
+                        ..
+                    }
+                ),
+                "cut {cut}: {rep:?}"
+            );
+            assert!(matches!(
+                read_all_audio(&r.file[..cut], &v),
+                Err(ContainerError::ChunkTruncated { .. })
+            ));
+        }
+        // Truncated header.
+        assert!(matches!(
+            scan(&r.file[..20], &v),
+            Err(ContainerError::HeaderTruncated)
+        ));
+        assert!(matches!(
+            scan(&b"RIFF...."[..], &v),
+            Err(ContainerError::BadMagic)
+        ));
+        // Trailing garbage after the final chunk.
+        let mut f = r.file.clone();
+        f.push(0);
+        assert!(matches!(
+            scan(&f[..], &v).unwrap().state,
+            ScanState::Damaged { .. }
+        ));
+    }
+
+    fn rep_last_frames(r: &Rec) -> u64 {
+        let mut rd = ContainerReader::open(&r.file[..], &vault()).unwrap();
+        let mut last = 0;
+        while let Some(c) = rd.next_chunk().unwrap() {
+            last = u64::from(c.frames);
+        }
+        last
+    }
+
+    fn splice(file: &[u8], offs: &[usize], order: &[usize]) -> Vec<u8> {
+        let mut out = file[..offs[0]].to_vec();
+        let bounds = |i: usize| (offs[i], offs.get(i + 1).copied().unwrap_or(file.len()));
+        for &i in order {
+            let (a, b) = bounds(i);
+            out.extend_from_slice(&file[a..b]);
+        }
+        out
+    }
+
+    #[test]
+    fn reorder_and_drop_detected() {
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        let f = splice(&r.file, &r.chunk_offsets, &[0, 2, 1, 3, 4, 5]);
+        assert_eq!(damaged_at(&f, &v), 1);
+        let f = splice(&r.file, &r.chunk_offsets, &[0, 1, 3, 4, 5]);
+        assert_eq!(damaged_at(&f, &v), 2);
+        let f = splice(&r.file, &r.chunk_offsets, &[0, 1, 1, 2, 3, 4, 5]);
+        assert_eq!(damaged_at(&f, &v), 2);
+        // Final chunk moved before the end.
+        let f = splice(&r.file, &r.chunk_offsets, &[0, 1, 5, 2]);
+        assert_eq!(damaged_at(&f, &v), 2);
+    }
+
+    #[test]
+    fn splice_between_recordings_detected() {
+        let v = vault();
+        let a = record(&v, "rec-a", 3);
+        // Same key and nonce prefix, different header (recording id): header hash differs.
+        let b = record(&v, "rec-b", 3);
+        // Different key/prefix altogether.
+        let c = record(&v, "rec-c", 5);
+        for other in [&b, &c] {
+            let mut f = a.file[..a.chunk_offsets[2]].to_vec();
+            f.extend_from_slice(&other.file[other.chunk_offsets[2]..other.chunk_offsets[3]]);
+            f.extend_from_slice(&a.file[a.chunk_offsets[3]..]);
+            assert_eq!(damaged_at(&f, &v), 2);
+        }
+        // B's header with A's chunks.
+        let mut f = b.file[..b.chunk_offsets[0]].to_vec();
+        f.extend_from_slice(&a.file[a.chunk_offsets[0]..]);
+        assert_eq!(damaged_at(&f, &v), 0);
+    }
+
+    #[test]
+    fn wrong_kek_refused() {
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        let other = KeyFileVault::from_key([43; 32]);
+        assert!(matches!(
+            scan(&r.file[..], &other),
+            Err(ContainerError::Key(VaultError::UnknownKek(_)))
+        ));
+        assert!(matches!(
+            read_all_audio(&r.file[..], &other),
+            Err(ContainerError::Key(_))
+        ));
+    }
+
+    #[test]
+    fn writer_block_continuity() {
+        let v = vault();
+        let dk = DataKey::from_bytes([1; 32]);
+        let (mut w, mut file) =
+            ContainerWriter::new(params(&v, "g"), dk.clone(), v.wrap(&dk).unwrap(), [0; 7])
+                .unwrap();
+        w.push_block(&AudioBlock {
+            start_frame: 0,
+            samples: vec![5; 20],
+        })
+        .unwrap();
+        // Gap of 5 frames → silence; overlap refused.
+        w.push_block(&AudioBlock {
+            start_frame: 15,
+            samples: vec![6; 4],
+        })
+        .unwrap();
+        assert!(matches!(
+            w.push_block(&AudioBlock {
+                start_frame: 16,
+                samples: vec![7; 2]
+            }),
+            Err(ContainerError::BlockDiscontinuity {
+                expected: 17,
+                got: 16
+            })
+        ));
+        file.extend_from_slice(&w.flush().unwrap());
+        assert!(w.flush().is_none());
+        file.extend_from_slice(&w.finish().bytes);
+        let (_, audio) = read_all_audio(&file[..], &v).unwrap();
+        let mut exp = vec![5i16; 20];
+        exp.extend_from_slice(&[0; 10]);
+        exp.extend_from_slice(&[6; 4]);
+        assert_eq!(audio, exp);
+    }
+
+    #[test]
+    fn invalid_params_refused() {
+        let v = vault();
+        let mut p = params(&v, "x");
+        p.channels = 0;
+        let dk = DataKey::from_bytes([1; 32]);
+        assert!(ContainerWriter::new(p, dk.clone(), vec![], [0; 7]).is_err());
+        let mut p = params(&v, "x");
+        p.recording_id = "x".repeat(70000);
+        assert!(ContainerWriter::new(p, dk, vec![], [0; 7]).is_err());
+    }
+
+    #[test]
+    fn random_mutations_never_pass_or_panic() {
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..60 {
+            let mut f = r.file.clone();
+            let pos = (next() % f.len() as u64) as usize;
+            let bit = 1u8 << (next() % 8);
+            f[pos] ^= bit;
+            if next() % 4 == 0 {
+                let cut = (next() % f.len() as u64) as usize;
+                f.truncate(cut);
+            }
+            if let Ok((_, audio)) = read_all_audio(&f[..], &v) {
+                panic!("mutation at {pos} accepted ({} samples)", audio.len());
+            }
+            let _ = scan(&f[..], &v);
+        }
+    }
+}

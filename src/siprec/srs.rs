@@ -1,0 +1,684 @@
+//! The Session Recording Server core (RFC 7866), sans-IO.
+//!
+//! [`Srs`] owns the SIP [`Endpoint`] and turns SIP dialogs into recording sessions: it
+//! splits SIPREC bodies, parses and merges metadata, negotiates SDP and asks the shell
+//! for ports. Bytes and time in; bytes to send and [`SrsEvent`]s out. The shell decides
+//! whether it can record (ports, storage) and answers [`SrsEvent::Offered`] with
+//! [`Srs::accept`] or [`Srs::reject`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::sdp::{self, AnswerParams, Direction, NegotiatedStream, SessionDescription};
+use crate::sip::{DialogId, Endpoint, Event as SipEvent, Message, Peer, Transmit, TxnId};
+use crate::siprec::metadata::{self, RecordingMetadata};
+use crate::siprec::{channel_map, classify, ChannelAssignment, Classification};
+
+/// Encodings we can record today.
+pub const SUPPORTED_ENCODINGS: &[&str] = &["PCMU", "PCMA", "telephone-event"];
+
+/// Settings of the recording server core.
+#[derive(Debug, Clone)]
+pub struct SrsConfig {
+    /// Address put in `c=` of our answers.
+    pub sdp_addr: IpAddr,
+    /// `o=` username of our answers.
+    pub sdp_username: String,
+    /// Seed for SDP session ids (the shell passes randomness; tests pass a constant).
+    pub session_id_seed: u64,
+}
+
+/// One metadata document as received, kept verbatim with its context.
+#[derive(Debug, Clone)]
+pub struct MetadataVersion {
+    /// When it arrived.
+    pub received_at: Instant,
+    /// `INVITE`, `re-INVITE`, `UPDATE`, ...
+    pub sip_method: String,
+    /// Content-Type of the metadata part.
+    pub content_type: String,
+    /// The bytes as received.
+    pub raw: Vec<u8>,
+    /// `complete` / `partial` when the document says so.
+    pub data_mode: Option<String>,
+    /// Why it did not parse, if it did not (it is kept anyway).
+    pub parse_error: Option<String>,
+}
+
+/// What the recording server tells its shell.
+#[derive(Debug)]
+pub enum SrsEvent {
+    /// A new recording session is offered. Answer with [`Srs::accept`] (one port per
+    /// entry of `recordable`) or [`Srs::reject`].
+    Offered(Box<Offer>),
+    /// The SRC acknowledged our answer; media flows.
+    Established {
+        /// Session.
+        call: DialogId,
+    },
+    /// A re-INVITE or UPDATE changed the media description.
+    MediaUpdated {
+        /// Session.
+        call: DialogId,
+        /// Streams as now negotiated, in m-line order.
+        streams: Vec<NegotiatedStream>,
+        /// SIP method that carried the change.
+        sip_method: String,
+    },
+    /// New metadata arrived (in INVITE, re-INVITE, UPDATE or INFO).
+    Metadata {
+        /// Session.
+        call: DialogId,
+        /// The document as received.
+        version: MetadataVersion,
+        /// The session's metadata after merging this document.
+        merged: Option<RecordingMetadata>,
+        /// Channel ↔ participant mapping after the merge.
+        channels: Vec<ChannelAssignment>,
+    },
+    /// The session ended (BYE, CANCEL, ACK timeout, ...).
+    Ended {
+        /// Session.
+        call: DialogId,
+        /// Why, for the log and the catalogue.
+        reason: String,
+    },
+}
+
+/// A new recording session, waiting for ports.
+#[derive(Debug)]
+pub struct Offer {
+    /// Key of the session from now on.
+    pub call: DialogId,
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// Who sent it (from the top Via).
+    pub src: String,
+    /// Whether it was a SIPREC INVITE (metadata present / `+sip.src`) or plain SDP.
+    pub siprec: bool,
+    /// Why it is not SIPREC, when it is not.
+    pub not_siprec_reason: Option<String>,
+    /// Indices of the offered m-lines we can record; one port is needed for each.
+    pub recordable: Vec<usize>,
+    /// The m-lines as negotiated if every recordable one gets a port.
+    pub streams: Vec<NegotiatedStream>,
+    /// Metadata from the INVITE, when any.
+    pub metadata: Option<MetadataVersion>,
+    /// Parsed metadata, when it parsed.
+    pub parsed_metadata: Option<RecordingMetadata>,
+    /// Channel ↔ participant mapping for the recordable m-lines, channel order.
+    pub channels: Vec<ChannelAssignment>,
+}
+
+enum Phase {
+    /// Waiting for the shell to accept or reject.
+    Offered { txn: TxnId },
+    /// Answered 2xx, waiting for ACK.
+    Answered,
+    /// Established.
+    Active,
+}
+
+struct Session {
+    phase: Phase,
+    offer: SessionDescription,
+    /// Ports per offered m-line (None = rejected with port 0).
+    ports: Vec<Option<u16>>,
+    session_id: u64,
+    session_version: u64,
+    last_answer: Option<String>,
+    metadata: Option<RecordingMetadata>,
+    recordable: Vec<usize>,
+}
+
+/// The recording server core.
+pub struct Srs {
+    ep: Endpoint,
+    cfg: SrsConfig,
+    sessions: HashMap<DialogId, Session>,
+    events: std::collections::VecDeque<SrsEvent>,
+    next_session_id: u64,
+}
+
+/// Reason phrase and status for refusals decided here.
+fn not_acceptable(msg: &str) -> (u16, String) {
+    (488, format!("Not Acceptable Here ({msg})"))
+}
+
+impl Srs {
+    /// A server core around a SIP endpoint.
+    pub fn new(ep: Endpoint, cfg: SrsConfig) -> Self {
+        let next_session_id = cfg.session_id_seed;
+        Srs {
+            ep,
+            cfg,
+            sessions: HashMap::new(),
+            events: Default::default(),
+            next_session_id,
+        }
+    }
+
+    /// The SIP endpoint (statistics).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// Sessions offered or active.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// One datagram or one framed stream message.
+    pub fn handle_receive(&mut self, now: Instant, peer: Peer, data: &[u8]) {
+        self.ep.handle_receive(now, peer, data);
+        self.drain(now);
+    }
+
+    /// An already framed message (TCP).
+    pub fn handle_message(&mut self, now: Instant, peer: Peer, msg: Message) {
+        self.ep.handle_message(now, peer, msg);
+        self.drain(now);
+    }
+
+    /// Timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ep.handle_timeout(now);
+        self.drain(now);
+    }
+
+    /// When to call [`Srs::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ep.poll_timeout()
+    }
+
+    /// Bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.ep.poll_transmit()
+    }
+
+    /// Events for the shell.
+    pub fn poll_event(&mut self) -> Option<SrsEvent> {
+        self.events.pop_front()
+    }
+
+    /// Accept an offered session: `ports[i]` is the local port for `offer.recordable[i]`.
+    pub fn accept(&mut self, now: Instant, call: DialogId, ports: &[u16]) {
+        let Some(s) = self.sessions.get_mut(&call) else {
+            return; // cancelled meanwhile: the shell sees Ended and frees the ports
+        };
+        let Phase::Offered { txn } = s.phase else {
+            return;
+        };
+        let mut per_mline = vec![None; s.offer.media.len()];
+        for (idx, port) in s.recordable.iter().zip(ports) {
+            if let Some(slot) = per_mline.get_mut(*idx) {
+                *slot = Some(*port);
+            }
+        }
+        s.ports = per_mline;
+        match answer_for(&self.cfg, s) {
+            Ok((text, _streams)) => {
+                s.last_answer = Some(text.clone());
+                s.phase = Phase::Answered;
+                let res = self.ep.respond(
+                    now,
+                    txn,
+                    200,
+                    "OK",
+                    vec![],
+                    Some(("application/sdp".into(), text.into_bytes())),
+                );
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "could not send 200 OK");
+                }
+            }
+            Err(e) => {
+                let (code, reason) = not_acceptable(&e.to_string());
+                let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+                self.sessions.remove(&call);
+                self.events.push_back(SrsEvent::Ended {
+                    call,
+                    reason: format!("answer failed: {e}"),
+                });
+            }
+        }
+        self.drain(now);
+    }
+
+    /// Refuse an offered session (503 + Retry-After when the box cannot record now).
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        call: DialogId,
+        status: u16,
+        reason: &str,
+        retry_after_s: Option<u32>,
+    ) {
+        if let Some(Session {
+            phase: Phase::Offered { txn },
+            ..
+        }) = self.sessions.get(&call)
+        {
+            let txn = *txn;
+            let headers = retry_after_s
+                .map(|s| vec![("Retry-After".to_string(), s.to_string())])
+                .unwrap_or_default();
+            if let Err(e) = self.ep.respond(now, txn, status, reason, headers, None) {
+                tracing::warn!(error = %e, "could not send rejection");
+            }
+            self.sessions.remove(&call);
+        }
+        self.drain(now);
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(ev) = self.ep.poll_event() {
+            match ev {
+                SipEvent::Invite {
+                    txn,
+                    dialog,
+                    request,
+                    initial,
+                } => {
+                    if initial {
+                        self.on_initial_invite(now, txn, dialog, request);
+                    } else {
+                        self.on_reoffer(now, txn, dialog, request, "re-INVITE");
+                    }
+                }
+                SipEvent::InDialogRequest {
+                    txn,
+                    dialog,
+                    request,
+                } => {
+                    let method = request
+                        .method()
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default();
+                    self.on_reoffer(now, txn, dialog, request, &method);
+                }
+                SipEvent::Ack { dialog, .. } => {
+                    if let Some(s) = self.sessions.get_mut(&dialog) {
+                        if matches!(s.phase, Phase::Answered) {
+                            s.phase = Phase::Active;
+                            self.events
+                                .push_back(SrsEvent::Established { call: dialog });
+                        }
+                    }
+                }
+                SipEvent::Cancelled { dialog } => {
+                    if self.sessions.remove(&dialog).is_some() {
+                        self.events.push_back(SrsEvent::Ended {
+                            call: dialog,
+                            reason: "cancelled".into(),
+                        });
+                    }
+                }
+                SipEvent::Terminated { dialog, reason } => {
+                    if self.sessions.remove(&dialog).is_some() {
+                        self.events.push_back(SrsEvent::Ended {
+                            call: dialog,
+                            reason: format!("{reason:?}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_initial_invite(&mut self, now: Instant, txn: TxnId, dialog: DialogId, req: Message) {
+        let ct = req.header("Content-Type").unwrap_or("").to_string();
+        let require: Vec<&str> = req.require();
+        let supported: Vec<&str> = req.supported();
+        let contact_src = req
+            .header_all("Contact")
+            .iter()
+            .any(|c| contact_marks_src(c));
+        let (body, siprec, not_reason) =
+            match classify(&ct, &req.body, &require, &supported, contact_src) {
+                Classification::Siprec(b) => (b, true, None),
+                Classification::NotSiprec { reason } => {
+                    match crate::siprec::split_body(&ct, &req.body) {
+                        Ok(b) => (b, false, Some(reason)),
+                        Err(e) => {
+                            let _ = self.ep.respond(
+                                now,
+                                txn,
+                                400,
+                                &format!("Bad Request ({e})"),
+                                vec![],
+                                None,
+                            );
+                            return;
+                        }
+                    }
+                }
+                Classification::Invalid(e) => {
+                    let _ =
+                        self.ep
+                            .respond(now, txn, 400, &format!("Bad Request ({e})"), vec![], None);
+                    return;
+                }
+            };
+        let Some(sdp_text) = body.sdp.as_deref() else {
+            // Offerless INVITE: a recording server needs the SRC's offer to know the streams.
+            let _ = self.ep.respond(
+                now,
+                txn,
+                488,
+                "Not Acceptable Here (SIPREC INVITE without SDP offer)",
+                vec![("Accept".into(), "application/sdp, multipart/mixed".into())],
+                None,
+            );
+            return;
+        };
+        let offer = match sdp::parse(sdp_text) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = self
+                    .ep
+                    .respond(now, txn, 400, &format!("Bad Request (SDP: {e})"), vec![], None);
+                return;
+            }
+        };
+        let recordable = recordable_mlines(&offer);
+        if recordable.is_empty() {
+            let (code, reason) = not_acceptable("no audio stream with a supported codec");
+            let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+            return;
+        }
+        let (version, parsed) = match &body.metadata {
+            Some(part) => {
+                let (parsed, err) = match metadata::parse(&part.bytes) {
+                    Ok(m) => (Some(m), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                let v = MetadataVersion {
+                    received_at: now,
+                    sip_method: "INVITE".into(),
+                    content_type: part.content_type.clone(),
+                    raw: part.bytes.clone(),
+                    data_mode: parsed.as_ref().and_then(data_mode_str),
+                    parse_error: err,
+                };
+                (Some(v), parsed)
+            }
+            None => (None, None),
+        };
+        let channels = channels_for(parsed.as_ref(), &offer, &recordable);
+        let session_id = self.next_session_id;
+        self.next_session_id = self.next_session_id.wrapping_add(1);
+        let mut s = Session {
+            phase: Phase::Offered { txn },
+            offer,
+            ports: vec![],
+            session_id,
+            session_version: 1,
+            last_answer: None,
+            metadata: parsed.clone(),
+            recordable: recordable.clone(),
+        };
+        // Negotiate with placeholder ports to tell the shell what each stream carries.
+        s.ports = (0..s.offer.media.len())
+            .map(|i| recordable.contains(&i).then_some(9))
+            .collect();
+        let streams = match answer_for(&self.cfg, &s) {
+            Ok((_, streams)) => streams,
+            Err(e) => {
+                let (code, reason) = not_acceptable(&e.to_string());
+                let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+                return;
+            }
+        };
+        let call_id = req.call_id().unwrap_or_default().to_string();
+        self.sessions.insert(dialog, s);
+        self.events.push_back(SrsEvent::Offered(Box::new(Offer {
+            call: dialog,
+            call_id,
+            src: req_source(&req),
+            siprec,
+            not_siprec_reason: not_reason,
+            recordable,
+            streams,
+            metadata: version,
+            parsed_metadata: parsed,
+            channels,
+        })));
+    }
+
+    /// re-INVITE, UPDATE, INFO and other in-dialog requests that may carry SDP and/or metadata.
+    fn on_reoffer(&mut self, now: Instant, txn: TxnId, dialog: DialogId, req: Message, m: &str) {
+        let Some(s) = self.sessions.get_mut(&dialog) else {
+            let _ = self.ep.respond(
+                now,
+                txn,
+                481,
+                "Call/Transaction Does Not Exist",
+                vec![],
+                None,
+            );
+            return;
+        };
+        if matches!(s.phase, Phase::Offered { .. }) {
+            // The SRC must wait for our answer to the initial INVITE.
+            let _ = self.ep.respond(
+                now,
+                txn,
+                491,
+                "Request Pending",
+                vec![("Retry-After".into(), "1".into())],
+                None,
+            );
+            return;
+        }
+        let ct = req.header("Content-Type").unwrap_or("").to_string();
+        let body = if req.body.is_empty() {
+            None
+        } else {
+            match crate::siprec::split_body(&ct, &req.body) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    let _ =
+                        self.ep
+                            .respond(now, txn, 400, &format!("Bad Request ({e})"), vec![], None);
+                    return;
+                }
+            }
+        };
+        let is_invite = m == "re-INVITE";
+        let sdp_text = body.as_ref().and_then(|b| b.sdp.clone());
+        let mut answer: Option<String> = None;
+        if let Some(text) = sdp_text {
+            match sdp::parse(&text) {
+                Ok(new_offer) => {
+                    if new_offer.media.len() < s.offer.media.len() {
+                        let _ = self.ep.respond(
+                            now,
+                            txn,
+                            488,
+                            "Not Acceptable Here (m-lines removed from offer)",
+                            vec![],
+                            None,
+                        );
+                        return;
+                    }
+                    // Streams added later than the initial offer are not recorded (port 0).
+                    s.ports.resize(new_offer.media.len(), None);
+                    let old_offer = std::mem::replace(&mut s.offer, new_offer);
+                    match answer_for(&self.cfg, s) {
+                        Ok((text, streams)) => {
+                            if s.last_answer.as_deref() != Some(&text) {
+                                s.session_version += 1;
+                                if let Ok((t2, _)) = answer_for(&self.cfg, s) {
+                                    s.last_answer = Some(t2);
+                                }
+                            }
+                            answer = s.last_answer.clone();
+                            self.events.push_back(SrsEvent::MediaUpdated {
+                                call: dialog,
+                                streams,
+                                sip_method: m.to_string(),
+                            });
+                        }
+                        Err(e) => {
+                            s.offer = old_offer;
+                            let (code, reason) = not_acceptable(&e.to_string());
+                            let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = self.ep.respond(
+                        now,
+                        txn,
+                        400,
+                        &format!("Bad Request (SDP: {e})"),
+                        vec![],
+                        None,
+                    );
+                    return;
+                }
+            }
+        } else if is_invite {
+            // Offerless re-INVITE: our current description is the offer, the ACK answers.
+            answer = s.last_answer.clone();
+        }
+        if let Some(part) = body.as_ref().and_then(|b| b.metadata.clone()) {
+            let (parsed, err) = match metadata::parse(&part.bytes) {
+                Ok(md) => (Some(md), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let version = MetadataVersion {
+                received_at: now,
+                sip_method: m.to_string(),
+                content_type: part.content_type.clone(),
+                raw: part.bytes.clone(),
+                data_mode: parsed.as_ref().and_then(data_mode_str),
+                parse_error: err,
+            };
+            if let Some(update) = parsed {
+                match &mut s.metadata {
+                    Some(cur) => cur.merge(update),
+                    None => s.metadata = Some(update),
+                }
+            }
+            let channels = channels_for(s.metadata.as_ref(), &s.offer, &s.recordable);
+            self.events.push_back(SrsEvent::Metadata {
+                call: dialog,
+                version,
+                merged: s.metadata.clone(),
+                channels,
+            });
+        }
+        let body_out = answer.map(|a| ("application/sdp".to_string(), a.into_bytes()));
+        if let Err(e) = self.ep.respond(now, txn, 200, "OK", vec![], body_out) {
+            tracing::warn!(error = %e, "could not answer {m}");
+        }
+    }
+}
+
+/// RFC 7866 `+sip.src` feature tag, or the bare `;src` parameter BroadWorks, Webex and
+/// AudioCodes send.
+fn contact_marks_src(contact: &str) -> bool {
+    let c = contact.to_ascii_lowercase();
+    c.contains("+sip.src")
+        || c.split(';').skip(1).any(|p| {
+            let name = p.split(['=', '>', ',', ' ']).next().unwrap_or("");
+            name.trim() == "src"
+        })
+}
+
+/// Channel ↔ participant mapping of the recorded m-lines, in channel order.
+fn channels_for(
+    meta: Option<&RecordingMetadata>,
+    offer: &SessionDescription,
+    recordable: &[usize],
+) -> Vec<ChannelAssignment> {
+    let labels: Vec<Option<String>> = offer
+        .media
+        .iter()
+        .map(|m| m.label().map(str::to_string))
+        .collect();
+    let empty;
+    let meta = match meta {
+        Some(m) => m,
+        None => {
+            empty = RecordingMetadata {
+                namespace: metadata::Namespace::Other(String::new()),
+                data_mode: None,
+                recording_id: None,
+                groups: vec![],
+                sessions: vec![],
+                participants: vec![],
+                streams: vec![],
+                session_recording_assocs: vec![],
+                participant_session_assocs: vec![],
+                participant_stream_assocs: vec![],
+            };
+            &empty
+        }
+    };
+    let all = channel_map(meta, &labels);
+    recordable
+        .iter()
+        .filter_map(|i| all.iter().find(|c| c.mline == *i).cloned())
+        .collect()
+}
+
+fn data_mode_str(m: &RecordingMetadata) -> Option<String> {
+    m.data_mode.as_ref().map(|d| format!("{d:?}").to_ascii_lowercase())
+}
+
+/// Where the request came from, as its top Via says (`received`/`rport` when present).
+fn req_source(req: &Message) -> String {
+    match req.top_via() {
+        Ok(v) => match (v.received(), v.rport()) {
+            (Some(host), Some(Some(port))) => format!("{host}:{port}"),
+            (Some(host), _) => host.to_string(),
+            _ => v.sent_by(),
+        },
+        Err(_) => String::new(),
+    }
+}
+
+/// Offered m-lines we can record: audio, a port, at least one supported encoding.
+pub fn recordable_mlines(offer: &SessionDescription) -> Vec<usize> {
+    offer
+        .media
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            m.media.eq_ignore_ascii_case("audio")
+                && m.port != 0
+                && m.codecs().iter().any(|c| {
+                    SUPPORTED_ENCODINGS[..2]
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(&c.encoding))
+                })
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn answer_for(
+    cfg: &SrsConfig,
+    s: &Session,
+) -> Result<(String, Vec<NegotiatedStream>), sdp::SdpError> {
+    let params = AnswerParams {
+        local_addr: cfg.sdp_addr,
+        ports: s.ports.clone(),
+        session_id: s.session_id,
+        session_version: s.session_version,
+        username: cfg.sdp_username.clone(),
+        supported: SUPPORTED_ENCODINGS,
+    };
+    let a = sdp::build_answer(&s.offer, &params)?;
+    Ok((a.sdp.to_string(), a.streams))
+}
+
+/// Whether a negotiated stream currently carries no media towards us.
+pub fn stream_on_hold(s: &NegotiatedStream) -> bool {
+    s.port.is_none() || matches!(s.direction, Direction::Inactive)
+}
