@@ -122,6 +122,9 @@ struct BenchArgs {
     /// Wait after the last BYE before the final sample and verification, ms.
     #[arg(long, default_value_t = 2000)]
     settle_ms: u64,
+    /// Longest wait for the recorder to close all recordings before verifying, seconds.
+    #[arg(long, default_value_t = 60)]
+    verify_wait_s: u64,
     /// Print the report as a JSON object.
     #[arg(long)]
     json: bool,
@@ -218,6 +221,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         branchrec,
         verify_limit: a.verify_limit,
         settle: Duration::from_millis(a.settle_ms),
+        verify_wait: Duration::from_secs(a.verify_wait_s),
     };
     let report = bench::run(&opts)?;
     if a.json {

@@ -43,6 +43,8 @@ pub struct BenchOpts {
     pub verify_limit: usize,
     /// Wait after the last BYE before verifying.
     pub settle: Duration,
+    /// Longest wait for the recorder to close all recordings before verifying.
+    pub verify_wait: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -565,7 +567,35 @@ fn channel_stats(stats: &Value, ch: usize) -> Option<&Value> {
 }
 
 fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
-    let list = branchrec_json(o, cfg, &["list", "--json"])?;
+    // Wait (bounded by --verify-wait-s) until no recording of ours is still "recording":
+    // counters are final only once the recorder has closed the recording.
+    let ours: std::collections::HashSet<&str> = calls
+        .iter()
+        .filter(|c| c.answered_at.is_some())
+        .map(|c| c.ids.call_id.as_str())
+        .collect();
+    let wait_until = Instant::now() + o.verify_wait;
+    let waited = Instant::now();
+    let list = loop {
+        let list = branchrec_json(o, cfg, &["list", "--json"])?;
+        let arr = list
+            .as_array()
+            .ok_or_else(|| anyhow!("list is not a JSON array"))?;
+        let open = arr
+            .iter()
+            .filter(|r| {
+                r.get("call_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|c| ours.contains(c))
+                    && r.get("state").and_then(Value::as_str) == Some("recording")
+            })
+            .count();
+        if open == 0 || Instant::now() >= wait_until {
+            break list;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let waited_s = waited.elapsed().as_secs_f64();
     let list = list
         .as_array()
         .ok_or_else(|| anyhow!("list is not a JSON array"))?;
@@ -630,6 +660,7 @@ fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
         "checked": checked,
         "zero_loss": ok,
         "missing_recordings": missing,
+        "waited_for_close_s": waited_s,
         "states": states,
         "problems": problems,
         "all_ok": checked > 0 && ok == checked,
