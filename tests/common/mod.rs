@@ -1,0 +1,530 @@
+//! Helpers for the end-to-end tests: a daemon process guard, free ports, a bounded SIPp
+//! runner, a WAV reader, known test audio, and our own G.711 (shared with
+//! branchrec-loadgen, independent of the branchrec library).
+#![allow(dead_code)] // each tests/*.rs uses a different subset
+
+#[path = "../../src/bin/loadgen/g711.rs"]
+pub mod g711;
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The repo's tests/sipp directory.
+pub fn sipp_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp"))
+}
+
+/// Serialises the timing-sensitive tests (the box has two cores).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Fails (never skips) when an external tool is missing.
+pub fn require_tool(bin: &str, package: &str) {
+    let ok = Command::new(bin)
+        .arg(if bin == "sipp" { "-v" } else { "-version" })
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "`{bin}` not found: these end-to-end tests need it. Install the `{package}` package \
+         (e.g. `apt-get install {package}`); CI installs it."
+    );
+}
+
+fn port_free(port: u16, tcp_too: bool) -> bool {
+    let udp = UdpSocket::bind(("127.0.0.1", port)).is_ok();
+    udp && (!tcp_too || TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP (for the SIP listener), picked at random
+/// in 20000..30000. Bounded: gives up after 200 tries.
+pub fn free_port() -> u16 {
+    for _ in 0..200 {
+        let p: u16 = 20000 + rand::random::<u16>() % 10000;
+        if port_free(p, true) {
+            return p;
+        }
+    }
+    panic!("no free port found in 200 tries");
+}
+
+/// A range of `n` consecutive UDP ports (even start) free on 127.0.0.1, in 40000..60000.
+pub fn free_port_range(n: u16) -> (u16, u16) {
+    for _ in 0..200 {
+        let base: u16 = (40000 + rand::random::<u16>() % 20000) & !1;
+        let end = base + n - 1;
+        if (base..=end).all(|p| port_free(p, false)) {
+            return (base, end);
+        }
+    }
+    panic!("no free UDP port range of {n} found in 200 tries");
+}
+
+/// Copies a binary built by cargo into `dir` (the shared target dir may be rebuilt by
+/// someone else while the test runs) and checks it is the real one.
+pub fn private_copy(bin: &str, dir: &Path, must_mention: &str) -> PathBuf {
+    let dst = dir.join(
+        Path::new(bin)
+            .file_name()
+            .expect("binary path has a file name"),
+    );
+    std::fs::copy(bin, &dst).unwrap_or_else(|e| panic!("copying {bin}: {e}"));
+    let out = Command::new(&dst)
+        .arg("--help")
+        .output()
+        .expect("running --help");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(must_mention),
+        "{bin} --help does not mention {must_mention:?}; stale or placeholder binary?\n{text}"
+    );
+    dst
+}
+
+/// A running `branchrec run`. Dropping it kills the process.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Config file path.
+    pub config: PathBuf,
+    /// The daemon's stderr log.
+    pub log: PathBuf,
+    /// SIP port (UDP and TCP on 127.0.0.1).
+    pub sip_port: u16,
+    /// Private copy of the branchrec binary.
+    pub bin: PathBuf,
+}
+
+impl Daemon {
+    /// Writes a config into `dir`, starts the daemon and waits (at most 20 s) for the line
+    /// containing `branchrec ready`.
+    pub fn start(dir: &Path) -> Daemon {
+        let bin = private_copy(env!("CARGO_BIN_EXE_branchrec"), dir, "run");
+        let sip_port = free_port();
+        let (lo, hi) = free_port_range(100);
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("creating data dir");
+        let config = dir.join("branchrec.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n\
+                 [media]\nrtp_bind = \"127.0.0.1\"\nrtp_ports = \"{lo}-{hi}\"\nplayout_delay_ms = 300\n\
+                 [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 1000\n\
+                 [log]\nlevel = \"debug\"\n",
+                data.display()
+            ),
+        )
+        .expect("writing config");
+        let log = dir.join("daemon.log");
+        let logf = std::fs::File::create(&log).expect("creating daemon log");
+        let child = Command::new(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log fd"))
+            .stderr(logf)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut d = Daemon {
+            child: Some(child),
+            config,
+            log,
+            sip_port,
+            bin,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&d.log).unwrap_or_default();
+            if text.contains("branchrec ready") {
+                return d;
+            }
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("branchrec exited ({st}) before ready:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "branchrec not ready after 20 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Process id of the daemon.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (at most 15 s) for a clean exit; asserts it exited successfully.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                assert!(
+                    st.success(),
+                    "branchrec exit status {st} after SIGTERM:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "branchrec did not exit within 15 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `branchrec recordings ARGS --config CFG` (bounded: 30 s) and returns stdout.
+    pub fn recordings(&self, args: &[&str]) -> String {
+        let mut child = Command::new(&self.bin)
+            .arg("recordings")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running branchrec recordings");
+        let status = wait_bounded(&mut child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("branchrec recordings {args:?} hung"));
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        assert!(
+            status.success(),
+            "branchrec recordings {args:?}: {status}\n{err}"
+        );
+        out
+    }
+
+    /// `recordings ARGS` parsed as JSON.
+    pub fn recordings_json(&self, args: &[&str]) -> Value {
+        let out = self.recordings(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits for a child at most `limit`; kills it and returns None on timeout.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Result of one SIPp run.
+pub struct SippRun {
+    /// Exit code (0 = all calls successful).
+    pub code: Option<i32>,
+    /// `T_*` values logged by the scenario's `<log>` actions ([clock_tick], ms).
+    pub marks: HashMap<String, u64>,
+    /// stdout+stderr, error log and message trace, for failure messages.
+    pub diagnostics: String,
+}
+
+/// Runs a SIPp UAC scenario against 127.0.0.1:`target_port`, one call (`-m 1`), bounded by
+/// SIPp's own `-timeout` and a hard kill at `limit`.
+pub fn run_sipp(
+    scenario: &str,
+    target_port: u16,
+    keys: &[(&str, String)],
+    dir: &Path,
+    limit: Duration,
+) -> SippRun {
+    let local = free_port();
+    let (mp, _) = free_port_range(6);
+    let tag = scenario.trim_end_matches(".xml");
+    let err = dir.join(format!("{tag}.err.log"));
+    let logs = dir.join(format!("{tag}.logs.log"));
+    let msgs = dir.join(format!("{tag}.msg.log"));
+    let out = dir.join(format!("{tag}.out.log"));
+    let mut cmd = Command::new("sipp");
+    cmd.arg(format!("127.0.0.1:{target_port}"))
+        .arg("-sf")
+        .arg(sipp_dir().join(scenario))
+        .args(["-m", "1", "-nostdin", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &local.to_string(), "-mp", &mp.to_string()])
+        .args([
+            "-timeout",
+            &format!("{}s", limit.as_secs().saturating_sub(5).max(5)),
+            "-timeout_error",
+        ])
+        .arg("-trace_err")
+        .arg("-error_file")
+        .arg(&err)
+        .arg("-trace_logs")
+        .arg("-log_file")
+        .arg(&logs)
+        .arg("-trace_msg")
+        .arg("-message_file")
+        .arg(&msgs);
+    for (k, v) in keys {
+        cmd.arg("-key").arg(k).arg(v);
+    }
+    let outf = std::fs::File::create(&out).expect("creating sipp output file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(outf.try_clone().expect("dup fd"))
+        .stderr(outf)
+        .spawn()
+        .expect("starting sipp (install sip-tester)");
+    let status = wait_bounded(&mut child, limit);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let log_text = read(&logs);
+    let marks = log_text
+        .split(['\n', '\r'])
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (k, v) = (it.next()?, it.next()?);
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .filter(|(k, _): &(String, u64)| k.starts_with("T_"))
+        .collect();
+    let out_text = read(&out);
+    let tail: String = out_text
+        .chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    SippRun {
+        code: status.and_then(|s| s.code()),
+        marks,
+        diagnostics: format!(
+            "--- sipp output (tail)\n{tail}\n--- errors\n{}\n--- logs\n{log_text}\n--- messages\n{}",
+            read(&err),
+            read(&msgs)
+        ),
+    }
+}
+
+/// A decoded PCM WAV file.
+pub struct Wav {
+    /// Channel count.
+    pub channels: u16,
+    /// Sample rate.
+    pub rate: u32,
+    /// Bits per sample.
+    pub bits: u16,
+    /// Samples per channel (de-interleaved).
+    pub data: Vec<Vec<i16>>,
+}
+
+/// Reads a 16-bit PCM WAV (RIFF chunks walked, extensible format accepted).
+pub fn read_wav(path: &Path) -> Wav {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    assert!(
+        b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WAVE",
+        "not a RIFF/WAVE file"
+    );
+    let u16le = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    let u32le = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut pos = 12;
+    let mut fmt = None;
+    let mut data = None;
+    while pos + 8 <= b.len() {
+        let id = &b[pos..pos + 4];
+        let size = u32le(pos + 4) as usize;
+        let body = pos + 8;
+        let end = body.saturating_add(size).min(b.len());
+        if id == b"fmt " {
+            assert!(size >= 16, "fmt chunk too short");
+            fmt = Some((
+                u16le(body),
+                u16le(body + 2),
+                u32le(body + 4),
+                u16le(body + 14),
+            ));
+        } else if id == b"data" {
+            data = Some(&b[body..end]);
+        }
+        pos = body.saturating_add(size + (size & 1));
+    }
+    let (tag, channels, rate, bits) = fmt.expect("no fmt chunk");
+    assert!(tag == 1 || tag == 0xFFFE, "WAV format tag {tag}, want PCM");
+    assert_eq!(bits, 16, "bits per sample");
+    let raw = data.expect("no data chunk");
+    let ch = usize::from(channels.max(1));
+    let mut out = vec![Vec::with_capacity(raw.len() / 2 / ch); ch];
+    for (i, s) in raw.chunks_exact(2).enumerate() {
+        out[i % ch].push(i16::from_le_bytes([s[0], s[1]]));
+    }
+    Wav {
+        channels,
+        rate,
+        bits,
+        data: out,
+    }
+}
+
+/// `ffprobe` of the first audio stream: (codec_name, sample_rate, channels).
+pub fn ffprobe(path: &Path) -> (String, u32, u32) {
+    let mut child = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name,sample_rate,channels",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ffprobe (install ffmpeg)");
+    let st = wait_bounded(&mut child, Duration::from_secs(20)).expect("ffprobe hung");
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    assert!(st.success(), "ffprobe failed on {}", path.display());
+    let v: Value = serde_json::from_str(&out).expect("ffprobe JSON");
+    let s = &v["streams"][0];
+    (
+        s["codec_name"].as_str().unwrap_or("").to_string(),
+        s["sample_rate"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0),
+        s["channels"].as_u64().unwrap_or(0) as u32,
+    )
+}
+
+/// Deterministic noise (xorshift), amplitude within ±8000 and never closer to 0 than 64,
+/// passed through G.711 so that it is exactly what a bit-exact recorder writes back.
+/// No sample is 0, so the start of the audio in a recording is its first non-zero sample.
+pub fn test_audio(seed: u64, samples: usize, codec: g711::Codec) -> Vec<i16> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..samples)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mag = 64 + (x % 7937) as i16;
+            let s = if x & (1 << 40) != 0 { mag } else { -mag };
+            codec.roundtrip(s)
+        })
+        .collect()
+}
+
+/// Writes raw s16le.
+pub fn write_raw(path: &Path, samples: &[i16]) {
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::fs::write(path, bytes).expect("writing raw audio");
+}
+
+/// Checks that `channel` is silence (0) except for `bursts`, which appear exactly, in order.
+/// Returns the offset (in samples) of each burst. Panics with a precise message otherwise.
+pub fn expect_bursts(name: &str, channel: &[i16], bursts: &[&[i16]]) -> Vec<usize> {
+    let mut pos = 0;
+    let mut offsets = Vec::new();
+    for (n, burst) in bursts.iter().enumerate() {
+        let start = channel[pos..]
+            .iter()
+            .position(|&s| s != 0)
+            .map(|i| i + pos)
+            .unwrap_or_else(|| {
+                panic!("{name}: burst {n} not found (only silence after sample {pos})")
+            });
+        let end = start + burst.len();
+        assert!(
+            end <= channel.len(),
+            "{name}: burst {n} starts at {start} but the channel ends at {} (burst is {} samples)",
+            channel.len(),
+            burst.len()
+        );
+        if let Some(i) = (0..burst.len()).find(|&i| channel[start + i] != burst[i]) {
+            panic!(
+                "{name}: burst {n} at sample {start}: first mismatch at burst sample {i} \
+                 (recorded {}, sent {}); recorded[{}..+8]={:?} sent[{}..+8]={:?}",
+                channel[start + i],
+                burst[i],
+                start + i,
+                &channel[start + i..(start + i + 8).min(channel.len())],
+                i,
+                &burst[i..(i + 8).min(burst.len())]
+            );
+        }
+        offsets.push(start);
+        pos = end;
+    }
+    if let Some(i) = channel[pos..].iter().position(|&s| s != 0) {
+        panic!(
+            "{name}: unexpected non-silence at sample {} after the last burst",
+            pos + i
+        );
+    }
+    offsets
+}
+
+/// Per-channel stats object from a `show --json` detail ("stats" as an array with a
+/// "channel" field or by position, or as an object keyed by channel number).
+pub fn channel_stats(detail: &Value, ch: usize) -> Value {
+    let stats = &detail["stats"];
+    let found = match stats {
+        Value::Array(a) => a
+            .iter()
+            .find(|s| s.get("channel").and_then(Value::as_u64) == Some(ch as u64))
+            .or_else(|| a.get(ch)),
+        Value::Object(m) => m.get(&ch.to_string()),
+        _ => None,
+    };
+    found
+        .cloned()
+        .unwrap_or_else(|| panic!("no stats for channel {ch} in {detail}"))
+}

@@ -1,0 +1,895 @@
+//! End-to-end tests: SIPp plays a vendor's SIPREC client (tests/sipp/*.xml, bodies from
+//! /work/shared/testdata/siprec), branchrec-loadgen sends known G.711 audio to the ports the
+//! daemon answered, and the recording is checked through the CLI (list/show/export) sample
+//! by sample. Needs `sipp` (package sip-tester) and `ffprobe` (ffmpeg); sox for the G.711
+//! cross-check. Missing tools make the tests FAIL, not skip.
+
+mod common;
+
+use common::g711::{self, Codec};
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RATE: usize = 8000;
+
+fn loadgen(dir: &Path) -> String {
+    private_copy(env!("CARGO_BIN_EXE_branchrec-loadgen"), dir, "rtp")
+        .display()
+        .to_string()
+}
+
+fn mark(run: &SippRun, k: &str) -> i64 {
+    *run.marks
+        .get(k)
+        .unwrap_or_else(|| panic!("scenario did not log {k}\n{}", run.diagnostics)) as i64
+}
+
+fn samples_to_ms(n: usize) -> i64 {
+    (n * 1000 / RATE) as i64
+}
+
+fn assert_near(what: &str, got: i64, want: i64, tol: i64) {
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, expected {want} ± {tol}"
+    );
+}
+
+/// The single recording of a fresh daemon, after the call: waits (bounded) for state
+/// complete.
+fn the_recording(d: &Daemon) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = d.recordings_json(&["list", "--json"]);
+        let arr = list.as_array().expect("list --json is an array");
+        assert_eq!(arr.len(), 1, "expected exactly one recording: {list}");
+        let r = arr[0].clone();
+        if r["state"] == "complete" || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn aors(rec: &Value) -> BTreeSet<String> {
+    rec["participants"]
+        .as_array()
+        .expect("participants array")
+        .iter()
+        .map(|p| p["aor"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn channel_aor(rec: &Value, ch: u64) -> String {
+    rec["channels"]
+        .as_array()
+        .expect("channels array")
+        .iter()
+        .find(|c| c["channel"].as_u64() == Some(ch))
+        .and_then(|c| c["aor"].as_str())
+        .unwrap_or_else(|| panic!("no aor for channel {ch} in {rec}"))
+        .to_string()
+}
+
+/// Exports the recording, checks it with ffprobe and returns the two channels.
+fn export(d: &Daemon, id: &str, dir: &Path) -> Vec<Vec<i16>> {
+    let wav = dir.join("export.wav");
+    d.recordings(&["export", id, "--out", wav.to_str().expect("utf-8 path")]);
+    let (codec, rate, ch) = ffprobe(&wav);
+    assert_eq!(
+        (codec.as_str(), rate, ch),
+        ("pcm_s16le", 8000, 2),
+        "ffprobe of the export"
+    );
+    let w = read_wav(&wav);
+    assert_eq!((w.channels, w.rate, w.bits), (2, 8000, 16));
+    w.data
+}
+
+fn common_checks(rec: &Value, run: &SippRun, expect_aors: &[&str; 2], codec: &str) {
+    assert_eq!(rec["state"], "complete", "recording: {rec}");
+    let want: BTreeSet<String> = expect_aors.iter().map(|s| s.to_string()).collect();
+    assert_eq!(aors(rec), want, "participants' AoRs");
+    assert_eq!(channel_aor(rec, 0), expect_aors[0], "channel 0 participant");
+    assert_eq!(channel_aor(rec, 1), expect_aors[1], "channel 1 participant");
+    assert!(
+        rec["codec"]
+            .as_str()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+            .contains(codec),
+        "codec {} (want {codec})",
+        rec["codec"]
+    );
+    assert!(rec["end"].is_string(), "end set once complete: {rec}");
+    let call_ms = mark(run, "T_BYE") - mark(run, "T_ACK");
+    let dur = rec["duration_ms"].as_i64().expect("duration_ms");
+    assert_near("duration_ms vs ACK→BYE measured by SIPp", dur, call_ms, 100);
+}
+
+fn start(dir: &Path) -> Daemon {
+    require_tool("sipp", "sip-tester");
+    require_tool("ffprobe", "ffmpeg");
+    Daemon::start(dir)
+}
+
+#[test]
+fn oracle_acme_basic_call_is_recorded_bit_exact() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let a = test_audio(1, 2 * RATE, Codec::Pcmu); // 2.0 s
+    let b = test_audio(2, 3 * RATE / 2, Codec::Pcmu); // 1.5 s
+    write_raw(&dir.join("a.raw"), &a);
+    write_raw(&dir.join("b.raw"), &b);
+    let keys = [
+        ("loadgen", loadgen(dir)),
+        ("audio_a", dir.join("a.raw").display().to_string()),
+        ("audio_b", dir.join("b.raw").display().to_string()),
+        ("media_ms", "2600".to_string()),
+    ];
+    let run = run_sipp(
+        "oracle_acme_basic.xml",
+        d.sip_port,
+        &keys,
+        dir,
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rec = the_recording(&d);
+    common_checks(
+        &rec,
+        &run,
+        &["sip:9000@192.168.50.102", "sip:1002@192.168.50.10"],
+        "PCMU",
+    );
+    let id = rec["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| rec["id"].to_string());
+
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    for (ch, sent) in [(0, 100), (1, 75)] {
+        let s = channel_stats(&detail, ch);
+        assert_eq!(s["received"], sent, "channel {ch} received: {s}");
+        assert_eq!(s["lost"], 0, "channel {ch}: {s}");
+        assert_eq!(s["late"], 0, "channel {ch}: {s}");
+        assert_eq!(s["duplicates"], 0, "channel {ch}: {s}");
+    }
+
+    let chans = export(&d, &id, dir);
+    let call_ms = mark(&run, "T_BYE") - mark(&run, "T_ACK");
+    assert_near(
+        "export length (ms) vs ACK→BYE",
+        samples_to_ms(chans[0].len()),
+        call_ms,
+        60,
+    );
+    let off_a = expect_bursts("channel 0", &chans[0], &[&a]);
+    let off_b = expect_bursts("channel 1", &chans[1], &[&b]);
+    assert!(
+        off_a[0].abs_diff(off_b[0]) <= 160,
+        "channels misaligned: {off_a:?} vs {off_b:?}"
+    );
+    assert_near(
+        "audio start in the recording vs media start after ACK",
+        samples_to_ms(off_a[0]),
+        mark(&run, "T_MEDIA") - mark(&run, "T_ACK"),
+        120,
+    );
+    d.stop();
+}
+
+#[test]
+fn avaya_sbce_pcma_call_with_dtmf() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let a = test_audio(3, 2 * RATE, Codec::Pcma);
+    let b = test_audio(4, 2 * RATE, Codec::Pcma);
+    write_raw(&dir.join("a.raw"), &a);
+    write_raw(&dir.join("b.raw"), &b);
+    let keys = [
+        ("loadgen", loadgen(dir)),
+        ("audio_a", dir.join("a.raw").display().to_string()),
+        ("audio_b", dir.join("b.raw").display().to_string()),
+        // 2 s audio + 100 ms gap + 3 digits × (160 ms events + 100 ms gap) < 3.2 s.
+        ("media_ms", "3300".to_string()),
+    ];
+    let run = run_sipp(
+        "avaya_sbce_dtmf.xml",
+        d.sip_port,
+        &keys,
+        dir,
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rec = the_recording(&d);
+    common_checks(
+        &rec,
+        &run,
+        &[
+            "sip:31624895902@10.10.128.62",
+            "sip:33187164021@sip.webhelpgroupe.lan",
+        ],
+        "PCMA",
+    );
+    let id = rec["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| rec["id"].to_string());
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    for ch in 0..2 {
+        let s = channel_stats(&detail, ch);
+        assert_eq!(s["lost"], 0, "channel {ch}: {s}");
+        assert_eq!(s["late"], 0, "channel {ch}: {s}");
+    }
+    assert_eq!(channel_stats(&detail, 1)["received"], 100);
+
+    let chans = export(&d, &id, dir);
+    // DTMF events are not audio: channel 0 holds exactly the sent audio, then silence.
+    let off_a = expect_bursts("channel 0", &chans[0], &[&a]);
+    let off_b = expect_bursts("channel 1", &chans[1], &[&b]);
+    assert!(
+        off_a[0].abs_diff(off_b[0]) <= 160,
+        "channels misaligned: {off_a:?} vs {off_b:?}"
+    );
+
+    let dtmf = detail["dtmf"].as_array().expect("dtmf array");
+    let digits: Vec<(u64, String)> = dtmf
+        .iter()
+        .map(|e| {
+            (
+                e["channel"].as_u64().unwrap_or(99),
+                e["digit"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        digits,
+        vec![
+            (0, "1".to_string()),
+            (0, "2".to_string()),
+            (0, "#".to_string())
+        ],
+        "dtmf: {dtmf:?}"
+    );
+    // Digit k starts 100 ms + k × 260 ms after the end of the 2 s of audio; each lasts 100 ms.
+    let audio_start_ms = samples_to_ms(off_a[0]);
+    for (k, e) in dtmf.iter().enumerate() {
+        let start = e["start_ms"].as_i64().expect("start_ms");
+        assert_near(
+            &format!("dtmf {k} start_ms"),
+            start,
+            audio_start_ms + 2000 + 100 + 260 * k as i64,
+            60,
+        );
+        assert_near(
+            &format!("dtmf {k} duration_ms"),
+            e["duration_ms"].as_i64().expect("duration_ms"),
+            100,
+            25,
+        );
+    }
+    d.stop();
+}
+
+#[test]
+fn cisco_cube_hold_and_resume_with_metadata_updates() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let n = 3 * RATE / 2; // 1.5 s bursts = 75 packets
+    let (a1, b1, a2, b2) = (
+        test_audio(11, n, Codec::Pcmu),
+        test_audio(12, n, Codec::Pcmu),
+        test_audio(13, n, Codec::Pcmu),
+        test_audio(14, n, Codec::Pcmu),
+    );
+    let mut keys = vec![("loadgen", loadgen(dir))];
+    for (name, s) in [
+        ("audio_a1", &a1),
+        ("audio_b1", &b1),
+        ("audio_a2", &a2),
+        ("audio_b2", &b2),
+    ] {
+        let p = dir.join(format!("{name}.raw"));
+        write_raw(&p, s);
+        keys.push((name, p.display().to_string()));
+    }
+    keys.push(("media1_ms", "2000".into()));
+    keys.push(("hold_ms", "1000".into()));
+    keys.push(("media2_ms", "2000".into()));
+    let run = run_sipp(
+        "cisco_cube_hold.xml",
+        d.sip_port,
+        &keys,
+        dir,
+        Duration::from_secs(45),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed (the hold re-INVITE must be answered a=inactive)\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rec = the_recording(&d);
+    common_checks(
+        &rec,
+        &run,
+        &["sip:7301@35.162.237.204", "sip:7300@35.162.237.204"],
+        "PCMU",
+    );
+    let id = rec["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| rec["id"].to_string());
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    for ch in 0..2 {
+        let s = channel_stats(&detail, ch);
+        assert_eq!(s["received"], 150, "channel {ch}: {s}");
+        assert_eq!(s["lost"], 0, "channel {ch}: {s}");
+        assert_eq!(s["late"], 0, "channel {ch}: {s}");
+    }
+    let versions = detail["metadata_versions"]
+        .as_array()
+        .expect("metadata_versions");
+    assert!(
+        versions.len() >= 3,
+        "initial + hold + resume metadata: {versions:?}"
+    );
+    assert!(
+        versions.iter().all(|v| v["data_mode"] == "complete"),
+        "{versions:?}"
+    );
+
+    let chans = export(&d, &id, dir);
+    let call_ms = mark(&run, "T_BYE") - mark(&run, "T_ACK");
+    assert_near(
+        "export length (ms) vs ACK→BYE",
+        samples_to_ms(chans[0].len()),
+        call_ms,
+        60,
+    );
+    let off_a = expect_bursts("channel 0", &chans[0], &[&a1, &a2]);
+    let off_b = expect_bursts("channel 1", &chans[1], &[&b1, &b2]);
+    for k in 0..2 {
+        assert!(
+            off_a[k].abs_diff(off_b[k]) <= 160,
+            "burst {k} misaligned: {off_a:?} vs {off_b:?}"
+        );
+    }
+    assert_near(
+        "burst 1 start vs media start after ACK",
+        samples_to_ms(off_a[0]),
+        mark(&run, "T_MEDIA1") - mark(&run, "T_ACK"),
+        120,
+    );
+    assert_near(
+        "burst 2 start vs resume media start after ACK",
+        samples_to_ms(off_a[1]),
+        mark(&run, "T_MEDIA2") - mark(&run, "T_ACK"),
+        120,
+    );
+    d.stop();
+}
+
+#[test]
+fn metaswitch_single_mixed_stream() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let a = test_audio(31, 2 * RATE, Codec::Pcmu);
+    write_raw(&dir.join("a.raw"), &a);
+    let keys = [
+        ("loadgen", loadgen(dir)),
+        ("audio_a", dir.join("a.raw").display().to_string()),
+        ("media_ms", "2500".to_string()),
+    ];
+    let run = run_sipp(
+        "metaswitch_single_stream.xml",
+        d.sip_port,
+        &keys,
+        dir,
+        Duration::from_secs(40),
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rec = the_recording(&d);
+    assert_eq!(rec["state"], "complete", "recording: {rec}");
+    let want: BTreeSet<String> = ["7602922411", "7602922410"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        aors(&rec),
+        want,
+        "participants' AoRs (bare numbers, as sent)"
+    );
+    let call_ms = mark(&run, "T_BYE") - mark(&run, "T_ACK");
+    assert_near(
+        "duration_ms",
+        rec["duration_ms"].as_i64().expect("duration_ms"),
+        call_ms,
+        100,
+    );
+    let id = rec["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| rec["id"].to_string());
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let s = channel_stats(&detail, 0);
+    assert_eq!(s["received"], 100, "{s}");
+    assert_eq!(s["lost"], 0, "{s}");
+    let wav = dir.join("export.wav");
+    d.recordings(&["export", &id, "--out", wav.to_str().expect("utf-8 path")]);
+    let w = read_wav(&wav);
+    let chans = w.data;
+    assert_near(
+        "export length (ms) vs ACK→BYE",
+        samples_to_ms(chans[0].len()),
+        call_ms,
+        60,
+    );
+    let off = expect_bursts("channel 0", &chans[0], &[&a]);
+    assert_near(
+        "audio start vs media start after ACK",
+        samples_to_ms(off[0]),
+        mark(&run, "T_MEDIA") - mark(&run, "T_ACK"),
+        120,
+    );
+    d.stop();
+    // Contract: the export is always 2 channels; with one m-line the second is silence.
+    assert_eq!(
+        w.channels, 2,
+        "export of a single-m-line recording: contract says 2 channels"
+    );
+    assert_eq!(ffprobe(&wav), ("pcm_s16le".to_string(), 8000, 2));
+    expect_bursts("channel 1", &chans[1], &[]);
+}
+
+// ---- Checks of the test tooling itself (no daemon needed) ----
+
+/// Our G.711 equals sox's (a third, independent implementation) over every input.
+#[test]
+fn g711_matches_sox() {
+    require_tool("sox", "sox");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let all: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+    let raw = tmp.path().join("all.raw");
+    write_raw(&raw, &all);
+    for (codec, enc) in [(Codec::Pcmu, "u-law"), (Codec::Pcma, "a-law")] {
+        let out = tmp.path().join(format!("all.{enc}"));
+        let st = Command::new("sox")
+            .args([
+                "-D", "-t", "raw", "-e", "signed", "-b", "16", "-r", "8000", "-c", "1",
+            ])
+            .arg(&raw)
+            .args(["-t", "raw", "-e", enc, "-b", "8"])
+            .arg(&out)
+            .status()
+            .expect("running sox");
+        assert!(st.success());
+        let theirs = std::fs::read(&out).expect("sox output");
+        assert_eq!(theirs.len(), all.len());
+        // Encoders may differ at decision thresholds (sox rounds to 14/13 bits, the Sun
+        // reference truncates): only there, and both codes decode to neighbouring levels
+        // around the input.
+        let mut bad = 0;
+        for (s, t) in all.iter().zip(&theirs) {
+            let ours = codec.encode(*s);
+            if ours != *t {
+                bad += 1;
+                let (lo, hi) = (
+                    codec.decode(ours).min(codec.decode(*t)),
+                    codec.decode(ours).max(codec.decode(*t)),
+                );
+                assert!(
+                    lo <= *s && *s <= hi,
+                    "{enc}: {s} not between the two candidate levels {lo}..{hi}"
+                );
+                assert!(
+                    !(0..=255u8).any(|c| lo < codec.decode(c) && codec.decode(c) < hi),
+                    "{enc}: {s} -> {ours:#x}, sox {t:#x}: not neighbouring levels"
+                );
+            }
+        }
+        assert!(
+            bad < all.len() / 50,
+            "{enc}: {bad} encodings differ from sox"
+        );
+        // Decoding: all 256 codes through sox back to s16.
+        let codes: Vec<u8> = (0..=255).collect();
+        let cf = tmp.path().join(format!("codes.{enc}"));
+        std::fs::write(&cf, &codes).expect("write codes");
+        let dec = tmp.path().join(format!("codes.{enc}.raw"));
+        let st = Command::new("sox")
+            .args([
+                "-D", "-t", "raw", "-e", enc, "-b", "8", "-r", "8000", "-c", "1",
+            ])
+            .arg(&cf)
+            .args(["-t", "raw", "-e", "signed", "-b", "16"])
+            .arg(&dec)
+            .status()
+            .expect("running sox");
+        assert!(st.success());
+        let d = std::fs::read(&dec).expect("sox output");
+        for (i, c) in codes.iter().enumerate() {
+            let s = i16::from_le_bytes([d[2 * i], d[2 * i + 1]]);
+            assert_eq!(codec.decode(*c), s, "{enc} decode of {c:#04x}");
+        }
+    }
+    let _ = g711::linear_to_ulaw(0);
+}
+
+/// branchrec-loadgen rtp: wire format, both streams, pace, and DTMF events.
+#[test]
+fn loadgen_rtp_sends_exact_g711_at_real_time_pace() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let a = test_audio(21, 1600, Codec::Pcma); // 10 packets
+    let b = test_audio(22, 800, Codec::Pcmu); // 5 packets
+    write_raw(&dir.join("a.raw"), &a);
+    write_raw(&dir.join("b.raw"), &b);
+    let ra = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let rb = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for s in [&ra, &rb] {
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+    }
+    let t0 = Instant::now();
+    let mut child = Command::new(loadgen(dir))
+        .arg("rtp")
+        .args(["--dtmf", "5"])
+        .arg("--stream")
+        .arg(format!(
+            "{},{},pcma,0xDEADBEEF,65530,4294967000",
+            ra.local_addr().expect("addr"),
+            dir.join("a.raw").display()
+        ))
+        .arg("--stream")
+        .arg(format!(
+            "{},{},pcmu,7",
+            rb.local_addr().expect("addr"),
+            dir.join("b.raw").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run loadgen");
+    let recv_n = |s: UdpSocket, n: usize| {
+        std::thread::spawn(move || -> Vec<(Instant, Vec<u8>)> {
+            let mut buf = [0u8; 2048];
+            (0..n)
+                .map(|_| {
+                    let (len, _) = s.recv_from(&mut buf).expect("packet within 3 s");
+                    (Instant::now(), buf[..len].to_vec())
+                })
+                .collect()
+        })
+    };
+    // Stream A: 10 audio packets + 8 DTMF event packets.
+    let ta = recv_n(ra.try_clone().expect("clone"), 18);
+    let tb = recv_n(rb.try_clone().expect("clone"), 5);
+    let pa = ta.join().expect("receiver A");
+    let pb = tb.join().expect("receiver B");
+    let st = wait_bounded(&mut child, Duration::from_secs(10)).expect("loadgen finished");
+    assert!(st.success());
+    let mut decoded = Vec::new();
+    for (k, (_, p)) in pa.iter().take(10).enumerate() {
+        assert_eq!(p.len(), 172);
+        assert_eq!(p[0], 0x80);
+        assert_eq!(p[1] & 0x7F, 8, "PT PCMA");
+        assert_eq!(p[1] & 0x80 != 0, k == 0, "marker only on the first packet");
+        assert_eq!(
+            u16::from_be_bytes([p[2], p[3]]),
+            65530u16.wrapping_add(k as u16)
+        );
+        assert_eq!(
+            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            4_294_967_000u32.wrapping_add(160 * k as u32)
+        );
+        assert_eq!(&p[8..12], &[0xDE, 0xAD, 0xBE, 0xEF]);
+        decoded.extend(p[12..].iter().map(|&c| Codec::Pcma.decode(c)));
+    }
+    assert_eq!(decoded, a, "PCMA payload decodes to the sent audio");
+    let ev: Vec<&Vec<u8>> = pa[10..].iter().map(|(_, p)| p).collect();
+    assert!(ev
+        .iter()
+        .all(|p| p.len() == 16 && p[1] & 0x7F == 101 && p[12] == 5));
+    assert!(
+        ev.iter().all(|p| p[4..8] == ev[0][4..8]),
+        "one timestamp per event"
+    );
+    assert_eq!(
+        ev.iter().filter(|p| p[13] & 0x80 != 0).count(),
+        3,
+        "three end packets"
+    );
+    let decoded_b: Vec<i16> = pb
+        .iter()
+        .flat_map(|(_, p)| p[12..].iter().map(|&c| Codec::Pcmu.decode(c)))
+        .collect();
+    assert_eq!(decoded_b, b);
+    assert_eq!(pb[0].1[8..12], [0, 0, 0, 7]);
+    // Pace: packet k of both streams leaves at k × 20 ms (absolute schedule).
+    // Bounds are loose on purpose: receive times are taken by threads on a busy 2-core box;
+    // a sender without pacing would deliver all 10 packets within a millisecond or two.
+    let span = pa[9].0 - pa[0].0;
+    assert!(
+        span >= Duration::from_millis(175) && span <= Duration::from_millis(400),
+        "10 packets over {span:?}"
+    );
+    let skew = if pa[4].0 > pb[4].0 {
+        pa[4].0 - pb[4].0
+    } else {
+        pb[4].0 - pa[4].0
+    };
+    assert!(
+        skew < Duration::from_millis(30),
+        "streams not sent together: {skew:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+/// Every SRC scenario runs to completion against SIPp's own stand-in SRS
+/// (tests/sipp/fake_srs_uas.xml): checks the scenarios' syntax, ereg and exec paths.
+#[test]
+fn sipp_scenarios_complete_against_a_fake_srs() {
+    let _g = serial();
+    require_tool("sipp", "sip-tester");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let lg = loadgen(dir);
+    let raw = |name: &str, seed: u64, codec: Codec| {
+        let p = dir.join(format!("{name}.raw"));
+        write_raw(&p, &test_audio(seed, 1600, codec));
+        p.display().to_string()
+    };
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, usize);
+    let cases: Vec<Case> = vec![
+        (
+            "oracle_acme_basic.xml",
+            vec![
+                ("audio_a", raw("a", 1, Codec::Pcmu)),
+                ("audio_b", raw("b", 2, Codec::Pcmu)),
+                ("media_ms", "400".into()),
+            ],
+            1,
+        ),
+        (
+            "avaya_sbce_dtmf.xml",
+            vec![
+                ("audio_a", raw("a", 1, Codec::Pcma)),
+                ("audio_b", raw("b", 2, Codec::Pcma)),
+                ("media_ms", "400".into()),
+            ],
+            1,
+        ),
+        (
+            "metaswitch_single_stream.xml",
+            vec![
+                ("audio_a", raw("a", 1, Codec::Pcmu)),
+                ("media_ms", "400".into()),
+            ],
+            1,
+        ),
+        (
+            "cisco_cube_hold.xml",
+            vec![
+                ("audio_a1", raw("a", 1, Codec::Pcmu)),
+                ("audio_b1", raw("b", 2, Codec::Pcmu)),
+                ("audio_a2", raw("c", 3, Codec::Pcmu)),
+                ("audio_b2", raw("d", 4, Codec::Pcmu)),
+                ("media1_ms", "300".into()),
+                ("hold_ms", "200".into()),
+                ("media2_ms", "300".into()),
+            ],
+            2,
+        ),
+    ];
+    for (scenario, mut keys, media_marks) in cases {
+        keys.push(("loadgen", lg.clone()));
+        let uas_port = free_port();
+        let (mp, _) = free_port_range(6);
+        let mut uas = Command::new("sipp")
+            .arg("-sf")
+            .arg(sipp_dir().join("fake_srs_uas.xml"))
+            .args([
+                "-m",
+                "1",
+                "-nostdin",
+                "-i",
+                "127.0.0.1",
+                "-mi",
+                "127.0.0.1",
+                "-timeout",
+                "20s",
+                "-timeout_error",
+            ])
+            .args(["-p", &uas_port.to_string(), "-mp", &mp.to_string()])
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(dir.join("uas.err"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting sipp UAS");
+        std::thread::sleep(Duration::from_millis(300));
+        let run = run_sipp(scenario, uas_port, &keys, dir, Duration::from_secs(25));
+        let uas_st = wait_bounded(&mut uas, Duration::from_secs(10));
+        assert_eq!(run.code, Some(0), "{scenario}\n{}", run.diagnostics);
+        assert_eq!(
+            uas_st.and_then(|s| s.code()),
+            Some(0),
+            "{scenario}: fake SRS failed: {}",
+            std::fs::read_to_string(dir.join("uas.err")).unwrap_or_default()
+        );
+        let medias = run
+            .marks
+            .keys()
+            .filter(|k| k.starts_with("T_MEDIA"))
+            .count();
+        assert_eq!(medias, media_marks, "{scenario}: marks {:?}", run.marks);
+        assert!(run.marks.contains_key("T_ACK") && run.marks.contains_key("T_BYE"));
+    }
+}
+
+fn run_bench(dir: &Path, args: &[String]) -> Value {
+    let mut child = Command::new(loadgen(dir))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running loadgen bench");
+    // Read stdout in a thread so a full pipe cannot block the child.
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let st =
+        wait_bounded(&mut child, Duration::from_secs(120)).expect("bench finished within 120 s");
+    let out = reader.join().expect("reader");
+    assert!(st.success(), "bench failed: {st}\n{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bench JSON: {e}\n{out}"))
+}
+
+/// The benchmark client against SIPp's stand-in SRS: all calls answered and completed,
+/// exact packet count, /proc sampling of the far end works.
+#[test]
+fn loadgen_bench_against_a_fake_srs() {
+    let _g = serial();
+    require_tool("sipp", "sip-tester");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let port = free_port();
+    let (mp, _) = free_port_range(6);
+    let mut uas = Command::new("sipp")
+        .arg("-sf")
+        .arg(sipp_dir().join("fake_srs_uas.xml"))
+        .args([
+            "-m",
+            "40",
+            "-nostdin",
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-timeout",
+            "30s",
+        ])
+        .args(["-p", &port.to_string(), "-mp", &mp.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting sipp UAS");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = run_bench(
+        dir,
+        &[
+            "--target".into(),
+            format!("127.0.0.1:{port}"),
+            "--calls".into(),
+            "40".into(),
+            "--duration-s".into(),
+            "3".into(),
+            "--ramp-s".into(),
+            "1".into(),
+            "--daemon-pid".into(),
+            uas.id().to_string(),
+            "--settle-ms".into(),
+            "200".into(),
+        ],
+    );
+    let _ = wait_bounded(&mut uas, Duration::from_secs(10));
+    assert_eq!(r["calls_answered"], 40, "{r}");
+    assert_eq!(r["calls_completed"], 40, "{r}");
+    assert_eq!(r["packets_sent"], 40 * 2 * 150, "{r}");
+    assert_eq!(r["deadline_hit"], false);
+    assert!(r["max_tick_lag_ms"].as_f64().expect("lag") < 20.0, "{r}");
+    assert!(
+        r["daemon"]["rss_kb_before"].as_u64().expect("rss sampled") > 0,
+        "{r}"
+    );
+    assert!(
+        r["daemon"]["cpu_us_per_packet"]
+            .as_f64()
+            .expect("cpu sampled")
+            >= 0.0,
+        "{r}"
+    );
+}
+
+/// A small benchmark against the real daemon: every call recorded with zero loss,
+/// verified by the load generator through `recordings list/show --json`.
+#[test]
+fn bench_8_concurrent_calls_zero_loss() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let pid = d.pid().to_string();
+    let r = run_bench(
+        dir,
+        &[
+            "--target".into(),
+            format!("127.0.0.1:{}", d.sip_port),
+            "--calls".into(),
+            "8".into(), // the test config's RTP pool has 100 ports
+            "--duration-s".into(),
+            "4".into(),
+            "--ramp-s".into(),
+            "1".into(),
+            "--daemon-pid".into(),
+            pid,
+            "--config".into(),
+            d.config.display().to_string(),
+            "--branchrec".into(),
+            d.bin.display().to_string(),
+        ],
+    );
+    assert_eq!(r["calls_answered"], 8, "{r}\n--- daemon\n{}", d.log_text());
+    assert_eq!(r["calls_completed"], 8, "{r}");
+    assert_eq!(r["verify"]["checked"], 8, "{r}");
+    assert_eq!(r["verify"]["all_ok"], true, "{r}");
+    assert_eq!(r["verify"]["states"]["complete"], 8, "{r}");
+    d.stop();
+}
