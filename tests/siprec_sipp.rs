@@ -470,13 +470,10 @@ fn metaswitch_single_mixed_stream() {
         120,
     );
     d.stop();
-    // Contract: the export is always 2 channels; with one m-line the second is silence.
-    assert_eq!(
-        w.channels, 2,
-        "export of a single-m-line recording: contract says 2 channels"
-    );
-    assert_eq!(ffprobe(&wav), ("pcm_s16le".to_string(), 8000, 2));
-    expect_bursts("channel 1", &chans[1], &[]);
+    // One channel per recorded stream: a single mixed stream (both parties in it) is
+    // exported mono rather than inventing a silent second party.
+    assert_eq!(w.channels, 1, "one m-line, one channel");
+    assert_eq!(ffprobe(&wav), ("pcm_s16le".to_string(), 8000, 1));
 }
 
 // ---- Checks of the test tooling itself (no daemon needed) ----

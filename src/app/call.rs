@@ -187,7 +187,11 @@ impl PreparedCall {
             tokio::select! {
                 biased;
                 cmd = rx.recv() => match cmd {
-                    Some(CallCmd::End(reason)) => break reason,
+                    Some(CallCmd::End(reason)) => {
+                        // Packets already queued when the BYE arrived belong to the call.
+                        self.drain_sockets(&mut buf);
+                        break reason;
+                    }
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
                     None => break "signalling task gone".to_string(),
                 },
@@ -195,17 +199,7 @@ impl PreparedCall {
                     let Some((ch, n, _from)) = r else { continue };
                     last_rtp = Instant::now();
                     self.on_packet(ch, n, &buf);
-                    // Drain what else is queued without another wake-up.
-                    for _ in 0..64 {
-                        let mut got = false;
-                        for ch in 0..self.sockets.len() {
-                            if let Ok((n, _)) = self.sockets[ch].socket.try_recv_from(&mut buf) {
-                                self.on_packet(ch, n, &buf);
-                                got = true;
-                            }
-                        }
-                        if !got { break; }
-                    }
+                    self.drain_sockets(&mut buf);
                 }
                 _ = tick.tick() => {
                     let now = self.start.elapsed();
@@ -225,7 +219,27 @@ impl PreparedCall {
                 }
             }
         };
-        self.close(&end_reason);
+        // Closing fsyncs the file: keep that off the async worker threads.
+        let done = tokio::task::spawn_blocking(move || self.close(&end_reason)).await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "closing a recording failed");
+        }
+    }
+
+    /// Read what is already queued on the sockets without waiting (bounded).
+    fn drain_sockets(&mut self, buf: &mut [u8]) {
+        for _ in 0..256 {
+            let mut got = false;
+            for ch in 0..self.sockets.len() {
+                if let Ok((n, _)) = self.sockets[ch].socket.try_recv_from(buf) {
+                    self.on_packet(ch, n, buf);
+                    got = true;
+                }
+            }
+            if !got {
+                break;
+            }
+        }
     }
 
     fn on_packet(&mut self, ch: usize, n: usize, buf: &[u8]) {

@@ -76,49 +76,104 @@ pub fn start(cfg: &Config, vault: Arc<dyn KeyWrap>) -> Result<CatalogHandle, any
     Ok(CatalogHandle { tx })
 }
 
+/// Most commands committed together (one fsync).
+const MAX_BATCH: usize = 256;
+
 fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
-    while let Ok(cmd) = rx.recv() {
-        let (what, res) = match cmd {
-            CatalogCmd::Insert(r, reply) => {
-                let res = cat.insert_recording(&r);
-                let out = res.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                let _ = reply.send(res);
-                ("insert", out)
+    while let Ok(first) = rx.recv() {
+        // Group commit: everything queued goes into one transaction; replies and
+        // completion signals are sent only after it is durable.
+        let mut cmds = vec![first];
+        while cmds.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => cmds.push(c),
+                Err(_) => break,
             }
-            CatalogCmd::Participants(id, ps) => (
-                "participants",
-                cat.set_participants(&id, &ps).map_err(|e| e.to_string()),
-            ),
-            CatalogCmd::Channels(id, cs) => (
-                "channels",
-                cat.set_channels(&id, &cs).map_err(|e| e.to_string()),
-            ),
-            CatalogCmd::Metadata(id, v) => (
-                "metadata",
-                cat.add_metadata_version(&id, &v)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-            ),
-            CatalogCmd::SessionId(id, s) => (
-                "session id",
-                cat.set_session_id(&id, &s).map_err(|e| e.to_string()),
-            ),
-            CatalogCmd::Events(id, evs) => (
-                "events",
-                cat.add_events(&id, &evs).map_err(|e| e.to_string()),
-            ),
-            CatalogCmd::Finish(id, f, done) => {
-                let r = cat.finish_recording(&id, &f).map_err(|e| e.to_string());
-                if let Some(d) = done {
-                    let _ = d.send(());
+        }
+        let mut replies = Vec::new();
+        let res = cat.batch(|cat| {
+            for cmd in cmds {
+                if let Some(r) = apply(cat, cmd) {
+                    replies.push(r);
                 }
-                ("finish", r)
             }
-        };
+        });
+        let ok = res.is_ok();
         if let Err(e) = res {
-            tracing::error!(op = what, error = %e, "catalogue write failed");
+            tracing::error!(error = %e, "catalogue commit failed");
+        }
+        for r in replies {
+            match r {
+                Reply::Insert(tx, res) => {
+                    let _ = tx.send(if ok {
+                        res
+                    } else {
+                        Err(CatalogError::Invalid {
+                            field: "commit",
+                            reason: "catalogue commit failed".into(),
+                        })
+                    });
+                }
+                Reply::Done(tx) => {
+                    let _ = tx.send(());
+                }
+            }
         }
     }
+}
+
+enum Reply {
+    Insert(
+        oneshot::Sender<Result<(), CatalogError>>,
+        Result<(), CatalogError>,
+    ),
+    Done(oneshot::Sender<()>),
+}
+
+fn apply(cat: &mut Catalog, cmd: CatalogCmd) -> Option<Reply> {
+    let (what, res, reply) = match cmd {
+        CatalogCmd::Insert(r, reply) => {
+            let res = cat.insert_recording(&r);
+            let out = res.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            ("insert", out, Some(Reply::Insert(reply, res)))
+        }
+        CatalogCmd::Participants(id, ps) => (
+            "participants",
+            cat.set_participants(&id, &ps).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::Channels(id, cs) => (
+            "channels",
+            cat.set_channels(&id, &cs).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::Metadata(id, v) => (
+            "metadata",
+            cat.add_metadata_version(&id, &v)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::SessionId(id, s) => (
+            "session id",
+            cat.set_session_id(&id, &s).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::Events(id, evs) => (
+            "events",
+            cat.add_events(&id, &evs).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::Finish(id, f, done) => (
+            "finish",
+            cat.finish_recording(&id, &f).map_err(|e| e.to_string()),
+            done.map(Reply::Done),
+        ),
+    };
+    if let Err(e) = res {
+        tracing::error!(op = what, error = %e, "catalogue write failed");
+    }
+    reply
 }
 
 /// Recordings still marked `recording` were open when the daemon died: close each at its

@@ -203,6 +203,18 @@ impl Catalog {
         Ok(())
     }
 
+    /// Run several writes in one transaction (one fsync). Each write inside still succeeds
+    /// or fails on its own (savepoints); the batch commits what succeeded.
+    pub fn batch<T>(&mut self, f: impl FnOnce(&mut Catalog) -> T) -> Result<T, CatalogError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let out = f(self);
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        Ok(out)
+    }
+
     /// Insert a new recording in state `recording`.
     pub fn insert_recording(&mut self, r: &NewRecording) -> Result<(), CatalogError> {
         check_id(&r.id)?;
@@ -216,9 +228,7 @@ impl Catalog {
             return Err(invalid("channels", "must be positive"));
         }
         let created_at = Utc::now().timestamp_millis();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_tx(&mut self.conn)?;
         if recording_state(&tx, &r.id)?.is_some() {
             return Err(CatalogError::Duplicate(r.id.clone()));
         }
@@ -253,9 +263,7 @@ impl Catalog {
         id: &str,
         ps: &[ParticipantRow],
     ) -> Result<(), CatalogError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_tx(&mut self.conn)?;
         require_recording(&tx, id)?;
         tx.execute("DELETE FROM participants WHERE recording_id = ?1", [id])?;
         {
@@ -274,9 +282,7 @@ impl Catalog {
 
     /// Replace the channel map of a recording with `cs` (atomically).
     pub fn set_channels(&mut self, id: &str, cs: &[ChannelRow]) -> Result<(), CatalogError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_tx(&mut self.conn)?;
         require_recording(&tx, id)?;
         tx.execute("DELETE FROM channels WHERE recording_id = ?1", [id])?;
         {
@@ -308,9 +314,7 @@ impl Catalog {
         id: &str,
         v: &MetadataVersion,
     ) -> Result<u32, CatalogError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_tx(&mut self.conn)?;
         require_recording(&tx, id)?;
         let last: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seq), 0) FROM metadata_versions WHERE recording_id = ?1",
@@ -341,9 +345,7 @@ impl Catalog {
 
     /// Append events to a recording.
     pub fn add_events(&mut self, id: &str, evs: &[EventRow]) -> Result<(), CatalogError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_tx(&mut self.conn)?;
         require_recording(&tx, id)?;
         {
             let mut ins = tx.prepare_cached(
@@ -394,9 +396,7 @@ impl Catalog {
             .transpose()
             .map_err(|_| invalid("file_bytes", "too large"))?;
         let stats = f.stats_json.as_ref().map(|s| s.to_string());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = write_tx(&mut self.conn)?;
         match recording_state(&tx, id)? {
             None => return Err(CatalogError::NotFound(id.to_owned())),
             Some(RecordingState::Recording) => {}
@@ -544,6 +544,42 @@ impl RecordingDetail {
 
 // ---------------------------------------------------------------------------------------
 // Helpers
+
+/// A write transaction: a top-level IMMEDIATE transaction, or a savepoint when the caller
+/// already opened one with [`Catalog::batch`] (group commit: one fsync for many writes).
+enum WriteTx<'c> {
+    Top(rusqlite::Transaction<'c>),
+    Nested(rusqlite::Savepoint<'c>),
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            WriteTx::Top(t) => t,
+            WriteTx::Nested(s) => s,
+        }
+    }
+}
+
+impl WriteTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            WriteTx::Top(t) => t.commit(),
+            WriteTx::Nested(s) => s.commit(),
+        }
+    }
+}
+
+fn write_tx(conn: &mut Connection) -> rusqlite::Result<WriteTx<'_>> {
+    if conn.is_autocommit() {
+        Ok(WriteTx::Top(conn.transaction_with_behavior(
+            TransactionBehavior::Immediate,
+        )?))
+    } else {
+        Ok(WriteTx::Nested(conn.savepoint()?))
+    }
+}
 
 fn invalid(field: &'static str, reason: &str) -> CatalogError {
     CatalogError::Invalid {
