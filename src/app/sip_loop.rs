@@ -116,8 +116,9 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                                 } else {
                                     srs.accept(now, call, &ports);
                                 }
-                                tracing::info!(recording = %id, ?ports, "recording started");
-                                tasks.spawn(prepared.run(rx));
+                                let span = tracing::info_span!("call", recording = %id);
+                                span.in_scope(|| tracing::info!(?ports, "recording started"));
+                                tasks.spawn(tracing::Instrument::instrument(prepared.run(rx), span));
                                 if !ended {
                                     calls.insert(call, CallHandle { recording_id: id, tx });
                                 }

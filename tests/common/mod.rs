@@ -281,6 +281,18 @@ pub fn run_sipp(
     dir: &Path,
     limit: Duration,
 ) -> SippRun {
+    run_sipp_with(scenario, target_port, keys, dir, limit, &[])
+}
+
+/// [`run_sipp`] with extra SIPp arguments (e.g. `["-t", "t1"]` for SIP over TCP).
+pub fn run_sipp_with(
+    scenario: &str,
+    target_port: u16,
+    keys: &[(&str, String)],
+    dir: &Path,
+    limit: Duration,
+    extra: &[&str],
+) -> SippRun {
     let local = free_port();
     let (mp, _) = free_port_range(6);
     let tag = scenario.trim_end_matches(".xml");
@@ -307,7 +319,8 @@ pub fn run_sipp(
         .arg(&logs)
         .arg("-trace_msg")
         .arg("-message_file")
-        .arg(&msgs);
+        .arg(&msgs)
+        .args(extra);
     for (k, v) in keys {
         cmd.arg("-key").arg(k).arg(v);
     }
