@@ -1008,7 +1008,4 @@ mod tests {
         );
         assert_eq!(t.stats(0).overflow, 1);
     }
-
-    /// Rough cost check (debug build, so generous): 1000 calls × 2 channels × 50
-    /// packets, timed per packet including reorder + decode + polling.
 }
