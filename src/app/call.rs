@@ -36,6 +36,14 @@ pub enum CallCmd {
     Streams(Vec<NegotiatedStream>),
     /// The dialog ended: close the recording.
     End(String),
+    /// Pause (or resume) storing audio: packets are dropped at the timeline input while
+    /// paused, so paused time is silence; the interval is kept as `pause`/`resume` events.
+    Pause {
+        /// Pause (true) or resume (false).
+        paused: bool,
+        /// Who asked: `siprec` (all streams inactive), `control:<actor>`.
+        source: String,
+    },
 }
 
 /// What the SIP loop keeps of a running call.
@@ -62,6 +70,7 @@ pub struct CallSetup {
 pub struct PreparedCall {
     shared: Arc<Shared>,
     id: String,
+    call_id: String,
     sockets: Vec<RtpSocket>,
     mlines: Vec<usize>,
     file: File,
@@ -72,6 +81,10 @@ pub struct PreparedCall {
     holds: Vec<bool>,
     events: Vec<EventRow>,
     write_failed: bool,
+    /// Pause requests in force (by source); audio is dropped while any is.
+    paused_by: Vec<String>,
+    /// Packets dropped while paused.
+    dropped_paused: u64,
 }
 
 /// Why a call could not be set up (the SRC gets 503).
@@ -115,16 +128,16 @@ impl PreparedCall {
             created_unix_ms: created.timestamp_millis().max(0) as u64,
             sample_rate: SAMPLE_RATE,
             channels: setup.recordable.len() as u16,
-            chunk_target_frames: (SAMPLE_RATE as u64 * u64::from(shared.cfg.storage.flush_interval_ms)
+            chunk_target_frames: (SAMPLE_RATE as u64
+                * u64::from(shared.cfg.storage.flush_interval_ms)
                 / 1000) as u32,
             kek_id: shared.vault.kek_id(),
             extra_json: String::new(),
         };
         let (writer, header) = ContainerWriter::new(params, dk, wrapped, prefix)
             .map_err(|e| SetupError::Storage(format!("container: {e}")))?;
-        let file = create_file(&abs, &header).map_err(|e| {
-            SetupError::Storage(format!("creating {}: {e}", abs.display()))
-        })?;
+        let file = create_file(&abs, &header)
+            .map_err(|e| SetupError::Storage(format!("creating {}: {e}", abs.display())))?;
         let row = new_row(&id, &rel.to_string_lossy());
         shared
             .catalog
@@ -150,6 +163,7 @@ impl PreparedCall {
         Ok(PreparedCall {
             shared,
             id,
+            call_id: setup.call_id.clone(),
             sockets,
             mlines: setup.recordable.clone(),
             file,
@@ -160,12 +174,19 @@ impl PreparedCall {
             holds,
             events: Vec::new(),
             write_failed: false,
+            paused_by: Vec::new(),
+            dropped_paused: 0,
         })
     }
 
     /// Recording id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// SIP Call-ID of the recording session.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
     }
 
     /// Local ports, channel order.
@@ -191,6 +212,7 @@ impl PreparedCall {
                 cmd = rx.recv() => match cmd {
                     Some(CallCmd::End(reason)) => break reason,
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
+                    Some(CallCmd::Pause { paused, source }) => self.set_paused(paused, &source),
                     None => break "signalling task gone".to_string(),
                 },
                 r = recv_any(&self.sockets, &mut buf) => {
@@ -235,8 +257,37 @@ impl PreparedCall {
         if is_rtcp(pkt) {
             return;
         }
+        if !self.paused_by.is_empty() {
+            // No paused audio is ever stored: the timeline never sees these packets.
+            self.dropped_paused += 1;
+            return;
+        }
         let at = self.start.elapsed();
         self.timeline.push_rtp(ch, at, pkt);
+    }
+
+    fn set_paused(&mut self, paused: bool, source: &str) {
+        let was = !self.paused_by.is_empty();
+        if paused {
+            if !self.paused_by.iter().any(|s| s == source) {
+                self.paused_by.push(source.to_string());
+            }
+        } else if source.starts_with("control:") {
+            self.paused_by.retain(|s| !s.starts_with("control:"));
+        } else {
+            self.paused_by.retain(|s| s != source);
+        }
+        let now = !self.paused_by.is_empty();
+        if was != now {
+            let at_ms = self.start.elapsed().as_millis() as u64;
+            tracing::info!(recording = %self.id, paused = now, source, "recording paused/resumed");
+            self.events.push(EventRow {
+                at_ms,
+                kind: if now { "pause" } else { "resume" }.into(),
+                channel: None,
+                detail_json: Some(serde_json::json!({ "source": source })),
+            });
+        }
     }
 
     fn update_streams(&mut self, streams: &[NegotiatedStream]) {
@@ -264,6 +315,9 @@ impl PreparedCall {
                 }
             }
         }
+        // RFC 7866 §6.1.3: an SRC pauses recording by making every stream inactive.
+        let all_inactive = !self.holds.is_empty() && self.holds.iter().all(|h| *h);
+        self.set_paused(all_inactive, "siprec");
     }
 
     fn push_block(&mut self, block: &crate::media::AudioBlock) {
@@ -323,6 +377,18 @@ impl PreparedCall {
                 "unsupported_payload": s.unsupported_payload,
             }));
         }
+        if !self.paused_by.is_empty() {
+            let at_ms = end.as_millis() as u64;
+            self.events.push(EventRow {
+                at_ms,
+                kind: "resume".into(),
+                channel: None,
+                detail_json: Some(serde_json::json!({ "source": "end of call" })),
+            });
+        }
+        if self.dropped_paused > 0 {
+            stats.push(serde_json::json!({ "dropped_while_paused": self.dropped_paused }));
+        }
         for (ch, d) in self.timeline.take_dtmf() {
             self.events.push(EventRow {
                 at_ms: d.start_ms,
@@ -336,9 +402,10 @@ impl PreparedCall {
             });
         }
         if !self.events.is_empty() {
-            self.shared
-                .catalog
-                .send(CatalogCmd::Events(self.id.clone(), std::mem::take(&mut self.events)));
+            self.shared.catalog.send(CatalogCmd::Events(
+                self.id.clone(),
+                std::mem::take(&mut self.events),
+            ));
         }
         let duration_ms = end.as_millis() as u64;
         let ended_at = chrono::Utc::now().timestamp_millis();
@@ -359,10 +426,7 @@ impl PreparedCall {
 }
 
 /// Wait until any of the sockets has a datagram; returns (channel, length, source).
-async fn recv_any(
-    sockets: &[RtpSocket],
-    buf: &mut [u8],
-) -> Option<(usize, usize, SocketAddr)> {
+async fn recv_any(sockets: &[RtpSocket], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
     if sockets.is_empty() {
         return std::future::pending().await;
     }

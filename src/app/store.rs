@@ -32,6 +32,10 @@ pub enum CatalogCmd {
     Events(String, Vec<EventRow>),
     /// The recording is closed.
     Finish(String, Finish, Option<oneshot::Sender<()>>),
+    /// What the recording rules decided.
+    Policy(String, crate::catalog::lifecycle::Policy),
+    /// An audit entry: actor, action, target, details.
+    Audit(String, String, String, serde_json::Value),
 }
 
 /// Sends writes to the catalogue thread.
@@ -66,17 +70,58 @@ impl CatalogHandle {
 }
 
 /// Open the catalogue, recover what a crash left open, and start the writer thread.
-pub fn start(cfg: &Config, vault: Arc<dyn KeyWrap>) -> Result<CatalogHandle, anyhow::Error> {
+pub fn start(
+    cfg: &Config,
+    vault: Arc<dyn KeyWrap>,
+    clock: Arc<dyn crate::lifecycle::Clock>,
+) -> Result<CatalogHandle, anyhow::Error> {
     let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
     recover(&mut cat, &cfg.storage.data_dir, vault.as_ref())?;
     let (tx, rx) = mpsc::channel::<CatalogCmd>();
+    let cfg = cfg.clone();
     std::thread::Builder::new()
         .name("catalog".into())
-        .spawn(move || writer(cat, rx))?;
+        .spawn(move || writer(cat, rx, &cfg, clock.as_ref()))?;
     Ok(CatalogHandle { tx })
 }
 
-fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
+/// After a recording closed: discard it (crypto-shred, tombstone) if it is shorter than
+/// its rule's minimum duration and no hold covers it.
+fn discard_if_short(
+    cat: &mut Catalog,
+    cfg: &Config,
+    clock: &dyn crate::lifecycle::Clock,
+    id: &str,
+) {
+    let Ok(Some((min, Some(dur)))) = cat.min_duration(id) else {
+        return;
+    };
+    if min == 0 || dur >= min {
+        return;
+    }
+    let detail = format!("duration {dur} ms below the rule's minimum of {min} ms");
+    match crate::app::retention::delete(
+        cat,
+        cfg,
+        id,
+        crate::catalog::lifecycle::DeleteMode::MinDuration,
+        Some(&detail),
+        "rule",
+        clock.now_ms(),
+    ) {
+        Ok(_) => {
+            tracing::info!(recording = %id, duration_ms = dur, min_ms = min, "short recording discarded (key shredded)")
+        }
+        Err(e) => tracing::warn!(recording = %id, error = %e, "short recording kept"),
+    }
+}
+
+fn writer(
+    mut cat: Catalog,
+    rx: mpsc::Receiver<CatalogCmd>,
+    cfg: &Config,
+    clock: &dyn crate::lifecycle::Clock,
+) {
     while let Ok(cmd) = rx.recv() {
         let (what, res) = match cmd {
             CatalogCmd::Insert(r, reply) => {
@@ -109,11 +154,23 @@ fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
             ),
             CatalogCmd::Finish(id, f, done) => {
                 let r = cat.finish_recording(&id, &f).map_err(|e| e.to_string());
+                if r.is_ok() {
+                    discard_if_short(&mut cat, cfg, clock, &id);
+                }
                 if let Some(d) = done {
                     let _ = d.send(());
                 }
                 ("finish", r)
             }
+            CatalogCmd::Policy(id, p) => {
+                ("policy", cat.set_policy(&id, &p).map_err(|e| e.to_string()))
+            }
+            CatalogCmd::Audit(actor, action, target, details) => (
+                "audit",
+                cat.audit(clock.now_ms(), &actor, &action, &target, details)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ),
         };
         if let Err(e) = res {
             tracing::error!(op = what, error = %e, "catalogue write failed");

@@ -95,6 +95,8 @@ pub struct Offer {
     pub call_id: String,
     /// Who sent it (from the top Via).
     pub src: String,
+    /// URI of the INVITE's `From` header (the SRC's identity), when it parses.
+    pub from_uri: Option<String>,
     /// Whether it was a SIPREC INVITE (metadata present / `+sip.src`) or plain SDP.
     pub siprec: bool,
     /// Why it is not SIPREC, when it is not.
@@ -376,9 +378,14 @@ impl Srs {
         let offer = match sdp::parse(sdp_text) {
             Ok(o) => o,
             Err(e) => {
-                let _ = self
-                    .ep
-                    .respond(now, txn, 400, &format!("Bad Request (SDP: {e})"), vec![], None);
+                let _ = self.ep.respond(
+                    now,
+                    txn,
+                    400,
+                    &format!("Bad Request (SDP: {e})"),
+                    vec![],
+                    None,
+                );
                 return;
             }
         };
@@ -437,6 +444,7 @@ impl Srs {
             call: dialog,
             call_id,
             src: req_source(&req),
+            from_uri: req.from().ok().map(|f| f.uri.raw),
             siprec,
             not_siprec_reason: not_reason,
             recordable,
@@ -628,7 +636,9 @@ fn channels_for(
 }
 
 fn data_mode_str(m: &RecordingMetadata) -> Option<String> {
-    m.data_mode.as_ref().map(|d| format!("{d:?}").to_ascii_lowercase())
+    m.data_mode
+        .as_ref()
+        .map(|d| format!("{d:?}").to_ascii_lowercase())
 }
 
 /// Where the request came from, as its top Via says (`received`/`rport` when present).
