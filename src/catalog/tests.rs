@@ -156,7 +156,7 @@ fn migrates_from_empty() {
             "file_bytes",
             "kek_id",
             "stats_json",
-            "created_at"
+            "created_at",
             "rule",
             "direction",
             "retention_class",
