@@ -134,14 +134,14 @@ fn main() -> anyhow::Result<()> {
             }),
         ),
         (
-            "--participant exact number",
+            "--participant exact number (no match)",
             f(ListFilter {
                 participant: Some("+491234567890".into()),
                 ..Default::default()
             }),
         ),
         (
-            "--participant '+4930123105*' (~5,000)",
+            "--participant '+4930123105*' (~50,000 match)",
             f(ListFilter {
                 participant: Some("+4930123105*".into()),
                 limit: Some(50),

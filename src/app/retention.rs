@@ -219,7 +219,7 @@ pub async fn sweeper(
     loop {
         let now = clock.now_ms();
         let mut blocked = std::collections::BTreeMap::new();
-        if last_sweep.is_none_or(|t| {
+        if last_sweep.map_or(true, |t| {
             t.elapsed() >= Duration::from_secs(u64::from(cfg.retention.sweep_interval_s))
         }) {
             last_sweep = Some(std::time::Instant::now());
@@ -333,7 +333,7 @@ pub async fn sweeper(
                 }
             }
         }
-        if last_sign.is_none_or(|t| {
+        if last_sign.map_or(true, |t| {
             t.elapsed() >= Duration::from_secs(u64::from(cfg.retention.audit_sign_interval_s))
         }) {
             last_sign = Some(std::time::Instant::now());

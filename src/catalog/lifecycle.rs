@@ -663,6 +663,7 @@ impl Catalog {
     /// meanwhile) check that `mode` allows it, call `shred` (which must destroy the file's
     /// key and remove it), write the tombstone and the audit entry, and drop the row and
     /// its personal data (participants, metadata, events, tags cascade).
+    #[allow(clippy::too_many_arguments)]
     pub fn delete_recording(
         &mut self,
         id: &str,

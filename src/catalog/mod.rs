@@ -444,7 +444,7 @@ impl Catalog {
     /// Recordings matching `filter`, newest first.
     ///
     /// The SQL is assembled from the filters given so that each can use its index
-    /// (`started_at`, `tags(tag)`, `participants(number)`/`(aor)`, `call_id`,
+    /// (`started_at`, `(state, started_at)`, `tags(tag)`, `participants(number)`/`(aor)`, `call_id`,
     /// `session_id`); holds are turned into one OR of indexed conditions.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<RecordingSummary>, CatalogError> {
         use rusqlite::types::Value;

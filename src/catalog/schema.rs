@@ -106,6 +106,7 @@ ALTER TABLE recordings ADD COLUMN min_duration_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE recordings ADD COLUMN archived_at     INTEGER;
 
 CREATE INDEX recordings_expires_at ON recordings (expires_at);
+CREATE INDEX recordings_state_started ON recordings (state, started_at);
 
 ALTER TABLE participants ADD COLUMN number TEXT;
 CREATE INDEX participants_number ON participants (number);

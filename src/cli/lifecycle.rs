@@ -310,9 +310,7 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
             let heads = cat.audit_heads()?;
             // Trust only the key on this box: a head signed by another key is a problem.
             let own = crate::vault::FileSigner::load(&cfg.storage.signing_key_file()).ok();
-            let own_pub = own
-                .as_ref()
-                .map(|s| crate::vault::AuditSigner::public_key(s));
+            let own_pub = own.as_ref().map(crate::vault::AuditSigner::public_key);
             let heads_only: Vec<_> = heads.iter().map(|(h, _)| h.clone()).collect();
             let problems = crate::lifecycle::audit::verify(&entries, &heads_only, |h| {
                 let pk_hex = heads

@@ -242,7 +242,7 @@ mod tests {
         };
         let short = &c[..3];
         assert!(verify(short, &[], |_| Ok(())).is_empty());
-        let p = verify(short, &[head.clone()], |_| Ok(()));
+        let p = verify(short, std::slice::from_ref(&head), |_| Ok(()));
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].position, 4);
         let p = verify(&c, &[head], |_| Err("bad signature".into()));

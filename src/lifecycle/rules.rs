@@ -209,15 +209,11 @@ pub fn validate(
         for p in r.participant.iter().chain(&r.src).chain(&r.src_from) {
             check(p).map_err(err)?;
         }
-        if r.direction.contains(&CallDirection::Inbound)
-            || r.direction.contains(&CallDirection::Outbound)
-            || r.direction.contains(&CallDirection::Internal)
-        {
-            if policy.internal.is_empty() {
-                return Err(err(
-                    "`direction` needs `[policy] internal` (the site's own numbers)".into(),
-                ));
-            }
+        let needs_internal = r.direction.iter().any(|d| *d != CallDirection::Unknown);
+        if needs_internal && policy.internal.is_empty() {
+            return Err(err(
+                "`direction` needs `[policy] internal` (the site's own numbers)".into(),
+            ));
         }
         if let Some(t) = &r.time {
             parse_time_range(t).map_err(err)?;
