@@ -52,6 +52,12 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Defaults of the recording rules and the site's own numbers.
+    pub policy: crate::lifecycle::PolicyConfig,
+    /// Retention classes, sweeping, disk watermarks.
+    pub retention: crate::lifecycle::RetentionConfig,
+    /// Ordered recording rules (`[[rules]]`), first match wins.
+    pub rules: Vec<crate::lifecycle::RuleConfig>,
 }
 
 /// `[sip]`
@@ -248,6 +254,18 @@ impl StorageConfig {
     pub fn catalog_path(&self) -> PathBuf {
         self.data_dir.join("catalog.sqlite")
     }
+    /// Ed25519 key that signs the audit chain head: `signing.key` next to the key file.
+    pub fn signing_key_file(&self) -> PathBuf {
+        let k = self.key_file();
+        match k.parent() {
+            Some(d) => d.join("signing.key"),
+            None => PathBuf::from("signing.key"),
+        }
+    }
+    /// Local control socket of the running daemon (`recordings pause|resume`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
     /// Directory of recording containers.
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
@@ -368,6 +386,11 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty".into()));
         }
+        self.retention.validate().map_err(|(k, m)| invalid(&k, m))?;
+        crate::lifecycle::rules::validate(&self.rules, &self.policy, |c| {
+            self.retention.classes.contains_key(c)
+        })
+        .map_err(|(k, m)| invalid(&k, m))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
         Ok(())
@@ -410,6 +433,22 @@ mod tests {
         assert!(e.to_string().contains("lissen"), "{e}");
         let e = parse("[sipp]\n").unwrap_err();
         assert!(e.to_string().contains("sipp"), "{e}");
+    }
+
+    #[test]
+    fn rules_and_retention_are_validated() {
+        let c = parse(
+            "[retention]\nclasses = { default = \"90 days\", mifid = \"5 years\" }\n\
+             [[rules]]\nname = \"m\"\nparticipant = [\"+4930*\"]\nretention = \"mifid\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rules.len(), 1);
+        let e = parse("[[rules]]\nname = \"m\"\nretention = \"mifid\"\n").unwrap_err();
+        assert!(e.to_string().contains("mifid"), "{e}");
+        let e = parse("[retention]\nclasses = { default = \"ninety\" }\n").unwrap_err();
+        assert!(e.to_string().contains("retention.classes.default"), "{e}");
+        let e = parse("[[rules]]\nname = \"m\"\nrecrod = false\n").unwrap_err();
+        assert!(e.to_string().contains("recrod"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod lifecycle;
 pub mod media;
 pub mod pii;
 pub mod recording;

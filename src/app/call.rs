@@ -36,6 +36,14 @@ pub enum CallCmd {
     Streams(Vec<Option<NegotiatedStream>>),
     /// The dialog ended: close the recording.
     End(String),
+    /// Pause (or resume) storing audio: packets are dropped at the timeline input while
+    /// paused, so paused time is silence; the interval is kept as `pause`/`resume` events.
+    Pause {
+        /// Pause (true) or resume (false).
+        paused: bool,
+        /// Who asked: `siprec` (all streams inactive), `control:<actor>`.
+        source: String,
+    },
 }
 
 /// What the SIP loop keeps of a running call.
@@ -62,6 +70,7 @@ pub struct CallSetup {
 pub struct PreparedCall {
     shared: Arc<Shared>,
     id: String,
+    call_id: String,
     sockets: Vec<RtpSocket>,
     file: File,
     writer: ContainerWriter,
@@ -71,6 +80,10 @@ pub struct PreparedCall {
     holds: Vec<bool>,
     events: Vec<EventRow>,
     write_failed: bool,
+    /// Pause requests in force (by source); audio is dropped while any is.
+    paused_by: Vec<String>,
+    /// Packets dropped while paused.
+    dropped_paused: u64,
 }
 
 /// Why a call could not be set up (the SRC gets 503).
@@ -149,6 +162,7 @@ impl PreparedCall {
         Ok(PreparedCall {
             shared,
             id,
+            call_id: setup.call_id.clone(),
             sockets,
             file,
             writer,
@@ -158,12 +172,19 @@ impl PreparedCall {
             holds,
             events: Vec::new(),
             write_failed: false,
+            paused_by: Vec::new(),
+            dropped_paused: 0,
         })
     }
 
     /// Recording id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// SIP Call-ID of the recording session.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
     }
 
     /// Local ports, channel order.
@@ -193,6 +214,7 @@ impl PreparedCall {
                         break reason;
                     }
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
+                    Some(CallCmd::Pause { paused, source }) => self.set_paused(paused, &source),
                     None => break "signalling task gone".to_string(),
                 },
                 r = recv_any(&self.sockets, &mut buf) => {
@@ -247,8 +269,37 @@ impl PreparedCall {
         if is_rtcp(pkt) {
             return;
         }
+        if !self.paused_by.is_empty() {
+            // No paused audio is ever stored: the timeline never sees these packets.
+            self.dropped_paused += 1;
+            return;
+        }
         let at = self.start.elapsed();
         self.timeline.push_rtp(ch, at, pkt);
+    }
+
+    fn set_paused(&mut self, paused: bool, source: &str) {
+        let was = !self.paused_by.is_empty();
+        if paused {
+            if !self.paused_by.iter().any(|s| s == source) {
+                self.paused_by.push(source.to_string());
+            }
+        } else if source.starts_with("control:") {
+            self.paused_by.retain(|s| !s.starts_with("control:"));
+        } else {
+            self.paused_by.retain(|s| s != source);
+        }
+        let now = !self.paused_by.is_empty();
+        if was != now {
+            let at_ms = self.start.elapsed().as_millis() as u64;
+            tracing::info!(recording = %self.id, paused = now, source, "recording paused/resumed");
+            self.events.push(EventRow {
+                at_ms,
+                kind: if now { "pause" } else { "resume" }.into(),
+                channel: None,
+                detail_json: Some(serde_json::json!({ "source": source })),
+            });
+        }
     }
 
     fn update_streams(&mut self, streams: &[Option<NegotiatedStream>]) {
@@ -277,6 +328,9 @@ impl PreparedCall {
                 }
             }
         }
+        // RFC 7866 §6.1.3: an SRC pauses recording by making every stream inactive.
+        let all_inactive = !self.holds.is_empty() && self.holds.iter().all(|h| *h);
+        self.set_paused(all_inactive, "siprec");
     }
 
     fn push_block(&mut self, block: &crate::media::AudioBlock) {
@@ -335,6 +389,18 @@ impl PreparedCall {
                 "ssrc_changes": s.ssrc_changes,
                 "unsupported_payload": s.unsupported_payload,
             }));
+        }
+        if !self.paused_by.is_empty() {
+            let at_ms = end.as_millis() as u64;
+            self.events.push(EventRow {
+                at_ms,
+                kind: "resume".into(),
+                channel: None,
+                detail_json: Some(serde_json::json!({ "source": "end of call" })),
+            });
+        }
+        if self.dropped_paused > 0 {
+            stats.push(serde_json::json!({ "dropped_while_paused": self.dropped_paused }));
         }
         for (ch, d) in self.timeline.take_dtmf() {
             self.events.push(EventRow {

@@ -84,6 +84,8 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
         },
     );
     let mut calls: HashMap<DialogId, CallHandle> = HashMap::new();
+    // Sessions answered without recording (a rule said `record = false`).
+    let mut skipped: std::collections::HashSet<DialogId> = Default::default();
     let mut preparing: HashMap<DialogId, bool> = HashMap::new(); // value: ended meanwhile
     let mut tasks = tokio::task::JoinSet::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -110,6 +112,7 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                             Ok(prepared) => {
                                 let ports = prepared.ports();
                                 let id = prepared.id().to_string();
+                                let sip_call_id = prepared.call_id().to_string();
                                 let (tx, rx) = mpsc::unbounded_channel();
                                 if ended {
                                     let _ = tx.send(CallCmd::End("ended before set-up completed".into()));
@@ -120,6 +123,10 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                                 span.in_scope(|| tracing::info!(?ports, "recording started"));
                                 tasks.spawn(tracing::Instrument::instrument(prepared.run(rx), span));
                                 if !ended {
+                                    shared.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                                        id.clone(),
+                                        crate::app::control::LiveCall { call_id: sip_call_id, tx: tx.clone() },
+                                    );
                                     calls.insert(call, CallHandle { recording_id: id, tx });
                                 }
                             }
@@ -140,7 +147,15 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
             send(&udp, &tcp_conns, t.peer, t.data).await;
         }
         while let Some(ev) = srs.poll_event() {
-            handle_event(&shared, &mut srs, ev, &mut calls, &mut preparing, &in_tx);
+            handle_event(
+                &shared,
+                &mut srs,
+                ev,
+                &mut calls,
+                &mut preparing,
+                &mut skipped,
+                &in_tx,
+            );
         }
     }
     for (_, c) in calls.drain() {
@@ -162,6 +177,7 @@ fn handle_event(
     ev: SrsEvent,
     calls: &mut HashMap<DialogId, CallHandle>,
     preparing: &mut HashMap<DialogId, bool>,
+    skipped: &mut std::collections::HashSet<DialogId>,
     in_tx: &mpsc::Sender<Inbound>,
 ) {
     match ev {
@@ -179,30 +195,30 @@ fn handle_event(
                 );
                 return;
             }
-            match free_mb(&cfg.storage.data_dir) {
-                Ok(mb) if mb < cfg.storage.min_free_mb => {
-                    tracing::error!(free_mb = mb, "data disk nearly full: refusing calls");
-                    srs.reject(
-                        now,
-                        offer.call,
-                        503,
-                        "Service Unavailable (storage full)",
-                        Some(cfg.sip.retry_after_s),
-                    );
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "data disk unusable: refusing calls");
-                    srs.reject(
-                        now,
-                        offer.call,
-                        503,
-                        "Service Unavailable (storage unavailable)",
-                        Some(cfg.sip.retry_after_s),
-                    );
-                    return;
-                }
-                Ok(_) => {}
+            if let Err(why) = admit(shared) {
+                srs.reject(
+                    now,
+                    offer.call,
+                    503,
+                    &format!("Service Unavailable ({why})"),
+                    Some(cfg.sip.retry_after_s),
+                );
+                return;
+            }
+            let decision = decide(shared, &offer);
+            if !decision.record {
+                // Policy says do not record: answer 200 OK with every stream declined
+                // (port 0), keep no media and no file (see docs/lifecycle.md).
+                tracing::info!(rule = ?decision.rule, "call not recorded by rule");
+                shared.catalog.send(CatalogCmd::Audit(
+                    "rule".into(),
+                    "call.not_recorded".into(),
+                    offer.call_id.clone(),
+                    serde_json::json!({ "rule": decision.rule, "src": offer.src, "direction": decision.direction.as_str() }),
+                ));
+                skipped.insert(offer.call);
+                srs.accept(now, offer.call, &[]);
+                return;
             }
             if let Some(r) = &offer.not_siprec_reason {
                 tracing::info!(reason = %r, "INVITE is not SIPREC: recording its SDP streams without metadata");
@@ -212,12 +228,17 @@ fn handle_event(
             let tx = in_tx.clone();
             tokio::spawn(async move {
                 let call = offer.call;
-                let res = prepare(shared, *offer).await;
+                let res = prepare(shared, *offer, decision).await;
                 let _ = tx.send(Inbound::Prepared(call, res)).await;
             });
         }
         SrsEvent::Established { call } => {
             tracing::debug!(?call, "session established");
+        }
+        SrsEvent::MediaUpdated { call, .. } | SrsEvent::Metadata { call, .. }
+            if skipped.contains(&call) => {}
+        SrsEvent::Ended { call, .. } if skipped.contains(&call) => {
+            skipped.remove(&call);
         }
         SrsEvent::MediaUpdated {
             call,
@@ -247,6 +268,11 @@ fn handle_event(
         }
         SrsEvent::Ended { call, reason } => {
             if let Some(c) = calls.remove(&call) {
+                shared
+                    .live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&c.recording_id);
                 let _ = c.tx.send(CallCmd::End(reason));
             } else if let Some(e) = preparing.get_mut(&call) {
                 *e = true;
@@ -255,7 +281,69 @@ fn handle_event(
     }
 }
 
-async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, SetupError> {
+/// Whether the box can take a new call now (storage); `Err` says why not.
+fn admit(shared: &Shared) -> Result<(), String> {
+    let cfg = &shared.cfg;
+    if shared.gate.refusing() {
+        tracing::error!(
+            "data disk over the high watermark with only protected recordings: refusing calls"
+        );
+        return Err("storage full: only protected recordings remain".into());
+    }
+    match free_mb(&cfg.storage.data_dir) {
+        Ok(mb) if mb < cfg.storage.min_free_mb => {
+            tracing::error!(free_mb = mb, "data disk nearly full: refusing calls");
+            shared.gate.poke();
+            Err("storage full".into())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "data disk unusable: refusing calls");
+            Err("storage unavailable".into())
+        }
+        Ok(_) => {
+            if let Ok(u) = crate::app::retention::disk_usage(&cfg.storage.data_dir) {
+                if u.used_pct() >= f64::from(cfg.retention.high_watermark_pct) {
+                    shared.gate.poke();
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Evaluate the recording rules for an offered call.
+fn decide(shared: &Shared, offer: &Offer) -> crate::lifecycle::rules::RuleDecision {
+    use chrono::{Datelike, TimeZone};
+    let now_ms = shared.clock.now_ms();
+    let local = chrono::Local
+        .timestamp_millis_opt(now_ms)
+        .single()
+        .unwrap_or_else(chrono::Local::now);
+    let participants: Vec<String> = offer
+        .parsed_metadata
+        .as_ref()
+        .map(|m| {
+            m.participants
+                .iter()
+                .filter_map(|p| p.aors.first().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let facts = crate::lifecycle::rules::CallFacts {
+        participants,
+        src_addr: offer.src.clone(),
+        src_from: offer.from_uri.clone(),
+        local_time: local.time(),
+        weekday: Some(local.weekday()),
+    };
+    crate::lifecycle::rules::evaluate(&shared.cfg.rules, &shared.cfg.policy, &facts)
+}
+
+async fn prepare(
+    shared: Arc<Shared>,
+    offer: Offer,
+    decision: crate::lifecycle::rules::RuleDecision,
+) -> Result<PreparedCall, SetupError> {
     let setup = CallSetup {
         call_id: offer.call_id.clone(),
         src: offer.src.clone(),
@@ -279,6 +367,20 @@ async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, Setu
         kek_id: Some(shared2.vault.kek_id()),
     })
     .await?;
+    shared2.catalog.send(CatalogCmd::Policy(
+        prepared.id().to_string(),
+        crate::catalog::lifecycle::Policy {
+            rule: decision.rule.clone(),
+            direction: Some(decision.direction.as_str().to_string()),
+            retention_ms: shared2
+                .cfg
+                .retention
+                .retention_ms(&decision.retention_class),
+            retention_class: decision.retention_class.clone(),
+            min_duration_ms: decision.min_duration_ms,
+            tags: decision.tags.clone(),
+        },
+    ));
     if let Some(v) = &offer.metadata {
         store_metadata(
             &shared2,

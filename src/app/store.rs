@@ -32,6 +32,10 @@ pub enum CatalogCmd {
     Events(String, Vec<EventRow>),
     /// The recording is closed.
     Finish(String, Finish, Option<oneshot::Sender<()>>),
+    /// What the recording rules decided.
+    Policy(String, crate::catalog::lifecycle::Policy),
+    /// An audit entry: actor, action, target, details.
+    Audit(String, String, String, serde_json::Value),
 }
 
 /// Sends writes to the catalogue thread.
@@ -66,20 +70,61 @@ impl CatalogHandle {
 }
 
 /// Open the catalogue, recover what a crash left open, and start the writer thread.
-pub fn start(cfg: &Config, vault: Arc<dyn KeyWrap>) -> Result<CatalogHandle, anyhow::Error> {
+pub fn start(
+    cfg: &Config,
+    vault: Arc<dyn KeyWrap>,
+    clock: Arc<dyn crate::lifecycle::Clock>,
+) -> Result<CatalogHandle, anyhow::Error> {
     let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
     recover(&mut cat, &cfg.storage.data_dir, vault.as_ref())?;
     let (tx, rx) = mpsc::channel::<CatalogCmd>();
+    let cfg = cfg.clone();
     std::thread::Builder::new()
         .name("catalog".into())
-        .spawn(move || writer(cat, rx))?;
+        .spawn(move || writer(cat, rx, &cfg, clock.as_ref()))?;
     Ok(CatalogHandle { tx })
+}
+
+/// After a recording closed: discard it (crypto-shred, tombstone) if it is shorter than
+/// its rule's minimum duration and no hold covers it.
+fn discard_if_short(
+    cat: &mut Catalog,
+    cfg: &Config,
+    clock: &dyn crate::lifecycle::Clock,
+    id: &str,
+) {
+    let Ok(Some((min, Some(dur)))) = cat.min_duration(id) else {
+        return;
+    };
+    if min == 0 || dur >= min {
+        return;
+    }
+    let detail = format!("duration {dur} ms below the rule's minimum of {min} ms");
+    match crate::app::retention::delete(
+        cat,
+        cfg,
+        id,
+        crate::catalog::lifecycle::DeleteMode::MinDuration,
+        Some(&detail),
+        "rule",
+        clock.now_ms(),
+    ) {
+        Ok(_) => {
+            tracing::info!(recording = %id, duration_ms = dur, min_ms = min, "short recording discarded (key shredded)")
+        }
+        Err(e) => tracing::warn!(recording = %id, error = %e, "short recording kept"),
+    }
 }
 
 /// Most commands committed together (one fsync).
 const MAX_BATCH: usize = 256;
 
-fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
+fn writer(
+    mut cat: Catalog,
+    rx: mpsc::Receiver<CatalogCmd>,
+    cfg: &Config,
+    clock: &dyn crate::lifecycle::Clock,
+) {
     while let Ok(first) = rx.recv() {
         // Group commit: everything queued goes into one transaction; replies and
         // completion signals are sent only after it is durable.
@@ -91,9 +136,13 @@ fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
             }
         }
         let mut replies = Vec::new();
+        let mut finished = Vec::new();
         let res = cat.batch(|cat| {
             for cmd in cmds {
-                if let Some(r) = apply(cat, cmd) {
+                if let CatalogCmd::Finish(id, ..) = &cmd {
+                    finished.push(id.clone());
+                }
+                if let Some(r) = apply(cat, cmd, clock) {
                     replies.push(r);
                 }
             }
@@ -119,6 +168,12 @@ fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
                 }
             }
         }
+        // Deleting touches files and takes its own transaction: after the commit.
+        if ok {
+            for id in finished {
+                discard_if_short(&mut cat, cfg, clock, &id);
+            }
+        }
     }
 }
 
@@ -130,7 +185,7 @@ enum Reply {
     Done(oneshot::Sender<()>),
 }
 
-fn apply(cat: &mut Catalog, cmd: CatalogCmd) -> Option<Reply> {
+fn apply(cat: &mut Catalog, cmd: CatalogCmd, clock: &dyn crate::lifecycle::Clock) -> Option<Reply> {
     let (what, res, reply) = match cmd {
         CatalogCmd::Insert(r, reply) => {
             let res = cat.insert_recording(&r);
@@ -168,6 +223,18 @@ fn apply(cat: &mut Catalog, cmd: CatalogCmd) -> Option<Reply> {
             "finish",
             cat.finish_recording(&id, &f).map_err(|e| e.to_string()),
             done.map(Reply::Done),
+        ),
+        CatalogCmd::Policy(id, p) => (
+            "policy",
+            cat.set_policy(&id, &p).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::Audit(actor, action, target, details) => (
+            "audit",
+            cat.audit(clock.now_ms(), &actor, &action, &target, details)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None,
         ),
     };
     if let Err(e) = res {

@@ -13,6 +13,7 @@
 //! `docs/catalog-schema.md`). [`Catalog::open`] creates and migrates; a database written
 //! by a newer branchrec is refused rather than touched.
 
+pub mod lifecycle;
 mod render;
 mod schema;
 mod types;
@@ -26,9 +27,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 pub use render::render_table;
 pub use schema::SCHEMA_VERSION;
 pub use types::{
-    ChannelRow, ChannelSummary, DataMode, EventRow, Finish, ListFilter, MappingSource,
-    MetadataVersion, NewRecording, ParticipantRow, ParticipantSummary, RecordingDetail,
-    RecordingRow, RecordingState, RecordingSummary, Source, StoredMetadataVersion,
+    ChannelRow, ChannelSummary, DataMode, EventRow, Finish, LifecycleSummary, ListFilter,
+    MappingSource, MetadataVersion, NewRecording, ParticipantRow, ParticipantSummary,
+    RecordingDetail, RecordingRow, RecordingState, RecordingSummary, Source, StoredMetadataVersion,
 };
 
 /// How long a connection waits for a lock held by another connection.
@@ -82,6 +83,14 @@ pub enum CatalogError {
         id: String,
         /// Its current state.
         state: RecordingState,
+    },
+    /// The life cycle protects this recording (hold, archive, still recording).
+    #[error("recording {id} is protected and was not deleted: {reason}")]
+    Protected {
+        /// Recording id.
+        id: String,
+        /// Why (hold ids, not archived, ...).
+        reason: String,
     },
     /// A value given to the catalogue is not acceptable.
     #[error("invalid {field}: {reason}")]
@@ -268,11 +277,15 @@ impl Catalog {
         tx.execute("DELETE FROM participants WHERE recording_id = ?1", [id])?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO participants (recording_id, participant_id, name, aor)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO participants (recording_id, participant_id, name, aor, number)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for p in ps {
-                ins.execute(params![id, p.participant_id, p.name, p.aor])
+                let number = p
+                    .aor
+                    .as_deref()
+                    .and_then(crate::lifecycle::pattern::number_of);
+                ins.execute(params![id, p.participant_id, p.name, p.aor, number])
                     .map_err(|e| constraint_as_invalid(e, "participant_id", "duplicate id"))?;
             }
         }
@@ -410,7 +423,8 @@ impl Catalog {
         tx.execute(
             "UPDATE recordings SET ended_at = ?2, duration_ms = ?3, state = ?4,
                  file_sha256 = ?5, file_bytes = ?6, codec = COALESCE(?7, codec),
-                 stats_json = ?8
+                 stats_json = ?8,
+                 expires_at = CASE WHEN retention_ms IS NULL THEN NULL ELSE ?2 + retention_ms END
              WHERE id = ?1",
             params![
                 id,
@@ -428,25 +442,119 @@ impl Catalog {
     }
 
     /// Recordings matching `filter`, newest first.
+    ///
+    /// The SQL is assembled from the filters given so that each can use its index
+    /// (`started_at`, `(state, started_at)`, `tags(tag)`, `participants(number)`/`(aor)`, `call_id`,
+    /// `session_id`); holds are turned into one OR of indexed conditions.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<RecordingSummary>, CatalogError> {
+        use rusqlite::types::Value;
         let tx = self.conn.unchecked_transaction()?;
-        let limit = filter.limit.map_or(-1, i64::from);
-        let state = filter.state.map(RecordingState::as_str);
+        let now = if filter.now_ms == 0 {
+            Utc::now().timestamp_millis()
+        } else {
+            filter.now_ms
+        };
+        let holds = lifecycle::active_holds_pub(&tx)?;
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        let arg = |v: Value, args: &mut Vec<Value>| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        if let Some(st) = filter.state {
+            let a = arg(Value::Text(st.as_str().into()), &mut args);
+            conds.push(format!("r.state = {a}"));
+        }
+        if let Some(t) = filter.since_ms {
+            let a = arg(Value::Integer(t), &mut args);
+            conds.push(format!("r.started_at >= {a}"));
+        }
+        if let Some(t) = filter.until_ms {
+            let a = arg(Value::Integer(t), &mut args);
+            conds.push(format!("r.started_at < {a}"));
+        }
+        if let Some(c) = &filter.call {
+            let a = arg(Value::Text(c.clone()), &mut args);
+            conds.push(format!("(r.call_id = {a} OR r.session_id = {a})"));
+        }
+        if let Some(t) = &filter.tag {
+            let a = arg(Value::Text(t.clone()), &mut args);
+            conds.push(format!(
+                "r.id IN (SELECT recording_id FROM tags WHERE tag = {a})"
+            ));
+        }
+        if let Some(p) = &filter.participant {
+            crate::lifecycle::pattern::check(p).map_err(|m| CatalogError::Invalid {
+                field: "participant",
+                reason: m,
+            })?;
+            let a = arg(Value::Text(p.clone()), &mut args);
+            conds.push(format!(
+                "r.id IN (SELECT recording_id FROM participants WHERE number GLOB {a} \
+                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a})"
+            ));
+        }
+        if let Some(want) = filter.held {
+            let mut ors: Vec<String> = Vec::new();
+            for (_, h) in &holds {
+                use crate::lifecycle::holds::HoldTarget as H;
+                ors.push(match h {
+                    H::Recording(id) => {
+                        format!("r.id = {}", arg(Value::Text(id.clone()), &mut args))
+                    }
+                    H::Call(c) => {
+                        let a = arg(Value::Text(c.clone()), &mut args);
+                        format!("r.call_id = {a} OR r.session_id = {a}")
+                    }
+                    H::Participant(p) => {
+                        let a = arg(Value::Text(p.clone()), &mut args);
+                        format!(
+                            "r.id IN (SELECT recording_id FROM participants WHERE number GLOB {a} \
+                                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a})"
+                        )
+                    }
+                    H::Window { from_ms, to_ms } => {
+                        let f = arg(Value::Integer(*from_ms), &mut args);
+                        let t = arg(Value::Integer(*to_ms), &mut args);
+                        let n = arg(Value::Integer(now), &mut args);
+                        format!("(r.started_at <= {t} AND COALESCE(r.ended_at, {n}) >= {f})")
+                    }
+                });
+            }
+            let any = if ors.is_empty() {
+                "0".to_string()
+            } else {
+                format!("({})", ors.join(" OR "))
+            };
+            conds.push(if want { any } else { format!("NOT {any}") });
+        }
+        let limit = arg(
+            Value::Integer(filter.limit.map_or(-1, i64::from)),
+            &mut args,
+        );
+        let where_ = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT r.id, r.call_id, r.session_id, r.source, r.started_at, r.ended_at, r.duration_ms,
+                 r.codec, r.state, r.rule, r.retention_class, r.expires_at, r.archived_at
+             FROM recordings r {where_}
+             ORDER BY r.started_at DESC, r.id ASC
+             LIMIT {limit}"
+        );
         let heads = {
-            let mut st = tx.prepare_cached(
-                "SELECT id, call_id, session_id, source, started_at, ended_at, duration_ms,
-                     codec, state
-                 FROM recordings
-                 WHERE (?1 IS NULL OR state = ?1)
-                 ORDER BY started_at DESC, id ASC
-                 LIMIT ?2",
+            let mut st = tx.prepare_cached(&sql)?;
+            let rows = st.query_map(
+                rusqlite::params_from_iter(args.iter()),
+                SummaryHead::from_row,
             )?;
-            let rows = st.query_map(params![state, limit], SummaryHead::from_row)?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
         let out = heads
             .into_iter()
-            .map(|h| h.complete(&tx))
+            .map(|h| h.complete(&tx, &holds, now))
             .collect::<Result<Vec<_>, _>>()?;
         tx.finish()?;
         Ok(out)
@@ -488,8 +596,8 @@ impl Catalog {
     pub fn recordings_in_state(&self, state: &str) -> Result<Vec<RecordingSummary>, CatalogError> {
         let state: RecordingState = state.parse()?;
         let mut rows = self.list(&ListFilter {
-            limit: None,
             state: Some(state),
+            ..ListFilter::default()
         })?;
         rows.reverse();
         Ok(rows)
@@ -538,6 +646,7 @@ impl RecordingDetail {
             channels,
             codec: r.codec.clone(),
             state: r.state,
+            lifecycle: LifecycleSummary::default(),
         })
     }
 }
@@ -700,6 +809,10 @@ struct SummaryHead {
     duration_ms: Option<i64>,
     codec: String,
     state: String,
+    rule: Option<String>,
+    retention_class: Option<String>,
+    expires_at: Option<i64>,
+    archived_at: Option<i64>,
 }
 
 impl SummaryHead {
@@ -714,11 +827,53 @@ impl SummaryHead {
             duration_ms: r.get(6)?,
             codec: r.get(7)?,
             state: r.get(8)?,
+            rule: r.get(9)?,
+            retention_class: r.get(10)?,
+            expires_at: r.get(11)?,
+            archived_at: r.get(12)?,
         })
     }
 
-    fn complete(self, conn: &Connection) -> Result<RecordingSummary, CatalogError> {
-        let participants = load_participants(conn, &self.id)?
+    fn complete(
+        self,
+        conn: &Connection,
+        holds: &[(i64, crate::lifecycle::holds::HoldTarget)],
+        now_ms: i64,
+    ) -> Result<RecordingSummary, CatalogError> {
+        let prows = load_participants(conn, &self.id)?;
+        let held = {
+            let hf = crate::lifecycle::holds::HoldFacts {
+                id: &self.id,
+                call_id: &self.call_id,
+                session_id: self.session_id.as_deref(),
+                participants: prows.iter().filter_map(|p| p.aor.as_deref()).collect(),
+                started_at_ms: self.started_at,
+                ended_at_ms: self.ended_at,
+            };
+            holds
+                .iter()
+                .any(|(_, t)| crate::lifecycle::holds::covers(t, &hf, now_ms))
+        };
+        let lifecycle = LifecycleSummary {
+            rule: self.rule.clone(),
+            tags: {
+                let mut st = conn
+                    .prepare_cached("SELECT tag FROM tags WHERE recording_id = ?1 ORDER BY tag")?;
+                let r = st.query_map([&self.id], |r| r.get(0))?;
+                r.collect::<Result<Vec<String>, _>>()?
+            },
+            retention_class: self.retention_class.clone(),
+            expires: self
+                .expires_at
+                .map(|t| rfc3339(t, "recordings.expires_at"))
+                .transpose()?,
+            archived: self
+                .archived_at
+                .map(|t| rfc3339(t, "recordings.archived_at"))
+                .transpose()?,
+            held,
+        };
+        let participants = prows
             .into_iter()
             .map(|p| ParticipantSummary {
                 participant_id: p.participant_id,
@@ -777,6 +932,7 @@ impl SummaryHead {
             participants,
             channels,
             codec: self.codec,
+            lifecycle,
         })
     }
 }

@@ -133,6 +133,7 @@ mod tests {
             }],
             codec: "PCMU".to_owned(),
             state: RecordingState::Complete,
+            lifecycle: Default::default(),
         }
     }
 

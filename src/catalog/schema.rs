@@ -10,7 +10,7 @@ use rusqlite::Transaction;
 pub(super) type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// All migrations; entry `i` brings the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[Migration] = &[v1_initial];
+pub(super) const MIGRATIONS: &[Migration] = &[v1_initial, v2_lifecycle];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -89,4 +89,104 @@ CREATE TABLE events (
 CREATE INDEX events_recording ON events (recording_id, at_ms);
 "#,
     )
+}
+
+/// Version 2: the legal life cycle — rule outcome, retention and archive state on
+/// `recordings`; `participants.number`; `tags`, `holds`, `tombstones`, `audit_log`,
+/// `audit_heads`.
+fn v2_lifecycle(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE recordings ADD COLUMN rule            TEXT;
+ALTER TABLE recordings ADD COLUMN direction       TEXT;
+ALTER TABLE recordings ADD COLUMN retention_class TEXT;
+ALTER TABLE recordings ADD COLUMN retention_ms    INTEGER;
+ALTER TABLE recordings ADD COLUMN expires_at      INTEGER;
+ALTER TABLE recordings ADD COLUMN min_duration_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE recordings ADD COLUMN archived_at     INTEGER;
+
+CREATE INDEX recordings_expires_at ON recordings (expires_at);
+CREATE INDEX recordings_state_started ON recordings (state, started_at);
+
+ALTER TABLE participants ADD COLUMN number TEXT;
+CREATE INDEX participants_number ON participants (number);
+CREATE INDEX participants_recording_aor ON participants (recording_id, aor);
+
+CREATE TABLE tags (
+    recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+    tag          TEXT NOT NULL,
+    PRIMARY KEY (recording_id, tag)
+) STRICT;
+CREATE INDEX tags_tag ON tags (tag, recording_id);
+
+CREATE TABLE holds (
+    id             INTEGER PRIMARY KEY,
+    kind           TEXT    NOT NULL CHECK (kind IN ('recording', 'call', 'participant', 'window')),
+    value          TEXT,
+    from_at        INTEGER,
+    to_at          INTEGER,
+    reason         TEXT    NOT NULL,
+    operator       TEXT    NOT NULL,
+    created_at     INTEGER NOT NULL,
+    released_at    INTEGER,
+    released_by    TEXT,
+    release_reason TEXT,
+    CHECK ((kind = 'window') = (from_at IS NOT NULL AND to_at IS NOT NULL)),
+    CHECK ((kind = 'window') = (value IS NULL))
+) STRICT;
+
+CREATE TABLE tombstones (
+    recording_id    TEXT    PRIMARY KEY NOT NULL,
+    call_id         TEXT    NOT NULL,
+    session_id      TEXT,
+    started_at      INTEGER NOT NULL,
+    ended_at        INTEGER,
+    duration_ms     INTEGER,
+    file_sha256     TEXT,
+    file_bytes      INTEGER,
+    retention_class TEXT,
+    expires_at      INTEGER,
+    deleted_at      INTEGER NOT NULL,
+    reason          TEXT    NOT NULL,
+    detail          TEXT,
+    actor           TEXT    NOT NULL,
+    audit_seq       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX tombstones_deleted_at ON tombstones (deleted_at);
+
+CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    actor     TEXT    NOT NULL,
+    action    TEXT    NOT NULL,
+    target    TEXT    NOT NULL,
+    details   TEXT    NOT NULL,
+    prev_hash TEXT    NOT NULL,
+    hash      TEXT    NOT NULL
+) STRICT;
+
+CREATE TABLE audit_heads (
+    seq        INTEGER NOT NULL,
+    at         INTEGER NOT NULL,
+    hash       TEXT    NOT NULL,
+    key_id     TEXT    NOT NULL,
+    public_key TEXT    NOT NULL,
+    signature  TEXT    NOT NULL
+) STRICT;
+"#,
+    )?;
+    // Backfill the searchable number of existing participants.
+    let rows: Vec<(i64, String)> = {
+        let mut st = tx.prepare("SELECT rowid, aor FROM participants WHERE aor IS NOT NULL")?;
+        let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        r.collect::<rusqlite::Result<_>>()?
+    };
+    let mut up = tx.prepare("UPDATE participants SET number = ?2 WHERE rowid = ?1")?;
+    for (rowid, aor) in rows {
+        up.execute(rusqlite::params![
+            rowid,
+            crate::lifecycle::pattern::number_of(&aor)
+        ])?;
+    }
+    Ok(())
 }

@@ -156,12 +156,19 @@ fn migrates_from_empty() {
             "file_bytes",
             "kek_id",
             "stats_json",
-            "created_at"
+            "created_at",
+            "rule",
+            "direction",
+            "retention_class",
+            "retention_ms",
+            "expires_at",
+            "min_duration_ms",
+            "archived_at",
         ]
     );
     assert_eq!(
         cols("participants"),
-        ["recording_id", "participant_id", "name", "aor"]
+        ["recording_id", "participant_id", "name", "aor", "number"]
     );
     assert_eq!(
         cols("channels"),
@@ -619,7 +626,8 @@ fn list_filters_orders_and_recovers() {
         ids(cat
             .list(&ListFilter {
                 limit: Some(2),
-                state: None
+                state: None,
+                ..ListFilter::default()
             })
             .unwrap()),
         ["d", "a"]
@@ -628,7 +636,8 @@ fn list_filters_orders_and_recovers() {
         ids(cat
             .list(&ListFilter {
                 limit: None,
-                state: Some(RecordingState::Recording)
+                state: Some(RecordingState::Recording),
+                ..ListFilter::default()
             })
             .unwrap()),
         ["a", "c"]
@@ -636,7 +645,8 @@ fn list_filters_orders_and_recovers() {
     assert!(cat
         .list(&ListFilter {
             limit: Some(0),
-            state: None
+            state: None,
+            ..ListFilter::default()
         })
         .unwrap()
         .is_empty());
@@ -727,17 +737,23 @@ fn summary_json_shape() {
     assert_eq!(
         keys,
         [
+            "archived",
             "call_id",
             "channels",
             "codec",
             "duration_ms",
             "end",
+            "expires",
+            "held",
             "id",
             "participants",
+            "retention_class",
+            "rule",
             "session_id",
             "source",
             "start",
-            "state"
+            "state",
+            "tags"
         ]
     );
     assert_eq!(v["id"], "r1");

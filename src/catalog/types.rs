@@ -215,6 +215,38 @@ pub struct ListFilter {
     pub limit: Option<u32>,
     /// Only recordings in this state.
     pub state: Option<RecordingState>,
+    /// Only recordings started at or after this time (unix ms).
+    pub since_ms: Option<i64>,
+    /// Only recordings started before this time (unix ms).
+    pub until_ms: Option<i64>,
+    /// Only recordings with a participant whose AoR or number matches this pattern
+    /// (`*`, `?`; see `lifecycle::pattern`).
+    pub participant: Option<String>,
+    /// Only recordings with this tag.
+    pub tag: Option<String>,
+    /// Only recordings of this SIP Call-ID or SIPREC session id.
+    pub call: Option<String>,
+    /// Only held (`Some(true)`) or not held (`Some(false)`) recordings.
+    pub held: Option<bool>,
+    /// "Now" for holds by time window on running recordings (unix ms; 0 = system clock).
+    pub now_ms: i64,
+}
+
+/// Life-cycle fields of a `recordings list` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LifecycleSummary {
+    /// Rule that matched, `null` for the defaults.
+    pub rule: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Retention class.
+    pub retention_class: Option<String>,
+    /// Expiry (RFC 3339), `null` while recording or when kept forever.
+    pub expires: Option<String>,
+    /// When the central archive confirmed it (RFC 3339), `null` if not yet.
+    pub archived: Option<String>,
+    /// Whether an active legal hold covers it.
+    pub held: bool,
 }
 
 /// A participant as shown in `recordings list`.
@@ -270,6 +302,9 @@ pub struct RecordingSummary {
     pub codec: String,
     /// Lifecycle state.
     pub state: RecordingState,
+    /// Rule, tags, retention and hold state.
+    #[serde(flatten)]
+    pub lifecycle: LifecycleSummary,
 }
 
 /// Every column of a `recordings` row.

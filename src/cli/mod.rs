@@ -2,6 +2,7 @@
 //!
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
+pub mod lifecycle;
 pub mod recordings;
 
 use std::path::PathBuf;
@@ -41,6 +42,24 @@ pub enum Command {
         #[command(subcommand)]
         command: recordings::RecordingsCommand,
     },
+    /// Legal holds: add, release, list.
+    Hold {
+        /// Which.
+        #[command(subcommand)]
+        command: lifecycle::HoldCommand,
+    },
+    /// The tamper-evident audit log: verify, show.
+    Audit {
+        /// Which.
+        #[command(subcommand)]
+        command: lifecycle::AuditCommand,
+    },
+    /// Retention: sweep, status, tombstones.
+    Retention {
+        /// Which.
+        #[command(subcommand)]
+        command: lifecycle::RetentionCommand,
+    },
 }
 
 /// Run the parsed command line.
@@ -72,6 +91,9 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Recordings { command } => recordings::main(command),
+        Command::Hold { command } => lifecycle::hold_main(command),
+        Command::Audit { command } => lifecycle::audit_main(command),
+        Command::Retention { command } => lifecycle::retention_main(command),
     }
 }
 

@@ -17,6 +17,33 @@ pub enum RecordingsCommand {
         /// JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only recordings started at/after (RFC 3339 or age like `2h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only recordings started before (RFC 3339 or age).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only recordings with a participant number/AoR matching (`*`, `?`).
+        #[arg(long)]
+        participant: Option<String>,
+        /// Only recordings with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only recordings of this SIP Call-ID / SIPREC session id.
+        #[arg(long)]
+        call: Option<String>,
+        /// Only held recordings.
+        #[arg(long, conflicts_with = "not_held")]
+        held: bool,
+        /// Only recordings not under hold.
+        #[arg(long)]
+        not_held: bool,
+        /// Only recordings in this state (recording, complete, interrupted, damaged, codec_unsupported).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (newest first).
+        #[arg(long)]
+        limit: Option<u32>,
         /// Configuration file (for the data directory).
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
@@ -28,6 +55,42 @@ pub enum RecordingsCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Delete a recording now (data-subject request): crypto-shred, tombstone, audit.
+    /// Refused while a hold covers it, and while unarchived unless retention.local_only.
+    Delete {
+        /// Recording id.
+        id: String,
+        /// Why (request reference).
+        #[arg(long)]
+        reason: String,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Pause a running recording (by recording id or SIP Call-ID): no audio is stored until resume.
+    Pause {
+        /// Recording id or Call-ID.
+        call: String,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Resume a paused recording.
+    Resume {
+        /// Recording id or Call-ID.
+        call: String,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Verify a recording's file: every chunk authenticates and the hash matches the catalogue.
+    Verify {
+        /// Recording id.
+        id: String,
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
@@ -48,10 +111,53 @@ pub enum RecordingsCommand {
 /// Run a `recordings` subcommand.
 pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
     match cmd {
-        RecordingsCommand::List { json, config } => {
+        RecordingsCommand::List {
+            json,
+            since,
+            until,
+            participant,
+            tag,
+            call,
+            held,
+            not_held,
+            state,
+            limit,
+            config,
+        } => {
             let cfg = Config::load_or_default(config.as_deref())?;
-            let cat = open(&cfg)?;
-            let rows = cat.list(&ListFilter::default())?;
+            let mut cat = open(&cfg)?;
+            let now = crate::cli::lifecycle::now_ms(None)?;
+            let filter = ListFilter {
+                limit,
+                state: state.as_deref().map(str::parse).transpose()?,
+                since_ms: since
+                    .as_deref()
+                    .map(|t| crate::cli::lifecycle::parse_time(t, now))
+                    .transpose()?,
+                until_ms: until
+                    .as_deref()
+                    .map(|t| crate::cli::lifecycle::parse_time(t, now))
+                    .transpose()?,
+                participant,
+                tag,
+                call,
+                held: if held {
+                    Some(true)
+                } else if not_held {
+                    Some(false)
+                } else {
+                    None
+                },
+                now_ms: now,
+            };
+            let rows = cat.list(&filter)?;
+            crate::cli::lifecycle::audit(
+                &mut cat,
+                &cfg,
+                "recordings.list",
+                "",
+                serde_json::json!({ "filter": format!("{filter:?}"), "results": rows.len() }),
+            )?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &rows)?;
@@ -63,11 +169,34 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
         }
         RecordingsCommand::Show { id, json, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
-            let cat = open(&cfg)?;
+            let mut cat = open(&cfg)?;
             let Some(d) = cat.get(&id)? else {
                 bail!("no recording with id {id}");
             };
-            let v = detail_json(&d)?;
+            let mut v = detail_json(&d)?;
+            let now = crate::cli::lifecycle::now_ms(None)?;
+            let lc = cat
+                .list(&ListFilter {
+                    call: Some(d.recording.call_id.clone()),
+                    now_ms: now,
+                    ..ListFilter::default()
+                })?
+                .into_iter()
+                .find(|r| r.id == id)
+                .map(|r| r.lifecycle);
+            if let (Some(o), Some(lc)) = (v.as_object_mut(), lc) {
+                if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&lc) {
+                    o.extend(m);
+                }
+                o.insert("holds".into(), cat.holds_covering(&id, now)?.into());
+            }
+            crate::cli::lifecycle::audit(
+                &mut cat,
+                &cfg,
+                "recording.show",
+                &id,
+                serde_json::json!({}),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -76,9 +205,94 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        RecordingsCommand::Delete { id, reason, config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let mut cat = open(&cfg)?;
+            let now = crate::cli::lifecycle::now_ms(None)?;
+            let actor = crate::cli::lifecycle::actor();
+            match crate::app::retention::delete(
+                &mut cat,
+                &cfg,
+                &id,
+                crate::catalog::lifecycle::DeleteMode::Manual,
+                Some(&reason),
+                &actor,
+                now,
+            ) {
+                Ok(t) => {
+                    crate::cli::lifecycle::sign_head(&mut cat, &cfg, now);
+                    println!("deleted {id}: data key shredded, file removed, tombstone kept (audit seq {})", t.audit_seq);
+                    Ok(())
+                }
+                Err(e) => {
+                    crate::cli::lifecycle::audit(
+                        &mut cat,
+                        &cfg,
+                        "recording.delete_refused",
+                        &id,
+                        serde_json::json!({ "reason": reason, "error": e.to_string() }),
+                    )?;
+                    bail!("{e}")
+                }
+            }
+        }
+        RecordingsCommand::Pause { call, config } => control(config, "pause", &call),
+        RecordingsCommand::Resume { call, config } => control(config, "resume", &call),
+        RecordingsCommand::Verify { id, config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let mut cat = open(&cfg)?;
+            let Some(d) = cat.get(&id)? else {
+                bail!("no recording with id {id}");
+            };
+            let Some(rel) = d.recording.file_path.clone() else {
+                bail!("recording {id} has no file");
+            };
+            let vault = crate::vault::KeyFileVault::load(&cfg.storage.key_file())
+                .context("opening the key file")?;
+            let res = crate::app::store::scan_file(&cfg.storage.data_dir.join(rel), &vault);
+            let (ok, msg) = match &res {
+                Ok(s) => {
+                    let hash_ok = d.recording.file_sha256.is_none()
+                        || d.recording.file_sha256 == s.sha256_hex;
+                    let st = format!("{:?}", s.state);
+                    (
+                        hash_ok && matches!(s.state, crate::recording::ScanState::Complete),
+                        format!(
+                            "{st}, {} frames, sha256 {}",
+                            s.frames,
+                            if hash_ok {
+                                "matches the catalogue"
+                            } else {
+                                "DIFFERS from the catalogue"
+                            }
+                        ),
+                    )
+                }
+                Err(e) => (false, e.to_string()),
+            };
+            crate::cli::lifecycle::audit(
+                &mut cat,
+                &cfg,
+                "recording.verify",
+                &id,
+                serde_json::json!({ "ok": ok, "result": msg }),
+            )?;
+            println!("{id}: {}: {msg}", if ok { "OK" } else { "FAILED" });
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         RecordingsCommand::Export { id, out, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
-            let cat = open(&cfg)?;
+            let mut cat = open(&cfg)?;
+            crate::cli::lifecycle::audit(
+                &mut cat,
+                &cfg,
+                "recording.export",
+                &id,
+                serde_json::json!({ "out": out.display().to_string() }),
+            )?;
             let Some(d) = cat.get(&id)? else {
                 bail!("no recording with id {id}");
             };
@@ -122,6 +336,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Open the catalogue: read-write, because every access is written to the audit log.
 fn open(cfg: &Config) -> anyhow::Result<Catalog> {
     let p = cfg.storage.catalog_path();
     if !p.exists() {
@@ -130,7 +345,36 @@ fn open(cfg: &Config) -> anyhow::Result<Catalog> {
             p.display()
         );
     }
-    Ok(Catalog::open_read_only(&p)?)
+    crate::cli::lifecycle::open_rw(cfg)
+}
+
+/// Send a pause/resume request to the running daemon over its control socket.
+fn control(config: Option<PathBuf>, cmd: &str, call: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let cfg = Config::load_or_default(config.as_deref())?;
+    let path = cfg.storage.control_socket();
+    let mut s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "connecting to the daemon at {} (is it running?)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let req =
+        serde_json::json!({ "cmd": cmd, "call": call, "actor": crate::cli::lifecycle::actor() });
+    writeln!(s, "{req}")?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line).context("bad reply from the daemon")?;
+    if v["ok"].as_bool() == Some(true) {
+        println!(
+            "{cmd}d recording {}",
+            v["recording"].as_str().unwrap_or(call)
+        );
+        Ok(())
+    } else {
+        bail!("{}", v["error"].as_str().unwrap_or("refused"))
+    }
 }
 
 /// The `recordings show --json` document: the list entry plus stats, DTMF, events and the

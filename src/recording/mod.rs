@@ -2,6 +2,7 @@
 //! `docs/recording-format.md`) and WAV export.
 
 pub mod container;
+pub mod shred;
 pub mod wav;
 
 pub use container::{

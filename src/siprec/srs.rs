@@ -96,6 +96,8 @@ pub struct Offer {
     pub call_id: String,
     /// Who sent it (from the top Via).
     pub src: String,
+    /// URI of the INVITE's `From` header (the SRC's identity), when it parses.
+    pub from_uri: Option<String>,
     /// Whether it was a SIPREC INVITE (metadata present / `+sip.src`) or plain SDP.
     pub siprec: bool,
     /// Why it is not SIPREC, when it is not.
@@ -448,6 +450,7 @@ impl Srs {
             call: dialog,
             call_id,
             src: req_source(&req),
+            from_uri: req.from().ok().map(|f| f.uri.raw),
             siprec,
             not_siprec_reason: not_reason,
             recordable,

@@ -9,8 +9,10 @@
 //! The wrapped-key format of [`KeyFileVault`] is documented in `docs/recording-format.md`.
 
 mod keyfile;
+pub mod signing;
 
 pub use keyfile::{KeyFileVault, WRAP_VERSION};
+pub use signing::{AuditSigner, FileSigner};
 
 use rand::{CryptoRng, RngCore};
 use thiserror::Error;

@@ -1,0 +1,129 @@
+//! Local control channel of the running daemon: a Unix socket `<data_dir>/control.sock`
+//! (mode 0600, so only the daemon's user), one JSON request per line, one JSON reply per
+//! line. Requests:
+//!
+//! - `{"cmd":"pause","call":"ID","actor":"cli:alice"}` — stop storing audio of a running
+//!   recording (by recording id or SIP Call-ID); paused time becomes silence and a
+//!   `pause`/`resume` interval in the events.
+//! - `{"cmd":"resume","call":"ID","actor":"…"}`
+//!
+//! Replies: `{"ok":true,"recording":"…"}` or `{"ok":false,"error":"…"}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+use crate::app::call::CallCmd;
+use crate::app::Shared;
+
+/// A running recording as the control channel sees it.
+#[derive(Clone)]
+pub struct LiveCall {
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// Commands to the call task.
+    pub tx: mpsc::UnboundedSender<CallCmd>,
+}
+
+/// Running recordings by recording id (maintained by the SIP loop).
+pub type LiveCalls = Arc<Mutex<HashMap<String, LiveCall>>>;
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 4096;
+
+/// Bind the socket and serve it in a task.
+pub async fn start(shared: Arc<Shared>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let path = shared.cfg.storage.control_socket();
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let lst = UnixListener::bind(&path)
+        .with_context(|| format!("binding control socket {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = lst.accept().await else {
+                continue;
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut lines = BufReader::new(rd.take_limited()).lines();
+                // Bounded: a client gets at most 16 requests per connection.
+                for _ in 0..16 {
+                    let Ok(Some(line)) = lines.next_line().await else {
+                        break;
+                    };
+                    let reply = handle(&shared, &line);
+                    if wr.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+trait TakeLimited: Sized {
+    fn take_limited(self) -> tokio::io::Take<Self>;
+}
+impl<T: tokio::io::AsyncRead> TakeLimited for T {
+    fn take_limited(self) -> tokio::io::Take<Self> {
+        tokio::io::AsyncReadExt::take(self, (16 * MAX_LINE) as u64)
+    }
+}
+
+fn handle(shared: &Shared, line: &str) -> serde_json::Value {
+    let err = |m: &str| serde_json::json!({ "ok": false, "error": m });
+    let Ok(req) = serde_json::from_str::<serde_json::Value>(line) else {
+        return err("request is not JSON");
+    };
+    let cmd = req.get("cmd").and_then(|v| v.as_str()).unwrap_or_default();
+    let call = req.get("call").and_then(|v| v.as_str()).unwrap_or_default();
+    let actor = req.get("actor").and_then(|v| v.as_str()).unwrap_or("cli");
+    let pause = match cmd {
+        "pause" => true,
+        "resume" => false,
+        _ => return err("unknown cmd (pause, resume)"),
+    };
+    let found = {
+        let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.iter()
+            .find(|(id, c)| id.as_str() == call || c.call_id == call)
+            .map(|(id, c)| (id.clone(), c.tx.clone()))
+    };
+    let Some((id, tx)) = found else {
+        return err("no running recording with that id or Call-ID");
+    };
+    if tx
+        .send(CallCmd::Pause {
+            paused: pause,
+            source: format!("control:{actor}"),
+        })
+        .is_err()
+    {
+        return err("recording is closing");
+    }
+    shared.catalog.send(crate::app::store::CatalogCmd::Audit(
+        actor.to_string(),
+        if pause {
+            "recording.pause"
+        } else {
+            "recording.resume"
+        }
+        .into(),
+        id.clone(),
+        serde_json::json!({ "via": "control socket" }),
+    ));
+    serde_json::json!({ "ok": true, "recording": id })
+}

@@ -1,0 +1,533 @@
+//! `branchrec hold …`, `branchrec audit …`, `branchrec retention …`, and helpers the
+//! `recordings` subcommands share (actor, time parsing, audited catalogue access).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::lifecycle::holds::HoldTarget;
+
+/// Who is acting, for the audit log: `cli:<login>`.
+pub fn actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!("cli:{user}")
+}
+
+/// Parse a time: RFC 3339 (`2024-05-01T09:30:00Z`), or an age before `now` (`30m`,
+/// `2h`, `7d`, `45s`).
+pub fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let ago = parse_span(s)
+        .with_context(|| format!("`{s}`: expected RFC 3339 or an age like 30m, 2h, 7d"))?;
+    Ok(now_ms - ago)
+}
+
+/// Parse a span `45s`, `30m`, `2h`, `7d` into ms.
+pub fn parse_span(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = n.parse().ok()?;
+    let mul = match unit {
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
+/// "Now" for the CLI: `--now` if given (RFC 3339), else the system clock shifted by
+/// `BRANCHREC_TEST_CLOCK_OFFSET_S` like the daemon's.
+pub fn now_ms(now: Option<&str>) -> anyhow::Result<i64> {
+    use crate::lifecycle::Clock;
+    if let Some(n) = now {
+        return Ok(chrono::DateTime::parse_from_rfc3339(n)
+            .with_context(|| format!("--now {n}: expected RFC 3339"))?
+            .timestamp_millis());
+    }
+    let (c, _) = crate::lifecycle::clock_from_env().map_err(anyhow::Error::msg)?;
+    Ok(c.now_ms())
+}
+
+/// Open the catalogue for writing (audit entries, holds, deletions).
+pub fn open_rw(cfg: &Config) -> anyhow::Result<Catalog> {
+    let p = cfg.storage.catalog_path();
+    Catalog::open_existing(&p).with_context(|| {
+        format!(
+            "opening the catalogue {} (has the recorder run with this data_dir?)",
+            p.display()
+        )
+    })
+}
+
+/// Append an audit entry and sign the new head if the signing key is readable.
+pub fn audit(
+    cat: &mut Catalog,
+    cfg: &Config,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    let now = now_ms(None)?;
+    cat.audit(now, &actor(), action, target, details)
+        .context("writing the audit log")?;
+    sign_head(cat, cfg, now);
+    Ok(())
+}
+
+/// Sign the audit head with the daemon's key if this user can read it (else the daemon
+/// signs it at its next interval).
+pub fn sign_head(cat: &mut Catalog, cfg: &Config, now: i64) {
+    if let Ok(s) = crate::vault::FileSigner::load(&cfg.storage.signing_key_file()) {
+        if let Err(e) = cat.sign_audit_head(&s, now) {
+            eprintln!("warning: could not sign the audit chain head: {e}");
+        }
+    }
+}
+
+/// `hold` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a legal hold. Give exactly one of --recording, --call, --participant,
+    /// --last, or --from/--to.
+    Add {
+        /// A recording id.
+        #[arg(long)]
+        recording: Option<String>,
+        /// A SIP Call-ID or SIPREC session id (every recording of that call).
+        #[arg(long)]
+        call: Option<String>,
+        /// A participant number/AoR pattern (`*`, `?`), e.g. `+4930111*`.
+        #[arg(long)]
+        participant: Option<String>,
+        /// Everything from the last SPAN (`30m`, `2h`, `1d`) up to now.
+        #[arg(long)]
+        last: Option<String>,
+        /// Window start (RFC 3339 or age like `2h`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Window end (RFC 3339 or age; default now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Why (case number, request).
+        #[arg(long)]
+        reason: String,
+        /// Who places it (default: the login name).
+        #[arg(long)]
+        operator: Option<String>,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Release a hold (explicitly, audited).
+    Release {
+        /// Hold id.
+        id: i64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Who releases it (default: the login name).
+        #[arg(long)]
+        operator: Option<String>,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List holds (active ones; --all includes released).
+    List {
+        /// Include released holds.
+        #[arg(long)]
+        all: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Run a `hold` subcommand.
+pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
+    match cmd {
+        HoldCommand::Add {
+            recording,
+            call,
+            participant,
+            last,
+            from,
+            to,
+            reason,
+            operator,
+            config,
+        } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let now = now_ms(None)?;
+            let mut targets = Vec::new();
+            if let Some(r) = recording {
+                targets.push(HoldTarget::Recording(r));
+            }
+            if let Some(c) = call {
+                targets.push(HoldTarget::Call(c));
+            }
+            if let Some(p) = participant {
+                targets.push(HoldTarget::Participant(p));
+            }
+            if let Some(l) = last {
+                let span = parse_span(&l)
+                    .with_context(|| format!("--last {l}: expected e.g. 30m, 2h, 1d"))?;
+                targets.push(HoldTarget::Window {
+                    from_ms: now - span,
+                    to_ms: now,
+                });
+            }
+            if from.is_some() || to.is_some() {
+                let f = from.as_deref().context("--to needs --from")?;
+                let from_ms = parse_time(f, now)?;
+                let to_ms = to
+                    .as_deref()
+                    .map(|t| parse_time(t, now))
+                    .transpose()?
+                    .unwrap_or(now);
+                targets.push(HoldTarget::Window { from_ms, to_ms });
+            }
+            if targets.len() != 1 {
+                bail!(
+                    "give exactly one of --recording, --call, --participant, --last, --from/--to"
+                );
+            }
+            let operator = operator.unwrap_or_else(actor);
+            let mut cat = open_rw(&cfg)?;
+            let id = cat.add_hold(&targets[0], &reason, &operator, now)?;
+            sign_head(&mut cat, &cfg, now);
+            let covered = cat
+                .holds(false, now)?
+                .into_iter()
+                .find(|h| h.id == id)
+                .map_or(0, |h| h.recordings);
+            println!("hold {id} placed ({} recording(s) covered now)", covered);
+            Ok(())
+        }
+        HoldCommand::Release {
+            id,
+            reason,
+            operator,
+            config,
+        } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let now = now_ms(None)?;
+            let mut cat = open_rw(&cfg)?;
+            cat.release_hold(id, &operator.unwrap_or_else(actor), &reason, now)?;
+            sign_head(&mut cat, &cfg, now);
+            println!("hold {id} released");
+            Ok(())
+        }
+        HoldCommand::List { all, json, config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let cat = open_rw(&cfg)?;
+            let holds = cat.holds(all, now_ms(None)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&holds)?);
+            } else {
+                println!(
+                    "{:>4}  {:<11}  {:<40}  {:>5}  {:<20}  {:<10}  reason",
+                    "id", "kind", "covers", "recs", "created", "operator"
+                );
+                for h in holds {
+                    let what = match (&h.value, &h.from, &h.to) {
+                        (Some(v), _, _) => v.clone(),
+                        (None, Some(f), Some(t)) => format!("{f} .. {t}"),
+                        _ => String::new(),
+                    };
+                    let state = if h.released.is_some() {
+                        " (released)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:>4}  {:<11}  {:<40}  {:>5}  {:<20}  {:<10}  {}{state}",
+                        h.id,
+                        h.kind,
+                        what,
+                        h.recordings,
+                        &h.created[..h.created.len().min(19)],
+                        h.operator,
+                        h.reason
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and the signed heads; names the position of any edited,
+    /// removed or reordered entry. Exit status 1 if anything is wrong.
+    Verify {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List audit entries (oldest first).
+    Show {
+        /// Only entries after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Run an `audit` subcommand.
+pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Verify { json, config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let mut cat = open_rw(&cfg)?;
+            let entries = cat.audit_entries(0, None)?;
+            let heads = cat.audit_heads()?;
+            // Trust only the key on this box: a head signed by another key is a problem.
+            let own = crate::vault::FileSigner::load(&cfg.storage.signing_key_file()).ok();
+            let own_pub = own.as_ref().map(crate::vault::AuditSigner::public_key);
+            let heads_only: Vec<_> = heads.iter().map(|(h, _)| h.clone()).collect();
+            let problems = crate::lifecycle::audit::verify(&entries, &heads_only, |h| {
+                let pk_hex = heads
+                    .iter()
+                    .find(|(x, _)| x == h)
+                    .map(|(_, p)| p.clone())
+                    .unwrap_or_default();
+                let pk: [u8; 32] = hex::decode(&pk_hex)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .ok_or_else(|| "public key unreadable".to_string())?;
+                if let Some(own) = own_pub {
+                    if own != pk {
+                        return Err("signed by a key that is not this box's signing key".into());
+                    }
+                }
+                crate::vault::signing::verify(
+                    &pk,
+                    &crate::lifecycle::audit::head_message(h.seq, &h.hash, h.at_ms),
+                    &h.signature,
+                )
+            });
+            let ok = problems.is_empty();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ok": ok, "entries": entries.len(), "signed_heads": heads.len(),
+                        "last_signed_seq": heads.last().map(|(h, _)| h.seq), "problems": problems,
+                    }))?
+                );
+            } else if ok {
+                println!(
+                    "audit log OK: {} entries, {} signed heads (last at seq {})",
+                    entries.len(),
+                    heads.len(),
+                    heads
+                        .last()
+                        .map_or("-".to_string(), |(h, _)| h.seq.to_string())
+                );
+            } else {
+                println!("audit log FAILED verification:");
+                for p in &problems {
+                    println!("  position {} (seq {}): {}", p.position, p.seq, p.message);
+                }
+            }
+            // Record the verification itself (after checking, so it cannot mask a problem).
+            audit(
+                &mut cat,
+                &cfg,
+                "audit.verify",
+                "audit_log",
+                serde_json::json!({ "ok": ok, "problems": problems.len() }),
+            )?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::Show {
+            after,
+            limit,
+            json,
+            config,
+        } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let cat = open_rw(&cfg)?;
+            let entries = cat.audit_entries(after, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                for e in entries {
+                    let t = chrono::DateTime::from_timestamp_millis(e.at_ms)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                        .unwrap_or_default();
+                    println!(
+                        "{:>6}  {t}  {:<18}  {:<20}  {:<38}  {}",
+                        e.seq, e.actor, e.action, e.target, e.details
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `retention` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Delete every expired, unprotected recording now (what the daemon's sweeper does).
+    Sweep {
+        /// Evaluate expiry at this time (RFC 3339) instead of now: for drills and tests.
+        #[arg(long)]
+        now: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Disk usage, pressure/alarm state of the daemon, and life-cycle counts.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Tombstones of deleted recordings, newest first.
+    Tombstones {
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Run a `retention` subcommand.
+pub fn retention_main(cmd: RetentionCommand) -> anyhow::Result<()> {
+    match cmd {
+        RetentionCommand::Sweep { now, json, config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let now = now_ms(now.as_deref())?;
+            let mut cat = open_rw(&cfg)?;
+            let rep = crate::app::retention::sweep(&mut cat, &cfg, now, &actor(), None);
+            sign_head(&mut cat, &cfg, now_ms(None)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("deleted {} recording(s)", rep.deleted.len());
+                for t in &rep.deleted {
+                    println!(
+                        "  {}  expired {}",
+                        t.recording_id,
+                        t.expires.as_deref().unwrap_or("-")
+                    );
+                }
+                for (id, why) in &rep.blocked {
+                    println!("  kept {id}: {why}");
+                }
+                for (id, e) in &rep.errors {
+                    println!("  error {id}: {e}");
+                }
+            }
+            if !rep.errors.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        RetentionCommand::Status { json, config } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let cat = open_rw(&cfg)?;
+            let now = now_ms(None)?;
+            let counts = cat.lifecycle_counts(now)?;
+            let usage = crate::app::retention::disk_usage(&cfg.storage.data_dir)?;
+            let daemon: Option<serde_json::Value> =
+                std::fs::read(cfg.storage.data_dir.join("status.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+            let v = serde_json::json!({
+                "used_pct": (usage.used_pct() * 10.0).round() / 10.0,
+                "high_watermark_pct": cfg.retention.high_watermark_pct,
+                "low_watermark_pct": cfg.retention.low_watermark_pct,
+                "local_only": cfg.retention.local_only,
+                "deletion_blocked_until_archived": !cfg.retention.local_only,
+                "counts": counts,
+                "daemon": daemon,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "data disk: {:.1}% used (high {}%, low {}%)",
+                    usage.used_pct(),
+                    cfg.retention.high_watermark_pct,
+                    cfg.retention.low_watermark_pct
+                );
+                if let Some(d) = v.get("daemon").filter(|d| !d.is_null()) {
+                    println!("daemon: pressure {}, alarm: {}", d["pressure"], d["alarm"]);
+                }
+                if !cfg.retention.local_only {
+                    println!("retention.local_only = false: nothing is deleted until the central archive confirms it");
+                }
+                println!("{}", serde_json::to_string_pretty(&counts)?);
+            }
+            Ok(())
+        }
+        RetentionCommand::Tombstones {
+            limit,
+            json,
+            config,
+        } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let cat = open_rw(&cfg)?;
+            let t = cat.tombstones(limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                for t in t {
+                    println!(
+                        "{}  deleted {}  {:<12}  by {}  sha256 {}",
+                        t.recording_id,
+                        t.deleted,
+                        t.reason,
+                        t.actor,
+                        t.file_sha256.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
