@@ -214,27 +214,17 @@ pub struct FileScan {
     pub bytes: u64,
 }
 
-/// Verify a recording file chunk by chunk and hash it.
+/// Verify a recording file chunk by chunk and hash its content (everything but the key
+/// slots, see [`crate::recording::content_sha256`]).
 pub fn scan_file(path: &Path, vault: &dyn KeyWrap) -> anyhow::Result<FileScan> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut bytes = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(buf.get(..n).unwrap_or_default());
-        bytes += n as u64;
-    }
+    let bytes = std::fs::metadata(path)?.len();
+    let (sum, _) =
+        crate::recording::content_sha256(std::io::BufReader::new(std::fs::File::open(path)?))?;
     let rep = scan(std::io::BufReader::new(std::fs::File::open(path)?), vault)?;
     Ok(FileScan {
         state: rep.state,
         frames: rep.frames,
-        sha256_hex: Some(hex::encode(h.finalize())),
+        sha256_hex: Some(hex::encode(sum)),
         bytes,
     })
 }
