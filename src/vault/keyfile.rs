@@ -51,87 +51,108 @@ impl KeyFileVault {
     /// its directory. Loading refuses symlinks, non-regular files, files of the wrong
     /// size and files accessible by group or others.
     pub fn open_or_create(path: &Path) -> Result<Self, VaultError> {
-        let mut key = Zeroizing::new([0u8; 32]);
-        rand::rngs::OsRng.fill_bytes(key.as_mut());
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(mut f) => {
-                if let Err(e) = f.write_all(key.as_ref()).and_then(|()| f.sync_all()) {
-                    // Do not leave a short key file behind that would fail every later start.
-                    let _ = std::fs::remove_file(path);
-                    return Err(io_err(path, e));
-                }
-                // Make the new directory entry durable too.
-                let dir = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io_err(dir, e))?;
-                tracing::info!(path = %path.display(), "created new key-encryption key file");
-                Ok(Self::from_key(*key))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
-            Err(e) => Err(io_err(path, e)),
-        }
+        let key = open_or_create_secret(path)?;
+        Ok(Self::from_key(*key))
     }
 
     /// Load an existing key file (see [`open_or_create`](Self::open_or_create) for the checks).
     pub fn load(path: &Path) -> Result<Self, VaultError> {
-        let mut f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
-        let meta = f.metadata().map_err(|e| io_err(path, e))?;
-        let pstr = path.display().to_string();
-        if !meta.is_file() {
-            return Err(VaultError::BadKeyFile {
-                path: pstr,
-                reason: "not a regular file".into(),
-            });
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(VaultError::InsecurePermissions { path: pstr, mode });
-        }
-        if meta.len() != 32 {
-            return Err(VaultError::BadKeyFile {
-                path: pstr,
-                reason: format!("size {} bytes, expected 32", meta.len()),
-            });
-        }
-        let mut buf = Zeroizing::new(Vec::with_capacity(33));
-        (&mut f)
-            .take(33)
-            .read_to_end(&mut buf)
-            .map_err(|e| io_err(path, e))?;
-        let key: [u8; 32] = buf
-            .as_slice()
-            .try_into()
-            .map_err(|_| VaultError::BadKeyFile {
-                path: pstr,
-                reason: format!("read {} bytes, expected 32", buf.len()),
-            })?;
-        let v = Self::from_key(key);
-        let mut key = key;
-        key.zeroize();
-        Ok(v)
+        let key = load_secret(path)?;
+        Ok(Self::from_key(*key))
     }
+}
 
+/// Load the 32-byte secret in `path`, or create the file (0600, `O_EXCL`, fsynced with its
+/// directory) with 32 random bytes if it does not exist.
+pub fn open_or_create_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(key.as_mut());
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(mut f) => {
+            if let Err(e) = f.write_all(key.as_ref()).and_then(|()| f.sync_all()) {
+                // Do not leave a short key file behind that would fail every later start.
+                let _ = std::fs::remove_file(path);
+                return Err(io_err(path, e));
+            }
+            // Make the new directory entry durable too.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err(dir, e))?;
+            tracing::info!(path = %path.display(), "created new secret key file");
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_secret(path),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// Load a 32-byte secret from a key file (same checks as [`KeyFileVault::load`]).
+pub fn load_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    let meta = f.metadata().map_err(|e| io_err(path, e))?;
+    let pstr = path.display().to_string();
+    if !meta.is_file() {
+        return Err(VaultError::BadKeyFile {
+            path: pstr,
+            reason: "not a regular file".into(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(VaultError::InsecurePermissions { path: pstr, mode });
+    }
+    if meta.len() != 32 {
+        return Err(VaultError::BadKeyFile {
+            path: pstr,
+            reason: format!("size {} bytes, expected 32", meta.len()),
+        });
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(33));
+    (&mut f)
+        .take(33)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_err(path, e))?;
+    let key: [u8; 32] = buf
+        .as_slice()
+        .try_into()
+        .map_err(|_| VaultError::BadKeyFile {
+            path: pstr,
+            reason: format!("read {} bytes, expected 32", buf.len()),
+        })?;
+    let out = Zeroizing::new(key);
+    let mut key = key;
+    key.zeroize();
+    Ok(out)
+}
+
+impl KeyFileVault {
     /// A vault around raw KEK bytes (tests, tools, fuzzing).
     pub fn from_key(kek: [u8; 32]) -> Self {
+        Self::with_id_prefix(kek, "kf1")
+    }
+
+    /// A vault around raw KEK bytes whose id carries `prefix` (`"kf1"` for a key file,
+    /// `"tpm1"` for a KEK sealed in the TPM); the wrapped-key format is the same.
+    pub fn with_id_prefix(kek: [u8; 32], prefix: &str) -> Self {
         let mut h = Sha256::new();
         h.update(b"branchrec-kek-id-v1");
         h.update(kek);
         let digest = h.finalize();
-        let kek_id = format!("kf1:{}", hex::encode(&digest[..8]));
+        let kek_id = format!("{prefix}:{}", hex::encode(&digest[..8]));
         KeyFileVault {
             kek: Zeroizing::new(kek),
             kek_id,
