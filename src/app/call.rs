@@ -355,6 +355,20 @@ impl PreparedCall {
         self.shared
             .catalog
             .send(CatalogCmd::Finish(self.id.clone(), finish, None));
+        if state == RecordingState::Complete {
+            self.shared.catalog.send(CatalogCmd::Seal(
+                self.id.clone(),
+                super::evidence::ManifestInputs {
+                    content_sha256: hex::encode(fin.sha256),
+                    content_bytes: fin.total_bytes
+                        - (crate::recording::container::KEY_SLOT_LEN
+                            * crate::recording::container::KEY_SLOT_COUNT)
+                            as u64,
+                    pcm_sha256: hex::encode(fin.pcm_sha256),
+                    frames: fin.frames,
+                },
+            ));
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::catalog::{
 };
 use crate::config::Config;
 use crate::recording::{scan, ScanState};
-use crate::vault::KeyWrap;
+use crate::vault::{KeyWrap, Signer};
 
 /// A write for the catalogue thread.
 pub enum CatalogCmd {
@@ -32,6 +32,8 @@ pub enum CatalogCmd {
     Events(String, Vec<EventRow>),
     /// The recording is closed.
     Finish(String, Finish, Option<oneshot::Sender<()>>),
+    /// Sign and write the manifest of a closed recording.
+    Seal(String, super::evidence::ManifestInputs),
 }
 
 /// Sends writes to the catalogue thread.
@@ -66,17 +68,41 @@ impl CatalogHandle {
 }
 
 /// Open the catalogue, recover what a crash left open, and start the writer thread.
-pub fn start(cfg: &Config, vault: Arc<dyn KeyWrap>) -> Result<CatalogHandle, anyhow::Error> {
+/// Recovery needs the keys: without them (`keys_ok` false) open recordings are left for
+/// the next start rather than wrongly marked damaged.
+pub fn start(
+    cfg: &Config,
+    vault: Arc<dyn KeyWrap>,
+    signer: Option<Arc<dyn Signer>>,
+    keys_ok: bool,
+) -> Result<CatalogHandle, anyhow::Error> {
     let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
-    recover(&mut cat, &cfg.storage.data_dir, vault.as_ref())?;
+    if keys_ok {
+        recover(
+            &mut cat,
+            &cfg.storage.data_dir,
+            vault.as_ref(),
+            signer.as_deref(),
+        )?;
+    } else {
+        tracing::error!(
+            "keys unavailable: recordings left open by a previous run are not recovered now"
+        );
+    }
     let (tx, rx) = mpsc::channel::<CatalogCmd>();
+    let data_dir = cfg.storage.data_dir.clone();
     std::thread::Builder::new()
         .name("catalog".into())
-        .spawn(move || writer(cat, rx))?;
+        .spawn(move || writer(cat, rx, data_dir, signer))?;
     Ok(CatalogHandle { tx })
 }
 
-fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
+fn writer(
+    mut cat: Catalog,
+    rx: mpsc::Receiver<CatalogCmd>,
+    data_dir: PathBuf,
+    signer: Option<Arc<dyn Signer>>,
+) {
     while let Ok(cmd) = rx.recv() {
         let (what, res) = match cmd {
             CatalogCmd::Insert(r, reply) => {
@@ -114,6 +140,16 @@ fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
                 }
                 ("finish", r)
             }
+            CatalogCmd::Seal(id, inputs) => (
+                "manifest",
+                match &signer {
+                    Some(s) => {
+                        super::evidence::write_manifest(&cat, &data_dir, &id, &inputs, s.as_ref())
+                            .map_err(|e| format!("recording {id}: {e:#}"))
+                    }
+                    None => Err("no signing key".into()),
+                },
+            ),
         };
         if let Err(e) = res {
             tracing::error!(op = what, error = %e, "catalogue write failed");
@@ -123,7 +159,12 @@ fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
 
 /// Recordings still marked `recording` were open when the daemon died: close each at its
 /// last durable chunk (`interrupted`), or mark it `damaged` if its file cannot be read.
-pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyhow::Result<()> {
+pub fn recover(
+    cat: &mut Catalog,
+    data_dir: &Path,
+    vault: &dyn KeyWrap,
+    signer: Option<&dyn Signer>,
+) -> anyhow::Result<()> {
     let open = cat.recordings_in_state("recording")?;
     for r in open {
         let Some(d) = cat.get(&r.id)? else { continue };
@@ -169,6 +210,15 @@ pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyho
         };
         cat.finish_recording(&r.id, &f)?;
         tracing::warn!(recording = %r.id, state = state.as_str(), duration_ms, "recovered recording left open by a previous run");
+        if state != RecordingState::Damaged {
+            if let Some(s) = signer {
+                let signed = super::evidence::inputs_from_file(&path, vault)
+                    .and_then(|inp| super::evidence::write_manifest(cat, data_dir, &r.id, &inp, s));
+                if let Err(e) = signed {
+                    tracing::error!(recording = %r.id, error = %format!("{e:#}"), "signing the recovered recording failed");
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -227,4 +277,24 @@ pub fn scan_file(path: &Path, vault: &dyn KeyWrap) -> anyhow::Result<FileScan> {
         sha256_hex: Some(hex::encode(sum)),
         bytes,
     })
+}
+
+/// Every `.brec` file under `dir` (recursively, bounded depth), sorted.
+pub fn recording_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(d: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && depth < 6 {
+                walk(&p, depth + 1, out);
+            } else if ft.is_file() && p.extension().is_some_and(|x| x == "brec") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, 0, &mut out);
+    out.sort();
+    out
 }

@@ -368,6 +368,9 @@ pub struct FinishedContainer {
     /// SHA-256 of the file's content: header and chunks, without the key-slot area
     /// (which a key rotation rewrites). See [`content_sha256`].
     pub sha256: [u8; 32],
+    /// SHA-256 of the audio: all samples, s16le interleaved (= the data chunk of the
+    /// exported WAV).
+    pub pcm_sha256: [u8; 32],
     /// Total file size in bytes.
     pub total_bytes: u64,
     /// Audio frames stored.
@@ -391,6 +394,7 @@ pub struct ContainerWriter {
     pending_start: u64,
     pending: Vec<i16>,
     hasher: Sha256,
+    pcm_hasher: Sha256,
     total_bytes: u64,
 }
 
@@ -450,6 +454,7 @@ impl ContainerWriter {
             pending_start: 0,
             pending: Vec::new(),
             hasher: Sha256::new(),
+            pcm_hasher: Sha256::new(),
             total_bytes: 0,
         };
         w.account(&bytes);
@@ -562,6 +567,7 @@ impl ContainerWriter {
         FinishedContainer {
             bytes,
             sha256: self.hasher.finalize().into(),
+            pcm_sha256: self.pcm_hasher.finalize().into(),
             total_bytes: self.total_bytes,
             frames: self.next_frame,
             chunks: self.counter,
@@ -580,6 +586,8 @@ impl ContainerWriter {
         for s in self.pending.drain(..n_samples) {
             out.extend_from_slice(&s.to_le_bytes());
         }
+        self.pcm_hasher
+            .update(out.get(4 + CHUNK_PLAIN_HEADER_LEN..).unwrap_or_default());
         let nonce = nonce_for(&self.header.nonce_prefix, self.counter, last);
         let tag = self
             .cipher
@@ -1173,6 +1181,8 @@ mod tests {
             r.file.len() as u64 - (KEY_SLOT_LEN * KEY_SLOT_COUNT) as u64
         );
         assert_eq!(r.fin.frames, 185 * 160);
+        let pcm: Vec<u8> = r.audio.iter().flat_map(|s| s.to_le_bytes()).collect();
+        assert_eq!(r.fin.pcm_sha256, <[u8; 32]>::from(Sha256::digest(&pcm)));
         // Chunk 0, 1 full chunk, flushed remainder of 1.52 s, 2 full chunks, final.
         assert_eq!(r.chunk_offsets.len() as u32, r.fin.chunks);
         assert_eq!(r.fin.chunks, 6);

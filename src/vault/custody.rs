@@ -335,6 +335,25 @@ fn has_recordings(recordings_dir: &Path) -> bool {
 /// recordings). `recordings_dir` is checked so a lost state file never leads to a new
 /// KEK beside recordings wrapped under an old one.
 pub fn open(cfg: &CustodyConfig, recordings_dir: &Path) -> Result<Keys, VaultError> {
+    open_inner(cfg, recordings_dir, true)
+}
+
+/// Load the keys for a tool (export, verify, rotate): never provisions.
+pub fn open_existing(cfg: &CustodyConfig) -> Result<Keys, VaultError> {
+    open_inner(cfg, Path::new("/nonexistent"), false)
+}
+
+fn open_inner(
+    cfg: &CustodyConfig,
+    recordings_dir: &Path,
+    allow_provision: bool,
+) -> Result<Keys, VaultError> {
+    if !allow_provision && read_state(cfg)?.is_none() {
+        return Err(VaultError::Custody(format!(
+            "no keys provisioned ({} missing): has the recorder run with this data_dir?",
+            cfg.state_path().display()
+        )));
+    }
     ensure_keys_dir(cfg)?;
     let state = read_state(cfg)?;
     if let Some(s) = &state {
