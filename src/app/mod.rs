@@ -41,6 +41,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(cfg.storage.recordings_dir())
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir).with_context(|| {
+        format!(
+            "another branchrec process holds {} (a running daemon, or keys rotate/recover)",
+            data_dir.join("daemon.lock").display()
+        )
+    })?;
     let (vault, signer, keys_error) = load_keys(&cfg);
     let catalog = store::start(&cfg, vault.clone(), signer, keys_error.is_none())
         .context("opening the catalogue")?;
@@ -123,4 +129,18 @@ fn load_keys(cfg: &Config) -> (Arc<dyn KeyWrap>, Option<Arc<dyn Signer>>, Option
             (Arc::new(NoKeys(msg.clone())), None, Some(msg))
         }
     }
+}
+
+/// Take the exclusive lock of a data directory (`<data_dir>/daemon.lock`, `flock`). The
+/// daemon holds it while it runs; key rotation and recovery take it so they never run
+/// beside a daemon. Released when the returned file is dropped (or the process dies).
+pub fn lock_data_dir(data_dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("daemon.lock"))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    Ok(f)
 }

@@ -360,6 +360,14 @@ impl Catalog {
         Ok(())
     }
 
+    /// After a key rotation: every recording that has a file is now wrapped under `kek_id`.
+    pub fn set_all_kek_ids(&mut self, kek_id: &str) -> Result<usize, CatalogError> {
+        Ok(self.conn.execute(
+            "UPDATE recordings SET kek_id = ?1 WHERE file_path IS NOT NULL",
+            [kek_id],
+        )?)
+    }
+
     /// Record the SIPREC session id once the metadata has named it.
     pub fn set_session_id(&mut self, id: &str, session_id: &str) -> Result<(), CatalogError> {
         let n = self.conn.execute(

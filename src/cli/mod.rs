@@ -2,6 +2,7 @@
 //!
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
+pub mod keys;
 pub mod recordings;
 
 use std::path::PathBuf;
@@ -41,6 +42,12 @@ pub enum Command {
         #[command(subcommand)]
         command: recordings::RecordingsCommand,
     },
+    /// Key custody: status, rotation, recovery from escrow.
+    Keys {
+        /// Which.
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 /// Run the parsed command line.
@@ -69,9 +76,14 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 cfg.media.rtp_ports.first, cfg.media.rtp_ports.last, cfg.media.rtp_bind
             );
             println!("  storage.data_dir = {}", cfg.storage.data_dir.display());
+            println!("  keys.provider   = {}", cfg.keys.provider);
+            if cfg.keys.provider == "software" {
+                println!("  WARNING: software keys are for development machines only");
+            }
             Ok(())
         }
         Command::Recordings { command } => recordings::main(command),
+        Command::Keys { command } => keys::main(command),
     }
 }
 
