@@ -31,7 +31,8 @@ fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) 
     let t = Instant::now();
     let mut buf = vec![0u8; 65536];
     while t.elapsed() < timeout {
-        sock.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .ok()?;
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
             let m = String::from_utf8_lossy(&buf[..n]).to_string();
             if want(&m) {
@@ -179,6 +180,11 @@ impl Call {
             self.srs, self.seq, self.tag, self.to_tag, self.call_id
         );
         self.sock.send_to(msg.as_bytes(), self.srs).unwrap();
-        recv_until(&self.sock, |m| m.contains("BYE") && status(m) == 200, Duration::from_secs(5)).is_some()
+        recv_until(
+            &self.sock,
+            |m| m.contains("BYE") && status(m) == 200,
+            Duration::from_secs(5),
+        )
+        .is_some()
     }
 }
