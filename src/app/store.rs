@@ -165,6 +165,7 @@ pub fn recover(
     vault: &dyn KeyWrap,
     signer: Option<&dyn Signer>,
 ) -> anyhow::Result<()> {
+    quarantine_orphans(cat, data_dir)?;
     let open = cat.recordings_in_state("recording")?;
     for r in open {
         let Some(d) = cat.get(&r.id)? else { continue };
@@ -297,4 +298,34 @@ pub fn recording_files(dir: &Path) -> Vec<PathBuf> {
     walk(dir, 0, &mut out);
     out.sort();
     out
+}
+
+/// Recording files without a catalogue row (a crash between creating the file and
+/// committing its row — such a file holds no audio yet — or a restored/copied file) are
+/// moved to `<data_dir>/orphans/` and logged, so catalogue and recordings directory
+/// agree. Nothing is deleted.
+fn quarantine_orphans(cat: &Catalog, data_dir: &Path) -> anyhow::Result<()> {
+    let known: std::collections::HashSet<PathBuf> = cat
+        .file_paths()?
+        .into_iter()
+        .map(|p| data_dir.join(p))
+        .collect();
+    for f in recording_files(&data_dir.join("recordings")) {
+        if known.contains(&f) {
+            continue;
+        }
+        let dir = data_dir.join("orphans");
+        std::fs::create_dir_all(&dir)?;
+        let name = f.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let to = dir.join(name);
+        std::fs::rename(&f, &to)?;
+        for ext in [".manifest.json", ".manifest.sig"] {
+            let side = PathBuf::from(format!("{}{ext}", f.display()));
+            if side.exists() {
+                let _ = std::fs::rename(&side, PathBuf::from(format!("{}{ext}", to.display())));
+            }
+        }
+        tracing::error!(file = %f.display(), moved_to = %to.display(), "recording file has no catalogue row: moved aside");
+    }
+    Ok(())
 }

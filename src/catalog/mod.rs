@@ -360,6 +360,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// Every recording file path in the catalogue (relative to the data directory).
+    pub fn file_paths(&self) -> Result<Vec<String>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT file_path FROM recordings WHERE file_path IS NOT NULL")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// After a key rotation: every recording that has a file is now wrapped under `kek_id`.
     pub fn set_all_kek_ids(&mut self, kek_id: &str) -> Result<usize, CatalogError> {
         Ok(self.conn.execute(

@@ -139,6 +139,11 @@ pub fn invite(srs: SocketAddr, n: u32) -> Invite {
 }
 
 impl Call {
+    /// The SIP Call-ID.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// Send one 20 ms PCMU packet on each stream.
     pub fn send_packet(&mut self) {
         for (i, (s, to)) in self.rtp.iter().enumerate() {
