@@ -257,7 +257,7 @@ pub fn verify(
     };
     let get = |p: &str| manifest.as_ref().and_then(|m| m.pointer(p)).cloned();
     if let Some(mid) = get("/recording_id") {
-        if mid != Value::from(id) {
+        if mid.as_str() != Some(id) {
             v.problems.push(format!("manifest is for recording {mid}"));
         }
     }

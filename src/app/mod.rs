@@ -84,7 +84,10 @@ impl KeyWrap for NoKeys {
 
 /// Load (or provision) the keys. On failure the daemon still runs — answering 503 with
 /// the reason — and never makes a new key that would orphan recordings.
-fn load_keys(cfg: &Config) -> (Arc<dyn KeyWrap>, Option<Arc<dyn Signer>>, Option<String>) {
+/// What [`load_keys`] returns: the wrapper, the signer (if keys loaded), the error.
+type LoadedKeys = (Arc<dyn KeyWrap>, Option<Arc<dyn Signer>>, Option<String>);
+
+fn load_keys(cfg: &Config) -> LoadedKeys {
     let cc = cfg.custody();
     let res = crate::vault::custody::open(&cc, &cfg.storage.recordings_dir());
     let status = |ok: bool, kek: &str, err: Option<&str>| {

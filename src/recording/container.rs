@@ -757,7 +757,7 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
 /// falling back to older slots (e.g. mid-rotation, or a KEK this vault does not hold).
 pub fn unwrap_data_key(header: &Header, vault: &dyn KeyWrap) -> Result<DataKey, ContainerError> {
     let mut slots: Vec<&KeySlot> = header.key_slots.iter().flatten().collect();
-    slots.sort_by(|a, b| b.generation.cmp(&a.generation));
+    slots.sort_by_key(|s| std::cmp::Reverse(s.generation));
     let mut last_err = None;
     for s in slots {
         match vault.unwrap(&s.kek_id, &s.wrapped_key) {
