@@ -15,7 +15,10 @@ use branchrec::recording::{read_all_audio, ContainerWriter, HeaderParams};
 use branchrec::vault::{DataKey, KeyFileVault, KeyWrap};
 
 fn main() {
-    let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3600);
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3600);
     let kek = KeyFileVault::from_key([1; 32]);
     let dk = DataKey::from_bytes([2; 32]);
     let p = HeaderParams {
@@ -27,12 +30,17 @@ fn main() {
         kek_id: kek.kek_id(),
         extra_json: String::new(),
     };
-    let (mut w, mut file) = ContainerWriter::new(p, dk.clone(), kek.wrap(&dk).expect("wrap"), [0; 7]).expect("writer");
+    let (mut w, mut file) =
+        ContainerWriter::new(p, dk.clone(), kek.wrap(&dk).expect("wrap"), [0; 7]).expect("writer");
     let block: Vec<i16> = (0..320).map(|i| (i * 37 % 4000) as i16).collect();
     let blocks = seconds * 50;
     let t = Instant::now();
     for k in 0..blocks {
-        w.push_block(&AudioBlock { start_frame: k * 160, samples: block.clone() }).expect("push");
+        w.push_block(&AudioBlock {
+            start_frame: k * 160,
+            samples: block.clone(),
+        })
+        .expect("push");
         while let Some(c) = w.poll_chunk() {
             file.extend_from_slice(&c);
         }

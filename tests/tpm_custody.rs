@@ -150,6 +150,21 @@ fn provision_reload_pcr_rotate_recover() {
     assert!(e.to_string().contains("boot measurements changed"), "{e}");
     let state = std::fs::read_to_string(c.state_path()).unwrap();
     assert!(state.contains(&rep.new_kek_id));
+    // Planned change (firmware update): re-seal the same KEK under the new PCR values
+    // from the escrow; the locked object at the handle is replaced.
+    let pem = std::fs::read_to_string(&rkey).unwrap();
+    let esc2: branchrec::vault::escrow::EscrowFile =
+        serde_json::from_slice(&std::fs::read(&escrow2).unwrap()).unwrap();
+    custody::recover(&c, &esc2, &pem).unwrap();
+    let k = custody::open(&c, &recs).unwrap();
+    assert_eq!(k.wrap.kek_id(), rep.new_kek_id);
+    assert_eq!(
+        read_all_audio(std::fs::File::open(&files[0]).unwrap(), &k.wrap)
+            .unwrap()
+            .1,
+        audio[0]
+    );
+    drop(k);
     tpm.stop();
 
     // A dead box: a fresh TPM. Start-up refuses (nothing at the handle)…

@@ -650,7 +650,8 @@ pub fn recover(
             kek.kek_id()
         )));
     }
-    if let Some(s) = read_state(cfg)? {
+    let prior = read_state(cfg)?;
+    if let Some(s) = &prior {
         if s.active.kek_id != kek.kek_id() {
             return Err(VaultError::Custody(format!(
                 "this box's state file names KEK {}, the escrow is for {}: move {} away first \
@@ -663,15 +664,24 @@ pub fn recover(
     }
     let mut tpm = Tpm::open(&cfg.tcti)?;
     if tpm.exists(cfg.handle)? {
-        match tpm.unseal(cfg.handle, &cfg.pcrs)? {
-            Unseal::Ok(sec) if split_secret(&sec)?.0.kek_id() == kek.kek_id() => {}
-            _ => {
+        let ours = matches!(tpm.unseal(cfg.handle, &cfg.pcrs)?,
+            Unseal::Ok(sec) if split_secret(&sec)?.0.kek_id() == kek.kek_id());
+        // The state file says this handle holds this very KEK, now locked (e.g. after a
+        // firmware update changed the PCRs): the escrow has its secret, so re-seal it
+        // under the current PCR values.
+        let locked_same = prior.as_ref().is_some_and(|s| {
+            s.active.kek_id == kek.kek_id() && s.active.handle == Some(cfg.handle)
+        });
+        if !ours {
+            if !locked_same {
                 return Err(VaultError::Custody(format!(
                     "TPM handle {:#010x} holds another object; evict it (tpm2_evictcontrol) or \
                      configure another [keys] handle",
                     cfg.handle
-                )))
+                )));
             }
+            tpm.evict(cfg.handle)?;
+            tpm.seal_persist(&secret, &cfg.pcrs, cfg.handle)?;
         }
     } else {
         tpm.seal_persist(&secret, &cfg.pcrs, cfg.handle)?;

@@ -215,11 +215,18 @@ impl Tpm {
         Ok(r.key_handle)
     }
 
-    fn policy_session(&mut self, kind: SessionType) -> Result<AuthSession, VaultError> {
+    /// A policy (or trial) session. With `salt_key` the session is salted with that
+    /// key, so its parameter encryption (the unsealed secret in the response) uses a
+    /// key a bus sniffer cannot derive from the nonces.
+    fn policy_session(
+        &mut self,
+        kind: SessionType,
+        salt_key: Option<KeyHandle>,
+    ) -> Result<AuthSession, VaultError> {
         let s = self
             .ctx
             .start_auth_session(
-                None,
+                salt_key,
                 None,
                 None,
                 kind,
@@ -248,7 +255,7 @@ impl Tpm {
     /// Digest of `PolicyPCR(selection, current PCR values)`.
     fn pcr_policy_digest(&mut self, pcrs: &PcrSpec) -> Result<Digest, VaultError> {
         let sel = pcrs.selection()?;
-        let s = self.policy_session(SessionType::Trial)?;
+        let s = self.policy_session(SessionType::Trial, None)?;
         let ps = PolicySession::try_from(s).map_err(|e| tpm_err("trial session", e))?;
         let r = self
             .ctx
@@ -315,7 +322,10 @@ impl Tpm {
             return Ok(Unseal::Missing);
         };
         let sel = pcrs.selection()?;
-        let s = self.policy_session(SessionType::Policy)?;
+        let primary = self.primary()?;
+        let s = self.policy_session(SessionType::Policy, Some(primary));
+        let _ = self.ctx.flush_context(primary.into());
+        let s = s?;
         let ps = PolicySession::try_from(s).map_err(|e| tpm_err("policy session", e))?;
         let r = self
             .ctx
