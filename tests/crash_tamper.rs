@@ -124,6 +124,28 @@ fn sigkill_during_concurrent_calls() {
         serde_json::from_str(&inst.cli_ok(&["recordings", "verify", "--all", "--json"])).unwrap();
     assert_eq!(v["failed"], 0, "{v:#}");
     assert_eq!(v["files_without_row"].as_array().unwrap().len(), 0);
+    // A crash between closing a row and writing its manifest leaves the pending marker:
+    // the next start signs it. Without the marker a missing manifest is never re-signed.
+    let complete: Vec<String> = rows
+        .iter()
+        .filter(|r| r["state"] == "complete")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(complete.len() >= 2);
+    let (r1, r2) = (file_of(&inst, &complete[0]), file_of(&inst, &complete[1]));
+    for f in [&r1, &r2] {
+        for ext in [".manifest.json", ".manifest.sig"] {
+            std::fs::remove_file(format!("{}{ext}", f.display())).unwrap();
+        }
+    }
+    std::fs::write(format!("{}.manifest.pending", r1.display()), b"").unwrap();
+    inst.start().stop();
+    inst.cli_ok(&["recordings", "verify", &complete[0]]);
+    assert!(!std::path::Path::new(&format!("{}.manifest.pending", r1.display())).exists());
+    let o = inst.cli(&["recordings", "verify", &complete[1]]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stdout).contains("no signed manifest")
+    );
     // Interrupted recordings export (their verified prefix).
     let id = rows.iter().find(|r| r["state"] == "interrupted").unwrap()["id"]
         .as_str()

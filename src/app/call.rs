@@ -64,6 +64,8 @@ pub struct PreparedCall {
     id: String,
     sockets: Vec<RtpSocket>,
     file: File,
+    /// The container's absolute path.
+    path: PathBuf,
     writer: ContainerWriter,
     timeline: CallTimeline,
     start: Instant,
@@ -150,6 +152,7 @@ impl PreparedCall {
             shared,
             id,
             sockets,
+            path: abs,
             file,
             writer,
             timeline,
@@ -352,6 +355,12 @@ impl PreparedCall {
             stats_json: Some(serde_json::Value::Array(stats)),
         };
         tracing::info!(recording = %self.id, duration_ms, reason, state = state.as_str(), "recording closed");
+        if state == RecordingState::Complete {
+            let marker = super::evidence::pending_marker(&self.path);
+            if let Err(e) = crate::vault::custody::write_atomic(&marker, b"") {
+                tracing::error!(recording = %self.id, error = %e, "cannot write the manifest-pending marker");
+            }
+        }
         self.shared
             .catalog
             .send(CatalogCmd::Finish(self.id.clone(), finish, None));

@@ -48,6 +48,15 @@ fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
+/// Marker written (durably) before a recording's row is closed and removed once its
+/// manifest is written; lets start-up sign a manifest a crash left unwritten.
+pub fn pending_marker(abs: &Path) -> PathBuf {
+    PathBuf::from(format!(
+        "{}.manifest.pending",
+        abs.as_os_str().to_string_lossy()
+    ))
+}
+
 /// The catalogue facts a manifest signs (and `verify` compares).
 pub fn metadata_json(d: &RecordingDetail) -> Value {
     let r = &d.recording;
@@ -151,8 +160,9 @@ pub fn write_manifest(
     };
     let (mp, sp) = manifest_paths(&data_dir.join(rel));
     let (bytes, sig) = build_manifest(&d, inputs, signer, chrono::Utc::now().timestamp_millis())?;
-    write_atomic(&mp, &bytes)?;
     write_atomic(&sp, &sig)?;
+    write_atomic(&mp, &bytes)?;
+    let _ = std::fs::remove_file(pending_marker(&data_dir.join(rel)));
     Ok(())
 }
 

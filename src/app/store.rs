@@ -166,6 +166,9 @@ pub fn recover(
     signer: Option<&dyn Signer>,
 ) -> anyhow::Result<()> {
     quarantine_orphans(cat, data_dir)?;
+    if let Some(s) = signer {
+        sign_missing_manifests(cat, data_dir, vault, s)?;
+    }
     let open = cat.recordings_in_state("recording")?;
     for r in open {
         let Some(d) = cat.get(&r.id)? else { continue };
@@ -326,6 +329,44 @@ fn quarantine_orphans(cat: &Catalog, data_dir: &Path) -> anyhow::Result<()> {
             }
         }
         tracing::error!(file = %f.display(), moved_to = %to.display(), "recording file has no catalogue row: moved aside");
+    }
+    Ok(())
+}
+
+/// A crash between committing a recording's final row and writing its manifest leaves a
+/// closed recording without one, and the `.manifest.pending` marker the call task wrote
+/// (durably) before closing the row: sign those now — only if the file still hashes to
+/// the catalogue's value and verifies. Recordings without the marker are never
+/// (re-)signed here, so deleting a manifest and editing the catalogue while the box is
+/// off does not get the edit signed.
+fn sign_missing_manifests(
+    cat: &Catalog,
+    data_dir: &Path,
+    vault: &dyn KeyWrap,
+    signer: &dyn Signer,
+) -> anyhow::Result<()> {
+    for (id, rel, sha) in cat.closed_files()? {
+        let abs = data_dir.join(&rel);
+        let (manifest, _) = super::evidence::manifest_paths(&abs);
+        let pending = super::evidence::pending_marker(&abs);
+        if manifest.exists() || !abs.exists() || !pending.exists() {
+            continue;
+        }
+        let res = super::evidence::inputs_from_file(&abs, vault).and_then(|inp| {
+            if sha.as_deref() != Some(inp.content_sha256.as_str()) {
+                anyhow::bail!("file content does not match the catalogue's hash: not signing");
+            }
+            super::evidence::write_manifest(cat, data_dir, &id, &inp, signer)
+        });
+        match res {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&pending);
+                tracing::warn!(recording = %id, "signed the manifest a crash left unwritten")
+            }
+            Err(e) => {
+                tracing::error!(recording = %id, error = %format!("{e:#}"), "recording has no manifest")
+            }
+        }
     }
     Ok(())
 }

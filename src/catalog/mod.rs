@@ -369,6 +369,17 @@ impl Catalog {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// `(id, file_path, file_sha256)` of every closed (`complete`/`interrupted`) recording
+    /// that has a file.
+    pub fn closed_files(&self) -> Result<Vec<(String, String, Option<String>)>, CatalogError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, file_path, file_sha256 FROM recordings \
+             WHERE state IN ('complete', 'interrupted') AND file_path IS NOT NULL",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// After a key rotation: every recording that has a file is now wrapped under `kek_id`.
     pub fn set_all_kek_ids(&mut self, kek_id: &str) -> Result<usize, CatalogError> {
         Ok(self.conn.execute(
