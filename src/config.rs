@@ -50,6 +50,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Where and how recordings are stored.
     pub storage: StorageConfig,
+    /// Key custody (TPM or software).
+    pub keys: KeysConfig,
     /// Logging.
     pub log: LogConfig,
     /// Defaults of the recording rules and the site's own numbers.
@@ -272,6 +274,63 @@ impl StorageConfig {
     }
 }
 
+/// `[keys]`: who holds the key-encryption key and the manifest signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// `"tpm"` (default: a KEK sealed in the TPM 2.0) or `"software"` (key files on disk,
+    /// for development machines without a TPM; announced loudly at start-up).
+    pub provider: String,
+    /// TSS2 TCTI of the TPM: `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, …
+    pub tcti: String,
+    /// Persistent TPM handle of the sealed key (0x81000000–0x81FFFFFF); a rotation uses
+    /// this handle and the next one alternately.
+    pub handle: u32,
+    /// PCRs the key is sealed to, `BANK:N,N,…`.
+    pub pcrs: String,
+    /// Offline recovery RSA public key (PEM, ≥ 3072 bits): each KEK is escrowed to it.
+    pub recovery_public_key: Option<PathBuf>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            provider: "tpm".into(),
+            tcti: "device:/dev/tpmrm0".into(),
+            handle: 0x8101_0020,
+            pcrs: "sha256:0,2,4,7".into(),
+            recovery_public_key: None,
+        }
+    }
+}
+
+impl Config {
+    /// The key-custody settings for [`crate::vault::custody`].
+    pub fn custody(&self) -> crate::vault::CustodyConfig {
+        crate::vault::CustodyConfig {
+            provider: if self.keys.provider == "software" {
+                crate::vault::Provider::Software
+            } else {
+                crate::vault::Provider::Tpm
+            },
+            tcti: self.keys.tcti.clone(),
+            handle: self.keys.handle,
+            // Validated in `validate`; the default is a valid selection.
+            pcrs: self
+                .keys
+                .pcrs
+                .parse()
+                .unwrap_or_else(|_| crate::vault::tpm::PcrSpec {
+                    bank: "sha256".into(),
+                    pcrs: vec![0, 2, 4, 7],
+                }),
+            recovery_public_key: self.keys.recovery_public_key.clone(),
+            keys_dir: self.storage.data_dir.join("keys"),
+            kek_file: self.storage.key_file(),
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -302,11 +361,17 @@ impl Config {
     }
 
     /// Load from `path` if given, else the built-in defaults; validated either way.
+    ///
+    /// The built-in defaults are for a development machine (loopback, `./branchrec-data`),
+    /// so they keep keys in software, and the daemon says so loudly at start-up. A
+    /// configuration *file* without `[keys]` gets `provider = "tpm"`: the box never falls
+    /// back to software keys because a section is missing.
     pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
             Some(p) => Self::load(p),
             None => {
-                let c = Config::default();
+                let mut c = Config::default();
+                c.keys.provider = "software".into();
                 c.validate()?;
                 Ok(c)
             }
@@ -391,6 +456,32 @@ impl Config {
             self.retention.classes.contains_key(c)
         })
         .map_err(|(k, m)| invalid(&k, m))?;
+        if !matches!(self.keys.provider.as_str(), "tpm" | "software") {
+            return Err(invalid(
+                "keys.provider",
+                format!("`{}`: expected \"tpm\" or \"software\"", self.keys.provider),
+            ));
+        }
+        if !(0x8100_0000..=0x81FF_FFFE).contains(&self.keys.handle) {
+            return Err(invalid(
+                "keys.handle",
+                format!(
+                    "{:#010x}: must be a persistent handle 0x81000000–0x81fffffe",
+                    self.keys.handle
+                ),
+            ));
+        }
+        let pcrs: crate::vault::tpm::PcrSpec = self
+            .keys
+            .pcrs
+            .parse()
+            .map_err(|e| invalid("keys.pcrs", e))?;
+        if pcrs.pcrs.is_empty() {
+            return Err(invalid("keys.pcrs", "select at least one PCR".into()));
+        }
+        if self.keys.tcti.is_empty() {
+            return Err(invalid("keys.tcti", "must not be empty".into()));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
         Ok(())
@@ -461,6 +552,12 @@ mod tests {
         assert!(e.to_string().contains("storage.flush_interval_ms"), "{e}");
         let e = parse("[media]\nrtp_bind = \"0.0.0.0\"\n").unwrap_err();
         assert!(e.to_string().contains("media.advertise"), "{e}");
+        let e = parse("[keys]\nprovider = \"hsm\"\n").unwrap_err();
+        assert!(e.to_string().contains("keys.provider"), "{e}");
+        let e = parse("[keys]\npcrs = \"sha256:0,99\"\n").unwrap_err();
+        assert!(e.to_string().contains("keys.pcrs"), "{e}");
+        let e = parse("[keys]\nhandle = 0x80000001\n").unwrap_err();
+        assert!(e.to_string().contains("keys.handle"), "{e}");
         let e = parse("[sip]\nlisten = []\n").unwrap_err();
         assert!(e.to_string().contains("sip.listen"), "{e}");
     }

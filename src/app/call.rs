@@ -73,6 +73,8 @@ pub struct PreparedCall {
     call_id: String,
     sockets: Vec<RtpSocket>,
     file: File,
+    /// The container's absolute path.
+    path: PathBuf,
     writer: ContainerWriter,
     timeline: CallTimeline,
     start: Instant,
@@ -164,6 +166,7 @@ impl PreparedCall {
             id,
             call_id: setup.call_id.clone(),
             sockets,
+            path: abs,
             file,
             writer,
             timeline,
@@ -432,9 +435,29 @@ impl PreparedCall {
             stats_json: Some(serde_json::Value::Array(stats)),
         };
         tracing::info!(recording = %self.id, duration_ms, reason, state = state.as_str(), "recording closed");
+        if state == RecordingState::Complete {
+            let marker = super::evidence::pending_marker(&self.path);
+            if let Err(e) = crate::vault::custody::write_atomic(&marker, b"") {
+                tracing::error!(recording = %self.id, error = %e, "cannot write the manifest-pending marker");
+            }
+        }
         self.shared
             .catalog
             .send(CatalogCmd::Finish(self.id.clone(), finish, None));
+        if state == RecordingState::Complete {
+            self.shared.catalog.send(CatalogCmd::Seal(
+                self.id.clone(),
+                super::evidence::ManifestInputs {
+                    content_sha256: hex::encode(fin.sha256),
+                    content_bytes: fin.total_bytes
+                        - (crate::recording::container::KEY_SLOT_LEN
+                            * crate::recording::container::KEY_SLOT_COUNT)
+                            as u64,
+                    pcm_sha256: hex::encode(fin.pcm_sha256),
+                    frames: fin.frames,
+                },
+            ));
+        }
     }
 }
 

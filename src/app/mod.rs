@@ -11,6 +11,7 @@
 
 pub mod call;
 pub mod control;
+pub mod evidence;
 pub mod ports;
 pub mod retention;
 pub mod sip_loop;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::vault::KeyWrap;
+use crate::vault::{KeyWrap, Signer, VaultError};
 
 /// Everything a call task needs that outlives it.
 pub struct Shared {
@@ -29,6 +30,8 @@ pub struct Shared {
     pub cfg: Config,
     /// Key-encryption for data keys.
     pub vault: Arc<dyn KeyWrap>,
+    /// Why the keys are unavailable (the recorder then answers 503 to every call).
+    pub keys_error: Option<String>,
     /// Catalogue writer.
     pub catalog: store::CatalogHandle,
     /// RTP port pool.
@@ -46,8 +49,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(cfg.storage.recordings_dir())
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let key_file = cfg.storage.key_file();
-    if let Some(dir) = key_file.parent() {
+    let _lock = lock_data_dir(&data_dir).with_context(|| {
+        format!(
+            "another branchrec process holds {} (a running daemon, or keys rotate/recover)",
+            data_dir.join("daemon.lock").display()
+        )
+    })?;
+    let provisioning = matches!(crate::vault::custody::read_state(&cfg.custody()), Ok(None));
+    let (vault, manifest_signer, keys_error) = load_keys(&cfg);
+    let kek_created = (provisioning && keys_error.is_none()).then(|| vault.kek_id());
+    let (clock, offset_s) = crate::lifecycle::clock_from_env().map_err(anyhow::Error::msg)?;
+    let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
+    let signing_path = cfg.storage.signing_key_file();
+    if let Some(dir) = signing_path.parent() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -55,24 +69,30 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("creating key directory {}", dir.display()))?;
     }
-    let kek_new = !key_file.exists();
-    let vault = crate::vault::KeyFileVault::open_or_create(&key_file)
-        .with_context(|| format!("opening key file {}", key_file.display()))?;
-    let vault: Arc<dyn KeyWrap> = Arc::new(vault);
-    let (clock, offset_s) = crate::lifecycle::clock_from_env().map_err(anyhow::Error::msg)?;
-    let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
-    let signing_path = cfg.storage.signing_key_file();
-    let signing_new = !signing_path.exists();
-    let signer: Arc<dyn crate::vault::AuditSigner> = Arc::new(
-        crate::vault::FileSigner::open_or_create(&signing_path)
-            .with_context(|| format!("opening signing key {}", signing_path.display()))?,
-    );
-    let catalog =
-        store::start(&cfg, vault.clone(), clock.clone()).context("opening the catalogue")?;
+    // One signing key for manifests and audit heads: the custody key (sealed in the TPM in
+    // TPM mode). Only when the keys cannot be loaded does a file key sign the audit heads,
+    // and `audit verify` then reports heads signed by another key.
+    let signing_new = manifest_signer.is_none() && !signing_path.exists();
+    let signer: Arc<dyn crate::vault::AuditSigner> = match &manifest_signer {
+        Some(s) => s.clone(),
+        None => Arc::new(
+            crate::vault::FileSigner::open_or_create(&signing_path)
+                .with_context(|| format!("opening signing key {}", signing_path.display()))?,
+        ),
+    };
+    let manifest_signer = manifest_signer.map(|s| s as Arc<dyn Signer>);
+    let catalog = store::start(
+        &cfg,
+        vault.clone(),
+        manifest_signer,
+        keys_error.is_none(),
+        clock.clone(),
+    )
+    .context("opening the catalogue")?;
     start_up_audit(
         &cfg,
         &catalog,
-        kek_new,
+        kek_created,
         signing_new,
         signer.as_ref(),
         offset_s,
@@ -85,6 +105,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )),
         cfg,
         vault,
+        keys_error,
         catalog,
         clock: clock.clone(),
         gate: gate.clone(),
@@ -107,7 +128,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 fn start_up_audit(
     cfg: &Config,
     catalog: &store::CatalogHandle,
-    kek_new: bool,
+    kek_created: Option<String>,
     signing_new: bool,
     signer: &dyn crate::vault::AuditSigner,
     offset_s: i64,
@@ -122,11 +143,12 @@ fn start_up_audit(
             details,
         ));
     };
-    if kek_new {
+    if let Some(kek) = kek_created {
         audit(
             "key.create",
             "kek",
-            serde_json::json!({ "file": cfg.storage.key_file().display().to_string() }),
+            serde_json::json!({ "kek_id": kek, "provider": cfg.keys.provider,
+                "signing_key_id": signer.key_id() }),
         );
     }
     if signing_new {
@@ -188,4 +210,88 @@ fn last_rules_hash(c: &crate::catalog::Catalog) -> Option<String> {
                 .and_then(|h| h.as_str())
                 .map(str::to_string)
         })
+}
+
+/// A stand-in when the keys cannot be loaded: every operation fails with the reason.
+struct NoKeys(String);
+
+impl KeyWrap for NoKeys {
+    fn kek_id(&self) -> String {
+        String::new()
+    }
+    fn wrap(&self, _: &crate::vault::DataKey) -> Result<Vec<u8>, VaultError> {
+        Err(VaultError::KeyUnavailable(self.0.clone()))
+    }
+    fn unwrap(&self, _: &str, _: &[u8]) -> Result<crate::vault::DataKey, VaultError> {
+        Err(VaultError::KeyUnavailable(self.0.clone()))
+    }
+}
+
+/// Load (or provision) the keys. On failure the daemon still runs — answering 503 with
+/// the reason — and never makes a new key that would orphan recordings.
+/// What [`load_keys`] returns: the wrapper, the signer (if keys loaded), the error.
+type LoadedKeys = (
+    Arc<dyn KeyWrap>,
+    Option<Arc<crate::vault::Ed25519Signer>>,
+    Option<String>,
+);
+
+fn load_keys(cfg: &Config) -> LoadedKeys {
+    let cc = cfg.custody();
+    let res = crate::vault::custody::open(&cc, &cfg.storage.recordings_dir());
+    let status = |ok: bool, kek: &str, err: Option<&str>| {
+        let v = serde_json::json!({
+            "provider": cc.provider.as_str(),
+            "ok": ok,
+            "kek_id": kek,
+            "error": err,
+            "pid": std::process::id(),
+            "at_ms": chrono::Utc::now().timestamp_millis(),
+        });
+        let p = cc.keys_dir.join("daemon-status.json");
+        if let Err(e) = crate::vault::custody::write_atomic(&p, v.to_string().as_bytes()) {
+            tracing::warn!(error = %e, "cannot write {}", p.display());
+        }
+    };
+    match res {
+        Ok(k) => {
+            let kek = k.wrap.kek_id();
+            match k.provider {
+                crate::vault::Provider::Software => tracing::warn!(
+                    kek = %kek,
+                    "KEYS ARE IN SOFTWARE ([keys] provider = \"software\"): the key-encryption \
+                     key is a file on this disk, so whoever has the disk has the recordings. \
+                     For development machines only."
+                ),
+                crate::vault::Provider::Tpm => {
+                    tracing::info!(kek = %kek, tcti = %cc.tcti, "key-encryption key unsealed from the TPM")
+                }
+            }
+            if cc.recovery_public_key.is_none() && k.provider == crate::vault::Provider::Tpm {
+                tracing::warn!("no [keys] recovery_public_key: the KEK is not escrowed; if this TPM dies, every recording is lost");
+            }
+            status(true, &kek, None);
+            (Arc::new(k.wrap), Some(Arc::new(k.signer)), None)
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "CANNOT RECORD: the recording keys are unavailable; every call will be refused with 503");
+            status(false, "", Some(&msg));
+            (Arc::new(NoKeys(msg.clone())), None, Some(msg))
+        }
+    }
+}
+
+/// Take the exclusive lock of a data directory (`<data_dir>/daemon.lock`, `flock`). The
+/// daemon holds it while it runs; key rotation and recovery take it so they never run
+/// beside a daemon. Released when the returned file is dropped (or the process dies).
+pub fn lock_data_dir(data_dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("daemon.lock"))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
+    Ok(f)
 }

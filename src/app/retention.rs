@@ -29,7 +29,18 @@ pub fn shredder(data_dir: &Path) -> impl FnOnce(&RecordingRow) -> Result<(), Str
         let p = data_dir.join(rel);
         shred_file(&p)
             .map(|_| ())
-            .map_err(|e| format!("{}: {e}", p.display()))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        // The signed manifest names the recording and its hashes: it goes with the file
+        // (the tombstone keeps the hashes).
+        let (m, sig) = crate::app::evidence::manifest_paths(&p);
+        for f in [m, sig, crate::app::evidence::pending_marker(&p)] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", f.display())),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -184,6 +184,17 @@ fn handle_event(
         SrsEvent::Offered(offer) => {
             let now = Instant::now();
             let cfg = &shared.cfg;
+            if let Some(why) = &shared.keys_error {
+                tracing::error!(error = %why, "refusing call: recording keys unavailable");
+                srs.reject(
+                    now,
+                    offer.call,
+                    503,
+                    "Service Unavailable (recording keys unavailable)",
+                    Some(cfg.sip.retry_after_s),
+                );
+                return;
+            }
             let busy = calls.len() + preparing.len();
             if busy >= cfg.sip.max_calls {
                 srs.reject(

@@ -14,7 +14,7 @@ use crate::catalog::{
 };
 use crate::config::Config;
 use crate::recording::{scan, ScanState};
-use crate::vault::KeyWrap;
+use crate::vault::{KeyWrap, Signer};
 
 /// A write for the catalogue thread.
 pub enum CatalogCmd {
@@ -36,6 +36,8 @@ pub enum CatalogCmd {
     Policy(String, crate::catalog::lifecycle::Policy),
     /// An audit entry: actor, action, target, details.
     Audit(String, String, String, serde_json::Value),
+    /// Sign and write the manifest of a closed recording.
+    Seal(String, super::evidence::ManifestInputs),
 }
 
 /// Sends writes to the catalogue thread.
@@ -70,18 +72,33 @@ impl CatalogHandle {
 }
 
 /// Open the catalogue, recover what a crash left open, and start the writer thread.
+/// Recovery needs the keys: without them (`keys_ok` false) open recordings are left for
+/// the next start rather than wrongly marked damaged.
 pub fn start(
     cfg: &Config,
     vault: Arc<dyn KeyWrap>,
+    signer: Option<Arc<dyn Signer>>,
+    keys_ok: bool,
     clock: Arc<dyn crate::lifecycle::Clock>,
 ) -> Result<CatalogHandle, anyhow::Error> {
     let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
-    recover(&mut cat, &cfg.storage.data_dir, vault.as_ref())?;
+    if keys_ok {
+        recover(
+            &mut cat,
+            &cfg.storage.data_dir,
+            vault.as_ref(),
+            signer.as_deref(),
+        )?;
+    } else {
+        tracing::error!(
+            "keys unavailable: recordings left open by a previous run are not recovered now"
+        );
+    }
     let (tx, rx) = mpsc::channel::<CatalogCmd>();
     let cfg = cfg.clone();
     std::thread::Builder::new()
         .name("catalog".into())
-        .spawn(move || writer(cat, rx, &cfg, clock.as_ref()))?;
+        .spawn(move || writer(cat, rx, &cfg, clock.as_ref(), signer))?;
     Ok(CatalogHandle { tx })
 }
 
@@ -124,7 +141,9 @@ fn writer(
     rx: mpsc::Receiver<CatalogCmd>,
     cfg: &Config,
     clock: &dyn crate::lifecycle::Clock,
+    signer: Option<Arc<dyn Signer>>,
 ) {
+    let data_dir = cfg.storage.data_dir.clone();
     while let Ok(first) = rx.recv() {
         // Group commit: everything queued goes into one transaction; replies and
         // completion signals are sent only after it is durable.
@@ -137,10 +156,15 @@ fn writer(
         }
         let mut replies = Vec::new();
         let mut finished = Vec::new();
+        let mut seals = Vec::new();
         let res = cat.batch(|cat| {
             for cmd in cmds {
                 if let CatalogCmd::Finish(id, ..) = &cmd {
                     finished.push(id.clone());
+                }
+                if let CatalogCmd::Seal(id, inputs) = cmd {
+                    seals.push((id, inputs));
+                    continue;
                 }
                 if let Some(r) = apply(cat, cmd, clock) {
                     replies.push(r);
@@ -169,6 +193,20 @@ fn writer(
             }
         }
         // Deleting touches files and takes its own transaction: after the commit.
+        // Manifests cover the committed row; deleting touches files and takes its own
+        // transaction: both after the commit.
+        for (id, inputs) in seals {
+            let res = match &signer {
+                Some(s) => {
+                    super::evidence::write_manifest(&cat, &data_dir, &id, &inputs, s.as_ref())
+                        .map_err(|e| format!("recording {id}: {e:#}"))
+                }
+                None => Err("no signing key".into()),
+            };
+            if let Err(e) = res {
+                tracing::error!(op = "manifest", error = %e, "signing the manifest failed");
+            }
+        }
         if ok {
             for id in finished {
                 discard_if_short(&mut cat, cfg, clock, &id);
@@ -236,6 +274,8 @@ fn apply(cat: &mut Catalog, cmd: CatalogCmd, clock: &dyn crate::lifecycle::Clock
                 .map_err(|e| e.to_string()),
             None,
         ),
+        // Handled after the commit by the writer.
+        CatalogCmd::Seal(..) => return None,
     };
     if let Err(e) = res {
         tracing::error!(op = what, error = %e, "catalogue write failed");
@@ -245,7 +285,16 @@ fn apply(cat: &mut Catalog, cmd: CatalogCmd, clock: &dyn crate::lifecycle::Clock
 
 /// Recordings still marked `recording` were open when the daemon died: close each at its
 /// last durable chunk (`interrupted`), or mark it `damaged` if its file cannot be read.
-pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyhow::Result<()> {
+pub fn recover(
+    cat: &mut Catalog,
+    data_dir: &Path,
+    vault: &dyn KeyWrap,
+    signer: Option<&dyn Signer>,
+) -> anyhow::Result<()> {
+    quarantine_orphans(cat, data_dir)?;
+    if let Some(s) = signer {
+        sign_missing_manifests(cat, data_dir, vault, s)?;
+    }
     let open = cat.recordings_in_state("recording")?;
     for r in open {
         let Some(d) = cat.get(&r.id)? else { continue };
@@ -291,6 +340,15 @@ pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyho
         };
         cat.finish_recording(&r.id, &f)?;
         tracing::warn!(recording = %r.id, state = state.as_str(), duration_ms, "recovered recording left open by a previous run");
+        if state != RecordingState::Damaged {
+            if let Some(s) = signer {
+                let signed = super::evidence::inputs_from_file(&path, vault)
+                    .and_then(|inp| super::evidence::write_manifest(cat, data_dir, &r.id, &inp, s));
+                if let Err(e) = signed {
+                    tracing::error!(recording = %r.id, error = %format!("{e:#}"), "signing the recovered recording failed");
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -336,27 +394,105 @@ pub struct FileScan {
     pub bytes: u64,
 }
 
-/// Verify a recording file chunk by chunk and hash it.
+/// Verify a recording file chunk by chunk and hash its content (everything but the key
+/// slots, see [`crate::recording::content_sha256`]).
 pub fn scan_file(path: &Path, vault: &dyn KeyWrap) -> anyhow::Result<FileScan> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut bytes = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(buf.get(..n).unwrap_or_default());
-        bytes += n as u64;
-    }
+    let bytes = std::fs::metadata(path)?.len();
+    let (sum, _) =
+        crate::recording::content_sha256(std::io::BufReader::new(std::fs::File::open(path)?))?;
     let rep = scan(std::io::BufReader::new(std::fs::File::open(path)?), vault)?;
     Ok(FileScan {
         state: rep.state,
         frames: rep.frames,
-        sha256_hex: Some(hex::encode(h.finalize())),
+        sha256_hex: Some(hex::encode(sum)),
         bytes,
     })
+}
+
+/// Every `.brec` file under `dir` (recursively, bounded depth), sorted.
+pub fn recording_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(d: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && depth < 6 {
+                walk(&p, depth + 1, out);
+            } else if ft.is_file() && p.extension().is_some_and(|x| x == "brec") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, 0, &mut out);
+    out.sort();
+    out
+}
+
+/// Recording files without a catalogue row (a crash between creating the file and
+/// committing its row — such a file holds no audio yet — or a restored/copied file) are
+/// moved to `<data_dir>/orphans/` and logged, so catalogue and recordings directory
+/// agree. Nothing is deleted.
+fn quarantine_orphans(cat: &Catalog, data_dir: &Path) -> anyhow::Result<()> {
+    let known: std::collections::HashSet<PathBuf> = cat
+        .file_paths()?
+        .into_iter()
+        .map(|p| data_dir.join(p))
+        .collect();
+    for f in recording_files(&data_dir.join("recordings")) {
+        if known.contains(&f) {
+            continue;
+        }
+        let dir = data_dir.join("orphans");
+        std::fs::create_dir_all(&dir)?;
+        let name = f.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let to = dir.join(name);
+        std::fs::rename(&f, &to)?;
+        for ext in [".manifest.json", ".manifest.sig"] {
+            let side = PathBuf::from(format!("{}{ext}", f.display()));
+            if side.exists() {
+                let _ = std::fs::rename(&side, PathBuf::from(format!("{}{ext}", to.display())));
+            }
+        }
+        tracing::error!(file = %f.display(), moved_to = %to.display(), "recording file has no catalogue row: moved aside");
+    }
+    Ok(())
+}
+
+/// A crash between committing a recording's final row and writing its manifest leaves a
+/// closed recording without one, and the `.manifest.pending` marker the call task wrote
+/// (durably) before closing the row: sign those now — only if the file still hashes to
+/// the catalogue's value and verifies. Recordings without the marker are never
+/// (re-)signed here, so deleting a manifest and editing the catalogue while the box is
+/// off does not get the edit signed.
+fn sign_missing_manifests(
+    cat: &Catalog,
+    data_dir: &Path,
+    vault: &dyn KeyWrap,
+    signer: &dyn Signer,
+) -> anyhow::Result<()> {
+    for (id, rel, sha) in cat.closed_files()? {
+        let abs = data_dir.join(&rel);
+        let (manifest, _) = super::evidence::manifest_paths(&abs);
+        let pending = super::evidence::pending_marker(&abs);
+        if manifest.exists() || !abs.exists() || !pending.exists() {
+            continue;
+        }
+        let res = super::evidence::inputs_from_file(&abs, vault).and_then(|inp| {
+            if sha.as_deref() != Some(inp.content_sha256.as_str()) {
+                anyhow::bail!("file content does not match the catalogue's hash: not signing");
+            }
+            super::evidence::write_manifest(cat, data_dir, &id, &inp, signer)
+        });
+        match res {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&pending);
+                tracing::warn!(recording = %id, "signed the manifest a crash left unwritten")
+            }
+            Err(e) => {
+                tracing::error!(recording = %id, error = %format!("{e:#}"), "recording has no manifest")
+            }
+        }
+    }
+    Ok(())
 }

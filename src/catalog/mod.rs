@@ -375,6 +375,34 @@ impl Catalog {
         Ok(())
     }
 
+    /// Every recording file path in the catalogue (relative to the data directory).
+    pub fn file_paths(&self) -> Result<Vec<String>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT file_path FROM recordings WHERE file_path IS NOT NULL")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// `(id, file_path, file_sha256)` of every closed (`complete`/`interrupted`) recording
+    /// that has a file.
+    pub fn closed_files(&self) -> Result<Vec<(String, String, Option<String>)>, CatalogError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, file_path, file_sha256 FROM recordings \
+             WHERE state IN ('complete', 'interrupted') AND file_path IS NOT NULL",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// After a key rotation: every recording that has a file is now wrapped under `kek_id`.
+    pub fn set_all_kek_ids(&mut self, kek_id: &str) -> Result<usize, CatalogError> {
+        Ok(self.conn.execute(
+            "UPDATE recordings SET kek_id = ?1 WHERE file_path IS NOT NULL",
+            [kek_id],
+        )?)
+    }
+
     /// Record the SIPREC session id once the metadata has named it.
     pub fn set_session_id(&mut self, id: &str, session_id: &str) -> Result<(), CatalogError> {
         let n = self.conn.execute(

@@ -133,7 +133,8 @@ pub struct Finish {
     pub duration_ms: u64,
     /// Final state; anything but [`RecordingState::Recording`].
     pub state: RecordingState,
-    /// SHA-256 of the stored (encrypted) file, 64 lowercase hex digits.
+    /// SHA-256 of the stored (encrypted) container without its key slots (see
+    /// `recording::content_sha256`), 64 lowercase hex digits.
     pub file_sha256: Option<String>,
     /// Size of the stored file in bytes.
     pub file_bytes: Option<u64>,

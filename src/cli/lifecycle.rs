@@ -84,8 +84,23 @@ pub fn audit(
     Ok(())
 }
 
-/// Sign the audit head with the daemon's key if this user can read it (else the daemon
-/// signs it at its next interval).
+/// The box's signing public key: from the key-custody state (TPM or software), else from
+/// the software key file.
+fn own_public_key(cfg: &Config) -> Option<[u8; 32]> {
+    let from_state = crate::vault::custody::read_state(&cfg.custody())
+        .ok()
+        .flatten()
+        .and_then(|s| hex::decode(s.signing_public_key).ok())
+        .and_then(|v| <[u8; 32]>::try_from(v).ok());
+    from_state.or_else(|| {
+        crate::vault::FileSigner::load(&cfg.storage.signing_key_file())
+            .ok()
+            .map(|s| crate::vault::AuditSigner::public_key(&s))
+    })
+}
+
+/// Sign the audit head with the daemon's key if this user can read it (software keys;
+/// with a TPM the daemon signs it at its next interval).
 pub fn sign_head(cat: &mut Catalog, cfg: &Config, now: i64) {
     if let Ok(s) = crate::vault::FileSigner::load(&cfg.storage.signing_key_file()) {
         if let Err(e) = cat.sign_audit_head(&s, now) {
@@ -309,8 +324,7 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
             let entries = cat.audit_entries(0, None)?;
             let heads = cat.audit_heads()?;
             // Trust only the key on this box: a head signed by another key is a problem.
-            let own = crate::vault::FileSigner::load(&cfg.storage.signing_key_file()).ok();
-            let own_pub = own.as_ref().map(crate::vault::AuditSigner::public_key);
+            let own_pub = own_public_key(&cfg);
             let heads_only: Vec<_> = heads.iter().map(|(h, _)| h.clone()).collect();
             let problems = crate::lifecycle::audit::verify(&entries, &heads_only, |h| {
                 let pk_hex = heads

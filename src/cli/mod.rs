@@ -2,6 +2,7 @@
 //!
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
+pub mod keys;
 pub mod lifecycle;
 pub mod recordings;
 
@@ -60,6 +61,12 @@ pub enum Command {
         #[command(subcommand)]
         command: lifecycle::RetentionCommand,
     },
+    /// Key custody: status, rotation, recovery from escrow.
+    Keys {
+        /// Which.
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 /// Run the parsed command line.
@@ -88,12 +95,17 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 cfg.media.rtp_ports.first, cfg.media.rtp_ports.last, cfg.media.rtp_bind
             );
             println!("  storage.data_dir = {}", cfg.storage.data_dir.display());
+            println!("  keys.provider   = {}", cfg.keys.provider);
+            if cfg.keys.provider == "software" {
+                println!("  WARNING: software keys are for development machines only");
+            }
             Ok(())
         }
         Command::Recordings { command } => recordings::main(command),
         Command::Hold { command } => lifecycle::hold_main(command),
         Command::Audit { command } => lifecycle::audit_main(command),
         Command::Retention { command } => lifecycle::retention_main(command),
+        Command::Keys { command } => keys::main(command),
     }
 }
 

@@ -87,21 +87,38 @@ pub enum RecordingsCommand {
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Verify a recording's file: every chunk authenticates and the hash matches the catalogue.
-    Verify {
+    /// Decrypt a recording to a standard WAV file (16-bit PCM, one participant per channel),
+    /// or write an evidence bundle. Only after the recording fully verifies.
+    Export {
         /// Recording id.
         id: String,
+        /// Output WAV file.
+        #[arg(
+            long,
+            required_unless_present = "evidence",
+            conflicts_with = "evidence"
+        )]
+        out: Option<PathBuf>,
+        /// Write an evidence bundle (audio, metadata, signed manifest, public key) here.
+        #[arg(long)]
+        evidence: Option<PathBuf>,
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Decrypt a recording to a standard WAV file (16-bit PCM, one participant per channel).
-    Export {
+    /// Verify recordings: container integrity, content hash, signed manifest, audio hash
+    /// and catalogue metadata; with --all also that catalogue and files match. Exit
+    /// status 1 if anything fails.
+    Verify {
         /// Recording id.
-        id: String,
-        /// Output file.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every recording, plus files without a row and rows without a file.
         #[arg(long)]
-        out: PathBuf,
+        all: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
@@ -238,89 +255,58 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
         }
         RecordingsCommand::Pause { call, config } => control(config, "pause", &call),
         RecordingsCommand::Resume { call, config } => control(config, "resume", &call),
-        RecordingsCommand::Verify { id, config } => {
+        RecordingsCommand::Export {
+            id,
+            out,
+            evidence,
+            config,
+        } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let mut cat = open(&cfg)?;
-            let Some(d) = cat.get(&id)? else {
-                bail!("no recording with id {id}");
-            };
-            let Some(rel) = d.recording.file_path.clone() else {
-                bail!("recording {id} has no file");
-            };
-            let vault = crate::vault::KeyFileVault::load(&cfg.storage.key_file())
-                .context("opening the key file")?;
-            let res = crate::app::store::scan_file(&cfg.storage.data_dir.join(rel), &vault);
-            let (ok, msg) = match &res {
-                Ok(s) => {
-                    let hash_ok = d.recording.file_sha256.is_none()
-                        || d.recording.file_sha256 == s.sha256_hex;
-                    let st = format!("{:?}", s.state);
-                    (
-                        hash_ok && matches!(s.state, crate::recording::ScanState::Complete),
-                        format!(
-                            "{st}, {} frames, sha256 {}",
-                            s.frames,
-                            if hash_ok {
-                                "matches the catalogue"
-                            } else {
-                                "DIFFERS from the catalogue"
-                            }
-                        ),
-                    )
-                }
-                Err(e) => (false, e.to_string()),
-            };
+            // Every access to audio is audited, before the audio is touched.
             crate::cli::lifecycle::audit(
                 &mut cat,
                 &cfg,
-                "recording.verify",
+                if evidence.is_some() {
+                    "recording.export_evidence"
+                } else {
+                    "recording.export"
+                },
                 &id,
-                serde_json::json!({ "ok": ok, "result": msg }),
+                serde_json::json!({
+                    "out": out.as_ref().map(|p| p.display().to_string()),
+                    "evidence": evidence.as_ref().map(|p| p.display().to_string()),
+                }),
             )?;
-            println!("{id}: {}: {msg}", if ok { "OK" } else { "FAILED" });
-            if !ok {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
-        RecordingsCommand::Export { id, out, config } => {
-            let cfg = Config::load_or_default(config.as_deref())?;
-            let mut cat = open(&cfg)?;
-            crate::cli::lifecycle::audit(
-                &mut cat,
-                &cfg,
-                "recording.export",
-                &id,
-                serde_json::json!({ "out": out.display().to_string() }),
-            )?;
-            let Some(d) = cat.get(&id)? else {
-                bail!("no recording with id {id}");
-            };
-            let Some(rel) = d.recording.file_path.clone() else {
-                bail!("recording {id} has no file");
-            };
-            let vault = crate::vault::KeyFileVault::load(&cfg.storage.key_file())
-                .context("opening the key file")?;
-            let path = cfg.storage.data_dir.join(rel);
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("reading recording file {}", path.display()))?;
-            let (header, samples) =
-                crate::recording::read_all_audio(std::io::BufReader::new(file), &vault)
-                    .with_context(|| format!("recording {id} failed verification"))?;
-            if header.recording_id != id {
+            let keys = crate::vault::custody::open_existing(&cfg.custody())
+                .context("loading the recording keys")?;
+            let pubder = crate::vault::Signer::public_key_der(&keys.signer);
+            let v =
+                crate::app::evidence::verify(&cat, &cfg.storage.data_dir, &keys.wrap, &pubder, &id);
+            if !v.problems.is_empty() {
                 bail!(
-                    "recording file {} belongs to recording {}, not {id}: refusing to export",
-                    path.display(),
-                    header.recording_id
+                    "recording {id} failed verification, not exported: {}",
+                    v.problems.join("; ")
                 );
             }
+            if let Some(dir) = evidence {
+                crate::app::evidence::export_evidence(&v, &pubder, &dir)?;
+                eprintln!("evidence bundle for {id} -> {}", dir.display());
+                return Ok(());
+            }
+            let Some(out) = out else {
+                bail!("give --out FILE or --evidence DIR");
+            };
+            let Some((header, samples)) = &v.audio else {
+                bail!("recording {id}: no verified audio");
+            };
             let tmp = out.with_extension("wav.partial");
             {
                 let mut f = std::io::BufWriter::new(
                     std::fs::File::create(&tmp)
                         .with_context(|| format!("creating {}", tmp.display()))?,
                 );
-                crate::recording::write_wav(&mut f, header.sample_rate, header.channels, &samples)?;
+                crate::recording::write_wav(&mut f, header.sample_rate, header.channels, samples)?;
                 f.flush()?;
             }
             std::fs::rename(&tmp, &out)?;
@@ -331,6 +317,115 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 header.sample_rate,
                 out.display()
             );
+            Ok(())
+        }
+        RecordingsCommand::Verify {
+            id,
+            all,
+            json,
+            config,
+        } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            let mut cat = open(&cfg)?;
+            crate::cli::lifecycle::audit(
+                &mut cat,
+                &cfg,
+                "recording.verify",
+                id.as_deref().unwrap_or("*"),
+                serde_json::json!({ "all": all }),
+            )?;
+            let keys = crate::vault::custody::open_existing(&cfg.custody())
+                .context("loading the recording keys")?;
+            let pubder = crate::vault::Signer::public_key_der(&keys.signer);
+            let ids: Vec<String> = match (id, all) {
+                (Some(id), _) => vec![id],
+                (None, _) => cat
+                    .list(&ListFilter::default())?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect(),
+            };
+            let mut results = Vec::new();
+            let mut failed = 0usize;
+            let mut known_files = std::collections::HashSet::new();
+            for id in &ids {
+                let v = crate::app::evidence::verify(
+                    &cat,
+                    &cfg.storage.data_dir,
+                    &keys.wrap,
+                    &pubder,
+                    id,
+                );
+                let state = v
+                    .detail
+                    .as_ref()
+                    .map(|d| d.recording.state.as_str())
+                    .unwrap_or("?");
+                if let Some(p) = v
+                    .detail
+                    .as_ref()
+                    .and_then(|d| d.recording.file_path.clone())
+                {
+                    known_files.insert(cfg.storage.data_dir.join(p));
+                }
+                // Recordings still being written cannot be verified yet.
+                let skip = state == "recording";
+                if !v.problems.is_empty() && !skip {
+                    failed += 1;
+                }
+                results.push(serde_json::json!({
+                    "id": id, "state": state,
+                    "ok": v.problems.is_empty(),
+                    "skipped": skip,
+                    "problems": v.problems,
+                }));
+            }
+            let mut orphans = Vec::new();
+            if all {
+                for f in crate::app::store::recording_files(&cfg.storage.recordings_dir()) {
+                    if !known_files.contains(&f) {
+                        orphans.push(f.display().to_string());
+                    }
+                }
+                failed += orphans.len();
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "recordings": results, "files_without_row": orphans, "failed": failed,
+                    }))?
+                );
+            } else {
+                for r in &results {
+                    let ok = r["ok"].as_bool().unwrap_or(false);
+                    let tag = if r["skipped"].as_bool().unwrap_or(false) {
+                        "SKIP (still recording)"
+                    } else if ok {
+                        "OK"
+                    } else {
+                        "FAILED"
+                    };
+                    println!(
+                        "{} {} [{}]",
+                        r["id"].as_str().unwrap_or(""),
+                        tag,
+                        r["state"].as_str().unwrap_or("")
+                    );
+                    if let Some(ps) = r["problems"].as_array() {
+                        for p in ps {
+                            println!("    {}", p.as_str().unwrap_or(""));
+                        }
+                    }
+                }
+                for o in &orphans {
+                    println!("{o} FAILED: file has no catalogue row");
+                }
+                println!("{} checked, {failed} failed", results.len());
+            }
+            if failed > 0 {
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

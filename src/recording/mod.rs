@@ -3,10 +3,13 @@
 
 pub mod container;
 pub mod shred;
+pub mod slots;
 pub mod wav;
 
 pub use container::{
-    read_all_audio, read_header, read_valid_prefix, scan, Chunk, ContainerError, ContainerReader,
-    ContainerWriter, FinishedContainer, Header, HeaderParams, SampleFormat, ScanReport, ScanState,
+    content_sha256, read_all_audio, read_header, read_valid_prefix, scan, unwrap_data_key, Chunk,
+    ContainerError, ContainerReader, ContainerWriter, FinishedContainer, Header, HeaderParams,
+    KeySlot, SampleFormat, ScanReport, ScanState,
 };
+pub use slots::{clear_other_slots, rewrap_file, shred_file, RewrapOutcome};
 pub use wav::{write_wav, WavWriter};

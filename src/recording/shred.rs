@@ -1,37 +1,27 @@
-//! Crypto-shredding of a recording file: destroy the wrapped data key in the header on
-//! disk (overwrite + fsync), then unlink the file (+ fsync of the directory).
+//! Crypto-shredding of a recording file: destroy the wrapped data key (both key slots,
+//! see `docs/recording-format.md`) on disk with an fsync, then unlink the file and fsync
+//! the directory.
 //!
 //! Once the wrapped key is gone, no copy of the ciphertext taken afterwards (backup,
 //! stolen disk image, a file recovered from free blocks) can be decrypted, because the
 //! data key existed nowhere else. Copies taken *before* the shred still carry the wrapped
-//! key and stay as safe as the key-encryption key (file today, TPM later). On flash with
-//! wear levelling an overwrite in place may leave the old block in the FTL; that residue
-//! is again only as readable as the KEK allows.
+//! key and stay as safe as the key-encryption key. On flash with wear levelling an
+//! overwrite in place may leave the old block in the FTL; that residue is again only as
+//! readable as the KEK allows.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 
-use super::container::{read_header, Header};
-
-/// Byte range `(offset, len)` of the wrapped data key in a header as written by
-/// `Header::to_bytes` (see `docs/recording-format.md` §1).
-pub fn wrapped_key_range(h: &Header) -> (u64, u64) {
-    let off = 12 // magic, version, body_len
-        + 2 + h.recording_id.len()
-        + 8 + 4 + 2 + 1 + 4
-        + 2 + h.kek_id.len()
-        + 2;
-    (off as u64, h.wrapped_key.len() as u64)
-}
+use super::container::ContainerError;
 
 /// What [`shred_file`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shredded {
-    /// The wrapped key was overwritten and the file removed.
+    /// The key slots were overwritten and the file removed.
     KeyDestroyed,
-    /// The header did not parse: the first `n` bytes (all of any possible header) were
-    /// overwritten, then the file removed.
+    /// The header did not parse: the first `n` bytes (all of any possible header and key
+    /// slots) were overwritten, then the file removed.
     HeaderWiped(u64),
     /// There was no file (already removed).
     NoFile,
@@ -39,27 +29,23 @@ pub enum Shredded {
 
 /// Destroy the data key of the recording at `path` and remove the file.
 pub fn shred_file(path: &Path) -> std::io::Result<Shredded> {
-    let mut f = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Shredded::NoFile),
-        Err(e) => return Err(e),
-    };
-    let what = match read_header(&mut f) {
-        Ok((h, _)) => {
-            let (off, len) = wrapped_key_range(&h);
-            f.seek(SeekFrom::Start(off))?;
-            f.write_all(&vec![0u8; len as usize])?;
-            Shredded::KeyDestroyed
+    if !path.exists() {
+        return Ok(Shredded::NoFile);
+    }
+    let what = match super::slots::shred_file(path) {
+        Ok(()) => Shredded::KeyDestroyed,
+        Err(ContainerError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Shredded::NoFile)
         }
         Err(_) => {
-            let len = f.metadata()?.len().min(12 + (1 << 20));
-            f.seek(SeekFrom::Start(0))?;
+            // Not a container we can parse: wipe everything a header and slots could hold.
+            let mut f = OpenOptions::new().write(true).open(path)?;
+            let len = f.metadata()?.len().min(12 + (1 << 20) + 4096);
             f.write_all(&vec![0u8; len as usize])?;
+            f.sync_all()?;
             Shredded::HeaderWiped(len)
         }
     };
-    f.sync_all()?;
-    drop(f);
     std::fs::remove_file(path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
@@ -94,13 +80,6 @@ mod tests {
         let mut bytes = header.clone();
         bytes.extend_from_slice(&fin.bytes);
         std::fs::write(&p, &bytes).unwrap();
-        // The range really is the wrapped key.
-        let (h, _) = read_header(&mut std::io::Cursor::new(&bytes)).unwrap();
-        let (off, len) = wrapped_key_range(&h);
-        assert_eq!(
-            &bytes[off as usize..(off + len) as usize],
-            wrapped.as_slice()
-        );
         assert!(crate::recording::read_all_audio(std::io::Cursor::new(&bytes), &vault).is_ok());
         // Keep a hard link: a "copy" that survives the unlink.
         let copy = dir.path().join("copy.brec");
@@ -108,10 +87,8 @@ mod tests {
         assert_eq!(shred_file(&p).unwrap(), Shredded::KeyDestroyed);
         assert!(!p.exists());
         let after = std::fs::read(&copy).unwrap();
-        assert_eq!(
-            &after[off as usize..(off + len) as usize],
-            vec![0u8; len as usize].as_slice()
-        );
+        assert_eq!(after.len(), bytes.len(), "only overwritten, not truncated");
+        assert_ne!(after, bytes);
         assert!(crate::recording::read_all_audio(std::io::Cursor::new(&after), &vault).is_err());
         assert_eq!(shred_file(&p).unwrap(), Shredded::NoFile);
     }

@@ -62,9 +62,9 @@ impl KeyFileVault {
     }
 }
 
-/// Create a 32-byte random secret in a new 0600 key file (`O_EXCL`, fsync of file and
-/// directory), or load the existing one with the checks of [`load_secret`].
-pub(crate) fn open_or_create_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+/// Load the 32-byte secret in `path`, or create the file (0600, `O_EXCL`, fsynced with its
+/// directory) with 32 random bytes if it does not exist.
+pub fn open_or_create_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, VaultError> {
     let mut key = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(key.as_mut());
     match OpenOptions::new()
@@ -88,7 +88,7 @@ pub(crate) fn open_or_create_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, 
             File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_err(dir, e))?;
-            tracing::info!(path = %path.display(), "created new key file");
+            tracing::info!(path = %path.display(), "created new secret key file");
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_secret(path),
@@ -96,8 +96,8 @@ pub(crate) fn open_or_create_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, 
     }
 }
 
-/// Load a 32-byte secret from a 0600 key file (no symlinks, regular file, exact size).
-pub(crate) fn load_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+/// Load a 32-byte secret from a key file (same checks as [`KeyFileVault::load`]).
+pub fn load_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, VaultError> {
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -142,11 +142,17 @@ pub(crate) fn load_secret(path: &Path) -> Result<Zeroizing<[u8; 32]>, VaultError
 impl KeyFileVault {
     /// A vault around raw KEK bytes (tests, tools, fuzzing).
     pub fn from_key(kek: [u8; 32]) -> Self {
+        Self::with_id_prefix(kek, "kf1")
+    }
+
+    /// A vault around raw KEK bytes whose id carries `prefix` (`"kf1"` for a key file,
+    /// `"tpm1"` for a KEK sealed in the TPM); the wrapped-key format is the same.
+    pub fn with_id_prefix(kek: [u8; 32], prefix: &str) -> Self {
         let mut h = Sha256::new();
         h.update(b"branchrec-kek-id-v1");
         h.update(kek);
         let digest = h.finalize();
-        let kek_id = format!("kf1:{}", hex::encode(&digest[..8]));
+        let kek_id = format!("{prefix}:{}", hex::encode(&digest[..8]));
         KeyFileVault {
             kek: Zeroizing::new(kek),
             kek_id,

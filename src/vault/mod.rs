@@ -3,15 +3,22 @@
 //! Every recording is encrypted with its own random 256-bit [`DataKey`]. The data key is
 //! stored in the recording's header only in *wrapped* form: encrypted under a
 //! key-encryption key (KEK) held by a [`KeyWrap`] implementation. [`KeyFileVault`] is the
-//! per-install software KEK kept in a 0600 key file; a TPM-backed implementation can sit
-//! beside it behind the same trait.
+//! per-install software KEK kept in a 0600 key file; [`custody`] loads the KEK sealed in
+//! the TPM ([`tpm`]) or the software one, provisions, rotates and recovers from
+//! [`escrow`]; [`signer`] signs recording manifests.
 //!
 //! The wrapped-key format of [`KeyFileVault`] is documented in `docs/recording-format.md`.
 
+pub mod custody;
+pub mod escrow;
 mod keyfile;
+pub mod signer;
 pub mod signing;
+pub mod tpm;
 
-pub use keyfile::{KeyFileVault, WRAP_VERSION};
+pub use custody::{CustodyConfig, KekSet, Keys, Provider};
+pub use keyfile::{load_secret, open_or_create_secret, KeyFileVault, WRAP_VERSION};
+pub use signer::{Ed25519Signer, Signer};
 pub use signing::{AuditSigner, FileSigner};
 
 use rand::{CryptoRng, RngCore};
@@ -94,6 +101,22 @@ pub enum VaultError {
     /// Encryption failed (should not happen with valid inputs).
     #[error("key wrapping failed")]
     WrapFailed,
+    /// A TPM operation failed.
+    #[error("TPM: {0}")]
+    Tpm(String),
+    /// The KEK exists (per the custody state) but cannot be loaded: the recorder must
+    /// not record, and must not make a new key.
+    #[error("key unavailable: {0}")]
+    KeyUnavailable(String),
+    /// Custody state problem.
+    #[error("key custody: {0}")]
+    Custody(String),
+    /// Escrow problem.
+    #[error("escrow: {0}")]
+    Escrow(String),
+    /// A signature did not verify.
+    #[error("signature does not verify")]
+    BadSignature,
 }
 
 /// A key-encryption key that wraps and unwraps recording data keys.

@@ -121,6 +121,7 @@ impl Daemon {
                 "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n\
                  [media]\nrtp_bind = \"127.0.0.1\"\nrtp_ports = \"{lo}-{hi}\"\nplayout_delay_ms = 300\n\
                  [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 1000\n\
+                 [keys]\nprovider = \"software\"\n\
                  [log]\nlevel = \"debug\"\n",
                 data.display()
             ),

@@ -29,6 +29,13 @@ define BRANCHREC_CARGO_FETCH
 endef
 BRANCHREC_PRE_CONFIGURE_HOOKS += BRANCHREC_CARGO_FETCH
 
+# tss-esapi links the TPM2 software stack through pkg-config.
+BRANCHREC_DEPENDENCIES = tpm2-tss host-pkgconf
+
+# AES-GCM must use the ARMv8 Crypto Extensions (see docs/crypto-benchmark.md); a
+# RUSTFLAGS from the environment would override .cargo/config.toml, so set them here.
+BRANCHREC_CARGO_ENV = RUSTFLAGS="--cfg aes_armv8 --cfg polyval_armv8"
+
 # Only the daemon goes on the box, not the load generator.
 BRANCHREC_CARGO_BUILD_OPTS = --bin branchrec
 

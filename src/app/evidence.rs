@@ -1,0 +1,425 @@
+//! Signed manifests, verification and evidence bundles (see `docs/evidence.md`).
+//!
+//! Each closed recording gets `<file>.manifest.json` (the exact bytes that are signed)
+//! and `<file>.manifest.sig` (raw 64-byte Ed25519 signature) beside its container. The
+//! manifest covers the container's content hash, the hash of the decrypted audio, and
+//! the catalogue's metadata and times; `verify` re-derives every one of them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, RecordingDetail, RecordingState};
+use crate::recording::{read_all_audio, read_valid_prefix, Header, ScanState};
+use crate::vault::custody::write_atomic;
+use crate::vault::signer::{public_key_pem, verify_ed25519};
+use crate::vault::{KeyWrap, Signer};
+
+/// Manifest format name.
+pub const MANIFEST_FORMAT: &str = "branchrec-manifest-v1";
+/// Byte offset of the audio data in an exported WAV (canonical 44-byte header).
+pub const WAV_DATA_OFFSET: u64 = 44;
+
+/// What the recorder knows about a closed container when it signs its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInputs {
+    /// SHA-256 (hex) of the container without its key slots.
+    pub content_sha256: String,
+    /// Bytes covered by `content_sha256`.
+    pub content_bytes: u64,
+    /// SHA-256 (hex) of the decrypted audio (s16le interleaved).
+    pub pcm_sha256: String,
+    /// Audio frames.
+    pub frames: u64,
+}
+
+/// Manifest and signature paths for a container at `abs`.
+pub fn manifest_paths(abs: &Path) -> (PathBuf, PathBuf) {
+    let s = abs.as_os_str().to_string_lossy();
+    (
+        PathBuf::from(format!("{s}.manifest.json")),
+        PathBuf::from(format!("{s}.manifest.sig")),
+    )
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Marker written (durably) before a recording's row is closed and removed once its
+/// manifest is written; lets start-up sign a manifest a crash left unwritten.
+pub fn pending_marker(abs: &Path) -> PathBuf {
+    PathBuf::from(format!(
+        "{}.manifest.pending",
+        abs.as_os_str().to_string_lossy()
+    ))
+}
+
+/// The catalogue facts a manifest signs (and `verify` compares).
+pub fn metadata_json(d: &RecordingDetail) -> Value {
+    let r = &d.recording;
+    let channels: Vec<Value> = d
+        .channels
+        .iter()
+        .map(|c| {
+            json!({
+                "channel": c.channel, "mline": c.mline, "label": c.label,
+                "stream_id": c.stream_id, "participant_id": c.participant_id,
+                "mapping_source": c.mapping_source.as_str(),
+            })
+        })
+        .collect();
+    let versions: Vec<Value> = d
+        .metadata_versions
+        .iter()
+        .map(|m| {
+            json!({
+                "seq": m.seq, "received_at_ms": m.version.received_at_ms,
+                "sip_method": m.version.sip_method, "content_type": m.version.content_type,
+                "bytes": m.version.raw.len(), "sha256": sha_hex(&m.version.raw),
+            })
+        })
+        .collect();
+    let events: Vec<Value> = d
+        .events
+        .iter()
+        .map(|e| json!({"at_ms": e.at_ms, "kind": e.kind, "channel": e.channel, "detail": e.detail_json}))
+        .collect();
+    json!({
+        "recording_id": r.id,
+        "call_id": r.call_id,
+        "session_id": r.session_id,
+        "source": r.source.as_str(),
+        "src_addr": r.src_addr,
+        "started_at_ms": r.started_at_ms,
+        "ended_at_ms": r.ended_at_ms,
+        "duration_ms": r.duration_ms,
+        "codec": r.codec,
+        "sample_rate": r.sample_rate,
+        "channels": r.channels,
+        "state": r.state.as_str(),
+        "file_path": r.file_path,
+        "participants": d.participants,
+        "channel_map": channels,
+        "metadata_versions": versions,
+        "events": events,
+    })
+}
+
+/// Build and sign the manifest; returns (manifest bytes, signature).
+pub fn build_manifest(
+    d: &RecordingDetail,
+    inputs: &ManifestInputs,
+    signer: &dyn Signer,
+    now_ms: i64,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let r = &d.recording;
+    let m = json!({
+        "format": MANIFEST_FORMAT,
+        "recording_id": r.id,
+        "signed_at_ms": now_ms,
+        "signer": {
+            "algorithm": signer.algorithm(),
+            "public_key_sha256": sha_hex(&signer.public_key_der()),
+        },
+        "container": {
+            "content_sha256": inputs.content_sha256,
+            "content_bytes": inputs.content_bytes,
+        },
+        "audio": {
+            "encoding": "s16le",
+            "sample_rate": r.sample_rate,
+            "channels": r.channels,
+            "frames": inputs.frames,
+            "pcm_sha256": inputs.pcm_sha256,
+            "wav_data_offset": WAV_DATA_OFFSET,
+        },
+        "metadata": metadata_json(d),
+    });
+    let mut bytes = serde_json::to_vec_pretty(&m)?;
+    bytes.push(b'\n');
+    let sig = signer.sign(&bytes)?;
+    Ok((bytes, sig))
+}
+
+/// Sign and write the manifest of recording `id` (after its row is final).
+pub fn write_manifest(
+    cat: &Catalog,
+    data_dir: &Path,
+    id: &str,
+    inputs: &ManifestInputs,
+    signer: &dyn Signer,
+) -> anyhow::Result<()> {
+    let Some(d) = cat.get(id)? else {
+        bail!("no catalogue row");
+    };
+    let Some(rel) = d.recording.file_path.as_deref() else {
+        bail!("no file");
+    };
+    let (mp, sp) = manifest_paths(&data_dir.join(rel));
+    let (bytes, sig) = build_manifest(&d, inputs, signer, chrono::Utc::now().timestamp_millis())?;
+    write_atomic(&sp, &sig)?;
+    write_atomic(&mp, &bytes)?;
+    let _ = std::fs::remove_file(pending_marker(&data_dir.join(rel)));
+    Ok(())
+}
+
+/// Hash a decrypted audio prefix the way manifests do.
+pub fn pcm_sha256(samples: &[i16]) -> String {
+    let mut h = Sha256::new();
+    for part in samples.chunks(4096) {
+        let b: Vec<u8> = part.iter().flat_map(|s| s.to_le_bytes()).collect();
+        h.update(&b);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Manifest inputs computed from the file itself (recovered recordings).
+pub fn inputs_from_file(path: &Path, wrap: &dyn KeyWrap) -> anyhow::Result<ManifestInputs> {
+    let (sum, n) =
+        crate::recording::content_sha256(std::io::BufReader::new(std::fs::File::open(path)?))?;
+    let (h, samples, _) =
+        read_valid_prefix(std::io::BufReader::new(std::fs::File::open(path)?), wrap)?;
+    Ok(ManifestInputs {
+        content_sha256: hex::encode(sum),
+        content_bytes: n,
+        pcm_sha256: pcm_sha256(&samples),
+        frames: (samples.len() / usize::from(h.channels.max(1))) as u64,
+    })
+}
+
+/// Result of verifying one recording.
+#[derive(Debug)]
+pub struct Verified {
+    /// Recording id.
+    pub id: String,
+    /// Everything that does not match; empty = verified.
+    pub problems: Vec<String>,
+    /// The verified audio and header (only when `problems` is empty).
+    pub audio: Option<(Header, Vec<i16>)>,
+    /// Manifest bytes and signature (when present).
+    pub manifest: Option<(Vec<u8>, Vec<u8>)>,
+    /// The catalogue detail.
+    pub detail: Option<RecordingDetail>,
+}
+
+/// Verify recording `id`: catalogue row, file, container integrity, signed manifest,
+/// audio hash and metadata. Never returns audio unless everything matches.
+pub fn verify(
+    cat: &Catalog,
+    data_dir: &Path,
+    wrap: &dyn KeyWrap,
+    signer_public_der: &[u8],
+    id: &str,
+) -> Verified {
+    let mut v = Verified {
+        id: id.into(),
+        problems: Vec::new(),
+        audio: None,
+        manifest: None,
+        detail: None,
+    };
+    let d = match cat.get(id) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            v.problems.push("no catalogue row".into());
+            return v;
+        }
+        Err(e) => {
+            v.problems.push(format!("catalogue: {e}"));
+            return v;
+        }
+    };
+    let state = d.recording.state;
+    let Some(rel) = d.recording.file_path.clone() else {
+        v.problems.push("catalogue row names no file".into());
+        v.detail = Some(d);
+        return v;
+    };
+    let abs = data_dir.join(&rel);
+    if !abs.exists() {
+        v.problems
+            .push(format!("file {} is missing", abs.display()));
+        v.detail = Some(d);
+        return v;
+    }
+    // Signed manifest.
+    let (mp, sp) = manifest_paths(&abs);
+    let manifest: Option<Value> = match (std::fs::read(&mp), std::fs::read(&sp)) {
+        (Ok(m), Ok(s)) => {
+            if let Err(e) = verify_ed25519(signer_public_der, &m, &s) {
+                v.problems.push(format!("manifest signature: {e}"));
+            }
+            let parsed = serde_json::from_slice::<Value>(&m).ok();
+            if parsed.is_none() {
+                v.problems.push("manifest is not JSON".into());
+            }
+            v.manifest = Some((m, s));
+            parsed
+        }
+        _ => {
+            v.problems
+                .push(format!("no signed manifest ({})", mp.display()));
+            None
+        }
+    };
+    let get = |p: &str| manifest.as_ref().and_then(|m| m.pointer(p)).cloned();
+    if let Some(mid) = get("/recording_id") {
+        if mid.as_str() != Some(id) {
+            v.problems.push(format!("manifest is for recording {mid}"));
+        }
+    }
+    // Container content hash: file vs manifest vs catalogue.
+    match std::fs::File::open(&abs)
+        .map_err(anyhow::Error::from)
+        .and_then(|f| {
+            Ok(crate::recording::content_sha256(std::io::BufReader::new(
+                f,
+            ))?)
+        }) {
+        Ok((sum, _)) => {
+            let sum = hex::encode(sum);
+            if d.recording.file_sha256.as_deref() != Some(sum.as_str()) {
+                v.problems.push(format!(
+                    "file content SHA-256 {sum} differs from the catalogue's {:?}",
+                    d.recording.file_sha256
+                ));
+            }
+            if manifest.is_some()
+                && get("/container/content_sha256") != Some(Value::from(sum.clone()))
+            {
+                v.problems.push(format!(
+                    "file content SHA-256 {sum} differs from the signed manifest"
+                ));
+            }
+        }
+        Err(e) => v.problems.push(format!("hashing the file: {e}")),
+    }
+    // Decrypt and check the audio.
+    let read = std::fs::File::open(&abs)
+        .map_err(crate::recording::ContainerError::from)
+        .and_then(|f| {
+            let r = std::io::BufReader::new(f);
+            if state == RecordingState::Interrupted {
+                read_valid_prefix(r, wrap).and_then(|(h, s, st)| match st {
+                    ScanState::Damaged { at_chunk, reason } => {
+                        Err(crate::recording::ContainerError::ChunkMalformed {
+                            chunk: at_chunk,
+                            reason,
+                        })
+                    }
+                    _ => Ok((h, s)),
+                })
+            } else {
+                read_all_audio(r, wrap)
+            }
+        });
+    let audio = match read {
+        Ok((h, samples)) => {
+            if h.recording_id != id {
+                v.problems.push(format!(
+                    "file {} holds recording {}",
+                    abs.display(),
+                    h.recording_id
+                ));
+            }
+            let pcm = pcm_sha256(&samples);
+            if manifest.is_some() && get("/audio/pcm_sha256") != Some(Value::from(pcm)) {
+                v.problems
+                    .push("decrypted audio does not match the signed manifest's hash".into());
+            }
+            Some((h, samples))
+        }
+        Err(e) => {
+            v.problems.push(format!("container: {e}"));
+            None
+        }
+    };
+    // Metadata: catalogue vs manifest.
+    if let Some(signed) = get("/metadata") {
+        let now = metadata_json(&d);
+        if signed != now {
+            let mut keys = Vec::new();
+            if let (Some(a), Some(b)) = (signed.as_object(), now.as_object()) {
+                for (k, va) in a {
+                    if b.get(k) != Some(va) {
+                        keys.push(k.clone());
+                    }
+                }
+                for k in b.keys() {
+                    if !a.contains_key(k) {
+                        keys.push(k.clone());
+                    }
+                }
+            }
+            v.problems.push(format!(
+                "catalogue metadata differs from the signed manifest: {}",
+                keys.join(", ")
+            ));
+        }
+    }
+    if v.problems.is_empty() {
+        v.audio = audio;
+    }
+    v.detail = Some(d);
+    v
+}
+
+/// Write an evidence bundle for a verified recording into `dir` (created; must be
+/// empty or new).
+pub fn export_evidence(v: &Verified, signer_public_der: &[u8], dir: &Path) -> anyhow::Result<()> {
+    if !v.problems.is_empty() {
+        bail!(
+            "recording {} failed verification: {}",
+            v.id,
+            v.problems.join("; ")
+        );
+    }
+    let (Some((h, samples)), Some((m, s)), Some(d)) = (&v.audio, &v.manifest, &v.detail) else {
+        bail!("recording {} has no verified audio/manifest", v.id);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} is not empty", dir.display());
+    }
+    let mut wav = Vec::new();
+    crate::recording::write_wav(&mut wav, h.sample_rate, h.channels, samples)?;
+    std::fs::write(dir.join("audio.wav"), &wav)?;
+    std::fs::write(dir.join("manifest.json"), m)?;
+    std::fs::write(dir.join("manifest.sig"), s)?;
+    std::fs::write(
+        dir.join("signing-key.pem"),
+        public_key_pem(signer_public_der),
+    )?;
+    for mv in &d.metadata_versions {
+        std::fs::write(
+            dir.join(format!("metadata-{}.xml", mv.seq)),
+            &mv.version.raw,
+        )?;
+    }
+    std::fs::write(
+        dir.join("metadata.json"),
+        serde_json::to_vec_pretty(&metadata_json(d))?,
+    )?;
+    std::fs::write(
+        dir.join("README.txt"),
+        format!(
+            "Evidence bundle for recording {id}\n\n\
+             1. Signature over the manifest (prints \"Signature Verified Successfully\"):\n\
+             \topenssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in manifest.json -sigfile manifest.sig\n\
+             2. Compare the key's fingerprint with the one published for the recorder:\n\
+             \topenssl pkey -pubin -in signing-key.pem -outform DER | sha256sum\n\
+             \t(manifest.json \"signer\".\"public_key_sha256\")\n\
+             3. The audio is what was signed (manifest.json \"audio\".\"pcm_sha256\"):\n\
+             \ttail -c +{off} audio.wav | sha256sum\n\
+             4. The SIPREC metadata documents (manifest.json \"metadata\".\"metadata_versions\"[].sha256):\n\
+             \tsha256sum metadata-*.xml\n\
+             See docs/evidence.md.\n",
+            id = v.id,
+            off = WAV_DATA_OFFSET + 1
+        ),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! A minimal SIPREC recording client (SRC) for integration tests: one INVITE over UDP
+//! with SDP + RFC 7865 metadata, ACK, RTP (PCMU, a known test signal) on both streams,
+//! BYE. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// The G.711 µ-law payload of the test signal: a repeating 8-sample pattern (a 1 kHz
+/// tone at 8 kHz), the same on every packet, so a scan can look for it on disk.
+pub const TONE_ULAW: [u8; 8] = [0xff, 0x9a, 0x8f, 0x9a, 0xff, 0x1a, 0x0f, 0x1a];
+
+/// An established call.
+pub struct Call {
+    sock: UdpSocket,
+    srs: SocketAddr,
+    call_id: String,
+    tag: String,
+    to_tag: String,
+    rtp: Vec<(UdpSocket, SocketAddr)>,
+    seq: u16,
+    ts: u32,
+    /// When the first RTP packet was sent.
+    pub first_rtp: Option<Instant>,
+    /// Packets sent per stream.
+    pub packets: u32,
+}
+
+fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+    let t = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while t.elapsed() < timeout {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .ok()?;
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            if want(&m) {
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
+fn status(m: &str) -> u16 {
+    m.get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Outcome of an INVITE.
+pub enum Invite {
+    /// 200 OK: call up.
+    Up(Call),
+    /// Final error response (status, whole message).
+    Rejected(u16, String),
+}
+
+/// Send a SIPREC INVITE to `srs` and wait for the final response.
+pub fn invite(srs: SocketAddr, n: u32) -> Invite {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let call_id = format!("call-{n}-{}@test", std::process::id());
+    let tag = format!("src{n}");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=sendonly\r\n\
+               m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=sendonly\r\n";
+    let meta = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+<recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\r\n\
+<datamode>complete</datamode>\r\n\
+<session session_id=\"c2Vzc2lvbi1{n:04}\"><sipSessionID>{call_id}</sipSessionID></session>\r\n\
+<participant participant_id=\"cDE{n:04}\"><nameID aor=\"sip:alice{n}@example.com\"><name>Alice</name></nameID></participant>\r\n\
+<participant participant_id=\"cDI{n:04}\"><nameID aor=\"sip:bob{n}@example.com\"><name>Bob</name></nameID></participant>\r\n\
+<stream stream_id=\"czE{n:04}\" session_id=\"c2Vzc2lvbi1{n:04}\"><label>1</label></stream>\r\n\
+<stream stream_id=\"czI{n:04}\" session_id=\"c2Vzc2lvbi1{n:04}\"><label>2</label></stream>\r\n\
+<participantstreamassoc participant_id=\"cDE{n:04}\"><send>czE{n:04}</send><recv>czI{n:04}</recv></participantstreamassoc>\r\n\
+<participantstreamassoc participant_id=\"cDI{n:04}\"><send>czI{n:04}</send><recv>czE{n:04}</recv></participantstreamassoc>\r\n\
+</recording>\r\n"
+    );
+    let body = format!(
+        "--BOUNDARY\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--BOUNDARY\r\n\
+         Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n{meta}\r\n--BOUNDARY--\r\n"
+    );
+    let msg = format!(
+        "INVITE sip:srs@{srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{n}-inv\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={tag}\r\nTo: <sip:srs@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:src@{me}>;+sip.src\r\n\
+         Require: siprec\r\nContent-Type: multipart/mixed;boundary=BOUNDARY\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sock.send_to(msg.as_bytes(), srs).unwrap();
+    let Some(resp) = recv_until(&sock, |m| status(m) >= 200, Duration::from_secs(10)) else {
+        return Invite::Rejected(0, "no final response within 10 s".into());
+    };
+    let code = status(&resp);
+    let to_tag = resp
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let ack = format!(
+        "ACK sip:srs@{srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{n}-ack\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={tag}\r\nTo: <sip:srs@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(ack.as_bytes(), srs).unwrap();
+    if code != 200 {
+        return Invite::Rejected(code, resp);
+    }
+    let ports: Vec<u16> = resp
+        .lines()
+        .filter_map(|l| l.strip_prefix("m=audio "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(ports.len(), 2, "answer: {resp}");
+    let rtp = ports
+        .iter()
+        .map(|p| {
+            (
+                UdpSocket::bind("127.0.0.1:0").unwrap(),
+                SocketAddr::from(([127, 0, 0, 1], *p)),
+            )
+        })
+        .collect();
+    Invite::Up(Call {
+        sock,
+        srs,
+        call_id,
+        tag,
+        to_tag,
+        rtp,
+        seq: 1000,
+        ts: 0,
+        first_rtp: None,
+        packets: 0,
+    })
+}
+
+impl Call {
+    /// The SIP Call-ID.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// Send one 20 ms PCMU packet on each stream.
+    pub fn send_packet(&mut self) {
+        for (i, (s, to)) in self.rtp.iter().enumerate() {
+            let mut p = vec![0x80, 0x00];
+            p.extend_from_slice(&self.seq.to_be_bytes());
+            p.extend_from_slice(&self.ts.to_be_bytes());
+            p.extend_from_slice(&(0x1000_0000u32 + i as u32).to_be_bytes());
+            for _ in 0..20 {
+                p.extend_from_slice(&TONE_ULAW);
+            }
+            let _ = s.send_to(&p, to);
+        }
+        self.first_rtp.get_or_insert_with(Instant::now);
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(160);
+        self.packets += 1;
+    }
+
+    /// Send `ms` of audio in real time.
+    pub fn stream(&mut self, ms: u64) {
+        let start = Instant::now();
+        let n = ms / 20;
+        for k in 0..n {
+            let due = start + Duration::from_millis(20 * k);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            self.send_packet();
+        }
+    }
+
+    /// Send BYE and wait for its 200 (bounded).
+    pub fn bye(self) -> bool {
+        let me = self.sock.local_addr().unwrap();
+        let msg = format!(
+            "BYE sip:srs@{} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-bye-{}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={}\r\nTo: <sip:srs@127.0.0.1>;tag={}\r\n\
+             Call-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            self.srs, self.seq, self.tag, self.to_tag, self.call_id
+        );
+        self.sock.send_to(msg.as_bytes(), self.srs).unwrap();
+        recv_until(
+            &self.sock,
+            |m| m.contains("BYE") && status(m) == 200,
+            Duration::from_secs(5),
+        )
+        .is_some()
+    }
+}

@@ -1,0 +1,291 @@
+//! Crash safety and tamper evidence, driving the real daemon over SIPREC.
+//!
+//! * `sigkill_during_concurrent_calls`: rounds of concurrent calls with the daemon
+//!   SIGKILLed at a random moment; afterwards every recording verifies, short calls that
+//!   ended before the kill are complete, interrupted ones hold the audio sent up to
+//!   within the flush interval, and catalogue and files agree.
+//! * `tamper_is_detected_and_named`: flip a byte, truncate, swap chunks between
+//!   recordings, edit the header, edit the catalogue row, remove a file, add a stray
+//!   file: `recordings verify` names the recording, `export` refuses.
+
+#[path = "common/daemon.rs"]
+mod daemon;
+#[path = "common/siprec_client.rs"]
+mod siprec_client;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use daemon::{files_containing, Install};
+use siprec_client::{invite, Invite, TONE_ULAW};
+
+const SOFTWARE: &str = "provider = \"software\"";
+const FLUSH_MS: i64 = 500;
+const PLAYOUT_MS: i64 = 100;
+
+fn list(inst: &Install) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&inst.cli_ok(&["recordings", "list", "--json"])).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// A tiny xorshift so the kill moments differ per round but the test is repeatable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn sigkill_during_concurrent_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = Install::new(dir.path(), SOFTWARE);
+    let mut rng = Rng(0x5eed_1234_abcd_0001 ^ u64::from(std::process::id()));
+    // call_id -> (ms of audio sent before the kill, completed with BYE before the kill)
+    let mut sent: HashMap<String, (i64, bool)> = HashMap::new();
+    let rounds = 8;
+    let mut n = 0u32;
+    for round in 0..rounds {
+        let dm = inst.start();
+        if round == 0 {
+            assert!(inst.log_text().contains("KEYS ARE IN SOFTWARE"));
+        }
+        let killed = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        // Three long calls killed mid-way, and one short call that ends first.
+        for k in 0..4u32 {
+            n += 1;
+            let (sip, killed) = (inst.sip, killed.clone());
+            let short = k == 3;
+            threads.push(std::thread::spawn(move || {
+                let Invite::Up(mut c) = invite(sip, 1000 + n) else {
+                    panic!("call refused");
+                };
+                let call_id = c.call_id().to_string();
+                let total = if short { 300 } else { 4000 };
+                let start = Instant::now();
+                let mut k = 0u64;
+                while k * 20 < total && !killed.load(Ordering::SeqCst) {
+                    let due = start + Duration::from_millis(20 * k);
+                    if let Some(d) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    c.send_packet();
+                    k += 1;
+                }
+                let first = c.first_rtp.unwrap();
+                let done = short && !killed.load(Ordering::SeqCst) && c.bye();
+                (call_id, first, done)
+            }));
+        }
+        let wait = 700 + rng.next() % 1800;
+        std::thread::sleep(Duration::from_millis(wait));
+        killed.store(true, Ordering::SeqCst);
+        let kill_at = Instant::now();
+        dm.kill9();
+        for t in threads {
+            let (call_id, first, done) = t.join().unwrap();
+            let ms = kill_at.saturating_duration_since(first).as_millis() as i64;
+            sent.insert(call_id, (ms, done));
+        }
+    }
+    // A last start recovers the final round; then stop cleanly.
+    inst.start().stop();
+    let rows = list(&inst);
+    assert_eq!(
+        rows.len(),
+        sent.len(),
+        "every call has exactly one recording"
+    );
+    for r in &rows {
+        let call_id = r["call_id"].as_str().unwrap();
+        let (ms, done) = sent[call_id];
+        let state = r["state"].as_str().unwrap();
+        let dur = r["duration_ms"].as_i64().unwrap_or(0);
+        if done {
+            assert_eq!(state, "complete", "{r}");
+            assert!(dur >= 300 - 60, "short call lost audio: {r}");
+        } else {
+            assert_eq!(state, "interrupted", "{r}");
+            assert!(
+                dur >= ms - FLUSH_MS - PLAYOUT_MS - 250,
+                "interrupted call lost more than the flush interval: sent {ms} ms, kept {dur} ms: {r}"
+            );
+            assert!(dur <= ms + 200, "more audio than sent: {r}");
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&inst.cli_ok(&["recordings", "verify", "--all", "--json"])).unwrap();
+    assert_eq!(v["failed"], 0, "{v:#}");
+    assert_eq!(v["files_without_row"].as_array().unwrap().len(), 0);
+    // A crash between closing a row and writing its manifest leaves the pending marker:
+    // the next start signs it. Without the marker a missing manifest is never re-signed.
+    let complete: Vec<String> = rows
+        .iter()
+        .filter(|r| r["state"] == "complete")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(complete.len() >= 2);
+    let (r1, r2) = (file_of(&inst, &complete[0]), file_of(&inst, &complete[1]));
+    for f in [&r1, &r2] {
+        for ext in [".manifest.json", ".manifest.sig"] {
+            std::fs::remove_file(format!("{}{ext}", f.display())).unwrap();
+        }
+    }
+    std::fs::write(format!("{}.manifest.pending", r1.display()), b"").unwrap();
+    inst.start().stop();
+    inst.cli_ok(&["recordings", "verify", &complete[0]]);
+    assert!(!std::path::Path::new(&format!("{}.manifest.pending", r1.display())).exists());
+    let o = inst.cli(&["recordings", "verify", &complete[1]]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stdout).contains("no signed manifest")
+    );
+    // Interrupted recordings export (their verified prefix).
+    let id = rows.iter().find(|r| r["state"] == "interrupted").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let w = dir.path().join("i.wav");
+    inst.cli_ok(&["recordings", "export", &id, "--out", w.to_str().unwrap()]);
+    // No plaintext audio on disk.
+    let mut ulaw = Vec::new();
+    for _ in 0..3 {
+        ulaw.extend_from_slice(&TONE_ULAW);
+    }
+    assert!(files_containing(&inst.data, &ulaw).is_empty());
+}
+
+fn file_of(inst: &Install, id: &str) -> std::path::PathBuf {
+    let v: serde_json::Value =
+        serde_json::from_str(&inst.cli_ok(&["recordings", "show", id, "--json"])).unwrap();
+    inst.data.join(v["file_path"].as_str().unwrap())
+}
+
+/// Chunk offsets of a container (after header and key slots).
+fn chunks(b: &[u8]) -> Vec<usize> {
+    let body_len = u32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+    let mut i = 12 + body_len + 2 * 512;
+    let mut v = Vec::new();
+    while i + 4 <= b.len() {
+        v.push(i);
+        i += 4 + u32::from_be_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+    }
+    v
+}
+
+fn expect_detected(inst: &Install, id: &str, what: &str) {
+    let o = inst.cli(&["recordings", "verify", id]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{what}: verify passed:\n{out}");
+    assert!(out.contains(id) && out.contains("FAILED"), "{what}: {out}");
+    let w = inst.data.join("../x.wav");
+    let o = inst.cli(&["recordings", "export", id, "--out", w.to_str().unwrap()]);
+    assert!(!o.status.success(), "{what}: export succeeded");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(id),
+        "{what}: export error does not name the recording"
+    );
+    assert!(!w.exists(), "{what}: a WAV was written");
+}
+
+#[test]
+fn tamper_is_detected_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = Install::new(dir.path(), SOFTWARE);
+    let dm = inst.start();
+    for n in 0..2 {
+        let Invite::Up(mut c) = invite(inst.sip, 2000 + n) else {
+            panic!()
+        };
+        c.stream(2600);
+        assert!(c.bye());
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    dm.stop();
+    let ids: Vec<String> = list(&inst)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    inst.cli_ok(&["recordings", "verify", "--all"]);
+    let (a, b) = (file_of(&inst, &ids[0]), file_of(&inst, &ids[1]));
+    let (orig_a, orig_b) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let ca = chunks(&orig_a);
+    let cb = chunks(&orig_b);
+    assert!(ca.len() >= 5 && cb.len() >= 5, "{} chunks", ca.len());
+    let restore = || {
+        std::fs::write(&a, &orig_a).unwrap();
+        std::fs::write(&b, &orig_b).unwrap();
+    };
+
+    // Flip one audio byte.
+    let mut f = orig_a.clone();
+    f[ca[2] + 40] ^= 0x01;
+    std::fs::write(&a, f).unwrap();
+    expect_detected(&inst, &ids[0], "bit flip");
+    restore();
+    // Truncate (drop the final chunk, then mid-chunk).
+    std::fs::write(&a, &orig_a[..*ca.last().unwrap()]).unwrap();
+    expect_detected(&inst, &ids[0], "truncate at chunk boundary");
+    std::fs::write(&a, &orig_a[..ca[3] + 100]).unwrap();
+    expect_detected(&inst, &ids[0], "truncate mid-chunk");
+    restore();
+    // Swap chunk 2 between the recordings (same sizes: full 0.5 s chunks).
+    let (a2, a3) = (ca[2], ca[3]);
+    let (b2, b3) = (cb[2], cb[3]);
+    assert_eq!(a3 - a2, b3 - b2);
+    let mut fa = orig_a.clone();
+    let mut fb = orig_b.clone();
+    fa[a2..a3].copy_from_slice(&orig_b[b2..b3]);
+    fb[b2..b3].copy_from_slice(&orig_a[a2..a3]);
+    std::fs::write(&a, fa).unwrap();
+    std::fs::write(&b, fb).unwrap();
+    expect_detected(&inst, &ids[0], "chunk swapped in");
+    expect_detected(&inst, &ids[1], "chunk swapped in");
+    restore();
+    // Swap whole files (right bytes, wrong recording).
+    std::fs::write(&a, &orig_b).unwrap();
+    expect_detected(&inst, &ids[0], "file swapped");
+    restore();
+    // Edit the header: created time (byte 12 + 2 + 36 = first byte of created_unix_ms).
+    let mut f = orig_a.clone();
+    f[12 + 2 + 36 + 7] ^= 0x01;
+    std::fs::write(&a, f).unwrap();
+    expect_detected(&inst, &ids[0], "header edit");
+    restore();
+    // Edit the catalogue row (as someone with sqlite3 would).
+    {
+        let c = rusqlite_like_edit(&inst, &ids[0]);
+        assert_eq!(c, 1);
+    }
+    expect_detected(&inst, &ids[0], "catalogue row edit");
+    inst.cli_ok(&["recordings", "verify", &ids[1]]);
+    // Remove a file: the row has no file.
+    std::fs::remove_file(&b).unwrap();
+    expect_detected(&inst, &ids[1], "file removed");
+    // A stray file with no row is reported by verify --all.
+    std::fs::write(inst.data.join("recordings/stray.brec"), &orig_b).unwrap();
+    let o = inst.cli(&["recordings", "verify", "--all"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("stray.brec FAILED: file has no catalogue row")
+    );
+    // At the next start it is moved aside, so files and catalogue agree again.
+    inst.start().stop();
+    assert!(inst.data.join("orphans/stray.brec").exists());
+}
+
+/// Change a participant's address in the catalogue directly (SQLite), as a tamperer would.
+fn rusqlite_like_edit(inst: &Install, id: &str) -> usize {
+    let c = rusqlite::Connection::open(inst.data.join("catalog.sqlite")).unwrap();
+    c.execute(
+        "UPDATE participants SET aor = 'sip:mallory@example.com' WHERE recording_id = ?1 AND aor LIKE 'sip:alice%'",
+        [id],
+    )
+    .unwrap()
+}

@@ -1,0 +1,80 @@
+//! The independent Python reader printed in docs/recording-format.md reads what the
+//! writer produces (format version 2, key slots), including a file re-wrapped by a key
+//! rotation. Needs python3 with `cryptography` (Debian: python3-cryptography).
+
+use std::process::Command;
+
+use branchrec::media::AudioBlock;
+use branchrec::recording::{rewrap_file, ContainerWriter, HeaderParams};
+use branchrec::vault::{DataKey, KekSet, KeyFileVault, KeyWrap};
+
+#[test]
+fn documented_python_reader_reads_the_container() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/recording-format.md"
+    ))
+    .unwrap();
+    let code = doc
+        .split("```python\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kek = KeyFileVault::from_key([7; 32]);
+    let dk = DataKey::generate(&mut rand::rngs::OsRng);
+    let p = HeaderParams {
+        recording_id: "doc-test".into(),
+        created_unix_ms: 1,
+        sample_rate: 8000,
+        channels: 2,
+        chunk_target_frames: 4000,
+        kek_id: kek.kek_id(),
+        extra_json: String::new(),
+    };
+    let (mut w, mut file) =
+        ContainerWriter::new(p, dk.clone(), kek.wrap(&dk).unwrap(), [3; 7]).unwrap();
+    let samples: Vec<i16> = (0..30000).map(|i| (i * 7 % 20000) as i16).collect();
+    w.push_block(&AudioBlock {
+        start_frame: 0,
+        samples: samples.clone(),
+    })
+    .unwrap();
+    while let Some(c) = w.poll_chunk() {
+        file.extend_from_slice(&c);
+    }
+    file.extend_from_slice(&w.finish().bytes);
+    let path = dir.path().join("a.brec");
+    std::fs::write(&path, &file).unwrap();
+    let expect: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("expect.pcm"), &expect).unwrap();
+    let run = |kek_bytes: [u8; 32]| {
+        let script = format!(
+            "{code}\nimport sys\ndata=open(sys.argv[1],'rb').read()\nrid,rate,ch,s=read_brrec(data, bytes.fromhex('{}'))\nassert rid=='doc-test' and rate==8000 and ch==2\nassert s==open(sys.argv[2],'rb').read(), 'audio differs'\nprint('ok')\n",
+            hex::encode(kek_bytes)
+        );
+        let o = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&path)
+            .arg(dir.path().join("expect.pcm"))
+            .output()
+            .expect("python3 not found (Debian: python3, python3-cryptography)");
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok"),
+            "python reader failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run([7; 32]);
+    // After a rotation the newest slot is under the new KEK.
+    let set = KekSet::new(vec![
+        KeyFileVault::from_key([9; 32]),
+        KeyFileVault::from_key([7; 32]),
+    ])
+    .unwrap();
+    rewrap_file(&path, &set).unwrap();
+    run([9; 32]);
+}
