@@ -32,6 +32,8 @@ pub enum CatalogCmd {
     Events(String, Vec<EventRow>),
     /// The recording is closed.
     Finish(String, Finish, Option<oneshot::Sender<()>>),
+    /// Reply once every write queued before it is done.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// Sends writes to the catalogue thread.
@@ -58,6 +60,27 @@ impl CatalogHandle {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("catalogue thread is gone".into()),
+        }
+    }
+
+    /// Like [`insert`](Self::insert), from a thread that is not in the async runtime.
+    pub fn insert_blocking(&self, r: NewRecording) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(CatalogCmd::Insert(Box::new(r), tx))
+            .map_err(|_| "catalogue thread is gone".to_string())?;
+        match rx.blocking_recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("catalogue thread is gone".into()),
+        }
+    }
+
+    /// Wait (blocking, outside the async runtime) until every write queued so far is done.
+    pub fn wait_idle_blocking(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(CatalogCmd::Barrier(tx)).is_ok() {
+            let _ = rx.blocking_recv();
         }
     }
 
@@ -107,6 +130,10 @@ fn writer(mut cat: Catalog, rx: mpsc::Receiver<CatalogCmd>) {
                 "events",
                 cat.add_events(&id, &evs).map_err(|e| e.to_string()),
             ),
+            CatalogCmd::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
             CatalogCmd::Finish(id, f, done) => {
                 let r = cat.finish_recording(&id, &f).map_err(|e| e.to_string());
                 if let Some(d) = done {
