@@ -108,11 +108,14 @@ fn stream_config(formats: &[PayloadFormat]) -> StreamConfig {
     }
 }
 
+/// The codec a channel uses: the first audio format of the receiver's SDP (an answer
+/// lists the chosen codec first).
 fn codec_names(formats: &[PayloadFormat]) -> Vec<String> {
     formats
         .iter()
-        .filter(|f| is_audio_codec(f))
+        .find(|f| is_audio_codec(f))
         .map(|f| f.encoding.to_ascii_uppercase())
+        .into_iter()
         .collect()
 }
 
@@ -159,13 +162,9 @@ impl Recorder {
         let created = chrono::DateTime::from_timestamp_millis(unix_ms(at)).unwrap_or_default();
         let all: Vec<&PayloadFormat> = formats.iter().flatten().collect();
         let supported = all.is_empty() || all.iter().any(|f| is_g711(f));
-        let mut names: Vec<String> = Vec::new();
-        for f in all.iter().filter(|f| is_audio_codec(f)) {
-            let n = f.encoding.to_ascii_uppercase();
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
+        let mut names: Vec<String> = formats.iter().flat_map(|f| codec_names(f)).collect();
+        names.sort();
+        names.dedup();
         let src_addr = format!("{} {}", self.point, sip_src);
         let (kind, id, file_path, kek_id) = if supported {
             match RecordingSink::create(&self.cfg, self.vault.as_ref(), self.catalog.clone(), 2, created) {

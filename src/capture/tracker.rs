@@ -218,6 +218,8 @@ struct Call {
     callee_tag: Option<String>,
     parties: [Party; 2],
     media: [Option<PartyMedia>; 2],
+    /// Which party's SDP came last (the answer, in a completed offer/answer).
+    last_sdp: Option<Side>,
     sip_src: SocketAddr,
     answered: bool,
     recording: bool,
@@ -332,6 +334,7 @@ impl CallTracker {
         let from_tag = from.as_ref().and_then(|f| f.tag().map(str::to_string));
         let to_tag = to.as_ref().and_then(|t| t.tag().map(str::to_string));
         let media = sdp_media(msg);
+        let has_sdp = media.is_some();
 
         let no = match self.by_call_id.get(call_id) {
             Some(n) => *n,
@@ -361,6 +364,7 @@ impl CallTracker {
                     callee_tag: to_tag.clone(),
                     parties: [caller, callee],
                     media: [None, None],
+                    last_sdp: None,
                     sip_src: src,
                     answered: !initial_invite,
                     recording: false,
@@ -423,6 +427,7 @@ impl CallTracker {
             }
             let changed = call.media[idx].as_ref() != Some(&m);
             call.media[idx] = Some(m);
+            call.last_sdp = Some(sender);
             if changed && call.recording {
                 let (formats, hold) = channel_formats(call);
                 self.events.push_back(TrackerEvent::Media { call: no, at: ts, formats, hold });
@@ -451,7 +456,19 @@ impl CallTracker {
                 }
                 self.start(no, ts);
             }
+            // Early media (183 Session Progress with SDP): recorded like the call itself.
+            (None, Some(s)) if cseq_method == Method::Invite && (101..200).contains(&s) && has_sdp => {
+                self.start(no, ts);
+            }
             (None, Some(s)) if cseq_method == Method::Invite && s >= 300 && !call.answered => {
+                if call.recording {
+                    self.events.push_back(TrackerEvent::Flag {
+                        call: no,
+                        at: ts,
+                        kind: "not_answered",
+                        detail: format!("call failed with {s} after early media"),
+                    });
+                }
                 self.end(no, ts, format!("call not answered ({s})"));
             }
             _ => {}
@@ -632,10 +649,28 @@ fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
         })
     };
     let [caller, callee] = &call.media;
-    (
-        [pick(callee, caller), pick(caller, callee)],
-        [hold(caller), hold(callee)],
-    )
+    let mut formats = [pick(callee, caller), pick(caller, callee)];
+    // The negotiated codec is the answer's first audio format: list it first on both
+    // channels (payload type numbers stay those of each receiver).
+    let answer = match call.last_sdp {
+        Some(Side::Caller) if callee.is_some() => caller,
+        Some(Side::Callee) if caller.is_some() => callee,
+        _ => &None,
+    };
+    let chosen = answer.as_ref().and_then(|m| {
+        m.formats
+            .iter()
+            .find(|f| {
+                !f.encoding.eq_ignore_ascii_case("telephone-event") && !f.encoding.eq_ignore_ascii_case("CN")
+            })
+            .map(|f| f.encoding.to_ascii_uppercase())
+    });
+    if let Some(c) = chosen {
+        for f in &mut formats {
+            f.sort_by_key(|x| !x.encoding.eq_ignore_ascii_case(&c));
+        }
+    }
+    (formats, [hold(caller), hold(callee)])
 }
 
 #[cfg(test)]
