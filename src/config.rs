@@ -360,7 +360,10 @@ impl Config {
             message,
         };
         if self.sip.listen.is_empty() {
-            return Err(invalid("sip.listen", "at least one listener is needed".into()));
+            return Err(invalid(
+                "sip.listen",
+                "at least one listener is needed".into(),
+            ));
         }
         for (i, a) in self.sip.listen.iter().enumerate() {
             if self.sip.listen[..i].contains(a) {
@@ -419,23 +422,38 @@ impl Config {
                 return Err(invalid("capture.interfaces", "empty interface name".into()));
             }
             if c.interfaces[..i].contains(name) {
-                return Err(invalid("capture.interfaces", format!("`{name}` is listed twice")));
+                return Err(invalid(
+                    "capture.interfaces",
+                    format!("`{name}` is listed twice"),
+                ));
             }
         }
         if !(256..=262_144).contains(&c.snaplen) {
-            return Err(invalid("capture.snaplen", "must be between 256 and 262144".into()));
+            return Err(invalid(
+                "capture.snaplen",
+                "must be between 256 and 262144".into(),
+            ));
         }
         if !(1..=2048).contains(&c.buffer_mb) {
-            return Err(invalid("capture.buffer_mb", "must be between 1 and 2048".into()));
+            return Err(invalid(
+                "capture.buffer_mb",
+                "must be between 1 and 2048".into(),
+            ));
         }
         if !(5..=86_400).contains(&c.media_timeout_s) {
-            return Err(invalid("capture.media_timeout_s", "must be between 5 and 86400".into()));
+            return Err(invalid(
+                "capture.media_timeout_s",
+                "must be between 5 and 86400".into(),
+            ));
         }
         if c.max_calls == 0 {
             return Err(invalid("capture.max_calls", "must be at least 1".into()));
         }
         if c.stats_interval_s == 0 {
-            return Err(invalid("capture.stats_interval_s", "must be at least 1".into()));
+            return Err(invalid(
+                "capture.stats_interval_s",
+                "must be at least 1".into(),
+            ));
         }
         for p in c.allow.iter().chain(&c.deny) {
             if p.trim().is_empty() {

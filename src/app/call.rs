@@ -203,10 +203,7 @@ impl PreparedCall {
 }
 
 /// Wait until any of the sockets has a datagram; returns (channel, length, source).
-async fn recv_any(
-    sockets: &[RtpSocket],
-    buf: &mut [u8],
-) -> Option<(usize, usize, SocketAddr)> {
+async fn recv_any(sockets: &[RtpSocket], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
     if sockets.is_empty() {
         return std::future::pending().await;
     }

@@ -167,7 +167,13 @@ impl Recorder {
         names.dedup();
         let src_addr = format!("{} {}", self.point, sip_src);
         let (kind, id, file_path, kek_id) = if supported {
-            match RecordingSink::create(&self.cfg, self.vault.as_ref(), self.catalog.clone(), 2, created) {
+            match RecordingSink::create(
+                &self.cfg,
+                self.vault.as_ref(),
+                self.catalog.clone(),
+                2,
+                created,
+            ) {
                 Ok((mut sink, rel)) => {
                     for ch in 0..2 {
                         let f = formats.get(ch).map(Vec::as_slice).unwrap_or_default();
@@ -181,7 +187,12 @@ impl Recorder {
                         );
                     }
                     let id = sink.id().to_string();
-                    (Kind::Audio(Box::new(sink)), id, Some(rel), Some(self.vault.kek_id()))
+                    (
+                        Kind::Audio(Box::new(sink)),
+                        id,
+                        Some(rel),
+                        Some(self.vault.kek_id()),
+                    )
                 }
                 Err(e) => {
                     tracing::error!(error = %e, call_id = %Pii(&call_id), "cannot record captured call");
@@ -189,9 +200,18 @@ impl Recorder {
                 }
             }
         } else {
-            (Kind::Unsupported, uuid::Uuid::new_v4().to_string(), None, None)
+            (
+                Kind::Unsupported,
+                uuid::Uuid::new_v4().to_string(),
+                None,
+                None,
+            )
         };
-        let codec = if names.is_empty() { "PCMU+PCMA".to_string() } else { names.join("+") };
+        let codec = if names.is_empty() {
+            "PCMU+PCMA".to_string()
+        } else {
+            names.join("+")
+        };
         let row = NewRecording {
             id: id.clone(),
             source: Source::Mirror,
@@ -250,7 +270,9 @@ impl Recorder {
             at_ms: 0,
             kind: "capture".into(),
             channel: None,
-            detail_json: Some(serde_json::json!({ "capture_point": self.point, "sip_src": sip_src.to_string() })),
+            detail_json: Some(
+                serde_json::json!({ "capture_point": self.point, "sip_src": sip_src.to_string() }),
+            ),
         }];
         self.calls.insert(
             call,
@@ -267,7 +289,9 @@ impl Recorder {
     }
 
     fn end(&mut self, call: CallNo, at: Duration, reason: &str) {
-        let Some(mut a) = self.calls.remove(&call) else { return };
+        let Some(mut a) = self.calls.remove(&call) else {
+            return;
+        };
         let end = at.saturating_sub(a.start);
         let ended_at_ms = unix_ms(a.start + end);
         let state = match a.kind {
@@ -288,8 +312,10 @@ impl Recorder {
             }
             Kind::Unsupported => {
                 if !a.events.is_empty() {
-                    self.catalog
-                        .send(CatalogCmd::Events(a.id.clone(), std::mem::take(&mut a.events)));
+                    self.catalog.send(CatalogCmd::Events(
+                        a.id.clone(),
+                        std::mem::take(&mut a.events),
+                    ));
                 }
                 self.catalog.send(CatalogCmd::Finish(
                     a.id.clone(),
@@ -336,7 +362,9 @@ impl Sink for Recorder {
                 formats,
                 hold,
             } => {
-                let Some(a) = self.calls.get_mut(&call) else { return };
+                let Some(a) = self.calls.get_mut(&call) else {
+                    return;
+                };
                 let at_ms = at.saturating_sub(a.start).as_millis() as u64;
                 if let Kind::Audio(sink) = &mut a.kind {
                     for ch in 0..2 {
@@ -354,7 +382,9 @@ impl Sink for Recorder {
                 }
             }
             TrackerEvent::Parties { call, parties } => {
-                let Some(a) = self.calls.get(&call) else { return };
+                let Some(a) = self.calls.get(&call) else {
+                    return;
+                };
                 self.catalog.send(CatalogCmd::Participants(
                     a.id.clone(),
                     parties
@@ -374,7 +404,9 @@ impl Sink for Recorder {
                 kind,
                 detail,
             } => {
-                let Some(a) = self.calls.get_mut(&call) else { return };
+                let Some(a) = self.calls.get_mut(&call) else {
+                    return;
+                };
                 a.events.push(EventRow {
                     at_ms: at.saturating_sub(a.start).as_millis() as u64,
                     kind: kind.into(),
@@ -387,7 +419,9 @@ impl Sink for Recorder {
     }
 
     fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Duration, pkt: &[u8]) {
-        let Some(a) = self.calls.get_mut(&call) else { return };
+        let Some(a) = self.calls.get_mut(&call) else {
+            return;
+        };
         if let Kind::Audio(sink) = &mut a.kind {
             sink.push_rtp(ch, ts.saturating_sub(a.start), pkt);
         }
@@ -428,7 +462,10 @@ pub fn import_files(
         let file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
         let mut reader = PcapReader::new(std::io::BufReader::with_capacity(1 << 20, file))
             .with_context(|| format!("reading {}", f.display()))?;
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         rec.set_capture_point(format!("file:{name}"));
         loop {
             match reader.next_frame() {
@@ -526,7 +563,11 @@ pub fn run_live(
     let mut last_stats = Instant::now();
     let stats_file = cfg.storage.data_dir.join("capture-stats.json");
     let names = cfg.capture.interfaces.clone();
-    let now_ts = || SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let now_ts = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+    };
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(f) => {
@@ -592,7 +633,10 @@ fn write_stats(stats: &std::sync::Mutex<Vec<IfaceStats>>, engine: &Engine, path:
         "recording_calls": engine.recording_calls(),
     });
     let tmp = path.with_extension("json.tmp");
-    if std::fs::write(&tmp, doc.to_string()).and_then(|_| std::fs::rename(&tmp, path)).is_err() {
+    if std::fs::write(&tmp, doc.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .is_err()
+    {
         tracing::debug!(path = %path.display(), "could not write capture statistics");
     }
 }

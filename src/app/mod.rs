@@ -90,7 +90,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(h)
     };
     let shared = Arc::new(Shared {
-        ports: Arc::new(ports::PortPool::new(cfg.media.rtp_bind, cfg.media.rtp_ports)),
+        ports: Arc::new(ports::PortPool::new(
+            cfg.media.rtp_bind,
+            cfg.media.rtp_ports,
+        )),
         cfg,
         vault,
         catalog,

@@ -256,7 +256,11 @@ impl RecordingSink {
                 "unsupported_payload": s.unsupported_payload,
             }));
         }
-        if info.unsupported_if_no_audio && state == RecordingState::Complete && decoded == 0 && unsupported > 0 {
+        if info.unsupported_if_no_audio
+            && state == RecordingState::Complete
+            && decoded == 0
+            && unsupported > 0
+        {
             state = RecordingState::CodecUnsupported;
         }
         for (ch, d) in self.timeline.take_dtmf() {
@@ -272,8 +276,10 @@ impl RecordingSink {
             });
         }
         if !self.events.is_empty() {
-            self.catalog
-                .send(CatalogCmd::Events(self.id.clone(), std::mem::take(&mut self.events)));
+            self.catalog.send(CatalogCmd::Events(
+                self.id.clone(),
+                std::mem::take(&mut self.events),
+            ));
         }
         let duration_ms = end.as_millis() as u64;
         let finish = Finish {

@@ -53,14 +53,25 @@ pub fn l4(src: SocketAddr, dst: SocketAddr, kind: L4, payload: &[u8]) -> (u8, Ve
 }
 
 /// IPv4 header + payload; `frag` = (offset in bytes, more fragments).
-pub fn ipv4(src: IpAddr, dst: IpAddr, proto: u8, id: u16, frag: (usize, bool), payload: &[u8]) -> Vec<u8> {
+pub fn ipv4(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    id: u16,
+    frag: (usize, bool),
+    payload: &[u8],
+) -> Vec<u8> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
         return Vec::new();
     };
     let mut v = Vec::with_capacity(payload.len() + 20);
     v.push(0x45);
     v.push(0);
-    v.extend(u16::try_from(payload.len() + 20).unwrap_or(u16::MAX).to_be_bytes());
+    v.extend(
+        u16::try_from(payload.len() + 20)
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     v.extend(id.to_be_bytes());
     let fo = ((frag.0 / 8) as u16 & 0x1fff) | if frag.1 { 0x2000 } else { 0 };
     v.extend(fo.to_be_bytes());
@@ -74,14 +85,24 @@ pub fn ipv4(src: IpAddr, dst: IpAddr, proto: u8, id: u16, frag: (usize, bool), p
 }
 
 /// IPv6 header (+ fragment header when `frag` is given: (offset, more, id)) + payload.
-pub fn ipv6(src: IpAddr, dst: IpAddr, proto: u8, frag: Option<(usize, bool, u32)>, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    frag: Option<(usize, bool, u32)>,
+    payload: &[u8],
+) -> Vec<u8> {
     let (IpAddr::V6(s), IpAddr::V6(d)) = (src, dst) else {
         return Vec::new();
     };
     let mut v = Vec::with_capacity(payload.len() + 48);
     v.extend([0x60, 0, 0, 0]);
     let extra = if frag.is_some() { 8 } else { 0 };
-    v.extend(u16::try_from(payload.len() + extra).unwrap_or(u16::MAX).to_be_bytes());
+    v.extend(
+        u16::try_from(payload.len() + extra)
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     v.push(if frag.is_some() { 44 } else { proto });
     v.push(64);
     v.extend(s.octets());
@@ -101,11 +122,19 @@ pub fn ethernet(link: &Link, ip: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(ip.len() + 22);
     v.extend([0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1]);
     for (i, id) in link.vlans.iter().enumerate() {
-        let tpid: u16 = if i == 0 && link.vlans.len() > 1 { 0x88a8 } else { 0x8100 };
+        let tpid: u16 = if i == 0 && link.vlans.len() > 1 {
+            0x88a8
+        } else {
+            0x8100
+        };
         v.extend(tpid.to_be_bytes());
         v.extend((id & 0x0fff).to_be_bytes());
     }
-    let et: u16 = if ip.first().map(|b| b >> 4) == Some(6) { 0x86dd } else { 0x0800 };
+    let et: u16 = if ip.first().map(|b| b >> 4) == Some(6) {
+        0x86dd
+    } else {
+        0x0800
+    };
     v.extend(et.to_be_bytes());
     v.extend(ip);
     v
@@ -114,7 +143,15 @@ pub fn ethernet(link: &Link, ip: &[u8]) -> Vec<u8> {
 /// One or more Ethernet frames carrying `payload` from `src` to `dst`: IPv4 fragments of
 /// at most `mtu` bytes of IP payload each when the datagram is bigger (`mtu` is rounded
 /// down to a multiple of 8), IPv6 with fragment headers likewise.
-pub fn frames(link: &Link, src: SocketAddr, dst: SocketAddr, kind: L4, payload: &[u8], ip_id: u16, mtu: usize) -> Vec<Vec<u8>> {
+pub fn frames(
+    link: &Link,
+    src: SocketAddr,
+    dst: SocketAddr,
+    kind: L4,
+    payload: &[u8],
+    ip_id: u16,
+    mtu: usize,
+) -> Vec<Vec<u8>> {
     let (proto, seg) = l4(src, dst, kind, payload);
     let mtu = (mtu / 8 * 8).max(8);
     let v6 = src.is_ipv6();
@@ -132,7 +169,13 @@ pub fn frames(link: &Link, src: SocketAddr, dst: SocketAddr, kind: L4, payload: 
             let off = i * mtu;
             let more = off + c.len() < seg.len();
             let ip = if v6 {
-                ipv6(src.ip(), dst.ip(), proto, Some((off, more, u32::from(ip_id))), c)
+                ipv6(
+                    src.ip(),
+                    dst.ip(),
+                    proto,
+                    Some((off, more, u32::from(ip_id))),
+                    c,
+                )
             } else {
                 ipv4(src.ip(), dst.ip(), proto, ip_id, (off, more), c)
             };
@@ -154,7 +197,13 @@ pub fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -
 }
 
 /// Wrap an IPv4 packet in GRE (protocol `proto`, optional sequence number) inside IPv4.
-pub fn gre_v4(outer_src: IpAddr, outer_dst: IpAddr, proto: u16, seq: Option<u32>, inner: &[u8]) -> Vec<u8> {
+pub fn gre_v4(
+    outer_src: IpAddr,
+    outer_dst: IpAddr,
+    proto: u16,
+    seq: Option<u32>,
+    inner: &[u8],
+) -> Vec<u8> {
     let mut g = Vec::with_capacity(inner.len() + 8);
     g.extend(if seq.is_some() { 0x1000u16 } else { 0 }.to_be_bytes());
     g.extend(proto.to_be_bytes());

@@ -173,7 +173,12 @@ impl Decoder {
 
     /// Decode one frame captured at `ts` on a link of type `linktype`. `None` for
     /// anything that is not (yet) a UDP datagram or TCP segment.
-    pub fn decode<'a>(&mut self, ts: Duration, linktype: u32, frame: &'a [u8]) -> Option<Segment<'a>> {
+    pub fn decode<'a>(
+        &mut self,
+        ts: Duration,
+        linktype: u32,
+        frame: &'a [u8],
+    ) -> Option<Segment<'a>> {
         self.stats.frames += 1;
         if ts >= self.last_expire + Duration::from_secs(1) || ts < self.last_expire {
             self.expire(ts);
@@ -190,7 +195,8 @@ impl Decoder {
             linktype::IPV6 => Net::V6(frame),
             linktype::NULL => {
                 let fam = frame.get(..4)?;
-                let fam = u32::from_le_bytes(fam.try_into().ok()?).min(u32::from_be_bytes(fam.try_into().ok()?));
+                let fam = u32::from_le_bytes(fam.try_into().ok()?)
+                    .min(u32::from_be_bytes(fam.try_into().ok()?));
                 let rest = frame.get(4..)?;
                 match fam {
                     2 => Net::V4(rest),
@@ -199,11 +205,15 @@ impl Decoder {
                 }
             }
             linktype::LINUX_SLL => {
-                let Some(proto) = be16(frame, 14) else { return self.malformed() };
+                let Some(proto) = be16(frame, 14) else {
+                    return self.malformed();
+                };
                 return self.ethertype(ts, proto, frame.get(16..)?, 0);
             }
             linktype::LINUX_SLL2 => {
-                let Some(proto) = be16(frame, 0) else { return self.malformed() };
+                let Some(proto) = be16(frame, 0) else {
+                    return self.malformed();
+                };
                 return self.ethertype(ts, proto, frame.get(20..)?, 0);
             }
             _ => {
@@ -233,12 +243,22 @@ impl Decoder {
     }
 
     fn ethernet<'a>(&mut self, ts: Duration, f: &'a [u8], depth: u8) -> Option<Segment<'a>> {
-        let Some(et) = be16(f, 12) else { return self.malformed() };
-        let Some(rest) = f.get(14..) else { return self.malformed() };
+        let Some(et) = be16(f, 12) else {
+            return self.malformed();
+        };
+        let Some(rest) = f.get(14..) else {
+            return self.malformed();
+        };
         self.ethertype(ts, et, rest, depth)
     }
 
-    fn ethertype<'a>(&mut self, ts: Duration, mut et: u16, mut rest: &'a [u8], depth: u8) -> Option<Segment<'a>> {
+    fn ethertype<'a>(
+        &mut self,
+        ts: Duration,
+        mut et: u16,
+        mut rest: &'a [u8],
+        depth: u8,
+    ) -> Option<Segment<'a>> {
         // 802.1Q, 802.1ad and the old 0x9100 QinQ tag: 2 bytes TCI then the next type.
         let mut tags = 0;
         while matches!(et, 0x8100 | 0x88a8 | 0x9100 | 0x9200) {
@@ -246,7 +266,9 @@ impl Decoder {
             if tags > 8 {
                 return self.malformed();
             }
-            let Some(next) = be16(rest, 2) else { return self.malformed() };
+            let Some(next) = be16(rest, 2) else {
+                return self.malformed();
+            };
             et = next;
             rest = rest.get(4..)?;
         }
@@ -258,14 +280,22 @@ impl Decoder {
     }
 
     fn ipv4<'a>(&mut self, ts: Duration, p: &'a [u8], depth: u8) -> Option<Segment<'a>> {
-        let Some(&vihl) = p.first() else { return self.malformed() };
+        let Some(&vihl) = p.first() else {
+            return self.malformed();
+        };
         let ihl = usize::from(vihl & 0x0f) * 4;
         if vihl >> 4 != 4 || ihl < 20 {
             return self.malformed();
         }
-        let Some(total) = be16(p, 2).map(usize::from) else { return self.malformed() };
+        let Some(total) = be16(p, 2).map(usize::from) else {
+            return self.malformed();
+        };
         // Some captures (TSO offload) carry total length 0; then trust the frame.
-        let end = if total == 0 { p.len() } else { total.min(p.len()) };
+        let end = if total == 0 {
+            p.len()
+        } else {
+            total.min(p.len())
+        };
         if end < ihl {
             return self.malformed();
         }
@@ -278,7 +308,12 @@ impl Decoder {
         let dst = IpAddr::V4(Ipv4Addr::from(be32(p, 16)?));
         let payload = p.get(ihl..end)?;
         if more || offset > 0 {
-            let key = FragKey { src, dst, id, proto };
+            let key = FragKey {
+                src,
+                dst,
+                id,
+                proto,
+            };
             let whole = self.fragment(ts, key, offset, more, payload)?;
             return self.transport_owned(ts, src, dst, proto, whole, depth);
         }
@@ -293,36 +328,53 @@ impl Decoder {
         let mut next = *p.get(6)?;
         let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(p.get(8..24)?).ok()?));
         let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(p.get(24..40)?).ok()?));
-        let end = if plen == 0 { p.len() } else { (40 + plen).min(p.len()) };
+        let end = if plen == 0 {
+            p.len()
+        } else {
+            (40 + plen).min(p.len())
+        };
         let mut off = 40;
         for _ in 0..16 {
             match next {
                 // Hop-by-hop, routing, destination options, mobility, HIP, shim6.
                 0 | 43 | 60 | 135 | 139 | 140 => {
-                    let Some(&n) = p.get(off) else { return self.malformed() };
+                    let Some(&n) = p.get(off) else {
+                        return self.malformed();
+                    };
                     let len = (usize::from(*p.get(off + 1)?) + 1) * 8;
                     next = n;
                     off += len;
                 }
                 // Authentication header: length in 4-octet units minus 2.
                 51 => {
-                    let Some(&n) = p.get(off) else { return self.malformed() };
+                    let Some(&n) = p.get(off) else {
+                        return self.malformed();
+                    };
                     let len = (usize::from(*p.get(off + 1)?) + 2) * 4;
                     next = n;
                     off += len;
                 }
                 44 => {
-                    let Some(&n) = p.get(off) else { return self.malformed() };
+                    let Some(&n) = p.get(off) else {
+                        return self.malformed();
+                    };
                     let fo = be16(p, off + 2)?;
                     let id = be32(p, off + 4)?;
                     let offset = usize::from(fo & 0xfff8);
                     let more = fo & 1 != 0;
-                    let Some(payload) = p.get(off + 8..end) else { return self.malformed() };
+                    let Some(payload) = p.get(off + 8..end) else {
+                        return self.malformed();
+                    };
                     if !more && offset == 0 {
                         // Atomic fragment (RFC 6946).
                         return self.transport(ts, src, dst, n, payload, depth);
                     }
-                    let key = FragKey { src, dst, id, proto: n };
+                    let key = FragKey {
+                        src,
+                        dst,
+                        id,
+                        proto: n,
+                    };
                     let whole = self.fragment(ts, key, offset, more, payload)?;
                     return self.transport_owned(ts, src, dst, n, whole, depth);
                 }
@@ -330,7 +382,9 @@ impl Decoder {
                 _ => break,
             }
         }
-        let Some(payload) = p.get(off..end) else { return self.malformed() };
+        let Some(payload) = p.get(off..end) else {
+            return self.malformed();
+        };
         self.transport(ts, src, dst, next, payload, depth)
     }
 
@@ -348,8 +402,14 @@ impl Decoder {
                 let sport = be16(p, 0)?;
                 let dport = be16(p, 2)?;
                 let ulen = usize::from(be16(p, 4)?);
-                let end = if ulen >= 8 { ulen.min(p.len()) } else { p.len() };
-                let Some(payload) = p.get(8..end) else { return self.malformed() };
+                let end = if ulen >= 8 {
+                    ulen.min(p.len())
+                } else {
+                    p.len()
+                };
+                let Some(payload) = p.get(8..end) else {
+                    return self.malformed();
+                };
                 Some(Segment {
                     src: SocketAddr::new(src, sport),
                     dst: SocketAddr::new(dst, dport),
@@ -366,7 +426,9 @@ impl Decoder {
                 if doff < 20 {
                     return self.malformed();
                 }
-                let Some(payload) = p.get(doff..) else { return self.malformed() };
+                let Some(payload) = p.get(doff..) else {
+                    return self.malformed();
+                };
                 Some(Segment {
                     src: SocketAddr::new(src, sport),
                     dst: SocketAddr::new(dst, dport),
@@ -427,7 +489,9 @@ impl Decoder {
         if has_seq {
             off += 4;
         }
-        let Some(inner) = p.get(off..) else { return self.malformed() };
+        let Some(inner) = p.get(off..) else {
+            return self.malformed();
+        };
         self.stats.decapsulated += 1;
         match proto {
             0x0800 => self.ipv4(ts, inner, depth),
@@ -452,7 +516,14 @@ impl Decoder {
     }
 
     /// Add a fragment; returns the whole payload once every byte is there.
-    fn fragment(&mut self, ts: Duration, key: FragKey, offset: usize, more: bool, data: &[u8]) -> Option<Vec<u8>> {
+    fn fragment(
+        &mut self,
+        ts: Duration,
+        key: FragKey,
+        offset: usize,
+        more: bool,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
         self.stats.fragments += 1;
         if offset + data.len() > MAX_DATAGRAM || (more && data.is_empty()) {
             self.stats.fragments_dropped += 1;
@@ -487,7 +558,10 @@ impl Decoder {
             e.total = Some(t);
         }
         // Retransmitted identical fragment: ignore.
-        if e.parts.iter().any(|(o, d)| *o == offset && d.len() == data.len()) {
+        if e.parts
+            .iter()
+            .any(|(o, d)| *o == offset && d.len() == data.len())
+        {
             return None;
         }
         e.bytes += data.len();
@@ -513,7 +587,9 @@ impl Decoder {
         let mut whole = vec![0u8; total];
         for (o, d) in &e.parts {
             let end = (o + d.len()).min(total);
-            if let (Some(dst), Some(src)) = (whole.get_mut(*o..end), d.get(..end.saturating_sub(*o))) {
+            if let (Some(dst), Some(src)) =
+                (whole.get_mut(*o..end), d.get(..end.saturating_sub(*o)))
+            {
                 dst.copy_from_slice(src);
             }
         }
@@ -524,8 +600,9 @@ impl Decoder {
     fn expire(&mut self, now: Duration) {
         let timeout = self.cfg.fragment_timeout;
         let before = self.frags.len();
-        self.frags
-            .retain(|_, e| now.saturating_sub(e.first_seen) < timeout && e.first_seen <= now + timeout);
+        self.frags.retain(|_, e| {
+            now.saturating_sub(e.first_seen) < timeout && e.first_seen <= now + timeout
+        });
         self.stats.fragments_dropped += (before - self.frags.len()) as u64;
     }
 }

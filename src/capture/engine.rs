@@ -102,8 +102,16 @@ impl Engine {
                 }
                 Transport::Tcp { seq, syn, fin, rst } => {
                     let mut frames = std::mem::take(&mut self.frames);
-                    self.tcp
-                        .push(ts, seg.src, seg.dst, seq, syn, fin || rst, &seg.payload, &mut frames);
+                    self.tcp.push(
+                        ts,
+                        seg.src,
+                        seg.dst,
+                        seq,
+                        syn,
+                        fin || rst,
+                        &seg.payload,
+                        &mut frames,
+                    );
                     for f in frames.drain(..) {
                         match crate::sip::parse_datagram(&f) {
                             Ok(msg) => self.tracker.on_sip(ts, seg.src, seg.dst, &msg),

@@ -44,8 +44,15 @@ struct Iface {
 }
 
 enum Format {
-    Pcap { big: bool, nanos: bool, linktype: u32 },
-    PcapNg { big: bool, ifaces: Vec<Iface> },
+    Pcap {
+        big: bool,
+        nanos: bool,
+        linktype: u32,
+    },
+    PcapNg {
+        big: bool,
+        ifaces: Vec<Iface>,
+    },
 }
 
 /// Reads frames from a pcap or pcapng stream.
@@ -56,19 +63,29 @@ pub struct PcapReader<R> {
 
 fn u16_at(b: &[u8], off: usize, big: bool) -> Option<u16> {
     let s: [u8; 2] = b.get(off..off + 2)?.try_into().ok()?;
-    Some(if big { u16::from_be_bytes(s) } else { u16::from_le_bytes(s) })
+    Some(if big {
+        u16::from_be_bytes(s)
+    } else {
+        u16::from_le_bytes(s)
+    })
 }
 
 fn u32_at(b: &[u8], off: usize, big: bool) -> Option<u32> {
     let s: [u8; 4] = b.get(off..off + 4)?.try_into().ok()?;
-    Some(if big { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) })
+    Some(if big {
+        u32::from_be_bytes(s)
+    } else {
+        u32::from_le_bytes(s)
+    })
 }
 
 /// Read exactly `buf.len()` bytes; `Ok(false)` on a clean EOF before the first byte.
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<bool, PcapError> {
     let mut got = 0;
     while got < buf.len() {
-        let Some(rest) = buf.get_mut(got..) else { break };
+        let Some(rest) = buf.get_mut(got..) else {
+            break;
+        };
         let n = r.read(rest)?;
         if n == 0 {
             if got == 0 {
@@ -294,7 +311,10 @@ impl<R: Read> PcapReader<R> {
                 3 => {
                     let orig = u32_at(&body, 0, big).unwrap_or(0) as usize;
                     let avail = body.len().saturating_sub(8);
-                    let data = body.get(4..4 + orig.min(avail)).unwrap_or_default().to_vec();
+                    let data = body
+                        .get(4..4 + orig.min(avail))
+                        .unwrap_or_default()
+                        .to_vec();
                     let linktype = ifaces.first().map_or(1, |i| i.linktype);
                     return Ok(Some(Frame {
                         ts: Duration::ZERO,

@@ -70,9 +70,15 @@ pub fn looks_like_sip(p: &[u8]) -> bool {
     let (m, rest) = p.split_at(sp);
     !m.is_empty()
         && m.iter().all(|b| b.is_ascii_uppercase())
-        && (rest.get(1..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
-            || rest.get(1..6).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
-            || rest.get(1..5).is_some_and(|s| s.eq_ignore_ascii_case(b"tel:")))
+        && (rest
+            .get(1..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"sip:"))
+            || rest
+                .get(1..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
+            || rest
+                .get(1..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"tel:")))
 }
 
 /// Reassembles the SIP streams of many connections.
@@ -143,7 +149,12 @@ impl TcpStreams {
                 return;
             }
             if self.streams.len() >= self.cfg.max_streams {
-                if let Some(k) = self.streams.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| *k) {
+                if let Some(k) = self
+                    .streams
+                    .iter()
+                    .min_by_key(|(_, s)| s.last)
+                    .map(|(k, _)| *k)
+                {
                     self.streams.remove(&k);
                     self.stats.evicted += 1;
                 }
@@ -163,7 +174,9 @@ impl TcpStreams {
                 return;
             }
         }
-        let Some(st) = self.streams.get_mut(&key) else { return };
+        let Some(st) = self.streams.get_mut(&key) else {
+            return;
+        };
         st.last = ts;
         if !payload.is_empty() {
             let next = *st.next.get_or_insert(seq);
@@ -208,11 +221,15 @@ impl TcpStreams {
     fn drain_ooo(st: &mut Stream, stats: &mut TcpStats, out: &mut Vec<Vec<u8>>) {
         for _ in 0..10_000 {
             let Some(next) = st.next else { return };
-            let Some(first) = Self::first_ooo(st, next) else { return };
+            let Some(first) = Self::first_ooo(st, next) else {
+                return;
+            };
             if seq_lt(next, first) {
                 return; // still a hole
             }
-            let Some(data) = st.ooo.remove(&first) else { return };
+            let Some(data) = st.ooo.remove(&first) else {
+                return;
+            };
             st.ooo_bytes = st.ooo_bytes.saturating_sub(data.len());
             let skip = next.wrapping_sub(first) as usize;
             if let Some(new) = data.get(skip..).filter(|n| !n.is_empty()) {
@@ -267,13 +284,50 @@ mod tests {
         let mut t = TcpStreams::new(TcpConfig::default());
         let mut out = Vec::new();
         t.push(Duration::ZERO, a, b, 99, true, false, b"", &mut out);
-        let parts: Vec<(u32, &[u8])> = vec![(100, &data[..10]), (110, &data[10..50]), (150, &data[50..])];
+        let parts: Vec<(u32, &[u8])> =
+            vec![(100, &data[..10]), (110, &data[10..50]), (150, &data[50..])];
         // deliver 0, 2, 1 (1 retransmitted)
-        t.push(Duration::ZERO, a, b, parts[0].0, false, false, parts[0].1, &mut out);
-        t.push(Duration::ZERO, a, b, parts[2].0, false, false, parts[2].1, &mut out);
+        t.push(
+            Duration::ZERO,
+            a,
+            b,
+            parts[0].0,
+            false,
+            false,
+            parts[0].1,
+            &mut out,
+        );
+        t.push(
+            Duration::ZERO,
+            a,
+            b,
+            parts[2].0,
+            false,
+            false,
+            parts[2].1,
+            &mut out,
+        );
         assert!(out.is_empty());
-        t.push(Duration::ZERO, a, b, parts[1].0, false, false, parts[1].1, &mut out);
-        t.push(Duration::ZERO, a, b, parts[1].0, false, false, parts[1].1, &mut out);
+        t.push(
+            Duration::ZERO,
+            a,
+            b,
+            parts[1].0,
+            false,
+            false,
+            parts[1].1,
+            &mut out,
+        );
+        t.push(
+            Duration::ZERO,
+            a,
+            b,
+            parts[1].0,
+            false,
+            false,
+            parts[1].1,
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], MSG);
     }
@@ -283,12 +337,30 @@ mod tests {
         let (a, b) = (sa("10.0.0.1:1000"), sa("10.0.0.2:5060"));
         let mut t = TcpStreams::new(TcpConfig::default());
         let mut out = Vec::new();
-        t.push(Duration::ZERO, a, b, 5, false, false, b"tail of something", &mut out);
+        t.push(
+            Duration::ZERO,
+            a,
+            b,
+            5,
+            false,
+            false,
+            b"tail of something",
+            &mut out,
+        );
         assert!(t.is_empty());
         t.push(Duration::ZERO, a, b, 500, false, false, MSG, &mut out);
         assert_eq!(out.len(), 1);
         // A message without Content-Length poisons; the stream resyncs on the next one.
-        t.push(Duration::ZERO, a, b, 500 + MSG.len() as u32, false, false, b"BYE sip:x SIP/2.0\r\n\r\n", &mut out);
+        t.push(
+            Duration::ZERO,
+            a,
+            b,
+            500 + MSG.len() as u32,
+            false,
+            false,
+            b"BYE sip:x SIP/2.0\r\n\r\n",
+            &mut out,
+        );
         let s = 500 + MSG.len() as u32 + 21;
         t.push(Duration::ZERO, a, b, s, false, false, MSG, &mut out);
         assert_eq!(out.len(), 2);
@@ -296,17 +368,48 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let mut t = TcpStreams::new(TcpConfig { max_streams: 4, max_ooo_bytes: 1000, idle_timeout: Duration::from_secs(10) });
+        let mut t = TcpStreams::new(TcpConfig {
+            max_streams: 4,
+            max_ooo_bytes: 1000,
+            idle_timeout: Duration::from_secs(10),
+        });
         let mut out = Vec::new();
         for p in 0..50u16 {
             let a = SocketAddr::new("10.0.0.1".parse().unwrap(), 1000 + p);
-            t.push(Duration::ZERO, a, sa("10.0.0.2:5060"), 0, false, false, MSG, &mut out);
+            t.push(
+                Duration::ZERO,
+                a,
+                sa("10.0.0.2:5060"),
+                0,
+                false,
+                false,
+                MSG,
+                &mut out,
+            );
             for i in 0..20u32 {
-                t.push(Duration::ZERO, a, sa("10.0.0.2:5060"), 10_000 + i * 100, false, false, &[b'x'; 100], &mut out);
+                t.push(
+                    Duration::ZERO,
+                    a,
+                    sa("10.0.0.2:5060"),
+                    10_000 + i * 100,
+                    false,
+                    false,
+                    &[b'x'; 100],
+                    &mut out,
+                );
             }
         }
         assert!(t.len() <= 4);
-        t.push(Duration::from_secs(100), sa("10.9.9.9:1"), sa("10.0.0.2:5060"), 0, false, false, b"x", &mut out);
+        t.push(
+            Duration::from_secs(100),
+            sa("10.9.9.9:1"),
+            sa("10.0.0.2:5060"),
+            0,
+            false,
+            false,
+            b"x",
+            &mut out,
+        );
         assert!(t.len() <= 4);
     }
 }

@@ -218,6 +218,8 @@ struct Call {
     callee_tag: Option<String>,
     parties: [Party; 2],
     media: [Option<PartyMedia>; 2],
+    /// Flags raised before the recording started (emitted right after `Start`).
+    pending_flags: Vec<(Duration, &'static str, String)>,
     /// Which party's SDP came last (the answer, in a completed offer/answer).
     last_sdp: Option<Side>,
     sip_src: SocketAddr,
@@ -262,7 +264,9 @@ fn pai(msg: &Message) -> Option<Party> {
     let v = msg.header("P-Asserted-Identity")?;
     // Several identities may be listed (sip and tel); the first is enough.
     let first = crate::sip::parse::split_list(v).into_iter().next()?;
-    crate::sip::parse::parse_name_addr(first.trim()).ok().map(|na| party_from(&na))
+    crate::sip::parse::parse_name_addr(first.trim())
+        .ok()
+        .map(|na| party_from(&na))
 }
 
 /// The first audio m-line of an SDP body carried by `msg` (plain or multipart).
@@ -273,8 +277,13 @@ fn sdp_media(msg: &Message) -> Option<PartyMedia> {
     let ct = msg.header("Content-Type").unwrap_or("application/sdp");
     let body = crate::siprec::body::split_body(ct, &msg.body).ok()?;
     let sdp = crate::sdp::parse(body.sdp.as_deref()?).ok()?;
-    let m = sdp.media.iter().find(|m| m.media.eq_ignore_ascii_case("audio"))?;
-    let addr = m.remote_addr(&sdp).filter(|a| a.port() != 0 && !a.ip().is_unspecified());
+    let m = sdp
+        .media
+        .iter()
+        .find(|m| m.media.eq_ignore_ascii_case("audio"))?;
+    let addr = m
+        .remote_addr(&sdp)
+        .filter(|a| a.port() != 0 && !a.ip().is_unspecified());
     Some(PartyMedia {
         addr,
         formats: m.codecs(),
@@ -322,10 +331,17 @@ impl CallTracker {
         self.stats.sip_messages += 1;
         self.sweep(ts);
         let Some(call_id) = msg.call_id() else { return };
-        let Ok((_, cseq_method)) = msg.cseq() else { return };
+        let Ok((_, cseq_method)) = msg.cseq() else {
+            return;
+        };
         if !matches!(
             cseq_method,
-            Method::Invite | Method::Ack | Method::Bye | Method::Cancel | Method::Update | Method::Prack
+            Method::Invite
+                | Method::Ack
+                | Method::Bye
+                | Method::Cancel
+                | Method::Update
+                | Method::Prack
         ) {
             return;
         }
@@ -357,7 +373,11 @@ impl CallTracker {
                     from.as_ref().map(party_from).unwrap_or_default(),
                     to.as_ref().map(party_from).unwrap_or_default(),
                 );
-                let caller = if initial_invite { pai(msg).unwrap_or(caller) } else { caller };
+                let caller = if initial_invite {
+                    pai(msg).unwrap_or(caller)
+                } else {
+                    caller
+                };
                 let call = Call {
                     call_id: call_id.to_string(),
                     caller_tag: from_tag.clone(),
@@ -365,6 +385,7 @@ impl CallTracker {
                     parties: [caller, callee],
                     media: [None, None],
                     last_sdp: None,
+                    pending_flags: Vec::new(),
                     sip_src: src,
                     answered: !initial_invite,
                     recording: false,
@@ -385,20 +406,23 @@ impl CallTracker {
                 }
                 if !initial_invite {
                     self.stats.calls_partial += 1;
-                    self.events.push_back(TrackerEvent::Flag {
-                        call: no,
-                        at: ts,
-                        kind: "signalling_incomplete",
-                        detail: format!(
-                            "initial INVITE not captured; call picked up from {}; caller/callee guessed from From/To",
-                            describe(msg)
-                        ),
-                    });
+                    if let Some(c) = self.calls.get_mut(&no) {
+                        c.pending_flags.push((
+                            ts,
+                            "signalling_incomplete",
+                            format!(
+                                "initial INVITE not captured; call picked up from {}; caller/callee guessed from From/To",
+                                describe(msg)
+                            ),
+                        ));
+                    }
                 }
                 no
             }
         };
-        let Some(call) = self.calls.get_mut(&no) else { return };
+        let Some(call) = self.calls.get_mut(&no) else {
+            return;
+        };
         call.last_activity = ts;
         // Whose message is it? Requests are sent by the From party, responses by the To party.
         let sender_tag = if msg.is_request() { &from_tag } else { &to_tag };
@@ -414,7 +438,11 @@ impl CallTracker {
             }
             _ => Side::Callee,
         };
-        if !msg.is_request() && call.callee_tag.is_none() && to_tag.is_some() && cseq_method == Method::Invite {
+        if !msg.is_request()
+            && call.callee_tag.is_none()
+            && to_tag.is_some()
+            && cseq_method == Method::Invite
+        {
             call.callee_tag = to_tag.clone();
         }
         if let Some(m) = media {
@@ -430,7 +458,12 @@ impl CallTracker {
             call.last_sdp = Some(sender);
             if changed && call.recording {
                 let (formats, hold) = channel_formats(call);
-                self.events.push_back(TrackerEvent::Media { call: no, at: ts, formats, hold });
+                self.events.push_back(TrackerEvent::Media {
+                    call: no,
+                    at: ts,
+                    formats,
+                    hold,
+                });
             }
         }
         if !msg.is_request() && sender == Side::Callee {
@@ -438,7 +471,10 @@ impl CallTracker {
                 if call.parties[1] != p {
                     call.parties[1] = p;
                     if call.recording {
-                        self.events.push_back(TrackerEvent::Parties { call: no, parties: call.parties.clone() });
+                        self.events.push_back(TrackerEvent::Parties {
+                            call: no,
+                            parties: call.parties.clone(),
+                        });
                     }
                 }
             }
@@ -457,7 +493,9 @@ impl CallTracker {
                 self.start(no, ts);
             }
             // Early media (183 Session Progress with SDP): recorded like the call itself.
-            (None, Some(s)) if cseq_method == Method::Invite && (101..200).contains(&s) && has_sdp => {
+            (None, Some(s))
+                if cseq_method == Method::Invite && (101..200).contains(&s) && has_sdp =>
+            {
                 self.start(no, ts);
             }
             (None, Some(s)) if cseq_method == Method::Invite && s >= 300 && !call.answered => {
@@ -478,7 +516,12 @@ impl CallTracker {
     /// Which call and channel an RTP datagram from `src` to `dst` belongs to; starts the
     /// recording of its call if needed (drain [`poll_event`](Self::poll_event) before
     /// pushing the packet).
-    pub fn classify(&mut self, ts: Duration, src: SocketAddr, dst: SocketAddr) -> Option<(CallNo, usize)> {
+    pub fn classify(
+        &mut self,
+        ts: Duration,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<(CallNo, usize)> {
         let (no, ch) = if let Some((no, side)) = self.media.get(&dst) {
             // Sent to the callee: the caller speaks (channel 0), and vice versa.
             (*no, if *side == Side::Callee { 0 } else { 1 })
@@ -512,7 +555,11 @@ impl CallTracker {
         for no in nos {
             if let Some(c) = self.calls.get(&no) {
                 if c.recording {
-                    let at = c.last_rtp.unwrap_or(now).max(c.last_activity).min(now.max(c.last_activity));
+                    let at = c
+                        .last_rtp
+                        .unwrap_or(now)
+                        .max(c.last_activity)
+                        .min(now.max(c.last_activity));
                     self.events.push_back(TrackerEvent::Flag {
                         call: no,
                         at,
@@ -528,7 +575,9 @@ impl CallTracker {
     }
 
     fn start(&mut self, no: CallNo, ts: Duration) {
-        let Some(call) = self.calls.get_mut(&no) else { return };
+        let Some(call) = self.calls.get_mut(&no) else {
+            return;
+        };
         if call.recording || call.denied {
             return;
         }
@@ -545,8 +594,20 @@ impl CallTracker {
             formats,
             hold,
         });
+        for (at, kind, detail) in call.pending_flags.drain(..) {
+            self.events.push_back(TrackerEvent::Flag {
+                call: no,
+                at: at.max(ts),
+                kind,
+                detail,
+            });
+        }
         if call.media[0].is_none() || call.media[1].is_none() {
-            let missing = if call.media[0].is_none() { "caller" } else { "callee" };
+            let missing = if call.media[0].is_none() {
+                "caller"
+            } else {
+                "callee"
+            };
             self.events.push_back(TrackerEvent::Flag {
                 call: no,
                 at: ts,
@@ -557,10 +618,24 @@ impl CallTracker {
     }
 
     fn end(&mut self, no: CallNo, ts: Duration, reason: String) {
-        let Some(call) = self.calls.get(&no) else { return };
+        let Some(call) = self.calls.get(&no) else {
+            return;
+        };
         if call.recording {
             let at = ts.max(call.started_at.unwrap_or(ts));
-            self.events.push_back(TrackerEvent::End { call: no, at, reason });
+            if call.last_rtp.is_none() {
+                self.events.push_back(TrackerEvent::Flag {
+                    call: no,
+                    at,
+                    kind: "no_media",
+                    detail: "no RTP of this call was captured".into(),
+                });
+            }
+            self.events.push_back(TrackerEvent::End {
+                call: no,
+                at,
+                reason,
+            });
         }
         self.forget(no);
     }
@@ -633,7 +708,8 @@ fn side_name(s: Side) -> &'static str {
 /// receiver's SDP wins, with the sender's as fallback. Hold: the sender does not send.
 fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
     let pick = |recv: &Option<PartyMedia>, send: &Option<PartyMedia>| -> Vec<PayloadFormat> {
-        let mut f: Vec<PayloadFormat> = recv.as_ref().map(|m| m.formats.clone()).unwrap_or_default();
+        let mut f: Vec<PayloadFormat> =
+            recv.as_ref().map(|m| m.formats.clone()).unwrap_or_default();
         if let Some(s) = send {
             for x in &s.formats {
                 if !f.iter().any(|y| y.pt == x.pt) {
@@ -661,7 +737,8 @@ fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
         m.formats
             .iter()
             .find(|f| {
-                !f.encoding.eq_ignore_ascii_case("telephone-event") && !f.encoding.eq_ignore_ascii_case("CN")
+                !f.encoding.eq_ignore_ascii_case("telephone-event")
+                    && !f.encoding.eq_ignore_ascii_case("CN")
             })
             .map(|f| f.encoding.to_ascii_uppercase())
     });

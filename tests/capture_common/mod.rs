@@ -101,7 +101,11 @@ fn sdp(addr: SocketAddr, pts: &str, maps: &str) -> String {
 
 fn sip(start: &str, sc: &Scenario, to_tag: bool, cseq: &str, extra: &str, body: &str) -> Vec<u8> {
     let tt = if to_tag { ";tag=callee1" } else { "" };
-    let ct = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
     let via = if sc.tcp { "TCP" } else { "UDP" };
     format!(
         "{start}\r\nVia: SIP/2.0/{via} gw.example;branch=z9hG4bK{}{}\r\nMax-Forwards: 70\r\nFrom: \"Caller {}\" <{}>;tag=caller1\r\nTo: <{}>{tt}\r\nCall-ID: {}\r\nCSeq: {cseq}\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
@@ -118,7 +122,9 @@ fn sip(start: &str, sc: &Scenario, to_tag: bool, cseq: &str, extra: &str, body: 
 
 /// Deterministic G.711 payload bytes that never decode to silence.
 fn payload(seed: u32, k: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(k.wrapping_mul(40_503));
+    let mut x = seed
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(k.wrapping_mul(40_503));
     (0..160)
         .map(|_| {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
@@ -152,7 +158,13 @@ impl Out<'_> {
             // Mirror session: the original frame inside GRE/ERSPAN II from a switch.
             let mut e = vec![0x10, 0x07, 0, 0, 0, 0, 0, 0];
             e.extend(&f);
-            let outer = build::gre_v4("192.0.2.1".parse().unwrap(), "192.0.2.9".parse().unwrap(), 0x88be, Some(u32::from(self.ip_id)), &e);
+            let outer = build::gre_v4(
+                "192.0.2.1".parse().unwrap(),
+                "192.0.2.9".parse().unwrap(),
+                0x88be,
+                Some(u32::from(self.ip_id)),
+                &e,
+            );
             build::ethernet(&Link::default(), &outer)
         } else {
             f
@@ -172,11 +184,24 @@ impl Out<'_> {
         let dir = usize::from(!from_caller);
         let base = self.tcp_seq[dir];
         let cuts = [0, msg.len() / 3, msg.len() * 2 / 3, msg.len()];
-        let seg = |k: usize| (base.wrapping_add(cuts[k] as u32), &msg[cuts[k]..cuts[k + 1]]);
+        let seg = |k: usize| {
+            (
+                base.wrapping_add(cuts[k] as u32),
+                &msg[cuts[k]..cuts[k + 1]],
+            )
+        };
         for k in [0usize, 2, 1, 1] {
             let (seq, data) = seg(k);
             self.ip_id = self.ip_id.wrapping_add(1);
-            for f in build::frames(&self.sc.link, src, dst, L4::Tcp { seq, flags: 0x18 }, data, self.ip_id, mtu) {
+            for f in build::frames(
+                &self.sc.link,
+                src,
+                dst,
+                L4::Tcp { seq, flags: 0x18 },
+                data,
+                self.ip_id,
+                mtu,
+            ) {
                 self.push(ts, f);
             }
         }
@@ -187,29 +212,94 @@ impl Out<'_> {
 /// Frames of one scenario starting at `t0`, and what each channel sent.
 pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>, [Sent; 2]) {
     let (_, _, ra, rb) = sc.addrs();
-    let mut o = Out { frames: Vec::new(), sc, ip_id: u16::from(sc.idx) * 1000, tcp_seq: [1000, 900_000] };
+    let mut o = Out {
+        frames: Vec::new(),
+        sc,
+        ip_id: u16::from(sc.idx) * 1000,
+        tcp_seq: [1000, 900_000],
+    };
     let (offer_pts, answer_pts, maps) = if sc.g729 {
         ("18", "18", "a=rtpmap:18 G729/8000\r\n")
     } else {
-        ("0 8 101", "8 0 101", "a=rtpmap:101 telephone-event/8000\r\n")
+        (
+            "0 8 101",
+            "8 0 101",
+            "a=rtpmap:101 telephone-event/8000\r\n",
+        )
     };
     let ms = Duration::from_millis;
     if sc.tcp {
         // Handshake so the reassembler follows the streams from their first byte.
         let (a, b, _, _) = sc.addrs();
         for (src, dst, seq) in [(a, b, 999u32), (b, a, 899_999)] {
-            for f in build::frames(&sc.link, src, dst, L4::Tcp { seq, flags: 0x02 }, b"", 1, 1500) {
+            for f in build::frames(
+                &sc.link,
+                src,
+                dst,
+                L4::Tcp { seq, flags: 0x02 },
+                b"",
+                1,
+                1500,
+            ) {
                 o.push(t0, f);
             }
         }
     }
-    let pad = if sc.fragment_invite { format!("X-Padding: {}\r\n", "p".repeat(2600)) } else { String::new() };
-    let pai = format!("P-Asserted-Identity: \"Caller {}\" <{}>\r\n", sc.idx, sc.caller);
-    o.sip(t0, true, &sip(&format!("INVITE {} SIP/2.0", sc.callee), sc, false, "1 INVITE", &format!("{pai}{pad}"), &sdp(ra, offer_pts, maps)));
-    o.sip(t0 + ms(10), false, &sip("SIP/2.0 100 Trying", sc, false, "1 INVITE", "", ""));
-    o.sip(t0 + ms(200), false, &sip("SIP/2.0 180 Ringing", sc, true, "1 INVITE", "", ""));
-    o.sip(t0 + ms(500), false, &sip("SIP/2.0 200 OK", sc, true, "1 INVITE", "", &sdp(rb, answer_pts, maps)));
-    o.sip(t0 + ms(510), true, &sip(&format!("ACK {} SIP/2.0", sc.callee), sc, true, "1 ACK", "", ""));
+    let pad = if sc.fragment_invite {
+        format!("X-Padding: {}\r\n", "p".repeat(2600))
+    } else {
+        String::new()
+    };
+    let pai = format!(
+        "P-Asserted-Identity: \"Caller {}\" <{}>\r\n",
+        sc.idx, sc.caller
+    );
+    o.sip(
+        t0,
+        true,
+        &sip(
+            &format!("INVITE {} SIP/2.0", sc.callee),
+            sc,
+            false,
+            "1 INVITE",
+            &format!("{pai}{pad}"),
+            &sdp(ra, offer_pts, maps),
+        ),
+    );
+    o.sip(
+        t0 + ms(10),
+        false,
+        &sip("SIP/2.0 100 Trying", sc, false, "1 INVITE", "", ""),
+    );
+    o.sip(
+        t0 + ms(200),
+        false,
+        &sip("SIP/2.0 180 Ringing", sc, true, "1 INVITE", "", ""),
+    );
+    o.sip(
+        t0 + ms(500),
+        false,
+        &sip(
+            "SIP/2.0 200 OK",
+            sc,
+            true,
+            "1 INVITE",
+            "",
+            &sdp(rb, answer_pts, maps),
+        ),
+    );
+    o.sip(
+        t0 + ms(510),
+        true,
+        &sip(
+            &format!("ACK {} SIP/2.0", sc.callee),
+            sc,
+            true,
+            "1 ACK",
+            "",
+            "",
+        ),
+    );
     let mut sent = [Sent::default(), Sent::default()];
     sent[0].alaw = true; // the answer lists PCMA first; both sides use it
     sent[1].alaw = true;
@@ -217,14 +307,25 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
     let mut rtp: Vec<(Duration, usize, Vec<u8>)> = Vec::new();
     for k in 0..sc.packets {
         for ch in 0..2usize {
-            let pl = if sc.g729 { vec![0x11; 20] } else { payload(u32::from(sc.idx) * 2 + ch as u32, k) };
+            let pl = if sc.g729 {
+                vec![0x11; 20]
+            } else {
+                payload(u32::from(sc.idx) * 2 + ch as u32, k)
+            };
             let ts = 3000 + k * 160 + ch as u32 * 77_777;
             let lost = sc.loss && k % 17 == 5;
             sent[ch].packets.push((ts, pl.clone(), !lost));
             if lost {
                 continue;
             }
-            let p = build::rtp(pt, (100 + k + ch as u32 * 5000) as u16, ts, 0x1000 + u32::from(sc.idx) * 2 + ch as u32, k == 0, &pl);
+            let p = build::rtp(
+                pt,
+                (100 + k + ch as u32 * 5000) as u16,
+                ts,
+                0x1000 + u32::from(sc.idx) * 2 + ch as u32,
+                k == 0,
+                &pl,
+            );
             let at = t0 + ms(520) + ms(u64::from(k) * 20) + Duration::from_micros(ch as u64 * 300);
             rtp.push((at, ch, p));
         }
@@ -246,8 +347,23 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
         o.udp(at, src, dst, &p, 1480);
     }
     let tend = t0 + ms(520) + ms(u64::from(sc.packets) * 20) + ms(100);
-    o.sip(tend, true, &sip(&format!("BYE {} SIP/2.0", sc.callee), sc, true, "2 BYE", "", ""));
-    o.sip(tend + ms(5), false, &sip("SIP/2.0 200 OK", sc, true, "2 BYE", "", ""));
+    o.sip(
+        tend,
+        true,
+        &sip(
+            &format!("BYE {} SIP/2.0", sc.callee),
+            sc,
+            true,
+            "2 BYE",
+            "",
+            "",
+        ),
+    );
+    o.sip(
+        tend + ms(5),
+        false,
+        &sip("SIP/2.0 200 OK", sc, true, "2 BYE", "", ""),
+    );
     o.frames.sort_by_key(|f| f.0);
     (o.frames, sent)
 }
@@ -256,7 +372,9 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
 pub fn scenarios() -> Vec<Scenario> {
     let mut v = Vec::new();
     let mut s = Scenario::new("vlan-qinq", 1);
-    s.link = Link { vlans: vec![100, 42] };
+    s.link = Link {
+        vlans: vec![100, 42],
+    };
     v.push(s);
     let mut s = Scenario::new("ipv4-fragments", 2);
     s.fragment_invite = true;
@@ -318,7 +436,10 @@ pub fn config(dir: &Path, extra: &str) -> PathBuf {
 }
 
 pub fn run_ok(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().expect("run branchrec");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run branchrec");
     assert!(
         out.status.success(),
         "branchrec {args:?} failed: {}\n{}",
@@ -329,12 +450,25 @@ pub fn run_ok(args: &[&str]) -> String {
 }
 
 pub fn list(cfg: &Path) -> Vec<serde_json::Value> {
-    let s = run_ok(&["recordings", "list", "--json", "--config", cfg.to_str().unwrap()]);
+    let s = run_ok(&[
+        "recordings",
+        "list",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     serde_json::from_str(&s).unwrap()
 }
 
 pub fn show(cfg: &Path, id: &str) -> serde_json::Value {
-    let s = run_ok(&["recordings", "show", id, "--json", "--config", cfg.to_str().unwrap()]);
+    let s = run_ok(&[
+        "recordings",
+        "show",
+        id,
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     serde_json::from_str(&s).unwrap()
 }
 
@@ -350,10 +484,21 @@ pub fn participant<'a>(rec: &'a serde_json::Value, pid: &str) -> &'a serde_json:
 /// Export a recording and return its interleaved stereo samples.
 pub fn export(cfg: &Path, dir: &Path, id: &str) -> Vec<i16> {
     let wav = dir.join(format!("{id}.wav"));
-    run_ok(&["recordings", "export", id, "--out", wav.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    run_ok(&[
+        "recordings",
+        "export",
+        id,
+        "--out",
+        wav.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     let b = std::fs::read(&wav).unwrap();
     let pos = b.windows(4).position(|w| w == b"data").expect("data chunk");
-    b[pos + 8..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect()
+    b[pos + 8..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
 }
 
 /// Check that channel `ch` of `samples` holds every packet that was sent and not lost,
@@ -362,24 +507,47 @@ pub fn export(cfg: &Path, dir: &Path, id: &str) -> Vec<i16> {
 pub fn check_channel(samples: &[i16], ch: usize, sent: &Sent, what: &str) -> usize {
     let chan: Vec<i16> = samples.iter().skip(ch).step_by(2).copied().collect();
     let decode = |b: &[u8]| -> Vec<i16> {
-        b.iter().map(|&x| if sent.alaw { alaw_to_linear(x) } else { ulaw_to_linear(x) }).collect()
+        b.iter()
+            .map(|&x| {
+                if sent.alaw {
+                    alaw_to_linear(x)
+                } else {
+                    ulaw_to_linear(x)
+                }
+            })
+            .collect()
     };
-    let first = sent.packets.iter().find(|p| p.2).expect("a packet was sent");
+    let first = sent
+        .packets
+        .iter()
+        .find(|p| p.2)
+        .expect("a packet was sent");
     let want = decode(&first.1);
     let start = chan
         .windows(want.len())
         .position(|w| w == want.as_slice())
-        .unwrap_or_else(|| panic!("{what} ch{ch}: first packet's audio not found in the recording"));
+        .unwrap_or_else(|| {
+            panic!("{what} ch{ch}: first packet's audio not found in the recording")
+        });
     let base = start as i64 - i64::from(first.0);
     let mut matched = 0;
     for (ts, pl, on_wire) in &sent.packets {
         let pos = (base + i64::from(*ts)) as usize;
-        let got = chan.get(pos..pos + 160).unwrap_or_else(|| panic!("{what} ch{ch}: recording too short for ts {ts}"));
+        let got = chan
+            .get(pos..pos + 160)
+            .unwrap_or_else(|| panic!("{what} ch{ch}: recording too short for ts {ts}"));
         if *on_wire {
-            assert_eq!(got, decode(pl).as_slice(), "{what} ch{ch}: packet ts {ts} differs");
+            assert_eq!(
+                got,
+                decode(pl).as_slice(),
+                "{what} ch{ch}: packet ts {ts} differs"
+            );
             matched += 1;
         } else {
-            assert!(got.iter().all(|&s| s == 0), "{what} ch{ch}: lost packet ts {ts} is not silence");
+            assert!(
+                got.iter().all(|&s| s == 0),
+                "{what} ch{ch}: lost packet ts {ts} is not silence"
+            );
         }
     }
     matched

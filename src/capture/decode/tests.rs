@@ -14,7 +14,15 @@ fn udp_payload(d: &mut Decoder, lt: u32, f: &[u8]) -> Option<(SocketAddr, Socket
 fn ethernet_vlan_qinq() {
     let mut d = Decoder::new(DecoderConfig::default());
     for vlans in [vec![], vec![10], vec![100, 20]] {
-        let f = build::frames(&Link { vlans }, sa("10.0.0.1:5060"), sa("10.0.0.2:5062"), L4::Udp, b"hello", 1, 1500);
+        let f = build::frames(
+            &Link { vlans },
+            sa("10.0.0.1:5060"),
+            sa("10.0.0.2:5062"),
+            L4::Udp,
+            b"hello",
+            1,
+            1500,
+        );
         assert_eq!(f.len(), 1);
         let (s, t, p) = udp_payload(&mut d, 1, &f[0]).unwrap();
         assert_eq!((s, t), (sa("10.0.0.1:5060"), sa("10.0.0.2:5062")));
@@ -25,7 +33,15 @@ fn ethernet_vlan_qinq() {
 #[test]
 fn ipv4_fragments_any_order() {
     let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let f = build::frames(&Link::default(), sa("10.0.0.1:5060"), sa("10.0.0.2:5060"), L4::Udp, &payload, 77, 1480);
+    let f = build::frames(
+        &Link::default(),
+        sa("10.0.0.1:5060"),
+        sa("10.0.0.2:5060"),
+        L4::Udp,
+        &payload,
+        77,
+        1480,
+    );
     assert_eq!(f.len(), 3);
     let mut d = Decoder::new(DecoderConfig::default());
     assert!(udp_payload(&mut d, 1, &f[2]).is_none());
@@ -40,7 +56,15 @@ fn ipv4_fragments_any_order() {
 #[test]
 fn ipv6_fragments_and_timeout() {
     let payload: Vec<u8> = (0..2000u32).map(|i| (i % 7) as u8).collect();
-    let f = build::frames(&Link { vlans: vec![5] }, sa("[2001:db8::1]:5060"), sa("[2001:db8::2]:5060"), L4::Udp, &payload, 9, 1232);
+    let f = build::frames(
+        &Link { vlans: vec![5] },
+        sa("[2001:db8::1]:5060"),
+        sa("[2001:db8::2]:5060"),
+        L4::Udp,
+        &payload,
+        9,
+        1232,
+    );
     assert_eq!(f.len(), 2);
     let mut d = Decoder::new(DecoderConfig::default());
     assert!(udp_payload(&mut d, 1, &f[0]).is_none());
@@ -50,7 +74,15 @@ fn ipv6_fragments_and_timeout() {
     // A lone first fragment expires on packet time.
     assert!(d.decode(Duration::from_secs(1), 1, &f[0]).is_none());
     assert_eq!(d.pending_fragments(), 1);
-    let other = build::frames(&Link::default(), sa("10.0.0.1:1"), sa("10.0.0.2:2"), L4::Udp, b"x", 1, 1500);
+    let other = build::frames(
+        &Link::default(),
+        sa("10.0.0.1:1"),
+        sa("10.0.0.2:2"),
+        L4::Udp,
+        b"x",
+        1,
+        1500,
+    );
     assert!(d.decode(Duration::from_secs(100), 1, &other[0]).is_some());
     assert_eq!(d.pending_fragments(), 0);
     assert!(d.stats().fragments_dropped >= 1);
@@ -58,9 +90,20 @@ fn ipv6_fragments_and_timeout() {
 
 #[test]
 fn fragment_table_is_bounded() {
-    let mut d = Decoder::new(DecoderConfig { max_fragmented: 8, fragment_timeout: Duration::from_secs(30) });
+    let mut d = Decoder::new(DecoderConfig {
+        max_fragmented: 8,
+        fragment_timeout: Duration::from_secs(30),
+    });
     for id in 0..100u16 {
-        let f = build::frames(&Link::default(), sa("10.0.0.1:1"), sa("10.0.0.2:2"), L4::Udp, &[0u8; 100], id, 64);
+        let f = build::frames(
+            &Link::default(),
+            sa("10.0.0.1:1"),
+            sa("10.0.0.2:2"),
+            L4::Udp,
+            &[0u8; 100],
+            id,
+            64,
+        );
         d.decode(Duration::from_secs(1), 1, &f[0]);
     }
     assert!(d.pending_fragments() <= 8);
@@ -68,29 +111,70 @@ fn fragment_table_is_bounded() {
 
 #[test]
 fn tcp_segment() {
-    let f = build::frames(&Link::default(), sa("10.0.0.1:40000"), sa("10.0.0.2:5060"), L4::Tcp { seq: 1000, flags: 0x18 }, b"INVITE", 1, 1500);
+    let f = build::frames(
+        &Link::default(),
+        sa("10.0.0.1:40000"),
+        sa("10.0.0.2:5060"),
+        L4::Tcp {
+            seq: 1000,
+            flags: 0x18,
+        },
+        b"INVITE",
+        1,
+        1500,
+    );
     let mut d = Decoder::new(DecoderConfig::default());
     let s = d.decode(Duration::ZERO, 1, &f[0]).unwrap();
-    assert_eq!(s.transport, Transport::Tcp { seq: 1000, syn: false, fin: false, rst: false });
+    assert_eq!(
+        s.transport,
+        Transport::Tcp {
+            seq: 1000,
+            syn: false,
+            fin: false,
+            rst: false
+        }
+    );
     assert_eq!(&*s.payload, b"INVITE");
 }
 
 #[test]
 fn tunnels_ipip_gre_erspan() {
     let (proto, udp) = build::l4(sa("10.1.1.1:5060"), sa("10.1.1.2:5060"), L4::Udp, b"inner");
-    let inner = build::ipv4("10.1.1.1".parse().unwrap(), "10.1.1.2".parse().unwrap(), proto, 3, (0, false), &udp);
+    let inner = build::ipv4(
+        "10.1.1.1".parse().unwrap(),
+        "10.1.1.2".parse().unwrap(),
+        proto,
+        3,
+        (0, false),
+        &udp,
+    );
     let o1: IpAddr = "192.0.2.1".parse().unwrap();
     let o2: IpAddr = "192.0.2.2".parse().unwrap();
-    let ipip = build::ethernet(&Link::default(), &build::ipv4(o1, o2, 4, 1, (0, false), &inner));
-    let gre = build::ethernet(&Link::default(), &build::gre_v4(o1, o2, 0x0800, None, &inner));
+    let ipip = build::ethernet(
+        &Link::default(),
+        &build::ipv4(o1, o2, 4, 1, (0, false), &inner),
+    );
+    let gre = build::ethernet(
+        &Link::default(),
+        &build::gre_v4(o1, o2, 0x0800, None, &inner),
+    );
     let eth_inner = build::ethernet(&Link { vlans: vec![7] }, &inner);
     let mut erspan2 = vec![0x10, 0x07, 0, 0, 0, 0, 0, 0];
     erspan2.extend(&eth_inner);
-    let ersp2 = build::ethernet(&Link::default(), &build::gre_v4(o1, o2, 0x88be, Some(1), &erspan2));
+    let ersp2 = build::ethernet(
+        &Link::default(),
+        &build::gre_v4(o1, o2, 0x88be, Some(1), &erspan2),
+    );
     let mut erspan3 = vec![0x20, 0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     erspan3.extend(&eth_inner);
-    let ersp3 = build::ethernet(&Link::default(), &build::gre_v4(o1, o2, 0x22eb, Some(1), &erspan3));
-    let teb = build::ethernet(&Link::default(), &build::gre_v4(o1, o2, 0x6558, None, &eth_inner));
+    let ersp3 = build::ethernet(
+        &Link::default(),
+        &build::gre_v4(o1, o2, 0x22eb, Some(1), &erspan3),
+    );
+    let teb = build::ethernet(
+        &Link::default(),
+        &build::gre_v4(o1, o2, 0x6558, None, &eth_inner),
+    );
     let mut d = Decoder::new(DecoderConfig::default());
     for f in [ipip, gre, ersp2, ersp3, teb] {
         let (s, t, p) = udp_payload(&mut d, 1, &f).unwrap();
@@ -103,10 +187,19 @@ fn tunnels_ipip_gre_erspan() {
 #[test]
 fn linux_cooked_and_raw() {
     let (proto, udp) = build::l4(sa("10.1.1.1:1"), sa("10.1.1.2:2"), L4::Udp, b"z");
-    let ip = build::ipv4("10.1.1.1".parse().unwrap(), "10.1.1.2".parse().unwrap(), proto, 3, (0, false), &udp);
+    let ip = build::ipv4(
+        "10.1.1.1".parse().unwrap(),
+        "10.1.1.2".parse().unwrap(),
+        proto,
+        3,
+        (0, false),
+        &udp,
+    );
     let mut sll = vec![0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0x08, 0x00];
     sll.extend(&ip);
-    let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0];
+    let mut sll2 = vec![
+        0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0,
+    ];
     sll2.extend(&ip);
     let mut d = Decoder::new(DecoderConfig::default());
     assert_eq!(udp_payload(&mut d, 113, &sll).unwrap().2, b"z");
@@ -117,8 +210,24 @@ fn linux_cooked_and_raw() {
 #[test]
 fn truncations_never_panic() {
     let payload: Vec<u8> = (0..1800u32).map(|i| i as u8).collect();
-    let mut frames = build::frames(&Link { vlans: vec![1, 2] }, sa("[2001:db8::1]:5060"), sa("[2001:db8::2]:5060"), L4::Udp, &payload, 9, 1000);
-    frames.extend(build::frames(&Link::default(), sa("10.0.0.1:1"), sa("10.0.0.2:2"), L4::Tcp { seq: 1, flags: 2 }, b"abc", 1, 1500));
+    let mut frames = build::frames(
+        &Link { vlans: vec![1, 2] },
+        sa("[2001:db8::1]:5060"),
+        sa("[2001:db8::2]:5060"),
+        L4::Udp,
+        &payload,
+        9,
+        1000,
+    );
+    frames.extend(build::frames(
+        &Link::default(),
+        sa("10.0.0.1:1"),
+        sa("10.0.0.2:2"),
+        L4::Tcp { seq: 1, flags: 2 },
+        b"abc",
+        1,
+        1500,
+    ));
     let mut d = Decoder::new(DecoderConfig::default());
     for f in &frames {
         for n in 0..f.len() {
