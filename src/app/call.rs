@@ -88,6 +88,7 @@ impl PreparedCall {
             shared.catalog.clone(),
             setup.recordable.len(),
             chrono::Utc::now(),
+            true,
         )
         .map_err(|e| SetupError::Storage(e.0))?;
         let row = new_row(sink.id(), &rel);

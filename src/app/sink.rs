@@ -41,6 +41,7 @@ pub struct RecordingSink {
     flush_every: Duration,
     last_flush: Duration,
     scratch: Vec<i16>,
+    sync: bool,
 }
 
 /// How a recording ended, for [`RecordingSink::close`].
@@ -57,15 +58,21 @@ pub struct CloseInfo<'a> {
 }
 
 impl RecordingSink {
-    /// Create the encrypted file (header durable) with a fresh id and data key. The
-    /// caller inserts the catalogue row (with [`id`](Self::id) and the returned path,
-    /// relative to the data directory) before audio is written.
+    /// Create the encrypted file with a fresh id and data key. The caller inserts the
+    /// catalogue row (with [`id`](Self::id) and the returned path, relative to the data
+    /// directory) before audio is written.
+    ///
+    /// With `sync` the header and directory entry are fsynced now and the file again at
+    /// [`close`](Self::close) (SIPREC call tasks). Without it (the capture engine, whose
+    /// single thread must never wait for the disk) durability comes from the daemon's
+    /// periodic `syncfs`, or from one `syncfs` at the end of an import.
     pub fn create(
         cfg: &Config,
         vault: &dyn KeyWrap,
         catalog: CatalogHandle,
         channels: usize,
         created: chrono::DateTime<chrono::Utc>,
+        sync: bool,
     ) -> Result<(Self, String), SinkError> {
         let id = uuid::Uuid::new_v4().to_string();
         let rel: PathBuf = PathBuf::from("recordings")
@@ -91,7 +98,7 @@ impl RecordingSink {
         };
         let (writer, header) = ContainerWriter::new(params, dk, wrapped, prefix)
             .map_err(|e| SinkError(format!("container: {e}")))?;
-        let file = create_file(&abs, &header)
+        let file = create_file(&abs, &header, sync)
             .map_err(|e| SinkError(format!("creating {}: {e}", abs.display())))?;
         let timeline = CallTimeline::new(TimelineConfig {
             channels,
@@ -112,6 +119,7 @@ impl RecordingSink {
                 flush_every: Duration::from_millis(u64::from(cfg.storage.flush_interval_ms)),
                 last_flush: Duration::ZERO,
                 scratch: Vec::new(),
+                sync,
             },
             rel.to_string_lossy().into_owned(),
         ))
@@ -231,7 +239,12 @@ impl RecordingSink {
             tracing::error!(recording = %self.id, error = %e, "writing final chunk failed");
             self.write_failed = true;
         }
-        let mut state = match self.file.sync_all() {
+        let synced = if self.sync {
+            self.file.sync_all()
+        } else {
+            Ok(())
+        };
+        let mut state = match synced {
             Ok(()) if !self.write_failed => RecordingState::Complete,
             Ok(()) => RecordingState::Damaged,
             Err(e) => {
@@ -298,7 +311,7 @@ impl RecordingSink {
     }
 }
 
-fn create_file(path: &std::path::Path, header: &[u8]) -> std::io::Result<File> {
+fn create_file(path: &std::path::Path, header: &[u8], sync: bool) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -307,9 +320,11 @@ fn create_file(path: &std::path::Path, header: &[u8]) -> std::io::Result<File> {
         .append(true)
         .open(path)?;
     f.write_all(header)?;
-    f.sync_all()?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+    if sync {
+        f.sync_all()?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
     }
     Ok(f)
 }

@@ -63,17 +63,11 @@ impl CatalogHandle {
         }
     }
 
-    /// Like [`insert`](Self::insert), from a thread that is not in the async runtime.
-    pub fn insert_blocking(&self, r: NewRecording) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(CatalogCmd::Insert(Box::new(r), tx))
-            .map_err(|_| "catalogue thread is gone".to_string())?;
-        match rx.blocking_recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("catalogue thread is gone".into()),
-        }
+    /// Queue an insert without waiting for it; a failure is logged by the catalogue
+    /// thread. Later writes for the same recording are queued behind it, in order.
+    pub fn insert_nowait(&self, r: NewRecording) {
+        let (tx, _rx) = oneshot::channel();
+        self.send(CatalogCmd::Insert(Box::new(r), tx));
     }
 
     /// Wait (blocking, outside the async runtime) until every write queued so far is done.

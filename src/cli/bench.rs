@@ -30,6 +30,14 @@ pub struct BenchArgs {
     /// Where to put the pcap and the recordings (a temporary directory by default).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure live capture (root; needs `ip`, `tcpreplay`, `tcpdump`): replay onto
+    /// a veth pair in a scratch network namespace at each `--pps` rate, once captured by
+    /// `branchrec run` and once by `tcpdump -w`, and compare kernel drops.
+    #[arg(long)]
+    pub live: bool,
+    /// Replay rates for `--live` (packets/s; 0 = tcpreplay --topspeed).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![20_000u32, 50_000, 100_000, 0])]
+    pub pps: Vec<u32>,
 }
 
 /// Write a pcap with `calls` concurrent G.711 calls of `seconds` each; returns packets.
@@ -204,6 +212,179 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         pps_cpu / call_pps
     );
     println!("  capture file:          {}", pcap.display());
+    if args.live {
+        live(&dir, &pcap, packets, &args.pps)?;
+    }
+    Ok(())
+}
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(args.first().copied().unwrap_or("true"))
+        .args(args.get(1..).unwrap_or_default())
+        .output()
+        .with_context(|| format!("running {args:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+fn proc_cpu(pid: u32) -> Duration {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis((ut + st) * 10)
+}
+
+fn replay(ns: &str, iface: &str, pcap: &std::path::Path, pps: u32) -> anyhow::Result<String> {
+    let rate = if pps == 0 {
+        "--topspeed".to_string()
+    } else {
+        format!("--pps={pps}")
+    };
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "tcpreplay",
+        "-i",
+        iface,
+        &rate,
+        &pcap.to_string_lossy(),
+    ])?;
+    Ok(out
+        .lines()
+        .find(|l| l.trim_start().starts_with("Rated:"))
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+/// Live comparison: branchrec vs tcpdump -w on a veth pair.
+fn live(
+    dir: &std::path::Path,
+    pcap: &std::path::Path,
+    packets: u64,
+    rates: &[u32],
+) -> anyhow::Result<()> {
+    let ns = Netns(format!("brbench{}", std::process::id()));
+    sh(&["ip", "netns", "add", &ns.0])?;
+    sh(&[
+        "ip", "-n", &ns.0, "link", "add", "bva", "mtu", "9000", "type", "veth", "peer", "name",
+        "bvb", "mtu", "9000",
+    ])?;
+    for l in ["bva", "bvb", "lo"] {
+        sh(&["ip", "-n", &ns.0, "link", "set", l, "up"])?;
+    }
+    let exe = std::env::current_exe()?;
+    println!("live capture on a veth pair, {packets} packets per run:");
+    println!(
+        "  {:>9}  {:<10} {:>10} {:>9} {:>8}  {}",
+        "rate", "capturer", "received", "dropped", "cpu s", "tcpreplay"
+    );
+    for &pps in rates {
+        let label = if pps == 0 {
+            "topspeed".to_string()
+        } else {
+            pps.to_string()
+        };
+        // branchrec
+        let d = dir.join(format!("live-{label}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d)?;
+        let cfg = d.join("branchrec.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:25070\"]\n[storage]\ndata_dir = \"{}\"\n[capture]\ninterfaces = [\"bvb\"]\nstats_interval_s = 1\nmax_calls = 100000\n[log]\nlevel = \"warn\"\n",
+                d.join("data").display()
+            ),
+        )?;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .arg(&exe)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_secs(2));
+        let cpu0 = proc_cpu(child.id());
+        let rated = replay(&ns.0, "bva", pcap, pps)?;
+        std::thread::sleep(Duration::from_secs(3));
+        let cpu = proc_cpu(child.id()).saturating_sub(cpu0);
+        let _ = sh(&["kill", "-TERM", &child.id().to_string()]);
+        let _ = child.wait();
+        let stats: serde_json::Value = std::fs::read(d.join("data/capture-stats.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let i = &stats["interfaces"][0];
+        println!(
+            "  {:>9}  {:<10} {:>10} {:>9} {:>8.2}  {}",
+            label,
+            "branchrec",
+            i["received"].as_u64().unwrap_or(0),
+            i["dropped"].as_u64().unwrap_or(0),
+            cpu.as_secs_f64(),
+            rated
+        );
+        // tcpdump -w
+        let out = d.join("tcpdump.pcap");
+        let td = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &ns.0, "tcpdump", "-n", "-i", "bvb", "-B", "32768", "-w",
+            ])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("tcpdump (apt-get install tcpdump)")?;
+        std::thread::sleep(Duration::from_secs(2));
+        let cpu0 = proc_cpu(td.id());
+        let rated = replay(&ns.0, "bva", pcap, pps)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let cpu = proc_cpu(td.id()).saturating_sub(cpu0);
+        let _ = sh(&["kill", "-INT", &td.id().to_string()]);
+        let o = td.wait_with_output()?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        let num = |what: &str| -> u64 {
+            err.lines()
+                .find(|l| l.contains(what))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        println!(
+            "  {:>9}  {:<10} {:>10} {:>9} {:>8.2}  {}",
+            label,
+            "tcpdump -w",
+            num("received by filter"),
+            num("dropped by kernel"),
+            cpu.as_secs_f64(),
+            rated
+        );
+        let _ = std::fs::remove_file(&out);
+    }
     Ok(())
 }
 
