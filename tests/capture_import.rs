@@ -238,9 +238,9 @@ fn generated_calls_are_recorded_sample_exact() {
             sc.name
         );
         let samples = export(&cfg, tmp.path(), id);
-        for ch in 0..2 {
-            let n = check_channel(&samples, ch, &sent[ch], sc.name);
-            let on_wire = sent[ch].packets.iter().filter(|p| p.2).count();
+        for (ch, sent_ch) in sent.iter().enumerate() {
+            let n = check_channel(&samples, ch, sent_ch, sc.name);
+            let on_wire = sent_ch.packets.iter().filter(|p| p.2).count();
             assert_eq!(n, on_wire, "{}", sc.name);
         }
         let s = show(&cfg, id);

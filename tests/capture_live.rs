@@ -228,11 +228,11 @@ fn live_capture_records_what_import_records() {
             continue;
         }
         let samples = export(&cfg, &live_dir, l["id"].as_str().unwrap());
-        for ch in 0..2 {
-            let n = check_channel(&samples, ch, &sent[ch], sc.name);
+        for (ch, sent_ch) in sent.iter().enumerate() {
+            let n = check_channel(&samples, ch, sent_ch, sc.name);
             assert_eq!(
                 n,
-                sent[ch].packets.iter().filter(|p| p.2).count(),
+                sent_ch.packets.iter().filter(|p| p.2).count(),
                 "{}",
                 sc.name
             );

@@ -188,7 +188,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     let (vault, catalog) = crate::app::open_storage(&cfg)?;
     let cpu0 = cpu_time();
     let t = Instant::now();
-    let rep = crate::app::capture::import_files(&cfg, vault, catalog, &[pcap.clone()])
+    let rep = crate::app::capture::import_files(&cfg, vault, catalog, std::slice::from_ref(&pcap))
         .context("import")?;
     let wall = t.elapsed().as_secs_f64();
     let cpu = (cpu_time() - cpu0).as_secs_f64().max(1e-9);
@@ -298,8 +298,8 @@ fn live(
     let exe = std::env::current_exe()?;
     println!("live capture on a veth pair, {packets} packets per run:");
     println!(
-        "  {:>9}  {:<10} {:>10} {:>9} {:>8}  {}",
-        "rate", "capturer", "received", "dropped", "cpu s", "tcpreplay"
+        "  {:>9}  {:<10} {:>10} {:>9} {:>8}  tcpreplay",
+        "rate", "capturer", "received", "dropped", "cpu s"
     );
     for &pps in rates {
         let label = if pps == 0 {

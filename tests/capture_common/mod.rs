@@ -306,6 +306,7 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
     let pt = if sc.g729 { 18 } else { 8 };
     let mut rtp: Vec<(Duration, usize, Vec<u8>)> = Vec::new();
     for k in 0..sc.packets {
+        #[allow(clippy::needless_range_loop)]
         for ch in 0..2usize {
             let pl = if sc.g729 {
                 vec![0x11; 20]
