@@ -494,6 +494,21 @@ mod tests {
         let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/branchrec.toml"));
         let c = Config::load(p).unwrap();
         assert_eq!(c.sip.listen.len(), 2);
+        assert!(c.capture.interfaces.is_empty());
+        assert_eq!(c.capture.media_timeout_s, 60);
+    }
+
+    #[test]
+    fn capture_section() {
+        let c = parse("[capture]\ninterfaces = [\"eth1\", \"eth2\"]\nbpf_filter = \"udp or tcp\"\ndeny = [\"+4930*\"]\n").unwrap();
+        assert_eq!(c.capture.interfaces, ["eth1", "eth2"]);
+        assert_eq!(c.capture.deny, ["+4930*"]);
+        let e = parse("[capture]\ninterfaces = [\"eth1\", \"eth1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("capture.interfaces"), "{e}");
+        let e = parse("[capture]\nmedia_timeout_s = 1\n").unwrap_err();
+        assert!(e.to_string().contains("capture.media_timeout_s"), "{e}");
+        let e = parse("[capture]\ninterface = [\"eth1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("interface"), "{e}");
     }
 
     #[test]

@@ -293,7 +293,7 @@ impl Recorder {
             return;
         };
         let end = at.saturating_sub(a.start);
-        let ended_at_ms = unix_ms(a.start + end);
+        let ended_at_ms = unix_ms(a.start.saturating_add(end));
         let state = match a.kind {
             Kind::Audio(mut sink) => {
                 for ev in a.events.drain(..) {

@@ -180,7 +180,7 @@ impl Decoder {
         frame: &'a [u8],
     ) -> Option<Segment<'a>> {
         self.stats.frames += 1;
-        if ts >= self.last_expire + Duration::from_secs(1) || ts < self.last_expire {
+        if ts >= self.last_expire.saturating_add(Duration::from_secs(1)) || ts < self.last_expire {
             self.expire(ts);
             self.last_expire = ts;
         }
@@ -601,7 +601,8 @@ impl Decoder {
         let timeout = self.cfg.fragment_timeout;
         let before = self.frags.len();
         self.frags.retain(|_, e| {
-            now.saturating_sub(e.first_seen) < timeout && e.first_seen <= now + timeout
+            now.saturating_sub(e.first_seen) < timeout
+                && e.first_seen <= now.saturating_add(timeout)
         });
         self.stats.fragments_dropped += (before - self.frags.len()) as u64;
     }

@@ -140,7 +140,7 @@ impl Engine {
     fn maybe_tick(&mut self, ts: Duration, sink: &mut impl Sink) {
         let due = match self.last_tick {
             None => true,
-            Some(t) => ts >= t + Duration::from_millis(100),
+            Some(t) => ts >= t.saturating_add(Duration::from_millis(100)),
         };
         if due {
             self.last_tick = Some(ts);

@@ -136,7 +136,7 @@ impl TcpStreams {
         payload: &[u8],
         out: &mut Vec<Vec<u8>>,
     ) {
-        if ts >= self.last_expire + Duration::from_secs(5) {
+        if ts >= self.last_expire.saturating_add(Duration::from_secs(5)) {
             self.last_expire = ts;
             let idle = self.cfg.idle_timeout;
             let before = self.streams.len();

@@ -654,7 +654,7 @@ impl CallTracker {
     }
 
     fn sweep(&mut self, now: Duration) {
-        if now < self.last_sweep + Duration::from_secs(1) {
+        if now < self.last_sweep.saturating_add(Duration::from_secs(1)) {
             return;
         }
         self.last_sweep = now;

@@ -85,6 +85,15 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 cfg.media.rtp_ports.first, cfg.media.rtp_ports.last, cfg.media.rtp_bind
             );
             println!("  storage.data_dir = {}", cfg.storage.data_dir.display());
+            if cfg.capture.interfaces.is_empty() {
+                println!("  capture          = off");
+            } else {
+                println!(
+                    "  capture          = {} (filter `{}`)",
+                    cfg.capture.interfaces.join(", "),
+                    cfg.capture.bpf_filter
+                );
+            }
             Ok(())
         }
         Command::ImportPcap {
