@@ -146,10 +146,7 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
         let _ = c.tx.send(CallCmd::End("daemon shutting down".into()));
     }
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         tracing::error!("recordings did not close within 10 s of shutdown");
     }
     Ok(())
@@ -169,36 +166,18 @@ fn handle_event(
             let cfg = &shared.cfg;
             let busy = calls.len() + preparing.len();
             if busy >= cfg.sip.max_calls {
-                srs.reject(
-                    now,
-                    offer.call,
-                    503,
-                    "Service Unavailable (call limit reached)",
-                    Some(cfg.sip.retry_after_s),
-                );
+                srs.reject(now, offer.call, 503, "Service Unavailable (call limit reached)", Some(cfg.sip.retry_after_s));
                 return;
             }
             match free_mb(&cfg.storage.data_dir) {
                 Ok(mb) if mb < cfg.storage.min_free_mb => {
                     tracing::error!(free_mb = mb, "data disk nearly full: refusing calls");
-                    srs.reject(
-                        now,
-                        offer.call,
-                        503,
-                        "Service Unavailable (storage full)",
-                        Some(cfg.sip.retry_after_s),
-                    );
+                    srs.reject(now, offer.call, 503, "Service Unavailable (storage full)", Some(cfg.sip.retry_after_s));
                     return;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "data disk unusable: refusing calls");
-                    srs.reject(
-                        now,
-                        offer.call,
-                        503,
-                        "Service Unavailable (storage unavailable)",
-                        Some(cfg.sip.retry_after_s),
-                    );
+                    srs.reject(now, offer.call, 503, "Service Unavailable (storage unavailable)", Some(cfg.sip.retry_after_s));
                     return;
                 }
                 Ok(_) => {}
@@ -218,30 +197,15 @@ fn handle_event(
         SrsEvent::Established { call } => {
             tracing::debug!(?call, "session established");
         }
-        SrsEvent::MediaUpdated {
-            call,
-            streams,
-            sip_method,
-        } => {
+        SrsEvent::MediaUpdated { call, streams, sip_method } => {
             if let Some(c) = calls.get(&call) {
                 tracing::info!(recording = %c.recording_id, method = %sip_method, "media description updated");
                 let _ = c.tx.send(CallCmd::Streams(streams));
             }
         }
-        SrsEvent::Metadata {
-            call,
-            version,
-            merged,
-            channels,
-        } => {
+        SrsEvent::Metadata { call, version, merged, channels } => {
             if let Some(c) = calls.get(&call) {
-                store_metadata(
-                    shared,
-                    &c.recording_id,
-                    &version,
-                    merged.as_ref(),
-                    &channels,
-                );
+                store_metadata(shared, &c.recording_id, &version, merged.as_ref(), &channels);
             }
         }
         SrsEvent::Ended { call, reason } => {
@@ -279,13 +243,7 @@ async fn prepare(shared: Arc<Shared>, offer: Offer) -> Result<PreparedCall, Setu
     })
     .await?;
     if let Some(v) = &offer.metadata {
-        store_metadata(
-            &shared2,
-            prepared.id(),
-            v,
-            offer.parsed_metadata.as_ref(),
-            &offer.channels,
-        );
+        store_metadata(&shared2, prepared.id(), v, offer.parsed_metadata.as_ref(), &offer.channels);
     } else {
         store_channels(&shared2, prepared.id(), &offer.channels);
     }
@@ -321,27 +279,20 @@ fn store_metadata(
     channels: &[ChannelAssignment],
 ) {
     let received_at = chrono::Utc::now().timestamp_millis()
-        - Instant::now()
-            .saturating_duration_since(v.received_at)
-            .as_millis() as i64;
+        - Instant::now().saturating_duration_since(v.received_at).as_millis() as i64;
     shared.catalog.send(CatalogCmd::Metadata(
         id.to_string(),
         CatMetadata {
             received_at_ms: received_at,
             sip_method: v.sip_method.clone(),
             content_type: v.content_type.clone(),
-            data_mode: v
-                .data_mode
-                .as_deref()
-                .and_then(|d| d.parse::<DataMode>().ok()),
+            data_mode: v.data_mode.as_deref().and_then(|d| d.parse::<DataMode>().ok()),
             raw: v.raw.clone(),
         },
     ));
     if let Some(m) = merged {
         if let Some(sid) = session_id_of(m) {
-            shared
-                .catalog
-                .send(CatalogCmd::SessionId(id.to_string(), sid));
+            shared.catalog.send(CatalogCmd::SessionId(id.to_string(), sid));
         }
         let ps: Vec<ParticipantRow> = m
             .participants
@@ -352,9 +303,7 @@ fn store_metadata(
                 aor: p.aors.first().cloned(),
             })
             .collect();
-        shared
-            .catalog
-            .send(CatalogCmd::Participants(id.to_string(), ps));
+        shared.catalog.send(CatalogCmd::Participants(id.to_string(), ps));
     }
     store_channels(shared, id, channels);
 }
@@ -375,9 +324,7 @@ fn store_channels(shared: &Shared, id: &str, channels: &[ChannelAssignment]) {
             },
         })
         .collect();
-    shared
-        .catalog
-        .send(CatalogCmd::Channels(id.to_string(), rows));
+    shared.catalog.send(CatalogCmd::Channels(id.to_string(), rows));
 }
 
 async fn send(
@@ -388,7 +335,9 @@ async fn send(
 ) {
     match peer.transport {
         Transport::Udp => {
-            let sock = udp.get(&peer.local).or_else(|| udp.values().next());
+            let sock = udp
+                .get(&peer.local)
+                .or_else(|| udp.values().next());
             if let Some(s) = sock {
                 if let Err(e) = s.send_to(&data, peer.remote).await {
                     tracing::warn!(error = %e, "SIP send failed");

@@ -92,7 +92,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("reading recording file {}", path.display()))?;
             let (header, samples) =
                 crate::recording::read_all_audio(std::io::BufReader::new(file), &vault)
-                    .with_context(|| format!("recording {id} failed verification"))?;
+                .with_context(|| format!("recording {id} failed verification"))?;
             if header.recording_id != id {
                 bail!(
                     "recording file {} belongs to recording {}, not {id}: refusing to export",

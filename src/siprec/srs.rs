@@ -376,14 +376,9 @@ impl Srs {
         let offer = match sdp::parse(sdp_text) {
             Ok(o) => o,
             Err(e) => {
-                let _ = self.ep.respond(
-                    now,
-                    txn,
-                    400,
-                    &format!("Bad Request (SDP: {e})"),
-                    vec![],
-                    None,
-                );
+                let _ = self
+                    .ep
+                    .respond(now, txn, 400, &format!("Bad Request (SDP: {e})"), vec![], None);
                 return;
             }
         };
@@ -633,9 +628,7 @@ fn channels_for(
 }
 
 fn data_mode_str(m: &RecordingMetadata) -> Option<String> {
-    m.data_mode
-        .as_ref()
-        .map(|d| format!("{d:?}").to_ascii_lowercase())
+    m.data_mode.as_ref().map(|d| format!("{d:?}").to_ascii_lowercase())
 }
 
 /// Where the request came from, as its top Via says (`received`/`rport` when present).
