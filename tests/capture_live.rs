@@ -1,6 +1,7 @@
-//! Live capture: a network namespace with a veth pair; `tcpreplay` replays a generated
-//! capture onto one end while `branchrec run` captures the other. The daemon must record
-//! the same calls as `import-pcap` of the same file, with the same audio.
+//! Live capture: a network namespace with two veth pairs (two mirror ports); `tcpreplay`
+//! replays a generated capture onto one end of each, at the same time, while
+//! `branchrec run` captures the other ends. The daemon must record the same calls as
+//! `import-pcap` of the same files, with the same audio, and no kernel drops.
 //!
 //! Needs root (namespaces, raw sockets) and `tcpreplay` + `ip` (scripts/test-all installs
 //! them). Without them the test fails and says why.
@@ -57,30 +58,43 @@ fn live_capture_records_what_import_records() {
     for s in &mut scs {
         s.packets = 50; // 1 s of audio per call: the replay runs in real time
     }
-    let pcap = tmp.path().join("live.pcap");
-    let sents = write_capture(&pcap, &scs);
+    // Two mirror ports: half of the calls on each, replayed at the same time.
+    let (sa, sb): (Vec<_>, Vec<_>) = scs
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let sa: Vec<Scenario> = sa.into_iter().map(|x| x.1).collect();
+    let sb: Vec<Scenario> = sb.into_iter().map(|x| x.1).collect();
+    let (pa, pb) = (
+        tmp.path().join("port-a.pcap"),
+        tmp.path().join("port-b.pcap"),
+    );
+    let sents_a = write_capture(&pa, &sa);
+    let sents_b = write_capture(&pb, &sb);
 
     let pid = std::process::id();
     let ns = Netns(format!("brcap{pid}"));
-    let (va, vb) = (
-        format!("bca{}", pid % 100_000),
-        format!("bcb{}", pid % 100_000),
-    );
+    let tag = pid % 100_000;
+    let (va, vb) = (format!("bca{tag}"), format!("bcb{tag}"));
+    let (vc, vd) = (format!("bcc{tag}"), format!("bcd{tag}"));
     sh(&["ip", "netns", "add", &ns.0]);
-    sh(&[
-        "ip", "-n", &ns.0, "link", "add", &va, "mtu", "9000", "type", "veth", "peer", "name", &vb,
-        "mtu", "9000",
-    ]);
-    for l in [&va, &vb, &"lo".to_string()] {
-        sh(&["ip", "-n", &ns.0, "link", "set", l, "up"]);
+    for (x, y) in [(&va, &vb), (&vc, &vd)] {
+        sh(&[
+            "ip", "-n", &ns.0, "link", "add", x, "mtu", "9000", "type", "veth", "peer", "name", y,
+            "mtu", "9000",
+        ]);
+        sh(&["ip", "-n", &ns.0, "link", "set", x, "up"]);
+        sh(&["ip", "-n", &ns.0, "link", "set", y, "up"]);
     }
+    sh(&["ip", "-n", &ns.0, "link", "set", "lo", "up"]);
 
     let live_dir = tmp.path().join("live");
     std::fs::create_dir_all(&live_dir).unwrap();
     let cfg = config(
         &live_dir,
         &format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:25060\"]\n[capture]\ninterfaces = [\"{vb}\"]\nstats_interval_s = 1\n"
+            "[sip]\nlisten = [\"udp:127.0.0.1:25060\"]\n[capture]\ninterfaces = [\"{vb}\", \"{vd}\"]\nstats_interval_s = 1\n"
         ),
     );
     let mut daemon = Command::new("ip")
@@ -129,24 +143,33 @@ fn live_capture_records_what_import_records() {
     }
     // Let the reader thread get into its loop before the first frame.
     std::thread::sleep(Duration::from_millis(300));
-    let replay = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "tcpreplay",
-            "-q",
-            "-i",
-            &va,
-            pcap.to_str().unwrap(),
-        ])
-        .output()
-        .expect("tcpreplay");
-    assert!(
-        replay.status.success(),
-        "tcpreplay failed: {}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let replay = |iface: &str, file: &std::path::Path| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "tcpreplay",
+                "-q",
+                "-i",
+                iface,
+                file.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpreplay")
+    };
+    let ra = replay(&va, &pa);
+    let rb = replay(&vc, &pb);
+    for r in [ra, rb] {
+        let out = r.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "tcpreplay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     std::thread::sleep(Duration::from_millis(1500));
     sh(&["kill", "-TERM", &daemon.id().to_string()]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -173,12 +196,14 @@ fn live_capture_records_what_import_records() {
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(live_dir.join("data/capture-stats.json")).unwrap())
             .unwrap();
-    let ifs = &stats["interfaces"][0];
-    assert_eq!(ifs["interface"], vb.as_str());
-    assert!(ifs["received"].as_u64().unwrap() > 500, "{stats}");
-    assert_eq!(ifs["dropped"].as_u64(), Some(0), "{stats}");
+    for (k, name) in [&vb, &vd].into_iter().enumerate() {
+        let ifs = &stats["interfaces"][k];
+        assert_eq!(ifs["interface"], name.as_str());
+        assert!(ifs["received"].as_u64().unwrap() > 300, "{stats}");
+        assert_eq!(ifs["dropped"].as_u64(), Some(0), "{stats}");
+    }
 
-    // The same file through import-pcap.
+    // The same files through import-pcap.
     let imp_dir = tmp.path().join("import");
     std::fs::create_dir_all(&imp_dir).unwrap();
     let icfg = config(&imp_dir, "");
@@ -186,7 +211,8 @@ fn live_capture_records_what_import_records() {
         "import-pcap",
         "--config",
         icfg.to_str().unwrap(),
-        pcap.to_str().unwrap(),
+        pa.to_str().unwrap(),
+        pb.to_str().unwrap(),
     ]);
 
     let live = list(&cfg);
@@ -198,7 +224,11 @@ fn live_capture_records_what_import_records() {
         log.join("\n")
     );
     assert_eq!(imported.len(), scs.len());
-    for (sc, sent) in scs.iter().zip(&sents) {
+    let ports = sa
+        .iter()
+        .map(|s| (s, &vb))
+        .chain(sb.iter().map(|s| (s, &vd)));
+    for ((sc, port), sent) in ports.zip(sents_a.iter().chain(&sents_b)) {
         let l = live
             .iter()
             .find(|r| r["call_id"] == sc.call_id.as_str())
@@ -219,7 +249,7 @@ fn live_capture_records_what_import_records() {
             detail["src_addr"]
                 .as_str()
                 .unwrap()
-                .starts_with(&format!("if:{vb} ")),
+                .starts_with(&format!("if:{port} ")),
             "{detail}"
         );
         let d = (l["duration_ms"].as_i64().unwrap() - i["duration_ms"].as_i64().unwrap()).abs();

@@ -150,10 +150,16 @@ pub fn recover(cat: &mut Catalog, data_dir: &Path, vault: &dyn KeyWrap) -> anyho
         let Some(d) = cat.get(&r.id)? else { continue };
         let d = d.recording;
         let Some(rel) = d.file_path.as_deref() else {
+            // A captured call whose codec cannot be recorded never has a file.
+            let state = if d.source == crate::catalog::Source::Mirror {
+                RecordingState::CodecUnsupported
+            } else {
+                RecordingState::Damaged
+            };
             let f = Finish {
                 ended_at_ms: d.started_at_ms,
                 duration_ms: 0,
-                state: RecordingState::Damaged,
+                state,
                 file_sha256: None,
                 file_bytes: None,
                 codec: None,
