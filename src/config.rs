@@ -60,6 +60,54 @@ pub struct Config {
     pub retention: crate::lifecycle::RetentionConfig,
     /// Ordered recording rules (`[[rules]]`), first match wins.
     pub rules: Vec<crate::lifecycle::RuleConfig>,
+    /// Passive recording from mirrored traffic (off unless interfaces are listed).
+    pub capture: CaptureConfig,
+}
+
+/// `[capture]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Interfaces to capture on (a SPAN/mirror port); empty = no live capture.
+    pub interfaces: Vec<String>,
+    /// BPF filter applied in the kernel; empty = every frame. Keep IP fragments and
+    /// tunnels in mind: a filter such as `udp` drops non-first fragments.
+    pub bpf_filter: String,
+    /// Put the interfaces in promiscuous mode.
+    pub promiscuous: bool,
+    /// Bytes kept of each frame.
+    pub snaplen: u32,
+    /// Kernel capture buffer per interface, MiB.
+    pub buffer_mb: u32,
+    /// A recorded call without BYE is closed after this many seconds without RTP.
+    pub media_timeout_s: u32,
+    /// Most calls followed at once.
+    pub max_calls: usize,
+    /// Record only calls where a party's URI or number matches one of these globs
+    /// (`*` wildcard); empty = every call.
+    pub allow: Vec<String>,
+    /// Never record calls where a party matches one of these (wins over `allow`).
+    pub deny: Vec<String>,
+    /// Seconds between capture statistics (kernel drops included) in the log and in
+    /// `<data_dir>/capture-stats.json`.
+    pub stats_interval_s: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            interfaces: Vec::new(),
+            bpf_filter: String::new(),
+            promiscuous: true,
+            snaplen: 65_535,
+            buffer_mb: 32,
+            media_timeout_s: 60,
+            max_calls: 2000,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            stats_interval_s: 10,
+        }
+    }
 }
 
 /// `[sip]`
@@ -482,6 +530,50 @@ impl Config {
         if self.keys.tcti.is_empty() {
             return Err(invalid("keys.tcti", "must not be empty".into()));
         }
+        let c = &self.capture;
+        for (i, name) in c.interfaces.iter().enumerate() {
+            if name.trim().is_empty() {
+                return Err(invalid("capture.interfaces", "empty interface name".into()));
+            }
+            if c.interfaces[..i].contains(name) {
+                return Err(invalid(
+                    "capture.interfaces",
+                    format!("`{name}` is listed twice"),
+                ));
+            }
+        }
+        if !(256..=262_144).contains(&c.snaplen) {
+            return Err(invalid(
+                "capture.snaplen",
+                "must be between 256 and 262144".into(),
+            ));
+        }
+        if !(1..=2048).contains(&c.buffer_mb) {
+            return Err(invalid(
+                "capture.buffer_mb",
+                "must be between 1 and 2048".into(),
+            ));
+        }
+        if !(5..=86_400).contains(&c.media_timeout_s) {
+            return Err(invalid(
+                "capture.media_timeout_s",
+                "must be between 5 and 86400".into(),
+            ));
+        }
+        if c.max_calls == 0 {
+            return Err(invalid("capture.max_calls", "must be at least 1".into()));
+        }
+        if c.stats_interval_s == 0 {
+            return Err(invalid(
+                "capture.stats_interval_s",
+                "must be at least 1".into(),
+            ));
+        }
+        for p in c.allow.iter().chain(&c.deny) {
+            if p.trim().is_empty() {
+                return Err(invalid("capture.allow/deny", "empty pattern".into()));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
         Ok(())
@@ -516,6 +608,21 @@ mod tests {
         let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/branchrec.toml"));
         let c = Config::load(p).unwrap();
         assert_eq!(c.sip.listen.len(), 2);
+        assert!(c.capture.interfaces.is_empty());
+        assert_eq!(c.capture.media_timeout_s, 60);
+    }
+
+    #[test]
+    fn capture_section() {
+        let c = parse("[capture]\ninterfaces = [\"eth1\", \"eth2\"]\nbpf_filter = \"udp or tcp\"\ndeny = [\"+4930*\"]\n").unwrap();
+        assert_eq!(c.capture.interfaces, ["eth1", "eth2"]);
+        assert_eq!(c.capture.deny, ["+4930*"]);
+        let e = parse("[capture]\ninterfaces = [\"eth1\", \"eth1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("capture.interfaces"), "{e}");
+        let e = parse("[capture]\nmedia_timeout_s = 1\n").unwrap_err();
+        assert!(e.to_string().contains("capture.media_timeout_s"), "{e}");
+        let e = parse("[capture]\ninterface = [\"eth1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("interface"), "{e}");
     }
 
     #[test]

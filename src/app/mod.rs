@@ -10,10 +10,12 @@
 //! message goes socket → `sip_loop` → `Srs` → events → `call`/`store`.
 
 pub mod call;
+pub mod capture;
 pub mod control;
 pub mod evidence;
 pub mod ports;
 pub mod retention;
+pub mod sink;
 pub mod sip_loop;
 pub mod store;
 
@@ -44,19 +46,39 @@ pub struct Shared {
     pub live: control::LiveCalls,
 }
 
-/// Run the recorder until SIGTERM/SIGINT.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
+/// import. Holds the data directory's lock while alive.
+pub struct Storage {
+    /// Key-encryption for data keys (a stand-in that refuses when the keys are unavailable).
+    pub vault: Arc<dyn KeyWrap>,
+    /// Why the keys are unavailable.
+    pub keys_error: Option<String>,
+    /// Catalogue writer.
+    pub catalog: store::CatalogHandle,
+    /// Life-cycle clock.
+    pub clock: Arc<dyn crate::lifecycle::Clock>,
+    /// Signs audit heads (the custody key when loaded).
+    pub signer: Arc<dyn crate::vault::AuditSigner>,
+    kek_created: Option<String>,
+    signing_new: bool,
+    offset_s: i64,
+    _lock: std::fs::File,
+}
+
+/// Create the data directories, take the data-dir lock, load the keys and start the
+/// catalogue thread.
+pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(cfg.storage.recordings_dir())
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let _lock = lock_data_dir(&data_dir).with_context(|| {
+    let lock = lock_data_dir(&data_dir).with_context(|| {
         format!(
             "another branchrec process holds {} (a running daemon, or keys rotate/recover)",
             data_dir.join("daemon.lock").display()
         )
     })?;
     let provisioning = matches!(crate::vault::custody::read_state(&cfg.custody()), Ok(None));
-    let (vault, manifest_signer, keys_error) = load_keys(&cfg);
+    let (vault, manifest_signer, keys_error) = load_keys(cfg);
     let kek_created = (provisioning && keys_error.is_none()).then(|| vault.kek_id());
     let (clock, offset_s) = crate::lifecycle::clock_from_env().map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
@@ -82,22 +104,75 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let manifest_signer = manifest_signer.map(|s| s as Arc<dyn Signer>);
     let catalog = store::start(
-        &cfg,
+        cfg,
         vault.clone(),
         manifest_signer,
         keys_error.is_none(),
         clock.clone(),
     )
     .context("opening the catalogue")?;
-    start_up_audit(
-        &cfg,
-        &catalog,
+    Ok(Storage {
+        vault,
+        keys_error,
+        catalog,
+        clock,
+        signer,
         kek_created,
         signing_new,
-        signer.as_ref(),
         offset_s,
+        _lock: lock,
+    })
+}
+
+/// Run the recorder until SIGTERM/SIGINT: SIPREC always, passive capture when
+/// `[capture] interfaces` lists any.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let st = open_storage(&cfg)?;
+    start_up_audit(
+        &cfg,
+        &st.catalog,
+        st.kek_created.clone(),
+        st.signing_new,
+        st.signer.as_ref(),
+        st.offset_s,
     )?;
     let gate = Arc::new(retention::StorageGate::default());
+    let (vault, catalog, clock, signer) = (
+        st.vault.clone(),
+        st.catalog.clone(),
+        st.clock.clone(),
+        st.signer.clone(),
+    );
+    let keys_error = st.keys_error.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let capture = if cfg.capture.interfaces.is_empty() {
+        None
+    } else {
+        let (c, v, k, s) = (cfg.clone(), vault.clone(), catalog.clone(), stop.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let h = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                let res = capture::run_live(c, v, k, s, ready_tx);
+                if let Err(e) = &res {
+                    tracing::error!(error = %format!("{e:#}"), "live capture failed");
+                }
+                res
+            })
+            .context("starting the capture thread")?;
+        // Fail start-up if an interface cannot be opened.
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("live capture: {e}"),
+            Err(_) => {
+                return match h.join() {
+                    Ok(Err(e)) => Err(e.context("live capture")),
+                    _ => anyhow::bail!("live capture thread ended during start-up"),
+                }
+            }
+        }
+        Some(h)
+    };
     let shared = Arc::new(Shared {
         ports: Arc::new(ports::PortPool::new(
             cfg.media.rtp_bind,
@@ -117,6 +192,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let result = sip_loop::run(shared.clone()).await;
     control.abort();
     sweeper.abort();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(h) = capture {
+        let joined = tokio::task::spawn_blocking(move || h.join()).await;
+        if !matches!(joined, Ok(Ok(Ok(())))) {
+            tracing::error!("live capture did not stop cleanly");
+        }
+    }
     syncer.abort();
     shared.catalog.close();
     result

@@ -38,6 +38,8 @@ pub enum CatalogCmd {
     Audit(String, String, String, serde_json::Value),
     /// Sign and write the manifest of a closed recording.
     Seal(String, super::evidence::ManifestInputs),
+    /// Reply once every write queued before it is done.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// Sends writes to the catalogue thread.
@@ -64,6 +66,21 @@ impl CatalogHandle {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("catalogue thread is gone".into()),
+        }
+    }
+
+    /// Queue an insert without waiting for it; a failure is logged by the catalogue
+    /// thread. Later writes for the same recording are queued behind it, in order.
+    pub fn insert_nowait(&self, r: NewRecording) {
+        let (tx, _rx) = oneshot::channel();
+        self.send(CatalogCmd::Insert(Box::new(r), tx));
+    }
+
+    /// Wait (blocking, outside the async runtime) until every write queued so far is done.
+    pub fn wait_idle_blocking(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(CatalogCmd::Barrier(tx)).is_ok() {
+            let _ = rx.blocking_recv();
         }
     }
 
@@ -276,6 +293,8 @@ fn apply(cat: &mut Catalog, cmd: CatalogCmd, clock: &dyn crate::lifecycle::Clock
         ),
         // Handled after the commit by the writer.
         CatalogCmd::Seal(..) => return None,
+        // Answered after the commit: everything queued before it is then durable.
+        CatalogCmd::Barrier(done) => return Some(Reply::Done(done)),
     };
     if let Err(e) = res {
         tracing::error!(op = what, error = %e, "catalogue write failed");
@@ -300,10 +319,16 @@ pub fn recover(
         let Some(d) = cat.get(&r.id)? else { continue };
         let d = d.recording;
         let Some(rel) = d.file_path.as_deref() else {
+            // A captured call whose codec cannot be recorded never has a file.
+            let state = if d.source == crate::catalog::Source::Mirror {
+                RecordingState::CodecUnsupported
+            } else {
+                RecordingState::Damaged
+            };
             let f = Finish {
                 ended_at_ms: d.started_at_ms,
                 duration_ms: 0,
-                state: RecordingState::Damaged,
+                state,
                 file_sha256: None,
                 file_bytes: None,
                 codec: None,

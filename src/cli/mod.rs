@@ -2,6 +2,7 @@
 //!
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
+pub mod bench;
 pub mod keys;
 pub mod lifecycle;
 pub mod recordings;
@@ -37,6 +38,21 @@ pub enum Command {
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Record the calls found in pcap/pcapng files exactly as live capture would.
+    ImportPcap {
+        /// Capture files, read in order as one continuous capture.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure capture throughput (see docs/capture.md): generated calls through the
+    /// whole passive pipeline, optionally against `tcpdump -w` on a live interface.
+    BenchCapture(bench::BenchArgs),
     /// List, inspect and export recordings.
     Recordings {
         /// Which.
@@ -99,8 +115,53 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             if cfg.keys.provider == "software" {
                 println!("  WARNING: software keys are for development machines only");
             }
+            if cfg.capture.interfaces.is_empty() {
+                println!("  capture          = off");
+            } else {
+                println!(
+                    "  capture          = {} (filter `{}`)",
+                    cfg.capture.interfaces.join(", "),
+                    cfg.capture.bpf_filter
+                );
+            }
             Ok(())
         }
+        Command::ImportPcap {
+            files,
+            config,
+            json,
+        } => {
+            let cfg = Config::load_or_default(config.as_deref())?;
+            init_logging(&cfg);
+            let storage = crate::app::open_storage(&cfg)?;
+            if let Some(e) = &storage.keys_error {
+                anyhow::bail!("cannot record: the recording keys are unavailable: {e}");
+            }
+            let (vault, catalog) = (storage.vault.clone(), storage.catalog.clone());
+            let rep = crate::app::capture::import_files(&cfg, vault, catalog, &files)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                for c in &rep.calls {
+                    println!(
+                        "{}  {:<17}  {:<10}  {}  call-id {}",
+                        c.id, c.state, c.codec, c.capture_point, c.call_id
+                    );
+                }
+                let s = &rep.stats;
+                println!(
+                    "{} calls from {} frames ({} SIP messages, {} RTP packets bound, {} IP datagrams reassembled, {} decapsulated)",
+                    rep.calls.len(),
+                    rep.frames,
+                    s.tracker.sip_messages,
+                    s.tracker.rtp_packets,
+                    s.decode.reassembled,
+                    s.decode.decapsulated
+                );
+            }
+            Ok(())
+        }
+        Command::BenchCapture(args) => bench::main(args),
         Command::Recordings { command } => recordings::main(command),
         Command::Hold { command } => lifecycle::hold_main(command),
         Command::Audit { command } => lifecycle::audit_main(command),

@@ -12,6 +12,13 @@ BRANCHREC_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' \
 	$(BR2_EXTERNAL_BRANCHREC_PATH)/../Cargo.toml | head -n 1)
 BRANCHREC_LICENSE = Apache-2.0
 
+# Live capture links libpcap (the `pcap` crate). Its build script would dlopen the
+# library to learn its version, which cannot work for the target: say it instead.
+BRANCHREC_DEPENDENCIES = libpcap
+BRANCHREC_CARGO_ENV = \
+	LIBPCAP_LIBDIR=$(STAGING_DIR)/usr/lib \
+	LIBPCAP_VER=$(LIBPCAP_VERSION)
+
 # Do not copy host build output or local recordings into the build directory.
 BRANCHREC_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude=/target --exclude=/fuzz/target --exclude=/branchrec-data

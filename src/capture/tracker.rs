@@ -1,0 +1,754 @@
+//! Follows calls from the SIP packets seen on a mirror port and binds RTP flows to them.
+//!
+//! Sans-IO: SIP messages and UDP flows with their capture time go in; [`TrackerEvent`]s
+//! come out, and [`CallTracker::classify`] says which call and channel an RTP datagram
+//! belongs to. Channel 0 carries what the caller sends (RTP towards the callee's SDP
+//! address, or from the caller's own), channel 1 what the callee sends.
+//!
+//! A dialog is keyed by Call-ID; the caller is the sender of the initial INVITE (its
+//! From tag), the callee answers with its To tag. Every SDP (offer or answer, in INVITE,
+//! 18x, 200, ACK, PRACK, UPDATE, re-INVITE) updates the media address and payload types
+//! of the party that sent it. A call picked up mid-way (no initial INVITE seen: a
+//! re-INVITE, UPDATE or 200 with SDP starts it) is recorded as best the packets allow
+//! and flagged; a call without BYE ends on media timeout, also flagged.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::sdp::{Direction, PayloadFormat};
+use crate::sip::{Message, Method};
+
+/// Identifies a tracked call for the life of the tracker.
+pub type CallNo = u64;
+
+/// Simple record/skip rules: glob patterns (`*` matches any run of characters) matched
+/// against the caller's and callee's address of record (`sip:1234@host`, `tel:+4930…`)
+/// and their user part alone (`1234`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallRules {
+    /// If not empty, only calls where a party matches one of these are recorded.
+    pub allow: Vec<String>,
+    /// Calls where a party matches one of these are never recorded (wins over allow).
+    pub deny: Vec<String>,
+}
+
+/// Glob match with `*` only, case-insensitive.
+pub fn glob_match(pat: &str, s: &str) -> bool {
+    let p: Vec<char> = pat.to_lowercase().chars().collect();
+    let t: Vec<char> = s.to_lowercase().chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && p.get(pi) != Some(&'*') && p.get(pi) == t.get(ti) {
+            pi += 1;
+            ti += 1;
+        } else if p.get(pi) == Some(&'*') {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while p.get(pi) == Some(&'*') {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+impl CallRules {
+    /// Whether a call between these parties is recorded.
+    pub fn allows(&self, parties: &[&Party]) -> bool {
+        let keys: Vec<String> = parties
+            .iter()
+            .filter_map(|p| p.aor.as_deref())
+            .flat_map(|a| {
+                let user = a
+                    .split_once(':')
+                    .map(|(_, r)| r.split(['@', ';']).next().unwrap_or(r).to_string());
+                std::iter::once(a.to_string()).chain(user)
+            })
+            .collect();
+        let hit = |pats: &[String]| pats.iter().any(|p| keys.iter().any(|k| glob_match(p, k)));
+        if hit(&self.deny) {
+            return false;
+        }
+        self.allow.is_empty() || hit(&self.allow)
+    }
+}
+
+/// Limits and timers.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// A recorded call without RTP for this long is closed (no BYE seen).
+    pub media_timeout: Duration,
+    /// A call that is neither answered nor carrying media is forgotten after this long.
+    pub setup_timeout: Duration,
+    /// Most calls followed at once (recorded or not); new dialogs beyond are ignored.
+    pub max_calls: usize,
+    /// Which calls to record.
+    pub rules: CallRules,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            media_timeout: Duration::from_secs(60),
+            setup_timeout: Duration::from_secs(300),
+            max_calls: 10_000,
+            rules: CallRules::default(),
+        }
+    }
+}
+
+/// A party of the call as the signalling names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Party {
+    /// Display name.
+    pub name: Option<String>,
+    /// Address of record (URI as written).
+    pub aor: Option<String>,
+}
+
+/// The media one party asked to receive (its SDP's first audio m-line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartyMedia {
+    /// Where it receives RTP (`None` on hold with 0.0.0.0 / port 0).
+    pub addr: Option<SocketAddr>,
+    /// Payload formats of the m-line.
+    pub formats: Vec<PayloadFormat>,
+    /// Its direction attribute.
+    pub direction: Direction,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrackerEvent {
+    /// Start recording a call (first RTP or answer seen).
+    Start {
+        /// The call.
+        call: CallNo,
+        /// Capture time of the start (t = 0 of the recording).
+        at: Duration,
+        /// SIP Call-ID.
+        call_id: String,
+        /// Source of the first signalling packet seen.
+        sip_src: SocketAddr,
+        /// Caller (channel 0) and callee (channel 1).
+        parties: [Party; 2],
+        /// Payload formats per channel (what each channel's RTP may carry).
+        formats: [Vec<PayloadFormat>; 2],
+        /// Per channel: the sender put the stream on hold.
+        hold: [bool; 2],
+    },
+    /// New SDP for a recorded call (re-INVITE, UPDATE, late answer).
+    Media {
+        /// The call.
+        call: CallNo,
+        /// Capture time.
+        at: Duration,
+        /// Payload formats per channel.
+        formats: [Vec<PayloadFormat>; 2],
+        /// Hold state per channel.
+        hold: [bool; 2],
+    },
+    /// Participants learned late (P-Asserted-Identity in a response).
+    Parties {
+        /// The call.
+        call: CallNo,
+        /// Caller and callee.
+        parties: [Party; 2],
+    },
+    /// Something about the call's signalling worth keeping (missing INVITE, …).
+    Flag {
+        /// The call.
+        call: CallNo,
+        /// Capture time.
+        at: Duration,
+        /// Short machine-readable kind, e.g. `signalling_incomplete`.
+        kind: &'static str,
+        /// Human-readable detail.
+        detail: String,
+    },
+    /// Stop recording.
+    End {
+        /// The call.
+        call: CallNo,
+        /// Capture time of the end.
+        at: Duration,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerStats {
+    /// SIP messages handled.
+    pub sip_messages: u64,
+    /// INVITE dialogs seen.
+    pub calls_seen: u64,
+    /// Calls recorded (Start emitted).
+    pub calls_recorded: u64,
+    /// Calls skipped by the rules.
+    pub calls_denied: u64,
+    /// Calls started from incomplete signalling.
+    pub calls_partial: u64,
+    /// RTP datagrams bound to a call.
+    pub rtp_packets: u64,
+    /// Dialogs ignored because `max_calls` was reached.
+    pub calls_over_limit: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Caller,
+    Callee,
+}
+
+#[derive(Debug)]
+struct Call {
+    call_id: String,
+    caller_tag: Option<String>,
+    callee_tag: Option<String>,
+    parties: [Party; 2],
+    media: [Option<PartyMedia>; 2],
+    /// Flags raised before the recording started (emitted right after `Start`).
+    pending_flags: Vec<(Duration, &'static str, String)>,
+    /// Which party's SDP came last (the answer, in a completed offer/answer).
+    last_sdp: Option<Side>,
+    sip_src: SocketAddr,
+    answered: bool,
+    recording: bool,
+    denied: bool,
+    last_activity: Duration,
+    last_rtp: Option<Duration>,
+    started_at: Option<Duration>,
+    addrs: Vec<SocketAddr>,
+}
+
+/// The call tracker (see the module docs).
+#[derive(Debug)]
+pub struct CallTracker {
+    cfg: TrackerConfig,
+    next_no: CallNo,
+    calls: HashMap<CallNo, Call>,
+    by_call_id: HashMap<String, CallNo>,
+    /// Receive address of a party → (call, whose address).
+    media: HashMap<SocketAddr, (CallNo, Side)>,
+    events: VecDeque<TrackerEvent>,
+    stats: TrackerStats,
+    last_sweep: Duration,
+}
+
+fn party_index(s: Side) -> usize {
+    match s {
+        Side::Caller => 0,
+        Side::Callee => 1,
+    }
+}
+
+fn party_from(na: &crate::sip::NameAddr) -> Party {
+    Party {
+        name: na.display.clone().filter(|s| !s.trim().is_empty()),
+        aor: Some(na.uri.raw.clone()),
+    }
+}
+
+fn pai(msg: &Message) -> Option<Party> {
+    let v = msg.header("P-Asserted-Identity")?;
+    // Several identities may be listed (sip and tel); the first is enough.
+    let first = crate::sip::parse::split_list(v).into_iter().next()?;
+    crate::sip::parse::parse_name_addr(first.trim())
+        .ok()
+        .map(|na| party_from(&na))
+}
+
+/// The first audio m-line of an SDP body carried by `msg` (plain or multipart).
+fn sdp_media(msg: &Message) -> Option<PartyMedia> {
+    if msg.body.is_empty() {
+        return None;
+    }
+    let ct = msg.header("Content-Type").unwrap_or("application/sdp");
+    let body = crate::siprec::body::split_body(ct, &msg.body).ok()?;
+    let sdp = crate::sdp::parse(body.sdp.as_deref()?).ok()?;
+    let m = sdp
+        .media
+        .iter()
+        .find(|m| m.media.eq_ignore_ascii_case("audio"))?;
+    let addr = m
+        .remote_addr(&sdp)
+        .filter(|a| a.port() != 0 && !a.ip().is_unspecified());
+    Some(PartyMedia {
+        addr,
+        formats: m.codecs(),
+        direction: m.direction(&sdp),
+    })
+}
+
+impl CallTracker {
+    /// A tracker with the given limits and rules.
+    pub fn new(cfg: TrackerConfig) -> Self {
+        CallTracker {
+            cfg,
+            next_no: 1,
+            calls: HashMap::new(),
+            by_call_id: HashMap::new(),
+            media: HashMap::new(),
+            events: VecDeque::new(),
+            stats: TrackerStats::default(),
+            last_sweep: Duration::ZERO,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &TrackerStats {
+        &self.stats
+    }
+
+    /// Calls currently followed.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Calls currently being recorded.
+    pub fn recording_calls(&self) -> usize {
+        self.calls.values().filter(|c| c.recording).count()
+    }
+
+    /// Next event for the shell.
+    pub fn poll_event(&mut self) -> Option<TrackerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Handle one SIP message seen from `src` to `dst` at `ts`.
+    pub fn on_sip(&mut self, ts: Duration, src: SocketAddr, _dst: SocketAddr, msg: &Message) {
+        self.stats.sip_messages += 1;
+        self.sweep(ts);
+        let Some(call_id) = msg.call_id() else { return };
+        let Ok((_, cseq_method)) = msg.cseq() else {
+            return;
+        };
+        if !matches!(
+            cseq_method,
+            Method::Invite
+                | Method::Ack
+                | Method::Bye
+                | Method::Cancel
+                | Method::Update
+                | Method::Prack
+        ) {
+            return;
+        }
+        let from = msg.from().ok();
+        let to = msg.to().ok();
+        let from_tag = from.as_ref().and_then(|f| f.tag().map(str::to_string));
+        let to_tag = to.as_ref().and_then(|t| t.tag().map(str::to_string));
+        let media = sdp_media(msg);
+        let has_sdp = media.is_some();
+
+        let no = match self.by_call_id.get(call_id) {
+            Some(n) => *n,
+            None => {
+                let initial_invite = msg.method() == Some(&Method::Invite) && to_tag.is_none();
+                // Mid-call pickup only from a message that carries media.
+                if !initial_invite && media.is_none() {
+                    return;
+                }
+                if self.calls.len() >= self.cfg.max_calls {
+                    self.stats.calls_over_limit += 1;
+                    return;
+                }
+                let no = self.next_no;
+                self.next_no += 1;
+                self.stats.calls_seen += 1;
+                // From names the dialog initiator on the INVITE and on every response to a
+                // request of the caller; for a mid-call pickup it is a guess.
+                let (caller, callee) = (
+                    from.as_ref().map(party_from).unwrap_or_default(),
+                    to.as_ref().map(party_from).unwrap_or_default(),
+                );
+                let caller = if initial_invite {
+                    pai(msg).unwrap_or(caller)
+                } else {
+                    caller
+                };
+                let call = Call {
+                    call_id: call_id.to_string(),
+                    caller_tag: from_tag.clone(),
+                    callee_tag: to_tag.clone(),
+                    parties: [caller, callee],
+                    media: [None, None],
+                    last_sdp: None,
+                    pending_flags: Vec::new(),
+                    sip_src: src,
+                    answered: !initial_invite,
+                    recording: false,
+                    denied: false,
+                    last_activity: ts,
+                    last_rtp: None,
+                    started_at: None,
+                    addrs: Vec::new(),
+                };
+                let denied = !self.cfg.rules.allows(&[&call.parties[0], &call.parties[1]]);
+                self.calls.insert(no, call);
+                self.by_call_id.insert(call_id.to_string(), no);
+                if denied {
+                    self.stats.calls_denied += 1;
+                    if let Some(c) = self.calls.get_mut(&no) {
+                        c.denied = true;
+                    }
+                }
+                if !initial_invite {
+                    self.stats.calls_partial += 1;
+                    if let Some(c) = self.calls.get_mut(&no) {
+                        c.pending_flags.push((
+                            ts,
+                            "signalling_incomplete",
+                            format!(
+                                "initial INVITE not captured; call picked up from {}; caller/callee guessed from From/To",
+                                describe(msg)
+                            ),
+                        ));
+                    }
+                }
+                no
+            }
+        };
+        let Some(call) = self.calls.get_mut(&no) else {
+            return;
+        };
+        call.last_activity = ts;
+        // Whose message is it? Requests are sent by the From party, responses by the To party.
+        let sender_tag = if msg.is_request() { &from_tag } else { &to_tag };
+        let sender = match (sender_tag, &call.caller_tag, &call.callee_tag) {
+            (Some(t), Some(c), _) if t == c => Side::Caller,
+            (Some(t), _, Some(c)) if t == c => Side::Callee,
+            _ if msg.is_request() => {
+                if from_tag.is_some() && call.caller_tag.is_some() && from_tag != call.caller_tag {
+                    Side::Callee
+                } else {
+                    Side::Caller
+                }
+            }
+            _ => Side::Callee,
+        };
+        if !msg.is_request()
+            && call.callee_tag.is_none()
+            && to_tag.is_some()
+            && cseq_method == Method::Invite
+        {
+            call.callee_tag = to_tag.clone();
+        }
+        if let Some(m) = media {
+            let idx = party_index(sender);
+            if let Some(a) = m.addr {
+                if !call.addrs.contains(&a) {
+                    call.addrs.push(a);
+                }
+                self.media.insert(a, (no, sender));
+            }
+            let changed = call.media[idx].as_ref() != Some(&m);
+            call.media[idx] = Some(m);
+            call.last_sdp = Some(sender);
+            if changed && call.recording {
+                let (formats, hold) = channel_formats(call);
+                self.events.push_back(TrackerEvent::Media {
+                    call: no,
+                    at: ts,
+                    formats,
+                    hold,
+                });
+            }
+        }
+        if !msg.is_request() && sender == Side::Callee {
+            if let Some(p) = pai(msg) {
+                if call.parties[1] != p {
+                    call.parties[1] = p;
+                    if call.recording {
+                        self.events.push_back(TrackerEvent::Parties {
+                            call: no,
+                            parties: call.parties.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        match (msg.method(), msg.status()) {
+            (Some(Method::Bye), _) => {
+                self.end(no, ts, format!("BYE from the {}", side_name(sender)));
+            }
+            (Some(Method::Cancel), _) if !call.answered => {
+                self.end(no, ts, "CANCEL before answer".into());
+            }
+            (None, Some(s)) if cseq_method == Method::Invite && (200..300).contains(&s) => {
+                if !call.answered {
+                    call.answered = true;
+                }
+                self.start(no, ts);
+            }
+            // Early media (183 Session Progress with SDP): recorded like the call itself.
+            (None, Some(s))
+                if cseq_method == Method::Invite && (101..200).contains(&s) && has_sdp =>
+            {
+                self.start(no, ts);
+            }
+            (None, Some(s)) if cseq_method == Method::Invite && s >= 300 && !call.answered => {
+                if call.recording {
+                    self.events.push_back(TrackerEvent::Flag {
+                        call: no,
+                        at: ts,
+                        kind: "not_answered",
+                        detail: format!("call failed with {s} after early media"),
+                    });
+                }
+                self.end(no, ts, format!("call not answered ({s})"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Which call and channel an RTP datagram from `src` to `dst` belongs to; starts the
+    /// recording of its call if needed (drain [`poll_event`](Self::poll_event) before
+    /// pushing the packet).
+    pub fn classify(
+        &mut self,
+        ts: Duration,
+        src: SocketAddr,
+        dst: SocketAddr,
+    ) -> Option<(CallNo, usize)> {
+        let (no, ch) = if let Some((no, side)) = self.media.get(&dst) {
+            // Sent to the callee: the caller speaks (channel 0), and vice versa.
+            (*no, if *side == Side::Callee { 0 } else { 1 })
+        } else if let Some((no, side)) = self.media.get(&src) {
+            (*no, if *side == Side::Caller { 0 } else { 1 })
+        } else {
+            return None;
+        };
+        let call = self.calls.get_mut(&no)?;
+        if call.denied {
+            return None;
+        }
+        call.last_rtp = Some(ts);
+        call.last_activity = ts;
+        self.stats.rtp_packets += 1;
+        if !call.recording {
+            self.start(no, ts);
+        }
+        Some((no, ch))
+    }
+
+    /// Let timers run up to `now` (call this now and then when no packets arrive).
+    pub fn on_time(&mut self, now: Duration) {
+        self.sweep(now);
+    }
+
+    /// End every call (end of a capture file, shutdown).
+    pub fn finish_all(&mut self, now: Duration, reason: &str) {
+        let mut nos: Vec<CallNo> = self.calls.keys().copied().collect();
+        nos.sort_unstable();
+        for no in nos {
+            if let Some(c) = self.calls.get(&no) {
+                if c.recording {
+                    let at = c
+                        .last_rtp
+                        .unwrap_or(now)
+                        .max(c.last_activity)
+                        .min(now.max(c.last_activity));
+                    self.events.push_back(TrackerEvent::Flag {
+                        call: no,
+                        at,
+                        kind: "signalling_incomplete",
+                        detail: format!("no BYE seen: {reason}"),
+                    });
+                    self.end(no, at, reason.to_string());
+                } else {
+                    self.forget(no);
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, no: CallNo, ts: Duration) {
+        let Some(call) = self.calls.get_mut(&no) else {
+            return;
+        };
+        if call.recording || call.denied {
+            return;
+        }
+        call.recording = true;
+        call.started_at = Some(ts);
+        self.stats.calls_recorded += 1;
+        let (formats, hold) = channel_formats(call);
+        self.events.push_back(TrackerEvent::Start {
+            call: no,
+            at: ts,
+            call_id: call.call_id.clone(),
+            sip_src: call.sip_src,
+            parties: call.parties.clone(),
+            formats,
+            hold,
+        });
+        for (at, kind, detail) in call.pending_flags.drain(..) {
+            self.events.push_back(TrackerEvent::Flag {
+                call: no,
+                at: at.max(ts),
+                kind,
+                detail,
+            });
+        }
+        if call.media[0].is_none() || call.media[1].is_none() {
+            let missing = if call.media[0].is_none() {
+                "caller"
+            } else {
+                "callee"
+            };
+            self.events.push_back(TrackerEvent::Flag {
+                call: no,
+                at: ts,
+                kind: "signalling_incomplete",
+                detail: format!("no SDP from the {missing} seen when recording started"),
+            });
+        }
+    }
+
+    fn end(&mut self, no: CallNo, ts: Duration, reason: String) {
+        let Some(call) = self.calls.get(&no) else {
+            return;
+        };
+        if call.recording {
+            let at = ts.max(call.started_at.unwrap_or(ts));
+            if call.last_rtp.is_none() {
+                self.events.push_back(TrackerEvent::Flag {
+                    call: no,
+                    at,
+                    kind: "no_media",
+                    detail: "no RTP of this call was captured".into(),
+                });
+            }
+            self.events.push_back(TrackerEvent::End {
+                call: no,
+                at,
+                reason,
+            });
+        }
+        self.forget(no);
+    }
+
+    fn forget(&mut self, no: CallNo) {
+        if let Some(call) = self.calls.remove(&no) {
+            if self.by_call_id.get(&call.call_id) == Some(&no) {
+                self.by_call_id.remove(&call.call_id);
+            }
+            for a in call.addrs {
+                if self.media.get(&a).map(|(n, _)| *n) == Some(no) {
+                    self.media.remove(&a);
+                }
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Duration) {
+        if now < self.last_sweep.saturating_add(Duration::from_secs(1)) {
+            return;
+        }
+        self.last_sweep = now;
+        let mut expired: Vec<(CallNo, Duration, bool)> = Vec::new();
+        for (no, c) in &self.calls {
+            if c.recording {
+                let last = c.last_rtp.unwrap_or(c.last_activity).max(c.last_activity);
+                if now.saturating_sub(last) >= self.cfg.media_timeout {
+                    expired.push((*no, last, true));
+                }
+            } else if now.saturating_sub(c.last_activity) >= self.cfg.setup_timeout {
+                expired.push((*no, c.last_activity, false));
+            }
+        }
+        expired.sort_unstable();
+        for (no, last, rec) in expired {
+            if rec {
+                self.events.push_back(TrackerEvent::Flag {
+                    call: no,
+                    at: last,
+                    kind: "signalling_incomplete",
+                    detail: format!(
+                        "no BYE seen: ended after {} s without RTP",
+                        self.cfg.media_timeout.as_secs()
+                    ),
+                });
+                self.end(no, last, "media timeout (no BYE seen)".into());
+            } else {
+                self.forget(no);
+            }
+        }
+    }
+}
+
+fn describe(msg: &Message) -> String {
+    match (msg.method(), msg.status()) {
+        (Some(m), _) => m.as_str().to_string(),
+        (None, Some(s)) => format!("a {s} response"),
+        _ => "a message".into(),
+    }
+}
+
+fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Caller => "caller",
+        Side::Callee => "callee",
+    }
+}
+
+/// Formats per channel: a channel's RTP uses the receiver's payload numbering, so the
+/// receiver's SDP wins, with the sender's as fallback. Hold: the sender does not send.
+fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
+    let pick = |recv: &Option<PartyMedia>, send: &Option<PartyMedia>| -> Vec<PayloadFormat> {
+        let mut f: Vec<PayloadFormat> =
+            recv.as_ref().map(|m| m.formats.clone()).unwrap_or_default();
+        if let Some(s) = send {
+            for x in &s.formats {
+                if !f.iter().any(|y| y.pt == x.pt) {
+                    f.push(x.clone());
+                }
+            }
+        }
+        f
+    };
+    let hold = |send: &Option<PartyMedia>| {
+        send.as_ref().is_some_and(|m| {
+            m.addr.is_none() || matches!(m.direction, Direction::Inactive | Direction::RecvOnly)
+        })
+    };
+    let [caller, callee] = &call.media;
+    let mut formats = [pick(callee, caller), pick(caller, callee)];
+    // The negotiated codec is the answer's first audio format: list it first on both
+    // channels (payload type numbers stay those of each receiver).
+    let answer = match call.last_sdp {
+        Some(Side::Caller) if callee.is_some() => caller,
+        Some(Side::Callee) if caller.is_some() => callee,
+        _ => &None,
+    };
+    let chosen = answer.as_ref().and_then(|m| {
+        m.formats
+            .iter()
+            .find(|f| {
+                !f.encoding.eq_ignore_ascii_case("telephone-event")
+                    && !f.encoding.eq_ignore_ascii_case("CN")
+            })
+            .map(|f| f.encoding.to_ascii_uppercase())
+    });
+    if let Some(c) = chosen {
+        for f in &mut formats {
+            f.sort_by_key(|x| !x.encoding.eq_ignore_ascii_case(&c));
+        }
+    }
+    (formats, [hold(caller), hold(callee)])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+use super::*;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn sdp(ip: &str, port: u16, pts: &str) -> String {
+    format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\na=rtpmap:101 telephone-event/8000\r\n")
+}
+
+fn msg(
+    start: &str,
+    from_tag: Option<&str>,
+    to_tag: Option<&str>,
+    cseq: &str,
+    extra: &str,
+    body: &str,
+) -> Message {
+    let ft = from_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let tt = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    let ct = if body.is_empty() {
+        String::new()
+    } else {
+        "Content-Type: application/sdp\r\n".into()
+    };
+    let text = format!(
+        "{start}\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\nFrom: \"Alice\" <sip:100@pbx>{ft}\r\nTo: <sip:200@pbx>{tt}\r\nCall-ID: c1\r\nCSeq: {cseq}\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    crate::sip::parse_datagram(text.as_bytes()).unwrap()
+}
+
+fn events(t: &mut CallTracker) -> Vec<TrackerEvent> {
+    std::iter::from_fn(|| t.poll_event()).collect()
+}
+
+const A: &str = "10.0.0.1:5060";
+const B: &str = "10.0.0.2:5060";
+
+#[test]
+fn full_call_binds_both_directions() {
+    let mut t = CallTracker::new(TrackerConfig::default());
+    let s = Duration::from_secs;
+    t.on_sip(
+        s(1),
+        sa(A),
+        sa(B),
+        &msg(
+            "INVITE sip:200@pbx SIP/2.0",
+            Some("a"),
+            None,
+            "1 INVITE",
+            "P-Asserted-Identity: \"Alice A\" <tel:+100>\r\n",
+            &sdp("10.0.0.1", 4000, "0 8 101"),
+        ),
+    );
+    t.on_sip(
+        s(2),
+        sa(B),
+        sa(A),
+        &msg(
+            "SIP/2.0 180 Ringing",
+            Some("a"),
+            Some("b"),
+            "1 INVITE",
+            "",
+            "",
+        ),
+    );
+    assert!(events(&mut t).is_empty());
+    t.on_sip(
+        s(3),
+        sa(B),
+        sa(A),
+        &msg(
+            "SIP/2.0 200 OK",
+            Some("a"),
+            Some("b"),
+            "1 INVITE",
+            "",
+            &sdp("10.0.0.2", 5000, "8 101"),
+        ),
+    );
+    let ev = events(&mut t);
+    let TrackerEvent::Start {
+        parties,
+        formats,
+        at,
+        ..
+    } = &ev[0]
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(*at, s(3));
+    assert_eq!(parties[0].aor.as_deref(), Some("tel:+100"));
+    assert_eq!(parties[0].name.as_deref(), Some("Alice A"));
+    assert_eq!(parties[1].aor.as_deref(), Some("sip:200@pbx"));
+    assert_eq!(formats[0][0].encoding, "PCMA");
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        t.classify(s(4), sa("10.0.0.1:4000"), sa("10.0.0.2:5000")),
+        Some((1, 0))
+    );
+    assert_eq!(
+        t.classify(s(4), sa("10.0.0.2:5000"), sa("10.0.0.1:4000")),
+        Some((1, 1))
+    );
+    assert_eq!(t.classify(s(4), sa("10.0.0.9:1"), sa("10.0.0.8:2")), None);
+    // re-INVITE from the callee puts the call on hold.
+    let hold = sdp("10.0.0.2", 5000, "8").replace(
+        "m=audio 5000 RTP/AVP 8\r\n",
+        "m=audio 5000 RTP/AVP 8\r\na=sendonly\r\n",
+    );
+    t.on_sip(
+        s(5),
+        sa(B),
+        sa(A),
+        &msg(
+            "INVITE sip:100@pbx SIP/2.0",
+            Some("b"),
+            Some("a"),
+            "7 INVITE",
+            "",
+            &hold,
+        )
+        .clone(),
+    );
+    let ev = events(&mut t);
+    assert!(matches!(&ev[0], TrackerEvent::Media { .. }), "{ev:?}");
+    t.on_sip(
+        s(9),
+        sa(A),
+        sa(B),
+        &msg(
+            "BYE sip:200@pbx SIP/2.0",
+            Some("a"),
+            Some("b"),
+            "2 BYE",
+            "",
+            "",
+        ),
+    );
+    let ev = events(&mut t);
+    assert!(
+        matches!(&ev[0], TrackerEvent::End { at, .. } if *at == s(9)),
+        "{ev:?}"
+    );
+    assert_eq!(t.active_calls(), 0);
+    assert_eq!(
+        t.classify(s(10), sa("10.0.0.1:4000"), sa("10.0.0.2:5000")),
+        None
+    );
+}
+
+#[test]
+fn cancelled_call_is_not_recorded() {
+    let mut t = CallTracker::new(TrackerConfig::default());
+    let s = Duration::from_secs;
+    t.on_sip(
+        s(1),
+        sa(A),
+        sa(B),
+        &msg(
+            "INVITE sip:200@pbx SIP/2.0",
+            Some("a"),
+            None,
+            "1 INVITE",
+            "",
+            &sdp("10.0.0.1", 4000, "0"),
+        ),
+    );
+    t.on_sip(
+        s(2),
+        sa(A),
+        sa(B),
+        &msg(
+            "CANCEL sip:200@pbx SIP/2.0",
+            Some("a"),
+            None,
+            "1 CANCEL",
+            "",
+            "",
+        ),
+    );
+    assert!(events(&mut t).is_empty());
+    assert_eq!(t.active_calls(), 0);
+}
+
+#[test]
+fn mid_call_pickup_and_media_timeout() {
+    let mut t = CallTracker::new(TrackerConfig {
+        media_timeout: Duration::from_secs(10),
+        ..TrackerConfig::default()
+    });
+    let s = Duration::from_secs;
+    // A BYE alone does not start anything.
+    t.on_sip(
+        s(1),
+        sa(A),
+        sa(B),
+        &msg(
+            "BYE sip:200@pbx SIP/2.0",
+            Some("x"),
+            Some("y"),
+            "9 BYE",
+            "",
+            "",
+        ),
+    );
+    assert_eq!(t.active_calls(), 0);
+    t.on_sip(
+        s(1),
+        sa(A),
+        sa(B),
+        &msg(
+            "INVITE sip:200@pbx SIP/2.0",
+            Some("a"),
+            Some("b"),
+            "5 INVITE",
+            "",
+            &sdp("10.0.0.1", 4000, "0"),
+        ),
+    );
+    assert!(events(&mut t).is_empty());
+    // RTP towards the caller's address only: the callee speaks.
+    assert_eq!(
+        t.classify(s(2), sa("10.0.0.2:7000"), sa("10.0.0.1:4000")),
+        Some((1, 1))
+    );
+    let ev = events(&mut t);
+    assert!(matches!(&ev[0], TrackerEvent::Start { .. }), "{ev:?}");
+    assert!(
+        matches!(
+            &ev[1],
+            TrackerEvent::Flag {
+                kind: "signalling_incomplete",
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    t.on_time(s(30));
+    let ev = events(&mut t);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, TrackerEvent::End { at, .. } if *at == s(2))),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn rules() {
+    assert!(glob_match("+4930*", "+4930123"));
+    assert!(!glob_match("+4930*", "+4940123"));
+    assert!(glob_match("*@bank.example", "sip:9@bank.example"));
+    assert!(glob_match("*", ""));
+    let r = CallRules {
+        allow: vec![],
+        deny: vec!["200".into()],
+    };
+    let p1 = Party {
+        name: None,
+        aor: Some("sip:100@pbx".into()),
+    };
+    let p2 = Party {
+        name: None,
+        aor: Some("sip:200@pbx".into()),
+    };
+    assert!(!r.allows(&[&p1, &p2]));
+    assert!(r.allows(&[&p1]));
+    let r = CallRules {
+        allow: vec!["1*".into()],
+        deny: vec![],
+    };
+    assert!(r.allows(&[&p1, &p2]));
+    assert!(!r.allows(&[&p2]));
+    let mut t = CallTracker::new(TrackerConfig {
+        rules: CallRules {
+            allow: vec![],
+            deny: vec!["sip:200@*".into()],
+        },
+        ..TrackerConfig::default()
+    });
+    t.on_sip(
+        Duration::ZERO,
+        sa(A),
+        sa(B),
+        &msg(
+            "INVITE sip:200@pbx SIP/2.0",
+            Some("a"),
+            None,
+            "1 INVITE",
+            "",
+            &sdp("10.0.0.1", 4000, "0"),
+        ),
+    );
+    t.on_sip(
+        Duration::ZERO,
+        sa(B),
+        sa(A),
+        &msg(
+            "SIP/2.0 200 OK",
+            Some("a"),
+            Some("b"),
+            "1 INVITE",
+            "",
+            &sdp("10.0.0.2", 5000, "0"),
+        ),
+    );
+    assert!(events(&mut t).is_empty());
+    assert_eq!(
+        t.classify(Duration::ZERO, sa("10.0.0.1:4000"), sa("10.0.0.2:5000")),
+        None
+    );
+    assert_eq!(t.stats().calls_denied, 1);
+}
