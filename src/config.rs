@@ -52,6 +52,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Upload to the central archive and status reporting.
+    pub uplink: crate::uplink::UplinkConfig,
 }
 
 /// `[sip]`
@@ -368,6 +370,9 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty".into()));
         }
+        self.uplink
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
         Ok(())

@@ -61,8 +61,39 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         catalog,
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
+    let uplink = start_uplink(&shared.cfg);
     let result = sip_loop::run(shared.clone()).await;
     syncer.abort();
+    for t in uplink {
+        t.abort();
+    }
     shared.catalog.close();
     result
+}
+
+/// Start the uplink worker and the metrics listener if configured.
+fn start_uplink(cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let u = &cfg.uplink;
+    if !u.enabled && u.metrics_listen.is_none() {
+        return tasks;
+    }
+    let shared = Arc::new(crate::uplink::worker::UplinkShared::new(u));
+    if u.enabled {
+        let c = cfg.clone();
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::uplink::worker::run(c, s).await {
+                tracing::error!("uplink not running: {e:#}");
+            }
+        }));
+    }
+    if let Some(addr) = u.metrics_listen {
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::uplink::metrics::serve(addr, shared).await {
+                tracing::error!(%addr, "metrics listener: {e}");
+            }
+        }));
+    }
+    tasks
 }

@@ -16,6 +16,7 @@
 mod render;
 mod schema;
 mod types;
+mod uploads;
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use types::{
     MetadataVersion, NewRecording, ParticipantRow, ParticipantSummary, RecordingDetail,
     RecordingRow, RecordingState, RecordingSummary, Source, StoredMetadataVersion,
 };
+pub use uploads::{UplinkCounts, UploadCandidate, UploadRow, UploadState};
 
 /// How long a connection waits for a lock held by another connection.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -3,6 +3,7 @@
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
 pub mod recordings;
+pub mod uplink;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,30 @@ pub enum Command {
         #[command(subcommand)]
         command: recordings::RecordingsCommand,
     },
+    /// This box: recordings pending/uploaded, upload rate, disk, key, alarms.
+    Status {
+        /// JSON output (includes every upload row).
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Every box's status document from the archive (run centrally with read credentials).
+    Fleet {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// A heartbeat older than this many seconds is flagged STALE.
+        #[arg(long, default_value_t = 900)]
+        stale_after_s: i64,
+        /// A pending recording older than this many seconds is flagged BACKLOG.
+        #[arg(long, default_value_t = 86_400)]
+        backlog_age_s: u64,
+        /// Configuration file with the [uplink] section.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Run the parsed command line.
@@ -72,6 +97,13 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Recordings { command } => recordings::main(command),
+        Command::Status { json, config } => uplink::status(config, json),
+        Command::Fleet {
+            json,
+            stale_after_s,
+            backlog_age_s,
+            config,
+        } => uplink::fleet(config, json, stale_after_s, backlog_age_s),
     }
 }
 
