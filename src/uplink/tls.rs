@@ -211,7 +211,36 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
         cur = e.source();
     }
-    None
+    // hyper-util's connect error keeps the rustls error behind an io::Error whose
+    // `source()` skips it; fall back to rustls's own display text.
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    classify_text(&text)
+}
+
+/// Classify rustls's display text of a certificate error.
+fn classify_text(text: &str) -> Option<String> {
+    if let Some(i) = text.find(PIN_MISMATCH) {
+        return Some(text[i..].to_string());
+    }
+    let i = text.find("invalid peer certificate: ")?;
+    let what = &text[i + "invalid peer certificate: ".len()..];
+    Some(if what.starts_with("UnknownIssuer") {
+        "server certificate is not issued by a trusted CA (check uplink.ca_file)".into()
+    } else if what.starts_with("Expired") || what.contains("certificate expired") {
+        "server certificate has expired".into()
+    } else if what.starts_with("NotValidYet") {
+        "server certificate is not valid yet (check the clock)".into()
+    } else if what.starts_with("NotValidForName") || what.contains("not valid for name") {
+        "server certificate does not name the endpoint host".into()
+    } else {
+        format!("server certificate rejected: {what}")
+    })
 }
 
 fn describe(e: &rustls::Error) -> String {
