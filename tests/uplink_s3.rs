@@ -298,7 +298,7 @@ fn uplink_toml(s: &Setup, box_id: &str, extra: &str) -> String {
     format!(
         "[uplink]\nenabled = true\nendpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\n\
          site = \"lyon\"\nbox_id = \"{box_id}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n\
-         part_size_kb = 64\nstatus_interval_s = 5\nconcurrency = 4\n{extra}",
+         part_size_kb = 64\nstatus_interval_s = 5\n{extra}",
         s.proxy.port,
         s.dir.path().join("creds").display(),
         s.ca_file.display(),
@@ -664,8 +664,12 @@ fn resumes_after_daemon_kill_link_cut_server_restart_and_long_outage() {
         0
     );
 
-    // 4. Long outage with a backlog of hundreds: all arrive once the link is back.
+    // 4. Long outage with a backlog of hundreds: all arrive once the link is back. The box
+    //    is restarted at full rate during the outage (a reboot in the middle of it).
     s.proxy.set_up(false);
+    d.stop();
+    let fast = uplink_toml(&s, "box-r", "concurrency = 4\n");
+    let mut d = Daemon::start_with(&bdir, &fast);
     let t0 = Instant::now();
     record(&d, 200, 1.0, 10.0);
     eprintln!("backlog of 200 recorded in {:?}", t0.elapsed());
@@ -683,7 +687,7 @@ fn resumes_after_daemon_kill_link_cut_server_restart_and_long_outage() {
     );
     s.proxy.set_up(true);
     let t1 = Instant::now();
-    let st = wait_uploaded(&d, 205, Duration::from_secs(240));
+    let st = wait_uploaded(&d, 205, Duration::from_secs(120));
     eprintln!("backlog of 200 uploaded in {:?}", t1.elapsed());
     assert_eq!(st["uploaded"], 205);
     d.stop();

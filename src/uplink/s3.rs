@@ -640,6 +640,38 @@ impl S3Client {
         Ok(out)
     }
 
+    /// ListParts of an upload: (part number, ETag without quotes) of the first 1000 parts.
+    pub async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<(u32, String)>, S3Error> {
+        let q = [("uploadId".to_string(), upload_id.to_string())];
+        let r = self.simple(reqwest::Method::GET, key, &q, &[]).await?;
+        if r.status != 200 {
+            return Err(s3_error(r.status, &r.body));
+        }
+        let text = std::str::from_utf8(&r.body)
+            .map_err(|_| S3Error::Protocol("ListParts answer is not UTF-8".into()))?;
+        let doc = roxmltree::Document::parse(text)
+            .map_err(|e| S3Error::Protocol(format!("ListParts XML: {e}")))?;
+        let mut out = Vec::new();
+        for p in doc.descendants().filter(|n| n.tag_name().name() == "Part") {
+            let get = |t: &str| {
+                p.children()
+                    .find(|n| n.tag_name().name() == t)
+                    .and_then(|n| n.text())
+                    .map(str::to_string)
+            };
+            if let (Some(n), Some(e)) =
+                (get("PartNumber").and_then(|n| n.parse().ok()), get("ETag"))
+            {
+                out.push((n, e.trim_matches('"').to_ascii_lowercase()));
+            }
+        }
+        Ok(out)
+    }
+
     /// ListMultipartUploads under `prefix`: (key, upload id) pairs (first 1000).
     pub async fn list_uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, S3Error> {
         let q = vec![

@@ -256,6 +256,31 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
     row.parts_json = Some(mp.to_json());
     ctx.save(&row).await?;
 
+    // Resuming: ask the archive what it holds of this upload. Parts it does not have (or
+    // has with another checksum) are sent again; an upload it forgot starts over.
+    if let (Some(uid), false) = (mp.upload_id.clone(), mp.completed) {
+        match ctx.client.list_parts(&key, &uid).await {
+            Ok(server) => {
+                let before = mp.parts.len();
+                mp.parts.retain(|p| {
+                    server
+                        .iter()
+                        .any(|(n, e)| *n == p.number && *e == p.md5_hex)
+                });
+                tracing::info!(
+                    recording = %id,
+                    parts_kept = mp.parts.len(),
+                    parts_dropped = before - mp.parts.len(),
+                    "resuming multipart upload"
+                );
+            }
+            Err(e) if e.code() == "NoSuchUpload" => {
+                tracing::warn!(recording = %id, "archive no longer knows the upload; checking the object / starting over");
+                mp.on_no_such_upload();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let max_steps = mp.part_count() as usize * 3 + 20;
     for _ in 0..max_steps {
         match mp.next_action() {
@@ -584,7 +609,7 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                         e => shared.raise("link", &format!("archive unreachable: {e}")),
                     }
                     gate_until = Some(Instant::now() + gate_backoff);
-                    gate_backoff = (gate_backoff * 2).min(Duration::from_secs(300));
+                    gate_backoff = (gate_backoff * 2).min(Duration::from_secs(120));
                     // The recording keeps its progress; mark it pending again.
                     let idc = id.clone();
                     let _ = ctx
