@@ -100,8 +100,10 @@ impl Default for UplinkConfig {
     }
 }
 
-/// Bytes of per-request overhead (request line and headers) charged to the rate limiter.
-pub const REQUEST_OVERHEAD: u64 = 700;
+/// Bytes charged per request beyond the headers we set: the headers the HTTP client adds
+/// (user-agent, accept, content-length), TLS framing, and a share of the TLS handshake
+/// for servers that close the connection after each answer.
+pub const REQUEST_OVERHEAD: u64 = 400;
 
 impl UplinkConfig {
     /// The rate schedule (validated by [`UplinkConfig::validate`]).

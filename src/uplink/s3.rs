@@ -79,8 +79,9 @@ pub struct Shaper {
 impl Shaper {
     /// A shaper at `rate`.
     pub fn new(rate: Rate) -> Self {
-        // Burst: a quarter second at the rate, at least one chunk — keeps the link smooth.
-        let burst = rate.map_or(1 << 20, |r| (r / 4).max(CHUNK as u64));
+        // Burst: two seconds at the rate, at least one chunk: short round trips between
+        // requests do not waste the cap, and the link never sees more than 2 s of excess.
+        let burst = rate.map_or(1 << 20, |r| (2 * r).max(CHUNK as u64));
         Shaper {
             origin: Instant::now(),
             bucket: Mutex::new(TokenBucket::new(rate, burst, Duration::ZERO)),
@@ -97,7 +98,7 @@ impl Shaper {
         let now = self.now();
         let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
         if b.rate() != rate {
-            let burst = rate.map_or(1 << 20, |r| (r / 4).max(CHUNK as u64));
+            let burst = rate.map_or(1 << 20, |r| (2 * r).max(CHUNK as u64));
             *b = TokenBucket::new(rate, burst, now);
         }
     }
@@ -295,6 +296,8 @@ impl S3Client {
         url.set_path(&enc_path);
         let q = sigv4::canonical_query(query);
         url.set_query(if q.is_empty() { None } else { Some(&q) });
+        let method_len = method.as_str().len();
+        let auth_len = auth.len();
         let mut rb = self.http.request(method, url).timeout(timeout);
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             rb = rb.header(k.as_str(), v.as_str());
@@ -702,5 +705,30 @@ impl S3Client {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several uploads pacing through one shaper share the cap: together they get the
+    /// rate, not more, not much less.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_senders_share_the_rate() {
+        let sh = Arc::new(Shaper::new(Some(100_000)));
+        let t0 = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let sh = sh.clone();
+            set.spawn(async move {
+                while t0.elapsed() < Duration::from_secs(3) {
+                    sh.acquire(CHUNK as u64).await;
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let rate = sh.bytes_sent() as f64 / t0.elapsed().as_secs_f64();
+        assert!((rate - 100_000.0).abs() < 12_000.0, "rate {rate}");
     }
 }

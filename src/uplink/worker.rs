@@ -565,8 +565,13 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
     let mut stale_checked = false;
     let status_every = Duration::from_secs(ucfg.status_interval_s);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let done = Arc::new(tokio::sync::Notify::new());
     loop {
-        tick.tick().await;
+        // Wake on the tick or as soon as an upload finishes (so the link does not idle).
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = done.notified() => {}
+        }
         // Rate: schedule × congestion.
         let base = schedule.rate_at(local_tod());
         let rate = if ucfg.congestion_backoff {
@@ -595,11 +600,13 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                 }
                 Err(TaskError::Link(e)) => {
                     probing = false;
-                    shared
-                        .congestion
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .on_failure(shared.started.elapsed());
+                    if ucfg.congestion_backoff {
+                        shared
+                            .congestion
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .on_failure(shared.started.elapsed());
+                    }
                     match &e {
                         S3Error::Tls(m) => shared.raise("tls", &format!("uploads stopped: {m}")),
                         e if e.is_auth() => shared.raise(
@@ -697,8 +704,10 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                 for id in picks {
                     in_flight.insert(id.clone());
                     let c = ctx.clone();
+                    let dn = done.clone();
                     tasks.spawn(async move {
                         let r = upload_one(c, id.clone()).await;
+                        dn.notify_one();
                         (id, r)
                     });
                 }
