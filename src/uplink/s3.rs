@@ -304,7 +304,20 @@ impl S3Client {
         }
         rb = rb.header("authorization", auth);
         let len = body.len();
-        self.shaper.acquire(super::config::REQUEST_OVERHEAD).await;
+        // Charge the request head as well: request line, our headers, and what the HTTP
+        // client and TLS add (see REQUEST_OVERHEAD).
+        let head = method_len
+            + enc_path.len()
+            + q.len()
+            + 12
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + auth_len
+            + 17
+            + super::config::REQUEST_OVERHEAD as usize;
+        self.shaper.acquire(head as u64).await;
         let small = len <= CHUNK;
         if small {
             if len > 0 {
