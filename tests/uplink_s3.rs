@@ -678,7 +678,7 @@ fn resumes_after_daemon_kill_link_cut_server_restart_and_long_outage() {
     );
     s.proxy.set_up(true);
     let t1 = Instant::now();
-    let st = wait_uploaded(&d, 205, Duration::from_secs(120));
+    let st = wait_uploaded(&d, 205, Duration::from_secs(300));
     eprintln!("backlog of 200 uploaded in {:?}", t1.elapsed());
     assert_eq!(st["uploaded"], 205);
     d.stop();
