@@ -62,6 +62,8 @@ pub struct Config {
     pub rules: Vec<crate::lifecycle::RuleConfig>,
     /// Passive recording from mirrored traffic (off unless interfaces are listed).
     pub capture: CaptureConfig,
+    /// Upload to the central archive and status reporting.
+    pub uplink: crate::uplink::UplinkConfig,
 }
 
 /// `[capture]`
@@ -574,6 +576,9 @@ impl Config {
                 return Err(invalid("capture.allow/deny", "empty pattern".into()));
             }
         }
+        self.uplink
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
         Ok(())

@@ -18,4 +18,5 @@ pub mod recording;
 pub mod sdp;
 pub mod sip;
 pub mod siprec;
+pub mod uplink;
 pub mod vault;

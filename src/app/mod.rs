@@ -189,6 +189,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(shared.cfg.clone(), clock, signer, gate));
     let control = control::start(shared.clone()).await?;
+    let uplink = start_uplink(&shared.cfg);
     let result = sip_loop::run(shared.clone()).await;
     control.abort();
     sweeper.abort();
@@ -200,6 +201,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     syncer.abort();
+    for t in uplink {
+        t.abort();
+    }
     shared.catalog.close();
     result
 }
@@ -376,4 +380,31 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> std::io::Result<std::fs::Fil
         .open(data_dir.join("daemon.lock"))?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
     Ok(f)
+}
+
+/// Start the uplink worker and the metrics listener if configured.
+fn start_uplink(cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let u = &cfg.uplink;
+    if !u.enabled && u.metrics_listen.is_none() {
+        return tasks;
+    }
+    let shared = Arc::new(crate::uplink::worker::UplinkShared::new(u));
+    if u.enabled {
+        let c = cfg.clone();
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::uplink::worker::run(c, s).await {
+                tracing::error!("uplink not running: {e:#}");
+            }
+        }));
+    }
+    if let Some(addr) = u.metrics_listen {
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::uplink::metrics::serve(addr, shared).await {
+                tracing::error!(%addr, "metrics listener: {e}");
+            }
+        }));
+    }
+    tasks
 }

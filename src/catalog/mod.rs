@@ -17,6 +17,7 @@ pub mod lifecycle;
 mod render;
 mod schema;
 mod types;
+mod uploads;
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use types::{
     MappingSource, MetadataVersion, NewRecording, ParticipantRow, ParticipantSummary,
     RecordingDetail, RecordingRow, RecordingState, RecordingSummary, Source, StoredMetadataVersion,
 };
+pub use uploads::{UplinkCounts, UploadCandidate, UploadRow, UploadState};
 
 /// How long a connection waits for a lock held by another connection.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

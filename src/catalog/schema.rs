@@ -10,7 +10,7 @@ use rusqlite::Transaction;
 pub(super) type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// All migrations; entry `i` brings the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[Migration] = &[v1_initial, v2_lifecycle];
+pub(super) const MIGRATIONS: &[Migration] = &[v1_initial, v2_lifecycle, uplink_uploads];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -189,4 +189,41 @@ CREATE TABLE audit_heads (
         ])?;
     }
     Ok(())
+}
+
+/// Uplink (issue #5): the archive upload state of each recording.
+///
+/// One row per recording that the uplink has looked at. `state` moves pending →
+/// uploading → uploaded, or to failed (retried later); `parts_json` holds the resumable
+/// multipart state (upload id and acknowledged parts). `held` is the hook for legal holds
+/// (set by the holds feature), `archive_hold` what the archive was told. `archived_at` is
+/// when the archive copy was verified: the local retention sweeper may delete the file
+/// once it is set and the retention period has passed.
+fn uplink_uploads(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+CREATE TABLE uploads (
+    recording_id     TEXT    PRIMARY KEY NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+    state            TEXT    NOT NULL CHECK (state IN ('pending', 'uploading', 'uploaded', 'failed')),
+    object_key       TEXT,
+    upload_id        TEXT,
+    parts_json       TEXT,
+    bytes_total      INTEGER NOT NULL DEFAULT 0 CHECK (bytes_total >= 0),
+    bytes_sent       INTEGER NOT NULL DEFAULT 0 CHECK (bytes_sent >= 0),
+    attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error       TEXT,
+    next_attempt_at  INTEGER,
+    archive_etag     TEXT,
+    archive_checksum TEXT,
+    held             INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1)),
+    archive_hold     TEXT    NOT NULL DEFAULT 'none'
+                       CHECK (archive_hold IN ('none', 'on', 'unsupported')),
+    updated_at       INTEGER NOT NULL,
+    uploaded_at      INTEGER,
+    archived_at      INTEGER
+) STRICT;
+
+CREATE INDEX uploads_state ON uploads (state);
+"#,
+    )
 }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod keys;
 pub mod lifecycle;
 pub mod recordings;
+pub mod uplink;
 
 use std::path::PathBuf;
 
@@ -82,6 +83,30 @@ pub enum Command {
         /// Which.
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// This box: recordings pending/uploaded, upload rate, disk, key, alarms.
+    Status {
+        /// JSON output (includes every upload row).
+        #[arg(long)]
+        json: bool,
+        /// Configuration file.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Every box's status document from the archive (run centrally with read credentials).
+    Fleet {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// A heartbeat older than this many seconds is flagged STALE.
+        #[arg(long, default_value_t = 900)]
+        stale_after_s: i64,
+        /// A pending recording older than this many seconds is flagged BACKLOG.
+        #[arg(long, default_value_t = 86_400)]
+        backlog_age_s: u64,
+        /// Configuration file with the [uplink] section.
+        #[arg(long, env = "BRANCHREC_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -167,6 +192,13 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => lifecycle::audit_main(command),
         Command::Retention { command } => lifecycle::retention_main(command),
         Command::Keys { command } => keys::main(command),
+        Command::Status { json, config } => uplink::status(config, json),
+        Command::Fleet {
+            json,
+            stale_after_s,
+            backlog_age_s,
+            config,
+        } => uplink::fleet(config, json, stale_after_s, backlog_age_s),
     }
 }
 

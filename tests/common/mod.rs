@@ -109,6 +109,12 @@ impl Daemon {
     /// Writes a config into `dir`, starts the daemon and waits (at most 20 s) for the line
     /// containing `branchrec ready`.
     pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, "")
+    }
+
+    /// Like [`Daemon::start`], with `extra` TOML appended to the config (e.g. `[uplink]`).
+    /// A data directory already in `dir` is reused (restart after a kill).
+    pub fn start_with(dir: &Path, extra: &str) -> Daemon {
         let bin = private_copy(env!("CARGO_BIN_EXE_branchrec"), dir, "run");
         let sip_port = free_port();
         let (lo, hi) = free_port_range(100);
@@ -122,7 +128,7 @@ impl Daemon {
                  [media]\nrtp_bind = \"127.0.0.1\"\nrtp_ports = \"{lo}-{hi}\"\nplayout_delay_ms = 300\n\
                  [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 1000\n\
                  [keys]\nprovider = \"software\"\n\
-                 [log]\nlevel = \"debug\"\n",
+                 [log]\nlevel = \"debug\"\n{extra}",
                 data.display()
             ),
         )
@@ -170,6 +176,14 @@ impl Daemon {
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (a crash or power cut) and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// SIGTERM, then wait (at most 15 s) for a clean exit; asserts it exited successfully.

@@ -1,0 +1,153 @@
+//! `branchrec status` (this box) and `branchrec fleet` (every box, from the archive).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::uplink::status::{fleet_rows, render_fleet, FleetThresholds, StatusDoc};
+use crate::uplink::worker::LOCAL_STATUS_FILE;
+
+/// `branchrec status`: catalogue counters now, plus what the daemon last reported (rate,
+/// alarms, uptime) from `<data_dir>/uplink-status.json`.
+pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let cfg = Config::load_or_default(config.as_deref())?;
+    let p = cfg.storage.catalog_path();
+    if !p.exists() {
+        bail!(
+            "no catalogue at {} (has the recorder run with this data_dir?)",
+            p.display()
+        );
+    }
+    let cat = Catalog::open_read_only(&p)?;
+    let counts = cat.uplink_counts()?;
+    let local = std::fs::read(cfg.storage.data_dir.join(LOCAL_STATUS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<StatusDoc>(&b).ok());
+    let shared = crate::uplink::worker::UplinkShared::new(&cfg.uplink);
+    let mut doc = crate::uplink::worker::build_status(&cfg, &counts, &shared, 0, None);
+    let daemon_seen = local.as_ref().map(|d| d.generated_at.clone());
+    if let Some(l) = local {
+        doc.uptime_s = l.uptime_s;
+        doc.rate_bps = l.rate_bps;
+        doc.rate_limit_bps = l.rate_limit_bps;
+        doc.congestion_share = l.congestion_share;
+        doc.bytes_sent = l.bytes_sent;
+        doc.alarms = l.alarms;
+        doc.pending_delta_1h = l.pending_delta_1h;
+    }
+    if json {
+        let mut v = serde_json::to_value(&doc)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("uplink_enabled".into(), cfg.uplink.enabled.into());
+            o.insert("daemon_reported_at".into(), daemon_seen.into());
+            o.insert("uploads".into(), serde_json::to_value(cat.upload_rows()?)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+    println!("box            {} (site {})", doc.box_id, doc.site);
+    println!("version        {}", doc.version);
+    println!(
+        "uplink         {}",
+        if cfg.uplink.enabled {
+            format!("{} bucket {}", cfg.uplink.endpoint, cfg.uplink.bucket)
+        } else {
+            "disabled".into()
+        }
+    );
+    println!("daemon report  {}", opt(daemon_seen));
+    println!("recorded       {}", doc.recorded);
+    println!(
+        "pending        {} ({} bytes, {} failed), oldest {}",
+        doc.pending,
+        doc.pending_bytes,
+        doc.failed,
+        opt(doc.oldest_pending_at.clone())
+    );
+    println!(
+        "uploaded       {}, last {}",
+        doc.uploaded,
+        opt(doc.last_upload_at.clone())
+    );
+    println!(
+        "rate           {} B/s (cap {}, congestion share {:.2})",
+        doc.rate_bps,
+        doc.rate_limit_bps
+            .map_or("none".into(), |r| format!("{r} B/s")),
+        doc.congestion_share
+    );
+    println!(
+        "disk           {} MiB free of {}",
+        opt(doc.disk_free_mb.map(|v| v.to_string())),
+        opt(doc.disk_total_mb.map(|v| v.to_string()))
+    );
+    println!(
+        "key            {} ({})",
+        if doc.key_present {
+            "present"
+        } else {
+            "MISSING"
+        },
+        doc.key_custody
+    );
+    if doc.alarms.is_empty() {
+        println!("alarms         none");
+    }
+    for a in &doc.alarms {
+        println!("ALARM {:<8} {} (since {})", a.code, a.message, a.since);
+    }
+    Ok(())
+}
+
+/// `branchrec fleet`: read every `<prefix>_status/*.json` from the bucket.
+pub fn fleet(
+    config: Option<PathBuf>,
+    json: bool,
+    stale_after_s: i64,
+    backlog_age_s: u64,
+) -> anyhow::Result<()> {
+    let cfg = Config::load_or_default(config.as_deref())?;
+    let u = cfg.uplink.clone();
+    if u.bucket.is_empty() || u.endpoint.is_empty() {
+        bail!("[uplink] endpoint and bucket must be set to read the fleet status");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let docs: Vec<StatusDoc> = rt.block_on(async {
+        let shaper = Arc::new(crate::uplink::s3::Shaper::new(None));
+        let client = crate::uplink::client(&u, shaper)?;
+        let prefix = format!("{}_status/", u.prefix);
+        let keys = client.list(&prefix).await?;
+        let mut docs = Vec::new();
+        for (k, _) in keys.into_iter().filter(|(k, _)| k.ends_with(".json")) {
+            match client.get_object(&k).await? {
+                Some(b) => match serde_json::from_slice::<StatusDoc>(&b) {
+                    Ok(d) => docs.push(d),
+                    Err(e) => eprintln!("skipping {k}: not a status document ({e})"),
+                },
+                None => continue,
+            }
+        }
+        Ok::<_, anyhow::Error>(docs)
+    })?;
+    let rows = fleet_rows(
+        docs,
+        chrono::Utc::now(),
+        FleetThresholds {
+            stale_after_s,
+            backlog_age_s,
+        },
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", render_fleet(&rows));
+    }
+    Ok(())
+}

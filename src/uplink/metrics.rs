@@ -1,0 +1,176 @@
+//! Prometheus `/metrics`: a tiny HTTP/1.1 responder on tokio (GET only, one request per
+//! connection, bounded reads and time).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::status::StatusDoc;
+use super::worker::UplinkShared;
+
+/// Render the status document as Prometheus text format 0.0.4.
+pub fn render(doc: &StatusDoc) -> String {
+    let mut o = String::new();
+    let mut g = |name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    g(
+        "branchrec_uptime_seconds",
+        "Daemon uptime.",
+        "gauge",
+        doc.uptime_s as f64,
+    );
+    g(
+        "branchrec_recordings",
+        "Recordings in the catalogue.",
+        "gauge",
+        doc.recorded as f64,
+    );
+    g(
+        "branchrec_uplink_pending_recordings",
+        "Finished recordings not yet verified in the archive.",
+        "gauge",
+        doc.pending as f64,
+    );
+    g(
+        "branchrec_uplink_uploaded_recordings",
+        "Recordings verified in the archive.",
+        "gauge",
+        doc.uploaded as f64,
+    );
+    g(
+        "branchrec_uplink_failed_recordings",
+        "Recordings whose last upload attempt failed.",
+        "gauge",
+        doc.failed as f64,
+    );
+    g(
+        "branchrec_uplink_pending_bytes",
+        "Bytes waiting for upload.",
+        "gauge",
+        doc.pending_bytes as f64,
+    );
+    g(
+        "branchrec_uplink_oldest_pending_age_seconds",
+        "Age of the oldest recording waiting for upload.",
+        "gauge",
+        doc.oldest_pending_age_s.unwrap_or(0) as f64,
+    );
+    g(
+        "branchrec_uplink_sent_bytes_total",
+        "Bytes sent to the archive since start.",
+        "counter",
+        doc.bytes_sent as f64,
+    );
+    g(
+        "branchrec_uplink_rate_bytes_per_second",
+        "Measured upload rate.",
+        "gauge",
+        doc.rate_bps as f64,
+    );
+    g(
+        "branchrec_uplink_rate_limit_bytes_per_second",
+        "Rate cap in force (0: none).",
+        "gauge",
+        doc.rate_limit_bps.unwrap_or(0) as f64,
+    );
+    g(
+        "branchrec_uplink_congestion_share",
+        "Share of the scheduled rate left by congestion back-off.",
+        "gauge",
+        doc.congestion_share,
+    );
+    let last = doc
+        .last_upload_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp());
+    g(
+        "branchrec_uplink_last_upload_timestamp_seconds",
+        "Time of the last verified upload.",
+        "gauge",
+        last as f64,
+    );
+    if let Some(f) = doc.disk_free_mb {
+        g(
+            "branchrec_disk_free_bytes",
+            "Free space on the data disk.",
+            "gauge",
+            (f * 1024 * 1024) as f64,
+        );
+    }
+    g(
+        "branchrec_key_present",
+        "The key-encryption key is present.",
+        "gauge",
+        f64::from(u8::from(doc.key_present)),
+    );
+    let _ = writeln!(
+        o,
+        "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
+    );
+    for a in &doc.alarms {
+        let _ = writeln!(
+            o,
+            "branchrec_alarm{{code=\"{}\"}} 1",
+            a.code.replace(['"', '\\', '\n'], "_")
+        );
+    }
+    o
+}
+
+async fn serve_one(mut s: tokio::net::TcpStream, shared: Arc<UplinkShared>) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut tmp = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        if buf.len() > 8192 {
+            return Ok(());
+        }
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = if method != "GET" {
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        )
+    } else if path == "/metrics" {
+        match shared.last_doc() {
+            Some(d) => ("200 OK", "text/plain; version=0.0.4", render(&d)),
+            None => ("503 Service Unavailable", "text/plain", "starting\n".into()),
+        }
+    } else {
+        ("404 Not Found", "text/plain", "try /metrics\n".into())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body.as_bytes()).await?;
+    s.shutdown().await
+}
+
+/// Serve `/metrics` on `addr` until aborted.
+pub async fn serve(addr: SocketAddr, shared: Arc<UplinkShared>) -> std::io::Result<()> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics listening");
+    loop {
+        let (s, _) = l.accept().await?;
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), serve_one(s, sh)).await;
+        });
+    }
+}

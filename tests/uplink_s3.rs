@@ -1,0 +1,868 @@
+//! Uplink against a real S3-compatible server: `moto_server` behind TLS with a test CA
+//! (generated here with rcgen), reached through a byte-counting TCP proxy the test can cut.
+//! Recordings are made by the daemon from real SIPREC calls (branchrec-loadgen).
+//! The archive is checked with boto3 (tests/uplink/s3check.py), not with our own client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, require_tool, wait_bounded, Daemon};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BUCKET: &str = "archive";
+
+// ---------------------------------------------------------------------------------------
+// Certificates
+
+struct Pki {
+    ca_pem: String,
+    ca_key: rcgen::KeyPair,
+    ca: rcgen::Certificate,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = p.self_signed(&key).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            ca_key: key,
+            ca,
+        }
+    }
+
+    /// Server certificate for 127.0.0.1: (cert PEM, key PEM, SPKI SHA-256 base64).
+    fn server(&self, expired: bool) -> (String, String, String) {
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        use base64::Engine as _;
+        let pin =
+            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(key.public_key_der()));
+        (cert.pem(), key.serialize_pem(), pin)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// moto_server
+
+struct Moto {
+    child: Option<Child>,
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    log: PathBuf,
+}
+
+impl Moto {
+    fn start(dir: &Path, cert_pem: &str, key_pem: &str) -> Moto {
+        require_tool("moto_server", "moto[server] (pip)");
+        let cert = dir.join("server.crt");
+        let key = dir.join("server.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        let mut m = Moto {
+            child: None,
+            port: free_port(),
+            cert,
+            key,
+            log: dir.join("moto.log"),
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-c")
+            .arg(&self.cert)
+            .arg("-k")
+            .arg(&self.key)
+            // Small parts so short recordings span several (AWS needs 5 MiB).
+            .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting moto_server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// boto3 checker against the server directly (bypassing the proxy).
+fn s3check(moto: &Moto, ca: &Path, args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/uplink/s3check.py");
+    // Output through files: a listing can exceed a pipe's buffer.
+    let out_f = tempfile::NamedTempFile::new().unwrap();
+    let err_f = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(format!("https://127.0.0.1:{}", moto.port))
+        .arg(ca)
+        .args(args)
+        .stdout(out_f.reopen().unwrap())
+        .stderr(err_f.reopen().unwrap())
+        .spawn()
+        .expect("python3");
+    let st = wait_bounded(&mut child, Duration::from_secs(120)).expect("s3check hung");
+    let out = std::fs::read_to_string(out_f.path()).unwrap();
+    let err = std::fs::read_to_string(err_f.path()).unwrap();
+    assert!(st.success(), "s3check {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("s3check {args:?}: {e}: {out}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// A TCP proxy that counts client→server bytes and can cut the link.
+
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(target: u16, up: bool) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let p = Proxy {
+            port,
+            up: Arc::new(AtomicBool::new(up)),
+            bytes: Arc::new(AtomicU64::new(0)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (upf, bytes, conns, stop) = (
+            p.up.clone(),
+            p.bytes.clone(),
+            p.conns.clone(),
+            p.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((c, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                c.set_nonblocking(false).unwrap();
+                if !upf.load(Ordering::Relaxed) {
+                    drop(c);
+                    continue;
+                }
+                let Ok(s) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                conns.lock().unwrap().push(c.try_clone().unwrap());
+                conns.lock().unwrap().push(s.try_clone().unwrap());
+                pump(
+                    c.try_clone().unwrap(),
+                    s.try_clone().unwrap(),
+                    Some(bytes.clone()),
+                );
+                pump(s, c, None);
+            }
+        });
+        p
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        if !up {
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.set_up(false);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(c) = &count {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Box helpers
+
+struct Setup {
+    dir: tempfile::TempDir,
+    pki: Pki,
+    ca_file: PathBuf,
+    moto: Moto,
+    proxy: Proxy,
+    pin: String,
+}
+
+fn setup(proxy_up: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("archive");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (cert, key, pin) = pki.server(false);
+    let moto = Moto::start(dir.path(), &cert, &key);
+    s3check(&moto, &ca_file, &["mkbucket", BUCKET]);
+    let proxy = Proxy::start(moto.port, proxy_up);
+    std::fs::write(
+        dir.path().join("creds"),
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    Setup {
+        dir,
+        pki,
+        ca_file,
+        moto,
+        proxy,
+        pin,
+    }
+}
+
+fn uplink_toml(s: &Setup, box_id: &str, extra: &str) -> String {
+    format!(
+        "[uplink]\nenabled = true\nendpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\n\
+         site = \"lyon\"\nbox_id = \"{box_id}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n\
+         part_size_kb = 64\nstatus_interval_s = 5\n{extra}",
+        s.proxy.port,
+        s.dir.path().join("creds").display(),
+        s.ca_file.display(),
+    )
+}
+
+/// Make `calls` recordings of `secs` seconds through SIPREC with the load generator.
+fn record(d: &Daemon, calls: u32, secs: f64, ramp: f64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_branchrec-loadgen"))
+        .args(["bench", "--target", &format!("127.0.0.1:{}", d.sip_port)])
+        .args([
+            "--calls",
+            &calls.to_string(),
+            "--duration-s",
+            &secs.to_string(),
+        ])
+        .args(["--ramp-s", &ramp.to_string(), "--settle-ms", "500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen");
+    let st = wait_bounded(&mut child, Duration::from_secs(120)).expect("loadgen hung");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(st.success(), "loadgen failed: {out}");
+}
+
+fn status_json(d: &Daemon) -> Value {
+    let out = Command::new(&d.bin)
+        .args(["status", "--json", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Wait until `n` finished recordings exist and all are uploaded.
+fn wait_uploaded(d: &Daemon, n: u64, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = status_json(d);
+        if s["recorded"].as_u64() >= Some(n)
+            && s["pending"] == 0
+            && s["uploaded"].as_u64() >= Some(n)
+        {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all uploaded after {limit:?}: {}\n{}",
+            serde_json::to_string_pretty(&s).unwrap(),
+            d.log_text()
+                .lines()
+                .filter(|l| l.contains("uplink") || l.contains("WARN") || l.contains("ERROR"))
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every recording is in the archive exactly once, byte-identical to the local file, with
+/// its metadata document; nothing else but status documents; no open multipart upload.
+fn check_archive(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
+    let list = d.recordings_json(&["list", "--json"]);
+    let recs = list.as_array().unwrap();
+    assert_eq!(recs.len(), expect);
+    let objects = s3check(&s.moto, &s.ca_file, &["objects", BUCKET]);
+    let objects = objects.as_array().unwrap().clone();
+    let data = d.config.parent().unwrap().join("data");
+    for r in recs {
+        let id = r["id"].as_str().unwrap();
+        let detail = d.recordings_json(&["show", id, "--json"]);
+        let local = std::fs::read(data.join(detail["file_path"].as_str().unwrap())).unwrap();
+        let sha = hex::encode(Sha256::digest(&local));
+        // The catalogue keeps the container's content hash (key slots excluded).
+        let (content, _) =
+            branchrec::recording::container::content_sha256(std::io::Cursor::new(&local)).unwrap();
+        assert_eq!(
+            detail["file_sha256"].as_str(),
+            Some(hex::encode(content).as_str())
+        );
+        let mine: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["key"].as_str().unwrap().contains(id))
+            .collect();
+        let keys: Vec<&str> = mine.iter().map(|o| o["key"].as_str().unwrap()).collect();
+        // container, metadata document, signed manifest and its signature
+        assert_eq!(mine.len(), 4, "recording {id}: objects {keys:?}");
+        let obj = mine
+            .iter()
+            .find(|o| o["key"].as_str().unwrap().ends_with(id))
+            .unwrap();
+        assert!(obj["key"].as_str().unwrap().starts_with("lyon/"), "{obj}");
+        assert_eq!(
+            obj["sha256"].as_str(),
+            Some(sha.as_str()),
+            "recording {id} differs"
+        );
+        assert_eq!(obj["size"].as_u64(), Some(local.len() as u64));
+        let meta = mine
+            .iter()
+            .find(|o| o["key"].as_str().unwrap().ends_with(&format!("{id}.json")))
+            .unwrap();
+        let m: Value = serde_json::from_str(meta["body"].as_str().unwrap()).unwrap();
+        assert_eq!(m["id"].as_str(), Some(id));
+        assert_eq!(m["archive"]["sha256"].as_str(), Some(sha.as_str()));
+    }
+    let others: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            !o["key"].as_str().unwrap().contains("/_status/")
+                && !o["key"].as_str().unwrap().starts_with("_status/")
+        })
+        .collect();
+    assert_eq!(others.len(), expect * 4, "unexpected objects");
+    let uploads = s3check(&s.moto, &s.ca_file, &["uploads", BUCKET]);
+    assert_eq!(
+        uploads.as_array().unwrap().len(),
+        0,
+        "open multipart uploads: {uploads}"
+    );
+    objects
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn recordings_arrive_verified_with_hold_status_metrics_and_fleet() {
+    let s = setup(true);
+    let bdir = s.dir.path().join("box1");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let mport = free_port();
+    let extra = uplink_toml(
+        &s,
+        "box-1",
+        &format!(
+            "pin_sha256 = [\"{}\"]\nmetrics_listen = \"127.0.0.1:{mport}\"\n",
+            s.pin
+        ),
+    );
+    let mut d = Daemon::start_with(&bdir, &extra);
+    record(&d, 4, 3.0, 1.0);
+    // Put one on legal hold through the catalogue hook before it is uploaded (or after).
+    let list = d.recordings_json(&["list", "--json"]);
+    let held = list[0]["id"].as_str().unwrap().to_string();
+    {
+        let mut cat = branchrec::catalog::Catalog::open(&bdir.join("data/catalog.sqlite")).unwrap();
+        cat.set_upload_hold(&held, true).unwrap();
+    }
+    let st = wait_uploaded(&d, 4, Duration::from_secs(60));
+    assert!(st["alarms"].as_array().unwrap().is_empty(), "{st}");
+    // Bounded generously: other tests load both cores while this one waits.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = status_json(&d);
+        let row = st["uploads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["recording_id"] == held.as_str())
+            .cloned()
+            .unwrap();
+        if row["archive_hold"] == "on" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hold not applied: {row}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let objects = check_archive(&s, &d, 4);
+    for o in &objects {
+        let k = o["key"].as_str().unwrap();
+        if k.ends_with(&held) {
+            assert_eq!(o["legal_hold"].as_str(), Some("ON"), "{k}");
+        } else if !k.contains(&held) && !k.contains("_status") {
+            assert_ne!(o["legal_hold"].as_str(), Some("ON"), "{k}");
+        }
+    }
+    // Metrics.
+    let mut c = TcpStream::connect(("127.0.0.1", mport)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut m = String::new();
+    let _ = c.read_to_string(&mut m);
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    assert!(m.contains("branchrec_uplink_pending_recordings"), "{m}");
+
+    // Fleet: this box's own document, plus a stale one and a backlogged one as fixtures.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s3check(&s.moto, &s.ca_file, &["objects", BUCKET])
+        .to_string()
+        .contains("_status/box-1.json")
+    {
+        assert!(Instant::now() < deadline, "no status document pushed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let own: Value = serde_json::from_str(
+        s3check(&s.moto, &s.ca_file, &["objects", BUCKET])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["key"] == "_status/box-1.json")
+            .unwrap()["body"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut stale = own.clone();
+    stale["box_id"] = "box-stale".into();
+    stale["generated_at"] = (chrono::Utc::now() - chrono::Duration::hours(3))
+        .to_rfc3339()
+        .into();
+    let mut late = own.clone();
+    late["box_id"] = "box-backlog".into();
+    late["pending"] = 400.into();
+    late["oldest_pending_age_s"] = (3 * 86_400).into();
+    for (name, doc) in [("box-stale", &stale), ("box-backlog", &late)] {
+        let f = s.dir.path().join(format!("{name}.json"));
+        std::fs::write(&f, doc.to_string()).unwrap();
+        s3check(
+            &s.moto,
+            &s.ca_file,
+            &[
+                "put",
+                BUCKET,
+                &format!("_status/{name}.json"),
+                f.to_str().unwrap(),
+            ],
+        );
+    }
+    let out = Command::new(&d.bin)
+        .args(["fleet", "--json", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let flags = |b: &str| rows.iter().find(|r| r["box_id"] == b).unwrap()["flags"].clone();
+    assert_eq!(flags("box-1"), serde_json::json!([]));
+    assert_eq!(flags("box-stale"), serde_json::json!(["STALE"]));
+    assert_eq!(flags("box-backlog"), serde_json::json!(["BACKLOG"]));
+    assert_eq!(
+        rows.iter().find(|r| r["box_id"] == "box-1").unwrap()["uploaded"],
+        4
+    );
+    let out = Command::new(&d.bin)
+        .args(["fleet", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().count() == 4 && table.contains("STALE"),
+        "{table}"
+    );
+    d.stop();
+}
+
+#[test]
+fn resumes_after_daemon_kill_link_cut_server_restart_and_long_outage() {
+    let mut s = setup(true);
+    let bdir = s.dir.path().join("box");
+    std::fs::create_dir_all(&bdir).unwrap();
+    // Slow enough that a recording (~100 kB, two parts of 64 KiB) is caught mid-part.
+    let extra = uplink_toml(&s, "box-r", "rate = \"400kbit\"\nconcurrency = 1\n");
+    let mut d = Daemon::start_with(&bdir, &extra);
+    record(&d, 3, 6.0, 0.5);
+    let catalog = bdir.join("data/catalog.sqlite");
+    let mid_part = |limit: Duration| -> (String, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(cat) = branchrec::catalog::Catalog::open_read_only(&catalog) {
+                if let Ok(rows) = cat.upload_rows() {
+                    if let Some(r) = rows.iter().find(|r| {
+                        r.upload_id.is_some() && r.bytes_sent > 0 && r.bytes_sent < r.bytes_total
+                    }) {
+                        return (r.recording_id.clone(), r.upload_id.clone().unwrap());
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no upload caught mid-way");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // 1. Daemon killed mid-part: the same multipart upload continues after restart.
+    let (rid, uid) = mid_part(Duration::from_secs(30));
+    d.kill();
+    let bytes_before = s.proxy.bytes();
+    let mut d = Daemon::start_with(&bdir, &extra);
+    // 2. Link cut while uploading (server keeps its state): resumes after the outage.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.proxy.set_up(false);
+    std::thread::sleep(Duration::from_secs(3));
+    s.proxy.set_up(true);
+    let st = wait_uploaded(&d, 3, Duration::from_secs(90));
+    let row = st["uploads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["recording_id"] == rid.as_str())
+        .unwrap()
+        .clone();
+    let parts: Value = serde_json::from_str(row["parts_json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        parts["upload_id"].as_str(),
+        Some(uid.as_str()),
+        "resumed upload id: {row}"
+    );
+    assert!(s.proxy.bytes() > bytes_before);
+    check_archive(&s, &d, 3);
+
+    // 3. Server killed mid-upload and restarted empty (moto keeps no state): the box
+    //    notices the lost upload and starts that recording over; nothing half-done counts.
+    record(&d, 2, 6.0, 0.5);
+    let _ = mid_part(Duration::from_secs(30));
+    s.moto.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    s.moto.spawn();
+    s3check(&s.moto, &s.ca_file, &["mkbucket", BUCKET]);
+    let st = wait_uploaded(&d, 5, Duration::from_secs(120));
+    // The three earlier objects vanished with the server; the two new ones must be whole.
+    let objects = s3check(&s.moto, &s.ca_file, &["objects", BUCKET]);
+    let list = d.recordings_json(&["list", "--json"]);
+    let data = bdir.join("data");
+    let mut found = 0;
+    for r in list.as_array().unwrap() {
+        let id = r["id"].as_str().unwrap();
+        let detail = d.recordings_json(&["show", id, "--json"]);
+        if let Some(o) = objects
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["key"].as_str().unwrap().ends_with(id))
+        {
+            let local = std::fs::read(data.join(detail["file_path"].as_str().unwrap())).unwrap();
+            assert_eq!(
+                o["sha256"].as_str().unwrap(),
+                hex::encode(Sha256::digest(&local))
+            );
+            found += 1;
+        }
+    }
+    assert!(
+        found >= 1,
+        "nothing uploaded after the server restart: {st}"
+    );
+    assert_eq!(
+        s3check(&s.moto, &s.ca_file, &["uploads", BUCKET])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // 4. Long outage with a backlog of hundreds: all arrive once the link is back. The box
+    //    is restarted at full rate during the outage (a reboot in the middle of it).
+    s.proxy.set_up(false);
+    d.stop();
+    let fast = uplink_toml(&s, "box-r", "concurrency = 4\n");
+    let mut d = Daemon::start_with(&bdir, &fast);
+    let t0 = Instant::now();
+    record(&d, 200, 1.0, 10.0);
+    eprintln!("backlog of 200 recorded in {:?}", t0.elapsed());
+    let st = status_json(&d);
+    assert!(st["pending"].as_u64().unwrap() >= 190, "{st}");
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status_json(&d);
+    assert!(
+        st["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["code"] == "link"),
+        "no link alarm during the outage: {st}"
+    );
+    s.proxy.set_up(true);
+    let t1 = Instant::now();
+    let st = wait_uploaded(&d, 205, Duration::from_secs(300));
+    eprintln!("backlog of 200 uploaded in {:?}", t1.elapsed());
+    assert_eq!(st["uploaded"], 205);
+    d.stop();
+}
+
+fn tls_case(name: &str, wrong_ca: bool, expired: bool, pin: Option<&str>, want: &str) {
+    let s = setup(true);
+    let (cert, key, _) = s.pki.server(expired);
+    // A second server with the case's certificate, behind its own proxy.
+    let mdir = s.dir.path().join(name);
+    std::fs::create_dir_all(&mdir).unwrap();
+    let moto = Moto::start(&mdir, &cert, &key);
+    // boto3 itself refuses the expired certificate: check that server unverified.
+    let check_ca = if expired {
+        PathBuf::from("-")
+    } else {
+        s.ca_file.clone()
+    };
+    s3check(&moto, &check_ca, &["mkbucket", BUCKET]);
+    let proxy = Proxy::start(moto.port, true);
+    let ca = s.dir.path().join(format!("{name}-ca.pem"));
+    let ca_pem = if wrong_ca {
+        Pki::new("other").ca_pem
+    } else {
+        s.pki.ca_pem.clone()
+    };
+    std::fs::write(&ca, ca_pem).unwrap();
+    let pin_line = pin
+        .map(|p| format!("pin_sha256 = [\"{p}\"]\n"))
+        .unwrap_or_default();
+    let toml = format!(
+        "[uplink]\nenabled = true\nendpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\n\
+         site = \"lyon\"\nbox_id = \"{name}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n\
+         status_interval_s = 5\n{pin_line}",
+        proxy.port,
+        s.dir.path().join("creds").display(),
+        ca.display()
+    );
+    let bdir = s.dir.path().join(format!("box-{name}"));
+    std::fs::create_dir_all(&bdir).unwrap();
+    let mut d = Daemon::start_with(&bdir, &toml);
+    record(&d, 1, 1.0, 0.1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        let st = status_json(&d);
+        if st["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["code"] == "tls")
+        {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no tls alarm: {st}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let alarm = st["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["code"] == "tls")
+        .unwrap()
+        .clone();
+    let msg = alarm["message"].as_str().unwrap();
+    assert!(msg.contains(want), "{name}: alarm `{msg}` lacks `{want}`");
+    assert!(d.log_text().contains(want), "{name}: alarm not logged");
+    assert_eq!(st["pending"], 1);
+    assert_eq!(st["uploaded"], 0);
+    // No data sent: the archive is empty and only handshakes crossed the link.
+    std::thread::sleep(Duration::from_secs(2));
+    let objects = s3check(&moto, &check_ca, &["objects", BUCKET]);
+    assert_eq!(objects.as_array().unwrap().len(), 0, "{name}: {objects}");
+    let sent = proxy.bytes();
+    assert!(
+        sent < 8000,
+        "{name}: {sent} bytes sent through a failing TLS link"
+    );
+    d.stop();
+}
+
+#[test]
+fn tls_wrong_ca_stops_uploads() {
+    tls_case("wrongca", true, false, None, "not issued by a trusted CA");
+}
+
+#[test]
+fn tls_expired_certificate_stops_uploads() {
+    tls_case("expired", false, true, None, "expired");
+}
+
+#[test]
+fn tls_pin_mismatch_stops_uploads() {
+    tls_case(
+        "pinned",
+        false,
+        false,
+        Some("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="),
+        "pinned key mismatch",
+    );
+}
+
+#[test]
+fn rate_cap_held_over_a_minute_and_time_window_switches_to_full_speed() {
+    const RATE: f64 = 25_000.0; // 200 kbit/s
+    let s = setup(false);
+    let bdir = s.dir.path().join("box");
+    std::fs::create_dir_all(&bdir).unwrap();
+    // Full speed from 85 s from now (local time, as the box evaluates windows).
+    let switch_at = Instant::now() + Duration::from_secs(85);
+    let start = chrono::Local::now() + chrono::Duration::seconds(85);
+    let end = start + chrono::Duration::hours(1);
+    let window = format!(
+        "{}-{} full",
+        start.format("%H:%M:%S"),
+        end.format("%H:%M:%S")
+    );
+    let extra = uplink_toml(
+        &s,
+        "box-rate",
+        &format!(
+            "rate = \"200kbit\"\nwindows = [\"{window}\"]\ncongestion_backoff = false\n\
+             concurrency = 1\n"
+        ),
+    );
+    let mut d = Daemon::start_with(&bdir, &extra);
+    // One upload at a time: moto serialises request bodies behind a global lock, so
+    // parallel trickling uploads would measure moto, not the box.
+    // A backlog of about 3 MB, recorded while the link is down.
+    record(&d, 40, 4.0, 2.0);
+    let backlog = status_json(&d)["pending_bytes"].as_u64().unwrap();
+    assert!(backlog > 2_500_000, "backlog only {backlog} bytes");
+    s.proxy.set_up(true);
+    std::thread::sleep(Duration::from_secs(2));
+    let (t0, b0) = (Instant::now(), s.proxy.bytes());
+    let s0 = status_json(&d)["bytes_sent"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(60));
+    let (t1, b1) = (Instant::now(), s.proxy.bytes());
+    let s1 = status_json(&d)["bytes_sent"].as_u64().unwrap_or(0);
+    eprintln!(
+        "box counted {} B/s (status granularity 5 s)",
+        (s1 - s0) / 60
+    );
+    let rate = (b1 - b0) as f64 / (t1 - t0).as_secs_f64();
+    eprintln!("measured {rate:.0} B/s over {:?} (cap {RATE} B/s)", t1 - t0);
+    assert!(
+        (rate - RATE).abs() <= RATE * 0.10,
+        "rate {rate:.0} B/s not within 10% of {RATE}"
+    );
+    assert!(
+        t1 < switch_at,
+        "the minute overran the window start; timing assumptions broken"
+    );
+    let st = status_json(&d);
+    assert!(
+        st["pending"].as_u64().unwrap() > 0,
+        "backlog gone before the window: {st}"
+    );
+    // The window opens: full speed.
+    while Instant::now() < switch_at + Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (t2, b2) = (Instant::now(), s.proxy.bytes());
+    std::thread::sleep(Duration::from_secs(4));
+    let fast = (s.proxy.bytes() - b2) as f64 / t2.elapsed().as_secs_f64();
+    eprintln!("inside the window: {fast:.0} B/s");
+    assert!(
+        fast > RATE * 3.0,
+        "window did not lift the cap: {fast:.0} B/s"
+    );
+    let n = status_json(&d)["recorded"].as_u64().unwrap();
+    assert!(n >= 20, "only {n} recordings");
+    wait_uploaded(&d, n, Duration::from_secs(60));
+    check_archive(&s, &d, n as usize);
+    d.stop();
+}
