@@ -117,6 +117,9 @@ pub enum CatalogError {
 pub struct Catalog {
     conn: Connection,
     read_only: bool,
+    /// The holds table as last seen by [`Catalog::sync_upload_holds`] (count, max id,
+    /// latest release): unchanged holds only need checking against new recordings.
+    hold_fingerprint: Option<(i64, i64, i64)>,
 }
 
 impl Catalog {
@@ -145,6 +148,7 @@ impl Catalog {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
         let mut cat = Catalog {
+            hold_fingerprint: None,
             conn,
             read_only: false,
         };
@@ -180,6 +184,7 @@ impl Catalog {
             });
         }
         Ok(Catalog {
+            hold_fingerprint: None,
             conn,
             read_only: true,
         })

@@ -849,3 +849,39 @@ fn garbage_file_is_an_error_and_left_alone() {
     ));
     assert_eq!(std::fs::read(&path).unwrap(), junk);
 }
+
+/// Holds reach the uplink: a recording an active hold covers is flagged for the archive's
+/// legal hold; new recordings under an unchanged hold are found too; no hold, no flag.
+#[test]
+fn sync_upload_holds_flags_what_holds_cover() {
+    use crate::lifecycle::holds::HoldTarget;
+    let (_d, path) = db();
+    let mut c = Catalog::open(&path).unwrap();
+    for (id, t) in [("a", 1_714_555_800_000), ("b", 1_714_555_900_000)] {
+        c.insert_recording(&new_rec(id, t)).unwrap();
+        c.finish_recording(id, &finish(RecordingState::Complete))
+            .unwrap();
+    }
+    let now = 1_714_600_000_000;
+    assert_eq!(
+        c.sync_upload_holds(now).unwrap(),
+        0,
+        "no hold, nothing flagged"
+    );
+    c.add_hold(&HoldTarget::Recording("a".into()), "case 1", "judge", now)
+        .unwrap();
+    assert_eq!(c.sync_upload_holds(now).unwrap(), 1);
+    assert!(c.upload_row("a").unwrap().unwrap().held);
+    assert!(c.upload_row("b").unwrap().is_none_or(|u| !u.held));
+    assert_eq!(c.sync_upload_holds(now).unwrap(), 0, "already flagged");
+    // A call-id hold placed later covers the second recording.
+    c.add_hold(
+        &HoldTarget::Call("call-b@sbc.example".into()),
+        "case 2",
+        "judge",
+        now,
+    )
+    .unwrap();
+    assert_eq!(c.sync_upload_holds(now).unwrap(), 1);
+    assert!(c.upload_row("b").unwrap().unwrap().held);
+}

@@ -253,22 +253,29 @@ impl Catalog {
     /// [`Catalog::holds_covering`]): held recordings go first, and uploaded ones get the
     /// archive's legal hold. Returns how many rows changed.
     pub fn sync_upload_holds(&mut self, now_ms: i64) -> Result<usize, CatalogError> {
-        let active: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM holds WHERE released_at IS NULL",
+        let (active, fp): (i64, (i64, i64, i64)) = self.conn.query_row(
+            "SELECT COUNT(*) FILTER (WHERE released_at IS NULL), COUNT(*), \
+                    COALESCE(MAX(id), 0), COALESCE(MAX(released_at), 0) FROM holds",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))),
         )?;
         if active == 0 {
+            self.hold_fingerprint = Some(fp);
             return Ok(0);
         }
+        // Holds unchanged since the last round: only recordings not yet in the archive
+        // (the backlog) can newly fall under them. Otherwise look at every recording once.
+        let only_backlog = self.hold_fingerprint == Some(fp);
         let ids: Vec<String> = {
             let mut st = self.conn.prepare(&format!(
                 "SELECT r.id FROM recordings r LEFT JOIN uploads u ON u.recording_id = r.id \
-                 WHERE {FINAL} AND COALESCE(u.held, 0) = 0"
+                 WHERE {FINAL} AND COALESCE(u.held, 0) = 0 \
+                   AND (?1 = 0 OR u.state IS NULL OR u.state != 'uploaded')"
             ))?;
-            let rows = st.query_map([], |r| r.get(0))?;
+            let rows = st.query_map([i64::from(only_backlog)], |r| r.get(0))?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
+        self.hold_fingerprint = Some(fp);
         let mut n = 0;
         for id in ids {
             if !self.holds_covering(&id, now_ms)?.is_empty() {
