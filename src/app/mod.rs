@@ -285,17 +285,12 @@ fn start_up_audit(
 }
 
 fn last_rules_hash(c: &crate::catalog::Catalog) -> Option<String> {
-    let entries = c.audit_entries(0, None).ok()?;
-    entries
-        .iter()
-        .rev()
-        .find(|e| e.action == "daemon.start")
-        .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.details).ok())
-        .and_then(|v| {
-            v.get("rules_sha256")
-                .and_then(|h| h.as_str())
-                .map(str::to_string)
-        })
+    let e = c.last_audit_entry("daemon.start").ok()??;
+    serde_json::from_str::<serde_json::Value>(&e.details)
+        .ok()?
+        .get("rules_sha256")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// A stand-in when the keys cannot be loaded: every operation fails with the reason.

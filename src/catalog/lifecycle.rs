@@ -391,6 +391,28 @@ impl Catalog {
         Ok(seq)
     }
 
+    /// The newest audit entry with this action, if any (start-up reads only this).
+    pub fn last_audit_entry(&self, action: &str) -> Result<Option<AuditEntry>, CatalogError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
+             WHERE action = ?1 ORDER BY seq DESC LIMIT 1",
+        )?;
+        Ok(st
+            .query_row([action], |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    details: r.get(5)?,
+                    prev_hash: r.get(6)?,
+                    hash: r.get(7)?,
+                })
+            })
+            .optional()?)
+    }
+
     /// The audit log, ordered by seq (optionally only `seq > after`, at most `limit`).
     pub fn audit_entries(
         &self,
