@@ -204,7 +204,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     for t in uplink {
         t.abort();
     }
-    shared.catalog.close();
     result
 }
 

@@ -83,9 +83,6 @@ impl CatalogHandle {
             let _ = rx.blocking_recv();
         }
     }
-
-    /// Close: no more writes are sent after this.
-    pub fn close(&self) {}
 }
 
 /// Open the catalogue, recover what a crash left open, and start the writer thread.

@@ -298,6 +298,20 @@ pub struct LifecycleCounts {
     pub audit_entries: u64,
 }
 
+/// One `audit_log` row (columns seq, at, actor, action, target, details, prev_hash, hash).
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        target: r.get(4)?,
+        details: r.get(5)?,
+        prev_hash: r.get(6)?,
+        hash: r.get(7)?,
+    })
+}
+
 impl Catalog {
     /// A write transaction, nested as a savepoint inside [`Catalog::batch`].
     fn write_tx(&mut self) -> Result<super::WriteTx<'_>, CatalogError> {
@@ -397,20 +411,7 @@ impl Catalog {
             "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
              WHERE action = ?1 ORDER BY seq DESC LIMIT 1",
         )?;
-        Ok(st
-            .query_row([action], |r| {
-                Ok(AuditEntry {
-                    seq: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    details: r.get(5)?,
-                    prev_hash: r.get(6)?,
-                    hash: r.get(7)?,
-                })
-            })
-            .optional()?)
+        Ok(st.query_row([action], audit_row).optional()?)
     }
 
     /// The audit log, ordered by seq (optionally only `seq > after`, at most `limit`).
@@ -423,18 +424,7 @@ impl Catalog {
             "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows = st.query_map(params![after, limit.map_or(-1, i64::from)], |r| {
-            Ok(AuditEntry {
-                seq: r.get(0)?,
-                at_ms: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                target: r.get(4)?,
-                details: r.get(5)?,
-                prev_hash: r.get(6)?,
-                hash: r.get(7)?,
-            })
-        })?;
+        let rows = st.query_map(params![after, limit.map_or(-1, i64::from)], audit_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
