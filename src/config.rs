@@ -64,6 +64,8 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// Upload to the central archive and status reporting.
     pub uplink: crate::uplink::UplinkConfig,
+    /// Status LEDs and the legal-hold button.
+    pub board: crate::board::BoardConfig,
 }
 
 /// `[capture]`
@@ -502,6 +504,7 @@ impl Config {
             return Err(invalid("storage.data_dir", "must not be empty".into()));
         }
         self.retention.validate().map_err(|(k, m)| invalid(&k, m))?;
+        self.board.validate().map_err(|(k, m)| invalid(&k, m))?;
         crate::lifecycle::rules::validate(&self.rules, &self.policy, |c| {
             self.retention.classes.contains_key(c)
         })

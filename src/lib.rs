@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod board;
 pub mod capture;
 pub mod catalog;
 pub mod cli;

@@ -66,6 +66,8 @@ pub struct PreparedCall {
     sockets: Vec<RtpSocket>,
     sink: RecordingSink,
     start: Instant,
+    /// Mirrors whether the recording is paused (for the REC LED).
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a call could not be set up (the SRC gets 503).
@@ -123,7 +125,14 @@ impl PreparedCall {
             sockets,
             sink,
             start: Instant::now(),
+            paused: Default::default(),
         })
+    }
+
+    /// A flag that follows whether the recording is paused (by the control socket or the
+    /// SRC), for the front panel.
+    pub fn paused_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.paused.clone()
     }
 
     /// Recording id.
@@ -163,6 +172,7 @@ impl PreparedCall {
                     Some(CallCmd::Pause { paused, source }) => {
                         let at_ms = self.start.elapsed().as_millis() as u64;
                         self.sink.set_paused(paused, &source, at_ms);
+                        self.paused.store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
                     }
                     None => break "signalling task gone".to_string(),
                 },
@@ -242,6 +252,8 @@ impl PreparedCall {
         let holds = self.sink.holds();
         let all_inactive = !holds.is_empty() && holds.iter().all(|h| *h);
         self.sink.set_paused(all_inactive, "siprec", at_ms);
+        self.paused
+            .store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 

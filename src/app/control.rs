@@ -7,6 +7,11 @@
 //!   `pause`/`resume` interval in the events.
 //! - `{"cmd":"resume","call":"ID","actor":"…"}`
 //!
+//! - `{"cmd":"board"}` — the front panel: board, LEDs, faults, last press and hold
+//!   (reply `{"ok":true,"board":{…}}`).
+//! - `{"cmd":"board.press","ms":2500}` — press the SIMULATED hold button for `ms`
+//!   milliseconds (development boards only; a real button is pressed by hand).
+//!
 //! Replies: `{"ok":true,"recording":"…"}` or `{"ok":false,"error":"…"}`.
 
 use std::collections::HashMap;
@@ -27,6 +32,8 @@ pub struct LiveCall {
     pub call_id: String,
     /// Commands to the call task.
     pub tx: mpsc::UnboundedSender<CallCmd>,
+    /// Whether the recording is paused (kept by the call task).
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Running recordings by recording id (maintained by the SIP loop).
@@ -94,7 +101,8 @@ fn handle(shared: &Shared, line: &str) -> serde_json::Value {
     let pause = match cmd {
         "pause" => true,
         "resume" => false,
-        _ => return err("unknown cmd (pause, resume)"),
+        "board" | "board.press" => return board_cmd(shared, cmd, &req),
+        _ => return err("unknown cmd (pause, resume, board, board.press)"),
     };
     let found = {
         let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,4 +134,42 @@ fn handle(shared: &Shared, line: &str) -> serde_json::Value {
         serde_json::json!({ "via": "control socket" }),
     ));
     serde_json::json!({ "ok": true, "recording": id })
+}
+
+/// Longest simulated press (a "stuck" button in tests): one hour.
+const MAX_PRESS_MS: u64 = 3_600_000;
+
+fn board_cmd(shared: &Shared, cmd: &str, req: &serde_json::Value) -> serde_json::Value {
+    let err = |m: &str| serde_json::json!({ "ok": false, "error": m });
+    let Some(b) = &shared.board else {
+        return err("no front panel in this process");
+    };
+    if cmd == "board" {
+        let st = b.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        return match st {
+            Some(st) => serde_json::json!({ "ok": true, "board": st }),
+            None => err("front panel starting"),
+        };
+    }
+    let Some(ms) = req.get("ms").and_then(|v| v.as_u64()) else {
+        return err("board.press needs \"ms\" (milliseconds)");
+    };
+    if ms == 0 || ms > MAX_PRESS_MS {
+        return err("ms must be 1..=3600000");
+    }
+    let Some(pin) = b.sim_button.clone() else {
+        return err("this box has a real hold button (cdev board): press it");
+    };
+    use std::sync::atomic::Ordering;
+    let gen = b.press_gen.fetch_add(1, Ordering::SeqCst) + 1;
+    pin.set(true);
+    let board = b.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        if board.press_gen.load(Ordering::SeqCst) == gen {
+            pin.set(false);
+        }
+    });
+    tracing::info!(ms, "simulated hold button pressed");
+    serde_json::json!({ "ok": true, "pressed_ms": ms })
 }

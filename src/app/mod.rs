@@ -9,6 +9,7 @@
 //! A packet goes socket → `call` task → timeline → container writer → file; a SIP
 //! message goes socket → `sip_loop` → `Srs` → events → `call`/`store`.
 
+pub mod board;
 pub mod call;
 pub mod capture;
 pub mod control;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub gate: Arc<retention::StorageGate>,
     /// Running recordings (for the control socket).
     pub live: control::LiveCalls,
+    /// The front panel's state (for the control socket).
+    pub board: Option<Arc<crate::board::BoardShared>>,
 }
 
 /// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
@@ -173,6 +176,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         Some(h)
     };
+    let board = crate::board::open(&cfg.board)
+        .context("opening the front panel (LEDs and hold button, [board])")?;
+    let board_shared = Arc::new(crate::board::BoardShared::new(&board));
     let shared = Arc::new(Shared {
         ports: Arc::new(ports::PortPool::new(
             cfg.media.rtp_bind,
@@ -185,12 +191,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         clock: clock.clone(),
         gate: gate.clone(),
         live: Default::default(),
+        board: Some(board_shared.clone()),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
-    let sweeper = tokio::spawn(retention::sweeper(shared.cfg.clone(), clock, signer, gate));
+    let sweeper = tokio::spawn(retention::sweeper(
+        shared.cfg.clone(),
+        clock,
+        signer.clone(),
+        gate,
+    ));
     let control = control::start(shared.clone()).await?;
-    let uplink = start_uplink(&shared.cfg);
+    let (uplink, uplink_shared) = start_uplink(&shared.cfg);
+    let panel = tokio::spawn(board::run(
+        shared.clone(),
+        board,
+        board_shared,
+        uplink_shared,
+        signer.clone(),
+    ));
     let result = sip_loop::run(shared.clone()).await;
+    panel.abort();
     control.abort();
     sweeper.abort();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -376,12 +396,18 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> std::io::Result<std::fs::Fil
     Ok(f)
 }
 
-/// Start the uplink worker and the metrics listener if configured.
-fn start_uplink(cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+/// Start the uplink worker and the metrics listener if configured; the worker's shared
+/// state when uploading is enabled.
+fn start_uplink(
+    cfg: &Config,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    Option<Arc<crate::uplink::worker::UplinkShared>>,
+) {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
     if !u.enabled && u.metrics_listen.is_none() {
-        return tasks;
+        return (tasks, None);
     }
     let shared = Arc::new(crate::uplink::worker::UplinkShared::new(u));
     if u.enabled {
@@ -394,11 +420,12 @@ fn start_uplink(cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     if let Some(addr) = u.metrics_listen {
+        let metrics_shared = shared.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::uplink::metrics::serve(addr, shared).await {
+            if let Err(e) = crate::uplink::metrics::serve(addr, metrics_shared).await {
                 tracing::error!(%addr, "metrics listener: {e}");
             }
         }));
     }
-    tasks
+    (tasks, u.enabled.then_some(shared))
 }

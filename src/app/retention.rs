@@ -199,6 +199,13 @@ impl StorageGate {
     pub fn refusing(&self) -> bool {
         self.refusing.load(Ordering::Relaxed)
     }
+    /// Used percentage of the data filesystem at the sweeper's last check.
+    pub fn used_pct(&self) -> f64 {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .used_pct
+    }
     /// Ask the sweeper to look at the disk now.
     pub fn poke(&self) {
         self.wake.notify_one();

@@ -213,6 +213,11 @@ impl RecordingSink {
         &self.holds
     }
 
+    /// Whether any source has the recording paused.
+    pub fn is_paused(&self) -> bool {
+        !self.paused_by.is_empty()
+    }
+
     /// Pause (or resume) storing audio on behalf of `source` (`siprec` when every stream
     /// is inactive, `control:<actor>` from the CLI). Paused time becomes silence on the
     /// timeline; the interval is kept as `pause`/`resume` events.

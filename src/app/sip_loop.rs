@@ -113,6 +113,7 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                                 let ports = prepared.ports();
                                 let id = prepared.id().to_string();
                                 let sip_call_id = prepared.call_id().to_string();
+                                let paused_flag = prepared.paused_flag();
                                 let (tx, rx) = mpsc::unbounded_channel();
                                 if ended {
                                     let _ = tx.send(CallCmd::End("ended before set-up completed".into()));
@@ -125,7 +126,7 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                                 if !ended {
                                     shared.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
                                         id.clone(),
-                                        crate::app::control::LiveCall { call_id: sip_call_id, tx: tx.clone() },
+                                        crate::app::control::LiveCall { call_id: sip_call_id, tx: tx.clone(), paused: paused_flag },
                                     );
                                     calls.insert(call, CallHandle { recording_id: id, tx });
                                 }

@@ -109,6 +109,45 @@ pub fn sign_head(cat: &mut Catalog, cfg: &Config, now: i64) {
     }
 }
 
+/// A hold just placed.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacedHold {
+    /// Hold id.
+    pub id: i64,
+    /// Recordings it covers now.
+    pub recordings: u64,
+}
+
+/// Place a legal hold: the one code path of `branchrec hold add` and the box's hold
+/// button. Inserts the hold and its `hold.add` audit entry in one durable transaction
+/// (`synchronous=FULL`), then signs the new audit head with `signer` (the daemon's
+/// custody key) or, without one, with the software key file if readable.
+pub fn place_hold(
+    cat: &mut Catalog,
+    cfg: &Config,
+    target: &HoldTarget,
+    reason: &str,
+    operator: &str,
+    now: i64,
+    signer: Option<&dyn crate::vault::AuditSigner>,
+) -> anyhow::Result<PlacedHold> {
+    let id = cat.add_hold(target, reason, operator, now)?;
+    match signer {
+        Some(s) => {
+            if let Err(e) = cat.sign_audit_head(s, now) {
+                tracing::warn!(error = %e, "could not sign the audit chain head");
+            }
+        }
+        None => sign_head(cat, cfg, now),
+    }
+    let recordings = cat
+        .holds(false, now)?
+        .into_iter()
+        .find(|h| h.id == id)
+        .map_or(0, |h| h.recordings);
+    Ok(PlacedHold { id, recordings })
+}
+
 /// `hold` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum HoldCommand {
@@ -222,14 +261,11 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
             }
             let operator = operator.unwrap_or_else(actor);
             let mut cat = open_rw(&cfg)?;
-            let id = cat.add_hold(&targets[0], &reason, &operator, now)?;
-            sign_head(&mut cat, &cfg, now);
-            let covered = cat
-                .holds(false, now)?
-                .into_iter()
-                .find(|h| h.id == id)
-                .map_or(0, |h| h.recordings);
-            println!("hold {id} placed ({} recording(s) covered now)", covered);
+            let placed = place_hold(&mut cat, &cfg, &targets[0], &reason, &operator, now, None)?;
+            println!(
+                "hold {} placed ({} recording(s) covered now)",
+                placed.id, placed.recordings
+            );
             Ok(())
         }
         HoldCommand::Release {

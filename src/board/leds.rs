@@ -1,0 +1,520 @@
+//! The LED state machine (sans-IO): daemon state snapshots and time in, LED levels out.
+//!
+//! Meanings (docs/board.md):
+//!
+//! | LED   | off                          | steady on                     | blinking (1 Hz)               | fast blink (4 Hz)          |
+//! |-------|------------------------------|-------------------------------|-------------------------------|----------------------------|
+//! | REC   | no call recording            | a call is recording           | a recording is paused         | –                          |
+//! | SYNC  | link down / no uplink        | archive up to date            | uploading (backlog)           | –                          |
+//! | FAULT | all well                     | keys/TPM unusable, disk above the high watermark | capture drops, uplink stalled | a button hold failed |
+//! | HOLD  | idle                         | hold durable (for `hold_led_s`) | –                           | hold being committed       |
+
+use serde::Serialize;
+
+/// How the uplink looks to the LEDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum UplinkView {
+    /// No archive configured.
+    #[default]
+    Disabled,
+    /// Configured.
+    Enabled {
+        /// The archive answered at the last attempt (no link/TLS/auth alarm).
+        link_up: bool,
+        /// Recordings waiting to be uploaded.
+        pending: u64,
+        /// A counter that grows with upload progress (bytes sent + recordings uploaded).
+        progress: u64,
+    },
+}
+
+/// What the daemon looks like at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Recordings in progress (SIPREC and passive).
+    pub recording: u32,
+    /// Of those, paused.
+    pub paused: u32,
+    /// Uplink.
+    pub uplink: UplinkView,
+    /// The recording keys (TPM / key file) are unusable.
+    pub key_fault: bool,
+    /// The data disk is above the high watermark.
+    pub disk_high: bool,
+    /// Packets dropped by the capture so far (kernel + interface counters).
+    pub capture_drops: u64,
+}
+
+/// How an LED is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// Dark.
+    Off,
+    /// Lit.
+    On,
+    /// 1 Hz, half on.
+    Blink,
+    /// 4 Hz, half on.
+    FastBlink,
+}
+
+impl Pattern {
+    /// Level at `now_ms` (blinks are phase-locked to the clock, so LEDs blink together).
+    pub fn level(self, now_ms: u64) -> bool {
+        match self {
+            Pattern::Off => false,
+            Pattern::On => true,
+            Pattern::Blink => (now_ms / 500) % 2 == 0,
+            Pattern::FastBlink => (now_ms / 125) % 2 == 0,
+        }
+    }
+}
+
+/// The four LEDs' patterns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Patterns {
+    /// REC.
+    pub rec: Pattern,
+    /// SYNC.
+    pub sync: Pattern,
+    /// FAULT.
+    pub fault: Pattern,
+    /// HOLD.
+    pub hold: Pattern,
+}
+
+/// The four LEDs' levels (logical: true = lit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Levels {
+    /// REC.
+    pub rec: bool,
+    /// SYNC.
+    pub sync: bool,
+    /// FAULT.
+    pub fault: bool,
+    /// HOLD.
+    pub hold: bool,
+}
+
+impl Patterns {
+    /// Levels at `now_ms`.
+    pub fn levels(&self, now_ms: u64) -> Levels {
+        Levels {
+            rec: self.rec.level(now_ms),
+            sync: self.sync.level(now_ms),
+            fault: self.fault.level(now_ms),
+            hold: self.hold.level(now_ms),
+        }
+    }
+}
+
+/// Thresholds.
+#[derive(Debug, Clone, Copy)]
+pub struct LedConfig {
+    /// A backlog without upload progress for this long is a fault.
+    pub uplink_stall_ms: u64,
+    /// Capture drops are shown this long after the counter last grew.
+    pub drop_show_ms: u64,
+    /// HOLD stays on this long after a hold became durable (FAULT fast-blinks this long
+    /// after one failed).
+    pub hold_led_ms: u64,
+}
+
+/// Where the last button hold is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldLed {
+    /// Nothing to show.
+    Idle,
+    /// Being committed.
+    Pending,
+    /// Committed durably at this time.
+    Durable {
+        /// When.
+        at_ms: u64,
+    },
+    /// Could not be placed at this time.
+    Failed {
+        /// When.
+        at_ms: u64,
+    },
+}
+
+/// The state machine.
+#[derive(Debug, Clone)]
+pub struct Leds {
+    cfg: LedConfig,
+    snap: Snapshot,
+    /// (progress value, when it last changed or the backlog last was empty).
+    progress: Option<(u64, u64)>,
+    /// (drop counter, when it last grew).
+    drops: Option<(u64, Option<u64>)>,
+    hold: HoldLed,
+}
+
+impl Leds {
+    /// A machine with nothing known yet (all LEDs off).
+    pub fn new(cfg: LedConfig) -> Self {
+        Leds {
+            cfg,
+            snap: Snapshot::default(),
+            progress: None,
+            drops: None,
+            hold: HoldLed::Idle,
+        }
+    }
+
+    /// Take a new daemon snapshot.
+    pub fn update(&mut self, now_ms: u64, snap: Snapshot) {
+        if let UplinkView::Enabled {
+            pending, progress, ..
+        } = snap.uplink
+        {
+            match self.progress {
+                Some((p, _)) if p == progress && pending > 0 => {}
+                _ => self.progress = Some((progress, now_ms)),
+            }
+        } else {
+            self.progress = None;
+        }
+        self.drops = match self.drops {
+            None => Some((snap.capture_drops, None)),
+            Some((d, _)) if snap.capture_drops > d => Some((snap.capture_drops, Some(now_ms))),
+            // A counter that went backwards (capture restarted): take the new base.
+            Some((d, _)) if snap.capture_drops < d => Some((snap.capture_drops, None)),
+            keep => keep,
+        };
+        self.snap = snap;
+    }
+
+    /// A button hold is being committed.
+    pub fn hold_pending(&mut self) {
+        self.hold = HoldLed::Pending;
+    }
+
+    /// The button hold is durable.
+    pub fn hold_durable(&mut self, now_ms: u64) {
+        self.hold = HoldLed::Durable { at_ms: now_ms };
+    }
+
+    /// The button hold could not be placed.
+    pub fn hold_failed(&mut self, now_ms: u64) {
+        self.hold = HoldLed::Failed { at_ms: now_ms };
+    }
+
+    /// The HOLD indication now.
+    pub fn hold_state(&self, now_ms: u64) -> HoldLed {
+        match self.hold {
+            HoldLed::Durable { at_ms } | HoldLed::Failed { at_ms }
+                if now_ms.saturating_sub(at_ms) >= self.cfg.hold_led_ms =>
+            {
+                HoldLed::Idle
+            }
+            h => h,
+        }
+    }
+
+    /// The backlog has made no progress for longer than the threshold.
+    pub fn uplink_stalled(&self, now_ms: u64) -> bool {
+        match (self.snap.uplink, self.progress) {
+            (UplinkView::Enabled { pending, .. }, Some((_, since))) => {
+                pending > 0 && now_ms.saturating_sub(since) >= self.cfg.uplink_stall_ms
+            }
+            _ => false,
+        }
+    }
+
+    fn drops_recent(&self, now_ms: u64) -> bool {
+        matches!(self.drops, Some((_, Some(at))) if now_ms.saturating_sub(at) < self.cfg.drop_show_ms)
+    }
+
+    /// Active fault reasons, most serious first (for `branchrec status`).
+    pub fn faults(&self, now_ms: u64) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.snap.key_fault {
+            f.push("keys");
+        }
+        if self.snap.disk_high {
+            f.push("disk_high_watermark");
+        }
+        if matches!(self.hold_state(now_ms), HoldLed::Failed { .. }) {
+            f.push("hold_failed");
+        }
+        if self.drops_recent(now_ms) {
+            f.push("capture_drops");
+        }
+        if self.uplink_stalled(now_ms) {
+            f.push("uplink_stalled");
+        }
+        f
+    }
+
+    /// The patterns at `now_ms`.
+    pub fn patterns(&self, now_ms: u64) -> Patterns {
+        let s = &self.snap;
+        let rec = if s.paused > 0 {
+            Pattern::Blink
+        } else if s.recording > 0 {
+            Pattern::On
+        } else {
+            Pattern::Off
+        };
+        let sync = match s.uplink {
+            UplinkView::Disabled | UplinkView::Enabled { link_up: false, .. } => Pattern::Off,
+            UplinkView::Enabled { pending: 0, .. } => Pattern::On,
+            UplinkView::Enabled { .. } => Pattern::Blink,
+        };
+        let hold_state = self.hold_state(now_ms);
+        let fault = if s.key_fault || s.disk_high {
+            Pattern::On
+        } else if matches!(hold_state, HoldLed::Failed { .. }) {
+            Pattern::FastBlink
+        } else if self.drops_recent(now_ms) || self.uplink_stalled(now_ms) {
+            Pattern::Blink
+        } else {
+            Pattern::Off
+        };
+        let hold = match hold_state {
+            HoldLed::Pending => Pattern::FastBlink,
+            HoldLed::Durable { .. } => Pattern::On,
+            HoldLed::Idle | HoldLed::Failed { .. } => Pattern::Off,
+        };
+        Patterns {
+            rec,
+            sync,
+            fault,
+            hold,
+        }
+    }
+
+    /// The levels at `now_ms`.
+    pub fn levels(&self, now_ms: u64) -> Levels {
+        self.patterns(now_ms).levels(now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: LedConfig = LedConfig {
+        uplink_stall_ms: 600_000,
+        drop_show_ms: 300_000,
+        hold_led_ms: 60_000,
+    };
+
+    fn up(pending: u64, progress: u64) -> UplinkView {
+        UplinkView::Enabled {
+            link_up: true,
+            pending,
+            progress,
+        }
+    }
+
+    /// Levels sampled every 25 ms over `[from, to)`: (lit samples, level changes).
+    fn sample(l: &Leds, from: u64, to: u64, pick: fn(Levels) -> bool) -> (usize, usize) {
+        let mut lit = 0;
+        let mut changes = 0;
+        let mut last = None;
+        for t in (from..to).step_by(25) {
+            let v = pick(l.levels(t));
+            lit += usize::from(v);
+            if last.is_some_and(|x| x != v) {
+                changes += 1;
+            }
+            last = Some(v);
+        }
+        (lit, changes)
+    }
+
+    #[test]
+    fn rec_follows_calls_and_pauses() {
+        let mut l = Leds::new(CFG);
+        l.update(0, Snapshot::default());
+        assert_eq!(l.patterns(0).rec, Pattern::Off);
+        assert_eq!(sample(&l, 0, 4000, |v| v.rec), (0, 0));
+        l.update(
+            1000,
+            Snapshot {
+                recording: 2,
+                ..Default::default()
+            },
+        );
+        assert_eq!(sample(&l, 1000, 5000, |v| v.rec), (160, 0), "steady on");
+        l.update(
+            5000,
+            Snapshot {
+                recording: 2,
+                paused: 1,
+                ..Default::default()
+            },
+        );
+        // 1 Hz: 4 s = 8 changes, half lit.
+        let (lit, changes) = sample(&l, 5000, 9000, |v| v.rec);
+        assert_eq!((lit, changes), (80, 7));
+        assert_eq!(l.patterns(9000).rec, Pattern::Blink);
+    }
+
+    #[test]
+    fn sync_shows_backlog_and_link() {
+        let mut l = Leds::new(CFG);
+        l.update(0, Snapshot::default());
+        assert_eq!(l.patterns(0).sync, Pattern::Off, "no uplink configured");
+        l.update(
+            0,
+            Snapshot {
+                uplink: up(0, 10),
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.patterns(0).sync, Pattern::On, "up to date");
+        l.update(
+            1000,
+            Snapshot {
+                uplink: up(3, 10),
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.patterns(1000).sync, Pattern::Blink, "uploading");
+        l.update(
+            2000,
+            Snapshot {
+                uplink: UplinkView::Enabled {
+                    link_up: false,
+                    pending: 3,
+                    progress: 10,
+                },
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.patterns(2000).sync, Pattern::Off, "link down");
+        assert_eq!(l.patterns(2000).fault, Pattern::Off, "not stalled yet");
+    }
+
+    #[test]
+    fn uplink_stall_is_a_fault_until_progress() {
+        let mut l = Leds::new(CFG);
+        let snap = |pending, progress| Snapshot {
+            uplink: up(pending, progress),
+            ..Default::default()
+        };
+        l.update(0, snap(5, 100));
+        // Progress keeps it healthy, even after long.
+        for t in (0..1_200_000).step_by(60_000) {
+            l.update(t, snap(5, 100 + t));
+            assert!(!l.uplink_stalled(t), "{t}");
+        }
+        // No progress: stalled after the threshold, not before.
+        let t0 = 1_200_000 - 60_000;
+        l.update(t0 + 599_000, snap(5, 100 + t0));
+        assert!(!l.uplink_stalled(t0 + 599_000));
+        assert_eq!(l.patterns(t0 + 599_000).fault, Pattern::Off);
+        l.update(t0 + 600_000, snap(5, 100 + t0));
+        assert!(l.uplink_stalled(t0 + 600_000));
+        assert_eq!(l.patterns(t0 + 600_000).fault, Pattern::Blink);
+        assert_eq!(l.faults(t0 + 600_000), vec!["uplink_stalled"]);
+        // Progress again clears it.
+        l.update(t0 + 601_000, snap(5, 100 + t0 + 1));
+        assert!(!l.uplink_stalled(t0 + 601_000));
+        // An empty backlog never stalls, and restarts the clock.
+        l.update(t0 + 2_000_000, snap(0, 100 + t0 + 1));
+        assert!(!l.uplink_stalled(t0 + 2_000_000));
+        l.update(t0 + 2_000_001, snap(1, 100 + t0 + 1));
+        assert!(!l.uplink_stalled(t0 + 2_000_001));
+        // A link down with a backlog stalls too.
+        let down = Snapshot {
+            uplink: UplinkView::Enabled {
+                link_up: false,
+                pending: 1,
+                progress: 100 + t0 + 1,
+            },
+            ..Default::default()
+        };
+        l.update(t0 + 2_600_001, down);
+        assert!(l.uplink_stalled(t0 + 2_600_001));
+        assert_eq!(l.patterns(t0 + 2_600_001).sync, Pattern::Off);
+    }
+
+    #[test]
+    fn fault_priorities() {
+        let mut l = Leds::new(CFG);
+        l.update(0, Snapshot::default());
+        assert_eq!(l.patterns(0).fault, Pattern::Off);
+        assert!(l.faults(0).is_empty());
+        l.update(
+            1,
+            Snapshot {
+                key_fault: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.patterns(1).fault, Pattern::On);
+        assert_eq!(l.faults(1), vec!["keys"]);
+        l.update(
+            2,
+            Snapshot {
+                disk_high: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.patterns(2).fault, Pattern::On);
+        assert_eq!(sample(&l, 2, 2002, |v| v.fault), (80, 0));
+        l.update(3, Snapshot::default());
+        assert_eq!(l.patterns(3).fault, Pattern::Off);
+    }
+
+    #[test]
+    fn capture_drops_blink_for_a_while() {
+        let mut l = Leds::new(CFG);
+        let drops = |n| Snapshot {
+            capture_drops: n,
+            ..Default::default()
+        };
+        // Drops counted before the machine started are history, not a fault now.
+        l.update(0, drops(40));
+        assert_eq!(l.patterns(0).fault, Pattern::Off);
+        l.update(1000, drops(40));
+        assert_eq!(l.patterns(1000).fault, Pattern::Off);
+        l.update(2000, drops(41));
+        assert_eq!(l.patterns(2000).fault, Pattern::Blink);
+        assert_eq!(l.faults(2000), vec!["capture_drops"]);
+        l.update(2000 + 299_000, drops(41));
+        assert_eq!(l.patterns(2000 + 299_000).fault, Pattern::Blink);
+        l.update(2000 + 300_000, drops(41));
+        assert_eq!(l.patterns(2000 + 300_000).fault, Pattern::Off);
+        // A restarted counter is a new base.
+        l.update(400_000, drops(0));
+        assert_eq!(l.patterns(400_000).fault, Pattern::Off);
+    }
+
+    #[test]
+    fn hold_blinks_until_durable_then_steady_then_off() {
+        let mut l = Leds::new(CFG);
+        l.update(0, Snapshot::default());
+        l.hold_pending();
+        assert_eq!(l.patterns(0).hold, Pattern::FastBlink);
+        // 4 Hz: 1 s = 8 half-periods.
+        assert_eq!(sample(&l, 0, 1000, |v| v.hold), (20, 7));
+        l.hold_durable(1000);
+        assert_eq!(sample(&l, 1000, 60_000, |v| v.hold).1, 0);
+        assert!(l.levels(59_999).hold);
+        assert_eq!(l.hold_state(59_999), HoldLed::Durable { at_ms: 1000 });
+        assert!(l.levels(60_999).hold);
+        assert!(!l.levels(61_000).hold);
+        assert_eq!(l.hold_state(61_000), HoldLed::Idle);
+    }
+
+    #[test]
+    fn failed_hold_shows_on_fault() {
+        let mut l = Leds::new(CFG);
+        l.update(0, Snapshot::default());
+        l.hold_pending();
+        l.hold_failed(500);
+        let p = l.patterns(500);
+        assert_eq!((p.hold, p.fault), (Pattern::Off, Pattern::FastBlink));
+        assert_eq!(l.faults(500), vec!["hold_failed"]);
+        assert_eq!(l.patterns(60_500).fault, Pattern::Off);
+    }
+}
