@@ -3,6 +3,7 @@
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
 pub mod bench;
+pub mod board;
 pub mod keys;
 pub mod lifecycle;
 pub mod recordings;
@@ -92,6 +93,12 @@ pub enum Command {
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// The front panel: press the simulated hold button, show LEDs, check a pin map.
+    Board {
+        /// Which.
+        #[command(subcommand)]
+        command: board::BoardCommand,
     },
     /// Every box's status document from the archive (run centrally with read credentials).
     Fleet {
@@ -193,6 +200,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Retention { command } => lifecycle::retention_main(command),
         Command::Keys { command } => keys::main(command),
         Command::Status { json, config } => uplink::status(config, json),
+        Command::Board { command } => board::main(command),
         Command::Fleet {
             json,
             stale_after_s,

@@ -38,9 +38,15 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         doc.alarms = l.alarms;
         doc.pending_delta_1h = l.pending_delta_1h;
     }
+    // The front panel lives in the daemon: ask it (null when it is not running).
+    let board = crate::cli::board::fetch_status(&cfg).map_err(|e| format!("{e:#}"));
     if json {
         let mut v = serde_json::to_value(&doc)?;
         if let Some(o) = v.as_object_mut() {
+            o.insert("board".into(), board.clone().unwrap_or_default());
+            if let Err(e) = &board {
+                o.insert("board_error".into(), e.clone().into());
+            }
             o.insert("uplink_enabled".into(), cfg.uplink.enabled.into());
             o.insert("daemon_reported_at".into(), daemon_seen.into());
             o.insert("uploads".into(), serde_json::to_value(cat.upload_rows()?)?);
@@ -94,6 +100,10 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         },
         doc.key_custody
     );
+    match &board {
+        Ok(b) => print!("{}", crate::cli::board::render(b)),
+        Err(e) => println!("board          unknown: {e}"),
+    }
     if doc.alarms.is_empty() {
         println!("alarms         none");
     }
