@@ -190,7 +190,7 @@ pub enum BoardIo {
     /// In memory; the button line is shared with the control socket's `board.press`.
     Sim(Lines<sim::SimPin, sim::SimPin>),
     /// GPIO character device.
-    Cdev(Lines<cdev::CdevPin, cdev::CdevPin>),
+    Cdev(Box<Lines<cdev::CdevPin, cdev::CdevPin>>),
 }
 
 impl BoardIo {
@@ -275,7 +275,7 @@ pub fn open(cfg: &BoardConfig) -> Result<Board, BoardError> {
         button: get(pins::Role::HoldButton)?,
     };
     Ok(Board {
-        io: BoardIo::Cdev(lines),
+        io: BoardIo::Cdev(Box::new(lines)),
         info: BoardInfo {
             kind: "cdev".into(),
             board: map.board,

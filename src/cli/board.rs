@@ -43,7 +43,7 @@ pub enum BoardCommand {
     },
 }
 
-/// Send one request to the daemon's control socket and return its reply.
+/// Send one request to the daemon's control socket (`app::control`) and return its reply.
 pub fn control_request(
     cfg: &Config,
     req: &serde_json::Value,

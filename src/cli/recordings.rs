@@ -445,22 +445,10 @@ fn open(cfg: &Config) -> anyhow::Result<Catalog> {
 
 /// Send a pause/resume request to the running daemon over its control socket.
 fn control(config: Option<PathBuf>, cmd: &str, call: &str) -> anyhow::Result<()> {
-    use std::io::{BufRead, BufReader};
     let cfg = Config::load_or_default(config.as_deref())?;
-    let path = cfg.storage.control_socket();
-    let mut s = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
-        format!(
-            "connecting to the daemon at {} (is it running?)",
-            path.display()
-        )
-    })?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let req =
         serde_json::json!({ "cmd": cmd, "call": call, "actor": crate::cli::lifecycle::actor() });
-    writeln!(s, "{req}")?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(&line).context("bad reply from the daemon")?;
+    let v = crate::cli::board::control_request(&cfg, &req, std::time::Duration::from_secs(10))?;
     if v["ok"].as_bool() == Some(true) {
         println!(
             "{cmd}d recording {}",
