@@ -141,7 +141,7 @@ fn hold_button_holds_recent_calls_once() {
             &[
                 ("caller", "sip:+4930199@pbx.example".to_string()),
                 ("callee", "sip:+4930222@pbx.example".into()),
-                ("hold_ms", "9000".into()),
+                ("hold_ms", "11000".into()),
             ],
             &dir,
             Duration::from_secs(40),
@@ -151,8 +151,25 @@ fn hold_button_holds_recent_calls_once() {
         b["leds"]["rec"]["pattern"] == "on"
     });
     assert_eq!(b["faults"].as_array().map(Vec::len), Some(0), "{b:#}");
-    let rows = recordings(&inst);
-    let live = id_of(&rows, "+4930199");
+    // Its participants reach the catalogue just after the row.
+    let t = Instant::now();
+    let live = loop {
+        let rows = recordings(&inst);
+        if rows.iter().any(|r| r.to_string().contains("+4930199")) {
+            break id_of(&rows, "+4930199");
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{rows:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Paused: REC blinks; resumed: steady again.
+    inst.cli_ok(&["recordings", "pause", &live]);
+    wait_board(&inst, "REC blinking", Duration::from_secs(5), |b| {
+        b["leds"]["rec"]["pattern"] == "blink"
+    });
+    inst.cli_ok(&["recordings", "resume", &live]);
+    wait_board(&inst, "REC steady", Duration::from_secs(5), |b| {
+        b["leds"]["rec"]["pattern"] == "on"
+    });
 
     // A short press does nothing.
     inst.cli_ok(&["board", "press", "--ms", "150"]);
