@@ -304,6 +304,13 @@ fn hold_button_holds_recent_calls_once() {
     assert!(human.contains("board          sim (sim)"), "{human}");
     assert!(human.contains("LEDs           REC off"), "{human}");
     d.stop();
+    // A clean stop leaves FAULT alone lit (nothing is being recorded).
+    assert!(
+        inst.log_text()
+            .contains("front panel: stopped (FAULT on, other LEDs off)"),
+        "{}",
+        inst.log_text()
+    );
 }
 
 #[test]

@@ -42,6 +42,7 @@ pub async fn run(
     bs: Arc<BoardShared>,
     uplink: Option<Arc<UplinkShared>>,
     signer: Arc<dyn crate::vault::AuditSigner>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let bcfg = shared.cfg.board.clone();
     tracing::info!(
@@ -74,7 +75,20 @@ pub async fn run(
     let mut io_error: Option<String> = None;
     let mut last_status = 0u64;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => {
+                // Stopping: nothing is recorded any more. FAULT alone stays lit (on boards
+                // whose lines keep their level once released).
+                let off = crate::board::leds::Levels { fault: true, ..Default::default() };
+                if let Err(e) = board.io.set(off) {
+                    tracing::warn!(error = %e, "front panel: could not set the stopped state");
+                }
+                tracing::info!("front panel: stopped (FAULT on, other LEDs off)");
+                collector.abort();
+                return;
+            }
+        }
         let now = mono();
         let mut changed = false;
         if snap_rx.has_changed().unwrap_or(false) {

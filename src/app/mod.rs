@@ -202,15 +202,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
     let control = control::start(shared.clone()).await?;
     let (uplink, uplink_shared) = start_uplink(&shared.cfg);
+    let (panel_stop, panel_stop_rx) = tokio::sync::oneshot::channel();
     let panel = tokio::spawn(board::run(
         shared.clone(),
         board,
         board_shared,
         uplink_shared,
         signer.clone(),
+        panel_stop_rx,
     ));
     let result = sip_loop::run(shared.clone()).await;
-    panel.abort();
+    let _ = panel_stop.send(());
+    if tokio::time::timeout(std::time::Duration::from_secs(1), panel)
+        .await
+        .is_err()
+    {
+        tracing::warn!("front panel did not stop within 1 s");
+    }
     control.abort();
     sweeper.abort();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -364,3 +364,77 @@ impl BoardShared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let d = BoardConfig::default();
+        assert!(d.validate().is_ok());
+        assert_eq!((d.long_press_ms, d.hold_window_min), (2000, 30));
+        let key = |c: BoardConfig| c.validate().unwrap_err().0;
+        assert_eq!(
+            key(BoardConfig {
+                poll_ms: 0,
+                ..d.clone()
+            }),
+            "board.poll_ms"
+        );
+        assert_eq!(
+            key(BoardConfig {
+                long_press_ms: 60,
+                ..d.clone()
+            }),
+            "board.long_press_ms"
+        );
+        assert_eq!(
+            key(BoardConfig {
+                hold_window_min: 0,
+                ..d.clone()
+            }),
+            "board.hold_window_min"
+        );
+        assert_eq!(
+            key(BoardConfig {
+                debounce_ms: 10,
+                ..d.clone()
+            }),
+            "board.debounce_ms"
+        );
+    }
+
+    #[test]
+    fn auto_without_a_pin_map_is_the_simulated_board() {
+        let cfg = BoardConfig {
+            pins: "/nonexistent/pins.toml".into(),
+            ..Default::default()
+        };
+        let mut b = open(&cfg).unwrap();
+        assert_eq!(b.info.kind, "sim");
+        let BoardIo::Sim(lines) = &b.io else {
+            panic!("not simulated")
+        };
+        let (rec, fault, button) = (lines.rec.clone(), lines.fault.clone(), lines.button.clone());
+        // Through the embedded-hal traits.
+        b.io.set(Levels {
+            rec: true,
+            fault: false,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(rec.get() && !fault.get());
+        assert!(!b.io.pressed().unwrap());
+        button.set(true);
+        assert!(b.io.pressed().unwrap());
+        // Explicit cdev with a missing map fails and names the file.
+        let e = open(&BoardConfig {
+            kind: BoardKind::Cdev,
+            ..cfg
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("/nonexistent/pins.toml"), "{e}");
+    }
+}

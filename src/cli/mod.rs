@@ -147,6 +147,11 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             if cfg.keys.provider == "software" {
                 println!("  WARNING: software keys are for development machines only");
             }
+            println!(
+                "  board.kind       = {:?} (pins {})",
+                cfg.board.kind,
+                cfg.board.pins.display()
+            );
             if cfg.capture.interfaces.is_empty() {
                 println!("  capture          = off");
             } else {
