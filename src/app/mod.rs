@@ -15,6 +15,7 @@ pub mod control;
 pub mod evidence;
 pub mod ports;
 pub mod retention;
+pub mod service;
 pub mod sink;
 pub mod sip_loop;
 pub mod store;
@@ -127,6 +128,8 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
 /// Run the recorder until SIGTERM/SIGINT: SIPREC always, passive capture when
 /// `[capture] interfaces` lists any.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let notifier = Arc::new(service::Notifier::from_env());
+    notifier.status("starting: opening the catalogue, recovering open recordings, loading keys");
     let st = open_storage(&cfg)?;
     start_up_audit(
         &cfg,
@@ -189,8 +192,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(shared.cfg.clone(), clock, signer, gate));
     let control = control::start(shared.clone()).await?;
-    let uplink = start_uplink(&shared.cfg);
-    let result = sip_loop::run(shared.clone()).await;
+    let (uplink, uplink_shared) = start_uplink(&shared.cfg);
+    let result = sip_loop::run(shared.clone(), notifier.clone(), uplink_shared).await;
     control.abort();
     sweeper.abort();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -203,6 +206,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     syncer.abort();
     for t in uplink {
         t.abort();
+    }
+    // Closed recordings queued their final rows and manifests: let the catalogue thread
+    // commit and sign them before the process exits (bounded).
+    let cat = shared.catalog.clone();
+    let idle = tokio::task::spawn_blocking(move || cat.wait_idle_blocking());
+    if tokio::time::timeout(std::time::Duration::from_secs(10), idle)
+        .await
+        .is_err()
+    {
+        tracing::error!("catalogue writes not finished within 10 s of shutdown");
     }
     result
 }
@@ -376,12 +389,18 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> std::io::Result<std::fs::Fil
     Ok(f)
 }
 
+/// What [`start_uplink`] returns: its tasks and their shared state (for `STATUS=`).
+type UplinkTasks = (
+    Vec<tokio::task::JoinHandle<()>>,
+    Option<Arc<crate::uplink::worker::UplinkShared>>,
+);
+
 /// Start the uplink worker and the metrics listener if configured.
-fn start_uplink(cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_uplink(cfg: &Config) -> UplinkTasks {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
     if !u.enabled && u.metrics_listen.is_none() {
-        return tasks;
+        return (tasks, None);
     }
     let shared = Arc::new(crate::uplink::worker::UplinkShared::new(u));
     if u.enabled {
@@ -394,11 +413,12 @@ fn start_uplink(cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
         }));
     }
     if let Some(addr) = u.metrics_listen {
+        let s = shared.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::uplink::metrics::serve(addr, shared).await {
+            if let Err(e) = crate::uplink::metrics::serve(addr, s).await {
                 tracing::error!(%addr, "metrics listener: {e}");
             }
         }));
     }
-    tasks
+    (tasks, u.enabled.then_some(shared))
 }
