@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::app::call::{CallCmd, CallHandle, CallSetup, PreparedCall, SetupError};
-use crate::app::store::{free_mb, CatalogCmd};
 use crate::app::service::{self, Notifier, Probe, Watchdog};
+use crate::app::store::{free_mb, CatalogCmd};
 use crate::app::Shared;
 use crate::catalog::{
     ChannelRow, DataMode, MappingSource, MetadataVersion as CatMetadata, NewRecording,
@@ -104,7 +104,10 @@ pub async fn run(
     tracing::info!(listen = ?listen, data_dir = %cfg.storage.data_dir.display(), "branchrec ready");
     let snapshot = |calls: usize| service::Snapshot {
         calls,
-        uploads_pending: uplink.as_ref().and_then(|u| u.last_doc()).map(|d| d.pending),
+        uploads_pending: uplink
+            .as_ref()
+            .and_then(|u| u.last_doc())
+            .map(|d| d.pending),
         keys_error: shared.keys_error.clone(),
         storage_refusing: shared.gate.refusing(),
     };
