@@ -792,7 +792,7 @@ mod tests {
         .unwrap();
         // No config.d: the file alone.
         let (c, files) = Config::load_with_sources(&main).unwrap();
-        assert_eq!(files, [main.clone()]);
+        assert_eq!(files, std::slice::from_ref(&main));
         assert_eq!(c.sip.max_calls, 10);
         let d = dir.path().join("config.d");
         std::fs::create_dir(&d).unwrap();
