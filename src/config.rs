@@ -391,6 +391,8 @@ pub struct LogConfig {
     pub level: String,
     /// Redact phone numbers, URIs and names in logs (default true).
     pub redact_pii: bool,
+    /// Where the daemon's log goes.
+    pub target: LogTarget,
 }
 
 impl Default for LogConfig {
@@ -398,18 +400,143 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             redact_pii: true,
+            target: LogTarget::Auto,
         }
     }
 }
 
-impl Config {
-    /// Load and validate a file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
+/// `[log] target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// The journal when systemd connected stderr to it (`JOURNAL_STREAM` names stderr),
+    /// else stderr.
+    Auto,
+    /// The systemd journal, with structured fields (`RECORDING_ID`, `CALL_ID`, …).
+    Journald,
+    /// Plain text on stderr.
+    Stderr,
+}
+
+/// Directory of drop-ins read after the main configuration file: `config.d` beside it
+/// (`/etc/branchrec/config.d` for `/etc/branchrec/config.toml`).
+pub fn drop_in_dir(main: &Path) -> PathBuf {
+    main.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
+        .join("config.d")
+}
+
+/// The main file followed by its drop-ins (`config.d/*.toml`, lexical order).
+fn config_files(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut files = vec![main.to_owned()];
+    let dir = drop_in_dir(main);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(source) => return Err(ConfigError::Read { path: dir, source }),
+    };
+    let mut drop_ins = Vec::new();
+    for e in rd {
+        let e = e.map_err(|source| ConfigError::Read {
+            path: dir.clone(),
             source,
         })?;
-        Self::from_toml(&text, path)
+        let p = e.path();
+        // Editor backups and disabled files (`x.toml.off`, `.x.toml.swp`) are not read.
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".toml") && !name.starts_with('.') && p.is_file() {
+            drop_ins.push(p);
+        }
+    }
+    drop_ins.sort();
+    files.extend(drop_ins);
+    Ok(files)
+}
+
+/// Merge `over` into `base`: tables key by key (recursively), anything else (values,
+/// arrays, arrays of tables such as `[[rules]]`) replaced as a whole.
+fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Whether a file's table sets dotted `key` or one of its parents' values.
+fn sets_key(t: &toml::Table, key: &str) -> bool {
+    let mut cur = t;
+    for part in key.split('.') {
+        // Keys such as `retention.classes.default` or `rules[2].name`.
+        let part = part.split('[').next().unwrap_or(part);
+        match cur.get(part) {
+            Some(toml::Value::Table(next)) => cur = next,
+            Some(_) => return true,
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Config {
+    /// Load and validate a file and its drop-ins (see [`Config::load_with_sources`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_sources(path).map(|(c, _)| c)
+    }
+
+    /// Load `path`, then every `*.toml` in [`drop_in_dir`]`(path)` in lexical order, merged
+    /// table by table (a later file wins key by key; arrays are replaced whole), and
+    /// validate the result. Each file is checked on its own for syntax and unknown keys,
+    /// so an error names the file it is in. Returns the files read, in order.
+    pub fn load_with_sources(path: &Path) -> Result<(Config, Vec<PathBuf>), ConfigError> {
+        let files = config_files(path)?;
+        let mut merged = toml::Table::new();
+        let mut tables = Vec::with_capacity(files.len());
+        for f in &files {
+            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+            let parse_err = |message: String| ConfigError::Parse {
+                path: f.clone(),
+                message,
+            };
+            // Typed parse first: unknown keys and wrong types with line and column.
+            toml::from_str::<Config>(&text).map_err(|e| parse_err(e.to_string()))?;
+            let t: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+            tables.push(t.clone());
+            merge_tables(&mut merged, t);
+        }
+        let cfg =
+            Config::deserialize(toml::Value::Table(merged)).map_err(|e| ConfigError::Parse {
+                path: files.last().cloned().unwrap_or_else(|| path.to_owned()),
+                message: format!("after merging {} files: {e}", files.len()),
+            })?;
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, message } => {
+                // Name the last file that set the key (or a parent of it).
+                let from = files
+                    .iter()
+                    .zip(&tables)
+                    .rev()
+                    .find(|(_, t)| sets_key(t, &key))
+                    .map(|(f, _)| f.display().to_string());
+                let message = match from {
+                    Some(f) => format!("{message} (set in {f})"),
+                    None => message,
+                };
+                ConfigError::Invalid { key, message }
+            }
+            other => other,
+        })?;
+        Ok((cfg, files))
     }
 
     /// Load from `path` if given, else the built-in defaults; validated either way.
@@ -655,6 +782,100 @@ mod tests {
         assert!(e.to_string().contains("retention.classes.default"), "{e}");
         let e = parse("[[rules]]\nname = \"m\"\nrecrod = false\n").unwrap_err();
         assert!(e.to_string().contains("recrod"), "{e}");
+    }
+
+    #[test]
+    fn drop_ins_merge_in_lexical_order_and_name_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(
+            &main,
+            "[sip]\nlisten = [\"udp:127.0.0.1:5070\"]\nmax_calls = 10\n[log]\nlevel = \"debug\"\n",
+        )
+        .unwrap();
+        // No config.d: the file alone.
+        let (c, files) = Config::load_with_sources(&main).unwrap();
+        assert_eq!(files, std::slice::from_ref(&main));
+        assert_eq!(c.sip.max_calls, 10);
+        let d = dir.path().join("config.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("50-b.toml"), "[sip]\nmax_calls = 30\n").unwrap();
+        std::fs::write(
+            d.join("10-a.toml"),
+            "[sip]\nmax_calls = 20\nretry_after_s = 7\n[log]\ntarget = \"stderr\"\n",
+        )
+        .unwrap();
+        // Not read: wrong suffix, hidden.
+        std::fs::write(d.join("60-c.toml.off"), "[sip]\nmax_calls = 40\n").unwrap();
+        std::fs::write(d.join(".70-d.toml"), "garbage = [").unwrap();
+        let (c, files) = Config::load_with_sources(&main).unwrap();
+        assert_eq!(
+            files,
+            [main.clone(), d.join("10-a.toml"), d.join("50-b.toml")]
+        );
+        // Later file wins key by key; keys set only earlier survive.
+        assert_eq!(c.sip.max_calls, 30);
+        assert_eq!(c.sip.retry_after_s, 7);
+        assert_eq!(c.sip.listen[0].to_string(), "udp:127.0.0.1:5070");
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(c.log.target, LogTarget::Stderr);
+        // Unknown key in a drop-in: the error names that file and the key.
+        std::fs::write(d.join("20-typo.toml"), "[sip]\nmax_cals = 5\n").unwrap();
+        let e = Config::load(&main).unwrap_err().to_string();
+        assert!(e.contains("20-typo.toml") && e.contains("max_cals"), "{e}");
+        std::fs::remove_file(d.join("20-typo.toml")).unwrap();
+        // An invalid merged value names the file that set it.
+        std::fs::write(d.join("90-zero.toml"), "[sip]\nmax_calls = 0\n").unwrap();
+        let e = Config::load(&main).unwrap_err().to_string();
+        assert!(
+            e.contains("sip.max_calls") && e.contains("90-zero.toml"),
+            "{e}"
+        );
+        // Arrays are replaced whole, not appended.
+        std::fs::write(
+            d.join("90-zero.toml"),
+            "[sip]\nlisten = [\"tcp:127.0.0.1:5071\", \"udp:127.0.0.1:5071\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&main).unwrap();
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.sip.listen[0].to_string(), "tcp:127.0.0.1:5071");
+    }
+
+    #[test]
+    fn log_target_values() {
+        assert_eq!(parse("").unwrap().log.target, LogTarget::Auto);
+        let c = parse("[log]\ntarget = \"journald\"\n").unwrap();
+        assert_eq!(c.log.target, LogTarget::Journald);
+        let e = parse("[log]\ntarget = \"syslog\"\n").unwrap_err();
+        assert!(e.to_string().contains("syslog"), "{e}");
+    }
+
+    #[test]
+    fn box_config_with_a_site_drop_in_loads() {
+        // dist/etc/branchrec/config.toml needs the site's address in a drop-in.
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/dist/etc/branchrec/config.toml"
+            ),
+            &main,
+        )
+        .unwrap();
+        let e = Config::load(&main).unwrap_err().to_string();
+        assert!(e.contains("media.advertise"), "{e}");
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        std::fs::write(
+            dir.path().join("config.d/50-site.toml"),
+            "[media]\nadvertise = \"192.0.2.10\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&main).unwrap();
+        assert_eq!(c.storage.data_dir, PathBuf::from("/var/lib/branchrec"));
+        assert_eq!(c.keys.provider, "tpm");
+        assert_eq!(c.sdp_address().to_string(), "192.0.2.10");
     }
 
     #[test]

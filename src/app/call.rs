@@ -192,8 +192,11 @@ impl PreparedCall {
         };
         let end = self.start.elapsed();
         let sink = self.sink;
-        // Closing fsyncs the file: keep that off the async worker threads.
+        // Closing fsyncs the file: keep that off the async worker threads (in the call's
+        // span, so its log lines keep the recording and call ids).
+        let span = tracing::Span::current();
         let done = tokio::task::spawn_blocking(move || {
+            let _in_call = span.enter();
             sink.close(CloseInfo {
                 end,
                 reason: &end_reason,

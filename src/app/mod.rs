@@ -16,6 +16,7 @@ pub mod control;
 pub mod evidence;
 pub mod ports;
 pub mod retention;
+pub mod service;
 pub mod sink;
 pub mod sip_loop;
 pub mod store;
@@ -130,6 +131,8 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
 /// Run the recorder until SIGTERM/SIGINT: SIPREC always, passive capture when
 /// `[capture] interfaces` lists any.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let notifier = Arc::new(service::Notifier::from_env());
+    notifier.status("starting: opening the catalogue, recovering open recordings, loading keys");
     let st = open_storage(&cfg)?;
     start_up_audit(
         &cfg,
@@ -207,11 +210,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shared.clone(),
         board,
         board_shared,
-        uplink_shared,
+        uplink_shared.clone(),
         signer.clone(),
         panel_stop_rx,
     ));
-    let result = sip_loop::run(shared.clone()).await;
+    let result = sip_loop::run(shared.clone(), notifier.clone(), uplink_shared).await;
     let _ = panel_stop.send(());
     if tokio::time::timeout(std::time::Duration::from_secs(1), panel)
         .await
@@ -231,6 +234,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     syncer.abort();
     for t in uplink {
         t.abort();
+    }
+    // Closed recordings queued their final rows and manifests: let the catalogue thread
+    // commit and sign them before the process exits (bounded).
+    let cat = shared.catalog.clone();
+    let idle = tokio::task::spawn_blocking(move || cat.wait_idle_blocking());
+    if tokio::time::timeout(std::time::Duration::from_secs(10), idle)
+        .await
+        .is_err()
+    {
+        tracing::error!("catalogue writes not finished within 10 s of shutdown");
     }
     result
 }
@@ -404,14 +417,14 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> std::io::Result<std::fs::Fil
     Ok(f)
 }
 
-/// Start the uplink worker and the metrics listener if configured; the worker's shared
-/// state when uploading is enabled.
-fn start_uplink(
-    cfg: &Config,
-) -> (
+/// What [`start_uplink`] returns: its tasks and their shared state (for `STATUS=`).
+type UplinkTasks = (
     Vec<tokio::task::JoinHandle<()>>,
     Option<Arc<crate::uplink::worker::UplinkShared>>,
-) {
+);
+
+/// Start the uplink worker and the metrics listener if configured.
+fn start_uplink(cfg: &Config) -> UplinkTasks {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
     if !u.enabled && u.metrics_listen.is_none() {
@@ -428,9 +441,9 @@ fn start_uplink(
         }));
     }
     if let Some(addr) = u.metrics_listen {
-        let metrics_shared = shared.clone();
+        let s = shared.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::uplink::metrics::serve(addr, metrics_shared).await {
+            if let Err(e) = crate::uplink::metrics::serve(addr, s).await {
                 tracing::error!(%addr, "metrics listener: {e}");
             }
         }));

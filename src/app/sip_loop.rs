@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::app::call::{CallCmd, CallHandle, CallSetup, PreparedCall, SetupError};
+use crate::app::service::{self, Notifier, Probe, Watchdog};
 use crate::app::store::{free_mb, CatalogCmd};
 use crate::app::Shared;
 use crate::catalog::{
@@ -31,11 +32,20 @@ enum Inbound {
     Prepared(DialogId, Result<PreparedCall, SetupError>),
 }
 
+/// How often `STATUS=` is refreshed (when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
 /// Biggest SIP datagram we accept.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Run until SIGINT/SIGTERM.
-pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
+/// Run until SIGINT/SIGTERM. `READY=1` goes to the service manager once the listeners are
+/// bound (storage and keys are opened before); `STATUS=` and watchdog pings come from this
+/// loop, so a wedged loop stops pinging.
+pub async fn run(
+    shared: Arc<Shared>,
+    notifier: Arc<Notifier>,
+    uplink: Option<Arc<crate::uplink::worker::UplinkShared>>,
+) -> anyhow::Result<()> {
     let cfg = &shared.cfg;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(8192);
     let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
@@ -92,6 +102,25 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
         .context("installing SIGTERM handler")?;
     let listen: Vec<String> = cfg.sip.listen.iter().map(|l| l.to_string()).collect();
     tracing::info!(listen = ?listen, data_dir = %cfg.storage.data_dir.display(), "branchrec ready");
+    let snapshot = |calls: usize| service::Snapshot {
+        calls,
+        uploads_pending: uplink
+            .as_ref()
+            .and_then(|u| u.last_doc())
+            .map(|d| d.pending),
+        keys_error: shared.keys_error.clone(),
+        storage_refusing: shared.gate.refusing(),
+    };
+    let mut status = service::status_line(&snapshot(0));
+    notifier.ready(&status);
+    // Status every 5 s (when it changed); pings at half the watchdog timeout or faster.
+    let svc_every = notifier
+        .watchdog_every()
+        .map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
+    let mut svc_tick = tokio::time::interval(svc_every);
+    svc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watchdog = Watchdog::default();
+    let mut probe: Option<tokio::sync::oneshot::Receiver<()>> = None;
 
     loop {
         let deadline = srs
@@ -120,7 +149,8 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                                 } else {
                                     srs.accept(now, call, &ports);
                                 }
-                                let span = tracing::info_span!("call", recording = %id);
+                                // Journal fields RECORDING_ID and CALL_ID on every line of the call.
+                                let span = tracing::info_span!("call", recording_id = %id, call_id = %sip_call_id);
                                 span.in_scope(|| tracing::info!(?ports, "recording started"));
                                 tasks.spawn(tracing::Instrument::instrument(prepared.run(rx), span));
                                 if !ended {
@@ -140,6 +170,30 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
                 }
             }
             _ = tokio::time::sleep_until(deadline) => srs.handle_timeout(Instant::now()),
+            _ = svc_tick.tick(), if notifier.enabled() => {
+                if notifier.watchdog_every().is_some() {
+                    let state = match probe.as_mut().map(|rx| rx.try_recv()) {
+                        None => Probe::None,
+                        Some(Ok(())) => Probe::Answered,
+                        Some(Err(tokio::sync::oneshot::error::TryRecvError::Empty)) => Probe::Pending,
+                        Some(Err(tokio::sync::oneshot::error::TryRecvError::Closed)) => Probe::Gone,
+                    };
+                    let act = watchdog.tick(state);
+                    if act.ping {
+                        notifier.ping();
+                    }
+                    if act.new_probe {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        shared.catalog.send(CatalogCmd::Barrier(tx));
+                        probe = Some(rx);
+                    }
+                }
+                let now_status = service::status_line(&snapshot(calls.len()));
+                if now_status != status {
+                    notifier.status(&now_status);
+                    status = now_status;
+                }
+            }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -159,6 +213,11 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
             );
         }
     }
+    notifier.stopping(&format!(
+        "stopping: closing {} recording{}",
+        calls.len(),
+        if calls.len() == 1 { "" } else { "s" }
+    ));
     for (_, c) in calls.drain() {
         let _ = c.tx.send(CallCmd::End("daemon shutting down".into()));
     }

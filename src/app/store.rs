@@ -189,6 +189,9 @@ fn writer(
         if let Err(e) = res {
             tracing::error!(error = %e, "catalogue commit failed");
         }
+        // Barriers and finish signals answer after the manifests of this batch are written:
+        // a barrier means "everything queued before it is done", signing included.
+        let mut done_later = Vec::new();
         for r in replies {
             match r {
                 Reply::Insert(tx, res) => {
@@ -201,9 +204,7 @@ fn writer(
                         })
                     });
                 }
-                Reply::Done(tx) => {
-                    let _ = tx.send(());
-                }
+                Reply::Done(tx) => done_later.push(tx),
             }
         }
         // Deleting touches files and takes its own transaction: after the commit.
@@ -225,6 +226,9 @@ fn writer(
             for id in finished {
                 discard_if_short(&mut cat, cfg, clock, &id);
             }
+        }
+        for tx in done_later {
+            let _ = tx.send(());
         }
     }
 }

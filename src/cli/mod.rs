@@ -131,11 +131,18 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(crate::app::run(cfg))
         }
         Command::CheckConfig { config } => {
-            let cfg = Config::load_or_default(config.as_deref())?;
+            let (cfg, files) = match config.as_deref() {
+                Some(p) => Config::load_with_sources(p)?,
+                None => (Config::load_or_default(None)?, Vec::new()),
+            };
             let origin = config
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "built-in defaults".into());
             println!("{origin}: OK");
+            for f in &files {
+                println!("  read             {}", f.display());
+            }
+            println!("  log.target       = {:?}", cfg.log.target);
             let listen: Vec<String> = cfg.sip.listen.iter().map(|l| l.to_string()).collect();
             println!("  sip.listen      = {}", listen.join(", "));
             println!(
@@ -216,13 +223,54 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn init_logging(cfg: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     crate::pii::set_redaction(cfg.log.redact_pii);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let registry = tracing_subscriber::registry().with(filter);
+    let want_journal = match cfg.log.target {
+        crate::config::LogTarget::Journald => true,
+        crate::config::LogTarget::Stderr => false,
+        crate::config::LogTarget::Auto => stderr_is_journal(),
+    };
+    if want_journal {
+        // Field names as they are (RECORDING_ID, CALL_ID, …), not prefixed with `F_`.
+        match tracing_journald::layer() {
+            Ok(j) => {
+                registry
+                    .with(
+                        j.with_field_prefix(None)
+                            .with_syslog_identifier("branchrec".into()),
+                    )
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("branchrec: cannot log to the journal ({e}): logging to stderr"),
+        }
+    }
+    registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
+}
+
+/// Whether systemd connected our stderr to the journal: `JOURNAL_STREAM` is
+/// `DEVICE:INODE` of that stream (systemd.exec(5)); a child whose stderr was redirected
+/// inherits the variable but not the stream, so compare.
+fn stderr_is_journal() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }

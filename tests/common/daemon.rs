@@ -146,6 +146,35 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Guard a daemon process the test started itself (e.g. with extra environment).
+    pub fn from_child(child: Child) -> Daemon {
+        Daemon { child: Some(child) }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, then wait at most `limit` for the exit status (`None`: killed after it).
+    pub fn terminate(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// Graceful stop (SIGTERM), bounded wait.
     pub fn stop(mut self) {
         if let Some(mut c) = self.child.take() {

@@ -12,10 +12,16 @@ BRANCHREC_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' \
 	$(BR2_EXTERNAL_BRANCHREC_PATH)/../Cargo.toml | head -n 1)
 BRANCHREC_LICENSE = Apache-2.0
 
-# Live capture links libpcap (the `pcap` crate). Its build script would dlopen the
-# library to learn its version, which cannot work for the target: say it instead.
-BRANCHREC_DEPENDENCIES = libpcap
+# tss-esapi links the TPM2 software stack through pkg-config; live capture links libpcap
+# (the `pcap` crate); the `opus` crate links libopus.
+BRANCHREC_DEPENDENCIES = host-pkgconf tpm2-tss libpcap opus
+
+# - AES-GCM must use the ARMv8 Crypto Extensions (see docs/crypto-benchmark.md); a
+#   RUSTFLAGS from the environment would override .cargo/config.toml, so set them here.
+# - The pcap crate's build script would dlopen libpcap to learn its version, which cannot
+#   work for the target: say it instead.
 BRANCHREC_CARGO_ENV = \
+	RUSTFLAGS="--cfg aes_armv8 --cfg polyval_armv8" \
 	LIBPCAP_LIBDIR=$(STAGING_DIR)/usr/lib \
 	LIBPCAP_VER=$(LIBPCAP_VERSION)
 
@@ -36,20 +42,40 @@ define BRANCHREC_CARGO_FETCH
 endef
 BRANCHREC_PRE_CONFIGURE_HOOKS += BRANCHREC_CARGO_FETCH
 
-# tss-esapi links the TPM2 software stack through pkg-config.
-BRANCHREC_DEPENDENCIES = tpm2-tss host-pkgconf
-
-# AES-GCM must use the ARMv8 Crypto Extensions (see docs/crypto-benchmark.md); a
-# RUSTFLAGS from the environment would override .cargo/config.toml, so set them here.
-BRANCHREC_CARGO_ENV = RUSTFLAGS="--cfg aes_armv8 --cfg polyval_armv8"
-
 # Only the daemon goes on the box, not the load generator.
 BRANCHREC_CARGO_BUILD_OPTS = --bin branchrec
 
+# The box's configuration (the site adds /etc/branchrec/config.d/*.toml) and the
+# commented reference configuration.
 define BRANCHREC_INSTALL_TARGET_CMDS
 	$(INSTALL) -D -m 0755 \
 		$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/branchrec \
 		$(TARGET_DIR)/usr/bin/branchrec
+	$(INSTALL) -D -m 0644 $(@D)/dist/etc/branchrec/config.toml \
+		$(TARGET_DIR)/etc/branchrec/config.toml
+	$(INSTALL) -d -m 0755 $(TARGET_DIR)/etc/branchrec/config.d
+	$(INSTALL) -D -m 0644 $(@D)/etc/branchrec.toml \
+		$(TARGET_DIR)/usr/share/doc/branchrec/branchrec.toml
+	$(INSTALL) -D -m 0644 $(@D)/README.md \
+		$(TARGET_DIR)/usr/share/doc/branchrec/README.md
 endef
+
+# The hardened unit (enabled through its preset), the service user and groups for
+# systemd-sysusers, the data directory for systemd-tmpfiles, device permissions.
+define BRANCHREC_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(@D)/dist/systemd/branchrec.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/branchrec.service
+	$(INSTALL) -D -m 0644 $(@D)/dist/systemd/80-branchrec.preset \
+		$(TARGET_DIR)/usr/lib/systemd/system-preset/80-branchrec.preset
+	$(INSTALL) -D -m 0644 $(@D)/dist/sysusers.d/branchrec.conf \
+		$(TARGET_DIR)/usr/lib/sysusers.d/branchrec.conf
+	$(INSTALL) -D -m 0644 $(@D)/dist/tmpfiles.d/branchrec.conf \
+		$(TARGET_DIR)/usr/lib/tmpfiles.d/branchrec.conf
+	$(INSTALL) -D -m 0644 $(@D)/dist/udev/60-branchrec.rules \
+		$(TARGET_DIR)/usr/lib/udev/rules.d/60-branchrec.rules
+endef
+
+# The service user and its groups come from the users table the defconfigs name
+# (board/common/users.table, BR2_ROOTFS_USERS_TABLES) and, at boot, from sysusers.d.
 
 $(eval $(cargo-package))
