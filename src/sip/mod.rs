@@ -12,6 +12,7 @@
 //! drain `poll_transmit` / `poll_event` and re-arm a timer at `poll_timeout`, calling
 //! `handle_timeout` when it fires.
 
+pub mod access;
 pub mod endpoint;
 pub mod message;
 pub mod parse;
