@@ -509,7 +509,7 @@ async fn send(
                 }
             }
         }
-        Transport::Tcp => {
+        Transport::Tcp | Transport::Tls => {
             let sent = peer
                 .conn
                 .and_then(|c| tcp.get(&c))

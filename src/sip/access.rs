@@ -20,7 +20,9 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AccessError {
     /// An `allowed_sources` entry is not an address or CIDR.
-    #[error("`{0}`: not an IP address or CIDR (e.g. \"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\")")]
+    #[error(
+        "`{0}`: not an IP address or CIDR (e.g. \"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\")"
+    )]
     BadSource(String),
     /// A CIDR with bits set below its prefix (`10.0.0.1/8`): almost always a typo.
     #[error("`{given}`: host bits set below the prefix; did you mean `{meant}`?")]
@@ -206,7 +208,9 @@ impl FromStr for IdentityPattern {
             return Err(bad("empty identity"));
         }
         let (kind, value) = match t.split_once(':') {
-            Some((k, v)) if ["cn", "dns", "uri", "ip"].contains(&k.to_ascii_lowercase().as_str()) => {
+            Some((k, v))
+                if ["cn", "dns", "uri", "ip"].contains(&k.to_ascii_lowercase().as_str()) =>
+            {
                 (Some(k.to_ascii_lowercase()), v.trim())
             }
             _ => (None, t),
@@ -217,7 +221,9 @@ impl FromStr for IdentityPattern {
         let check_name = |v: &str| -> Result<String, AccessError> {
             let rest = v.strip_prefix("*.").unwrap_or(v);
             if rest.is_empty() || rest.contains('*') {
-                return Err(bad("a wildcard is only allowed as the whole first label (`*.example.com`)"));
+                return Err(bad(
+                    "a wildcard is only allowed as the whole first label (`*.example.com`)",
+                ));
             }
             if !rest
                 .bytes()
@@ -267,9 +273,9 @@ fn name_matches(pattern: &str, name: &str) -> bool {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     let pattern = pattern.trim_end_matches('.');
     match pattern.strip_prefix("*.") {
-        Some(domain) => name
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && !label.contains('*') && rest == domain),
+        Some(domain) => name.split_once('.').is_some_and(|(label, rest)| {
+            !label.is_empty() && !label.contains('*') && rest == domain
+        }),
         None => name == pattern,
     }
 }
@@ -529,7 +535,11 @@ impl RefusalLog {
                 .retain(|_, (last, _)| now.saturating_duration_since(*last) < interval);
             if self.seen.len() >= self.max_peers {
                 // Still full of active peers: forget the oldest one.
-                if let Some(oldest) = self.seen.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k)
+                if let Some(oldest) = self
+                    .seen
+                    .iter()
+                    .min_by_key(|(_, (t, _))| *t)
+                    .map(|(k, _)| *k)
                 {
                     self.seen.remove(&oldest);
                 }
@@ -546,8 +556,8 @@ mod tests {
 
     #[test]
     fn cidr_parsing_and_matching() {
-        let l = SourceAllowlist::parse(&["10.0.0.0/8", "127.0.0.1", " 2001:db8::/32 ", "::1"])
-            .unwrap();
+        let l =
+            SourceAllowlist::parse(&["10.0.0.0/8", "127.0.0.1", " 2001:db8::/32 ", "::1"]).unwrap();
         assert!(l.allows("10.200.3.4".parse().unwrap()));
         assert!(l.allows("127.0.0.1".parse().unwrap()));
         assert!(!l.allows("127.0.0.2".parse().unwrap()));
@@ -562,7 +572,9 @@ mod tests {
         // A mapped address in the list is the IPv4 address.
         let m = SourceAllowlist::parse(&["::ffff:192.0.2.9"]).unwrap();
         assert!(m.allows("192.0.2.9".parse().unwrap()));
-        assert!(SourceAllowlist::parse(&["0.0.0.0/0"]).unwrap().allows("8.8.8.8".parse().unwrap()));
+        assert!(SourceAllowlist::parse(&["0.0.0.0/0"])
+            .unwrap()
+            .allows("8.8.8.8".parse().unwrap()));
     }
 
     #[test]
@@ -574,7 +586,15 @@ mod tests {
 
     #[test]
     fn bad_cidrs_are_explained() {
-        for bad in ["10.0.0.0/33", "10.0.0", "ten", "", "10.0.0.0/", "fe80::/129", "1.2.3.4/8/9"] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0",
+            "ten",
+            "",
+            "10.0.0.0/",
+            "fe80::/129",
+            "1.2.3.4/8/9",
+        ] {
             let e = SourceAllowlist::parse(&[bad]).unwrap_err();
             assert!(matches!(e, AccessError::BadSource(_)), "{bad}: {e}");
         }
@@ -590,7 +610,10 @@ mod tests {
             cn: vec!["SBC1.Example.com".into()],
             dns: vec!["sbc1.example.com".into(), "sbc-a.site.example.net".into()],
             uri: vec!["sip:SBC.example.org".into(), "sip:rec@host.example".into()],
-            ip: vec!["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()],
+            ip: vec![
+                "192.0.2.10".parse().unwrap(),
+                "2001:db8::10".parse().unwrap(),
+            ],
         }
     }
 
@@ -634,7 +657,10 @@ mod tests {
         }
         assert!(IdentityAllowlist::default().find(&id).is_none());
         let l = allow(&["nope.example", "ip:192.0.2.10"]);
-        assert_eq!(l.find(&id).map(|p| p.to_string()).as_deref(), Some("ip:192.0.2.10"));
+        assert_eq!(
+            l.find(&id).map(|p| p.to_string()).as_deref(),
+            Some("ip:192.0.2.10")
+        );
     }
 
     #[test]
@@ -652,8 +678,20 @@ mod tests {
 
     #[test]
     fn bad_identities_are_refused() {
-        for bad in ["", "dns:", "ip:300.1.1.1", "uri:nocolon", "a*.example.com", "*.", "dns:sb c", "x.*.com"] {
-            assert!(IdentityAllowlist::parse(&[bad]).is_err(), "{bad:?} accepted");
+        for bad in [
+            "",
+            "dns:",
+            "ip:300.1.1.1",
+            "uri:nocolon",
+            "a*.example.com",
+            "*.",
+            "dns:sb c",
+            "x.*.com",
+        ] {
+            assert!(
+                IdentityAllowlist::parse(&[bad]).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 
@@ -720,9 +758,15 @@ mod tests {
         assert_eq!(l.note(t0 + Duration::from_secs(1), a, "unknown_ca"), None);
         assert_eq!(l.note(t0 + Duration::from_secs(2), a, "unknown_ca"), None);
         assert_eq!(l.note(t0 + Duration::from_secs(2), a, "expired"), Some(0));
-        assert_eq!(l.note(t0 + Duration::from_secs(61), a, "unknown_ca"), Some(2));
+        assert_eq!(
+            l.note(t0 + Duration::from_secs(61), a, "unknown_ca"),
+            Some(2)
+        );
         // Bounded: a third pair evicts, never grows past max_peers.
-        assert_eq!(l.note(t0 + Duration::from_secs(62), b, "unknown_ca"), Some(0));
+        assert_eq!(
+            l.note(t0 + Duration::from_secs(62), b, "unknown_ca"),
+            Some(0)
+        );
         assert!(l.seen.len() <= 2);
     }
 
