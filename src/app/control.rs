@@ -6,6 +6,9 @@
 //!   recording (by recording id or SIP Call-ID); paused time becomes silence and a
 //!   `pause`/`resume` interval in the events.
 //! - `{"cmd":"resume","call":"ID","actor":"…"}`
+//! - `{"cmd":"access"}` — SIP listener counters: TLS connections accepted and refused by
+//!   reason, datagrams/connections dropped by `sip.allowed_sources`
+//!   (`{"ok":true,"access":{…}}`).
 //!
 //! Replies: `{"ok":true,"recording":"…"}` or `{"ok":false,"error":"…"}`.
 
@@ -94,7 +97,8 @@ fn handle(shared: &Shared, line: &str) -> serde_json::Value {
     let pause = match cmd {
         "pause" => true,
         "resume" => false,
-        _ => return err("unknown cmd (pause, resume)"),
+        "access" => return serde_json::json!({ "ok": true, "access": shared.access.snapshot() }),
+        _ => return err("unknown cmd (pause, resume, access)"),
     };
     let found = {
         let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());

@@ -18,6 +18,7 @@ pub mod retention;
 pub mod sink;
 pub mod sip_loop;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -44,6 +45,8 @@ pub struct Shared {
     pub gate: Arc<retention::StorageGate>,
     /// Running recordings (for the control socket).
     pub live: control::LiveCalls,
+    /// SIP listener access counters: TLS accepted/refused, source-allowlist drops.
+    pub access: Arc<crate::sip::access::AccessCounters>,
 }
 
 /// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
@@ -185,6 +188,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         clock: clock.clone(),
         gate: gate.clone(),
         live: Default::default(),
+        access: Default::default(),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(shared.cfg.clone(), clock, signer, gate));

@@ -2,6 +2,7 @@
 //!
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
+pub mod access;
 pub mod bench;
 pub mod keys;
 pub mod lifecycle;
@@ -14,6 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+pub use access::{print_sip_access, sip_access};
 
 /// Branch-office call recorder.
 #[derive(Debug, Parser)]
@@ -140,6 +142,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             if cfg.keys.provider == "software" {
                 println!("  WARNING: software keys are for development machines only");
             }
+            access::print_check(&cfg)?;
             if cfg.capture.interfaces.is_empty() {
                 println!("  capture          = off");
             } else {

@@ -38,9 +38,11 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         doc.alarms = l.alarms;
         doc.pending_delta_1h = l.pending_delta_1h;
     }
+    let access = crate::cli::sip_access(&cfg);
     if json {
         let mut v = serde_json::to_value(&doc)?;
         if let Some(o) = v.as_object_mut() {
+            o.insert("sip_access".into(), serde_json::to_value(&access)?);
             o.insert("uplink_enabled".into(), cfg.uplink.enabled.into());
             o.insert("daemon_reported_at".into(), daemon_seen.into());
             o.insert("uploads".into(), serde_json::to_value(cat.upload_rows()?)?);
@@ -94,6 +96,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         },
         doc.key_custody
     );
+    crate::cli::print_sip_access(&cfg, access.as_ref());
     if doc.alarms.is_empty() {
         println!("alarms         none");
     }
