@@ -753,6 +753,26 @@ mod tests {
         assert_eq!(c.capture.media_timeout_s, 60);
     }
 
+    /// The commented `[sip.tls]` block of the reference config parses once uncommented.
+    #[test]
+    fn reference_config_tls_block_parses() {
+        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/branchrec.toml"));
+        let text = std::fs::read_to_string(p).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "#[sip.tls]")
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        assert!(block.contains("allowed_identities"), "{block}");
+        let c = parse(&block).unwrap();
+        let t = c.sip.tls.unwrap();
+        assert_eq!(t.listen[0].port(), 5061);
+        assert_eq!(t.min_version, "1.2");
+        assert!(c.sip.allowed_sources.is_empty());
+    }
+
     #[test]
     fn capture_section() {
         let c = parse("[capture]\ninterfaces = [\"eth1\", \"eth2\"]\nbpf_filter = \"udp or tcp\"\ndeny = [\"+4930*\"]\n").unwrap();

@@ -558,6 +558,12 @@ fn siprec_over_tls_with_mutual_auth_and_source_allowlists() {
         1,
         "{log}"
     );
+    for l in log
+        .lines()
+        .filter(|l| l.contains("TLS") || l.contains("allowed_sources"))
+    {
+        eprintln!("{l}");
+    }
     d.stop();
     eprintln!("sip_tls wall time: {:.1} s", t0.elapsed().as_secs_f64());
 }
