@@ -53,6 +53,31 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` arguments for a new unencrypted P-256 key.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
+/// A new P-256 key `name.key` and a CSR `name.csr` for `subj`.
+fn key_and_csr(dir: &Path, name: &str, subj: &str) {
+    let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut args = vec!["req", "-new"];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", subj]);
+    openssl(dir, &args);
+}
+
 /// Key + CSR for `cn` with SANs `san` (openssl syntax), signed by `ca` into `name.crt`.
 fn leaf(dir: &Path, name: &str, cn: &str, san: &str, eku: &str, ca: &str) {
     std::fs::write(
@@ -63,24 +88,7 @@ fn leaf(dir: &Path, name: &str, cn: &str, san: &str, eku: &str, ca: &str) {
         ),
     )
     .expect("writing extension file");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/O=branchrec test/CN={cn}"),
-        ],
-    );
+    key_and_csr(dir, name, &format!("/O=branchrec test/CN={cn}"));
     openssl(
         dir,
         &[
@@ -104,31 +112,19 @@ fn leaf(dir: &Path, name: &str, cn: &str, san: &str, eku: &str, ca: &str) {
     );
 }
 
+/// A self-signed CA `name.crt`/`name.key` (P-256, 30 days).
 fn ca(dir: &Path, name: &str, cn: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "30",
-            "-subj",
-            &format!("/O=branchrec test/CN={cn}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+    let (key, crt, subj) = (
+        format!("{name}.key"),
+        format!("{name}.crt"),
+        format!("/O=branchrec test/CN={cn}"),
     );
+    let mut args = vec!["req", "-x509"];
+    args.extend(EC_KEY);
+    args.extend(["-keyout", &key, "-out", &crt, "-days", "30", "-subj", &subj]);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(dir, &args);
 }
 
 /// The whole test PKI in `dir`.
@@ -171,24 +167,7 @@ fn make_pki(dir: &Path) {
         format!("basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\nsubjectAltName={src_san}\n"),
     )
     .expect("expired.ext");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "expired.key",
-            "-out",
-            "expired.csr",
-            "-subj",
-            &format!("/CN={ALLOWED}"),
-        ],
-    );
+    key_and_csr(dir, "expired", &format!("/CN={ALLOWED}"));
     openssl(
         dir,
         &[

@@ -439,7 +439,7 @@ impl fmt::Display for TlsRefusal {
 #[derive(Debug, Default)]
 pub struct AccessCounters {
     tls_accepted: AtomicU64,
-    tls_refused: [AtomicU64; 8],
+    tls_refused: [AtomicU64; TlsRefusal::ALL.len()],
     udp_source_denied: AtomicU64,
     tcp_source_denied: AtomicU64,
 }
