@@ -421,3 +421,143 @@ impl SourceDenyLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn write_pki(dir: &Path) -> SipTlsConfig {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let srv = rcgen::CertificateParams::new(vec!["rec.example".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca_cert, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("s.crt"), srv.pem()).unwrap();
+        std::fs::write(dir.join("s.key"), key.serialize_pem()).unwrap();
+        std::fs::write(
+            dir.join("other.key"),
+            rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
+        SipTlsConfig {
+            listen: vec!["127.0.0.1:5061".parse().unwrap()],
+            cert_file: dir.join("s.crt"),
+            key_file: dir.join("s.key"),
+            client_ca_file: dir.join("ca.crt"),
+            allowed_identities: vec!["sbc.example".into()],
+            min_version: "1.2".into(),
+            handshake_timeout_ms: 5000,
+            max_connections: 4,
+            contact_host: None,
+            log_interval_s: 60,
+        }
+    }
+
+    fn err(cfg: &SipTlsConfig) -> String {
+        match load(cfg) {
+            Ok(_) => panic!("loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn load_checks_every_file() {
+        let d = tempfile::tempdir().unwrap();
+        let good = write_pki(d.path());
+        let s = load(&good).unwrap();
+        assert_eq!(
+            s.summary.server_identities,
+            ["cn:rcgen self signed cert", "dns:rec.example"]
+        );
+        assert_eq!((s.summary.chain_len, s.summary.client_cas), (1, 1));
+        assert!(s.summary.server_not_after.is_some());
+
+        let mut c = good.clone();
+        c.cert_file = PathBuf::from("/nonexistent/s.crt");
+        assert!(
+            err(&c).starts_with("sip.tls.cert_file /nonexistent/s.crt: cannot read"),
+            "{}",
+            err(&c)
+        );
+        let mut c = good.clone();
+        c.key_file = d.path().join("other.key");
+        assert!(
+            err(&c).contains("does not belong to the first certificate"),
+            "{}",
+            err(&c)
+        );
+        let mut c = good.clone();
+        c.key_file = d.path().join("ca.crt");
+        assert!(
+            err(&c).contains("sip.tls.key_file") && err(&c).contains("no PRIVATE KEY"),
+            "{}",
+            err(&c)
+        );
+        let mut c = good.clone();
+        c.client_ca_file = d.path().join("s.key");
+        assert!(
+            err(&c).contains("sip.tls.client_ca_file") && err(&c).contains("no CERTIFICATE"),
+            "{}",
+            err(&c)
+        );
+        std::fs::write(
+            d.path().join("junk.crt"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let mut c = good;
+        c.cert_file = d.path().join("junk.crt");
+        assert!(err(&c).contains("does not parse as X.509"), "{}", err(&c));
+    }
+
+    #[test]
+    fn refusals_are_classified() {
+        let io = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let cert = |e: CertificateError| io(rustls::Error::InvalidCertificate(e));
+        assert_eq!(
+            classify(&io(rustls::Error::NoCertificatesPresented)),
+            TlsRefusal::NoCertificate
+        );
+        assert_eq!(
+            classify(&cert(CertificateError::UnknownIssuer)),
+            TlsRefusal::UnknownCa
+        );
+        assert_eq!(
+            classify(&cert(CertificateError::BadSignature)),
+            TlsRefusal::UnknownCa
+        );
+        assert_eq!(
+            classify(&cert(CertificateError::Expired)),
+            TlsRefusal::Expired
+        );
+        assert_eq!(
+            classify(&cert(CertificateError::NotValidYet)),
+            TlsRefusal::Expired
+        );
+        assert_eq!(
+            classify(&cert(CertificateError::Revoked)),
+            TlsRefusal::BadCertificate
+        );
+        let other = rustls::OtherError(Arc::new(NotAllowlisted(vec!["cn:x".into()])));
+        assert_eq!(
+            classify(&cert(CertificateError::Other(other))),
+            TlsRefusal::NotAllowlisted
+        );
+        assert_eq!(
+            classify(&io(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))),
+            TlsRefusal::Handshake
+        );
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            TlsRefusal::Handshake
+        );
+    }
+}
