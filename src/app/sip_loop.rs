@@ -80,6 +80,9 @@ pub async fn run(shared: Arc<Shared>) -> anyhow::Result<()> {
             min_version = %t.min_version,
             "SIP over TLS: mutual authentication required"
         );
+        if let Some(m) = server.summary.key_mode_too_open {
+            tracing::warn!(mode = %format!("{m:03o}"), "sip.tls.key_file is readable by group/others: chmod 0400 it");
+        }
         for addr in &t.listen {
             let lst = TcpListener::bind(addr)
                 .await

@@ -66,6 +66,8 @@ pub struct TlsSummary {
     pub client_cas: usize,
     /// Allowlist entries.
     pub allowed_identities: usize,
+    /// Permission bits of the key file when group or others may access it.
+    pub key_mode_too_open: Option<u32>,
 }
 
 /// The loaded TLS listener configuration.
@@ -198,6 +200,13 @@ pub fn load(cfg: &SipTlsConfig) -> Result<TlsServer, TlsLoadError> {
     let chain = certs("cert_file", &cfg.cert_file)?;
     let key_path = cfg.key_file.display().to_string();
     let key_pem = read("key_file", &cfg.key_file)?;
+    let key_mode_too_open = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&cfg.key_file)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+            .filter(|m| m & 0o077 != 0)
+    };
     let mut key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| TlsLoadError::Content {
             key: "key_file",
@@ -260,6 +269,7 @@ pub fn load(cfg: &SipTlsConfig) -> Result<TlsServer, TlsLoadError> {
         server_not_after: not_after(leaf),
         client_cas: cas.len(),
         allowed_identities,
+        key_mode_too_open,
     };
     Ok(TlsServer {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),

@@ -102,6 +102,11 @@ pub fn print_check(cfg: &Config) -> anyhow::Result<()> {
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
             .map_or("?".into(), |d| d.to_rfc3339())
     );
+    if let Some(m) = s.key_mode_too_open {
+        println!(
+            "  WARNING: sip.tls.key_file is mode {m:03o}: make it readable by the recorder's user only (chmod 0400)"
+        );
+    }
     if let Some(na) = s.server_not_after {
         if na < chrono::Utc::now().timestamp() {
             println!(
