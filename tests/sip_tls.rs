@@ -500,6 +500,17 @@ fn siprec_over_tls_with_mutual_auth_and_source_allowlists() {
         String::from_utf8_lossy(&buf[..n])
     );
 
+    // RFC 5626 keep-alive on an allowed connection: CRLFCRLF ping, CRLF pong.
+    let mut ka = TcpStream::connect(("127.0.0.1", d.sip_port)).expect("connect");
+    ka.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    ka.write_all(b"\r\n\r\n").expect("ping");
+    let mut pong = [0u8; 2];
+    ka.read_exact(&mut pong)
+        .expect("pong to a CRLFCRLF keep-alive");
+    assert_eq!(&pong, b"\r\n");
+    drop(ka);
+
     // 5. The counters, as an operator sees them.
     std::thread::sleep(Duration::from_millis(300));
     let st = status_json(&d);

@@ -686,6 +686,7 @@ async fn stream_conn<S>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let pong = out_tx.clone();
     if tx.send(Inbound::TcpOpened(id, out_tx)).await.is_err() {
         return;
     }
@@ -710,7 +711,14 @@ async fn stream_conn<S>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        framer.push(buf.get(..n).unwrap_or_default());
+        let chunk = buf.get(..n).unwrap_or_default();
+        // RFC 5626 §4.4.1 keep-alive: a CRLFCRLF ping between messages gets a CRLF pong
+        // (SBCs use it to check TCP/TLS connections to the recorder).
+        if framer.buffered() == 0 && chunk == b"\r\n\r\n" {
+            let _ = pong.send(b"\r\n".to_vec());
+            continue;
+        }
+        framer.push(chunk);
         loop {
             // Frames go through the endpoint as bytes so a malformed one still gets its 400.
             match framer.next_frame() {
