@@ -126,6 +126,60 @@ pub struct SipConfig {
     pub max_calls: usize,
     /// Seconds to put in `Retry-After` when we cannot record.
     pub retry_after_s: u32,
+    /// Sources allowed on the plain UDP/TCP listeners: addresses or CIDRs, IPv4 and IPv6
+    /// (`["10.0.0.0/8", "127.0.0.1"]`). Empty = every source. Others are dropped without
+    /// an answer (UDP) or disconnected (TCP), and counted.
+    pub allowed_sources: Vec<String>,
+    /// SIP over TLS (`[sip.tls]`); absent = no TLS listener.
+    pub tls: Option<SipTlsConfig>,
+}
+
+/// `[sip.tls]`: SIP over TLS with mutual authentication of the SRC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipTlsConfig {
+    /// Addresses to listen on for SIP over TLS (`"0.0.0.0:5061"`).
+    pub listen: Vec<SocketAddr>,
+    /// Server certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key of the server certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificate(s), PEM, that issue the SRCs' client certificates.
+    pub client_ca_file: PathBuf,
+    /// SRC identities allowed to connect, matched against the client certificate's
+    /// subject CN and subjectAltName: `"sbc1.example.com"`, `"*.sbc.example.com"`,
+    /// `"cn:…"`, `"dns:…"`, `"uri:sip:sbc.example.com"`, `"ip:192.0.2.10"`.
+    pub allowed_identities: Vec<String>,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default = "default_tls_min")]
+    pub min_version: String,
+    /// A handshake must complete within this many milliseconds.
+    #[serde(default = "default_tls_handshake_ms")]
+    pub handshake_timeout_ms: u32,
+    /// Most TLS connections open at once; further ones are refused and counted.
+    #[serde(default = "default_tls_max_conns")]
+    pub max_connections: usize,
+    /// `host[:port]` for the Contact of TLS calls (a name in the server certificate);
+    /// default: the local address of the connection.
+    #[serde(default)]
+    pub contact_host: Option<String>,
+    /// A refused peer (per address and reason) is logged at most once per this many
+    /// seconds; every refusal is counted.
+    #[serde(default = "default_tls_log_interval")]
+    pub log_interval_s: u32,
+}
+
+fn default_tls_min() -> String {
+    "1.2".into()
+}
+fn default_tls_handshake_ms() -> u32 {
+    5000
+}
+fn default_tls_max_conns() -> usize {
+    256
+}
+fn default_tls_log_interval() -> u32 {
+    60
 }
 
 impl Default for SipConfig {
@@ -145,7 +199,83 @@ impl Default for SipConfig {
             user_agent: format!("branchrec/{}", env!("CARGO_PKG_VERSION")),
             max_calls: 2000,
             retry_after_s: 30,
+            allowed_sources: Vec::new(),
+            tls: None,
         }
+    }
+}
+
+impl SipTlsConfig {
+    /// Checks that need no file access (the files are loaded and checked by
+    /// `crate::app::tls::load`, which `check-config` and the daemon run).
+    pub fn validate(&self, plain: &[Listen]) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if self.listen.is_empty() {
+            return err(
+                "listen",
+                "at least one address, e.g. [\"0.0.0.0:5061\"]".into(),
+            );
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            if self.listen[..i].contains(a) {
+                return err("listen", format!("`{a}` is listed twice"));
+            }
+            if plain.iter().any(|l| {
+                l.transport == ListenTransport::Tcp
+                    && l.addr.port() == a.port()
+                    && (l.addr.ip() == a.ip()
+                        || l.addr.ip().is_unspecified()
+                        || a.ip().is_unspecified())
+            }) {
+                return err(
+                    "listen",
+                    format!("`{a}` clashes with a tcp: listener in sip.listen"),
+                );
+            }
+        }
+        for (k, p) in [
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+            ("client_ca_file", &self.client_ca_file),
+        ] {
+            if p.as_os_str().is_empty() {
+                return err(k, "must name a PEM file".into());
+            }
+        }
+        if self.allowed_identities.is_empty() {
+            return err(
+                "allowed_identities",
+                "must list the SRC identities allowed to connect (certificate CN or SAN); \
+                 an empty list would let no one in"
+                    .into(),
+            );
+        }
+        crate::sip::access::IdentityAllowlist::parse(&self.allowed_identities)
+            .map_err(|e| ("allowed_identities".to_string(), e.to_string()))?;
+        if !matches!(self.min_version.as_str(), "1.2" | "1.3") {
+            return err(
+                "min_version",
+                format!("`{}`: expected \"1.2\" or \"1.3\"", self.min_version),
+            );
+        }
+        if !(100..=60_000).contains(&self.handshake_timeout_ms) {
+            return err(
+                "handshake_timeout_ms",
+                "must be between 100 and 60000".into(),
+            );
+        }
+        if self.max_connections == 0 {
+            return err("max_connections", "must be at least 1".into());
+        }
+        if self.log_interval_s == 0 {
+            return err("log_interval_s", "must be at least 1".into());
+        }
+        if let Some(h) = &self.contact_host {
+            if h.is_empty() || h.contains([' ', '<', '>', ';', '@']) {
+                return err("contact_host", format!("`{h}`: expected host[:port]"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -587,6 +717,12 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1".into()));
         }
+        crate::sip::access::SourceAllowlist::parse(&self.sip.allowed_sources)
+            .map_err(|e| invalid("sip.allowed_sources", e.to_string()))?;
+        if let Some(t) = &self.sip.tls {
+            t.validate(&self.sip.listen)
+                .map_err(|(k, m)| invalid(&format!("sip.tls.{k}"), m))?;
+        }
         let r = self.media.rtp_ports;
         if u32::from(r.last) - u32::from(r.first) < 1 {
             return Err(invalid(
@@ -747,6 +883,26 @@ mod tests {
         assert_eq!(c.capture.media_timeout_s, 60);
     }
 
+    /// The commented `[sip.tls]` block of the reference config parses once uncommented.
+    #[test]
+    fn reference_config_tls_block_parses() {
+        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/branchrec.toml"));
+        let text = std::fs::read_to_string(p).unwrap();
+        let block: String = text
+            .lines()
+            .skip_while(|l| *l != "#[sip.tls]")
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        assert!(block.contains("allowed_identities"), "{block}");
+        let c = parse(&block).unwrap();
+        let t = c.sip.tls.unwrap();
+        assert_eq!(t.listen[0].port(), 5061);
+        assert_eq!(t.min_version, "1.2");
+        assert!(c.sip.allowed_sources.is_empty());
+    }
+
     #[test]
     fn capture_section() {
         let c = parse("[capture]\ninterfaces = [\"eth1\", \"eth2\"]\nbpf_filter = \"udp or tcp\"\ndeny = [\"+4930*\"]\n").unwrap();
@@ -876,6 +1032,46 @@ mod tests {
         assert_eq!(c.storage.data_dir, PathBuf::from("/var/lib/branchrec"));
         assert_eq!(c.keys.provider, "tpm");
         assert_eq!(c.sdp_address().to_string(), "192.0.2.10");
+    }
+
+    #[test]
+    fn sip_security_settings() {
+        let tls = "[sip.tls]\nlisten = [\"127.0.0.1:5061\"]\ncert_file = \"s.crt\"\n\
+                   key_file = \"s.key\"\nclient_ca_file = \"ca.crt\"\n";
+        let c = parse(&format!(
+            "[sip]\nallowed_sources = [\"10.0.0.0/8\", \"::1\"]\n{tls}allowed_identities = [\"sbc1.example.com\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sip.allowed_sources.len(), 2);
+        let t = c.sip.tls.unwrap();
+        assert_eq!(
+            (t.min_version.as_str(), t.handshake_timeout_ms),
+            ("1.2", 5000)
+        );
+        let e = parse(&format!("{tls}allowed_identities = []\n")).unwrap_err();
+        assert!(e.to_string().contains("sip.tls.allowed_identities"), "{e}");
+        let e = parse(&format!("{tls}allowed_identities = [\"ip:1.2.3\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("sip.tls.allowed_identities"), "{e}");
+        let e = parse(&format!(
+            "{tls}allowed_identities = [\"a\"]\nmin_version = \"1.1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("sip.tls.min_version"), "{e}");
+        let e = parse("[sip.tls]\nlisten = [\"127.0.0.1:5061\"]\nallowed_identities = [\"a\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("cert_file"), "{e}");
+        let e = parse(&format!(
+            "[sip]\nlisten = [\"tcp:0.0.0.0:5061\"]\n{tls}allowed_identities = [\"a\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("clashes"), "{e}");
+        let e = parse("[sip]\nallowed_sources = [\"10.0.0.1/8\"]\n").unwrap_err();
+        assert!(
+            e.to_string().contains("sip.allowed_sources") && e.to_string().contains("10.0.0.0/8"),
+            "{e}"
+        );
+        let e = parse("[sip]\nallowed_sources = [\"localhost\"]\n").unwrap_err();
+        assert!(e.to_string().contains("sip.allowed_sources"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //!   recording (by recording id or SIP Call-ID); paused time becomes silence and a
 //!   `pause`/`resume` interval in the events.
 //! - `{"cmd":"resume","call":"ID","actor":"…"}`
+//! - `{"cmd":"access"}` — SIP listener counters: TLS connections accepted and refused by
+//!   reason, datagrams/connections dropped by `sip.allowed_sources`
+//!   (`{"ok":true,"access":{…}}`).
 //!
 //! - `{"cmd":"board"}` — the front panel: board, LEDs, faults, last press and hold
 //!   (reply `{"ok":true,"board":{…}}`).
@@ -102,7 +105,8 @@ fn handle(shared: &Shared, line: &str) -> serde_json::Value {
         "pause" => true,
         "resume" => false,
         "board" | "board.press" => return board_cmd(shared, cmd, &req),
-        _ => return err("unknown cmd (pause, resume, board, board.press)"),
+        "access" => return serde_json::json!({ "ok": true, "access": shared.access.snapshot() }),
+        _ => return err("unknown cmd (pause, resume, board, board.press, access)"),
     };
     let found = {
         let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());

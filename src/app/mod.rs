@@ -20,6 +20,7 @@ pub mod service;
 pub mod sink;
 pub mod sip_loop;
 pub mod store;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ pub struct Shared {
     pub live: control::LiveCalls,
     /// The front panel's state (for the control socket).
     pub board: Option<Arc<crate::board::BoardShared>>,
+    /// SIP listener access counters: TLS accepted/refused, source-allowlist drops.
+    pub access: Arc<crate::sip::access::AccessCounters>,
 }
 
 /// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
@@ -195,6 +198,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gate: gate.clone(),
         live: Default::default(),
         board: Some(board_shared.clone()),
+        access: Default::default(),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(

@@ -13,12 +13,14 @@ use tokio::sync::mpsc;
 use crate::app::call::{CallCmd, CallHandle, CallSetup, PreparedCall, SetupError};
 use crate::app::service::{self, Notifier, Probe, Watchdog};
 use crate::app::store::{free_mb, CatalogCmd};
+use crate::app::tls::{SourceDenyLog, TlsServer};
 use crate::app::Shared;
 use crate::catalog::{
     ChannelRow, DataMode, MappingSource, MetadataVersion as CatMetadata, NewRecording,
     ParticipantRow, Source,
 };
 use crate::config::ListenTransport;
+use crate::sip::access::{AccessCounters, SourceAllowlist};
 use crate::sip::{DialogId, Endpoint, EndpointConfig, Peer, StreamFramer, Transport};
 use crate::siprec::metadata::RecordingMetadata;
 use crate::siprec::srs::{MetadataVersion, Offer, Srs, SrsConfig, SrsEvent};
@@ -38,6 +40,22 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// Biggest SIP datagram we accept.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// What the socket tasks share: the source allowlist of the plain listeners, counters,
+/// the rate-limited refusal log and the connection-id counter of TCP and TLS.
+struct Gate {
+    allowed: SourceAllowlist,
+    counters: Arc<AccessCounters>,
+    deny_log: SourceDenyLog,
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl Gate {
+    fn conn_id(&self) -> u64 {
+        self.next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Run until SIGINT/SIGTERM. `READY=1` goes to the service manager once the listeners are
 /// bound (storage and keys are opened before); `STATUS=` and watchdog pings come from this
 /// loop, so a wedged loop stops pinging.
@@ -50,6 +68,44 @@ pub async fn run(
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(8192);
     let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut tcp_conns: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let gate = Arc::new(Gate {
+        // Validated with the configuration.
+        allowed: SourceAllowlist::parse(&cfg.sip.allowed_sources).context("sip.allowed_sources")?,
+        counters: shared.access.clone(),
+        deny_log: SourceDenyLog::default(),
+        next_conn: 1.into(),
+    });
+    if gate.allowed.is_open() {
+        tracing::info!(
+            "sip.allowed_sources is empty: the UDP/TCP listeners take SIP from any source"
+        );
+    }
+    let mut listen: Vec<String> = cfg.sip.listen.iter().map(|l| l.to_string()).collect();
+    if let Some(t) = &cfg.sip.tls {
+        let server = Arc::new(crate::app::tls::load(t)?);
+        tracing::info!(
+            server = ?server.summary.server_identities,
+            client_cas = server.summary.client_cas,
+            allowed_identities = server.summary.allowed_identities,
+            min_version = %t.min_version,
+            "SIP over TLS: mutual authentication required"
+        );
+        if let Some(m) = server.summary.key_mode_too_open {
+            tracing::warn!(mode = %format!("{m:03o}"), "sip.tls.key_file is readable by group/others: chmod 0400 it");
+        }
+        for addr in &t.listen {
+            let lst = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding SIP listener tls:{addr}"))?;
+            tokio::spawn(tls_acceptor(
+                lst,
+                server.clone(),
+                gate.clone(),
+                in_tx.clone(),
+            ));
+            listen.push(format!("tls:{addr}"));
+        }
+    }
     for l in &cfg.sip.listen {
         match l.transport {
             ListenTransport::Udp => {
@@ -60,13 +116,13 @@ pub async fn run(
                 );
                 let local = s.local_addr()?;
                 udp.insert(local, s.clone());
-                tokio::spawn(udp_reader(s, local, in_tx.clone()));
+                tokio::spawn(udp_reader(s, local, gate.clone(), in_tx.clone()));
             }
             ListenTransport::Tcp => {
                 let lst = TcpListener::bind(l.addr)
                     .await
                     .with_context(|| format!("binding SIP listener {l}"))?;
-                tokio::spawn(tcp_acceptor(lst, in_tx.clone()));
+                tokio::spawn(tcp_acceptor(lst, gate.clone(), in_tx.clone()));
             }
         }
     }
@@ -79,6 +135,7 @@ pub async fn run(
     let ep = Endpoint::new(EndpointConfig {
         user_agent: cfg.sip.user_agent.clone(),
         contact_host,
+        tls_contact_host: cfg.sip.tls.as_ref().and_then(|t| t.contact_host.clone()),
         // RFC 7866 §6.1.1: an SRC puts `Require: siprec` on recording sessions.
         supported: vec!["siprec".into()],
         max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
@@ -100,7 +157,6 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
-    let listen: Vec<String> = cfg.sip.listen.iter().map(|l| l.to_string()).collect();
     tracing::info!(listen = ?listen, data_dir = %cfg.storage.data_dir.display(), "branchrec ready");
     let snapshot = |calls: usize| service::Snapshot {
         calls,
@@ -569,7 +625,7 @@ async fn send(
                 }
             }
         }
-        Transport::Tcp => {
+        Transport::Tcp | Transport::Tls => {
             let sent = peer
                 .conn
                 .and_then(|c| tcp.get(&c))
@@ -582,10 +638,20 @@ async fn send(
     }
 }
 
-async fn udp_reader(s: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Inbound>) {
+async fn udp_reader(
+    s: Arc<UdpSocket>,
+    local: SocketAddr,
+    gate: Arc<Gate>,
+    tx: mpsc::Sender<Inbound>,
+) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         match s.recv_from(&mut buf).await {
+            Ok((_, remote)) if !gate.allowed.allows(remote.ip()) => {
+                // Not a word back: an unlisted source learns nothing about us.
+                gate.counters.udp_denied();
+                gate.deny_log.note(remote, "udp");
+            }
             Ok((n, remote)) => {
                 let peer = Peer {
                     transport: Transport::Udp,
@@ -605,15 +671,25 @@ async fn udp_reader(s: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Inbou
     }
 }
 
-async fn tcp_acceptor(lst: TcpListener, tx: mpsc::Sender<Inbound>) {
-    let mut next_id: u64 = 1;
+async fn tcp_acceptor(lst: TcpListener, gate: Arc<Gate>, tx: mpsc::Sender<Inbound>) {
     loop {
         match lst.accept().await {
+            Ok((stream, remote)) if !gate.allowed.allows(remote.ip()) => {
+                gate.counters.tcp_denied();
+                gate.deny_log.note(remote, "tcp");
+                drop(stream);
+            }
             Ok((stream, remote)) => {
-                let id = next_id;
-                next_id += 1;
+                let id = gate.conn_id();
                 let local = stream.local_addr().unwrap_or(remote);
-                tokio::spawn(tcp_conn(stream, id, remote, local, tx.clone()));
+                tokio::spawn(stream_conn(
+                    stream,
+                    Transport::Tcp,
+                    id,
+                    remote,
+                    local,
+                    tx.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SIP TCP accept failed");
@@ -623,27 +699,67 @@ async fn tcp_acceptor(lst: TcpListener, tx: mpsc::Sender<Inbound>) {
     }
 }
 
-async fn tcp_conn(
-    stream: tokio::net::TcpStream,
+/// SIP over TLS: handshake (mutual authentication, allowlist) in a task per connection,
+/// then the same framing and routing as TCP.
+async fn tls_acceptor(
+    lst: TcpListener,
+    server: Arc<TlsServer>,
+    gate: Arc<Gate>,
+    tx: mpsc::Sender<Inbound>,
+) {
+    loop {
+        match lst.accept().await {
+            Ok((stream, remote)) => {
+                let (server, gate, tx) = (server.clone(), gate.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let local = stream.local_addr().unwrap_or(remote);
+                    let Some(acc) = server.accept(stream, remote, &gate.counters).await else {
+                        return;
+                    };
+                    let id = gate.conn_id();
+                    tracing::info!(peer = %remote, conn = id, version = %acc.version,
+                        identities = ?acc.identities, "SIP over TLS connection accepted");
+                    stream_conn(acc.stream, Transport::Tls, id, remote, local, tx).await;
+                    drop(acc.slot);
+                    tracing::debug!(peer = %remote, conn = id, "SIP over TLS connection closed");
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIP TLS accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One TCP or TLS connection: Content-Length framing in, responses out on the same
+/// connection.
+async fn stream_conn<S>(
+    stream: S,
+    transport: Transport,
     id: u64,
     remote: SocketAddr,
     local: SocketAddr,
     tx: mpsc::Sender<Inbound>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let pong = out_tx.clone();
     if tx.send(Inbound::TcpOpened(id, out_tx)).await.is_err() {
         return;
     }
     let writer = tokio::spawn(async move {
         while let Some(d) = out_rx.recv().await {
-            if wr.write_all(&d).await.is_err() {
+            // flush: TLS holds records until flushed; a no-op for TCP.
+            if wr.write_all(&d).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
     });
     let peer = Peer {
-        transport: Transport::Tcp,
+        transport,
         remote,
         local,
         conn: Some(id),
@@ -655,7 +771,14 @@ async fn tcp_conn(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        framer.push(buf.get(..n).unwrap_or_default());
+        let chunk = buf.get(..n).unwrap_or_default();
+        // RFC 5626 §4.4.1 keep-alive: a CRLFCRLF ping between messages gets a CRLF pong
+        // (SBCs use it to check TCP/TLS connections to the recorder).
+        if framer.buffered() == 0 && chunk == b"\r\n\r\n" {
+            let _ = pong.send(b"\r\n".to_vec());
+            continue;
+        }
+        framer.push(chunk);
         loop {
             // Frames go through the endpoint as bytes so a malformed one still gets its 400.
             match framer.next_frame() {
@@ -666,7 +789,7 @@ async fn tcp_conn(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "unframeable SIP over TCP: closing connection");
+                    tracing::warn!(error = %e, ?transport, "unframeable SIP: closing connection");
                     break 'read;
                 }
             }

@@ -2,6 +2,7 @@
 //!
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
+pub mod access;
 pub mod bench;
 pub mod board;
 pub mod keys;
@@ -15,6 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+pub use access::{print_sip_access, sip_access};
 
 /// Branch-office call recorder.
 #[derive(Debug, Parser)]
@@ -159,6 +161,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 cfg.board.kind,
                 cfg.board.pins.display()
             );
+            access::print_check(&cfg)?;
             if cfg.capture.interfaces.is_empty() {
                 println!("  capture          = off");
             } else {

@@ -40,6 +40,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     }
     // The front panel lives in the daemon: ask it (null when it is not running).
     let board = crate::cli::board::fetch_status(&cfg).map_err(|e| format!("{e:#}"));
+    let access = crate::cli::sip_access(&cfg);
     if json {
         let mut v = serde_json::to_value(&doc)?;
         if let Some(o) = v.as_object_mut() {
@@ -47,6 +48,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             if let Err(e) = &board {
                 o.insert("board_error".into(), e.clone().into());
             }
+            o.insert("sip_access".into(), serde_json::to_value(&access)?);
             o.insert("uplink_enabled".into(), cfg.uplink.enabled.into());
             o.insert("daemon_reported_at".into(), daemon_seen.into());
             o.insert("uploads".into(), serde_json::to_value(cat.upload_rows()?)?);
@@ -104,6 +106,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         Ok(b) => print!("{}", crate::cli::board::render(b)),
         Err(e) => println!("board          unknown: {e}"),
     }
+    crate::cli::print_sip_access(&cfg, access.as_ref());
     if doc.alarms.is_empty() {
         println!("alarms         none");
     }

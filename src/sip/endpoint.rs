@@ -19,6 +19,9 @@ pub enum Transport {
     Udp,
     /// TCP (reliable: no retransmissions).
     Tcp,
+    /// TLS over TCP (reliable; the only transport on which a `sips:` Request-URI is
+    /// accepted, RFC 3261 §26.2.2 / RFC 5630).
+    Tls,
 }
 
 /// Where a message came from / a response goes to.
@@ -30,13 +33,13 @@ pub struct Peer {
     pub remote: SocketAddr,
     /// Local address the message arrived on.
     pub local: SocketAddr,
-    /// TCP connection id assigned by the shell.
+    /// TCP/TLS connection id assigned by the shell.
     pub conn: Option<u64>,
 }
 
 impl Peer {
     fn reliable(&self) -> bool {
-        self.transport == Transport::Tcp
+        matches!(self.transport, Transport::Tcp | Transport::Tls)
     }
 }
 
@@ -56,6 +59,9 @@ pub struct EndpointConfig {
     pub user_agent: String,
     /// host:port for our Contact header.
     pub contact_host: String,
+    /// host:port for the Contact of calls over TLS (a name in the server certificate);
+    /// `None`: the local address of the TLS connection.
+    pub tls_contact_host: Option<String>,
     /// Body types we accept (lower-case `type/subtype`).
     pub accepted_content_types: Vec<String>,
     /// Option tags we support (listed in Supported; Require of others → 420).
@@ -83,6 +89,7 @@ impl Default for EndpointConfig {
         Self {
             user_agent: "branchrec".into(),
             contact_host: "127.0.0.1:5060".into(),
+            tls_contact_host: None,
             accepted_content_types: vec![
                 "application/sdp".into(),
                 "multipart/mixed".into(),
@@ -468,7 +475,7 @@ impl Endpoint {
         if method == Method::Cancel {
             return self.handle_cancel(now, peer, key, msg);
         }
-        if let Err(e) = self.check_request(&msg, &method) {
+        if let Err(e) = self.check_request(&msg, &method, &peer) {
             let id = self.new_txn(now, peer, key, msg, None, None, false, false);
             self.reject(now, id, e);
             return;
@@ -480,8 +487,9 @@ impl Endpoint {
         }
     }
 
-    /// RFC 3261 8.2.1-8.2.4 checks, in order: 405, 416, 420, 415, 406.
-    fn check_request(&self, msg: &Message, method: &Method) -> Result<(), SipError> {
+    /// RFC 3261 8.2.1-8.2.4 checks, in order: 405, 416 (480 for `sips:` off TLS), 420,
+    /// 415, 406.
+    fn check_request(&self, msg: &Message, method: &Method, peer: &Peer) -> Result<(), SipError> {
         if !matches!(
             method,
             Method::Invite | Method::Bye | Method::Options | Method::Update | Method::Info
@@ -491,6 +499,9 @@ impl Endpoint {
         let uri = parse::parse_uri(msg.request_uri().unwrap_or(""))?;
         if !(uri.is_sip() || uri.scheme == "tel") {
             return Err(SipError::UnsupportedUriScheme);
+        }
+        if uri.scheme == "sips" && peer.transport != Transport::Tls {
+            return Err(SipError::SipsOverInsecureTransport);
         }
         let unsupported: Vec<String> = msg
             .require()
@@ -539,6 +550,13 @@ impl Endpoint {
                 vec![("Accept".into(), self.cfg.accepted_content_types.join(", "))]
             }
             SipError::BadExtension(tags) => vec![("Unsupported".into(), tags.join(", "))],
+            SipError::SipsOverInsecureTransport => vec![(
+                "Warning".into(),
+                format!(
+                    "399 {} \"sips: Request-URI received over a transport other than TLS; send it over TLS\"",
+                    self.cfg.contact_host
+                ),
+            )],
             SipError::NotAcceptable => vec![("Accept".into(), "application/sdp".into())],
             SipError::Overloaded | SipError::RequestPending | SipError::CSeqOutOfOrder => {
                 vec![("Retry-After".into(), "1".into())]
@@ -902,18 +920,7 @@ impl Endpoint {
         let is_invite = t.method == Method::Invite;
         let mut extra = extra;
         if is_invite && (101..300).contains(&status) {
-            let transport = if t.peer.reliable() {
-                ";transport=tcp"
-            } else {
-                ""
-            };
-            extra.insert(
-                0,
-                (
-                    "Contact".into(),
-                    format!("<sip:{}{}>", self.cfg.contact_host, transport),
-                ),
-            );
+            extra.insert(0, ("Contact".into(), self.contact_for(&t.request, &t.peer)));
         }
         let tag = if status == 100 {
             None
@@ -994,6 +1001,39 @@ impl Endpoint {
             t.expires_at = if reliable { now } else { now + 64 * t1 };
         }
         Ok(())
+    }
+
+    /// Our Contact for a dialog-creating response. Over TLS: `sips:` when the request
+    /// asked for SIPS (Request-URI, or the top Record-Route / Contact when the SRC put a
+    /// `sips:` URI there — RFC 3261 §12.1.1), else `sip:…;transport=tls`.
+    fn contact_for(&self, req: &Message, peer: &Peer) -> String {
+        match peer.transport {
+            Transport::Udp => format!("<sip:{}>", self.cfg.contact_host),
+            Transport::Tcp => format!("<sip:{};transport=tcp>", self.cfg.contact_host),
+            Transport::Tls => {
+                let host = self
+                    .cfg
+                    .tls_contact_host
+                    .clone()
+                    .unwrap_or_else(|| peer.local.to_string());
+                let scheme_of = |v: Option<&str>| {
+                    v.and_then(|v| parse::parse_name_addr(parse::split_list(v).first()?).ok())
+                        .map(|n| n.uri.scheme.clone())
+                };
+                let top = match req.header("Record-Route") {
+                    Some(rr) => scheme_of(Some(rr)),
+                    None => scheme_of(req.header("Contact")),
+                };
+                let sips = parse::parse_uri(req.request_uri().unwrap_or(""))
+                    .is_ok_and(|u| u.scheme == "sips")
+                    || top.as_deref() == Some("sips");
+                if sips {
+                    format!("<sips:{host}>")
+                } else {
+                    format!("<sip:{host};transport=tls>")
+                }
+            }
+        }
     }
 
     /// Advance timers: retransmissions, transaction expiry, ACK timeouts, idle dialogs.
@@ -1392,6 +1432,88 @@ Call-ID: {call}\r\nCSeq: {cseq} {cseq_m}\r\nContact: <sip:src@192.0.2.10:5062>\r
                 ..
             }]
         ));
+    }
+
+    /// An INVITE over `t` with Request-URI `ruri`; returns our responses after the app
+    /// answers 200 (if the endpoint offered it the INVITE at all).
+    fn invite_over(t: Transport, ruri: &str, tls_host: Option<&str>) -> Vec<Message> {
+        let now = Instant::now();
+        let mut ep = Endpoint::new(EndpointConfig {
+            seed: 42,
+            tls_contact_host: tls_host.map(str::to_string),
+            ..EndpointConfig::default()
+        });
+        let p = Peer {
+            conn: Some(9),
+            ..peer(t)
+        };
+        let raw = String::from_utf8(sdp_invite("z9hG4bKs1", "callS", 1, None))
+            .unwrap()
+            .replacen("INVITE sip:srs@192.0.2.1", &format!("INVITE {ruri}"), 1)
+            .replace(
+                "SIP/2.0/UDP",
+                if t == Transport::Tls {
+                    "SIP/2.0/TLS"
+                } else {
+                    "SIP/2.0/UDP"
+                },
+            );
+        ep.handle_receive(now, p, raw.as_bytes());
+        let mut out = drain(&mut ep);
+        if let [Event::Invite { txn, .. }] = events(&mut ep).as_slice() {
+            ep.respond(
+                now,
+                *txn,
+                200,
+                "OK",
+                vec![],
+                Some(("application/sdp".into(), b"v=0\r\n".to_vec())),
+            )
+            .unwrap();
+            out.extend(drain(&mut ep));
+            // Reliable transport: no 2xx retransmission.
+            ep.handle_timeout(now + 10 * T1);
+            if t == Transport::Tls {
+                assert!(drain(&mut ep).is_empty(), "2xx retransmitted over TLS");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sips_request_uri_over_udp_or_tcp_gets_480() {
+        for t in [Transport::Udp, Transport::Tcp] {
+            let out = invite_over(t, "sips:srs@192.0.2.1", None);
+            assert_eq!(statuses(&out), vec![480], "{t:?}");
+            let w = out[0].header("Warning").expect("Warning explains the 480");
+            assert!(w.starts_with("399 ") && w.contains("TLS"), "{w}");
+        }
+    }
+
+    #[test]
+    fn tls_calls_get_a_tls_contact() {
+        // sips: Request-URI over TLS: accepted, Contact is sips: (RFC 3261 12.1.1).
+        let out = invite_over(
+            Transport::Tls,
+            "sips:srs@192.0.2.1",
+            Some("rec.example.com:5061"),
+        );
+        assert_eq!(statuses(&out), vec![100, 200]);
+        assert_eq!(
+            out[1].header("Contact"),
+            Some("<sips:rec.example.com:5061>")
+        );
+        assert!(out[1].header("Via").unwrap().starts_with("SIP/2.0/TLS "));
+        // sip: Request-URI over TLS: sip: Contact with transport=tls, local address.
+        let out = invite_over(Transport::Tls, "sip:srs@192.0.2.1", None);
+        assert_eq!(statuses(&out), vec![100, 200]);
+        assert_eq!(
+            out[1].header("Contact"),
+            Some("<sip:192.0.2.1:5060;transport=tls>")
+        );
+        // Plain transports keep their Contact.
+        let out = invite_over(Transport::Udp, "sip:srs@192.0.2.1", None);
+        assert_eq!(out[1].header("Contact"), Some("<sip:127.0.0.1:5060>"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! drain `poll_transmit` / `poll_event` and re-arm a timer at `poll_timeout`, calling
 //! `handle_timeout` when it fires.
 
+pub mod access;
 pub mod endpoint;
 pub mod message;
 pub mod parse;
@@ -47,6 +48,10 @@ pub enum SipError {
     /// Request-URI scheme not sip/sips/tel.
     #[error("unsupported URI scheme")]
     UnsupportedUriScheme,
+    /// A `sips:` Request-URI that did not arrive over TLS (RFC 3261 §26.2.2: the last hop
+    /// of a SIPS request is TLS).
+    #[error("sips: Request-URI over a transport other than TLS")]
+    SipsOverInsecureTransport,
     /// Body with a Content-Type we do not accept.
     #[error("unsupported media type")]
     UnsupportedMediaType,
@@ -90,6 +95,9 @@ impl SipError {
             SipError::VersionNotSupported => (505, "Version Not Supported"),
             SipError::MethodNotAllowed => (405, "Method Not Allowed"),
             SipError::UnsupportedUriScheme => (416, "Unsupported URI Scheme"),
+            // 480, not 416: we do support sips: (on the TLS listener); 416 would say we
+            // cannot handle the scheme at all and invite a downgrade to sip: (RFC 5630).
+            SipError::SipsOverInsecureTransport => (480, "Temporarily Unavailable"),
             SipError::UnsupportedMediaType => (415, "Unsupported Media Type"),
             SipError::BadExtension(_) => (420, "Bad Extension"),
             SipError::NotAcceptable => (406, "Not Acceptable"),

@@ -115,6 +115,12 @@ impl Daemon {
     /// Like [`Daemon::start`], with `extra` TOML appended to the config (e.g. `[uplink]`).
     /// A data directory already in `dir` is reused (restart after a kill).
     pub fn start_with(dir: &Path, extra: &str) -> Daemon {
+        Daemon::start_with_sip(dir, "", extra)
+    }
+
+    /// Like [`Daemon::start_with`], with `sip` lines added to the `[sip]` section (e.g.
+    /// `allowed_sources = [...]`).
+    pub fn start_with_sip(dir: &Path, sip: &str, extra: &str) -> Daemon {
         let bin = private_copy(env!("CARGO_BIN_EXE_branchrec"), dir, "run");
         let sip_port = free_port();
         let (lo, hi) = free_port_range(100);
@@ -124,7 +130,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n\
+                "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n{sip}\n\
                  [media]\nrtp_bind = \"127.0.0.1\"\nrtp_ports = \"{lo}-{hi}\"\nplayout_delay_ms = 300\n\
                  [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 1000\n\
                  [keys]\nprovider = \"software\"\n\
