@@ -36,8 +36,11 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use zeroize::{Zeroize, Zeroizing};
 
+pub mod channel;
 #[cfg(test)]
 mod tests;
+
+pub use channel::SrtpChannel;
 
 type Ctr128<C> = ctr::Ctr128BE<C>;
 
@@ -319,16 +322,25 @@ impl SrtpStats {
         self.malformed += o.malformed;
     }
 
-    fn count(&mut self, e: SrtpError, rtcp: bool) {
+    fn counter(&mut self, e: SrtpError, rtcp: bool) -> &mut u64 {
         match (e, rtcp) {
-            (SrtpError::AuthFailed, false) => self.rtp_auth_fail += 1,
-            (SrtpError::AuthFailed, true) => self.rtcp_auth_fail += 1,
-            (SrtpError::Replayed, false) => self.rtp_replay += 1,
-            (SrtpError::Replayed, true) => self.rtcp_replay += 1,
-            (SrtpError::KeyExpired, _) => self.key_expired += 1,
-            (SrtpError::UnknownMki, _) => self.unknown_mki += 1,
-            (SrtpError::Malformed | SrtpError::BadPolicy(_), _) => self.malformed += 1,
+            (SrtpError::AuthFailed, false) => &mut self.rtp_auth_fail,
+            (SrtpError::AuthFailed, true) => &mut self.rtcp_auth_fail,
+            (SrtpError::Replayed, false) => &mut self.rtp_replay,
+            (SrtpError::Replayed, true) => &mut self.rtcp_replay,
+            (SrtpError::KeyExpired, _) => &mut self.key_expired,
+            (SrtpError::UnknownMki, _) => &mut self.unknown_mki,
+            (SrtpError::Malformed | SrtpError::BadPolicy(_), _) => &mut self.malformed,
         }
+    }
+
+    fn count(&mut self, e: SrtpError, rtcp: bool) {
+        *self.counter(e, rtcp) += 1;
+    }
+
+    fn uncount(&mut self, e: SrtpError, rtcp: bool) {
+        let c = self.counter(e, rtcp);
+        *c = c.saturating_sub(1);
     }
 }
 
@@ -914,6 +926,12 @@ impl SrtpReceiver {
             Err(e) => self.stats.count(e, true),
         }
         r
+    }
+
+    /// Take back a failure counted by the last call (the caller found the packet valid
+    /// under other keys, see [`SrtpChannel`]).
+    pub(crate) fn forget_failure(&mut self, e: SrtpError, rtcp: bool) {
+        self.stats.uncount(e, rtcp);
     }
 
     fn rtp_inner(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
