@@ -2,11 +2,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::crypto::{is_sdes_proto, select_crypto, SrtpNegotiated};
 use super::model::{
     Attribute, Connection, Direction, MediaDescription, Origin, PayloadFormat, SessionDescription,
     Timing,
 };
-use super::crypto::{is_sdes_proto, select_crypto, SrtpNegotiated};
 use super::SdpError;
 use crate::media::srtp::{Secret, SrtpSuite};
 
@@ -470,14 +470,34 @@ m=audio 4006 RTP/SAVP 8\n"
         let s = a.streams[0].srtp.as_ref().expect("SRTP negotiated");
         assert_eq!(s.tag, 3);
         assert_eq!(s.suite(), SrtpSuite::AeadAes128Gcm);
-        assert_eq!(s.policy.keys[0].key.expose(), &(0u8..16).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            s.policy.keys[0].key.expose(),
+            &(0u8..16).collect::<Vec<_>>()[..]
+        );
         assert_eq!(s.local_key.len(), 28);
-        assert_ne!(s.local_key.expose()[..16], s.policy.keys[0].key.expose()[..]);
+        assert_ne!(
+            s.local_key.expose()[..16],
+            s.policy.keys[0].key.expose()[..]
+        );
         assert!(text.contains("m=audio 30000 RTP/SAVP 8\r\n"), "{text}");
-        assert!(text.contains(&format!("a=crypto:{}\r\n", s.answer_value())), "{text}");
-        assert_eq!(text.matches("a=crypto:").count(), 1, "one line, for the accepted m-line");
-        assert!(!text.contains(k28) && !text.contains(k30), "never echo the offerer's key");
-        for (i, what) in [(1, "crypto suite"), (2, "not supported"), (3, "without a=crypto")] {
+        assert!(
+            text.contains(&format!("a=crypto:{}\r\n", s.answer_value())),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("a=crypto:").count(),
+            1,
+            "one line, for the accepted m-line"
+        );
+        assert!(
+            !text.contains(k28) && !text.contains(k30),
+            "never echo the offerer's key"
+        );
+        for (i, what) in [
+            (1, "crypto suite"),
+            (2, "not supported"),
+            (3, "without a=crypto"),
+        ] {
             assert_eq!(a.sdp.media[i].port, 0);
             let r = a.streams[i].reject_reason.as_deref().unwrap();
             assert!(r.contains(what), "{i}: {r}");

@@ -60,13 +60,21 @@ impl SrtpNegotiated {
     /// Our answer's `a=crypto` value: `<tag> <suite> inline:<base64>`.
     pub fn answer_value(&self) -> String {
         let b64 = base64::engine::general_purpose::STANDARD.encode(self.local_key.expose());
-        format!("{} {} inline:{}", self.tag, self.policy.suite.sdp_name(), b64)
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.policy.suite.sdp_name(),
+            b64
+        )
     }
 }
 
 fn decode_b64(s: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-    STANDARD.decode(s).or_else(|_| STANDARD_NO_PAD.decode(s)).ok()
+    STANDARD
+        .decode(s)
+        .or_else(|_| STANDARD_NO_PAD.decode(s))
+        .ok()
 }
 
 fn parse_lifetime(s: &str) -> Result<u64, CryptoError> {
@@ -109,7 +117,9 @@ pub fn parse_crypto(value: &str) -> Result<CryptoAttr, CryptoError> {
             .ok_or(CryptoError::Malformed("key is not base64"))?;
         let material = Secret::new(material);
         if material.len() != suite.key_len() + suite.salt_len() {
-            return Err(CryptoError::Malformed("key||salt length does not fit the suite"));
+            return Err(CryptoError::Malformed(
+                "key||salt length does not fit the suite",
+            ));
         }
         let mut lifetime = None;
         let mut mki = None;
@@ -119,7 +129,9 @@ pub fn parse_crypto(value: &str) -> Result<CryptoAttr, CryptoError> {
                     .then(|| v.parse().ok())
                     .flatten()
                     .ok_or(CryptoError::Malformed("MKI value"))?;
-                let l: usize = l.parse().map_err(|_| CryptoError::Malformed("MKI length"))?;
+                let l: usize = l
+                    .parse()
+                    .map_err(|_| CryptoError::Malformed("MKI length"))?;
                 if l == 0 || l > 128 || (l < 8 && v >> (8 * l) != 0) {
                     return Err(CryptoError::Malformed("MKI length"));
                 }
@@ -147,9 +159,12 @@ pub fn parse_crypto(value: &str) -> Result<CryptoAttr, CryptoError> {
     if mki_len > 0 && keys.iter().any(|k| k.mki.is_none()) {
         return Err(CryptoError::Malformed("MKI on some keys only"));
     }
-    if mki_len == 0 && keys.len() > 1 && keys[..keys.len() - 1].iter().any(|k| k.lifetime.is_none()) {
+    if mki_len == 0 && keys.len() > 1 && keys[..keys.len() - 1].iter().any(|k| k.lifetime.is_none())
+    {
         // Without MKI the next key is only used once the previous one's lifetime is over.
-        return Err(CryptoError::Malformed("several keys without MKI or lifetimes"));
+        return Err(CryptoError::Malformed(
+            "several keys without MKI or lifetimes",
+        ));
     }
     let mut policy = SrtpPolicy {
         suite,
@@ -197,7 +212,11 @@ pub fn select_crypto(m: &MediaDescription) -> Result<CryptoAttr, String> {
     let mut best: Option<CryptoAttr> = None;
     let mut offered = 0usize;
     let mut last_err = None;
-    for a in m.attributes.iter().filter(|a| a.name.eq_ignore_ascii_case("crypto")) {
+    for a in m
+        .attributes
+        .iter()
+        .filter(|a| a.name.eq_ignore_ascii_case("crypto"))
+    {
         offered += 1;
         match parse_crypto(a.value.as_deref().unwrap_or("")) {
             Ok(c) => {
@@ -242,7 +261,10 @@ mod tests {
         assert_eq!(c.policy.kdr, 1);
         assert!(c.policy.unencrypted_srtcp && !c.policy.unencrypted_srtp);
         // Lifetime in decimal, MKI before lifetime is allowed too.
-        let c = parse_crypto(&format!("7 AES_CM_128_HMAC_SHA1_32 inline:{KEY30}|1:1|1048576")).unwrap();
+        let c = parse_crypto(&format!(
+            "7 AES_CM_128_HMAC_SHA1_32 inline:{KEY30}|1:1|1048576"
+        ))
+        .unwrap();
         assert_eq!(c.policy.keys[0].lifetime, Some(1_048_576));
         assert_eq!(c.policy.mki_len, 1);
         // GCM key lengths.

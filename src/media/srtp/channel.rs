@@ -78,7 +78,9 @@ impl SrtpChannel {
                     Ok(rx) => {
                         self.suite = Some(p.suite);
                         if let Some((_, old)) = self.current.replace((p.clone(), rx)) {
-                            if let Some((older, _)) = self.previous.replace((old, now + REKEY_GRACE)) {
+                            if let Some((older, _)) =
+                                self.previous.replace((old, now + REKEY_GRACE))
+                            {
                                 self.retire(older);
                             }
                         }
@@ -99,7 +101,11 @@ impl SrtpChannel {
     /// Authenticate and decrypt one datagram in place (SRTP or SRTCP by its header);
     /// returns the plaintext length. Plain RTP channels return the length unchanged.
     pub fn unprotect(&mut self, buf: &mut [u8], now: Duration) -> Result<usize, SrtpError> {
-        if self.previous.as_ref().is_some_and(|(_, until)| now >= *until) {
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
             if let Some((old, _)) = self.previous.take() {
                 self.retire(old);
             }
@@ -187,7 +193,10 @@ impl SrtpChannel {
         put("srtcp_ok", s.rtcp_ok.into());
         put("srtcp_auth_fail", s.rtcp_auth_fail.into());
         put("srtcp_replay", s.rtcp_replay.into());
-        put("srtp_old_key_after_rekey", (self.rescued_rtp + self.rescued_rtcp).into());
+        put(
+            "srtp_old_key_after_rekey",
+            (self.rescued_rtp + self.rescued_rtcp).into(),
+        );
         m
     }
 }
@@ -198,7 +207,11 @@ mod tests {
     use super::*;
 
     fn pol(fill: u8) -> SrtpPolicy {
-        SrtpPolicy::simple(SrtpSuite::AesCm128HmacSha1_80, vec![fill; 16], vec![fill; 14])
+        SrtpPolicy::simple(
+            SrtpSuite::AesCm128HmacSha1_80,
+            vec![fill; 16],
+            vec![fill; 14],
+        )
     }
 
     fn pkt(tx: &mut SrtpSender, seq: u16) -> Vec<u8> {
@@ -225,11 +238,20 @@ mod tests {
         // Same keys again (a re-INVITE that changes nothing): context kept, so a replay
         // is still caught.
         ch.set_policy(Some(&pol(1)), t0);
-        assert_eq!(ch.unprotect(&mut pkt(&mut a, 1), t0), Err(SrtpError::Replayed));
+        assert_eq!(
+            ch.unprotect(&mut pkt(&mut a, 1), t0),
+            Err(SrtpError::Replayed)
+        );
         ch.set_policy(Some(&pol(2)), t0);
         // Old-key packet in flight: accepted within the grace period.
-        assert_eq!(ch.unprotect(&mut pkt(&mut a, 2), t0 + Duration::from_millis(500)), Ok(172));
-        assert_eq!(ch.unprotect(&mut pkt(&mut b, 3), t0 + Duration::from_millis(600)), Ok(172));
+        assert_eq!(
+            ch.unprotect(&mut pkt(&mut a, 2), t0 + Duration::from_millis(500)),
+            Ok(172)
+        );
+        assert_eq!(
+            ch.unprotect(&mut pkt(&mut b, 3), t0 + Duration::from_millis(600)),
+            Ok(172)
+        );
         // After it, old keys fail.
         assert_eq!(
             ch.unprotect(&mut pkt(&mut a, 4), t0 + REKEY_GRACE),
