@@ -414,6 +414,6 @@ fn srtp_offer_is_answered_with_our_key_and_rekeyed_by_reinvite() {
     let invite = to_srtp(&invite, &[format!("1 F8_128_HMAC_SHA1_80 inline:{k1}")]);
     srs.handle_receive(t0, peer(), invite.as_bytes());
     let r = responses(&mut srs);
-    assert_eq!(r.iter().map(status).last(), Some(488), "{r:?}");
+    assert_eq!(r.iter().map(status).next_back(), Some(488), "{r:?}");
     assert!(events(&mut srs).is_empty());
 }

@@ -118,9 +118,9 @@ pub fn random_key(rng: &mut impl rand::RngCore, suite: SrtpSuite) -> Secret {
 /// re-sent answer carries the same key).
 ///
 /// `RTP/SAVP`/`RTP/SAVPF` m-lines are accepted when one of their `a=crypto` lines has a
-/// supported suite (best: AEAD_AES_256_GCM > AEAD_AES_128_GCM > AES_CM_128_HMAC_SHA1_80
-/// > _32); the answer keeps the offered profile and carries one `a=crypto` with the
-/// chosen tag and our own key. Without a usable line the m-line is rejected (port 0).
+/// supported suite (best first: AEAD_AES_256_GCM, AEAD_AES_128_GCM,
+/// AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32); the answer keeps the offered profile
+/// and carries one `a=crypto` with the chosen tag and our own key. Without a usable line the m-line is rejected (port 0).
 pub fn build_answer_with_keys(
     offer: &SessionDescription,
     p: &AnswerParams<'_>,

@@ -380,6 +380,10 @@ pub(crate) fn kdf(master_key: &[u8], master_salt: &[u8], label: u8, r: u64, out:
 }
 
 /// Session keys for one direction type (SRTP or SRTCP) at one `r`.
+// A handful live per call (one per master key and direction); the GCM states are boxed
+// because of their size, the AES-CM one stays inline to keep the per-packet path
+// free of an extra indirection.
+#[allow(clippy::large_enum_variant)]
 enum SessionCipher {
     Cm {
         aes: Aes128,
