@@ -46,6 +46,22 @@ fn require_python_cryptography() {
     );
 }
 
+/// Serialised with the other timing-sensitive tests; the tools checked; a scratch dir.
+fn setup() -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir) {
+    let g = serial();
+    require_tool("sipp", "sip-tester");
+    require_python_cryptography();
+    (g, tempfile::tempdir().expect("tempdir"))
+}
+
+fn read_count(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .expect("sender wrote its count")
+        .trim()
+        .parse()
+        .expect("count")
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -179,10 +195,7 @@ fn assert_answer(a: &[String], tag: &str, suite: &str, key_len: usize, offered: 
 
 #[test]
 fn srtp_capture_replayed_decrypts_to_the_known_audio() {
-    let _g = serial();
-    require_tool("sipp", "sip-tester");
-    require_python_cryptography();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_g, tmp) = setup();
     let dir = tmp.path();
     let seconds = "8";
     // The expected audio: the same packets decrypted by Python.
@@ -211,11 +224,7 @@ fn srtp_capture_replayed_decrypts_to_the_known_audio() {
         8800,
     );
     assert_answer(&r.answer, "10", "AES_CM_128_HMAC_SHA1_80", 30, CAPTURE_KEY);
-    let sent: u64 = std::fs::read_to_string(&count_file)
-        .expect("sender wrote its count")
-        .trim()
-        .parse()
-        .expect("count");
+    let sent = read_count(&count_file);
     assert_eq!(sent, 400);
     let s = stats(&r.detail);
     assert_eq!(s["srtp_suite"], "AES_CM_128_HMAC_SHA1_80", "{s}");
@@ -229,10 +238,7 @@ fn srtp_capture_replayed_decrypts_to_the_known_audio() {
 
 #[test]
 fn wrong_key_writes_no_audio_and_counts_every_packet() {
-    let _g = serial();
-    require_tool("sipp", "sip-tester");
-    require_python_cryptography();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_g, tmp) = setup();
     let dir = tmp.path();
     let count_file = dir.join("sent.count");
     let wrong = random_key(30);
@@ -248,11 +254,7 @@ fn wrong_key_writes_no_audio_and_counts_every_packet() {
         2800,
     );
     assert_answer(&r.answer, "10", "AES_CM_128_HMAC_SHA1_80", 30, &wrong);
-    let sent: u64 = std::fs::read_to_string(&count_file)
-        .expect("sender wrote its count")
-        .trim()
-        .parse()
-        .expect("count");
+    let sent = read_count(&count_file);
     assert_eq!(sent, 100);
     let s = stats(&r.detail);
     assert_eq!(s["srtp_auth_fail"], sent, "{s}");
@@ -270,10 +272,7 @@ fn wrong_key_writes_no_audio_and_counts_every_packet() {
 
 #[test]
 fn aead_aes_256_gcm_with_mki_across_sequence_wrap_is_bit_exact() {
-    let _g = serial();
-    require_tool("sipp", "sip-tester");
-    require_python_cryptography();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_g, tmp) = setup();
     let dir = tmp.path();
     let key = random_key(44);
     let plain_file: PathBuf = dir.join("sent.alaw");

@@ -430,24 +430,22 @@ impl SessionCipher {
                     salt: s,
                 }
             }
-            SrtpSuite::AeadAes128Gcm => {
-                let mut k = Zeroizing::new([0u8; 16]);
+            SrtpSuite::AeadAes128Gcm | SrtpSuite::AeadAes256Gcm => {
+                let mut buf = Zeroizing::new([0u8; 32]);
+                let k = &mut buf[..suite.key_len()];
                 let mut s = [0u8; 12];
-                kdf(key, salt, base, r, &mut *k);
+                kdf(key, salt, base, r, k);
                 kdf(key, salt, base + 2, r, &mut s);
-                SessionCipher::Gcm128 {
-                    aead: Box::new(Aes128Gcm::new((&*k).into())),
-                    salt: s,
-                }
-            }
-            SrtpSuite::AeadAes256Gcm => {
-                let mut k = Zeroizing::new([0u8; 32]);
-                let mut s = [0u8; 12];
-                kdf(key, salt, base, r, &mut *k);
-                kdf(key, salt, base + 2, r, &mut s);
-                SessionCipher::Gcm256 {
-                    aead: Box::new(Aes256Gcm::new((&*k).into())),
-                    salt: s,
+                if suite == SrtpSuite::AeadAes128Gcm {
+                    SessionCipher::Gcm128 {
+                        aead: Box::new(Aes128Gcm::new(aes_gcm::Key::<Aes128Gcm>::from_slice(k))),
+                        salt: s,
+                    }
+                } else {
+                    SessionCipher::Gcm256 {
+                        aead: Box::new(Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(k))),
+                        salt: s,
+                    }
                 }
             }
         }
