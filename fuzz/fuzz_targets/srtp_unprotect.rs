@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
                 plain[0] = 0x80;
                 plain[1] = 200 + (plain[1] % 5);
                 buf[..n].copy_from_slice(&plain);
-                let index = u32::from(kind) << 8 | u32::from(*len);
+                let index = u32::from(*kind) << 8 | u32::from(*len);
                 let Ok(out) = tx.protect_rtcp(&mut buf, n, index, kind & 1 == 0, 0) else {
                     continue;
                 };
