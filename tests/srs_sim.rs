@@ -303,3 +303,117 @@ fn offer_without_supported_codec_is_488_and_plain_sdp_is_not_siprec() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Turn a fixture's `m=audio <port> RTP/AVP 18 0 8` into SDES-SRTP with `crypto` lines and
+/// fix Content-Length.
+fn to_srtp(msg: &str, crypto: &[String]) -> String {
+    let start = msg.find("m=audio ").expect("m=audio line");
+    let end = start + msg[start..].find("\r\n").expect("line end");
+    let mline = msg[start..end].replace("RTP/AVP", "RTP/SAVP");
+    let mut lines = mline;
+    for c in crypto {
+        lines.push_str(&format!("\r\na=crypto:{c}"));
+    }
+    let out = format!("{}{}{}", &msg[..start], lines, &msg[end..]);
+    let body_len = out.split_once("\r\n\r\n").expect("body").1.len();
+    set_header(&out, "Content-Length", &body_len.to_string())
+}
+
+#[test]
+fn srtp_offer_is_answered_with_our_key_and_rekeyed_by_reinvite() {
+    let t0 = Instant::now();
+    let mut srs = server();
+    let k1 = "aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz";
+    let k2 = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIz";
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-s1",
+    );
+    let invite = to_srtp(
+        &invite,
+        &[
+            format!("1 AES_CM_128_HMAC_SHA1_32 inline:{k2}"),
+            format!("2 AES_CM_128_HMAC_SHA1_80 inline:{k1}|2^31"),
+        ],
+    );
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    responses(&mut srs);
+    let ev = events(&mut srs);
+    let offer = match ev.as_slice() {
+        [SrsEvent::Offered(o)] => o,
+        other => panic!("expected one offer, got {other:?}"),
+    };
+    assert_eq!(offer.recordable, vec![0]);
+    let neg = offer.streams[0].srtp.as_ref().expect("SRTP negotiated");
+    assert_eq!(neg.tag, 2);
+    assert_eq!(neg.policy.keys[0].key.expose(), b"i know all your ");
+    assert_eq!(neg.policy.keys[0].lifetime, Some(1 << 31));
+    let call = offer.call;
+    srs.accept(t0, call, &[40000]);
+    let r = responses(&mut srs);
+    let body = std::str::from_utf8(&r[0].body).unwrap().to_string();
+    assert!(body.contains("m=audio 40000 RTP/SAVP "), "{body}");
+    assert_eq!(body.matches("a=crypto:").count(), 1, "{body}");
+    assert!(
+        body.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{body}"
+    );
+    assert!(
+        !body.contains(k1) && !body.contains(k2),
+        "offerer's key echoed: {body}"
+    );
+    let ours = body
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"))
+        .unwrap()
+        .to_string();
+    let to_tag = r[0].to_tag().expect("our To tag");
+    srs.handle_receive(
+        t0 + Duration::from_millis(100),
+        peer(),
+        ack(&to_tag, "672675354", "z9hG4bK-sack").as_bytes(),
+    );
+    events(&mut srs);
+
+    // re-INVITE with a new key: the channel gets the new policy; our key stays.
+    let re = fixture("metaswitch-miarec-hold-2.txt");
+    let re = set_header(&re, "Via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-s2");
+    let re = set_header(
+        &re,
+        "To",
+        &format!("<sip:7603213214@192.0.2.10:5060>;tag={to_tag}"),
+    );
+    let re = to_srtp(&re, &[format!("5 AES_CM_128_HMAC_SHA1_80 inline:{k2}")]);
+    srs.handle_receive(t0 + Duration::from_secs(2), peer(), re.as_bytes());
+    let r = responses(&mut srs);
+    let last = r.last().expect("a response");
+    assert_eq!(status(last), 200);
+    let body2 = std::str::from_utf8(&last.body).unwrap();
+    assert!(
+        body2.contains(&format!("a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:{ours}")),
+        "same suite, same answer key, new tag: {body2}"
+    );
+    let streams = events(&mut srs)
+        .into_iter()
+        .find_map(|e| match e {
+            SrsEvent::MediaUpdated { streams, .. } => Some(streams),
+            _ => None,
+        })
+        .expect("media update");
+    let p = &streams[0].as_ref().unwrap().srtp.as_ref().unwrap().policy;
+    assert_eq!(p.keys[0].key.expose(), b"ABCDEFGHIJKLMNOP");
+
+    // An SRTP-only offer without a usable suite: 488.
+    let mut srs = server();
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-s3",
+    );
+    let invite = to_srtp(&invite, &[format!("1 F8_128_HMAC_SHA1_80 inline:{k1}")]);
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    let r = responses(&mut srs);
+    assert_eq!(r.iter().map(status).next_back(), Some(488), "{r:?}");
+    assert!(events(&mut srs).is_empty());
+}

@@ -17,7 +17,7 @@ use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::Shared;
 use crate::catalog::NewRecording;
-use crate::media::{is_rtcp, Codec, StreamConfig};
+use crate::media::{is_rtcp, Codec, SrtpChannel, StreamConfig};
 use crate::sdp::{Direction, NegotiatedStream};
 
 pub use crate::app::sink::SAMPLE_RATE;
@@ -65,6 +65,8 @@ pub struct PreparedCall {
     call_id: String,
     sockets: Vec<RtpSocket>,
     sink: RecordingSink,
+    /// SRTP state per channel (plain RTP channels pass through).
+    srtp: Vec<SrtpChannel>,
     start: Instant,
     /// Mirrors whether the recording is paused (for the REC LED).
     paused: Arc<std::sync::atomic::AtomicBool>,
@@ -107,8 +109,12 @@ impl PreparedCall {
             .insert(row)
             .await
             .map_err(SetupError::Storage)?;
+        let mut srtp: Vec<SrtpChannel> = (0..setup.recordable.len())
+            .map(|_| SrtpChannel::default())
+            .collect();
         for (ch, m) in setup.recordable.iter().enumerate() {
             if let Some(s) = setup.streams.get(*m) {
+                set_srtp(&mut srtp[ch], sink.id(), ch, s, std::time::Duration::ZERO);
                 sink.configure_channel(
                     ch,
                     stream_config(s),
@@ -124,6 +130,7 @@ impl PreparedCall {
             call_id: setup.call_id.clone(),
             sockets,
             sink,
+            srtp,
             start: Instant::now(),
             paused: Default::default(),
         })
@@ -179,7 +186,7 @@ impl PreparedCall {
                 r = recv_any(&self.sockets, &mut buf) => {
                     let Some((ch, n, _from)) = r else { continue };
                     last_rtp = Instant::now();
-                    self.on_packet(ch, n, &buf);
+                    self.on_packet(ch, n, &mut buf);
                     self.drain_sockets(&mut buf);
                 }
                 _ = tick.tick() => {
@@ -191,6 +198,9 @@ impl PreparedCall {
             }
         };
         let end = self.start.elapsed();
+        for (ch, s) in self.srtp.iter().enumerate() {
+            self.sink.add_channel_stats(ch, s.stats_json());
+        }
         let sink = self.sink;
         // Closing fsyncs the file: keep that off the async worker threads (in the call's
         // span, so its log lines keep the recording and call ids).
@@ -226,18 +236,30 @@ impl PreparedCall {
         }
     }
 
-    fn on_packet(&mut self, ch: usize, n: usize, buf: &[u8]) {
-        let Some(pkt) = buf.get(..n) else { return };
+    fn on_packet(&mut self, ch: usize, n: usize, buf: &mut [u8]) {
+        let Some(pkt) = buf.get_mut(..n) else { return };
+        let at = self.start.elapsed();
+        // SRTP is decrypted in place before the timeline; packets failing
+        // authentication, replay or key checks are counted and never written.
+        let pkt = match self.srtp.get_mut(ch) {
+            Some(s) if s.is_secure() => match s.unprotect(pkt, at) {
+                Ok(len) => &pkt[..len],
+                Err(_) => return,
+            },
+            _ => &pkt[..],
+        };
         if is_rtcp(pkt) {
             return;
         }
-        let at = self.start.elapsed();
         self.sink.push_rtp(ch, at, pkt);
     }
 
     fn update_streams(&mut self, streams: &[Option<NegotiatedStream>]) {
         let at_ms = self.start.elapsed().as_millis() as u64;
         for (ch, s) in streams.iter().enumerate() {
+            if let (Some(s), Some(sc)) = (s, self.srtp.get_mut(ch)) {
+                set_srtp(sc, self.sink.id(), ch, s, self.start.elapsed());
+            }
             match s {
                 Some(s) => self.sink.configure_channel(
                     ch,
@@ -280,6 +302,16 @@ async fn recv_any(sockets: &[RtpSocket], buf: &mut [u8]) -> Option<(usize, usize
         Poll::Pending
     })
     .await
+}
+
+/// Apply a stream's negotiated SRTP keys (or plain RTP) to its channel.
+fn set_srtp(sc: &mut SrtpChannel, id: &str, ch: usize, s: &NegotiatedStream, at: Duration) {
+    sc.set_policy(s.srtp.as_ref().map(|n| &n.policy), at);
+    if let Some(e) = sc.rejected_policy.take() {
+        tracing::warn!(recording = %id, channel = ch, error = %e, "SRTP keys refused; keeping the previous ones");
+    } else if let Some(n) = &s.srtp {
+        tracing::debug!(recording = %id, channel = ch, suite = %n.suite(), tag = n.tag, "SRTP keys set");
+    }
 }
 
 pub(crate) fn stream_config(s: &NegotiatedStream) -> StreamConfig {

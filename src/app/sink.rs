@@ -48,6 +48,8 @@ pub struct RecordingSink {
     last_flush: Duration,
     scratch: Vec<i16>,
     sync: bool,
+    /// Extra per-channel counters merged into the stats at close (e.g. `srtp_*`).
+    extra_stats: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// How a recording ended, for [`RecordingSink::close`].
@@ -129,6 +131,7 @@ impl RecordingSink {
                 last_flush: Duration::ZERO,
                 scratch: Vec::new(),
                 sync,
+                extra_stats: vec![serde_json::Map::new(); channels],
             },
             rel.to_string_lossy().into_owned(),
         ))
@@ -190,6 +193,13 @@ impl RecordingSink {
                     detail_json: Some(serde_json::json!({ "direction": null })),
                 });
             }
+        }
+    }
+
+    /// Add counters to a channel's stats (merged into `stats_json` at close).
+    pub fn add_channel_stats(&mut self, ch: usize, m: serde_json::Map<String, serde_json::Value>) {
+        if let Some(e) = self.extra_stats.get_mut(ch) {
+            e.extend(m);
         }
     }
 
@@ -324,7 +334,7 @@ impl RecordingSink {
             let s = self.timeline.stats(ch);
             unsupported += s.unsupported_payload;
             decoded += s.received.saturating_sub(s.unsupported_payload);
-            stats.push(serde_json::json!({
+            let mut st = serde_json::json!({
                 "channel": ch,
                 "received": s.received,
                 "lost": s.lost,
@@ -332,7 +342,11 @@ impl RecordingSink {
                 "duplicates": s.duplicates,
                 "ssrc_changes": s.ssrc_changes,
                 "unsupported_payload": s.unsupported_payload,
-            }));
+            });
+            if let (Some(o), Some(extra)) = (st.as_object_mut(), self.extra_stats.get_mut(ch)) {
+                o.extend(std::mem::take(extra));
+            }
+            stats.push(st);
         }
         if info.unsupported_if_no_audio
             && state == RecordingState::Complete

@@ -7,6 +7,7 @@
 pub mod dtmf;
 pub mod g711;
 pub mod rtp;
+pub mod srtp;
 pub mod stream;
 pub mod timeline;
 
@@ -16,5 +17,6 @@ mod fixture_tests;
 pub use dtmf::{DtmfDecoder, DtmfError, DtmfEvent};
 pub use g711::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear};
 pub use rtp::{is_rtcp, parse as parse_rtp, RtpError, RtpPacket};
+pub use srtp::{SrtpChannel, SrtpError, SrtpPolicy, SrtpReceiver, SrtpStats, SrtpSuite};
 pub use stream::{Codec, StreamConfig, StreamStats};
 pub use timeline::{AudioBlock, CallTimeline, PushOutcome, TimelineConfig};

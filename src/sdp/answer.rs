@@ -2,11 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::crypto::{is_sdes_proto, select_crypto, SrtpNegotiated};
 use super::model::{
     Attribute, Connection, Direction, MediaDescription, Origin, PayloadFormat, SessionDescription,
     Timing,
 };
 use super::SdpError;
+use crate::media::srtp::{Secret, SrtpSuite};
 
 /// What the recording server brings to the answer.
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct NegotiatedStream {
     pub remote: Option<SocketAddr>,
     /// Why the m-line was rejected.
     pub reject_reason: Option<String>,
+    /// SDES-SRTP keys for an `RTP/SAVP(F)` stream (RFC 4568); `None` for plain RTP.
+    pub srtp: Option<SrtpNegotiated>,
 }
 
 /// Whether a media stream is currently "on hold" / paused from our (recording) point of
@@ -98,6 +102,30 @@ fn is_telephone_event(enc: &str) -> bool {
 /// The m-line count and order are those of the offer; our address goes in a session-level
 /// `c=`. For a re-INVITE call this again with `session_version` bumped.
 pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<Answer, SdpError> {
+    let mut rng = rand::rngs::OsRng;
+    build_answer_with_keys(offer, p, &mut |_, suite| random_key(&mut rng, suite))
+}
+
+/// A fresh random master key||salt for `suite` (our side of an SDES exchange).
+pub fn random_key(rng: &mut impl rand::RngCore, suite: SrtpSuite) -> Secret {
+    let mut k = vec![0u8; suite.key_len() + suite.salt_len()];
+    rng.fill_bytes(&mut k);
+    Secret::new(k)
+}
+
+/// [`build_answer`] with the caller choosing our SRTP answer keys: `local_key(mline,
+/// suite)` returns the key||salt for that m-line (keep it stable for a dialog, so a
+/// re-sent answer carries the same key).
+///
+/// `RTP/SAVP`/`RTP/SAVPF` m-lines are accepted when one of their `a=crypto` lines has a
+/// supported suite (best first: AEAD_AES_256_GCM, AEAD_AES_128_GCM,
+/// AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32); the answer keeps the offered profile
+/// and carries one `a=crypto` with the chosen tag and our own key. Without a usable line the m-line is rejected (port 0).
+pub fn build_answer_with_keys(
+    offer: &SessionDescription,
+    p: &AnswerParams<'_>,
+    local_key: &mut dyn FnMut(usize, SrtpSuite) -> Secret,
+) -> Result<Answer, SdpError> {
     if p.ports.len() != offer.media.len() {
         return Err(SdpError::BadParams(format!(
             "{} ports given for {} offered m-lines",
@@ -155,6 +183,7 @@ pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<
             .filter(|c| !is_telephone_event(&c.encoding) || voice_rates.contains(&c.clock_rate))
             .collect();
         let has_voice = !voice_rates.is_empty();
+        let crypto = is_sdes_proto(&m.proto).then(|| select_crypto(m));
 
         let reject = if !m.media.eq_ignore_ascii_case("audio") {
             Some(format!("media type {} not recorded", m.media))
@@ -162,8 +191,10 @@ pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<
             Some("stream disabled in offer (port 0)".to_string())
         } else if is_rtp_avp(&m.proto).is_none() {
             Some(format!("transport {} not supported", m.proto))
-        } else if is_rtp_avp(&m.proto) == Some(true) {
+        } else if is_rtp_avp(&m.proto) == Some(true) && !is_sdes_proto(&m.proto) {
             Some(format!("secure transport {} not supported", m.proto))
+        } else if let Some(Err(reason)) = crypto.as_ref() {
+            Some(reason.clone())
         } else if !has_voice {
             Some("no supported codec".to_string())
         } else if port.is_none() {
@@ -197,6 +228,18 @@ pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<
                     attributes.push(Attribute::value("label", l.clone()));
                 }
                 attributes.push(Attribute::flag(direction.as_str()));
+                let srtp = match crypto {
+                    Some(Ok(c)) => {
+                        let neg = SrtpNegotiated {
+                            tag: c.tag,
+                            local_key: local_key(i, c.policy.suite),
+                            policy: c.policy,
+                        };
+                        attributes.push(Attribute::value("crypto", neg.answer_value()));
+                        Some(neg)
+                    }
+                    _ => None,
+                };
                 sdp.media.push(MediaDescription {
                     media: m.media.clone(),
                     port: local_port,
@@ -216,6 +259,7 @@ pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<
                     direction,
                     remote: m.remote_addr(offer),
                     reject_reason: None,
+                    srtp,
                 });
             }
             (reason, _) => {
@@ -249,6 +293,7 @@ pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<
                     reject_reason: Some(
                         reason.unwrap_or_else(|| "no local port allocated".to_string()),
                     ),
+                    srtp: None,
                 });
             }
         }
@@ -386,7 +431,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
     }
 
     #[test]
-    fn srtp_is_rejected_and_ipv6_local_address() {
+    fn srtp_with_unusable_key_is_rejected_and_ipv6_local_address() {
         let offer = parse("v=0\nc=IN IP6 2001:db8::1\nm=audio 4000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:xx\nm=audio 4002 RTP/AVP 0\n").unwrap();
         let mut p = params(2);
         p.local_addr = "2001:db8::99".parse().unwrap();
@@ -396,7 +441,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
             .reject_reason
             .as_deref()
             .unwrap()
-            .contains("SAVP"));
+            .contains("crypto"));
         assert_eq!(
             a.streams[1].remote,
             Some("[2001:db8::1]:4002".parse().unwrap())
@@ -404,6 +449,63 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
         let text = a.sdp.to_string();
         assert!(text.contains("c=IN IP6 2001:db8::99\r\n"));
         assert!(text.contains("o=branchrec 42 1 IN IP6 2001:db8::99\r\n"));
+    }
+
+    #[test]
+    fn srtp_best_suite_is_answered_with_our_own_key() {
+        let k30 = "aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz";
+        let k28 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==";
+        let offer = parse(&format!(
+            "v=0\nc=IN IP4 10.0.0.1\n\
+m=audio 4000 RTP/SAVP 8\na=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{k30}\n\
+a=crypto:2 F8_128_HMAC_SHA1_80 inline:{k30}\na=crypto:3 AEAD_AES_128_GCM inline:{k28}\n\
+a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:{k30}\n\
+m=audio 4002 RTP/SAVPF 8\na=crypto:9 F8_128_HMAC_SHA1_80 inline:{k30}\n\
+m=audio 4004 UDP/TLS/RTP/SAVP 8\na=fingerprint:sha-256 00\n\
+m=audio 4006 RTP/SAVP 8\n"
+        ))
+        .unwrap();
+        let a = build_answer(&offer, &params(4)).unwrap();
+        let text = a.sdp.to_string();
+        let s = a.streams[0].srtp.as_ref().expect("SRTP negotiated");
+        assert_eq!(s.tag, 3);
+        assert_eq!(s.suite(), SrtpSuite::AeadAes128Gcm);
+        assert_eq!(
+            s.policy.keys[0].key.expose(),
+            &(0u8..16).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(s.local_key.len(), 28);
+        assert_ne!(
+            s.local_key.expose()[..16],
+            s.policy.keys[0].key.expose()[..]
+        );
+        assert!(text.contains("m=audio 30000 RTP/SAVP 8\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("a=crypto:{}\r\n", s.answer_value())),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("a=crypto:").count(),
+            1,
+            "one line, for the accepted m-line"
+        );
+        assert!(
+            !text.contains(k28) && !text.contains(k30),
+            "never echo the offerer's key"
+        );
+        for (i, what) in [
+            (1, "crypto suite"),
+            (2, "not supported"),
+            (3, "without a=crypto"),
+        ] {
+            assert_eq!(a.sdp.media[i].port, 0);
+            let r = a.streams[i].reject_reason.as_deref().unwrap();
+            assert!(r.contains(what), "{i}: {r}");
+        }
+        // Our key is stable when the caller says so (re-sent answers).
+        let fixed = Secret::new(vec![1; 28]);
+        let a2 = build_answer_with_keys(&offer, &params(4), &mut |_, _| fixed.clone()).unwrap();
+        assert_eq!(a2.streams[0].srtp.as_ref().unwrap().local_key, fixed);
     }
 
     #[test]

@@ -14,10 +14,15 @@
 //! ```
 
 mod answer;
+pub mod crypto;
 mod model;
 mod parse;
 
-pub use answer::{build_answer, is_hold, Answer, AnswerParams, NegotiatedStream};
+pub use answer::{
+    build_answer, build_answer_with_keys, is_hold, random_key, Answer, AnswerParams,
+    NegotiatedStream,
+};
+pub use crypto::{is_sdes_proto, parse_crypto, select_crypto, CryptoAttr, SrtpNegotiated};
 pub use model::{
     Attribute, Bandwidth, Connection, Direction, MediaDescription, Origin, PayloadFormat, SdpLine,
     SessionDescription, Timing,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::media::srtp::{Secret, SrtpSuite};
 use crate::sdp::{self, AnswerParams, Direction, NegotiatedStream, SessionDescription};
 use crate::sip::{DialogId, Endpoint, Event as SipEvent, Message, Peer, Transmit, TxnId};
 use crate::siprec::metadata::{self, RecordingMetadata};
@@ -138,6 +139,8 @@ struct Session {
     channel_labels: Vec<Option<String>>,
     /// Our port of each channel (set on accept).
     channel_ports: Vec<u16>,
+    /// Our SDES answer keys, per (m-line, suite): stable for the dialog.
+    srtp_keys: Vec<(usize, SrtpSuite, Secret)>,
 }
 
 /// The recording server core.
@@ -147,6 +150,8 @@ pub struct Srs {
     sessions: HashMap<DialogId, Session>,
     events: std::collections::VecDeque<SrsEvent>,
     next_session_id: u64,
+    /// Randomness for our SRTP answer keys (a CSPRNG seeded from the OS once).
+    key_rng: rand::rngs::StdRng,
 }
 
 /// Reason phrase and status for refusals decided here.
@@ -164,6 +169,7 @@ impl Srs {
             sessions: HashMap::new(),
             events: Default::default(),
             next_session_id,
+            key_rng: rand::SeedableRng::from_entropy(),
         }
     }
 
@@ -220,7 +226,7 @@ impl Srs {
         };
         s.channel_ports = ports.to_vec();
         s.ports = ports_for_offer(s).0;
-        match answer_for(&self.cfg, s) {
+        match answer_for(&self.cfg, s, &mut self.key_rng) {
             Ok((text, _streams)) => {
                 s.last_answer = Some(text.clone());
                 s.phase = Phase::Answered;
@@ -433,10 +439,11 @@ impl Srs {
             recordable: recordable.clone(),
             channel_labels: labels_of(&offer_labels, &recordable),
             channel_ports: vec![],
+            srtp_keys: vec![],
         };
         // Negotiate with placeholder ports to tell the shell what each stream carries.
         s.ports = ports_for_offer(&s).0;
-        let streams = match answer_for(&self.cfg, &s) {
+        let streams = match answer_for(&self.cfg, &mut s, &mut self.key_rng) {
             Ok((_, streams)) => streams,
             Err(e) => {
                 let (code, reason) = not_acceptable(&e.to_string());
@@ -512,7 +519,7 @@ impl Srs {
                     let old_offer = std::mem::replace(&mut s.offer, new_offer);
                     let (ports, binding) = ports_for_offer(s);
                     let old_ports = std::mem::replace(&mut s.ports, ports);
-                    match answer_for(&self.cfg, s) {
+                    match answer_for(&self.cfg, s, &mut self.key_rng) {
                         Ok((text, streams)) => {
                             let streams: Vec<Option<NegotiatedStream>> = binding
                                 .iter()
@@ -520,7 +527,7 @@ impl Srs {
                                 .collect();
                             if s.last_answer.as_deref() != Some(&text) {
                                 s.session_version += 1;
-                                if let Ok((t2, _)) = answer_for(&self.cfg, s) {
+                                if let Ok((t2, _)) = answer_for(&self.cfg, s, &mut self.key_rng) {
                                     s.last_answer = Some(t2);
                                 }
                             }
@@ -715,6 +722,7 @@ pub fn recordable_mlines(offer: &SessionDescription) -> Vec<usize> {
         .filter(|(_, m)| {
             m.media.eq_ignore_ascii_case("audio")
                 && m.port != 0
+                && (!sdp::is_sdes_proto(&m.proto) || sdp::select_crypto(m).is_ok())
                 && m.codecs().iter().any(|c| {
                     SUPPORTED_ENCODINGS[..2]
                         .iter()
@@ -727,7 +735,8 @@ pub fn recordable_mlines(offer: &SessionDescription) -> Vec<usize> {
 
 fn answer_for(
     cfg: &SrsConfig,
-    s: &Session,
+    s: &mut Session,
+    rng: &mut rand::rngs::StdRng,
 ) -> Result<(String, Vec<NegotiatedStream>), sdp::SdpError> {
     let params = AnswerParams {
         local_addr: cfg.sdp_addr,
@@ -737,7 +746,15 @@ fn answer_for(
         username: cfg.sdp_username.clone(),
         supported: SUPPORTED_ENCODINGS,
     };
-    let a = sdp::build_answer(&s.offer, &params)?;
+    let keys = &mut s.srtp_keys;
+    let a = sdp::build_answer_with_keys(&s.offer, &params, &mut |m, suite| {
+        if let Some((_, _, k)) = keys.iter().find(|(km, ks, _)| *km == m && *ks == suite) {
+            return k.clone();
+        }
+        let k = sdp::random_key(rng, suite);
+        keys.push((m, suite, k.clone()));
+        k
+    })?;
     Ok((a.sdp.to_string(), a.streams))
 }
 
