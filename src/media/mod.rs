@@ -12,6 +12,8 @@ pub mod stream;
 pub mod timeline;
 
 #[cfg(test)]
+mod codec_timeline_tests;
+#[cfg(test)]
 mod fixture_tests;
 
 pub use dtmf::{DtmfDecoder, DtmfError, DtmfEvent};

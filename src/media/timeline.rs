@@ -158,6 +158,8 @@ struct DecState {
     clock: u32,
     decoder: Box<dyn Decoder>,
     resampler: Option<Resampler>,
+    /// Leading resampler output still to discard (its warm-up precedes the stream).
+    prime: usize,
     /// Sequence number and RTP timestamp expected next (after the last decoded packet).
     next: Option<(u16, u32)>,
     /// Sequence numbers consumed by other payload types (DTMF) ahead of `next`.
@@ -554,6 +556,7 @@ impl CallTimeline {
             return None;
         }
         self.release_pending(None);
+        self.flush_resamplers();
         let target = dur_to_frames(end, self.cfg.sample_rate);
         let mut samples = Vec::new();
         let res = self.emit_upto(target, &mut samples);
@@ -590,6 +593,26 @@ impl CallTimeline {
                 scratch_b: &mut self.scratch_b,
             };
             drain_pending(ch, &mut ctx, now);
+        }
+    }
+
+    /// At the end of the call: write every resampled stream's filter tail.
+    fn flush_resamplers(&mut self) {
+        let rate = self.cfg.sample_rate;
+        let threshold = self.threshold_frames;
+        for (channel, ch) in self.channels.iter_mut().enumerate() {
+            let mut ctx = Ctx {
+                ring: &mut self.ring,
+                ring_frames: self.ring_frames,
+                chn: self.cfg.channels,
+                channel,
+                written_upto: self.written_upto,
+                rate,
+                threshold,
+                scratch_a: &mut self.scratch_a,
+                scratch_b: &mut self.scratch_b,
+            };
+            flush_resampler(ch, &mut ctx);
         }
     }
 
@@ -739,9 +762,11 @@ fn push_decoded(
         .as_ref()
         .is_some_and(|d| d.pt == pt && d.kind == kind && d.clock == clock);
     if !same {
-        // Codec switch: whatever waits for the old decoder is decoded first.
+        // Codec switch: whatever waits for the old decoder is decoded first, and the
+        // old resampler's tail is written out.
         if ch.dec.is_some() {
             drain_pending(ch, ctx, None);
+            flush_resampler(ch, ctx);
             ch.stats.codec_changes += 1;
         }
         let out_rate = if kind == DecoderKind::Opus { ctx.rate } else { 0 };
@@ -754,11 +779,13 @@ fn push_decoded(
             }
         };
         let dr = decoder.output_rate();
+        let resampler = (dr != ctx.rate).then(|| Resampler::new(dr, ctx.rate));
         ch.dec = Some(DecState {
             pt,
             kind,
             clock,
-            resampler: (dr != ctx.rate).then(|| Resampler::new(dr, ctx.rate)),
+            prime: resampler.as_ref().map_or(0, Resampler::delay),
+            resampler,
             decoder,
             next: None,
             foreign: Vec::new(),
@@ -863,6 +890,35 @@ fn drain_one_forced(ch: &mut Channel, ctx: &mut Ctx<'_>) {
     let _ = decode_one(ch, ctx, &p, &p.payload, true);
 }
 
+/// Push the resampler's last `delay` output samples (still inside its filter) out
+/// with zeros and write them just before the stream's end.
+fn flush_resampler(ch: &mut Channel, ctx: &mut Ctx<'_>) {
+    let Some(end) = ch.last_end else { return };
+    let Some(r) = ch.dec.as_mut().and_then(|d| d.resampler.as_mut()) else {
+        return;
+    };
+    let delay = r.delay();
+    let zeros = (delay as u64 * u64::from(r.in_rate())).div_ceil(u64::from(r.out_rate())) as usize;
+    let a = &mut *ctx.scratch_a;
+    a.clear();
+    a.resize(zeros, 0);
+    let b = &mut *ctx.scratch_b;
+    b.clear();
+    r.process(a, b);
+    let n = delay.min(b.len());
+    let tail = b.get(..n).unwrap_or(&[]);
+    let _ = write_ring(
+        ctx.ring,
+        ctx.ring_frames,
+        ctx.chn,
+        ctx.channel,
+        ctx.written_upto,
+        end - delay as i64,
+        n,
+        |i| tail.get(i).copied().unwrap_or(0),
+    );
+}
+
 /// Decode one packet (after concealing the gap before it) and write it to the ring.
 /// `lost_before`: packets before it were lost (its data may repair the last of them).
 fn decode_one(
@@ -938,7 +994,12 @@ fn decode_one(
             let b = &mut *ctx.scratch_b;
             b.clear();
             r.process(a, b);
-            (b.as_slice(), r.delay() as i64)
+            // A fresh resampler's first `delay` outputs are its warm-up, before the
+            // stream's first sample: drop them rather than write them early.
+            let skip = d.prime.min(b.len());
+            d.prime -= skip;
+            let delay = r.delay() as i64 - skip as i64;
+            (b.get(skip..).unwrap_or(&[]), delay)
         }
         None => (a.as_slice(), 0),
     };

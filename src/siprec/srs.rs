@@ -16,7 +16,15 @@ use crate::siprec::metadata::{self, RecordingMetadata};
 use crate::siprec::{channel_map, classify, ChannelAssignment, Classification};
 
 /// Encodings we can record today.
-pub const SUPPORTED_ENCODINGS: &[&str] = &["PCMU", "PCMA", "telephone-event"];
+pub const SUPPORTED_ENCODINGS: &[&str] = &[
+    "PCMU",
+    "PCMA",
+    "G722",
+    "opus",
+    #[cfg(feature = "g729")]
+    "G729",
+    "telephone-event",
+];
 
 /// Settings of the recording server core.
 #[derive(Debug, Clone)]
@@ -716,9 +724,8 @@ pub fn recordable_mlines(offer: &SessionDescription) -> Vec<usize> {
             m.media.eq_ignore_ascii_case("audio")
                 && m.port != 0
                 && m.codecs().iter().any(|c| {
-                    SUPPORTED_ENCODINGS[..2]
-                        .iter()
-                        .any(|s| s.eq_ignore_ascii_case(&c.encoding))
+                    crate::media::codec::DecoderKind::from_sdp(&c.encoding, c.clock_rate)
+                        .is_some_and(|k| k.available())
                 })
         })
         .map(|(i, _)| i)

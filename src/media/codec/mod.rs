@@ -17,7 +17,7 @@ pub mod resample;
 pub use resample::Resampler;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Why a payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +74,22 @@ impl DecoderKind {
     /// recording.
     pub fn is_wideband(self) -> bool {
         matches!(self, DecoderKind::G722 | DecoderKind::Opus)
+    }
+
+    /// The decoder for an SDP `a=rtpmap` encoding name and clock rate, if the pair is
+    /// one we decode (G.722 must use the RFC 3551 8000 Hz clock; Opus 48000).
+    pub fn from_sdp(encoding: &str, clock: u32) -> Option<DecoderKind> {
+        let e = encoding;
+        match clock {
+            8000 if e.eq_ignore_ascii_case("PCMU") => Some(DecoderKind::Pcmu),
+            8000 if e.eq_ignore_ascii_case("PCMA") => Some(DecoderKind::Pcma),
+            8000 if e.eq_ignore_ascii_case("G722") => Some(DecoderKind::G722),
+            48000 if e.eq_ignore_ascii_case("opus") => Some(DecoderKind::Opus),
+            8000 if e.eq_ignore_ascii_case("G729") || e.eq_ignore_ascii_case("G729A") => {
+                Some(DecoderKind::G729)
+            }
+            _ => None,
+        }
     }
 
     /// Whether this binary can decode it.
