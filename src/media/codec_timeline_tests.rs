@@ -73,7 +73,9 @@ fn g722_payload(k: u32) -> Vec<u8> {
 
 fn tone(rate: u32, hz: f64, n: usize, amp: f64) -> Vec<i16> {
     (0..n)
-        .map(|i| (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()) as i16)
+        .map(|i| {
+            (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()) as i16
+        })
         .collect()
 }
 
@@ -81,7 +83,12 @@ fn tone(rate: u32, hz: f64, n: usize, amp: f64) -> Vec<i16> {
 fn g722_in_a_16k_timeline_is_the_decoder_output_on_the_8k_clock() {
     let mut t = tl(16000);
     let pkts: Vec<_> = (0..50u32)
-        .map(|k| (100 * MS + 20 * MS * k, rtp(9, k as u16, 7000 + 160 * k, 5, &g722_payload(k))))
+        .map(|k| {
+            (
+                100 * MS + 20 * MS * k,
+                rtp(9, k as u16, 7000 + 160 * k, 5, &g722_payload(k)),
+            )
+        })
         .collect();
     let out = run(&mut t, pkts, 1500 * MS);
     assert_eq!(out.len(), 24000);
@@ -227,7 +234,10 @@ fn codec_switch_g711_g722_opus_keeps_one_timeline() {
     let out = run(&mut t, pkts, 3400 * MS);
     assert_eq!(out.len(), 3400 * 16);
     let s = t.stats(0);
-    assert_eq!((s.codec_changes, s.lost, s.late, s.decode_errors), (2, 0, 0, 0));
+    assert_eq!(
+        (s.codec_changes, s.lost, s.late, s.decode_errors),
+        (2, 0, 0, 0)
+    );
     // G.722 continues exactly where G.711 ended (frame 16000), sample-exact.
     let mut d = G722Decoder::new();
     let mut g = Vec::new();
@@ -305,7 +315,10 @@ fn g729_multi_frame_packets_and_sid() {
         pkts.push((40 * MS * k, rtp(18, k as u16, 320 * k, 5, pl)));
     }
     pkts.push((1000 * MS, rtp(18, 25, 8000, 5, &[0x5a, 0x80])));
-    pkts.push((1210 * MS, rtp(18, 26, 8000 + 80 + 1600, 5, &bits[1000..1020])));
+    pkts.push((
+        1210 * MS,
+        rtp(18, 26, 8000 + 80 + 1600, 5, &bits[1000..1020]),
+    ));
     let out = run(&mut t, pkts, 1600 * MS);
     let mut d = new_decoder(DecoderKind::G729, 8000).unwrap();
     let mut want = Vec::new();
@@ -316,4 +329,52 @@ fn g729_multi_frame_packets_and_sid() {
     // SID + DTX: comfort noise (not digital silence) fills 1000..1210 ms.
     assert!(s.concealed_ms >= 190, "{}", s.concealed_ms);
     assert!(out[8100..9600].iter().any(|&v| v != 0));
+}
+
+#[test]
+fn codec_switch_with_gaps_and_unrelated_timestamps() {
+    // As the SIPp switch test: 150 ms pauses between codecs, sequence numbers continue,
+    // timestamps restart per codec at unrelated values.
+    let mut t = tl(16000);
+    let mut pkts = Vec::new();
+    for k in 0..50u32 {
+        pkts.push((
+            20 * MS * k,
+            rtp(0, 1000 + k as u16, 8000 + 160 * k, 5, &[0x55; 160]),
+        ));
+    }
+    for k in 0..50u32 {
+        pkts.push((
+            1150 * MS + 20 * MS * k,
+            rtp(9, 1050 + k as u16, 8350 + 160 * k, 5, &g722_payload(k)),
+        ));
+    }
+    let mut enc =
+        ::opus::Encoder::new(48000, ::opus::Channels::Mono, ::opus::Application::Voip).unwrap();
+    let opcm = tone(48000, 700.0, 48000, 9000.0);
+    for (k, f) in opcm.chunks_exact(960).enumerate() {
+        let k = k as u32;
+        let p = enc.encode_vec(f, 1500).unwrap();
+        pkts.push((
+            2300 * MS + 20 * MS * k,
+            rtp(111, 1100 + k as u16, 8700 + 960 * k, 5, &p),
+        ));
+    }
+    let out = run(&mut t, pkts, 3600 * MS);
+    let s = t.stats(0);
+    assert_eq!(
+        (s.codec_changes, s.lost, s.late, s.decode_errors),
+        (2, 0, 0, 0),
+        "{s:?}"
+    );
+    // The sender paused 150 ms between codecs: each codec starts at its arrival.
+    let mut d = G722Decoder::new();
+    let mut g = Vec::new();
+    for k in 0..50 {
+        d.decode(&g722_payload(k), &mut g).unwrap();
+    }
+    assert!(
+        out[18400..34400] == g[..],
+        "G.722 not at its arrival (frame 18400)"
+    );
 }

@@ -30,8 +30,9 @@
 //! loss, else PLC; G.729 PLC, or comfort noise after an Annex B SID) and decoding goes
 //! on. A straggler arriving after its gap was concealed is `late`. When a stream changes
 //! codec (re-INVITE) and with it the RTP clock, the new codec's first packet continues
-//! where the previous one ended if that agrees with its arrival within the re-anchor
-//! threshold, so a codec switch leaves no gap or overlap.
+//! exactly where the previous one ended if it arrives no more than 80 ms after that (or
+//! overlaps it), so a seamless switch leaves no gap or overlap; after a real pause it is
+//! placed at its arrival like any re-anchor.
 //!
 //! # Cost
 //! The per-packet path does not allocate: samples are decoded straight from the
@@ -660,6 +661,12 @@ struct Ctx<'a> {
     scratch_b: &'a mut Vec<i16>,
 }
 
+/// A new codec whose first packet arrives at most this long after the previous codec's
+/// audio ended (or overlaps it) continues it seamlessly: 80 ms, in frames.
+fn continue_tol(rate: u32) -> i64 {
+    i64::from(rate) * 80 / 1000
+}
+
 /// Timeline frame of RTP timestamp `ts` (in `clock` ticks) for the stream, (re)anchoring
 /// as described in the module docs.
 fn place(
@@ -678,7 +685,11 @@ fn place(
             // clocks are unrelated, so continue where the stream ended if that is
             // consistent with this packet's arrival.
             let frame = match (old, ch.last_end) {
-                (Some(_), Some(end)) if (arrival - end).abs() <= threshold => end,
+                (Some(_), Some(end))
+                    if (-threshold..=continue_tol(rate)).contains(&(arrival - end)) =>
+                {
+                    end
+                }
                 _ => arrival,
             };
             if old.is_some() {
@@ -769,7 +780,11 @@ fn push_decoded(
             flush_resampler(ch, ctx);
             ch.stats.codec_changes += 1;
         }
-        let out_rate = if kind == DecoderKind::Opus { ctx.rate } else { 0 };
+        let out_rate = if kind == DecoderKind::Opus {
+            ctx.rate
+        } else {
+            0
+        };
         let decoder = match new_decoder(kind, out_rate) {
             Ok(d) => d,
             Err(_) => {

@@ -15,7 +15,11 @@ impl G711Decoder {
     /// A-law if `alaw`, else µ-law.
     pub fn new(alaw: bool) -> Self {
         G711Decoder {
-            table: if alaw { &ALAW_TO_LINEAR } else { &ULAW_TO_LINEAR },
+            table: if alaw {
+                &ALAW_TO_LINEAR
+            } else {
+                &ULAW_TO_LINEAR
+            },
             alaw,
         }
     }

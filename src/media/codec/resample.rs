@@ -138,11 +138,7 @@ impl Resampler {
             // x[i0 - k] for k = 0..taps lives at buf[i0 - base - k].
             let top = (i0 - self.base) as usize;
             let window = &self.buf[top + 1 - taps..=top];
-            let acc: f32 = c
-                .iter()
-                .zip(window.iter().rev())
-                .map(|(a, b)| a * b)
-                .sum();
+            let acc: f32 = c.iter().zip(window.iter().rev()).map(|(a, b)| a * b).sum();
             out.push(acc.round().clamp(-32768.0, 32767.0) as i16);
             self.t_next += self.m;
         }
@@ -163,8 +159,8 @@ mod tests {
     fn sine(rate: u32, hz: f64, n: usize, amp: f64) -> Vec<i16> {
         (0..n)
             .map(|i| {
-                (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin())
-                    .round() as i16
+                (amp * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin()).round()
+                    as i16
             })
             .collect()
     }
@@ -266,14 +262,22 @@ mod tests {
             let period = ideal.len();
             for (i, &v) in out.iter().enumerate() {
                 let want = ideal[(i + period - d % period) % period];
-                assert!((i32::from(v) - i32::from(want)).abs() < 8, "{a}->{b} sample {i}: {v} vs {want}");
+                assert!(
+                    (i32::from(v) - i32::from(want)).abs() < 8,
+                    "{a}->{b} sample {i}: {v} vs {want}"
+                );
             }
         }
     }
 
     #[test]
     fn other_ratios_count_exactly() {
-        for (a, b) in [(48000, 16000), (16000, 48000), (8000, 12000), (44100, 16000)] {
+        for (a, b) in [
+            (48000, 16000),
+            (16000, 48000),
+            (8000, 12000),
+            (44100, 16000),
+        ] {
             let mut r = Resampler::new(a, b);
             let x = sine(a, 440.0, a as usize, 5000.0);
             let y = run(&mut r, &x, 97);

@@ -105,8 +105,8 @@ fn g722_reset_state_vector() {
 }
 
 fn opus_encoder(rate: u32, fec: bool) -> ::opus::Encoder {
-    let mut e = ::opus::Encoder::new(rate, ::opus::Channels::Mono, ::opus::Application::Voip)
-        .unwrap();
+    let mut e =
+        ::opus::Encoder::new(rate, ::opus::Channels::Mono, ::opus::Application::Voip).unwrap();
     e.set_bitrate(::opus::Bitrate::Bits(24000)).unwrap();
     if fec {
         e.set_inband_fec(true).unwrap();
@@ -287,4 +287,3 @@ fn g729_unavailable_without_feature() {
         Err(CodecError::Unavailable(_))
     ));
 }
-
