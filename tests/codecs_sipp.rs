@@ -411,10 +411,10 @@ fn g729_call_from_capture_frames_matches_ffmpeg() {
         "{}",
         c.rec
     );
-    for ch in 0..2 {
+    for (ch, (chan, reference)) in c.chans.iter().zip(&refs).enumerate() {
         no_loss(&c.detail, ch, 100);
-        let start = first_nonzero(&c.chans[ch]);
-        let (_, snr) = best_snr(&c.chans[ch], &refs[ch], start, 160);
+        let start = first_nonzero(chan);
+        let (_, snr) = best_snr(chan, reference, start, 160);
         // bcg729 and libavcodec are independent G.729 decoders: close, not identical.
         assert!(
             snr > 15.0,
@@ -493,6 +493,7 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
     let detail = d.recordings_json(&["show", &id, "--json"]);
     let chans = export(&d, &id, dir, 16000);
     let mut g_at = Vec::new();
+    #[allow(clippy::needless_range_loop)] // `ch` is also the stats' channel number
     for ch in 0..2 {
         let s = channel_stats(&detail, ch);
         assert_eq!(s["received"], 150, "channel {ch}: {s}");

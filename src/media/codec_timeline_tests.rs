@@ -314,7 +314,7 @@ fn g729_multi_frame_packets_and_sid() {
         let pl = &bits[40 * k as usize..40 * (k as usize + 1)];
         pkts.push((40 * MS * k, rtp(18, k as u16, 320 * k, 5, pl)));
     }
-    pkts.push((1000 * MS, rtp(18, 25, 8000, 5, &[0x5a, 0x80])));
+    pkts.push((1000 * MS, rtp(18, 25, 8000, 5, &[0x5a, 0xa8])));
     pkts.push((
         1210 * MS,
         rtp(18, 26, 8000 + 80 + 1600, 5, &bits[1000..1020]),
@@ -329,6 +329,44 @@ fn g729_multi_frame_packets_and_sid() {
     // SID + DTX: comfort noise (not digital silence) fills 1000..1210 ms.
     assert!(s.concealed_ms >= 190, "{}", s.concealed_ms);
     assert!(out[8100..9600].iter().any(|&v| v != 0));
+}
+
+#[cfg(feature = "g729")]
+#[test]
+fn g729_long_dtx_is_comfort_noise_throughout() {
+    let bits = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/codec/g729a-wireshark.bit"
+    ))
+    .unwrap();
+    let mut t = tl(8000);
+    t.set_stream_config(
+        0,
+        StreamConfig {
+            payload_types: vec![(18, Codec::G729, 8000)],
+        },
+    );
+    let mut pkts = Vec::new();
+    for k in 0..25u32 {
+        let pl = &bits[20 * k as usize..20 * (k as usize + 1)];
+        pkts.push((20 * MS * k, rtp(18, k as u16, 160 * k, 5, pl)));
+    }
+    // SID at 500 ms, then 3 s of DTX (no packets), then speech again.
+    pkts.push((500 * MS, rtp(18, 25, 4000, 5, &[0x5a, 0xa8])));
+    pkts.push((3500 * MS, rtp(18, 26, 28000, 5, &bits[500..520])));
+    let out = run(&mut t, pkts, 4000 * MS);
+    // Every 100 ms of the DTX period holds comfort noise, none is digital silence.
+    for w in (4100..28000).step_by(800) {
+        assert!(
+            out[w..w + 800].iter().any(|&v| v != 0),
+            "digital silence at sample {w}"
+        );
+    }
+    let s = t.stats(0);
+    assert!(s.concealed_ms >= 2900, "{s:?}");
+    assert_eq!((s.late, s.decode_errors), (0, 0), "{s:?}");
+    // Speech resumes where it was sent (3.5 s = sample 28000).
+    assert!(out[28000..28160].iter().any(|&v| v.abs() > 50));
 }
 
 #[test]

@@ -391,6 +391,13 @@ impl CallTimeline {
                     ch.seq.reset();
                     ch.dtmf.reset(&mut self.scratch_dtmf);
                     if let Some(d) = ch.dec.as_mut() {
+                        // Packets of the old SSRC still waiting for a gap are dropped.
+                        ch.stats.late += d.pending.len() as u64;
+                        for p in d.pending.drain(..) {
+                            if d.spare.len() < MAX_PENDING {
+                                d.spare.push(p.payload);
+                            }
+                        }
                         d.next = None;
                         d.foreign.clear();
                     }
@@ -546,6 +553,7 @@ impl CallTimeline {
         }
         self.release_pending(Some(now));
         let target = dur_to_frames(now, self.cfg.sample_rate).saturating_sub(self.delay_frames);
+        self.comfort_noise(target);
         self.emit_upto(target, out)
     }
 
@@ -579,7 +587,7 @@ impl CallTimeline {
         let rate = self.cfg.sample_rate;
         let threshold = self.threshold_frames;
         for (channel, ch) in self.channels.iter_mut().enumerate() {
-            if ch.dec.as_ref().is_none_or(|d| d.pending.is_empty()) {
+            if ch.dec.as_ref().map_or(true, |d| d.pending.is_empty()) {
                 continue;
             }
             let mut ctx = Ctx {
@@ -594,6 +602,71 @@ impl CallTimeline {
                 scratch_b: &mut self.scratch_b,
             };
             drain_pending(ch, &mut ctx, now);
+        }
+    }
+
+    /// Streams in DTX (after an Annex B SID frame) get comfort noise up to `target`, the
+    /// frame about to be finalised, so silence periods are filled as they pass.
+    fn comfort_noise(&mut self, target: u64) {
+        let rate = self.cfg.sample_rate;
+        let threshold = self.threshold_frames;
+        let target = i64::try_from(target).unwrap_or(i64::MAX);
+        for (channel, ch) in self.channels.iter_mut().enumerate() {
+            let (Some(d), Some(end)) = (ch.dec.as_mut(), ch.last_end) else {
+                continue;
+            };
+            if !d.decoder.in_dtx() || !d.pending.is_empty() || end >= target {
+                continue;
+            }
+            let Some((seq, next_ts)) = d.next else {
+                continue;
+            };
+            let dec_rate = i64::from(d.decoder.output_rate().max(1));
+            // At most one second per poll (the poll interval is far shorter).
+            let want_out = (target - end).min(i64::from(rate));
+            let want = (want_out * dec_rate / i64::from(rate)) as usize;
+            let mut ctx = Ctx {
+                ring: &mut self.ring,
+                ring_frames: self.ring_frames,
+                chn: self.cfg.channels,
+                channel,
+                written_upto: self.written_upto,
+                rate,
+                threshold,
+                scratch_a: &mut self.scratch_a,
+                scratch_b: &mut self.scratch_b,
+            };
+            let a = &mut *ctx.scratch_a;
+            a.clear();
+            let Ok(c) = d.decoder.conceal(want, None, a) else {
+                continue;
+            };
+            if a.is_empty() {
+                continue;
+            }
+            ch.stats.concealed_ms += (c.plc_samples as u64 * 1000) / dec_rate as u64;
+            let ticks = (a.len() as u64 * u64::from(d.clock) / dec_rate as u64) as u32;
+            d.next = Some((seq, next_ts.wrapping_add(ticks)));
+            let (samples, delay): (&[i16], i64) = match d.resampler.as_mut() {
+                Some(r) => {
+                    let b = &mut *ctx.scratch_b;
+                    b.clear();
+                    r.process(a, b);
+                    (b.as_slice(), r.delay() as i64)
+                }
+                None => (a.as_slice(), 0),
+            };
+            ch.last_end = Some(end + samples.len() as i64);
+            let _ = write_ring(
+                ctx.ring,
+                ctx.ring_frames,
+                ctx.chn,
+                ctx.channel,
+                ctx.written_upto,
+                end - delay,
+                samples.len(),
+                |i| samples.get(i).copied().unwrap_or(0),
+            );
         }
     }
 
@@ -865,7 +938,7 @@ fn drain_pending(ch: &mut Channel, ctx: &mut Ctx<'_>, now: Option<Duration>) {
         else {
             return;
         };
-        let p = &d.pending[i];
+        let Some(p) = d.pending.get(i) else { return };
         let ready = d.is_next(p.seq);
         let expired = match now {
             None => true,

@@ -93,6 +93,9 @@ impl Decoder for G729Decoder {
             plc_samples: frames * FRAME_SAMPLES,
         })
     }
+    fn in_dtx(&self) -> bool {
+        self.in_dtx
+    }
     fn payload_samples(&self, payload: &[u8]) -> Option<usize> {
         frame_layout(payload)
             .ok()

@@ -128,6 +128,12 @@ pub trait Decoder: Send + std::fmt::Debug {
     /// Number of samples (at the output rate) a payload decodes to, if it is well
     /// formed; used to size concealment.
     fn payload_samples(&self, payload: &[u8]) -> Option<usize>;
+    /// The sender is in discontinuous transmission after a comfort-noise (SID) frame:
+    /// until its next packet the decoder's [`conceal`](Self::conceal) output is comfort
+    /// noise, which the timeline generates as time passes.
+    fn in_dtx(&self) -> bool {
+        false
+    }
 }
 
 /// A decoder for `kind` producing PCM at `rate` where the codec can (Opus decodes at

@@ -271,7 +271,7 @@ fn g729_frame_layouts_sid_and_concealment() {
     assert_eq!(c.plc_samples, 960);
     // A SID frame, then DTX: comfort noise fills the whole gap.
     out.clear();
-    d.decode(&[0x5a, 0x80], &mut out).unwrap();
+    d.decode(&[0x5a, 0xa8], &mut out).unwrap();
     assert_eq!(out.len(), 80);
     let c = d.conceal(1600, None, &mut out).unwrap();
     assert_eq!(c.plc_samples, 1600);
