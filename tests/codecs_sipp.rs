@@ -13,7 +13,7 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn loadgen(dir: &Path) -> String {
     private_copy(env!("CARGO_BIN_EXE_branchrec-loadgen"), dir, "rtp")
@@ -73,20 +73,6 @@ fn signal(dir: &Path, name: &str, rate: u32, secs: f64, seed: u32) -> std::path:
         path.to_str().expect("utf-8"),
     ]);
     path
-}
-
-fn the_recording(d: &Daemon) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let list = d.recordings_json(&["list", "--json"]);
-        let arr = list.as_array().expect("list --json is an array");
-        assert_eq!(arr.len(), 1, "expected exactly one recording: {list}");
-        let r = arr[0].clone();
-        if r["state"] == "complete" || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn id_of(rec: &Value) -> String {
@@ -164,6 +150,18 @@ fn best_snr(channel: &[i16], reference: &[i16], around: usize, search: usize) ->
         .filter(|&o| o + reference.len() <= channel.len())
         .map(|o| (o, snr_db(reference, &channel[o..o + reference.len()])))
         .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a })
+}
+
+/// Encode a raw 16 kHz file to raw G.722 with ffmpeg (the reference encoder) and decode
+/// it back with ffmpeg (the reference decoder): (G.722 file, reference PCM).
+fn g722_encode(dir: &Path, pcm: &Path, name: &str) -> (std::path::PathBuf, Vec<i16>) {
+    let g = dir.join(name);
+    let (pcm, gs) = (pcm.to_str().expect("utf-8"), g.to_str().expect("utf-8"));
+    ffmpeg(&[
+        "-f", "s16le", "-ar", "16000", "-ac", "1", "-i", pcm, "-c:a", "g722", "-f", "g722", gs,
+    ]);
+    let reference = s16(&ffmpeg(&["-f", "g722", "-i", gs, "-f", "s16le", "-"]));
+    (g, reference)
 }
 
 /// Opus packets exactly as branchrec-loadgen makes them (src/bin/loadgen/codecs.rs:
@@ -257,31 +255,8 @@ fn g722_call_is_recorded_at_16k_bit_exact_with_ffmpeg() {
     let mut refs = Vec::new();
     for (n, seed) in [("a", 1u32), ("b", 2)] {
         let pcm = signal(dir, &format!("{n}.s16"), 16000, 2.0, seed);
-        let g = dir.join(format!("{n}.g722"));
-        ffmpeg(&[
-            "-f",
-            "s16le",
-            "-ar",
-            "16000",
-            "-ac",
-            "1",
-            "-i",
-            pcm.to_str().unwrap(),
-            "-c:a",
-            "g722",
-            "-f",
-            "g722",
-            g.to_str().unwrap(),
-        ]);
-        refs.push(s16(&ffmpeg(&[
-            "-f",
-            "g722",
-            "-i",
-            g.to_str().unwrap(),
-            "-f",
-            "s16le",
-            "-",
-        ])));
+        let (_, reference) = g722_encode(dir, &pcm, &format!("{n}.g722"));
+        refs.push(reference);
     }
     let keys = [
         ("pts", "9 101".to_string()),
@@ -437,31 +412,7 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
         .collect();
     write_raw(&dir.join("p.raw"), &pcmu);
     let g = signal(dir, "g.s16", 16000, 1.0, 5);
-    let g722 = dir.join("g.g722");
-    ffmpeg(&[
-        "-f",
-        "s16le",
-        "-ar",
-        "16000",
-        "-ac",
-        "1",
-        "-i",
-        g.to_str().unwrap(),
-        "-c:a",
-        "g722",
-        "-f",
-        "g722",
-        g722.to_str().unwrap(),
-    ]);
-    let g_ref = s16(&ffmpeg(&[
-        "-f",
-        "g722",
-        "-i",
-        g722.to_str().unwrap(),
-        "-f",
-        "s16le",
-        "-",
-    ]));
+    let (g722, g_ref) = g722_encode(dir, &g, "g.g722");
     let o = signal(dir, "o.s16", 48000, 1.0, 6);
     let o_ref = opus_reference(&opus_packets(&s16(&std::fs::read(&o).unwrap())));
     let keys = [

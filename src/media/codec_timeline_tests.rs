@@ -8,14 +8,7 @@ use super::{CallTimeline, Codec, StreamConfig, TimelineConfig};
 
 const MS: Duration = Duration::from_millis(1);
 
-fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x80, pt];
-    v.extend_from_slice(&seq.to_be_bytes());
-    v.extend_from_slice(&ts.to_be_bytes());
-    v.extend_from_slice(&ssrc.to_be_bytes());
-    v.extend_from_slice(payload);
-    v
-}
+use super::timeline::tests::rtp;
 
 fn tl(rate: u32) -> CallTimeline {
     let mut t = CallTimeline::new(TimelineConfig {
@@ -293,9 +286,9 @@ fn g729_without_the_feature_is_unsupported() {
     );
 }
 
+/// An 8 kHz timeline negotiating only G.729, and the real G.729A frames.
 #[cfg(feature = "g729")]
-#[test]
-fn g729_multi_frame_packets_and_sid() {
+fn g729_timeline() -> (CallTimeline, Vec<u8>) {
     let bits = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/codec/g729a-wireshark.bit"
@@ -308,6 +301,13 @@ fn g729_multi_frame_packets_and_sid() {
             payload_types: vec![(18, Codec::G729, 8000)],
         },
     );
+    (t, bits)
+}
+
+#[cfg(feature = "g729")]
+#[test]
+fn g729_multi_frame_packets_and_sid() {
+    let (mut t, bits) = g729_timeline();
     // 40 ms packets (4 frames) for 1 s, then one SID, then 200 ms of DTX, then speech.
     let mut pkts = Vec::new();
     for k in 0..25u32 {
@@ -334,18 +334,7 @@ fn g729_multi_frame_packets_and_sid() {
 #[cfg(feature = "g729")]
 #[test]
 fn g729_long_dtx_is_comfort_noise_throughout() {
-    let bits = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/codec/g729a-wireshark.bit"
-    ))
-    .unwrap();
-    let mut t = tl(8000);
-    t.set_stream_config(
-        0,
-        StreamConfig {
-            payload_types: vec![(18, Codec::G729, 8000)],
-        },
-    );
+    let (mut t, bits) = g729_timeline();
     let mut pkts = Vec::new();
     for k in 0..25u32 {
         let pl = &bits[20 * k as usize..20 * (k as usize + 1)];

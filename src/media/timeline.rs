@@ -171,6 +171,26 @@ struct DecState {
 }
 
 impl DecState {
+    /// Index of the waiting packet that comes first in sequence order.
+    fn oldest_pending(&self) -> Option<usize> {
+        self.pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, p)| {
+                let base = self.next.map_or(p.seq, |(s, _)| s);
+                p.seq.wrapping_sub(base)
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Return a waiting packet's buffer for reuse.
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        if self.spare.len() < MAX_PENDING {
+            self.spare.push(buf);
+        }
+    }
+
     /// Whether `seq` is the next packet, counting sequence numbers used by DTMF.
     fn is_next(&self, seq: u16) -> bool {
         let Some((mut want, _)) = self.next else {
@@ -393,10 +413,8 @@ impl CallTimeline {
                     if let Some(d) = ch.dec.as_mut() {
                         // Packets of the old SSRC still waiting for a gap are dropped.
                         ch.stats.late += d.pending.len() as u64;
-                        for p in d.pending.drain(..) {
-                            if d.spare.len() < MAX_PENDING {
-                                d.spare.push(p.payload);
-                            }
+                        for p in std::mem::take(&mut d.pending) {
+                            d.recycle(p.payload);
                         }
                         d.next = None;
                         d.foreign.clear();
@@ -584,10 +602,19 @@ impl CallTimeline {
 
     /// Decode packets waiting for a gap whose wait expired by `now` (all if `None`).
     fn release_pending(&mut self, now: Option<Duration>) {
+        self.each_decoded_channel(|ch, ctx| {
+            if ch.dec.as_ref().is_some_and(|d| !d.pending.is_empty()) {
+                drain_pending(ch, ctx, now);
+            }
+        });
+    }
+
+    /// Run `f` on every channel with decoder state, with its [`Ctx`].
+    fn each_decoded_channel(&mut self, mut f: impl FnMut(&mut Channel, &mut Ctx<'_>)) {
         let rate = self.cfg.sample_rate;
         let threshold = self.threshold_frames;
         for (channel, ch) in self.channels.iter_mut().enumerate() {
-            if ch.dec.as_ref().map_or(true, |d| d.pending.is_empty()) {
+            if ch.dec.is_none() {
                 continue;
             }
             let mut ctx = Ctx {
@@ -601,7 +628,7 @@ impl CallTimeline {
                 scratch_a: &mut self.scratch_a,
                 scratch_b: &mut self.scratch_b,
             };
-            drain_pending(ch, &mut ctx, now);
+            f(ch, &mut ctx);
         }
     }
 
@@ -609,85 +636,35 @@ impl CallTimeline {
     /// frame about to be finalised, so silence periods are filled as they pass.
     fn comfort_noise(&mut self, target: u64) {
         let rate = self.cfg.sample_rate;
-        let threshold = self.threshold_frames;
         let target = i64::try_from(target).unwrap_or(i64::MAX);
-        for (channel, ch) in self.channels.iter_mut().enumerate() {
+        self.each_decoded_channel(|ch, ctx| {
             let (Some(d), Some(end)) = (ch.dec.as_mut(), ch.last_end) else {
-                continue;
+                return;
             };
             if !d.decoder.in_dtx() || !d.pending.is_empty() || end >= target {
-                continue;
+                return;
             }
-            let Some((seq, next_ts)) = d.next else {
-                continue;
-            };
+            let Some((seq, next_ts)) = d.next else { return };
             let dec_rate = i64::from(d.decoder.output_rate().max(1));
             // At most one second per poll (the poll interval is far shorter).
             let want_out = (target - end).min(i64::from(rate));
             let want = (want_out * dec_rate / i64::from(rate)) as usize;
-            let mut ctx = Ctx {
-                ring: &mut self.ring,
-                ring_frames: self.ring_frames,
-                chn: self.cfg.channels,
-                channel,
-                written_upto: self.written_upto,
-                rate,
-                threshold,
-                scratch_a: &mut self.scratch_a,
-                scratch_b: &mut self.scratch_b,
-            };
             let a = &mut *ctx.scratch_a;
             a.clear();
             let Ok(c) = d.decoder.conceal(want, None, a) else {
-                continue;
+                return;
             };
-            if a.is_empty() {
-                continue;
-            }
             ch.stats.concealed_ms += (c.plc_samples as u64 * 1000) / dec_rate as u64;
             let ticks = (a.len() as u64 * u64::from(d.clock) / dec_rate as u64) as u32;
             d.next = Some((seq, next_ts.wrapping_add(ticks)));
-            let (samples, delay): (&[i16], i64) = match d.resampler.as_mut() {
-                Some(r) => {
-                    let b = &mut *ctx.scratch_b;
-                    b.clear();
-                    r.process(a, b);
-                    (b.as_slice(), r.delay() as i64)
-                }
-                None => (a.as_slice(), 0),
-            };
-            ch.last_end = Some(end + samples.len() as i64);
-            let _ = write_ring(
-                ctx.ring,
-                ctx.ring_frames,
-                ctx.chn,
-                ctx.channel,
-                ctx.written_upto,
-                end - delay,
-                samples.len(),
-                |i| samples.get(i).copied().unwrap_or(0),
-            );
-        }
+            let (n, _) = write_decoded_at(d, ctx, end);
+            ch.last_end = Some(end + n as i64);
+        });
     }
 
     /// At the end of the call: write every resampled stream's filter tail.
     fn flush_resamplers(&mut self) {
-        let rate = self.cfg.sample_rate;
-        let threshold = self.threshold_frames;
-        for (channel, ch) in self.channels.iter_mut().enumerate() {
-            let mut ctx = Ctx {
-                ring: &mut self.ring,
-                ring_frames: self.ring_frames,
-                chn: self.cfg.channels,
-                channel,
-                written_upto: self.written_upto,
-                rate,
-                threshold,
-                scratch_a: &mut self.scratch_a,
-                scratch_b: &mut self.scratch_b,
-            };
-            flush_resampler(ch, &mut ctx);
-        }
+        self.each_decoded_channel(flush_resampler);
     }
 
     fn emit_upto(&mut self, target: u64, out: &mut Vec<i16>) -> Option<u64> {
@@ -926,18 +903,7 @@ fn push_decoded(
 fn drain_pending(ch: &mut Channel, ctx: &mut Ctx<'_>, now: Option<Duration>) {
     loop {
         let Some(d) = ch.dec.as_mut() else { return };
-        let Some(i) = d
-            .pending
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, p)| {
-                let base = d.next.map_or(p.seq, |(s, _)| s);
-                p.seq.wrapping_sub(base)
-            })
-            .map(|(i, _)| i)
-        else {
-            return;
-        };
+        let Some(i) = d.oldest_pending() else { return };
         let Some(p) = d.pending.get(i) else { return };
         let ready = d.is_next(p.seq);
         let expired = match now {
@@ -950,11 +916,7 @@ fn drain_pending(ch: &mut Channel, ctx: &mut Ctx<'_>, now: Option<Duration>) {
         let p = d.pending.swap_remove(i);
         let _ = decode_one(ch, ctx, &p, &p.payload, !ready);
         if let Some(d) = ch.dec.as_mut() {
-            let mut buf = p.payload;
-            buf.clear();
-            if d.spare.len() < MAX_PENDING {
-                d.spare.push(buf);
-            }
+            d.recycle(p.payload);
         }
     }
 }
@@ -962,20 +924,12 @@ fn drain_pending(ch: &mut Channel, ctx: &mut Ctx<'_>, now: Option<Duration>) {
 /// The reorder buffer is full: decode its oldest packet, concealing the gap before it.
 fn drain_one_forced(ch: &mut Channel, ctx: &mut Ctx<'_>) {
     let Some(d) = ch.dec.as_mut() else { return };
-    let Some(i) = d
-        .pending
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, p)| {
-            let base = d.next.map_or(p.seq, |(s, _)| s);
-            p.seq.wrapping_sub(base)
-        })
-        .map(|(i, _)| i)
-    else {
-        return;
-    };
+    let Some(i) = d.oldest_pending() else { return };
     let p = d.pending.swap_remove(i);
     let _ = decode_one(ch, ctx, &p, &p.payload, true);
+    if let Some(d) = ch.dec.as_mut() {
+        d.recycle(p.payload);
+    }
 }
 
 /// Push the resampler's last `delay` output samples (still inside its filter) out
@@ -1077,39 +1031,46 @@ fn decode_one(
     d.next = Some((p.seq.wrapping_add(1), p.ts.wrapping_add(dur_ticks)));
     d.foreign.clear();
 
+    let concealed_out = concealed_dec as i64 * i64::from(ctx.rate) / i64::from(dec_rate.max(1));
+    let total_dec = a.len();
+    let (n, res) = write_decoded_at(d, ctx, pos - concealed_out);
+    let payload_out = n as i64 - concealed_out.min(n as i64);
+    ch.last_end = Some(pos + payload_out);
+    if decoded.is_err() && total_dec == 0 {
+        return PushOutcome::Unsupported;
+    }
+    outcome_of(res, &mut ch.stats)
+}
+
+/// Resample (if needed) the decoder output in `ctx.scratch_a` and write it so that its
+/// first sample lands on frame `at`; returns the samples written and the ring's verdict.
+/// A fresh resampler's first `delay` outputs are its warm-up, before the stream's first
+/// sample: they are dropped rather than written early; after that its delay is
+/// compensated.
+fn write_decoded_at(d: &mut DecState, ctx: &mut Ctx<'_>, at: i64) -> (usize, WriteResult) {
+    let a = &*ctx.scratch_a;
     let (samples, delay): (&[i16], i64) = match d.resampler.as_mut() {
         Some(r) => {
             let b = &mut *ctx.scratch_b;
             b.clear();
             r.process(a, b);
-            // A fresh resampler's first `delay` outputs are its warm-up, before the
-            // stream's first sample: drop them rather than write them early.
             let skip = d.prime.min(b.len());
             d.prime -= skip;
-            let delay = r.delay() as i64 - skip as i64;
-            (b.get(skip..).unwrap_or(&[]), delay)
+            (b.get(skip..).unwrap_or(&[]), r.delay() as i64 - skip as i64)
         }
         None => (a.as_slice(), 0),
     };
-    let concealed_out = (concealed_dec as i64 * i64::from(ctx.rate) / i64::from(dec_rate.max(1)))
-        .min(samples.len() as i64);
-    let start = pos - concealed_out - delay;
-    let payload_out = samples.len() as i64 - concealed_out;
-    ch.last_end = Some(pos + payload_out);
-    if decoded.is_err() && samples.is_empty() {
-        return PushOutcome::Unsupported;
-    }
     let res = write_ring(
         ctx.ring,
         ctx.ring_frames,
         ctx.chn,
         ctx.channel,
         ctx.written_upto,
-        start,
+        at - delay,
         samples.len(),
         |i| samples.get(i).copied().unwrap_or(0),
     );
-    outcome_of(res, &mut ch.stats)
+    (samples.len(), res)
 }
 
 /// Frames between two RTP timestamps (wrapping-aware), converted from `clock` to `rate`.
@@ -1187,13 +1148,14 @@ fn write_ring(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::g711::ulaw_to_linear;
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    /// An RTP datagram (no CSRC, no extension).
+    pub(crate) fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0x80, pt];
         v.extend_from_slice(&seq.to_be_bytes());
         v.extend_from_slice(&ts.to_be_bytes());

@@ -1,7 +1,7 @@
 //! G.711 through the [`Decoder`] trait (used when a G.711 stream goes into a 16 kHz
 //! recording; 8 kHz recordings take the bit-exact table path in the timeline).
 
-use super::{CodecError, Concealment, Decoder, DecoderKind};
+use super::{CodecError, Decoder, DecoderKind};
 use crate::media::g711::{ALAW_TO_LINEAR, ULAW_TO_LINEAR};
 
 /// Stateless µ-law / A-law decoder.
@@ -39,15 +39,6 @@ impl Decoder for G711Decoder {
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
         out.extend(payload.iter().map(|&b| self.table[usize::from(b)]));
         Ok(())
-    }
-    fn conceal(
-        &mut self,
-        _samples: usize,
-        _next: Option<&[u8]>,
-        _out: &mut Vec<i16>,
-    ) -> Result<Concealment, CodecError> {
-        // Like the 8 kHz path: lost G.711 is silence.
-        Ok(Concealment::default())
     }
     fn payload_samples(&self, payload: &[u8]) -> Option<usize> {
         Some(payload.len())

@@ -8,9 +8,10 @@
 //!
 //! RTP (RFC 3551 §4.5.2): one byte per 16 kHz sample *pair*; the RTP clock is 8000 Hz
 //! although the audio is sampled at 16 kHz, so a 20 ms packet is 160 bytes, 160 clock
-//! ticks and 320 samples.
+//! ticks and 320 samples. G.722 proper has no packet-loss concealment (Appendices III/IV
+//! are optional): lost packets stay silence (the trait's default `conceal`).
 
-use super::{CodecError, Concealment, Decoder, DecoderKind};
+use super::{CodecError, Decoder, DecoderKind};
 
 /// Inverse log2 table for the scale factor (SCALEL/SCALEH, 32 steps per octave).
 const INV_LOG2: [i32; 32] = [
@@ -229,15 +230,6 @@ impl Decoder for G722Decoder {
             out.extend_from_slice(&self.decode_byte(b));
         }
         Ok(())
-    }
-    fn conceal(
-        &mut self,
-        _samples: usize,
-        _next: Option<&[u8]>,
-        _out: &mut Vec<i16>,
-    ) -> Result<Concealment, CodecError> {
-        // G.722 proper has no concealment (Appendix III/IV are optional): silence.
-        Ok(Concealment::default())
     }
     fn payload_samples(&self, payload: &[u8]) -> Option<usize> {
         Some(payload.len() * 2)

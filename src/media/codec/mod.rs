@@ -119,12 +119,16 @@ pub trait Decoder: Send + std::fmt::Debug {
     /// payload that follows the gap, if it is known). Append up to `samples`
     /// concealment samples to `out`; codecs without concealment append nothing (the
     /// gap stays silence).
+    ///
+    /// The default (G.711, G.722: no concealment in the codec) produces nothing.
     fn conceal(
         &mut self,
-        samples: usize,
-        next: Option<&[u8]>,
-        out: &mut Vec<i16>,
-    ) -> Result<Concealment, CodecError>;
+        _samples: usize,
+        _next: Option<&[u8]>,
+        _out: &mut Vec<i16>,
+    ) -> Result<Concealment, CodecError> {
+        Ok(Concealment::default())
+    }
     /// Number of samples (at the output rate) a payload decodes to, if it is well
     /// formed; used to size concealment.
     fn payload_samples(&self, payload: &[u8]) -> Option<usize>;
