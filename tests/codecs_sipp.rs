@@ -511,8 +511,10 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
         );
         g_at.push(g0);
     }
+    // After a pause each codec is placed at its first packet's arrival, so the two
+    // channels agree to within arrival jitter (a debug daemon on a busy CI box: 40 ms).
     assert!(
-        g_at[0].abs_diff(g_at[1]) <= 320,
+        g_at[0].abs_diff(g_at[1]) <= 640,
         "channels misaligned: {g_at:?}"
     );
     let call_ms = (run.marks["T_BYE"] - run.marks["T_ACK"]) as i64;
