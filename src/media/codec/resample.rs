@@ -27,7 +27,8 @@ pub struct Resampler {
     l: u64,
     m: u64,
     taps: usize,
-    /// `coeffs[p * taps + k]`: branch `p`, tap `k` (tap k multiplies x[i0 - k]).
+    /// `coeffs[p * taps + j]`: branch `p`, stored reversed: entry `j` multiplies
+    /// `x[i0 - (taps - 1) + j]`, so a branch is a plain dot product with the input window.
     coeffs: Vec<f32>,
     /// Input samples from absolute index `base` on.
     buf: Vec<f32>,
@@ -58,6 +59,26 @@ fn bessel_i0(x: f64) -> f64 {
         }
     }
     sum
+}
+
+/// Dot product with eight independent partial sums, so the compiler can vectorise it
+/// (one f32 accumulator forces the additions to run in sequence).
+#[inline]
+fn dot(c: &[f32], w: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (c8, w8) = (c.chunks_exact(8), w.chunks_exact(8));
+    let tail: f32 = c8
+        .remainder()
+        .iter()
+        .zip(w8.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (cc, ww) in c8.zip(w8) {
+        for j in 0..8 {
+            acc[j] += cc[j] * ww[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 impl Resampler {
@@ -91,7 +112,8 @@ impl Resampler {
         let mut coeffs = vec![0f32; taps * l as usize];
         for p in 0..l as usize {
             for k in 0..taps {
-                coeffs[p * taps + k] = h.get(p + k * l as usize).copied().unwrap_or(0.0) as f32;
+                coeffs[p * taps + (taps - 1 - k)] =
+                    h.get(p + k * l as usize).copied().unwrap_or(0.0) as f32;
             }
         }
         Resampler {
@@ -134,11 +156,13 @@ impl Resampler {
                 break;
             }
             let p = (self.t_next % self.l) as usize;
-            let c = &self.coeffs[p * taps..(p + 1) * taps];
-            // x[i0 - k] for k = 0..taps lives at buf[i0 - base - k].
+            // x[i0 - taps + 1 ..= i0] lives at buf[top + 1 - taps ..= top]; the buffer
+            // always keeps `taps - 1` samples of history before the next output's i0, so
+            // the ranges exist (an empty slice would only make the output 0).
             let top = (i0 - self.base) as usize;
-            let window = &self.buf[top + 1 - taps..=top];
-            let acc: f32 = c.iter().zip(window.iter().rev()).map(|(a, b)| a * b).sum();
+            let c = self.coeffs.get(p * taps..(p + 1) * taps).unwrap_or(&[]);
+            let window = self.buf.get(top + 1 - taps..=top).unwrap_or(&[]);
+            let acc = dot(c, window);
             out.push(acc.round().clamp(-32768.0, 32767.0) as i16);
             self.t_next += self.m;
         }
