@@ -54,8 +54,26 @@ fn payloads(kind: DecoderKind) -> Vec<Vec<u8>> {
     }
 }
 
-fn per_frame(elapsed: Duration, frames: u64) -> f64 {
-    elapsed.as_secs_f64() * 1e6 / frames as f64
+/// CPU time this thread has run (Linux `/proc/thread-self/schedstat`, ns), so the
+/// figures are CPU, not wall clock, on a busy machine.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A timer over this thread's CPU time.
+struct Cpu(u64);
+
+impl Cpu {
+    fn start() -> Cpu {
+        Cpu(cpu_ns())
+    }
+}
+
+fn per_frame(t: Cpu, frames: u64) -> f64 {
+    (cpu_ns().saturating_sub(t.0)) as f64 / 1e3 / frames as f64
 }
 
 /// Decoder alone (plus resampler to `rate` if its output differs).
@@ -64,6 +82,7 @@ fn bench_decoder(kind: DecoderKind, rate: u32, secs: f64) -> Option<f64> {
     let mut d = new_decoder(kind, rate).ok()?;
     let mut r = (d.output_rate() != rate).then(|| Resampler::new(d.output_rate(), rate));
     let (mut a, mut b) = (Vec::new(), Vec::new());
+    let cpu = Cpu::start();
     let start = Instant::now();
     let mut frames = 0u64;
     while start.elapsed().as_secs_f64() < secs {
@@ -77,7 +96,7 @@ fn bench_decoder(kind: DecoderKind, rate: u32, secs: f64) -> Option<f64> {
             frames += 1;
         }
     }
-    Some(per_frame(start.elapsed(), frames))
+    Some(per_frame(cpu, frames))
 }
 
 /// Opus loss path: every packet treated as following a loss (FEC decode + normal decode).
@@ -85,6 +104,7 @@ fn bench_opus_fec(rate: u32, secs: f64) -> f64 {
     let pls = payloads(DecoderKind::Opus);
     let mut d = new_decoder(DecoderKind::Opus, rate).expect("opus");
     let mut a = Vec::new();
+    let cpu = Cpu::start();
     let start = Instant::now();
     let mut frames = 0u64;
     while start.elapsed().as_secs_f64() < secs {
@@ -94,7 +114,7 @@ fn bench_opus_fec(rate: u32, secs: f64) -> f64 {
             frames += 1;
         }
     }
-    per_frame(start.elapsed(), frames)
+    per_frame(cpu, frames)
 }
 
 /// Whole timeline path: one channel, packets in order, polled every 20 ms.
@@ -124,6 +144,7 @@ fn bench_timeline(
     );
     let mut out = Vec::new();
     let mut pkt = Vec::with_capacity(1600);
+    let cpu = Cpu::start();
     let start = Instant::now();
     let mut k = 0u32;
     while start.elapsed().as_secs_f64() < secs {
@@ -140,7 +161,7 @@ fn bench_timeline(
             k += 1;
         }
     }
-    Some(per_frame(start.elapsed(), u64::from(k)))
+    Some(per_frame(cpu, u64::from(k)))
 }
 
 fn main() {
@@ -149,7 +170,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let fmt = |v: Option<f64>| v.map_or("  (not built)".to_string(), |v| format!("{v:9.2}"));
-    println!("µs of CPU per 20 ms frame, one stream ({secs} s per row, this machine)");
+    println!("µs of CPU (thread CPU time) per 20 ms frame, one stream ({secs} s wall per row)");
     println!("{:<40} {:>9}", "decoder (+ resampler)", "µs/frame");
     for (name, kind, rate) in [
         ("G.711 µ-law → 16 kHz", DecoderKind::Pcmu, 16000),
