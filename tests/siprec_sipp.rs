@@ -40,22 +40,6 @@ fn assert_near(what: &str, got: i64, want: i64, tol: i64) {
     );
 }
 
-/// The single recording of a fresh daemon, after the call: waits (bounded) for state
-/// complete.
-fn the_recording(d: &Daemon) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let list = d.recordings_json(&["list", "--json"]);
-        let arr = list.as_array().expect("list --json is an array");
-        assert_eq!(arr.len(), 1, "expected exactly one recording: {list}");
-        let r = arr[0].clone();
-        if r["state"] == "complete" || Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn aors(rec: &Value) -> BTreeSet<String> {
     rec["participants"]
         .as_array()

@@ -136,11 +136,19 @@ fn metaswitch_call_with_hold_and_resume() {
     assert_eq!(answer.media[0].direction(&answer), Direction::RecvOnly);
     assert_eq!(answer.media[0].label(), Some("1"));
     let pts: Vec<u8> = answer.media[0].codecs().iter().map(|c| c.pt).collect();
-    assert_eq!(
-        pts,
-        vec![0, 8],
-        "G.729 refused, PCMU and PCMA kept in offer order"
-    );
+    if cfg!(feature = "g729") {
+        assert_eq!(
+            pts,
+            vec![18, 0, 8],
+            "G.729 (g729 build), PCMU, PCMA in offer order"
+        );
+    } else {
+        assert_eq!(
+            pts,
+            vec![0, 8],
+            "G.729 refused, PCMU and PCMA kept in offer order"
+        );
+    }
 
     // 3. No ACK yet: the 2xx is retransmitted after T1.
     srs.handle_timeout(t0 + Duration::from_millis(510));
@@ -274,12 +282,29 @@ fn cancel_before_accept_ends_the_offer() {
 fn offer_without_supported_codec_is_488_and_plain_sdp_is_not_siprec() {
     let t0 = Instant::now();
     let mut srs = server();
-    let invite =
+    // G.729 only: refused unless this is a `g729` build.
+    let g729_only =
         fixture("metaswitch-miarec-hold-1.txt").replace("RTP/AVP 18 0 8", "RTP/AVP 18    ");
+    let g729_only = set_header(
+        &g729_only,
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-g729only",
+    );
+    srs.handle_receive(t0, peer(), g729_only.as_bytes());
+    let codes: Vec<u16> = responses(&mut srs).iter().map(status).collect();
+    if cfg!(feature = "g729") {
+        assert_ne!(codes.last(), Some(&488), "{codes:?}");
+    } else {
+        assert_eq!(codes.last(), Some(&488), "{codes:?}");
+    }
+    let _ = events(&mut srs);
+    // GSM (static PT 3) is never decoded: 488 in every build.
+    let invite =
+        fixture("metaswitch-miarec-hold-1.txt").replace("RTP/AVP 18 0 8", "RTP/AVP 3     ");
     let invite = set_header(
         &invite,
         "Via",
-        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-g729",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-gsm",
     );
     srs.handle_receive(t0, peer(), invite.as_bytes());
     let codes: Vec<u16> = responses(&mut srs).iter().map(status).collect();

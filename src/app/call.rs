@@ -20,7 +20,7 @@ use crate::catalog::NewRecording;
 use crate::media::{is_rtcp, Codec, SrtpChannel, StreamConfig};
 use crate::sdp::{Direction, NegotiatedStream};
 
-pub use crate::app::sink::SAMPLE_RATE;
+pub use crate::app::sink::{recording_rate, SAMPLE_RATE};
 
 /// Messages from the SIP loop to a call task.
 #[derive(Debug)]
@@ -57,6 +57,8 @@ pub struct CallSetup {
     pub streams: Vec<NegotiatedStream>,
     /// m-line index of each channel.
     pub recordable: Vec<usize>,
+    /// The recording's sample rate ([`recording_rate`]).
+    pub sample_rate: u32,
 }
 
 /// A call whose sockets and file are ready; run it with [`PreparedCall::run`].
@@ -99,6 +101,7 @@ impl PreparedCall {
             shared.vault.as_ref(),
             shared.catalog.clone(),
             setup.recordable.len(),
+            setup.sample_rate,
             chrono::Utc::now(),
             true,
         )
@@ -318,15 +321,7 @@ pub(crate) fn stream_config(s: &NegotiatedStream) -> StreamConfig {
     let payload_types = s
         .formats
         .iter()
-        .map(|f| {
-            let codec = match f.encoding.to_ascii_uppercase().as_str() {
-                "PCMU" => Codec::Pcmu,
-                "PCMA" => Codec::Pcma,
-                "TELEPHONE-EVENT" => Codec::TelephoneEvent,
-                other => Codec::Unsupported(other.to_string()),
-            };
-            (f.pt, codec, f.clock_rate)
-        })
+        .map(|f| (f.pt, Codec::from_encoding_name(&f.encoding), f.clock_rate))
         .collect();
     StreamConfig { payload_types }
 }

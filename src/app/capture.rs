@@ -172,6 +172,7 @@ impl Recorder {
                 self.vault.as_ref(),
                 self.catalog.clone(),
                 2,
+                SAMPLE_RATE,
                 created,
                 false,
             ) {

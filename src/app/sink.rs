@@ -19,8 +19,25 @@ use crate::media::{AudioBlock, CallTimeline, PushOutcome, StreamConfig, Timeline
 use crate::recording::{ContainerWriter, HeaderParams};
 use crate::vault::{DataKey, KeyWrap};
 
-/// Sample rate of recordings made today (G.711).
+/// Sample rate of narrowband recordings (G.711, G.729); the default.
 pub const SAMPLE_RATE: u32 = 8000;
+/// Sample rate of wideband recordings (a recorded stream negotiated G.722 or Opus).
+pub const WIDEBAND_SAMPLE_RATE: u32 = 16000;
+
+/// The recording's sample rate for the negotiated streams: 16 kHz if any recorded
+/// stream accepted a wideband codec (G.722, Opus) that this build decodes, else 8 kHz.
+/// Fixed at call set-up: a later re-INVITE that switches codec is resampled to it.
+pub fn recording_rate<'a>(formats: impl IntoIterator<Item = &'a crate::sdp::PayloadFormat>) -> u32 {
+    let wide = formats.into_iter().any(|f| {
+        crate::media::codec::DecoderKind::from_sdp(&f.encoding, f.clock_rate)
+            .is_some_and(|k| k.is_wideband() && k.available())
+    });
+    if wide {
+        WIDEBAND_SAMPLE_RATE
+    } else {
+        SAMPLE_RATE
+    }
+}
 
 /// Why a recording could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +91,17 @@ impl RecordingSink {
     /// [`close`](Self::close) (SIPREC call tasks). Without it (the capture engine, whose
     /// single thread must never wait for the disk) durability comes from the daemon's
     /// periodic `syncfs`, or from one `syncfs` at the end of an import.
+    ///
+    /// `sample_rate` (8000 or 16000, see [`recording_rate`]) is fixed for the
+    /// recording's life: it goes into the container header and every stream is decoded
+    /// and resampled to it.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         cfg: &Config,
         vault: &dyn KeyWrap,
         catalog: CatalogHandle,
         channels: usize,
+        sample_rate: u32,
         created: chrono::DateTime<chrono::Utc>,
         sync: bool,
     ) -> Result<(Self, String), SinkError> {
@@ -97,9 +120,9 @@ impl RecordingSink {
         let params = HeaderParams {
             recording_id: id.clone(),
             created_unix_ms: created.timestamp_millis().max(0) as u64,
-            sample_rate: SAMPLE_RATE,
+            sample_rate,
             channels: channels as u16,
-            chunk_target_frames: (SAMPLE_RATE as u64 * u64::from(cfg.storage.flush_interval_ms)
+            chunk_target_frames: (u64::from(sample_rate) * u64::from(cfg.storage.flush_interval_ms)
                 / 1000) as u32,
             kek_id: vault.kek_id(),
             extra_json: String::new(),
@@ -110,7 +133,7 @@ impl RecordingSink {
             .map_err(|e| SinkError(format!("creating {}: {e}", abs.display())))?;
         let timeline = CallTimeline::new(TimelineConfig {
             channels,
-            sample_rate: SAMPLE_RATE,
+            sample_rate,
             playout_delay: Duration::from_millis(u64::from(cfg.media.playout_delay_ms)),
         });
         Ok((
@@ -342,6 +365,10 @@ impl RecordingSink {
                 "duplicates": s.duplicates,
                 "ssrc_changes": s.ssrc_changes,
                 "unsupported_payload": s.unsupported_payload,
+                "fec_recovered": s.fec_recovered,
+                "concealed_ms": s.concealed_ms,
+                "decode_errors": s.decode_errors,
+                "codec_changes": s.codec_changes,
             });
             if let (Some(o), Some(extra)) = (st.as_object_mut(), self.extra_stats.get_mut(ch)) {
                 o.extend(std::mem::take(extra));

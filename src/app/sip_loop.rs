@@ -476,7 +476,15 @@ async fn prepare(
         src: offer.src.clone(),
         streams: offer.streams.clone(),
         recordable: offer.recordable.clone(),
+        sample_rate: crate::app::call::recording_rate(
+            offer
+                .recordable
+                .iter()
+                .filter_map(|i| offer.streams.get(*i))
+                .flat_map(|s| s.formats.iter()),
+        ),
     };
+    let sample_rate = setup.sample_rate;
     let session_id = offer.parsed_metadata.as_ref().and_then(session_id_of);
     let shared2 = shared.clone();
     let codec = offered_codecs(&offer);
@@ -488,7 +496,7 @@ async fn prepare(
         src_addr: offer.src.clone(),
         started_at_ms: chrono::Utc::now().timestamp_millis(),
         codec,
-        sample_rate: crate::app::call::SAMPLE_RATE,
+        sample_rate,
         channels: offer.recordable.len() as u16,
         file_path: Some(path.to_string()),
         kek_id: Some(shared2.vault.kek_id()),

@@ -1,7 +1,8 @@
 //! `branchrec-loadgen`: a standalone SIPREC client for tests and benchmarks.
 //!
 //! * `rtp`: sends raw 16-bit 8 kHz audio files as G.711 RTP (one or several streams on one
-//!   absolute 20 ms schedule), optionally followed by RFC 4733 DTMF. Used by the SIPp
+//!   absolute 20 ms schedule), optionally followed by RFC 4733 DTMF; or G.722 / G.729
+//!   payload files, or Opus encoded from a 48 kHz file with libopus (see loadgen/codecs.rs). Used by the SIPp
 //!   scenarios in tests/sipp through `<exec>`.
 //! * `bench`: N concurrent SIPREC calls with two streams each against a running recorder,
 //!   measuring its CPU and memory from /proc, and verifying zero loss afterwards.
@@ -12,6 +13,8 @@
 
 #[path = "loadgen/bench.rs"]
 mod bench;
+#[path = "loadgen/codecs.rs"]
+mod codecs;
 #[path = "loadgen/g711.rs"]
 #[allow(dead_code)] // decode side is used by the unit tests and shared with tests/common
 mod g711;
@@ -72,12 +75,17 @@ struct RtpArgs {
     #[arg(long, default_value = "")]
     dtmf: String,
     /// Additional stream: DEST,AUDIO,CODEC,SSRC[,SEQ,TS] (repeatable). All streams start
-    /// together on one schedule.
+    /// together on one schedule. CODEC pcmu|pcma (AUDIO raw s16le 8 kHz), g722 (AUDIO raw
+    /// G.722 bytes), g729 (AUDIO 10-byte frames), opus[/PT] (AUDIO raw s16le 48 kHz).
     #[arg(long = "stream")]
     streams: Vec<String>,
     /// Local address to send from.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Packet indices (0-based, comma-separated, may be empty) not sent on the first
+    /// g722/g729/opus stream: simulated loss (sequence numbers and timestamps advance).
+    #[arg(long, default_value = "")]
+    drop: String,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +157,17 @@ fn run_rtp(a: RtpArgs) -> Result<()> {
         (None, None) => {}
         _ => bail!("--dest and --audio go together"),
     }
+    let mut coded = Vec::new();
+    let drop: Vec<u32> = a
+        .drop
+        .split(',')
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.trim()
+                .parse()
+                .with_context(|| format!("bad --drop index {v:?}"))
+        })
+        .collect::<Result<_>>()?;
     for s in &a.streams {
         let f: Vec<&str> = s.split(',').collect();
         if f.len() != 4 && f.len() != 6 {
@@ -162,6 +181,20 @@ fn run_rtp(a: RtpArgs) -> Result<()> {
             };
             parsed.with_context(|| format!("bad {what} {v:?} in --stream"))
         };
+        if f.len() >= 3 {
+            if let Some(c) = codecs::Coded::parse(f[2]) {
+                let (seq, ts) = if f.len() == 6 {
+                    (num(4, "SEQ")? as u16, num(5, "TS")? as u32)
+                } else {
+                    (a.seq, a.ts)
+                };
+                let file = std::fs::read(f[1]).with_context(|| format!("reading {}", f[1]))?;
+                let drop_here: &[u32] = if coded.is_empty() { &drop } else { &[] };
+                let pkts = codecs::build(c, &file, num(3, "SSRC")? as u32, seq, ts, drop_here)?;
+                coded.push((rtp::resolve(f[0])?, pkts));
+                continue;
+            }
+        }
         specs.push(rtp::StreamSpec {
             dest: rtp::resolve(f[0])?,
             samples: rtp::read_raw(f[1])?,
@@ -180,15 +213,18 @@ fn run_rtp(a: RtpArgs) -> Result<()> {
             dtmf: String::new(),
         });
     }
-    if specs.is_empty() {
+    if specs.is_empty() && coded.is_empty() {
         bail!("no stream: give --dest/--audio or --stream");
     }
-    specs[0].dtmf = a.dtmf.clone();
+    if let Some(s) = specs.first_mut() {
+        s.dtmf = a.dtmf.clone();
+    }
     let sock = UdpSocket::bind((a.bind, 0)).context("binding RTP socket")?;
-    let streams = specs
+    let mut streams = specs
         .iter()
         .map(|s| Ok((s.dest, rtp::build_stream(s)?)))
         .collect::<Result<Vec<_>>>()?;
+    streams.extend(coded);
     let start = Instant::now() + Duration::from_millis(a.start_after_ms);
     let sent = rtp::send_streams(&sock, &streams, start)?;
     eprintln!("branchrec-loadgen rtp: sent {sent:?} packets");

@@ -1,9 +1,10 @@
-//! Per-packet media path: RTP parsing, G.711 decoding, RFC 4733 DTMF and the
+//! Per-packet media path: RTP parsing, G.711/G.722/Opus/G.729 decoding, resampling, RFC 4733 DTMF and the
 //! per-call audio timeline that places every stream's samples on one clock.
 //!
 //! Everything here is sans-IO: the shell passes datagrams and time offsets in and
 //! writes out the [`AudioBlock`]s it polls.
 
+pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod rtp;
@@ -11,6 +12,8 @@ pub mod srtp;
 pub mod stream;
 pub mod timeline;
 
+#[cfg(test)]
+mod codec_timeline_tests;
 #[cfg(test)]
 mod fixture_tests;
 

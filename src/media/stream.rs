@@ -7,6 +7,12 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    /// ITU-T G.722 (16 kHz audio on an 8000 Hz RTP clock).
+    G722,
+    /// Opus (RFC 7587; RTP clock 48000).
+    Opus,
+    /// G.729 / G.729A, with or without Annex B (decodable with the `g729` feature).
+    G729,
     /// RFC 4733 telephone-event (DTMF).
     TelephoneEvent,
     /// Anything else (by its SDP encoding name); recorded as silence and counted.
@@ -20,6 +26,12 @@ impl Codec {
             Codec::Pcmu
         } else if name.eq_ignore_ascii_case("PCMA") {
             Codec::Pcma
+        } else if name.eq_ignore_ascii_case("G722") {
+            Codec::G722
+        } else if name.eq_ignore_ascii_case("opus") {
+            Codec::Opus
+        } else if name.eq_ignore_ascii_case("G729") || name.eq_ignore_ascii_case("G729A") {
+            Codec::G729
         } else if name.eq_ignore_ascii_case("telephone-event") {
             Codec::TelephoneEvent
         } else {
@@ -71,6 +83,14 @@ pub struct StreamStats {
     pub overflow: u64,
     /// Times the stream's timestamp anchor was reset (SSRC change, hold/resume, restart).
     pub reanchors: u64,
+    /// Lost packets rebuilt from the next packet's in-band FEC data (Opus).
+    pub fec_recovered: u64,
+    /// Milliseconds synthesised by packet-loss concealment or comfort-noise generation.
+    pub concealed_ms: u64,
+    /// Payloads the codec rejected (malformed for the codec, decoder error); silence.
+    pub decode_errors: u64,
+    /// Times the stream switched to another codec (re-INVITE, or the SRC changing PT).
+    pub codec_changes: u64,
 }
 
 /// Size of the duplicate-detection window, in sequence numbers.
@@ -278,9 +298,12 @@ mod tests {
             Codec::from_encoding_name("Telephone-Event"),
             Codec::TelephoneEvent
         );
+        assert_eq!(Codec::from_encoding_name("G722"), Codec::G722);
+        assert_eq!(Codec::from_encoding_name("OPUS"), Codec::Opus);
+        assert_eq!(Codec::from_encoding_name("g729"), Codec::G729);
         assert_eq!(
-            Codec::from_encoding_name("G722"),
-            Codec::Unsupported("G722".into())
+            Codec::from_encoding_name("GSM"),
+            Codec::Unsupported("GSM".into())
         );
     }
 }

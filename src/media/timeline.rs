@@ -16,7 +16,23 @@
 //! channels advance together, so channels stay sample-aligned and the total length is
 //! exactly `end * sample_rate` after [`CallTimeline::finish`]. A packet whose slots were
 //! already finalised is counted `late` and never rewrites history. Gaps, loss, hold and
-//! DTMF-only periods are silence (0). PCMU/PCMA samples are written unaltered.
+//! DTMF-only periods are silence (0). PCMU/PCMA samples are written unaltered into an
+//! 8 kHz timeline.
+//!
+//! # Other codecs and sample rates
+//! G.722, Opus, G.729 (and G.711 in a 16 kHz timeline) go through a per-stream
+//! [`Decoder`] and, when its output rate differs from the timeline's, a
+//! [`Resampler`]; the resampler's delay is compensated so streams stay aligned. RTP
+//! timestamps are converted with each payload type's own clock (G.722: 8000 Hz clock for
+//! 16 kHz audio; Opus: 48000). These decoders keep state, so they must see packets in
+//! sequence order: a packet that arrives after a gap waits up to [`REORDER_WAIT`] for the
+//! missing ones; then the gap is concealed (Opus in-band FEC from the packet after the
+//! loss, else PLC; G.729 PLC, or comfort noise after an Annex B SID) and decoding goes
+//! on. A straggler arriving after its gap was concealed is `late`. When a stream changes
+//! codec (re-INVITE) and with it the RTP clock, the new codec's first packet continues
+//! exactly where the previous one ended if it arrives no more than 80 ms after that (or
+//! overlaps it), so a seamless switch leaves no gap or overlap; after a real pause it is
+//! placed at its arrival like any re-anchor.
 //!
 //! # Cost
 //! The per-packet path does not allocate: samples are decoded straight from the
@@ -26,6 +42,7 @@
 
 use std::time::Duration;
 
+use super::codec::{new_decoder, Decoder, DecoderKind, Resampler};
 use super::dtmf::{DtmfDecoder, DtmfEvent};
 use super::g711::{ALAW_TO_LINEAR, ULAW_TO_LINEAR};
 use super::rtp::{self, RtpError};
@@ -92,6 +109,16 @@ pub fn reanchor_threshold(playout_delay: Duration) -> Duration {
     Duration::from_millis(500).max(playout_delay + Duration::from_millis(200))
 }
 
+/// How long a packet that follows a sequence gap waits for the missing packets before
+/// the gap is concealed (stateful codecs only).
+pub const REORDER_WAIT: Duration = Duration::from_millis(60);
+/// At most this many packets wait for a gap to fill.
+const MAX_PENDING: usize = 8;
+/// A sequence jump larger than this is a discontinuity, not loss: nothing is concealed.
+const MAX_CONCEAL_GAP: u16 = 16;
+/// Timestamp gaps longer than this (clock ticks → seconds) are never concealed.
+const MAX_CONCEAL_SECS: i64 = 10;
+
 /// Extra ring capacity beyond `playout_delay + threshold`, for the shell's poll interval.
 const RING_SLACK: Duration = Duration::from_millis(1500);
 
@@ -100,6 +127,8 @@ enum PtKind {
     Unknown,
     Pcmu,
     Pcma,
+    /// Decoded (and resampled if needed); the RTP clock rate.
+    Decoded(DecoderKind, u32),
     Dtmf(u32),
     Unsupported,
 }
@@ -108,6 +137,76 @@ enum PtKind {
 struct Anchor {
     frame: i64,
     ts: u32,
+    /// RTP clock rate `ts` is counted in.
+    clock: u32,
+}
+
+/// A packet waiting for a sequence gap to fill.
+#[derive(Debug)]
+struct Pending {
+    seq: u16,
+    ts: u32,
+    at: Duration,
+    may_reanchor: bool,
+    payload: Vec<u8>,
+}
+
+/// Decoder state of one stream (stateful codecs and resampled G.711).
+#[derive(Debug)]
+struct DecState {
+    pt: u8,
+    kind: DecoderKind,
+    clock: u32,
+    decoder: Box<dyn Decoder>,
+    resampler: Option<Resampler>,
+    /// Leading resampler output still to discard (its warm-up precedes the stream).
+    prime: usize,
+    /// Sequence number and RTP timestamp expected next (after the last decoded packet).
+    next: Option<(u16, u32)>,
+    /// Sequence numbers consumed by other payload types (DTMF) ahead of `next`.
+    foreign: Vec<u16>,
+    pending: Vec<Pending>,
+    /// Reusable payload buffers.
+    spare: Vec<Vec<u8>>,
+}
+
+impl DecState {
+    /// Index of the waiting packet that comes first in sequence order.
+    fn oldest_pending(&self) -> Option<usize> {
+        self.pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, p)| {
+                let base = self.next.map_or(p.seq, |(s, _)| s);
+                p.seq.wrapping_sub(base)
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Return a waiting packet's buffer for reuse.
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        if self.spare.len() < MAX_PENDING {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Whether `seq` is the next packet, counting sequence numbers used by DTMF.
+    fn is_next(&self, seq: u16) -> bool {
+        let Some((mut want, _)) = self.next else {
+            return true;
+        };
+        for _ in 0..=self.foreign.len() {
+            if want == seq {
+                return true;
+            }
+            if !self.foreign.contains(&want) {
+                return false;
+            }
+            want = want.wrapping_add(1);
+        }
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -119,6 +218,9 @@ struct Channel {
     ssrc: Option<u32>,
     prev_ssrc: Option<u32>,
     dtmf: DtmfDecoder,
+    dec: Option<DecState>,
+    /// Timeline frame just after the last audio placed (for codec switches).
+    last_end: Option<i64>,
 }
 
 impl Channel {
@@ -131,6 +233,8 @@ impl Channel {
             ssrc: None,
             prev_ssrc: None,
             dtmf: DtmfDecoder::new(),
+            dec: None,
+            last_end: None,
         };
         ch.configure(&StreamConfig::default(), sample_rate);
         ch
@@ -143,9 +247,18 @@ impl Channel {
                 continue;
             };
             *slot = match codec {
-                // G.711 is decoded 1:1 into the timeline; another clock would need resampling.
+                // G.711 is decoded 1:1 into an 8 kHz timeline, resampled into others.
                 Codec::Pcmu if *clock == sample_rate => PtKind::Pcmu,
                 Codec::Pcma if *clock == sample_rate => PtKind::Pcma,
+                Codec::Pcmu if *clock == 8000 => PtKind::Decoded(DecoderKind::Pcmu, 8000),
+                Codec::Pcma if *clock == 8000 => PtKind::Decoded(DecoderKind::Pcma, 8000),
+                // RFC 3551: G.722's clock is 8000 although it samples at 16 kHz.
+                Codec::G722 if *clock == 8000 => PtKind::Decoded(DecoderKind::G722, 8000),
+                // RFC 7587: always 48000.
+                Codec::Opus if *clock == 48000 => PtKind::Decoded(DecoderKind::Opus, 48000),
+                Codec::G729 if *clock == 8000 && DecoderKind::G729.available() => {
+                    PtKind::Decoded(DecoderKind::G729, 8000)
+                }
                 Codec::TelephoneEvent if *clock > 0 => PtKind::Dtmf(*clock),
                 _ => PtKind::Unsupported,
             };
@@ -168,6 +281,9 @@ pub struct CallTimeline {
     threshold_frames: i64,
     dtmf_out: Vec<(usize, DtmfEvent)>,
     scratch_dtmf: Vec<DtmfEvent>,
+    /// Decoder output / resampler output scratch (reused).
+    scratch_a: Vec<i16>,
+    scratch_b: Vec<i16>,
     finished: bool,
 }
 
@@ -203,6 +319,8 @@ impl CallTimeline {
                 .unwrap_or(i64::MAX),
             dtmf_out: Vec::new(),
             scratch_dtmf: Vec::new(),
+            scratch_a: Vec::new(),
+            scratch_b: Vec::new(),
             finished: false,
             cfg,
         }
@@ -243,6 +361,10 @@ impl CallTimeline {
             rtcp: 0,
             overflow: 0,
             reanchors: 0,
+            fec_recovered: 0,
+            concealed_ms: 0,
+            decode_errors: 0,
+            codec_changes: 0,
         };
         self.channels.get(channel).map_or(&EMPTY, |c| &c.stats)
     }
@@ -288,6 +410,15 @@ impl CallTimeline {
                     ch.stats.reanchors += 1;
                     ch.seq.reset();
                     ch.dtmf.reset(&mut self.scratch_dtmf);
+                    if let Some(d) = ch.dec.as_mut() {
+                        // Packets of the old SSRC still waiting for a gap are dropped.
+                        ch.stats.late += d.pending.len() as u64;
+                        for p in std::mem::take(&mut d.pending) {
+                            d.recycle(p.payload);
+                        }
+                        d.next = None;
+                        d.foreign.clear();
+                    }
                 }
                 ch.prev_ssrc = old;
                 ch.ssrc = Some(pkt.ssrc);
@@ -318,15 +449,47 @@ impl CallTimeline {
 
         let outcome = match kind {
             PtKind::Unknown | PtKind::Unsupported => {
+                note_foreign_seq(ch, pkt.sequence);
                 ch.stats.unsupported_payload += 1;
                 PushOutcome::Unsupported
+            }
+            PtKind::Decoded(kind, clock) => {
+                let pending = Pending {
+                    seq: pkt.sequence,
+                    ts: pkt.timestamp,
+                    at,
+                    may_reanchor,
+                    payload: Vec::new(),
+                };
+                let mut ctx = Ctx {
+                    ring: &mut self.ring,
+                    ring_frames: self.ring_frames,
+                    chn: self.cfg.channels,
+                    channel,
+                    written_upto: self.written_upto,
+                    rate,
+                    threshold,
+                    scratch_a: &mut self.scratch_a,
+                    scratch_b: &mut self.scratch_b,
+                };
+                push_decoded(
+                    ch,
+                    &mut ctx,
+                    pkt.payload_type,
+                    kind,
+                    clock,
+                    pending,
+                    pkt.payload,
+                )
             }
             PtKind::Dtmf(clock) => {
                 // Event packets all carry the event's start timestamp, so they must not
                 // be checked against arrival (a long digit would look "late").
+                note_foreign_seq(ch, pkt.sequence);
                 let anchor = *ch.anchor.get_or_insert(Anchor {
                     frame: arrival,
                     ts: pkt.timestamp,
+                    clock,
                 });
                 let frame = anchor.frame + ts_delta_frames(pkt.timestamp, anchor.ts, clock, rate);
                 let start_ms = (frame.max(0) as u64).saturating_mul(1000) / u64::from(rate);
@@ -345,28 +508,17 @@ impl CallTimeline {
                 }
             }
             PtKind::Pcmu | PtKind::Pcma => {
-                let anchor = *ch.anchor.get_or_insert(Anchor {
-                    frame: arrival,
-                    ts: pkt.timestamp,
-                });
-                let mut pos = anchor.frame + ts_delta_frames(pkt.timestamp, anchor.ts, rate, rate);
-                let diff = pos - arrival;
-                if may_reanchor && (diff > threshold || diff < -threshold) {
-                    ch.anchor = Some(Anchor {
-                        frame: arrival,
-                        ts: pkt.timestamp,
-                    });
-                    ch.stats.reanchors += 1;
-                    pos = arrival;
-                } else if pkt.timestamp.wrapping_sub(anchor.ts) > 1 << 30
-                    && pkt.timestamp.wrapping_sub(anchor.ts) < 1 << 31
-                {
-                    // Keep the anchor within ±2^30 ticks so wrap-aware deltas stay exact.
-                    ch.anchor = Some(Anchor {
-                        frame: pos,
-                        ts: pkt.timestamp,
-                    });
-                }
+                note_foreign_seq(ch, pkt.sequence);
+                let pos = place(
+                    ch,
+                    pkt.timestamp,
+                    rate,
+                    rate,
+                    arrival,
+                    may_reanchor,
+                    threshold,
+                );
+                ch.last_end = Some(pos + pkt.payload.len() as i64);
                 let table = if kind == PtKind::Pcmu {
                     &ULAW_TO_LINEAR
                 } else {
@@ -379,28 +531,10 @@ impl CallTimeline {
                     channel,
                     self.written_upto,
                     pos,
-                    pkt.payload,
-                    table,
+                    pkt.payload.len(),
+                    |i| pkt.payload.get(i).map_or(0, |&b| table[usize::from(b)]),
                 );
-                match res {
-                    WriteResult::Full => PushOutcome::Placed,
-                    WriteResult::ClippedLate => {
-                        ch.stats.late += 1;
-                        PushOutcome::Placed
-                    }
-                    WriteResult::ClippedOverflow => {
-                        ch.stats.overflow += 1;
-                        PushOutcome::Placed
-                    }
-                    WriteResult::Late => {
-                        ch.stats.late += 1;
-                        PushOutcome::Late
-                    }
-                    WriteResult::Overflow => {
-                        ch.stats.overflow += 1;
-                        PushOutcome::Overflow
-                    }
-                }
+                outcome_of(res, &mut ch.stats)
             }
         };
         self.collect_dtmf(channel);
@@ -435,7 +569,9 @@ impl CallTimeline {
         if self.finished {
             return None;
         }
+        self.release_pending(Some(now));
         let target = dur_to_frames(now, self.cfg.sample_rate).saturating_sub(self.delay_frames);
+        self.comfort_noise(target);
         self.emit_upto(target, out)
     }
 
@@ -446,6 +582,8 @@ impl CallTimeline {
         if self.finished {
             return None;
         }
+        self.release_pending(None);
+        self.flush_resamplers();
         let target = dur_to_frames(end, self.cfg.sample_rate);
         let mut samples = Vec::new();
         let res = self.emit_upto(target, &mut samples);
@@ -460,6 +598,73 @@ impl CallTimeline {
             start_frame,
             samples,
         })
+    }
+
+    /// Decode packets waiting for a gap whose wait expired by `now` (all if `None`).
+    fn release_pending(&mut self, now: Option<Duration>) {
+        self.each_decoded_channel(|ch, ctx| {
+            if ch.dec.as_ref().is_some_and(|d| !d.pending.is_empty()) {
+                drain_pending(ch, ctx, now);
+            }
+        });
+    }
+
+    /// Run `f` on every channel with decoder state, with its [`Ctx`].
+    fn each_decoded_channel(&mut self, mut f: impl FnMut(&mut Channel, &mut Ctx<'_>)) {
+        let rate = self.cfg.sample_rate;
+        let threshold = self.threshold_frames;
+        for (channel, ch) in self.channels.iter_mut().enumerate() {
+            if ch.dec.is_none() {
+                continue;
+            }
+            let mut ctx = Ctx {
+                ring: &mut self.ring,
+                ring_frames: self.ring_frames,
+                chn: self.cfg.channels,
+                channel,
+                written_upto: self.written_upto,
+                rate,
+                threshold,
+                scratch_a: &mut self.scratch_a,
+                scratch_b: &mut self.scratch_b,
+            };
+            f(ch, &mut ctx);
+        }
+    }
+
+    /// Streams in DTX (after an Annex B SID frame) get comfort noise up to `target`, the
+    /// frame about to be finalised, so silence periods are filled as they pass.
+    fn comfort_noise(&mut self, target: u64) {
+        let rate = self.cfg.sample_rate;
+        let target = i64::try_from(target).unwrap_or(i64::MAX);
+        self.each_decoded_channel(|ch, ctx| {
+            let (Some(d), Some(end)) = (ch.dec.as_mut(), ch.last_end) else {
+                return;
+            };
+            if !d.decoder.in_dtx() || !d.pending.is_empty() || end >= target {
+                return;
+            }
+            let Some((seq, next_ts)) = d.next else { return };
+            let dec_rate = i64::from(d.decoder.output_rate().max(1));
+            // At most one second per poll (the poll interval is far shorter).
+            let want_out = (target - end).min(i64::from(rate));
+            let want = (want_out * dec_rate / i64::from(rate)) as usize;
+            let a = &mut *ctx.scratch_a;
+            a.clear();
+            let Ok(c) = d.decoder.conceal(want, None, a) else {
+                return;
+            };
+            ch.stats.concealed_ms += (c.plc_samples as u64 * 1000) / dec_rate as u64;
+            let ticks = (a.len() as u64 * u64::from(d.clock) / dec_rate as u64) as u32;
+            d.next = Some((seq, next_ts.wrapping_add(ticks)));
+            let (n, _) = write_decoded_at(d, ctx, end);
+            ch.last_end = Some(end + n as i64);
+        });
+    }
+
+    /// At the end of the call: write every resampled stream's filter tail.
+    fn flush_resamplers(&mut self) {
+        self.each_decoded_channel(flush_resampler);
     }
 
     fn emit_upto(&mut self, target: u64, out: &mut Vec<i16>) -> Option<u64> {
@@ -493,6 +698,381 @@ impl CallTimeline {
     }
 }
 
+/// The parts of a [`CallTimeline`] the decoded path writes to (split borrows).
+struct Ctx<'a> {
+    ring: &'a mut Vec<i16>,
+    ring_frames: u64,
+    chn: usize,
+    channel: usize,
+    written_upto: u64,
+    rate: u32,
+    threshold: i64,
+    scratch_a: &'a mut Vec<i16>,
+    scratch_b: &'a mut Vec<i16>,
+}
+
+/// A new codec whose first packet arrives at most this long after the previous codec's
+/// audio ended (or overlaps it) continues it seamlessly: 80 ms, in frames.
+fn continue_tol(rate: u32) -> i64 {
+    i64::from(rate) * 80 / 1000
+}
+
+/// Timeline frame of RTP timestamp `ts` (in `clock` ticks) for the stream, (re)anchoring
+/// as described in the module docs.
+fn place(
+    ch: &mut Channel,
+    ts: u32,
+    clock: u32,
+    rate: u32,
+    arrival: i64,
+    may_reanchor: bool,
+    threshold: i64,
+) -> i64 {
+    let anchor = match ch.anchor {
+        Some(a) if a.clock == clock => a,
+        old => {
+            // First packet, or a new RTP clock (codec switch): timestamps of different
+            // clocks are unrelated, so continue where the stream ended if that is
+            // consistent with this packet's arrival.
+            let frame = match (old, ch.last_end) {
+                (Some(_), Some(end))
+                    if (-threshold..=continue_tol(rate)).contains(&(arrival - end)) =>
+                {
+                    end
+                }
+                _ => arrival,
+            };
+            if old.is_some() {
+                ch.stats.reanchors += 1;
+            }
+            let a = Anchor { frame, ts, clock };
+            ch.anchor = Some(a);
+            return frame;
+        }
+    };
+    let pos = anchor.frame + ts_delta_frames(ts, anchor.ts, clock, rate);
+    let diff = pos - arrival;
+    if may_reanchor && (diff > threshold || diff < -threshold) {
+        ch.anchor = Some(Anchor {
+            frame: arrival,
+            ts,
+            clock,
+        });
+        ch.stats.reanchors += 1;
+        return arrival;
+    }
+    if ts.wrapping_sub(anchor.ts) > 1 << 30 && ts.wrapping_sub(anchor.ts) < 1 << 31 {
+        // Keep the anchor within ±2^30 ticks so wrap-aware deltas stay exact.
+        ch.anchor = Some(Anchor {
+            frame: pos,
+            ts,
+            clock,
+        });
+    }
+    pos
+}
+
+/// A packet of another payload type (DTMF, G.711 direct) used sequence number `seq`:
+/// the stream's decoder must not wait for it.
+fn note_foreign_seq(ch: &mut Channel, seq: u16) {
+    if let Some(d) = ch.dec.as_mut() {
+        if d.next.is_some() {
+            if d.foreign.len() >= 16 {
+                d.foreign.remove(0);
+            }
+            d.foreign.push(seq);
+        }
+    }
+}
+
+fn outcome_of(res: WriteResult, stats: &mut StreamStats) -> PushOutcome {
+    match res {
+        WriteResult::Full => PushOutcome::Placed,
+        WriteResult::ClippedLate => {
+            stats.late += 1;
+            PushOutcome::Placed
+        }
+        WriteResult::ClippedOverflow => {
+            stats.overflow += 1;
+            PushOutcome::Placed
+        }
+        WriteResult::Late => {
+            stats.late += 1;
+            PushOutcome::Late
+        }
+        WriteResult::Overflow => {
+            stats.overflow += 1;
+            PushOutcome::Overflow
+        }
+    }
+}
+
+/// Handle one packet of a decoded payload type: decode it now if it is the next in
+/// sequence, else let it wait for the gap (see the module docs).
+fn push_decoded(
+    ch: &mut Channel,
+    ctx: &mut Ctx<'_>,
+    pt: u8,
+    kind: DecoderKind,
+    clock: u32,
+    mut pkt: Pending,
+    payload: &[u8],
+) -> PushOutcome {
+    let same = ch
+        .dec
+        .as_ref()
+        .is_some_and(|d| d.pt == pt && d.kind == kind && d.clock == clock);
+    if !same {
+        // Codec switch: whatever waits for the old decoder is decoded first, and the
+        // old resampler's tail is written out.
+        if ch.dec.is_some() {
+            drain_pending(ch, ctx, None);
+            flush_resampler(ch, ctx);
+            ch.stats.codec_changes += 1;
+        }
+        let out_rate = if kind == DecoderKind::Opus {
+            ctx.rate
+        } else {
+            0
+        };
+        let decoder = match new_decoder(kind, out_rate) {
+            Ok(d) => d,
+            Err(_) => {
+                ch.dec = None;
+                ch.stats.unsupported_payload += 1;
+                return PushOutcome::Unsupported;
+            }
+        };
+        let dr = decoder.output_rate();
+        let resampler = (dr != ctx.rate).then(|| Resampler::new(dr, ctx.rate));
+        ch.dec = Some(DecState {
+            pt,
+            kind,
+            clock,
+            prime: resampler.as_ref().map_or(0, Resampler::delay),
+            resampler,
+            decoder,
+            next: None,
+            foreign: Vec::new(),
+            pending: Vec::new(),
+            spare: Vec::new(),
+        });
+    }
+    let Some(d) = ch.dec.as_mut() else {
+        return PushOutcome::Unsupported;
+    };
+    if d.is_next(pkt.seq) {
+        let res = decode_one(ch, ctx, &pkt, payload, false);
+        drain_pending(ch, ctx, Some(pkt.at));
+        return res;
+    }
+    let (want, _) = d.next.unwrap_or((pkt.seq, 0));
+    let ahead = pkt.seq.wrapping_sub(want);
+    if ahead >= 0x8000 {
+        // Behind the decoder: its gap was already concealed.
+        ch.stats.late += 1;
+        return PushOutcome::Late;
+    }
+    if ahead > MAX_CONCEAL_GAP {
+        // A discontinuity, not loss: flush and decode without concealment.
+        drain_pending(ch, ctx, None);
+        if let Some(d) = ch.dec.as_mut() {
+            d.next = None;
+        }
+        let res = decode_one(ch, ctx, &pkt, payload, false);
+        return res;
+    }
+    if d.pending.iter().any(|p| p.seq == pkt.seq) {
+        return PushOutcome::Duplicate;
+    }
+    let mut buf = d.spare.pop().unwrap_or_default();
+    buf.clear();
+    buf.extend_from_slice(payload);
+    pkt.payload = buf;
+    let at = pkt.at;
+    d.pending.push(pkt);
+    if d.pending.len() > MAX_PENDING {
+        drain_one_forced(ch, ctx);
+    }
+    drain_pending(ch, ctx, Some(at));
+    PushOutcome::Placed
+}
+
+/// Decode waiting packets that are now in sequence, and — once the oldest has waited
+/// [`REORDER_WAIT`] by `now` (or always, with `None`) — conceal the gap before it.
+fn drain_pending(ch: &mut Channel, ctx: &mut Ctx<'_>, now: Option<Duration>) {
+    loop {
+        let Some(d) = ch.dec.as_mut() else { return };
+        let Some(i) = d.oldest_pending() else { return };
+        let Some(p) = d.pending.get(i) else { return };
+        let ready = d.is_next(p.seq);
+        let expired = match now {
+            None => true,
+            Some(now) => now >= p.at + REORDER_WAIT,
+        };
+        if !ready && !expired {
+            return;
+        }
+        let p = d.pending.swap_remove(i);
+        let _ = decode_one(ch, ctx, &p, &p.payload, !ready);
+        if let Some(d) = ch.dec.as_mut() {
+            d.recycle(p.payload);
+        }
+    }
+}
+
+/// The reorder buffer is full: decode its oldest packet, concealing the gap before it.
+fn drain_one_forced(ch: &mut Channel, ctx: &mut Ctx<'_>) {
+    let Some(d) = ch.dec.as_mut() else { return };
+    let Some(i) = d.oldest_pending() else { return };
+    let p = d.pending.swap_remove(i);
+    let _ = decode_one(ch, ctx, &p, &p.payload, true);
+    if let Some(d) = ch.dec.as_mut() {
+        d.recycle(p.payload);
+    }
+}
+
+/// Push the resampler's last `delay` output samples (still inside its filter) out
+/// with zeros and write them just before the stream's end.
+fn flush_resampler(ch: &mut Channel, ctx: &mut Ctx<'_>) {
+    let Some(end) = ch.last_end else { return };
+    let Some(r) = ch.dec.as_mut().and_then(|d| d.resampler.as_mut()) else {
+        return;
+    };
+    let delay = r.delay();
+    let zeros = (delay as u64 * u64::from(r.in_rate())).div_ceil(u64::from(r.out_rate())) as usize;
+    let a = &mut *ctx.scratch_a;
+    a.clear();
+    a.resize(zeros, 0);
+    let b = &mut *ctx.scratch_b;
+    b.clear();
+    r.process(a, b);
+    let n = delay.min(b.len());
+    let tail = b.get(..n).unwrap_or(&[]);
+    let _ = write_ring(
+        ctx.ring,
+        ctx.ring_frames,
+        ctx.chn,
+        ctx.channel,
+        ctx.written_upto,
+        end - delay as i64,
+        n,
+        |i| tail.get(i).copied().unwrap_or(0),
+    );
+}
+
+/// Decode one packet (after concealing the gap before it) and write it to the ring.
+/// `lost_before`: packets before it were lost (its data may repair the last of them).
+fn decode_one(
+    ch: &mut Channel,
+    ctx: &mut Ctx<'_>,
+    p: &Pending,
+    payload: &[u8],
+    lost_before: bool,
+) -> PushOutcome {
+    let arrival = i64::try_from(dur_to_frames(p.at, ctx.rate)).unwrap_or(i64::MAX);
+    let Some(clock) = ch.dec.as_ref().map(|d| d.clock) else {
+        return PushOutcome::Unsupported;
+    };
+    let pos = place(
+        ch,
+        p.ts,
+        clock,
+        ctx.rate,
+        arrival,
+        p.may_reanchor,
+        ctx.threshold,
+    );
+    let Some(d) = ch.dec.as_mut() else {
+        return PushOutcome::Unsupported;
+    };
+    let dec_rate = d.decoder.output_rate();
+    let a = &mut *ctx.scratch_a;
+    a.clear();
+
+    // Conceal the gap between the previous packet's end and this one.
+    let mut concealed_dec = 0usize;
+    if let Some((_, next_ts)) = d.next {
+        let gap_ticks = i64::from(p.ts.wrapping_sub(next_ts) as i32);
+        if gap_ticks > 0 && gap_ticks <= MAX_CONCEAL_SECS * i64::from(clock) {
+            // Only what can still be placed: not before the open window or the
+            // stream's previous audio.
+            let gap_out = ts_delta_frames(p.ts, next_ts, clock, ctx.rate);
+            let floor = (ctx.written_upto as i64).max(ch.last_end.unwrap_or(i64::MIN));
+            let room_out = (pos - floor).clamp(0, gap_out);
+            let want = (room_out * i64::from(dec_rate) / i64::from(ctx.rate)) as usize;
+            if want > 0 {
+                let next = lost_before.then_some(payload);
+                match d.decoder.conceal(want, next, a) {
+                    Ok(c) => {
+                        if c.fec_samples > 0 {
+                            ch.stats.fec_recovered += 1;
+                        }
+                        ch.stats.concealed_ms +=
+                            (c.plc_samples as u64 * 1000) / u64::from(dec_rate.max(1));
+                        concealed_dec = a.len();
+                    }
+                    Err(_) => {
+                        a.clear();
+                        ch.stats.decode_errors += 1;
+                    }
+                }
+            }
+        }
+    }
+    let decoded = d.decoder.decode(payload, a);
+    let payload_dec = a.len() - concealed_dec;
+    if decoded.is_err() {
+        ch.stats.decode_errors += 1;
+        a.truncate(concealed_dec);
+    }
+    // Advance the expected sequence number and timestamp.
+    let dur_ticks = (payload_dec as u64 * u64::from(clock) / u64::from(dec_rate.max(1))) as u32;
+    d.next = Some((p.seq.wrapping_add(1), p.ts.wrapping_add(dur_ticks)));
+    d.foreign.clear();
+
+    let concealed_out = concealed_dec as i64 * i64::from(ctx.rate) / i64::from(dec_rate.max(1));
+    let total_dec = a.len();
+    let (n, res) = write_decoded_at(d, ctx, pos - concealed_out);
+    let payload_out = n as i64 - concealed_out.min(n as i64);
+    ch.last_end = Some(pos + payload_out);
+    if decoded.is_err() && total_dec == 0 {
+        return PushOutcome::Unsupported;
+    }
+    outcome_of(res, &mut ch.stats)
+}
+
+/// Resample (if needed) the decoder output in `ctx.scratch_a` and write it so that its
+/// first sample lands on frame `at`; returns the samples written and the ring's verdict.
+/// A fresh resampler's first `delay` outputs are its warm-up, before the stream's first
+/// sample: they are dropped rather than written early; after that its delay is
+/// compensated.
+fn write_decoded_at(d: &mut DecState, ctx: &mut Ctx<'_>, at: i64) -> (usize, WriteResult) {
+    let a = &*ctx.scratch_a;
+    let (samples, delay): (&[i16], i64) = match d.resampler.as_mut() {
+        Some(r) => {
+            let b = &mut *ctx.scratch_b;
+            b.clear();
+            r.process(a, b);
+            let skip = d.prime.min(b.len());
+            d.prime -= skip;
+            (b.get(skip..).unwrap_or(&[]), r.delay() as i64 - skip as i64)
+        }
+        None => (a.as_slice(), 0),
+    };
+    let res = write_ring(
+        ctx.ring,
+        ctx.ring_frames,
+        ctx.chn,
+        ctx.channel,
+        ctx.written_upto,
+        at - delay,
+        samples.len(),
+        |i| samples.get(i).copied().unwrap_or(0),
+    );
+    (samples.len(), res)
+}
+
 /// Frames between two RTP timestamps (wrapping-aware), converted from `clock` to `rate`.
 #[inline]
 fn ts_delta_frames(ts: u32, anchor_ts: u32, clock: u32, rate: u32) -> i64 {
@@ -512,8 +1092,8 @@ enum WriteResult {
     Overflow,
 }
 
-/// Decode `payload` through `table` into channel `channel` of the ring at frame `pos`,
-/// clipped to the open window `[written_upto, written_upto + ring_frames)`.
+/// Write the `len` samples `sample(0..len)` into channel `channel` of the ring at frame
+/// `pos`, clipped to the open window `[written_upto, written_upto + ring_frames)`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn write_ring(
@@ -523,10 +1103,10 @@ fn write_ring(
     channel: usize,
     written_upto: u64,
     pos: i64,
-    payload: &[u8],
-    table: &[i16; 256],
+    len: usize,
+    sample: impl Fn(usize) -> i16,
 ) -> WriteResult {
-    let n = payload.len() as i64;
+    let n = len as i64;
     let lo = i64::try_from(written_upto).unwrap_or(i64::MAX);
     let hi = lo.saturating_add(i64::try_from(ring_frames).unwrap_or(i64::MAX));
     let start = pos.max(lo);
@@ -541,23 +1121,21 @@ fn write_ring(
             WriteResult::Overflow
         };
     }
-    let mut src = payload
-        .get((start - pos) as usize..(end - pos) as usize)
-        .unwrap_or(&[]);
+    let mut i = (start - pos) as usize;
+    let i_end = (end - pos) as usize;
     let mut f = start as u64;
-    while !src.is_empty() {
+    while i < i_end {
         let idx = f % ring_frames;
-        let run = ((ring_frames - idx) as usize).min(src.len());
+        let run = ((ring_frames - idx) as usize).min(i_end - i);
         let a = idx as usize * chn;
-        let (now_part, rest) = src.split_at(run);
         if let Some(dst) = ring.get_mut(a..a + run * chn) {
-            for (frame, &b) in dst.chunks_exact_mut(chn).zip(now_part) {
+            for (k, frame) in dst.chunks_exact_mut(chn).enumerate() {
                 if let Some(s) = frame.get_mut(channel) {
-                    *s = table[usize::from(b)];
+                    *s = sample(i + k);
                 }
             }
         }
-        src = rest;
+        i += run;
         f += run as u64;
     }
     if start > pos {
@@ -570,13 +1148,14 @@ fn write_ring(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::g711::ulaw_to_linear;
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    /// An RTP datagram (no CSRC, no extension).
+    pub(crate) fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0x80, pt];
         v.extend_from_slice(&seq.to_be_bytes());
         v.extend_from_slice(&ts.to_be_bytes());

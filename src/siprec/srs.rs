@@ -16,8 +16,19 @@ use crate::sip::{DialogId, Endpoint, Event as SipEvent, Message, Peer, Transmit,
 use crate::siprec::metadata::{self, RecordingMetadata};
 use crate::siprec::{channel_map, classify, ChannelAssignment, Classification};
 
-/// Encodings we can record today.
-pub const SUPPORTED_ENCODINGS: &[&str] = &["PCMU", "PCMA", "telephone-event"];
+use crate::media::codec::DecoderKind;
+
+/// Encodings we can record (G.729 only in builds with the `g729` feature). Offers are
+/// answered with the offered formats among these; see docs/codecs.md.
+pub const SUPPORTED_ENCODINGS: &[&str] = &[
+    "PCMU",
+    "PCMA",
+    "G722",
+    "opus",
+    #[cfg(feature = "g729")]
+    "G729",
+    "telephone-event",
+];
 
 /// Settings of the recording server core.
 #[derive(Debug, Clone)]
@@ -715,6 +726,12 @@ fn req_source(req: &Message) -> String {
 
 /// Offered m-lines we can record: audio, a port, at least one supported encoding.
 pub fn recordable_mlines(offer: &SessionDescription) -> Vec<usize> {
+    recordable_mlines_with(offer, DecoderKind::G729.available())
+}
+
+/// [`recordable_mlines`] for a build with (`g729`) or without the G.729 decoder. Without
+/// it a G.729-only offer has nothing recordable and is answered 488.
+pub fn recordable_mlines_with(offer: &SessionDescription, g729: bool) -> Vec<usize> {
     offer
         .media
         .iter()
@@ -724,9 +741,8 @@ pub fn recordable_mlines(offer: &SessionDescription) -> Vec<usize> {
                 && m.port != 0
                 && (!sdp::is_sdes_proto(&m.proto) || sdp::select_crypto(m).is_ok())
                 && m.codecs().iter().any(|c| {
-                    SUPPORTED_ENCODINGS[..2]
-                        .iter()
-                        .any(|s| s.eq_ignore_ascii_case(&c.encoding))
+                    DecoderKind::from_sdp(&c.encoding, c.clock_rate)
+                        .is_some_and(|k| k != DecoderKind::G729 || g729)
                 })
         })
         .map(|(i, _)| i)
@@ -761,4 +777,66 @@ fn answer_for(
 /// Whether a negotiated stream currently carries no media towards us.
 pub fn stream_on_hold(s: &NegotiatedStream) -> bool {
     s.port.is_none() || matches!(s.direction, Direction::Inactive)
+}
+
+#[cfg(test)]
+mod codec_tests {
+    use super::*;
+
+    fn offer(m: &str) -> SessionDescription {
+        let text =
+            format!("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{m}");
+        sdp::parse(&text).expect("valid SDP")
+    }
+
+    #[test]
+    fn g729_only_offer_is_not_recordable_without_the_decoder() {
+        let o = offer(
+            "m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\na=fmtp:18 annexb=no\r\na=sendonly\r\n",
+        );
+        // Without the feature: nothing recordable → the INVITE is answered 488.
+        assert!(recordable_mlines_with(&o, false).is_empty());
+        assert_eq!(recordable_mlines_with(&o, true), vec![0]);
+        assert_eq!(not_acceptable("x").0, 488);
+    }
+
+    #[test]
+    fn wideband_offers_are_recordable_and_answered_with_fmtp() {
+        let o = offer(
+            "m=audio 4000 RTP/AVP 18 9 111 101\r\na=rtpmap:18 G729/8000\r\na=fmtp:18 annexb=yes\r\n\
+             a=rtpmap:9 G722/8000\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n",
+        );
+        assert_eq!(recordable_mlines_with(&o, false), vec![0]);
+        let params = sdp::AnswerParams {
+            local_addr: "127.0.0.1".parse().unwrap(),
+            ports: vec![Some(30000)],
+            session_id: 1,
+            session_version: 1,
+            username: "-".into(),
+            supported: SUPPORTED_ENCODINGS,
+        };
+        let a = sdp::build_answer(&o, &params).unwrap();
+        let text = a.sdp.to_string();
+        let names: Vec<&str> = a.streams[0]
+            .formats
+            .iter()
+            .map(|f| f.encoding.as_str())
+            .collect();
+        if cfg!(feature = "g729") {
+            assert_eq!(names, ["G729", "G722", "opus", "telephone-event"]);
+            assert!(text.contains("a=fmtp:18 annexb=yes"), "{text}");
+        } else {
+            assert_eq!(names, ["G722", "opus", "telephone-event"]);
+            assert!(!text.contains("G729"), "{text}");
+        }
+        assert!(text.contains("a=rtpmap:111 opus/48000/2"), "{text}");
+        assert!(text.contains("a=fmtp:111 useinbandfec=1"), "{text}");
+        // 16 kHz recording: a wideband codec was accepted.
+        assert_eq!(
+            crate::app::sink::recording_rate(&a.streams[0].formats),
+            16000
+        );
+        assert_eq!(crate::app::sink::recording_rate(&[]), 8000);
+    }
 }

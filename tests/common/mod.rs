@@ -546,6 +546,22 @@ pub fn expect_bursts(name: &str, channel: &[i16], bursts: &[&[i16]]) -> Vec<usiz
     offsets
 }
 
+/// The single recording of a fresh daemon, after the call: waits (bounded) for state
+/// complete.
+pub fn the_recording(d: &Daemon) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = d.recordings_json(&["list", "--json"]);
+        let arr = list.as_array().expect("list --json is an array");
+        assert_eq!(arr.len(), 1, "expected exactly one recording: {list}");
+        let r = arr[0].clone();
+        if r["state"] == "complete" || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Per-channel stats object from a `show --json` detail ("stats" as an array with a
 /// "channel" field or by position, or as an object keyed by channel number).
 pub fn channel_stats(detail: &Value, ch: usize) -> Value {

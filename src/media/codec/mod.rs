@@ -1,0 +1,157 @@
+//! Audio decoders behind one small trait, [`Decoder`]: G.711 (for wideband
+//! recordings, where it has to be resampled), G.722, Opus and — with the `g729` cargo
+//! feature — G.729/G.729A with Annex B. See `docs/codecs.md`.
+//!
+//! A decoder turns one RTP payload into PCM at its [`Decoder::output_rate`] and, when
+//! packets were lost, produces concealment ([`Decoder::conceal`]): Opus in-band FEC or
+//! packet-loss concealment, G.729 erasure concealment / Annex B comfort noise. Decoders
+//! never panic on malformed payloads; they return [`CodecError`].
+
+pub mod g711;
+pub mod g722;
+#[cfg(feature = "g729")]
+pub mod g729;
+pub mod opus;
+pub mod resample;
+
+pub use resample::Resampler;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The payload does not have a valid structure for the codec.
+    #[error("malformed {codec} payload: {why}")]
+    Malformed {
+        /// Codec name.
+        codec: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// The codec library refused the payload or failed.
+    #[error("{codec} decoder: {why}")]
+    Library {
+        /// Codec name.
+        codec: &'static str,
+        /// Library message.
+        why: String,
+    },
+    /// The codec is not built into this binary (e.g. G.729 without the `g729` feature).
+    #[error("codec {0} not available in this build")]
+    Unavailable(String),
+}
+
+/// The decodable codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecoderKind {
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+    /// G.722 at 64 kbit/s.
+    G722,
+    /// Opus (RFC 7587).
+    Opus,
+    /// G.729 / G.729A, Annex B frames accepted.
+    G729,
+}
+
+impl DecoderKind {
+    /// The SDP encoding name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecoderKind::Pcmu => "PCMU",
+            DecoderKind::Pcma => "PCMA",
+            DecoderKind::G722 => "G722",
+            DecoderKind::Opus => "opus",
+            DecoderKind::G729 => "G729",
+        }
+    }
+
+    /// Whether the codec carries 7 kHz (or wider) audio and so asks for a 16 kHz
+    /// recording.
+    pub fn is_wideband(self) -> bool {
+        matches!(self, DecoderKind::G722 | DecoderKind::Opus)
+    }
+
+    /// The decoder for an SDP `a=rtpmap` encoding name and clock rate, if the pair is
+    /// one we decode (G.722 must use the RFC 3551 8000 Hz clock; Opus 48000).
+    pub fn from_sdp(encoding: &str, clock: u32) -> Option<DecoderKind> {
+        let e = encoding;
+        match clock {
+            8000 if e.eq_ignore_ascii_case("PCMU") => Some(DecoderKind::Pcmu),
+            8000 if e.eq_ignore_ascii_case("PCMA") => Some(DecoderKind::Pcma),
+            8000 if e.eq_ignore_ascii_case("G722") => Some(DecoderKind::G722),
+            48000 if e.eq_ignore_ascii_case("opus") => Some(DecoderKind::Opus),
+            8000 if e.eq_ignore_ascii_case("G729") || e.eq_ignore_ascii_case("G729A") => {
+                Some(DecoderKind::G729)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this binary can decode it.
+    pub fn available(self) -> bool {
+        self != DecoderKind::G729 || cfg!(feature = "g729")
+    }
+}
+
+/// What [`Decoder::conceal`] produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Concealment {
+    /// Samples reconstructed from redundancy in the next packet (Opus in-band FEC).
+    pub fec_samples: usize,
+    /// Samples synthesised by packet-loss concealment or comfort-noise generation.
+    pub plc_samples: usize,
+}
+
+/// One stream's decoder (stateful: feed payloads in sequence order).
+pub trait Decoder: Send + std::fmt::Debug {
+    /// Which codec.
+    fn kind(&self) -> DecoderKind;
+    /// Sample rate of the PCM it produces.
+    fn output_rate(&self) -> u32;
+    /// Decode one RTP payload, appending its samples to `out`.
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError>;
+    /// `samples` samples (at the output rate) were lost just before `next` (the
+    /// payload that follows the gap, if it is known). Append up to `samples`
+    /// concealment samples to `out`; codecs without concealment append nothing (the
+    /// gap stays silence).
+    ///
+    /// The default (G.711, G.722: no concealment in the codec) produces nothing.
+    fn conceal(
+        &mut self,
+        _samples: usize,
+        _next: Option<&[u8]>,
+        _out: &mut Vec<i16>,
+    ) -> Result<Concealment, CodecError> {
+        Ok(Concealment::default())
+    }
+    /// Number of samples (at the output rate) a payload decodes to, if it is well
+    /// formed; used to size concealment.
+    fn payload_samples(&self, payload: &[u8]) -> Option<usize>;
+    /// The sender is in discontinuous transmission after a comfort-noise (SID) frame:
+    /// until its next packet the decoder's [`conceal`](Self::conceal) output is comfort
+    /// noise, which the timeline generates as time passes.
+    fn in_dtx(&self) -> bool {
+        false
+    }
+}
+
+/// A decoder for `kind` producing PCM at `rate` where the codec can (Opus decodes at
+/// 8/12/16/24/48 kHz); the others have a fixed output rate (G.711/G.729 8 kHz,
+/// G.722 16 kHz), which the caller resamples.
+pub fn new_decoder(kind: DecoderKind, rate: u32) -> Result<Box<dyn Decoder>, CodecError> {
+    Ok(match kind {
+        DecoderKind::Pcmu => Box::new(g711::G711Decoder::new(false)),
+        DecoderKind::Pcma => Box::new(g711::G711Decoder::new(true)),
+        DecoderKind::G722 => Box::new(g722::G722Decoder::new()),
+        DecoderKind::Opus => Box::new(opus::OpusDecoder::new(rate)?),
+        #[cfg(feature = "g729")]
+        DecoderKind::G729 => Box::new(g729::G729Decoder::new()?),
+        #[cfg(not(feature = "g729"))]
+        DecoderKind::G729 => return Err(CodecError::Unavailable("G729".into())),
+    })
+}
