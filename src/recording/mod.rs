@@ -2,6 +2,8 @@
 //! `docs/recording-format.md`) and WAV export.
 
 pub mod container;
+pub mod ogg;
+pub mod opus;
 pub mod shred;
 pub mod slots;
 pub mod wav;
