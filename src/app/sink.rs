@@ -394,7 +394,7 @@ impl RecordingSink {
                         - (crate::recording::container::KEY_SLOT_LEN
                             * crate::recording::container::KEY_SLOT_COUNT)
                             as u64,
-                    pcm_sha256: hex::encode(fin.pcm_sha256),
+                    pcm_sha256: hex::encode(fin.audio_sha256),
                     frames: fin.frames,
                 },
             ));

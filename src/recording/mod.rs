@@ -10,6 +10,7 @@ pub mod wav;
 
 pub use container::{
     content_sha256, read_all_audio, read_header, read_valid_prefix, scan, unwrap_data_key, Chunk,
+    OpusParams, PcmStream,
     ContainerError, ContainerReader, ContainerWriter, FinishedContainer, Header, HeaderParams,
     KeySlot, SampleFormat, ScanReport, ScanState,
 };

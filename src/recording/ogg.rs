@@ -74,7 +74,7 @@ impl<W: Write> OggOpusWriter<W> {
     /// rate; `vendor` and `comments` (`KEY=value`) go into OpusTags.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        mut w: W,
+        w: W,
         serial: u32,
         rate: u32,
         channels: u8,

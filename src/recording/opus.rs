@@ -240,7 +240,10 @@ pub struct OpusStreamDecoder {
     dec: opus::Decoder,
     channels: usize,
     skip_left: u64,
-    frames_left: u64,
+    /// Frames produced so far.
+    produced: u64,
+    /// Frames to produce in all.
+    limit: u64,
     buf: Vec<i16>,
 }
 
@@ -248,7 +251,8 @@ impl std::fmt::Debug for OpusStreamDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpusStreamDecoder")
             .field("channels", &self.channels)
-            .field("frames_left", &self.frames_left)
+            .field("produced", &self.produced)
+            .field("limit", &self.limit)
             .finish_non_exhaustive()
     }
 }
@@ -268,7 +272,8 @@ impl OpusStreamDecoder {
             dec,
             channels: usize::from(channels),
             skip_left: u64::from(pre_skip),
-            frames_left: total_frames,
+            produced: 0,
+            limit: total_frames,
             // 120 ms at 48 kHz is the longest packet Opus allows.
             buf: vec![0; 5760 * usize::from(channels)],
         })
@@ -276,7 +281,13 @@ impl OpusStreamDecoder {
 
     /// Frames still to produce.
     pub fn frames_left(&self) -> u64 {
-        self.frames_left
+        self.limit.saturating_sub(self.produced)
+    }
+
+    /// Change the total to produce (a reader learns it chunk by chunk: the frames of the
+    /// chunks read so far).
+    pub fn set_limit(&mut self, total_frames: u64) {
+        self.limit = total_frames;
     }
 
     /// Decode one packet, appending the timeline samples it yields to `out`.
@@ -284,8 +295,8 @@ impl OpusStreamDecoder {
         let n = self.dec.decode(packet, &mut self.buf, false)?;
         let skip = self.skip_left.min(n as u64) as usize;
         self.skip_left -= skip as u64;
-        let take = ((n - skip) as u64).min(self.frames_left) as usize;
-        self.frames_left -= take as u64;
+        let take = ((n - skip) as u64).min(self.frames_left()) as usize;
+        self.produced += take as u64;
         let ch = self.channels;
         out.extend_from_slice(
             self.buf
@@ -298,9 +309,9 @@ impl OpusStreamDecoder {
     /// Pad the output with silence up to the total (packets ended early: an interrupted
     /// recording loses at most its last `pre_skip` samples, which become silence).
     pub fn finish(&mut self, out: &mut Vec<i16>) {
-        let n = usize::try_from(self.frames_left).unwrap_or(0) * self.channels;
+        let n = usize::try_from(self.frames_left()).unwrap_or(0) * self.channels;
         out.resize(out.len() + n, 0);
-        self.frames_left = 0;
+        self.produced = self.limit.max(self.produced);
     }
 }
 
