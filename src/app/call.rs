@@ -57,6 +57,8 @@ pub struct CallSetup {
     pub streams: Vec<NegotiatedStream>,
     /// m-line index of each channel.
     pub recordable: Vec<usize>,
+    /// How the audio is stored (from the recording rule).
+    pub format: crate::recording::StorageFormat,
 }
 
 /// A call whose sockets and file are ready; run it with [`PreparedCall::run`].
@@ -97,6 +99,7 @@ impl PreparedCall {
             setup.recordable.len(),
             chrono::Utc::now(),
             true,
+            setup.format,
         )
         .map_err(|e| SetupError::Storage(e.0))?;
         let row = new_row(sink.id(), &rel);

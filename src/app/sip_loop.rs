@@ -360,6 +360,7 @@ async fn prepare(
         src: offer.src.clone(),
         streams: offer.streams.clone(),
         recordable: offer.recordable.clone(),
+        format: decision.format.unwrap_or(shared.cfg.storage.format),
     };
     let session_id = offer.parsed_metadata.as_ref().and_then(session_id_of);
     let shared2 = shared.clone();
@@ -376,6 +377,7 @@ async fn prepare(
         channels: offer.recordable.len() as u16,
         file_path: Some(path.to_string()),
         kek_id: Some(shared2.vault.kek_id()),
+        storage_format: setup.format.as_str().to_string(),
     })
     .await?;
     shared2.catalog.send(CatalogCmd::Policy(

@@ -1352,7 +1352,11 @@ impl<R: Read> PcmStream<R> {
     /// Open a container. With `allow_interrupted` a missing final chunk or a torn tail
     /// ends the stream (the verified prefix, see [`read_valid_prefix`]) instead of
     /// failing.
-    pub fn open(r: R, vault: &dyn KeyWrap, allow_interrupted: bool) -> Result<Self, ContainerError> {
+    pub fn open(
+        r: R,
+        vault: &dyn KeyWrap,
+        allow_interrupted: bool,
+    ) -> Result<Self, ContainerError> {
         let rd = ContainerReader::open(r, vault)?;
         let dec = match &rd.header().opus {
             Some(o) => Some(
@@ -1384,6 +1388,12 @@ impl<R: Read> PcmStream<R> {
         &self.rd
     }
 
+    /// The underlying reader, to read chunks directly (Opus packets without decoding).
+    /// Mixing this with [`next_into`](Self::next_into) skips audio.
+    pub fn reader_mut(&mut self) -> &mut ContainerReader<R> {
+        &mut self.rd
+    }
+
     /// How the stream ended (`None` until it has).
     pub fn state(&self) -> Option<&ScanState> {
         self.state.as_ref()
@@ -1402,10 +1412,11 @@ impl<R: Read> PcmStream<R> {
                     Some(d) => {
                         d.set_limit(self.rd.frames());
                         for p in &c.packets {
-                            d.decode(p, out).map_err(|e| ContainerError::ChunkMalformed {
-                                chunk: c.index,
-                                reason: format!("Opus packet does not decode: {e}"),
-                            })?;
+                            d.decode(p, out)
+                                .map_err(|e| ContainerError::ChunkMalformed {
+                                    chunk: c.index,
+                                    reason: format!("Opus packet does not decode: {e}"),
+                                })?;
                         }
                         if c.last {
                             d.finish(out);
@@ -1917,7 +1928,12 @@ mod tests {
         }
     }
 
-    fn record_opus(v: &KeyFileVault, rate: u32, frames: usize, cut_before_finish: bool) -> (Vec<u8>, Vec<i16>, Option<FinishedContainer>) {
+    fn record_opus(
+        v: &KeyFileVault,
+        rate: u32,
+        frames: usize,
+        cut_before_finish: bool,
+    ) -> (Vec<u8>, Vec<i16>, Option<FinishedContainer>) {
         let dk = DataKey::from_bytes([9; 32]);
         let mut p = params(v, "opus-rec");
         p.sample_rate = rate;
@@ -1944,7 +1960,11 @@ mod tests {
                 k += 1;
                 continue;
             }
-            w.push_block(&AudioBlock { start_frame: frame, samples }).unwrap();
+            w.push_block(&AudioBlock {
+                start_frame: frame,
+                samples,
+            })
+            .unwrap();
             frame += n as u64;
             k += 1;
             while let Some(c) = w.poll_chunk() {
@@ -2021,7 +2041,13 @@ mod tests {
         assert!(c > 0.6, "{c}");
         // A torn chunk at the end is still a readable prefix.
         let (_, audio2, st) = read_valid_prefix(&file[..file.len() - 7], &v).unwrap();
-        assert!(matches!(st, ScanState::Interrupted { torn_tail: true, .. }));
+        assert!(matches!(
+            st,
+            ScanState::Interrupted {
+                torn_tail: true,
+                ..
+            }
+        ));
         assert!(audio2.len() <= audio.len());
         // Flipping a byte anywhere in the chunks is detected.
         let h = read_header(&mut &file[..]).unwrap().0;
@@ -2029,7 +2055,10 @@ mod tests {
         for pos in [c0 + 10, c0 + 200, file.len() / 2, file.len() - 3] {
             let mut f = file.clone();
             f[pos] ^= 0x20;
-            assert!(matches!(scan(&f[..], &v).unwrap().state, ScanState::Damaged { .. }), "{pos}");
+            assert!(
+                matches!(scan(&f[..], &v).unwrap().state, ScanState::Damaged { .. }),
+                "{pos}"
+            );
         }
     }
 
@@ -2044,6 +2073,9 @@ mod tests {
         assert_eq!((h.sample_format, h.opus), (SampleFormat::S16Le, None));
         let mut f = r.file.clone();
         f[7] = 4;
-        assert!(matches!(scan(&f[..], &v), Err(ContainerError::UnsupportedVersion(4))));
+        assert!(matches!(
+            scan(&f[..], &v),
+            Err(ContainerError::UnsupportedVersion(4))
+        ));
     }
 }

@@ -149,7 +149,13 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
-    fn write_page(&mut self, flags: u8, granule: u64, lacing: &[u8], data: &[u8]) -> io::Result<()> {
+    fn write_page(
+        &mut self,
+        flags: u8,
+        granule: u64,
+        lacing: &[u8],
+        data: &[u8],
+    ) -> io::Result<()> {
         let mut page = Vec::with_capacity(27 + lacing.len() + data.len());
         page.extend_from_slice(b"OggS");
         page.push(0);
@@ -189,7 +195,10 @@ impl<W: Write> OggOpusWriter<W> {
     pub fn push_packet(&mut self, p: &[u8]) -> io::Result<()> {
         let segs = p.len() / 255 + 1;
         if segs > 255 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "packet too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "packet too large",
+            ));
         }
         if self.page_lacing.len() + segs > 255 {
             let g = self.page_granule();

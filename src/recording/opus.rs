@@ -360,8 +360,7 @@ pub(crate) mod tests {
                 let f = f0 * (1.0 + 0.03 * (2.0 * std::f64::consts::PI * 5.0 * t).sin());
                 let mut x = 0.0;
                 for h in 1..=(1800.0 / f0) as i32 {
-                    x += (2.0 * std::f64::consts::PI * f * f64::from(h) * t).sin()
-                        / f64::from(h);
+                    x += (2.0 * std::f64::consts::PI * f * f64::from(h) * t).sin() / f64::from(h);
                 }
                 s[ch] = 6000.0 * env * x;
             }
@@ -420,8 +419,16 @@ pub(crate) mod tests {
             let (input, out, bytes) = round_trip(rate, frames, &OpusSettings::default());
             assert_eq!(out.len(), input.len(), "rate {rate}: exact length");
             for ch in 0..2 {
-                let best = (-60..=60).map(|l| (corr(&input, ch, &out, ch, l), l)).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
-                eprintln!("rate {rate} ch {ch}: same {} cross {} shift {} best {:?}", corr(&input, ch, &out, ch, 0), corr(&input, ch, &out, 1 - ch, 0), corr(&input, ch, &out, ch, (rate / 50) as isize), best);
+                let best = (-60..=60)
+                    .map(|l| (corr(&input, ch, &out, ch, l), l))
+                    .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+                eprintln!(
+                    "rate {rate} ch {ch}: same {} cross {} shift {} best {:?}",
+                    corr(&input, ch, &out, ch, 0),
+                    corr(&input, ch, &out, 1 - ch, 0),
+                    corr(&input, ch, &out, ch, (rate / 50) as isize),
+                    best
+                );
                 let same = corr(&input, ch, &out, ch, 0);
                 assert!(same > 0.6, "rate {rate} ch {ch}: correlation {same}");
                 // The other channel, or a shift of one 20 ms frame, does not match.
