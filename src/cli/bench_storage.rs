@@ -216,7 +216,12 @@ fn correlation(a: &[i16], b: &[i16]) -> f64 {
     let mut total = 0.0;
     for ch in 0..2 {
         let (mut xy, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
-        for (x, y) in a.iter().skip(ch).step_by(2).zip(b.iter().skip(ch).step_by(2)) {
+        for (x, y) in a
+            .iter()
+            .skip(ch)
+            .step_by(2)
+            .zip(b.iter().skip(ch).step_by(2))
+        {
             let (x, y) = (f64::from(*x), f64::from(*y));
             xy += x * y;
             xx += x * x;
@@ -233,7 +238,10 @@ pub fn main(a: BenchStorageArgs) -> anyhow::Result<()> {
     let (name, clock) = match &a.codec {
         Some(c) => {
             let (n, r) = c.split_once('/').unwrap_or((c.as_str(), "8000"));
-            (n.to_string(), r.parse::<u32>().context("--codec NAME/RATE")?)
+            (
+                n.to_string(),
+                r.parse::<u32>().context("--codec NAME/RATE")?,
+            )
         }
         None => static_pt(pt)
             .map(|(n, r)| (n.to_string(), r))
@@ -273,7 +281,11 @@ pub fn main(a: BenchStorageArgs) -> anyhow::Result<()> {
     let mut pairs: Vec<(String, Option<OpusSettings>)> = vec![("wav".into(), None)];
     for &c in &a.complexity {
         pairs.push((
-            format!("opus c{c} {}k {}", a.bitrate / 1000, if a.cbr { "cbr" } else { "vbr" }),
+            format!(
+                "opus c{c} {}k {}",
+                a.bitrate / 1000,
+                if a.cbr { "cbr" } else { "vbr" }
+            ),
             Some(OpusSettings {
                 bitrate_bps: a.bitrate,
                 complexity: c,
@@ -296,12 +308,31 @@ pub fn main(a: BenchStorageArgs) -> anyhow::Result<()> {
         let mut bytes = 0u64;
         let mut quality = None;
         for i in 0..a.calls.max(1) {
-            let r = run_call(&pkts, &cfg, a.rate, a.seconds, ts_step, ptime_us, opus, i == 0)?;
+            let r = run_call(
+                &pkts,
+                &cfg,
+                a.rate,
+                a.seconds,
+                ts_step,
+                ptime_us,
+                opus,
+                i == 0,
+            )?;
             cpu += r.cpu;
             bytes += r.bytes;
             if i == 0 {
                 match &reference {
-                    None => reference = Some(r.audio),
+                    None => {
+                        let loud = r.audio.iter().filter(|s| s.unsigned_abs() > 64).count();
+                        if loud < r.audio.len() / 100 {
+                            bail!(
+                                "the {} Hz timeline decoded {name}/{clock} to silence: this build \
+                                 does not decode that codec at that rate",
+                                a.rate
+                            );
+                        }
+                        reference = Some(r.audio)
+                    }
                     Some(pcm) => quality = Some(correlation(pcm, &r.audio)),
                 }
             }

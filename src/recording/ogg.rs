@@ -204,8 +204,8 @@ impl<W: Write> OggOpusWriter<W> {
             let g = self.page_granule();
             self.flush_page(0, g)?;
         }
-        self.page_lacing
-            .extend(std::iter::repeat_n(255u8, p.len() / 255));
+        let full = self.page_lacing.len() + p.len() / 255;
+        self.page_lacing.resize(full, 255);
         self.page_lacing.push((p.len() % 255) as u8);
         self.page_data.extend_from_slice(p);
         self.page_packets += 1;
