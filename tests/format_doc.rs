@@ -8,20 +8,25 @@ use branchrec::media::AudioBlock;
 use branchrec::recording::{rewrap_file, ContainerWriter, HeaderParams};
 use branchrec::vault::{DataKey, KekSet, KeyFileVault, KeyWrap};
 
-#[test]
-fn documented_python_reader_reads_the_container() {
+/// The Python code block of docs/recording-format.md.
+fn python_reader() -> String {
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docs/recording-format.md"
     ))
     .unwrap();
-    let code = doc
-        .split("```python\n")
+    doc.split("```python\n")
         .nth(1)
         .unwrap()
         .split("```")
         .next()
-        .unwrap();
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn documented_python_reader_reads_the_container() {
+    let code = python_reader();
     let dir = tempfile::tempdir().unwrap();
     let kek = KeyFileVault::from_key([7; 32]);
     let dk = DataKey::generate(&mut rand::rngs::OsRng);
@@ -83,18 +88,7 @@ fn documented_python_reader_reads_the_container() {
 /// whose SHA-256 is the writer's audio hash (the manifest's `opus_packets_sha256`).
 #[test]
 fn documented_python_reader_reads_an_opus_container() {
-    let doc = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/recording-format.md"
-    ))
-    .unwrap();
-    let code = doc
-        .split("```python\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
+    let code = python_reader();
     let dir = tempfile::tempdir().unwrap();
     let kek = KeyFileVault::from_key([7; 32]);
     let dk = DataKey::generate(&mut rand::rngs::OsRng);

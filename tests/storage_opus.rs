@@ -165,16 +165,22 @@ fn one_recording(d: &Daemon, state: &str) -> Value {
     }
 }
 
-fn sipp_call(d: &Daemon, dir: &Path, a: &[i16], b: &[i16]) -> SippRun {
+/// The oracle_acme_basic.xml keys: loadgen sends `a` on channel 0 and `b` on channel 1
+/// for `media_ms`.
+fn sipp_keys(dir: &Path, a: &[i16], b: &[i16], media_ms: u32) -> Vec<(&'static str, String)> {
     write_raw(&dir.join("a.raw"), a);
     write_raw(&dir.join("b.raw"), b);
     let loadgen = private_copy(env!("CARGO_BIN_EXE_branchrec-loadgen"), dir, "rtp");
-    let keys = [
+    vec![
         ("loadgen", loadgen.display().to_string()),
         ("audio_a", dir.join("a.raw").display().to_string()),
         ("audio_b", dir.join("b.raw").display().to_string()),
-        ("media_ms", "2600".to_string()),
-    ];
+        ("media_ms", media_ms.to_string()),
+    ]
+}
+
+fn sipp_call(d: &Daemon, dir: &Path, a: &[i16], b: &[i16]) -> SippRun {
+    let keys = sipp_keys(dir, a, b, 2600);
     let run = run_sipp(
         "oracle_acme_basic.xml",
         d.sip_port,
@@ -383,15 +389,7 @@ fn sigkill_during_an_opus_recording_leaves_a_readable_interrupted_recording() {
     let mut d = Daemon::start_with(dir, OPUS_RULE);
     let a = voice(130.0, 2.7, 6 * RATE);
     let b = voice(210.0, 3.9, 6 * RATE);
-    write_raw(&dir.join("a.raw"), &a);
-    write_raw(&dir.join("b.raw"), &b);
-    let loadgen = private_copy(env!("CARGO_BIN_EXE_branchrec-loadgen"), dir, "rtp");
-    let keys = [
-        ("loadgen", loadgen.display().to_string()),
-        ("audio_a", dir.join("a.raw").display().to_string()),
-        ("audio_b", dir.join("b.raw").display().to_string()),
-        ("media_ms", "6500".to_string()),
-    ];
+    let keys = sipp_keys(dir, &a, &b, 6500);
     let port = d.sip_port;
     let dir2 = dir.to_path_buf();
     let sipp = std::thread::spawn(move || {

@@ -215,24 +215,7 @@ pub fn hash_audio(
             Ok(Some(c)) if c.last => break ScanState::Complete,
             Ok(Some(_)) => {}
             Ok(None) => break ScanState::Complete,
-            Err(ContainerError::MissingFinalChunk {
-                valid_chunks,
-                frames,
-            }) if allow_interrupted => {
-                break ScanState::Interrupted {
-                    valid_chunks,
-                    frames,
-                    torn_tail: false,
-                }
-            }
-            Err(ContainerError::ChunkTruncated { .. }) if allow_interrupted => {
-                break ScanState::Interrupted {
-                    valid_chunks: rd.valid_chunks(),
-                    frames: rd.frames(),
-                    torn_tail: true,
-                }
-            }
-            Err(e) => return Err(e),
+            Err(e) => break rd.end_of_prefix(e, allow_interrupted)?,
         }
     };
     Ok(AudioDigest {
@@ -488,13 +471,10 @@ pub fn export_evidence(
                         std::io::Write::write_all(&mut f, &b)?;
                     }
                     Ok(None) => break,
-                    Err(ContainerError::MissingFinalChunk { .. })
-                    | Err(ContainerError::ChunkTruncated { .. })
-                        if v.interrupted =>
-                    {
-                        break
+                    Err(e) => {
+                        rd.end_of_prefix(e, v.interrupted)?;
+                        break;
                     }
-                    Err(e) => return Err(e.into()),
                 }
             }
             std::io::Write::flush(&mut f)?;

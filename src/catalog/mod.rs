@@ -602,10 +602,7 @@ impl Catalog {
         let tx = self.conn.unchecked_transaction()?;
         let raw = tx
             .query_row(
-                "SELECT id, source, call_id, session_id, src_addr, started_at, ended_at,
-                     duration_ms, codec, sample_rate, channels, state, file_path,
-                     file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format
-                 FROM recordings WHERE id = ?1",
+                &format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ?1"),
                 [id],
                 RawRecording::from_row,
             )
@@ -977,6 +974,11 @@ impl SummaryHead {
         })
     }
 }
+
+/// The columns [`RawRecording::from_row`] reads, in its order.
+pub(super) const RECORDING_COLUMNS: &str = "id, source, call_id, session_id, src_addr, \
+     started_at, ended_at, duration_ms, codec, sample_rate, channels, state, file_path, \
+     file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format";
 
 /// A full `recordings` row as read (before validation).
 struct RawRecording {

@@ -1123,6 +1123,35 @@ impl<R: Read> ContainerReader<R> {
         self.next_frame
     }
 
+    /// What an error of [`next_chunk`](Self::next_chunk) means for a reader that accepts
+    /// an interrupted recording's verified prefix (`allow_interrupted`): a missing final
+    /// chunk or a torn tail end the prefix (`Ok(Interrupted)`); anything else stays an
+    /// error.
+    pub fn end_of_prefix(
+        &self,
+        e: ContainerError,
+        allow_interrupted: bool,
+    ) -> Result<ScanState, ContainerError> {
+        match e {
+            ContainerError::MissingFinalChunk {
+                valid_chunks,
+                frames,
+            } if allow_interrupted => Ok(ScanState::Interrupted {
+                valid_chunks,
+                frames,
+                torn_tail: false,
+            }),
+            ContainerError::ChunkTruncated { .. } if allow_interrupted => {
+                Ok(ScanState::Interrupted {
+                    valid_chunks: self.valid_chunks(),
+                    frames: self.frames(),
+                    torn_tail: true,
+                })
+            }
+            e => Err(e),
+        }
+    }
+
     /// SHA-256 of the stored audio of the chunks verified so far (PCM bytes, or the
     /// length-prefixed Opus packet stream): equals [`FinishedContainer::audio_sha256`]
     /// once the final chunk is read.
@@ -1429,22 +1458,7 @@ impl<R: Read> PcmStream<R> {
                 ScanState::Complete
             }
             Ok(None) => ScanState::Complete,
-            Err(ContainerError::MissingFinalChunk {
-                valid_chunks,
-                frames,
-            }) if self.allow_interrupted => ScanState::Interrupted {
-                valid_chunks,
-                frames,
-                torn_tail: false,
-            },
-            Err(ContainerError::ChunkTruncated { .. }) if self.allow_interrupted => {
-                ScanState::Interrupted {
-                    valid_chunks: self.rd.valid_chunks(),
-                    frames: self.rd.frames(),
-                    torn_tail: true,
-                }
-            }
-            Err(e) => return Err(e),
+            Err(e) => self.rd.end_of_prefix(e, self.allow_interrupted)?,
         };
         if let Some(d) = &mut self.dec {
             // Interrupted: the last `pre_skip` frames never left the encoder.

@@ -178,24 +178,7 @@ pub fn to_ogg_opus<R: Read, W: Write>(
                 }
             }
             Ok(None) => break ScanState::Complete,
-            Err(ContainerError::MissingFinalChunk {
-                valid_chunks,
-                frames,
-            }) if allow_interrupted => {
-                break ScanState::Interrupted {
-                    valid_chunks,
-                    frames,
-                    torn_tail: false,
-                }
-            }
-            Err(ContainerError::ChunkTruncated { .. }) if allow_interrupted => {
-                break ScanState::Interrupted {
-                    valid_chunks: rd.valid_chunks(),
-                    frames: rd.frames(),
-                    torn_tail: true,
-                }
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => break rd.end_of_prefix(e, allow_interrupted)?,
         }
     };
     // An interrupted stream lacks the packets that flush the encoder delay: it ends at
