@@ -200,3 +200,110 @@ pub fn to_ogg_opus<R: Read, W: Write>(
         out,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::AudioBlock;
+    use crate::recording::container::{ContainerReader, ContainerWriter, HeaderParams};
+    use crate::recording::ogg::{read_pages, FLAG_EOS};
+    use crate::vault::{DataKey, KeyFileVault};
+
+    fn container(v: &KeyFileVault, opus: Option<OpusSettings>, frames: usize) -> Vec<u8> {
+        let dk = DataKey::from_bytes([5; 32]);
+        let p = HeaderParams {
+            recording_id: "x".into(),
+            created_unix_ms: 0,
+            sample_rate: 8000,
+            channels: 2,
+            chunk_target_frames: 4000,
+            kek_id: v.kek_id(),
+            extra_json: String::new(),
+        };
+        let (mut w, mut f) =
+            ContainerWriter::with_format(p, opus, dk.clone(), v.wrap(&dk).unwrap(), [1; 7])
+                .unwrap();
+        let samples = crate::recording::opus::tests::two_voices(8000, frames);
+        w.push_block(&AudioBlock {
+            start_frame: 0,
+            samples,
+        })
+        .unwrap();
+        while let Some(c) = w.poll_chunk() {
+            f.extend_from_slice(&c);
+        }
+        f.extend_from_slice(&w.finish().bytes);
+        f
+    }
+
+    #[test]
+    fn ogg_from_opus_storage_copies_packets_and_trims_to_length() {
+        let v = KeyFileVault::from_key([1; 32]);
+        let frames = 8000 * 3 + 77;
+        let file = container(&v, Some(OpusSettings::default()), frames);
+        let (e, out) = to_ogg_opus(
+            &file[..],
+            &v,
+            false,
+            &OpusSettings::default(),
+            9,
+            &[],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(e.frames, frames as u64);
+        assert_eq!(e.state, ScanState::Complete);
+        let pages = read_pages(&out).unwrap();
+        let stored: Vec<Vec<u8>> = {
+            let mut rd = ContainerReader::open(&file[..], &v).unwrap();
+            let mut all = Vec::new();
+            while let Some(c) = rd.next_chunk().unwrap() {
+                all.extend(c.packets);
+            }
+            all
+        };
+        let copied: Vec<Vec<u8>> = pages[2..].iter().flat_map(|p| p.packets.clone()).collect();
+        assert_eq!(copied, stored, "packets copied, not re-encoded");
+        let head = &pages[0].packets[0];
+        let pre_skip48 = u64::from(u16::from_le_bytes([head[10], head[11]]));
+        let last = pages.last().unwrap();
+        assert_eq!(last.flags, FLAG_EOS);
+        assert_eq!(last.granule, pre_skip48 + frames as u64 * 6);
+        // WAV of the same recording: exactly the frames.
+        let (w, cur) = to_wav(&file[..], &v, false, std::io::Cursor::new(Vec::new())).unwrap();
+        assert_eq!(w.frames, frames as u64);
+        assert_eq!(cur.into_inner().len(), 44 + frames * 4);
+        assert_eq!(w.audio_sha256, e.audio_sha256);
+    }
+
+    #[test]
+    fn ogg_from_pcm_storage_is_encoded_and_interrupted_files_need_permission() {
+        let v = KeyFileVault::from_key([1; 32]);
+        let frames = 8000 * 2 + 5;
+        let file = container(&v, None, frames);
+        let (e, out) = to_ogg_opus(
+            &file[..],
+            &v,
+            false,
+            &OpusSettings::default(),
+            9,
+            &[],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(e.frames, frames as u64);
+        let pages = read_pages(&out).unwrap();
+        let head = &pages[0].packets[0];
+        let pre_skip48 = u64::from(u16::from_le_bytes([head[10], head[11]]));
+        assert_eq!(
+            pages.last().unwrap().granule,
+            pre_skip48 + frames as u64 * 6
+        );
+        // Drop the final chunk: refused unless interrupted recordings are allowed.
+        let cut = &file[..file.len() - 40];
+        assert!(to_wav(cut, &v, false, std::io::Cursor::new(Vec::new())).is_err());
+        let (w, _) = to_wav(cut, &v, true, std::io::Cursor::new(Vec::new())).unwrap();
+        assert!(matches!(w.state, ScanState::Interrupted { .. }));
+        assert!(w.frames < frames as u64);
+    }
+}
