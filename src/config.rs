@@ -414,6 +414,44 @@ pub struct StorageConfig {
     pub key_file: Option<PathBuf>,
     /// Refuse new calls (503) when less than this many MiB are free on the data disk.
     pub min_free_mb: u64,
+    /// Storage format of recordings whose rule does not choose one: `wav` or `opus`.
+    pub format: crate::recording::StorageFormat,
+    /// `[storage.opus]`: the Opus encoder of `opus` recordings.
+    pub opus: OpusStorageConfig,
+}
+
+/// `[storage.opus]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpusStorageConfig {
+    /// Total bitrate of the stereo stream, bit/s (both channels together).
+    pub bitrate_bps: u32,
+    /// libopus complexity 0–10.
+    pub complexity: u8,
+    /// Variable (`true`) or constant bitrate.
+    pub vbr: bool,
+}
+
+impl Default for OpusStorageConfig {
+    fn default() -> Self {
+        let d = crate::recording::opus::OpusSettings::default();
+        OpusStorageConfig {
+            bitrate_bps: d.bitrate_bps,
+            complexity: d.complexity,
+            vbr: d.vbr,
+        }
+    }
+}
+
+impl OpusStorageConfig {
+    /// The encoder settings.
+    pub fn settings(&self) -> crate::recording::opus::OpusSettings {
+        crate::recording::opus::OpusSettings {
+            bitrate_bps: self.bitrate_bps,
+            complexity: self.complexity,
+            vbr: self.vbr,
+        }
+    }
 }
 
 impl Default for StorageConfig {
@@ -423,6 +461,8 @@ impl Default for StorageConfig {
             flush_interval_ms: 500,
             key_file: None,
             min_free_mb: 64,
+            format: crate::recording::StorageFormat::Wav,
+            opus: OpusStorageConfig::default(),
         }
     }
 }
@@ -766,6 +806,11 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty".into()));
         }
+        self.storage
+            .opus
+            .settings()
+            .validate()
+            .map_err(|m| invalid("storage.opus", m))?;
         self.retention.validate().map_err(|(k, m)| invalid(&k, m))?;
         self.board.validate().map_err(|(k, m)| invalid(&k, m))?;
         crate::lifecycle::rules::validate(&self.rules, &self.policy, |c| {
@@ -901,6 +946,36 @@ mod tests {
         assert_eq!(t.listen[0].port(), 5061);
         assert_eq!(t.min_version, "1.2");
         assert!(c.sip.allowed_sources.is_empty());
+    }
+
+    #[test]
+    fn storage_format_and_opus() {
+        let c = parse("").unwrap();
+        assert_eq!(c.storage.format, crate::recording::StorageFormat::Wav);
+        let c = parse("[storage]\nformat = \"opus\"\n[storage.opus]\nbitrate_bps = 24000\ncomplexity = 3\nvbr = false\n[[rules]]\nname = \"sales\"\nformat = \"wav\"\n").unwrap();
+        assert_eq!(c.storage.format, crate::recording::StorageFormat::Opus);
+        assert_eq!(c.storage.opus.settings().bitrate_bps, 24000);
+        assert!(!c.storage.opus.vbr);
+        assert_eq!(
+            c.rules[0].format,
+            Some(crate::recording::StorageFormat::Wav)
+        );
+        for bad in [
+            "[storage]\nformat = \"mp3\"\n",
+            "[storage.opus]\nbitrate_bps = 1000\n",
+            "[storage.opus]\ncomplexity = 11\n",
+            "[storage.opus]\nframe_ms = 40\n",
+            "[[rules]]\nname = \"x\"\nformat = \"flac\"\n",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("storage")
+                    || e.contains("format")
+                    || e.contains("frame_ms")
+                    || e.contains("flac"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

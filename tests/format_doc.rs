@@ -8,20 +8,25 @@ use branchrec::media::AudioBlock;
 use branchrec::recording::{rewrap_file, ContainerWriter, HeaderParams};
 use branchrec::vault::{DataKey, KekSet, KeyFileVault, KeyWrap};
 
-#[test]
-fn documented_python_reader_reads_the_container() {
+/// The Python code block of docs/recording-format.md.
+fn python_reader() -> String {
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docs/recording-format.md"
     ))
     .unwrap();
-    let code = doc
-        .split("```python\n")
+    doc.split("```python\n")
         .nth(1)
         .unwrap()
         .split("```")
         .next()
-        .unwrap();
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn documented_python_reader_reads_the_container() {
+    let code = python_reader();
     let dir = tempfile::tempdir().unwrap();
     let kek = KeyFileVault::from_key([7; 32]);
     let dk = DataKey::generate(&mut rand::rngs::OsRng);
@@ -77,4 +82,66 @@ fn documented_python_reader_reads_the_container() {
     .unwrap();
     rewrap_file(&path, &set).unwrap();
     run([9; 32]);
+}
+
+/// The same reader on an Opus recording (version 3) returns the stored packet stream,
+/// whose SHA-256 is the writer's audio hash (the manifest's `opus_packets_sha256`).
+#[test]
+fn documented_python_reader_reads_an_opus_container() {
+    let code = python_reader();
+    let dir = tempfile::tempdir().unwrap();
+    let kek = KeyFileVault::from_key([7; 32]);
+    let dk = DataKey::generate(&mut rand::rngs::OsRng);
+    let p = HeaderParams {
+        recording_id: "doc-opus".into(),
+        created_unix_ms: 1,
+        sample_rate: 16000,
+        channels: 2,
+        chunk_target_frames: 8000,
+        kek_id: kek.kek_id(),
+        extra_json: String::new(),
+    };
+    let (mut w, mut file) = ContainerWriter::with_format(
+        p,
+        Some(branchrec::recording::opus::OpusSettings::default()),
+        dk.clone(),
+        kek.wrap(&dk).unwrap(),
+        [3; 7],
+    )
+    .unwrap();
+    let samples: Vec<i16> = (0..64000)
+        .map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16)
+        .collect();
+    w.push_block(&AudioBlock {
+        start_frame: 0,
+        samples,
+    })
+    .unwrap();
+    while let Some(c) = w.poll_chunk() {
+        file.extend_from_slice(&c);
+    }
+    let fin = w.finish();
+    file.extend_from_slice(&fin.bytes);
+    let path = dir.path().join("o.brec");
+    std::fs::write(&path, &file).unwrap();
+    assert_eq!(u16::from_be_bytes([file[6], file[7]]), 3);
+    let script = format!(
+        "{code}\nimport sys, hashlib\ndata=open(sys.argv[1],'rb').read()\nrid,rate,ch,s=read_brrec(data, bytes.fromhex('{}'))\nassert rid=='doc-opus' and rate==16000 and ch==2\nprint(hashlib.sha256(s).hexdigest())\n",
+        hex::encode([7u8; 32])
+    );
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .expect("python3 not found (Debian: python3, python3-cryptography)");
+    assert!(
+        o.status.success(),
+        "python reader failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        hex::encode(fin.audio_sha256)
+    );
 }

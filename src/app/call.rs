@@ -59,6 +59,8 @@ pub struct CallSetup {
     pub recordable: Vec<usize>,
     /// The recording's sample rate ([`recording_rate`]).
     pub sample_rate: u32,
+    /// How the audio is stored (from the recording rule).
+    pub format: crate::recording::StorageFormat,
 }
 
 /// A call whose sockets and file are ready; run it with [`PreparedCall::run`].
@@ -104,6 +106,7 @@ impl PreparedCall {
             setup.sample_rate,
             chrono::Utc::now(),
             true,
+            setup.format,
         )
         .map_err(|e| SetupError::Storage(e.0))?;
         let row = new_row(sink.id(), &rel);

@@ -175,6 +175,7 @@ impl Recorder {
                 SAMPLE_RATE,
                 created,
                 false,
+                self.cfg.storage.format,
             ) {
                 Ok((mut sink, rel)) => {
                     for ch in 0..2 {
@@ -226,6 +227,7 @@ impl Recorder {
             channels: 2,
             file_path,
             kek_id,
+            storage_format: self.cfg.storage.format.as_str().to_string(),
         };
         // Not waited for: the engine thread never blocks on the disk, and every later
         // write for this recording is queued behind the insert.

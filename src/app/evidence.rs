@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, RecordingDetail, RecordingState};
-use crate::recording::{read_all_audio, read_valid_prefix, Header, ScanState};
+use crate::recording::{ContainerError, ContainerReader, Header, SampleFormat, ScanState};
 use crate::vault::custody::write_atomic;
 use crate::vault::signer::{public_key_pem, verify_ed25519};
 use crate::vault::{KeyWrap, Signer};
@@ -29,10 +29,13 @@ pub struct ManifestInputs {
     pub content_sha256: String,
     /// Bytes covered by `content_sha256`.
     pub content_bytes: u64,
-    /// SHA-256 (hex) of the decrypted audio (s16le interleaved).
+    /// SHA-256 (hex) of the stored audio: s16le interleaved PCM, or for Opus
+    /// recordings the length-prefixed packet stream (docs/evidence.md).
     pub pcm_sha256: String,
     /// Audio frames.
     pub frames: u64,
+    /// How the audio is stored.
+    pub audio_encoding: SampleFormat,
 }
 
 /// Manifest and signature paths for a container at `abs`.
@@ -128,13 +131,22 @@ pub fn build_manifest(
             "content_sha256": inputs.content_sha256,
             "content_bytes": inputs.content_bytes,
         },
-        "audio": {
-            "encoding": "s16le",
-            "sample_rate": r.sample_rate,
-            "channels": r.channels,
-            "frames": inputs.frames,
-            "pcm_sha256": inputs.pcm_sha256,
-            "wav_data_offset": WAV_DATA_OFFSET,
+        "audio": match inputs.audio_encoding {
+            SampleFormat::S16Le => json!({
+                "encoding": "s16le",
+                "sample_rate": r.sample_rate,
+                "channels": r.channels,
+                "frames": inputs.frames,
+                "pcm_sha256": inputs.pcm_sha256,
+                "wav_data_offset": WAV_DATA_OFFSET,
+            }),
+            SampleFormat::Opus => json!({
+                "encoding": "opus",
+                "sample_rate": r.sample_rate,
+                "channels": r.channels,
+                "frames": inputs.frames,
+                "opus_packets_sha256": inputs.pcm_sha256,
+            }),
         },
         "metadata": metadata_json(d),
     });
@@ -176,17 +188,55 @@ pub fn pcm_sha256(samples: &[i16]) -> String {
     hex::encode(h.finalize())
 }
 
+/// What [`hash_audio`] finds in a container.
+#[derive(Debug, Clone)]
+pub struct AudioDigest {
+    /// The header.
+    pub header: Header,
+    /// SHA-256 of the stored audio of the verified chunks.
+    pub audio_sha256: [u8; 32],
+    /// Frames on the timeline.
+    pub frames: u64,
+    /// Complete or interrupted.
+    pub state: ScanState,
+}
+
+/// Verify a container chunk by chunk and hash its stored audio, holding one chunk in
+/// memory. With `allow_interrupted` the verified prefix of an interrupted file counts;
+/// a damaged file is always an error.
+pub fn hash_audio(
+    path: &Path,
+    wrap: &dyn KeyWrap,
+    allow_interrupted: bool,
+) -> Result<AudioDigest, ContainerError> {
+    let mut rd = ContainerReader::open(std::io::BufReader::new(std::fs::File::open(path)?), wrap)?;
+    let state = loop {
+        match rd.next_chunk() {
+            Ok(Some(c)) if c.last => break ScanState::Complete,
+            Ok(Some(_)) => {}
+            Ok(None) => break ScanState::Complete,
+            Err(e) => break rd.end_of_prefix(e, allow_interrupted)?,
+        }
+    };
+    Ok(AudioDigest {
+        header: rd.header().clone(),
+        audio_sha256: rd.audio_sha256(),
+        frames: rd.frames(),
+        state,
+    })
+}
+
 /// Manifest inputs computed from the file itself (recovered recordings).
 pub fn inputs_from_file(path: &Path, wrap: &dyn KeyWrap) -> anyhow::Result<ManifestInputs> {
     let (sum, n) =
         crate::recording::content_sha256(std::io::BufReader::new(std::fs::File::open(path)?))?;
-    let (h, samples, _) =
-        read_valid_prefix(std::io::BufReader::new(std::fs::File::open(path)?), wrap)?;
+    let d = hash_audio(path, wrap, true)?;
     Ok(ManifestInputs {
         content_sha256: hex::encode(sum),
         content_bytes: n,
-        pcm_sha256: pcm_sha256(&samples),
-        frames: (samples.len() / usize::from(h.channels.max(1))) as u64,
+        pcm_sha256: hex::encode(d.audio_sha256),
+        frames: d.frames,
+        audio_encoding: d.header.sample_format,
     })
 }
 
@@ -197,8 +247,11 @@ pub struct Verified {
     pub id: String,
     /// Everything that does not match; empty = verified.
     pub problems: Vec<String>,
-    /// The verified audio and header (only when `problems` is empty).
-    pub audio: Option<(Header, Vec<i16>)>,
+    /// The verified container's header and path (only when `problems` is empty); read
+    /// the audio from the file with [`crate::recording::export`].
+    pub audio: Option<(Header, PathBuf)>,
+    /// Whether the recording is an interrupted one (its verified prefix is the audio).
+    pub interrupted: bool,
     /// Manifest bytes and signature (when present).
     pub manifest: Option<(Vec<u8>, Vec<u8>)>,
     /// The catalogue detail.
@@ -218,6 +271,7 @@ pub fn verify(
         id: id.into(),
         problems: Vec::new(),
         audio: None,
+        interrupted: false,
         manifest: None,
         detail: None,
     };
@@ -297,40 +351,34 @@ pub fn verify(
         }
         Err(e) => v.problems.push(format!("hashing the file: {e}")),
     }
-    // Decrypt and check the audio.
-    let read = std::fs::File::open(&abs)
-        .map_err(crate::recording::ContainerError::from)
-        .and_then(|f| {
-            let r = std::io::BufReader::new(f);
-            if state == RecordingState::Interrupted {
-                read_valid_prefix(r, wrap).and_then(|(h, s, st)| match st {
-                    ScanState::Damaged { at_chunk, reason } => {
-                        Err(crate::recording::ContainerError::ChunkMalformed {
-                            chunk: at_chunk,
-                            reason,
-                        })
-                    }
-                    _ => Ok((h, s)),
-                })
-            } else {
-                read_all_audio(r, wrap)
-            }
-        });
-    let audio = match read {
-        Ok((h, samples)) => {
-            if h.recording_id != id {
+    // Decrypt and check the audio, chunk by chunk.
+    let d_row_format = d.recording.storage_format.clone();
+    v.interrupted = state == RecordingState::Interrupted;
+    let audio = match hash_audio(&abs, wrap, v.interrupted) {
+        Ok(d) => {
+            if d.header.recording_id != id {
                 v.problems.push(format!(
                     "file {} holds recording {}",
                     abs.display(),
-                    h.recording_id
+                    d.header.recording_id
                 ));
             }
-            let pcm = pcm_sha256(&samples);
-            if manifest.is_some() && get("/audio/pcm_sha256") != Some(Value::from(pcm)) {
+            let hash = Value::from(hex::encode(d.audio_sha256));
+            let key = match d.header.sample_format {
+                SampleFormat::S16Le => "/audio/pcm_sha256",
+                SampleFormat::Opus => "/audio/opus_packets_sha256",
+            };
+            if manifest.is_some() && get(key) != Some(hash) {
                 v.problems
                     .push("decrypted audio does not match the signed manifest's hash".into());
             }
-            Some((h, samples))
+            if d.header.sample_format.storage_name() != d_row_format {
+                v.problems.push(format!(
+                    "file stores {} audio, the catalogue says {d_row_format}",
+                    d.header.sample_format.storage_name()
+                ));
+            }
+            Some((d.header, abs.clone()))
         }
         Err(e) => {
             v.problems.push(format!("container: {e}"));
@@ -368,8 +416,14 @@ pub fn verify(
 }
 
 /// Write an evidence bundle for a verified recording into `dir` (created; must be
-/// empty or new).
-pub fn export_evidence(v: &Verified, signer_public_der: &[u8], dir: &Path) -> anyhow::Result<()> {
+/// empty or new). The audio is streamed from the container and its hash checked
+/// against the signed manifest once more (the file could change after `verify`).
+pub fn export_evidence(
+    v: &Verified,
+    wrap: &dyn KeyWrap,
+    signer_public_der: &[u8],
+    dir: &Path,
+) -> anyhow::Result<()> {
     if !v.problems.is_empty() {
         bail!(
             "recording {} failed verification: {}",
@@ -377,16 +431,69 @@ pub fn export_evidence(v: &Verified, signer_public_der: &[u8], dir: &Path) -> an
             v.problems.join("; ")
         );
     }
-    let (Some((h, samples)), Some((m, s)), Some(d)) = (&v.audio, &v.manifest, &v.detail) else {
+    let (Some((h, path)), Some((m, s)), Some(d)) = (&v.audio, &v.manifest, &v.detail) else {
         bail!("recording {} has no verified audio/manifest", v.id);
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} is not empty", dir.display());
     }
-    let mut wav = Vec::new();
-    crate::recording::write_wav(&mut wav, h.sample_rate, h.channels, samples)?;
-    std::fs::write(dir.join("audio.wav"), &wav)?;
+    let signed: Value = serde_json::from_slice(m)?;
+    let open = || -> anyhow::Result<_> {
+        Ok(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    };
+    let check = |got: [u8; 32], key: &str| -> anyhow::Result<()> {
+        if signed.pointer(key) != Some(&Value::from(hex::encode(got))) {
+            bail!("the recording changed after verification: audio hash differs from the manifest");
+        }
+        Ok(())
+    };
+    let wav = std::fs::File::create(dir.join("audio.wav"))?;
+    let (e, _) = crate::recording::export::to_wav(open()?, wrap, v.interrupted, wav)?;
+    let opus_steps = match h.sample_format {
+        SampleFormat::S16Le => {
+            check(e.audio_sha256, "/audio/pcm_sha256")?;
+            String::new()
+        }
+        SampleFormat::Opus => {
+            check(e.audio_sha256, "/audio/opus_packets_sha256")?;
+            // The signed packet stream itself, and the same packets as Ogg Opus.
+            let mut f =
+                std::io::BufWriter::new(std::fs::File::create(dir.join("audio.opus-packets"))?);
+            let mut rd = ContainerReader::open(open()?, wrap)?;
+            loop {
+                match rd.next_chunk() {
+                    Ok(Some(c)) => {
+                        let mut b = Vec::new();
+                        crate::recording::opus::frame_packets(&c.packets, &mut b);
+                        std::io::Write::write_all(&mut f, &b)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        rd.end_of_prefix(e, v.interrupted)?;
+                        break;
+                    }
+                }
+            }
+            std::io::Write::flush(&mut f)?;
+            check(rd.audio_sha256(), "/audio/opus_packets_sha256")?;
+            let ogg = std::io::BufWriter::new(std::fs::File::create(dir.join("audio.opus"))?);
+            crate::recording::export::to_ogg_opus(
+                open()?,
+                wrap,
+                v.interrupted,
+                &crate::recording::opus::OpusSettings::default(),
+                ogg_serial(&v.id),
+                &[format!("BRANCHREC_RECORDING_ID={}", v.id)],
+                ogg,
+            )?;
+            "\t(audio.opus holds the same packets in Ogg; audio.wav is decoded from them\n\
+             \t and is not covered by the hash: decoders may differ in the last bit)\n"
+                .to_string()
+        }
+    };
     std::fs::write(dir.join("manifest.json"), m)?;
     std::fs::write(dir.join("manifest.sig"), s)?;
     std::fs::write(
@@ -403,6 +510,17 @@ pub fn export_evidence(v: &Verified, signer_public_der: &[u8], dir: &Path) -> an
         dir.join("metadata.json"),
         serde_json::to_vec_pretty(&metadata_json(d))?,
     )?;
+    let step3 = match h.sample_format {
+        SampleFormat::S16Le => format!(
+            "3. The audio is what was signed (manifest.json \"audio\".\"pcm_sha256\"):\n\
+             \ttail -c +{} audio.wav | sha256sum\n",
+            WAV_DATA_OFFSET + 1
+        ),
+        SampleFormat::Opus => format!(
+            "3. The audio is what was signed (manifest.json \"audio\".\"opus_packets_sha256\"):\n\
+             \tsha256sum audio.opus-packets\n{opus_steps}"
+        ),
+    };
     std::fs::write(
         dir.join("README.txt"),
         format!(
@@ -412,14 +530,18 @@ pub fn export_evidence(v: &Verified, signer_public_der: &[u8], dir: &Path) -> an
              2. Compare the key's fingerprint with the one published for the recorder:\n\
              \topenssl pkey -pubin -in signing-key.pem -outform DER | sha256sum\n\
              \t(manifest.json \"signer\".\"public_key_sha256\")\n\
-             3. The audio is what was signed (manifest.json \"audio\".\"pcm_sha256\"):\n\
-             \ttail -c +{off} audio.wav | sha256sum\n\
+             {step3}\
              4. The SIPREC metadata documents (manifest.json \"metadata\".\"metadata_versions\"[].sha256):\n\
              \tsha256sum metadata-*.xml\n\
              See docs/evidence.md.\n",
             id = v.id,
-            off = WAV_DATA_OFFSET + 1
         ),
     )?;
     Ok(())
+}
+
+/// A stable Ogg serial number for a recording (first 4 bytes of SHA-256 of its id).
+pub fn ogg_serial(id: &str) -> u32 {
+    let d = Sha256::digest(id.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }

@@ -16,7 +16,7 @@ use crate::app::store::{CatalogCmd, CatalogHandle};
 use crate::catalog::{EventRow, Finish, RecordingState};
 use crate::config::Config;
 use crate::media::{AudioBlock, CallTimeline, PushOutcome, StreamConfig, TimelineConfig};
-use crate::recording::{ContainerWriter, HeaderParams};
+use crate::recording::{ContainerWriter, HeaderParams, StorageFormat};
 use crate::vault::{DataKey, KeyWrap};
 
 /// Sample rate of narrowband recordings (G.711, G.729); the default.
@@ -104,6 +104,7 @@ impl RecordingSink {
         sample_rate: u32,
         created: chrono::DateTime<chrono::Utc>,
         sync: bool,
+        format: StorageFormat,
     ) -> Result<(Self, String), SinkError> {
         let id = uuid::Uuid::new_v4().to_string();
         let rel: PathBuf = PathBuf::from("recordings")
@@ -127,7 +128,8 @@ impl RecordingSink {
             kek_id: vault.kek_id(),
             extra_json: String::new(),
         };
-        let (writer, header) = ContainerWriter::new(params, dk, wrapped, prefix)
+        let opus = (format == StorageFormat::Opus).then(|| cfg.storage.opus.settings());
+        let (writer, header) = ContainerWriter::with_format(params, opus, dk, wrapped, prefix)
             .map_err(|e| SinkError(format!("container: {e}")))?;
         let file = create_file(&abs, &header, sync)
             .map_err(|e| SinkError(format!("creating {}: {e}", abs.display())))?;
@@ -440,7 +442,8 @@ impl RecordingSink {
                         - (crate::recording::container::KEY_SLOT_LEN
                             * crate::recording::container::KEY_SLOT_COUNT)
                             as u64,
-                    pcm_sha256: hex::encode(fin.pcm_sha256),
+                    pcm_sha256: hex::encode(fin.audio_sha256),
+                    audio_encoding: fin.sample_format,
                     frames: fin.frames,
                 },
             ));

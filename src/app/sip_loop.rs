@@ -483,6 +483,7 @@ async fn prepare(
                 .filter_map(|i| offer.streams.get(*i))
                 .flat_map(|s| s.formats.iter()),
         ),
+        format: decision.format.unwrap_or(shared.cfg.storage.format),
     };
     let sample_rate = setup.sample_rate;
     let session_id = offer.parsed_metadata.as_ref().and_then(session_id_of);
@@ -500,6 +501,7 @@ async fn prepare(
         channels: offer.recordable.len() as u16,
         file_path: Some(path.to_string()),
         kek_id: Some(shared2.vault.kek_id()),
+        storage_format: setup.format.as_str().to_string(),
     })
     .await?;
     shared2.catalog.send(CatalogCmd::Policy(

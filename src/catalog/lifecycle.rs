@@ -720,10 +720,10 @@ impl Catalog {
             });
         }
         let raw = tx.query_row(
-            "SELECT id, source, call_id, session_id, src_addr, started_at, ended_at,
-                 duration_ms, codec, sample_rate, channels, state, file_path,
-                 file_sha256, file_bytes, kek_id, stats_json, created_at
-             FROM recordings WHERE id = ?1",
+            &format!(
+                "SELECT {} FROM recordings WHERE id = ?1",
+                super::RECORDING_COLUMNS
+            ),
             [id],
             RawRecording::from_row,
         )?;

@@ -251,9 +251,9 @@ impl Catalog {
         tx.execute(
             "INSERT INTO recordings (id, source, call_id, session_id, src_addr, started_at,
                  ended_at, duration_ms, codec, sample_rate, channels, state, file_path,
-                 file_sha256, file_bytes, kek_id, stats_json, created_at)
+                 file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, ?8, ?9, 'recording', ?10,
-                 NULL, NULL, ?11, NULL, ?12)",
+                 NULL, NULL, ?11, NULL, ?12, ?13)",
             params![
                 r.id,
                 r.source.as_str(),
@@ -267,6 +267,7 @@ impl Catalog {
                 r.file_path,
                 r.kek_id,
                 created_at,
+                r.storage_format,
             ],
         )?;
         tx.commit()?;
@@ -574,7 +575,8 @@ impl Catalog {
         };
         let sql = format!(
             "SELECT r.id, r.call_id, r.session_id, r.source, r.started_at, r.ended_at, r.duration_ms,
-                 r.codec, r.state, r.rule, r.retention_class, r.expires_at, r.archived_at
+                 r.codec, r.state, r.rule, r.retention_class, r.expires_at, r.archived_at,
+                 r.storage_format
              FROM recordings r {where_}
              ORDER BY r.started_at DESC, r.id ASC
              LIMIT {limit}"
@@ -600,10 +602,7 @@ impl Catalog {
         let tx = self.conn.unchecked_transaction()?;
         let raw = tx
             .query_row(
-                "SELECT id, source, call_id, session_id, src_addr, started_at, ended_at,
-                     duration_ms, codec, sample_rate, channels, state, file_path,
-                     file_sha256, file_bytes, kek_id, stats_json, created_at
-                 FROM recordings WHERE id = ?1",
+                &format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ?1"),
                 [id],
                 RawRecording::from_row,
             )
@@ -680,6 +679,7 @@ impl RecordingDetail {
             participants,
             channels,
             codec: r.codec.clone(),
+            storage_format: r.storage_format.clone(),
             state: r.state,
             lifecycle: LifecycleSummary::default(),
         })
@@ -848,6 +848,7 @@ struct SummaryHead {
     retention_class: Option<String>,
     expires_at: Option<i64>,
     archived_at: Option<i64>,
+    storage_format: String,
 }
 
 impl SummaryHead {
@@ -866,6 +867,7 @@ impl SummaryHead {
             retention_class: r.get(10)?,
             expires_at: r.get(11)?,
             archived_at: r.get(12)?,
+            storage_format: r.get(13)?,
         })
     }
 
@@ -967,10 +969,16 @@ impl SummaryHead {
             participants,
             channels,
             codec: self.codec,
+            storage_format: self.storage_format,
             lifecycle,
         })
     }
 }
+
+/// The columns [`RawRecording::from_row`] reads, in its order.
+pub(super) const RECORDING_COLUMNS: &str = "id, source, call_id, session_id, src_addr, \
+     started_at, ended_at, duration_ms, codec, sample_rate, channels, state, file_path, \
+     file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format";
 
 /// A full `recordings` row as read (before validation).
 struct RawRecording {
@@ -992,6 +1000,7 @@ struct RawRecording {
     kek_id: Option<String>,
     stats_json: Option<String>,
     created_at: i64,
+    storage_format: String,
 }
 
 impl RawRecording {
@@ -1015,6 +1024,7 @@ impl RawRecording {
             kek_id: r.get(15)?,
             stats_json: r.get(16)?,
             created_at: r.get(17)?,
+            storage_format: r.get(18)?,
         })
     }
 
@@ -1048,6 +1058,7 @@ impl RawRecording {
             file_path: self.file_path,
             file_sha256: self.file_sha256,
             kek_id: self.kek_id,
+            storage_format: self.storage_format,
             created_at_ms: self.created_at,
         })
     }

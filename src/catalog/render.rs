@@ -132,6 +132,7 @@ mod tests {
                 mapping_source: MappingSource::MlineOrder,
             }],
             codec: "PCMU".to_owned(),
+            storage_format: "wav".to_owned(),
             state: RecordingState::Complete,
             lifecycle: Default::default(),
         }

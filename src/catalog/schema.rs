@@ -10,7 +10,8 @@ use rusqlite::Transaction;
 pub(super) type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// All migrations; entry `i` brings the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[Migration] = &[v1_initial, v2_lifecycle, uplink_uploads];
+pub(super) const MIGRATIONS: &[Migration] =
+    &[v1_initial, v2_lifecycle, uplink_uploads, storage_format];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -224,6 +225,17 @@ CREATE TABLE uploads (
 ) STRICT;
 
 CREATE INDEX uploads_state ON uploads (state);
+"#,
+    )
+}
+
+/// Version 4: `recordings.storage_format` — how the audio is stored (`wav` = PCM,
+/// `opus` = Opus packets); every existing recording is PCM.
+fn storage_format(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE recordings ADD COLUMN storage_format TEXT NOT NULL DEFAULT 'wav'
+    CHECK (storage_format IN ('wav', 'opus'));
 "#,
     )
 }

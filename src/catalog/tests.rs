@@ -21,6 +21,7 @@ fn new_rec(id: &str, started_at_ms: i64) -> NewRecording {
         channels: 2,
         file_path: Some(format!("2024/05/01/{id}.brec")),
         kek_id: Some("kek-1".to_owned()),
+        storage_format: "wav".to_owned(),
     }
 }
 
@@ -164,6 +165,7 @@ fn migrates_from_empty() {
             "expires_at",
             "min_duration_ms",
             "archived_at",
+            "storage_format",
         ]
     );
     assert_eq!(
@@ -753,6 +755,7 @@ fn summary_json_shape() {
             "source",
             "start",
             "state",
+            "storage_format",
             "tags"
         ]
     );

@@ -122,6 +122,8 @@ pub struct NewRecording {
     pub file_path: Option<String>,
     /// Id of the key-encryption key that wraps the file key; `None` when no file is written.
     pub kek_id: Option<String>,
+    /// How the audio is stored: `wav` (PCM) or `opus`.
+    pub storage_format: String,
 }
 
 /// How a recording ended; written once by [`Catalog::finish_recording`](super::Catalog::finish_recording).
@@ -301,6 +303,8 @@ pub struct RecordingSummary {
     pub channels: Vec<ChannelSummary>,
     /// Codec description.
     pub codec: String,
+    /// How the audio is stored: `wav` (PCM) or `opus`.
+    pub storage_format: String,
     /// Lifecycle state.
     pub state: RecordingState,
     /// Rule, tags, retention and hold state.
@@ -343,6 +347,8 @@ pub struct RecordingRow {
     pub file_bytes: Option<u64>,
     /// Key-encryption key id.
     pub kek_id: Option<String>,
+    /// How the audio is stored: `wav` (PCM) or `opus`.
+    pub storage_format: String,
     /// Per-stream packet statistics.
     pub stats_json: Option<serde_json::Value>,
     /// When the row was inserted, unix ms.

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod bench;
+pub mod bench_storage;
 pub mod board;
 pub mod keys;
 pub mod lifecycle;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Measure capture throughput (see docs/capture.md): generated calls through the
     /// whole passive pipeline, optionally against `tcpdump -w` on a live interface.
     BenchCapture(bench::BenchArgs),
+    /// Measure storage cost per codec → format pair (bytes per call-minute, CPU per call)
+    /// on real RTP from a capture (see docs/storage-benchmark.md).
+    BenchStorage(bench_storage::BenchStorageArgs),
     /// List, inspect and export recordings.
     Recordings {
         /// Which.
@@ -209,6 +213,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::BenchCapture(args) => bench::main(args),
+        Command::BenchStorage(args) => bench_storage::main(args),
         Command::Recordings { command } => recordings::main(command),
         Command::Hold { command } => lifecycle::hold_main(command),
         Command::Audit { command } => lifecycle::audit_main(command),

@@ -87,12 +87,12 @@ pub enum RecordingsCommand {
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Decrypt a recording to a standard WAV file (16-bit PCM, one participant per channel),
-    /// or write an evidence bundle. Only after the recording fully verifies.
+    /// Decrypt a recording to a standard WAV file (16-bit PCM, one participant per channel)
+    /// or Ogg Opus, or write an evidence bundle. Only after the recording fully verifies.
     Export {
         /// Recording id.
         id: String,
-        /// Output WAV file.
+        /// Output file: WAV (`.wav`) or Ogg Opus (`.opus`, `.ogg`); see --format.
         #[arg(
             long,
             required_unless_present = "evidence",
@@ -102,6 +102,11 @@ pub enum RecordingsCommand {
         /// Write an evidence bundle (audio, metadata, signed manifest, public key) here.
         #[arg(long)]
         evidence: Option<PathBuf>,
+        /// Output format; default from the --out extension (.wav, .opus/.ogg), else wav.
+        /// Opus recordings export to Ogg Opus without re-encoding; WAV recordings are
+        /// encoded with `[storage.opus]`.
+        #[arg(long, value_enum, conflicts_with = "evidence")]
+        format: Option<crate::recording::export::ExportFormat>,
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
@@ -259,6 +264,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             id,
             out,
             evidence,
+            format,
             config,
         } => {
             let cfg = Config::load_or_default(config.as_deref())?;
@@ -290,33 +296,20 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 );
             }
             if let Some(dir) = evidence {
-                crate::app::evidence::export_evidence(&v, &pubder, &dir)?;
+                crate::app::evidence::export_evidence(&v, &keys.wrap, &pubder, &dir)?;
                 eprintln!("evidence bundle for {id} -> {}", dir.display());
                 return Ok(());
             }
             let Some(out) = out else {
                 bail!("give --out FILE or --evidence DIR");
             };
-            let Some((header, samples)) = &v.audio else {
+            let Some((header, path)) = &v.audio else {
                 bail!("recording {id}: no verified audio");
             };
-            let tmp = out.with_extension("wav.partial");
-            {
-                let mut f = std::io::BufWriter::new(
-                    std::fs::File::create(&tmp)
-                        .with_context(|| format!("creating {}", tmp.display()))?,
-                );
-                crate::recording::write_wav(&mut f, header.sample_rate, header.channels, samples)?;
-                f.flush()?;
-            }
-            std::fs::rename(&tmp, &out)?;
-            eprintln!(
-                "exported {id}: {} frames, {} channels, {} Hz -> {}",
-                samples.len() / usize::from(header.channels.max(1)),
-                header.channels,
-                header.sample_rate,
-                out.display()
-            );
+            let format = format
+                .or_else(|| crate::recording::export::ExportFormat::from_path(&out))
+                .unwrap_or(crate::recording::export::ExportFormat::Wav);
+            export_audio(&cfg, &keys.wrap, &v, header, path, format, &out)?;
             Ok(())
         }
         RecordingsCommand::Verify {
@@ -458,6 +451,92 @@ fn control(config: Option<PathBuf>, cmd: &str, call: &str) -> anyhow::Result<()>
     } else {
         bail!("{}", v["error"].as_str().unwrap_or("refused"))
     }
+}
+
+/// Stream the verified recording `v` to `out` (via a temporary file renamed at the end)
+/// and check that the audio read is the audio the manifest signed.
+fn export_audio(
+    cfg: &Config,
+    wrap: &dyn crate::vault::KeyWrap,
+    v: &crate::app::evidence::Verified,
+    header: &crate::recording::Header,
+    path: &std::path::Path,
+    format: crate::recording::export::ExportFormat,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::recording::export::{to_ogg_opus, to_wav, ExportFormat};
+    let id = &v.id;
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let src = || -> anyhow::Result<_> {
+        Ok(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ))
+    };
+    let dst = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let res = match format {
+        ExportFormat::Wav => {
+            to_wav(src()?, wrap, v.interrupted, dst).map(|(e, w)| (e, w.into_inner()))
+        }
+        ExportFormat::Opus => to_ogg_opus(
+            src()?,
+            wrap,
+            v.interrupted,
+            &cfg.storage.opus.settings(),
+            crate::app::evidence::ogg_serial(id),
+            &[
+                format!("BRANCHREC_RECORDING_ID={id}"),
+                format!("BRANCHREC_STORAGE={}", header.sample_format.storage_name()),
+            ],
+            dst,
+        )
+        .map(|(e, w)| (e, w.into_inner())),
+    };
+    let done = (|| -> anyhow::Result<crate::recording::export::Exported> {
+        let (e, f) = res?;
+        let f = f.map_err(|e| anyhow::anyhow!("flushing {}: {}", tmp.display(), e.error()))?;
+        f.sync_all()?;
+        let signed: Option<serde_json::Value> = v
+            .manifest
+            .as_ref()
+            .and_then(|(m, _)| serde_json::from_slice(m).ok());
+        let key = match header.sample_format {
+            crate::recording::SampleFormat::S16Le => "/audio/pcm_sha256",
+            crate::recording::SampleFormat::Opus => "/audio/opus_packets_sha256",
+        };
+        if signed.as_ref().and_then(|m| m.pointer(key))
+            != Some(&serde_json::Value::from(hex::encode(e.audio_sha256)))
+        {
+            bail!(
+                "recording {id} changed after verification: audio hash differs from the manifest"
+            );
+        }
+        Ok(e)
+    })();
+    let e = match done {
+        Ok(e) => e,
+        Err(err) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err);
+        }
+    };
+    std::fs::rename(&tmp, out)?;
+    eprintln!(
+        "exported {id} ({} storage) as {}: {} frames, {} channels, {} Hz -> {}",
+        header.sample_format.storage_name(),
+        match format {
+            ExportFormat::Wav => "WAV",
+            ExportFormat::Opus => "Ogg Opus",
+        },
+        e.frames,
+        header.channels,
+        header.sample_rate,
+        out.display()
+    );
+    Ok(())
 }
 
 /// The `recordings show --json` document: the list entry plus stats, DTMF, events and the

@@ -97,6 +97,9 @@ pub struct RuleConfig {
     /// Tags stored with the recording.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Storage format of the audio (`wav` or `opus`); default `[storage] format`.
+    #[serde(default)]
+    pub format: Option<crate::recording::StorageFormat>,
 }
 
 fn yes() -> bool {
@@ -133,6 +136,8 @@ pub struct RuleDecision {
     pub tags: Vec<String>,
     /// Direction that was derived.
     pub direction: CallDirection,
+    /// Storage format the rule chose (`None`: the `[storage] format` default).
+    pub format: Option<crate::recording::StorageFormat>,
 }
 
 /// Direction of a call from its participants and the site's `internal` patterns.
@@ -302,6 +307,7 @@ pub fn evaluate(rules: &[RuleConfig], policy: &PolicyConfig, f: &CallFacts) -> R
                 min_duration_ms: u64::from(r.min_duration_s) * 1000,
                 tags: r.tags.clone(),
                 direction: dir,
+                format: r.format,
             };
         }
     }
@@ -312,6 +318,7 @@ pub fn evaluate(rules: &[RuleConfig], policy: &PolicyConfig, f: &CallFacts) -> R
         min_duration_ms: 0,
         tags: Vec::new(),
         direction: dir,
+        format: None,
     }
 }
 

@@ -23,12 +23,16 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::media::AudioBlock;
+use crate::recording::opus::{self, OpusPacketizer, OpusSettings, OpusStreamDecoder, MAX_PACKET};
 use crate::vault::{DataKey, KeyWrap, VaultError};
 
 /// File magic.
 pub const MAGIC: &[u8; 6] = b"BRREC\0";
-/// The container format version written by this code.
+/// The container format version written for PCM (s16le) recordings.
 pub const FORMAT_VERSION: u16 = 2;
+/// The container format version written for Opus recordings (adds the codec-parameter
+/// field to the header and packet chunks). Readers accept versions 2 and 3.
+pub const FORMAT_VERSION_OPUS: u16 = 3;
 /// Number of key slots after the header.
 pub const KEY_SLOT_COUNT: usize = 2;
 /// Size of one key slot in bytes.
@@ -52,13 +56,78 @@ pub const MAX_CHUNK_AUDIO_BYTES: u64 = 16 << 20;
 pub enum SampleFormat {
     /// Signed 16-bit little-endian, interleaved by channel (code 1).
     S16Le,
+    /// Opus packets, 20 ms each, length-prefixed (code 2; format version 3).
+    Opus,
 }
 
 impl SampleFormat {
     fn code(self) -> u8 {
         match self {
             SampleFormat::S16Le => 1,
+            SampleFormat::Opus => 2,
         }
+    }
+
+    /// Name in the catalogue, manifests and `recordings show`: `wav` or `opus`.
+    pub fn storage_name(self) -> &'static str {
+        match self {
+            SampleFormat::S16Le => "wav",
+            SampleFormat::Opus => "opus",
+        }
+    }
+}
+
+/// Codec parameters of an Opus recording (header field of format version 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpusParams {
+    /// Encoder delay in samples per channel at the recording rate: the first `pre_skip`
+    /// decoded samples are discarded (Ogg pre-skip = this × 48000 / rate).
+    pub pre_skip: u16,
+    /// Samples per channel in every packet (20 ms at the recording rate).
+    pub frame_size: u16,
+    /// Target bitrate the encoder was set to, bit/s (informative).
+    pub bitrate_bps: u32,
+    /// Encoder complexity 0–10 (informative).
+    pub complexity: u8,
+    /// Variable bitrate (informative).
+    pub vbr: bool,
+}
+
+impl OpusParams {
+    const LEN: usize = 10;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::LEN);
+        v.extend_from_slice(&self.pre_skip.to_be_bytes());
+        v.extend_from_slice(&self.frame_size.to_be_bytes());
+        v.extend_from_slice(&self.bitrate_bps.to_be_bytes());
+        v.push(self.complexity);
+        v.push(u8::from(self.vbr));
+        v
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, ContainerError> {
+        let mut c = Cursor { b };
+        let p = OpusParams {
+            pre_skip: c.u16()?,
+            frame_size: c.u16()?,
+            bitrate_bps: c.u32()?,
+            complexity: c.arr::<1>()?[0],
+            vbr: c.arr::<1>()?[0] != 0,
+        };
+        if !c.b.is_empty() {
+            return Err(ContainerError::HeaderMalformed(
+                "trailing bytes in the Opus parameters".into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// Most packets one chunk may hold for `target` frames per chunk: the final chunk
+    /// also carries the packets that flush the encoder delay.
+    pub fn max_packets(&self, target: u32) -> u64 {
+        let f = u64::from(self.frame_size.max(1));
+        u64::from(target).div_ceil(f) + u64::from(self.pre_skip).div_ceil(f) + 1
     }
 }
 
@@ -96,6 +165,8 @@ pub struct Header {
     pub channels: u16,
     /// Sample format.
     pub sample_format: SampleFormat,
+    /// Opus parameters (format version 3 with `sample_format` Opus).
+    pub opus: Option<OpusParams>,
     /// Maximum frames per chunk.
     pub chunk_target_frames: u32,
     /// Random nonce prefix of this recording.
@@ -195,8 +266,11 @@ impl Header {
 
     /// Largest ciphertext (audio + 12-byte chunk header + tag) a valid chunk may have.
     pub fn max_chunk_ciphertext(&self) -> u64 {
-        u64::from(self.chunk_target_frames) * u64::from(self.channels) * 2
-            + (CHUNK_PLAIN_HEADER_LEN + TAG_LEN) as u64
+        let audio = match &self.opus {
+            Some(o) => o.max_packets(self.chunk_target_frames) * (2 + MAX_PACKET as u64),
+            None => u64::from(self.chunk_target_frames) * u64::from(self.channels) * 2,
+        };
+        audio + (CHUNK_PLAIN_HEADER_LEN + TAG_LEN) as u64
     }
 
     /// Serialize (deterministically) to the on-disk header bytes.
@@ -215,6 +289,10 @@ impl Header {
             .map_err(|_| ContainerError::InvalidParams("extra_json too long".into()))?;
         body.extend_from_slice(&json_len.to_be_bytes());
         body.extend_from_slice(self.extra_json.as_bytes());
+        if self.format_version >= FORMAT_VERSION_OPUS {
+            let params = self.opus.map(|o| o.encode()).unwrap_or_default();
+            put_bytes16(&mut body, &params, "codec_params")?;
+        }
         let body_len = u32::try_from(body.len())
             .ok()
             .filter(|&l| l <= MAX_HEADER_BODY)
@@ -241,6 +319,29 @@ impl Header {
             > MAX_CHUNK_AUDIO_BYTES
         {
             return Err("chunk_target_frames × channels too large".into());
+        }
+        match (self.sample_format, &self.opus) {
+            (SampleFormat::S16Le, None) => {}
+            (SampleFormat::Opus, Some(o)) => {
+                if self.format_version < FORMAT_VERSION_OPUS {
+                    return Err("Opus audio needs format version 3".into());
+                }
+                if usize::from(o.frame_size) != opus::frame_size(self.sample_rate)
+                    || o.frame_size == 0
+                {
+                    return Err(format!(
+                        "Opus frame size {} is not 20 ms at {} Hz",
+                        o.frame_size, self.sample_rate
+                    ));
+                }
+                if self.chunk_target_frames % u32::from(o.frame_size) != 0 {
+                    return Err("chunk_target_frames is not a whole number of packets".into());
+                }
+                if self.channels > 2 {
+                    return Err("Opus storage has 1 or 2 channels".into());
+                }
+            }
+            _ => return Err("sample format and codec parameters disagree".into()),
         }
         Ok(())
     }
@@ -368,9 +469,12 @@ pub struct FinishedContainer {
     /// SHA-256 of the file's content: header and chunks, without the key-slot area
     /// (which a key rotation rewrites). See [`content_sha256`].
     pub sha256: [u8; 32],
-    /// SHA-256 of the audio: all samples, s16le interleaved (= the data chunk of the
-    /// exported WAV).
-    pub pcm_sha256: [u8; 32],
+    /// SHA-256 of the stored audio. PCM: all samples, s16le interleaved (= the data
+    /// chunk of the exported WAV). Opus: the packet stream, every packet as `u16`
+    /// big-endian length + bytes, in order (see `docs/recording-format.md`).
+    pub audio_sha256: [u8; 32],
+    /// How the audio is stored.
+    pub sample_format: SampleFormat,
     /// Total file size in bytes.
     pub total_bytes: u64,
     /// Audio frames stored.
@@ -393,9 +497,17 @@ pub struct ContainerWriter {
     /// Frame index of `pending[0]`.
     pending_start: u64,
     pending: Vec<i16>,
+    /// Opus recordings: the encoder and the packets not yet sealed.
+    opus: Option<OpusState>,
     hasher: Sha256,
     pcm_hasher: Sha256,
     total_bytes: u64,
+}
+
+struct OpusState {
+    enc: OpusPacketizer,
+    packets: Vec<Vec<u8>>,
+    frame: u64,
 }
 
 impl std::fmt::Debug for ContainerWriter {
@@ -418,18 +530,67 @@ impl ContainerWriter {
         wrapped_key: Vec<u8>,
         nonce_prefix: [u8; NONCE_PREFIX_LEN],
     ) -> Result<(Self, Vec<u8>), ContainerError> {
+        Self::with_format(params, None, data_key, wrapped_key, nonce_prefix)
+    }
+
+    /// Like [`new`](Self::new); with `opus` settings the audio is stored as Opus packets
+    /// (format version 3, sample format 2) encoded in the writer, else as s16le PCM.
+    pub fn with_format(
+        params: HeaderParams,
+        opus: Option<OpusSettings>,
+        data_key: DataKey,
+        wrapped_key: Vec<u8>,
+        nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    ) -> Result<(Self, Vec<u8>), ContainerError> {
+        let mut target = if params.chunk_target_frames == 0 {
+            params.sample_rate
+        } else {
+            params.chunk_target_frames
+        };
+        let (opus_state, opus_params) = match opus {
+            None => (None, None),
+            Some(s) => {
+                let enc = OpusPacketizer::new(params.sample_rate, params.channels, &s)
+                    .map_err(|e| ContainerError::InvalidParams(e.to_string()))?;
+                let frame = enc.frame_size() as u32;
+                // Chunks hold whole packets.
+                target = target.div_ceil(frame).max(1) * frame;
+                let p = OpusParams {
+                    pre_skip: u16::try_from(enc.pre_skip()).map_err(|_| {
+                        ContainerError::InvalidParams("Opus lookahead too large".into())
+                    })?,
+                    frame_size: frame as u16,
+                    bitrate_bps: s.bitrate_bps,
+                    complexity: s.complexity,
+                    vbr: s.vbr,
+                };
+                (
+                    Some(OpusState {
+                        enc,
+                        packets: Vec::new(),
+                        frame: u64::from(frame),
+                    }),
+                    Some(p),
+                )
+            }
+        };
         let header = Header {
-            format_version: FORMAT_VERSION,
-            chunk_target_frames: if params.chunk_target_frames == 0 {
-                params.sample_rate
+            format_version: if opus_params.is_some() {
+                FORMAT_VERSION_OPUS
             } else {
-                params.chunk_target_frames
+                FORMAT_VERSION
             },
+            chunk_target_frames: target,
             recording_id: params.recording_id,
             created_unix_ms: params.created_unix_ms,
             sample_rate: params.sample_rate,
             channels: params.channels,
-            sample_format: SampleFormat::S16Le,
+            sample_format: if opus_params.is_some() {
+                SampleFormat::Opus
+            } else {
+                SampleFormat::S16Le
+            },
+            opus: opus_params,
             nonce_prefix,
             extra_json: params.extra_json,
             key_slots: Vec::new(),
@@ -453,6 +614,7 @@ impl ContainerWriter {
             next_frame: 0,
             pending_start: 0,
             pending: Vec::new(),
+            opus: opus_state,
             hasher: Sha256::new(),
             pcm_hasher: Sha256::new(),
             total_bytes: 0,
@@ -492,7 +654,24 @@ impl ContainerWriter {
     }
 
     fn pending_frames(&self) -> usize {
-        self.pending.len() / self.channels()
+        match &self.opus {
+            Some(o) => o.packets.len() * o.frame as usize,
+            None => self.pending.len() / self.channels(),
+        }
+    }
+
+    /// Opus: feed samples to the encoder; PCM: buffer them.
+    fn take_samples(&mut self, samples: &[i16]) -> Result<(), ContainerError> {
+        match &mut self.opus {
+            Some(o) => o
+                .enc
+                .push(samples, &mut o.packets)
+                .map_err(|e| ContainerError::InvalidParams(format!("Opus encoder: {e}"))),
+            None => {
+                self.pending.extend_from_slice(samples);
+                Ok(())
+            }
+        }
     }
 
     fn account(&mut self, bytes: &[u8]) {
@@ -514,18 +693,27 @@ impl ContainerWriter {
                 got: block.start_frame,
             });
         }
-        if self.pending.is_empty() {
+        if self.opus.is_none() && self.pending.is_empty() {
             self.pending_start = self.next_frame;
         }
         let gap = block.start_frame - self.next_frame;
         if gap > 0 {
             // Fits in usize: bounded by MAX_GAP_SECONDS × sample_rate above.
-            let gap_samples = usize::try_from(gap).unwrap_or(0).saturating_mul(ch);
-            self.pending.resize(self.pending.len() + gap_samples, 0);
+            let mut gap_samples = usize::try_from(gap).unwrap_or(0).saturating_mul(ch);
+            if self.opus.is_some() {
+                // Silence through the encoder, a second at a time.
+                let zeros = vec![0i16; self.header.sample_rate as usize * ch];
+                while gap_samples > 0 {
+                    let n = gap_samples.min(zeros.len());
+                    self.take_samples(zeros.get(..n).unwrap_or_default())?;
+                    gap_samples -= n;
+                }
+            } else {
+                self.pending.resize(self.pending.len() + gap_samples, 0);
+            }
         }
         let frames = block.samples.len() / ch;
-        self.pending
-            .extend_from_slice(block.samples.get(..frames * ch).unwrap_or(&[]));
+        self.take_samples(block.samples.get(..frames * ch).unwrap_or(&[]))?;
         self.next_frame = block.start_frame + frames as u64;
         Ok(())
     }
@@ -555,11 +743,24 @@ impl ContainerWriter {
         (!out.is_empty()).then_some(out)
     }
 
-    /// Seal the remaining audio and the final chunk (last flag set).
+    /// Seal the remaining audio and the final chunk (last flag set). For Opus the
+    /// encoder is flushed first: the final chunk's packets cover the encoder delay, and
+    /// its frame count ends the recording at exactly the pushed length.
     pub fn finish(mut self) -> FinishedContainer {
         let target = self.header.chunk_target_frames as usize;
         let mut bytes = Vec::new();
-        while self.pending_frames() > target && self.counter < u32::MAX - 1 {
+        if let Some(o) = &mut self.opus {
+            if let Err(e) = o.enc.finish(&mut o.packets) {
+                // libopus does not fail on valid 20 ms frames; if it did, the file ends
+                // without the encoder delay flushed (the last ms read as silence).
+                tracing::error!(error = %e, "Opus encoder flush failed");
+            }
+        }
+        // Full non-final chunks, as long as they lie inside the pushed audio.
+        while self.pending_frames() > target
+            && self.pending_start + target as u64 <= self.next_frame
+            && self.counter < u32::MAX - 1
+        {
             bytes.extend_from_slice(&self.seal(target, false));
         }
         let n = self.pending_frames();
@@ -567,15 +768,21 @@ impl ContainerWriter {
         FinishedContainer {
             bytes,
             sha256: self.hasher.finalize().into(),
-            pcm_sha256: self.pcm_hasher.finalize().into(),
+            audio_sha256: self.pcm_hasher.finalize().into(),
+            sample_format: self.header.sample_format,
             total_bytes: self.total_bytes,
             frames: self.next_frame,
             chunks: self.counter,
         }
     }
 
-    /// Seal the first `frames` buffered frames as the next chunk.
+    /// Seal the first `frames` buffered frames as the next chunk (Opus: the packets
+    /// holding them; the final chunk takes every packet left and ends at the pushed
+    /// length).
     fn seal(&mut self, frames: usize, last: bool) -> Vec<u8> {
+        if self.opus.is_some() {
+            return self.seal_opus(frames, last);
+        }
         let ch = self.channels();
         let n_samples = (frames * ch).min(self.pending.len());
         let frames = n_samples / ch;
@@ -586,6 +793,40 @@ impl ContainerWriter {
         for s in self.pending.drain(..n_samples) {
             out.extend_from_slice(&s.to_le_bytes());
         }
+        self.seal_plaintext(out, frames as u64, last)
+    }
+
+    fn seal_opus(&mut self, frames: usize, last: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let start = self.pending_start;
+        let mut covered = 0u64;
+        if let Some(o) = &mut self.opus {
+            let n = if last {
+                o.packets.len()
+            } else {
+                (frames as u64 / o.frame) as usize
+            }
+            .min(o.packets.len());
+            covered = n as u64 * o.frame;
+            let frames_field = if last {
+                self.next_frame.saturating_sub(start).min(covered)
+            } else {
+                covered
+            };
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(&start.to_be_bytes());
+            out.extend_from_slice(&(frames_field as u32).to_be_bytes());
+            let packets: Vec<Vec<u8>> = o.packets.drain(..n).collect();
+            opus::frame_packets(&packets, &mut out);
+        }
+        let sealed = self.seal_plaintext(out, 0, last);
+        self.pending_start = start + covered;
+        sealed
+    }
+
+    /// Encrypt a chunk plaintext (after its 4-byte length placeholder) and account for
+    /// it; `frames` advances `pending_start` (PCM).
+    fn seal_plaintext(&mut self, mut out: Vec<u8>, frames: u64, last: bool) -> Vec<u8> {
         self.pcm_hasher
             .update(out.get(4 + CHUNK_PLAIN_HEADER_LEN..).unwrap_or_default());
         let nonce = nonce_for(&self.header.nonce_prefix, self.counter, last);
@@ -598,7 +839,7 @@ impl ContainerWriter {
         let ct_len = (out.len() - 4) as u32;
         out[..4].copy_from_slice(&ct_len.to_be_bytes());
         self.counter += 1;
-        self.pending_start += frames as u64;
+        self.pending_start += frames;
         self.account(&out);
         out
     }
@@ -615,8 +856,11 @@ pub struct Chunk {
     pub frames: u32,
     /// Whether this is the final chunk.
     pub last: bool,
-    /// Interleaved samples.
+    /// Interleaved samples (PCM recordings; empty for Opus).
     pub samples: Vec<i16>,
+    /// Opus packets (Opus recordings; empty for PCM). Decode them in order with
+    /// [`PcmStream`] or [`OpusStreamDecoder`].
+    pub packets: Vec<Vec<u8>>,
 }
 
 /// Read until `buf` is full or EOF; returns bytes read.
@@ -682,7 +926,7 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
         return Err(ContainerError::HeaderTruncated);
     }
     let version = u16::from_be_bytes([fixed[6], fixed[7]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_OPUS {
         return Err(ContainerError::UnsupportedVersion(version));
     }
     let body_len = u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
@@ -703,6 +947,7 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
     let channels = c.u16()?;
     let sample_format = match c.arr::<1>()? {
         [1] => SampleFormat::S16Le,
+        [2] if version >= FORMAT_VERSION_OPUS => SampleFormat::Opus,
         [other] => {
             return Err(ContainerError::HeaderMalformed(format!(
                 "unknown sample format {other}"
@@ -720,6 +965,21 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
     let nonce_prefix = c.arr::<NONCE_PREFIX_LEN>()?;
     let n = c.u32()? as usize;
     let extra_json = c.string(n, "extra_json")?;
+    let opus = if version >= FORMAT_VERSION_OPUS {
+        let n = usize::from(c.u16()?);
+        let params = c.take(n)?;
+        match sample_format {
+            SampleFormat::Opus => Some(OpusParams::decode(params)?),
+            SampleFormat::S16Le if params.is_empty() => None,
+            SampleFormat::S16Le => {
+                return Err(ContainerError::HeaderMalformed(
+                    "codec parameters for PCM audio".into(),
+                ))
+            }
+        }
+    } else {
+        None
+    };
     if !c.b.is_empty() {
         return Err(ContainerError::HeaderMalformed(
             "trailing bytes in header".into(),
@@ -732,6 +992,7 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
         sample_rate,
         channels,
         sample_format,
+        opus,
         chunk_target_frames,
         nonce_prefix,
         extra_json,
@@ -816,6 +1077,11 @@ pub struct ContainerReader<R: Read> {
     cipher: Aes256Gcm,
     counter: u32,
     next_frame: u64,
+    /// Opus packets read so far.
+    packets: u64,
+    /// SHA-256 over the audio bytes of every verified chunk (what the writer's
+    /// `audio_sha256` covers).
+    audio_hasher: Sha256,
     done: bool,
 }
 
@@ -831,6 +1097,8 @@ impl<R: Read> ContainerReader<R> {
             header_hash,
             counter: 0,
             next_frame: 0,
+            packets: 0,
+            audio_hasher: Sha256::new(),
             done: false,
         })
     }
@@ -853,6 +1121,42 @@ impl<R: Read> ContainerReader<R> {
     /// Frames in the chunks verified so far.
     pub fn frames(&self) -> u64 {
         self.next_frame
+    }
+
+    /// What an error of [`next_chunk`](Self::next_chunk) means for a reader that accepts
+    /// an interrupted recording's verified prefix (`allow_interrupted`): a missing final
+    /// chunk or a torn tail end the prefix (`Ok(Interrupted)`); anything else stays an
+    /// error.
+    pub fn end_of_prefix(
+        &self,
+        e: ContainerError,
+        allow_interrupted: bool,
+    ) -> Result<ScanState, ContainerError> {
+        match e {
+            ContainerError::MissingFinalChunk {
+                valid_chunks,
+                frames,
+            } if allow_interrupted => Ok(ScanState::Interrupted {
+                valid_chunks,
+                frames,
+                torn_tail: false,
+            }),
+            ContainerError::ChunkTruncated { .. } if allow_interrupted => {
+                Ok(ScanState::Interrupted {
+                    valid_chunks: self.valid_chunks(),
+                    frames: self.frames(),
+                    torn_tail: true,
+                })
+            }
+            e => Err(e),
+        }
+    }
+
+    /// SHA-256 of the stored audio of the chunks verified so far (PCM bytes, or the
+    /// length-prefixed Opus packet stream): equals [`FinishedContainer::audio_sha256`]
+    /// once the final chunk is read.
+    pub fn audio_sha256(&self) -> [u8; 32] {
+        self.audio_hasher.clone().finalize().into()
     }
 
     /// The next verified chunk; `Ok(None)` after the final chunk (once the absence of
@@ -908,11 +1212,39 @@ impl<R: Read> ContainerReader<R> {
         let start_frame = c.u64()?;
         let frames = c.u32()?;
         let ch = usize::from(self.header.channels);
-        if frames > self.header.chunk_target_frames || audio.len() != frames as usize * ch * 2 {
-            return Err(ContainerError::ChunkMalformed {
-                chunk,
-                reason: format!("{frames} frames but {} audio bytes", audio.len()),
-            });
+        let malformed = |reason: String| ContainerError::ChunkMalformed { chunk, reason };
+        let mut packets = Vec::new();
+        match &self.header.opus {
+            None => {
+                if frames > self.header.chunk_target_frames
+                    || audio.len() != frames as usize * ch * 2
+                {
+                    return Err(malformed(format!(
+                        "{frames} frames but {} audio bytes",
+                        audio.len()
+                    )));
+                }
+            }
+            Some(o) => {
+                let list = opus::parse_packets(audio).map_err(|e| malformed(e.to_string()))?;
+                let covered = list.len() as u64 * u64::from(o.frame_size);
+                let ok = if last {
+                    u64::from(frames) <= covered
+                        && list.len() as u64 <= o.max_packets(self.header.chunk_target_frames)
+                        && (self.packets + list.len() as u64) * u64::from(o.frame_size)
+                            >= self.next_frame + u64::from(frames) + u64::from(o.pre_skip)
+                } else {
+                    u64::from(frames) == covered
+                };
+                if !ok || frames > self.header.chunk_target_frames {
+                    return Err(malformed(format!(
+                        "{frames} frames in {} Opus packets{}",
+                        list.len(),
+                        if last { " (final chunk)" } else { "" }
+                    )));
+                }
+                packets = list.into_iter().map(<[u8]>::to_vec).collect();
+            }
         }
         if start_frame != self.next_frame {
             return Err(ContainerError::Discontinuity {
@@ -921,12 +1253,18 @@ impl<R: Read> ContainerReader<R> {
                 got: start_frame,
             });
         }
-        let samples: Vec<i16> = audio
-            .chunks_exact(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]]))
-            .collect();
+        let samples: Vec<i16> = if self.header.opus.is_some() {
+            Vec::new()
+        } else {
+            audio
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect()
+        };
         self.counter += 1;
         self.next_frame += u64::from(frames);
+        self.packets += packets.len() as u64;
+        self.audio_hasher.update(audio);
         if last {
             let mut probe = [0u8; 1];
             if read_full(&mut self.r, &mut probe)? != 0 {
@@ -940,6 +1278,7 @@ impl<R: Read> ContainerReader<R> {
             frames,
             last,
             samples,
+            packets,
         }))
     }
 }
@@ -1027,18 +1366,120 @@ pub fn scan<R: Read>(r: R, vault: &dyn KeyWrap) -> Result<ScanReport, ContainerE
     })
 }
 
+/// Streams the decoded audio (interleaved s16 at the recording rate) of a container:
+/// PCM chunks as stored, Opus chunks decoded with the encoder delay removed and the end
+/// trimmed, so the audio is exactly as long as the frames the chunks account for.
+/// Memory use is one chunk.
+pub struct PcmStream<R: Read> {
+    rd: ContainerReader<R>,
+    dec: Option<OpusStreamDecoder>,
+    allow_interrupted: bool,
+    state: Option<ScanState>,
+}
+
+impl<R: Read> PcmStream<R> {
+    /// Open a container. With `allow_interrupted` a missing final chunk or a torn tail
+    /// ends the stream (the verified prefix, see [`read_valid_prefix`]) instead of
+    /// failing.
+    pub fn open(
+        r: R,
+        vault: &dyn KeyWrap,
+        allow_interrupted: bool,
+    ) -> Result<Self, ContainerError> {
+        let rd = ContainerReader::open(r, vault)?;
+        let dec = match &rd.header().opus {
+            Some(o) => Some(
+                OpusStreamDecoder::new(
+                    rd.header().sample_rate,
+                    rd.header().channels,
+                    u32::from(o.pre_skip),
+                    0,
+                )
+                .map_err(|e| ContainerError::HeaderMalformed(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(PcmStream {
+            rd,
+            dec,
+            allow_interrupted,
+            state: None,
+        })
+    }
+
+    /// The container header.
+    pub fn header(&self) -> &Header {
+        self.rd.header()
+    }
+
+    /// The underlying reader (frames, chunk count, audio hash so far).
+    pub fn reader(&self) -> &ContainerReader<R> {
+        &self.rd
+    }
+
+    /// The underlying reader, to read chunks directly (Opus packets without decoding).
+    /// Mixing this with [`next_into`](Self::next_into) skips audio.
+    pub fn reader_mut(&mut self) -> &mut ContainerReader<R> {
+        &mut self.rd
+    }
+
+    /// How the stream ended (`None` until it has).
+    pub fn state(&self) -> Option<&ScanState> {
+        self.state.as_ref()
+    }
+
+    /// Append the next piece of audio to `out`; `Ok(false)` once the stream has ended
+    /// (then [`state`](Self::state) says how).
+    pub fn next_into(&mut self, out: &mut Vec<i16>) -> Result<bool, ContainerError> {
+        if self.state.is_some() {
+            return Ok(false);
+        }
+        let ended = match self.rd.next_chunk() {
+            Ok(Some(c)) => {
+                match &mut self.dec {
+                    None => out.extend_from_slice(&c.samples),
+                    Some(d) => {
+                        d.set_limit(self.rd.frames());
+                        for p in &c.packets {
+                            d.decode(p, out)
+                                .map_err(|e| ContainerError::ChunkMalformed {
+                                    chunk: c.index,
+                                    reason: format!("Opus packet does not decode: {e}"),
+                                })?;
+                        }
+                        if c.last {
+                            d.finish(out);
+                        }
+                    }
+                }
+                if !c.last {
+                    return Ok(true);
+                }
+                ScanState::Complete
+            }
+            Ok(None) => ScanState::Complete,
+            Err(e) => self.rd.end_of_prefix(e, self.allow_interrupted)?,
+        };
+        if let Some(d) = &mut self.dec {
+            // Interrupted: the last `pre_skip` frames never left the encoder.
+            d.finish(out);
+        }
+        self.state = Some(ended);
+        Ok(true)
+    }
+}
+
 /// Read and verify a complete recording. Refuses (with the error naming the chunk)
 /// anything that is not a complete, intact container rather than return wrong audio.
+/// Opus recordings are decoded.
 pub fn read_all_audio<R: Read>(
     r: R,
     vault: &dyn KeyWrap,
 ) -> Result<(Header, Vec<i16>), ContainerError> {
-    let mut rd = ContainerReader::open(r, vault)?;
+    let mut st = PcmStream::open(r, vault, false)?;
     let mut samples = Vec::new();
-    while let Some(c) = rd.next_chunk()? {
-        samples.extend_from_slice(&c.samples);
-    }
-    Ok((rd.header.clone(), samples))
+    while st.next_into(&mut samples)? {}
+    Ok((st.header().clone(), samples))
 }
 
 /// Read the verified prefix of a possibly interrupted recording (recovery after a
@@ -1048,37 +1489,11 @@ pub fn read_valid_prefix<R: Read>(
     r: R,
     vault: &dyn KeyWrap,
 ) -> Result<(Header, Vec<i16>, ScanState), ContainerError> {
-    let mut rd = ContainerReader::open(r, vault)?;
+    let mut st = PcmStream::open(r, vault, true)?;
     let mut samples = Vec::new();
-    loop {
-        match rd.next_chunk() {
-            Ok(Some(c)) => samples.extend_from_slice(&c.samples),
-            Ok(None) => return Ok((rd.header.clone(), samples, ScanState::Complete)),
-            Err(ContainerError::MissingFinalChunk {
-                valid_chunks,
-                frames,
-            }) => {
-                return Ok((
-                    rd.header.clone(),
-                    samples,
-                    ScanState::Interrupted {
-                        valid_chunks,
-                        frames,
-                        torn_tail: false,
-                    },
-                ))
-            }
-            Err(ContainerError::ChunkTruncated { .. }) => {
-                let st = ScanState::Interrupted {
-                    valid_chunks: rd.valid_chunks(),
-                    frames: rd.frames(),
-                    torn_tail: true,
-                };
-                return Ok((rd.header.clone(), samples, st));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    while st.next_into(&mut samples)? {}
+    let state = st.state().cloned().unwrap_or(ScanState::Complete);
+    Ok((st.header().clone(), samples, state))
 }
 
 #[cfg(test)]
@@ -1182,7 +1597,7 @@ mod tests {
         );
         assert_eq!(r.fin.frames, 185 * 160);
         let pcm: Vec<u8> = r.audio.iter().flat_map(|s| s.to_le_bytes()).collect();
-        assert_eq!(r.fin.pcm_sha256, <[u8; 32]>::from(Sha256::digest(&pcm)));
+        assert_eq!(r.fin.audio_sha256, <[u8; 32]>::from(Sha256::digest(&pcm)));
         // Chunk 0, 1 full chunk, flushed remainder of 1.52 s, 2 full chunks, final.
         assert_eq!(r.chunk_offsets.len() as u32, r.fin.chunks);
         assert_eq!(r.fin.chunks, 6);
@@ -1525,5 +1940,156 @@ mod tests {
             }
             let _ = scan(&f[..], &v);
         }
+    }
+
+    fn record_opus(
+        v: &KeyFileVault,
+        rate: u32,
+        frames: usize,
+        cut_before_finish: bool,
+    ) -> (Vec<u8>, Vec<i16>, Option<FinishedContainer>) {
+        let dk = DataKey::from_bytes([9; 32]);
+        let mut p = params(v, "opus-rec");
+        p.sample_rate = rate;
+        p.chunk_target_frames = rate / 2;
+        let (mut w, mut file) = ContainerWriter::with_format(
+            p,
+            Some(OpusSettings::default()),
+            dk.clone(),
+            v.wrap(&dk).unwrap(),
+            [3; 7],
+        )
+        .unwrap();
+        let audio = crate::recording::opus::tests::two_voices(rate, frames);
+        let mut frame = 0u64;
+        // Timeline blocks of 20 ms with one 70 ms gap (silence) in the middle.
+        let step = (rate / 50) as usize;
+        let mut k = 0;
+        while (frame as usize) < frames {
+            let n = step.min(frames - frame as usize);
+            let samples = audio[frame as usize * 2..(frame as usize + n) * 2].to_vec();
+            if k == 40 {
+                // A gap: the writer fills it with silence.
+                frame += n as u64;
+                k += 1;
+                continue;
+            }
+            w.push_block(&AudioBlock {
+                start_frame: frame,
+                samples,
+            })
+            .unwrap();
+            frame += n as u64;
+            k += 1;
+            while let Some(c) = w.poll_chunk() {
+                file.extend_from_slice(&c);
+            }
+            if k % 13 == 0 {
+                if let Some(c) = w.flush() {
+                    file.extend_from_slice(&c);
+                }
+            }
+        }
+        let mut expected = audio.clone();
+        for x in &mut expected[40 * step * 2..41 * step * 2] {
+            *x = 0;
+        }
+        if cut_before_finish {
+            return (file, expected, None);
+        }
+        let fin = w.finish();
+        file.extend_from_slice(&fin.bytes);
+        (file, expected, Some(fin))
+    }
+
+    #[test]
+    fn opus_round_trip_exact_length_and_hashes() {
+        let v = vault();
+        for rate in [8000, 16000] {
+            let frames = rate as usize * 4 + 37;
+            let (file, expected, fin) = record_opus(&v, rate, frames, false);
+            let fin = fin.unwrap();
+            let (h, audio) = read_all_audio(&file[..], &v).unwrap();
+            assert_eq!(h.format_version, FORMAT_VERSION_OPUS);
+            assert_eq!(h.sample_format, SampleFormat::Opus);
+            let o = h.opus.unwrap();
+            assert_eq!(usize::from(o.frame_size), (rate / 50) as usize);
+            assert!(o.pre_skip > 0);
+            assert_eq!(audio.len(), expected.len(), "exact length at {rate} Hz");
+            for ch in 0..2 {
+                let c = crate::recording::opus::tests::corr(&expected, ch, &audio, ch, 0);
+                assert!(c > 0.6, "rate {rate} ch {ch}: {c}");
+            }
+            assert_eq!(fin.frames, frames as u64);
+            let rep = scan(&file[..], &v).unwrap();
+            assert_eq!(rep.state, ScanState::Complete);
+            assert_eq!(rep.frames, frames as u64);
+            assert_eq!(content_sha256(&file[..]).unwrap().0, fin.sha256);
+            // The reader's audio hash is the writer's (the length-prefixed packets).
+            let mut rd = ContainerReader::open(&file[..], &v).unwrap();
+            let mut stream = Vec::new();
+            while let Some(c) = rd.next_chunk().unwrap() {
+                crate::recording::opus::frame_packets(&c.packets, &mut stream);
+                assert!(c.samples.is_empty());
+            }
+            assert_eq!(rd.audio_sha256(), fin.audio_sha256);
+            assert_eq!(<[u8; 32]>::from(Sha256::digest(&stream)), fin.audio_sha256);
+            // Compact: under 5 kB per second of call at the default 32 kbit/s.
+            assert!((file.len() as f64) < 5000.0 * frames as f64 / f64::from(rate) + 4000.0);
+        }
+    }
+
+    #[test]
+    fn opus_interrupted_prefix_reads_and_tamper_detected() {
+        let v = vault();
+        let (file, expected, _) = record_opus(&v, 8000, 8000 * 3, true);
+        let rep = scan(&file[..], &v).unwrap();
+        let ScanState::Interrupted { frames, .. } = rep.state else {
+            panic!("{rep:?}")
+        };
+        assert!(frames >= 8000 * 2, "flushed frames {frames}");
+        let (_, audio, st) = read_valid_prefix(&file[..], &v).unwrap();
+        assert!(matches!(st, ScanState::Interrupted { .. }));
+        assert_eq!(audio.len() as u64, frames * 2);
+        let c = crate::recording::opus::tests::corr(&expected[..audio.len()], 0, &audio, 0, 0);
+        assert!(c > 0.6, "{c}");
+        // A torn chunk at the end is still a readable prefix.
+        let (_, audio2, st) = read_valid_prefix(&file[..file.len() - 7], &v).unwrap();
+        assert!(matches!(
+            st,
+            ScanState::Interrupted {
+                torn_tail: true,
+                ..
+            }
+        ));
+        assert!(audio2.len() <= audio.len());
+        // Flipping a byte anywhere in the chunks is detected.
+        let h = read_header(&mut &file[..]).unwrap().0;
+        let c0 = h.chunks_offset().unwrap() as usize;
+        for pos in [c0 + 10, c0 + 200, file.len() / 2, file.len() - 3] {
+            let mut f = file.clone();
+            f[pos] ^= 0x20;
+            assert!(
+                matches!(scan(&f[..], &v).unwrap().state, ScanState::Damaged { .. }),
+                "{pos}"
+            );
+        }
+    }
+
+    #[test]
+    fn version_2_pcm_files_unchanged() {
+        // PCM recordings are still written as version 2, byte-compatible with the
+        // readers of before Opus; version 3 headers parse the codec parameters.
+        let v = vault();
+        let r = record(&v, "rec-a", 3);
+        assert_eq!(u16::from_be_bytes([r.file[6], r.file[7]]), FORMAT_VERSION);
+        let (h, _) = read_header(&mut &r.file[..]).unwrap();
+        assert_eq!((h.sample_format, h.opus), (SampleFormat::S16Le, None));
+        let mut f = r.file.clone();
+        f[7] = 4;
+        assert!(matches!(
+            scan(&f[..], &v),
+            Err(ContainerError::UnsupportedVersion(4))
+        ));
     }
 }
