@@ -31,6 +31,27 @@ const RTP_PORTS: std::ops::RangeInclusive<u16> = 40100..=40107;
 /// Boot to the console prompt (the issue measured 17-40 s; TCG on a loaded CI box is slower).
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 
+/// The gpio-sim chip the image creates (board/qemu_aarch64_virt/pins.toml: one bank, lines
+/// led-rec, led-sync, led-fault, led-hold, btn-hold at offsets 0-4).
+const SIM: &str = "/sys/devices/platform/gpio-sim.*/gpiochip*";
+const BUTTON: u32 = 4;
+
+/// The sysfs value of an LED's simulated line (1 = lit; the LEDs are active high).
+fn led_path(name: &str) -> String {
+    let off = match name {
+        "rec" => 0,
+        "sync" => 1,
+        "fault" => 2,
+        "hold" => 3,
+        _ => unreachable!("no LED {name}"),
+    };
+    format!("{SIM}/sim_gpio{off}/value")
+}
+
+fn led(name: &str) -> String {
+    format!("cat {}", led_path(name))
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -357,6 +378,30 @@ fn wait_service(g: &mut Guest) {
     );
 }
 
+/// The button's hold exists and covers the recording; the audit chain verifies; the service
+/// never restarted (`when`: for the messages).
+fn check_hold_and_service(g: &mut Guest, id: &str, when: &str) {
+    let holds = g.json("branchrec hold list --json");
+    assert!(
+        holds
+            .as_array()
+            .is_some_and(|a| a.iter().any(|h| h["operator"] == "button")),
+        "{when}: no hold by the button: {holds}"
+    );
+    let held = g.json("branchrec recordings list --held --json");
+    assert!(
+        held.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["id"] == id)),
+        "{when}: the recording is not held: {held}"
+    );
+    g.ok("branchrec audit verify", Duration::from_secs(60));
+    let n = g.ok(
+        "systemctl show -p NRestarts --value branchrec",
+        Duration::from_secs(10),
+    );
+    assert_eq!(n.trim(), "0", "{when}: the service restarted");
+}
+
 #[test]
 fn firmware_image_boots_records_holds_and_survives_reboot() {
     let _g = common::serial();
@@ -420,26 +465,37 @@ fn firmware_image_boots_records_holds_and_survives_reboot() {
         mounts.contains("ext4"),
         "data partition not mounted: {mounts}"
     );
+    assert_eq!(
+        g.ok(&led("rec"), Duration::from_secs(10)).trim(),
+        "0",
+        "REC lit before any call"
+    );
 
-    // ---- a SIPREC call from the host, with RTP
+    // ---- a SIPREC call from the host, with RTP (4 s and 3 s of PCMU)
     let a = test_audio(71, 4 * RATE, Codec::Pcmu);
     let b = test_audio(72, 3 * RATE, Codec::Pcmu);
     write_raw(&dir.join("a.raw"), &a);
     write_raw(&dir.join("b.raw"), &b);
     let loadgen = private_copy(env!("CARGO_BIN_EXE_branchrec-loadgen"), dir, "rtp");
-    let keys = [
-        ("loadgen", loadgen.display().to_string()),
-        ("audio_a", dir.join("a.raw").display().to_string()),
-        ("audio_b", dir.join("b.raw").display().to_string()),
-        ("media_ms", "5000".to_string()),
-    ];
-    let run = run_sipp(
-        "oracle_acme_basic.xml",
-        sip_port,
-        &keys,
-        dir,
-        Duration::from_secs(90),
-    );
+    let sipp_dir = dir.to_path_buf();
+    let sipp = std::thread::spawn(move || {
+        let keys = [
+            ("loadgen", loadgen.display().to_string()),
+            ("audio_a", sipp_dir.join("a.raw").display().to_string()),
+            ("audio_b", sipp_dir.join("b.raw").display().to_string()),
+            ("media_ms", "6000".to_string()),
+        ];
+        run_sipp(
+            "oracle_acme_basic.xml",
+            sip_port,
+            &keys,
+            &sipp_dir,
+            Duration::from_secs(90),
+        )
+    });
+    // REC lights while the call is being recorded (read back from the simulated line).
+    g.wait_output(&led("rec"), "1", Duration::from_secs(60));
+    let run = sipp.join().expect("sipp thread");
     assert_eq!(
         run.code,
         Some(0),
@@ -447,6 +503,7 @@ fn firmware_image_boots_records_holds_and_survives_reboot() {
         run.diagnostics,
         g.tail()
     );
+    g.wait_output(&led("rec"), "0", Duration::from_secs(30));
 
     let t = Instant::now();
     let rec = loop {
@@ -470,11 +527,52 @@ fn firmware_image_boots_records_holds_and_survives_reboot() {
         assert_eq!(s["lost"], 0, "channel {ch}: {s}");
     }
 
-    let n = g.ok(
-        "systemctl show -p NRestarts --value branchrec",
-        Duration::from_secs(10),
+    // ---- the legal-hold button: pulled low (pressed) for 3 s > long_press_ms (2 s)
+    g.ok(
+        &format!("P=$(echo {SIM}/sim_gpio{BUTTON}/pull); echo pull-down > $P; sleep 3; echo pull-up > $P"),
+        Duration::from_secs(60),
     );
-    assert_eq!(n.trim(), "0", "the service restarted");
+    // HOLD flashes (4 Hz) while the hold is stored, then is steady for hold_led_s (60 s).
+    g.wait_output(&led("hold"), "1", Duration::from_secs(20));
+    let samples = g.ok(
+        &format!(
+            "for i in 1 2 3 4 5 6 7 8; do cat {}; sleep 0.25; done",
+            led_path("hold")
+        ),
+        Duration::from_secs(30),
+    );
+    assert!(
+        samples.split_whitespace().all(|v| v == "1"),
+        "HOLD is not steady once the hold is durable: {samples:?}"
+    );
+    assert_eq!(
+        g.ok(&led("fault"), Duration::from_secs(10)).trim(),
+        "0",
+        "FAULT lit with a good TPM"
+    );
+    assert_eq!(
+        g.ok(&led("rec"), Duration::from_secs(10)).trim(),
+        "0",
+        "REC lit with no call"
+    );
+    let holds = g.json("branchrec hold list --json");
+    let button: Vec<&Value> = holds
+        .as_array()
+        .map(|a| a.iter().filter(|h| h["operator"] == "button").collect())
+        .unwrap_or_default();
+    assert_eq!(button.len(), 1, "one hold by the button: {holds}");
+    assert_eq!(
+        button[0]["recordings"], 1,
+        "the button's hold covers the call: {holds}"
+    );
+    let audit = g.json("branchrec audit show --json");
+    assert!(
+        audit.as_array().is_some_and(|a| a
+            .iter()
+            .any(|e| e["action"] == "hold.add" && e.to_string().contains("button"))),
+        "no hold.add audit entry by the button: {audit}"
+    );
+    check_hold_and_service(&mut g, &id, "after the button");
 
     // ---- clean shutdown, boot again with the same disk and TPM state
     g.poweroff();
@@ -497,11 +595,7 @@ fn firmware_image_boots_records_holds_and_survives_reboot() {
         &format!("branchrec recordings export {id} --out /tmp/r.wav && test -s /tmp/r.wav"),
         Duration::from_secs(60),
     );
-    let n = g.ok(
-        "systemctl show -p NRestarts --value branchrec",
-        Duration::from_secs(10),
-    );
-    assert_eq!(n.trim(), "0", "the service restarted after reboot");
+    check_hold_and_service(&mut g, &id, "after the reboot");
     g.poweroff();
     eprintln!("total: {:.1} s", t_all.elapsed().as_secs_f64());
 }
