@@ -16,7 +16,7 @@
 #     cross compiler) - via scripts/build-aarch64 deps;
 #  2. the cached part, keyed by a hash of its inputs (this script, image/kmod/, the kernel
 #     package version) in $IMAGE_CACHE (default ~/.cache/branchrec-image):
-#       - rootfs.tar: mmdebstrap --arch=arm64 of Debian 12 with the kernel, systemd, udev and
+#       - rootfs/: mmdebstrap --arch=arm64 of Debian 12 with the kernel, systemd, udev and
 #         the libraries branchrec links; the initramfs is built with MODULES=list (virtio,
 #         ext4 only), which keeps the emulated second stage to a few minutes;
 #       - tpm_tis.ko and gpio-sim.ko, which Debian's arm64 kernel lacks, built out of tree
@@ -136,8 +136,7 @@ build_rootfs() {
     --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id; touch "$1/etc/machine-id"' \
     --customize-hook='chroot "$1" dpkg-query -W > "$1/.packages"' \
     --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
-    "$SUITE" "$1/rootfs.tar.part" "${MIRRORS[@]}" >&2
-  mv "$1/rootfs.tar.part" "$1/rootfs.tar"
+    "$SUITE" "$1/rootfs" "${MIRRORS[@]}" >&2
 }
 
 # Cache key: everything the cached part is made from (not the assembly below).
@@ -178,7 +177,7 @@ W="$OUT/work"
 R="$W/rootfs"
 rm -rf "$W" && mkdir -p "$R"
 log "assembling the root filesystem"
-tar -xf "$C/rootfs.tar" -C "$R"
+cp -a "$C/rootfs/." "$R/"
 cp -L "$R/boot/vmlinuz-$KREL" "$OUT/vmlinuz"
 cp -L "$R/boot/initrd.img-$KREL" "$OUT/initrd.img" || die "no initramfs for $KREL in the rootfs"
 

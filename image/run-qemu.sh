@@ -30,6 +30,6 @@ for p in $(seq 40100 40107); do fwd="$fwd,hostfwd=udp:127.0.0.1:$p-:$p"; done
 qemu-system-aarch64 -M virt -cpu max -smp 2 -m 1024 -nographic \
   -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" -append "$(cat "$IMG/cmdline")" \
   -drive file="$RUN/disk.img",if=none,format=raw,id=disk0 -device virtio-blk-pci,drive=disk0 \
-  -netdev "user,id=net0,$fwd" -device virtio-net-pci,netdev=net0 \
+  -netdev "user,id=net0,$fwd" -device virtio-net-pci,netdev=net0,romfile= \
   -chardev socket,id=chrtpm,path="$RUN/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm \
   -device tpm-tis-device,tpmdev=tpm0

@@ -184,7 +184,7 @@ impl Guest {
             ))
             .args(["-device", "virtio-blk-pci,drive=disk0"])
             .args(["-netdev", &format!("user,id=net0,{fwd}")])
-            .args(["-device", "virtio-net-pci,netdev=net0"])
+            .args(["-device", "virtio-net-pci,netdev=net0,romfile="])
             .arg("-chardev")
             .arg(format!("socket,id=chrtpm,path={}", tpm.sock.display()))
             .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
@@ -238,7 +238,7 @@ impl Guest {
         );
         // Quiet kernel console, no echo: command output is all that comes back.
         g.write(
-            "stty -echo; dmesg -n 1; export BRANCHREC_CONFIG=/etc/branchrec/config.toml PS1='# '\n",
+            "stty -echo; dmesg -n 1; export BRANCHREC_CONFIG=/etc/branchrec/config.toml PS1='# ' TERM=dumb SYSTEMD_COLORS=0 SYSTEMD_PAGER= PAGER=cat\n",
         );
         g.sh("true", Duration::from_secs(30));
         g
