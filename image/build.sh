@@ -127,6 +127,8 @@ build_rootfs() {
   log "rootfs: mmdebstrap --arch=arm64 $SUITE ($KPKG $KVER)"
   # MODULES=list: the initramfs holds only what mounts the root disk (the default, most,
   # makes update-initramfs under emulation take a quarter of an hour).
+  # The hooks are expanded by mmdebstrap ("$1" = the chroot), not here.
+  # shellcheck disable=SC2016
   mmdebstrap --arch=arm64 --variant=minbase --mode=root \
     --aptopt='APT::Install-Recommends "false"' \
     --include="$(IFS=,; echo "${PKGS[*]}")" \
@@ -192,8 +194,9 @@ install -D -m 0644 "$DIST/sysusers.d/branchrec.conf" "$R/usr/lib/sysusers.d/bran
 install -D -m 0644 "$DIST/tmpfiles.d/branchrec.conf" "$R/usr/lib/tmpfiles.d/branchrec.conf"
 install -D -m 0644 "$DIST/udev/60-branchrec.rules" "$R/usr/lib/udev/rules.d/60-branchrec.rules"
 install -D -m 0644 "$DIST/etc/branchrec/config.toml" "$R/etc/branchrec/config.toml"
-[ -f "$DIST/etc/branchrec/config.d/README" ] &&
+if [ -f "$DIST/etc/branchrec/config.d/README" ]; then
   install -D -m 0644 "$DIST/etc/branchrec/config.d/README" "$R/etc/branchrec/config.d/README"
+fi
 install -D -m 0644 "$ROOT/etc/branchrec.toml" "$R/usr/share/doc/branchrec/branchrec.toml"
 install -D -m 0644 "$ROOT/README.md" "$R/usr/share/doc/branchrec/README.md"
 install -D -m 0644 "$PINS" "$R/etc/branchrec/pins.toml"
@@ -208,7 +211,7 @@ chown -R root:root "$R/etc/branchrec" "$R/usr/lib/branchrec" "$R/etc/systemd"
 chip="$(awk -F'"' '/^chip *=/{print $2; exit}' "$PINS")"
 names="$(awk -F'"' '/^name *=/{printf "%s ", $2}' "$PINS")"
 pullup="$(awk -F'"' '/^\[\[pin\]\]/{n++} /^bias *= *"pull-up"/{printf "%d ", n-1}' "$PINS")"
-[ -n "$chip" ] && [ -n "$names" ] || die "$PINS: no chip/name entries"
+if [ -z "$chip" ] || [ -z "$names" ]; then die "$PINS: no chip/name entries"; fi
 printf 'GPIO_SIM_LABEL=%s\nGPIO_SIM_LINES="%s"\nGPIO_SIM_PULLUP="%s"\n' "$chip" "${names% }" "${pullup% }" \
   >"$R/etc/branchrec/gpio-sim.env"
 
