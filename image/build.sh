@@ -188,7 +188,10 @@ install -D -m 0644 -t "$R/lib/modules/$KREL/updates" "$C"/modules/*.ko
 depmod -b "$R" "$KREL"
 
 # branchrec and its service files.
-install -D -m 0755 "$BIN" "$R/usr/bin/branchrec"
+# Stripped: the image carries no debug info (the build tree keeps it).
+install -d "$R/usr/bin"
+aarch64-linux-gnu-strip -o "$R/usr/bin/branchrec" "$BIN"
+chmod 0755 "$R/usr/bin/branchrec"
 install -D -m 0644 "$DIST/systemd/branchrec.service" "$R/usr/lib/systemd/system/branchrec.service"
 install -D -m 0644 "$DIST/sysusers.d/branchrec.conf" "$R/usr/lib/sysusers.d/branchrec.conf"
 install -D -m 0644 "$DIST/tmpfiles.d/branchrec.conf" "$R/usr/lib/tmpfiles.d/branchrec.conf"
