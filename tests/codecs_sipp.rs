@@ -13,7 +13,6 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 fn loadgen(dir: &Path) -> String {
     private_copy(env!("CARGO_BIN_EXE_branchrec-loadgen"), dir, "rtp")
@@ -204,21 +203,7 @@ struct Call {
 fn codec_call(dir: &Path, d: &Daemon, keys: &[(&str, String)], rate: u32) -> Call {
     let mut all = vec![("loadgen", loadgen(dir))];
     all.extend(keys.iter().cloned());
-    let run = run_sipp(
-        "codec_call.xml",
-        d.sip_port,
-        &all,
-        dir,
-        Duration::from_secs(40),
-    );
-    assert_eq!(
-        run.code,
-        Some(0),
-        "SIPp failed\n{}\n--- daemon\n{}",
-        run.diagnostics,
-        d.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let run = run_call_ok("codec_call.xml", &d, &all, dir);
     let rec = the_recording(d);
     assert_eq!(rec["state"], "complete", "{rec}");
     let id = id_of(&rec);
@@ -422,21 +407,7 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
         ("audio_opus", o.display().to_string()),
         ("phase_ms", "1150".to_string()),
     ];
-    let run = run_sipp(
-        "codec_switch.xml",
-        d.sip_port,
-        &keys,
-        dir,
-        Duration::from_secs(40),
-    );
-    assert_eq!(
-        run.code,
-        Some(0),
-        "SIPp failed\n{}\n--- daemon\n{}",
-        run.diagnostics,
-        d.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let run = run_call_ok("codec_switch.xml", &d, &keys, dir);
     let rec = the_recording(&d);
     // The offer listed G.722 and Opus: a 16 kHz recording from the start (the export
     // below is checked to be 16 kHz).

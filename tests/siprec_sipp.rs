@@ -215,21 +215,7 @@ fn avaya_sbce_pcma_call_with_dtmf() {
         // 2 s audio + 100 ms gap + 3 digits × (160 ms events + 100 ms gap) < 3.2 s.
         ("media_ms", "3300".to_string()),
     ];
-    let run = run_sipp(
-        "avaya_sbce_dtmf.xml",
-        d.sip_port,
-        &keys,
-        dir,
-        Duration::from_secs(40),
-    );
-    assert_eq!(
-        run.code,
-        Some(0),
-        "SIPp failed\n{}\n--- daemon\n{}",
-        run.diagnostics,
-        d.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let run = run_call_ok("avaya_sbce_dtmf.xml", &d, &keys, dir);
     let rec = the_recording(&d);
     common_checks(
         &rec,
@@ -416,21 +402,7 @@ fn metaswitch_single_mixed_stream() {
         ("audio_a", dir.join("a.raw").display().to_string()),
         ("media_ms", "2500".to_string()),
     ];
-    let run = run_sipp(
-        "metaswitch_single_stream.xml",
-        d.sip_port,
-        &keys,
-        dir,
-        Duration::from_secs(40),
-    );
-    assert_eq!(
-        run.code,
-        Some(0),
-        "SIPp failed\n{}\n--- daemon\n{}",
-        run.diagnostics,
-        d.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let run = run_call_ok("metaswitch_single_stream.xml", &d, &keys, dir);
     let rec = the_recording(&d);
     assert_eq!(rec["state"], "complete", "recording: {rec}");
     let want: BTreeSet<String> = ["7602922411", "7602922410"]

@@ -181,21 +181,7 @@ fn sipp_keys(dir: &Path, a: &[i16], b: &[i16], media_ms: u32) -> Vec<(&'static s
 
 fn sipp_call(d: &Daemon, dir: &Path, a: &[i16], b: &[i16]) -> SippRun {
     let keys = sipp_keys(dir, a, b, 2600);
-    let run = run_sipp(
-        "oracle_acme_basic.xml",
-        d.sip_port,
-        &keys,
-        dir,
-        Duration::from_secs(40),
-    );
-    assert_eq!(
-        run.code,
-        Some(0),
-        "SIPp failed\n{}\n--- daemon\n{}",
-        run.diagnostics,
-        d.log_text()
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let run = run_call_ok("oracle_acme_basic.xml", &d, &keys, dir);
     run
 }
 

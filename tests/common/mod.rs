@@ -305,6 +305,21 @@ pub fn run_sipp(
     run_sipp_with(scenario, target_port, keys, dir, limit, &[])
 }
 
+/// One SIPp call that must succeed (bounded at 40 s); the daemon's log is in the failure
+/// message. Waits 500 ms afterwards so the recording is closed and catalogued.
+pub fn run_call_ok(scenario: &str, d: &Daemon, keys: &[(&str, String)], dir: &Path) -> SippRun {
+    let run = run_sipp(scenario, d.sip_port, keys, dir, Duration::from_secs(40));
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    run
+}
+
 /// [`run_sipp`] with extra SIPp arguments (e.g. `["-t", "t1"]` for SIP over TCP).
 pub fn run_sipp_with(
     scenario: &str,
