@@ -1,23 +1,22 @@
-//! branchrec: a branch-office call recorder.
+//! branchrec: a branch-office call recorder — the daemon, its CLI and its shells.
 //!
-//! Data flows one way: packets → [`sip`] / [`siprec`] (events) → [`media`] (per-channel
-//! audio on one timeline) → [`recording`] (encrypted chunks) → [`catalog`].
-//! The protocol and format modules are sans-IO state machines: bytes and time in, events
-//! and bytes out. [`app`] holds the thin tokio shells that drive them.
+//! The protocol, media, format and decision cores are the sans-IO crate
+//! [`branchrec_core`] (re-exported here under their own names: [`sip`], [`sdp`],
+//! [`siprec`], [`media`], [`capture`], [`lifecycle`], [`pii`]); this crate adds what
+//! touches the world: [`app`] (tokio shells: sockets, call tasks, the catalogue
+//! thread), [`catalog`] (SQLite), [`vault`] (key files, the TPM), [`uplink`] (the S3
+//! client and upload loop), [`board`] (GPIO), [`recording`] (files on disk),
+//! [`clock`], [`config`] and [`cli`]. See docs/architecture.md.
 #![forbid(unsafe_code)]
+
+pub use branchrec_core::{capture, lifecycle, media, pii, sdp, sip, siprec};
 
 pub mod app;
 pub mod board;
-pub mod capture;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod lifecycle;
-pub mod media;
-pub mod pii;
 pub mod recording;
-pub mod sdp;
-pub mod sip;
-pub mod siprec;
 pub mod uplink;
 pub mod vault;

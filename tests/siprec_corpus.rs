@@ -314,7 +314,7 @@ fn every_corpus_file_is_handled() {
                 .unwrap_or_else(|| panic!("{name}: no SDP part"));
             let offer = sdp::parse(text).unwrap_or_else(|e| panic!("{name}: SDP {e}"));
             assert!(!offer.media.is_empty(), "{name}: no m-lines");
-            let ans = build_answer(&offer, &answer_params(offer.media.len(), 1))
+            let ans = build_answer(&offer, &answer_params(offer.media.len(), 1), &mut rand::rngs::OsRng)
                 .unwrap_or_else(|e| panic!("{name}: answer {e}"));
             assert_eq!(ans.sdp.media.len(), offer.media.len(), "{name}");
             for (i, (om, am)) in offer.media.iter().zip(&ans.sdp.media).enumerate() {
@@ -448,7 +448,7 @@ fn cisco_cube_three_parts_and_channel_map() {
 #[test]
 fn cisco_cube_inactive_offer() {
     let offer = sdp_of("cisco-cube-2-inactive.txt");
-    let ans = build_answer(&offer, &answer_params(2, 1)).unwrap();
+    let ans = build_answer(&offer, &answer_params(2, 1), &mut rand::rngs::OsRng).unwrap();
     for (m, s) in offer.media.iter().zip(&ans.streams) {
         assert!(is_hold(m, &offer));
         assert_eq!(s.direction, Direction::Inactive);
@@ -535,7 +535,7 @@ fn audiocodes_legacy_format() {
         map[1].participant_aor.as_deref(),
         Some("+17777777777@fakeip.com")
     );
-    let ans = build_answer(&offer, &answer_params(2, 1)).unwrap();
+    let ans = build_answer(&offer, &answer_params(2, 1), &mut rand::rngs::OsRng).unwrap();
     let text = ans.sdp.to_string();
     assert!(text.contains("a=fmtp:101 0-15,16\r\n"), "{text}");
     assert!(text.contains("a=ptime:20\r\n"));
@@ -613,7 +613,7 @@ fn broadworks_webex_metadata_first() {
         Some("sip:kculs9klre@44936045.int10.bcld.webex.com")
     );
     assert_eq!(map[0].source, MappingSource::Metadata);
-    let ans = build_answer(&offer, &answer_params(1, 1)).unwrap();
+    let ans = build_answer(&offer, &answer_params(1, 1), &mut rand::rngs::OsRng).unwrap();
     // opus, G722 and the 48 kHz telephone-event are not answered.
     assert_eq!(ans.sdp.media[0].formats, vec!["101", "0", "8"]);
 }
@@ -641,7 +641,7 @@ fn connectel_no_associations_falls_back_to_order() {
         .iter()
         .all(|a| a.source == MappingSource::MlineOrderFallback));
     // No c= anywhere: no remote address to send to; still answered.
-    let ans = build_answer(&offer, &answer_params(2, 1)).unwrap();
+    let ans = build_answer(&offer, &answer_params(2, 1), &mut rand::rngs::OsRng).unwrap();
     assert!(ans
         .streams
         .iter()
@@ -719,7 +719,7 @@ fn amazon_chime_partial_updates_merge() {
     let offer = sdp::parse(b1.sdp.as_deref().unwrap()).unwrap();
     assert_eq!(offer.media.len(), 4);
     let labels = offer.labels();
-    let ans = build_answer(&offer, &answer_params(4, 1)).unwrap();
+    let ans = build_answer(&offer, &answer_params(4, 1), &mut rand::rngs::OsRng).unwrap();
     assert_eq!(
         ans.sdp.media.iter().map(|m| m.port).collect::<Vec<_>>(),
         vec![40000, 0, 40004, 0],
@@ -780,7 +780,7 @@ fn broadworks_pause_resume() {
     assert!(b2.metadata.is_none());
     let offer2 = sdp::parse(b2.sdp.as_deref().unwrap()).unwrap();
     assert!(is_hold(&offer2.media[0], &offer2));
-    let ans2 = build_answer(&offer2, &answer_params(1, 2)).unwrap();
+    let ans2 = build_answer(&offer2, &answer_params(1, 2), &mut rand::rngs::OsRng).unwrap();
     assert_eq!(ans2.sdp.origin.session_version, "2");
     assert_eq!(ans2.streams[0].remote, None);
     assert_eq!(ans2.sdp.media[0].label(), Some("1"));
@@ -789,7 +789,7 @@ fn broadworks_pause_resume() {
     // Resume.
     let offer3 = sdp_of("broadworks-miarec-pause-3.txt");
     assert!(!is_hold(&offer3.media[0], &offer3));
-    let ans3 = build_answer(&offer3, &answer_params(1, 3)).unwrap();
+    let ans3 = build_answer(&offer3, &answer_params(1, 3), &mut rand::rngs::OsRng).unwrap();
     assert_eq!(
         ans3.streams[0].remote,
         Some("192.0.2.20:16000".parse().unwrap())
@@ -833,7 +833,7 @@ fn metaswitch_hold_sequence() {
     assert_eq!(md.recording_id.as_deref(), Some("+zzFKOKREeanqeyezQV3BA=="));
     let offer = sdp_of(names[0]);
     // 18 0 8 without rtpmap: G.729 dropped, PCMU/PCMA accepted; no direction → recvonly.
-    let ans = build_answer(&offer, &answer_params(1, 1)).unwrap();
+    let ans = build_answer(&offer, &answer_params(1, 1), &mut rand::rngs::OsRng).unwrap();
     assert_eq!(ans.sdp.media[0].formats, vec!["0", "8"]);
     assert_eq!(ans.streams[0].direction, Direction::RecvOnly);
     let map = channel_map(&md, &offer.labels());
@@ -897,7 +897,7 @@ fn truncations_and_flips_never_panic() {
                         let out = sd.to_string();
                         let again = sdp::parse(&out).expect("own output parses");
                         assert_eq!(again.to_string(), out, "{name}");
-                        let _ = build_answer(&sd, &answer_params(sd.media.len(), 1)).unwrap();
+                        let _ = build_answer(&sd, &answer_params(sd.media.len(), 1), &mut rand::rngs::OsRng).unwrap();
                     }
                 }
                 if let Some(m) = &b.metadata {

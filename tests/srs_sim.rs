@@ -60,6 +60,7 @@ fn server() -> Srs {
             sdp_addr: "127.0.0.1".parse().unwrap(),
             sdp_username: "branchrec".into(),
             session_id_seed: 1000,
+            srtp_key_seed: [7; 32],
         },
     )
 }

@@ -87,7 +87,7 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
     let provisioning = matches!(crate::vault::custody::read_state(&cfg.custody()), Ok(None));
     let (vault, manifest_signer, keys_error) = load_keys(cfg);
     let kek_created = (provisioning && keys_error.is_none()).then(|| vault.kek_id());
-    let (clock, offset_s) = crate::lifecycle::clock_from_env().map_err(anyhow::Error::msg)?;
+    let (clock, offset_s) = crate::clock::clock_from_env().map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
     let signing_path = cfg.storage.signing_key_file();
     if let Some(dir) = signing_path.parent() {
@@ -314,7 +314,7 @@ fn start_up_audit(
         tracing::warn!(
             offset_s,
             "{} is set: the life-cycle clock is shifted (tests/drills only)",
-            crate::lifecycle::CLOCK_OFFSET_ENV
+            crate::clock::CLOCK_OFFSET_ENV
         );
         audit(
             "clock.offset",

@@ -19,25 +19,7 @@ use crate::media::{AudioBlock, CallTimeline, PushOutcome, StreamConfig, Timeline
 use crate::recording::{ContainerWriter, HeaderParams, StorageFormat};
 use crate::vault::{DataKey, KeyWrap};
 
-/// Sample rate of narrowband recordings (G.711, G.729); the default.
-pub const SAMPLE_RATE: u32 = 8000;
-/// Sample rate of wideband recordings (a recorded stream negotiated G.722 or Opus).
-pub const WIDEBAND_SAMPLE_RATE: u32 = 16000;
-
-/// The recording's sample rate for the negotiated streams: 16 kHz if any recorded
-/// stream accepted a wideband codec (G.722, Opus) that this build decodes, else 8 kHz.
-/// Fixed at call set-up: a later re-INVITE that switches codec is resampled to it.
-pub fn recording_rate<'a>(formats: impl IntoIterator<Item = &'a crate::sdp::PayloadFormat>) -> u32 {
-    let wide = formats.into_iter().any(|f| {
-        crate::media::codec::DecoderKind::from_sdp(&f.encoding, f.clock_rate)
-            .is_some_and(|k| k.is_wideband() && k.available())
-    });
-    if wide {
-        WIDEBAND_SAMPLE_RATE
-    } else {
-        SAMPLE_RATE
-    }
-}
+pub use crate::media::codec::{recording_rate, SAMPLE_RATE, WIDEBAND_SAMPLE_RATE};
 
 /// Why a recording could not be created.
 #[derive(Debug, thiserror::Error)]

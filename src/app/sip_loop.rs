@@ -148,6 +148,7 @@ pub async fn run(
             sdp_addr: cfg.sdp_address(),
             sdp_username: "branchrec".into(),
             session_id_seed: rand::random::<u32>() as u64,
+            srtp_key_seed: rand::random(),
         },
     );
     let mut calls: HashMap<DialogId, CallHandle> = HashMap::new();

@@ -9,11 +9,8 @@
 //!
 //! The daemon's shell that drives them is `app::board`.
 
-pub mod button;
 pub mod cdev;
-pub mod leds;
-pub mod pins;
-pub mod sim;
+pub use branchrec_core::board::{button, leds, pins, sim};
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -256,7 +253,7 @@ pub fn open(cfg: &BoardConfig) -> Result<Board, BoardError> {
             },
         });
     }
-    let map = PinMap::load(&cfg.pins)?;
+    let map = load_pin_map(&cfg.pins)?;
     let chips = cdev::chips()?;
     let resolved = pins::resolve(&map, &chips)?;
     let get = |r: pins::Role| -> Result<cdev::CdevPin, BoardError> {
@@ -437,4 +434,13 @@ mod tests {
         .unwrap();
         assert!(e.to_string().contains("/nonexistent/pins.toml"), "{e}");
     }
+}
+
+/// Read, parse and validate a pin map file (the parsing is [`PinMap::from_toml`]).
+pub fn load_pin_map(path: &std::path::Path) -> Result<PinMap, pins::PinError> {
+    let text = std::fs::read_to_string(path).map_err(|e| pins::PinError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    PinMap::from_toml(&text, path)
 }

@@ -173,7 +173,7 @@ pub fn main(cmd: BoardCommand) -> anyhow::Result<()> {
         BoardCommand::Check { pins, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let path = pins.unwrap_or(cfg.board.pins);
-            let map = crate::board::pins::PinMap::load(&path)?;
+            let map = crate::board::load_pin_map(&path)?;
             println!(
                 "{}: board {}, {} pins: syntax OK",
                 path.display(),

@@ -54,7 +54,7 @@ pub fn now_ms(now: Option<&str>) -> anyhow::Result<i64> {
             .with_context(|| format!("--now {n}: expected RFC 3339"))?
             .timestamp_millis());
     }
-    let (c, _) = crate::lifecycle::clock_from_env().map_err(anyhow::Error::msg)?;
+    let (c, _) = crate::clock::clock_from_env().map_err(anyhow::Error::msg)?;
     Ok(c.now_ms())
 }
 

@@ -105,7 +105,7 @@ pub enum RecordingsCommand {
         /// Output format; default from the --out extension (.wav, .opus/.ogg), else wav.
         /// Opus recordings export to Ogg Opus without re-encoding; WAV recordings are
         /// encoded with `[storage.opus]`.
-        #[arg(long, value_enum, conflicts_with = "evidence")]
+        #[arg(long, conflicts_with = "evidence")]
         format: Option<crate::recording::export::ExportFormat>,
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]

@@ -1,39 +1,11 @@
-//! Recording files: the encrypted chunked container (`.brrec`, see
-//! `docs/recording-format.md`) and WAV export.
+//! Recording files on disk. The format itself (container, readers, WAV/Ogg Opus export)
+//! is sans-IO in `branchrec_core::recording` and re-exported here; this module adds what
+//! touches files: [`slots`] (re-wrapping and clearing key slots in place) and [`shred`]
+//! (crypto-shredding a file).
 
-pub mod container;
-pub mod export;
-pub mod ogg;
-pub mod opus;
+pub use branchrec_core::recording::*;
+
 pub mod shred;
 pub mod slots;
-pub mod wav;
 
-pub use container::{
-    content_sha256, read_all_audio, read_header, read_valid_prefix, scan, unwrap_data_key, Chunk,
-    ContainerError, ContainerReader, ContainerWriter, FinishedContainer, Header, HeaderParams,
-    KeySlot, OpusParams, PcmStream, SampleFormat, ScanReport, ScanState,
-};
 pub use slots::{clear_other_slots, rewrap_file, shred_file, RewrapOutcome};
-pub use wav::{write_wav, WavWriter};
-
-/// How a recording's audio is stored (per rule, default `[storage] format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageFormat {
-    /// Lossless 16-bit PCM (for G.711 the exact wire samples).
-    #[default]
-    Wav,
-    /// Opus packets (compact, lossy), encoded with `[storage.opus]`.
-    Opus,
-}
-
-impl StorageFormat {
-    /// Name in the config and the catalogue.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StorageFormat::Wav => "wav",
-            StorageFormat::Opus => "opus",
-        }
-    }
-}

@@ -1,6 +1,6 @@
 //! Trickle upload to a central S3-compatible archive, and the status central IT sees.
 //!
-//! Sans-IO cores: [`planner`] (what next), [`multipart`] (resumable upload state machine
+//! Sans-IO cores (in `branchrec_core::uplink`, re-exported): [`planner`] (what next), [`multipart`] (resumable upload state machine
 //! with end-to-end checksums), [`rate`] (token bucket, time windows, congestion back-off),
 //! [`sigv4`] (request signing), [`status`] (the status document and the fleet view).
 //! Shells: [`s3`] (reqwest + rustls, [`tls`] for CAs and pinning), [`worker`] (the
@@ -13,14 +13,11 @@
 
 pub mod config;
 pub mod metrics;
-pub mod multipart;
-pub mod planner;
-pub mod rate;
 pub mod s3;
-pub mod sigv4;
-pub mod status;
 pub mod tls;
 pub mod worker;
+
+pub use branchrec_core::uplink::{multipart, planner, rate, sigv4, status};
 
 use std::path::Path;
 

@@ -72,17 +72,23 @@ pub fn free_port_range(n: u16) -> (u16, u16) {
 
 /// Copies a binary built by cargo into `dir` (the shared target dir may be rebuilt by
 /// someone else while the test runs) and checks it is the real one.
+///
+/// Copy-then-exec in a multi-threaded test process races with fork: while this thread holds
+/// the copy's write descriptor, another test thread may fork a child (SIPp, sox, a daemon),
+/// and that child keeps an inherited copy of the descriptor until its own exec. Executing
+/// the copy during that window fails with ETXTBSY ("Text file busy"). So the copy is
+/// written under a temporary name, closed and renamed into place, and the first exec (the
+/// `--help` check) is retried on ETXTBSY with a short back-off. Once one exec has
+/// succeeded no writer is left (none is ever opened again), so later execs cannot race.
 pub fn private_copy(bin: &str, dir: &Path, must_mention: &str) -> PathBuf {
-    let dst = dir.join(
-        Path::new(bin)
-            .file_name()
-            .expect("binary path has a file name"),
-    );
-    std::fs::copy(bin, &dst).unwrap_or_else(|e| panic!("copying {bin}: {e}"));
-    let out = Command::new(&dst)
-        .arg("--help")
-        .output()
-        .expect("running --help");
+    let name = Path::new(bin)
+        .file_name()
+        .expect("binary path has a file name");
+    let dst = dir.join(name);
+    let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
+    std::fs::copy(bin, &tmp).unwrap_or_else(|e| panic!("copying {bin}: {e}"));
+    std::fs::rename(&tmp, &dst).unwrap_or_else(|e| panic!("renaming copy of {bin}: {e}"));
+    let out = output_retrying_busy(Command::new(&dst).arg("--help"));
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -90,6 +96,24 @@ pub fn private_copy(bin: &str, dir: &Path, must_mention: &str) -> PathBuf {
         "{bin} --help does not mention {must_mention:?}; stale or placeholder binary?\n{text}"
     );
     dst
+}
+
+/// Runs `cmd` to completion, retrying while exec fails with ETXTBSY (see [`private_copy`]):
+/// at most 100 tries, 10 ms apart growing to 100 ms (≈ 9 s in all) — far longer than any
+/// fork-to-exec window of a sibling thread, even on a loaded machine.
+pub fn output_retrying_busy(cmd: &mut Command) -> std::process::Output {
+    let mut delay = Duration::from_millis(10);
+    for attempt in 0.. {
+        match cmd.output() {
+            Ok(o) => return o,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 100 => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => panic!("running {cmd:?}: {e}"),
+        }
+    }
+    unreachable!("the loop returns or panics")
 }
 
 /// A running `branchrec run`. Dropping it kills the process.

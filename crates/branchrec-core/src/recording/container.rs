@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::media::AudioBlock;
 use crate::recording::opus::{self, OpusPacketizer, OpusSettings, OpusStreamDecoder, MAX_PACKET};
-use crate::vault::{DataKey, KeyWrap, VaultError};
+use crate::keys::{DataKey, KeyWrap, VaultError};
 
 /// File magic.
 pub const MAGIC: &[u8; 6] = b"BRREC\0";
@@ -1499,7 +1499,7 @@ pub fn read_valid_prefix<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vault::KeyFileVault;
+    use crate::keys::test_kek::TestKek as KeyFileVault;
 
     struct Rec {
         file: Vec<u8>,

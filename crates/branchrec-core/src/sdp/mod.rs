@@ -7,7 +7,7 @@
 //! offer meaningless for us, such as an unreadable `m=` line.
 //!
 //! ```
-//! use branchrec::sdp;
+//! use branchrec_core::sdp;
 //! let offer = sdp::parse("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n\
 //!     t=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=label:1\r\na=sendonly\r\n").unwrap();
 //! assert_eq!(offer.media[0].label(), Some("1"));

@@ -200,15 +200,6 @@ impl PinMap {
         Ok(map)
     }
 
-    /// Read, parse and validate a file.
-    pub fn load(path: &Path) -> Result<PinMap, PinError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PinError::Read {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        PinMap::from_toml(&text, path)
-    }
-
     /// Each role exactly once; each pin by `name` or by `chip` + `line`.
     pub fn validate(&self) -> Result<(), PinError> {
         let bad = |m: String| Err(PinError::Invalid(m));
@@ -405,10 +396,10 @@ mod tests {
     use super::*;
 
     fn fixture(board: &str) -> PinMap {
-        let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/board"))
+        let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../board"))
             .join(board)
             .join("pins.toml");
-        PinMap::load(&p).unwrap_or_else(|e| panic!("{e}"))
+        PinMap::from_toml(&std::fs::read_to_string(&p).unwrap(), &p).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// gpio-sim as the image creates it, next to the virt machine's PL061.
@@ -532,7 +523,7 @@ mod tests {
         // A name on two chips (without `chip`) is ambiguous.
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/board/qemu_aarch64_virt/pins.toml"
+            "/../../board/qemu_aarch64_virt/pins.toml"
         ))
         .unwrap()
         .replace("chip = \"branchrec-sim\"\n", "");
@@ -609,7 +600,7 @@ mod tests {
     fn validation() {
         let base = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/board/qemu_aarch64_virt/pins.toml"
+            "/../../board/qemu_aarch64_virt/pins.toml"
         ))
         .unwrap();
         let err = |t: &str| {

@@ -256,7 +256,7 @@ impl crate::capture::engine::Sink for NullSink {
 fn shared_captures_truncated_and_mutated_never_panic() {
     use crate::capture::engine::Engine;
     use crate::capture::pcapfile::PcapReader;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata/pcap");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/pcap");
     let mut files = 0;
     for e in std::fs::read_dir(dir).expect("shared/testdata/pcap present") {
         let p = e.unwrap().path();

@@ -39,6 +39,9 @@ pub struct SrsConfig {
     pub sdp_username: String,
     /// Seed for SDP session ids (the shell passes randomness; tests pass a constant).
     pub session_id_seed: u64,
+    /// Seed of the CSPRNG (ChaCha) that makes our SRTP answer keys: the shell passes 32
+    /// bytes from the OS once, tests a constant (the core never reads entropy itself).
+    pub srtp_key_seed: [u8; 32],
 }
 
 /// One metadata document as received, kept verbatim with its context.
@@ -161,7 +164,7 @@ pub struct Srs {
     sessions: HashMap<DialogId, Session>,
     events: std::collections::VecDeque<SrsEvent>,
     next_session_id: u64,
-    /// Randomness for our SRTP answer keys (a CSPRNG seeded from the OS once).
+    /// Randomness for our SRTP answer keys (a CSPRNG seeded by the shell, once).
     key_rng: rand::rngs::StdRng,
 }
 
@@ -174,13 +177,14 @@ impl Srs {
     /// A server core around a SIP endpoint.
     pub fn new(ep: Endpoint, cfg: SrsConfig) -> Self {
         let next_session_id = cfg.session_id_seed;
+        let key_rng = rand::SeedableRng::from_seed(cfg.srtp_key_seed);
         Srs {
             ep,
             cfg,
             sessions: HashMap::new(),
             events: Default::default(),
             next_session_id,
-            key_rng: rand::SeedableRng::from_entropy(),
+            key_rng,
         }
     }
 
@@ -816,7 +820,7 @@ mod codec_tests {
             username: "-".into(),
             supported: SUPPORTED_ENCODINGS,
         };
-        let a = sdp::build_answer(&o, &params).unwrap();
+        let a = sdp::build_answer(&o, &params, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
         let text = a.sdp.to_string();
         let names: Vec<&str> = a.streams[0]
             .formats
@@ -834,9 +838,9 @@ mod codec_tests {
         assert!(text.contains("a=fmtp:111 useinbandfec=1"), "{text}");
         // 16 kHz recording: a wideband codec was accepted.
         assert_eq!(
-            crate::app::sink::recording_rate(&a.streams[0].formats),
+            crate::media::codec::recording_rate(&a.streams[0].formats),
             16000
         );
-        assert_eq!(crate::app::sink::recording_rate(&[]), 8000);
+        assert_eq!(crate::media::codec::recording_rate(&[]), 8000);
     }
 }

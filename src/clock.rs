@@ -1,37 +1,15 @@
-//! The legal life cycle of recordings, as pure decisions (sans-IO).
-//!
-//! - [`rules`]: which calls are recorded, with which retention class, minimum duration
-//!   and tags (ordered `[[rules]]`, first match wins).
-//! - [`retention`]: retention classes, expiry, the deletion plan of a sweep, and the
-//!   disk-pressure (watermark) decision.
-//! - [`holds`]: what a legal hold covers.
-//! - [`audit`]: the audit log's hash chain and its verification.
-//! - [`pattern`]: the number/AoR patterns all of them use.
-//!
-//! None of this reads the clock or touches a file: the daemon (`app::retention`) and the
-//! CLI apply the decisions. Time comes in through a [`Clock`], so tests can move it.
-
-pub mod audit;
-pub mod holds;
-pub mod pattern;
-pub mod retention;
-pub mod rules;
-
-pub use retention::{Keep, RetentionConfig};
-pub use rules::{PolicyConfig, RuleConfig};
+//! The daemon's wall clocks for life-cycle decisions: the system clock and the same
+//! shifted by an offset (tests and drills). The cores never read a clock; they take a
+//! [`Clock`] (or a `now`) from here.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+
+pub use branchrec_core::lifecycle::Clock;
 
 /// Environment variable that shifts the daemon's life-cycle clock (expiry, holds by time,
 /// audit timestamps) by this many seconds. For tests and drills only; the daemon logs a
 /// warning and writes an audit entry when it is set.
 pub const CLOCK_OFFSET_ENV: &str = "BRANCHREC_TEST_CLOCK_OFFSET_S";
-
-/// Wall-clock time for life-cycle decisions, unix milliseconds.
-pub trait Clock: Send + Sync {
-    /// Now, unix ms.
-    fn now_ms(&self) -> i64;
-}
 
 /// The system clock.
 #[derive(Debug, Default, Clone, Copy)]

@@ -291,7 +291,7 @@ fn g729_without_the_feature_is_unsupported() {
 fn g729_timeline() -> (CallTimeline, Vec<u8>) {
     let bits = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/codec/g729a-wireshark.bit"
+        "/../../tests/data/codec/g729a-wireshark.bit"
     ))
     .unwrap();
     let mut t = tl(8000);

@@ -101,9 +101,13 @@ fn is_telephone_event(enc: &str) -> bool {
 /// Everything else is rejected RFC 3264-style: port 0 with the offered formats echoed.
 /// The m-line count and order are those of the offer; our address goes in a session-level
 /// `c=`. For a re-INVITE call this again with `session_version` bumped.
-pub fn build_answer(offer: &SessionDescription, p: &AnswerParams<'_>) -> Result<Answer, SdpError> {
-    let mut rng = rand::rngs::OsRng;
-    build_answer_with_keys(offer, p, &mut |_, suite| random_key(&mut rng, suite))
+/// Our SRTP keys come from `rng` (the caller's CSPRNG: the core reads no entropy).
+pub fn build_answer(
+    offer: &SessionDescription,
+    p: &AnswerParams<'_>,
+    rng: &mut (impl rand::RngCore + rand::CryptoRng),
+) -> Result<Answer, SdpError> {
+    build_answer_with_keys(offer, p, &mut |_, suite| random_key(rng, suite))
 }
 
 /// A fresh random master key||salt for `suite` (our side of an SDES exchange).
@@ -308,6 +312,10 @@ mod tests {
 
     const SUPPORTED: &[&str] = &["PCMU", "PCMA", "telephone-event"];
 
+    fn test_rng() -> rand::rngs::StdRng {
+        rand::SeedableRng::seed_from_u64(7)
+    }
+
     fn params(n: usize) -> AnswerParams<'static> {
         AnswerParams {
             local_addr: "198.51.100.7".parse().unwrap(),
@@ -328,7 +336,7 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15,16\r\n\
 m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-event/8000\r\n",
         )
         .unwrap();
-        let a = build_answer(&offer, &params(2)).unwrap();
+        let a = build_answer(&offer, &params(2), &mut test_rng()).unwrap();
         let text = a.sdp.to_string();
         assert!(text.starts_with("v=0\r\no=branchrec 42 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n"), "{text}");
         assert!(text.contains("m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15,16\r\na=ptime:20\r\na=label:1\r\na=recvonly\r\n"), "{text}");
@@ -354,7 +362,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
     #[test]
     fn unsupported_codec_and_video_are_rejected_with_port_zero() {
         let offer = parse("v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 18 101\na=rtpmap:101 telephone-event/8000\na=label:1\nm=video 4002 RTP/AVP 96\na=rtpmap:96 H264/90000\nm=audio 4004 RTP/AVP 8\n").unwrap();
-        let a = build_answer(&offer, &params(3)).unwrap();
+        let a = build_answer(&offer, &params(3), &mut test_rng()).unwrap();
         assert_eq!(a.sdp.media.len(), 3);
         // Only telephone-event supported → not recordable → rejected.
         assert_eq!(a.sdp.media[0].port, 0);
@@ -386,7 +394,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
                 .unwrap();
         let mut p = params(2);
         p.ports[1] = None;
-        let a = build_answer(&offer, &p).unwrap();
+        let a = build_answer(&offer, &p, &mut test_rng()).unwrap();
         assert_eq!(a.sdp.media[0].port, 30000);
         assert_eq!(a.sdp.media[1].port, 0);
         assert_eq!(
@@ -395,7 +403,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
         );
         p.ports.pop();
         assert!(matches!(
-            build_answer(&offer, &p),
+            build_answer(&offer, &p, &mut test_rng()),
             Err(SdpError::BadParams(_))
         ));
     }
@@ -404,7 +412,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
     fn inactive_offer_gets_inactive_answer_and_is_hold() {
         let offer = parse("v=0\nc=IN IP4 192.168.1.2\nm=audio 19254 RTP/AVP 0 101 19\na=rtpmap:101 telephone-event/8000\na=rtpmap:19 CN/8000\na=inactive\na=label:1\n").unwrap();
         assert!(is_hold(&offer.media[0], &offer));
-        let a = build_answer(&offer, &params(1)).unwrap();
+        let a = build_answer(&offer, &params(1), &mut test_rng()).unwrap();
         assert_eq!(a.streams[0].direction, Direction::Inactive);
         assert_eq!(a.sdp.media[0].direction_attr(), Some(Direction::Inactive));
         assert_eq!(a.sdp.media[0].formats, vec!["0", "101"]);
@@ -414,7 +422,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
     fn hold_detection() {
         let s = parse("v=0\nc=IN IP4 0.0.0.0\nm=audio 16000 RTP/AVP 8\na=label:1\n").unwrap();
         assert!(is_hold(&s.media[0], &s));
-        let a = build_answer(&s, &params(1)).unwrap();
+        let a = build_answer(&s, &params(1), &mut test_rng()).unwrap();
         // Still answered (recvonly) so the session survives; but no remote address.
         assert_eq!(a.streams[0].port, Some(30000));
         assert_eq!(a.streams[0].remote, None);
@@ -424,7 +432,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
         assert!(is_hold(&s.media[0], &s));
         let s = parse("v=0\nc=IN IP4 10.0.0.1\nm=audio 5 RTP/AVP 8\na=recvonly\n").unwrap();
         assert!(is_hold(&s.media[0], &s));
-        let a = build_answer(&s, &params(1)).unwrap();
+        let a = build_answer(&s, &params(1), &mut test_rng()).unwrap();
         assert_eq!(a.streams[0].direction, Direction::Inactive);
         let s = parse("v=0\nc=IN IP6 ::\nm=audio 5 RTP/AVP 8\n").unwrap();
         assert!(is_hold(&s.media[0], &s));
@@ -435,7 +443,7 @@ m=audio 7236 RTP/AVP 0 101\r\na=sendonly\r\na=label:2\r\na=rtpmap:101 telephone-
         let offer = parse("v=0\nc=IN IP6 2001:db8::1\nm=audio 4000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:xx\nm=audio 4002 RTP/AVP 0\n").unwrap();
         let mut p = params(2);
         p.local_addr = "2001:db8::99".parse().unwrap();
-        let a = build_answer(&offer, &p).unwrap();
+        let a = build_answer(&offer, &p, &mut test_rng()).unwrap();
         assert_eq!(a.sdp.media[0].port, 0);
         assert!(a.streams[0]
             .reject_reason
@@ -465,7 +473,7 @@ m=audio 4004 UDP/TLS/RTP/SAVP 8\na=fingerprint:sha-256 00\n\
 m=audio 4006 RTP/SAVP 8\n"
         ))
         .unwrap();
-        let a = build_answer(&offer, &params(4)).unwrap();
+        let a = build_answer(&offer, &params(4), &mut test_rng()).unwrap();
         let text = a.sdp.to_string();
         let s = a.streams[0].srtp.as_ref().expect("SRTP negotiated");
         assert_eq!(s.tag, 3);
@@ -511,17 +519,17 @@ m=audio 4006 RTP/SAVP 8\n"
     #[test]
     fn telephone_event_only_at_voice_clock_rate() {
         let offer = parse("v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 111 101 0 8 107\na=rtpmap:111 opus/48000/2\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\na=rtpmap:107 telephone-event/48000\n").unwrap();
-        let a = build_answer(&offer, &params(1)).unwrap();
+        let a = build_answer(&offer, &params(1), &mut test_rng()).unwrap();
         assert_eq!(a.sdp.media[0].formats, vec!["101", "0", "8"]);
     }
 
     #[test]
     fn reinvite_bumps_version_only() {
         let offer = parse("v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 0\n").unwrap();
-        let a1 = build_answer(&offer, &params(1)).unwrap();
+        let a1 = build_answer(&offer, &params(1), &mut test_rng()).unwrap();
         let mut p = params(1);
         p.session_version = 2;
-        let a2 = build_answer(&offer, &p).unwrap();
+        let a2 = build_answer(&offer, &p, &mut test_rng()).unwrap();
         assert_eq!(a1.sdp.origin.session_id, a2.sdp.origin.session_id);
         assert_eq!(a2.sdp.origin.session_version, "2");
         assert_eq!(a1.sdp.media, a2.sdp.media);

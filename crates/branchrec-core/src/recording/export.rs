@@ -12,15 +12,27 @@ use crate::recording::container::{ContainerError, PcmStream, ScanState};
 use crate::recording::ogg::OggOpusWriter;
 use crate::recording::opus::{OpusError, OpusPacketizer, OpusSettings};
 use crate::recording::wav::WavWriter;
-use crate::vault::KeyWrap;
+use crate::keys::KeyWrap;
 
 /// Export output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// 16-bit PCM WAV.
     Wav,
     /// Ogg Opus (RFC 7845).
     Opus,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    /// `wav` or `opus` (the CLI's `--format`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "wav" => Ok(ExportFormat::Wav),
+            "opus" => Ok(ExportFormat::Opus),
+            other => Err(format!("unknown format {other:?} (wav or opus)")),
+        }
+    }
 }
 
 impl ExportFormat {
@@ -207,7 +219,7 @@ mod tests {
     use crate::media::AudioBlock;
     use crate::recording::container::{ContainerReader, ContainerWriter, HeaderParams};
     use crate::recording::ogg::{read_pages, FLAG_EOS};
-    use crate::vault::{DataKey, KeyFileVault};
+    use crate::keys::{test_kek::TestKek as KeyFileVault, DataKey};
 
     fn container(v: &KeyFileVault, opus: Option<OpusSettings>, frames: usize) -> Vec<u8> {
         let dk = DataKey::from_bytes([5; 32]);

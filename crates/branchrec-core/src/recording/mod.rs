@@ -1,0 +1,38 @@
+//! Recording files as bytes: the encrypted chunked container (`.brrec`, see
+//! `docs/recording-format.md`), its readers, and WAV / Ogg Opus export to any
+//! `Write`. Opening, shredding and re-wrapping files on disk is the daemon's
+//! (`branchrec::recording::{slots, shred}`).
+
+pub mod container;
+pub mod export;
+pub mod ogg;
+pub mod opus;
+pub mod wav;
+
+pub use container::{
+    content_sha256, read_all_audio, read_header, read_valid_prefix, scan, unwrap_data_key, Chunk,
+    ContainerError, ContainerReader, ContainerWriter, FinishedContainer, Header, HeaderParams,
+    KeySlot, OpusParams, PcmStream, SampleFormat, ScanReport, ScanState,
+};
+pub use wav::{write_wav, WavWriter};
+
+/// How a recording's audio is stored (per rule, default `[storage] format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageFormat {
+    /// Lossless 16-bit PCM (for G.711 the exact wire samples).
+    #[default]
+    Wav,
+    /// Opus packets (compact, lossy), encoded with `[storage.opus]`.
+    Opus,
+}
+
+impl StorageFormat {
+    /// Name in the config and the catalogue.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageFormat::Wav => "wav",
+            StorageFormat::Opus => "opus",
+        }
+    }
+}
