@@ -4,6 +4,8 @@
 //!   absolute 20 ms schedule), optionally followed by RFC 4733 DTMF; or G.722 / G.729
 //!   payload files, or Opus encoded from a 48 kHz file with libopus (see loadgen/codecs.rs). Used by the SIPp
 //!   scenarios in tests/sipp through `<exec>`.
+//! * `call`: one SIPREC call with a tone per party to a running recorder (default
+//!   127.0.0.1:5060, the built-in configuration): a newcomer's first recording.
 //! * `bench`: N concurrent SIPREC calls with two streams each against a running recorder,
 //!   measuring its CPU and memory from /proc, and verifying zero loss afterwards.
 //!
@@ -13,6 +15,8 @@
 
 #[path = "loadgen/bench.rs"]
 mod bench;
+#[path = "loadgen/call.rs"]
+mod call;
 #[path = "loadgen/codecs.rs"]
 mod codecs;
 #[path = "loadgen/g711.rs"]
@@ -46,6 +50,24 @@ enum Cmd {
     Rtp(RtpArgs),
     /// Run N concurrent SIPREC calls against a recorder and measure it.
     Bench(BenchArgs),
+    /// Make one SIPREC call with audio (a tone per party) to a running recorder.
+    Call(CallArgs),
+}
+
+#[derive(clap::Args)]
+struct CallArgs {
+    /// Recorder SIP address (UDP); the built-in configuration listens on 127.0.0.1:5060.
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    target: String,
+    /// Seconds of audio on each stream.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Local address for SIP and RTP.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// pcmu or pcma.
+    #[arg(long, default_value = "pcmu")]
+    codec: String,
 }
 
 #[derive(clap::Args)]
@@ -231,6 +253,25 @@ fn run_rtp(a: RtpArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_call(a: CallArgs) -> Result<()> {
+    let opts = call::CallOpts {
+        target: rtp::resolve(&a.target)?,
+        bind: a.bind,
+        seconds: a.seconds,
+        codec: codec(&a.codec)?,
+    };
+    eprintln!(
+        "branchrec-loadgen call: calling {} for {} s (caller 440 Hz, callee 660 Hz)",
+        opts.target, opts.seconds
+    );
+    let r = call::run(&opts)?;
+    println!(
+        "recorded call {}: {:.1} s, 2 streams, {:?} RTP packets; BYE answered 200",
+        r.call_id, r.seconds, r.packets
+    );
+    Ok(())
+}
+
 fn run_bench(a: BenchArgs) -> Result<()> {
     let target = rtp::resolve(&a.target)?;
     if !(a.duration_s > 0.0 && a.duration_s < 86_400.0 && a.ramp_s >= 0.0 && a.ramp_s < 86_400.0) {
@@ -272,5 +313,6 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Rtp(a) => run_rtp(a),
         Cmd::Bench(a) => run_bench(a),
+        Cmd::Call(a) => run_call(a),
     }
 }

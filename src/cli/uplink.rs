@@ -15,14 +15,17 @@ use crate::uplink::worker::LOCAL_STATUS_FILE;
 pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let cfg = Config::load_or_default(config.as_deref())?;
     let p = cfg.storage.catalog_path();
-    if !p.exists() {
-        bail!(
-            "no catalogue at {} (has the recorder run with this data_dir?)",
-            p.display()
-        );
-    }
-    let cat = Catalog::open_read_only(&p)?;
-    let counts = cat.uplink_counts()?;
+    // A fresh data directory (the recorder has never run with it) is a state, not an
+    // error: nothing recorded, nothing pending.
+    let cat = if p.exists() {
+        Some(Catalog::open_read_only(&p)?)
+    } else {
+        None
+    };
+    let counts = match &cat {
+        Some(c) => c.uplink_counts()?,
+        None => Default::default(),
+    };
     let local = std::fs::read(cfg.storage.data_dir.join(LOCAL_STATUS_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<StatusDoc>(&b).ok());
@@ -51,7 +54,12 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             o.insert("sip_access".into(), serde_json::to_value(&access)?);
             o.insert("uplink_enabled".into(), cfg.uplink.enabled.into());
             o.insert("daemon_reported_at".into(), daemon_seen.into());
-            o.insert("uploads".into(), serde_json::to_value(cat.upload_rows()?)?);
+            let uploads = match &cat {
+                Some(c) => c.upload_rows()?,
+                None => vec![],
+            };
+            o.insert("uploads".into(), serde_json::to_value(uploads)?);
+            o.insert("catalogue".into(), cat.is_some().into());
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -67,6 +75,13 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             "disabled".into()
         }
     );
+    if cat.is_none() {
+        println!(
+            "catalogue      none yet at {}: not recording yet (the recorder has not run \
+             with this data_dir)",
+            p.display()
+        );
+    }
     println!("daemon report  {}", opt(daemon_seen));
     println!("recorded       {}", doc.recorded);
     println!(
