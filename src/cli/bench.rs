@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::capture::build::{self, Link, L4};
+use crate::capture::frame::{self, Link, L4};
 use crate::capture::pcapfile::PcapWriter;
 use crate::config::Config;
 
@@ -73,7 +73,7 @@ pub fn generate(path: &std::path::Path, calls: u32, seconds: u32) -> anyhow::Res
         put(
             &mut w,
             ts,
-            build::frames(
+            frame::frames(
                 &link,
                 sa(a.clone(), 5060),
                 sa(b.clone(), 5060),
@@ -86,7 +86,7 @@ pub fn generate(path: &std::path::Path, calls: u32, seconds: u32) -> anyhow::Res
         put(
             &mut w,
             ts,
-            build::frames(
+            frame::frames(
                 &link,
                 sa(b.clone(), 5060),
                 sa(a.clone(), 5060),
@@ -103,11 +103,11 @@ pub fn generate(path: &std::path::Path, calls: u32, seconds: u32) -> anyhow::Res
         let ts = t_media + Duration::from_millis(u64::from(k) * 20);
         for i in 0..calls {
             let (a, b) = (pbx(i), phone(i));
-            let p = build::rtp(0, k as u16, k * 160, i, k == 0, &payload);
+            let p = frame::rtp(0, k as u16, k * 160, i, k == 0, &payload);
             put(
                 &mut w,
                 ts,
-                build::frames(
+                frame::frames(
                     &link,
                     sa(a.clone(), 20000),
                     sa(b.clone(), 20000),
@@ -117,11 +117,11 @@ pub fn generate(path: &std::path::Path, calls: u32, seconds: u32) -> anyhow::Res
                     1480,
                 ),
             )?;
-            let p = build::rtp(0, k as u16, k * 160, i + 1_000_000, k == 0, &payload);
+            let p = frame::rtp(0, k as u16, k * 160, i + 1_000_000, k == 0, &payload);
             put(
                 &mut w,
                 ts,
-                build::frames(&link, sa(b, 20000), sa(a, 20000), L4::Udp, &p, 0, 1480),
+                frame::frames(&link, sa(b, 20000), sa(a, 20000), L4::Udp, &p, 0, 1480),
             )?;
         }
     }
@@ -131,7 +131,7 @@ pub fn generate(path: &std::path::Path, calls: u32, seconds: u32) -> anyhow::Res
         put(
             &mut w,
             tend,
-            build::frames(
+            frame::frames(
                 &link,
                 sa(pbx(i), 5060),
                 sa(phone(i), 5060),

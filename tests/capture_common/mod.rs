@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use branchrec::capture::build::{self, Link, L4};
+use branchrec::capture::frame::{self, Link, L4};
 use branchrec::capture::pcapfile::PcapWriter;
 use branchrec::media::{alaw_to_linear, ulaw_to_linear};
 
@@ -148,7 +148,7 @@ struct Out<'a> {
 impl Out<'_> {
     fn udp(&mut self, ts: Duration, src: SocketAddr, dst: SocketAddr, p: &[u8], mtu: usize) {
         self.ip_id = self.ip_id.wrapping_add(1);
-        for f in build::frames(&self.sc.link, src, dst, L4::Udp, p, self.ip_id, mtu) {
+        for f in frame::frames(&self.sc.link, src, dst, L4::Udp, p, self.ip_id, mtu) {
             self.push(ts, f);
         }
     }
@@ -158,14 +158,14 @@ impl Out<'_> {
             // Mirror session: the original frame inside GRE/ERSPAN II from a switch.
             let mut e = vec![0x10, 0x07, 0, 0, 0, 0, 0, 0];
             e.extend(&f);
-            let outer = build::gre_v4(
+            let outer = frame::gre_v4(
                 "192.0.2.1".parse().unwrap(),
                 "192.0.2.9".parse().unwrap(),
                 0x88be,
                 Some(u32::from(self.ip_id)),
                 &e,
             );
-            build::ethernet(&Link::default(), &outer)
+            frame::ethernet(&Link::default(), &outer)
         } else {
             f
         };
@@ -193,7 +193,7 @@ impl Out<'_> {
         for k in [0usize, 2, 1, 1] {
             let (seq, data) = seg(k);
             self.ip_id = self.ip_id.wrapping_add(1);
-            for f in build::frames(
+            for f in frame::frames(
                 &self.sc.link,
                 src,
                 dst,
@@ -232,7 +232,7 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
         // Handshake so the reassembler follows the streams from their first byte.
         let (a, b, _, _) = sc.addrs();
         for (src, dst, seq) in [(a, b, 999u32), (b, a, 899_999)] {
-            for f in build::frames(
+            for f in frame::frames(
                 &sc.link,
                 src,
                 dst,
@@ -319,7 +319,7 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
             if lost {
                 continue;
             }
-            let p = build::rtp(
+            let p = frame::rtp(
                 pt,
                 (100 + k + ch as u32 * 5000) as u16,
                 ts,

@@ -11,7 +11,7 @@
 //! The shells that read interfaces and files and write recordings are in
 //! [`crate::app::capture`].
 
-pub mod build;
+pub mod frame;
 pub mod decode;
 pub mod engine;
 pub mod pcapfile;

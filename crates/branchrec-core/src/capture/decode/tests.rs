@@ -1,5 +1,5 @@
 use super::*;
-use crate::capture::build::{self, Link, L4};
+use crate::capture::frame::{self, Link, L4};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -14,7 +14,7 @@ fn udp_payload(d: &mut Decoder, lt: u32, f: &[u8]) -> Option<(SocketAddr, Socket
 fn ethernet_vlan_qinq() {
     let mut d = Decoder::new(DecoderConfig::default());
     for vlans in [vec![], vec![10], vec![100, 20]] {
-        let f = build::frames(
+        let f = frame::frames(
             &Link { vlans },
             sa("10.0.0.1:5060"),
             sa("10.0.0.2:5062"),
@@ -33,7 +33,7 @@ fn ethernet_vlan_qinq() {
 #[test]
 fn ipv4_fragments_any_order() {
     let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-    let f = build::frames(
+    let f = frame::frames(
         &Link::default(),
         sa("10.0.0.1:5060"),
         sa("10.0.0.2:5060"),
@@ -56,7 +56,7 @@ fn ipv4_fragments_any_order() {
 #[test]
 fn ipv6_fragments_and_timeout() {
     let payload: Vec<u8> = (0..2000u32).map(|i| (i % 7) as u8).collect();
-    let f = build::frames(
+    let f = frame::frames(
         &Link { vlans: vec![5] },
         sa("[2001:db8::1]:5060"),
         sa("[2001:db8::2]:5060"),
@@ -74,7 +74,7 @@ fn ipv6_fragments_and_timeout() {
     // A lone first fragment expires on packet time.
     assert!(d.decode(Duration::from_secs(1), 1, &f[0]).is_none());
     assert_eq!(d.pending_fragments(), 1);
-    let other = build::frames(
+    let other = frame::frames(
         &Link::default(),
         sa("10.0.0.1:1"),
         sa("10.0.0.2:2"),
@@ -95,7 +95,7 @@ fn fragment_table_is_bounded() {
         fragment_timeout: Duration::from_secs(30),
     });
     for id in 0..100u16 {
-        let f = build::frames(
+        let f = frame::frames(
             &Link::default(),
             sa("10.0.0.1:1"),
             sa("10.0.0.2:2"),
@@ -111,7 +111,7 @@ fn fragment_table_is_bounded() {
 
 #[test]
 fn tcp_segment() {
-    let f = build::frames(
+    let f = frame::frames(
         &Link::default(),
         sa("10.0.0.1:40000"),
         sa("10.0.0.2:5060"),
@@ -139,8 +139,8 @@ fn tcp_segment() {
 
 #[test]
 fn tunnels_ipip_gre_erspan() {
-    let (proto, udp) = build::l4(sa("10.1.1.1:5060"), sa("10.1.1.2:5060"), L4::Udp, b"inner");
-    let inner = build::ipv4(
+    let (proto, udp) = frame::l4(sa("10.1.1.1:5060"), sa("10.1.1.2:5060"), L4::Udp, b"inner");
+    let inner = frame::ipv4(
         "10.1.1.1".parse().unwrap(),
         "10.1.1.2".parse().unwrap(),
         proto,
@@ -150,30 +150,30 @@ fn tunnels_ipip_gre_erspan() {
     );
     let o1: IpAddr = "192.0.2.1".parse().unwrap();
     let o2: IpAddr = "192.0.2.2".parse().unwrap();
-    let ipip = build::ethernet(
+    let ipip = frame::ethernet(
         &Link::default(),
-        &build::ipv4(o1, o2, 4, 1, (0, false), &inner),
+        &frame::ipv4(o1, o2, 4, 1, (0, false), &inner),
     );
-    let gre = build::ethernet(
+    let gre = frame::ethernet(
         &Link::default(),
-        &build::gre_v4(o1, o2, 0x0800, None, &inner),
+        &frame::gre_v4(o1, o2, 0x0800, None, &inner),
     );
-    let eth_inner = build::ethernet(&Link { vlans: vec![7] }, &inner);
+    let eth_inner = frame::ethernet(&Link { vlans: vec![7] }, &inner);
     let mut erspan2 = vec![0x10, 0x07, 0, 0, 0, 0, 0, 0];
     erspan2.extend(&eth_inner);
-    let ersp2 = build::ethernet(
+    let ersp2 = frame::ethernet(
         &Link::default(),
-        &build::gre_v4(o1, o2, 0x88be, Some(1), &erspan2),
+        &frame::gre_v4(o1, o2, 0x88be, Some(1), &erspan2),
     );
     let mut erspan3 = vec![0x20, 0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     erspan3.extend(&eth_inner);
-    let ersp3 = build::ethernet(
+    let ersp3 = frame::ethernet(
         &Link::default(),
-        &build::gre_v4(o1, o2, 0x22eb, Some(1), &erspan3),
+        &frame::gre_v4(o1, o2, 0x22eb, Some(1), &erspan3),
     );
-    let teb = build::ethernet(
+    let teb = frame::ethernet(
         &Link::default(),
-        &build::gre_v4(o1, o2, 0x6558, None, &eth_inner),
+        &frame::gre_v4(o1, o2, 0x6558, None, &eth_inner),
     );
     let mut d = Decoder::new(DecoderConfig::default());
     for f in [ipip, gre, ersp2, ersp3, teb] {
@@ -186,8 +186,8 @@ fn tunnels_ipip_gre_erspan() {
 
 #[test]
 fn linux_cooked_and_raw() {
-    let (proto, udp) = build::l4(sa("10.1.1.1:1"), sa("10.1.1.2:2"), L4::Udp, b"z");
-    let ip = build::ipv4(
+    let (proto, udp) = frame::l4(sa("10.1.1.1:1"), sa("10.1.1.2:2"), L4::Udp, b"z");
+    let ip = frame::ipv4(
         "10.1.1.1".parse().unwrap(),
         "10.1.1.2".parse().unwrap(),
         proto,
@@ -210,7 +210,7 @@ fn linux_cooked_and_raw() {
 #[test]
 fn truncations_never_panic() {
     let payload: Vec<u8> = (0..1800u32).map(|i| i as u8).collect();
-    let mut frames = build::frames(
+    let mut frames = frame::frames(
         &Link { vlans: vec![1, 2] },
         sa("[2001:db8::1]:5060"),
         sa("[2001:db8::2]:5060"),
@@ -219,7 +219,7 @@ fn truncations_never_panic() {
         9,
         1000,
     );
-    frames.extend(build::frames(
+    frames.extend(frame::frames(
         &Link::default(),
         sa("10.0.0.1:1"),
         sa("10.0.0.2:2"),
