@@ -195,7 +195,7 @@ fn main() {
     for (name, codec, pt, clock, kind, rate) in [
         (
             "G.711 µ-law, 8 kHz recording (table)",
-            Codec::Pcmu,
+            Codec::Audio(DecoderKind::Pcmu),
             0,
             8000,
             DecoderKind::Pcmu,
@@ -203,7 +203,7 @@ fn main() {
         ),
         (
             "G.711 µ-law, 16 kHz recording",
-            Codec::Pcmu,
+            Codec::Audio(DecoderKind::Pcmu),
             0,
             8000,
             DecoderKind::Pcmu,
@@ -211,7 +211,7 @@ fn main() {
         ),
         (
             "G.722, 16 kHz recording",
-            Codec::G722,
+            Codec::Audio(DecoderKind::G722),
             9,
             8000,
             DecoderKind::G722,
@@ -219,7 +219,7 @@ fn main() {
         ),
         (
             "Opus, 16 kHz recording",
-            Codec::Opus,
+            Codec::Audio(DecoderKind::Opus),
             111,
             48000,
             DecoderKind::Opus,
@@ -227,7 +227,7 @@ fn main() {
         ),
         (
             "G.729, 8 kHz recording",
-            Codec::G729,
+            Codec::Audio(DecoderKind::G729),
             18,
             8000,
             DecoderKind::G729,

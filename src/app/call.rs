@@ -333,7 +333,7 @@ pub(crate) fn stream_config(s: &NegotiatedStream) -> StreamConfig {
 fn audio_codec_names(s: &NegotiatedStream) -> Vec<String> {
     s.formats
         .iter()
-        .find(|f| !f.encoding.eq_ignore_ascii_case("telephone-event"))
+        .find(|f| crate::media::codec::is_audio_encoding(&f.encoding))
         .map(|f| f.encoding.to_ascii_uppercase())
         .into_iter()
         .collect()

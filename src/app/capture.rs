@@ -24,7 +24,7 @@ use crate::catalog::{
     Source,
 };
 use crate::config::Config;
-use crate::media::{Codec, StreamConfig};
+use crate::media::{codec, Codec, StreamConfig};
 use crate::pii::Pii;
 use crate::sdp::PayloadFormat;
 use crate::vault::KeyWrap;
@@ -87,13 +87,13 @@ fn unix_ms(ts: Duration) -> i64 {
     i64::try_from(ts.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn is_g711(f: &PayloadFormat) -> bool {
-    (f.encoding.eq_ignore_ascii_case("PCMU") || f.encoding.eq_ignore_ascii_case("PCMA"))
-        && f.clock_rate == SAMPLE_RATE
+/// A format passive capture records (G.711 at 8 kHz, see the codec table).
+fn is_captured(f: &PayloadFormat) -> bool {
+    codec::is_captured(&f.encoding, f.clock_rate) && f.clock_rate == SAMPLE_RATE
 }
 
 fn is_audio_codec(f: &PayloadFormat) -> bool {
-    !f.encoding.eq_ignore_ascii_case("telephone-event") && !f.encoding.eq_ignore_ascii_case("CN")
+    codec::is_audio_encoding(&f.encoding)
 }
 
 fn stream_config(formats: &[PayloadFormat]) -> StreamConfig {
@@ -161,7 +161,7 @@ impl Recorder {
     ) {
         let created = chrono::DateTime::from_timestamp_millis(unix_ms(at)).unwrap_or_default();
         let all: Vec<&PayloadFormat> = formats.iter().flatten().collect();
-        let supported = all.is_empty() || all.iter().any(|f| is_g711(f));
+        let supported = all.is_empty() || all.iter().any(|f| is_captured(f));
         let mut names: Vec<String> = formats.iter().flat_map(|f| codec_names(f)).collect();
         names.sort();
         names.dedup();

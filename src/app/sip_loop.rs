@@ -541,7 +541,7 @@ fn offered_codecs(offer: &Offer) -> String {
         .filter_map(|s| {
             s.formats
                 .iter()
-                .find(|f| !f.encoding.eq_ignore_ascii_case("telephone-event"))
+                .find(|f| crate::media::codec::is_audio_encoding(&f.encoding))
                 .map(|f| f.encoding.to_ascii_uppercase())
         })
         .collect();

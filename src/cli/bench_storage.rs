@@ -68,15 +68,11 @@ fn thread_cpu() -> anyhow::Result<Duration> {
     Ok(Duration::from_nanos(ns))
 }
 
-/// RTP payload type → codec name and clock rate of the static assignments.
+/// RTP payload type → codec name and clock rate of the static assignments (voice codecs
+/// of the codec table).
 fn static_pt(pt: u8) -> Option<(&'static str, u32)> {
-    match pt {
-        0 => Some(("PCMU", 8000)),
-        8 => Some(("PCMA", 8000)),
-        9 => Some(("G722", 8000)),
-        18 => Some(("G729", 8000)),
-        _ => None,
-    }
+    let c = crate::media::codec::lookup_static_pt(pt)?;
+    Some((c.name(), c.clock_rate?))
 }
 
 /// The packets (whole RTP datagrams) of the largest RTP stream in the capture.

@@ -736,10 +736,7 @@ fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
     let chosen = answer.as_ref().and_then(|m| {
         m.formats
             .iter()
-            .find(|f| {
-                !f.encoding.eq_ignore_ascii_case("telephone-event")
-                    && !f.encoding.eq_ignore_ascii_case("CN")
-            })
+            .find(|f| crate::media::codec::is_audio_encoding(&f.encoding))
             .map(|f| f.encoding.to_ascii_uppercase())
     });
     if let Some(c) = chosen {

@@ -20,9 +20,9 @@ fn tl(rate: u32) -> CallTimeline {
         0,
         StreamConfig {
             payload_types: vec![
-                (0, Codec::Pcmu, 8000),
-                (9, Codec::G722, 8000),
-                (111, Codec::Opus, 48000),
+                (0, Codec::Audio(DecoderKind::Pcmu), 8000),
+                (9, Codec::Audio(DecoderKind::G722), 8000),
+                (111, Codec::Audio(DecoderKind::Opus), 48000),
                 (101, Codec::TelephoneEvent, 8000),
             ],
         },
@@ -277,7 +277,7 @@ fn g729_without_the_feature_is_unsupported() {
     t.set_stream_config(
         0,
         StreamConfig {
-            payload_types: vec![(18, Codec::G729, 8000)],
+            payload_types: vec![(18, Codec::Audio(DecoderKind::G729), 8000)],
         },
     );
     assert_eq!(
@@ -298,7 +298,7 @@ fn g729_timeline() -> (CallTimeline, Vec<u8>) {
     t.set_stream_config(
         0,
         StreamConfig {
-            payload_types: vec![(18, Codec::G729, 8000)],
+            payload_types: vec![(18, Codec::Audio(DecoderKind::G729), 8000)],
         },
     );
     (t, bits)

@@ -1,41 +1,28 @@
 //! Per-stream configuration, statistics and RTP sequence-number bookkeeping.
 
-/// What a negotiated payload type carries.
+use super::codec::{lookup, DecoderKind, Role};
+
+/// What a negotiated payload type carries (from the codec table,
+/// [`CODECS`](super::codec::CODECS)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Codec {
-    /// G.711 µ-law.
-    Pcmu,
-    /// G.711 A-law.
-    Pcma,
-    /// ITU-T G.722 (16 kHz audio on an 8000 Hz RTP clock).
-    G722,
-    /// Opus (RFC 7587; RTP clock 48000).
-    Opus,
-    /// G.729 / G.729A, with or without Annex B (decodable with the `g729` feature).
-    G729,
+    /// Voice for this decoder (G.711, G.722, Opus, G.729 — decodable if the build has it,
+    /// see [`DecoderKind::available`]).
+    Audio(DecoderKind),
     /// RFC 4733 telephone-event (DTMF).
     TelephoneEvent,
-    /// Anything else (by its SDP encoding name); recorded as silence and counted.
+    /// Anything else (by its SDP encoding name, comfort noise included); recorded as
+    /// silence and counted.
     Unsupported(String),
 }
 
 impl Codec {
     /// Map an SDP `a=rtpmap` encoding name (case-insensitive) to a codec.
     pub fn from_encoding_name(name: &str) -> Codec {
-        if name.eq_ignore_ascii_case("PCMU") {
-            Codec::Pcmu
-        } else if name.eq_ignore_ascii_case("PCMA") {
-            Codec::Pcma
-        } else if name.eq_ignore_ascii_case("G722") {
-            Codec::G722
-        } else if name.eq_ignore_ascii_case("opus") {
-            Codec::Opus
-        } else if name.eq_ignore_ascii_case("G729") || name.eq_ignore_ascii_case("G729A") {
-            Codec::G729
-        } else if name.eq_ignore_ascii_case("telephone-event") {
-            Codec::TelephoneEvent
-        } else {
-            Codec::Unsupported(name.to_string())
+        match lookup(name).map(|c| c.role) {
+            Some(Role::Audio(k)) => Codec::Audio(k),
+            Some(Role::TelephoneEvent) => Codec::TelephoneEvent,
+            Some(Role::ComfortNoise) | None => Codec::Unsupported(name.to_string()),
         }
     }
 }
@@ -51,7 +38,10 @@ impl Default for StreamConfig {
     /// The static RTP/AVP assignments: 0 = PCMU/8000, 8 = PCMA/8000.
     fn default() -> Self {
         StreamConfig {
-            payload_types: vec![(0, Codec::Pcmu, 8000), (8, Codec::Pcma, 8000)],
+            payload_types: vec![
+                (0, Codec::Audio(DecoderKind::Pcmu), 8000),
+                (8, Codec::Audio(DecoderKind::Pcma), 8000),
+            ],
         }
     }
 }
@@ -292,18 +282,24 @@ mod tests {
 
     #[test]
     fn codec_names() {
-        assert_eq!(Codec::from_encoding_name("pcmu"), Codec::Pcmu);
-        assert_eq!(Codec::from_encoding_name("PCMA"), Codec::Pcma);
+        let audio = |k| Codec::Audio(k);
+        assert_eq!(Codec::from_encoding_name("pcmu"), audio(DecoderKind::Pcmu));
+        assert_eq!(Codec::from_encoding_name("PCMA"), audio(DecoderKind::Pcma));
         assert_eq!(
             Codec::from_encoding_name("Telephone-Event"),
             Codec::TelephoneEvent
         );
-        assert_eq!(Codec::from_encoding_name("G722"), Codec::G722);
-        assert_eq!(Codec::from_encoding_name("OPUS"), Codec::Opus);
-        assert_eq!(Codec::from_encoding_name("g729"), Codec::G729);
+        assert_eq!(Codec::from_encoding_name("G722"), audio(DecoderKind::G722));
+        assert_eq!(Codec::from_encoding_name("OPUS"), audio(DecoderKind::Opus));
+        assert_eq!(Codec::from_encoding_name("g729"), audio(DecoderKind::G729));
+        assert_eq!(Codec::from_encoding_name("G729A"), audio(DecoderKind::G729));
         assert_eq!(
             Codec::from_encoding_name("GSM"),
             Codec::Unsupported("GSM".into())
+        );
+        assert_eq!(
+            Codec::from_encoding_name("CN"),
+            Codec::Unsupported("CN".into())
         );
     }
 }

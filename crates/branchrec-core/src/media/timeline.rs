@@ -247,17 +247,13 @@ impl Channel {
                 continue;
             };
             *slot = match codec {
-                // G.711 is decoded 1:1 into an 8 kHz timeline, resampled into others.
-                Codec::Pcmu if *clock == sample_rate => PtKind::Pcmu,
-                Codec::Pcma if *clock == sample_rate => PtKind::Pcma,
-                Codec::Pcmu if *clock == 8000 => PtKind::Decoded(DecoderKind::Pcmu, 8000),
-                Codec::Pcma if *clock == 8000 => PtKind::Decoded(DecoderKind::Pcma, 8000),
-                // RFC 3551: G.722's clock is 8000 although it samples at 16 kHz.
-                Codec::G722 if *clock == 8000 => PtKind::Decoded(DecoderKind::G722, 8000),
-                // RFC 7587: always 48000.
-                Codec::Opus if *clock == 48000 => PtKind::Decoded(DecoderKind::Opus, 48000),
-                Codec::G729 if *clock == 8000 && DecoderKind::G729.available() => {
-                    PtKind::Decoded(DecoderKind::G729, 8000)
+                // G.711 is decoded 1:1 into a timeline at its own rate, resampled into others.
+                Codec::Audio(DecoderKind::Pcmu) if *clock == sample_rate => PtKind::Pcmu,
+                Codec::Audio(DecoderKind::Pcma) if *clock == sample_rate => PtKind::Pcma,
+                // The table's clock for the codec (RFC 3551: G.722 counts 8000 although it
+                // samples at 16 kHz; RFC 7587: Opus 48000), if this build decodes it.
+                Codec::Audio(k) if k.spec().accepts_clock(*clock) && k.available() => {
+                    PtKind::Decoded(*k, *clock)
                 }
                 Codec::TelephoneEvent if *clock > 0 => PtKind::Dtmf(*clock),
                 _ => PtKind::Unsupported,
@@ -1552,7 +1548,7 @@ pub(crate) mod tests {
         t.set_stream_config(
             1,
             StreamConfig {
-                payload_types: vec![(8, Codec::Pcma, 8000)],
+                payload_types: vec![(8, Codec::Audio(DecoderKind::Pcma), 8000)],
             },
         );
         assert_eq!(

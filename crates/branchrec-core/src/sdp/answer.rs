@@ -89,7 +89,8 @@ fn is_rtp_avp(proto: &str) -> Option<bool> {
 }
 
 fn is_telephone_event(enc: &str) -> bool {
-    enc.eq_ignore_ascii_case("telephone-event")
+    crate::media::codec::lookup(enc)
+        .is_some_and(|c| c.role == crate::media::codec::Role::TelephoneEvent)
 }
 
 /// Build our answer to an SRC's offer.

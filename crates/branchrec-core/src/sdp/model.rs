@@ -540,3 +540,20 @@ impl fmt::Display for SessionDescription {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::static_payload;
+    use crate::media::codec::CODECS;
+
+    #[test]
+    fn static_payload_types_agree_with_the_codec_table() {
+        for c in CODECS {
+            let Some(pt) = c.static_pt else { continue };
+            let (name, rate, channels) = static_payload(pt).expect("an RFC 3551 static type");
+            assert!(c.has_name(name), "{pt}: {name} vs {c:?}");
+            assert!(c.accepts_clock(rate), "{pt}: {rate} vs {c:?}");
+            assert_eq!(channels, 1);
+        }
+    }
+}

@@ -19,16 +19,9 @@ use crate::siprec::{channel_map, classify, ChannelAssignment, Classification};
 use crate::media::codec::DecoderKind;
 
 /// Encodings we can record (G.729 only in builds with the `g729` feature). Offers are
-/// answered with the offered formats among these; see docs/codecs.md.
-pub const SUPPORTED_ENCODINGS: &[&str] = &[
-    "PCMU",
-    "PCMA",
-    "G722",
-    "opus",
-    #[cfg(feature = "g729")]
-    "G729",
-    "telephone-event",
-];
+/// answered with the offered formats among these; see docs/codecs.md. Derived from the
+/// codec table ([`crate::media::codec::CODECS`]), in its order.
+pub const SUPPORTED_ENCODINGS: &[&str] = crate::media::codec::SUPPORTED_ENCODINGS;
 
 /// Settings of the recording server core.
 #[derive(Debug, Clone)]

@@ -13,8 +13,13 @@ pub mod g722;
 pub mod g729;
 pub mod opus;
 pub mod resample;
+pub mod table;
 
 pub use resample::Resampler;
+pub use table::{
+    is_audio_encoding, is_captured, lookup, lookup_sdp, lookup_static_pt, CodecSpec, Role, CODECS,
+    SUPPORTED_ENCODINGS,
+};
 
 /// Sample rate of narrowband recordings (G.711, G.729); the default.
 pub const SAMPLE_RATE: u32 = 8000;
@@ -63,7 +68,7 @@ pub enum CodecError {
     Unavailable(String),
 }
 
-/// The decodable codecs.
+/// The decodable codecs (one [`CODECS`] entry each: name, clock, wideband, feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecoderKind {
     /// G.711 µ-law.
@@ -76,46 +81,6 @@ pub enum DecoderKind {
     Opus,
     /// G.729 / G.729A, Annex B frames accepted.
     G729,
-}
-
-impl DecoderKind {
-    /// The SDP encoding name.
-    pub fn name(self) -> &'static str {
-        match self {
-            DecoderKind::Pcmu => "PCMU",
-            DecoderKind::Pcma => "PCMA",
-            DecoderKind::G722 => "G722",
-            DecoderKind::Opus => "opus",
-            DecoderKind::G729 => "G729",
-        }
-    }
-
-    /// Whether the codec carries 7 kHz (or wider) audio and so asks for a 16 kHz
-    /// recording.
-    pub fn is_wideband(self) -> bool {
-        matches!(self, DecoderKind::G722 | DecoderKind::Opus)
-    }
-
-    /// The decoder for an SDP `a=rtpmap` encoding name and clock rate, if the pair is
-    /// one we decode (G.722 must use the RFC 3551 8000 Hz clock; Opus 48000).
-    pub fn from_sdp(encoding: &str, clock: u32) -> Option<DecoderKind> {
-        let e = encoding;
-        match clock {
-            8000 if e.eq_ignore_ascii_case("PCMU") => Some(DecoderKind::Pcmu),
-            8000 if e.eq_ignore_ascii_case("PCMA") => Some(DecoderKind::Pcma),
-            8000 if e.eq_ignore_ascii_case("G722") => Some(DecoderKind::G722),
-            48000 if e.eq_ignore_ascii_case("opus") => Some(DecoderKind::Opus),
-            8000 if e.eq_ignore_ascii_case("G729") || e.eq_ignore_ascii_case("G729A") => {
-                Some(DecoderKind::G729)
-            }
-            _ => None,
-        }
-    }
-
-    /// Whether this binary can decode it.
-    pub fn available(self) -> bool {
-        self != DecoderKind::G729 || cfg!(feature = "g729")
-    }
 }
 
 /// What [`Decoder::conceal`] produced.
