@@ -482,7 +482,8 @@ async fn prepare(
                 .recordable
                 .iter()
                 .filter_map(|i| offer.streams.get(*i))
-                .flat_map(|s| s.formats.iter()),
+                .flat_map(|s| s.formats.iter())
+                .map(|f| (f.encoding.as_str(), f.clock_rate)),
         ),
         format: decision.format.unwrap_or(shared.cfg.storage.format),
     };

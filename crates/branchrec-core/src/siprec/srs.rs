@@ -831,9 +831,11 @@ mod codec_tests {
         assert!(text.contains("a=fmtp:111 useinbandfec=1"), "{text}");
         // 16 kHz recording: a wideband codec was accepted.
         assert_eq!(
-            crate::media::codec::recording_rate(&a.streams[0].formats),
+            crate::media::codec::recording_rate(
+                a.streams[0].formats.iter().map(|f| (f.encoding.as_str(), f.clock_rate))
+            ),
             16000
         );
-        assert_eq!(crate::media::codec::recording_rate(&[]), 8000);
+        assert_eq!(crate::media::codec::recording_rate([]), 8000);
     }
 }

@@ -29,10 +29,11 @@ pub const WIDEBAND_SAMPLE_RATE: u32 = 16000;
 /// The recording's sample rate for the negotiated streams: 16 kHz if any recorded
 /// stream accepted a wideband codec (G.722, Opus) that this build decodes, else 8 kHz.
 /// Fixed at call set-up: a later re-INVITE that switches codec is resampled to it.
-pub fn recording_rate<'a>(formats: impl IntoIterator<Item = &'a crate::sdp::PayloadFormat>) -> u32 {
-    let wide = formats.into_iter().any(|f| {
-        DecoderKind::from_sdp(&f.encoding, f.clock_rate)
-            .is_some_and(|k| k.is_wideband() && k.available())
+/// `formats` are the accepted (encoding name, RTP clock rate) pairs of the recorded
+/// streams (from SDP: `sdp::PayloadFormat`'s `encoding` and `clock_rate`).
+pub fn recording_rate<'a>(formats: impl IntoIterator<Item = (&'a str, u32)>) -> u32 {
+    let wide = formats.into_iter().any(|(encoding, clock_rate)| {
+        DecoderKind::from_sdp(encoding, clock_rate).is_some_and(|k| k.is_wideband() && k.available())
     });
     if wide {
         WIDEBAND_SAMPLE_RATE
