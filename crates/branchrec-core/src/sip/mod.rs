@@ -13,19 +13,21 @@
 //! `handle_timeout` when it fires.
 
 pub mod access;
+pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod parse;
+pub mod response;
+pub mod transaction;
 
-pub use endpoint::{
-    DialogId, Endpoint, EndpointConfig, Event, Peer, Stats, TerminationReason, Transmit, Transport,
-    TxnId,
-};
+pub use dialog::{DialogId, TerminationReason};
+pub use endpoint::{Endpoint, EndpointConfig, Event, Peer, Stats, Transmit, Transport};
 pub use message::{Headers, Message, Method, StartLine};
 pub use parse::{
     parse_datagram, parse_datagram_lenient, ContentType, NameAddr, ParseError, StreamFramer, Uri,
     Via, MAX_MESSAGE_SIZE,
 };
+pub use transaction::TxnId;
 
 use thiserror::Error;
 

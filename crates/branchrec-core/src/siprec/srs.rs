@@ -820,7 +820,12 @@ mod codec_tests {
             username: "-".into(),
             supported: SUPPORTED_ENCODINGS,
         };
-        let a = sdp::build_answer(&o, &params, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
+        let a = sdp::build_answer(
+            &o,
+            &params,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+        )
+        .unwrap();
         let text = a.sdp.to_string();
         let names: Vec<&str> = a.streams[0]
             .formats
