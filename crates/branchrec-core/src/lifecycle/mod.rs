@@ -26,3 +26,4 @@ pub trait Clock: Send + Sync {
     /// Now, unix ms.
     fn now_ms(&self) -> i64;
 }
+

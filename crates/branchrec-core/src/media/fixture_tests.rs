@@ -8,10 +8,7 @@ use super::rtp;
 use super::stream::{Codec, StreamConfig};
 use super::timeline::{CallTimeline, TimelineConfig};
 
-const PCAP_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/testdata/pcap/"
-);
+const PCAP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/pcap/");
 
 /// (capture time, UDP payload) of every IPv4/UDP packet in a classic little-endian
 /// Ethernet pcap.

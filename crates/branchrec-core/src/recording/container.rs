@@ -22,9 +22,9 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::keys::{DataKey, KeyWrap, VaultError};
 use crate::media::AudioBlock;
 use crate::recording::opus::{self, OpusPacketizer, OpusSettings, OpusStreamDecoder, MAX_PACKET};
+use crate::keys::{DataKey, KeyWrap, VaultError};
 
 /// File magic.
 pub const MAGIC: &[u8; 6] = b"BRREC\0";
