@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::endpoint::{Endpoint, Event, Peer};
 use super::message::{Message, Method};
 use super::transaction::{TxnKey, TxnState};
-use super::{SipError, TxnId};
+use super::{Refusal, SipError, TxnId};
 
 /// Dialog handle; the application keys its call state by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,7 +96,8 @@ impl Endpoint {
                         last_activity: now,
                     },
                 );
-                let _ = self.respond_inner(now, id, 100, "Trying", Vec::new(), None);
+                let res = self.respond_inner(now, id, 100, "Trying", Vec::new(), None);
+                self.count_failure(res, "Trying");
                 self.events.push_back(Event::Invite {
                     txn: id,
                     dialog: did,
@@ -107,7 +108,8 @@ impl Endpoint {
             Method::Options => {
                 let id = self.new_txn(now, peer, key, msg, None, None, false, false);
                 let extra = self.capability_headers();
-                let _ = self.respond_inner(now, id, 200, "OK", extra, None);
+                let res = self.respond_inner(now, id, 200, "OK", extra, None);
+                self.count_failure(res, "OK");
             }
             _ => {
                 let id = self.new_txn(now, peer, key, msg, None, None, false, false);
@@ -174,20 +176,24 @@ impl Endpoint {
                     .map(|(tid, _)| *tid)
                     .collect();
                 for p in pending {
-                    let _ = self.respond_inner(now, p, 487, "Request Terminated", Vec::new(), None);
+                    let res = self.refuse(now, p, &Refusal::RequestTerminated);
+                    self.count_failure(res, "Request Terminated");
                 }
-                let _ = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
+                let res = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
+                self.count_failure(res, "OK");
                 self.end_dialog(did, TerminationReason::Bye);
             }
             Method::Options => {
                 let extra = self.capability_headers();
-                let _ = self.respond_inner(now, id, 200, "OK", extra, None);
+                let res = self.respond_inner(now, id, 200, "OK", extra, None);
+                self.count_failure(res, "OK");
             }
             Method::Invite => {
                 if let Some(d) = self.dialogs.get_mut(&did) {
                     d.pending_offer = Some(id);
                 }
-                let _ = self.respond_inner(now, id, 100, "Trying", Vec::new(), None);
+                let res = self.respond_inner(now, id, 100, "Trying", Vec::new(), None);
+                self.count_failure(res, "Trying");
                 self.events.push_back(Event::Invite {
                     txn: id,
                     dialog: did,
@@ -239,9 +245,11 @@ impl Endpoint {
             None => (None, false, None),
         };
         let id = self.new_txn(now, peer, key, msg, None, tag, false, false);
-        let _ = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
+        let res = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
+        self.count_failure(res, "OK");
         if pending {
-            let _ = self.respond_inner(now, inv_id, 487, "Request Terminated", Vec::new(), None);
+            let res = self.refuse(now, inv_id, &Refusal::RequestTerminated);
+            self.count_failure(res, "Request Terminated");
             if let Some(did) = did {
                 let initial = self.txns.get(&inv_id).is_some_and(|t| t.initial_invite);
                 if initial && self.dialogs.contains_key(&did) {

@@ -15,7 +15,7 @@ use super::parse;
 use super::response::class_index;
 use super::transaction::{txn_key, ServerTxn, TxnKey};
 use super::{DialogId, TerminationReason, TxnId};
-use super::{SipError, TagGen};
+use super::{Refusal, SipError, TagGen};
 
 /// Transport a message arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,7 +178,13 @@ pub struct Stats {
     pub responses_dropped: u64,
     /// Stray ACKs and other requests dropped.
     pub other_dropped: u64,
+    /// Responses the endpoint meant to send itself (100, 200 to BYE/CANCEL/OPTIONS, 487,
+    /// refusals) but could not, because the transaction was gone or already answered.
+    pub respond_failures: u64,
 }
+
+/// Retry-After (seconds) of the stateless 503 at the transaction cap.
+const TXN_CAP_RETRY_AFTER_S: u32 = 5;
 
 /// Methods we implement (Allow header).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
@@ -282,28 +288,16 @@ impl Endpoint {
             return;
         }
         self.stats.malformed_answered += 1;
-        self.send_stateless(peer, msg, &err, Vec::new());
+        let refusal = err.refusal(&self.cfg);
+        self.send_stateless(peer, msg, &refusal);
     }
 
-    fn send_stateless(
-        &mut self,
-        peer: Peer,
-        req: &Message,
-        err: &SipError,
-        extra: Vec<(String, String)>,
-    ) {
-        let (status, _) = err.status();
+    fn send_stateless(&mut self, peer: Peer, req: &Message, refusal: &Refusal) {
+        let r = refusal.response();
         let tag = self.tags.next_tag();
-        let data = self.build_response(
-            req,
-            &peer,
-            status,
-            &err.reason_phrase(),
-            Some(&tag),
-            extra,
-            None,
-        );
-        self.stats.responses_sent[class_index(status)] += 1;
+        let data =
+            self.build_response(req, &peer, r.status, &r.reason, Some(&tag), r.headers, None);
+        self.stats.responses_sent[class_index(r.status)] += 1;
         self.transmits.push_back(Transmit { peer, data });
     }
 
@@ -327,7 +321,7 @@ impl Endpoint {
         self.stats.requests_received += 1;
         if version != "SIP/2.0" {
             if method != Method::Ack {
-                self.send_stateless(peer, &msg, &SipError::VersionNotSupported, Vec::new());
+                self.send_stateless(peer, &msg, &Refusal::VersionNotSupported);
             }
             return;
         }
@@ -354,12 +348,10 @@ impl Endpoint {
             return;
         }
         if self.txns.len() >= self.cfg.max_transactions {
-            self.send_stateless(
-                peer,
-                &msg,
-                &SipError::Overloaded,
-                vec![("Retry-After".into(), "5".into())],
-            );
+            let refusal = Refusal::Overloaded {
+                retry_after_s: TXN_CAP_RETRY_AFTER_S,
+            };
+            self.send_stateless(peer, &msg, &refusal);
             return;
         }
         if method == Method::Cancel {
@@ -433,35 +425,28 @@ impl Endpoint {
         Ok(())
     }
 
-    fn extra_for(&self, err: &SipError) -> Vec<(String, String)> {
-        match err {
-            SipError::MethodNotAllowed => vec![("Allow".into(), ALLOW.into())],
-            SipError::UnsupportedMediaType => {
-                vec![("Accept".into(), self.cfg.accepted_content_types.join(", "))]
-            }
-            SipError::BadExtension(tags) => vec![("Unsupported".into(), tags.join(", "))],
-            SipError::SipsOverInsecureTransport => vec![(
-                "Warning".into(),
-                format!(
-                    "399 {} \"sips: Request-URI received over a transport other than TLS; send it over TLS\"",
-                    self.cfg.contact_host
-                ),
-            )],
-            SipError::NotAcceptable => vec![("Accept".into(), "application/sdp".into())],
-            SipError::Overloaded | SipError::RequestPending | SipError::CSeqOutOfOrder => {
-                vec![("Retry-After".into(), "1".into())]
-            }
-            _ => Vec::new(),
+    /// Final error response on a transaction.
+    pub(super) fn reject(&mut self, now: Instant, id: TxnId, err: SipError) {
+        let refusal = err.refusal(&self.cfg);
+        // The transaction was just created or is pending, so this cannot fail except for
+        // an already-final transaction, which callers exclude; counted if it does.
+        let res = self.refuse(now, id, &refusal);
+        self.count_failure(res, "refusal");
+    }
+
+    /// Count and log a response the endpoint meant to send itself but could not.
+    pub(super) fn count_failure(&mut self, res: Result<(), SipError>, what: &'static str) {
+        if let Err(e) = res {
+            self.stats.respond_failures += 1;
+            tracing::warn!(error = %e, what, "SIP endpoint could not send its response");
         }
     }
 
-    /// Final error response on a transaction.
-    pub(super) fn reject(&mut self, now: Instant, id: TxnId, err: SipError) {
-        let (status, _) = err.status();
-        let extra = self.extra_for(&err);
-        // The transaction was just created or is pending, so respond cannot fail here
-        // except for an already-final transaction, which callers exclude.
-        let _ = self.respond_inner(now, id, status, &err.reason_phrase(), extra, None);
+    /// Refuse a request the app was given in an event (or one the endpoint answers
+    /// itself): status, reason phrase and headers come from [`Refusal::response`].
+    pub fn refuse(&mut self, now: Instant, txn: TxnId, refusal: &Refusal) -> Result<(), SipError> {
+        let r = refusal.response();
+        self.respond_inner(now, txn, r.status, &r.reason, r.headers, None)
     }
 
     /// Answer a request the app was given in an event. Builds the response from the stored

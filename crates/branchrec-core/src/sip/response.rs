@@ -1,11 +1,170 @@
 //! Building responses: status line, copied headers (Via with `received`/`rport`, From,
-//! To with our tag, Call-ID, CSeq), Server, Contact, capability headers.
+//! To with our tag, Call-ID, CSeq), Server, Contact, capability headers — and the one
+//! refusal vocabulary: every final error response the endpoint, the SRS core and the
+//! daemon shell send is a [`Refusal`], and [`Refusal::response`] is the only place that
+//! turns one into a status code, reason phrase and extra headers.
 
 use std::net::IpAddr;
 
 use super::endpoint::{Endpoint, Peer, Transport, ALLOW};
 use super::message::{Headers, Message, StartLine};
 use super::parse;
+
+/// Seconds in the Retry-After of a 491, a 500 for an out-of-order CSeq and a 503 at the
+/// dialog cap (RFC 3261 §14.1: the UAC retries a glare after a short while).
+pub const SHORT_RETRY_AFTER_S: u32 = 1;
+
+/// Why the recording server cannot record a call now (answered 503 with Retry-After).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// The recording keys could not be loaded.
+    #[error("recording keys unavailable")]
+    NoKeys,
+    /// The configured number of simultaneous calls is reached.
+    #[error("call limit reached")]
+    CallLimit,
+    /// The data disk is full or unusable (the detail says which).
+    #[error("{0}")]
+    Storage(String),
+    /// Setting up the recording failed (no RTP port, no file, ...).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Every refusal (final 4xx/5xx response) we send. Map with [`Refusal::response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400: malformed request; the detail names the problem (`Malformed Via Header`).
+    Malformed(String),
+    /// 400: the body (multipart, SDP, metadata framing) cannot be used.
+    BadBody(String),
+    /// 405 with Allow.
+    MethodNotAllowed,
+    /// 406 with `Accept: application/sdp` (the INVITE's Accept excludes SDP).
+    NotAcceptable,
+    /// 415 with Accept: the body types we take.
+    UnsupportedMediaType {
+        /// Value of the Accept header.
+        accept: String,
+    },
+    /// 416: Request-URI scheme not sip/sips/tel.
+    UnsupportedUriScheme,
+    /// 420 with Unsupported: Require listed option tags we do not support.
+    BadExtension(Vec<String>),
+    /// 480 with a 399 Warning: a `sips:` Request-URI that did not arrive over TLS. 480,
+    /// not 416: we do support sips: (on the TLS listener); 416 would say we cannot handle
+    /// the scheme at all and invite a downgrade to sip: (RFC 5630).
+    SipsOverInsecureTransport {
+        /// Our host:port, the warn-agent of the Warning header.
+        agent: String,
+    },
+    /// 481: the in-dialog request or CANCEL matches nothing.
+    NoSuchDialog,
+    /// 487: the INVITE was cancelled or its dialog ended by BYE.
+    RequestTerminated,
+    /// 488: nothing in the offer can be recorded / answered (the detail says why).
+    NotAcceptableHere(String),
+    /// 488 with Accept: an initial INVITE without an SDP offer.
+    NoOffer,
+    /// 491 with Retry-After: another offer/answer is pending in the dialog.
+    RequestPending,
+    /// 500 with Retry-After: an in-dialog CSeq lower than the last one.
+    CSeqOutOfOrder,
+    /// 500: the application did not answer in time.
+    AppTimeout,
+    /// 500: any other internal failure.
+    Internal,
+    /// 503 with Retry-After: transaction or dialog limit of the endpoint.
+    Overloaded {
+        /// Seconds in Retry-After.
+        retry_after_s: u32,
+    },
+    /// 503 with Retry-After: the recording server cannot record now.
+    CannotRecord {
+        /// Why.
+        why: Unavailable,
+        /// Seconds in Retry-After.
+        retry_after_s: u32,
+    },
+    /// 505: SIP version other than 2.0.
+    VersionNotSupported,
+}
+
+/// A [`Refusal`] as it goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalResponse {
+    /// Status code (4xx/5xx).
+    pub status: u16,
+    /// The default reason phrase of the code (`Bad Request`).
+    pub phrase: &'static str,
+    /// The reason phrase we send (the default one, with the detail when there is one).
+    pub reason: String,
+    /// Extra headers (Allow, Accept, Unsupported, Warning, Retry-After).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Refusal {
+    /// The one mapping from a refusal to status code, reason phrase and extra headers.
+    pub fn response(&self) -> RefusalResponse {
+        fn h(name: &str, value: impl Into<String>) -> Vec<(String, String)> {
+            vec![(name.to_string(), value.into())]
+        }
+        let retry = |s: u32| h("Retry-After", s.to_string());
+        let (status, phrase, detail, headers): (u16, &'static str, Option<String>, _) = match self {
+            Refusal::Malformed(d) => (400, "Bad Request", Some(format!(" - {d}")), vec![]),
+            Refusal::BadBody(d) => (400, "Bad Request", Some(format!(" ({d})")), vec![]),
+            Refusal::MethodNotAllowed => (405, "Method Not Allowed", None, h("Allow", ALLOW)),
+            Refusal::NotAcceptable => (406, "Not Acceptable", None, h("Accept", "application/sdp")),
+            Refusal::UnsupportedMediaType { accept } => {
+                (415, "Unsupported Media Type", None, h("Accept", accept.clone()))
+            }
+            Refusal::UnsupportedUriScheme => (416, "Unsupported URI Scheme", None, vec![]),
+            Refusal::BadExtension(tags) => (420, "Bad Extension", None, h("Unsupported", tags.join(", "))),
+            Refusal::SipsOverInsecureTransport { agent } => (
+                480,
+                "Temporarily Unavailable",
+                None,
+                h(
+                    "Warning",
+                    format!("399 {agent} \"sips: Request-URI received over a transport other than TLS; send it over TLS\""),
+                ),
+            ),
+            Refusal::NoSuchDialog => (481, "Call/Transaction Does Not Exist", None, vec![]),
+            Refusal::RequestTerminated => (487, "Request Terminated", None, vec![]),
+            Refusal::NotAcceptableHere(d) => (488, "Not Acceptable Here", Some(format!(" ({d})")), vec![]),
+            Refusal::NoOffer => (
+                488,
+                "Not Acceptable Here",
+                Some(" (SIPREC INVITE without SDP offer)".into()),
+                h("Accept", "application/sdp, multipart/mixed"),
+            ),
+            Refusal::RequestPending => (491, "Request Pending", None, retry(SHORT_RETRY_AFTER_S)),
+            Refusal::CSeqOutOfOrder => (
+                500,
+                "Server Internal Error",
+                Some(" - CSeq Out Of Order".into()),
+                retry(SHORT_RETRY_AFTER_S),
+            ),
+            Refusal::AppTimeout | Refusal::Internal => (500, "Server Internal Error", None, vec![]),
+            Refusal::Overloaded { retry_after_s } => (503, "Service Unavailable", None, retry(*retry_after_s)),
+            Refusal::CannotRecord { why, retry_after_s } => {
+                (503, "Service Unavailable", Some(format!(" ({why})")), retry(*retry_after_s))
+            }
+            Refusal::VersionNotSupported => (505, "Version Not Supported", None, vec![]),
+        };
+        RefusalResponse {
+            status,
+            phrase,
+            reason: format!("{phrase}{}", detail.unwrap_or_default()),
+            headers,
+        }
+    }
+
+    /// Its status code.
+    pub fn status(&self) -> u16 {
+        self.response().status
+    }
+}
 
 pub(super) fn class_index(status: u16) -> usize {
     usize::from((status / 100).clamp(1, 6) - 1)
@@ -169,6 +328,134 @@ fn top_via_with_received(line: &str, peer: &Peer) -> String {
 #[cfg(test)]
 mod tests {
     use crate::sip::endpoint::test_support::*;
+    use crate::sip::{Refusal, Unavailable};
+
+    /// Every refusal maps to a 4xx/5xx with a non-empty reason starting with the default
+    /// phrase, and carries exactly the headers it promises.
+    #[test]
+    fn every_refusal_maps_to_an_error_response() {
+        let cases: Vec<(Refusal, u16, &str, Vec<(&str, &str)>)> = vec![
+            (Refusal::Malformed("Missing Call-ID Header".into()), 400, "Bad Request - Missing Call-ID Header", vec![]),
+            (Refusal::BadBody("SDP: x".into()), 400, "Bad Request (SDP: x)", vec![]),
+            (Refusal::MethodNotAllowed, 405, "Method Not Allowed", vec![("Allow", ALLOW)]),
+            (Refusal::NotAcceptable, 406, "Not Acceptable", vec![("Accept", "application/sdp")]),
+            (
+                Refusal::UnsupportedMediaType { accept: "application/sdp".into() },
+                415,
+                "Unsupported Media Type",
+                vec![("Accept", "application/sdp")],
+            ),
+            (Refusal::UnsupportedUriScheme, 416, "Unsupported URI Scheme", vec![]),
+            (
+                Refusal::BadExtension(vec!["100rel".into(), "foo".into()]),
+                420,
+                "Bad Extension",
+                vec![("Unsupported", "100rel, foo")],
+            ),
+            (
+                Refusal::SipsOverInsecureTransport { agent: "h:5060".into() },
+                480,
+                "Temporarily Unavailable",
+                vec![(
+                    "Warning",
+                    "399 h:5060 \"sips: Request-URI received over a transport other than TLS; send it over TLS\"",
+                )],
+            ),
+            (Refusal::NoSuchDialog, 481, "Call/Transaction Does Not Exist", vec![]),
+            (Refusal::RequestTerminated, 487, "Request Terminated", vec![]),
+            (
+                Refusal::NotAcceptableHere("no codec".into()),
+                488,
+                "Not Acceptable Here (no codec)",
+                vec![],
+            ),
+            (
+                Refusal::NoOffer,
+                488,
+                "Not Acceptable Here (SIPREC INVITE without SDP offer)",
+                vec![("Accept", "application/sdp, multipart/mixed")],
+            ),
+            (Refusal::RequestPending, 491, "Request Pending", vec![("Retry-After", "1")]),
+            (
+                Refusal::CSeqOutOfOrder,
+                500,
+                "Server Internal Error - CSeq Out Of Order",
+                vec![("Retry-After", "1")],
+            ),
+            (Refusal::AppTimeout, 500, "Server Internal Error", vec![]),
+            (Refusal::Internal, 500, "Server Internal Error", vec![]),
+            (
+                Refusal::Overloaded { retry_after_s: 5 },
+                503,
+                "Service Unavailable",
+                vec![("Retry-After", "5")],
+            ),
+            (
+                Refusal::CannotRecord { why: Unavailable::NoKeys, retry_after_s: 30 },
+                503,
+                "Service Unavailable (recording keys unavailable)",
+                vec![("Retry-After", "30")],
+            ),
+            (
+                Refusal::CannotRecord { why: Unavailable::CallLimit, retry_after_s: 30 },
+                503,
+                "Service Unavailable (call limit reached)",
+                vec![("Retry-After", "30")],
+            ),
+            (
+                Refusal::CannotRecord { why: Unavailable::Storage("storage full".into()), retry_after_s: 7 },
+                503,
+                "Service Unavailable (storage full)",
+                vec![("Retry-After", "7")],
+            ),
+            (
+                Refusal::CannotRecord { why: Unavailable::Setup("no RTP port".into()), retry_after_s: 7 },
+                503,
+                "Service Unavailable (no RTP port)",
+                vec![("Retry-After", "7")],
+            ),
+            (Refusal::VersionNotSupported, 505, "Version Not Supported", vec![]),
+        ];
+        for (refusal, status, reason, headers) in cases {
+            let r = refusal.response();
+            assert!((400..600).contains(&r.status), "{refusal:?}");
+            assert_eq!(r.status, status, "{refusal:?}");
+            assert_eq!(refusal.status(), status);
+            assert!(
+                !r.phrase.is_empty() && r.reason.starts_with(r.phrase),
+                "{refusal:?}"
+            );
+            assert_eq!(r.reason, reason, "{refusal:?}");
+            let got: Vec<(&str, &str)> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(got, headers, "{refusal:?}");
+        }
+    }
+
+    /// The SIP layer's errors are answered through the same mapping.
+    #[test]
+    fn sip_errors_go_through_the_refusal_mapping() {
+        let cfg = EndpointConfig::default();
+        let e = SipError::UnsupportedMediaType;
+        assert_eq!(e.status(), (415, "Unsupported Media Type"));
+        assert_eq!(
+            e.refusal(&cfg),
+            Refusal::UnsupportedMediaType {
+                accept: cfg.accepted_content_types.join(", ")
+            }
+        );
+        assert_eq!(
+            SipError::RequestPending.refusal(&cfg).response().headers,
+            vec![("Retry-After".to_string(), "1".to_string())]
+        );
+        assert_eq!(SipError::AppTimeout.status().0, 500);
+        assert_eq!(SipError::UnknownTransaction.status().0, 481);
+        assert_eq!(SipError::InvalidStatus(7).status().0, 500);
+        assert_eq!(SipError::VersionNotSupported.status().0, 505);
+    }
 
     fn invite_over(t: Transport, ruri: &str, tls_host: Option<&str>) -> Vec<Message> {
         let now = Instant::now();

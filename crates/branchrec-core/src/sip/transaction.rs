@@ -7,7 +7,7 @@ use super::dialog::AckWait;
 use super::endpoint::{Endpoint, Event, Peer, Transmit};
 use super::message::{Message, Method};
 use super::response::class_index;
-use super::{DialogId, SipError, TerminationReason};
+use super::{DialogId, Refusal, SipError, TerminationReason};
 
 /// Server transaction handle given to the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -203,14 +203,9 @@ impl Endpoint {
             t.expires_at = now + 64 * t1;
             if initial {
                 if let Some(did) = did {
-                    let reason = if status == 487 {
-                        TerminationReason::Cancelled
-                    } else {
-                        TerminationReason::Rejected
-                    };
                     // A CANCEL ends the dialog itself (with a Cancelled event first).
-                    if status != 487 {
-                        self.end_dialog(did, reason);
+                    if status != Refusal::RequestTerminated.status() {
+                        self.end_dialog(did, TerminationReason::Rejected);
                     }
                 }
             }
@@ -240,15 +235,8 @@ impl Endpoint {
             if proceeding {
                 let initial = self.txns.get(&id).is_some_and(|t| t.initial_invite);
                 let did = self.txns.get(&id).and_then(|t| t.dialog);
-                let (st, _) = SipError::AppTimeout.status();
-                let _ = self.respond_inner(
-                    now,
-                    id,
-                    st,
-                    &SipError::AppTimeout.reason_phrase(),
-                    Vec::new(),
-                    None,
-                );
+                let res = self.refuse(now, id, &Refusal::AppTimeout);
+                self.count_failure(res, "Server Internal Error after app timeout");
                 // respond_inner ended an initial dialog as Rejected; it was an app timeout.
                 if initial {
                     if let Some(Event::Terminated { dialog, reason }) = self.events.back_mut() {
