@@ -1,61 +1,23 @@
 //! Sans-IO SIP UAS endpoint: ties server transactions ([`super::transaction`], RFC 3261
 //! 17.2 with the RFC 6026 Accepted state), dialogs ([`super::dialog`]) and responses
-//! ([`super::response`]), and makes the request checks of RFC 3261 8.2.
+//! ([`super::response`]) together: it routes requests, makes the request checks of
+//! RFC 3261 8.2, owns the transaction and dialog tables and drives their timers. The
+//! modules it ties depend only on data modules below them, never on this one.
 //!
 //! We never send requests. Responses always go back to the peer the request came from
 //! (symmetric response routing, same TCP connection), which is what SBCs expect.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::dialog::Dialog;
+use super::dialog::{Dialog, DialogKey, DialogTimer, TerminationReason};
 use super::message::{Message, Method, StartLine};
 use super::parse;
-use super::response::class_index;
-use super::transaction::{txn_key, ServerTxn, TxnKey};
-use super::{DialogId, TerminationReason, TxnId};
-use super::{Refusal, SipError, TagGen};
-
-/// Transport a message arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP (unreliable: we retransmit responses).
-    Udp,
-    /// TCP (reliable: no retransmissions).
-    Tcp,
-    /// TLS over TCP (reliable; the only transport on which a `sips:` Request-URI is
-    /// accepted, RFC 3261 §26.2.2 / RFC 5630).
-    Tls,
-}
-
-/// Where a message came from / a response goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Peer {
-    /// Transport.
-    pub transport: Transport,
-    /// Remote address.
-    pub remote: SocketAddr,
-    /// Local address the message arrived on.
-    pub local: SocketAddr,
-    /// TCP/TLS connection id assigned by the shell.
-    pub conn: Option<u64>,
-}
-
-impl Peer {
-    pub(super) fn reliable(&self) -> bool {
-        matches!(self.transport, Transport::Tcp | Transport::Tls)
-    }
-}
-
-/// Bytes to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination (same transport/connection the request used).
-    pub peer: Peer,
-    /// One complete SIP message.
-    pub data: Vec<u8>,
-}
+pub use super::response::ALLOW;
+use super::response::{self, class_index, Refusal, RefusalContext};
+use super::transaction::{txn_key, ServerTxn, TxnKey, TxnState};
+pub use super::transport::{Peer, Transmit, Transport};
+use super::{DialogId, SipError, TagGen, TxnId};
 
 /// Endpoint configuration.
 #[derive(Clone, Debug)]
@@ -186,22 +148,19 @@ pub struct Stats {
 /// Retry-After (seconds) of the stateless 503 at the transaction cap.
 const TXN_CAP_RETRY_AFTER_S: u32 = 5;
 
-/// Methods we implement (Allow header).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
-
 /// The UAS endpoint state machine.
 #[derive(Debug)]
 pub struct Endpoint {
-    pub(super) cfg: EndpointConfig,
-    pub(super) tags: TagGen,
-    pub(super) next_id: u64,
-    pub(super) txns: HashMap<TxnId, ServerTxn>,
-    pub(super) txn_index: HashMap<TxnKey, TxnId>,
-    pub(super) dialogs: HashMap<DialogId, Dialog>,
-    pub(super) dialog_index: HashMap<(String, String, String), DialogId>,
-    pub(super) transmits: VecDeque<Transmit>,
-    pub(super) events: VecDeque<Event>,
-    pub(super) stats: Stats,
+    cfg: EndpointConfig,
+    tags: TagGen,
+    next_id: u64,
+    txns: HashMap<TxnId, ServerTxn>,
+    txn_index: HashMap<TxnKey, TxnId>,
+    dialogs: HashMap<DialogId, Dialog>,
+    dialog_index: HashMap<DialogKey, DialogId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
 }
 
 impl Endpoint {
@@ -253,20 +212,14 @@ impl Endpoint {
             .values()
             .flat_map(|t| [Some(t.expires_at), t.retrans_at])
             .flatten();
-        let d = self.dialogs.values().flat_map(|d| {
-            let (n, dl) = match &d.ack_wait {
-                Some(a) => (a.next, Some(a.deadline)),
-                None => (None, None),
-            };
-            let idle = d
-                .confirmed
-                .then(|| d.last_activity + self.cfg.dialog_idle_timeout);
-            [n, dl, idle]
-        });
+        let d = self
+            .dialogs
+            .values()
+            .flat_map(|d| d.timeouts(self.cfg.dialog_idle_timeout));
         t.chain(d.flatten()).min()
     }
 
-    pub(super) fn alloc(&mut self) -> u64 {
+    fn alloc(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
@@ -288,7 +241,7 @@ impl Endpoint {
             return;
         }
         self.stats.malformed_answered += 1;
-        let refusal = err.refusal(&self.cfg);
+        let refusal = err.refusal(&self.refusal_context());
         self.send_stateless(peer, msg, &refusal);
     }
 
@@ -426,16 +379,48 @@ impl Endpoint {
     }
 
     /// Final error response on a transaction.
-    pub(super) fn reject(&mut self, now: Instant, id: TxnId, err: SipError) {
-        let refusal = err.refusal(&self.cfg);
+    fn reject(&mut self, now: Instant, id: TxnId, err: SipError) {
+        let refusal = err.refusal(&self.refusal_context());
         // The transaction was just created or is pending, so this cannot fail except for
         // an already-final transaction, which callers exclude; counted if it does.
         let res = self.refuse(now, id, &refusal);
         self.count_failure(res, "refusal");
     }
 
+    /// What refusals need from the configuration.
+    fn refusal_context(&self) -> RefusalContext<'_> {
+        RefusalContext {
+            accepted_content_types: &self.cfg.accepted_content_types,
+            contact_host: &self.cfg.contact_host,
+        }
+    }
+
+    fn capability_headers(&self) -> Vec<(String, String)> {
+        response::capability_headers(&self.cfg.accepted_content_types, &self.cfg.supported)
+    }
+
+    fn contact_for(&self, req: &Message, peer: &Peer) -> String {
+        let tls_host = self.cfg.tls_contact_host.as_deref();
+        response::contact_for(&self.cfg.contact_host, tls_host, req, peer)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_response(
+        &self,
+        req: &Message,
+        peer: &Peer,
+        status: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        extra: Vec<(String, String)>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Vec<u8> {
+        let ua = &self.cfg.user_agent;
+        response::build_response(ua, req, peer, status, reason, to_tag, extra, body)
+    }
+
     /// Count and log a response the endpoint meant to send itself but could not.
-    pub(super) fn count_failure(&mut self, res: Result<(), SipError>, what: &'static str) {
+    fn count_failure(&mut self, res: Result<(), SipError>, what: &'static str) {
         if let Err(e) = res {
             self.stats.respond_failures += 1;
             tracing::warn!(error = %e, what, "SIP endpoint could not send its response");
@@ -465,136 +450,410 @@ impl Endpoint {
     ) -> Result<(), SipError> {
         self.respond_inner(now, txn, status, reason, extra_headers, body)
     }
-}
 
-/// Helpers shared by the endpoint, transaction, dialog and response tests.
-#[cfg(test)]
-pub(crate) mod test_support {
-    pub(crate) use super::*;
-    pub(crate) use crate::sip::parse_datagram;
-    pub(crate) use crate::sip::{
-        DialogId, Message, Method, SipError, StartLine, TerminationReason, TxnId,
-    };
-    pub(crate) use std::time::{Duration, Instant};
-
-    pub(crate) const T1: Duration = Duration::from_millis(500);
-
-    pub(crate) fn peer(transport: Transport) -> Peer {
-        Peer {
-            transport,
-            remote: "192.0.2.10:5062".parse().unwrap(),
-            local: "192.0.2.1:5060".parse().unwrap(),
-            conn: (transport == Transport::Tcp).then_some(3),
+    fn out_of_dialog(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        key: TxnKey,
+        msg: Message,
+        method: Method,
+    ) {
+        match method {
+            Method::Invite => {
+                if self.dialogs.len() >= self.cfg.max_dialogs {
+                    let id = self.new_txn(now, peer, key, msg, None, None, false, false);
+                    self.reject(now, id, SipError::Overloaded);
+                    return;
+                }
+                let local_tag = self.tags.next_tag();
+                let dkey = (
+                    msg.call_id().unwrap_or("").to_string(),
+                    msg.from_tag().unwrap_or_default(),
+                    local_tag.clone(),
+                );
+                let did = DialogId(self.alloc());
+                let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
+                let id = self.new_txn(
+                    now,
+                    peer,
+                    key,
+                    msg.clone(),
+                    Some(did),
+                    Some(local_tag.clone()),
+                    true,
+                    true,
+                );
+                self.dialog_index.insert(dkey.clone(), did);
+                self.dialogs
+                    .insert(did, Dialog::new(dkey, peer, cseq, id, now));
+                let res = self.respond_inner(now, id, 100, "Trying", Vec::new(), None);
+                self.count_failure(res, "Trying");
+                self.events.push_back(Event::Invite {
+                    txn: id,
+                    dialog: did,
+                    request: msg,
+                    initial: true,
+                });
+            }
+            Method::Options => {
+                let id = self.new_txn(now, peer, key, msg, None, None, false, false);
+                let extra = self.capability_headers();
+                let res = self.respond_inner(now, id, 200, "OK", extra, None);
+                self.count_failure(res, "OK");
+            }
+            _ => {
+                let id = self.new_txn(now, peer, key, msg, None, None, false, false);
+                self.reject(now, id, SipError::NoSuchDialog);
+            }
         }
     }
 
-    pub(crate) fn ep() -> Endpoint {
-        Endpoint::new(EndpointConfig {
-            seed: 42,
-            ..EndpointConfig::default()
-        })
-    }
-
-    pub(crate) fn req(
-        method: &str,
-        branch: &str,
-        call: &str,
-        cseq: u32,
-        to_tag: Option<&str>,
-        extra: &str,
-        body: &str,
-    ) -> Vec<u8> {
-        let cseq_m = method;
-        let to = match to_tag {
-            Some(t) => format!("<sip:srs@192.0.2.1>;tag={t}"),
-            None => "<sip:srs@192.0.2.1>".into(),
-        };
-        format!(
-            "{method} sip:srs@192.0.2.1 SIP/2.0\r\n\
-Via: SIP/2.0/UDP 192.0.2.10:5062;branch={branch};rport\r\n\
-Max-Forwards: 70\r\nFrom: <sip:src@192.0.2.10>;tag=ft1\r\nTo: {to}\r\n\
-Call-ID: {call}\r\nCSeq: {cseq} {cseq_m}\r\nContact: <sip:src@192.0.2.10:5062>\r\n\
-{extra}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    }
-
-    pub(crate) fn sdp_invite(branch: &str, call: &str, cseq: u32, to_tag: Option<&str>) -> Vec<u8> {
-        req(
-            "INVITE",
-            branch,
-            call,
-            cseq,
+    fn in_dialog(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        key: TxnKey,
+        msg: Message,
+        method: Method,
+        to_tag: String,
+    ) {
+        let dkey = (
+            msg.call_id().unwrap_or("").to_string(),
+            msg.from_tag().unwrap_or_default(),
             to_tag,
-            "Content-Type: application/sdp\r\n",
-            "v=0\r\n",
-        )
-    }
-
-    pub(crate) fn drain(ep: &mut Endpoint) -> Vec<Message> {
-        std::iter::from_fn(|| ep.poll_transmit())
-            .map(|t| parse_datagram(&t.data).expect("our responses parse"))
-            .collect()
-    }
-
-    pub(crate) fn statuses(msgs: &[Message]) -> Vec<u16> {
-        msgs.iter().filter_map(Message::status).collect()
-    }
-
-    pub(crate) fn events(ep: &mut Endpoint) -> Vec<Event> {
-        std::iter::from_fn(|| ep.poll_event()).collect()
-    }
-
-    /// INVITE in, app answers 200; returns (txn, dialog, our To-tag).
-    pub(crate) fn establish(ep: &mut Endpoint, now: Instant, p: Peer) -> (TxnId, DialogId, String) {
-        ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
-        assert_eq!(statuses(&drain(ep)), vec![100]);
-        let ev = events(ep);
-        let (txn, dialog) = match ev.as_slice() {
-            [Event::Invite {
-                txn,
-                dialog,
-                initial: true,
-                request,
-            }] => {
-                assert_eq!(request.call_id(), Some("call1"));
-                (*txn, *dialog)
-            }
-            other => panic!("{other:?}"),
-        };
-        ep.respond(
-            now,
-            txn,
-            200,
-            "OK",
-            vec![("Require".into(), "siprec".into())],
-            Some(("application/sdp".into(), b"v=0\r\n".to_vec())),
-        )
-        .unwrap();
-        let out = drain(ep);
-        assert_eq!(statuses(&out), vec![200]);
-        let ok = &out[0];
-        let tag = ok.to_tag().expect("2xx carries our To-tag");
-        assert_eq!(ok.from_tag().as_deref(), Some("ft1"));
-        assert_eq!(ok.call_id(), Some("call1"));
-        assert_eq!(ok.cseq().unwrap(), (1, Method::Invite));
-        assert!(ok
-            .contact()
-            .unwrap()
-            .unwrap()
-            .uri
-            .host
-            .starts_with("127.0.0.1"));
-        assert_eq!(ok.header("Server"), Some("branchrec"));
-        assert_eq!(ok.header("Require"), Some("siprec"));
-        assert_eq!(ok.body, b"v=0\r\n");
-        assert_eq!(
-            ok.content_type().unwrap().unwrap().media_type,
-            "application/sdp"
         );
-        let via = ok.top_via().unwrap();
-        assert_eq!(via.rport(), Some(Some(5062)));
-        (txn, dialog, tag)
+        let Some(did) = self.dialog_index.get(&dkey).copied() else {
+            let id = self.new_txn(now, peer, key, msg, None, None, false, false);
+            self.reject(now, id, SipError::NoSuchDialog);
+            return;
+        };
+        let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
+        let has_body = !msg.body.is_empty();
+        let (out_of_order, glare) = match self.dialogs.get_mut(&did) {
+            Some(d) => {
+                d.last_activity = now;
+                let ooo = cseq < d.remote_cseq;
+                if !ooo {
+                    d.remote_cseq = cseq;
+                }
+                (ooo, d.pending_offer.is_some() || d.ack_wait.is_some())
+            }
+            None => (false, false),
+        };
+        let offer = method == Method::Invite || (method == Method::Update && has_body);
+        let id = self.new_txn(now, peer, key, msg.clone(), Some(did), None, false, offer);
+        if out_of_order {
+            if let Some(t) = self.txns.get_mut(&id) {
+                t.offer = false;
+            }
+            return self.reject(now, id, SipError::CSeqOutOfOrder);
+        }
+        if offer && glare {
+            if let Some(t) = self.txns.get_mut(&id) {
+                t.offer = false;
+            }
+            return self.reject(now, id, SipError::RequestPending);
+        }
+        match method {
+            Method::Bye => {
+                // Answer anything still pending in the dialog with 487 (RFC 3261 15.1.2).
+                let pending: Vec<TxnId> = self
+                    .txns
+                    .iter()
+                    .filter(|(tid, t)| {
+                        **tid != id && t.dialog == Some(did) && t.state == TxnState::Proceeding
+                    })
+                    .map(|(tid, _)| *tid)
+                    .collect();
+                for p in pending {
+                    let res = self.refuse(now, p, &Refusal::RequestTerminated);
+                    self.count_failure(res, "Request Terminated");
+                }
+                let res = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
+                self.count_failure(res, "OK");
+                self.end_dialog(did, TerminationReason::Bye);
+            }
+            Method::Options => {
+                let extra = self.capability_headers();
+                let res = self.respond_inner(now, id, 200, "OK", extra, None);
+                self.count_failure(res, "OK");
+            }
+            Method::Invite => {
+                if let Some(d) = self.dialogs.get_mut(&did) {
+                    d.pending_offer = Some(id);
+                }
+                let res = self.respond_inner(now, id, 100, "Trying", Vec::new(), None);
+                self.count_failure(res, "Trying");
+                self.events.push_back(Event::Invite {
+                    txn: id,
+                    dialog: did,
+                    request: msg,
+                    initial: false,
+                });
+            }
+            _ => {
+                if offer {
+                    if let Some(d) = self.dialogs.get_mut(&did) {
+                        d.pending_offer = Some(id);
+                    }
+                }
+                self.events.push_back(Event::InDialogRequest {
+                    txn: id,
+                    dialog: did,
+                    request: msg,
+                });
+            }
+        }
+    }
+
+    fn end_dialog(&mut self, did: DialogId, reason: TerminationReason) {
+        if let Some(d) = self.dialogs.remove(&did) {
+            self.dialog_index.remove(&d.key);
+            self.events.push_back(Event::Terminated {
+                dialog: did,
+                reason,
+            });
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, peer: Peer, key: TxnKey, msg: Message) {
+        let inv_key = TxnKey {
+            method: Method::Invite,
+            ..key.clone()
+        };
+        let inv = self.txn_index.get(&inv_key).copied();
+        let Some(inv_id) = inv else {
+            let id = self.new_txn(now, peer, key, msg, None, None, false, false);
+            return self.reject(now, id, SipError::NoSuchDialog);
+        };
+        let (tag, pending, did) = match self.txns.get(&inv_id) {
+            Some(t) => (
+                t.local_tag.clone(),
+                t.state == TxnState::Proceeding,
+                t.dialog,
+            ),
+            None => (None, false, None),
+        };
+        let id = self.new_txn(now, peer, key, msg, None, tag, false, false);
+        let res = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
+        self.count_failure(res, "OK");
+        if pending {
+            let res = self.refuse(now, inv_id, &Refusal::RequestTerminated);
+            self.count_failure(res, "Request Terminated");
+            if let Some(did) = did {
+                let initial = self.txns.get(&inv_id).is_some_and(|t| t.initial_invite);
+                if initial && self.dialogs.contains_key(&did) {
+                    self.events.push_back(Event::Cancelled { dialog: did });
+                    self.end_dialog(did, TerminationReason::Cancelled);
+                }
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, key: TxnKey, msg: Message) {
+        if let Some(id) = self.txn_index.get(&key).copied() {
+            if let Some(t) = self.txns.get_mut(&id) {
+                if t.absorb_ack(now, self.cfg.t4) {
+                    self.stats.retransmissions_absorbed += 1;
+                    return;
+                }
+            }
+        }
+        let dkey = (
+            msg.call_id().unwrap_or("").to_string(),
+            msg.from_tag().unwrap_or_default(),
+            msg.to_tag().unwrap_or_default(),
+        );
+        let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
+        let Some(did) = self.dialog_index.get(&dkey).copied() else {
+            self.stats.other_dropped += 1;
+            return;
+        };
+        let Some(d) = self.dialogs.get_mut(&did) else {
+            self.stats.other_dropped += 1;
+            return;
+        };
+        if d.take_ack(now, cseq) {
+            self.events.push_back(Event::Ack {
+                dialog: did,
+                request: msg,
+            });
+        } else {
+            self.stats.other_dropped += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_txn(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        key: TxnKey,
+        request: Message,
+        dialog: Option<DialogId>,
+        local_tag: Option<String>,
+        initial_invite: bool,
+        offer: bool,
+    ) -> TxnId {
+        let id = TxnId(self.alloc());
+        let local_tag = if request.to_tag().is_some() {
+            None
+        } else {
+            Some(local_tag.unwrap_or_else(|| self.tags.next_tag()))
+        };
+        self.txn_index.insert(key.clone(), id);
+        let expires_at = now + self.cfg.app_response_timeout;
+        let txn = ServerTxn::new(
+            key,
+            peer,
+            request,
+            dialog,
+            local_tag,
+            initial_invite,
+            offer,
+            self.cfg.t1,
+            expires_at,
+        );
+        self.txns.insert(id, txn);
+        id
+    }
+
+    fn respond_inner(
+        &mut self,
+        now: Instant,
+        id: TxnId,
+        status: u16,
+        reason: &str,
+        extra: Vec<(String, String)>,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<(), SipError> {
+        if !(100..=699).contains(&status) {
+            return Err(SipError::InvalidStatus(status));
+        }
+        let t = self.txns.get(&id).ok_or(SipError::UnknownTransaction)?;
+        if t.state != TxnState::Proceeding {
+            return Err(SipError::AlreadyFinal);
+        }
+        let is_invite = t.is_invite();
+        let mut extra = extra;
+        if is_invite && (101..300).contains(&status) {
+            extra.insert(0, ("Contact".into(), self.contact_for(&t.request, &t.peer)));
+        }
+        let tag = if status == 100 {
+            None
+        } else {
+            t.local_tag.clone()
+        };
+        let data = self.build_response(
+            &t.request,
+            &t.peer,
+            status,
+            reason,
+            tag.as_deref(),
+            extra,
+            body,
+        );
+        let peer = t.peer;
+        let did = t.dialog;
+        let initial = t.initial_invite;
+        let offer = t.offer;
+        let cseq = t.request.cseq().map(|c| c.0).unwrap_or(0);
+        self.stats.responses_sent[class_index(status)] += 1;
+        self.transmits.push_back(Transmit {
+            peer,
+            data: data.clone(),
+        });
+        let t1 = self.cfg.t1;
+        let Some(t) = self.txns.get_mut(&id) else {
+            return Ok(());
+        };
+        t.sent(now, status, data.clone(), t1);
+        if status < 200 {
+            return Ok(());
+        }
+        if offer {
+            if let Some(d) = did.and_then(|d| self.dialogs.get_mut(&d)) {
+                if d.pending_offer == Some(id) {
+                    d.pending_offer = None;
+                }
+            }
+        }
+        if is_invite && status < 300 {
+            if let Some(d) = did.and_then(|d| self.dialogs.get_mut(&d)) {
+                d.accepted(now, cseq, data, t1);
+            }
+        } else if is_invite && initial {
+            if let Some(did) = did {
+                // A CANCEL ends the dialog itself (with a Cancelled event first).
+                if status != Refusal::RequestTerminated.status() {
+                    self.end_dialog(did, TerminationReason::Rejected);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Advance timers: retransmissions, transaction expiry, ACK timeouts, idle dialogs.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let t2 = self.cfg.t2;
+        // Expiry (Timers H, I, J, Accepted end, app timeout).
+        let expired: Vec<TxnId> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| t.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let proceeding = self
+                .txns
+                .get(&id)
+                .is_some_and(|t| t.state == TxnState::Proceeding);
+            if proceeding {
+                let initial = self.txns.get(&id).is_some_and(|t| t.initial_invite);
+                let did = self.txns.get(&id).and_then(|t| t.dialog);
+                let res = self.refuse(now, id, &Refusal::AppTimeout);
+                self.count_failure(res, "Server Internal Error after app timeout");
+                // respond_inner ended an initial dialog as Rejected; it was an app timeout.
+                if initial {
+                    if let Some(Event::Terminated { dialog, reason }) = self.events.back_mut() {
+                        if Some(*dialog) == did {
+                            *reason = TerminationReason::AppTimeout;
+                        }
+                    }
+                }
+            } else if let Some(t) = self.txns.remove(&id) {
+                if self.txn_index.get(&t.key) == Some(&id) {
+                    self.txn_index.remove(&t.key);
+                }
+            }
+        }
+        // Retransmissions of non-2xx INVITE finals (Timer G).
+        for t in self.txns.values_mut() {
+            if let Some(tx) = t.retransmission_due(now, t2) {
+                self.transmits.push_back(tx);
+                self.stats.retransmissions_sent += 1;
+            }
+        }
+        // 2xx retransmission and ACK timeout; idle dialogs.
+        let idle = self.cfg.dialog_idle_timeout;
+        let mut ended = Vec::new();
+        for (did, d) in self.dialogs.iter_mut() {
+            match d.on_timer(now, t2, idle) {
+                DialogTimer::Idle => {}
+                DialogTimer::Retransmit(tx) => {
+                    self.transmits.push_back(tx);
+                    self.stats.retransmissions_sent += 1;
+                }
+                DialogTimer::End(reason) => ended.push((*did, reason)),
+            }
+        }
+        ended.sort_by_key(|(d, _)| *d);
+        for (did, r) in ended {
+            self.end_dialog(did, r);
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,8 @@
 //! drain `poll_transmit` / `poll_event` and re-arm a timer at `poll_timeout`, calling
 //! `handle_timeout` when it fires.
 
+// Module layers (each uses only the ones above it): message → parse → transport →
+// response → transaction, dialog → endpoint. `access` stands apart.
 pub mod access;
 pub mod dialog;
 pub mod endpoint;
@@ -19,18 +21,27 @@ pub mod message;
 pub mod parse;
 pub mod response;
 pub mod transaction;
+pub mod transport;
 
-pub use dialog::{DialogId, TerminationReason};
-pub use endpoint::{Endpoint, EndpointConfig, Event, Peer, Stats, Transmit, Transport};
+pub use dialog::TerminationReason;
+pub use endpoint::{Endpoint, EndpointConfig, Event, Stats};
 pub use message::{Headers, Message, Method, StartLine};
 pub use parse::{
     parse_datagram, parse_datagram_lenient, ContentType, NameAddr, ParseError, StreamFramer, Uri,
     Via, MAX_MESSAGE_SIZE,
 };
-pub use response::{Refusal, RefusalResponse, Unavailable};
-pub use transaction::TxnId;
+pub use response::{Refusal, RefusalContext, RefusalResponse, Unavailable};
+pub use transport::{Peer, Transmit, Transport};
 
 use thiserror::Error;
+
+/// Server transaction handle given to the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(pub u64);
+
+/// Dialog handle; the application keys its call state by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DialogId(pub u64);
 
 /// Errors of the SIP layer. Request rejections carry the reason; [`SipError::refusal`] says
 /// how each is answered ([`Refusal::response`] maps that to the wire).
@@ -91,9 +102,9 @@ pub enum SipError {
 }
 
 impl SipError {
-    /// The refusal this error is answered with. `cfg` supplies the Accept list of a 415
+    /// The refusal this error is answered with. `ctx` supplies the Accept list of a 415
     /// and the warn-agent of the 480's Warning.
-    pub fn refusal(&self, cfg: &EndpointConfig) -> Refusal {
+    pub fn refusal(&self, ctx: &RefusalContext<'_>) -> Refusal {
         match self {
             SipError::Parse(e) => Refusal::Malformed(e.to_string()),
             SipError::MissingHeader(h) => Refusal::Malformed(format!("Missing {h} Header")),
@@ -101,10 +112,10 @@ impl SipError {
             SipError::MethodNotAllowed => Refusal::MethodNotAllowed,
             SipError::UnsupportedUriScheme => Refusal::UnsupportedUriScheme,
             SipError::SipsOverInsecureTransport => Refusal::SipsOverInsecureTransport {
-                agent: cfg.contact_host.clone(),
+                agent: ctx.contact_host.to_string(),
             },
             SipError::UnsupportedMediaType => Refusal::UnsupportedMediaType {
-                accept: cfg.accepted_content_types.join(", "),
+                accept: ctx.accepted_content_types.join(", "),
             },
             SipError::BadExtension(tags) => Refusal::BadExtension(tags.clone()),
             SipError::NotAcceptable => Refusal::NotAcceptable,
@@ -122,14 +133,14 @@ impl SipError {
     /// The SIP status code and default reason phrase for this error (through
     /// [`Refusal::response`], the single mapping to status codes).
     pub fn status(&self) -> (u16, &'static str) {
-        let r = self.refusal(&EndpointConfig::default()).response();
+        let r = self.refusal(&RefusalContext::default()).response();
         (r.status, r.phrase)
     }
 
     /// Reason phrase for the wire: the default phrase, plus the specific problem for 400s
     /// (e.g. `Bad Request - Malformed Via Header`).
     pub fn reason_phrase(&self) -> String {
-        self.refusal(&EndpointConfig::default()).response().reason
+        self.refusal(&RefusalContext::default()).response().reason
     }
 }
 
