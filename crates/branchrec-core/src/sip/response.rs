@@ -350,6 +350,7 @@ mod tests {
     /// Every refusal maps to a 4xx/5xx with a non-empty reason starting with the default
     /// phrase, and carries exactly the headers it promises.
     #[test]
+    #[allow(clippy::type_complexity)]
     fn every_refusal_maps_to_an_error_response() {
         let cases: Vec<(Refusal, u16, &str, Vec<(&str, &str)>)> = vec![
             (Refusal::Malformed("Missing Call-ID Header".into()), 400, "Bad Request - Missing Call-ID Header", vec![]),
