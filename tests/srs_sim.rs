@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use branchrec::sdp::{self, Direction};
-use branchrec::sip::{parse_datagram, Endpoint, EndpointConfig, Message, Peer, Transport};
+use branchrec::sip::{
+    parse_datagram, Endpoint, EndpointConfig, Message, Peer, Refusal, Transport, Unavailable,
+};
 use branchrec::siprec::srs::{Srs, SrsConfig, SrsEvent};
 
 fn fixture(name: &str) -> String {
@@ -240,9 +242,10 @@ fn cannot_record_answers_503_with_retry_after() {
     srs.reject(
         t0,
         call,
-        503,
-        "Service Unavailable (storage full)",
-        Some(30),
+        Refusal::CannotRecord {
+            why: Unavailable::Storage("storage full".into()),
+            retry_after_s: 30,
+        },
     );
     let r = responses(&mut srs);
     assert_eq!(status(&r[0]), 503);

@@ -21,7 +21,9 @@ use crate::catalog::{
 };
 use crate::config::ListenTransport;
 use crate::sip::access::{AccessCounters, SourceAllowlist};
-use crate::sip::{DialogId, Endpoint, EndpointConfig, Peer, StreamFramer, Transport};
+use crate::sip::{
+    DialogId, Endpoint, EndpointConfig, Peer, Refusal, StreamFramer, Transport, Unavailable,
+};
 use crate::siprec::metadata::RecordingMetadata;
 use crate::siprec::srs::{MetadataVersion, Offer, Srs, SrsConfig, SrsEvent};
 use crate::siprec::ChannelAssignment;
@@ -220,7 +222,7 @@ pub async fn run(
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "cannot record: answering 503");
-                                srs.reject(now, call, 503, &format!("Service Unavailable ({e})"), Some(shared.cfg.sip.retry_after_s));
+                                srs.reject(now, call, Refusal::CannotRecord { why: Unavailable::Setup(e.to_string()), retry_after_s: shared.cfg.sip.retry_after_s });
                             }
                         }
                     }
@@ -303,34 +305,28 @@ fn handle_event(
             let cfg = &shared.cfg;
             if let Some(why) = &shared.keys_error {
                 tracing::error!(error = %why, "refusing call: recording keys unavailable");
-                srs.reject(
-                    now,
-                    offer.call,
-                    503,
-                    "Service Unavailable (recording keys unavailable)",
-                    Some(cfg.sip.retry_after_s),
-                );
+                let refusal = Refusal::CannotRecord {
+                    why: Unavailable::NoKeys,
+                    retry_after_s: cfg.sip.retry_after_s,
+                };
+                srs.reject(now, offer.call, refusal);
                 return;
             }
             let busy = calls.len() + preparing.len();
             if busy >= cfg.sip.max_calls {
-                srs.reject(
-                    now,
-                    offer.call,
-                    503,
-                    "Service Unavailable (call limit reached)",
-                    Some(cfg.sip.retry_after_s),
-                );
+                let refusal = Refusal::CannotRecord {
+                    why: Unavailable::CallLimit,
+                    retry_after_s: cfg.sip.retry_after_s,
+                };
+                srs.reject(now, offer.call, refusal);
                 return;
             }
             if let Err(why) = admit(shared) {
-                srs.reject(
-                    now,
-                    offer.call,
-                    503,
-                    &format!("Service Unavailable ({why})"),
-                    Some(cfg.sip.retry_after_s),
-                );
+                let refusal = Refusal::CannotRecord {
+                    why,
+                    retry_after_s: cfg.sip.retry_after_s,
+                };
+                srs.reject(now, offer.call, refusal);
                 return;
             }
             let decision = decide(shared, &offer);
@@ -410,23 +406,25 @@ fn handle_event(
 }
 
 /// Whether the box can take a new call now (storage); `Err` says why not.
-fn admit(shared: &Shared) -> Result<(), String> {
+fn admit(shared: &Shared) -> Result<(), Unavailable> {
     let cfg = &shared.cfg;
     if shared.gate.refusing() {
         tracing::error!(
             "data disk over the high watermark with only protected recordings: refusing calls"
         );
-        return Err("storage full: only protected recordings remain".into());
+        return Err(Unavailable::Storage(
+            "storage full: only protected recordings remain".into(),
+        ));
     }
     match free_mb(&cfg.storage.data_dir) {
         Ok(mb) if mb < cfg.storage.min_free_mb => {
             tracing::error!(free_mb = mb, "data disk nearly full: refusing calls");
             shared.gate.poke();
-            Err("storage full".into())
+            Err(Unavailable::Storage("storage full".into()))
         }
         Err(e) => {
             tracing::error!(error = %e, "data disk unusable: refusing calls");
-            Err("storage unavailable".into())
+            Err(Unavailable::Storage("storage unavailable".into()))
         }
         Ok(_) => {
             if let Ok(u) = crate::app::retention::disk_usage(&cfg.storage.data_dir) {

@@ -199,7 +199,7 @@ pub fn build_answer_with_keys(
         } else if is_rtp_avp(&m.proto) == Some(true) && !is_sdes_proto(&m.proto) {
             Some(format!("secure transport {} not supported", m.proto))
         } else if let Some(Err(reason)) = crypto.as_ref() {
-            Some(reason.clone())
+            Some(reason.to_string())
         } else if !has_voice {
             Some("no supported codec".to_string())
         } else if port.is_none() {

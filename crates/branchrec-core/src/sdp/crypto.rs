@@ -31,6 +31,17 @@ pub enum CryptoError {
     UnsupportedParam,
 }
 
+/// Why no `a=crypto` of an SRTP m-line can be used ([`select_crypto`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoSelectError {
+    /// SRTP m-line without any `a=crypto` (keyed by DTLS-SRTP or MIKEY instead).
+    #[error("SRTP offered without a=crypto (DTLS-SRTP/MIKEY not supported)")]
+    NoCryptoAttribute,
+    /// Every `a=crypto` line was unusable; the last line's problem.
+    #[error("no supported SRTP crypto suite ({0})")]
+    NoSupportedSuite(CryptoError),
+}
+
 /// One parsed `a=crypto` attribute with a supported suite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CryptoAttr {
@@ -208,7 +219,7 @@ pub fn is_sdes_proto(proto: &str) -> bool {
 
 /// The best usable `a=crypto` of an SRTP m-line (AEAD_AES_256_GCM > AEAD_AES_128_GCM >
 /// AES_CM_128_HMAC_SHA1_80 > _32; among equals the first offered), or why none is.
-pub fn select_crypto(m: &MediaDescription) -> Result<CryptoAttr, String> {
+pub fn select_crypto(m: &MediaDescription) -> Result<CryptoAttr, CryptoSelectError> {
     let mut best: Option<CryptoAttr> = None;
     let mut offered = 0usize;
     let mut last_err = None;
@@ -232,9 +243,12 @@ pub fn select_crypto(m: &MediaDescription) -> Result<CryptoAttr, String> {
     }
     match (best, offered, last_err) {
         (Some(b), _, _) => Ok(b),
-        (None, 0, _) => Err("SRTP offered without a=crypto (DTLS-SRTP/MIKEY not supported)".into()),
-        (None, _, Some(e)) => Err(format!("no supported SRTP crypto suite ({e})")),
-        (None, _, None) => Err("no supported SRTP crypto suite".into()),
+        (None, 0, _) => Err(CryptoSelectError::NoCryptoAttribute),
+        (None, _, Some(e)) => Err(CryptoSelectError::NoSupportedSuite(e)),
+        // Lines were offered and none parsed, so there is always a last error.
+        (None, _, None) => Err(CryptoSelectError::NoSupportedSuite(
+            CryptoError::UnsupportedSuite,
+        )),
     }
 }
 

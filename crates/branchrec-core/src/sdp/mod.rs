@@ -22,7 +22,10 @@ pub use answer::{
     build_answer, build_answer_with_keys, is_hold, random_key, Answer, AnswerParams,
     NegotiatedStream,
 };
-pub use crypto::{is_sdes_proto, parse_crypto, select_crypto, CryptoAttr, SrtpNegotiated};
+pub use crypto::{
+    is_sdes_proto, parse_crypto, select_crypto, CryptoAttr, CryptoError, CryptoSelectError,
+    SrtpNegotiated,
+};
 pub use model::{
     Attribute, Bandwidth, Connection, Direction, MediaDescription, Origin, PayloadFormat, SdpLine,
     SessionDescription, Timing,

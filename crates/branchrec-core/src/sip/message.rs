@@ -1,12 +1,11 @@
 //! SIP message model (RFC 3261 section 7): start line, ordered headers, body.
 //!
-//! Accessors never panic; they return `Option`/`Result` and parse header values lazily
-//! with the grammar helpers in [`super::parse`].
+//! Plain data and serialisation only: this module depends on no other SIP module. The
+//! typed header accessors (`cseq`, `from`, `top_via`, ...), `Headers::get_list` and
+//! `FromStr for Method` live with the grammars in `sip::parse`, which builds on this
+//! one (one-way dependency). Accessors never panic; they return `Option`/`Result`.
 
 use std::fmt;
-use std::str::FromStr;
-
-use super::parse::{self, ContentType, NameAddr, ParseError, Via};
 
 /// A SIP request method. Unknown methods are kept verbatim in [`Method::Other`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -63,33 +62,6 @@ impl Method {
             Method::Publish => "PUBLISH",
             Method::Other(s) => s,
         }
-    }
-}
-
-impl FromStr for Method {
-    type Err = ParseError;
-    /// Parses a method token (case-sensitive, RFC 3261 7.1). Fails on non-token input.
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        if !parse::is_token(s) {
-            return Err(ParseError::BadMethod);
-        }
-        Ok(match s {
-            "INVITE" => Method::Invite,
-            "ACK" => Method::Ack,
-            "BYE" => Method::Bye,
-            "CANCEL" => Method::Cancel,
-            "OPTIONS" => Method::Options,
-            "UPDATE" => Method::Update,
-            "INFO" => Method::Info,
-            "REGISTER" => Method::Register,
-            "PRACK" => Method::Prack,
-            "SUBSCRIBE" => Method::Subscribe,
-            "NOTIFY" => Method::Notify,
-            "REFER" => Method::Refer,
-            "MESSAGE" => Method::Message,
-            "PUBLISH" => Method::Publish,
-            other => Method::Other(other.to_string()),
-        })
     }
 }
 
@@ -248,17 +220,6 @@ impl Headers {
             .collect()
     }
 
-    /// Values of a comma-list header: every line split at top-level commas (outside
-    /// quotes and `<>`), trimmed, empty elements dropped.
-    pub fn get_list(&self, name: &str) -> Vec<&str> {
-        self.get_all(name)
-            .into_iter()
-            .flat_map(parse::split_list)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect()
-    }
-
     /// Number of header lines named `name`.
     pub fn count(&self, name: &str) -> usize {
         self.get_all(name).len()
@@ -349,108 +310,6 @@ impl Message {
         self.header("Call-ID").filter(|s| !s.is_empty())
     }
 
-    /// CSeq number and method.
-    pub fn cseq(&self) -> Result<(u32, Method), ParseError> {
-        let v = self.header("CSeq").ok_or(ParseError::Missing("CSeq"))?;
-        parse::parse_cseq(v)
-    }
-
-    /// Parsed From header.
-    pub fn from(&self) -> Result<NameAddr, ParseError> {
-        parse::parse_name_addr(self.header("From").ok_or(ParseError::Missing("From"))?)
-    }
-
-    /// Parsed To header.
-    pub fn to(&self) -> Result<NameAddr, ParseError> {
-        parse::parse_name_addr(self.header("To").ok_or(ParseError::Missing("To"))?)
-    }
-
-    /// The From tag, if present and parseable.
-    pub fn from_tag(&self) -> Option<String> {
-        self.from().ok()?.tag().map(str::to_string)
-    }
-
-    /// The To tag, if present and parseable.
-    pub fn to_tag(&self) -> Option<String> {
-        self.to().ok()?.tag().map(str::to_string)
-    }
-
-    /// All Via values (split at commas), topmost first.
-    pub fn vias(&self) -> Result<Vec<Via>, ParseError> {
-        let mut out = Vec::new();
-        for line in self.header_all("Via") {
-            out.extend(parse::parse_via(line)?);
-        }
-        Ok(out)
-    }
-
-    /// Topmost Via (sent-by, branch, received/rport params).
-    pub fn top_via(&self) -> Result<Via, ParseError> {
-        let line = self.header("Via").ok_or(ParseError::Missing("Via"))?;
-        parse::parse_via(line)?
-            .into_iter()
-            .next()
-            .ok_or(ParseError::BadHeader("Via"))
-    }
-
-    /// Parsed Content-Type, `None` if absent.
-    pub fn content_type(&self) -> Option<Result<ContentType, ParseError>> {
-        self.header("Content-Type").map(parse::parse_content_type)
-    }
-
-    /// Content-Length value, `Ok(None)` if absent; error if repeated or not a number.
-    pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
-        let all = self.header_all("Content-Length");
-        match all.as_slice() {
-            [] => Ok(None),
-            [one] => parse::parse_content_length(one).map(Some),
-            _ => Err(ParseError::Multiple("Content-Length")),
-        }
-    }
-
-    /// Max-Forwards value, `Ok(None)` if absent.
-    pub fn max_forwards(&self) -> Result<Option<u8>, ParseError> {
-        match self.header("Max-Forwards") {
-            None => Ok(None),
-            Some(v) => {
-                let v = v.trim();
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(ParseError::BadHeader("Max-Forwards"));
-                }
-                let trimmed = v.trim_start_matches('0');
-                if trimmed.len() > 3 {
-                    return Err(ParseError::BadHeader("Max-Forwards"));
-                }
-                let n: u32 = if trimmed.is_empty() {
-                    0
-                } else {
-                    trimmed
-                        .parse()
-                        .map_err(|_| ParseError::BadHeader("Max-Forwards"))?
-                };
-                u8::try_from(n)
-                    .map(Some)
-                    .map_err(|_| ParseError::BadHeader("Max-Forwards"))
-            }
-        }
-    }
-
-    /// Option tags in Require.
-    pub fn require(&self) -> Vec<&str> {
-        self.headers.get_list("Require")
-    }
-
-    /// Option tags in Supported (compact `k` included).
-    pub fn supported(&self) -> Vec<&str> {
-        self.headers.get_list("Supported")
-    }
-
-    /// First Contact (name-addr), `None` if absent; `*` is reported as an error.
-    pub fn contact(&self) -> Option<Result<NameAddr, ParseError>> {
-        let first = self.headers.get_list("Contact").into_iter().next()?;
-        Some(parse::parse_name_addr(first))
-    }
-
     /// Serialise. Content-Length is always rewritten to the body length and placed last.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.body.len());
@@ -490,31 +349,6 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn compact_and_case_insensitive() {
-        let mut h = Headers::new();
-        h.push("i", "abc");
-        h.push("VIA", "SIP/2.0/UDP a");
-        h.push("v", "SIP/2.0/UDP b, SIP/2.0/UDP c");
-        assert_eq!(h.get("call-id"), Some("abc"));
-        assert_eq!(h.get("I"), Some("abc"));
-        assert_eq!(h.get_all("via").len(), 2);
-        assert_eq!(h.get_list("Via").len(), 3);
-        assert_eq!(h.iter().next().map(|(k, _)| k), Some("Call-ID"));
-    }
-
-    #[test]
-    fn method_roundtrip() {
-        for m in ["INVITE", "ACK", "FOO", "PRACK"] {
-            assert_eq!(m.parse::<Method>().unwrap().as_str(), m);
-        }
-        assert_eq!(
-            "invite".parse::<Method>().unwrap(),
-            Method::Other("invite".into())
-        );
-        assert!("IN VITE".parse::<Method>().is_err());
-    }
 
     #[test]
     fn to_bytes_fixes_content_length() {

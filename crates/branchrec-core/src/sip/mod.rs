@@ -12,25 +12,39 @@
 //! drain `poll_transmit` / `poll_event` and re-arm a timer at `poll_timeout`, calling
 //! `handle_timeout` when it fires.
 
+// Module layers (each uses only the ones above it): message → parse → transport →
+// response → transaction, dialog → endpoint. `access` stands apart.
 pub mod access;
+pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod parse;
+pub mod response;
+pub mod transaction;
+pub mod transport;
 
-pub use endpoint::{
-    DialogId, Endpoint, EndpointConfig, Event, Peer, Stats, TerminationReason, Transmit, Transport,
-    TxnId,
-};
+pub use dialog::TerminationReason;
+pub use endpoint::{Endpoint, EndpointConfig, Event, Stats};
 pub use message::{Headers, Message, Method, StartLine};
 pub use parse::{
     parse_datagram, parse_datagram_lenient, ContentType, NameAddr, ParseError, StreamFramer, Uri,
     Via, MAX_MESSAGE_SIZE,
 };
+pub use response::{Refusal, RefusalContext, RefusalResponse, Unavailable};
+pub use transport::{Peer, Transmit, Transport};
 
 use thiserror::Error;
 
-/// Errors of the SIP layer. Request rejections carry the reason; [`SipError::status`] is the
-/// single place mapping them to SIP status codes.
+/// Server transaction handle given to the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(pub u64);
+
+/// Dialog handle; the application keys its call state by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DialogId(pub u64);
+
+/// Errors of the SIP layer. Request rejections carry the reason; [`SipError::refusal`] says
+/// how each is answered ([`Refusal::response`] maps that to the wire).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SipError {
     /// Malformed message.
@@ -88,41 +102,45 @@ pub enum SipError {
 }
 
 impl SipError {
-    /// The SIP status code and default reason phrase for this error.
-    pub fn status(&self) -> (u16, &'static str) {
+    /// The refusal this error is answered with. `ctx` supplies the Accept list of a 415
+    /// and the warn-agent of the 480's Warning.
+    pub fn refusal(&self, ctx: &RefusalContext<'_>) -> Refusal {
         match self {
-            SipError::Parse(_) | SipError::MissingHeader(_) => (400, "Bad Request"),
-            SipError::VersionNotSupported => (505, "Version Not Supported"),
-            SipError::MethodNotAllowed => (405, "Method Not Allowed"),
-            SipError::UnsupportedUriScheme => (416, "Unsupported URI Scheme"),
-            // 480, not 416: we do support sips: (on the TLS listener); 416 would say we
-            // cannot handle the scheme at all and invite a downgrade to sip: (RFC 5630).
-            SipError::SipsOverInsecureTransport => (480, "Temporarily Unavailable"),
-            SipError::UnsupportedMediaType => (415, "Unsupported Media Type"),
-            SipError::BadExtension(_) => (420, "Bad Extension"),
-            SipError::NotAcceptable => (406, "Not Acceptable"),
-            SipError::NoSuchDialog | SipError::UnknownTransaction => {
-                (481, "Call/Transaction Does Not Exist")
-            }
-            SipError::CSeqOutOfOrder
-            | SipError::AppTimeout
-            | SipError::AlreadyFinal
-            | SipError::InvalidStatus(_) => (500, "Server Internal Error"),
-            SipError::RequestPending => (491, "Request Pending"),
-            SipError::Overloaded => (503, "Service Unavailable"),
+            SipError::Parse(e) => Refusal::Malformed(e.to_string()),
+            SipError::MissingHeader(h) => Refusal::Malformed(format!("Missing {h} Header")),
+            SipError::VersionNotSupported => Refusal::VersionNotSupported,
+            SipError::MethodNotAllowed => Refusal::MethodNotAllowed,
+            SipError::UnsupportedUriScheme => Refusal::UnsupportedUriScheme,
+            SipError::SipsOverInsecureTransport => Refusal::SipsOverInsecureTransport {
+                agent: ctx.contact_host.to_string(),
+            },
+            SipError::UnsupportedMediaType => Refusal::UnsupportedMediaType {
+                accept: ctx.accepted_content_types.join(", "),
+            },
+            SipError::BadExtension(tags) => Refusal::BadExtension(tags.clone()),
+            SipError::NotAcceptable => Refusal::NotAcceptable,
+            SipError::NoSuchDialog | SipError::UnknownTransaction => Refusal::NoSuchDialog,
+            SipError::CSeqOutOfOrder => Refusal::CSeqOutOfOrder,
+            SipError::AppTimeout => Refusal::AppTimeout,
+            SipError::AlreadyFinal | SipError::InvalidStatus(_) => Refusal::Internal,
+            SipError::RequestPending => Refusal::RequestPending,
+            SipError::Overloaded => Refusal::Overloaded {
+                retry_after_s: response::SHORT_RETRY_AFTER_S,
+            },
         }
+    }
+
+    /// The SIP status code and default reason phrase for this error (through
+    /// [`Refusal::response`], the single mapping to status codes).
+    pub fn status(&self) -> (u16, &'static str) {
+        let r = self.refusal(&RefusalContext::default()).response();
+        (r.status, r.phrase)
     }
 
     /// Reason phrase for the wire: the default phrase, plus the specific problem for 400s
     /// (e.g. `Bad Request - Malformed Via Header`).
     pub fn reason_phrase(&self) -> String {
-        let (_, base) = self.status();
-        match self {
-            SipError::Parse(e) => format!("{base} - {e}"),
-            SipError::MissingHeader(h) => format!("{base} - Missing {h} Header"),
-            SipError::CSeqOutOfOrder => format!("{base} - CSeq Out Of Order"),
-            _ => base.to_string(),
-        }
+        self.refusal(&RefusalContext::default()).response().reason
     }
 }
 

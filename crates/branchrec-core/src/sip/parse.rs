@@ -4,6 +4,8 @@
 //! Everything works on untrusted bytes and never panics: scanning is done on ASCII
 //! delimiters only, so slicing a `&str` at a found delimiter is always on a char boundary.
 
+use std::str::FromStr;
+
 use thiserror::Error;
 
 use super::message::{Headers, Message, Method, StartLine};
@@ -339,24 +341,29 @@ impl NameAddr {
     }
 }
 
-fn unquote(q: &str) -> String {
-    let inner = q
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(q);
-    let mut out = String::with_capacity(inner.len());
-    let mut esc = false;
-    for c in inner.chars() {
-        if esc {
-            out.push(c);
-            esc = false;
-        } else if c == '\\' {
-            esc = true;
-        } else {
-            out.push(c);
+/// The value of a quoted-string with its quotes removed and `\\` escapes resolved (a
+/// missing closing quote is tolerated); any other value verbatim. Shared by the SIP header
+/// grammars and the SIPREC body splitter.
+pub fn unquote(v: &str) -> String {
+    match v.strip_prefix('"') {
+        Some(inner) => {
+            let inner = inner.strip_suffix('"').unwrap_or(inner);
+            let mut out = String::with_capacity(inner.len());
+            let mut esc = false;
+            for c in inner.chars() {
+                if esc {
+                    out.push(c);
+                    esc = false;
+                } else if c == '\\' {
+                    esc = true;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
         }
+        None => v.to_string(),
     }
-    out
 }
 
 /// Parse a name-addr / addr-spec header value (RFC 3261 20.10 / 25.1).
@@ -934,9 +941,179 @@ impl StreamFramer {
     }
 }
 
+impl FromStr for Method {
+    type Err = ParseError;
+    /// Parses a method token (case-sensitive, RFC 3261 7.1). Fails on non-token input.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        if !is_token(s) {
+            return Err(ParseError::BadMethod);
+        }
+        Ok(match s {
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            "OPTIONS" => Method::Options,
+            "UPDATE" => Method::Update,
+            "INFO" => Method::Info,
+            "REGISTER" => Method::Register,
+            "PRACK" => Method::Prack,
+            "SUBSCRIBE" => Method::Subscribe,
+            "NOTIFY" => Method::Notify,
+            "REFER" => Method::Refer,
+            "MESSAGE" => Method::Message,
+            "PUBLISH" => Method::Publish,
+            other => Method::Other(other.to_string()),
+        })
+    }
+}
+
+impl Headers {
+    /// Values of a comma-list header: every line split at top-level commas (outside
+    /// quotes and `<>`), trimmed, empty elements dropped.
+    pub fn get_list(&self, name: &str) -> Vec<&str> {
+        self.get_all(name)
+            .into_iter()
+            .flat_map(split_list)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// Typed views of a message's headers, parsed on demand with the grammars above.
+impl Message {
+    /// CSeq number and method.
+    pub fn cseq(&self) -> Result<(u32, Method), ParseError> {
+        let v = self.header("CSeq").ok_or(ParseError::Missing("CSeq"))?;
+        parse_cseq(v)
+    }
+
+    /// Parsed From header.
+    pub fn from(&self) -> Result<NameAddr, ParseError> {
+        parse_name_addr(self.header("From").ok_or(ParseError::Missing("From"))?)
+    }
+
+    /// Parsed To header.
+    pub fn to(&self) -> Result<NameAddr, ParseError> {
+        parse_name_addr(self.header("To").ok_or(ParseError::Missing("To"))?)
+    }
+
+    /// The From tag, if present and parseable.
+    pub fn from_tag(&self) -> Option<String> {
+        self.from().ok()?.tag().map(str::to_string)
+    }
+
+    /// The To tag, if present and parseable.
+    pub fn to_tag(&self) -> Option<String> {
+        self.to().ok()?.tag().map(str::to_string)
+    }
+
+    /// All Via values (split at commas), topmost first.
+    pub fn vias(&self) -> Result<Vec<Via>, ParseError> {
+        let mut out = Vec::new();
+        for line in self.header_all("Via") {
+            out.extend(parse_via(line)?);
+        }
+        Ok(out)
+    }
+
+    /// Topmost Via (sent-by, branch, received/rport params).
+    pub fn top_via(&self) -> Result<Via, ParseError> {
+        let line = self.header("Via").ok_or(ParseError::Missing("Via"))?;
+        parse_via(line)?
+            .into_iter()
+            .next()
+            .ok_or(ParseError::BadHeader("Via"))
+    }
+
+    /// Parsed Content-Type, `None` if absent.
+    pub fn content_type(&self) -> Option<Result<ContentType, ParseError>> {
+        self.header("Content-Type").map(parse_content_type)
+    }
+
+    /// Content-Length value, `Ok(None)` if absent; error if repeated or not a number.
+    pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
+        let all = self.header_all("Content-Length");
+        match all.as_slice() {
+            [] => Ok(None),
+            [one] => parse_content_length(one).map(Some),
+            _ => Err(ParseError::Multiple("Content-Length")),
+        }
+    }
+
+    /// Max-Forwards value, `Ok(None)` if absent.
+    pub fn max_forwards(&self) -> Result<Option<u8>, ParseError> {
+        match self.header("Max-Forwards") {
+            None => Ok(None),
+            Some(v) => {
+                let v = v.trim();
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ParseError::BadHeader("Max-Forwards"));
+                }
+                let trimmed = v.trim_start_matches('0');
+                if trimmed.len() > 3 {
+                    return Err(ParseError::BadHeader("Max-Forwards"));
+                }
+                let n: u32 = if trimmed.is_empty() {
+                    0
+                } else {
+                    trimmed
+                        .parse()
+                        .map_err(|_| ParseError::BadHeader("Max-Forwards"))?
+                };
+                u8::try_from(n)
+                    .map(Some)
+                    .map_err(|_| ParseError::BadHeader("Max-Forwards"))
+            }
+        }
+    }
+
+    /// Option tags in Require.
+    pub fn require(&self) -> Vec<&str> {
+        self.headers.get_list("Require")
+    }
+
+    /// Option tags in Supported (compact `k` included).
+    pub fn supported(&self) -> Vec<&str> {
+        self.headers.get_list("Supported")
+    }
+
+    /// First Contact (name-addr), `None` if absent; `*` is reported as an error.
+    pub fn contact(&self) -> Option<Result<NameAddr, ParseError>> {
+        let first = self.headers.get_list("Contact").into_iter().next()?;
+        Some(parse_name_addr(first))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_and_case_insensitive() {
+        let mut h = Headers::new();
+        h.push("i", "abc");
+        h.push("VIA", "SIP/2.0/UDP a");
+        h.push("v", "SIP/2.0/UDP b, SIP/2.0/UDP c");
+        assert_eq!(h.get("call-id"), Some("abc"));
+        assert_eq!(h.get("I"), Some("abc"));
+        assert_eq!(h.get_all("via").len(), 2);
+        assert_eq!(h.get_list("Via").len(), 3);
+        assert_eq!(h.iter().next().map(|(k, _)| k), Some("Call-ID"));
+    }
+
+    #[test]
+    fn method_roundtrip() {
+        for m in ["INVITE", "ACK", "FOO", "PRACK"] {
+            assert_eq!(m.parse::<Method>().unwrap().as_str(), m);
+        }
+        assert_eq!(
+            "invite".parse::<Method>().unwrap(),
+            Method::Other("invite".into())
+        );
+        assert!("IN VITE".parse::<Method>().is_err());
+    }
 
     const INV: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\n\

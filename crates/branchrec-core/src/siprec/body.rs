@@ -200,7 +200,7 @@ pub(crate) fn parse_content_type(ct: &str) -> (String, Vec<(String, String)>) {
     let params = pieces
         .filter_map(|p| {
             let (k, v) = p.split_once('=')?;
-            Some((k.trim().to_string(), unquote(v.trim())))
+            Some((k.trim().to_string(), crate::sip::parse::unquote(v.trim())))
         })
         .collect();
     (mt, params)
@@ -233,28 +233,6 @@ fn split_params(s: &str) -> Vec<String> {
     }
     out.push(cur);
     out
-}
-
-fn unquote(v: &str) -> String {
-    match v.strip_prefix('"') {
-        Some(inner) => {
-            let inner = inner.strip_suffix('"').unwrap_or(inner);
-            let mut out = String::with_capacity(inner.len());
-            let mut esc = false;
-            for c in inner.chars() {
-                if esc {
-                    out.push(c);
-                    esc = false;
-                } else if c == '\\' {
-                    esc = true;
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
-        None => v.to_string(),
-    }
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {

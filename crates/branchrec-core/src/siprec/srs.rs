@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use crate::media::srtp::{Secret, SrtpSuite};
 use crate::sdp::{self, AnswerParams, Direction, NegotiatedStream, SessionDescription};
-use crate::sip::{DialogId, Endpoint, Event as SipEvent, Message, Peer, Transmit, TxnId};
+use crate::sip::{
+    DialogId, Endpoint, Event as SipEvent, Message, Peer, Refusal, SipError, Transmit, TxnId,
+};
 use crate::siprec::metadata::{self, RecordingMetadata};
 use crate::siprec::{channel_map, classify, ChannelAssignment, Classification};
 
@@ -159,11 +161,15 @@ pub struct Srs {
     next_session_id: u64,
     /// Randomness for our SRTP answer keys (a CSPRNG seeded by the shell, once).
     key_rng: rand::rngs::StdRng,
+    stats: SrsStats,
 }
 
-/// Reason phrase and status for refusals decided here.
-fn not_acceptable(msg: &str) -> (u16, String) {
-    (488, format!("Not Acceptable Here ({msg})"))
+/// Counters of the recording server core (the SIP ones are in [`Endpoint::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SrsStats {
+    /// Responses (answers and refusals) the endpoint would not send: the transaction was
+    /// gone or already answered. Each is also logged.
+    pub respond_failures: u64,
 }
 
 impl Srs {
@@ -178,7 +184,28 @@ impl Srs {
             events: Default::default(),
             next_session_id,
             key_rng,
+            stats: SrsStats::default(),
         }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SrsStats {
+        &self.stats
+    }
+
+    /// Count and log a response the endpoint would not send.
+    fn check_sent(&mut self, res: Result<(), SipError>, what: &str) {
+        if let Err(e) = res {
+            self.stats.respond_failures += 1;
+            tracing::warn!(error = %e, what, "could not send SIP response");
+        }
+    }
+
+    /// Send a refusal on a transaction (status, reason and headers from
+    /// [`Refusal::response`]).
+    fn refuse(&mut self, now: Instant, txn: TxnId, refusal: Refusal) {
+        let res = self.ep.refuse(now, txn, &refusal);
+        self.check_sent(res, "refusal");
     }
 
     /// The SIP endpoint (statistics).
@@ -246,13 +273,10 @@ impl Srs {
                     vec![],
                     Some(("application/sdp".into(), text.into_bytes())),
                 );
-                if let Err(e) = res {
-                    tracing::warn!(error = %e, "could not send 200 OK");
-                }
+                self.check_sent(res, "200 OK");
             }
             Err(e) => {
-                let (code, reason) = not_acceptable(&e.to_string());
-                let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+                self.refuse(now, txn, Refusal::NotAcceptableHere(e.to_string()));
                 self.sessions.remove(&call);
                 self.events.push_back(SrsEvent::Ended {
                     call,
@@ -263,27 +287,16 @@ impl Srs {
         self.drain(now);
     }
 
-    /// Refuse an offered session (503 + Retry-After when the box cannot record now).
-    pub fn reject(
-        &mut self,
-        now: Instant,
-        call: DialogId,
-        status: u16,
-        reason: &str,
-        retry_after_s: Option<u32>,
-    ) {
+    /// Refuse an offered session (usually [`Refusal::CannotRecord`]: 503 + Retry-After
+    /// when the box cannot record now).
+    pub fn reject(&mut self, now: Instant, call: DialogId, refusal: Refusal) {
         if let Some(Session {
             phase: Phase::Offered { txn },
             ..
         }) = self.sessions.get(&call)
         {
             let txn = *txn;
-            let headers = retry_after_s
-                .map(|s| vec![("Retry-After".to_string(), s.to_string())])
-                .unwrap_or_default();
-            if let Err(e) = self.ep.respond(now, txn, status, reason, headers, None) {
-                tracing::warn!(error = %e, "could not send rejection");
-            }
+            self.refuse(now, txn, refusal);
             self.sessions.remove(&call);
         }
         self.drain(now);
@@ -359,55 +372,32 @@ impl Srs {
                     match crate::siprec::split_body(&ct, &req.body) {
                         Ok(b) => (b, false, Some(reason)),
                         Err(e) => {
-                            let _ = self.ep.respond(
-                                now,
-                                txn,
-                                400,
-                                &format!("Bad Request ({e})"),
-                                vec![],
-                                None,
-                            );
+                            self.refuse(now, txn, Refusal::BadBody(e.to_string()));
                             return;
                         }
                     }
                 }
                 Classification::Invalid(e) => {
-                    let _ =
-                        self.ep
-                            .respond(now, txn, 400, &format!("Bad Request ({e})"), vec![], None);
+                    self.refuse(now, txn, Refusal::BadBody(e.to_string()));
                     return;
                 }
             };
         let Some(sdp_text) = body.sdp.as_deref() else {
             // Offerless INVITE: a recording server needs the SRC's offer to know the streams.
-            let _ = self.ep.respond(
-                now,
-                txn,
-                488,
-                "Not Acceptable Here (SIPREC INVITE without SDP offer)",
-                vec![("Accept".into(), "application/sdp, multipart/mixed".into())],
-                None,
-            );
+            self.refuse(now, txn, Refusal::NoOffer);
             return;
         };
         let offer = match sdp::parse(sdp_text) {
             Ok(o) => o,
             Err(e) => {
-                let _ = self.ep.respond(
-                    now,
-                    txn,
-                    400,
-                    &format!("Bad Request (SDP: {e})"),
-                    vec![],
-                    None,
-                );
+                self.refuse(now, txn, Refusal::BadBody(format!("SDP: {e}")));
                 return;
             }
         };
         let recordable = recordable_mlines(&offer);
         if recordable.is_empty() {
-            let (code, reason) = not_acceptable("no audio stream with a supported codec");
-            let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+            let why = "no audio stream with a supported codec";
+            self.refuse(now, txn, Refusal::NotAcceptableHere(why.into()));
             return;
         }
         let (version, parsed) = match &body.metadata {
@@ -454,8 +444,7 @@ impl Srs {
         let streams = match answer_for(&self.cfg, &mut s, &mut self.key_rng) {
             Ok((_, streams)) => streams,
             Err(e) => {
-                let (code, reason) = not_acceptable(&e.to_string());
-                let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+                self.refuse(now, txn, Refusal::NotAcceptableHere(e.to_string()));
                 return;
             }
         };
@@ -479,26 +468,12 @@ impl Srs {
     /// re-INVITE, UPDATE, INFO and other in-dialog requests that may carry SDP and/or metadata.
     fn on_reoffer(&mut self, now: Instant, txn: TxnId, dialog: DialogId, req: Message, m: &str) {
         let Some(s) = self.sessions.get_mut(&dialog) else {
-            let _ = self.ep.respond(
-                now,
-                txn,
-                481,
-                "Call/Transaction Does Not Exist",
-                vec![],
-                None,
-            );
+            self.refuse(now, txn, Refusal::NoSuchDialog);
             return;
         };
         if matches!(s.phase, Phase::Offered { .. }) {
             // The SRC must wait for our answer to the initial INVITE.
-            let _ = self.ep.respond(
-                now,
-                txn,
-                491,
-                "Request Pending",
-                vec![("Retry-After".into(), "1".into())],
-                None,
-            );
+            self.refuse(now, txn, Refusal::RequestPending);
             return;
         }
         let ct = req.header("Content-Type").unwrap_or("").to_string();
@@ -508,9 +483,7 @@ impl Srs {
             match crate::siprec::split_body(&ct, &req.body) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    let _ =
-                        self.ep
-                            .respond(now, txn, 400, &format!("Bad Request ({e})"), vec![], None);
+                    self.refuse(now, txn, Refusal::BadBody(e.to_string()));
                     return;
                 }
             }
@@ -549,21 +522,13 @@ impl Srs {
                         Err(e) => {
                             s.offer = old_offer;
                             s.ports = old_ports;
-                            let (code, reason) = not_acceptable(&e.to_string());
-                            let _ = self.ep.respond(now, txn, code, &reason, vec![], None);
+                            self.refuse(now, txn, Refusal::NotAcceptableHere(e.to_string()));
                             return;
                         }
                     }
                 }
                 Err(e) => {
-                    let _ = self.ep.respond(
-                        now,
-                        txn,
-                        400,
-                        &format!("Bad Request (SDP: {e})"),
-                        vec![],
-                        None,
-                    );
+                    self.refuse(now, txn, Refusal::BadBody(format!("SDP: {e}")));
                     return;
                 }
             }
@@ -599,9 +564,8 @@ impl Srs {
             });
         }
         let body_out = answer.map(|a| ("application/sdp".to_string(), a.into_bytes()));
-        if let Err(e) = self.ep.respond(now, txn, 200, "OK", vec![], body_out) {
-            tracing::warn!(error = %e, "could not answer {m}");
-        }
+        let res = self.ep.respond(now, txn, 200, "OK", vec![], body_out);
+        self.check_sent(res, m);
     }
 }
 
@@ -794,7 +758,7 @@ mod codec_tests {
         // Without the feature: nothing recordable → the INVITE is answered 488.
         assert!(recordable_mlines_with(&o, false).is_empty());
         assert_eq!(recordable_mlines_with(&o, true), vec![0]);
-        assert_eq!(not_acceptable("x").0, 488);
+        assert_eq!(Refusal::NotAcceptableHere("x".into()).status(), 488);
     }
 
     #[test]
@@ -813,7 +777,12 @@ mod codec_tests {
             username: "-".into(),
             supported: SUPPORTED_ENCODINGS,
         };
-        let a = sdp::build_answer(&o, &params, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1)).unwrap();
+        let a = sdp::build_answer(
+            &o,
+            &params,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+        )
+        .unwrap();
         let text = a.sdp.to_string();
         let names: Vec<&str> = a.streams[0]
             .formats

@@ -1,0 +1,684 @@
+//! Endpoint behaviour end to end: server transactions and their timers, dialogs, CANCEL
+//! and ACK, the responses and refusals on the wire.
+
+use super::*;
+use crate::sip::{
+    parse_datagram, DialogId, Message, Method, SipError, StartLine, TerminationReason, TxnId,
+};
+use std::time::{Duration, Instant};
+
+const T1: Duration = Duration::from_millis(500);
+
+fn peer(transport: Transport) -> Peer {
+    Peer {
+        transport,
+        remote: "192.0.2.10:5062".parse().unwrap(),
+        local: "192.0.2.1:5060".parse().unwrap(),
+        conn: (transport == Transport::Tcp).then_some(3),
+    }
+}
+
+fn ep() -> Endpoint {
+    Endpoint::new(EndpointConfig {
+        seed: 42,
+        ..EndpointConfig::default()
+    })
+}
+
+fn req(
+    method: &str,
+    branch: &str,
+    call: &str,
+    cseq: u32,
+    to_tag: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> Vec<u8> {
+    let cseq_m = method;
+    let to = match to_tag {
+        Some(t) => format!("<sip:srs@192.0.2.1>;tag={t}"),
+        None => "<sip:srs@192.0.2.1>".into(),
+    };
+    format!(
+        "{method} sip:srs@192.0.2.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5062;branch={branch};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:src@192.0.2.10>;tag=ft1\r\nTo: {to}\r\n\
+Call-ID: {call}\r\nCSeq: {cseq} {cseq_m}\r\nContact: <sip:src@192.0.2.10:5062>\r\n\
+{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn sdp_invite(branch: &str, call: &str, cseq: u32, to_tag: Option<&str>) -> Vec<u8> {
+    req(
+        "INVITE",
+        branch,
+        call,
+        cseq,
+        to_tag,
+        "Content-Type: application/sdp\r\n",
+        "v=0\r\n",
+    )
+}
+
+fn drain(ep: &mut Endpoint) -> Vec<Message> {
+    std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| parse_datagram(&t.data).expect("our responses parse"))
+        .collect()
+}
+
+fn statuses(msgs: &[Message]) -> Vec<u16> {
+    msgs.iter().filter_map(Message::status).collect()
+}
+
+fn events(ep: &mut Endpoint) -> Vec<Event> {
+    std::iter::from_fn(|| ep.poll_event()).collect()
+}
+
+/// INVITE in, app answers 200; returns (txn, dialog, our To-tag).
+fn establish(ep: &mut Endpoint, now: Instant, p: Peer) -> (TxnId, DialogId, String) {
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
+    assert_eq!(statuses(&drain(ep)), vec![100]);
+    let ev = events(ep);
+    let (txn, dialog) = match ev.as_slice() {
+        [Event::Invite {
+            txn,
+            dialog,
+            initial: true,
+            request,
+        }] => {
+            assert_eq!(request.call_id(), Some("call1"));
+            (*txn, *dialog)
+        }
+        other => panic!("{other:?}"),
+    };
+    ep.respond(
+        now,
+        txn,
+        200,
+        "OK",
+        vec![("Require".into(), "siprec".into())],
+        Some(("application/sdp".into(), b"v=0\r\n".to_vec())),
+    )
+    .unwrap();
+    let out = drain(ep);
+    assert_eq!(statuses(&out), vec![200]);
+    let ok = &out[0];
+    let tag = ok.to_tag().expect("2xx carries our To-tag");
+    assert_eq!(ok.from_tag().as_deref(), Some("ft1"));
+    assert_eq!(ok.call_id(), Some("call1"));
+    assert_eq!(ok.cseq().unwrap(), (1, Method::Invite));
+    assert!(ok
+        .contact()
+        .unwrap()
+        .unwrap()
+        .uri
+        .host
+        .starts_with("127.0.0.1"));
+    assert_eq!(ok.header("Server"), Some("branchrec"));
+    assert_eq!(ok.header("Require"), Some("siprec"));
+    assert_eq!(ok.body, b"v=0\r\n");
+    assert_eq!(
+        ok.content_type().unwrap().unwrap().media_type,
+        "application/sdp"
+    );
+    let via = ok.top_via().unwrap();
+    assert_eq!(via.rport(), Some(Some(5062)));
+    (txn, dialog, tag)
+}
+
+#[test]
+fn invite_200_retransmitted_until_ack() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    let (_, dialog, tag) = establish(&mut ep, now, p);
+    assert_eq!(ep.poll_timeout(), Some(now + T1));
+    // Retransmits at T1, 3T1 (T1+2T1), 7T1 (…+4T1).
+    let mut sent_at = Vec::new();
+    let mut t = now;
+    while t < now + 8 * T1 {
+        t += Duration::from_millis(50);
+        ep.handle_timeout(t);
+        for m in drain(&mut ep) {
+            assert_eq!(m.status(), Some(200));
+            assert_eq!(m.to_tag().as_deref(), Some(tag.as_str()));
+            sent_at.push(t - now);
+        }
+    }
+    assert_eq!(sent_at, vec![T1, 3 * T1, 7 * T1]);
+    ep.handle_receive(
+        t,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    match events(&mut ep).as_slice() {
+        [Event::Ack { dialog: d, .. }] => assert_eq!(*d, dialog),
+        other => panic!("{other:?}"),
+    }
+    // No more retransmissions; a duplicate ACK gives no second event.
+    ep.handle_receive(
+        t,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    assert!(events(&mut ep).is_empty());
+    ep.handle_timeout(t + 64 * T1);
+    assert!(drain(&mut ep).is_empty());
+    assert_eq!(ep.dialog_count(), 1);
+    assert_eq!(ep.transaction_count(), 0);
+}
+
+#[test]
+fn ack_timeout_ends_dialog() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let (_, dialog, _) = establish(&mut ep, now, peer(Transport::Udp));
+    let mut n = 0;
+    let mut t = now;
+    while t < now + 64 * T1 {
+        t += Duration::from_millis(100);
+        ep.handle_timeout(t);
+        n += drain(&mut ep).len();
+    }
+    // T1,3,7,15 then every T2 (4 s) until 32 s: 1.5,3.5,7.5,11.5,...,31.5 → 10.
+    assert_eq!(n, 10);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Terminated {
+            dialog,
+            reason: TerminationReason::AckTimeout
+        }]
+    );
+    assert_eq!(ep.dialog_count(), 0);
+}
+
+#[test]
+fn tcp_2xx_not_retransmitted() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let (_, _, _) = establish(&mut ep, now, peer(Transport::Tcp));
+    ep.handle_timeout(now + 10 * T1);
+    assert!(drain(&mut ep).is_empty());
+    ep.handle_timeout(now + 64 * T1);
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::Terminated {
+            reason: TerminationReason::AckTimeout,
+            ..
+        }]
+    ));
+}
+
+/// An INVITE over `t` with Request-URI `ruri`; returns our responses after the app
+/// answers 200 (if the endpoint offered it the INVITE at all).
+
+#[test]
+fn retransmitted_invite_absorbed() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    let inv = sdp_invite("z9hG4bKinv1", "call1", 1, None);
+    ep.handle_receive(now, p, &inv);
+    let first = drain(&mut ep);
+    let txn = match events(&mut ep).as_slice() {
+        [Event::Invite { txn, .. }] => *txn,
+        other => panic!("{other:?}"),
+    };
+    ep.handle_receive(now, p, &inv);
+    assert_eq!(drain(&mut ep), first, "100 resent");
+    assert!(events(&mut ep).is_empty());
+    ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
+    let ok = drain(&mut ep);
+    ep.handle_receive(now, p, &inv);
+    assert_eq!(drain(&mut ep), ok, "2xx resent");
+    assert!(events(&mut ep).is_empty());
+    assert_eq!(
+        ep.respond(now, txn, 200, "OK", vec![], None),
+        Err(SipError::AlreadyFinal)
+    );
+    assert_eq!(ep.stats().retransmissions_absorbed, 2);
+}
+
+#[test]
+fn rejected_invite_retransmits_until_ack_and_ends_dialog() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
+    drain(&mut ep);
+    let (txn, dialog) = match events(&mut ep).as_slice() {
+        [Event::Invite { txn, dialog, .. }] => (*txn, *dialog),
+        other => panic!("{other:?}"),
+    };
+    ep.respond(now, txn, 488, "Not Acceptable Here", vec![], None)
+        .unwrap();
+    assert_eq!(statuses(&drain(&mut ep)), vec![488]);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Terminated {
+            dialog,
+            reason: TerminationReason::Rejected
+        }]
+    );
+    ep.handle_timeout(now + T1);
+    ep.handle_timeout(now + 3 * T1);
+    assert_eq!(statuses(&drain(&mut ep)), vec![488, 488]);
+    // Timer H: give up after 64*T1.
+    ep.handle_timeout(now + 64 * T1);
+    drain(&mut ep);
+    assert_eq!(ep.transaction_count(), 0);
+    assert_eq!(ep.poll_timeout(), None);
+}
+
+#[test]
+fn app_timeout_and_caps() {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_dialogs: 1,
+        ..EndpointConfig::default()
+    });
+    let p = peer(Transport::Udp);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKa", "a", 1, None));
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKb", "b", 1, None));
+    assert_eq!(statuses(&drain(&mut ep)), vec![100, 503]);
+    let dialog = match events(&mut ep).as_slice() {
+        [Event::Invite { dialog, .. }] => *dialog,
+        other => panic!("{other:?}"),
+    };
+    ep.handle_timeout(now + Duration::from_secs(32));
+    assert_eq!(statuses(&drain(&mut ep)), vec![500]);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Terminated {
+            dialog,
+            reason: TerminationReason::AppTimeout
+        }]
+    );
+    assert_eq!(ep.dialog_count(), 0);
+}
+
+#[test]
+fn cancel_gives_487() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
+    drain(&mut ep);
+    let (txn, dialog) = match events(&mut ep).as_slice() {
+        [Event::Invite { txn, dialog, .. }] => (*txn, *dialog),
+        other => panic!("{other:?}"),
+    };
+    ep.handle_receive(
+        now,
+        p,
+        &req("CANCEL", "z9hG4bKinv1", "call1", 1, None, "", ""),
+    );
+    let out = drain(&mut ep);
+    assert_eq!(statuses(&out), vec![200, 487]);
+    assert_eq!(out[0].cseq().unwrap().1, Method::Cancel);
+    assert_eq!(out[1].cseq().unwrap().1, Method::Invite);
+    assert_eq!(
+        events(&mut ep),
+        vec![
+            Event::Cancelled { dialog },
+            Event::Terminated {
+                dialog,
+                reason: TerminationReason::Cancelled
+            }
+        ]
+    );
+    assert_eq!(
+        ep.respond(now, txn, 200, "OK", vec![], None),
+        Err(SipError::AlreadyFinal)
+    );
+    // 487 retransmitted (Timer G) until the ACK.
+    ep.handle_timeout(now + T1);
+    assert_eq!(statuses(&drain(&mut ep)), vec![487]);
+    let tag = out[1].to_tag().unwrap();
+    ep.handle_receive(
+        now + T1,
+        p,
+        &req("ACK", "z9hG4bKinv1", "call1", 1, Some(&tag), "", ""),
+    );
+    assert!(events(&mut ep).is_empty());
+    ep.handle_timeout(now + 3 * T1);
+    assert!(drain(&mut ep).is_empty());
+    ep.handle_timeout(now + 64 * T1);
+    assert_eq!(ep.transaction_count(), 0);
+    assert_eq!(ep.dialog_count(), 0);
+}
+
+#[test]
+fn cancel_without_match_481() {
+    let now = Instant::now();
+    let mut ep = ep();
+    ep.handle_receive(
+        now,
+        peer(Transport::Udp),
+        &req("CANCEL", "z9hG4bKnone", "callx", 1, None, "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ep)), vec![481]);
+}
+
+#[test]
+fn bye_terminates_and_retransmission_absorbed() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    let (_, dialog, tag) = establish(&mut ep, now, p);
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    events(&mut ep);
+    let bye = req("BYE", "z9hG4bKbye1", "call1", 2, Some(&tag), "", "");
+    ep.handle_receive(now, p, &bye);
+    let out = drain(&mut ep);
+    assert_eq!(statuses(&out), vec![200]);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Terminated {
+            dialog,
+            reason: TerminationReason::Bye
+        }]
+    );
+    assert_eq!(ep.dialog_count(), 0);
+    ep.handle_receive(now, p, &bye);
+    assert_eq!(drain(&mut ep), out);
+    assert!(events(&mut ep).is_empty());
+    // A new BYE (new branch) for the gone dialog: 481.
+    ep.handle_receive(
+        now,
+        p,
+        &req("BYE", "z9hG4bKbye2", "call1", 3, Some(&tag), "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ep)), vec![481]);
+}
+
+#[test]
+fn reinvite_glare_491_and_update() {
+    let now = Instant::now();
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    let (_, dialog, tag) = establish(&mut ep, now, p);
+    // 2xx not yet ACKed: a re-INVITE is glare.
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKre0", "call1", 2, Some(&tag)));
+    assert_eq!(statuses(&drain(&mut ep)), vec![491]);
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    events(&mut ep);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKre1", "call1", 3, Some(&tag)));
+    assert_eq!(statuses(&drain(&mut ep)), vec![100]);
+    let re = match events(&mut ep).as_slice() {
+        [Event::Invite {
+            txn,
+            dialog: d,
+            initial: false,
+            ..
+        }] => {
+            assert_eq!(*d, dialog);
+            *txn
+        }
+        other => panic!("{other:?}"),
+    };
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKre2", "call1", 4, Some(&tag)));
+    assert_eq!(statuses(&drain(&mut ep)), vec![491]);
+    let upd = req(
+        "UPDATE",
+        "z9hG4bKup1",
+        "call1",
+        5,
+        Some(&tag),
+        "Content-Type: application/sdp\r\n",
+        "v=0\r\n",
+    );
+    ep.handle_receive(now, p, &upd);
+    assert_eq!(statuses(&drain(&mut ep)), vec![491]);
+    // UPDATE without body and INFO reach the app.
+    ep.handle_receive(
+        now,
+        p,
+        &req("INFO", "z9hG4bKinfo", "call1", 6, Some(&tag), "", ""),
+    );
+    let info = match events(&mut ep).as_slice() {
+        [Event::InDialogRequest { txn, .. }] => *txn,
+        other => panic!("{other:?}"),
+    };
+    ep.respond(now, info, 200, "OK", vec![], None).unwrap();
+    ep.respond(now, re, 200, "OK", vec![], None).unwrap();
+    assert_eq!(statuses(&drain(&mut ep)), vec![200, 200]);
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKack3", "call1", 3, Some(&tag), "", ""),
+    );
+    assert!(matches!(events(&mut ep).as_slice(), [Event::Ack { .. }]));
+    // Lower CSeq than the last seen (6) → 500.
+    ep.handle_receive(
+        now,
+        p,
+        &req("INFO", "z9hG4bKold", "call1", 5, Some(&tag), "", ""),
+    );
+    let out = drain(&mut ep);
+    assert_eq!(statuses(&out), vec![500]);
+    // A retransmission of the earlier UPDATE gets the same 491 again.
+    ep.handle_receive(now, p, &upd.clone());
+    assert_eq!(statuses(&drain(&mut ep)), vec![491]);
+    assert!(events(&mut ep).is_empty());
+    // Now a new UPDATE with offer reaches the app.
+    let upd7 = String::from_utf8(upd)
+        .unwrap()
+        .replace("CSeq: 5", "CSeq: 7")
+        .replace("z9hG4bKup1", "z9hG4bKup7");
+    ep.handle_receive(now, p, upd7.as_bytes());
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::InDialogRequest { .. }]
+    ));
+}
+
+fn invite_over(t: Transport, ruri: &str, tls_host: Option<&str>) -> Vec<Message> {
+    let now = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: 42,
+        tls_contact_host: tls_host.map(str::to_string),
+        ..EndpointConfig::default()
+    });
+    let p = Peer {
+        conn: Some(9),
+        ..peer(t)
+    };
+    let raw = String::from_utf8(sdp_invite("z9hG4bKs1", "callS", 1, None))
+        .unwrap()
+        .replacen("INVITE sip:srs@192.0.2.1", &format!("INVITE {ruri}"), 1)
+        .replace(
+            "SIP/2.0/UDP",
+            if t == Transport::Tls {
+                "SIP/2.0/TLS"
+            } else {
+                "SIP/2.0/UDP"
+            },
+        );
+    ep.handle_receive(now, p, raw.as_bytes());
+    let mut out = drain(&mut ep);
+    if let [Event::Invite { txn, .. }] = events(&mut ep).as_slice() {
+        ep.respond(
+            now,
+            *txn,
+            200,
+            "OK",
+            vec![],
+            Some(("application/sdp".into(), b"v=0\r\n".to_vec())),
+        )
+        .unwrap();
+        out.extend(drain(&mut ep));
+        // Reliable transport: no 2xx retransmission.
+        ep.handle_timeout(now + 10 * T1);
+        if t == Transport::Tls {
+            assert!(drain(&mut ep).is_empty(), "2xx retransmitted over TLS");
+        }
+    }
+    out
+}
+
+#[test]
+fn sips_request_uri_over_udp_or_tcp_gets_480() {
+    for t in [Transport::Udp, Transport::Tcp] {
+        let out = invite_over(t, "sips:srs@192.0.2.1", None);
+        assert_eq!(statuses(&out), vec![480], "{t:?}");
+        let w = out[0].header("Warning").expect("Warning explains the 480");
+        assert!(w.starts_with("399 ") && w.contains("TLS"), "{w}");
+    }
+}
+
+#[test]
+fn tls_calls_get_a_tls_contact() {
+    // sips: Request-URI over TLS: accepted, Contact is sips: (RFC 3261 12.1.1).
+    let out = invite_over(
+        Transport::Tls,
+        "sips:srs@192.0.2.1",
+        Some("rec.example.com:5061"),
+    );
+    assert_eq!(statuses(&out), vec![100, 200]);
+    assert_eq!(
+        out[1].header("Contact"),
+        Some("<sips:rec.example.com:5061>")
+    );
+    assert!(out[1].header("Via").unwrap().starts_with("SIP/2.0/TLS "));
+    // sip: Request-URI over TLS: sip: Contact with transport=tls, local address.
+    let out = invite_over(Transport::Tls, "sip:srs@192.0.2.1", None);
+    assert_eq!(statuses(&out), vec![100, 200]);
+    assert_eq!(
+        out[1].header("Contact"),
+        Some("<sip:192.0.2.1:5060;transport=tls>")
+    );
+    // Plain transports keep their Contact.
+    let out = invite_over(Transport::Udp, "sip:srs@192.0.2.1", None);
+    assert_eq!(out[1].header("Contact"), Some("<sip:127.0.0.1:5060>"));
+}
+
+#[test]
+#[allow(clippy::type_complexity)]
+fn rejections() {
+    let now = Instant::now();
+    let p = peer(Transport::Udp);
+    let cases: Vec<(Vec<u8>, u16, Option<(&str, &str)>)> = vec![
+        (
+            req("REGISTER", "z9hG4bK1", "c", 1, None, "", ""),
+            405,
+            Some(("Allow", ALLOW)),
+        ),
+        (
+            req("SUBSCRIBE", "z9hG4bK2", "c", 1, None, "", ""),
+            405,
+            None,
+        ),
+        (
+            req(
+                "INVITE",
+                "z9hG4bK3",
+                "c",
+                1,
+                None,
+                "Content-Type: text/plain\r\n",
+                "hi",
+            ),
+            415,
+            Some((
+                "Accept",
+                "application/sdp, multipart/mixed, application/rs-metadata+xml, application/rs-metadata",
+            )),
+        ),
+        (
+            req("INVITE", "z9hG4bK4", "c", 1, None, "Require: 100rel, foo\r\n", ""),
+            420,
+            Some(("Unsupported", "100rel, foo")),
+        ),
+        (
+            String::from_utf8(req("OPTIONS", "z9hG4bK5", "c", 1, None, "", ""))
+                .unwrap()
+                .replacen("sip:srs@192.0.2.1", "http://x", 1)
+                .into_bytes(),
+            416,
+            None,
+        ),
+        (
+            req("OPTIONS", "z9hG4bK6", "c", 1, None, "", ""),
+            200,
+            Some(("Allow", ALLOW)),
+        ),
+        (
+            req("INFO", "z9hG4bK7", "c", 1, None, "", ""),
+            481,
+            None,
+        ),
+        (
+            req("OPTIONS", "z9hG4bK8", "c", 1, Some("nosuch"), "", ""),
+            481,
+            None,
+        ),
+    ];
+    for (data, status, hdr) in cases {
+        let mut ep = ep();
+        ep.handle_receive(now, p, &data);
+        let out = drain(&mut ep);
+        assert_eq!(statuses(&out), vec![status]);
+        assert!(out[0].to_tag().is_some(), "final responses carry a To-tag");
+        if let Some((h, v)) = hdr {
+            assert_eq!(out[0].header(h), Some(v), "{status}");
+        }
+        assert!(events(&mut ep).is_empty());
+    }
+}
+
+#[test]
+fn malformed_400_names_problem_or_dropped() {
+    let now = Instant::now();
+    let p = peer(Transport::Udp);
+    let mut ep = ep();
+    let bad = String::from_utf8(req("OPTIONS", "z9hG4bK1", "c", 1, None, "", ""))
+        .unwrap()
+        .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
+    ep.handle_receive(now, p, bad.as_bytes());
+    let out: Vec<Transmit> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+    assert_eq!(out.len(), 1);
+    let text = String::from_utf8_lossy(&out[0].data);
+    assert!(
+        text.starts_with("SIP/2.0 400 Bad Request - CSeq Method Mismatch\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Call-ID: c\r\n"));
+    // Missing header → 400 naming it.
+    let nocall = String::from_utf8(req("OPTIONS", "z9hG4bK2", "c", 1, None, "", ""))
+        .unwrap()
+        .replace("Call-ID: c\r\n", "");
+    ep.handle_receive(now, p, nocall.as_bytes());
+    let m = drain(&mut ep);
+    assert_eq!(
+        m[0].start,
+        StartLine::Response {
+            status: 400,
+            reason: "Bad Request - Missing Call-ID Header".into(),
+            version: "SIP/2.0".into()
+        }
+    );
+    // No Via: nothing can be answered.
+    ep.handle_receive(now, p, b"OPTIONS sip:a@b SIP/2.0\r\nCSeq: x\r\n\r\n");
+    ep.handle_receive(now, p, b"\x00\x01garbage");
+    ep.handle_receive(
+        now,
+        p,
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(drain(&mut ep).is_empty());
+    assert_eq!(ep.stats().responses_dropped, 1);
+    assert_eq!(ep.stats().malformed_answered, 2);
+    assert!(ep.stats().malformed_dropped >= 2);
+    assert_eq!(ep.stats().responses_sent[3], 2);
+}

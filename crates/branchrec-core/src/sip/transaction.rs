@@ -1,0 +1,172 @@
+//! Server transactions (RFC 3261 17.2, with the RFC 6026 Accepted state): matching keys,
+//! states, and the timers of a transaction once it has answered — retransmission of
+//! non-2xx INVITE finals (Timer G), absorption of the ACK (Timer I) and expiry (Timers H,
+//! J, end of Accepted). The endpoint owns the transaction table and drives these.
+
+use std::time::{Duration, Instant};
+
+use super::message::{Message, Method};
+use super::transport::{Peer, Transmit};
+use super::DialogId;
+
+/// What identifies a server transaction (RFC 3261 17.2.3).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct TxnKey {
+    pub(super) branch: String,
+    pub(super) sent_by: String,
+    pub(super) method: Method,
+}
+
+/// State of a server transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TxnState {
+    /// Waiting for the app (or provisional sent).
+    Proceeding,
+    /// Final non-2xx sent (INVITE: waiting for ACK) / non-INVITE final sent.
+    Completed,
+    /// INVITE: ACK for non-2xx received (Timer I).
+    Confirmed,
+    /// INVITE: 2xx sent (RFC 6026), absorbs retransmitted INVITEs.
+    Accepted,
+}
+
+/// One server transaction.
+#[derive(Debug)]
+pub(super) struct ServerTxn {
+    pub(super) key: TxnKey,
+    pub(super) method: Method,
+    pub(super) peer: Peer,
+    pub(super) request: Message,
+    pub(super) dialog: Option<DialogId>,
+    /// To-tag to add (None when the request already has one).
+    pub(super) local_tag: Option<String>,
+    pub(super) state: TxnState,
+    pub(super) last_response: Option<Vec<u8>>,
+    pub(super) retrans_at: Option<Instant>,
+    pub(super) retrans_interval: Duration,
+    pub(super) expires_at: Instant,
+    /// Initial INVITE: its dialog ends with a non-2xx final.
+    pub(super) initial_invite: bool,
+    /// INVITE/UPDATE with offer: glare guard of the dialog.
+    pub(super) offer: bool,
+}
+
+/// The transaction key of a request (an ACK matches its INVITE's transaction). Requests
+/// without an RFC 3261 branch get a key from Request-URI, From-tag, Call-ID and CSeq.
+pub(super) fn txn_key(msg: &Message) -> Option<TxnKey> {
+    let via = msg.top_via().ok()?;
+    let method = match msg.method()? {
+        Method::Ack => Method::Invite,
+        m => m.clone(),
+    };
+    let branch = match via.branch() {
+        Some(b) if b.len() > 7 && b.starts_with("z9hG4bK") => b.to_string(),
+        _ => format!(
+            "legacy|{}|{}|{}|{}",
+            msg.request_uri().unwrap_or(""),
+            msg.from_tag().unwrap_or_default(),
+            msg.call_id().unwrap_or(""),
+            msg.cseq().map(|c| c.0).unwrap_or(0)
+        ),
+    };
+    Some(TxnKey {
+        branch,
+        sent_by: via.sent_by().to_ascii_lowercase(),
+        method,
+    })
+}
+
+impl ServerTxn {
+    /// A transaction in Proceeding that expires (app timeout) at `expires_at`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        key: TxnKey,
+        peer: Peer,
+        request: Message,
+        dialog: Option<DialogId>,
+        local_tag: Option<String>,
+        initial_invite: bool,
+        offer: bool,
+        t1: Duration,
+        expires_at: Instant,
+    ) -> Self {
+        let method = request
+            .method()
+            .cloned()
+            .unwrap_or(Method::Other(String::new()));
+        ServerTxn {
+            key,
+            method,
+            peer,
+            request,
+            dialog,
+            local_tag,
+            state: TxnState::Proceeding,
+            last_response: None,
+            retrans_at: None,
+            retrans_interval: t1,
+            expires_at,
+            initial_invite,
+            offer,
+        }
+    }
+
+    /// Whether this is an INVITE transaction.
+    pub(super) fn is_invite(&self) -> bool {
+        self.method == Method::Invite
+    }
+
+    /// A response `data` with `status` was sent: remember it for retransmitted requests
+    /// and, for a final, enter the next state with its timers.
+    pub(super) fn sent(&mut self, now: Instant, status: u16, data: Vec<u8>, t1: Duration) {
+        self.last_response = Some(data);
+        if status < 200 {
+            return;
+        }
+        let reliable = self.peer.reliable();
+        if self.is_invite() && status < 300 {
+            self.state = TxnState::Accepted;
+            self.retrans_at = None;
+            self.expires_at = now + 64 * t1;
+        } else if self.is_invite() {
+            self.state = TxnState::Completed;
+            self.retrans_at = (!reliable).then(|| now + t1);
+            self.retrans_interval = t1;
+            self.expires_at = now + 64 * t1;
+        } else {
+            self.state = TxnState::Completed;
+            self.retrans_at = None;
+            self.expires_at = if reliable { now } else { now + 64 * t1 };
+        }
+    }
+
+    /// An ACK matched this transaction: true when it was absorbed (the ACK for our
+    /// non-2xx final, or a retransmission of it), which starts Timer I.
+    pub(super) fn absorb_ack(&mut self, now: Instant, t4: Duration) -> bool {
+        match self.state {
+            TxnState::Completed => {
+                self.state = TxnState::Confirmed;
+                self.retrans_at = None;
+                self.expires_at = if self.peer.reliable() { now } else { now + t4 };
+                true
+            }
+            TxnState::Confirmed => true,
+            _ => false,
+        }
+    }
+
+    /// Timer G: the final to retransmit now, if one is due (interval doubling up to T2).
+    pub(super) fn retransmission_due(&mut self, now: Instant, t2: Duration) -> Option<Transmit> {
+        let at = self.retrans_at?;
+        if at > now || self.state != TxnState::Completed {
+            return None;
+        }
+        let out = self.last_response.as_ref().map(|d| Transmit {
+            peer: self.peer,
+            data: d.clone(),
+        });
+        self.retrans_interval = (self.retrans_interval * 2).min(t2);
+        self.retrans_at = Some(at + self.retrans_interval);
+        out
+    }
+}

@@ -1,0 +1,44 @@
+//! Where SIP messages come from and go to: the transport, the peer (remote/local address,
+//! connection) and the bytes to send. Plain data, depending on no other SIP module.
+
+use std::net::SocketAddr;
+
+/// Transport a message arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP (unreliable: we retransmit responses).
+    Udp,
+    /// TCP (reliable: no retransmissions).
+    Tcp,
+    /// TLS over TCP (reliable; the only transport on which a `sips:` Request-URI is
+    /// accepted, RFC 3261 §26.2.2 / RFC 5630).
+    Tls,
+}
+
+/// Where a message came from / a response goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// Transport.
+    pub transport: Transport,
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// Local address the message arrived on.
+    pub local: SocketAddr,
+    /// TCP/TLS connection id assigned by the shell.
+    pub conn: Option<u64>,
+}
+
+impl Peer {
+    pub(crate) fn reliable(&self) -> bool {
+        matches!(self.transport, Transport::Tcp | Transport::Tls)
+    }
+}
+
+/// Bytes to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination (same transport/connection the request used).
+    pub peer: Peer,
+    /// One complete SIP message.
+    pub data: Vec<u8>,
+}
