@@ -8,6 +8,7 @@ pub mod encode;
 pub mod export;
 pub mod ogg;
 pub mod opus;
+pub mod session;
 pub mod wav;
 
 pub use container::{
@@ -16,6 +17,10 @@ pub use container::{
     OpusParams, PcmStream, SampleFormat, ScanReport, ScanState,
 };
 pub use encode::{AudioEncoder, ContainerWriter};
+pub use session::{
+    ChannelMedia, Event, EventKind, Finished, Outcome, Output, Recording, RecordingConfig,
+    RecordingKeys,
+};
 pub use wav::{write_wav, WavWriter};
 
 /// How a recording's audio is stored (per rule, default `[storage] format`).
