@@ -611,3 +611,57 @@ fn pcm_file_bytes_unchanged() {
         "c159f28dc199768621d08112b8df4b94ec855206686f2402b7cc0e394e6ca967"
     );
 }
+
+#[test]
+fn chunk_writer_seals_encoded_payload() {
+    // The chunk writer fed directly gives the same bytes as the encoder stage in front
+    // of it (PCM: the samples as they are, gaps as silence).
+    let v = vault();
+    let dk = DataKey::from_bytes([2; 32]);
+    let wrapped = v.wrap(&dk).unwrap();
+    let (mut a, mut fa) =
+        ContainerWriter::new(params(&v, "cw"), dk.clone(), wrapped.clone(), [6; 7]).unwrap();
+    let (mut b, mut fb) =
+        ChunkWriter::new(params(&v, "cw"), None, dk.clone(), wrapped.clone(), [6; 7]).unwrap();
+    assert_eq!(fa, fb);
+    let block: Vec<i16> = (0..3200).map(|i| (i * 13 % 5000) as i16).collect();
+    a.push_block(&AudioBlock {
+        start_frame: 0,
+        samples: block.clone(),
+    })
+    .unwrap();
+    a.push_block(&AudioBlock {
+        start_frame: 1700,
+        samples: block.clone(),
+    })
+    .unwrap();
+    b.push_pcm(&block).unwrap();
+    b.push_pcm_silence(100).unwrap();
+    b.push_pcm(&block).unwrap();
+    assert_eq!((a.frames(), b.frames()), (3300, 3300));
+    fa.extend_from_slice(&a.flush().unwrap());
+    fb.extend_from_slice(&b.flush().unwrap());
+    fa.extend_from_slice(&a.finish().bytes);
+    fb.extend_from_slice(&b.finish().bytes);
+    assert_eq!(fa, fb);
+    // Payload of the wrong kind is refused.
+    let (mut pcm, _) =
+        ChunkWriter::new(params(&v, "p"), None, dk.clone(), wrapped.clone(), [6; 7]).unwrap();
+    assert!(matches!(
+        pcm.push_packets(&mut vec![vec![1, 2, 3]], 160),
+        Err(ContainerError::InvalidParams(_))
+    ));
+    let opus = OpusParams {
+        pre_skip: 52,
+        frame_size: 160,
+        bitrate_bps: 32_000,
+        complexity: 3,
+        vbr: true,
+    };
+    let (mut op, _) = ChunkWriter::new(params(&v, "o"), Some(opus), dk, wrapped, [6; 7]).unwrap();
+    assert_eq!(op.header().format_version, FORMAT_VERSION_OPUS);
+    assert!(matches!(
+        op.push_pcm(&block),
+        Err(ContainerError::InvalidParams(_))
+    ));
+}
