@@ -1,9 +1,10 @@
 //! One recorded call: its RTP sockets, timeline and encrypted file.
 //!
-//! The per-packet path is: `recv` on the stream's socket → [`CallTimeline::push_rtp`] →
-//! (every tick) [`CallTimeline::poll_audio`] → [`ContainerWriter::push_block`] → sealed
-//! chunk appended to the file. Nothing on it allocates per packet; the file write happens
-//! once per chunk, and durability comes from the store's periodic `syncfs`.
+//! The per-packet path is: `recv` on the stream's socket → the call's
+//! [`Recording`](crate::recording::Recording) core (SRTP, pause gate, timeline; every
+//! tick: encoder and chunk writer) → sealed chunk appended to the file by the
+//! [`RecordingSink`]. Nothing on it allocates per packet; the file write happens once per
+//! chunk, and durability comes from the store's periodic `syncfs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use tokio::sync::mpsc;
 use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::Shared;
-use crate::catalog::NewRecording;
-use crate::media::{is_rtcp, Codec, SrtpChannel, StreamConfig};
+use crate::catalog::{NewRecording, Source};
+use crate::media::{Codec, StreamConfig};
+use crate::recording::ChannelMedia;
 use crate::sdp::{Direction, NegotiatedStream};
 
 pub use crate::app::sink::{recording_rate, SAMPLE_RATE};
@@ -69,8 +71,6 @@ pub struct PreparedCall {
     call_id: String,
     sockets: Vec<RtpSocket>,
     sink: RecordingSink,
-    /// SRTP state per channel (plain RTP channels pass through).
-    srtp: Vec<SrtpChannel>,
     start: Instant,
     /// Mirrors whether the recording is paused (for the REC LED).
     paused: Arc<std::sync::atomic::AtomicBool>,
@@ -107,6 +107,7 @@ impl PreparedCall {
             chrono::Utc::now(),
             true,
             setup.format,
+            Source::Siprec,
         )
         .map_err(|e| SetupError::Storage(e.0))?;
         let row = new_row(sink.id(), &rel);
@@ -115,28 +116,22 @@ impl PreparedCall {
             .insert(row)
             .await
             .map_err(SetupError::Storage)?;
-        let mut srtp: Vec<SrtpChannel> = (0..setup.recordable.len())
-            .map(|_| SrtpChannel::default())
+        let media = setup
+            .recordable
+            .iter()
+            .map(|m| {
+                setup
+                    .streams
+                    .get(*m)
+                    .map(|s| channel_media(s, serde_json::Value::Null))
+            })
             .collect();
-        for (ch, m) in setup.recordable.iter().enumerate() {
-            if let Some(s) = setup.streams.get(*m) {
-                set_srtp(&mut srtp[ch], sink.id(), ch, s, std::time::Duration::ZERO);
-                sink.configure_channel(
-                    ch,
-                    stream_config(s),
-                    audio_codec_names(s),
-                    crate::siprec::srs::stream_on_hold(s),
-                    None,
-                    serde_json::Value::Null,
-                );
-            }
-        }
+        sink.set_media(None, media);
         Ok(PreparedCall {
             shared,
             call_id: setup.call_id.clone(),
             sockets,
             sink,
-            srtp,
             start: Instant::now(),
             paused: Default::default(),
         })
@@ -183,8 +178,7 @@ impl PreparedCall {
                     }
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
                     Some(CallCmd::Pause { paused, source }) => {
-                        let at_ms = self.start.elapsed().as_millis() as u64;
-                        self.sink.set_paused(paused, &source, at_ms);
+                        self.sink.set_paused(paused, &source, self.start.elapsed());
                         self.paused.store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
                     }
                     None => break "signalling task gone".to_string(),
@@ -204,9 +198,6 @@ impl PreparedCall {
             }
         };
         let end = self.start.elapsed();
-        for (ch, s) in self.srtp.iter().enumerate() {
-            self.sink.add_channel_stats(ch, s.stats_json());
-        }
         let sink = self.sink;
         // Closing fsyncs the file: keep that off the async worker threads (in the call's
         // span, so its log lines keep the recording and call ids).
@@ -217,7 +208,6 @@ impl PreparedCall {
                 end,
                 reason: &end_reason,
                 ended_at_ms: chrono::Utc::now().timestamp_millis(),
-                unsupported_if_no_audio: false,
             })
         })
         .await;
@@ -243,46 +233,27 @@ impl PreparedCall {
     }
 
     fn on_packet(&mut self, ch: usize, n: usize, buf: &mut [u8]) {
-        let Some(pkt) = buf.get_mut(..n) else { return };
-        let at = self.start.elapsed();
-        // SRTP is decrypted in place before the timeline; packets failing
-        // authentication, replay or key checks are counted and never written.
-        let pkt = match self.srtp.get_mut(ch) {
-            Some(s) if s.is_secure() => match s.unprotect(pkt, at) {
-                Ok(len) => &pkt[..len],
-                Err(_) => return,
-            },
-            _ => &pkt[..],
-        };
-        if is_rtcp(pkt) {
-            return;
-        }
-        self.sink.push_rtp(ch, at, pkt);
+        let Some(pkt) = buf.get(..n) else { return };
+        // The core decrypts SRTP (failures are counted and never written), ignores
+        // RTCP and drops what arrives while paused.
+        self.sink.push_rtp(ch, self.start.elapsed(), pkt);
     }
 
     fn update_streams(&mut self, streams: &[Option<NegotiatedStream>]) {
-        let at_ms = self.start.elapsed().as_millis() as u64;
-        for (ch, s) in streams.iter().enumerate() {
-            if let (Some(s), Some(sc)) = (s, self.srtp.get_mut(ch)) {
-                set_srtp(sc, self.sink.id(), ch, s, self.start.elapsed());
-            }
-            match s {
-                Some(s) => self.sink.configure_channel(
-                    ch,
-                    stream_config(s),
-                    audio_codec_names(s),
-                    crate::siprec::srs::stream_on_hold(s),
-                    Some(at_ms),
-                    serde_json::json!({ "direction": direction_str(&s.direction) }),
-                ),
-                // The m-line is gone from the offer: the channel is on hold.
-                None => self.sink.set_hold(ch, true, at_ms),
-            }
-        }
-        // RFC 7866 §6.1.3: an SRC pauses recording by making every stream inactive.
-        let holds = self.sink.holds();
-        let all_inactive = !holds.is_empty() && holds.iter().all(|h| *h);
-        self.sink.set_paused(all_inactive, "siprec", at_ms);
+        // `None` = the m-line is gone from the offer: the channel is on hold. With every
+        // stream inactive the core pauses the recording (RFC 7866 §6.1.3).
+        let media = streams
+            .iter()
+            .map(|s| {
+                s.as_ref().map(|s| {
+                    channel_media(
+                        s,
+                        serde_json::json!({ "direction": direction_str(&s.direction) }),
+                    )
+                })
+            })
+            .collect();
+        self.sink.set_media(Some(self.start.elapsed()), media);
         self.paused
             .store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
     }
@@ -310,13 +281,15 @@ async fn recv_any(sockets: &[RtpSocket], buf: &mut [u8]) -> Option<(usize, usize
     .await
 }
 
-/// Apply a stream's negotiated SRTP keys (or plain RTP) to its channel.
-fn set_srtp(sc: &mut SrtpChannel, id: &str, ch: usize, s: &NegotiatedStream, at: Duration) {
-    sc.set_policy(s.srtp.as_ref().map(|n| &n.policy), at);
-    if let Some(e) = sc.rejected_policy.take() {
-        tracing::warn!(recording = %id, channel = ch, error = %e, "SRTP keys refused; keeping the previous ones");
-    } else if let Some(n) = &s.srtp {
-        tracing::debug!(recording = %id, channel = ch, suite = %n.suite(), tag = n.tag, "SRTP keys set");
+/// What a negotiated stream gives its channel: formats, codec names, hold state and
+/// SRTP keys (or plain RTP).
+fn channel_media(s: &NegotiatedStream, detail: serde_json::Value) -> ChannelMedia {
+    ChannelMedia {
+        config: stream_config(s),
+        codecs: audio_codec_names(s),
+        hold: crate::siprec::srs::stream_on_hold(s),
+        srtp: s.srtp.as_ref().map(|n| n.policy.clone()),
+        detail,
     }
 }
 

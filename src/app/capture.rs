@@ -26,6 +26,7 @@ use crate::catalog::{
 use crate::config::Config;
 use crate::media::{codec, Codec, StreamConfig};
 use crate::pii::Pii;
+use crate::recording::ChannelMedia;
 use crate::sdp::PayloadFormat;
 use crate::vault::KeyWrap;
 
@@ -119,6 +120,23 @@ fn codec_names(formats: &[PayloadFormat]) -> Vec<String> {
         .collect()
 }
 
+/// What the two channels of a captured call carry (caller, callee); hold changes are
+/// events with the side that caused them.
+fn channel_media(formats: &[Vec<PayloadFormat>; 2], hold: &[bool; 2]) -> Vec<Option<ChannelMedia>> {
+    (0..2)
+        .map(|ch| {
+            let f = formats.get(ch).map(Vec::as_slice).unwrap_or_default();
+            Some(ChannelMedia {
+                config: stream_config(f),
+                codecs: codec_names(f),
+                hold: hold.get(ch).copied().unwrap_or(false),
+                srtp: None,
+                detail: serde_json::json!({ "by": if ch == 0 { "caller" } else { "callee" } }),
+            })
+        })
+        .collect()
+}
+
 impl Recorder {
     /// A recorder writing into the catalogue behind `catalog`.
     pub fn new(cfg: Config, vault: Arc<dyn KeyWrap>, catalog: CatalogHandle) -> Self {
@@ -176,19 +194,10 @@ impl Recorder {
                 created,
                 false,
                 self.cfg.storage.format,
+                Source::Mirror,
             ) {
                 Ok((mut sink, rel)) => {
-                    for ch in 0..2 {
-                        let f = formats.get(ch).map(Vec::as_slice).unwrap_or_default();
-                        sink.configure_channel(
-                            ch,
-                            stream_config(f),
-                            codec_names(f),
-                            hold.get(ch).copied().unwrap_or(false),
-                            None,
-                            serde_json::Value::Null,
-                        );
-                    }
+                    sink.set_media(None, channel_media(&formats, &hold));
                     let id = sink.id().to_string();
                     (
                         Kind::Audio(Box::new(sink)),
@@ -310,7 +319,6 @@ impl Recorder {
                     end,
                     reason,
                     ended_at_ms,
-                    unsupported_if_no_audio: true,
                 })
             }
             Kind::Unsupported => {
@@ -368,20 +376,11 @@ impl Sink for Recorder {
                 let Some(a) = self.calls.get_mut(&call) else {
                     return;
                 };
-                let at_ms = at.saturating_sub(a.start).as_millis() as u64;
                 if let Kind::Audio(sink) = &mut a.kind {
-                    for ch in 0..2 {
-                        let f = formats.get(ch).map(Vec::as_slice).unwrap_or_default();
-                        let h = hold.get(ch).copied().unwrap_or(false);
-                        sink.configure_channel(
-                            ch,
-                            stream_config(f),
-                            codec_names(f),
-                            h,
-                            Some(at_ms),
-                            serde_json::json!({ "by": if ch == 0 { "caller" } else { "callee" } }),
-                        );
-                    }
+                    sink.set_media(
+                        Some(at.saturating_sub(a.start)),
+                        channel_media(&formats, &hold),
+                    );
                 }
             }
             TrackerEvent::Parties { call, parties } => {

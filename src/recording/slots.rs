@@ -189,7 +189,8 @@ pub fn shred_file(path: &Path) -> Result<(), ContainerError> {
 mod tests {
     use super::*;
     use crate::media::AudioBlock;
-    use crate::recording::container::{read_all_audio, ContainerWriter, HeaderParams};
+    use crate::recording::container::{read_all_audio, HeaderParams};
+    use crate::recording::ContainerWriter;
     use crate::vault::{DataKey, KeyFileVault, KeyWrap, VaultError};
 
     /// A vault holding several KEKs, the first being current (as during a rotation).

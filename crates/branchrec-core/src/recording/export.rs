@@ -8,11 +8,11 @@ use std::io::{Read, Seek, Write};
 
 use thiserror::Error;
 
+use crate::keys::KeyWrap;
 use crate::recording::container::{ContainerError, PcmStream, ScanState};
 use crate::recording::ogg::OggOpusWriter;
 use crate::recording::opus::{OpusError, OpusPacketizer, OpusSettings};
 use crate::recording::wav::WavWriter;
-use crate::keys::KeyWrap;
 
 /// Export output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,10 +216,11 @@ pub fn to_ogg_opus<R: Read, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::AudioBlock;
-    use crate::recording::container::{ContainerReader, ContainerWriter, HeaderParams};
-    use crate::recording::ogg::{read_pages, FLAG_EOS};
     use crate::keys::{test_kek::TestKek as KeyFileVault, DataKey};
+    use crate::media::AudioBlock;
+    use crate::recording::container::{ContainerReader, HeaderParams};
+    use crate::recording::encode::ContainerWriter;
+    use crate::recording::ogg::{read_pages, FLAG_EOS};
 
     fn container(v: &KeyFileVault, opus: Option<OpusSettings>, frames: usize) -> Vec<u8> {
         let dk = DataKey::from_bytes([5; 32]);

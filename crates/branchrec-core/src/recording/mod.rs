@@ -1,18 +1,25 @@
-//! Recording files as bytes: the encrypted chunked container (`.brrec`, see
+//! Recording files as bytes: the encrypted chunked container (`.brec` files, see
 //! `docs/recording-format.md`), its readers, and WAV / Ogg Opus export to any
 //! `Write`. Opening, shredding and re-wrapping files on disk is the daemon's
 //! (`branchrec::recording::{slots, shred}`).
 
 pub mod container;
+pub mod encode;
 pub mod export;
 pub mod ogg;
 pub mod opus;
+pub mod session;
 pub mod wav;
 
 pub use container::{
     content_sha256, read_all_audio, read_header, read_valid_prefix, scan, unwrap_data_key, Chunk,
-    ContainerError, ContainerReader, ContainerWriter, FinishedContainer, Header, HeaderParams,
-    KeySlot, OpusParams, PcmStream, SampleFormat, ScanReport, ScanState,
+    ChunkWriter, ContainerError, ContainerReader, FinishedContainer, Header, HeaderParams, KeySlot,
+    OpusParams, PcmStream, SampleFormat, ScanReport, ScanState,
+};
+pub use encode::{AudioEncoder, ContainerWriter};
+pub use session::{
+    ChannelMedia, Event, EventKind, Finished, Outcome, Output, Recording, RecordingConfig,
+    RecordingKeys,
 };
 pub use wav::{write_wav, WavWriter};
 

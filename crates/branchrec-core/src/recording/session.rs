@@ -1,0 +1,568 @@
+//! One call's recording as a sans-IO state machine, in the shape of str0m's `Rtc`: the
+//! shell feeds datagrams ([`Recording::handle_rtp`]), media changes, pause requests and
+//! time ([`Recording::handle_timeout`]), and drains [`Output`]s with
+//! [`Recording::poll_output`]: bytes to append to the file, events for the catalogue, and
+//! at the end the summary of the call.
+//!
+//! The object owns everything that decides what is stored: the call's
+//! [`CallTimeline`], the SRTP context of every channel, the encoder stage and the chunk
+//! writer ([`ContainerWriter`]), the codecs seen, hold state, the pause gate (who has the
+//! recording paused, how many packets were dropped meanwhile), DTMF → events, the
+//! per-channel statistics and the "no decodable audio" verdict. The shell keeps the file
+//! (append, fsync, syncfs), the catalogue and the sockets. Both the SIPREC call task and
+//! the capture (mirror, import) recorder drive this same object.
+//!
+//! Time is an offset from the recording's start (`now: Duration`), randomness (the data
+//! key and the nonce prefix) comes in at creation: the same inputs give the same bytes.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::keys::DataKey;
+use crate::media::{is_rtcp, CallTimeline, PushOutcome, SrtpChannel, SrtpPolicy, StreamConfig};
+use crate::media::{AudioBlock, TimelineConfig};
+use crate::recording::container::{ContainerError, FinishedContainer, HeaderParams};
+use crate::recording::encode::ContainerWriter;
+use crate::recording::opus::OpusSettings;
+
+/// What a new recording is (all but the keys).
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    /// Recording id (a UUID string), also in log lines.
+    pub recording_id: String,
+    /// Creation time, Unix milliseconds (the shell's clock).
+    pub created_unix_ms: u64,
+    /// Sample rate of the stored audio (8000 or 16000, see `media::codec::recording_rate`).
+    pub sample_rate: u32,
+    /// Channels (one per recorded stream).
+    pub channels: usize,
+    /// Opus settings for Opus storage; `None` stores PCM.
+    pub opus: Option<OpusSettings>,
+    /// The timeline's playout delay.
+    pub playout_delay: Duration,
+    /// A partial chunk is sealed this often (and full chunks hold this much audio), so a
+    /// crash loses little.
+    pub flush_every: Duration,
+    /// RFC 7866 §6.1.3 (SIPREC): when every stream is inactive after a media update the
+    /// recording is paused (source `siprec`) until one is active again.
+    pub pause_when_all_held: bool,
+    /// If no channel decoded any audio but some received payload that cannot be decoded,
+    /// the recording's verdict is [`Outcome::CodecUnsupported`] (capture).
+    pub unsupported_if_no_audio: bool,
+}
+
+/// The per-recording secrets, drawn by the shell.
+pub struct RecordingKeys {
+    /// The recording's data key.
+    pub data_key: DataKey,
+    /// `data_key` wrapped under `kek_id`.
+    pub wrapped_key: Vec<u8>,
+    /// The wrapping KEK.
+    pub kek_id: String,
+    /// Random nonce prefix of the container.
+    pub nonce_prefix: [u8; crate::recording::container::NONCE_PREFIX_LEN],
+}
+
+/// What a channel carries after a media (re)negotiation.
+#[derive(Debug, Clone)]
+pub struct ChannelMedia {
+    /// Payload types the channel may carry.
+    pub config: StreamConfig,
+    /// Codec names for the recording's codec string (e.g. `PCMU`).
+    pub codecs: Vec<String>,
+    /// Whether the channel is on hold.
+    pub hold: bool,
+    /// SRTP keys of the stream; `None` = plain RTP.
+    pub srtp: Option<SrtpPolicy>,
+    /// Detail of the `hold`/`resume` event if the hold state changes.
+    pub detail: serde_json::Value,
+}
+
+/// Kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A channel went on hold.
+    Hold,
+    /// A channel came off hold, or (no channel) the recording resumed after a pause.
+    Resume,
+    /// The recording was paused.
+    Pause,
+    /// A DTMF digit (RFC 4733).
+    Dtmf,
+}
+
+impl EventKind {
+    /// The name in the catalogue.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Hold => "hold",
+            EventKind::Resume => "resume",
+            EventKind::Pause => "pause",
+            EventKind::Dtmf => "dtmf",
+        }
+    }
+}
+
+/// Something that happened during the call, on the recording's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Offset from the start of the recording, milliseconds.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The channel it concerns, if any.
+    pub channel: Option<u32>,
+    /// Kind-specific details.
+    pub detail: serde_json::Value,
+}
+
+/// How the recording came out, given whether the shell stored every byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every byte is stored and there is audio (or a codec we could decode).
+    Complete,
+    /// Writing or syncing the file failed.
+    Damaged,
+    /// No channel carried a codec that could be decoded.
+    CodecUnsupported,
+}
+
+/// The end of a recording.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Length of the recorded timeline, milliseconds.
+    pub duration_ms: u64,
+    /// The container's hashes and sizes (its `bytes` were already output as a chunk).
+    pub container: FinishedContainer,
+    /// Codec names seen, sorted, joined with `+`.
+    pub codec: String,
+    /// Per-channel statistics (and `dropped_while_paused`), for the catalogue.
+    pub stats: serde_json::Value,
+    /// The verdict that no decodable audio arrived (see
+    /// [`RecordingConfig::unsupported_if_no_audio`]).
+    pub codec_unsupported: bool,
+}
+
+impl Finished {
+    /// The final state, `stored` telling whether every write and sync succeeded.
+    pub fn outcome(&self, stored: bool) -> Outcome {
+        if !stored {
+            Outcome::Damaged
+        } else if self.codec_unsupported {
+            Outcome::CodecUnsupported
+        } else {
+            Outcome::Complete
+        }
+    }
+}
+
+/// What the shell must do next.
+#[derive(Debug)]
+pub enum Output {
+    /// Append these bytes to the recording's file.
+    Chunk(Vec<u8>),
+    /// Keep this event for the catalogue.
+    Event(Event),
+    /// The recording is finished; nothing follows.
+    Finished(Box<Finished>),
+}
+
+/// One call's recording (see the module docs).
+pub struct Recording {
+    id: String,
+    writer: Option<ContainerWriter>,
+    timeline: CallTimeline,
+    srtp: Vec<SrtpChannel>,
+    /// Scratch for decrypting an SRTP datagram (reused).
+    srtp_buf: Vec<u8>,
+    codecs: Vec<String>,
+    holds: Vec<bool>,
+    /// Pause requests in force (by source); audio is dropped while any is.
+    paused_by: Vec<String>,
+    /// Packets dropped while paused.
+    dropped_paused: u64,
+    flush_every: Duration,
+    last_flush: Duration,
+    scratch: Vec<i16>,
+    pause_when_all_held: bool,
+    unsupported_if_no_audio: bool,
+    out: VecDeque<Output>,
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("id", &self.id)
+            .field("paused_by", &self.paused_by)
+            .field("finished", &self.writer.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recording {
+    /// A new recording. Returns it and the bytes the file starts with (header, key slots
+    /// and chunk 0), for the shell to write (and sync) when it creates the file.
+    pub fn new(
+        cfg: RecordingConfig,
+        keys: RecordingKeys,
+    ) -> Result<(Self, Vec<u8>), ContainerError> {
+        let channels = cfg.channels;
+        let params = HeaderParams {
+            recording_id: cfg.recording_id.clone(),
+            created_unix_ms: cfg.created_unix_ms,
+            sample_rate: cfg.sample_rate,
+            channels: u16::try_from(channels)
+                .map_err(|_| ContainerError::InvalidParams("too many channels".into()))?,
+            chunk_target_frames: (u128::from(cfg.sample_rate) * cfg.flush_every.as_millis() / 1000)
+                as u32,
+            kek_id: keys.kek_id,
+            extra_json: String::new(),
+        };
+        let (writer, header) = ContainerWriter::with_format(
+            params,
+            cfg.opus,
+            keys.data_key,
+            keys.wrapped_key,
+            keys.nonce_prefix,
+        )?;
+        let timeline = CallTimeline::new(TimelineConfig {
+            channels,
+            sample_rate: cfg.sample_rate,
+            playout_delay: cfg.playout_delay,
+        });
+        Ok((
+            Recording {
+                id: cfg.recording_id,
+                writer: Some(writer),
+                timeline,
+                srtp: (0..channels).map(|_| SrtpChannel::default()).collect(),
+                srtp_buf: Vec::new(),
+                codecs: Vec::new(),
+                holds: vec![false; channels],
+                paused_by: Vec::new(),
+                dropped_paused: 0,
+                flush_every: cfg.flush_every,
+                last_flush: Duration::ZERO,
+                scratch: Vec::new(),
+                pause_when_all_held: cfg.pause_when_all_held,
+                unsupported_if_no_audio: cfg.unsupported_if_no_audio,
+                out: VecDeque::new(),
+            },
+            header,
+        ))
+    }
+
+    /// Recording id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Channels.
+    pub fn channels(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// Codec names seen so far, sorted, joined with `+`.
+    pub fn codec_string(&self) -> String {
+        self.codecs.join("+")
+    }
+
+    /// Hold state per channel.
+    pub fn holds(&self) -> &[bool] {
+        &self.holds
+    }
+
+    /// Whether any source has the recording paused.
+    pub fn is_paused(&self) -> bool {
+        !self.paused_by.is_empty()
+    }
+
+    /// The timeline (statistics, configuration).
+    pub fn timeline(&self) -> &CallTimeline {
+        &self.timeline
+    }
+
+    /// Whether [`finish`](Self::finish) was called.
+    pub fn is_finished(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    /// The next thing for the shell to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn event(
+        &mut self,
+        at_ms: u64,
+        kind: EventKind,
+        channel: Option<usize>,
+        detail: serde_json::Value,
+    ) {
+        self.out.push_back(Output::Event(Event {
+            at_ms,
+            kind,
+            channel: channel.map(|c| c as u32),
+            detail,
+        }));
+    }
+
+    /// The media of the channels after a negotiation, in channel order (`None` = the
+    /// stream is gone: the channel is on hold). `now` = `None` for the configuration at
+    /// the start (no events, no pause decision); otherwise hold changes become
+    /// `hold`/`resume` events, and with [`RecordingConfig::pause_when_all_held`] the
+    /// recording is paused while every channel is on hold.
+    pub fn set_media(&mut self, now: Option<Duration>, channels: Vec<Option<ChannelMedia>>) {
+        let at = now.unwrap_or(Duration::ZERO);
+        let at_ms = at.as_millis() as u64;
+        for (ch, m) in channels.into_iter().enumerate() {
+            match m {
+                Some(m) => {
+                    self.set_srtp(ch, m.srtp.as_ref(), at);
+                    self.timeline.set_stream_config(ch, m.config);
+                    for c in m.codecs {
+                        if !self.codecs.contains(&c) {
+                            self.codecs.push(c);
+                        }
+                    }
+                    self.codecs.sort();
+                    if let Some(&h) = self.holds.get(ch) {
+                        if now.is_some() && h != m.hold {
+                            let kind = if m.hold {
+                                EventKind::Hold
+                            } else {
+                                EventKind::Resume
+                            };
+                            self.event(at_ms, kind, Some(ch), m.detail);
+                        }
+                        self.holds[ch] = m.hold;
+                    }
+                }
+                None if now.is_some() => self.set_hold(at, ch, true),
+                None => {}
+            }
+        }
+        if now.is_some() && self.pause_when_all_held {
+            // RFC 7866 §6.1.3: an SRC pauses recording by making every stream inactive.
+            let all_held = !self.holds.is_empty() && self.holds.iter().all(|h| *h);
+            self.set_paused(at, all_held, "siprec");
+        }
+    }
+
+    /// Put a channel on hold (or take it off) without changing its formats.
+    pub fn set_hold(&mut self, now: Duration, ch: usize, hold: bool) {
+        if let Some(&h) = self.holds.get(ch) {
+            if h != hold {
+                self.holds[ch] = hold;
+                let kind = if hold {
+                    EventKind::Hold
+                } else {
+                    EventKind::Resume
+                };
+                self.event(
+                    now.as_millis() as u64,
+                    kind,
+                    Some(ch),
+                    serde_json::json!({ "direction": null }),
+                );
+            }
+        }
+    }
+
+    fn set_srtp(&mut self, ch: usize, policy: Option<&SrtpPolicy>, now: Duration) {
+        let Some(sc) = self.srtp.get_mut(ch) else {
+            return;
+        };
+        sc.set_policy(policy, now);
+        if let Some(e) = sc.rejected_policy.take() {
+            tracing::warn!(recording = %self.id, channel = ch, error = %e, "SRTP keys refused; keeping the previous ones");
+        } else if let Some(p) = policy {
+            tracing::debug!(recording = %self.id, channel = ch, suite = %p.suite.sdp_name(), "SRTP keys set");
+        }
+    }
+
+    /// Pause storing audio on behalf of `source` (`siprec`, `control:<actor>`).
+    pub fn pause(&mut self, now: Duration, source: &str) {
+        self.set_paused(now, true, source);
+    }
+
+    /// Withdraw `source`'s pause (any `control:` source withdraws every `control:` pause).
+    pub fn resume(&mut self, now: Duration, source: &str) {
+        self.set_paused(now, false, source);
+    }
+
+    /// Pause or resume (see [`pause`](Self::pause)). Paused time becomes silence on the
+    /// timeline; the interval is kept as `pause`/`resume` events.
+    pub fn set_paused(&mut self, now: Duration, paused: bool, source: &str) {
+        let was = !self.paused_by.is_empty();
+        if paused {
+            if !self.paused_by.iter().any(|s| s == source) {
+                self.paused_by.push(source.to_string());
+            }
+        } else if source.starts_with("control:") {
+            self.paused_by.retain(|s| !s.starts_with("control:"));
+        } else {
+            self.paused_by.retain(|s| s != source);
+        }
+        let is = !self.paused_by.is_empty();
+        if was != is {
+            tracing::info!(recording = %self.id, paused = is, source, "recording paused/resumed");
+            let kind = if is {
+                EventKind::Pause
+            } else {
+                EventKind::Resume
+            };
+            self.event(
+                now.as_millis() as u64,
+                kind,
+                None,
+                serde_json::json!({ "source": source }),
+            );
+        }
+    }
+
+    /// One datagram received on `channel`'s RTP port, `now` after the start. SRTP is
+    /// authenticated and decrypted first (failures are counted and dropped), RTCP is
+    /// ignored, and while paused the packet never reaches the timeline: no paused audio
+    /// is ever stored. Returns what the timeline did (`None` if it never got there).
+    pub fn handle_rtp(
+        &mut self,
+        now: Duration,
+        channel: usize,
+        bytes: &[u8],
+    ) -> Option<PushOutcome> {
+        let pkt: &[u8] = match self.srtp.get_mut(channel) {
+            Some(s) if s.is_secure() => {
+                self.srtp_buf.clear();
+                self.srtp_buf.extend_from_slice(bytes);
+                match s.unprotect(&mut self.srtp_buf, now) {
+                    Ok(len) => self.srtp_buf.get(..len).unwrap_or_default(),
+                    Err(_) => return None,
+                }
+            }
+            _ => bytes,
+        };
+        if is_rtcp(pkt) {
+            return None;
+        }
+        if !self.paused_by.is_empty() {
+            self.dropped_paused += 1;
+            return None;
+        }
+        Some(self.timeline.push_rtp(channel, now, pkt))
+    }
+
+    /// Let the recording advance to `now`: audio past the playout delay goes to the
+    /// encoder, sealed chunks are output, and a partial chunk is sealed every
+    /// [`RecordingConfig::flush_every`].
+    pub fn handle_timeout(&mut self, now: Duration) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        let mut samples = std::mem::take(&mut self.scratch);
+        while let Some(start_frame) = self.timeline.poll_audio_into(now, &mut samples) {
+            let block = AudioBlock {
+                start_frame,
+                samples,
+            };
+            push_block(&self.id, writer, &block);
+            samples = block.samples;
+        }
+        self.scratch = samples;
+        while let Some(chunk) = writer.poll_chunk() {
+            self.out.push_back(Output::Chunk(chunk));
+        }
+        if now.saturating_sub(self.last_flush) >= self.flush_every {
+            self.last_flush = now;
+            if let Some(chunk) = writer.flush() {
+                self.out.push_back(Output::Chunk(chunk));
+            }
+        }
+    }
+
+    /// End the recording at `end` (its length): the rest of the audio and the final
+    /// chunk are output, then the remaining events (an open pause is closed, the DTMF
+    /// digits), then [`Output::Finished`]. Later calls do nothing.
+    pub fn finish(&mut self, end: Duration) {
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        if let Some(block) = self.timeline.finish(end) {
+            push_block(&self.id, &mut writer, &block);
+        }
+        while let Some(chunk) = writer.poll_chunk() {
+            self.out.push_back(Output::Chunk(chunk));
+        }
+        if let Some(chunk) = writer.flush() {
+            self.out.push_back(Output::Chunk(chunk));
+        }
+        let mut container = writer.finish();
+        self.out
+            .push_back(Output::Chunk(std::mem::take(&mut container.bytes)));
+        let mut stats = Vec::new();
+        let (mut decoded, mut unsupported) = (0u64, 0u64);
+        for ch in 0..self.channels() {
+            let s = self.timeline.stats(ch);
+            unsupported += s.unsupported_payload;
+            decoded += s.received.saturating_sub(s.unsupported_payload);
+            let mut st = serde_json::json!({
+                "channel": ch,
+                "received": s.received,
+                "lost": s.lost,
+                "late": s.late,
+                "duplicates": s.duplicates,
+                "ssrc_changes": s.ssrc_changes,
+                "unsupported_payload": s.unsupported_payload,
+                "fec_recovered": s.fec_recovered,
+                "concealed_ms": s.concealed_ms,
+                "decode_errors": s.decode_errors,
+                "codec_changes": s.codec_changes,
+            });
+            if let (Some(o), Some(srtp)) = (st.as_object_mut(), self.srtp.get(ch)) {
+                o.extend(srtp.stats_json());
+            }
+            stats.push(st);
+        }
+        let end_ms = end.as_millis() as u64;
+        if !self.paused_by.is_empty() {
+            self.event(
+                end_ms,
+                EventKind::Resume,
+                None,
+                serde_json::json!({ "source": "end of call" }),
+            );
+        }
+        if self.dropped_paused > 0 {
+            stats.push(serde_json::json!({ "dropped_while_paused": self.dropped_paused }));
+        }
+        for (ch, d) in self.timeline.take_dtmf() {
+            self.event(
+                d.start_ms,
+                EventKind::Dtmf,
+                Some(ch),
+                serde_json::json!({
+                    "digit": d.digit.to_string(),
+                    "duration_ms": d.duration_ms,
+                    "volume": d.volume,
+                }),
+            );
+        }
+        self.out.push_back(Output::Finished(Box::new(Finished {
+            duration_ms: end_ms,
+            container,
+            codec: self.codecs.join("+"),
+            stats: serde_json::Value::Array(stats),
+            codec_unsupported: self.unsupported_if_no_audio && decoded == 0 && unsupported > 0,
+        })));
+    }
+}
+
+fn push_block(id: &str, writer: &mut ContainerWriter, block: &AudioBlock) {
+    if let Err(e) = writer.push_block(block) {
+        // The timeline only moves forward, so this is a bug; keep recording what we can.
+        tracing::error!(recording = %id, error = %e, "audio block refused by the container");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,414 @@
+//! The per-call recording core in simulated time: packets in, chunks and events out.
+
+use super::*;
+use crate::keys::test_kek::TestKek;
+use crate::keys::KeyWrap;
+use crate::media::srtp::{SrtpSender, SrtpSuite};
+use crate::media::timeline::tests::rtp;
+use crate::media::{ulaw_to_linear, Codec};
+use crate::recording::container::{read_all_audio, scan, ScanState};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn kek() -> TestKek {
+    TestKek::from_key([5; 32])
+}
+
+fn config(channels: usize) -> RecordingConfig {
+    RecordingConfig {
+        recording_id: "rec-session".into(),
+        created_unix_ms: 1_700_000_000_000,
+        sample_rate: 8000,
+        channels,
+        opus: None,
+        playout_delay: 200 * MS,
+        flush_every: 1000 * MS,
+        pause_when_all_held: true,
+        unsupported_if_no_audio: false,
+    }
+}
+
+fn keys(k: &TestKek) -> RecordingKeys {
+    let dk = DataKey::from_bytes([9; 32]);
+    RecordingKeys {
+        wrapped_key: k.wrap(&dk).unwrap(),
+        data_key: dk,
+        kek_id: k.kek_id(),
+        nonce_prefix: [4; 7],
+    }
+}
+
+fn media(hold: bool, detail: &str) -> ChannelMedia {
+    ChannelMedia {
+        config: StreamConfig::default(),
+        codecs: vec!["PCMU".into()],
+        hold,
+        srtp: None,
+        detail: serde_json::json!({ "direction": detail }),
+    }
+}
+
+/// 160 µ-law bytes of packet `k` on channel `ch` (never silence).
+fn payload(k: u32, ch: usize) -> Vec<u8> {
+    (0..160u32)
+        .map(|i| 0x81 + ((k * 7 + i + ch as u32 * 31) % 0x70) as u8)
+        .collect()
+}
+
+/// What the shell would do with the outputs.
+#[derive(Default)]
+struct Shell {
+    file: Vec<u8>,
+    chunks: usize,
+    events: Vec<Event>,
+    finished: Option<Finished>,
+}
+
+impl Shell {
+    fn drain(&mut self, r: &mut Recording) {
+        while let Some(o) = r.poll_output() {
+            assert!(self.finished.is_none(), "output after Finished");
+            match o {
+                Output::Chunk(b) => {
+                    self.file.extend_from_slice(&b);
+                    self.chunks += 1;
+                }
+                Output::Event(e) => self.events.push(e),
+                Output::Finished(f) => self.finished = Some(*f),
+            }
+        }
+    }
+}
+
+/// A call of `secs` seconds: every 20 ms one PCMU packet per channel (unless `skip` says
+/// so), `handle_timeout` every 20 ms; `at` runs actions at given packet indices.
+fn run_call(
+    r: &mut Recording,
+    shell: &mut Shell,
+    packets: u32,
+    mut at: impl FnMut(u32, Duration, &mut Recording),
+) {
+    for k in 0..packets {
+        let now = 20 * MS * k;
+        at(k, now, r);
+        for ch in 0..r.channels() {
+            let p = rtp(0, k as u16, k * 160, 0x100 + ch as u32, &payload(k, ch));
+            r.handle_rtp(now, ch, &p);
+        }
+        r.handle_timeout(now);
+        shell.drain(r);
+    }
+}
+
+fn start(cfg: RecordingConfig) -> (Recording, Shell, TestKek) {
+    let k = kek();
+    let (mut r, header) = Recording::new(cfg, keys(&k)).unwrap();
+    let mut shell = Shell {
+        file: header,
+        ..Shell::default()
+    };
+    let n = r.channels();
+    r.set_media(
+        None,
+        (0..n).map(|_| Some(media(false, "sendonly"))).collect(),
+    );
+    shell.drain(&mut r);
+    assert!(shell.events.is_empty(), "no events for the initial media");
+    (r, shell, k)
+}
+
+#[test]
+fn packets_in_chunks_out_and_the_file_reads_back() {
+    let started = std::time::Instant::now();
+    let (mut r, mut shell, k) = start(config(2));
+    // 10 s of call.
+    run_call(&mut r, &mut shell, 500, |_, _, _| {});
+    // Chunks leave as the playout delay passes (one per second of audio).
+    assert!(
+        shell.chunks >= 9,
+        "chunks during the call: {}",
+        shell.chunks
+    );
+    r.finish(10_000 * MS);
+    shell.drain(&mut r);
+    r.finish(10_000 * MS);
+    assert!(r.poll_output().is_none(), "finish twice does nothing");
+    let fin = shell.finished.take().expect("Finished");
+    assert_eq!(fin.duration_ms, 10_000);
+    assert_eq!(fin.codec, "PCMU");
+    assert_eq!(fin.outcome(true), Outcome::Complete);
+    assert_eq!(fin.outcome(false), Outcome::Damaged);
+    assert_eq!(fin.container.total_bytes, shell.file.len() as u64);
+    assert!(fin.container.bytes.is_empty());
+    let stats = fin.stats.as_array().unwrap();
+    assert_eq!(stats.len(), 2);
+    assert_eq!(stats[0]["received"], 500);
+    assert_eq!(stats[1]["lost"], 0);
+    // The file is a complete container holding exactly the call.
+    assert_eq!(
+        scan(&shell.file[..], &k).unwrap().state,
+        ScanState::Complete
+    );
+    let (h, audio) = read_all_audio(&shell.file[..], &k).unwrap();
+    assert_eq!((h.sample_rate, h.channels), (8000, 2));
+    assert_eq!(audio.len(), 10 * 8000 * 2);
+    // Packet k lands at frame 160 k on its channel.
+    for k in [0u32, 1, 250, 499] {
+        for ch in 0..2 {
+            let p = payload(k, ch);
+            let got: Vec<i16> = (0..160)
+                .map(|i| audio[(k as usize * 160 + i) * 2 + ch])
+                .collect();
+            let exp: Vec<i16> = p.iter().map(|&b| ulaw_to_linear(b)).collect();
+            assert_eq!(got, exp, "packet {k} channel {ch}");
+        }
+    }
+    assert!(shell.events.is_empty());
+    // Simulated time: 10 s of call in well under 10 s.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn same_inputs_same_bytes() {
+    let mut files = Vec::new();
+    for _ in 0..2 {
+        let (mut r, mut shell, _) = start(config(2));
+        run_call(&mut r, &mut shell, 120, |_, _, _| {});
+        r.finish(2400 * MS);
+        shell.drain(&mut r);
+        files.push(shell.file);
+    }
+    assert_eq!(files[0], files[1]);
+}
+
+#[test]
+fn paused_packets_are_dropped_and_the_interval_is_events() {
+    let (mut r, mut shell, k) = start(config(2));
+    // Pause from 1 s to 2 s (control), then again from 3 s to the end of the call.
+    run_call(&mut r, &mut shell, 200, |k, now, r| match k {
+        50 => r.pause(now, "control:alice"),
+        // Another control actor's resume withdraws every control pause.
+        100 => r.resume(now, "control:bob"),
+        150 => r.pause(now, "siprec"),
+        _ => {}
+    });
+    assert!(r.is_paused());
+    r.finish(4000 * MS);
+    shell.drain(&mut r);
+    let fin = shell.finished.take().unwrap();
+    let kinds: Vec<(u64, EventKind, serde_json::Value)> = shell
+        .events
+        .iter()
+        .map(|e| (e.at_ms, e.kind, e.detail["source"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1000, EventKind::Pause, "control:alice".into()),
+            (2000, EventKind::Resume, "control:bob".into()),
+            (3000, EventKind::Pause, "siprec".into()),
+            (4000, EventKind::Resume, "end of call".into()),
+        ]
+    );
+    let stats = fin.stats.as_array().unwrap();
+    // 2 channels × (50 + 50) packets never reached the timeline.
+    assert_eq!(stats[2]["dropped_while_paused"], 200);
+    assert_eq!(stats[0]["received"], 100);
+    let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
+    assert_eq!(audio.len(), 4 * 8000 * 2);
+    let frames = |a: usize, b: usize| &audio[a * 8000 * 2..b * 8000 * 2];
+    // Paused time is silence (the timeline conceals at most a packet after a gap).
+    assert!(frames(1, 2)[480..].iter().all(|&s| s == 0));
+    assert!(frames(3, 4)[480..].iter().all(|&s| s == 0));
+    assert!(frames(0, 1).iter().any(|&s| s != 0));
+    assert!(frames(2, 3).iter().any(|&s| s != 0));
+}
+
+#[test]
+fn holds_become_events_and_all_held_pauses() {
+    let (mut r, mut shell, _) = start(config(2));
+    run_call(&mut r, &mut shell, 100, |k, now, r| match k {
+        // One stream inactive: a hold event, no pause.
+        20 => r.set_media(
+            Some(now),
+            vec![
+                Some(media(true, "inactive")),
+                Some(media(false, "sendonly")),
+            ],
+        ),
+        // The other m-line is gone too: every channel held → paused by SIPREC.
+        40 => r.set_media(Some(now), vec![Some(media(true, "inactive")), None]),
+        // Both back.
+        60 => r.set_media(
+            Some(now),
+            vec![
+                Some(media(false, "sendonly")),
+                Some(media(false, "sendonly")),
+            ],
+        ),
+        _ => {}
+    });
+    r.finish(2000 * MS);
+    shell.drain(&mut r);
+    let ev: Vec<(u64, EventKind, Option<u32>)> = shell
+        .events
+        .iter()
+        .map(|e| (e.at_ms, e.kind, e.channel))
+        .collect();
+    assert_eq!(
+        ev,
+        vec![
+            (400, EventKind::Hold, Some(0)),
+            (800, EventKind::Hold, Some(1)),
+            (800, EventKind::Pause, None),
+            (1200, EventKind::Resume, Some(0)),
+            (1200, EventKind::Resume, Some(1)),
+            (1200, EventKind::Resume, None),
+        ]
+    );
+    assert_eq!(
+        shell.events[0].detail,
+        serde_json::json!({ "direction": "inactive" })
+    );
+    assert_eq!(
+        shell.events[1].detail,
+        serde_json::json!({ "direction": null })
+    );
+    assert_eq!(
+        shell.events[2].detail,
+        serde_json::json!({ "source": "siprec" })
+    );
+    let fin = shell.finished.unwrap();
+    assert_eq!(fin.stats.as_array().unwrap()[2]["dropped_while_paused"], 40);
+}
+
+#[test]
+fn capture_holds_do_not_pause() {
+    let mut cfg = config(2);
+    cfg.pause_when_all_held = false;
+    let (mut r, mut shell, _) = start(cfg);
+    run_call(&mut r, &mut shell, 50, |k, now, r| {
+        if k == 10 {
+            r.set_media(
+                Some(now),
+                vec![Some(media(true, "x")), Some(media(true, "y"))],
+            );
+        }
+    });
+    assert!(!r.is_paused());
+    r.finish(1000 * MS);
+    shell.drain(&mut r);
+    assert_eq!(shell.events.len(), 2);
+    assert!(shell.events.iter().all(|e| e.kind == EventKind::Hold));
+}
+
+#[test]
+fn dtmf_digits_are_events_at_finish() {
+    let (mut r, mut shell, _) = start(config(1));
+    let mut cfg = StreamConfig::default();
+    cfg.payload_types.push((101, Codec::TelephoneEvent, 8000));
+    let mut m = media(false, "sendonly");
+    m.config = cfg;
+    r.set_media(None, vec![Some(m)]);
+    run_call(&mut r, &mut shell, 60, |k, now, r| {
+        // Digit '5' from 400 ms: 6 updates then the end.
+        if (20..27).contains(&k) {
+            let i = k - 19;
+            let dur = (160 * i) as u16;
+            let pl = [
+                5u8,
+                if i == 7 { 0x80 | 10 } else { 10 },
+                (dur >> 8) as u8,
+                dur as u8,
+            ];
+            r.handle_rtp(now, 0, &rtp(101, 1000 + k as u16, 3200, 0x100, &pl));
+        }
+    });
+    r.finish(1200 * MS);
+    shell.drain(&mut r);
+    let d: Vec<&Event> = shell
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Dtmf)
+        .collect();
+    assert_eq!(d.len(), 1, "{:?}", shell.events);
+    assert_eq!(d[0].channel, Some(0));
+    assert_eq!(d[0].at_ms, 400);
+    assert_eq!(d[0].detail["digit"], "5");
+}
+
+#[test]
+fn no_decodable_audio_is_codec_unsupported_when_asked() {
+    for ask in [false, true] {
+        let mut cfg = config(1);
+        cfg.unsupported_if_no_audio = ask;
+        let (mut r, mut shell, _) = start(cfg);
+        // Payload type 18 is not negotiated.
+        for k in 0..50u32 {
+            let now = 20 * MS * k;
+            r.handle_rtp(now, 0, &rtp(18, k as u16, k * 160, 1, &[0; 20]));
+            r.handle_timeout(now);
+        }
+        r.finish(1000 * MS);
+        shell.drain(&mut r);
+        let fin = shell.finished.unwrap();
+        let want = if ask {
+            Outcome::CodecUnsupported
+        } else {
+            Outcome::Complete
+        };
+        assert_eq!(fin.outcome(true), want);
+        assert_eq!(fin.outcome(false), Outcome::Damaged);
+    }
+}
+
+#[test]
+fn srtp_is_decrypted_and_failures_never_stored() {
+    let pol = SrtpPolicy::simple(SrtpSuite::AesCm128HmacSha1_80, vec![3; 16], vec![4; 14]);
+    let mut tx = SrtpSender::new(&pol).unwrap();
+    let (mut r, mut shell, k) = start(config(1));
+    let mut m = media(false, "sendonly");
+    m.srtp = Some(pol.clone());
+    r.set_media(None, vec![Some(m)]);
+    for n in 0..50u32 {
+        let now = 20 * MS * n;
+        let mut p = rtp(0, n as u16, n * 160, 0x100, &payload(n, 0));
+        let len = p.len();
+        p.resize(len + 10, 0);
+        tx.protect_rtp(&mut p, len, 0, 0).unwrap();
+        if n == 10 {
+            // A forged packet: fails authentication, counted, never stored.
+            let mut bad = p.clone();
+            bad[20] ^= 1;
+            assert!(r.handle_rtp(now, 0, &bad).is_none());
+        }
+        assert_eq!(r.handle_rtp(now, 0, &p), Some(PushOutcome::Placed));
+        r.handle_timeout(now);
+    }
+    r.finish(1000 * MS);
+    shell.drain(&mut r);
+    let fin = shell.finished.unwrap();
+    let st = &fin.stats.as_array().unwrap()[0];
+    assert_eq!(st["srtp_suite"], "AES_CM_128_HMAC_SHA1_80");
+    assert_eq!(st["srtp_ok"], 50);
+    assert_eq!(st["srtp_auth_fail"], 1);
+    assert_eq!(st["received"], 50);
+    let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
+    let exp: Vec<i16> = payload(3, 0).iter().map(|&b| ulaw_to_linear(b)).collect();
+    assert_eq!(&audio[480..640], &exp[..]);
+}
+
+#[test]
+fn opus_storage_through_the_same_object() {
+    let mut cfg = config(2);
+    cfg.opus = Some(OpusSettings::default());
+    let (mut r, mut shell, k) = start(cfg);
+    run_call(&mut r, &mut shell, 150, |_, _, _| {});
+    r.finish(3000 * MS);
+    shell.drain(&mut r);
+    let fin = shell.finished.unwrap();
+    assert_eq!(fin.container.frames, 3 * 8000);
+    let (h, audio) = read_all_audio(&shell.file[..], &k).unwrap();
+    assert!(h.opus.is_some());
+    assert_eq!(audio.len(), 3 * 8000 * 2);
+}
