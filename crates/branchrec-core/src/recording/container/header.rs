@@ -5,32 +5,15 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use super::slots::KeySlot;
+use crate::keys::{DataKey, KeyWrap};
 use super::{read_full, ContainerError};
 use crate::recording::opus::{self, MAX_PACKET};
 
-/// File magic.
-pub const MAGIC: &[u8; 6] = b"BRREC\0";
-/// The container format version written for PCM (s16le) recordings.
-pub const FORMAT_VERSION: u16 = 2;
-/// The container format version written for Opus recordings (adds the codec-parameter
-/// field to the header and packet chunks). Readers accept versions 2 and 3.
-pub const FORMAT_VERSION_OPUS: u16 = 3;
-/// Number of key slots after the header.
-pub const KEY_SLOT_COUNT: usize = 2;
-/// Size of one key slot in bytes.
-pub const KEY_SLOT_LEN: usize = 512;
-/// Magic at the start of a used key slot.
-pub const KEY_SLOT_MAGIC: &[u8; 4] = b"BRKS";
-/// Length of the random per-recording nonce prefix.
-pub const NONCE_PREFIX_LEN: usize = 7;
-/// AES-GCM tag length.
-pub const TAG_LEN: usize = 16;
-/// Chunk plaintext header: start frame (u64) + frame count (u32).
-pub const CHUNK_PLAIN_HEADER_LEN: usize = 12;
-/// Largest accepted header body.
-pub const MAX_HEADER_BODY: u32 = 1 << 20;
-/// Largest accepted chunk audio payload (`chunk_target_frames × channels × 2`).
-pub const MAX_CHUNK_AUDIO_BYTES: u64 = 16 << 20;
+pub use super::wire::{
+    CHUNK_PLAIN_HEADER_LEN, FORMAT_VERSION, FORMAT_VERSION_OPUS, KEY_SLOT_COUNT, KEY_SLOT_LEN,
+    KEY_SLOT_MAGIC, MAGIC, MAX_CHUNK_AUDIO_BYTES, MAX_HEADER_BODY, NONCE_PREFIX_LEN, TAG_LEN,
+};
+pub(super) use super::wire::{put_bytes16, put_str16, Cursor};
 
 /// Sample encoding of the audio in the chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,55 +241,6 @@ impl Header {
     }
 }
 
-pub(super) fn put_str16(out: &mut Vec<u8>, s: &str, what: &str) -> Result<(), ContainerError> {
-    put_bytes16(out, s.as_bytes(), what)
-}
-
-pub(super) fn put_bytes16(out: &mut Vec<u8>, b: &[u8], what: &str) -> Result<(), ContainerError> {
-    let len = u16::try_from(b.len())
-        .map_err(|_| ContainerError::InvalidParams(format!("{what} longer than 65535 bytes")))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(b);
-    Ok(())
-}
-
-pub(super) struct Cursor<'a> {
-    pub(super) b: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], ContainerError> {
-        if self.b.len() < n {
-            return Err(ContainerError::HeaderMalformed(
-                "field runs past the header".into(),
-            ));
-        }
-        let (a, rest) = self.b.split_at(n);
-        self.b = rest;
-        Ok(a)
-    }
-    pub(super) fn arr<const N: usize>(&mut self) -> Result<[u8; N], ContainerError> {
-        let s = self.take(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-    pub(super) fn u16(&mut self) -> Result<u16, ContainerError> {
-        Ok(u16::from_be_bytes(self.arr()?))
-    }
-    pub(super) fn u32(&mut self) -> Result<u32, ContainerError> {
-        Ok(u32::from_be_bytes(self.arr()?))
-    }
-    pub(super) fn u64(&mut self) -> Result<u64, ContainerError> {
-        Ok(u64::from_be_bytes(self.arr()?))
-    }
-    pub(super) fn string(&mut self, n: usize, what: &str) -> Result<String, ContainerError> {
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec())
-            .map_err(|_| ContainerError::HeaderMalformed(format!("{what} is not UTF-8")))
-    }
-}
-
 /// Read and parse the header (no key needed). Returns the header and its SHA-256.
 pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerError> {
     let mut fixed = [0u8; 12];
@@ -405,4 +339,19 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
         .map(|s| KeySlot::decode(s, &header_hash))
         .collect();
     Ok((header, header_hash))
+}
+
+/// Unwrap a recording's data key from its key slots: the highest generation first,
+/// falling back to older slots (e.g. mid-rotation, or a KEK this vault does not hold).
+pub fn unwrap_data_key(header: &Header, vault: &dyn KeyWrap) -> Result<DataKey, ContainerError> {
+    let mut slots: Vec<&KeySlot> = header.key_slots.iter().flatten().collect();
+    slots.sort_by_key(|s| std::cmp::Reverse(s.generation));
+    let mut last_err = None;
+    for s in slots {
+        match vault.unwrap(&s.kek_id, &s.wrapped_key) {
+            Ok(dk) => return Ok(dk),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.map_or(ContainerError::NoKeySlot, ContainerError::Key))
 }

@@ -32,6 +32,7 @@ pub mod scan;
 pub mod slots;
 pub mod stream;
 pub mod writer;
+mod wire;
 
 pub use header::{
     read_header, Header, HeaderParams, OpusParams, SampleFormat, CHUNK_PLAIN_HEADER_LEN,
@@ -40,7 +41,8 @@ pub use header::{
 };
 pub use reader::{content_sha256, Chunk, ContainerReader};
 pub use scan::{scan, ScanReport, ScanState};
-pub use slots::{unwrap_data_key, KeySlot};
+pub use header::unwrap_data_key;
+pub use slots::KeySlot;
 pub use stream::{read_all_audio, read_valid_prefix, PcmStream};
 pub use writer::{ChunkWriter, FinishedContainer};
 

@@ -7,11 +7,34 @@ use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
 
 use super::header::*;
-use super::scan::ScanState;
-use super::slots::unwrap_data_key;
+use super::header::unwrap_data_key;
 use super::{nonce_for, read_full, ContainerError};
 use crate::keys::KeyWrap;
 use crate::recording::opus;
+
+/// Integrity state of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanState {
+    /// All chunks verify and the final chunk is present.
+    Complete,
+    /// A valid prefix without a final chunk: the writer stopped (crash, power loss).
+    /// `torn_tail` is set when the file also ends inside a partially written chunk.
+    Interrupted {
+        /// Chunks that verified.
+        valid_chunks: u32,
+        /// Frames in them.
+        frames: u64,
+        /// The file ends inside a chunk.
+        torn_tail: bool,
+    },
+    /// A chunk failed verification (tampering or corruption).
+    Damaged {
+        /// Index of the first bad chunk.
+        at_chunk: u32,
+        /// Why.
+        reason: String,
+    },
+}
 
 /// One verified chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,29 +7,7 @@ use super::reader::ContainerReader;
 use super::ContainerError;
 use crate::keys::KeyWrap;
 
-/// Integrity state of a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanState {
-    /// All chunks verify and the final chunk is present.
-    Complete,
-    /// A valid prefix without a final chunk: the writer stopped (crash, power loss).
-    /// `torn_tail` is set when the file also ends inside a partially written chunk.
-    Interrupted {
-        /// Chunks that verified.
-        valid_chunks: u32,
-        /// Frames in them.
-        frames: u64,
-        /// The file ends inside a chunk.
-        torn_tail: bool,
-    },
-    /// A chunk failed verification (tampering or corruption).
-    Damaged {
-        /// Index of the first bad chunk.
-        at_chunk: u32,
-        /// Why.
-        reason: String,
-    },
-}
+pub use super::reader::ScanState;
 
 /// Result of [`scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,9 +2,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::header::{put_bytes16, put_str16, Cursor, Header, KEY_SLOT_LEN, KEY_SLOT_MAGIC};
+use super::wire::{put_bytes16, put_str16, Cursor, KEY_SLOT_LEN, KEY_SLOT_MAGIC};
 use super::ContainerError;
-use crate::keys::{DataKey, KeyWrap};
 
 /// Checksum at the end of a key slot.
 const KEY_SLOT_SUM_LEN: usize = 32;
@@ -79,17 +78,3 @@ fn slot_sum(header_hash: &[u8; 32], body: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Unwrap a recording's data key from its key slots: the highest generation first,
-/// falling back to older slots (e.g. mid-rotation, or a KEK this vault does not hold).
-pub fn unwrap_data_key(header: &Header, vault: &dyn KeyWrap) -> Result<DataKey, ContainerError> {
-    let mut slots: Vec<&KeySlot> = header.key_slots.iter().flatten().collect();
-    slots.sort_by_key(|s| std::cmp::Reverse(s.generation));
-    let mut last_err = None;
-    for s in slots {
-        match vault.unwrap(&s.kek_id, &s.wrapped_key) {
-            Ok(dk) => return Ok(dk),
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(last_err.map_or(ContainerError::NoKeySlot, ContainerError::Key))
-}
