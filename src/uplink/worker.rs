@@ -592,7 +592,10 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
         let rate = if ucfg.congestion_backoff {
             let mut c = shared.congestion.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(rtt) = ctx.client.take_rtt() {
-                c.on_rtt(crate::clock::MonoClock::with_origin(shared.started).now(), rtt);
+                c.on_rtt(
+                    crate::clock::MonoClock::with_origin(shared.started).now(),
+                    rtt,
+                );
             }
             c.apply(base)
         } else {

@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(a.saturating_sub(Duration::from_secs(2)), Mono::ZERO);
         assert_eq!(Mono::MAX.checked_add(Duration::from_nanos(1)), None);
         assert_eq!(Mono::MAX.saturating_add(Duration::from_secs(1)), Mono::MAX);
-        assert_eq!(Mono::from_duration(Duration::from_micros(2999)).as_millis(), 2);
+        assert_eq!(
+            Mono::from_duration(Duration::from_micros(2999)).as_millis(),
+            2
+        );
         assert_eq!(Mono::from_secs(3).since_origin(), Duration::from_secs(3));
         assert_eq!(Mono::MAX.as_millis(), u64::MAX);
         let mut c = Mono::ZERO;

@@ -211,8 +211,15 @@ mod tests {
         );
         let ev = drive(&mut b, &mut t, &[(2500, true), (500, false)], 10);
         assert_eq!(long_presses(&ev), 1);
-        assert_eq!(ev[1], ButtonEvent::LongPress { at: ms(3500 + 2000) });
-        assert!(matches!(ev[2], ButtonEvent::Released { held, .. } if held == Duration::from_millis(2500)));
+        assert_eq!(
+            ev[1],
+            ButtonEvent::LongPress {
+                at: ms(3500 + 2000)
+            }
+        );
+        assert!(
+            matches!(ev[2], ButtonEvent::Released { held, .. } if held == Duration::from_millis(2500))
+        );
     }
 
     #[test]

@@ -70,8 +70,14 @@ mod tests {
             c("waiting", false, 50, Some(10_000)),
         ];
         let busy: HashSet<String> = ["mid".to_string()].into();
-        assert_eq!(pick(&cs, &busy, 3, UnixMs(1000)), ["held-new", "old", "new"]);
-        assert_eq!(pick(&cs, &HashSet::new(), 2, UnixMs(1000)), ["held-new", "old"]);
+        assert_eq!(
+            pick(&cs, &busy, 3, UnixMs(1000)),
+            ["held-new", "old", "new"]
+        );
+        assert_eq!(
+            pick(&cs, &HashSet::new(), 2, UnixMs(1000)),
+            ["held-new", "old"]
+        );
         assert_eq!(pick(&cs, &HashSet::new(), 1, UnixMs(20_000)), ["held-new"]);
         assert_eq!(
             pick(&cs, &HashSet::new(), 2, UnixMs(20_000)),

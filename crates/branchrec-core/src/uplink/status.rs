@@ -97,11 +97,7 @@ pub struct FleetRow {
 }
 
 /// Evaluate documents at `now`.
-pub fn fleet_rows(
-    docs: Vec<StatusDoc>,
-    now: UnixMs,
-    th: FleetThresholds,
-) -> Vec<FleetRow> {
+pub fn fleet_rows(docs: Vec<StatusDoc>, now: UnixMs, th: FleetThresholds) -> Vec<FleetRow> {
     let now = now.to_datetime();
     let mut rows: Vec<FleetRow> = docs
         .into_iter()
