@@ -16,7 +16,13 @@
 //! reach any timing. The daemon crate reads the clocks once, in `branchrec::clock`
 //! (`MonoClock` for [`Mono`], the life-cycle `Clock` for [`UnixMs`]), and passes the
 //! values in. This crate is built with chrono's `clock` feature off, so `Utc::now` does
-//! not even compile here, and `std::time::Instant` / `SystemTime` are not used.
+//! not even compile here, and `Instant::now` / `SystemTime::now` are never called.
+//!
+//! Migration state: [`board`](crate::board) and [`uplink`](crate::uplink) use these
+//! types. Still to move: `std::time::Instant` in `sip::endpoint`, `sip::access` and
+//! `siprec::srs`; `Duration`-since-a-start in `media::timeline`, `media::srtp::channel`
+//! and `capture::{engine,tracker,decode}`; `u64` ms in `media::dtmf`; `i64` unix ms in
+//! `lifecycle::{Clock,retention,holds,audit}`; `u64` unix ms in the container header.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};
