@@ -1,10 +1,72 @@
-//! The daemon's wall clocks for life-cycle decisions: the system clock and the same
-//! shifted by an offset (tests and drills). The cores never read a clock; they take a
-//! [`Clock`] (or a `now`) from here.
+//! The daemon's clocks, the one place where the OS time becomes the cores' time types
+//! ([`branchrec_core::time`]): [`MonoClock`] turns `std::time::Instant` into [`Mono`]
+//! (timers, debounce, rates, back-off), and the wall clocks for life-cycle decisions —
+//! the system clock and the same shifted by an offset (tests and drills) — give unix
+//! milliseconds ([`UnixMs`] through [`ClockExt::now_unix`]). The cores never read a
+//! clock; they take a [`Clock`] (or a `now`) from here.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 pub use branchrec_core::lifecycle::Clock;
+use branchrec_core::time::{Mono, UnixMs};
+
+/// A monotonic clock reading [`Mono`]: the time since its origin `Instant`. Copy it
+/// freely; copies read the same clock. Values from clocks with different origins must
+/// not be mixed (use [`MonoClock::process`] to share one origin across subsystems).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonoClock {
+    origin: Instant,
+}
+
+impl Default for MonoClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MonoClock {
+    /// A clock whose origin ([`Mono::ZERO`]) is now.
+    pub fn new() -> Self {
+        Self::with_origin(Instant::now())
+    }
+    /// A clock whose origin is `origin`.
+    pub fn with_origin(origin: Instant) -> Self {
+        MonoClock { origin }
+    }
+    /// The process-wide clock: its origin is the first call of this function.
+    pub fn process() -> Self {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        Self::with_origin(*ORIGIN.get_or_init(Instant::now))
+    }
+    /// The origin.
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+    /// Now.
+    pub fn now(&self) -> Mono {
+        self.at(Instant::now())
+    }
+    /// `t` on this clock ([`Mono::ZERO`] for instants before the origin).
+    pub fn at(&self, t: Instant) -> Mono {
+        Mono::from_duration(t.saturating_duration_since(self.origin))
+    }
+    /// The `Instant` of `m` (for timers and `sleep_until`); `None` past `Instant`'s range.
+    pub fn instant(&self, m: Mono) -> Option<Instant> {
+        self.origin.checked_add(m.since_origin())
+    }
+}
+
+/// [`UnixMs`] from any life-cycle [`Clock`].
+pub trait ClockExt: Clock {
+    /// Now, as [`UnixMs`].
+    fn now_unix(&self) -> UnixMs {
+        UnixMs(self.now_ms())
+    }
+}
+
+impl<C: Clock + ?Sized> ClockExt for C {}
 
 /// Environment variable that shifts the daemon's life-cycle clock (expiry, holds by time,
 /// audit timestamps) by this many seconds. For tests and drills only; the daemon logs a
@@ -80,5 +142,25 @@ mod tests {
         assert!(b - a >= 86_400_000 && b - a < 86_460_000);
         let at = OffsetClock::at(5_000);
         assert!((at.now_ms() - 5_000).abs() < 60_000);
+        assert!((at.now_unix().as_millis() - 5_000).abs() < 60_000);
+    }
+
+    #[test]
+    fn mono_clock_counts_from_its_origin() {
+        let origin = Instant::now();
+        let c = MonoClock::with_origin(origin);
+        assert_eq!(c.at(origin), Mono::ZERO);
+        let later = origin + std::time::Duration::from_millis(1500);
+        assert_eq!(c.at(later), Mono::from_millis(1500));
+        assert_eq!(c.instant(Mono::from_millis(1500)), Some(later));
+        assert_eq!(
+            MonoClock::with_origin(later).at(origin),
+            Mono::ZERO,
+            "before the origin"
+        );
+        let a = c.now();
+        let b = c.now();
+        assert!(b >= a);
+        assert_eq!(MonoClock::process().origin(), MonoClock::process().origin());
     }
 }

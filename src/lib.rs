@@ -2,14 +2,14 @@
 //!
 //! The protocol, media, format and decision cores are the sans-IO crate
 //! [`branchrec_core`] (re-exported here under their own names: [`sip`], [`sdp`],
-//! [`siprec`], [`media`], [`capture`], [`lifecycle`], [`pii`]); this crate adds what
+//! [`siprec`], [`media`], [`capture`], [`lifecycle`], [`pii`], [`time`]); this crate adds what
 //! touches the world: [`app`] (tokio shells: sockets, call tasks, the catalogue
 //! thread), [`catalog`] (SQLite), [`vault`] (key files, the TPM), [`uplink`] (the S3
 //! client and upload loop), [`board`] (GPIO), [`recording`] (files on disk),
 //! [`clock`], [`config`] and [`cli`]. See docs/architecture.md.
 #![forbid(unsafe_code)]
 
-pub use branchrec_core::{capture, lifecycle, media, pii, sdp, sip, siprec};
+pub use branchrec_core::{capture, lifecycle, media, pii, sdp, sip, siprec, time};
 
 pub mod app;
 pub mod board;

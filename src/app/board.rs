@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -14,7 +14,9 @@ use crate::board::button::{Button, ButtonEvent};
 use crate::board::leds::{Leds, Pattern, Patterns, Snapshot, UplinkView};
 use crate::board::{Board, BoardShared, BoardStatus, HoldStatus, LedStatus, PressStatus};
 use crate::cli::lifecycle::PlacedHold;
+use crate::clock::MonoClock;
 use crate::lifecycle::holds::HoldTarget;
+use crate::time::Mono;
 use crate::uplink::worker::UplinkShared;
 
 /// Operator recorded for holds placed with the button.
@@ -24,6 +26,11 @@ fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
+}
+
+/// Whole milliseconds (for the status and the logs).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn pattern_name(p: Pattern) -> &'static str {
@@ -57,8 +64,8 @@ pub async fn run(
             ""
         }
     );
-    let start = Instant::now();
-    let mono = move || start.elapsed().as_millis() as u64;
+    let clock = MonoClock::new();
+    let mono = move || clock.now();
     let mut leds = Leds::new(bcfg.led_config());
     let mut button = Button::new(bcfg.button_config());
     let (snap_tx, mut snap_rx) = watch::channel(Snapshot::default());
@@ -69,11 +76,11 @@ pub async fn run(
     let mut events = Vec::new();
     let mut last_patterns: Option<Patterns> = None;
     let mut last_levels = None;
-    let mut last_press: Option<(u64, PressStatus)> = None;
+    let mut last_press: Option<(Mono, PressStatus)> = None;
     let mut last_hold: Option<HoldStatus> = None;
     let mut hold_in_flight = false;
     let mut io_error: Option<String> = None;
-    let mut last_status = 0u64;
+    let mut last_status = Mono::ZERO;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -101,32 +108,32 @@ pub async fn run(
         }
         for ev in events.drain(..) {
             changed = true;
-            let wall =
-                |at: u64| chrono::Utc::now().timestamp_millis() - now.saturating_sub(at) as i64;
+            let wall = |at: Mono| {
+                chrono::Utc::now().timestamp_millis()
+                    - millis(now.saturating_duration_since(at)) as i64
+            };
             match ev {
-                ButtonEvent::Pressed { at_ms } => {
+                ButtonEvent::Pressed { at } => {
                     tracing::info!("hold button pressed");
                     last_press = Some((
-                        at_ms,
+                        at,
                         PressStatus {
-                            at: rfc3339(wall(at_ms)),
+                            at: rfc3339(wall(at)),
                             held_ms: 0,
                             action: "none".into(),
                         },
                     ));
                 }
-                ButtonEvent::Released { held_ms, .. } => {
+                ButtonEvent::Released { held, .. } => {
+                    let held_ms = millis(held);
                     tracing::info!(held_ms, "hold button released");
                     if let Some((_, p)) = &mut last_press {
                         p.held_ms = held_ms;
                     }
                 }
-                ButtonEvent::Suppressed {
-                    at_ms,
-                    next_allowed_ms,
-                } => {
+                ButtonEvent::Suppressed { at, next_allowed } => {
                     tracing::warn!(
-                        wait_s = next_allowed_ms.saturating_sub(at_ms) / 1000,
+                        wait_s = next_allowed.saturating_duration_since(at).as_secs(),
                         "hold button: long press ignored, too soon after the last hold ([board] min_hold_interval_s)"
                     );
                     set_action(&mut last_press, "suppressed");
@@ -153,7 +160,7 @@ pub async fn run(
         }
         if let Some((at, p)) = &mut last_press {
             if button.is_pressed() {
-                p.held_ms = now.saturating_sub(*at);
+                p.held_ms = millis(now.saturating_duration_since(*at));
             }
         }
         // Hold results.
@@ -203,7 +210,7 @@ pub async fn run(
                 Err(e) => note_io_error(&mut io_error, e),
             }
         }
-        if changed || now.saturating_sub(last_status) >= 100 {
+        if changed || now.saturating_duration_since(last_status) >= Duration::from_millis(100) {
             last_status = now;
             let led = |p: Pattern| LedStatus {
                 pattern: pattern_name(p).into(),
@@ -234,7 +241,7 @@ pub async fn run(
     }
 }
 
-fn set_action(p: &mut Option<(u64, PressStatus)>, action: &str) {
+fn set_action(p: &mut Option<(Mono, PressStatus)>, action: &str) {
     if let Some((_, p)) = p {
         p.action = action.into();
     }

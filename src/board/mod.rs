@@ -14,6 +14,7 @@ pub use branchrec_core::board::{button, leds, pins, sim};
 
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use embedded_hal::digital::{InputPin, OutputPin};
 use serde::{Deserialize, Serialize};
@@ -115,18 +116,18 @@ impl BoardConfig {
     /// The sans-IO LED thresholds.
     pub fn led_config(&self) -> leds::LedConfig {
         leds::LedConfig {
-            uplink_stall_ms: self.uplink_stall_s.saturating_mul(1000),
-            drop_show_ms: self.capture_drop_show_s.saturating_mul(1000),
-            hold_led_ms: self.hold_led_s.saturating_mul(1000),
+            uplink_stall: Duration::from_secs(self.uplink_stall_s),
+            drop_show: Duration::from_secs(self.capture_drop_show_s),
+            hold_led: Duration::from_secs(self.hold_led_s),
         }
     }
 
     /// The sans-IO button timing.
     pub fn button_config(&self) -> button::ButtonConfig {
         button::ButtonConfig {
-            debounce_ms: self.debounce_ms,
-            long_press_ms: self.long_press_ms,
-            min_interval_ms: self.min_hold_interval_s.saturating_mul(1000),
+            debounce: Duration::from_millis(self.debounce_ms),
+            long_press: Duration::from_millis(self.long_press_ms),
+            min_interval: Duration::from_secs(self.min_hold_interval_s),
         }
     }
 }

@@ -166,7 +166,7 @@ pub fn fleet(
     })?;
     let rows = fleet_rows(
         docs,
-        chrono::Utc::now(),
+        crate::time::UnixMs::from_datetime(&chrono::Utc::now()),
         FleetThresholds {
             stale_after_s,
             backlog_age_s,

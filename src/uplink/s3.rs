@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use super::multipart::{b64, ObjectInfo, PartRecord};
 use super::rate::{Rate, TokenBucket};
 use super::sigv4::{self, Credentials, EMPTY_SHA256};
+use crate::clock::MonoClock;
+use crate::time::Mono;
 
 /// Size of the body chunks handed to the token bucket.
 const CHUNK: usize = 8 * 1024;
@@ -71,7 +73,7 @@ impl S3Error {
 /// Paces bytes onto the link: one token bucket shared by every request of the box.
 #[derive(Debug)]
 pub struct Shaper {
-    origin: Instant,
+    clock: MonoClock,
     bucket: Mutex<TokenBucket>,
     sent: std::sync::atomic::AtomicU64,
 }
@@ -83,14 +85,14 @@ impl Shaper {
         // requests do not waste the cap, and the link never sees more than 2 s of excess.
         let burst = rate.map_or(1 << 20, |r| (2 * r).max(CHUNK as u64));
         Shaper {
-            origin: Instant::now(),
-            bucket: Mutex::new(TokenBucket::new(rate, burst, Duration::ZERO)),
+            clock: MonoClock::new(),
+            bucket: Mutex::new(TokenBucket::new(rate, burst, Mono::ZERO)),
             sent: Default::default(),
         }
     }
 
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
+    fn now(&self) -> Mono {
+        self.clock.now()
     }
 
     /// Change the rate.

@@ -592,7 +592,10 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
         let rate = if ucfg.congestion_backoff {
             let mut c = shared.congestion.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(rtt) = ctx.client.take_rtt() {
-                c.on_rtt(shared.started.elapsed(), rtt);
+                c.on_rtt(
+                    crate::clock::MonoClock::with_origin(shared.started).now(),
+                    rtt,
+                );
             }
             c.apply(base)
         } else {
@@ -620,7 +623,7 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                             .congestion
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .on_failure(shared.started.elapsed());
+                            .on_failure(crate::clock::MonoClock::with_origin(shared.started).now());
                     }
                     match &e {
                         S3Error::Tls(m) => shared.raise("tls", &format!("uploads stopped: {m}")),
@@ -662,7 +665,9 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                             }
                             r.last_error = Some(msg);
                             r.next_attempt_at_ms = Some(
-                                Utc::now().timestamp_millis() + planner::retry_delay_ms(r.attempts),
+                                (crate::time::UnixMs(Utc::now().timestamp_millis())
+                                    + planner::retry_delay(r.attempts))
+                                .as_millis(),
                             );
                             c.save_upload(&r)
                         })
@@ -716,11 +721,16 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                     .map(|c| Candidate {
                         id: c.id,
                         held: c.held,
-                        started_at_ms: c.started_at_ms,
-                        not_before_ms: c.next_attempt_at_ms,
+                        started_at: crate::time::UnixMs(c.started_at_ms),
+                        not_before: c.next_attempt_at_ms.map(crate::time::UnixMs),
                     })
                     .collect();
-                let picks = planner::pick(&cands, &in_flight, slots, Utc::now().timestamp_millis());
+                let picks = planner::pick(
+                    &cands,
+                    &in_flight,
+                    slots,
+                    crate::time::UnixMs(Utc::now().timestamp_millis()),
+                );
                 if gate_until.is_some() && !picks.is_empty() {
                     probing = true;
                 }

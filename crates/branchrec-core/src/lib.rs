@@ -9,7 +9,8 @@
 //! [`board`] (LEDs and button), [`uplink`] (what to upload next, multipart state,
 //! signing). [`keys`] holds the key types the format needs; the providers are the
 //! daemon's. The boundary is kept by the compiler: this crate's Cargo.toml has no IO
-//! crate, and `rand`/`chrono` are built without their OS parts.
+//! crate, and `rand`/`chrono` are built without their OS parts. Time comes in as
+//! [`time::Mono`] (monotonic) or [`time::UnixMs`] (wall clock); see [`time`].
 #![forbid(unsafe_code)]
 
 pub mod board;
@@ -22,4 +23,5 @@ pub mod recording;
 pub mod sdp;
 pub mod sip;
 pub mod siprec;
+pub mod time;
 pub mod uplink;

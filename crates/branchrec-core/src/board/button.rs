@@ -1,57 +1,61 @@
 //! The legal-hold button (sans-IO): sampled levels and time in, debounced press/release
 //! and at most one long-press action per press out.
 //!
-//! - Debounce: the level must stay the same for `debounce_ms` before it counts; chatter
+//! - Debounce: the level must stay the same for `debounce` before it counts; chatter
 //!   faster than that never changes the state. A press is timed from the moment the
 //!   contact closed for good (its last bounce), not from when the debounce time ran out.
-//! - Long press: held for `long_press_ms` fires [`ButtonEvent::LongPress`] ONCE; holding on
+//! - Long press: held for `long_press` fires [`ButtonEvent::LongPress`] ONCE; holding on
 //!   (a stuck button, minutes or days) fires nothing more until it is released and pressed
 //!   again.
-//! - Rate: a long press less than `min_interval_ms` after the last one that fired is
+//! - Rate: a long press less than `min_interval` after the last one that fired is
 //!   [`ButtonEvent::Suppressed`] (once per press).
 //! - A button already pressed when the machine starts (stuck at power-on, or a crash loop
 //!   of the daemon) must be seen released before it can fire.
 
+use std::time::Duration;
+
 use serde::Serialize;
+
+use crate::time::Mono;
 
 /// Timing.
 #[derive(Debug, Clone, Copy)]
 pub struct ButtonConfig {
     /// Level must be stable this long.
-    pub debounce_ms: u64,
+    pub debounce: Duration,
     /// Held this long = a deliberate press.
-    pub long_press_ms: u64,
+    pub long_press: Duration,
     /// At least this long between two actions.
-    pub min_interval_ms: u64,
+    pub min_interval: Duration,
 }
 
 /// What a sample produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ButtonEvent {
-    /// Debounced press (contact closed at `at_ms`).
+    /// Debounced press (contact closed at `at`).
     Pressed {
         /// When the contact closed.
-        at_ms: u64,
+        at: Mono,
     },
     /// Debounced release.
     Released {
         /// When the contact opened.
-        at_ms: u64,
+        at: Mono,
         /// How long it was held.
-        held_ms: u64,
+        held: Duration,
     },
-    /// Held for `long_press_ms`: place the hold.
+    /// Held for `long_press`: place the hold.
     LongPress {
         /// When the threshold was reached.
-        at_ms: u64,
+        at: Mono,
     },
-    /// A long press within `min_interval_ms` of the last action: ignored.
+    /// A long press within `min_interval` of the last action: ignored.
     Suppressed {
         /// When the threshold was reached.
-        at_ms: u64,
+        at: Mono,
         /// When the next action is allowed.
-        next_allowed_ms: u64,
+        next_allowed: Mono,
     },
 }
 
@@ -60,16 +64,16 @@ pub enum ButtonEvent {
 pub struct Button {
     cfg: ButtonConfig,
     /// Last raw level and when it changed.
-    raw: Option<(bool, u64)>,
+    raw: Option<(bool, Mono)>,
     /// Debounced level.
     stable: bool,
     /// When the current debounced press began.
-    pressed_at: Option<u64>,
+    pressed_at: Option<Mono>,
     /// This press has fired (or was suppressed).
     spent: bool,
     /// Seen released since start.
     armed: bool,
-    last_action: Option<u64>,
+    last_action: Option<Mono>,
 }
 
 impl Button {
@@ -94,37 +98,37 @@ impl Button {
     /// Feed one sample (`pressed` = logical level, active-low already applied). Samples
     /// must come in time order; call at least every few ms while the level may change and
     /// regularly while pressed (the long press fires on a sample).
-    pub fn sample(&mut self, now_ms: u64, pressed: bool, out: &mut Vec<ButtonEvent>) {
+    pub fn sample(&mut self, now: Mono, pressed: bool, out: &mut Vec<ButtonEvent>) {
         let Some((raw, since)) = self.raw else {
             // First sample: take the level as it is, without an event.
-            self.raw = Some((pressed, now_ms));
+            self.raw = Some((pressed, now));
             self.stable = pressed;
             self.armed = !pressed;
             if pressed {
-                self.pressed_at = Some(now_ms);
+                self.pressed_at = Some(now);
                 self.spent = true;
             }
             return;
         };
         let since = if raw != pressed {
-            self.raw = Some((pressed, now_ms));
-            now_ms
+            self.raw = Some((pressed, now));
+            now
         } else {
             since
         };
-        if pressed != self.stable && now_ms.saturating_sub(since) >= self.cfg.debounce_ms {
+        if pressed != self.stable && now.saturating_duration_since(since) >= self.cfg.debounce {
             self.stable = pressed;
             if pressed {
                 self.pressed_at = Some(since);
                 self.spent = !self.armed;
-                out.push(ButtonEvent::Pressed { at_ms: since });
+                out.push(ButtonEvent::Pressed { at: since });
             } else {
                 let start = self.pressed_at.take().unwrap_or(since);
                 self.armed = true;
                 self.spent = false;
                 out.push(ButtonEvent::Released {
-                    at_ms: since,
-                    held_ms: since.saturating_sub(start),
+                    at: since,
+                    held: since.saturating_duration_since(start),
                 });
             }
         }
@@ -133,17 +137,18 @@ impl Button {
         if let (true, true, Some(start), false) =
             (self.stable, pressed, self.pressed_at, self.spent)
         {
-            if now_ms.saturating_sub(start) >= self.cfg.long_press_ms {
+            if now.saturating_duration_since(start) >= self.cfg.long_press {
                 self.spent = true;
                 match self.last_action {
-                    Some(last) if now_ms.saturating_sub(last) < self.cfg.min_interval_ms => out
-                        .push(ButtonEvent::Suppressed {
-                            at_ms: now_ms,
-                            next_allowed_ms: last + self.cfg.min_interval_ms,
-                        }),
+                    Some(last) if now.saturating_duration_since(last) < self.cfg.min_interval => {
+                        out.push(ButtonEvent::Suppressed {
+                            at: now,
+                            next_allowed: last.saturating_add(self.cfg.min_interval),
+                        })
+                    }
                     _ => {
-                        self.last_action = Some(now_ms);
-                        out.push(ButtonEvent::LongPress { at_ms: now_ms });
+                        self.last_action = Some(now);
+                        out.push(ButtonEvent::LongPress { at: now });
                     }
                 }
             }
@@ -155,10 +160,14 @@ impl Button {
 mod tests {
     use super::*;
 
+    fn ms(t: u64) -> Mono {
+        Mono::from_millis(t)
+    }
+
     const CFG: ButtonConfig = ButtonConfig {
-        debounce_ms: 50,
-        long_press_ms: 2000,
-        min_interval_ms: 30_000,
+        debounce: Duration::from_millis(50),
+        long_press: Duration::from_millis(2000),
+        min_interval: Duration::from_millis(30_000),
     };
 
     /// Drive the button through (duration_ms, level) segments sampled every `step` ms.
@@ -167,7 +176,7 @@ mod tests {
         for &(dur, level) in segs {
             let end = *t + dur;
             while *t < end {
-                b.sample(*t, level, &mut out);
+                b.sample(ms(*t), level, &mut out);
                 *t += step;
             }
         }
@@ -193,17 +202,24 @@ mod tests {
         assert_eq!(
             ev,
             vec![
-                ButtonEvent::Pressed { at_ms: 1000 },
+                ButtonEvent::Pressed { at: ms(1000) },
                 ButtonEvent::Released {
-                    at_ms: 2500,
-                    held_ms: 1500
+                    at: ms(2500),
+                    held: Duration::from_millis(1500)
                 }
             ]
         );
         let ev = drive(&mut b, &mut t, &[(2500, true), (500, false)], 10);
         assert_eq!(long_presses(&ev), 1);
-        assert_eq!(ev[1], ButtonEvent::LongPress { at_ms: 3500 + 2000 });
-        assert!(matches!(ev[2], ButtonEvent::Released { held_ms: 2500, .. }));
+        assert_eq!(
+            ev[1],
+            ButtonEvent::LongPress {
+                at: ms(3500 + 2000)
+            }
+        );
+        assert!(
+            matches!(ev[2], ButtonEvent::Released { held, .. } if held == Duration::from_millis(2500))
+        );
     }
 
     #[test]
@@ -251,7 +267,7 @@ mod tests {
             1,
         );
         assert_eq!(ev.len(), 3, "{ev:?}");
-        assert_eq!(ev[0], ButtonEvent::Pressed { at_ms: start + 10 });
+        assert_eq!(ev[0], ButtonEvent::Pressed { at: ms(start + 10) });
         assert!(matches!(ev[1], ButtonEvent::LongPress { .. }));
         assert!(matches!(ev[2], ButtonEvent::Released { .. }));
         // Dropouts shorter than the debounce time during a long hold do not split it.
@@ -321,11 +337,8 @@ mod tests {
             for e in drive(&mut b, &mut t, &[(2200, true), (800, false)], 10) {
                 match e {
                     ButtonEvent::LongPress { .. } => fired += 1,
-                    ButtonEvent::Suppressed {
-                        at_ms,
-                        next_allowed_ms,
-                    } => {
-                        assert!(next_allowed_ms > at_ms);
+                    ButtonEvent::Suppressed { at, next_allowed } => {
+                        assert!(next_allowed > at);
                         suppressed += 1;
                     }
                     _ => {}

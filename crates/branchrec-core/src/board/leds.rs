@@ -9,7 +9,11 @@
 //! | FAULT | all well                     | keys/TPM unusable, disk above the high watermark | capture drops, uplink stalled | a button hold failed |
 //! | HOLD  | idle                         | hold durable (for `hold_led_s`) | –                           | hold being committed       |
 
+use std::time::Duration;
+
 use serde::Serialize;
+
+use crate::time::Mono;
 
 /// How the uplink looks to the LEDs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -61,13 +65,14 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    /// Level at `now_ms` (blinks are phase-locked to the clock, so LEDs blink together).
-    pub fn level(self, now_ms: u64) -> bool {
+    /// Level at `now` (blinks are phase-locked to the clock's origin, so LEDs blink
+    /// together).
+    pub fn level(self, now: Mono) -> bool {
         match self {
             Pattern::Off => false,
             Pattern::On => true,
-            Pattern::Blink => (now_ms / 500) % 2 == 0,
-            Pattern::FastBlink => (now_ms / 125) % 2 == 0,
+            Pattern::Blink => (now.as_millis() / 500) % 2 == 0,
+            Pattern::FastBlink => (now.as_millis() / 125) % 2 == 0,
         }
     }
 }
@@ -99,13 +104,13 @@ pub struct Levels {
 }
 
 impl Patterns {
-    /// Levels at `now_ms`.
-    pub fn levels(&self, now_ms: u64) -> Levels {
+    /// Levels at `now`.
+    pub fn levels(&self, now: Mono) -> Levels {
         Levels {
-            rec: self.rec.level(now_ms),
-            sync: self.sync.level(now_ms),
-            fault: self.fault.level(now_ms),
-            hold: self.hold.level(now_ms),
+            rec: self.rec.level(now),
+            sync: self.sync.level(now),
+            fault: self.fault.level(now),
+            hold: self.hold.level(now),
         }
     }
 }
@@ -114,12 +119,12 @@ impl Patterns {
 #[derive(Debug, Clone, Copy)]
 pub struct LedConfig {
     /// A backlog without upload progress for this long is a fault.
-    pub uplink_stall_ms: u64,
+    pub uplink_stall: Duration,
     /// Capture drops are shown this long after the counter last grew.
-    pub drop_show_ms: u64,
+    pub drop_show: Duration,
     /// HOLD stays on this long after a hold became durable (FAULT fast-blinks this long
     /// after one failed).
-    pub hold_led_ms: u64,
+    pub hold_led: Duration,
 }
 
 /// Where the last button hold is.
@@ -133,12 +138,12 @@ pub enum HoldLed {
     /// Committed durably at this time.
     Durable {
         /// When.
-        at_ms: u64,
+        at: Mono,
     },
     /// Could not be placed at this time.
     Failed {
         /// When.
-        at_ms: u64,
+        at: Mono,
     },
 }
 
@@ -148,9 +153,9 @@ pub struct Leds {
     cfg: LedConfig,
     snap: Snapshot,
     /// (progress value, when it last changed or the backlog last was empty).
-    progress: Option<(u64, u64)>,
+    progress: Option<(u64, Mono)>,
     /// (drop counter, when it last grew).
-    drops: Option<(u64, Option<u64>)>,
+    drops: Option<(u64, Option<Mono>)>,
     hold: HoldLed,
 }
 
@@ -167,21 +172,21 @@ impl Leds {
     }
 
     /// Take a new daemon snapshot.
-    pub fn update(&mut self, now_ms: u64, snap: Snapshot) {
+    pub fn update(&mut self, now: Mono, snap: Snapshot) {
         if let UplinkView::Enabled {
             pending, progress, ..
         } = snap.uplink
         {
             match self.progress {
                 Some((p, _)) if p == progress && pending > 0 => {}
-                _ => self.progress = Some((progress, now_ms)),
+                _ => self.progress = Some((progress, now)),
             }
         } else {
             self.progress = None;
         }
         self.drops = match self.drops {
             None => Some((snap.capture_drops, None)),
-            Some((d, _)) if snap.capture_drops > d => Some((snap.capture_drops, Some(now_ms))),
+            Some((d, _)) if snap.capture_drops > d => Some((snap.capture_drops, Some(now))),
             // A counter that went backwards (capture restarted): take the new base.
             Some((d, _)) if snap.capture_drops < d => Some((snap.capture_drops, None)),
             keep => keep,
@@ -195,20 +200,20 @@ impl Leds {
     }
 
     /// The button hold is durable.
-    pub fn hold_durable(&mut self, now_ms: u64) {
-        self.hold = HoldLed::Durable { at_ms: now_ms };
+    pub fn hold_durable(&mut self, now: Mono) {
+        self.hold = HoldLed::Durable { at: now };
     }
 
     /// The button hold could not be placed.
-    pub fn hold_failed(&mut self, now_ms: u64) {
-        self.hold = HoldLed::Failed { at_ms: now_ms };
+    pub fn hold_failed(&mut self, now: Mono) {
+        self.hold = HoldLed::Failed { at: now };
     }
 
     /// The HOLD indication now.
-    pub fn hold_state(&self, now_ms: u64) -> HoldLed {
+    pub fn hold_state(&self, now: Mono) -> HoldLed {
         match self.hold {
-            HoldLed::Durable { at_ms } | HoldLed::Failed { at_ms }
-                if now_ms.saturating_sub(at_ms) >= self.cfg.hold_led_ms =>
+            HoldLed::Durable { at } | HoldLed::Failed { at }
+                if now.saturating_duration_since(at) >= self.cfg.hold_led =>
             {
                 HoldLed::Idle
             }
@@ -217,21 +222,21 @@ impl Leds {
     }
 
     /// The backlog has made no progress for longer than the threshold.
-    pub fn uplink_stalled(&self, now_ms: u64) -> bool {
+    pub fn uplink_stalled(&self, now: Mono) -> bool {
         match (self.snap.uplink, self.progress) {
             (UplinkView::Enabled { pending, .. }, Some((_, since))) => {
-                pending > 0 && now_ms.saturating_sub(since) >= self.cfg.uplink_stall_ms
+                pending > 0 && now.saturating_duration_since(since) >= self.cfg.uplink_stall
             }
             _ => false,
         }
     }
 
-    fn drops_recent(&self, now_ms: u64) -> bool {
-        matches!(self.drops, Some((_, Some(at))) if now_ms.saturating_sub(at) < self.cfg.drop_show_ms)
+    fn drops_recent(&self, now: Mono) -> bool {
+        matches!(self.drops, Some((_, Some(at))) if now.saturating_duration_since(at) < self.cfg.drop_show)
     }
 
     /// Active fault reasons, most serious first (for `branchrec status`).
-    pub fn faults(&self, now_ms: u64) -> Vec<&'static str> {
+    pub fn faults(&self, now: Mono) -> Vec<&'static str> {
         let mut f = Vec::new();
         if self.snap.key_fault {
             f.push("keys");
@@ -239,20 +244,20 @@ impl Leds {
         if self.snap.disk_high {
             f.push("disk_high_watermark");
         }
-        if matches!(self.hold_state(now_ms), HoldLed::Failed { .. }) {
+        if matches!(self.hold_state(now), HoldLed::Failed { .. }) {
             f.push("hold_failed");
         }
-        if self.drops_recent(now_ms) {
+        if self.drops_recent(now) {
             f.push("capture_drops");
         }
-        if self.uplink_stalled(now_ms) {
+        if self.uplink_stalled(now) {
             f.push("uplink_stalled");
         }
         f
     }
 
-    /// The patterns at `now_ms`.
-    pub fn patterns(&self, now_ms: u64) -> Patterns {
+    /// The patterns at `now`.
+    pub fn patterns(&self, now: Mono) -> Patterns {
         let s = &self.snap;
         let rec = if s.paused > 0 {
             Pattern::Blink
@@ -266,12 +271,12 @@ impl Leds {
             UplinkView::Enabled { pending: 0, .. } => Pattern::On,
             UplinkView::Enabled { .. } => Pattern::Blink,
         };
-        let hold_state = self.hold_state(now_ms);
+        let hold_state = self.hold_state(now);
         let fault = if s.key_fault || s.disk_high {
             Pattern::On
         } else if matches!(hold_state, HoldLed::Failed { .. }) {
             Pattern::FastBlink
-        } else if self.drops_recent(now_ms) || self.uplink_stalled(now_ms) {
+        } else if self.drops_recent(now) || self.uplink_stalled(now) {
             Pattern::Blink
         } else {
             Pattern::Off
@@ -289,9 +294,9 @@ impl Leds {
         }
     }
 
-    /// The levels at `now_ms`.
-    pub fn levels(&self, now_ms: u64) -> Levels {
-        self.patterns(now_ms).levels(now_ms)
+    /// The levels at `now`.
+    pub fn levels(&self, now: Mono) -> Levels {
+        self.patterns(now).levels(now)
     }
 }
 
@@ -299,10 +304,14 @@ impl Leds {
 mod tests {
     use super::*;
 
+    fn ms(t: u64) -> Mono {
+        Mono::from_millis(t)
+    }
+
     const CFG: LedConfig = LedConfig {
-        uplink_stall_ms: 600_000,
-        drop_show_ms: 300_000,
-        hold_led_ms: 60_000,
+        uplink_stall: Duration::from_millis(600_000),
+        drop_show: Duration::from_millis(300_000),
+        hold_led: Duration::from_millis(60_000),
     };
 
     fn up(pending: u64, progress: u64) -> UplinkView {
@@ -319,7 +328,7 @@ mod tests {
         let mut changes = 0;
         let mut last = None;
         for t in (from..to).step_by(25) {
-            let v = pick(l.levels(t));
+            let v = pick(l.levels(ms(t)));
             lit += usize::from(v);
             if last.is_some_and(|x| x != v) {
                 changes += 1;
@@ -332,11 +341,11 @@ mod tests {
     #[test]
     fn rec_follows_calls_and_pauses() {
         let mut l = Leds::new(CFG);
-        l.update(0, Snapshot::default());
-        assert_eq!(l.patterns(0).rec, Pattern::Off);
+        l.update(ms(0), Snapshot::default());
+        assert_eq!(l.patterns(ms(0)).rec, Pattern::Off);
         assert_eq!(sample(&l, 0, 4000, |v| v.rec), (0, 0));
         l.update(
-            1000,
+            ms(1000),
             Snapshot {
                 recording: 2,
                 ..Default::default()
@@ -344,7 +353,7 @@ mod tests {
         );
         assert_eq!(sample(&l, 1000, 5000, |v| v.rec), (160, 0), "steady on");
         l.update(
-            5000,
+            ms(5000),
             Snapshot {
                 recording: 2,
                 paused: 1,
@@ -354,32 +363,32 @@ mod tests {
         // 1 Hz: 4 s = 8 changes, half lit.
         let (lit, changes) = sample(&l, 5000, 9000, |v| v.rec);
         assert_eq!((lit, changes), (80, 7));
-        assert_eq!(l.patterns(9000).rec, Pattern::Blink);
+        assert_eq!(l.patterns(ms(9000)).rec, Pattern::Blink);
     }
 
     #[test]
     fn sync_shows_backlog_and_link() {
         let mut l = Leds::new(CFG);
-        l.update(0, Snapshot::default());
-        assert_eq!(l.patterns(0).sync, Pattern::Off, "no uplink configured");
+        l.update(ms(0), Snapshot::default());
+        assert_eq!(l.patterns(ms(0)).sync, Pattern::Off, "no uplink configured");
         l.update(
-            0,
+            ms(0),
             Snapshot {
                 uplink: up(0, 10),
                 ..Default::default()
             },
         );
-        assert_eq!(l.patterns(0).sync, Pattern::On, "up to date");
+        assert_eq!(l.patterns(ms(0)).sync, Pattern::On, "up to date");
         l.update(
-            1000,
+            ms(1000),
             Snapshot {
                 uplink: up(3, 10),
                 ..Default::default()
             },
         );
-        assert_eq!(l.patterns(1000).sync, Pattern::Blink, "uploading");
+        assert_eq!(l.patterns(ms(1000)).sync, Pattern::Blink, "uploading");
         l.update(
-            2000,
+            ms(2000),
             Snapshot {
                 uplink: UplinkView::Enabled {
                     link_up: false,
@@ -389,8 +398,8 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(l.patterns(2000).sync, Pattern::Off, "link down");
-        assert_eq!(l.patterns(2000).fault, Pattern::Off, "not stalled yet");
+        assert_eq!(l.patterns(ms(2000)).sync, Pattern::Off, "link down");
+        assert_eq!(l.patterns(ms(2000)).fault, Pattern::Off, "not stalled yet");
     }
 
     #[test]
@@ -400,29 +409,29 @@ mod tests {
             uplink: up(pending, progress),
             ..Default::default()
         };
-        l.update(0, snap(5, 100));
+        l.update(ms(0), snap(5, 100));
         // Progress keeps it healthy, even after long.
         for t in (0..1_200_000).step_by(60_000) {
-            l.update(t, snap(5, 100 + t));
-            assert!(!l.uplink_stalled(t), "{t}");
+            l.update(ms(t), snap(5, 100 + t));
+            assert!(!l.uplink_stalled(ms(t)), "{t}");
         }
         // No progress: stalled after the threshold, not before.
         let t0 = 1_200_000 - 60_000;
-        l.update(t0 + 599_000, snap(5, 100 + t0));
-        assert!(!l.uplink_stalled(t0 + 599_000));
-        assert_eq!(l.patterns(t0 + 599_000).fault, Pattern::Off);
-        l.update(t0 + 600_000, snap(5, 100 + t0));
-        assert!(l.uplink_stalled(t0 + 600_000));
-        assert_eq!(l.patterns(t0 + 600_000).fault, Pattern::Blink);
-        assert_eq!(l.faults(t0 + 600_000), vec!["uplink_stalled"]);
+        l.update(ms(t0 + 599_000), snap(5, 100 + t0));
+        assert!(!l.uplink_stalled(ms(t0 + 599_000)));
+        assert_eq!(l.patterns(ms(t0 + 599_000)).fault, Pattern::Off);
+        l.update(ms(t0 + 600_000), snap(5, 100 + t0));
+        assert!(l.uplink_stalled(ms(t0 + 600_000)));
+        assert_eq!(l.patterns(ms(t0 + 600_000)).fault, Pattern::Blink);
+        assert_eq!(l.faults(ms(t0 + 600_000)), vec!["uplink_stalled"]);
         // Progress again clears it.
-        l.update(t0 + 601_000, snap(5, 100 + t0 + 1));
-        assert!(!l.uplink_stalled(t0 + 601_000));
+        l.update(ms(t0 + 601_000), snap(5, 100 + t0 + 1));
+        assert!(!l.uplink_stalled(ms(t0 + 601_000)));
         // An empty backlog never stalls, and restarts the clock.
-        l.update(t0 + 2_000_000, snap(0, 100 + t0 + 1));
-        assert!(!l.uplink_stalled(t0 + 2_000_000));
-        l.update(t0 + 2_000_001, snap(1, 100 + t0 + 1));
-        assert!(!l.uplink_stalled(t0 + 2_000_001));
+        l.update(ms(t0 + 2_000_000), snap(0, 100 + t0 + 1));
+        assert!(!l.uplink_stalled(ms(t0 + 2_000_000)));
+        l.update(ms(t0 + 2_000_001), snap(1, 100 + t0 + 1));
+        assert!(!l.uplink_stalled(ms(t0 + 2_000_001)));
         // A link down with a backlog stalls too.
         let down = Snapshot {
             uplink: UplinkView::Enabled {
@@ -432,37 +441,37 @@ mod tests {
             },
             ..Default::default()
         };
-        l.update(t0 + 2_600_001, down);
-        assert!(l.uplink_stalled(t0 + 2_600_001));
-        assert_eq!(l.patterns(t0 + 2_600_001).sync, Pattern::Off);
+        l.update(ms(t0 + 2_600_001), down);
+        assert!(l.uplink_stalled(ms(t0 + 2_600_001)));
+        assert_eq!(l.patterns(ms(t0 + 2_600_001)).sync, Pattern::Off);
     }
 
     #[test]
     fn fault_priorities() {
         let mut l = Leds::new(CFG);
-        l.update(0, Snapshot::default());
-        assert_eq!(l.patterns(0).fault, Pattern::Off);
-        assert!(l.faults(0).is_empty());
+        l.update(ms(0), Snapshot::default());
+        assert_eq!(l.patterns(ms(0)).fault, Pattern::Off);
+        assert!(l.faults(ms(0)).is_empty());
         l.update(
-            1,
+            ms(1),
             Snapshot {
                 key_fault: true,
                 ..Default::default()
             },
         );
-        assert_eq!(l.patterns(1).fault, Pattern::On);
-        assert_eq!(l.faults(1), vec!["keys"]);
+        assert_eq!(l.patterns(ms(1)).fault, Pattern::On);
+        assert_eq!(l.faults(ms(1)), vec!["keys"]);
         l.update(
-            2,
+            ms(2),
             Snapshot {
                 disk_high: true,
                 ..Default::default()
             },
         );
-        assert_eq!(l.patterns(2).fault, Pattern::On);
+        assert_eq!(l.patterns(ms(2)).fault, Pattern::On);
         assert_eq!(sample(&l, 2, 2002, |v| v.fault), (80, 0));
-        l.update(3, Snapshot::default());
-        assert_eq!(l.patterns(3).fault, Pattern::Off);
+        l.update(ms(3), Snapshot::default());
+        assert_eq!(l.patterns(ms(3)).fault, Pattern::Off);
     }
 
     #[test]
@@ -473,48 +482,48 @@ mod tests {
             ..Default::default()
         };
         // Drops counted before the machine started are history, not a fault now.
-        l.update(0, drops(40));
-        assert_eq!(l.patterns(0).fault, Pattern::Off);
-        l.update(1000, drops(40));
-        assert_eq!(l.patterns(1000).fault, Pattern::Off);
-        l.update(2000, drops(41));
-        assert_eq!(l.patterns(2000).fault, Pattern::Blink);
-        assert_eq!(l.faults(2000), vec!["capture_drops"]);
-        l.update(2000 + 299_000, drops(41));
-        assert_eq!(l.patterns(2000 + 299_000).fault, Pattern::Blink);
-        l.update(2000 + 300_000, drops(41));
-        assert_eq!(l.patterns(2000 + 300_000).fault, Pattern::Off);
+        l.update(ms(0), drops(40));
+        assert_eq!(l.patterns(ms(0)).fault, Pattern::Off);
+        l.update(ms(1000), drops(40));
+        assert_eq!(l.patterns(ms(1000)).fault, Pattern::Off);
+        l.update(ms(2000), drops(41));
+        assert_eq!(l.patterns(ms(2000)).fault, Pattern::Blink);
+        assert_eq!(l.faults(ms(2000)), vec!["capture_drops"]);
+        l.update(ms(2000 + 299_000), drops(41));
+        assert_eq!(l.patterns(ms(2000 + 299_000)).fault, Pattern::Blink);
+        l.update(ms(2000 + 300_000), drops(41));
+        assert_eq!(l.patterns(ms(2000 + 300_000)).fault, Pattern::Off);
         // A restarted counter is a new base.
-        l.update(400_000, drops(0));
-        assert_eq!(l.patterns(400_000).fault, Pattern::Off);
+        l.update(ms(400_000), drops(0));
+        assert_eq!(l.patterns(ms(400_000)).fault, Pattern::Off);
     }
 
     #[test]
     fn hold_blinks_until_durable_then_steady_then_off() {
         let mut l = Leds::new(CFG);
-        l.update(0, Snapshot::default());
+        l.update(ms(0), Snapshot::default());
         l.hold_pending();
-        assert_eq!(l.patterns(0).hold, Pattern::FastBlink);
+        assert_eq!(l.patterns(ms(0)).hold, Pattern::FastBlink);
         // 4 Hz: 1 s = 8 half-periods.
         assert_eq!(sample(&l, 0, 1000, |v| v.hold), (20, 7));
-        l.hold_durable(1000);
+        l.hold_durable(ms(1000));
         assert_eq!(sample(&l, 1000, 60_000, |v| v.hold).1, 0);
-        assert!(l.levels(59_999).hold);
-        assert_eq!(l.hold_state(59_999), HoldLed::Durable { at_ms: 1000 });
-        assert!(l.levels(60_999).hold);
-        assert!(!l.levels(61_000).hold);
-        assert_eq!(l.hold_state(61_000), HoldLed::Idle);
+        assert!(l.levels(ms(59_999)).hold);
+        assert_eq!(l.hold_state(ms(59_999)), HoldLed::Durable { at: ms(1000) });
+        assert!(l.levels(ms(60_999)).hold);
+        assert!(!l.levels(ms(61_000)).hold);
+        assert_eq!(l.hold_state(ms(61_000)), HoldLed::Idle);
     }
 
     #[test]
     fn failed_hold_shows_on_fault() {
         let mut l = Leds::new(CFG);
-        l.update(0, Snapshot::default());
+        l.update(ms(0), Snapshot::default());
         l.hold_pending();
-        l.hold_failed(500);
-        let p = l.patterns(500);
+        l.hold_failed(ms(500));
+        let p = l.patterns(ms(500));
         assert_eq!((p.hold, p.fault), (Pattern::Off, Pattern::FastBlink));
-        assert_eq!(l.faults(500), vec!["hold_failed"]);
-        assert_eq!(l.patterns(60_500).fault, Pattern::Off);
+        assert_eq!(l.faults(ms(500)), vec!["hold_failed"]);
+        assert_eq!(l.patterns(ms(60_500)).fault, Pattern::Off);
     }
 }

@@ -1,7 +1,9 @@
 //! Bandwidth control (sans-IO): a token bucket, time-of-day windows and congestion
-//! back-off. Time is always passed in.
+//! back-off. Time is always passed in, as [`Mono`].
 
 use std::time::Duration;
+
+use crate::time::Mono;
 
 /// Bytes per second; `None` is unlimited.
 pub type Rate = Option<u64>;
@@ -127,19 +129,18 @@ impl Schedule {
     }
 }
 
-/// Token bucket over bytes. `now` is a monotonic instant expressed as a [`Duration`]
-/// since any fixed origin.
+/// Token bucket over bytes. `now` is the shell's monotonic clock.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     rate: Rate,
     burst: u64,
     tokens: f64,
-    last: Duration,
+    last: Mono,
 }
 
 impl TokenBucket {
     /// A bucket at `rate` holding at most `burst` bytes, starting empty-ish (one burst).
-    pub fn new(rate: Rate, burst: u64, now: Duration) -> Self {
+    pub fn new(rate: Rate, burst: u64, now: Mono) -> Self {
         TokenBucket {
             rate,
             burst: burst.max(1),
@@ -149,7 +150,7 @@ impl TokenBucket {
     }
 
     /// Change the rate (keeps the tokens earned so far).
-    pub fn set_rate(&mut self, rate: Rate, now: Duration) {
+    pub fn set_rate(&mut self, rate: Rate, now: Mono) {
         self.refill(now);
         self.rate = rate;
     }
@@ -159,8 +160,8 @@ impl TokenBucket {
         self.rate
     }
 
-    fn refill(&mut self, now: Duration) {
-        let dt = now.saturating_sub(self.last).as_secs_f64();
+    fn refill(&mut self, now: Mono) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         if let Some(r) = self.rate {
             self.tokens = (self.tokens + dt * r as f64).min(self.burst as f64);
@@ -170,7 +171,7 @@ impl TokenBucket {
     /// Ask to send `n` bytes at `now`: `Duration::ZERO` means go (tokens taken); otherwise
     /// wait that long and ask again. Requests larger than the burst are allowed to drive
     /// the bucket negative once it is full, so any size eventually passes at the rate.
-    pub fn take(&mut self, now: Duration, n: u64) -> Duration {
+    pub fn take(&mut self, now: Mono, n: u64) -> Duration {
         let Some(rate) = self.rate else {
             return Duration::ZERO;
         };
@@ -192,7 +193,7 @@ pub struct Congestion {
     factor: f64,
     min_factor: f64,
     base_rtt: Option<Duration>,
-    last_cut: Option<Duration>,
+    last_cut: Option<Mono>,
 }
 
 impl Congestion {
@@ -216,10 +217,10 @@ impl Congestion {
         self.base_rtt
     }
 
-    fn cut(&mut self, now: Duration, by: f64) {
+    fn cut(&mut self, now: Mono, by: f64) {
         // At most one cut per second, so one burst of errors is one signal.
         if let Some(t) = self.last_cut {
-            if now.saturating_sub(t) < Duration::from_secs(1) {
+            if now.saturating_duration_since(t) < Duration::from_secs(1) {
                 return;
             }
         }
@@ -228,12 +229,12 @@ impl Congestion {
     }
 
     /// A request failed at the transport level (timeout, reset, 5xx).
-    pub fn on_failure(&mut self, now: Duration) {
+    pub fn on_failure(&mut self, now: Mono) {
         self.cut(now, 0.5);
     }
 
     /// A small request (no body to speak of) took `rtt`: compared against the baseline.
-    pub fn on_rtt(&mut self, now: Duration, rtt: Duration) {
+    pub fn on_rtt(&mut self, now: Mono, rtt: Duration) {
         let base = match self.base_rtt {
             Some(b) if rtt >= b => {
                 // Let the baseline drift up slowly so a route change is not congestion forever.
@@ -267,6 +268,11 @@ mod tests {
         Duration::from_secs_f64(x)
     }
 
+    /// The point `x` seconds after the clock's origin.
+    fn at(x: f64) -> Mono {
+        Mono::ZERO + s(x)
+    }
+
     #[test]
     fn windows_parse_and_wrap_midnight() {
         let w: Window = "19:00-07:00 full".parse().unwrap();
@@ -294,11 +300,11 @@ mod tests {
 
     #[test]
     fn bucket_holds_the_rate_over_a_minute() {
-        let mut b = TokenBucket::new(Some(10_000), 4096, s(0.0));
-        let mut now = s(0.0);
+        let mut b = TokenBucket::new(Some(10_000), 4096, at(0.0));
+        let mut now = at(0.0);
         let mut sent = 0u64;
         let mut steps = 0;
-        while now < s(60.0) && steps < 1_000_000 {
+        while now < at(60.0) && steps < 1_000_000 {
             steps += 1;
             let w = b.take(now, 1500);
             if w.is_zero() {
@@ -331,21 +337,21 @@ mod tests {
     #[test]
     fn congestion_cuts_and_recovers() {
         let mut c = Congestion::new(0.1);
-        c.on_rtt(s(0.0), Duration::from_millis(10));
+        c.on_rtt(at(0.0), Duration::from_millis(10));
         assert_eq!(c.factor(), 1.0);
-        c.on_rtt(s(1.0), Duration::from_millis(200));
+        c.on_rtt(at(1.0), Duration::from_millis(200));
         assert!((c.factor() - 0.7).abs() < 1e-9);
         // Second signal within a second is ignored.
-        c.on_failure(s(1.5));
+        c.on_failure(at(1.5));
         assert!((c.factor() - 0.7).abs() < 1e-9);
-        c.on_failure(s(3.0));
+        c.on_failure(at(3.0));
         assert!((c.factor() - 0.35).abs() < 1e-9);
         for i in 0..20 {
-            c.on_failure(s(10.0 + f64::from(i) * 2.0));
+            c.on_failure(at(10.0 + f64::from(i) * 2.0));
         }
         assert!((c.factor() - 0.1).abs() < 1e-9);
         for i in 0..40 {
-            c.on_rtt(s(100.0 + f64::from(i)), Duration::from_millis(11));
+            c.on_rtt(at(100.0 + f64::from(i)), Duration::from_millis(11));
         }
         assert_eq!(c.factor(), 1.0);
         assert_eq!(c.apply(Some(1000)), Some(1000));

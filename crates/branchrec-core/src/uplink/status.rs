@@ -1,7 +1,10 @@
 //! The status document a box pushes to `<prefix>_status/<box>.json`, and the fleet view
-//! built from many of them (sans-IO: documents and "now" in, rows out).
+//! built from many of them (sans-IO: documents and "now" in, rows out). Times in the
+//! document are RFC 3339 text (its wire format); "now" is [`UnixMs`].
 
 use serde::{Deserialize, Serialize};
+
+use crate::time::UnixMs;
 
 /// One active alarm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,16 +97,17 @@ pub struct FleetRow {
 }
 
 /// Evaluate documents at `now`.
-pub fn fleet_rows(
-    docs: Vec<StatusDoc>,
-    now: chrono::DateTime<chrono::Utc>,
-    th: FleetThresholds,
-) -> Vec<FleetRow> {
+pub fn fleet_rows(docs: Vec<StatusDoc>, now: UnixMs, th: FleetThresholds) -> Vec<FleetRow> {
+    let now = now.to_datetime();
     let mut rows: Vec<FleetRow> = docs
         .into_iter()
         .map(|doc| {
+            // Through chrono, not whole milliseconds: sub-millisecond parts of
+            // `generated_at` count as before.
             let age = chrono::DateTime::parse_from_rfc3339(&doc.generated_at)
-                .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
+                .ok()
+                .zip(now)
+                .map(|(t, now)| (now - t.with_timezone(&chrono::Utc)).num_seconds())
                 .unwrap_or(i64::MAX);
             let stale = age > th.stale_after_s;
             let old = doc.oldest_pending_age_s.unwrap_or(0);
@@ -260,9 +264,7 @@ mod tests {
 
     #[test]
     fn stale_and_backlog_flags() {
-        let now = chrono::DateTime::parse_from_rfc3339("2025-01-01T12:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
+        let now = UnixMs::parse_rfc3339("2025-01-01T12:00:00Z").unwrap();
         let th = FleetThresholds {
             stale_after_s: 600,
             backlog_age_s: 86_400,
