@@ -17,7 +17,7 @@ use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::Shared;
 use crate::catalog::NewRecording;
-use crate::media::{is_rtcp, Codec, SrtpChannel, StreamConfig};
+use crate::media::{is_rtcp, SrtpChannel, StreamConfig};
 use crate::sdp::{Direction, NegotiatedStream};
 
 pub use crate::app::sink::{recording_rate, SAMPLE_RATE};
@@ -321,12 +321,7 @@ fn set_srtp(sc: &mut SrtpChannel, id: &str, ch: usize, s: &NegotiatedStream, at:
 }
 
 pub(crate) fn stream_config(s: &NegotiatedStream) -> StreamConfig {
-    let payload_types = s
-        .formats
-        .iter()
-        .map(|f| (f.pt, Codec::from_encoding_name(&f.encoding), f.clock_rate))
-        .collect();
-    StreamConfig { payload_types }
+    super::streams::stream_config(&s.formats)
 }
 
 /// The stream's preferred (first accepted) audio encoding.

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{Catalog, RecordingDetail, RecordingState};
 use crate::recording::{ContainerError, ContainerReader, Header, SampleFormat, ScanState};
 use crate::vault::custody::write_atomic;
-use crate::vault::signer::{public_key_pem, verify_ed25519};
+use crate::vault::signing::{public_key_pem, verify_ed25519};
 use crate::vault::{KeyWrap, Signer};
 
 /// Manifest format name.
@@ -85,11 +85,7 @@ pub fn metadata_json(d: &RecordingDetail) -> Value {
             })
         })
         .collect();
-    let events: Vec<Value> = d
-        .events
-        .iter()
-        .map(|e| json!({"at_ms": e.at_ms, "kind": e.kind, "channel": e.channel, "detail": e.detail_json}))
-        .collect();
+    let events = super::archive::event_entries(d);
     json!({
         "recording_id": r.id,
         "call_id": r.call_id,
