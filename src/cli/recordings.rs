@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 
 use crate::catalog::{Catalog, ListFilter};
@@ -314,61 +314,8 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 id.as_deref().unwrap_or("*"),
                 serde_json::json!({ "all": all }),
             )?;
-            let keys = crate::vault::custody::open_existing(&cfg.custody())
-                .context("loading the recording keys")?;
-            let pubder = crate::vault::Signer::public_key_der(&keys.signer);
-            let ids: Vec<String> = match (id, all) {
-                (Some(id), _) => vec![id],
-                (None, _) => cat
-                    .list(&ListFilter::default())?
-                    .into_iter()
-                    .map(|r| r.id)
-                    .collect(),
-            };
-            let mut results = Vec::new();
-            let mut failed = 0usize;
-            let mut known_files = std::collections::HashSet::new();
-            for id in &ids {
-                let v = crate::service::evidence::verify(
-                    &cat,
-                    &cfg.storage.data_dir,
-                    &keys.wrap,
-                    &pubder,
-                    id,
-                );
-                let state = v
-                    .detail
-                    .as_ref()
-                    .map(|d| d.recording.state.as_str())
-                    .unwrap_or("?");
-                if let Some(p) = v
-                    .detail
-                    .as_ref()
-                    .and_then(|d| d.recording.file_path.clone())
-                {
-                    known_files.insert(cfg.storage.data_dir.join(p));
-                }
-                // Recordings still being written cannot be verified yet.
-                let skip = state == "recording";
-                if !v.problems.is_empty() && !skip {
-                    failed += 1;
-                }
-                results.push(serde_json::json!({
-                    "id": id, "state": state,
-                    "ok": v.problems.is_empty(),
-                    "skipped": skip,
-                    "problems": v.problems,
-                }));
-            }
-            let mut orphans = Vec::new();
-            if all {
-                for f in crate::recording::recording_files(&cfg.storage.recordings_dir()) {
-                    if !known_files.contains(&f) {
-                        orphans.push(f.display().to_string());
-                    }
-                }
-                failed += orphans.len();
-            }
+            let rep = crate::service::evidence::verify_recordings(&cat, &cfg, id.as_deref())?;
+            let (results, orphans, failed) = (rep.recordings, rep.files_without_row, rep.failed);
             if json {
                 println!(
                     "{}",

@@ -156,6 +156,23 @@ fn now_ms() -> u64 {
     chrono::Utc::now().timestamp_millis().max(0) as u64
 }
 
+/// The state file of a TPM provisioned (or restored) with `kek_id` at the configured
+/// handle under the configured PCR policy, no rotation pending.
+fn tpm_state(cfg: &CustodyConfig, kek_id: String, signer: &Ed25519Signer) -> CustodyState {
+    CustodyState {
+        format: STATE_FORMAT.into(),
+        provider: Provider::Tpm,
+        active: KekRecord {
+            kek_id,
+            handle: Some(cfg.handle),
+        },
+        pending: None,
+        pcrs: Some(cfg.pcrs.to_string()),
+        signing_public_key: hex::encode(signer.public_key_raw()),
+        provisioned_unix_ms: now_ms(),
+    }
+}
+
 fn io_err(path: &Path, source: std::io::Error) -> VaultError {
     VaultError::Io {
         path: path.display().to_string(),
@@ -427,18 +444,7 @@ fn provision_tpm(cfg: &CustodyConfig) -> Result<Keys, VaultError> {
     // Escrow first: a key that cannot be escrowed as configured is never used.
     let escrow = escrow_if_configured(cfg, &kek_id, &secret)?;
     tpm.seal_persist(&secret, &cfg.pcrs, cfg.handle)?;
-    let s = CustodyState {
-        format: STATE_FORMAT.into(),
-        provider: Provider::Tpm,
-        active: KekRecord {
-            kek_id: kek_id.clone(),
-            handle: Some(cfg.handle),
-        },
-        pending: None,
-        pcrs: Some(cfg.pcrs.to_string()),
-        signing_public_key: hex::encode(signer.public_key_raw()),
-        provisioned_unix_ms: now_ms(),
-    };
+    let s = tpm_state(cfg, kek_id.clone(), &signer);
     write_state(cfg, &s)?;
     tracing::warn!(
         kek = %kek_id,
@@ -709,18 +715,7 @@ pub fn recover(
     } else {
         tpm.seal_persist(&secret, &cfg.pcrs, cfg.handle)?;
     }
-    let s = CustodyState {
-        format: STATE_FORMAT.into(),
-        provider: Provider::Tpm,
-        active: KekRecord {
-            kek_id: kek.kek_id(),
-            handle: Some(cfg.handle),
-        },
-        pending: None,
-        pcrs: Some(cfg.pcrs.to_string()),
-        signing_public_key: hex::encode(signer.public_key_raw()),
-        provisioned_unix_ms: now_ms(),
-    };
+    let s = tpm_state(cfg, kek.kek_id(), &signer);
     write_state(cfg, &s)?;
     let path = cfg.escrow_path(&escrow_file.kek_id);
     if !path.exists() {
