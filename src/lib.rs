@@ -6,7 +6,9 @@
 //! touches the world: [`app`] (tokio shells: sockets, call tasks, the catalogue
 //! thread), [`catalog`] (SQLite), [`vault`] (key files, the TPM), [`uplink`] (the S3
 //! client and upload loop), [`board`] (GPIO), [`recording`] (files on disk),
-//! [`clock`], [`config`] and [`cli`]. See docs/architecture.md.
+//! [`clock`], [`config`], [`service`] (the operations the daemon and the CLI share:
+//! holds, export, evidence, retention, key rotation, the archive's metadata document) and
+//! [`cli`] (argument parsing and rendering only). See docs/architecture.md.
 #![forbid(unsafe_code)]
 
 pub use branchrec_core::{capture, lifecycle, media, pii, sdp, sip, siprec, time};
@@ -18,5 +20,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod recording;
+pub mod service;
 pub mod uplink;
 pub mod vault;

@@ -107,7 +107,7 @@ fn provision_reload_pcr_rotate_recover() {
     // Reload (a "restart"): same KEK, same signer; no new key made.
     let k = custody::open(&c, &recs).unwrap();
     assert_eq!(k.wrap.kek_id(), kek1);
-    branchrec::vault::signer::verify_ed25519(&pubder, b"m", &sig).unwrap();
+    branchrec::vault::verify_ed25519(&pubder, b"m", &sig).unwrap();
     assert_eq!(k.signer.public_key_der(), pubder);
     for (f, a) in files.iter().zip(&audio) {
         assert_eq!(
@@ -120,7 +120,7 @@ fn provision_reload_pcr_rotate_recover() {
     drop(k);
 
     // Rotate: every file re-wrapped, still readable; old handle evicted.
-    let rep = custody::rotate(&c, &files).unwrap();
+    let rep = branchrec::service::keys::rotate(&c, &files).unwrap();
     assert_eq!(rep.rewrapped, 3, "{rep:?}");
     assert!(rep.failed.is_empty());
     assert_ne!(rep.new_kek_id, kek1);

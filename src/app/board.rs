@@ -13,9 +13,9 @@ use crate::app::Shared;
 use crate::board::button::{Button, ButtonEvent};
 use crate::board::leds::{Leds, Pattern, Patterns, Snapshot, UplinkView};
 use crate::board::{Board, BoardShared, BoardStatus, HoldStatus, LedStatus, PressStatus};
-use crate::cli::lifecycle::PlacedHold;
 use crate::clock::MonoClock;
 use crate::lifecycle::holds::HoldTarget;
+use crate::service::holds::PlacedHold;
 use crate::time::Mono;
 use crate::uplink::worker::UplinkShared;
 
@@ -283,7 +283,7 @@ fn spawn_hold(
         let res = crate::catalog::Catalog::open_existing(&cfg.storage.catalog_path())
             .map_err(anyhow::Error::from)
             .and_then(|mut cat| {
-                crate::cli::lifecycle::place_hold(
+                crate::service::holds::place_hold(
                     &mut cat,
                     &cfg,
                     &target,

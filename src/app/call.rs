@@ -18,7 +18,7 @@ use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::Shared;
 use crate::catalog::{NewRecording, Source};
-use crate::media::{Codec, StreamConfig};
+use crate::media::StreamConfig;
 use crate::recording::ChannelMedia;
 use crate::sdp::{Direction, NegotiatedStream};
 
@@ -294,12 +294,7 @@ fn channel_media(s: &NegotiatedStream, detail: serde_json::Value) -> ChannelMedi
 }
 
 pub(crate) fn stream_config(s: &NegotiatedStream) -> StreamConfig {
-    let payload_types = s
-        .formats
-        .iter()
-        .map(|f| (f.pt, Codec::from_encoding_name(&f.encoding), f.clock_rate))
-        .collect();
-    StreamConfig { payload_types }
+    super::streams::stream_config(&s.formats)
 }
 
 /// The stream's preferred (first accepted) audio encoding.

@@ -24,7 +24,7 @@ use crate::catalog::{
     Source,
 };
 use crate::config::Config;
-use crate::media::{codec, Codec, StreamConfig};
+use crate::media::{codec, StreamConfig};
 use crate::pii::Pii;
 use crate::recording::ChannelMedia;
 use crate::sdp::PayloadFormat;
@@ -101,12 +101,7 @@ fn stream_config(formats: &[PayloadFormat]) -> StreamConfig {
     if formats.is_empty() {
         return StreamConfig::default();
     }
-    StreamConfig {
-        payload_types: formats
-            .iter()
-            .map(|f| (f.pt, Codec::from_encoding_name(&f.encoding), f.clock_rate))
-            .collect(),
-    }
+    super::streams::stream_config(formats)
 }
 
 /// The codec a channel uses: the first audio format of the receiver's SDP (an answer

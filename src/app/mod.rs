@@ -13,14 +13,17 @@ pub mod board;
 pub mod call;
 pub mod capture;
 pub mod control;
-pub mod evidence;
 pub mod ports;
 pub mod retention;
-pub mod service;
 pub mod sink;
 pub mod sip_loop;
 pub mod store;
+mod streams;
+pub mod systemd;
 pub mod tls;
+
+/// Manifests and evidence are the service layer's; the call sink seals through this path.
+pub use crate::service::evidence;
 
 use std::sync::Arc;
 
@@ -134,7 +137,7 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
 /// Run the recorder until SIGTERM/SIGINT: SIPREC always, passive capture when
 /// `[capture] interfaces` lists any.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let notifier = Arc::new(service::Notifier::from_env());
+    let notifier = Arc::new(systemd::Notifier::from_env());
     notifier.status("starting: opening the catalogue, recovering open recordings, loading keys");
     let st = open_storage(&cfg)?;
     start_up_audit(
@@ -208,7 +211,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gate,
     ));
     let control = control::start(shared.clone()).await?;
-    let (uplink, uplink_shared) = start_uplink(&shared.cfg);
+    let (uplink, uplink_shared) = start_uplink(&shared.cfg, shared.clock.clone());
     let (panel_stop, panel_stop_rx) = tokio::sync::oneshot::channel();
     let panel = tokio::spawn(board::run(
         shared.clone(),
@@ -428,13 +431,13 @@ type UplinkTasks = (
 );
 
 /// Start the uplink worker and the metrics listener if configured.
-fn start_uplink(cfg: &Config) -> UplinkTasks {
+fn start_uplink(cfg: &Config, clock: Arc<dyn crate::lifecycle::Clock>) -> UplinkTasks {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
     if !u.enabled && u.metrics_listen.is_none() {
         return (tasks, None);
     }
-    let shared = Arc::new(crate::uplink::worker::UplinkShared::new(u));
+    let shared = Arc::new(crate::uplink::worker::UplinkShared::new(u, clock));
     if u.enabled {
         let c = cfg.clone();
         let s = shared.clone();

@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::app::call::{CallCmd, CallHandle, CallSetup, PreparedCall, SetupError};
-use crate::app::service::{self, Notifier, Probe, Watchdog};
 use crate::app::store::{free_mb, CatalogCmd};
+use crate::app::systemd::{self, Notifier, Probe, Watchdog};
 use crate::app::tls::{SourceDenyLog, TlsServer};
 use crate::app::Shared;
 use crate::catalog::{
@@ -161,7 +161,7 @@ pub async fn run(
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
     tracing::info!(listen = ?listen, data_dir = %cfg.storage.data_dir.display(), "branchrec ready");
-    let snapshot = |calls: usize| service::Snapshot {
+    let snapshot = |calls: usize| systemd::Snapshot {
         calls,
         uploads_pending: uplink
             .as_ref()
@@ -170,7 +170,7 @@ pub async fn run(
         keys_error: shared.keys_error.clone(),
         storage_refusing: shared.gate.refusing(),
     };
-    let mut status = service::status_line(&snapshot(0));
+    let mut status = systemd::status_line(&snapshot(0));
     notifier.ready(&status);
     // Status every 5 s (when it changed); pings at half the watchdog timeout or faster.
     let svc_every = notifier
@@ -247,7 +247,7 @@ pub async fn run(
                         probe = Some(rx);
                     }
                 }
-                let now_status = service::status_line(&snapshot(calls.len()));
+                let now_status = systemd::status_line(&snapshot(calls.len()));
                 if now_status != status {
                     notifier.status(&now_status);
                     status = now_status;

@@ -37,7 +37,7 @@ pub enum CatalogCmd {
     /// An audit entry: actor, action, target, details.
     Audit(String, String, String, serde_json::Value),
     /// Sign and write the manifest of a closed recording.
-    Seal(String, super::evidence::ManifestInputs),
+    Seal(String, crate::service::evidence::ManifestInputs),
     /// Reply once every write queued before it is done.
     Barrier(oneshot::Sender<()>),
 }
@@ -96,6 +96,7 @@ pub fn start(
     clock: Arc<dyn crate::lifecycle::Clock>,
 ) -> Result<CatalogHandle, anyhow::Error> {
     let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
+    cat.set_clock(clock.clone());
     if keys_ok {
         recover(
             &mut cat,
@@ -131,7 +132,7 @@ fn discard_if_short(
         return;
     }
     let detail = format!("duration {dur} ms below the rule's minimum of {min} ms");
-    match crate::app::retention::delete(
+    match crate::service::retention::delete(
         cat,
         cfg,
         id,
@@ -212,10 +213,14 @@ fn writer(
         // transaction: both after the commit.
         for (id, inputs) in seals {
             let res = match &signer {
-                Some(s) => {
-                    super::evidence::write_manifest(&cat, &data_dir, &id, &inputs, s.as_ref())
-                        .map_err(|e| format!("recording {id}: {e:#}"))
-                }
+                Some(s) => crate::service::evidence::write_manifest(
+                    &cat,
+                    &data_dir,
+                    &id,
+                    &inputs,
+                    s.as_ref(),
+                )
+                .map_err(|e| format!("recording {id}: {e:#}")),
                 None => Err("no signing key".into()),
             };
             if let Err(e) = res {
@@ -368,8 +373,10 @@ pub fn recover(
         tracing::warn!(recording = %r.id, state = state.as_str(), duration_ms, "recovered recording left open by a previous run");
         if state != RecordingState::Damaged {
             if let Some(s) = signer {
-                let signed = super::evidence::inputs_from_file(&path, vault)
-                    .and_then(|inp| super::evidence::write_manifest(cat, data_dir, &r.id, &inp, s));
+                let signed =
+                    crate::service::evidence::inputs_from_file(&path, vault).and_then(|inp| {
+                        crate::service::evidence::write_manifest(cat, data_dir, &r.id, &inp, s)
+                    });
                 if let Err(e) = signed {
                     tracing::error!(recording = %r.id, error = %format!("{e:#}"), "signing the recovered recording failed");
                 }
@@ -404,8 +411,7 @@ pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
 
 /// Free space (MiB) on the filesystem holding `dir`.
 pub fn free_mb(dir: &Path) -> std::io::Result<u64> {
-    let s = rustix::fs::statvfs(dir)?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize) / (1024 * 1024))
+    Ok(crate::service::retention::disk_usage(dir)?.avail / (1024 * 1024))
 }
 
 /// Result of checking one recording file.
@@ -435,25 +441,7 @@ pub fn scan_file(path: &Path, vault: &dyn KeyWrap) -> anyhow::Result<FileScan> {
     })
 }
 
-/// Every `.brec` file under `dir` (recursively, bounded depth), sorted.
-pub fn recording_files(dir: &Path) -> Vec<PathBuf> {
-    fn walk(d: &Path, depth: u32, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() && depth < 6 {
-                walk(&p, depth + 1, out);
-            } else if ft.is_file() && p.extension().is_some_and(|x| x == "brec") {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, 0, &mut out);
-    out.sort();
-    out
-}
+use crate::recording::files::recording_files;
 
 /// Recording files without a catalogue row (a crash between creating the file and
 /// committing its row — such a file holds no audio yet — or a restored/copied file) are
@@ -499,16 +487,16 @@ fn sign_missing_manifests(
 ) -> anyhow::Result<()> {
     for (id, rel, sha) in cat.closed_files()? {
         let abs = data_dir.join(&rel);
-        let (manifest, _) = super::evidence::manifest_paths(&abs);
-        let pending = super::evidence::pending_marker(&abs);
+        let (manifest, _) = crate::service::evidence::manifest_paths(&abs);
+        let pending = crate::service::evidence::pending_marker(&abs);
         if manifest.exists() || !abs.exists() || !pending.exists() {
             continue;
         }
-        let res = super::evidence::inputs_from_file(&abs, vault).and_then(|inp| {
+        let res = crate::service::evidence::inputs_from_file(&abs, vault).and_then(|inp| {
             if sha.as_deref() != Some(inp.content_sha256.as_str()) {
                 anyhow::bail!("file content does not match the catalogue's hash: not signing");
             }
-            super::evidence::write_manifest(cat, data_dir, &id, &inp, signer)
+            crate::service::evidence::write_manifest(cat, data_dir, &id, &inp, signer)
         });
         match res {
             Ok(()) => {

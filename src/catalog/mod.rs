@@ -14,18 +14,19 @@
 //! by a newer branchrec is refused rather than touched.
 
 pub mod lifecycle;
-mod render;
 mod schema;
 mod types;
 mod uploads;
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
-pub use render::render_table;
+use crate::clock::Clock;
+
 pub use schema::SCHEMA_VERSION;
 pub use types::{
     ChannelRow, ChannelSummary, DataMode, EventRow, Finish, LifecycleSummary, ListFilter,
@@ -120,6 +121,25 @@ pub struct Catalog {
     /// The holds table as last seen by [`Catalog::sync_upload_holds`] (count, max id,
     /// latest release): unchanged holds only need checking against new recordings.
     hold_fingerprint: Option<(i64, i64, i64)>,
+    /// Where the catalogue's own timestamps come from (`created_at`, `updated_at`, "now"
+    /// of a list without one): the system clock unless [`Catalog::set_clock`] says.
+    clock: CatalogClock,
+}
+
+/// The catalogue's clock (a newtype for `Debug`).
+#[derive(Clone)]
+struct CatalogClock(Arc<dyn Clock>);
+
+impl Default for CatalogClock {
+    fn default() -> Self {
+        CatalogClock(Arc::new(crate::clock::SystemClock))
+    }
+}
+
+impl std::fmt::Debug for CatalogClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatalogClock")
+    }
 }
 
 impl Catalog {
@@ -151,6 +171,7 @@ impl Catalog {
             hold_fingerprint: None,
             conn,
             read_only: false,
+            clock: CatalogClock::default(),
         };
         cat.migrate(path)?;
         Ok(cat)
@@ -187,7 +208,19 @@ impl Catalog {
             hold_fingerprint: None,
             conn,
             read_only: true,
+            clock: CatalogClock::default(),
         })
+    }
+
+    /// Take timestamps from `clock` (the daemon's, shifted by
+    /// `BRANCHREC_TEST_CLOCK_OFFSET_S`) instead of the system clock.
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = CatalogClock(clock);
+    }
+
+    /// Now (unix ms) on the catalogue's clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.0.now_ms()
     }
 
     /// Whether this handle was opened with [`Catalog::open_read_only`].
@@ -243,7 +276,7 @@ impl Catalog {
         if r.channels == 0 {
             return Err(invalid("channels", "must be positive"));
         }
-        let created_at = Utc::now().timestamp_millis();
+        let created_at = self.now_ms();
         let tx = write_tx(&mut self.conn)?;
         if recording_state(&tx, &r.id)?.is_some() {
             return Err(CatalogError::Duplicate(r.id.clone()));
@@ -486,7 +519,7 @@ impl Catalog {
         use rusqlite::types::Value;
         let tx = self.conn.unchecked_transaction()?;
         let now = if filter.now_ms == 0 {
-            Utc::now().timestamp_millis()
+            self.now_ms()
         } else {
             filter.now_ms
         };
@@ -642,32 +675,8 @@ impl RecordingDetail {
     /// The same entry [`Catalog::list`] would return for this recording.
     pub fn summary(&self) -> Result<RecordingSummary, CatalogError> {
         let r = &self.recording;
-        let participants = self
-            .participants
-            .iter()
-            .map(|p| ParticipantSummary {
-                participant_id: p.participant_id.clone(),
-                name: p.name.clone(),
-                aor: p.aor.clone(),
-            })
-            .collect();
-        let channels =
-            self.channels
-                .iter()
-                .map(|c| {
-                    let p = c.participant_id.as_ref().and_then(|pid| {
-                        self.participants.iter().find(|p| &p.participant_id == pid)
-                    });
-                    ChannelSummary {
-                        channel: c.channel,
-                        participant_id: c.participant_id.clone(),
-                        name: p.and_then(|p| p.name.clone()),
-                        aor: p.and_then(|p| p.aor.clone()),
-                        label: c.label.clone(),
-                        mapping_source: c.mapping_source,
-                    }
-                })
-                .collect();
+        let participants = participant_summaries(&self.participants);
+        let channels = channel_summaries(&self.channels, &self.participants);
         Ok(RecordingSummary {
             id: r.id.clone(),
             call_id: r.call_id.clone(),
@@ -684,6 +693,42 @@ impl RecordingDetail {
             lifecycle: LifecycleSummary::default(),
         })
     }
+}
+
+/// The participants as a list entry shows them.
+fn participant_summaries(participants: &[ParticipantRow]) -> Vec<ParticipantSummary> {
+    participants
+        .iter()
+        .map(|p| ParticipantSummary {
+            participant_id: p.participant_id.clone(),
+            name: p.name.clone(),
+            aor: p.aor.clone(),
+        })
+        .collect()
+}
+
+/// The channels as a list entry shows them: each with its participant's name and AoR.
+fn channel_summaries(
+    channels: &[ChannelRow],
+    participants: &[ParticipantRow],
+) -> Vec<ChannelSummary> {
+    channels
+        .iter()
+        .map(|c| {
+            let p = c
+                .participant_id
+                .as_ref()
+                .and_then(|pid| participants.iter().find(|p| &p.participant_id == pid));
+            ChannelSummary {
+                channel: c.channel,
+                participant_id: c.participant_id.clone(),
+                name: p.and_then(|p| p.name.clone()),
+                aor: p.and_then(|p| p.aor.clone()),
+                label: c.label.clone(),
+                mapping_source: c.mapping_source,
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -910,47 +955,8 @@ impl SummaryHead {
                 .transpose()?,
             held,
         };
-        let participants = prows
-            .into_iter()
-            .map(|p| ParticipantSummary {
-                participant_id: p.participant_id,
-                name: p.name,
-                aor: p.aor,
-            })
-            .collect();
-        let channels = {
-            let mut st = conn.prepare_cached(
-                "SELECT c.channel, c.participant_id, p.name, p.aor, c.label, c.mapping_source
-                 FROM channels c
-                 LEFT JOIN participants p
-                   ON p.recording_id = c.recording_id AND p.participant_id = c.participant_id
-                 WHERE c.recording_id = ?1
-                 ORDER BY c.channel",
-            )?;
-            let rows = st.query_map([&self.id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (channel, participant_id, name, aor, label, ms) = row?;
-                out.push(ChannelSummary {
-                    channel: to_u32(channel, "channels.channel")?,
-                    participant_id,
-                    name,
-                    aor,
-                    label,
-                    mapping_source: parse_col(&ms, "channels.mapping_source")?,
-                });
-            }
-            out
-        };
+        let channels = channel_summaries(&load_channels(conn, &self.id)?, &prows);
+        let participants = participant_summaries(&prows);
         Ok(RecordingSummary {
             start: rfc3339(self.started_at, "recordings.started_at")?,
             end: self

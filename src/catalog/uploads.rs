@@ -199,7 +199,7 @@ impl Catalog {
 
     /// Insert or replace the upload row (durable when it returns).
     pub fn save_upload(&mut self, u: &UploadRow) -> Result<(), CatalogError> {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = self.now_ms();
         let tx = write_tx(&mut self.conn)?;
         tx.execute(
             &format!(

@@ -134,8 +134,8 @@ pub fn main(cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Rotate { config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let _lock = exclusive(&cfg)?;
-            let files = crate::app::store::recording_files(&cfg.storage.recordings_dir());
-            let rep = custody::rotate(&cfg.custody(), &files)?;
+            let files = crate::recording::recording_files(&cfg.storage.recordings_dir());
+            let rep = crate::service::keys::rotate(&cfg.custody(), &files)?;
             println!(
                 "re-wrapped {} recordings ({} already done) from {} to {}",
                 rep.rewrapped, rep.already, rep.old_kek_id, rep.new_kek_id

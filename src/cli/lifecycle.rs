@@ -84,68 +84,10 @@ pub fn audit(
     Ok(())
 }
 
-/// The box's signing public key: from the key-custody state (TPM or software), else from
-/// the software key file.
-fn own_public_key(cfg: &Config) -> Option<[u8; 32]> {
-    let from_state = crate::vault::custody::read_state(&cfg.custody())
-        .ok()
-        .flatten()
-        .and_then(|s| hex::decode(s.signing_public_key).ok())
-        .and_then(|v| <[u8; 32]>::try_from(v).ok());
-    from_state.or_else(|| {
-        crate::vault::FileSigner::load(&cfg.storage.signing_key_file())
-            .ok()
-            .map(|s| crate::vault::AuditSigner::public_key(&s))
-    })
-}
-
 /// Sign the audit head with the daemon's key if this user can read it (software keys;
 /// with a TPM the daemon signs it at its next interval).
 pub fn sign_head(cat: &mut Catalog, cfg: &Config, now: i64) {
-    if let Ok(s) = crate::vault::FileSigner::load(&cfg.storage.signing_key_file()) {
-        if let Err(e) = cat.sign_audit_head(&s, now) {
-            eprintln!("warning: could not sign the audit chain head: {e}");
-        }
-    }
-}
-
-/// A hold just placed.
-#[derive(Debug, Clone, Copy)]
-pub struct PlacedHold {
-    /// Hold id.
-    pub id: i64,
-    /// Recordings it covers now.
-    pub recordings: u64,
-}
-
-/// Place a legal hold: the one code path of `branchrec hold add` and the box's hold
-/// button. Inserts the hold and its `hold.add` audit entry in one durable transaction
-/// (`synchronous=FULL`), then signs the new audit head with `signer` (the daemon's
-/// custody key) or, without one, with the software key file if readable.
-pub fn place_hold(
-    cat: &mut Catalog,
-    cfg: &Config,
-    target: &HoldTarget,
-    reason: &str,
-    operator: &str,
-    now: i64,
-    signer: Option<&dyn crate::vault::AuditSigner>,
-) -> anyhow::Result<PlacedHold> {
-    let id = cat.add_hold(target, reason, operator, now)?;
-    match signer {
-        Some(s) => {
-            if let Err(e) = cat.sign_audit_head(s, now) {
-                tracing::warn!(error = %e, "could not sign the audit chain head");
-            }
-        }
-        None => sign_head(cat, cfg, now),
-    }
-    let recordings = cat
-        .holds(false, now)?
-        .into_iter()
-        .find(|h| h.id == id)
-        .map_or(0, |h| h.recordings);
-    Ok(PlacedHold { id, recordings })
+    crate::service::audit::sign_head(cat, cfg, now)
 }
 
 /// `hold` subcommands.
@@ -261,7 +203,15 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
             }
             let operator = operator.unwrap_or_else(actor);
             let mut cat = open_rw(&cfg)?;
-            let placed = place_hold(&mut cat, &cfg, &targets[0], &reason, &operator, now, None)?;
+            let placed = crate::service::holds::place_hold(
+                &mut cat,
+                &cfg,
+                &targets[0],
+                &reason,
+                &operator,
+                now,
+                None,
+            )?;
             println!(
                 "hold {} placed ({} recording(s) covered now)",
                 placed.id, placed.recordings
@@ -277,8 +227,14 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
             let cfg = Config::load_or_default(config.as_deref())?;
             let now = now_ms(None)?;
             let mut cat = open_rw(&cfg)?;
-            cat.release_hold(id, &operator.unwrap_or_else(actor), &reason, now)?;
-            sign_head(&mut cat, &cfg, now);
+            crate::service::holds::release_hold(
+                &mut cat,
+                &cfg,
+                id,
+                &operator.unwrap_or_else(actor),
+                &reason,
+                now,
+            )?;
             println!("hold {id} released");
             Ok(())
         }
@@ -357,53 +313,28 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify { json, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let mut cat = open_rw(&cfg)?;
-            let entries = cat.audit_entries(0, None)?;
-            let heads = cat.audit_heads()?;
-            // Trust only the key on this box: a head signed by another key is a problem.
-            let own_pub = own_public_key(&cfg);
-            let heads_only: Vec<_> = heads.iter().map(|(h, _)| h.clone()).collect();
-            let problems = crate::lifecycle::audit::verify(&entries, &heads_only, |h| {
-                let pk_hex = heads
-                    .iter()
-                    .find(|(x, _)| x == h)
-                    .map(|(_, p)| p.clone())
-                    .unwrap_or_default();
-                let pk: [u8; 32] = hex::decode(&pk_hex)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| "public key unreadable".to_string())?;
-                if let Some(own) = own_pub {
-                    if own != pk {
-                        return Err("signed by a key that is not this box's signing key".into());
-                    }
-                }
-                crate::vault::signing::verify(
-                    &pk,
-                    &crate::lifecycle::audit::head_message(h.seq, &h.hash, h.at_ms),
-                    &h.signature,
-                )
-            });
+            let rep = crate::service::audit::verify_log(&cat, &cfg)?;
+            let problems = &rep.problems;
             let ok = problems.is_empty();
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "ok": ok, "entries": entries.len(), "signed_heads": heads.len(),
-                        "last_signed_seq": heads.last().map(|(h, _)| h.seq), "problems": problems,
+                        "ok": ok, "entries": rep.entries, "signed_heads": rep.signed_heads,
+                        "last_signed_seq": rep.last_signed_seq, "problems": problems,
                     }))?
                 );
             } else if ok {
                 println!(
                     "audit log OK: {} entries, {} signed heads (last at seq {})",
-                    entries.len(),
-                    heads.len(),
-                    heads
-                        .last()
-                        .map_or("-".to_string(), |(h, _)| h.seq.to_string())
+                    rep.entries,
+                    rep.signed_heads,
+                    rep.last_signed_seq
+                        .map_or("-".to_string(), |s| s.to_string())
                 );
             } else {
                 println!("audit log FAILED verification:");
-                for p in &problems {
+                for p in problems {
                     println!("  position {} (seq {}): {}", p.position, p.seq, p.message);
                 }
             }
@@ -492,7 +423,7 @@ pub fn retention_main(cmd: RetentionCommand) -> anyhow::Result<()> {
             let cfg = Config::load_or_default(config.as_deref())?;
             let now = now_ms(now.as_deref())?;
             let mut cat = open_rw(&cfg)?;
-            let rep = crate::app::retention::sweep(&mut cat, &cfg, now, &actor(), None);
+            let rep = crate::service::retention::sweep(&mut cat, &cfg, now, &actor(), None);
             sign_head(&mut cat, &cfg, now_ms(None)?);
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
@@ -521,27 +452,14 @@ pub fn retention_main(cmd: RetentionCommand) -> anyhow::Result<()> {
             let cfg = Config::load_or_default(config.as_deref())?;
             let cat = open_rw(&cfg)?;
             let now = now_ms(None)?;
-            let counts = cat.lifecycle_counts(now)?;
-            let usage = crate::app::retention::disk_usage(&cfg.storage.data_dir)?;
-            let daemon: Option<serde_json::Value> =
-                std::fs::read(cfg.storage.data_dir.join("status.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok());
-            let v = serde_json::json!({
-                "used_pct": (usage.used_pct() * 10.0).round() / 10.0,
-                "high_watermark_pct": cfg.retention.high_watermark_pct,
-                "low_watermark_pct": cfg.retention.low_watermark_pct,
-                "local_only": cfg.retention.local_only,
-                "deletion_blocked_until_archived": !cfg.retention.local_only,
-                "counts": counts,
-                "daemon": daemon,
-            });
+            let st = crate::service::retention::status(&cat, &cfg, now)?;
+            let v = st.document;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
                     "data disk: {:.1}% used (high {}%, low {}%)",
-                    usage.used_pct(),
+                    st.usage.used_pct(),
                     cfg.retention.high_watermark_pct,
                     cfg.retention.low_watermark_pct
                 );
@@ -551,7 +469,7 @@ pub fn retention_main(cmd: RetentionCommand) -> anyhow::Result<()> {
                 if !cfg.retention.local_only {
                     println!("retention.local_only = false: nothing is deleted until the central archive confirms it");
                 }
-                println!("{}", serde_json::to_string_pretty(&counts)?);
+                println!("{}", serde_json::to_string_pretty(&st.counts)?);
             }
             Ok(())
         }

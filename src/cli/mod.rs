@@ -9,6 +9,7 @@ pub mod board;
 pub mod keys;
 pub mod lifecycle;
 pub mod recordings;
+pub mod render;
 pub mod uplink;
 
 use std::path::PathBuf;

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 
-use crate::catalog::{Catalog, ListFilter, RecordingDetail};
+use crate::catalog::{Catalog, ListFilter};
 use crate::config::Config;
 
 /// `recordings` subcommands.
@@ -185,7 +185,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 serde_json::to_writer_pretty(&mut out, &rows)?;
                 writeln!(out)?;
             } else {
-                write!(out, "{}", crate::catalog::render_table(&rows))?;
+                write!(out, "{}", super::render::render_table(&rows))?;
             }
             Ok(())
         }
@@ -195,23 +195,8 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             let Some(d) = cat.get(&id)? else {
                 bail!("no recording with id {id}");
             };
-            let mut v = detail_json(&d)?;
             let now = crate::cli::lifecycle::now_ms(None)?;
-            let lc = cat
-                .list(&ListFilter {
-                    call: Some(d.recording.call_id.clone()),
-                    now_ms: now,
-                    ..ListFilter::default()
-                })?
-                .into_iter()
-                .find(|r| r.id == id)
-                .map(|r| r.lifecycle);
-            if let (Some(o), Some(lc)) = (v.as_object_mut(), lc) {
-                if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&lc) {
-                    o.extend(m);
-                }
-                o.insert("holds".into(), cat.holds_covering(&id, now)?.into());
-            }
+            let v = crate::service::archive::show_document(&cat, &d, now)?;
             crate::cli::lifecycle::audit(
                 &mut cat,
                 &cfg,
@@ -222,7 +207,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", crate::catalog::render_table(&[d.summary()?]));
+                print!("{}", super::render::render_table(&[d.summary()?]));
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             Ok(())
@@ -232,7 +217,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             let mut cat = open(&cfg)?;
             let now = crate::cli::lifecycle::now_ms(None)?;
             let actor = crate::cli::lifecycle::actor();
-            match crate::app::retention::delete(
+            match crate::service::retention::delete(
                 &mut cat,
                 &cfg,
                 &id,
@@ -284,32 +269,34 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                     "evidence": evidence.as_ref().map(|p| p.display().to_string()),
                 }),
             )?;
-            let keys = crate::vault::custody::open_existing(&cfg.custody())
-                .context("loading the recording keys")?;
-            let pubder = crate::vault::Signer::public_key_der(&keys.signer);
-            let v =
-                crate::app::evidence::verify(&cat, &cfg.storage.data_dir, &keys.wrap, &pubder, &id);
-            if !v.problems.is_empty() {
-                bail!(
-                    "recording {id} failed verification, not exported: {}",
-                    v.problems.join("; ")
-                );
-            }
-            if let Some(dir) = evidence {
-                crate::app::evidence::export_evidence(&v, &keys.wrap, &pubder, &dir)?;
-                eprintln!("evidence bundle for {id} -> {}", dir.display());
-                return Ok(());
-            }
-            let Some(out) = out else {
-                bail!("give --out FILE or --evidence DIR");
+            use crate::service::export::{ExportTarget, Exported};
+            let target = match (evidence, out) {
+                (Some(dir), _) => ExportTarget::Evidence(dir),
+                (None, Some(out)) => ExportTarget::Audio { out, format },
+                (None, None) => bail!("give --out FILE or --evidence DIR"),
             };
-            let Some((header, path)) = &v.audio else {
-                bail!("recording {id}: no verified audio");
-            };
-            let format = format
-                .or_else(|| crate::recording::export::ExportFormat::from_path(&out))
-                .unwrap_or(crate::recording::export::ExportFormat::Wav);
-            export_audio(&cfg, &keys.wrap, &v, header, path, format, &out)?;
+            match crate::service::export::export(&cat, &cfg, &id, &target)? {
+                Exported::Evidence(dir) => {
+                    eprintln!("evidence bundle for {id} -> {}", dir.display());
+                }
+                Exported::Audio {
+                    storage,
+                    format,
+                    frames,
+                    channels,
+                    sample_rate,
+                    out,
+                } => {
+                    eprintln!(
+                        "exported {id} ({storage} storage) as {}: {frames} frames, {channels} channels, {sample_rate} Hz -> {}",
+                        match format {
+                            crate::recording::export::ExportFormat::Wav => "WAV",
+                            crate::recording::export::ExportFormat::Opus => "Ogg Opus",
+                        },
+                        out.display()
+                    );
+                }
+            }
             Ok(())
         }
         RecordingsCommand::Verify {
@@ -327,61 +314,8 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 id.as_deref().unwrap_or("*"),
                 serde_json::json!({ "all": all }),
             )?;
-            let keys = crate::vault::custody::open_existing(&cfg.custody())
-                .context("loading the recording keys")?;
-            let pubder = crate::vault::Signer::public_key_der(&keys.signer);
-            let ids: Vec<String> = match (id, all) {
-                (Some(id), _) => vec![id],
-                (None, _) => cat
-                    .list(&ListFilter::default())?
-                    .into_iter()
-                    .map(|r| r.id)
-                    .collect(),
-            };
-            let mut results = Vec::new();
-            let mut failed = 0usize;
-            let mut known_files = std::collections::HashSet::new();
-            for id in &ids {
-                let v = crate::app::evidence::verify(
-                    &cat,
-                    &cfg.storage.data_dir,
-                    &keys.wrap,
-                    &pubder,
-                    id,
-                );
-                let state = v
-                    .detail
-                    .as_ref()
-                    .map(|d| d.recording.state.as_str())
-                    .unwrap_or("?");
-                if let Some(p) = v
-                    .detail
-                    .as_ref()
-                    .and_then(|d| d.recording.file_path.clone())
-                {
-                    known_files.insert(cfg.storage.data_dir.join(p));
-                }
-                // Recordings still being written cannot be verified yet.
-                let skip = state == "recording";
-                if !v.problems.is_empty() && !skip {
-                    failed += 1;
-                }
-                results.push(serde_json::json!({
-                    "id": id, "state": state,
-                    "ok": v.problems.is_empty(),
-                    "skipped": skip,
-                    "problems": v.problems,
-                }));
-            }
-            let mut orphans = Vec::new();
-            if all {
-                for f in crate::app::store::recording_files(&cfg.storage.recordings_dir()) {
-                    if !known_files.contains(&f) {
-                        orphans.push(f.display().to_string());
-                    }
-                }
-                failed += orphans.len();
-            }
+            let rep = crate::service::evidence::verify_recordings(&cat, &cfg, id.as_deref())?;
+            let (results, orphans, failed) = (rep.recordings, rep.files_without_row, rep.failed);
             if json {
                 println!(
                     "{}",
@@ -451,144 +385,4 @@ fn control(config: Option<PathBuf>, cmd: &str, call: &str) -> anyhow::Result<()>
     } else {
         bail!("{}", v["error"].as_str().unwrap_or("refused"))
     }
-}
-
-/// Stream the verified recording `v` to `out` (via a temporary file renamed at the end)
-/// and check that the audio read is the audio the manifest signed.
-fn export_audio(
-    cfg: &Config,
-    wrap: &dyn crate::vault::KeyWrap,
-    v: &crate::app::evidence::Verified,
-    header: &crate::recording::Header,
-    path: &std::path::Path,
-    format: crate::recording::export::ExportFormat,
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
-    use crate::recording::export::{to_ogg_opus, to_wav, ExportFormat};
-    let id = &v.id;
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let src = || -> anyhow::Result<_> {
-        Ok(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ))
-    };
-    let dst = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
-    let res = match format {
-        ExportFormat::Wav => {
-            to_wav(src()?, wrap, v.interrupted, dst).map(|(e, w)| (e, w.into_inner()))
-        }
-        ExportFormat::Opus => to_ogg_opus(
-            src()?,
-            wrap,
-            v.interrupted,
-            &cfg.storage.opus.settings(),
-            crate::app::evidence::ogg_serial(id),
-            &[
-                format!("BRANCHREC_RECORDING_ID={id}"),
-                format!("BRANCHREC_STORAGE={}", header.sample_format.storage_name()),
-            ],
-            dst,
-        )
-        .map(|(e, w)| (e, w.into_inner())),
-    };
-    let done = (|| -> anyhow::Result<crate::recording::export::Exported> {
-        let (e, f) = res?;
-        let f = f.map_err(|e| anyhow::anyhow!("flushing {}: {}", tmp.display(), e.error()))?;
-        f.sync_all()?;
-        let signed: Option<serde_json::Value> = v
-            .manifest
-            .as_ref()
-            .and_then(|(m, _)| serde_json::from_slice(m).ok());
-        let key = match header.sample_format {
-            crate::recording::SampleFormat::S16Le => "/audio/pcm_sha256",
-            crate::recording::SampleFormat::Opus => "/audio/opus_packets_sha256",
-        };
-        if signed.as_ref().and_then(|m| m.pointer(key))
-            != Some(&serde_json::Value::from(hex::encode(e.audio_sha256)))
-        {
-            bail!(
-                "recording {id} changed after verification: audio hash differs from the manifest"
-            );
-        }
-        Ok(e)
-    })();
-    let e = match done {
-        Ok(e) => e,
-        Err(err) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err);
-        }
-    };
-    std::fs::rename(&tmp, out)?;
-    eprintln!(
-        "exported {id} ({} storage) as {}: {} frames, {} channels, {} Hz -> {}",
-        header.sample_format.storage_name(),
-        match format {
-            ExportFormat::Wav => "WAV",
-            ExportFormat::Opus => "Ogg Opus",
-        },
-        e.frames,
-        header.channels,
-        header.sample_rate,
-        out.display()
-    );
-    Ok(())
-}
-
-/// The `recordings show --json` document: the list entry plus stats, DTMF, events and the
-/// metadata versions received (without their raw bytes).
-pub fn detail_json(d: &RecordingDetail) -> anyhow::Result<serde_json::Value> {
-    let mut v = serde_json::to_value(d.summary()?)?;
-    let r = &d.recording;
-    let dtmf: Vec<serde_json::Value> = d
-        .events
-        .iter()
-        .filter(|e| e.kind == "dtmf")
-        .map(|e| {
-            let det = e.detail_json.clone().unwrap_or_default();
-            serde_json::json!({
-                "channel": e.channel,
-                "digit": det.get("digit"),
-                "start_ms": e.at_ms,
-                "duration_ms": det.get("duration_ms"),
-            })
-        })
-        .collect();
-    let events: Vec<serde_json::Value> = d
-        .events
-        .iter()
-        .map(|e| serde_json::json!({"at_ms": e.at_ms, "kind": e.kind, "channel": e.channel, "detail": e.detail_json}))
-        .collect();
-    let versions: Vec<serde_json::Value> = d
-        .metadata_versions
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "seq": m.seq,
-                "received_at": chrono::DateTime::from_timestamp_millis(m.version.received_at_ms)
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                "sip_method": m.version.sip_method,
-                "content_type": m.version.content_type,
-                "data_mode": m.version.data_mode.map(|x| x.as_str()),
-                "bytes": m.version.raw.len(),
-            })
-        })
-        .collect();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("src_addr".into(), r.src_addr.clone().into());
-        o.insert("sample_rate".into(), r.sample_rate.into());
-        o.insert("file_path".into(), r.file_path.clone().into());
-        o.insert("file_sha256".into(), r.file_sha256.clone().into());
-        o.insert("file_bytes".into(), r.file_bytes.into());
-        o.insert("kek_id".into(), r.kek_id.clone().into());
-        o.insert("stats".into(), r.stats_json.clone().unwrap_or_default());
-        o.insert("dtmf".into(), dtmf.into());
-        o.insert("events".into(), events.into());
-        o.insert("metadata_versions".into(), versions.into());
-    }
-    Ok(v)
 }

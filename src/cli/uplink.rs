@@ -29,7 +29,10 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let local = std::fs::read(cfg.storage.data_dir.join(LOCAL_STATUS_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<StatusDoc>(&b).ok());
-    let shared = crate::uplink::worker::UplinkShared::new(&cfg.uplink);
+    let shared = crate::uplink::worker::UplinkShared::new(
+        &cfg.uplink,
+        std::sync::Arc::new(crate::clock::SystemClock),
+    );
     let mut doc = crate::uplink::worker::build_status(&cfg, &counts, &shared, 0, None);
     let daemon_seen = local.as_ref().map(|d| d.generated_at.clone());
     if let Some(l) = local {

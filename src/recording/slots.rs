@@ -17,7 +17,7 @@ use super::container::{
     read_header, ContainerError, ContainerReader, Header, KeySlot, KEY_SLOT_COUNT, KEY_SLOT_LEN,
     MAGIC, MAX_HEADER_BODY,
 };
-use crate::vault::KeyWrap;
+use branchrec_core::keys::KeyWrap;
 
 /// What [`rewrap_file`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{SecondsFormat, Timelike, Utc};
+use chrono::{SecondsFormat, Timelike};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
@@ -21,6 +21,7 @@ use super::s3::{S3Client, S3Error, Shaper};
 use super::status::{Alarm, StatusDoc};
 use super::{object_key, status_key, UplinkConfig};
 use crate::catalog::{Catalog, RecordingDetail, UploadRow, UploadState};
+use crate::clock::Clock;
 use crate::config::Config;
 
 /// Name of the local status file under the data directory.
@@ -34,12 +35,16 @@ pub struct UplinkShared {
     pub shaper: Arc<Shaper>,
     congestion: Mutex<Congestion>,
     last_doc: Mutex<Option<StatusDoc>>,
+    /// The daemon's wall clock (shifted by `BRANCHREC_TEST_CLOCK_OFFSET_S`): alarm times,
+    /// upload and archive times, retry times, the status document.
+    clock: Arc<dyn Clock>,
 }
 
 impl UplinkShared {
-    /// Fresh state for `cfg`.
-    pub fn new(cfg: &UplinkConfig) -> Self {
+    /// Fresh state for `cfg`, reading the time from `clock`.
+    pub fn new(cfg: &UplinkConfig, clock: Arc<dyn Clock>) -> Self {
         UplinkShared {
+            clock,
             started: Instant::now(),
             alarms: Mutex::new(BTreeMap::new()),
             shaper: Arc::new(Shaper::new(None)),
@@ -60,7 +65,7 @@ impl UplinkShared {
             Alarm {
                 code: code.into(),
                 message: message.into(),
-                since: now_rfc3339(),
+                since: self.now_rfc3339(),
             },
         );
     }
@@ -96,16 +101,22 @@ impl UplinkShared {
             .clone()
     }
 
+    /// Now (unix ms) on the daemon's clock.
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Now as RFC 3339 (seconds) on the daemon's clock.
+    fn now_rfc3339(&self) -> String {
+        ms_rfc3339(self.now_ms()).unwrap_or_default()
+    }
+
     fn share(&self) -> f64 {
         self.congestion
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .factor()
     }
-}
-
-fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn ms_rfc3339(ms: i64) -> Option<String> {
@@ -170,7 +181,7 @@ impl Ctx {
 /// `<key>.manifest.json` and `<key>.manifest.sig`.
 pub fn manifest_for(data_dir: &Path, detail: &RecordingDetail) -> Option<(Vec<u8>, Vec<u8>)> {
     let rel = detail.recording.file_path.as_ref()?;
-    let (m, sig) = crate::app::evidence::manifest_paths(&data_dir.join(rel));
+    let (m, sig) = crate::service::evidence::manifest_paths(&data_dir.join(rel));
     Some((std::fs::read(m).ok()?, std::fs::read(sig).ok()?))
 }
 
@@ -366,27 +377,20 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         )));
     }
     // Metadata document, then the manifest hook.
-    let mut meta = crate::cli::recordings::detail_json(&detail)
-        .map_err(|e| TaskError::Local(e.to_string()))?;
-    if let Some(o) = meta.as_object_mut() {
-        o.insert(
-            "participants".into(),
-            serde_json::to_value(&detail.participants).unwrap_or_default(),
-        );
-        o.insert(
-            "archive".into(),
-            serde_json::json!({
-                "key": key,
-                "box_id": ucfg.box_id,
-                "site": ucfg.site,
-                "bytes": size,
-                "sha256": sha,
-                "etag": mp.expected_etag(),
-                "checksum_sha256": mp.expected_checksum(),
-                "uploaded_at": now_rfc3339(),
-            }),
-        );
-    }
+    let meta = crate::service::archive::archive_document(
+        &detail,
+        &crate::service::archive::ArchivedObject {
+            key: &key,
+            box_id: &ucfg.box_id,
+            site: &ucfg.site,
+            bytes: size,
+            sha256: &sha,
+            etag: mp.expected_etag(),
+            checksum_sha256: mp.expected_checksum(),
+            uploaded_at: ctx.shared.now_rfc3339(),
+        },
+    )
+    .map_err(|e| TaskError::Local(e.to_string()))?;
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| TaskError::Local(e.to_string()))?;
     ctx.client
         .put_object(
@@ -414,7 +418,7 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
             )
             .await?;
     }
-    let now = Utc::now().timestamp_millis();
+    let now = ctx.shared.now_ms();
     row.state = UploadState::Uploaded;
     row.upload_id = None;
     row.archive_etag = Some(mp.expected_etag());
@@ -469,7 +473,7 @@ pub fn build_status(
     rate_bps: u64,
     pending_delta_1h: Option<i64>,
 ) -> StatusDoc {
-    let now_ms = Utc::now().timestamp_millis();
+    let now_ms = shared.now_ms();
     let disk = rustix::fs::statvfs(&cfg.storage.data_dir).ok();
     let key_present = cfg.storage.key_file().exists();
     StatusDoc {
@@ -477,7 +481,7 @@ pub fn build_status(
         box_id: cfg.uplink.box_id.clone(),
         site: cfg.uplink.site.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
-        generated_at: now_rfc3339(),
+        generated_at: shared.now_rfc3339(),
         uptime_s: shared.started.elapsed().as_secs(),
         recorded: counts.recorded,
         pending: counts.pending,
@@ -558,7 +562,9 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let db = Arc::new(Mutex::new(Catalog::open(&cfg.storage.catalog_path())?));
+    let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
+    cat.set_clock(shared.clock.clone());
+    let db = Arc::new(Mutex::new(cat));
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         client,
@@ -655,6 +661,7 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                     tracing::warn!(recording = %id, error = %e, "upload failed; will retry");
                     let msg = e.to_string();
                     let idc = id.clone();
+                    let now = shared.now_ms();
                     let _ = ctx
                         .db(move |c| {
                             let mut r = c
@@ -665,9 +672,8 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                             }
                             r.last_error = Some(msg);
                             r.next_attempt_at_ms = Some(
-                                (crate::time::UnixMs(Utc::now().timestamp_millis())
-                                    + planner::retry_delay(r.attempts))
-                                .as_millis(),
+                                (crate::time::UnixMs(now) + planner::retry_delay(r.attempts))
+                                    .as_millis(),
                             );
                             c.save_upload(&r)
                         })
@@ -707,11 +713,12 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                 ucfg.concurrency.saturating_sub(in_flight.len())
             };
             if slots > 0 {
+                let now = shared.now_ms();
                 let cands = ctx
-                    .db(|c| {
+                    .db(move |c| {
                         // Legal holds placed since (by recording, call, participant, window)
                         // reach the archive as Object Lock legal holds.
-                        c.sync_upload_holds(Utc::now().timestamp_millis())?;
+                        c.sync_upload_holds(now)?;
                         c.upload_candidates()
                     })
                     .await
@@ -729,7 +736,7 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                     &cands,
                     &in_flight,
                     slots,
-                    crate::time::UnixMs(Utc::now().timestamp_millis()),
+                    crate::time::UnixMs(shared.now_ms()),
                 );
                 if gate_until.is_some() && !picks.is_empty() {
                     probing = true;

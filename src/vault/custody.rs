@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::escrow::{self, EscrowFile};
-use super::signer::Ed25519Signer;
+use super::signing::Ed25519Signer;
 use super::tpm::{PcrSpec, Tpm, Unseal, SEALED_LEN};
 use super::{keyfile, DataKey, KeyFileVault, KeyWrap, VaultError};
 
@@ -154,6 +154,23 @@ impl std::fmt::Debug for Keys {
 
 fn now_ms() -> u64 {
     chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+/// The state file of a TPM provisioned (or restored) with `kek_id` at the configured
+/// handle under the configured PCR policy, no rotation pending.
+fn tpm_state(cfg: &CustodyConfig, kek_id: String, signer: &Ed25519Signer) -> CustodyState {
+    CustodyState {
+        format: STATE_FORMAT.into(),
+        provider: Provider::Tpm,
+        active: KekRecord {
+            kek_id,
+            handle: Some(cfg.handle),
+        },
+        pending: None,
+        pcrs: Some(cfg.pcrs.to_string()),
+        signing_public_key: hex::encode(signer.public_key_raw()),
+        provisioned_unix_ms: now_ms(),
+    }
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> VaultError {
@@ -311,26 +328,6 @@ fn unseal_checked(
     }
 }
 
-fn has_recordings(recordings_dir: &Path) -> bool {
-    fn walk(d: &Path, depth: u32) -> bool {
-        let Ok(rd) = std::fs::read_dir(d) else {
-            return false;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() && depth < 6 {
-                if walk(&p, depth + 1) {
-                    return true;
-                }
-            } else if p.extension().is_some_and(|x| x == "brec") {
-                return true;
-            }
-        }
-        false
-    }
-    walk(recordings_dir, 0)
-}
-
 /// Load the keys, provisioning them on the very first start (no state file and no
 /// recordings). `recordings_dir` is checked so a lost state file never leads to a new
 /// KEK beside recordings wrapped under an old one.
@@ -371,7 +368,7 @@ fn open_inner(
         Provider::Tpm => match state {
             Some(s) => open_tpm(cfg, s),
             None => {
-                if has_recordings(recordings_dir) {
+                if crate::recording::files::has_recordings(recordings_dir) {
                     return Err(VaultError::KeyUnavailable(format!(
                         "{} is missing but {} holds recordings: refusing to provision a new \
                          key that would orphan them. Restore the state file, or restore the \
@@ -447,18 +444,7 @@ fn provision_tpm(cfg: &CustodyConfig) -> Result<Keys, VaultError> {
     // Escrow first: a key that cannot be escrowed as configured is never used.
     let escrow = escrow_if_configured(cfg, &kek_id, &secret)?;
     tpm.seal_persist(&secret, &cfg.pcrs, cfg.handle)?;
-    let s = CustodyState {
-        format: STATE_FORMAT.into(),
-        provider: Provider::Tpm,
-        active: KekRecord {
-            kek_id: kek_id.clone(),
-            handle: Some(cfg.handle),
-        },
-        pending: None,
-        pcrs: Some(cfg.pcrs.to_string()),
-        signing_public_key: hex::encode(signer.public_key_raw()),
-        provisioned_unix_ms: now_ms(),
-    };
+    let s = tpm_state(cfg, kek_id.clone(), &signer);
     write_state(cfg, &s)?;
     tracing::warn!(
         kek = %kek_id,
@@ -508,28 +494,105 @@ fn open_tpm(cfg: &CustodyConfig, s: CustodyState) -> Result<Keys, VaultError> {
     })
 }
 
-/// Outcome of a rotation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RotationReport {
-    /// The new active KEK.
-    pub new_kek_id: String,
-    /// The KEK that was retired.
-    pub old_kek_id: String,
-    /// Files re-wrapped in this run.
-    pub rewrapped: usize,
-    /// Files already under the new KEK.
-    pub already: usize,
-    /// Files that could not be re-wrapped (path, error); the rotation is then not
-    /// completed and the old KEK kept.
-    pub failed: Vec<(PathBuf, String)>,
-    /// Escrow record of the new KEK.
-    pub escrow: Option<PathBuf>,
+/// A KEK rotation under way (see [`begin_rotation`]): the state file names the new KEK as
+/// pending and both KEKs are loaded. The caller re-wraps every recording file's data key
+/// to [`Rotation::keys`] (the new KEK first), then [`Rotation::switch`]es.
+pub struct Rotation {
+    state: CustodyState,
+    set: KekSet,
+    new_kek_id: String,
+    old_kek_id: String,
+    escrow: Option<PathBuf>,
+    tpm: Tpm,
 }
 
-/// Rotate the KEK: create (or resume) a new KEK, re-wrap every recording file's data key
-/// to it in the file's spare key slot, then retire the old KEK. Crash-safe at every
-/// step: re-running resumes (see `docs/recording-format.md`). The daemon must not run.
-pub fn rotate(cfg: &CustodyConfig, files: &[PathBuf]) -> Result<RotationReport, VaultError> {
+impl std::fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotation")
+            .field("new_kek_id", &self.new_kek_id)
+            .field("old_kek_id", &self.old_kek_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rotation {
+    /// The new KEK (wraps) and the old one (still unwraps).
+    pub fn keys(&self) -> &KekSet {
+        &self.set
+    }
+    /// Id of the new KEK.
+    pub fn new_kek_id(&self) -> &str {
+        &self.new_kek_id
+    }
+    /// Id of the KEK being retired.
+    pub fn old_kek_id(&self) -> &str {
+        &self.old_kek_id
+    }
+    /// Escrow record of the new KEK, if escrow is configured.
+    pub fn escrow(&self) -> Option<&Path> {
+        self.escrow.as_deref()
+    }
+
+    /// Every file has a slot under the new KEK: make it the active KEK in the state file.
+    /// The old KEK stays loaded (to clear the old slots) until [`Retiring::retire`].
+    pub fn switch(mut self, cfg: &CustodyConfig) -> Result<Retiring, VaultError> {
+        let Some(pending) = self.state.pending.take() else {
+            return Err(VaultError::Custody("rotation state lost".into()));
+        };
+        let old_handle = self.state.active.handle;
+        self.state.active = pending;
+        self.state.provisioned_unix_ms = now_ms();
+        write_state(cfg, &self.state)?;
+        Ok(Retiring {
+            set: self.set,
+            new_kek_id: self.new_kek_id,
+            old_handle,
+            tpm: self.tpm,
+        })
+    }
+}
+
+/// The last step of a rotation: the new KEK is active; the old key slots can be cleared
+/// (with [`Retiring::keys`]) and the old KEK evicted.
+pub struct Retiring {
+    set: KekSet,
+    new_kek_id: String,
+    old_handle: Option<u32>,
+    tpm: Tpm,
+}
+
+impl std::fmt::Debug for Retiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retiring")
+            .field("new_kek_id", &self.new_kek_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Retiring {
+    /// Both KEKs (to check the slots kept before clearing the others).
+    pub fn keys(&self) -> &KekSet {
+        &self.set
+    }
+    /// Id of the (now active) new KEK.
+    pub fn new_kek_id(&self) -> &str {
+        &self.new_kek_id
+    }
+    /// Evict the old KEK from the TPM.
+    pub fn retire(mut self) -> Result<(), VaultError> {
+        if let Some(h) = self.old_handle {
+            self.tpm.evict(h)?;
+        }
+        Ok(())
+    }
+}
+
+/// Start (or resume) a KEK rotation: create a new KEK beside the active one (or load the
+/// pending one of an interrupted rotation) and record it as pending in the state file.
+/// Crash-safe at every step: re-running resumes (see `docs/recording-format.md`). The
+/// daemon must not run. The whole rotation, files included, is
+/// `crate::service::keys::rotate`.
+pub fn begin_rotation(cfg: &CustodyConfig) -> Result<Rotation, VaultError> {
     let mut s = read_state(cfg)?
         .ok_or_else(|| VaultError::Custody("no keys provisioned yet: nothing to rotate".into()))?;
     if s.provider != cfg.provider {
@@ -537,7 +600,7 @@ pub fn rotate(cfg: &CustodyConfig, files: &[PathBuf]) -> Result<RotationReport, 
             "provider differs from the state file".into(),
         ));
     }
-    let (old, new, escrow, mut tpm) = match cfg.provider {
+    let (old, new, escrow, tpm) = match cfg.provider {
         Provider::Software => {
             return Err(VaultError::Custody(
                 "rotation is implemented for the TPM provider; the software provider is for \
@@ -581,50 +644,16 @@ pub fn rotate(cfg: &CustodyConfig, files: &[PathBuf]) -> Result<RotationReport, 
             (old, new, escrow, tpm)
         }
     };
-    let new_id = new.kek_id();
-    let old_id = old.kek_id();
-    let set = KekSet::new(vec![new, old])?;
-    let mut rep = RotationReport {
-        new_kek_id: new_id.clone(),
-        old_kek_id: old_id,
-        rewrapped: 0,
-        already: 0,
-        failed: Vec::new(),
+    let new_kek_id = new.kek_id();
+    let old_kek_id = old.kek_id();
+    Ok(Rotation {
+        state: s,
+        set: KekSet::new(vec![new, old])?,
+        new_kek_id,
+        old_kek_id,
         escrow,
-    };
-    for f in files {
-        match crate::recording::rewrap_file(f, &set) {
-            Ok(crate::recording::RewrapOutcome::AlreadyCurrent) => rep.already += 1,
-            Ok(crate::recording::RewrapOutcome::Rewrapped { .. }) => rep.rewrapped += 1,
-            Err(crate::recording::ContainerError::NoKeySlot) => {
-                // Shredded: nothing to re-wrap.
-                rep.already += 1;
-            }
-            Err(e) => rep.failed.push((f.clone(), e.to_string())),
-        }
-    }
-    if !rep.failed.is_empty() {
-        return Ok(rep);
-    }
-    // Every file has a slot under the new KEK: switch, then retire the old one.
-    let Some(pending) = s.pending.take() else {
-        return Err(VaultError::Custody("rotation state lost".into()));
-    };
-    let old_handle = s.active.handle;
-    s.active = pending;
-    s.provisioned_unix_ms = now_ms();
-    write_state(cfg, &s)?;
-    for f in files {
-        if let Err(e) = crate::recording::clear_other_slots(f, &set, &new_id) {
-            if !matches!(e, crate::recording::ContainerError::NoKeySlot) {
-                tracing::warn!(file = %f.display(), error = %e, "could not clear the old key slot");
-            }
-        }
-    }
-    if let Some(h) = old_handle {
-        tpm.evict(h)?;
-    }
-    Ok(rep)
+        tpm,
+    })
 }
 
 /// Restore the keys from an escrow record on a replacement box (or after a TPM clear):
@@ -686,18 +715,7 @@ pub fn recover(
     } else {
         tpm.seal_persist(&secret, &cfg.pcrs, cfg.handle)?;
     }
-    let s = CustodyState {
-        format: STATE_FORMAT.into(),
-        provider: Provider::Tpm,
-        active: KekRecord {
-            kek_id: kek.kek_id(),
-            handle: Some(cfg.handle),
-        },
-        pending: None,
-        pcrs: Some(cfg.pcrs.to_string()),
-        signing_public_key: hex::encode(signer.public_key_raw()),
-        provisioned_unix_ms: now_ms(),
-    };
+    let s = tpm_state(cfg, kek.kek_id(), &signer);
     write_state(cfg, &s)?;
     let path = cfg.escrow_path(&escrow_file.kek_id);
     if !path.exists() {

@@ -5,21 +5,19 @@
 //! key-encryption key (KEK) held by a [`KeyWrap`] implementation. [`KeyFileVault`] is the
 //! per-install software KEK kept in a 0600 key file; [`custody`] loads the KEK sealed in
 //! the TPM ([`tpm`]) or the software one, provisions, rotates and recovers from
-//! [`escrow`]; [`signer`] signs recording manifests.
+//! [`escrow`]; [`signing`] holds the one signing key of manifests and audit heads.
 //!
 //! The wrapped-key format of [`KeyFileVault`] is documented in `docs/recording-format.md`.
 
 pub mod custody;
 pub mod escrow;
 mod keyfile;
-pub mod signer;
 pub mod signing;
 pub mod tpm;
 
 pub use custody::{CustodyConfig, KekSet, Keys, Provider};
 pub use keyfile::{load_secret, open_or_create_secret, KeyFileVault, WRAP_VERSION};
-pub use signer::{Ed25519Signer, Signer};
-pub use signing::{AuditSigner, FileSigner};
+pub use signing::{public_key_pem, verify_ed25519, AuditSigner, Ed25519Signer, FileSigner, Signer};
 
 pub use branchrec_core::keys::{DataKey, KeyWrap, VaultError, DATA_KEY_LEN};
 

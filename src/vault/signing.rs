@@ -1,14 +1,22 @@
-//! Signing keys for the audit chain head (and, later, manifests).
+//! Signing keys: one Ed25519 key signs recording manifests and audit-chain heads.
 //!
-//! [`AuditSigner`] is the trait; [`FileSigner`] is an Ed25519 key whose 32-byte seed is
-//! kept in a 0600 key file next to the key-encryption key (`keys/signing.key`), created on
-//! first use with the same checks as the KEK file. A TPM-held key can implement the same
-//! trait. Verification needs only the public key ([`verify`]).
+//! [`Signer`] is the manifest side (DER public key, `Vec<u8>` signatures, fallible: a
+//! TPM-held key may refuse); [`AuditSigner`] is the audit-head side (raw 32-byte public
+//! key, key id stored next to each signature). [`Ed25519Signer`] is the custody key,
+//! whose 32-byte seed is either sealed in the TPM next to the KEK (provider `tpm`) or kept
+//! in a 0600 key file (provider `software`); it implements both traits. [`FileSigner`] is
+//! an Ed25519 key from a 0600 key file (`keys/signing.key`), created on first use with the
+//! same checks as the KEK file, used for audit heads only when the custody keys cannot be
+//! loaded. Verification needs only the public key ([`verify`], [`verify_ed25519`]).
+//! Signatures verify with stock OpenSSL 3:
+//! `openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in MSG -sigfile SIG`.
 
 use std::path::Path;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::pkcs8::EncodePublicKey;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::VaultError;
 
@@ -90,6 +98,108 @@ pub fn verify(public: &[u8; 32], msg: &[u8], sig_hex: &str) -> Result<(), String
         .map_err(|_| "signature does not verify".to_string())
 }
 
+/// Something that signs messages with a private key it keeps to itself.
+pub trait Signer: Send + Sync {
+    /// Sign `msg` (the whole message; the algorithm hashes as it needs).
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, VaultError>;
+    /// The public key as DER `SubjectPublicKeyInfo`.
+    fn public_key_der(&self) -> Vec<u8>;
+    /// Algorithm name as written in manifests (`"ed25519"`).
+    fn algorithm(&self) -> &'static str;
+}
+
+/// An Ed25519 signing key (RFC 8032, pure Ed25519).
+pub struct Ed25519Signer {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Ed25519Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ed25519Signer")
+            .field("public", &hex::encode(self.key.verifying_key().as_bytes()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ed25519Signer {
+    /// The key for a 32-byte seed (`SigningKey` zeroises itself on drop).
+    pub fn from_seed(seed: &Zeroizing<[u8; 32]>) -> Self {
+        Ed25519Signer {
+            key: SigningKey::from_bytes(seed),
+        }
+    }
+
+    /// The raw 32-byte public key.
+    pub fn public_key_raw(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+}
+
+/// The custody key also signs the audit chain heads (one signing key for manifests and
+/// audit, held by the TPM in TPM mode).
+impl AuditSigner for Ed25519Signer {
+    fn key_id(&self) -> String {
+        key_id_of(&self.public_key_raw())
+    }
+    fn public_key(&self) -> [u8; 32] {
+        self.public_key_raw()
+    }
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+}
+
+impl Signer for Ed25519Signer {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, VaultError> {
+        Ok(self.key.sign(msg).to_bytes().to_vec())
+    }
+
+    fn public_key_der(&self) -> Vec<u8> {
+        spki_der(&self.key.verifying_key())
+    }
+
+    fn algorithm(&self) -> &'static str {
+        "ed25519"
+    }
+}
+
+fn spki_der(k: &VerifyingKey) -> Vec<u8> {
+    match k.to_public_key_der() {
+        Ok(d) => d.as_bytes().to_vec(),
+        // Encoding a valid Ed25519 point into a fixed 44-byte SPKI cannot fail; fall
+        // back to building it by hand rather than panic.
+        Err(_) => {
+            let mut v = vec![
+                0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+            ];
+            v.extend_from_slice(k.as_bytes());
+            v
+        }
+    }
+}
+
+/// PEM (`-----BEGIN PUBLIC KEY-----`) of a DER SubjectPublicKeyInfo.
+pub fn public_key_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    out
+}
+
+/// Verify an Ed25519 signature given the signer's DER SubjectPublicKeyInfo.
+pub fn verify_ed25519(public_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), VaultError> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let vk = VerifyingKey::from_public_key_der(public_der)
+        .map_err(|_| VaultError::Malformed("not an Ed25519 public key"))?;
+    let sig = Signature::from_slice(sig).map_err(|_| VaultError::Malformed("signature length"))?;
+    vk.verify(msg, &sig).map_err(|_| VaultError::BadSignature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +220,18 @@ mod tests {
         let again = FileSigner::load(&p).unwrap();
         assert_eq!(again.key_id(), s.key_id());
         assert!(s.key_id().starts_with("ed1:"));
+    }
+
+    #[test]
+    fn sign_verify_and_der() {
+        let s = Ed25519Signer::from_seed(&Zeroizing::new([5; 32]));
+        let sig = Signer::sign(&s, b"hello").unwrap();
+        assert_eq!(sig.len(), 64);
+        let der = s.public_key_der();
+        assert_eq!(der.len(), 44);
+        verify_ed25519(&der, b"hello", &sig).unwrap();
+        assert!(verify_ed25519(&der, b"hellO", &sig).is_err());
+        assert!(public_key_pem(&der).starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"));
+        assert_eq!(s.algorithm(), "ed25519");
     }
 }

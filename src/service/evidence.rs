@@ -11,10 +11,10 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, RecordingDetail, RecordingState};
+use crate::catalog::{Catalog, ListFilter, RecordingDetail, RecordingState};
 use crate::recording::{ContainerError, ContainerReader, Header, SampleFormat, ScanState};
 use crate::vault::custody::write_atomic;
-use crate::vault::signer::{public_key_pem, verify_ed25519};
+use crate::vault::signing::{public_key_pem, verify_ed25519};
 use crate::vault::{KeyWrap, Signer};
 
 /// Manifest format name.
@@ -85,11 +85,7 @@ pub fn metadata_json(d: &RecordingDetail) -> Value {
             })
         })
         .collect();
-    let events: Vec<Value> = d
-        .events
-        .iter()
-        .map(|e| json!({"at_ms": e.at_ms, "kind": e.kind, "channel": e.channel, "detail": e.detail_json}))
-        .collect();
+    let events = super::archive::event_entries(d);
     json!({
         "recording_id": r.id,
         "call_id": r.call_id,
@@ -544,4 +540,80 @@ pub fn export_evidence(
 pub fn ogg_serial(id: &str) -> u32 {
     let d = Sha256::digest(id.as_bytes());
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// What [`verify_recordings`] found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// One entry per recording: `id`, `state`, `ok`, `skipped` (still recording),
+    /// `problems`.
+    pub recordings: Vec<Value>,
+    /// With every recording checked: files that have no catalogue row.
+    pub files_without_row: Vec<String>,
+    /// Recordings that failed plus files without a row.
+    pub failed: usize,
+}
+
+/// Verify recording `id`, or (`None`) every recording plus that catalogue and files match,
+/// with the box's keys. Recordings still being written are skipped.
+pub fn verify_recordings(
+    cat: &Catalog,
+    cfg: &crate::config::Config,
+    id: Option<&str>,
+) -> anyhow::Result<VerifyReport> {
+    let all = id.is_none();
+    let keys = crate::vault::custody::open_existing(&cfg.custody())
+        .context("loading the recording keys")?;
+    let pubder = crate::vault::Signer::public_key_der(&keys.signer);
+    let ids: Vec<String> = match id {
+        Some(id) => vec![id.to_string()],
+        None => cat
+            .list(&ListFilter::default())?
+            .into_iter()
+            .map(|r| r.id)
+            .collect(),
+    };
+    let mut results = Vec::new();
+    let mut failed = 0usize;
+    let mut known_files = std::collections::HashSet::new();
+    for id in &ids {
+        let v = verify(cat, &cfg.storage.data_dir, &keys.wrap, &pubder, id);
+        let state = v
+            .detail
+            .as_ref()
+            .map(|d| d.recording.state.as_str())
+            .unwrap_or("?");
+        if let Some(p) = v
+            .detail
+            .as_ref()
+            .and_then(|d| d.recording.file_path.clone())
+        {
+            known_files.insert(cfg.storage.data_dir.join(p));
+        }
+        // Recordings still being written cannot be verified yet.
+        let skip = state == "recording";
+        if !v.problems.is_empty() && !skip {
+            failed += 1;
+        }
+        results.push(serde_json::json!({
+            "id": id, "state": state,
+            "ok": v.problems.is_empty(),
+            "skipped": skip,
+            "problems": v.problems,
+        }));
+    }
+    let mut orphans = Vec::new();
+    if all {
+        for f in crate::recording::recording_files(&cfg.storage.recordings_dir()) {
+            if !known_files.contains(&f) {
+                orphans.push(f.display().to_string());
+            }
+        }
+        failed += orphans.len();
+    }
+    Ok(VerifyReport {
+        recordings: results,
+        files_without_row: orphans,
+        failed,
+    })
 }

@@ -1,4 +1,5 @@
-//! Human-readable `branchrec recordings list` output.
+//! Human-readable `branchrec recordings list` output (the catalogue returns the rows,
+//! this renders them).
 //!
 //! This output is for an authorised operator and does show names and numbers (unlike
 //! logs, see [`crate::pii`]). Values that came from the network are stripped of control
@@ -6,7 +7,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::types::{ParticipantSummary, RecordingSummary};
+use crate::catalog::{ParticipantSummary, RecordingSummary};
 
 const HEADERS: [&str; 7] = [
     "ID",

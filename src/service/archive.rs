@@ -1,0 +1,133 @@
+//! The recording's metadata document: what `recordings show --json` prints and what the
+//! uplink stores beside the container in the archive (`<key>.json`). One shape for both.
+
+use serde_json::Value;
+
+use crate::catalog::{Catalog, ListFilter, RecordingDetail};
+
+/// The `recordings show --json` document: the list entry plus stats, DTMF, events and the
+/// metadata versions received (without their raw bytes).
+pub fn recording_document(d: &RecordingDetail) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(d.summary()?)?;
+    let r = &d.recording;
+    let dtmf: Vec<Value> = d
+        .events
+        .iter()
+        .filter(|e| e.kind == "dtmf")
+        .map(|e| {
+            let det = e.detail_json.clone().unwrap_or_default();
+            serde_json::json!({
+                "channel": e.channel,
+                "digit": det.get("digit"),
+                "start_ms": e.at_ms,
+                "duration_ms": det.get("duration_ms"),
+            })
+        })
+        .collect();
+    let versions: Vec<Value> = d
+        .metadata_versions
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "seq": m.seq,
+                "received_at": chrono::DateTime::from_timestamp_millis(m.version.received_at_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                "sip_method": m.version.sip_method,
+                "content_type": m.version.content_type,
+                "data_mode": m.version.data_mode.map(|x| x.as_str()),
+                "bytes": m.version.raw.len(),
+            })
+        })
+        .collect();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("src_addr".into(), r.src_addr.clone().into());
+        o.insert("sample_rate".into(), r.sample_rate.into());
+        o.insert("file_path".into(), r.file_path.clone().into());
+        o.insert("file_sha256".into(), r.file_sha256.clone().into());
+        o.insert("file_bytes".into(), r.file_bytes.into());
+        o.insert("kek_id".into(), r.kek_id.clone().into());
+        o.insert("stats".into(), r.stats_json.clone().unwrap_or_default());
+        o.insert("dtmf".into(), dtmf.into());
+        o.insert("events".into(), event_entries(d).into());
+        o.insert("metadata_versions".into(), versions.into());
+    }
+    Ok(v)
+}
+
+/// The recording's events as the documents list them (also in the signed manifest).
+pub fn event_entries(d: &RecordingDetail) -> Vec<Value> {
+    d.events
+        .iter()
+        .map(|e| serde_json::json!({"at_ms": e.at_ms, "kind": e.kind, "channel": e.channel, "detail": e.detail_json}))
+        .collect()
+}
+
+/// [`recording_document`] with the life-cycle state (rule, tags, expiry, hold flag) of
+/// the list entry and the holds covering the recording at `now_ms`.
+pub fn show_document(cat: &Catalog, d: &RecordingDetail, now_ms: i64) -> anyhow::Result<Value> {
+    let id = &d.recording.id;
+    let mut v = recording_document(d)?;
+    let lc = cat
+        .list(&ListFilter {
+            call: Some(d.recording.call_id.clone()),
+            now_ms,
+            ..ListFilter::default()
+        })?
+        .into_iter()
+        .find(|r| &r.id == id)
+        .map(|r| r.lifecycle);
+    if let (Some(o), Some(lc)) = (v.as_object_mut(), lc) {
+        if let Ok(Value::Object(m)) = serde_json::to_value(&lc) {
+            o.extend(m);
+        }
+        o.insert("holds".into(), cat.holds_covering(id, now_ms)?.into());
+    }
+    Ok(v)
+}
+
+/// Where and how a recording's container was archived.
+#[derive(Debug, Clone)]
+pub struct ArchivedObject<'a> {
+    /// Object key of the container.
+    pub key: &'a str,
+    /// This box.
+    pub box_id: &'a str,
+    /// Its site.
+    pub site: &'a str,
+    /// Container size.
+    pub bytes: u64,
+    /// SHA-256 (hex) of the whole container file.
+    pub sha256: &'a str,
+    /// The multipart ETag the archive must report.
+    pub etag: String,
+    /// The composite SHA-256 checksum the archive must report.
+    pub checksum_sha256: String,
+    /// When uploaded (RFC 3339).
+    pub uploaded_at: String,
+}
+
+/// The archive's metadata document (`<key>.json`): [`recording_document`] plus the
+/// participants as stored and where the container was archived.
+pub fn archive_document(d: &RecordingDetail, obj: &ArchivedObject<'_>) -> anyhow::Result<Value> {
+    let mut meta = recording_document(d)?;
+    if let Some(o) = meta.as_object_mut() {
+        o.insert(
+            "participants".into(),
+            serde_json::to_value(&d.participants).unwrap_or_default(),
+        );
+        o.insert(
+            "archive".into(),
+            serde_json::json!({
+                "key": obj.key,
+                "box_id": obj.box_id,
+                "site": obj.site,
+                "bytes": obj.bytes,
+                "sha256": obj.sha256,
+                "etag": obj.etag,
+                "checksum_sha256": obj.checksum_sha256,
+                "uploaded_at": obj.uploaded_at,
+            }),
+        );
+    }
+    Ok(meta)
+}

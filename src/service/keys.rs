@@ -1,0 +1,66 @@
+//! Key rotation across the recording files: the custody steps of
+//! [`crate::vault::custody`] around the file operations of [`crate::recording`].
+
+use std::path::PathBuf;
+
+use crate::recording::{clear_other_slots, rewrap_file, ContainerError, RewrapOutcome};
+use crate::vault::custody::{self, CustodyConfig};
+use crate::vault::VaultError;
+
+/// Outcome of a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The new active KEK.
+    pub new_kek_id: String,
+    /// The KEK that was retired.
+    pub old_kek_id: String,
+    /// Files re-wrapped in this run.
+    pub rewrapped: usize,
+    /// Files already under the new KEK.
+    pub already: usize,
+    /// Files that could not be re-wrapped (path, error); the rotation is then not
+    /// completed and the old KEK kept.
+    pub failed: Vec<(PathBuf, String)>,
+    /// Escrow record of the new KEK.
+    pub escrow: Option<PathBuf>,
+}
+
+/// Rotate the KEK: create (or resume) a new KEK, re-wrap every recording file's data key
+/// to it in the file's spare key slot, then retire the old KEK. Crash-safe at every
+/// step: re-running resumes (see `docs/recording-format.md`). The daemon must not run.
+pub fn rotate(cfg: &CustodyConfig, files: &[PathBuf]) -> Result<RotationReport, VaultError> {
+    let rot = custody::begin_rotation(cfg)?;
+    let mut rep = RotationReport {
+        new_kek_id: rot.new_kek_id().to_string(),
+        old_kek_id: rot.old_kek_id().to_string(),
+        rewrapped: 0,
+        already: 0,
+        failed: Vec::new(),
+        escrow: rot.escrow().map(PathBuf::from),
+    };
+    for f in files {
+        match rewrap_file(f, rot.keys()) {
+            Ok(RewrapOutcome::AlreadyCurrent) => rep.already += 1,
+            Ok(RewrapOutcome::Rewrapped { .. }) => rep.rewrapped += 1,
+            Err(ContainerError::NoKeySlot) => {
+                // Shredded: nothing to re-wrap.
+                rep.already += 1;
+            }
+            Err(e) => rep.failed.push((f.clone(), e.to_string())),
+        }
+    }
+    if !rep.failed.is_empty() {
+        return Ok(rep);
+    }
+    // Every file has a slot under the new KEK: switch, then retire the old one.
+    let retiring = rot.switch(cfg)?;
+    for f in files {
+        if let Err(e) = clear_other_slots(f, retiring.keys(), retiring.new_kek_id()) {
+            if !matches!(e, ContainerError::NoKeySlot) {
+                tracing::warn!(file = %f.display(), error = %e, "could not clear the old key slot");
+            }
+        }
+    }
+    retiring.retire()?;
+    Ok(rep)
+}
