@@ -17,7 +17,7 @@ use crate::clock::MonoClock;
 use crate::lifecycle::holds::HoldTarget;
 use crate::service::holds::PlacedHold;
 use crate::time::Mono;
-use crate::uplink::worker::UplinkShared;
+use crate::app::uplink::UplinkShared;
 
 /// Operator recorded for holds placed with the button.
 pub const BUTTON_OPERATOR: &str = "button";

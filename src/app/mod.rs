@@ -13,6 +13,7 @@ pub mod board;
 pub mod call;
 pub mod capture;
 pub mod control;
+pub mod metrics;
 pub mod ports;
 pub mod retention;
 pub mod sink;
@@ -21,6 +22,7 @@ pub mod store;
 mod streams;
 pub mod systemd;
 pub mod tls;
+pub mod uplink;
 
 /// Manifests and evidence are the service layer's; the call sink seals through this path.
 pub use crate::service::evidence;
@@ -427,7 +429,7 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> std::io::Result<std::fs::Fil
 /// What [`start_uplink`] returns: its tasks and their shared state (for `STATUS=`).
 type UplinkTasks = (
     Vec<tokio::task::JoinHandle<()>>,
-    Option<Arc<crate::uplink::worker::UplinkShared>>,
+    Option<Arc<crate::app::uplink::UplinkShared>>,
 );
 
 /// Start the uplink worker and the metrics listener if configured.
@@ -437,12 +439,12 @@ fn start_uplink(cfg: &Config, clock: Arc<dyn crate::lifecycle::Clock>) -> Uplink
     if !u.enabled && u.metrics_listen.is_none() {
         return (tasks, None);
     }
-    let shared = Arc::new(crate::uplink::worker::UplinkShared::new(u, clock));
+    let shared = Arc::new(crate::app::uplink::UplinkShared::new(u, clock));
     if u.enabled {
         let c = cfg.clone();
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::uplink::worker::run(c, s).await {
+            if let Err(e) = crate::app::uplink::run(c, s).await {
                 tracing::error!("uplink not running: {e:#}");
             }
         }));
@@ -450,7 +452,7 @@ fn start_uplink(cfg: &Config, clock: Arc<dyn crate::lifecycle::Clock>) -> Uplink
     if let Some(addr) = u.metrics_listen {
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::uplink::metrics::serve(addr, s).await {
+            if let Err(e) = crate::app::metrics::serve(addr, s).await {
                 tracing::error!(%addr, "metrics listener: {e}");
             }
         }));

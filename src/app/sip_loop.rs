@@ -64,7 +64,7 @@ impl Gate {
 pub async fn run(
     shared: Arc<Shared>,
     notifier: Arc<Notifier>,
-    uplink: Option<Arc<crate::uplink::worker::UplinkShared>>,
+    uplink: Option<Arc<crate::app::uplink::UplinkShared>>,
 ) -> anyhow::Result<()> {
     let cfg = &shared.cfg;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(8192);

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::uplink::status::{fleet_rows, render_fleet, FleetThresholds, StatusDoc};
-use crate::uplink::worker::LOCAL_STATUS_FILE;
+use crate::app::uplink::LOCAL_STATUS_FILE;
 
 /// `branchrec status`: catalogue counters now, plus what the daemon last reported (rate,
 /// alarms, uptime) from `<data_dir>/uplink-status.json`.
@@ -29,11 +29,11 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let local = std::fs::read(cfg.storage.data_dir.join(LOCAL_STATUS_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<StatusDoc>(&b).ok());
-    let shared = crate::uplink::worker::UplinkShared::new(
+    let shared = crate::app::uplink::UplinkShared::new(
         &cfg.uplink,
         std::sync::Arc::new(crate::clock::SystemClock),
     );
-    let mut doc = crate::uplink::worker::build_status(&cfg, &counts, &shared, 0, None);
+    let mut doc = crate::app::uplink::build_status(&cfg, &counts, &shared, 0, None);
     let daemon_seen = local.as_ref().map(|d| d.generated_at.clone());
     if let Some(l) = local {
         doc.uptime_s = l.uptime_s;

@@ -3,19 +3,17 @@
 //! Sans-IO cores (in `branchrec_core::uplink`, re-exported): [`planner`] (what next), [`multipart`] (resumable upload state machine
 //! with end-to-end checksums), [`rate`] (token bucket, time windows, congestion back-off),
 //! [`sigv4`] (request signing), [`status`] (the status document and the fleet view).
-//! Shells: [`s3`] (reqwest + rustls, [`tls`] for CAs and pinning), [`worker`] (the
-//! daemon's upload loop and status pushes), [`metrics`] (Prometheus `/metrics`).
+//! Shells: [`s3`] (reqwest + rustls, [`tls`] for CAs and pinning); the daemon's upload
+//! loop and status pushes are `app::uplink`, its Prometheus `/metrics` `app::metrics`.
 //!
 //! What goes to the archive for a recording with key `K` (from `uplink.key_layout`):
 //! `K` — the encrypted container exactly as on disk (never plaintext, never keys);
 //! `K.json` — the metadata document; `K.manifest` — the signed manifest, once recordings
-//! have one (see [`worker::manifest_for`]).
+//! have one (see `app::uplink::manifest_for`).
 
 pub mod config;
-pub mod metrics;
 pub mod s3;
 pub mod tls;
-pub mod worker;
 
 pub use branchrec_core::uplink::{multipart, planner, rate, sigv4, status};
 

@@ -1,5 +1,5 @@
-//! The daemon's uplink: picks recordings ([`super::planner`]), drives each through the
-//! [`super::multipart`] state machine over [`super::s3`], keeps the rate in line with the
+//! The daemon's uplink: picks recordings ([`crate::uplink::planner`]), drives each through the
+//! [`crate::uplink::multipart`] state machine over [`crate::uplink::s3`], keeps the rate in line with the
 //! schedule and congestion, pushes the status document and keeps the local copy of it
 //! that `branchrec status` and `/metrics` read.
 
@@ -14,12 +14,12 @@ use chrono::{SecondsFormat, Timelike};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
-use super::multipart::{Action, PartRecord, UploadState as Mp};
-use super::planner::{self, Candidate};
-use super::rate::{Congestion, Schedule};
-use super::s3::{S3Client, S3Error, Shaper};
-use super::status::{Alarm, StatusDoc};
-use super::{object_key, status_key, UplinkConfig};
+use crate::uplink::multipart::{Action, PartRecord, UploadState as Mp};
+use crate::uplink::planner::{self, Candidate};
+use crate::uplink::rate::{Congestion, Schedule};
+use crate::uplink::s3::{S3Client, S3Error, Shaper};
+use crate::uplink::status::{Alarm, StatusDoc};
+use crate::uplink::{object_key, status_key, UplinkConfig};
 use crate::catalog::{Catalog, RecordingDetail, UploadRow, UploadState};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -548,7 +548,7 @@ fn box_prefix(cfg: &UplinkConfig) -> Option<String> {
 pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
     let ucfg = cfg.uplink.clone();
     let schedule: Schedule = ucfg.schedule().map_err(anyhow::Error::msg)?;
-    let client = match super::client(&ucfg, shared.shaper.clone()) {
+    let client = match crate::uplink::client(&ucfg, shared.shaper.clone()) {
         Ok(c) => c,
         Err(e) => {
             shared.raise("config", &e.to_string());
