@@ -115,6 +115,17 @@ fn oracle_acme_basic_call_over_tcp() {
 
 /// An Oracle/Acme SIPREC call (SIPp with `sipp_args`) recorded bit-exact: participants,
 /// stats, duration, both channels sample by sample and aligned.
+/// The first 200 to an INVITE that SIPp received, from its message log.
+fn invite_2xx(msgs: &str) -> Option<String> {
+    msgs.split("message received")
+        .filter_map(|b| b.split_once("SIP/2.0 200").map(|(_, r)| format!("SIP/2.0 200{r}")))
+        .find(|b| {
+            b.lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.contains("INVITE"))
+        })
+        .map(|b| b.split("\r\n\r\n").next().unwrap_or(&b).replace('\r', ""))
+}
+
 fn oracle_acme_call(sipp_args: &[&str], expect_transport: Option<&str>) {
     let _g = serial();
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -145,9 +156,25 @@ fn oracle_acme_call(sipp_args: &[&str], expect_transport: Option<&str>) {
         run.diagnostics,
         d.log_text()
     );
+    let msgs = std::fs::read_to_string(dir.join("oracle_acme_basic.msg.log"))
+        .expect("SIPp message log");
+    // Issue #13 item 7: the 200 to the INVITE carries Allow and Supported (RFC 3261
+    // §13.3.1.4) and the SRS feature tag in its Contact (RFC 7866 §6.1.2).
+    let ok = invite_2xx(&msgs).expect("a 200 to the INVITE in the SIPp message log");
+    let hdr = |name: &str| {
+        ok.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+            .map(|l| l[name.len() + 1..].trim().to_string())
+    };
+    let allow = hdr("Allow").unwrap_or_else(|| panic!("no Allow in the 200:\n{ok}"));
+    for m in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE"] {
+        assert!(allow.contains(m), "Allow lacks {m}: {allow}");
+    }
+    let supported = hdr("Supported").unwrap_or_else(|| panic!("no Supported in the 200:\n{ok}"));
+    assert!(supported.contains("siprec"), "Supported: {supported}");
+    let contact = hdr("Contact").unwrap_or_else(|| panic!("no Contact in the 200:\n{ok}"));
+    assert!(contact.ends_with(";+sip.srs"), "Contact: {contact}");
     if let Some(t) = expect_transport {
-        let msgs = std::fs::read_to_string(dir.join("oracle_acme_basic.msg.log"))
-            .expect("SIPp message log");
         assert!(
             msgs.contains(&format!("SIP/2.0/{t}")),
             "SIPp did not signal over {t}"

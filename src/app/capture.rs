@@ -242,6 +242,8 @@ impl Recorder {
                     participant_id: pid.into(),
                     name: p.name.clone(),
                     aor: p.aor.clone(),
+                    other_names: Vec::new(),
+                    other_aors: Vec::new(),
                 })
                 .collect(),
         ));
@@ -397,6 +399,8 @@ impl Sink for Recorder {
                             participant_id: pid.into(),
                             name: p.name.clone(),
                             aor: p.aor.clone(),
+                            other_names: Vec::new(),
+                            other_aors: Vec::new(),
                         })
                         .collect(),
                 ));

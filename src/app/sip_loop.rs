@@ -140,6 +140,8 @@ pub async fn run(
         tls_contact_host: cfg.sip.tls.as_ref().and_then(|t| t.contact_host.clone()),
         // RFC 7866 §6.1.1: an SRC puts `Require: siprec` on recording sessions.
         supported: vec!["siprec".into()],
+        // RFC 7866 §6.1.2: the SRS marks its Contact with the `+sip.srs` feature tag.
+        contact_params: ";+sip.srs".into(),
         max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
         seed: rand::random(),
         ..EndpointConfig::default()
@@ -451,7 +453,7 @@ fn decide(shared: &Shared, offer: &Offer) -> crate::lifecycle::rules::RuleDecisi
         .map(|m| {
             m.participants
                 .iter()
-                .filter_map(|p| p.aors.first().cloned())
+                .flat_map(|p| p.aors.iter().cloned())
                 .collect()
         })
         .unwrap_or_default();
@@ -590,6 +592,8 @@ fn store_metadata(
                 participant_id: p.id.clone(),
                 name: p.names.first().cloned(),
                 aor: p.aors.first().cloned(),
+                other_names: p.names.iter().skip(1).cloned().collect(),
+                other_aors: p.aors.iter().skip(1).cloned().collect(),
             })
             .collect();
         shared

@@ -221,7 +221,9 @@ fn facts(conn: &Connection, id: &str) -> Result<Option<Facts>, CatalogError> {
         return Ok(None);
     };
     let mut st = conn.prepare_cached(
-        "SELECT aor FROM participants WHERE recording_id = ?1 AND aor IS NOT NULL",
+        "SELECT aor FROM participants WHERE recording_id = ?1 AND aor IS NOT NULL
+         UNION ALL SELECT value FROM participant_aliases
+         WHERE recording_id = ?1 AND kind = 'aor'",
     )?;
     let aors = st
         .query_map([id], |r| r.get::<_, String>(0))?
@@ -628,7 +630,7 @@ impl Catalog {
             HoldTarget::Call(c) => self.conn.query_row(
                 "SELECT COUNT(*) FROM recordings WHERE call_id = ?1 OR session_id = ?1", [c], |r| r.get(0))?,
             HoldTarget::Participant(p) => self.conn.query_row(
-                "SELECT COUNT(DISTINCT recording_id) FROM participants WHERE aor GLOB ?1 OR number GLOB ?1", [p], |r| r.get(0))?,
+                "SELECT COUNT(DISTINCT recording_id) FROM (SELECT recording_id FROM participants WHERE aor GLOB ?1 OR number GLOB ?1 UNION SELECT recording_id FROM participant_aliases WHERE kind = 'aor' AND (value GLOB ?1 OR number GLOB ?1))", [p], |r| r.get(0))?,
             HoldTarget::Window { from_ms, to_ms } => self.conn.query_row(
                 "SELECT COUNT(*) FROM recordings WHERE started_at <= ?2 AND COALESCE(ended_at, ?3) >= ?1",
                 params![from_ms, to_ms, now_ms], |r| r.get(0))?,

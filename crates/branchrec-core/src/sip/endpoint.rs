@@ -33,6 +33,9 @@ pub struct EndpointConfig {
     pub accepted_content_types: Vec<String>,
     /// Option tags we support (listed in Supported; Require of others → 420).
     pub supported: Vec<String>,
+    /// Feature-tag parameters appended to the Contact of our 1xx/2xx to INVITE, with
+    /// their leading `;` (the SRS passes `;+sip.srs`, RFC 7866 §6.1.2); empty: none.
+    pub contact_params: String,
     /// RTT estimate (500 ms).
     pub t1: Duration,
     /// Maximum retransmit interval (4 s).
@@ -64,6 +67,7 @@ impl Default for EndpointConfig {
                 "application/rs-metadata".into(),
             ],
             supported: Vec::new(),
+            contact_params: String::new(),
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
@@ -738,7 +742,24 @@ impl Endpoint {
         let is_invite = t.is_invite();
         let mut extra = extra;
         if is_invite && (101..300).contains(&status) {
-            extra.insert(0, ("Contact".into(), self.contact_for(&t.request, &t.peer)));
+            let contact = format!(
+                "{}{}",
+                self.contact_for(&t.request, &t.peer),
+                self.cfg.contact_params
+            );
+            extra.insert(0, ("Contact".into(), contact));
+        }
+        if is_invite && (200..300).contains(&status) {
+            // RFC 3261 §13.3.1.4: the 2xx to an INVITE SHOULD carry Allow and Supported.
+            let has = |extra: &[(String, String)], n: &str| {
+                extra.iter().any(|(h, _)| h.eq_ignore_ascii_case(n))
+            };
+            if !has(&extra, "Allow") {
+                extra.push(("Allow".into(), ALLOW.into()));
+            }
+            if !has(&extra, "Supported") && !self.cfg.supported.is_empty() {
+                extra.push(("Supported".into(), self.cfg.supported.join(", ")));
+            }
         }
         let tag = if status == 100 {
             None

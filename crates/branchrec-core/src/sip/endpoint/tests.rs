@@ -682,3 +682,29 @@ fn malformed_400_names_problem_or_dropped() {
     assert!(ep.stats().malformed_dropped >= 2);
     assert_eq!(ep.stats().responses_sent[3], 2);
 }
+
+#[test]
+fn invite_2xx_carries_allow_supported_and_contact_feature_tag() {
+    // RFC 3261 §13.3.1.4 (Allow, Supported in the 2xx); RFC 7866 §6.1.2 (`+sip.srs`).
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: 42,
+        supported: vec!["siprec".into()],
+        contact_params: ";+sip.srs".into(),
+        ..EndpointConfig::default()
+    });
+    let now = Instant::now();
+    let p = peer(Transport::Udp);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv7", "call7", 1, None));
+    drain(&mut ep);
+    let Some(Event::Invite { txn, .. }) = events(&mut ep).pop() else {
+        panic!("no INVITE event")
+    };
+    ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
+    let out = drain(&mut ep);
+    assert_eq!(statuses(&out), vec![200]);
+    assert_eq!(out[0].header("Allow"), Some(ALLOW));
+    assert_eq!(out[0].header("Supported"), Some("siprec"));
+    assert_eq!(out[0].header("Contact"), Some("<sip:127.0.0.1:5060>;+sip.srs"));
+    let c = out[0].contact().unwrap().unwrap();
+    assert!(c.params.iter().any(|(k, _)| k == "+sip.srs"), "{c:?}");
+}
