@@ -1005,3 +1005,44 @@ fn cli_pause_and_resume_store_no_paused_audio() {
     }
     d.stop();
 }
+
+/// Issue #13 item 6: session timers end to end (tests/sipp/session_timer.xml): the 200s
+/// carry Session-Expires and Require: timer, the refresh re-INVITE is answered, and the
+/// missing next refresh makes the recorder send BYE; the recording is closed `complete`
+/// with a `session_timer_expired` event.
+#[test]
+fn session_timer_refresh_then_expiry_ends_the_session_with_bye() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    require_tool("sipp", "sip-tester");
+    let mut d = Daemon::start_with_sip(dir, "min_se_s = 4", "");
+    let run = run_sipp_with(
+        "session_timer.xml",
+        d.sip_port,
+        &[],
+        dir,
+        Duration::from_secs(30),
+        &[],
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    let rec = the_recording(&d);
+    assert_eq!(rec["state"], "complete", "{rec}");
+    // ACK, 1.5 s, refresh, BYE 4 - 4/3 s later: about 4.2 s (not the RTP timeout).
+    let dur = rec["duration_ms"].as_i64().expect("duration_ms");
+    assert!((3500..=6000).contains(&dur), "duration {dur} ms");
+    let id = rec["id"].as_str().expect("id").to_string();
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let events = detail["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "session_timer_expired"),
+        "no session_timer_expired event: {events:?}"
+    );
+    d.stop();
+}

@@ -13,13 +13,15 @@
 //! `handle_timeout` when it fires.
 
 // Module layers (each uses only the ones above it): message → parse → transport →
-// response → transaction, dialog → endpoint. `access` stands apart.
+// response, session_timer → transaction, dialog, client → endpoint. `access` stands apart.
 pub mod access;
+mod client;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod parse;
 pub mod response;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 
