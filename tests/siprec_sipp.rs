@@ -1046,3 +1046,52 @@ fn session_timer_refresh_then_expiry_ends_the_session_with_bye() {
     );
     d.stop();
 }
+
+/// Issue #13 item 4: an SRC that never ACKs our 200 (tests/sipp/no_ack.xml, no RTP):
+/// after 64*T1 the recorder sends BYE (RFC 3261 §13.3.1.4) and the silent recording is
+/// not kept as `complete` but discarded with a tombstone `unconfirmed`.
+#[test]
+fn unacknowledged_200_gets_bye_and_no_silent_recording_is_kept() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    require_tool("sipp", "sip-tester");
+    let mut d = Daemon::start(dir);
+    let t = Instant::now();
+    let run = run_sipp_with("no_ack.xml", d.sip_port, &[], dir, Duration::from_secs(60), &[]);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(30), "BYE after {took:?}, before 64*T1");
+    let msgs = std::fs::read_to_string(dir.join("no_ack.msg.log")).expect("SIPp message log");
+    assert!(msgs.contains("BYE sip:src@"), "no BYE to the SRC's Contact:\n{msgs}");
+    // Discarded: no recording, one tombstone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = d.recordings_json(&["list", "--json"]);
+        if list.as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "silent unconfirmed recording kept: {list}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new(&d.bin)
+        .args(["retention", "tombstones", "--json", "--config"])
+        .arg(&d.config)
+        .output()
+        .expect("branchrec retention tombstones");
+    let tomb: Value = serde_json::from_slice(&out.stdout).expect("tombstones JSON");
+    let tomb = tomb.as_array().expect("array");
+    assert_eq!(tomb.len(), 1, "{tomb:?}");
+    assert_eq!(tomb[0]["reason"], "unconfirmed", "{tomb:?}");
+    d.stop();
+}

@@ -626,3 +626,60 @@ fn session_interval_below_min_se_is_422() {
     plain.handle_receive(t0, peer(), timer_invite("30").as_bytes());
     assert_eq!(responses(&mut plain).iter().map(status).collect::<Vec<_>>(), vec![100]);
 }
+
+// ---- A 2xx never ACKed (RFC 3261 §13.3.1.4), issue #13 item 4 ----
+
+#[test]
+fn unacknowledged_2xx_ends_the_session_with_bye_after_64_t1() {
+    let t0 = Instant::now();
+    let mut srs = server();
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-na1",
+    );
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    responses(&mut srs);
+    let call = match events(&mut srs).as_slice() {
+        [SrsEvent::Offered(o)] => o.call,
+        other => panic!("{other:?}"),
+    };
+    srs.accept(t0, call, &[40000]);
+    let ok = responses(&mut srs).pop().unwrap();
+    let tag = ok.to_tag().unwrap();
+    // The 2xx is retransmitted until 64*T1 = 32 s, and nothing else is sent.
+    let mut t = t0;
+    let mut oks = 0;
+    while t < t0 + Duration::from_millis(31_900) {
+        t += Duration::from_millis(100);
+        srs.handle_timeout(t);
+        for m in responses(&mut srs) {
+            assert_eq!(m.status(), Some(200), "only 2xx retransmissions before 32 s: {m:?}");
+            oks += 1;
+        }
+    }
+    assert_eq!(oks, 10);
+    assert!(events(&mut srs).is_empty());
+    srs.handle_timeout(t0 + Duration::from_secs(32));
+    let r = responses(&mut srs);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(matches!(r[0].method(), Some(branchrec::sip::Method::Bye)));
+    assert_eq!(r[0].request_uri(), Some("sip:7602922410@192.0.2.20:5060"));
+    assert_eq!(r[0].from_tag().as_deref(), Some(tag.as_str()));
+    let ended: Vec<_> = events(&mut srs)
+        .into_iter()
+        .filter_map(|e| match e {
+            SrsEvent::Ended { call: c, cause, .. } => Some((c, cause)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        vec![(call, Some(branchrec::sip::TerminationReason::AckTimeout))]
+    );
+    assert_eq!(
+        branchrec::sip::TerminationReason::AckTimeout.event_kind(),
+        Some("unconfirmed")
+    );
+    assert_eq!(srs.session_count(), 0);
+}

@@ -65,6 +65,9 @@ pub enum DeleteMode {
     Manual,
     /// Shorter than the rule's minimum duration: only holds protect it.
     MinDuration,
+    /// The SRC never acknowledged our 2xx and no audio arrived (RFC 3261 13.3.1.4: we
+    /// ended the session with BYE): only holds protect it.
+    Unconfirmed,
 }
 
 impl DeleteMode {
@@ -74,6 +77,7 @@ impl DeleteMode {
             DeleteMode::Expiry => "expired",
             DeleteMode::Manual => "operator",
             DeleteMode::MinDuration => "min_duration",
+            DeleteMode::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -695,7 +699,7 @@ impl Catalog {
         let verdict = match mode {
             DeleteMode::Expiry => retention::expiry_verdict(&cand, now_ms, local_only),
             DeleteMode::Manual => retention::manual_delete_verdict(&cand, local_only),
-            DeleteMode::MinDuration => {
+            DeleteMode::MinDuration | DeleteMode::Unconfirmed => {
                 if cand.held {
                     Err(KeepReason::Held)
                 } else if cand.recording {

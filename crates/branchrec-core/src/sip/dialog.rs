@@ -16,7 +16,7 @@ use super::TxnId;
 pub enum TerminationReason {
     /// BYE received (answered 200).
     Bye,
-    /// 2xx to INVITE never acknowledged within 64*T1.
+    /// 2xx to INVITE never acknowledged within 64*T1; we sent BYE (RFC 3261 13.3.1.4).
     AckTimeout,
     /// Initial INVITE cancelled (answered 487).
     Cancelled,
@@ -34,9 +34,11 @@ pub enum TerminationReason {
 
 impl TerminationReason {
     /// The recording event for a session we ended ourselves with BYE (`None` for the
-    /// others): `session_timer_expired`, `session_refresh_failed`, `ack_timeout`.
+    /// others): `session_timer_expired`, `session_refresh_failed`, `unconfirmed` (our 2xx
+    /// was never ACKed).
     pub fn event_kind(self) -> Option<&'static str> {
         match self {
+            TerminationReason::AckTimeout => Some("unconfirmed"),
             TerminationReason::SessionTimerExpired => Some("session_timer_expired"),
             TerminationReason::RefreshFailed => Some("session_refresh_failed"),
             _ => None,

@@ -539,8 +539,8 @@ impl Endpoint {
     /// Answer a request the app was given in an event. Builds the response from the stored
     /// request (Via list, From, To + our tag, Call-ID, CSeq, Contact for INVITE 1xx/2xx,
     /// Server), adding `extra_headers` and `body` as `(content type, bytes)`. A 2xx to
-    /// INVITE is retransmitted (UDP) until the ACK arrives; without ACK in 64*T1 the dialog
-    /// ends with `Terminated { reason: AckTimeout }`.
+    /// INVITE is retransmitted (UDP) until the ACK arrives; without ACK in 64*T1 we send
+    /// BYE and the dialog ends with `Terminated { reason: AckTimeout }`.
     pub fn respond(
         &mut self,
         now: Instant,
@@ -1011,8 +1011,12 @@ impl Endpoint {
         ended.sort_by_key(|(d, _)| *d);
         for (did, r) in ended {
             match r {
-                // RFC 4028 §10: the side not refreshing sends BYE at expiry.
-                TerminationReason::SessionTimerExpired => self.hang_up(now, did, r),
+                // RFC 4028 §10: the side not refreshing sends BYE at expiry. RFC 3261
+                // §13.3.1.4: a 2xx never ACKed within 64*T1 confirms the dialog, but the
+                // session SHOULD be ended with BYE.
+                TerminationReason::SessionTimerExpired | TerminationReason::AckTimeout => {
+                    self.hang_up(now, did, r)
+                }
                 _ => self.end_dialog(did, r),
             }
         }
