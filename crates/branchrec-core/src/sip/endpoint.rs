@@ -4,8 +4,11 @@
 //! RFC 3261 8.2, owns the transaction and dialog tables and drives their timers. The
 //! modules it ties depend only on data modules below them, never on this one.
 //!
-//! We never send requests. Responses always go back to the peer the request came from
-//! (symmetric response routing, same TCP connection), which is what SBCs expect.
+//! The only requests we send are in-dialog ones ending or refreshing a session
+//! ([`super::client`]: BYE when our 2xx is never ACKed or the SRC stops refreshing its
+//! session timer, UPDATE when we are the refresher); they go to the dialog's peer. Responses
+//! always go back to the peer the request came from (symmetric response routing, same TCP
+//! connection), which is what SBCs expect.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
-//! SIP (RFC 3261) for a recording server that is only ever a UAS.
+//! SIP (RFC 3261) for a recording server that is a UAS (it sends requests only to end or
+//! refresh a session: BYE, UPDATE; session timers per RFC 4028).
 //!
 //! Sans-IO: [`parse`] turns bytes into [`Message`]s (UDP datagrams via
 //! [`parse_datagram`], TCP streams via [`StreamFramer`]); [`Endpoint`] is the server
