@@ -132,6 +132,12 @@ pub struct SipConfig {
     pub allowed_sources: Vec<String>,
     /// SIP over TLS (`[sip.tls]`); absent = no TLS listener.
     pub tls: Option<SipTlsConfig>,
+    /// Session timers (RFC 4028): the longest session interval we accept (a longer
+    /// Session-Expires is lowered to it), seconds.
+    pub session_expires_s: u32,
+    /// Session timers: the shortest session interval we accept (a shorter one is answered
+    /// 422 with this as Min-SE), seconds.
+    pub min_se_s: u32,
 }
 
 /// `[sip.tls]`: SIP over TLS with mutual authentication of the SRC.
@@ -201,6 +207,8 @@ impl Default for SipConfig {
             retry_after_s: 30,
             allowed_sources: Vec::new(),
             tls: None,
+            session_expires_s: 1800,
+            min_se_s: 90,
         }
     }
 }
@@ -757,6 +765,15 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1".into()));
         }
+        if self.sip.min_se_s == 0 {
+            return Err(invalid("sip.min_se_s", "must be at least 1".into()));
+        }
+        if self.sip.session_expires_s < self.sip.min_se_s {
+            return Err(invalid(
+                "sip.session_expires_s",
+                format!("must be at least sip.min_se_s ({})", self.sip.min_se_s),
+            ));
+        }
         crate::sip::access::SourceAllowlist::parse(&self.sip.allowed_sources)
             .map_err(|e| invalid("sip.allowed_sources", e.to_string()))?;
         if let Some(t) = &self.sip.tls {
@@ -1013,6 +1030,18 @@ mod tests {
         assert!(e.to_string().contains("retention.classes.default"), "{e}");
         let e = parse("[[rules]]\nname = \"m\"\nrecrod = false\n").unwrap_err();
         assert!(e.to_string().contains("recrod"), "{e}");
+    }
+
+    #[test]
+    fn session_timer_keys_have_defaults_and_are_validated() {
+        let c = parse("").unwrap();
+        assert_eq!((c.sip.session_expires_s, c.sip.min_se_s), (1800, 90));
+        let c = parse("[sip]\nsession_expires_s = 600\nmin_se_s = 120\n").unwrap();
+        assert_eq!((c.sip.session_expires_s, c.sip.min_se_s), (600, 120));
+        let e = parse("[sip]\nmin_se_s = 0\n").unwrap_err();
+        assert!(e.to_string().contains("sip.min_se_s"), "{e}");
+        let e = parse("[sip]\nsession_expires_s = 60\n").unwrap_err();
+        assert!(e.to_string().contains("sip.session_expires_s"), "{e}");
     }
 
     #[test]

@@ -115,6 +115,17 @@ fn oracle_acme_basic_call_over_tcp() {
 
 /// An Oracle/Acme SIPREC call (SIPp with `sipp_args`) recorded bit-exact: participants,
 /// stats, duration, both channels sample by sample and aligned.
+/// The first 200 to an INVITE that SIPp received, from its message log.
+fn invite_2xx(msgs: &str) -> Option<String> {
+    msgs.split("message received")
+        .filter_map(|b| b.split_once("SIP/2.0 200").map(|(_, r)| format!("SIP/2.0 200{r}")))
+        .find(|b| {
+            b.lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.contains("INVITE"))
+        })
+        .map(|b| b.split("\r\n\r\n").next().unwrap_or(&b).replace('\r', ""))
+}
+
 fn oracle_acme_call(sipp_args: &[&str], expect_transport: Option<&str>) {
     let _g = serial();
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -145,9 +156,25 @@ fn oracle_acme_call(sipp_args: &[&str], expect_transport: Option<&str>) {
         run.diagnostics,
         d.log_text()
     );
+    let msgs = std::fs::read_to_string(dir.join("oracle_acme_basic.msg.log"))
+        .expect("SIPp message log");
+    // Issue #13 item 7: the 200 to the INVITE carries Allow and Supported (RFC 3261
+    // §13.3.1.4) and the SRS feature tag in its Contact (RFC 7866 §6.1.2).
+    let ok = invite_2xx(&msgs).expect("a 200 to the INVITE in the SIPp message log");
+    let hdr = |name: &str| {
+        ok.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+            .map(|l| l[name.len() + 1..].trim().to_string())
+    };
+    let allow = hdr("Allow").unwrap_or_else(|| panic!("no Allow in the 200:\n{ok}"));
+    for m in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE"] {
+        assert!(allow.contains(m), "Allow lacks {m}: {allow}");
+    }
+    let supported = hdr("Supported").unwrap_or_else(|| panic!("no Supported in the 200:\n{ok}"));
+    assert!(supported.contains("siprec"), "Supported: {supported}");
+    let contact = hdr("Contact").unwrap_or_else(|| panic!("no Contact in the 200:\n{ok}"));
+    assert!(contact.ends_with(";+sip.srs"), "Contact: {contact}");
     if let Some(t) = expect_transport {
-        let msgs = std::fs::read_to_string(dir.join("oracle_acme_basic.msg.log"))
-            .expect("SIPp message log");
         assert!(
             msgs.contains(&format!("SIP/2.0/{t}")),
             "SIPp did not signal over {t}"
@@ -976,5 +1003,95 @@ fn cli_pause_and_resume_store_no_paused_audio() {
             "channel {ch}: audio after resume not found in what was sent"
         );
     }
+    d.stop();
+}
+
+/// Issue #13 item 6: session timers end to end (tests/sipp/session_timer.xml): the 200s
+/// carry Session-Expires and Require: timer, the refresh re-INVITE is answered, and the
+/// missing next refresh makes the recorder send BYE; the recording is closed `complete`
+/// with a `session_timer_expired` event.
+#[test]
+fn session_timer_refresh_then_expiry_ends_the_session_with_bye() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    require_tool("sipp", "sip-tester");
+    let mut d = Daemon::start_with_sip(dir, "min_se_s = 4", "");
+    let run = run_sipp_with(
+        "session_timer.xml",
+        d.sip_port,
+        &[],
+        dir,
+        Duration::from_secs(30),
+        &[],
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    let rec = the_recording(&d);
+    assert_eq!(rec["state"], "complete", "{rec}");
+    // ACK, 1.5 s, refresh, BYE 4 - 4/3 s later: about 4.2 s (not the RTP timeout).
+    let dur = rec["duration_ms"].as_i64().expect("duration_ms");
+    assert!((3500..=6000).contains(&dur), "duration {dur} ms");
+    let id = rec["id"].as_str().expect("id").to_string();
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let events = detail["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["kind"] == "session_timer_expired"),
+        "no session_timer_expired event: {events:?}"
+    );
+    d.stop();
+}
+
+/// Issue #13 item 4: an SRC that never ACKs our 200 (tests/sipp/no_ack.xml, no RTP):
+/// after 64*T1 the recorder sends BYE (RFC 3261 §13.3.1.4) and the silent recording is
+/// not kept as `complete` but discarded with a tombstone `unconfirmed`.
+#[test]
+fn unacknowledged_200_gets_bye_and_no_silent_recording_is_kept() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    require_tool("sipp", "sip-tester");
+    let mut d = Daemon::start(dir);
+    let t = Instant::now();
+    let run = run_sipp_with("no_ack.xml", d.sip_port, &[], dir, Duration::from_secs(60), &[]);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(30), "BYE after {took:?}, before 64*T1");
+    let msgs = std::fs::read_to_string(dir.join("no_ack.msg.log")).expect("SIPp message log");
+    assert!(msgs.contains("BYE sip:src@"), "no BYE to the SRC's Contact:\n{msgs}");
+    // Discarded: no recording, one tombstone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = d.recordings_json(&["list", "--json"]);
+        if list.as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "silent unconfirmed recording kept: {list}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new(&d.bin)
+        .args(["retention", "tombstones", "--json", "--config"])
+        .arg(&d.config)
+        .output()
+        .expect("branchrec retention tombstones");
+    let tomb: Value = serde_json::from_slice(&out.stdout).expect("tombstones JSON");
+    let tomb = tomb.as_array().expect("array");
+    assert_eq!(tomb.len(), 1, "{tomb:?}");
+    assert_eq!(tomb[0]["reason"], "unconfirmed", "{tomb:?}");
     d.stop();
 }

@@ -446,3 +446,240 @@ fn srtp_offer_is_answered_with_our_key_and_rekeyed_by_reinvite() {
     assert_eq!(r.iter().map(status).next_back(), Some(488), "{r:?}");
     assert!(events(&mut srs).is_empty());
 }
+
+// ---- Session timers (RFC 4028) as UAS, issue #13 item 6 ----
+
+fn timer_server() -> Srs {
+    let ep = Endpoint::new(EndpointConfig {
+        supported: vec!["siprec".into(), "timer".into()],
+        seed: 7,
+        ..EndpointConfig::default()
+    });
+    Srs::new(
+        ep,
+        SrsConfig {
+            sdp_addr: "127.0.0.1".parse().unwrap(),
+            sdp_username: "branchrec".into(),
+            session_id_seed: 1000,
+            srtp_key_seed: [7; 32],
+        },
+    )
+}
+
+/// The Metaswitch INVITE asking for a session timer of `se` (a Session-Expires value).
+fn timer_invite(se: &str) -> String {
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-st1",
+    );
+    let invite = set_header(&invite, "Supported", "resource-priority, siprec, 100rel, timer");
+    set_header(&invite, "Session-Expires", se)
+}
+
+/// INVITE at `t0`, accepted, ACKed: returns the session's To-tag.
+fn timer_call(srs: &mut Srs, t0: Instant, se: &str) -> (String, Message) {
+    srs.handle_receive(t0, peer(), timer_invite(se).as_bytes());
+    assert_eq!(responses(srs).iter().map(status).collect::<Vec<_>>(), vec![100]);
+    let call = match events(srs).as_slice() {
+        [SrsEvent::Offered(o)] => o.call,
+        other => panic!("{other:?}"),
+    };
+    srs.accept(t0, call, &[40000]);
+    let r = responses(srs);
+    assert_eq!(status(&r[0]), 200);
+    let ok = r[0].clone();
+    let tag = ok.to_tag().unwrap();
+    srs.handle_receive(t0, peer(), ack(&tag, "672675354", "z9hG4bK-st-ack").as_bytes());
+    assert!(matches!(events(srs).as_slice(), [SrsEvent::Established { .. }]));
+    (tag, ok)
+}
+
+fn update(to_tag: &str, cseq: u32, branch: &str, se: &str) -> String {
+    format!(
+        "UPDATE sip:192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch={branch}\r\n\
+         Max-Forwards: 70\r\nCall-ID: 1-1234@192.0.2.20\r\n\
+         From: <sip:7602922410@192.0.2.20:5060>;tag=1234sipptag001\r\n\
+         To: <sip:7603213214@192.0.2.10:5060>;tag={to_tag}\r\nCSeq: {cseq} UPDATE\r\n\
+         Contact: <sip:7602922410@192.0.2.20:5060>;+sip.src\r\n\
+         Supported: timer\r\nSession-Expires: {se}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn ended_reason(srs: &mut Srs) -> Option<String> {
+    events(srs).into_iter().find_map(|e| match e {
+        SrsEvent::Ended { reason, .. } => Some(reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn session_timer_is_negotiated_and_refreshes_keep_the_session() {
+    let t0 = Instant::now();
+    let mut srs = timer_server();
+    let (tag, ok) = timer_call(&mut srs, t0, "120;refresher=uac");
+    // The 2xx carries the negotiated timer, the SRC refreshes, and timer is in Supported.
+    assert_eq!(ok.header("Session-Expires"), Some("120;refresher=uac"));
+    assert!(ok.require().contains(&"timer"), "{:?}", ok.require());
+    assert!(ok.supported().contains(&"timer"));
+    // Refresh by UPDATE at 50 s (and by re-INVITE at 120 s): each is answered with the timer
+    // and moves the expiry (120 - 32 = 88 s after the refresh).
+    srs.handle_timeout(t0 + Duration::from_secs(50));
+    srs.handle_receive(
+        t0 + Duration::from_secs(50),
+        peer(),
+        update(&tag, 672675355, "z9hG4bK-st-u1", "120;refresher=uac").as_bytes(),
+    );
+    let r = responses(&mut srs);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![200]);
+    assert_eq!(r[0].header("Session-Expires"), Some("120;refresher=uac"));
+    assert!(r[0].require().contains(&"timer"));
+    let reinvite = set_header(&timer_invite("120"), "Via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-st-ri");
+    let reinvite = set_header(&reinvite, "CSeq", "672675356 INVITE");
+    let reinvite = set_header(
+        &reinvite,
+        "To",
+        &format!("<sip:7603213214@192.0.2.10:5060>;tag={tag}"),
+    );
+    srs.handle_timeout(t0 + Duration::from_secs(120));
+    assert!(responses(&mut srs).is_empty(), "no BYE: the UPDATE refreshed the session");
+    srs.handle_receive(t0 + Duration::from_secs(120), peer(), reinvite.as_bytes());
+    let r = responses(&mut srs);
+    let last = r.last().unwrap();
+    assert_eq!(status(last), 200);
+    assert_eq!(last.header("Session-Expires"), Some("120;refresher=uac"));
+    srs.handle_receive(
+        t0 + Duration::from_secs(120),
+        peer(),
+        ack(&tag, "672675356", "z9hG4bK-st-ack2").as_bytes(),
+    );
+    srs.handle_timeout(t0 + Duration::from_millis(207_900));
+    assert!(responses(&mut srs).is_empty(), "still alive 87.9 s after the re-INVITE");
+    assert_eq!(ended_reason(&mut srs), None);
+    srs.handle_timeout(t0 + Duration::from_secs(208));
+    let r = responses(&mut srs);
+    assert_eq!(r.len(), 1);
+    assert!(matches!(r[0].method(), Some(branchrec::sip::Method::Bye)), "{r:?}");
+    assert_eq!(ended_reason(&mut srs).as_deref(), Some("SessionTimerExpired"));
+}
+
+#[test]
+fn missing_refresh_ends_the_session_with_bye_at_expiry() {
+    let t0 = Instant::now();
+    let mut srs = timer_server();
+    let (tag, ok) = timer_call(&mut srs, t0, "90");
+    assert_eq!(ok.header("Session-Expires"), Some("90;refresher=uac"));
+    // RFC 4028 §10: BYE at 90 - min(32, 90/3) = 60 s. (The INVITE transaction ends at
+    // 64*T1 = 32 s first.)
+    srs.handle_timeout(t0 + Duration::from_secs(32));
+    assert!(responses(&mut srs).is_empty());
+    assert_eq!(
+        srs.poll_timeout(),
+        Some(t0 + Duration::from_secs(60)),
+        "the next timer is the session expiry"
+    );
+    srs.handle_timeout(t0 + Duration::from_millis(59_999));
+    assert!(responses(&mut srs).is_empty());
+    assert_eq!(ended_reason(&mut srs), None);
+    srs.handle_timeout(t0 + Duration::from_secs(60));
+    let r = responses(&mut srs);
+    assert_eq!(r.len(), 1, "{r:?}");
+    let bye = &r[0];
+    assert!(matches!(bye.method(), Some(branchrec::sip::Method::Bye)));
+    // In the dialog (RFC 3261 12.2.1.1): to the SRC's Contact, our tag in From, theirs in To.
+    assert_eq!(bye.request_uri(), Some("sip:7602922410@192.0.2.20:5060"));
+    assert_eq!(bye.from_tag().as_deref(), Some(tag.as_str()));
+    assert_eq!(bye.to_tag().as_deref(), Some("1234sipptag001"));
+    assert_eq!(bye.call_id(), Some("1-1234@192.0.2.20"));
+    assert_eq!(bye.cseq().unwrap().0, 1);
+    assert_eq!(ended_reason(&mut srs).as_deref(), Some("SessionTimerExpired"));
+    assert_eq!(srs.session_count(), 0);
+    // Over UDP the BYE is retransmitted (Timer E) until its 200.
+    srs.handle_timeout(t0 + Duration::from_millis(60_500));
+    let r = responses(&mut srs);
+    assert_eq!(r.len(), 1);
+    let branch = bye.top_via().unwrap().branch().unwrap().to_string();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n\
+         From: {}\r\nTo: {}\r\nCall-ID: 1-1234@192.0.2.20\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        bye.header("From").unwrap(),
+        bye.header("To").unwrap()
+    );
+    srs.handle_receive(t0 + Duration::from_millis(60_600), peer(), ok.as_bytes());
+    srs.handle_timeout(t0 + Duration::from_secs(70));
+    assert!(responses(&mut srs).is_empty(), "no retransmission after the 200");
+    assert_eq!(srs.endpoint().stats().requests_sent, 1);
+    assert_eq!(srs.endpoint().stats().requests_timed_out, 0);
+}
+
+#[test]
+fn session_interval_below_min_se_is_422() {
+    let t0 = Instant::now();
+    let mut srs = timer_server();
+    srs.handle_receive(t0, peer(), timer_invite("30").as_bytes());
+    let r = responses(&mut srs);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![422]);
+    assert_eq!(r[0].header("Min-SE"), Some("90"));
+    assert!(events(&mut srs).is_empty(), "no offer for a refused INVITE");
+    // Without `timer` in our Supported we do not do session timers at all.
+    let mut plain = server();
+    plain.handle_receive(t0, peer(), timer_invite("30").as_bytes());
+    assert_eq!(responses(&mut plain).iter().map(status).collect::<Vec<_>>(), vec![100]);
+}
+
+// ---- A 2xx never ACKed (RFC 3261 §13.3.1.4), issue #13 item 4 ----
+
+#[test]
+fn unacknowledged_2xx_ends_the_session_with_bye_after_64_t1() {
+    let t0 = Instant::now();
+    let mut srs = server();
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-na1",
+    );
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    responses(&mut srs);
+    let call = match events(&mut srs).as_slice() {
+        [SrsEvent::Offered(o)] => o.call,
+        other => panic!("{other:?}"),
+    };
+    srs.accept(t0, call, &[40000]);
+    let ok = responses(&mut srs).pop().unwrap();
+    let tag = ok.to_tag().unwrap();
+    // The 2xx is retransmitted until 64*T1 = 32 s, and nothing else is sent.
+    let mut t = t0;
+    let mut oks = 0;
+    while t < t0 + Duration::from_millis(31_900) {
+        t += Duration::from_millis(100);
+        srs.handle_timeout(t);
+        for m in responses(&mut srs) {
+            assert_eq!(m.status(), Some(200), "only 2xx retransmissions before 32 s: {m:?}");
+            oks += 1;
+        }
+    }
+    assert_eq!(oks, 10);
+    assert!(events(&mut srs).is_empty());
+    srs.handle_timeout(t0 + Duration::from_secs(32));
+    let r = responses(&mut srs);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(matches!(r[0].method(), Some(branchrec::sip::Method::Bye)));
+    assert_eq!(r[0].request_uri(), Some("sip:7602922410@192.0.2.20:5060"));
+    assert_eq!(r[0].from_tag().as_deref(), Some(tag.as_str()));
+    let ended: Vec<_> = events(&mut srs)
+        .into_iter()
+        .filter_map(|e| match e {
+            SrsEvent::Ended { call: c, cause, .. } => Some((c, cause)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        vec![(call, Some(branchrec::sip::TerminationReason::AckTimeout))]
+    );
+    assert_eq!(
+        branchrec::sip::TerminationReason::AckTimeout.event_kind(),
+        Some("unconfirmed")
+    );
+    assert_eq!(srs.session_count(), 0);
+}

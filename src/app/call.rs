@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::Shared;
-use crate::catalog::{NewRecording, Source};
+use crate::catalog::{EventRow, NewRecording, Source};
 use crate::media::StreamConfig;
 use crate::recording::ChannelMedia;
 use crate::sdp::{Direction, NegotiatedStream};
@@ -31,6 +31,8 @@ pub enum CallCmd {
     Streams(Vec<Option<NegotiatedStream>>),
     /// The dialog ended: close the recording.
     End(String),
+    /// Add an event of this kind (no channel, no details) at the current offset.
+    Event(String),
     /// Pause (or resume) storing audio: packets are dropped at the timeline input while
     /// paused, so paused time is silence; the interval is kept as `pause`/`resume` events.
     Pause {
@@ -177,6 +179,12 @@ impl PreparedCall {
                         break reason;
                     }
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
+                    Some(CallCmd::Event(kind)) => self.sink.add_event(EventRow {
+                        at_ms: self.start.elapsed().as_millis() as u64,
+                        kind,
+                        channel: None,
+                        detail_json: None,
+                    }),
                     Some(CallCmd::Pause { paused, source }) => {
                         self.sink.set_paused(paused, &source, self.start.elapsed());
                         self.paused.store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);

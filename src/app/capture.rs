@@ -246,6 +246,8 @@ impl Recorder {
                     participant_id: pid.into(),
                     name: p.name.clone(),
                     aor: p.aor.clone(),
+                    other_names: Vec::new(),
+                    other_aors: Vec::new(),
                 })
                 .collect(),
         ));
@@ -391,6 +393,8 @@ impl Sink for Recorder {
                             participant_id: pid.into(),
                             name: p.name.clone(),
                             aor: p.aor.clone(),
+                            other_names: Vec::new(),
+                            other_aors: Vec::new(),
                         })
                         .collect(),
                 ));

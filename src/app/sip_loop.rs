@@ -139,7 +139,13 @@ pub async fn run(
         contact_host,
         tls_contact_host: cfg.sip.tls.as_ref().and_then(|t| t.contact_host.clone()),
         // RFC 7866 §6.1.1: an SRC puts `Require: siprec` on recording sessions.
-        supported: vec!["siprec".into()],
+        supported: vec!["siprec".into(), "timer".into()],
+        session_timer: crate::sip::session_timer::TimerConfig {
+            session_expires: Duration::from_secs(cfg.sip.session_expires_s.into()),
+            min_se: Duration::from_secs(cfg.sip.min_se_s.into()),
+        },
+        // RFC 7866 §6.1.2: the SRS marks its Contact with the `+sip.srs` feature tag.
+        contact_params: ";+sip.srs".into(),
         max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
         seed: rand::random(),
         ..EndpointConfig::default()
@@ -390,13 +396,22 @@ fn handle_event(
                 );
             }
         }
-        SrsEvent::Ended { call, reason } => {
+        SrsEvent::Ended {
+            call,
+            reason,
+            cause,
+        } => {
             if let Some(c) = calls.remove(&call) {
                 shared
                     .live
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&c.recording_id);
+                // We ended the session ourselves (BYE sent): say why in the recording.
+                if let Some(kind) = cause.and_then(|c| c.event_kind()) {
+                    tracing::info!(recording = %c.recording_id, event = kind, "we ended the session with BYE");
+                    let _ = c.tx.send(CallCmd::Event(kind.to_string()));
+                }
                 let _ = c.tx.send(CallCmd::End(reason));
             } else if let Some(e) = preparing.get_mut(&call) {
                 *e = true;
@@ -451,7 +466,7 @@ fn decide(shared: &Shared, offer: &Offer) -> crate::lifecycle::rules::RuleDecisi
         .map(|m| {
             m.participants
                 .iter()
-                .filter_map(|p| p.aors.first().cloned())
+                .flat_map(|p| p.aors.iter().cloned())
                 .collect()
         })
         .unwrap_or_default();
@@ -590,6 +605,8 @@ fn store_metadata(
                 participant_id: p.id.clone(),
                 name: p.names.first().cloned(),
                 aor: p.aors.first().cloned(),
+                other_names: p.names.iter().skip(1).cloned().collect(),
+                other_aors: p.aors.iter().skip(1).cloned().collect(),
             })
             .collect();
         shared

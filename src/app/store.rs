@@ -148,6 +148,54 @@ fn discard_if_short(
     }
 }
 
+/// After a recording closed: discard it (crypto-shred, tombstone `unconfirmed`) if its
+/// session was never confirmed (our 2xx was not ACKed, we sent BYE: event `unconfirmed`)
+/// and no audio packet arrived; one with audio is kept, the event marking it. True when
+/// it was discarded.
+fn discard_if_unconfirmed(
+    cat: &mut Catalog,
+    cfg: &Config,
+    clock: &dyn crate::lifecycle::Clock,
+    id: &str,
+) -> bool {
+    let Ok(Some(d)) = cat.get(id) else {
+        return false;
+    };
+    if !d.events.iter().any(|e| e.kind == "unconfirmed") {
+        return false;
+    }
+    let received: u64 = d
+        .recording
+        .stats_json
+        .as_ref()
+        .and_then(|s| s.as_array())
+        .map(|chs| chs.iter().filter_map(|c| c["received"].as_u64()).sum())
+        .unwrap_or(0);
+    if received > 0 {
+        tracing::info!(recording = %id, received, "unconfirmed session kept: it has audio");
+        return false;
+    }
+    let detail = "the SRC never acknowledged the 2xx; no audio";
+    match crate::service::retention::delete(
+        cat,
+        cfg,
+        id,
+        crate::catalog::lifecycle::DeleteMode::Unconfirmed,
+        Some(detail),
+        "sip",
+        clock.now_ms(),
+    ) {
+        Ok(_) => {
+            tracing::info!(recording = %id, "unconfirmed silent recording discarded (key shredded)");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(recording = %id, error = %e, "unconfirmed recording kept");
+            false
+        }
+    }
+}
+
 /// Most commands committed together (one fsync).
 const MAX_BATCH: usize = 256;
 
@@ -229,7 +277,9 @@ fn writer(
         }
         if ok {
             for id in finished {
-                discard_if_short(&mut cat, cfg, clock, &id);
+                if !discard_if_unconfirmed(&mut cat, cfg, clock, &id) {
+                    discard_if_short(&mut cat, cfg, clock, &id);
+                }
             }
         }
         for tx in done_later {

@@ -65,6 +65,9 @@ pub enum DeleteMode {
     Manual,
     /// Shorter than the rule's minimum duration: only holds protect it.
     MinDuration,
+    /// The SRC never acknowledged our 2xx and no audio arrived (RFC 3261 13.3.1.4: we
+    /// ended the session with BYE): only holds protect it.
+    Unconfirmed,
 }
 
 impl DeleteMode {
@@ -74,6 +77,7 @@ impl DeleteMode {
             DeleteMode::Expiry => "expired",
             DeleteMode::Manual => "operator",
             DeleteMode::MinDuration => "min_duration",
+            DeleteMode::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -221,7 +225,9 @@ fn facts(conn: &Connection, id: &str) -> Result<Option<Facts>, CatalogError> {
         return Ok(None);
     };
     let mut st = conn.prepare_cached(
-        "SELECT aor FROM participants WHERE recording_id = ?1 AND aor IS NOT NULL",
+        "SELECT aor FROM participants WHERE recording_id = ?1 AND aor IS NOT NULL
+         UNION ALL SELECT value FROM participant_aliases
+         WHERE recording_id = ?1 AND kind = 'aor'",
     )?;
     let aors = st
         .query_map([id], |r| r.get::<_, String>(0))?
@@ -628,7 +634,7 @@ impl Catalog {
             HoldTarget::Call(c) => self.conn.query_row(
                 "SELECT COUNT(*) FROM recordings WHERE call_id = ?1 OR session_id = ?1", [c], |r| r.get(0))?,
             HoldTarget::Participant(p) => self.conn.query_row(
-                "SELECT COUNT(DISTINCT recording_id) FROM participants WHERE aor GLOB ?1 OR number GLOB ?1", [p], |r| r.get(0))?,
+                "SELECT COUNT(DISTINCT recording_id) FROM (SELECT recording_id FROM participants WHERE aor GLOB ?1 OR number GLOB ?1 UNION SELECT recording_id FROM participant_aliases WHERE kind = 'aor' AND (value GLOB ?1 OR number GLOB ?1))", [p], |r| r.get(0))?,
             HoldTarget::Window { from_ms, to_ms } => self.conn.query_row(
                 "SELECT COUNT(*) FROM recordings WHERE started_at <= ?2 AND COALESCE(ended_at, ?3) >= ?1",
                 params![from_ms, to_ms, now_ms], |r| r.get(0))?,
@@ -693,7 +699,7 @@ impl Catalog {
         let verdict = match mode {
             DeleteMode::Expiry => retention::expiry_verdict(&cand, now_ms, local_only),
             DeleteMode::Manual => retention::manual_delete_verdict(&cand, local_only),
-            DeleteMode::MinDuration => {
+            DeleteMode::MinDuration | DeleteMode::Unconfirmed => {
                 if cand.held {
                     Err(KeepReason::Held)
                 } else if cand.recording {

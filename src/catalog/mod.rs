@@ -316,10 +316,19 @@ impl Catalog {
         let tx = write_tx(&mut self.conn)?;
         require_recording(&tx, id)?;
         tx.execute("DELETE FROM participants WHERE recording_id = ?1", [id])?;
+        tx.execute(
+            "DELETE FROM participant_aliases WHERE recording_id = ?1",
+            [id],
+        )?;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO participants (recording_id, participant_id, name, aor, number)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut alias = tx.prepare_cached(
+                "INSERT INTO participant_aliases
+                     (recording_id, participant_id, kind, position, value, number)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for p in ps {
                 let number = p
@@ -328,6 +337,16 @@ impl Catalog {
                     .and_then(crate::lifecycle::pattern::number_of);
                 ins.execute(params![id, p.participant_id, p.name, p.aor, number])
                     .map_err(|e| constraint_as_invalid(e, "participant_id", "duplicate id"))?;
+                for (i, n) in p.other_names.iter().enumerate() {
+                    let pos = i as i64 + 1;
+                    let none: Option<String> = None;
+                    alias.execute(params![id, p.participant_id, "name", pos, n, none])?;
+                }
+                for (i, a) in p.other_aors.iter().enumerate() {
+                    let pos = i as i64 + 1;
+                    let number = crate::lifecycle::pattern::number_of(a);
+                    alias.execute(params![id, p.participant_id, "aor", pos, a, number])?;
+                }
             }
         }
         tx.commit()?;
@@ -560,7 +579,9 @@ impl Catalog {
             let a = arg(Value::Text(p.clone()), &mut args);
             conds.push(format!(
                 "r.id IN (SELECT recording_id FROM participants WHERE number GLOB {a} \
-                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a})"
+                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a} \
+                 UNION SELECT recording_id FROM participant_aliases \
+                 WHERE kind = 'aor' AND (number GLOB {a} OR value GLOB {a}))"
             ));
         }
         if let Some(want) = filter.held {
@@ -579,7 +600,9 @@ impl Catalog {
                         let a = arg(Value::Text(p.clone()), &mut args);
                         format!(
                             "r.id IN (SELECT recording_id FROM participants WHERE number GLOB {a} \
-                                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a})"
+                                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a} \
+                 UNION SELECT recording_id FROM participant_aliases \
+                 WHERE kind = 'aor' AND (number GLOB {a} OR value GLOB {a}))"
                         )
                     }
                     H::Window { from_ms, to_ms } => {
@@ -1080,9 +1103,32 @@ fn load_participants(conn: &Connection, id: &str) -> Result<Vec<ParticipantRow>,
             participant_id: r.get(0)?,
             name: r.get(1)?,
             aor: r.get(2)?,
+            other_names: Vec::new(),
+            other_aors: Vec::new(),
         })
     })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+    let mut st = conn.prepare_cached(
+        "SELECT participant_id, kind, value FROM participant_aliases
+         WHERE recording_id = ?1 ORDER BY participant_id, kind, position",
+    )?;
+    let aliases = st.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for a in aliases {
+        let (pid, kind, value) = a?;
+        if let Some(p) = out.iter_mut().find(|p| p.participant_id == pid) {
+            match kind.as_str() {
+                "name" => p.other_names.push(value),
+                _ => p.other_aors.push(value),
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn load_channels(conn: &Connection, id: &str) -> Result<Vec<ChannelRow>, CatalogError> {

@@ -11,7 +11,7 @@ pub(super) type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// All migrations; entry `i` brings the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[Migration] =
-    &[v1_initial, v2_lifecycle, uplink_uploads, storage_format];
+    &[v1_initial, v2_lifecycle, uplink_uploads, storage_format, participant_aliases];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -236,6 +236,28 @@ fn storage_format(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         r#"
 ALTER TABLE recordings ADD COLUMN storage_format TEXT NOT NULL DEFAULT 'wav'
     CHECK (storage_format IN ('wav', 'opus'));
+"#,
+    )
+}
+
+/// Version 5: `participant_aliases` — the further display names and addresses of record
+/// of a participant whose metadata gives several (`<nameID>`s / `<aor>`s). The first of
+/// each stays in `participants.name` / `.aor`; the others follow here in document order
+/// (`position` from 1). `number` is the searchable number of an `aor` alias.
+fn participant_aliases(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+CREATE TABLE participant_aliases (
+    recording_id   TEXT    NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+    participant_id TEXT    NOT NULL,
+    kind           TEXT    NOT NULL CHECK (kind IN ('name', 'aor')),
+    position       INTEGER NOT NULL CHECK (position >= 1),
+    value          TEXT    NOT NULL,
+    number         TEXT,
+    PRIMARY KEY (recording_id, participant_id, kind, position)
+) STRICT;
+CREATE INDEX participant_aliases_number ON participant_aliases (number);
+CREATE INDEX participant_aliases_value ON participant_aliases (value);
 "#,
     )
 }

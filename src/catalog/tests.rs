@@ -43,11 +43,15 @@ fn participants() -> Vec<ParticipantRow> {
             participant_id: "p-alice".to_owned(),
             name: Some("Alice".to_owned()),
             aor: Some("sip:+4930111@pbx.example".to_owned()),
+            other_names: vec![],
+            other_aors: vec![],
         },
         ParticipantRow {
             participant_id: "p-bob".to_owned(),
             name: None,
             aor: Some("tel:+4930222".to_owned()),
+            other_names: vec![],
+            other_aors: vec![],
         },
     ]
 }
@@ -485,6 +489,8 @@ fn participants_are_replaced_atomically() {
         participant_id: "p-carol".to_owned(),
         name: Some("Carol".to_owned()),
         aor: None,
+        other_names: vec![],
+        other_aors: vec![],
     };
     // A set with a duplicate id fails and leaves the previous set in place.
     assert!(matches!(
@@ -887,4 +893,37 @@ fn sync_upload_holds_flags_what_holds_cover() {
     .unwrap();
     assert_eq!(c.sync_upload_holds(now).unwrap(), 1);
     assert!(c.upload_row("b").unwrap().unwrap().held);
+}
+
+#[test]
+fn participants_keep_every_name_and_aor() {
+    // Issue #13 item 7: a participant with several <nameID>/<aor> keeps all of them; the
+    // first stays the primary name/aor, the others are stored as aliases (schema v5).
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1)).unwrap();
+    let dave = ParticipantRow {
+        participant_id: "p-dave".to_owned(),
+        name: Some("Dave".to_owned()),
+        aor: Some("sip:dave@pbx.example".to_owned()),
+        other_names: vec!["David Jones".to_owned()],
+        other_aors: vec!["tel:+4930333".to_owned(), "sip:+4930444@pbx.example".to_owned()],
+    };
+    cat.set_participants("r1", std::slice::from_ref(&dave)).unwrap();
+    assert_eq!(cat.get("r1").unwrap().unwrap().participants, vec![dave.clone()]);
+    // Search by the number of a further aor finds the recording.
+    let f = ListFilter {
+        participant: Some("+4930444".to_owned()),
+        ..ListFilter::default()
+    };
+    assert_eq!(cat.list(&f).unwrap().len(), 1);
+    // Replacing the set replaces the aliases too.
+    let plain = ParticipantRow {
+        other_names: vec![],
+        other_aors: vec![],
+        ..dave
+    };
+    cat.set_participants("r1", std::slice::from_ref(&plain)).unwrap();
+    assert_eq!(cat.get("r1").unwrap().unwrap().participants, vec![plain]);
+    assert_eq!(cat.list(&f).unwrap().len(), 0);
 }

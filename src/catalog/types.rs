@@ -155,6 +155,12 @@ pub struct ParticipantRow {
     pub name: Option<String>,
     /// Address of record (SIP/tel URI or number), if any.
     pub aor: Option<String>,
+    /// Further display names after `name` (several `<nameID>`/`<name>`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_names: Vec<String>,
+    /// Further addresses of record after `aor` (several `<nameID aor=>`/`<aor>`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_aors: Vec<String>,
 }
 
 /// One audio channel of the file and what it carries.

@@ -1,10 +1,14 @@
 //! Dialog state (RFC 3261 12): the dialog key, the remote CSeq, the pending offer
 //! (glare guard), and the wait for the ACK of our 2xx with its retransmissions (RFC 3261
-//! 13.3.1.4) — plus the idle timeout. The endpoint owns the dialog table and drives these.
+//! 13.3.1.4) — plus the idle timeout, the session timer (RFC 4028) and what we need to
+//! send a request in the dialog (BYE, refreshing UPDATE; RFC 3261 12.2.1.1). The endpoint
+//! owns the dialog table and drives these.
 
 use std::time::{Duration, Instant};
 
-use super::transport::{Peer, Transmit};
+use super::message::{Headers, Message, Method, StartLine};
+use super::session_timer::{Negotiated, Refresher};
+use super::transport::{Peer, Transmit, Transport};
 use super::TxnId;
 
 /// Why a dialog ended.
@@ -12,7 +16,7 @@ use super::TxnId;
 pub enum TerminationReason {
     /// BYE received (answered 200).
     Bye,
-    /// 2xx to INVITE never acknowledged within 64*T1.
+    /// 2xx to INVITE never acknowledged within 64*T1; we sent BYE (RFC 3261 13.3.1.4).
     AckTimeout,
     /// Initial INVITE cancelled (answered 487).
     Cancelled,
@@ -22,6 +26,24 @@ pub enum TerminationReason {
     AppTimeout,
     /// No request in the dialog for `dialog_idle_timeout`.
     IdleTimeout,
+    /// The SRC did not refresh the session in time (RFC 4028 §10); we sent BYE.
+    SessionTimerExpired,
+    /// Our session refresh (UPDATE) failed with 408/481 or timed out; we sent BYE.
+    RefreshFailed,
+}
+
+impl TerminationReason {
+    /// The recording event for a session we ended ourselves with BYE (`None` for the
+    /// others): `session_timer_expired`, `session_refresh_failed`, `unconfirmed` (our 2xx
+    /// was never ACKed).
+    pub fn event_kind(self) -> Option<&'static str> {
+        match self {
+            TerminationReason::AckTimeout => Some("unconfirmed"),
+            TerminationReason::SessionTimerExpired => Some("session_timer_expired"),
+            TerminationReason::RefreshFailed => Some("session_refresh_failed"),
+            _ => None,
+        }
+    }
 }
 
 /// Call-ID, remote (From) tag, local (To) tag.
@@ -47,6 +69,103 @@ pub(super) struct Dialog {
     pub(super) pending_offer: Option<TxnId>,
     pub(super) ack_wait: Option<AckWait>,
     pub(super) last_activity: Instant,
+    /// What requests we send in the dialog need (set from the initial INVITE).
+    pub(super) uac: Option<UacState>,
+    /// The negotiated session timer and when it next fires (expiry when the SRC
+    /// refreshes, our next refresh when we do).
+    pub(super) session_timer: Option<(Negotiated, Instant)>,
+}
+
+/// The dialog state of RFC 3261 12.1.1 that requests we send need.
+#[derive(Debug, Clone)]
+pub(super) struct UacState {
+    /// Remote target: the SRC's Contact URI (updated by target refreshes).
+    pub(super) remote_target: String,
+    /// Route set: the Record-Route values of the INVITE, in order.
+    pub(super) route_set: Vec<String>,
+    /// Our URI with our tag (the INVITE's To + tag): the From of our requests.
+    pub(super) local: String,
+    /// The SRC's URI with its tag (the INVITE's From): the To of our requests.
+    pub(super) remote: String,
+    /// Call-ID.
+    pub(super) call_id: String,
+    /// Our last CSeq number.
+    pub(super) local_cseq: u32,
+}
+
+impl UacState {
+    /// From the initial INVITE and our To-tag.
+    pub(super) fn from_invite(req: &Message, local_tag: &str) -> Self {
+        let remote_target = req
+            .contact()
+            .and_then(Result::ok)
+            .map(|c| c.uri.raw)
+            .or_else(|| req.request_uri().map(str::to_string))
+            .unwrap_or_default();
+        let route_set = req
+            .header_all("Record-Route")
+            .into_iter()
+            .flat_map(super::parse::split_list)
+            .map(|s| s.trim().to_string())
+            .collect();
+        UacState {
+            remote_target,
+            route_set,
+            local: format!("{};tag={local_tag}", req.header("To").unwrap_or("")),
+            remote: req.header("From").unwrap_or("").to_string(),
+            call_id: req.call_id().unwrap_or("").to_string(),
+            local_cseq: 0,
+        }
+    }
+
+    /// A target refresh (re-INVITE, UPDATE) with a Contact.
+    pub(super) fn refresh_target(&mut self, req: &Message) {
+        if let Some(c) = req.contact().and_then(Result::ok) {
+            self.remote_target = c.uri.raw;
+        }
+    }
+
+    /// A new request in the dialog (RFC 3261 12.2.1.1), sent over the dialog's peer.
+    pub(super) fn request(
+        &mut self,
+        method: Method,
+        via_host: &str,
+        transport: Transport,
+        branch: &str,
+        user_agent: &str,
+        extra: Vec<(String, String)>,
+    ) -> Vec<u8> {
+        self.local_cseq += 1;
+        let mut h = Headers::new();
+        let t = match transport {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        };
+        h.push("Via", format!("SIP/2.0/{t} {via_host};branch={branch};rport"));
+        h.push("Max-Forwards", "70");
+        for r in &self.route_set {
+            h.push("Route", r.as_str());
+        }
+        h.push("From", self.local.as_str());
+        h.push("To", self.remote.as_str());
+        h.push("Call-ID", self.call_id.as_str());
+        h.push("CSeq", format!("{} {}", self.local_cseq, method.as_str()));
+        h.push("User-Agent", user_agent);
+        for (k, v) in extra {
+            h.push(&k, v);
+        }
+        Message {
+            start: StartLine::Request {
+                method,
+                uri: self.remote_target.clone(),
+                version: "SIP/2.0".into(),
+            },
+            headers: h,
+            body: Vec::new(),
+        }
+        .to_bytes()
+    }
 }
 
 /// What a dialog's timers ask for.
@@ -58,6 +177,8 @@ pub(super) enum DialogTimer {
     Retransmit(Transmit),
     /// End the dialog.
     End(TerminationReason),
+    /// Send a session refresh (we are the refresher).
+    Refresh,
 }
 
 impl Dialog {
@@ -71,7 +192,21 @@ impl Dialog {
             pending_offer: Some(invite),
             ack_wait: None,
             last_activity: now,
+            uac: None,
+            session_timer: None,
         }
+    }
+
+    /// A 2xx to an INVITE or UPDATE negotiated `timer` (None: the request had no
+    /// Session-Expires, the session timer is off). The refresh is this 2xx.
+    pub(super) fn set_session_timer(&mut self, now: Instant, timer: Option<Negotiated>) {
+        self.session_timer = timer.map(|n| {
+            let after = match n.refresher {
+                Refresher::Uac => n.expiry(),
+                Refresher::Uas => n.refresh_after(),
+            };
+            (n, now + after)
+        });
     }
 
     /// We sent a 2xx (`data`) to the INVITE with `cseq`: retransmit it (unreliable
@@ -100,14 +235,15 @@ impl Dialog {
         }
     }
 
-    /// Earliest instants the dialog's timers fire: 2xx retransmission, ACK deadline, idle.
-    pub(super) fn timeouts(&self, idle_timeout: Duration) -> [Option<Instant>; 3] {
+    /// Earliest instants the dialog's timers fire: 2xx retransmission, ACK deadline, idle,
+    /// session timer.
+    pub(super) fn timeouts(&self, idle_timeout: Duration) -> [Option<Instant>; 4] {
         let (n, dl) = match &self.ack_wait {
             Some(a) => (a.next, Some(a.deadline)),
             None => (None, None),
         };
         let idle = self.confirmed.then(|| self.last_activity + idle_timeout);
-        [n, dl, idle]
+        [n, dl, idle, self.session_timer.map(|(_, at)| at)]
     }
 
     /// Advance the timers to `now`.
@@ -117,6 +253,17 @@ impl Dialog {
         t2: Duration,
         idle_timeout: Duration,
     ) -> DialogTimer {
+        if let Some((n, at)) = &mut self.session_timer {
+            if *at <= now {
+                return match n.refresher {
+                    Refresher::Uac => DialogTimer::End(TerminationReason::SessionTimerExpired),
+                    Refresher::Uas => {
+                        *at = now + n.refresh_after();
+                        DialogTimer::Refresh
+                    }
+                };
+            }
+        }
         if let Some(a) = &mut self.ack_wait {
             if a.deadline <= now {
                 return DialogTimer::End(TerminationReason::AckTimeout);

@@ -4,17 +4,22 @@
 //! RFC 3261 8.2, owns the transaction and dialog tables and drives their timers. The
 //! modules it ties depend only on data modules below them, never on this one.
 //!
-//! We never send requests. Responses always go back to the peer the request came from
-//! (symmetric response routing, same TCP connection), which is what SBCs expect.
+//! The only requests we send are in-dialog ones ending or refreshing a session
+//! ([`super::client`]: BYE when our 2xx is never ACKed or the SRC stops refreshing its
+//! session timer, UPDATE when we are the refresher); they go to the dialog's peer. Responses
+//! always go back to the peer the request came from (symmetric response routing, same TCP
+//! connection), which is what SBCs expect.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::dialog::{Dialog, DialogKey, DialogTimer, TerminationReason};
+use super::client::{ClientTimer, ClientTxn};
+use super::dialog::{Dialog, DialogKey, DialogTimer, TerminationReason, UacState};
 use super::message::{Message, Method, StartLine};
 use super::parse;
 pub use super::response::ALLOW;
 use super::response::{self, class_index, Refusal, RefusalContext};
+use super::session_timer::{self, Negotiation, Refresher, TimerConfig};
 use super::transaction::{txn_key, ServerTxn, TxnKey, TxnState};
 pub use super::transport::{Peer, Transmit, Transport};
 use super::{DialogId, SipError, TagGen, TxnId};
@@ -33,6 +38,9 @@ pub struct EndpointConfig {
     pub accepted_content_types: Vec<String>,
     /// Option tags we support (listed in Supported; Require of others → 420).
     pub supported: Vec<String>,
+    /// Feature-tag parameters appended to the Contact of our 1xx/2xx to INVITE, with
+    /// their leading `;` (the SRS passes `;+sip.srs`, RFC 7866 §6.1.2); empty: none.
+    pub contact_params: String,
     /// RTT estimate (500 ms).
     pub t1: Duration,
     /// Maximum retransmit interval (4 s).
@@ -49,6 +57,8 @@ pub struct EndpointConfig {
     pub dialog_idle_timeout: Duration,
     /// Seed for To-tags (the shell passes randomness; tests a constant).
     pub seed: u64,
+    /// Session timers (RFC 4028), used when `supported` lists `timer`.
+    pub session_timer: TimerConfig,
 }
 
 impl Default for EndpointConfig {
@@ -64,6 +74,7 @@ impl Default for EndpointConfig {
                 "application/rs-metadata".into(),
             ],
             supported: Vec::new(),
+            contact_params: String::new(),
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
@@ -72,6 +83,7 @@ impl Default for EndpointConfig {
             app_response_timeout: Duration::from_secs(32),
             dialog_idle_timeout: Duration::from_secs(12 * 3600),
             seed: 0,
+            session_timer: TimerConfig::default(),
         }
     }
 }
@@ -143,6 +155,10 @@ pub struct Stats {
     /// Responses the endpoint meant to send itself (100, 200 to BYE/CANCEL/OPTIONS, 487,
     /// refusals) but could not, because the transaction was gone or already answered.
     pub respond_failures: u64,
+    /// Requests we sent (BYE, refreshing UPDATE), first sends.
+    pub requests_sent: u64,
+    /// Requests we sent that got no final response (Timer F).
+    pub requests_timed_out: u64,
 }
 
 /// Retry-After (seconds) of the stateless 503 at the transaction cap.
@@ -158,6 +174,8 @@ pub struct Endpoint {
     txn_index: HashMap<TxnKey, TxnId>,
     dialogs: HashMap<DialogId, Dialog>,
     dialog_index: HashMap<DialogKey, DialogId>,
+    /// Our own requests by Via branch.
+    clients: HashMap<String, ClientTxn>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -174,6 +192,7 @@ impl Endpoint {
             txn_index: HashMap::new(),
             dialogs: HashMap::new(),
             dialog_index: HashMap::new(),
+            clients: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -216,7 +235,94 @@ impl Endpoint {
             .dialogs
             .values()
             .flat_map(|d| d.timeouts(self.cfg.dialog_idle_timeout));
-        t.chain(d.flatten()).min()
+        let c = self.clients.values().map(ClientTxn::timeout);
+        t.chain(d.flatten()).chain(c).min()
+    }
+
+    /// Whether we do session timers (`timer` in Supported).
+    fn timers_enabled(&self) -> bool {
+        self.cfg
+            .supported
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(session_timer::TIMER))
+    }
+
+    /// Negotiate the session timer of an INVITE/UPDATE (None: we do not do timers).
+    fn negotiate_timer(&self, msg: &Message) -> Option<Negotiation> {
+        self.timers_enabled()
+            .then(|| session_timer::negotiate(msg, &self.cfg.session_timer))
+    }
+
+    /// Send a request in a dialog (BYE, UPDATE) as a client transaction.
+    fn send_request(
+        &mut self,
+        now: Instant,
+        did: DialogId,
+        method: Method,
+        extra: Vec<(String, String)>,
+    ) {
+        let branch = format!("z9hG4bK{}", self.tags.next_tag());
+        let Some(d) = self.dialogs.get_mut(&did) else {
+            return;
+        };
+        let peer = d.peer;
+        let via_host = match peer.transport {
+            Transport::Tls => self
+                .cfg
+                .tls_contact_host
+                .clone()
+                .unwrap_or_else(|| peer.local.to_string()),
+            _ => self.cfg.contact_host.clone(),
+        };
+        let Some(uac) = d.uac.as_mut() else {
+            return;
+        };
+        let data = uac.request(
+            method.clone(),
+            &via_host,
+            peer.transport,
+            &branch,
+            &self.cfg.user_agent,
+            extra,
+        );
+        self.stats.requests_sent += 1;
+        self.transmits.push_back(Transmit {
+            peer,
+            data: data.clone(),
+        });
+        let txn = ClientTxn::new(now, method, did, peer, data, self.cfg.t1);
+        self.clients.insert(branch, txn);
+    }
+
+    /// End a dialog from our side: BYE to the SRC, then `Terminated` with `reason`.
+    fn hang_up(&mut self, now: Instant, did: DialogId, reason: TerminationReason) {
+        self.send_request(now, did, Method::Bye, Vec::new());
+        self.end_dialog(did, reason);
+    }
+
+    /// A response to one of our requests.
+    fn handle_response(&mut self, now: Instant, msg: Message) {
+        let branch = msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_string));
+        let Some(status) = msg.status() else { return };
+        let Some(c) = branch.as_ref().and_then(|b| self.clients.get_mut(b)) else {
+            self.stats.responses_dropped += 1;
+            return;
+        };
+        if status < 200 {
+            c.provisional(now, self.cfg.t2);
+            return;
+        }
+        let (method, did) = (c.method.clone(), c.dialog);
+        if let Some(b) = branch {
+            self.clients.remove(&b);
+        }
+        // RFC 4028 §10: a refresh answered 408 or 481 ends the session.
+        if method == Method::Update && (status == 408 || status == 481) {
+            self.hang_up(now, did, TerminationReason::RefreshFailed);
+        }
     }
 
     fn alloc(&mut self) -> u64 {
@@ -260,8 +366,7 @@ impl Endpoint {
             method, version, ..
         } = &msg.start
         else {
-            self.stats.responses_dropped += 1;
-            return;
+            return self.handle_response(now, msg);
         };
         let method = method.clone();
         if let Err(e) = parse::validate(&msg) {
@@ -437,8 +542,8 @@ impl Endpoint {
     /// Answer a request the app was given in an event. Builds the response from the stored
     /// request (Via list, From, To + our tag, Call-ID, CSeq, Contact for INVITE 1xx/2xx,
     /// Server), adding `extra_headers` and `body` as `(content type, bytes)`. A 2xx to
-    /// INVITE is retransmitted (UDP) until the ACK arrives; without ACK in 64*T1 the dialog
-    /// ends with `Terminated { reason: AckTimeout }`.
+    /// INVITE is retransmitted (UDP) until the ACK arrives; without ACK in 64*T1 we send
+    /// BYE and the dialog ends with `Terminated { reason: AckTimeout }`.
     pub fn respond(
         &mut self,
         now: Instant,
@@ -466,6 +571,13 @@ impl Endpoint {
                     self.reject(now, id, SipError::Overloaded);
                     return;
                 }
+                let timer = self.negotiate_timer(&msg);
+                if let Some(Negotiation::TooSmall { min_se_s }) = timer {
+                    let id = self.new_txn(now, peer, key, msg, None, None, false, false);
+                    let res = self.refuse(now, id, &Refusal::SessionIntervalTooSmall { min_se_s });
+                    self.count_failure(res, "Session Interval Too Small");
+                    return;
+                }
                 let local_tag = self.tags.next_tag();
                 let dkey = (
                     msg.call_id().unwrap_or("").to_string(),
@@ -485,8 +597,12 @@ impl Endpoint {
                     true,
                 );
                 self.dialog_index.insert(dkey.clone(), did);
-                self.dialogs
-                    .insert(did, Dialog::new(dkey, peer, cseq, id, now));
+                let mut dialog = Dialog::new(dkey, peer, cseq, id, now);
+                dialog.uac = Some(UacState::from_invite(&msg, &local_tag));
+                self.dialogs.insert(did, dialog);
+                if let Some(t) = self.txns.get_mut(&id) {
+                    t.timer = timer;
+                }
                 let res = self.respond_inner(now, id, 100, "Trying", Vec::new(), None);
                 self.count_failure(res, "Trying");
                 self.events.push_back(Event::Invite {
@@ -554,6 +670,23 @@ impl Endpoint {
                 t.offer = false;
             }
             return self.reject(now, id, SipError::RequestPending);
+        }
+        if matches!(method, Method::Invite | Method::Update) {
+            let timer = self.negotiate_timer(&msg);
+            if let Some(Negotiation::TooSmall { min_se_s }) = timer {
+                if let Some(t) = self.txns.get_mut(&id) {
+                    t.offer = false;
+                }
+                let res = self.refuse(now, id, &Refusal::SessionIntervalTooSmall { min_se_s });
+                self.count_failure(res, "Session Interval Too Small");
+                return;
+            }
+            if let Some(t) = self.txns.get_mut(&id) {
+                t.timer = timer;
+            }
+            if let Some(u) = self.dialogs.get_mut(&did).and_then(|d| d.uac.as_mut()) {
+                u.refresh_target(&msg);
+            }
         }
         match method {
             Method::Bye => {
@@ -738,7 +871,32 @@ impl Endpoint {
         let is_invite = t.is_invite();
         let mut extra = extra;
         if is_invite && (101..300).contains(&status) {
-            extra.insert(0, ("Contact".into(), self.contact_for(&t.request, &t.peer)));
+            let contact = format!(
+                "{}{}",
+                self.contact_for(&t.request, &t.peer),
+                self.cfg.contact_params
+            );
+            extra.insert(0, ("Contact".into(), contact));
+        }
+        let timer = match t.timer {
+            Some(Negotiation::On(n)) if (200..300).contains(&status) => Some(Some(n)),
+            Some(Negotiation::Off) if (200..300).contains(&status) => Some(None),
+            _ => None,
+        };
+        if let Some(Some(n)) = timer {
+            extra.extend(n.headers());
+        }
+        if is_invite && (200..300).contains(&status) {
+            // RFC 3261 §13.3.1.4: the 2xx to an INVITE SHOULD carry Allow and Supported.
+            let has = |extra: &[(String, String)], n: &str| {
+                extra.iter().any(|(h, _)| h.eq_ignore_ascii_case(n))
+            };
+            if !has(&extra, "Allow") {
+                extra.push(("Allow".into(), ALLOW.into()));
+            }
+            if !has(&extra, "Supported") && !self.cfg.supported.is_empty() {
+                extra.push(("Supported".into(), self.cfg.supported.join(", ")));
+            }
         }
         let tag = if status == 100 {
             None
@@ -778,6 +936,9 @@ impl Endpoint {
                     d.pending_offer = None;
                 }
             }
+        }
+        if let (Some(timer), Some(d)) = (timer, did.and_then(|d| self.dialogs.get_mut(&d))) {
+            d.set_session_timer(now, timer);
         }
         if is_invite && status < 300 {
             if let Some(d) = did.and_then(|d| self.dialogs.get_mut(&d)) {
@@ -838,6 +999,7 @@ impl Endpoint {
         // 2xx retransmission and ACK timeout; idle dialogs.
         let idle = self.cfg.dialog_idle_timeout;
         let mut ended = Vec::new();
+        let mut refresh = Vec::new();
         for (did, d) in self.dialogs.iter_mut() {
             match d.on_timer(now, t2, idle) {
                 DialogTimer::Idle => {}
@@ -846,11 +1008,54 @@ impl Endpoint {
                     self.stats.retransmissions_sent += 1;
                 }
                 DialogTimer::End(reason) => ended.push((*did, reason)),
+                DialogTimer::Refresh => refresh.push(*did),
             }
         }
         ended.sort_by_key(|(d, _)| *d);
         for (did, r) in ended {
-            self.end_dialog(did, r);
+            match r {
+                // RFC 4028 §10: the side not refreshing sends BYE at expiry. RFC 3261
+                // §13.3.1.4: a 2xx never ACKed within 64*T1 confirms the dialog, but the
+                // session SHOULD be ended with BYE.
+                TerminationReason::SessionTimerExpired | TerminationReason::AckTimeout => {
+                    self.hang_up(now, did, r)
+                }
+                _ => self.end_dialog(did, r),
+            }
+        }
+        refresh.sort();
+        for did in refresh {
+            let n = self.dialogs.get(&did).and_then(|d| d.session_timer.map(|(n, _)| n));
+            if let Some(n) = n {
+                let se = format!("{};refresher={}", n.interval.as_secs(), Refresher::Uas.as_str());
+                let extra = vec![
+                    ("Session-Expires".to_string(), se),
+                    ("Supported".to_string(), session_timer::TIMER.to_string()),
+                ];
+                self.send_request(now, did, Method::Update, extra);
+            }
+        }
+        // Our requests: retransmissions (Timer E) and Timer F.
+        let mut timed_out = Vec::new();
+        for (b, c) in self.clients.iter_mut() {
+            match c.on_timer(now, t2) {
+                ClientTimer::Idle => {}
+                ClientTimer::Retransmit(tx) => {
+                    self.transmits.push_back(tx);
+                    self.stats.retransmissions_sent += 1;
+                }
+                ClientTimer::TimedOut => timed_out.push(b.clone()),
+            }
+        }
+        timed_out.sort();
+        for b in timed_out {
+            if let Some(c) = self.clients.remove(&b) {
+                self.stats.requests_timed_out += 1;
+                // RFC 4028 §10: a refresh that times out ends the session.
+                if c.method == Method::Update && self.dialogs.contains_key(&c.dialog) {
+                    self.hang_up(now, c.dialog, TerminationReason::RefreshFailed);
+                }
+            }
         }
     }
 }

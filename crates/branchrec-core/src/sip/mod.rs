@@ -1,4 +1,5 @@
-//! SIP (RFC 3261) for a recording server that is only ever a UAS.
+//! SIP (RFC 3261) for a recording server that is a UAS (it sends requests only to end or
+//! refresh a session: BYE, UPDATE; session timers per RFC 4028).
 //!
 //! Sans-IO: [`parse`] turns bytes into [`Message`]s (UDP datagrams via
 //! [`parse_datagram`], TCP streams via [`StreamFramer`]); [`Endpoint`] is the server
@@ -13,13 +14,15 @@
 //! `handle_timeout` when it fires.
 
 // Module layers (each uses only the ones above it): message → parse → transport →
-// response → transaction, dialog → endpoint. `access` stands apart.
+// response, session_timer → transaction, dialog, client → endpoint. `access` stands apart.
 pub mod access;
+mod client;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod parse;
 pub mod response;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 

@@ -61,6 +61,11 @@ pub enum Refusal {
         /// Our host:port, the warn-agent of the Warning header.
         agent: String,
     },
+    /// 422 with Min-SE: the Session-Expires of the request is below our minimum (RFC 4028).
+    SessionIntervalTooSmall {
+        /// Our Min-SE, seconds.
+        min_se_s: u32,
+    },
     /// 481: the in-dialog request or CANCEL matches nothing.
     NoSuchDialog,
     /// 487: the INVITE was cancelled or its dialog ended by BYE.
@@ -132,6 +137,9 @@ impl Refusal {
                     format!("399 {agent} \"sips: Request-URI received over a transport other than TLS; send it over TLS\""),
                 ),
             ),
+            Refusal::SessionIntervalTooSmall { min_se_s } => {
+                (422, "Session Interval Too Small", None, h("Min-SE", min_se_s.to_string()))
+            }
             Refusal::NoSuchDialog => (481, "Call/Transaction Does Not Exist", None, vec![]),
             Refusal::RequestTerminated => (487, "Request Terminated", None, vec![]),
             Refusal::NotAcceptableHere(d) => (488, "Not Acceptable Here", Some(format!(" ({d})")), vec![]),
@@ -378,6 +386,12 @@ mod tests {
                     "Warning",
                     "399 h:5060 \"sips: Request-URI received over a transport other than TLS; send it over TLS\"",
                 )],
+            ),
+            (
+                Refusal::SessionIntervalTooSmall { min_se_s: 90 },
+                422,
+                "Session Interval Too Small",
+                vec![("Min-SE", "90")],
             ),
             (Refusal::NoSuchDialog, 481, "Call/Transaction Does Not Exist", vec![]),
             (Refusal::RequestTerminated, 487, "Request Terminated", vec![]),

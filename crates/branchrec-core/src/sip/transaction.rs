@@ -49,6 +49,8 @@ pub(super) struct ServerTxn {
     pub(super) initial_invite: bool,
     /// INVITE/UPDATE with offer: glare guard of the dialog.
     pub(super) offer: bool,
+    /// INVITE/UPDATE when we support session timers: what its 2xx negotiates.
+    pub(super) timer: Option<super::session_timer::Negotiation>,
 }
 
 /// The transaction key of a request (an ACK matches its INVITE's transaction). Requests
@@ -108,6 +110,7 @@ impl ServerTxn {
             expires_at,
             initial_invite,
             offer,
+            timer: None,
         }
     }
 

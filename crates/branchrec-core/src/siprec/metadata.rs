@@ -878,4 +878,26 @@ mod tests {
         let map = channel_map(&m, &[Some("1".into())]);
         assert_eq!(map[0].participant_id.as_deref(), Some("b"));
     }
+
+    #[test]
+    fn every_name_id_of_a_participant_is_kept_first_is_primary() {
+        let m = parse(
+            br#"<recording xmlns='urn:ietf:params:xml:ns:recording:1'>
+          <participant participant_id="P1">
+            <nameID aor="sip:alice@atlanta.com"><name>Alice</name></nameID>
+            <nameID aor="tel:+15551234"><name>Alice Smith</name></nameID>
+            <aor>sip:a@pbx</aor>
+          </participant>
+          <stream stream_id="S1" session_id="s"><label>1</label></stream>
+          <participantstreamassoc participant_id="P1"><send>S1</send></participantstreamassoc>
+        </recording>"#,
+        )
+        .unwrap();
+        let p = &m.participants[0];
+        assert_eq!(p.aors, ["sip:alice@atlanta.com", "tel:+15551234", "sip:a@pbx"]);
+        assert_eq!(p.names, ["Alice", "Alice Smith"]);
+        let map = channel_map(&m, &[Some("1".into())]);
+        assert_eq!(map[0].participant_aor.as_deref(), Some("sip:alice@atlanta.com"));
+        assert_eq!(map[0].participant_name.as_deref(), Some("Alice"));
+    }
 }

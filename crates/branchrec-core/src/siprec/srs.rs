@@ -13,7 +13,8 @@ use std::time::Instant;
 use crate::media::srtp::{Secret, SrtpSuite};
 use crate::sdp::{self, AnswerParams, Direction, NegotiatedStream, SessionDescription};
 use crate::sip::{
-    DialogId, Endpoint, Event as SipEvent, Message, Peer, Refusal, SipError, Transmit, TxnId,
+    DialogId, Endpoint, Event as SipEvent, Message, Peer, Refusal, SipError, TerminationReason,
+    Transmit, TxnId,
 };
 use crate::siprec::metadata::{self, RecordingMetadata};
 use crate::siprec::{channel_map, classify, ChannelAssignment, Classification};
@@ -94,6 +95,10 @@ pub enum SrsEvent {
         call: DialogId,
         /// Why, for the log and the catalogue.
         reason: String,
+        /// How the SIP dialog ended, when it did not end by the shell's or the SRC's
+        /// answer (None: cancelled, answer failed). [`TerminationReason::event_kind`]
+        /// names the recording event the shell adds for ends on our side.
+        cause: Option<TerminationReason>,
     },
 }
 
@@ -281,6 +286,7 @@ impl Srs {
                 self.events.push_back(SrsEvent::Ended {
                     call,
                     reason: format!("answer failed: {e}"),
+                    cause: None,
                 });
             }
         }
@@ -342,6 +348,7 @@ impl Srs {
                         self.events.push_back(SrsEvent::Ended {
                             call: dialog,
                             reason: "cancelled".into(),
+                            cause: None,
                         });
                     }
                 }
@@ -350,6 +357,7 @@ impl Srs {
                         self.events.push_back(SrsEvent::Ended {
                             call: dialog,
                             reason: format!("{reason:?}"),
+                            cause: Some(reason),
                         });
                     }
                 }

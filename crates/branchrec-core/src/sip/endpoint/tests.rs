@@ -174,16 +174,32 @@ fn invite_200_retransmitted_until_ack() {
 fn ack_timeout_ends_dialog() {
     let now = Instant::now();
     let mut ep = ep();
-    let (_, dialog, _) = establish(&mut ep, now, peer(Transport::Udp));
+    let (_, dialog, tag) = establish(&mut ep, now, peer(Transport::Udp));
     let mut n = 0;
+    let mut requests = Vec::new();
     let mut t = now;
     while t < now + 64 * T1 {
         t += Duration::from_millis(100);
         ep.handle_timeout(t);
-        n += drain(&mut ep).len();
+        for m in drain(&mut ep) {
+            if m.is_request() {
+                requests.push(m);
+            } else {
+                n += 1;
+            }
+        }
     }
     // T1,3,7,15 then every T2 (4 s) until 32 s: 1.5,3.5,7.5,11.5,...,31.5 → 10.
     assert_eq!(n, 10);
+    // Then the session is ended with BYE (RFC 3261 13.3.1.4), at 64*T1.
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let bye = &requests[0];
+    assert_eq!(bye.method(), Some(&Method::Bye));
+    assert_eq!(bye.request_uri(), Some("sip:src@192.0.2.10:5062"));
+    assert_eq!(bye.from_tag().as_deref(), Some(tag.as_str()));
+    assert_eq!(bye.to_tag().as_deref(), Some("ft1"));
+    assert_eq!(bye.call_id(), Some("call1"));
+    assert_eq!(ep.stats().requests_sent, 1);
     assert_eq!(
         events(&mut ep),
         vec![Event::Terminated {
@@ -681,4 +697,93 @@ fn malformed_400_names_problem_or_dropped() {
     assert_eq!(ep.stats().malformed_answered, 2);
     assert!(ep.stats().malformed_dropped >= 2);
     assert_eq!(ep.stats().responses_sent[3], 2);
+}
+
+#[test]
+fn invite_2xx_carries_allow_supported_and_contact_feature_tag() {
+    // RFC 3261 §13.3.1.4 (Allow, Supported in the 2xx); RFC 7866 §6.1.2 (`+sip.srs`).
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: 42,
+        supported: vec!["siprec".into()],
+        contact_params: ";+sip.srs".into(),
+        ..EndpointConfig::default()
+    });
+    let now = Instant::now();
+    let p = peer(Transport::Udp);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv7", "call7", 1, None));
+    drain(&mut ep);
+    let Some(Event::Invite { txn, .. }) = events(&mut ep).pop() else {
+        panic!("no INVITE event")
+    };
+    ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
+    let out = drain(&mut ep);
+    assert_eq!(statuses(&out), vec![200]);
+    assert_eq!(out[0].header("Allow"), Some(ALLOW));
+    assert_eq!(out[0].header("Supported"), Some("siprec"));
+    assert_eq!(out[0].header("Contact"), Some("<sip:127.0.0.1:5060>;+sip.srs"));
+    let c = out[0].contact().unwrap().unwrap();
+    assert!(c.params.iter().any(|(k, _)| k == "+sip.srs"), "{c:?}");
+}
+
+#[test]
+fn we_refresh_with_update_when_the_uac_lacks_timer_and_bye_on_481() {
+    // A Session-Expires without `Supported: timer` (inserted by a proxy): we are the
+    // refresher (RFC 4028 §9) and send UPDATE at half the interval; a 481 ends it.
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: 42,
+        supported: vec!["timer".into()],
+        ..EndpointConfig::default()
+    });
+    let now = Instant::now();
+    let p = peer(Transport::Tcp);
+    let inv = req(
+        "INVITE",
+        "z9hG4bKst1",
+        "callst",
+        1,
+        None,
+        "Session-Expires: 120\r\nContent-Type: application/sdp\r\n",
+        "v=0\r\n",
+    );
+    ep.handle_receive(now, p, &inv);
+    drain(&mut ep);
+    let Some(Event::Invite { txn, dialog, .. }) = events(&mut ep).pop() else {
+        panic!("no INVITE event")
+    };
+    ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
+    let ok = drain(&mut ep).pop().unwrap();
+    assert_eq!(ok.header("Session-Expires"), Some("120;refresher=uas"));
+    assert_eq!(ok.header("Require"), None, "no Require: timer for a UAC without it");
+    let tag = ok.to_tag().unwrap();
+    ep.handle_receive(now, p, &req("ACK", "z9hG4bKst1", "callst", 1, Some(&tag), "", ""));
+    assert!(matches!(events(&mut ep).as_slice(), [Event::Ack { .. }]));
+    ep.handle_timeout(now + Duration::from_secs(59));
+    assert!(drain(&mut ep).is_empty());
+    ep.handle_timeout(now + Duration::from_secs(60));
+    let out = drain(&mut ep);
+    assert_eq!(out.len(), 1);
+    let upd = &out[0];
+    assert_eq!(upd.method(), Some(&Method::Update));
+    assert_eq!(upd.header("Session-Expires"), Some("120;refresher=uas"));
+    assert_eq!(upd.cseq().unwrap(), (1, Method::Update));
+    assert!(upd.top_via().unwrap().sent_by().contains("127.0.0.1"));
+    let branch = upd.top_via().unwrap().branch().unwrap().to_string();
+    let resp = format!(
+        "SIP/2.0 481 Call/Transaction Does Not Exist\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch={branch}\r\n\
+         From: {}\r\nTo: {}\r\nCall-ID: callst\r\nCSeq: 1 UPDATE\r\nContent-Length: 0\r\n\r\n",
+        upd.header("From").unwrap(),
+        upd.header("To").unwrap()
+    );
+    ep.handle_receive(now + Duration::from_secs(60), p, resp.as_bytes());
+    let out = drain(&mut ep);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].method(), Some(&Method::Bye));
+    assert_eq!(out[0].cseq().unwrap(), (2, Method::Bye));
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Terminated {
+            dialog,
+            reason: TerminationReason::RefreshFailed
+        }]
+    );
 }
