@@ -9,13 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::ReadBuf;
 use tokio::sync::mpsc;
 
 use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
+use crate::clock::MonoClock;
 use crate::app::Shared;
 use crate::catalog::{NewRecording, Source};
 use crate::media::{Codec, StreamConfig};
@@ -71,7 +72,8 @@ pub struct PreparedCall {
     call_id: String,
     sockets: Vec<RtpSocket>,
     sink: RecordingSink,
-    start: Instant,
+    /// The recording's clock: its origin is the call start.
+    clock: MonoClock,
     /// Mirrors whether the recording is paused (for the REC LED).
     paused: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -132,7 +134,7 @@ impl PreparedCall {
             call_id: setup.call_id.clone(),
             sockets,
             sink,
-            start: Instant::now(),
+            clock: MonoClock::new(),
             paused: Default::default(),
         })
     }
@@ -165,7 +167,7 @@ impl PreparedCall {
             Duration::from_secs(u64::from(self.shared.cfg.media.rtp_timeout_s.max(1)));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_rtp = Instant::now();
+        let mut last_rtp = self.clock.now();
         let mut buf = vec![0u8; 2048];
         let end_reason: String = loop {
             tokio::select! {
@@ -178,26 +180,26 @@ impl PreparedCall {
                     }
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
                     Some(CallCmd::Pause { paused, source }) => {
-                        self.sink.set_paused(paused, &source, self.start.elapsed());
+                        self.sink.set_paused(paused, &source, self.clock.now());
                         self.paused.store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
                     }
                     None => break "signalling task gone".to_string(),
                 },
                 r = recv_any(&self.sockets, &mut buf) => {
                     let Some((ch, n, _from)) = r else { continue };
-                    last_rtp = Instant::now();
+                    last_rtp = self.clock.now();
                     self.on_packet(ch, n, &mut buf);
                     self.drain_sockets(&mut buf);
                 }
                 _ = tick.tick() => {
-                    self.sink.tick(self.start.elapsed());
-                    if last_rtp.elapsed() >= rtp_timeout {
+                    self.sink.tick(self.clock.now());
+                    if self.clock.now() - last_rtp >= rtp_timeout {
                         break "no RTP and no BYE before media.rtp_timeout_s".to_string();
                     }
                 }
             }
         };
-        let end = self.start.elapsed();
+        let end = self.clock.now();
         let sink = self.sink;
         // Closing fsyncs the file: keep that off the async worker threads (in the call's
         // span, so its log lines keep the recording and call ids).
@@ -236,7 +238,7 @@ impl PreparedCall {
         let Some(pkt) = buf.get(..n) else { return };
         // The core decrypts SRTP (failures are counted and never written), ignores
         // RTCP and drops what arrives while paused.
-        self.sink.push_rtp(ch, self.start.elapsed(), pkt);
+        self.sink.push_rtp(ch, self.clock.now(), pkt);
     }
 
     fn update_streams(&mut self, streams: &[Option<NegotiatedStream>]) {
@@ -253,7 +255,7 @@ impl PreparedCall {
                 })
             })
             .collect();
-        self.sink.set_media(Some(self.start.elapsed()), media);
+        self.sink.set_media(Some(self.clock.now()), media);
         self.paused
             .store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
     }
