@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
-use crate::clock::MonoClock;
 use crate::app::Shared;
 use crate::catalog::{NewRecording, Source};
+use crate::clock::MonoClock;
 use crate::media::{Codec, StreamConfig};
 use crate::recording::ChannelMedia;
 use crate::sdp::{Direction, NegotiatedStream};

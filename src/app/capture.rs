@@ -15,10 +15,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 
 use crate::app::sink::{CloseInfo, RecordingSink, SAMPLE_RATE};
-use crate::capture::capture_time;
-use crate::clock::MonoClock;
-use branchrec_core::time::{Mono, UnixMs};
 use crate::app::store::{CatalogCmd, CatalogHandle};
+use crate::capture::capture_time;
 use crate::capture::engine::{Engine, EngineStats, Sink};
 use crate::capture::pcapfile::PcapReader;
 use crate::capture::tracker::{CallNo, CallRules, Party, TrackerConfig, TrackerEvent};
@@ -26,12 +24,14 @@ use crate::catalog::{
     ChannelRow, EventRow, Finish, MappingSource, NewRecording, ParticipantRow, RecordingState,
     Source,
 };
+use crate::clock::MonoClock;
 use crate::config::Config;
 use crate::media::{codec, Codec, StreamConfig};
 use crate::pii::Pii;
 use crate::recording::ChannelMedia;
 use crate::sdp::PayloadFormat;
 use crate::vault::KeyWrap;
+use branchrec_core::time::{Mono, UnixMs};
 
 /// Tracker settings from `[capture]`.
 pub fn tracker_config(cfg: &Config) -> TrackerConfig {

@@ -87,7 +87,8 @@ fn load_stream(path: &std::path::Path) -> anyhow::Result<(u8, Vec<Vec<u8>>)> {
     let mut dec = Decoder::new(DecoderConfig::default());
     let mut streams: std::collections::HashMap<(u32, u8), Vec<Vec<u8>>> = Default::default();
     while let Some(fr) = rd.next_frame()? {
-        let Some(seg) = dec.decode(crate::capture::capture_time(fr.ts), fr.linktype, &fr.data) else {
+        let Some(seg) = dec.decode(crate::capture::capture_time(fr.ts), fr.linktype, &fr.data)
+        else {
             continue;
         };
         let p = &seg.payload;

@@ -142,7 +142,8 @@ impl TcpStreams {
             self.last_expire = ts;
             let idle = self.cfg.idle_timeout;
             let before = self.streams.len();
-            self.streams.retain(|_, s| ts.saturating_duration_since(s.last) < idle);
+            self.streams
+                .retain(|_, s| ts.saturating_duration_since(s.last) < idle);
             self.stats.evicted += (before - self.streams.len()) as u64;
         }
         let key = (src, dst);

@@ -205,13 +205,25 @@ mod tests {
         let mut d = DtmfDecoder::new();
         let mut out = Vec::new();
         for dur in [160u16, 320, 480, 640] {
-            d.push(1000, &pl(5, false, 10, dur), Mono::from_millis(250), 8000, &mut out)
-                .unwrap();
+            d.push(
+                1000,
+                &pl(5, false, 10, dur),
+                Mono::from_millis(250),
+                8000,
+                &mut out,
+            )
+            .unwrap();
         }
         assert!(out.is_empty());
         for _ in 0..3 {
-            d.push(1000, &pl(5, true, 10, 800), Mono::from_millis(250), 8000, &mut out)
-                .unwrap();
+            d.push(
+                1000,
+                &pl(5, true, 10, 800),
+                Mono::from_millis(250),
+                8000,
+                &mut out,
+            )
+            .unwrap();
         }
         assert_eq!(
             out,
@@ -223,8 +235,14 @@ mod tests {
             }]
         );
         // A second digit with the same code but a new timestamp is a new event.
-        d.push(5000, &pl(5, true, 7, 400), Mono::from_millis(700), 8000, &mut out)
-            .unwrap();
+        d.push(
+            5000,
+            &pl(5, true, 7, 400),
+            Mono::from_millis(700),
+            8000,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].start, Mono::from_millis(700));
         assert_eq!(out[1].duration_ms, 50);
@@ -236,8 +254,14 @@ mod tests {
         let mut out = Vec::new();
         d.push(100, &pl(1, false, 10, 320), Mono::ZERO, 8000, &mut out)
             .unwrap();
-        d.push(4000, &pl(11, false, 10, 160), Mono::from_millis(490), 8000, &mut out)
-            .unwrap();
+        d.push(
+            4000,
+            &pl(11, false, 10, 160),
+            Mono::from_millis(490),
+            8000,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].digit, '1');
         assert_eq!(out[0].duration_ms, 40);
@@ -245,8 +269,14 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].digit, '#');
         // Late non-end packet of the flushed event is ignored.
-        d.push(4000, &pl(11, false, 10, 160), Mono::from_millis(490), 8000, &mut out)
-            .unwrap();
+        d.push(
+            4000,
+            &pl(11, false, 10, 160),
+            Mono::from_millis(490),
+            8000,
+            &mut out,
+        )
+        .unwrap();
         d.flush(&mut out);
         assert_eq!(out.len(), 2);
     }

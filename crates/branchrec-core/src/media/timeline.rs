@@ -490,9 +490,8 @@ impl CallTimeline {
                     clock,
                 });
                 let frame = anchor.frame + ts_delta_frames(pkt.timestamp, anchor.ts, clock, rate);
-                let start = Mono::from_millis(
-                    (frame.max(0) as u64).saturating_mul(1000) / u64::from(rate),
-                );
+                let start =
+                    Mono::from_millis((frame.max(0) as u64).saturating_mul(1000) / u64::from(rate));
                 match ch.dtmf.push(
                     pkt.timestamp,
                     pkt.payload,
@@ -570,7 +569,8 @@ impl CallTimeline {
             return None;
         }
         self.release_pending(Some(now));
-        let target = dur_to_frames(now.since_origin(), self.cfg.sample_rate).saturating_sub(self.delay_frames);
+        let target = dur_to_frames(now.since_origin(), self.cfg.sample_rate)
+            .saturating_sub(self.delay_frames);
         self.comfort_noise(target);
         self.emit_upto(target, out)
     }

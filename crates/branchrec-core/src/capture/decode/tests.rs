@@ -271,16 +271,31 @@ fn shared_captures_truncated_and_mutated_never_panic() {
         let mut n = 0u64;
         while let Some(f) = r.next_frame().unwrap() {
             n += 1;
-            engine.push_frame(crate::capture::capture_time(f.ts), f.linktype, &f.data, &mut sink);
+            engine.push_frame(
+                crate::capture::capture_time(f.ts),
+                f.linktype,
+                &f.data,
+                &mut sink,
+            );
             if n % 7 == 0 {
                 for cut in (0..f.data.len()).step_by(13) {
-                    engine.push_frame(crate::capture::capture_time(f.ts), f.linktype, &f.data[..cut], &mut sink);
+                    engine.push_frame(
+                        crate::capture::capture_time(f.ts),
+                        f.linktype,
+                        &f.data[..cut],
+                        &mut sink,
+                    );
                 }
                 let mut m = f.data.clone();
                 for i in (0..m.len()).step_by(11) {
                     m[i] ^= 0x5a;
                 }
-                engine.push_frame(crate::capture::capture_time(f.ts), f.linktype, &m, &mut sink);
+                engine.push_frame(
+                    crate::capture::capture_time(f.ts),
+                    f.linktype,
+                    &m,
+                    &mut sink,
+                );
             }
         }
         engine.finish(Mono::from_secs(u64::MAX / 2), "end", &mut sink);
