@@ -345,7 +345,7 @@ impl Recorder {
                     a.id.clone(),
                     Finish {
                         ended_at_ms,
-                        duration_ms: end.as_millis() as u64,
+                        duration_ms: end.as_millis(),
                         state: RecordingState::CodecUnsupported,
                         file_sha256: None,
                         file_bytes: None,
