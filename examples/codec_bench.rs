@@ -155,7 +155,7 @@ fn bench_timeline(
             pkt.extend_from_slice(&k.wrapping_mul(step).to_be_bytes());
             pkt.extend_from_slice(&7u32.to_be_bytes());
             pkt.extend_from_slice(p);
-            let at = Duration::from_millis(20 * u64::from(k));
+            let at = branchrec::time::Mono::from_millis(20 * u64::from(k));
             t.push_rtp(0, at, &pkt);
             t.poll_audio_into(at, &mut out);
             k += 1;

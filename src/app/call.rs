@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::ReadBuf;
 use tokio::sync::mpsc;
@@ -18,6 +18,7 @@ use crate::app::ports::RtpSocket;
 use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::Shared;
 use crate::catalog::{EventRow, NewRecording, Source};
+use crate::clock::MonoClock;
 use crate::media::StreamConfig;
 use crate::recording::ChannelMedia;
 use crate::sdp::{Direction, NegotiatedStream};
@@ -73,7 +74,8 @@ pub struct PreparedCall {
     call_id: String,
     sockets: Vec<RtpSocket>,
     sink: RecordingSink,
-    start: Instant,
+    /// The recording's clock: its origin is the call start.
+    clock: MonoClock,
     /// Mirrors whether the recording is paused (for the REC LED).
     paused: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -134,7 +136,7 @@ impl PreparedCall {
             call_id: setup.call_id.clone(),
             sockets,
             sink,
-            start: Instant::now(),
+            clock: MonoClock::new(),
             paused: Default::default(),
         })
     }
@@ -167,7 +169,7 @@ impl PreparedCall {
             Duration::from_secs(u64::from(self.shared.cfg.media.rtp_timeout_s.max(1)));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_rtp = Instant::now();
+        let mut last_rtp = self.clock.now();
         let mut buf = vec![0u8; 2048];
         let end_reason: String = loop {
             tokio::select! {
@@ -180,32 +182,32 @@ impl PreparedCall {
                     }
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
                     Some(CallCmd::Event(kind)) => self.sink.add_event(EventRow {
-                        at_ms: self.start.elapsed().as_millis() as u64,
+                        at_ms: self.clock.now().as_millis(),
                         kind,
                         channel: None,
                         detail_json: None,
                     }),
                     Some(CallCmd::Pause { paused, source }) => {
-                        self.sink.set_paused(paused, &source, self.start.elapsed());
+                        self.sink.set_paused(paused, &source, self.clock.now());
                         self.paused.store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
                     }
                     None => break "signalling task gone".to_string(),
                 },
                 r = recv_any(&self.sockets, &mut buf) => {
                     let Some((ch, n, _from)) = r else { continue };
-                    last_rtp = Instant::now();
+                    last_rtp = self.clock.now();
                     self.on_packet(ch, n, &mut buf);
                     self.drain_sockets(&mut buf);
                 }
                 _ = tick.tick() => {
-                    self.sink.tick(self.start.elapsed());
-                    if last_rtp.elapsed() >= rtp_timeout {
+                    self.sink.tick(self.clock.now());
+                    if self.clock.now() - last_rtp >= rtp_timeout {
                         break "no RTP and no BYE before media.rtp_timeout_s".to_string();
                     }
                 }
             }
         };
-        let end = self.start.elapsed();
+        let end = self.clock.now();
         let sink = self.sink;
         // Closing fsyncs the file: keep that off the async worker threads (in the call's
         // span, so its log lines keep the recording and call ids).
@@ -244,7 +246,7 @@ impl PreparedCall {
         let Some(pkt) = buf.get(..n) else { return };
         // The core decrypts SRTP (failures are counted and never written), ignores
         // RTCP and drops what arrives while paused.
-        self.sink.push_rtp(ch, self.start.elapsed(), pkt);
+        self.sink.push_rtp(ch, self.clock.now(), pkt);
     }
 
     fn update_streams(&mut self, streams: &[Option<NegotiatedStream>]) {
@@ -261,7 +263,7 @@ impl PreparedCall {
                 })
             })
             .collect();
-        self.sink.set_media(Some(self.start.elapsed()), media);
+        self.sink.set_media(Some(self.clock.now()), media);
         self.paused
             .store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);
     }

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
 use crate::app::sink::{CloseInfo, RecordingSink, SAMPLE_RATE};
 use crate::app::store::{CatalogCmd, CatalogHandle};
+use crate::capture::capture_time;
 use crate::capture::engine::{Engine, EngineStats, Sink};
 use crate::capture::pcapfile::PcapReader;
 use crate::capture::tracker::{CallNo, CallRules, Party, TrackerConfig, TrackerEvent};
@@ -23,12 +24,14 @@ use crate::catalog::{
     ChannelRow, EventRow, Finish, MappingSource, NewRecording, ParticipantRow, RecordingState,
     Source,
 };
+use crate::clock::MonoClock;
 use crate::config::Config;
 use crate::media::{codec, StreamConfig};
 use crate::pii::Pii;
 use crate::recording::ChannelMedia;
 use crate::sdp::PayloadFormat;
 use crate::vault::KeyWrap;
+use branchrec_core::time::{Mono, UnixMs};
 
 /// Tracker settings from `[capture]`.
 pub fn tracker_config(cfg: &Config) -> TrackerConfig {
@@ -67,7 +70,8 @@ enum Kind {
 struct Active {
     id: String,
     call_id: String,
-    start: Duration,
+    /// Start of the recording on the capture time axis.
+    start: Mono,
     kind: Kind,
     codec: String,
     point: String,
@@ -84,8 +88,17 @@ pub struct Recorder {
     done: Vec<RecordedCall>,
 }
 
-fn unix_ms(ts: Duration) -> i64 {
-    i64::try_from(ts.as_millis()).unwrap_or(i64::MAX)
+/// The wall-clock time of a point on the capture time axis (see
+/// [`branchrec_core::capture`]: frame timestamps, whose origin is the Unix epoch), for the
+/// catalogue. The one place where capture time becomes a [`UnixMs`].
+fn wall_clock(t: Mono) -> UnixMs {
+    UnixMs(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A point on the capture time axis as a time of the recording that started at `start`
+/// (the [`RecordingSink`]'s axis, whose origin is the recording start).
+fn on_recording(start: Mono, t: Mono) -> Mono {
+    Mono::from_duration(t.saturating_duration_since(start))
 }
 
 /// A format passive capture records (G.711 at 8 kHz, see the codec table).
@@ -165,14 +178,14 @@ impl Recorder {
     fn start(
         &mut self,
         call: CallNo,
-        at: Duration,
+        at: Mono,
         call_id: String,
         sip_src: std::net::SocketAddr,
         parties: [Party; 2],
         formats: [Vec<PayloadFormat>; 2],
         hold: [bool; 2],
     ) {
-        let created = chrono::DateTime::from_timestamp_millis(unix_ms(at)).unwrap_or_default();
+        let created = wall_clock(at).to_datetime().unwrap_or_default();
         let all: Vec<&PayloadFormat> = formats.iter().flatten().collect();
         let supported = all.is_empty() || all.iter().any(|f| is_captured(f));
         let mut names: Vec<String> = formats.iter().flat_map(|f| codec_names(f)).collect();
@@ -225,7 +238,7 @@ impl Recorder {
             call_id: call_id.clone(),
             session_id: None,
             src_addr,
-            started_at_ms: unix_ms(at),
+            started_at_ms: wall_clock(at).as_millis(),
             codec: codec.clone(),
             sample_rate: SAMPLE_RATE,
             channels: 2,
@@ -297,12 +310,12 @@ impl Recorder {
         );
     }
 
-    fn end(&mut self, call: CallNo, at: Duration, reason: &str) {
+    fn end(&mut self, call: CallNo, at: Mono, reason: &str) {
         let Some(mut a) = self.calls.remove(&call) else {
             return;
         };
-        let end = at.saturating_sub(a.start);
-        let ended_at_ms = unix_ms(a.start.saturating_add(end));
+        let end = on_recording(a.start, at);
+        let ended_at_ms = wall_clock(a.start.saturating_add(end.since_origin())).as_millis();
         let state = match a.kind {
             Kind::Audio(mut sink) => {
                 for ev in a.events.drain(..) {
@@ -329,7 +342,7 @@ impl Recorder {
                     a.id.clone(),
                     Finish {
                         ended_at_ms,
-                        duration_ms: end.as_millis() as u64,
+                        duration_ms: end.as_millis(),
                         state: RecordingState::CodecUnsupported,
                         file_sha256: None,
                         file_bytes: None,
@@ -375,7 +388,7 @@ impl Sink for Recorder {
                 };
                 if let Kind::Audio(sink) = &mut a.kind {
                     sink.set_media(
-                        Some(at.saturating_sub(a.start)),
+                        Some(on_recording(a.start, at)),
                         channel_media(&formats, &hold),
                     );
                 }
@@ -409,7 +422,7 @@ impl Sink for Recorder {
                     return;
                 };
                 a.events.push(EventRow {
-                    at_ms: at.saturating_sub(a.start).as_millis() as u64,
+                    at_ms: on_recording(a.start, at).as_millis(),
                     kind: kind.into(),
                     channel: None,
                     detail_json: Some(serde_json::json!({ "detail": detail })),
@@ -419,19 +432,19 @@ impl Sink for Recorder {
         }
     }
 
-    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Duration, pkt: &[u8]) {
+    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, pkt: &[u8]) {
         let Some(a) = self.calls.get_mut(&call) else {
             return;
         };
         if let Kind::Audio(sink) = &mut a.kind {
-            sink.push_rtp(ch, ts.saturating_sub(a.start), pkt);
+            sink.push_rtp(ch, on_recording(a.start, ts), pkt);
         }
     }
 
-    fn on_tick(&mut self, now: Duration) {
+    fn on_tick(&mut self, now: Mono) {
         for a in self.calls.values_mut() {
             if let Kind::Audio(sink) = &mut a.kind {
-                sink.tick(now.saturating_sub(a.start));
+                sink.tick(on_recording(a.start, now));
             }
         }
     }
@@ -458,7 +471,7 @@ pub fn import_files(
     let mut engine = Engine::new(tracker_config(cfg));
     let mut rec = Recorder::new(cfg.clone(), vault, catalog.clone());
     let mut frames = 0u64;
-    let mut last_ts = Duration::ZERO;
+    let mut last_ts = Mono::ZERO;
     for f in files {
         let file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
         let mut reader = PcapReader::new(std::io::BufReader::with_capacity(1 << 20, file))
@@ -472,8 +485,9 @@ pub fn import_files(
             match reader.next_frame() {
                 Ok(Some(fr)) => {
                     frames += 1;
-                    last_ts = last_ts.max(fr.ts);
-                    engine.push_frame(fr.ts, fr.linktype, &fr.data, &mut rec);
+                    let ts = capture_time(fr.ts);
+                    last_ts = last_ts.max(ts);
+                    engine.push_frame(ts, fr.linktype, &fr.data, &mut rec);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -498,7 +512,8 @@ pub fn import_files(
 
 /// A frame from a live interface.
 struct LiveFrame {
-    ts: Duration,
+    /// Kernel capture timestamp, on the capture time axis.
+    ts: Mono,
     linktype: u32,
     iface: usize,
     data: Vec<u8>,
@@ -565,13 +580,18 @@ pub fn run_live(
     let mut engine = Engine::new(tracker_config(&cfg));
     let mut rec = Recorder::new(cfg.clone(), vault, catalog.clone());
     let stats_every = Duration::from_secs(u64::from(cfg.capture.stats_interval_s));
-    let mut last_stats = Instant::now();
+    let clock = MonoClock::new();
+    let mut last_stats = clock.now();
     let stats_file = cfg.storage.data_dir.join("capture-stats.json");
     let names = cfg.capture.interfaces.clone();
+    // Ticks are on the capture time axis too (the kernel's timestamps are wall-clock
+    // time since the Unix epoch), so a quiet link ends calls on the same clock.
     let now_ts = || {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
+        capture_time(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
     };
     let mut cur_iface = usize::MAX;
     let mut set_point = |rec: &mut Recorder, i: usize| {
@@ -599,8 +619,8 @@ pub fn run_live(
         }
         engine.tick(now_ts(), &mut rec);
         rec.take_done();
-        if last_stats.elapsed() >= stats_every {
-            last_stats = Instant::now();
+        if clock.now() - last_stats >= stats_every {
+            last_stats = clock.now();
             write_stats(&stats, &engine, &stats_file);
         }
         if stop.load(Ordering::Relaxed) {
@@ -683,7 +703,8 @@ fn read_live(
     stats: Arc<std::sync::Mutex<Vec<IfaceStats>>>,
 ) {
     let linktype = cap.get_datalink().0 as u32;
-    let mut last_stats = Instant::now();
+    let clock = MonoClock::new();
+    let mut last_stats = clock.now();
     let update = |cap: &mut pcap::Capture<pcap::Active>| {
         if let Ok(s) = cap.stats() {
             if let Ok(mut all) = stats.lock() {
@@ -698,10 +719,10 @@ fn read_live(
     while !stop.load(Ordering::Relaxed) {
         match cap.next_packet() {
             Ok(p) => {
-                let ts = Duration::new(
+                let ts = capture_time(Duration::new(
                     u64::try_from(p.header.ts.tv_sec).unwrap_or(0),
                     u32::try_from(p.header.ts.tv_usec).unwrap_or(0).min(999_999) * 1000,
-                );
+                ));
                 let f = LiveFrame {
                     ts,
                     linktype,
@@ -718,8 +739,8 @@ fn read_live(
                 break;
             }
         }
-        if last_stats.elapsed() >= Duration::from_secs(1) {
-            last_stats = Instant::now();
+        if clock.now() - last_stats >= Duration::from_secs(1) {
+            last_stats = clock.now();
             update(&mut cap);
         }
     }

@@ -4,8 +4,8 @@
 //! pause gate, events, statistics. This shell appends the chunks it outputs to the
 //! encrypted file, syncs it, and sends the events and the `Finish` row to the catalogue.
 //!
-//! It is driven with time offsets from the call start (`Duration`), so the SIPREC call
-//! task feeds it wall-clock time and the capture engine feeds it packet capture time.
+//! It is driven with [`Mono`] times whose origin is the recording's start, so the SIPREC
+//! call task feeds it its monotonic clock and the capture engine packet capture time.
 //! Nothing on the per-packet path allocates; file writes happen once per sealed chunk.
 
 use std::fs::{File, OpenOptions};
@@ -22,6 +22,7 @@ use crate::media::PushOutcome;
 use crate::recording::session::{Event, Finished, Outcome, Output};
 use crate::recording::{ChannelMedia, Recording, RecordingConfig, RecordingKeys, StorageFormat};
 use crate::vault::{DataKey, KeyWrap};
+use branchrec_core::time::{Mono, UnixMs};
 
 pub use crate::media::codec::{recording_rate, SAMPLE_RATE, WIDEBAND_SAMPLE_RATE};
 
@@ -45,8 +46,8 @@ pub struct RecordingSink {
 
 /// How a recording ended, for [`RecordingSink::close`].
 pub struct CloseInfo<'a> {
-    /// End of the recording as an offset from its start.
-    pub end: Duration,
+    /// End of the recording (origin: its start).
+    pub end: Mono,
     /// Why it ended (logged).
     pub reason: &'a str,
     /// End time, unix milliseconds.
@@ -103,7 +104,7 @@ impl RecordingSink {
         rng.fill_bytes(&mut prefix);
         let rcfg = RecordingConfig {
             recording_id: id,
-            created_unix_ms: created.timestamp_millis().max(0) as u64,
+            created: UnixMs::from_datetime(&created),
             sample_rate,
             channels,
             opus: (format == StorageFormat::Opus).then(|| cfg.storage.opus.settings()),
@@ -148,7 +149,7 @@ impl RecordingSink {
 
     /// What the channels carry after a negotiation (see [`Recording::set_media`]):
     /// `now` = `None` for the initial configuration (no events).
-    pub fn set_media(&mut self, now: Option<Duration>, channels: Vec<Option<ChannelMedia>>) {
+    pub fn set_media(&mut self, now: Option<Mono>, channels: Vec<Option<ChannelMedia>>) {
         self.rec.set_media(now, channels);
         self.drain();
     }
@@ -158,9 +159,9 @@ impl RecordingSink {
         self.events.push(ev);
     }
 
-    /// Feed one RTP/RTCP/SRTP datagram of `ch`, `at` after the recording start (see
+    /// Feed one RTP/RTCP/SRTP datagram of `ch`, at `at` (see
     /// [`Recording::handle_rtp`]).
-    pub fn push_rtp(&mut self, ch: usize, at: Duration, pkt: &[u8]) -> Option<PushOutcome> {
+    pub fn push_rtp(&mut self, ch: usize, at: Mono, pkt: &[u8]) -> Option<PushOutcome> {
         self.rec.handle_rtp(at, ch, pkt)
     }
 
@@ -170,14 +171,14 @@ impl RecordingSink {
     }
 
     /// Pause (or resume) storing audio on behalf of `source` (`siprec`,
-    /// `control:<actor>`), `at` after the start.
-    pub fn set_paused(&mut self, paused: bool, source: &str, at: Duration) {
+    /// `control:<actor>`), at `at`.
+    pub fn set_paused(&mut self, paused: bool, source: &str, at: Mono) {
         self.rec.set_paused(at, paused, source);
         self.drain();
     }
 
     /// Let the recording advance to `now` and write what it sealed.
-    pub fn tick(&mut self, now: Duration) {
+    pub fn tick(&mut self, now: Mono) {
         self.rec.handle_timeout(now);
         self.drain();
     }

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use branchrec_core::time::Mono;
 
 use crate::media::{CallTimeline, Codec, StreamConfig, TimelineConfig};
 use crate::recording::opus::OpusSettings;
@@ -86,7 +87,8 @@ fn load_stream(path: &std::path::Path) -> anyhow::Result<(u8, Vec<Vec<u8>>)> {
     let mut dec = Decoder::new(DecoderConfig::default());
     let mut streams: std::collections::HashMap<(u32, u8), Vec<Vec<u8>>> = Default::default();
     while let Some(fr) = rd.next_frame()? {
-        let Some(seg) = dec.decode(fr.ts, fr.linktype, &fr.data) else {
+        let Some(seg) = dec.decode(crate::capture::capture_time(fr.ts), fr.linktype, &fr.data)
+        else {
             continue;
         };
         let p = &seg.payload;
@@ -168,7 +170,7 @@ fn run_call(
     let mut samples = Vec::new();
     let mut bytes = file.len() as u64;
     for k in 0..n {
-        let at = Duration::from_micros(u64::from(k) * ptime_us);
+        let at = Mono::from_duration(Duration::from_micros(u64::from(k) * ptime_us));
         for ch in 0..2usize {
             let src = &pkts[(k as usize + ch * half) % pkts.len()];
             tl.push_rtp(ch, at, &restamp(src, k, ts_step, 0x1000 + ch as u32));
@@ -186,7 +188,9 @@ fn run_call(
             }
         }
     }
-    if let Some(b) = tl.finish(Duration::from_micros(u64::from(n) * ptime_us)) {
+    if let Some(b) = tl.finish(Mono::from_duration(Duration::from_micros(
+        u64::from(n) * ptime_us,
+    ))) {
         w.push_block(&b)?;
     }
     if let Some(c) = w.flush() {

@@ -18,11 +18,19 @@
 //! values in. This crate is built with chrono's `clock` feature off, so `Utc::now` does
 //! not even compile here, and `Instant::now` / `SystemTime::now` are never called.
 //!
-//! Migration state: [`board`](crate::board) and [`uplink`](crate::uplink) use these
-//! types. Still to move: `std::time::Instant` in `sip::endpoint`, `sip::access` and
-//! `siprec::srs`; `Duration`-since-a-start in `media::timeline`, `media::srtp::channel`
-//! and `capture::{engine,tracker,decode}`; `u64` ms in `media::dtmf`; `i64` unix ms in
-//! `lifecycle::{Clock,retention,holds,audit}`; `u64` unix ms in the container header.
+//! Origins: a recording's [`Mono`] (`media::timeline`, `media::srtp::channel`,
+//! `media::dtmf`, `recording::session`) counts from the call / recording start; the
+//! capture cores (`capture::{engine,tracker,decode,tcp}`) run on the *capture time
+//! axis*, frame timestamps whose origin is the Unix epoch
+//! ([`capture_time`](crate::capture::capture_time)); the shell turns a capture time into
+//! wall clock for the catalogue in one helper. The container header stores its creation
+//! time as on-disk `u64` unix ms, converted from [`UnixMs`] at the header
+//! ([`unix_ms_on_disk`](crate::recording::container::unix_ms_on_disk)).
+//!
+//! Migration state: [`board`](crate::board), [`uplink`](crate::uplink), `media`,
+//! `capture` and `recording::session` use these types. Still to move:
+//! `std::time::Instant` in `sip::endpoint`, `sip::access` and `siprec::srs`; `i64` unix
+//! ms in `lifecycle::{Clock,retention,holds,audit}`.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};

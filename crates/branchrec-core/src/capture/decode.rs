@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::time::Mono;
+
 /// Link types (LINKTYPE_* numbers) the decoder understands.
 pub mod linktype {
     /// BSD loopback (4-byte address family).
@@ -119,7 +121,7 @@ struct FragKey {
 
 #[derive(Debug)]
 struct FragEntry {
-    first_seen: Duration,
+    first_seen: Mono,
     /// (offset, bytes), unsorted.
     parts: Vec<(usize, Vec<u8>)>,
     /// Total payload length once the last fragment was seen.
@@ -133,7 +135,7 @@ pub struct Decoder {
     cfg: DecoderConfig,
     frags: HashMap<FragKey, FragEntry>,
     stats: DecodeStats,
-    last_expire: Duration,
+    last_expire: Mono,
 }
 
 fn be16(b: &[u8], off: usize) -> Option<u16> {
@@ -157,7 +159,7 @@ impl Decoder {
             cfg,
             frags: HashMap::new(),
             stats: DecodeStats::default(),
-            last_expire: Duration::ZERO,
+            last_expire: Mono::ZERO,
         }
     }
 
@@ -175,7 +177,7 @@ impl Decoder {
     /// anything that is not (yet) a UDP datagram or TCP segment.
     pub fn decode<'a>(
         &mut self,
-        ts: Duration,
+        ts: Mono,
         linktype: u32,
         frame: &'a [u8],
     ) -> Option<Segment<'a>> {
@@ -242,7 +244,7 @@ impl Decoder {
         None
     }
 
-    fn ethernet<'a>(&mut self, ts: Duration, f: &'a [u8], depth: u8) -> Option<Segment<'a>> {
+    fn ethernet<'a>(&mut self, ts: Mono, f: &'a [u8], depth: u8) -> Option<Segment<'a>> {
         let Some(et) = be16(f, 12) else {
             return self.malformed();
         };
@@ -254,7 +256,7 @@ impl Decoder {
 
     fn ethertype<'a>(
         &mut self,
-        ts: Duration,
+        ts: Mono,
         mut et: u16,
         mut rest: &'a [u8],
         depth: u8,
@@ -279,7 +281,7 @@ impl Decoder {
         }
     }
 
-    fn ipv4<'a>(&mut self, ts: Duration, p: &'a [u8], depth: u8) -> Option<Segment<'a>> {
+    fn ipv4<'a>(&mut self, ts: Mono, p: &'a [u8], depth: u8) -> Option<Segment<'a>> {
         let Some(&vihl) = p.first() else {
             return self.malformed();
         };
@@ -320,7 +322,7 @@ impl Decoder {
         self.transport(ts, src, dst, proto, payload, depth)
     }
 
-    fn ipv6<'a>(&mut self, ts: Duration, p: &'a [u8], depth: u8) -> Option<Segment<'a>> {
+    fn ipv6<'a>(&mut self, ts: Mono, p: &'a [u8], depth: u8) -> Option<Segment<'a>> {
         if p.first().map(|b| b >> 4) != Some(6) || p.len() < 40 {
             return self.malformed();
         }
@@ -390,7 +392,7 @@ impl Decoder {
 
     fn transport<'a>(
         &mut self,
-        ts: Duration,
+        ts: Mono,
         src: IpAddr,
         dst: IpAddr,
         proto: u8,
@@ -456,7 +458,7 @@ impl Decoder {
 
     fn transport_owned(
         &mut self,
-        ts: Duration,
+        ts: Mono,
         src: IpAddr,
         dst: IpAddr,
         proto: u8,
@@ -472,7 +474,7 @@ impl Decoder {
         })
     }
 
-    fn gre<'a>(&mut self, ts: Duration, p: &'a [u8], depth: u8) -> Option<Segment<'a>> {
+    fn gre<'a>(&mut self, ts: Mono, p: &'a [u8], depth: u8) -> Option<Segment<'a>> {
         let flags = be16(p, 0)?;
         let proto = be16(p, 2)?;
         if flags & 0x0007 > 1 {
@@ -518,7 +520,7 @@ impl Decoder {
     /// Add a fragment; returns the whole payload once every byte is there.
     fn fragment(
         &mut self,
-        ts: Duration,
+        ts: Mono,
         key: FragKey,
         offset: usize,
         more: bool,
@@ -597,11 +599,11 @@ impl Decoder {
         Some(whole)
     }
 
-    fn expire(&mut self, now: Duration) {
+    fn expire(&mut self, now: Mono) {
         let timeout = self.cfg.fragment_timeout;
         let before = self.frags.len();
         self.frags.retain(|_, e| {
-            now.saturating_sub(e.first_seen) < timeout
+            now.saturating_duration_since(e.first_seen) < timeout
                 && e.first_seen <= now.saturating_add(timeout)
         });
         self.stats.fragments_dropped += (before - self.frags.len()) as u64;

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::time::Mono;
+
 use super::decode::{DecodeStats, Decoder, DecoderConfig, Transport};
 use super::tcp::{looks_like_sip, TcpConfig, TcpStats, TcpStreams};
 use super::tracker::{CallNo, CallTracker, TrackerConfig, TrackerEvent, TrackerStats};
@@ -15,9 +17,9 @@ pub trait Sink {
     /// A tracker event (start, media change, participants, flag, end).
     fn on_event(&mut self, ev: TrackerEvent);
     /// An RTP (or RTCP-mux) datagram of `call`'s channel `ch`, captured at `ts`.
-    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Duration, pkt: &[u8]);
+    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, pkt: &[u8]);
     /// Time moved to `now` (at most every 100 ms of capture time).
-    fn on_tick(&mut self, now: Duration);
+    fn on_tick(&mut self, now: Mono);
 }
 
 /// Counters of the whole engine.
@@ -42,7 +44,7 @@ pub struct Engine {
     tracker: CallTracker,
     sip_parse_errors: u64,
     udp_unbound: u64,
-    last_tick: Option<Duration>,
+    last_tick: Option<Mono>,
     frames: Vec<Vec<u8>>,
 }
 
@@ -77,7 +79,7 @@ impl Engine {
     }
 
     /// Handle one captured frame.
-    pub fn push_frame(&mut self, ts: Duration, linktype: u32, frame: &[u8], sink: &mut impl Sink) {
+    pub fn push_frame(&mut self, ts: Mono, linktype: u32, frame: &[u8], sink: &mut impl Sink) {
         if let Some(seg) = self.decoder.decode(ts, linktype, frame) {
             match seg.transport {
                 Transport::Udp => {
@@ -127,17 +129,17 @@ impl Engine {
     }
 
     /// Let time pass without packets (live capture on a quiet link).
-    pub fn tick(&mut self, now: Duration, sink: &mut impl Sink) {
+    pub fn tick(&mut self, now: Mono, sink: &mut impl Sink) {
         self.maybe_tick(now, sink);
     }
 
     /// End every call: the file ended or the recorder stops.
-    pub fn finish(&mut self, now: Duration, reason: &str, sink: &mut impl Sink) {
+    pub fn finish(&mut self, now: Mono, reason: &str, sink: &mut impl Sink) {
         self.tracker.finish_all(now, reason);
         self.drain(sink);
     }
 
-    fn maybe_tick(&mut self, ts: Duration, sink: &mut impl Sink) {
+    fn maybe_tick(&mut self, ts: Mono, sink: &mut impl Sink) {
         let due = match self.last_tick {
             None => true,
             Some(t) => ts >= t.saturating_add(Duration::from_millis(100)),

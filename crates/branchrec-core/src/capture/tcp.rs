@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::time::Mono;
+
 use crate::sip::StreamFramer;
 
 /// Limits of the reassembler.
@@ -55,7 +57,7 @@ struct Stream {
     framer: StreamFramer,
     /// Waiting for a segment that starts a SIP message.
     resync: bool,
-    last: Duration,
+    last: Mono,
 }
 
 /// Whether `p` starts like a SIP request or status line.
@@ -87,7 +89,7 @@ pub struct TcpStreams {
     cfg: TcpConfig,
     streams: HashMap<(SocketAddr, SocketAddr), Stream>,
     stats: TcpStats,
-    last_expire: Duration,
+    last_expire: Mono,
 }
 
 /// `a < b` in sequence space.
@@ -102,7 +104,7 @@ impl TcpStreams {
             cfg,
             streams: HashMap::new(),
             stats: TcpStats::default(),
-            last_expire: Duration::ZERO,
+            last_expire: Mono::ZERO,
         }
     }
 
@@ -127,7 +129,7 @@ impl TcpStreams {
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
-        ts: Duration,
+        ts: Mono,
         src: SocketAddr,
         dst: SocketAddr,
         seq: u32,
@@ -140,7 +142,8 @@ impl TcpStreams {
             self.last_expire = ts;
             let idle = self.cfg.idle_timeout;
             let before = self.streams.len();
-            self.streams.retain(|_, s| ts.saturating_sub(s.last) < idle);
+            self.streams
+                .retain(|_, s| ts.saturating_duration_since(s.last) < idle);
             self.stats.evicted += (before - self.streams.len()) as u64;
         }
         let key = (src, dst);
@@ -283,12 +286,12 @@ mod tests {
         data.extend_from_slice(MSG);
         let mut t = TcpStreams::new(TcpConfig::default());
         let mut out = Vec::new();
-        t.push(Duration::ZERO, a, b, 99, true, false, b"", &mut out);
+        t.push(Mono::ZERO, a, b, 99, true, false, b"", &mut out);
         let parts: Vec<(u32, &[u8])> =
             vec![(100, &data[..10]), (110, &data[10..50]), (150, &data[50..])];
         // deliver 0, 2, 1 (1 retransmitted)
         t.push(
-            Duration::ZERO,
+            Mono::ZERO,
             a,
             b,
             parts[0].0,
@@ -298,7 +301,7 @@ mod tests {
             &mut out,
         );
         t.push(
-            Duration::ZERO,
+            Mono::ZERO,
             a,
             b,
             parts[2].0,
@@ -309,7 +312,7 @@ mod tests {
         );
         assert!(out.is_empty());
         t.push(
-            Duration::ZERO,
+            Mono::ZERO,
             a,
             b,
             parts[1].0,
@@ -319,7 +322,7 @@ mod tests {
             &mut out,
         );
         t.push(
-            Duration::ZERO,
+            Mono::ZERO,
             a,
             b,
             parts[1].0,
@@ -338,7 +341,7 @@ mod tests {
         let mut t = TcpStreams::new(TcpConfig::default());
         let mut out = Vec::new();
         t.push(
-            Duration::ZERO,
+            Mono::ZERO,
             a,
             b,
             5,
@@ -348,11 +351,11 @@ mod tests {
             &mut out,
         );
         assert!(t.is_empty());
-        t.push(Duration::ZERO, a, b, 500, false, false, MSG, &mut out);
+        t.push(Mono::ZERO, a, b, 500, false, false, MSG, &mut out);
         assert_eq!(out.len(), 1);
         // A message without Content-Length poisons; the stream resyncs on the next one.
         t.push(
-            Duration::ZERO,
+            Mono::ZERO,
             a,
             b,
             500 + MSG.len() as u32,
@@ -362,7 +365,7 @@ mod tests {
             &mut out,
         );
         let s = 500 + MSG.len() as u32 + 21;
-        t.push(Duration::ZERO, a, b, s, false, false, MSG, &mut out);
+        t.push(Mono::ZERO, a, b, s, false, false, MSG, &mut out);
         assert_eq!(out.len(), 2);
     }
 
@@ -377,7 +380,7 @@ mod tests {
         for p in 0..50u16 {
             let a = SocketAddr::new("10.0.0.1".parse().unwrap(), 1000 + p);
             t.push(
-                Duration::ZERO,
+                Mono::ZERO,
                 a,
                 sa("10.0.0.2:5060"),
                 0,
@@ -388,7 +391,7 @@ mod tests {
             );
             for i in 0..20u32 {
                 t.push(
-                    Duration::ZERO,
+                    Mono::ZERO,
                     a,
                     sa("10.0.0.2:5060"),
                     10_000 + i * 100,
@@ -401,7 +404,7 @@ mod tests {
         }
         assert!(t.len() <= 4);
         t.push(
-            Duration::from_secs(100),
+            Mono::from_secs(100),
             sa("10.9.9.9:1"),
             sa("10.0.0.2:5060"),
             0,

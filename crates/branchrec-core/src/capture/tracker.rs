@@ -16,6 +16,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::time::Mono;
+
 use crate::sdp::{Direction, PayloadFormat};
 use crate::sip::{Message, Method};
 
@@ -134,7 +136,7 @@ pub enum TrackerEvent {
         /// The call.
         call: CallNo,
         /// Capture time of the start (t = 0 of the recording).
-        at: Duration,
+        at: Mono,
         /// SIP Call-ID.
         call_id: String,
         /// Source of the first signalling packet seen.
@@ -151,7 +153,7 @@ pub enum TrackerEvent {
         /// The call.
         call: CallNo,
         /// Capture time.
-        at: Duration,
+        at: Mono,
         /// Payload formats per channel.
         formats: [Vec<PayloadFormat>; 2],
         /// Hold state per channel.
@@ -169,7 +171,7 @@ pub enum TrackerEvent {
         /// The call.
         call: CallNo,
         /// Capture time.
-        at: Duration,
+        at: Mono,
         /// Short machine-readable kind, e.g. `signalling_incomplete`.
         kind: &'static str,
         /// Human-readable detail.
@@ -180,7 +182,7 @@ pub enum TrackerEvent {
         /// The call.
         call: CallNo,
         /// Capture time of the end.
-        at: Duration,
+        at: Mono,
         /// Why.
         reason: String,
     },
@@ -219,16 +221,16 @@ struct Call {
     parties: [Party; 2],
     media: [Option<PartyMedia>; 2],
     /// Flags raised before the recording started (emitted right after `Start`).
-    pending_flags: Vec<(Duration, &'static str, String)>,
+    pending_flags: Vec<(Mono, &'static str, String)>,
     /// Which party's SDP came last (the answer, in a completed offer/answer).
     last_sdp: Option<Side>,
     sip_src: SocketAddr,
     answered: bool,
     recording: bool,
     denied: bool,
-    last_activity: Duration,
-    last_rtp: Option<Duration>,
-    started_at: Option<Duration>,
+    last_activity: Mono,
+    last_rtp: Option<Mono>,
+    started_at: Option<Mono>,
     addrs: Vec<SocketAddr>,
 }
 
@@ -243,7 +245,7 @@ pub struct CallTracker {
     media: HashMap<SocketAddr, (CallNo, Side)>,
     events: VecDeque<TrackerEvent>,
     stats: TrackerStats,
-    last_sweep: Duration,
+    last_sweep: Mono,
 }
 
 fn party_index(s: Side) -> usize {
@@ -302,7 +304,7 @@ impl CallTracker {
             media: HashMap::new(),
             events: VecDeque::new(),
             stats: TrackerStats::default(),
-            last_sweep: Duration::ZERO,
+            last_sweep: Mono::ZERO,
         }
     }
 
@@ -327,7 +329,7 @@ impl CallTracker {
     }
 
     /// Handle one SIP message seen from `src` to `dst` at `ts`.
-    pub fn on_sip(&mut self, ts: Duration, src: SocketAddr, _dst: SocketAddr, msg: &Message) {
+    pub fn on_sip(&mut self, ts: Mono, src: SocketAddr, _dst: SocketAddr, msg: &Message) {
         self.stats.sip_messages += 1;
         self.sweep(ts);
         let Some(call_id) = msg.call_id() else { return };
@@ -518,7 +520,7 @@ impl CallTracker {
     /// pushing the packet).
     pub fn classify(
         &mut self,
-        ts: Duration,
+        ts: Mono,
         src: SocketAddr,
         dst: SocketAddr,
     ) -> Option<(CallNo, usize)> {
@@ -544,12 +546,12 @@ impl CallTracker {
     }
 
     /// Let timers run up to `now` (call this now and then when no packets arrive).
-    pub fn on_time(&mut self, now: Duration) {
+    pub fn on_time(&mut self, now: Mono) {
         self.sweep(now);
     }
 
     /// End every call (end of a capture file, shutdown).
-    pub fn finish_all(&mut self, now: Duration, reason: &str) {
+    pub fn finish_all(&mut self, now: Mono, reason: &str) {
         let mut nos: Vec<CallNo> = self.calls.keys().copied().collect();
         nos.sort_unstable();
         for no in nos {
@@ -574,7 +576,7 @@ impl CallTracker {
         }
     }
 
-    fn start(&mut self, no: CallNo, ts: Duration) {
+    fn start(&mut self, no: CallNo, ts: Mono) {
         let Some(call) = self.calls.get_mut(&no) else {
             return;
         };
@@ -617,7 +619,7 @@ impl CallTracker {
         }
     }
 
-    fn end(&mut self, no: CallNo, ts: Duration, reason: String) {
+    fn end(&mut self, no: CallNo, ts: Mono, reason: String) {
         let Some(call) = self.calls.get(&no) else {
             return;
         };
@@ -653,19 +655,19 @@ impl CallTracker {
         }
     }
 
-    fn sweep(&mut self, now: Duration) {
+    fn sweep(&mut self, now: Mono) {
         if now < self.last_sweep.saturating_add(Duration::from_secs(1)) {
             return;
         }
         self.last_sweep = now;
-        let mut expired: Vec<(CallNo, Duration, bool)> = Vec::new();
+        let mut expired: Vec<(CallNo, Mono, bool)> = Vec::new();
         for (no, c) in &self.calls {
             if c.recording {
                 let last = c.last_rtp.unwrap_or(c.last_activity).max(c.last_activity);
-                if now.saturating_sub(last) >= self.cfg.media_timeout {
+                if now.saturating_duration_since(last) >= self.cfg.media_timeout {
                     expired.push((*no, last, true));
                 }
-            } else if now.saturating_sub(c.last_activity) >= self.cfg.setup_timeout {
+            } else if now.saturating_duration_since(c.last_activity) >= self.cfg.setup_timeout {
                 expired.push((*no, c.last_activity, false));
             }
         }

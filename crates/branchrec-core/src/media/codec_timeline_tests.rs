@@ -8,7 +8,7 @@ use super::{CallTimeline, Codec, StreamConfig, TimelineConfig};
 
 const MS: Duration = Duration::from_millis(1);
 
-use super::timeline::tests::rtp;
+use super::timeline::tests::{mono, rtp};
 
 fn tl(rate: u32) -> CallTimeline {
     let mut t = CallTimeline::new(TimelineConfig {
@@ -39,18 +39,18 @@ fn run(t: &mut CallTimeline, mut pkts: Vec<(Duration, Vec<u8>)>, end: Duration) 
     let mut it = pkts.into_iter().peekable();
     while now < end {
         while let Some((at, p)) = it.next_if(|p| p.0 <= now) {
-            t.push_rtp(0, at, &p);
+            t.push_rtp(0, mono(at), &p);
         }
-        if let Some(b) = t.poll_audio(now) {
+        if let Some(b) = t.poll_audio(mono(now)) {
             assert_eq!(b.start_frame as usize, out.len());
             out.extend_from_slice(&b.samples);
         }
         now += 20 * MS;
     }
     for (at, p) in it {
-        t.push_rtp(0, at, &p);
+        t.push_rtp(0, mono(at), &p);
     }
-    if let Some(b) = t.finish(end) {
+    if let Some(b) = t.finish(mono(end)) {
         out.extend_from_slice(&b.samples);
     }
     out
@@ -281,7 +281,7 @@ fn g729_without_the_feature_is_unsupported() {
         },
     );
     assert_eq!(
-        t.push_rtp(0, MS, &rtp(18, 1, 0, 5, &[0; 20])),
+        t.push_rtp(0, mono(MS), &rtp(18, 1, 0, 5, &[0; 20])),
         super::PushOutcome::Unsupported
     );
 }

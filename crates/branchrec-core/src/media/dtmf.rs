@@ -9,13 +9,16 @@
 
 use thiserror::Error;
 
+use crate::time::Mono;
+
 /// One DTMF digit on the call timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DtmfEvent {
     /// '0'..='9', '*', '#', 'A'..='D'.
     pub digit: char,
-    /// Start of the event on the call timeline, in milliseconds since the call start.
-    pub start_ms: u64,
+    /// Start of the event on the call timeline (origin: the call start), in whole
+    /// milliseconds.
+    pub start: Mono,
     /// Duration of the event in milliseconds.
     pub duration_ms: u32,
     /// Volume in -dBm0 (0..=63; larger is quieter).
@@ -77,7 +80,7 @@ struct Current {
     prior_duration: u64,
     event: u8,
     volume: u8,
-    start_ms: u64,
+    start: Mono,
     clock: u32,
 }
 
@@ -96,13 +99,13 @@ impl DtmfDecoder {
     }
 
     /// Feed one telephone-event packet. `rtp_ts` is the packet's RTP timestamp,
-    /// `start_ms` where that timestamp lies on the call timeline, `clock` the payload
+    /// `start` where that timestamp lies on the call timeline, `clock` the payload
     /// type's clock rate. Completed events are appended to `out`.
     pub fn push(
         &mut self,
         rtp_ts: u32,
         payload: &[u8],
-        start_ms: u64,
+        start: Mono,
         clock: u32,
         out: &mut Vec<DtmfEvent>,
     ) -> Result<(), DtmfError> {
@@ -141,7 +144,7 @@ impl DtmfDecoder {
                     prior_duration: 0,
                     event: ev.event,
                     volume: ev.volume,
-                    start_ms,
+                    start,
                     clock,
                 });
             }
@@ -174,7 +177,7 @@ impl DtmfDecoder {
         let ms = units * 1000 / u64::from(cur.clock);
         Some(DtmfEvent {
             digit: event_to_digit(cur.event)?,
-            start_ms: cur.start_ms,
+            start: cur.start,
             duration_ms: u32::try_from(ms).unwrap_or(u32::MAX),
             volume: cur.volume,
         })
@@ -202,28 +205,46 @@ mod tests {
         let mut d = DtmfDecoder::new();
         let mut out = Vec::new();
         for dur in [160u16, 320, 480, 640] {
-            d.push(1000, &pl(5, false, 10, dur), 250, 8000, &mut out)
-                .unwrap();
+            d.push(
+                1000,
+                &pl(5, false, 10, dur),
+                Mono::from_millis(250),
+                8000,
+                &mut out,
+            )
+            .unwrap();
         }
         assert!(out.is_empty());
         for _ in 0..3 {
-            d.push(1000, &pl(5, true, 10, 800), 250, 8000, &mut out)
-                .unwrap();
+            d.push(
+                1000,
+                &pl(5, true, 10, 800),
+                Mono::from_millis(250),
+                8000,
+                &mut out,
+            )
+            .unwrap();
         }
         assert_eq!(
             out,
             vec![DtmfEvent {
                 digit: '5',
-                start_ms: 250,
+                start: Mono::from_millis(250),
                 duration_ms: 100,
                 volume: 10
             }]
         );
         // A second digit with the same code but a new timestamp is a new event.
-        d.push(5000, &pl(5, true, 7, 400), 700, 8000, &mut out)
-            .unwrap();
+        d.push(
+            5000,
+            &pl(5, true, 7, 400),
+            Mono::from_millis(700),
+            8000,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 2);
-        assert_eq!(out[1].start_ms, 700);
+        assert_eq!(out[1].start, Mono::from_millis(700));
         assert_eq!(out[1].duration_ms, 50);
     }
 
@@ -231,10 +252,16 @@ mod tests {
     fn lost_end_reported_on_next_event_and_flush() {
         let mut d = DtmfDecoder::new();
         let mut out = Vec::new();
-        d.push(100, &pl(1, false, 10, 320), 0, 8000, &mut out)
+        d.push(100, &pl(1, false, 10, 320), Mono::ZERO, 8000, &mut out)
             .unwrap();
-        d.push(4000, &pl(11, false, 10, 160), 490, 8000, &mut out)
-            .unwrap();
+        d.push(
+            4000,
+            &pl(11, false, 10, 160),
+            Mono::from_millis(490),
+            8000,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].digit, '1');
         assert_eq!(out[0].duration_ms, 40);
@@ -242,8 +269,14 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].digit, '#');
         // Late non-end packet of the flushed event is ignored.
-        d.push(4000, &pl(11, false, 10, 160), 490, 8000, &mut out)
-            .unwrap();
+        d.push(
+            4000,
+            &pl(11, false, 10, 160),
+            Mono::from_millis(490),
+            8000,
+            &mut out,
+        )
+        .unwrap();
         d.flush(&mut out);
         assert_eq!(out.len(), 2);
     }
@@ -253,7 +286,7 @@ mod tests {
         let mut d = DtmfDecoder::new();
         let mut out = Vec::new();
         assert_eq!(
-            d.push(1, &[1, 2, 3], 0, 8000, &mut out),
+            d.push(1, &[1, 2, 3], Mono::ZERO, 8000, &mut out),
             Err(DtmfError::TooShort(3))
         );
     }
@@ -262,9 +295,9 @@ mod tests {
     fn long_event_segments_merge() {
         let mut d = DtmfDecoder::new();
         let mut out = Vec::new();
-        d.push(0, &pl(9, false, 5, 0xffff), 0, 8000, &mut out)
+        d.push(0, &pl(9, false, 5, 0xffff), Mono::ZERO, 8000, &mut out)
             .unwrap();
-        d.push(0xffff, &pl(9, true, 5, 8000), 0, 8000, &mut out)
+        d.push(0xffff, &pl(9, true, 5, 8000), Mono::ZERO, 8000, &mut out)
             .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].duration_ms, ((0xffff + 8000) * 1000 / 8000) as u32);

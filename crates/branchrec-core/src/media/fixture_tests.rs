@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use super::dtmf::DtmfEvent;
+use crate::time::Mono;
 use super::g711::{alaw_to_linear, ulaw_to_linear};
 use super::rtp;
 use super::stream::{Codec, StreamConfig};
+use super::timeline::tests::mono;
 use super::timeline::{CallTimeline, TimelineConfig};
 
 const PCAP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/pcap/");
@@ -61,14 +63,14 @@ fn replay(
     let t0 = pkts[0].0;
     let mut out = Vec::new();
     for (at, p) in pkts {
-        t.push_rtp(0, *at - t0, p);
-        if let Some(b) = t.poll_audio(*at - t0) {
+        t.push_rtp(0, mono(*at - t0), p);
+        if let Some(b) = t.poll_audio(mono(*at - t0)) {
             assert_eq!(b.start_frame as usize, out.len());
             out.extend_from_slice(&b.samples);
         }
     }
     let end = pkts.last().unwrap().0 - t0 + Duration::from_millis(100);
-    if let Some(b) = t.finish(end) {
+    if let Some(b) = t.finish(mono(end)) {
         out.extend_from_slice(&b.samples);
     }
     assert_eq!(
@@ -118,7 +120,7 @@ fn metaswitch_pcmu_with_rfc2833_dtmf() {
         [95, 105, 115, 95, 105, 125, 115, 125, 125, 95, 95, 115, 105]
     );
     // Events sit at their RTP timestamp on the timeline (no re-anchoring in this call).
-    let starts: Vec<u64> = ev.iter().map(|e| e.start_ms).collect();
+    let starts: Vec<u64> = ev.iter().map(|e| e.start.as_millis()).collect();
     assert_eq!(
         starts,
         [
@@ -170,14 +172,14 @@ fn sipp_dtmf_digits_with_duplicate_end_packets() {
         );
         let t0 = pkts[0].0;
         for (at, p) in &pkts {
-            t.push_rtp(0, *at - t0, p);
+            t.push_rtp(0, mono(*at - t0), p);
         }
-        t.finish(Duration::from_secs(1));
+        t.finish(mono(Duration::from_secs(1)));
         let ev = t.take_dtmf();
         assert_eq!(ev.len(), 1, "{file}");
         assert_eq!(ev[0].1.digit, digit);
         assert_eq!(ev[0].1.duration_ms, 280);
-        assert_eq!(ev[0].1.start_ms, 0);
+        assert_eq!(ev[0].1.start, Mono::ZERO);
         assert_eq!(t.stats(0).duplicates, 2);
     }
 }

@@ -42,6 +42,8 @@
 
 use std::time::Duration;
 
+use crate::time::Mono;
+
 use super::codec::{new_decoder, Decoder, DecoderKind, Resampler};
 use super::dtmf::{DtmfDecoder, DtmfEvent};
 use super::g711::{ALAW_TO_LINEAR, ULAW_TO_LINEAR};
@@ -146,7 +148,7 @@ struct Anchor {
 struct Pending {
     seq: u16,
     ts: u32,
-    at: Duration,
+    at: Mono,
     may_reanchor: bool,
     payload: Vec<u8>,
 }
@@ -289,7 +291,7 @@ fn dur_to_frames(d: Duration, rate: u32) -> u64 {
 }
 
 impl CallTimeline {
-    /// A new timeline; t = 0 is the call start. `channels` is clamped to at least 1 and
+    /// A new timeline; `Mono::ZERO` (frame 0) is the call start. `channels` is clamped to at least 1 and
     /// `sample_rate` to at least 1 Hz.
     pub fn new(cfg: TimelineConfig) -> Self {
         let cfg = TimelineConfig {
@@ -370,8 +372,8 @@ impl CallTimeline {
         std::mem::take(&mut self.dtmf_out)
     }
 
-    /// Feed one datagram received on `channel`'s RTP port, `at` after the call start.
-    pub fn push_rtp(&mut self, channel: usize, at: Duration, packet: &[u8]) -> PushOutcome {
+    /// Feed one datagram received on `channel`'s RTP port, at `at` (origin: the call start).
+    pub fn push_rtp(&mut self, channel: usize, at: Mono, packet: &[u8]) -> PushOutcome {
         if self.finished {
             return PushOutcome::Finished;
         }
@@ -441,7 +443,7 @@ impl CallTimeline {
             .get(usize::from(pkt.payload_type))
             .copied()
             .unwrap_or(PtKind::Unknown);
-        let arrival = i64::try_from(dur_to_frames(at, rate)).unwrap_or(i64::MAX);
+        let arrival = i64::try_from(dur_to_frames(at.since_origin(), rate)).unwrap_or(i64::MAX);
 
         let outcome = match kind {
             PtKind::Unknown | PtKind::Unsupported => {
@@ -488,11 +490,12 @@ impl CallTimeline {
                     clock,
                 });
                 let frame = anchor.frame + ts_delta_frames(pkt.timestamp, anchor.ts, clock, rate);
-                let start_ms = (frame.max(0) as u64).saturating_mul(1000) / u64::from(rate);
+                let start =
+                    Mono::from_millis((frame.max(0) as u64).saturating_mul(1000) / u64::from(rate));
                 match ch.dtmf.push(
                     pkt.timestamp,
                     pkt.payload,
-                    start_ms,
+                    start,
                     clock,
                     &mut self.scratch_dtmf,
                 ) {
@@ -550,7 +553,7 @@ impl CallTimeline {
 
     /// Finalise and return the frames `[written_upto, now - playout_delay)`, or None if
     /// there are none yet. Allocates the returned block.
-    pub fn poll_audio(&mut self, now: Duration) -> Option<AudioBlock> {
+    pub fn poll_audio(&mut self, now: Mono) -> Option<AudioBlock> {
         let mut samples = Vec::new();
         let start_frame = self.poll_audio_into(now, &mut samples)?;
         Some(AudioBlock {
@@ -561,26 +564,27 @@ impl CallTimeline {
 
     /// Like [`poll_audio`](Self::poll_audio) but writes the interleaved samples into
     /// `out` (cleared first; its capacity is reused) and returns the start frame.
-    pub fn poll_audio_into(&mut self, now: Duration, out: &mut Vec<i16>) -> Option<u64> {
+    pub fn poll_audio_into(&mut self, now: Mono, out: &mut Vec<i16>) -> Option<u64> {
         if self.finished {
             return None;
         }
         self.release_pending(Some(now));
-        let target = dur_to_frames(now, self.cfg.sample_rate).saturating_sub(self.delay_frames);
+        let target = dur_to_frames(now.since_origin(), self.cfg.sample_rate)
+            .saturating_sub(self.delay_frames);
         self.comfort_noise(target);
         self.emit_upto(target, out)
     }
 
     /// Flush everything up to `end` (including frames still inside the playout window)
-    /// and stop: afterwards the total length is `end × sample_rate` frames (or what was
+    /// and stop: afterwards the total length is `end × sample_rate` frames (`end` since the origin) (or what was
     /// already returned, if that is more). Pending DTMF events are completed.
-    pub fn finish(&mut self, end: Duration) -> Option<AudioBlock> {
+    pub fn finish(&mut self, end: Mono) -> Option<AudioBlock> {
         if self.finished {
             return None;
         }
         self.release_pending(None);
         self.flush_resamplers();
-        let target = dur_to_frames(end, self.cfg.sample_rate);
+        let target = dur_to_frames(end.since_origin(), self.cfg.sample_rate);
         let mut samples = Vec::new();
         let res = self.emit_upto(target, &mut samples);
         for i in 0..self.channels.len() {
@@ -597,7 +601,7 @@ impl CallTimeline {
     }
 
     /// Decode packets waiting for a gap whose wait expired by `now` (all if `None`).
-    fn release_pending(&mut self, now: Option<Duration>) {
+    fn release_pending(&mut self, now: Option<Mono>) {
         self.each_decoded_channel(|ch, ctx| {
             if ch.dec.as_ref().is_some_and(|d| !d.pending.is_empty()) {
                 drain_pending(ch, ctx, now);
@@ -896,7 +900,7 @@ fn push_decoded(
 
 /// Decode waiting packets that are now in sequence, and — once the oldest has waited
 /// [`REORDER_WAIT`] by `now` (or always, with `None`) — conceal the gap before it.
-fn drain_pending(ch: &mut Channel, ctx: &mut Ctx<'_>, now: Option<Duration>) {
+fn drain_pending(ch: &mut Channel, ctx: &mut Ctx<'_>, now: Option<Mono>) {
     loop {
         let Some(d) = ch.dec.as_mut() else { return };
         let Some(i) = d.oldest_pending() else { return };
@@ -966,7 +970,7 @@ fn decode_one(
     payload: &[u8],
     lost_before: bool,
 ) -> PushOutcome {
-    let arrival = i64::try_from(dur_to_frames(p.at, ctx.rate)).unwrap_or(i64::MAX);
+    let arrival = i64::try_from(dur_to_frames(p.at.since_origin(), ctx.rate)).unwrap_or(i64::MAX);
     let Some(clock) = ch.dec.as_ref().map(|d| d.clock) else {
         return PushOutcome::Unsupported;
     };
@@ -1150,6 +1154,11 @@ pub(crate) mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// The point `d` after the call start (the timeline's origin).
+    pub(crate) fn mono(d: Duration) -> Mono {
+        Mono::from_duration(d)
+    }
+
     /// An RTP datagram (no CSRC, no extension).
     pub(crate) fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![0x80, pt];
@@ -1190,9 +1199,9 @@ pub(crate) mod tests {
         let mut it = pkts.into_iter().peekable();
         while now < end {
             while let Some((c, at, p)) = it.next_if(|p| p.1 <= now) {
-                t.push_rtp(c, at, &p);
+                t.push_rtp(c, mono(at), &p);
             }
-            if let Some(b) = t.poll_audio(now) {
+            if let Some(b) = t.poll_audio(mono(now)) {
                 assert_eq!(b.start_frame, next);
                 next += b.frames(chn);
                 assert!(next * 1000 / 8000 <= (now.as_millis() as u64).saturating_sub(300));
@@ -1201,9 +1210,9 @@ pub(crate) mod tests {
             now += 20 * MS;
         }
         for (c, at, p) in it {
-            t.push_rtp(c, at, &p);
+            t.push_rtp(c, mono(at), &p);
         }
-        if let Some(b) = t.finish(end) {
+        if let Some(b) = t.finish(mono(end)) {
             assert_eq!(b.start_frame, next);
             out.extend_from_slice(&b.samples);
         }
@@ -1320,11 +1329,11 @@ pub(crate) mod tests {
         dup.1 += 30 * MS;
         pkts.push(dup);
         assert_eq!(
-            t.push_rtp(0, Duration::ZERO, &pkts[0].2),
+            t.push_rtp(0, mono(Duration::ZERO), &pkts[0].2),
             PushOutcome::Placed
         );
         assert_eq!(
-            t.push_rtp(0, Duration::ZERO, &pkts[0].2),
+            t.push_rtp(0, mono(Duration::ZERO), &pkts[0].2),
             PushOutcome::Duplicate
         );
         let out = run(&mut t, pkts, 1000 * MS);
@@ -1488,7 +1497,7 @@ pub(crate) mod tests {
                 0,
                 DtmfEvent {
                     digit: '7',
-                    start_ms: 400,
+                    start: Mono::from_millis(400),
                     duration_ms: 140,
                     volume: 10
                 }
@@ -1509,13 +1518,13 @@ pub(crate) mod tests {
         assert_eq!(out.len(), 9872 * 2);
         assert_eq!(t.written_upto(), 9872);
         assert_eq!(
-            t.push_rtp(0, 1300 * MS, &rtp(0, 99, 0, 7, &[1; 160])),
+            t.push_rtp(0, mono(1300 * MS), &rtp(0, 99, 0, 7, &[1; 160])),
             PushOutcome::Finished
         );
-        assert!(t.poll_audio(5000 * MS).is_none());
+        assert!(t.poll_audio(mono(5000 * MS)).is_none());
         // A call with no packets at all is silence of the exact length.
         let mut t = tl(2);
-        let b = t.finish(250 * MS).unwrap();
+        let b = t.finish(mono(250 * MS)).unwrap();
         assert_eq!((b.start_frame, b.samples.len()), (0, 4000));
         assert!(b.samples.iter().all(|&s| s == 0));
     }
@@ -1524,19 +1533,19 @@ pub(crate) mod tests {
     fn unsupported_rtcp_and_garbage() {
         let mut t = tl(2);
         assert_eq!(
-            t.push_rtp(0, MS, &rtp(9, 1, 0, 7, &[1; 160])),
+            t.push_rtp(0, mono(MS), &rtp(9, 1, 0, 7, &[1; 160])),
             PushOutcome::Unsupported
         );
         assert_eq!(
-            t.push_rtp(0, MS, &[0x81, 200, 0, 6, 0, 0, 0, 1]),
+            t.push_rtp(0, mono(MS), &[0x81, 200, 0, 6, 0, 0, 0, 1]),
             PushOutcome::Rtcp
         );
         assert_eq!(
-            t.push_rtp(0, MS, &[0x80, 0]),
+            t.push_rtp(0, mono(MS), &[0x80, 0]),
             PushOutcome::Malformed(RtpError::TooShort(2))
         );
         assert_eq!(
-            t.push_rtp(5, MS, &rtp(0, 1, 0, 7, &[1; 160])),
+            t.push_rtp(5, mono(MS), &rtp(0, 1, 0, 7, &[1; 160])),
             PushOutcome::NoSuchChannel
         );
         let s = t.stats(0);
@@ -1552,14 +1561,14 @@ pub(crate) mod tests {
             },
         );
         assert_eq!(
-            t.push_rtp(1, MS, &rtp(0, 1, 0, 8, &[1; 160])),
+            t.push_rtp(1, mono(MS), &rtp(0, 1, 0, 8, &[1; 160])),
             PushOutcome::Unsupported
         );
         assert_eq!(
-            t.push_rtp(1, MS, &rtp(8, 2, 160, 8, &[1; 160])),
+            t.push_rtp(1, mono(MS), &rtp(8, 2, 160, 8, &[1; 160])),
             PushOutcome::Placed
         );
-        let b = t.finish(100 * MS).unwrap();
+        let b = t.finish(mono(100 * MS)).unwrap();
         let ch1: Vec<i16> = b.samples.iter().skip(1).step_by(2).copied().collect();
         // Unsupported packets do not anchor: the PCMA packet anchors at its arrival
         // (1 ms = frame 8).
@@ -1574,11 +1583,11 @@ pub(crate) mod tests {
         let mut t = tl(1);
         // Shell never polls: a packet 10 s after start cannot be buffered.
         assert_eq!(
-            t.push_rtp(0, Duration::ZERO, &rtp(0, 1, 0, 7, &[0x80; 160])),
+            t.push_rtp(0, mono(Duration::ZERO), &rtp(0, 1, 0, 7, &[0x80; 160])),
             PushOutcome::Placed
         );
         assert_eq!(
-            t.push_rtp(0, 10_000 * MS, &rtp(0, 2, 80_000, 7, &[0x80; 160])),
+            t.push_rtp(0, mono(10_000 * MS), &rtp(0, 2, 80_000, 7, &[0x80; 160])),
             PushOutcome::Overflow
         );
         assert_eq!(t.stats(0).overflow, 1);

@@ -12,13 +12,15 @@
 //! (append, fsync, syncfs), the catalogue and the sockets. Both the SIPREC call task and
 //! the capture (mirror, import) recorder drive this same object.
 //!
-//! Time is an offset from the recording's start (`now: Duration`), randomness (the data
+//! Time is a [`Mono`] whose origin is the recording's start (`now`), the creation time a
+//! [`UnixMs`] (the shell's wall clock, written into the header), randomness (the data
 //! key and the nonce prefix) comes in at creation: the same inputs give the same bytes.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::keys::DataKey;
+use crate::time::{Mono, UnixMs};
 use crate::media::{is_rtcp, CallTimeline, PushOutcome, SrtpChannel, SrtpPolicy, StreamConfig};
 use crate::media::{AudioBlock, TimelineConfig};
 use crate::recording::container::{ContainerError, FinishedContainer, HeaderParams};
@@ -30,8 +32,8 @@ use crate::recording::opus::OpusSettings;
 pub struct RecordingConfig {
     /// Recording id (a UUID string), also in log lines.
     pub recording_id: String,
-    /// Creation time, Unix milliseconds (the shell's clock).
-    pub created_unix_ms: u64,
+    /// Creation time (the shell's wall clock).
+    pub created: UnixMs,
     /// Sample rate of the stored audio (8000 or 16000, see `media::codec::recording_rate`).
     pub sample_rate: u32,
     /// Channels (one per recorded stream).
@@ -182,7 +184,7 @@ pub struct Recording {
     /// Packets dropped while paused.
     dropped_paused: u64,
     flush_every: Duration,
-    last_flush: Duration,
+    last_flush: Mono,
     scratch: Vec<i16>,
     pause_when_all_held: bool,
     unsupported_if_no_audio: bool,
@@ -209,7 +211,7 @@ impl Recording {
         let channels = cfg.channels;
         let params = HeaderParams {
             recording_id: cfg.recording_id.clone(),
-            created_unix_ms: cfg.created_unix_ms,
+            created_unix_ms: crate::recording::container::unix_ms_on_disk(cfg.created),
             sample_rate: cfg.sample_rate,
             channels: u16::try_from(channels)
                 .map_err(|_| ContainerError::InvalidParams("too many channels".into()))?,
@@ -242,7 +244,7 @@ impl Recording {
                 paused_by: Vec::new(),
                 dropped_paused: 0,
                 flush_every: cfg.flush_every,
-                last_flush: Duration::ZERO,
+                last_flush: Mono::ZERO,
                 scratch: Vec::new(),
                 pause_when_all_held: cfg.pause_when_all_held,
                 unsupported_if_no_audio: cfg.unsupported_if_no_audio,
@@ -312,9 +314,9 @@ impl Recording {
     /// the start (no events, no pause decision); otherwise hold changes become
     /// `hold`/`resume` events, and with [`RecordingConfig::pause_when_all_held`] the
     /// recording is paused while every channel is on hold.
-    pub fn set_media(&mut self, now: Option<Duration>, channels: Vec<Option<ChannelMedia>>) {
-        let at = now.unwrap_or(Duration::ZERO);
-        let at_ms = at.as_millis() as u64;
+    pub fn set_media(&mut self, now: Option<Mono>, channels: Vec<Option<ChannelMedia>>) {
+        let at = now.unwrap_or(Mono::ZERO);
+        let at_ms = at.as_millis();
         for (ch, m) in channels.into_iter().enumerate() {
             match m {
                 Some(m) => {
@@ -350,7 +352,7 @@ impl Recording {
     }
 
     /// Put a channel on hold (or take it off) without changing its formats.
-    pub fn set_hold(&mut self, now: Duration, ch: usize, hold: bool) {
+    pub fn set_hold(&mut self, now: Mono, ch: usize, hold: bool) {
         if let Some(&h) = self.holds.get(ch) {
             if h != hold {
                 self.holds[ch] = hold;
@@ -360,7 +362,7 @@ impl Recording {
                     EventKind::Resume
                 };
                 self.event(
-                    now.as_millis() as u64,
+                    now.as_millis(),
                     kind,
                     Some(ch),
                     serde_json::json!({ "direction": null }),
@@ -369,7 +371,7 @@ impl Recording {
         }
     }
 
-    fn set_srtp(&mut self, ch: usize, policy: Option<&SrtpPolicy>, now: Duration) {
+    fn set_srtp(&mut self, ch: usize, policy: Option<&SrtpPolicy>, now: Mono) {
         let Some(sc) = self.srtp.get_mut(ch) else {
             return;
         };
@@ -382,18 +384,18 @@ impl Recording {
     }
 
     /// Pause storing audio on behalf of `source` (`siprec`, `control:<actor>`).
-    pub fn pause(&mut self, now: Duration, source: &str) {
+    pub fn pause(&mut self, now: Mono, source: &str) {
         self.set_paused(now, true, source);
     }
 
     /// Withdraw `source`'s pause (any `control:` source withdraws every `control:` pause).
-    pub fn resume(&mut self, now: Duration, source: &str) {
+    pub fn resume(&mut self, now: Mono, source: &str) {
         self.set_paused(now, false, source);
     }
 
     /// Pause or resume (see [`pause`](Self::pause)). Paused time becomes silence on the
     /// timeline; the interval is kept as `pause`/`resume` events.
-    pub fn set_paused(&mut self, now: Duration, paused: bool, source: &str) {
+    pub fn set_paused(&mut self, now: Mono, paused: bool, source: &str) {
         let was = !self.paused_by.is_empty();
         if paused {
             if !self.paused_by.iter().any(|s| s == source) {
@@ -413,7 +415,7 @@ impl Recording {
                 EventKind::Resume
             };
             self.event(
-                now.as_millis() as u64,
+                now.as_millis(),
                 kind,
                 None,
                 serde_json::json!({ "source": source }),
@@ -421,13 +423,13 @@ impl Recording {
         }
     }
 
-    /// One datagram received on `channel`'s RTP port, `now` after the start. SRTP is
+    /// One datagram received on `channel`'s RTP port, at `now`. SRTP is
     /// authenticated and decrypted first (failures are counted and dropped), RTCP is
     /// ignored, and while paused the packet never reaches the timeline: no paused audio
     /// is ever stored. Returns what the timeline did (`None` if it never got there).
     pub fn handle_rtp(
         &mut self,
-        now: Duration,
+        now: Mono,
         channel: usize,
         bytes: &[u8],
     ) -> Option<PushOutcome> {
@@ -455,7 +457,7 @@ impl Recording {
     /// Let the recording advance to `now`: audio past the playout delay goes to the
     /// encoder, sealed chunks are output, and a partial chunk is sealed every
     /// [`RecordingConfig::flush_every`].
-    pub fn handle_timeout(&mut self, now: Duration) {
+    pub fn handle_timeout(&mut self, now: Mono) {
         let Some(writer) = self.writer.as_mut() else {
             return;
         };
@@ -472,7 +474,7 @@ impl Recording {
         while let Some(chunk) = writer.poll_chunk() {
             self.out.push_back(Output::Chunk(chunk));
         }
-        if now.saturating_sub(self.last_flush) >= self.flush_every {
+        if now.saturating_duration_since(self.last_flush) >= self.flush_every {
             self.last_flush = now;
             if let Some(chunk) = writer.flush() {
                 self.out.push_back(Output::Chunk(chunk));
@@ -483,7 +485,7 @@ impl Recording {
     /// End the recording at `end` (its length): the rest of the audio and the final
     /// chunk are output, then the remaining events (an open pause is closed, the DTMF
     /// digits), then [`Output::Finished`]. Later calls do nothing.
-    pub fn finish(&mut self, end: Duration) {
+    pub fn finish(&mut self, end: Mono) {
         let Some(mut writer) = self.writer.take() else {
             return;
         };
@@ -523,7 +525,7 @@ impl Recording {
             }
             stats.push(st);
         }
-        let end_ms = end.as_millis() as u64;
+        let end_ms = end.as_millis();
         if !self.paused_by.is_empty() {
             self.event(
                 end_ms,
@@ -537,7 +539,7 @@ impl Recording {
         }
         for (ch, d) in self.timeline.take_dtmf() {
             self.event(
-                d.start_ms,
+                d.start.as_millis(),
                 EventKind::Dtmf,
                 Some(ch),
                 serde_json::json!({

@@ -6,7 +6,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn udp_payload(d: &mut Decoder, lt: u32, f: &[u8]) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
-    d.decode(Duration::from_secs(1), lt, f)
+    d.decode(Mono::from_secs(1), lt, f)
         .map(|s| (s.src, s.dst, s.payload.into_owned()))
 }
 
@@ -72,7 +72,7 @@ fn ipv6_fragments_and_timeout() {
     assert_eq!(s, sa("[2001:db8::1]:5060"));
     assert_eq!(p, payload);
     // A lone first fragment expires on packet time.
-    assert!(d.decode(Duration::from_secs(1), 1, &f[0]).is_none());
+    assert!(d.decode(Mono::from_secs(1), 1, &f[0]).is_none());
     assert_eq!(d.pending_fragments(), 1);
     let other = frame::frames(
         &Link::default(),
@@ -83,7 +83,7 @@ fn ipv6_fragments_and_timeout() {
         1,
         1500,
     );
-    assert!(d.decode(Duration::from_secs(100), 1, &other[0]).is_some());
+    assert!(d.decode(Mono::from_secs(100), 1, &other[0]).is_some());
     assert_eq!(d.pending_fragments(), 0);
     assert!(d.stats().fragments_dropped >= 1);
 }
@@ -104,7 +104,7 @@ fn fragment_table_is_bounded() {
             id,
             64,
         );
-        d.decode(Duration::from_secs(1), 1, &f[0]);
+        d.decode(Mono::from_secs(1), 1, &f[0]);
     }
     assert!(d.pending_fragments() <= 8);
 }
@@ -124,7 +124,7 @@ fn tcp_segment() {
         1500,
     );
     let mut d = Decoder::new(DecoderConfig::default());
-    let s = d.decode(Duration::ZERO, 1, &f[0]).unwrap();
+    let s = d.decode(Mono::ZERO, 1, &f[0]).unwrap();
     assert_eq!(
         s.transport,
         Transport::Tcp {
@@ -232,7 +232,7 @@ fn truncations_never_panic() {
     for f in &frames {
         for n in 0..f.len() {
             for lt in [0, 1, 12, 101, 113, 228, 229, 276, 999] {
-                let _ = d.decode(Duration::from_millis(n as u64), lt, &f[..n]);
+                let _ = d.decode(Mono::from_millis(n as u64), lt, &f[..n]);
             }
         }
     }
@@ -244,10 +244,10 @@ impl crate::capture::engine::Sink for NullSink {
     fn on_event(&mut self, _: crate::capture::tracker::TrackerEvent) {
         self.0 += 1;
     }
-    fn on_rtp(&mut self, _: u64, _: usize, _: Duration, _: &[u8]) {
+    fn on_rtp(&mut self, _: u64, _: usize, _: Mono, _: &[u8]) {
         self.0 += 1;
     }
-    fn on_tick(&mut self, _: Duration) {}
+    fn on_tick(&mut self, _: Mono) {}
 }
 
 /// Every frame of every shared capture, whole and cut short and with bytes flipped,
@@ -271,19 +271,34 @@ fn shared_captures_truncated_and_mutated_never_panic() {
         let mut n = 0u64;
         while let Some(f) = r.next_frame().unwrap() {
             n += 1;
-            engine.push_frame(f.ts, f.linktype, &f.data, &mut sink);
+            engine.push_frame(
+                crate::capture::capture_time(f.ts),
+                f.linktype,
+                &f.data,
+                &mut sink,
+            );
             if n % 7 == 0 {
                 for cut in (0..f.data.len()).step_by(13) {
-                    engine.push_frame(f.ts, f.linktype, &f.data[..cut], &mut sink);
+                    engine.push_frame(
+                        crate::capture::capture_time(f.ts),
+                        f.linktype,
+                        &f.data[..cut],
+                        &mut sink,
+                    );
                 }
                 let mut m = f.data.clone();
                 for i in (0..m.len()).step_by(11) {
                     m[i] ^= 0x5a;
                 }
-                engine.push_frame(f.ts, f.linktype, &m, &mut sink);
+                engine.push_frame(
+                    crate::capture::capture_time(f.ts),
+                    f.linktype,
+                    &m,
+                    &mut sink,
+                );
             }
         }
-        engine.finish(Duration::from_secs(u64::MAX / 2), "end", &mut sink);
+        engine.finish(Mono::from_secs(u64::MAX / 2), "end", &mut sink);
         assert!(n > 0, "{}", p.display());
         // A file cut anywhere: an error or a clean end, never a panic.
         for cut in (0..bytes.len().min(4096)).step_by(97) {

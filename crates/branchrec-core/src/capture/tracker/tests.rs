@@ -40,7 +40,7 @@ const B: &str = "10.0.0.2:5060";
 #[test]
 fn full_call_binds_both_directions() {
     let mut t = CallTracker::new(TrackerConfig::default());
-    let s = Duration::from_secs;
+    let s = Mono::from_secs;
     t.on_sip(
         s(1),
         sa(A),
@@ -155,7 +155,7 @@ fn full_call_binds_both_directions() {
 #[test]
 fn cancelled_call_is_not_recorded() {
     let mut t = CallTracker::new(TrackerConfig::default());
-    let s = Duration::from_secs;
+    let s = Mono::from_secs;
     t.on_sip(
         s(1),
         sa(A),
@@ -192,7 +192,7 @@ fn mid_call_pickup_and_media_timeout() {
         media_timeout: Duration::from_secs(10),
         ..TrackerConfig::default()
     });
-    let s = Duration::from_secs;
+    let s = Mono::from_secs;
     // A BYE alone does not start anything.
     t.on_sip(
         s(1),
@@ -282,7 +282,7 @@ fn rules() {
         ..TrackerConfig::default()
     });
     t.on_sip(
-        Duration::ZERO,
+        Mono::ZERO,
         sa(A),
         sa(B),
         &msg(
@@ -295,7 +295,7 @@ fn rules() {
         ),
     );
     t.on_sip(
-        Duration::ZERO,
+        Mono::ZERO,
         sa(B),
         sa(A),
         &msg(
@@ -309,7 +309,7 @@ fn rules() {
     );
     assert!(events(&mut t).is_empty());
     assert_eq!(
-        t.classify(Duration::ZERO, sa("10.0.0.1:4000"), sa("10.0.0.2:5000")),
+        t.classify(Mono::ZERO, sa("10.0.0.1:4000"), sa("10.0.0.2:5000")),
         None
     );
     assert_eq!(t.stats().calls_denied, 1);

@@ -1,11 +1,13 @@
-//! One recorded channel's SRTP state across re-INVITEs, sans-IO (time comes in as an
-//! offset from the call start).
+//! One recorded channel's SRTP state across re-INVITEs, sans-IO (time comes in as a
+//! [`Mono`] whose origin is the call start).
 //!
 //! A new offer with different keys replaces the receive context; the old one stays
 //! usable for [`REKEY_GRACE`] so packets already in flight under the old keys are not
 //! lost. Counters survive replacement and end up in the recording's channel stats.
 
 use std::time::Duration;
+
+use crate::time::Mono;
 
 use super::{SrtpError, SrtpPolicy, SrtpReceiver, SrtpStats, SrtpSuite};
 
@@ -18,7 +20,7 @@ const RETRY_MAX: usize = 2048;
 /// SRTP state of one channel (plain RTP when no policy is set).
 pub struct SrtpChannel {
     current: Option<(SrtpPolicy, SrtpReceiver)>,
-    previous: Option<(SrtpReceiver, Duration)>,
+    previous: Option<(SrtpReceiver, Mono)>,
     /// Counters of contexts already dropped.
     retired: SrtpStats,
     /// Failures under the current keys that the previous keys then accepted.
@@ -63,7 +65,7 @@ impl SrtpChannel {
     /// Set the keys negotiated now (`None` = plain RTP). The same policy as before keeps
     /// the context (and its replay state); a different one replaces it, keeping the old
     /// one for [`REKEY_GRACE`] after `now`.
-    pub fn set_policy(&mut self, policy: Option<&SrtpPolicy>, now: Duration) {
+    pub fn set_policy(&mut self, policy: Option<&SrtpPolicy>, now: Mono) {
         match policy {
             None => {
                 if let Some((_, rx)) = self.current.take() {
@@ -100,7 +102,7 @@ impl SrtpChannel {
 
     /// Authenticate and decrypt one datagram in place (SRTP or SRTCP by its header);
     /// returns the plaintext length. Plain RTP channels return the length unchanged.
-    pub fn unprotect(&mut self, buf: &mut [u8], now: Duration) -> Result<usize, SrtpError> {
+    pub fn unprotect(&mut self, buf: &mut [u8], now: Mono) -> Result<usize, SrtpError> {
         if self
             .previous
             .as_ref()
@@ -232,8 +234,8 @@ mod tests {
             SrtpSender::new(&pol(1)).unwrap(),
             SrtpSender::new(&pol(2)).unwrap(),
         );
-        let t0 = Duration::from_secs(10);
-        ch.set_policy(Some(&pol(1)), Duration::ZERO);
+        let t0 = Mono::from_secs(10);
+        ch.set_policy(Some(&pol(1)), Mono::ZERO);
         assert_eq!(ch.unprotect(&mut pkt(&mut a, 1), t0), Ok(172));
         // Same keys again (a re-INVITE that changes nothing): context kept, so a replay
         // is still caught.
@@ -269,7 +271,7 @@ mod tests {
     fn plain_channels_pass_through() {
         let mut ch = SrtpChannel::default();
         let mut b = vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff];
-        assert_eq!(ch.unprotect(&mut b, Duration::ZERO), Ok(13));
+        assert_eq!(ch.unprotect(&mut b, Mono::ZERO), Ok(13));
         assert!(ch.stats_json().is_empty());
     }
 }

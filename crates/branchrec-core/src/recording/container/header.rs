@@ -95,6 +95,12 @@ impl OpusParams {
     }
 }
 
+/// The header's on-disk creation time (`created_unix_ms`: unsigned unix milliseconds)
+/// from the shell's wall clock; times before 1970 are stored as 0.
+pub fn unix_ms_on_disk(t: crate::time::UnixMs) -> u64 {
+    u64::try_from(t.as_millis()).unwrap_or(0)
+}
+
 /// What the caller supplies for a new recording's header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderParams {

@@ -41,7 +41,7 @@ pub use header::{
 };
 pub use reader::{content_sha256, Chunk, ContainerReader};
 pub use scan::{scan, ScanReport, ScanState};
-pub use header::unwrap_data_key;
+pub use header::{unix_ms_on_disk, unwrap_data_key};
 pub use slots::KeySlot;
 pub use stream::{read_all_audio, read_valid_prefix, PcmStream};
 pub use writer::{ChunkWriter, FinishedContainer};

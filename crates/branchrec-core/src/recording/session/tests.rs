@@ -4,7 +4,7 @@ use super::*;
 use crate::keys::test_kek::TestKek;
 use crate::keys::KeyWrap;
 use crate::media::srtp::{SrtpSender, SrtpSuite};
-use crate::media::timeline::tests::rtp;
+use crate::media::timeline::tests::{mono, rtp};
 use crate::media::{ulaw_to_linear, Codec};
 use crate::recording::container::{read_all_audio, scan, ScanState};
 
@@ -17,7 +17,7 @@ fn kek() -> TestKek {
 fn config(channels: usize) -> RecordingConfig {
     RecordingConfig {
         recording_id: "rec-session".into(),
-        created_unix_ms: 1_700_000_000_000,
+        created: UnixMs(1_700_000_000_000),
         sample_rate: 8000,
         channels,
         opus: None,
@@ -93,9 +93,9 @@ fn run_call(
         at(k, now, r);
         for ch in 0..r.channels() {
             let p = rtp(0, k as u16, k * 160, 0x100 + ch as u32, &payload(k, ch));
-            r.handle_rtp(now, ch, &p);
+            r.handle_rtp(mono(now), ch, &p);
         }
-        r.handle_timeout(now);
+        r.handle_timeout(mono(now));
         shell.drain(r);
     }
 }
@@ -129,9 +129,9 @@ fn packets_in_chunks_out_and_the_file_reads_back() {
         "chunks during the call: {}",
         shell.chunks
     );
-    r.finish(10_000 * MS);
+    r.finish(mono(10_000 * MS));
     shell.drain(&mut r);
-    r.finish(10_000 * MS);
+    r.finish(mono(10_000 * MS));
     assert!(r.poll_output().is_none(), "finish twice does nothing");
     let fin = shell.finished.take().expect("Finished");
     assert_eq!(fin.duration_ms, 10_000);
@@ -174,7 +174,7 @@ fn same_inputs_same_bytes() {
     for _ in 0..2 {
         let (mut r, mut shell, _) = start(config(2));
         run_call(&mut r, &mut shell, 120, |_, _, _| {});
-        r.finish(2400 * MS);
+        r.finish(mono(2400 * MS));
         shell.drain(&mut r);
         files.push(shell.file);
     }
@@ -186,14 +186,14 @@ fn paused_packets_are_dropped_and_the_interval_is_events() {
     let (mut r, mut shell, k) = start(config(2));
     // Pause from 1 s to 2 s (control), then again from 3 s to the end of the call.
     run_call(&mut r, &mut shell, 200, |k, now, r| match k {
-        50 => r.pause(now, "control:alice"),
+        50 => r.pause(mono(now), "control:alice"),
         // Another control actor's resume withdraws every control pause.
-        100 => r.resume(now, "control:bob"),
-        150 => r.pause(now, "siprec"),
+        100 => r.resume(mono(now), "control:bob"),
+        150 => r.pause(mono(now), "siprec"),
         _ => {}
     });
     assert!(r.is_paused());
-    r.finish(4000 * MS);
+    r.finish(mono(4000 * MS));
     shell.drain(&mut r);
     let fin = shell.finished.take().unwrap();
     let kinds: Vec<(u64, EventKind, serde_json::Value)> = shell
@@ -230,17 +230,17 @@ fn holds_become_events_and_all_held_pauses() {
     run_call(&mut r, &mut shell, 100, |k, now, r| match k {
         // One stream inactive: a hold event, no pause.
         20 => r.set_media(
-            Some(now),
+            Some(mono(now)),
             vec![
                 Some(media(true, "inactive")),
                 Some(media(false, "sendonly")),
             ],
         ),
         // The other m-line is gone too: every channel held → paused by SIPREC.
-        40 => r.set_media(Some(now), vec![Some(media(true, "inactive")), None]),
+        40 => r.set_media(Some(mono(now)), vec![Some(media(true, "inactive")), None]),
         // Both back.
         60 => r.set_media(
-            Some(now),
+            Some(mono(now)),
             vec![
                 Some(media(false, "sendonly")),
                 Some(media(false, "sendonly")),
@@ -248,7 +248,7 @@ fn holds_become_events_and_all_held_pauses() {
         ),
         _ => {}
     });
-    r.finish(2000 * MS);
+    r.finish(mono(2000 * MS));
     shell.drain(&mut r);
     let ev: Vec<(u64, EventKind, Option<u32>)> = shell
         .events
@@ -290,13 +290,13 @@ fn capture_holds_do_not_pause() {
     run_call(&mut r, &mut shell, 50, |k, now, r| {
         if k == 10 {
             r.set_media(
-                Some(now),
+                Some(mono(now)),
                 vec![Some(media(true, "x")), Some(media(true, "y"))],
             );
         }
     });
     assert!(!r.is_paused());
-    r.finish(1000 * MS);
+    r.finish(mono(1000 * MS));
     shell.drain(&mut r);
     assert_eq!(shell.events.len(), 2);
     assert!(shell.events.iter().all(|e| e.kind == EventKind::Hold));
@@ -321,10 +321,10 @@ fn dtmf_digits_are_events_at_finish() {
                 (dur >> 8) as u8,
                 dur as u8,
             ];
-            r.handle_rtp(now, 0, &rtp(101, 1000 + k as u16, 3200, 0x100, &pl));
+            r.handle_rtp(mono(now), 0, &rtp(101, 1000 + k as u16, 3200, 0x100, &pl));
         }
     });
-    r.finish(1200 * MS);
+    r.finish(mono(1200 * MS));
     shell.drain(&mut r);
     let d: Vec<&Event> = shell
         .events
@@ -346,10 +346,10 @@ fn no_decodable_audio_is_codec_unsupported_when_asked() {
         // Payload type 18 is not negotiated.
         for k in 0..50u32 {
             let now = 20 * MS * k;
-            r.handle_rtp(now, 0, &rtp(18, k as u16, k * 160, 1, &[0; 20]));
-            r.handle_timeout(now);
+            r.handle_rtp(mono(now), 0, &rtp(18, k as u16, k * 160, 1, &[0; 20]));
+            r.handle_timeout(mono(now));
         }
-        r.finish(1000 * MS);
+        r.finish(mono(1000 * MS));
         shell.drain(&mut r);
         let fin = shell.finished.unwrap();
         let want = if ask {
@@ -380,12 +380,12 @@ fn srtp_is_decrypted_and_failures_never_stored() {
             // A forged packet: fails authentication, counted, never stored.
             let mut bad = p.clone();
             bad[20] ^= 1;
-            assert!(r.handle_rtp(now, 0, &bad).is_none());
+            assert!(r.handle_rtp(mono(now), 0, &bad).is_none());
         }
-        assert_eq!(r.handle_rtp(now, 0, &p), Some(PushOutcome::Placed));
-        r.handle_timeout(now);
+        assert_eq!(r.handle_rtp(mono(now), 0, &p), Some(PushOutcome::Placed));
+        r.handle_timeout(mono(now));
     }
-    r.finish(1000 * MS);
+    r.finish(mono(1000 * MS));
     shell.drain(&mut r);
     let fin = shell.finished.unwrap();
     let st = &fin.stats.as_array().unwrap()[0];
@@ -404,7 +404,7 @@ fn opus_storage_through_the_same_object() {
     cfg.opus = Some(OpusSettings::default());
     let (mut r, mut shell, k) = start(cfg);
     run_call(&mut r, &mut shell, 150, |_, _, _| {});
-    r.finish(3000 * MS);
+    r.finish(mono(3000 * MS));
     shell.drain(&mut r);
     let fin = shell.finished.unwrap();
     assert_eq!(fin.container.frames, 3 * 8000);
