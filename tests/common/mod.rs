@@ -88,6 +88,34 @@ pub fn free_port_range(n: u16) -> (u16, u16) {
     panic!("no free UDP port range of {n} found in 200 tries");
 }
 
+/// Whether some socket is bound to UDP 127.0.0.1:`port` (or 0.0.0.0:`port`), read from
+/// /proc/net/udp rather than by trying to bind it, which would race with the process that
+/// is about to.
+pub fn udp_bound(port: u16) -> bool {
+    let want = [format!("0100007F:{port:04X}"), format!("00000000:{port:04X}")];
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| want.iter().any(|w| w == local))
+}
+
+/// Waits until a peer started by the test (e.g. a SIPp UAS) has bound UDP `port`:
+/// polled every 50 ms, bounded at 30 s (a process start and one bind: milliseconds idle).
+/// Replaces a fixed 300 ms sleep, after which a loaded machine may not have bound it yet
+/// and the first request would be lost.
+pub fn wait_udp_bound(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !udp_bound(port) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not bind UDP port {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Copies a binary built by cargo into `dir` (the shared target dir may be rebuilt by
 /// someone else while the test runs) and checks it is the real one.
 ///
