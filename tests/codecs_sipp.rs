@@ -115,15 +115,17 @@ fn find_exact(name: &str, channel: &[i16], reference: &[i16], from: usize) -> us
     c0 - r0
 }
 
-/// Offset within `around ± search` where all of `reference` appears bit-exact.
+/// Offset within `around - search ..= around + search + late` where all of `reference`
+/// appears bit-exact.
 fn exact_near(
     name: &str,
     channel: &[i16],
     reference: &[i16],
     around: usize,
     search: usize,
+    late: usize,
 ) -> usize {
-    (around.saturating_sub(search)..=around + search)
+    (around.saturating_sub(search)..=around + search + late)
         .find(|&o| channel.get(o..o + reference.len()) == Some(reference))
         .unwrap_or_else(|| {
             let (o, snr) = best_snr(channel, reference, around, search);
@@ -429,19 +431,33 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
         // G.722 is bit-exact and continues exactly where the 1 s of G.711 ended.
         // Each phase starts [phase_ms] = 1150 ms (+ the re-INVITE round trip and the
         // sender's start-up) after the previous one: G.722 and Opus are bit-exact and each
-        // starts at its arrival, 1150–1400 ms after the previous codec's start.
+        // starts at its arrival, 1150–1400 ms after the previous codec's start idle. Each
+        // phase is a new loadgen process that SIPp execs without waiting for it, and
+        // audio is placed at its arrival, so on a loaded machine a phase can start up to
+        // LATE (500 ms) later still: arrival timing, not content (the audio is still found
+        // bit-exact, and the pauses below still hold exact silence). Seen: Opus not within
+        // 1400 ms of G.722's start with both cores busy.
+        const LATE: usize = 8_000;
         let g0 = exact_near(
             &format!("channel {ch} G.722"),
             c,
             &g_ref,
             p0 + 20_400,
             2_000,
+            LATE,
         );
-        let o0 = exact_near(&format!("channel {ch} Opus"), c, &o_ref, g0 + 20_400, 2_000);
+        let o0 = exact_near(
+            &format!("channel {ch} Opus"),
+            c,
+            &o_ref,
+            g0 + 20_400,
+            2_000,
+            LATE,
+        );
         eprintln!("channel {ch}: G.711 at {p0}, G.722 at {g0}, Opus at {o0}");
         for (what, gap) in [("G.711→G.722", g0 - p0), ("G.722→Opus", o0 - g0)] {
             assert!(
-                (18_400..=22_400).contains(&gap),
+                (18_400..=22_400 + LATE).contains(&gap),
                 "channel {ch}: {what} start-to-start {gap} samples"
             );
         }

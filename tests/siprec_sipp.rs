@@ -40,6 +40,22 @@ fn assert_near(what: &str, got: i64, want: i64, tol: i64) {
     );
 }
 
+/// Where the recording places the start of the loadgen's audio (ms after the answer)
+/// vs the scenario's media-start mark (SIPp logs it when it execs the loadgen).
+/// The recorder anchors a stream at the arrival of its first packet, so this is arrival
+/// timing, not audio content (the content is checked to the sample by `expect_bursts`):
+/// - never more than 120 ms early (as before): audio cannot arrive before the loadgen
+///   was started;
+/// - up to 120 ms + 500 ms late: the first packet leaves after the loadgen process has
+///   started and read its audio files, which SIPp's exec does not wait for; idle that is
+///   a few ms, on a loaded 2-core machine it has been measured at 150+ ms.
+fn assert_audio_start(what: &str, got: i64, want: i64) {
+    assert!(
+        got >= want - 120 && got <= want + 120 + 500,
+        "{what}: got {got}, expected {want} - 120 .. + 620 (loadgen start-up)"
+    );
+}
+
 fn aors(rec: &Value) -> BTreeSet<String> {
     rec["participants"]
         .as_array()
@@ -190,11 +206,10 @@ fn oracle_acme_call(sipp_args: &[&str], expect_transport: Option<&str>) {
         off_a[0].abs_diff(off_b[0]) <= 160,
         "channels misaligned: {off_a:?} vs {off_b:?}"
     );
-    assert_near(
+    assert_audio_start(
         "audio start in the recording vs media start after ACK",
         samples_to_ms(off_a[0]),
         mark(&run, "T_MEDIA") - mark(&run, "T_ACK"),
-        120,
     );
     d.stop();
 }
@@ -376,17 +391,15 @@ fn cisco_cube_hold_and_resume_with_metadata_updates() {
             "burst {k} misaligned: {off_a:?} vs {off_b:?}"
         );
     }
-    assert_near(
+    assert_audio_start(
         "burst 1 start vs media start after ACK",
         samples_to_ms(off_a[0]),
         mark(&run, "T_MEDIA1") - mark(&run, "T_ACK"),
-        120,
     );
-    assert_near(
+    assert_audio_start(
         "burst 2 start vs resume media start after ACK",
         samples_to_ms(off_a[1]),
         mark(&run, "T_MEDIA2") - mark(&run, "T_ACK"),
-        120,
     );
     d.stop();
 }
@@ -442,11 +455,10 @@ fn metaswitch_single_mixed_stream() {
         60,
     );
     let off = expect_bursts("channel 0", &chans[0], &[&a]);
-    assert_near(
+    assert_audio_start(
         "audio start vs media start after ACK",
         samples_to_ms(off[0]),
         mark(&run, "T_MEDIA") - mark(&run, "T_ACK"),
-        120,
     );
     d.stop();
     // One channel per recorded stream: a single mixed stream (both parties in it) is
@@ -565,13 +577,21 @@ fn loadgen_rtp_sends_exact_g711_at_real_time_pace() {
         .stderr(Stdio::null())
         .spawn()
         .expect("run loadgen");
+    // Each packet with its receive time and whether the receiver had caught up: no
+    // further packet was already queued right after it was read (a peek in non-blocking
+    // mode), so the next packet was sent after this receive time.
     let recv_n = |s: UdpSocket, n: usize| {
-        std::thread::spawn(move || -> Vec<(Instant, Vec<u8>)> {
+        std::thread::spawn(move || -> Vec<(Instant, Vec<u8>, bool)> {
             let mut buf = [0u8; 2048];
             (0..n)
                 .map(|_| {
+                    s.set_nonblocking(false).expect("blocking");
                     let (len, _) = s.recv_from(&mut buf).expect("packet within 3 s");
-                    (Instant::now(), buf[..len].to_vec())
+                    let at = Instant::now();
+                    s.set_nonblocking(true).expect("non-blocking");
+                    let mut probe = [0u8; 1];
+                    let caught_up = s.peek(&mut probe).is_err();
+                    (at, buf[..len].to_vec(), caught_up)
                 })
                 .collect()
         })
@@ -584,7 +604,7 @@ fn loadgen_rtp_sends_exact_g711_at_real_time_pace() {
     let st = wait_bounded(&mut child, Duration::from_secs(10)).expect("loadgen finished");
     assert!(st.success());
     let mut decoded = Vec::new();
-    for (k, (_, p)) in pa.iter().take(10).enumerate() {
+    for (k, (_, p, _)) in pa.iter().take(10).enumerate() {
         assert_eq!(p.len(), 172);
         assert_eq!(p[0], 0x80);
         assert_eq!(p[1] & 0x7F, 8, "PT PCMA");
@@ -601,7 +621,7 @@ fn loadgen_rtp_sends_exact_g711_at_real_time_pace() {
         decoded.extend(p[12..].iter().map(|&c| Codec::Pcma.decode(c)));
     }
     assert_eq!(decoded, a, "PCMA payload decodes to the sent audio");
-    let ev: Vec<&Vec<u8>> = pa[10..].iter().map(|(_, p)| p).collect();
+    let ev: Vec<&Vec<u8>> = pa[10..].iter().map(|(_, p, _)| p).collect();
     assert!(ev
         .iter()
         .all(|p| p.len() == 16 && p[1] & 0x7F == 101 && p[12] == 5));
@@ -616,23 +636,48 @@ fn loadgen_rtp_sends_exact_g711_at_real_time_pace() {
     );
     let decoded_b: Vec<i16> = pb
         .iter()
-        .flat_map(|(_, p)| p[12..].iter().map(|&c| Codec::Pcmu.decode(c)))
+        .flat_map(|(_, p, _)| p[12..].iter().map(|&c| Codec::Pcmu.decode(c)))
         .collect();
     assert_eq!(decoded_b, b);
     assert_eq!(pb[0].1[8..12], [0, 0, 0, 7]);
     // Pace: packet k of both streams leaves at k × 20 ms (absolute schedule).
     // Bounds are loose on purpose: receive times are taken by threads on a busy 2-core box;
     // a sender without pacing would deliver all 10 packets within a millisecond or two.
-    let span = pa[9].0 - pa[0].0;
+    // Lower bound, from what the receiver can prove rather than from its own luck: take
+    // the first packet k after which the receiver had caught up (packet k+1 not yet
+    // queued, so it was sent after pa[k] was received). Packet 9 is sent 20 × (9 - (k+1))
+    // ms after packet k+1 when paced, and received after it is sent, so
+    // pa[9] - pa[k] > 20 × (8 - k) ms: 160 ms when the receiver was on time from the
+    // first packet. (Was: pa[9] - pa[0] >= 175 ms, which a receiver thread woken late for
+    // packet 0 broke: 164 ms was seen on a loaded machine.) A sender without pacing
+    // delivers all 10 within a millisecond or two: the receiver never catches up before
+    // packet 9, or the span is far below the bound. The upper bound is unchanged.
+    let k = (0..9)
+        .find(|&k| pa[k].2)
+        .unwrap_or_else(|| panic!("receiver never caught up before packet 9: not paced?"));
+    assert!(k <= 4, "receiver caught up only at packet {k}: too few paced intervals seen");
+    let paced = pa[9].0 - pa[k].0;
     assert!(
-        span >= Duration::from_millis(175) && span <= Duration::from_millis(400),
-        "10 packets over {span:?}"
+        paced > Duration::from_millis(20 * (8 - k as u64)),
+        "packets {k}..9 over {paced:?} (want > {} ms)",
+        20 * (8 - k)
     );
-    let skew = if pa[4].0 > pb[4].0 {
-        pa[4].0 - pb[4].0
-    } else {
-        pb[4].0 - pa[4].0
-    };
+    let span = pa[9].0 - pa[0].0;
+    assert!(span <= Duration::from_millis(400), "10 packets over {span:?}");
+    // Packet j of both streams leaves at the same moment: the closest of the five pairs
+    // (each receive time is late by its thread's wake-up; one pair read promptly by both
+    // threads is enough) is within 30 ms (was: pair 4 only, so one late wake-up failed it).
+    // Streams sent one after the other would be ≥ 100 ms apart in every pair.
+    let skew = (0..5)
+        .map(|j| {
+            if pa[j].0 > pb[j].0 {
+                pa[j].0 - pb[j].0
+            } else {
+                pb[j].0 - pa[j].0
+            }
+        })
+        .min()
+        .expect("five pairs");
     assert!(
         skew < Duration::from_millis(30),
         "streams not sent together: {skew:?}"
@@ -820,7 +865,12 @@ fn loadgen_bench_against_a_fake_srs() {
     assert_eq!(r["calls_completed"], 40, "{r}");
     assert_eq!(r["packets_sent"], 40 * 2 * 150, "{r}");
     assert_eq!(r["deadline_hit"], false);
-    assert!(r["max_tick_lag_ms"].as_f64().expect("lag") < 20.0, "{r}");
+    // The loadgen's own scheduling lag (how late its 20 ms send ticks ran). It measures the
+    // machine as much as the loadgen: 44 ms has been seen with both cores busy. What
+    // matters is that lag never costs audio: a packet up to the recorder's playout window
+    // late (playout_delay_ms = 300 in these tests) is still placed exactly, so the bound
+    // is half of that window (was 20 ms).
+    assert!(r["max_tick_lag_ms"].as_f64().expect("lag") < 150.0, "{r}");
     assert!(
         r["daemon"]["rss_kb_before"].as_u64().expect("rss sampled") > 0,
         "{r}"
