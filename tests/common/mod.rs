@@ -547,6 +547,32 @@ pub fn run_sipp_with(
     }
 }
 
+/// Checks a recording's length (ms) against the call as SIPp timed it. The recording runs
+/// from the answer to the BYE's arrival, on the daemon's clock. The answer comes after
+/// the INVITE left SIPp (`T_INVITE`) and before SIPp's ACK (`T_ACK`); the BYE arrives
+/// after SIPp sent it (`T_BYE`) and before SIPp got its 200 (`T_BYE_OK`). So, with `tol`
+/// for rounding and the daemon's tick:
+///   T_BYE - T_ACK - tol  <=  len  <=  T_BYE_OK - T_INVITE + tol.
+/// Idle both ends are within a few ms of T_BYE - T_ACK (the old `± tol` check); on a loaded
+/// machine the daemon's answer and the BYE's handling may take longer, which the outer
+/// marks measure instead of guessing. Without the marks (other scenarios) it is `± tol`
+/// around T_BYE - T_ACK, as before.
+pub fn assert_call_length(what: &str, len_ms: i64, run: &SippRun, tol: i64) {
+    let m = |k: &str| run.marks.get(k).map(|v| *v as i64);
+    let (ack, bye) = (
+        m("T_ACK").expect("scenario logs T_ACK"),
+        m("T_BYE").expect("scenario logs T_BYE"),
+    );
+    let (invite, bye_ok) = (m("T_INVITE").unwrap_or(ack), m("T_BYE_OK").unwrap_or(bye));
+    let (lo, hi) = (bye - ack - tol, bye_ok - invite + tol);
+    assert!(
+        (lo..=hi).contains(&len_ms),
+        "{what}: {len_ms} ms, want {lo}..={hi} (ACK→BYE {} ms, INVITE→BYE's 200 {} ms, ± {tol})",
+        bye - ack,
+        bye_ok - invite
+    );
+}
+
 /// A decoded PCM WAV file.
 pub struct Wav {
     /// Channel count.
