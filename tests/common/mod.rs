@@ -193,7 +193,11 @@ impl Daemon {
     pub fn start_with_sip(dir: &Path, sip: &str, extra: &str) -> Daemon {
         let bin = private_copy(env!("CARGO_BIN_EXE_branchrec"), dir, "run");
         let sip_port = free_port();
-        let (lo, hi) = free_port_range(100);
+        // 400 ports = 200 RTP ports (odd ones are RTCP) = 100 two-stream calls at once. The
+        // uplink backlog test places 200 one-second calls at 20/s: idle about 22 are open
+        // at a time, but on a loaded machine each takes longer to close and a 100-port
+        // range (25 calls) ran out: 70 of the 200 were answered 503 "no free RTP port".
+        let (lo, hi) = free_port_range(400);
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("creating data dir");
         let config = dir.join("branchrec.toml");
