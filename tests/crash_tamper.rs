@@ -50,6 +50,10 @@ fn sigkill_during_concurrent_calls() {
     // call_id -> (ms of audio sent before the kill, ms from INVITE to the daemon's death,
     // completed with BYE before the kill)
     let mut sent: HashMap<String, (i64, i64, bool)> = HashMap::new();
+    // recording file -> (size, when it was last seen growing), and when each call's daemon
+    // was killed.
+    let mut grown: HashMap<std::path::PathBuf, (u64, Instant)> = HashMap::new();
+    let mut killed_at: HashMap<String, Instant> = HashMap::new();
     let rounds = 8;
     let mut n = 0u32;
     for round in 0..rounds {
@@ -101,11 +105,18 @@ fn sigkill_during_concurrent_calls() {
             });
         }
         let wait = 700 + rng.next() % 1800;
-        std::thread::sleep(Duration::from_millis(wait));
+        // While waiting, watch the recording files grow (every 50 ms): the last growth
+        // seen before the kill tells, for the checks below, what the daemon had written.
+        let until = Instant::now() + Duration::from_millis(wait);
+        while Instant::now() < until {
+            watch_files(&inst.data, &mut grown);
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // The short call (300 ms of audio, then BYE) ends before the kill: joined first
         // rather than assumed done by the time the wait is over (its BYE is answered after
         // the close; bounded by the BYE wait).
         let short = threads.pop().unwrap().join().unwrap();
+        watch_files(&inst.data, &mut grown);
         assert!(short.3, "round {round}: short call's BYE not answered; log:\n{}", inst.log_text());
         killed.store(true, Ordering::SeqCst);
         let kill_at = Instant::now();
@@ -121,6 +132,7 @@ fn sigkill_during_concurrent_calls() {
             // daemon's death.
             let ms = kill_at.saturating_duration_since(first).as_millis() as i64;
             let upper = dead_at.saturating_duration_since(invited).as_millis() as i64;
+            killed_at.insert(call_id.clone(), kill_at);
             sent.insert(call_id, (ms, upper, done));
         }
     }
@@ -142,13 +154,25 @@ fn sigkill_during_concurrent_calls() {
             assert!(dur >= 300 - 60, "short call lost audio: {r}");
         } else {
             assert_eq!(state, "interrupted", "{r}");
+            // For the failure message: when the file last grew before the kill (no later
+            // than `last_write`, polled every 50 ms), so a failure says whether written
+            // audio was lost (a crash-safety bug) or the daemon's last flush came late.
+            let file = inst.data.join(r["file_path"].as_str().unwrap());
+            let kill = killed_at[call_id];
+            let (_, last_write) = grown.get(&file).copied().unwrap_or((0, kill));
+            let first = kill - Duration::from_millis(ms as u64);
+            let written = last_write.saturating_duration_since(first).as_millis() as i64;
+            let flush_gap = kill.saturating_duration_since(last_write).as_millis();
             // The call's timeline is on the daemon's clock from the answer (before the first
             // packet); a flush is due every FLUSH_MS, checked on the call task's 100 ms tick,
             // and writes audio up to PLAYOUT_MS before it. 250 ms = that tick plus 150 ms of
             // scheduling delay: the loss allowed is the flush interval, as before.
             assert!(
                 dur >= ms - FLUSH_MS - PLAYOUT_MS - 250,
-                "interrupted call lost more than the flush interval: sent {ms} ms, kept {dur} ms: {r}"
+                "interrupted call lost more than the flush interval: sent {ms} ms, kept {dur} ms; \
+                 the file last grew {flush_gap} ms before the kill, {written} ms after the first \
+                 packet (a gap over {FLUSH_MS} ms: the daemon flushed late; kept < written - \
+                 {PLAYOUT_MS} ms: written audio was lost): {r}"
             );
             // Written audio ends PLAYOUT_MS before the daemon's death and starts at the
             // answer, after the INVITE: `upper` bounds it on any machine (was ms + 200, from
@@ -195,6 +219,19 @@ fn sigkill_during_concurrent_calls() {
         ulaw.extend_from_slice(&TONE_ULAW);
     }
     assert!(files_containing(&inst.data, &ulaw).is_empty());
+}
+
+/// Records, for every recording file under `data`, its size and when it was last seen
+/// growing.
+fn watch_files(data: &std::path::Path, seen: &mut HashMap<std::path::PathBuf, (u64, Instant)>) {
+    let now = Instant::now();
+    for f in daemon::files_named(&data.join("recordings"), ".brec") {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        let e = seen.entry(f).or_insert((0, now));
+        if len != e.0 {
+            *e = (len, now);
+        }
+    }
 }
 
 fn file_of(inst: &Install, id: &str) -> std::path::PathBuf {
