@@ -955,8 +955,9 @@ fn cli_pause_and_resume_store_no_paused_audio() {
             Duration::from_secs(40),
         )
     });
-    // Wait (bounded) until the call is being recorded.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // Wait (bounded) until the call is being recorded: polled every 100 ms; SIPp start-up
+    // and the answer take well under a second idle, 60 s bounds a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let id = loop {
         let rows = d.recordings_json(&["list", "--json"]);
         if let Some(r) = rows.as_array().and_then(|a| a.first()) {
