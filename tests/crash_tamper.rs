@@ -157,7 +157,7 @@ fn sigkill_during_concurrent_calls() {
             // For the failure message: when the file last grew before the kill (no later
             // than `last_write`, polled every 50 ms), so a failure says whether written
             // audio was lost (a crash-safety bug) or the daemon's last flush came late.
-            let file = inst.data.join(r["file_path"].as_str().unwrap());
+            let file = file_of(&inst, r["id"].as_str().unwrap());
             let kill = killed_at[call_id];
             let (_, last_write) = grown.get(&file).copied().unwrap_or((0, kill));
             let first = kill - Duration::from_millis(ms as u64);
