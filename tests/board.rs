@@ -32,6 +32,10 @@ fn board(inst: &Install) -> Value {
 }
 
 /// Poll `status --json` until `pred` holds (bounded).
+/// Polls the board state every 100 ms until `pred` holds. `limit` is a liveness bound
+/// only (what is waited for takes at most a second or two idle, or the press/LED time the
+/// test set); the limits are 30-60 s so that a loaded machine does not trip them. Nothing
+/// asserts that a state comes *late*, except where a test says so explicitly.
 fn wait_board(inst: &Install, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
     let t = Instant::now();
     loop {
@@ -105,7 +109,7 @@ fn hold_button_holds_recent_calls_once() {
     let d = inst.start();
 
     // Idle: the simulated board, every LED dark.
-    let b = wait_board(&inst, "the panel", Duration::from_secs(10), |b| {
+    let b = wait_board(&inst, "the panel", Duration::from_secs(60), |b| {
         b["leds"]["rec"]["pattern"] == "off"
     });
     assert_eq!(b["kind"], "sim");
@@ -123,7 +127,7 @@ fn hold_button_holds_recent_calls_once() {
         if rows.len() == 2 && rows.iter().all(|r| r["state"] == "complete") {
             break rows;
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "{rows:#?}");
+        assert!(t.elapsed() < Duration::from_secs(60), "{rows:#?}");
         std::thread::sleep(Duration::from_millis(100));
     };
     let old = id_of(&rows, "+4930100");
@@ -147,7 +151,7 @@ fn hold_button_holds_recent_calls_once() {
             Duration::from_secs(40),
         )
     });
-    let b = wait_board(&inst, "REC on", Duration::from_secs(10), |b| {
+    let b = wait_board(&inst, "REC on", Duration::from_secs(60), |b| {
         b["leds"]["rec"]["pattern"] == "on"
     });
     assert_eq!(b["faults"].as_array().map(Vec::len), Some(0), "{b:#}");
@@ -158,22 +162,22 @@ fn hold_button_holds_recent_calls_once() {
         if rows.iter().any(|r| r.to_string().contains("+4930199")) {
             break id_of(&rows, "+4930199");
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "{rows:#?}");
+        assert!(t.elapsed() < Duration::from_secs(30), "{rows:#?}");
         std::thread::sleep(Duration::from_millis(50));
     };
     // Paused: REC blinks; resumed: steady again.
     inst.cli_ok(&["recordings", "pause", &live]);
-    wait_board(&inst, "REC blinking", Duration::from_secs(5), |b| {
+    wait_board(&inst, "REC blinking", Duration::from_secs(30), |b| {
         b["leds"]["rec"]["pattern"] == "blink"
     });
     inst.cli_ok(&["recordings", "resume", &live]);
-    wait_board(&inst, "REC steady", Duration::from_secs(5), |b| {
+    wait_board(&inst, "REC steady", Duration::from_secs(30), |b| {
         b["leds"]["rec"]["pattern"] == "on"
     });
 
     // A short press does nothing.
     inst.cli_ok(&["board", "press", "--ms", "150"]);
-    let b = wait_board(&inst, "short press released", Duration::from_secs(5), |b| {
+    let b = wait_board(&inst, "short press released", Duration::from_secs(30), |b| {
         b["last_press"]["held_ms"]
             .as_u64()
             .is_some_and(|h| h >= 100)
@@ -184,7 +188,7 @@ fn hold_button_holds_recent_calls_once() {
 
     // The long press.
     inst.cli_ok(&["board", "press", "--ms", "900"]);
-    let b = wait_board(&inst, "hold durable", Duration::from_secs(10), |b| {
+    let b = wait_board(&inst, "hold durable", Duration::from_secs(30), |b| {
         b["last_hold"]["state"] == "durable"
     });
     assert_eq!(b["leds"]["hold"]["pattern"], "on", "{b:#}");
@@ -243,14 +247,14 @@ fn hold_button_holds_recent_calls_once() {
     );
 
     // Steady for hold_led_s, then dark.
-    let b = wait_board(&inst, "HOLD dark", Duration::from_secs(8), |b| {
+    let b = wait_board(&inst, "HOLD dark", Duration::from_secs(30), |b| {
         b["leds"]["hold"]["pattern"] == "off"
     });
     assert_eq!(b["last_hold"]["state"], "durable");
 
     // Another long press within min_hold_interval_s (8 s) is refused.
     inst.cli_ok(&["board", "press", "--ms", "700"]);
-    let b = wait_board(&inst, "suppressed press", Duration::from_secs(5), |b| {
+    let b = wait_board(&inst, "suppressed press", Duration::from_secs(30), |b| {
         b["last_press"]["action"] == "suppressed" && b["button_pressed"] == false
     });
     assert_eq!(b["last_hold"]["hold_id"], hold_id, "{b:#}");
@@ -270,7 +274,7 @@ fn hold_button_holds_recent_calls_once() {
     let b = wait_board(
         &inst,
         "stuck press released",
-        Duration::from_secs(12),
+        Duration::from_secs(30),
         |b| {
             b["last_press"]["held_ms"]
                 .as_u64()
@@ -294,7 +298,7 @@ fn hold_button_holds_recent_calls_once() {
             assert_eq!(r["held"], true, "{r:#}");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "{r:#}");
+        assert!(t.elapsed() < Duration::from_secs(60), "{r:#}");
         std::thread::sleep(Duration::from_millis(100));
     }
     let b = board(&inst);

@@ -115,15 +115,17 @@ fn find_exact(name: &str, channel: &[i16], reference: &[i16], from: usize) -> us
     c0 - r0
 }
 
-/// Offset within `around ± search` where all of `reference` appears bit-exact.
+/// Offset within `around - search ..= around + search + late` where all of `reference`
+/// appears bit-exact.
 fn exact_near(
     name: &str,
     channel: &[i16],
     reference: &[i16],
     around: usize,
     search: usize,
+    late: usize,
 ) -> usize {
-    (around.saturating_sub(search)..=around + search)
+    (around.saturating_sub(search)..=around + search + late)
         .find(|&o| channel.get(o..o + reference.len()) == Some(reference))
         .unwrap_or_else(|| {
             let (o, snr) = best_snr(channel, reference, around, search);
@@ -211,10 +213,7 @@ fn codec_call(dir: &Path, d: &Daemon, keys: &[(&str, String)], rate: u32) -> Cal
     let chans = export(d, &id, dir, rate);
     let call_ms = (run.marks["T_BYE"] - run.marks["T_ACK"]) as i64;
     let len_ms = (chans[0].len() as u64 * 1000 / u64::from(rate)) as i64;
-    assert!(
-        (len_ms - call_ms).abs() <= 100,
-        "export {len_ms} ms vs ACK→BYE {call_ms} ms"
-    );
+    assert_call_length("export length vs the call", len_ms, &run, 100);
     Call {
         rec,
         detail,
@@ -252,7 +251,10 @@ fn g722_call_is_recorded_at_16k_bit_exact_with_ffmpeg() {
         ("drop", String::new()),
         ("audio_a", dir.join("a.g722").display().to_string()),
         ("audio_b", dir.join("b.g722").display().to_string()),
-        ("media_ms", "2600".to_string()),
+        // media_ms: the 2 s of audio plus a margin before SIPp's BYE. SIPp execs the loadgen
+        // without waiting for it, so the loadgen's start-up eats into that margin: 1.6 s
+        // (was 0.6 s) keeps a loaded machine from cutting the tail.
+        ("media_ms", "3600".to_string()),
     ];
     let c = codec_call(dir, &d, &keys, 16000);
     assert!(
@@ -288,7 +290,10 @@ fn opus_call_with_loss_uses_fec_and_matches_libopus() {
         ("drop", "10,25,40,70".to_string()),
         ("audio_a", a.display().to_string()),
         ("audio_b", b.display().to_string()),
-        ("media_ms", "2600".to_string()),
+        // media_ms: the 2 s of audio plus a margin before SIPp's BYE. SIPp execs the loadgen
+        // without waiting for it, so the loadgen's start-up eats into that margin: 1.6 s
+        // (was 0.6 s) keeps a loaded machine from cutting the tail.
+        ("media_ms", "3600".to_string()),
     ];
     let c = codec_call(dir, &d, &keys, 16000);
     assert!(
@@ -363,7 +368,10 @@ fn g729_call_from_capture_frames_matches_ffmpeg() {
         ("drop", String::new()),
         ("audio_a", dir.join("a.g729").display().to_string()),
         ("audio_b", dir.join("b.g729").display().to_string()),
-        ("media_ms", "2600".to_string()),
+        // media_ms: the 2 s of audio plus a margin before SIPp's BYE. SIPp execs the loadgen
+        // without waiting for it, so the loadgen's start-up eats into that margin: 1.6 s
+        // (was 0.6 s) keeps a loaded machine from cutting the tail.
+        ("media_ms", "3600".to_string()),
     ];
     let c = codec_call(dir, &d, &keys, 8000);
     assert!(
@@ -429,19 +437,33 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
         // G.722 is bit-exact and continues exactly where the 1 s of G.711 ended.
         // Each phase starts [phase_ms] = 1150 ms (+ the re-INVITE round trip and the
         // sender's start-up) after the previous one: G.722 and Opus are bit-exact and each
-        // starts at its arrival, 1150–1400 ms after the previous codec's start.
+        // starts at its arrival, 1150–1400 ms after the previous codec's start idle. Each
+        // phase is a new loadgen process that SIPp execs without waiting for it, and
+        // audio is placed at its arrival, so on a loaded machine a phase can start up to
+        // LATE (500 ms) later still: arrival timing, not content (the audio is still found
+        // bit-exact, and the pauses below still hold exact silence). Seen: Opus not within
+        // 1400 ms of G.722's start with both cores busy.
+        const LATE: usize = 8_000;
         let g0 = exact_near(
             &format!("channel {ch} G.722"),
             c,
             &g_ref,
             p0 + 20_400,
             2_000,
+            LATE,
         );
-        let o0 = exact_near(&format!("channel {ch} Opus"), c, &o_ref, g0 + 20_400, 2_000);
+        let o0 = exact_near(
+            &format!("channel {ch} Opus"),
+            c,
+            &o_ref,
+            g0 + 20_400,
+            2_000,
+            LATE,
+        );
         eprintln!("channel {ch}: G.711 at {p0}, G.722 at {g0}, Opus at {o0}");
         for (what, gap) in [("G.711→G.722", g0 - p0), ("G.722→Opus", o0 - g0)] {
             assert!(
-                (18_400..=22_400).contains(&gap),
+                (18_400..=22_400 + LATE).contains(&gap),
                 "channel {ch}: {what} start-to-start {gap} samples"
             );
         }
@@ -488,10 +510,6 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
         g_at[0].abs_diff(g_at[1]) <= 640,
         "channels misaligned: {g_at:?}"
     );
-    let call_ms = (run.marks["T_BYE"] - run.marks["T_ACK"]) as i64;
     let len_ms = (chans[0].len() / 16) as i64;
-    assert!(
-        (len_ms - call_ms).abs() <= 100,
-        "export {len_ms} ms vs {call_ms} ms"
-    );
+    assert_call_length("export length vs the call", len_ms, &run, 100);
 }

@@ -47,8 +47,13 @@ fn sigkill_during_concurrent_calls() {
     let dir = tempfile::tempdir().unwrap();
     let inst = Install::new(dir.path(), SOFTWARE);
     let mut rng = Rng(0x5eed_1234_abcd_0001 ^ u64::from(std::process::id()));
-    // call_id -> (ms of audio sent before the kill, completed with BYE before the kill)
-    let mut sent: HashMap<String, (i64, bool)> = HashMap::new();
+    // call_id -> (ms of audio sent before the kill, ms from INVITE to the daemon's death,
+    // completed with BYE before the kill)
+    let mut sent: HashMap<String, (i64, i64, bool)> = HashMap::new();
+    // recording file -> (size, when it was last seen growing), and when each call's daemon
+    // was killed.
+    let mut grown: HashMap<std::path::PathBuf, (u64, Instant)> = HashMap::new();
+    let mut killed_at: HashMap<String, Instant> = HashMap::new();
     let rounds = 8;
     let mut n = 0u32;
     for round in 0..rounds {
@@ -57,20 +62,26 @@ fn sigkill_during_concurrent_calls() {
             assert!(inst.log_text().contains("KEYS ARE IN SOFTWARE"));
         }
         let killed = Arc::new(AtomicBool::new(false));
+        let (up_tx, up_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
         // Three long calls killed mid-way, and one short call that ends first.
         for k in 0..4u32 {
             n += 1;
-            let (sip, killed) = (inst.sip, killed.clone());
+            let (sip, killed, up_tx) = (inst.sip, killed.clone(), up_tx.clone());
             let short = k == 3;
             threads.push(std::thread::spawn(move || {
+                let invited = Instant::now();
                 let Invite::Up(mut c) = invite(sip, 1000 + n) else {
                     panic!("call refused");
                 };
                 let call_id = c.call_id().to_string();
                 let total = if short { 300 } else { 4000 };
-                let start = Instant::now();
-                let mut k = 0u64;
+                // The first packet goes out before the call counts as up, so every call
+                // has sent audio when the kill comes.
+                c.send_packet();
+                let _ = up_tx.send(());
+                let start = c.first_rtp.unwrap();
+                let mut k = 1u64;
                 while k * 20 < total && !killed.load(Ordering::SeqCst) {
                     let due = start + Duration::from_millis(20 * k);
                     if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -81,18 +92,48 @@ fn sigkill_during_concurrent_calls() {
                 }
                 let first = c.first_rtp.unwrap();
                 let done = short && !killed.load(Ordering::SeqCst) && c.bye();
-                (call_id, first, done)
+                (call_id, invited, first, done)
             }));
         }
+        // The kill moment counts from when all four calls are up (each answered and
+        // sending), not from their INVITEs: on a loaded machine answering can take longer
+        // than the shortest wait, and a call still being set up when the daemon dies is
+        // never answered. Bounded: the INVITE waits at most 30 s.
+        for _ in 0..4 {
+            up_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+                panic!("round {round}: calls not up within 60 s; log:\n{}", inst.log_text())
+            });
+        }
         let wait = 700 + rng.next() % 1800;
-        std::thread::sleep(Duration::from_millis(wait));
+        // While waiting, watch the recording files grow (every 50 ms): the last growth
+        // seen before the kill tells, for the checks below, what the daemon had written.
+        let until = Instant::now() + Duration::from_millis(wait);
+        while Instant::now() < until {
+            watch_files(&inst.data, &mut grown);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The short call (300 ms of audio, then BYE) ends before the kill: joined first
+        // rather than assumed done by the time the wait is over (its BYE is answered after
+        // the close; bounded by the BYE wait).
+        let short = threads.pop().unwrap().join().unwrap();
+        watch_files(&inst.data, &mut grown);
+        assert!(short.3, "round {round}: short call's BYE not answered; log:\n{}", inst.log_text());
         killed.store(true, Ordering::SeqCst);
         let kill_at = Instant::now();
         dm.kill9();
-        for t in threads {
-            let (call_id, first, done) = t.join().unwrap();
+        // kill9 returns once the process is reaped: it wrote nothing after this.
+        let dead_at = Instant::now();
+        for (call_id, invited, first, done) in
+            threads.into_iter().map(|t| t.join().unwrap()).chain([short])
+        {
+            // Lower reference: audio sent from the first packet up to the kill (the call's
+            // timeline starts at its answer, before the first packet). Upper reference: the
+            // daemon's timeline cannot start before the INVITE was sent nor run past the
+            // daemon's death.
             let ms = kill_at.saturating_duration_since(first).as_millis() as i64;
-            sent.insert(call_id, (ms, done));
+            let upper = dead_at.saturating_duration_since(invited).as_millis() as i64;
+            killed_at.insert(call_id.clone(), kill_at);
+            sent.insert(call_id, (ms, upper, done));
         }
     }
     // A last start recovers the final round; then stop cleanly.
@@ -105,7 +146,7 @@ fn sigkill_during_concurrent_calls() {
     );
     for r in &rows {
         let call_id = r["call_id"].as_str().unwrap();
-        let (ms, done) = sent[call_id];
+        let (ms, upper, done) = sent[call_id];
         let state = r["state"].as_str().unwrap();
         let dur = r["duration_ms"].as_i64().unwrap_or(0);
         if done {
@@ -113,11 +154,30 @@ fn sigkill_during_concurrent_calls() {
             assert!(dur >= 300 - 60, "short call lost audio: {r}");
         } else {
             assert_eq!(state, "interrupted", "{r}");
+            // For the failure message: when the file last grew before the kill (no later
+            // than `last_write`, polled every 50 ms), so a failure says whether written
+            // audio was lost (a crash-safety bug) or the daemon's last flush came late.
+            let file = file_of(&inst, r["id"].as_str().unwrap());
+            let kill = killed_at[call_id];
+            let (_, last_write) = grown.get(&file).copied().unwrap_or((0, kill));
+            let first = kill - Duration::from_millis(ms as u64);
+            let written = last_write.saturating_duration_since(first).as_millis() as i64;
+            let flush_gap = kill.saturating_duration_since(last_write).as_millis();
+            // The call's timeline is on the daemon's clock from the answer (before the first
+            // packet); a flush is due every FLUSH_MS, checked on the call task's 100 ms tick,
+            // and writes audio up to PLAYOUT_MS before it. 250 ms = that tick plus 150 ms of
+            // scheduling delay: the loss allowed is the flush interval, as before.
             assert!(
                 dur >= ms - FLUSH_MS - PLAYOUT_MS - 250,
-                "interrupted call lost more than the flush interval: sent {ms} ms, kept {dur} ms: {r}"
+                "interrupted call lost more than the flush interval: sent {ms} ms, kept {dur} ms; \
+                 the file last grew {flush_gap} ms before the kill, {written} ms after the first \
+                 packet (a gap over {FLUSH_MS} ms: the daemon flushed late; kept < written - \
+                 {PLAYOUT_MS} ms: written audio was lost): {r}"
             );
-            assert!(dur <= ms + 200, "more audio than sent: {r}");
+            // Written audio ends PLAYOUT_MS before the daemon's death and starts at the
+            // answer, after the INVITE: `upper` bounds it on any machine (was ms + 200, from
+            // the first packet, which a sender thread starved after the answer overran).
+            assert!(dur <= upper, "more audio than sent: INVITE to death {upper} ms: {r}");
         }
     }
     let v: serde_json::Value =
@@ -159,6 +219,19 @@ fn sigkill_during_concurrent_calls() {
         ulaw.extend_from_slice(&TONE_ULAW);
     }
     assert!(files_containing(&inst.data, &ulaw).is_empty());
+}
+
+/// Records, for every recording file under `data`, its size and when it was last seen
+/// growing.
+fn watch_files(data: &std::path::Path, seen: &mut HashMap<std::path::PathBuf, (u64, Instant)>) {
+    let now = Instant::now();
+    for f in daemon::files_named(&data.join("recordings"), ".brec") {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        let e = seen.entry(f).or_insert((0, now));
+        if len != e.0 {
+            *e = (len, now);
+        }
+    }
 }
 
 fn file_of(inst: &Install, id: &str) -> std::path::PathBuf {
@@ -206,7 +279,8 @@ fn tamper_is_detected_and_named() {
         c.stream(2600);
         assert!(c.bye());
     }
-    std::thread::sleep(Duration::from_millis(800));
+    // Both closed, catalogued and signed (polled; was a fixed 800 ms).
+    inst.wait_settled(2);
     dm.stop();
     let ids: Vec<String> = list(&inst)
         .iter()
@@ -219,6 +293,28 @@ fn tamper_is_detected_and_named() {
     let ca = chunks(&orig_a);
     let cb = chunks(&orig_b);
     assert!(ca.len() >= 5 && cb.len() >= 5, "{} chunks", ca.len());
+    // Chunks are sealed at 0.5 s of audio, and the flush timer (wall clock, on the call
+    // task's tick) seals whatever is buffered in between: how many short chunks a file
+    // has, and where, depends on scheduling. So the chunks tampered with are chosen by
+    // size: `i`, a full-size chunk (the largest) that is not the last, at the same index in
+    // both recordings when there is one (else the first full-size chunk of each).
+    let len = |c: &[usize], n: usize, i: usize| c.get(i + 1).copied().unwrap_or(n) - c[i];
+    let full = (0..ca.len() - 1)
+        .map(|i| len(&ca, orig_a.len(), i))
+        .max()
+        .unwrap();
+    let full_a: Vec<usize> = (1..ca.len() - 1)
+        .filter(|&i| len(&ca, orig_a.len(), i) == full)
+        .collect();
+    let full_b: Vec<usize> = (1..cb.len() - 1)
+        .filter(|&i| len(&cb, orig_b.len(), i) == full)
+        .collect();
+    let (ia, ib) = full_a
+        .iter()
+        .find(|i| full_b.contains(i))
+        .map(|&i| (i, i))
+        .or_else(|| Some((*full_a.first()?, *full_b.first()?)))
+        .expect("no full-size chunk of the same size in both recordings");
     let restore = || {
         std::fs::write(&a, &orig_a).unwrap();
         std::fs::write(&b, &orig_b).unwrap();
@@ -226,19 +322,19 @@ fn tamper_is_detected_and_named() {
 
     // Flip one audio byte.
     let mut f = orig_a.clone();
-    f[ca[2] + 40] ^= 0x01;
+    f[ca[ia] + 40] ^= 0x01;
     std::fs::write(&a, f).unwrap();
     expect_detected(&inst, &ids[0], "bit flip");
     restore();
     // Truncate (drop the final chunk, then mid-chunk).
     std::fs::write(&a, &orig_a[..*ca.last().unwrap()]).unwrap();
     expect_detected(&inst, &ids[0], "truncate at chunk boundary");
-    std::fs::write(&a, &orig_a[..ca[3] + 100]).unwrap();
+    std::fs::write(&a, &orig_a[..ca[ia] + 100]).unwrap();
     expect_detected(&inst, &ids[0], "truncate mid-chunk");
     restore();
-    // Swap chunk 2 between the recordings (same sizes: full 0.5 s chunks).
-    let (a2, a3) = (ca[2], ca[3]);
-    let (b2, b3) = (cb[2], cb[3]);
+    // Swap a chunk between the recordings (same sizes: full 0.5 s chunks).
+    let (a2, a3) = (ca[ia], ca[ia + 1]);
+    let (b2, b3) = (cb[ib], cb[ib + 1]);
     assert_eq!(a3 - a2, b3 - b2);
     let mut fa = orig_a.clone();
     let mut fb = orig_b.clone();

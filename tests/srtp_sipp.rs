@@ -107,7 +107,8 @@ fn call(dir: &Path, keys: Vec<(&str, String)>, media_ms: u64) -> CallResult {
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Polled every 200 ms; closing is sub-second idle, 60 s bounds a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let rec = loop {
         let list = d.recordings_json(&["list", "--json"]);
         let r = list[0].clone();

@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A test installation: config file and data directory.
@@ -19,20 +21,43 @@ pub struct Install {
     pub log: PathBuf,
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Ports handed out by this module in this test process (see `claim` in common/mod.rs:
+/// a port checked free here is bound later by the daemon, so two test threads must never
+/// be given the same one).
+fn claim(ports: std::ops::RangeInclusive<u16>) -> bool {
+    static CLAIMED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut g = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    let set = g.get_or_insert_with(Default::default);
+    if ports.clone().any(|p| set.contains(&p)) {
+        return false;
+    }
+    set.extend(ports);
+    true
+}
+
+/// A SIP port and a 100-port RTP range, free now and never handed out before by this
+/// process, in 30000..32700: below the kernel's ephemeral range (32768..) where the
+/// clients' `bind(0)` sockets land, and apart from common/mod.rs's ranges (20000..30000,
+/// 40000..60000), so tests using both modules cannot collide either. (Before: the SIP port
+/// came from `bind(0)` and was released before the daemon bound it, and the RTP base was
+/// derived from the pid, the same for every test of a binary.)
+fn free_ports() -> (u16, u16) {
+    for _ in 0..400 {
+        let base = 30000 + (rand::random::<u16>() % 26) * 100;
+        let sip = base + 99;
+        let free = (base..=sip).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if free && claim(base..=sip) {
+            return (sip, base);
+        }
+    }
+    panic!("no free port block in 30000..32700 after 400 tries");
 }
 
 impl Install {
     /// Write a config into `dir` with the given `[keys]` section body.
     pub fn new(dir: &Path, keys: &str) -> Install {
-        let port = free_udp_port();
-        // An RTP range unlikely to collide with parallel tests.
-        let base = 20000 + (std::process::id() % 400) as u16 * 100 + (port % 50);
+        // SIP on the last port of the block, RTP on the 99 before it (rtp_ports base..base+98).
+        let (port, base) = free_ports();
         let data = dir.join("data");
         let config = dir.join("branchrec.toml");
         Install::write(&config, &data, port, base, keys);
@@ -50,7 +75,7 @@ impl Install {
             format!(
                 "[sip]\nlisten = [\"udp:127.0.0.1:{port}\"]\n\n[media]\nrtp_ports = \"{base}-{}\"\nplayout_delay_ms = 100\n\n\
                  [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 500\nmin_free_mb = 1\n\n[keys]\n{keys}\n\n[log]\nlevel = \"info\"\n",
-                base + 99,
+                base + 98,
                 data.display()
             ),
         )
@@ -68,16 +93,18 @@ impl Install {
         .unwrap();
     }
 
-    /// Start the daemon and wait until it has loaded its keys (or failed to).
+    /// Start the daemon and wait until it is ready for calls (or has exited).
     pub fn start(&self) -> Daemon {
         let status = self.data.join("keys/daemon-status.json");
         let _ = std::fs::remove_file(&status);
+        // The log is appended to across restarts: count the ready lines before this start.
+        let ready_before = self.log_text().matches("branchrec ready").count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_branchrec"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_branchrec"))
             .args(["run", "--config"])
             .arg(&self.config)
             .env("TSS2_LOG", "all+none")
@@ -85,17 +112,27 @@ impl Install {
             .stderr(log)
             .spawn()
             .unwrap();
+        // Polled every 25 ms: first the key load (the status file), then the `branchrec
+        // ready` line, logged once catalogue recovery is done and the SIP socket is bound.
+        // (Before: a fixed 400 ms after the key load, which a loaded machine overran: the
+        // first INVITE then went to an unbound port.) A daemon that exits (e.g. refusing
+        // to start) ends the wait too; the test then sees what it expects of that. 60 s:
+        // start-up is well under a second idle.
         let t = Instant::now();
-        while !status.exists() {
+        let limit = Duration::from_secs(60);
+        loop {
+            let ready = self.log_text().matches("branchrec ready").count() > ready_before;
+            if (status.exists() && ready) || matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
             assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "daemon did not start; log:\n{}",
+                t.elapsed() < limit,
+                "daemon not ready after {limit:?} (status file: {}); log:\n{}",
+                status.exists(),
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(25));
         }
-        // Catalogue recovery and socket binding follow the key load.
-        std::thread::sleep(Duration::from_millis(400));
         Daemon { child: Some(child) }
     }
 
@@ -126,6 +163,31 @@ impl Install {
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Waits until the catalogue holds at least `n` recordings, none still `recording`,
+    /// and no signed manifest is pending (no `*.manifest.pending` marker left): closed,
+    /// catalogued and signed. Polled every 100 ms, bounded at 60 s (closing takes well
+    /// under a second idle; close, catalogue commit and signing run on daemon threads after
+    /// the BYE is answered, so a fixed sleep can be overrun on a loaded machine).
+    pub fn wait_settled(&self, n: usize) {
+        let t = Instant::now();
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.cli_ok(&["recordings", "list", "--json"])).unwrap();
+            let rows = v.as_array().cloned().unwrap_or_default();
+            let pending = files_named(&self.data, ".manifest.pending");
+            if rows.len() >= n && rows.iter().all(|r| r["state"] != "recording") && pending.is_empty()
+            {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "recordings not settled after 60 s: {v}\npending manifests: {pending:?}\nlog:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Recording ids in the catalogue.
@@ -182,8 +244,10 @@ impl Daemon {
                 .arg("-TERM")
                 .arg(c.id().to_string())
                 .status();
+            // A clean stop closes, fsyncs and signs open recordings: sub-second idle; 30 s
+            // is the bound for a loaded machine.
             let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(10) {
+            while t.elapsed() < Duration::from_secs(30) {
                 if let Ok(Some(_)) = c.try_wait() {
                     return;
                 }
@@ -191,7 +255,7 @@ impl Daemon {
             }
             let _ = c.kill();
             let _ = c.wait();
-            panic!("daemon did not stop on SIGTERM within 10 s");
+            panic!("daemon did not stop on SIGTERM within 30 s");
         }
     }
 
@@ -226,6 +290,26 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
                 if b.windows(needle.len()).any(|w| w == needle) {
                     hits.push(p);
                 }
+            }
+        }
+    }
+    hits
+}
+
+/// Files under `dir` whose name ends with `suffix`.
+pub fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                hits.push(p);
             }
         }
     }

@@ -46,28 +46,74 @@ fn port_free(port: u16, tcp_too: bool) -> bool {
     udp && (!tcp_too || TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
 
+/// Ports already handed out in this test process. A port is checked free and then bound
+/// later by another process (the daemon, SIPp, moto), so two test threads of the same
+/// binary (`--test-threads=2`) could both see it free and both pass it on; claiming it
+/// here first means this process never hands out the same port twice. (Ports are never
+/// released: a binary uses a few hundred out of 30000.)
+fn claim(ports: std::ops::RangeInclusive<u16>) -> bool {
+    static CLAIMED: Mutex<Option<std::collections::HashSet<u16>>> = Mutex::new(None);
+    let mut g = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    let set = g.get_or_insert_with(Default::default);
+    if ports.clone().any(|p| set.contains(&p)) {
+        return false;
+    }
+    set.extend(ports);
+    true
+}
+
 /// A port free on 127.0.0.1 for both UDP and TCP (for the SIP listener), picked at random
-/// in 20000..30000. Bounded: gives up after 200 tries.
+/// in 20000..30000 and never handed out twice by this process. Bounded: gives up after
+/// 200 tries.
 pub fn free_port() -> u16 {
     for _ in 0..200 {
         let p: u16 = 20000 + rand::random::<u16>() % 10000;
-        if port_free(p, true) {
+        if port_free(p, true) && claim(p..=p) {
             return p;
         }
     }
     panic!("no free port found in 200 tries");
 }
 
-/// A range of `n` consecutive UDP ports (even start) free on 127.0.0.1, in 40000..60000.
+/// A range of `n` consecutive UDP ports (even start) free on 127.0.0.1, in 40000..60000,
+/// never overlapping a range handed out before by this process.
 pub fn free_port_range(n: u16) -> (u16, u16) {
     for _ in 0..200 {
         let base: u16 = (40000 + rand::random::<u16>() % 20000) & !1;
         let end = base + n - 1;
-        if (base..=end).all(|p| port_free(p, false)) {
+        if (base..=end).all(|p| port_free(p, false)) && claim(base..=end) {
             return (base, end);
         }
     }
     panic!("no free UDP port range of {n} found in 200 tries");
+}
+
+/// Whether some socket is bound to UDP 127.0.0.1:`port` (or 0.0.0.0:`port`), read from
+/// /proc/net/udp rather than by trying to bind it, which would race with the process that
+/// is about to.
+pub fn udp_bound(port: u16) -> bool {
+    let want = [format!("0100007F:{port:04X}"), format!("00000000:{port:04X}")];
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| want.iter().any(|w| w == local))
+}
+
+/// Waits until a peer started by the test (e.g. a SIPp UAS) has bound UDP `port`:
+/// polled every 50 ms, bounded at 30 s (a process start and one bind: milliseconds idle).
+/// Replaces a fixed 300 ms sleep, after which a loaded machine may not have bound it yet
+/// and the first request would be lost.
+pub fn wait_udp_bound(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !udp_bound(port) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not bind UDP port {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Copies a binary built by cargo into `dir` (the shared target dir may be rebuilt by
@@ -130,7 +176,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes a config into `dir`, starts the daemon and waits (at most 20 s) for the line
+    /// Writes a config into `dir`, starts the daemon and waits (at most 60 s) for the line
     /// containing `branchrec ready`.
     pub fn start(dir: &Path) -> Daemon {
         Daemon::start_with(dir, "")
@@ -147,7 +193,11 @@ impl Daemon {
     pub fn start_with_sip(dir: &Path, sip: &str, extra: &str) -> Daemon {
         let bin = private_copy(env!("CARGO_BIN_EXE_branchrec"), dir, "run");
         let sip_port = free_port();
-        let (lo, hi) = free_port_range(100);
+        // 400 ports = 200 RTP ports (odd ones are RTCP) = 100 two-stream calls at once. The
+        // uplink backlog test places 200 one-second calls at 20/s: idle about 22 are open
+        // at a time, but on a loaded machine each takes longer to close and a 100-port
+        // range (25 calls) ran out: 70 of the 200 were answered 503 "no free RTP port".
+        let (lo, hi) = free_port_range(400);
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("creating data dir");
         let config = dir.join("branchrec.toml");
@@ -181,7 +231,10 @@ impl Daemon {
             sip_port,
             bin,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Polled every 50 ms. Start-up is a config parse, a SQLite open and recovery and a
+        // few binds (well under a second idle); 60 s leaves room for a machine whose cores
+        // are both busy with other builds.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = std::fs::read_to_string(&d.log).unwrap_or_default();
             if text.contains("branchrec ready") {
@@ -192,7 +245,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "branchrec not ready after 20 s:\n{text}"
+                "branchrec not ready after 60 s:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -216,7 +269,9 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then wait (at most 15 s) for a clean exit; asserts it exited successfully.
+    /// SIGTERM, then wait (at most 30 s) for a clean exit; asserts it exited successfully.
+    /// (A clean exit closes, fsyncs and signs the open recordings: sub-second idle; 30 s
+    /// is the bound for a loaded machine, not an expectation.)
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -225,7 +280,7 @@ impl Daemon {
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(st)) = child.try_wait() {
                 assert!(
@@ -239,7 +294,7 @@ impl Daemon {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "branchrec did not exit within 15 s of SIGTERM:\n{}",
+                    "branchrec did not exit within 30 s of SIGTERM:\n{}",
                     self.log_text()
                 );
             }
@@ -247,32 +302,25 @@ impl Daemon {
         }
     }
 
-    /// Runs `branchrec recordings ARGS --config CFG` (bounded: 30 s) and returns stdout.
+    /// Runs `branchrec recordings ARGS --config CFG` (bounded: 60 s, for a CLI call that
+    /// takes well under a second idle) and returns stdout.
     pub fn recordings(&self, args: &[&str]) -> String {
-        let mut child = Command::new(&self.bin)
-            .arg("recordings")
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running branchrec recordings");
-        let status = wait_bounded(&mut child, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("branchrec recordings {args:?} hung"));
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let out = output_bounded(
+            Command::new(&self.bin)
+                .arg("recordings")
+                .args(args)
+                .arg("--config")
+                .arg(&self.config),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|| panic!("branchrec recordings {args:?} hung"));
         assert!(
-            status.success(),
-            "branchrec recordings {args:?}: {status}\n{err}"
+            out.status.success(),
+            "branchrec recordings {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
         );
-        out
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `recordings ARGS` parsed as JSON.
@@ -307,6 +355,36 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::
     }
 }
 
+/// Runs `cmd` with stdout and stderr piped, at most `limit` (killed and None after it).
+/// The pipes are drained while the child runs: waiting first and reading afterwards
+/// would block a child whose output fills the pipe (64 KiB, e.g. a long `list --json`)
+/// until the limit.
+pub fn output_bounded(cmd: &mut Command, limit: Duration) -> Option<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>));
+    let status = wait_bounded(&mut child, limit)?;
+    Some(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
 /// Result of one SIPp run.
 pub struct SippRun {
     /// Exit code (0 = all calls successful).
@@ -330,7 +408,8 @@ pub fn run_sipp(
 }
 
 /// One SIPp call that must succeed (bounded at 40 s); the daemon's log is in the failure
-/// message. Waits 500 ms afterwards so the recording is closed and catalogued.
+/// message. Afterwards waits (see [`wait_settled`]) until the recording is closed,
+/// catalogued and signed.
 pub fn run_call_ok(scenario: &str, d: &Daemon, keys: &[(&str, String)], dir: &Path) -> SippRun {
     let run = run_sipp(scenario, d.sip_port, keys, dir, Duration::from_secs(40));
     assert_eq!(
@@ -340,8 +419,57 @@ pub fn run_call_ok(scenario: &str, d: &Daemon, keys: &[(&str, String)], dir: &Pa
         run.diagnostics,
         d.log_text()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(d, 1);
     run
+}
+
+/// `*.manifest.pending` markers under `dir`: a complete recording whose signed manifest
+/// is not written yet (the daemon removes the marker once it is).
+pub fn pending_manifests(dir: &Path) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".manifest.pending") {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
+/// Waits until the daemon's catalogue holds at least `n` recordings, none still
+/// `recording`, and no signed manifest is pending: the call's recording is closed,
+/// catalogued and signed. Polled every 100 ms (this replaces a fixed 500 ms sleep, which
+/// a loaded machine can overrun: close, fsync, catalogue group commit and signing happen
+/// on other threads after the BYE is answered); bounded at 60 s, then fails naming what
+/// it saw.
+pub fn wait_settled(d: &Daemon, n: usize) {
+    let data = d.config.parent().expect("config in a dir").join("data");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = d.recordings_json(&["list", "--json"]);
+        let rows = list.as_array().cloned().unwrap_or_default();
+        // A daemon that cannot sign logs so and keeps the marker: nothing to wait for then.
+        let pending = pending_manifests(&data);
+        let signed = pending.is_empty() || d.log_text().contains("signing the manifest failed");
+        if rows.len() >= n && rows.iter().all(|r| r["state"] != "recording") && signed {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recordings not closed, catalogued and signed 60 s after the call: {list}\n\
+             pending manifests: {pending:?}\n--- daemon\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// [`run_sipp`] with extra SIPp arguments (e.g. `["-t", "t1"]` for SIP over TCP).
@@ -423,6 +551,32 @@ pub fn run_sipp_with(
     }
 }
 
+/// Checks a recording's length (ms) against the call as SIPp timed it. The recording runs
+/// from the answer to the BYE's arrival, on the daemon's clock. The answer comes after
+/// the INVITE left SIPp (`T_INVITE`) and before SIPp's ACK (`T_ACK`); the BYE arrives
+/// after SIPp sent it (`T_BYE`) and before SIPp got its 200 (`T_BYE_OK`). So, with `tol`
+/// for rounding and the daemon's tick:
+///   T_BYE - T_ACK - tol  <=  len  <=  T_BYE_OK - T_INVITE + tol.
+/// Idle both ends are within a few ms of T_BYE - T_ACK (the old `± tol` check); on a loaded
+/// machine the daemon's answer and the BYE's handling may take longer, which the outer
+/// marks measure instead of guessing. Without the marks (other scenarios) it is `± tol`
+/// around T_BYE - T_ACK, as before.
+pub fn assert_call_length(what: &str, len_ms: i64, run: &SippRun, tol: i64) {
+    let m = |k: &str| run.marks.get(k).map(|v| *v as i64);
+    let (ack, bye) = (
+        m("T_ACK").expect("scenario logs T_ACK"),
+        m("T_BYE").expect("scenario logs T_BYE"),
+    );
+    let (invite, bye_ok) = (m("T_INVITE").unwrap_or(ack), m("T_BYE_OK").unwrap_or(bye));
+    let (lo, hi) = (bye - ack - tol, bye_ok - invite + tol);
+    assert!(
+        (lo..=hi).contains(&len_ms),
+        "{what}: {len_ms} ms, want {lo}..={hi} (ACK→BYE {} ms, INVITE→BYE's 200 {} ms, ± {tol})",
+        bye - ack,
+        bye_ok - invite
+    );
+}
+
 /// A decoded PCM WAV file.
 pub struct Wav {
     /// Channel count.
@@ -484,28 +638,25 @@ pub fn read_wav(path: &Path) -> Wav {
 
 /// `ffprobe` of the first audio stream: (codec_name, sample_rate, channels).
 pub fn ffprobe(path: &Path) -> (String, u32, u32) {
-    let mut child = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=codec_name,sample_rate,channels",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running ffprobe (install ffmpeg)");
-    let st = wait_bounded(&mut child, Duration::from_secs(20)).expect("ffprobe hung");
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    assert!(st.success(), "ffprobe failed on {}", path.display());
+    let o = output_bounded(
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "a:0",
+                "-show_entries",
+                "stream=codec_name,sample_rate,channels",
+                "-of",
+                "json",
+            ])
+            .arg(path),
+        // A probe of one small file: milliseconds idle, 60 s under any load.
+        Duration::from_secs(60),
+    )
+    .expect("ffprobe hung");
+    assert!(o.status.success(), "ffprobe failed on {}", path.display());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let v: Value = serde_json::from_str(&out).expect("ffprobe JSON");
     let s = &v["streams"][0];
     (
@@ -588,7 +739,10 @@ pub fn expect_bursts(name: &str, channel: &[i16], bursts: &[&[i16]]) -> Vec<usiz
 /// The single recording of a fresh daemon, after the call: waits (bounded) for state
 /// complete.
 pub fn the_recording(d: &Daemon) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Polled every 200 ms; closing takes well under a second idle, 60 s is the bound for a
+    // loaded machine (on timeout the row is returned as it is and the caller's assertion
+    // on its state reports it).
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let list = d.recordings_json(&["list", "--json"]);
         let arr = list.as_array().expect("list --json is an array");

@@ -90,8 +90,11 @@ pub fn invite(srs: SocketAddr, n: u32) -> Invite {
         body.len()
     );
     sock.send_to(msg.as_bytes(), srs).unwrap();
-    let Some(resp) = recv_until(&sock, |m| status(m) >= 200, Duration::from_secs(10)) else {
-        return Invite::Rejected(0, "no final response within 10 s".into());
+    // Loopback UDP, so one INVITE (no retransmission) reaches a ready daemon; answering
+    // it (port allocation, catalogue insert) takes milliseconds idle. 30 s bounds a
+    // machine whose cores are both busy, and is far from any SIP timer under test.
+    let Some(resp) = recv_until(&sock, |m| status(m) >= 200, Duration::from_secs(30)) else {
+        return Invite::Rejected(0, "no final response within 30 s".into());
     };
     let code = status(&resp);
     let to_tag = resp
@@ -185,10 +188,12 @@ impl Call {
             self.srs, self.seq, self.tag, self.to_tag, self.call_id
         );
         self.sock.send_to(msg.as_bytes(), self.srs).unwrap();
+        // The 200 follows closing the recording (drain, seal, fsync): well under a second
+        // idle; 15 s bounds a loaded machine.
         recv_until(
             &self.sock,
             |m| m.contains("BYE") && status(m) == 200,
-            Duration::from_secs(5),
+            Duration::from_secs(15),
         )
         .is_some()
     }

@@ -16,11 +16,19 @@ pub struct Swtpm {
     pub state_dir: PathBuf,
 }
 
+/// A port pair free now (P, P+1), never handed out before by this process: the ports are
+/// released here and bound later by swtpm, so two test threads must not both get them.
 fn free_port_pair() -> u16 {
+    static CLAIMED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     for _ in 0..50 {
         let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let p = a.local_addr().unwrap().port();
         if p < 65000 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            let mut c = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+            if c.iter().any(|&q| q.abs_diff(p) <= 1) {
+                continue;
+            }
+            c.push(p);
             return p;
         }
     }
@@ -54,9 +62,11 @@ impl Swtpm {
             .expect("starting swtpm");
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            // Polled every 20 ms; swtpm listens within milliseconds idle, 30 s bounds a
+            // loaded machine.
             assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "swtpm did not listen"
+                t.elapsed() < Duration::from_secs(30),
+                "swtpm did not listen within 30 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
