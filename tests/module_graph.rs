@@ -28,7 +28,13 @@ fn sources(dir: &Path) -> Vec<(String, PathBuf, Vec<(usize, String)>)> {
             }
             let rel = p.strip_prefix(dir).unwrap().to_path_buf();
             let name = rel.file_name().unwrap().to_string_lossy().to_string();
-            let first = rel.components().next().unwrap().as_os_str().to_string_lossy().to_string();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy()
+                .to_string();
             if !name.ends_with(".rs")
                 || name == "tests.rs"
                 || name.ends_with("_tests.rs")
@@ -59,31 +65,61 @@ fn sources(dir: &Path) -> Vec<(String, PathBuf, Vec<(usize, String)>)> {
 
 /// `crate::<name>` references in a line.
 fn crate_refs(line: &str) -> Vec<String> {
+    refs_after(line, "crate::")
+}
+
+/// The first path segment after every `prefix` (`crate::`, `super::`) in `text`,
+/// including each top-level item of a `prefix{…}` group.
+fn refs_after(text: &str, prefix: &str) -> Vec<String> {
     let mut v = vec![];
-    let mut rest = line;
-    while let Some(i) = rest.find("crate::") {
-        let after = &rest[i + 7..];
+    let mut rest = text;
+    while let Some(i) = rest.find(prefix) {
+        let after = &rest[i + prefix.len()..];
         let name: String = after
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
-        // `crate::{a, b}` groups.
+        // `crate::{a, b::{X, Y}}` groups (possibly over several lines: callers pass a
+        // whole file): the first name of every top-level item of the group.
         if name.is_empty() && after.starts_with('{') {
-            let end = after.find('}').unwrap_or(after.len());
-            for part in after[1..end].split(',') {
-                let n: String = part
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !n.is_empty() {
-                    v.push(n);
+            let mut depth = 0usize;
+            let mut item_start = true;
+            let mut cur = String::new();
+            for c in after.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        item_start = depth == 1;
+                    }
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    ',' if depth == 1 => {
+                        if !cur.is_empty() {
+                            v.push(std::mem::take(&mut cur));
+                        }
+                        item_start = true;
+                    }
+                    c if item_start && depth == 1 && (c.is_ascii_alphanumeric() || c == '_') => {
+                        cur.push(c)
+                    }
+                    _ if item_start && !cur.is_empty() => {
+                        v.push(std::mem::take(&mut cur));
+                        item_start = false;
+                    }
+                    _ => {}
                 }
+            }
+            if !cur.is_empty() {
+                v.push(cur);
             }
         } else if !name.is_empty() {
             v.push(name);
         }
-        rest = &rest[i + 7..];
+        rest = &rest[i + prefix.len()..];
     }
     v
 }
@@ -94,8 +130,9 @@ fn graph(dir: &Path) -> Graph {
     let mut g: Graph = BTreeMap::new();
     for (module, _, lines) in sources(dir) {
         let deps = g.entry(module.clone()).or_default();
-        for (_, l) in lines {
-            for r in crate_refs(&l) {
+        let code: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+        {
+            for r in crate_refs(&code) {
                 if r != module {
                     deps.insert(r);
                 }
@@ -222,36 +259,24 @@ fn sibling_graph(dir: &Path) -> Graph {
         let me = parts.join("/");
         let text = std::fs::read_to_string(&p).expect("reading source");
         let mut deps = BTreeSet::new();
+        let mut code = String::new();
         for l in text.lines() {
             let t = l.trim_start();
             if t.starts_with("#[cfg(test)]") {
                 break;
             }
-            if t.starts_with("//") {
-                continue;
+            if !t.starts_with("//") {
+                code.push_str(t);
+                code.push('\n');
             }
-            let mut rest = t;
-            while let Some(i) = rest.find("super::") {
-                let n: String = rest[i + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !n.is_empty() {
-                    deps.insert(format!("{parent}/{n}"));
-                }
-                rest = &rest[i + 7..];
-            }
-            let mut rest = t;
-            while let Some(i) = rest.find("crate::") {
-                let path: String = rest[i + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                    .collect();
-                let segs: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
-                if segs.len() >= 2 {
-                    deps.insert(format!("{}/{}", segs[0], segs[1]));
-                }
-                rest = &rest[i + 7..];
+        }
+        for n in refs_after(&code, "super::") {
+            deps.insert(format!("{parent}/{n}"));
+        }
+        let tops: BTreeSet<String> = refs_after(&code, "crate::").into_iter().collect();
+        for top in tops {
+            for n in refs_after(&code, &format!("crate::{top}::")) {
+                deps.insert(format!("{top}/{n}"));
             }
         }
         deps.remove(&me);
@@ -271,10 +296,18 @@ fn the_cycle_check_can_fail() {
     g.insert("b".into(), ["c".to_string()].into());
     g.insert("c".into(), ["a".to_string()].into());
     g.insert("d".into(), ["a".to_string()].into());
-    assert_eq!(cycles(&g), vec![vec!["a".to_string(), "b".into(), "c".into()]]);
+    assert_eq!(
+        cycles(&g),
+        vec![vec!["a".to_string(), "b".into(), "c".into()]]
+    );
     assert_eq!(
         crate_refs("use crate::{sip::X, media}; let y = crate::vault::K;"),
         ["sip", "media", "vault"]
+    );
+    // A group over several lines, with a nested group (as rustfmt writes them).
+    assert_eq!(
+        crate_refs("use crate::{\n    catalog::{A, B},\n    vault,\n};\nuse crate::{a, b};"),
+        ["catalog", "vault", "a", "b"]
     );
     // Two sibling files importing each other (one through `super::`, one through
     // `crate::`) are a cycle; a test module below `#[cfg(test)]` is not an edge.
@@ -282,7 +315,7 @@ fn the_cycle_check_can_fail() {
     std::fs::create_dir(d.path().join("m")).unwrap();
     std::fs::write(d.path().join("m/mod.rs"), "pub mod x; pub mod y;\n").unwrap();
     std::fs::write(d.path().join("m/x.rs"), "use super::y::Y;\n").unwrap();
-    std::fs::write(d.path().join("m/y.rs"), "use crate::m::x::X;\n").unwrap();
+    std::fs::write(d.path().join("m/y.rs"), "use crate::m::{\n    x::X,\n};\n").unwrap();
     std::fs::write(d.path().join("m/z.rs"), "#[cfg(test)]\nuse super::x;\n").unwrap();
     let sg = sibling_graph(d.path());
     assert_eq!(cycles(&sg), vec![vec!["m/x".to_string(), "m/y".into()]]);
@@ -298,7 +331,10 @@ fn no_import_cycle_between_modules() {
         assert!(
             c.is_empty(),
             "import cycles between the modules of {dir}:\n{}",
-            c.iter().map(|comp| edges_within(&g, comp)).collect::<Vec<_>>().join("\n")
+            c.iter()
+                .map(|comp| edges_within(&g, comp))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }
@@ -307,12 +343,19 @@ fn no_import_cycle_between_modules() {
 fn no_import_cycle_between_sibling_files() {
     for dir in ["src", "crates/branchrec-core/src"] {
         let g = sibling_graph(&root().join(dir));
-        assert!(g.contains_key("sip/parse") || g.contains_key("app/sink"), "{dir}: {:?}", g.keys());
+        assert!(
+            g.contains_key("sip/parse") || g.contains_key("app/sink"),
+            "{dir}: {:?}",
+            g.keys()
+        );
         let c = cycles(&g);
         assert!(
             c.is_empty(),
             "import cycles between files of {dir}:\n{}",
-            c.iter().map(|comp| edges_within(&g, comp)).collect::<Vec<_>>().join("\n")
+            c.iter()
+                .map(|comp| edges_within(&g, comp))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }
@@ -324,11 +367,25 @@ fn nothing_outside_the_cli_imports_it() {
         if module == "cli" {
             continue;
         }
-        for (n, l) in lines {
-            if crate_refs(&l).iter().any(|r| r == "cli") || l.contains("branchrec::cli") {
+        let before = bad.len();
+        for (n, l) in &lines {
+            if crate_refs(l).iter().any(|r| r == "cli") || l.contains("branchrec::cli") {
                 bad.push(format!("  {}:{n}: {}", path.display(), l.trim()));
             }
         }
+        // A `use crate::{…, cli::…}` group over several lines names `cli` on a line of
+        // its own, without `crate::`.
+        let code: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+        if bad.len() == before && crate_refs(&code).iter().any(|r| r == "cli") {
+            bad.push(format!(
+                "  {}: a `crate::{{…}}` group imports cli",
+                path.display()
+            ));
+        }
     }
-    assert!(bad.is_empty(), "`cli::` used outside src/cli/:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "`cli::` used outside src/cli/:\n{}",
+        bad.join("\n")
+    );
 }
