@@ -177,12 +177,17 @@ fn hold_button_holds_recent_calls_once() {
 
     // A short press does nothing.
     inst.cli_ok(&["board", "press", "--ms", "150"]);
-    let b = wait_board(&inst, "short press released", Duration::from_secs(30), |b| {
-        b["last_press"]["held_ms"]
-            .as_u64()
-            .is_some_and(|h| h >= 100)
-            && b["button_pressed"] == false
-    });
+    let b = wait_board(
+        &inst,
+        "short press released",
+        Duration::from_secs(30),
+        |b| {
+            b["last_press"]["held_ms"]
+                .as_u64()
+                .is_some_and(|h| h >= 100)
+                && b["button_pressed"] == false
+        },
+    );
     assert_eq!(b["last_press"]["action"], "none", "{b:#}");
     assert!(b["last_hold"].is_null(), "{b:#}");
 

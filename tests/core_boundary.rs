@@ -122,7 +122,11 @@ fn the_checks_can_fail() {
          #[cfg(test)]\nmod tests { fn g() { std::fs::read(\"x\"); } }\n",
     )
     .unwrap();
-    std::fs::write(d.path().join("tests.rs"), "fn g() { std::fs::read(\"x\"); }\n").unwrap();
+    std::fs::write(
+        d.path().join("tests.rs"),
+        "fn g() { std::fs::read(\"x\"); }\n",
+    )
+    .unwrap();
     let found = forbidden_in_source(d.path());
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].1, found[0].2), (1, "Instant::now"));
@@ -134,7 +138,14 @@ fn core_dependency_tree_has_no_io_crate() {
     for features in ["", "g729"] {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(root())
-            .args(["tree", "--offline", "-p", "branchrec-core", "-e", "normal,build"])
+            .args([
+                "tree",
+                "--offline",
+                "-p",
+                "branchrec-core",
+                "-e",
+                "normal,build",
+            ])
             .args(["--prefix", "none", "--format", "{p}"]);
         if !features.is_empty() {
             cmd.args(["--features", features]);
@@ -146,7 +157,10 @@ fn core_dependency_tree_has_no_io_crate() {
             "cargo tree failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(text.contains("serde v"), "unexpected cargo tree output:\n{text}");
+        assert!(
+            text.contains("serde v"),
+            "unexpected cargo tree output:\n{text}"
+        );
         let bad = forbidden_in_tree(&text);
         assert!(
             bad.is_empty(),

@@ -100,9 +100,14 @@ fn sigkill_during_concurrent_calls() {
         // than the shortest wait, and a call still being set up when the daemon dies is
         // never answered. Bounded: the INVITE waits at most 30 s.
         for _ in 0..4 {
-            up_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-                panic!("round {round}: calls not up within 60 s; log:\n{}", inst.log_text())
-            });
+            up_rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "round {round}: calls not up within 60 s; log:\n{}",
+                        inst.log_text()
+                    )
+                });
         }
         let wait = 700 + rng.next() % 1800;
         // While waiting, watch the recording files grow (every 50 ms): the last growth
@@ -117,14 +122,20 @@ fn sigkill_during_concurrent_calls() {
         // the close; bounded by the BYE wait).
         let short = threads.pop().unwrap().join().unwrap();
         watch_files(&inst.data, &mut grown);
-        assert!(short.3, "round {round}: short call's BYE not answered; log:\n{}", inst.log_text());
+        assert!(
+            short.3,
+            "round {round}: short call's BYE not answered; log:\n{}",
+            inst.log_text()
+        );
         killed.store(true, Ordering::SeqCst);
         let kill_at = Instant::now();
         dm.kill9();
         // kill9 returns once the process is reaped: it wrote nothing after this.
         let dead_at = Instant::now();
-        for (call_id, invited, first, done) in
-            threads.into_iter().map(|t| t.join().unwrap()).chain([short])
+        for (call_id, invited, first, done) in threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .chain([short])
         {
             // Lower reference: audio sent from the first packet up to the kill (the call's
             // timeline starts at its answer, before the first packet). Upper reference: the
@@ -177,7 +188,10 @@ fn sigkill_during_concurrent_calls() {
             // Written audio ends PLAYOUT_MS before the daemon's death and starts at the
             // answer, after the INVITE: `upper` bounds it on any machine (was ms + 200, from
             // the first packet, which a sender thread starved after the answer overran).
-            assert!(dur <= upper, "more audio than sent: INVITE to death {upper} ms: {r}");
+            assert!(
+                dur <= upper,
+                "more audio than sent: INVITE to death {upper} ms: {r}"
+            );
         }
     }
     let v: serde_json::Value =

@@ -82,7 +82,10 @@ fn readme_first_call_records_both_tones_bit_exact() {
         if text.contains("branchrec ready") {
             break;
         }
-        assert!(Instant::now() < deadline, "daemon not ready in 30 s:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "daemon not ready in 30 s:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -99,10 +102,17 @@ fn readme_first_call_records_both_tones_bit_exact() {
             assert!(line.contains("Caller 1"), "{list}");
             break line.split_whitespace().next().unwrap().to_string();
         }
-        assert!(Instant::now() < deadline, "no complete recording in 20 s:\n{list}");
+        assert!(
+            Instant::now() < deadline,
+            "no complete recording in 20 s:\n{list}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
-    run(&bin, dir, &["recordings", "export", &id, "--out", "call.wav"]);
+    run(
+        &bin,
+        dir,
+        &["recordings", "export", &id, "--out", "call.wav"],
+    );
 
     let wav = read_wav(&dir.join("call.wav"));
     assert_eq!((wav.channels, wav.rate), (2, 8000));

@@ -157,7 +157,10 @@ impl Daemon {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(out) => out.unwrap(),
             Err(_) => {
-                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
                 panic!("branchrec {args:?} hung (60 s)");
             }
         }

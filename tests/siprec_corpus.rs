@@ -314,8 +314,12 @@ fn every_corpus_file_is_handled() {
                 .unwrap_or_else(|| panic!("{name}: no SDP part"));
             let offer = sdp::parse(text).unwrap_or_else(|e| panic!("{name}: SDP {e}"));
             assert!(!offer.media.is_empty(), "{name}: no m-lines");
-            let ans = build_answer(&offer, &answer_params(offer.media.len(), 1), &mut rand::rngs::OsRng)
-                .unwrap_or_else(|e| panic!("{name}: answer {e}"));
+            let ans = build_answer(
+                &offer,
+                &answer_params(offer.media.len(), 1),
+                &mut rand::rngs::OsRng,
+            )
+            .unwrap_or_else(|e| panic!("{name}: answer {e}"));
             assert_eq!(ans.sdp.media.len(), offer.media.len(), "{name}");
             for (i, (om, am)) in offer.media.iter().zip(&ans.sdp.media).enumerate() {
                 assert_eq!(om.label(), am.label(), "{name}: label of m-line {i}");
@@ -897,7 +901,12 @@ fn truncations_and_flips_never_panic() {
                         let out = sd.to_string();
                         let again = sdp::parse(&out).expect("own output parses");
                         assert_eq!(again.to_string(), out, "{name}");
-                        let _ = build_answer(&sd, &answer_params(sd.media.len(), 1), &mut rand::rngs::OsRng).unwrap();
+                        let _ = build_answer(
+                            &sd,
+                            &answer_params(sd.media.len(), 1),
+                            &mut rand::rngs::OsRng,
+                        )
+                        .unwrap();
                     }
                 }
                 if let Some(m) = &b.metadata {

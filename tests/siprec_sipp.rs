@@ -133,7 +133,10 @@ fn oracle_acme_basic_call_over_tcp() {
 /// The first 200 to an INVITE that SIPp received, from its message log.
 fn invite_2xx(msgs: &str) -> Option<String> {
     msgs.split("message received")
-        .filter_map(|b| b.split_once("SIP/2.0 200").map(|(_, r)| format!("SIP/2.0 200{r}")))
+        .filter_map(|b| {
+            b.split_once("SIP/2.0 200")
+                .map(|(_, r)| format!("SIP/2.0 200{r}"))
+        })
         .find(|b| {
             b.lines()
                 .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.contains("INVITE"))
@@ -174,14 +177,17 @@ fn oracle_acme_call(sipp_args: &[&str], expect_transport: Option<&str>) {
         run.diagnostics,
         d.log_text()
     );
-    let msgs = std::fs::read_to_string(dir.join("oracle_acme_basic.msg.log"))
-        .expect("SIPp message log");
+    let msgs =
+        std::fs::read_to_string(dir.join("oracle_acme_basic.msg.log")).expect("SIPp message log");
     // Issue #13 item 7: the 200 to the INVITE carries Allow and Supported (RFC 3261
     // §13.3.1.4) and the SRS feature tag in its Contact (RFC 7866 §6.1.2).
     let ok = invite_2xx(&msgs).expect("a 200 to the INVITE in the SIPp message log");
     let hdr = |name: &str| {
         ok.lines()
-            .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
             .map(|l| l[name.len() + 1..].trim().to_string())
     };
     let allow = hdr("Allow").unwrap_or_else(|| panic!("no Allow in the 200:\n{ok}"));
@@ -686,7 +692,10 @@ fn loadgen_rtp_sends_exact_g711_at_real_time_pace() {
     let k = (0..9)
         .find(|&k| pa[k].2)
         .unwrap_or_else(|| panic!("receiver never caught up before packet 9: not paced?"));
-    assert!(k <= 4, "receiver caught up only at packet {k}: too few paced intervals seen");
+    assert!(
+        k <= 4,
+        "receiver caught up only at packet {k}: too few paced intervals seen"
+    );
     let paced = pa[9].0 - pa[k].0;
     assert!(
         paced > Duration::from_millis(20 * (8 - k as u64)),
@@ -694,7 +703,10 @@ fn loadgen_rtp_sends_exact_g711_at_real_time_pace() {
         20 * (8 - k)
     );
     let span = pa[9].0 - pa[0].0;
-    assert!(span <= Duration::from_millis(400), "10 packets over {span:?}");
+    assert!(
+        span <= Duration::from_millis(400),
+        "10 packets over {span:?}"
+    );
     // Packet j of both streams leaves at the same moment: the closest of the five pairs
     // (each receive time is late by its thread's wake-up; one pair read promptly by both
     // threads is enough) is within 30 ms (was: pair 4 only, so one late wake-up failed it).
@@ -1130,7 +1142,14 @@ fn unacknowledged_200_gets_bye_and_no_silent_recording_is_kept() {
     require_tool("sipp", "sip-tester");
     let mut d = Daemon::start(dir);
     let t = Instant::now();
-    let run = run_sipp_with("no_ack.xml", d.sip_port, &[], dir, Duration::from_secs(60), &[]);
+    let run = run_sipp_with(
+        "no_ack.xml",
+        d.sip_port,
+        &[],
+        dir,
+        Duration::from_secs(60),
+        &[],
+    );
     assert_eq!(
         run.code,
         Some(0),
@@ -1139,9 +1158,15 @@ fn unacknowledged_200_gets_bye_and_no_silent_recording_is_kept() {
         d.log_text()
     );
     let took = t.elapsed();
-    assert!(took >= Duration::from_secs(30), "BYE after {took:?}, before 64*T1");
+    assert!(
+        took >= Duration::from_secs(30),
+        "BYE after {took:?}, before 64*T1"
+    );
     let msgs = std::fs::read_to_string(dir.join("no_ack.msg.log")).expect("SIPp message log");
-    assert!(msgs.contains("BYE sip:src@"), "no BYE to the SRC's Contact:\n{msgs}");
+    assert!(
+        msgs.contains("BYE sip:src@"),
+        "no BYE to the SRC's Contact:\n{msgs}"
+    );
     // Discarded: no recording, one tombstone.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

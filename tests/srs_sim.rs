@@ -473,14 +473,21 @@ fn timer_invite(se: &str) -> String {
         "Via",
         "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-st1",
     );
-    let invite = set_header(&invite, "Supported", "resource-priority, siprec, 100rel, timer");
+    let invite = set_header(
+        &invite,
+        "Supported",
+        "resource-priority, siprec, 100rel, timer",
+    );
     set_header(&invite, "Session-Expires", se)
 }
 
 /// INVITE at `t0`, accepted, ACKed: returns the session's To-tag.
 fn timer_call(srs: &mut Srs, t0: Instant, se: &str) -> (String, Message) {
     srs.handle_receive(t0, peer(), timer_invite(se).as_bytes());
-    assert_eq!(responses(srs).iter().map(status).collect::<Vec<_>>(), vec![100]);
+    assert_eq!(
+        responses(srs).iter().map(status).collect::<Vec<_>>(),
+        vec![100]
+    );
     let call = match events(srs).as_slice() {
         [SrsEvent::Offered(o)] => o.call,
         other => panic!("{other:?}"),
@@ -490,8 +497,15 @@ fn timer_call(srs: &mut Srs, t0: Instant, se: &str) -> (String, Message) {
     assert_eq!(status(&r[0]), 200);
     let ok = r[0].clone();
     let tag = ok.to_tag().unwrap();
-    srs.handle_receive(t0, peer(), ack(&tag, "672675354", "z9hG4bK-st-ack").as_bytes());
-    assert!(matches!(events(srs).as_slice(), [SrsEvent::Established { .. }]));
+    srs.handle_receive(
+        t0,
+        peer(),
+        ack(&tag, "672675354", "z9hG4bK-st-ack").as_bytes(),
+    );
+    assert!(matches!(
+        events(srs).as_slice(),
+        [SrsEvent::Established { .. }]
+    ));
     (tag, ok)
 }
 
@@ -534,7 +548,11 @@ fn session_timer_is_negotiated_and_refreshes_keep_the_session() {
     assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![200]);
     assert_eq!(r[0].header("Session-Expires"), Some("120;refresher=uac"));
     assert!(r[0].require().contains(&"timer"));
-    let reinvite = set_header(&timer_invite("120"), "Via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-st-ri");
+    let reinvite = set_header(
+        &timer_invite("120"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-st-ri",
+    );
     let reinvite = set_header(&reinvite, "CSeq", "672675356 INVITE");
     let reinvite = set_header(
         &reinvite,
@@ -542,7 +560,10 @@ fn session_timer_is_negotiated_and_refreshes_keep_the_session() {
         &format!("<sip:7603213214@192.0.2.10:5060>;tag={tag}"),
     );
     srs.handle_timeout(t0 + Duration::from_secs(120));
-    assert!(responses(&mut srs).is_empty(), "no BYE: the UPDATE refreshed the session");
+    assert!(
+        responses(&mut srs).is_empty(),
+        "no BYE: the UPDATE refreshed the session"
+    );
     srs.handle_receive(t0 + Duration::from_secs(120), peer(), reinvite.as_bytes());
     let r = responses(&mut srs);
     let last = r.last().unwrap();
@@ -554,13 +575,22 @@ fn session_timer_is_negotiated_and_refreshes_keep_the_session() {
         ack(&tag, "672675356", "z9hG4bK-st-ack2").as_bytes(),
     );
     srs.handle_timeout(t0 + Duration::from_millis(207_900));
-    assert!(responses(&mut srs).is_empty(), "still alive 87.9 s after the re-INVITE");
+    assert!(
+        responses(&mut srs).is_empty(),
+        "still alive 87.9 s after the re-INVITE"
+    );
     assert_eq!(ended_reason(&mut srs), None);
     srs.handle_timeout(t0 + Duration::from_secs(208));
     let r = responses(&mut srs);
     assert_eq!(r.len(), 1);
-    assert!(matches!(r[0].method(), Some(branchrec::sip::Method::Bye)), "{r:?}");
-    assert_eq!(ended_reason(&mut srs).as_deref(), Some("SessionTimerExpired"));
+    assert!(
+        matches!(r[0].method(), Some(branchrec::sip::Method::Bye)),
+        "{r:?}"
+    );
+    assert_eq!(
+        ended_reason(&mut srs).as_deref(),
+        Some("SessionTimerExpired")
+    );
 }
 
 #[test]
@@ -592,7 +622,10 @@ fn missing_refresh_ends_the_session_with_bye_at_expiry() {
     assert_eq!(bye.to_tag().as_deref(), Some("1234sipptag001"));
     assert_eq!(bye.call_id(), Some("1-1234@192.0.2.20"));
     assert_eq!(bye.cseq().unwrap().0, 1);
-    assert_eq!(ended_reason(&mut srs).as_deref(), Some("SessionTimerExpired"));
+    assert_eq!(
+        ended_reason(&mut srs).as_deref(),
+        Some("SessionTimerExpired")
+    );
     assert_eq!(srs.session_count(), 0);
     // Over UDP the BYE is retransmitted (Timer E) until its 200.
     srs.handle_timeout(t0 + Duration::from_millis(60_500));
@@ -607,7 +640,10 @@ fn missing_refresh_ends_the_session_with_bye_at_expiry() {
     );
     srs.handle_receive(t0 + Duration::from_millis(60_600), peer(), ok.as_bytes());
     srs.handle_timeout(t0 + Duration::from_secs(70));
-    assert!(responses(&mut srs).is_empty(), "no retransmission after the 200");
+    assert!(
+        responses(&mut srs).is_empty(),
+        "no retransmission after the 200"
+    );
     assert_eq!(srs.endpoint().stats().requests_sent, 1);
     assert_eq!(srs.endpoint().stats().requests_timed_out, 0);
 }
@@ -624,7 +660,10 @@ fn session_interval_below_min_se_is_422() {
     // Without `timer` in our Supported we do not do session timers at all.
     let mut plain = server();
     plain.handle_receive(t0, peer(), timer_invite("30").as_bytes());
-    assert_eq!(responses(&mut plain).iter().map(status).collect::<Vec<_>>(), vec![100]);
+    assert_eq!(
+        responses(&mut plain).iter().map(status).collect::<Vec<_>>(),
+        vec![100]
+    );
 }
 
 // ---- A 2xx never ACKed (RFC 3261 §13.3.1.4), issue #13 item 4 ----
@@ -654,7 +693,11 @@ fn unacknowledged_2xx_ends_the_session_with_bye_after_64_t1() {
         t += Duration::from_millis(100);
         srs.handle_timeout(t);
         for m in responses(&mut srs) {
-            assert_eq!(m.status(), Some(200), "only 2xx retransmissions before 32 s: {m:?}");
+            assert_eq!(
+                m.status(),
+                Some(200),
+                "only 2xx retransmissions before 32 s: {m:?}"
+            );
             oks += 1;
         }
     }

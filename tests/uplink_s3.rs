@@ -121,7 +121,10 @@ impl Moto {
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "moto_server did not start within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

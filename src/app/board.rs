@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::app::uplink::UplinkShared;
 use crate::app::Shared;
 use crate::board::button::{Button, ButtonEvent};
 use crate::board::leds::{Leds, Pattern, Patterns, Snapshot, UplinkView};
@@ -17,7 +18,6 @@ use crate::clock::MonoClock;
 use crate::lifecycle::holds::HoldTarget;
 use crate::service::holds::PlacedHold;
 use crate::time::Mono;
-use crate::app::uplink::UplinkShared;
 
 /// Operator recorded for holds placed with the button.
 pub const BUTTON_OPERATOR: &str = "button";

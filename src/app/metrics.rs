@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::uplink::status::StatusDoc;
 use super::uplink::UplinkShared;
+use crate::uplink::status::StatusDoc;
 
 /// Render the status document as Prometheus text format 0.0.4.
 pub fn render(doc: &StatusDoc) -> String {

@@ -14,15 +14,15 @@ use chrono::{SecondsFormat, Timelike};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+use crate::catalog::{Catalog, RecordingDetail, UploadRow, UploadState};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::uplink::multipart::{Action, PartRecord, UploadState as Mp};
 use crate::uplink::planner::{self, Candidate};
 use crate::uplink::rate::{Congestion, Schedule};
 use crate::uplink::s3::{S3Client, S3Error, Shaper};
 use crate::uplink::status::{Alarm, StatusDoc};
 use crate::uplink::{object_key, status_key, UplinkConfig};
-use crate::catalog::{Catalog, RecordingDetail, UploadRow, UploadState};
-use crate::clock::Clock;
-use crate::config::Config;
 
 /// Name of the local status file under the data directory.
 pub const LOCAL_STATUS_FILE: &str = "uplink-status.json";

@@ -10,8 +10,13 @@ use rusqlite::Transaction;
 pub(super) type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// All migrations; entry `i` brings the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[Migration] =
-    &[v1_initial, v2_lifecycle, uplink_uploads, storage_format, participant_aliases];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    v1_initial,
+    v2_lifecycle,
+    uplink_uploads,
+    storage_format,
+    participant_aliases,
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

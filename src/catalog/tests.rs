@@ -907,10 +907,17 @@ fn participants_keep_every_name_and_aor() {
         name: Some("Dave".to_owned()),
         aor: Some("sip:dave@pbx.example".to_owned()),
         other_names: vec!["David Jones".to_owned()],
-        other_aors: vec!["tel:+4930333".to_owned(), "sip:+4930444@pbx.example".to_owned()],
+        other_aors: vec![
+            "tel:+4930333".to_owned(),
+            "sip:+4930444@pbx.example".to_owned(),
+        ],
     };
-    cat.set_participants("r1", std::slice::from_ref(&dave)).unwrap();
-    assert_eq!(cat.get("r1").unwrap().unwrap().participants, vec![dave.clone()]);
+    cat.set_participants("r1", std::slice::from_ref(&dave))
+        .unwrap();
+    assert_eq!(
+        cat.get("r1").unwrap().unwrap().participants,
+        vec![dave.clone()]
+    );
     // Search by the number of a further aor finds the recording.
     let f = ListFilter {
         participant: Some("+4930444".to_owned()),
@@ -923,7 +930,8 @@ fn participants_keep_every_name_and_aor() {
         other_aors: vec![],
         ..dave
     };
-    cat.set_participants("r1", std::slice::from_ref(&plain)).unwrap();
+    cat.set_participants("r1", std::slice::from_ref(&plain))
+        .unwrap();
     assert_eq!(cat.get("r1").unwrap().unwrap().participants, vec![plain]);
     assert_eq!(cat.list(&f).unwrap().len(), 0);
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
+use crate::app::uplink::LOCAL_STATUS_FILE;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::uplink::status::{fleet_rows, render_fleet, FleetThresholds, StatusDoc};
-use crate::app::uplink::LOCAL_STATUS_FILE;
 
 /// `branchrec status`: catalogue counters now, plus what the daemon last reported (rate,
 /// alarms, uptime) from `<data_dir>/uplink-status.json`.

@@ -177,7 +177,9 @@ impl Install {
                 serde_json::from_str(&self.cli_ok(&["recordings", "list", "--json"])).unwrap();
             let rows = v.as_array().cloned().unwrap_or_default();
             let pending = files_named(&self.data, ".manifest.pending");
-            if rows.len() >= n && rows.iter().all(|r| r["state"] != "recording") && pending.is_empty()
+            if rows.len() >= n
+                && rows.iter().all(|r| r["state"] != "recording")
+                && pending.is_empty()
             {
                 return;
             }

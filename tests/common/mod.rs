@@ -92,7 +92,10 @@ pub fn free_port_range(n: u16) -> (u16, u16) {
 /// /proc/net/udp rather than by trying to bind it, which would race with the process that
 /// is about to.
 pub fn udp_bound(port: u16) -> bool {
-    let want = [format!("0100007F:{port:04X}"), format!("00000000:{port:04X}")];
+    let want = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
     std::fs::read_to_string("/proc/net/udp")
         .unwrap_or_default()
         .lines()
@@ -375,8 +378,18 @@ pub fn output_bounded(cmd: &mut Command, limit: Duration) -> Option<std::process
             v
         })
     };
-    let out = drain(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>),
+    );
     let status = wait_bounded(&mut child, limit)?;
     Some(std::process::Output {
         status,

@@ -136,7 +136,11 @@ pub mod test_kek {
             h.update(b"branchrec-kek-id-v1");
             h.update(kek);
             let id = format!("kf1:{}", hex::encode(&h.finalize()[..8]));
-            TestKek { kek, id, counter: AtomicU64::new(1) }
+            TestKek {
+                kek,
+                id,
+                counter: AtomicU64::new(1),
+            }
         }
     }
 
@@ -151,7 +155,11 @@ pub mod test_kek {
             out.extend_from_slice(&nonce);
             out.extend_from_slice(dk.as_bytes());
             let tag = Aes256Gcm::new((&self.kek).into())
-                .encrypt_in_place_detached(Nonce::from_slice(&nonce), self.id.as_bytes(), &mut out[13..])
+                .encrypt_in_place_detached(
+                    Nonce::from_slice(&nonce),
+                    self.id.as_bytes(),
+                    &mut out[13..],
+                )
                 .map_err(|_| VaultError::WrapFailed)?;
             out.extend_from_slice(&tag);
             Ok(out)
@@ -168,7 +176,12 @@ pub mod test_kek {
             let mut key = [0u8; DATA_KEY_LEN];
             key.copy_from_slice(ct);
             Aes256Gcm::new((&self.kek).into())
-                .decrypt_in_place_detached(Nonce::from_slice(nonce), kek_id.as_bytes(), &mut key, tag.into())
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(nonce),
+                    kek_id.as_bytes(),
+                    &mut key,
+                    tag.into(),
+                )
                 .map_err(|_| VaultError::UnwrapFailed)?;
             Ok(DataKey::from_bytes(key))
         }

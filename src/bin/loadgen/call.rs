@@ -129,7 +129,10 @@ pub fn run(o: &CallOpts) -> Result<CallReport> {
         .unwrap_or_default()
         .as_nanos();
     let ids = CallIds {
-        call_id: format!("first-call-{stamp:x}-{}@branchrec-loadgen", std::process::id()),
+        call_id: format!(
+            "first-call-{stamp:x}-{}@branchrec-loadgen",
+            std::process::id()
+        ),
         from_tag: format!("lg{:x}", stamp & 0xffff_ffff),
         index: 1,
     };
@@ -167,7 +170,10 @@ pub fn run(o: &CallOpts) -> Result<CallReport> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(o.target.ip());
     if p.audio_ports.len() < 2 || p.audio_ports[..2].contains(&0) {
-        bail!("the recorder's answer does not accept both streams: {:?}", p.audio_ports);
+        bail!(
+            "the recorder's answer does not accept both streams: {:?}",
+            p.audio_ports
+        );
     }
     let n = (o.seconds * 8000.0).round() as usize;
     let mut streams = vec![];
@@ -183,7 +189,11 @@ pub fn run(o: &CallOpts) -> Result<CallReport> {
         };
         streams.push((spec.dest, rtp::build_stream(&spec)?));
     }
-    let sent = rtp::send_streams(&rtp_sock, &streams, Instant::now() + Duration::from_millis(20))?;
+    let sent = rtp::send_streams(
+        &rtp_sock,
+        &streams,
+        Instant::now() + Duration::from_millis(20),
+    )?;
     // The last packet was sent at the start of its 20 ms; a recording ends at the BYE (its
     // length is the call's), so hang up only once the last packet's audio has been played
     // out, as a real SRC does (one packet time plus margin).

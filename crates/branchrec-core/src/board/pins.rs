@@ -399,7 +399,8 @@ mod tests {
         let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../board"))
             .join(board)
             .join("pins.toml");
-        PinMap::from_toml(&std::fs::read_to_string(&p).unwrap(), &p).unwrap_or_else(|e| panic!("{e}"))
+        PinMap::from_toml(&std::fs::read_to_string(&p).unwrap(), &p)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// gpio-sim as the image creates it, next to the virt machine's PL061.

@@ -175,12 +175,7 @@ impl Decoder {
 
     /// Decode one frame captured at `ts` on a link of type `linktype`. `None` for
     /// anything that is not (yet) a UDP datagram or TCP segment.
-    pub fn decode<'a>(
-        &mut self,
-        ts: Mono,
-        linktype: u32,
-        frame: &'a [u8],
-    ) -> Option<Segment<'a>> {
+    pub fn decode<'a>(&mut self, ts: Mono, linktype: u32, frame: &'a [u8]) -> Option<Segment<'a>> {
         self.stats.frames += 1;
         if ts >= self.last_expire.saturating_add(Duration::from_secs(1)) || ts < self.last_expire {
             self.expire(ts);

@@ -29,9 +29,9 @@ pub const fn capture_time(since_epoch: Duration) -> Mono {
     Mono::from_duration(since_epoch)
 }
 
-pub mod frame;
 pub mod decode;
 pub mod engine;
+pub mod frame;
 pub mod pcapfile;
 pub mod tcp;
 pub mod tracker;

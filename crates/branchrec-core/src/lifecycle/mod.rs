@@ -26,4 +26,3 @@ pub trait Clock: Send + Sync {
     /// Now, unix ms.
     fn now_ms(&self) -> i64;
 }
-

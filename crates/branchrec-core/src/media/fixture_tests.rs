@@ -3,14 +3,17 @@
 use std::time::Duration;
 
 use super::dtmf::DtmfEvent;
-use crate::time::Mono;
 use super::g711::{alaw_to_linear, ulaw_to_linear};
 use super::rtp;
 use super::stream::{Codec, StreamConfig};
 use super::timeline::tests::mono;
 use super::timeline::{CallTimeline, TimelineConfig};
+use crate::time::Mono;
 
-const PCAP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/pcap/");
+const PCAP_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/pcap/"
+);
 
 /// (capture time, UDP payload) of every IPv4/UDP packet in a classic little-endian
 /// Ethernet pcap.

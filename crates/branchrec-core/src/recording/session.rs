@@ -20,12 +20,12 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::keys::DataKey;
-use crate::time::{Mono, UnixMs};
 use crate::media::{is_rtcp, CallTimeline, PushOutcome, SrtpChannel, SrtpPolicy, StreamConfig};
 use crate::media::{AudioBlock, TimelineConfig};
 use crate::recording::container::{ContainerError, FinishedContainer, HeaderParams};
 use crate::recording::encode::ContainerWriter;
 use crate::recording::opus::OpusSettings;
+use crate::time::{Mono, UnixMs};
 
 /// What a new recording is (all but the keys).
 #[derive(Debug, Clone)]
@@ -427,12 +427,7 @@ impl Recording {
     /// authenticated and decrypted first (failures are counted and dropped), RTCP is
     /// ignored, and while paused the packet never reaches the timeline: no paused audio
     /// is ever stored. Returns what the timeline did (`None` if it never got there).
-    pub fn handle_rtp(
-        &mut self,
-        now: Mono,
-        channel: usize,
-        bytes: &[u8],
-    ) -> Option<PushOutcome> {
+    pub fn handle_rtp(&mut self, now: Mono, channel: usize, bytes: &[u8]) -> Option<PushOutcome> {
         let pkt: &[u8] = match self.srtp.get_mut(channel) {
             Some(s) if s.is_secure() => {
                 self.srtp_buf.clear();

@@ -64,7 +64,8 @@ impl ClientTxn {
 
     /// Earliest instant a timer fires.
     pub(super) fn timeout(&self) -> Instant {
-        self.retrans_at.map_or(self.deadline, |r| r.min(self.deadline))
+        self.retrans_at
+            .map_or(self.deadline, |r| r.min(self.deadline))
     }
 
     /// Advance to `now`.

@@ -142,7 +142,10 @@ impl UacState {
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
         };
-        h.push("Via", format!("SIP/2.0/{t} {via_host};branch={branch};rport"));
+        h.push(
+            "Via",
+            format!("SIP/2.0/{t} {via_host};branch={branch};rport"),
+        );
         h.push("Max-Forwards", "70");
         for r in &self.route_set {
             h.push("Route", r.as_str());

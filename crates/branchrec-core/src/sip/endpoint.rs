@@ -1025,9 +1025,16 @@ impl Endpoint {
         }
         refresh.sort();
         for did in refresh {
-            let n = self.dialogs.get(&did).and_then(|d| d.session_timer.map(|(n, _)| n));
+            let n = self
+                .dialogs
+                .get(&did)
+                .and_then(|d| d.session_timer.map(|(n, _)| n));
             if let Some(n) = n {
-                let se = format!("{};refresher={}", n.interval.as_secs(), Refresher::Uas.as_str());
+                let se = format!(
+                    "{};refresher={}",
+                    n.interval.as_secs(),
+                    Refresher::Uas.as_str()
+                );
                 let extra = vec![
                     ("Session-Expires".to_string(), se),
                     ("Supported".to_string(), session_timer::TIMER.to_string()),

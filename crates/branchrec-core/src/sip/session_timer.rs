@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(
             n.headers(),
             vec![
-                ("Session-Expires".to_string(), "600;refresher=uac".to_string()),
+                (
+                    "Session-Expires".to_string(),
+                    "600;refresher=uac".to_string()
+                ),
                 ("Require".to_string(), "timer".to_string())
             ]
         );

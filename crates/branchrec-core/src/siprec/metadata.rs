@@ -894,10 +894,16 @@ mod tests {
         )
         .unwrap();
         let p = &m.participants[0];
-        assert_eq!(p.aors, ["sip:alice@atlanta.com", "tel:+15551234", "sip:a@pbx"]);
+        assert_eq!(
+            p.aors,
+            ["sip:alice@atlanta.com", "tel:+15551234", "sip:a@pbx"]
+        );
         assert_eq!(p.names, ["Alice", "Alice Smith"]);
         let map = channel_map(&m, &[Some("1".into())]);
-        assert_eq!(map[0].participant_aor.as_deref(), Some("sip:alice@atlanta.com"));
+        assert_eq!(
+            map[0].participant_aor.as_deref(),
+            Some("sip:alice@atlanta.com")
+        );
         assert_eq!(map[0].participant_name.as_deref(), Some("Alice"));
     }
 }

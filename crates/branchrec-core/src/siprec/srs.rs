@@ -809,7 +809,10 @@ mod codec_tests {
         // 16 kHz recording: a wideband codec was accepted.
         assert_eq!(
             crate::media::codec::recording_rate(
-                a.streams[0].formats.iter().map(|f| (f.encoding.as_str(), f.clock_rate))
+                a.streams[0]
+                    .formats
+                    .iter()
+                    .map(|f| (f.encoding.as_str(), f.clock_rate))
             ),
             16000
         );

@@ -33,7 +33,8 @@ pub const WIDEBAND_SAMPLE_RATE: u32 = 16000;
 /// streams (from SDP: `sdp::PayloadFormat`'s `encoding` and `clock_rate`).
 pub fn recording_rate<'a>(formats: impl IntoIterator<Item = (&'a str, u32)>) -> u32 {
     let wide = formats.into_iter().any(|(encoding, clock_rate)| {
-        DecoderKind::from_sdp(encoding, clock_rate).is_some_and(|k| k.is_wideband() && k.available())
+        DecoderKind::from_sdp(encoding, clock_rate)
+            .is_some_and(|k| k.is_wideband() && k.available())
     });
     if wide {
         WIDEBAND_SAMPLE_RATE

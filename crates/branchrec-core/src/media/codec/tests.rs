@@ -6,7 +6,11 @@ use std::process::Command;
 use super::*;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/codec")).join(name)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/data/codec"
+    ))
+    .join(name)
 }
 
 /// Run ffmpeg (must be installed: scripts/test-all installs it) and return s16le PCM.

@@ -5,15 +5,15 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use super::slots::KeySlot;
-use crate::keys::{DataKey, KeyWrap};
 use super::{read_full, ContainerError};
+use crate::keys::{DataKey, KeyWrap};
 use crate::recording::opus::{self, MAX_PACKET};
 
+pub(super) use super::wire::{put_bytes16, put_str16, Cursor};
 pub use super::wire::{
     CHUNK_PLAIN_HEADER_LEN, FORMAT_VERSION, FORMAT_VERSION_OPUS, KEY_SLOT_COUNT, KEY_SLOT_LEN,
     KEY_SLOT_MAGIC, MAGIC, MAX_CHUNK_AUDIO_BYTES, MAX_HEADER_BODY, NONCE_PREFIX_LEN, TAG_LEN,
 };
-pub(super) use super::wire::{put_bytes16, put_str16, Cursor};
 
 /// Sample encoding of the audio in the chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

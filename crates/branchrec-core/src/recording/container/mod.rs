@@ -31,17 +31,17 @@ pub mod reader;
 pub mod scan;
 pub mod slots;
 pub mod stream;
-pub mod writer;
 mod wire;
+pub mod writer;
 
 pub use header::{
     read_header, Header, HeaderParams, OpusParams, SampleFormat, CHUNK_PLAIN_HEADER_LEN,
     FORMAT_VERSION, FORMAT_VERSION_OPUS, KEY_SLOT_COUNT, KEY_SLOT_LEN, KEY_SLOT_MAGIC, MAGIC,
     MAX_CHUNK_AUDIO_BYTES, MAX_HEADER_BODY, NONCE_PREFIX_LEN, TAG_LEN,
 };
+pub use header::{unix_ms_on_disk, unwrap_data_key};
 pub use reader::{content_sha256, Chunk, ContainerReader};
 pub use scan::{scan, ScanReport, ScanState};
-pub use header::{unix_ms_on_disk, unwrap_data_key};
 pub use slots::KeySlot;
 pub use stream::{read_all_audio, read_valid_prefix, PcmStream};
 pub use writer::{ChunkWriter, FinishedContainer};

@@ -6,8 +6,8 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use sha2::{Digest, Sha256};
 
-use super::header::*;
 use super::header::unwrap_data_key;
+use super::header::*;
 use super::{nonce_for, read_full, ContainerError};
 use crate::keys::KeyWrap;
 use crate::recording::opus;

@@ -77,4 +77,3 @@ fn slot_sum(header_hash: &[u8; 32], body: &[u8]) -> [u8; 32] {
     h.update(body);
     h.finalize().into()
 }
-

@@ -75,4 +75,3 @@ impl<'a> Cursor<'a> {
             .map_err(|_| ContainerError::HeaderMalformed(format!("{what} is not UTF-8")))
     }
 }
-

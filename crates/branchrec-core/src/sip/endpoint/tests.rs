@@ -720,7 +720,10 @@ fn invite_2xx_carries_allow_supported_and_contact_feature_tag() {
     assert_eq!(statuses(&out), vec![200]);
     assert_eq!(out[0].header("Allow"), Some(ALLOW));
     assert_eq!(out[0].header("Supported"), Some("siprec"));
-    assert_eq!(out[0].header("Contact"), Some("<sip:127.0.0.1:5060>;+sip.srs"));
+    assert_eq!(
+        out[0].header("Contact"),
+        Some("<sip:127.0.0.1:5060>;+sip.srs")
+    );
     let c = out[0].contact().unwrap().unwrap();
     assert!(c.params.iter().any(|(k, _)| k == "+sip.srs"), "{c:?}");
 }
@@ -753,9 +756,17 @@ fn we_refresh_with_update_when_the_uac_lacks_timer_and_bye_on_481() {
     ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
     let ok = drain(&mut ep).pop().unwrap();
     assert_eq!(ok.header("Session-Expires"), Some("120;refresher=uas"));
-    assert_eq!(ok.header("Require"), None, "no Require: timer for a UAC without it");
+    assert_eq!(
+        ok.header("Require"),
+        None,
+        "no Require: timer for a UAC without it"
+    );
     let tag = ok.to_tag().unwrap();
-    ep.handle_receive(now, p, &req("ACK", "z9hG4bKst1", "callst", 1, Some(&tag), "", ""));
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKst1", "callst", 1, Some(&tag), "", ""),
+    );
     assert!(matches!(events(&mut ep).as_slice(), [Event::Ack { .. }]));
     ep.handle_timeout(now + Duration::from_secs(59));
     assert!(drain(&mut ep).is_empty());
