@@ -35,11 +35,15 @@ const FORBIDDEN_CRATES: &[&str] = &[
 /// Source patterns that mean IO, the wall/monotonic clock, threads or OS entropy.
 const FORBIDDEN_SOURCE: &[&str] = &[
     "std::fs",
-    "std::net::UdpSocket",
-    "std::net::TcpStream",
-    "std::net::TcpListener",
+    // also after `use std::{fs, net, thread, process}`-style imports
+    "fs::",
+    "net::UdpSocket",
+    "net::TcpStream",
+    "net::TcpListener",
     "std::thread",
+    "thread::",
     "std::process",
+    "process::",
     "std::env::var",
     "File::open",
     "File::create",
@@ -130,6 +134,19 @@ fn the_checks_can_fail() {
     let found = forbidden_in_source(d.path());
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].1, found[0].2), (1, "Instant::now"));
+    // A file read through a grouped import is caught too.
+    std::fs::write(
+        d.path().join("b.rs"),
+        "use std::{fs, io};\nfn h() { let _ = fs::read(\"x\"); }\n",
+    )
+    .unwrap();
+    let found = forbidden_in_source(d.path());
+    assert!(
+        found
+            .iter()
+            .any(|(p, l, pat)| p.ends_with("b.rs") && *l == 2 && *pat == "fs::"),
+        "{found:?}"
+    );
 }
 
 #[test]
