@@ -598,22 +598,62 @@ fn store_metadata(
                 .catalog
                 .send(CatalogCmd::SessionId(id.to_string(), sid));
         }
-        let ps: Vec<ParticipantRow> = m
-            .participants
-            .iter()
-            .map(|p| ParticipantRow {
+        let ps = participant_rows(m, channels, received_at);
+        shared.catalog.send(CatalogCmd::ParticipantSnapshot(
+            id.to_string(),
+            ps,
+            received_at,
+        ));
+    }
+    store_channels(shared, id, channels);
+}
+
+/// The participants of a (merged) metadata document as catalogue rows, with the times
+/// they joined and left — RFC 7865 `<associate-time>`/`<disassociate-time>` on the
+/// participant or its `<participantsessionassoc>`, else the arrival of this version
+/// (`received_at`, unix ms) — and the channel the channel map hears them on. The catalogue
+/// keeps the earliest join and everyone a later snapshot drops (issue #13 item 3).
+fn participant_rows(
+    m: &RecordingMetadata,
+    channels: &[ChannelAssignment],
+    received_at: i64,
+) -> Vec<ParticipantRow> {
+    let ms = |t: Option<&String>| {
+        t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+            .map(|t| t.timestamp_millis())
+    };
+    m.participants
+        .iter()
+        .map(|p| {
+            let assocs: Vec<_> = m
+                .participant_session_assocs
+                .iter()
+                .filter(|a| a.participant_id == p.id)
+                .collect();
+            let joined = ms(p.associate_time.as_ref())
+                .or_else(|| assocs.iter().find_map(|a| ms(a.associate_time.as_ref())));
+            let left = if m.is_active(p) {
+                None
+            } else {
+                ms(p.disassociate_time.as_ref())
+                    .or_else(|| assocs.iter().find_map(|a| ms(a.disassociate_time.as_ref())))
+                    .or(Some(received_at))
+            };
+            ParticipantRow {
                 participant_id: p.id.clone(),
                 name: p.names.first().cloned(),
                 aor: p.aors.first().cloned(),
                 other_names: p.names.iter().skip(1).cloned().collect(),
                 other_aors: p.aors.iter().skip(1).cloned().collect(),
-            })
-            .collect();
-        shared
-            .catalog
-            .send(CatalogCmd::Participants(id.to_string(), ps));
-    }
-    store_channels(shared, id, channels);
+                joined_at_ms: joined.or(Some(received_at)),
+                left_at_ms: left,
+                channel: channels
+                    .iter()
+                    .position(|c| c.participant_id.as_deref() == Some(p.id.as_str()))
+                    .map(|c| c as u32),
+            }
+        })
+        .collect()
 }
 
 fn store_channels(shared: &Shared, id: &str, channels: &[ChannelAssignment]) {
