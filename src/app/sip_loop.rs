@@ -387,6 +387,11 @@ fn handle_event(
             channels,
         } => {
             if let Some(c) = calls.get(&call) {
+                if let Some(detail) = metadata_unusable(&c.recording_id, &version) {
+                    let _ = c
+                        .tx
+                        .send(CallCmd::EventWith(METADATA_UNUSABLE.into(), detail));
+                }
                 store_metadata(
                     shared,
                     &c.recording_id,
@@ -534,6 +539,18 @@ async fn prepare(
         },
     ));
     if let Some(v) = &offer.metadata {
+        if let Some(detail) = metadata_unusable(prepared.id(), v) {
+            // The recording starts with the answer: the initial document's event is at 0.
+            shared2.catalog.send(CatalogCmd::Events(
+                prepared.id().to_string(),
+                vec![crate::catalog::EventRow {
+                    at_ms: 0,
+                    kind: METADATA_UNUSABLE.into(),
+                    channel: None,
+                    detail_json: Some(detail),
+                }],
+            ));
+        }
         store_metadata(
             &shared2,
             prepared.id(),
@@ -545,6 +562,29 @@ async fn prepare(
         store_channels(&shared2, prepared.id(), &offer.channels);
     }
     Ok(prepared)
+}
+
+/// The recording event raised for each metadata version the recorder cannot use.
+const METADATA_UNUSABLE: &str = "metadata_unusable";
+
+/// Issue #13 item 5: a metadata part that yields nothing (does not parse, or names no
+/// participant or stream) is kept raw (`metadata_versions`) and raises a visible warning:
+/// a WARN log line and a `metadata_unusable` event on the recording (one per such
+/// version, so `recordings show` counts them). Returns the event's details, if unusable.
+fn metadata_unusable(recording_id: &str, v: &MetadataVersion) -> Option<serde_json::Value> {
+    let reason = crate::siprec::metadata::unusable_reason(&v.raw)?;
+    tracing::warn!(
+        recording = %recording_id,
+        method = %v.sip_method,
+        content_type = %v.content_type,
+        %reason,
+        "metadata_unusable: the SIPREC metadata gives no participants; kept raw"
+    );
+    Some(serde_json::json!({
+        "reason": reason,
+        "sip_method": v.sip_method,
+        "content_type": v.content_type,
+    }))
 }
 
 fn offered_codecs(offer: &Offer) -> String {
