@@ -144,7 +144,8 @@ pub async fn run(
             session_expires: Duration::from_secs(cfg.sip.session_expires_s.into()),
             min_se: Duration::from_secs(cfg.sip.min_se_s.into()),
         },
-        // RFC 7866 §6.1.2: the SRS marks its Contact with the `+sip.srs` feature tag.
+        // RFC 7866 §6.2: "The SRS MUST include the '+sip.srs' feature tag in the Contact URI
+        // ... for all recording sessions" (1xx/2xx to INVITE, 2xx to UPDATE).
         contact_params: ";+sip.srs".into(),
         max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
         seed: rand::random(),
