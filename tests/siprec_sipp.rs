@@ -1267,9 +1267,19 @@ fn initial_hold_call(dir_attr: &str, conn: &str) {
         .expect("events")
         .iter()
         .filter(|e| e["channel"].is_null())
-        .map(|e| (e["kind"].as_str().unwrap_or("").to_string(), e["at_ms"].as_u64(), e["detail"]["source"].clone()))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("").to_string(),
+                e["at_ms"].as_u64(),
+                e["detail"]["source"].clone(),
+            )
+        })
         .collect();
-    assert_eq!(ev.first().map(|e| (e.0.as_str(), e.1)), Some(("pause", Some(0))), "{what}: {ev:?}");
+    assert_eq!(
+        ev.first().map(|e| (e.0.as_str(), e.1)),
+        Some(("pause", Some(0))),
+        "{what}: {ev:?}"
+    );
     assert_eq!(ev[0].2, "siprec", "{what}: {ev:?}");
     let resume_at = ev
         .iter()
@@ -1296,7 +1306,8 @@ fn initial_hold_call(dir_attr: &str, conn: &str) {
             "{what}: channel {ch}: audio stored before the resume"
         );
         assert!(
-            !c.windows(160).any(|w| paused.chunks(160).take(5).any(|p| p == w)),
+            !c.windows(160)
+                .any(|w| paused.chunks(160).take(5).any(|p| p == w)),
             "{what}: channel {ch}: paused burst found in the recording"
         );
         expect_bursts(&format!("{what} channel {ch}"), c, &[live]);
@@ -1314,7 +1325,8 @@ fn initial_hold_call(dir_attr: &str, conn: &str) {
 fn metadata_that_yields_nothing_is_parsed_or_warned() {
     const NESTED: &str = "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><datamode>complete</datamode><session session_id='S1'><participant participant_id='PA'><nameID aor='sip:alice@nested.example'><name>Alice</name></nameID><send>STA</send></participant><participant participant_id='PB'><nameID aor='sip:bob@nested.example'/><send>STB</send></participant><stream stream_id='STA' session_id='S1'><label>16777227</label></stream><stream stream_id='STB' session_id='S1'><label>16777228</label></stream></session></recording>";
     const NOBODY: &str = "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><datamode>complete</datamode><session session_id='S1'/><callinfo><party id='PA' aor='sip:alice@x'/></callinfo></recording>";
-    const BROKEN: &str = "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><participant participant_id='PA'>";
+    const BROKEN: &str =
+        "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><participant participant_id='PA'>";
     for (ct, xml, usable) in [
         ("application/ +xml", NESTED, true),
         ("application/rs-metadata+xml", NOBODY, false),
@@ -1354,9 +1366,15 @@ fn metadata_that_yields_nothing_is_parsed_or_warned() {
             assert_eq!(channel_aor(&rec, 0), "sip:alice@nested.example");
             assert_eq!(channel_aor(&rec, 1), "sip:bob@nested.example");
         } else {
-            assert_eq!(warnings.len(), 1, "{xml}: one warning per unusable version: {detail}");
+            assert_eq!(
+                warnings.len(),
+                1,
+                "{xml}: one warning per unusable version: {detail}"
+            );
             assert!(
-                warnings[0]["detail"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                warnings[0]["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty()),
                 "{:?}",
                 warnings[0]
             );

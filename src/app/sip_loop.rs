@@ -389,9 +389,8 @@ fn handle_event(
         } => {
             if let Some(c) = calls.get(&call) {
                 if let Some(detail) = metadata_unusable(&c.recording_id, &version) {
-                    let _ = c
-                        .tx
-                        .send(CallCmd::EventWith(METADATA_UNUSABLE.into(), detail));
+                    let _ =
+                        c.tx.send(CallCmd::EventWith(METADATA_UNUSABLE.into(), detail));
                 }
                 store_metadata(
                     shared,

@@ -768,6 +768,13 @@ fn participant_summaries(participants: &[ParticipantRow]) -> Vec<ParticipantSumm
             participant_id: p.participant_id.clone(),
             name: p.name.clone(),
             aor: p.aor.clone(),
+            joined_at: p
+                .joined_at_ms
+                .and_then(|t| rfc3339(t, "participants.joined_at").ok()),
+            left_at: p
+                .left_at_ms
+                .and_then(|t| rfc3339(t, "participants.left_at").ok()),
+            channel: p.channel,
         })
         .collect()
 }

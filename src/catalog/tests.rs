@@ -976,7 +976,10 @@ fn participants_are_a_history_across_snapshots() {
     let ps = cat.get("r1").unwrap().unwrap().participants;
     let by = |id: &str| ps.iter().find(|p| p.participant_id == id).cloned();
     let bob = by("p-bob").expect("Bob kept after the transfer");
-    assert_eq!((bob.joined_at_ms, bob.left_at_ms, bob.channel), (Some(1_000), Some(5_000), Some(1)));
+    assert_eq!(
+        (bob.joined_at_ms, bob.left_at_ms, bob.channel),
+        (Some(1_000), Some(5_000), Some(1))
+    );
     let alice = by("p-alice").unwrap();
     assert_eq!((alice.joined_at_ms, alice.left_at_ms), (Some(1_000), None));
     assert_eq!(by("p-charlie"), Some(charlie));

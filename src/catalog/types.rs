@@ -268,8 +268,9 @@ pub struct LifecycleSummary {
     pub held: bool,
 }
 
-/// A participant as shown in `recordings list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A participant as shown in `recordings list` / `show`: everyone who was on the call,
+/// with when they joined and left (when known) and the channel they were heard on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ParticipantSummary {
     /// Participant id.
     pub participant_id: String,
@@ -277,6 +278,15 @@ pub struct ParticipantSummary {
     pub name: Option<String>,
     /// Address of record, if any.
     pub aor: Option<String>,
+    /// When the participant joined (RFC 3339), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<String>,
+    /// When the participant left (RFC 3339); absent = on the call until its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_at: Option<String>,
+    /// The channel the participant was (last) heard on, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u32>,
 }
 
 /// A channel as shown in `recordings list`, with its participant resolved.

@@ -327,7 +327,10 @@ fn parse_element(md: &mut RecordingMetadata, n: roxmltree::Node<'_, '_>, top: bo
                 for c in n.children().filter(|c| c.is_element()) {
                     if matches!(
                         c.tag_name().name().to_ascii_lowercase().as_str(),
-                        "participant" | "stream" | "participantsessionassoc" | "participantstreamassoc"
+                        "participant"
+                            | "stream"
+                            | "participantsessionassoc"
+                            | "participantstreamassoc"
                     ) {
                         parse_element(md, c, false);
                     }
@@ -870,18 +873,33 @@ mod tests {
         assert_eq!(aors, ["sip:alice@x", "sip:bob@x"]);
         assert_eq!(m.streams.len(), 1);
         assert_eq!(m.senders_of("st1")[0].id, "pa");
-        assert_eq!(unusable_reason(b"<recording><session session_id='s'><participant id='p'/></session></recording>"), None);
+        assert_eq!(
+            unusable_reason(
+                b"<recording><session session_id='s'><participant id='p'/></session></recording>"
+            ),
+            None
+        );
     }
 
     #[test]
     fn documents_that_yield_nothing_are_unusable() {
-        assert!(unusable_reason(b"<recording><datamode>complete</datamode><session session_id='s'/></recording>").is_some());
+        assert!(unusable_reason(
+            b"<recording><datamode>complete</datamode><session session_id='s'/></recording>"
+        )
+        .is_some());
         assert!(unusable_reason(b"not xml").is_some());
         // A partial update may legitimately name nobody.
-        assert_eq!(unusable_reason(b"<recording><datamode>partial</datamode></recording>"), None);
-        assert!(looks_like_metadata(b"<?xml version='1.0'?>\r\n<!-- c --><recording xmlns='x'>"));
+        assert_eq!(
+            unusable_reason(b"<recording><datamode>partial</datamode></recording>"),
+            None
+        );
+        assert!(looks_like_metadata(
+            b"<?xml version='1.0'?>\r\n<!-- c --><recording xmlns='x'>"
+        ));
         assert!(looks_like_metadata(b"<rs:recording xmlns:rs='x'/>"));
-        assert!(!looks_like_metadata(b"<presence xmlns='urn:ietf:params:xml:ns:pidf'/>"));
+        assert!(!looks_like_metadata(
+            b"<presence xmlns='urn:ietf:params:xml:ns:pidf'/>"
+        ));
         assert!(!looks_like_metadata(b"v=0\r\n"));
     }
 

@@ -461,7 +461,11 @@ fn an_initial_all_inactive_offer_stores_nothing_until_a_stream_is_active() {
     );
     let fin = shell.finished.take().unwrap();
     for st in &fin.stats {
-        assert_eq!((st.dropped_while_paused, st.received, st.lost), (50, 50, 0), "{st:?}");
+        assert_eq!(
+            (st.dropped_while_paused, st.received, st.lost),
+            (50, 50, 0),
+            "{st:?}"
+        );
     }
     let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
     assert_eq!(audio.len(), 2 * 8000 * 2);
@@ -491,7 +495,10 @@ fn the_stats_schema_is_one_typed_object_per_channel() {
         assert!(keys.iter().all(|k| e.get(k).is_some()), "{e}");
         assert!(e["srtp_suite"].is_null());
     }
-    assert_eq!(crate::recording::ChannelStats::parse_all(&json).unwrap(), fin.stats);
+    assert_eq!(
+        crate::recording::ChannelStats::parse_all(&json).unwrap(),
+        fin.stats
+    );
     // The old shape (an extra element without `channel`) is refused by the schema.
     let mut old = arr.clone();
     old.push(serde_json::json!({ "dropped_while_paused": 40 }));
