@@ -738,7 +738,7 @@ fn update_2xx_carries_the_contact_feature_tag() {
         contact_params: ";+sip.srs".into(),
         ..EndpointConfig::default()
     });
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let p = peer(Transport::Udp);
     let (_, _, tag) = establish(&mut ep, now, p);
     ep.handle_receive(
