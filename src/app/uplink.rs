@@ -181,7 +181,8 @@ impl Ctx {
 /// `<key>.manifest.json` and `<key>.manifest.sig`.
 pub fn manifest_for(data_dir: &Path, detail: &RecordingDetail) -> Option<(Vec<u8>, Vec<u8>)> {
     let rel = detail.recording.file_path.as_ref()?;
-    let (m, sig) = crate::service::evidence::manifest_paths(&data_dir.join(rel));
+    let abs = crate::recording::files::confined(data_dir, rel).ok()?;
+    let (m, sig) = crate::service::evidence::manifest_paths(&abs);
     Some((std::fs::read(m).ok()?, std::fs::read(sig).ok()?))
 }
 
@@ -236,7 +237,8 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
             "recording {id} has no final file"
         )));
     };
-    let path = ctx.cfg.storage.data_dir.join(rel);
+    let path = crate::recording::files::confined(&ctx.cfg.storage.data_dir, &rel)
+        .map_err(|e| TaskError::Local(e.to_string()))?;
     let p2 = path.clone();
     // The catalogue keeps the container's content hash (key slots excluded, so a key
     // rotation does not change it); the archive object is checked against the whole file.
