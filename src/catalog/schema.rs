@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     uplink_uploads,
     storage_format,
     participant_aliases,
+    audit_heads_v2,
 ];
 
 /// The schema version this build writes and understands.
@@ -263,6 +264,19 @@ CREATE TABLE participant_aliases (
 ) STRICT;
 CREATE INDEX participant_aliases_number ON participant_aliases (number);
 CREATE INDEX participant_aliases_value ON participant_aliases (value);
+"#,
+    )
+}
+
+/// Version 6 (issue #12): v2 signed audit heads carry their `ordinal` (1, 2, … in
+/// signing order) and the monotonic `counter` value they were signed under (TPM NV
+/// counter, or the development counter file); both are in the signed message. NULL for
+/// heads signed before (v1).
+fn audit_heads_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE audit_heads ADD COLUMN ordinal INTEGER;
+ALTER TABLE audit_heads ADD COLUMN counter INTEGER;
 "#,
     )
 }
