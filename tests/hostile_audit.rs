@@ -71,7 +71,15 @@ fn me() -> String {
 
 /// SHA-256 audit entry hash, recomputed the way an attacker would (the format is
 /// public: docs/lifecycle.md).
-fn entry_hash(seq: i64, at: i64, actor: &str, action: &str, target: &str, details: &str, prev: &str) -> String {
+fn entry_hash(
+    seq: i64,
+    at: i64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: &str,
+    prev: &str,
+) -> String {
     branchrec::lifecycle::audit::entry_hash(seq, at, actor, action, target, details, prev)
 }
 
@@ -86,7 +94,14 @@ fn rewrite_history(db: &Path, drop: &[&str]) -> (i64, i64) {
             .unwrap();
         let r = st
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .unwrap();
         r.map(Result::unwrap).collect()
@@ -99,7 +114,9 @@ fn rewrite_history(db: &Path, drop: &[&str]) -> (i64, i64) {
     c.execute_batch("BEGIN; DELETE FROM audit_log;").unwrap();
     let mut prev = "0".repeat(64);
     let mut seq = 0;
-    for (_, at, actor, action, target, details) in rows.iter().filter(|r| !drop.contains(&r.3.as_str())) {
+    for (_, at, actor, action, target, details) in
+        rows.iter().filter(|r| !drop.contains(&r.3.as_str()))
+    {
         seq += 1;
         let h = entry_hash(seq, *at, actor, action, target, details, &prev);
         c.execute(
@@ -119,7 +136,9 @@ fn rewrite_history(db: &Path, drop: &[&str]) -> (i64, i64) {
         .unwrap();
     c.execute_batch("COMMIT;").unwrap();
     let covered: i64 = c
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_heads", [], |r| r.get(0))
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_heads", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     (first_removed, covered)
 }
@@ -154,16 +173,30 @@ fn rewritten_audit_history_is_reported_with_its_position() {
     let problems = v["problems"].as_array().unwrap();
     // The re-hash itself is consistent: only the heads and the counter give it away.
     assert!(
-        problems.iter().all(|p| !p["message"].as_str().unwrap().contains("edited")),
+        problems
+            .iter()
+            .all(|p| !p["message"].as_str().unwrap().contains("edited")),
         "{v}"
     );
     let p = problems
         .iter()
-        .find(|p| p["message"].as_str().unwrap().contains("newest signed heads were removed"))
+        .find(|p| {
+            p["message"]
+                .as_str()
+                .unwrap()
+                .contains("newest signed heads were removed")
+        })
         .unwrap_or_else(|| panic!("counter check missing: {v}"));
-    assert_eq!(p["position"], covered + 1, "first entry no longer covered: {v}");
+    assert_eq!(
+        p["position"],
+        covered + 1,
+        "first entry no longer covered: {v}"
+    );
     let text = String::from_utf8_lossy(&inst.cli(&["audit", "verify"]).stdout).into_owned();
-    assert!(text.contains("FAILED") && text.contains(&format!("position {}", covered + 1)), "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains(&format!("position {}", covered + 1)),
+        "{text}"
+    );
 
     // Every head deleted: still a failure, at position 1.
     rusqlite::Connection::open(&db)
@@ -173,8 +206,15 @@ fn rewritten_audit_history_is_reported_with_its_position() {
     let (ok, v) = verify(&inst);
     assert!(!ok, "no heads verified: {v}");
     assert!(
-        v["problems"].as_array().unwrap().iter().any(|p| p["position"] == 1
-            && p["message"].as_str().unwrap().contains("every signed head was removed")),
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["position"] == 1
+                && p["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("every signed head was removed")),
         "{v}"
     );
 }
@@ -186,16 +226,32 @@ fn heads_published_off_the_box_catch_a_rewrite_centrally() {
     let dm = inst.start();
     dm.stop();
     for n in 0..3 {
-        inst.cli_ok(&["hold", "add", "--last", "1h", "--reason", &format!("case {n}")]);
+        inst.cli_ok(&[
+            "hold",
+            "add",
+            "--last",
+            "1h",
+            "--reason",
+            &format!("case {n}"),
+        ]);
     }
     // What the status document carries (`status --json` builds the same one the daemon
     // pushes to the archive).
     let status: Value = serde_json::from_str(&inst.cli_ok(&["status", "--json"])).unwrap();
-    let heads = status["audit_heads"].as_array().cloned().unwrap_or_default();
+    let heads = status["audit_heads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(!heads.is_empty(), "status document without heads: {status}");
     let published = dir.path().join("central-status.json");
     std::fs::write(&published, serde_json::to_vec(&status).unwrap()).unwrap();
-    let against = ["audit", "verify", "--json", "--against", published.to_str().unwrap()];
+    let against = [
+        "audit",
+        "verify",
+        "--json",
+        "--against",
+        published.to_str().unwrap(),
+    ];
     assert!(inst.cli(&against).status.success());
     // On the box: history rewritten, its heads and the counter file too (in software
     // mode the counter is on the same disk: that is what makes it weaker).
@@ -210,10 +266,14 @@ fn heads_published_off_the_box_catch_a_rewrite_centrally() {
     assert!(!o.status.success());
     let v = json(&o);
     assert!(
-        v["problems"].as_array().unwrap().iter().any(|p| p["message"]
-            .as_str()
+        v["problems"]
+            .as_array()
             .unwrap()
-            .contains("is missing on the box")),
+            .iter()
+            .any(|p| p["message"]
+                .as_str()
+                .unwrap()
+                .contains("is missing on the box")),
         "{v}"
     );
 }
@@ -231,7 +291,16 @@ fn operators_come_from_the_os_and_hold_release_needs_two() {
     let dm = inst.start();
     dm.stop();
     // A free operator string is gone.
-    let o = inst.cli(&["hold", "add", "--last", "1h", "--reason", "r", "--operator", "judge"]);
+    let o = inst.cli(&[
+        "hold",
+        "add",
+        "--last",
+        "1h",
+        "--reason",
+        "r",
+        "--operator",
+        "judge",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--operator"), "{}", stderr(&o));
     inst.cli_ok(&["hold", "add", "--last", "1h", "--reason", "case 9"]);
@@ -241,11 +310,19 @@ fn operators_come_from_the_os_and_hold_release_needs_two() {
     let out = inst.cli_ok(&["hold", "release", "1", "--reason", "closed"]);
     assert!(out.contains("second, different operator"), "{out}");
     let holds: Value = serde_json::from_str(&inst.cli_ok(&["hold", "list", "--json"])).unwrap();
-    assert_eq!(holds.as_array().unwrap().len(), 1, "released by one: {holds}");
+    assert_eq!(
+        holds.as_array().unwrap().len(),
+        1,
+        "released by one: {holds}"
+    );
     // The same operator again: refused.
     let o = inst.cli(&["hold", "release", "1", "--reason", "closed"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("second, different operator"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("second, different operator"),
+        "{}",
+        stderr(&o)
+    );
     // A different login user confirms within the window: released.
     chown_tree(dir.path(), second.1);
     let o = Command::new(env!("CARGO_BIN_EXE_branchrec"))
@@ -267,7 +344,10 @@ fn operators_come_from_the_os_and_hold_release_needs_two() {
             .map(|e| e["actor"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(actor_of("hold.release.request"), vec![format!("cli:{}", me())]);
+    assert_eq!(
+        actor_of("hold.release.request"),
+        vec![format!("cli:{}", me())]
+    );
     assert_eq!(actor_of("hold.release"), vec![format!("cli:{}", second.0)]);
     let (ok, v) = verify(&inst);
     assert!(ok, "{v}");
@@ -282,7 +362,13 @@ fn shifted_clock_is_refused_outside_development() {
     inst.wait_settled(1);
     dm.stop();
     // `retention sweep --now 2099-…` used to shred recordings that expire in 2027.
-    let o = inst.cli(&["retention", "sweep", "--now", "2099-01-01T00:00:00Z", "--json"]);
+    let o = inst.cli(&[
+        "retention",
+        "sweep",
+        "--now",
+        "2099-01-01T00:00:00Z",
+        "--json",
+    ]);
     assert!(!o.status.success(), "--now accepted");
     assert!(stderr(&o).contains("clock_override"), "{}", stderr(&o));
     assert_eq!(inst.recording_ids().len(), 1, "nothing deleted");
@@ -311,13 +397,22 @@ fn shifted_clock_is_refused_outside_development() {
     };
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(st.is_some_and(|s| !s.success()), "daemon ran on a shifted clock: {err}");
+    assert!(
+        st.is_some_and(|s| !s.success()),
+        "daemon ran on a shifted clock: {err}"
+    );
     assert!(err.contains("clock_override"), "{err}");
     // With the development setting it works, and every entry it wrote is marked.
     let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
     cfg.push_str("\n[development]\nclock_override = true\n");
     std::fs::write(&inst.config, cfg).unwrap();
-    let v = json(&inst.cli(&["retention", "sweep", "--now", "2099-01-01T00:00:00Z", "--json"]));
+    let v = json(&inst.cli(&[
+        "retention",
+        "sweep",
+        "--now",
+        "2099-01-01T00:00:00Z",
+        "--json",
+    ]));
     assert_eq!(v["deleted"].as_array().unwrap().len(), 1, "{v}");
     let log: Value = serde_json::from_str(&inst.cli_ok(&["audit", "show", "--json"])).unwrap();
     let del = log
@@ -327,7 +422,10 @@ fn shifted_clock_is_refused_outside_development() {
         .find(|e| e["action"] == "recording.delete")
         .unwrap();
     let details: Value = serde_json::from_str(del["details"].as_str().unwrap()).unwrap();
-    assert_eq!(details["dev_clock"]["now"], "2099-01-01T00:00:00Z", "{details}");
+    assert_eq!(
+        details["dev_clock"]["now"], "2099-01-01T00:00:00Z",
+        "{details}"
+    );
 }
 
 #[test]
@@ -347,28 +445,65 @@ fn export_never_writes_through_a_planted_link_or_outside_data_dir() {
     // The attack of finding 9: `call.wav.partial -> victim.conf`.
     let out = d.join("call.wav");
     std::os::unix::fs::symlink(&victim, d.join("call.wav.partial")).unwrap();
-    let o = inst.cli(&["recordings", "export", &ids[0], "--out", out.to_str().unwrap()]);
-    assert!(!o.status.success(), "export through a planted link succeeded");
-    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me\n", "victim overwritten");
+    let o = inst.cli(&[
+        "recordings",
+        "export",
+        &ids[0],
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success(),
+        "export through a planted link succeeded"
+    );
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"keep me\n",
+        "victim overwritten"
+    );
     assert!(!out.exists());
     // Without the link: a private file, and an existing file is never replaced.
     std::fs::remove_file(d.join("call.wav.partial")).unwrap();
-    inst.cli_ok(&["recordings", "export", &ids[0], "--out", out.to_str().unwrap()]);
+    inst.cli_ok(&[
+        "recordings",
+        "export",
+        &ids[0],
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "export mode {mode:o}");
     assert!(!d.join("call.wav.partial").exists());
     std::os::unix::fs::symlink(&victim, d.join("link.wav")).unwrap();
-    let o = inst.cli(&["recordings", "export", &ids[0], "--out", d.join("link.wav").to_str().unwrap()]);
+    let o = inst.cli(&[
+        "recordings",
+        "export",
+        &ids[0],
+        "--out",
+        d.join("link.wav").to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep me\n");
     // Evidence bundles: a planted link as the bundle directory, or inside it, is refused.
     let ev_link = d.join("ev-link");
     std::os::unix::fs::symlink(d.join("elsewhere"), &ev_link).unwrap();
-    let o = inst.cli(&["recordings", "export", &ids[0], "--evidence", ev_link.to_str().unwrap()]);
+    let o = inst.cli(&[
+        "recordings",
+        "export",
+        &ids[0],
+        "--evidence",
+        ev_link.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(!d.join("elsewhere").exists());
     let ev = d.join("evidence");
-    inst.cli_ok(&["recordings", "export", &ids[0], "--evidence", ev.to_str().unwrap()]);
+    inst.cli_ok(&[
+        "recordings",
+        "export",
+        &ids[0],
+        "--evidence",
+        ev.to_str().unwrap(),
+    ]);
     for e in std::fs::read_dir(&ev).unwrap() {
         let m = e.unwrap().metadata().unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
@@ -393,8 +528,16 @@ fn export_never_writes_through_a_planted_link_or_outside_data_dir() {
         .unwrap();
     let o = inst.cli(&["recordings", "delete", &ids[1], "--reason", "r"]);
     assert!(!o.status.success(), "`..` catalogue path shredded");
-    assert!(stderr(&o).contains("not a plain relative path"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me\n", "victim shredded");
+    assert!(
+        stderr(&o).contains("not a plain relative path"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"keep me\n",
+        "victim shredded"
+    );
 }
 
 #[test]
@@ -418,7 +561,10 @@ fn tpm_mode_never_has_a_signing_key_file() {
     assert!(ok, "{v}");
     assert!(v["counter"].as_str().unwrap().starts_with("tpm-nv:"), "{v}");
     assert!(files_named(&inst.data, "signing.key").is_empty());
-    assert!(!inst.data.join("keys/audit-counter").exists(), "software counter in TPM mode");
+    assert!(
+        !inst.data.join("keys/audit-counter").exists(),
+        "software counter in TPM mode"
+    );
 
     // The TPM goes away: the daemon cannot load its keys, and must not make a file key.
     tpm.stop();
@@ -475,7 +621,8 @@ fn second_user() -> (String, u32) {
         .or_else(|| {
             pw.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
-                (f.first() == Some(&"nobody")).then(|| ("nobody".to_string(), f[2].parse().unwrap()))
+                (f.first() == Some(&"nobody"))
+                    .then(|| ("nobody".to_string(), f[2].parse().unwrap()))
             })
         })
         .expect("no second account in /etc/passwd")

@@ -461,13 +461,7 @@ fn rules_retention_holds_and_audit() {
     // Release (audited), then it expires like any other.
     let holds = d.json(&["hold", "list", "--json"]);
     let hid = holds[0]["id"].as_i64().unwrap().to_string();
-    d.ok(&[
-        "hold",
-        "release",
-        &hid,
-        "--reason",
-        "case closed",
-    ]);
+    d.ok(&["hold", "release", &hid, "--reason", "case closed"]);
     let rep = d.json(&["retention", "sweep", "--now", &rfc3339_in(2), "--json"]);
     assert_eq!(rep["deleted"].as_array().unwrap().len(), 1);
     assert!(d.list(&[]).is_empty());
@@ -676,21 +670,8 @@ fn watermarks_on_a_small_filesystem() {
     let rows = d.wait_closed(2);
     let expiring = id_of(&rows, "sip:+4970111@pstn");
     let kept = id_of(&rows, "sip:+4911222@pstn");
-    d.ok(&[
-        "hold",
-        "add",
-        "--last",
-        "1h",
-        "--reason",
-        "incident",
-    ]);
-    d.ok(&[
-        "hold",
-        "release",
-        "1",
-        "--reason",
-        "test",
-    ]);
+    d.ok(&["hold", "add", "--last", "1h", "--reason", "incident"]);
+    d.ok(&["hold", "release", "1", "--reason", "test"]);
     // Fill the disk to ~75 % with something that is not a recording (protected by definition).
     let ballast = data.join("ballast");
     std::fs::write(&ballast, vec![1u8; 6 * 1024 * 1024]).unwrap();

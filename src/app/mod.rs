@@ -92,8 +92,8 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
     let provisioning = matches!(crate::vault::custody::read_state(&cfg.custody()), Ok(None));
     let (vault, manifest_signer, keys_error) = load_keys(cfg);
     let kek_created = (provisioning && keys_error.is_none()).then(|| vault.kek_id());
-    let (clock, offset_s) = crate::clock::clock_from_env(cfg.development.clock_override)
-        .map_err(anyhow::Error::msg)?;
+    let (clock, offset_s) =
+        crate::clock::clock_from_env(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
     // One signing key for manifests and audit heads: the custody key (sealed in the TPM in
     // TPM mode). There is no fallback key file: while the keys cannot be loaded, audit

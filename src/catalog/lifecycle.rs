@@ -526,9 +526,11 @@ impl Catalog {
             let mut expect = from_seq + 1;
             if from_seq > 0 {
                 let at: Option<String> = tx
-                    .query_row("SELECT hash FROM audit_log WHERE seq = ?1", [from_seq], |r| {
-                        r.get(0)
-                    })
+                    .query_row(
+                        "SELECT hash FROM audit_log WHERE seq = ?1",
+                        [from_seq],
+                        |r| r.get(0),
+                    )
                     .optional()?;
                 if at.as_deref() != Some(prev.as_str()) {
                     return Err(CatalogError::Invalid {
@@ -540,12 +542,21 @@ impl Catalog {
             for e in st.query_map([from_seq], audit_row)? {
                 let e = e?;
                 let h = audit::entry_hash(
-                    e.seq, e.at_ms, &e.actor, &e.action, &e.target, &e.details, &e.prev_hash,
+                    e.seq,
+                    e.at_ms,
+                    &e.actor,
+                    &e.action,
+                    &e.target,
+                    &e.details,
+                    &e.prev_hash,
                 );
                 if e.seq != expect || e.prev_hash != prev || h != e.hash {
                     return Err(CatalogError::Invalid {
                         field: "audit_log",
-                        reason: format!("entry {} does not chain to the last signed head: not signing", e.seq),
+                        reason: format!(
+                            "entry {} does not chain to the last signed head: not signing",
+                            e.seq
+                        ),
                     });
                 }
                 prev = e.hash;
@@ -559,9 +570,9 @@ impl Catalog {
             field: "audit_counter",
             reason: format!("{}: {e}", hs.counter.describe()),
         })? as i64;
-        let sig = hs
-            .key
-            .sign(&audit::head_message_v2(seq, &hash, now_ms, ordinal, counter));
+        let sig = hs.key.sign(&audit::head_message_v2(
+            seq, &hash, now_ms, ordinal, counter,
+        ));
         tx.execute(
             "INSERT INTO audit_heads (seq, at, hash, key_id, public_key, signature, ordinal, counter) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![seq, now_ms, hash, hs.key.key_id(), hex::encode(hs.key.public_key()), hex::encode(sig), ordinal, counter],

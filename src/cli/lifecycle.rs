@@ -59,8 +59,8 @@ pub fn now_ms(cfg: &Config, now: Option<&str>) -> anyhow::Result<i64> {
         }));
         return Ok(at);
     }
-    let (c, _) = crate::clock::clock_from_env(cfg.development.clock_override)
-        .map_err(anyhow::Error::msg)?;
+    let (c, _) =
+        crate::clock::clock_from_env(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
     Ok(c.now_ms())
 }
 

@@ -387,8 +387,7 @@ fn open(cfg: &Config) -> anyhow::Result<Catalog> {
 /// Send a pause/resume request to the running daemon over its control socket.
 fn control(config: Option<PathBuf>, cmd: &str, call: &str) -> anyhow::Result<()> {
     let cfg = Config::load_or_default(config.as_deref())?;
-    let req =
-        serde_json::json!({ "cmd": cmd, "call": call });
+    let req = serde_json::json!({ "cmd": cmd, "call": call });
     let v = crate::cli::board::control_request(&cfg, &req, std::time::Duration::from_secs(10))?;
     if v["ok"].as_bool() == Some(true) {
         println!(

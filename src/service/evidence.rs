@@ -537,8 +537,7 @@ fn write_bundle(
         SampleFormat::Opus => {
             check(e.audio_sha256, "/audio/opus_packets_sha256")?;
             // The signed packet stream itself, and the same packets as Ogg Opus.
-            let mut f =
-                std::io::BufWriter::new(b.create("audio.opus-packets")?);
+            let mut f = std::io::BufWriter::new(b.create("audio.opus-packets")?);
             let mut rd = ContainerReader::open(open()?, wrap)?;
             loop {
                 match rd.next_chunk() {
@@ -577,7 +576,10 @@ fn write_bundle(
     for mv in &d.metadata_versions {
         b.write(&format!("metadata-{}.xml", mv.seq), &mv.version.raw)?;
     }
-    b.write("metadata.json", serde_json::to_vec_pretty(&metadata_json(d))?)?;
+    b.write(
+        "metadata.json",
+        serde_json::to_vec_pretty(&metadata_json(d))?,
+    )?;
     let step3 = match h.sample_format {
         SampleFormat::S16Le => format!(
             "3. The audio is what was signed (manifest.json \"audio\".\"pcm_sha256\"):\n\

@@ -5,21 +5,22 @@
 /// The account name of `uid` from the local account database (`/etc/passwd`; the box
 /// has only local accounts), `uid:<n>` if it has none.
 pub fn user_name(uid: u32) -> String {
-    name_in(&std::fs::read_to_string("/etc/passwd").unwrap_or_default(), uid)
-        .unwrap_or_else(|| format!("uid:{uid}"))
+    name_in(
+        &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+        uid,
+    )
+    .unwrap_or_else(|| format!("uid:{uid}"))
 }
 
 /// The name of `uid` in passwd-format `text`.
 fn name_in(text: &str, uid: u32) -> Option<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let mut f = l.split(':');
-            let name = f.next()?;
-            let _pw = f.next()?;
-            let id: u32 = f.next()?.trim().parse().ok()?;
-            (id == uid && !name.is_empty()).then(|| name.to_string())
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        let id: u32 = f.next()?.trim().parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_string())
+    })
 }
 
 /// The login user of this process: the name of its real user id.

@@ -44,9 +44,11 @@ impl FileCounter {
 impl AuditCounter for FileCounter {
     fn read(&self) -> Result<Option<u64>, VaultError> {
         match std::fs::read_to_string(&self.path) {
-            Ok(s) => s.trim().parse().map(Some).map_err(|_| {
-                VaultError::Custody(format!("{}: not a number", self.path.display()))
-            }),
+            Ok(s) => {
+                s.trim().parse().map(Some).map_err(|_| {
+                    VaultError::Custody(format!("{}: not a number", self.path.display()))
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(VaultError::Custody(format!("{}: {e}", self.path.display()))),
         }

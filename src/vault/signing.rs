@@ -11,7 +11,6 @@
 //! Signatures verify with stock OpenSSL 3:
 //! `openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in MSG -sigfile SIG`.
 
-
 use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};

@@ -354,7 +354,10 @@ impl Tpm {
     }
 
     /// The NV counter at `index`, if defined.
-    fn nv_counter(&mut self, index: u32) -> Result<Option<tss_esapi::handles::NvIndexHandle>, VaultError> {
+    fn nv_counter(
+        &mut self,
+        index: u32,
+    ) -> Result<Option<tss_esapi::handles::NvIndexHandle>, VaultError> {
         use tss_esapi::handles::NvIndexTpmHandle;
         let h = NvIndexTpmHandle::new(index)
             .map_err(|e| VaultError::Tpm(format!("NV index {index:#010x}: {e}")))?;
@@ -384,7 +387,13 @@ impl Tpm {
                 Ok(Some(u64::from_be_bytes(v)))
             }
             // TPM_RC_NV_UNINITIALIZED: defined, never incremented.
-            Err(e) if e.to_string().to_ascii_lowercase().contains("not been written") => Ok(None),
+            Err(e)
+                if e.to_string()
+                    .to_ascii_lowercase()
+                    .contains("not been written") =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(tpm_err("reading the NV counter", e)),
         }
     }
@@ -417,7 +426,9 @@ impl Tpm {
                     .build()
                     .map_err(|e| tpm_err("NV counter public area", e))?;
                 self.ctx
-                    .execute_with_nullauth_session(|c| c.nv_define_space(Provision::Owner, None, public))
+                    .execute_with_nullauth_session(|c| {
+                        c.nv_define_space(Provision::Owner, None, public)
+                    })
                     .map_err(|e| tpm_err("defining the NV counter", e))?
             }
         };

@@ -252,7 +252,10 @@ pub fn verify(
 
 /// Position (1-based) of the first entry after `seq` (entries ordered by seq).
 fn position_after(entries: &[AuditEntry], seq: i64) -> usize {
-    entries.iter().position(|e| e.seq > seq).map_or(entries.len() + 1, |i| i + 1)
+    entries
+        .iter()
+        .position(|e| e.seq > seq)
+        .map_or(entries.len() + 1, |i| i + 1)
 }
 
 /// Ordinals, the counter and coverage (see the module doc).
@@ -415,7 +418,12 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].position, 7);
         // A middle head removed: an ordinal gap.
-        let p = verify(&c, &[heads[0].clone(), heads[2].clone()], &policy(43, 1010), |_| Ok(()));
+        let p = verify(
+            &c,
+            &[heads[0].clone(), heads[2].clone()],
+            &policy(43, 1010),
+            |_| Ok(()),
+        );
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].position, 4);
         // The first head removed.
@@ -443,7 +451,9 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].position, 6);
         let p = verify(&c, &[], &policy(0, 62_000), |_| Ok(()));
-        assert!(p.iter().any(|p| p.position == 1 && p.message.contains("not covered")));
+        assert!(p
+            .iter()
+            .any(|p| p.position == 1 && p.message.contains("not covered")));
     }
 
     #[test]
