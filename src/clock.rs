@@ -140,10 +140,19 @@ pub fn clock_from_env(allowed: bool) -> Result<(OffsetClock, i64), String> {
     }
 }
 
+/// Set once per process when its clock is not the real one (`[development]
+/// clock_override`): merged into every audit entry it writes as `"dev_clock"`.
+static DEV_CLOCK_MARK: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+
 /// Mark every audit entry this process writes from now on with `"dev_clock": mark`
 /// (the first mark wins).
 pub fn mark_dev_clock(mark: serde_json::Value) {
-    let _ = crate::catalog::lifecycle::AUDIT_MARK.set(mark);
+    let _ = DEV_CLOCK_MARK.set(mark);
+}
+
+/// The mark of [`mark_dev_clock`], if this process runs on a development clock.
+pub fn dev_clock_mark() -> Option<&'static serde_json::Value> {
+    DEV_CLOCK_MARK.get()
 }
 
 #[cfg(test)]

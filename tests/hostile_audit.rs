@@ -639,3 +639,49 @@ fn chown_tree(dir: &Path, uid: u32) {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn control_socket_operator_comes_from_peer_credentials() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let inst = install(dir.path(), "");
+    let dm = inst.start();
+    let Invite::Up(mut call) = invite(inst.sip, 1) else {
+        panic!("call rejected:\n{}", inst.log_text());
+    };
+    // The call streams on its own thread while the test pauses it over the socket.
+    let streamer = std::thread::spawn(move || {
+        call.stream(3000);
+        call.bye()
+    });
+    // Polled every 50 ms until the running recording is listed (well under a second
+    // idle; 30 s bounds a loaded machine).
+    let t = std::time::Instant::now();
+    let id = loop {
+        let v: Value =
+            serde_json::from_str(&inst.cli_ok(&["recordings", "list", "--json"])).unwrap();
+        if let Some(r) = v.as_array().unwrap().iter().find(|r| r["state"] == "recording") {
+            break r["id"].as_str().unwrap().to_string();
+        }
+        assert!(t.elapsed().as_secs() < 30, "no running recording");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // A request that claims to be someone else.
+    let mut s = std::os::unix::net::UnixStream::connect(inst.data.join("control.sock")).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    writeln!(s, r#"{{"cmd":"pause","call":"{id}","actor":"cli:judge"}}"#).unwrap();
+    let mut reply = String::new();
+    std::io::BufReader::new(&s).read_line(&mut reply).unwrap();
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    assert!(streamer.join().unwrap(), "BYE not answered");
+    inst.wait_settled(1);
+    dm.stop();
+    let log: Value = serde_json::from_str(&inst.cli_ok(&["audit", "show", "--json"])).unwrap();
+    let pause = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "recording.pause")
+        .unwrap_or_else(|| panic!("no pause audited: {log}"));
+    assert_eq!(pause["actor"], format!("control:{}", me()), "{pause}");
+}

@@ -120,10 +120,6 @@ fn ts(ms: i64) -> String {
     rfc3339(ms, "time").unwrap_or_else(|_| ms.to_string())
 }
 
-/// Set once per process when its clock is not the real one (`[development]
-/// clock_override`): merged into every audit entry it writes as `"dev_clock"`.
-pub static AUDIT_MARK: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-
 /// Append one entry to the audit chain inside `conn`'s current transaction.
 pub(super) fn append_audit(
     conn: &Connection,
@@ -144,7 +140,7 @@ pub(super) fn append_audit(
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_string()),
     };
-    let details = match (details, AUDIT_MARK.get()) {
+    let details = match (details, crate::clock::dev_clock_mark()) {
         // A process running on a development clock marks every entry it writes.
         (serde_json::Value::Object(m), Some(mark)) => {
             let mut m = m.clone();
