@@ -660,7 +660,12 @@ fn control_socket_operator_comes_from_peer_credentials() {
     let id = loop {
         let v: Value =
             serde_json::from_str(&inst.cli_ok(&["recordings", "list", "--json"])).unwrap();
-        if let Some(r) = v.as_array().unwrap().iter().find(|r| r["state"] == "recording") {
+        if let Some(r) = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["state"] == "recording")
+        {
             break r["id"].as_str().unwrap().to_string();
         }
         assert!(t.elapsed().as_secs() < 30, "no running recording");
@@ -668,7 +673,8 @@ fn control_socket_operator_comes_from_peer_credentials() {
     };
     // A request that claims to be someone else.
     let mut s = std::os::unix::net::UnixStream::connect(inst.data.join("control.sock")).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     writeln!(s, r#"{{"cmd":"pause","call":"{id}","actor":"cli:judge"}}"#).unwrap();
     let mut reply = String::new();
     std::io::BufReader::new(&s).read_line(&mut reply).unwrap();

@@ -519,7 +519,6 @@ impl Catalog {
                 "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
                  WHERE seq > ?1 ORDER BY seq",
             )?;
-            let mut expect = from_seq + 1;
             if from_seq > 0 {
                 let at: Option<String> = tx
                     .query_row(
@@ -535,7 +534,7 @@ impl Catalog {
                     });
                 }
             }
-            for e in st.query_map([from_seq], audit_row)? {
+            for (expect, e) in (from_seq + 1..).zip(st.query_map([from_seq], audit_row)?) {
                 let e = e?;
                 let h = audit::entry_hash(
                     e.seq,
@@ -556,7 +555,6 @@ impl Catalog {
                     });
                 }
                 prev = e.hash;
-                expect += 1;
             }
         }
         let max_ordinal: Option<i64> =

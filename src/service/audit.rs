@@ -231,7 +231,7 @@ pub fn two_person(
             cat.last_audit_entry_for(action, target)
                 .ok()
                 .flatten()
-                .is_none_or(|done| done.seq < e.seq)
+                .map_or(true, |done| done.seq < e.seq)
         });
     match pending {
         Some(e) if e.actor != actor => Ok(TwoPerson::Confirmed {
