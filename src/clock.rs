@@ -69,8 +69,9 @@ pub trait ClockExt: Clock {
 impl<C: Clock + ?Sized> ClockExt for C {}
 
 /// Environment variable that shifts the daemon's life-cycle clock (expiry, holds by time,
-/// audit timestamps) by this many seconds. For tests and drills only; the daemon logs a
-/// warning and writes an audit entry when it is set.
+/// audit timestamps) by this many seconds. For tests and drills only: refused unless
+/// `[development] clock_override = true`; then the daemon logs a warning and every audit
+/// entry the process writes is marked `"dev_clock"`.
 pub const CLOCK_OFFSET_ENV: &str = "BRANCHREC_TEST_CLOCK_OFFSET_S";
 
 /// The system clock.
@@ -114,19 +115,44 @@ impl Clock for OffsetClock {
     }
 }
 
-/// The daemon's clock: the system clock, shifted by [`CLOCK_OFFSET_ENV`] when set.
-/// Returns the clock and the offset in seconds (0 when unset).
-pub fn clock_from_env() -> Result<(OffsetClock, i64), String> {
+/// The daemon's clock: the system clock, shifted by [`CLOCK_OFFSET_ENV`] when set (and
+/// not 0). A shift needs `allowed` (`[development] clock_override`); it marks every audit
+/// entry of this process ([`mark_dev_clock`]). Returns the clock and the offset in
+/// seconds (0 when unset).
+pub fn clock_from_env(allowed: bool) -> Result<(OffsetClock, i64), String> {
     match std::env::var(CLOCK_OFFSET_ENV) {
         Ok(v) => {
             let s: i64 = v
                 .trim()
                 .parse()
                 .map_err(|_| format!("{CLOCK_OFFSET_ENV}={v:?}: expected whole seconds"))?;
+            if s != 0 {
+                if !allowed {
+                    return Err(format!(
+                        "{CLOCK_OFFSET_ENV}={v} refused: a shifted clock needs [development] clock_override = true (never on a box)"
+                    ));
+                }
+                mark_dev_clock(serde_json::json!({ "offset_s": s }));
+            }
             Ok((OffsetClock::new(s.saturating_mul(1000)), s))
         }
         Err(_) => Ok((OffsetClock::new(0), 0)),
     }
+}
+
+/// Set once per process when its clock is not the real one (`[development]
+/// clock_override`): merged into every audit entry it writes as `"dev_clock"`.
+static DEV_CLOCK_MARK: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+
+/// Mark every audit entry this process writes from now on with `"dev_clock": mark`
+/// (the first mark wins).
+pub fn mark_dev_clock(mark: serde_json::Value) {
+    let _ = DEV_CLOCK_MARK.set(mark);
+}
+
+/// The mark of [`mark_dev_clock`], if this process runs on a development clock.
+pub fn dev_clock_mark() -> Option<&'static serde_json::Value> {
+    DEV_CLOCK_MARK.get()
 }
 
 #[cfg(test)]

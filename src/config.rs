@@ -66,6 +66,46 @@ pub struct Config {
     pub uplink: crate::uplink::UplinkConfig,
     /// Status LEDs and the legal-hold button.
     pub board: crate::board::BoardConfig,
+    /// The audit log: coverage by signed heads, the two-person rule.
+    pub audit: AuditConfig,
+    /// Development-only switches (each one weakens the recorder; never on a box).
+    pub development: DevelopmentConfig,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `audit verify` fails when an entry is older than this and still not covered by a
+    /// signed head (the daemon signs every `retention.audit_sign_interval_s`).
+    pub max_unsigned_s: u32,
+    /// Releasing a legal hold needs a second, different operator within the window.
+    pub two_person_hold_release: bool,
+    /// Deleting a recording by request (`recordings delete`) needs a second operator.
+    pub two_person_delete: bool,
+    /// How long the first operator's request waits for the second operator, seconds.
+    pub two_person_window_s: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            max_unsigned_s: 900,
+            two_person_hold_release: true,
+            two_person_delete: false,
+            two_person_window_s: 3600,
+        }
+    }
+}
+
+/// `[development]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevelopmentConfig {
+    /// Allow a clock that is not the real one: `retention sweep --now` and the
+    /// `BRANCHREC_TEST_CLOCK_OFFSET_S` environment variable. Refused otherwise. Every
+    /// audit entry written on such a clock carries `"dev_clock"` in its details.
+    pub clock_override: bool,
 }
 
 /// `[capture]`
@@ -486,14 +526,6 @@ impl StorageConfig {
     pub fn catalog_path(&self) -> PathBuf {
         self.data_dir.join("catalog.sqlite")
     }
-    /// Ed25519 key that signs the audit chain head: `signing.key` next to the key file.
-    pub fn signing_key_file(&self) -> PathBuf {
-        let k = self.key_file();
-        match k.parent() {
-            Some(d) => d.join("signing.key"),
-            None => PathBuf::from("signing.key"),
-        }
-    }
     /// Local control socket of the running daemon (`recordings pause|resume`).
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
@@ -520,6 +552,9 @@ pub struct KeysConfig {
     pub pcrs: String,
     /// Offline recovery RSA public key (PEM, ≥ 3072 bits): each KEK is escrowed to it.
     pub recovery_public_key: Option<PathBuf>,
+    /// TPM NV index of the audit log's monotonic counter (owner range
+    /// 0x01000000–0x013FFFFF; defined on first use). Software mode uses a counter file.
+    pub audit_counter_index: u32,
 }
 
 impl Default for KeysConfig {
@@ -530,6 +565,7 @@ impl Default for KeysConfig {
             handle: 0x8101_0020,
             pcrs: "sha256:0,2,4,7".into(),
             recovery_public_key: None,
+            audit_counter_index: 0x0101_0020,
         }
     }
 }
@@ -838,6 +874,30 @@ impl Config {
             return Err(invalid(
                 "keys.provider",
                 format!("`{}`: expected \"tpm\" or \"software\"", self.keys.provider),
+            ));
+        }
+        if !(0x0100_0000..=0x013F_FFFF).contains(&self.keys.audit_counter_index) {
+            return Err(invalid(
+                "keys.audit_counter_index",
+                format!(
+                    "{:#010x} is not an owner NV index (0x01000000-0x013fffff)",
+                    self.keys.audit_counter_index
+                ),
+            ));
+        }
+        if self.audit.max_unsigned_s <= self.retention.audit_sign_interval_s {
+            return Err(invalid(
+                "audit.max_unsigned_s",
+                format!(
+                    "{} s must be longer than retention.audit_sign_interval_s ({} s), or every verify between two signatures fails",
+                    self.audit.max_unsigned_s, self.retention.audit_sign_interval_s
+                ),
+            ));
+        }
+        if self.audit.two_person_window_s < 60 {
+            return Err(invalid(
+                "audit.two_person_window_s",
+                "at least 60 s: the second operator needs time".into(),
             ));
         }
         if !(0x8100_0000..=0x81FF_FFFE).contains(&self.keys.handle) {

@@ -48,7 +48,7 @@ pub async fn run(
     mut board: Board,
     bs: Arc<BoardShared>,
     uplink: Option<Arc<UplinkShared>>,
-    signer: Arc<dyn crate::vault::AuditSigner>,
+    signer: Option<Arc<crate::vault::HeadSigner>>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let bcfg = shared.cfg.board.clone();
@@ -258,7 +258,7 @@ fn note_io_error(slot: &mut Option<String>, e: String) {
 /// `hold_window_min` minutes, through the same code path as `branchrec hold add`.
 fn spawn_hold(
     shared: &Arc<Shared>,
-    signer: Arc<dyn crate::vault::AuditSigner>,
+    signer: Option<Arc<crate::vault::HeadSigner>>,
     now_ms: i64,
     tx: mpsc::UnboundedSender<Result<PlacedHold, String>>,
 ) {
@@ -290,7 +290,7 @@ fn spawn_hold(
                     &reason,
                     BUTTON_OPERATOR,
                     now_ms,
-                    Some(signer.as_ref()),
+                    signer.as_deref(),
                 )
             })
             .map_err(|e| format!("{e:#}"));

@@ -2,10 +2,11 @@
 //! (mode 0600, so only the daemon's user), one JSON request per line, one JSON reply per
 //! line. Requests:
 //!
-//! - `{"cmd":"pause","call":"ID","actor":"cli:alice"}` — stop storing audio of a running
+//! - `{"cmd":"pause","call":"ID"}` — stop storing audio of a running
 //!   recording (by recording id or SIP Call-ID); paused time becomes silence and a
-//!   `pause`/`resume` interval in the events.
-//! - `{"cmd":"resume","call":"ID","actor":"…"}`
+//!   `pause`/`resume` interval in the events. Audited as `control:<user>`, the account
+//!   of the connecting process from `SO_PEERCRED` (an `"actor"` field is ignored).
+//! - `{"cmd":"resume","call":"ID"}`
 //! - `{"cmd":"access"}` — SIP listener counters: TLS connections accepted and refused by
 //!   reason, datagrams/connections dropped by `sip.allowed_sources`
 //!   (`{"ok":true,"access":{…}}`).
@@ -66,6 +67,11 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<tokio::task::JoinHandl
                 continue;
             };
             let shared = shared.clone();
+            // Who is on the other end, from the kernel (SO_PEERCRED), not from the request.
+            let actor = match stream.peer_cred() {
+                Ok(c) => format!("control:{}", crate::service::identity::user_name(c.uid())),
+                Err(_) => "control:unknown".to_string(),
+            };
             tokio::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut lines = BufReader::new(rd.take_limited()).lines();
@@ -74,7 +80,7 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<tokio::task::JoinHandl
                     let Ok(Some(line)) = lines.next_line().await else {
                         break;
                     };
-                    let reply = handle(&shared, &line);
+                    let reply = handle(&shared, &line, &actor);
                     if wr.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
                         break;
                     }
@@ -93,14 +99,13 @@ impl<T: tokio::io::AsyncRead> TakeLimited for T {
     }
 }
 
-fn handle(shared: &Shared, line: &str) -> serde_json::Value {
+fn handle(shared: &Shared, line: &str, actor: &str) -> serde_json::Value {
     let err = |m: &str| serde_json::json!({ "ok": false, "error": m });
     let Ok(req) = serde_json::from_str::<serde_json::Value>(line) else {
         return err("request is not JSON");
     };
     let cmd = req.get("cmd").and_then(|v| v.as_str()).unwrap_or_default();
     let call = req.get("call").and_then(|v| v.as_str()).unwrap_or_default();
-    let actor = req.get("actor").and_then(|v| v.as_str()).unwrap_or("cli");
     let pause = match cmd {
         "pause" => true,
         "resume" => false,
@@ -120,7 +125,7 @@ fn handle(shared: &Shared, line: &str) -> serde_json::Value {
     if tx
         .send(CallCmd::Pause {
             paused: pause,
-            source: format!("control:{actor}"),
+            source: actor.to_string(),
         })
         .is_err()
     {

@@ -69,10 +69,10 @@ pub struct Storage {
     pub catalog: store::CatalogHandle,
     /// Life-cycle clock.
     pub clock: Arc<dyn crate::lifecycle::Clock>,
-    /// Signs audit heads (the custody key when loaded).
-    pub signer: Arc<dyn crate::vault::AuditSigner>,
+    /// Signs audit heads: the custody key and the monotonic counter; `None` while the
+    /// keys cannot be loaded (entries then wait for the next head after they are back).
+    pub signer: Option<Arc<crate::vault::HeadSigner>>,
     kek_created: Option<String>,
-    signing_new: bool,
     offset_s: i64,
     _lock: std::fs::File,
 }
@@ -92,28 +92,18 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
     let provisioning = matches!(crate::vault::custody::read_state(&cfg.custody()), Ok(None));
     let (vault, manifest_signer, keys_error) = load_keys(cfg);
     let kek_created = (provisioning && keys_error.is_none()).then(|| vault.kek_id());
-    let (clock, offset_s) = crate::clock::clock_from_env().map_err(anyhow::Error::msg)?;
+    let (clock, offset_s) =
+        crate::clock::clock_from_env(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
-    let signing_path = cfg.storage.signing_key_file();
-    if let Some(dir) = signing_path.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating key directory {}", dir.display()))?;
-    }
     // One signing key for manifests and audit heads: the custody key (sealed in the TPM in
-    // TPM mode). Only when the keys cannot be loaded does a file key sign the audit heads,
-    // and `audit verify` then reports heads signed by another key.
-    let signing_new = manifest_signer.is_none() && !signing_path.exists();
-    let signer: Arc<dyn crate::vault::AuditSigner> = match &manifest_signer {
-        Some(s) => s.clone(),
-        None => Arc::new(
-            crate::vault::FileSigner::open_or_create(&signing_path)
-                .with_context(|| format!("opening signing key {}", signing_path.display()))?,
-        ),
-    };
+    // TPM mode). There is no fallback key file: while the keys cannot be loaded, audit
+    // entries stay unsigned until a head is signed after the keys are back.
+    let signer = manifest_signer.as_ref().map(|s| {
+        Arc::new(crate::vault::HeadSigner {
+            key: s.clone(),
+            counter: crate::service::audit::counter(cfg),
+        })
+    });
     let manifest_signer = manifest_signer.map(|s| s as Arc<dyn Signer>);
     let catalog = store::start(
         cfg,
@@ -130,7 +120,6 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
         clock,
         signer,
         kek_created,
-        signing_new,
         offset_s,
         _lock: lock,
     })
@@ -146,8 +135,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg,
         &st.catalog,
         st.kek_created.clone(),
-        st.signing_new,
-        st.signer.as_ref(),
+        st.signer.as_deref(),
         st.offset_s,
     )?;
     let gate = Arc::new(retention::StorageGate::default());
@@ -264,8 +252,7 @@ fn start_up_audit(
     cfg: &Config,
     catalog: &store::CatalogHandle,
     kek_created: Option<String>,
-    signing_new: bool,
-    signer: &dyn crate::vault::AuditSigner,
+    signer: Option<&crate::vault::HeadSigner>,
     offset_s: i64,
 ) -> anyhow::Result<()> {
     use sha2::Digest;
@@ -283,15 +270,11 @@ fn start_up_audit(
             "key.create",
             "kek",
             serde_json::json!({ "kek_id": kek, "provider": cfg.keys.provider,
-                "signing_key_id": signer.key_id() }),
+                "signing_key_id": signer.map(|s| s.key.key_id()) }),
         );
     }
-    if signing_new {
-        audit(
-            "key.create",
-            "audit-signing",
-            serde_json::json!({ "key_id": signer.key_id(), "public_key": hex::encode(signer.public_key()) }),
-        );
+    if signer.is_none() {
+        tracing::warn!("audit heads are not signed while the keys are unavailable: entries from now on are covered by the first head signed after they are back");
     }
     let rules_hash = hex::encode(sha2::Sha256::digest(format!(
         "{:?}{:?}{:?}",

@@ -15,7 +15,6 @@ use crate::lifecycle::retention::{plan_pressure, Pressure};
 use crate::lifecycle::Clock;
 pub use crate::service::retention::disk_usage;
 use crate::service::retention::sweep;
-use crate::vault::AuditSigner;
 
 /// What `retention status` shows of the daemon's life-cycle state (`<data_dir>/status.json`).
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -69,7 +68,7 @@ impl StorageGate {
 pub async fn sweeper(
     cfg: Config,
     clock: Arc<dyn Clock>,
-    signer: Arc<dyn AuditSigner>,
+    signer: Option<Arc<crate::vault::HeadSigner>>,
     gate: Arc<StorageGate>,
 ) {
     let path = cfg.storage.catalog_path();
@@ -205,8 +204,10 @@ pub async fn sweeper(
                 }
             }
         }
-        if last_sign.map_or(true, |t| {
-            t.elapsed() >= Duration::from_secs(u64::from(cfg.retention.audit_sign_interval_s))
+        if let Some(signer) = signer.as_ref().filter(|_| {
+            last_sign.map_or(true, |t: std::time::Instant| {
+                t.elapsed() >= Duration::from_secs(u64::from(cfg.retention.audit_sign_interval_s))
+            })
         }) {
             last_sign = Some(std::time::Instant::now());
             if let Err(e) =

@@ -403,8 +403,12 @@ pub fn recover(
             cat.finish_recording(&r.id, &f)?;
             continue;
         };
-        let path = data_dir.join(rel);
-        let (state, frames, sha, bytes) = match scan_file(&path, vault) {
+        let confined = crate::recording::files::confined(data_dir, rel);
+        let path = confined.as_ref().cloned().unwrap_or_default();
+        let scanned = confined
+            .map_err(|e| anyhow::anyhow!(e))
+            .and_then(|p| scan_file(&p, vault));
+        let (state, frames, sha, bytes) = match scanned {
             Ok(rep) => {
                 let st = match rep.state {
                     ScanState::Complete => RecordingState::Complete,
@@ -546,7 +550,10 @@ fn sign_missing_manifests(
     signer: &dyn Signer,
 ) -> anyhow::Result<()> {
     for (id, rel, sha) in cat.closed_files()? {
-        let abs = data_dir.join(&rel);
+        let Ok(abs) = crate::recording::files::confined(data_dir, &rel) else {
+            tracing::error!(recording = %id, path = %rel, "catalogue path outside the data directory: not signed");
+            continue;
+        };
         let (manifest, _) = crate::service::evidence::manifest_paths(&abs);
         let pending = crate::service::evidence::pending_marker(&abs);
         if manifest.exists() || !abs.exists() || !pending.exists() {

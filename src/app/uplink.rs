@@ -24,6 +24,9 @@ use crate::uplink::s3::{S3Client, S3Error, Shaper};
 use crate::uplink::status::{Alarm, StatusDoc};
 use crate::uplink::{object_key, status_key, UplinkConfig};
 
+/// Signed audit heads carried by each status and archive document.
+const PUBLISHED_HEADS: usize = 8;
+
 /// Name of the local status file under the data directory.
 pub const LOCAL_STATUS_FILE: &str = "uplink-status.json";
 
@@ -181,7 +184,8 @@ impl Ctx {
 /// `<key>.manifest.json` and `<key>.manifest.sig`.
 pub fn manifest_for(data_dir: &Path, detail: &RecordingDetail) -> Option<(Vec<u8>, Vec<u8>)> {
     let rel = detail.recording.file_path.as_ref()?;
-    let (m, sig) = crate::service::evidence::manifest_paths(&data_dir.join(rel));
+    let abs = crate::recording::files::confined(data_dir, rel).ok()?;
+    let (m, sig) = crate::service::evidence::manifest_paths(&abs);
     Some((std::fs::read(m).ok()?, std::fs::read(sig).ok()?))
 }
 
@@ -236,7 +240,8 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
             "recording {id} has no final file"
         )));
     };
-    let path = ctx.cfg.storage.data_dir.join(rel);
+    let path = crate::recording::files::confined(&ctx.cfg.storage.data_dir, &rel)
+        .map_err(|e| TaskError::Local(e.to_string()))?;
     let p2 = path.clone();
     // The catalogue keeps the container's content hash (key slots excluded, so a key
     // rotation does not change it); the archive object is checked against the whole file.
@@ -391,6 +396,16 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         },
     )
     .map_err(|e| TaskError::Local(e.to_string()))?;
+    // The newest signed audit heads travel with every archived recording (under the
+    // archive's Object Lock): a later rewrite of the box's audit log cannot remove them.
+    let heads = ctx
+        .db(|c| crate::service::audit::published_heads(c, PUBLISHED_HEADS))
+        .await
+        .unwrap_or_default();
+    let mut meta = meta;
+    if let Some(o) = meta.as_object_mut() {
+        o.insert("audit".into(), serde_json::json!({ "heads": heads }));
+    }
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| TaskError::Local(e.to_string()))?;
     ctx.client
         .put_object(
@@ -472,6 +487,7 @@ pub fn build_status(
     shared: &UplinkShared,
     rate_bps: u64,
     pending_delta_1h: Option<i64>,
+    audit_heads: Vec<crate::lifecycle::audit::SignedHead>,
 ) -> StatusDoc {
     let now_ms = shared.now_ms();
     let disk = rustix::fs::statvfs(&cfg.storage.data_dir).ok();
@@ -507,6 +523,7 @@ pub fn build_status(
         key_custody: "keyfile".into(),
         key_present,
         alarms: shared.alarms(),
+        audit_heads,
     }
 }
 
@@ -552,12 +569,20 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
         Ok(c) => c,
         Err(e) => {
             shared.raise("config", &e.to_string());
-            let counts = Catalog::open(&cfg.storage.catalog_path())
-                .and_then(|c| c.uplink_counts())
+            let cat = Catalog::open(&cfg.storage.catalog_path());
+            let counts = cat
+                .as_ref()
+                .ok()
+                .and_then(|c| c.uplink_counts().ok())
+                .unwrap_or_default();
+            let heads = cat
+                .as_ref()
+                .ok()
+                .and_then(|c| crate::service::audit::published_heads(c, PUBLISHED_HEADS).ok())
                 .unwrap_or_default();
             write_local_status(
                 &cfg.storage.data_dir,
-                &build_status(&cfg, &counts, &shared, 0, None),
+                &build_status(&cfg, &counts, &shared, 0, None, heads),
             );
             return Err(e.into());
         }
@@ -774,7 +799,11 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                 .front()
                 .filter(|(t, _)| now.duration_since(*t) >= Duration::from_secs(600))
                 .map(|(_, p)| counts.pending as i64 - *p as i64);
-            let doc = build_status(&cfg, &counts, &shared, rate_bps, delta);
+            let heads = ctx
+                .db(|c| crate::service::audit::published_heads(c, PUBLISHED_HEADS))
+                .await
+                .unwrap_or_default();
+            let doc = build_status(&cfg, &counts, &shared, rate_bps, delta, heads);
             write_local_status(&cfg.storage.data_dir, &doc);
             *shared.last_doc.lock().unwrap_or_else(|p| p.into_inner()) = Some(doc.clone());
             if !gated {

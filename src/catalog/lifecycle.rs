@@ -8,7 +8,6 @@ use super::{rfc3339, Catalog, CatalogError, RawRecording, RecordingRow};
 use crate::lifecycle::audit::{self, AuditEntry, SignedHead, GENESIS};
 use crate::lifecycle::holds::{covers, HoldFacts, HoldTarget};
 use crate::lifecycle::retention::{self, Candidate, KeepReason};
-use crate::vault::AuditSigner;
 
 /// What the rules decided for a recording.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,7 +140,16 @@ pub(super) fn append_audit(
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_string()),
     };
-    let details = details.to_string();
+    let details = match (details, crate::clock::dev_clock_mark()) {
+        // A process running on a development clock marks every entry it writes.
+        (serde_json::Value::Object(m), Some(mark)) => {
+            let mut m = m.clone();
+            m.insert("dev_clock".into(), mark.clone());
+            serde_json::Value::Object(m).to_string()
+        }
+        (d, Some(mark)) => serde_json::json!({ "details": d, "dev_clock": mark }).to_string(),
+        (d, None) => d.to_string(),
+    };
     let hash = audit::entry_hash(seq, at_ms, actor, action, target, &details, &prev);
     conn.execute(
         "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash)
@@ -420,6 +428,19 @@ impl Catalog {
         Ok(st.query_row([action], audit_row).optional()?)
     }
 
+    /// The newest audit entry with this action and target, if any (two-person requests).
+    pub fn last_audit_entry_for(
+        &self,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<AuditEntry>, CatalogError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
+             WHERE action = ?1 AND target = ?2 ORDER BY seq DESC LIMIT 1",
+        )?;
+        Ok(st.query_row([action, target], audit_row).optional()?)
+    }
+
     /// The audit log, ordered by seq (optionally only `seq > after`, at most `limit`).
     pub fn audit_entries(
         &self,
@@ -437,7 +458,7 @@ impl Catalog {
     /// Signed chain heads with their public keys (hex), oldest first.
     pub fn audit_heads(&self) -> Result<Vec<(SignedHead, String)>, CatalogError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, at, hash, key_id, public_key, signature FROM audit_heads ORDER BY rowid",
+            "SELECT seq, at, hash, key_id, public_key, signature, ordinal, counter FROM audit_heads ORDER BY rowid",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -447,6 +468,8 @@ impl Catalog {
                     hash: r.get(2)?,
                     key_id: r.get(3)?,
                     signature: r.get(5)?,
+                    ordinal: r.get(6)?,
+                    counter: r.get(7)?,
                 },
                 r.get::<_, String>(4)?,
             ))
@@ -455,10 +478,14 @@ impl Catalog {
     }
 
     /// Sign the current chain head if it moved since the last signature (or was never
-    /// signed). Returns the seq signed, `None` if nothing to do.
+    /// signed): a v2 head with the next ordinal and the counter value after incrementing
+    /// `hs.counter`, all inside one write transaction (so the daemon and the CLI never
+    /// interleave). Refuses when the entries since the last head do not link to it (the
+    /// history it would bless was rewritten). Returns the seq signed, `None` if nothing
+    /// to do.
     pub fn sign_audit_head(
         &mut self,
-        signer: &dyn AuditSigner,
+        hs: &crate::vault::HeadSigner,
         now_ms: i64,
     ) -> Result<Option<i64>, CatalogError> {
         let tx = self.write_tx()?;
@@ -472,15 +499,77 @@ impl Catalog {
         let Some((seq, hash)) = head else {
             return Ok(None);
         };
-        let last_signed: Option<i64> =
-            tx.query_row("SELECT MAX(seq) FROM audit_heads", [], |r| r.get(0))?;
-        if last_signed.is_some_and(|s| s >= seq) {
+        let last: Option<(i64, String, Option<i64>)> = tx
+            .query_row(
+                "SELECT seq, hash, ordinal FROM audit_heads ORDER BY rowid DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if last.as_ref().is_some_and(|(s, _, _)| *s >= seq) {
             return Ok(None);
         }
-        let sig = signer.sign(&audit::head_message(seq, &hash, now_ms));
+        // The tail since the last head must link to it, entry by entry.
+        let (from_seq, mut prev) = match &last {
+            Some((s, h, _)) => (*s, h.clone()),
+            None => (0, GENESIS.to_string()),
+        };
+        {
+            let mut st = tx.prepare(
+                "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
+                 WHERE seq > ?1 ORDER BY seq",
+            )?;
+            if from_seq > 0 {
+                let at: Option<String> = tx
+                    .query_row(
+                        "SELECT hash FROM audit_log WHERE seq = ?1",
+                        [from_seq],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if at.as_deref() != Some(prev.as_str()) {
+                    return Err(CatalogError::Invalid {
+                        field: "audit_log",
+                        reason: format!("entry {from_seq} differs from its signed head: history rewritten, not signing"),
+                    });
+                }
+            }
+            for (expect, e) in (from_seq + 1..).zip(st.query_map([from_seq], audit_row)?) {
+                let e = e?;
+                let h = audit::entry_hash(
+                    e.seq,
+                    e.at_ms,
+                    &e.actor,
+                    &e.action,
+                    &e.target,
+                    &e.details,
+                    &e.prev_hash,
+                );
+                if e.seq != expect || e.prev_hash != prev || h != e.hash {
+                    return Err(CatalogError::Invalid {
+                        field: "audit_log",
+                        reason: format!(
+                            "entry {} does not chain to the last signed head: not signing",
+                            e.seq
+                        ),
+                    });
+                }
+                prev = e.hash;
+            }
+        }
+        let max_ordinal: Option<i64> =
+            tx.query_row("SELECT MAX(ordinal) FROM audit_heads", [], |r| r.get(0))?;
+        let ordinal = max_ordinal.unwrap_or(0) + 1;
+        let counter = hs.counter.increment().map_err(|e| CatalogError::Invalid {
+            field: "audit_counter",
+            reason: format!("{}: {e}", hs.counter.describe()),
+        })? as i64;
+        let sig = hs.key.sign(&audit::head_message_v2(
+            seq, &hash, now_ms, ordinal, counter,
+        ));
         tx.execute(
-            "INSERT INTO audit_heads (seq, at, hash, key_id, public_key, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![seq, now_ms, hash, signer.key_id(), hex::encode(signer.public_key()), hex::encode(sig)],
+            "INSERT INTO audit_heads (seq, at, hash, key_id, public_key, signature, ordinal, counter) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![seq, now_ms, hash, hs.key.key_id(), hex::encode(hs.key.public_key()), hex::encode(sig), ordinal, counter],
         )?;
         tx.commit()?;
         Ok(Some(seq))

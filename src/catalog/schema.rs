@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     storage_format,
     participant_aliases,
     participant_history,
+    audit_heads_v2,
 ];
 
 /// The schema version this build writes and understands.
@@ -280,6 +281,19 @@ fn participant_history(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 ALTER TABLE participants ADD COLUMN joined_at INTEGER;
 ALTER TABLE participants ADD COLUMN left_at   INTEGER;
 ALTER TABLE participants ADD COLUMN channel   INTEGER;
+"#,
+    )
+}
+
+/// Version 7 (issue #12): v2 signed audit heads carry their `ordinal` (1, 2, … in
+/// signing order) and the monotonic `counter` value they were signed under (TPM NV
+/// counter, or the development counter file); both are in the signed message. NULL for
+/// heads signed before (v1).
+fn audit_heads_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE audit_heads ADD COLUMN ordinal INTEGER;
+ALTER TABLE audit_heads ADD COLUMN counter INTEGER;
 "#,
     )
 }

@@ -10,13 +10,10 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::lifecycle::holds::HoldTarget;
 
-/// Who is acting, for the audit log: `cli:<login>`.
+/// Who is acting, for the audit log: `cli:<login>`, the name of this process's real
+/// user id from the OS (never an environment variable or a command-line string).
 pub fn actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
-    format!("cli:{user}")
+    format!("cli:{}", crate::service::identity::current_user())
 }
 
 /// Parse a time: RFC 3339 (`2024-05-01T09:30:00Z`), or an age before `now` (`30m`,
@@ -46,15 +43,24 @@ pub fn parse_span(s: &str) -> Option<i64> {
 }
 
 /// "Now" for the CLI: `--now` if given (RFC 3339), else the system clock shifted by
-/// `BRANCHREC_TEST_CLOCK_OFFSET_S` like the daemon's.
-pub fn now_ms(now: Option<&str>) -> anyhow::Result<i64> {
+/// `BRANCHREC_TEST_CLOCK_OFFSET_S` like the daemon's. Both only with `[development]
+/// clock_override = true`, and then every audit entry of this command is marked.
+pub fn now_ms(cfg: &Config, now: Option<&str>) -> anyhow::Result<i64> {
     use crate::lifecycle::Clock;
     if let Some(n) = now {
-        return Ok(chrono::DateTime::parse_from_rfc3339(n)
+        if !cfg.development.clock_override {
+            bail!("--now {n} refused: evaluating at another time needs [development] clock_override = true (never on a box)");
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(n)
             .with_context(|| format!("--now {n}: expected RFC 3339"))?
-            .timestamp_millis());
+            .timestamp_millis();
+        crate::clock::mark_dev_clock(serde_json::json!({
+            "now": n, "real_ms": chrono::Utc::now().timestamp_millis(),
+        }));
+        return Ok(at);
     }
-    let (c, _) = crate::clock::clock_from_env().map_err(anyhow::Error::msg)?;
+    let (c, _) =
+        crate::clock::clock_from_env(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
     Ok(c.now_ms())
 }
 
@@ -77,7 +83,7 @@ pub fn audit(
     target: &str,
     details: serde_json::Value,
 ) -> anyhow::Result<()> {
-    let now = now_ms(None)?;
+    let now = now_ms(cfg, None)?;
     cat.audit(now, &actor(), action, target, details)
         .context("writing the audit log")?;
     sign_head(cat, cfg, now);
@@ -114,26 +120,22 @@ pub enum HoldCommand {
         /// Window end (RFC 3339 or age; default now).
         #[arg(long)]
         to: Option<String>,
-        /// Why (case number, request).
+        /// Why (case number, request). The operator is the login user (from the OS).
         #[arg(long)]
         reason: String,
-        /// Who places it (default: the login name).
-        #[arg(long)]
-        operator: Option<String>,
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Release a hold (explicitly, audited).
+    /// Release a hold (explicitly, audited). Under the two-person rule (`[audit]
+    /// two_person_hold_release`, on by default) a second, different login user must run
+    /// the same command within the window; the first run only records the request.
     Release {
         /// Hold id.
         id: i64,
         /// Why.
         #[arg(long)]
         reason: String,
-        /// Who releases it (default: the login name).
-        #[arg(long)]
-        operator: Option<String>,
         /// Configuration file.
         #[arg(long, env = "BRANCHREC_CONFIG")]
         config: Option<PathBuf>,
@@ -163,11 +165,10 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
             from,
             to,
             reason,
-            operator,
             config,
         } => {
             let cfg = Config::load_or_default(config.as_deref())?;
-            let now = now_ms(None)?;
+            let now = now_ms(&cfg, None)?;
             let mut targets = Vec::new();
             if let Some(r) = recording {
                 targets.push(HoldTarget::Recording(r));
@@ -201,7 +202,7 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
                     "give exactly one of --recording, --call, --participant, --last, --from/--to"
                 );
             }
-            let operator = operator.unwrap_or_else(actor);
+            let operator = actor();
             let mut cat = open_rw(&cfg)?;
             let placed = crate::service::holds::place_hold(
                 &mut cat,
@@ -218,30 +219,27 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        HoldCommand::Release {
-            id,
-            reason,
-            operator,
-            config,
-        } => {
+        HoldCommand::Release { id, reason, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
-            let now = now_ms(None)?;
+            let now = now_ms(&cfg, None)?;
             let mut cat = open_rw(&cfg)?;
-            crate::service::holds::release_hold(
-                &mut cat,
-                &cfg,
-                id,
-                &operator.unwrap_or_else(actor),
-                &reason,
-                now,
-            )?;
-            println!("hold {id} released");
+            use crate::service::audit::TwoPerson;
+            match crate::service::holds::release_hold(&mut cat, &cfg, id, &actor(), &reason, now)? {
+                TwoPerson::Requested { seq, window_s } => println!(
+                    "hold {id}: release requested by {} (audit seq {seq}); a second, different operator must run the same command within {window_s} s (two-person rule)",
+                    actor()
+                ),
+                TwoPerson::Confirmed { requested_by, .. } => {
+                    println!("hold {id} released (requested by {requested_by}, confirmed by {})", actor())
+                }
+                TwoPerson::NotRequired => println!("hold {id} released"),
+            }
             Ok(())
         }
         HoldCommand::List { all, json, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let cat = open_rw(&cfg)?;
-            let holds = cat.holds(all, now_ms(None)?)?;
+            let holds = cat.holds(all, now_ms(&cfg, None)?)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&holds)?);
             } else {
@@ -283,6 +281,11 @@ pub enum AuditCommand {
     /// Check the hash chain and the signed heads; names the position of any edited,
     /// removed or reordered entry. Exit status 1 if anything is wrong.
     Verify {
+        /// Also check against signed heads published off the box: a status document
+        /// (`<prefix>_status/<box>.json`), an archive metadata document
+        /// (`<key>.json`) or a JSON array of heads. Every head there must still be here.
+        #[arg(long)]
+        against: Vec<PathBuf>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -310,10 +313,31 @@ pub enum AuditCommand {
 /// Run an `audit` subcommand.
 pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
-        AuditCommand::Verify { json, config } => {
+        AuditCommand::Verify {
+            against,
+            json,
+            config,
+        } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let mut cat = open_rw(&cfg)?;
-            let rep = crate::service::audit::verify_log(&cat, &cfg)?;
+            let mut published = Vec::new();
+            for p in &against {
+                let v: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("{}: not JSON", p.display()))?;
+                published.extend(
+                    crate::service::audit::heads_from_document(&v)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                );
+            }
+            let now = now_ms(&cfg, None)?;
+            let rep = crate::service::audit::verify_log(
+                &cat,
+                &cfg,
+                now,
+                (!against.is_empty()).then_some(published.as_slice()),
+            )?;
             let problems = &rep.problems;
             let ok = problems.is_empty();
             if json {
@@ -321,16 +345,18 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "ok": ok, "entries": rep.entries, "signed_heads": rep.signed_heads,
-                        "last_signed_seq": rep.last_signed_seq, "problems": problems,
+                        "last_signed_seq": rep.last_signed_seq, "counter": rep.counter,
+                        "problems": problems,
                     }))?
                 );
             } else if ok {
                 println!(
-                    "audit log OK: {} entries, {} signed heads (last at seq {})",
+                    "audit log OK: {} entries, {} signed heads (last at seq {}), counter {}",
                     rep.entries,
                     rep.signed_heads,
                     rep.last_signed_seq
-                        .map_or("-".to_string(), |s| s.to_string())
+                        .map_or("-".to_string(), |s| s.to_string()),
+                    rep.counter
                 );
             } else {
                 println!("audit log FAILED verification:");
@@ -338,14 +364,19 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
                     println!("  position {} (seq {}): {}", p.position, p.seq, p.message);
                 }
             }
-            // Record the verification itself (after checking, so it cannot mask a problem).
-            audit(
-                &mut cat,
-                &cfg,
+            // Record the verification itself (after checking, so it cannot mask a problem);
+            // a failed log gets no new signed head (that would bless the rewrite).
+            cat.audit(
+                now,
+                &actor(),
                 "audit.verify",
                 "audit_log",
                 serde_json::json!({ "ok": ok, "problems": problems.len() }),
-            )?;
+            )
+            .context("writing the audit log")?;
+            if ok {
+                sign_head(&mut cat, &cfg, now);
+            }
             if !ok {
                 std::process::exit(1);
             }
@@ -421,10 +452,10 @@ pub fn retention_main(cmd: RetentionCommand) -> anyhow::Result<()> {
     match cmd {
         RetentionCommand::Sweep { now, json, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
-            let now = now_ms(now.as_deref())?;
+            let now = now_ms(&cfg, now.as_deref())?;
             let mut cat = open_rw(&cfg)?;
             let rep = crate::service::retention::sweep(&mut cat, &cfg, now, &actor(), None);
-            sign_head(&mut cat, &cfg, now_ms(None)?);
+            sign_head(&mut cat, &cfg, now_ms(&cfg, None)?);
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
@@ -451,7 +482,7 @@ pub fn retention_main(cmd: RetentionCommand) -> anyhow::Result<()> {
         RetentionCommand::Status { json, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let cat = open_rw(&cfg)?;
-            let now = now_ms(None)?;
+            let now = now_ms(&cfg, None)?;
             let st = crate::service::retention::status(&cat, &cfg, now)?;
             let v = st.document;
             if json {

@@ -148,7 +148,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
         } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let mut cat = open(&cfg)?;
-            let now = crate::cli::lifecycle::now_ms(None)?;
+            let now = crate::cli::lifecycle::now_ms(&cfg, None)?;
             let filter = ListFilter {
                 limit,
                 state: state.as_deref().map(str::parse).transpose()?,
@@ -195,7 +195,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             let Some(d) = cat.get(&id)? else {
                 bail!("no recording with id {id}");
             };
-            let now = crate::cli::lifecycle::now_ms(None)?;
+            let now = crate::cli::lifecycle::now_ms(&cfg, None)?;
             let v = crate::service::archive::show_document(&cat, &d, now)?;
             crate::cli::lifecycle::audit(
                 &mut cat,
@@ -215,8 +215,22 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
         RecordingsCommand::Delete { id, reason, config } => {
             let cfg = Config::load_or_default(config.as_deref())?;
             let mut cat = open(&cfg)?;
-            let now = crate::cli::lifecycle::now_ms(None)?;
+            let now = crate::cli::lifecycle::now_ms(&cfg, None)?;
             let actor = crate::cli::lifecycle::actor();
+            use crate::service::audit::TwoPerson;
+            if let TwoPerson::Requested { seq, window_s } = crate::service::audit::two_person(
+                &mut cat,
+                &cfg,
+                cfg.audit.two_person_delete,
+                "recording.delete",
+                &id,
+                &actor,
+                &reason,
+                now,
+            )? {
+                println!("delete {id}: requested by {actor} (audit seq {seq}); a second, different operator must run the same command within {window_s} s (two-person rule)");
+                return Ok(());
+            }
             match crate::service::retention::delete(
                 &mut cat,
                 &cfg,
@@ -373,8 +387,7 @@ fn open(cfg: &Config) -> anyhow::Result<Catalog> {
 /// Send a pause/resume request to the running daemon over its control socket.
 fn control(config: Option<PathBuf>, cmd: &str, call: &str) -> anyhow::Result<()> {
     let cfg = Config::load_or_default(config.as_deref())?;
-    let req =
-        serde_json::json!({ "cmd": cmd, "call": call, "actor": crate::cli::lifecycle::actor() });
+    let req = serde_json::json!({ "cmd": cmd, "call": call });
     let v = crate::cli::board::control_request(&cfg, &req, std::time::Duration::from_secs(10))?;
     if v["ok"].as_bool() == Some(true) {
         println!(

@@ -33,7 +33,11 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         &cfg.uplink,
         std::sync::Arc::new(crate::clock::SystemClock),
     );
-    let mut doc = crate::app::uplink::build_status(&cfg, &counts, &shared, 0, None);
+    let heads = match &cat {
+        Some(c) => crate::service::audit::published_heads(c, 8)?,
+        None => Vec::new(),
+    };
+    let mut doc = crate::app::uplink::build_status(&cfg, &counts, &shared, 0, None, heads);
     let daemon_seen = local.as_ref().map(|d| d.generated_at.clone());
     if let Some(l) = local {
         doc.uptime_s = l.uptime_s;

@@ -166,11 +166,12 @@ pub fn write_manifest(
     let Some(rel) = d.recording.file_path.as_deref() else {
         bail!("no file");
     };
-    let (mp, sp) = manifest_paths(&data_dir.join(rel));
+    let abs = crate::recording::files::confined(data_dir, rel)?;
+    let (mp, sp) = manifest_paths(&abs);
     let (bytes, sig) = build_manifest(&d, inputs, signer, chrono::Utc::now().timestamp_millis())?;
     write_atomic(&sp, &sig)?;
     write_atomic(&mp, &bytes)?;
-    let _ = std::fs::remove_file(pending_marker(&data_dir.join(rel)));
+    let _ = std::fs::remove_file(pending_marker(&abs));
     Ok(())
 }
 
@@ -288,7 +289,14 @@ pub fn verify(
         v.detail = Some(d);
         return v;
     };
-    let abs = data_dir.join(&rel);
+    let abs = match crate::recording::files::confined(data_dir, &rel) {
+        Ok(p) => p,
+        Err(e) => {
+            v.problems.push(e.to_string());
+            v.detail = Some(d);
+            return v;
+        }
+    };
     if !abs.exists() {
         v.problems
             .push(format!("file {} is missing", abs.display()));
@@ -430,10 +438,83 @@ pub fn export_evidence(
     let (Some((h, path)), Some((m, s)), Some(d)) = (&v.audio, &v.manifest, &v.detail) else {
         bail!("recording {} has no verified audio/manifest", v.id);
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    if std::fs::read_dir(dir)?.next().is_some() {
-        bail!("{} is not empty", dir.display());
+    let made_dir = match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            bail!("{} is a symbolic link: refused", dir.display())
+        }
+        Ok(m) if !m.is_dir() => bail!("{} exists and is not a directory", dir.display()),
+        Ok(_) => {
+            if std::fs::read_dir(dir)?.next().is_some() {
+                bail!("{} is not empty", dir.display());
+            }
+            false
+        }
+        Err(_) => {
+            use std::os::unix::fs::DirBuilderExt;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            true
+        }
+    };
+    let mut b = Bundle {
+        dir,
+        created: Vec::new(),
+    };
+    let res = write_bundle(v, wrap, signer_public_der, &mut b, h, path, m, s, d);
+    if res.is_err() {
+        // Nothing half-written stays behind: the files this export created, and the
+        // directory if it made it.
+        for f in b.created.iter().rev() {
+            let _ = std::fs::remove_file(f);
+        }
+        if made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
+    res
+}
+
+/// The files of an evidence bundle being written: each created `O_EXCL|O_NOFOLLOW`, 0600.
+struct Bundle<'a> {
+    dir: &'a Path,
+    created: Vec<PathBuf>,
+}
+
+impl Bundle<'_> {
+    fn create(&mut self, name: &str) -> anyhow::Result<std::fs::File> {
+        let p = self.dir.join(name);
+        let f = crate::recording::files::create_private(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        self.created.push(p);
+        Ok(f)
+    }
+
+    fn write(&mut self, name: &str, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+        let mut f = self.create(name)?;
+        std::io::Write::write_all(&mut f, bytes.as_ref())?;
+        f.sync_all()?;
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_bundle(
+    v: &Verified,
+    wrap: &dyn KeyWrap,
+    signer_public_der: &[u8],
+    b: &mut Bundle<'_>,
+    h: &Header,
+    path: &Path,
+    m: &[u8],
+    s: &[u8],
+    d: &RecordingDetail,
+) -> anyhow::Result<()> {
     let signed: Value = serde_json::from_slice(m)?;
     let open = || -> anyhow::Result<_> {
         Ok(std::io::BufReader::new(
@@ -446,7 +527,7 @@ pub fn export_evidence(
         }
         Ok(())
     };
-    let wav = std::fs::File::create(dir.join("audio.wav"))?;
+    let wav = b.create("audio.wav")?;
     let (e, _) = crate::recording::export::to_wav(open()?, wrap, v.interrupted, wav)?;
     let opus_steps = match h.sample_format {
         SampleFormat::S16Le => {
@@ -456,8 +537,7 @@ pub fn export_evidence(
         SampleFormat::Opus => {
             check(e.audio_sha256, "/audio/opus_packets_sha256")?;
             // The signed packet stream itself, and the same packets as Ogg Opus.
-            let mut f =
-                std::io::BufWriter::new(std::fs::File::create(dir.join("audio.opus-packets"))?);
+            let mut f = std::io::BufWriter::new(b.create("audio.opus-packets")?);
             let mut rd = ContainerReader::open(open()?, wrap)?;
             loop {
                 match rd.next_chunk() {
@@ -475,7 +555,7 @@ pub fn export_evidence(
             }
             std::io::Write::flush(&mut f)?;
             check(rd.audio_sha256(), "/audio/opus_packets_sha256")?;
-            let ogg = std::io::BufWriter::new(std::fs::File::create(dir.join("audio.opus"))?);
+            let ogg = std::io::BufWriter::new(b.create("audio.opus")?);
             crate::recording::export::to_ogg_opus(
                 open()?,
                 wrap,
@@ -490,20 +570,14 @@ pub fn export_evidence(
                 .to_string()
         }
     };
-    std::fs::write(dir.join("manifest.json"), m)?;
-    std::fs::write(dir.join("manifest.sig"), s)?;
-    std::fs::write(
-        dir.join("signing-key.pem"),
-        public_key_pem(signer_public_der),
-    )?;
+    b.write("manifest.json", m)?;
+    b.write("manifest.sig", s)?;
+    b.write("signing-key.pem", public_key_pem(signer_public_der))?;
     for mv in &d.metadata_versions {
-        std::fs::write(
-            dir.join(format!("metadata-{}.xml", mv.seq)),
-            &mv.version.raw,
-        )?;
+        b.write(&format!("metadata-{}.xml", mv.seq), &mv.version.raw)?;
     }
-    std::fs::write(
-        dir.join("metadata.json"),
+    b.write(
+        "metadata.json",
         serde_json::to_vec_pretty(&metadata_json(d))?,
     )?;
     let step3 = match h.sample_format {
@@ -517,8 +591,8 @@ pub fn export_evidence(
              \tsha256sum audio.opus-packets\n{opus_steps}"
         ),
     };
-    std::fs::write(
-        dir.join("README.txt"),
+    b.write(
+        "README.txt",
         format!(
             "Evidence bundle for recording {id}\n\n\
              1. Signature over the manifest (prints \"Signature Verified Successfully\"):\n\

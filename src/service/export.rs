@@ -92,7 +92,8 @@ pub fn export(
     }
 }
 
-/// Stream the verified recording `v` to `out` (via a temporary file renamed at the end)
+/// Stream the verified recording `v` to `out` (via a new 0600 temporary file
+/// `<out>.partial`, linked to `out` at the end without replacing anything, removed on failure)
 /// and check that the audio read is the audio the manifest signed. Returns the frames
 /// written.
 fn export_audio(
@@ -114,9 +115,19 @@ fn export_audio(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
         ))
     };
-    let dst = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
+    if std::fs::symlink_metadata(out).is_ok() {
+        bail!("{} exists: export never replaces a file", out.display());
+    }
+    // O_CREAT|O_EXCL|O_NOFOLLOW, 0600: a planted `<out>.partial` (a symbolic link to a
+    // file the attacker wants overwritten) makes the export fail instead.
+    let dst = std::io::BufWriter::new(crate::recording::files::create_private(&tmp).with_context(
+        || {
+            format!(
+                "creating {} (refused if anything, a symbolic link included, is already there)",
+                tmp.display()
+            )
+        },
+    )?);
     let res = match format {
         ExportFormat::Wav => {
             to_wav(src()?, wrap, v.interrupted, dst).map(|(e, w)| (e, w.into_inner()))
@@ -163,6 +174,9 @@ fn export_audio(
             return Err(err);
         }
     };
-    std::fs::rename(&tmp, out)?;
+    if let Err(err) = crate::recording::files::publish_no_replace(&tmp, out) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err).with_context(|| format!("publishing {}", out.display()));
+    }
     Ok(e.frames)
 }

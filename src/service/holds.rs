@@ -25,7 +25,7 @@ pub fn place_hold(
     reason: &str,
     operator: &str,
     now: i64,
-    signer: Option<&dyn crate::vault::AuditSigner>,
+    signer: Option<&crate::vault::HeadSigner>,
 ) -> anyhow::Result<PlacedHold> {
     let id = cat.add_hold(target, reason, operator, now)?;
     super::audit::sign_head_with(cat, cfg, now, signer);
@@ -37,8 +37,10 @@ pub fn place_hold(
     Ok(PlacedHold { id, recordings })
 }
 
-/// Release a hold (explicitly, audited), then sign the new audit head with the software
-/// key file if readable.
+/// Release a hold (explicitly, audited), then sign the new audit head with the custody
+/// key if this user can load it. Under the two-person rule (`[audit]
+/// two_person_hold_release`, on by default) the first operator's release is only a
+/// request; a second, different operator's release within the window carries it out.
 pub fn release_hold(
     cat: &mut Catalog,
     cfg: &Config,
@@ -46,8 +48,33 @@ pub fn release_hold(
     operator: &str,
     reason: &str,
     now: i64,
-) -> anyhow::Result<()> {
-    cat.release_hold(id, operator, reason, now)?;
+) -> anyhow::Result<super::audit::TwoPerson> {
+    use super::audit::TwoPerson;
+    if !cat.holds(false, now)?.iter().any(|h| h.id == id) {
+        anyhow::bail!("no active hold {id}");
+    }
+    let target = format!("hold:{id}");
+    let tp = super::audit::two_person(
+        cat,
+        cfg,
+        cfg.audit.two_person_hold_release,
+        "hold.release",
+        &target,
+        operator,
+        reason,
+        now,
+    )?;
+    if matches!(tp, TwoPerson::Requested { .. }) {
+        return Ok(tp);
+    }
+    let reason = match &tp {
+        TwoPerson::Confirmed {
+            requested_by,
+            request_seq,
+        } => format!("{reason} (requested by {requested_by}, audit seq {request_seq})"),
+        _ => reason.to_string(),
+    };
+    cat.release_hold(id, operator, &reason, now)?;
     super::audit::sign_head(cat, cfg, now);
-    Ok(())
+    Ok(tp)
 }

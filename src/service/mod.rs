@@ -8,7 +8,8 @@
 //!   `retention status` document.
 //! - [`archive`]: the recording's metadata document (`recordings show --json`, the
 //!   archive's `<key>.json`).
-//! - [`audit`]: signing the audit head, verifying the audit log.
+//! - [`audit`]: signing the audit head, verifying the audit log, the two-person rule.
+//! - [`identity`]: the operator's identity from the OS (uid, `SO_PEERCRED`).
 //! - [`keys`]: KEK rotation across the recording files.
 //!
 //! The CLI ([`crate::cli`]) only parses arguments and renders what these return; the
@@ -20,5 +21,6 @@ pub mod audit;
 pub mod evidence;
 pub mod export;
 pub mod holds;
+pub mod identity;
 pub mod keys;
 pub mod retention;

@@ -22,7 +22,9 @@ pub fn shredder(data_dir: &Path) -> impl FnOnce(&RecordingRow) -> Result<(), Str
         let Some(rel) = row.file_path.as_deref() else {
             return Ok(());
         };
-        let p = data_dir.join(rel);
+        // Confined to the data directory: a forged row (`../../etc/x`, an absolute path,
+        // a path through a symbolic link) is refused, never shredded.
+        let p = crate::recording::files::confined(data_dir, rel).map_err(|e| e.to_string())?;
         shred_file(&p)
             .map(|_| ())
             .map_err(|e| format!("{}: {e}", p.display()))?;

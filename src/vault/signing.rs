@@ -4,14 +4,12 @@
 //! TPM-held key may refuse); [`AuditSigner`] is the audit-head side (raw 32-byte public
 //! key, key id stored next to each signature). [`Ed25519Signer`] is the custody key,
 //! whose 32-byte seed is either sealed in the TPM next to the KEK (provider `tpm`) or kept
-//! in a 0600 key file (provider `software`); it implements both traits. [`FileSigner`] is
-//! an Ed25519 key from a 0600 key file (`keys/signing.key`), created on first use with the
-//! same checks as the KEK file, used for audit heads only when the custody keys cannot be
-//! loaded. Verification needs only the public key ([`verify`], [`verify_ed25519`]).
+//! in a 0600 key file `keys/signing.key` (provider `software` only); it implements both
+//! traits. There is no other signing key: in TPM mode no key file exists, and while the
+//! custody keys cannot be loaded nothing is signed (audit heads wait for the keys).
+//! Verification needs only the public key ([`verify`], [`verify_ed25519`]).
 //! Signatures verify with stock OpenSSL 3:
 //! `openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in MSG -sigfile SIG`.
-
-use std::path::Path;
 
 use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
@@ -30,60 +28,10 @@ pub trait AuditSigner: Send + Sync {
     fn sign(&self, msg: &[u8]) -> [u8; 64];
 }
 
-/// An Ed25519 signing key from a 0600 key file.
-pub struct FileSigner {
-    key: SigningKey,
-}
-
-impl std::fmt::Debug for FileSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSigner")
-            .field("key_id", &self.key_id())
-            .finish_non_exhaustive()
-    }
-}
-
 /// Key id of a public key: `ed1:` + first 16 hex digits of SHA-256(public key).
 pub fn key_id_of(public: &[u8; 32]) -> String {
     let d = Sha256::digest(public);
     format!("ed1:{}", hex::encode(&d[..8]))
-}
-
-impl FileSigner {
-    /// Load the seed at `path`, creating it (random, 0600) if missing.
-    pub fn open_or_create(path: &Path) -> Result<Self, VaultError> {
-        let seed = super::keyfile::open_or_create_secret(path)?;
-        Ok(FileSigner {
-            key: SigningKey::from_bytes(&seed),
-        })
-    }
-
-    /// Load an existing seed file.
-    pub fn load(path: &Path) -> Result<Self, VaultError> {
-        let seed = super::keyfile::load_secret(path)?;
-        Ok(FileSigner {
-            key: SigningKey::from_bytes(&seed),
-        })
-    }
-
-    /// A signer from raw seed bytes (tests).
-    pub fn from_seed(seed: [u8; 32]) -> Self {
-        FileSigner {
-            key: SigningKey::from_bytes(&seed),
-        }
-    }
-}
-
-impl AuditSigner for FileSigner {
-    fn key_id(&self) -> String {
-        key_id_of(&self.public_key())
-    }
-    fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
-    }
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.key.sign(msg).to_bytes()
-    }
 }
 
 /// Verify an Ed25519 signature (hex) over `msg` with `public`.
@@ -205,20 +153,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sign_verify_and_file_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("signing.key");
-        let s = FileSigner::open_or_create(&p).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let sig = hex::encode(s.sign(b"head"));
-        verify(&s.public_key(), b"head", &sig).unwrap();
-        assert!(verify(&s.public_key(), b"other", &sig).is_err());
-        let again = FileSigner::load(&p).unwrap();
-        assert_eq!(again.key_id(), s.key_id());
+    fn audit_signature_verifies() {
+        let s = Ed25519Signer::from_seed(&Zeroizing::new([9; 32]));
+        let sig = hex::encode(AuditSigner::sign(&s, b"head"));
+        verify(&AuditSigner::public_key(&s), b"head", &sig).unwrap();
+        assert!(verify(&AuditSigner::public_key(&s), b"other", &sig).is_err());
         assert!(s.key_id().starts_with("ed1:"));
     }
 

@@ -353,6 +353,95 @@ impl Tpm {
             .map_err(|e| tpm_err("evicting the old key", e))
     }
 
+    /// The NV counter at `index`, if defined.
+    fn nv_counter(
+        &mut self,
+        index: u32,
+    ) -> Result<Option<tss_esapi::handles::NvIndexHandle>, VaultError> {
+        use tss_esapi::handles::NvIndexTpmHandle;
+        let h = NvIndexTpmHandle::new(index)
+            .map_err(|e| VaultError::Tpm(format!("NV index {index:#010x}: {e}")))?;
+        match self.ctx.tr_from_tpm_public(TpmHandle::NvIndex(h)) {
+            Ok(o) => Ok(Some(o.into())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Read the monotonic NV counter at `index` (`None`: not defined, or defined but never
+    /// incremented).
+    pub fn nv_counter_read(&mut self, index: u32) -> Result<Option<u64>, VaultError> {
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        let Some(nv) = self.nv_counter(index)? else {
+            return Ok(None);
+        };
+        let r = self
+            .ctx
+            .execute_with_nullauth_session(|c| c.nv_read(NvAuth::Owner, nv, 8, 0));
+        let _ = self.ctx.tr_close(&mut nv.into());
+        match r {
+            Ok(b) => {
+                let v: [u8; 8] = b
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| VaultError::Tpm("NV counter is not 8 bytes".into()))?;
+                Ok(Some(u64::from_be_bytes(v)))
+            }
+            // TPM_RC_NV_UNINITIALIZED: defined, never incremented.
+            Err(e)
+                if e.to_string()
+                    .to_ascii_lowercase()
+                    .contains("not been written") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(tpm_err("reading the NV counter", e)),
+        }
+    }
+
+    /// Increment the monotonic NV counter at `index` (defining it, owner read/write,
+    /// first) and return its new value. A TPM NV counter can only go up; the TPM starts a
+    /// new one at the highest value any counter reached, never below.
+    pub fn nv_counter_increment(&mut self, index: u32) -> Result<u64, VaultError> {
+        use tss_esapi::attributes::NvIndexAttributesBuilder;
+        use tss_esapi::constants::NvIndexType;
+        use tss_esapi::handles::NvIndexTpmHandle;
+        use tss_esapi::interface_types::resource_handles::NvAuth;
+        use tss_esapi::structures::NvPublicBuilder;
+        let nv = match self.nv_counter(index)? {
+            Some(nv) => nv,
+            None => {
+                let h = NvIndexTpmHandle::new(index)
+                    .map_err(|e| VaultError::Tpm(format!("NV index {index:#010x}: {e}")))?;
+                let attrs = NvIndexAttributesBuilder::new()
+                    .with_owner_write(true)
+                    .with_owner_read(true)
+                    .with_nv_index_type(NvIndexType::Counter)
+                    .build()
+                    .map_err(|e| tpm_err("NV counter attributes", e))?;
+                let public = NvPublicBuilder::new()
+                    .with_nv_index(h)
+                    .with_index_name_algorithm(HashingAlgorithm::Sha256)
+                    .with_index_attributes(attrs)
+                    .with_data_area_size(8)
+                    .build()
+                    .map_err(|e| tpm_err("NV counter public area", e))?;
+                self.ctx
+                    .execute_with_nullauth_session(|c| {
+                        c.nv_define_space(Provision::Owner, None, public)
+                    })
+                    .map_err(|e| tpm_err("defining the NV counter", e))?
+            }
+        };
+        let r = self
+            .ctx
+            .execute_with_nullauth_session(|c| c.nv_increment(NvAuth::Owner, nv))
+            .map_err(|e| tpm_err("incrementing the NV counter", e));
+        let _ = self.ctx.tr_close(&mut nv.into());
+        r?;
+        self.nv_counter_read(index)?
+            .ok_or_else(|| VaultError::Tpm("NV counter unreadable after increment".into()))
+    }
+
     /// Extend a PCR (tests and tooling: simulate a changed boot measurement).
     pub fn extend_pcr_sha256(&mut self, pcr: u8, digest: [u8; 32]) -> Result<(), VaultError> {
         use tss_esapi::handles::PcrHandle;

@@ -6,6 +6,22 @@
 //! UTF-8. Editing an entry breaks its hash; removing or reordering entries breaks the
 //! sequence and the `prev_hash` links; cutting entries off the end is caught by the
 //! signed chain heads (a head names a `seq` and `hash` that must still be in the chain).
+//!
+//! The entry hashes alone are unkeyed: anyone who can write the catalogue can re-hash a
+//! rewritten chain. What makes a rewrite detectable is the *signed heads* (v2):
+//! each head signs `seq`, `hash`, its time, its **ordinal** (1, 2, 3, … in signing order)
+//! and the value of a **monotonic counter** incremented for it (a TPM NV counter on the
+//! box, a counter file in development mode). [`verify`] then requires that
+//!
+//! - every head's signature verifies with the box's key (rewriting needs the sealed key);
+//! - the ordinals run 1..=n without a gap (no head removed from the front or middle);
+//! - the counters increase and the last one equals the counter's current value (no head
+//!   removed from the end; with no head left at all, a counter that moved is a failure);
+//! - every entry is covered by a head, or is younger than the allowed unsigned window
+//!   (`max_unsigned_ms`), so entries cannot be quietly appended and then rewritten;
+//! - heads published off the box ([`check_against`]) are still present, identical, and
+//!   not newer than the local chain, so a rewrite on the box is caught centrally even if
+//!   the box's counter were reset.
 
 use sha2::{Digest, Sha256};
 
@@ -70,8 +86,20 @@ pub fn head_message(seq: i64, hash: &str, at_ms: i64) -> Vec<u8> {
     m
 }
 
+/// The message a v2 chain-head signature covers: also the head's ordinal and the
+/// monotonic counter value it was signed under.
+pub fn head_message_v2(seq: i64, hash: &str, at_ms: i64, ordinal: i64, counter: i64) -> Vec<u8> {
+    let mut m = b"branchrec-audit-head-v2".to_vec();
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(&at_ms.to_be_bytes());
+    m.extend_from_slice(&ordinal.to_be_bytes());
+    m.extend_from_slice(&counter.to_be_bytes());
+    m.extend_from_slice(hash.as_bytes());
+    m
+}
+
 /// A signed chain head as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SignedHead {
     /// Sequence number of the entry signed.
     pub seq: i64,
@@ -83,6 +111,44 @@ pub struct SignedHead {
     pub key_id: String,
     /// Ed25519 signature, hex.
     pub signature: String,
+    /// v2: position among the v2 heads, from 1 (`None`: a v1 head).
+    #[serde(default)]
+    pub ordinal: Option<i64>,
+    /// v2: the monotonic counter's value after the increment made for this head.
+    #[serde(default)]
+    pub counter: Option<i64>,
+}
+
+impl SignedHead {
+    /// The message its signature covers (v1 or v2).
+    pub fn message(&self) -> Vec<u8> {
+        match (self.ordinal, self.counter) {
+            (Some(o), Some(c)) => head_message_v2(self.seq, &self.hash, self.at_ms, o, c),
+            _ => head_message(self.seq, &self.hash, self.at_ms),
+        }
+    }
+}
+
+/// What the monotonic counter said when the log was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CounterReading {
+    /// Never incremented (a fresh box, or no head signed yet).
+    Unset,
+    /// Its current value.
+    Value(i64),
+    /// It could not be read (the reason): a failure, the check cannot be made.
+    Unavailable(String),
+}
+
+/// How strictly [`verify`] checks coverage by signed heads.
+#[derive(Debug, Clone)]
+pub struct VerifyPolicy {
+    /// The monotonic counter's reading.
+    pub counter: CounterReading,
+    /// Now, unix ms.
+    pub now_ms: i64,
+    /// Entries not covered by a signed head may be at most this old.
+    pub max_unsigned_ms: i64,
 }
 
 /// One problem found by [`verify`].
@@ -96,11 +162,13 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Verify the chain (`entries` ordered by `seq`, as read) and the signed heads.
-/// `check_sig(head)` says whether a head's signature is valid for its key.
+/// Verify the chain (`entries` ordered by `seq`, as read) and the signed heads (in
+/// signing order). `check_sig(head)` says whether a head's signature is valid for its
+/// key; `policy` gives the counter reading and the unsigned window (see the module doc).
 pub fn verify(
     entries: &[AuditEntry],
     heads: &[SignedHead],
+    policy: &VerifyPolicy,
     check_sig: impl Fn(&SignedHead) -> Result<(), String>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -178,12 +246,229 @@ pub fn verify(
             }),
         }
     }
+    check_heads(entries, heads, policy, &mut out);
+    out
+}
+
+/// Position (1-based) of the first entry after `seq` (entries ordered by seq).
+fn position_after(entries: &[AuditEntry], seq: i64) -> usize {
+    entries
+        .iter()
+        .position(|e| e.seq > seq)
+        .map_or(entries.len() + 1, |i| i + 1)
+}
+
+/// Ordinals, the counter and coverage (see the module doc).
+fn check_heads(
+    entries: &[AuditEntry],
+    heads: &[SignedHead],
+    policy: &VerifyPolicy,
+    out: &mut Vec<Problem>,
+) {
+    let v2: Vec<&SignedHead> = heads.iter().filter(|h| h.ordinal.is_some()).collect();
+    let mut covered_seq = 0i64;
+    let mut expect_ordinal = 1i64;
+    let mut last_counter: Option<i64> = None;
+    for h in &v2 {
+        let (o, c) = (h.ordinal.unwrap_or(0), h.counter.unwrap_or(0));
+        if o != expect_ordinal {
+            out.push(Problem {
+                position: position_after(entries, covered_seq),
+                seq: h.seq,
+                message: format!(
+                    "signed heads #{expect_ordinal}..#{} are missing (next head present is #{o}): heads were removed",
+                    o - 1
+                ),
+            });
+        }
+        if last_counter.is_some_and(|l| c <= l) {
+            out.push(Problem {
+                position: 0,
+                seq: h.seq,
+                message: format!("signed head #{o}: counter {c} does not increase"),
+            });
+        }
+        expect_ordinal = o + 1;
+        last_counter = Some(c);
+        covered_seq = covered_seq.max(h.seq);
+    }
+    for h in heads.iter().filter(|h| h.ordinal.is_none()) {
+        covered_seq = covered_seq.max(h.seq);
+    }
+    match (&policy.counter, last_counter) {
+        (CounterReading::Unavailable(why), _) => out.push(Problem {
+            position: 0,
+            seq: 0,
+            message: format!("the monotonic counter cannot be read ({why}): missing heads cannot be ruled out"),
+        }),
+        (CounterReading::Value(n), None) => out.push(Problem {
+            position: 1,
+            seq: entries.first().map_or(0, |e| e.seq),
+            message: format!(
+                "no signed head, but the monotonic counter is at {n}: every signed head was removed"
+            ),
+        }),
+        (CounterReading::Value(n), Some(l)) if *n != l => out.push(Problem {
+            position: position_after(entries, covered_seq),
+            seq: covered_seq + 1,
+            message: format!(
+                "the last signed head has counter {l} but the monotonic counter is at {n}: the newest signed heads were removed (history after seq {covered_seq} rewritten or cut)"
+            ),
+        }),
+        (CounterReading::Unset, Some(l)) => out.push(Problem {
+            position: 0,
+            seq: 0,
+            message: format!("signed heads carry counter values (last {l}) but the monotonic counter was never set: it was reset or replaced"),
+        }),
+        _ => {}
+    }
+    // Coverage: the oldest entry after the last signed seq must be recent.
+    if let Some(i) = entries.iter().position(|e| e.seq > covered_seq) {
+        let e = &entries[i];
+        let age = policy.now_ms.saturating_sub(e.at_ms);
+        if age > policy.max_unsigned_ms {
+            out.push(Problem {
+                position: i + 1,
+                seq: e.seq,
+                message: format!(
+                    "entries from seq {} on are not covered by a signed head ({} s old, at most {} s allowed): unsigned history",
+                    e.seq,
+                    age / 1000,
+                    policy.max_unsigned_ms / 1000
+                ),
+            });
+        }
+    }
+}
+
+/// Compare the local heads with heads published off the box (status document, archive):
+/// each published head must still be here with the same signature, and the local
+/// newest head must not be older than the newest published one.
+pub fn check_against(local: &[SignedHead], published: &[SignedHead]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for p in published {
+        let found = local
+            .iter()
+            .find(|l| l.seq == p.seq && l.ordinal == p.ordinal && l.at_ms == p.at_ms);
+        match found {
+            Some(l) if l.hash == p.hash && l.signature == p.signature => {}
+            Some(_) => out.push(Problem {
+                position: 0,
+                seq: p.seq,
+                message: format!(
+                    "published head at seq {} (#{}) differs from the one on the box: history rewritten",
+                    p.seq,
+                    p.ordinal.unwrap_or(0)
+                ),
+            }),
+            None => out.push(Problem {
+                position: 0,
+                seq: p.seq,
+                message: format!(
+                    "published head at seq {} (#{}) is missing on the box: heads removed",
+                    p.seq,
+                    p.ordinal.unwrap_or(0)
+                ),
+            }),
+        }
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lax() -> VerifyPolicy {
+        VerifyPolicy {
+            counter: CounterReading::Unset,
+            now_ms: 0,
+            max_unsigned_ms: i64::MAX,
+        }
+    }
+
+    fn head(c: &[AuditEntry], seq: i64, ordinal: i64, counter: i64) -> SignedHead {
+        SignedHead {
+            seq,
+            hash: c[seq as usize - 1].hash.clone(),
+            at_ms: 2000 + seq,
+            key_id: "k".into(),
+            signature: String::new(),
+            ordinal: Some(ordinal),
+            counter: Some(counter),
+        }
+    }
+
+    fn policy(counter: i64, now_ms: i64) -> VerifyPolicy {
+        VerifyPolicy {
+            counter: CounterReading::Value(counter),
+            now_ms,
+            max_unsigned_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn heads_removed_are_found_with_the_position() {
+        let c = chain(9);
+        let heads = vec![head(&c, 3, 1, 41), head(&c, 6, 2, 42), head(&c, 9, 3, 43)];
+        assert!(verify(&c, &heads, &policy(43, 1010), |_| Ok(())).is_empty());
+        // The newest head removed: the counter is ahead; position is the first entry
+        // no longer covered.
+        let p = verify(&c, &heads[..2], &policy(43, 1010), |_| Ok(()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].position, 7);
+        // A middle head removed: an ordinal gap.
+        let p = verify(
+            &c,
+            &[heads[0].clone(), heads[2].clone()],
+            &policy(43, 1010),
+            |_| Ok(()),
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].position, 4);
+        // The first head removed.
+        let p = verify(&c, &heads[1..], &policy(43, 1010), |_| Ok(()));
+        assert_eq!(p[0].position, 1);
+        // Every head removed while the counter moved.
+        let p = verify(&c, &[], &policy(43, 1010), |_| Ok(()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].position, 1);
+        // The counter cannot be read: a failure, never a pass.
+        let pol = VerifyPolicy {
+            counter: CounterReading::Unavailable("no TPM".into()),
+            ..policy(43, 1010)
+        };
+        assert_eq!(verify(&c, &heads, &pol, |_| Ok(())).len(), 1);
+    }
+
+    #[test]
+    fn unsigned_tail_must_be_recent() {
+        let c = chain(9);
+        let heads = vec![head(&c, 5, 1, 7)];
+        // Entries 6..9 at 1006..1009 ms: fine at 1010, not 61 s later.
+        assert!(verify(&c, &heads, &policy(7, 1010), |_| Ok(())).is_empty());
+        let p = verify(&c, &heads, &policy(7, 62_000), |_| Ok(()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].position, 6);
+        let p = verify(&c, &[], &policy(0, 62_000), |_| Ok(()));
+        assert!(p
+            .iter()
+            .any(|p| p.position == 1 && p.message.contains("not covered")));
+    }
+
+    #[test]
+    fn published_heads_must_still_be_there() {
+        let c = chain(6);
+        let local = vec![head(&c, 3, 1, 1)];
+        let published = vec![head(&c, 3, 1, 1), head(&c, 6, 2, 2)];
+        let p = check_against(&local, &published);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].message.contains("missing"));
+        let mut forged = local.clone();
+        forged[0].signature = "00".into();
+        assert_eq!(check_against(&forged, &published[..1]).len(), 1);
+        assert!(check_against(&published, &published).is_empty());
+    }
 
     fn chain(n: i64) -> Vec<AuditEntry> {
         let mut out = Vec::new();
@@ -208,25 +493,25 @@ mod tests {
 
     #[test]
     fn intact_chain_verifies() {
-        assert!(verify(&chain(5), &[], |_| Ok(())).is_empty());
+        assert!(verify(&chain(5), &[], &lax(), |_| Ok(())).is_empty());
     }
 
     #[test]
     fn edit_remove_reorder_are_named() {
         let mut c = chain(5);
         c[2].target = "y".into();
-        let p = verify(&c, &[], |_| Ok(()));
+        let p = verify(&c, &[], &lax(), |_| Ok(()));
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].position, 3);
 
         let mut c = chain(5);
         c.remove(1);
-        let p = verify(&c, &[], |_| Ok(()));
+        let p = verify(&c, &[], &lax(), |_| Ok(()));
         assert_eq!(p[0].position, 2);
 
         let mut c = chain(5);
         c.swap(2, 3);
-        let p = verify(&c, &[], |_| Ok(()));
+        let p = verify(&c, &[], &lax(), |_| Ok(()));
         assert_eq!(p[0].position, 3);
     }
 
@@ -239,13 +524,15 @@ mod tests {
             at_ms: 0,
             key_id: "k".into(),
             signature: String::new(),
+            ordinal: None,
+            counter: None,
         };
         let short = &c[..3];
-        assert!(verify(short, &[], |_| Ok(())).is_empty());
-        let p = verify(short, std::slice::from_ref(&head), |_| Ok(()));
+        assert!(verify(short, &[], &lax(), |_| Ok(())).is_empty());
+        let p = verify(short, std::slice::from_ref(&head), &lax(), |_| Ok(()));
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].position, 4);
-        let p = verify(&c, &[head], |_| Err("bad signature".into()));
+        let p = verify(&c, &[head], &lax(), |_| Err("bad signature".into()));
         assert_eq!(p.len(), 1);
     }
 }

@@ -69,6 +69,10 @@ pub struct StatusDoc {
     pub key_present: bool,
     /// Active alarms.
     pub alarms: Vec<Alarm>,
+    /// The newest signed audit-chain heads: kept off the box so that a rewrite of the
+    /// box's audit log is caught centrally (`branchrec audit verify --against`).
+    #[serde(default)]
+    pub audit_heads: Vec<crate::lifecycle::audit::SignedHead>,
 }
 
 /// Thresholds of the fleet view.
@@ -259,6 +263,7 @@ mod tests {
             key_custody: "keyfile".into(),
             key_present: true,
             alarms: vec![],
+            audit_heads: Vec::new(),
         }
     }
 
