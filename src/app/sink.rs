@@ -375,7 +375,11 @@ impl RecordingSink {
                 rep.sha256_hex.clone(),
                 Some(rep.bytes),
             ),
-            None => (fin.duration_ms, Some(hex::encode(c.sha256)), Some(c.total_bytes)),
+            None => (
+                fin.duration_ms,
+                Some(hex::encode(c.sha256)),
+                Some(c.total_bytes),
+            ),
         };
         let finish = Finish {
             ended_at_ms: info.ended_at_ms,

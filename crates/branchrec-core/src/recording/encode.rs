@@ -135,7 +135,11 @@ impl AudioEncoder {
 
     /// Fill the timeline with silence up to `frame` (nothing if it is not ahead), in
     /// pieces of at most the largest gap [`push_block`](Self::push_block) takes.
-    pub fn fill_silence_to(&mut self, frame: u64, out: &mut ChunkWriter) -> Result<(), ContainerError> {
+    pub fn fill_silence_to(
+        &mut self,
+        frame: u64,
+        out: &mut ChunkWriter,
+    ) -> Result<(), ContainerError> {
         let step = MAX_GAP_SECONDS * u64::from(self.rate);
         while self.next_frame < frame {
             let to = frame.min(self.next_frame + step);

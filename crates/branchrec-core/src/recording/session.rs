@@ -530,6 +530,8 @@ impl Recording {
                 "from_ms": from_ms,
                 "to_ms": to_ms,
                 "gap_ms": to_ms - from_ms,
+                "from_frame": st.from_frame,
+                "to_frame": st.next_frame,
                 "resumed_at_ms": now.as_millis(),
             }),
         );

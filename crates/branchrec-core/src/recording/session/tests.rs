@@ -469,16 +469,35 @@ fn storage_stall_becomes_a_marked_silent_gap_on_one_timeline() {
         gap.detail["from_ms"].as_u64().unwrap() as usize,
         gap.detail["to_ms"].as_u64().unwrap() as usize,
     );
-    assert!(shell.events.iter().any(|e| e.kind == EventKind::StorageStalled));
+    assert!(shell
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::StorageStalled));
     // The stall starts where sealed audio ended (before 3 s minus the playout delay is
     // stored) and ends at the audio released by 6 s.
-    assert!((1000..=3000).contains(&from) && (5000..=6000).contains(&to), "{from}..{to}");
-    assert!(audio[from * 8..to * 8].iter().all(|s| *s == 0), "the gap is silence");
+    assert!(
+        (1000..=3000).contains(&from) && (5000..=6000).contains(&to),
+        "{from}..{to}"
+    );
+    assert!(
+        audio[from * 8..to * 8].iter().all(|s| *s == 0),
+        "the gap is silence"
+    );
     let expect = |kpk: usize| -> Vec<i16> {
-        payload(kpk as u32, 0).iter().map(|b| ulaw_to_linear(*b)).collect()
+        payload(kpk as u32, 0)
+            .iter()
+            .map(|b| ulaw_to_linear(*b))
+            .collect()
     };
     for kpk in (0..from / 20).chain(to.div_ceil(20)..500) {
-        assert_eq!(audio[kpk * 160..kpk * 160 + 160], expect(kpk)[..], "packet {kpk}");
+        assert_eq!(
+            audio[kpk * 160..kpk * 160 + 160],
+            expect(kpk)[..],
+            "packet {kpk}"
+        );
     }
-    assert_eq!(fin.stats.as_array().unwrap().last().unwrap()["storage_gaps"], 1);
+    assert_eq!(
+        fin.stats.as_array().unwrap().last().unwrap()["storage_gaps"],
+        1
+    );
 }
