@@ -66,6 +66,17 @@ pub struct Config {
     pub uplink: crate::uplink::UplinkConfig,
     /// Status LEDs and the legal-hold button.
     pub board: crate::board::BoardConfig,
+    /// What personal data the catalogue keeps.
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Keep the digits of DTMF events (PINs and card numbers typed to IVRs). Default
+    /// false: a `dtmf` event keeps its time, duration and volume, the digit is masked.
+    pub dtmf_digits: bool,
 }
 
 /// `[capture]`

@@ -149,6 +149,7 @@ impl RecordingSink {
             flush_every: Duration::from_millis(u64::from(cfg.storage.flush_interval_ms)),
             pause_when_all_held: source == Source::Siprec,
             unsupported_if_no_audio: source == Source::Mirror,
+            dtmf_digits: cfg.privacy.dtmf_digits,
         };
         let keys = RecordingKeys {
             data_key: dk,

@@ -51,6 +51,9 @@ pub struct RecordingConfig {
     /// If no channel decoded any audio but some received payload that cannot be decoded,
     /// the recording's verdict is [`Outcome::CodecUnsupported`] (capture).
     pub unsupported_if_no_audio: bool,
+    /// Keep DTMF digits in the `dtmf` events; when false the digit is `"masked"` (the
+    /// event keeps its time, duration and volume).
+    pub dtmf_digits: bool,
 }
 
 /// The per-recording secrets, drawn by the shell.
@@ -213,6 +216,7 @@ pub struct Recording {
     scratch: Vec<i16>,
     pause_when_all_held: bool,
     unsupported_if_no_audio: bool,
+    dtmf_digits: bool,
     out: VecDeque<Output>,
     /// Set while the shell cannot write (see [`Recording::storage_failed`]).
     stall: Option<Stall>,
@@ -286,6 +290,7 @@ impl Recording {
                 scratch: Vec::new(),
                 pause_when_all_held: cfg.pause_when_all_held,
                 unsupported_if_no_audio: cfg.unsupported_if_no_audio,
+                dtmf_digits: cfg.dtmf_digits,
                 out: VecDeque::new(),
                 stall: None,
                 storage_gaps: 0,
@@ -677,12 +682,17 @@ impl Recording {
             }));
         }
         for (ch, d) in self.timeline.take_dtmf() {
+            let digit = if self.dtmf_digits {
+                d.digit.to_string()
+            } else {
+                "masked".to_string()
+            };
             self.event(
                 d.start.as_millis(),
                 EventKind::Dtmf,
                 Some(ch),
                 serde_json::json!({
-                    "digit": d.digit.to_string(),
+                    "digit": digit,
                     "duration_ms": d.duration_ms,
                     "volume": d.volume,
                 }),

@@ -25,6 +25,7 @@ fn config(channels: usize) -> RecordingConfig {
         flush_every: 1000 * MS,
         pause_when_all_held: true,
         unsupported_if_no_audio: false,
+        dtmf_digits: true,
     }
 }
 
@@ -305,7 +306,17 @@ fn capture_holds_do_not_pause() {
 
 #[test]
 fn dtmf_digits_are_events_at_finish() {
-    let (mut r, mut shell, _) = start(config(1));
+    for keep in [true, false] {
+        dtmf_event(keep);
+    }
+}
+
+/// With `dtmf_digits` off (the daemon's default) the event keeps its timing, the digit
+/// is masked.
+fn dtmf_event(keep: bool) {
+    let mut c = config(1);
+    c.dtmf_digits = keep;
+    let (mut r, mut shell, _) = start(c);
     let mut cfg = StreamConfig::default();
     cfg.payload_types.push((101, Codec::TelephoneEvent, 8000));
     let mut m = media(false, "sendonly");
@@ -335,7 +346,8 @@ fn dtmf_digits_are_events_at_finish() {
     assert_eq!(d.len(), 1, "{:?}", shell.events);
     assert_eq!(d[0].channel, Some(0));
     assert_eq!(d[0].at_ms, 400);
-    assert_eq!(d[0].detail["digit"], "5");
+    assert_eq!(d[0].detail["digit"], if keep { "5" } else { "masked" });
+    assert_eq!(d[0].detail["duration_ms"], 140);
 }
 
 #[test]
