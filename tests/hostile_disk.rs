@@ -196,3 +196,75 @@ fn read_wav_mono(path: &Path, ch: usize) -> Vec<i16> {
         .map(|s| i16::from_le_bytes([s[0], s[1]]))
         .collect()
 }
+
+/// Raw bytes of the catalogue and its `-wal` / `-shm` files containing `needle`.
+fn catalogue_hits(data: &Path, needle: &str) -> Vec<String> {
+    ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"]
+        .iter()
+        .filter(|f| {
+            std::fs::read(data.join(f)).is_ok_and(|b| {
+                b.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+        })
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// Finding 8, deletion: a deleted recording's Call-ID, AoRs and names leave the
+/// catalogue's bytes — main file, WAL and shared memory — at once (`secure_delete`, a
+/// truncating WAL checkpoint after the deletion), and its tombstone keeps no Call-ID.
+/// Before: the rows survived in the WAL's page images and in free pages, and the
+/// tombstone kept the Call-ID, so the first grep below found them.
+#[test]
+fn deleted_recording_leaves_no_personal_data_in_the_catalogue_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = Install::new(dir.path(), SOFTWARE);
+    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
+    // Manual deletion needs the archive unless the box is local-only.
+    cfg.push_str("\n[retention]\nlocal_only = true\n");
+    std::fs::write(&inst.config, cfg).unwrap();
+    let _d = inst.start();
+    let mut ids = Vec::new();
+    for n in [4711, 4712] {
+        let Invite::Up(mut call) = invite(inst.sip, n) else {
+            panic!("call refused; log:\n{}", inst.log_text())
+        };
+        ids.push(call.call_id().to_string());
+        call.stream(600);
+        assert!(call.bye(), "BYE not answered");
+    }
+    inst.wait_settled(2);
+    let list: serde_json::Value =
+        serde_json::from_str(&inst.cli_ok(&["recordings", "list", "--json"])).unwrap();
+    let gone = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["call_id"] == ids[0].as_str())
+        .unwrap_or_else(|| panic!("first call not listed: {list}"));
+    let gone_id = gone["id"].as_str().unwrap().to_string();
+    let personal = [
+        ids[0].as_str(),
+        "alice4711@example.com",
+        "bob4711@example.com",
+    ];
+    for p in personal {
+        assert!(
+            !catalogue_hits(&inst.data, p).is_empty(),
+            "{p} should be in the catalogue before the deletion (positive control)"
+        );
+    }
+    inst.cli_ok(&["recordings", "delete", &gone_id, "--reason", "data-subject request"]);
+    for p in personal {
+        let hits = catalogue_hits(&inst.data, p);
+        assert!(hits.is_empty(), "{p} still in {hits:?} after the deletion");
+    }
+    // The other recording is untouched (and the grep does see live data).
+    assert!(!catalogue_hits(&inst.data, "alice4712@example.com").is_empty());
+    let t: serde_json::Value =
+        serde_json::from_str(&inst.cli_ok(&["retention", "tombstones", "--json"])).unwrap();
+    let t = t.as_array().unwrap();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0]["recording_id"], gone_id.as_str());
+    assert!(t[0].get("call_id").is_none(), "tombstone keeps no Call-ID: {t:?}");
+}

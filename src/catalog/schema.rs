@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     uplink_uploads,
     storage_format,
     participant_aliases,
+    tombstones_without_personal_data,
 ];
 
 /// The schema version this build writes and understands.
@@ -263,6 +264,20 @@ CREATE TABLE participant_aliases (
 ) STRICT;
 CREATE INDEX participant_aliases_number ON participant_aliases (number);
 CREATE INDEX participant_aliases_value ON participant_aliases (value);
+"#,
+    )
+}
+
+/// Version 6 (issue #12): tombstones keep no personal data. The Call-ID and the SIPREC
+/// session id go (they name the call in the SBC's and the PBX's logs); what is left is the
+/// random recording id, times, the content hash, the class and who deleted it and why.
+/// The catalogue runs with `secure_delete`, so the dropped values are zeroed in the pages
+/// SQLite rewrites, and the open path checkpoints the WAL after the migration.
+fn tombstones_without_personal_data(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE tombstones DROP COLUMN call_id;
+ALTER TABLE tombstones DROP COLUMN session_id;
 "#,
     )
 }
