@@ -202,9 +202,8 @@ fn catalogue_hits(data: &Path, needle: &str) -> Vec<String> {
     ["catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"]
         .iter()
         .filter(|f| {
-            std::fs::read(data.join(f)).is_ok_and(|b| {
-                b.windows(needle.len()).any(|w| w == needle.as_bytes())
-            })
+            std::fs::read(data.join(f))
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
         })
         .map(|f| f.to_string())
         .collect()
@@ -254,7 +253,13 @@ fn deleted_recording_leaves_no_personal_data_in_the_catalogue_bytes() {
             "{p} should be in the catalogue before the deletion (positive control)"
         );
     }
-    inst.cli_ok(&["recordings", "delete", &gone_id, "--reason", "data-subject request"]);
+    inst.cli_ok(&[
+        "recordings",
+        "delete",
+        &gone_id,
+        "--reason",
+        "data-subject request",
+    ]);
     for p in personal {
         let hits = catalogue_hits(&inst.data, p);
         assert!(hits.is_empty(), "{p} still in {hits:?} after the deletion");
@@ -266,5 +271,8 @@ fn deleted_recording_leaves_no_personal_data_in_the_catalogue_bytes() {
     let t = t.as_array().unwrap();
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(t[0]["recording_id"], gone_id.as_str());
-    assert!(t[0].get("call_id").is_none(), "tombstone keeps no Call-ID: {t:?}");
+    assert!(
+        t[0].get("call_id").is_none(),
+        "tombstone keeps no Call-ID: {t:?}"
+    );
 }

@@ -192,7 +192,9 @@ impl Catalog {
     pub fn scrub_wal(&self) {
         let r = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
         match r {
             Ok(0) => {}
             Ok(_) => tracing::warn!(
