@@ -77,9 +77,15 @@ pub struct RecordingSink {
     pending: VecDeque<Vec<u8>>,
     /// Cutting the file back failed: the tail may be torn (retried before every write).
     cut_pending: bool,
+    /// When the kept outputs were last retried (at most every [`RETRY_EVERY`]).
+    last_retry: Option<Mono>,
     sync: bool,
     sample_rate: u32,
 }
+
+/// How often a stalled recording retries its write: the capture engine ticks per packet,
+/// and a full disk must not cost a failed write for every one.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// How a recording ended, for [`RecordingSink::close`].
 pub struct CloseInfo<'a> {
@@ -172,6 +178,7 @@ impl RecordingSink {
                 durable_len: header.len() as u64,
                 pending: VecDeque::new(),
                 cut_pending: false,
+                last_retry: None,
                 sync,
                 sample_rate,
             },
@@ -222,7 +229,13 @@ impl RecordingSink {
     /// Let the recording advance to `now` and write what it sealed (retrying what a
     /// full disk kept back first).
     pub fn tick(&mut self, now: Mono) {
-        self.retry(now);
+        let due = self
+            .last_retry
+            .map_or(true, |t| now.saturating_duration_since(t) >= RETRY_EVERY);
+        if !self.pending.is_empty() && due {
+            self.last_retry = Some(now);
+            self.retry(now);
+        }
         self.rec.handle_timeout(now);
         self.drain(now);
     }
