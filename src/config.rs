@@ -70,6 +70,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Development-only switches (each one weakens the recorder; never on a box).
     pub development: DevelopmentConfig,
+    /// What personal data the catalogue keeps.
+    pub privacy: PrivacyConfig,
 }
 
 /// `[audit]`
@@ -106,6 +108,15 @@ pub struct DevelopmentConfig {
     /// `BRANCHREC_TEST_CLOCK_OFFSET_S` environment variable. Refused otherwise. Every
     /// audit entry written on such a clock carries `"dev_clock"` in its details.
     pub clock_override: bool,
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Keep the digits of DTMF events (PINs and card numbers typed to IVRs). Default
+    /// false: a `dtmf` event keeps its time, duration and volume, the digit is masked.
+    pub dtmf_digits: bool,
 }
 
 /// `[capture]`

@@ -106,7 +106,7 @@ impl PreparedCall {
         }
         let (mut sink, rel) = RecordingSink::create(
             &shared.cfg,
-            shared.vault.as_ref(),
+            shared.vault.clone(),
             shared.catalog.clone(),
             setup.recordable.len(),
             setup.sample_rate,

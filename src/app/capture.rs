@@ -195,7 +195,7 @@ impl Recorder {
         let (kind, id, file_path, kek_id) = if supported {
             match RecordingSink::create(
                 &self.cfg,
-                self.vault.as_ref(),
+                self.vault.clone(),
                 self.catalog.clone(),
                 2,
                 SAMPLE_RATE,

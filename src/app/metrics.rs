@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,10 +109,33 @@ pub fn render(doc: &StatusDoc) -> String {
         "gauge",
         f64::from(u8::from(doc.key_present)),
     );
+    let health = &crate::app::sink::STORAGE_HEALTH;
+    let stalled = health.stalled.load(Ordering::Relaxed);
+    g(
+        "branchrec_storage_stalled_recordings",
+        "Recordings whose file writes are failing now (disk full or I/O error).",
+        "gauge",
+        stalled as f64,
+    );
+    g(
+        "branchrec_storage_write_failures_total",
+        "Recording writes that failed and were cut back to a chunk boundary.",
+        "counter",
+        health.write_failures.load(Ordering::Relaxed) as f64,
+    );
+    g(
+        "branchrec_storage_gaps_total",
+        "Storage gaps closed (the lost interval stored as silence).",
+        "counter",
+        health.gaps.load(Ordering::Relaxed) as f64,
+    );
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
     );
+    if stalled > 0 {
+        let _ = writeln!(o, "branchrec_alarm{{code=\"storage_write_failed\"}} 1");
+    }
     for a in &doc.alarms {
         let _ = writeln!(
             o,

@@ -7,10 +7,22 @@
 //! It is driven with [`Mono`] times whose origin is the recording's start, so the SIPREC
 //! call task feeds it its monotonic clock and the capture engine packet capture time.
 //! Nothing on the per-packet path allocates; file writes happen once per sealed chunk.
+//!
+//! **A write that fails** (disk full, I/O error, a short write) never tears the file: the
+//! file is cut back to the end of the last output written whole (`durable_len`, always a
+//! chunk boundary), the chunk is kept as sealed and the core is told
+//! ([`Recording::storage_failed`]), which then seals nothing more. Every tick retries the
+//! kept chunks byte for byte (never re-sealed: no GCM nonce is used twice); once they are
+//! written the core is told ([`Recording::storage_resumed`]) and the lost interval goes
+//! into the file as silence, marked by a `storage_gap` event. A recording whose final
+//! chunk cannot be written ends at its last chunk boundary, `interrupted`.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
@@ -19,7 +31,7 @@ use crate::app::store::{CatalogCmd, CatalogHandle};
 use crate::catalog::{EventRow, Finish, RecordingState, Source};
 use crate::config::Config;
 use crate::media::PushOutcome;
-use crate::recording::session::{Event, Finished, Outcome, Output};
+use crate::recording::session::{Event, Finished, Outcome, Output, Stored};
 use crate::recording::{ChannelMedia, Recording, RecordingConfig, RecordingKeys, StorageFormat};
 use crate::vault::{DataKey, KeyWrap};
 use branchrec_core::time::{Mono, UnixMs};
@@ -31,18 +43,49 @@ pub use crate::media::codec::{recording_rate, SAMPLE_RATE, WIDEBAND_SAMPLE_RATE}
 #[error("storage: {0}")]
 pub struct SinkError(pub String);
 
+/// Storage health across every open recording, for `/metrics`, the alarm and admission.
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    /// Recordings whose writes are failing right now.
+    pub stalled: AtomicU64,
+    /// Failed writes (each cut back to a chunk boundary) since start.
+    pub write_failures: AtomicU64,
+    /// Storage gaps closed (written as silence) since start.
+    pub gaps: AtomicU64,
+}
+
+/// The daemon's storage health (one per process: every sink reports here).
+pub static STORAGE_HEALTH: StorageHealth = StorageHealth {
+    stalled: AtomicU64::new(0),
+    write_failures: AtomicU64::new(0),
+    gaps: AtomicU64::new(0),
+};
+
 /// An open recording (see the module docs).
 pub struct RecordingSink {
     catalog: CatalogHandle,
+    vault: Arc<dyn KeyWrap>,
     file: File,
     /// The container's absolute path (manifest files sit beside it).
     path: PathBuf,
     rec: Recording,
     /// Events output so far (written to the catalogue at close).
     events: Vec<EventRow>,
-    write_failed: bool,
+    /// File length after the last output written whole: a chunk boundary.
+    durable_len: u64,
+    /// Outputs not yet written (only while stalled), in order, byte for byte as sealed.
+    pending: VecDeque<Vec<u8>>,
+    /// Cutting the file back failed: the tail may be torn (retried before every write).
+    cut_pending: bool,
+    /// When the kept outputs were last retried (at most every [`RETRY_EVERY`]).
+    last_retry: Option<Mono>,
     sync: bool,
+    sample_rate: u32,
 }
+
+/// How often a stalled recording retries its write: the capture engine ticks per packet,
+/// and a full disk must not cost a failed write for every one.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// How a recording ended, for [`RecordingSink::close`].
 pub struct CloseInfo<'a> {
@@ -81,7 +124,7 @@ impl RecordingSink {
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         cfg: &Config,
-        vault: &dyn KeyWrap,
+        vault: Arc<dyn KeyWrap>,
         catalog: CatalogHandle,
         channels: usize,
         sample_rate: u32,
@@ -112,6 +155,7 @@ impl RecordingSink {
             flush_every: Duration::from_millis(u64::from(cfg.storage.flush_interval_ms)),
             pause_when_all_held: source == Source::Siprec,
             unsupported_if_no_audio: source == Source::Mirror,
+            dtmf_digits: cfg.privacy.dtmf_digits,
         };
         let keys = RecordingKeys {
             data_key: dk,
@@ -126,12 +170,17 @@ impl RecordingSink {
         Ok((
             RecordingSink {
                 catalog,
+                vault,
                 file,
                 path: abs,
                 rec,
                 events: Vec::new(),
-                write_failed: false,
+                durable_len: header.len() as u64,
+                pending: VecDeque::new(),
+                cut_pending: false,
+                last_retry: None,
                 sync,
+                sample_rate,
             },
             rel.to_string_lossy().into_owned(),
         ))
@@ -151,7 +200,7 @@ impl RecordingSink {
     /// `now` = `None` for the initial configuration (no events).
     pub fn set_media(&mut self, now: Option<Mono>, channels: Vec<Option<ChannelMedia>>) {
         self.rec.set_media(now, channels);
-        self.drain();
+        self.drain(now.unwrap_or(Mono::ZERO));
     }
 
     /// Keep an event for the catalogue (written at close).
@@ -174,21 +223,34 @@ impl RecordingSink {
     /// `control:<actor>`), at `at`.
     pub fn set_paused(&mut self, paused: bool, source: &str, at: Mono) {
         self.rec.set_paused(at, paused, source);
-        self.drain();
+        self.drain(at);
     }
 
-    /// Let the recording advance to `now` and write what it sealed.
+    /// Let the recording advance to `now` and write what it sealed (retrying what a
+    /// full disk kept back first).
     pub fn tick(&mut self, now: Mono) {
+        let due = self
+            .last_retry
+            .map_or(true, |t| now.saturating_duration_since(t) >= RETRY_EVERY);
+        if !self.pending.is_empty() && due {
+            self.last_retry = Some(now);
+            self.retry(now);
+        }
         self.rec.handle_timeout(now);
-        self.drain();
+        self.drain(now);
+    }
+
+    /// Whether writes are failing (the recording is in a storage stall).
+    pub fn is_stalled(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Carry out the core's outputs; returns the summary once it has finished.
-    fn drain(&mut self) -> Option<Finished> {
+    fn drain(&mut self, now: Mono) -> Option<Finished> {
         let mut finished = None;
         while let Some(o) = self.rec.poll_output() {
             match o {
-                Output::Chunk(bytes) => self.append(&bytes),
+                Output::Chunk(bytes) => self.append(now, bytes),
                 Output::Event(e) => self.events.push(event_row(e)),
                 Output::Finished(f) => finished = Some(*f),
             }
@@ -196,62 +258,173 @@ impl RecordingSink {
         finished
     }
 
-    fn append(&mut self, bytes: &[u8]) {
-        if let Err(e) = self.file.write_all(bytes) {
-            if !self.write_failed {
-                tracing::error!(recording = %self.rec.id(), error = %e, "writing recording failed");
-            }
-            self.write_failed = true;
+    fn append(&mut self, now: Mono, bytes: Vec<u8>) {
+        if !self.pending.is_empty() {
+            self.pending.push_back(bytes);
+            return;
         }
+        if let Err(e) = self.write_whole(&bytes) {
+            tracing::error!(recording = %self.rec.id(), error = %e, kept_bytes = bytes.len(), "writing recording failed: cut back to the last chunk, recording stalls until the disk takes writes");
+            STORAGE_HEALTH.stalled.fetch_add(1, Ordering::Relaxed);
+            self.pending.push_back(bytes);
+            self.rec.storage_failed(now);
+        }
+    }
+
+    /// Append `bytes` whole, or cut the file back to `durable_len` and fail.
+    fn write_whole(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.cut_pending {
+            self.file.set_len(self.durable_len)?;
+            self.cut_pending = false;
+        }
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.durable_len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                STORAGE_HEALTH
+                    .write_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                // O_APPEND: later writes go to the (cut) end of file.
+                if let Err(e2) = self.file.set_len(self.durable_len) {
+                    tracing::error!(recording = %self.rec.id(), error = %e2, "cutting the recording back to its last chunk failed; retried before the next write");
+                    self.cut_pending = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Write the outputs a stall kept back, in order; when all are written the core
+    /// fills the gap and recording goes on.
+    fn retry(&mut self, now: Mono) {
+        if self.pending.is_empty() {
+            return;
+        }
+        while let Some(b) = self.pending.pop_front() {
+            if self.write_whole(&b).is_err() {
+                self.pending.push_front(b);
+                return;
+            }
+        }
+        STORAGE_HEALTH.stalled.fetch_sub(1, Ordering::Relaxed);
+        STORAGE_HEALTH.gaps.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(recording = %self.rec.id(), "recording writes again");
+        self.rec.storage_resumed(now);
+        self.drain(now);
     }
 
     /// Flush the rest, seal and fsync the file, send events and the `Finish` row.
     /// Returns the final state.
     pub fn close(mut self, info: CloseInfo<'_>) -> RecordingState {
+        self.retry(info.end);
         self.rec.finish(info.end);
-        let Some(fin) = self.drain() else {
+        let Some(fin) = self.drain(info.end) else {
             // finish() always ends with Finished; nothing to report otherwise.
             tracing::error!(recording = %self.rec.id(), "recording core did not finish");
             return RecordingState::Damaged;
         };
+        // One last try for what a full disk kept back (the final chunk among it).
+        self.retry(info.end);
         let id = self.rec.id().to_string();
-        let synced = if self.sync {
-            self.file.sync_all()
+        if !self.pending.is_empty() {
+            tracing::error!(recording = %id, kept = self.pending.len(), "the disk stayed full: the recording ends at its last written chunk");
+            STORAGE_HEALTH.stalled.fetch_sub(1, Ordering::Relaxed);
+        }
+        let mut stored = if self.cut_pending {
+            Stored::Unknown
+        } else if self.pending.is_empty() {
+            Stored::All
         } else {
-            Ok(())
+            Stored::Prefix
         };
-        let stored = match synced {
-            Ok(()) => !self.write_failed,
-            Err(e) => {
+        if self.sync {
+            if let Err(e) = self.file.sync_all() {
                 tracing::error!(recording = %id, error = %e, "fsync of recording failed");
-                false
+                stored = Stored::Unknown;
             }
-        };
-        let state = match fin.outcome(stored) {
+        }
+        let mut state = match fin.outcome(stored) {
             Outcome::Complete => RecordingState::Complete,
+            Outcome::Interrupted => RecordingState::Interrupted,
             Outcome::Damaged => RecordingState::Damaged,
             Outcome::CodecUnsupported => RecordingState::CodecUnsupported,
         };
+        // Not everything stored: the file itself says what it holds (as at start-up
+        // recovery), so the row and the manifest describe the bytes on disk.
+        let mut on_disk = None;
+        if stored != Stored::All {
+            match super::store::scan_file(&self.path, self.vault.as_ref()) {
+                Ok(rep) => {
+                    state = match rep.state {
+                        crate::recording::container::ScanState::Complete => {
+                            RecordingState::Complete
+                        }
+                        crate::recording::container::ScanState::Interrupted { .. } => {
+                            RecordingState::Interrupted
+                        }
+                        crate::recording::container::ScanState::Damaged { .. } => {
+                            RecordingState::Damaged
+                        }
+                    };
+                    on_disk = Some(rep);
+                }
+                Err(e) => {
+                    tracing::error!(recording = %id, error = %format!("{e:#}"), "recording unreadable after failed writes");
+                    state = RecordingState::Damaged;
+                }
+            }
+        }
         if !self.events.is_empty() {
             self.catalog.send(CatalogCmd::Events(
                 id.clone(),
                 std::mem::take(&mut self.events),
             ));
         }
-        let duration_ms = fin.duration_ms;
         let c = &fin.container;
+        let (duration_ms, file_sha256, file_bytes) = match &on_disk {
+            Some(rep) => (
+                rep.frames * 1000 / u64::from(self.sample_rate.max(1)),
+                rep.sha256_hex.clone(),
+                Some(rep.bytes),
+            ),
+            None => (
+                fin.duration_ms,
+                Some(hex::encode(c.sha256)),
+                Some(c.total_bytes),
+            ),
+        };
         let finish = Finish {
             ended_at_ms: info.ended_at_ms,
             duration_ms,
             state,
-            file_sha256: Some(hex::encode(c.sha256)),
-            file_bytes: Some(c.total_bytes),
+            file_sha256,
+            file_bytes,
             codec: Some(fin.codec.clone()),
             stats_json: Some(crate::recording::ChannelStats::to_json(&fin.stats)),
         };
         tracing::info!(recording = %id, duration_ms, reason = info.reason, state = state.as_str(), "recording closed");
+        // What a stall left on disk is signed as read back from the file.
+        let inputs = if on_disk.is_none() {
+            (state == RecordingState::Complete).then(|| super::evidence::ManifestInputs {
+                content_sha256: hex::encode(c.sha256),
+                content_bytes: c.total_bytes
+                    - (crate::recording::container::KEY_SLOT_LEN
+                        * crate::recording::container::KEY_SLOT_COUNT) as u64,
+                pcm_sha256: hex::encode(c.audio_sha256),
+                audio_encoding: c.sample_format,
+                frames: c.frames,
+            })
+        } else if state == RecordingState::Damaged {
+            None
+        } else {
+            super::evidence::inputs_from_file(&self.path, self.vault.as_ref())
+                .map_err(|e| tracing::error!(recording = %id, error = %format!("{e:#}"), "reading the recording back for its manifest failed"))
+                .ok()
+        };
         // A crash between the row and the manifest leaves this marker: start-up signs then.
-        if state == RecordingState::Complete {
+        if inputs.is_some() {
             let marker = super::evidence::pending_marker(&self.path);
             if let Err(e) = crate::vault::custody::write_atomic(&marker, b"") {
                 tracing::error!(recording = %id, error = %e, "cannot write the manifest-pending marker");
@@ -259,20 +432,8 @@ impl RecordingSink {
         }
         self.catalog
             .send(CatalogCmd::Finish(id.clone(), finish, None));
-        if state == RecordingState::Complete {
-            self.catalog.send(CatalogCmd::Seal(
-                id,
-                super::evidence::ManifestInputs {
-                    content_sha256: hex::encode(c.sha256),
-                    content_bytes: c.total_bytes
-                        - (crate::recording::container::KEY_SLOT_LEN
-                            * crate::recording::container::KEY_SLOT_COUNT)
-                            as u64,
-                    pcm_sha256: hex::encode(c.audio_sha256),
-                    audio_encoding: c.sample_format,
-                    frames: c.frames,
-                },
-            ));
+        if let Some(inputs) = inputs {
+            self.catalog.send(CatalogCmd::Seal(id, inputs));
         }
         state
     }

@@ -437,6 +437,19 @@ fn admit(shared: &Shared) -> Result<(), Unavailable> {
             "storage full: only protected recordings remain".into(),
         ));
     }
+    let stalled = crate::app::sink::STORAGE_HEALTH
+        .stalled
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if stalled > 0 {
+        tracing::error!(
+            stalled,
+            "recording writes failing (disk full or I/O error): refusing calls"
+        );
+        shared.gate.poke();
+        return Err(Unavailable::Storage(
+            "storage full: recording writes are failing".into(),
+        ));
+    }
     match free_mb(&cfg.storage.data_dir) {
         Ok(mb) if mb < cfg.storage.min_free_mb => {
             tracing::error!(free_mb = mb, "data disk nearly full: refusing calls");

@@ -84,12 +84,9 @@ impl DeleteMode {
 /// A deleted recording's remains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tombstone {
-    /// Recording id.
+    /// Recording id (a random UUID: it names no party). No Call-ID, session id, number
+    /// or name is kept (schema version 6).
     pub recording_id: String,
-    /// SIP Call-ID.
-    pub call_id: String,
-    /// SIPREC session id.
-    pub session_id: Option<String>,
     /// Start (RFC 3339).
     pub start: String,
     /// End (RFC 3339).
@@ -832,20 +829,19 @@ impl Catalog {
             field: "file",
             reason: format!("shredding failed: {e}"),
         })?;
+        // No Call-ID or other personal data: the audit log outlives the recording.
         let details = serde_json::json!({
             "reason": mode.as_str(), "detail": detail, "file_sha256": row.file_sha256,
-            "call_id": row.call_id, "retention_class": class,
+            "retention_class": class,
         });
         let seq = append_audit(&tx, now_ms, actor, "recording.delete", id, &details)?;
         tx.execute(
-            "INSERT INTO tombstones (recording_id, call_id, session_id, started_at, ended_at,
+            "INSERT INTO tombstones (recording_id, started_at, ended_at,
                  duration_ms, file_sha256, file_bytes, retention_class, expires_at, deleted_at,
                  reason, detail, actor, audit_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 id,
-                row.call_id,
-                row.session_id,
                 row.started_at_ms,
                 row.ended_at_ms,
                 row.duration_ms.map(|d| d as i64),
@@ -862,10 +858,9 @@ impl Catalog {
         )?;
         tx.execute("DELETE FROM recordings WHERE id = ?1", [id])?;
         tx.commit()?;
+        self.scrub_wal();
         Ok(Tombstone {
             recording_id: id.to_string(),
-            call_id: row.call_id,
-            session_id: row.session_id,
             start: ts(row.started_at_ms),
             end: row.ended_at_ms.map(ts),
             duration_ms: row.duration_ms.map(|d| d as i64),
@@ -884,27 +879,25 @@ impl Catalog {
     /// Tombstones, newest deletion first.
     pub fn tombstones(&self, limit: Option<u32>) -> Result<Vec<Tombstone>, CatalogError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT recording_id, call_id, session_id, started_at, ended_at, duration_ms, file_sha256,
+            "SELECT recording_id, started_at, ended_at, duration_ms, file_sha256,
                  file_bytes, retention_class, expires_at, deleted_at, reason, detail, actor, audit_seq
              FROM tombstones ORDER BY deleted_at DESC, recording_id LIMIT ?1",
         )?;
         let rows = st.query_map([limit.map_or(-1, i64::from)], |r| {
             Ok(Tombstone {
                 recording_id: r.get(0)?,
-                call_id: r.get(1)?,
-                session_id: r.get(2)?,
-                start: ts(r.get(3)?),
-                end: r.get::<_, Option<i64>>(4)?.map(ts),
-                duration_ms: r.get(5)?,
-                file_sha256: r.get(6)?,
-                file_bytes: r.get(7)?,
-                retention_class: r.get(8)?,
-                expires: r.get::<_, Option<i64>>(9)?.map(ts),
-                deleted: ts(r.get(10)?),
-                reason: r.get(11)?,
-                detail: r.get(12)?,
-                actor: r.get(13)?,
-                audit_seq: r.get(14)?,
+                start: ts(r.get(1)?),
+                end: r.get::<_, Option<i64>>(2)?.map(ts),
+                duration_ms: r.get(3)?,
+                file_sha256: r.get(4)?,
+                file_bytes: r.get(5)?,
+                retention_class: r.get(6)?,
+                expires: r.get::<_, Option<i64>>(7)?.map(ts),
+                deleted: ts(r.get(8)?),
+                reason: r.get(9)?,
+                detail: r.get(10)?,
+                actor: r.get(11)?,
+                audit_seq: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -166,15 +166,42 @@ impl Catalog {
                 reason: format!("SQLite refused WAL mode (got {mode:?})"),
             });
         }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        // secure_delete: deleted rows are zeroed in their pages instead of lingering in
+        // free space (a deleted recording's numbers and names must not survive).
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+        )?;
         let mut cat = Catalog {
             hold_fingerprint: None,
             conn,
             read_only: false,
             clock: CatalogClock::default(),
         };
+        let before = user_version(&cat.conn)?;
         cat.migrate(path)?;
+        if before != SCHEMA_VERSION {
+            cat.scrub_wal();
+        }
         Ok(cat)
+    }
+
+    /// After deleting personal data: copy the WAL into the database and truncate it, so the
+    /// old page images (which still hold the deleted rows) leave the `-wal` file. Best
+    /// effort: a reader in the middle of a transaction makes SQLite give up (`busy`); the
+    /// next deletion or the next start retries. Logged.
+    pub fn scrub_wal(&self) {
+        let r = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        match r {
+            Ok(0) => {}
+            Ok(_) => tracing::warn!(
+                "WAL checkpoint after a deletion was blocked by a reader; retried at the next deletion"
+            ),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint after a deletion failed"),
+        }
     }
 
     /// Open an existing catalogue for reading only (CLI `list`/export). Never blocks nor

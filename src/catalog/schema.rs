@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     participant_aliases,
     participant_history,
     audit_heads_v2,
+    tombstones_without_personal_data,
 ];
 
 /// The schema version this build writes and understands.
@@ -294,6 +295,20 @@ fn audit_heads_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         r#"
 ALTER TABLE audit_heads ADD COLUMN ordinal INTEGER;
 ALTER TABLE audit_heads ADD COLUMN counter INTEGER;
+"#,
+    )
+}
+
+/// Version 8 (issue #12): tombstones keep no personal data. The Call-ID and the SIPREC
+/// session id go (they name the call in the SBC's and the PBX's logs); what is left is the
+/// random recording id, times, the content hash, the class and who deleted it and why.
+/// The catalogue runs with `secure_delete`, so the dropped values are zeroed in the pages
+/// SQLite rewrites, and the open path checkpoints the WAL after the migration.
+fn tombstones_without_personal_data(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE tombstones DROP COLUMN call_id;
+ALTER TABLE tombstones DROP COLUMN session_id;
 "#,
     )
 }

@@ -991,3 +991,48 @@ fn participants_are_a_history_across_snapshots() {
         assert_eq!(cat.list(&f).unwrap().len(), 1, "{who}");
     }
 }
+
+/// Schema 8 on an existing catalogue: a version-5 file whose tombstone holds a Call-ID
+/// and a session id is upgraded; afterwards neither value is anywhere in the file bytes
+/// (main file or WAL) and the tombstone still reads back.
+#[test]
+fn upgrade_drops_personal_data_from_old_tombstones() {
+    let (_d, path) = db();
+    {
+        let mut c = raw_conn(&path);
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let tx = c.transaction().unwrap();
+        for m in &schema::MIGRATIONS[..5] {
+            m(&tx).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 5).unwrap();
+        tx.execute(
+            "INSERT INTO tombstones (recording_id, call_id, session_id, started_at, deleted_at,
+                 reason, actor, audit_seq)
+             VALUES ('r-old', 'secret-call-4711@pbx', 'secret-session-4711', 1, 2, 'operator', 'op', 1)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let grep = |needle: &[u8]| -> bool {
+        ["", "-wal"].iter().any(|sfx| {
+            let mut p = path.clone().into_os_string();
+            p.push(sfx);
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
+    };
+    assert!(grep(b"secret-call-4711@pbx"), "positive control");
+    let cat = Catalog::open(&path).unwrap();
+    let t = cat.tombstones(None).unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].recording_id, "r-old");
+    assert!(
+        !grep(b"secret-call-4711@pbx"),
+        "Call-ID survives the upgrade"
+    );
+    assert!(
+        !grep(b"secret-session-4711"),
+        "session id survives the upgrade"
+    );
+}

@@ -133,6 +133,27 @@ impl AudioEncoder {
         Ok(())
     }
 
+    /// Fill the timeline with silence up to `frame` (nothing if it is not ahead), in
+    /// pieces of at most the largest gap [`push_block`](Self::push_block) takes.
+    pub fn fill_silence_to(
+        &mut self,
+        frame: u64,
+        out: &mut ChunkWriter,
+    ) -> Result<(), ContainerError> {
+        let step = MAX_GAP_SECONDS * u64::from(self.rate);
+        while self.next_frame < frame {
+            let to = frame.min(self.next_frame + step);
+            self.push_block(
+                &AudioBlock {
+                    start_frame: to,
+                    samples: Vec::new(),
+                },
+                out,
+            )?;
+        }
+        Ok(())
+    }
+
     /// End of the audio: flush the encoder delay into `out` (Opus; nothing for PCM).
     pub fn finish(&mut self, out: &mut ChunkWriter) {
         if let Some(o) = &mut self.opus {
@@ -224,6 +245,11 @@ impl ContainerWriter {
     /// buffered. Call repeatedly until None.
     pub fn poll_chunk(&mut self) -> Option<Vec<u8>> {
         self.chunks.poll_chunk()
+    }
+
+    /// Silence up to timeline frame `frame` (see [`AudioEncoder::fill_silence_to`]).
+    pub fn fill_silence_to(&mut self, frame: u64) -> Result<(), ContainerError> {
+        self.enc.fill_silence_to(frame, &mut self.chunks)
     }
 
     /// Seal everything buffered (in chunks of at most `chunk_target_frames`), e.g. on

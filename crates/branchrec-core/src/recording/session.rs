@@ -52,6 +52,9 @@ pub struct RecordingConfig {
     /// If no channel decoded any audio but some received payload that cannot be decoded,
     /// the recording's verdict is [`Outcome::CodecUnsupported`] (capture).
     pub unsupported_if_no_audio: bool,
+    /// Keep DTMF digits in the `dtmf` events; when false the digit is `"masked"` (the
+    /// event keeps its time, duration and volume).
+    pub dtmf_digits: bool,
 }
 
 /// The per-recording secrets, drawn by the shell.
@@ -92,6 +95,12 @@ pub enum EventKind {
     Pause,
     /// A DTMF digit (RFC 4733).
     Dtmf,
+    /// The shell could not write the file: from here audio is not stored until
+    /// [`Recording::storage_resumed`].
+    StorageStalled,
+    /// Storage is back: the frames between `from_ms` and `to_ms` (detail) were lost and
+    /// are stored as silence, so the recording stays on one timeline.
+    StorageGap,
 }
 
 impl EventKind {
@@ -102,6 +111,8 @@ impl EventKind {
             EventKind::Resume => "resume",
             EventKind::Pause => "pause",
             EventKind::Dtmf => "dtmf",
+            EventKind::StorageStalled => "storage_stalled",
+            EventKind::StorageGap => "storage_gap",
         }
     }
 }
@@ -119,12 +130,27 @@ pub struct Event {
     pub detail: serde_json::Value,
 }
 
-/// How the recording came out, given whether the shell stored every byte.
+/// How much of the output the shell got onto the disk (see [`Finished::outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Every chunk, the final one included, was written and synced.
+    All,
+    /// The file was cut back to the last chunk boundary that was written (the disk
+    /// stayed full, or the final sync failed): a verifiable prefix without the final chunk.
+    Prefix,
+    /// Not even a chunk boundary is known (the file could not be cut back).
+    Unknown,
+}
+
+/// How the recording came out, given what the shell stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Every byte is stored and there is audio (or a codec we could decode).
     Complete,
-    /// Writing or syncing the file failed.
+    /// The file ends at a chunk boundary before the final chunk: everything up to it
+    /// verifies and exports.
+    Interrupted,
+    /// The file could not be brought back to a chunk boundary.
     Damaged,
     /// No channel carried a codec that could be decoded.
     CodecUnsupported,
@@ -148,10 +174,12 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// The final state, `stored` telling whether every write and sync succeeded.
-    pub fn outcome(&self, stored: bool) -> Outcome {
-        if !stored {
+    /// The final state, `stored` telling what the shell got onto the disk.
+    pub fn outcome(&self, stored: Stored) -> Outcome {
+        if stored == Stored::Unknown {
             Outcome::Damaged
+        } else if stored == Stored::Prefix {
+            Outcome::Interrupted
         } else if self.codec_unsupported {
             Outcome::CodecUnsupported
         } else {
@@ -190,7 +218,21 @@ pub struct Recording {
     scratch: Vec<i16>,
     pause_when_all_held: bool,
     unsupported_if_no_audio: bool,
+    dtmf_digits: bool,
     out: VecDeque<Output>,
+    /// Set while the shell cannot write (see [`Recording::storage_failed`]).
+    stall: Option<Stall>,
+    /// Storage gaps so far and the frames they cost.
+    storage_gaps: u64,
+    storage_gap_frames: u64,
+}
+
+/// A storage stall in progress: the timeline's audio from `from_frame` on is discarded
+/// (the shell could not write it), up to `next_frame`.
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    from_frame: u64,
+    next_frame: u64,
 }
 
 impl std::fmt::Debug for Recording {
@@ -250,7 +292,11 @@ impl Recording {
                 scratch: Vec::new(),
                 pause_when_all_held: cfg.pause_when_all_held,
                 unsupported_if_no_audio: cfg.unsupported_if_no_audio,
+                dtmf_digits: cfg.dtmf_digits,
                 out: VecDeque::new(),
+                stall: None,
+                storage_gaps: 0,
+                storage_gap_frames: 0,
             },
             header,
         ))
@@ -433,6 +479,88 @@ impl Recording {
         }
     }
 
+    fn rate(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(8000, |w| u64::from(w.header().sample_rate.max(1)))
+    }
+
+    /// Whether the recording is in a storage stall (see [`storage_failed`](Self::storage_failed)).
+    pub fn is_storage_stalled(&self) -> bool {
+        self.stall.is_some()
+    }
+
+    /// The shell could not write an output chunk (disk full, I/O error) and has cut the
+    /// file back to the last chunk boundary it wrote; it keeps the chunks already output
+    /// (sealed: they are retried byte for byte, never re-sealed, so no nonce is used
+    /// twice) and retries them. Until [`storage_resumed`](Self::storage_resumed) the
+    /// recording seals nothing more: the timeline keeps running and its audio is
+    /// discarded, so memory stays bounded however long the disk is full. Emits a
+    /// `storage_stalled` event once per stall.
+    pub fn storage_failed(&mut self, now: Mono) {
+        if self.stall.is_some() {
+            return;
+        }
+        let Some(writer) = self.writer.as_ref() else {
+            return;
+        };
+        let at = writer.frames();
+        self.stall = Some(Stall {
+            from_frame: at,
+            next_frame: at,
+        });
+        tracing::warn!(recording = %self.id, "storage stalled: audio is not stored until the disk takes writes again");
+        self.event(
+            now.as_millis(),
+            EventKind::StorageStalled,
+            None,
+            serde_json::json!({ "at_frame": at }),
+        );
+    }
+
+    /// Every chunk the shell kept is written again: the lost interval is stored as
+    /// silence (the recording stays on one timeline) and marked with a `storage_gap`
+    /// event (`from_ms`, `to_ms`, `gap_ms`), and recording goes on.
+    pub fn storage_resumed(&mut self, now: Mono) {
+        let Some(st) = self.stall.take() else {
+            return;
+        };
+        let rate = self.rate();
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        if let Err(e) = writer.fill_silence_to(st.next_frame) {
+            tracing::error!(recording = %self.id, error = %e, "filling a storage gap refused by the container");
+        }
+        let lost = st.next_frame.saturating_sub(st.from_frame);
+        self.storage_gaps += 1;
+        self.storage_gap_frames += lost;
+        let (from_ms, to_ms) = (st.from_frame * 1000 / rate, st.next_frame * 1000 / rate);
+        tracing::warn!(recording = %self.id, from_ms, to_ms, "storage is back; the gap is stored as silence");
+        self.event(
+            from_ms,
+            EventKind::StorageGap,
+            None,
+            serde_json::json!({
+                "from_ms": from_ms,
+                "to_ms": to_ms,
+                "gap_ms": to_ms - from_ms,
+                "from_frame": st.from_frame,
+                "to_frame": st.next_frame,
+                "resumed_at_ms": now.as_millis(),
+            }),
+        );
+        // The gap's silence is sealed now, so the shell writes it before later audio.
+        if let Some(w) = self.writer.as_mut() {
+            while let Some(chunk) = w.poll_chunk() {
+                self.out.push_back(Output::Chunk(chunk));
+            }
+            if let Some(chunk) = w.flush() {
+                self.out.push_back(Output::Chunk(chunk));
+            }
+        }
+    }
+
     /// One datagram received on `channel`'s RTP port, at `now`. SRTP is
     /// authenticated and decrypted first (failures are counted and dropped), RTCP is
     /// ignored, and while paused the packet never reaches the timeline: no paused audio
@@ -471,7 +599,14 @@ impl Recording {
             return;
         };
         let mut samples = std::mem::take(&mut self.scratch);
+        let ch = self.holds.len().max(1);
         while let Some(start_frame) = self.timeline.poll_audio_into(now, &mut samples) {
+            if let Some(st) = self.stall.as_mut() {
+                // Nothing can be written: this audio is lost, its time becomes silence
+                // when storage is back.
+                st.next_frame = st.next_frame.max(start_frame + (samples.len() / ch) as u64);
+                continue;
+            }
             let block = AudioBlock {
                 start_frame,
                 samples,
@@ -480,6 +615,9 @@ impl Recording {
             samples = block.samples;
         }
         self.scratch = samples;
+        if self.stall.is_some() {
+            return;
+        }
         while let Some(chunk) = writer.poll_chunk() {
             self.out.push_back(Output::Chunk(chunk));
         }
@@ -495,6 +633,13 @@ impl Recording {
     /// chunk are output, then the remaining events (an open pause is closed, the DTMF
     /// digits), then [`Output::Finished`]. Later calls do nothing.
     pub fn finish(&mut self, end: Mono) {
+        if self.stall.is_some() {
+            // The shell writes the rest with the final chunk, or ends the file at its
+            // last chunk boundary (interrupted): either way the gap is marked here.
+            self.storage_resumed(end);
+        }
+        // Before the writer is taken: the rate comes from its header.
+        let gap_ms = self.storage_gap_frames * 1000 / self.rate();
         let Some(mut writer) = self.writer.take() else {
             return;
         };
@@ -528,13 +673,22 @@ impl Recording {
                 serde_json::json!({ "source": "end of call" }),
             );
         }
+        for st in &mut stats {
+            st.storage_gaps = self.storage_gaps;
+            st.storage_gap_ms = gap_ms;
+        }
         for (ch, d) in self.timeline.take_dtmf() {
+            let digit = if self.dtmf_digits {
+                d.digit.to_string()
+            } else {
+                "masked".to_string()
+            };
             self.event(
                 d.start.as_millis(),
                 EventKind::Dtmf,
                 Some(ch),
                 serde_json::json!({
-                    "digit": d.digit.to_string(),
+                    "digit": digit,
                     "duration_ms": d.duration_ms,
                     "volume": d.volume,
                 }),

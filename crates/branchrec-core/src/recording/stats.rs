@@ -62,6 +62,11 @@ pub struct ChannelStats {
     pub srtcp_replay: u64,
     /// Packets the previous keys accepted during a re-key grace period.
     pub srtp_old_key_after_rekey: u64,
+    /// Intervals the disk could not take the audio (write failures, full disk), stored
+    /// as marked silence (`storage_gap` events). Recording-wide: the same on every channel.
+    pub storage_gaps: u64,
+    /// Their total length, ms. Recording-wide, like `storage_gaps`.
+    pub storage_gap_ms: u64,
 }
 
 impl ChannelStats {

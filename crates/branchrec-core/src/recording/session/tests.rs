@@ -25,6 +25,7 @@ fn config(channels: usize) -> RecordingConfig {
         flush_every: 1000 * MS,
         pause_when_all_held: true,
         unsupported_if_no_audio: false,
+        dtmf_digits: true,
     }
 }
 
@@ -136,8 +137,9 @@ fn packets_in_chunks_out_and_the_file_reads_back() {
     let fin = shell.finished.take().expect("Finished");
     assert_eq!(fin.duration_ms, 10_000);
     assert_eq!(fin.codec, "PCMU");
-    assert_eq!(fin.outcome(true), Outcome::Complete);
-    assert_eq!(fin.outcome(false), Outcome::Damaged);
+    assert_eq!(fin.outcome(Stored::All), Outcome::Complete);
+    assert_eq!(fin.outcome(Stored::Prefix), Outcome::Interrupted);
+    assert_eq!(fin.outcome(Stored::Unknown), Outcome::Damaged);
     assert_eq!(fin.container.total_bytes, shell.file.len() as u64);
     assert!(fin.container.bytes.is_empty());
     let stats = &fin.stats;
@@ -314,7 +316,17 @@ fn capture_holds_do_not_pause() {
 
 #[test]
 fn dtmf_digits_are_events_at_finish() {
-    let (mut r, mut shell, _) = start(config(1));
+    for keep in [true, false] {
+        dtmf_event(keep);
+    }
+}
+
+/// With `dtmf_digits` off (the daemon's default) the event keeps its timing, the digit
+/// is masked.
+fn dtmf_event(keep: bool) {
+    let mut c = config(1);
+    c.dtmf_digits = keep;
+    let (mut r, mut shell, _) = start(c);
     let mut cfg = StreamConfig::default();
     cfg.payload_types.push((101, Codec::TelephoneEvent, 8000));
     let mut m = media(false, "sendonly");
@@ -344,7 +356,8 @@ fn dtmf_digits_are_events_at_finish() {
     assert_eq!(d.len(), 1, "{:?}", shell.events);
     assert_eq!(d[0].channel, Some(0));
     assert_eq!(d[0].at_ms, 400);
-    assert_eq!(d[0].detail["digit"], "5");
+    assert_eq!(d[0].detail["digit"], if keep { "5" } else { "masked" });
+    assert_eq!(d[0].detail["duration_ms"], 140);
 }
 
 #[test]
@@ -367,8 +380,8 @@ fn no_decodable_audio_is_codec_unsupported_when_asked() {
         } else {
             Outcome::Complete
         };
-        assert_eq!(fin.outcome(true), want);
-        assert_eq!(fin.outcome(false), Outcome::Damaged);
+        assert_eq!(fin.outcome(Stored::All), want);
+        assert_eq!(fin.outcome(Stored::Unknown), Outcome::Damaged);
     }
 }
 
@@ -503,4 +516,93 @@ fn the_stats_schema_is_one_typed_object_per_channel() {
     let mut old = arr.clone();
     old.push(serde_json::json!({ "dropped_while_paused": 40 }));
     assert!(crate::recording::ChannelStats::parse_all(&serde_json::Value::Array(old)).is_err());
+}
+
+/// A storage stall: the shell reports a failed write at 3 s and the end of the stall at
+/// 6 s. The file (what the shell wrote, the failed chunk retried byte for byte) reads
+/// back complete, on one timeline: the audio before and after is exactly what was sent,
+/// the stalled interval is silence, and a `storage_gap` event marks it.
+#[test]
+fn storage_stall_becomes_a_marked_silent_gap_on_one_timeline() {
+    let (mut r, mut shell, k) = start(config(1));
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for kpk in 0..500u32 {
+        let now = 20 * MS * kpk;
+        if kpk == 150 {
+            r.storage_failed(mono(now));
+            assert!(r.is_storage_stalled());
+        }
+        if kpk == 300 {
+            // The shell writes what it kept, then tells the core.
+            for b in kept.drain(..) {
+                shell.file.extend_from_slice(&b);
+            }
+            r.storage_resumed(mono(now));
+        }
+        let p = rtp(0, kpk as u16, kpk * 160, 0x100, &payload(kpk, 0));
+        r.handle_rtp(mono(now), 0, &p);
+        r.handle_timeout(mono(now));
+        while let Some(o) = r.poll_output() {
+            match o {
+                Output::Chunk(b) if r.is_storage_stalled() => kept.push(b),
+                Output::Chunk(b) => shell.file.extend_from_slice(&b),
+                Output::Event(e) => shell.events.push(e),
+                Output::Finished(f) => shell.finished = Some(*f),
+            }
+        }
+        if (150..300).contains(&kpk) {
+            assert!(kept.is_empty(), "nothing sealed while stalled");
+        }
+    }
+    r.finish(mono(10_000 * MS));
+    shell.drain(&mut r);
+    let fin = shell.finished.take().unwrap();
+    assert_eq!(fin.container.total_bytes, shell.file.len() as u64);
+    assert_eq!(
+        scan(&shell.file[..], &k).unwrap().state,
+        ScanState::Complete
+    );
+    let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
+    assert_eq!(audio.len(), 80_000, "one timeline: 10 s at 8 kHz");
+    let gap = shell
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::StorageGap)
+        .expect("storage_gap event");
+    let (from, to) = (
+        gap.detail["from_ms"].as_u64().unwrap() as usize,
+        gap.detail["to_ms"].as_u64().unwrap() as usize,
+    );
+    assert!(shell
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::StorageStalled));
+    // The stall starts where sealed audio ended (before 3 s minus the playout delay is
+    // stored) and ends at the audio released by 6 s.
+    assert!(
+        (1000..=3000).contains(&from) && (5000..=6000).contains(&to),
+        "{from}..{to}"
+    );
+    assert!(
+        audio[from * 8..to * 8].iter().all(|s| *s == 0),
+        "the gap is silence"
+    );
+    let expect = |kpk: usize| -> Vec<i16> {
+        payload(kpk as u32, 0)
+            .iter()
+            .map(|b| ulaw_to_linear(*b))
+            .collect()
+    };
+    for kpk in (0..from / 20).chain(to.div_ceil(20)..500) {
+        assert_eq!(
+            audio[kpk * 160..kpk * 160 + 160],
+            expect(kpk)[..],
+            "packet {kpk}"
+        );
+    }
+    assert_eq!(fin.stats.last().unwrap().storage_gaps, 1);
+    assert!(fin
+        .stats
+        .iter()
+        .all(|c| c.storage_gaps == 1 && c.storage_gap_ms > 0));
 }
