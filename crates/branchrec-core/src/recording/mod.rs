@@ -19,7 +19,7 @@ pub use container::{
 pub use encode::{AudioEncoder, ContainerWriter};
 pub use session::{
     ChannelMedia, Event, EventKind, Finished, Outcome, Output, Recording, RecordingConfig,
-    RecordingKeys,
+    RecordingKeys, RtpDisposition,
 };
 pub use wav::{write_wav, WavWriter};
 
