@@ -56,6 +56,8 @@ pub struct Shared {
     pub board: Option<Arc<crate::board::BoardShared>>,
     /// SIP listener access counters: TLS accepted/refused, source-allowlist drops.
     pub access: Arc<crate::sip::access::AccessCounters>,
+    /// Foreign-source media drops, in-dialog requests from other peers, metadata caps.
+    pub binding: Arc<crate::binding::BindingCounters>,
 }
 
 /// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
@@ -204,6 +206,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         live: Default::default(),
         board: Some(board_shared.clone()),
         access: Default::default(),
+        binding: Default::default(),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(

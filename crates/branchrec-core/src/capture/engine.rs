@@ -17,8 +17,9 @@ use super::tracker::{CallNo, CallTracker, Flow, TrackerConfig, TrackerEvent, Tra
 pub trait Sink {
     /// A tracker event (start, media change, participants, flag, end).
     fn on_event(&mut self, ev: TrackerEvent);
-    /// An RTP (or RTCP-mux) datagram of `call`'s channel `ch`, captured at `ts`.
-    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, pkt: &[u8]);
+    /// An RTP (or RTCP-mux) datagram of `call`'s channel `ch` from `src` (its bound
+    /// source), captured at `ts`.
+    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, src: SocketAddr, pkt: &[u8]);
     /// A datagram towards `call`'s channel `ch` from `src`, which that channel's sender
     /// never announced: dropped (counted by the tracker); the recording may count it too.
     fn on_foreign_rtp(&mut self, _call: CallNo, _ch: usize, _ts: Mono, _src: SocketAddr) {}
@@ -99,7 +100,7 @@ impl Engine {
                         match self.tracker.classify_flow(ts, seg.src, seg.dst, rtp) {
                             Some(Flow::Bound(call, ch)) => {
                                 self.drain(sink);
-                                sink.on_rtp(call, ch, ts, p);
+                                sink.on_rtp(call, ch, ts, seg.src, p);
                             }
                             Some(Flow::Foreign(call, ch)) => {
                                 sink.on_foreign_rtp(call, ch, ts, seg.src);
