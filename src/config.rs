@@ -881,7 +881,8 @@ impl Config {
         if !(100..=30_000).contains(&self.media.latch_window_ms) {
             return Err(invalid(
                 "media.latch_window_ms",
-                "must be between 100 and 30000: the window in which any source may bind a stream".into(),
+                "must be between 100 and 30000: the window in which any source may bind a stream"
+                    .into(),
             ));
         }
         if self.media.foreign_alarm_packets == 0 {

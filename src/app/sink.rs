@@ -18,13 +18,13 @@ use rand::RngCore;
 use crate::app::store::{CatalogCmd, CatalogHandle};
 use crate::catalog::{EventRow, Finish, RecordingState, Source};
 use crate::config::Config;
-use std::net::SocketAddr;
 use crate::recording::session::{Event, Finished, Outcome, Output};
 use crate::recording::{
     ChannelMedia, Recording, RecordingConfig, RecordingKeys, RtpDisposition, StorageFormat,
 };
 use crate::vault::{DataKey, KeyWrap};
 use branchrec_core::time::{Mono, UnixMs};
+use std::net::SocketAddr;
 
 pub use crate::media::codec::{recording_rate, SAMPLE_RATE, WIDEBAND_SAMPLE_RATE};
 
@@ -170,7 +170,13 @@ impl RecordingSink {
 
     /// Feed one RTP/RTCP/SRTP datagram of `ch` from `from`, at `at` (see
     /// [`Recording::handle_rtp`]: the source check comes first).
-    pub fn push_rtp(&mut self, ch: usize, at: Mono, from: SocketAddr, pkt: &[u8]) -> RtpDisposition {
+    pub fn push_rtp(
+        &mut self,
+        ch: usize,
+        at: Mono,
+        from: SocketAddr,
+        pkt: &[u8],
+    ) -> RtpDisposition {
         // Its event (at the threshold) is drained with the next tick.
         self.rec.handle_rtp(at, ch, from, pkt)
     }

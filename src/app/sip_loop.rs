@@ -759,7 +759,10 @@ async fn tls_acceptor(
                     let mut ids = acc.identities.clone();
                     ids.sort();
                     if !ids.is_empty()
-                        && tx.send(Inbound::TlsIdentity(id, ids.join(", "))).await.is_err()
+                        && tx
+                            .send(Inbound::TlsIdentity(id, ids.join(", ")))
+                            .await
+                            .is_err()
                     {
                         return;
                     }

@@ -67,7 +67,8 @@ impl BindingCounters {
 
     /// Set the SIP counters from the cores' totals (they only grow).
     pub fn set_sip(&self, foreign_peer: u64, metadata_refused: u64) {
-        self.sip_foreign_peer.fetch_max(foreign_peer, Ordering::Relaxed);
+        self.sip_foreign_peer
+            .fetch_max(foreign_peer, Ordering::Relaxed);
         self.metadata_refused
             .fetch_max(metadata_refused, Ordering::Relaxed);
     }
@@ -100,7 +101,12 @@ mod tests {
         c.foreign_alarm(UnixMs(1_000));
         let s = c.snapshot();
         assert_eq!(
-            (s.rtp_foreign_source, s.foreign_media_alarms, s.sip_foreign_peer, s.metadata_refused),
+            (
+                s.rtp_foreign_source,
+                s.foreign_media_alarms,
+                s.sip_foreign_peer,
+                s.metadata_refused
+            ),
             (5, 1, 4, 1)
         );
         assert!(s.foreign_alarm_active(UnixMs(1_000 + FOREIGN_ALARM_HOLD_MS - 1)));

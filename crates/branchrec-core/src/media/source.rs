@@ -120,7 +120,9 @@ impl SourceGate {
         if self.bound.is_none() {
             let announced_ip = self.announced.is_some_and(|a| a.ip() == from.ip());
             let in_window = match self.policy {
-                SourcePolicy::Latch { window } => now.saturating_duration_since(self.since) <= window,
+                SourcePolicy::Latch { window } => {
+                    now.saturating_duration_since(self.since) <= window
+                }
                 _ => false,
             };
             if announced_ip || in_window {
@@ -180,14 +182,29 @@ mod tests {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), Some(a("127.0.0.1:40000")));
         // Another host, before and after the real source: foreign.
-        assert_eq!(g.check(ms(1), a("127.0.0.2:40000"), true), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(1), a("127.0.0.2:40000"), true),
+            SourceVerdict::Foreign
+        );
         // The SDP address from another port (not symmetric RTP): binds.
-        assert_eq!(g.check(ms(2), a("127.0.0.1:51000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(2), a("127.0.0.1:51000"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.bound(), Some(a("127.0.0.1:51000")));
-        assert_eq!(g.check(ms(3), a("127.0.0.2:40000"), true), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(3), a("127.0.0.2:40000"), true),
+            SourceVerdict::Foreign
+        );
         // Same host, another port, once bound: foreign too (no second SSRC from elsewhere).
-        assert_eq!(g.check(ms(4), a("127.0.0.1:40000"), true), SourceVerdict::Foreign);
-        assert_eq!(g.check(ms(5), a("127.0.0.1:51000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(4), a("127.0.0.1:40000"), true),
+            SourceVerdict::Foreign
+        );
+        assert_eq!(
+            g.check(ms(5), a("127.0.0.1:51000"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.foreign(), 3);
         assert_eq!(g.last_foreign(), Some(a("127.0.0.1:40000")));
     }
@@ -196,7 +213,10 @@ mod tests {
     fn strict_without_an_sdp_address_takes_nothing() {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), None);
-        assert_eq!(g.check(ms(0), a("127.0.0.1:4000"), true), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(0), a("127.0.0.1:4000"), true),
+            SourceVerdict::Foreign
+        );
         assert_eq!(g.bound(), None);
     }
 
@@ -205,29 +225,50 @@ mod tests {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), Some(a("10.0.0.1:4000")));
         // RTCP from the RTCP port first: accepted (ignored later), not bound.
-        assert_eq!(g.check(ms(1), a("10.0.0.1:4001"), false), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(1), a("10.0.0.1:4001"), false),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.bound(), None);
-        assert_eq!(g.check(ms(2), a("10.0.0.1:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(2), a("10.0.0.1:4000"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.bound(), Some(a("10.0.0.1:4000")));
         // Foreign RTCP is foreign.
-        assert_eq!(g.check(ms(3), a("10.0.0.9:4001"), false), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(3), a("10.0.0.9:4001"), false),
+            SourceVerdict::Foreign
+        );
     }
 
     #[test]
     fn reinvite_with_a_new_address_rebinds_and_the_old_source_is_foreign() {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), Some(a("10.0.0.1:4000")));
-        assert_eq!(g.check(ms(1), a("10.0.0.1:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(1), a("10.0.0.1:4000"), true),
+            SourceVerdict::Accept
+        );
         // Same description again (session refresh): the binding stays.
         g.set_announced(ms(10), Some(a("10.0.0.1:4000")));
         assert_eq!(g.bound(), Some(a("10.0.0.1:4000")));
         // Hold (no usable address): the binding stays.
         g.set_announced(ms(20), None);
-        assert_eq!(g.check(ms(21), a("10.0.0.1:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(21), a("10.0.0.1:4000"), true),
+            SourceVerdict::Accept
+        );
         // Moved (SBC fail-over): the old source is foreign, the new one binds.
         g.set_announced(ms(30), Some(a("10.0.0.7:6000")));
-        assert_eq!(g.check(ms(31), a("10.0.0.1:4000"), true), SourceVerdict::Foreign);
-        assert_eq!(g.check(ms(32), a("10.0.0.7:6000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(31), a("10.0.0.1:4000"), true),
+            SourceVerdict::Foreign
+        );
+        assert_eq!(
+            g.check(ms(32), a("10.0.0.7:6000"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.bound(), Some(a("10.0.0.7:6000")));
     }
 
@@ -237,27 +278,48 @@ mod tests {
         let mut g = SourceGate::new(SourcePolicy::Latch { window: w });
         // A private SDP address behind NAT; packets arrive from the public one.
         g.set_announced(ms(0), Some(a("192.168.1.20:4000")));
-        assert_eq!(g.check(ms(500), a("203.0.113.5:61000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(500), a("203.0.113.5:61000"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.bound(), Some(a("203.0.113.5:61000")));
-        assert_eq!(g.check(ms(600), a("198.51.100.9:4000"), true), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(600), a("198.51.100.9:4000"), true),
+            SourceVerdict::Foreign
+        );
         // A new description opens a new window; after it, nothing but the SDP address binds.
         g.set_announced(ms(10_000), Some(a("192.168.1.21:4000")));
-        assert_eq!(g.check(ms(12_001), a("203.0.113.5:61000"), true), SourceVerdict::Foreign);
-        assert_eq!(g.check(ms(12_002), a("192.168.1.21:4002"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(12_001), a("203.0.113.5:61000"), true),
+            SourceVerdict::Foreign
+        );
+        assert_eq!(
+            g.check(ms(12_002), a("192.168.1.21:4002"), true),
+            SourceVerdict::Accept
+        );
     }
 
     #[test]
     fn ipv4_mapped_sources_compare_as_ipv4() {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), Some(a("127.0.0.1:4000")));
-        assert_eq!(g.check(ms(1), a("[::ffff:127.0.0.1]:4000"), true), SourceVerdict::Accept);
-        assert_eq!(g.check(ms(2), a("127.0.0.1:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(1), a("[::ffff:127.0.0.1]:4000"), true),
+            SourceVerdict::Accept
+        );
+        assert_eq!(
+            g.check(ms(2), a("127.0.0.1:4000"), true),
+            SourceVerdict::Accept
+        );
     }
 
     #[test]
     fn any_accepts_everything() {
         let mut g = SourceGate::new(SourcePolicy::Any);
-        assert_eq!(g.check(ms(0), a("127.0.0.2:1"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(0), a("127.0.0.2:1"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.foreign(), 0);
     }
 }

@@ -200,7 +200,10 @@ impl RtpDisposition {
     /// Whether the packet came from the channel's accepted source (anything but
     /// [`RtpDisposition::Foreign`]): only such packets keep a call alive.
     pub fn from_bound_source(&self) -> bool {
-        !matches!(self, RtpDisposition::Foreign { .. } | RtpDisposition::NoSuchChannel)
+        !matches!(
+            self,
+            RtpDisposition::Foreign { .. } | RtpDisposition::NoSuchChannel
+        )
     }
 
     /// What the timeline did, if the packet reached it.

@@ -575,9 +575,17 @@ impl Srs {
         };
         if let Some(part) = body.as_ref().and_then(|b| b.metadata.as_ref()) {
             let len = part.bytes.len();
-            if let Some(why) = self.caps.exceeded(s.metadata_versions, s.metadata_bytes, len) {
+            if let Some(why) = self
+                .caps
+                .exceeded(s.metadata_versions, s.metadata_bytes, len)
+            {
                 self.stats.metadata_refused += 1;
-                tracing::warn!(method = m, bytes = len, versions = s.metadata_versions, "{why}: request refused");
+                tracing::warn!(
+                    method = m,
+                    bytes = len,
+                    versions = s.metadata_versions,
+                    "{why}: request refused"
+                );
                 self.refuse(now, txn, Refusal::MetadataLimit(why));
                 return;
             }

@@ -343,7 +343,10 @@ fn unannounced_flows_never_take_a_channel() {
     t.on_sip(s(2), sa(B), sa(A), &ok);
     let _ = events(&mut t);
     let evil = sa("10.0.0.66:4000");
-    for (src, dst, ch) in [(evil, sa("10.0.0.2:5000"), 0), (evil, sa("10.0.0.1:4000"), 1)] {
+    for (src, dst, ch) in [
+        (evil, sa("10.0.0.2:5000"), 0),
+        (evil, sa("10.0.0.1:4000"), 1),
+    ] {
         assert_eq!(
             t.classify_flow(s(3), src, dst, true),
             Some(Flow::Foreign(1, ch))

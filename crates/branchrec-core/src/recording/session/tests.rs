@@ -329,7 +329,12 @@ fn dtmf_digits_are_events_at_finish() {
                 (dur >> 8) as u8,
                 dur as u8,
             ];
-            r.handle_rtp(mono(now), 0, src(), &rtp(101, 1000 + k as u16, 3200, 0x100, &pl));
+            r.handle_rtp(
+                mono(now),
+                0,
+                src(),
+                &rtp(101, 1000 + k as u16, 3200, 0x100, &pl),
+            );
         }
     });
     r.finish(mono(1200 * MS));
@@ -354,7 +359,12 @@ fn no_decodable_audio_is_codec_unsupported_when_asked() {
         // Payload type 18 is not negotiated.
         for k in 0..50u32 {
             let now = 20 * MS * k;
-            r.handle_rtp(mono(now), 0, src(), &rtp(18, k as u16, k * 160, 1, &[0; 20]));
+            r.handle_rtp(
+                mono(now),
+                0,
+                src(),
+                &rtp(18, k as u16, k * 160, 1, &[0; 20]),
+            );
             r.handle_timeout(mono(now));
         }
         r.finish(mono(1000 * MS));
@@ -501,7 +511,9 @@ fn a_reinvite_moving_the_stream_rebinds_it() {
         // The old source after the move is foreign.
         if n >= 50 {
             let stale = rtp(0, n as u16, n * 160, 0x100, &[0x33; 160]);
-            assert!(!r.handle_rtp(mono(now), 0, src(), &stale).from_bound_source());
+            assert!(!r
+                .handle_rtp(mono(now), 0, src(), &stale)
+                .from_bound_source());
         }
         r.handle_timeout(mono(now));
         shell.drain(&mut r);
@@ -512,7 +524,11 @@ fn a_reinvite_moving_the_stream_rebinds_it() {
     let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
     for n in [0u32, 49, 50, 99] {
         let exp: Vec<i16> = payload(n, 0).iter().map(|&b| ulaw_to_linear(b)).collect();
-        assert_eq!(&audio[n as usize * 160..(n as usize + 1) * 160], &exp[..], "packet {n}");
+        assert_eq!(
+            &audio[n as usize * 160..(n as usize + 1) * 160],
+            &exp[..],
+            "packet {n}"
+        );
     }
     let st = &shell.finished.unwrap().stats.as_array().unwrap()[0].clone();
     assert_eq!(st["rtp_foreign_source"], 50);
