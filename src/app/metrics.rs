@@ -108,6 +108,26 @@ pub fn render(doc: &StatusDoc) -> String {
         "gauge",
         f64::from(u8::from(doc.key_present)),
     );
+    if let Some(b) = &doc.binding {
+        g(
+            "branchrec_rtp_foreign_source_total",
+            "RTP/RTCP datagrams dropped because they came from a source the stream is not bound to.",
+            "counter",
+            b.rtp_foreign_source as f64,
+        );
+        g(
+            "branchrec_sip_foreign_peer_total",
+            "In-dialog requests refused because they did not come from the dialog's peer.",
+            "counter",
+            b.sip_foreign_peer as f64,
+        );
+        g(
+            "branchrec_metadata_refused_total",
+            "Metadata documents refused above the per-call caps.",
+            "counter",
+            b.metadata_refused as f64,
+        );
+    }
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"

@@ -216,7 +216,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gate,
     ));
     let control = control::start(shared.clone()).await?;
-    let (uplink, uplink_shared) = start_uplink(&shared.cfg, shared.clock.clone());
+    let (uplink, uplink_shared) =
+        start_uplink(&shared.cfg, shared.clock.clone(), shared.binding.clone());
     let (panel_stop, panel_stop_rx) = tokio::sync::oneshot::channel();
     let panel = tokio::spawn(board::run(
         shared.clone(),
@@ -436,13 +437,18 @@ type UplinkTasks = (
 );
 
 /// Start the uplink worker and the metrics listener if configured.
-fn start_uplink(cfg: &Config, clock: Arc<dyn crate::lifecycle::Clock>) -> UplinkTasks {
+fn start_uplink(
+    cfg: &Config,
+    clock: Arc<dyn crate::lifecycle::Clock>,
+    binding: Arc<crate::binding::BindingCounters>,
+) -> UplinkTasks {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
     if !u.enabled && u.metrics_listen.is_none() {
         return (tasks, None);
     }
     let shared = Arc::new(crate::app::uplink::UplinkShared::new(u, clock));
+    let _ = shared.binding.set(binding);
     if u.enabled {
         let c = cfg.clone();
         let s = shared.clone();

@@ -38,6 +38,9 @@ pub struct UplinkShared {
     /// The daemon's wall clock (shifted by `BRANCHREC_TEST_CLOCK_OFFSET_S`): alarm times,
     /// upload and archive times, retry times, the status document.
     clock: Arc<dyn Clock>,
+    /// The daemon's media/dialog binding counters (set once by the daemon; the CLI's
+    /// stand-in has none).
+    pub binding: std::sync::OnceLock<Arc<crate::binding::BindingCounters>>,
 }
 
 impl UplinkShared {
@@ -50,6 +53,7 @@ impl UplinkShared {
             shaper: Arc::new(Shaper::new(None)),
             congestion: Mutex::new(Congestion::new(cfg.congestion_min_share)),
             last_doc: Mutex::new(None),
+            binding: std::sync::OnceLock::new(),
         }
     }
 
@@ -476,7 +480,7 @@ pub fn build_status(
     let now_ms = shared.now_ms();
     let disk = rustix::fs::statvfs(&cfg.storage.data_dir).ok();
     let key_present = cfg.storage.key_file().exists();
-    StatusDoc {
+    let mut doc = StatusDoc {
         schema: 1,
         box_id: cfg.uplink.box_id.clone(),
         site: cfg.uplink.site.clone(),
@@ -507,7 +511,10 @@ pub fn build_status(
         key_custody: "keyfile".into(),
         key_present,
         alarms: shared.alarms(),
-    }
+        binding: shared.binding.get().map(|b| b.snapshot()),
+    };
+    doc.add_binding_alarms(branchrec_core::time::UnixMs(now_ms), &doc.generated_at.clone());
+    doc
 }
 
 /// Write the local status file atomically.
