@@ -352,12 +352,13 @@ fn handle_event(
                     "rule".into(),
                     "call.not_recorded".into(),
                     offer.call_id.clone(),
-                    serde_json::json!({ "rule": decision.rule, "src": offer.src, "direction": decision.direction.as_str() }),
+                    serde_json::json!({ "rule": decision.rule, "src": offer.src, "src_identity": offer.src_identity, "direction": decision.direction.as_str() }),
                 ));
                 skipped.insert(offer.call);
                 srs.accept(now, offer.call, &[]);
                 return;
             }
+            tracing::info!(src = %offer.src, identity = ?offer.src_identity, "recording session offered");
             if let Some(r) = &offer.not_siprec_reason {
                 tracing::info!(reason = %r, "INVITE is not SIPREC: recording its SDP streams without metadata");
             }
