@@ -553,10 +553,10 @@ impl Recording {
         let alarm = self.foreign_alarm_packets > 0 && n == self.foreign_alarm_packets;
         if alarm {
             let last = gate.last_foreign().map(|a| a.to_string());
-            let bound = gate.bound().map(|a| a.to_string());
+            let bound = gate.latched().map(|a| a.to_string());
             let announced = gate.announced().map(|a| a.to_string());
             tracing::warn!(recording = %self.id, channel, foreign = n, source = ?last,
-                bound = ?bound, "RTP from a foreign source dropped");
+                announced = ?announced, latched = ?bound, "RTP from a foreign source dropped");
             self.event(
                 now.as_millis(),
                 EventKind::ForeignSource,
@@ -564,8 +564,8 @@ impl Recording {
                 serde_json::json!({
                     "dropped": n,
                     "source": last,
-                    "bound": bound,
                     "announced": announced,
+                    "latched": bound,
                 }),
             );
         }

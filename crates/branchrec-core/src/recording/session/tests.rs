@@ -477,7 +477,7 @@ fn injected_rtp_from_a_foreign_source_never_reaches_the_recording() {
         .collect();
     assert_eq!(ev.len(), 2, "{:?}", shell.events);
     assert_eq!(ev[0].detail["source"], "10.0.0.66:4000");
-    assert_eq!(ev[0].detail["bound"], "10.0.0.1:4000");
+    assert_eq!(ev[0].detail["announced"], "10.0.0.1");
     let fin = shell.finished.take().unwrap();
     for ch in 0..2 {
         let st = &fin.stats.as_array().unwrap()[ch];
