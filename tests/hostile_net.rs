@@ -71,7 +71,11 @@ fn status_json(d: &Daemon) -> Value {
         Duration::from_secs(60),
     )
     .expect("branchrec status hung");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status --json")
 }
 
@@ -164,8 +168,10 @@ fn injected_rtp_is_dropped_and_the_real_audio_is_bit_exact() {
     let ev = events_of(&detail, "foreign_source");
     assert_eq!(ev.len(), 2, "{}", detail["events"]);
     assert!(
-        ev.iter()
-            .all(|e| e["detail"]["source"].as_str().unwrap().starts_with("127.0.0.2:")),
+        ev.iter().all(|e| e["detail"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.2:")),
         "{ev:?}"
     );
     // The real audio, bit-exact: 150 packets of the tone on each channel and nothing else.
@@ -284,7 +290,10 @@ fn spoofed_in_dialog_requests_are_refused_and_the_real_bye_ends_the_call() {
         );
     }
     let text = detail.to_string();
-    assert!(!text.contains("evil.example"), "spoofed metadata stored: {text}");
+    assert!(
+        !text.contains("evil.example"),
+        "spoofed metadata stored: {text}"
+    );
     let w = export(&d, &id, dir.path());
     let burst = tone_burst(sent);
     for ch in 0..2 {
@@ -313,7 +322,9 @@ fn metadata_beyond_the_per_call_cap_is_refused() {
         let code = siprec_client::status(&resp);
         if code == 403 {
             assert!(
-                resp.starts_with("SIP/2.0 403 Forbidden (metadata version cap of 5 per call reached)"),
+                resp.starts_with(
+                    "SIP/2.0 403 Forbidden (metadata version cap of 5 per call reached)"
+                ),
                 "{resp}"
             );
         }
@@ -340,11 +351,7 @@ fn a_spoofed_via_received_does_not_reach_catalogue_or_manifest() {
     let _g = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path());
-    let mut call = up(invite_with(
-        srs(&d),
-        4,
-        ";received=10.20.0.5;rport=5099",
-    ));
+    let mut call = up(invite_with(srs(&d), 4, ";received=10.20.0.5;rport=5099"));
     let real = call.sip_local().to_string();
     call.stream(400);
     end_of_audio();

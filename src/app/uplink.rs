@@ -513,7 +513,10 @@ pub fn build_status(
         alarms: shared.alarms(),
         binding: shared.binding.get().map(|b| b.snapshot()),
     };
-    doc.add_binding_alarms(branchrec_core::time::UnixMs(now_ms), &doc.generated_at.clone());
+    doc.add_binding_alarms(
+        branchrec_core::time::UnixMs(now_ms),
+        &doc.generated_at.clone(),
+    );
     doc
 }
 

@@ -29,7 +29,11 @@ pub struct Call {
     cseq: u32,
 }
 
-pub fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+pub fn recv_until(
+    sock: &UdpSocket,
+    want: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> Option<String> {
     let t = Instant::now();
     let mut buf = vec![0u8; 65536];
     while t.elapsed() < timeout {

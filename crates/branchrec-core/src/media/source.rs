@@ -175,11 +175,23 @@ mod tests {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), Some(a("127.0.0.1:40000")));
         // Another host, with the announced port or any other: foreign.
-        assert_eq!(g.check(ms(1), a("127.0.0.2:40000"), true), SourceVerdict::Foreign);
-        assert_eq!(g.check(ms(2), a("127.0.0.2:51000"), false), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(1), a("127.0.0.2:40000"), true),
+            SourceVerdict::Foreign
+        );
+        assert_eq!(
+            g.check(ms(2), a("127.0.0.2:51000"), false),
+            SourceVerdict::Foreign
+        );
         // The SDP address from any port (not symmetric RTP, new sockets after a hold).
-        assert_eq!(g.check(ms(3), a("127.0.0.1:51000"), true), SourceVerdict::Accept);
-        assert_eq!(g.check(ms(4), a("127.0.0.1:40000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(3), a("127.0.0.1:51000"), true),
+            SourceVerdict::Accept
+        );
+        assert_eq!(
+            g.check(ms(4), a("127.0.0.1:40000"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.foreign(), 2);
         assert_eq!(g.last_foreign(), Some(a("127.0.0.2:51000")));
         assert_eq!(g.latched(), None);
@@ -189,7 +201,10 @@ mod tests {
     fn strict_without_an_sdp_address_takes_nothing() {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), None);
-        assert_eq!(g.check(ms(0), a("127.0.0.1:4000"), true), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(0), a("127.0.0.1:4000"), true),
+            SourceVerdict::Foreign
+        );
     }
 
     #[test]
@@ -198,26 +213,47 @@ mod tests {
             window: Duration::from_secs(2),
         });
         g.set_announced(ms(0), Some(a("192.168.1.20:4000")));
-        assert_eq!(g.check(ms(1), a("203.0.113.5:4001"), false), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(1), a("203.0.113.5:4001"), false),
+            SourceVerdict::Foreign
+        );
         assert_eq!(g.latched(), None);
-        assert_eq!(g.check(ms(2), a("203.0.113.5:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(2), a("203.0.113.5:4000"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.latched(), Some(ip("203.0.113.5")));
         // RTCP from the latched address is taken.
-        assert_eq!(g.check(ms(3), a("203.0.113.5:4001"), false), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(3), a("203.0.113.5:4001"), false),
+            SourceVerdict::Accept
+        );
     }
 
     #[test]
     fn reinvite_with_a_new_address_moves_the_stream_and_the_old_source_is_foreign() {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), Some(a("10.0.0.1:4000")));
-        assert_eq!(g.check(ms(1), a("10.0.0.1:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(1), a("10.0.0.1:4000"), true),
+            SourceVerdict::Accept
+        );
         // Hold (no usable address): the binding stays.
         g.set_announced(ms(20), None);
-        assert_eq!(g.check(ms(21), a("10.0.0.1:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(21), a("10.0.0.1:4000"), true),
+            SourceVerdict::Accept
+        );
         // Moved (SBC fail-over): the old source is foreign, the new one is taken.
         g.set_announced(ms(30), Some(a("10.0.0.7:6000")));
-        assert_eq!(g.check(ms(31), a("10.0.0.1:4000"), true), SourceVerdict::Foreign);
-        assert_eq!(g.check(ms(32), a("10.0.0.7:6002"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(31), a("10.0.0.1:4000"), true),
+            SourceVerdict::Foreign
+        );
+        assert_eq!(
+            g.check(ms(32), a("10.0.0.7:6002"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.announced(), Some(ip("10.0.0.7")));
     }
 
@@ -227,27 +263,51 @@ mod tests {
         let mut g = SourceGate::new(SourcePolicy::Latch { window: w });
         // A private SDP address behind NAT; packets arrive from the public one.
         g.set_announced(ms(0), Some(a("192.168.1.20:4000")));
-        assert_eq!(g.check(ms(500), a("203.0.113.5:61000"), true), SourceVerdict::Accept);
-        assert_eq!(g.check(ms(600), a("198.51.100.9:4000"), true), SourceVerdict::Foreign);
-        assert_eq!(g.check(ms(700), a("192.168.1.20:4000"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(500), a("203.0.113.5:61000"), true),
+            SourceVerdict::Accept
+        );
+        assert_eq!(
+            g.check(ms(600), a("198.51.100.9:4000"), true),
+            SourceVerdict::Foreign
+        );
+        assert_eq!(
+            g.check(ms(700), a("192.168.1.20:4000"), true),
+            SourceVerdict::Accept
+        );
         // A new address opens a new window; after it nothing but the SDP address is taken.
         g.set_announced(ms(10_000), Some(a("192.168.1.21:4000")));
-        assert_eq!(g.check(ms(12_001), a("203.0.113.5:61000"), true), SourceVerdict::Foreign);
-        assert_eq!(g.check(ms(12_002), a("192.168.1.21:4002"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(12_001), a("203.0.113.5:61000"), true),
+            SourceVerdict::Foreign
+        );
+        assert_eq!(
+            g.check(ms(12_002), a("192.168.1.21:4002"), true),
+            SourceVerdict::Accept
+        );
     }
 
     #[test]
     fn ipv4_mapped_sources_compare_as_ipv4() {
         let mut g = SourceGate::new(SourcePolicy::Strict);
         g.set_announced(ms(0), Some(a("127.0.0.1:4000")));
-        assert_eq!(g.check(ms(1), a("[::ffff:127.0.0.1]:4000"), true), SourceVerdict::Accept);
-        assert_eq!(g.check(ms(2), a("[::ffff:127.0.0.2]:4000"), true), SourceVerdict::Foreign);
+        assert_eq!(
+            g.check(ms(1), a("[::ffff:127.0.0.1]:4000"), true),
+            SourceVerdict::Accept
+        );
+        assert_eq!(
+            g.check(ms(2), a("[::ffff:127.0.0.2]:4000"), true),
+            SourceVerdict::Foreign
+        );
     }
 
     #[test]
     fn any_accepts_everything() {
         let mut g = SourceGate::new(SourcePolicy::Any);
-        assert_eq!(g.check(ms(0), a("127.0.0.2:1"), true), SourceVerdict::Accept);
+        assert_eq!(
+            g.check(ms(0), a("127.0.0.2:1"), true),
+            SourceVerdict::Accept
+        );
         assert_eq!(g.foreign(), 0);
     }
 }

@@ -86,7 +86,8 @@ impl StatusDoc {
         let Some(b) = &self.binding else {
             return;
         };
-        if b.foreign_alarm_active(now) && !self.alarms.iter().any(|a| a.code == FOREIGN_MEDIA_ALARM) {
+        if b.foreign_alarm_active(now) && !self.alarms.iter().any(|a| a.code == FOREIGN_MEDIA_ALARM)
+        {
             self.alarms.push(Alarm {
                 code: FOREIGN_MEDIA_ALARM.into(),
                 message: format!(
@@ -316,7 +317,10 @@ mod tests {
         let mut later = d.clone();
         later.alarms.clear();
         later.add_binding_alarms(UnixMs(now.0 + crate::binding::FOREIGN_ALARM_HOLD_MS), "x");
-        assert!(later.alarms.is_empty(), "the alarm ends an hour after the last crossing");
+        assert!(
+            later.alarms.is_empty(),
+            "the alarm ends an hour after the last crossing"
+        );
     }
 
     #[test]

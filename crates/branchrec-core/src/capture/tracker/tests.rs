@@ -363,7 +363,6 @@ fn unannounced_flows_never_take_a_channel() {
         t.classify_flow(s(3), sa("10.0.0.2:5002"), sa("10.0.0.1:4000"), true),
         Some(Flow::Bound(1, 1))
     );
-
 }
 
 #[test]
