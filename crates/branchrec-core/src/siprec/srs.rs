@@ -903,3 +903,28 @@ mod codec_tests {
         assert_eq!(crate::media::codec::recording_rate([]), 8000);
     }
 }
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn metadata_caps_count_versions_and_bytes() {
+        let caps = MetadataCaps {
+            max_versions: 3,
+            max_bytes: 1000,
+        };
+        assert_eq!(caps.exceeded(0, 0, 1000), None);
+        assert_eq!(caps.exceeded(2, 500, 500), None);
+        let v = caps.exceeded(3, 0, 1).unwrap();
+        assert_eq!(v, "metadata version cap of 3 per call reached");
+        let b = caps.exceeded(1, 600, 401).unwrap();
+        assert_eq!(b, "metadata byte cap of 1000 per call reached");
+        assert_eq!(
+            Refusal::MetadataLimit(b).response().reason,
+            "Forbidden (metadata byte cap of 1000 per call reached)"
+        );
+        assert_eq!(MetadataCaps::default().max_versions, 64);
+        assert_eq!(MetadataCaps::default().max_bytes, 1 << 20);
+    }
+}
