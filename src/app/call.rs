@@ -56,8 +56,10 @@ pub struct CallHandle {
 pub struct CallSetup {
     /// SIP Call-ID.
     pub call_id: String,
-    /// SRC address.
+    /// SRC address (the INVITE's transport peer).
     pub src: String,
+    /// The SRC's authenticated TLS client identity, for calls over TLS.
+    pub src_identity: Option<String>,
     /// Negotiated streams, m-line order (with placeholder ports).
     pub streams: Vec<NegotiatedStream>,
     /// m-line index of each channel.
@@ -115,6 +117,16 @@ impl PreparedCall {
         )
         .map_err(|e| SetupError::Storage(e.0))?;
         let row = new_row(sink.id(), &rel);
+        if let Some(identity) = &setup.src_identity {
+            // The TLS peer is a fact of the transport, like src_addr: kept with the
+            // recording (and so in its signed manifest).
+            sink.add_event(EventRow {
+                at_ms: 0,
+                kind: "tls_peer".into(),
+                channel: None,
+                detail_json: Some(serde_json::json!({ "identity": identity })),
+            });
+        }
         shared
             .catalog
             .insert(row)

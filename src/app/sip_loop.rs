@@ -497,6 +497,7 @@ async fn prepare(
     let setup = CallSetup {
         call_id: offer.call_id.clone(),
         src: offer.src.clone(),
+        src_identity: offer.src_identity.clone(),
         streams: offer.streams.clone(),
         recordable: offer.recordable.clone(),
         sample_rate: crate::app::call::recording_rate(
