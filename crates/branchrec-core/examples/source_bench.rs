@@ -89,7 +89,7 @@ fn main() {
     // The whole packet path: 20 ms PCMU packets, the timeline polled as the call task does
     // (every 5 packets = 100 ms).
     let m = (n / 20).max(1000);
-    let mut path = |policy| {
+    let path = |policy| {
         let mut r = recording(policy, src);
         let mut pkt = vec![0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         pkt.extend_from_slice(&[0xd5; 160]);
