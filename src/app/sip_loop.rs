@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -193,12 +193,13 @@ pub async fn run(
     loop {
         let deadline = srs
             .poll_timeout()
+            .and_then(|m| crate::clock::MonoClock::process().instant(m))
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             inb = in_rx.recv() => {
                 let Some(inb) = inb else { break };
-                let now = Instant::now();
+                let now = crate::clock::MonoClock::process().now();
                 match inb {
                     Inbound::Datagram(peer, data) => srs.handle_receive(now, peer, &data),
                     Inbound::TcpOpened(id, tx) => { tcp_conns.insert(id, tx); }
@@ -238,7 +239,7 @@ pub async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => srs.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(deadline) => srs.handle_timeout(crate::clock::MonoClock::process().now()),
             _ = svc_tick.tick(), if notifier.enabled() => {
                 if notifier.watchdog_every().is_some() {
                     let state = match probe.as_mut().map(|rx| rx.try_recv()) {
@@ -315,7 +316,7 @@ fn handle_event(
 ) {
     match ev {
         SrsEvent::Offered(offer) => {
-            let now = Instant::now();
+            let now = crate::clock::MonoClock::process().now();
             let cfg = &shared.cfg;
             if let Some(why) = &shared.keys_error {
                 tracing::error!(error = %why, "refusing call: recording keys unavailable");
@@ -586,7 +587,8 @@ fn store_metadata(
     channels: &[ChannelAssignment],
 ) {
     let received_at = chrono::Utc::now().timestamp_millis()
-        - Instant::now()
+        - crate::clock::MonoClock::process()
+            .now()
             .saturating_duration_since(v.received_at)
             .as_millis() as i64;
     shared.catalog.send(CatalogCmd::Metadata(
