@@ -264,6 +264,7 @@ impl Recorder {
                     aor: p.aor.clone(),
                     other_names: Vec::new(),
                     other_aors: Vec::new(),
+                    ..Default::default()
                 })
                 .collect(),
         ));
@@ -411,6 +412,7 @@ impl Sink for Recorder {
                             aor: p.aor.clone(),
                             other_names: Vec::new(),
                             other_aors: Vec::new(),
+                            ..Default::default()
                         })
                         .collect(),
                 ));
