@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Why a configuration could not be used. The message names the file, key and problem.
@@ -189,6 +190,21 @@ pub struct SipConfig {
     /// Session timers: the shortest session interval we accept (a shorter one is answered
     /// 422 with this as Min-SE), seconds.
     pub min_se_s: u32,
+    /// RFC 7865 metadata documents kept per call (INVITE, re-INVITE, UPDATE, INFO); a
+    /// request with one more is refused 403 and counted.
+    pub max_metadata_versions: usize,
+    /// Bytes of metadata kept per call, all documents together; beyond, refused 403.
+    pub max_metadata_bytes: usize,
+}
+
+impl SipConfig {
+    /// The SRS core's metadata caps.
+    pub fn metadata_caps(&self) -> crate::siprec::srs::MetadataCaps {
+        crate::siprec::srs::MetadataCaps {
+            max_versions: self.max_metadata_versions,
+            max_bytes: self.max_metadata_bytes,
+        }
+    }
 }
 
 /// `[sip.tls]`: SIP over TLS with mutual authentication of the SRC.
@@ -260,6 +276,8 @@ impl Default for SipConfig {
             tls: None,
             session_expires_s: 1800,
             min_se_s: 90,
+            max_metadata_versions: 64,
+            max_metadata_bytes: 1 << 20,
         }
     }
 }
@@ -443,6 +461,37 @@ pub struct MediaConfig {
     /// A call whose streams all stay silent this long (no RTP) is still recorded; this only
     /// limits how long a dialog without BYE lives: after it the recording is closed.
     pub rtp_timeout_s: u32,
+    /// Which source a recorded stream takes RTP/RTCP from: `strict` (only the address of
+    /// the SRC's SDP) or `latch` (SRCs behind NAT: the first source within
+    /// `latch_window_ms` of the offer, else the SDP address). See `media::source`.
+    pub source_binding: SourceBinding,
+    /// The latch window of `source_binding = "latch"`, milliseconds.
+    pub latch_window_ms: u32,
+    /// A recording gets a `foreign_source` event (and the box the `foreign_media` alarm)
+    /// when one of its channels has dropped this many packets from foreign sources.
+    pub foreign_alarm_packets: u32,
+}
+
+/// `media.source_binding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceBinding {
+    /// Only the SDP address (the default).
+    Strict,
+    /// First source within the latch window (NAT), else the SDP address.
+    Latch,
+}
+
+impl MediaConfig {
+    /// The core's policy for SIPREC calls.
+    pub fn source_policy(&self) -> crate::media::SourcePolicy {
+        match self.source_binding {
+            SourceBinding::Strict => crate::media::SourcePolicy::Strict,
+            SourceBinding::Latch => crate::media::SourcePolicy::Latch {
+                window: Duration::from_millis(u64::from(self.latch_window_ms)),
+            },
+        }
+    }
 }
 
 impl Default for MediaConfig {
@@ -456,6 +505,9 @@ impl Default for MediaConfig {
             },
             playout_delay_ms: 300,
             rtp_timeout_s: 3600,
+            source_binding: SourceBinding::Strict,
+            latch_window_ms: 2000,
+            foreign_alarm_packets: 50,
         }
     }
 }
@@ -812,6 +864,18 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1".into()));
         }
+        if self.sip.max_metadata_versions == 0 {
+            return Err(invalid(
+                "sip.max_metadata_versions",
+                "must be at least 1 (the INVITE's own metadata)".into(),
+            ));
+        }
+        if !(4096..=64 << 20).contains(&self.sip.max_metadata_bytes) {
+            return Err(invalid(
+                "sip.max_metadata_bytes",
+                "must be between 4096 and 67108864".into(),
+            ));
+        }
         if self.sip.min_se_s == 0 {
             return Err(invalid("sip.min_se_s", "must be at least 1".into()));
         }
@@ -859,6 +923,19 @@ impl Config {
             return Err(invalid(
                 "media.playout_delay_ms",
                 "must be between 20 and 5000".into(),
+            ));
+        }
+        if !(100..=30_000).contains(&self.media.latch_window_ms) {
+            return Err(invalid(
+                "media.latch_window_ms",
+                "must be between 100 and 30000: the window in which any source may bind a stream"
+                    .into(),
+            ));
+        }
+        if self.media.foreign_alarm_packets == 0 {
+            return Err(invalid(
+                "media.foreign_alarm_packets",
+                "must be at least 1".into(),
             ));
         }
         if !(20..=1000).contains(&self.storage.flush_interval_ms) {

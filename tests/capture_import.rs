@@ -265,6 +265,14 @@ fn generated_calls_are_recorded_sample_exact() {
                 "{}: {st}",
                 sc.name
             );
+            // The injector's 30 packets per direction: dropped and counted, never audio.
+            let foreign = if sc.inject { 30 } else { 0 };
+            assert_eq!(
+                st["rtp_foreign_source"].as_u64(),
+                Some(foreign),
+                "{}: {st}",
+                sc.name
+            );
         }
         assert_eq!(
             s["src_addr"].as_str().unwrap().split(' ').next(),

@@ -326,6 +326,19 @@ fn tls_call(d: &Daemon, dir: &Path, port: u16, tls: &str, scheme: &str, nth: usi
         .map(str::to_string)
         .unwrap_or_else(|| rec["id"].to_string());
     let detail = d.recordings_json(&["show", &id, "--json"]);
+    // The TLS peer's identity is kept with the recording (issue #12 finding 6).
+    let tls_peer: Vec<&Value> = detail["events"]
+        .as_array()
+        .map(|e| e.iter().filter(|e| e["kind"] == "tls_peer").collect())
+        .unwrap_or_default();
+    assert_eq!(tls_peer.len(), 1, "{}", detail["events"]);
+    assert!(
+        tls_peer[0]["detail"]["identity"]
+            .as_str()
+            .is_some_and(|i| i.contains(ALLOWED)),
+        "{}",
+        tls_peer[0]
+    );
     for (ch, sent) in [(0, 100), (1, 75)] {
         let s = channel_stats(&detail, ch);
         assert_eq!(s["received"], sent, "channel {ch}: {s}");

@@ -728,6 +728,81 @@ fn unacknowledged_2xx_ends_the_session_with_bye_after_64_t1() {
     assert_eq!(srs.session_count(), 0);
 }
 
+fn info(to_tag: &str, cseq: u32, meta: &str) -> String {
+    format!(
+        "INFO sip:192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-info{cseq}\r\n\
+         Max-Forwards: 70\r\nCall-ID: 1-1234@192.0.2.20\r\n\
+         From: <sip:7602922410@192.0.2.20:5060>;tag=1234sipptag001\r\n\
+         To: <sip:7603213214@192.0.2.10:5060>;tag={to_tag}\r\nCSeq: {cseq} INFO\r\n\
+         Content-Type: application/rs-metadata+xml\r\nContent-Length: {}\r\n\r\n{meta}",
+        meta.len()
+    )
+}
+
+/// Issue #12 findings 2 and 6 in the core: the SRC address is the transport peer even when
+/// the top Via claims `received=10.20.0.5`, and metadata beyond the per-call caps is
+/// refused 403 and counted.
+#[test]
+fn src_comes_from_the_socket_and_metadata_is_capped() {
+    use branchrec::siprec::srs::MetadataCaps;
+    let t0 = Mono::from_secs(1_000);
+    let mut srs = server().with_metadata_caps(MetadataCaps {
+        max_versions: 3,
+        max_bytes: 1 << 20,
+    });
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-1;received=10.20.0.5;rport=5099",
+    );
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    responses(&mut srs);
+    let offer = match events(&mut srs).as_slice() {
+        [SrsEvent::Offered(o)] => (o.call, o.src.clone(), o.metadata.is_some()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        offer.1, "192.0.2.20:5060",
+        "src from the socket, not Via received="
+    );
+    assert!(offer.2, "the INVITE's metadata is version 1");
+    srs.accept(t0, offer.0, &[40000]);
+    let to_tag = responses(&mut srs)[0].to_tag().unwrap();
+    srs.handle_receive(
+        t0,
+        peer(),
+        ack(&to_tag, "672675354", "z9hG4bK-a").as_bytes(),
+    );
+    events(&mut srs);
+    let meta = "<?xml version=\"1.0\"?><recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><datamode>partial</datamode></recording>";
+    let mut codes = Vec::new();
+    for n in 0..4u32 {
+        srs.handle_receive(t0, peer(), info(&to_tag, 672675355 + n, meta).as_bytes());
+        let r = responses(&mut srs);
+        codes.push(status(r.last().unwrap()));
+        if codes.last() == Some(&403) {
+            let line = std::str::from_utf8(&r.last().unwrap().to_bytes())
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string();
+            assert!(
+                line.contains("metadata version cap of 3 per call reached"),
+                "{line}"
+            );
+        }
+    }
+    // INVITE + 2 INFOs = 3 versions; the next two are refused.
+    assert_eq!(codes, vec![200, 200, 403, 403]);
+    assert_eq!(srs.stats().metadata_refused, 2);
+    let kept = events(&mut srs)
+        .iter()
+        .filter(|e| matches!(e, SrsEvent::Metadata { .. }))
+        .count();
+    assert_eq!(kept, 2);
+}
+
 /// Issue #13 item 1: an SRC that starts the session with every stream disabled (port 0)
 /// is still a recording session: the m-line becomes a channel that is on hold (answered
 /// port 0, RFC 3264 §6), and a re-INVITE with a port activates it on the channel's port.

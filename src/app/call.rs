@@ -20,7 +20,7 @@ use crate::app::Shared;
 use crate::catalog::{EventRow, NewRecording, Source};
 use crate::clock::MonoClock;
 use crate::media::StreamConfig;
-use crate::recording::ChannelMedia;
+use crate::recording::{ChannelMedia, RtpDisposition};
 use crate::sdp::{Direction, NegotiatedStream};
 
 pub use crate::app::sink::{recording_rate, SAMPLE_RATE};
@@ -58,8 +58,10 @@ pub struct CallHandle {
 pub struct CallSetup {
     /// SIP Call-ID.
     pub call_id: String,
-    /// SRC address.
+    /// SRC address (the INVITE's transport peer).
     pub src: String,
+    /// The SRC's authenticated TLS client identity, for calls over TLS.
+    pub src_identity: Option<String>,
     /// Negotiated streams, m-line order (with placeholder ports).
     pub streams: Vec<NegotiatedStream>,
     /// m-line index of each channel.
@@ -117,6 +119,16 @@ impl PreparedCall {
         )
         .map_err(|e| SetupError::Storage(e.0))?;
         let row = new_row(sink.id(), &rel);
+        if let Some(identity) = &setup.src_identity {
+            // The TLS peer is a fact of the transport, like src_addr: kept with the
+            // recording (and so in its signed manifest).
+            sink.add_event(EventRow {
+                at_ms: 0,
+                kind: "tls_peer".into(),
+                channel: None,
+                detail_json: Some(serde_json::json!({ "identity": identity })),
+            });
+        }
         shared
             .catalog
             .insert(row)
@@ -179,7 +191,7 @@ impl PreparedCall {
                 cmd = rx.recv() => match cmd {
                     Some(CallCmd::End(reason)) => {
                         // Packets already queued when the BYE arrived belong to the call.
-                        self.drain_sockets(&mut buf);
+                        let _ = self.drain_sockets(&mut buf);
                         break reason;
                     }
                     Some(CallCmd::Streams(s)) => self.update_streams(&s),
@@ -202,10 +214,14 @@ impl PreparedCall {
                     None => break "signalling task gone".to_string(),
                 },
                 r = recv_any(&self.sockets, &mut buf) => {
-                    let Some((ch, n, _from)) = r else { continue };
-                    last_rtp = self.clock.now();
-                    self.on_packet(ch, n, &mut buf);
-                    self.drain_sockets(&mut buf);
+                    let Some((ch, n, from)) = r else { continue };
+                    // Only packets from the stream's bound source keep the call alive.
+                    if self.on_packet(ch, n, from, &mut buf) {
+                        last_rtp = self.clock.now();
+                    }
+                    if self.drain_sockets(&mut buf) {
+                        last_rtp = self.clock.now();
+                    }
                 }
                 _ = tick.tick() => {
                     self.sink.tick(self.clock.now());
@@ -234,13 +250,15 @@ impl PreparedCall {
         }
     }
 
-    /// Read what is already queued on the sockets without waiting (bounded).
-    fn drain_sockets(&mut self, buf: &mut [u8]) {
+    /// Read what is already queued on the sockets without waiting (bounded). Returns
+    /// whether any packet came from a bound source.
+    fn drain_sockets(&mut self, buf: &mut [u8]) -> bool {
+        let mut bound = false;
         for _ in 0..256 {
             let mut got = false;
             for ch in 0..self.sockets.len() {
-                if let Ok((n, _)) = self.sockets[ch].socket.try_recv_from(buf) {
-                    self.on_packet(ch, n, buf);
+                if let Ok((n, from)) = self.sockets[ch].socket.try_recv_from(buf) {
+                    bound |= self.on_packet(ch, n, from, buf);
                     got = true;
                 }
             }
@@ -248,13 +266,30 @@ impl PreparedCall {
                 break;
             }
         }
+        bound
     }
 
-    fn on_packet(&mut self, ch: usize, n: usize, buf: &mut [u8]) {
-        let Some(pkt) = buf.get(..n) else { return };
-        // The core decrypts SRTP (failures are counted and never written), ignores
-        // RTCP and drops what arrives while paused.
-        self.sink.push_rtp(ch, self.clock.now(), pkt);
+    /// One datagram of channel `ch` from `from`; returns whether it came from the
+    /// channel's bound source.
+    fn on_packet(&mut self, ch: usize, n: usize, from: SocketAddr, buf: &mut [u8]) -> bool {
+        let Some(pkt) = buf.get(..n) else {
+            return false;
+        };
+        // The core checks the source first (foreign packets are counted and never
+        // reach SRTP or the timeline), decrypts SRTP (failures are counted and never
+        // written), ignores RTCP and drops what arrives while paused.
+        match self.sink.push_rtp(ch, self.clock.now(), from, pkt) {
+            RtpDisposition::Foreign { alarm } => {
+                self.shared.binding.rtp_foreign(1);
+                if alarm {
+                    self.shared
+                        .binding
+                        .foreign_alarm(branchrec_core::time::UnixMs(self.shared.clock.now_ms()));
+                }
+                false
+            }
+            d => d.from_bound_source(),
+        }
     }
 
     fn update_streams(&mut self, streams: &[Option<NegotiatedStream>]) {
@@ -308,6 +343,7 @@ fn channel_media(s: &NegotiatedStream, detail: serde_json::Value) -> ChannelMedi
         hold: crate::siprec::srs::stream_on_hold(s),
         srtp: s.srtp.as_ref().map(|n| n.policy.clone()),
         detail,
+        remote: s.remote,
     }
 }
 

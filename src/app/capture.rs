@@ -7,6 +7,7 @@
 //! written to `<data_dir>/capture-stats.json`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -140,6 +141,8 @@ fn channel_media(formats: &[Vec<PayloadFormat>; 2], hold: &[bool; 2]) -> Vec<Opt
                 hold: hold.get(ch).copied().unwrap_or(false),
                 srtp: None,
                 detail: serde_json::json!({ "by": if ch == 0 { "caller" } else { "callee" } }),
+                // The tracker binds flows (by their 5-tuple from SDP) before they get here.
+                remote: None,
             })
         })
         .collect()
@@ -434,12 +437,21 @@ impl Sink for Recorder {
         }
     }
 
-    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, pkt: &[u8]) {
+    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, src: SocketAddr, pkt: &[u8]) {
         let Some(a) = self.calls.get_mut(&call) else {
             return;
         };
         if let Kind::Audio(sink) = &mut a.kind {
-            sink.push_rtp(ch, on_recording(a.start, ts), pkt);
+            sink.push_rtp(ch, on_recording(a.start, ts), src, pkt);
+        }
+    }
+
+    fn on_foreign_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, src: SocketAddr) {
+        let Some(a) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Kind::Audio(sink) = &mut a.kind {
+            sink.note_foreign(ch, on_recording(a.start, ts), src);
         }
     }
 

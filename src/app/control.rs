@@ -10,6 +10,9 @@
 //! - `{"cmd":"access"}` — SIP listener counters: TLS connections accepted and refused by
 //!   reason, datagrams/connections dropped by `sip.allowed_sources`
 //!   (`{"ok":true,"access":{…}}`).
+//! - `{"cmd":"binding"}` — media and dialog binding counters: RTP from foreign sources,
+//!   in-dialog requests from other peers, metadata refused above the caps
+//!   (`{"ok":true,"binding":{…}}`).
 //!
 //! - `{"cmd":"board"}` — the front panel: board, LEDs, faults, last press and hold
 //!   (reply `{"ok":true,"board":{…}}`).
@@ -111,7 +114,8 @@ fn handle(shared: &Shared, line: &str, actor: &str) -> serde_json::Value {
         "resume" => false,
         "board" | "board.press" => return board_cmd(shared, cmd, &req),
         "access" => return serde_json::json!({ "ok": true, "access": shared.access.snapshot() }),
-        _ => return err("unknown cmd (pause, resume, board, board.press, access)"),
+        "binding" => return serde_json::json!({ "ok": true, "binding": shared.binding.snapshot() }),
+        _ => return err("unknown cmd (pause, resume, board, board.press, access, binding)"),
     };
     let found = {
         let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());

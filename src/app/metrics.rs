@@ -129,6 +129,26 @@ pub fn render(doc: &StatusDoc) -> String {
         "counter",
         health.gaps.load(Ordering::Relaxed) as f64,
     );
+    if let Some(b) = &doc.binding {
+        g(
+            "branchrec_rtp_foreign_source_total",
+            "RTP/RTCP datagrams dropped because they came from a source the stream is not bound to.",
+            "counter",
+            b.rtp_foreign_source as f64,
+        );
+        g(
+            "branchrec_sip_foreign_peer_total",
+            "In-dialog requests refused because they did not come from the dialog's peer.",
+            "counter",
+            b.sip_foreign_peer as f64,
+        );
+        g(
+            "branchrec_metadata_refused_total",
+            "Metadata documents refused above the per-call caps.",
+            "counter",
+            b.metadata_refused as f64,
+        );
+    }
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
@@ -196,5 +216,42 @@ pub async fn serve(addr: SocketAddr, shared: Arc<UplinkShared>) -> std::io::Resu
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), serve_one(s, sh)).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_counters_and_the_foreign_media_alarm_are_exported() {
+        let mut doc: StatusDoc = serde_json::from_value(serde_json::json!({
+            "schema": 1, "box_id": "b", "site": "s", "version": "v",
+            "generated_at": "2026-01-01T00:00:00Z", "uptime_s": 1, "recorded": 0,
+            "pending": 0, "uploaded": 0, "failed": 0, "pending_bytes": 0,
+            "oldest_pending_at": null, "oldest_pending_age_s": null, "pending_delta_1h": null,
+            "last_upload_at": null, "rate_limit_bps": null, "rate_bps": 0,
+            "congestion_share": 1.0, "bytes_sent": 0, "disk_free_mb": null,
+            "disk_total_mb": null, "key_custody": "keyfile", "key_present": true, "alarms": []
+        }))
+        .unwrap();
+        assert!(!render(&doc).contains("branchrec_rtp_foreign_source_total"));
+        doc.binding = Some(crate::binding::BindingSnapshot {
+            rtp_foreign_source: 205,
+            foreign_media_alarms: 2,
+            sip_foreign_peer: 3,
+            metadata_refused: 8,
+            last_foreign_alarm_ms: Some(1_767_225_600_000),
+        });
+        doc.add_binding_alarms(branchrec_core::time::UnixMs(1_767_225_600_000), "now");
+        let text = render(&doc);
+        for line in [
+            "branchrec_rtp_foreign_source_total 205",
+            "branchrec_sip_foreign_peer_total 3",
+            "branchrec_metadata_refused_total 8",
+            "branchrec_alarm{code=\"foreign_media\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

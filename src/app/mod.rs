@@ -56,6 +56,8 @@ pub struct Shared {
     pub board: Option<Arc<crate::board::BoardShared>>,
     /// SIP listener access counters: TLS accepted/refused, source-allowlist drops.
     pub access: Arc<crate::sip::access::AccessCounters>,
+    /// Foreign-source media drops, in-dialog requests from other peers, metadata caps.
+    pub binding: Arc<crate::binding::BindingCounters>,
 }
 
 /// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
@@ -192,6 +194,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         live: Default::default(),
         board: Some(board_shared.clone()),
         access: Default::default(),
+        binding: Default::default(),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(
@@ -201,7 +204,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gate,
     ));
     let control = control::start(shared.clone()).await?;
-    let (uplink, uplink_shared) = start_uplink(&shared.cfg, shared.clock.clone());
+    let (uplink, uplink_shared) =
+        start_uplink(&shared.cfg, shared.clock.clone(), shared.binding.clone());
     let (panel_stop, panel_stop_rx) = tokio::sync::oneshot::channel();
     let panel = tokio::spawn(board::run(
         shared.clone(),
@@ -416,13 +420,18 @@ type UplinkTasks = (
 );
 
 /// Start the uplink worker and the metrics listener if configured.
-fn start_uplink(cfg: &Config, clock: Arc<dyn crate::lifecycle::Clock>) -> UplinkTasks {
+fn start_uplink(
+    cfg: &Config,
+    clock: Arc<dyn crate::lifecycle::Clock>,
+    binding: Arc<crate::binding::BindingCounters>,
+) -> UplinkTasks {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
     if !u.enabled && u.metrics_listen.is_none() {
         return (tasks, None);
     }
     let shared = Arc::new(crate::app::uplink::UplinkShared::new(u, clock));
+    let _ = shared.binding.set(binding);
     if u.enabled {
         let c = cfg.clone();
         let s = shared.clone();

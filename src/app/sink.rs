@@ -30,11 +30,13 @@ use rand::RngCore;
 use crate::app::store::{CatalogCmd, CatalogHandle};
 use crate::catalog::{EventRow, Finish, RecordingState, Source};
 use crate::config::Config;
-use crate::media::PushOutcome;
 use crate::recording::session::{Event, Finished, Outcome, Output, Stored};
-use crate::recording::{ChannelMedia, Recording, RecordingConfig, RecordingKeys, StorageFormat};
+use crate::recording::{
+    ChannelMedia, Recording, RecordingConfig, RecordingKeys, RtpDisposition, StorageFormat,
+};
 use crate::vault::{DataKey, KeyWrap};
 use branchrec_core::time::{Mono, UnixMs};
+use std::net::SocketAddr;
 
 pub use crate::media::codec::{recording_rate, SAMPLE_RATE, WIDEBAND_SAMPLE_RATE};
 
@@ -156,6 +158,13 @@ impl RecordingSink {
             pause_when_all_held: source == Source::Siprec,
             unsupported_if_no_audio: source == Source::Mirror,
             dtmf_digits: cfg.privacy.dtmf_digits,
+            // Mirrored flows are bound by the capture tracker (5-tuple from SDP).
+            source_policy: if source == Source::Siprec {
+                cfg.media.source_policy()
+            } else {
+                crate::media::SourcePolicy::Any
+            },
+            foreign_alarm_packets: u64::from(cfg.media.foreign_alarm_packets),
         };
         let keys = RecordingKeys {
             data_key: dk,
@@ -208,10 +217,22 @@ impl RecordingSink {
         self.events.push(ev);
     }
 
-    /// Feed one RTP/RTCP/SRTP datagram of `ch`, at `at` (see
-    /// [`Recording::handle_rtp`]).
-    pub fn push_rtp(&mut self, ch: usize, at: Mono, pkt: &[u8]) -> Option<PushOutcome> {
-        self.rec.handle_rtp(at, ch, pkt)
+    /// Feed one RTP/RTCP/SRTP datagram of `ch` from `from`, at `at` (see
+    /// [`Recording::handle_rtp`]: the source check comes first).
+    pub fn push_rtp(
+        &mut self,
+        ch: usize,
+        at: Mono,
+        from: SocketAddr,
+        pkt: &[u8],
+    ) -> RtpDisposition {
+        // Its event (at the threshold) is drained with the next tick.
+        self.rec.handle_rtp(at, ch, from, pkt)
+    }
+
+    /// Count a datagram for `ch` from `from` that the capture tracker found foreign.
+    pub fn note_foreign(&mut self, ch: usize, at: Mono, from: SocketAddr) -> RtpDisposition {
+        self.rec.note_foreign(at, ch, from)
     }
 
     /// Whether any source has the recording paused.

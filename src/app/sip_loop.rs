@@ -32,6 +32,8 @@ use crate::siprec::ChannelAssignment;
 enum Inbound {
     Datagram(Peer, Vec<u8>),
     TcpOpened(u64, mpsc::UnboundedSender<Vec<u8>>),
+    /// The authenticated client identities of a TLS connection (before its first message).
+    TlsIdentity(u64, String),
     TcpClosed(u64),
     Prepared(DialogId, Result<PreparedCall, SetupError>),
 }
@@ -159,7 +161,8 @@ pub async fn run(
             session_id_seed: rand::random::<u32>() as u64,
             srtp_key_seed: rand::random(),
         },
-    );
+    )
+    .with_metadata_caps(cfg.sip.metadata_caps());
     let mut calls: HashMap<DialogId, CallHandle> = HashMap::new();
     // Sessions answered without recording (a rule said `record = false`).
     let mut skipped: std::collections::HashSet<DialogId> = Default::default();
@@ -201,7 +204,8 @@ pub async fn run(
                 match inb {
                     Inbound::Datagram(peer, data) => srs.handle_receive(now, peer, &data),
                     Inbound::TcpOpened(id, tx) => { tcp_conns.insert(id, tx); }
-                    Inbound::TcpClosed(id) => { tcp_conns.remove(&id); }
+                    Inbound::TcpClosed(id) => { tcp_conns.remove(&id); srs.set_conn_identity(id, None); }
+                    Inbound::TlsIdentity(id, identity) => srs.set_conn_identity(id, Some(identity)),
                     Inbound::Prepared(call, res) => {
                         let ended = preparing.remove(&call).unwrap_or(true);
                         match res {
@@ -268,6 +272,10 @@ pub async fn run(
         while let Some(t) = srs.poll_transmit() {
             send(&udp, &tcp_conns, t.peer, t.data).await;
         }
+        shared.binding.set_sip(
+            srs.endpoint().stats().foreign_peer_refused,
+            srs.stats().metadata_refused,
+        );
         while let Some(ev) = srs.poll_event() {
             handle_event(
                 &shared,
@@ -346,12 +354,13 @@ fn handle_event(
                     "rule".into(),
                     "call.not_recorded".into(),
                     offer.call_id.clone(),
-                    serde_json::json!({ "rule": decision.rule, "src": offer.src, "direction": decision.direction.as_str() }),
+                    serde_json::json!({ "rule": decision.rule, "src": offer.src, "src_identity": offer.src_identity, "direction": decision.direction.as_str() }),
                 ));
                 skipped.insert(offer.call);
                 srs.accept(now, offer.call, &[]);
                 return;
             }
+            tracing::info!(src = %offer.src, identity = ?offer.src_identity, "recording session offered");
             if let Some(r) = &offer.not_siprec_reason {
                 tracing::info!(reason = %r, "INVITE is not SIPREC: recording its SDP streams without metadata");
             }
@@ -507,6 +516,7 @@ async fn prepare(
     let setup = CallSetup {
         call_id: offer.call_id.clone(),
         src: offer.src.clone(),
+        src_identity: offer.src_identity.clone(),
         streams: offer.streams.clone(),
         recordable: offer.recordable.clone(),
         sample_rate: crate::app::call::recording_rate(
@@ -841,6 +851,18 @@ async fn tls_acceptor(
                     let id = gate.conn_id();
                     tracing::info!(peer = %remote, conn = id, version = %acc.version,
                         identities = ?acc.identities, "SIP over TLS connection accepted");
+                    // Dialogs over TLS are bound to this identity (a reconnect of the same
+                    // SRC may continue them, another SRC may not).
+                    let mut ids = acc.identities.clone();
+                    ids.sort();
+                    if !ids.is_empty()
+                        && tx
+                            .send(Inbound::TlsIdentity(id, ids.join(", ")))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
                     stream_conn(acc.stream, Transport::Tls, id, remote, local, tx).await;
                     drop(acc.slot);
                     tracing::debug!(peer = %remote, conn = id, "SIP over TLS connection closed");

@@ -41,6 +41,9 @@ pub struct UplinkShared {
     /// The daemon's wall clock (shifted by `BRANCHREC_TEST_CLOCK_OFFSET_S`): alarm times,
     /// upload and archive times, retry times, the status document.
     clock: Arc<dyn Clock>,
+    /// The daemon's media/dialog binding counters (set once by the daemon; the CLI's
+    /// stand-in has none).
+    pub binding: std::sync::OnceLock<Arc<crate::binding::BindingCounters>>,
 }
 
 impl UplinkShared {
@@ -53,6 +56,7 @@ impl UplinkShared {
             shaper: Arc::new(Shaper::new(None)),
             congestion: Mutex::new(Congestion::new(cfg.congestion_min_share)),
             last_doc: Mutex::new(None),
+            binding: std::sync::OnceLock::new(),
         }
     }
 
@@ -492,7 +496,7 @@ pub fn build_status(
     let now_ms = shared.now_ms();
     let disk = rustix::fs::statvfs(&cfg.storage.data_dir).ok();
     let key_present = cfg.storage.key_file().exists();
-    StatusDoc {
+    let mut doc = StatusDoc {
         schema: 1,
         box_id: cfg.uplink.box_id.clone(),
         site: cfg.uplink.site.clone(),
@@ -524,7 +528,13 @@ pub fn build_status(
         key_present,
         alarms: shared.alarms(),
         audit_heads,
-    }
+        binding: shared.binding.get().map(|b| b.snapshot()),
+    };
+    doc.add_binding_alarms(
+        branchrec_core::time::UnixMs(now_ms),
+        &doc.generated_at.clone(),
+    );
+    doc
 }
 
 /// Write the local status file atomically.

@@ -5,19 +5,47 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use crate::binding::BindingSnapshot;
 use crate::config::Config;
 use crate::sip::access::AccessSnapshot;
 
-/// The daemon's counters, or `None` when no daemon answers on the control socket.
-pub fn sip_access(cfg: &Config) -> Option<AccessSnapshot> {
+/// Ask the daemon `{"cmd":CMD}` and take the answer's `CMD` member, or `None` when no
+/// daemon answers on the control socket.
+fn ask<T: serde::de::DeserializeOwned>(cfg: &Config, cmd: &str) -> Option<T> {
     let mut s = UnixStream::connect(cfg.storage.control_socket()).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"{\"cmd\":\"access\"}\n").ok()?;
+    s.write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes())
+        .ok()?;
     let mut line = String::new();
     BufReader::new(s.take_limited()).read_line(&mut line).ok()?;
     let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-    serde_json::from_value(v.get("access")?.clone()).ok()
+    serde_json::from_value(v.get(cmd)?.clone()).ok()
+}
+
+/// The daemon's counters, or `None` when no daemon answers on the control socket.
+pub fn sip_access(cfg: &Config) -> Option<AccessSnapshot> {
+    ask(cfg, "access")
+}
+
+/// The daemon's media/dialog binding counters (`None`: no daemon).
+pub fn sip_binding(cfg: &Config) -> Option<BindingSnapshot> {
+    ask(cfg, "binding")
+}
+
+/// The `binding` lines of `branchrec status`.
+pub fn print_binding(b: Option<&BindingSnapshot>) {
+    let Some(b) = b else {
+        return;
+    };
+    println!(
+        "media foreign  {} RTP/RTCP datagrams from sources a stream is not bound to dropped ({} channels over the alarm threshold)",
+        b.rtp_foreign_source, b.foreign_media_alarms
+    );
+    println!(
+        "sip binding    {} in-dialog requests from another peer refused, {} metadata documents over the per-call caps refused",
+        b.sip_foreign_peer, b.metadata_refused
+    );
 }
 
 trait TakeLimited {

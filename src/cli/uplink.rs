@@ -51,6 +51,14 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     // The front panel lives in the daemon: ask it (null when it is not running).
     let board = crate::cli::board::fetch_status(&cfg).map_err(|e| format!("{e:#}"));
     let access = crate::cli::sip_access(&cfg);
+    let binding = crate::cli::access::sip_binding(&cfg);
+    if binding.is_some() {
+        // The daemon's live counters (also when the uplink, which writes the local status
+        // file, is off).
+        doc.binding = binding.clone();
+        let now = branchrec_core::time::UnixMs(chrono::Utc::now().timestamp_millis());
+        doc.add_binding_alarms(now, &doc.generated_at.clone());
+    }
     if json {
         let mut v = serde_json::to_value(&doc)?;
         if let Some(o) = v.as_object_mut() {
@@ -59,6 +67,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                 o.insert("board_error".into(), e.clone().into());
             }
             o.insert("sip_access".into(), serde_json::to_value(&access)?);
+            o.insert("sip_binding".into(), serde_json::to_value(&binding)?);
             o.insert("uplink_enabled".into(), cfg.uplink.enabled.into());
             o.insert("daemon_reported_at".into(), daemon_seen.into());
             let uploads = match &cat {
@@ -129,6 +138,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         Err(e) => println!("board          unknown: {e}"),
     }
     crate::cli::print_sip_access(&cfg, access.as_ref());
+    crate::cli::access::print_binding(binding.as_ref());
     if doc.alarms.is_empty() {
         println!("alarms         none");
     }

@@ -34,6 +34,10 @@ pub struct Scenario {
     pub erspan: bool,
     /// Offer/answer G.729 only (not recordable).
     pub g729: bool,
+    /// An injector on another host (issue #12 finding 1) sends RTP to both media
+    /// addresses during packets 10..40: a new SSRC towards the callee, the callee's own
+    /// SSRC with sequence numbers ahead towards the caller. None of it may be recorded.
+    pub inject: bool,
     /// 20 ms packets per direction.
     pub packets: u32,
     /// Index used for addresses.
@@ -63,6 +67,7 @@ impl Scenario {
             loss: false,
             erspan: false,
             g729: false,
+            inject: false,
             packets: 100,
             idx,
         }
@@ -329,6 +334,15 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
             );
             let at = t0 + ms(520) + ms(u64::from(k) * 20) + Duration::from_micros(ch as u64 * 300);
             rtp.push((at, ch, p));
+            if sc.inject && (10..40).contains(&k) {
+                let (ssrc, seq) = if ch == 0 {
+                    (0xbad0_0001, 7000 + k)
+                } else {
+                    (0x1000 + u32::from(sc.idx) * 2 + 1, 100 + k + 5000 + 10)
+                };
+                let evil = frame::rtp(pt, seq as u16, ts + 1600, ssrc, false, &[0x55; 160]);
+                rtp.push((at + Duration::from_micros(100), ch + 2, evil));
+            }
         }
     }
     if sc.reorder {
@@ -343,8 +357,15 @@ pub fn scenario_frames(sc: &Scenario, t0: Duration) -> (Vec<(Duration, Vec<u8>)>
         }
         rtp.sort_by_key(|r| r.0);
     }
+    // Channels 2 and 3: the injector (another host, the real destination ports).
+    let evil: SocketAddr = format!("10.99.{}.66:40000", sc.idx).parse().unwrap();
     for (at, ch, p) in rtp {
-        let (src, dst) = if ch == 0 { (ra, rb) } else { (rb, ra) };
+        let (src, dst) = match ch {
+            0 => (ra, rb),
+            1 => (rb, ra),
+            2 => (evil, rb),
+            _ => (evil, ra),
+        };
         o.udp(at, src, dst, &p, 1480);
     }
     let tend = t0 + ms(520) + ms(u64::from(sc.packets) * 20) + ms(100);
@@ -397,6 +418,9 @@ pub fn scenarios() -> Vec<Scenario> {
     v.push(s);
     let mut s = Scenario::new("g729", 7);
     s.g729 = true;
+    v.push(s);
+    let mut s = Scenario::new("rtp-injection", 8);
+    s.inject = true;
     v.push(s);
     v
 }

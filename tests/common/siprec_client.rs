@@ -25,9 +25,15 @@ pub struct Call {
     pub first_rtp: Option<Instant>,
     /// Packets sent per stream.
     pub packets: u32,
+    /// Last CSeq number of our requests in the dialog.
+    cseq: u32,
 }
 
-fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+pub fn recv_until(
+    sock: &UdpSocket,
+    want: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> Option<String> {
     let t = Instant::now();
     let mut buf = vec![0u8; 65536];
     while t.elapsed() < timeout {
@@ -43,7 +49,8 @@ fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) 
     None
 }
 
-fn status(m: &str) -> u16 {
+/// Status code of a response (0 for a request).
+pub fn status(m: &str) -> u16 {
     m.get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
@@ -57,6 +64,12 @@ pub enum Invite {
 
 /// Send a SIPREC INVITE to `srs` and wait for the final response.
 pub fn invite(srs: SocketAddr, n: u32) -> Invite {
+    invite_with(srs, n, "")
+}
+
+/// [`invite`] with `via_params` appended to the INVITE's Via (e.g.
+/// `;received=10.20.0.5;rport=5099`, which a client may write whatever its address).
+pub fn invite_with(srs: SocketAddr, n: u32, via_params: &str) -> Invite {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = sock.local_addr().unwrap();
     let call_id = format!("call-{n}-{}@test", std::process::id());
@@ -82,7 +95,7 @@ pub fn invite(srs: SocketAddr, n: u32) -> Invite {
          Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n{meta}\r\n--BOUNDARY--\r\n"
     );
     let msg = format!(
-        "INVITE sip:srs@{srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{n}-inv\r\n\
+        "INVITE sip:srs@{srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{n}-inv{via_params}\r\n\
          Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={tag}\r\nTo: <sip:srs@127.0.0.1>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:src@{me}>;+sip.src\r\n\
          Require: siprec\r\nContent-Type: multipart/mixed;boundary=BOUNDARY\r\n\
@@ -138,6 +151,7 @@ pub fn invite(srs: SocketAddr, n: u32) -> Invite {
         ts: 0,
         first_rtp: None,
         packets: 0,
+        cseq: 1,
     })
 }
 
@@ -165,6 +179,71 @@ impl Call {
         self.packets += 1;
     }
 
+    /// Where the daemon receives each stream's RTP (from its answer), stream order.
+    pub fn rtp_targets(&self) -> Vec<SocketAddr> {
+        self.rtp.iter().map(|(_, to)| *to).collect()
+    }
+
+    /// Sequence number, timestamp and SSRC of stream `i`'s next packet.
+    pub fn next_rtp(&self, i: usize) -> (u16, u32, u32) {
+        (self.seq, self.ts, 0x1000_0000u32 + i as u32)
+    }
+
+    /// The SRS address.
+    pub fn srs(&self) -> SocketAddr {
+        self.srs
+    }
+
+    /// An in-dialog request of this call as `via` would send it (any address may write
+    /// it: the test's attacker sends the same bytes from elsewhere). `cseq` = `None`
+    /// takes our next CSeq (the real SRC's own requests).
+    pub fn request(
+        &mut self,
+        method: &str,
+        via: SocketAddr,
+        cseq: Option<u32>,
+        content_type: &str,
+        body: &str,
+    ) -> String {
+        let cseq = cseq.unwrap_or_else(|| {
+            self.cseq += 1;
+            self.cseq
+        });
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Type: {content_type}\r\n")
+        };
+        format!(
+            "{method} sip:srs@{} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-{method}-{cseq}-{}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={}\r\nTo: <sip:srs@127.0.0.1>;tag={}\r\n\
+             Call-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:src@{via}>;+sip.src\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            self.srs,
+            via.port(),
+            self.tag,
+            self.to_tag,
+            self.call_id,
+            body.len()
+        )
+    }
+
+    /// Send `msg` from the call's own SIP socket and wait (bounded) for the final response
+    /// to `method`; returns it.
+    pub fn send_request(&self, msg: &str, method: &str) -> Option<String> {
+        self.sock.send_to(msg.as_bytes(), self.srs).unwrap();
+        // A refusal or 200 takes milliseconds idle; 15 s bounds a loaded machine.
+        recv_until(
+            &self.sock,
+            |m| status(m) >= 200 && m.contains(&format!(" {method}\r\n")),
+            Duration::from_secs(15),
+        )
+    }
+
+    /// The call's own SIP socket address.
+    pub fn sip_local(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
     /// Send `ms` of audio in real time.
     pub fn stream(&mut self, ms: u64) {
         let start = Instant::now();
@@ -179,13 +258,14 @@ impl Call {
     }
 
     /// Send BYE and wait for its 200 (bounded).
-    pub fn bye(self) -> bool {
+    pub fn bye(mut self) -> bool {
         let me = self.sock.local_addr().unwrap();
+        self.cseq += 1;
         let msg = format!(
             "BYE sip:srs@{} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-bye-{}\r\n\
              Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={}\r\nTo: <sip:srs@127.0.0.1>;tag={}\r\n\
-             Call-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
-            self.srs, self.seq, self.tag, self.to_tag, self.call_id
+             Call-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+            self.srs, self.seq, self.tag, self.to_tag, self.call_id, self.cseq
         );
         self.sock.send_to(msg.as_bytes(), self.srs).unwrap();
         // The 200 follows closing the recording (drain, seal, fsync): well under a second

@@ -4,20 +4,25 @@
 //! Sans-IO: the engine never reads a clock; time is the frames' capture timestamps (or
 //! what the shell passes to [`Engine::tick`] when the link is quiet).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::time::Mono;
 
 use super::decode::{DecodeStats, Decoder, DecoderConfig, Transport};
 use super::tcp::{looks_like_sip, TcpConfig, TcpStats, TcpStreams};
-use super::tracker::{CallNo, CallTracker, TrackerConfig, TrackerEvent, TrackerStats};
+use super::tracker::{CallNo, CallTracker, Flow, TrackerConfig, TrackerEvent, TrackerStats};
 
 /// Receives what the engine decided. Implemented by the recorder shell (and by tests).
 pub trait Sink {
     /// A tracker event (start, media change, participants, flag, end).
     fn on_event(&mut self, ev: TrackerEvent);
-    /// An RTP (or RTCP-mux) datagram of `call`'s channel `ch`, captured at `ts`.
-    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, pkt: &[u8]);
+    /// An RTP (or RTCP-mux) datagram of `call`'s channel `ch` from `src` (its bound
+    /// source), captured at `ts`.
+    fn on_rtp(&mut self, call: CallNo, ch: usize, ts: Mono, src: SocketAddr, pkt: &[u8]);
+    /// A datagram towards `call`'s channel `ch` from `src`, which that channel's sender
+    /// never announced: dropped (counted by the tracker); the recording may count it too.
+    fn on_foreign_rtp(&mut self, _call: CallNo, _ch: usize, _ts: Mono, _src: SocketAddr) {}
     /// Time moved to `now` (at most every 100 ms of capture time).
     fn on_tick(&mut self, now: Mono);
 }
@@ -91,10 +96,14 @@ impl Engine {
                         }
                         self.drain(sink);
                     } else if p.len() >= 12 && p.first().is_some_and(|b| b >> 6 == 2) {
-                        match self.tracker.classify(ts, seg.src, seg.dst) {
-                            Some((call, ch)) => {
+                        let rtp = !crate::media::is_rtcp(p);
+                        match self.tracker.classify_flow(ts, seg.src, seg.dst, rtp) {
+                            Some(Flow::Bound(call, ch)) => {
                                 self.drain(sink);
-                                sink.on_rtp(call, ch, ts, p);
+                                sink.on_rtp(call, ch, ts, seg.src, p);
+                            }
+                            Some(Flow::Foreign(call, ch)) => {
+                                sink.on_foreign_rtp(call, ch, ts, seg.src);
                             }
                             None => self.udp_unbound += 1,
                         }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::time::Mono;
 
+use crate::media::{SourceGate, SourcePolicy, SourceVerdict};
 use crate::sdp::{Direction, PayloadFormat};
 use crate::sip::{Message, Method};
 
@@ -205,6 +206,19 @@ pub struct TrackerStats {
     pub rtp_packets: u64,
     /// Dialogs ignored because `max_calls` was reached.
     pub calls_over_limit: u64,
+    /// RTP datagrams towards a call's media address from a source its sender never
+    /// announced (or not the one bound): dropped, never recorded.
+    pub rtp_foreign_source: u64,
+}
+
+/// What [`CallTracker::classify_flow`] says about an RTP datagram of a known call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Call and channel; record it.
+    Bound(CallNo, usize),
+    /// Towards (or from) a media address of this call and channel, but not from the
+    /// sender's announced (bound) source: drop and count.
+    Foreign(CallNo, usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +246,18 @@ struct Call {
     last_rtp: Option<Mono>,
     started_at: Option<Mono>,
     addrs: Vec<SocketAddr>,
+    /// Per channel (= sending party): which source its RTP is taken from. Strict on the
+    /// party's SDP address (nothing before its SDP is seen), except in a call picked up
+    /// mid-way, where the first source towards the call's media address binds the channel
+    /// of a party whose SDP has not been seen.
+    sources: [SourceGate; 2],
+}
+
+/// The gate of a party whose SDP has not been seen yet.
+fn unannounced_gate() -> SourceGate {
+    SourceGate::new(SourcePolicy::Latch {
+        window: Duration::MAX,
+    })
 }
 
 /// The call tracker (see the module docs).
@@ -396,6 +422,13 @@ impl CallTracker {
                     last_rtp: None,
                     started_at: None,
                     addrs: Vec::new(),
+                    // A call picked up mid-way may never show one party's SDP; a call
+                    // seen from its INVITE shows both (offer and answer).
+                    sources: if initial_invite {
+                        Default::default()
+                    } else {
+                        [unannounced_gate(), unannounced_gate()]
+                    },
                 };
                 let denied = !self.cfg.rules.allows(&[&call.parties[0], &call.parties[1]]);
                 self.calls.insert(no, call);
@@ -449,6 +482,13 @@ impl CallTracker {
         }
         if let Some(m) = media {
             let idx = party_index(sender);
+            if let Some(g) = call.sources.get_mut(idx) {
+                // From now on this party's RTP comes from its SDP address only.
+                if g.policy() != SourcePolicy::Strict {
+                    *g = SourceGate::new(SourcePolicy::Strict);
+                }
+                g.set_announced(ts, m.addr);
+            }
             if let Some(a) = m.addr {
                 if !call.addrs.contains(&a) {
                     call.addrs.push(a);
@@ -524,6 +564,23 @@ impl CallTracker {
         src: SocketAddr,
         dst: SocketAddr,
     ) -> Option<(CallNo, usize)> {
+        match self.classify_flow(ts, src, dst, true)? {
+            Flow::Bound(no, ch) => Some((no, ch)),
+            Flow::Foreign(..) => None,
+        }
+    }
+
+    /// Like [`classify`](Self::classify), saying also when a datagram of a known call
+    /// comes from a source its sender did not announce ([`Flow::Foreign`], counted in
+    /// [`TrackerStats::rtp_foreign_source`]): an unannounced flow never takes a channel
+    /// nor starts a recording. `rtp` = false for RTCP, which never binds a source.
+    pub fn classify_flow(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        rtp: bool,
+    ) -> Option<Flow> {
         let (no, ch) = if let Some((no, side)) = self.media.get(&dst) {
             // Sent to the callee: the caller speaks (channel 0), and vice versa.
             (*no, if *side == Side::Callee { 0 } else { 1 })
@@ -536,13 +593,21 @@ impl CallTracker {
         if call.denied {
             return None;
         }
+        let verdict = call
+            .sources
+            .get_mut(ch)
+            .map_or(SourceVerdict::Foreign, |g| g.check(ts, src, rtp));
+        if verdict == SourceVerdict::Foreign {
+            self.stats.rtp_foreign_source += 1;
+            return Some(Flow::Foreign(no, ch));
+        }
         call.last_rtp = Some(ts);
         call.last_activity = ts;
         self.stats.rtp_packets += 1;
         if !call.recording {
             self.start(no, ts);
         }
-        Some((no, ch))
+        Some(Flow::Bound(no, ch))
     }
 
     /// Let timers run up to `now` (call this now and then when no packets arrive).

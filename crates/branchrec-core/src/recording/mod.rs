@@ -20,7 +20,7 @@ pub use container::{
 pub use encode::{AudioEncoder, ContainerWriter};
 pub use session::{
     ChannelMedia, Event, EventKind, Finished, Outcome, Output, Recording, RecordingConfig,
-    RecordingKeys,
+    RecordingKeys, RtpDisposition,
 };
 pub use stats::ChannelStats;
 pub use wav::{write_wav, WavWriter};

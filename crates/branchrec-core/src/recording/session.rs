@@ -17,11 +17,13 @@
 //! key and the nonce prefix) comes in at creation: the same inputs give the same bytes.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::keys::DataKey;
 use crate::media::{is_rtcp, CallTimeline, PushOutcome, SrtpChannel, SrtpPolicy, StreamConfig};
 use crate::media::{AudioBlock, TimelineConfig};
+use crate::media::{SourceGate, SourcePolicy, SourceVerdict};
 use crate::recording::container::{ContainerError, FinishedContainer, HeaderParams};
 use crate::recording::encode::ContainerWriter;
 use crate::recording::opus::OpusSettings;
@@ -55,6 +57,12 @@ pub struct RecordingConfig {
     /// Keep DTMF digits in the `dtmf` events; when false the digit is `"masked"` (the
     /// event keeps its time, duration and volume).
     pub dtmf_digits: bool,
+    /// Which transport sources a channel takes packets from (see
+    /// [`crate::media::source`]); [`SourcePolicy::Any`] when the caller binds flows itself.
+    pub source_policy: SourcePolicy,
+    /// A `foreign_source` event is raised when a channel has dropped this many packets
+    /// from foreign sources (0: never).
+    pub foreign_alarm_packets: u64,
 }
 
 /// The per-recording secrets, drawn by the shell.
@@ -82,6 +90,10 @@ pub struct ChannelMedia {
     pub srtp: Option<SrtpPolicy>,
     /// Detail of the `hold`/`resume` event if the hold state changes.
     pub detail: serde_json::Value,
+    /// The SRC's RTP address for the stream from its SDP (`c=`/`m=`), `None` when it gave
+    /// no usable one (on hold): packets are taken only from there (see
+    /// [`crate::media::source`]).
+    pub remote: Option<SocketAddr>,
 }
 
 /// Kinds of [`Event`].
@@ -101,6 +113,9 @@ pub enum EventKind {
     /// Storage is back: the frames between `from_ms` and `to_ms` (detail) were lost and
     /// are stored as silence, so the recording stays on one timeline.
     StorageGap,
+    /// A channel dropped [`RecordingConfig::foreign_alarm_packets`] packets from sources
+    /// other than its bound one (audio injection attempt or a misconfigured SRC/NAT).
+    ForeignSource,
 }
 
 impl EventKind {
@@ -113,6 +128,7 @@ impl EventKind {
             EventKind::Dtmf => "dtmf",
             EventKind::StorageStalled => "storage_stalled",
             EventKind::StorageGap => "storage_gap",
+            EventKind::ForeignSource => "foreign_source",
         }
     }
 }
@@ -188,6 +204,47 @@ impl Finished {
     }
 }
 
+/// What [`Recording::handle_rtp`] did with a datagram.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RtpDisposition {
+    /// From a source other than the channel's bound one (see [`crate::media::source`]):
+    /// dropped before SRTP and the timeline, counted as `rtp_foreign_source`. `alarm` is
+    /// true for the packet that reached [`RecordingConfig::foreign_alarm_packets`].
+    Foreign {
+        /// This packet raised the channel's `foreign_source` event.
+        alarm: bool,
+    },
+    /// SRTP authentication or decryption failed: dropped (counted by the SRTP context).
+    SrtpRejected,
+    /// RTCP from the bound source: ignored.
+    Rtcp,
+    /// Dropped while paused.
+    Paused,
+    /// No such channel.
+    NoSuchChannel,
+    /// Handed to the timeline, with what it did.
+    Timeline(PushOutcome),
+}
+
+impl RtpDisposition {
+    /// Whether the packet came from the channel's accepted source (anything but
+    /// [`RtpDisposition::Foreign`]): only such packets keep a call alive.
+    pub fn from_bound_source(&self) -> bool {
+        !matches!(
+            self,
+            RtpDisposition::Foreign { .. } | RtpDisposition::NoSuchChannel
+        )
+    }
+
+    /// What the timeline did, if the packet reached it.
+    pub fn timeline(&self) -> Option<&PushOutcome> {
+        match self {
+            RtpDisposition::Timeline(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
 /// What the shell must do next.
 #[derive(Debug)]
 pub enum Output {
@@ -205,6 +262,9 @@ pub struct Recording {
     writer: Option<ContainerWriter>,
     timeline: CallTimeline,
     srtp: Vec<SrtpChannel>,
+    /// Source binding per channel.
+    sources: Vec<SourceGate>,
+    foreign_alarm_packets: u64,
     /// Scratch for decrypting an SRTP datagram (reused).
     srtp_buf: Vec<u8>,
     codecs: Vec<String>,
@@ -282,6 +342,10 @@ impl Recording {
                 writer: Some(writer),
                 timeline,
                 srtp: (0..channels).map(|_| SrtpChannel::default()).collect(),
+                sources: (0..channels)
+                    .map(|_| SourceGate::new(cfg.source_policy))
+                    .collect(),
+                foreign_alarm_packets: cfg.foreign_alarm_packets,
                 srtp_buf: Vec::new(),
                 codecs: Vec::new(),
                 holds: vec![false; channels],
@@ -369,6 +433,9 @@ impl Recording {
         for (ch, m) in channels.into_iter().enumerate() {
             match m {
                 Some(m) => {
+                    if let Some(g) = self.sources.get_mut(ch) {
+                        g.set_announced(at, m.remote);
+                    }
                     self.set_srtp(ch, m.srtp.as_ref(), at);
                     self.timeline.set_stream_config(ch, m.config);
                     for c in m.codecs {
@@ -561,24 +628,41 @@ impl Recording {
         }
     }
 
-    /// One datagram received on `channel`'s RTP port, at `now`. SRTP is
-    /// authenticated and decrypted first (failures are counted and dropped), RTCP is
-    /// ignored, and while paused the packet never reaches the timeline: no paused audio
-    /// is ever stored. Returns what the timeline did (`None` if it never got there).
-    pub fn handle_rtp(&mut self, now: Mono, channel: usize, bytes: &[u8]) -> Option<PushOutcome> {
+    /// One datagram received on `channel`'s RTP port from `from`, at `now`. First the
+    /// source check ([`crate::media::source`]): a packet from anywhere but the channel's
+    /// bound source is dropped and counted before anything else looks at it. Then SRTP is
+    /// authenticated and decrypted (failures are counted and dropped), RTCP is ignored,
+    /// and while paused the packet never reaches the timeline: no paused audio is ever
+    /// stored.
+    pub fn handle_rtp(
+        &mut self,
+        now: Mono,
+        channel: usize,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> RtpDisposition {
+        let Some(gate) = self.sources.get_mut(channel) else {
+            return RtpDisposition::NoSuchChannel;
+        };
+        // RTCP's second byte (packet type) is in the clear in SRTCP too.
+        let rtcp = is_rtcp(bytes);
+        let rtp = !rtcp && bytes.len() >= 12 && bytes.first().is_some_and(|b| b >> 6 == 2);
+        if gate.check(now, from, rtp) == SourceVerdict::Foreign {
+            return self.foreign_dropped(now, channel);
+        }
         let pkt: &[u8] = match self.srtp.get_mut(channel) {
             Some(s) if s.is_secure() => {
                 self.srtp_buf.clear();
                 self.srtp_buf.extend_from_slice(bytes);
                 match s.unprotect(&mut self.srtp_buf, now) {
                     Ok(len) => self.srtp_buf.get(..len).unwrap_or_default(),
-                    Err(_) => return None,
+                    Err(_) => return RtpDisposition::SrtpRejected,
                 }
             }
             _ => bytes,
         };
         if is_rtcp(pkt) {
-            return None;
+            return RtpDisposition::Rtcp;
         }
         if !self.paused_by.is_empty() {
             if let Some(d) = self.dropped_paused.get_mut(channel) {
@@ -586,9 +670,53 @@ impl Recording {
             }
             // Seen, not lost: the pause must not read as packet loss.
             self.timeline.skip_rtp(channel, pkt);
-            return None;
+            return RtpDisposition::Paused;
         }
-        Some(self.timeline.push_rtp(channel, now, pkt))
+        RtpDisposition::Timeline(self.timeline.push_rtp(channel, now, pkt))
+    }
+
+    /// A packet for `channel` from `from` that the caller found foreign (the capture
+    /// tracker, which binds flows itself): counted like one [`handle_rtp`](Self::handle_rtp)
+    /// drops.
+    pub fn note_foreign(&mut self, now: Mono, channel: usize, from: SocketAddr) -> RtpDisposition {
+        let Some(gate) = self.sources.get_mut(channel) else {
+            return RtpDisposition::NoSuchChannel;
+        };
+        gate.note_foreign(from);
+        self.foreign_dropped(now, channel)
+    }
+
+    /// After a foreign packet was counted on `channel`: the event at the threshold.
+    fn foreign_dropped(&mut self, now: Mono, channel: usize) -> RtpDisposition {
+        let Some(gate) = self.sources.get(channel) else {
+            return RtpDisposition::NoSuchChannel;
+        };
+        let n = gate.foreign();
+        let alarm = self.foreign_alarm_packets > 0 && n == self.foreign_alarm_packets;
+        if alarm {
+            let last = gate.last_foreign().map(|a| a.to_string());
+            let bound = gate.latched().map(|a| a.to_string());
+            let announced = gate.announced().map(|a| a.to_string());
+            tracing::warn!(recording = %self.id, channel, foreign = n, source = ?last,
+                announced = ?announced, latched = ?bound, "RTP from a foreign source dropped");
+            self.event(
+                now.as_millis(),
+                EventKind::ForeignSource,
+                Some(channel),
+                serde_json::json!({
+                    "dropped": n,
+                    "source": last,
+                    "announced": announced,
+                    "latched": bound,
+                }),
+            );
+        }
+        RtpDisposition::Foreign { alarm }
+    }
+
+    /// Packets channel `ch` dropped as coming from a foreign source.
+    pub fn foreign_packets(&self, ch: usize) -> u64 {
+        self.sources.get(ch).map_or(0, SourceGate::foreign)
     }
 
     /// Let the recording advance to `now`: audio past the playout delay goes to the
@@ -662,7 +790,9 @@ impl Recording {
             unsupported += s.unsupported_payload;
             decoded += s.received.saturating_sub(s.unsupported_payload);
             let dropped = self.dropped_paused.get(ch).copied().unwrap_or(0);
-            stats.push(ChannelStats::new(ch, s, self.srtp.get(ch), dropped));
+            let mut st = ChannelStats::new(ch, s, self.srtp.get(ch), dropped);
+            st.rtp_foreign_source = self.foreign_packets(ch);
+            stats.push(st);
         }
         let end_ms = end.as_millis();
         if !self.paused_by.is_empty() {

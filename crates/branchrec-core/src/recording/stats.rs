@@ -40,6 +40,9 @@ pub struct ChannelStats {
     /// RTP packets that arrived while the recording was paused (RFC 7866 pause, an
     /// initial `inactive` offer, `recordings pause`) and were dropped unstored.
     pub dropped_while_paused: u64,
+    /// RTP/RTCP datagrams dropped before SRTP and the timeline because they came from a
+    /// source the stream is not bound to (`media::source`: not the SDP address).
+    pub rtp_foreign_source: u64,
     /// SRTP suite in use (SDP name); `null` for plain RTP.
     pub srtp_suite: Option<String>,
     /// SRTP packets authenticated and decrypted.

@@ -64,7 +64,11 @@ pub(super) struct AckWait {
 #[derive(Debug)]
 pub(super) struct Dialog {
     pub(super) key: DialogKey,
+    /// The transport peer of the initial INVITE (where our requests go; moved to a new
+    /// connection when the SRC reconnects).
     pub(super) peer: Peer,
+    /// The TLS client identity of the initial INVITE's connection.
+    pub(super) identity: Option<String>,
     pub(super) remote_cseq: u32,
     pub(super) confirmed: bool,
     pub(super) pending_offer: Option<TxnId>,
@@ -191,6 +195,7 @@ impl Dialog {
         Dialog {
             key,
             peer,
+            identity: None,
             remote_cseq: cseq,
             confirmed: false,
             pending_offer: Some(invite),

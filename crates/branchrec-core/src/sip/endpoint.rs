@@ -162,6 +162,9 @@ pub struct Stats {
     pub requests_sent: u64,
     /// Requests we sent that got no final response (Timer F).
     pub requests_timed_out: u64,
+    /// In-dialog requests, CANCELs and ACKs refused (or dropped) because they did not come
+    /// from the dialog's peer ([`Peer::may_act_for`]).
+    pub foreign_peer_refused: u64,
 }
 
 /// Retry-After (seconds) of the stateless 503 at the transaction cap.
@@ -182,6 +185,8 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// TLS client identity per connection (set by the shell after the handshake).
+    conn_identities: HashMap<u64, String>,
 }
 
 impl Endpoint {
@@ -199,7 +204,59 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            conn_identities: HashMap::new(),
         }
+    }
+
+    /// The authenticated TLS client identity of connection `conn` (the shell calls this
+    /// after the handshake, before the first message), or `None` when it closed.
+    pub fn set_conn_identity(&mut self, conn: u64, identity: Option<String>) {
+        match identity {
+            Some(i) => {
+                self.conn_identities.insert(conn, i);
+            }
+            None => {
+                self.conn_identities.remove(&conn);
+            }
+        }
+    }
+
+    /// The TLS client identity of the connection a message came over.
+    pub fn identity_of(&self, peer: &Peer) -> Option<&str> {
+        match peer.transport {
+            Transport::Tls => peer
+                .conn
+                .and_then(|c| self.conn_identities.get(&c))
+                .map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The transport peer of a dialog's initial INVITE (the facts about the SRC come from
+    /// here, never from header values) and its TLS identity.
+    pub fn dialog_peer(&self, did: DialogId) -> Option<(Peer, Option<&str>)> {
+        self.dialogs
+            .get(&did)
+            .map(|d| (d.peer, d.identity.as_deref()))
+    }
+
+    /// Whether `peer` may act in dialog `did` (see [`Peer::may_act_for`]); an allowed
+    /// new connection becomes the dialog's peer. Refusals are counted.
+    fn bound_to_dialog(&mut self, did: DialogId, peer: &Peer) -> bool {
+        let identity = self.identity_of(peer).map(str::to_string);
+        let Some(d) = self.dialogs.get_mut(&did) else {
+            return true; // no dialog: the caller answers 481
+        };
+        if !peer.may_act_for(identity.as_deref(), &d.peer, d.identity.as_deref()) {
+            self.stats.foreign_peer_refused += 1;
+            tracing::warn!(transport = ?peer.transport, from = %peer.remote, dialog_peer = %d.peer.remote,
+                "in-dialog request from another peer than the dialog's refused");
+            return false;
+        }
+        if peer.reliable() && peer.conn != d.peer.conn {
+            d.peer = *peer;
+        }
+        true
     }
 
     /// Counters.
@@ -396,7 +453,7 @@ impl Endpoint {
             return;
         };
         if method == Method::Ack {
-            return self.handle_ack(now, key, msg);
+            return self.handle_ack(now, peer, key, msg);
         }
         if let Some(id) = self.txn_index.get(&key).copied() {
             self.stats.retransmissions_absorbed += 1;
@@ -594,6 +651,7 @@ impl Endpoint {
                 );
                 self.dialog_index.insert(dkey.clone(), did);
                 let mut dialog = Dialog::new(dkey, peer, cseq, id, now);
+                dialog.identity = self.identity_of(&peer).map(str::to_string);
                 dialog.uac = Some(UacState::from_invite(&msg, &local_tag));
                 self.dialogs.insert(did, dialog);
                 if let Some(t) = self.txns.get_mut(&id) {
@@ -640,6 +698,12 @@ impl Endpoint {
             self.reject(now, id, SipError::NoSuchDialog);
             return;
         };
+        // Before the request touches the dialog (CSeq, activity, offers, BYE).
+        if !self.bound_to_dialog(did, &peer) {
+            let id = self.new_txn(now, peer, key, msg, None, None, false, false);
+            self.reject(now, id, SipError::ForeignPeer);
+            return;
+        }
         let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
         let has_body = !msg.body.is_empty();
         let (out_of_order, glare) = match self.dialogs.get_mut(&did) {
@@ -764,6 +828,13 @@ impl Endpoint {
             ),
             None => (None, false, None),
         };
+        // Only the INVITE's own peer may cancel it.
+        if let Some(did) = did {
+            if !self.bound_to_dialog(did, &peer) {
+                let id = self.new_txn(now, peer, key, msg, None, tag, false, false);
+                return self.reject(now, id, SipError::ForeignPeer);
+            }
+        }
         let id = self.new_txn(now, peer, key, msg, None, tag, false, false);
         let res = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
         self.count_failure(res, "OK");
@@ -780,7 +851,7 @@ impl Endpoint {
         }
     }
 
-    fn handle_ack(&mut self, now: Mono, key: TxnKey, msg: Message) {
+    fn handle_ack(&mut self, now: Mono, peer: Peer, key: TxnKey, msg: Message) {
         if let Some(id) = self.txn_index.get(&key).copied() {
             if let Some(t) = self.txns.get_mut(&id) {
                 if t.absorb_ack(now, self.cfg.t4) {
@@ -799,6 +870,9 @@ impl Endpoint {
             self.stats.other_dropped += 1;
             return;
         };
+        if !self.bound_to_dialog(did, &peer) {
+            return; // counted; an ACK gets no answer
+        }
         let Some(d) = self.dialogs.get_mut(&did) else {
             self.stats.other_dropped += 1;
             return;

@@ -81,6 +81,9 @@ pub enum SipError {
     /// In-dialog request or CANCEL that matches nothing.
     #[error("call/transaction does not exist")]
     NoSuchDialog,
+    /// In-dialog request, CANCEL or ACK from another peer than the dialog's.
+    #[error("not from the dialog's peer")]
+    ForeignPeer,
     /// In-dialog CSeq lower than the last one seen.
     #[error("CSeq out of order")]
     CSeqOutOfOrder,
@@ -123,6 +126,7 @@ impl SipError {
             SipError::BadExtension(tags) => Refusal::BadExtension(tags.clone()),
             SipError::NotAcceptable => Refusal::NotAcceptable,
             SipError::NoSuchDialog | SipError::UnknownTransaction => Refusal::NoSuchDialog,
+            SipError::ForeignPeer => Refusal::ForeignPeer,
             SipError::CSeqOutOfOrder => Refusal::CSeqOutOfOrder,
             SipError::AppTimeout => Refusal::AppTimeout,
             SipError::AlreadyFinal | SipError::InvalidStatus(_) => Refusal::Internal,

@@ -66,6 +66,13 @@ pub enum Refusal {
         /// Our Min-SE, seconds.
         min_se_s: u32,
     },
+    /// 403: an in-dialog request (or CANCEL/ACK) that did not arrive from the dialog's
+    /// peer: another transport, another TCP/TLS connection (and TLS identity), or over UDP
+    /// another source address than the initial INVITE's.
+    ForeignPeer,
+    /// 403: the call's metadata cap (versions or bytes, RFC 7865 documents kept per call)
+    /// is reached; the detail names it.
+    MetadataLimit(String),
     /// 481: the in-dialog request or CANCEL matches nothing.
     NoSuchDialog,
     /// 487: the INVITE was cancelled or its dialog ended by BYE.
@@ -140,6 +147,8 @@ impl Refusal {
             Refusal::SessionIntervalTooSmall { min_se_s } => {
                 (422, "Session Interval Too Small", None, h("Min-SE", min_se_s.to_string()))
             }
+            Refusal::ForeignPeer => (403, "Forbidden", Some(" (not from the dialog's peer)".into()), vec![]),
+            Refusal::MetadataLimit(d) => (403, "Forbidden", Some(format!(" ({d})")), vec![]),
             Refusal::NoSuchDialog => (481, "Call/Transaction Does Not Exist", None, vec![]),
             Refusal::RequestTerminated => (487, "Request Terminated", None, vec![]),
             Refusal::NotAcceptableHere(d) => (488, "Not Acceptable Here", Some(format!(" ({d})")), vec![]),
@@ -392,6 +401,13 @@ mod tests {
                 422,
                 "Session Interval Too Small",
                 vec![("Min-SE", "90")],
+            ),
+            (Refusal::ForeignPeer, 403, "Forbidden (not from the dialog's peer)", vec![]),
+            (
+                Refusal::MetadataLimit("metadata version cap of 64 per call reached".into()),
+                403,
+                "Forbidden (metadata version cap of 64 per call reached)",
+                vec![],
             ),
             (Refusal::NoSuchDialog, 481, "Call/Transaction Does Not Exist", vec![]),
             (Refusal::RequestTerminated, 487, "Request Terminated", vec![]),

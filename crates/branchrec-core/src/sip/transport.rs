@@ -32,6 +32,38 @@ impl Peer {
     pub(crate) fn reliable(&self) -> bool {
         matches!(self.transport, Transport::Tcp | Transport::Tls)
     }
+
+    /// Whether a request from `self` (TLS identity `identity`) may act in a dialog set up
+    /// by `dialog` (TLS identity `dialog_identity`): the same transport, and
+    /// - UDP: the same source IP address (the port may differ: SBCs send from several
+    ///   signalling sockets of one address);
+    /// - TCP: the same connection, or a new connection from the same IP address (the SRC
+    ///   reconnected; a TCP source address cannot be taken over without the handshake);
+    /// - TLS: the same connection, or another connection authenticated as the same
+    ///   client identity.
+    pub fn may_act_for(
+        &self,
+        identity: Option<&str>,
+        dialog: &Peer,
+        dialog_identity: Option<&str>,
+    ) -> bool {
+        fn ip(p: &Peer) -> std::net::IpAddr {
+            p.remote.ip().to_canonical()
+        }
+        if self.transport != dialog.transport {
+            return false;
+        }
+        match self.transport {
+            Transport::Udp => ip(self) == ip(dialog),
+            Transport::Tcp => {
+                (self.conn.is_some() && self.conn == dialog.conn) || ip(self) == ip(dialog)
+            }
+            Transport::Tls => {
+                (self.conn.is_some() && self.conn == dialog.conn)
+                    || (identity.is_some() && identity == dialog_identity)
+            }
+        }
+    }
 }
 
 /// Bytes to send.

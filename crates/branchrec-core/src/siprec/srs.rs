@@ -40,6 +40,46 @@ pub struct SrsConfig {
     pub srtp_key_seed: [u8; 32],
 }
 
+/// Per-call caps on the metadata kept (RFC 7865 documents in INVITE, re-INVITE, UPDATE,
+/// INFO): a request whose metadata would go beyond either is refused with
+/// [`Refusal::MetadataLimit`] and counted ([`SrsStats::metadata_refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataCaps {
+    /// Documents per call (the initial INVITE's included).
+    pub max_versions: usize,
+    /// Bytes of all documents of a call together.
+    pub max_bytes: usize,
+}
+
+impl Default for MetadataCaps {
+    fn default() -> Self {
+        MetadataCaps {
+            max_versions: 64,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl MetadataCaps {
+    /// Why one more document of `len` bytes would go beyond the caps, after `versions`
+    /// documents of `bytes` bytes (`None`: it fits).
+    pub fn exceeded(&self, versions: usize, bytes: usize, len: usize) -> Option<String> {
+        if versions >= self.max_versions {
+            Some(format!(
+                "metadata version cap of {} per call reached",
+                self.max_versions
+            ))
+        } else if bytes.saturating_add(len) > self.max_bytes {
+            Some(format!(
+                "metadata byte cap of {} per call reached",
+                self.max_bytes
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// One metadata document as received, kept verbatim with its context.
 #[derive(Debug, Clone)]
 pub struct MetadataVersion {
@@ -109,8 +149,10 @@ pub struct Offer {
     pub call: DialogId,
     /// SIP Call-ID.
     pub call_id: String,
-    /// Who sent it (from the top Via).
+    /// Who sent it: the transport peer of the INVITE (`ip:port`), never a header value.
     pub src: String,
+    /// The authenticated TLS client identity of the INVITE's connection, over TLS.
+    pub src_identity: Option<String>,
     /// URI of the INVITE's `From` header (the SRC's identity), when it parses.
     pub from_uri: Option<String>,
     /// Whether it was a SIPREC INVITE (metadata present / `+sip.src`) or plain SDP.
@@ -155,6 +197,9 @@ struct Session {
     channel_ports: Vec<u16>,
     /// Our SDES answer keys, per (m-line, suite): stable for the dialog.
     srtp_keys: Vec<(usize, SrtpSuite, Secret)>,
+    /// Metadata documents kept so far, and their bytes (see [`MetadataCaps`]).
+    metadata_versions: usize,
+    metadata_bytes: usize,
 }
 
 /// The recording server core.
@@ -167,6 +212,7 @@ pub struct Srs {
     /// Randomness for our SRTP answer keys (a CSPRNG seeded by the shell, once).
     key_rng: rand::rngs::StdRng,
     stats: SrsStats,
+    caps: MetadataCaps,
 }
 
 /// Counters of the recording server core (the SIP ones are in [`Endpoint::stats`]).
@@ -175,6 +221,8 @@ pub struct SrsStats {
     /// Responses (answers and refusals) the endpoint would not send: the transaction was
     /// gone or already answered. Each is also logged.
     pub respond_failures: u64,
+    /// Requests refused because their metadata went beyond the call's [`MetadataCaps`].
+    pub metadata_refused: u64,
 }
 
 impl Srs {
@@ -190,7 +238,14 @@ impl Srs {
             next_session_id,
             key_rng,
             stats: SrsStats::default(),
+            caps: MetadataCaps::default(),
         }
+    }
+
+    /// The same server with other metadata caps.
+    pub fn with_metadata_caps(mut self, caps: MetadataCaps) -> Self {
+        self.caps = caps;
+        self
     }
 
     /// Counters.
@@ -216,6 +271,11 @@ impl Srs {
     /// The SIP endpoint (statistics).
     pub fn endpoint(&self) -> &Endpoint {
         &self.ep
+    }
+
+    /// The TLS client identity of a connection (see [`Endpoint::set_conn_identity`]).
+    pub fn set_conn_identity(&mut self, conn: u64, identity: Option<String>) {
+        self.ep.set_conn_identity(conn, identity);
     }
 
     /// Sessions offered or active.
@@ -408,6 +468,14 @@ impl Srs {
             self.refuse(now, txn, Refusal::NotAcceptableHere(why.into()));
             return;
         }
+        if let Some(part) = &body.metadata {
+            if let Some(why) = self.caps.exceeded(0, 0, part.bytes.len()) {
+                self.stats.metadata_refused += 1;
+                self.refuse(now, txn, Refusal::MetadataLimit(why));
+                return;
+            }
+        }
+        let meta_bytes = body.metadata.as_ref().map_or(0, |p| p.bytes.len());
         let (version, parsed) = match &body.metadata {
             Some(part) => {
                 let (parsed, err) = match metadata::parse(&part.bytes) {
@@ -446,6 +514,8 @@ impl Srs {
             channel_labels: labels_of(&offer_labels, &recordable),
             channel_ports: vec![],
             srtp_keys: vec![],
+            metadata_versions: usize::from(version.is_some()),
+            metadata_bytes: meta_bytes,
         };
         // Negotiate with placeholder ports to tell the shell what each stream carries.
         s.ports = ports_for_offer(&s).0;
@@ -457,11 +527,18 @@ impl Srs {
             }
         };
         let call_id = req.call_id().unwrap_or_default().to_string();
+        // The facts about the SRC come from the socket (issue #12 finding 6): its Via (and
+        // `received=`) is whatever it chose to write.
+        let (src, src_identity) = match self.ep.dialog_peer(dialog) {
+            Some((p, id)) => (p.remote.to_string(), id.map(str::to_string)),
+            None => (String::new(), None),
+        };
         self.sessions.insert(dialog, s);
         self.events.push_back(SrsEvent::Offered(Box::new(Offer {
             call: dialog,
             call_id,
-            src: req_source(&req),
+            src,
+            src_identity,
             from_uri: req.from().ok().map(|f| f.uri.raw),
             siprec,
             not_siprec_reason: not_reason,
@@ -496,6 +573,23 @@ impl Srs {
                 }
             }
         };
+        if let Some(part) = body.as_ref().and_then(|b| b.metadata.as_ref()) {
+            let len = part.bytes.len();
+            if let Some(why) = self
+                .caps
+                .exceeded(s.metadata_versions, s.metadata_bytes, len)
+            {
+                self.stats.metadata_refused += 1;
+                tracing::warn!(
+                    method = m,
+                    bytes = len,
+                    versions = s.metadata_versions,
+                    "{why}: request refused"
+                );
+                self.refuse(now, txn, Refusal::MetadataLimit(why));
+                return;
+            }
+        }
         let is_invite = m == "re-INVITE";
         let sdp_text = body.as_ref().and_then(|b| b.sdp.clone());
         let mut answer: Option<String> = None;
@@ -545,6 +639,8 @@ impl Srs {
             answer = s.last_answer.clone();
         }
         if let Some(part) = body.as_ref().and_then(|b| b.metadata.clone()) {
+            s.metadata_versions += 1;
+            s.metadata_bytes += part.bytes.len();
             let (parsed, err) = match metadata::parse(&part.bytes) {
                 Ok(md) => (Some(md), None),
                 Err(e) => (None, Some(e.to_string())),
@@ -679,18 +775,6 @@ fn data_mode_str(m: &RecordingMetadata) -> Option<String> {
     m.data_mode
         .as_ref()
         .map(|d| format!("{d:?}").to_ascii_lowercase())
-}
-
-/// Where the request came from, as its top Via says (`received`/`rport` when present).
-fn req_source(req: &Message) -> String {
-    match req.top_via() {
-        Ok(v) => match (v.received(), v.rport()) {
-            (Some(host), Some(Some(port))) => format!("{host}:{port}"),
-            (Some(host), _) => host.to_string(),
-            _ => v.sent_by(),
-        },
-        Err(_) => String::new(),
-    }
 }
 
 /// Offered m-lines we can record: audio, a port, at least one supported encoding.
@@ -831,5 +915,30 @@ mod codec_tests {
             16000
         );
         assert_eq!(crate::media::codec::recording_rate([]), 8000);
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn metadata_caps_count_versions_and_bytes() {
+        let caps = MetadataCaps {
+            max_versions: 3,
+            max_bytes: 1000,
+        };
+        assert_eq!(caps.exceeded(0, 0, 1000), None);
+        assert_eq!(caps.exceeded(2, 500, 500), None);
+        let v = caps.exceeded(3, 0, 1).unwrap();
+        assert_eq!(v, "metadata version cap of 3 per call reached");
+        let b = caps.exceeded(1, 600, 401).unwrap();
+        assert_eq!(b, "metadata byte cap of 1000 per call reached");
+        assert_eq!(
+            Refusal::MetadataLimit(b).response().reason,
+            "Forbidden (metadata byte cap of 1000 per call reached)"
+        );
+        assert_eq!(MetadataCaps::default().max_versions, 64);
+        assert_eq!(MetadataCaps::default().max_bytes, 1 << 20);
     }
 }

@@ -73,6 +73,35 @@ pub struct StatusDoc {
     /// box's audit log is caught centrally (`branchrec audit verify --against`).
     #[serde(default)]
     pub audit_heads: Vec<crate::lifecycle::audit::SignedHead>,
+    /// Media and dialog binding counters (RTP from foreign sources, in-dialog requests
+    /// from other peers, metadata over the caps); absent in documents of older boxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<crate::binding::BindingSnapshot>,
+}
+
+/// Code of the alarm raised while a channel recently crossed the foreign-media threshold.
+pub const FOREIGN_MEDIA_ALARM: &str = "foreign_media";
+
+impl StatusDoc {
+    /// Add the alarms the binding counters call for at `now` (`foreign_media` for an hour
+    /// after a channel dropped `media.foreign_alarm_packets` datagrams from foreign
+    /// sources), raised at `since` (RFC 3339).
+    pub fn add_binding_alarms(&mut self, now: UnixMs, since: &str) {
+        let Some(b) = &self.binding else {
+            return;
+        };
+        if b.foreign_alarm_active(now) && !self.alarms.iter().any(|a| a.code == FOREIGN_MEDIA_ALARM)
+        {
+            self.alarms.push(Alarm {
+                code: FOREIGN_MEDIA_ALARM.into(),
+                message: format!(
+                    "RTP from sources a stream is not bound to: {} datagrams dropped, {} channels over the threshold (audio injection attempt or a misconfigured SRC/NAT; see the recordings' foreign_source events)",
+                    b.rtp_foreign_source, b.foreign_media_alarms
+                ),
+                since: since.into(),
+            });
+        }
+    }
 }
 
 /// Thresholds of the fleet view.
@@ -264,7 +293,39 @@ mod tests {
             key_present: true,
             alarms: vec![],
             audit_heads: Vec::new(),
+            binding: None,
         }
+    }
+
+    #[test]
+    fn binding_counters_raise_the_foreign_media_alarm_for_an_hour() {
+        let mut d = doc("b", "2025-01-01T12:00:00Z", None, None);
+        let now = UnixMs::parse_rfc3339("2025-01-01T12:00:00Z").unwrap();
+        d.add_binding_alarms(now, "x");
+        assert!(d.alarms.is_empty(), "no counters, no alarm");
+        d.binding = Some(crate::binding::BindingSnapshot {
+            rtp_foreign_source: 120,
+            foreign_media_alarms: 2,
+            last_foreign_alarm_ms: Some(now.0 - 60_000),
+            ..Default::default()
+        });
+        d.add_binding_alarms(now, "x");
+        d.add_binding_alarms(now, "x");
+        assert_eq!(d.alarms.len(), 1);
+        assert_eq!(d.alarms[0].code, FOREIGN_MEDIA_ALARM);
+        assert!(d.alarms[0].message.contains("120 datagrams"));
+        // An old document without the field still reads.
+        let mut v = serde_json::to_value(&d).unwrap();
+        v.as_object_mut().unwrap().remove("binding");
+        let back: StatusDoc = serde_json::from_value(v).unwrap();
+        assert_eq!(back.binding, None);
+        let mut later = d.clone();
+        later.alarms.clear();
+        later.add_binding_alarms(UnixMs(now.0 + crate::binding::FOREIGN_ALARM_HOLD_MS), "x");
+        assert!(
+            later.alarms.is_empty(),
+            "the alarm ends an hour after the last crossing"
+        );
     }
 
     #[test]

@@ -244,7 +244,7 @@ impl crate::capture::engine::Sink for NullSink {
     fn on_event(&mut self, _: crate::capture::tracker::TrackerEvent) {
         self.0 += 1;
     }
-    fn on_rtp(&mut self, _: u64, _: usize, _: Mono, _: &[u8]) {
+    fn on_rtp(&mut self, _: u64, _: usize, _: Mono, _: std::net::SocketAddr, _: &[u8]) {
         self.0 += 1;
     }
     fn on_tick(&mut self, _: Mono) {}

@@ -314,3 +314,81 @@ fn rules() {
     );
     assert_eq!(t.stats().calls_denied, 1);
 }
+
+/// Issue #12 finding 1, mirror mode: a flow the sender never announced never takes a
+/// channel nor starts the recording; once the parties' SDP is known, only their own
+/// addresses are recorded.
+#[test]
+fn unannounced_flows_never_take_a_channel() {
+    let mut t = CallTracker::new(TrackerConfig::default());
+    let s = Mono::from_secs;
+    let invite = msg(
+        "INVITE sip:200@pbx SIP/2.0",
+        Some("a"),
+        None,
+        "1 INVITE",
+        "",
+        &sdp("10.0.0.1", 4000, "0"),
+    );
+    t.on_sip(s(1), sa(A), sa(B), &invite);
+    let ok = msg(
+        "SIP/2.0 200 OK",
+        Some("a"),
+        Some("b"),
+        "1 INVITE",
+        "",
+        &sdp("10.0.0.2", 5000, "0"),
+    );
+    // An injector on another host, towards either party's media address.
+    t.on_sip(s(2), sa(B), sa(A), &ok);
+    let _ = events(&mut t);
+    let evil = sa("10.0.0.66:4000");
+    for (src, dst, ch) in [
+        (evil, sa("10.0.0.2:5000"), 0),
+        (evil, sa("10.0.0.1:4000"), 1),
+    ] {
+        assert_eq!(
+            t.classify_flow(s(3), src, dst, true),
+            Some(Flow::Foreign(1, ch))
+        );
+    }
+    assert_eq!(t.stats().rtp_foreign_source, 2);
+    assert_eq!(t.recording_calls(), 1, "the 200 started the call");
+    // The real parties, from any port of their own address.
+    assert_eq!(
+        t.classify_flow(s(3), sa("10.0.0.1:4000"), sa("10.0.0.2:5000"), true),
+        Some(Flow::Bound(1, 0))
+    );
+    assert_eq!(
+        t.classify_flow(s(3), sa("10.0.0.2:5002"), sa("10.0.0.1:4000"), true),
+        Some(Flow::Bound(1, 1))
+    );
+}
+
+#[test]
+fn an_unannounced_flow_does_not_start_a_recording() {
+    let mut t = CallTracker::new(TrackerConfig::default());
+    let s = Mono::from_secs;
+    // Only the offer is known: RTP towards the caller would start the call.
+    t.on_sip(
+        s(1),
+        sa(A),
+        sa(B),
+        &msg(
+            "INVITE sip:200@pbx SIP/2.0",
+            Some("a"),
+            None,
+            "1 INVITE",
+            "",
+            &sdp("10.0.0.1", 4000, "0"),
+        ),
+    );
+    let _ = events(&mut t);
+    assert_eq!(
+        t.classify_flow(s(2), sa("10.0.0.66:9"), sa("10.0.0.1:4000"), true),
+        Some(Flow::Foreign(1, 1))
+    );
+    assert_eq!(t.recording_calls(), 0);
+    assert!(events(&mut t).is_empty());
+    assert_eq!(t.stats().rtp_packets, 0);
+}

@@ -26,7 +26,14 @@ fn config(channels: usize) -> RecordingConfig {
         pause_when_all_held: true,
         unsupported_if_no_audio: false,
         dtmf_digits: true,
+        source_policy: SourcePolicy::Strict,
+        foreign_alarm_packets: 25,
     }
+}
+
+/// The SRC's address in every test SDP, and where its packets come from.
+fn src() -> SocketAddr {
+    "10.0.0.1:4000".parse().unwrap()
 }
 
 fn keys(k: &TestKek) -> RecordingKeys {
@@ -46,6 +53,7 @@ fn media(hold: bool, detail: &str) -> ChannelMedia {
         hold,
         srtp: None,
         detail: serde_json::json!({ "direction": detail }),
+        remote: Some(src()),
     }
 }
 
@@ -94,7 +102,7 @@ fn run_call(
         at(k, now, r);
         for ch in 0..r.channels() {
             let p = rtp(0, k as u16, k * 160, 0x100 + ch as u32, &payload(k, ch));
-            r.handle_rtp(mono(now), ch, &p);
+            r.handle_rtp(mono(now), ch, src(), &p);
         }
         r.handle_timeout(mono(now));
         shell.drain(r);
@@ -343,7 +351,12 @@ fn dtmf_event(keep: bool) {
                 (dur >> 8) as u8,
                 dur as u8,
             ];
-            r.handle_rtp(mono(now), 0, &rtp(101, 1000 + k as u16, 3200, 0x100, &pl));
+            r.handle_rtp(
+                mono(now),
+                0,
+                src(),
+                &rtp(101, 1000 + k as u16, 3200, 0x100, &pl),
+            );
         }
     });
     r.finish(mono(1200 * MS));
@@ -369,7 +382,12 @@ fn no_decodable_audio_is_codec_unsupported_when_asked() {
         // Payload type 18 is not negotiated.
         for k in 0..50u32 {
             let now = 20 * MS * k;
-            r.handle_rtp(mono(now), 0, &rtp(18, k as u16, k * 160, 1, &[0; 20]));
+            r.handle_rtp(
+                mono(now),
+                0,
+                src(),
+                &rtp(18, k as u16, k * 160, 1, &[0; 20]),
+            );
             r.handle_timeout(mono(now));
         }
         r.finish(mono(1000 * MS));
@@ -403,9 +421,15 @@ fn srtp_is_decrypted_and_failures_never_stored() {
             // A forged packet: fails authentication, counted, never stored.
             let mut bad = p.clone();
             bad[20] ^= 1;
-            assert!(r.handle_rtp(mono(now), 0, &bad).is_none());
+            assert_eq!(
+                r.handle_rtp(mono(now), 0, src(), &bad),
+                RtpDisposition::SrtpRejected
+            );
         }
-        assert_eq!(r.handle_rtp(mono(now), 0, &p), Some(PushOutcome::Placed));
+        assert_eq!(
+            r.handle_rtp(mono(now), 0, src(), &p),
+            RtpDisposition::Timeline(PushOutcome::Placed)
+        );
         r.handle_timeout(mono(now));
     }
     r.finish(mono(1000 * MS));
@@ -434,6 +458,103 @@ fn opus_storage_through_the_same_object() {
     let (h, audio) = read_all_audio(&shell.file[..], &k).unwrap();
     assert!(h.opus.is_some());
     assert_eq!(audio.len(), 3 * 8000 * 2);
+}
+
+/// The attacks of issue #12 finding 1 against the core: an injector on another host with
+/// a new SSRC, and one with the real SSRC and sequence numbers ahead, during a clean call.
+/// The recording must be byte-identical to the call without the injector.
+#[test]
+fn injected_rtp_from_a_foreign_source_never_reaches_the_recording() {
+    let clean = {
+        let (mut r, mut shell, _) = start(config(2));
+        run_call(&mut r, &mut shell, 250, |_, _, _| {});
+        r.finish(mono(5000 * MS));
+        shell.drain(&mut r);
+        shell.file
+    };
+    let attacker: SocketAddr = "10.0.0.66:4000".parse().unwrap();
+    let (mut r, mut shell, k) = start(config(2));
+    let mut verdicts = Vec::new();
+    run_call(&mut r, &mut shell, 250, |n, now, r| {
+        if (50..150).contains(&n) {
+            // New SSRC on channel 0, the real SSRC 100 packets ahead on channel 1.
+            let fresh = rtp(0, 7000 + n as u16, 90_000 + n * 160, 0xdead, &[0x11; 160]);
+            let ahead = rtp(0, n as u16 + 100, (n + 100) * 160, 0x101, &[0x22; 160]);
+            verdicts.push(r.handle_rtp(mono(now), 0, attacker, &fresh));
+            verdicts.push(r.handle_rtp(mono(now), 1, attacker, &ahead));
+        }
+    });
+    r.finish(mono(5000 * MS));
+    shell.drain(&mut r);
+    assert!(verdicts.iter().all(|v| !v.from_bound_source()));
+    // The packet that reached the threshold (25) raised the alarm, once per channel.
+    let alarms = verdicts
+        .iter()
+        .filter(|v| matches!(v, RtpDisposition::Foreign { alarm: true }))
+        .count();
+    assert_eq!(alarms, 2);
+    let ev: Vec<&Event> = shell
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::ForeignSource)
+        .collect();
+    assert_eq!(ev.len(), 2, "{:?}", shell.events);
+    assert_eq!(ev[0].detail["source"], "10.0.0.66:4000");
+    assert_eq!(ev[0].detail["announced"], "10.0.0.1");
+    let fin = shell.finished.take().unwrap();
+    for ch in 0..2 {
+        let st = &fin.stats[ch];
+        assert_eq!(st.rtp_foreign_source, 100, "channel {ch}: {st:?}");
+        assert_eq!(st.ssrc_changes, 0);
+        assert_eq!(st.duplicates, 0);
+        assert_eq!(st.late, 0);
+        assert_eq!(st.received, 250);
+    }
+    // The audio is exactly the clean call's (the stats JSON is not in the file).
+    let (_, a) = read_all_audio(&shell.file[..], &k).unwrap();
+    let (_, b) = read_all_audio(&clean[..], &k).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_reinvite_moving_the_stream_rebinds_it() {
+    let (mut r, mut shell, k) = start(config(1));
+    let moved: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+    let mut got = Vec::new();
+    for n in 0..100u32 {
+        let now = 20 * MS * n;
+        if n == 50 {
+            let mut m = media(false, "sendonly");
+            m.remote = Some(moved);
+            r.set_media(Some(mono(now)), vec![Some(m)]);
+        }
+        let from = if n < 50 { src() } else { moved };
+        let p = rtp(0, n as u16, n * 160, 0x100, &payload(n, 0));
+        got.push(r.handle_rtp(mono(now), 0, from, &p));
+        // The old source after the move is foreign.
+        if n >= 50 {
+            let stale = rtp(0, n as u16, n * 160, 0x100, &[0x33; 160]);
+            assert!(!r
+                .handle_rtp(mono(now), 0, src(), &stale)
+                .from_bound_source());
+        }
+        r.handle_timeout(mono(now));
+        shell.drain(&mut r);
+    }
+    assert!(got.iter().all(RtpDisposition::from_bound_source));
+    r.finish(mono(2000 * MS));
+    shell.drain(&mut r);
+    let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
+    for n in [0u32, 49, 50, 99] {
+        let exp: Vec<i16> = payload(n, 0).iter().map(|&b| ulaw_to_linear(b)).collect();
+        assert_eq!(
+            &audio[n as usize * 160..(n as usize + 1) * 160],
+            &exp[..],
+            "packet {n}"
+        );
+    }
+    let st = &shell.finished.unwrap().stats[0];
+    assert_eq!(st.rtp_foreign_source, 50);
 }
 
 #[test]
@@ -540,7 +661,7 @@ fn storage_stall_becomes_a_marked_silent_gap_on_one_timeline() {
             r.storage_resumed(mono(now));
         }
         let p = rtp(0, kpk as u16, kpk * 160, 0x100, &payload(kpk, 0));
-        r.handle_rtp(mono(now), 0, &p);
+        r.handle_rtp(mono(now), 0, src(), &p);
         r.handle_timeout(mono(now));
         while let Some(o) = r.poll_output() {
             match o {

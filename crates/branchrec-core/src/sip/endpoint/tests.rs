@@ -835,3 +835,182 @@ fn we_refresh_with_update_when_the_uac_lacks_timer_and_bye_on_481() {
         }]
     );
 }
+
+fn elsewhere(p: Peer, remote: &str, conn: Option<u64>) -> Peer {
+    Peer {
+        remote: remote.parse().unwrap(),
+        conn,
+        ..p
+    }
+}
+
+/// Issue #12 finding 2: in-dialog requests from another peer are refused 403 before they
+/// touch the dialog (CSeq, offers, BYE); the real peer's requests still work.
+#[test]
+fn in_dialog_requests_from_another_peer_are_refused() {
+    let now = Mono::from_secs(1_000);
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    let (_, dialog, tag) = establish(&mut ep, now, p);
+    let evil = elsewhere(p, "192.0.2.66:5062", None);
+    // A foreign ACK is dropped (and counted): the dialog still waits for the real one.
+    ep.handle_receive(
+        now,
+        evil,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    assert!(events(&mut ep).is_empty());
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    assert!(matches!(events(&mut ep).as_slice(), [Event::Ack { .. }]));
+    for (i, m) in ["INVITE", "BYE", "INFO", "UPDATE"].iter().enumerate() {
+        let branch = format!("z9hG4bKevil{i}");
+        // CSeq far ahead: had it been taken, the real SRC's next request would be 500.
+        ep.handle_receive(
+            now,
+            evil,
+            &req(m, &branch, "call1", 900, Some(&tag), "", ""),
+        );
+        let out = drain(&mut ep);
+        assert_eq!(statuses(&out), vec![403], "{m}");
+        assert!(
+            matches!(&out[0].start, StartLine::Response { status: 403, reason, .. }
+                if reason == "Forbidden (not from the dialog's peer)"),
+            "{:?}",
+            out[0].start
+        );
+        assert!(events(&mut ep).is_empty(), "{m} reached the application");
+    }
+    // Another port of the same address is the same peer over UDP.
+    let same_host = elsewhere(p, "192.0.2.10:5070", None);
+    ep.handle_receive(
+        now,
+        same_host,
+        &req("INFO", "z9hG4bKinfo", "call1", 2, Some(&tag), "", ""),
+    );
+    match events(&mut ep).as_slice() {
+        [Event::InDialogRequest { txn, .. }] => {
+            ep.respond(now, *txn, 200, "OK", vec![], None).unwrap()
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(statuses(&drain(&mut ep)), vec![200]);
+    assert_eq!(ep.stats().foreign_peer_refused, 5);
+    // The real BYE ends the dialog.
+    ep.handle_receive(
+        now,
+        p,
+        &req("BYE", "z9hG4bKbye", "call1", 3, Some(&tag), "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ep)), vec![200]);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Terminated {
+            dialog,
+            reason: TerminationReason::Bye
+        }]
+    );
+}
+
+#[test]
+fn cancel_from_another_peer_is_refused() {
+    let now = Mono::from_secs(1_000);
+    let mut ep = ep();
+    let p = peer(Transport::Udp);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
+    drain(&mut ep);
+    events(&mut ep);
+    let evil = elsewhere(p, "192.0.2.66:5062", None);
+    ep.handle_receive(
+        now,
+        evil,
+        &req("CANCEL", "z9hG4bKinv1", "call1", 1, None, "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ep)), vec![403]);
+    assert!(events(&mut ep).is_empty());
+    assert_eq!(ep.dialog_count(), 1);
+    assert_eq!(ep.stats().foreign_peer_refused, 1);
+}
+
+#[test]
+fn a_dialog_is_bound_to_its_transport_connection_and_tls_identity() {
+    let now = Mono::from_secs(1_000);
+    // Set up over TLS, connection 7, identity "src-a".
+    let tls = Peer {
+        transport: Transport::Tls,
+        conn: Some(7),
+        ..peer(Transport::Tcp)
+    };
+    let mut ep = ep();
+    ep.set_conn_identity(7, Some("CN=src-a".into()));
+    ep.set_conn_identity(8, Some("CN=src-b".into()));
+    ep.set_conn_identity(9, Some("CN=src-a".into()));
+    ep.handle_receive(now, tls, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
+    let txn = match events(&mut ep).as_slice() {
+        [Event::Invite { txn, .. }] => *txn,
+        other => panic!("{other:?}"),
+    };
+    ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
+    let out = drain(&mut ep);
+    let tag = out
+        .last()
+        .and_then(Message::to_tag)
+        .expect("2xx with our tag");
+    assert_eq!(
+        ep.dialog_peer(DialogId(1))
+            .map(|(p, i)| (p.conn, i.map(str::to_string))),
+        Some((Some(7), Some("CN=src-a".to_string())))
+    );
+    let info = |b: &str, cseq| req("INFO", b, "call1", cseq, Some(&tag), "", "");
+    // The same request over plain UDP from the same address (the downgrade of the
+    // finding): refused.
+    ep.handle_receive(now, peer(Transport::Udp), &info("z9hG4bKi1", 2));
+    assert_eq!(statuses(&drain(&mut ep)), vec![403]);
+    // Another TLS client (another identity), same address: refused.
+    ep.handle_receive(
+        now,
+        Peer {
+            conn: Some(8),
+            ..tls
+        },
+        &info("z9hG4bKi2", 2),
+    );
+    assert_eq!(statuses(&drain(&mut ep)), vec![403]);
+    assert!(events(&mut ep).is_empty());
+    // The same identity on a new connection (reconnect): taken, and our requests go there.
+    ep.handle_receive(
+        now,
+        Peer {
+            conn: Some(9),
+            ..tls
+        },
+        &info("z9hG4bKi3", 2),
+    );
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [Event::InDialogRequest { .. }]
+    ));
+    drain(&mut ep);
+    assert_eq!(
+        ep.dialog_peer(DialogId(1)).map(|(p, _)| p.conn),
+        Some(Some(9))
+    );
+    assert_eq!(ep.stats().foreign_peer_refused, 2);
+}
+
+#[test]
+fn tcp_dialogs_take_their_connection_or_their_address_only() {
+    let tcp = peer(Transport::Tcp);
+    let d = tcp;
+    assert!(tcp.may_act_for(None, &d, None));
+    // Reconnect from the same address.
+    assert!(elsewhere(tcp, "192.0.2.10:40000", Some(4)).may_act_for(None, &d, None));
+    // Another host, even naming the same connection id, is another peer only when its
+    // connection differs; the connection id is ours, so the same id is the same socket.
+    assert!(!elsewhere(tcp, "192.0.2.66:5062", Some(5)).may_act_for(None, &d, None));
+    // UDP from the TCP dialog's address.
+    assert!(!peer(Transport::Udp).may_act_for(None, &d, None));
+}
