@@ -8,7 +8,8 @@
 //! - `{"cmd":"resume","call":"ID","actor":"…"}`
 //! - `{"cmd":"access"}` — SIP listener counters: TLS connections accepted and refused by
 //!   reason, datagrams/connections dropped by `sip.allowed_sources`
-//!   (`{"ok":true,"access":{…}}`).
+//!   (`{"ok":true,"access":{…},"limits":{…}}`; `limits`: messages dropped for the
+//!   per-source rate, sessions refused for unconfirmed ones, TCP connections refused).
 //!
 //! - `{"cmd":"board"}` — the front panel: board, LEDs, faults, last press and hold
 //!   (reply `{"ok":true,"board":{…}}`).
@@ -61,9 +62,14 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<tokio::task::JoinHandl
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
     }
     Ok(tokio::spawn(async move {
+        let mut errors = crate::app::accept::AcceptErrors::new("control socket");
         loop {
-            let Ok((stream, _)) = lst.accept().await else {
-                continue;
+            let stream = match lst.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    errors.failed(&e).await;
+                    continue;
+                }
             };
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -105,7 +111,15 @@ fn handle(shared: &Shared, line: &str) -> serde_json::Value {
         "pause" => true,
         "resume" => false,
         "board" | "board.press" => return board_cmd(shared, cmd, &req),
-        "access" => return serde_json::json!({ "ok": true, "access": shared.access.snapshot() }),
+        "access" => {
+            let limits = shared
+                .limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stats()
+                .clone();
+            return serde_json::json!({ "ok": true, "access": shared.access.snapshot(), "limits": limits });
+        }
         _ => return err("unknown cmd (pause, resume, board, board.press, access)"),
     };
     let found = {

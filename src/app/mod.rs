@@ -9,6 +9,7 @@
 //! A packet goes socket → `call` task → timeline → container writer → file; a SIP
 //! message goes socket → `sip_loop` → `Srs` → events → `call`/`store`.
 
+pub mod accept;
 pub mod board;
 pub mod call;
 pub mod capture;
@@ -56,6 +57,9 @@ pub struct Shared {
     pub board: Option<Arc<crate::board::BoardShared>>,
     /// SIP listener access counters: TLS accepted/refused, source-allowlist drops.
     pub access: Arc<crate::sip::access::AccessCounters>,
+    /// Per-source limits of the SIP listeners (`[sip.limits]`), shared by the socket
+    /// tasks and the SIP loop.
+    pub limiter: Arc<std::sync::Mutex<crate::sip::limits::SourceLimiter>>,
 }
 
 /// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
@@ -190,6 +194,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let board = crate::board::open(&cfg.board)
         .context("opening the front panel (LEDs and hold button, [board])")?;
     let board_shared = Arc::new(crate::board::BoardShared::new(&board));
+    let cfg_limits = cfg.sip.limits.core();
     let shared = Arc::new(Shared {
         ports: Arc::new(ports::PortPool::new(
             cfg.media.rtp_bind,
@@ -204,6 +209,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         live: Default::default(),
         board: Some(board_shared.clone()),
         access: Default::default(),
+        limiter: Arc::new(std::sync::Mutex::new(crate::sip::limits::SourceLimiter::new(
+            cfg_limits,
+        ))),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(

@@ -127,6 +127,8 @@ pub struct Offer {
     pub parsed_metadata: Option<RecordingMetadata>,
     /// Channel ↔ participant mapping for the recordable m-lines, channel order.
     pub channels: Vec<ChannelAssignment>,
+    /// Recordable m-lines beyond the per-call stream cap, answered with port 0.
+    pub streams_over_cap: usize,
 }
 
 enum Phase {
@@ -167,7 +169,12 @@ pub struct Srs {
     /// Randomness for our SRTP answer keys (a CSPRNG seeded by the shell, once).
     key_rng: rand::rngs::StdRng,
     stats: SrsStats,
+    /// Most streams recorded per call ([`Srs::set_max_streams`]).
+    max_streams: usize,
 }
+
+/// Streams recorded per call unless [`Srs::set_max_streams`] says otherwise.
+pub const DEFAULT_MAX_STREAMS: usize = 4;
 
 /// Counters of the recording server core (the SIP ones are in [`Endpoint::stats`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -175,6 +182,9 @@ pub struct SrsStats {
     /// Responses (answers and refusals) the endpoint would not send: the transaction was
     /// gone or already answered. Each is also logged.
     pub respond_failures: u64,
+    /// Recordable m-lines answered with port 0 because the offer had more than the
+    /// per-call stream cap.
+    pub streams_over_cap: u64,
 }
 
 impl Srs {
@@ -190,7 +200,15 @@ impl Srs {
             next_session_id,
             key_rng,
             stats: SrsStats::default(),
+            max_streams: DEFAULT_MAX_STREAMS,
         }
+    }
+
+    /// Record at most `n` streams per call (at least 1): recordable m-lines beyond the
+    /// first `n` are answered with port 0 (RFC 3264 §6: a declined stream) and get no
+    /// channel, port or file space.
+    pub fn set_max_streams(&mut self, n: usize) {
+        self.max_streams = n.max(1);
     }
 
     /// Counters.
@@ -402,11 +420,18 @@ impl Srs {
                 return;
             }
         };
-        let recordable = recordable_mlines(&offer);
+        let mut recordable = recordable_mlines(&offer);
         if recordable.is_empty() {
             let why = "no audio stream with a supported codec";
             self.refuse(now, txn, Refusal::NotAcceptableHere(why.into()));
             return;
+        }
+        // One peer must not take every port (and write silence for each) with one
+        // INVITE of hundreds of m-lines: the first `max_streams` are recorded.
+        let over_cap = recordable.len().saturating_sub(self.max_streams);
+        if over_cap > 0 {
+            recordable.truncate(self.max_streams);
+            self.stats.streams_over_cap += over_cap as u64;
         }
         let (version, parsed) = match &body.metadata {
             Some(part) => {
@@ -470,6 +495,7 @@ impl Srs {
             metadata: version,
             parsed_metadata: parsed,
             channels,
+            streams_over_cap: over_cap,
         })));
     }
 
