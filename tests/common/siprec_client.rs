@@ -27,7 +27,7 @@ pub struct Call {
     pub packets: u32,
 }
 
-fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+pub fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
     let t = Instant::now();
     let mut buf = vec![0u8; 65536];
     while t.elapsed() < timeout {
@@ -43,7 +43,7 @@ fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) 
     None
 }
 
-fn status(m: &str) -> u16 {
+pub fn status(m: &str) -> u16 {
     m.get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
@@ -55,15 +55,16 @@ pub enum Invite {
     Rejected(u16, String),
 }
 
-/// Send a SIPREC INVITE to `srs` and wait for the final response.
-pub fn invite(srs: SocketAddr, n: u32) -> Invite {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let me = sock.local_addr().unwrap();
-    let call_id = format!("call-{n}-{}@test", std::process::id());
-    let tag = format!("src{n}");
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+/// The two-stream SDP offer (PCMU, labels 1 and 2) of [`invite`].
+pub const SDP_TWO_STREAMS: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=sendonly\r\n\
                m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=sendonly\r\n";
+
+/// The SIPREC INVITE of call `n` from `me` to `srs` (SDP `sdp` + RFC 7865 metadata), as
+/// [`invite`] sends it: Call-ID `call-{n}-{pid}@test`, From-tag `src{n}`.
+pub fn invite_text(srs: SocketAddr, me: SocketAddr, n: u32, sdp: &str) -> String {
+    let call_id = format!("call-{n}-{}@test", std::process::id());
+    let tag = format!("src{n}");
     let meta = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
 <recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\r\n\
@@ -81,14 +82,23 @@ pub fn invite(srs: SocketAddr, n: u32) -> Invite {
         "--BOUNDARY\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--BOUNDARY\r\n\
          Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n{meta}\r\n--BOUNDARY--\r\n"
     );
-    let msg = format!(
+    format!(
         "INVITE sip:srs@{srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{n}-inv\r\n\
          Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={tag}\r\nTo: <sip:srs@127.0.0.1>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:src@{me}>;+sip.src\r\n\
          Require: siprec\r\nContent-Type: multipart/mixed;boundary=BOUNDARY\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// Send a SIPREC INVITE to `srs` and wait for the final response.
+pub fn invite(srs: SocketAddr, n: u32) -> Invite {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let call_id = format!("call-{n}-{}@test", std::process::id());
+    let tag = format!("src{n}");
+    let msg = invite_text(srs, me, n, SDP_TWO_STREAMS);
     sock.send_to(msg.as_bytes(), srs).unwrap();
     // Loopback UDP, so one INVITE (no retransmission) reaches a ready daemon; answering
     // it (port allocation, catalogue insert) takes milliseconds idle. 30 s bounds a
