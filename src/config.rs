@@ -204,7 +204,11 @@ impl SipLimits {
         if !(1..=64).contains(&self.max_streams_per_call) {
             return Err(("max_streams_per_call", "must be 1..=64".into()));
         }
-        at_least("rate_per_source_per_s", self.rate_per_source_per_s.into(), 1)?;
+        at_least(
+            "rate_per_source_per_s",
+            self.rate_per_source_per_s.into(),
+            1,
+        )?;
         at_least("burst_per_source", self.burst_per_source.into(), 1)?;
         at_least(
             "max_pending_sessions_per_source",
@@ -218,7 +222,11 @@ impl SipLimits {
             1,
         )?;
         at_least("tcp_idle_timeout_s", self.tcp_idle_timeout_s.into(), 1)?;
-        at_least("tcp_message_timeout_ms", self.tcp_message_timeout_ms.into(), 100)?;
+        at_least(
+            "tcp_message_timeout_ms",
+            self.tcp_message_timeout_ms.into(),
+            100,
+        )?;
         at_least("tcp_send_queue", self.tcp_send_queue as u64, 1)?;
         Ok(())
     }

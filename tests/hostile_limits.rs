@@ -40,7 +40,8 @@ fn tcp_from(src_ip: [u8; 4], dst: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// An SDP offer of `n` recordable PCMU m-lines.
 fn sdp_with_mlines(n: usize) -> String {
-    let mut sdp = String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n");
+    let mut sdp =
+        String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n");
     for i in 0..n {
         sdp.push_str(&format!(
             "m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n",
@@ -132,11 +133,13 @@ fn many_mline_invite_is_capped_and_next_call_gets_200() {
     let list = d.recordings_json(&["list", "--json"]);
     let recs = list.as_array().expect("list");
     assert!(
-        recs.iter().any(|r| r["channels"].as_array().map(Vec::len) == Some(4)),
+        recs.iter()
+            .any(|r| r["channels"].as_array().map(Vec::len) == Some(4)),
         "no 4-channel recording: {list}"
     );
     assert!(
-        recs.iter().all(|r| r["channels"].as_array().map_or(0, Vec::len) <= 4),
+        recs.iter()
+            .all(|r| r["channels"].as_array().map_or(0, Vec::len) <= 4),
         "{list}"
     );
     d.stop();
@@ -157,37 +160,42 @@ fn unacked_invites_leave_no_recording_and_free_their_ports() {
     );
     let srs = srs_addr(&d);
     let sock = attacker_udp();
-    sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
     let me = sock.local_addr().unwrap();
     let mut answered: Vec<u16> = Vec::new();
     let (mut ok, mut refused, mut limit_named) = (0, 0, 0);
     let mut buf = vec![0u8; 65536];
-    let mut drain = |ok: &mut usize, refused: &mut usize, named: &mut usize, ports: &mut Vec<u16>| {
-        while let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let m = String::from_utf8_lossy(&buf[..n]).to_string();
-            match status(&m) {
-                200 if m.contains("CSeq: 1 INVITE") => {
-                    // Retransmitted 200s carry the same ports: count each call once.
-                    let p = answer_ports(&m);
-                    if !p.iter().all(|x| ports.contains(x)) {
-                        *ok += 1;
-                        ports.extend(p);
+    let mut drain =
+        |ok: &mut usize, refused: &mut usize, named: &mut usize, ports: &mut Vec<u16>| {
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                match status(&m) {
+                    200 if m.contains("CSeq: 1 INVITE") => {
+                        // Retransmitted 200s carry the same ports: count each call once.
+                        let p = answer_ports(&m);
+                        if !p.iter().all(|x| ports.contains(x)) {
+                            *ok += 1;
+                            ports.extend(p);
+                        }
                     }
-                }
-                503 => {
-                    *refused += 1;
-                    if m.contains("too many unconfirmed sessions from this source") {
-                        *named += 1;
+                    503 => {
+                        *refused += 1;
+                        if m.contains("too many unconfirmed sessions from this source") {
+                            *named += 1;
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-    };
+        };
     let t0 = Instant::now();
     for n in 0..300u32 {
-        sock.send_to(invite_text(srs, me, 1000 + n, SDP_TWO_STREAMS).as_bytes(), srs)
-            .unwrap();
+        sock.send_to(
+            invite_text(srs, me, 1000 + n, SDP_TWO_STREAMS).as_bytes(),
+            srs,
+        )
+        .unwrap();
         // 50/s: 20 ms per INVITE, spent reading answers.
         let until = t0 + Duration::from_millis(20 * u64::from(n + 1));
         while Instant::now() < until {
@@ -199,7 +207,11 @@ fn unacked_invites_leave_no_recording_and_free_their_ports() {
     while Instant::now() < until {
         drain(&mut ok, &mut refused, &mut limit_named, &mut answered);
     }
-    assert!(ok >= 1 && ok <= 16, "{ok} sessions admitted\n{}", d.log_text());
+    assert!(
+        ok >= 1 && ok <= 16,
+        "{ok} sessions admitted\n{}",
+        d.log_text()
+    );
     assert!(refused >= 250, "{refused} refused");
     assert_eq!(refused, limit_named, "503 without the source-limit reason");
     // A legitimate SRC is still served while the attacker holds its sessions.
@@ -228,7 +240,10 @@ fn unacked_invites_leave_no_recording_and_free_their_ports() {
     let tomb: serde_json::Value = serde_json::from_slice(&out.stdout).expect("tombstones JSON");
     let tomb = tomb.as_array().expect("array");
     assert_eq!(tomb.len(), ok, "{tomb:?}");
-    assert!(tomb.iter().all(|t| t["reason"] == "unconfirmed"), "{tomb:?}");
+    assert!(
+        tomb.iter().all(|t| t["reason"] == "unconfirmed"),
+        "{tomb:?}"
+    );
     d.stop();
 }
 
@@ -293,7 +308,8 @@ fn rejected_invite_flood_is_not_amplified() {
     let mut d = Daemon::start(tmp.path());
     let srs = srs_addr(&d);
     let sock = attacker_udp();
-    sock.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
     let me = sock.local_addr().unwrap();
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 96\r\na=rtpmap:96 NOSUCH/8000\r\n";
@@ -319,7 +335,11 @@ fn rejected_invite_flood_is_not_amplified() {
     while Instant::now() < until {
         read(&mut got, &mut finals);
     }
-    assert!(finals >= 50, "only {finals} finals for 50 INVITEs\n{}", d.log_text());
+    assert!(
+        finals >= 50,
+        "only {finals} finals for 50 INVITEs\n{}",
+        d.log_text()
+    );
     assert!(
         got <= sent,
         "{got} bytes of responses for {sent} bytes of INVITEs: amplification"
@@ -328,7 +348,8 @@ fn rejected_invite_flood_is_not_amplified() {
 }
 
 fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let t = Instant::now();
     let mut b = [0u8; 4096];
     while t.elapsed() < limit {
@@ -385,12 +406,22 @@ fn tcp_connection_cap_and_timeouts_hold_and_the_listener_recovers() {
     s0.write_all(short.as_bytes()).unwrap();
     let t = Instant::now();
     // Closed after 1 s (the message timeout), before the 3 s idle timeout could.
-    assert!(closed_within(s0, Duration::from_millis(2800)), "short-body connection held");
-    assert!(t.elapsed() >= Duration::from_millis(900), "closed before the timeout: {:?}", t.elapsed());
+    assert!(
+        closed_within(s0, Duration::from_millis(2800)),
+        "short-body connection held"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout: {:?}",
+        t.elapsed()
+    );
     // Idle: the other seven said nothing and are closed after 3 s (10 s bounds a loaded
     // machine).
     for s in held.iter_mut().skip(1) {
-        assert!(closed_within(s, Duration::from_secs(10)), "idle connection held");
+        assert!(
+            closed_within(s, Duration::from_secs(10)),
+            "idle connection held"
+        );
     }
     // The slots came back: the attacker's address may connect again, and is served.
     let mut again = tcp_from([127, 0, 0, 2], srs).expect("reconnect");
@@ -417,12 +448,17 @@ fn fd_exhaustion_gives_a_descriptive_503_and_every_listener_recovers() {
     let get = move |limit: Duration| -> Option<String> {
         let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).ok()?;
         s.set_read_timeout(Some(limit)).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .ok()?;
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         (!out.is_empty()).then_some(out)
     };
-    assert!(get(Duration::from_secs(10)).is_some(), "metrics not served\n{}", d.log_text());
+    assert!(
+        get(Duration::from_secs(10)).is_some(),
+        "metrics not served\n{}",
+        d.log_text()
+    );
     // The soft limit only (the hard one stays, so raising it back needs no privilege).
     let set_limit = |n: usize| {
         let out = Command::new("prlimit")
@@ -456,13 +492,28 @@ fn fd_exhaustion_gives_a_descriptive_503_and_every_listener_recovers() {
     }
     // /metrics at the limit: the connection waits in the backlog (accept fails).
     let waiting = std::thread::spawn(move || get(Duration::from_secs(20)));
-    std::thread::sleep(Duration::from_millis(500));
+    // Longer than one flush interval (1 s), so the syncer runs at the limit too.
+    std::thread::sleep(Duration::from_millis(1500));
     set_limit(4096);
     // The backlog connection is served once descriptors are back (the listener retries
     // every 100 ms; 20 s bounds a loaded machine).
+    let at_limit = d.log_text();
     let served = waiting.join().expect("metrics thread");
-    assert!(served.is_some(), "metrics listener did not recover\n{}", d.log_text());
-    assert!(get(Duration::from_secs(10)).is_some(), "metrics gone after recovery");
+    assert!(
+        served.is_some(),
+        "metrics listener did not recover\n{}",
+        d.log_text()
+    );
+    assert!(
+        get(Duration::from_secs(10)).is_some(),
+        "metrics gone after recovery"
+    );
     legit_call(&d, 4001);
+    // The periodic syncfs (every flush_interval_ms = 1 s here) kept its directory open:
+    // it did not fail while descriptors were exhausted (≥ 1 s of the test).
+    assert!(
+        !at_limit.contains("may not be durable"),
+        "syncfs failed at the descriptor limit:\n{at_limit}"
+    );
     d.stop();
 }

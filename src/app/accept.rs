@@ -33,7 +33,10 @@ impl AcceptErrors {
     /// One failed accept: log (rate-limited) and back off.
     pub async fn failed(&mut self, e: &std::io::Error) {
         let now = Instant::now();
-        if self.last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
+        {
             let fds = crate::app::ports::is_fd_exhaustion(e);
             tracing::warn!(
                 listener = self.listener,

@@ -209,9 +209,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         live: Default::default(),
         board: Some(board_shared.clone()),
         access: Default::default(),
-        limiter: Arc::new(std::sync::Mutex::new(crate::sip::limits::SourceLimiter::new(
-            cfg_limits,
-        ))),
+        limiter: Arc::new(std::sync::Mutex::new(
+            crate::sip::limits::SourceLimiter::new(cfg_limits),
+        )),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(

@@ -210,7 +210,7 @@ pub async fn run(
     // Sessions answered without recording (a rule said `record = false`).
     let mut skipped: std::collections::HashSet<DialogId> = Default::default();
     let mut preparing: HashMap<DialogId, bool> = HashMap::new(); // value: ended meanwhile
-    // Sessions admitted by the per-source limiter and not yet confirmed (or ended).
+                                                                 // Sessions admitted by the per-source limiter and not yet confirmed (or ended).
     let mut pending = PendingSessions {
         gate: gate.clone(),
         by_call: HashMap::new(),
@@ -371,7 +371,9 @@ pub async fn run(
                 &in_tx,
             );
             // Refused on the spot (keys, call limit, storage): not pending any more.
-            if let Some(call) = offered.filter(|c| !preparing.contains_key(c) && !skipped.contains(c)) {
+            if let Some(call) =
+                offered.filter(|c| !preparing.contains_key(c) && !skipped.contains(c))
+            {
                 pending.done(call);
             }
         }
@@ -780,7 +782,11 @@ async fn send(
             }
         }
         Transport::Tcp | Transport::Tls => {
-            match peer.conn.and_then(|c| tcp.get(&c)).map(|tx| tx.try_send(data)) {
+            match peer
+                .conn
+                .and_then(|c| tcp.get(&c))
+                .map(|tx| tx.try_send(data))
+            {
                 Some(Ok(())) => {}
                 Some(Err(mpsc::error::TrySendError::Full(_))) => {
                     // A peer that does not read its responses: bounded, not buffered.
@@ -938,7 +944,11 @@ async fn stream_conn<S>(
     let mut partial_since: Option<Instant> = None;
     'read: loop {
         let wait = match partial_since {
-            Some(t) => gate.conn.message.saturating_sub(t.elapsed()).min(gate.conn.idle),
+            Some(t) => gate
+                .conn
+                .message
+                .saturating_sub(t.elapsed())
+                .min(gate.conn.idle),
             None => gate.conn.idle,
         };
         let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {

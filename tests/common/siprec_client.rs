@@ -27,7 +27,11 @@ pub struct Call {
     pub packets: u32,
 }
 
-pub fn recv_until(sock: &UdpSocket, want: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+pub fn recv_until(
+    sock: &UdpSocket,
+    want: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> Option<String> {
     let t = Instant::now();
     let mut buf = vec![0u8; 65536];
     while t.elapsed() < timeout {
@@ -56,7 +60,8 @@ pub enum Invite {
 }
 
 /// The two-stream SDP offer (PCMU, labels 1 and 2) of [`invite`].
-pub const SDP_TWO_STREAMS: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+pub const SDP_TWO_STREAMS: &str =
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=sendonly\r\n\
                m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=sendonly\r\n";
 
