@@ -35,7 +35,7 @@ impl AcceptErrors {
         let now = Instant::now();
         if self
             .last_log
-            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
+            .map_or(true, |t| now.duration_since(t) >= LOG_EVERY)
         {
             let fds = crate::app::ports::is_fd_exhaustion(e);
             tracing::warn!(
