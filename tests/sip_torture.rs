@@ -1,9 +1,10 @@
 //! RFC 4475 / RFC 5118 torture messages through the parser and the UAS endpoint.
 //! Data: /work/shared/testdata/torture (see its INDEX.md and SOURCES.md).
 
+use branchrec::time::Mono;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use branchrec::sip::{
     parse_datagram, parse_datagram_lenient, Endpoint, EndpointConfig, Event, Peer, StreamFramer,
@@ -38,7 +39,7 @@ enum Answer {
 
 /// Run one message through a fresh endpoint; returns what happened.
 fn run_endpoint(data: &[u8]) -> Answer {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = Endpoint::new(EndpointConfig::default());
     ep.handle_receive(now, peer(), data);
     let mut statuses = Vec::new();
@@ -460,7 +461,7 @@ fn torture_over_tcp_peer() {
     for (file, _, _) in TABLE {
         let data = std::fs::read(dir().join(file)).unwrap();
         let mut ep = Endpoint::new(EndpointConfig::default());
-        let now = Instant::now();
+        let now = Mono::from_secs(1_000);
         let p = Peer {
             transport: Transport::Tcp,
             conn: Some(7),
@@ -495,7 +496,7 @@ fn mutated_torture_messages_never_panic() {
         state
     };
     const BYTES: &[u8] = b"\r\n :;,\"<>@[]/=%\\\t0z\x00\xff";
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     for (file, _, _) in TABLE {
         let orig = std::fs::read(dir().join(file)).unwrap();
         for _ in 0..150 {

@@ -1,8 +1,9 @@
 //! The recording server core driven in simulated time with real SRC messages
 //! (Metaswitch hold/resume series from the shared test data): no sockets, no clock.
 
+use branchrec::time::Mono;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use branchrec::sdp::{self, Direction};
 use branchrec::sip::{
@@ -98,7 +99,7 @@ fn ack(to_tag: &str, cseq: &str, branch: &str) -> String {
 
 #[test]
 fn metaswitch_call_with_hold_and_resume() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = server();
 
     // 1. Initial SIPREC INVITE: 100 Trying, then an offer waiting for ports.
@@ -230,7 +231,7 @@ fn metaswitch_call_with_hold_and_resume() {
 
 #[test]
 fn cannot_record_answers_503_with_retry_after() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = server();
     let invite = fixture("metaswitch-miarec-hold-1.txt");
     srs.handle_receive(t0, peer(), invite.as_bytes());
@@ -255,7 +256,7 @@ fn cannot_record_answers_503_with_retry_after() {
 
 #[test]
 fn cancel_before_accept_ends_the_offer() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = server();
     let invite = set_header(
         &fixture("metaswitch-miarec-hold-1.txt"),
@@ -284,7 +285,7 @@ fn cancel_before_accept_ends_the_offer() {
 
 #[test]
 fn offer_without_supported_codec_is_488_and_plain_sdp_is_not_siprec() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = server();
     // G.729 only: refused unless this is a `g729` build.
     let g729_only =
@@ -350,7 +351,7 @@ fn to_srtp(msg: &str, crypto: &[String]) -> String {
 
 #[test]
 fn srtp_offer_is_answered_with_our_key_and_rekeyed_by_reinvite() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = server();
     let k1 = "aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz";
     let k2 = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIz";
@@ -482,7 +483,7 @@ fn timer_invite(se: &str) -> String {
 }
 
 /// INVITE at `t0`, accepted, ACKed: returns the session's To-tag.
-fn timer_call(srs: &mut Srs, t0: Instant, se: &str) -> (String, Message) {
+fn timer_call(srs: &mut Srs, t0: Mono, se: &str) -> (String, Message) {
     srs.handle_receive(t0, peer(), timer_invite(se).as_bytes());
     assert_eq!(
         responses(srs).iter().map(status).collect::<Vec<_>>(),
@@ -529,7 +530,7 @@ fn ended_reason(srs: &mut Srs) -> Option<String> {
 
 #[test]
 fn session_timer_is_negotiated_and_refreshes_keep_the_session() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = timer_server();
     let (tag, ok) = timer_call(&mut srs, t0, "120;refresher=uac");
     // The 2xx carries the negotiated timer, the SRC refreshes, and timer is in Supported.
@@ -595,7 +596,7 @@ fn session_timer_is_negotiated_and_refreshes_keep_the_session() {
 
 #[test]
 fn missing_refresh_ends_the_session_with_bye_at_expiry() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = timer_server();
     let (tag, ok) = timer_call(&mut srs, t0, "90");
     assert_eq!(ok.header("Session-Expires"), Some("90;refresher=uac"));
@@ -650,7 +651,7 @@ fn missing_refresh_ends_the_session_with_bye_at_expiry() {
 
 #[test]
 fn session_interval_below_min_se_is_422() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = timer_server();
     srs.handle_receive(t0, peer(), timer_invite("30").as_bytes());
     let r = responses(&mut srs);
@@ -670,7 +671,7 @@ fn session_interval_below_min_se_is_422() {
 
 #[test]
 fn unacknowledged_2xx_ends_the_session_with_bye_after_64_t1() {
-    let t0 = Instant::now();
+    let t0 = Mono::from_secs(1_000);
     let mut srs = server();
     let invite = set_header(
         &fixture("metaswitch-miarec-hold-1.txt"),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -245,12 +245,13 @@ pub async fn run(
     loop {
         let deadline = srs
             .poll_timeout()
+            .and_then(|m| crate::clock::MonoClock::process().instant(m))
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             inb = in_rx.recv() => {
                 let Some(inb) = inb else { break };
-                let now = Instant::now();
+                let now = crate::clock::MonoClock::process().now();
                 last_peer = None;
                 match inb {
                     Inbound::Datagram(peer, data) => {
@@ -298,7 +299,7 @@ pub async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => srs.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(deadline) => srs.handle_timeout(crate::clock::MonoClock::process().now()),
             _ = svc_tick.tick(), if notifier.enabled() => {
                 if notifier.watchdog_every().is_some() {
                     let state = match probe.as_mut().map(|rx| rx.try_recv()) {
@@ -352,7 +353,11 @@ pub async fn run(
                             why: Unavailable::SourceLimit,
                             retry_after_s: shared.cfg.sip.retry_after_s,
                         };
-                        srs.reject(Instant::now(), offer.call, refusal);
+                        srs.reject(
+                            crate::clock::MonoClock::process().now(),
+                            offer.call,
+                            refusal,
+                        );
                         continue;
                     }
                 }
@@ -407,7 +412,7 @@ fn handle_event(
 ) {
     match ev {
         SrsEvent::Offered(offer) => {
-            let now = Instant::now();
+            let now = crate::clock::MonoClock::process().now();
             let cfg = &shared.cfg;
             if let Some(why) = &shared.keys_error {
                 tracing::error!(error = %why, "refusing call: recording keys unavailable");
@@ -683,7 +688,8 @@ fn store_metadata(
     channels: &[ChannelAssignment],
 ) {
     let received_at = chrono::Utc::now().timestamp_millis()
-        - Instant::now()
+        - crate::clock::MonoClock::process()
+            .now()
             .saturating_duration_since(v.received_at)
             .as_millis() as i64;
     shared.catalog.send(CatalogCmd::Metadata(
@@ -941,7 +947,7 @@ async fn stream_conn<S>(
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
     // When the message now buffered (incomplete) began.
-    let mut partial_since: Option<Instant> = None;
+    let mut partial_since: Option<std::time::Instant> = None;
     'read: loop {
         let wait = match partial_since {
             Some(t) => gate
@@ -996,7 +1002,7 @@ async fn stream_conn<S>(
         partial_since = match (framer.buffered(), partial_since) {
             (0, _) => None,
             (_, Some(t)) if !framed => Some(t),
-            _ => Some(Instant::now()),
+            _ => Some(std::time::Instant::now()),
         };
     }
     writer.abort();

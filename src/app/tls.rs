@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -387,7 +387,7 @@ impl TlsServer {
     ) {
         counters.tls_refused(why);
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).note(
-            Instant::now(),
+            crate::clock::MonoClock::process().now(),
             remote.ip(),
             why.as_str(),
         );
@@ -417,7 +417,7 @@ impl SourceDenyLog {
     /// Log (maybe) one refused datagram or connection.
     pub fn note(&self, remote: SocketAddr, transport: &'static str) {
         let log = self.0.lock().unwrap_or_else(|e| e.into_inner()).note(
-            Instant::now(),
+            crate::clock::MonoClock::process().now(),
             remote.ip(),
             transport,
         );

@@ -28,9 +28,12 @@
 //! ([`unix_ms_on_disk`](crate::recording::container::unix_ms_on_disk)).
 //!
 //! Migration state: [`board`](crate::board), [`uplink`](crate::uplink), `media`,
-//! `capture` and `recording::session` use these types. Still to move:
-//! `std::time::Instant` in `sip::endpoint`, `sip::access` and `siprec::srs`; `i64` unix
-//! ms in `lifecycle::{Clock,retention,holds,audit}`.
+//! `capture`, `recording::session`, `sip` (endpoint, transactions, dialogs, session
+//! timers, access log) and `siprec::srs` use these types; no `std::time::Instant` is left
+//! in this crate (the daemon maps a `Mono` deadline back to a timer with
+//! `MonoClock::instant`). Still to move: `i64` unix ms in
+//! `lifecycle::{Clock,retention,holds,audit}` (the same unit as `UnixMs`, carried as a bare
+//! integer).
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};

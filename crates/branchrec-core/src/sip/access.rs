@@ -5,12 +5,13 @@
 //! Pure logic (sans-IO): parsing, matching, refusal counters and a per-peer log limiter.
 //! The rustls glue lives in `crate::app::tls`.
 
+use crate::time::Mono;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -502,7 +503,7 @@ impl AccessCounters {
 pub struct RefusalLog {
     interval: Duration,
     max_peers: usize,
-    seen: HashMap<(IpAddr, &'static str), (Instant, u64)>,
+    seen: HashMap<(IpAddr, &'static str), (Mono, u64)>,
 }
 
 impl RefusalLog {
@@ -517,7 +518,7 @@ impl RefusalLog {
 
     /// Record a refusal at `now`. `Some(suppressed)` means: log it now, mentioning that
     /// `suppressed` earlier refusals of this peer and reason were not logged.
-    pub fn note(&mut self, now: Instant, peer: IpAddr, reason: &'static str) -> Option<u64> {
+    pub fn note(&mut self, now: Mono, peer: IpAddr, reason: &'static str) -> Option<u64> {
         let key = (peer.to_canonical(), reason);
         if let Some((last, suppressed)) = self.seen.get_mut(&key) {
             if now.saturating_duration_since(*last) < self.interval {
@@ -750,7 +751,7 @@ mod tests {
 
     #[test]
     fn refusal_log_is_rate_limited_per_peer() {
-        let t0 = Instant::now();
+        let t0 = Mono::from_secs(1_000);
         let mut l = RefusalLog::new(Duration::from_secs(60), 2);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();

@@ -4,7 +4,8 @@
 //! transports (Timer E, doubling to T2, T2 once a provisional arrives) until a response,
 //! abandoned after 64*T1 (Timer F).
 
-use std::time::{Duration, Instant};
+use crate::time::Mono;
+use std::time::Duration;
 
 use super::message::Method;
 use super::transport::{Peer, Transmit};
@@ -17,9 +18,9 @@ pub(super) struct ClientTxn {
     pub(super) dialog: DialogId,
     pub(super) peer: Peer,
     pub(super) data: Vec<u8>,
-    pub(super) retrans_at: Option<Instant>,
+    pub(super) retrans_at: Option<Mono>,
     pub(super) interval: Duration,
-    pub(super) deadline: Instant,
+    pub(super) deadline: Mono,
 }
 
 /// What a client transaction's timers ask for.
@@ -36,7 +37,7 @@ pub(super) enum ClientTimer {
 impl ClientTxn {
     /// A request `data` just sent.
     pub(super) fn new(
-        now: Instant,
+        now: Mono,
         method: Method,
         dialog: DialogId,
         peer: Peer,
@@ -55,7 +56,7 @@ impl ClientTxn {
     }
 
     /// A provisional response: retransmit every T2 from now on.
-    pub(super) fn provisional(&mut self, now: Instant, t2: Duration) {
+    pub(super) fn provisional(&mut self, now: Mono, t2: Duration) {
         self.interval = t2;
         if self.retrans_at.is_some() {
             self.retrans_at = Some(now + t2);
@@ -63,13 +64,13 @@ impl ClientTxn {
     }
 
     /// Earliest instant a timer fires.
-    pub(super) fn timeout(&self) -> Instant {
+    pub(super) fn timeout(&self) -> Mono {
         self.retrans_at
             .map_or(self.deadline, |r| r.min(self.deadline))
     }
 
     /// Advance to `now`.
-    pub(super) fn on_timer(&mut self, now: Instant, t2: Duration) -> ClientTimer {
+    pub(super) fn on_timer(&mut self, now: Mono, t2: Duration) -> ClientTimer {
         if self.deadline <= now {
             return ClientTimer::TimedOut;
         }

@@ -4,7 +4,8 @@
 //! send a request in the dialog (BYE, refreshing UPDATE; RFC 3261 12.2.1.1). The endpoint
 //! owns the dialog table and drives these.
 
-use std::time::{Duration, Instant};
+use crate::time::Mono;
+use std::time::Duration;
 
 use super::message::{Headers, Message, Method, StartLine};
 use super::session_timer::{Negotiated, Refresher};
@@ -54,9 +55,9 @@ pub(super) type DialogKey = (String, String, String);
 pub(super) struct AckWait {
     pub(super) cseq: u32,
     pub(super) data: Vec<u8>,
-    pub(super) next: Option<Instant>,
+    pub(super) next: Option<Mono>,
     pub(super) interval: Duration,
-    pub(super) deadline: Instant,
+    pub(super) deadline: Mono,
 }
 
 /// One dialog (early or confirmed).
@@ -68,12 +69,12 @@ pub(super) struct Dialog {
     pub(super) confirmed: bool,
     pub(super) pending_offer: Option<TxnId>,
     pub(super) ack_wait: Option<AckWait>,
-    pub(super) last_activity: Instant,
+    pub(super) last_activity: Mono,
     /// What requests we send in the dialog need (set from the initial INVITE).
     pub(super) uac: Option<UacState>,
     /// The negotiated session timer and when it next fires (expiry when the SRC
     /// refreshes, our next refresh when we do).
-    pub(super) session_timer: Option<(Negotiated, Instant)>,
+    pub(super) session_timer: Option<(Negotiated, Mono)>,
 }
 
 /// The dialog state of RFC 3261 12.1.1 that requests we send need.
@@ -186,7 +187,7 @@ pub(super) enum DialogTimer {
 
 impl Dialog {
     /// A dialog created by an initial INVITE (its offer pending in `invite`).
-    pub(super) fn new(key: DialogKey, peer: Peer, cseq: u32, invite: TxnId, now: Instant) -> Self {
+    pub(super) fn new(key: DialogKey, peer: Peer, cseq: u32, invite: TxnId, now: Mono) -> Self {
         Dialog {
             key,
             peer,
@@ -202,7 +203,7 @@ impl Dialog {
 
     /// A 2xx to an INVITE or UPDATE negotiated `timer` (None: the request had no
     /// Session-Expires, the session timer is off). The refresh is this 2xx.
-    pub(super) fn set_session_timer(&mut self, now: Instant, timer: Option<Negotiated>) {
+    pub(super) fn set_session_timer(&mut self, now: Mono, timer: Option<Negotiated>) {
         self.session_timer = timer.map(|n| {
             let after = match n.refresher {
                 Refresher::Uac => n.expiry(),
@@ -214,7 +215,7 @@ impl Dialog {
 
     /// We sent a 2xx (`data`) to the INVITE with `cseq`: retransmit it (unreliable
     /// transports) until the ACK, give up after 64*T1.
-    pub(super) fn accepted(&mut self, now: Instant, cseq: u32, data: Vec<u8>, t1: Duration) {
+    pub(super) fn accepted(&mut self, now: Mono, cseq: u32, data: Vec<u8>, t1: Duration) {
         self.confirmed = true;
         self.last_activity = now;
         self.ack_wait = Some(AckWait {
@@ -227,7 +228,7 @@ impl Dialog {
     }
 
     /// An ACK with `cseq` arrived: true when it acknowledges our 2xx.
-    pub(super) fn take_ack(&mut self, now: Instant, cseq: u32) -> bool {
+    pub(super) fn take_ack(&mut self, now: Mono, cseq: u32) -> bool {
         if self.ack_wait.as_ref().is_some_and(|a| a.cseq == cseq) {
             self.ack_wait = None;
             self.confirmed = true;
@@ -240,7 +241,7 @@ impl Dialog {
 
     /// Earliest instants the dialog's timers fire: 2xx retransmission, ACK deadline, idle,
     /// session timer.
-    pub(super) fn timeouts(&self, idle_timeout: Duration) -> [Option<Instant>; 4] {
+    pub(super) fn timeouts(&self, idle_timeout: Duration) -> [Option<Mono>; 4] {
         let (n, dl) = match &self.ack_wait {
             Some(a) => (a.next, Some(a.deadline)),
             None => (None, None),
@@ -252,7 +253,7 @@ impl Dialog {
     /// Advance the timers to `now`.
     pub(super) fn on_timer(
         &mut self,
-        now: Instant,
+        now: Mono,
         t2: Duration,
         idle_timeout: Duration,
     ) -> DialogTimer {

@@ -10,8 +10,9 @@
 //! always go back to the peer the request came from (symmetric response routing, same TCP
 //! connection), which is what SBCs expect.
 
+use crate::time::Mono;
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::client::{ClientTimer, ClientTxn};
 use super::dialog::{Dialog, DialogKey, DialogTimer, TerminationReason, UacState};
@@ -260,7 +261,7 @@ impl Endpoint {
     }
 
     /// Earliest instant `handle_timeout` has work to do.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Mono> {
         let t = self
             .txns
             .values()
@@ -291,7 +292,7 @@ impl Endpoint {
     /// Send a request in a dialog (BYE, UPDATE) as a client transaction.
     fn send_request(
         &mut self,
-        now: Instant,
+        now: Mono,
         did: DialogId,
         method: Method,
         extra: Vec<(String, String)>,
@@ -330,13 +331,13 @@ impl Endpoint {
     }
 
     /// End a dialog from our side: BYE to the SRC, then `Terminated` with `reason`.
-    fn hang_up(&mut self, now: Instant, did: DialogId, reason: TerminationReason) {
+    fn hang_up(&mut self, now: Mono, did: DialogId, reason: TerminationReason) {
         self.send_request(now, did, Method::Bye, Vec::new());
         self.end_dialog(did, reason);
     }
 
     /// A response to one of our requests.
-    fn handle_response(&mut self, now: Instant, msg: Message) {
+    fn handle_response(&mut self, now: Mono, msg: Message) {
         let branch = msg
             .top_via()
             .ok()
@@ -367,7 +368,7 @@ impl Endpoint {
     }
 
     /// One UDP datagram or one framed TCP message.
-    pub fn handle_receive(&mut self, now: Instant, peer: Peer, data: &[u8]) {
+    pub fn handle_receive(&mut self, now: Mono, peer: Peer, data: &[u8]) {
         match parse::parse_datagram_lenient(data) {
             Err(_) => self.stats.malformed_dropped += 1,
             Ok((msg, None)) => {
@@ -400,7 +401,7 @@ impl Endpoint {
     }
 
     /// An already parsed message (e.g. from [`super::StreamFramer::next`]).
-    pub fn handle_message(&mut self, now: Instant, peer: Peer, msg: Message) {
+    pub fn handle_message(&mut self, now: Mono, peer: Peer, msg: Message) {
         let StartLine::Request {
             method, version, ..
         } = &msg.start
@@ -533,7 +534,7 @@ impl Endpoint {
     }
 
     /// Final error response on a transaction.
-    fn reject(&mut self, now: Instant, id: TxnId, err: SipError) {
+    fn reject(&mut self, now: Mono, id: TxnId, err: SipError) {
         let refusal = err.refusal(&self.refusal_context());
         // The transaction was just created or is pending, so this cannot fail except for
         // an already-final transaction, which callers exclude; counted if it does.
@@ -583,7 +584,7 @@ impl Endpoint {
 
     /// Refuse a request the app was given in an event (or one the endpoint answers
     /// itself): status, reason phrase and headers come from [`Refusal::response`].
-    pub fn refuse(&mut self, now: Instant, txn: TxnId, refusal: &Refusal) -> Result<(), SipError> {
+    pub fn refuse(&mut self, now: Mono, txn: TxnId, refusal: &Refusal) -> Result<(), SipError> {
         let r = refusal.response();
         self.respond_inner(now, txn, r.status, &r.reason, r.headers, None)
     }
@@ -595,7 +596,7 @@ impl Endpoint {
     /// BYE and the dialog ends with `Terminated { reason: AckTimeout }`.
     pub fn respond(
         &mut self,
-        now: Instant,
+        now: Mono,
         txn: TxnId,
         status: u16,
         reason: &str,
@@ -605,14 +606,7 @@ impl Endpoint {
         self.respond_inner(now, txn, status, reason, extra_headers, body)
     }
 
-    fn out_of_dialog(
-        &mut self,
-        now: Instant,
-        peer: Peer,
-        key: TxnKey,
-        msg: Message,
-        method: Method,
-    ) {
+    fn out_of_dialog(&mut self, now: Mono, peer: Peer, key: TxnKey, msg: Message, method: Method) {
         match method {
             Method::Invite => {
                 if self.dialogs.len() >= self.cfg.max_dialogs {
@@ -676,7 +670,7 @@ impl Endpoint {
 
     fn in_dialog(
         &mut self,
-        now: Instant,
+        now: Mono,
         peer: Peer,
         key: TxnKey,
         msg: Message,
@@ -799,7 +793,7 @@ impl Endpoint {
         }
     }
 
-    fn handle_cancel(&mut self, now: Instant, peer: Peer, key: TxnKey, msg: Message) {
+    fn handle_cancel(&mut self, now: Mono, peer: Peer, key: TxnKey, msg: Message) {
         let inv_key = TxnKey {
             method: Method::Invite,
             ..key.clone()
@@ -833,7 +827,7 @@ impl Endpoint {
         }
     }
 
-    fn handle_ack(&mut self, now: Instant, key: TxnKey, msg: Message) {
+    fn handle_ack(&mut self, now: Mono, key: TxnKey, msg: Message) {
         if let Some(id) = self.txn_index.get(&key).copied() {
             if let Some(t) = self.txns.get_mut(&id) {
                 if t.absorb_ack(now, self.cfg.t4) {
@@ -869,7 +863,7 @@ impl Endpoint {
     #[allow(clippy::too_many_arguments)]
     fn new_txn(
         &mut self,
-        now: Instant,
+        now: Mono,
         peer: Peer,
         key: TxnKey,
         request: Message,
@@ -904,7 +898,7 @@ impl Endpoint {
 
     fn respond_inner(
         &mut self,
-        now: Instant,
+        now: Mono,
         id: TxnId,
         status: u16,
         reason: &str,
@@ -1015,7 +1009,7 @@ impl Endpoint {
     }
 
     /// Advance timers: retransmissions, transaction expiry, ACK timeouts, idle dialogs.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Mono) {
         let t2 = self.cfg.t2;
         // Expiry (Timers H, I, J, Accepted end, app timeout).
         let expired: Vec<TxnId> = self

@@ -3,7 +3,8 @@
 //! non-2xx INVITE finals (Timer G), absorption of the ACK (Timer I) and expiry (Timers H,
 //! J, end of Accepted). The endpoint owns the transaction table and drives these.
 
-use std::time::{Duration, Instant};
+use crate::time::Mono;
+use std::time::Duration;
 
 use super::message::{Message, Method};
 use super::transport::{Peer, Transmit};
@@ -42,9 +43,9 @@ pub(super) struct ServerTxn {
     pub(super) local_tag: Option<String>,
     pub(super) state: TxnState,
     pub(super) last_response: Option<Vec<u8>>,
-    pub(super) retrans_at: Option<Instant>,
+    pub(super) retrans_at: Option<Mono>,
     pub(super) retrans_interval: Duration,
-    pub(super) expires_at: Instant,
+    pub(super) expires_at: Mono,
     /// Initial INVITE: its dialog ends with a non-2xx final.
     pub(super) initial_invite: bool,
     /// INVITE/UPDATE with offer: glare guard of the dialog.
@@ -96,7 +97,7 @@ impl ServerTxn {
         initial_invite: bool,
         offer: bool,
         t1: Duration,
-        expires_at: Instant,
+        expires_at: Mono,
     ) -> Self {
         let method = request
             .method()
@@ -147,7 +148,7 @@ impl ServerTxn {
 
     /// A response `data` with `status` was sent: remember it for retransmitted requests
     /// and, for a final, enter the next state with its timers.
-    pub(super) fn sent(&mut self, now: Instant, status: u16, data: Vec<u8>, t1: Duration) {
+    pub(super) fn sent(&mut self, now: Mono, status: u16, data: Vec<u8>, t1: Duration) {
         self.last_response = Some(data);
         if status < 200 {
             return;
@@ -171,7 +172,7 @@ impl ServerTxn {
 
     /// An ACK matched this transaction: true when it was absorbed (the ACK for our
     /// non-2xx final, or a retransmission of it), which starts Timer I.
-    pub(super) fn absorb_ack(&mut self, now: Instant, t4: Duration) -> bool {
+    pub(super) fn absorb_ack(&mut self, now: Mono, t4: Duration) -> bool {
         match self.state {
             TxnState::Completed => {
                 self.state = TxnState::Confirmed;
@@ -187,7 +188,7 @@ impl ServerTxn {
     /// Timer G: the final to retransmit now, if one is due (interval doubling up to T2).
     pub(super) fn retransmission_due(
         &mut self,
-        now: Instant,
+        now: Mono,
         t2: Duration,
         budget_pct: Option<u32>,
     ) -> Option<Transmit> {

@@ -6,9 +6,9 @@
 //! whether it can record (ports, storage) and answers [`SrsEvent::Offered`] with
 //! [`Srs::accept`] or [`Srs::reject`].
 
+use crate::time::Mono;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Instant;
 
 use crate::media::srtp::{Secret, SrtpSuite};
 use crate::sdp::{self, AnswerParams, Direction, NegotiatedStream, SessionDescription};
@@ -44,7 +44,7 @@ pub struct SrsConfig {
 #[derive(Debug, Clone)]
 pub struct MetadataVersion {
     /// When it arrived.
-    pub received_at: Instant,
+    pub received_at: Mono,
     /// `INVITE`, `re-INVITE`, `UPDATE`, ...
     pub sip_method: String,
     /// Content-Type of the metadata part.
@@ -226,7 +226,7 @@ impl Srs {
 
     /// Send a refusal on a transaction (status, reason and headers from
     /// [`Refusal::response`]).
-    fn refuse(&mut self, now: Instant, txn: TxnId, refusal: Refusal) {
+    fn refuse(&mut self, now: Mono, txn: TxnId, refusal: Refusal) {
         let res = self.ep.refuse(now, txn, &refusal);
         self.check_sent(res, "refusal");
     }
@@ -242,25 +242,25 @@ impl Srs {
     }
 
     /// One datagram or one framed stream message.
-    pub fn handle_receive(&mut self, now: Instant, peer: Peer, data: &[u8]) {
+    pub fn handle_receive(&mut self, now: Mono, peer: Peer, data: &[u8]) {
         self.ep.handle_receive(now, peer, data);
         self.drain(now);
     }
 
     /// An already framed message (TCP).
-    pub fn handle_message(&mut self, now: Instant, peer: Peer, msg: Message) {
+    pub fn handle_message(&mut self, now: Mono, peer: Peer, msg: Message) {
         self.ep.handle_message(now, peer, msg);
         self.drain(now);
     }
 
     /// Timers.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Mono) {
         self.ep.handle_timeout(now);
         self.drain(now);
     }
 
     /// When to call [`Srs::handle_timeout`] next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Mono> {
         self.ep.poll_timeout()
     }
 
@@ -275,7 +275,7 @@ impl Srs {
     }
 
     /// Accept an offered session: `ports[i]` is the local port for `offer.recordable[i]`.
-    pub fn accept(&mut self, now: Instant, call: DialogId, ports: &[u16]) {
+    pub fn accept(&mut self, now: Mono, call: DialogId, ports: &[u16]) {
         let Some(s) = self.sessions.get_mut(&call) else {
             return; // cancelled meanwhile: the shell sees Ended and frees the ports
         };
@@ -313,7 +313,7 @@ impl Srs {
 
     /// Refuse an offered session (usually [`Refusal::CannotRecord`]: 503 + Retry-After
     /// when the box cannot record now).
-    pub fn reject(&mut self, now: Instant, call: DialogId, refusal: Refusal) {
+    pub fn reject(&mut self, now: Mono, call: DialogId, refusal: Refusal) {
         if let Some(Session {
             phase: Phase::Offered { txn },
             ..
@@ -326,7 +326,7 @@ impl Srs {
         self.drain(now);
     }
 
-    fn drain(&mut self, now: Instant) {
+    fn drain(&mut self, now: Mono) {
         while let Some(ev) = self.ep.poll_event() {
             match ev {
                 SipEvent::Invite {
@@ -383,7 +383,7 @@ impl Srs {
         }
     }
 
-    fn on_initial_invite(&mut self, now: Instant, txn: TxnId, dialog: DialogId, req: Message) {
+    fn on_initial_invite(&mut self, now: Mono, txn: TxnId, dialog: DialogId, req: Message) {
         let ct = req.header("Content-Type").unwrap_or("").to_string();
         let require: Vec<&str> = req.require();
         let supported: Vec<&str> = req.supported();
@@ -500,7 +500,7 @@ impl Srs {
     }
 
     /// re-INVITE, UPDATE, INFO and other in-dialog requests that may carry SDP and/or metadata.
-    fn on_reoffer(&mut self, now: Instant, txn: TxnId, dialog: DialogId, req: Message, m: &str) {
+    fn on_reoffer(&mut self, now: Mono, txn: TxnId, dialog: DialogId, req: Message, m: &str) {
         let Some(s) = self.sessions.get_mut(&dialog) else {
             self.refuse(now, txn, Refusal::NoSuchDialog);
             return;

@@ -5,7 +5,8 @@ use super::*;
 use crate::sip::{
     parse_datagram, DialogId, Message, Method, SipError, StartLine, TerminationReason, TxnId,
 };
-use std::time::{Duration, Instant};
+use crate::time::Mono;
+use std::time::Duration;
 
 const T1: Duration = Duration::from_millis(500);
 
@@ -77,7 +78,7 @@ fn events(ep: &mut Endpoint) -> Vec<Event> {
 }
 
 /// INVITE in, app answers 200; returns (txn, dialog, our To-tag).
-fn establish(ep: &mut Endpoint, now: Instant, p: Peer) -> (TxnId, DialogId, String) {
+fn establish(ep: &mut Endpoint, now: Mono, p: Peer) -> (TxnId, DialogId, String) {
     ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
     assert_eq!(statuses(&drain(ep)), vec![100]);
     let ev = events(ep);
@@ -130,7 +131,7 @@ fn establish(ep: &mut Endpoint, now: Instant, p: Peer) -> (TxnId, DialogId, Stri
 
 #[test]
 fn invite_200_retransmitted_until_ack() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let p = peer(Transport::Udp);
     let (_, dialog, tag) = establish(&mut ep, now, p);
@@ -172,7 +173,7 @@ fn invite_200_retransmitted_until_ack() {
 
 #[test]
 fn ack_timeout_ends_dialog() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let (_, dialog, tag) = establish(&mut ep, now, peer(Transport::Udp));
     let mut n = 0;
@@ -212,7 +213,7 @@ fn ack_timeout_ends_dialog() {
 
 #[test]
 fn tcp_2xx_not_retransmitted() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let (_, _, _) = establish(&mut ep, now, peer(Transport::Tcp));
     ep.handle_timeout(now + 10 * T1);
@@ -232,7 +233,7 @@ fn tcp_2xx_not_retransmitted() {
 
 #[test]
 fn retransmitted_invite_absorbed() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let p = peer(Transport::Udp);
     let inv = sdp_invite("z9hG4bKinv1", "call1", 1, None);
@@ -259,7 +260,7 @@ fn retransmitted_invite_absorbed() {
 
 #[test]
 fn rejected_invite_retransmits_until_ack_and_ends_dialog() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let p = peer(Transport::Udp);
     ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
@@ -290,7 +291,7 @@ fn rejected_invite_retransmits_until_ack_and_ends_dialog() {
 
 #[test]
 fn app_timeout_and_caps() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = Endpoint::new(EndpointConfig {
         max_dialogs: 1,
         ..EndpointConfig::default()
@@ -317,7 +318,7 @@ fn app_timeout_and_caps() {
 
 #[test]
 fn cancel_gives_487() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let p = peer(Transport::Udp);
     ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv1", "call1", 1, None));
@@ -368,7 +369,7 @@ fn cancel_gives_487() {
 
 #[test]
 fn cancel_without_match_481() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     ep.handle_receive(
         now,
@@ -380,7 +381,7 @@ fn cancel_without_match_481() {
 
 #[test]
 fn bye_terminates_and_retransmission_absorbed() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let p = peer(Transport::Udp);
     let (_, dialog, tag) = establish(&mut ep, now, p);
@@ -416,7 +417,7 @@ fn bye_terminates_and_retransmission_absorbed() {
 
 #[test]
 fn reinvite_glare_491_and_update() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = ep();
     let p = peer(Transport::Udp);
     let (_, dialog, tag) = establish(&mut ep, now, p);
@@ -500,7 +501,7 @@ fn reinvite_glare_491_and_update() {
 }
 
 fn invite_over(t: Transport, ruri: &str, tls_host: Option<&str>) -> Vec<Message> {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = Endpoint::new(EndpointConfig {
         seed: 42,
         tls_contact_host: tls_host.map(str::to_string),
@@ -582,7 +583,7 @@ fn tls_calls_get_a_tls_contact() {
 #[test]
 #[allow(clippy::type_complexity)]
 fn rejections() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let p = peer(Transport::Udp);
     let cases: Vec<(Vec<u8>, u16, Option<(&str, &str)>)> = vec![
         (
@@ -655,7 +656,7 @@ fn rejections() {
 
 #[test]
 fn malformed_400_names_problem_or_dropped() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let p = peer(Transport::Udp);
     let mut ep = ep();
     let bad = String::from_utf8(req("OPTIONS", "z9hG4bK1", "c", 1, None, "", ""))
@@ -708,7 +709,7 @@ fn invite_2xx_carries_allow_supported_and_contact_feature_tag() {
         contact_params: ";+sip.srs".into(),
         ..EndpointConfig::default()
     });
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let p = peer(Transport::Udp);
     ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv7", "call7", 1, None));
     drain(&mut ep);
@@ -737,7 +738,7 @@ fn we_refresh_with_update_when_the_uac_lacks_timer_and_bye_on_481() {
         supported: vec!["timer".into()],
         ..EndpointConfig::default()
     });
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let p = peer(Transport::Tcp);
     let inv = req(
         "INVITE",
@@ -805,7 +806,7 @@ fn we_refresh_with_update_when_the_uac_lacks_timer_and_bye_on_481() {
 /// INVITE) is kept.
 #[test]
 fn settled_transactions_are_evicted_at_the_cap() {
-    let now = Instant::now();
+    let now = Mono::from_secs(1_000);
     let mut ep = Endpoint::new(EndpointConfig {
         max_transactions: 4,
         ..EndpointConfig::default()
@@ -840,7 +841,7 @@ fn settled_transactions_are_evicted_at_the_cap() {
 #[test]
 fn udp_retransmissions_stay_within_the_byte_budget() {
     let run = |pct: Option<u32>| -> (usize, usize, usize) {
-        let now = Instant::now();
+        let now = Mono::from_secs(1_000);
         let mut ep = Endpoint::new(EndpointConfig {
             response_budget_pct: pct,
             ..EndpointConfig::default()
