@@ -208,7 +208,7 @@ fn unacked_invites_leave_no_recording_and_free_their_ports() {
         drain(&mut ok, &mut refused, &mut limit_named, &mut answered);
     }
     assert!(
-        ok >= 1 && ok <= 16,
+        (1..=16).contains(&ok),
         "{ok} sessions admitted\n{}",
         d.log_text()
     );
