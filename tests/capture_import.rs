@@ -244,6 +244,15 @@ fn generated_calls_are_recorded_sample_exact() {
             assert_eq!(n, on_wire, "{}", sc.name);
         }
         let s = show(&cfg, id);
+        // Issue #13 item 2: the mirror/import path writes the same one channel schema.
+        let typed = branchrec::recording::ChannelStats::parse_all(&s["stats"])
+            .unwrap_or_else(|e| panic!("{}: stats schema: {e}: {}", sc.name, s["stats"]));
+        assert_eq!(
+            typed.len(),
+            sent.len(),
+            "{}: one stats element per channel",
+            sc.name
+        );
         let stats = s["stats"]
             .as_array()
             .unwrap_or_else(|| panic!("no stats: {s}"));

@@ -210,6 +210,8 @@ fn codec_call(dir: &Path, d: &Daemon, keys: &[(&str, String)], rate: u32) -> Cal
     assert_eq!(rec["state"], "complete", "{rec}");
     let id = id_of(&rec);
     let detail = d.recordings_json(&["show", &id, "--json"]);
+    // Issue #13 item 2: every codec path writes the one channel stats schema.
+    assert_stats_schema(&detail, 2);
     let chans = export(d, &id, dir, rate);
     let call_ms = (run.marks["T_BYE"] - run.marks["T_ACK"]) as i64;
     let len_ms = (chans[0].len() as u64 * 1000 / u64::from(rate)) as i64;
@@ -421,6 +423,7 @@ fn codec_switch_by_reinvite_keeps_one_timeline() {
     // below is checked to be 16 kHz).
     let id = id_of(&rec);
     let detail = d.recordings_json(&["show", &id, "--json"]);
+    assert_stats_schema(&detail, 2);
     let chans = export(&d, &id, dir, 16000);
     let mut g_at = Vec::new();
     #[allow(clippy::needless_range_loop)] // `ch` is also the stats' channel number

@@ -788,6 +788,11 @@ fn broadworks_pause_resume() {
     assert_eq!(ans2.sdp.origin.session_version, "2");
     assert_eq!(ans2.streams[0].remote, None);
     assert_eq!(ans2.sdp.media[0].label(), Some("1"));
+    // Issue #13 item 8: BroadWorks pauses with `c=0.0.0.0` and no direction attribute
+    // (sendrecv by default). Answered `inactive` and on hold, so the recording pauses
+    // (RFC 7866 §6.1.3 path); before, it was answered recvonly and kept recording.
+    assert_eq!(ans2.streams[0].direction, Direction::Inactive);
+    assert!(branchrec::siprec::srs::stream_on_hold(&ans2.streams[0]));
     assert_eq!(state, before);
 
     // Resume.
@@ -798,6 +803,8 @@ fn broadworks_pause_resume() {
         ans3.streams[0].remote,
         Some("192.0.2.20:16000".parse().unwrap())
     );
+    assert_eq!(ans3.streams[0].direction, Direction::RecvOnly);
+    assert!(!branchrec::siprec::srs::stream_on_hold(&ans3.streams[0]));
 
     // 3-way call: a complete snapshot in an UPDATE replaces the state (3 participants).
     state = meta_of("broadworks-miarec-3way-1.txt");
@@ -842,6 +849,12 @@ fn metaswitch_hold_sequence() {
     assert_eq!(ans.streams[0].direction, Direction::RecvOnly);
     let map = channel_map(&md, &offer.labels());
     assert_eq!(map[0].participant_aor.as_deref(), Some("7602922411"));
+    // Issue #13 item 8: Metaswitch's hold (c=0.0.0.0, no direction) is answered inactive
+    // and is a hold of the recorded stream (the recording pauses when all are held).
+    let o3 = sdp_of(names[2]);
+    let a3 = build_answer(&o3, &answer_params(1, 3), &mut rand::rngs::OsRng).unwrap();
+    assert_eq!(a3.streams[0].direction, Direction::Inactive);
+    assert!(branchrec::siprec::srs::stream_on_hold(&a3.streams[0]));
 }
 
 #[test]

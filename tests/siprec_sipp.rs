@@ -1192,3 +1192,198 @@ fn unacknowledged_200_gets_bye_and_no_silent_recording_is_kept() {
     assert_eq!(tomb[0]["reason"], "unconfirmed", "{tomb:?}");
     d.stop();
 }
+
+/// Issue #13 items 1 and 2: a recording session whose FIRST offer has every stream on
+/// hold (tests/sipp/initial_inactive.xml) — `a=inactive`, `a=recvonly` (the SRC would only
+/// receive) and `c=0.0.0.0` with `a=sendonly` — is answered `a=inactive` on both streams,
+/// stores none of the RTP the SRC sends anyway, has a `pause` event at 0 (source
+/// `siprec`) and a `resume` when the re-INVITE makes the streams `sendonly`; after it the
+/// audio is stored bit-exact. The stats follow the one channel schema: the paused packets
+/// are `dropped_while_paused` of their channel, not `lost`, and no extra element.
+/// Unfixed, the first variant stored burst 1 (the answer was inactive but nothing paused)
+/// and the c=0.0.0.0 variant was answered recvonly (the SIPp regexp fails).
+#[test]
+fn a_session_paused_from_its_first_offer_stores_nothing_until_resumed() {
+    for (dir_attr, conn) in [
+        ("inactive", "127.0.0.1"),
+        ("recvonly", "127.0.0.1"),
+        ("sendonly", "0.0.0.0"),
+    ] {
+        initial_hold_call(dir_attr, conn);
+    }
+}
+
+fn initial_hold_call(dir_attr: &str, conn: &str) {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut d = start(dir);
+    let n = 3 * RATE / 2; // 1.5 s bursts = 75 packets
+    let (a1, b1, a2, b2) = (
+        test_audio(21, n, Codec::Pcmu),
+        test_audio(22, n, Codec::Pcmu),
+        test_audio(23, n, Codec::Pcmu),
+        test_audio(24, n, Codec::Pcmu),
+    );
+    let mut keys = vec![("loadgen", loadgen(dir))];
+    for (name, s) in [
+        ("audio_a1", &a1),
+        ("audio_b1", &b1),
+        ("audio_a2", &a2),
+        ("audio_b2", &b2),
+    ] {
+        let p = dir.join(format!("{name}.raw"));
+        write_raw(&p, s);
+        keys.push((name, p.display().to_string()));
+    }
+    keys.push(("hold_dir", dir_attr.to_string()));
+    keys.push(("hold_c", conn.to_string()));
+    // 3 s after each burst starts: the 1.5 s burst plus 1.5 s for the loadgen's start-up,
+    // which SIPp's exec does not wait for (the margin cisco_cube_hold uses on a loaded box).
+    keys.push(("paused_ms", "3000".into()));
+    keys.push(("media2_ms", "3000".into()));
+    let run = run_sipp(
+        "initial_inactive.xml",
+        d.sip_port,
+        &keys,
+        dir,
+        Duration::from_secs(45),
+    );
+    let what = format!("a={dir_attr} c={conn}");
+    assert_eq!(
+        run.code,
+        Some(0),
+        "{what}: SIPp failed (both streams must be answered a=inactive)\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
+    wait_settled(&d, 1);
+    let rec = the_recording(&d);
+    assert_eq!(rec["state"], "complete", "{what}: {rec}");
+    let id = rec["id"].as_str().expect("id").to_string();
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let ev: Vec<(String, Option<u64>, Value)> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["channel"].is_null())
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("").to_string(),
+                e["at_ms"].as_u64(),
+                e["detail"]["source"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ev.first().map(|e| (e.0.as_str(), e.1)),
+        Some(("pause", Some(0))),
+        "{what}: {ev:?}"
+    );
+    assert_eq!(ev[0].2, "siprec", "{what}: {ev:?}");
+    let resume_at = ev
+        .iter()
+        .find(|e| e.0 == "resume")
+        .and_then(|e| e.1)
+        .unwrap_or_else(|| panic!("{what}: no resume event: {ev:?}"));
+    // Stats: one schema, one element per channel; burst 1 (75 packets) dropped, not lost.
+    let stats = assert_stats_schema(&detail, 2);
+    for s in &stats {
+        assert_eq!(s.received, 75, "{what}: {s:?}");
+        assert_eq!(s.lost, 0, "{what}: {s:?}");
+        assert!(s.dropped_while_paused <= 75, "{what}: {s:?}");
+        if conn != "0.0.0.0" {
+            assert_eq!(s.dropped_while_paused, 75, "{what}: {s:?}");
+        }
+    }
+    // Audio: silence until the resume, then exactly burst 2 on each channel.
+    let chans = export(&d, &id, dir);
+    let ms = |x: u64| (x as usize) * RATE / 1000;
+    for (ch, (paused, live)) in [(&a1, &a2), (&b1, &b2)].into_iter().enumerate() {
+        let c = &chans[ch];
+        assert!(
+            c[..ms(resume_at).min(c.len())].iter().all(|s| *s == 0),
+            "{what}: channel {ch}: audio stored before the resume"
+        );
+        assert!(
+            !c.windows(160)
+                .any(|w| paused.chunks(160).take(5).any(|p| p == w)),
+            "{what}: channel {ch}: paused burst found in the recording"
+        );
+        expect_bursts(&format!("{what} channel {ch}"), c, &[live]);
+    }
+    d.stop();
+}
+
+/// Issue #13 item 5 (tests/sipp/metadata_variants.xml): metadata a strict reader gets
+/// nothing from. `<participant>`s nested in `<session>` behind a garbled Content-Type
+/// (`application/ +xml`) are found and mapped to the channels, with no warning; a
+/// document that names nobody, and one that is not well-formed, are kept raw and raise a
+/// `metadata_unusable` event (with the reason) on the recording. Unfixed: the first call had
+/// no participants and none of them warned.
+#[test]
+fn metadata_that_yields_nothing_is_parsed_or_warned() {
+    const NESTED: &str = "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><datamode>complete</datamode><session session_id='S1'><participant participant_id='PA'><nameID aor='sip:alice@nested.example'><name>Alice</name></nameID><send>STA</send></participant><participant participant_id='PB'><nameID aor='sip:bob@nested.example'/><send>STB</send></participant><stream stream_id='STA' session_id='S1'><label>16777227</label></stream><stream stream_id='STB' session_id='S1'><label>16777228</label></stream></session></recording>";
+    const NOBODY: &str = "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><datamode>complete</datamode><session session_id='S1'/><callinfo><party id='PA' aor='sip:alice@x'/></callinfo></recording>";
+    const BROKEN: &str =
+        "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><participant participant_id='PA'>";
+    for (ct, xml, usable) in [
+        ("application/ +xml", NESTED, true),
+        ("application/rs-metadata+xml", NOBODY, false),
+        ("application/rs-metadata+xml", BROKEN, false),
+    ] {
+        let _g = serial();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let mut d = start(dir);
+        let keys = vec![
+            ("meta_ct", ct.to_string()),
+            ("meta_xml", xml.to_string()),
+            ("media_ms", "500".to_string()),
+        ];
+        run_call_ok("metadata_variants.xml", &d, &keys, dir);
+        let rec = the_recording(&d);
+        let id = rec["id"].as_str().expect("id").to_string();
+        let detail = d.recordings_json(&["show", &id, "--json"]);
+        let warnings: Vec<&Value> = detail["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "metadata_unusable")
+            .collect();
+        let versions = detail["metadata_versions"].as_array().expect("versions");
+        assert_eq!(versions.len(), 1, "{ct}: the part is kept: {versions:?}");
+        if usable {
+            assert!(warnings.is_empty(), "{ct}: {warnings:?}");
+            assert_eq!(
+                aors(&rec),
+                ["sip:alice@nested.example", "sip:bob@nested.example"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                "{ct}: nested participants: {rec}"
+            );
+            assert_eq!(channel_aor(&rec, 0), "sip:alice@nested.example");
+            assert_eq!(channel_aor(&rec, 1), "sip:bob@nested.example");
+        } else {
+            assert_eq!(
+                warnings.len(),
+                1,
+                "{xml}: one warning per unusable version: {detail}"
+            );
+            assert!(
+                warnings[0]["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty()),
+                "{:?}",
+                warnings[0]
+            );
+            assert!(
+                d.log_text().contains("metadata_unusable"),
+                "a visible WARN line\n{}",
+                d.log_text()
+            );
+        }
+        d.stop();
+    }
+}

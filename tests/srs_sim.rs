@@ -727,3 +727,71 @@ fn unacknowledged_2xx_ends_the_session_with_bye_after_64_t1() {
     );
     assert_eq!(srs.session_count(), 0);
 }
+
+/// Issue #13 item 1: an SRC that starts the session with every stream disabled (port 0)
+/// is still a recording session: the m-line becomes a channel that is on hold (answered
+/// port 0, RFC 3264 §6), and a re-INVITE with a port activates it on the channel's port.
+/// Before, the INVITE had nothing recordable and was refused 488.
+#[test]
+fn an_initial_offer_with_every_stream_at_port_0_starts_on_hold() {
+    let t0 = Mono::from_secs(1_000);
+    let mut srs = server();
+    let invite = set_header(
+        &fixture("metaswitch-miarec-hold-1.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-p0",
+    )
+    .replace("m=audio 16000 ", "m=audio 0 ");
+    // The body length is unchanged minus the four digits: fix Content-Length.
+    let body_len = invite.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+    let invite = set_header(&invite, "Content-Length", &body_len.to_string());
+    srs.handle_receive(t0, peer(), invite.as_bytes());
+    let r = responses(&mut srs);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![100]);
+    let ev = events(&mut srs);
+    let offer = match ev.as_slice() {
+        [SrsEvent::Offered(o)] => o,
+        other => panic!("expected one offer, got {other:?}"),
+    };
+    assert_eq!(offer.recordable, vec![0], "the port-0 line is a channel");
+    assert!(branchrec::siprec::srs::stream_on_hold(&offer.streams[0]));
+    let call = offer.call;
+    srs.accept(t0 + Duration::from_millis(5), call, &[40000]);
+    let r = responses(&mut srs);
+    assert_eq!(status(&r[0]), 200);
+    let to_tag = r[0].to_tag().expect("our To tag");
+    let answer = sdp::parse(std::str::from_utf8(&r[0].body).unwrap()).unwrap();
+    assert_eq!(answer.media[0].port, 0, "a port-0 offer is answered port 0");
+    srs.handle_receive(
+        t0 + Duration::from_millis(600),
+        peer(),
+        ack(&to_tag, "672675354", "z9hG4bK-ackp0").as_bytes(),
+    );
+    events(&mut srs);
+    // The SRC enables the stream: answered on the channel's port, no longer on hold.
+    let live = set_header(
+        &fixture("metaswitch-miarec-hold-2.txt"),
+        "Via",
+        "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-p1",
+    );
+    let live = set_header(
+        &live,
+        "To",
+        &format!("<sip:7603213214@192.0.2.10:5060>;tag={to_tag}"),
+    );
+    srs.handle_receive(t0 + Duration::from_secs(2), peer(), live.as_bytes());
+    let r = responses(&mut srs);
+    let last = r.last().expect("a response");
+    assert_eq!(status(last), 200);
+    let a2 = sdp::parse(std::str::from_utf8(&last.body).unwrap()).unwrap();
+    assert_eq!(a2.media[0].port, 40000);
+    let streams = events(&mut srs)
+        .into_iter()
+        .find_map(|e| match e {
+            SrsEvent::MediaUpdated { streams, .. } => Some(streams),
+            _ => None,
+        })
+        .expect("media update");
+    let s = streams[0].as_ref().expect("the channel's stream");
+    assert!(!branchrec::siprec::srs::stream_on_hold(s), "{s:?}");
+}

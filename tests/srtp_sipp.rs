@@ -120,6 +120,8 @@ fn call(dir: &Path, keys: Vec<(&str, String)>, media_ms: u64) -> CallResult {
     assert_eq!(rec["state"], "complete", "{rec}");
     let id = rec["id"].as_str().expect("id").to_string();
     let detail = d.recordings_json(&["show", &id, "--json"]);
+    // Issue #13 item 2: the SRTP path writes the one channel stats schema.
+    assert_stats_schema(&detail, 1);
     let wav = dir.join("export.wav");
     d.recordings(&["export", &id, "--out", wav.to_str().expect("utf-8 path")]);
     let log = d.log_text();

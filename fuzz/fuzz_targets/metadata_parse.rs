@@ -2,7 +2,10 @@
 //! and the channel map.
 //!
 //! Input layout: first line = Content-Type header value, rest = body. The whole input is
-//! also fed to the metadata parser directly. Property: nothing panics.
+//! also fed to the metadata parser directly (including `<participant>`s nested in
+//! `<session>`), to the root-element sniffer that finds metadata behind a garbled
+//! Content-Type and to the `metadata_unusable` verdict. Properties: nothing panics; a
+//! document the verdict calls usable parses.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -32,7 +35,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    if let Ok(md) = metadata::parse(data) {
+    let usable = metadata::unusable_reason(data).is_none();
+    let sniffed = metadata::looks_like_metadata(data);
+    let parsed = metadata::parse(data);
+    if usable {
+        assert!(parsed.is_ok(), "a usable document parses");
+    }
+    // A body the sniffer takes for metadata also goes through the splitter (no panic).
+    if sniffed {
+        let _ = siprec::split_body("multipart/mixed;boundary=b", data);
+    }
+    if let Ok(md) = parsed {
         let map = siprec::channel_map(&md, &labels);
         assert_eq!(map.len(), labels.len());
         let mut state = md.clone();

@@ -34,6 +34,8 @@ pub enum CallCmd {
     End(String),
     /// Add an event of this kind (no channel, no details) at the current offset.
     Event(String),
+    /// Add an event of this kind with these details (no channel) at the current offset.
+    EventWith(String, serde_json::Value),
     /// Pause (or resume) storing audio: packets are dropped at the timeline input while
     /// paused, so paused time is silence; the interval is kept as `pause`/`resume` events.
     Pause {
@@ -204,6 +206,12 @@ impl PreparedCall {
                         kind,
                         channel: None,
                         detail_json: None,
+                    }),
+                    Some(CallCmd::EventWith(kind, detail)) => self.sink.add_event(EventRow {
+                        at_ms: self.clock.now().as_millis(),
+                        kind,
+                        channel: None,
+                        detail_json: Some(detail),
                     }),
                     Some(CallCmd::Pause { paused, source }) => {
                         self.sink.set_paused(paused, &source, self.clock.now());

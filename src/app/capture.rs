@@ -261,6 +261,7 @@ impl Recorder {
                     aor: p.aor.clone(),
                     other_names: Vec::new(),
                     other_aors: Vec::new(),
+                    ..Default::default()
                 })
                 .collect(),
         ));
@@ -408,6 +409,7 @@ impl Sink for Recorder {
                             aor: p.aor.clone(),
                             other_names: Vec::new(),
                             other_aors: Vec::new(),
+                            ..Default::default()
                         })
                         .collect(),
                 ));

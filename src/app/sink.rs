@@ -247,7 +247,7 @@ impl RecordingSink {
             file_sha256: Some(hex::encode(c.sha256)),
             file_bytes: Some(c.total_bytes),
             codec: Some(fin.codec.clone()),
-            stats_json: Some(fin.stats.clone()),
+            stats_json: Some(crate::recording::ChannelStats::to_json(&fin.stats)),
         };
         tracing::info!(recording = %id, duration_ms, reason = info.reason, state = state.as_str(), "recording closed");
         // A crash between the row and the manifest leaves this marker: start-up signs then.

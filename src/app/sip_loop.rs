@@ -189,7 +189,8 @@ pub async fn run(
             session_expires: Duration::from_secs(cfg.sip.session_expires_s.into()),
             min_se: Duration::from_secs(cfg.sip.min_se_s.into()),
         },
-        // RFC 7866 §6.1.2: the SRS marks its Contact with the `+sip.srs` feature tag.
+        // RFC 7866 §6.2: "The SRS MUST include the '+sip.srs' feature tag in the Contact URI
+        // ... for all recording sessions" (1xx/2xx to INVITE, 2xx to UPDATE).
         contact_params: ";+sip.srs".into(),
         max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
         response_budget_pct: Some(limits.response_budget_pct),
@@ -499,6 +500,10 @@ fn handle_event(
             channels,
         } => {
             if let Some(c) = calls.get(&call) {
+                if let Some(detail) = metadata_unusable(&c.recording_id, &version) {
+                    let _ =
+                        c.tx.send(CallCmd::EventWith(METADATA_UNUSABLE.into(), detail));
+                }
                 store_metadata(
                     shared,
                     &c.recording_id,
@@ -646,6 +651,18 @@ async fn prepare(
         },
     ));
     if let Some(v) = &offer.metadata {
+        if let Some(detail) = metadata_unusable(prepared.id(), v) {
+            // The recording starts with the answer: the initial document's event is at 0.
+            shared2.catalog.send(CatalogCmd::Events(
+                prepared.id().to_string(),
+                vec![crate::catalog::EventRow {
+                    at_ms: 0,
+                    kind: METADATA_UNUSABLE.into(),
+                    channel: None,
+                    detail_json: Some(detail),
+                }],
+            ));
+        }
         store_metadata(
             &shared2,
             prepared.id(),
@@ -657,6 +674,29 @@ async fn prepare(
         store_channels(&shared2, prepared.id(), &offer.channels);
     }
     Ok(prepared)
+}
+
+/// The recording event raised for each metadata version the recorder cannot use.
+const METADATA_UNUSABLE: &str = "metadata_unusable";
+
+/// Issue #13 item 5: a metadata part that yields nothing (does not parse, or names no
+/// participant or stream) is kept raw (`metadata_versions`) and raises a visible warning:
+/// a WARN log line and a `metadata_unusable` event on the recording (one per such
+/// version, so `recordings show` counts them). Returns the event's details, if unusable.
+fn metadata_unusable(recording_id: &str, v: &MetadataVersion) -> Option<serde_json::Value> {
+    let reason = crate::siprec::metadata::unusable_reason(&v.raw)?;
+    tracing::warn!(
+        recording = %recording_id,
+        method = %v.sip_method,
+        content_type = %v.content_type,
+        %reason,
+        "metadata_unusable: the SIPREC metadata gives no participants; kept raw"
+    );
+    Some(serde_json::json!({
+        "reason": reason,
+        "sip_method": v.sip_method,
+        "content_type": v.content_type,
+    }))
 }
 
 fn offered_codecs(offer: &Offer) -> String {
@@ -711,22 +751,62 @@ fn store_metadata(
                 .catalog
                 .send(CatalogCmd::SessionId(id.to_string(), sid));
         }
-        let ps: Vec<ParticipantRow> = m
-            .participants
-            .iter()
-            .map(|p| ParticipantRow {
+        let ps = participant_rows(m, channels, received_at);
+        shared.catalog.send(CatalogCmd::ParticipantSnapshot(
+            id.to_string(),
+            ps,
+            received_at,
+        ));
+    }
+    store_channels(shared, id, channels);
+}
+
+/// The participants of a (merged) metadata document as catalogue rows, with the times
+/// they joined and left — RFC 7865 `<associate-time>`/`<disassociate-time>` on the
+/// participant or its `<participantsessionassoc>`, else the arrival of this version
+/// (`received_at`, unix ms) — and the channel the channel map hears them on. The catalogue
+/// keeps the earliest join and everyone a later snapshot drops (issue #13 item 3).
+fn participant_rows(
+    m: &RecordingMetadata,
+    channels: &[ChannelAssignment],
+    received_at: i64,
+) -> Vec<ParticipantRow> {
+    let ms = |t: Option<&String>| {
+        t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+            .map(|t| t.timestamp_millis())
+    };
+    m.participants
+        .iter()
+        .map(|p| {
+            let assocs: Vec<_> = m
+                .participant_session_assocs
+                .iter()
+                .filter(|a| a.participant_id == p.id)
+                .collect();
+            let joined = ms(p.associate_time.as_ref())
+                .or_else(|| assocs.iter().find_map(|a| ms(a.associate_time.as_ref())));
+            let left = if m.is_active(p) {
+                None
+            } else {
+                ms(p.disassociate_time.as_ref())
+                    .or_else(|| assocs.iter().find_map(|a| ms(a.disassociate_time.as_ref())))
+                    .or(Some(received_at))
+            };
+            ParticipantRow {
                 participant_id: p.id.clone(),
                 name: p.names.first().cloned(),
                 aor: p.aors.first().cloned(),
                 other_names: p.names.iter().skip(1).cloned().collect(),
                 other_aors: p.aors.iter().skip(1).cloned().collect(),
-            })
-            .collect();
-        shared
-            .catalog
-            .send(CatalogCmd::Participants(id.to_string(), ps));
-    }
-    store_channels(shared, id, channels);
+                joined_at_ms: joined.or(Some(received_at)),
+                left_at_ms: left,
+                channel: channels
+                    .iter()
+                    .position(|c| c.participant_id.as_deref() == Some(p.id.as_str()))
+                    .map(|c| c as u32),
+            }
+        })
+        .collect()
 }
 
 fn store_channels(shared: &Shared, id: &str, channels: &[ChannelAssignment]) {

@@ -22,6 +22,10 @@ pub enum CatalogCmd {
     Insert(Box<NewRecording>, oneshot::Sender<Result<(), CatalogError>>),
     /// Replace the participants.
     Participants(String, Vec<ParticipantRow>),
+    /// A metadata snapshot's participants, arrived at unix ms (see
+    /// [`Catalog::update_participants`](crate::catalog::Catalog::update_participants)):
+    /// the recording's participant history is updated, nobody is forgotten.
+    ParticipantSnapshot(String, Vec<ParticipantRow>, i64),
     /// Replace the channel mapping.
     Channels(String, Vec<ChannelRow>),
     /// Keep one metadata version.
@@ -306,6 +310,12 @@ fn apply(cat: &mut Catalog, cmd: CatalogCmd, clock: &dyn crate::lifecycle::Clock
         CatalogCmd::Participants(id, ps) => (
             "participants",
             cat.set_participants(&id, &ps).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::ParticipantSnapshot(id, ps, at_ms) => (
+            "participants",
+            cat.update_participants(&id, &ps, at_ms)
+                .map_err(|e| e.to_string()),
             None,
         ),
         CatalogCmd::Channels(id, cs) => (

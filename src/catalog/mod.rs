@@ -307,6 +307,38 @@ impl Catalog {
         Ok(())
     }
 
+    /// Apply a metadata snapshot's participants `ps` (arrived at `at_ms`, unix ms) to the
+    /// recording's participant *history* (atomically): participants in `ps` are updated
+    /// (keeping the earliest known `joined_at_ms` and their last known channel), those the
+    /// recording had but `ps` no longer lists are kept and marked as having left at
+    /// `at_ms` (unless an earlier `left_at_ms` is known). So a participant who was on the
+    /// call stays findable (`list --participant`) after a transfer replaced them.
+    pub fn update_participants(
+        &mut self,
+        id: &str,
+        ps: &[ParticipantRow],
+        at_ms: i64,
+    ) -> Result<(), CatalogError> {
+        let old = load_participants(&self.conn, id)?;
+        let mut all: Vec<ParticipantRow> = Vec::with_capacity(ps.len() + old.len());
+        for p in ps {
+            let mut p = p.clone();
+            if let Some(o) = old.iter().find(|o| o.participant_id == p.participant_id) {
+                p.joined_at_ms = o.joined_at_ms.or(p.joined_at_ms);
+                p.channel = p.channel.or(o.channel);
+            }
+            all.push(p);
+        }
+        for o in old {
+            if !ps.iter().any(|p| p.participant_id == o.participant_id) {
+                let mut o = o;
+                o.left_at_ms = o.left_at_ms.or(Some(at_ms));
+                all.push(o);
+            }
+        }
+        self.set_participants(id, &all)
+    }
+
     /// Replace the participants of a recording with `ps` (atomically).
     pub fn set_participants(
         &mut self,
@@ -322,8 +354,9 @@ impl Catalog {
         )?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO participants (recording_id, participant_id, name, aor, number)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO participants
+                     (recording_id, participant_id, name, aor, number, joined_at, left_at, channel)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut alias = tx.prepare_cached(
                 "INSERT INTO participant_aliases
@@ -335,8 +368,17 @@ impl Catalog {
                     .aor
                     .as_deref()
                     .and_then(crate::lifecycle::pattern::number_of);
-                ins.execute(params![id, p.participant_id, p.name, p.aor, number])
-                    .map_err(|e| constraint_as_invalid(e, "participant_id", "duplicate id"))?;
+                ins.execute(params![
+                    id,
+                    p.participant_id,
+                    p.name,
+                    p.aor,
+                    number,
+                    p.joined_at_ms,
+                    p.left_at_ms,
+                    p.channel
+                ])
+                .map_err(|e| constraint_as_invalid(e, "participant_id", "duplicate id"))?;
                 for (i, n) in p.other_names.iter().enumerate() {
                     let pos = i as i64 + 1;
                     let none: Option<String> = None;
@@ -726,6 +768,13 @@ fn participant_summaries(participants: &[ParticipantRow]) -> Vec<ParticipantSumm
             participant_id: p.participant_id.clone(),
             name: p.name.clone(),
             aor: p.aor.clone(),
+            joined_at: p
+                .joined_at_ms
+                .and_then(|t| rfc3339(t, "participants.joined_at").ok()),
+            left_at: p
+                .left_at_ms
+                .and_then(|t| rfc3339(t, "participants.left_at").ok()),
+            channel: p.channel,
         })
         .collect()
 }
@@ -1095,7 +1144,7 @@ impl RawRecording {
 
 fn load_participants(conn: &Connection, id: &str) -> Result<Vec<ParticipantRow>, CatalogError> {
     let mut st = conn.prepare_cached(
-        "SELECT participant_id, name, aor FROM participants
+        "SELECT participant_id, name, aor, joined_at, left_at, channel FROM participants
          WHERE recording_id = ?1 ORDER BY participant_id",
     )?;
     let rows = st.query_map([id], |r| {
@@ -1105,6 +1154,9 @@ fn load_participants(conn: &Connection, id: &str) -> Result<Vec<ParticipantRow>,
             aor: r.get(2)?,
             other_names: Vec::new(),
             other_aors: Vec::new(),
+            joined_at_ms: r.get(3)?,
+            left_at_ms: r.get(4)?,
+            channel: r.get(5)?,
         })
     })?;
     let mut out = rows.collect::<Result<Vec<_>, _>>()?;

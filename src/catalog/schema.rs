@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     uplink_uploads,
     storage_format,
     participant_aliases,
+    participant_history,
 ];
 
 /// The schema version this build writes and understands.
@@ -263,6 +264,22 @@ CREATE TABLE participant_aliases (
 ) STRICT;
 CREATE INDEX participant_aliases_number ON participant_aliases (number);
 CREATE INDEX participant_aliases_value ON participant_aliases (value);
+"#,
+    )
+}
+
+/// Version 6: participants are a history (issue #13). A participant stays in
+/// `participants` after a later complete metadata snapshot drops it (a transfer replacing
+/// Bob by Charlie): `joined_at` / `left_at` (unix ms; from the metadata's
+/// `<associate-time>` / `<disassociate-time>`, else the arrival of the metadata version
+/// that first listed it / that no longer did; `left_at` NULL = on the call until its end)
+/// and `channel`, the recording channel the participant was last heard on.
+fn participant_history(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE participants ADD COLUMN joined_at INTEGER;
+ALTER TABLE participants ADD COLUMN left_at   INTEGER;
+ALTER TABLE participants ADD COLUMN channel   INTEGER;
 "#,
     )
 }

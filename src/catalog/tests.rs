@@ -45,6 +45,7 @@ fn participants() -> Vec<ParticipantRow> {
             aor: Some("sip:+4930111@pbx.example".to_owned()),
             other_names: vec![],
             other_aors: vec![],
+            ..Default::default()
         },
         ParticipantRow {
             participant_id: "p-bob".to_owned(),
@@ -52,6 +53,7 @@ fn participants() -> Vec<ParticipantRow> {
             aor: Some("tel:+4930222".to_owned()),
             other_names: vec![],
             other_aors: vec![],
+            ..Default::default()
         },
     ]
 }
@@ -174,7 +176,16 @@ fn migrates_from_empty() {
     );
     assert_eq!(
         cols("participants"),
-        ["recording_id", "participant_id", "name", "aor", "number"]
+        [
+            "recording_id",
+            "participant_id",
+            "name",
+            "aor",
+            "number",
+            "joined_at",
+            "left_at",
+            "channel"
+        ]
     );
     assert_eq!(
         cols("channels"),
@@ -491,6 +502,7 @@ fn participants_are_replaced_atomically() {
         aor: None,
         other_names: vec![],
         other_aors: vec![],
+        ..Default::default()
     };
     // A set with a duplicate id fails and leaves the previous set in place.
     assert!(matches!(
@@ -911,6 +923,7 @@ fn participants_keep_every_name_and_aor() {
             "tel:+4930333".to_owned(),
             "sip:+4930444@pbx.example".to_owned(),
         ],
+        ..Default::default()
     };
     cat.set_participants("r1", std::slice::from_ref(&dave))
         .unwrap();
@@ -934,4 +947,47 @@ fn participants_keep_every_name_and_aor() {
         .unwrap();
     assert_eq!(cat.get("r1").unwrap().unwrap().participants, vec![plain]);
     assert_eq!(cat.list(&f).unwrap().len(), 0);
+}
+
+/// Issue #13 item 3: a later complete snapshot that replaces Bob by Charlie keeps Bob in
+/// the history (with the time he left), searchable; Charlie joins; the earliest join of
+/// someone listed again is kept.
+#[test]
+fn participants_are_a_history_across_snapshots() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1_000)).unwrap();
+    let mut first = participants();
+    first[0].joined_at_ms = Some(1_000);
+    first[1].joined_at_ms = Some(1_000);
+    first[1].channel = Some(1);
+    cat.update_participants("r1", &first, 1_000).unwrap();
+    let charlie = ParticipantRow {
+        participant_id: "p-charlie".to_owned(),
+        aor: Some("tel:+4930333".to_owned()),
+        joined_at_ms: Some(5_000),
+        channel: Some(1),
+        ..Default::default()
+    };
+    let mut alice_again = participants()[0].clone();
+    alice_again.joined_at_ms = Some(5_000); // arrival time of the new version
+    cat.update_participants("r1", &[alice_again, charlie.clone()], 5_000)
+        .unwrap();
+    let ps = cat.get("r1").unwrap().unwrap().participants;
+    let by = |id: &str| ps.iter().find(|p| p.participant_id == id).cloned();
+    let bob = by("p-bob").expect("Bob kept after the transfer");
+    assert_eq!(
+        (bob.joined_at_ms, bob.left_at_ms, bob.channel),
+        (Some(1_000), Some(5_000), Some(1))
+    );
+    let alice = by("p-alice").unwrap();
+    assert_eq!((alice.joined_at_ms, alice.left_at_ms), (Some(1_000), None));
+    assert_eq!(by("p-charlie"), Some(charlie));
+    for who in ["tel:+4930222", "tel:+4930333"] {
+        let f = ListFilter {
+            participant: Some(who.to_owned()),
+            ..Default::default()
+        };
+        assert_eq!(cat.list(&f).unwrap().len(), 1, "{who}");
+    }
 }

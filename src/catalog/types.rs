@@ -147,7 +147,9 @@ pub struct Finish {
 }
 
 /// One participant of a recorded call (from SIPREC metadata or the observed SIP dialog).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Participants are a history: one that a later metadata snapshot no longer lists is
+/// kept, with the time it left.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ParticipantRow {
     /// Participant id (`participant_id`/`id` attribute, or a synthetic id for mirror calls).
     pub participant_id: String,
@@ -161,6 +163,14 @@ pub struct ParticipantRow {
     /// Further addresses of record after `aor` (several `<nameID aor=>`/`<aor>`), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_aors: Vec<String>,
+    /// When the participant joined the call, unix ms (`<associate-time>`, else the
+    /// arrival of the first metadata version listing it); `None` = unknown.
+    pub joined_at_ms: Option<i64>,
+    /// When the participant left, unix ms (`<disassociate-time>`, else the arrival of the
+    /// first snapshot no longer listing it); `None` = on the call until its end.
+    pub left_at_ms: Option<i64>,
+    /// The channel the participant was (last) heard on, if the channel map named it.
+    pub channel: Option<u32>,
 }
 
 /// One audio channel of the file and what it carries.
@@ -258,8 +268,9 @@ pub struct LifecycleSummary {
     pub held: bool,
 }
 
-/// A participant as shown in `recordings list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A participant as shown in `recordings list` / `show`: everyone who was on the call,
+/// with when they joined and left (when known) and the channel they were heard on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ParticipantSummary {
     /// Participant id.
     pub participant_id: String,
@@ -267,6 +278,15 @@ pub struct ParticipantSummary {
     pub name: Option<String>,
     /// Address of record, if any.
     pub aor: Option<String>,
+    /// When the participant joined (RFC 3339), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<String>,
+    /// When the participant left (RFC 3339); absent = on the call until its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_at: Option<String>,
+    /// The channel the participant was (last) heard on, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u32>,
 }
 
 /// A channel as shown in `recordings list`, with its participant resolved.

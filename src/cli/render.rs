@@ -94,11 +94,17 @@ fn participant(p: &ParticipantSummary) -> String {
         .map(clean)
         .filter(|n| !n.trim().is_empty());
     let aor = p.aor.as_deref().map(clean).filter(|a| !a.is_empty());
-    match (name, aor) {
+    let who = match (name, aor) {
         (Some(n), Some(a)) => format!("{} <{a}>", n.trim()),
         (None, Some(a)) => format!("<{a}>"),
         (Some(n), None) => n.trim().to_owned(),
         (None, None) => format!("[{}]", clean(&p.participant_id)),
+    };
+    // Participants are a history: one who left before the end (a transfer) is marked.
+    if p.left_at.is_some() {
+        format!("{who} (left)")
+    } else {
+        who
     }
 }
 
@@ -144,6 +150,7 @@ mod tests {
             participant_id: id.to_owned(),
             name: name.map(str::to_owned),
             aor: aor.map(str::to_owned),
+            ..Default::default()
         }
     }
 

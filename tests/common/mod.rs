@@ -784,3 +784,29 @@ pub fn channel_stats(detail: &Value, ch: usize) -> Value {
         .cloned()
         .unwrap_or_else(|| panic!("no stats for channel {ch} in {detail}"))
 }
+
+/// Issue #13 item 2: the recording's `stats` (from `show --json`) has exactly the one
+/// per-channel schema (`branchrec::recording::ChannelStats`: every key, nothing else, one
+/// element per channel, channel = index). Called by every test that produces stats over a
+/// different path (SIPREC, mirror/pcap import, SRTP, codecs). Returns the parsed stats.
+pub fn assert_stats_schema(
+    detail: &Value,
+    channels: usize,
+) -> Vec<branchrec::recording::ChannelStats> {
+    let stats = &detail["stats"];
+    let parsed = branchrec::recording::ChannelStats::parse_all(stats)
+        .unwrap_or_else(|e| panic!("stats do not follow the channel stats schema: {e}\n{stats}"));
+    assert_eq!(
+        parsed.len(),
+        channels,
+        "one stats element per channel: {stats}"
+    );
+    for (i, s) in parsed.iter().enumerate() {
+        assert_eq!(
+            s.channel as usize, i,
+            "stats element {i} names channel {}",
+            s.channel
+        );
+    }
+    parsed
+}

@@ -372,6 +372,32 @@ impl CallTimeline {
         std::mem::take(&mut self.dtmf_out)
     }
 
+    /// A datagram of `channel` that the recording drops unstored (it arrived while the
+    /// recording was paused): its sequence number counts as seen, so the pause does not
+    /// show up as `lost`, and a decoder expects no gap before the next stored packet.
+    /// Nothing is placed on the timeline and `received` is not counted. A packet of an
+    /// SSRC the channel has not seen yet is ignored (that stream's count starts with its
+    /// first stored packet).
+    pub fn skip_rtp(&mut self, channel: usize, packet: &[u8]) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let Ok(pkt) = rtp::parse(packet) else {
+            return;
+        };
+        if ch.ssrc != Some(pkt.ssrc) {
+            return;
+        }
+        let _ = ch.seq.check(pkt.sequence);
+        ch.stats.lost = ch.seq.lost();
+        if let Some(d) = ch.dec.as_mut() {
+            if d.pending.is_empty() {
+                d.next = None;
+                d.foreign.clear();
+            }
+        }
+    }
+
     /// Feed one datagram received on `channel`'s RTP port, at `at` (origin: the call start).
     pub fn push_rtp(&mut self, channel: usize, at: Mono, packet: &[u8]) -> PushOutcome {
         if self.finished {

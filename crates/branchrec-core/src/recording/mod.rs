@@ -9,6 +9,7 @@ pub mod export;
 pub mod ogg;
 pub mod opus;
 pub mod session;
+pub mod stats;
 pub mod wav;
 
 pub use container::{
@@ -21,6 +22,7 @@ pub use session::{
     ChannelMedia, Event, EventKind, Finished, Outcome, Output, Recording, RecordingConfig,
     RecordingKeys,
 };
+pub use stats::ChannelStats;
 pub use wav::{write_wav, WavWriter};
 
 /// How a recording's audio is stored (per rule, default `[storage] format`).

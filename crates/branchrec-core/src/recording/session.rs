@@ -25,6 +25,7 @@ use crate::media::{AudioBlock, TimelineConfig};
 use crate::recording::container::{ContainerError, FinishedContainer, HeaderParams};
 use crate::recording::encode::ContainerWriter;
 use crate::recording::opus::OpusSettings;
+use crate::recording::stats::ChannelStats;
 use crate::time::{Mono, UnixMs};
 
 /// What a new recording is (all but the keys).
@@ -138,8 +139,9 @@ pub struct Finished {
     pub container: FinishedContainer,
     /// Codec names seen, sorted, joined with `+`.
     pub codec: String,
-    /// Per-channel statistics (and `dropped_while_paused`), for the catalogue.
-    pub stats: serde_json::Value,
+    /// Per-channel statistics, one [`ChannelStats`] per channel (the one schema of
+    /// `recordings.stats_json`).
+    pub stats: Vec<ChannelStats>,
     /// The verdict that no decodable audio arrived (see
     /// [`RecordingConfig::unsupported_if_no_audio`]).
     pub codec_unsupported: bool,
@@ -181,8 +183,8 @@ pub struct Recording {
     holds: Vec<bool>,
     /// Pause requests in force (by source); audio is dropped while any is.
     paused_by: Vec<String>,
-    /// Packets dropped while paused.
-    dropped_paused: u64,
+    /// Packets dropped while paused, per channel.
+    dropped_paused: Vec<u64>,
     flush_every: Duration,
     last_flush: Mono,
     scratch: Vec<i16>,
@@ -242,7 +244,7 @@ impl Recording {
                 codecs: Vec::new(),
                 holds: vec![false; channels],
                 paused_by: Vec::new(),
-                dropped_paused: 0,
+                dropped_paused: vec![0; channels],
                 flush_every: cfg.flush_every,
                 last_flush: Mono::ZERO,
                 scratch: Vec::new(),
@@ -311,9 +313,10 @@ impl Recording {
 
     /// The media of the channels after a negotiation, in channel order (`None` = the
     /// stream is gone: the channel is on hold). `now` = `None` for the configuration at
-    /// the start (no events, no pause decision); otherwise hold changes become
-    /// `hold`/`resume` events, and with [`RecordingConfig::pause_when_all_held`] the
-    /// recording is paused while every channel is on hold.
+    /// the start (no hold events; the hold state is taken as it is); otherwise hold
+    /// changes become `hold`/`resume` events. With
+    /// [`RecordingConfig::pause_when_all_held`] the recording is paused while every
+    /// channel is on hold — from the start too (a `pause` event at 0).
     pub fn set_media(&mut self, now: Option<Mono>, channels: Vec<Option<ChannelMedia>>) {
         let at = now.unwrap_or(Mono::ZERO);
         let at_ms = at.as_millis();
@@ -341,11 +344,18 @@ impl Recording {
                     }
                 }
                 None if now.is_some() => self.set_hold(at, ch, true),
-                None => {}
+                None => {
+                    if let Some(h) = self.holds.get_mut(ch) {
+                        *h = true;
+                    }
+                }
             }
         }
-        if now.is_some() && self.pause_when_all_held {
-            // RFC 7866 §6.1.3: an SRC pauses recording by making every stream inactive.
+        if self.pause_when_all_held {
+            // RFC 7866 §6.1.3: an SRC pauses recording by making every stream inactive —
+            // also from the start (an initial offer with every stream inactive, recvonly,
+            // `c=0.0.0.0` or port 0): nothing is stored until a stream becomes active, and
+            // the pause is an event at 0, exactly as when a re-INVITE pauses.
             let all_held = !self.holds.is_empty() && self.holds.iter().all(|h| *h);
             self.set_paused(at, all_held, "siprec");
         }
@@ -443,7 +453,11 @@ impl Recording {
             return None;
         }
         if !self.paused_by.is_empty() {
-            self.dropped_paused += 1;
+            if let Some(d) = self.dropped_paused.get_mut(channel) {
+                *d += 1;
+            }
+            // Seen, not lost: the pause must not read as packet loss.
+            self.timeline.skip_rtp(channel, pkt);
             return None;
         }
         Some(self.timeline.push_rtp(channel, now, pkt))
@@ -496,29 +510,14 @@ impl Recording {
         let mut container = writer.finish();
         self.out
             .push_back(Output::Chunk(std::mem::take(&mut container.bytes)));
-        let mut stats = Vec::new();
+        let mut stats = Vec::with_capacity(self.channels());
         let (mut decoded, mut unsupported) = (0u64, 0u64);
         for ch in 0..self.channels() {
             let s = self.timeline.stats(ch);
             unsupported += s.unsupported_payload;
             decoded += s.received.saturating_sub(s.unsupported_payload);
-            let mut st = serde_json::json!({
-                "channel": ch,
-                "received": s.received,
-                "lost": s.lost,
-                "late": s.late,
-                "duplicates": s.duplicates,
-                "ssrc_changes": s.ssrc_changes,
-                "unsupported_payload": s.unsupported_payload,
-                "fec_recovered": s.fec_recovered,
-                "concealed_ms": s.concealed_ms,
-                "decode_errors": s.decode_errors,
-                "codec_changes": s.codec_changes,
-            });
-            if let (Some(o), Some(srtp)) = (st.as_object_mut(), self.srtp.get(ch)) {
-                o.extend(srtp.stats_json());
-            }
-            stats.push(st);
+            let dropped = self.dropped_paused.get(ch).copied().unwrap_or(0);
+            stats.push(ChannelStats::new(ch, s, self.srtp.get(ch), dropped));
         }
         let end_ms = end.as_millis();
         if !self.paused_by.is_empty() {
@@ -528,9 +527,6 @@ impl Recording {
                 None,
                 serde_json::json!({ "source": "end of call" }),
             );
-        }
-        if self.dropped_paused > 0 {
-            stats.push(serde_json::json!({ "dropped_while_paused": self.dropped_paused }));
         }
         for (ch, d) in self.timeline.take_dtmf() {
             self.event(
@@ -548,7 +544,7 @@ impl Recording {
             duration_ms: end_ms,
             container,
             codec: self.codecs.join("+"),
-            stats: serde_json::Value::Array(stats),
+            stats,
             codec_unsupported: self.unsupported_if_no_audio && decoded == 0 && unsupported > 0,
         })));
     }

@@ -98,7 +98,8 @@ fn is_telephone_event(enc: &str) -> bool {
 /// Per m-line: audio over RTP/AVP(F) with at least one supported non-DTMF codec and a port
 /// from `p.ports` is accepted — we echo only supported formats (in offer order, keeping
 /// `telephone-event` at a matching clock rate and every accepted format's `a=fmtp`), copy `a=label` and `a=ptime`,
-/// and answer `a=recvonly` (or `a=inactive` if the offer is `inactive` or `recvonly`).
+/// and answer `a=recvonly` (or `a=inactive` if the offer is `inactive` or `recvonly`, or
+/// holds with `c=0.0.0.0`).
 /// Everything else is rejected RFC 3264-style: port 0 with the offered formats echoed.
 /// The m-line count and order are those of the offer; our address goes in a session-level
 /// `c=`. For a re-INVITE call this again with `session_version` bumped.
@@ -210,9 +211,16 @@ pub fn build_answer_with_keys(
 
         match (reject, *port) {
             (None, Some(local_port)) => {
-                let direction = match offered_dir {
-                    Direction::Inactive | Direction::RecvOnly => Direction::Inactive,
-                    Direction::SendOnly | Direction::SendRecv => Direction::RecvOnly,
+                // A stream on hold (inactive, recvonly, or the RFC 2543 `c=0.0.0.0` hold
+                // with any direction) carries nothing to us: answered `inactive`, and the
+                // recording treats it as paused (RFC 7866 §6.1.3), from the first offer on.
+                let direction = if is_hold(m, offer) {
+                    Direction::Inactive
+                } else {
+                    match offered_dir {
+                        Direction::Inactive | Direction::RecvOnly => Direction::Inactive,
+                        Direction::SendOnly | Direction::SendRecv => Direction::RecvOnly,
+                    }
                 };
                 let mut attributes = Vec::new();
                 for c in &accepted {

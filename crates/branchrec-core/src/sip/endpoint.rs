@@ -40,7 +40,9 @@ pub struct EndpointConfig {
     /// Option tags we support (listed in Supported; Require of others → 420).
     pub supported: Vec<String>,
     /// Feature-tag parameters appended to the Contact of our 1xx/2xx to INVITE, with
-    /// their leading `;` (the SRS passes `;+sip.srs`, RFC 7866 §6.1.2); empty: none.
+    /// their leading `;` (the SRS passes `;+sip.srs`: RFC 7866 §6.2, "The SRS MUST include
+    /// the '+sip.srs' feature tag in the Contact URI, as per RFC 3840, for all recording
+    /// sessions"), on 1xx/2xx to INVITE and 2xx to UPDATE; empty: none.
     pub contact_params: String,
     /// RTT estimate (500 ms).
     pub t1: Duration,
@@ -914,7 +916,12 @@ impl Endpoint {
         }
         let is_invite = t.is_invite();
         let mut extra = extra;
-        if is_invite && (101..300).contains(&status) {
+        // A Contact with our feature tags on every response that creates or refreshes the
+        // dialog's target: 1xx/2xx to INVITE, and 2xx to UPDATE (RFC 3311 §5.2, a target
+        // refresh; RFC 7866 §6.2: the SRS includes `+sip.srs` in the Contact for all
+        // recording sessions, in responses that create *and modify* the dialog).
+        let refreshes = t.method == Method::Update && (200..300).contains(&status);
+        if (is_invite && (101..300).contains(&status)) || refreshes {
             let contact = format!(
                 "{}{}",
                 self.contact_for(&t.request, &t.peer),

@@ -523,10 +523,13 @@ fn assemble(parts: Vec<Part>) -> SiprecBody {
             .unwrap_or_default();
         let sniff = trim_ascii(&p.content);
         let is_sdp = mt == "application/sdp" || (ct_raw.is_none() && sniff.starts_with(b"v="));
+        // A garbled Content-Type (`application/ +xml` in a real capture) does not hide a
+        // metadata document: its root element says what it is.
         let is_meta = !is_sdp
             && (is_metadata_type(&mt)
                 || disposition == "recording-session"
-                || (ct_raw.is_none() && sniff.starts_with(b"<")));
+                || (ct_raw.is_none() && sniff.starts_with(b"<"))
+                || crate::siprec::metadata::looks_like_metadata(sniff));
         if is_sdp && out.sdp.is_none() {
             out.sdp = Some(String::from_utf8_lossy(&p.content).into_owned());
         } else if is_meta && out.metadata.is_none() {
@@ -569,6 +572,18 @@ mod tests {
             s.push_str(&format!("{nl}--{b}--{nl}"));
         }
         s.into_bytes()
+    }
+
+    #[test]
+    fn a_garbled_content_type_does_not_hide_the_metadata() {
+        // Issue #13 item 5: `application/ +xml` (a real capture), no Content-Disposition.
+        let body = format!(
+            "--b\r\nContent-Type: application/sdp\r\n\r\n{SDP}\r\n--b\r\nContent-Type: application/ +xml\r\n\r\n{XML}\r\n--b--\r\n"
+        );
+        let b = split_body("multipart/mixed;boundary=b", body.as_bytes()).unwrap();
+        let m = b.metadata.expect("metadata part found by its root element");
+        assert_eq!(m.content_type, "application/ +xml");
+        assert!(b.other.is_empty());
     }
 
     #[test]

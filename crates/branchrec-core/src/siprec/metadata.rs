@@ -202,6 +202,53 @@ pub enum MetadataError {
     NoElements,
 }
 
+/// Why a metadata document gives the recorder nothing it can use, if so (issue #13 item
+/// 5): it does not parse, or it is not a partial update and holds neither participants
+/// nor streams (e.g. `<participant>`s in an element we do not know). The shell keeps the
+/// raw part anyway and raises the `metadata_unusable` warning for the call.
+pub fn unusable_reason(raw: &[u8]) -> Option<String> {
+    match parse(raw) {
+        Err(e) => Some(e.to_string()),
+        Ok(m)
+            if m.data_mode != Some(DataMode::Partial)
+                && m.participants.is_empty()
+                && m.streams.is_empty() =>
+        {
+            Some("no participants or streams in the document".into())
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Whether a body part looks like a recording metadata document whatever its
+/// Content-Type says (real captures have garbled ones, e.g. `application/ +xml`): its
+/// first element is `<recording>` (any namespace prefix) or `<recording_metadata>`.
+pub fn looks_like_metadata(bytes: &[u8]) -> bool {
+    let head = bytes.get(..bytes.len().min(4096)).unwrap_or(bytes);
+    let mut rest = head;
+    while let Some(i) = rest.iter().position(|&c| c == b'<') {
+        rest = rest.get(i + 1..).unwrap_or(&[]);
+        match rest.first() {
+            Some(b'?') | Some(b'!') => continue,
+            Some(_) => {
+                let end = rest
+                    .iter()
+                    .position(|c| c.is_ascii_whitespace() || matches!(c, b'>' | b'/'))
+                    .unwrap_or(rest.len());
+                let name = rest.get(..end).unwrap_or(&[]);
+                let local = match name.iter().rposition(|&c| c == b':') {
+                    Some(k) => name.get(k + 1..).unwrap_or(&[]),
+                    None => name,
+                };
+                return local.eq_ignore_ascii_case(b"recording")
+                    || local.eq_ignore_ascii_case(b"recording_metadata");
+            }
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Parse a metadata document.
 pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
     if xml.len() > MAX_METADATA_BYTES {
@@ -247,7 +294,18 @@ pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
     };
 
     for n in root.children().filter(|c| c.is_element()) {
-        let name = n.tag_name().name().to_ascii_lowercase();
+        parse_element(&mut md, n, true);
+    }
+    Ok(md)
+}
+
+/// One element of the document. `top`: a child of the root; a `<session>` there may nest
+/// `<participant>`, `<stream>` and association elements (non-RFC SRCs put the
+/// participants inside the session): those are taken as if they were top-level (one level
+/// deep only).
+fn parse_element(md: &mut RecordingMetadata, n: roxmltree::Node<'_, '_>, top: bool) {
+    let name = n.tag_name().name().to_ascii_lowercase();
+    {
         match name.as_str() {
             "datamode" => {
                 md.data_mode = match text_of(n).to_ascii_lowercase().as_str() {
@@ -264,7 +322,20 @@ pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
                 associate_time: child_text(n, &["associate-time"]),
                 disassociate_time: child_text(n, &["disassociate-time"]),
             }),
-            "session" => md.sessions.push(parse_session(n)),
+            "session" if top => {
+                md.sessions.push(parse_session(n));
+                for c in n.children().filter(|c| c.is_element()) {
+                    if matches!(
+                        c.tag_name().name().to_ascii_lowercase().as_str(),
+                        "participant"
+                            | "stream"
+                            | "participantsessionassoc"
+                            | "participantstreamassoc"
+                    ) {
+                        parse_element(md, c, false);
+                    }
+                }
+            }
             "participant" => md.participants.push(parse_participant(n)),
             "stream" => md.streams.push(StreamInfo {
                 id: attr(n, &["stream_id", "id"]).unwrap_or_default(),
@@ -298,7 +369,6 @@ pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
             _ => {} // extensiondata and vendor elements
         }
     }
-    Ok(md)
 }
 
 fn parse_session(n: roxmltree::Node<'_, '_>) -> Session {
@@ -784,6 +854,53 @@ mod tests {
         assert_eq!(m.sessions[0].group_ref.as_deref(), Some("g"));
         assert_eq!(m.participants[0].send, vec!["urn:uuid:st"]);
         assert_eq!(m.streams[0].mode.as_deref(), Some("mixed"));
+    }
+
+    #[test]
+    fn participants_nested_in_the_session_are_accepted() {
+        let m = parse(
+            br#"<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>complete</datamode>
+              <session session_id="s1"><sipSessionID>x</sipSessionID>
+                <participant participant_id="pa"><nameID aor="sip:alice@x"><name>Alice</name></nameID>
+                  <send>st1</send></participant>
+                <participant participant_id="pb"><nameID aor="sip:bob@x"/></participant>
+                <stream stream_id="st1" session_id="s1"><label>1</label></stream>
+              </session></recording>"#,
+        )
+        .unwrap();
+        assert_eq!(m.sessions.len(), 1);
+        let aors: Vec<&str> = m.participants.iter().map(|p| p.aors[0].as_str()).collect();
+        assert_eq!(aors, ["sip:alice@x", "sip:bob@x"]);
+        assert_eq!(m.streams.len(), 1);
+        assert_eq!(m.senders_of("st1")[0].id, "pa");
+        assert_eq!(
+            unusable_reason(
+                b"<recording><session session_id='s'><participant id='p'/></session></recording>"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn documents_that_yield_nothing_are_unusable() {
+        assert!(unusable_reason(
+            b"<recording><datamode>complete</datamode><session session_id='s'/></recording>"
+        )
+        .is_some());
+        assert!(unusable_reason(b"not xml").is_some());
+        // A partial update may legitimately name nobody.
+        assert_eq!(
+            unusable_reason(b"<recording><datamode>partial</datamode></recording>"),
+            None
+        );
+        assert!(looks_like_metadata(
+            b"<?xml version='1.0'?>\r\n<!-- c --><recording xmlns='x'>"
+        ));
+        assert!(looks_like_metadata(b"<rs:recording xmlns:rs='x'/>"));
+        assert!(!looks_like_metadata(
+            b"<presence xmlns='urn:ietf:params:xml:ns:pidf'/>"
+        ));
+        assert!(!looks_like_metadata(b"v=0\r\n"));
     }
 
     #[test]

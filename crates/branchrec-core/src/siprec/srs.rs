@@ -726,14 +726,28 @@ pub fn recordable_mlines(offer: &SessionDescription) -> Vec<usize> {
 
 /// [`recordable_mlines`] for a build with (`g729`) or without the G.729 decoder. Without
 /// it a G.729-only offer has nothing recordable and is answered 488.
+///
+/// An offer whose every recordable audio m-line has port 0 (an SRC that starts the
+/// recording session paused by disabling its streams) keeps those m-lines: they become
+/// channels that are on hold, answered with port 0 (RFC 3264 §6), and a later offer with a
+/// port activates them. A port-0 line beside a live one stays unrecorded.
 pub fn recordable_mlines_with(offer: &SessionDescription, g729: bool) -> Vec<usize> {
+    let live = recordable_audio(offer, g729, false);
+    if live.is_empty() {
+        recordable_audio(offer, g729, true)
+    } else {
+        live
+    }
+}
+
+fn recordable_audio(offer: &SessionDescription, g729: bool, port0: bool) -> Vec<usize> {
     offer
         .media
         .iter()
         .enumerate()
         .filter(|(_, m)| {
             m.media.eq_ignore_ascii_case("audio")
-                && m.port != 0
+                && (m.port != 0 || port0)
                 && (!sdp::is_sdes_proto(&m.proto) || sdp::select_crypto(m).is_ok())
                 && m.codecs().iter().any(|c| {
                     DecoderKind::from_sdp(&c.encoding, c.clock_rate)

@@ -140,10 +140,10 @@ fn packets_in_chunks_out_and_the_file_reads_back() {
     assert_eq!(fin.outcome(false), Outcome::Damaged);
     assert_eq!(fin.container.total_bytes, shell.file.len() as u64);
     assert!(fin.container.bytes.is_empty());
-    let stats = fin.stats.as_array().unwrap();
+    let stats = &fin.stats;
     assert_eq!(stats.len(), 2);
-    assert_eq!(stats[0]["received"], 500);
-    assert_eq!(stats[1]["lost"], 0);
+    assert_eq!(stats[0].received, 500);
+    assert_eq!(stats[1].lost, 0);
     // The file is a complete container holding exactly the call.
     assert_eq!(
         scan(&shell.file[..], &k).unwrap().state,
@@ -210,10 +210,16 @@ fn paused_packets_are_dropped_and_the_interval_is_events() {
             (4000, EventKind::Resume, "end of call".into()),
         ]
     );
-    let stats = fin.stats.as_array().unwrap();
-    // 2 channels × (50 + 50) packets never reached the timeline.
-    assert_eq!(stats[2]["dropped_while_paused"], 200);
-    assert_eq!(stats[0]["received"], 100);
+    let stats = &fin.stats;
+    // One entry per channel, nothing else; per channel 50 + 50 packets never reached the
+    // timeline, and the seq gap of the first pause is not loss.
+    assert_eq!(stats.len(), 2);
+    for (ch, st) in stats.iter().enumerate() {
+        assert_eq!(st.channel, ch as u32);
+        assert_eq!(st.dropped_while_paused, 100, "{st:?}");
+        assert_eq!(st.received, 100, "{st:?}");
+        assert_eq!(st.lost, 0, "paused drops counted as lost: {st:?}");
+    }
     let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
     assert_eq!(audio.len(), 4 * 8000 * 2);
     let frames = |a: usize, b: usize| &audio[a * 8000 * 2..b * 8000 * 2];
@@ -279,7 +285,11 @@ fn holds_become_events_and_all_held_pauses() {
         serde_json::json!({ "source": "siprec" })
     );
     let fin = shell.finished.unwrap();
-    assert_eq!(fin.stats.as_array().unwrap()[2]["dropped_while_paused"], 40);
+    assert_eq!(fin.stats.len(), 2);
+    // 20 packets per channel between 800 and 1200 ms; none of them is `lost`.
+    for st in &fin.stats {
+        assert_eq!((st.dropped_while_paused, st.lost), (20, 0), "{st:?}");
+    }
 }
 
 #[test]
@@ -388,11 +398,11 @@ fn srtp_is_decrypted_and_failures_never_stored() {
     r.finish(mono(1000 * MS));
     shell.drain(&mut r);
     let fin = shell.finished.unwrap();
-    let st = &fin.stats.as_array().unwrap()[0];
-    assert_eq!(st["srtp_suite"], "AES_CM_128_HMAC_SHA1_80");
-    assert_eq!(st["srtp_ok"], 50);
-    assert_eq!(st["srtp_auth_fail"], 1);
-    assert_eq!(st["received"], 50);
+    let st = &fin.stats[0];
+    assert_eq!(st.srtp_suite.as_deref(), Some("AES_CM_128_HMAC_SHA1_80"));
+    assert_eq!(st.srtp_ok, 50);
+    assert_eq!(st.srtp_auth_fail, 1);
+    assert_eq!(st.received, 50);
     let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
     let exp: Vec<i16> = payload(3, 0).iter().map(|&b| ulaw_to_linear(b)).collect();
     assert_eq!(&audio[480..640], &exp[..]);
@@ -411,4 +421,86 @@ fn opus_storage_through_the_same_object() {
     let (h, audio) = read_all_audio(&shell.file[..], &k).unwrap();
     assert!(h.opus.is_some());
     assert_eq!(audio.len(), 3 * 8000 * 2);
+}
+
+#[test]
+fn an_initial_all_inactive_offer_stores_nothing_until_a_stream_is_active() {
+    let (mut r, mut shell, k) = start(config(2));
+    // The call starts with every stream inactive (RFC 7866: the SRC starts paused).
+    r.set_media(
+        None,
+        vec![Some(media(true, "inactive")), Some(media(true, "inactive"))],
+    );
+    assert!(r.is_paused(), "initial inactive offer must pause");
+    run_call(&mut r, &mut shell, 100, |k, now, r| {
+        if k == 50 {
+            r.set_media(
+                Some(mono(now)),
+                vec![
+                    Some(media(false, "sendonly")),
+                    Some(media(false, "sendonly")),
+                ],
+            );
+        }
+    });
+    r.finish(mono(2000 * MS));
+    shell.drain(&mut r);
+    let ev: Vec<(u64, EventKind, Option<u32>)> = shell
+        .events
+        .iter()
+        .map(|e| (e.at_ms, e.kind, e.channel))
+        .collect();
+    assert_eq!(
+        ev,
+        vec![
+            (0, EventKind::Pause, None),
+            (1000, EventKind::Resume, Some(0)),
+            (1000, EventKind::Resume, Some(1)),
+            (1000, EventKind::Resume, None),
+        ]
+    );
+    let fin = shell.finished.take().unwrap();
+    for st in &fin.stats {
+        assert_eq!(
+            (st.dropped_while_paused, st.received, st.lost),
+            (50, 50, 0),
+            "{st:?}"
+        );
+    }
+    let (_, audio) = read_all_audio(&shell.file[..], &k).unwrap();
+    assert_eq!(audio.len(), 2 * 8000 * 2);
+    // The first second (paused from the start) is exact silence; the second has audio.
+    assert!(audio[..8000 * 2].iter().all(|&s| s == 0));
+    assert!(audio[8000 * 2..].iter().any(|&s| s != 0));
+}
+
+#[test]
+fn the_stats_schema_is_one_typed_object_per_channel() {
+    let (mut r, mut shell, _) = start(config(2));
+    run_call(&mut r, &mut shell, 60, |k, now, r| {
+        if k == 20 {
+            r.pause(mono(now), "control:x");
+        }
+    });
+    r.finish(mono(1200 * MS));
+    shell.drain(&mut r);
+    let fin = shell.finished.take().unwrap();
+    let json = crate::recording::ChannelStats::to_json(&fin.stats);
+    let arr = json.as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    let keys = crate::recording::ChannelStats::keys();
+    for e in arr {
+        let got: Vec<&String> = e.as_object().unwrap().keys().collect();
+        assert_eq!(got.len(), keys.len(), "{e}");
+        assert!(keys.iter().all(|k| e.get(k).is_some()), "{e}");
+        assert!(e["srtp_suite"].is_null());
+    }
+    assert_eq!(
+        crate::recording::ChannelStats::parse_all(&json).unwrap(),
+        fin.stats
+    );
+    // The old shape (an extra element without `channel`) is refused by the schema.
+    let mut old = arr.clone();
+    old.push(serde_json::json!({ "dropped_while_paused": 40 }));
+    assert!(crate::recording::ChannelStats::parse_all(&serde_json::Value::Array(old)).is_err());
 }

@@ -702,7 +702,7 @@ fn malformed_400_names_problem_or_dropped() {
 
 #[test]
 fn invite_2xx_carries_allow_supported_and_contact_feature_tag() {
-    // RFC 3261 §13.3.1.4 (Allow, Supported in the 2xx); RFC 7866 §6.1.2 (`+sip.srs`).
+    // RFC 3261 §13.3.1.4 (Allow, Supported in the 2xx); RFC 7866 §6.2 (`+sip.srs`).
     let mut ep = Endpoint::new(EndpointConfig {
         seed: 42,
         supported: vec!["siprec".into()],
@@ -727,6 +727,42 @@ fn invite_2xx_carries_allow_supported_and_contact_feature_tag() {
     );
     let c = out[0].contact().unwrap().unwrap();
     assert!(c.params.iter().any(|(k, _)| k == "+sip.srs"), "{c:?}");
+}
+
+#[test]
+fn update_2xx_carries_the_contact_feature_tag() {
+    // RFC 3311 §5.2: UPDATE is a target refresh, its 2xx has a Contact; RFC 7866 §6.2: the
+    // SRS's Contact carries `+sip.srs` in responses that create *and modify* the dialog.
+    let mut ep = Endpoint::new(EndpointConfig {
+        seed: 42,
+        contact_params: ";+sip.srs".into(),
+        ..EndpointConfig::default()
+    });
+    let now = Mono::from_secs(1_000);
+    let p = peer(Transport::Udp);
+    let (_, _, tag) = establish(&mut ep, now, p);
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    events(&mut ep);
+    ep.handle_receive(
+        now,
+        p,
+        &req("UPDATE", "z9hG4bKup9", "call1", 2, Some(&tag), "", ""),
+    );
+    let txn = match events(&mut ep).as_slice() {
+        [Event::InDialogRequest { txn, .. }] => *txn,
+        other => panic!("{other:?}"),
+    };
+    ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
+    let out = drain(&mut ep);
+    assert_eq!(statuses(&out), vec![200]);
+    assert_eq!(
+        out[0].header("Contact"),
+        Some("<sip:127.0.0.1:5060>;+sip.srs")
+    );
 }
 
 #[test]
