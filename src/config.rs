@@ -195,6 +195,8 @@ pub struct SipConfig {
     pub max_metadata_versions: usize,
     /// Bytes of metadata kept per call, all documents together; beyond, refused 403.
     pub max_metadata_bytes: usize,
+    /// Limits against one misbehaving or hostile peer (`[sip.limits]`).
+    pub limits: SipLimits,
 }
 
 impl SipConfig {
@@ -203,6 +205,108 @@ impl SipConfig {
         crate::siprec::srs::MetadataCaps {
             max_versions: self.max_metadata_versions,
             max_bytes: self.max_metadata_bytes,
+        }
+    }
+}
+
+/// `[sip.limits]`: what one peer may take (issue #12, "limits against one peer").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipLimits {
+    /// Streams recorded per call; further audio m-lines are answered with port 0.
+    pub max_streams_per_call: usize,
+    /// Sustained SIP messages per second from one source not authenticated by TLS;
+    /// beyond the burst, messages are dropped unanswered (and counted).
+    pub rate_per_source_per_s: u32,
+    /// Burst of SIP messages one such source may send above the sustained rate.
+    pub burst_per_source: u32,
+    /// Sessions from one such source not yet confirmed by ACK; further INVITEs get 503
+    /// ("too many unconfirmed sessions from this source").
+    pub max_pending_sessions_per_source: usize,
+    /// Anti-amplification budget over UDP: response bytes of a transaction beyond its
+    /// first final stay within this percentage of the request bytes received (its
+    /// retransmissions included). 100 = never more bytes out than in.
+    pub response_budget_pct: u32,
+    /// Plain TCP connections open at once (TLS has `sip.tls.max_connections`).
+    pub tcp_max_connections: usize,
+    /// Plain TCP connections open at once from one source.
+    pub tcp_max_connections_per_source: usize,
+    /// A TCP/TLS connection with no bytes from the peer for this long is closed (SBCs
+    /// send CRLF keep-alives well within it), seconds.
+    pub tcp_idle_timeout_s: u32,
+    /// A SIP message begun on a TCP/TLS connection must be complete (headers and the
+    /// Content-Length of body) within this many ms, or the connection is closed.
+    pub tcp_message_timeout_ms: u32,
+    /// Responses queued for one TCP/TLS connection; beyond it (a peer that does not read)
+    /// further responses are dropped and counted.
+    pub tcp_send_queue: usize,
+}
+
+impl Default for SipLimits {
+    fn default() -> Self {
+        SipLimits {
+            max_streams_per_call: 4,
+            rate_per_source_per_s: 200,
+            burst_per_source: 1000,
+            max_pending_sessions_per_source: 32,
+            response_budget_pct: 100,
+            tcp_max_connections: 256,
+            tcp_max_connections_per_source: 32,
+            tcp_idle_timeout_s: 900,
+            tcp_message_timeout_ms: 5000,
+            tcp_send_queue: 256,
+        }
+    }
+}
+
+impl SipLimits {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let at_least = |k: &'static str, v: u64, min: u64| {
+            if v < min {
+                Err((k, format!("must be at least {min}")))
+            } else {
+                Ok(())
+            }
+        };
+        if !(1..=64).contains(&self.max_streams_per_call) {
+            return Err(("max_streams_per_call", "must be 1..=64".into()));
+        }
+        at_least(
+            "rate_per_source_per_s",
+            self.rate_per_source_per_s.into(),
+            1,
+        )?;
+        at_least("burst_per_source", self.burst_per_source.into(), 1)?;
+        at_least(
+            "max_pending_sessions_per_source",
+            self.max_pending_sessions_per_source as u64,
+            1,
+        )?;
+        at_least("tcp_max_connections", self.tcp_max_connections as u64, 1)?;
+        at_least(
+            "tcp_max_connections_per_source",
+            self.tcp_max_connections_per_source as u64,
+            1,
+        )?;
+        at_least("tcp_idle_timeout_s", self.tcp_idle_timeout_s.into(), 1)?;
+        at_least(
+            "tcp_message_timeout_ms",
+            self.tcp_message_timeout_ms.into(),
+            100,
+        )?;
+        at_least("tcp_send_queue", self.tcp_send_queue as u64, 1)?;
+        Ok(())
+    }
+
+    /// The core's view of these limits.
+    pub fn core(&self) -> crate::sip::limits::LimitsConfig {
+        crate::sip::limits::LimitsConfig {
+            rate_per_s: self.rate_per_source_per_s,
+            burst: self.burst_per_source,
+            max_pending_sessions: self.max_pending_sessions_per_source,
+            max_tcp_connections: self.tcp_max_connections,
+            max_tcp_per_source: self.tcp_max_connections_per_source,
+            ..crate::sip::limits::LimitsConfig::default()
         }
     }
 }
@@ -278,6 +382,7 @@ impl Default for SipConfig {
             min_se_s: 90,
             max_metadata_versions: 64,
             max_metadata_bytes: 1 << 20,
+            limits: SipLimits::default(),
         }
     }
 }
@@ -887,6 +992,10 @@ impl Config {
         }
         crate::sip::access::SourceAllowlist::parse(&self.sip.allowed_sources)
             .map_err(|e| invalid("sip.allowed_sources", e.to_string()))?;
+        self.sip
+            .limits
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("sip.limits.{k}"), m))?;
         if let Some(t) = &self.sip.tls {
             t.validate(&self.sip.listen)
                 .map_err(|(k, m)| invalid(&format!("sip.tls.{k}"), m))?;

@@ -37,6 +37,26 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    // Byte at a time (the framer's incremental header search) frames exactly what the
+    // whole buffer frames.
+    let frames = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut f = StreamFramer::new();
+        let mut out = Vec::new();
+        for p in pieces {
+            f.push(p);
+            while let Ok(Some(frame)) = f.next_frame() {
+                out.push(frame);
+                if out.len() > 64 {
+                    return out;
+                }
+            }
+        }
+        out
+    };
+    let whole = frames(&mut std::iter::once(data));
+    let bytes = frames(&mut data.chunks(1));
+    assert_eq!(whole, bytes, "byte-at-a-time framing differs");
+
     let now = Mono::from_secs(1_000);
     let peer = Peer {
         transport: if split % 2 == 0 {

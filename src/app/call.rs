@@ -95,6 +95,24 @@ pub enum SetupError {
     Storage(String),
 }
 
+impl SetupError {
+    /// What the SRC is told (503 reason): out of descriptors is said as such, whichever
+    /// of the sockets or the file ran into it.
+    pub fn unavailable(&self) -> crate::sip::Unavailable {
+        use crate::sip::Unavailable;
+        match self {
+            SetupError::Ports(crate::app::ports::PortError::Descriptors) => {
+                Unavailable::TooManyOpenFiles
+            }
+            // The sink reports io errors as text; EMFILE/ENFILE render as "os error 24/23".
+            SetupError::Storage(m) if m.contains("os error 24") || m.contains("os error 23") => {
+                Unavailable::TooManyOpenFiles
+            }
+            e => Unavailable::Setup(e.to_string()),
+        }
+    }
+}
+
 impl PreparedCall {
     /// Bind the sockets, create the encrypted file and its catalogue row.
     pub async fn prepare(

@@ -9,7 +9,8 @@
 //! - `{"cmd":"resume","call":"ID"}`
 //! - `{"cmd":"access"}` — SIP listener counters: TLS connections accepted and refused by
 //!   reason, datagrams/connections dropped by `sip.allowed_sources`
-//!   (`{"ok":true,"access":{…}}`).
+//!   (`{"ok":true,"access":{…},"limits":{…}}`; `limits`: messages dropped for the
+//!   per-source rate, sessions refused for unconfirmed ones, TCP connections refused).
 //! - `{"cmd":"binding"}` — media and dialog binding counters: RTP from foreign sources,
 //!   in-dialog requests from other peers, metadata refused above the caps
 //!   (`{"ok":true,"binding":{…}}`).
@@ -65,9 +66,14 @@ pub async fn start(shared: Arc<Shared>) -> anyhow::Result<tokio::task::JoinHandl
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
     }
     Ok(tokio::spawn(async move {
+        let mut errors = crate::app::accept::AcceptErrors::new("control socket");
         loop {
-            let Ok((stream, _)) = lst.accept().await else {
-                continue;
+            let stream = match lst.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    errors.failed(&e).await;
+                    continue;
+                }
             };
             let shared = shared.clone();
             // Who is on the other end, from the kernel (SO_PEERCRED), not from the request.
@@ -113,7 +119,15 @@ fn handle(shared: &Shared, line: &str, actor: &str) -> serde_json::Value {
         "pause" => true,
         "resume" => false,
         "board" | "board.press" => return board_cmd(shared, cmd, &req),
-        "access" => return serde_json::json!({ "ok": true, "access": shared.access.snapshot() }),
+        "access" => {
+            let limits = shared
+                .limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stats()
+                .clone();
+            return serde_json::json!({ "ok": true, "access": shared.access.snapshot(), "limits": limits });
+        }
         "binding" => return serde_json::json!({ "ok": true, "binding": shared.binding.snapshot() }),
         _ => return err("unknown cmd (pause, resume, board, board.press, access, binding)"),
     };

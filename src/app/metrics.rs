@@ -210,8 +210,17 @@ async fn serve_one(mut s: tokio::net::TcpStream, shared: Arc<UplinkShared>) -> s
 pub async fn serve(addr: SocketAddr, shared: Arc<UplinkShared>) -> std::io::Result<()> {
     let l = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");
+    let mut errors = crate::app::accept::AcceptErrors::new("metrics");
     loop {
-        let (s, _) = l.accept().await?;
+        let s = match l.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE, ECONNABORTED, …: never the end of the listener; back off and
+                // accept again once descriptors are free.
+                errors.failed(&e).await;
+                continue;
+            }
+        };
         let sh = shared.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), serve_one(s, sh)).await;

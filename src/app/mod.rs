@@ -9,6 +9,7 @@
 //! A packet goes socket → `call` task → timeline → container writer → file; a SIP
 //! message goes socket → `sip_loop` → `Srs` → events → `call`/`store`.
 
+pub mod accept;
 pub mod board;
 pub mod call;
 pub mod capture;
@@ -58,6 +59,9 @@ pub struct Shared {
     pub access: Arc<crate::sip::access::AccessCounters>,
     /// Foreign-source media drops, in-dialog requests from other peers, metadata caps.
     pub binding: Arc<crate::binding::BindingCounters>,
+    /// Per-source limits of the SIP listeners (`[sip.limits]`), shared by the socket
+    /// tasks and the SIP loop.
+    pub limiter: Arc<std::sync::Mutex<crate::sip::limits::SourceLimiter>>,
 }
 
 /// Keys, clock, signing key and catalogue thread, opened by the daemon or by an offline
@@ -180,6 +184,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let board = crate::board::open(&cfg.board)
         .context("opening the front panel (LEDs and hold button, [board])")?;
     let board_shared = Arc::new(crate::board::BoardShared::new(&board));
+    let cfg_limits = cfg.sip.limits.core();
     let shared = Arc::new(Shared {
         ports: Arc::new(ports::PortPool::new(
             cfg.media.rtp_bind,
@@ -195,6 +200,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         board: Some(board_shared.clone()),
         access: Default::default(),
         binding: Default::default(),
+        limiter: Arc::new(std::sync::Mutex::new(
+            crate::sip::limits::SourceLimiter::new(cfg_limits),
+        )),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(

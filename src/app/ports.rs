@@ -19,7 +19,19 @@ pub enum PortError {
         /// Range end.
         last: u16,
     },
+    /// The process is out of file descriptors (EMFILE/ENFILE): no port would do.
+    #[error("too many open files")]
+    Descriptors,
 }
+
+/// Whether an I/O error means "out of file descriptors" (process or system table).
+pub fn is_fd_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+/// `EMFILE` / `ENFILE` on Linux (asm-generic/errno-base.h).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
 
 struct Inner {
     in_use: Vec<bool>,
@@ -123,6 +135,10 @@ impl PortPool {
                         port,
                         pool: std::sync::Arc::downgrade(self),
                     })
+                }
+                Err(e) if is_fd_exhaustion(&e) => {
+                    self.release(port);
+                    return Err(PortError::Descriptors);
                 }
                 Err(e) => {
                     tracing::debug!(port, error = %e, "RTP port busy, trying the next");

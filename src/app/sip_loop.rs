@@ -21,6 +21,7 @@ use crate::catalog::{
 };
 use crate::config::ListenTransport;
 use crate::sip::access::{AccessCounters, SourceAllowlist};
+use crate::sip::limits::{ConnRefusal, SourceLimiter};
 use crate::sip::{
     DialogId, Endpoint, EndpointConfig, Peer, Refusal, StreamFramer, Transport, Unavailable,
 };
@@ -31,7 +32,7 @@ use crate::siprec::ChannelAssignment;
 /// Input to the SIP loop from socket tasks and call set-up tasks.
 enum Inbound {
     Datagram(Peer, Vec<u8>),
-    TcpOpened(u64, mpsc::UnboundedSender<Vec<u8>>),
+    TcpOpened(u64, mpsc::Sender<Vec<u8>>),
     /// The authenticated client identities of a TLS connection (before its first message).
     TlsIdentity(u64, String),
     TcpClosed(u64),
@@ -51,12 +52,48 @@ struct Gate {
     counters: Arc<AccessCounters>,
     deny_log: SourceDenyLog,
     next_conn: std::sync::atomic::AtomicU64,
+    /// Per-source limits (rate, unconfirmed sessions, TCP connections): the core decides.
+    limiter: Arc<std::sync::Mutex<SourceLimiter>>,
+    /// Its clock.
+    clock: crate::clock::MonoClock,
+    /// Timeouts and queue bound of TCP/TLS connections.
+    conn: ConnLimits,
+}
+
+/// Timeouts and the send-queue bound of one TCP/TLS connection (`[sip.limits]`).
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    idle: Duration,
+    message: Duration,
+    queue: usize,
 }
 
 impl Gate {
     fn conn_id(&self) -> u64 {
         self.next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, SourceLimiter> {
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a message from `peer` is within its source's rate (TLS peers are
+    /// authenticated and not rate-limited here).
+    fn within_rate(&self, peer: &Peer) -> bool {
+        peer.transport == Transport::Tls
+            || self
+                .limiter()
+                .allow_message(self.clock.now(), peer.remote.ip())
+    }
+}
+
+/// Gives a plain TCP connection's slot back to the limiter when the connection ends.
+struct TcpSlot(Arc<Gate>, std::net::IpAddr);
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        self.0.limiter().tcp_closed(self.1);
     }
 }
 
@@ -71,13 +108,21 @@ pub async fn run(
     let cfg = &shared.cfg;
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(8192);
     let mut udp: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-    let mut tcp_conns: HashMap<u64, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut tcp_conns: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let limits = &cfg.sip.limits;
     let gate = Arc::new(Gate {
         // Validated with the configuration.
         allowed: SourceAllowlist::parse(&cfg.sip.allowed_sources).context("sip.allowed_sources")?,
         counters: shared.access.clone(),
         deny_log: SourceDenyLog::default(),
         next_conn: 1.into(),
+        limiter: shared.limiter.clone(),
+        clock: crate::clock::MonoClock::new(),
+        conn: ConnLimits {
+            idle: Duration::from_secs(limits.tcp_idle_timeout_s.into()),
+            message: Duration::from_millis(limits.tcp_message_timeout_ms.into()),
+            queue: limits.tcp_send_queue,
+        },
     });
     if gate.allowed.is_open() {
         tracing::info!(
@@ -150,6 +195,7 @@ pub async fn run(
         // ... for all recording sessions" (1xx/2xx to INVITE, 2xx to UPDATE).
         contact_params: ";+sip.srs".into(),
         max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
+        response_budget_pct: Some(limits.response_budget_pct),
         seed: rand::random(),
         ..EndpointConfig::default()
     });
@@ -163,10 +209,19 @@ pub async fn run(
         },
     )
     .with_metadata_caps(cfg.sip.metadata_caps());
+    srs.set_max_streams(cfg.sip.limits.max_streams_per_call);
     let mut calls: HashMap<DialogId, CallHandle> = HashMap::new();
     // Sessions answered without recording (a rule said `record = false`).
     let mut skipped: std::collections::HashSet<DialogId> = Default::default();
     let mut preparing: HashMap<DialogId, bool> = HashMap::new(); // value: ended meanwhile
+                                                                 // Sessions admitted by the per-source limiter and not yet confirmed (or ended).
+    let mut pending = PendingSessions {
+        gate: gate.clone(),
+        by_call: HashMap::new(),
+    };
+    // The peer of the datagram just handed to the core: an `Offered` event comes out of
+    // the `handle_receive` of its INVITE, so events drained after it are that peer's.
+    let mut last_peer: Option<Peer> = None;
     let mut tasks = tokio::task::JoinSet::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
@@ -201,8 +256,12 @@ pub async fn run(
             inb = in_rx.recv() => {
                 let Some(inb) = inb else { break };
                 let now = crate::clock::MonoClock::process().now();
+                last_peer = None;
                 match inb {
-                    Inbound::Datagram(peer, data) => srs.handle_receive(now, peer, &data),
+                    Inbound::Datagram(peer, data) => {
+                        last_peer = Some(peer);
+                        srs.handle_receive(now, peer, &data)
+                    }
                     Inbound::TcpOpened(id, tx) => { tcp_conns.insert(id, tx); }
                     Inbound::TcpClosed(id) => { tcp_conns.remove(&id); srs.set_conn_identity(id, None); }
                     Inbound::TlsIdentity(id, identity) => srs.set_conn_identity(id, Some(identity)),
@@ -223,7 +282,11 @@ pub async fn run(
                                 // Journal fields RECORDING_ID and CALL_ID on every line of the call.
                                 let span = tracing::info_span!("call", recording_id = %id, call_id = %sip_call_id);
                                 span.in_scope(|| tracing::info!(?ports, "recording started"));
-                                tasks.spawn(tracing::Instrument::instrument(prepared.run(rx), span));
+                                // The task says which call it was when it ends, so its
+                                // `max_calls` slot is freed then (an RTP timeout ends the
+                                // recording long before the dialog, which may last 12 h).
+                                let run = tracing::Instrument::instrument(prepared.run(rx), span);
+                                tasks.spawn(async move { run.await; call });
                                 if !ended {
                                     shared.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
                                         id.clone(),
@@ -233,8 +296,9 @@ pub async fn run(
                                 }
                             }
                             Err(e) => {
+                                pending.done(call);
                                 tracing::error!(error = %e, "cannot record: answering 503");
-                                srs.reject(now, call, Refusal::CannotRecord { why: Unavailable::Setup(e.to_string()), retry_after_s: shared.cfg.sip.retry_after_s });
+                                srs.reject(now, call, Refusal::CannotRecord { why: e.unavailable(), retry_after_s: shared.cfg.sip.retry_after_s });
                             }
                         }
                     }
@@ -267,7 +331,14 @@ pub async fn run(
             }
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(call) = done {
+                    if let Some(c) = calls.remove(&call) {
+                        shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.recording_id);
+                        tracing::info!(recording = %c.recording_id, "recording ended before its dialog: call slot freed");
+                    }
+                }
+            }
         }
         while let Some(t) = srs.poll_transmit() {
             send(&udp, &tcp_conns, t.peer, t.data).await;
@@ -277,6 +348,33 @@ pub async fn run(
             srs.stats().metadata_refused,
         );
         while let Some(ev) = srs.poll_event() {
+            if let SrsEvent::Established { call } | SrsEvent::Ended { call, .. } = &ev {
+                pending.done(*call);
+            }
+            if let SrsEvent::Offered(offer) = &ev {
+                // Per-source limit on sessions not confirmed by ACK (TLS peers are
+                // authenticated: not limited here).
+                let src = last_peer.filter(|p| p.transport != Transport::Tls);
+                if let Some(p) = src {
+                    if !pending.offered(offer.call, p.remote.ip()) {
+                        tracing::warn!(peer = %p.remote, "refusing call: too many unconfirmed sessions from this source");
+                        let refusal = Refusal::CannotRecord {
+                            why: Unavailable::SourceLimit,
+                            retry_after_s: shared.cfg.sip.retry_after_s,
+                        };
+                        srs.reject(
+                            crate::clock::MonoClock::process().now(),
+                            offer.call,
+                            refusal,
+                        );
+                        continue;
+                    }
+                }
+            }
+            let offered = match &ev {
+                SrsEvent::Offered(o) => Some(o.call),
+                _ => None,
+            };
             handle_event(
                 &shared,
                 &mut srs,
@@ -286,6 +384,12 @@ pub async fn run(
                 &mut skipped,
                 &in_tx,
             );
+            // Refused on the spot (keys, call limit, storage): not pending any more.
+            if let Some(call) =
+                offered.filter(|c| !preparing.contains_key(c) && !skipped.contains(c))
+            {
+                pending.done(call);
+            }
         }
     }
     notifier.stopping(&format!(
@@ -361,6 +465,13 @@ fn handle_event(
                 return;
             }
             tracing::info!(src = %offer.src, identity = ?offer.src_identity, "recording session offered");
+            if offer.streams_over_cap > 0 {
+                tracing::warn!(
+                    over_cap = offer.streams_over_cap,
+                    recorded = offer.recordable.len(),
+                    "INVITE offers more audio streams than sip.limits.max_streams_per_call: the rest are declined (port 0)"
+                );
+            }
             if let Some(r) = &offer.not_siprec_reason {
                 tracing::info!(reason = %r, "INVITE is not SIPREC: recording its SDP streams without metadata");
             }
@@ -742,9 +853,31 @@ fn store_channels(shared: &Shared, id: &str, channels: &[ChannelAssignment]) {
         .send(CatalogCmd::Channels(id.to_string(), rows));
 }
 
+/// Sessions admitted by the per-source limiter, until confirmed or ended.
+struct PendingSessions {
+    gate: Arc<Gate>,
+    by_call: HashMap<DialogId, std::net::IpAddr>,
+}
+
+impl PendingSessions {
+    fn offered(&mut self, call: DialogId, ip: std::net::IpAddr) -> bool {
+        if !self.gate.limiter().session_offered(ip) {
+            return false;
+        }
+        self.by_call.insert(call, ip);
+        true
+    }
+
+    fn done(&mut self, call: DialogId) {
+        if let Some(ip) = self.by_call.remove(&call) {
+            self.gate.limiter().session_confirmed(ip);
+        }
+    }
+}
+
 async fn send(
     udp: &HashMap<SocketAddr, Arc<UdpSocket>>,
-    tcp: &HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>,
+    tcp: &HashMap<u64, mpsc::Sender<Vec<u8>>>,
     peer: Peer,
     data: Vec<u8>,
 ) {
@@ -758,13 +891,17 @@ async fn send(
             }
         }
         Transport::Tcp | Transport::Tls => {
-            let sent = peer
+            match peer
                 .conn
                 .and_then(|c| tcp.get(&c))
-                .map(|tx| tx.send(data).is_ok())
-                .unwrap_or(false);
-            if !sent {
-                tracing::warn!("SIP response for a closed TCP connection dropped");
+                .map(|tx| tx.try_send(data))
+            {
+                Some(Ok(())) => {}
+                Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                    // A peer that does not read its responses: bounded, not buffered.
+                    tracing::warn!(peer = %peer.remote, "SIP send queue of a TCP connection full: response dropped");
+                }
+                _ => tracing::warn!("SIP response for a closed TCP connection dropped"),
             }
         }
     }
@@ -791,6 +928,11 @@ async fn udp_reader(
                     local,
                     conn: None,
                 };
+                if !gate.within_rate(&peer) {
+                    // Over the source's rate: dropped unanswered (counted by the core).
+                    gate.deny_log.note(remote, "rate");
+                    continue;
+                }
                 let data = buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
                 if tx.send(Inbound::Datagram(peer, data)).await.is_err() {
                     return;
@@ -804,6 +946,7 @@ async fn udp_reader(
 }
 
 async fn tcp_acceptor(lst: TcpListener, gate: Arc<Gate>, tx: mpsc::Sender<Inbound>) {
+    let mut errors = crate::app::accept::AcceptErrors::new("SIP TCP");
     loop {
         match lst.accept().await {
             Ok((stream, remote)) if !gate.allowed.allows(remote.ip()) => {
@@ -812,21 +955,27 @@ async fn tcp_acceptor(lst: TcpListener, gate: Arc<Gate>, tx: mpsc::Sender<Inboun
                 drop(stream);
             }
             Ok((stream, remote)) => {
+                if let Err(why) = gate.limiter().tcp_opened(remote.ip()) {
+                    gate.deny_log.note(
+                        remote,
+                        match why {
+                            ConnRefusal::Total => "tcp_max_connections",
+                            ConnRefusal::PerSource => "tcp_max_connections_per_source",
+                        },
+                    );
+                    drop(stream);
+                    continue;
+                }
+                let slot = TcpSlot(gate.clone(), remote.ip());
                 let id = gate.conn_id();
                 let local = stream.local_addr().unwrap_or(remote);
-                tokio::spawn(stream_conn(
-                    stream,
-                    Transport::Tcp,
-                    id,
-                    remote,
-                    local,
-                    tx.clone(),
-                ));
+                let (tx, gate) = (tx.clone(), gate.clone());
+                tokio::spawn(async move {
+                    stream_conn(stream, Transport::Tcp, id, remote, local, &gate, tx).await;
+                    drop(slot);
+                });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "SIP TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) => errors.failed(&e).await,
         }
     }
 }
@@ -839,6 +988,7 @@ async fn tls_acceptor(
     gate: Arc<Gate>,
     tx: mpsc::Sender<Inbound>,
 ) {
+    let mut errors = crate::app::accept::AcceptErrors::new("SIP TLS");
     loop {
         match lst.accept().await {
             Ok((stream, remote)) => {
@@ -863,33 +1013,34 @@ async fn tls_acceptor(
                     {
                         return;
                     }
-                    stream_conn(acc.stream, Transport::Tls, id, remote, local, tx).await;
+                    stream_conn(acc.stream, Transport::Tls, id, remote, local, &gate, tx).await;
                     drop(acc.slot);
                     tracing::debug!(peer = %remote, conn = id, "SIP over TLS connection closed");
                 });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "SIP TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) => errors.failed(&e).await,
         }
     }
 }
 
 /// One TCP or TLS connection: Content-Length framing in, responses out on the same
-/// connection.
+/// connection. Closed when the peer sends nothing for `tcp_idle_timeout_s`, when a
+/// message it began is not complete within `tcp_message_timeout_ms` (a Content-Length
+/// larger than the body must not hold the connection for ever), or when it does not
+/// frame; at most `tcp_send_queue` responses wait for a peer that does not read.
 async fn stream_conn<S>(
     stream: S,
     transport: Transport,
     id: u64,
     remote: SocketAddr,
     local: SocketAddr,
+    gate: &Gate,
     tx: mpsc::Sender<Inbound>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(gate.conn.queue.max(1));
     let pong = out_tx.clone();
     if tx.send(Inbound::TcpOpened(id, out_tx)).await.is_err() {
         return;
@@ -910,23 +1061,48 @@ async fn stream_conn<S>(
     };
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
+    // When the message now buffered (incomplete) began.
+    let mut partial_since: Option<std::time::Instant> = None;
     'read: loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let wait = match partial_since {
+            Some(t) => gate
+                .conn
+                .message
+                .saturating_sub(t.elapsed())
+                .min(gate.conn.idle),
+            None => gate.conn.idle,
+        };
+        let n = match tokio::time::timeout(wait, rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_) if partial_since.is_some_and(|t| t.elapsed() >= gate.conn.message) => {
+                tracing::warn!(%remote, ?transport, buffered = framer.buffered(),
+                    "SIP message not complete within sip.limits.tcp_message_timeout_ms: closing connection");
+                break;
+            }
+            Err(_) => {
+                tracing::info!(%remote, ?transport, "SIP connection idle for sip.limits.tcp_idle_timeout_s: closing it");
+                break;
+            }
         };
         let chunk = buf.get(..n).unwrap_or_default();
         // RFC 5626 §4.4.1 keep-alive: a CRLFCRLF ping between messages gets a CRLF pong
         // (SBCs use it to check TCP/TLS connections to the recorder).
         if framer.buffered() == 0 && chunk == b"\r\n\r\n" {
-            let _ = pong.send(b"\r\n".to_vec());
+            let _ = pong.try_send(b"\r\n".to_vec());
             continue;
         }
         framer.push(chunk);
+        let mut framed = false;
         loop {
             // Frames go through the endpoint as bytes so a malformed one still gets its 400.
             match framer.next_frame() {
                 Ok(Some(frame)) => {
+                    framed = true;
+                    if !gate.within_rate(&peer) {
+                        gate.deny_log.note(remote, "rate");
+                        continue;
+                    }
                     if tx.send(Inbound::Datagram(peer, frame)).await.is_err() {
                         break 'read;
                     }
@@ -938,6 +1114,11 @@ async fn stream_conn<S>(
                 }
             }
         }
+        partial_since = match (framer.buffered(), partial_since) {
+            (0, _) => None,
+            (_, Some(t)) if !framed => Some(t),
+            _ => Some(std::time::Instant::now()),
+        };
     }
     writer.abort();
     let _ = tx.send(Inbound::TcpClosed(id)).await;

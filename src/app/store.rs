@@ -456,12 +456,25 @@ pub async fn syncer(shared: Arc<super::Shared>) {
     let every = Duration::from_millis(u64::from(shared.cfg.storage.flush_interval_ms));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The directory stays open: at the descriptor limit, opening it every interval would
+    // fail and leave recordings without durability (issue #12).
+    let mut held: Option<Arc<std::fs::File>> = None;
     loop {
         tick.tick().await;
-        let d = dir.clone();
-        let res = tokio::task::spawn_blocking(move || sync_fs(&d)).await;
+        if held.is_none() {
+            match std::fs::File::open(&dir) {
+                Ok(f) => held = Some(Arc::new(f)),
+                Err(e) => {
+                    tracing::error!(error = %e, "syncfs: cannot open the recordings directory: recordings may not be durable");
+                    continue;
+                }
+            }
+        }
+        let Some(f) = held.clone() else { continue };
+        let res = tokio::task::spawn_blocking(move || rustix::fs::syncfs(&*f)).await;
         if let Ok(Err(e)) = res {
             tracing::error!(error = %e, "syncfs failed: recordings may not be durable");
+            held = None;
         }
     }
 }

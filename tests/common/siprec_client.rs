@@ -62,21 +62,29 @@ pub enum Invite {
     Rejected(u16, String),
 }
 
-/// Send a SIPREC INVITE to `srs` and wait for the final response.
-pub fn invite(srs: SocketAddr, n: u32) -> Invite {
-    invite_with(srs, n, "")
-}
-
-/// [`invite`] with `via_params` appended to the INVITE's Via (e.g.
-/// `;received=10.20.0.5;rport=5099`, which a client may write whatever its address).
-pub fn invite_with(srs: SocketAddr, n: u32, via_params: &str) -> Invite {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let me = sock.local_addr().unwrap();
-    let call_id = format!("call-{n}-{}@test", std::process::id());
-    let tag = format!("src{n}");
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+/// The two-stream SDP offer (PCMU, labels 1 and 2) of [`invite`].
+pub const SDP_TWO_STREAMS: &str =
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=sendonly\r\n\
                m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=sendonly\r\n";
+
+/// The SIPREC INVITE of call `n` from `me` to `srs` (SDP `sdp` + RFC 7865 metadata), as
+/// [`invite`] sends it: Call-ID `call-{n}-{pid}@test`, From-tag `src{n}`.
+pub fn invite_text(srs: SocketAddr, me: SocketAddr, n: u32, sdp: &str) -> String {
+    invite_text_via(srs, me, n, sdp, "")
+}
+
+/// [`invite_text`] with `via_params` appended to the INVITE's Via (e.g.
+/// `;received=10.20.0.5;rport=5099`, which a client may write whatever its address).
+pub fn invite_text_via(
+    srs: SocketAddr,
+    me: SocketAddr,
+    n: u32,
+    sdp: &str,
+    via_params: &str,
+) -> String {
+    let call_id = format!("call-{n}-{}@test", std::process::id());
+    let tag = format!("src{n}");
     let meta = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
 <recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\r\n\
@@ -94,14 +102,28 @@ pub fn invite_with(srs: SocketAddr, n: u32, via_params: &str) -> Invite {
         "--BOUNDARY\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--BOUNDARY\r\n\
          Content-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n{meta}\r\n--BOUNDARY--\r\n"
     );
-    let msg = format!(
+    format!(
         "INVITE sip:srs@{srs} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{n}-inv{via_params}\r\n\
          Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag={tag}\r\nTo: <sip:srs@127.0.0.1>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:src@{me}>;+sip.src\r\n\
          Require: siprec\r\nContent-Type: multipart/mixed;boundary=BOUNDARY\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// Send a SIPREC INVITE to `srs` and wait for the final response.
+pub fn invite(srs: SocketAddr, n: u32) -> Invite {
+    invite_with(srs, n, "")
+}
+
+/// [`invite`] with `via_params` appended to the INVITE's Via (see [`invite_text_via`]).
+pub fn invite_with(srs: SocketAddr, n: u32, via_params: &str) -> Invite {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let call_id = format!("call-{n}-{}@test", std::process::id());
+    let tag = format!("src{n}");
+    let msg = invite_text_via(srs, me, n, SDP_TWO_STREAMS, via_params);
     sock.send_to(msg.as_bytes(), srs).unwrap();
     // Loopback UDP, so one INVITE (no retransmission) reaches a ready daemon; answering
     // it (port allocation, catalogue insert) takes milliseconds idle. 30 s bounds a

@@ -5,10 +5,14 @@
 //! transparent Ethernet bridging, ERSPAN type I/II/III) decapsulation.
 //!
 //! Sans-IO: frames and their capture time in, segments out. Fragment reassembly keeps
-//! bounded state whose timeouts run on the packets' own timestamps.
+//! bounded state whose timeouts run on the packets' own timestamps. Its memory is
+//! accounted (payload plus [`FRAGMENT_OVERHEAD`] per fragment) per datagram
+//! (`max_datagram_bytes`) and over the table (`max_total_bytes`); fragments are kept in
+//! a `BTreeMap` by offset with the covered prefix tracked incrementally, so n fragments
+//! of one datagram cost O(n log n), whatever their order.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -100,6 +104,18 @@ pub struct DecoderConfig {
     pub max_fragmented: usize,
     /// An incomplete datagram is dropped this long after its first fragment.
     pub fragment_timeout: Duration,
+    /// Accounted memory (payload + [`FRAGMENT_OVERHEAD`] per fragment) one datagram may
+    /// hold; beyond it the datagram is dropped (tiny-fragment floods).
+    pub max_datagram_bytes: usize,
+    /// Accounted memory of the whole table; beyond it the oldest datagrams are dropped.
+    pub max_total_bytes: usize,
+}
+
+/// What one held fragment is charged besides its payload (map node, `Vec` header).
+pub const FRAGMENT_OVERHEAD: usize = 64;
+
+fn frag_cost(len: usize) -> usize {
+    len.saturating_add(FRAGMENT_OVERHEAD)
 }
 
 impl Default for DecoderConfig {
@@ -107,6 +123,10 @@ impl Default for DecoderConfig {
         DecoderConfig {
             max_fragmented: 1024,
             fragment_timeout: Duration::from_secs(30),
+            // A 64 KiB datagram in 1480-byte fragments costs ≈ 68 KiB; 8-byte fragments
+            // would cost 450 KiB.
+            max_datagram_bytes: 4 * MAX_DATAGRAM,
+            max_total_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -122,11 +142,39 @@ struct FragKey {
 #[derive(Debug)]
 struct FragEntry {
     first_seen: Mono,
-    /// (offset, bytes), unsorted.
-    parts: Vec<(usize, Vec<u8>)>,
+    /// Bytes by offset (of two fragments at one offset the longer is kept).
+    parts: BTreeMap<usize, Vec<u8>>,
     /// Total payload length once the last fragment was seen.
     total: Option<usize>,
+    /// Accounted memory ([`frag_cost`] per part).
     bytes: usize,
+    /// Bytes `0..covered` are all present in the parts with offsets `..=cursor`.
+    covered: usize,
+    /// The largest offset folded into `covered` (`None`: none yet).
+    cursor: Option<usize>,
+}
+
+impl FragEntry {
+    /// Fold the parts that now touch the covered prefix into it; each part is folded
+    /// once over the datagram's life, so this is O(log n) amortised per fragment.
+    fn advance(&mut self) {
+        loop {
+            let next = match self.cursor {
+                None => self.parts.range(..).next(),
+                Some(c) => self
+                    .parts
+                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            match next {
+                Some((&o, d)) if o <= self.covered => {
+                    self.covered = self.covered.max(o + d.len());
+                    self.cursor = Some(o);
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 /// Decodes frames into segments; owns the fragment table.
@@ -136,6 +184,8 @@ pub struct Decoder {
     frags: HashMap<FragKey, FragEntry>,
     stats: DecodeStats,
     last_expire: Mono,
+    /// Accounted memory of `frags`.
+    frag_bytes: usize,
 }
 
 fn be16(b: &[u8], off: usize) -> Option<u16> {
@@ -160,6 +210,7 @@ impl Decoder {
             frags: HashMap::new(),
             stats: DecodeStats::default(),
             last_expire: Mono::ZERO,
+            frag_bytes: 0,
         }
     }
 
@@ -171,6 +222,36 @@ impl Decoder {
     /// Datagrams currently waiting for fragments.
     pub fn pending_fragments(&self) -> usize {
         self.frags.len()
+    }
+
+    /// Accounted memory of the fragment table.
+    pub fn fragment_bytes(&self) -> usize {
+        self.frag_bytes
+    }
+
+    /// Drop an incomplete datagram (counted).
+    fn drop_datagram(&mut self, key: &FragKey) {
+        if let Some(e) = self.frags.remove(key) {
+            self.frag_bytes = self.frag_bytes.saturating_sub(e.bytes);
+            self.stats.fragments_dropped += 1;
+        }
+    }
+
+    /// Drop the oldest incomplete datagram other than `keep` (counted); false if none.
+    fn drop_oldest(&mut self, keep: &FragKey) -> bool {
+        let old = self
+            .frags
+            .iter()
+            .filter(|(k, _)| *k != keep)
+            .min_by_key(|(_, e)| e.first_seen)
+            .map(|(k, _)| k.clone());
+        match old {
+            Some(k) => {
+                self.drop_datagram(&k);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Decode one frame captured at `ts` on a link of type `linktype`. `None` for
@@ -523,64 +604,64 @@ impl Decoder {
     ) -> Option<Vec<u8>> {
         self.stats.fragments += 1;
         if offset + data.len() > MAX_DATAGRAM || (more && data.is_empty()) {
-            self.stats.fragments_dropped += 1;
-            self.frags.remove(&key);
+            if self.frags.contains_key(&key) {
+                self.drop_datagram(&key);
+            } else {
+                self.stats.fragments_dropped += 1;
+            }
             return None;
         }
         if !self.frags.contains_key(&key) && self.frags.len() >= self.cfg.max_fragmented {
-            // Drop the oldest incomplete datagram.
-            if let Some(old) = self
-                .frags
-                .iter()
-                .min_by_key(|(_, e)| e.first_seen)
-                .map(|(k, _)| k.clone())
-            {
-                self.frags.remove(&old);
-                self.stats.fragments_dropped += 1;
-            }
+            self.drop_oldest(&key);
         }
         let e = self.frags.entry(key.clone()).or_insert_with(|| FragEntry {
             first_seen: ts,
-            parts: Vec::new(),
+            parts: BTreeMap::new(),
             total: None,
             bytes: 0,
+            covered: 0,
+            cursor: None,
         });
         if !more {
             let t = offset + data.len();
             if e.total.is_some_and(|old| old != t) {
-                self.frags.remove(&key);
-                self.stats.fragments_dropped += 1;
+                self.drop_datagram(&key);
                 return None;
             }
             e.total = Some(t);
         }
-        // Retransmitted identical fragment: ignore.
-        if e.parts
-            .iter()
-            .any(|(o, d)| *o == offset && d.len() == data.len())
-        {
+        // A retransmitted (or shorter) fragment at a known offset adds nothing.
+        let kept = e.parts.get(&offset).map(Vec::len);
+        if kept.is_some_and(|k| k >= data.len()) {
             return None;
         }
-        e.bytes += data.len();
-        if e.bytes > 2 * MAX_DATAGRAM {
-            self.frags.remove(&key);
-            self.stats.fragments_dropped += 1;
+        let delta = frag_cost(data.len()) - kept.map_or(0, frag_cost);
+        if e.bytes + delta > self.cfg.max_datagram_bytes {
+            self.drop_datagram(&key);
             return None;
         }
-        e.parts.push((offset, data.to_vec()));
-        let total = e.total?;
-        e.parts.sort_by_key(|(o, _)| *o);
-        let mut covered = 0usize;
-        for (o, d) in &e.parts {
-            if *o > covered {
-                return None; // hole
+        // Room in the table: the oldest other datagrams go first.
+        while self.frag_bytes + delta > self.cfg.max_total_bytes {
+            if !self.drop_oldest(&key) {
+                self.drop_datagram(&key);
+                return None;
             }
-            covered = covered.max(o + d.len());
         }
-        if covered < total {
+        let e = self.frags.get_mut(&key)?;
+        e.bytes += delta;
+        self.frag_bytes += delta;
+        e.parts.insert(offset, data.to_vec());
+        if e.cursor.is_some_and(|c| offset <= c) {
+            // Behind the cursor: within the covered prefix already folded.
+            e.covered = e.covered.max(offset + data.len());
+        }
+        e.advance();
+        let total = e.total?;
+        if e.covered < total {
             return None;
         }
         let e = self.frags.remove(&key)?;
+        self.frag_bytes = self.frag_bytes.saturating_sub(e.bytes);
         let mut whole = vec![0u8; total];
         for (o, d) in &e.parts {
             let end = (o + d.len()).min(total);
@@ -597,10 +678,16 @@ impl Decoder {
     fn expire(&mut self, now: Mono) {
         let timeout = self.cfg.fragment_timeout;
         let before = self.frags.len();
+        let mut freed = 0usize;
         self.frags.retain(|_, e| {
-            now.saturating_duration_since(e.first_seen) < timeout
-                && e.first_seen <= now.saturating_add(timeout)
+            let keep = now.saturating_duration_since(e.first_seen) < timeout
+                && e.first_seen <= now.saturating_add(timeout);
+            if !keep {
+                freed += e.bytes;
+            }
+            keep
         });
+        self.frag_bytes = self.frag_bytes.saturating_sub(freed);
         self.stats.fragments_dropped += (before - self.frags.len()) as u64;
     }
 }

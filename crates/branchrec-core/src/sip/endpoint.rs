@@ -50,8 +50,16 @@ pub struct EndpointConfig {
     pub t2: Duration,
     /// Maximum time a message stays in the network (5 s).
     pub t4: Duration,
-    /// Cap on live server transactions (new requests beyond it get 503).
+    /// Cap on live server transactions (new requests beyond it get 503). Settled ones
+    /// (final non-2xx sent, non-INVITE answered: they only absorb retransmissions) are
+    /// evicted, oldest first, to make room, so a flood of requests we answer or refuse
+    /// does not hold slots a new INVITE needs.
     pub max_transactions: usize,
+    /// Anti-amplification budget of peers not authenticated by TLS: response bytes of a
+    /// transaction (first sends included) may exceed this percentage of its request bytes
+    /// (retransmissions included) only by the first final; later retransmissions stop at
+    /// the budget. `None`: RFC 3261 timers only.
+    pub response_budget_pct: Option<u32>,
     /// Cap on live dialogs (new INVITEs beyond it get 503).
     pub max_dialogs: usize,
     /// If the application has not sent a final response by then, the endpoint answers 500.
@@ -82,6 +90,7 @@ impl Default for EndpointConfig {
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
             max_transactions: 4096,
+            response_budget_pct: None,
             max_dialogs: 1024,
             app_response_timeout: Duration::from_secs(32),
             dialog_idle_timeout: Duration::from_secs(12 * 3600),
@@ -165,6 +174,10 @@ pub struct Stats {
     /// In-dialog requests, CANCELs and ACKs refused (or dropped) because they did not come
     /// from the dialog's peer ([`Peer::may_act_for`]).
     pub foreign_peer_refused: u64,
+    /// Settled transactions evicted at the cap to make room for a new request.
+    pub transactions_evicted: u64,
+    /// Response retransmissions not sent: the peer's byte budget was spent.
+    pub retransmissions_over_budget: u64,
 }
 
 /// Retry-After (seconds) of the stateless 503 at the transaction cap.
@@ -187,6 +200,10 @@ pub struct Endpoint {
     stats: Stats,
     /// TLS client identity per connection (set by the shell after the handshake).
     conn_identities: HashMap<u64, String>,
+    /// Transactions in the order they settled (eviction candidates; stale ids skipped).
+    settled: VecDeque<TxnId>,
+    /// Size of the message being handled ([`Endpoint::handle_receive`]).
+    rx_len: Option<usize>,
 }
 
 impl Endpoint {
@@ -205,6 +222,8 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: Stats::default(),
             conn_identities: HashMap::new(),
+            settled: VecDeque::new(),
+            rx_len: None,
         }
     }
 
@@ -257,6 +276,22 @@ impl Endpoint {
             d.peer = *peer;
         }
         true
+    }
+
+    /// Drop the oldest settled transaction to make room; false if there is none.
+    fn evict_settled(&mut self) -> bool {
+        while let Some(id) = self.settled.pop_front() {
+            if self.txns.get(&id).is_some_and(ServerTxn::settled) {
+                if let Some(t) = self.txns.remove(&id) {
+                    if self.txn_index.get(&t.key) == Some(&id) {
+                        self.txn_index.remove(&t.key);
+                    }
+                }
+                self.stats.transactions_evicted += 1;
+                return true;
+            }
+        }
+        false
     }
 
     /// Counters.
@@ -395,7 +430,11 @@ impl Endpoint {
     pub fn handle_receive(&mut self, now: Mono, peer: Peer, data: &[u8]) {
         match parse::parse_datagram_lenient(data) {
             Err(_) => self.stats.malformed_dropped += 1,
-            Ok((msg, None)) => self.handle_message(now, peer, msg),
+            Ok((msg, None)) => {
+                self.rx_len = Some(data.len());
+                self.handle_message(now, peer, msg);
+                self.rx_len = None;
+            }
             Ok((msg, Some(e))) => self.reject_malformed(peer, &msg, SipError::Parse(e)),
         }
     }
@@ -457,13 +496,23 @@ impl Endpoint {
         }
         if let Some(id) = self.txn_index.get(&key).copied() {
             self.stats.retransmissions_absorbed += 1;
-            if let Some(t) = self.txns.get(&id) {
+            let (rx, pct) = (self.rx_len, self.cfg.response_budget_pct);
+            if let Some(t) = self.txns.get_mut(&id) {
+                t.bytes_in = t.bytes_in.zip(rx).map(|(a, b)| a.saturating_add(b));
                 if let Some(data) = t.last_response.clone() {
-                    self.stats.retransmissions_sent += 1;
-                    self.transmits.push_back(Transmit { peer, data });
+                    if t.within_budget(data.len(), pct) {
+                        t.bytes_out += data.len();
+                        self.stats.retransmissions_sent += 1;
+                        self.transmits.push_back(Transmit { peer, data });
+                    } else {
+                        self.stats.retransmissions_over_budget += 1;
+                    }
                 }
             }
             return;
+        }
+        if self.txns.len() >= self.cfg.max_transactions {
+            self.evict_settled();
         }
         if self.txns.len() >= self.cfg.max_transactions {
             let refusal = Refusal::Overloaded {
@@ -907,7 +956,7 @@ impl Endpoint {
         };
         self.txn_index.insert(key.clone(), id);
         let expires_at = now + self.cfg.app_response_timeout;
-        let txn = ServerTxn::new(
+        let mut txn = ServerTxn::new(
             key,
             peer,
             request,
@@ -918,6 +967,7 @@ impl Endpoint {
             self.cfg.t1,
             expires_at,
         );
+        txn.bytes_in = self.rx_len;
         self.txns.insert(id, txn);
         id
     }
@@ -1001,9 +1051,18 @@ impl Endpoint {
         let Some(t) = self.txns.get_mut(&id) else {
             return Ok(());
         };
+        t.bytes_out += data.len();
         t.sent(now, status, data.clone(), t1);
         if status < 200 {
             return Ok(());
+        }
+        if t.settled() {
+            self.settled.push_back(id);
+            if self.settled.len() > 2 * self.cfg.max_transactions.max(1) {
+                let txns = &self.txns;
+                self.settled
+                    .retain(|i| txns.get(i).is_some_and(ServerTxn::settled));
+            }
         }
         if offer {
             if let Some(d) = did.and_then(|d| self.dialogs.get_mut(&d)) {
@@ -1065,10 +1124,18 @@ impl Endpoint {
             }
         }
         // Retransmissions of non-2xx INVITE finals (Timer G).
+        let pct = self.cfg.response_budget_pct;
         for t in self.txns.values_mut() {
-            if let Some(tx) = t.retransmission_due(now, t2) {
-                self.transmits.push_back(tx);
-                self.stats.retransmissions_sent += 1;
+            let due = t.retrans_at.is_some_and(|at| at <= now);
+            match t.retransmission_due(now, t2, pct) {
+                Some(tx) => {
+                    self.transmits.push_back(tx);
+                    self.stats.retransmissions_sent += 1;
+                }
+                None if due && t.retrans_at.is_none() => {
+                    self.stats.retransmissions_over_budget += 1
+                }
+                None => {}
             }
         }
         // 2xx retransmission and ACK timeout; idle dialogs.

@@ -19,6 +19,7 @@ pub mod access;
 mod client;
 pub mod dialog;
 pub mod endpoint;
+pub mod limits;
 pub mod message;
 pub mod parse;
 pub mod response;

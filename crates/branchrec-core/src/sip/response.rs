@@ -32,6 +32,14 @@ pub enum Unavailable {
     /// Setting up the recording failed (no RTP port, no file, ...).
     #[error("{0}")]
     Setup(String),
+    /// The process is out of file descriptors (sockets and files share them): say so,
+    /// rather than blaming the RTP port range.
+    #[error("too many open files")]
+    TooManyOpenFiles,
+    /// The source already has `max_pending_sessions_per_source` sessions not confirmed by
+    /// ACK (a peer that never ACKs must not take every port).
+    #[error("too many unconfirmed sessions from this source")]
+    SourceLimit,
 }
 
 /// Every refusal (final 4xx/5xx response) we send. Map with [`Refusal::response`].
@@ -460,6 +468,18 @@ mod tests {
                 Refusal::CannotRecord { why: Unavailable::Setup("no RTP port".into()), retry_after_s: 7 },
                 503,
                 "Service Unavailable (no RTP port)",
+                vec![("Retry-After", "7")],
+            ),
+            (
+                Refusal::CannotRecord { why: Unavailable::TooManyOpenFiles, retry_after_s: 7 },
+                503,
+                "Service Unavailable (too many open files)",
+                vec![("Retry-After", "7")],
+            ),
+            (
+                Refusal::CannotRecord { why: Unavailable::SourceLimit, retry_after_s: 7 },
+                503,
+                "Service Unavailable (too many unconfirmed sessions from this source)",
                 vec![("Retry-After", "7")],
             ),
             (Refusal::VersionNotSupported, 505, "Version Not Supported", vec![]),

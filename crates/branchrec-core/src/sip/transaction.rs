@@ -52,6 +52,12 @@ pub(super) struct ServerTxn {
     pub(super) offer: bool,
     /// INVITE/UPDATE when we support session timers: what its 2xx negotiates.
     pub(super) timer: Option<super::session_timer::Negotiation>,
+    /// Bytes of the request received so far (retransmissions included); `None` when the
+    /// size is unknown (a message handed in parsed), which leaves retransmissions
+    /// unbudgeted.
+    pub(super) bytes_in: Option<usize>,
+    /// Bytes of responses sent so far (retransmissions included).
+    pub(super) bytes_out: usize,
 }
 
 /// The transaction key of a request (an ACK matches its INVITE's transaction). Requests
@@ -112,7 +118,27 @@ impl ServerTxn {
             initial_invite,
             offer,
             timer: None,
+            bytes_in: None,
+            bytes_out: 0,
         }
+    }
+
+    /// Whether `len` more response bytes stay within `pct` percent of the bytes received
+    /// (the anti-amplification budget of unauthenticated peers; `None`: no budget).
+    pub(super) fn within_budget(&self, len: usize, pct: Option<u32>) -> bool {
+        match (pct, self.bytes_in, self.peer.transport) {
+            (Some(pct), Some(inb), t) if t != super::transport::Transport::Tls => {
+                let budget = inb.saturating_mul(pct as usize) / 100;
+                self.bytes_out.saturating_add(len) <= budget
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether the final is settled (non-2xx sent or non-INVITE answered): the
+    /// transaction only absorbs retransmissions now and may be evicted under pressure.
+    pub(super) fn settled(&self) -> bool {
+        matches!(self.state, TxnState::Completed | TxnState::Confirmed)
     }
 
     /// Whether this is an INVITE transaction.
@@ -160,11 +186,24 @@ impl ServerTxn {
     }
 
     /// Timer G: the final to retransmit now, if one is due (interval doubling up to T2).
-    pub(super) fn retransmission_due(&mut self, now: Mono, t2: Duration) -> Option<Transmit> {
+    pub(super) fn retransmission_due(
+        &mut self,
+        now: Mono,
+        t2: Duration,
+        budget_pct: Option<u32>,
+    ) -> Option<Transmit> {
         let at = self.retrans_at?;
         if at > now || self.state != TxnState::Completed {
             return None;
         }
+        let len = self.last_response.as_ref().map_or(0, Vec::len);
+        if !self.within_budget(len, budget_pct) {
+            // Out of budget: no more retransmissions (the transaction still absorbs the
+            // ACK until Timer H).
+            self.retrans_at = None;
+            return None;
+        }
+        self.bytes_out += len;
         let out = self.last_response.as_ref().map(|d| Transmit {
             peer: self.peer,
             data: d.clone(),

@@ -169,6 +169,8 @@ pub struct Offer {
     pub parsed_metadata: Option<RecordingMetadata>,
     /// Channel ↔ participant mapping for the recordable m-lines, channel order.
     pub channels: Vec<ChannelAssignment>,
+    /// Recordable m-lines beyond the per-call stream cap, answered with port 0.
+    pub streams_over_cap: usize,
 }
 
 enum Phase {
@@ -213,7 +215,12 @@ pub struct Srs {
     key_rng: rand::rngs::StdRng,
     stats: SrsStats,
     caps: MetadataCaps,
+    /// Most streams recorded per call ([`Srs::set_max_streams`]).
+    max_streams: usize,
 }
+
+/// Streams recorded per call unless [`Srs::set_max_streams`] says otherwise.
+pub const DEFAULT_MAX_STREAMS: usize = 4;
 
 /// Counters of the recording server core (the SIP ones are in [`Endpoint::stats`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -223,6 +230,9 @@ pub struct SrsStats {
     pub respond_failures: u64,
     /// Requests refused because their metadata went beyond the call's [`MetadataCaps`].
     pub metadata_refused: u64,
+    /// Recordable m-lines answered with port 0 because the offer had more than the
+    /// per-call stream cap.
+    pub streams_over_cap: u64,
 }
 
 impl Srs {
@@ -239,6 +249,7 @@ impl Srs {
             key_rng,
             stats: SrsStats::default(),
             caps: MetadataCaps::default(),
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 
@@ -246,6 +257,13 @@ impl Srs {
     pub fn with_metadata_caps(mut self, caps: MetadataCaps) -> Self {
         self.caps = caps;
         self
+    }
+
+    /// Record at most `n` streams per call (at least 1): recordable m-lines beyond the
+    /// first `n` are answered with port 0 (RFC 3264 §6: a declined stream) and get no
+    /// channel, port or file space.
+    pub fn set_max_streams(&mut self, n: usize) {
+        self.max_streams = n.max(1);
     }
 
     /// Counters.
@@ -462,7 +480,7 @@ impl Srs {
                 return;
             }
         };
-        let recordable = recordable_mlines(&offer);
+        let mut recordable = recordable_mlines(&offer);
         if recordable.is_empty() {
             let why = "no audio stream with a supported codec";
             self.refuse(now, txn, Refusal::NotAcceptableHere(why.into()));
@@ -476,6 +494,13 @@ impl Srs {
             }
         }
         let meta_bytes = body.metadata.as_ref().map_or(0, |p| p.bytes.len());
+        // One peer must not take every port (and write silence for each) with one
+        // INVITE of hundreds of m-lines: the first `max_streams` are recorded.
+        let over_cap = recordable.len().saturating_sub(self.max_streams);
+        if over_cap > 0 {
+            recordable.truncate(self.max_streams);
+            self.stats.streams_over_cap += over_cap as u64;
+        }
         let (version, parsed) = match &body.metadata {
             Some(part) => {
                 let (parsed, err) = match metadata::parse(&part.bytes) {
@@ -547,6 +572,7 @@ impl Srs {
             metadata: version,
             parsed_metadata: parsed,
             channels,
+            streams_over_cap: over_cap,
         })));
     }
 

@@ -1014,3 +1014,84 @@ fn tcp_dialogs_take_their_connection_or_their_address_only() {
     // UDP from the TCP dialog's address.
     assert!(!peer(Transport::Udp).may_act_for(None, &d, None));
 }
+
+/// Issue #12: requests the endpoint has answered (here OPTIONS) only absorb
+/// retransmissions; at the transaction cap the oldest of them make room, so a flood of
+/// them never blocks a new request, while a transaction still waiting for the app (an
+/// INVITE) is kept.
+#[test]
+fn settled_transactions_are_evicted_at_the_cap() {
+    let now = Mono::from_secs(1_000);
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_transactions: 4,
+        ..EndpointConfig::default()
+    });
+    let p = peer(Transport::Udp);
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKinv", "inv", 1, None));
+    let txn = match events(&mut ep).as_slice() {
+        [Event::Invite { txn, .. }] => *txn,
+        other => panic!("{other:?}"),
+    };
+    for i in 0..20 {
+        let b = format!("z9hG4bKopt{i}");
+        ep.handle_receive(
+            now,
+            p,
+            &req("OPTIONS", &b, &format!("o{i}"), 1, None, "", ""),
+        );
+    }
+    let st = statuses(&drain(&mut ep));
+    assert_eq!(st.iter().filter(|s| **s == 200).count(), 20, "{st:?}");
+    assert!(!st.contains(&503), "{st:?}");
+    assert!(ep.transaction_count() <= 4);
+    assert_eq!(ep.stats().transactions_evicted, 17);
+    // The INVITE's transaction survived the flood.
+    ep.respond(now, txn, 486, "Busy Here", vec![], None)
+        .expect("the pending INVITE can still be answered");
+}
+
+/// Issue #12: over UDP a rejected INVITE's final is retransmitted (Timer G) only while the
+/// responses stay within `response_budget_pct` of the request bytes; the transaction
+/// still absorbs the ACK. Without a budget: RFC 3261 timers only.
+#[test]
+fn udp_retransmissions_stay_within_the_byte_budget() {
+    let run = |pct: Option<u32>| -> (usize, usize, usize) {
+        let now = Mono::from_secs(1_000);
+        let mut ep = Endpoint::new(EndpointConfig {
+            response_budget_pct: pct,
+            ..EndpointConfig::default()
+        });
+        let p = peer(Transport::Udp);
+        let inv = sdp_invite("z9hG4bKamp", "amp", 1, None);
+        ep.handle_receive(now, p, &inv);
+        let txn = match events(&mut ep).as_slice() {
+            [Event::Invite { txn, .. }] => *txn,
+            other => panic!("{other:?}"),
+        };
+        ep.refuse(now, txn, &Refusal::NotAcceptableHere("no codec".into()))
+            .unwrap();
+        let first: usize = std::iter::from_fn(|| ep.poll_transmit())
+            .map(|t| t.data.len())
+            .sum();
+        let mut out = first;
+        for ms in (0..=32_000u64).step_by(250) {
+            ep.handle_timeout(now + Duration::from_millis(ms));
+            out += std::iter::from_fn(|| ep.poll_transmit())
+                .map(|t| t.data.len())
+                .sum::<usize>();
+        }
+        (inv.len(), first, out)
+    };
+    // The 100 and the final always go (here already more than this small INVITE); no
+    // retransmission beyond the budget.
+    let (inb, first, out) = run(Some(100));
+    assert!(
+        out <= inb.max(first),
+        "{out} B out for {inb} B in (first sends {first})"
+    );
+    let (inb, _, out) = run(None);
+    assert!(
+        out > 2 * inb,
+        "RFC timers alone retransmit more: {out} for {inb}"
+    );
+}
