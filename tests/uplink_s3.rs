@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, require_tool, wait_bounded, Daemon};
+use common::{free_port, output_bounded, require_tool, wait_bounded, Daemon};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -460,13 +460,32 @@ fn recordings_arrive_verified_with_hold_status_metrics_and_fleet() {
     );
     let mut d = Daemon::start_with(&bdir, &extra);
     record(&d, 4, 3.0, 1.0);
-    // Put one on legal hold through the catalogue hook before it is uploaded (or after).
+    // Put one on legal hold the way an operator does (`hold add`), before it is uploaded
+    // or after; the uplink worker syncs holds into the upload rows. (Before: the test
+    // wrote the upload row through its own catalogue connection, a read-modify-write
+    // that raced the worker's own save of the same row: "hold not applied", held false.)
     let list = d.recordings_json(&["list", "--json"]);
     let held = list[0]["id"].as_str().unwrap().to_string();
-    {
-        let mut cat = branchrec::catalog::Catalog::open(&bdir.join("data/catalog.sqlite")).unwrap();
-        cat.set_upload_hold(&held, true).unwrap();
-    }
+    let out = output_bounded(
+        std::process::Command::new(&d.bin)
+            .args([
+                "hold",
+                "add",
+                "--recording",
+                &held,
+                "--reason",
+                "uplink test",
+            ])
+            .arg("--config")
+            .arg(&d.config),
+        Duration::from_secs(60),
+    )
+    .expect("hold add hung");
+    assert!(
+        out.status.success(),
+        "hold add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Four 3 s recordings (~100 kB each) at full speed: seconds idle; 120 s covers moto
     // (Python, TLS) on a loaded machine.
     let st = wait_uploaded(&d, 4, Duration::from_secs(120));
@@ -485,7 +504,11 @@ fn recordings_arrive_verified_with_hold_status_metrics_and_fleet() {
         if row["archive_hold"] == "on" {
             break;
         }
-        assert!(Instant::now() < deadline, "hold not applied: {row}");
+        assert!(
+            Instant::now() < deadline,
+            "hold not applied: {row}\n--- daemon\n{}",
+            d.log_text()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let objects = check_archive(&s, &d, 4);

@@ -757,7 +757,11 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                         c.upload_candidates()
                     })
                     .await
-                    .unwrap_or_default();
+                    .unwrap_or_else(|e| {
+                        // Visible, not silent: holds would not reach the archive.
+                        tracing::error!(error = %e, "uplink: cannot read holds and upload candidates from the catalogue");
+                        Vec::new()
+                    });
                 let cands: Vec<Candidate> = cands
                     .into_iter()
                     .map(|c| Candidate {

@@ -121,6 +121,8 @@ pub struct Catalog {
     /// The holds table as last seen by [`Catalog::sync_upload_holds`] (count, max id,
     /// latest release): unchanged holds only need checking against new recordings.
     hold_fingerprint: Option<(i64, i64, i64)>,
+    /// `now_ms` of the last [`Catalog::sync_upload_holds`] round.
+    hold_round_at_ms: i64,
     /// Where the catalogue's own timestamps come from (`created_at`, `updated_at`, "now"
     /// of a list without one): the system clock unless [`Catalog::set_clock`] says.
     clock: CatalogClock,
@@ -173,6 +175,7 @@ impl Catalog {
         )?;
         let mut cat = Catalog {
             hold_fingerprint: None,
+            hold_round_at_ms: 0,
             conn,
             read_only: false,
             clock: CatalogClock::default(),
@@ -233,6 +236,7 @@ impl Catalog {
         }
         Ok(Catalog {
             hold_fingerprint: None,
+            hold_round_at_ms: 0,
             conn,
             read_only: true,
             clock: CatalogClock::default(),

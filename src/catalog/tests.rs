@@ -907,6 +907,32 @@ fn sync_upload_holds_flags_what_holds_cover() {
     assert!(c.upload_row("b").unwrap().unwrap().held);
 }
 
+/// A hold placed while its recording is still being written: the round that sees the
+/// hold does not flag it (not final yet); the recording then finishes and is uploaded
+/// within one round. The next round, holds unchanged (backlog-only mode), must still
+/// find it — before, it was in neither the backlog nor a full scan, and its hold never
+/// reached the archive.
+#[test]
+fn sync_upload_holds_finds_a_recording_uploaded_between_rounds() {
+    use crate::catalog::uploads::{UploadRow, UploadState};
+    use crate::lifecycle::holds::HoldTarget;
+    let (_d, path) = db();
+    let mut c = Catalog::open(&path).unwrap();
+    let now = 1_714_600_000_000;
+    c.insert_recording(&new_rec("c", now - 5_000)).unwrap();
+    c.add_hold(&HoldTarget::Recording("c".into()), "case 3", "judge", now)
+        .unwrap();
+    assert_eq!(c.sync_upload_holds(now).unwrap(), 0, "still recording");
+    c.finish_recording("c", &finish(RecordingState::Complete))
+        .unwrap();
+    let mut u = UploadRow::pending("c");
+    u.state = UploadState::Uploaded;
+    u.uploaded_at_ms = Some(now + 500);
+    c.save_upload(&u).unwrap();
+    assert_eq!(c.sync_upload_holds(now + 2_000).unwrap(), 1);
+    assert!(c.upload_row("c").unwrap().unwrap().held);
+}
+
 #[test]
 fn participants_keep_every_name_and_aor() {
     // Issue #13 item 7: a participant with several <nameID>/<aor> keeps all of them; the

@@ -261,21 +261,29 @@ impl Catalog {
         )?;
         if active == 0 {
             self.hold_fingerprint = Some(fp);
+            self.hold_round_at_ms = now_ms;
             return Ok(0);
         }
         // Holds unchanged since the last round: only recordings not yet in the archive
         // (the backlog) can newly fall under them. Otherwise look at every recording once.
         let only_backlog = self.hold_fingerprint == Some(fp);
+        // The backlog, plus what was uploaded since the previous round (1 s of margin): a
+        // recording that became final after that round's query and was uploaded in the
+        // same round is in neither set otherwise, and a hold placed while its call was
+        // ending never reached the archive (uplink_s3 caught it under load).
+        let since = self.hold_round_at_ms.saturating_sub(1_000);
         let ids: Vec<String> = {
             let mut st = self.conn.prepare(&format!(
                 "SELECT r.id FROM recordings r LEFT JOIN uploads u ON u.recording_id = r.id \
                  WHERE {FINAL} AND COALESCE(u.held, 0) = 0 \
-                   AND (?1 = 0 OR u.state IS NULL OR u.state != 'uploaded')"
+                   AND (?1 = 0 OR u.state IS NULL OR u.state != 'uploaded' \
+                        OR COALESCE(u.uploaded_at, 0) >= ?2)"
             ))?;
-            let rows = st.query_map([i64::from(only_backlog)], |r| r.get(0))?;
+            let rows = st.query_map(params![i64::from(only_backlog), since], |r| r.get(0))?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
         self.hold_fingerprint = Some(fp);
+        self.hold_round_at_ms = now_ms;
         let mut n = 0;
         for id in ids {
             if !self.holds_covering(&id, now_ms)?.is_empty() {

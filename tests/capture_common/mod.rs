@@ -509,6 +509,9 @@ pub fn participant<'a>(rec: &'a serde_json::Value, pid: &str) -> &'a serde_json:
 /// Export a recording and return its interleaved stereo samples.
 pub fn export(cfg: &Path, dir: &Path, id: &str) -> Vec<i16> {
     let wav = dir.join(format!("{id}.wav"));
+    // Export never replaces a file (issue #12 finding 9); a test that exports the same
+    // recording again (once per scenario check) removes its own earlier copy first.
+    let _ = std::fs::remove_file(&wav);
     run_ok(&[
         "recordings",
         "export",
