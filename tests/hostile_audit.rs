@@ -22,15 +22,7 @@ use serde_json::Value;
 use siprec_client::{invite, Invite};
 
 fn record_call(inst: &Install, n: u32, ms: u64) {
-    match invite(inst.sip, n) {
-        Invite::Up(mut c) => {
-            c.stream(ms);
-            assert!(c.bye(), "BYE not answered");
-        }
-        Invite::Rejected(code, m) => {
-            panic!("call {n} rejected {code}: {m}\nlog:\n{}", inst.log_text())
-        }
-    }
+    siprec_client::record_call(inst.sip, n, ms, || inst.log_text());
 }
 
 /// A software-keys installation with `extra` TOML appended to its config.

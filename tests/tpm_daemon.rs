@@ -26,15 +26,7 @@ fn keys_section(tpm: &Swtpm, recovery_pub: &Path) -> String {
 }
 
 fn record_call(inst: &Install, n: u32, ms: u64) {
-    match invite(inst.sip, n) {
-        Invite::Up(mut c) => {
-            c.stream(ms);
-            assert!(c.bye(), "BYE not answered");
-        }
-        Invite::Rejected(code, m) => {
-            panic!("call {n} rejected {code}: {m}\nlog:\n{}", inst.log_text())
-        }
-    }
+    siprec_client::record_call(inst.sip, n, ms, || inst.log_text());
 }
 
 fn sh(cmd: &str, dir: &Path) -> String {

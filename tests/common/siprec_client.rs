@@ -300,3 +300,15 @@ impl Call {
         .is_some()
     }
 }
+
+/// One whole call of `ms` of audio to `srs` (INVITE, RTP on both streams, BYE); panics
+/// with `log()` (the daemon's log) when the call is rejected or the BYE not answered.
+pub fn record_call(srs: SocketAddr, n: u32, ms: u64, log: impl Fn() -> String) {
+    match invite(srs, n) {
+        Invite::Up(mut c) => {
+            c.stream(ms);
+            assert!(c.bye(), "BYE not answered\nlog:\n{}", log());
+        }
+        Invite::Rejected(code, m) => panic!("call {n} rejected {code}: {m}\nlog:\n{}", log()),
+    }
+}
