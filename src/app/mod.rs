@@ -396,6 +396,8 @@ fn load_keys(cfg: &Config) -> LoadedKeys {
                 tracing::warn!("no [keys] recovery_public_key: the KEK is not escrowed; if this TPM dies, every recording is lost");
             }
             status(true, &kek, None);
+            // Audit entries of this process (and the catalogues it opens) are MACed.
+            crate::vault::audit_key::install(Arc::new(k.audit_mac_key()));
             (Arc::new(k.wrap), Some(Arc::new(k.signer)), None)
         }
         Err(e) => {

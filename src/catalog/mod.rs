@@ -27,7 +27,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 
 use crate::clock::Clock;
 
-pub use schema::SCHEMA_VERSION;
+pub use schema::{AUDIT_MAC_SCHEMA, SCHEMA_VERSION};
 pub use types::{
     ChannelRow, ChannelSummary, DataMode, EventRow, Finish, LifecycleSummary, ListFilter,
     MappingSource, MetadataVersion, NewRecording, ParticipantRow, ParticipantSummary,
@@ -126,6 +126,9 @@ pub struct Catalog {
     /// Where the catalogue's own timestamps come from (`created_at`, `updated_at`, "now"
     /// of a list without one): the system clock unless [`Catalog::set_clock`] says.
     clock: CatalogClock,
+    /// MACs the audit entries appended through this handle (schema 9): the key the
+    /// process installed (`vault::audit_key::install`) when it opened the catalogue.
+    audit_key: Option<Arc<crate::vault::audit_key::AuditMacKey>>,
 }
 
 /// The catalogue's clock (a newtype for `Debug`).
@@ -179,6 +182,7 @@ impl Catalog {
             conn,
             read_only: false,
             clock: CatalogClock::default(),
+            audit_key: crate::vault::audit_key::installed(),
         };
         let before = user_version(&cat.conn)?;
         cat.migrate(path)?;
@@ -240,6 +244,7 @@ impl Catalog {
             conn,
             read_only: true,
             clock: CatalogClock::default(),
+            audit_key: crate::vault::audit_key::installed(),
         })
     }
 
@@ -247,6 +252,12 @@ impl Catalog {
     /// `BRANCHREC_TEST_CLOCK_OFFSET_S`) instead of the system clock.
     pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
         self.clock = CatalogClock(clock);
+    }
+
+    /// MAC the audit entries appended from now on with `key` (`None`: unkeyed). Opening
+    /// takes the process's installed key (`vault::audit_key::install`).
+    pub fn set_audit_key(&mut self, key: Option<Arc<crate::vault::audit_key::AuditMacKey>>) {
+        self.audit_key = key;
     }
 
     /// Now (unix ms) on the catalogue's clock.
