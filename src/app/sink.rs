@@ -240,6 +240,16 @@ impl RecordingSink {
         self.rec.is_paused()
     }
 
+    /// The session is not confirmed yet (see [`Recording::await_confirmation`]).
+    pub fn await_confirmation(&mut self) {
+        self.rec.await_confirmation();
+    }
+
+    /// The session was confirmed (see [`Recording::confirm`]).
+    pub fn confirm(&mut self) {
+        self.rec.confirm();
+    }
+
     /// Pause (or resume) storing audio on behalf of `source` (`siprec`,
     /// `control:<actor>`), at `at`.
     pub fn set_paused(&mut self, paused: bool, source: &str, at: Mono) {
