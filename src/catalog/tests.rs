@@ -1088,8 +1088,8 @@ fn audit_entries_are_keyed_from_the_marker_on() {
     assert!(e[3..].iter().all(|e| e.mac.is_some()));
     let lax = crate::lifecycle::audit::VerifyPolicy {
         counter: crate::lifecycle::audit::CounterReading::Unset,
-        now_ms: 2001,
-        max_unsigned_ms: i64::MAX,
+        now: crate::time::UnixMs(2001),
+        max_unsigned: std::time::Duration::MAX,
     };
     let r = verify_macs(&e, Some(key.as_bytes()), 0, &lax);
     assert_eq!((r.keyed_from, r.unkeyed, r.verified), (Some(4), 3, 3));
