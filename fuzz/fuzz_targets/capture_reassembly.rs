@@ -47,11 +47,25 @@ fn tcp(sel: u8, ops: &[u8]) {
         let off = u32::from(u16::from_be_bytes([*hi, *lo])) % 4096;
         let payload: Vec<u8> = if flags & 4 == 0 {
             let from = (off as usize) % SIP.len();
-            SIP.iter().cycle().skip(from).take(n.max(1)).copied().collect()
+            SIP.iter()
+                .cycle()
+                .skip(from)
+                .take(n.max(1))
+                .copied()
+                .collect()
         } else {
             raw.to_vec()
         };
-        t.push(now, src, dst, 1000u32.wrapping_add(off), flags & 1 == 1, flags & 2 == 2, &payload, &mut out);
+        t.push(
+            now,
+            src,
+            dst,
+            1000u32.wrapping_add(off),
+            flags & 1 == 1,
+            flags & 2 == 2,
+            &payload,
+            &mut out,
+        );
         assert!(t.len() <= cfg.max_streams, "{} streams", t.len());
         // One segment may be admitted past the total before the cap bites: the cap plus
         // that segment's cost.
@@ -99,10 +113,21 @@ fn fragments(sel: u8, ops: &[u8]) {
             raw,
         );
         let body: &[u8] = if *off == 0 { &udp } else { raw };
-        let ip = ipv4(src, dst, proto, u16::from(id % 16), (usize::from(*off) * 8, more & 1 == 1), body);
+        let ip = ipv4(
+            src,
+            dst,
+            proto,
+            u16::from(id % 16),
+            (usize::from(*off) * 8, more & 1 == 1),
+            body,
+        );
         let frame = ethernet(&link, &ip);
         let _ = d.decode(now, 1, &frame);
-        assert!(d.pending_fragments() <= cfg.max_fragmented, "{} datagrams pending", d.pending_fragments());
+        assert!(
+            d.pending_fragments() <= cfg.max_fragmented,
+            "{} datagrams pending",
+            d.pending_fragments()
+        );
         assert!(
             d.fragment_bytes() <= cfg.max_total_bytes,
             "{} fragment bytes (cap {})",

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use branchrec::media::codec::{new_decoder, DecoderKind};
-use branchrec::time::Mono;
 use branchrec::media::{CallTimeline, Codec, StreamConfig, TimelineConfig};
+use branchrec::time::Mono;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
+use branchrec::media::{is_rtcp, parse_rtp, CallTimeline, Codec, StreamConfig, TimelineConfig};
 use branchrec::time::Mono;
-use branchrec::media::{
-    is_rtcp, parse_rtp, CallTimeline, Codec, StreamConfig, TimelineConfig,
-};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

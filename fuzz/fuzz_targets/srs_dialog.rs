@@ -100,7 +100,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let src_ip = peer(src).remote.ip();
     let mut branch = 100u32;
-    let methods = ["ACK", "BYE", "INVITE", "INFO", "UPDATE", "CANCEL", "OPTIONS"];
+    let methods = [
+        "ACK", "BYE", "INVITE", "INFO", "UPDATE", "CANCEL", "OPTIONS",
+    ];
     let mut rest = data;
     // Ops: [who, kind, cseq, step, len, bytes…].
     while let [who, kind, cseq, step, len, tail @ ..] = rest {
@@ -145,11 +147,19 @@ fuzz_target!(|data: &[u8]| {
                     | SrsEvent::Metadata { call: c, .. }
                     | SrsEvent::Ended { call: c, .. } => *c == call,
                 };
-                assert!(!touched, "a datagram from another host changed the call: {e:?}");
+                assert!(
+                    !touched,
+                    "a datagram from another host changed the call: {e:?}"
+                );
             }
         }
         if let Some((p, _)) = srs.endpoint().dialog_peer(call) {
-            assert_eq!(p.remote.ip(), src_ip, "the dialog's peer moved to {}", p.remote);
+            assert_eq!(
+                p.remote.ip(),
+                src_ip,
+                "the dialog's peer moved to {}",
+                p.remote
+            );
         }
         // Bad input gets a response or a counted drop: every templated request from the
         // other host (an ACK has no response) is answered or counted as foreign.
