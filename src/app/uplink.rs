@@ -157,6 +157,8 @@ impl From<S3Error> for TaskError {
 
 struct Ctx {
     cfg: Config,
+    /// The compliance key the archive documents are encrypted to (`[keys]`).
+    compliance: Option<crate::vault::compliance::ComplianceRecipient>,
     client: S3Client,
     db: Arc<Mutex<Catalog>>,
     shared: Arc<UplinkShared>,
@@ -411,6 +413,27 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         o.insert("audit".into(), serde_json::json!({ "heads": heads }));
     }
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| TaskError::Local(e.to_string()))?;
+    // With a compliance key the document and the manifest (both name the participants)
+    // go to the archive encrypted to it; only the index stays readable.
+    let obj = crate::service::archive::ArchivedObject {
+        key: &key,
+        box_id: &ucfg.box_id,
+        site: &ucfg.site,
+        bytes: size,
+        sha256: &sha,
+        etag: String::new(),
+        checksum_sha256: String::new(),
+        uploaded_at: String::new(),
+    };
+    let seal = |kind: &str, plain: Vec<u8>| {
+        crate::service::archive::archive_object(
+            ctx.compliance.as_ref(),
+            crate::service::archive::archive_index(&detail, &obj, kind),
+            plain,
+        )
+        .map_err(|e| TaskError::Local(e.to_string()))
+    };
+    let body = seal("document", body)?;
     ctx.client
         .put_object(
             &format!("{key}.json"),
@@ -420,6 +443,7 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         )
         .await?;
     if let Some((m, sig)) = manifest_for(&ctx.cfg.storage.data_dir, &detail) {
+        let m = seal("manifest", m)?;
         ctx.client
             .put_object(
                 &format!("{key}.manifest.json"),
@@ -600,8 +624,18 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
     let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
     cat.set_clock(shared.clock.clone());
     let db = Arc::new(Mutex::new(cat));
+    // Validated with the configuration; a file that went bad since is a config alarm and
+    // nothing is uploaded (a plaintext document must never reach the archive instead).
+    let compliance = match cfg.compliance() {
+        Ok(c) => c,
+        Err(e) => {
+            shared.raise("config", &format!("compliance key: {e}"));
+            return Err(e.into());
+        }
+    };
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
+        compliance,
         client,
         db,
         shared: shared.clone(),

@@ -14,7 +14,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::container::{
-    read_header, ContainerError, ContainerReader, Header, KeySlot, KEY_SLOT_COUNT, KEY_SLOT_LEN,
+    read_header, slot_count_of_body, ContainerError, ContainerReader, Header, KeySlot,
+    KEY_SLOT_COUNT, KEY_SLOT_LEN, MAX_KEY_SLOT_COUNT,
     MAGIC, MAX_HEADER_BODY,
 };
 use branchrec_core::keys::KeyWrap;
@@ -53,7 +54,8 @@ fn header_of(f: &File) -> Result<([u8; 32], Header), ContainerError> {
 fn active_slot(h: &Header, vault: &dyn KeyWrap) -> Result<(usize, KeySlot), ContainerError> {
     let mut best: Option<(usize, &KeySlot)> = None;
     let mut last_err = None;
-    for (i, s) in h.key_slots.iter().enumerate() {
+    // Only the box's slots: the compliance slot is not the box's to rotate or clear.
+    for (i, s) in h.key_slots.iter().enumerate().take(KEY_SLOT_COUNT) {
         let Some(s) = s else { continue };
         match vault.unwrap(&s.kek_id, &s.wrapped_key) {
             Ok(_) => {
@@ -135,7 +137,7 @@ pub fn clear_other_slots(
         return Err(ContainerError::NoKeySlot);
     }
     let mut cleared = 0;
-    for (i, s) in h.key_slots.iter().enumerate() {
+    for (i, s) in h.key_slots.iter().enumerate().take(KEY_SLOT_COUNT) {
         if matches!(s, Some(s) if s.kek_id != keep_kek_id) {
             f.write_all_at(&[0u8; KEY_SLOT_LEN], h.slot_offset(i)?)?;
             cleared += 1;
@@ -174,10 +176,17 @@ pub fn shred_file(path: &Path) -> Result<(), ContainerError> {
         return Err(ContainerError::HeaderMalformed("header too large".into()));
     }
     let off = 12 + u64::from(body_len);
+    // Every slot, the compliance slot included (the archive copy keeps its own). A body
+    // that does not say how many: the most there can be.
+    let mut body = vec![0u8; body_len as usize];
+    let count = match (&f).read_exact(&mut body) {
+        Ok(()) => slot_count_of_body(&body).unwrap_or(MAX_KEY_SLOT_COUNT),
+        Err(_) => MAX_KEY_SLOT_COUNT,
+    };
     let len = f.metadata()?.len();
-    let end = (off + (KEY_SLOT_LEN * KEY_SLOT_COUNT) as u64).min(len);
+    let end = (off + (KEY_SLOT_LEN * count) as u64).min(len);
     if end > off {
-        // Bounded by KEY_SLOT_LEN × KEY_SLOT_COUNT bytes.
+        // Bounded by KEY_SLOT_LEN × MAX_KEY_SLOT_COUNT bytes.
         let zeros = vec![0u8; (end - off) as usize];
         f.write_all_at(&zeros, off)?;
     }
