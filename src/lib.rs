@@ -18,6 +18,7 @@ pub use branchrec_core::{
 pub mod app;
 pub mod board;
 pub mod catalog;
+pub mod central;
 pub mod cli;
 pub mod clock;
 pub mod config;

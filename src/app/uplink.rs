@@ -159,6 +159,8 @@ struct Ctx {
     cfg: Config,
     /// The compliance key the archive documents are encrypted to (`[keys]`).
     compliance: Option<crate::vault::compliance::ComplianceRecipient>,
+    /// DER SubjectPublicKeyInfo of the box's manifest signing key (custody state).
+    signer_der: Option<Vec<u8>>,
     client: S3Client,
     db: Arc<Mutex<Catalog>>,
     shared: Arc<UplinkShared>,
@@ -411,6 +413,17 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
     let mut meta = meta;
     if let Some(o) = meta.as_object_mut() {
         o.insert("audit".into(), serde_json::json!({ "heads": heads }));
+        // The manifest's signing key, for central tools that have not enrolled the box.
+        if let Some(der) = &ctx.signer_der {
+            use base64::Engine as _;
+            o.insert(
+                "signer".into(),
+                serde_json::json!({
+                    "algorithm": "ed25519",
+                    "public_key_der": base64::engine::general_purpose::STANDARD.encode(der),
+                }),
+            );
+        }
     }
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| TaskError::Local(e.to_string()))?;
     // With a compliance key the document and the manifest (both name the participants)
@@ -636,6 +649,18 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         compliance,
+        signer_der: crate::vault::custody::read_state(&cfg.custody())
+            .ok()
+            .flatten()
+            .and_then(|s| hex::decode(&s.signing_public_key).ok())
+            .filter(|raw| raw.len() == 32)
+            .map(|raw| {
+                let mut der = vec![
+                    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+                ];
+                der.extend_from_slice(&raw);
+                der
+            }),
         client,
         db,
         shared: shared.clone(),
