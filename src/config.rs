@@ -778,7 +778,10 @@ impl Config {
         &self,
     ) -> Result<Option<crate::vault::compliance::ComplianceRecipient>, crate::vault::VaultError>
     {
-        match (&self.keys.compliance_public_key, &self.keys.compliance_key_id) {
+        match (
+            &self.keys.compliance_public_key,
+            &self.keys.compliance_key_id,
+        ) {
             (Some(p), Some(id)) => {
                 crate::vault::compliance::ComplianceRecipient::load(p, id).map(Some)
             }
@@ -1136,7 +1139,10 @@ impl Config {
         if pcrs.pcrs.is_empty() {
             return Err(invalid("keys.pcrs", "select at least one PCR".into()));
         }
-        match (&self.keys.compliance_public_key, &self.keys.compliance_key_id) {
+        match (
+            &self.keys.compliance_public_key,
+            &self.keys.compliance_key_id,
+        ) {
             (None, None) => {}
             (Some(p), Some(id)) => {
                 if !crate::compliance::valid_key_id(id) {

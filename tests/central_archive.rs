@@ -173,31 +173,54 @@ fn softhsm2_supports_p256_ecdh_but_not_x25519_nor_oaep_sha256() {
     };
     let dk = [7u8; 32];
     let ct = s
-        .encrypt(&oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1), pubh, &dk)
+        .encrypt(
+            &oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            pubh,
+            &dk,
+        )
         .unwrap();
     let pt = s
-        .decrypt(&oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1), privh, &ct)
+        .decrypt(
+            &oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            privh,
+            &ct,
+        )
         .unwrap();
     assert_eq!(pt, dk);
     let e = s
-        .encrypt(&oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256), pubh, &dk)
+        .encrypt(
+            &oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+            pubh,
+            &dk,
+        )
         .unwrap_err();
     assert!(
-        matches!(e, cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _)),
+        matches!(
+            e,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _)
+        ),
         "{e:?}"
     );
     let e = s
-        .decrypt(&oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256), privh, &ct)
+        .decrypt(
+            &oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+            privh,
+            &ct,
+        )
         .unwrap_err();
     assert!(
-        matches!(e, cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _)),
+        matches!(
+            e,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _)
+        ),
         "{e:?}"
     );
     // P-256 ECDH through C_DeriveKey gives the raw shared x coordinate, the same as in
     // software: what the HPKE decapsulation needs from the HSM.
     drop((s, _ctx));
     let pem = generate_compliance_key(&hsm);
-    let key = branchrec::central::Pkcs11Key::open(Path::new(MODULE), TOKEN, KEY_LABEL, PIN).unwrap();
+    let key =
+        branchrec::central::Pkcs11Key::open(Path::new(MODULE), TOKEN, KEY_LABEL, PIN).unwrap();
     use branchrec::central::ComplianceKey;
     let (esk, epk) = branchrec::hpke::derive_key_pair(&[1; 32]).unwrap();
     let pk = branchrec::vault::compliance::parse_public_key_pem(&pem).unwrap();
@@ -294,7 +317,11 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
         if s["uploaded"].as_u64() == Some(1) && s["pending"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "not uploaded: {s}\n{}", d.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "not uploaded: {s}\n{}",
+            d.log_text()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let list = d.recordings_json(&["list", "--json"]);
@@ -338,7 +365,13 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
     for e in std::fs::read_dir(&dump).unwrap() {
         let p = e.unwrap().path();
         let b = std::fs::read(&p).unwrap();
-        for n in ["442079460001", "441632960002", "Ashworth", "Brennan", &call_id] {
+        for n in [
+            "442079460001",
+            "441632960002",
+            "Ashworth",
+            "Brennan",
+            &call_id,
+        ] {
             assert!(
                 !b.windows(n.len()).any(|w| w == n.as_bytes()),
                 "{n:?} in plaintext in {}",
@@ -367,10 +400,17 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
     let mut args = vec!["show", id.as_str()];
     args.extend_from_slice(&p11);
     let out = central(&hsm, &args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     let text = shown.to_string();
-    assert!(text.contains("442079460001") && text.contains(A_NAME), "{text}");
+    assert!(
+        text.contains("442079460001") && text.contains(A_NAME),
+        "{text}"
+    );
     assert_eq!(shown["index"]["compliance_key_id"], "ck-2026");
     assert_eq!(shown["document"]["id"], id.as_str());
 
@@ -379,15 +419,28 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
     let mut args = vec!["export", id.as_str(), "--out", out_wav.to_str().unwrap()];
     args.extend_from_slice(&p11);
     let out = central(&hsm, &args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an enrolled one"));
-    assert_eq!(std::fs::read(&out_wav).unwrap(), std::fs::read(&box_wav).unwrap());
+    assert_eq!(
+        std::fs::read(&out_wav).unwrap(),
+        std::fs::read(&box_wav).unwrap()
+    );
     let w = read_wav(&out_wav);
     assert_eq!((w.channels, w.rate), (2, 8000));
     // The tone's first sample (0xff) decodes to 0, read as silence: the burst starts at
     // the second sample.
     let one: Vec<i16> = TONE_ULAW.iter().map(|&b| g711::ulaw_to_linear(b)).collect();
-    let burst: Vec<i16> = one.iter().copied().cycle().take(PACKETS as usize * 160).skip(1).collect();
+    let burst: Vec<i16> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(PACKETS as usize * 160)
+        .skip(1)
+        .collect();
     for (c, ch) in w.data.iter().enumerate() {
         expect_bursts(&format!("channel {c}"), ch, &[&burst]);
     }
@@ -406,7 +459,11 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
     args.extend_from_slice(&["--box-key", wrong_path.to_str().unwrap()]);
     let out = central(&hsm, &args);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("manifest signature"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("manifest signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out2.exists());
 
     // One flipped byte in the archived container (inside an audio chunk): refused.
@@ -422,6 +479,9 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
     let out = central(&hsm, &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "tampered container exported");
-    assert!(err.contains("REFUSED") && err.contains("container SHA-256"), "{err}");
+    assert!(
+        err.contains("REFUSED") && err.contains("container SHA-256"),
+        "{err}"
+    );
     assert!(!out3.exists() && !dir.path().join("tampered.wav.partial").exists());
 }

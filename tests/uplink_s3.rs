@@ -309,7 +309,9 @@ fn check_archive(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
 /// The test's compliance key pair (fixed: the uplink tests do not need an HSM; the
 /// PKCS#11 path is tests/central_archive.rs).
 fn compliance_sk() -> branchrec::hpke::SecretKey {
-    branchrec::hpke::derive_key_pair(b"uplink_s3 compliance key").unwrap().0
+    branchrec::hpke::derive_key_pair(b"uplink_s3 compliance key")
+        .unwrap()
+        .0
 }
 
 /// `[keys]` lines of a box whose archive documents are encrypted to [`compliance_sk`].
@@ -319,7 +321,11 @@ fn compliance_keys(dir: &Path) -> String {
         .unwrap()
         .public_key();
     let f = dir.join("compliance.pub.pem");
-    std::fs::write(&f, pk.to_public_key_pem(p256::pkcs8::LineEnding::LF).unwrap()).unwrap();
+    std::fs::write(
+        &f,
+        pk.to_public_key_pem(p256::pkcs8::LineEnding::LF).unwrap(),
+    )
+    .unwrap();
     format!(
         "compliance_public_key = \"{}\"\ncompliance_key_id = \"ck-test\"",
         f.display()
@@ -340,7 +346,11 @@ fn assert_no_plaintext(s: &Setup, needles: &[&str]) {
     let dump = s.dir.path().join("dump");
     let _ = std::fs::remove_dir_all(&dump);
     std::fs::create_dir_all(&dump).unwrap();
-    let keys = s3check(&s.moto, &s.ca_file, &["dump", BUCKET, dump.to_str().unwrap()]);
+    let keys = s3check(
+        &s.moto,
+        &s.ca_file,
+        &["dump", BUCKET, dump.to_str().unwrap()],
+    );
     let keys = keys.as_array().unwrap();
     assert!(!keys.is_empty());
     let mut found = Vec::new();
@@ -353,7 +363,10 @@ fn assert_no_plaintext(s: &Setup, needles: &[&str]) {
             }
         }
     }
-    assert!(found.is_empty(), "plaintext personal data in the archive: {found:?}");
+    assert!(
+        found.is_empty(),
+        "plaintext personal data in the archive: {found:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -432,7 +445,8 @@ fn recordings_arrive_verified_with_hold_status_metrics_and_fleet() {
     // Call-IDs appear in no object, container, document, manifest or status document.
     // (Failed before the documents were encrypted: "Caller " in every <key>.json.)
     let list = d.recordings_json(&["list", "--json"]);
-    let mut needles: Vec<String> = vec!["loadgen.invalid".into(), "Caller ".into(), "Callee ".into()];
+    let mut needles: Vec<String> =
+        vec!["loadgen.invalid".into(), "Caller ".into(), "Callee ".into()];
     for r in list.as_array().unwrap() {
         needles.push(r["call_id"].as_str().unwrap().to_string());
     }

@@ -79,7 +79,8 @@ fn key(c: &Common) -> anyhow::Result<Box<dyn ComplianceKey>> {
         bail!("give the compliance key: --pkcs11-module, --token-label and --key-label (or --key-pem)");
     };
     let pin = zeroize::Zeroizing::new(
-        std::env::var(&c.pin_env).with_context(|| format!("the token PIN is read from ${}", c.pin_env))?,
+        std::env::var(&c.pin_env)
+            .with_context(|| format!("the token PIN is read from ${}", c.pin_env))?,
     );
     Ok(Box::new(Pkcs11Key::open(m, t, k, &pin)?))
 }

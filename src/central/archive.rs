@@ -54,8 +54,8 @@ impl ArchiveReader {
             .build()
             .map_err(|e| CentralError::Archive(format!("starting the async runtime: {e}")))?;
         let shaper = std::sync::Arc::new(crate::uplink::s3::Shaper::new(None));
-        let client = crate::uplink::client(cfg, shaper)
-            .map_err(|e| CentralError::Config(e.to_string()))?;
+        let client =
+            crate::uplink::client(cfg, shaper).map_err(|e| CentralError::Config(e.to_string()))?;
         Ok(ArchiveReader {
             client,
             prefix: cfg.prefix.clone(),

@@ -65,7 +65,9 @@ pub fn export_wav(
     let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
     // 1. The object is the one the box uploaded.
     let whole = sha_hex(&rec.container);
-    if !whole.eq_ignore_ascii_case(&idx.container_sha256) || rec.container.len() as u64 != idx.container_bytes {
+    if !whole.eq_ignore_ascii_case(&idx.container_sha256)
+        || rec.container.len() as u64 != idx.container_bytes
+    {
         return Err(tampered(format!(
             "container SHA-256 {whole} ({} bytes) differs from the archived document's {} ({} bytes)",
             rec.container.len(),
@@ -90,7 +92,12 @@ pub fn export_wav(
         .map_err(|e| CentralError::Signature(format!("{}: {e}", rec.key)))?;
     let m: serde_json::Value = serde_json::from_slice(manifest)
         .map_err(|e| tampered(format!("manifest is not JSON: {e}")))?;
-    let field = |p: &str| m.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let field = |p: &str| {
+        m.pointer(p)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     if field("/signer/public_key_sha256") != sha_hex(&der) {
         return Err(CentralError::Signature(format!(
             "{}: the manifest names signing key {} but verifies with {}",

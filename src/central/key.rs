@@ -41,9 +41,10 @@ pub struct PemKey {
 impl PemKey {
     /// Load the file.
     pub fn load(path: &Path) -> Result<Self, CentralError> {
-        let pem = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            CentralError::Key(format!("reading {}: {e}", path.display()))
-        })?);
+        let pem = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| CentralError::Key(format!("reading {}: {e}", path.display())))?,
+        );
         let sk = p256::SecretKey::from_pkcs8_pem(pem.trim())
             .or_else(|_| p256::SecretKey::from_sec1_pem(pem.trim()))
             .map_err(|_| {
@@ -126,7 +127,9 @@ impl Pkcs11Key {
                     .map(|t| t.label().trim_end() == token_label)
                     .unwrap_or(false)
             })
-            .ok_or_else(|| CentralError::Key(format!("no PKCS#11 token labelled {token_label:?}")))?;
+            .ok_or_else(|| {
+                CentralError::Key(format!("no PKCS#11 token labelled {token_label:?}"))
+            })?;
         let session = ctx.open_ro_session(slot).map_err(p11("C_OpenSession"))?;
         let pin = cryptoki::types::AuthPin::from(pin.to_string());
         session
@@ -141,14 +144,24 @@ impl Pkcs11Key {
         };
         let key = match find(ObjectClass::PRIVATE_KEY).map_err(p11("C_FindObjects"))?[..] {
             [k] => k,
-            [] => return Err(CentralError::Key(format!("token {token_label:?} has no EC private key labelled {key_label:?}"))),
-            _ => return Err(CentralError::Key(format!("token {token_label:?} has several EC private keys labelled {key_label:?}"))),
+            [] => {
+                return Err(CentralError::Key(format!(
+                    "token {token_label:?} has no EC private key labelled {key_label:?}"
+                )))
+            }
+            _ => {
+                return Err(CentralError::Key(format!(
+                    "token {token_label:?} has several EC private keys labelled {key_label:?}"
+                )))
+            }
         };
         let pubh = *find(ObjectClass::PUBLIC_KEY)
             .map_err(p11("C_FindObjects"))?
             .first()
             .ok_or_else(|| {
-                CentralError::Key(format!("token {token_label:?} has no EC public key labelled {key_label:?}"))
+                CentralError::Key(format!(
+                    "token {token_label:?} has no EC public key labelled {key_label:?}"
+                ))
             })?;
         let attrs = session
             .get_attributes(pubh, &[AttributeType::EcPoint])
@@ -231,8 +244,12 @@ impl KeyWrap for ComplianceUnwrap<'_> {
         if compliance::key_id_of(kek_id).is_none() {
             return Err(VaultError::UnknownKek(kek_id.to_string()));
         }
-        let enc = compliance::wrapped_enc(wrapped).map_err(|_| VaultError::Malformed("compliance slot"))?;
-        let dh = self.0.dh(enc).map_err(|e| VaultError::KeyUnavailable(e.to_string()))?;
+        let enc = compliance::wrapped_enc(wrapped)
+            .map_err(|_| VaultError::Malformed("compliance slot"))?;
+        let dh = self
+            .0
+            .dh(enc)
+            .map_err(|e| VaultError::KeyUnavailable(e.to_string()))?;
         compliance::unwrap_data_key(kek_id, wrapped, &dh, self.0.public_key())
             .map_err(|_| VaultError::UnwrapFailed)
     }

@@ -105,9 +105,14 @@ pub fn main(cmd: KeysCommand) -> anyhow::Result<()> {
             }
             match (&cfg.keys.compliance_key_id, &cfg.keys.compliance_public_key) {
                 (Some(id), Some(p)) => {
-                    println!("compliance key     {id} ({}): new recordings are wrapped to it", p.display())
+                    println!(
+                        "compliance key     {id} ({}): new recordings are wrapped to it",
+                        p.display()
+                    )
                 }
-                _ => println!("compliance key     NONE: archive copies open only with this box's keys"),
+                _ => println!(
+                    "compliance key     NONE: archive copies open only with this box's keys"
+                ),
             }
             let files = crate::recording::recording_files(&cfg.storage.recordings_dir());
             let counts = crate::service::keys::compliance_wrap_counts(&files);

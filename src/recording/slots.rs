@@ -15,8 +15,7 @@ use std::path::Path;
 
 use super::container::{
     read_header, slot_count_of_body, ContainerError, ContainerReader, Header, KeySlot,
-    KEY_SLOT_COUNT, KEY_SLOT_LEN, MAX_KEY_SLOT_COUNT,
-    MAGIC, MAX_HEADER_BODY,
+    KEY_SLOT_COUNT, KEY_SLOT_LEN, MAGIC, MAX_HEADER_BODY, MAX_KEY_SLOT_COUNT,
 };
 use branchrec_core::keys::KeyWrap;
 

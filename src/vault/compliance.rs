@@ -128,7 +128,10 @@ mod tests {
             .unwrap();
         let k = parse_public_key_pem(&pem).unwrap();
         assert_eq!(k, sk.public_key());
-        assert!(parse_public_key_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(parse_public_key_pem(
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+        )
+        .is_err());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.pem");
         std::fs::write(&f, &pem).unwrap();
@@ -137,7 +140,8 @@ mod tests {
         let dk = DataKey::from_bytes([1; 32]);
         let (kid, w) = r.wrap(&dk).unwrap();
         assert_eq!(kid, "hpke1:ck-1");
-        let enc = branchrec_core::hpke::PublicKey::from_sec1(compliance::wrapped_enc(&w).unwrap()).unwrap();
+        let enc = branchrec_core::hpke::PublicKey::from_sec1(compliance::wrapped_enc(&w).unwrap())
+            .unwrap();
         let got = compliance::unwrap_data_key(&kid, &w, &sk.dh(&enc), &r.public_key).unwrap();
         assert_eq!(got, dk);
         // Two wraps of one key differ (fresh ephemeral key each time).

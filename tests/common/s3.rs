@@ -159,4 +159,3 @@ pub fn s3check(moto: &Moto, ca: &Path, args: &[&str]) -> Value {
     assert!(st.success(), "s3check {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("s3check {args:?}: {e}: {out}"))
 }
-

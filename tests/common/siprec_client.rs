@@ -85,7 +85,15 @@ pub fn invite_text_via(
 ) -> String {
     let alice = format!("sip:alice{n}@example.com");
     let bob = format!("sip:bob{n}@example.com");
-    invite_text_parties(srs, me, n, sdp, via_params, (&alice, "Alice"), (&bob, "Bob"))
+    invite_text_parties(
+        srs,
+        me,
+        n,
+        sdp,
+        via_params,
+        (&alice, "Alice"),
+        (&bob, "Bob"),
+    )
 }
 
 /// [`invite_text_via`] with the two participants' `(aor, name)` given.

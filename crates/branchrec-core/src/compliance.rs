@@ -78,7 +78,14 @@ pub fn wrap_data_key(
         return Err(ComplianceError::BadKeyId(key_id.into()));
     }
     let kid = kek_id(key_id);
-    let (enc, ct) = hpke::seal(Aead::Aes256Gcm, pk, WRAP_INFO, kid.as_bytes(), dk.as_bytes(), ikm)?;
+    let (enc, ct) = hpke::seal(
+        Aead::Aes256Gcm,
+        pk,
+        WRAP_INFO,
+        kid.as_bytes(),
+        dk.as_bytes(),
+        ikm,
+    )?;
     let mut out = Vec::with_capacity(WRAPPED_LEN);
     out.push(WRAP_VERSION);
     out.extend_from_slice(&enc);

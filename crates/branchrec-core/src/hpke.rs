@@ -167,7 +167,9 @@ fn hpke_suite_id(aead: Aead) -> [u8; 10] {
 
 /// `LabeledExtract(salt, label, ikm)` → PRK (32 bytes).
 fn labeled_extract(suite: &[u8], salt: &[u8], label: &[u8], ikm: &[u8]) -> Zeroizing<[u8; 32]> {
-    let mut labeled = Zeroizing::new(Vec::with_capacity(7 + suite.len() + label.len() + ikm.len()));
+    let mut labeled = Zeroizing::new(Vec::with_capacity(
+        7 + suite.len() + label.len() + ikm.len(),
+    ));
     labeled.extend_from_slice(b"HPKE-v1");
     labeled.extend_from_slice(suite);
     labeled.extend_from_slice(label);
@@ -248,7 +250,13 @@ pub fn key_schedule(
     (key, nonce)
 }
 
-fn aead_seal(aead: Aead, key: &[u8], nonce: &[u8; 12], aad: &[u8], pt: &[u8]) -> Result<Vec<u8>, HpkeError> {
+fn aead_seal(
+    aead: Aead,
+    key: &[u8],
+    nonce: &[u8; 12],
+    aad: &[u8],
+    pt: &[u8],
+) -> Result<Vec<u8>, HpkeError> {
     let n = Nonce::from_slice(nonce);
     let p = Payload { msg: pt, aad };
     match aead {

@@ -21,7 +21,8 @@ const KEY: &str = "868c066ef58aae6dc589b6cfdd18f97e";
 const BASE_NONCE: &str = "4e0bc5018beba4bf004cca59";
 const PT: &str = "4265617574792069732074727574682c20747275746820626561757479";
 const AAD0: &str = "436f756e742d30";
-const CT0: &str = "5ad590bb8baa577f8619db35a36311226a896e7342a6d836d8b7bcd2f20b6c7f9076ac232e3ab2523f39513434";
+const CT0: &str =
+    "5ad590bb8baa577f8619db35a36311226a896e7342a6d836d8b7bcd2f20b6c7f9076ac232e3ab2523f39513434";
 
 #[test]
 fn rfc9180_a31_derive_key_pair() {
@@ -61,7 +62,15 @@ fn rfc9180_a31_encap_schedule_seal_open() {
 #[test]
 fn open_refuses_altered_inputs() {
     let (sk_r, pk_r) = derive_key_pair(&[9u8; 32]).unwrap();
-    let (enc, ct) = seal(Aead::Aes256Gcm, &pk_r, b"info", b"aad", b"secret", &[1u8; 32]).unwrap();
+    let (enc, ct) = seal(
+        Aead::Aes256Gcm,
+        &pk_r,
+        b"info",
+        b"aad",
+        b"secret",
+        &[1u8; 32],
+    )
+    .unwrap();
     assert!(open(Aead::Aes256Gcm, &sk_r, &enc, b"info", b"aad", &ct).is_ok());
     assert_eq!(
         open(Aead::Aes256Gcm, &sk_r, &enc, b"inf0", b"aad", &ct).unwrap_err(),
@@ -109,7 +118,15 @@ fn aes256_interoperates_with_the_hpke_crate() {
         .unwrap();
         let our_sk = SecretKey::from_bytes(&their_sk.to_bytes()).unwrap();
         assert_eq!(our_sk.public_key().to_bytes()[..], their_pk.to_bytes()[..]);
-        let got = open(Aead::Aes256Gcm, &our_sk, &encapped.to_bytes(), &info, &aad, &ct).unwrap();
+        let got = open(
+            Aead::Aes256Gcm,
+            &our_sk,
+            &encapped.to_bytes(),
+            &info,
+            &aad,
+            &ct,
+        )
+        .unwrap();
         assert_eq!(&got[..], &pt[..]);
         // ours seals, theirs opens
         let mut ikm = [0u8; 32];
