@@ -86,8 +86,8 @@ fn main() -> anyhow::Result<()> {
     )?;
     cat.add_hold(
         &HoldTarget::Window {
-            from_ms: base + year_ms / 2,
-            to_ms: base + year_ms / 2 + 1_800_000,
+            from: branchrec::time::UnixMs(base + year_ms / 2),
+            to: branchrec::time::UnixMs(base + year_ms / 2 + 1_800_000),
         },
         "case 2",
         "bench",

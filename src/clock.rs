@@ -79,8 +79,8 @@ pub const CLOCK_OFFSET_ENV: &str = "BRANCHREC_TEST_CLOCK_OFFSET_S";
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        chrono::Utc::now().timestamp_millis()
+    fn now(&self) -> UnixMs {
+        UnixMs::from_datetime(&chrono::Utc::now())
     }
 }
 
@@ -108,10 +108,12 @@ impl OffsetClock {
 }
 
 impl Clock for OffsetClock {
-    fn now_ms(&self) -> i64 {
-        SystemClock
-            .now_ms()
-            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    fn now(&self) -> UnixMs {
+        UnixMs(
+            SystemClock
+                .now_ms()
+                .saturating_add(self.offset_ms.load(Ordering::Relaxed)),
+        )
     }
 }
 

@@ -72,7 +72,15 @@ fn entry_hash(
     details: &str,
     prev: &str,
 ) -> String {
-    branchrec::lifecycle::audit::entry_hash(seq, at, actor, action, target, details, prev)
+    branchrec::lifecycle::audit::entry_hash(
+        seq,
+        branchrec::time::UnixMs(at),
+        actor,
+        action,
+        target,
+        details,
+        prev,
+    )
 }
 
 /// Remove every entry whose action is in `drop`, renumber and re-hash the rest so the

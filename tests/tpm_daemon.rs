@@ -204,9 +204,19 @@ fn tpm_custody_end_to_end() {
     assert!(std::fs::metadata(&wav).unwrap().len() > 44 + 2 * 2 * 8000 / 2);
 
     // 4. Rotation: refused while the daemon runs; afterwards every recording exports.
-    let dm = inst.start();
+    let mut dm = inst.start();
     let o = inst.cli(&["keys", "rotate"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("running"));
+    // Seen once under heavy load without a cause (the old assert printed nothing): say
+    // whether the daemon was still up, what the CLI said, and the daemon's log.
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("running"),
+        "keys rotate while the daemon runs: exit {:?}, daemon exited: {:?}\nstdout: {}\nstderr: {}\nlog:\n{}",
+        o.status.code(),
+        dm.try_wait(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        inst.log_text()
+    );
     dm.stop();
     let o = inst.cli_ok(&["keys", "rotate"]);
     assert!(o.contains("re-wrapped 2 recordings"), "{o}");

@@ -17,7 +17,7 @@ use crate::board::{Board, BoardShared, BoardStatus, HoldStatus, LedStatus, Press
 use crate::clock::MonoClock;
 use crate::lifecycle::holds::HoldTarget;
 use crate::service::holds::PlacedHold;
-use crate::time::Mono;
+use crate::time::{Mono, UnixMs};
 
 /// Operator recorded for holds placed with the button.
 pub const BUTTON_OPERATOR: &str = "button";
@@ -268,8 +268,8 @@ fn spawn_hold(
             .unwrap_or(i64::MAX / 60_000)
             .saturating_mul(60_000);
         let target = HoldTarget::Window {
-            from_ms: now_ms.saturating_sub(window_ms),
-            to_ms: now_ms,
+            from: UnixMs(now_ms.saturating_sub(window_ms)),
+            to: UnixMs(now_ms),
         };
         let box_id = if cfg.uplink.box_id.is_empty() {
             "unnamed-box".to_string()

@@ -15,6 +15,7 @@ use crate::lifecycle::retention::{plan_pressure, Pressure};
 use crate::lifecycle::Clock;
 pub use crate::service::retention::disk_usage;
 use crate::service::retention::sweep;
+use crate::time::UnixMs;
 
 /// What `retention status` shows of the daemon's life-cycle state (`<data_dir>/status.json`).
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -125,7 +126,7 @@ pub async fn sweeper(
                         cfg.retention.low_watermark_pct,
                         state,
                         &cands,
-                        now,
+                        UnixMs(now),
                         cfg.retention.local_only,
                     );
                     if !d.delete.is_empty() {
@@ -148,7 +149,7 @@ pub async fn sweeper(
                         cfg.retention.low_watermark_pct,
                         state,
                         &[],
-                        now,
+                        UnixMs(now),
                         cfg.retention.local_only,
                     );
                     if d2.state != state {

@@ -8,6 +8,7 @@ use super::{rfc3339, Catalog, CatalogError, RawRecording, RecordingRow};
 use crate::lifecycle::audit::{self, AuditEntry, SignedHead, GENESIS};
 use crate::lifecycle::holds::{covers, HoldFacts, HoldTarget};
 use crate::lifecycle::retention::{self, Candidate, KeepReason};
+use crate::time::UnixMs;
 
 /// What the rules decided for a recording.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,7 +148,7 @@ pub(super) fn append_audit(
         (d, Some(mark)) => serde_json::json!({ "details": d, "dev_clock": mark }).to_string(),
         (d, None) => d.to_string(),
     };
-    let hash = audit::entry_hash(seq, at_ms, actor, action, target, &details, &prev);
+    let hash = audit::entry_hash(seq, UnixMs(at_ms), actor, action, target, &details, &prev);
     conn.execute(
         "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -167,8 +168,8 @@ fn hold_target(
         "call" => HoldTarget::Call(value?),
         "participant" => HoldTarget::Participant(value?),
         "window" => HoldTarget::Window {
-            from_ms: from?,
-            to_ms: to?,
+            from: UnixMs(from?),
+            to: UnixMs(to?),
         },
         _ => return None,
     })
@@ -253,12 +254,12 @@ fn covering(holds: &[(i64, HoldTarget)], f: &Facts, now_ms: i64) -> Vec<i64> {
         call_id: &f.call_id,
         session_id: f.session_id.as_deref(),
         participants: f.aors.iter().map(String::as_str).collect(),
-        started_at_ms: f.started_at,
-        ended_at_ms: f.ended_at,
+        started_at: UnixMs(f.started_at),
+        ended_at: f.ended_at.map(UnixMs),
     };
     holds
         .iter()
-        .filter(|(_, t)| covers(t, &hf, now_ms))
+        .filter(|(_, t)| covers(t, &hf, UnixMs(now_ms)))
         .map(|(id, _)| *id)
         .collect()
 }
@@ -282,7 +283,7 @@ fn candidate(
     Ok(Some((
         Candidate {
             id: id.to_string(),
-            expires_at_ms: expires,
+            expires_at: expires.map(UnixMs),
             archived: archived.is_some(),
             held: !held_by.is_empty(),
             recording: state == "recording",
@@ -313,7 +314,7 @@ pub struct LifecycleCounts {
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         seq: r.get(0)?,
-        at_ms: r.get(1)?,
+        at_ms: UnixMs(r.get(1)?),
         actor: r.get(2)?,
         action: r.get(3)?,
         target: r.get(4)?,
@@ -461,7 +462,7 @@ impl Catalog {
             Ok((
                 SignedHead {
                     seq: r.get(0)?,
-                    at_ms: r.get(1)?,
+                    at_ms: UnixMs(r.get(1)?),
                     hash: r.get(2)?,
                     key_id: r.get(3)?,
                     signature: r.get(5)?,
@@ -562,7 +563,11 @@ impl Catalog {
             reason: format!("{}: {e}", hs.counter.describe()),
         })? as i64;
         let sig = hs.key.sign(&audit::head_message_v2(
-            seq, &hash, now_ms, ordinal, counter,
+            seq,
+            &hash,
+            UnixMs(now_ms),
+            ordinal,
+            counter,
         ));
         tx.execute(
             "INSERT INTO audit_heads (seq, at, hash, key_id, public_key, signature, ordinal, counter) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -595,14 +600,14 @@ impl Catalog {
                 })?;
                 (Some(p.clone()), None, None)
             }
-            HoldTarget::Window { from_ms, to_ms } => {
-                if from_ms > to_ms {
+            HoldTarget::Window { from, to } => {
+                if from > to {
                     return Err(CatalogError::Invalid {
                         field: "window",
                         reason: "start after end".into(),
                     });
                 }
-                (None, Some(*from_ms), Some(*to_ms))
+                (None, Some(from.as_millis()), Some(to.as_millis()))
             }
         };
         let tx = self.write_tx()?;
@@ -721,9 +726,9 @@ impl Catalog {
                 "SELECT COUNT(*) FROM recordings WHERE call_id = ?1 OR session_id = ?1", [c], |r| r.get(0))?,
             HoldTarget::Participant(p) => self.conn.query_row(
                 "SELECT COUNT(DISTINCT recording_id) FROM (SELECT recording_id FROM participants WHERE aor GLOB ?1 OR number GLOB ?1 UNION SELECT recording_id FROM participant_aliases WHERE kind = 'aor' AND (value GLOB ?1 OR number GLOB ?1))", [p], |r| r.get(0))?,
-            HoldTarget::Window { from_ms, to_ms } => self.conn.query_row(
+            HoldTarget::Window { from, to } => self.conn.query_row(
                 "SELECT COUNT(*) FROM recordings WHERE started_at <= ?2 AND COALESCE(ended_at, ?3) >= ?1",
-                params![from_ms, to_ms, now_ms], |r| r.get(0))?,
+                params![from.as_millis(), to.as_millis(), now_ms], |r| r.get(0))?,
         };
         Ok(n.max(0) as u64)
     }
@@ -783,7 +788,7 @@ impl Catalog {
             return Err(CatalogError::NotFound(id.to_string()));
         };
         let verdict = match mode {
-            DeleteMode::Expiry => retention::expiry_verdict(&cand, now_ms, local_only),
+            DeleteMode::Expiry => retention::expiry_verdict(&cand, UnixMs(now_ms), local_only),
             DeleteMode::Manual => retention::manual_delete_verdict(&cand, local_only),
             DeleteMode::MinDuration | DeleteMode::Unconfirmed => {
                 if cand.held {

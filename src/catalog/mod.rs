@@ -26,6 +26,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 
 use crate::clock::Clock;
+use crate::time::UnixMs;
 
 pub use schema::SCHEMA_VERSION;
 pub use types::{
@@ -678,9 +679,9 @@ impl Catalog {
                  WHERE kind = 'aor' AND (number GLOB {a} OR value GLOB {a}))"
                         )
                     }
-                    H::Window { from_ms, to_ms } => {
-                        let f = arg(Value::Integer(*from_ms), &mut args);
-                        let t = arg(Value::Integer(*to_ms), &mut args);
+                    H::Window { from, to } => {
+                        let f = arg(Value::Integer(from.as_millis()), &mut args);
+                        let t = arg(Value::Integer(to.as_millis()), &mut args);
                         let n = arg(Value::Integer(now), &mut args);
                         format!("(r.started_at <= {t} AND COALESCE(r.ended_at, {n}) >= {f})")
                     }
@@ -1032,12 +1033,12 @@ impl SummaryHead {
                 call_id: &self.call_id,
                 session_id: self.session_id.as_deref(),
                 participants: prows.iter().filter_map(|p| p.aor.as_deref()).collect(),
-                started_at_ms: self.started_at,
-                ended_at_ms: self.ended_at,
+                started_at: UnixMs(self.started_at),
+                ended_at: self.ended_at.map(UnixMs),
             };
             holds
                 .iter()
-                .any(|(_, t)| crate::lifecycle::holds::covers(t, &hf, now_ms))
+                .any(|(_, t)| crate::lifecycle::holds::covers(t, &hf, UnixMs(now_ms)))
         };
         let lifecycle = LifecycleSummary {
             rule: self.rule.clone(),

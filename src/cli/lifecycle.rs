@@ -9,6 +9,7 @@ use clap::Subcommand;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::lifecycle::holds::HoldTarget;
+use crate::time::UnixMs;
 
 /// Who is acting, for the audit log: `cli:<login>`, the name of this process's real
 /// user id from the OS (never an environment variable or a command-line string).
@@ -183,8 +184,8 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
                 let span = parse_span(&l)
                     .with_context(|| format!("--last {l}: expected e.g. 30m, 2h, 1d"))?;
                 targets.push(HoldTarget::Window {
-                    from_ms: now - span,
-                    to_ms: now,
+                    from: UnixMs(now - span),
+                    to: UnixMs(now),
                 });
             }
             if from.is_some() || to.is_some() {
@@ -195,7 +196,10 @@ pub fn hold_main(cmd: HoldCommand) -> anyhow::Result<()> {
                     .map(|t| parse_time(t, now))
                     .transpose()?
                     .unwrap_or(now);
-                targets.push(HoldTarget::Window { from_ms, to_ms });
+                targets.push(HoldTarget::Window {
+                    from: UnixMs(from_ms),
+                    to: UnixMs(to_ms),
+                });
             }
             if targets.len() != 1 {
                 bail!(
@@ -395,9 +399,7 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 for e in entries {
-                    let t = chrono::DateTime::from_timestamp_millis(e.at_ms)
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                        .unwrap_or_default();
+                    let t = e.at_ms.to_rfc3339_millis();
                     println!(
                         "{:>6}  {t}  {:<18}  {:<20}  {:<38}  {}",
                         e.seq, e.actor, e.action, e.target, e.details

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::lifecycle::audit::{CounterReading, Problem, SignedHead, VerifyPolicy};
+use crate::time::UnixMs;
 use crate::vault::HeadSigner;
 
 /// The head signer of this installation from its custody keys, if they load (software
@@ -114,8 +115,8 @@ pub fn verify_log(
     };
     let policy = VerifyPolicy {
         counter: reading,
-        now_ms,
-        max_unsigned_ms: i64::from(cfg.audit.max_unsigned_s) * 1000,
+        now: UnixMs(now_ms),
+        max_unsigned: std::time::Duration::from_secs(u64::from(cfg.audit.max_unsigned_s)),
     };
     let mut problems = Vec::new();
     if let Err(m) = &own_pub {
@@ -225,7 +226,7 @@ pub fn two_person(
     let window_ms = i64::from(cfg.audit.two_person_window_s) * 1000;
     let pending = cat
         .last_audit_entry_for(&req_action, target)?
-        .filter(|e| now_ms.saturating_sub(e.at_ms) <= window_ms && e.at_ms <= now_ms)
+        .filter(|e| UnixMs(now_ms).millis_since(e.at_ms) <= window_ms && e.at_ms <= UnixMs(now_ms))
         // A request already carried out (the action audited after it) is spent.
         .filter(|e| {
             cat.last_audit_entry_for(action, target)

@@ -12,6 +12,7 @@ use crate::catalog::{Catalog, CatalogError, RecordingRow};
 use crate::config::Config;
 use crate::lifecycle::retention::{plan_expiry, DiskUsage, KeepReason};
 use crate::recording::shred::shred_file;
+use crate::time::UnixMs;
 
 /// Most recordings looked at per sweep batch.
 const BATCH: u32 = 500;
@@ -102,7 +103,7 @@ pub fn sweep(
         if cands.is_empty() {
             break;
         }
-        let plan = plan_expiry(&cands, now_ms, cfg.retention.local_only);
+        let plan = plan_expiry(&cands, UnixMs(now_ms), cfg.retention.local_only);
         for (id, why) in plan.blocked {
             rep.blocked.push((id.clone(), why.as_str().to_string()));
             skip.insert(id);

@@ -220,6 +220,13 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The exit status if the process has already exited (`None`: still running).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// SIGTERM, then wait at most `limit` for the exit status (`None`: killed after it).
     pub fn terminate(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;

@@ -27,13 +27,16 @@
 //! time as on-disk `u64` unix ms, converted from [`UnixMs`] at the header
 //! ([`unix_ms_on_disk`](crate::recording::container::unix_ms_on_disk)).
 //!
-//! Migration state: [`board`](crate::board), [`uplink`](crate::uplink), `media`,
-//! `capture`, `recording::session`, `sip` (endpoint, transactions, dialogs, session
-//! timers, access log) and `siprec::srs` use these types; no `std::time::Instant` is left
-//! in this crate (the daemon maps a `Mono` deadline back to a timer with
-//! `MonoClock::instant`). Still to move: `i64` unix ms in
-//! `lifecycle::{Clock,retention,holds,audit}` (the same unit as `UnixMs`, carried as a bare
-//! integer).
+//! Every core uses these two types: [`board`](crate::board), [`uplink`](crate::uplink),
+//! `media`, `capture`, `recording::session`, `sip` (endpoint, transactions, dialogs,
+//! session timers, access log), `siprec::srs` and `lifecycle` (its `Clock`, retention
+//! and pressure planning, hold coverage, the audit chain and its verification policy).
+//! No `std::time::Instant` is left in this crate and no clock reading enters a core as a
+//! bare integer (the daemon maps a `Mono` deadline back to a timer with
+//! `MonoClock::instant`). Integers remain only for what is not a clock reading: offsets on
+//! a recording's own timeline (`Event::at_ms`), durations in stats, and on-disk fields
+//! (the container header's `created_unix_ms`; catalogue columns, wrapped in a [`UnixMs`]
+//! where a row meets a core type).
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};

@@ -25,6 +25,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::time::UnixMs;
+
 /// `prev_hash` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -33,8 +35,8 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub struct AuditEntry {
     /// Position in the chain, from 1.
     pub seq: i64,
-    /// When, unix ms.
-    pub at_ms: i64,
+    /// When (serialized as unix ms).
+    pub at_ms: UnixMs,
     /// Who: `daemon`, `cli:<user>`, `rule`, `sweeper`, …
     pub actor: String,
     /// What: `recording.export`, `hold.add`, `recording.delete`, …
@@ -58,7 +60,7 @@ fn put_str(h: &mut Sha256, s: &str) {
 #[allow(clippy::too_many_arguments)]
 pub fn entry_hash(
     seq: i64,
-    at_ms: i64,
+    at: UnixMs,
     actor: &str,
     action: &str,
     target: &str,
@@ -68,7 +70,7 @@ pub fn entry_hash(
     let mut h = Sha256::new();
     h.update(b"branchrec-audit-v1");
     h.update(seq.to_be_bytes());
-    h.update(at_ms.to_be_bytes());
+    h.update(at.as_millis().to_be_bytes());
     put_str(&mut h, actor);
     put_str(&mut h, action);
     put_str(&mut h, target);
@@ -78,20 +80,20 @@ pub fn entry_hash(
 }
 
 /// The message a chain-head signature covers.
-pub fn head_message(seq: i64, hash: &str, at_ms: i64) -> Vec<u8> {
+pub fn head_message(seq: i64, hash: &str, at: UnixMs) -> Vec<u8> {
     let mut m = b"branchrec-audit-head-v1".to_vec();
     m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&at_ms.to_be_bytes());
+    m.extend_from_slice(&at.as_millis().to_be_bytes());
     m.extend_from_slice(hash.as_bytes());
     m
 }
 
 /// The message a v2 chain-head signature covers: also the head's ordinal and the
 /// monotonic counter value it was signed under.
-pub fn head_message_v2(seq: i64, hash: &str, at_ms: i64, ordinal: i64, counter: i64) -> Vec<u8> {
+pub fn head_message_v2(seq: i64, hash: &str, at: UnixMs, ordinal: i64, counter: i64) -> Vec<u8> {
     let mut m = b"branchrec-audit-head-v2".to_vec();
     m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&at_ms.to_be_bytes());
+    m.extend_from_slice(&at.as_millis().to_be_bytes());
     m.extend_from_slice(&ordinal.to_be_bytes());
     m.extend_from_slice(&counter.to_be_bytes());
     m.extend_from_slice(hash.as_bytes());
@@ -105,8 +107,8 @@ pub struct SignedHead {
     pub seq: i64,
     /// Its hash.
     pub hash: String,
-    /// When it was signed, unix ms.
-    pub at_ms: i64,
+    /// When it was signed (serialized as unix ms).
+    pub at_ms: UnixMs,
     /// Signing key id.
     pub key_id: String,
     /// Ed25519 signature, hex.
@@ -145,10 +147,10 @@ pub enum CounterReading {
 pub struct VerifyPolicy {
     /// The monotonic counter's reading.
     pub counter: CounterReading,
-    /// Now, unix ms.
-    pub now_ms: i64,
+    /// Now.
+    pub now: UnixMs,
     /// Entries not covered by a signed head may be at most this old.
-    pub max_unsigned_ms: i64,
+    pub max_unsigned: std::time::Duration,
 }
 
 /// One problem found by [`verify`].
@@ -325,8 +327,9 @@ fn check_heads(
     // Coverage: the oldest entry after the last signed seq must be recent.
     if let Some(i) = entries.iter().position(|e| e.seq > covered_seq) {
         let e = &entries[i];
-        let age = policy.now_ms.saturating_sub(e.at_ms);
-        if age > policy.max_unsigned_ms {
+        let age = policy.now.millis_since(e.at_ms);
+        let max_unsigned_ms = i64::try_from(policy.max_unsigned.as_millis()).unwrap_or(i64::MAX);
+        if age > max_unsigned_ms {
             out.push(Problem {
                 position: i + 1,
                 seq: e.seq,
@@ -334,7 +337,7 @@ fn check_heads(
                     "entries from seq {} on are not covered by a signed head ({} s old, at most {} s allowed): unsigned history",
                     e.seq,
                     age / 1000,
-                    policy.max_unsigned_ms / 1000
+                    max_unsigned_ms / 1000
                 ),
             });
         }
@@ -382,8 +385,8 @@ mod tests {
     fn lax() -> VerifyPolicy {
         VerifyPolicy {
             counter: CounterReading::Unset,
-            now_ms: 0,
-            max_unsigned_ms: i64::MAX,
+            now: UnixMs(0),
+            max_unsigned: std::time::Duration::MAX,
         }
     }
 
@@ -391,7 +394,7 @@ mod tests {
         SignedHead {
             seq,
             hash: c[seq as usize - 1].hash.clone(),
-            at_ms: 2000 + seq,
+            at_ms: UnixMs(2000 + seq),
             key_id: "k".into(),
             signature: String::new(),
             ordinal: Some(ordinal),
@@ -402,8 +405,8 @@ mod tests {
     fn policy(counter: i64, now_ms: i64) -> VerifyPolicy {
         VerifyPolicy {
             counter: CounterReading::Value(counter),
-            now_ms,
-            max_unsigned_ms: 60_000,
+            now: UnixMs(now_ms),
+            max_unsigned: std::time::Duration::from_secs(60),
         }
     }
 
@@ -475,10 +478,18 @@ mod tests {
         let mut prev = GENESIS.to_string();
         for seq in 1..=n {
             let details = format!("{{\"n\":{seq}}}");
-            let hash = entry_hash(seq, 1000 + seq, "cli", "hold.add", "x", &details, &prev);
+            let hash = entry_hash(
+                seq,
+                UnixMs(1000 + seq),
+                "cli",
+                "hold.add",
+                "x",
+                &details,
+                &prev,
+            );
             out.push(AuditEntry {
                 seq,
-                at_ms: 1000 + seq,
+                at_ms: UnixMs(1000 + seq),
                 actor: "cli".into(),
                 action: "hold.add".into(),
                 target: "x".into(),
@@ -521,7 +532,7 @@ mod tests {
         let head = SignedHead {
             seq: 5,
             hash: c[4].hash.clone(),
-            at_ms: 0,
+            at_ms: UnixMs(0),
             key_id: "k".into(),
             signature: String::new(),
             ordinal: None,

@@ -1,6 +1,7 @@
 //! Legal holds: what a hold covers, and whether a recording is covered.
 
 use super::pattern::aor_matches;
+use crate::time::UnixMs;
 
 /// What a hold covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,12 +12,12 @@ pub enum HoldTarget {
     Call(String),
     /// Every recording with a participant whose AoR or number matches this pattern.
     Participant(String),
-    /// Every recording that overlaps `[from_ms, to_ms]` (unix ms).
+    /// Every recording that overlaps `[from, to]`.
     Window {
         /// Start.
-        from_ms: i64,
+        from: UnixMs,
         /// End.
-        to_ms: i64,
+        to: UnixMs,
     },
 }
 
@@ -43,21 +44,21 @@ pub struct HoldFacts<'a> {
     pub session_id: Option<&'a str>,
     /// Participant AoRs.
     pub participants: Vec<&'a str>,
-    /// Start, unix ms.
-    pub started_at_ms: i64,
-    /// End, unix ms (`None` while recording: counts as "now").
-    pub ended_at_ms: Option<i64>,
+    /// Start.
+    pub started_at: UnixMs,
+    /// End (`None` while recording: counts as "now").
+    pub ended_at: Option<UnixMs>,
 }
 
-/// Whether `target` covers the recording described by `f` (at time `now_ms`).
-pub fn covers(target: &HoldTarget, f: &HoldFacts<'_>, now_ms: i64) -> bool {
+/// Whether `target` covers the recording described by `f` (at time `now`).
+pub fn covers(target: &HoldTarget, f: &HoldFacts<'_>, now: UnixMs) -> bool {
     match target {
         HoldTarget::Recording(id) => id == f.id,
         HoldTarget::Call(c) => c == f.call_id || f.session_id == Some(c.as_str()),
         HoldTarget::Participant(p) => f.participants.iter().any(|a| aor_matches(p, a)),
-        HoldTarget::Window { from_ms, to_ms } => {
-            let end = f.ended_at_ms.unwrap_or(now_ms);
-            f.started_at_ms <= *to_ms && end >= *from_ms
+        HoldTarget::Window { from, to } => {
+            let end = f.ended_at.unwrap_or(now);
+            f.started_at <= *to && end >= *from
         }
     }
 }
@@ -73,59 +74,71 @@ mod tests {
             call_id: "c1@x",
             session_id: Some("s1"),
             participants: vec!["sip:+4930111@pbx", "sip:1002@pbx"],
-            started_at_ms: 1000,
-            ended_at_ms: Some(2000),
+            started_at: UnixMs(1000),
+            ended_at: Some(UnixMs(2000)),
         };
-        assert!(covers(&HoldTarget::Recording("r1".into()), &f, 0));
-        assert!(!covers(&HoldTarget::Recording("r2".into()), &f, 0));
-        assert!(covers(&HoldTarget::Call("c1@x".into()), &f, 0));
-        assert!(covers(&HoldTarget::Call("s1".into()), &f, 0));
-        assert!(covers(&HoldTarget::Participant("+4930111".into()), &f, 0));
-        assert!(covers(&HoldTarget::Participant("+4930*".into()), &f, 0));
-        assert!(!covers(&HoldTarget::Participant("+4940*".into()), &f, 0));
+        assert!(covers(&HoldTarget::Recording("r1".into()), &f, UnixMs(0)));
+        assert!(!covers(&HoldTarget::Recording("r2".into()), &f, UnixMs(0)));
+        assert!(covers(&HoldTarget::Call("c1@x".into()), &f, UnixMs(0)));
+        assert!(covers(&HoldTarget::Call("s1".into()), &f, UnixMs(0)));
         assert!(covers(
-            &HoldTarget::Window {
-                from_ms: 1500,
-                to_ms: 1600
-            },
+            &HoldTarget::Participant("+4930111".into()),
             &f,
-            0
+            UnixMs(0)
+        ));
+        assert!(covers(
+            &HoldTarget::Participant("+4930*".into()),
+            &f,
+            UnixMs(0)
+        ));
+        assert!(!covers(
+            &HoldTarget::Participant("+4940*".into()),
+            &f,
+            UnixMs(0)
         ));
         assert!(covers(
             &HoldTarget::Window {
-                from_ms: 2000,
-                to_ms: 3000
+                from: UnixMs(1500),
+                to: UnixMs(1600)
             },
             &f,
-            0
+            UnixMs(0)
+        ));
+        assert!(covers(
+            &HoldTarget::Window {
+                from: UnixMs(2000),
+                to: UnixMs(3000)
+            },
+            &f,
+            UnixMs(0)
         ));
         assert!(!covers(
             &HoldTarget::Window {
-                from_ms: 2001,
-                to_ms: 3000
+                from: UnixMs(2001),
+                to: UnixMs(3000)
             },
             &f,
-            0
+            UnixMs(0)
         ));
         assert!(!covers(
             &HoldTarget::Window {
-                from_ms: 0,
-                to_ms: 999
+                from: UnixMs(0),
+                to: UnixMs(999)
             },
             &f,
-            0
+            UnixMs(0)
         ));
         let running = HoldFacts {
-            ended_at_ms: None,
+            ended_at: None,
             ..f
         };
         assert!(covers(
             &HoldTarget::Window {
-                from_ms: 5000,
-                to_ms: 6000
+                from: UnixMs(5000),
+                to: UnixMs(6000)
             },
             &running,
-            5500
+            UnixMs(5500)
         ));
     }
 }

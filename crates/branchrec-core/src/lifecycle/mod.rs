@@ -21,8 +21,12 @@ pub mod rules;
 pub use retention::{Keep, RetentionConfig};
 pub use rules::{PolicyConfig, RuleConfig};
 
-/// Wall-clock time for life-cycle decisions, unix milliseconds.
+/// Wall-clock time for life-cycle decisions.
 pub trait Clock: Send + Sync {
-    /// Now, unix ms.
-    fn now_ms(&self) -> i64;
+    /// Now.
+    fn now(&self) -> crate::time::UnixMs;
+    /// Now as the catalogue's integer column (unix ms).
+    fn now_ms(&self) -> i64 {
+        self.now().as_millis()
+    }
 }

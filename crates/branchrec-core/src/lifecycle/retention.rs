@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::time::UnixMs;
+
 /// `[retention]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -142,8 +144,8 @@ impl RetentionConfig {
 pub struct Candidate {
     /// Recording id.
     pub id: String,
-    /// Expiry, unix ms; `None` = never (or call still running).
-    pub expires_at_ms: Option<i64>,
+    /// Expiry; `None` = never (or call still running).
+    pub expires_at: Option<UnixMs>,
     /// Whether the central archive has confirmed it.
     pub archived: bool,
     /// Whether an active legal hold covers it.
@@ -180,15 +182,15 @@ impl KeepReason {
 }
 
 /// Whether a recording may be deleted by expiry now; `Err` says why not.
-pub fn expiry_verdict(c: &Candidate, now_ms: i64, local_only: bool) -> Result<(), KeepReason> {
+pub fn expiry_verdict(c: &Candidate, now: UnixMs, local_only: bool) -> Result<(), KeepReason> {
     if c.recording {
         return Err(KeepReason::InProgress);
     }
     if c.held {
         return Err(KeepReason::Held);
     }
-    match c.expires_at_ms {
-        Some(t) if t <= now_ms => {}
+    match c.expires_at {
+        Some(t) if t <= now => {}
         _ => return Err(KeepReason::NotExpired),
     }
     if !local_only && !c.archived {
@@ -223,15 +225,15 @@ pub struct Plan {
 
 /// Plan an expiry sweep: every expired, unprotected recording is deleted, earliest expiry
 /// first; expired but protected ones are reported.
-pub fn plan_expiry(cands: &[Candidate], now_ms: i64, local_only: bool) -> Plan {
+pub fn plan_expiry(cands: &[Candidate], now: UnixMs, local_only: bool) -> Plan {
     let mut c: Vec<&Candidate> = cands.iter().collect();
-    c.sort_by_key(|c| (c.expires_at_ms.unwrap_or(i64::MAX), c.id.clone()));
+    c.sort_by_key(|c| (c.expires_at.unwrap_or(UnixMs(i64::MAX)), c.id.clone()));
     let mut plan = Plan::default();
     for c in c {
-        match expiry_verdict(c, now_ms, local_only) {
+        match expiry_verdict(c, now, local_only) {
             Ok(()) => plan.delete.push(c.id.clone()),
             Err(r @ (KeepReason::Held | KeepReason::Unarchived)) => {
-                if c.expires_at_ms.is_some_and(|t| t <= now_ms) {
+                if c.expires_at.is_some_and(|t| t <= now) {
                     plan.blocked.push((c.id.clone(), r));
                 }
             }
@@ -290,7 +292,7 @@ pub fn plan_pressure(
     low_pct: u8,
     prev: Pressure,
     cands: &[Candidate],
-    now_ms: i64,
+    now: UnixMs,
     local_only: bool,
 ) -> PressureDecision {
     let used = usage.used_pct();
@@ -306,7 +308,7 @@ pub fn plan_pressure(
     if used < high {
         // Between the watermarks after refusing: keep refusing until below `low`
         // (hysteresis), but delete nothing more — there is nothing deletable.
-        let plan = plan_expiry(cands, now_ms, local_only);
+        let plan = plan_expiry(cands, now, local_only);
         if plan.delete.is_empty() {
             return PressureDecision {
                 delete: Vec::new(),
@@ -315,7 +317,7 @@ pub fn plan_pressure(
             };
         }
     }
-    let plan = plan_expiry(cands, now_ms, local_only);
+    let plan = plan_expiry(cands, now, local_only);
     let sizes: std::collections::HashMap<&str, u64> =
         cands.iter().map(|c| (c.id.as_str(), c.bytes)).collect();
     let target_used = (usage.total as f64 * low / 100.0) as u64;
@@ -348,7 +350,7 @@ mod tests {
     fn c(id: &str, exp: Option<i64>, archived: bool, held: bool, bytes: u64) -> Candidate {
         Candidate {
             id: id.into(),
-            expires_at_ms: exp,
+            expires_at: exp.map(UnixMs),
             archived,
             held,
             recording: false,
@@ -382,7 +384,7 @@ mod tests {
                 ..c("rec", Some(1), true, false, 1)
             },
         ];
-        let p = plan_expiry(&cands, 1000, false);
+        let p = plan_expiry(&cands, UnixMs(1000), false);
         assert_eq!(p.delete, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(
             p.blocked,
@@ -391,7 +393,7 @@ mod tests {
                 ("unarch".to_string(), KeepReason::Unarchived)
             ]
         );
-        let p = plan_expiry(&cands, 1000, true);
+        let p = plan_expiry(&cands, UnixMs(1000), true);
         assert_eq!(
             p.delete,
             vec!["unarch".to_string(), "a".to_string(), "b".to_string()]
@@ -419,7 +421,7 @@ mod tests {
             c("held", Some(1), true, true, 500),
             c("new", Some(10_000), true, false, 100),
         ];
-        let d = plan_pressure(usage, 90, 80, Pressure::Normal, &cands, 100, true);
+        let d = plan_pressure(usage, 90, 80, Pressure::Normal, &cands, UnixMs(100), true);
         // 950 used → delete older (850), old (750 ≤ 800) → enough.
         assert_eq!(d.delete, vec!["older".to_string(), "old".to_string()]);
         assert_eq!(d.state, Pressure::Normal);
@@ -429,7 +431,7 @@ mod tests {
             c("held", Some(1), true, true, 500),
             c("new", Some(10_000), true, false, 100),
         ];
-        let d = plan_pressure(usage, 90, 80, Pressure::Normal, &prot, 100, true);
+        let d = plan_pressure(usage, 90, 80, Pressure::Normal, &prot, UnixMs(100), true);
         assert!(d.delete.is_empty());
         assert_eq!(d.state, Pressure::Refusing);
         assert!(d.alarm);
@@ -439,11 +441,11 @@ mod tests {
             avail: 150,
         };
         assert_eq!(
-            plan_pressure(mid, 90, 80, Pressure::Refusing, &prot, 100, true).state,
+            plan_pressure(mid, 90, 80, Pressure::Refusing, &prot, UnixMs(100), true).state,
             Pressure::Refusing
         );
         assert_eq!(
-            plan_pressure(mid, 90, 80, Pressure::Normal, &prot, 100, true).state,
+            plan_pressure(mid, 90, 80, Pressure::Normal, &prot, UnixMs(100), true).state,
             Pressure::Normal
         );
         let low = DiskUsage {
@@ -451,7 +453,7 @@ mod tests {
             avail: 210,
         };
         assert_eq!(
-            plan_pressure(low, 90, 80, Pressure::Refusing, &prot, 100, true).state,
+            plan_pressure(low, 90, 80, Pressure::Refusing, &prot, UnixMs(100), true).state,
             Pressure::Normal
         );
     }
