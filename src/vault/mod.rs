@@ -10,6 +10,7 @@
 //! The wrapped-key format of [`KeyFileVault`] is documented in `docs/recording-format.md`.
 
 pub mod audit_key;
+pub mod compliance;
 pub mod counter;
 pub mod custody;
 pub mod escrow;

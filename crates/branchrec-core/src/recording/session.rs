@@ -73,6 +73,9 @@ pub struct RecordingKeys {
     pub wrapped_key: Vec<u8>,
     /// The wrapping KEK.
     pub kek_id: String,
+    /// The data key wrapped to the central compliance key, `(kek_id, wrapped)`
+    /// (`crate::compliance`): the container's third key slot. `None`: two slots.
+    pub compliance: Option<(String, Vec<u8>)>,
     /// Random nonce prefix of the container.
     pub nonce_prefix: [u8; crate::recording::container::NONCE_PREFIX_LEN],
 }
@@ -329,11 +332,12 @@ impl Recording {
             kek_id: keys.kek_id,
             extra_json: String::new(),
         };
-        let (writer, header) = ContainerWriter::with_format(
+        let (writer, header) = ContainerWriter::with_slots(
             params,
             cfg.opus,
             keys.data_key,
             keys.wrapped_key,
+            keys.compliance,
             keys.nonce_prefix,
         )?;
         let timeline = CallTimeline::new(TimelineConfig {

@@ -42,6 +42,7 @@ fn keys(k: &TestKek) -> RecordingKeys {
         wrapped_key: k.wrap(&dk).unwrap(),
         data_key: dk,
         kek_id: k.kek_id(),
+        compliance: None,
         nonce_prefix: [4; 7],
     }
 }
