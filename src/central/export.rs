@@ -139,18 +139,7 @@ pub fn export_wav(
     }
     // 4. Decrypt (every chunk authenticates) and check the audio against the manifest.
     let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    if std::fs::symlink_metadata(out).is_ok() {
-        return Err(CentralError::Output(format!(
-            "{} exists: export never replaces a file",
-            out.display()
-        )));
-    }
-    let f = crate::recording::files::create_private(&tmp)
-        .map_err(|e| CentralError::Output(format!("creating {}: {e}", tmp.display())))?;
-    let res = (|| {
+    crate::recording::files::write_new_private(out, |tmp, f| {
         let (e, w) = crate::recording::export::to_wav(
             Cursor::new(&rec.container),
             &ComplianceUnwrap(key),
@@ -173,8 +162,6 @@ pub fn export_wav(
                 "decrypted audio hashes to {got}, the signed manifest says {want}"
             )));
         }
-        crate::recording::files::publish_no_replace(&tmp, out)
-            .map_err(|e| CentralError::Output(format!("publishing {}: {e}", out.display())))?;
         Ok(CentralExport {
             recording_id: idx.recording_id.clone(),
             out: out.to_path_buf(),
@@ -184,9 +171,5 @@ pub fn export_wav(
             audio_sha256: got,
             signer_enrolled: enrolled,
         })
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    })
 }

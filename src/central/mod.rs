@@ -50,6 +50,12 @@ pub enum CentralError {
     Output(String),
 }
 
+impl From<crate::recording::files::OutputFileError> for CentralError {
+    fn from(e: crate::recording::files::OutputFileError) -> Self {
+        CentralError::Output(e.to_string())
+    }
+}
+
 /// `central.toml`: where the archive is. `[archive]` takes the keys of the box's
 /// `[uplink]` (endpoint, region, bucket, path_style, prefix, credentials_file, ca_file,
 /// pin_sha256, allow_insecure_http, …); central only reads with them.

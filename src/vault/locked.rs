@@ -132,6 +132,8 @@ impl LockedKey {
         let s = self.slice_mut();
         debug_assert_eq!(s.len(), LOCKED_KEY_LEN);
         let (head, _) = s.split_at_mut(LOCKED_KEY_LEN.min(s.len()));
+        // Cannot fail: both stores are exactly LOCKED_KEY_LEN bytes (a `map_anon` of that
+        // length, or a `Box<[u8; LOCKED_KEY_LEN]>`).
         head.try_into()
             .expect("key mapping of LOCKED_KEY_LEN bytes")
     }

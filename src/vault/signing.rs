@@ -97,6 +97,7 @@ impl Ed25519Signer {
     /// with the KEK and, unlike the KEK, kept across `keys rotate`.
     pub fn derive_key(&self, label: &[u8]) -> LockedKey {
         use hmac::Mac;
+        // Cannot fail: HMAC accepts keys of any length.
         let mut m = <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.seed.as_bytes())
             .expect("HMAC takes keys of any length");
         m.update(label);
