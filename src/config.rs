@@ -73,6 +73,42 @@ pub struct Config {
     pub development: DevelopmentConfig,
     /// What personal data the catalogue keeps.
     pub privacy: PrivacyConfig,
+    /// Commands from headquarters (`_commands/<box>/` in the archive).
+    pub central: CentralCommandsConfig,
+}
+
+/// `[central]`: commands from headquarters, polled from the archive (docs/central.md,
+/// "Commands to boxes"). Off unless `command_public_key` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CentralCommandsConfig {
+    /// The central command key's public half (PEM SubjectPublicKeyInfo, Ed25519). Only
+    /// documents signed by it are executed.
+    pub command_public_key: Option<PathBuf>,
+    /// How often the uplink looks for new commands, s.
+    pub poll_interval_s: u32,
+}
+
+impl Default for CentralCommandsConfig {
+    fn default() -> Self {
+        CentralCommandsConfig {
+            command_public_key: None,
+            poll_interval_s: 60,
+        }
+    }
+}
+
+impl CentralCommandsConfig {
+    /// The configured command public key, loaded and checked.
+    pub fn load_public_key(&self) -> Result<Option<[u8; 32]>, String> {
+        let Some(p) = &self.command_public_key else {
+            return Ok(None);
+        };
+        let pem = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::vault::signing::ed25519_public_from_pem(&pem)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    }
 }
 
 /// `[audit]`
@@ -1169,6 +1205,21 @@ impl Config {
         }
         if self.keys.tcti.is_empty() {
             return Err(invalid("keys.tcti", "must not be empty".into()));
+        }
+        self.central
+            .load_public_key()
+            .map_err(|e| invalid("central.command_public_key", e))?;
+        if self.central.poll_interval_s == 0 || self.central.poll_interval_s > 86_400 {
+            return Err(invalid(
+                "central.poll_interval_s",
+                "must be 1..=86400".into(),
+            ));
+        }
+        if self.central.command_public_key.is_some() && !self.uplink.enabled {
+            return Err(invalid(
+                "central.command_public_key",
+                "commands are polled by the uplink: needs [uplink] enabled = true".into(),
+            ));
         }
         let c = &self.capture;
         for (i, name) in c.interfaces.iter().enumerate() {
