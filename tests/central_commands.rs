@@ -159,7 +159,6 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     // Keys: the compliance key (P-256, PEM here: the HSM path is tests/central_archive.rs)
     // and the central command key (Ed25519), the box gets both public halves.
     use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
-    use p256::pkcs8::EncodePublicKey as _;
     let ck = p256::SecretKey::random(&mut rand::rngs::OsRng);
     let ck_pub = dir.path().join("compliance.pub.pem");
     std::fs::write(
@@ -226,7 +225,7 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         "compliance_public_key = \"{}\"\ncompliance_key_id = \"ck-1\"",
         ck_pub.display()
     );
-    let d = Daemon::start_full(
+    let mut d = Daemon::start_full(
         &bdir,
         "",
         &keys,

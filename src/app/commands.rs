@@ -172,7 +172,7 @@ impl Commands {
             self.state.pending_ack = None;
             self.save()?;
         }
-        let ucfg = &self.cfg.uplink;
+        let ucfg = self.cfg.uplink.clone();
         let box_id = ucfg.box_id.clone();
         let mut slots: Vec<(u64, String)> = client
             .list(&commands_prefix(&ucfg.prefix, &box_id))
