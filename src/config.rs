@@ -1326,6 +1326,69 @@ mod tests {
         assert!(c.sip.allowed_sources.is_empty());
     }
 
+    /// `[central] command_public_key`: an Ed25519 PEM public key, refused when missing,
+    /// another key type, or without the uplink that polls it.
+    #[test]
+    fn central_command_key_is_validated() {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("cmd.pub.pem");
+        std::fs::write(
+            &good,
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+                .verifying_key()
+                .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                .unwrap(),
+        )
+        .unwrap();
+        let up = "[uplink]\nenabled = true\nendpoint = \"https://s3.example\"\nbucket = \"b\"\n";
+        let c = parse(&format!(
+            "{up}[central]\ncommand_public_key = \"{}\"\npoll_interval_s = 5\n",
+            good.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.central.load_public_key().unwrap(),
+            Some(
+                ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+                    .verifying_key()
+                    .to_bytes()
+            )
+        );
+        let key_err = |text: String| match parse(&text) {
+            Err(ConfigError::Invalid { key, message }) => format!("{key}: {message}"),
+            other => panic!("accepted: {other:?}"),
+        };
+        let e = key_err(format!(
+            "{up}[central]\ncommand_public_key = \"{}/missing.pem\"\n",
+            d.path().display()
+        ));
+        assert!(e.starts_with("central.command_public_key"), "{e}");
+        // A P-256 key is not a command key.
+        let p256 = d.path().join("p256.pem");
+        std::fs::write(
+            &p256,
+            p256::SecretKey::from_slice(&[5; 32])
+                .unwrap()
+                .public_key()
+                .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+                .unwrap(),
+        )
+        .unwrap();
+        let e = key_err(format!(
+            "{up}[central]\ncommand_public_key = \"{}\"\n",
+            p256.display()
+        ));
+        assert!(e.contains("not an Ed25519 public key"), "{e}");
+        let e = key_err(format!(
+            "[central]\ncommand_public_key = \"{}\"\n",
+            good.display()
+        ));
+        assert!(e.contains("needs [uplink] enabled"), "{e}");
+        let e = key_err(format!("{up}[central]\npoll_interval_s = 0\n"));
+        assert!(e.starts_with("central.poll_interval_s"), "{e}");
+    }
+
     #[test]
     fn storage_format_and_opus() {
         let c = parse("").unwrap();

@@ -92,7 +92,10 @@ fn ack_key(seq: u64) -> String {
 
 fn cli_json(d: &Daemon, args: &[&str]) -> Value {
     let out = output_bounded(
-        Command::new(&d.bin).args(args).arg("--config").arg(&d.config),
+        Command::new(&d.bin)
+            .args(args)
+            .arg("--config")
+            .arg(&d.config),
         Duration::from_secs(60),
     )
     .expect("branchrec hung");
@@ -316,14 +319,18 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     assert_eq!(holds.len(), 1, "{holds:?}");
     assert_eq!(holds[0]["recordings"], 1, "{holds:?}");
     assert!(
-        holds[0]["operator"].as_str().unwrap().starts_with("central:"),
+        holds[0]["operator"]
+            .as_str()
+            .unwrap()
+            .starts_with("central:"),
         "{holds:?}"
     );
     assert!(holds[0]["reason"].as_str().unwrap().contains("CASE-7"));
     let log = audit(&d);
     assert!(
-        log.iter().any(|e| e["action"] == "hold.add"
-            && e["actor"].as_str().unwrap().starts_with("central:")),
+        log.iter()
+            .any(|e| e["action"] == "hold.add"
+                && e["actor"].as_str().unwrap().starts_with("central:")),
         "{log:?}"
     );
     // hold list at central.
@@ -335,7 +342,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     let out = env.central(&["erase", &id, "--reason", "GDPR art. 17"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("REFUSED") && err.contains("legal hold"), "{err}");
+    assert!(
+        err.contains("REFUSED") && err.contains("legal hold"),
+        "{err}"
+    );
     assert!(env.get(&slot(2)).is_none());
     assert!(env.versions(&container).len() >= 4);
     // ... and by the box: a valid erase command (seq 2) is acknowledged `refused`.
@@ -364,13 +374,21 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     assert_eq!(a2.ack.result.as_str(), "refused", "{:?}", a2.ack);
     assert!(a2.ack.detail.contains("legal hold"), "{:?}", a2.ack);
     assert!(file.exists());
-    assert_eq!(d.recordings_json(&["list", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        d.recordings_json(&["list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // 3. Replayed (command 1's document copied to slot 3), forged (another key), for
     // another box, reordered (slot 5 while 3 is next): each refused and counted once.
     let doc1 = env.get(&slot(1)).unwrap();
     env.put(dir.path(), &slot(3), doc1.as_bytes());
-    wait_for("replay refused", 60, &d, || (refused(&d, "replay") == 1).then_some(()));
+    wait_for("replay refused", 60, &d, || {
+        (refused(&d, "replay") == 1).then_some(())
+    });
     let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let release = |seq, b: &str| {
         mk(
@@ -386,7 +404,11 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     wait_for("forgery refused", 60, &d, || {
         (refused(&d, "signature") == 1).then_some(())
     });
-    env.put(dir.path(), &slot(3), &sign(&cmd_key, release(3, "box-other")));
+    env.put(
+        dir.path(),
+        &slot(3),
+        &sign(&cmd_key, release(3, "box-other")),
+    );
     wait_for("wrong box refused", 60, &d, || {
         (refused(&d, "wrong_box") == 1).then_some(())
     });
@@ -405,7 +427,13 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         assert_eq!(c["refused"][k], 1, "{k}: {st}");
     }
     assert!(env.get(&ack_key(3)).is_none() && env.get(&ack_key(5)).is_none());
-    assert_eq!(cli_json(&d, &["hold", "list", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        cli_json(&d, &["hold", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let refusals: Vec<Value> = audit(&d)
         .into_iter()
         .filter(|e| e["action"] == "central.command_refused")
@@ -422,7 +450,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     assert!(v.iter().all(|v| v["legal_hold"] == "OFF"), "{v:?}");
     let a3 = wait_ack(&env, &d, &box_pk, 3);
     assert_eq!(a3.ack.result.as_str(), "applied", "{:?}", a3.ack);
-    assert!(cli_json(&d, &["hold", "list", "--json"]).as_array().unwrap().is_empty());
+    assert!(cli_json(&d, &["hold", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert_eq!(
         serde_json::from_str::<Value>(&env.central_ok(&["hold", "list", "--json"])).unwrap(),
         serde_json::json!([])
@@ -435,12 +466,19 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     let a4 = wait_ack(&env, &d, &box_pk, 4);
     assert_eq!(a4.ack.result.as_str(), "applied", "{:?}", a4.ack);
     assert!(!file.exists(), "{} still there", file.display());
-    assert!(d.recordings_json(&["list", "--json"]).as_array().unwrap().is_empty());
+    assert!(d
+        .recordings_json(&["list", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
     let t = cli_json(&d, &["retention", "tombstones", "--json"]);
     let t = t.as_array().unwrap();
     assert_eq!(t.len(), 1, "{t:?}");
     assert_eq!(t[0]["recording_id"], id.as_str());
-    assert!(t[0]["actor"].as_str().unwrap().starts_with("central:"), "{t:?}");
+    assert!(
+        t[0]["actor"].as_str().unwrap().starts_with("central:"),
+        "{t:?}"
+    );
 
     // 6. `central commands`: four commands, all acknowledged, with their results.
     let cmds: Value =
@@ -467,4 +505,219 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         ]
     );
     d.stop();
+}
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "central-command";
+const KEY_LABEL: &str = "cmd-2026";
+const PIN: &str = "27182818";
+
+/// The command key in a SoftHSM2 token (Ed25519, generated there, not extractable):
+/// `central rotate-compliance-key` signs through PKCS#11 (CKM_EDDSA) and the document
+/// passes the box's checks with the token's public key; a box configured with another
+/// key refuses it.
+#[test]
+fn command_key_in_softhsm2_signs_documents_the_box_accepts() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, AttributeType};
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    let _g = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        Path::new(MODULE).exists(),
+        "{MODULE} missing: install the Debian package softhsm2 (scripts/test-all does)"
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = output_bounded(
+        Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", TOKEN])
+            .args(["--so-pin", "1234", "--pin", PIN]),
+        Duration::from_secs(60),
+    )
+    .expect("softhsm2-util hung");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let pk: [u8; 32] = {
+        let ctx = Pkcs11::new(MODULE).unwrap();
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+            .unwrap();
+        let s = ctx.open_rw_session(slot).unwrap();
+        s.login(UserType::User, Some(&AuthPin::from(PIN.to_string())))
+            .unwrap();
+        let label = KEY_LABEL.as_bytes().to_vec();
+        // OID 1.3.101.112 (Ed25519)
+        let (pubh, _) = s
+            .generate_key_pair(
+                &Mechanism::EccEdwardsKeyPairGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::EcParams(vec![0x06, 0x03, 0x2b, 0x65, 0x70]),
+                    Attribute::Label(label.clone()),
+                    Attribute::Verify(true),
+                ],
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::Label(label),
+                ],
+            )
+            .unwrap();
+        let point = match &s.get_attributes(pubh, &[AttributeType::EcPoint]).unwrap()[..] {
+            [Attribute::EcPoint(p)] => p.clone(),
+            other => panic!("EC point: {other:?}"),
+        };
+        let raw = if point.len() == 34 {
+            &point[2..]
+        } else {
+            &point[..]
+        };
+        raw.try_into().unwrap()
+    };
+
+    let pki = Pki::new("archive");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (cert, key, _) = pki.server(false);
+    let moto = Moto::start(dir.path(), &cert, &key);
+    s3check(&moto, &ca, &["mkbucket", BUCKET]);
+    let creds = dir.path().join("creds");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("central.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[archive]\nendpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
+            moto.port,
+            creds.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    use p256::pkcs8::EncodePublicKey as _;
+    let new_ck = dir.path().join("ck-2027.pub.pem");
+    std::fs::write(
+        &new_ck,
+        p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .public_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    let run = |box_id: &str| {
+        output_bounded(
+            Command::new(env!("CARGO_BIN_EXE_branchrec-central"))
+                .args([
+                    "rotate-compliance-key",
+                    "--box",
+                    box_id,
+                    "--key-id",
+                    "ck-2027",
+                ])
+                .arg("--public-key")
+                .arg(&new_ck)
+                .arg("--archive")
+                .arg(&cfg)
+                .args(["--command-pkcs11-module", MODULE])
+                .args([
+                    "--command-token-label",
+                    TOKEN,
+                    "--command-key-label",
+                    KEY_LABEL,
+                ])
+                .env("SOFTHSM2_CONF", &conf)
+                .env("BRANCHREC_COMMAND_PIN", PIN),
+            Duration::from_secs(120),
+        )
+        .expect("branchrec-central hung")
+    };
+    for expect in [1, 2] {
+        let out = run(BOX);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("command {expect} to box")),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let body = s3check(&moto, &ca, &["get", BUCKET, &slot(1)])["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let st = branchrec::command::SequenceState::default();
+    let c = st
+        .check(BOX, 1, body.as_bytes(), |m, s| {
+            branchrec::vault::signing::verify_raw(&pk, m, s)
+        })
+        .expect("the box accepts the token-signed command");
+    assert_eq!(c.key_id, branchrec::vault::signing::key_id_of(&pk));
+    assert!(matches!(
+        c.action,
+        Action::RotateComplianceKey { ref key_id, .. } if key_id == "ck-2027"
+    ));
+    // Another command key: refused as a forgery.
+    let other = ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+        .verifying_key()
+        .to_bytes();
+    assert!(matches!(
+        st.check(BOX, 1, body.as_bytes(), |m, s| {
+            branchrec::vault::signing::verify_raw(&other, m, s)
+        }),
+        Err(branchrec::command::Refusal::Signature { .. })
+    ));
+    // A wrong PIN: nothing written.
+    let out = output_bounded(
+        Command::new(env!("CARGO_BIN_EXE_branchrec-central"))
+            .args(["rotate-compliance-key", "--box", BOX, "--key-id", "ck-2027"])
+            .arg("--public-key")
+            .arg(&new_ck)
+            .arg("--archive")
+            .arg(&cfg)
+            .args(["--command-pkcs11-module", MODULE])
+            .args([
+                "--command-token-label",
+                TOKEN,
+                "--command-key-label",
+                KEY_LABEL,
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .env("BRANCHREC_COMMAND_PIN", "0000"),
+        Duration::from_secs(120),
+    )
+    .expect("branchrec-central hung");
+    assert!(!out.status.success());
+    assert!(s3check(&moto, &ca, &["get", BUCKET, &slot(3)])["body"].is_null());
 }

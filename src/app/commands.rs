@@ -57,7 +57,9 @@ pub enum CommandsError {
     #[error("catalogue: {0}")]
     Catalog(String),
     /// No signing key to acknowledge with.
-    #[error("the box's signing key is not loaded: commands wait (acknowledgements must be signed)")]
+    #[error(
+        "the box's signing key is not loaded: commands wait (acknowledgements must be signed)"
+    )]
     NoSigner,
 }
 
@@ -133,8 +135,7 @@ impl Commands {
             }
         };
         let state = CommandState::load(&cfg.storage.data_dir)?;
-        *shared.commands.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(state.counters.clone());
+        *shared.commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.counters.clone());
         Ok(Some(Commands {
             cfg: cfg.clone(),
             pk,

@@ -166,7 +166,14 @@ pub fn render(doc: &StatusDoc) -> String {
             o,
             "# HELP branchrec_central_commands_refused_total Command documents refused (replayed, reordered, forged, for another box, malformed).\n# TYPE branchrec_central_commands_refused_total counter"
         );
-        for k in ["malformed", "signature", "wrong_box", "replay", "out_of_order", "name_mismatch"] {
+        for k in [
+            "malformed",
+            "signature",
+            "wrong_box",
+            "replay",
+            "out_of_order",
+            "name_mismatch",
+        ] {
             let _ = writeln!(
                 o,
                 "branchrec_central_commands_refused_total{{kind=\"{k}\"}} {}",

@@ -213,8 +213,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gate,
     ));
     let control = control::start(shared.clone()).await?;
-    let (uplink, uplink_shared) =
-        start_uplink(&shared.cfg, shared.clock.clone(), shared.binding.clone(), signer.clone());
+    let (uplink, uplink_shared) = start_uplink(
+        &shared.cfg,
+        shared.clock.clone(),
+        shared.binding.clone(),
+        signer.clone(),
+    );
     let (panel_stop, panel_stop_rx) = tokio::sync::oneshot::channel();
     let panel = tokio::spawn(board::run(
         shared.clone(),

@@ -880,9 +880,7 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
                 last_poll = Some(Instant::now());
                 match cm.poll(&ctx.client).await {
                     Ok(()) => shared.clear("commands"),
-                    Err(e) => {
-                        shared.raise("commands", &format!("commands from headquarters: {e}"))
-                    }
+                    Err(e) => shared.raise("commands", &format!("commands from headquarters: {e}")),
                 }
             }
         }

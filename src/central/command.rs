@@ -16,8 +16,8 @@ use ed25519_dalek::{Signer as _, SigningKey};
 
 use super::CentralError;
 use crate::command::{
-    acks_prefix, commands_prefix, seq_name, seq_of_key, Action, Command, SignedAck,
-    SignedCommand, COMMAND_FORMAT,
+    acks_prefix, commands_prefix, seq_name, seq_of_key, Action, Command, SignedAck, SignedCommand,
+    COMMAND_FORMAT,
 };
 use crate::compliance::ArchiveEnvelope;
 use crate::uplink::config::UplinkConfig;
@@ -47,9 +47,10 @@ pub struct PemCommandKey {
 impl PemCommandKey {
     /// Load the PEM file.
     pub fn load(path: &Path) -> Result<Self, CentralError> {
-        let pem = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            CentralError::Key(format!("command key {}: {e}", path.display()))
-        })?);
+        let pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| CentralError::Key(format!("command key {}: {e}", path.display())))?,
+        );
         let key = SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| {
             CentralError::Key(format!(
                 "command key {}: not an Ed25519 PKCS#8 private key: {e}",
@@ -350,14 +351,23 @@ impl CommandArchive {
             .map_err(|e| CentralError::Config(format!("command: {e}")))?;
         let sig = key.sign(&cmd.canonical_bytes())?;
         let doc = SignedCommand::sign(cmd.clone(), |_| sig);
-        let obj = format!("{}{}", commands_prefix(&self.prefix, box_id), seq_name(cmd.seq));
+        let obj = format!(
+            "{}{}",
+            commands_prefix(&self.prefix, box_id),
+            seq_name(cmd.seq)
+        );
         self.block(self.client.put_object(
             &obj,
             bytes::Bytes::from(doc.to_bytes()),
             "application/json",
             &[],
         ))?;
-        tracing::info!(box_id, seq = cmd.seq, action = cmd.action.name(), "command written");
+        tracing::info!(
+            box_id,
+            seq = cmd.seq,
+            action = cmd.action.name(),
+            "command written"
+        );
         Ok(cmd)
     }
 

@@ -19,15 +19,51 @@ pub struct CommandCommon {
     /// write `_commands/`, set legal holds and delete object versions).
     #[arg(long, env = "BRANCHREC_CENTRAL_CONFIG")]
     pub archive: PathBuf,
-    /// The central command key (Ed25519 PKCS#8 PEM) that signs command documents.
-    #[arg(long, env = "BRANCHREC_COMMAND_KEY")]
-    pub command_key: PathBuf,
+    /// The central command key in a PEM file (Ed25519 PKCS#8; prefer an HSM).
+    #[arg(
+        long,
+        env = "BRANCHREC_COMMAND_KEY",
+        conflicts_with = "command_pkcs11_module"
+    )]
+    pub command_key: Option<PathBuf>,
+    /// PKCS#11 module of the HSM holding the command key (Ed25519, CKM_EDDSA).
+    #[arg(long, requires_all = ["command_token_label", "command_key_label"])]
+    pub command_pkcs11_module: Option<PathBuf>,
+    /// Label of the token.
+    #[arg(long)]
+    pub command_token_label: Option<String>,
+    /// Label of the Ed25519 key pair on the token.
+    #[arg(long)]
+    pub command_key_label: Option<String>,
+    /// Environment variable holding the token's user PIN.
+    #[arg(long, default_value = "BRANCHREC_COMMAND_PIN")]
+    pub command_pin_env: String,
 }
 
 impl CommandCommon {
-    fn open(&self) -> anyhow::Result<(CommandArchive, PemCommandKey)> {
+    fn open(&self) -> anyhow::Result<(CommandArchive, Box<dyn CommandKey>)> {
         let cfg = CentralConfig::load(&self.archive)?;
-        let key = PemCommandKey::load(&self.command_key)?;
+        let key: Box<dyn CommandKey> = match (
+            &self.command_key,
+            &self.command_pkcs11_module,
+            &self.command_token_label,
+            &self.command_key_label,
+        ) {
+            (Some(p), _, _, _) => {
+                eprintln!(
+                    "WARNING: the command key is a file ({}): whoever can read it commands every box (holds, erasure). Keep it in an HSM (--command-pkcs11-module).",
+                    p.display()
+                );
+                Box::new(PemCommandKey::load(p)?)
+            }
+            (None, Some(m), Some(t), Some(k)) => {
+                let pin = zeroize::Zeroizing::new(std::env::var(&self.command_pin_env).with_context(
+                    || format!("the token PIN is read from ${}", self.command_pin_env),
+                )?);
+                Box::new(super::command_key::Pkcs11CommandKey::open(m, t, k, &pin)?)
+            }
+            _ => bail!("give the command key: --command-key PEM, or --command-pkcs11-module with --command-token-label and --command-key-label"),
+        };
         Ok((CommandArchive::open(&cfg.archive)?, key))
     }
 }
@@ -151,7 +187,16 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                     (Some(p), Some(b)) => Some((b.as_str(), p.as_str())),
                     _ => None,
                 };
-                let r = hold::hold_add(&ar, &key, &operator(), now(), &case, &reason, &ids, p)?;
+                let r = hold::hold_add(
+                    &ar,
+                    key.as_ref(),
+                    &operator(),
+                    now(),
+                    &case,
+                    &reason,
+                    &ids,
+                    p,
+                )?;
                 for (b, seq, recs) in &r.commands {
                     println!(
                         "case {case}: command {seq} to box {b} ({} recording(s))",
@@ -170,7 +215,7 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                 common,
             } => {
                 let (ar, key) = common.open()?;
-                let r = hold::hold_release(&ar, &key, &operator(), now(), &case, &reason)?;
+                let r = hold::hold_release(&ar, key.as_ref(), &operator(), now(), &case, &reason)?;
                 for (b, seq) in &r.commands {
                     println!("case {case}: release command {seq} to box {b}");
                 }
@@ -180,10 +225,7 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                     if r.still_held.is_empty() {
                         String::new()
                     } else {
-                        format!(
-                            "; still held by other cases: {}",
-                            r.still_held.join(", ")
-                        )
+                        format!("; still held by other cases: {}", r.still_held.join(", "))
                     }
                 );
                 Ok(())
@@ -217,7 +259,7 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
         },
         CommandCmd::Erase { id, reason, common } => {
             let (ar, key) = common.open()?;
-            let r = hold::erase(&ar, &key, &operator(), now(), &id, &reason)?;
+            let r = hold::erase(&ar, key.as_ref(), &operator(), now(), &id, &reason)?;
             println!(
                 "erase {id}: command {} to box {}; {} archive object version(s) deleted",
                 r.command.1, r.command.0, r.versions_deleted
@@ -236,7 +278,7 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", public_key.display()))?;
             let (ar, key) = common.open()?;
             let c = ar.issue(
-                &key,
+                key.as_ref(),
                 &box_id,
                 &operator(),
                 now(),

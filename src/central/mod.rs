@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod command;
 pub mod command_cli;
+pub mod command_key;
 pub mod export;
 pub mod hold;
 pub mod key;

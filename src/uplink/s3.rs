@@ -675,7 +675,10 @@ impl S3Client {
 
     /// ListObjectVersions under `prefix`: every version and delete marker, as
     /// (key, version id, is a delete marker), following the markers (at most 1000 pages).
-    pub async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, String, bool)>, S3Error> {
+    pub async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, bool)>, S3Error> {
         let mut out = Vec::new();
         let mut markers: Option<(String, String)> = None;
         for _ in 0..1000 {
