@@ -21,7 +21,6 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::uplink::UplinkShared;
 use crate::catalog::lifecycle::DeleteMode;
 use crate::catalog::{Catalog, CatalogError};
 use crate::command::{
@@ -113,17 +112,14 @@ pub struct Commands {
     cfg: Config,
     pk: [u8; 32],
     state: CommandState,
-    shared: Arc<UplinkShared>,
     db: Arc<Mutex<Catalog>>,
+    /// Now (Unix ms) of the current poll, on the daemon's clock.
+    now: i64,
 }
 
 impl Commands {
     /// The poller of `cfg`, if `[central] command_public_key` is set.
-    pub fn open(
-        cfg: &Config,
-        shared: Arc<UplinkShared>,
-        db: Arc<Mutex<Catalog>>,
-    ) -> Result<Option<Self>, CommandsError> {
+    pub fn open(cfg: &Config, db: Arc<Mutex<Catalog>>) -> Result<Option<Self>, CommandsError> {
         let pk = match cfg.central.load_public_key() {
             Ok(Some(pk)) => pk,
             Ok(None) => return Ok(None),
@@ -135,37 +131,35 @@ impl Commands {
             }
         };
         let state = CommandState::load(&cfg.storage.data_dir)?;
-        *shared.commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.counters.clone());
         Ok(Some(Commands {
             cfg: cfg.clone(),
             pk,
             state,
-            shared,
             db,
+            now: 0,
         }))
     }
 
-    fn publish(&self) {
-        *self
-            .shared
-            .commands
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(self.state.counters.clone());
+    /// The counters (for the status document and `/metrics`).
+    pub fn counters(&self) -> &CommandCounters {
+        &self.state.counters
     }
 
     fn save(&self) -> Result<(), CommandsError> {
-        self.publish();
         self.state.save(&self.cfg.storage.data_dir)
     }
 
-    /// One poll: write a pending ack, then look at the slots after the last applied one.
-    pub async fn poll(&mut self, client: &S3Client) -> Result<(), CommandsError> {
-        let signer = self
-            .shared
-            .signer
-            .get()
-            .cloned()
-            .ok_or(CommandsError::NoSigner)?;
+    /// One poll at `now_ms`: write a pending ack, then look at the slots after the last
+    /// applied one. `signer`: the box's signing key (acks must be signed: without it
+    /// nothing is executed).
+    pub async fn poll(
+        &mut self,
+        client: &S3Client,
+        signer: Option<Arc<crate::vault::HeadSigner>>,
+        now_ms: i64,
+    ) -> Result<(), CommandsError> {
+        self.now = now_ms;
+        let signer = signer.ok_or(CommandsError::NoSigner)?;
         if let Some((k, body)) = self.state.pending_ack.clone() {
             client
                 .put_object(&k, Bytes::from(body), "application/json", &[])
@@ -259,7 +253,7 @@ impl Commands {
     }
 
     fn shared_now(&self) -> i64 {
-        self.shared.now_ms()
+        self.now
     }
 
     async fn db<T: Send + 'static>(

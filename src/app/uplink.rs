@@ -115,7 +115,7 @@ impl UplinkShared {
     }
 
     /// Now (unix ms) on the daemon's clock.
-    pub(crate) fn now_ms(&self) -> i64 {
+    fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 
@@ -681,14 +681,16 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
         "uplink started"
     );
     // Commands from headquarters, polled on the upload schedule (app::commands).
-    let mut commands =
-        match crate::app::commands::Commands::open(&cfg, shared.clone(), ctx.db.clone()) {
-            Ok(c) => c,
-            Err(e) => {
-                shared.raise("commands", &format!("commands from headquarters: {e}"));
-                None
-            }
-        };
+    let mut commands = match crate::app::commands::Commands::open(&cfg, ctx.db.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.raise("commands", &format!("commands from headquarters: {e}"));
+            None
+        }
+    };
+    if let Some(cm) = &commands {
+        *shared.commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(cm.counters().clone());
+    }
     let poll_every = Duration::from_secs(cfg.central.poll_interval_s.into());
     let mut last_poll: Option<Instant> = None;
     let mut tasks: JoinSet<(String, Result<(), TaskError>)> = JoinSet::new();
@@ -878,7 +880,12 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
         if let Some(cm) = commands.as_mut() {
             if !gated && last_poll.map_or(true, |t| t.elapsed() >= poll_every) {
                 last_poll = Some(Instant::now());
-                match cm.poll(&ctx.client).await {
+                let res = cm
+                    .poll(&ctx.client, shared.signer.get().cloned(), shared.now_ms())
+                    .await;
+                *shared.commands.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(cm.counters().clone());
+                match res {
                     Ok(()) => shared.clear("commands"),
                     Err(e) => shared.raise("commands", &format!("commands from headquarters: {e}")),
                 }

@@ -214,6 +214,20 @@ pub fn hold_release(
         .filter(|c| c.case != case)
         .flat_map(|c| c.boxes.values().flat_map(|b| b.recordings.iter()))
         .collect();
+    // Legal holds first: if this stops half-way the case is still active and the same
+    // command finishes it (clearing twice is harmless).
+    let mut cleared = 0;
+    let mut still_held = Vec::new();
+    for cb in this.boxes.values() {
+        for id in &cb.recordings {
+            if others.contains(id) {
+                still_held.push(id.clone());
+                continue;
+            }
+            let r = ar.find_recording(id)?;
+            cleared += legal_hold(ar, &r, false)?;
+        }
+    }
     let mut commands = Vec::new();
     for b in this.boxes.keys() {
         let c = ar.issue(
@@ -227,18 +241,6 @@ pub fn hold_release(
             },
         )?;
         commands.push((b.clone(), c.seq));
-    }
-    let mut cleared = 0;
-    let mut still_held = Vec::new();
-    for cb in this.boxes.values() {
-        for id in &cb.recordings {
-            if others.contains(id) {
-                still_held.push(id.clone());
-                continue;
-            }
-            let r = ar.find_recording(id)?;
-            cleared += legal_hold(ar, &r, false)?;
-        }
     }
     Ok(HoldReleased {
         commands,
@@ -307,6 +309,11 @@ pub fn erase(
             reason: reason.into(),
         },
     )?;
+    // The document (`<key>.json`, how the recording is found) goes last: if this stops
+    // half-way, the same command finds the recording and finishes.
+    let mut versions = versions;
+    let doc = format!("{}.json", r.container_key);
+    versions.sort_by_key(|(k, _, _)| *k == doc);
     let mut n = 0;
     for (k, v, _) in &versions {
         ar.block(ar.client.delete_object(k, Some(v)))?;
