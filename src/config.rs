@@ -819,6 +819,21 @@ impl Config {
             &self.keys.compliance_key_id,
         ) {
             (Some(p), Some(id)) => {
+                // A rotation from headquarters wins while the configuration still names
+                // the key it replaced.
+                let f = self
+                    .custody()
+                    .keys_dir
+                    .join(crate::vault::compliance::ROTATED_FILE);
+                if let Ok(b) = std::fs::read(&f) {
+                    let r: crate::vault::compliance::Rotation = serde_json::from_slice(&b)
+                        .map_err(|e| {
+                            crate::vault::VaultError::Custody(format!("{}: {e}", f.display()))
+                        })?;
+                    if r.replaces == *id {
+                        return r.recipient().map(Some);
+                    }
+                }
                 crate::vault::compliance::ComplianceRecipient::load(p, id).map(Some)
             }
             _ => Ok(None),

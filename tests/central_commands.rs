@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use branchrec::command::{Action, Command as Cmd, SignedAck, SignedCommand, COMMAND_FORMAT};
 use common::{output_bounded, Daemon};
 use ed25519_dalek::Signer as _;
+use p256::pkcs8::EncodePublicKey as _;
 use s3::{s3check, Moto, Pki};
 use serde_json::Value;
 use siprec_client::{invite_parties, Invite};
@@ -480,7 +481,76 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         "{t:?}"
     );
 
-    // 6. `central commands`: four commands, all acknowledged, with their results.
+    // 6. Compliance key rotation: command 5; the next recording's compliance slot and
+    // archive document are for the new key.
+    let ck2 = dir.path().join("ck-2.pub.pem");
+    std::fs::write(
+        &ck2,
+        p256::SecretKey::random(&mut rand::rngs::OsRng)
+            .public_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+    let out = env.central_ok(&[
+        "rotate-compliance-key",
+        "--box",
+        BOX,
+        "--key-id",
+        "ck-2",
+        "--public-key",
+        ck2.to_str().unwrap(),
+    ]);
+    assert!(out.contains("command 5"), "{out}");
+    let a5 = wait_ack(&env, &d, &box_pk, 5);
+    assert_eq!(a5.ack.result.as_str(), "applied", "{:?}", a5.ack);
+    let mut call = match invite_parties(
+        srs,
+        2,
+        ("tel:+442079460003", "Carol"),
+        ("tel:+441632960004", "Dan"),
+    ) {
+        Invite::Up(c) => c,
+        Invite::Rejected(code, m) => panic!("INVITE refused {code}: {m}\n{}", d.log_text()),
+    };
+    call.stream(1000);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(call.bye(), "BYE not answered\n{}", d.log_text());
+    let id2 = wait_for("second recording", 60, &d, || {
+        d.recordings_json(&["list", "--json"])
+            .as_array()
+            .unwrap()
+            .first()
+            .and_then(|r| r["id"].as_str().map(str::to_string))
+    });
+    let doc2 = wait_for("second upload", 120, &d, || {
+        env.s3(&["objects", BUCKET])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["key"].as_str().unwrap().ends_with(&format!("{id2}.json")))
+            .and_then(|o| o["body"].as_str().map(str::to_string))
+    });
+    let doc2: Value = serde_json::from_str(&doc2).unwrap();
+    assert_eq!(doc2["index"]["compliance_key_id"], "ck-2", "{doc2}");
+    let ks = output_bounded(
+        Command::new(&d.bin)
+            .args(["keys", "status", "--config"])
+            .arg(&d.config),
+        Duration::from_secs(60),
+    )
+    .expect("keys status hung");
+    let ks = String::from_utf8_lossy(&ks.stdout).to_string();
+    assert!(
+        ks.contains("compliance key     ck-2 (rotated from headquarters"),
+        "{ks}"
+    );
+    assert!(ks.contains("compliance wraps   ck-2: 1"), "{ks}");
+    assert!(audit(&d)
+        .iter()
+        .any(|e| e["action"] == "keys.compliance_rotate" && e["target"] == "ck-2"));
+
+    // 7. `central commands`: five commands, all acknowledged, with their results.
     let cmds: Value =
         serde_json::from_str(&env.central_ok(&["commands", "--box", BOX, "--json"])).unwrap();
     let states: Vec<(u64, &str, &str)> = cmds
@@ -502,6 +572,7 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
             (2, "erase", "refused"),
             (3, "hold_release", "applied"),
             (4, "erase", "applied"),
+            (5, "rotate_compliance_key", "applied"),
         ]
     );
     d.stop();
@@ -623,7 +694,6 @@ fn command_key_in_softhsm2_signs_documents_the_box_accepts() {
         ),
     )
     .unwrap();
-    use p256::pkcs8::EncodePublicKey as _;
     let new_ck = dir.path().join("ck-2027.pub.pem");
     std::fs::write(
         &new_ck,

@@ -409,7 +409,9 @@ fn run(
             let mut requested = Vec::new();
             for id in ids.iter().filter(|i| active.contains(i)) {
                 match crate::service::holds::release_hold(cat, cfg, *id, actor, reason, now)? {
-                    TwoPerson::Requested { seq, .. } => requested.push(format!("{id} (audit seq {seq})")),
+                    TwoPerson::Requested { seq, .. } => {
+                        requested.push(format!("{id} (audit seq {seq})"))
+                    }
                     _ => released.push(id.to_string()),
                 }
             }
@@ -482,12 +484,50 @@ fn run(
                 }
             }
         }
-        Action::RotateComplianceKey { key_id, .. } => Ok((
-            AckResult::Refused,
-            format!(
-                "compliance key rotation to {key_id} is not applied from a command by this firmware: set [keys] compliance_public_key and compliance_key_id and restart"
-            ),
-            Vec::new(),
-        )),
+        Action::RotateComplianceKey {
+            key_id,
+            public_key_pem,
+        } => {
+            // Only a box that records with a compliance key rotates it (one without would
+            // start wrapping with no key configured: that is a configuration change).
+            let Some(old) = cfg.compliance()? else {
+                return Ok((
+                    AckResult::Refused,
+                    "no [keys] compliance_public_key on this box: configure one first".into(),
+                    Vec::new(),
+                ));
+            };
+            let replaces = cfg.keys.compliance_key_id.clone().unwrap_or_default();
+            let rot = crate::vault::compliance::Rotation {
+                replaces,
+                key_id: key_id.clone(),
+                public_key_pem: public_key_pem.clone(),
+            };
+            let r = match rot.recipient() {
+                Ok(r) => r,
+                Err(e) => return Ok((AckResult::Refused, e.to_string(), Vec::new())),
+            };
+            let f = cfg
+                .custody()
+                .keys_dir
+                .join(crate::vault::compliance::ROTATED_FILE);
+            crate::vault::custody::write_atomic(&f, &serde_json::to_vec_pretty(&rot)?)?;
+            crate::vault::compliance::set_current(r);
+            cat.audit(
+                now,
+                actor,
+                "keys.compliance_rotate",
+                key_id,
+                serde_json::json!({ "previous": old.key_id, "key_id": key_id }),
+            )?;
+            Ok((
+                AckResult::Applied,
+                format!(
+                    "new recordings and archive documents are encrypted to compliance key {key_id} (was {})",
+                    old.key_id
+                ),
+                Vec::new(),
+            ))
+        }
     }
 }
