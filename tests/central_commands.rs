@@ -128,7 +128,12 @@ fn wait_for<T>(what: &str, secs: u64, d: &Daemon, mut f: impl FnMut() -> Option<
 
 /// The box's acknowledgement of `seq`, verified with the box's signing key.
 fn wait_ack(env: &Env, d: &Daemon, box_pk: &[u8; 32], seq: u64) -> SignedAck {
+    let t0 = Instant::now();
     let a = wait_for(&format!("ack {seq}"), 90, d, || env.get(&ack_key(seq)));
+    eprintln!(
+        "ack {seq} seen {} ms after the command was written (poll_interval_s = 1)",
+        t0.elapsed().as_millis()
+    );
     let a = SignedAck::parse(a.as_bytes()).unwrap();
     assert!(
         a.verify(|m, s| branchrec::vault::signing::verify_raw(box_pk, m, s)),
