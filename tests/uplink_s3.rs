@@ -272,8 +272,8 @@ fn wait_uploaded(d: &Daemon, n: u64, limit: Duration) -> Value {
 }
 
 /// Every recording is in the archive exactly once, byte-identical to the local file, with
-/// its metadata document; nothing else but status documents; no open multipart upload.
-fn check_archive(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
+/// its metadata document; nothing else but status documents.
+fn check_archive_objects(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
     let list = d.recordings_json(&["list", "--json"]);
     let recs = list.as_array().unwrap();
     assert_eq!(recs.len(), expect);
@@ -334,11 +334,23 @@ fn check_archive(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
         })
         .collect();
     assert_eq!(others.len(), expect * 4, "unexpected objects");
+    objects
+}
+
+/// [`check_archive_objects`], and no multipart upload left open.
+fn check_archive(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
+    let objects = check_archive_objects(s, d, expect);
     let uploads = s3check(s.archive(), &s.ca_file, &["uploads", BUCKET]);
     assert_eq!(
         uploads.as_array().unwrap().len(),
         0,
-        "open multipart uploads: {uploads}"
+        "open multipart uploads: {uploads}\nthe box's uplink log:\n{}",
+        d.log_text()
+            .lines()
+            .filter(|l| l.contains("uplink") || l.contains("WARN") || l.contains("ERROR"))
+            .take(60)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     objects
 }
@@ -610,10 +622,7 @@ fn garage_cluster_node_lost_mid_upload_loses_and_duplicates_nothing() {
         if mid {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no upload caught mid-way: {st}"
-        );
+        assert!(Instant::now() < deadline, "no upload caught mid-way: {st}");
         std::thread::sleep(Duration::from_millis(50));
     }
     let g = s.garage.as_mut().unwrap();
@@ -623,16 +632,31 @@ fn garage_cluster_node_lost_mid_upload_loses_and_duplicates_nothing() {
     // 180 s for a loaded machine.
     wait_uploaded(&d, 5, Duration::from_secs(180));
     check_archive(&s, &d, 5);
+    eprintln!("archive whole with node 1 down");
     let g = s.garage.as_mut().unwrap();
     g.restart_node(1);
+    // Repaired, then another node fails: node 1 rejoined before node 0 goes.
+    g.wait_healthy(1, Duration::from_secs(60));
     g.kill_node(0);
     // Node 0 gone: nodes 1 and 2 make the read quorum and hold every block.
-    check_archive(&s, &d, 5);
+    let objects = check_archive_objects(&s, &d, 5);
+    // Seen with Garage 2.5.0: node 1 saw the first recording's multipart upload created
+    // before it was killed, not its completion; from nodes 1+2, ListMultipartUploads then
+    // lists it as in progress (it stayed so for 120 s, `garage repair tables` run or
+    // not), while the object itself is complete and identical. Such a listing may only
+    // name a completed object: the box left nothing open (checked above, with node 1
+    // down and nodes 0+2 answering).
+    let open = s3check(s.archive(), &s.ca_file, &["uploads", BUCKET]);
+    for u in open.as_array().unwrap() {
+        let key = u["key"].as_str().unwrap();
+        assert!(
+            objects.iter().any(|o| o["key"] == key),
+            "an upload open for an object the archive does not have: {u}"
+        );
+        eprintln!("stale listing (Garage), object complete: {u}");
+    }
     let log = d.log_text();
-    assert!(
-        !log.contains("panicked"),
-        "daemon panicked:\n{log}"
-    );
+    assert!(!log.contains("panicked"), "daemon panicked:\n{log}");
 }
 
 #[test]

@@ -49,7 +49,10 @@ fn require_nginx() {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    assert!(ok, "`nginx` not found: install the `nginx` package (CI does)");
+    assert!(
+        ok,
+        "`nginx` not found: install the `nginx` package (CI does)"
+    );
 }
 
 fn wait_tcp(port: u16, what: &str, child: &mut Child, log: &Path, limit: Duration) {
@@ -213,7 +216,15 @@ impl Garage {
         garage(
             &bin,
             &c0,
-            &["key", "import", "--yes", "-n", "branchrec-test", KEY_ID, SECRET],
+            &[
+                "key",
+                "import",
+                "--yes",
+                "-n",
+                "branchrec-test",
+                KEY_ID,
+                SECRET,
+            ],
         );
         garage(
             &bin,
@@ -309,6 +320,38 @@ impl Garage {
     pub fn restart_node(&mut self, i: usize) {
         assert!(!self.nodes[i].running());
         self.nodes[i].spawn();
+    }
+
+    /// Wait until node `from` sees every node connected (`garage status` lists no failed
+    /// node), at most `limit`.
+    pub fn wait_healthy(&self, from: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = output_bounded(
+                Command::new(garage_bin())
+                    .arg("-c")
+                    .arg(&self.nodes[from].config)
+                    .arg("status"),
+                Duration::from_secs(30),
+            );
+            let text = out
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_else(|| "garage status hung".into());
+            if text.contains("HEALTHY NODES") && !text.to_ascii_uppercase().contains("FAILED") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not healthy after {limit:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// `garage status` as node 0 sees it.
