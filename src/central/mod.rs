@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod export;
+pub mod index;
 pub mod key;
 
 use std::path::Path;
@@ -64,6 +65,10 @@ impl From<crate::recording::files::OutputFileError> for CentralError {
 pub struct CentralConfig {
     /// The S3-compatible archive.
     pub archive: crate::uplink::config::UplinkConfig,
+    /// The PostgreSQL index (`index`, `search`, `fleet`, `enrol`, `audit`; `show` from
+    /// the index). Absent: only `export` and `show` from the archive.
+    #[serde(default)]
+    pub index: Option<index::IndexConfig>,
 }
 
 impl CentralConfig {
