@@ -110,6 +110,8 @@ pub fn append(
     detail: &serde_json::Value,
 ) -> Result<i64, IndexError> {
     let mut tx = c.transaction()?;
+    // Durable even on a session that relaxed commits (the indexer's).
+    tx.batch_execute("SET LOCAL synchronous_commit TO on")?;
     tx.execute("SELECT pg_advisory_xact_lock(72431402)", &[])?;
     let (prev_seq, prev_hash): (i64, String) = tx
         .query_opt(

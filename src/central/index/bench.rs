@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub queries: u32,
     /// Only search.
     pub search_only: bool,
+    /// Scratch schema.
+    pub schema: String,
 }
 
 /// Latencies of one search kind, ms.
@@ -241,10 +243,18 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
     let mut insert_rate = None;
     let mut copy_rate = None;
     let mut load_s = None;
-    if !o.search_only {
-        c.batch_execute("DROP SCHEMA IF EXISTS bench CASCADE; CREATE SCHEMA bench;")?;
+    if !o.schema.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_' || ch.is_ascii_digit()) {
+        return Err(IndexError::Config(format!("schema {:?}: [a-z0-9_] only", o.schema)));
     }
-    c.batch_execute("SET search_path TO bench")?;
+    if !o.search_only {
+        c.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0};",
+            o.schema
+        ))?;
+    }
+    c.batch_execute(&format!("SET search_path TO {}", o.schema))?;
+    // As the indexer's session (cli::run): commits not waited for.
+    c.batch_execute("SET synchronous_commit TO off")?;
     db::migrate(&mut c)?;
     let now = super::now_ms();
     if !o.search_only {
@@ -362,8 +372,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
         .query(
             "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = 'bench' AND c.relkind = 'r' ORDER BY 2 DESC",
-            &[],
+             WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 2 DESC",
+            &[&o.schema],
         )?
         .iter()
         .map(|r| (r.get(0), r.get(1)))

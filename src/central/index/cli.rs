@@ -198,9 +198,12 @@ pub enum IndexCommand {
         /// Queries per search kind.
         #[arg(long, default_value_t = 100)]
         queries: u32,
-        /// Keep the existing `bench` schema and only run the searches.
+        /// Keep the existing schema and only run the searches.
         #[arg(long)]
         search_only: bool,
+        /// Scratch schema (dropped and created).
+        #[arg(long, default_value = "bench")]
+        schema: String,
     },
 }
 
@@ -276,6 +279,10 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
             let k = key.load()?;
             let ar = ArchiveReader::open(&cfg.archive)?;
             let (mut c, akey) = open(&ix)?;
+            // Rows and positions commit together, so a commit lost in a crash is only
+            // indexed again: the indexer does not wait for each commit's flush (the
+            // audit entries do, SET LOCAL in audit::append).
+            c.batch_execute("SET synchronous_commit TO off")?;
             let mut rescan = rescan;
             for _ in 0..u64::MAX {
                 let rep = {
@@ -486,6 +493,7 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
             insert_sample,
             queries,
             search_only,
+            schema,
         } => {
             let rep = super::bench::run(&super::bench::BenchOptions {
                 database,
@@ -494,6 +502,7 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
                 insert_sample,
                 queries,
                 search_only,
+                schema,
             })?;
             println!("{}", serde_json::to_string_pretty(&rep)?);
             Ok(())
