@@ -149,8 +149,7 @@ impl Central {
     }
     fn fleet(&self) -> Vec<Value> {
         let v: Value =
-            serde_json::from_str(&central_ok(&["fleet", "--json", "--config", &self.cfg]))
-                .unwrap();
+            serde_json::from_str(&central_ok(&["fleet", "--json", "--config", &self.cfg])).unwrap();
         v.as_array().unwrap().clone()
     }
 }
@@ -176,7 +175,9 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     let ck_priv = dir.join("compliance.key");
     std::fs::write(
         &ck_priv,
-        sk.to_pkcs8_pem(p256::pkcs8::LineEnding::LF).unwrap().as_bytes(),
+        sk.to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
     )
     .unwrap();
     let ck_pub = dir.join("compliance.pub.pem");
@@ -346,7 +347,14 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     };
     let pem_a = dir.join("box-a.pem");
     std::fs::write(&pem_a, &box_keys[0]).unwrap();
-    central_ok(&["enrol", "box-a", "--config", &c.cfg, "--key", pem_a.to_str().unwrap()]);
+    central_ok(&[
+        "enrol",
+        "box-a",
+        "--config",
+        &c.cfg,
+        "--key",
+        pem_a.to_str().unwrap(),
+    ]);
     // box-c is enrolled with a key that is not the one its manifests are signed with.
     let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
         .verifying_key()
@@ -354,7 +362,14 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
         .unwrap();
     let pem_wrong = dir.join("box-c-old.pem");
     std::fs::write(&pem_wrong, other).unwrap();
-    central_ok(&["enrol", "box-c", "--config", &c.cfg, "--key", pem_wrong.to_str().unwrap()]);
+    central_ok(&[
+        "enrol",
+        "box-c",
+        "--config",
+        &c.cfg,
+        "--key",
+        pem_wrong.to_str().unwrap(),
+    ]);
 
     // First pass: A's and B's recordings indexed, C's quarantined.
     let r = c.index(&[]);
@@ -366,7 +381,11 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
 
     // Participant search across boxes: exact, prefix, name, AoR.
     let exact = c.search(&["--participant", "+442079460001"]);
-    assert_eq!(ids(&exact), BTreeSet::from([a1.clone(), b1.clone()]), "{exact:?}");
+    assert_eq!(
+        ids(&exact),
+        BTreeSet::from([a1.clone(), b1.clone()]),
+        "{exact:?}"
+    );
     let exact2 = c.search(&["--participant", "+44 20 7946 0001"]);
     assert_eq!(ids(&exact2), ids(&exact));
     let prefix = c.search(&["--participant", "+4420794600*"]);
@@ -398,8 +417,17 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
         .to_string();
     assert!(c.search(&["--since", &tomorrow]).is_empty());
     // The table form names the participants.
-    let table = central_ok(&["search", "--config", &c.cfg, "--participant", "+442079460001"]);
-    assert!(table.contains("Alice Ashworth") && table.contains("UNENROLLED"), "{table}");
+    let table = central_ok(&[
+        "search",
+        "--config",
+        &c.cfg,
+        "--participant",
+        "+442079460001",
+    ]);
+    assert!(
+        table.contains("Alice Ashworth") && table.contains("UNENROLLED"),
+        "{table}"
+    );
 
     // show from the index: the decrypted document and its rows.
     let shown: Value =
@@ -420,7 +448,10 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     assert_eq!(fb["trust"], "first_seen", "{fb}");
     assert!(fb["alarms"]["first_seen"].as_i64().unwrap() >= 1, "{fb}");
     let fa = get(&fleet, "box-a");
-    assert_eq!((fa["trust"].clone(), fa["indexed"].clone()), ("enrolled".into(), 2.into()));
+    assert_eq!(
+        (fa["trust"].clone(), fa["indexed"].clone()),
+        ("enrolled".into(), 2.into())
+    );
     assert_eq!(fa["quarantined"], 0);
     assert_eq!(fa["pending"], 0, "{fa}");
     assert!(fa["status_history"].as_i64().unwrap() >= 1, "{fa}");
@@ -440,15 +471,26 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
         count(&mut db, "events"),
     );
     let r2 = c.index(&[]);
-    assert_eq!((r2["indexed"].clone(), r2["quarantined"].clone()), (0.into(), 0.into()), "{r2}");
+    assert_eq!(
+        (r2["indexed"].clone(), r2["quarantined"].clone()),
+        (0.into(), 0.into()),
+        "{r2}"
+    );
     let positions: i64 = db
-        .query_one("SELECT count(*) FROM index_positions WHERE start_after <> ''", &[])
+        .query_one(
+            "SELECT count(*) FROM index_positions WHERE start_after <> ''",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(positions, 3);
     // Even listing everything again (positions ignored) finds it all known.
     let r3 = c.index(&["--rescan"]);
-    assert_eq!((r3["indexed"].clone(), r3["quarantined"].clone()), (0.into(), 0.into()), "{r3}");
+    assert_eq!(
+        (r3["indexed"].clone(), r3["quarantined"].clone()),
+        (0.into(), 0.into()),
+        "{r3}"
+    );
     assert_eq!(r3["known"], 5, "{r3}");
     assert_eq!(
         before,
@@ -477,7 +519,11 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     let r4 = c.index(&["--rescan"]);
     assert_eq!(r4["quarantined"], 1, "{r4}");
     let prefix = c.search(&["--participant", "+4420794600*"]);
-    assert_eq!(ids(&prefix), BTreeSet::from([a1.clone(), b1.clone()]), "{prefix:?}");
+    assert_eq!(
+        ids(&prefix),
+        BTreeSet::from([a1.clone(), b1.clone()]),
+        "{prefix:?}"
+    );
     let with_q = c.search(&["--participant", "+4420794600*", "--include-quarantined"]);
     assert!(ids(&with_q).contains(&a2));
     let fa = get(&c.fleet(), "box-a");
@@ -498,17 +544,33 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     // The operator enrols box C's real key: its recording verifies and is indexed.
     let pem_c = dir.join("box-c.pem");
     std::fs::write(&pem_c, &box_keys[2]).unwrap();
-    central_ok(&["enrol", "box-c", "--config", &c.cfg, "--key", pem_c.to_str().unwrap()]);
+    central_ok(&[
+        "enrol",
+        "box-c",
+        "--config",
+        &c.cfg,
+        "--key",
+        pem_c.to_str().unwrap(),
+    ]);
     let r5 = c.index(&[]);
     assert_eq!(r5["indexed"], 1, "{r5}");
     let exact = c.search(&["--participant", "+442079460001"]);
-    assert_eq!(ids(&exact), BTreeSet::from([a1.clone(), b1.clone(), c1.clone()]));
+    assert_eq!(
+        ids(&exact),
+        BTreeSet::from([a1.clone(), b1.clone(), c1.clone()])
+    );
     let fc = get(&c.fleet(), "box-c");
-    assert_eq!((fc["key_changed"].clone(), fc["quarantined"].clone()), (false.into(), 0.into()));
+    assert_eq!(
+        (fc["key_changed"].clone(), fc["quarantined"].clone()),
+        (false.into(), 0.into())
+    );
 
     // The central audit log: every access, chained and signed; one altered entry breaks it.
     let log = central_ok(&["audit", "--json", "--config", &c.cfg]);
-    let entries: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let actions: BTreeSet<&str> = entries
         .iter()
         .map(|e| e["action"].as_str().unwrap())
@@ -516,8 +578,12 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     for a in ["enrol", "index", "search", "show", "fleet"] {
         assert!(actions.contains(a), "{a} not audited: {actions:?}");
     }
-    assert!(entries.iter().any(|e| e["action"] == "search"
-        && e["detail"].as_str().unwrap().contains("+4420794600*")));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "search"
+                && e["detail"].as_str().unwrap().contains("+4420794600*"))
+    );
     let v = central_ok(&["audit", "--verify", "--config", &c.cfg]);
     assert!(v.contains("verifies"), "{v}");
     db.execute(
@@ -554,7 +620,10 @@ fn index_schema_migrates_once_and_refuses_a_newer_schema() {
         .get(0);
     assert_eq!(
         v,
-        branchrec::central::index::schema::MIGRATIONS.last().unwrap().0
+        branchrec::central::index::schema::MIGRATIONS
+            .last()
+            .unwrap()
+            .0
     );
     // Again: nothing to do, nothing duplicated.
     let _c2 = branchrec::central::index::db::connect(&pg.conninfo).unwrap();
@@ -562,7 +631,10 @@ fn index_schema_migrates_once_and_refuses_a_newer_schema() {
         .query_one("SELECT count(*) FROM schema_migrations", &[])
         .unwrap()
         .get(0);
-    assert_eq!(n as usize, branchrec::central::index::schema::MIGRATIONS.len());
+    assert_eq!(
+        n as usize,
+        branchrec::central::index::schema::MIGRATIONS.len()
+    );
     c.execute(
         "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (999, 'future', 0)",
         &[],

@@ -725,7 +725,10 @@ impl S3Client {
                         page.objects.push(ListedObject {
                             key: k.to_string(),
                             size: get("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
-                            etag: get("ETag").unwrap_or_default().trim_matches('"').to_string(),
+                            etag: get("ETag")
+                                .unwrap_or_default()
+                                .trim_matches('"')
+                                .to_string(),
                             last_modified: get("LastModified").unwrap_or_default().to_string(),
                         });
                     }

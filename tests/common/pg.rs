@@ -43,10 +43,14 @@ impl Pg {
         }
         let data = dir.join("data");
         let out = crate::common::output_bounded(
-            cmd(as_nobody, "initdb")
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "central", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+            cmd(as_nobody, "initdb").arg("-D").arg(&data).args([
+                "-U",
+                "central",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]),
             Duration::from_secs(120),
         )
         .expect("initdb hung");

@@ -161,24 +161,23 @@ pub struct Entry {
 
 /// The entries from `from_seq` on (at most `limit`).
 pub fn entries(c: &mut Client, from_seq: i64, limit: i64) -> Result<Vec<Entry>, IndexError> {
-    Ok(c
-        .query(
-            "SELECT seq, at_ms, actor, action, target, detail, hash, key_id FROM central_audit
+    Ok(c.query(
+        "SELECT seq, at_ms, actor, action, target, detail, hash, key_id FROM central_audit
              WHERE seq >= $1 ORDER BY seq LIMIT $2",
-            &[&from_seq, &limit],
-        )?
-        .iter()
-        .map(|r| Entry {
-            seq: r.get(0),
-            at_ms: r.get(1),
-            actor: r.get(2),
-            action: r.get(3),
-            target: r.get(4),
-            detail: r.get(5),
-            hash: r.get(6),
-            key_id: r.get(7),
-        })
-        .collect())
+        &[&from_seq, &limit],
+    )?
+    .iter()
+    .map(|r| Entry {
+        seq: r.get(0),
+        at_ms: r.get(1),
+        actor: r.get(2),
+        action: r.get(3),
+        target: r.get(4),
+        detail: r.get(5),
+        hash: r.get(6),
+        key_id: r.get(7),
+    })
+    .collect())
 }
 
 /// Verify the whole chain with `public` (the central audit key's public half): every

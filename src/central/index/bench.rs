@@ -116,10 +116,7 @@ pub fn synthetic(k: u64, boxes: u32) -> (crate::compliance::ArchiveIndex, serde_
     let dur: i64 = rng.gen_range(8_000..1_200_000);
     let cust = customer(rng.gen_range(0..NUMBERS));
     let agent_ext = format!("{:04}", 1000 + bx * 7 % 9000);
-    let agent = format!(
-        "sip:{agent_ext}@{}.bank.example",
-        site
-    );
+    let agent = format!("sip:{agent_ext}@{}.bank.example", site);
     let cname = format!(
         "{} {}",
         FIRST[rng.gen_range(0..FIRST.len())],
@@ -142,7 +139,11 @@ pub fn synthetic(k: u64, boxes: u32) -> (crate::compliance::ArchiveIndex, serde_
         tags.push("sales");
     }
     let held = rng.gen_bool(0.002);
-    let key = format!("{site}/{box_id}/2026/{:02}/{:02}/{id}", 1 + day / 31 % 12, 1 + day % 28);
+    let key = format!(
+        "{site}/{box_id}/2026/{:02}/{:02}/{id}",
+        1 + day / 31 % 12,
+        1 + day % 28
+    );
     let iso = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -162,12 +163,16 @@ pub fn synthetic(k: u64, boxes: u32) -> (crate::compliance::ArchiveIndex, serde_
     }
     let mut events = vec![];
     for d in 0..rng.gen_range(0..6) {
-        events.push(json!({"at_ms": 1000 + d * 400, "kind": "dtmf", "channel": 0,
-            "detail": {"digit": (b'0' + (d as u8 % 10)) as char, "duration_ms": 120}}));
+        events.push(
+            json!({"at_ms": 1000 + d * 400, "kind": "dtmf", "channel": 0,
+            "detail": {"digit": (b'0' + (d as u8 % 10)) as char, "duration_ms": 120}}),
+        );
     }
     if rng.gen_bool(0.2) {
         events.push(json!({"at_ms": dur / 3, "kind": "hold", "channel": 1, "detail": null}));
-        events.push(json!({"at_ms": dur / 3 + 20_000, "kind": "resume", "channel": 1, "detail": null}));
+        events.push(
+            json!({"at_ms": dur / 3 + 20_000, "kind": "resume", "channel": 1, "detail": null}),
+        );
     }
     let heads: Vec<serde_json::Value> = (0..8)
         .map(|h| {
@@ -243,8 +248,15 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
     let mut insert_rate = None;
     let mut copy_rate = None;
     let mut load_s = None;
-    if !o.schema.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_' || ch.is_ascii_digit()) {
-        return Err(IndexError::Config(format!("schema {:?}: [a-z0-9_] only", o.schema)));
+    if !o
+        .schema
+        .chars()
+        .all(|ch| ch.is_ascii_lowercase() || ch == '_' || ch.is_ascii_digit())
+    {
+        return Err(IndexError::Config(format!(
+            "schema {:?}: [a-z0-9_] only",
+            o.schema
+        )));
     }
     if !o.search_only {
         c.batch_execute(&format!(
@@ -260,7 +272,12 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
     if !o.search_only {
         let t_load = Instant::now();
         for b in 0..o.boxes {
-            db::ensure_box(&mut c, &format!("br-{b:04}"), Some(&format!("site-{:03}", b / 4)), now)?;
+            db::ensure_box(
+                &mut c,
+                &format!("br-{b:04}"),
+                Some(&format!("site-{:03}", b / 4)),
+                now,
+            )?;
         }
         let sample = o.insert_sample.min(o.recordings);
         let t = Instant::now();
@@ -300,13 +317,17 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
         c.batch_execute("ANALYZE")?;
         load_s = Some(t_load.elapsed().as_secs_f64());
     }
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM recordings", &[])?
-        .get(0);
+    let n: i64 = c.query_one("SELECT count(*) FROM recordings", &[])?.get(0);
     // Searches with random values drawn from what was loaded.
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut searches = Vec::new();
-    let kinds = ["participant exact", "participant prefix", "box + day", "held", "tag"];
+    let kinds = [
+        "participant exact",
+        "participant prefix",
+        "box + day",
+        "held",
+        "tag",
+    ];
     for kind in kinds {
         let mut lat = Vec::new();
         let mut hits = 0usize;

@@ -411,9 +411,8 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
             let pem = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading {}", key.display()))?;
             use ed25519_dalek::pkcs8::{DecodePublicKey, EncodePublicKey};
-            let vk = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim()).map_err(|_| {
-                anyhow::anyhow!("{}: not an Ed25519 public key PEM", key.display())
-            })?;
+            let vk = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim())
+                .map_err(|_| anyhow::anyhow!("{}: not an Ed25519 public key PEM", key.display()))?;
             let der = vk
                 .to_public_key_der()
                 .map_err(|e| anyhow::anyhow!("encoding: {e}"))?
@@ -459,7 +458,10 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
             let (mut c, key) = open(&ix)?;
             if verify {
                 let n = audit::verify(&mut c, &key.public())?;
-                println!("central audit log verifies: {n} entries, key {}", key.key_id);
+                println!(
+                    "central audit log verifies: {n} entries, key {}",
+                    key.key_id
+                );
                 return Ok(());
             }
             for e in audit::entries(&mut c, from, 100_000)? {
@@ -483,7 +485,11 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
         }
         IndexCommand::AuditKeygen { out } => {
             let k = audit::AuditKey::generate(&out)?;
-            println!("central audit key {} written to {}", k.key_id, out.display());
+            println!(
+                "central audit key {} written to {}",
+                k.key_id,
+                out.display()
+            );
             Ok(())
         }
         IndexCommand::BenchIndex {

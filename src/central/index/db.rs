@@ -81,24 +81,23 @@ pub struct BoxRow {
 
 /// The box `box_id`, if known.
 pub fn get_box(c: &mut impl GenericClient, box_id: &str) -> Result<Option<BoxRow>, IndexError> {
-    Ok(c
-        .query_opt(
-            "SELECT box_id, site, trust, signing_key_der, signing_key_sha256, first_seen_ms,
+    Ok(c.query_opt(
+        "SELECT box_id, site, trust, signing_key_der, signing_key_sha256, first_seen_ms,
                     enrolled_by, key_changed, changed_key_sha256
              FROM boxes WHERE box_id = $1",
-            &[&box_id],
-        )?
-        .map(|r| BoxRow {
-            box_id: r.get(0),
-            site: r.get(1),
-            trust: r.get(2),
-            der: r.get(3),
-            key_sha256: r.get(4),
-            first_seen_ms: r.get(5),
-            enrolled_by: r.get(6),
-            key_changed: r.get(7),
-            changed_key_sha256: r.get(8),
-        }))
+        &[&box_id],
+    )?
+    .map(|r| BoxRow {
+        box_id: r.get(0),
+        site: r.get(1),
+        trust: r.get(2),
+        der: r.get(3),
+        key_sha256: r.get(4),
+        first_seen_ms: r.get(5),
+        enrolled_by: r.get(6),
+        key_changed: r.get(7),
+        changed_key_sha256: r.get(8),
+    }))
 }
 
 impl BoxRow {
@@ -367,7 +366,10 @@ pub fn write_recording(
              VALUES ($1::text::uuid, $2, $3, $4, $5)",
         )?;
         for e in &rows.events {
-            c.execute(&st, &[&r.recording_id, &e.at_ms, &e.kind, &e.channel, &e.detail])?;
+            c.execute(
+                &st,
+                &[&r.recording_id, &e.at_ms, &e.kind, &e.channel, &e.detail],
+            )?;
         }
     }
     if r.held {
@@ -377,7 +379,10 @@ pub fn write_recording(
             &[&r.recording_id, &now],
         )?;
     }
-    c.execute("DELETE FROM quarantine WHERE object_key = $1", &[&r.container_key])?;
+    c.execute(
+        "DELETE FROM quarantine WHERE object_key = $1",
+        &[&r.container_key],
+    )?;
     Ok(())
 }
 
@@ -422,7 +427,9 @@ pub fn store_heads(
             c,
             box_id,
             "audit_head_signature",
-            &format!("{bad} published audit head(s) of {box_id} do not verify with its trusted key"),
+            &format!(
+                "{bad} published audit head(s) of {box_id} do not verify with its trusted key"
+            ),
             now,
         )?;
     }
@@ -474,13 +481,16 @@ pub fn store_status(
 }
 
 /// Whether this status version is stored.
-pub fn has_status(c: &mut impl GenericClient, box_id: &str, etag: &str) -> Result<bool, IndexError> {
-    Ok(c
-        .query_opt(
-            "SELECT 1 FROM box_status WHERE box_id = $1 AND etag = $2",
-            &[&box_id, &etag],
-        )?
-        .is_some())
+pub fn has_status(
+    c: &mut impl GenericClient,
+    box_id: &str,
+    etag: &str,
+) -> Result<bool, IndexError> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM box_status WHERE box_id = $1 AND etag = $2",
+        &[&box_id, &etag],
+    )?
+    .is_some())
 }
 
 /// What the index already holds for these container keys: `objects_etag` of the
@@ -516,13 +526,12 @@ pub fn known(c: &mut impl GenericClient, keys: &[String]) -> Result<Known, Index
 
 /// The persisted StartAfter of a box prefix ("" = from the start).
 pub fn position(c: &mut impl GenericClient, box_prefix: &str) -> Result<String, IndexError> {
-    Ok(c
-        .query_opt(
-            "SELECT start_after FROM index_positions WHERE box_prefix = $1",
-            &[&box_prefix],
-        )?
-        .map(|r| r.get(0))
-        .unwrap_or_default())
+    Ok(c.query_opt(
+        "SELECT start_after FROM index_positions WHERE box_prefix = $1",
+        &[&box_prefix],
+    )?
+    .map(|r| r.get(0))
+    .unwrap_or_default())
 }
 
 /// Persist a box prefix's StartAfter (never moves backwards except by enrol / rescan).

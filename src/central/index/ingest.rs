@@ -157,7 +157,13 @@ impl Indexer<'_> {
                             db::store_heads(&mut tx, bx, der.as_deref(), &s.heads, "status", now)?;
                     }
                     Err(m) => {
-                        db::raise_alarm(&mut tx, bx, "status_document", &format!("{}: {m}", o.key), now)?;
+                        db::raise_alarm(
+                            &mut tx,
+                            bx,
+                            "status_document",
+                            &format!("{}: {m}", o.key),
+                            now,
+                        )?;
                     }
                 }
                 tx.commit()?;
@@ -189,9 +195,9 @@ impl Indexer<'_> {
         let mut advance = true;
         let mut carry: Vec<ListedObject> = Vec::new();
         for _ in 0..1_000_000 {
-            let page =
-                self.archive
-                    .list_page(&bp, Some(&cursor), None, self.cfg.list_page)?;
+            let page = self
+                .archive
+                .list_page(&bp, Some(&cursor), None, self.cfg.list_page)?;
             rep.listed += page.objects.len();
             if let Some(l) = page.objects.last() {
                 cursor = l.key.clone();

@@ -740,7 +740,9 @@ mod tests {
         assert_eq!(g.len(), 3);
         assert_eq!(g[0].key, "p/lyon/b1/2026/12/03/aaa");
         assert_eq!(g[0].last_key(), "p/lyon/b1/2026/12/03/aaa.manifest.sig");
-        assert!(g[0].objects_etag().starts_with("e-p/lyon/b1/2026/12/03/aaa,"));
+        assert!(g[0]
+            .objects_etag()
+            .starts_with("e-p/lyon/b1/2026/12/03/aaa,"));
         assert_eq!(g[1].objects_etag().matches('-').count() >= 2, true);
         let now = last_modified_ms(t).unwrap();
         assert_eq!(readiness(&g[0], now, 3_600_000), Readiness::Ready);
@@ -757,12 +759,18 @@ mod tests {
             Some(("lyon".into(), "b1".into()))
         );
         assert_eq!(site_box_of("p/", "p/_status/b1.json"), None);
-        assert_eq!(key_day("p/lyon/b1/", "p/lyon/b1/2026/12/03/aaa"), Some(20261203));
+        assert_eq!(
+            key_day("p/lyon/b1/", "p/lyon/b1/2026/12/03/aaa"),
+            Some(20261203)
+        );
     }
 
     #[test]
     fn numbers_are_the_digits_of_tel_and_sip_user_parts() {
-        assert_eq!(number_of("tel:+442079460001").as_deref(), Some("442079460001"));
+        assert_eq!(
+            number_of("tel:+442079460001").as_deref(),
+            Some("442079460001")
+        );
         assert_eq!(
             number_of("sip:+44 (20) 7946-0001@branch.example;user=phone").as_deref(),
             Some("442079460001")
@@ -803,7 +811,10 @@ mod tests {
         let r = rows_from_document(&idx, &doc, "k", Trust::Enrolled, "e".into());
         assert_eq!(r.participants.len(), 3);
         assert_eq!(r.participants[0].number.as_deref(), Some("442079460001"));
-        assert_eq!(r.participants[1].aor.as_deref(), Some("sip:alice@example.com"));
+        assert_eq!(
+            r.participants[1].aor.as_deref(),
+            Some("sip:alice@example.com")
+        );
         assert_eq!(r.participants[1].number, None);
         assert_eq!(r.recording.tags, vec!["vip".to_string()]);
         assert!(r.recording.held);

@@ -516,7 +516,15 @@ pub fn fleet(c: &mut impl GenericClient) -> Result<Vec<FleetBox>, IndexError> {
 pub fn fleet_table(boxes: &[FleetBox]) -> String {
     let mut out = format!(
         "{:<14} {:<10} {:<10} {:>8} {:>8} {:>5} {:<24} {:<24} {}\n",
-        "BOX", "SITE", "TRUST", "INDEXED", "BACKLOG", "QUAR", "LAST STATUS", "LAST UPLOAD", "FLAGS / ALARMS"
+        "BOX",
+        "SITE",
+        "TRUST",
+        "INDEXED",
+        "BACKLOG",
+        "QUAR",
+        "LAST STATUS",
+        "LAST UPLOAD",
+        "FLAGS / ALARMS"
     );
     for b in boxes {
         let mut flags: Vec<String> = Vec::new();
