@@ -320,57 +320,55 @@ pub fn write_recording(
             &now,
         ],
     )?;
+    // One statement per table, the rows as arrays (unnest): the round trips per
+    // recording stay constant whatever its number of participants and events.
     if !rows.participants.is_empty() {
-        let st = c.prepare(
+        let ps = &rows.participants;
+        let pid: Vec<&str> = ps.iter().map(|p| p.participant_id.as_str()).collect();
+        let name: Vec<Option<&str>> = ps.iter().map(|p| p.name.as_deref()).collect();
+        let aor: Vec<Option<&str>> = ps.iter().map(|p| p.aor.as_deref()).collect();
+        let num: Vec<Option<&str>> = ps.iter().map(|p| p.number.as_deref()).collect();
+        let joined: Vec<Option<i64>> = ps.iter().map(|p| p.joined_at_ms).collect();
+        let left: Vec<Option<i64>> = ps.iter().map(|p| p.left_at_ms).collect();
+        let ch: Vec<Option<i32>> = ps.iter().map(|p| p.channel).collect();
+        c.execute(
             "INSERT INTO participants (recording_id, participant_id, name, name_lc, aor, aor_lc,
-             number, joined_at_ms, left_at_ms, channel)
-             VALUES ($1::text::uuid, $2, $3, lower($3), $4, lower($4), $5, $6, $7, $8)",
+               number, joined_at_ms, left_at_ms, channel)
+             SELECT $1::text::uuid, p, n, lower(n), a, lower(a), num, j, l, ch
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[],
+                         $8::int4[]) AS t(p, n, a, num, j, l, ch)",
+            &[&r.recording_id, &pid, &name, &aor, &num, &joined, &left, &ch],
         )?;
-        for p in &rows.participants {
-            c.execute(
-                &st,
-                &[
-                    &r.recording_id,
-                    &p.participant_id,
-                    &p.name,
-                    &p.aor,
-                    &p.number,
-                    &p.joined_at_ms,
-                    &p.left_at_ms,
-                    &p.channel,
-                ],
-            )?;
-        }
     }
     if !rows.channels.is_empty() {
-        let st = c.prepare(
+        let cs = &rows.channels;
+        let n: Vec<i32> = cs.iter().map(|c| c.channel).collect();
+        let pid: Vec<Option<&str>> = cs.iter().map(|c| c.participant_id.as_deref()).collect();
+        let label: Vec<Option<&str>> = cs.iter().map(|c| c.label.as_deref()).collect();
+        let ms: Vec<Option<&str>> = cs.iter().map(|c| c.mapping_source.as_deref()).collect();
+        c.execute(
             "INSERT INTO channels (recording_id, channel, participant_id, label, mapping_source)
-             VALUES ($1::text::uuid, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+             SELECT $1::text::uuid, n, p, l, m
+             FROM unnest($2::int4[], $3::text[], $4::text[], $5::text[]) AS t(n, p, l, m)
+             ON CONFLICT DO NOTHING",
+            &[&r.recording_id, &n, &pid, &label, &ms],
         )?;
-        for ch in &rows.channels {
-            c.execute(
-                &st,
-                &[
-                    &r.recording_id,
-                    &ch.channel,
-                    &ch.participant_id,
-                    &ch.label,
-                    &ch.mapping_source,
-                ],
-            )?;
-        }
     }
     if !rows.events.is_empty() {
-        let st = c.prepare(
+        let es = &rows.events;
+        let at: Vec<i64> = es.iter().map(|e| e.at_ms).collect();
+        let kind: Vec<&str> = es.iter().map(|e| e.kind.as_str()).collect();
+        let ch: Vec<Option<i32>> = es.iter().map(|e| e.channel).collect();
+        let det: Vec<Option<String>> = es
+            .iter()
+            .map(|e| e.detail.as_ref().map(|d| d.to_string()))
+            .collect();
+        c.execute(
             "INSERT INTO events (recording_id, at_ms, kind, channel, detail)
-             VALUES ($1::text::uuid, $2, $3, $4, $5)",
+             SELECT $1::text::uuid, a, k, ch, d::jsonb
+             FROM unnest($2::int8[], $3::text[], $4::int4[], $5::text[]) AS t(a, k, ch, d)",
+            &[&r.recording_id, &at, &kind, &ch, &det],
         )?;
-        for e in &rows.events {
-            c.execute(
-                &st,
-                &[&r.recording_id, &e.at_ms, &e.kind, &e.channel, &e.detail],
-            )?;
-        }
     }
     if r.held {
         c.execute(
