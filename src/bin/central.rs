@@ -40,6 +40,9 @@ enum Cmd {
     },
     #[command(flatten)]
     Index(branchrec::central::index::cli::IndexCommand),
+    /// Commands to boxes: holds, erasure, compliance-key rotation (docs/central.md).
+    #[command(flatten)]
+    Commands(branchrec::central::command_cli::CommandCmd),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Index(c) => branchrec::central::index::cli::run(c),
+        Cmd::Commands(c) => branchrec::central::command_cli::run(c),
         Cmd::Show { recording, common } => {
             let cfg = CentralConfig::load(&common.archive)?;
             if let Some(ix) = &cfg.index {
