@@ -10,6 +10,8 @@
 //! direction (`search --tag/--held/--direction`).
 
 mod common;
+#[path = "common/central.rs"]
+mod central_common;
 #[path = "common/daemon.rs"]
 mod daemon;
 #[path = "common/garage.rs"]
@@ -29,6 +31,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use central_common::{box_key_pem, compliance_keypair, evidence_script};
 use common::{expect_bursts, g711, output_bounded, read_wav};
 use daemon::Install;
 use garage::Garage;
@@ -74,22 +77,6 @@ fn sh(script: &str, dir: &Path) -> Output {
     .expect("sh hung")
 }
 
-/// The box's manifest signing public key (custody state) as SPKI PEM: what an installer
-/// records when the box is enrolled.
-fn box_key_pem(data: &Path) -> String {
-    use ed25519_dalek::pkcs8::EncodePublicKey;
-    let st: Value =
-        serde_json::from_slice(&std::fs::read(data.join("keys/custody.json")).unwrap()).unwrap();
-    let raw: [u8; 32] = hex::decode(st["signing_public_key"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    ed25519_dalek::VerifyingKey::from_bytes(&raw)
-        .unwrap()
-        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .unwrap()
-}
-
 fn search(cfg: &str, extra: &[&str]) -> BTreeSet<String> {
     let mut a = vec!["search", "--json", "--config", cfg];
     a.extend_from_slice(extra);
@@ -107,19 +94,6 @@ fn search(cfg: &str, extra: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The published check of docs/evidence.md, exactly.
-fn evidence_script() -> String {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/evidence.md")).unwrap();
-    doc.split("```sh\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn three_boxes_one_destroyed_archive_alone_exports_bit_exact_evidence_and_search() {
     let _g = common::serial();
@@ -130,24 +104,7 @@ fn three_boxes_one_destroyed_archive_alone_exports_bit_exact_evidence_and_search
     let pg = pg::Pg::start(&dir.join("pg"));
 
     // The compliance key pair (PEM; PKCS#11 is tests/central_archive.rs).
-    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
-    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
-    let ck_priv = dir.join("compliance.key");
-    std::fs::write(
-        &ck_priv,
-        sk.to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
-    let ck_pub = dir.join("compliance.pub.pem");
-    std::fs::write(
-        &ck_pub,
-        sk.public_key()
-            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
-            .unwrap(),
-    )
-    .unwrap();
+    let (ck_priv, ck_pub) = compliance_keypair(dir);
     let ck_priv = ck_priv.to_str().unwrap().to_string();
 
     // The archive: the Garage cluster behind nginx TLS.

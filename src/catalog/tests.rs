@@ -1132,3 +1132,26 @@ fn audit_entries_are_keyed_from_the_marker_on() {
     let e = cat.audit_entries(0, None).unwrap();
     assert_eq!(e.iter().filter(|e| e.action == KEYED_ACTION).count(), 1);
 }
+
+#[test]
+fn direction_reads_what_the_rules_stored() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path).unwrap();
+    cat.insert_recording(&new_rec("r1", 1_714_555_800_250))
+        .unwrap();
+    assert_eq!(cat.direction("r1").unwrap(), None);
+    cat.set_policy(
+        "r1",
+        &super::lifecycle::Policy {
+            rule: Some("vip".into()),
+            direction: Some("outbound".into()),
+            retention_class: "long".into(),
+            retention_ms: None,
+            min_duration_ms: 0,
+            tags: vec!["vip".into()],
+        },
+    )
+    .unwrap();
+    assert_eq!(cat.direction("r1").unwrap().as_deref(), Some("outbound"));
+    assert_eq!(cat.direction("nope").unwrap(), None);
+}

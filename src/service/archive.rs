@@ -67,15 +67,7 @@ pub fn event_entries(d: &RecordingDetail) -> Vec<Value> {
 pub fn show_document(cat: &Catalog, d: &RecordingDetail, now_ms: i64) -> anyhow::Result<Value> {
     let id = &d.recording.id;
     let mut v = recording_document(d)?;
-    let lc = cat
-        .list(&ListFilter {
-            call: Some(d.recording.call_id.clone()),
-            now_ms,
-            ..ListFilter::default()
-        })?
-        .into_iter()
-        .find(|r| &r.id == id)
-        .map(|r| r.lifecycle);
+    let lc = list_lifecycle(cat, d, now_ms)?;
     if let (Some(o), Some(lc)) = (v.as_object_mut(), lc) {
         if let Ok(Value::Object(m)) = serde_json::to_value(&lc) {
             o.extend(m);
@@ -83,6 +75,23 @@ pub fn show_document(cat: &Catalog, d: &RecordingDetail, now_ms: i64) -> anyhow:
         o.insert("holds".into(), cat.holds_covering(id, now_ms)?.into());
     }
     Ok(v)
+}
+
+/// The life-cycle fields of `d`'s `recordings list` entry at `now_ms`.
+fn list_lifecycle(
+    cat: &Catalog,
+    d: &RecordingDetail,
+    now_ms: i64,
+) -> anyhow::Result<Option<crate::catalog::LifecycleSummary>> {
+    Ok(cat
+        .list(&ListFilter {
+            call: Some(d.recording.call_id.clone()),
+            now_ms,
+            ..ListFilter::default()
+        })?
+        .into_iter()
+        .find(|r| r.id == d.recording.id)
+        .map(|r| r.lifecycle))
 }
 
 /// The life-cycle facts the archive document carries for the central index (`central
@@ -97,16 +106,7 @@ pub fn lifecycle_fields(
 ) -> anyhow::Result<serde_json::Map<String, Value>> {
     let id = &d.recording.id;
     let mut out = serde_json::Map::new();
-    let lc = cat
-        .list(&ListFilter {
-            call: Some(d.recording.call_id.clone()),
-            now_ms,
-            ..ListFilter::default()
-        })?
-        .into_iter()
-        .find(|r| &r.id == id)
-        .map(|r| r.lifecycle);
-    if let Some(lc) = lc {
+    if let Some(lc) = list_lifecycle(cat, d, now_ms)? {
         if let Value::Object(m) = serde_json::to_value(&lc)? {
             out.extend(m);
         }
