@@ -70,6 +70,15 @@ pub struct ChannelStats {
     pub storage_gaps: u64,
     /// Their total length, ms. Recording-wide, like `storage_gaps`.
     pub storage_gap_ms: u64,
+    /// Stretches of the channel without its sender's audio although its packets came
+    /// (`media_gap` events: forward re-anchor, late, overflow, rewind); not loss.
+    pub media_gaps: u64,
+    /// Milliseconds of silence the recorder inserted in them (re-anchor, late,
+    /// overflow): audio not from the sender, distinct from `concealed_ms`.
+    pub media_gap_ms: u64,
+    /// Milliseconds of received audio replaced when a backward re-anchor placed the
+    /// stream over it (`rewind` gaps; at most).
+    pub overwritten_ms: u64,
 }
 
 impl ChannelStats {
@@ -94,6 +103,9 @@ impl ChannelStats {
             decode_errors: s.decode_errors,
             codec_changes: s.codec_changes,
             dropped_while_paused,
+            media_gaps: s.gaps,
+            media_gap_ms: s.gap_ms,
+            overwritten_ms: s.overwritten_ms,
             ..ChannelStats::default()
         };
         if let Some(c) = srtp.filter(|c| c.suite().is_some()) {
