@@ -148,6 +148,36 @@ pub fn render(doc: &StatusDoc) -> String {
             "counter",
             b.metadata_refused as f64,
         );
+        g(
+            "branchrec_sip_transactions_refused_total",
+            "SIP requests answered 503 because the live server transaction table was full.",
+            "counter",
+            b.sip_transactions_refused as f64,
+        );
+        g(
+            "branchrec_sip_transaction_cap",
+            "Cap on live SIP server transactions ([sip] max_transactions).",
+            "gauge",
+            b.sip_transaction_cap as f64,
+        );
+        g(
+            "branchrec_media_gaps_total",
+            "Stretches of recorded channels without the sender's audio although its packets came (media_gap events: re-anchor, late, overflow, rewind).",
+            "counter",
+            b.media_gaps as f64,
+        );
+        g(
+            "branchrec_media_gap_seconds_total",
+            "Silence in those gaps that is not the sender's audio (not loss concealment).",
+            "counter",
+            b.media_gap_ms as f64 / 1000.0,
+        );
+        g(
+            "branchrec_media_overwritten_seconds_total",
+            "Received audio replaced when a backward re-anchor placed a stream over it (at most).",
+            "counter",
+            b.media_overwritten_ms as f64 / 1000.0,
+        );
     }
     let _ = writeln!(
         o,
@@ -251,6 +281,11 @@ mod tests {
             sip_foreign_peer: 3,
             metadata_refused: 8,
             last_foreign_alarm_ms: Some(1_767_225_600_000),
+            sip_transactions_refused: 4,
+            sip_transaction_cap: 16,
+            media_gaps: 2,
+            media_gap_ms: 1500,
+            media_overwritten_ms: 0,
         });
         doc.add_binding_alarms(branchrec_core::time::UnixMs(1_767_225_600_000), "now");
         let text = render(&doc);
@@ -258,6 +293,10 @@ mod tests {
             "branchrec_rtp_foreign_source_total 205",
             "branchrec_sip_foreign_peer_total 3",
             "branchrec_metadata_refused_total 8",
+            "branchrec_sip_transactions_refused_total 4",
+            "branchrec_sip_transaction_cap 16",
+            "branchrec_media_gaps_total 2",
+            "branchrec_media_gap_seconds_total 1.5",
             "branchrec_alarm{code=\"foreign_media\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");

@@ -565,7 +565,11 @@ pub fn build_status(
         key_present,
         alarms: shared.alarms(),
         audit_heads,
-        binding: shared.binding.get().map(|b| b.snapshot()),
+        binding: shared.binding.get().map(|b| {
+            let mut s = b.snapshot();
+            crate::app::sink::add_media_gaps(&mut s);
+            s
+        }),
     };
     doc.add_binding_alarms(
         branchrec_core::time::UnixMs(now_ms),
