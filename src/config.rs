@@ -176,6 +176,11 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Most calls recorded at once; further INVITEs get 503 with Retry-After.
     pub max_calls: usize,
+    /// Cap on live SIP server transactions (16 ..= 262144). Beyond it new requests get a
+    /// stateless 503 (counted, WARN logged at most every 10 s); a BYE or CANCEL of a live
+    /// call is never refused. An answered INVITE holds its slot 64·T1 (32 s), so this
+    /// bounds sustained set-up to about `max_transactions / 32` calls per second.
+    pub max_transactions: usize,
     /// Seconds to put in `Retry-After` when we cannot record.
     pub retry_after_s: u32,
     /// Sources allowed on the plain UDP/TCP listeners: addresses or CIDRs, IPv4 and IPv6
@@ -375,6 +380,7 @@ impl Default for SipConfig {
             ],
             user_agent: format!("branchrec/{}", env!("CARGO_PKG_VERSION")),
             max_calls: 2000,
+            max_transactions: 8192,
             retry_after_s: 30,
             allowed_sources: Vec::new(),
             tls: None,
@@ -993,6 +999,12 @@ impl Config {
         }
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1".into()));
+        }
+        if !(16..=262_144).contains(&self.sip.max_transactions) {
+            return Err(invalid(
+                "sip.max_transactions",
+                "must be between 16 and 262144".into(),
+            ));
         }
         if self.sip.max_metadata_versions == 0 {
             return Err(invalid(

@@ -109,6 +109,30 @@ pub fn render(doc: &StatusDoc) -> String {
         "gauge",
         f64::from(u8::from(doc.key_present)),
     );
+    let stalled = render_counters(&mut o, doc.binding.as_ref());
+    let _ = writeln!(
+        o,
+        "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
+    );
+    if stalled > 0 {
+        let _ = writeln!(o, "branchrec_alarm{{code=\"storage_write_failed\"}} 1");
+    }
+    for a in &doc.alarms {
+        let _ = writeln!(
+            o,
+            "branchrec_alarm{{code=\"{}\"}} 1",
+            a.code.replace(['"', '\\', '\n'], "_")
+        );
+    }
+    o
+}
+
+/// The box's live counters (storage health, binding, SIP transaction cap, media gaps);
+/// returns the number of stalled recordings (for the alarm).
+fn render_counters(o: &mut String, binding: Option<&crate::binding::BindingSnapshot>) -> u64 {
+    let mut g = |name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
     let health = &crate::app::sink::STORAGE_HEALTH;
     let stalled = health.stalled.load(Ordering::Relaxed);
     g(
@@ -129,7 +153,7 @@ pub fn render(doc: &StatusDoc) -> String {
         "counter",
         health.gaps.load(Ordering::Relaxed) as f64,
     );
-    if let Some(b) = &doc.binding {
+    if let Some(b) = binding {
         g(
             "branchrec_rtp_foreign_source_total",
             "RTP/RTCP datagrams dropped because they came from a source the stream is not bound to.",
@@ -179,19 +203,25 @@ pub fn render(doc: &StatusDoc) -> String {
             b.media_overwritten_ms as f64 / 1000.0,
         );
     }
+    stalled
+}
+
+/// `/metrics` before the first status document (or without the uplink worker, which
+/// builds it): the live counters alone.
+pub fn render_live(shared: &UplinkShared) -> String {
+    let mut o = String::new();
+    let b = shared.binding.get().map(|b| {
+        let mut s = b.snapshot();
+        crate::app::sink::add_media_gaps(&mut s);
+        s
+    });
+    let stalled = render_counters(&mut o, b.as_ref());
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
     );
     if stalled > 0 {
         let _ = writeln!(o, "branchrec_alarm{{code=\"storage_write_failed\"}} 1");
-    }
-    for a in &doc.alarms {
-        let _ = writeln!(
-            o,
-            "branchrec_alarm{{code=\"{}\"}} 1",
-            a.code.replace(['"', '\\', '\n'], "_")
-        );
     }
     o
 }
@@ -222,6 +252,9 @@ async fn serve_one(mut s: tokio::net::TcpStream, shared: Arc<UplinkShared>) -> s
     } else if path == "/metrics" {
         match shared.last_doc() {
             Some(d) => ("200 OK", "text/plain; version=0.0.4", render(&d)),
+            None if shared.binding.get().is_some() => {
+                ("200 OK", "text/plain; version=0.0.4", render_live(&shared))
+            }
             None => ("503 Service Unavailable", "text/plain", "starting\n".into()),
         }
     } else {
