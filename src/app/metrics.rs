@@ -197,10 +197,10 @@ fn render_counters(o: &mut String, binding: Option<&crate::binding::BindingSnaps
             b.media_gap_ms as f64 / 1000.0,
         );
         g(
-            "branchrec_media_overwritten_seconds_total",
-            "Received audio replaced when a backward re-anchor placed a stream over it (at most).",
+            "branchrec_media_dropped_seconds_total",
+            "Received audio not stored where no silence marks it: replaced after a backward re-anchor (at most) or past the end of its recording.",
             "counter",
-            b.media_overwritten_ms as f64 / 1000.0,
+            b.media_dropped_ms as f64 / 1000.0,
         );
     }
     stalled
@@ -318,7 +318,7 @@ mod tests {
             sip_transaction_cap: 16,
             media_gaps: 2,
             media_gap_ms: 1500,
-            media_overwritten_ms: 0,
+            media_dropped_ms: 0,
         });
         doc.add_binding_alarms(branchrec_core::time::UnixMs(1_767_225_600_000), "now");
         let text = render(&doc);

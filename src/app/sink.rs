@@ -72,24 +72,24 @@ pub struct MediaGapHealth {
     /// Milliseconds of silence in them not from the sender.
     pub gap_ms: AtomicU64,
     /// Milliseconds of received audio replaced by backward re-anchors (at most).
-    pub overwritten_ms: AtomicU64,
+    pub dropped_ms: AtomicU64,
 }
 
 /// The daemon's media gap counters (every sink reports here).
 pub static MEDIA_GAPS: MediaGapHealth = MediaGapHealth {
     gaps: AtomicU64::new(0),
     gap_ms: AtomicU64::new(0),
-    overwritten_ms: AtomicU64::new(0),
+    dropped_ms: AtomicU64::new(0),
 };
 
 /// Fill the media gap counters into a binding snapshot (status document, control socket).
 pub fn add_media_gaps(s: &mut crate::binding::BindingSnapshot) {
     s.media_gaps = MEDIA_GAPS.gaps.load(Ordering::Relaxed);
     s.media_gap_ms = MEDIA_GAPS.gap_ms.load(Ordering::Relaxed);
-    s.media_overwritten_ms = MEDIA_GAPS.overwritten_ms.load(Ordering::Relaxed);
+    s.media_dropped_ms = MEDIA_GAPS.dropped_ms.load(Ordering::Relaxed);
 }
 
-/// Totals of a recording's gaps: (gaps, silence ms, overwritten ms).
+/// Totals of a recording's gaps: (gaps, silence ms, dropped ms).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct GapTotals(u64, u64, u64);
 
@@ -103,7 +103,7 @@ impl GapTotals {
             .gap_ms
             .fetch_add(self.1.saturating_sub(before.1), Ordering::Relaxed);
         MEDIA_GAPS
-            .overwritten_ms
+            .dropped_ms
             .fetch_add(self.2.saturating_sub(before.2), Ordering::Relaxed);
     }
 }
@@ -349,7 +349,8 @@ impl RecordingSink {
     /// Count a `media_gap` event in [`MEDIA_GAPS`] as it happens.
     fn publish_gap(&mut self, detail: &serde_json::Value) {
         let ms = detail.get("gap_ms").and_then(|v| v.as_u64()).unwrap_or(0);
-        let rewind = detail.get("cause").and_then(|v| v.as_str()) == Some("rewind");
+        let cause = detail.get("cause").and_then(|v| v.as_str());
+        let rewind = matches!(cause, Some("rewind" | "truncated"));
         let add = if rewind {
             GapTotals(1, 0, ms)
         } else {
@@ -489,12 +490,12 @@ impl RecordingSink {
             GapTotals(
                 t.0 + s.media_gaps,
                 t.1 + s.media_gap_ms,
-                t.2 + s.overwritten_ms,
+                t.2 + s.media_dropped_ms,
             )
         });
         totals.publish_beyond(self.gaps_published);
         if totals.0 > 0 {
-            tracing::warn!(recording = %id, gaps = totals.0, gap_ms = totals.1, overwritten_ms = totals.2, "recording has audio gaps (media_gap events)");
+            tracing::warn!(recording = %id, gaps = totals.0, gap_ms = totals.1, dropped_ms = totals.2, "recording has audio gaps (media_gap events)");
         }
         let c = &fin.container;
         let (duration_ms, file_sha256, file_bytes) = match &on_disk {

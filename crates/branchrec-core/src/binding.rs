@@ -61,9 +61,10 @@ pub struct BindingSnapshot {
     /// Milliseconds of silence in them that is not the sender's audio.
     #[serde(default)]
     pub media_gap_ms: u64,
-    /// Milliseconds of received audio replaced by a backward re-anchor (at most).
+    /// Milliseconds of received audio dropped without silence marking it (rewind, at
+    /// most; truncated at the end).
     #[serde(default)]
-    pub media_overwritten_ms: u64,
+    pub media_dropped_ms: u64,
 }
 
 impl BindingSnapshot {
@@ -114,7 +115,7 @@ impl BindingCounters {
             sip_transaction_cap: self.sip_transaction_cap.load(Ordering::Relaxed),
             media_gaps: 0,
             media_gap_ms: 0,
-            media_overwritten_ms: 0,
+            media_dropped_ms: 0,
         }
     }
 }

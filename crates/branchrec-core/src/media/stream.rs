@@ -90,9 +90,10 @@ pub struct StreamStats {
     /// Milliseconds of silence in those gaps (re-anchor, late, overflow): audio on the
     /// timeline that is not from the sender, and is not loss concealment.
     pub gap_ms: u64,
-    /// Milliseconds of received audio replaced by later audio when a backward re-anchor
-    /// placed the stream over it (at most; `rewind` gaps).
-    pub overwritten_ms: u64,
+    /// Milliseconds of received audio not stored where silence does not mark it: replaced
+    /// by later audio after a backward re-anchor (`rewind`, at most), or placed past the
+    /// recording's end and its tail allowance (`truncated`).
+    pub dropped_ms: u64,
 }
 
 /// Size of the duplicate-detection window, in sequence numbers.

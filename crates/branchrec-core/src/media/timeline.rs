@@ -26,9 +26,10 @@
 //! recorder, or a sender pausing without a timestamp jump: the difference is silence the
 //! recorder inserted), a late packet (its slots were finalised as silence before it
 //! came), an overflow (dropped beyond the window), a backward re-anchor over audio not
-//! finalised yet (that audio is replaced: `rewind`). Adjacent gaps of one cause merge.
-//! They are counted in [`StreamStats::gaps`], [`StreamStats::gap_ms`] and
-//! [`StreamStats::overwritten_ms`] and drained with [`CallTimeline::drain_gaps`] (the
+//! finalised yet (that audio is replaced: `rewind`), audio placed past the end of the
+//! recording (`truncated`, see [`CallTimeline::finish`]). Adjacent gaps of one cause merge.
+//! They are counted in [`StreamStats::gaps`], [`StreamStats::gap_ms`] (silence) and
+//! [`StreamStats::dropped_ms`] (rewind, truncated) and drained with [`CallTimeline::drain_gaps`] (the
 //! recording turns each into a `media_gap` event). Loss (`lost`, concealment) is not a
 //! gap, nor a re-anchor after a hold, a pause ([`CallTimeline::expect_discontinuity`]),
 //! an SSRC change or a codec switch, whose placement by arrival is all there is.
@@ -153,6 +154,9 @@ pub enum GapCause {
     Late,
     /// The packet lay beyond the open window and was dropped.
     Overflow,
+    /// Audio received before the end of the recording but placed after it and its
+    /// tail allowance (see [`CallTimeline::finish`]): dropped.
+    Truncated,
 }
 
 impl GapCause {
@@ -163,6 +167,7 @@ impl GapCause {
             GapCause::Rewind => "rewind",
             GapCause::Late => "late",
             GapCause::Overflow => "overflow",
+            GapCause::Truncated => "truncated",
         }
     }
 }
@@ -441,7 +446,7 @@ impl CallTimeline {
             codec_changes: 0,
             gaps: 0,
             gap_ms: 0,
-            overwritten_ms: 0,
+            dropped_ms: 0,
         };
         self.channels.get(channel).map_or(&EMPTY, |c| &c.stats)
     }
@@ -718,15 +723,35 @@ impl CallTimeline {
     }
 
     /// Flush everything up to `end` (including frames still inside the playout window)
-    /// and stop: afterwards the total length is `end × sample_rate` frames (`end` since the origin) (or what was
-    /// already returned, if that is more). Pending DTMF events are completed.
+    /// and stop: afterwards the total length is `end × sample_rate` frames (`end` since
+    /// the origin), or what was already returned if that is more — or longer by at most
+    /// the playout delay when audio received before `end` is placed after it (a stream
+    /// whose first packet was read late sits later on the timeline than the clock that
+    /// stamps the end; its last packets are kept, not cut). What lies beyond that is a
+    /// `truncated` gap. Pending DTMF events are completed.
     pub fn finish(&mut self, end: Mono) -> Option<AudioBlock> {
         if self.finished {
             return None;
         }
         self.release_pending(None);
         self.flush_resamplers();
-        let target = dur_to_frames(end.since_origin(), self.cfg.sample_rate);
+        let end_frames = dur_to_frames(end.since_origin(), self.cfg.sample_rate);
+        let placed = self
+            .channels
+            .iter()
+            .filter_map(|c| c.last_end)
+            .max()
+            .and_then(|e| u64::try_from(e).ok())
+            .unwrap_or(0)
+            .min(self.written_upto + self.ring_frames);
+        let target = end_frames.max(placed.min(end_frames + self.delay_frames));
+        let lo = i64::try_from(target.max(self.written_upto)).unwrap_or(i64::MAX);
+        let hi = i64::try_from(self.written_upto + self.ring_frames).unwrap_or(i64::MAX);
+        for ch in &mut self.channels {
+            if let Some(e) = ch.last_end {
+                record_gap(ch, lo, e.min(hi), GapCause::Truncated, self.cfg.sample_rate);
+            }
+        }
         let mut samples = Vec::new();
         let res = self.emit_upto(target, &mut samples);
         for i in 0..self.channels.len() {
@@ -993,8 +1018,8 @@ fn close_gap(ch: &mut Channel, rate: u32) {
     let frames = u64::try_from(g.end - g.start).unwrap_or(0);
     let ms = frames * 1000 / u64::from(rate.max(1));
     ch.stats.gaps += 1;
-    if g.cause == GapCause::Rewind {
-        ch.stats.overwritten_ms += ms;
+    if matches!(g.cause, GapCause::Rewind | GapCause::Truncated) {
+        ch.stats.dropped_ms += ms;
     } else {
         ch.stats.gap_ms += ms;
     }
@@ -1560,7 +1585,7 @@ pub(crate) mod tests {
         let s = t.stats(0);
         assert_eq!((s.late, s.lost, s.reanchors), (1, 0, 0));
         // Its slot is silence not from the sender: one 20 ms `late` gap.
-        assert_eq!((s.gaps, s.gap_ms, s.overwritten_ms), (1, 20, 0));
+        assert_eq!((s.gaps, s.gap_ms, s.dropped_ms), (1, 20, 0));
         let gaps: Vec<MediaGap> = t.drain_gaps().collect();
         assert_eq!(
             gaps,
@@ -1610,7 +1635,7 @@ pub(crate) mod tests {
         let out = run(&mut t, pkts, 2500 * MS);
         let s = t.stats(0).clone();
         assert_eq!((s.reanchors, s.lost, s.late), (1, 0, 0));
-        assert_eq!((s.gaps, s.gap_ms, s.overwritten_ms), (1, 1500, 0));
+        assert_eq!((s.gaps, s.gap_ms, s.dropped_ms), (1, 1500, 0));
         let gaps: Vec<MediaGap> = t.drain_gaps().collect();
         assert_eq!(
             gaps,
@@ -1640,8 +1665,10 @@ pub(crate) mod tests {
         assert_eq!((s.reanchors, s.lost, s.received), (2, 0, 100));
         // Packet 25 re-anchors to its arrival: 1 s of silence inserted. Packet 51 is
         // then more than the threshold ahead of its arrival and re-anchors back onto
-        // packets 25..51, not yet final, which later audio replaces (520 ms).
-        assert_eq!((s.gaps, s.gap_ms, s.overwritten_ms), (2, 1000, 520));
+        // packets 25..51, not yet final, which later audio replaces (520 ms). The stream
+        // stays 480 ms ahead of its arrival: at the end 300 ms of it are kept as a tail,
+        // the last 180 ms are truncated.
+        assert_eq!((s.gaps, s.gap_ms, s.dropped_ms), (3, 1000, 700));
         let gaps: Vec<MediaGap> = t.drain_gaps().collect();
         assert_eq!(
             gaps,
@@ -1657,17 +1684,40 @@ pub(crate) mod tests {
                     start_frame: 12000,
                     frames: 4160,
                     cause: GapCause::Rewind
+                },
+                MediaGap {
+                    channel: 0,
+                    start_frame: 18400,
+                    frames: 1440,
+                    cause: GapCause::Truncated
                 }
             ]
         );
         // The one silent run is the re-anchor gap; after it, packets 51.. as placed.
         assert_eq!(silent_runs(&out, 1, 0, 80), vec![(4000, 8000)]);
-        let mut exp = vec![0i16; 16000 + 160];
+        let mut exp = vec![0i16; 20000];
         expected_stream(&mut exp, 1, 0, 0, 7, 0..25);
-        for k in 51..76usize {
+        for k in 51..100usize {
             expect_packet(&mut exp, 1, 0, 12000 + 160 * (k - 51), &payload(k as u32, 7));
         }
-        assert_eq!(&out[..], &exp[..16000]);
+        assert_eq!(&out[..], &exp[..18400]);
+    }
+
+    #[test]
+    fn audio_received_before_the_end_but_placed_after_it_is_kept() {
+        // The first packets are read 50 ms late (the first anchors the stream), the
+        // others on time: the stream sits 50 ms later on the timeline than the clock of the end.
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 50);
+        for p in pkts.iter_mut().take(3) {
+            p.1 = 50 * MS;
+        }
+        let out = run(&mut t, pkts, 1000 * MS);
+        assert_eq!(out.len(), 8400, "a 50 ms tail");
+        let mut exp = vec![0i16; 8400];
+        expected_stream(&mut exp, 1, 0, 400, 7, 0..50);
+        assert_eq!(out, exp);
+        assert_eq!(t.stats(0).gaps, 0);
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub enum EventKind {
     ForeignSource,
     /// A stretch of a channel without its sender's audio although its packets came (see
     /// [`crate::media::timeline`]): detail `cause` (`reanchor`, `late`, `overflow`,
-    /// `rewind`), `from_ms`, `to_ms`, `gap_ms`, `from_frame`, `frames`.
+    /// `rewind`, `truncated`), `from_ms`, `to_ms`, `gap_ms`, `from_frame`, `frames`.
     MediaGap,
 }
 
@@ -831,6 +831,8 @@ impl Recording {
         }
         let rate = u64::from(writer.header().sample_rate.max(1));
         self.gap_events_at(rate);
+        // The timeline may have kept a tail past `end` (audio received before it).
+        let end_ms = end.as_millis().max(self.timeline.written_upto() * 1000 / rate);
         while let Some(chunk) = writer.poll_chunk() {
             self.out.push_back(Output::Chunk(chunk));
         }
@@ -851,7 +853,6 @@ impl Recording {
             st.rtp_foreign_source = self.foreign_packets(ch);
             stats.push(st);
         }
-        let end_ms = end.as_millis();
         if !self.paused_by.is_empty() {
             self.event(
                 end_ms,

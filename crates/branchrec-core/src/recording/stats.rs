@@ -71,14 +71,16 @@ pub struct ChannelStats {
     /// Their total length, ms. Recording-wide, like `storage_gaps`.
     pub storage_gap_ms: u64,
     /// Stretches of the channel without its sender's audio although its packets came
-    /// (`media_gap` events: forward re-anchor, late, overflow, rewind); not loss.
+    /// (`media_gap` events: forward re-anchor, late, overflow, rewind, truncated); not
+    /// loss.
     pub media_gaps: u64,
     /// Milliseconds of silence the recorder inserted in them (re-anchor, late,
     /// overflow): audio not from the sender, distinct from `concealed_ms`.
     pub media_gap_ms: u64,
-    /// Milliseconds of received audio replaced when a backward re-anchor placed the
-    /// stream over it (`rewind` gaps; at most).
-    pub overwritten_ms: u64,
+    /// Milliseconds of received audio not stored and not marked by silence: replaced by
+    /// later audio after a backward re-anchor (`rewind` gaps, at most) or placed past the
+    /// recording's end (`truncated`).
+    pub media_dropped_ms: u64,
 }
 
 impl ChannelStats {
@@ -105,7 +107,7 @@ impl ChannelStats {
             dropped_while_paused,
             media_gaps: s.gaps,
             media_gap_ms: s.gap_ms,
-            overwritten_ms: s.overwritten_ms,
+            media_dropped_ms: s.dropped_ms,
             ..ChannelStats::default()
         };
         if let Some(c) = srtp.filter(|c| c.suite().is_some()) {
