@@ -1367,6 +1367,17 @@ mod tests {
     }
 
     #[test]
+    fn sip_transaction_cap_has_a_default_and_is_validated() {
+        assert_eq!(parse("").unwrap().sip.max_transactions, 8192);
+        let c = parse("[sip]\nmax_transactions = 16\n").unwrap();
+        assert_eq!(c.sip.max_transactions, 16);
+        for bad in ["15", "262145"] {
+            let e = parse(&format!("[sip]\nmax_transactions = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("sip.max_transactions"), "{e}");
+        }
+    }
+
+    #[test]
     fn drop_ins_merge_in_lexical_order_and_name_their_file() {
         let dir = tempfile::tempdir().unwrap();
         let main = dir.path().join("config.toml");
