@@ -13,6 +13,7 @@ pub mod accept;
 pub mod board;
 pub mod call;
 pub mod capture;
+pub mod commands;
 pub mod control;
 pub mod metrics;
 pub mod ports;
@@ -212,8 +213,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         gate,
     ));
     let control = control::start(shared.clone()).await?;
-    let (uplink, uplink_shared) =
-        start_uplink(&shared.cfg, shared.clock.clone(), shared.binding.clone());
+    let (uplink, uplink_shared) = start_uplink(
+        &shared.cfg,
+        shared.clock.clone(),
+        shared.binding.clone(),
+        signer.clone(),
+    );
     let (panel_stop, panel_stop_rx) = tokio::sync::oneshot::channel();
     let panel = tokio::spawn(board::run(
         shared.clone(),
@@ -450,6 +455,7 @@ fn start_uplink(
     cfg: &Config,
     clock: Arc<dyn crate::lifecycle::Clock>,
     binding: Arc<crate::binding::BindingCounters>,
+    signer: Option<Arc<crate::vault::HeadSigner>>,
 ) -> UplinkTasks {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
@@ -458,6 +464,9 @@ fn start_uplink(
     }
     let shared = Arc::new(crate::app::uplink::UplinkShared::new(u, clock));
     let _ = shared.binding.set(binding);
+    if let Some(s) = signer {
+        let _ = shared.signer.set(s);
+    }
     if u.enabled {
         let c = cfg.clone();
         let s = shared.clone();

@@ -38,6 +38,9 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Commands to boxes: holds, erasure, compliance-key rotation (docs/central.md).
+    #[command(flatten)]
+    Commands(branchrec::central::command_cli::CommandCmd),
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Commands(c) => branchrec::central::command_cli::run(c),
         Cmd::Show { recording, common } => {
             let cfg = CentralConfig::load(&common.archive)?;
             let k = key(&common)?;

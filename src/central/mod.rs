@@ -11,7 +11,11 @@
 //! calls it.
 
 pub mod archive;
+pub mod command;
+pub mod command_cli;
+pub mod command_key;
 pub mod export;
+pub mod hold;
 pub mod key;
 
 use std::path::Path;
@@ -48,6 +52,9 @@ pub enum CentralError {
     /// Writing the output failed.
     #[error("output: {0}")]
     Output(String),
+    /// Refused by a rule (erasure under hold).
+    #[error("REFUSED: {0}")]
+    Refused(String),
 }
 
 impl From<crate::recording::files::OutputFileError> for CentralError {

@@ -8,6 +8,9 @@ usage: s3check.py ENDPOINT CA_FILE CMD BUCKET [ARGS]
   uploads BUCKET             multipart uploads in progress
   put BUCKET KEY FILE        put a fixture object
   dump BUCKET DIR            every object's bytes into DIR (key with / as %2F); prints the keys
+  versions BUCKET PREFIX     every version and delete marker under PREFIX, with its legal hold
+  get BUCKET KEY             the object's body as text (null if absent)
+  purge BUCKET KEY           delete every version of KEY
 """
 import hashlib
 import json
@@ -65,5 +68,36 @@ elif cmd == "dump":
                 f.write(body)
             keys.append(o["Key"])
     print(json.dumps(keys))
+elif cmd == "versions":
+    prefix = sys.argv[5]
+    out = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            try:
+                hold = s3.get_object_legal_hold(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["LegalHold"]["Status"]
+            except Exception:
+                hold = None
+            out.append({"key": v["Key"], "version_id": v["VersionId"], "delete_marker": False,
+                        "legal_hold": hold})
+        for m in page.get("DeleteMarkers", []):
+            out.append({"key": m["Key"], "version_id": m["VersionId"], "delete_marker": True,
+                        "legal_hold": None})
+    print(json.dumps(out))
+elif cmd == "get":
+    key = sys.argv[5]
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except s3.exceptions.NoSuchKey:
+        body = None
+    print(json.dumps({"body": body}))
+elif cmd == "purge":
+    key = sys.argv[5]
+    r = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    n = 0
+    for v in r.get("Versions", []) + r.get("DeleteMarkers", []):
+        if v["Key"] == key:
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])
+            n += 1
+    print(json.dumps({"deleted": n}))
 else:
     sys.exit("unknown command " + cmd)
