@@ -610,11 +610,18 @@ fn a_full_transaction_table_never_refuses_the_bye_of_a_live_call() {
     // OPTIONS finds the table full too.
     let probe = attacker_udp();
     let me = probe.local_addr().unwrap();
-    probe.send_to(options_text(srs, me, 1).as_bytes(), srs).unwrap();
-    let r = recv_until(&probe, |m| status(m) >= 200, Duration::from_secs(10)).expect("OPTIONS answer");
+    probe
+        .send_to(options_text(srs, me, 1).as_bytes(), srs)
+        .unwrap();
+    let r =
+        recv_until(&probe, |m| status(m) >= 200, Duration::from_secs(10)).expect("OPTIONS answer");
     assert_eq!(status(&r), 503, "{r}");
     // The live calls' BYEs pass.
-    assert!(first.bye(), "BYE of the first call refused\n{}", d.log_text());
+    assert!(
+        first.bye(),
+        "BYE of the first call refused\n{}",
+        d.log_text()
+    );
     for c in calls {
         assert!(c.bye(), "BYE refused at the cap\n{}", d.log_text());
     }
@@ -642,12 +649,18 @@ fn a_full_transaction_table_never_refuses_the_bye_of_a_live_call() {
     let metrics = SocketAddr::from(([127, 0, 0, 1], mport));
     let mut s = TcpStream::connect_timeout(&metrics, Duration::from_secs(5)).expect("metrics");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
     };
     assert_eq!(value("branchrec_sip_transaction_cap"), Some(16.0), "{text}");
     assert_eq!(

@@ -578,7 +578,10 @@ impl TxnCapLog {
             return;
         }
         let now = std::time::Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < TXN_CAP_LOG_EVERY) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < TXN_CAP_LOG_EVERY)
+        {
             return;
         }
         tracing::warn!(

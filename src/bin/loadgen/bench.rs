@@ -664,7 +664,8 @@ fn check_audio(
     c: &Call,
     tables: &[Vec<[u8; SAMPLES_PER_PACKET]>; 2],
 ) -> Result<Vec<AudioCheck>> {
-    let path = std::env::temp_dir().join(format!("branchrec-loadgen-{}-{id}.wav", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("branchrec-loadgen-{}-{id}.wav", std::process::id()));
     let out = std::process::Command::new(&o.branchrec)
         .args(["recordings", "export", id, "--out"])
         .arg(&path)

@@ -1698,7 +1698,13 @@ pub(crate) mod tests {
         let mut exp = vec![0i16; 20000];
         expected_stream(&mut exp, 1, 0, 0, 7, 0..25);
         for k in 51..100usize {
-            expect_packet(&mut exp, 1, 0, 12000 + 160 * (k - 51), &payload(k as u32, 7));
+            expect_packet(
+                &mut exp,
+                1,
+                0,
+                12000 + 160 * (k - 51),
+                &payload(k as u32, 7),
+            );
         }
         assert_eq!(&out[..], &exp[..18400]);
     }

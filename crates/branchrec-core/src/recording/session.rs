@@ -832,7 +832,9 @@ impl Recording {
         let rate = u64::from(writer.header().sample_rate.max(1));
         self.gap_events_at(rate);
         // The timeline may have kept a tail past `end` (audio received before it).
-        let end_ms = end.as_millis().max(self.timeline.written_upto() * 1000 / rate);
+        let end_ms = end
+            .as_millis()
+            .max(self.timeline.written_upto() * 1000 / rate);
         while let Some(chunk) = writer.poll_chunk() {
             self.out.push_back(Output::Chunk(chunk));
         }
@@ -925,7 +927,8 @@ impl Recording {
             "frames": g.frames,
         });
         if self.gap_events == MAX_GAP_EVENTS {
-            detail["last_event"] = serde_json::json!("further gaps are only counted in the statistics");
+            detail["last_event"] =
+                serde_json::json!("further gaps are only counted in the statistics");
         }
         self.event(from_ms, EventKind::MediaGap, Some(g.channel), detail);
     }

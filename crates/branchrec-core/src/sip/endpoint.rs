@@ -519,7 +519,9 @@ impl Endpoint {
         }
         // Down below the cap (the reserve may have taken it over).
         while self.txns.len() >= self.cfg.max_transactions && self.evict_settled() {}
-        if self.txns.len() >= self.cfg.max_transactions && !self.may_use_reserve(&msg, &method, &key) {
+        if self.txns.len() >= self.cfg.max_transactions
+            && !self.may_use_reserve(&msg, &method, &key)
+        {
             self.stats.transactions_refused += 1;
             let refusal = Refusal::Overloaded {
                 retry_after_s: TXN_CAP_RETRY_AFTER_S,
@@ -547,7 +549,12 @@ impl Endpoint {
     /// of a slot (else the recording stays open). The reserve is one slot per live
     /// dialog (`max_dialogs`), so a flood cannot grow the table without bound.
     fn may_use_reserve(&self, msg: &Message, method: &Method, key: &TxnKey) -> bool {
-        if self.txns.len() >= self.cfg.max_transactions.saturating_add(self.cfg.max_dialogs) {
+        if self.txns.len()
+            >= self
+                .cfg
+                .max_transactions
+                .saturating_add(self.cfg.max_dialogs)
+        {
             return false;
         }
         match method {

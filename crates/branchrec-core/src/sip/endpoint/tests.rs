@@ -1111,10 +1111,18 @@ fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
     });
     let p = peer(Transport::Udp);
     let (_, dialog, tag) = establish(&mut ep, now, p);
-    ep.handle_receive(now, p, &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""));
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
     events(&mut ep);
     for i in 0..3 {
-        ep.handle_receive(now, p, &sdp_invite(&format!("z9hG4bKp{i}"), &format!("p{i}"), 1, None));
+        ep.handle_receive(
+            now,
+            p,
+            &sdp_invite(&format!("z9hG4bKp{i}"), &format!("p{i}"), 1, None),
+        );
     }
     assert_eq!(statuses(&drain(&mut ep)), vec![100, 100, 100]);
     events(&mut ep);
@@ -1126,7 +1134,11 @@ fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
     assert_eq!(ep.stats().transactions_refused, 2);
     assert!(events(&mut ep).is_empty());
     // The live call's BYE passes.
-    ep.handle_receive(now, p, &req("BYE", "z9hG4bKbye1", "call1", 2, Some(&tag), "", ""));
+    ep.handle_receive(
+        now,
+        p,
+        &req("BYE", "z9hG4bKbye1", "call1", 2, Some(&tag), "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ep)), vec![200]);
     assert_eq!(
         events(&mut ep),
@@ -1144,7 +1156,11 @@ fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
     // The settled BYE, CANCEL and cancelled INVITE make room for one more, then the
     // table is full again.
     for i in 0..3 {
-        ep.handle_receive(now, p, &sdp_invite(&format!("z9hG4bKq{i}"), &format!("q{i}"), 1, None));
+        ep.handle_receive(
+            now,
+            p,
+            &sdp_invite(&format!("z9hG4bKq{i}"), &format!("q{i}"), 1, None),
+        );
     }
     assert_eq!(statuses(&drain(&mut ep)), vec![100, 503, 503]);
     assert_eq!(ep.stats().transactions_refused, 4);
@@ -1157,8 +1173,16 @@ fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
 fn completed_non_invite_transactions_hold_no_slot_over_tcp() {
     let now = Mono::from_secs(1_000);
     let mut ep = ep();
-    ep.handle_receive(now, peer(Transport::Tcp), &req("OPTIONS", "z9hG4bKt", "t", 1, None, "", ""));
-    ep.handle_receive(now, peer(Transport::Udp), &req("OPTIONS", "z9hG4bKu", "u", 1, None, "", ""));
+    ep.handle_receive(
+        now,
+        peer(Transport::Tcp),
+        &req("OPTIONS", "z9hG4bKt", "t", 1, None, "", ""),
+    );
+    ep.handle_receive(
+        now,
+        peer(Transport::Udp),
+        &req("OPTIONS", "z9hG4bKu", "u", 1, None, "", ""),
+    );
     assert_eq!(statuses(&drain(&mut ep)), vec![200, 200]);
     ep.handle_timeout(now);
     assert_eq!(ep.transaction_count(), 1, "the TCP one is gone at once");
