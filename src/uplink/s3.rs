@@ -132,6 +132,30 @@ impl Shaper {
     }
 }
 
+/// One object of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without quotes.
+    pub etag: String,
+    /// LastModified as the server wrote it (RFC 3339).
+    pub last_modified: String,
+}
+
+/// One page of ListObjectsV2.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Objects, in key order.
+    pub objects: Vec<ListedObject>,
+    /// Common prefixes (with a delimiter).
+    pub prefixes: Vec<String>,
+    /// More keys follow.
+    pub truncated: bool,
+}
+
 /// Connection settings of an [`S3Client`].
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -790,6 +814,68 @@ impl S3Client {
             }
         }
         Ok(out)
+    }
+
+    /// One page of ListObjectsV2 under `prefix`: keys after `start_after` (at most
+    /// `max_keys`), with `delimiter` the common prefixes too. For the central indexer,
+    /// which follows the bucket incrementally.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        delimiter: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, S3Error> {
+        let mut q = vec![
+            ("list-type".to_string(), "2".to_string()),
+            ("prefix".to_string(), prefix.to_string()),
+            ("max-keys".to_string(), max_keys.to_string()),
+        ];
+        if let Some(s) = start_after.filter(|s| !s.is_empty()) {
+            q.push(("start-after".to_string(), s.to_string()));
+        }
+        if let Some(d) = delimiter {
+            q.push(("delimiter".to_string(), d.to_string()));
+        }
+        let r = self.simple(reqwest::Method::GET, "", &q, &[]).await?;
+        if r.status != 200 {
+            return Err(s3_error(r.status, &r.body));
+        }
+        let text = std::str::from_utf8(&r.body)
+            .map_err(|_| S3Error::Protocol("ListObjectsV2 answer is not UTF-8".into()))?;
+        let doc = roxmltree::Document::parse(text)
+            .map_err(|e| S3Error::Protocol(format!("ListObjectsV2 XML: {e}")))?;
+        let mut page = ListPage::default();
+        for c in doc.root_element().children() {
+            let get = |t: &str| {
+                c.children()
+                    .find(|n| n.tag_name().name() == t)
+                    .and_then(|n| n.text())
+            };
+            match c.tag_name().name() {
+                "Contents" => {
+                    if let Some(k) = get("Key") {
+                        page.objects.push(ListedObject {
+                            key: k.to_string(),
+                            size: get("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                            etag: get("ETag")
+                                .unwrap_or_default()
+                                .trim_matches('"')
+                                .to_string(),
+                            last_modified: get("LastModified").unwrap_or_default().to_string(),
+                        });
+                    }
+                }
+                "CommonPrefixes" => {
+                    if let Some(p) = get("Prefix") {
+                        page.prefixes.push(p.to_string());
+                    }
+                }
+                "IsTruncated" => page.truncated = c.text() == Some("true"),
+                _ => {}
+            }
+        }
+        Ok(page)
     }
 
     /// ListParts of an upload: (part number, ETag without quotes) of the first 1000 parts.

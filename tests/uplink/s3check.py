@@ -4,6 +4,7 @@ branchrec's own client) and prints JSON.
 
 usage: s3check.py ENDPOINT CA_FILE CMD BUCKET [ARGS]
   mkbucket BUCKET            create the bucket with Object Lock enabled
+Credentials: S3CHECK_KEY_ID / S3CHECK_SECRET (default: moto's testing/testing).
   objects BUCKET             every object: key, size, sha256 of the body, legal hold
   uploads BUCKET             multipart uploads in progress
   put BUCKET KEY FILE        put a fixture object
@@ -14,6 +15,7 @@ usage: s3check.py ENDPOINT CA_FILE CMD BUCKET [ARGS]
 """
 import hashlib
 import json
+import os
 import sys
 
 import boto3
@@ -26,8 +28,8 @@ endpoint, ca, cmd, bucket = sys.argv[1:5]
 s3 = boto3.client(
     "s3",
     endpoint_url=endpoint,
-    aws_access_key_id="testing",
-    aws_secret_access_key="testing",
+    aws_access_key_id=os.environ.get("S3CHECK_KEY_ID", "testing"),
+    aws_secret_access_key=os.environ.get("S3CHECK_SECRET", "testing"),
     region_name="us-east-1",
     verify=False if ca == "-" else ca,
     config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}),
