@@ -212,6 +212,11 @@ pub struct SipConfig {
     pub user_agent: String,
     /// Most calls recorded at once; further INVITEs get 503 with Retry-After.
     pub max_calls: usize,
+    /// Cap on live SIP server transactions (16 ..= 262144). Beyond it new requests get a
+    /// stateless 503 (counted, WARN logged at most every 10 s); a BYE or CANCEL of a live
+    /// call is never refused. An answered INVITE holds its slot 64·T1 (32 s), so this
+    /// bounds sustained set-up to about `max_transactions / 32` calls per second.
+    pub max_transactions: usize,
     /// Seconds to put in `Retry-After` when we cannot record.
     pub retry_after_s: u32,
     /// Sources allowed on the plain UDP/TCP listeners: addresses or CIDRs, IPv4 and IPv6
@@ -411,6 +416,7 @@ impl Default for SipConfig {
             ],
             user_agent: format!("branchrec/{}", env!("CARGO_PKG_VERSION")),
             max_calls: 2000,
+            max_transactions: 8192,
             retry_after_s: 30,
             allowed_sources: Vec::new(),
             tls: None,
@@ -1045,6 +1051,12 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1".into()));
         }
+        if !(16..=262_144).contains(&self.sip.max_transactions) {
+            return Err(invalid(
+                "sip.max_transactions",
+                "must be between 16 and 262144".into(),
+            ));
+        }
         if self.sip.max_metadata_versions == 0 {
             return Err(invalid(
                 "sip.max_metadata_versions",
@@ -1481,6 +1493,17 @@ mod tests {
         assert!(e.to_string().contains("sip.min_se_s"), "{e}");
         let e = parse("[sip]\nsession_expires_s = 60\n").unwrap_err();
         assert!(e.to_string().contains("sip.session_expires_s"), "{e}");
+    }
+
+    #[test]
+    fn sip_transaction_cap_has_a_default_and_is_validated() {
+        assert_eq!(parse("").unwrap().sip.max_transactions, 8192);
+        let c = parse("[sip]\nmax_transactions = 16\n").unwrap();
+        assert_eq!(c.sip.max_transactions, 16);
+        for bad in ["15", "262145"] {
+            let e = parse(&format!("[sip]\nmax_transactions = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("sip.max_transactions"), "{e}");
+        }
     }
 
     #[test]

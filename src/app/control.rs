@@ -128,7 +128,11 @@ fn handle(shared: &Shared, line: &str, actor: &str) -> serde_json::Value {
                 .clone();
             return serde_json::json!({ "ok": true, "access": shared.access.snapshot(), "limits": limits });
         }
-        "binding" => return serde_json::json!({ "ok": true, "binding": shared.binding.snapshot() }),
+        "binding" => {
+            let mut b = shared.binding.snapshot();
+            crate::app::sink::add_media_gaps(&mut b);
+            return serde_json::json!({ "ok": true, "binding": b });
+        }
         _ => return err("unknown cmd (pause, resume, board, board.press, access, binding)"),
     };
     let found = {

@@ -109,46 +109,6 @@ pub fn render(doc: &StatusDoc) -> String {
         "gauge",
         f64::from(u8::from(doc.key_present)),
     );
-    let health = &crate::app::sink::STORAGE_HEALTH;
-    let stalled = health.stalled.load(Ordering::Relaxed);
-    g(
-        "branchrec_storage_stalled_recordings",
-        "Recordings whose file writes are failing now (disk full or I/O error).",
-        "gauge",
-        stalled as f64,
-    );
-    g(
-        "branchrec_storage_write_failures_total",
-        "Recording writes that failed and were cut back to a chunk boundary.",
-        "counter",
-        health.write_failures.load(Ordering::Relaxed) as f64,
-    );
-    g(
-        "branchrec_storage_gaps_total",
-        "Storage gaps closed (the lost interval stored as silence).",
-        "counter",
-        health.gaps.load(Ordering::Relaxed) as f64,
-    );
-    if let Some(b) = &doc.binding {
-        g(
-            "branchrec_rtp_foreign_source_total",
-            "RTP/RTCP datagrams dropped because they came from a source the stream is not bound to.",
-            "counter",
-            b.rtp_foreign_source as f64,
-        );
-        g(
-            "branchrec_sip_foreign_peer_total",
-            "In-dialog requests refused because they did not come from the dialog's peer.",
-            "counter",
-            b.sip_foreign_peer as f64,
-        );
-        g(
-            "branchrec_metadata_refused_total",
-            "Metadata documents refused above the per-call caps.",
-            "counter",
-            b.metadata_refused as f64,
-        );
-    }
     if let Some(c) = &doc.commands {
         g(
             "branchrec_central_commands_last_applied",
@@ -181,6 +141,7 @@ pub fn render(doc: &StatusDoc) -> String {
             );
         }
     }
+    let stalled = render_counters(&mut o, doc.binding.as_ref());
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
@@ -194,6 +155,105 @@ pub fn render(doc: &StatusDoc) -> String {
             "branchrec_alarm{{code=\"{}\"}} 1",
             a.code.replace(['"', '\\', '\n'], "_")
         );
+    }
+    o
+}
+
+/// The box's live counters (storage health, binding, SIP transaction cap, media gaps);
+/// returns the number of stalled recordings (for the alarm).
+fn render_counters(o: &mut String, binding: Option<&crate::binding::BindingSnapshot>) -> u64 {
+    let mut g = |name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    let health = &crate::app::sink::STORAGE_HEALTH;
+    let stalled = health.stalled.load(Ordering::Relaxed);
+    g(
+        "branchrec_storage_stalled_recordings",
+        "Recordings whose file writes are failing now (disk full or I/O error).",
+        "gauge",
+        stalled as f64,
+    );
+    g(
+        "branchrec_storage_write_failures_total",
+        "Recording writes that failed and were cut back to a chunk boundary.",
+        "counter",
+        health.write_failures.load(Ordering::Relaxed) as f64,
+    );
+    g(
+        "branchrec_storage_gaps_total",
+        "Storage gaps closed (the lost interval stored as silence).",
+        "counter",
+        health.gaps.load(Ordering::Relaxed) as f64,
+    );
+    if let Some(b) = binding {
+        g(
+            "branchrec_rtp_foreign_source_total",
+            "RTP/RTCP datagrams dropped because they came from a source the stream is not bound to.",
+            "counter",
+            b.rtp_foreign_source as f64,
+        );
+        g(
+            "branchrec_sip_foreign_peer_total",
+            "In-dialog requests refused because they did not come from the dialog's peer.",
+            "counter",
+            b.sip_foreign_peer as f64,
+        );
+        g(
+            "branchrec_metadata_refused_total",
+            "Metadata documents refused above the per-call caps.",
+            "counter",
+            b.metadata_refused as f64,
+        );
+        g(
+            "branchrec_sip_transactions_refused_total",
+            "SIP requests answered 503 because the live server transaction table was full.",
+            "counter",
+            b.sip_transactions_refused as f64,
+        );
+        g(
+            "branchrec_sip_transaction_cap",
+            "Cap on live SIP server transactions ([sip] max_transactions).",
+            "gauge",
+            b.sip_transaction_cap as f64,
+        );
+        g(
+            "branchrec_media_gaps_total",
+            "Stretches of recorded channels without the sender's audio although its packets came (media_gap events: re-anchor, late, overflow, rewind).",
+            "counter",
+            b.media_gaps as f64,
+        );
+        g(
+            "branchrec_media_gap_seconds_total",
+            "Silence in those gaps that is not the sender's audio (not loss concealment).",
+            "counter",
+            b.media_gap_ms as f64 / 1000.0,
+        );
+        g(
+            "branchrec_media_dropped_seconds_total",
+            "Received audio not stored where no silence marks it: replaced after a backward re-anchor (at most) or past the end of its recording.",
+            "counter",
+            b.media_dropped_ms as f64 / 1000.0,
+        );
+    }
+    stalled
+}
+
+/// `/metrics` before the first status document (or without the uplink worker, which
+/// builds it): the live counters alone.
+pub fn render_live(shared: &UplinkShared) -> String {
+    let mut o = String::new();
+    let b = shared.binding.get().map(|b| {
+        let mut s = b.snapshot();
+        crate::app::sink::add_media_gaps(&mut s);
+        s
+    });
+    let stalled = render_counters(&mut o, b.as_ref());
+    let _ = writeln!(
+        o,
+        "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
+    );
+    if stalled > 0 {
+        let _ = writeln!(o, "branchrec_alarm{{code=\"storage_write_failed\"}} 1");
     }
     o
 }
@@ -224,6 +284,9 @@ async fn serve_one(mut s: tokio::net::TcpStream, shared: Arc<UplinkShared>) -> s
     } else if path == "/metrics" {
         match shared.last_doc() {
             Some(d) => ("200 OK", "text/plain; version=0.0.4", render(&d)),
+            None if shared.binding.get().is_some() => {
+                ("200 OK", "text/plain; version=0.0.4", render_live(&shared))
+            }
             None => ("503 Service Unavailable", "text/plain", "starting\n".into()),
         }
     } else {
@@ -283,6 +346,11 @@ mod tests {
             sip_foreign_peer: 3,
             metadata_refused: 8,
             last_foreign_alarm_ms: Some(1_767_225_600_000),
+            sip_transactions_refused: 4,
+            sip_transaction_cap: 16,
+            media_gaps: 2,
+            media_gap_ms: 1500,
+            media_dropped_ms: 0,
         });
         doc.add_binding_alarms(branchrec_core::time::UnixMs(1_767_225_600_000), "now");
         let text = render(&doc);
@@ -290,6 +358,10 @@ mod tests {
             "branchrec_rtp_foreign_source_total 205",
             "branchrec_sip_foreign_peer_total 3",
             "branchrec_metadata_refused_total 8",
+            "branchrec_sip_transactions_refused_total 4",
+            "branchrec_sip_transaction_cap 16",
+            "branchrec_media_gaps_total 2",
+            "branchrec_media_gap_seconds_total 1.5",
             "branchrec_alarm{code=\"foreign_media\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");

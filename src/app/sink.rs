@@ -63,6 +63,51 @@ pub static STORAGE_HEALTH: StorageHealth = StorageHealth {
     gaps: AtomicU64::new(0),
 };
 
+/// Audio gaps of every recording since start (`media_gap` events and, past the per-recording
+/// event cap, the statistics at close), for the status document and `/metrics`.
+#[derive(Debug, Default)]
+pub struct MediaGapHealth {
+    /// Gaps (all channels).
+    pub gaps: AtomicU64,
+    /// Milliseconds of silence in them not from the sender.
+    pub gap_ms: AtomicU64,
+    /// Milliseconds of received audio replaced by backward re-anchors (at most).
+    pub dropped_ms: AtomicU64,
+}
+
+/// The daemon's media gap counters (every sink reports here).
+pub static MEDIA_GAPS: MediaGapHealth = MediaGapHealth {
+    gaps: AtomicU64::new(0),
+    gap_ms: AtomicU64::new(0),
+    dropped_ms: AtomicU64::new(0),
+};
+
+/// Fill the media gap counters into a binding snapshot (status document, control socket).
+pub fn add_media_gaps(s: &mut crate::binding::BindingSnapshot) {
+    s.media_gaps = MEDIA_GAPS.gaps.load(Ordering::Relaxed);
+    s.media_gap_ms = MEDIA_GAPS.gap_ms.load(Ordering::Relaxed);
+    s.media_dropped_ms = MEDIA_GAPS.dropped_ms.load(Ordering::Relaxed);
+}
+
+/// Totals of a recording's gaps: (gaps, silence ms, dropped ms).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct GapTotals(u64, u64, u64);
+
+impl GapTotals {
+    /// Add `self - before` (what was not counted yet) to [`MEDIA_GAPS`].
+    fn publish_beyond(self, before: GapTotals) {
+        MEDIA_GAPS
+            .gaps
+            .fetch_add(self.0.saturating_sub(before.0), Ordering::Relaxed);
+        MEDIA_GAPS
+            .gap_ms
+            .fetch_add(self.1.saturating_sub(before.1), Ordering::Relaxed);
+        MEDIA_GAPS
+            .dropped_ms
+            .fetch_add(self.2.saturating_sub(before.2), Ordering::Relaxed);
+    }
+}
+
 /// An open recording (see the module docs).
 pub struct RecordingSink {
     catalog: CatalogHandle,
@@ -83,6 +128,8 @@ pub struct RecordingSink {
     last_retry: Option<Mono>,
     sync: bool,
     sample_rate: u32,
+    /// Gaps already counted in [`MEDIA_GAPS`] from this recording's events.
+    gaps_published: GapTotals,
 }
 
 /// How often a stalled recording retries its write: the capture engine ticks per packet,
@@ -194,6 +241,7 @@ impl RecordingSink {
                 last_retry: None,
                 sync,
                 sample_rate,
+                gaps_published: GapTotals::default(),
             },
             rel.to_string_lossy().into_owned(),
         ))
@@ -286,11 +334,31 @@ impl RecordingSink {
         while let Some(o) = self.rec.poll_output() {
             match o {
                 Output::Chunk(bytes) => self.append(now, bytes),
-                Output::Event(e) => self.events.push(event_row(e)),
+                Output::Event(e) => {
+                    if e.kind == crate::recording::session::EventKind::MediaGap {
+                        self.publish_gap(&e.detail);
+                    }
+                    self.events.push(event_row(e));
+                }
                 Output::Finished(f) => finished = Some(*f),
             }
         }
         finished
+    }
+
+    /// Count a `media_gap` event in [`MEDIA_GAPS`] as it happens.
+    fn publish_gap(&mut self, detail: &serde_json::Value) {
+        let ms = detail.get("gap_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+        let cause = detail.get("cause").and_then(|v| v.as_str());
+        let rewind = matches!(cause, Some("rewind" | "truncated"));
+        let add = if rewind {
+            GapTotals(1, 0, ms)
+        } else {
+            GapTotals(1, ms, 0)
+        };
+        add.publish_beyond(GapTotals::default());
+        let p = &mut self.gaps_published;
+        *p = GapTotals(p.0 + add.0, p.1 + add.1, p.2 + add.2);
     }
 
     fn append(&mut self, now: Mono, bytes: Vec<u8>) {
@@ -416,6 +484,18 @@ impl RecordingSink {
                 id.clone(),
                 std::mem::take(&mut self.events),
             ));
+        }
+        // Gaps past the event cap (and any rounding) are in the statistics only.
+        let totals = fin.stats.iter().fold(GapTotals::default(), |t, s| {
+            GapTotals(
+                t.0 + s.media_gaps,
+                t.1 + s.media_gap_ms,
+                t.2 + s.media_dropped_ms,
+            )
+        });
+        totals.publish_beyond(self.gaps_published);
+        if totals.0 > 0 {
+            tracing::warn!(recording = %id, gaps = totals.0, gap_ms = totals.1, dropped_ms = totals.2, "recording has audio gaps (media_gap events)");
         }
         let c = &fin.container;
         let (duration_ms, file_sha256, file_bytes) = match &on_disk {

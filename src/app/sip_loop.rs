@@ -195,10 +195,12 @@ pub async fn run(
         // ... for all recording sessions" (1xx/2xx to INVITE, 2xx to UPDATE).
         contact_params: ";+sip.srs".into(),
         max_dialogs: cfg.sip.max_calls.saturating_mul(2).max(16),
+        max_transactions: cfg.sip.max_transactions,
         response_budget_pct: Some(limits.response_budget_pct),
         seed: rand::random(),
         ..EndpointConfig::default()
     });
+    let mut txn_cap = TxnCapLog::default();
     let mut srs = Srs::new(
         ep,
         SrsConfig {
@@ -346,6 +348,15 @@ pub async fn run(
         shared.binding.set_sip(
             srs.endpoint().stats().foreign_peer_refused,
             srs.stats().metadata_refused,
+        );
+        txn_cap.observe(
+            srs.endpoint().stats().transactions_refused,
+            srs.endpoint().transaction_count(),
+            cfg.sip.max_transactions,
+        );
+        shared.binding.set_sip_transactions(
+            srs.endpoint().stats().transactions_refused,
+            cfg.sip.max_transactions as u64,
         );
         while let Some(ev) = srs.poll_event() {
             if let SrsEvent::Established { call } | SrsEvent::Ended { call, .. } = &ev {
@@ -550,6 +561,41 @@ fn handle_event(
 }
 
 /// Whether the box can take a new call now (storage); `Err` says why not.
+/// The rate-limited WARN for requests refused at the SIP transaction cap.
+#[derive(Default)]
+struct TxnCapLog {
+    /// Refusals already logged.
+    logged: u64,
+    last: Option<std::time::Instant>,
+}
+
+/// At most one transaction-cap WARN this often.
+const TXN_CAP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl TxnCapLog {
+    fn observe(&mut self, refused: u64, live: usize, cap: usize) {
+        if refused <= self.logged {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < TXN_CAP_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            refused = refused - self.logged,
+            refused_total = refused,
+            live,
+            max_transactions = cap,
+            "SIP transaction table full: new requests answered 503 (raise [sip] max_transactions if this is load, not a flood)"
+        );
+        self.logged = refused;
+        self.last = Some(now);
+    }
+}
+
 fn admit(shared: &Shared) -> Result<(), Unavailable> {
     let cfg = &shared.cfg;
     if shared.gate.refusing() {

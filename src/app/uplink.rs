@@ -587,7 +587,11 @@ pub fn build_status(
         key_present,
         alarms: shared.alarms(),
         audit_heads,
-        binding: shared.binding.get().map(|b| b.snapshot()),
+        binding: shared.binding.get().map(|b| {
+            let mut s = b.snapshot();
+            crate::app::sink::add_media_gaps(&mut s);
+            s
+        }),
         commands: shared
             .commands
             .lock()

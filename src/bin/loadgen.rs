@@ -306,6 +306,15 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     } else {
         print!("{}", bench::summary(&report));
     }
+    // A verified run fails (exit 2) unless every recording checked is complete, counted
+    // zero loss and zero gaps, and its exported audio is exactly what was sent.
+    if report
+        .get("verify")
+        .is_some_and(|v| v.get("all_ok") != Some(&serde_json::Value::Bool(true)))
+    {
+        eprintln!("bench: verification failed (see verify.problems)");
+        std::process::exit(2);
+    }
     Ok(())
 }
 

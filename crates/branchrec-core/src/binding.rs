@@ -1,7 +1,9 @@
 //! Box-wide counters of what the recorder dropped or refused because it did not come from
 //! where it had to: RTP/RTCP from a source a stream is not bound to
 //! ([`crate::media::source`]), in-dialog SIP requests from another peer than the dialog's
-//! ([`crate::sip`] endpoint), metadata beyond the per-call caps ([`crate::siprec::srs`]).
+//! ([`crate::sip`] endpoint), metadata beyond the per-call caps ([`crate::siprec::srs`]);
+//! and of what it could not take: requests refused at the SIP transaction cap, and the
+//! audio gaps of the recordings ([`crate::media::timeline`]; filled in by the shell).
 //! Shared by the call tasks and the SIP loop, read by the control socket (`branchrec
 //! status`), the status document and `/metrics`.
 //!
@@ -25,6 +27,8 @@ pub struct BindingCounters {
     last_foreign_alarm_ms: AtomicI64,
     sip_foreign_peer: AtomicU64,
     metadata_refused: AtomicU64,
+    sip_transactions_refused: AtomicU64,
+    sip_transaction_cap: AtomicU64,
 }
 
 /// A snapshot of [`BindingCounters`].
@@ -43,6 +47,24 @@ pub struct BindingSnapshot {
     /// When a channel last crossed the foreign-media threshold (RFC 3339 is the
     /// shell's business; unix ms here), `None` if never.
     pub last_foreign_alarm_ms: Option<i64>,
+    /// SIP requests answered with a stateless 503 because the live server transaction
+    /// table was full (`[sip] max_transactions`).
+    #[serde(default)]
+    pub sip_transactions_refused: u64,
+    /// The configured cap on live server transactions (0: not reported).
+    #[serde(default)]
+    pub sip_transaction_cap: u64,
+    /// Audio gaps of the recordings (`media_gap` events: forward re-anchor, late,
+    /// overflow, rewind) since start, all channels.
+    #[serde(default)]
+    pub media_gaps: u64,
+    /// Milliseconds of silence in them that is not the sender's audio.
+    #[serde(default)]
+    pub media_gap_ms: u64,
+    /// Milliseconds of received audio dropped without silence marking it (rewind, at
+    /// most; truncated at the end).
+    #[serde(default)]
+    pub media_dropped_ms: u64,
 }
 
 impl BindingSnapshot {
@@ -73,7 +95,14 @@ impl BindingCounters {
             .fetch_max(metadata_refused, Ordering::Relaxed);
     }
 
-    /// Current values.
+    /// Set the transaction-cap counters from the SIP core (refusals only grow).
+    pub fn set_sip_transactions(&self, refused: u64, cap: u64) {
+        self.sip_transactions_refused
+            .fetch_max(refused, Ordering::Relaxed);
+        self.sip_transaction_cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Current values (the media gap counters are the shell's to fill in).
     pub fn snapshot(&self) -> BindingSnapshot {
         let last = self.last_foreign_alarm_ms.load(Ordering::Relaxed);
         BindingSnapshot {
@@ -82,6 +111,11 @@ impl BindingCounters {
             sip_foreign_peer: self.sip_foreign_peer.load(Ordering::Relaxed),
             metadata_refused: self.metadata_refused.load(Ordering::Relaxed),
             last_foreign_alarm_ms: (last != 0).then_some(last),
+            sip_transactions_refused: self.sip_transactions_refused.load(Ordering::Relaxed),
+            sip_transaction_cap: self.sip_transaction_cap.load(Ordering::Relaxed),
+            media_gaps: 0,
+            media_gap_ms: 0,
+            media_dropped_ms: 0,
         }
     }
 }

@@ -530,8 +530,8 @@ pub fn run(o: &BenchOpts) -> Result<Value> {
         report["daemon"] = json!({"error": "could not read /proc for the daemon pid"});
     }
     if let Some(cfg) = &o.config {
-        report["verify"] =
-            verify(o, cfg, &calls).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        report["verify"] = verify(o, cfg, &calls, &tables)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}"), "all_ok": false}));
     }
     Ok(report)
 }
@@ -566,7 +566,140 @@ fn channel_stats(stats: &Value, ch: usize) -> Option<&Value> {
     }
 }
 
-fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
+/// The channels of a 16-bit PCM WAV (de-interleaved).
+fn read_wav_channels(b: &[u8]) -> Result<Vec<Vec<i16>>> {
+    if b.len() < 12 || &b[0..4] != b"RIFF" || &b[8..12] != b"WAVE" {
+        bail!("not a RIFF/WAVE file");
+    }
+    let u16le = |i: usize| b.get(i..i + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    let u32le = |i: usize| {
+        b.get(i..i + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let (mut pos, mut channels, mut data) = (12usize, None, None);
+    while let (Some(id), Some(size)) = (b.get(pos..pos + 4), u32le(pos + 4)) {
+        let body = pos + 8;
+        let end = body.saturating_add(size as usize).min(b.len());
+        match id {
+            b"fmt " => {
+                if u16le(body + 14) != Some(16) {
+                    bail!("WAV is not 16-bit PCM");
+                }
+                channels = u16le(body + 2);
+            }
+            b"data" => data = b.get(body..end),
+            _ => {}
+        }
+        pos = body.saturating_add(size as usize + (size as usize & 1));
+    }
+    let ch = usize::from(channels.ok_or_else(|| anyhow!("no fmt chunk"))?.max(1));
+    let raw = data.ok_or_else(|| anyhow!("no data chunk"))?;
+    let mut out = vec![Vec::with_capacity(raw.len() / 2 / ch); ch];
+    for (i, x) in raw.chunks_exact(2).enumerate() {
+        out[i % ch].push(i16::from_le_bytes([x[0], x[1]]));
+    }
+    Ok(out)
+}
+
+/// How a recorded channel compares with what was sent, sample by sample.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AudioCheck {
+    /// Samples that differ from the sent audio.
+    mismatched: u64,
+    /// Of those, samples that are silence where audio was sent (gaps).
+    silent: u64,
+    /// Longest run of such silence, samples.
+    longest_silence: u64,
+    /// First differing sample, relative to the stream's start.
+    first_mismatch: Option<u64>,
+}
+
+/// Compare `got` (one exported channel) with `want` (the decoded samples sent, in order):
+/// the stream is located by its first non-zero sample, then must follow bit-exact, with
+/// neither silence inserted nor samples missing.
+fn check_channel(got: &[i16], want: &[i16]) -> AudioCheck {
+    let mut c = AudioCheck::default();
+    let (Some(q), Some(p)) = (
+        want.iter().position(|&s| s != 0),
+        got.iter().position(|&s| s != 0),
+    ) else {
+        c.mismatched = want.len() as u64;
+        c.silent = c.mismatched;
+        c.longest_silence = c.mismatched;
+        c.first_mismatch = Some(0);
+        return c;
+    };
+    let start = p as i64 - q as i64;
+    let mut run = 0u64;
+    for (i, &w) in want.iter().enumerate() {
+        let g = usize::try_from(start + i as i64)
+            .ok()
+            .and_then(|j| got.get(j))
+            .copied();
+        if g == Some(w) {
+            // A zero crossing of the tone inside a silent run does not end it.
+            if w != 0 {
+                run = 0;
+            }
+            continue;
+        }
+        c.mismatched += 1;
+        c.first_mismatch.get_or_insert(i as u64);
+        if g.unwrap_or(0) == 0 && w != 0 {
+            c.silent += 1;
+            run += 1;
+            c.longest_silence = c.longest_silence.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    c
+}
+
+/// Export recording `id` and compare each channel with what call `c` sent.
+fn check_audio(
+    o: &BenchOpts,
+    cfg: &PathBuf,
+    id: &str,
+    c: &Call,
+    tables: &[Vec<[u8; SAMPLES_PER_PACKET]>; 2],
+) -> Result<Vec<AudioCheck>> {
+    let path =
+        std::env::temp_dir().join(format!("branchrec-loadgen-{}-{id}.wav", std::process::id()));
+    let out = std::process::Command::new(&o.branchrec)
+        .args(["recordings", "export", id, "--out"])
+        .arg(&path)
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .with_context(|| format!("running {}", o.branchrec.display()))?;
+    let bytes = std::fs::read(&path);
+    let _ = std::fs::remove_file(&path);
+    if !out.status.success() {
+        bail!(
+            "export failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let chans = read_wav_channels(&bytes.context("reading the export")?)?;
+    let mut res = Vec::new();
+    for (s, table) in tables.iter().enumerate() {
+        let n = usize::try_from(c.sent[s]).unwrap_or(0);
+        let want: Vec<i16> = (0..n)
+            .flat_map(|k| table[k % table.len()].iter().map(|&b| o.codec.decode(b)))
+            .collect();
+        let got = chans.get(s).map_or(&[][..], Vec::as_slice);
+        res.push(check_channel(got, &want));
+    }
+    Ok(res)
+}
+
+fn verify(
+    o: &BenchOpts,
+    cfg: &PathBuf,
+    calls: &[Call],
+    tables: &[Vec<[u8; SAMPLES_PER_PACKET]>; 2],
+) -> Result<Value> {
     // Wait (bounded by --verify-wait-s) until no recording of ours is still "recording":
     // counters are final only once the recorder has closed the recording.
     let ours: std::collections::HashSet<&str> = calls
@@ -605,6 +738,7 @@ fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
         .collect();
     let vdeadline = Instant::now() + Duration::from_secs(300);
     let (mut checked, mut ok, mut missing) = (0u64, 0u64, 0u64);
+    let (mut audio_checked, mut audio_exact, mut gap_ms_total) = (0u64, 0u64, 0u64);
     let mut problems: Vec<String> = Vec::new();
     let mut states: HashMap<String, u64> = HashMap::new();
     for c in calls.iter().filter(|c| c.answered_at.is_some()) {
@@ -643,13 +777,56 @@ fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
             let st = channel_stats(stats, ch);
             let get = |k: &str| st.and_then(|s| s.get(k)).and_then(Value::as_u64);
             let (rcv, lost, late) = (get("received"), get("lost"), get("late"));
-            if rcv != Some(sent) || lost != Some(0) || late != Some(0) {
+            let (gaps, gap_ms) = (get("media_gaps"), get("media_gap_ms"));
+            gap_ms_total += gap_ms.unwrap_or(0);
+            if rcv != Some(sent)
+                || lost != Some(0)
+                || late != Some(0)
+                || gaps.is_some_and(|g| g > 0)
+            {
                 good = false;
                 if problems.len() < 20 {
                     problems.push(format!(
-                        "{id} ch{ch}: sent {sent}, received {rcv:?}, lost {lost:?}, late {late:?}"
+                        "{id} ch{ch}: sent {sent}, received {rcv:?}, lost {lost:?}, late {late:?}, media gaps {gaps:?} ({gap_ms:?} ms)"
                     ));
                 }
+            }
+        }
+        // The exported audio, sample by sample: counters alone missed re-anchor gaps.
+        match check_audio(o, cfg, &id, c, tables) {
+            Ok(chs) => {
+                audio_checked += 1;
+                let mut exact = true;
+                for (ch, a) in chs.iter().enumerate() {
+                    if a.mismatched > 0 {
+                        exact = false;
+                        if problems.len() < 20 {
+                            problems.push(format!(
+                                "{id} ch{ch}: audio differs from what was sent in {} samples \
+                                 (first at {:?}), {} ms silent, longest silence {} ms",
+                                a.mismatched,
+                                a.first_mismatch,
+                                a.silent / 8,
+                                a.longest_silence / 8
+                            ));
+                        }
+                    }
+                }
+                if exact {
+                    audio_exact += 1;
+                } else {
+                    good = false;
+                }
+            }
+            Err(e) => {
+                good = false;
+                problems.push(format!("{id}: audio not checked: {e:#}"));
+            }
+        }
+        if rec.get("state").and_then(Value::as_str) != Some("complete") {
+            good = false;
+            if problems.len() < 20 {
+                problems.push(format!("{id}: state {:?}, not complete", rec.get("state")));
             }
         }
         if good {
@@ -659,6 +836,9 @@ fn verify(o: &BenchOpts, cfg: &PathBuf, calls: &[Call]) -> Result<Value> {
     Ok(json!({
         "checked": checked,
         "zero_loss": ok,
+        "audio_checked": audio_checked,
+        "audio_exact": audio_exact,
+        "media_gap_ms": gap_ms_total,
         "missing_recordings": missing,
         "waited_for_close_s": waited_s,
         "states": states,
@@ -724,6 +904,33 @@ mod tests {
         let rss = proc_rss_kb(pid).unwrap();
         assert!(rss > 100, "rss {rss}");
         assert!(proc_cpu_us(u32::MAX, 100).is_none());
+    }
+
+    #[test]
+    fn audio_check_finds_inserted_silence_and_missing_samples() {
+        let tables = [tone_table(Codec::Pcmu, 400.0, 6000.0)];
+        let want: Vec<i16> = (0..100)
+            .flat_map(|k| tables[0][k % 50].iter().map(|&b| Codec::Pcmu.decode(b)))
+            .collect();
+        // Exact, after 1234 samples of leading silence.
+        let mut got = vec![0i16; 1234];
+        got.extend_from_slice(&want);
+        got.extend_from_slice(&[0; 50]);
+        assert_eq!(check_channel(&got, &want), AudioCheck::default());
+        // 20 packets' worth of silence inserted at packet 40 (a re-anchor gap).
+        let mut gap = vec![0i16; 1234];
+        gap.extend_from_slice(&want[..6400]);
+        gap.extend_from_slice(&[0; 3200]);
+        gap.extend_from_slice(&want[6400..]);
+        let c = check_channel(&gap, &want);
+        assert!(matches!(c.first_mismatch, Some(6400..=6402)), "{c:?}");
+        // (the tone has zero crossings; 90 % of the inserted samples differ)
+        assert!(c.longest_silence >= 2800 && c.silent >= 2800, "{c:?}");
+        // One packet missing (its samples skipped, the rest shifted).
+        let mut skip = want[..1600].to_vec();
+        skip.extend_from_slice(&want[1760..]);
+        assert!(check_channel(&skip, &want).mismatched > 0);
+        assert_eq!(check_channel(&[0; 100], &want).silent, want.len() as u64);
     }
 
     #[test]

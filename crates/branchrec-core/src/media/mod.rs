@@ -24,4 +24,4 @@ pub use rtp::{is_rtcp, parse as parse_rtp, RtpError, RtpPacket};
 pub use source::{SourceGate, SourcePolicy, SourceVerdict};
 pub use srtp::{SrtpChannel, SrtpError, SrtpPolicy, SrtpReceiver, SrtpStats, SrtpSuite};
 pub use stream::{Codec, StreamConfig, StreamStats};
-pub use timeline::{AudioBlock, CallTimeline, PushOutcome, TimelineConfig};
+pub use timeline::{AudioBlock, CallTimeline, GapCause, MediaGap, PushOutcome, TimelineConfig};

@@ -81,6 +81,19 @@ pub struct StreamStats {
     pub decode_errors: u64,
     /// Times the stream switched to another codec (re-INVITE, or the SRC changing PT).
     pub codec_changes: u64,
+    /// Stretches of the stream's timeline that hold no audio from the sender although
+    /// its packets arrived (see [`GapCause`](super::timeline::GapCause)): silence the
+    /// recorder inserted at a forward re-anchor, slots finalised before their packet came
+    /// (`late`), packets dropped beyond the window (`overflow`), audio replaced by a
+    /// backward re-anchor. One `media_gap` event each. Not loss (`lost`) nor concealment.
+    pub gaps: u64,
+    /// Milliseconds of silence in those gaps (re-anchor, late, overflow): audio on the
+    /// timeline that is not from the sender, and is not loss concealment.
+    pub gap_ms: u64,
+    /// Milliseconds of received audio not stored where silence does not mark it: replaced
+    /// by later audio after a backward re-anchor (`rewind`, at most), or placed past the
+    /// recording's end and its tail allowance (`truncated`).
+    pub dropped_ms: u64,
 }
 
 /// Size of the duplicate-detection window, in sequence numbers.

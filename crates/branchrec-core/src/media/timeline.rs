@@ -19,6 +19,21 @@
 //! DTMF-only periods are silence (0). PCMU/PCMA samples are written unaltered into an
 //! 8 kHz timeline.
 //!
+//! # Gaps
+//! Wherever a stream's packets arrived but the timeline holds no audio of theirs, the
+//! stretch is a [`MediaGap`] with its [`GapCause`]: a forward re-anchor (the timestamps
+//! say the audio is contiguous, the arrival says it came later — a backlog in the
+//! recorder, or a sender pausing without a timestamp jump: the difference is silence the
+//! recorder inserted), a late packet (its slots were finalised as silence before it
+//! came), an overflow (dropped beyond the window), a backward re-anchor over audio not
+//! finalised yet (that audio is replaced: `rewind`), audio placed past the end of the
+//! recording (`truncated`, see [`CallTimeline::finish`]). Adjacent gaps of one cause merge.
+//! They are counted in [`StreamStats::gaps`], [`StreamStats::gap_ms`] (silence) and
+//! [`StreamStats::dropped_ms`] (rewind, truncated) and drained with [`CallTimeline::drain_gaps`] (the
+//! recording turns each into a `media_gap` event). Loss (`lost`, concealment) is not a
+//! gap, nor a re-anchor after a hold, a pause ([`CallTimeline::expect_discontinuity`]),
+//! an SSRC change or a codec switch, whose placement by arrival is all there is.
+//!
 //! # Other codecs and sample rates
 //! G.722, Opus, G.729 (and G.711 in a 16 kHz timeline) go through a per-stream
 //! [`Decoder`] and, when its output rate differs from the timeline's, a
@@ -120,6 +135,63 @@ const MAX_PENDING: usize = 8;
 const MAX_CONCEAL_GAP: u16 = 16;
 /// Timestamp gaps longer than this (clock ticks → seconds) are never concealed.
 const MAX_CONCEAL_SECS: i64 = 10;
+
+/// Closed gaps a channel keeps until [`CallTimeline::drain_gaps`] (preallocated: the
+/// per-packet path does not allocate); beyond it a gap is counted but not listed.
+const GAP_QUEUE: usize = 16;
+
+/// Why a stretch of a channel's timeline holds no audio from its sender (see the module
+/// docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapCause {
+    /// A forward re-anchor: silence inserted between where the timestamps put the
+    /// packet and where its arrival put it.
+    Reanchor,
+    /// A backward re-anchor placed the stream over received audio not finalised yet,
+    /// which later audio replaced (at most this much).
+    Rewind,
+    /// The packet's slots were already finalised (as silence) when it arrived.
+    Late,
+    /// The packet lay beyond the open window and was dropped.
+    Overflow,
+    /// Audio received before the end of the recording but placed after it and its
+    /// tail allowance (see [`CallTimeline::finish`]): dropped.
+    Truncated,
+}
+
+impl GapCause {
+    /// The name in events and documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapCause::Reanchor => "reanchor",
+            GapCause::Rewind => "rewind",
+            GapCause::Late => "late",
+            GapCause::Overflow => "overflow",
+            GapCause::Truncated => "truncated",
+        }
+    }
+}
+
+/// A stretch of one channel without its sender's audio (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaGap {
+    /// The channel.
+    pub channel: usize,
+    /// First frame of the stretch on the call timeline.
+    pub start_frame: u64,
+    /// Its length in frames.
+    pub frames: u64,
+    /// Why.
+    pub cause: GapCause,
+}
+
+/// A gap still growing (adjacent gaps of one cause merge).
+#[derive(Debug, Clone, Copy)]
+struct OpenGap {
+    start: i64,
+    end: i64,
+    cause: GapCause,
+}
 
 /// Extra ring capacity beyond `playout_delay + threshold`, for the shell's poll interval.
 const RING_SLACK: Duration = Duration::from_millis(1500);
@@ -223,6 +295,12 @@ struct Channel {
     dec: Option<DecState>,
     /// Timeline frame just after the last audio placed (for codec switches).
     last_end: Option<i64>,
+    /// The gap being extended, if any.
+    open_gap: Option<OpenGap>,
+    /// Closed gaps not drained yet (capacity [`GAP_QUEUE`], never grown).
+    gaps: Vec<MediaGap>,
+    /// The next forward re-anchor follows a hold or pause: not a gap.
+    discontinuity: bool,
 }
 
 impl Channel {
@@ -237,6 +315,9 @@ impl Channel {
             dtmf: DtmfDecoder::new(),
             dec: None,
             last_end: None,
+            open_gap: None,
+            gaps: Vec::with_capacity(GAP_QUEUE),
+            discontinuity: false,
         };
         ch.configure(&StreamConfig::default(), sample_rate);
         ch
@@ -363,8 +444,30 @@ impl CallTimeline {
             concealed_ms: 0,
             decode_errors: 0,
             codec_changes: 0,
+            gaps: 0,
+            gap_ms: 0,
+            dropped_ms: 0,
         };
         self.channels.get(channel).map_or(&EMPTY, |c| &c.stats)
+    }
+
+    /// The channel's next re-anchor follows a hold, a resume or a pause (the sender may
+    /// have stopped with its timestamps running on, or not): placing it at its arrival is
+    /// not a gap.
+    pub fn expect_discontinuity(&mut self, channel: usize) {
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.discontinuity = true;
+        }
+    }
+
+    /// The gaps closed since the last call, channel by channel (see the module docs).
+    /// A gap closes when audio is placed after it, when the timeline is finalised a
+    /// second past it, or at [`finish`](Self::finish); its counters are updated then.
+    pub fn drain_gaps(&mut self) -> impl Iterator<Item = MediaGap> + '_ {
+        self.channels
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, c)| c.gaps.drain(..).map(move |g| MediaGap { channel: i, ..g }))
     }
 
     /// DTMF events decoded since the last call, in the order they completed.
@@ -542,6 +645,7 @@ impl CallTimeline {
                     arrival,
                     may_reanchor,
                     threshold,
+                    self.written_upto,
                 );
                 ch.last_end = Some(pos + pkt.payload.len() as i64);
                 let table = if kind == PtKind::Pcmu {
@@ -559,7 +663,7 @@ impl CallTimeline {
                     pkt.payload.len(),
                     |i| pkt.payload.get(i).map_or(0, |&b| table[usize::from(b)]),
                 );
-                outcome_of(res, &mut ch.stats)
+                outcome_of(res, ch, rate)
             }
         };
         self.collect_dtmf(channel);
@@ -598,24 +702,62 @@ impl CallTimeline {
         let target = dur_to_frames(now.since_origin(), self.cfg.sample_rate)
             .saturating_sub(self.delay_frames);
         self.comfort_noise(target);
-        self.emit_upto(target, out)
+        let res = self.emit_upto(target, out);
+        if res.is_some() {
+            self.close_settled_gaps();
+        }
+        res
+    }
+
+    /// Close the open gaps audio was placed after, or that the output passed a second ago.
+    fn close_settled_gaps(&mut self) {
+        let rate = self.cfg.sample_rate;
+        let done = i64::try_from(self.written_upto).unwrap_or(i64::MAX) - i64::from(rate);
+        for ch in &mut self.channels {
+            if let Some(g) = ch.open_gap {
+                if ch.last_end.is_some_and(|e| e > g.end) || g.end <= done {
+                    close_gap(ch, rate);
+                }
+            }
+        }
     }
 
     /// Flush everything up to `end` (including frames still inside the playout window)
-    /// and stop: afterwards the total length is `end × sample_rate` frames (`end` since the origin) (or what was
-    /// already returned, if that is more). Pending DTMF events are completed.
+    /// and stop: afterwards the total length is `end × sample_rate` frames (`end` since
+    /// the origin), or what was already returned if that is more — or longer by at most
+    /// the playout delay when audio received before `end` is placed after it (a stream
+    /// whose first packet was read late sits later on the timeline than the clock that
+    /// stamps the end; its last packets are kept, not cut). What lies beyond that is a
+    /// `truncated` gap. Pending DTMF events are completed.
     pub fn finish(&mut self, end: Mono) -> Option<AudioBlock> {
         if self.finished {
             return None;
         }
         self.release_pending(None);
         self.flush_resamplers();
-        let target = dur_to_frames(end.since_origin(), self.cfg.sample_rate);
+        let end_frames = dur_to_frames(end.since_origin(), self.cfg.sample_rate);
+        let placed = self
+            .channels
+            .iter()
+            .filter_map(|c| c.last_end)
+            .max()
+            .and_then(|e| u64::try_from(e).ok())
+            .unwrap_or(0)
+            .min(self.written_upto + self.ring_frames);
+        let target = end_frames.max(placed.min(end_frames + self.delay_frames));
+        let lo = i64::try_from(target.max(self.written_upto)).unwrap_or(i64::MAX);
+        let hi = i64::try_from(self.written_upto + self.ring_frames).unwrap_or(i64::MAX);
+        for ch in &mut self.channels {
+            if let Some(e) = ch.last_end {
+                record_gap(ch, lo, e.min(hi), GapCause::Truncated, self.cfg.sample_rate);
+            }
+        }
         let mut samples = Vec::new();
         let res = self.emit_upto(target, &mut samples);
         for i in 0..self.channels.len() {
             if let Some(ch) = self.channels.get_mut(i) {
                 ch.dtmf.flush(&mut self.scratch_dtmf);
+                close_gap(ch, self.cfg.sample_rate);
             }
             self.collect_dtmf(i);
         }
@@ -745,6 +887,7 @@ fn continue_tol(rate: u32) -> i64 {
 
 /// Timeline frame of RTP timestamp `ts` (in `clock` ticks) for the stream, (re)anchoring
 /// as described in the module docs.
+#[allow(clippy::too_many_arguments)]
 fn place(
     ch: &mut Channel,
     ts: u32,
@@ -753,7 +896,9 @@ fn place(
     arrival: i64,
     may_reanchor: bool,
     threshold: i64,
+    written_upto: u64,
 ) -> i64 {
+    let discontinuity = std::mem::take(&mut ch.discontinuity);
     let anchor = match ch.anchor {
         Some(a) if a.clock == clock => a,
         old => {
@@ -785,6 +930,17 @@ fn place(
             clock,
         });
         ch.stats.reanchors += 1;
+        if diff < 0 && !discontinuity {
+            // The timestamps say this audio follows on at `pos`; it goes at its arrival:
+            // what lies between is silence the recorder inserted.
+            record_gap(ch, pos, arrival, GapCause::Reanchor, rate);
+        } else if diff > 0 {
+            // Back over the stream's audio that is not final yet: later audio replaces it.
+            let from = arrival.max(i64::try_from(written_upto).unwrap_or(i64::MAX));
+            if let Some(end) = ch.last_end {
+                record_gap(ch, from, end, GapCause::Rewind, rate);
+            }
+        }
         return arrival;
     }
     if ts.wrapping_sub(anchor.ts) > 1 << 30 && ts.wrapping_sub(anchor.ts) < 1 << 31 {
@@ -811,25 +967,69 @@ fn note_foreign_seq(ch: &mut Channel, seq: u16) {
     }
 }
 
-fn outcome_of(res: WriteResult, stats: &mut StreamStats) -> PushOutcome {
+/// Count what [`write_ring`] did; the frames it could not write are a gap.
+fn outcome_of(res: WriteResult, ch: &mut Channel, rate: u32) -> PushOutcome {
     match res {
         WriteResult::Full => PushOutcome::Placed,
-        WriteResult::ClippedLate => {
-            stats.late += 1;
+        WriteResult::ClippedLate(a, b) => {
+            ch.stats.late += 1;
+            record_gap(ch, a, b, GapCause::Late, rate);
             PushOutcome::Placed
         }
-        WriteResult::ClippedOverflow => {
-            stats.overflow += 1;
+        WriteResult::ClippedOverflow(a, b) => {
+            ch.stats.overflow += 1;
+            record_gap(ch, a, b, GapCause::Overflow, rate);
             PushOutcome::Placed
         }
-        WriteResult::Late => {
-            stats.late += 1;
+        WriteResult::Late(a, b) => {
+            ch.stats.late += 1;
+            record_gap(ch, a, b, GapCause::Late, rate);
             PushOutcome::Late
         }
-        WriteResult::Overflow => {
-            stats.overflow += 1;
+        WriteResult::Overflow(a, b) => {
+            ch.stats.overflow += 1;
+            record_gap(ch, a, b, GapCause::Overflow, rate);
             PushOutcome::Overflow
         }
+    }
+}
+
+/// The frames `[start, end)` of `ch` hold none of its sender's audio: extend the open gap
+/// (same cause, adjacent or overlapping) or close it and open a new one.
+fn record_gap(ch: &mut Channel, start: i64, end: i64, cause: GapCause, rate: u32) {
+    let start = start.max(0);
+    if end <= start {
+        return;
+    }
+    if let Some(g) = ch.open_gap.as_mut() {
+        if g.cause == cause && start <= g.end && end >= g.start {
+            g.start = g.start.min(start);
+            g.end = g.end.max(end);
+            return;
+        }
+        close_gap(ch, rate);
+    }
+    ch.open_gap = Some(OpenGap { start, end, cause });
+}
+
+/// Count the open gap of `ch` and queue it for [`CallTimeline::drain_gaps`].
+fn close_gap(ch: &mut Channel, rate: u32) {
+    let Some(g) = ch.open_gap.take() else { return };
+    let frames = u64::try_from(g.end - g.start).unwrap_or(0);
+    let ms = frames * 1000 / u64::from(rate.max(1));
+    ch.stats.gaps += 1;
+    if matches!(g.cause, GapCause::Rewind | GapCause::Truncated) {
+        ch.stats.dropped_ms += ms;
+    } else {
+        ch.stats.gap_ms += ms;
+    }
+    if ch.gaps.len() < GAP_QUEUE {
+        ch.gaps.push(MediaGap {
+            channel: 0,
+            start_frame: u64::try_from(g.start).unwrap_or(0),
+            frames,
+            cause: g.cause,
+        });
     }
 }
 
@@ -1008,6 +1208,7 @@ fn decode_one(
         arrival,
         p.may_reanchor,
         ctx.threshold,
+        ctx.written_upto,
     );
     let Some(d) = ch.dec.as_mut() else {
         return PushOutcome::Unsupported;
@@ -1065,7 +1266,7 @@ fn decode_one(
     if decoded.is_err() && total_dec == 0 {
         return PushOutcome::Unsupported;
     }
-    outcome_of(res, &mut ch.stats)
+    outcome_of(res, ch, ctx.rate)
 }
 
 /// Resample (if needed) the decoder output in `ctx.scratch_a` and write it so that its
@@ -1110,12 +1311,13 @@ fn ts_delta_frames(ts: u32, anchor_ts: u32, clock: u32, rate: u32) -> i64 {
     }
 }
 
+/// What [`write_ring`] did; the frames `[a, b)` it could not write.
 enum WriteResult {
     Full,
-    ClippedLate,
-    ClippedOverflow,
-    Late,
-    Overflow,
+    ClippedLate(i64, i64),
+    ClippedOverflow(i64, i64),
+    Late(i64, i64),
+    Overflow(i64, i64),
 }
 
 /// Write the `len` samples `sample(0..len)` into channel `channel` of the ring at frame
@@ -1142,9 +1344,9 @@ fn write_ring(
             return WriteResult::Full;
         }
         return if pos.saturating_add(n) <= lo {
-            WriteResult::Late
+            WriteResult::Late(pos, pos.saturating_add(n))
         } else {
-            WriteResult::Overflow
+            WriteResult::Overflow(pos, pos.saturating_add(n))
         };
     }
     let mut i = (start - pos) as usize;
@@ -1165,9 +1367,9 @@ fn write_ring(
         f += run as u64;
     }
     if start > pos {
-        WriteResult::ClippedLate
+        WriteResult::ClippedLate(pos, start)
     } else if end < pos.saturating_add(n) {
-        WriteResult::ClippedOverflow
+        WriteResult::ClippedOverflow(end, pos.saturating_add(n))
     } else {
         WriteResult::Full
     }
@@ -1382,6 +1584,179 @@ pub(crate) mod tests {
         assert_eq!(out, exp);
         let s = t.stats(0);
         assert_eq!((s.late, s.lost, s.reanchors), (1, 0, 0));
+        // Its slot is silence not from the sender: one 20 ms `late` gap.
+        assert_eq!((s.gaps, s.gap_ms, s.dropped_ms), (1, 20, 0));
+        let gaps: Vec<MediaGap> = t.drain_gaps().collect();
+        assert_eq!(
+            gaps,
+            vec![MediaGap {
+                channel: 0,
+                start_frame: 1600,
+                frames: 160,
+                cause: GapCause::Late
+            }]
+        );
+    }
+
+    /// The silent runs of channel `ch` at least `min` frames long: (start, len).
+    fn silent_runs(out: &[i16], chn: usize, ch: usize, min: usize) -> Vec<(usize, usize)> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        let n = out.len() / chn;
+        for f in 0..=n {
+            let silent = f < n && out[f * chn + ch] == 0;
+            match (silent, start) {
+                (true, None) => start = Some(f),
+                (false, Some(s)) => {
+                    if f - s >= min {
+                        runs.push((s, f - s));
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn sender_pause_without_timestamp_jump_is_a_counted_gap() {
+        // 25 packets, nothing for 1.5 s, 25 more whose timestamps continue as if no
+        // time had passed: the re-anchor inserts 1.5 s of silence.
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 25);
+        for k in 25..50u32 {
+            pkts.push((
+                0,
+                2000 * MS + 20 * MS * (k - 25),
+                rtp(0, k as u16 + 1, 160 * k, 7, &payload(k, 7)),
+            ));
+        }
+        let out = run(&mut t, pkts, 2500 * MS);
+        let s = t.stats(0).clone();
+        assert_eq!((s.reanchors, s.lost, s.late), (1, 0, 0));
+        assert_eq!((s.gaps, s.gap_ms, s.dropped_ms), (1, 1500, 0));
+        let gaps: Vec<MediaGap> = t.drain_gaps().collect();
+        assert_eq!(
+            gaps,
+            vec![MediaGap {
+                channel: 0,
+                start_frame: 4000,
+                frames: 12000,
+                cause: GapCause::Reanchor
+            }]
+        );
+        // The recording's one silent run is exactly that gap.
+        assert_eq!(silent_runs(&out, 1, 0, 80), vec![(4000, 12000)]);
+        assert!(t.drain_gaps().next().is_none());
+    }
+
+    #[test]
+    fn stalled_shell_burst_counts_the_inserted_and_the_replaced_audio() {
+        // The shell stalls for 1 s: packets 25..75 (sent 500..1480 ms) are all read at
+        // 1500 ms, then reading is back to real time.
+        let mut t = tl(1);
+        let mut pkts: Vec<Delivery> = stream(0, Duration::ZERO, 1, 0, 7, 100);
+        for p in pkts.iter_mut().take(75).skip(25) {
+            p.1 = 1500 * MS;
+        }
+        let out = run(&mut t, pkts, 2000 * MS);
+        let s = t.stats(0).clone();
+        assert_eq!((s.reanchors, s.lost, s.received), (2, 0, 100));
+        // Packet 25 re-anchors to its arrival: 1 s of silence inserted. Packet 51 is
+        // then more than the threshold ahead of its arrival and re-anchors back onto
+        // packets 25..51, not yet final, which later audio replaces (520 ms). The stream
+        // stays 480 ms ahead of its arrival: at the end 300 ms of it are kept as a tail,
+        // the last 180 ms are truncated.
+        assert_eq!((s.gaps, s.gap_ms, s.dropped_ms), (3, 1000, 700));
+        let gaps: Vec<MediaGap> = t.drain_gaps().collect();
+        assert_eq!(
+            gaps,
+            vec![
+                MediaGap {
+                    channel: 0,
+                    start_frame: 4000,
+                    frames: 8000,
+                    cause: GapCause::Reanchor
+                },
+                MediaGap {
+                    channel: 0,
+                    start_frame: 12000,
+                    frames: 4160,
+                    cause: GapCause::Rewind
+                },
+                MediaGap {
+                    channel: 0,
+                    start_frame: 18400,
+                    frames: 1440,
+                    cause: GapCause::Truncated
+                }
+            ]
+        );
+        // The one silent run is the re-anchor gap; after it, packets 51.. as placed.
+        assert_eq!(silent_runs(&out, 1, 0, 80), vec![(4000, 8000)]);
+        let mut exp = vec![0i16; 20000];
+        expected_stream(&mut exp, 1, 0, 0, 7, 0..25);
+        for k in 51..100usize {
+            expect_packet(
+                &mut exp,
+                1,
+                0,
+                12000 + 160 * (k - 51),
+                &payload(k as u32, 7),
+            );
+        }
+        assert_eq!(&out[..], &exp[..18400]);
+    }
+
+    #[test]
+    fn audio_received_before_the_end_but_placed_after_it_is_kept() {
+        // The first packets are read 50 ms late (the first anchors the stream), the
+        // others on time: the stream sits 50 ms later on the timeline than the clock of the end.
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 50);
+        for p in pkts.iter_mut().take(3) {
+            p.1 = 50 * MS;
+        }
+        let out = run(&mut t, pkts, 1000 * MS);
+        assert_eq!(out.len(), 8400, "a 50 ms tail");
+        let mut exp = vec![0i16; 8400];
+        expected_stream(&mut exp, 1, 0, 400, 7, 0..50);
+        assert_eq!(out, exp);
+        assert_eq!(t.stats(0).gaps, 0);
+    }
+
+    #[test]
+    fn consecutive_late_packets_are_one_gap_and_a_resume_is_none() {
+        // A 400 ms backlog (below the re-anchor threshold, above the playout delay):
+        // packets 10..20 are read at 600 ms; those whose slots were final are late.
+        let mut t = tl(1);
+        let mut pkts: Vec<Delivery> = stream(0, Duration::ZERO, 1, 0, 7, 50);
+        for p in pkts.iter_mut().take(20).skip(10) {
+            p.1 = 600 * MS;
+        }
+        let out = run(&mut t, pkts, 1000 * MS);
+        let s = t.stats(0).clone();
+        assert_eq!(s.reanchors, 0);
+        // Final up to 280 ms when they are read: packets 10..14 (200..280 ms) are late.
+        assert_eq!((s.late, s.gaps, s.gap_ms), (4, 1, 80));
+        assert_eq!(silent_runs(&out, 1, 0, 80), vec![(1600, 640)]);
+        // After a hold the re-anchor at resume is not a gap.
+        let mut t = tl(1);
+        let mut pkts = stream(0, Duration::ZERO, 1, 0, 7, 25);
+        pkts.extend(stream(0, 2000 * MS, 26, 160 * 25, 7, 25));
+        pkts.sort_by_key(|p| p.1);
+        for (c, at, p) in pkts.iter().filter(|p| p.1 < 1000 * MS) {
+            t.push_rtp(*c, mono(*at), p);
+            let _ = t.poll_audio(mono(*at));
+        }
+        t.expect_discontinuity(0);
+        for (c, at, p) in pkts.iter().filter(|p| p.1 >= 1000 * MS) {
+            let _ = t.poll_audio(mono(*at));
+            t.push_rtp(*c, mono(*at), p);
+        }
+        let _ = t.finish(mono(2600 * MS));
+        assert_eq!((t.stats(0).reanchors, t.stats(0).gaps), (1, 0));
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub enum EventKind {
     /// A channel dropped [`RecordingConfig::foreign_alarm_packets`] packets from sources
     /// other than its bound one (audio injection attempt or a misconfigured SRC/NAT).
     ForeignSource,
+    /// A stretch of a channel without its sender's audio although its packets came (see
+    /// [`crate::media::timeline`]): detail `cause` (`reanchor`, `late`, `overflow`,
+    /// `rewind`, `truncated`), `from_ms`, `to_ms`, `gap_ms`, `from_frame`, `frames`.
+    MediaGap,
 }
 
 impl EventKind {
@@ -132,6 +136,7 @@ impl EventKind {
             EventKind::StorageStalled => "storage_stalled",
             EventKind::StorageGap => "storage_gap",
             EventKind::ForeignSource => "foreign_source",
+            EventKind::MediaGap => "media_gap",
         }
     }
 }
@@ -293,7 +298,13 @@ pub struct Recording {
     awaiting_confirmation: bool,
     /// An audio packet reached the timeline.
     audio_seen: bool,
+    /// `media_gap` events output (at most [`MAX_GAP_EVENTS`]; the counters go on).
+    gap_events: u64,
 }
+
+/// At most this many `media_gap` events per recording (a hostile stream could make one
+/// per packet); the last says so, the statistics count every gap.
+pub const MAX_GAP_EVENTS: u64 = 1000;
 
 /// A storage stall in progress: the timeline's audio from `from_frame` on is discarded
 /// (the shell could not write it), up to `next_frame`.
@@ -372,6 +383,7 @@ impl Recording {
                 storage_gap_frames: 0,
                 awaiting_confirmation: false,
                 audio_seen: false,
+                gap_events: 0,
             },
             header,
         ))
@@ -456,6 +468,9 @@ impl Recording {
                     }
                     self.codecs.sort();
                     if let Some(&h) = self.holds.get(ch) {
+                        if h != m.hold {
+                            self.timeline.expect_discontinuity(ch);
+                        }
                         if now.is_some() && h != m.hold {
                             let kind = if m.hold {
                                 EventKind::Hold
@@ -490,6 +505,7 @@ impl Recording {
         if let Some(&h) = self.holds.get(ch) {
             if h != hold {
                 self.holds[ch] = hold;
+                self.timeline.expect_discontinuity(ch);
                 let kind = if hold {
                     EventKind::Hold
                 } else {
@@ -542,6 +558,9 @@ impl Recording {
         }
         let is = !self.paused_by.is_empty();
         if was != is {
+            for ch in 0..self.holds.len() {
+                self.timeline.expect_discontinuity(ch);
+            }
             tracing::info!(recording = %self.id, paused = is, source, "recording paused/resumed");
             let kind = if is {
                 EventKind::Pause
@@ -754,6 +773,11 @@ impl Recording {
         if self.awaiting_confirmation && !self.audio_seen {
             return;
         }
+        self.advance(now);
+        self.gap_events();
+    }
+
+    fn advance(&mut self, now: Mono) {
         let Some(writer) = self.writer.as_mut() else {
             return;
         };
@@ -805,6 +829,12 @@ impl Recording {
         if let Some(block) = self.timeline.finish(end) {
             push_block(&self.id, &mut writer, &block);
         }
+        let rate = u64::from(writer.header().sample_rate.max(1));
+        self.gap_events_at(rate);
+        // The timeline may have kept a tail past `end` (audio received before it).
+        let end_ms = end
+            .as_millis()
+            .max(self.timeline.written_upto() * 1000 / rate);
         while let Some(chunk) = writer.poll_chunk() {
             self.out.push_back(Output::Chunk(chunk));
         }
@@ -825,7 +855,6 @@ impl Recording {
             st.rtp_foreign_source = self.foreign_packets(ch);
             stats.push(st);
         }
-        let end_ms = end.as_millis();
         if !self.paused_by.is_empty() {
             self.event(
                 end_ms,
@@ -862,6 +891,46 @@ impl Recording {
             stats,
             codec_unsupported: self.unsupported_if_no_audio && decoded == 0 && unsupported > 0,
         })));
+    }
+}
+
+impl Recording {
+    /// The timeline's closed gaps as `media_gap` events.
+    fn gap_events(&mut self) {
+        let rate = self.rate();
+        self.gap_events_at(rate);
+    }
+
+    fn gap_events_at(&mut self, rate: u64) {
+        // Empty (no allocation) unless a gap closed.
+        let gaps: Vec<crate::media::MediaGap> = self.timeline.drain_gaps().collect();
+        for g in gaps {
+            self.gap_event(g, rate);
+        }
+    }
+
+    fn gap_event(&mut self, g: crate::media::MediaGap, rate: u64) {
+        let from_ms = g.start_frame * 1000 / rate;
+        let to_ms = (g.start_frame + g.frames) * 1000 / rate;
+        let gap_ms = g.frames * 1000 / rate;
+        if self.gap_events >= MAX_GAP_EVENTS {
+            return;
+        }
+        tracing::warn!(recording = %self.id, channel = g.channel, cause = g.cause.as_str(), from_ms, gap_ms, "audio gap: the recording holds no audio from the sender here");
+        self.gap_events += 1;
+        let mut detail = serde_json::json!({
+            "cause": g.cause.as_str(),
+            "from_ms": from_ms,
+            "to_ms": to_ms,
+            "gap_ms": gap_ms,
+            "from_frame": g.start_frame,
+            "frames": g.frames,
+        });
+        if self.gap_events == MAX_GAP_EVENTS {
+            detail["last_event"] =
+                serde_json::json!("further gaps are only counted in the statistics");
+        }
+        self.event(from_ms, EventKind::MediaGap, Some(g.channel), detail);
     }
 }
 

@@ -70,6 +70,17 @@ pub struct ChannelStats {
     pub storage_gaps: u64,
     /// Their total length, ms. Recording-wide, like `storage_gaps`.
     pub storage_gap_ms: u64,
+    /// Stretches of the channel without its sender's audio although its packets came
+    /// (`media_gap` events: forward re-anchor, late, overflow, rewind, truncated); not
+    /// loss.
+    pub media_gaps: u64,
+    /// Milliseconds of silence the recorder inserted in them (re-anchor, late,
+    /// overflow): audio not from the sender, distinct from `concealed_ms`.
+    pub media_gap_ms: u64,
+    /// Milliseconds of received audio not stored and not marked by silence: replaced by
+    /// later audio after a backward re-anchor (`rewind` gaps, at most) or placed past the
+    /// recording's end (`truncated`).
+    pub media_dropped_ms: u64,
 }
 
 impl ChannelStats {
@@ -94,6 +105,9 @@ impl ChannelStats {
             decode_errors: s.decode_errors,
             codec_changes: s.codec_changes,
             dropped_while_paused,
+            media_gaps: s.gaps,
+            media_gap_ms: s.gap_ms,
+            media_dropped_ms: s.dropped_ms,
             ..ChannelStats::default()
         };
         if let Some(c) = srtp.filter(|c| c.suite().is_some()) {

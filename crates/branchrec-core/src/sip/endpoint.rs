@@ -53,7 +53,10 @@ pub struct EndpointConfig {
     /// Cap on live server transactions (new requests beyond it get 503). Settled ones
     /// (final non-2xx sent, non-INVITE answered: they only absorb retransmissions) are
     /// evicted, oldest first, to make room, so a flood of requests we answer or refuse
-    /// does not hold slots a new INVITE needs.
+    /// does not hold slots a new INVITE needs. A BYE of a live dialog or a CANCEL of a
+    /// live INVITE is never refused at the cap: it takes a slot from a reserve of
+    /// `max_dialogs` more. Completed non-INVITE transactions hold their slot for Timer J
+    /// (64·T1) over UDP only, not at all over TCP/TLS (RFC 3261 §17.2.2).
     pub max_transactions: usize,
     /// Anti-amplification budget of peers not authenticated by TLS: response bytes of a
     /// transaction (first sends included) may exceed this percentage of its request bytes
@@ -176,6 +179,9 @@ pub struct Stats {
     pub foreign_peer_refused: u64,
     /// Settled transactions evicted at the cap to make room for a new request.
     pub transactions_evicted: u64,
+    /// Requests answered with a stateless 503 because the transaction table was full
+    /// (after eviction; BYE/CANCEL of live calls use the reserve instead).
+    pub transactions_refused: u64,
     /// Response retransmissions not sent: the peer's byte budget was spent.
     pub retransmissions_over_budget: u64,
 }
@@ -511,10 +517,12 @@ impl Endpoint {
             }
             return;
         }
-        if self.txns.len() >= self.cfg.max_transactions {
-            self.evict_settled();
-        }
-        if self.txns.len() >= self.cfg.max_transactions {
+        // Down below the cap (the reserve may have taken it over).
+        while self.txns.len() >= self.cfg.max_transactions && self.evict_settled() {}
+        if self.txns.len() >= self.cfg.max_transactions
+            && !self.may_use_reserve(&msg, &method, &key)
+        {
+            self.stats.transactions_refused += 1;
             let refusal = Refusal::Overloaded {
                 retry_after_s: TXN_CAP_RETRY_AFTER_S,
             };
@@ -533,6 +541,39 @@ impl Endpoint {
         match to_tag {
             Some(tt) => self.in_dialog(now, peer, key, msg, method, tt),
             None => self.out_of_dialog(now, peer, key, msg, method),
+        }
+    }
+
+    /// Whether a request may take a transaction beyond the cap: a BYE in a live dialog,
+    /// or a CANCEL of a live INVITE transaction — ending a call is never refused for lack
+    /// of a slot (else the recording stays open). The reserve is one slot per live
+    /// dialog (`max_dialogs`), so a flood cannot grow the table without bound.
+    fn may_use_reserve(&self, msg: &Message, method: &Method, key: &TxnKey) -> bool {
+        if self.txns.len()
+            >= self
+                .cfg
+                .max_transactions
+                .saturating_add(self.cfg.max_dialogs)
+        {
+            return false;
+        }
+        match method {
+            Method::Bye => {
+                let Some(to_tag) = msg.to_tag() else {
+                    return false;
+                };
+                let dkey = (
+                    msg.call_id().unwrap_or("").to_string(),
+                    msg.from_tag().unwrap_or_default(),
+                    to_tag,
+                );
+                self.dialog_index.contains_key(&dkey)
+            }
+            Method::Cancel => self.txn_index.contains_key(&TxnKey {
+                method: Method::Invite,
+                ..key.clone()
+            }),
+            _ => false,
         }
     }
 

@@ -1095,3 +1095,99 @@ fn udp_retransmissions_stay_within_the_byte_budget() {
         "RFC timers alone retransmit more: {out} for {inb}"
     );
 }
+
+/// Issue #16: with the table full of transactions nothing may evict (an answered INVITE
+/// in Accepted, INVITEs waiting for the app), a new INVITE gets a counted 503, but the
+/// BYE of a live call and the CANCEL of a pending INVITE are never refused for lack of a
+/// slot: they take one from the reserve.
+#[test]
+fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
+    let now = Mono::from_secs(1_000);
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_transactions: 4,
+        max_dialogs: 8,
+        seed: 42,
+        ..EndpointConfig::default()
+    });
+    let p = peer(Transport::Udp);
+    let (_, dialog, tag) = establish(&mut ep, now, p);
+    ep.handle_receive(
+        now,
+        p,
+        &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
+    );
+    events(&mut ep);
+    for i in 0..3 {
+        ep.handle_receive(
+            now,
+            p,
+            &sdp_invite(&format!("z9hG4bKp{i}"), &format!("p{i}"), 1, None),
+        );
+    }
+    assert_eq!(statuses(&drain(&mut ep)), vec![100, 100, 100]);
+    events(&mut ep);
+    assert_eq!(ep.transaction_count(), 4);
+    // Full: a new INVITE (and an OPTIONS) is refused statelessly and counted.
+    ep.handle_receive(now, p, &sdp_invite("z9hG4bKnew", "new", 1, None));
+    ep.handle_receive(now, p, &req("OPTIONS", "z9hG4bKo", "o", 1, None, "", ""));
+    assert_eq!(statuses(&drain(&mut ep)), vec![503, 503]);
+    assert_eq!(ep.stats().transactions_refused, 2);
+    assert!(events(&mut ep).is_empty());
+    // The live call's BYE passes.
+    ep.handle_receive(
+        now,
+        p,
+        &req("BYE", "z9hG4bKbye1", "call1", 2, Some(&tag), "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ep)), vec![200]);
+    assert_eq!(
+        events(&mut ep),
+        vec![Event::Terminated {
+            dialog,
+            reason: TerminationReason::Bye
+        }]
+    );
+    // So does the CANCEL of a pending INVITE (200, and 487 for the INVITE).
+    let cancel = req("CANCEL", "z9hG4bKp0", "p0", 1, None, "", "");
+    ep.handle_receive(now, p, &cancel);
+    let st = statuses(&drain(&mut ep));
+    assert!(st.contains(&200) && st.contains(&487), "{st:?}");
+    assert_eq!(ep.stats().transactions_refused, 2);
+    // The settled BYE, CANCEL and cancelled INVITE make room for one more, then the
+    // table is full again.
+    for i in 0..3 {
+        ep.handle_receive(
+            now,
+            p,
+            &sdp_invite(&format!("z9hG4bKq{i}"), &format!("q{i}"), 1, None),
+        );
+    }
+    assert_eq!(statuses(&drain(&mut ep)), vec![100, 503, 503]);
+    assert_eq!(ep.stats().transactions_refused, 4);
+    assert_eq!(ep.transaction_count(), 4);
+}
+
+/// RFC 3261 §17.2.2: Timer J is 64·T1 over UDP and zero over TCP/TLS — an answered
+/// non-INVITE request holds no slot on a reliable transport.
+#[test]
+fn completed_non_invite_transactions_hold_no_slot_over_tcp() {
+    let now = Mono::from_secs(1_000);
+    let mut ep = ep();
+    ep.handle_receive(
+        now,
+        peer(Transport::Tcp),
+        &req("OPTIONS", "z9hG4bKt", "t", 1, None, "", ""),
+    );
+    ep.handle_receive(
+        now,
+        peer(Transport::Udp),
+        &req("OPTIONS", "z9hG4bKu", "u", 1, None, "", ""),
+    );
+    assert_eq!(statuses(&drain(&mut ep)), vec![200, 200]);
+    ep.handle_timeout(now);
+    assert_eq!(ep.transaction_count(), 1, "the TCP one is gone at once");
+    ep.handle_timeout(now + 64 * T1 - Duration::from_millis(1));
+    assert_eq!(ep.transaction_count(), 1);
+    ep.handle_timeout(now + 64 * T1);
+    assert_eq!(ep.transaction_count(), 0);
+}
