@@ -469,6 +469,7 @@ fn three_boxes_one_destroyed_archive_alone_exports_bit_exact_evidence_and_search
     );
     assert!(sh(&script, &ev).status.success());
     // With --box-key naming another key: refused, nothing written.
+    use ed25519_dalek::pkcs8::EncodePublicKey;
     let wrong = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
         .verifying_key()
         .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)

@@ -22,7 +22,6 @@ mod siprec_client;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -326,6 +325,7 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
         pem_a.to_str().unwrap(),
     ]);
     // box-c is enrolled with a key that is not the one its manifests are signed with.
+    use ed25519_dalek::pkcs8::EncodePublicKey;
     let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
         .verifying_key()
         .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
