@@ -45,6 +45,8 @@ const BUCKET: &str = "archive";
 const PACKETS: u32 = 50;
 
 type Party = (&'static str, &'static str);
+/// (box id, `[keys]` body and the sections after it, calls).
+type BoxSpec = (&'static str, String, Vec<(Party, Party)>);
 const ALICE: Party = ("tel:+442079460001", "Alice Ashworth");
 const CAROL: Party = ("tel:+442079460099", "Carol Carter");
 const IVAN: Party = ("tel:+442079460077", "Ivan Ivanov");
@@ -149,7 +151,7 @@ fn three_boxes_one_destroyed_archive_alone_exports_bit_exact_evidence_and_search
     };
     // box-a tags Alice's calls and knows Carol's number as its own (her calls go out).
     let rules_a = "\n[policy]\ninternal = [\"+442079460099\"]\n\n[[rules]]\nname = \"vip\"\nparticipant = [\"+442079460001\"]\ntags = [\"vip\"]\n";
-    let boxes: [(&str, String, Vec<(Party, Party)>); 3] = [
+    let boxes: [BoxSpec; 3] = [
         (
             "box-a",
             format!(
