@@ -5,6 +5,8 @@
 //! signing key in TPM mode (swtpm), and exports that cannot be redirected through a
 //! planted symbolic link or a forged catalogue path.
 
+#[path = "common/catalog.rs"]
+mod catalog;
 #[path = "common/daemon.rs"]
 mod daemon;
 #[path = "common/siprec_client.rs"]
@@ -87,7 +89,7 @@ fn entry_hash(
 /// chain is internally consistent again, and delete every signed head at or after the
 /// first removed entry. Returns (first removed seq, highest seq still covered by a head).
 fn rewrite_history(db: &Path, drop: &[&str]) -> (i64, i64) {
-    let c = rusqlite::Connection::open(db).unwrap();
+    let c = catalog::connection(db.parent().unwrap());
     let rows: Vec<(i64, i64, String, String, String, String)> = {
         let mut st = c
             .prepare("SELECT seq, at, actor, action, target, details FROM audit_log ORDER BY seq")
@@ -199,8 +201,7 @@ fn rewritten_audit_history_is_reported_with_its_position() {
     );
 
     // Every head deleted: still a failure, at position 1.
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(db.parent().unwrap())
         .execute("DELETE FROM audit_heads", [])
         .unwrap();
     let (ok, v) = verify(&inst);
@@ -257,8 +258,7 @@ fn heads_published_off_the_box_catch_a_rewrite_centrally() {
     // mode the counter is on the same disk: that is what makes it weaker).
     let db = inst.data.join("catalog.sqlite");
     rewrite_history(&db, &["hold.add"]);
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(db.parent().unwrap())
         .execute("DELETE FROM audit_heads", [])
         .unwrap();
     std::fs::remove_file(inst.data.join("keys/audit-counter")).unwrap();
@@ -510,8 +510,7 @@ fn export_never_writes_through_a_planted_link_or_outside_data_dir() {
     }
     // A forged catalogue path: the shredder must not follow it out of data_dir.
     let db = inst.data.join("catalog.sqlite");
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(db.parent().unwrap())
         .execute(
             "UPDATE recordings SET file_path = ?1 WHERE id = ?2",
             rusqlite::params![victim.to_str().unwrap(), ids[1]],
@@ -519,8 +518,7 @@ fn export_never_writes_through_a_planted_link_or_outside_data_dir() {
         .unwrap();
     let o = inst.cli(&["recordings", "delete", &ids[1], "--reason", "r"]);
     assert!(!o.status.success(), "absolute catalogue path shredded");
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(db.parent().unwrap())
         .execute(
             "UPDATE recordings SET file_path = '../victim.conf' WHERE id = ?1",
             [&ids[1]],
@@ -587,8 +585,7 @@ fn tpm_mode_never_has_a_signing_key_file() {
     assert!(ok, "{v}");
     // Dropping the newest head is caught by the TPM's counter (not on the disk).
     let db = inst.data.join("catalog.sqlite");
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(db.parent().unwrap())
         .execute(
             "DELETE FROM audit_heads WHERE rowid = (SELECT MAX(rowid) FROM audit_heads)",
             [],

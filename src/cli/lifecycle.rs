@@ -68,7 +68,14 @@ pub fn now_ms(cfg: &Config, now: Option<&str>) -> anyhow::Result<i64> {
 /// Open the catalogue for writing (audit entries, holds, deletions).
 pub fn open_rw(cfg: &Config) -> anyhow::Result<Catalog> {
     let p = cfg.storage.catalog_path();
-    Catalog::open_existing(&p).with_context(|| {
+    if !p.exists() {
+        bail!(
+            "no catalogue at {} (has the recorder run with this data_dir?)",
+            p.display()
+        );
+    }
+    let access = crate::service::catalog::access(cfg)?;
+    access.open_existing().with_context(|| {
         format!(
             "opening the catalogue {} (has the recorder run with this data_dir?)",
             p.display()

@@ -83,15 +83,37 @@ pub fn invite_text_via(
     sdp: &str,
     via_params: &str,
 ) -> String {
+    let alice = format!("sip:alice{n}@example.com");
+    let bob = format!("sip:bob{n}@example.com");
+    invite_text_parties(
+        srs,
+        me,
+        n,
+        sdp,
+        via_params,
+        [("Alice", alice.as_str()), ("Bob", bob.as_str())],
+    )
+}
+
+/// [`invite_text_via`] with the two participants' (name, AoR) given.
+pub fn invite_text_parties(
+    srs: SocketAddr,
+    me: SocketAddr,
+    n: u32,
+    sdp: &str,
+    via_params: &str,
+    parties: [(&str, &str); 2],
+) -> String {
     let call_id = format!("call-{n}-{}@test", std::process::id());
     let tag = format!("src{n}");
+    let [(name1, aor1), (name2, aor2)] = parties;
     let meta = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
 <recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\r\n\
 <datamode>complete</datamode>\r\n\
 <session session_id=\"c2Vzc2lvbi1{n:04}\"><sipSessionID>{call_id}</sipSessionID></session>\r\n\
-<participant participant_id=\"cDE{n:04}\"><nameID aor=\"sip:alice{n}@example.com\"><name>Alice</name></nameID></participant>\r\n\
-<participant participant_id=\"cDI{n:04}\"><nameID aor=\"sip:bob{n}@example.com\"><name>Bob</name></nameID></participant>\r\n\
+<participant participant_id=\"cDE{n:04}\"><nameID aor=\"{aor1}\"><name>{name1}</name></nameID></participant>\r\n\
+<participant participant_id=\"cDI{n:04}\"><nameID aor=\"{aor2}\"><name>{name2}</name></nameID></participant>\r\n\
 <stream stream_id=\"czE{n:04}\" session_id=\"c2Vzc2lvbi1{n:04}\"><label>1</label></stream>\r\n\
 <stream stream_id=\"czI{n:04}\" session_id=\"c2Vzc2lvbi1{n:04}\"><label>2</label></stream>\r\n\
 <participantstreamassoc participant_id=\"cDE{n:04}\"><send>czE{n:04}</send><recv>czI{n:04}</recv></participantstreamassoc>\r\n\
@@ -119,11 +141,25 @@ pub fn invite(srs: SocketAddr, n: u32) -> Invite {
 
 /// [`invite`] with `via_params` appended to the INVITE's Via (see [`invite_text_via`]).
 pub fn invite_with(srs: SocketAddr, n: u32, via_params: &str) -> Invite {
+    invite_sending(srs, n, |me| {
+        invite_text_via(srs, me, n, SDP_TWO_STREAMS, via_params)
+    })
+}
+
+/// [`invite`] with the two participants' (name, AoR) in the metadata.
+pub fn invite_parties(srs: SocketAddr, n: u32, parties: [(&str, &str); 2]) -> Invite {
+    invite_sending(srs, n, |me| {
+        invite_text_parties(srs, me, n, SDP_TWO_STREAMS, "", parties)
+    })
+}
+
+/// Send the INVITE `text(our address)` of call `n` and complete it as [`invite`] does.
+fn invite_sending(srs: SocketAddr, n: u32, text: impl FnOnce(SocketAddr) -> String) -> Invite {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = sock.local_addr().unwrap();
     let call_id = format!("call-{n}-{}@test", std::process::id());
     let tag = format!("src{n}");
-    let msg = invite_text_via(srs, me, n, SDP_TWO_STREAMS, via_params);
+    let msg = text(me);
     sock.send_to(msg.as_bytes(), srs).unwrap();
     // Loopback UDP, so one INVITE (no retransmission) reaches a ready daemon; answering
     // it (port allocation, catalogue insert) takes milliseconds idle. 30 s bounds a
