@@ -723,6 +723,13 @@ pub struct KeysConfig {
     /// TPM NV index of the audit log's monotonic counter (owner range
     /// 0x01000000–0x013FFFFF; defined on first use). Software mode uses a counter file.
     pub audit_counter_index: u32,
+    /// The central compliance public key (PEM SubjectPublicKeyInfo, P-256): every new
+    /// recording's data key is also wrapped to it (the container's compliance slot) and
+    /// the archive documents are encrypted to it (docs/central.md).
+    pub compliance_public_key: Option<PathBuf>,
+    /// Id of that key (1–64 of `A-Za-z0-9._-`), stored with every wrap; set both or
+    /// neither. Rotation: a new key and id apply to new recordings only.
+    pub compliance_key_id: Option<String>,
 }
 
 impl Default for KeysConfig {
@@ -734,6 +741,8 @@ impl Default for KeysConfig {
             pcrs: "sha256:0,2,4,7".into(),
             recovery_public_key: None,
             audit_counter_index: 0x0101_0020,
+            compliance_public_key: None,
+            compliance_key_id: None,
         }
     }
 }
@@ -761,6 +770,22 @@ impl Config {
             recovery_public_key: self.keys.recovery_public_key.clone(),
             keys_dir: self.storage.data_dir.join("keys"),
             kek_file: self.storage.key_file(),
+        }
+    }
+
+    /// The compliance recipient of `[keys]`, if configured (loads the PEM file).
+    pub fn compliance(
+        &self,
+    ) -> Result<Option<crate::vault::compliance::ComplianceRecipient>, crate::vault::VaultError>
+    {
+        match (
+            &self.keys.compliance_public_key,
+            &self.keys.compliance_key_id,
+        ) {
+            (Some(p), Some(id)) => {
+                crate::vault::compliance::ComplianceRecipient::load(p, id).map(Some)
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -1113,6 +1138,34 @@ impl Config {
             .map_err(|e| invalid("keys.pcrs", e))?;
         if pcrs.pcrs.is_empty() {
             return Err(invalid("keys.pcrs", "select at least one PCR".into()));
+        }
+        match (
+            &self.keys.compliance_public_key,
+            &self.keys.compliance_key_id,
+        ) {
+            (None, None) => {}
+            (Some(p), Some(id)) => {
+                if !crate::compliance::valid_key_id(id) {
+                    return Err(invalid(
+                        "keys.compliance_key_id",
+                        format!("{id:?}: 1-64 characters of A-Z a-z 0-9 . _ -"),
+                    ));
+                }
+                crate::vault::compliance::load_public_key(p)
+                    .map_err(|e| invalid("keys.compliance_public_key", e.to_string()))?;
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "keys.compliance_key_id",
+                    "must be set with keys.compliance_public_key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "keys.compliance_public_key",
+                    "must be set with keys.compliance_key_id".into(),
+                ))
+            }
         }
         if self.keys.tcti.is_empty() {
             return Err(invalid("keys.tcti", "must not be empty".into()));

@@ -11,11 +11,14 @@
 //! [`cli`] (argument parsing and rendering only). See docs/architecture.md.
 #![forbid(unsafe_code)]
 
-pub use branchrec_core::{binding, capture, lifecycle, media, pii, sdp, sip, siprec, time};
+pub use branchrec_core::{
+    binding, capture, compliance, hpke, lifecycle, media, pii, sdp, sip, siprec, time,
+};
 
 pub mod app;
 pub mod board;
 pub mod catalog;
+pub mod central;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -145,3 +145,68 @@ fn documented_python_reader_reads_an_opus_container() {
         hex::encode(fin.audio_sha256)
     );
 }
+
+/// The same reader opens a container with a compliance slot (three key slots) both ways:
+/// with the box's KEK, and with the compliance private key through its own HPKE code
+/// (RFC 9180 written out in Python with `cryptography`, independent of ours).
+#[test]
+fn documented_python_reader_opens_the_compliance_slot() {
+    let code = python_reader();
+    let dir = tempfile::tempdir().unwrap();
+    let kek = KeyFileVault::from_key([7; 32]);
+    let (sk, pk) = branchrec::hpke::derive_key_pair(b"format_doc compliance").unwrap();
+    let dk = DataKey::generate(&mut rand::rngs::OsRng);
+    let p = HeaderParams {
+        recording_id: "doc-ck".into(),
+        created_unix_ms: 1,
+        sample_rate: 8000,
+        channels: 2,
+        chunk_target_frames: 4000,
+        kek_id: kek.kek_id(),
+        extra_json: String::new(),
+    };
+    let wrapped_ck = branchrec::compliance::wrap_data_key(&pk, "ck-1", &dk, &[5; 32]).unwrap();
+    let (mut w, mut file) = ContainerWriter::with_slots(
+        p,
+        None,
+        dk.clone(),
+        kek.wrap(&dk).unwrap(),
+        Some(("hpke1:ck-1".into(), wrapped_ck)),
+        [3; 7],
+    )
+    .unwrap();
+    let samples: Vec<i16> = (0..30000).map(|i| (i * 11 % 20000) as i16).collect();
+    w.push_block(&AudioBlock {
+        start_frame: 0,
+        samples: samples.clone(),
+    })
+    .unwrap();
+    while let Some(c) = w.poll_chunk() {
+        file.extend_from_slice(&c);
+    }
+    file.extend_from_slice(&w.finish().bytes);
+    let path = dir.path().join("c.brec");
+    std::fs::write(&path, &file).unwrap();
+    let expect: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::fs::write(dir.path().join("expect.pcm"), &expect).unwrap();
+    for how in [
+        format!("bytes.fromhex('{}')", hex::encode([7u8; 32])),
+        format!("None, int('{}', 16)", hex::encode(&sk.to_bytes()[..])),
+    ] {
+        let script = format!(
+            "{code}\nimport sys\ndata=open(sys.argv[1],'rb').read()\nrid,rate,ch,s=read_brrec(data, {how})\nassert rid=='doc-ck'\nassert s==open(sys.argv[2],'rb').read(), 'audio differs'\nprint('ok')\n"
+        );
+        let o = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&path)
+            .arg(dir.path().join("expect.pcm"))
+            .output()
+            .expect("python3");
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok"),
+            "python reader ({how}) failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -328,7 +328,7 @@ fn catalogue_at_rest_holds_no_numbers_or_names() {
     let (name1, name2) = ("Zebulon Quaxworth", "Philippa Vandersnoot");
     let aor1 = format!("sip:{num1}@pbx.branch.example");
     let aor2 = format!("tel:{num2}");
-    let Invite::Up(mut call) = invite_parties(inst.sip, 9001, [(name1, &aor1), (name2, &aor2)])
+    let Invite::Up(mut call) = invite_parties(inst.sip, 9001, (&aor1, name1), (&aor2, name2))
     else {
         panic!("call refused; log:\n{}", inst.log_text())
     };

@@ -214,6 +214,28 @@ fn unacked_invites_leave_no_recording_and_free_their_ports() {
     );
     assert!(refused >= 250, "{refused} refused");
     assert_eq!(refused, limit_named, "503 without the source-limit reason");
+    // What the unconfirmed sessions hold on disk meanwhile: at most one file each, and no
+    // audio in it — no RTP was sent, and nothing (not even silence) may be written for
+    // it. Sizes taken twice 2.5 s apart (more than two flush intervals of 1 s): equal.
+    let data = tmp.path().join("data");
+    let pending = brec_files(&data);
+    assert!(
+        pending.len() <= ok,
+        "{} files for {ok} sessions",
+        pending.len()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = brec_files(&data);
+    for (p, size) in &pending {
+        let now = later.iter().find(|(q, _)| q == p).map(|(_, s)| *s);
+        assert!(
+            now.is_none() || now == Some(*size),
+            "{} grew from {size} to {now:?} bytes without any RTP",
+            p.display()
+        );
+        // A container header with its key slots, no chunk of audio.
+        assert!(*size <= 16 * 1024, "{}: {size} bytes", p.display());
+    }
     // A legitimate SRC is still served while the attacker holds its sessions.
     legit_call(&d, 1);
     // BYE after 64*T1 = 32 s from each 200 (the last one ≤ 8 s after the first); then
@@ -244,7 +266,37 @@ fn unacked_invites_leave_no_recording_and_free_their_ports() {
         tomb.iter().all(|t| t["reason"] == "unconfirmed"),
         "{tomb:?}"
     );
+    // On disk only the legitimate call's file is left: the discarded ones are unlinked
+    // (crypto-shredded first), not just dropped from the catalogue.
+    let left = brec_files(&data);
+    assert_eq!(left.len(), 1, "recording files left: {left:?}");
     d.stop();
+}
+
+/// Every `.brec` file under `dir` with its size (bounded walk: the data directory of one
+/// test holds a few dozen entries).
+fn brec_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    let mut visited = 0;
+    while let Some(d) = todo.pop() {
+        visited += 1;
+        assert!(visited < 10_000, "data directory walk too large");
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "brec") {
+                out.push((p, md.len()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// 5,000 OPTIONS over UDP from 50 attacker addresses (100 each, within the per-source

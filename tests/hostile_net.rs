@@ -15,6 +15,10 @@
 //! * `a_spoofed_via_received_does_not_reach_catalogue_or_manifest` (finding 6): an INVITE
 //!   from 127.0.0.1 whose Via says `received=10.20.0.5` is catalogued and signed as from
 //!   127.0.0.1.
+//! * `latched_source_is_recorded_and_a_second_source_is_dropped` (finding 1, NAT): with
+//!   `source_binding = "latch"` the first source takes the call, a second one never.
+//! * `tcp_dialog_survives_a_reconnect_but_not_another_address` (finding 2, TCP): a BYE
+//!   on a new connection from the SRC's address ends the call; from 127.0.0.2, 403.
 //!
 //! Before the fix: the injected audio took the channel (new SSRC) or overwrote it (same
 //! SSRC ahead) and the export differed; the spoofed BYE ended the call (the real BYE got
@@ -367,4 +371,305 @@ fn a_spoofed_via_received_does_not_reach_catalogue_or_manifest() {
     assert_eq!(m["metadata"]["src_addr"], real.as_str(), "manifest: {m}");
     let hits = daemon::files_containing(&dir.path().join("data"), b"10.20.0.5");
     assert!(hits.is_empty(), "the spoofed address is stored in {hits:?}");
+}
+
+/// The two-stream offer of an SRC behind NAT: its SDP names a private address the
+/// packets never come from (192.0.2.10: TEST-NET-1, nothing is ever sent there).
+const SDP_BEHIND_NAT: &str =
+    "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+     m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=sendonly\r\n\
+     m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=sendonly\r\n";
+
+/// 20 ms of the SRC's tone (160 µ-law samples), as `Call::send_packet` sends it.
+fn tone_payload() -> Vec<u8> {
+    TONE_ULAW.iter().copied().cycle().take(160).collect()
+}
+
+/// `To` tag of a response.
+fn to_tag(resp: &str) -> String {
+    resp.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The audio ports of an SDP answer.
+fn answer_ports(resp: &str) -> Vec<u16> {
+    resp.lines()
+        .filter_map(|l| l.strip_prefix("m=audio "))
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Finding 1 with `[media] source_binding = "latch"` (SRCs behind NAT): the first source
+/// within the latch window takes the channels and is recorded bit-exact; a second source
+/// afterwards — inside the window and after it — is dropped and counted. (Seen failing
+/// with `"strict"`: every packet dropped, `received` 0.)
+#[test]
+fn latched_source_is_recorded_and_a_second_source_is_dropped() {
+    let _g = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    // 2 s window (the default): the NAT'ed SRC's first packet follows the 200 within
+    // milliseconds; the window is measured from the offer on the daemon's clock, so only a
+    // 2 s stall between answering and the first datagram would miss it.
+    let d = Daemon::start_with_sections(
+        dir.path(),
+        "",
+        "source_binding = \"latch\"\nlatch_window_ms = 2000",
+        "",
+    );
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sip.local_addr().unwrap();
+    let inv = siprec_client::invite_text(srs(&d), me, 41, SDP_BEHIND_NAT);
+    sip.send_to(inv.as_bytes(), srs(&d)).unwrap();
+    let resp = siprec_client::recv_until(
+        &sip,
+        |m| siprec_client::status(m) >= 200,
+        Duration::from_secs(30),
+    )
+    .expect("no answer to the INVITE");
+    assert_eq!(siprec_client::status(&resp), 200, "{resp}");
+    let call_id = format!("call-41-{}@test", std::process::id());
+    let tag = to_tag(&resp);
+    let ack = format!(
+        "ACK sip:srs@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-41-ack\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag=src41\r\nTo: <sip:srs@127.0.0.1>;tag={tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        srs(&d)
+    );
+    sip.send_to(ack.as_bytes(), srs(&d)).unwrap();
+    let ports = answer_ports(&resp);
+    assert_eq!(ports.len(), 2, "{resp}");
+    let targets: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    // The NAT's public side: 127.0.0.3, neither the SDP address nor the SRC's SIP address.
+    let nat: Vec<UdpSocket> = (0..2)
+        .map(|_| UdpSocket::bind("127.0.0.3:0").expect("binding 127.0.0.3"))
+        .collect();
+    let evil = attacker_socket();
+    let tone = tone_payload();
+    const PACKETS: u32 = 150;
+    let mut injected = 0u32;
+    let start = Instant::now();
+    for k in 0..PACKETS {
+        let due = start + Duration::from_millis(20 * u64::from(k));
+        if let Some(w) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        for (i, s) in nat.iter().enumerate() {
+            let p = rtp(1000 + k as u16, k * 160, 0x1000_0000 + i as u32, &tone);
+            s.send_to(&p, targets[i]).unwrap();
+        }
+        // The second source: inside the window (packets 10..40, 0.2-0.8 s after the
+        // first) and after it (120..140, 2.4-2.8 s), with its own SSRC and with the
+        // latched one. Either way it must not be taken.
+        if (10..40).contains(&k) || (120..140).contains(&k) {
+            let loud = [0x80u8; 160];
+            let fresh = rtp(5000 + k as u16, 800_000 + k * 160, 0xbad0_0001, &loud);
+            let same = rtp(1001 + k as u16, (k + 1) * 160, 0x1000_0001, &loud);
+            evil.send_to(&fresh, targets[0]).unwrap();
+            evil.send_to(&same, targets[1]).unwrap();
+            injected += 1;
+        }
+    }
+    end_of_audio();
+    let bye = format!(
+        "BYE sip:srs@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-41-bye\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag=src41\r\nTo: <sip:srs@127.0.0.1>;tag={tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        srs(&d)
+    );
+    sip.send_to(bye.as_bytes(), srs(&d)).unwrap();
+    // The 200 follows closing the recording: well under a second idle, 15 s loaded.
+    let ok = siprec_client::recv_until(
+        &sip,
+        |m| m.contains(" BYE\r\n") && siprec_client::status(m) == 200,
+        Duration::from_secs(15),
+    );
+    assert!(ok.is_some(), "BYE not answered 200");
+    let r = the_recording(&d);
+    assert_eq!(r["state"], "complete", "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    let detail = show(&d, &id);
+    for ch in 0..2 {
+        let s = channel_stats(&detail, ch);
+        assert_eq!(
+            s["rtp_foreign_source"],
+            u64::from(injected),
+            "channel {ch}: {s}"
+        );
+        assert_eq!(s["received"], u64::from(PACKETS), "channel {ch}: {s}");
+        assert_eq!(s["ssrc_changes"], 0, "channel {ch}: {s}");
+    }
+    let w = export(&d, &id, dir.path());
+    let burst = tone_burst(PACKETS);
+    for ch in 0..2 {
+        expect_bursts(&format!("channel {ch}"), &w.data[ch], &[&burst]);
+    }
+}
+
+/// Reads one SIP message from a TCP stream (framed by Content-Length), bounded by the
+/// stream's read timeout.
+fn read_tcp_message(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    // At most 64 reads: a SIP response is a few hundred bytes.
+    for _ in 0..64 {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    let k = k.trim();
+                    (k.eq_ignore_ascii_case("content-length") || k == "l")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    None
+}
+
+/// Sends `msg` over `s` and waits for the final response to `method`.
+fn tcp_request(s: &mut std::net::TcpStream, msg: &str, method: &str) -> String {
+    use std::io::Write;
+    s.write_all(msg.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    // Provisional responses first; a final one within the stream's 15 s read timeout.
+    for _ in 0..8 {
+        let m = read_tcp_message(s, &mut buf)
+            .unwrap_or_else(|| panic!("no response to {method} over TCP"));
+        if siprec_client::status(&m) >= 200 && m.contains(&format!(" {method}\r\n")) {
+            return m;
+        }
+    }
+    panic!("no final response to {method} over TCP");
+}
+
+/// A TCP connection from a chosen loopback address (std cannot bind before connecting;
+/// tokio's `TcpSocket` can), handed back as a blocking std stream with a read timeout
+/// (a response takes milliseconds idle; 15 s bounds a loaded machine).
+fn tcp_from(local: [u8; 4], d: &Daemon) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let to = srs(d);
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((local, 0))).unwrap();
+        sock.connect(to).await.unwrap()
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// Finding 2 over TCP, as docs/architecture.md ("The data path of an INVITE") states the
+/// binding: an in-dialog request must come on the dialog's connection *or from its
+/// address*. The SRC's connection drops and it reconnects from the same address: its BYE
+/// on the new connection is taken. The same BYE from 127.0.0.2 over TCP is refused 403
+/// and counted.
+#[test]
+fn tcp_dialog_survives_a_reconnect_but_not_another_address() {
+    let _g = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let mut c1 = tcp_from([127, 0, 0, 1], &d);
+    let me = c1.local_addr().unwrap();
+    let call_id = format!("call-42-{}@test", std::process::id());
+    let inv = siprec_client::invite_text(srs(&d), me, 42, siprec_client::SDP_TWO_STREAMS)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace(
+            &format!("<sip:src@{me}>"),
+            &format!("<sip:src@{me};transport=tcp>"),
+        );
+    let resp = tcp_request(&mut c1, &inv, "INVITE");
+    assert_eq!(siprec_client::status(&resp), 200, "{resp}");
+    let tag = to_tag(&resp);
+    let ports = answer_ports(&resp);
+    assert_eq!(ports.len(), 2, "{resp}");
+    let in_dialog = |method: &str, cseq: u32, via: SocketAddr, branch: &str| {
+        format!(
+            "{method} sip:srs@{0} SIP/2.0\r\nVia: SIP/2.0/TCP {via};branch=z9hG4bK-42-{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:src@127.0.0.1>;tag=src42\r\nTo: <sip:srs@127.0.0.1>;tag={tag}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            srs(&d)
+        )
+    };
+    {
+        use std::io::Write;
+        c1.write_all(in_dialog("ACK", 1, me, "ack").as_bytes())
+            .unwrap();
+    }
+    // Audio from the SRC's own address throughout.
+    let rtp_socks: Vec<UdpSocket> = (0..2)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let tone = tone_payload();
+    let send_audio = |from_k: u32, n: u32| {
+        let start = Instant::now();
+        for k in from_k..from_k + n {
+            let due = start + Duration::from_millis(20 * u64::from(k - from_k));
+            if let Some(w) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+            for (i, s) in rtp_socks.iter().enumerate() {
+                let p = rtp(2000 + k as u16, k * 160, 0x2000_0000 + i as u32, &tone);
+                s.send_to(&p, SocketAddr::from(([127, 0, 0, 1], ports[i])))
+                    .unwrap();
+            }
+        }
+    };
+    send_audio(0, 50);
+    // The connection drops (the SRC restarts its TCP stack); audio goes on.
+    drop(c1);
+    send_audio(50, 25);
+    // The attacker over TCP from 127.0.0.2 with the dialog's identifiers: refused.
+    let mut evil = tcp_from(ATTACKER, &d);
+    let evil_addr = evil.local_addr().unwrap();
+    let r = tcp_request(
+        &mut evil,
+        &in_dialog("BYE", 2, evil_addr, "evil-bye"),
+        "BYE",
+    );
+    assert!(
+        r.starts_with("SIP/2.0 403 Forbidden (not from the dialog's peer)"),
+        "BYE from 127.0.0.2 over TCP: {r}"
+    );
+    send_audio(75, 25);
+    end_of_audio();
+    // The SRC reconnects from its own address (a new port) and ends the call.
+    let mut c2 = tcp_from([127, 0, 0, 1], &d);
+    let me2 = c2.local_addr().unwrap();
+    assert_ne!(me2, me);
+    let r = tcp_request(&mut c2, &in_dialog("BYE", 3, me2, "bye"), "BYE");
+    assert_eq!(
+        siprec_client::status(&r),
+        200,
+        "BYE over the new connection: {r}"
+    );
+    let rec = the_recording(&d);
+    assert_eq!(rec["state"], "complete", "{rec}");
+    let id = rec["id"].as_str().unwrap().to_string();
+    let w = export(&d, &id, dir.path());
+    let burst = tone_burst(100);
+    for ch in 0..2 {
+        expect_bursts(&format!("channel {ch}"), &w.data[ch], &[&burst]);
+    }
+    let st = status_json(&d);
+    assert_eq!(st["sip_binding"]["sip_foreign_peer"], 1, "{st}");
 }

@@ -508,10 +508,11 @@ fn rules_retention_holds_and_audit() {
     c.execute("UPDATE audit_log SET details = ?1 WHERE seq = 5", [&orig])
         .unwrap();
     assert_eq!(d.json(&["audit", "verify", "--json"])["ok"], true);
-    // Remove entry 4.
-    let row: (i64, String, String, String, String, String, String) = c
-        .query_row("SELECT at, actor, action, target, details, prev_hash, hash FROM audit_log WHERE seq = 4", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    // Remove entry 4 (and put it back as it was, MAC included).
+    #[allow(clippy::type_complexity)]
+    let row: (i64, String, String, String, String, String, String, Option<String>) = c
+        .query_row("SELECT at, actor, action, target, details, prev_hash, hash, mac FROM audit_log WHERE seq = 4", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
         })
         .unwrap();
     c.execute("DELETE FROM audit_log WHERE seq = 4", [])
@@ -519,8 +520,8 @@ fn rules_retention_holds_and_audit() {
     let v = verify_fail("delete");
     assert_eq!(v["problems"][0]["position"], 4, "{v}");
     c.execute(
-        "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash) VALUES (4, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        rusqlite::params![row.0, row.1, row.2, row.3, row.4, row.5, row.6],
+        "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash, mac) VALUES (4, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        rusqlite::params![row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7],
     )
     .unwrap();
     assert_eq!(d.json(&["audit", "verify", "--json"])["ok"], true);

@@ -6,166 +6,23 @@
 #[path = "common/catalog.rs"]
 mod catalog;
 mod common;
+#[path = "common/s3.rs"]
+mod s3;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, output_bounded, require_tool, wait_bounded, Daemon};
+use common::{free_port, output_bounded, wait_bounded, Daemon};
+use s3::{s3check, Moto, Pki};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const BUCKET: &str = "archive";
-
-// ---------------------------------------------------------------------------------------
-// Certificates
-
-struct Pki {
-    ca_pem: String,
-    ca_key: rcgen::KeyPair,
-    ca: rcgen::Certificate,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let ca = p.self_signed(&key).unwrap();
-        Pki {
-            ca_pem: ca.pem(),
-            ca_key: key,
-            ca,
-        }
-    }
-
-    /// Server certificate for 127.0.0.1: (cert PEM, key PEM, SPKI SHA-256 base64).
-    fn server(&self, expired: bool) -> (String, String, String) {
-        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        p.subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        if expired {
-            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        use base64::Engine as _;
-        let pin =
-            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(key.public_key_der()));
-        (cert.pem(), key.serialize_pem(), pin)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// moto_server
-
-struct Moto {
-    child: Option<Child>,
-    port: u16,
-    cert: PathBuf,
-    key: PathBuf,
-    log: PathBuf,
-}
-
-impl Moto {
-    fn start(dir: &Path, cert_pem: &str, key_pem: &str) -> Moto {
-        require_tool("moto_server", "moto[server] (pip)");
-        let cert = dir.join("server.crt");
-        let key = dir.join("server.key");
-        std::fs::write(&cert, cert_pem).unwrap();
-        std::fs::write(&key, key_pem).unwrap();
-        let mut m = Moto {
-            child: None,
-            port: free_port(),
-            cert,
-            key,
-            log: dir.join("moto.log"),
-        };
-        m.spawn();
-        m
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .arg("-c")
-            .arg(&self.cert)
-            .arg("-k")
-            .arg(&self.key)
-            // Small parts so short recordings span several (AWS needs 5 MiB).
-            .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting moto_server");
-        self.child = Some(child);
-        // Polled every 100 ms. moto_server is Python importing boto/flask: a few seconds
-        // idle, several times that with both cores busy; 60 s bounds that.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "moto_server exited ({st}) before listening on {}:\n{}",
-                    self.port,
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// boto3 checker against the server directly (bypassing the proxy).
-fn s3check(moto: &Moto, ca: &Path, args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/uplink/s3check.py");
-    // Output through files: a listing can exceed a pipe's buffer.
-    let out_f = tempfile::NamedTempFile::new().unwrap();
-    let err_f = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(format!("https://127.0.0.1:{}", moto.port))
-        .arg(ca)
-        .args(args)
-        .stdout(out_f.reopen().unwrap())
-        .stderr(err_f.reopen().unwrap())
-        .spawn()
-        .expect("python3");
-    let st = wait_bounded(&mut child, Duration::from_secs(120)).expect("s3check hung");
-    let out = std::fs::read_to_string(out_f.path()).unwrap();
-    let err = std::fs::read_to_string(err_f.path()).unwrap();
-    assert!(st.success(), "s3check {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("s3check {args:?}: {e}: {out}"))
-}
 
 // ---------------------------------------------------------------------------------------
 // A TCP proxy that counts client→server bytes and can cut the link.
@@ -423,6 +280,14 @@ fn check_archive(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
             .find(|o| o["key"].as_str().unwrap().ends_with(&format!("{id}.json")))
             .unwrap();
         let m: Value = serde_json::from_str(meta["body"].as_str().unwrap()).unwrap();
+        // With a compliance key the document is an envelope: only the index is plaintext.
+        let m = if m["format"] == branchrec::compliance::ENVELOPE_FORMAT {
+            assert_eq!(m["index"]["recording_id"].as_str(), Some(id));
+            assert_eq!(m["index"]["container_sha256"].as_str(), Some(sha.as_str()));
+            open_envelope(meta["body"].as_str().unwrap().as_bytes())
+        } else {
+            m
+        };
         assert_eq!(m["id"].as_str(), Some(id));
         assert_eq!(m["archive"]["sha256"].as_str(), Some(sha.as_str()));
     }
@@ -443,6 +308,69 @@ fn check_archive(s: &Setup, d: &Daemon, expect: usize) -> Vec<Value> {
     objects
 }
 
+/// The test's compliance key pair (fixed: the uplink tests do not need an HSM; the
+/// PKCS#11 path is tests/central_archive.rs).
+fn compliance_sk() -> branchrec::hpke::SecretKey {
+    branchrec::hpke::derive_key_pair(b"uplink_s3 compliance key")
+        .unwrap()
+        .0
+}
+
+/// `[keys]` lines of a box whose archive documents are encrypted to [`compliance_sk`].
+fn compliance_keys(dir: &Path) -> String {
+    use p256::pkcs8::EncodePublicKey;
+    let pk = p256::SecretKey::from_slice(&compliance_sk().to_bytes()[..])
+        .unwrap()
+        .public_key();
+    let f = dir.join("compliance.pub.pem");
+    std::fs::write(
+        &f,
+        pk.to_public_key_pem(p256::pkcs8::LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    format!(
+        "compliance_public_key = \"{}\"\ncompliance_key_id = \"ck-test\"",
+        f.display()
+    )
+}
+
+/// Decrypt an archive envelope with [`compliance_sk`].
+fn open_envelope(bytes: &[u8]) -> Value {
+    let env = branchrec::compliance::ArchiveEnvelope::parse(bytes).unwrap();
+    let sk = compliance_sk();
+    let enc = branchrec::hpke::PublicKey::from_sec1(&env.enc_bytes().unwrap()).unwrap();
+    let pt = env.open_with_dh(&sk.dh(&enc), &sk.public_key()).unwrap();
+    serde_json::from_slice(&pt).unwrap()
+}
+
+/// Every object's bytes in the bucket (boto3), scanned for `needles`: none may occur.
+fn assert_no_plaintext(s: &Setup, needles: &[&str]) {
+    let dump = s.dir.path().join("dump");
+    let _ = std::fs::remove_dir_all(&dump);
+    std::fs::create_dir_all(&dump).unwrap();
+    let keys = s3check(
+        &s.moto,
+        &s.ca_file,
+        &["dump", BUCKET, dump.to_str().unwrap()],
+    );
+    let keys = keys.as_array().unwrap();
+    assert!(!keys.is_empty());
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(&dump).unwrap() {
+        let p = e.unwrap().path();
+        let b = std::fs::read(&p).unwrap();
+        for n in needles {
+            if b.windows(n.len()).any(|w| w == n.as_bytes()) {
+                found.push(format!("{n:?} in {}", p.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "plaintext personal data in the archive: {found:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Tests
 
@@ -460,7 +388,7 @@ fn recordings_arrive_verified_with_hold_status_metrics_and_fleet() {
             s.pin
         ),
     );
-    let mut d = Daemon::start_with(&bdir, &extra);
+    let mut d = Daemon::start_full(&bdir, "", &compliance_keys(&bdir), &extra);
     record(&d, 4, 3.0, 1.0);
     // Put one on legal hold the way an operator does (`hold add`), before it is uploaded
     // or after; the uplink worker syncs holds into the upload rows. (Before: the test
@@ -514,6 +442,18 @@ fn recordings_arrive_verified_with_hold_status_metrics_and_fleet() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let objects = check_archive(&s, &d, 4);
+    // The archive reveals nothing personal on its own: the loadgen's participants
+    // (names `Caller n`/`Callee n`, AoRs `sip:a<n>@loadgen.invalid`) and the calls'
+    // Call-IDs appear in no object, container, document, manifest or status document.
+    // (Failed before the documents were encrypted: "Caller " in every <key>.json.)
+    let list = d.recordings_json(&["list", "--json"]);
+    let mut needles: Vec<String> =
+        vec!["loadgen.invalid".into(), "Caller ".into(), "Callee ".into()];
+    for r in list.as_array().unwrap() {
+        needles.push(r["call_id"].as_str().unwrap().to_string());
+    }
+    assert!(needles.len() == 7, "{list}");
+    assert_no_plaintext(&s, &needles.iter().map(String::as_str).collect::<Vec<_>>());
     for o in &objects {
         let k = o["key"].as_str().unwrap();
         if k.ends_with(&held) {

@@ -13,7 +13,9 @@ impl branchrec::capture::engine::Sink for Null {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&lt, rest)) = data.split_first() else { return };
+    let Some((&lt, rest)) = data.split_first() else {
+        return;
+    };
     let linktype = [0u32, 1, 12, 101, 113, 228, 229, 276][usize::from(lt % 8)];
     let mut e = branchrec::capture::engine::Engine::new(Default::default());
     // The same bytes twice and split in two: exercises fragment and TCP state too.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use branchrec::media::codec::{new_decoder, DecoderKind};
 use branchrec::media::{CallTimeline, Codec, StreamConfig, TimelineConfig};
+use branchrec::time::Mono;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -44,17 +45,17 @@ fuzz_target!(|data: &[u8]| {
     });
     let cfg = StreamConfig {
         payload_types: vec![
-            (0, Codec::Pcmu, 8000),
-            (9, Codec::G722, 8000),
-            (18, Codec::G729, 8000),
-            (111, Codec::Opus, 48000),
+            (0, Codec::from_encoding_name("PCMU"), 8000),
+            (9, Codec::from_encoding_name("G722"), 8000),
+            (18, Codec::from_encoding_name("G729"), 8000),
+            (111, Codec::from_encoding_name("opus"), 48000),
             (101, Codec::TelephoneEvent, 8000),
         ],
     };
     t.set_stream_config(0, cfg.clone());
     t.set_stream_config(1, cfg);
     let mut r = rest;
-    let mut at = Duration::ZERO;
+    let mut at = Mono::ZERO;
     let mut total = 0u64;
     while let [len, step, ch, tail @ ..] = r {
         let n = usize::from(*len).min(tail.len());
@@ -71,5 +72,5 @@ fuzz_target!(|data: &[u8]| {
     if let Some(b) = t.finish(end) {
         total += (b.samples.len() / 2) as u64;
     }
-    assert_eq!(total, end.as_millis() as u64 * u64::from(rate) / 1000);
+    assert_eq!(total, end.as_millis() * u64::from(rate) / 1000);
 });

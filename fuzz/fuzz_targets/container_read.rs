@@ -2,12 +2,12 @@
 //! fixed KEK the reader must only ever return audio from chunks that authenticate.
 #![no_main]
 
-use branchrec::recording::{read_all_audio, read_header, scan};
-use branchrec::vault::KeyFileVault;
+use branchrec::keys::test_kek::TestKek;
+use branchrec::recording::container::{read_all_audio, read_header, scan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let vault = KeyFileVault::from_key([0x42; 32]);
+    let vault = TestKek::from_key([0x42; 32]);
     let _ = read_header(&mut &data[..]);
     let _ = scan(data, &vault);
     let _ = read_all_audio(data, &vault);

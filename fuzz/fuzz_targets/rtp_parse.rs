@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use branchrec::media::{
-    is_rtcp, parse_rtp, CallTimeline, Codec, StreamConfig, TimelineConfig,
-};
+use branchrec::media::{is_rtcp, parse_rtp, CallTimeline, Codec, StreamConfig, TimelineConfig};
+use branchrec::time::Mono;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     t.set_stream_config(0, cfg.clone());
     t.set_stream_config(1, cfg);
     let mut rest = data;
-    let mut at = Duration::ZERO;
+    let mut at = Mono::ZERO;
     let mut total = 0u64;
     while let [len, step, ch, tail @ ..] = rest {
         let n = usize::from(*len).min(tail.len());
@@ -42,6 +41,6 @@ fuzz_target!(|data: &[u8]| {
     if let Some(b) = t.finish(end) {
         total += (b.samples.len() / 2) as u64;
     }
-    assert_eq!(total, end.as_millis() as u64 * 8);
+    assert_eq!(total, end.as_millis() * 8);
     let _ = t.take_dtmf();
 });

@@ -28,14 +28,25 @@ fuzz_target!(|data: &[u8]| {
     let params = branchrec::sdp::AnswerParams {
         local_addr: std::net::IpAddr::from([192, 0, 2, 1]),
         ports: (0..offer.media.len())
-            .map(|i| if i % 3 == 2 { None } else { Some(20000 + i as u16) })
+            .map(|i| {
+                if i % 3 == 2 {
+                    None
+                } else {
+                    Some(20000 + i as u16)
+                }
+            })
             .collect(),
         session_id: 1,
         session_version: 1,
         username: "fuzz".into(),
         supported: &["PCMU", "PCMA", "telephone-event"],
     };
-    let answer = branchrec::sdp::build_answer(&offer, &params, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0)).expect("ports match m-lines");
+    let answer = branchrec::sdp::build_answer(
+        &offer,
+        &params,
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0),
+    )
+    .expect("ports match m-lines");
     assert_eq!(answer.sdp.media.len(), offer.media.len());
     assert_eq!(answer.streams.len(), offer.media.len());
     branchrec::sdp::parse(&answer.sdp.to_string()).expect("answer must parse");

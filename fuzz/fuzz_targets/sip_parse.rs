@@ -3,8 +3,8 @@
 //! Run: `cd fuzz && cargo +nightly fuzz run sip_parse`.
 #![no_main]
 
-use std::time::Duration;
 use branchrec::time::Mono;
+use std::time::Duration;
 
 use branchrec::sip::{parse_datagram, Endpoint, EndpointConfig, Peer, StreamFramer, Transport};
 use libfuzzer_sys::fuzz_target;

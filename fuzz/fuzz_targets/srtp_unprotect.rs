@@ -4,7 +4,9 @@
 //! (unless they are replays), interleaved with arbitrary garbage.
 #![no_main]
 
-use branchrec::media::srtp::{MasterKey, Secret, SrtpError, SrtpPolicy, SrtpReceiver, SrtpSender, SrtpSuite};
+use branchrec::media::srtp::{
+    MasterKey, Secret, SrtpError, SrtpPolicy, SrtpReceiver, SrtpSender, SrtpSuite,
+};
 use branchrec::sdp::parse_crypto;
 use libfuzzer_sys::fuzz_target;
 

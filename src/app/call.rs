@@ -36,6 +36,9 @@ pub enum CallCmd {
     Event(String),
     /// Add an event of this kind with these details (no channel) at the current offset.
     EventWith(String, serde_json::Value),
+    /// The SRC ACKed our 200: the session is confirmed (until then, and until the first
+    /// audio packet, the recording writes nothing: `Recording::await_confirmation`).
+    Confirmed,
     /// Pause (or resume) storing audio: packets are dropped at the timeline input while
     /// paused, so paused time is silence; the interval is kept as `pause`/`resume` events.
     Pause {
@@ -203,6 +206,8 @@ impl PreparedCall {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rtp = self.clock.now();
         let mut buf = vec![0u8; 2048];
+        // Nothing is written for a session the SRC never ACKs (issue #12).
+        self.sink.await_confirmation();
         let end_reason: String = loop {
             tokio::select! {
                 biased;
@@ -225,6 +230,7 @@ impl PreparedCall {
                         channel: None,
                         detail_json: Some(detail),
                     }),
+                    Some(CallCmd::Confirmed) => self.sink.confirm(),
                     Some(CallCmd::Pause { paused, source }) => {
                         self.sink.set_paused(paused, &source, self.clock.now());
                         self.paused.store(self.sink.is_paused(), std::sync::atomic::Ordering::Relaxed);

@@ -459,8 +459,26 @@ fn load_keys(cfg: &Config) -> LoadedKeys {
             if cc.recovery_public_key.is_none() && k.provider == crate::vault::Provider::Tpm {
                 tracing::warn!("no [keys] recovery_public_key: the KEK is not escrowed; if this TPM dies, every recording is lost");
             }
+            // Audit entries of this process (and the catalogues it opens) are MACed.
+            crate::vault::audit_key::install(Arc::new(k.audit_mac_key()));
+            let wrap: Arc<dyn KeyWrap> = Arc::new(k.wrap);
+            let wrap: Arc<dyn KeyWrap> = match cfg.compliance() {
+                Ok(None) => wrap,
+                Ok(Some(c)) => {
+                    tracing::info!(compliance_key_id = %c.key_id, "data keys are also wrapped to the central compliance key");
+                    Arc::new(crate::vault::compliance::WithCompliance::new(wrap, c))
+                }
+                Err(e) => {
+                    // Recording without the compliance wrap would make archive copies
+                    // the central service cannot open: refuse like any key failure.
+                    let msg = format!("compliance key: {e}");
+                    tracing::error!(error = %msg, "CANNOT RECORD: the compliance public key cannot be loaded");
+                    status(false, &kek, Some(&msg));
+                    return (Arc::new(NoKeys(msg.clone())), None, Some(msg));
+                }
+            };
             status(true, &kek, None);
-            (Arc::new(k.wrap), Some(Arc::new(k.signer)), None)
+            (wrap, Some(Arc::new(k.signer)), None)
         }
         Err(e) => {
             let msg = e.to_string();

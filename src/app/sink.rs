@@ -145,6 +145,9 @@ impl RecordingSink {
         let wrapped = vault
             .wrap(&dk)
             .map_err(|e| SinkError(format!("wrapping data key: {e}")))?;
+        let compliance = vault
+            .compliance_wrap(&dk)
+            .map_err(|e| SinkError(format!("wrapping data key to the compliance key: {e}")))?;
         let mut prefix = [0u8; 7];
         rng.fill_bytes(&mut prefix);
         let rcfg = RecordingConfig {
@@ -170,6 +173,7 @@ impl RecordingSink {
             data_key: dk,
             wrapped_key: wrapped,
             kek_id: vault.kek_id(),
+            compliance,
             nonce_prefix: prefix,
         };
         let (rec, header) =
@@ -238,6 +242,16 @@ impl RecordingSink {
     /// Whether any source has the recording paused.
     pub fn is_paused(&self) -> bool {
         self.rec.is_paused()
+    }
+
+    /// The session is not confirmed yet (see [`Recording::await_confirmation`]).
+    pub fn await_confirmation(&mut self) {
+        self.rec.await_confirmation();
+    }
+
+    /// The session was confirmed (see [`Recording::confirm`]).
+    pub fn confirm(&mut self) {
+        self.rec.confirm();
     }
 
     /// Pause (or resume) storing audio on behalf of `source` (`siprec`,
@@ -430,9 +444,7 @@ impl RecordingSink {
         let inputs = if on_disk.is_none() {
             (state == RecordingState::Complete).then(|| super::evidence::ManifestInputs {
                 content_sha256: hex::encode(c.sha256),
-                content_bytes: c.total_bytes
-                    - (crate::recording::container::KEY_SLOT_LEN
-                        * crate::recording::container::KEY_SLOT_COUNT) as u64,
+                content_bytes: c.total_bytes - c.slot_bytes,
                 pcm_sha256: hex::encode(c.audio_sha256),
                 audio_encoding: c.sample_format,
                 frames: c.frames,

@@ -486,6 +486,9 @@ fn handle_event(
         }
         SrsEvent::Established { call } => {
             tracing::debug!(?call, "session established");
+            if let Some(c) = calls.get(&call) {
+                let _ = c.tx.send(CallCmd::Confirmed);
+            }
         }
         SrsEvent::MediaUpdated { call, .. } | SrsEvent::Metadata { call, .. }
             if skipped.contains(&call) => {}

@@ -157,6 +157,10 @@ impl From<S3Error> for TaskError {
 
 struct Ctx {
     cfg: Config,
+    /// The compliance key the archive documents are encrypted to (`[keys]`).
+    compliance: Option<crate::vault::compliance::ComplianceRecipient>,
+    /// DER SubjectPublicKeyInfo of the box's manifest signing key (custody state).
+    signer_der: Option<Vec<u8>>,
     client: S3Client,
     db: Arc<Mutex<Catalog>>,
     shared: Arc<UplinkShared>,
@@ -409,8 +413,40 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
     let mut meta = meta;
     if let Some(o) = meta.as_object_mut() {
         o.insert("audit".into(), serde_json::json!({ "heads": heads }));
+        // The manifest's signing key, for central tools that have not enrolled the box.
+        if let Some(der) = &ctx.signer_der {
+            use base64::Engine as _;
+            o.insert(
+                "signer".into(),
+                serde_json::json!({
+                    "algorithm": "ed25519",
+                    "public_key_der": base64::engine::general_purpose::STANDARD.encode(der),
+                }),
+            );
+        }
     }
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| TaskError::Local(e.to_string()))?;
+    // With a compliance key the document and the manifest (both name the participants)
+    // go to the archive encrypted to it; only the index stays readable.
+    let obj = crate::service::archive::ArchivedObject {
+        key: &key,
+        box_id: &ucfg.box_id,
+        site: &ucfg.site,
+        bytes: size,
+        sha256: &sha,
+        etag: String::new(),
+        checksum_sha256: String::new(),
+        uploaded_at: String::new(),
+    };
+    let seal = |kind: &str, plain: Vec<u8>| {
+        crate::service::archive::archive_object(
+            ctx.compliance.as_ref(),
+            crate::service::archive::archive_index(&detail, &obj, kind),
+            plain,
+        )
+        .map_err(|e| TaskError::Local(e.to_string()))
+    };
+    let body = seal("document", body)?;
     ctx.client
         .put_object(
             &format!("{key}.json"),
@@ -420,6 +456,7 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         )
         .await?;
     if let Some((m, sig)) = manifest_for(&ctx.cfg.storage.data_dir, &detail) {
+        let m = seal("manifest", m)?;
         ctx.client
             .put_object(
                 &format!("{key}.manifest.json"),
@@ -604,8 +641,30 @@ pub async fn run(
     let mut cat = access.open()?;
     cat.set_clock(shared.clock.clone());
     let db = Arc::new(Mutex::new(cat));
+    // Validated with the configuration; a file that went bad since is a config alarm and
+    // nothing is uploaded (a plaintext document must never reach the archive instead).
+    let compliance = match cfg.compliance() {
+        Ok(c) => c,
+        Err(e) => {
+            shared.raise("config", &format!("compliance key: {e}"));
+            return Err(e.into());
+        }
+    };
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
+        compliance,
+        signer_der: crate::vault::custody::read_state(&cfg.custody())
+            .ok()
+            .flatten()
+            .and_then(|s| hex::decode(&s.signing_public_key).ok())
+            .filter(|raw| raw.len() == 32)
+            .map(|raw| {
+                let mut der = vec![
+                    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+                ];
+                der.extend_from_slice(&raw);
+                der
+            }),
         client,
         db,
         shared: shared.clone(),

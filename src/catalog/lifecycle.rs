@@ -121,6 +121,7 @@ fn ts(ms: i64) -> String {
 /// Append one entry to the audit chain inside `conn`'s current transaction.
 pub(super) fn append_audit(
     conn: &Connection,
+    key: Option<&crate::vault::audit_key::AuditMacKey>,
     at_ms: i64,
     actor: &str,
     action: &str,
@@ -148,13 +149,65 @@ pub(super) fn append_audit(
         (d, Some(mark)) => serde_json::json!({ "details": d, "dev_clock": mark }).to_string(),
         (d, None) => d.to_string(),
     };
-    let hash = audit::entry_hash(seq, UnixMs(at_ms), actor, action, target, &details, &prev);
-    conn.execute(
-        "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![seq, at_ms, actor, action, target, details, prev, hash],
+    // Keying starts with a marker entry, written (with its MAC) by the first process
+    // holding the audit key: from it on `audit verify` requires a MAC on every entry.
+    let (seq, prev) = match key {
+        Some(k) if action != audit::KEYED_ACTION && !is_keyed(conn)? => {
+            let m = insert_audit(
+                conn,
+                Some(k),
+                seq,
+                at_ms,
+                actor,
+                audit::KEYED_ACTION,
+                "",
+                &serde_json::json!({ "schema": super::schema::AUDIT_MAC_SCHEMA, "key_id": k.key_id() })
+                    .to_string(),
+                &prev,
+            )?;
+            (seq + 1, m)
+        }
+        _ => (seq, prev),
+    };
+    insert_audit(
+        conn, key, seq, at_ms, actor, action, target, &details, &prev,
     )?;
     Ok(seq)
+}
+
+/// Whether the log has its keying marker.
+fn is_keyed(conn: &Connection) -> Result<bool, CatalogError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM audit_log WHERE action = ?1 LIMIT 1",
+            [audit::KEYED_ACTION],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Insert one hashed (and, with `key`, MACed) entry; returns its hash.
+#[allow(clippy::too_many_arguments)]
+fn insert_audit(
+    conn: &Connection,
+    key: Option<&crate::vault::audit_key::AuditMacKey>,
+    seq: i64,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: &str,
+    prev: &str,
+) -> Result<String, CatalogError> {
+    let hash = audit::entry_hash(seq, UnixMs(at_ms), actor, action, target, details, prev);
+    let mac = key.map(|k| audit::entry_mac(k.as_bytes(), seq, &hash));
+    conn.execute(
+        "INSERT INTO audit_log (seq, at, actor, action, target, details, prev_hash, hash, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![seq, at_ms, actor, action, target, details, prev, hash, mac],
+    )?;
+    Ok(hash)
 }
 
 fn hold_target(
@@ -310,7 +363,7 @@ pub struct LifecycleCounts {
     pub audit_entries: u64,
 }
 
-/// One `audit_log` row (columns seq, at, actor, action, target, details, prev_hash, hash).
+/// One `audit_log` row (columns seq, at, actor, action, target, details, prev_hash, hash, mac).
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         seq: r.get(0)?,
@@ -321,6 +374,7 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         details: r.get(5)?,
         prev_hash: r.get(6)?,
         hash: r.get(7)?,
+        mac: r.get(8)?,
     })
 }
 
@@ -411,8 +465,9 @@ impl Catalog {
         target: &str,
         details: serde_json::Value,
     ) -> Result<i64, CatalogError> {
+        let key = self.audit_key.clone();
         let tx = self.write_tx()?;
-        let seq = append_audit(&tx, at_ms, actor, action, target, &details)?;
+        let seq = append_audit(&tx, key.as_deref(), at_ms, actor, action, target, &details)?;
         tx.commit()?;
         Ok(seq)
     }
@@ -420,7 +475,7 @@ impl Catalog {
     /// The newest audit entry with this action, if any (start-up reads only this).
     pub fn last_audit_entry(&self, action: &str) -> Result<Option<AuditEntry>, CatalogError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
+            "SELECT seq, at, actor, action, target, details, prev_hash, hash, mac FROM audit_log
              WHERE action = ?1 ORDER BY seq DESC LIMIT 1",
         )?;
         Ok(st.query_row([action], audit_row).optional()?)
@@ -433,7 +488,7 @@ impl Catalog {
         target: &str,
     ) -> Result<Option<AuditEntry>, CatalogError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
+            "SELECT seq, at, actor, action, target, details, prev_hash, hash, mac FROM audit_log
              WHERE action = ?1 AND target = ?2 ORDER BY seq DESC LIMIT 1",
         )?;
         Ok(st.query_row([action, target], audit_row).optional()?)
@@ -446,7 +501,7 @@ impl Catalog {
         limit: Option<u32>,
     ) -> Result<Vec<AuditEntry>, CatalogError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
+            "SELECT seq, at, actor, action, target, details, prev_hash, hash, mac FROM audit_log
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = st.query_map(params![after, limit.map_or(-1, i64::from)], audit_row)?;
@@ -486,6 +541,7 @@ impl Catalog {
         hs: &crate::vault::HeadSigner,
         now_ms: i64,
     ) -> Result<Option<i64>, CatalogError> {
+        let key = self.audit_key.clone();
         let tx = self.write_tx()?;
         let head: Option<(i64, String)> = tx
             .query_row(
@@ -514,7 +570,7 @@ impl Catalog {
         };
         {
             let mut st = tx.prepare(
-                "SELECT seq, at, actor, action, target, details, prev_hash, hash FROM audit_log
+                "SELECT seq, at, actor, action, target, details, prev_hash, hash, mac FROM audit_log
                  WHERE seq > ?1 ORDER BY seq",
             )?;
             if from_seq > 0 {
@@ -553,6 +609,31 @@ impl Catalog {
                     });
                 }
                 prev = e.hash;
+            }
+        }
+        // Entries written since the last head by a process without the audit key are
+        // keyed now (the late MAC, told apart by `audit verify`): the tail was just
+        // checked to chain to the last head.
+        if let Some(k) = &key {
+            let keyed_from: Option<i64> = tx.query_row(
+                "SELECT MIN(seq) FROM audit_log WHERE action = ?1",
+                [audit::KEYED_ACTION],
+                |r| r.get(0),
+            )?;
+            if let Some(kf) = keyed_from {
+                let late: Vec<(i64, String)> = {
+                    let mut st = tx.prepare(
+                        "SELECT seq, hash FROM audit_log WHERE seq > ?1 AND seq >= ?2 AND mac IS NULL",
+                    )?;
+                    let r = st.query_map(params![from_seq, kf], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    r.collect::<rusqlite::Result<_>>()?
+                };
+                for (s, h) in late {
+                    tx.execute(
+                        "UPDATE audit_log SET mac = ?2 WHERE seq = ?1",
+                        params![s, audit::entry_mac_late(k.as_bytes(), s, &h)],
+                    )?;
+                }
             }
         }
         let max_ordinal: Option<i64> =
@@ -610,6 +691,7 @@ impl Catalog {
                 (None, Some(from.as_millis()), Some(to.as_millis()))
             }
         };
+        let key = self.audit_key.clone();
         let tx = self.write_tx()?;
         if let HoldTarget::Recording(id) = target {
             if super::recording_state(&tx, id)?.is_none() {
@@ -627,6 +709,7 @@ impl Catalog {
         });
         append_audit(
             &tx,
+            key.as_deref(),
             now_ms,
             operator,
             "hold.add",
@@ -651,6 +734,7 @@ impl Catalog {
                 reason: "a reason is required".into(),
             });
         }
+        let key = self.audit_key.clone();
         let tx = self.write_tx()?;
         let n = tx.execute(
             "UPDATE holds SET released_at = ?2, released_by = ?3, release_reason = ?4
@@ -662,6 +746,7 @@ impl Catalog {
         }
         append_audit(
             &tx,
+            key.as_deref(),
             now_ms,
             operator,
             "hold.release",
@@ -782,6 +867,7 @@ impl Catalog {
         local_only: bool,
         shred: impl FnOnce(&RecordingRow) -> Result<(), String>,
     ) -> Result<Tombstone, CatalogError> {
+        let key = self.audit_key.clone();
         let tx = self.write_tx()?;
         let holds = active_holds(&tx)?;
         let Some((cand, held_by)) = candidate(&tx, &holds, id, now_ms)? else {
@@ -839,7 +925,15 @@ impl Catalog {
             "reason": mode.as_str(), "detail": detail, "file_sha256": row.file_sha256,
             "retention_class": class,
         });
-        let seq = append_audit(&tx, now_ms, actor, "recording.delete", id, &details)?;
+        let seq = append_audit(
+            &tx,
+            key.as_deref(),
+            now_ms,
+            actor,
+            "recording.delete",
+            id,
+            &details,
+        )?;
         tx.execute(
             "INSERT INTO tombstones (recording_id, started_at, ended_at,
                  duration_ms, file_sha256, file_bytes, retention_class, expires_at, deleted_at,

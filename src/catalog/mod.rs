@@ -33,7 +33,7 @@ pub use key::{
     file_kind, key_file, retain_only, rewrap, wrapped_under, CatalogAccess, CatalogKey,
     CatalogKeyError, Converted, FileKind, KEY_FILE,
 };
-pub use schema::SCHEMA_VERSION;
+pub use schema::{AUDIT_MAC_SCHEMA, SCHEMA_VERSION};
 pub use types::{
     ChannelRow, ChannelSummary, DataMode, EventRow, Finish, LifecycleSummary, ListFilter,
     MappingSource, MetadataVersion, NewRecording, ParticipantRow, ParticipantSummary,
@@ -161,6 +161,9 @@ pub struct Catalog {
     /// Where the catalogue's own timestamps come from (`created_at`, `updated_at`, "now"
     /// of a list without one): the system clock unless [`Catalog::set_clock`] says.
     clock: CatalogClock,
+    /// MACs the audit entries appended through this handle (schema 9): the key the
+    /// process installed (`vault::audit_key::install`) when it opened the catalogue.
+    audit_key: Option<Arc<crate::vault::audit_key::AuditMacKey>>,
 }
 
 /// The catalogue's clock (a newtype for `Debug`).
@@ -234,6 +237,7 @@ impl Catalog {
             conn,
             read_only: false,
             clock: CatalogClock::default(),
+            audit_key: crate::vault::audit_key::installed(),
         };
         let before = user_version(&cat.conn)?;
         cat.migrate(path)?;
@@ -306,6 +310,7 @@ impl Catalog {
             conn,
             read_only: true,
             clock: CatalogClock::default(),
+            audit_key: crate::vault::audit_key::installed(),
         })
     }
 
@@ -313,6 +318,12 @@ impl Catalog {
     /// `BRANCHREC_TEST_CLOCK_OFFSET_S`) instead of the system clock.
     pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
         self.clock = CatalogClock(clock);
+    }
+
+    /// MAC the audit entries appended from now on with `key` (`None`: unkeyed). Opening
+    /// takes the process's installed key (`vault::audit_key::install`).
+    pub fn set_audit_key(&mut self, key: Option<Arc<crate::vault::audit_key::AuditMacKey>>) {
+        self.audit_key = key;
     }
 
     /// Now (unix ms) on the catalogue's clock.

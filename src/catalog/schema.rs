@@ -19,7 +19,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     participant_history,
     audit_heads_v2,
     tombstones_without_personal_data,
+    audit_mac,
 ];
+
+/// The schema version that added the audit entries' MACs ([`audit_mac`]).
+pub const AUDIT_MAC_SCHEMA: i64 = 9;
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -309,6 +313,20 @@ fn tombstones_without_personal_data(tx: &Transaction<'_>) -> rusqlite::Result<()
         r#"
 ALTER TABLE tombstones DROP COLUMN call_id;
 ALTER TABLE tombstones DROP COLUMN session_id;
+"#,
+    )
+}
+
+/// Version 9 (issue #12): audit entries carry `mac`, HMAC-SHA256 under the audit MAC key
+/// (derived from the sealed custody seed, `vault::audit_key`) over their seq and hash;
+/// NULL for entries written before (unkeyed, covered by the signed heads only). Keying
+/// starts at the first `audit.keyed` entry, written by the first process holding the key;
+/// the index finds it (and the two-person rule's requests) without a scan.
+fn audit_mac(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE audit_log ADD COLUMN mac TEXT;
+CREATE INDEX audit_log_action ON audit_log (action, seq);
 "#,
     )
 }

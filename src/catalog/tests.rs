@@ -1330,3 +1330,74 @@ fn rotation_rewraps_the_catalogue_key() {
     let a = CatalogAccess::unlock(&path, &keys, &kek(5)).unwrap();
     assert!(a.open_read_only().unwrap().get("r1").unwrap().is_some());
 }
+
+#[test]
+fn audit_entries_are_keyed_from_the_marker_on() {
+    use crate::lifecycle::audit::{verify_macs, KEYED_ACTION};
+    use crate::vault::audit_key::AuditMacKey;
+    let (_d, path) = db();
+    let ck = key();
+    let mut cat = Catalog::open(&path, &ck).unwrap();
+    cat.set_audit_key(None);
+    for i in 0..3 {
+        cat.audit(1000 + i, "cli:a", "hold.add", "x", json!({}))
+            .unwrap();
+    }
+    let key = Arc::new(AuditMacKey::from_bytes(&[1; 32]));
+    cat.set_audit_key(Some(key.clone()));
+    cat.audit(2000, "cli:a", "hold.add", "y", json!({}))
+        .unwrap();
+    cat.audit(2001, "cli:a", "hold.add", "z", json!({}))
+        .unwrap();
+    let e = cat.audit_entries(0, None).unwrap();
+    assert_eq!(e.len(), 6, "{e:?}");
+    // The marker comes first, written by the first keyed append.
+    assert_eq!(e[3].action, KEYED_ACTION);
+    assert!(e[..3].iter().all(|e| e.mac.is_none()));
+    assert!(e[3..].iter().all(|e| e.mac.is_some()));
+    let lax = crate::lifecycle::audit::VerifyPolicy {
+        counter: crate::lifecycle::audit::CounterReading::Unset,
+        now: crate::time::UnixMs(2001),
+        max_unsigned: std::time::Duration::MAX,
+    };
+    let r = verify_macs(&e, Some(key.as_bytes()), 0, &lax);
+    assert_eq!((r.keyed_from, r.unkeyed, r.verified), (Some(4), 3, 3));
+    assert!(r.problems.is_empty(), "{r:?}");
+    // The chain itself is unchanged by keying.
+    assert!(crate::lifecycle::audit::verify(&e, &[], &lax, |_| Ok(())).is_empty());
+    // A writer without the key after keying started: pending until the next head…
+    cat.set_audit_key(None);
+    cat.audit(2002, "cli:b", "recordings.list", "", json!({}))
+        .unwrap();
+    let e = cat.audit_entries(0, None).unwrap();
+    let r = verify_macs(&e, Some(key.as_bytes()), 0, &lax);
+    assert_eq!((r.pending, r.problems.len()), (1, 0), "{r:?}");
+    // …a head that covers it without keying it (or a MAC stripped) is a problem…
+    let r = verify_macs(&e, Some(key.as_bytes()), 7, &lax);
+    assert_eq!(r.problems.len(), 1, "{r:?}");
+    assert_eq!(r.problems[0].position, 7);
+    // …and the next head signed with the key keys it late.
+    cat.set_audit_key(Some(key.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let hs = crate::vault::HeadSigner {
+        key: Arc::new(crate::vault::Ed25519Signer::from_seed(
+            &zeroize::Zeroizing::new([2; 32]),
+        )),
+        counter: Box::new(crate::vault::counter::FileCounter::new(
+            dir.path().join("c"),
+        )),
+    };
+    assert_eq!(cat.sign_audit_head(&hs, 2003).unwrap(), Some(7));
+    let e = cat.audit_entries(0, None).unwrap();
+    let r = verify_macs(&e, Some(key.as_bytes()), 7, &lax);
+    assert!(r.problems.is_empty(), "{r:?}");
+    assert_eq!(r.keyed_late, vec![7]);
+    // Reopened: the marker is not written twice.
+    drop(cat);
+    let mut cat = Catalog::open(&path, &ck).unwrap();
+    cat.set_audit_key(Some(key));
+    cat.audit(2003, "cli:a", "hold.add", "w", json!({}))
+        .unwrap();
+    let e = cat.audit_entries(0, None).unwrap();
+    assert_eq!(e.iter().filter(|e| e.action == KEYED_ACTION).count(), 1);
+}

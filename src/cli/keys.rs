@@ -112,6 +112,23 @@ pub fn main(cmd: KeysCommand) -> anyhow::Result<()> {
                 Ok(None) => println!("catalogue key      none yet (the daemon creates it)"),
                 Err(e) => println!("catalogue key      {e}"),
             }
+            match (&cfg.keys.compliance_key_id, &cfg.keys.compliance_public_key) {
+                (Some(id), Some(p)) => {
+                    println!(
+                        "compliance key     {id} ({}): new recordings are wrapped to it",
+                        p.display()
+                    )
+                }
+                _ => println!(
+                    "compliance key     NONE: archive copies open only with this box's keys"
+                ),
+            }
+            let files = crate::recording::recording_files(&cfg.storage.recordings_dir());
+            let counts = crate::service::keys::compliance_wrap_counts(&files);
+            if !counts.is_empty() {
+                let list: Vec<String> = counts.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+                println!("compliance wraps   {}", list.join(", "));
+            }
             let ds = cc.keys_dir.join("daemon-status.json");
             if let Ok(b) = std::fs::read(&ds) {
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) {

@@ -65,6 +65,51 @@ pub fn now_ms(cfg: &Config, now: Option<&str>) -> anyhow::Result<i64> {
     Ok(c.now_ms())
 }
 
+/// One line on the entries' MACs for `audit verify`.
+fn mac_line(rep: &crate::service::audit::LogVerification) -> String {
+    let m = &rep.macs;
+    let unkeyed = if m.unkeyed > 0 {
+        format!(
+            "{} unkeyed (before schema {}), covered by the signed heads only; ",
+            m.unkeyed,
+            crate::catalog::AUDIT_MAC_SCHEMA
+        )
+    } else {
+        String::new()
+    };
+    let late = match (m.keyed_late.len(), m.pending) {
+        (0, 0) => String::new(),
+        (l, p) => format!(
+            " ({l} keyed late{}, {p} pending: written without the audit key)",
+            if l > 0 {
+                format!(
+                    ": seq {}",
+                    m.keyed_late
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            } else {
+                String::new()
+            }
+        ),
+    };
+    match m.keyed_from {
+        None => format!(
+            "MACs: none yet ({unkeyed}keying starts with the next entry written with the key)"
+        ),
+        Some(k) if m.checked => format!(
+            "MACs: {unkeyed}keyed from seq {k}, {} verified with {}{late}",
+            m.verified, rep.mac_key
+        ),
+        Some(k) => format!(
+            "MACs: {unkeyed}keyed from seq {k}; key {}{late}",
+            rep.mac_key
+        ),
+    }
+}
+
 /// Open the catalogue for writing (audit entries, holds, deletions).
 pub fn open_rw(cfg: &Config) -> anyhow::Result<Catalog> {
     let p = cfg.storage.catalog_path();
@@ -357,6 +402,7 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
                     serde_json::to_string_pretty(&serde_json::json!({
                         "ok": ok, "entries": rep.entries, "signed_heads": rep.signed_heads,
                         "last_signed_seq": rep.last_signed_seq, "counter": rep.counter,
+                        "macs": rep.macs, "mac_key": rep.mac_key,
                         "problems": problems,
                     }))?
                 );
@@ -369,11 +415,13 @@ pub fn audit_main(cmd: AuditCommand) -> anyhow::Result<()> {
                         .map_or("-".to_string(), |s| s.to_string()),
                     rep.counter
                 );
+                println!("{}", mac_line(&rep));
             } else {
                 println!("audit log FAILED verification:");
                 for p in problems {
                     println!("  position {} (seq {}): {}", p.position, p.seq, p.message);
                 }
+                println!("{}", mac_line(&rep));
             }
             // Record the verification itself (after checking, so it cannot mask a problem);
             // a failed log gets no new signed head (that would bless the rewrite).

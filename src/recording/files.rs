@@ -72,6 +72,47 @@ pub fn publish_no_replace(tmp: &Path, out: &Path) -> std::io::Result<()> {
     std::fs::remove_file(tmp)
 }
 
+/// Why a new output file could not be made or published (what the body writing it
+/// fails with is the caller's error).
+#[derive(Debug, thiserror::Error)]
+pub enum OutputFileError {
+    /// The output is already there.
+    #[error("{0} exists: export never replaces a file")]
+    Exists(PathBuf),
+    /// The temporary file could not be created.
+    #[error("creating {0} (refused if anything, a symbolic link included, is already there): {1}")]
+    Create(PathBuf, std::io::Error),
+    /// The finished file could not be linked into place.
+    #[error("publishing {0}: {1}")]
+    Publish(PathBuf, std::io::Error),
+}
+
+/// Write a new plaintext output file `out` (exports): refused if `out` exists; `body`
+/// writes (and syncs) the new 0600 file `<out>.partial` ([`create_private`]), given its
+/// path for messages; then it is linked into place without replacing anything
+/// ([`publish_no_replace`]). On any failure the partial file is removed.
+pub fn write_new_private<T, E: From<OutputFileError>>(
+    out: &Path,
+    body: impl FnOnce(&Path, std::fs::File) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    if std::fs::symlink_metadata(out).is_ok() {
+        return Err(OutputFileError::Exists(out.to_path_buf()).into());
+    }
+    let f = create_private(&tmp).map_err(|e| OutputFileError::Create(tmp.clone(), e))?;
+    let res = body(&tmp, f).and_then(|t| {
+        publish_no_replace(&tmp, out)
+            .map(|()| t)
+            .map_err(|e| OutputFileError::Publish(out.to_path_buf(), e).into())
+    });
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
 /// How deep below the recordings directory files are looked for.
 const MAX_DEPTH: u32 = 6;
 

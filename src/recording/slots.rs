@@ -14,8 +14,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::container::{
-    read_header, ContainerError, ContainerReader, Header, KeySlot, KEY_SLOT_COUNT, KEY_SLOT_LEN,
-    MAGIC, MAX_HEADER_BODY,
+    read_header, slot_count_of_body, ContainerError, ContainerReader, Header, KeySlot,
+    KEY_SLOT_COUNT, KEY_SLOT_LEN, MAGIC, MAX_HEADER_BODY, MAX_KEY_SLOT_COUNT,
 };
 use branchrec_core::keys::KeyWrap;
 
@@ -53,7 +53,8 @@ fn header_of(f: &File) -> Result<([u8; 32], Header), ContainerError> {
 fn active_slot(h: &Header, vault: &dyn KeyWrap) -> Result<(usize, KeySlot), ContainerError> {
     let mut best: Option<(usize, &KeySlot)> = None;
     let mut last_err = None;
-    for (i, s) in h.key_slots.iter().enumerate() {
+    // Only the box's slots: the compliance slot is not the box's to rotate or clear.
+    for (i, s) in h.key_slots.iter().enumerate().take(KEY_SLOT_COUNT) {
         let Some(s) = s else { continue };
         match vault.unwrap(&s.kek_id, &s.wrapped_key) {
             Ok(_) => {
@@ -135,7 +136,7 @@ pub fn clear_other_slots(
         return Err(ContainerError::NoKeySlot);
     }
     let mut cleared = 0;
-    for (i, s) in h.key_slots.iter().enumerate() {
+    for (i, s) in h.key_slots.iter().enumerate().take(KEY_SLOT_COUNT) {
         if matches!(s, Some(s) if s.kek_id != keep_kek_id) {
             f.write_all_at(&[0u8; KEY_SLOT_LEN], h.slot_offset(i)?)?;
             cleared += 1;
@@ -174,10 +175,17 @@ pub fn shred_file(path: &Path) -> Result<(), ContainerError> {
         return Err(ContainerError::HeaderMalformed("header too large".into()));
     }
     let off = 12 + u64::from(body_len);
+    // Every slot, the compliance slot included (the archive copy keeps its own). A body
+    // that does not say how many: the most there can be.
+    let mut body = vec![0u8; body_len as usize];
+    let count = match (&f).read_exact(&mut body) {
+        Ok(()) => slot_count_of_body(&body).unwrap_or(MAX_KEY_SLOT_COUNT),
+        Err(_) => MAX_KEY_SLOT_COUNT,
+    };
     let len = f.metadata()?.len();
-    let end = (off + (KEY_SLOT_LEN * KEY_SLOT_COUNT) as u64).min(len);
+    let end = (off + (KEY_SLOT_LEN * count) as u64).min(len);
     if end > off {
-        // Bounded by KEY_SLOT_LEN × KEY_SLOT_COUNT bytes.
+        // Bounded by KEY_SLOT_LEN × MAX_KEY_SLOT_COUNT bytes.
         let zeros = vec![0u8; (end - off) as usize];
         f.write_all_at(&zeros, off)?;
     }
@@ -305,6 +313,102 @@ mod tests {
                 Err(ContainerError::NoKeySlot)
             ));
         }
+    }
+
+    /// The compliance private key as a [`KeyWrap`] (what `central::ComplianceUnwrap` does
+    /// with an HSM).
+    struct Compliance(branchrec_core::hpke::SecretKey);
+    impl KeyWrap for Compliance {
+        fn kek_id(&self) -> String {
+            "hpke1:".into()
+        }
+        fn wrap(&self, _: &DataKey) -> Result<Vec<u8>, VaultError> {
+            Err(VaultError::WrapFailed)
+        }
+        fn unwrap(&self, kek_id: &str, w: &[u8]) -> Result<DataKey, VaultError> {
+            use branchrec_core::compliance as c;
+            let enc = c::wrapped_enc(w).map_err(|_| VaultError::Malformed("slot"))?;
+            let enc = branchrec_core::hpke::PublicKey::from_sec1(enc)
+                .map_err(|_| VaultError::Malformed("enc"))?;
+            c::unwrap_data_key(kek_id, w, &self.0.dh(&enc), &self.0.public_key())
+                .map_err(|_| VaultError::UnwrapFailed)
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_the_compliance_slot_and_shred_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.brec");
+        let k1 = KeyFileVault::from_key([1; 32]);
+        let (sk, pk) = branchrec_core::hpke::derive_key_pair(&[4; 32]).unwrap();
+        let ck = Compliance(sk);
+        let dk = DataKey::generate(&mut rand::rngs::OsRng);
+        let params = HeaderParams {
+            recording_id: "c1".into(),
+            created_unix_ms: 1,
+            sample_rate: 8000,
+            channels: 2,
+            chunk_target_frames: 0,
+            kek_id: k1.kek_id(),
+            extra_json: String::new(),
+        };
+        let cw = branchrec_core::compliance::wrap_data_key(&pk, "ck-1", &dk, &[2; 32]).unwrap();
+        let (mut w, mut file) = ContainerWriter::with_slots(
+            params,
+            None,
+            dk.clone(),
+            k1.wrap(&dk).unwrap(),
+            Some(("hpke1:ck-1".into(), cw)),
+            [1; 7],
+        )
+        .unwrap();
+        let audio: Vec<i16> = (0..20000).map(|i| (i % 2999) as i16).collect();
+        w.push_block(&AudioBlock {
+            start_frame: 0,
+            samples: audio.clone(),
+        })
+        .unwrap();
+        while let Some(c) = w.poll_chunk() {
+            file.extend_from_slice(&c);
+        }
+        let fin = w.finish();
+        file.extend_from_slice(&fin.bytes);
+        assert_eq!(fin.total_bytes, file.len() as u64);
+        assert_eq!(fin.slot_bytes, 3 * KEY_SLOT_LEN as u64);
+        std::fs::write(&p, &file).unwrap();
+        let (sum, _) = super::super::container::content_sha256(File::open(&p).unwrap()).unwrap();
+        assert_eq!(sum, fin.sha256);
+        assert_eq!(
+            read_all_audio(File::open(&p).unwrap(), &ck).unwrap().1,
+            audio
+        );
+        // A box rotation writes slot 1 and clears slot 0, never slot 2.
+        let k2 = KeyFileVault::from_key([2; 32]);
+        let m = Multi(vec![
+            KeyFileVault::from_key([2; 32]),
+            KeyFileVault::from_key([1; 32]),
+        ]);
+        assert_eq!(
+            rewrap_file(&p, &m).unwrap(),
+            RewrapOutcome::Rewrapped {
+                slot: 1,
+                generation: 2
+            }
+        );
+        assert_eq!(clear_other_slots(&p, &k2, &k2.kek_id()).unwrap(), 1);
+        assert_eq!(
+            read_all_audio(File::open(&p).unwrap(), &k2).unwrap().1,
+            audio
+        );
+        assert_eq!(
+            read_all_audio(File::open(&p).unwrap(), &ck).unwrap().1,
+            audio
+        );
+        assert!(read_all_audio(File::open(&p).unwrap(), &k1).is_err());
+        // Shredding destroys the compliance slot on the box too.
+        shred_file(&p).unwrap();
+        assert!(read_all_audio(File::open(&p).unwrap(), &ck).is_err());
+        assert!(read_all_audio(File::open(&p).unwrap(), &k2).is_err());
     }
 
     #[test]

@@ -131,3 +131,45 @@ pub fn archive_document(d: &RecordingDetail, obj: &ArchivedObject<'_>) -> anyhow
     }
     Ok(meta)
 }
+
+/// The plaintext index of `d`'s archive envelopes (`kind`: `document` or `manifest`):
+/// box, site, recording id, times, sizes and hashes only. `compliance_key_id` is filled
+/// in by the recipient that seals.
+pub fn archive_index(
+    d: &RecordingDetail,
+    obj: &ArchivedObject<'_>,
+    kind: &str,
+) -> crate::compliance::ArchiveIndex {
+    let r = &d.recording;
+    crate::compliance::ArchiveIndex {
+        kind: kind.into(),
+        box_id: obj.box_id.into(),
+        site: obj.site.into(),
+        recording_id: r.id.clone(),
+        started_at_ms: r.started_at_ms,
+        ended_at_ms: r.ended_at_ms,
+        duration_ms: r.duration_ms.and_then(|v| i64::try_from(v).ok()),
+        container_key: obj.key.into(),
+        container_bytes: obj.bytes,
+        container_sha256: obj.sha256.into(),
+        content_sha256: r.file_sha256.clone().unwrap_or_default(),
+        compliance_key_id: String::new(),
+    }
+}
+
+/// What the archive stores for `plaintext` (a metadata document or a manifest): an
+/// envelope encrypted to the compliance key when one is configured
+/// (`docs/central.md`), else the plaintext itself (boxes without a central key).
+pub fn archive_object(
+    recipient: Option<&crate::vault::compliance::ComplianceRecipient>,
+    index: crate::compliance::ArchiveIndex,
+    plaintext: Vec<u8>,
+) -> anyhow::Result<Vec<u8>> {
+    match recipient {
+        None => Ok(plaintext),
+        Some(r) => {
+            let env = r.seal(index, &plaintext)?;
+            Ok(serde_json::to_vec_pretty(&env)?)
+        }
+    }
+}

@@ -13,6 +13,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::lifecycle::audit::{CounterReading, Problem, SignedHead, VerifyPolicy};
 use crate::time::UnixMs;
+use crate::vault::audit_key::AuditMacKey;
 use crate::vault::HeadSigner;
 
 /// The head signer of this installation from its custody keys, if they load (software
@@ -23,6 +24,19 @@ pub fn head_signer(cfg: &Config) -> Result<HeadSigner, String> {
         key: std::sync::Arc::new(keys.signer),
         counter: counter(cfg),
     })
+}
+
+/// The audit MAC key of this process: the one installed when the keys were loaded, or
+/// else loaded now from the custody keys (and installed, so catalogues opened from now
+/// on MAC their entries). `Err`: why it is not available (the keys do not load).
+pub fn audit_mac_key(cfg: &Config) -> Result<std::sync::Arc<AuditMacKey>, String> {
+    if let Some(k) = crate::vault::audit_key::installed() {
+        return Ok(k);
+    }
+    let keys = crate::vault::custody::open_existing(&cfg.custody()).map_err(|e| e.to_string())?;
+    let k = std::sync::Arc::new(keys.audit_mac_key());
+    crate::vault::audit_key::install(k.clone());
+    Ok(k)
 }
 
 /// The monotonic counter of this installation.
@@ -77,6 +91,11 @@ pub struct LogVerification {
     pub last_signed_seq: Option<i64>,
     /// The monotonic counter (its kind and value, or why it could not be read).
     pub counter: String,
+    /// The entries' MACs: where keying starts, how many entries are unkeyed (before
+    /// schema 9) and how many MACs were checked.
+    pub macs: crate::lifecycle::audit::MacReport,
+    /// The audit MAC key (its id), or why the MACs could not be checked.
+    pub mac_key: String,
     /// Every problem (empty: the log verifies).
     pub problems: Vec<Problem>,
 }
@@ -155,11 +174,25 @@ pub fn verify_log(
     if let Some(p) = published {
         problems.extend(crate::lifecycle::audit::check_against(&heads_only, p));
     }
+    // The MACs, when this process can unseal the key; without it only their presence.
+    let key = audit_mac_key(cfg);
+    let macs = crate::lifecycle::audit::verify_macs(
+        &entries,
+        key.as_ref().ok().map(|k| k.as_bytes()),
+        crate::lifecycle::audit::covered_seq(&heads_only),
+        &policy,
+    );
+    problems.extend(macs.problems.iter().cloned());
     Ok(LogVerification {
         entries: entries.len(),
         signed_heads: heads.len(),
         last_signed_seq: heads.last().map(|(h, _)| h.seq),
         counter: counter_text,
+        mac_key: match &key {
+            Ok(k) => k.key_id(),
+            Err(e) => format!("unavailable, MACs not checked: {e}"),
+        },
+        macs,
         problems,
     })
 }

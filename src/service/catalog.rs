@@ -13,5 +13,10 @@ pub fn access(cfg: &Config) -> Result<CatalogAccess, CatalogKeyError> {
     let cc = cfg.custody();
     let keys = crate::vault::custody::open_existing(&cc)
         .map_err(|e| CatalogKeyError::KekUnavailable(e.to_string()))?;
+    // The same keys give the audit MAC key (schema 9): install it so that this
+    // process's audit entries are keyed, without loading the custody keys twice.
+    if crate::vault::audit_key::installed().is_none() {
+        crate::vault::audit_key::install(std::sync::Arc::new(keys.audit_mac_key()));
+    }
     CatalogAccess::unlock(&cfg.storage.catalog_path(), &cc.keys_dir, &keys.wrap)
 }

@@ -107,47 +107,33 @@ fn export_audio(
 ) -> anyhow::Result<u64> {
     use crate::recording::export::{to_ogg_opus, to_wav};
     let id = &v.id;
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
     let src = || -> anyhow::Result<_> {
         Ok(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
         ))
     };
-    if std::fs::symlink_metadata(out).is_ok() {
-        bail!("{} exists: export never replaces a file", out.display());
-    }
     // O_CREAT|O_EXCL|O_NOFOLLOW, 0600: a planted `<out>.partial` (a symbolic link to a
     // file the attacker wants overwritten) makes the export fail instead.
-    let dst = std::io::BufWriter::new(crate::recording::files::create_private(&tmp).with_context(
-        || {
-            format!(
-                "creating {} (refused if anything, a symbolic link included, is already there)",
-                tmp.display()
+    let e = crate::recording::files::write_new_private(out, |tmp, f| -> anyhow::Result<_> {
+        let dst = std::io::BufWriter::new(f);
+        let (e, f) = match format {
+            ExportFormat::Wav => {
+                to_wav(src()?, wrap, v.interrupted, dst).map(|(e, w)| (e, w.into_inner()))
+            }
+            ExportFormat::Opus => to_ogg_opus(
+                src()?,
+                wrap,
+                v.interrupted,
+                &cfg.storage.opus.settings(),
+                super::evidence::ogg_serial(id),
+                &[
+                    format!("BRANCHREC_RECORDING_ID={id}"),
+                    format!("BRANCHREC_STORAGE={}", header.sample_format.storage_name()),
+                ],
+                dst,
             )
-        },
-    )?);
-    let res = match format {
-        ExportFormat::Wav => {
-            to_wav(src()?, wrap, v.interrupted, dst).map(|(e, w)| (e, w.into_inner()))
-        }
-        ExportFormat::Opus => to_ogg_opus(
-            src()?,
-            wrap,
-            v.interrupted,
-            &cfg.storage.opus.settings(),
-            super::evidence::ogg_serial(id),
-            &[
-                format!("BRANCHREC_RECORDING_ID={id}"),
-                format!("BRANCHREC_STORAGE={}", header.sample_format.storage_name()),
-            ],
-            dst,
-        )
-        .map(|(e, w)| (e, w.into_inner())),
-    };
-    let done = (|| -> anyhow::Result<crate::recording::export::Exported> {
-        let (e, f) = res?;
+            .map(|(e, w)| (e, w.into_inner())),
+        }?;
         let f = f.map_err(|e| anyhow::anyhow!("flushing {}: {}", tmp.display(), e.error()))?;
         f.sync_all()?;
         let signed: Option<serde_json::Value> = v
@@ -166,17 +152,6 @@ fn export_audio(
             );
         }
         Ok(e)
-    })();
-    let e = match done {
-        Ok(e) => e,
-        Err(err) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err);
-        }
-    };
-    if let Err(err) = crate::recording::files::publish_no_replace(&tmp, out) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err).with_context(|| format!("publishing {}", out.display()));
-    }
+    })?;
     Ok(e.frames)
 }

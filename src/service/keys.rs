@@ -71,3 +71,25 @@ pub fn rotate(cfg: &CustodyConfig, files: &[PathBuf]) -> Result<RotationReport, 
     retiring.retire()?;
     Ok(rep)
 }
+
+/// How many recording files carry a compliance slot for each compliance key id
+/// (`"none"`: no compliance slot — recorded before a compliance key was configured, or
+/// shredded; `"unreadable"`: the header does not parse). For `keys status`: after a
+/// compliance-key rotation the old id's count stops growing.
+pub fn compliance_wrap_counts(files: &[PathBuf]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in files {
+        let id = match std::fs::File::open(f)
+            .map_err(ContainerError::Io)
+            .and_then(|h| crate::recording::read_header(&mut std::io::BufReader::new(h)))
+        {
+            Ok((h, _)) => h
+                .compliance_slot()
+                .and_then(|s| crate::compliance::key_id_of(&s.kek_id).map(str::to_string))
+                .unwrap_or_else(|| "none".into()),
+            Err(_) => "unreadable".into(),
+        };
+        *out.entry(id).or_insert(0) += 1;
+    }
+    out
+}

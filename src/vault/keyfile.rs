@@ -26,7 +26,8 @@ const WRAPPED_LEN: usize = 1 + NONCE_LEN + DATA_KEY_LEN + TAG_LEN;
 
 /// A software key-encryption key loaded from (or created in) a 0600 key file.
 pub struct KeyFileVault {
-    kek: Zeroizing<[u8; 32]>,
+    /// In an mlocked, MADV_DONTDUMP page, zeroised on drop.
+    kek: super::locked::LockedKey,
     kek_id: String,
 }
 
@@ -147,20 +148,25 @@ impl KeyFileVault {
 
     /// A vault around raw KEK bytes whose id carries `prefix` (`"kf1"` for a key file,
     /// `"tpm1"` for a KEK sealed in the TPM); the wrapped-key format is the same.
-    pub fn with_id_prefix(kek: [u8; 32], prefix: &str) -> Self {
+    pub fn with_id_prefix(mut kek: [u8; 32], prefix: &str) -> Self {
         let mut h = Sha256::new();
         h.update(b"branchrec-kek-id-v1");
         h.update(kek);
         let digest = h.finalize();
         let kek_id = format!("{prefix}:{}", hex::encode(&digest[..8]));
+        let locked = super::locked::LockedKey::from_bytes(&kek);
+        // The by-value copy this function got.
+        kek.zeroize();
         KeyFileVault {
-            kek: Zeroizing::new(kek),
+            kek: locked,
             kek_id,
         }
     }
 
+    /// The AES-256-GCM state for one wrap or unwrap (dropped, and zeroised by aes-gcm's
+    /// `zeroize` feature, right after).
     fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.kek.as_ref().into())
+        Aes256Gcm::new(self.kek.as_bytes().into())
     }
 }
 

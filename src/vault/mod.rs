@@ -9,10 +9,13 @@
 //!
 //! The wrapped-key format of [`KeyFileVault`] is documented in `docs/recording-format.md`.
 
+pub mod audit_key;
+pub mod compliance;
 pub mod counter;
 pub mod custody;
 pub mod escrow;
 mod keyfile;
+pub mod locked;
 pub mod signing;
 pub mod tpm;
 

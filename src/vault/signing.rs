@@ -16,6 +16,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::locked::LockedKey;
 use super::VaultError;
 
 /// Something that signs audit chain heads.
@@ -56,30 +57,53 @@ pub trait Signer: Send + Sync {
     fn algorithm(&self) -> &'static str;
 }
 
-/// An Ed25519 signing key (RFC 8032, pure Ed25519).
+/// An Ed25519 signing key (RFC 8032, pure Ed25519). The 32-byte seed is kept in a
+/// locked page ([`LockedKey`]); the expanded signing key exists only while one
+/// signature is made (`SigningKey` zeroises itself on drop).
 pub struct Ed25519Signer {
-    key: SigningKey,
+    seed: LockedKey,
+    public: VerifyingKey,
 }
 
 impl std::fmt::Debug for Ed25519Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ed25519Signer")
-            .field("public", &hex::encode(self.key.verifying_key().as_bytes()))
+            .field("public", &hex::encode(self.public.as_bytes()))
             .finish_non_exhaustive()
     }
 }
 
 impl Ed25519Signer {
-    /// The key for a 32-byte seed (`SigningKey` zeroises itself on drop).
+    /// The key for a 32-byte seed.
     pub fn from_seed(seed: &Zeroizing<[u8; 32]>) -> Self {
+        let public = SigningKey::from_bytes(seed).verifying_key();
         Ed25519Signer {
-            key: SigningKey::from_bytes(seed),
+            seed: LockedKey::from_bytes(seed),
+            public,
         }
     }
 
     /// The raw 32-byte public key.
     pub fn public_key_raw(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.public.to_bytes()
+    }
+
+    fn signing_key(&self) -> SigningKey {
+        SigningKey::from_bytes(self.seed.as_bytes())
+    }
+
+    /// A 32-byte key derived from the seed for `label` (HMAC-SHA256 keyed by the seed),
+    /// in a locked page: the audit MAC key (`vault::audit_key`). The seed is sealed
+    /// with the KEK and, unlike the KEK, kept across `keys rotate`.
+    pub fn derive_key(&self, label: &[u8]) -> LockedKey {
+        use hmac::Mac;
+        // Cannot fail: HMAC accepts keys of any length.
+        let mut m = <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.seed.as_bytes())
+            .expect("HMAC takes keys of any length");
+        m.update(label);
+        let mut out = LockedKey::zeroed();
+        out.bytes_mut().copy_from_slice(&m.finalize().into_bytes());
+        out
     }
 }
 
@@ -93,17 +117,17 @@ impl AuditSigner for Ed25519Signer {
         self.public_key_raw()
     }
     fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.key.sign(msg).to_bytes()
+        self.signing_key().sign(msg).to_bytes()
     }
 }
 
 impl Signer for Ed25519Signer {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, VaultError> {
-        Ok(self.key.sign(msg).to_bytes().to_vec())
+        Ok(self.signing_key().sign(msg).to_bytes().to_vec())
     }
 
     fn public_key_der(&self) -> Vec<u8> {
-        spki_der(&self.key.verifying_key())
+        spki_der(&self.public)
     }
 
     fn algorithm(&self) -> &'static str {

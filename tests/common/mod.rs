@@ -194,6 +194,23 @@ impl Daemon {
     /// Like [`Daemon::start_with`], with `sip` lines added to the `[sip]` section (e.g.
     /// `allowed_sources = [...]`).
     pub fn start_with_sip(dir: &Path, sip: &str, extra: &str) -> Daemon {
+        Daemon::start_all(dir, sip, "", "", extra)
+    }
+
+    /// Like [`Daemon::start_with_sip`], with `media` lines added to the `[media]` section
+    /// (e.g. `source_binding = "latch"`).
+    pub fn start_with_sections(dir: &Path, sip: &str, media: &str, extra: &str) -> Daemon {
+        Daemon::start_all(dir, sip, media, "", extra)
+    }
+
+    /// Like [`Daemon::start_with_sip`], with `keys` lines added to the `[keys]` section
+    /// (after `provider = "software"`), e.g. the compliance key.
+    pub fn start_full(dir: &Path, sip: &str, keys: &str, extra: &str) -> Daemon {
+        Daemon::start_all(dir, sip, "", keys, extra)
+    }
+
+    /// The daemon with lines added to `[sip]`, `[media]` and `[keys]`, and `extra` sections.
+    pub fn start_all(dir: &Path, sip: &str, media: &str, keys: &str, extra: &str) -> Daemon {
         let bin = private_copy(env!("CARGO_BIN_EXE_branchrec"), dir, "run");
         let sip_port = free_port();
         // 400 ports = 200 RTP ports (odd ones are RTCP) = 100 two-stream calls at once. The
@@ -208,9 +225,9 @@ impl Daemon {
             &config,
             format!(
                 "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n{sip}\n\
-                 [media]\nrtp_bind = \"127.0.0.1\"\nrtp_ports = \"{lo}-{hi}\"\nplayout_delay_ms = 300\n\
+                 [media]\nrtp_bind = \"127.0.0.1\"\nrtp_ports = \"{lo}-{hi}\"\nplayout_delay_ms = 300\n{media}\n\
                  [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 1000\n\
-                 [keys]\nprovider = \"software\"\n\
+                 [keys]\nprovider = \"software\"\n{keys}\n\
                  [log]\nlevel = \"debug\"\n{extra}",
                 data.display()
             ),

@@ -91,18 +91,20 @@ pub fn invite_text_via(
         n,
         sdp,
         via_params,
-        [("Alice", alice.as_str()), ("Bob", bob.as_str())],
+        (&alice, "Alice"),
+        (&bob, "Bob"),
     )
 }
 
-/// [`invite_text_via`] with the two participants' (name, AoR) given.
+/// [`invite_text_via`] with the two participants' `(aor, name)` given.
 pub fn invite_text_parties(
     srs: SocketAddr,
     me: SocketAddr,
     n: u32,
     sdp: &str,
     via_params: &str,
-    parties: [(&str, &str); 2],
+    a: (&str, &str),
+    b: (&str, &str),
 ) -> String {
     let call_id = format!("call-{n}-{}@test", std::process::id());
     let tag = format!("src{n}");
@@ -112,13 +114,17 @@ pub fn invite_text_parties(
 <recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\r\n\
 <datamode>complete</datamode>\r\n\
 <session session_id=\"c2Vzc2lvbi1{n:04}\"><sipSessionID>{call_id}</sipSessionID></session>\r\n\
-<participant participant_id=\"cDE{n:04}\"><nameID aor=\"{aor1}\"><name>{name1}</name></nameID></participant>\r\n\
-<participant participant_id=\"cDI{n:04}\"><nameID aor=\"{aor2}\"><name>{name2}</name></nameID></participant>\r\n\
+<participant participant_id=\"cDE{n:04}\"><nameID aor=\"{a_aor}\"><name>{a_name}</name></nameID></participant>\r\n\
+<participant participant_id=\"cDI{n:04}\"><nameID aor=\"{b_aor}\"><name>{b_name}</name></nameID></participant>\r\n\
 <stream stream_id=\"czE{n:04}\" session_id=\"c2Vzc2lvbi1{n:04}\"><label>1</label></stream>\r\n\
 <stream stream_id=\"czI{n:04}\" session_id=\"c2Vzc2lvbi1{n:04}\"><label>2</label></stream>\r\n\
 <participantstreamassoc participant_id=\"cDE{n:04}\"><send>czE{n:04}</send><recv>czI{n:04}</recv></participantstreamassoc>\r\n\
 <participantstreamassoc participant_id=\"cDI{n:04}\"><send>czI{n:04}</send><recv>czE{n:04}</recv></participantstreamassoc>\r\n\
-</recording>\r\n"
+</recording>\r\n",
+        a_aor = a.0,
+        a_name = a.1,
+        b_aor = b.0,
+        b_name = b.1,
     );
     let body = format!(
         "--BOUNDARY\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--BOUNDARY\r\n\
@@ -141,25 +147,25 @@ pub fn invite(srs: SocketAddr, n: u32) -> Invite {
 
 /// [`invite`] with `via_params` appended to the INVITE's Via (see [`invite_text_via`]).
 pub fn invite_with(srs: SocketAddr, n: u32, via_params: &str) -> Invite {
-    invite_sending(srs, n, |me| {
+    invite_msg(srs, n, |me| {
         invite_text_via(srs, me, n, SDP_TWO_STREAMS, via_params)
     })
 }
 
-/// [`invite`] with the two participants' (name, AoR) in the metadata.
-pub fn invite_parties(srs: SocketAddr, n: u32, parties: [(&str, &str); 2]) -> Invite {
-    invite_sending(srs, n, |me| {
-        invite_text_parties(srs, me, n, SDP_TWO_STREAMS, "", parties)
+/// [`invite`] with the two participants' `(aor, name)` given.
+pub fn invite_parties(srs: SocketAddr, n: u32, a: (&str, &str), b: (&str, &str)) -> Invite {
+    invite_msg(srs, n, |me| {
+        invite_text_parties(srs, me, n, SDP_TWO_STREAMS, "", a, b)
     })
 }
 
-/// Send the INVITE `text(our address)` of call `n` and complete it as [`invite`] does.
-fn invite_sending(srs: SocketAddr, n: u32, text: impl FnOnce(SocketAddr) -> String) -> Invite {
+/// Send the INVITE `make(local address)` (Call-ID and tag of call `n`), ACK the answer.
+fn invite_msg(srs: SocketAddr, n: u32, make: impl FnOnce(SocketAddr) -> String) -> Invite {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = sock.local_addr().unwrap();
     let call_id = format!("call-{n}-{}@test", std::process::id());
     let tag = format!("src{n}");
-    let msg = text(me);
+    let msg = make(me);
     sock.send_to(msg.as_bytes(), srs).unwrap();
     // Loopback UDP, so one INVITE (no retransmission) reaches a ready daemon; answering
     // it (port allocation, catalogue insert) takes milliseconds idle. 30 s bounds a

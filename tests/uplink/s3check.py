@@ -7,6 +7,7 @@ usage: s3check.py ENDPOINT CA_FILE CMD BUCKET [ARGS]
   objects BUCKET             every object: key, size, sha256 of the body, legal hold
   uploads BUCKET             multipart uploads in progress
   put BUCKET KEY FILE        put a fixture object
+  dump BUCKET DIR            every object's bytes into DIR (key with / as %2F); prints the keys
 """
 import hashlib
 import json
@@ -53,5 +54,16 @@ elif cmd == "put":
     with open(path, "rb") as f:
         s3.put_object(Bucket=bucket, Key=key, Body=f.read())
     print("{}")
+elif cmd == "dump":
+    import os
+    d = sys.argv[5]
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            with open(os.path.join(d, o["Key"].replace("/", "%2F")), "wb") as f:
+                f.write(body)
+            keys.append(o["Key"])
+    print(json.dumps(keys))
 else:
     sys.exit("unknown command " + cmd)

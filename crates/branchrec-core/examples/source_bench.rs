@@ -47,6 +47,7 @@ fn recording(policy: SourcePolicy, src: SocketAddr) -> Recording {
         data_key: DataKey::from_bytes([9; 32]),
         wrapped_key: vec![0; 40],
         kek_id: "bench".into(),
+        compliance: None,
         nonce_prefix: [4; 7],
     };
     let (mut r, _) = Recording::new(cfg, keys).expect("recording");

@@ -109,6 +109,12 @@ pub trait KeyWrap: Send + Sync {
     fn wrap(&self, dk: &DataKey) -> Result<Vec<u8>, VaultError>;
     /// Decrypt (unwrap) a data key wrapped under `kek_id`.
     fn unwrap(&self, kek_id: &str, wrapped: &[u8]) -> Result<DataKey, VaultError>;
+    /// The data key wrapped a second time, to the central compliance key, as the
+    /// container's compliance slot `(kek_id, wrapped)` (`crate::compliance`). `None`
+    /// (the default) when no compliance key is configured.
+    fn compliance_wrap(&self, _dk: &DataKey) -> Result<Option<(String, Vec<u8>)>, VaultError> {
+        Ok(None)
+    }
 }
 
 #[cfg(any(test, feature = "test-support"))]

@@ -16,6 +16,8 @@
 pub mod binding;
 pub mod board;
 pub mod capture;
+pub mod compliance;
+pub mod hpke;
 pub mod keys;
 pub mod lifecycle;
 pub mod media;

@@ -22,6 +22,16 @@
 //! - heads published off the box ([`check_against`]) are still present, identical, and
 //!   not newer than the local chain, so a rewrite on the box is caught centrally even if
 //!   the box's counter were reset.
+//!
+//! **Keyed entries** (catalogue schema 9): each entry also carries
+//! `mac = HMAC-SHA256(K, "branchrec-audit-mac-v1" ‖ seq ‖ hash)` ([`entry_mac`]) under the
+//! audit MAC key K, which is available only where the custody keys unseal. Since `hash`
+//! covers `prev_hash`, an entry's MAC authenticates it and everything before it: whoever
+//! rewrites an entry and re-hashes the chain without K is caught at that entry, also in
+//! the window after the newest signed head that heads alone leave open. Keying starts at
+//! the first entry with action [`KEYED_ACTION`] (written, with its MAC, by the first
+//! process holding K after the migration); from there on every entry must carry a MAC.
+//! Entries before it are *unkeyed* and covered by the heads only. [`verify_macs`].
 
 use sha2::{Digest, Sha256};
 
@@ -49,6 +59,144 @@ pub struct AuditEntry {
     pub prev_hash: String,
     /// Hash of this entry.
     pub hash: String,
+    /// HMAC under the audit MAC key ([`entry_mac`]); `None` for unkeyed entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The action of the entry from which every entry carries a MAC.
+pub const KEYED_ACTION: &str = "audit.keyed";
+
+/// The MAC an entry must carry under the audit MAC key `key`, written with the entry.
+pub fn entry_mac(key: &[u8; 32], seq: i64, hash: &str) -> String {
+    mac_with(key, b"branchrec-audit-mac-v1", seq, hash)
+}
+
+/// The MAC of an entry written without the key and keyed later, by the next process
+/// holding it that signs a head over it ([`verify_macs`] tells the two apart).
+pub fn entry_mac_late(key: &[u8; 32], seq: i64, hash: &str) -> String {
+    mac_with(key, b"branchrec-audit-mac-late-v1", seq, hash)
+}
+
+fn mac_with(key: &[u8; 32], domain: &[u8], seq: i64, hash: &str) -> String {
+    use hmac::Mac;
+    let mut m =
+        <hmac::Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(domain);
+    m.update(&seq.to_be_bytes());
+    m.update(hash.as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// What [`verify_macs`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MacReport {
+    /// Seq of the [`KEYED_ACTION`] entry: every entry from it on must carry a MAC.
+    pub keyed_from: Option<i64>,
+    /// Entries before it (unkeyed, covered by the signed heads only).
+    pub unkeyed: usize,
+    /// Entries whose MAC was checked and matched (late ones included).
+    pub verified: usize,
+    /// Of those, entries written without the key and keyed later (seq list).
+    pub keyed_late: Vec<i64>,
+    /// Entries without a MAC yet, newer than the last head and within the unsigned
+    /// window: written without the key, keyed by the next head.
+    pub pending: usize,
+    /// Whether the MACs were checked (the key was available).
+    pub checked: bool,
+    /// The first entry whose MAC is missing or wrong (and how many more follow).
+    pub problems: Vec<Problem>,
+}
+
+/// Check the entries' MACs (`entries` ordered by seq). With `key` `None` only the
+/// presence of MACs from [`KEYED_ACTION`] on is checked. An entry without a MAC is
+/// pending (not a problem) while it is newer than `covered_seq` (the newest signed
+/// head's seq) and younger than `policy.max_unsigned`; otherwise it is a problem.
+/// Reports the first entry whose MAC is missing or fails, with its position; later
+/// failures are counted in the message (a rewrite re-hashed from entry *k* on breaks
+/// every MAC from *k*).
+pub fn verify_macs(
+    entries: &[AuditEntry],
+    key: Option<&[u8; 32]>,
+    covered_seq: i64,
+    policy: &VerifyPolicy,
+) -> MacReport {
+    let mut r = MacReport {
+        keyed_from: entries
+            .iter()
+            .find(|e| e.action == KEYED_ACTION)
+            .map(|e| e.seq),
+        checked: key.is_some(),
+        ..MacReport::default()
+    };
+    let mut first: Option<(usize, &AuditEntry, &'static str)> = None;
+    let mut more = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        let keyed = r.keyed_from.is_some_and(|k| e.seq >= k);
+        let fault = match (&e.mac, keyed) {
+            (None, false) => {
+                r.unkeyed += 1;
+                None
+            }
+            (Some(_), false) => Some(
+                "carries a MAC but comes before the start of keying (audit.keyed entry removed or moved)",
+            ),
+            (None, true)
+                if e.seq > covered_seq
+                    && policy.now.millis_since(e.at_ms)
+                        <= i64::try_from(policy.max_unsigned.as_millis()).unwrap_or(i64::MAX) =>
+            {
+                r.pending += 1;
+                None
+            }
+            (None, true) => Some(
+                "has no MAC although the log is keyed: written without the audit key and never keyed, or its MAC removed",
+            ),
+            (Some(m), true) => match key {
+                Some(k) if *m == entry_mac(k, e.seq, &e.hash) => {
+                    r.verified += 1;
+                    None
+                }
+                Some(k) if *m == entry_mac_late(k, e.seq, &e.hash) => {
+                    r.verified += 1;
+                    r.keyed_late.push(e.seq);
+                    None
+                }
+                Some(_) => Some(
+                    "MAC does not match: the entry (or one before it) was rewritten without the audit key",
+                ),
+                None => None,
+            },
+        };
+        if let Some(f) = fault {
+            if first.is_none() {
+                first = Some((i + 1, e, f));
+            } else {
+                more += 1;
+            }
+        }
+    }
+    if let Some((position, e, f)) = first {
+        let tail = if more > 0 {
+            format!(" ({more} later entries fail too)")
+        } else {
+            String::new()
+        };
+        r.problems.push(Problem {
+            position,
+            seq: e.seq,
+            message: format!(
+                "entry seq {} ({} by {}) {f}{tail}",
+                e.seq, e.action, e.actor
+            ),
+        });
+    }
+    r
+}
+
+/// The newest seq covered by a signed head.
+pub fn covered_seq(heads: &[SignedHead]) -> i64 {
+    heads.iter().map(|h| h.seq).max().unwrap_or(0)
 }
 
 fn put_str(h: &mut Sha256, s: &str) {
@@ -496,10 +644,103 @@ mod tests {
                 details,
                 prev_hash: prev,
                 hash: hash.clone(),
+                mac: None,
             });
             prev = hash;
         }
         out
+    }
+
+    fn keyed(mut c: Vec<AuditEntry>, from: usize, key: &[u8; 32]) -> Vec<AuditEntry> {
+        c[from].action = KEYED_ACTION.into();
+        // Re-hash from the marker on (its action changed), then MAC.
+        let mut prev = if from == 0 {
+            GENESIS.to_string()
+        } else {
+            c[from - 1].hash.clone()
+        };
+        for e in c.iter_mut().skip(from) {
+            e.prev_hash = prev.clone();
+            e.hash = entry_hash(
+                e.seq,
+                e.at_ms,
+                &e.actor,
+                &e.action,
+                &e.target,
+                &e.details,
+                &e.prev_hash,
+            );
+            e.mac = Some(entry_mac(key, e.seq, &e.hash));
+            prev = e.hash.clone();
+        }
+        c
+    }
+
+    #[test]
+    fn macs_catch_a_rehashed_rewrite_at_its_position() {
+        let k = [7u8; 32];
+        let c = keyed(chain(8), 3, &k);
+        assert!(verify(&c, &[], &lax(), |_| Ok(())).is_empty());
+        let r = verify_macs(&c, Some(&k), 0, &lax());
+        assert_eq!((r.keyed_from, r.unkeyed, r.verified), (Some(4), 3, 5));
+        assert!(r.problems.is_empty(), "{r:?}");
+        // The attacker edits entry 6 and re-hashes everything after it: the chain is
+        // consistent again, the MACs are not, from position 6 on.
+        let mut bad = c.clone();
+        bad[5].details = "{\"n\":666}".into();
+        let mut prev = bad[4].hash.clone();
+        for e in bad.iter_mut().skip(5) {
+            e.prev_hash = prev.clone();
+            e.hash = entry_hash(
+                e.seq,
+                e.at_ms,
+                &e.actor,
+                &e.action,
+                &e.target,
+                &e.details,
+                &e.prev_hash,
+            );
+            prev = e.hash.clone();
+        }
+        assert!(
+            verify(&bad, &[], &lax(), |_| Ok(())).is_empty(),
+            "the re-hash is consistent"
+        );
+        let r = verify_macs(&bad, Some(&k), 0, &lax());
+        assert_eq!(r.problems.len(), 1, "{r:?}");
+        assert_eq!((r.problems[0].position, r.problems[0].seq), (6, 6));
+        assert!(r.problems[0].message.contains("2 later"), "{r:?}");
+        // Without the key only missing MACs are seen.
+        assert!(verify_macs(&bad, None, 0, &lax()).problems.is_empty());
+        // MACs stripped from the rewritten entries: caught without the key too.
+        for e in bad.iter_mut().skip(5) {
+            e.mac = None;
+        }
+        // Within the unsigned window and after the newest head, that is what an entry
+        // written without the key looks like (pending); covered by a head, or older
+        // than the window, it is a problem.
+        let r = verify_macs(&bad, None, 0, &lax());
+        assert!(r.problems.is_empty(), "{r:?}");
+        assert_eq!(r.pending, 3);
+        let r = verify_macs(&bad, None, 8, &lax());
+        assert_eq!(r.problems[0].position, 6, "{r:?}");
+        let r = verify_macs(&bad, None, 0, &policy(0, 70_000));
+        assert_eq!(r.problems[0].position, 6, "{r:?}");
+        // Keyed late (by the next head): verified, and listed as such.
+        for e in bad.iter_mut().skip(5) {
+            e.mac = Some(entry_mac_late(&k, e.seq, &e.hash));
+        }
+        let r = verify_macs(&bad, Some(&k), 8, &lax());
+        assert!(r.problems.is_empty(), "{r:?}");
+        assert_eq!(r.keyed_late, vec![6, 7, 8]);
+        // The marker removed (and the chain renumbered): MACs before any marker.
+        let mut moved = c.clone();
+        moved[3].action = "hold.add".into();
+        let r = verify_macs(&moved, Some(&k), 0, &lax());
+        assert_eq!(r.problems[0].position, 4, "{r:?}");
+        // A wrong key fails at the first keyed entry.
+        let r = verify_macs(&c, Some(&[8u8; 32]), 0, &lax());
+        assert_eq!(r.problems[0].position, 4, "{r:?}");
     }
 
     #[test]

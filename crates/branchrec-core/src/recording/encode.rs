@@ -208,10 +208,30 @@ impl ContainerWriter {
         wrapped_key: Vec<u8>,
         nonce_prefix: [u8; NONCE_PREFIX_LEN],
     ) -> Result<(Self, Vec<u8>), ContainerError> {
+        Self::with_slots(params, opus, data_key, wrapped_key, None, nonce_prefix)
+    }
+
+    /// Like [`with_format`](Self::with_format), plus the compliance key slot
+    /// (`(kek_id, wrapped)`, see `ChunkWriter::with_compliance`).
+    pub fn with_slots(
+        params: HeaderParams,
+        opus: Option<OpusSettings>,
+        data_key: DataKey,
+        wrapped_key: Vec<u8>,
+        compliance: Option<(String, Vec<u8>)>,
+        nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    ) -> Result<(Self, Vec<u8>), ContainerError> {
         let enc = AudioEncoder::new(params.sample_rate, params.channels, opus.as_ref())
             .map_err(|e| ContainerError::InvalidParams(e.to_string()))?;
         let codec = enc.codec_params()?;
-        let (chunks, bytes) = ChunkWriter::new(params, codec, data_key, wrapped_key, nonce_prefix)?;
+        let (chunks, bytes) = ChunkWriter::with_compliance(
+            params,
+            codec,
+            data_key,
+            wrapped_key,
+            compliance,
+            nonce_prefix,
+        )?;
         Ok((ContainerWriter { enc, chunks }, bytes))
     }
 

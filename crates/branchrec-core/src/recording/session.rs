@@ -73,6 +73,9 @@ pub struct RecordingKeys {
     pub wrapped_key: Vec<u8>,
     /// The wrapping KEK.
     pub kek_id: String,
+    /// The data key wrapped to the central compliance key, `(kek_id, wrapped)`
+    /// (`crate::compliance`): the container's third key slot. `None`: two slots.
+    pub compliance: Option<(String, Vec<u8>)>,
     /// Random nonce prefix of the container.
     pub nonce_prefix: [u8; crate::recording::container::NONCE_PREFIX_LEN],
 }
@@ -285,6 +288,11 @@ pub struct Recording {
     /// Storage gaps so far and the frames they cost.
     storage_gaps: u64,
     storage_gap_frames: u64,
+    /// The session is not confirmed yet (SIPREC: our 200 not ACKed): while no audio
+    /// packet arrived nothing is written (see [`Recording::await_confirmation`]).
+    awaiting_confirmation: bool,
+    /// An audio packet reached the timeline.
+    audio_seen: bool,
 }
 
 /// A storage stall in progress: the timeline's audio from `from_frame` on is discarded
@@ -324,11 +332,12 @@ impl Recording {
             kek_id: keys.kek_id,
             extra_json: String::new(),
         };
-        let (writer, header) = ContainerWriter::with_format(
+        let (writer, header) = ContainerWriter::with_slots(
             params,
             cfg.opus,
             keys.data_key,
             keys.wrapped_key,
+            keys.compliance,
             keys.nonce_prefix,
         )?;
         let timeline = CallTimeline::new(TimelineConfig {
@@ -361,6 +370,8 @@ impl Recording {
                 stall: None,
                 storage_gaps: 0,
                 storage_gap_frames: 0,
+                awaiting_confirmation: false,
+                audio_seen: false,
             },
             header,
         ))
@@ -672,7 +683,24 @@ impl Recording {
             self.timeline.skip_rtp(channel, pkt);
             return RtpDisposition::Paused;
         }
+        self.audio_seen = true;
         RtpDisposition::Timeline(self.timeline.push_rtp(channel, now, pkt))
+    }
+
+    /// The session is not confirmed yet (a SIPREC INVITE whose 200 is not ACKed): until
+    /// [`confirm`](Self::confirm) or the first audio packet, [`handle_timeout`](Self::handle_timeout)
+    /// writes nothing — not even the silence the timeline would fill in — so an INVITE
+    /// that is never ACKed leaves a file of the header alone (issue #12: a flood of
+    /// un-ACKed INVITEs wrote ~32 KB/s of silence each until the ACK timeout). The
+    /// timeline is untouched: once confirmed, the silence since the start is written at
+    /// the next tick and the recording is the same as if it had been written all along.
+    pub fn await_confirmation(&mut self) {
+        self.awaiting_confirmation = true;
+    }
+
+    /// The session is confirmed (ACK received): writing proceeds.
+    pub fn confirm(&mut self) {
+        self.awaiting_confirmation = false;
     }
 
     /// A packet for `channel` from `from` that the caller found foreign (the capture
@@ -723,6 +751,9 @@ impl Recording {
     /// encoder, sealed chunks are output, and a partial chunk is sealed every
     /// [`RecordingConfig::flush_every`].
     pub fn handle_timeout(&mut self, now: Mono) {
+        if self.awaiting_confirmation && !self.audio_seen {
+            return;
+        }
         let Some(writer) = self.writer.as_mut() else {
             return;
         };

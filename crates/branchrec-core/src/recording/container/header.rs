@@ -11,8 +11,9 @@ use crate::recording::opus::{self, MAX_PACKET};
 
 pub(super) use super::wire::{put_bytes16, put_str16, Cursor};
 pub use super::wire::{
-    CHUNK_PLAIN_HEADER_LEN, FORMAT_VERSION, FORMAT_VERSION_OPUS, KEY_SLOT_COUNT, KEY_SLOT_LEN,
-    KEY_SLOT_MAGIC, MAGIC, MAX_CHUNK_AUDIO_BYTES, MAX_HEADER_BODY, NONCE_PREFIX_LEN, TAG_LEN,
+    slot_count_of_body, CHUNK_PLAIN_HEADER_LEN, COMPLIANCE_SLOT, FORMAT_VERSION,
+    FORMAT_VERSION_OPUS, KEY_SLOT_COUNT, KEY_SLOT_LEN, KEY_SLOT_MAGIC, MAGIC,
+    MAX_CHUNK_AUDIO_BYTES, MAX_HEADER_BODY, MAX_KEY_SLOT_COUNT, NONCE_PREFIX_LEN, TAG_LEN,
 };
 
 /// Sample encoding of the audio in the chunks.
@@ -143,6 +144,9 @@ pub struct Header {
     pub nonce_prefix: [u8; NONCE_PREFIX_LEN],
     /// Free-form JSON.
     pub extra_json: String,
+    /// Key slots after the header: [`KEY_SLOT_COUNT`] (2), or 3 with the compliance
+    /// slot ([`COMPLIANCE_SLOT`]). Part of the authenticated header.
+    pub key_slot_count: usize,
     /// The key slots that follow the header (not part of the authenticated header;
     /// `None` = empty, shredded or torn). See [`KeySlot`].
     pub key_slots: Vec<Option<KeySlot>>,
@@ -161,7 +165,17 @@ impl Header {
 
     /// Byte offset of chunk 0.
     pub fn chunks_offset(&self) -> Result<u64, ContainerError> {
-        self.slot_offset(KEY_SLOT_COUNT)
+        self.slot_offset(self.key_slot_count)
+    }
+
+    /// Bytes of the key-slot area.
+    pub fn slot_area_len(&self) -> usize {
+        self.key_slot_count * KEY_SLOT_LEN
+    }
+
+    /// The compliance slot, if the container has one and it is intact.
+    pub fn compliance_slot(&self) -> Option<&KeySlot> {
+        self.key_slots.get(COMPLIANCE_SLOT)?.as_ref()
     }
 
     /// Largest ciphertext (audio + 12-byte chunk header + tag) a valid chunk may have.
@@ -182,7 +196,10 @@ impl Header {
         body.extend_from_slice(&self.channels.to_be_bytes());
         body.push(self.sample_format.code());
         body.extend_from_slice(&self.chunk_target_frames.to_be_bytes());
-        body.push(KEY_SLOT_COUNT as u8);
+        if self.key_slot_count != KEY_SLOT_COUNT && self.key_slot_count != MAX_KEY_SLOT_COUNT {
+            return Err(ContainerError::InvalidParams("key slot count".into()));
+        }
+        body.push(self.key_slot_count as u8);
         body.extend_from_slice(&(KEY_SLOT_LEN as u16).to_be_bytes());
         body.extend_from_slice(&self.nonce_prefix);
         let json_len = u32::try_from(self.extra_json.len())
@@ -290,9 +307,12 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
     let chunk_target_frames = c.u32()?;
     let slot_count = c.arr::<1>()?[0];
     let slot_len = c.u16()?;
-    if usize::from(slot_count) != KEY_SLOT_COUNT || usize::from(slot_len) != KEY_SLOT_LEN {
+    let key_slot_count = usize::from(slot_count);
+    if (key_slot_count != KEY_SLOT_COUNT && key_slot_count != MAX_KEY_SLOT_COUNT)
+        || usize::from(slot_len) != KEY_SLOT_LEN
+    {
         return Err(ContainerError::HeaderMalformed(format!(
-            "key slot layout {slot_count}×{slot_len}, expected {KEY_SLOT_COUNT}×{KEY_SLOT_LEN}"
+            "key slot layout {slot_count}×{slot_len}, expected {KEY_SLOT_COUNT} or {MAX_KEY_SLOT_COUNT}×{KEY_SLOT_LEN}"
         )));
     }
     let nonce_prefix = c.arr::<NONCE_PREFIX_LEN>()?;
@@ -329,6 +349,7 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
         chunk_target_frames,
         nonce_prefix,
         extra_json,
+        key_slot_count,
         key_slots: Vec::new(),
     };
     header.validate().map_err(ContainerError::HeaderMalformed)?;
@@ -336,7 +357,7 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<(Header, [u8; 32]), ContainerEr
     h.update(fixed);
     h.update(&body);
     let header_hash: [u8; 32] = h.finalize().into();
-    let mut slots = [0u8; KEY_SLOT_LEN * KEY_SLOT_COUNT];
+    let mut slots = vec![0u8; KEY_SLOT_LEN * key_slot_count];
     if read_full(r, &mut slots)? < slots.len() {
         return Err(ContainerError::HeaderTruncated);
     }

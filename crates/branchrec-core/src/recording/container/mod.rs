@@ -35,9 +35,10 @@ mod wire;
 pub mod writer;
 
 pub use header::{
-    read_header, Header, HeaderParams, OpusParams, SampleFormat, CHUNK_PLAIN_HEADER_LEN,
-    FORMAT_VERSION, FORMAT_VERSION_OPUS, KEY_SLOT_COUNT, KEY_SLOT_LEN, KEY_SLOT_MAGIC, MAGIC,
-    MAX_CHUNK_AUDIO_BYTES, MAX_HEADER_BODY, NONCE_PREFIX_LEN, TAG_LEN,
+    read_header, slot_count_of_body, Header, HeaderParams, OpusParams, SampleFormat,
+    CHUNK_PLAIN_HEADER_LEN, COMPLIANCE_SLOT, FORMAT_VERSION, FORMAT_VERSION_OPUS, KEY_SLOT_COUNT,
+    KEY_SLOT_LEN, KEY_SLOT_MAGIC, MAGIC, MAX_CHUNK_AUDIO_BYTES, MAX_HEADER_BODY,
+    MAX_KEY_SLOT_COUNT, NONCE_PREFIX_LEN, TAG_LEN,
 };
 pub use header::{unix_ms_on_disk, unwrap_data_key};
 pub use reader::{content_sha256, Chunk, ContainerReader};

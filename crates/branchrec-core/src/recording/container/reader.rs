@@ -78,7 +78,9 @@ pub fn content_sha256<R: Read>(mut r: R) -> Result<([u8; 32], u64), ContainerErr
     }
     h.update(&body);
     let mut n = 12 + u64::from(body_len);
-    let mut slots = [0u8; KEY_SLOT_LEN * KEY_SLOT_COUNT];
+    let count = slot_count_of_body(&body)
+        .ok_or_else(|| ContainerError::HeaderMalformed("key slot layout".into()))?;
+    let mut slots = vec![0u8; KEY_SLOT_LEN * count];
     if read_full(&mut r, &mut slots)? < slots.len() {
         return Err(ContainerError::HeaderTruncated);
     }

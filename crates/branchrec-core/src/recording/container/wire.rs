@@ -10,8 +10,14 @@ pub const FORMAT_VERSION: u16 = 2;
 /// The container format version written for Opus recordings (adds the codec-parameter
 /// field to the header and packet chunks). Readers accept versions 2 and 3.
 pub const FORMAT_VERSION_OPUS: u16 = 3;
-/// Number of key slots after the header.
+/// Number of key slots the box's own KEKs use (slots 0 and 1; a key rotation alternates
+/// between them). Every container has them.
 pub const KEY_SLOT_COUNT: usize = 2;
+/// Index of the compliance key slot (the data key wrapped to the central compliance
+/// key, `crate::compliance`); present when `key_slot_count` is 3.
+pub const COMPLIANCE_SLOT: usize = 2;
+/// Most key slots a container may have (the box's two and the compliance slot).
+pub const MAX_KEY_SLOT_COUNT: usize = 3;
 /// Size of one key slot in bytes.
 pub const KEY_SLOT_LEN: usize = 512;
 /// Magic at the start of a used key slot.
@@ -74,4 +80,17 @@ impl<'a> Cursor<'a> {
         String::from_utf8(b.to_vec())
             .map_err(|_| ContainerError::HeaderMalformed(format!("{what} is not UTF-8")))
     }
+}
+
+/// The key-slot count a header body declares, read without parsing the rest of the body
+/// (the shredder and the content hash need only the slot area's size). `None` if the
+/// body is too short or declares a layout readers refuse.
+pub fn slot_count_of_body(body: &[u8]) -> Option<usize> {
+    let n = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    // recording_id, created (8), rate (4), channels (2), format (1), target (4)
+    let at = 2 + n + 19;
+    let count = usize::from(*body.get(at)?);
+    let len = usize::from(u16::from_be_bytes([*body.get(at + 1)?, *body.get(at + 2)?]));
+    ((count == KEY_SLOT_COUNT || count == MAX_KEY_SLOT_COUNT) && len == KEY_SLOT_LEN)
+        .then_some(count)
 }

@@ -28,6 +28,9 @@ pub struct FinishedContainer {
     pub sample_format: SampleFormat,
     /// Total file size in bytes.
     pub total_bytes: u64,
+    /// Bytes of the key-slot area (2 or 3 slots): `total_bytes - slot_bytes` is the
+    /// length the content hash covers.
+    pub slot_bytes: u64,
     /// Audio frames stored.
     pub frames: u64,
     /// Chunks written, including chunk 0 and the final chunk.
@@ -80,6 +83,20 @@ impl ChunkWriter {
         wrapped_key: Vec<u8>,
         nonce_prefix: [u8; NONCE_PREFIX_LEN],
     ) -> Result<(Self, Vec<u8>), ContainerError> {
+        Self::with_compliance(params, opus, data_key, wrapped_key, None, nonce_prefix)
+    }
+
+    /// Like [`new`](Self::new); with `compliance = Some((kek_id, wrapped))` the container
+    /// gets a third key slot ([`COMPLIANCE_SLOT`]) holding the data key wrapped to the
+    /// central compliance key (`crate::compliance`), else the two slots of before.
+    pub fn with_compliance(
+        params: HeaderParams,
+        opus: Option<OpusParams>,
+        data_key: DataKey,
+        wrapped_key: Vec<u8>,
+        compliance: Option<(String, Vec<u8>)>,
+        nonce_prefix: [u8; NONCE_PREFIX_LEN],
+    ) -> Result<(Self, Vec<u8>), ContainerError> {
         let mut target = if params.chunk_target_frames == 0 {
             params.sample_rate
         } else {
@@ -112,6 +129,11 @@ impl ChunkWriter {
             opus,
             nonce_prefix,
             extra_json: params.extra_json,
+            key_slot_count: if compliance.is_some() {
+                MAX_KEY_SLOT_COUNT
+            } else {
+                KEY_SLOT_COUNT
+            },
             key_slots: Vec::new(),
         };
         header.validate().map_err(ContainerError::InvalidParams)?;
@@ -123,8 +145,20 @@ impl ChunkWriter {
             wrapped_key,
         };
         let slot_bytes = slot.encode(&header_hash)?;
+        let compliance = compliance.map(|(kek_id, wrapped_key)| KeySlot {
+            generation: 1,
+            kek_id,
+            wrapped_key,
+        });
+        let compliance_bytes = compliance
+            .as_ref()
+            .map(|s| s.encode(&header_hash))
+            .transpose()?;
         let mut header = header;
         header.key_slots = vec![Some(slot), None];
+        if let Some(c) = compliance {
+            header.key_slots.push(Some(c));
+        }
         let mut w = ChunkWriter {
             cipher: Aes256Gcm::new(data_key.as_bytes().into()),
             packet_frames: opus.map_or(0, |o| u64::from(o.frame_size)),
@@ -143,7 +177,10 @@ impl ChunkWriter {
         // The key-slot area counts toward the file size, not the content hash.
         bytes.extend_from_slice(&slot_bytes);
         bytes.extend_from_slice(&[0u8; KEY_SLOT_LEN * (KEY_SLOT_COUNT - 1)]);
-        w.total_bytes += (KEY_SLOT_LEN * KEY_SLOT_COUNT) as u64;
+        if let Some(c) = &compliance_bytes {
+            bytes.extend_from_slice(c);
+        }
+        w.total_bytes += w.header.slot_area_len() as u64;
         let c0 = w.seal(0, false);
         bytes.extend_from_slice(&c0);
         Ok((w, bytes))
@@ -289,6 +326,7 @@ impl ChunkWriter {
             audio_sha256: self.audio_hasher.finalize().into(),
             sample_format: self.header.sample_format,
             total_bytes: self.total_bytes,
+            slot_bytes: self.header.slot_area_len() as u64,
             frames: self.next_frame,
             chunks: self.counter,
         }

@@ -42,6 +42,7 @@ fn keys(k: &TestKek) -> RecordingKeys {
         wrapped_key: k.wrap(&dk).unwrap(),
         data_key: dk,
         kek_id: k.kek_id(),
+        compliance: None,
         nonce_prefix: [4; 7],
     }
 }
@@ -726,4 +727,47 @@ fn storage_stall_becomes_a_marked_silent_gap_on_one_timeline() {
         .stats
         .iter()
         .all(|c| c.storage_gaps == 1 && c.storage_gap_ms > 0));
+}
+
+/// Issue #12 finding 3: an unconfirmed session (200 not ACKed) without audio writes
+/// nothing; confirmed later, its file is what it would have been all along; audio before
+/// the ACK starts writing at once.
+#[test]
+fn unconfirmed_session_without_audio_writes_nothing() {
+    let (mut r, mut shell, _) = start(config(2));
+    r.await_confirmation();
+    let header = shell.file.len();
+    for k in 0..250u32 {
+        r.handle_timeout(mono(20 * MS * k));
+        shell.drain(&mut r);
+    }
+    assert_eq!(
+        shell.file.len(),
+        header,
+        "5 s unconfirmed without audio wrote bytes"
+    );
+    assert_eq!(shell.chunks, 0);
+    // Confirmed: the silence since the start follows, the same bytes as a recording
+    // written all along.
+    r.confirm();
+    for k in 250..300u32 {
+        r.handle_timeout(mono(20 * MS * k));
+        shell.drain(&mut r);
+    }
+    r.finish(mono(6000 * MS));
+    shell.drain(&mut r);
+    let (mut r2, mut shell2, _) = start(config(2));
+    for k in 0..300u32 {
+        r2.handle_timeout(mono(20 * MS * k));
+        shell2.drain(&mut r2);
+    }
+    r2.finish(mono(6000 * MS));
+    shell2.drain(&mut r2);
+    let audio = |f: &[u8]| read_all_audio(f, &kek()).unwrap().1;
+    assert_eq!(audio(&shell.file), audio(&shell2.file));
+    // Audio before the ACK: written as usual.
+    let (mut r3, mut shell3, _) = start(config(2));
+    r3.await_confirmation();
+    run_call(&mut r3, &mut shell3, 150, |_, _, _| {});
+    assert!(shell3.chunks >= 2, "audio before the ACK was held back");
 }

@@ -1,0 +1,156 @@
+//! `branchrec-central`: the headquarters tools of the archive (docs/central.md). This
+//! file parses arguments and renders; the work is `branchrec::central`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use branchrec::central::{
+    export_wav, ArchiveReader, CentralConfig, ComplianceKey, PemKey, Pkcs11Key, TrustedSigner,
+};
+
+/// Open archived recordings without their box: the compliance key (PKCS#11 token or PEM
+/// file) and the S3-compatible archive are all it needs.
+#[derive(Debug, Parser)]
+#[command(name = "branchrec-central", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Verify a recording from the archive and export its audio as WAV.
+    Export {
+        /// Recording id (UUID) or the container's object key.
+        recording: String,
+        #[command(flatten)]
+        common: Common,
+        /// The WAV to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the decrypted metadata document (JSON).
+    Show {
+        /// Recording id (UUID) or the container's object key.
+        recording: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// central.toml with an `[archive]` section (the keys of the box's `[uplink]`).
+    #[arg(long, env = "BRANCHREC_CENTRAL_CONFIG")]
+    archive: PathBuf,
+    /// The box's enrolled manifest-signing public key (PEM, `signing-key.pem` of an
+    /// evidence bundle). Without it the key named in the archived document is used, with
+    /// a warning.
+    #[arg(long)]
+    box_key: Option<PathBuf>,
+    /// Compliance private key in a PEM file (small installations; prefer an HSM).
+    #[arg(long, conflicts_with = "pkcs11_module")]
+    key_pem: Option<PathBuf>,
+    /// PKCS#11 module of the HSM holding the compliance key.
+    #[arg(long, requires_all = ["token_label", "key_label"])]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the token.
+    #[arg(long)]
+    token_label: Option<String>,
+    /// Label of the EC key pair on the token.
+    #[arg(long)]
+    key_label: Option<String>,
+    /// Environment variable holding the token's user PIN.
+    #[arg(long, default_value = "BRANCHREC_PKCS11_PIN")]
+    pin_env: String,
+}
+
+fn key(c: &Common) -> anyhow::Result<Box<dyn ComplianceKey>> {
+    if let Some(p) = &c.key_pem {
+        eprintln!(
+            "WARNING: the compliance private key is a file ({}): whoever can read it opens every archived recording. Keep it in an HSM (--pkcs11-module).",
+            p.display()
+        );
+        return Ok(Box::new(PemKey::load(p)?));
+    }
+    let (Some(m), Some(t), Some(k)) = (&c.pkcs11_module, &c.token_label, &c.key_label) else {
+        bail!("give the compliance key: --pkcs11-module, --token-label and --key-label (or --key-pem)");
+    };
+    let pin = zeroize::Zeroizing::new(
+        std::env::var(&c.pin_env)
+            .with_context(|| format!("the token PIN is read from ${}", c.pin_env))?,
+    );
+    Ok(Box::new(Pkcs11Key::open(m, t, k, &pin)?))
+}
+
+fn signer(c: &Common) -> anyhow::Result<TrustedSigner> {
+    use base64::Engine as _;
+    let Some(p) = &c.box_key else {
+        return Ok(TrustedSigner::FromDocument);
+    };
+    let pem = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let b64: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .with_context(|| format!("{}: not a PEM public key", p.display()))?;
+    Ok(TrustedSigner::Enrolled(der))
+}
+
+fn main() -> anyhow::Result<()> {
+    // The process holds data keys and decrypted audio: no core dumps, no ptrace.
+    branchrec::vault::harden_process();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Export {
+            recording,
+            common,
+            out,
+        } => {
+            let cfg = CentralConfig::load(&common.archive)?;
+            let trusted = signer(&common)?;
+            let k = key(&common)?;
+            let ar = ArchiveReader::open(&cfg.archive)?;
+            let objkey = ar.locate(&recording)?;
+            let rec = ar.fetch(&objkey)?;
+            let opened = rec.open(k.as_ref())?;
+            let e = export_wav(&rec, &opened, k.as_ref(), &trusted, &out)?;
+            if !e.signer_enrolled {
+                eprintln!(
+                    "WARNING: manifest verified with the signing key the archived document names, not an enrolled one (give --box-key)"
+                );
+            }
+            println!(
+                "exported {} ({} frames, {} ch, {} Hz, audio sha256 {}) from {} to {}",
+                e.recording_id,
+                e.frames,
+                e.channels,
+                e.sample_rate,
+                e.audio_sha256,
+                objkey,
+                e.out.display()
+            );
+            Ok(())
+        }
+        Cmd::Show { recording, common } => {
+            let cfg = CentralConfig::load(&common.archive)?;
+            let k = key(&common)?;
+            let ar = ArchiveReader::open(&cfg.archive)?;
+            let objkey = ar.locate(&recording)?;
+            let rec = ar.fetch(&objkey)?;
+            let opened = rec.open(k.as_ref())?;
+            let v = serde_json::json!({
+                "index": opened.index,
+                "document": opened.document,
+                "manifest_signed": opened.manifest.is_some(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `central export`: from the archive copy alone to a WAV, refusing anything that does
+//! not verify. The checks, in order: the container's SHA-256 is the one the (encrypted,
+//! authenticated) document names; the manifest's signature verifies with the trusted box
+//! key; the container's content hash, recording id and audio hash are the manifest's.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{ArchivedRecording, CentralError, ComplianceKey, ComplianceUnwrap, OpenedDocument};
+use crate::recording::SampleFormat;
+
+/// Which key the manifest signature must verify with.
+#[derive(Debug, Clone)]
+pub enum TrustedSigner {
+    /// The box's enrolled manifest public key (DER SubjectPublicKeyInfo), given by the
+    /// operator (`--box-key`): a manifest signed by any other key is refused.
+    Enrolled(Vec<u8>),
+    /// The key the (decrypted) document carries. Weaker: anyone who can write to the
+    /// archive can encrypt to the public compliance key; the export says so.
+    FromDocument,
+}
+
+/// What an export did.
+#[derive(Debug, Clone)]
+pub struct CentralExport {
+    /// Recording id.
+    pub recording_id: String,
+    /// The WAV written.
+    pub out: PathBuf,
+    /// Frames written.
+    pub frames: u64,
+    /// Channels.
+    pub channels: u16,
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// SHA-256 (hex) of the verified audio (the manifest's).
+    pub audio_sha256: String,
+    /// Whether the signing key was the enrolled one (else taken from the document).
+    pub signer_enrolled: bool,
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// The box's signing key as the document carries it (`signer.public_key_der`, base64).
+fn document_signer(doc: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let b = doc.pointer("/signer/public_key_der")?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(b).ok()
+}
+
+/// Verify `rec` (opened as `opened`) and write its audio as WAV to `out` (a new 0600
+/// file, `<out>.partial` linked into place; never replaces anything).
+pub fn export_wav(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    out: &Path,
+) -> Result<CentralExport, CentralError> {
+    let idx = &opened.index;
+    let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
+    // 1. The object is the one the box uploaded.
+    let whole = sha_hex(&rec.container);
+    if !whole.eq_ignore_ascii_case(&idx.container_sha256)
+        || rec.container.len() as u64 != idx.container_bytes
+    {
+        return Err(tampered(format!(
+            "container SHA-256 {whole} ({} bytes) differs from the archived document's {} ({} bytes)",
+            rec.container.len(),
+            idx.container_sha256,
+            idx.container_bytes
+        )));
+    }
+    // 2. The manifest is signed by the box.
+    let Some((manifest, sig)) = &opened.manifest else {
+        return Err(tampered("no signed manifest in the archive".into()));
+    };
+    let (der, enrolled) = match signer {
+        TrustedSigner::Enrolled(d) => (d.clone(), true),
+        TrustedSigner::FromDocument => (
+            document_signer(&opened.document).ok_or_else(|| {
+                CentralError::Signature("the document names no signing key: give --box-key".into())
+            })?,
+            false,
+        ),
+    };
+    crate::vault::verify_ed25519(&der, manifest, sig)
+        .map_err(|e| CentralError::Signature(format!("{}: {e}", rec.key)))?;
+    let m: serde_json::Value = serde_json::from_slice(manifest)
+        .map_err(|e| tampered(format!("manifest is not JSON: {e}")))?;
+    let field = |p: &str| {
+        m.pointer(p)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    if field("/signer/public_key_sha256") != sha_hex(&der) {
+        return Err(CentralError::Signature(format!(
+            "{}: the manifest names signing key {} but verifies with {}",
+            rec.key,
+            field("/signer/public_key_sha256"),
+            sha_hex(&der)
+        )));
+    }
+    if field("/recording_id") != idx.recording_id {
+        return Err(tampered(format!(
+            "the manifest is for recording {}, the document for {}",
+            field("/recording_id"),
+            idx.recording_id
+        )));
+    }
+    // 3. The container is the one the manifest signed.
+    let (content, _) = crate::recording::container::content_sha256(Cursor::new(&rec.container))
+        .map_err(|e| tampered(format!("container: {e}")))?;
+    let content = hex::encode(content);
+    if content != field("/container/content_sha256") {
+        return Err(tampered(format!(
+            "container content SHA-256 {content} differs from the signed manifest's {}",
+            field("/container/content_sha256")
+        )));
+    }
+    let (header, _) = crate::recording::read_header(&mut Cursor::new(&rec.container))
+        .map_err(|e| tampered(format!("container header: {e}")))?;
+    if header.recording_id != idx.recording_id {
+        return Err(tampered(format!(
+            "the container is recording {}, not {}",
+            header.recording_id, idx.recording_id
+        )));
+    }
+    if header.compliance_slot().is_none() {
+        return Err(CentralError::Key(format!(
+            "{}: the container has no compliance key slot (recorded before the box had a compliance key)",
+            rec.key
+        )));
+    }
+    // 4. Decrypt (every chunk authenticates) and check the audio against the manifest.
+    let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
+    crate::recording::files::write_new_private(out, |tmp, f| {
+        let (e, w) = crate::recording::export::to_wav(
+            Cursor::new(&rec.container),
+            &ComplianceUnwrap(key),
+            interrupted,
+            std::io::BufWriter::new(f),
+        )
+        .map_err(|e| tampered(format!("decrypting: {e}")))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| CentralError::Output(format!("{}: {}", tmp.display(), e.error())))?;
+        f.sync_all()
+            .map_err(|e| CentralError::Output(format!("{}: {e}", tmp.display())))?;
+        let want = match header.sample_format {
+            SampleFormat::S16Le => field("/audio/pcm_sha256"),
+            SampleFormat::Opus => field("/audio/opus_packets_sha256"),
+        };
+        let got = hex::encode(e.audio_sha256);
+        if got != want {
+            return Err(tampered(format!(
+                "decrypted audio hashes to {got}, the signed manifest says {want}"
+            )));
+        }
+        Ok(CentralExport {
+            recording_id: idx.recording_id.clone(),
+            out: out.to_path_buf(),
+            frames: e.frames,
+            channels: header.channels,
+            sample_rate: header.sample_rate,
+            audio_sha256: got,
+            signer_enrolled: enrolled,
+        })
+    })
+}

@@ -1,0 +1,487 @@
+//! Issue #14, first slice: an archived recording opens without its box. A SoftHSM2 token
+//! (initialised here, in a temporary directory) holds the P-256 compliance key; a daemon
+//! with its public key records a SIPREC call with known G.711 audio and uploads it to
+//! moto; then the daemon is stopped and its data directory and key files are deleted,
+//! and `branchrec-central export` (PKCS#11) restores the WAV bit for bit from the archive
+//! alone. One flipped byte in the archived container is refused; the bucket holds no
+//! number or name in plaintext. Also: what SoftHSM2 supports through PKCS#11, the
+//! evidence for the scheme choice in docs/central.md.
+
+mod common;
+#[path = "common/s3.rs"]
+mod s3;
+#[path = "common/siprec_client.rs"]
+mod siprec_client;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{expect_bursts, g711, output_bounded, read_wav, Daemon};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use s3::{s3check, Moto, Pki};
+use serde_json::Value;
+use siprec_client::{invite_parties, Invite, TONE_ULAW};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const TOKEN: &str = "central-compliance";
+const KEY_LABEL: &str = "compliance-2026";
+const PIN: &str = "48151623";
+const SO_PIN: &str = "11235813";
+const BUCKET: &str = "archive";
+
+// The call's personal data: none of it may appear in plaintext in the bucket.
+const A_AOR: &str = "tel:+442079460001";
+const A_NAME: &str = "Alice Ashworth";
+const B_AOR: &str = "sip:+441632960002@branch.example";
+const B_NAME: &str = "Bob Brennan";
+
+/// A SoftHSM2 token directory of its own (`SOFTHSM2_CONF` for every process using it).
+struct Hsm {
+    conf: PathBuf,
+}
+
+impl Hsm {
+    fn init(dir: &Path) -> Hsm {
+        assert!(
+            Path::new(MODULE).exists(),
+            "{MODULE} missing: install the Debian package softhsm2 (scripts/test-all does)"
+        );
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let out = output_bounded(
+            Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", TOKEN])
+                .args(["--so-pin", SO_PIN, "--pin", PIN]),
+            Duration::from_secs(60),
+        )
+        .expect("softhsm2-util hung");
+        assert!(
+            out.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Hsm { conf }
+    }
+
+    /// A logged-in read-write session on the token (this process reads SOFTHSM2_CONF
+    /// once per library load; each test has its own token directory, so they run apart).
+    fn session(&self) -> (Pkcs11, cryptoki::session::Session) {
+        std::env::set_var("SOFTHSM2_CONF", &self.conf);
+        let ctx = Pkcs11::new(MODULE).unwrap();
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .unwrap();
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
+            .expect("token");
+        let s = ctx.open_rw_session(slot).unwrap();
+        s.login(UserType::User, Some(&AuthPin::from(PIN.to_string())))
+            .unwrap();
+        (ctx, s)
+    }
+}
+
+/// Generate the P-256 compliance key pair in the token (private half sensitive and not
+/// extractable, derive only) and return its public key as PEM for the box.
+fn generate_compliance_key(hsm: &Hsm) -> String {
+    use p256::pkcs8::EncodePublicKey;
+    let (_ctx, s) = hsm.session();
+    // DER OID prime256v1
+    let params = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let label = KEY_LABEL.as_bytes().to_vec();
+    let (pubh, _privh) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(params),
+                Attribute::Label(label.clone()),
+                Attribute::Verify(false),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Derive(true),
+                Attribute::Sign(false),
+                Attribute::Label(label),
+            ],
+        )
+        .unwrap();
+    let point = match &s.get_attributes(pubh, &[AttributeType::EcPoint]).unwrap()[..] {
+        [Attribute::EcPoint(p)] => p.clone(),
+        other => panic!("EC point: {other:?}"),
+    };
+    // DER OCTET STRING around the uncompressed point.
+    assert_eq!(&point[..2], &[0x04, 0x41]);
+    let pk = p256::PublicKey::from_sec1_bytes(&point[2..]).unwrap();
+    pk.to_public_key_pem(p256::pkcs8::LineEnding::LF).unwrap()
+}
+
+#[test]
+fn softhsm2_supports_p256_ecdh_but_not_x25519_nor_oaep_sha256() {
+    // One PKCS#11 library per process, initialised once at a time with one SOFTHSM2_CONF.
+    let _g = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = Hsm::init(dir.path());
+    let (_ctx, s) = hsm.session();
+    let slot = s.get_session_info().unwrap().slot_id();
+    let mechs = _ctx.get_mechanism_list(slot).unwrap();
+    assert!(mechs.contains(&MechanismType::ECDH1_DERIVE), "{mechs:?}");
+    assert!(mechs.contains(&MechanismType::ECC_KEY_PAIR_GEN));
+    assert!(mechs.contains(&MechanismType::RSA_PKCS_OAEP));
+    // No X25519 key generation (CKM_EC_MONTGOMERY_KEY_PAIR_GEN = 0x1056).
+    assert!(
+        !mechs.iter().any(|m| u64::from(*m) == 0x1056),
+        "SoftHSM now has X25519: {mechs:?}"
+    );
+    // RSA-OAEP: SHA-1 works, SHA-256 is refused (CKR_ARGUMENTS_BAD).
+    let (pubh, privh) = s
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ModulusBits(3072.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+                Attribute::Encrypt(true),
+            ],
+            &[Attribute::Token(false), Attribute::Decrypt(true)],
+        )
+        .unwrap();
+    let oaep = |h: MechanismType, mgf: PkcsMgfType| {
+        Mechanism::RsaPkcsOaep(PkcsOaepParams::new(h, mgf, PkcsOaepSource::empty()))
+    };
+    let dk = [7u8; 32];
+    let ct = s
+        .encrypt(
+            &oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            pubh,
+            &dk,
+        )
+        .unwrap();
+    let pt = s
+        .decrypt(
+            &oaep(MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            privh,
+            &ct,
+        )
+        .unwrap();
+    assert_eq!(pt, dk);
+    let e = s
+        .encrypt(
+            &oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+            pubh,
+            &dk,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _)
+        ),
+        "{e:?}"
+    );
+    let e = s
+        .decrypt(
+            &oaep(MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+            privh,
+            &ct,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _)
+        ),
+        "{e:?}"
+    );
+    // P-256 ECDH through C_DeriveKey gives the raw shared x coordinate, the same as in
+    // software: what the HPKE decapsulation needs from the HSM.
+    drop((s, _ctx));
+    let pem = generate_compliance_key(&hsm);
+    let key =
+        branchrec::central::Pkcs11Key::open(Path::new(MODULE), TOKEN, KEY_LABEL, PIN).unwrap();
+    use branchrec::central::ComplianceKey;
+    let (esk, epk) = branchrec::hpke::derive_key_pair(&[1; 32]).unwrap();
+    let pk = branchrec::vault::compliance::parse_public_key_pem(&pem).unwrap();
+    assert_eq!(key.public_key(), &pk);
+    let hsm_dh = key.dh(&epk.to_bytes()).unwrap();
+    assert_eq!(&hsm_dh[..], &esk.dh(&pk)[..]);
+}
+
+fn srs(d: &Daemon) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], d.sip_port))
+}
+
+fn central(hsm: &Hsm, args: &[&str]) -> Output {
+    output_bounded(
+        Command::new(env!("CARGO_BIN_EXE_branchrec-central"))
+            .args(args)
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .env("BRANCHREC_PKCS11_PIN", PIN),
+        Duration::from_secs(120),
+    )
+    .expect("branchrec-central hung")
+}
+
+fn status_json(d: &Daemon) -> Value {
+    let out = output_bounded(
+        Command::new(&d.bin)
+            .args(["status", "--json", "--config"])
+            .arg(&d.config),
+        Duration::from_secs(60),
+    )
+    .expect("status hung");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() {
+    let _g = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = Hsm::init(&dir.path().join("hsm"));
+    let pem = generate_compliance_key(&hsm);
+    let pem_path = dir.path().join("compliance.pub.pem");
+    std::fs::write(&pem_path, &pem).unwrap();
+
+    // The archive: moto behind TLS.
+    let pki = Pki::new("archive");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (cert, key, _) = pki.server(false);
+    let moto = Moto::start(dir.path(), &cert, &key);
+    s3check(&moto, &ca, &["mkbucket", BUCKET]);
+    let creds = dir.path().join("creds");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let archive = format!(
+        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
+        moto.port,
+        creds.display(),
+        ca.display()
+    );
+
+    // The box: software keys, the compliance public key, uplink to moto.
+    let bdir = dir.path().join("box");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let keys = format!(
+        "compliance_public_key = \"{}\"\ncompliance_key_id = \"ck-2026\"",
+        pem_path.display()
+    );
+    let mut d = Daemon::start_full(
+        &bdir,
+        "",
+        &keys,
+        &format!(
+            "[uplink]\nenabled = true\nsite = \"london\"\nbox_id = \"box-7\"\npart_size_kb = 64\n{archive}"
+        ),
+    );
+    const PACKETS: u32 = 100;
+    let mut call = match invite_parties(srs(&d), 1, (A_AOR, A_NAME), (B_AOR, B_NAME)) {
+        Invite::Up(c) => c,
+        Invite::Rejected(code, m) => panic!("INVITE refused {code}: {m}\n{}", d.log_text()),
+    };
+    let call_id = call.call_id().to_string();
+    call.stream(u64::from(PACKETS) * 20);
+    // Let the last packet's audio pass the playout window before the BYE.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(call.bye(), "BYE not answered\n{}", d.log_text());
+    // One 2 s recording (~70 kB): an upload takes well under a second idle; 120 s bounds
+    // moto (Python, TLS) with both cores busy. Polled every 500 ms.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status_json(&d);
+        if s["uploaded"].as_u64() == Some(1) && s["pending"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not uploaded: {s}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let list = d.recordings_json(&["list", "--json"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    // keys status: the compliance key and how many recordings are wrapped to it.
+    let ks = output_bounded(
+        Command::new(&d.bin)
+            .args(["keys", "status", "--config"])
+            .arg(&d.config),
+        Duration::from_secs(60),
+    )
+    .expect("keys status hung");
+    let ks = String::from_utf8_lossy(&ks.stdout).to_string();
+    assert!(ks.contains("compliance key     ck-2026"), "{ks}");
+    assert!(ks.contains("compliance wraps   ck-2026: 1"), "{ks}");
+    // The box's own export, for comparison below.
+    let box_wav = dir.path().join("box.wav");
+    d.recordings(&["export", &id, "--out", box_wav.to_str().unwrap()]);
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let data = bdir.join("data");
+    let local = std::fs::read(data.join(detail["file_path"].as_str().unwrap())).unwrap();
+    d.stop();
+
+    // Nothing personal in any archived object, container included.
+    let dump = dir.path().join("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    let objs = s3check(&moto, &ca, &["dump", BUCKET, dump.to_str().unwrap()]);
+    let objs: Vec<String> = objs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let key = objs
+        .iter()
+        .find(|k| k.ends_with(&id))
+        .expect("container object")
+        .clone();
+    assert!(objs.contains(&format!("{key}.json")), "{objs:?}");
+    assert!(objs.contains(&format!("{key}.manifest.json")), "{objs:?}");
+    for e in std::fs::read_dir(&dump).unwrap() {
+        let p = e.unwrap().path();
+        let b = std::fs::read(&p).unwrap();
+        for n in [
+            "442079460001",
+            "441632960002",
+            "Ashworth",
+            "Brennan",
+            &call_id,
+        ] {
+            assert!(
+                !b.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{n:?} in plaintext in {}",
+                p.display()
+            );
+        }
+    }
+
+    // The box is gone: its data directory (catalogue, recordings, manifests, key files).
+    std::fs::remove_dir_all(&data).unwrap();
+    assert!(!data.exists());
+    let cfg = dir.path().join("central.toml");
+    std::fs::write(&cfg, format!("[archive]\n{archive}")).unwrap();
+    let p11 = [
+        "--archive",
+        cfg.to_str().unwrap(),
+        "--pkcs11-module",
+        MODULE,
+        "--token-label",
+        TOKEN,
+        "--key-label",
+        KEY_LABEL,
+    ];
+
+    // show: the decrypted document names the participants.
+    let mut args = vec!["show", id.as_str()];
+    args.extend_from_slice(&p11);
+    let out = central(&hsm, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = shown.to_string();
+    assert!(
+        text.contains("442079460001") && text.contains(A_NAME),
+        "{text}"
+    );
+    assert_eq!(shown["index"]["compliance_key_id"], "ck-2026");
+    assert_eq!(shown["document"]["id"], id.as_str());
+
+    // export through PKCS#11: bit-exact with what was sent, and with the box's own export.
+    let out_wav = dir.path().join("central.wav");
+    let mut args = vec!["export", id.as_str(), "--out", out_wav.to_str().unwrap()];
+    args.extend_from_slice(&p11);
+    let out = central(&hsm, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an enrolled one"));
+    assert_eq!(
+        std::fs::read(&out_wav).unwrap(),
+        std::fs::read(&box_wav).unwrap()
+    );
+    let w = read_wav(&out_wav);
+    assert_eq!((w.channels, w.rate), (2, 8000));
+    // The tone's first sample (0xff) decodes to 0, read as silence: the burst starts at
+    // the second sample.
+    let one: Vec<i16> = TONE_ULAW.iter().map(|&b| g711::ulaw_to_linear(b)).collect();
+    let burst: Vec<i16> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(PACKETS as usize * 160)
+        .skip(1)
+        .collect();
+    for (c, ch) in w.data.iter().enumerate() {
+        expect_bursts(&format!("channel {c}"), ch, &[&burst]);
+    }
+
+    // With an enrolled box key that is not the box's: refused.
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    let wrong = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    let wrong_path = dir.path().join("wrong.pem");
+    std::fs::write(&wrong_path, wrong).unwrap();
+    let out2 = dir.path().join("wrong.wav");
+    let mut args = vec!["export", id.as_str(), "--out", out2.to_str().unwrap()];
+    args.extend_from_slice(&p11);
+    args.extend_from_slice(&["--box-key", wrong_path.to_str().unwrap()]);
+    let out = central(&hsm, &args);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("manifest signature"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out2.exists());
+
+    // One flipped byte in the archived container (inside an audio chunk): refused.
+    let mut bad = local.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x01;
+    let badf = dir.path().join("bad.brec");
+    std::fs::write(&badf, &bad).unwrap();
+    s3check(&moto, &ca, &["put", BUCKET, &key, badf.to_str().unwrap()]);
+    let out3 = dir.path().join("tampered.wav");
+    let mut args = vec!["export", id.as_str(), "--out", out3.to_str().unwrap()];
+    args.extend_from_slice(&p11);
+    let out = central(&hsm, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "tampered container exported");
+    assert!(
+        err.contains("REFUSED") && err.contains("container SHA-256"),
+        "{err}"
+    );
+    assert!(!out3.exists() && !dir.path().join("tampered.wav.partial").exists());
+}
