@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{Catalog, CatalogError};
+use crate::vault::locked::LockedKey;
 use crate::vault::{DataKey, KeyWrap, VaultError};
 
 /// File name of the wrapped catalogue key in the keys directory.
@@ -39,9 +40,11 @@ const KEY_FORMAT: &str = "branchrec-catalog-key-v1";
 /// its random salt instead.
 const PLAINTEXT_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
-/// The catalogue key (32 bytes). Zeroised on drop; `Debug` never prints it. Only this
-/// module makes one, by unwrapping (or creating) it with the KEK.
-pub struct CatalogKey(DataKey);
+/// The catalogue key (32 bytes), held in a locked, undumpable page of its own
+/// ([`LockedKey`]) and zeroised on drop; `Debug` never prints it. Only this module makes
+/// one, by unwrapping (or creating) it with the KEK. (SQLCipher keeps its own copy of the
+/// key material inside each connection, outside this page.)
+pub struct CatalogKey(LockedKey);
 
 impl std::fmt::Debug for CatalogKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,10 +53,24 @@ impl std::fmt::Debug for CatalogKey {
 }
 
 impl CatalogKey {
+    fn from_data_key(dk: &DataKey) -> Self {
+        CatalogKey(LockedKey::from_bytes(dk.as_bytes()))
+    }
+
+    /// A short-lived copy for [`KeyWrap::wrap`] (zeroised when the caller drops it).
+    fn data_key(&self) -> DataKey {
+        DataKey::from_bytes(*self.0.as_bytes())
+    }
+
+    /// Whether the key's page is `mlock`ed (false where `RLIMIT_MEMLOCK` refused it).
+    pub fn is_locked(&self) -> bool {
+        self.0.is_locked()
+    }
+
     /// A fixed key for unit tests.
     #[cfg(test)]
     pub(crate) fn for_tests(b: u8) -> Self {
-        CatalogKey(DataKey::from_bytes([b; 32]))
+        CatalogKey(LockedKey::from_bytes(&[b; 32]))
     }
 
     /// `PRAGMA key` as the first statement of a fresh connection; the SQL text holding the
@@ -204,7 +221,8 @@ fn unwrap_from(
             }
         };
         match kek.unwrap(&w.kek_id, &bytes) {
-            Ok(dk) => return Ok(CatalogKey(dk)),
+            // `dk` (a stack copy) is zeroised when it drops here.
+            Ok(dk) => return Ok(CatalogKey::from_data_key(&dk)),
             Err(e) => tried.push(format!("{}: {e}", w.kek_id)),
         }
     }
@@ -224,11 +242,13 @@ fn unwrap_from(
 
 /// Wrap `key` under `kek` as a new file (refusing to replace one).
 fn create_key_file(file: &Path, kek: &dyn KeyWrap) -> Result<CatalogKey, CatalogKeyError> {
-    let key = CatalogKey(DataKey::generate(&mut OsRng));
-    let wrapped = kek.wrap(&key.0).map_err(|source| CatalogKeyError::Write {
-        file: file.to_path_buf(),
-        source,
-    })?;
+    let key = CatalogKey::from_data_key(&DataKey::generate(&mut OsRng));
+    let wrapped = kek
+        .wrap(&key.data_key())
+        .map_err(|source| CatalogKeyError::Write {
+            file: file.to_path_buf(),
+            source,
+        })?;
     if file.exists() {
         return Err(CatalogKeyError::BadFile {
             file: file.to_path_buf(),
@@ -311,6 +331,11 @@ impl std::fmt::Debug for CatalogAccess {
 }
 
 impl CatalogAccess {
+    /// Whether the unwrapped key's page is `mlock`ed (false when locked out or refused).
+    pub fn key_is_locked(&self) -> bool {
+        self.key.as_ref().is_ok_and(|k| k.is_locked())
+    }
+
     /// The catalogue at `db` under the key wrapped in `keys_dir`, unwrapped with `kek`.
     /// Never creates a key (the CLI and every tool).
     pub fn unlock(db: &Path, keys_dir: &Path, kek: &dyn KeyWrap) -> Result<Self, CatalogKeyError> {
@@ -511,7 +536,29 @@ fn remove_leftovers(db: &Path) -> Result<(), CatalogError> {
             Err(e) => return Err(io_err(&p, e)),
         }
     }
-    shred(&retired_path(db))
+    retire(db)
+}
+
+/// Remove `<db>.plaintext`: overwritten first when it is the old plaintext file, only
+/// unlinked when it is still the same file as `db` (a crash between the hard link and the
+/// rename: `db` is then the plaintext catalogue itself, converted again next, and
+/// overwriting it would lose the catalogue).
+fn retire(db: &Path) -> Result<(), CatalogError> {
+    use std::os::unix::fs::MetadataExt;
+    let retired = retired_path(db);
+    let same = match (
+        std::fs::symlink_metadata(db),
+        std::fs::symlink_metadata(&retired),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    if same {
+        tracing::warn!(file = %retired.display(), "removed the link of an interrupted catalogue encryption");
+        std::fs::remove_file(&retired).map_err(|e| io_err(&retired, e))?;
+        return sync_dir(db);
+    }
+    shred(&retired)
 }
 
 /// Overwrite a file with zeros, make it durable, unlink it. A missing file is fine.
@@ -616,7 +663,7 @@ pub fn encrypt_plaintext(db: &Path, key: &CatalogKey) -> Result<Converted, Catal
         .and_then(|f| f.sync_all())
         .map_err(|e| io_err(&tmp, e))?;
     let retired = retired_path(db);
-    shred(&retired)?;
+    retire(db)?;
     std::fs::hard_link(db, &retired).map_err(|e| io_err(&retired, e))?;
     std::fs::rename(&tmp, db).map_err(|e| io_err(db, e))?;
     sync_dir(db)?;
@@ -656,10 +703,12 @@ pub fn rewrap(keys_dir: &Path, keys: &dyn KeyWrap) -> Result<(), CatalogKeyError
         return Ok(());
     }
     let key = unwrap_from(&file, &kf, keys)?;
-    let wrapped = keys.wrap(&key.0).map_err(|source| CatalogKeyError::Write {
-        file: file.clone(),
-        source,
-    })?;
+    let wrapped = keys
+        .wrap(&key.data_key())
+        .map_err(|source| CatalogKeyError::Write {
+            file: file.clone(),
+            source,
+        })?;
     kf.wraps.insert(
         0,
         Wrap {

@@ -1126,6 +1126,8 @@ fn catalogue_key_wraps_unwraps_and_refuses_other_keks() {
     );
     let c = CatalogAccess::unlock(&path, &keys, &kek(1)).unwrap();
     assert!(c.open_existing().unwrap().get("r1").unwrap().is_some());
+    // The unwrapped key bytes live in a locked page (vault::locked), as the KEK's do.
+    assert!(c.key_is_locked(), "catalogue key page not mlocked");
     assert_eq!(
         wrapped_under(&keys).unwrap().unwrap(),
         vec![kek(1).kek_id()]
@@ -1400,4 +1402,30 @@ fn audit_entries_are_keyed_from_the_marker_on() {
         .unwrap();
     let e = cat.audit_entries(0, None).unwrap();
     assert_eq!(e.iter().filter(|e| e.action == KEYED_ACTION).count(), 1);
+}
+
+/// A crash of the conversion between the hard link and the rename leaves the plaintext
+/// catalogue linked as `<db>.plaintext` beside an unfinished `<db>.encrypting`: the next
+/// start must not overwrite the link (it is the catalogue itself) but drop it and convert
+/// again, with every row. (Before: the leftover clean-up zeroed it, catalogue and all.)
+#[test]
+fn crash_between_link_and_rename_keeps_the_catalogue() {
+    let (d, path) = db();
+    {
+        let mut c = Catalog::open_unencrypted(&path).unwrap();
+        c.insert_recording(&new_rec("r-crash", 1_000)).unwrap();
+        c.set_participants("r-crash", &participants()).unwrap();
+    }
+    std::fs::hard_link(&path, sibling_file(&path, ".plaintext")).unwrap();
+    std::fs::write(sibling_file(&path, ".encrypting"), b"half an export").unwrap();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (a, _) = CatalogAccess::unlock_or_create(&path, &keys, &kek(6)).unwrap();
+    let conv = a.encrypt_if_plaintext().unwrap().expect("converted again");
+    assert_eq!(conv.recordings, 1);
+    assert_eq!(file_kind(&path).unwrap(), FileKind::Encrypted);
+    assert!(!sibling_file(&path, ".plaintext").exists());
+    assert!(!sibling_file(&path, ".encrypting").exists());
+    let got = a.open().unwrap().get("r-crash").unwrap().expect("row kept");
+    assert_eq!(got.participants.len(), 2);
 }
