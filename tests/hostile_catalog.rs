@@ -262,6 +262,7 @@ fn catalogue_and_data_dir_hold_no_numbers_names_or_call_ids() {
                 p.display()
             );
         }
+        eprintln!("{when}: scanned {files:#?}");
         let hits = scan(&files, &all);
         assert!(
             hits.is_empty(),
@@ -297,6 +298,8 @@ fn catalogue_and_data_dir_hold_no_numbers_names_or_call_ids() {
     // encryption) is full of them.
     let plain = dir.path().join("plaintext-copy.sqlite");
     {
+        // The keyed connection opens without CREATE: make the (empty) file first.
+        std::fs::File::create(&plain).unwrap();
         let c = catalog::connection(&inst.data);
         c.execute(
             "ATTACH DATABASE ?1 AS plain KEY ''",

@@ -114,7 +114,6 @@ pub fn invite_text_parties(
 ) -> String {
     let call_id = format!("call-{n}-{}@test", std::process::id());
     let tag = format!("src{n}");
-    let [(name1, aor1), (name2, aor2)] = parties;
     let meta = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
 <recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\r\n\
