@@ -567,7 +567,14 @@ fn tpm_mode_never_has_a_signing_key_file() {
     // The TPM goes away: the daemon cannot load its keys, and must not make a file key.
     tpm.stop();
     let dm = inst.start();
-    inst.cli_ok(&["recordings", "list"]);
+    // The catalogue is encrypted under a key the TPM's KEK wraps: without the TPM the CLI
+    // cannot open it either (and writes no audit entry).
+    let o = inst.cli(&["recordings", "list"]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("catalogue key cannot be unwrapped"),
+        "recordings list without the TPM: {o:?}"
+    );
     dm.stop();
     assert!(
         files_named(&inst.data, "signing.key").is_empty(),
@@ -740,8 +747,8 @@ fn rewrite_after_the_newest_head_is_caught_by_the_entry_macs() {
             Invite::Rejected(code, m) => panic!("INVITE {n}: {code} {m}\n{}", inst.log_text()),
         }
     }
-    let db = inst.data.join("catalog.sqlite");
-    let c = rusqlite::Connection::open(&db).unwrap();
+    // The catalogue is encrypted: the rewriter holds the box's keys (the worst case).
+    let c = catalog::connection(&inst.data);
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     // The catalogue thread writes the entries right after the answers: 20 s bounds a
     // loaded machine (each write is one small transaction).

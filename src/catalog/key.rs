@@ -465,13 +465,26 @@ pub(crate) fn keyed_connection(
     key: &CatalogKey,
     flags: OpenFlags,
 ) -> Result<Connection, CatalogError> {
-    if file_kind(path)? == FileKind::Plaintext {
-        return Err(CatalogError::NotEncrypted(path.to_path_buf()));
-    }
+    // The file's header is looked at only when the key does not open it: opening and
+    // closing a file descriptor of the database here would drop every POSIX lock this
+    // process holds on it (fcntl locks are per process and inode), including those of the
+    // daemon's open catalogue connection — another process closing its connection would
+    // then believe it was the last, checkpoint, truncate the WAL and delete `-shm` under
+    // the daemon's feet (seen: the daemon's writes stopped reaching the CLI).
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     key.apply(&conn)?;
-    check_keyed(&conn, path)?;
-    Ok(conn)
+    match check_keyed(&conn, path) {
+        Ok(()) => Ok(conn),
+        Err(CatalogError::WrongKey(_)) => {
+            drop(conn);
+            if file_kind(path)? == FileKind::Plaintext {
+                Err(CatalogError::NotEncrypted(path.to_path_buf()))
+            } else {
+                Err(CatalogError::WrongKey(path.to_path_buf()))
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// SQLCipher is present (a plain SQLite ignores `PRAGMA key` and would write plaintext)
