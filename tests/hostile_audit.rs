@@ -509,8 +509,7 @@ fn export_never_writes_through_a_planted_link_or_outside_data_dir() {
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
     }
     // A forged catalogue path: the shredder must not follow it out of data_dir.
-    let db = inst.data.join("catalog.sqlite");
-    catalog::connection(db.parent().unwrap())
+    catalog::connection_for(&inst.config)
         .execute(
             "UPDATE recordings SET file_path = ?1 WHERE id = ?2",
             rusqlite::params![victim.to_str().unwrap(), ids[1]],
@@ -597,8 +596,7 @@ fn tpm_mode_never_has_a_signing_key_file() {
     let (ok, v) = verify(&inst);
     assert!(ok, "{v}");
     // Dropping the newest head is caught by the TPM's counter (not on the disk).
-    let db = inst.data.join("catalog.sqlite");
-    catalog::connection(db.parent().unwrap())
+    catalog::connection_for(&inst.config)
         .execute(
             "DELETE FROM audit_heads WHERE rowid = (SELECT MAX(rowid) FROM audit_heads)",
             [],

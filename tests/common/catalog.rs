@@ -49,3 +49,16 @@ pub fn raw_key(data: &Path) -> [u8; 32] {
 pub fn plaintext_pages(data: &Path) -> Vec<u8> {
     pages::plaintext_images(&raw_key(data), &data.join("catalog.sqlite"))
 }
+
+/// A keyed rusqlite connection to the catalogue of the installation configured in
+/// `config`, whatever its key provider (TPM included): the KEK loaded as the CLI loads it
+/// (`service::catalog::access`). 5 s busy timeout.
+pub fn connection_for(config: &Path) -> rusqlite::Connection {
+    let cfg = branchrec::config::Config::load(config).expect("config");
+    let c = branchrec::service::catalog::access(&cfg)
+        .expect("catalogue key unwraps")
+        .raw_connection()
+        .expect("keyed connection");
+    c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    c
+}
