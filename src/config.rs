@@ -73,6 +73,42 @@ pub struct Config {
     pub development: DevelopmentConfig,
     /// What personal data the catalogue keeps.
     pub privacy: PrivacyConfig,
+    /// Commands from headquarters (`_commands/<box>/` in the archive).
+    pub central: CentralCommandsConfig,
+}
+
+/// `[central]`: commands from headquarters, polled from the archive (docs/central.md,
+/// "Commands to boxes"). Off unless `command_public_key` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CentralCommandsConfig {
+    /// The central command key's public half (PEM SubjectPublicKeyInfo, Ed25519). Only
+    /// documents signed by it are executed.
+    pub command_public_key: Option<PathBuf>,
+    /// How often the uplink looks for new commands, s.
+    pub poll_interval_s: u32,
+}
+
+impl Default for CentralCommandsConfig {
+    fn default() -> Self {
+        CentralCommandsConfig {
+            command_public_key: None,
+            poll_interval_s: 60,
+        }
+    }
+}
+
+impl CentralCommandsConfig {
+    /// The configured command public key, loaded and checked.
+    pub fn load_public_key(&self) -> Result<Option<[u8; 32]>, String> {
+        let Some(p) = &self.command_public_key else {
+            return Ok(None);
+        };
+        let pem = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::vault::signing::ed25519_public_from_pem(&pem)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", p.display()))
+    }
 }
 
 /// `[audit]`
@@ -783,6 +819,21 @@ impl Config {
             &self.keys.compliance_key_id,
         ) {
             (Some(p), Some(id)) => {
+                // A rotation from headquarters wins while the configuration still names
+                // the key it replaced.
+                let f = self
+                    .custody()
+                    .keys_dir
+                    .join(crate::vault::compliance::ROTATED_FILE);
+                if let Ok(b) = std::fs::read(&f) {
+                    let r: crate::vault::compliance::Rotation = serde_json::from_slice(&b)
+                        .map_err(|e| {
+                            crate::vault::VaultError::Custody(format!("{}: {e}", f.display()))
+                        })?;
+                    if r.replaces == *id {
+                        return r.recipient().map(Some);
+                    }
+                }
                 crate::vault::compliance::ComplianceRecipient::load(p, id).map(Some)
             }
             _ => Ok(None),
@@ -1170,6 +1221,21 @@ impl Config {
         if self.keys.tcti.is_empty() {
             return Err(invalid("keys.tcti", "must not be empty".into()));
         }
+        self.central
+            .load_public_key()
+            .map_err(|e| invalid("central.command_public_key", e))?;
+        if self.central.poll_interval_s == 0 || self.central.poll_interval_s > 86_400 {
+            return Err(invalid(
+                "central.poll_interval_s",
+                "must be 1..=86400".into(),
+            ));
+        }
+        if self.central.command_public_key.is_some() && !self.uplink.enabled {
+            return Err(invalid(
+                "central.command_public_key",
+                "commands are polled by the uplink: needs [uplink] enabled = true".into(),
+            ));
+        }
         let c = &self.capture;
         for (i, name) in c.interfaces.iter().enumerate() {
             if name.trim().is_empty() {
@@ -1273,6 +1339,69 @@ mod tests {
         assert_eq!(t.listen[0].port(), 5061);
         assert_eq!(t.min_version, "1.2");
         assert!(c.sip.allowed_sources.is_empty());
+    }
+
+    /// `[central] command_public_key`: an Ed25519 PEM public key, refused when missing,
+    /// another key type, or without the uplink that polls it.
+    #[test]
+    fn central_command_key_is_validated() {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("cmd.pub.pem");
+        std::fs::write(
+            &good,
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+                .verifying_key()
+                .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                .unwrap(),
+        )
+        .unwrap();
+        let up = "[uplink]\nenabled = true\nendpoint = \"https://s3.example\"\nbucket = \"b\"\n";
+        let c = parse(&format!(
+            "{up}[central]\ncommand_public_key = \"{}\"\npoll_interval_s = 5\n",
+            good.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.central.load_public_key().unwrap(),
+            Some(
+                ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+                    .verifying_key()
+                    .to_bytes()
+            )
+        );
+        let key_err = |text: String| match parse(&text) {
+            Err(ConfigError::Invalid { key, message }) => format!("{key}: {message}"),
+            other => panic!("accepted: {other:?}"),
+        };
+        let e = key_err(format!(
+            "{up}[central]\ncommand_public_key = \"{}/missing.pem\"\n",
+            d.path().display()
+        ));
+        assert!(e.starts_with("central.command_public_key"), "{e}");
+        // A P-256 key is not a command key.
+        let p256 = d.path().join("p256.pem");
+        std::fs::write(
+            &p256,
+            p256::SecretKey::from_slice(&[5; 32])
+                .unwrap()
+                .public_key()
+                .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+                .unwrap(),
+        )
+        .unwrap();
+        let e = key_err(format!(
+            "{up}[central]\ncommand_public_key = \"{}\"\n",
+            p256.display()
+        ));
+        assert!(e.contains("not an Ed25519 public key"), "{e}");
+        let e = key_err(format!(
+            "[central]\ncommand_public_key = \"{}\"\n",
+            good.display()
+        ));
+        assert!(e.contains("needs [uplink] enabled"), "{e}");
+        let e = key_err(format!("{up}[central]\npoll_interval_s = 0\n"));
+        assert!(e.starts_with("central.poll_interval_s"), "{e}");
     }
 
     #[test]

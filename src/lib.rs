@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub use branchrec_core::{
-    binding, capture, compliance, hpke, lifecycle, media, pii, sdp, sip, siprec, time,
+    binding, capture, command, compliance, hpke, lifecycle, media, pii, sdp, sip, siprec, time,
 };
 
 pub mod app;

@@ -149,6 +149,38 @@ pub fn render(doc: &StatusDoc) -> String {
             b.metadata_refused as f64,
         );
     }
+    if let Some(c) = &doc.commands {
+        g(
+            "branchrec_central_commands_last_applied",
+            "Sequence number of the last command from headquarters applied.",
+            "gauge",
+            c.last_applied as f64,
+        );
+        g(
+            "branchrec_central_commands_applied_total",
+            "Commands from headquarters executed (any result).",
+            "counter",
+            c.applied as f64,
+        );
+        let _ = writeln!(
+            o,
+            "# HELP branchrec_central_commands_refused_total Command documents refused (replayed, reordered, forged, for another box, malformed).\n# TYPE branchrec_central_commands_refused_total counter"
+        );
+        for k in [
+            "malformed",
+            "signature",
+            "wrong_box",
+            "replay",
+            "out_of_order",
+            "name_mismatch",
+        ] {
+            let _ = writeln!(
+                o,
+                "branchrec_central_commands_refused_total{{kind=\"{k}\"}} {}",
+                c.refused.get(k).copied().unwrap_or(0)
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"

@@ -13,6 +13,7 @@ pub mod accept;
 pub mod board;
 pub mod call;
 pub mod capture;
+pub mod commands;
 pub mod control;
 pub mod metrics;
 pub mod ports;
@@ -288,6 +289,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &shared.catalog_access,
         shared.clock.clone(),
         shared.binding.clone(),
+        signer.clone(),
     );
     let (panel_stop, panel_stop_rx) = tokio::sync::oneshot::channel();
     let panel = tokio::spawn(board::run(
@@ -532,6 +534,7 @@ fn start_uplink(
     access: &crate::catalog::CatalogAccess,
     clock: Arc<dyn crate::lifecycle::Clock>,
     binding: Arc<crate::binding::BindingCounters>,
+    signer: Option<Arc<crate::vault::HeadSigner>>,
 ) -> UplinkTasks {
     let mut tasks = Vec::new();
     let u = &cfg.uplink;
@@ -540,6 +543,9 @@ fn start_uplink(
     }
     let shared = Arc::new(crate::app::uplink::UplinkShared::new(u, clock));
     let _ = shared.binding.set(binding);
+    if let Some(s) = signer {
+        let _ = shared.signer.set(s);
+    }
     if u.enabled {
         let c = cfg.clone();
         let s = shared.clone();

@@ -44,6 +44,10 @@ pub struct UplinkShared {
     /// The daemon's media/dialog binding counters (set once by the daemon; the CLI's
     /// stand-in has none).
     pub binding: std::sync::OnceLock<Arc<crate::binding::BindingCounters>>,
+    /// The box's signing key (set once by the daemon): signs command acknowledgements.
+    pub signer: std::sync::OnceLock<Arc<crate::vault::HeadSigner>>,
+    /// Counters of the commands from headquarters (`None`: not configured).
+    pub commands: Mutex<Option<crate::command::CommandCounters>>,
 }
 
 impl UplinkShared {
@@ -57,6 +61,8 @@ impl UplinkShared {
             congestion: Mutex::new(Congestion::new(cfg.congestion_min_share)),
             last_doc: Mutex::new(None),
             binding: std::sync::OnceLock::new(),
+            signer: std::sync::OnceLock::new(),
+            commands: Mutex::new(None),
         }
     }
 
@@ -439,8 +445,10 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         uploaded_at: String::new(),
     };
     let seal = |kind: &str, plain: Vec<u8>| {
+        // A compliance key rotated from headquarters since start-up takes over.
+        let current = crate::vault::compliance::current();
         crate::service::archive::archive_object(
-            ctx.compliance.as_ref(),
+            current.as_ref().or(ctx.compliance.as_ref()),
             crate::service::archive::archive_index(&detail, &obj, kind),
             plain,
         )
@@ -566,6 +574,11 @@ pub fn build_status(
         alarms: shared.alarms(),
         audit_heads,
         binding: shared.binding.get().map(|b| b.snapshot()),
+        commands: shared
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     };
     doc.add_binding_alarms(
         branchrec_core::time::UnixMs(now_ms),
@@ -673,6 +686,19 @@ pub async fn run(
         endpoint = %ucfg.endpoint, bucket = %ucfg.bucket, box_id = %ucfg.box_id,
         "uplink started"
     );
+    // Commands from headquarters, polled on the upload schedule (app::commands).
+    let mut commands = match crate::app::commands::Commands::open(&cfg, ctx.db.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.raise("commands", &format!("commands from headquarters: {e}"));
+            None
+        }
+    };
+    if let Some(cm) = &commands {
+        *shared.commands.lock().unwrap_or_else(|p| p.into_inner()) = Some(cm.counters().clone());
+    }
+    let poll_every = Duration::from_secs(cfg.central.poll_interval_s.into());
+    let mut last_poll: Option<Instant> = None;
     let mut tasks: JoinSet<(String, Result<(), TaskError>)> = JoinSet::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut gate_until: Option<Instant> = None;
@@ -852,6 +878,22 @@ pub async fn run(
                         dn.notify_one();
                         (id, r)
                     });
+                }
+            }
+        }
+
+        // Commands from headquarters.
+        if let Some(cm) = commands.as_mut() {
+            if !gated && last_poll.map_or(true, |t| t.elapsed() >= poll_every) {
+                last_poll = Some(Instant::now());
+                let res = cm
+                    .poll(&ctx.client, shared.signer.get().cloned(), shared.now_ms())
+                    .await;
+                *shared.commands.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(cm.counters().clone());
+                match res {
+                    Ok(()) => shared.clear("commands"),
+                    Err(e) => shared.raise("commands", &format!("commands from headquarters: {e}")),
                 }
             }
         }

@@ -38,6 +38,11 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    #[command(flatten)]
+    Index(branchrec::central::index::cli::IndexCommand),
+    /// Commands to boxes: holds, erasure, compliance-key rotation (docs/central.md).
+    #[command(flatten)]
+    Commands(branchrec::central::command_cli::CommandCmd),
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +125,13 @@ fn main() -> anyhow::Result<()> {
             let rec = ar.fetch(&objkey)?;
             let opened = rec.open(k.as_ref())?;
             let e = export_wav(&rec, &opened, k.as_ref(), &trusted, &out)?;
+            if let Some(ix) = &cfg.index {
+                branchrec::central::index::cli::audit_export(
+                    ix,
+                    &e.recording_id,
+                    serde_json::json!({ "object": objkey, "out": e.out, "audio_sha256": e.audio_sha256 }),
+                )?;
+            }
             if !e.signer_enrolled {
                 eprintln!(
                     "WARNING: manifest verified with the signing key the archived document names, not an enrolled one (give --box-key)"
@@ -137,8 +149,16 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Index(c) => branchrec::central::index::cli::run(c),
+        Cmd::Commands(c) => branchrec::central::command_cli::run(c),
         Cmd::Show { recording, common } => {
             let cfg = CentralConfig::load(&common.archive)?;
+            if let Some(ix) = &cfg.index {
+                // From the index (audited); no compliance key needed.
+                let v = branchrec::central::index::cli::show(ix, &recording)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             let k = key(&common)?;
             let ar = ArchiveReader::open(&cfg.archive)?;
             let objkey = ar.locate(&recording)?;

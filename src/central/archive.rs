@@ -93,7 +93,29 @@ impl ArchiveReader {
         }
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CentralError> {
+    /// The archive's key prefix (`[archive] prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// One ListObjectsV2 page (the indexer's incremental listing).
+    pub fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        delimiter: Option<&str>,
+        max_keys: u32,
+    ) -> Result<crate::uplink::s3::ListPage, CentralError> {
+        self.rt
+            .block_on(
+                self.client
+                    .list_page(prefix, start_after, delimiter, max_keys),
+            )
+            .map_err(s3)
+    }
+
+    /// GET one object (`None`: no such object).
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CentralError> {
         Ok(self
             .rt
             .block_on(self.client.get_object(key))

@@ -46,21 +46,20 @@ fn sha_hex(b: &[u8]) -> String {
 }
 
 /// The box's signing key as the document carries it (`signer.public_key_der`, base64).
-fn document_signer(doc: &serde_json::Value) -> Option<Vec<u8>> {
+pub fn document_signer(doc: &serde_json::Value) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let b = doc.pointer("/signer/public_key_der")?.as_str()?;
     base64::engine::general_purpose::STANDARD.decode(b).ok()
 }
 
-/// Verify `rec` (opened as `opened`) and write its audio as WAV to `out` (a new 0600
-/// file, `<out>.partial` linked into place; never replaces anything).
-pub fn export_wav(
+/// Steps 1–3 of the checks (whole-object hash, manifest signature with `der`, content
+/// hash and recording id against the signed manifest): what `central export` and the
+/// indexer both require. Returns the parsed manifest and the container header.
+pub fn verify_archived(
     rec: &ArchivedRecording,
     opened: &OpenedDocument,
-    key: &dyn ComplianceKey,
-    signer: &TrustedSigner,
-    out: &Path,
-) -> Result<CentralExport, CentralError> {
+    der: &[u8],
+) -> Result<(serde_json::Value, crate::recording::Header), CentralError> {
     let idx = &opened.index;
     let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
     // 1. The object is the one the box uploaded.
@@ -79,16 +78,7 @@ pub fn export_wav(
     let Some((manifest, sig)) = &opened.manifest else {
         return Err(tampered("no signed manifest in the archive".into()));
     };
-    let (der, enrolled) = match signer {
-        TrustedSigner::Enrolled(d) => (d.clone(), true),
-        TrustedSigner::FromDocument => (
-            document_signer(&opened.document).ok_or_else(|| {
-                CentralError::Signature("the document names no signing key: give --box-key".into())
-            })?,
-            false,
-        ),
-    };
-    crate::vault::verify_ed25519(&der, manifest, sig)
+    crate::vault::verify_ed25519(der, manifest, sig)
         .map_err(|e| CentralError::Signature(format!("{}: {e}", rec.key)))?;
     let m: serde_json::Value = serde_json::from_slice(manifest)
         .map_err(|e| tampered(format!("manifest is not JSON: {e}")))?;
@@ -98,12 +88,12 @@ pub fn export_wav(
             .unwrap_or_default()
             .to_string()
     };
-    if field("/signer/public_key_sha256") != sha_hex(&der) {
+    if field("/signer/public_key_sha256") != sha_hex(der) {
         return Err(CentralError::Signature(format!(
             "{}: the manifest names signing key {} but verifies with {}",
             rec.key,
             field("/signer/public_key_sha256"),
-            sha_hex(&der)
+            sha_hex(der)
         )));
     }
     if field("/recording_id") != idx.recording_id {
@@ -131,6 +121,36 @@ pub fn export_wav(
             header.recording_id, idx.recording_id
         )));
     }
+    Ok((m, header))
+}
+
+/// Verify `rec` (opened as `opened`) and write its audio as WAV to `out` (a new 0600
+/// file, `<out>.partial` linked into place; never replaces anything).
+pub fn export_wav(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    out: &Path,
+) -> Result<CentralExport, CentralError> {
+    let idx = &opened.index;
+    let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
+    let (der, enrolled) = match signer {
+        TrustedSigner::Enrolled(d) => (d.clone(), true),
+        TrustedSigner::FromDocument => (
+            document_signer(&opened.document).ok_or_else(|| {
+                CentralError::Signature("the document names no signing key: give --box-key".into())
+            })?,
+            false,
+        ),
+    };
+    let (m, header) = verify_archived(rec, opened, &der)?;
+    let field = |p: &str| {
+        m.pointer(p)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     if header.compliance_slot().is_none() {
         return Err(CentralError::Key(format!(
             "{}: the container has no compliance key slot (recorded before the box had a compliance key)",

@@ -3,15 +3,20 @@
 //! [`archive`] (find and fetch a recording's objects from the S3-compatible archive and
 //! open its envelopes), [`key`] (the compliance private key behind [`ComplianceKey`]:
 //! PEM file or PKCS#11 token) and [`export`] (verify container, manifest and signature,
-//! then write the WAV). To come, slotting in here: the PostgreSQL indexer and search, box
-//! enrolment, commands to boxes, the central audit log, holds and erasure
+//! then write the WAV) and [`index`] (the PostgreSQL index: indexer, enrolment, search,
+//! fleet, the central audit log). To come: commands to boxes, holds and erasure
 //! (docs/central.md).
 //!
 //! Nothing in the daemon imports this module; `src/bin/central.rs` parses arguments and
 //! calls it.
 
 pub mod archive;
+pub mod command;
+pub mod command_cli;
+pub mod command_key;
 pub mod export;
+pub mod index;
+pub mod hold;
 pub mod key;
 
 use std::path::Path;
@@ -48,6 +53,9 @@ pub enum CentralError {
     /// Writing the output failed.
     #[error("output: {0}")]
     Output(String),
+    /// Refused by a rule (erasure under hold).
+    #[error("REFUSED: {0}")]
+    Refused(String),
 }
 
 impl From<crate::recording::files::OutputFileError> for CentralError {
@@ -64,6 +72,10 @@ impl From<crate::recording::files::OutputFileError> for CentralError {
 pub struct CentralConfig {
     /// The S3-compatible archive.
     pub archive: crate::uplink::config::UplinkConfig,
+    /// The PostgreSQL index (`index`, `search`, `fleet`, `enrol`, `audit`; `show` from
+    /// the index). Absent: only `export` and `show` from the archive.
+    #[serde(default)]
+    pub index: Option<index::IndexConfig>,
 }
 
 impl CentralConfig {

@@ -113,12 +113,17 @@ pub fn main(cmd: KeysCommand) -> anyhow::Result<()> {
                 Err(e) => println!("catalogue key      {e}"),
             }
             match (&cfg.keys.compliance_key_id, &cfg.keys.compliance_public_key) {
-                (Some(id), Some(p)) => {
-                    println!(
+                (Some(id), Some(p)) => match cfg.compliance() {
+                    Ok(Some(r)) if r.key_id != *id => println!(
+                        "compliance key     {} (rotated from headquarters, replaces {id} of {}): new recordings are wrapped to it",
+                        r.key_id,
+                        p.display()
+                    ),
+                    _ => println!(
                         "compliance key     {id} ({}): new recordings are wrapped to it",
                         p.display()
-                    )
-                }
+                    ),
+                },
                 _ => println!(
                     "compliance key     NONE: archive copies open only with this box's keys"
                 ),

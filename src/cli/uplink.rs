@@ -47,6 +47,12 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         doc.alarms = l.alarms;
         doc.pending_delta_1h = l.pending_delta_1h;
     }
+    // Commands from headquarters: the daemon's persisted counters.
+    if cfg.central.command_public_key.is_some() {
+        doc.commands = crate::app::commands::CommandState::load(&cfg.storage.data_dir)
+            .ok()
+            .map(|s| s.counters);
+    }
     // The front panel lives in the daemon: ask it (null when it is not running).
     let board = crate::cli::board::fetch_status(&cfg).map_err(|e| format!("{e:#}"));
     let access = crate::cli::sip_access(&cfg);

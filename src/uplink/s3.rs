@@ -132,6 +132,30 @@ impl Shaper {
     }
 }
 
+/// One object of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without quotes.
+    pub etag: String,
+    /// LastModified as the server wrote it (RFC 3339).
+    pub last_modified: String,
+}
+
+/// One page of ListObjectsV2.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Objects, in key order.
+    pub objects: Vec<ListedObject>,
+    /// Common prefixes (with a delimiter).
+    pub prefixes: Vec<String>,
+    /// More keys follow.
+    pub truncated: bool,
+}
+
 /// Connection settings of an [`S3Client`].
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -603,6 +627,139 @@ impl S3Client {
         }
     }
 
+    /// PutObjectLegalHold on one version (`None`: the current one). Errors as they come
+    /// (central wants to know; the uplink's [`Self::put_legal_hold`] tolerates buckets
+    /// without Object Lock).
+    pub async fn put_legal_hold_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        on: bool,
+    ) -> Result<(), S3Error> {
+        let xml = format!(
+            "<LegalHold xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{}</Status></LegalHold>",
+            if on { "ON" } else { "OFF" }
+        );
+        let body = Bytes::from(xml);
+        let extra = vec![
+            ("content-md5".to_string(), b64(&md5::Md5::digest(&body))),
+            ("content-type".to_string(), "application/xml".to_string()),
+        ];
+        let payload = hex::encode(Sha256::digest(&body));
+        let mut q = vec![("legal-hold".to_string(), String::new())];
+        if let Some(v) = version_id {
+            q.push(("versionId".to_string(), v.to_string()));
+        }
+        let r = self
+            .send(
+                reqwest::Method::PUT,
+                key,
+                &q,
+                &extra,
+                body,
+                &payload,
+                Duration::from_secs(60),
+            )
+            .await?;
+        if r.status != 200 {
+            return Err(s3_error(r.status, &r.body));
+        }
+        Ok(())
+    }
+
+    /// GetObjectLegalHold of one version: `Some(true)` ON, `Some(false)` OFF, `None` when
+    /// no legal hold was ever set on it.
+    pub async fn get_legal_hold(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<bool>, S3Error> {
+        let mut q = vec![("legal-hold".to_string(), String::new())];
+        if let Some(v) = version_id {
+            q.push(("versionId".to_string(), v.to_string()));
+        }
+        let r = self.simple(reqwest::Method::GET, key, &q, &[]).await?;
+        match r.status {
+            200 => Ok(Some(xml_text(&r.body, "Status").as_deref() == Some("ON"))),
+            404 if xml_text(&r.body, "Code").as_deref()
+                == Some("NoSuchObjectLockConfiguration") =>
+            {
+                Ok(None)
+            }
+            s => {
+                let e = s3_error(s, &r.body);
+                if e.code() == "NoSuchObjectLockConfiguration" {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// ListObjectVersions under `prefix`: every version and delete marker, as
+    /// (key, version id, is a delete marker), following the markers (at most 1000 pages).
+    pub async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, bool)>, S3Error> {
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        for _ in 0..1000 {
+            let mut q = vec![
+                ("versions".to_string(), String::new()),
+                ("prefix".to_string(), prefix.to_string()),
+            ];
+            if let Some((k, v)) = &markers {
+                q.push(("key-marker".to_string(), k.clone()));
+                q.push(("version-id-marker".to_string(), v.clone()));
+            }
+            let r = self.simple(reqwest::Method::GET, "", &q, &[]).await?;
+            if r.status != 200 {
+                return Err(s3_error(r.status, &r.body));
+            }
+            let text = std::str::from_utf8(&r.body)
+                .map_err(|_| S3Error::Protocol("ListObjectVersions answer is not UTF-8".into()))?;
+            let doc = roxmltree::Document::parse(text)
+                .map_err(|e| S3Error::Protocol(format!("ListObjectVersions XML: {e}")))?;
+            for n in doc.descendants().filter(|n| {
+                let t = n.tag_name().name();
+                t == "Version" || t == "DeleteMarker"
+            }) {
+                let get = |t: &str| {
+                    n.children()
+                        .find(|c| c.tag_name().name() == t)
+                        .and_then(|c| c.text())
+                        .map(str::to_string)
+                };
+                if let (Some(k), Some(v)) = (get("Key"), get("VersionId")) {
+                    out.push((k, v, n.tag_name().name() == "DeleteMarker"));
+                }
+            }
+            let truncated = xml_text(&r.body, "IsTruncated").as_deref() == Some("true");
+            match (
+                xml_text(&r.body, "NextKeyMarker"),
+                xml_text(&r.body, "NextVersionIdMarker"),
+            ) {
+                (Some(k), Some(v)) if truncated => markers = Some((k, v)),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// DeleteObject (of one version when `version_id` is given: permanent).
+    pub async fn delete_object(&self, key: &str, version_id: Option<&str>) -> Result<(), S3Error> {
+        let q: Vec<(String, String)> = version_id
+            .map(|v| vec![("versionId".to_string(), v.to_string())])
+            .unwrap_or_default();
+        let r = self.simple(reqwest::Method::DELETE, key, &q, &[]).await?;
+        match r.status {
+            200 | 204 => Ok(()),
+            s => Err(s3_error(s, &r.body)),
+        }
+    }
+
     /// GetObject.
     pub async fn get_object(&self, key: &str) -> Result<Option<Bytes>, S3Error> {
         let r = self.simple(reqwest::Method::GET, key, &[], &[]).await?;
@@ -657,6 +814,68 @@ impl S3Client {
             }
         }
         Ok(out)
+    }
+
+    /// One page of ListObjectsV2 under `prefix`: keys after `start_after` (at most
+    /// `max_keys`), with `delimiter` the common prefixes too. For the central indexer,
+    /// which follows the bucket incrementally.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        delimiter: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, S3Error> {
+        let mut q = vec![
+            ("list-type".to_string(), "2".to_string()),
+            ("prefix".to_string(), prefix.to_string()),
+            ("max-keys".to_string(), max_keys.to_string()),
+        ];
+        if let Some(s) = start_after.filter(|s| !s.is_empty()) {
+            q.push(("start-after".to_string(), s.to_string()));
+        }
+        if let Some(d) = delimiter {
+            q.push(("delimiter".to_string(), d.to_string()));
+        }
+        let r = self.simple(reqwest::Method::GET, "", &q, &[]).await?;
+        if r.status != 200 {
+            return Err(s3_error(r.status, &r.body));
+        }
+        let text = std::str::from_utf8(&r.body)
+            .map_err(|_| S3Error::Protocol("ListObjectsV2 answer is not UTF-8".into()))?;
+        let doc = roxmltree::Document::parse(text)
+            .map_err(|e| S3Error::Protocol(format!("ListObjectsV2 XML: {e}")))?;
+        let mut page = ListPage::default();
+        for c in doc.root_element().children() {
+            let get = |t: &str| {
+                c.children()
+                    .find(|n| n.tag_name().name() == t)
+                    .and_then(|n| n.text())
+            };
+            match c.tag_name().name() {
+                "Contents" => {
+                    if let Some(k) = get("Key") {
+                        page.objects.push(ListedObject {
+                            key: k.to_string(),
+                            size: get("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                            etag: get("ETag")
+                                .unwrap_or_default()
+                                .trim_matches('"')
+                                .to_string(),
+                            last_modified: get("LastModified").unwrap_or_default().to_string(),
+                        });
+                    }
+                }
+                "CommonPrefixes" => {
+                    if let Some(p) = get("Prefix") {
+                        page.prefixes.push(p.to_string());
+                    }
+                }
+                "IsTruncated" => page.truncated = c.text() == Some("true"),
+                _ => {}
+            }
+        }
+        Ok(page)
     }
 
     /// ListParts of an upload: (part number, ETag without quotes) of the first 1000 parts.

@@ -84,6 +84,53 @@ impl ComplianceRecipient {
     }
 }
 
+/// Name of the rotation file under `<data_dir>/keys/`: a compliance key installed by a
+/// central `rotate_compliance_key` command, valid while `[keys] compliance_key_id` is
+/// still the id it replaced (editing the configuration later wins).
+pub const ROTATED_FILE: &str = "compliance-rotated.json";
+
+/// A compliance key rotation from headquarters, as persisted.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Rotation {
+    /// The configured key id it replaces.
+    pub replaces: String,
+    /// The new key id.
+    pub key_id: String,
+    /// The new public key (PEM).
+    pub public_key_pem: String,
+}
+
+impl Rotation {
+    /// The recipient.
+    pub fn recipient(&self) -> Result<ComplianceRecipient, VaultError> {
+        if !compliance::valid_key_id(&self.key_id) {
+            return Err(VaultError::Custody(format!(
+                "invalid compliance key id {:?}",
+                self.key_id
+            )));
+        }
+        Ok(ComplianceRecipient {
+            public_key: parse_public_key_pem(&self.public_key_pem).map_err(VaultError::Custody)?,
+            key_id: self.key_id.clone(),
+        })
+    }
+}
+
+/// The process's current compliance recipient when a rotation replaced the one the
+/// daemon started with (read by [`WithCompliance`] and the uplink).
+static CURRENT: std::sync::RwLock<Option<ComplianceRecipient>> = std::sync::RwLock::new(None);
+
+/// Make `r` the compliance recipient of new recordings and archive documents of this
+/// process from now on.
+pub fn set_current(r: ComplianceRecipient) {
+    *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = Some(r);
+}
+
+/// The recipient installed by [`set_current`], if any.
+pub fn current() -> Option<ComplianceRecipient> {
+    CURRENT.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// A box KEK (the custody's [`KeyWrap`]) plus the compliance wrap: what the daemon
 /// records with when `[keys] compliance_public_key` is set.
 pub struct WithCompliance {
@@ -109,7 +156,10 @@ impl KeyWrap for WithCompliance {
         self.inner.unwrap(kek_id, wrapped)
     }
     fn compliance_wrap(&self, dk: &DataKey) -> Result<Option<(String, Vec<u8>)>, VaultError> {
-        self.recipient.wrap(dk).map(Some)
+        match current() {
+            Some(r) => r.wrap(dk).map(Some),
+            None => self.recipient.wrap(dk).map(Some),
+        }
     }
 }
 

@@ -235,7 +235,9 @@ mod tests {
         let rss = region_field_kb(k.addr(), "Rss:").expect("mapping not in smaps");
         let smaps_real = rss > 0;
         if !smaps_real {
-            eprintln!("smaps synthesised (qemu-user?): Rss 0 kB for a written page; checking VmLck only");
+            eprintln!(
+                "smaps synthesised (qemu-user?): Rss 0 kB for a written page; checking VmLck only"
+            );
         }
         let region = region_locked_kb(k.addr()).expect("mapping not in smaps");
         assert!(

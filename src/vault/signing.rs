@@ -172,6 +172,22 @@ pub fn verify_ed25519(public_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), V
     vk.verify(msg, &sig).map_err(|_| VaultError::BadSignature)
 }
 
+/// An Ed25519 public key from a PEM SubjectPublicKeyInfo (`openssl pkey -pubout`): the
+/// central command key the box is configured with (`[central] command_public_key`).
+pub fn ed25519_public_from_pem(pem: &str) -> Result<[u8; 32], String> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    VerifyingKey::from_public_key_pem(pem.trim())
+        .map(|k| k.to_bytes())
+        .map_err(|e| format!("not an Ed25519 public key (PEM SubjectPublicKeyInfo): {e}"))
+}
+
+/// Whether `sig` is a valid Ed25519 signature of `msg` by the raw public key `pk`.
+pub fn verify_raw(pk: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
+    VerifyingKey::from_bytes(pk)
+        .map(|k| k.verify(msg, &Signature::from_bytes(sig)).is_ok())
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

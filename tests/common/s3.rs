@@ -138,17 +138,37 @@ impl Drop for Moto {
     }
 }
 
+/// An S3 server the checker can reach: moto, or the Garage cluster's TLS front
+/// (tests/common/garage.rs).
+pub trait S3Target {
+    /// `https://127.0.0.1:<port>`
+    fn endpoint(&self) -> String;
+    /// Access key id and secret.
+    fn credentials(&self) -> (String, String) {
+        ("testing".into(), "testing".into())
+    }
+}
+
+impl S3Target for Moto {
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
 /// boto3 checker against the server directly (bypassing the proxy).
-pub fn s3check(moto: &Moto, ca: &Path, args: &[&str]) -> Value {
+pub fn s3check(target: &dyn S3Target, ca: &Path, args: &[&str]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/uplink/s3check.py");
+    let (key_id, secret) = target.credentials();
     // Output through files: a listing can exceed a pipe's buffer.
     let out_f = tempfile::NamedTempFile::new().unwrap();
     let err_f = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new("python3")
         .arg(script)
-        .arg(format!("https://127.0.0.1:{}", moto.port))
+        .arg(target.endpoint())
         .arg(ca)
         .args(args)
+        .env("S3CHECK_KEY_ID", key_id)
+        .env("S3CHECK_SECRET", secret)
         .stdout(out_f.reopen().unwrap())
         .stderr(err_f.reopen().unwrap())
         .spawn()

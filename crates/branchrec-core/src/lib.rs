@@ -16,6 +16,7 @@
 pub mod binding;
 pub mod board;
 pub mod capture;
+pub mod command;
 pub mod compliance;
 pub mod hpke;
 pub mod keys;

@@ -77,6 +77,10 @@ pub struct StatusDoc {
     /// from other peers, metadata over the caps); absent in documents of older boxes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<crate::binding::BindingSnapshot>,
+    /// Commands from headquarters: last applied seq, executed, refused by kind (absent
+    /// when `[central] command_public_key` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<crate::command::CommandCounters>,
 }
 
 /// Code of the alarm raised while a channel recently crossed the foreign-media threshold.
@@ -294,6 +298,7 @@ mod tests {
             alarms: vec![],
             audit_heads: Vec::new(),
             binding: None,
+            commands: None,
         }
     }
 

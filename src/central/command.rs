@@ -1,0 +1,384 @@
+//! Commands to boxes, the headquarters half (docs/central.md, "Commands to boxes"): the
+//! central command key ([`CommandKey`]: Ed25519, PEM file), writing signed command
+//! documents under `_commands/<box>/<seq>.json` with the next sequence number of that
+//! box, reading them back (verified with the command key) and the boxes'
+//! acknowledgements under `_acks/<box>/`. The document format and the sequence rules are
+//! the core's ([`crate::command`]); holds, erasure and Object Lock are [`super::hold`].
+//!
+//! No PostgreSQL here: a box's recordings are found by listing the archive and reading
+//! the plaintext index of each document envelope.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::{Signer as _, SigningKey};
+
+use super::CentralError;
+use crate::command::{
+    acks_prefix, commands_prefix, seq_name, seq_of_key, Action, Command, SignedAck, SignedCommand,
+    COMMAND_FORMAT,
+};
+use crate::compliance::ArchiveEnvelope;
+use crate::uplink::config::UplinkConfig;
+use crate::uplink::s3::S3Client;
+
+/// The central command key: signs command documents. The box is configured with its
+/// public half (`[central] command_public_key`).
+pub trait CommandKey {
+    /// The Ed25519 public key.
+    fn public_key(&self) -> [u8; 32];
+    /// Sign `msg` (Ed25519, RFC 8032).
+    fn sign(&self, msg: &[u8]) -> Result<[u8; 64], CentralError>;
+    /// Where the key is, for messages.
+    fn describe(&self) -> String;
+    /// `ed1:` + the first 16 hex digits of SHA-256 of the public key (as the box's keys).
+    fn key_id(&self) -> String {
+        crate::vault::signing::key_id_of(&self.public_key())
+    }
+}
+
+/// A command key in a PKCS#8 PEM file (`openssl genpkey -algorithm ed25519`).
+pub struct PemCommandKey {
+    key: SigningKey,
+    what: String,
+}
+
+impl PemCommandKey {
+    /// Load the PEM file.
+    pub fn load(path: &Path) -> Result<Self, CentralError> {
+        let pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| CentralError::Key(format!("command key {}: {e}", path.display())))?,
+        );
+        let key = SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| {
+            CentralError::Key(format!(
+                "command key {}: not an Ed25519 PKCS#8 private key: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(PemCommandKey {
+            key,
+            what: format!("file:{}", path.display()),
+        })
+    }
+}
+
+impl CommandKey for PemCommandKey {
+    fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<[u8; 64], CentralError> {
+        Ok(self.key.sign(msg).to_bytes())
+    }
+    fn describe(&self) -> String {
+        self.what.clone()
+    }
+}
+
+pub use crate::vault::signing::ed25519_public_from_pem as public_key_from_pem;
+
+/// A verifier for [`crate::command`] with the Ed25519 public key `pk`.
+pub fn verifier(pk: &[u8; 32]) -> impl Fn(&[u8], &[u8; 64]) -> bool + '_ {
+    move |msg: &[u8], sig: &[u8; 64]| crate::vault::signing::verify_raw(pk, msg, sig)
+}
+
+/// One archived recording as the plaintext index of its document envelope names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedRef {
+    /// Recording id.
+    pub id: String,
+    /// The box that recorded it.
+    pub box_id: String,
+    /// Object key of the container.
+    pub container_key: String,
+}
+
+impl ArchivedRef {
+    /// Every object key of the recording in the archive.
+    pub fn object_keys(&self) -> [String; 4] {
+        let k = &self.container_key;
+        [
+            k.clone(),
+            format!("{k}.json"),
+            format!("{k}.manifest.json"),
+            format!("{k}.manifest.sig"),
+        ]
+    }
+}
+
+/// One command as read back from the archive.
+#[derive(Debug, Clone)]
+pub struct IssuedCommand {
+    /// Object key.
+    pub key: String,
+    /// Slot (seq in the object name).
+    pub slot: u64,
+    /// The document, if it parses and verifies with the command key, names this box
+    /// and the slot's seq; else why not.
+    pub command: Result<Command, String>,
+    /// The box's acknowledgement, if any.
+    pub ack: Option<SignedAck>,
+}
+
+/// Read-write access to the archive for commands, holds and erasure (the central
+/// credentials must allow PutObject under `_commands/`, PutObjectLegalHold,
+/// ListObjectVersions and DeleteObject(Version)).
+pub struct CommandArchive {
+    pub(crate) client: S3Client,
+    pub(crate) prefix: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn s3(e: crate::uplink::s3::S3Error) -> CentralError {
+    CentralError::Archive(e.to_string())
+}
+
+impl CommandArchive {
+    /// Connect with the `[archive]` settings.
+    pub fn open(cfg: &UplinkConfig) -> Result<Self, CentralError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CentralError::Archive(format!("starting the async runtime: {e}")))?;
+        let shaper = std::sync::Arc::new(crate::uplink::s3::Shaper::new(None));
+        let client =
+            crate::uplink::client(cfg, shaper).map_err(|e| CentralError::Config(e.to_string()))?;
+        Ok(CommandArchive {
+            client,
+            prefix: cfg.prefix.clone(),
+            rt,
+        })
+    }
+
+    /// Run one S3 request.
+    pub(crate) fn block<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, crate::uplink::s3::S3Error>>,
+    ) -> Result<T, CentralError> {
+        self.rt.block_on(f).map_err(s3)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CentralError> {
+        Ok(self.block(self.client.get_object(key))?.map(|b| b.to_vec()))
+    }
+
+    /// The index of the document envelope at `doc_key` (`<container>.json`).
+    fn index_of(&self, doc_key: &str) -> Result<ArchivedRef, CentralError> {
+        let bytes = self
+            .get(doc_key)?
+            .ok_or_else(|| CentralError::NotFound(doc_key.into()))?;
+        let env = ArchiveEnvelope::parse(&bytes).map_err(|e| {
+            CentralError::Tampered(format!("{doc_key}: not an archive envelope: {e}"))
+        })?;
+        let want = doc_key.trim_end_matches(".json");
+        if env.index.container_key != want || env.index.kind != "document" {
+            return Err(CentralError::Tampered(format!(
+                "{doc_key}: the envelope is the {} of {}",
+                env.index.kind, env.index.container_key
+            )));
+        }
+        Ok(ArchivedRef {
+            id: env.index.recording_id,
+            box_id: env.index.box_id,
+            container_key: env.index.container_key,
+        })
+    }
+
+    /// Document keys of recordings (`….json`, not manifests, not `_` prefixes).
+    fn document_keys(&self) -> Result<Vec<String>, CentralError> {
+        let keys = self.block(self.client.list(&self.prefix))?;
+        Ok(keys
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.ends_with(".json")
+                    && !k.ends_with(".manifest.json")
+                    && !k[self.prefix.len().min(k.len())..].starts_with('_')
+            })
+            .collect())
+    }
+
+    /// Find a recording by id (or container key) in the archive's listing.
+    pub fn find_recording(&self, id: &str) -> Result<ArchivedRef, CentralError> {
+        if id.contains('/') {
+            return self.index_of(&format!("{}.json", id.trim_end_matches(".json")));
+        }
+        let want = format!("/{id}.json");
+        let found: Vec<String> = self
+            .document_keys()?
+            .into_iter()
+            .filter(|k| k.ends_with(&want) || *k == format!("{}{id}.json", self.prefix))
+            .collect();
+        match &found[..] {
+            [] => Err(CentralError::NotFound(id.into())),
+            [k] => {
+                let r = self.index_of(k)?;
+                if r.id != id {
+                    return Err(CentralError::Tampered(format!(
+                        "{k}: the envelope is for recording {}",
+                        r.id
+                    )));
+                }
+                Ok(r)
+            }
+            many => Err(CentralError::Archive(format!(
+                "recording id {id} is under {} keys ({}): give the object key",
+                many.len(),
+                many.join(", ")
+            ))),
+        }
+    }
+
+    /// Every archived recording of `box_id` (reads each document envelope's index).
+    pub fn box_recordings(&self, box_id: &str) -> Result<Vec<ArchivedRef>, CentralError> {
+        let mut out = Vec::new();
+        for k in self.document_keys()? {
+            match self.index_of(&k) {
+                Ok(r) if r.box_id == box_id => out.push(r),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(key = %k, error = %e, "skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Boxes that have commands, acks or a status document.
+    pub fn boxes(&self) -> Result<Vec<String>, CentralError> {
+        let mut out = std::collections::BTreeSet::new();
+        for (sub, strip_json) in [("_commands/", false), ("_acks/", false), ("_status/", true)] {
+            let p = format!("{}{sub}", self.prefix);
+            for (k, _) in self.block(self.client.list(&p))? {
+                let rest = &k[p.len()..];
+                let b = if strip_json {
+                    rest.strip_suffix(".json").unwrap_or(rest)
+                } else {
+                    rest.split('/').next().unwrap_or("")
+                };
+                if !b.is_empty() && !b.contains('/') {
+                    out.insert(b.to_string());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The commands of `box_id`, slot order, each verified with `pk`, with its ack.
+    pub fn history(&self, box_id: &str, pk: &[u8; 32]) -> Result<Vec<IssuedCommand>, CentralError> {
+        let cp = commands_prefix(&self.prefix, box_id);
+        let mut slots: BTreeMap<u64, String> = BTreeMap::new();
+        for (k, _) in self.block(self.client.list(&cp))? {
+            if let Some(s) = seq_of_key(&k) {
+                slots.insert(s, k);
+            }
+        }
+        let ap = acks_prefix(&self.prefix, box_id);
+        let mut acks: BTreeMap<u64, SignedAck> = BTreeMap::new();
+        for (k, _) in self.block(self.client.list(&ap))? {
+            if let (Some(s), Some(b)) = (seq_of_key(&k), self.get(&k)?) {
+                if let Ok(a) = SignedAck::parse(&b) {
+                    if a.ack.seq == s && a.ack.box_id == box_id {
+                        acks.insert(s, a);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (slot, key) in slots {
+            let command = match self.get(&key)? {
+                None => Err("vanished".to_string()),
+                Some(b) => SignedCommand::parse(&b)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| {
+                        let sig = d.signature_bytes().map_err(|e| e.to_string())?;
+                        if !verifier(pk)(&d.command.canonical_bytes(), &sig) {
+                            return Err("not signed by this command key".into());
+                        }
+                        if d.command.box_id != box_id || d.command.seq != slot {
+                            return Err(format!(
+                                "names box {} seq {}",
+                                d.command.box_id, d.command.seq
+                            ));
+                        }
+                        Ok(d.command)
+                    }),
+            };
+            let ack = acks
+                .get(&slot)
+                .filter(|a| {
+                    command
+                        .as_ref()
+                        .is_ok_and(|c| a.ack.command_sha256 == crate::command::command_sha256(c))
+                })
+                .cloned();
+            out.push(IssuedCommand {
+                key,
+                slot,
+                command,
+                ack,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sign and write the next command of `box_id`: seq = 1 + the highest seq of a valid
+    /// command of that box (a slot holding anything else is overwritten).
+    pub fn issue(
+        &self,
+        key: &dyn CommandKey,
+        box_id: &str,
+        operator: &str,
+        now_ms: i64,
+        action: Action,
+    ) -> Result<Command, CentralError> {
+        let pk = key.public_key();
+        let last = self
+            .history(box_id, &pk)?
+            .iter()
+            .filter_map(|c| c.command.as_ref().ok().map(|c| c.seq))
+            .max()
+            .unwrap_or(0);
+        let cmd = Command {
+            format: COMMAND_FORMAT.into(),
+            box_id: box_id.into(),
+            seq: last + 1,
+            issued_at_ms: now_ms,
+            operator: operator.into(),
+            key_id: key.key_id(),
+            action,
+        };
+        cmd.validate()
+            .map_err(|e| CentralError::Config(format!("command: {e}")))?;
+        let sig = key.sign(&cmd.canonical_bytes())?;
+        let doc = SignedCommand::sign(cmd.clone(), |_| sig);
+        let obj = format!(
+            "{}{}",
+            commands_prefix(&self.prefix, box_id),
+            seq_name(cmd.seq)
+        );
+        self.block(self.client.put_object(
+            &obj,
+            bytes::Bytes::from(doc.to_bytes()),
+            "application/json",
+            &[],
+        ))?;
+        tracing::info!(
+            box_id,
+            seq = cmd.seq,
+            action = cmd.action.name(),
+            "command written"
+        );
+        Ok(cmd)
+    }
+
+    /// Every version (and delete marker) of the recording's objects: (key, version id,
+    /// delete marker).
+    pub fn versions(&self, r: &ArchivedRef) -> Result<Vec<(String, String, bool)>, CentralError> {
+        let keys = r.object_keys();
+        Ok(self
+            .block(self.client.list_versions(&r.container_key))?
+            .into_iter()
+            .filter(|(k, _, _)| keys.contains(k))
+            .collect())
+    }
+}

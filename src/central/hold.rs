@@ -1,0 +1,331 @@
+//! Central holds and erasure: `central hold add|release|list` and `central erase`. A hold
+//! sets the S3 Object Lock legal hold on every version of every archive object of the
+//! recordings concerned (container, document, manifest, signature) and sends a hold
+//! command to each box concerned; release sends the release and clears the legal holds
+//! no other active case needs; erase is refused while a case or a legal hold covers the
+//! recording, else it sends the erase command and deletes every version of the objects.
+//!
+//! The cases are the command history itself (every box's `_commands/`, verified with the
+//! command key): a case is active from its `hold_add` until its `hold_release`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::command::{ArchivedRef, CommandArchive, CommandKey};
+use super::CentralError;
+use crate::command::{Action, Command};
+
+/// An active case as the command history shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Case {
+    /// Case id.
+    pub case: String,
+    /// Reason of the first hold command.
+    pub reason: String,
+    /// Who placed it (first command).
+    pub operator: String,
+    /// When (first command), Unix ms.
+    pub issued_at_ms: i64,
+    /// Per box: the recording ids held and the participant patterns.
+    pub boxes: BTreeMap<String, CaseBox>,
+}
+
+/// A case's holds on one box.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CaseBox {
+    /// Recording ids.
+    pub recordings: BTreeSet<String>,
+    /// Participant patterns (held by the box as such).
+    pub participants: BTreeSet<String>,
+    /// Seqs of the hold commands.
+    pub seqs: Vec<u64>,
+    /// Whether every hold command of the case on this box is acknowledged `applied`.
+    pub acknowledged: bool,
+}
+
+/// The active cases, from every box's verified command history.
+pub fn active_cases(ar: &CommandArchive, pk: &[u8; 32]) -> Result<Vec<Case>, CentralError> {
+    let mut cases: BTreeMap<String, Case> = BTreeMap::new();
+    // Per box in seq order; a release ends the case on that box.
+    for b in ar.boxes()? {
+        for ic in ar.history(&b, pk)? {
+            let Ok(c) = &ic.command else { continue };
+            let applied = ic
+                .ack
+                .as_ref()
+                .is_some_and(|a| a.ack.result == crate::command::AckResult::Applied);
+            match &c.action {
+                Action::HoldAdd {
+                    case,
+                    reason,
+                    recordings,
+                    participant,
+                } => {
+                    let e = cases.entry(case.clone()).or_insert_with(|| Case {
+                        case: case.clone(),
+                        reason: reason.clone(),
+                        operator: c.operator.clone(),
+                        issued_at_ms: c.issued_at_ms,
+                        boxes: BTreeMap::new(),
+                    });
+                    let cb = e.boxes.entry(b.clone()).or_insert_with(|| CaseBox {
+                        acknowledged: true,
+                        ..Default::default()
+                    });
+                    cb.recordings.extend(recordings.iter().cloned());
+                    cb.participants.extend(participant.iter().cloned());
+                    cb.seqs.push(c.seq);
+                    cb.acknowledged &= applied;
+                }
+                Action::HoldRelease { case, .. } => {
+                    if let Some(e) = cases.get_mut(case) {
+                        e.boxes.remove(&b);
+                        if e.boxes.is_empty() {
+                            cases.remove(case);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(cases.into_values().collect())
+}
+
+/// Set or clear the legal hold on every version of `r`'s objects; returns how many.
+fn legal_hold(ar: &CommandArchive, r: &ArchivedRef, on: bool) -> Result<usize, CentralError> {
+    let mut n = 0;
+    for (k, v, marker) in ar.versions(r)? {
+        if marker {
+            continue;
+        }
+        ar.block(ar.client.put_legal_hold_version(&k, Some(&v), on))
+            .map_err(|e| {
+                CentralError::Archive(format!(
+                    "PutObjectLegalHold {} on {k} (version {v}): {e} (is Object Lock enabled on the bucket?)",
+                    if on { "ON" } else { "OFF" }
+                ))
+            })?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// What `hold add` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldPlaced {
+    /// Case id.
+    pub case: String,
+    /// Per box: the command's seq and the recordings.
+    pub commands: Vec<(String, u64, Vec<String>)>,
+    /// Object versions put under legal hold.
+    pub legal_holds: usize,
+}
+
+/// `central hold add`: legal hold ON for every archive object of `ids` (each found in
+/// the archive; grouped by box), then one hold command per box. A participant pattern
+/// goes to `participant_box` as such (the box matches it against its catalogue; the
+/// archive's objects of those recordings need their ids, see docs/central.md).
+#[allow(clippy::too_many_arguments)]
+pub fn hold_add(
+    ar: &CommandArchive,
+    key: &dyn CommandKey,
+    operator: &str,
+    now_ms: i64,
+    case: &str,
+    reason: &str,
+    ids: &[String],
+    participant: Option<(&str, &str)>,
+) -> Result<HoldPlaced, CentralError> {
+    let mut by_box: BTreeMap<String, Vec<ArchivedRef>> = BTreeMap::new();
+    for id in ids {
+        let r = ar.find_recording(id)?;
+        by_box.entry(r.box_id.clone()).or_default().push(r);
+    }
+    if let Some((b, _)) = participant {
+        by_box.entry(b.to_string()).or_default();
+    }
+    if by_box.is_empty() {
+        return Err(CentralError::Config(
+            "give recording ids or --participant with --box".into(),
+        ));
+    }
+    let mut legal_holds = 0;
+    for rs in by_box.values() {
+        for r in rs {
+            legal_holds += legal_hold(ar, r, true)?;
+        }
+    }
+    let mut commands = Vec::new();
+    for (b, rs) in by_box {
+        let recordings: Vec<String> = rs.iter().map(|r| r.id.clone()).collect();
+        let c = ar.issue(
+            key,
+            &b,
+            operator,
+            now_ms,
+            Action::HoldAdd {
+                case: case.into(),
+                reason: reason.into(),
+                recordings: recordings.clone(),
+                participant: participant
+                    .filter(|(pb, _)| *pb == b)
+                    .map(|(_, p)| p.to_string()),
+            },
+        )?;
+        commands.push((b, c.seq, recordings));
+    }
+    Ok(HoldPlaced {
+        case: case.into(),
+        commands,
+        legal_holds,
+    })
+}
+
+/// What `hold release` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldReleased {
+    /// Per box: the release command's seq.
+    pub commands: Vec<(String, u64)>,
+    /// Object versions whose legal hold was cleared.
+    pub legal_holds_cleared: usize,
+    /// Recordings kept under legal hold by another active case.
+    pub still_held: Vec<String>,
+}
+
+/// `central hold release`: a release command to every box the case holds recordings on,
+/// and legal hold OFF on the objects of its recordings that no other active case holds.
+pub fn hold_release(
+    ar: &CommandArchive,
+    key: &dyn CommandKey,
+    operator: &str,
+    now_ms: i64,
+    case: &str,
+    reason: &str,
+) -> Result<HoldReleased, CentralError> {
+    let pk = key.public_key();
+    let cases = active_cases(ar, &pk)?;
+    let Some(this) = cases.iter().find(|c| c.case == case) else {
+        return Err(CentralError::NotFound(format!("active case {case}")));
+    };
+    let others: BTreeSet<&String> = cases
+        .iter()
+        .filter(|c| c.case != case)
+        .flat_map(|c| c.boxes.values().flat_map(|b| b.recordings.iter()))
+        .collect();
+    // Legal holds first: if this stops half-way the case is still active and the same
+    // command finishes it (clearing twice is harmless).
+    let mut cleared = 0;
+    let mut still_held = Vec::new();
+    for cb in this.boxes.values() {
+        for id in &cb.recordings {
+            if others.contains(id) {
+                still_held.push(id.clone());
+                continue;
+            }
+            let r = ar.find_recording(id)?;
+            cleared += legal_hold(ar, &r, false)?;
+        }
+    }
+    let mut commands = Vec::new();
+    for b in this.boxes.keys() {
+        let c = ar.issue(
+            key,
+            b,
+            operator,
+            now_ms,
+            Action::HoldRelease {
+                case: case.into(),
+                reason: reason.into(),
+            },
+        )?;
+        commands.push((b.clone(), c.seq));
+    }
+    Ok(HoldReleased {
+        commands,
+        legal_holds_cleared: cleared,
+        still_held,
+    })
+}
+
+/// What `erase` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Erased {
+    /// The box and the erase command's seq.
+    pub command: (String, u64),
+    /// Object versions and delete markers removed.
+    pub versions_deleted: usize,
+}
+
+/// `central erase`: refused while an active case or an Object Lock legal hold covers the
+/// recording; otherwise an erase command to its box, then every version of its archive
+/// objects deleted.
+pub fn erase(
+    ar: &CommandArchive,
+    key: &dyn CommandKey,
+    operator: &str,
+    now_ms: i64,
+    id: &str,
+    reason: &str,
+) -> Result<Erased, CentralError> {
+    let r = ar.find_recording(id)?;
+    let pk = key.public_key();
+    let held_by: Vec<String> = active_cases(ar, &pk)?
+        .into_iter()
+        .filter(|c| {
+            c.boxes
+                .get(&r.box_id)
+                .is_some_and(|b| b.recordings.contains(&r.id))
+        })
+        .map(|c| c.case)
+        .collect();
+    if !held_by.is_empty() {
+        return Err(CentralError::Refused(format!(
+            "recording {} is under legal hold (case {}): release it first (`central hold release`)",
+            r.id,
+            held_by.join(", ")
+        )));
+    }
+    let versions = ar.versions(&r)?;
+    for (k, v, marker) in &versions {
+        if *marker {
+            continue;
+        }
+        if ar.block(ar.client.get_legal_hold(k, Some(v)))? == Some(true) {
+            return Err(CentralError::Refused(format!(
+                "{k} (version {v}) has an Object Lock legal hold: recording {} is held",
+                r.id
+            )));
+        }
+    }
+    let cmd: Command = ar.issue(
+        key,
+        &r.box_id,
+        operator,
+        now_ms,
+        Action::Erase {
+            recording: r.id.clone(),
+            reason: reason.into(),
+        },
+    )?;
+    // The document (`<key>.json`, how the recording is found) goes last: if this stops
+    // half-way, the same command finds the recording and finishes.
+    let mut versions = versions;
+    let doc = format!("{}.json", r.container_key);
+    versions.sort_by_key(|(k, _, _)| *k == doc);
+    let mut n = 0;
+    for (k, v, _) in &versions {
+        ar.block(ar.client.delete_object(k, Some(v)))?;
+        n += 1;
+    }
+    // A version written meanwhile (the box re-uploading a document) goes too.
+    for (k, v, _) in ar.versions(&r)? {
+        ar.block(ar.client.delete_object(&k, Some(&v)))?;
+        n += 1;
+    }
+    Ok(Erased {
+        command: (r.box_id, cmd.seq),
+        versions_deleted: n,
+    })
+}

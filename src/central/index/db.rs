@@ -1,0 +1,731 @@
+//! PostgreSQL: connection, migrations, and every write of the index. Each recording (or
+//! status document) is written in one transaction together with what it implies (box
+//! first seen, heads, alarms), so a crash leaves it either indexed or not.
+
+use std::collections::HashMap;
+
+use postgres::{Client, GenericClient, NoTls};
+
+use super::plan::{KnownBox, Quarantined, Reason, RecordingRows, StatusRow, Trust};
+use super::IndexError;
+use crate::lifecycle::audit::SignedHead;
+
+/// Connect to `conninfo` (libpq syntax: `host=/tmp/pg dbname=central user=central`) and
+/// bring the schema up to date.
+pub fn connect(conninfo: &str) -> Result<Client, IndexError> {
+    let mut c = Client::connect(conninfo, NoTls)?;
+    migrate(&mut c)?;
+    Ok(c)
+}
+
+/// Apply the pending migrations of [`super::schema::MIGRATIONS`], each in a
+/// transaction; refuse a database newer than this program. Two indexers starting at once
+/// serialise on an advisory lock.
+pub fn migrate(c: &mut Client) -> Result<i32, IndexError> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock(72431401)", &[])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version integer PRIMARY KEY, name text NOT NULL, applied_ms bigint NOT NULL)",
+    )?;
+    let have: i32 = tx
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+            &[],
+        )?
+        .get(0);
+    let newest = super::schema::MIGRATIONS.last().map_or(0, |m| m.0);
+    if have > newest {
+        return Err(IndexError::Schema(format!(
+            "the database is at schema {have}, this program knows up to {newest}: upgrade branchrec-central"
+        )));
+    }
+    for (v, name, sql) in super::schema::MIGRATIONS {
+        if *v <= have {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .map_err(|e| IndexError::Schema(format!("migration {v} ({name}): {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
+            &[v, name, &super::now_ms()],
+        )?;
+        tracing::info!(version = v, name, "index schema migrated");
+    }
+    tx.commit()?;
+    Ok(newest)
+}
+
+/// A `boxes` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxRow {
+    /// Box id.
+    pub box_id: String,
+    /// Site.
+    pub site: Option<String>,
+    /// `enrolled`, `first_seen`, `none`.
+    pub trust: String,
+    /// The trusted key.
+    pub der: Option<Vec<u8>>,
+    /// Its SHA-256.
+    pub key_sha256: Option<String>,
+    /// First seen.
+    pub first_seen_ms: i64,
+    /// Enrolled by.
+    pub enrolled_by: Option<String>,
+    /// A manifest signed by another key was seen.
+    pub key_changed: bool,
+    /// That key's SHA-256.
+    pub changed_key_sha256: Option<String>,
+}
+
+/// The box `box_id`, if known.
+pub fn get_box(c: &mut impl GenericClient, box_id: &str) -> Result<Option<BoxRow>, IndexError> {
+    Ok(c.query_opt(
+        "SELECT box_id, site, trust, signing_key_der, signing_key_sha256, first_seen_ms,
+                    enrolled_by, key_changed, changed_key_sha256
+             FROM boxes WHERE box_id = $1",
+        &[&box_id],
+    )?
+    .map(|r| BoxRow {
+        box_id: r.get(0),
+        site: r.get(1),
+        trust: r.get(2),
+        der: r.get(3),
+        key_sha256: r.get(4),
+        first_seen_ms: r.get(5),
+        enrolled_by: r.get(6),
+        key_changed: r.get(7),
+        changed_key_sha256: r.get(8),
+    }))
+}
+
+impl BoxRow {
+    /// The key manifests are checked with, and how it came to be trusted.
+    pub fn known(&self) -> Option<KnownBox> {
+        let trust = match self.trust.as_str() {
+            "enrolled" => Trust::Enrolled,
+            "first_seen" => Trust::FirstSeen,
+            _ => return None,
+        };
+        Some(KnownBox {
+            der: self.der.clone()?,
+            trust,
+        })
+    }
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// Make sure `box_id` has a row (trust `none` when new).
+pub fn ensure_box(
+    c: &mut impl GenericClient,
+    box_id: &str,
+    site: Option<&str>,
+    now: i64,
+) -> Result<(), IndexError> {
+    c.execute(
+        "INSERT INTO boxes (box_id, site, trust, first_seen_ms) VALUES ($1, $2, 'none', $3)
+         ON CONFLICT (box_id) DO UPDATE SET site = COALESCE(boxes.site, EXCLUDED.site)",
+        &[&box_id, &site, &now],
+    )?;
+    Ok(())
+}
+
+/// Record `der` as the first-seen key of a box that had none (never replaces a key).
+/// Returns whether it was recorded (false: another key got there first).
+pub fn record_first_seen(
+    c: &mut impl GenericClient,
+    box_id: &str,
+    site: &str,
+    der: &[u8],
+    now: i64,
+) -> Result<bool, IndexError> {
+    ensure_box(c, box_id, Some(site), now)?;
+    let n = c.execute(
+        "UPDATE boxes SET trust = 'first_seen', signing_key_der = $2, signing_key_sha256 = $3
+         WHERE box_id = $1 AND trust = 'none'",
+        &[&box_id, &der, &sha_hex(der)],
+    )?;
+    if n == 1 {
+        raise_alarm(
+            c,
+            box_id,
+            "first_seen",
+            &format!(
+                "box {box_id} is not enrolled: its key sha256 {} is trusted on first use until an operator confirms (central enrol)",
+                sha_hex(der)
+            ),
+            now,
+        )?;
+    }
+    Ok(n == 1)
+}
+
+/// Flag that a manifest of `box_id` was signed by `der`, not its trusted key.
+pub fn flag_key_changed(
+    c: &mut impl GenericClient,
+    box_id: &str,
+    der: &[u8],
+    now: i64,
+) -> Result<(), IndexError> {
+    c.execute(
+        "UPDATE boxes SET key_changed = true, changed_key_sha256 = $2, changed_key_seen_ms = $3
+         WHERE box_id = $1",
+        &[&box_id, &sha_hex(der), &now],
+    )?;
+    Ok(())
+}
+
+/// Register (or re-register) a box's signing key: `trust = enrolled`, the change flag
+/// cleared, its quarantined objects and position reset so the next pass verifies them
+/// again with this key. Returns the previous row.
+pub fn enrol(
+    c: &mut Client,
+    box_id: &str,
+    der: &[u8],
+    actor: &str,
+    now: i64,
+) -> Result<Option<BoxRow>, IndexError> {
+    let mut tx = c.transaction()?;
+    let before = get_box(&mut tx, box_id)?;
+    tx.execute(
+        "INSERT INTO boxes (box_id, trust, signing_key_der, signing_key_sha256, first_seen_ms,
+                            enrolled_ms, enrolled_by)
+         VALUES ($1, 'enrolled', $2, $3, $4, $4, $5)
+         ON CONFLICT (box_id) DO UPDATE SET trust = 'enrolled', signing_key_der = $2,
+             signing_key_sha256 = $3, enrolled_ms = $4, enrolled_by = $5,
+             key_changed = false, changed_key_sha256 = NULL, changed_key_seen_ms = NULL",
+        &[&box_id, &der, &sha_hex(der), &now, &actor],
+    )?;
+    tx.execute(
+        "DELETE FROM quarantine WHERE box_id = $1
+           AND reason IN ('signature', 'key_changed', 'unknown_box')",
+        &[&box_id],
+    )?;
+    tx.execute(
+        "UPDATE index_positions SET start_after = '', updated_ms = $2 WHERE box_id = $1",
+        &[&box_id, &now],
+    )?;
+    tx.execute(
+        "DELETE FROM alarms WHERE box_id = $1 AND code IN ('first_seen', 'key_changed', 'unknown_box', 'signature')",
+        &[&box_id],
+    )?;
+    // Recordings indexed under a first-seen key that is the enrolled one become enrolled.
+    tx.execute(
+        "UPDATE recordings SET trust = 'enrolled' WHERE box_id = $1 AND trust = 'first_seen'
+           AND $2 = (SELECT signing_key_sha256 FROM boxes WHERE box_id = $1)",
+        &[&box_id, &sha_hex(der)],
+    )?;
+    tx.commit()?;
+    Ok(before)
+}
+
+/// Raise (or count again) an alarm; logged.
+pub fn raise_alarm(
+    c: &mut impl GenericClient,
+    box_id: &str,
+    code: &str,
+    message: &str,
+    now: i64,
+) -> Result<(), IndexError> {
+    tracing::error!(box_id, alarm = code, "index alarm: {message}");
+    c.execute(
+        "INSERT INTO alarms (box_id, code, message, first_ms, last_ms) VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (box_id, code) DO UPDATE SET count = alarms.count + 1,
+             message = EXCLUDED.message, last_ms = EXCLUDED.last_ms",
+        &[&box_id, &code, &message, &now],
+    )?;
+    Ok(())
+}
+
+/// Quarantine the recording at `key` (`objects_etag` as listed); an indexed recording
+/// under that key is marked `integrity = quarantined` and leaves the search results.
+pub fn quarantine(
+    c: &mut impl GenericClient,
+    key: &str,
+    box_id: &str,
+    qd: &Quarantined,
+    objects_etag: &str,
+    now: i64,
+) -> Result<(), IndexError> {
+    c.execute(
+        "INSERT INTO quarantine (object_key, box_id, reason, message, objects_etag, first_ms, last_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (object_key) DO UPDATE SET reason = EXCLUDED.reason,
+             message = EXCLUDED.message, objects_etag = EXCLUDED.objects_etag,
+             last_ms = EXCLUDED.last_ms, seen = quarantine.seen + 1",
+        &[&key, &box_id, &qd.reason.as_str(), &qd.message, &objects_etag, &now],
+    )?;
+    c.execute(
+        "UPDATE recordings SET integrity = 'quarantined' WHERE container_key = $1",
+        &[&key],
+    )?;
+    if let (Reason::KeyChanged, Some(d)) = (qd.reason, &qd.seen_key) {
+        flag_key_changed(c, box_id, d, now)?;
+    }
+    raise_alarm(c, box_id, qd.reason.as_str(), &qd.message, now)
+}
+
+const REC_COLS: &str = "recording_id, box_id, site, container_key, started_at_ms, ended_at_ms,
+    duration_ms, direction, source, state, codec, storage_format, call_id, session_id, tags,
+    held, container_bytes, container_sha256, content_sha256, compliance_key_id, trust,
+    integrity, objects_etag, document, indexed_at_ms";
+
+/// Write one verified recording (replacing an earlier version of the same recording:
+/// the indexer re-verifies when an object's ETag changed). The real row-writing path.
+pub fn write_recording(
+    c: &mut impl GenericClient,
+    rows: &RecordingRows,
+    now: i64,
+) -> Result<(), IndexError> {
+    let r = &rows.recording;
+    c.execute(
+        "DELETE FROM recordings WHERE recording_id = $1::text::uuid OR container_key = $2",
+        &[&r.recording_id, &r.container_key],
+    )?;
+    let sql = format!(
+        "INSERT INTO recordings ({REC_COLS}) VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8,
+         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, 'ok', $22, $23, $24)"
+    );
+    c.execute(
+        &sql,
+        &[
+            &r.recording_id,
+            &r.box_id,
+            &r.site,
+            &r.container_key,
+            &r.started_at_ms,
+            &r.ended_at_ms,
+            &r.duration_ms,
+            &r.direction,
+            &r.source,
+            &r.state,
+            &r.codec,
+            &r.storage_format,
+            &r.call_id,
+            &r.session_id,
+            &r.tags,
+            &r.held,
+            &r.container_bytes,
+            &r.container_sha256,
+            &r.content_sha256,
+            &r.compliance_key_id,
+            &r.trust.as_str(),
+            &r.objects_etag,
+            &r.document,
+            &now,
+        ],
+    )?;
+    // One statement per table, the rows as arrays (unnest): the round trips per
+    // recording stay constant whatever its number of participants and events.
+    if !rows.participants.is_empty() {
+        let ps = &rows.participants;
+        let pid: Vec<&str> = ps.iter().map(|p| p.participant_id.as_str()).collect();
+        let name: Vec<Option<&str>> = ps.iter().map(|p| p.name.as_deref()).collect();
+        let aor: Vec<Option<&str>> = ps.iter().map(|p| p.aor.as_deref()).collect();
+        let num: Vec<Option<&str>> = ps.iter().map(|p| p.number.as_deref()).collect();
+        let joined: Vec<Option<i64>> = ps.iter().map(|p| p.joined_at_ms).collect();
+        let left: Vec<Option<i64>> = ps.iter().map(|p| p.left_at_ms).collect();
+        let ch: Vec<Option<i32>> = ps.iter().map(|p| p.channel).collect();
+        c.execute(
+            "INSERT INTO participants (recording_id, participant_id, name, name_lc, aor, aor_lc,
+               number, joined_at_ms, left_at_ms, channel)
+             SELECT $1::text::uuid, p, n, lower(n), a, lower(a), num, j, l, ch
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[],
+                         $8::int4[]) AS t(p, n, a, num, j, l, ch)",
+            &[&r.recording_id, &pid, &name, &aor, &num, &joined, &left, &ch],
+        )?;
+    }
+    if !rows.channels.is_empty() {
+        let cs = &rows.channels;
+        let n: Vec<i32> = cs.iter().map(|c| c.channel).collect();
+        let pid: Vec<Option<&str>> = cs.iter().map(|c| c.participant_id.as_deref()).collect();
+        let label: Vec<Option<&str>> = cs.iter().map(|c| c.label.as_deref()).collect();
+        let ms: Vec<Option<&str>> = cs.iter().map(|c| c.mapping_source.as_deref()).collect();
+        c.execute(
+            "INSERT INTO channels (recording_id, channel, participant_id, label, mapping_source)
+             SELECT $1::text::uuid, n, p, l, m
+             FROM unnest($2::int4[], $3::text[], $4::text[], $5::text[]) AS t(n, p, l, m)
+             ON CONFLICT DO NOTHING",
+            &[&r.recording_id, &n, &pid, &label, &ms],
+        )?;
+    }
+    if !rows.events.is_empty() {
+        let es = &rows.events;
+        let at: Vec<i64> = es.iter().map(|e| e.at_ms).collect();
+        let kind: Vec<&str> = es.iter().map(|e| e.kind.as_str()).collect();
+        let ch: Vec<Option<i32>> = es.iter().map(|e| e.channel).collect();
+        let det: Vec<Option<String>> = es
+            .iter()
+            .map(|e| e.detail.as_ref().map(|d| d.to_string()))
+            .collect();
+        c.execute(
+            "INSERT INTO events (recording_id, at_ms, kind, channel, detail)
+             SELECT $1::text::uuid, a, k, ch, d::jsonb
+             FROM unnest($2::int8[], $3::text[], $4::int4[], $5::text[]) AS t(a, k, ch, d)",
+            &[&r.recording_id, &at, &kind, &ch, &det],
+        )?;
+    }
+    if r.held {
+        c.execute(
+            "INSERT INTO holds (recording_id, source, reason, created_ms)
+             VALUES ($1::text::uuid, 'box', 'held on the box when archived', $2)",
+            &[&r.recording_id, &now],
+        )?;
+    }
+    c.execute(
+        "DELETE FROM quarantine WHERE object_key = $1",
+        &[&r.container_key],
+    )?;
+    Ok(())
+}
+
+/// Store published heads of `box_id` (verified with `der` when there is one) and raise
+/// `audit_gap` / `audit_fork` for what the whole published history shows.
+pub fn store_heads(
+    c: &mut impl GenericClient,
+    box_id: &str,
+    der: Option<&[u8]>,
+    heads: &[SignedHead],
+    source: &str,
+    now: i64,
+) -> Result<usize, IndexError> {
+    let mut new = 0;
+    let mut bad = 0;
+    for h in heads {
+        let ok = der.is_some_and(|d| super::plan::head_verifies(d, h));
+        if der.is_some() && !ok {
+            bad += 1;
+        }
+        new += c.execute(
+            "INSERT INTO box_audit_heads (box_id, seq, hash, at_ms, key_id, signature, ordinal,
+               counter, verified, source, seen_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+            &[
+                &box_id,
+                &h.seq,
+                &h.hash,
+                &h.at_ms.0,
+                &h.key_id,
+                &h.signature,
+                &h.ordinal,
+                &h.counter,
+                &ok,
+                &source,
+                &now,
+            ],
+        )? as usize;
+    }
+    if bad > 0 {
+        raise_alarm(
+            c,
+            box_id,
+            "audit_head_signature",
+            &format!(
+                "{bad} published audit head(s) of {box_id} do not verify with its trusted key"
+            ),
+            now,
+        )?;
+    }
+    if new > 0 {
+        let hist: Vec<(i64, String)> = c
+            .query(
+                "SELECT ordinal, hash FROM box_audit_heads WHERE box_id = $1 AND ordinal IS NOT NULL
+                 ORDER BY ordinal, hash",
+                &[&box_id],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for (code, msg) in super::plan::head_problems(&hist) {
+            raise_alarm(c, box_id, code, &format!("{box_id}: {msg}"), now)?;
+        }
+    }
+    Ok(new)
+}
+
+/// Store a status document (a new ETag) of a box; false if that version was stored.
+pub fn store_status(
+    c: &mut impl GenericClient,
+    s: &StatusRow,
+    etag: &str,
+    now: i64,
+) -> Result<bool, IndexError> {
+    ensure_box(c, &s.box_id, s.site.as_deref(), now)?;
+    let n = c.execute(
+        "INSERT INTO box_status (box_id, etag, generated_at, received_ms, pending, uploaded,
+           failed, pending_bytes, oldest_pending_age_s, last_upload_at, alarms, document)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
+        &[
+            &s.box_id,
+            &etag,
+            &s.generated_at,
+            &now,
+            &s.pending,
+            &s.uploaded,
+            &s.failed,
+            &s.pending_bytes,
+            &s.oldest_pending_age_s,
+            &s.last_upload_at,
+            &s.alarms,
+            &s.document,
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// Whether this status version is stored.
+pub fn has_status(
+    c: &mut impl GenericClient,
+    box_id: &str,
+    etag: &str,
+) -> Result<bool, IndexError> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM box_status WHERE box_id = $1 AND etag = $2",
+        &[&box_id, &etag],
+    )?
+    .is_some())
+}
+
+/// What the index already holds for these container keys: `objects_etag` of the
+/// indexed recording and of the quarantine row.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Indexed: key → objects_etag.
+    pub indexed: HashMap<String, String>,
+    /// Quarantined: key → objects_etag.
+    pub quarantined: HashMap<String, String>,
+}
+
+/// Look up many container keys at once.
+pub fn known(c: &mut impl GenericClient, keys: &[String]) -> Result<Known, IndexError> {
+    let mut k = Known::default();
+    if keys.is_empty() {
+        return Ok(k);
+    }
+    for r in c.query(
+        "SELECT container_key, objects_etag FROM recordings WHERE container_key = ANY($1)",
+        &[&keys],
+    )? {
+        k.indexed.insert(r.get(0), r.get(1));
+    }
+    for r in c.query(
+        "SELECT object_key, objects_etag FROM quarantine WHERE object_key = ANY($1)",
+        &[&keys],
+    )? {
+        k.quarantined.insert(r.get(0), r.get(1));
+    }
+    Ok(k)
+}
+
+/// The persisted StartAfter of a box prefix ("" = from the start).
+pub fn position(c: &mut impl GenericClient, box_prefix: &str) -> Result<String, IndexError> {
+    Ok(c.query_opt(
+        "SELECT start_after FROM index_positions WHERE box_prefix = $1",
+        &[&box_prefix],
+    )?
+    .map(|r| r.get(0))
+    .unwrap_or_default())
+}
+
+/// Persist a box prefix's StartAfter (never moves backwards except by enrol / rescan).
+pub fn set_position(
+    c: &mut impl GenericClient,
+    box_prefix: &str,
+    box_id: &str,
+    start_after: &str,
+    now: i64,
+) -> Result<(), IndexError> {
+    c.execute(
+        "INSERT INTO index_positions (box_prefix, box_id, start_after, updated_ms)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (box_prefix) DO UPDATE SET start_after = GREATEST(index_positions.start_after, EXCLUDED.start_after),
+             updated_ms = EXCLUDED.updated_ms",
+        &[&box_prefix, &box_id, &start_after, &now],
+    )?;
+    Ok(())
+}
+
+// ---- The bench's bulk path: COPY of the same rows into the same columns. ----
+
+fn copy_text(out: &mut String, v: Option<&str>) {
+    match v {
+        None => out.push_str("\\N"),
+        Some(s) => {
+            for ch in s.chars() {
+                match ch {
+                    '\\' => out.push_str("\\\\"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
+}
+
+fn pg_array(v: &[String]) -> String {
+    let items: Vec<String> = v
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", items.join(","))
+}
+
+/// Bulk-write many verified recordings with COPY (the bench; also usable for an initial
+/// load): the rows are the ones [`write_recording`] writes, column for column, built by
+/// the same [`super::plan::rows_from_document`]. The recordings must be new.
+pub fn copy_recordings(
+    c: &mut Client,
+    batch: &[RecordingRows],
+    now: i64,
+) -> Result<(), IndexError> {
+    use std::io::Write as _;
+    let mut tx = c.transaction()?;
+    let mut rec = String::new();
+    let mut par = String::new();
+    let mut chn = String::new();
+    let mut evt = String::new();
+    let mut hld = String::new();
+    let now_s = now.to_string();
+    for rows in batch {
+        let r = &rows.recording;
+        let opt_i = |v: Option<i64>| v.map(|x| x.to_string());
+        let fields: Vec<Option<String>> = vec![
+            Some(r.recording_id.clone()),
+            Some(r.box_id.clone()),
+            Some(r.site.clone()),
+            Some(r.container_key.clone()),
+            Some(r.started_at_ms.to_string()),
+            opt_i(r.ended_at_ms),
+            opt_i(r.duration_ms),
+            r.direction.clone(),
+            r.source.clone(),
+            r.state.clone(),
+            r.codec.clone(),
+            r.storage_format.clone(),
+            r.call_id.clone(),
+            r.session_id.clone(),
+            Some(pg_array(&r.tags)),
+            Some(if r.held { "t" } else { "f" }.into()),
+            Some(r.container_bytes.to_string()),
+            Some(r.container_sha256.clone()),
+            Some(r.content_sha256.clone()),
+            Some(r.compliance_key_id.clone()),
+            Some(r.trust.as_str().into()),
+            Some("ok".into()),
+            Some(r.objects_etag.clone()),
+            Some(r.document.to_string()),
+            Some(now_s.clone()),
+        ];
+        for (k, f) in fields.iter().enumerate() {
+            if k > 0 {
+                rec.push('\t');
+            }
+            copy_text(&mut rec, f.as_deref());
+        }
+        rec.push('\n');
+        for p in &rows.participants {
+            let ch = p.channel.map(|x| x.to_string());
+            let j = p.joined_at_ms.map(|x| x.to_string());
+            let l = p.left_at_ms.map(|x| x.to_string());
+            let name_lc = p.name.as_ref().map(|n| n.to_lowercase());
+            let aor_lc = p.aor.as_ref().map(|n| n.to_lowercase());
+            let f = [
+                Some(r.recording_id.as_str()),
+                Some(p.participant_id.as_str()),
+                p.name.as_deref(),
+                name_lc.as_deref(),
+                p.aor.as_deref(),
+                aor_lc.as_deref(),
+                p.number.as_deref(),
+                j.as_deref(),
+                l.as_deref(),
+                ch.as_deref(),
+            ];
+            for (k, v) in f.iter().enumerate() {
+                if k > 0 {
+                    par.push('\t');
+                }
+                copy_text(&mut par, *v);
+            }
+            par.push('\n');
+        }
+        for c in &rows.channels {
+            let n = c.channel.to_string();
+            let f = [
+                Some(r.recording_id.as_str()),
+                Some(n.as_str()),
+                c.participant_id.as_deref(),
+                c.label.as_deref(),
+                c.mapping_source.as_deref(),
+            ];
+            for (k, v) in f.iter().enumerate() {
+                if k > 0 {
+                    chn.push('\t');
+                }
+                copy_text(&mut chn, *v);
+            }
+            chn.push('\n');
+        }
+        for e in &rows.events {
+            let at = e.at_ms.to_string();
+            let ch = e.channel.map(|x| x.to_string());
+            let d = e.detail.as_ref().map(|d| d.to_string());
+            let f = [
+                Some(r.recording_id.as_str()),
+                Some(at.as_str()),
+                Some(e.kind.as_str()),
+                ch.as_deref(),
+                d.as_deref(),
+            ];
+            for (k, v) in f.iter().enumerate() {
+                if k > 0 {
+                    evt.push('\t');
+                }
+                copy_text(&mut evt, *v);
+            }
+            evt.push('\n');
+        }
+        if r.held {
+            hld.push_str(&format!(
+                "{}\tbox\theld on the box when archived\t{now_s}\n",
+                r.recording_id
+            ));
+        }
+    }
+    for (sql, data) in [
+        (format!("COPY recordings ({REC_COLS}) FROM STDIN"), &rec),
+        (
+            "COPY participants (recording_id, participant_id, name, name_lc, aor, aor_lc, number, joined_at_ms, left_at_ms, channel) FROM STDIN".to_string(),
+            &par,
+        ),
+        (
+            "COPY channels (recording_id, channel, participant_id, label, mapping_source) FROM STDIN".to_string(),
+            &chn,
+        ),
+        (
+            "COPY events (recording_id, at_ms, kind, channel, detail) FROM STDIN".to_string(),
+            &evt,
+        ),
+        (
+            "COPY holds (recording_id, source, reason, created_ms) FROM STDIN".to_string(),
+            &hld,
+        ),
+    ] {
+        if data.is_empty() {
+            continue;
+        }
+        let mut w = tx.copy_in(sql.as_str())?;
+        w.write_all(data.as_bytes())
+            .map_err(|e| IndexError::Schema(format!("COPY: {e}")))?;
+        w.finish()?;
+    }
+    tx.commit()?;
+    Ok(())
+}

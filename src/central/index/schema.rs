@@ -1,0 +1,197 @@
+//! The index schema: numbered migrations, applied in order on start, each in its own
+//! transaction, recorded in `schema_migrations` (docs/central.md, *Index schema*).
+//! Never edit a released migration: add the next.
+
+/// (version, name, SQL).
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", V1)];
+
+const V1: &str = r#"
+CREATE TABLE boxes (
+    box_id              text PRIMARY KEY,
+    site                text,
+    -- The trusted manifest/audit-head signing key (DER SubjectPublicKeyInfo, Ed25519).
+    signing_key_der     bytea,
+    signing_key_sha256  text,
+    -- enrolled: registered by an operator (central enrol); first_seen: trusted on first
+    -- use, flagged until an operator confirms; none: seen, no key trusted yet.
+    trust               text NOT NULL CHECK (trust IN ('enrolled', 'first_seen', 'none')),
+    first_seen_ms       bigint NOT NULL,
+    enrolled_ms         bigint,
+    enrolled_by         text,
+    -- A manifest signed by another key than the trusted one was seen: never trusted.
+    key_changed         boolean NOT NULL DEFAULT false,
+    changed_key_sha256  text,
+    changed_key_seen_ms bigint
+);
+
+CREATE TABLE recordings (
+    recording_id      uuid PRIMARY KEY,
+    box_id            text NOT NULL REFERENCES boxes(box_id),
+    site              text NOT NULL,
+    container_key     text NOT NULL UNIQUE,
+    started_at_ms     bigint NOT NULL,
+    ended_at_ms       bigint,
+    duration_ms       bigint,
+    direction         text,
+    source            text,
+    state             text,
+    codec             text,
+    storage_format    text,
+    call_id           text,
+    session_id        text,
+    tags              text[] NOT NULL DEFAULT '{}',
+    held              boolean NOT NULL DEFAULT false,
+    container_bytes   bigint NOT NULL,
+    container_sha256  text NOT NULL,
+    content_sha256    text NOT NULL,
+    compliance_key_id text NOT NULL,
+    -- enrolled or first_seen: the trust of the key the manifest verified with.
+    trust             text NOT NULL,
+    -- ok, or quarantined (an object changed after indexing and no longer verifies).
+    integrity         text NOT NULL DEFAULT 'ok',
+    -- ETags of container, document, manifest, signature: a change means re-verify.
+    objects_etag      text NOT NULL,
+    document          jsonb NOT NULL,
+    indexed_at_ms     bigint NOT NULL
+);
+CREATE INDEX recordings_started ON recordings (started_at_ms DESC);
+CREATE INDEX recordings_box_started ON recordings (box_id, started_at_ms DESC);
+CREATE INDEX recordings_site_started ON recordings (site, started_at_ms DESC);
+CREATE INDEX recordings_held ON recordings (started_at_ms DESC) WHERE held;
+CREATE INDEX recordings_tags ON recordings USING gin (tags);
+
+-- One row per address of a participant (its AoR and each further AoR); number is the
+-- normalised +digits of a tel: or sip: user part, name_lc the lower-cased name.
+CREATE TABLE participants (
+    recording_id   uuid NOT NULL REFERENCES recordings(recording_id) ON DELETE CASCADE,
+    participant_id text NOT NULL,
+    name           text,
+    name_lc        text,
+    aor            text,
+    aor_lc         text,
+    number         text,
+    joined_at_ms   bigint,
+    left_at_ms     bigint,
+    channel        integer
+);
+CREATE INDEX participants_recording ON participants (recording_id);
+CREATE INDEX participants_number ON participants (number text_pattern_ops);
+CREATE INDEX participants_aor ON participants (aor_lc text_pattern_ops);
+CREATE INDEX participants_name ON participants (name_lc text_pattern_ops);
+
+CREATE TABLE channels (
+    recording_id   uuid NOT NULL REFERENCES recordings(recording_id) ON DELETE CASCADE,
+    channel        integer NOT NULL,
+    participant_id text,
+    label          text,
+    mapping_source text,
+    PRIMARY KEY (recording_id, channel)
+);
+
+CREATE TABLE events (
+    recording_id uuid NOT NULL REFERENCES recordings(recording_id) ON DELETE CASCADE,
+    at_ms        bigint NOT NULL,
+    kind         text NOT NULL,
+    channel      integer,
+    detail       jsonb
+);
+CREATE INDEX events_recording ON events (recording_id);
+
+-- Legal holds known centrally: from the boxes' documents (source = box) or placed at
+-- headquarters (source = central: central hold add).
+CREATE TABLE holds (
+    hold_id        bigserial PRIMARY KEY,
+    recording_id   uuid REFERENCES recordings(recording_id) ON DELETE CASCADE,
+    source         text NOT NULL,
+    case_id        text,
+    reason         text,
+    created_by     text,
+    created_ms     bigint NOT NULL,
+    released_ms    bigint,
+    released_by    text
+);
+CREATE INDEX holds_recording ON holds (recording_id);
+
+-- Every distinct status document a box pushed (its ETag), oldest first.
+CREATE TABLE box_status (
+    box_id        text NOT NULL REFERENCES boxes(box_id),
+    etag          text NOT NULL,
+    generated_at  text,
+    received_ms   bigint NOT NULL,
+    pending       bigint,
+    uploaded      bigint,
+    failed        bigint,
+    pending_bytes bigint,
+    oldest_pending_age_s bigint,
+    last_upload_at text,
+    alarms        jsonb,
+    document      jsonb NOT NULL,
+    PRIMARY KEY (box_id, etag)
+);
+CREATE INDEX box_status_latest ON box_status (box_id, received_ms DESC);
+
+-- Signed audit-chain heads the boxes published (status and archive documents).
+CREATE TABLE box_audit_heads (
+    box_id     text NOT NULL REFERENCES boxes(box_id),
+    seq        bigint NOT NULL,
+    hash       text NOT NULL,
+    at_ms      bigint NOT NULL,
+    key_id     text NOT NULL,
+    signature  text NOT NULL,
+    ordinal    bigint,
+    counter    bigint,
+    -- verified with the trusted box key; false: no key yet, or it did not verify.
+    verified   boolean NOT NULL,
+    source     text NOT NULL,
+    seen_ms    bigint NOT NULL,
+    PRIMARY KEY (box_id, seq, hash)
+);
+
+-- Archive objects that failed verification: never indexed as good.
+CREATE TABLE quarantine (
+    object_key  text PRIMARY KEY,
+    box_id      text,
+    reason      text NOT NULL,
+    message     text NOT NULL,
+    objects_etag text NOT NULL,
+    first_ms    bigint NOT NULL,
+    last_ms     bigint NOT NULL,
+    seen        integer NOT NULL DEFAULT 1
+);
+CREATE INDEX quarantine_box ON quarantine (box_id);
+
+-- Alarms per box (and '' for the indexer itself): raised, counted, cleared.
+CREATE TABLE alarms (
+    box_id    text NOT NULL,
+    code      text NOT NULL,
+    message   text NOT NULL,
+    count     bigint NOT NULL DEFAULT 1,
+    first_ms  bigint NOT NULL,
+    last_ms   bigint NOT NULL,
+    PRIMARY KEY (box_id, code)
+);
+
+-- The indexer's StartAfter position per box prefix (site/box/).
+CREATE TABLE index_positions (
+    box_prefix   text PRIMARY KEY,
+    box_id       text NOT NULL,
+    start_after  text NOT NULL,
+    updated_ms   bigint NOT NULL
+);
+
+-- The central audit log: seq, hash = SHA-256(prev_hash "\n" canonical entry), Ed25519
+-- signature of the hash with the central audit key.
+CREATE TABLE central_audit (
+    seq        bigint PRIMARY KEY,
+    at_ms      bigint NOT NULL,
+    actor      text NOT NULL,
+    action     text NOT NULL,
+    target     text NOT NULL,
+    -- The exact JSON text that was hashed (jsonb would reorder it).
+    detail     text NOT NULL,
+    prev_hash  text NOT NULL,
+    hash       text NOT NULL,
+    key_id     text NOT NULL,
+    signature  text NOT NULL
+);
+"#;
