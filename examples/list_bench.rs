@@ -1,16 +1,21 @@
-//! Benchmark of `recordings list` filters on a large catalogue.
+//! Benchmark of `recordings list` filters on a large catalogue, plaintext against
+//! encrypted (SQLCipher, issue 12).
 //!
 //! ```sh
-//! cargo run --release --example list_bench -- [ROWS]   # default 1,000,000
+//! cargo run --release --features g729 --example list_bench -- [ROWS]   # default 1,000,000
 //! ```
-//! Creates a temporary catalogue with the real schema (via `Catalog::open`), fills it in
-//! one transaction (ROWS recordings over one year, two participants each, 10 % tagged
-//! `support`, 1 % `mifid`, three active holds), then times `Catalog::list` — exactly
-//! what `branchrec recordings list` runs — for each filter, median of 5 runs.
+//! Creates a temporary plaintext catalogue with the real schema (`Catalog::
+//! open_unencrypted`, the layout of builds before encryption), fills it in one transaction
+//! (ROWS recordings over one year, two participants each, 10 % tagged `support`, 1 %
+//! `mifid`, three active holds), then converts a copy with the daemon's upgrade path
+//! (`CatalogAccess::encrypt_if_plaintext`, under a catalogue key wrapped by a software
+//! KEK) — the same rows in both files. Then times `Catalog::list` — exactly what
+//! `branchrec recordings list` runs — for each filter on both, median of 5 runs, and the
+//! cost of opening the catalogue (what every CLI command pays).
 
 use std::time::Instant;
 
-use branchrec::catalog::{Catalog, ListFilter};
+use branchrec::catalog::{Catalog, CatalogAccess, ListFilter};
 use branchrec::lifecycle::holds::HoldTarget;
 use rusqlite::params;
 
@@ -22,7 +27,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("catalog.sqlite");
-    let mut cat = Catalog::open(&path)?;
+    let mut cat = Catalog::open_unencrypted(&path)?;
     let t0 = Instant::now();
     let base: i64 = 1_704_067_200_000; // 2024-01-01
     let year_ms: i64 = 365 * 86_400_000;
@@ -100,13 +105,45 @@ fn main() -> anyhow::Result<()> {
         now,
     )?;
     drop(cat);
-    let cat = Catalog::open_read_only(&path)?;
+    // The encrypted twin: a copy converted by the daemon's upgrade path.
+    let enc = dir.path().join("encrypted.sqlite");
+    std::fs::copy(&path, &enc)?;
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys)?;
+    let kek = branchrec::vault::KeyFileVault::from_key(rand::random());
+    let (access, _) = CatalogAccess::unlock_or_create(&enc, &keys, &kek)?;
+    let t1 = Instant::now();
+    access.encrypt_if_plaintext()?;
+    let convert = t1.elapsed();
     println!(
-        "catalogue: {rows} recordings, {} participants, filled in {:.1} s, file {} MiB",
+        "catalogue: {rows} recordings, {} participants, filled in {:.1} s; plaintext file {} MiB, \
+         encrypted {} MiB (converted in {:.1} s)",
         rows * 2,
         fill.as_secs_f64(),
-        std::fs::metadata(&path)?.len() / (1024 * 1024)
+        std::fs::metadata(&path)?.len() / (1024 * 1024),
+        std::fs::metadata(&enc)?.len() / (1024 * 1024),
+        convert.as_secs_f64()
     );
+    let median = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            f()?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(times[2])
+    };
+    let open_plain = median(&mut || {
+        Catalog::open_unencrypted_read_only(&path)?;
+        Ok(())
+    })?;
+    let open_enc = median(&mut || {
+        access.open_read_only()?;
+        Ok(())
+    })?;
+    let plain = Catalog::open_unencrypted_read_only(&path)?;
+    let encrypted = access.open_read_only()?;
     let day = 86_400_000;
     let f = |lf: ListFilter| ListFilter { now_ms: now, ..lf };
     let cases: Vec<(&str, ListFilter)> = vec![
@@ -137,6 +174,14 @@ fn main() -> anyhow::Result<()> {
             "--participant exact number (no match)",
             f(ListFilter {
                 participant: Some("+491234567890".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "--participant exact number, --limit 50",
+            f(ListFilter {
+                participant: Some("+49301231150".into()),
+                limit: Some(50),
                 ..Default::default()
             }),
         ),
@@ -210,17 +255,29 @@ fn main() -> anyhow::Result<()> {
             }),
         ),
     ];
-    println!("{:<45} {:>8} {:>12}", "filter", "rows", "median ms");
+    println!(
+        "{:<45} {:>8} {:>14} {:>14} {:>7}",
+        "filter", "rows", "plaintext ms", "encrypted ms", "ratio"
+    );
+    println!(
+        "{:<45} {:>8} {open_plain:>14.2} {open_enc:>14.2} {:>7.2}",
+        "(open read-only, schema check)",
+        "",
+        open_enc / open_plain
+    );
     for (name, lf) in cases {
-        let mut times = Vec::new();
         let mut n = 0;
-        for _ in 0..5 {
-            let t = Instant::now();
-            n = cat.list(&lf)?.len();
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        times.sort_by(|a, b| a.total_cmp(b));
-        println!("{name:<45} {n:>8} {:>12.2}", times[2]);
+        let p = median(&mut || {
+            n = plain.list(&lf)?.len();
+            Ok(())
+        })?;
+        let mut m = 0;
+        let e = median(&mut || {
+            m = encrypted.list(&lf)?.len();
+            Ok(())
+        })?;
+        assert_eq!(n, m, "{name}: the two catalogues differ");
+        println!("{name:<45} {n:>8} {p:>14.2} {e:>14.2} {:>7.2}", e / p);
     }
     Ok(())
 }

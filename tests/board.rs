@@ -5,6 +5,8 @@
 //! LED blinks until the hold is durable, then is steady, then goes dark; a press too soon
 //! after is refused, and a stuck press gives one more hold, not a flood. Needs `sipp` (package sip-tester): FAILS without it.
 
+#[path = "common/catalog.rs"]
+mod catalog;
 mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
@@ -84,8 +86,7 @@ fn id_of(rows: &[Value], caller: &str) -> String {
 
 /// Move a closed recording back in time in the catalogue (as if it had been made then).
 fn age(inst: &Install, id: &str, by_ms: i64) {
-    let c = rusqlite::Connection::open(inst.data.join("catalog.sqlite")).unwrap();
-    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let c = catalog::connection(&inst.data);
     let n = c
         .execute(
             "UPDATE recordings SET started_at = started_at - ?1, ended_at = ended_at - ?1 WHERE id = ?2",

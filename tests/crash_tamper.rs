@@ -8,6 +8,8 @@
 //!   recordings, edit the header, edit the catalogue row, remove a file, add a stray
 //!   file: `recordings verify` names the recording, `export` refuses.
 
+#[path = "common/catalog.rs"]
+mod catalog;
 #[path = "common/daemon.rs"]
 mod daemon;
 #[path = "common/siprec_client.rs"]
@@ -430,7 +432,7 @@ fn tamper_is_detected_and_named() {
 
 /// Change a participant's address in the catalogue directly (SQLite), as a tamperer would.
 fn rusqlite_like_edit(inst: &Install, id: &str) -> usize {
-    let c = rusqlite::Connection::open(inst.data.join("catalog.sqlite")).unwrap();
+    let c = catalog::connection(&inst.data);
     c.execute(
         "UPDATE participants SET aor = 'sip:mallory@example.com' WHERE recording_id = ?1 AND aor LIKE 'sip:alice%'",
         [id],

@@ -5,6 +5,8 @@
 //! signing key in TPM mode (swtpm), and exports that cannot be redirected through a
 //! planted symbolic link or a forged catalogue path.
 
+#[path = "common/catalog.rs"]
+mod catalog;
 #[path = "common/daemon.rs"]
 mod daemon;
 #[path = "common/siprec_client.rs"]
@@ -87,7 +89,7 @@ fn entry_hash(
 /// chain is internally consistent again, and delete every signed head at or after the
 /// first removed entry. Returns (first removed seq, highest seq still covered by a head).
 fn rewrite_history(db: &Path, drop: &[&str]) -> (i64, i64) {
-    let c = rusqlite::Connection::open(db).unwrap();
+    let c = catalog::connection(db.parent().unwrap());
     let rows: Vec<(i64, i64, String, String, String, String)> = {
         let mut st = c
             .prepare("SELECT seq, at, actor, action, target, details FROM audit_log ORDER BY seq")
@@ -199,8 +201,7 @@ fn rewritten_audit_history_is_reported_with_its_position() {
     );
 
     // Every head deleted: still a failure, at position 1.
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(db.parent().unwrap())
         .execute("DELETE FROM audit_heads", [])
         .unwrap();
     let (ok, v) = verify(&inst);
@@ -257,8 +258,7 @@ fn heads_published_off_the_box_catch_a_rewrite_centrally() {
     // mode the counter is on the same disk: that is what makes it weaker).
     let db = inst.data.join("catalog.sqlite");
     rewrite_history(&db, &["hold.add"]);
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(db.parent().unwrap())
         .execute("DELETE FROM audit_heads", [])
         .unwrap();
     std::fs::remove_file(inst.data.join("keys/audit-counter")).unwrap();
@@ -509,9 +509,7 @@ fn export_never_writes_through_a_planted_link_or_outside_data_dir() {
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
     }
     // A forged catalogue path: the shredder must not follow it out of data_dir.
-    let db = inst.data.join("catalog.sqlite");
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(&inst.data)
         .execute(
             "UPDATE recordings SET file_path = ?1 WHERE id = ?2",
             rusqlite::params![victim.to_str().unwrap(), ids[1]],
@@ -519,8 +517,7 @@ fn export_never_writes_through_a_planted_link_or_outside_data_dir() {
         .unwrap();
     let o = inst.cli(&["recordings", "delete", &ids[1], "--reason", "r"]);
     assert!(!o.status.success(), "absolute catalogue path shredded");
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection(&inst.data)
         .execute(
             "UPDATE recordings SET file_path = '../victim.conf' WHERE id = ?1",
             [&ids[1]],
@@ -569,14 +566,27 @@ fn tpm_mode_never_has_a_signing_key_file() {
     // The TPM goes away: the daemon cannot load its keys, and must not make a file key.
     tpm.stop();
     let dm = inst.start();
-    inst.cli_ok(&["recordings", "list"]);
+    // The catalogue is encrypted under a key the TPM's KEK wraps: without the TPM the CLI
+    // cannot open it either (and writes no audit entry).
+    let o = inst.cli(&["recordings", "list"]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("catalogue key cannot be unwrapped"),
+        "recordings list without the TPM: {o:?}"
+    );
     dm.stop();
     assert!(
         files_named(&inst.data, "signing.key").is_empty(),
         "a software signing key appeared while the TPM was away"
     );
-    let (ok, v) = verify(&inst);
-    assert!(!ok, "verified without reading the TPM counter: {v}");
+    // Nor can `audit verify`: no verdict without the TPM (neither the catalogue nor the
+    // counter can be read).
+    let o = inst.cli(&["audit", "verify", "--json"]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("catalogue key cannot be unwrapped"),
+        "audit verify without the TPM: {o:?}"
+    );
     // Back: the entries made meanwhile are covered by the next head.
     let tpm = swtpm::Swtpm::start(&d.join("tpm"));
     inst.set_keys(&keys(&tpm));
@@ -586,9 +596,7 @@ fn tpm_mode_never_has_a_signing_key_file() {
     let (ok, v) = verify(&inst);
     assert!(ok, "{v}");
     // Dropping the newest head is caught by the TPM's counter (not on the disk).
-    let db = inst.data.join("catalog.sqlite");
-    rusqlite::Connection::open(&db)
-        .unwrap()
+    catalog::connection_for(&inst.config)
         .execute(
             "DELETE FROM audit_heads WHERE rowid = (SELECT MAX(rowid) FROM audit_heads)",
             [],
@@ -597,10 +605,17 @@ fn tpm_mode_never_has_a_signing_key_file() {
     let (ok, v) = verify(&inst);
     assert!(!ok, "{v}");
     // custody.json gone: nothing is trusted, no file key is consulted.
+    // (The catalogue key is wrapped by the KEK custody.json describes: without it the
+    // catalogue does not open at all, so there is no verdict, only the refusal.)
     std::fs::remove_file(inst.data.join("keys/custody.json")).unwrap();
-    let (ok, v) = verify(&inst);
-    assert!(!ok, "{v}");
-    assert!(v.to_string().contains("no key custody state"), "{v}");
+    let o = inst.cli(&["audit", "verify", "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("catalogue key cannot be unwrapped")
+            && err.contains("no keys provisioned"),
+        "audit verify without custody.json: {o:?}"
+    );
     tpm.stop();
 }
 
@@ -743,8 +758,8 @@ fn rewrite_after_the_newest_head_is_caught_by_the_entry_macs() {
             Invite::Rejected(code, m) => panic!("INVITE {n}: {code} {m}\n{}", inst.log_text()),
         }
     }
-    let db = inst.data.join("catalog.sqlite");
-    let c = rusqlite::Connection::open(&db).unwrap();
+    // The catalogue is encrypted: the rewriter holds the box's keys (the worst case).
+    let c = catalog::connection(&inst.data);
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     // The catalogue thread writes the entries right after the answers: 20 s bounds a
     // loaded machine (each write is one small transaction).

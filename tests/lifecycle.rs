@@ -3,6 +3,9 @@
 //! --now`, `BRANCHREC_TEST_CLOCK_OFFSET_S`), legal holds, archive protection, disk
 //! watermarks on a small tmpfs, and audit-log tamper detection (rusqlite edits).
 
+#[path = "common/catalog.rs"]
+mod catalog;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -472,10 +475,9 @@ fn rules_retention_holds_and_audit() {
     // Audit: intact, then tampering is found with its position.
     let v = d.json(&["audit", "verify", "--json"]);
     assert_eq!(v["ok"], true, "{v}");
-    let db = d.data.join("catalog.sqlite");
     d.ok(&["audit", "show"]); // one more access entry
     let n: i64 = {
-        let c = rusqlite::Connection::open(&db).unwrap();
+        let c = catalog::connection(&d.data);
         c.query_row("SELECT MAX(seq) FROM audit_log", [], |r| r.get(0))
             .unwrap()
     };
@@ -486,7 +488,7 @@ fn rules_retention_holds_and_audit() {
         serde_json::from_slice(&o.stdout).unwrap()
     };
     // Edit entry 5.
-    let c = rusqlite::Connection::open(&db).unwrap();
+    let c = catalog::connection(&d.data);
     let orig: String = c
         .query_row("SELECT details FROM audit_log WHERE seq = 5", [], |r| {
             r.get(0)
@@ -611,7 +613,7 @@ fn unarchived_recordings_survive_unless_local_only() {
     let st = d.json(&["retention", "status", "--json"]);
     assert_eq!(st["deletion_blocked_until_archived"], true);
     // The uplink (issue #5) will set archived_at; emulate its confirmation.
-    let c = rusqlite::Connection::open(d.data.join("catalog.sqlite")).unwrap();
+    let c = catalog::connection(&d.data);
     c.execute("UPDATE recordings SET archived_at = 1 WHERE id = ?1", [&id])
         .unwrap();
     let rep = d.json(&["retention", "sweep", "--now", &rfc3339_in(5), "--json"]);

@@ -52,6 +52,23 @@ fn state_kek(inst: &Install) -> String {
     v["active"]["kek_id"].as_str().unwrap().to_string()
 }
 
+/// The KEKs the catalogue key is wrapped under (`keys/catalog.key.wrapped`), and whether
+/// the catalogue file is encrypted (no plaintext SQLite header).
+fn catalogue_wraps(inst: &Install) -> (Vec<String>, bool) {
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(inst.data.join("keys/catalog.key.wrapped")).expect("catalogue key file"),
+    )
+    .unwrap();
+    let ids = v["wraps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["kek_id"].as_str().unwrap().to_string())
+        .collect();
+    let head = std::fs::read(inst.data.join("catalog.sqlite")).unwrap();
+    (ids, !head.starts_with(b"SQLite format 3\0"))
+}
+
 fn wait_for_manifests(inst: &Install, n: usize) {
     let t = std::time::Instant::now();
     loop {
@@ -104,6 +121,12 @@ fn tpm_custody_end_to_end() {
     let status = inst.cli_ok(&["keys", "status", "--check"]);
     assert!(
         status.contains("provider           tpm") && status.contains(&kek1),
+        "{status}"
+    );
+    // The catalogue (SQLCipher) key is wrapped by the TPM-sealed KEK, the file encrypted.
+    assert_eq!(catalogue_wraps(&inst), (vec![kek1.clone()], true));
+    assert!(
+        status.contains(&format!("catalogue key      wrapped under {kek1}")),
         "{status}"
     );
 
@@ -222,6 +245,8 @@ fn tpm_custody_end_to_end() {
     assert!(o.contains("re-wrapped 2 recordings"), "{o}");
     let kek2 = state_kek(&inst);
     assert_ne!(kek2, kek1);
+    // The rotation moved the catalogue key's wrap to the new KEK and dropped the old one.
+    assert_eq!(catalogue_wraps(&inst), (vec![kek2.clone()], true));
     let out = inst.cli_ok(&["recordings", "verify", "--all"]);
     assert!(out.contains("2 checked, 0 failed"), "{out}");
     let dm = inst.start();

@@ -3,6 +3,8 @@
 //! Recordings are made by the daemon from real SIPREC calls (branchrec-loadgen).
 //! The archive is checked with boto3 (tests/uplink/s3check.py), not with our own client.
 
+#[path = "common/catalog.rs"]
+mod catalog;
 mod common;
 #[path = "common/garage.rs"]
 mod garage;
@@ -668,11 +670,11 @@ fn resumes_after_daemon_kill_link_cut_server_restart_and_long_outage() {
     let extra = uplink_toml(&s, "box-r", "rate = \"400kbit\"\nconcurrency = 1\n");
     let mut d = Daemon::start_with(&bdir, &extra);
     record(&d, 3, 6.0, 0.5);
-    let catalog = bdir.join("data/catalog.sqlite");
+    let box_data = bdir.join("data");
     let mid_part = |limit: Duration| -> (String, String) {
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(cat) = branchrec::catalog::Catalog::open_read_only(&catalog) {
+            if let Ok(cat) = catalog::access(&box_data).open_read_only() {
                 if let Ok(rows) = cat.upload_rows() {
                     if let Some(r) = rows.iter().find(|r| {
                         r.upload_id.is_some() && r.bytes_sent > 0 && r.bytes_sent < r.bytes_total

@@ -263,6 +263,7 @@ fn spawn_hold(
     tx: mpsc::UnboundedSender<Result<PlacedHold, String>>,
 ) {
     let cfg = shared.cfg.clone();
+    let access = shared.catalog_access.clone();
     tokio::task::spawn_blocking(move || {
         let window_ms = i64::try_from(cfg.board.hold_window_min)
             .unwrap_or(i64::MAX / 60_000)
@@ -280,7 +281,8 @@ fn spawn_hold(
             "hold button pressed on box {box_id}: calls in progress and ended in the last {} min",
             cfg.board.hold_window_min
         );
-        let res = crate::catalog::Catalog::open_existing(&cfg.storage.catalog_path())
+        let res = access
+            .open_existing()
             .map_err(anyhow::Error::from)
             .and_then(|mut cat| {
                 crate::service::holds::place_hold(
@@ -327,12 +329,12 @@ async fn collect(
         let uplink_view = match &uplink {
             None => UplinkView::Disabled,
             Some(u) => {
-                let path = shared.cfg.storage.catalog_path();
+                let access = shared.catalog_access.clone();
                 let c = cat.take();
                 let res = tokio::task::spawn_blocking(move || {
                     let c = match c {
                         Some(c) => c,
-                        None => crate::catalog::Catalog::open_read_only(&path)?,
+                        None => access.open_read_only()?,
                     };
                     let counts = c.uplink_counts()?;
                     Ok::<_, crate::catalog::CatalogError>((c, counts))

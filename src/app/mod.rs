@@ -46,6 +46,8 @@ pub struct Shared {
     pub keys_error: Option<String>,
     /// Catalogue writer.
     pub catalog: store::CatalogHandle,
+    /// The catalogue's path and key, for the tasks that open their own connection.
+    pub catalog_access: crate::catalog::CatalogAccess,
     /// RTP port pool.
     pub ports: Arc<ports::PortPool>,
     /// Life-cycle clock (system clock, shifted by `BRANCHREC_TEST_CLOCK_OFFSET_S`).
@@ -74,12 +76,17 @@ pub struct Storage {
     pub keys_error: Option<String>,
     /// Catalogue writer.
     pub catalog: store::CatalogHandle,
+    /// The catalogue's path and key (locked while the keys are unavailable).
+    pub catalog_access: crate::catalog::CatalogAccess,
     /// Life-cycle clock.
     pub clock: Arc<dyn crate::lifecycle::Clock>,
     /// Signs audit heads: the custody key and the monotonic counter; `None` while the
     /// keys cannot be loaded (entries then wait for the next head after they are back).
     pub signer: Option<Arc<crate::vault::HeadSigner>>,
     kek_created: Option<String>,
+    /// Audit entries of the catalogue's own start: its key created, a plaintext
+    /// catalogue encrypted (action, details).
+    catalog_events: Vec<(&'static str, serde_json::Value)>,
     offset_s: i64,
     _lock: std::fs::File,
 }
@@ -97,8 +104,58 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
         )
     })?;
     let provisioning = matches!(crate::vault::custody::read_state(&cfg.custody()), Ok(None));
-    let (vault, manifest_signer, keys_error) = load_keys(cfg);
+    let (vault, mut manifest_signer, mut keys_error) = load_keys(cfg);
     let kek_created = (provisioning && keys_error.is_none()).then(|| vault.kek_id());
+    // The catalogue key, unwrapped by the KEK (created with a new or still plaintext
+    // catalogue). Without it the catalogue stays closed and the recorder refuses calls as
+    // it does without keys: a new key is never made beside an encrypted catalogue, nor
+    // while the KEK cannot be loaded.
+    let mut catalog_events = Vec::new();
+    let catalog_access = match &keys_error {
+        Some(e) => crate::catalog::CatalogAccess::unavailable(
+            &cfg.storage.catalog_path(),
+            crate::catalog::CatalogKeyError::KekUnavailable(e.clone()).to_string(),
+        ),
+        None => match crate::catalog::CatalogAccess::unlock_or_create(
+            &cfg.storage.catalog_path(),
+            &cfg.custody().keys_dir,
+            vault.as_ref(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|(a, created)| {
+            a.encrypt_if_plaintext()
+                .map(|conv| (a, created, conv))
+                .map_err(|e| format!("encrypting the plaintext catalogue: {e}"))
+        }) {
+            Ok((a, created, converted)) => {
+                if created {
+                    catalog_events.push((
+                        "key.create",
+                        serde_json::json!({ "key": "catalog", "wrapped_by": vault.kek_id(),
+                            "file": format!("keys/{}", crate::catalog::KEY_FILE) }),
+                    ));
+                }
+                if let Some(c) = converted {
+                    tracing::warn!(
+                        recordings = c.recordings,
+                        "the plaintext catalogue was encrypted (SQLCipher); its plaintext file, WAL and shared memory were overwritten and removed"
+                    );
+                    catalog_events.push((
+                        "catalog.encrypt",
+                        serde_json::to_value(&c).unwrap_or_default(),
+                    ));
+                }
+                a
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "CANNOT RECORD: the catalogue cannot be opened; every call will be refused with 503");
+                write_key_status(cfg, false, "", Some(&e));
+                manifest_signer = None;
+                keys_error = Some(e.clone());
+                crate::catalog::CatalogAccess::unavailable(&cfg.storage.catalog_path(), e)
+            }
+        },
+    };
     let (clock, offset_s) =
         crate::clock::clock_from_env(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
@@ -114,6 +171,7 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
     let manifest_signer = manifest_signer.map(|s| s as Arc<dyn Signer>);
     let catalog = store::start(
         cfg,
+        &catalog_access,
         vault.clone(),
         manifest_signer,
         keys_error.is_none(),
@@ -124,9 +182,11 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
         vault,
         keys_error,
         catalog,
+        catalog_access,
         clock,
         signer,
         kek_created,
+        catalog_events,
         offset_s,
         _lock: lock,
     })
@@ -141,10 +201,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     start_up_audit(
         &cfg,
         &st.catalog,
+        &st.catalog_access,
         st.kek_created.clone(),
         st.signer.as_deref(),
         st.offset_s,
     )?;
+    for (action, details) in &st.catalog_events {
+        st.catalog.send(store::CatalogCmd::Audit(
+            "daemon".into(),
+            (*action).into(),
+            "catalog".into(),
+            details.clone(),
+        ));
+    }
     let gate = Arc::new(retention::StorageGate::default());
     let (vault, catalog, clock, signer) = (
         st.vault.clone(),
@@ -195,6 +264,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         vault,
         keys_error,
         catalog,
+        catalog_access: st.catalog_access.clone(),
         clock: clock.clone(),
         gate: gate.clone(),
         live: Default::default(),
@@ -208,6 +278,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let syncer = tokio::spawn(store::syncer(shared.clone()));
     let sweeper = tokio::spawn(retention::sweeper(
         shared.cfg.clone(),
+        shared.catalog_access.clone(),
         clock,
         signer.clone(),
         gate,
@@ -215,6 +286,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let control = control::start(shared.clone()).await?;
     let (uplink, uplink_shared) = start_uplink(
         &shared.cfg,
+        &shared.catalog_access,
         shared.clock.clone(),
         shared.binding.clone(),
         signer.clone(),
@@ -268,6 +340,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 fn start_up_audit(
     cfg: &Config,
     catalog: &store::CatalogHandle,
+    access: &crate::catalog::CatalogAccess,
     kek_created: Option<String>,
     signer: Option<&crate::vault::HeadSigner>,
     offset_s: i64,
@@ -298,7 +371,8 @@ fn start_up_audit(
         cfg.rules, cfg.policy, cfg.retention
     )));
     let config_hash = hex::encode(sha2::Sha256::digest(format!("{cfg:?}")));
-    let last = crate::catalog::Catalog::open_read_only(&cfg.storage.catalog_path())
+    let last = access
+        .open_read_only()
         .ok()
         .and_then(|c| last_rules_hash(&c));
     if last.as_deref() != Some(rules_hash.as_str()) {
@@ -369,20 +443,7 @@ type LoadedKeys = (
 fn load_keys(cfg: &Config) -> LoadedKeys {
     let cc = cfg.custody();
     let res = crate::vault::custody::open(&cc, &cfg.storage.recordings_dir());
-    let status = |ok: bool, kek: &str, err: Option<&str>| {
-        let v = serde_json::json!({
-            "provider": cc.provider.as_str(),
-            "ok": ok,
-            "kek_id": kek,
-            "error": err,
-            "pid": std::process::id(),
-            "at_ms": chrono::Utc::now().timestamp_millis(),
-        });
-        let p = cc.keys_dir.join("daemon-status.json");
-        if let Err(e) = crate::vault::custody::write_atomic(&p, v.to_string().as_bytes()) {
-            tracing::warn!(error = %e, "cannot write {}", p.display());
-        }
-    };
+    let status = |ok: bool, kek: &str, err: Option<&str>| write_key_status(cfg, ok, kek, err);
     match res {
         Ok(k) => {
             let kek = k.wrap.kek_id();
@@ -430,6 +491,23 @@ fn load_keys(cfg: &Config) -> LoadedKeys {
     }
 }
 
+/// `keys/daemon-status.json`: whether the daemon's keys loaded (`keys status` shows it).
+fn write_key_status(cfg: &Config, ok: bool, kek: &str, err: Option<&str>) {
+    let cc = cfg.custody();
+    let v = serde_json::json!({
+        "provider": cc.provider.as_str(),
+        "ok": ok,
+        "kek_id": kek,
+        "error": err,
+        "pid": std::process::id(),
+        "at_ms": chrono::Utc::now().timestamp_millis(),
+    });
+    let p = cc.keys_dir.join("daemon-status.json");
+    if let Err(e) = crate::vault::custody::write_atomic(&p, v.to_string().as_bytes()) {
+        tracing::warn!(error = %e, "cannot write {}", p.display());
+    }
+}
+
 /// Take the exclusive lock of a data directory (`<data_dir>/daemon.lock`, `flock`). The
 /// daemon holds it while it runs; key rotation and recovery take it so they never run
 /// beside a daemon. Released when the returned file is dropped (or the process dies).
@@ -453,6 +531,7 @@ type UplinkTasks = (
 /// Start the uplink worker and the metrics listener if configured.
 fn start_uplink(
     cfg: &Config,
+    access: &crate::catalog::CatalogAccess,
     clock: Arc<dyn crate::lifecycle::Clock>,
     binding: Arc<crate::binding::BindingCounters>,
     signer: Option<Arc<crate::vault::HeadSigner>>,
@@ -470,8 +549,9 @@ fn start_uplink(
     if u.enabled {
         let c = cfg.clone();
         let s = shared.clone();
+        let a = access.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::app::uplink::run(c, s).await {
+            if let Err(e) = crate::app::uplink::run(c, a, s).await {
                 tracing::error!("uplink not running: {e:#}");
             }
         }));

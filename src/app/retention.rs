@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::lifecycle::retention::{plan_pressure, Pressure};
 use crate::lifecycle::Clock;
@@ -68,12 +67,12 @@ impl StorageGate {
 /// sweep, every `retention.audit_sign_interval_s` a signature of the audit chain head.
 pub async fn sweeper(
     cfg: Config,
+    access: crate::catalog::CatalogAccess,
     clock: Arc<dyn Clock>,
     signer: Option<Arc<crate::vault::HeadSigner>>,
     gate: Arc<StorageGate>,
 ) {
-    let path = cfg.storage.catalog_path();
-    let mut cat = match Catalog::open(&path) {
+    let mut cat = match access.open() {
         Ok(mut c) => {
             c.set_clock(clock.clone());
             c

@@ -92,14 +92,27 @@ impl CatalogHandle {
 /// Open the catalogue, recover what a crash left open, and start the writer thread.
 /// Recovery needs the keys: without them (`keys_ok` false) open recordings are left for
 /// the next start rather than wrongly marked damaged.
+///
+/// Without the catalogue key (`access` locked: the KEK cannot be loaded) the catalogue
+/// stays closed: the thread answers every insert with the reason and drops other writes,
+/// counted in the log (calls are refused with 503 meanwhile anyway).
 pub fn start(
     cfg: &Config,
+    access: &crate::catalog::CatalogAccess,
     vault: Arc<dyn KeyWrap>,
     signer: Option<Arc<dyn Signer>>,
     keys_ok: bool,
     clock: Arc<dyn crate::lifecycle::Clock>,
 ) -> Result<CatalogHandle, anyhow::Error> {
-    let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
+    if let Err(e) = access.key() {
+        let (tx, rx) = mpsc::channel::<CatalogCmd>();
+        let why = e.to_string();
+        std::thread::Builder::new()
+            .name("catalog".into())
+            .spawn(move || closed_writer(rx, &why))?;
+        return Ok(CatalogHandle { tx });
+    }
+    let mut cat = access.open()?;
     cat.set_clock(clock.clone());
     if keys_ok {
         recover(
@@ -202,6 +215,32 @@ fn discard_if_unconfirmed(
 
 /// Most commands committed together (one fsync).
 const MAX_BATCH: usize = 256;
+
+/// The catalogue thread while the catalogue is locked (no catalogue key): inserts fail
+/// with the reason, barriers are answered, every other write is dropped and counted.
+fn closed_writer(rx: mpsc::Receiver<CatalogCmd>, why: &str) {
+    let mut dropped = 0u64;
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            CatalogCmd::Insert(_, reply) => {
+                let _ = reply.send(Err(CatalogError::Locked(why.to_string())));
+                continue;
+            }
+            CatalogCmd::Barrier(tx) => {
+                let _ = tx.send(());
+                continue;
+            }
+            CatalogCmd::Finish(_, _, Some(done)) => {
+                let _ = done.send(());
+            }
+            _ => {}
+        }
+        dropped += 1;
+        if dropped.is_power_of_two() {
+            tracing::error!(dropped, reason = %why, "catalogue locked: writes (audit entries included) are not stored");
+        }
+    }
+}
 
 fn writer(
     mut cat: Catalog,

@@ -640,14 +640,18 @@ fn box_prefix(cfg: &UplinkConfig) -> Option<String> {
 
 /// Run the uplink until the task is aborted. Errors only for setup problems; everything
 /// at run time becomes an alarm and a retry.
-pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    access: crate::catalog::CatalogAccess,
+    shared: Arc<UplinkShared>,
+) -> anyhow::Result<()> {
     let ucfg = cfg.uplink.clone();
     let schedule: Schedule = ucfg.schedule().map_err(anyhow::Error::msg)?;
     let client = match crate::uplink::client(&ucfg, shared.shaper.clone()) {
         Ok(c) => c,
         Err(e) => {
             shared.raise("config", &e.to_string());
-            let cat = Catalog::open(&cfg.storage.catalog_path());
+            let cat = access.open();
             let counts = cat
                 .as_ref()
                 .ok()
@@ -665,7 +669,7 @@ pub async fn run(cfg: Config, shared: Arc<UplinkShared>) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let mut cat = Catalog::open(&cfg.storage.catalog_path())?;
+    let mut cat = access.open()?;
     cat.set_clock(shared.clock.clone());
     let db = Arc::new(Mutex::new(cat));
     // Validated with the configuration; a file that went bad since is a config alarm and

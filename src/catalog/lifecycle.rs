@@ -1039,10 +1039,13 @@ impl Catalog {
 
     /// Open the catalogue for reading and writing from the CLI (no migration surprises:
     /// the file must exist).
-    pub fn open_existing(path: &std::path::Path) -> Result<Self, CatalogError> {
+    pub fn open_existing(
+        path: &std::path::Path,
+        key: &super::CatalogKey,
+    ) -> Result<Self, CatalogError> {
         if !path.exists() {
             return Err(CatalogError::Missing(path.to_path_buf()));
         }
-        Self::open(path)
+        Self::open(path, key)
     }
 }

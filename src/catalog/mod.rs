@@ -13,6 +13,7 @@
 //! `docs/catalog-schema.md`). [`Catalog::open`] creates and migrates; a database written
 //! by a newer branchrec is refused rather than touched.
 
+mod key;
 pub mod lifecycle;
 mod schema;
 mod types;
@@ -28,6 +29,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use crate::clock::Clock;
 use crate::time::UnixMs;
 
+pub use key::{
+    file_kind, key_file, retain_only, rewrap, wrapped_under, CatalogAccess, CatalogKey,
+    CatalogKeyError, Converted, FileKind, KEY_FILE,
+};
 pub use schema::{AUDIT_MAC_SCHEMA, SCHEMA_VERSION};
 pub use types::{
     ChannelRow, ChannelSummary, DataMode, EventRow, Finish, LifecycleSummary, ListFilter,
@@ -74,6 +79,35 @@ pub enum CatalogError {
     /// A read-only open was asked for a file that does not exist.
     #[error("catalogue {0} does not exist")]
     Missing(PathBuf),
+    /// The catalogue key cannot be had (KEK unavailable, key file missing or not ours).
+    #[error(transparent)]
+    Key(#[from] CatalogKeyError),
+    /// The catalogue is closed: there is no catalogue key in this process (why).
+    #[error("catalogue is locked: {0}")]
+    Locked(String),
+    /// The file does not open with this box's catalogue key.
+    #[error(
+        "catalogue {0} does not decrypt with this box's catalogue key (it was encrypted \
+         under another key — another box's catalogue or key file? — or it is damaged)"
+    )]
+    WrongKey(PathBuf),
+    /// The file is a plaintext catalogue of a build before encryption.
+    #[error(
+        "catalogue {0} is not encrypted yet: start the branchrec daemon once so that it \
+         encrypts it"
+    )]
+    NotEncrypted(PathBuf),
+    /// This build's SQLite has no SQLCipher (it would ignore the key and write plaintext).
+    #[error("this build's SQLite has no SQLCipher: refusing to open the catalogue unencrypted")]
+    NoCipher,
+    /// A file operation of the encryption (conversion, removal of the plaintext) failed.
+    #[error("catalogue file {path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        reason: String,
+    },
     /// No recording has this id.
     #[error("no recording with id {0}")]
     NotFound(String),
@@ -153,13 +187,33 @@ impl Catalog {
     /// migrate it to [`SCHEMA_VERSION`].
     ///
     /// Fails with [`CatalogError::SchemaTooNew`] if the file comes from a newer branchrec.
-    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+    /// The file is encrypted under `key` (a new file is created encrypted); a plaintext
+    /// one is refused ([`CatalogError::NotEncrypted`]: the daemon converts it at start,
+    /// [`CatalogAccess::encrypt_if_plaintext`]).
+    pub fn open(path: &Path, key: &CatalogKey) -> Result<Self, CatalogError> {
+        let conn = key::keyed_connection(
+            path,
+            key,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        Self::open_conn(conn, path)
+    }
+
+    /// A plaintext catalogue, as builds before encryption wrote it: only for the upgrade
+    /// test (an old build's layout) and the plaintext side of `examples/list_bench.rs`.
+    /// The daemon and the CLI never open one.
+    #[doc(hidden)]
+    pub fn open_unencrypted(path: &Path) -> Result<Self, CatalogError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        Self::open_conn(conn, path)
+    }
+
+    fn open_conn(conn: Connection, path: &Path) -> Result<Self, CatalogError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Check before changing anything in a file we may not understand.
         check_not_newer(&conn, path)?;
@@ -214,14 +268,25 @@ impl Catalog {
 
     /// Open an existing catalogue for reading only (CLI `list`/export). Never blocks nor
     /// is blocked by the daemon writing at the same time.
-    pub fn open_read_only(path: &Path) -> Result<Self, CatalogError> {
+    pub fn open_read_only(path: &Path, key: &CatalogKey) -> Result<Self, CatalogError> {
         if !path.exists() {
             return Err(CatalogError::Missing(path.to_path_buf()));
         }
+        let conn = key::keyed_connection(path, key, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Self::read_only_conn(conn, path)
+    }
+
+    /// A plaintext catalogue read-only (see [`Catalog::open_unencrypted`]).
+    #[doc(hidden)]
+    pub fn open_unencrypted_read_only(path: &Path) -> Result<Self, CatalogError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        Self::read_only_conn(conn, path)
+    }
+
+    fn read_only_conn(conn: Connection, path: &Path) -> Result<Self, CatalogError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch("PRAGMA query_only = ON;")?;
         let found = user_version(&conn)?;

@@ -2,6 +2,9 @@ use super::*;
 use serde_json::json;
 use tempfile::TempDir;
 
+#[path = "../../tests/common/sqlcipher_pages.rs"]
+mod pages;
+
 fn db() -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("catalog.sqlite");
@@ -97,8 +100,20 @@ fn real_metadata_body() -> Vec<u8> {
     rest[skip..].to_vec()
 }
 
+/// The unit tests' catalogue key.
+fn key() -> CatalogKey {
+    CatalogKey::for_tests(7)
+}
+
+/// A plain connection keyed with the tests' catalogue key (what a raw `Connection::open`
+/// was before the catalogue was encrypted).
 fn raw_conn(path: &Path) -> Connection {
-    Connection::open(path).expect("raw open")
+    key::keyed_connection(
+        path,
+        &key(),
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )
+    .expect("raw open")
 }
 
 #[test]
@@ -110,7 +125,7 @@ fn catalog_is_send() {
 #[test]
 fn migrates_from_empty() {
     let (_d, path) = db();
-    let cat = Catalog::open(&path).unwrap();
+    let cat = Catalog::open(&path, &key()).unwrap();
     assert!(!cat.is_read_only());
     let v: i64 = cat
         .conn
@@ -243,11 +258,11 @@ fn migrates_from_empty() {
 fn reopen_is_idempotent() {
     let (_d, path) = db();
     {
-        let mut cat = Catalog::open(&path).unwrap();
+        let mut cat = Catalog::open(&path, &key()).unwrap();
         cat.insert_recording(&new_rec("r1", 1_000)).unwrap();
     }
     for _ in 0..3 {
-        let cat = Catalog::open(&path).unwrap();
+        let cat = Catalog::open(&path, &key()).unwrap();
         let all = cat.list(&ListFilter::default()).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].id, "r1");
@@ -267,7 +282,7 @@ fn refuses_newer_schema_without_touching_it() {
         c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
     }
-    let err = Catalog::open(&path).unwrap_err();
+    let err = Catalog::open(&path, &key()).unwrap_err();
     match &err {
         CatalogError::SchemaTooNew {
             found, supported, ..
@@ -282,7 +297,7 @@ fn refuses_newer_schema_without_touching_it() {
     assert!(msg.contains("upgrade branchrec"), "{msg}");
 
     assert!(matches!(
-        Catalog::open_read_only(&path),
+        Catalog::open_read_only(&path, &key()),
         Err(CatalogError::SchemaTooNew { .. })
     ));
     // Still in its original journal mode, no tables of ours created.
@@ -305,7 +320,7 @@ fn refuses_newer_schema_without_touching_it() {
 fn read_only_needs_an_existing_migrated_file() {
     let (d, path) = db();
     assert!(matches!(
-        Catalog::open_read_only(&path),
+        Catalog::open_read_only(&path, &key()),
         Err(CatalogError::Missing(_))
     ));
     assert!(!path.exists(), "read-only open must not create the file");
@@ -313,7 +328,7 @@ fn read_only_needs_an_existing_migrated_file() {
     raw_conn(&old)
         .execute_batch("CREATE TABLE x (y INTEGER);")
         .unwrap();
-    match Catalog::open_read_only(&old) {
+    match Catalog::open_read_only(&old, &key()) {
         Err(CatalogError::SchemaTooOld {
             found, expected, ..
         }) => {
@@ -327,7 +342,7 @@ fn read_only_needs_an_existing_migrated_file() {
 #[test]
 fn insert_finish_list_get_round_trip() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     let rec = new_rec("0f5c1a52-3b8e-4c1e-9a43-6f2d3b1c9e77", 1_714_555_800_250);
     cat.insert_recording(&rec).unwrap();
     cat.set_participants(&rec.id, &participants()).unwrap();
@@ -402,7 +417,7 @@ fn insert_finish_list_get_round_trip() {
 #[test]
 fn finish_is_once_and_validated() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1)).unwrap();
     assert!(matches!(
         cat.finish_recording("r1", &finish(RecordingState::Recording)),
@@ -441,7 +456,7 @@ fn finish_is_once_and_validated() {
 #[test]
 fn insert_rejects_duplicates_and_escaping_paths() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1)).unwrap();
     assert!(matches!(
         cat.insert_recording(&new_rec("r1", 2)),
@@ -471,7 +486,7 @@ fn insert_rejects_duplicates_and_escaping_paths() {
 #[test]
 fn writes_to_unknown_recording_fail() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     assert!(matches!(
         cat.set_participants("x", &participants()),
         Err(CatalogError::NotFound(_))
@@ -493,7 +508,7 @@ fn writes_to_unknown_recording_fail() {
 #[test]
 fn participants_are_replaced_atomically() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1)).unwrap();
     cat.set_participants("r1", &participants()).unwrap();
     let carol = ParticipantRow {
@@ -526,7 +541,7 @@ fn participants_are_replaced_atomically() {
 #[test]
 fn metadata_versions_are_sequenced_per_recording_and_stored_verbatim() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1)).unwrap();
     cat.insert_recording(&new_rec("r2", 2)).unwrap();
     let body = real_metadata_body();
@@ -582,7 +597,7 @@ fn metadata_versions_are_sequenced_per_recording_and_stored_verbatim() {
 #[test]
 fn events_round_trip_in_timeline_order() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1)).unwrap();
     let e = |at: u64, kind: &str, ch: Option<u32>, d: Option<serde_json::Value>| EventRow {
         at_ms: at,
@@ -628,7 +643,7 @@ fn events_round_trip_in_timeline_order() {
 #[test]
 fn list_filters_orders_and_recovers() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     for (id, t) in [("a", 3_000), ("b", 1_000), ("c", 2_000), ("d", 4_000)] {
         cat.insert_recording(&new_rec(id, t)).unwrap();
     }
@@ -689,7 +704,7 @@ fn list_filters_orders_and_recovers() {
 #[test]
 fn read_only_reader_lists_while_writer_holds_the_db() {
     let (_d, path) = db();
-    let mut writer = Catalog::open(&path).unwrap();
+    let mut writer = Catalog::open(&path, &key()).unwrap();
     writer.insert_recording(&new_rec("committed", 1)).unwrap();
 
     // The writer holds the write lock with an uncommitted change.
@@ -702,7 +717,7 @@ fn read_only_reader_lists_while_writer_holds_the_db() {
         )
         .unwrap();
 
-    let reader = Catalog::open_read_only(&path).unwrap();
+    let reader = Catalog::open_read_only(&path, &key()).unwrap();
     assert!(reader.is_read_only());
     let t0 = std::time::Instant::now();
     let seen = reader.list(&ListFilter::default()).unwrap();
@@ -724,11 +739,11 @@ fn read_only_reader_lists_while_writer_holds_the_db() {
 #[test]
 fn read_only_handle_cannot_write() {
     let (_d, path) = db();
-    Catalog::open(&path)
+    Catalog::open(&path, &key())
         .unwrap()
         .insert_recording(&new_rec("r1", 1))
         .unwrap();
-    let mut ro = Catalog::open_read_only(&path).unwrap();
+    let mut ro = Catalog::open_read_only(&path, &key()).unwrap();
     assert!(ro.insert_recording(&new_rec("r2", 1)).is_err());
     assert!(ro.set_session_id("r1", "s").is_err());
     assert_eq!(ro.get("r1").unwrap().unwrap().recording.session_id, None);
@@ -737,7 +752,7 @@ fn read_only_handle_cannot_write() {
 #[test]
 fn summary_json_shape() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1_714_555_800_250))
         .unwrap();
     cat.set_participants("r1", &participants()).unwrap();
@@ -828,7 +843,7 @@ fn vocabularies_round_trip_through_text() {
 #[test]
 fn corrupt_rows_are_errors_not_panics() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1)).unwrap();
     cat.add_events("r1", &[]).unwrap();
     // Bypass the API: a stats blob that is not JSON, a timestamp chrono cannot represent.
@@ -848,8 +863,8 @@ fn corrupt_rows_are_errors_not_panics() {
 #[test]
 fn second_writer_waits_for_the_first() {
     let (_d, path) = db();
-    let a = Catalog::open(&path).unwrap();
-    let mut b = Catalog::open(&path).unwrap();
+    let a = Catalog::open(&path, &key()).unwrap();
+    let mut b = Catalog::open(&path, &key()).unwrap();
     a.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     let handle = std::thread::spawn(move || b.insert_recording(&new_rec("from-b", 1)).map(|_| b));
     std::thread::sleep(Duration::from_millis(300));
@@ -863,10 +878,14 @@ fn garbage_file_is_an_error_and_left_alone() {
     let (_d, path) = db();
     let junk = b"this is not an SQLite database, it is a recording someone misplaced".repeat(100);
     std::fs::write(&path, &junk).unwrap();
-    assert!(matches!(Catalog::open(&path), Err(CatalogError::Sqlite(_))));
+    // SQLCipher cannot tell junk from a file under another key: the typed error says so.
     assert!(matches!(
-        Catalog::open_read_only(&path),
-        Err(CatalogError::Sqlite(_))
+        Catalog::open(&path, &key()),
+        Err(CatalogError::WrongKey(_))
+    ));
+    assert!(matches!(
+        Catalog::open_read_only(&path, &key()),
+        Err(CatalogError::WrongKey(_))
     ));
     assert_eq!(std::fs::read(&path).unwrap(), junk);
 }
@@ -877,7 +896,7 @@ fn garbage_file_is_an_error_and_left_alone() {
 fn sync_upload_holds_flags_what_holds_cover() {
     use crate::lifecycle::holds::HoldTarget;
     let (_d, path) = db();
-    let mut c = Catalog::open(&path).unwrap();
+    let mut c = Catalog::open(&path, &key()).unwrap();
     for (id, t) in [("a", 1_714_555_800_000), ("b", 1_714_555_900_000)] {
         c.insert_recording(&new_rec(id, t)).unwrap();
         c.finish_recording(id, &finish(RecordingState::Complete))
@@ -917,7 +936,7 @@ fn sync_upload_holds_finds_a_recording_uploaded_between_rounds() {
     use crate::catalog::uploads::{UploadRow, UploadState};
     use crate::lifecycle::holds::HoldTarget;
     let (_d, path) = db();
-    let mut c = Catalog::open(&path).unwrap();
+    let mut c = Catalog::open(&path, &key()).unwrap();
     let now = 1_714_600_000_000;
     c.insert_recording(&new_rec("c", now - 5_000)).unwrap();
     c.add_hold(&HoldTarget::Recording("c".into()), "case 3", "judge", now)
@@ -938,7 +957,7 @@ fn participants_keep_every_name_and_aor() {
     // Issue #13 item 7: a participant with several <nameID>/<aor> keeps all of them; the
     // first stays the primary name/aor, the others are stored as aliases (schema v5).
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1)).unwrap();
     let dave = ParticipantRow {
         participant_id: "p-dave".to_owned(),
@@ -981,7 +1000,7 @@ fn participants_keep_every_name_and_aor() {
 #[test]
 fn participants_are_a_history_across_snapshots() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1_000)).unwrap();
     let mut first = participants();
     first[0].joined_at_ms = Some(1_000);
@@ -1041,15 +1060,19 @@ fn upgrade_drops_personal_data_from_old_tombstones() {
         .unwrap();
         tx.commit().unwrap();
     }
+    // The file bytes are encrypted: look at the decrypted page images (main file and WAL
+    // frames, free space included) — and at the raw bytes, which must never hold it.
     let grep = |needle: &[u8]| -> bool {
-        ["", "-wal"].iter().any(|sfx| {
+        let raw = ["", "-wal"].iter().any(|sfx| {
             let mut p = path.clone().into_os_string();
             p.push(sfx);
-            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-        })
+            std::fs::read(&p).is_ok_and(|b| pages::contains(&b, needle))
+        });
+        assert!(!raw, "plaintext in the encrypted file bytes");
+        pages::contains(&pages::plaintext_images(&[7; 32], &path), needle)
     };
     assert!(grep(b"secret-call-4711@pbx"), "positive control");
-    let cat = Catalog::open(&path).unwrap();
+    let cat = Catalog::open(&path, &key()).unwrap();
     let t = cat.tombstones(None).unwrap();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].recording_id, "r-old");
@@ -1063,12 +1086,260 @@ fn upgrade_drops_personal_data_from_old_tombstones() {
     );
 }
 
+// ---- Encryption at rest (issue 12, finding 8) ----
+
+use crate::vault::KeyWrap as _;
+
+fn kek(b: u8) -> crate::vault::KeyFileVault {
+    crate::vault::KeyFileVault::from_key([b; 32])
+}
+
+/// The catalogue key is created once, wrapped by the KEK (0600 file, no raw key in it),
+/// unwraps with that KEK to a key that opens the catalogue; another KEK, a missing key
+/// file beside an encrypted catalogue or an altered wrap give the typed "cannot be
+/// unwrapped" error — and never a new key.
+#[test]
+fn catalogue_key_wraps_unwraps_and_refuses_other_keks() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, path) = db();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (a, created) = CatalogAccess::unlock_or_create(&path, &keys, &kek(1)).unwrap();
+    assert!(created);
+    a.open()
+        .unwrap()
+        .insert_recording(&new_rec("r1", 1))
+        .unwrap();
+    let file = key_file(&keys);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // Again: the same key, not a new one.
+    let (b, created) = CatalogAccess::unlock_or_create(&path, &keys, &kek(1)).unwrap();
+    assert!(!created);
+    assert_eq!(
+        b.open_read_only()
+            .unwrap()
+            .list(&ListFilter::default())
+            .unwrap()
+            .len(),
+        1
+    );
+    let c = CatalogAccess::unlock(&path, &keys, &kek(1)).unwrap();
+    assert!(c.open_existing().unwrap().get("r1").unwrap().is_some());
+    // The unwrapped key bytes live in a locked page (vault::locked), as the KEK's do.
+    assert!(c.key_is_locked(), "catalogue key page not mlocked");
+    assert_eq!(
+        wrapped_under(&keys).unwrap().unwrap(),
+        vec![kek(1).kek_id()]
+    );
+
+    // Another KEK: typed error naming the KEKs, and the key file is left alone.
+    let before = std::fs::read(&file).unwrap();
+    for res in [
+        CatalogAccess::unlock(&path, &keys, &kek(2)).map(|_| ()),
+        CatalogAccess::unlock_or_create(&path, &keys, &kek(2)).map(|_| ()),
+    ] {
+        let e = res.unwrap_err();
+        assert!(matches!(e, CatalogKeyError::Unwrap { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("catalogue key cannot be unwrapped: "),
+            "{msg}"
+        );
+        assert!(msg.contains(&kek(2).kek_id()), "{msg}");
+        assert!(!msg.contains("not a database"), "{msg}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    // An altered wrap fails authentication.
+    let mut v: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    let w = v["wraps"][0]["wrapped"].as_str().unwrap().to_string();
+    let flipped = format!("{}{}", &w[..20], if &w[20..21] == "0" { "1" } else { "0" }) + &w[21..];
+    v["wraps"][0]["wrapped"] = json!(flipped);
+    std::fs::write(&file, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = CatalogAccess::unlock(&path, &keys, &kek(1)).unwrap_err();
+    assert!(e.to_string().contains("failed authentication"), "{e}");
+    std::fs::write(&file, &before).unwrap();
+
+    // The key file gone beside an encrypted catalogue: refused, nothing created.
+    std::fs::remove_file(&file).unwrap();
+    let e = CatalogAccess::unlock_or_create(&path, &keys, &kek(1)).unwrap_err();
+    assert!(matches!(e, CatalogKeyError::Missing { .. }), "{e:?}");
+    assert!(e
+        .to_string()
+        .starts_with("catalogue key cannot be unwrapped: "));
+    assert!(
+        !file.exists(),
+        "a new key was made beside an encrypted catalogue"
+    );
+    // A locked access says why on every open.
+    let l = CatalogAccess::unavailable(&path, "TPM refuses".into());
+    assert!(matches!(l.open(), Err(CatalogError::Locked(ref w)) if w == "TPM refuses"));
+}
+
+/// A file under another catalogue key is a typed error, never SQLite's "file is not a
+/// database"; the bytes are left alone.
+#[test]
+fn wrong_catalogue_key_is_a_typed_error() {
+    let (_d, path) = db();
+    Catalog::open(&path, &key())
+        .unwrap()
+        .insert_recording(&new_rec("r1", 1))
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    for e in [
+        Catalog::open(&path, &CatalogKey::for_tests(8)).unwrap_err(),
+        Catalog::open_read_only(&path, &CatalogKey::for_tests(8)).unwrap_err(),
+    ] {
+        assert!(matches!(e, CatalogError::WrongKey(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("does not decrypt with this box's catalogue key"),
+            "{msg}"
+        );
+        assert!(!msg.contains("not a database"), "{msg}");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+fn file_has(p: &Path, needle: &[u8]) -> bool {
+    std::fs::read(p).is_ok_and(|b| pages::contains(&b, needle))
+}
+
+fn sibling_file(p: &Path, sfx: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(sfx);
+    PathBuf::from(s)
+}
+
+/// An old build's plaintext catalogue (the schema code creating it without a key) is
+/// refused by every keyed open until the daemon's start-up converts it: once, with every
+/// row, readable and searchable under the key, and afterwards no plaintext in the main
+/// file, WAL or shared memory, no leftover copy. A second start does nothing.
+#[test]
+fn plaintext_catalogue_is_encrypted_once() {
+    let (d, path) = db();
+    {
+        let mut c = Catalog::open_unencrypted(&path).unwrap();
+        c.insert_recording(&new_rec("r-old", 1_000)).unwrap();
+        c.set_participants("r-old", &participants()).unwrap();
+        c.add_metadata_version(
+            "r-old",
+            &MetadataVersion {
+                received_at_ms: 1_001,
+                sip_method: "INVITE".into(),
+                content_type: "application/rs-metadata+xml".into(),
+                data_mode: None,
+                raw: b"<recording><nameID aor=\"sip:+4930111@pbx.example\"/></recording>".to_vec(),
+            },
+        )
+        .unwrap();
+        // As after a crash of the old build: its WAL and shared memory are left beside it
+        // (copied while open, put back after the close removed them).
+        let wal = std::fs::read(sibling_file(&path, "-wal")).unwrap();
+        let shm = std::fs::read(sibling_file(&path, "-shm")).unwrap();
+        drop(c);
+        std::fs::write(sibling_file(&path, "-wal"), wal).unwrap();
+        std::fs::write(sibling_file(&path, "-shm"), shm).unwrap();
+    }
+    let needle = b"+4930111";
+    assert!(
+        [path.clone(), sibling_file(&path, "-wal")]
+            .iter()
+            .any(|p| file_has(p, needle)),
+        "positive control: the old layout is plaintext"
+    );
+    assert_eq!(file_kind(&path).unwrap(), FileKind::Plaintext);
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (a, created) = CatalogAccess::unlock_or_create(&path, &keys, &kek(3)).unwrap();
+    assert!(
+        created,
+        "the key is created with the first encrypted catalogue"
+    );
+    assert!(matches!(
+        a.open_read_only(),
+        Err(CatalogError::NotEncrypted(_))
+    ));
+    assert!(matches!(a.open(), Err(CatalogError::NotEncrypted(_))));
+    let conv = a.encrypt_if_plaintext().unwrap().expect("converted");
+    assert_eq!((conv.recordings, conv.schema_version), (1, SCHEMA_VERSION));
+    assert_eq!(file_kind(&path).unwrap(), FileKind::Encrypted);
+    for sfx in ["", "-wal", "-shm", ".plaintext", ".encrypting"] {
+        assert!(
+            !file_has(&sibling_file(&path, sfx), needle),
+            "plaintext left in {sfx:?}"
+        );
+    }
+    assert!(!sibling_file(&path, ".plaintext").exists());
+    assert!(!sibling_file(&path, ".encrypting").exists());
+    let cat = a.open().unwrap();
+    let f = ListFilter {
+        participant: Some("+4930111".into()),
+        ..Default::default()
+    };
+    assert_eq!(cat.list(&f).unwrap().len(), 1);
+    let got = cat.get("r-old").unwrap().unwrap();
+    assert_eq!(got.participants.len(), 2);
+    assert_eq!(got.metadata_versions.len(), 1);
+    drop(cat);
+    for sfx in ["", "-wal", "-shm"] {
+        assert!(
+            !file_has(&sibling_file(&path, sfx), needle),
+            "{sfx:?} after use"
+        );
+    }
+    assert!(
+        a.encrypt_if_plaintext().unwrap().is_none(),
+        "converted twice"
+    );
+    // A crash after the rename left the retired plaintext: the next start removes it.
+    std::fs::write(
+        sibling_file(&path, ".plaintext"),
+        b"SQLite format 3\0 +4930111",
+    )
+    .unwrap();
+    assert!(a.encrypt_if_plaintext().unwrap().is_none());
+    assert!(!sibling_file(&path, ".plaintext").exists());
+}
+
+/// KEK rotation: the catalogue key gets a wrap under the new KEK before the switch and
+/// loses the old one after; the new KEK alone then opens the catalogue, the old no more.
+#[test]
+fn rotation_rewraps_the_catalogue_key() {
+    let (d, path) = db();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (a, _) = CatalogAccess::unlock_or_create(&path, &keys, &kek(4)).unwrap();
+    a.open()
+        .unwrap()
+        .insert_recording(&new_rec("r1", 1))
+        .unwrap();
+    let both = crate::vault::KekSet::new(vec![kek(5), kek(4)]).unwrap();
+    rewrap(&keys, &both).unwrap();
+    rewrap(&keys, &both).unwrap(); // idempotent (a resumed rotation)
+    assert_eq!(
+        wrapped_under(&keys).unwrap().unwrap(),
+        vec![kek(5).kek_id(), kek(4).kek_id()]
+    );
+    // Mid-rotation either KEK opens it.
+    for k in [kek(4), kek(5)] {
+        let a = CatalogAccess::unlock(&path, &keys, &k).unwrap();
+        assert!(a.open_read_only().unwrap().get("r1").unwrap().is_some());
+    }
+    retain_only(&keys, &kek(5).kek_id()).unwrap();
+    assert!(CatalogAccess::unlock(&path, &keys, &kek(4)).is_err());
+    let a = CatalogAccess::unlock(&path, &keys, &kek(5)).unwrap();
+    assert!(a.open_read_only().unwrap().get("r1").unwrap().is_some());
+}
+
 #[test]
 fn audit_entries_are_keyed_from_the_marker_on() {
     use crate::lifecycle::audit::{verify_macs, KEYED_ACTION};
     use crate::vault::audit_key::AuditMacKey;
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let ck = key();
+    let mut cat = Catalog::open(&path, &ck).unwrap();
     cat.set_audit_key(None);
     for i in 0..3 {
         cat.audit(1000 + i, "cli:a", "hold.add", "x", json!({}))
@@ -1125,7 +1396,7 @@ fn audit_entries_are_keyed_from_the_marker_on() {
     assert_eq!(r.keyed_late, vec![7]);
     // Reopened: the marker is not written twice.
     drop(cat);
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &ck).unwrap();
     cat.set_audit_key(Some(key));
     cat.audit(2003, "cli:a", "hold.add", "w", json!({}))
         .unwrap();
@@ -1133,10 +1404,36 @@ fn audit_entries_are_keyed_from_the_marker_on() {
     assert_eq!(e.iter().filter(|e| e.action == KEYED_ACTION).count(), 1);
 }
 
+/// A crash of the conversion between the hard link and the rename leaves the plaintext
+/// catalogue linked as `<db>.plaintext` beside an unfinished `<db>.encrypting`: the next
+/// start must not overwrite the link (it is the catalogue itself) but drop it and convert
+/// again, with every row. (Before: the leftover clean-up zeroed it, catalogue and all.)
+#[test]
+fn crash_between_link_and_rename_keeps_the_catalogue() {
+    let (d, path) = db();
+    {
+        let mut c = Catalog::open_unencrypted(&path).unwrap();
+        c.insert_recording(&new_rec("r-crash", 1_000)).unwrap();
+        c.set_participants("r-crash", &participants()).unwrap();
+    }
+    std::fs::hard_link(&path, sibling_file(&path, ".plaintext")).unwrap();
+    std::fs::write(sibling_file(&path, ".encrypting"), b"half an export").unwrap();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (a, _) = CatalogAccess::unlock_or_create(&path, &keys, &kek(6)).unwrap();
+    let conv = a.encrypt_if_plaintext().unwrap().expect("converted again");
+    assert_eq!(conv.recordings, 1);
+    assert_eq!(file_kind(&path).unwrap(), FileKind::Encrypted);
+    assert!(!sibling_file(&path, ".plaintext").exists());
+    assert!(!sibling_file(&path, ".encrypting").exists());
+    let got = a.open().unwrap().get("r-crash").unwrap().expect("row kept");
+    assert_eq!(got.participants.len(), 2);
+}
+
 #[test]
 fn direction_reads_what_the_rules_stored() {
     let (_d, path) = db();
-    let mut cat = Catalog::open(&path).unwrap();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
     cat.insert_recording(&new_rec("r1", 1_714_555_800_250))
         .unwrap();
     assert_eq!(cat.direction("r1").unwrap(), None);

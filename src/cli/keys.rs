@@ -103,6 +103,15 @@ pub fn main(cmd: KeysCommand) -> anyhow::Result<()> {
                     }
                 }
             }
+            match crate::catalog::wrapped_under(&cc.keys_dir) {
+                Ok(Some(ids)) => println!(
+                    "catalogue key      wrapped under {} ({})",
+                    ids.join(", "),
+                    crate::catalog::key_file(&cc.keys_dir).display()
+                ),
+                Ok(None) => println!("catalogue key      none yet (the daemon creates it)"),
+                Err(e) => println!("catalogue key      {e}"),
+            }
             match (&cfg.keys.compliance_key_id, &cfg.keys.compliance_public_key) {
                 (Some(id), Some(p)) => match cfg.compliance() {
                     Ok(Some(r)) if r.key_id != *id => println!(
@@ -141,10 +150,25 @@ pub fn main(cmd: KeysCommand) -> anyhow::Result<()> {
             }
             if check {
                 match custody::open_existing(&cc) {
-                    Ok(k) => println!(
-                        "check              OK: KEK {} loads",
-                        crate::vault::KeyWrap::kek_id(&k.wrap)
-                    ),
+                    Ok(k) => {
+                        println!(
+                            "check              OK: KEK {} loads",
+                            crate::vault::KeyWrap::kek_id(&k.wrap)
+                        );
+                        if crate::catalog::key_file(&cc.keys_dir).exists() {
+                            let db = cfg.storage.catalog_path();
+                            match crate::catalog::CatalogAccess::unlock(&db, &cc.keys_dir, &k.wrap)
+                                .map_err(crate::catalog::CatalogError::from)
+                                .and_then(|a| a.open_read_only())
+                            {
+                                Ok(_) => println!("check              OK: the catalogue key unwraps and opens the catalogue"),
+                                Err(e) => {
+                                    println!("check              FAILED: {e}");
+                                    std::process::exit(1);
+                                }
+                            }
+                        }
+                    }
                     Err(e) => {
                         println!("check              FAILED: {e}");
                         std::process::exit(1);
@@ -179,7 +203,10 @@ pub fn main(cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             }
             // Keep the catalogue's informational kek_id in step.
-            if let Ok(mut cat) = crate::catalog::Catalog::open(&cfg.storage.catalog_path()) {
+            if let Ok(mut cat) = crate::service::catalog::access(&cfg)
+                .map_err(crate::catalog::CatalogError::from)
+                .and_then(|a| a.open_existing())
+            {
                 if let Err(e) = cat.set_all_kek_ids(&rep.new_kek_id) {
                     eprintln!("warning: catalogue kek_id not updated: {e}");
                 }

@@ -113,14 +113,14 @@ fn mac_line(rep: &crate::service::audit::LogVerification) -> String {
 /// Open the catalogue for writing (audit entries, holds, deletions).
 pub fn open_rw(cfg: &Config) -> anyhow::Result<Catalog> {
     let p = cfg.storage.catalog_path();
-    // The audit MAC key, so that this command's entries are keyed (schema 9). Without
-    // it they are written unkeyed and `audit verify` reports them.
-    if let Err(e) = crate::service::audit::audit_mac_key(cfg) {
-        if p.exists() {
-            eprintln!("warning: the audit key is unavailable ({e}): audit entries of this command carry no MAC and `audit verify` will report them");
-        }
+    if !p.exists() {
+        bail!(
+            "no catalogue at {} (has the recorder run with this data_dir?)",
+            p.display()
+        );
     }
-    Catalog::open_existing(&p).with_context(|| {
+    let access = crate::service::catalog::access(cfg)?;
+    access.open_existing().with_context(|| {
         format!(
             "opening the catalogue {} (has the recorder run with this data_dir?)",
             p.display()

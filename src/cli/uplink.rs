@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use crate::app::uplink::LOCAL_STATUS_FILE;
-use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::uplink::status::{fleet_rows, render_fleet, FleetThresholds, StatusDoc};
 
@@ -18,7 +17,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     // A fresh data directory (the recorder has never run with it) is a state, not an
     // error: nothing recorded, nothing pending.
     let cat = if p.exists() {
-        Some(Catalog::open_read_only(&p)?)
+        Some(crate::service::catalog::access(&cfg)?.open_read_only()?)
     } else {
         None
     };

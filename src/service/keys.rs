@@ -38,6 +38,10 @@ pub fn rotate(cfg: &CustodyConfig, files: &[PathBuf]) -> Result<RotationReport, 
         failed: Vec::new(),
         escrow: rot.escrow().map(PathBuf::from),
     };
+    // The catalogue key gets its wrap under the new KEK first (the old one stays until
+    // the switch): a crash anywhere leaves it unwrappable by whichever KEK is active.
+    crate::catalog::rewrap(&cfg.keys_dir, rot.keys())
+        .map_err(|e| VaultError::Custody(e.to_string()))?;
     for f in files {
         match rewrap_file(f, rot.keys()) {
             Ok(RewrapOutcome::AlreadyCurrent) => rep.already += 1,
@@ -60,6 +64,9 @@ pub fn rotate(cfg: &CustodyConfig, files: &[PathBuf]) -> Result<RotationReport, 
                 tracing::warn!(file = %f.display(), error = %e, "could not clear the old key slot");
             }
         }
+    }
+    if let Err(e) = crate::catalog::retain_only(&cfg.keys_dir, retiring.new_kek_id()) {
+        tracing::warn!(error = %e, "could not drop the old KEK's wrap of the catalogue key");
     }
     retiring.retire()?;
     Ok(rep)

@@ -11,6 +11,7 @@
 //! - [`audit`]: signing the audit head, verifying the audit log, the two-person rule.
 //! - [`identity`]: the operator's identity from the OS (uid, `SO_PEERCRED`).
 //! - [`keys`]: KEK rotation across the recording files.
+//! - [`catalog`]: the catalogue unlocked with the box's keys (for the CLI and tools).
 //!
 //! The CLI ([`crate::cli`]) only parses arguments and renders what these return; the
 //! daemon ([`crate::app`], [`crate::uplink`]) calls them from its tasks. Nothing here
@@ -18,6 +19,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod catalog;
 pub mod evidence;
 pub mod export;
 pub mod holds;

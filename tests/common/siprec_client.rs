@@ -68,6 +68,12 @@ pub const SDP_TWO_STREAMS: &str =
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=sendonly\r\n\
                m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=sendonly\r\n";
 
+/// [`SDP_TWO_STREAMS`] with RFC 4733 telephone-event (PT 101) offered on both streams.
+pub const SDP_TWO_STREAMS_DTMF: &str =
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=label:1\r\na=sendonly\r\n\
+               m=audio 40002 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=label:2\r\na=sendonly\r\n";
+
 /// The SIPREC INVITE of call `n` from `me` to `srs` (SDP `sdp` + RFC 7865 metadata), as
 /// [`invite`] sends it: Call-ID `call-{n}-{pid}@test`, From-tag `src{n}`.
 pub fn invite_text(srs: SocketAddr, me: SocketAddr, n: u32, sdp: &str) -> String {
@@ -158,6 +164,17 @@ pub fn invite_parties(srs: SocketAddr, n: u32, a: (&str, &str), b: (&str, &str))
     })
 }
 
+/// [`invite_parties`] with the SDP offer `sdp` (e.g. [`SDP_TWO_STREAMS_DTMF`]).
+pub fn invite_parties_sdp(
+    srs: SocketAddr,
+    n: u32,
+    sdp: &str,
+    a: (&str, &str),
+    b: (&str, &str),
+) -> Invite {
+    invite_msg(srs, n, |me| invite_text_parties(srs, me, n, sdp, "", a, b))
+}
+
 /// Send the INVITE `make(local address)` (Call-ID and tag of call `n`), ACK the answer.
 fn invite_msg(srs: SocketAddr, n: u32, make: impl FnOnce(SocketAddr) -> String) -> Invite {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -240,6 +257,52 @@ impl Call {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(160);
         self.packets += 1;
+    }
+
+    /// Send the RFC 4733 event `event` (0-9 digits, 10 `*`, 11 `#`) on stream `stream`
+    /// (PT 101, as [`SDP_TWO_STREAMS_DTMF`] offers) for `ms` in real time, one packet per
+    /// 20 ms (marker on the first, the end packet sent three times), while the other
+    /// streams go on with audio; then the stream resumes audio on the advanced timestamp.
+    pub fn send_dtmf(&mut self, stream: usize, event: u8, ms: u64) {
+        let start = Instant::now();
+        let ev_ts = self.ts;
+        let n = (ms / 20).max(1);
+        for k in 0..n + 2 {
+            let due = start + Duration::from_millis(20 * k);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            let end = k + 1 >= n;
+            let dur = (160 * (k.min(n - 1) + 1)) as u16;
+            for (i, (s, to)) in self.rtp.iter().enumerate() {
+                let mut p = Vec::with_capacity(172);
+                if i == stream {
+                    p.push(0x80);
+                    p.push(if k == 0 { 0x80 | 101 } else { 101 });
+                    p.extend_from_slice(&self.seq.to_be_bytes());
+                    p.extend_from_slice(&ev_ts.to_be_bytes());
+                    p.extend_from_slice(&(0x1000_0000u32 + i as u32).to_be_bytes());
+                    p.push(event);
+                    p.push(if end { 0x80 | 10 } else { 10 }); // E bit, volume -10 dBm0
+                    p.extend_from_slice(&dur.to_be_bytes());
+                } else if k < n {
+                    p.extend_from_slice(&[0x80, 0x00]);
+                    p.extend_from_slice(&self.seq.to_be_bytes());
+                    p.extend_from_slice(&self.ts.to_be_bytes());
+                    p.extend_from_slice(&(0x1000_0000u32 + i as u32).to_be_bytes());
+                    for _ in 0..20 {
+                        p.extend_from_slice(&TONE_ULAW);
+                    }
+                } else {
+                    continue;
+                }
+                let _ = s.send_to(&p, to);
+            }
+            self.seq = self.seq.wrapping_add(1);
+            if k < n {
+                self.ts = self.ts.wrapping_add(160);
+            }
+        }
     }
 
     /// Where the daemon receives each stream's RTP (from its answer), stream order.

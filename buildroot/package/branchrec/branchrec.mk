@@ -15,6 +15,11 @@ BRANCHREC_LICENSE = Apache-2.0
 # tss-esapi links the TPM2 software stack through pkg-config; live capture links libpcap
 # (the `pcap` crate); the `opus` crate links libopus.
 BRANCHREC_DEPENDENCIES = host-pkgconf tpm2-tss libpcap opus
+# The catalogue is SQLCipher (rusqlite `bundled-sqlcipher-vendored-openssl`): OpenSSL's
+# libcrypto is built from source by the openssl-src crate with the target C compiler the
+# cargo infrastructure exports, and linked statically — no BR2_PACKAGE_OPENSSL needed.
+# It runs OpenSSL's Configure, i.e. needs perl and make on the build host, both among
+# Buildroot's own host requirements.
 
 # - AES-GCM must use the ARMv8 Crypto Extensions (see docs/crypto-benchmark.md); a
 #   RUSTFLAGS from the environment would override .cargo/config.toml, so set them here.
