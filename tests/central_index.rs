@@ -11,6 +11,8 @@
 //! changed entry breaks its verification.
 
 mod common;
+#[path = "common/central.rs"]
+mod central_common;
 #[path = "common/pg.rs"]
 mod pg;
 #[path = "common/s3.rs"]
@@ -20,7 +22,6 @@ mod siprec_client;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -106,21 +107,6 @@ fn central_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The box's manifest/audit signing public key (custody state) as SPKI PEM.
-fn box_key_pem(data: &Path) -> String {
-    use ed25519_dalek::pkcs8::EncodePublicKey;
-    let st: Value =
-        serde_json::from_slice(&std::fs::read(data.join("keys/custody.json")).unwrap()).unwrap();
-    let raw: [u8; 32] = hex::decode(st["signing_public_key"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    ed25519_dalek::VerifyingKey::from_bytes(&raw)
-        .unwrap()
-        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .unwrap()
-}
-
 struct Central {
     cfg: String,
     key_pem: String,
@@ -170,24 +156,7 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     let pg = pg::Pg::start(&dir.join("pg"));
 
     // The compliance key pair (PEM here; the PKCS#11 path is tests/central_archive.rs).
-    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
-    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
-    let ck_priv = dir.join("compliance.key");
-    std::fs::write(
-        &ck_priv,
-        sk.to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
-    let ck_pub = dir.join("compliance.pub.pem");
-    std::fs::write(
-        &ck_pub,
-        sk.public_key()
-            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
-            .unwrap(),
-    )
-    .unwrap();
+    let (ck_priv, ck_pub) = central_common::compliance_keypair(dir);
 
     // The archive: moto behind TLS.
     let pki = Pki::new("archive");
@@ -278,7 +247,7 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
             .collect();
         v.sort();
         rec_ids.push(v.into_iter().map(|x| x.1).collect());
-        box_keys.push(box_key_pem(&bdir.join("data")));
+        box_keys.push(central_common::box_key_pem(&bdir.join("data")));
         d.stop();
     }
     let (a1, a2) = (rec_ids[0][0].clone(), rec_ids[0][1].clone());
@@ -356,6 +325,7 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
         pem_a.to_str().unwrap(),
     ]);
     // box-c is enrolled with a key that is not the one its manifests are signed with.
+    use ed25519_dalek::pkcs8::EncodePublicKey;
     let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
         .verifying_key()
         .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)

@@ -232,8 +232,21 @@ fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
 /// before the next starts.
 async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
     let idc = id.clone();
-    let (detail, row) = ctx
-        .db(move |c| Ok((c.get(&idc)?, c.upload_row(&idc)?)))
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let (detail, row, lifecycle) = ctx
+        .db(move |c| {
+            let d = c.get(&idc)?;
+            // Tags, hold flag and direction for the archive document (central search).
+            let lc = match &d {
+                Some(d) => crate::service::archive::lifecycle_fields(c, d, now_ms)
+                    .map_err(|e| crate::catalog::CatalogError::Invalid {
+                        field: "lifecycle",
+                        reason: e.to_string(),
+                    })?,
+                None => Default::default(),
+            };
+            Ok((d, c.upload_row(&idc)?, lc))
+        })
         .await?;
     let Some(detail) = detail else {
         return Err(TaskError::Local(format!("recording {id} vanished")));
@@ -418,6 +431,7 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         .unwrap_or_default();
     let mut meta = meta;
     if let Some(o) = meta.as_object_mut() {
+        o.extend(lifecycle);
         o.insert("audit".into(), serde_json::json!({ "heads": heads }));
         // The manifest's signing key, for central tools that have not enrolled the box.
         if let Some(der) = &ctx.signer_der {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use branchrec::central::{
-    export_wav, ArchiveReader, CentralConfig, ComplianceKey, PemKey, Pkcs11Key, TrustedSigner,
+    export_evidence, export_wav, ArchiveReader, CentralConfig, ComplianceKey, PemKey, Pkcs11Key, TrustedSigner,
 };
 
 /// Open archived recordings without their box: the compliance key (PKCS#11 token or PEM
@@ -28,8 +28,12 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
         /// The WAV to write (must not exist).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "evidence")]
+        out: Option<PathBuf>,
+        /// Write an evidence bundle (docs/evidence.md: the box's layout, verified by the
+        /// same openssl commands) into this new or empty directory.
+        #[arg(long, conflicts_with = "out")]
+        evidence: Option<PathBuf>,
     },
     /// Print the decrypted metadata document (JSON).
     Show {
@@ -107,6 +111,29 @@ fn signer(c: &Common) -> anyhow::Result<TrustedSigner> {
     Ok(TrustedSigner::Enrolled(der))
 }
 
+/// The key the manifest must verify with: the index's enrolment of the box when
+/// `[index]` is configured and knows it, else `--box-key`, else the document's own key
+/// (the export warns). Notes on weaker trust go to `notes`.
+fn trusted_signer(
+    cfg: &CentralConfig,
+    c: &Common,
+    box_id: &str,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<TrustedSigner> {
+    if let Some(ix) = &cfg.index {
+        if let Some((der, trust)) = branchrec::central::index::cli::box_signing_key(ix, box_id)? {
+            if trust != "enrolled" {
+                notes.push(format!(
+                    "box {box_id}'s signing key is trusted on first use by the indexer ({trust}), not confirmed by an operator (central enrol)"
+                ));
+            }
+            return Ok(TrustedSigner::Enrolled(der));
+        }
+        notes.push(format!("the index does not know box {box_id}"));
+    }
+    signer(c)
+}
+
 fn main() -> anyhow::Result<()> {
     // The process holds data keys and decrypted audio: no core dumps, no ptrace.
     branchrec::vault::harden_process();
@@ -116,14 +143,44 @@ fn main() -> anyhow::Result<()> {
             recording,
             common,
             out,
+            evidence,
         } => {
             let cfg = CentralConfig::load(&common.archive)?;
-            let trusted = signer(&common)?;
             let k = key(&common)?;
             let ar = ArchiveReader::open(&cfg.archive)?;
             let objkey = ar.locate(&recording)?;
             let rec = ar.fetch(&objkey)?;
             let opened = rec.open(k.as_ref())?;
+            let mut notes = Vec::new();
+            let trusted = trusted_signer(&cfg, &common, &opened.index.box_id, &mut notes)?;
+            for n in &notes {
+                eprintln!("WARNING: {n}");
+            }
+            if let Some(dir) = evidence {
+                let printed = notes.len();
+                let e = export_evidence(&rec, &opened, k.as_ref(), &trusted, &dir, notes)?;
+                if let Some(ix) = &cfg.index {
+                    branchrec::central::index::cli::audit_export(
+                        ix,
+                        &e.recording_id,
+                        serde_json::json!({ "object": objkey, "evidence": e.dir, "signer_sha256": e.signer_sha256 }),
+                    )?;
+                }
+                for w in e.warnings.iter().skip(printed) {
+                    eprintln!("WARNING: {w}");
+                }
+                println!(
+                    "evidence bundle for {} from {} in {} (signing key sha256 {})",
+                    e.recording_id,
+                    objkey,
+                    e.dir.display(),
+                    e.signer_sha256
+                );
+                return Ok(());
+            }
+            let Some(out) = out else {
+                bail!("give --out FILE.wav or --evidence DIR");
+            };
             let e = export_wav(&rec, &opened, k.as_ref(), &trusted, &out)?;
             if let Some(ix) = &cfg.index {
                 branchrec::central::index::cli::audit_export(

@@ -818,6 +818,19 @@ impl Catalog {
         Ok(n.max(0) as u64)
     }
 
+    /// The call direction the rules derived for a recording (`None`: not derived, or no
+    /// such recording).
+    pub fn direction(&self, id: &str) -> Result<Option<String>, CatalogError> {
+        use rusqlite::OptionalExtension as _;
+        Ok(self
+            .conn
+            .query_row("SELECT direction FROM recordings WHERE id = ?1", [id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten())
+    }
+
     /// Active holds covering a recording (empty = not held).
     pub fn holds_covering(&self, id: &str, now_ms: i64) -> Result<Vec<i64>, CatalogError> {
         let holds = active_holds(&self.conn)?;

@@ -1429,3 +1429,26 @@ fn crash_between_link_and_rename_keeps_the_catalogue() {
     let got = a.open().unwrap().get("r-crash").unwrap().expect("row kept");
     assert_eq!(got.participants.len(), 2);
 }
+
+#[test]
+fn direction_reads_what_the_rules_stored() {
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
+    cat.insert_recording(&new_rec("r1", 1_714_555_800_250))
+        .unwrap();
+    assert_eq!(cat.direction("r1").unwrap(), None);
+    cat.set_policy(
+        "r1",
+        &super::lifecycle::Policy {
+            rule: Some("vip".into()),
+            direction: Some("outbound".into()),
+            retention_class: "long".into(),
+            retention_ms: None,
+            min_duration_ms: 0,
+            tags: vec!["vip".into()],
+        },
+    )
+    .unwrap();
+    assert_eq!(cat.direction("r1").unwrap().as_deref(), Some("outbound"));
+    assert_eq!(cat.direction("nope").unwrap(), None);
+}

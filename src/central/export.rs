@@ -193,3 +193,135 @@ pub fn export_wav(
         })
     })
 }
+
+/// What an evidence export did.
+#[derive(Debug, Clone)]
+pub struct CentralEvidence {
+    /// Recording id.
+    pub recording_id: String,
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// SHA-256 (hex) of the manifest-signing key the bundle carries.
+    pub signer_sha256: String,
+    /// Warnings also written at the top of the bundle's README.txt.
+    pub warnings: Vec<String>,
+}
+
+/// `central export ID --evidence DIR`: verify `rec` as [`export_wav`] does, then write
+/// the box's evidence-bundle layout (docs/evidence.md) from the archive copy alone, with
+/// the same writer as the box ([`crate::service::evidence::write_evidence_bundle`]).
+/// `signer_note`: why the signing key is trusted, when it is not an operator-enrolled
+/// one (goes into the README as a warning).
+pub fn export_evidence(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    dir: &Path,
+    mut warnings: Vec<String>,
+) -> Result<CentralEvidence, CentralError> {
+    use base64::Engine as _;
+    let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
+    let der = match signer {
+        TrustedSigner::Enrolled(d) => d.clone(),
+        TrustedSigner::FromDocument => {
+            warnings.push(format!(
+                "the manifest-signing key in signing-key.pem was taken from the archived document itself, not from an enrolment: whoever can write to the archive could have put it there. Compare its fingerprint ({}) with the one recorded for box {} at installation.",
+                document_signer(&opened.document)
+                    .map(|d| sha_hex(&d))
+                    .unwrap_or_default(),
+                opened.index.box_id
+            ));
+            document_signer(&opened.document).ok_or_else(|| {
+                CentralError::Signature("the document names no signing key: give --box-key".into())
+            })?
+        }
+    };
+    let (m, header) = verify_archived(rec, opened, &der)?;
+    if header.compliance_slot().is_none() {
+        return Err(CentralError::Key(format!(
+            "{}: the container has no compliance key slot (recorded before the box had a compliance key)",
+            rec.key
+        )));
+    }
+    let Some((manifest, sig)) = &opened.manifest else {
+        return Err(tampered("no signed manifest in the archive".into()));
+    };
+    // The SIPREC documents as received, each checked against the signed hash.
+    let signed_versions = m
+        .pointer("/metadata/metadata_versions")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut docs = Vec::new();
+    let raw = opened.document.get("metadata_raw").and_then(|v| v.as_array());
+    match raw {
+        Some(raw) => {
+            for e in raw {
+                let seq = e.get("seq").and_then(|v| v.as_u64()).unwrap_or(u64::MAX);
+                let bytes = e
+                    .get("raw")
+                    .and_then(|v| v.as_str())
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .ok_or_else(|| tampered(format!("metadata document {seq} is not base64")))?;
+                let want = signed_versions
+                    .iter()
+                    .find(|v| v.get("seq").and_then(|s| s.as_u64()) == Some(seq))
+                    .and_then(|v| v.get("sha256"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                if sha_hex(&bytes) != want {
+                    return Err(tampered(format!(
+                        "SIPREC metadata document {seq} differs from the signed manifest's"
+                    )));
+                }
+                let seq = u32::try_from(seq)
+                    .map_err(|_| tampered(format!("metadata document sequence {seq}")))?;
+                docs.push((seq, bytes));
+            }
+            if docs.len() != signed_versions.len() {
+                return Err(tampered(format!(
+                    "the archive carries {} SIPREC metadata documents, the manifest signs {}",
+                    docs.len(),
+                    signed_versions.len()
+                )));
+            }
+        }
+        None if !signed_versions.is_empty() => warnings.push(
+            "the archived document does not carry the SIPREC metadata documents (uploaded by an older box): no metadata-N.xml files, step 4 of the checks does not apply".into(),
+        ),
+        None => {}
+    }
+    let metadata = m
+        .get("metadata")
+        .cloned()
+        .ok_or_else(|| tampered("the signed manifest has no metadata".into()))?;
+    let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
+    let unwrap = ComplianceUnwrap(key);
+    let open = || -> anyhow::Result<Box<dyn std::io::Read + '_>> {
+        Ok(Box::new(Cursor::new(&rec.container[..])))
+    };
+    crate::service::evidence::write_evidence_bundle(
+        &crate::service::evidence::BundleSource {
+            id: &opened.index.recording_id,
+            header: &header,
+            open: &open,
+            wrap: &unwrap,
+            interrupted,
+            manifest,
+            signature: sig,
+            signer_public_der: &der,
+            metadata_documents: docs,
+            metadata,
+            warnings: warnings.clone(),
+        },
+        dir,
+    )
+    .map_err(|e| CentralError::Output(format!("{}: {e:#}", dir.display())))?;
+    Ok(CentralEvidence {
+        recording_id: opened.index.recording_id.clone(),
+        dir: dir.to_path_buf(),
+        signer_sha256: sha_hex(&der),
+        warnings,
+    })
+}

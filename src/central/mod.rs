@@ -25,7 +25,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use archive::{ArchiveReader, ArchivedRecording, OpenedDocument};
-pub use export::{export_wav, CentralExport, TrustedSigner};
+pub use export::{export_evidence, export_wav, CentralEvidence, CentralExport, TrustedSigner};
 pub use key::{ComplianceKey, ComplianceUnwrap, PemKey, Pkcs11Key};
 
 /// Errors of the central tools. `Display` names what failed.

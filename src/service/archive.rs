@@ -67,15 +67,7 @@ pub fn event_entries(d: &RecordingDetail) -> Vec<Value> {
 pub fn show_document(cat: &Catalog, d: &RecordingDetail, now_ms: i64) -> anyhow::Result<Value> {
     let id = &d.recording.id;
     let mut v = recording_document(d)?;
-    let lc = cat
-        .list(&ListFilter {
-            call: Some(d.recording.call_id.clone()),
-            now_ms,
-            ..ListFilter::default()
-        })?
-        .into_iter()
-        .find(|r| &r.id == id)
-        .map(|r| r.lifecycle);
+    let lc = list_lifecycle(cat, d, now_ms)?;
     if let (Some(o), Some(lc)) = (v.as_object_mut(), lc) {
         if let Ok(Value::Object(m)) = serde_json::to_value(&lc) {
             o.extend(m);
@@ -83,6 +75,63 @@ pub fn show_document(cat: &Catalog, d: &RecordingDetail, now_ms: i64) -> anyhow:
         o.insert("holds".into(), cat.holds_covering(id, now_ms)?.into());
     }
     Ok(v)
+}
+
+/// The life-cycle fields of `d`'s `recordings list` entry at `now_ms`.
+fn list_lifecycle(
+    cat: &Catalog,
+    d: &RecordingDetail,
+    now_ms: i64,
+) -> anyhow::Result<Option<crate::catalog::LifecycleSummary>> {
+    Ok(cat
+        .list(&ListFilter {
+            call: Some(d.recording.call_id.clone()),
+            now_ms,
+            ..ListFilter::default()
+        })?
+        .into_iter()
+        .find(|r| r.id == d.recording.id)
+        .map(|r| r.lifecycle))
+}
+
+/// The life-cycle facts the archive document carries for the central index (`central
+/// search --tag/--held/--direction`): the list entry's rule, tags, retention, expiry,
+/// archive time and hold flag, the holds covering it at `now_ms`, and the derived call
+/// direction. Without them every archived document had the defaults (no tags, not held,
+/// no direction).
+pub fn lifecycle_fields(
+    cat: &Catalog,
+    d: &RecordingDetail,
+    now_ms: i64,
+) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let id = &d.recording.id;
+    let mut out = serde_json::Map::new();
+    if let Some(lc) = list_lifecycle(cat, d, now_ms)? {
+        if let Value::Object(m) = serde_json::to_value(&lc)? {
+            out.extend(m);
+        }
+    }
+    out.insert("holds".into(), cat.holds_covering(id, now_ms)?.into());
+    out.insert("direction".into(), cat.direction(id)?.into());
+    Ok(out)
+}
+
+/// The SIPREC metadata documents exactly as received (`seq`, `content_type`, base64
+/// `raw`): the archive document carries them so an evidence bundle made from the archive
+/// alone has the `metadata-N.xml` files the signed manifest hashes.
+pub fn metadata_raw(d: &RecordingDetail) -> Value {
+    use base64::Engine as _;
+    d.metadata_versions
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "seq": m.seq,
+                "content_type": m.version.content_type,
+                "raw": base64::engine::general_purpose::STANDARD.encode(&m.version.raw),
+            })
+        })
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// Where and how a recording's container was archived.
@@ -111,6 +160,7 @@ pub struct ArchivedObject<'a> {
 pub fn archive_document(d: &RecordingDetail, obj: &ArchivedObject<'_>) -> anyhow::Result<Value> {
     let mut meta = recording_document(d)?;
     if let Some(o) = meta.as_object_mut() {
+        o.insert("metadata_raw".into(), metadata_raw(d));
         o.insert(
             "participants".into(),
             serde_json::to_value(&d.participants).unwrap_or_default(),

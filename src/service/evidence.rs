@@ -438,6 +438,66 @@ pub fn export_evidence(
     let (Some((h, path)), Some((m, s)), Some(d)) = (&v.audio, &v.manifest, &v.detail) else {
         bail!("recording {} has no verified audio/manifest", v.id);
     };
+    let open = || -> anyhow::Result<Box<dyn std::io::Read>> {
+        Ok(Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )))
+    };
+    write_evidence_bundle(
+        &BundleSource {
+            id: &v.id,
+            header: h,
+            open: &open,
+            wrap,
+            interrupted: v.interrupted,
+            manifest: m,
+            signature: s,
+            signer_public_der,
+            metadata_documents: d
+                .metadata_versions
+                .iter()
+                .map(|mv| (mv.seq, mv.version.raw.clone()))
+                .collect(),
+            metadata: metadata_json(d),
+            warnings: Vec::new(),
+        },
+        dir,
+    )
+}
+
+/// Everything an evidence bundle is made of, wherever the recording comes from: the
+/// box's own files (`recordings export --evidence`) or the archive copy opened with the
+/// compliance key (`central export --evidence`). One writer, one layout, so the same
+/// openssl commands (docs/evidence.md) verify both.
+pub struct BundleSource<'a> {
+    /// Recording id.
+    pub id: &'a str,
+    /// The verified container's header.
+    pub header: &'a Header,
+    /// Opens the container from its start (called once per rendering).
+    pub open: &'a dyn Fn() -> anyhow::Result<Box<dyn std::io::Read + 'a>>,
+    /// Unwraps the container's data key (the box's KEK, or the compliance key's slot).
+    pub wrap: &'a dyn KeyWrap,
+    /// An interrupted recording: its verified prefix is the audio.
+    pub interrupted: bool,
+    /// The signed manifest's exact bytes.
+    pub manifest: &'a [u8],
+    /// Its raw Ed25519 signature.
+    pub signature: &'a [u8],
+    /// The manifest-signing public key (DER SubjectPublicKeyInfo) for `signing-key.pem`.
+    pub signer_public_der: &'a [u8],
+    /// The SIPREC metadata documents exactly as received: `(seq, bytes)`.
+    pub metadata_documents: Vec<(u32, Vec<u8>)>,
+    /// `metadata.json` (= the manifest's signed `metadata`).
+    pub metadata: Value,
+    /// Printed at the top of `README.txt` (e.g. a signing key nobody vouched for).
+    pub warnings: Vec<String>,
+}
+
+/// Write the bundle of `src` into `dir` (new, or empty and not a symbolic link; created
+/// 0700). Every file is created `O_EXCL|O_NOFOLLOW`, 0600; on failure what was written
+/// is removed, and the directory if this call made it.
+pub fn write_evidence_bundle(src: &BundleSource<'_>, dir: &Path) -> anyhow::Result<()> {
     let made_dir = match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => {
             bail!("{} is a symbolic link: refused", dir.display())
@@ -466,7 +526,7 @@ pub fn export_evidence(
         dir,
         created: Vec::new(),
     };
-    let res = write_bundle(v, wrap, signer_public_der, &mut b, h, path, m, s, d);
+    let res = write_bundle(src, &mut b);
     if res.is_err() {
         // Nothing half-written stays behind: the files this export created, and the
         // directory if it made it.
@@ -503,24 +563,9 @@ impl Bundle<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_bundle(
-    v: &Verified,
-    wrap: &dyn KeyWrap,
-    signer_public_der: &[u8],
-    b: &mut Bundle<'_>,
-    h: &Header,
-    path: &Path,
-    m: &[u8],
-    s: &[u8],
-    d: &RecordingDetail,
-) -> anyhow::Result<()> {
-    let signed: Value = serde_json::from_slice(m)?;
-    let open = || -> anyhow::Result<_> {
-        Ok(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ))
-    };
+fn write_bundle(src: &BundleSource<'_>, b: &mut Bundle<'_>) -> anyhow::Result<()> {
+    let (h, wrap, open) = (src.header, src.wrap, src.open);
+    let signed: Value = serde_json::from_slice(src.manifest)?;
     let check = |got: [u8; 32], key: &str| -> anyhow::Result<()> {
         if signed.pointer(key) != Some(&Value::from(hex::encode(got))) {
             bail!("the recording changed after verification: audio hash differs from the manifest");
@@ -528,7 +573,7 @@ fn write_bundle(
         Ok(())
     };
     let wav = b.create("audio.wav")?;
-    let (e, _) = crate::recording::export::to_wav(open()?, wrap, v.interrupted, wav)?;
+    let (e, _) = crate::recording::export::to_wav(open()?, wrap, src.interrupted, wav)?;
     let opus_steps = match h.sample_format {
         SampleFormat::S16Le => {
             check(e.audio_sha256, "/audio/pcm_sha256")?;
@@ -548,7 +593,7 @@ fn write_bundle(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        rd.end_of_prefix(e, v.interrupted)?;
+                        rd.end_of_prefix(e, src.interrupted)?;
                         break;
                     }
                 }
@@ -559,10 +604,10 @@ fn write_bundle(
             crate::recording::export::to_ogg_opus(
                 open()?,
                 wrap,
-                v.interrupted,
+                src.interrupted,
                 &crate::recording::opus::OpusSettings::default(),
-                ogg_serial(&v.id),
-                &[format!("BRANCHREC_RECORDING_ID={}", v.id)],
+                ogg_serial(src.id),
+                &[format!("BRANCHREC_RECORDING_ID={}", src.id)],
                 ogg,
             )?;
             "\t(audio.opus holds the same packets in Ogg; audio.wav is decoded from them\n\
@@ -570,16 +615,13 @@ fn write_bundle(
                 .to_string()
         }
     };
-    b.write("manifest.json", m)?;
-    b.write("manifest.sig", s)?;
-    b.write("signing-key.pem", public_key_pem(signer_public_der))?;
-    for mv in &d.metadata_versions {
-        b.write(&format!("metadata-{}.xml", mv.seq), &mv.version.raw)?;
+    b.write("manifest.json", src.manifest)?;
+    b.write("manifest.sig", src.signature)?;
+    b.write("signing-key.pem", public_key_pem(src.signer_public_der))?;
+    for (seq, raw) in &src.metadata_documents {
+        b.write(&format!("metadata-{seq}.xml"), raw)?;
     }
-    b.write(
-        "metadata.json",
-        serde_json::to_vec_pretty(&metadata_json(d))?,
-    )?;
+    b.write("metadata.json", serde_json::to_vec_pretty(&src.metadata)?)?;
     let step3 = match h.sample_format {
         SampleFormat::S16Le => format!(
             "3. The audio is what was signed (manifest.json \"audio\".\"pcm_sha256\"):\n\
@@ -591,10 +633,15 @@ fn write_bundle(
              \tsha256sum audio.opus-packets\n{opus_steps}"
         ),
     };
+    let warnings: String = src
+        .warnings
+        .iter()
+        .map(|w| format!("WARNING: {w}\n\n"))
+        .collect();
     b.write(
         "README.txt",
         format!(
-            "Evidence bundle for recording {id}\n\n\
+            "{warnings}Evidence bundle for recording {id}\n\n\
              1. Signature over the manifest (prints \"Signature Verified Successfully\"):\n\
              \topenssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in manifest.json -sigfile manifest.sig\n\
              2. Compare the key's fingerprint with the one published for the recorder:\n\
@@ -604,7 +651,7 @@ fn write_bundle(
              4. The SIPREC metadata documents (manifest.json \"metadata\".\"metadata_versions\"[].sha256):\n\
              \tsha256sum metadata-*.xml\n\
              See docs/evidence.md.\n",
-            id = v.id,
+            id = src.id,
         ),
     )?;
     Ok(())
