@@ -9,9 +9,9 @@
 //! the three boxes. The archive documents carry the box's real tags, hold flag and
 //! direction (`search --tag/--held/--direction`).
 
-mod common;
 #[path = "common/central.rs"]
 mod central_common;
+mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 #[path = "common/garage.rs"]
@@ -67,8 +67,7 @@ fn central_ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr)
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 fn sh(script: &str, dir: &Path) -> Output {
@@ -299,7 +298,13 @@ fn three_boxes_one_destroyed_archive_alone_exports_bit_exact_evidence_and_search
 
     // The indexer indexes the six recordings from the archive.
     let out = central_ok(&[
-        "index", "--once", "--json", "--config", &cfg, "--key-pem", &ck_priv,
+        "index",
+        "--once",
+        "--json",
+        "--config",
+        &cfg,
+        "--key-pem",
+        &ck_priv,
     ]);
     let rep: Value = serde_json::from_str(
         out.lines()
@@ -330,7 +335,10 @@ fn three_boxes_one_destroyed_archive_alone_exports_bit_exact_evidence_and_search
     );
     assert!(search(&cfg, &["--participant", "+449999999999"]).is_empty());
     // The boxes' own life-cycle facts reached the index through the archive documents.
-    assert_eq!(search(&cfg, &["--tag", "vip"]), BTreeSet::from([a1.clone()]));
+    assert_eq!(
+        search(&cfg, &["--tag", "vip"]),
+        BTreeSet::from([a1.clone()])
+    );
     assert_eq!(search(&cfg, &["--held"]), BTreeSet::from([b1.clone()]));
     assert_eq!(
         search(&cfg, &["--direction", "outbound"]),
@@ -401,8 +409,8 @@ fn three_boxes_one_destroyed_archive_alone_exports_bit_exact_evidence_and_search
             std::fs::read(&wav).unwrap()
         );
         let o = sh(&script, &ev);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned()
-            + &String::from_utf8_lossy(&o.stderr);
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
         assert!(
             o.status.success()
                 && text.contains("Signature Verified Successfully")

@@ -10,9 +10,9 @@
 //! plaintext in any object of the bucket; the central audit log has every access and a
 //! changed entry breaks its verification.
 
-mod common;
 #[path = "common/central.rs"]
 mod central_common;
+mod common;
 #[path = "common/pg.rs"]
 mod pg;
 #[path = "common/s3.rs"]

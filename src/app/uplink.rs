@@ -238,11 +238,14 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
             let d = c.get(&idc)?;
             // Tags, hold flag and direction for the archive document (central search).
             let lc = match &d {
-                Some(d) => crate::service::archive::lifecycle_fields(c, d, now_ms)
-                    .map_err(|e| crate::catalog::CatalogError::Invalid {
-                        field: "lifecycle",
-                        reason: e.to_string(),
-                    })?,
+                Some(d) => {
+                    crate::service::archive::lifecycle_fields(c, d, now_ms).map_err(|e| {
+                        crate::catalog::CatalogError::Invalid {
+                            field: "lifecycle",
+                            reason: e.to_string(),
+                        }
+                    })?
+                }
                 None => Default::default(),
             };
             Ok((d, c.upload_row(&idc)?, lc))

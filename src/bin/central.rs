@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use branchrec::central::{
-    export_evidence, export_wav, ArchiveReader, CentralConfig, ComplianceKey, PemKey, Pkcs11Key, TrustedSigner,
+    export_evidence, export_wav, ArchiveReader, CentralConfig, ComplianceKey, PemKey, Pkcs11Key,
+    TrustedSigner,
 };
 
 /// Open archived recordings without their box: the compliance key (PKCS#11 token or PEM

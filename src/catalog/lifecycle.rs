@@ -824,9 +824,11 @@ impl Catalog {
         use rusqlite::OptionalExtension as _;
         Ok(self
             .conn
-            .query_row("SELECT direction FROM recordings WHERE id = ?1", [id], |r| {
-                r.get::<_, Option<String>>(0)
-            })
+            .query_row(
+                "SELECT direction FROM recordings WHERE id = ?1",
+                [id],
+                |r| r.get::<_, Option<String>>(0),
+            )
             .optional()?
             .flatten())
     }

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::object::{KeyType, ObjectHandle};
+use cryptoki::session::Session;
 
 use super::command::CommandKey;
 use super::CentralError;
@@ -44,67 +44,16 @@ impl Pkcs11CommandKey {
         key_label: &str,
         pin: &str,
     ) -> Result<Self, CentralError> {
-        let ctx = Pkcs11::new(module).map_err(|e| {
-            CentralError::Key(format!("loading PKCS#11 module {}: {e}", module.display()))
-        })?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(p11("C_Initialize"))?;
-        let slot = ctx
-            .get_slots_with_token()
-            .map_err(p11("C_GetSlotList"))?
-            .into_iter()
-            .find(|s| {
-                ctx.get_token_info(*s)
-                    .map(|t| t.label().trim_end() == token_label)
-                    .unwrap_or(false)
-            })
-            .ok_or_else(|| {
-                CentralError::Key(format!("no PKCS#11 token labelled {token_label:?}"))
-            })?;
-        let session = ctx.open_ro_session(slot).map_err(p11("C_OpenSession"))?;
-        session
-            .login(
-                UserType::User,
-                Some(&cryptoki::types::AuthPin::from(pin.to_string())),
-            )
-            .map_err(p11("C_Login"))?;
-        let find = |class: ObjectClass| {
-            session.find_objects(&[
-                Attribute::Class(class),
-                Attribute::KeyType(KeyType::EC_EDWARDS),
-                Attribute::Label(key_label.as_bytes().to_vec()),
-            ])
-        };
-        let key = match find(ObjectClass::PRIVATE_KEY).map_err(p11("C_FindObjects"))?[..] {
-            [k] => k,
-            [] => {
-                return Err(CentralError::Key(format!(
-                    "token {token_label:?} has no Ed25519 private key labelled {key_label:?}"
-                )))
-            }
-            _ => {
-                return Err(CentralError::Key(format!(
-                    "token {token_label:?} has several Ed25519 private keys labelled {key_label:?}"
-                )))
-            }
-        };
-        let pubh = *find(ObjectClass::PUBLIC_KEY)
-            .map_err(p11("C_FindObjects"))?
-            .first()
-            .ok_or_else(|| {
-                CentralError::Key(format!(
-                    "token {token_label:?} has no Ed25519 public key labelled {key_label:?}"
-                ))
-            })?;
-        let point = session
-            .get_attributes(pubh, &[AttributeType::EcPoint])
-            .map_err(p11("C_GetAttributeValue(CKA_EC_POINT)"))?
-            .into_iter()
-            .find_map(|a| match a {
-                Attribute::EcPoint(v) => Some(v),
-                _ => None,
-            })
-            .ok_or_else(|| CentralError::Key("public key without CKA_EC_POINT".into()))?;
+        let t = super::key::open_token_key_pair(
+            module,
+            token_label,
+            key_label,
+            pin,
+            KeyType::EC_EDWARDS,
+            "Ed25519",
+        )?;
+        let point = t.ec_point;
+        let (ctx, session, key) = (t.ctx, t.session, t.key);
         let pk = edwards_point(&point)
             .ok_or_else(|| CentralError::Key("the token's key is not an Ed25519 key".into()))?;
         Ok(Pkcs11CommandKey {

@@ -254,7 +254,10 @@ pub fn export_evidence(
         .cloned()
         .unwrap_or_default();
     let mut docs = Vec::new();
-    let raw = opened.document.get("metadata_raw").and_then(|v| v.as_array());
+    let raw = opened
+        .document
+        .get("metadata_raw")
+        .and_then(|v| v.as_array());
     match raw {
         Some(raw) => {
             for e in raw {

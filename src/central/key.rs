@@ -104,6 +104,93 @@ fn ec_point(v: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// A key pair found on a PKCS#11 token: the logged-in session, the private key and the
+/// public key's `CKA_EC_POINT`.
+pub(crate) struct TokenKeyPair {
+    pub ctx: Pkcs11,
+    pub session: Session,
+    pub key: ObjectHandle,
+    pub ec_point: Vec<u8>,
+}
+
+/// Open `module`, log in to the token labelled `token_label` with `pin` (read-only
+/// session) and find the key pair of `key_type` labelled `key_label` (`what` names the
+/// kind in errors): exactly one private key, and its public key's `CKA_EC_POINT`. Shared
+/// by the compliance key ([`Pkcs11Key`]) and the command key
+/// (`command_key::Pkcs11CommandKey`).
+pub(crate) fn open_token_key_pair(
+    module: &Path,
+    token_label: &str,
+    key_label: &str,
+    pin: &str,
+    key_type: KeyType,
+    what: &str,
+) -> Result<TokenKeyPair, CentralError> {
+    let ctx = Pkcs11::new(module).map_err(|e| {
+        CentralError::Key(format!("loading PKCS#11 module {}: {e}", module.display()))
+    })?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(p11("C_Initialize"))?;
+    let slot = ctx
+        .get_slots_with_token()
+        .map_err(p11("C_GetSlotList"))?
+        .into_iter()
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .map(|t| t.label().trim_end() == token_label)
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| CentralError::Key(format!("no PKCS#11 token labelled {token_label:?}")))?;
+    let session = ctx.open_ro_session(slot).map_err(p11("C_OpenSession"))?;
+    let pin = cryptoki::types::AuthPin::from(pin.to_string());
+    session
+        .login(UserType::User, Some(&pin))
+        .map_err(p11("C_Login"))?;
+    let find = |class: ObjectClass| {
+        session.find_objects(&[
+            Attribute::Class(class),
+            Attribute::KeyType(key_type),
+            Attribute::Label(key_label.as_bytes().to_vec()),
+        ])
+    };
+    let key = match find(ObjectClass::PRIVATE_KEY).map_err(p11("C_FindObjects"))?[..] {
+        [k] => k,
+        [] => {
+            return Err(CentralError::Key(format!(
+                "token {token_label:?} has no {what} private key labelled {key_label:?}"
+            )))
+        }
+        _ => {
+            return Err(CentralError::Key(format!(
+                "token {token_label:?} has several {what} private keys labelled {key_label:?}"
+            )))
+        }
+    };
+    let pubh = *find(ObjectClass::PUBLIC_KEY)
+        .map_err(p11("C_FindObjects"))?
+        .first()
+        .ok_or_else(|| {
+            CentralError::Key(format!(
+                "token {token_label:?} has no {what} public key labelled {key_label:?}"
+            ))
+        })?;
+    let ec_point = session
+        .get_attributes(pubh, &[AttributeType::EcPoint])
+        .map_err(p11("C_GetAttributeValue(CKA_EC_POINT)"))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::EcPoint(v) => Some(v),
+            _ => None,
+        })
+        .ok_or_else(|| CentralError::Key("public key without CKA_EC_POINT".into()))?;
+    Ok(TokenKeyPair {
+        ctx,
+        session,
+        key,
+        ec_point,
+    })
+}
+
 impl Pkcs11Key {
     /// Open `module` (e.g. `/usr/lib/softhsm/libsofthsm2.so`), log in to the token
     /// labelled `token_label` with `pin`, and find the EC key pair labelled `key_label`.
@@ -113,66 +200,9 @@ impl Pkcs11Key {
         key_label: &str,
         pin: &str,
     ) -> Result<Self, CentralError> {
-        let ctx = Pkcs11::new(module).map_err(|e| {
-            CentralError::Key(format!("loading PKCS#11 module {}: {e}", module.display()))
-        })?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(p11("C_Initialize"))?;
-        let slot = ctx
-            .get_slots_with_token()
-            .map_err(p11("C_GetSlotList"))?
-            .into_iter()
-            .find(|s| {
-                ctx.get_token_info(*s)
-                    .map(|t| t.label().trim_end() == token_label)
-                    .unwrap_or(false)
-            })
-            .ok_or_else(|| {
-                CentralError::Key(format!("no PKCS#11 token labelled {token_label:?}"))
-            })?;
-        let session = ctx.open_ro_session(slot).map_err(p11("C_OpenSession"))?;
-        let pin = cryptoki::types::AuthPin::from(pin.to_string());
-        session
-            .login(UserType::User, Some(&pin))
-            .map_err(p11("C_Login"))?;
-        let find = |class: ObjectClass| {
-            session.find_objects(&[
-                Attribute::Class(class),
-                Attribute::KeyType(KeyType::EC),
-                Attribute::Label(key_label.as_bytes().to_vec()),
-            ])
-        };
-        let key = match find(ObjectClass::PRIVATE_KEY).map_err(p11("C_FindObjects"))?[..] {
-            [k] => k,
-            [] => {
-                return Err(CentralError::Key(format!(
-                    "token {token_label:?} has no EC private key labelled {key_label:?}"
-                )))
-            }
-            _ => {
-                return Err(CentralError::Key(format!(
-                    "token {token_label:?} has several EC private keys labelled {key_label:?}"
-                )))
-            }
-        };
-        let pubh = *find(ObjectClass::PUBLIC_KEY)
-            .map_err(p11("C_FindObjects"))?
-            .first()
-            .ok_or_else(|| {
-                CentralError::Key(format!(
-                    "token {token_label:?} has no EC public key labelled {key_label:?}"
-                ))
-            })?;
-        let attrs = session
-            .get_attributes(pubh, &[AttributeType::EcPoint])
-            .map_err(p11("C_GetAttributeValue(CKA_EC_POINT)"))?;
-        let point = attrs
-            .iter()
-            .find_map(|a| match a {
-                Attribute::EcPoint(v) => Some(v.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| CentralError::Key("public key without CKA_EC_POINT".into()))?;
+        let t = open_token_key_pair(module, token_label, key_label, pin, KeyType::EC, "EC")?;
+        let point = t.ec_point;
+        let (ctx, session, key) = (t.ctx, t.session, t.key);
         let pk = ec_point(&point)
             .and_then(|p| PublicKey::from_sec1(p).ok())
             .ok_or_else(|| CentralError::Key("the token's key is not a P-256 key".into()))?;

@@ -15,8 +15,8 @@ pub mod command;
 pub mod command_cli;
 pub mod command_key;
 pub mod export;
-pub mod index;
 pub mod hold;
+pub mod index;
 pub mod key;
 
 use std::path::Path;

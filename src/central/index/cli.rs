@@ -259,10 +259,12 @@ pub fn show(ix: &IndexConfig, id: &str) -> anyhow::Result<serde_json::Value> {
 
 /// The box's manifest-signing key as the index trusts it (`central enrol`, or first
 /// seen by the indexer): `(DER, trust)`, `None` when the index does not know the box.
-pub fn box_signing_key(ix: &IndexConfig, box_id: &str) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+pub fn box_signing_key(
+    ix: &IndexConfig,
+    box_id: &str,
+) -> anyhow::Result<Option<(Vec<u8>, String)>> {
     let mut c = db::connect(&ix.database)?;
-    Ok(db::get_box(&mut c, box_id)?
-        .and_then(|b| b.known().map(|k| (k.der, b.trust.clone()))))
+    Ok(db::get_box(&mut c, box_id)?.and_then(|b| b.known().map(|k| (k.der, b.trust.clone()))))
 }
 
 /// Record an `export` in the central audit log (when `[index]` is configured).

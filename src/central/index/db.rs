@@ -337,7 +337,16 @@ pub fn write_recording(
              SELECT $1::text::uuid, p, n, lower(n), a, lower(a), num, j, l, ch
              FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[],
                          $8::int4[]) AS t(p, n, a, num, j, l, ch)",
-            &[&r.recording_id, &pid, &name, &aor, &num, &joined, &left, &ch],
+            &[
+                &r.recording_id,
+                &pid,
+                &name,
+                &aor,
+                &num,
+                &joined,
+                &left,
+                &ch,
+            ],
         )?;
     }
     if !rows.channels.is_empty() {
