@@ -42,25 +42,31 @@ pub struct OpenedDocument {
     pub manifest: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-fn s3(e: crate::uplink::s3::S3Error) -> CentralError {
+pub(crate) fn s3(e: crate::uplink::s3::S3Error) -> CentralError {
     CentralError::Archive(e.to_string())
+}
+
+/// The S3 client (TLS, pinning and credentials as the uplink, no rate cap), the archive's
+/// key prefix and a runtime to drive it: what every central reader and writer of the
+/// archive connects with.
+pub(crate) fn connect(
+    cfg: &UplinkConfig,
+) -> Result<(S3Client, String, tokio::runtime::Runtime), CentralError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CentralError::Archive(format!("starting the async runtime: {e}")))?;
+    let shaper = std::sync::Arc::new(crate::uplink::s3::Shaper::new(None));
+    let client =
+        crate::uplink::client(cfg, shaper).map_err(|e| CentralError::Config(e.to_string()))?;
+    Ok((client, cfg.prefix.clone(), rt))
 }
 
 impl ArchiveReader {
     /// Connect with the `[archive]` settings (TLS, pinning and credentials as the uplink).
     pub fn open(cfg: &UplinkConfig) -> Result<Self, CentralError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CentralError::Archive(format!("starting the async runtime: {e}")))?;
-        let shaper = std::sync::Arc::new(crate::uplink::s3::Shaper::new(None));
-        let client =
-            crate::uplink::client(cfg, shaper).map_err(|e| CentralError::Config(e.to_string()))?;
-        Ok(ArchiveReader {
-            client,
-            prefix: cfg.prefix.clone(),
-            rt,
-        })
+        let (client, prefix, rt) = connect(cfg)?;
+        Ok(ArchiveReader { client, prefix, rt })
     }
 
     /// The container key of `recording`: an object key (contains `/`) as given, or a

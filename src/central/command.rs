@@ -130,25 +130,13 @@ pub struct CommandArchive {
     rt: tokio::runtime::Runtime,
 }
 
-fn s3(e: crate::uplink::s3::S3Error) -> CentralError {
-    CentralError::Archive(e.to_string())
-}
+use super::archive::s3;
 
 impl CommandArchive {
     /// Connect with the `[archive]` settings.
     pub fn open(cfg: &UplinkConfig) -> Result<Self, CentralError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CentralError::Archive(format!("starting the async runtime: {e}")))?;
-        let shaper = std::sync::Arc::new(crate::uplink::s3::Shaper::new(None));
-        let client =
-            crate::uplink::client(cfg, shaper).map_err(|e| CentralError::Config(e.to_string()))?;
-        Ok(CommandArchive {
-            client,
-            prefix: cfg.prefix.clone(),
-            rt,
-        })
+        let (client, prefix, rt) = super::archive::connect(cfg)?;
+        Ok(CommandArchive { client, prefix, rt })
     }
 
     /// Run one S3 request.

@@ -589,8 +589,14 @@ impl S3Client {
         Ok(())
     }
 
-    /// PutObjectLegalHold. `Ok(false)` when the bucket has no Object Lock.
-    pub async fn put_legal_hold(&self, key: &str, on: bool) -> Result<bool, S3Error> {
+    /// The PutObjectLegalHold request on `key` (one version, or the current one), its
+    /// response as it came.
+    async fn legal_hold_request(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        on: bool,
+    ) -> Result<Resp, S3Error> {
         let xml = format!(
             "<LegalHold xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{}</Status></LegalHold>",
             if on { "ON" } else { "OFF" }
@@ -601,17 +607,25 @@ impl S3Client {
             ("content-type".to_string(), "application/xml".to_string()),
         ];
         let payload = hex::encode(Sha256::digest(&body));
-        let r = self
-            .send(
-                reqwest::Method::PUT,
-                key,
-                &[("legal-hold".into(), String::new())],
-                &extra,
-                body,
-                &payload,
-                Duration::from_secs(60),
-            )
-            .await?;
+        let mut q = vec![("legal-hold".to_string(), String::new())];
+        if let Some(v) = version_id {
+            q.push(("versionId".to_string(), v.to_string()));
+        }
+        self.send(
+            reqwest::Method::PUT,
+            key,
+            &q,
+            &extra,
+            body,
+            &payload,
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
+    /// PutObjectLegalHold. `Ok(false)` when the bucket has no Object Lock.
+    pub async fn put_legal_hold(&self, key: &str, on: bool) -> Result<bool, S3Error> {
+        let r = self.legal_hold_request(key, None, on).await?;
         match r.status {
             200 => Ok(true),
             400 | 409 | 501 => {
@@ -636,31 +650,7 @@ impl S3Client {
         version_id: Option<&str>,
         on: bool,
     ) -> Result<(), S3Error> {
-        let xml = format!(
-            "<LegalHold xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Status>{}</Status></LegalHold>",
-            if on { "ON" } else { "OFF" }
-        );
-        let body = Bytes::from(xml);
-        let extra = vec![
-            ("content-md5".to_string(), b64(&md5::Md5::digest(&body))),
-            ("content-type".to_string(), "application/xml".to_string()),
-        ];
-        let payload = hex::encode(Sha256::digest(&body));
-        let mut q = vec![("legal-hold".to_string(), String::new())];
-        if let Some(v) = version_id {
-            q.push(("versionId".to_string(), v.to_string()));
-        }
-        let r = self
-            .send(
-                reqwest::Method::PUT,
-                key,
-                &q,
-                &extra,
-                body,
-                &payload,
-                Duration::from_secs(60),
-            )
-            .await?;
+        let r = self.legal_hold_request(key, version_id, on).await?;
         if r.status != 200 {
             return Err(s3_error(r.status, &r.body));
         }

@@ -213,6 +213,7 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     }
     let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .with_context(|| format!("{s:?}: give RFC 3339 or YYYY-MM-DD"))?;
+    // Cannot fail: 00:00:00 is a valid time on every date.
     Ok(d.and_hms_opt(0, 0, 0)
         .expect("midnight exists")
         .and_utc()

@@ -74,6 +74,8 @@ pub fn group(objects: &[ListedObject]) -> Vec<Group> {
                 ..Group::default()
             });
         }
+        // Cannot fail: a group was pushed just above when `out` was empty or ended with
+        // another key.
         let g = out.last_mut().expect("pushed above");
         let o = Some(o.clone());
         match slot {
