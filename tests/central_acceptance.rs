@@ -31,7 +31,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use central_common::{box_key_pem, compliance_keypair, evidence_script};
+use central_common::{
+    box_key_pem, central, central_ok_with_stderr as central_ok, compliance_keypair, evidence_script,
+};
 use common::{expect_bursts, g711, output_bounded, read_wav};
 use daemon::Install;
 use garage::Garage;
@@ -50,25 +52,6 @@ type BoxSpec = (&'static str, String, Vec<(Party, Party)>);
 const ALICE: Party = ("tel:+442079460001", "Alice Ashworth");
 const CAROL: Party = ("tel:+442079460099", "Carol Carter");
 const IVAN: Party = ("tel:+442079460077", "Ivan Ivanov");
-
-fn central(args: &[&str]) -> Output {
-    output_bounded(
-        Command::new(env!("CARGO_BIN_EXE_branchrec-central")).args(args),
-        Duration::from_secs(180),
-    )
-    .expect("branchrec-central hung")
-}
-
-fn central_ok(args: &[&str]) -> String {
-    let out = central(args);
-    assert!(
-        out.status.success(),
-        "branchrec-central {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
 
 fn sh(script: &str, dir: &Path) -> Output {
     output_bounded(

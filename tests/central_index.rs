@@ -22,9 +22,10 @@ mod siprec_client;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use central_common::{central, central_ok};
 use common::{output_bounded, Daemon};
 use s3::{s3check, Moto, Pki};
 use serde_json::Value;
@@ -86,25 +87,6 @@ fn status_json(d: &Daemon) -> Value {
     )
     .expect("status hung");
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-fn central(args: &[&str]) -> Output {
-    output_bounded(
-        Command::new(env!("CARGO_BIN_EXE_branchrec-central")).args(args),
-        Duration::from_secs(180),
-    )
-    .expect("branchrec-central hung")
-}
-
-fn central_ok(args: &[&str]) -> String {
-    let out = central(args);
-    assert!(
-        out.status.success(),
-        "branchrec-central {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 struct Central {

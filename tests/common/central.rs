@@ -1,12 +1,47 @@
 //! Shared by the central tests (tests/central_index.rs, tests/central_acceptance.rs): the
 //! compliance key pair as PEM files, a box's manifest-signing key as an installer records
-//! it, and the published evidence check. Used as `#[path = "common/central.rs"] mod
+//! it, the published evidence check, and running `branchrec-central`. Used as `#[path = "common/central.rs"] mod
 //! central_common;`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
+
+/// `branchrec-central ARGS`, bounded (180 s).
+pub fn central(args: &[&str]) -> Output {
+    crate::common::output_bounded(
+        Command::new(env!("CARGO_BIN_EXE_branchrec-central")).args(args),
+        Duration::from_secs(180),
+    )
+    .expect("branchrec-central hung")
+}
+
+/// [`central`], which must succeed: its stdout.
+pub fn central_ok(args: &[&str]) -> String {
+    let out = central(args);
+    assert!(
+        out.status.success(),
+        "branchrec-central {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`central_ok`] with stderr (warnings) appended to stdout.
+pub fn central_ok_with_stderr(args: &[&str]) -> String {
+    let out = central(args);
+    assert!(
+        out.status.success(),
+        "branchrec-central {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
 
 /// A fresh P-256 compliance key pair in `dir`: (`compliance.key` PKCS#8 PEM private,
 /// `compliance.pub.pem` SPKI PEM public).
