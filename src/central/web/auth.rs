@@ -1,0 +1,547 @@
+//! Accounts, sessions and the request pipeline of the console: session cookie → session
+//! row (timeouts) → CSRF check on every state change → route. Passwords are Argon2id
+//! (PHC strings), second factor TOTP (RFC 6238, [`branchrec_core::console`]); an account
+//! locks after `max_failed_logins` failures, an address after
+//! `max_failed_logins_per_address`. Only the SHA-256 of a session id is stored.
+
+use std::sync::atomic::Ordering;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use hyper::{Method, StatusCode};
+use rand::RngCore as _;
+use sha2::{Digest, Sha256};
+
+use branchrec_core::console::{self, Permission, Role};
+
+use super::{api, field, pages, App, Req, Resp, WebError};
+use crate::central::index::now_ms;
+
+/// The session cookie (`__Host-`: Secure, Path=/, no Domain).
+pub const COOKIE: &str = "__Host-branchrec_session";
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Database id (the only user reference in the access log).
+    pub id: i64,
+    /// Login name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+    /// Assigned sites (supervisors).
+    pub sites: Vec<String>,
+}
+
+impl User {
+    /// The actor of audit entries.
+    pub fn actor(&self) -> String {
+        format!("web:{}", self.username)
+    }
+
+    /// Refuse unless the role grants `p`.
+    pub fn require(&self, p: Permission) -> Result<(), WebError> {
+        if self.role.allows(p) {
+            Ok(())
+        } else {
+            Err(WebError::Forbidden(format!(
+                "the {} role may not do this",
+                self.role.as_str()
+            )))
+        }
+    }
+
+    /// Refuse unless the user may do `p` on a recording of `site`.
+    pub fn require_on(&self, p: Permission, site: &str) -> Result<(), WebError> {
+        self.require(p)?;
+        if console::may_on_recording(self.role, &self.sites, p, site) {
+            Ok(())
+        } else {
+            Err(WebError::Forbidden(
+                "this recording is outside your assigned sites".into(),
+            ))
+        }
+    }
+}
+
+/// A session as loaded for a request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// SHA-256 of the id (the row key).
+    pub hash: String,
+    /// `anon`, `mfa`, `auth`.
+    pub state: String,
+    /// CSRF token.
+    pub csrf: String,
+    /// The user (`mfa`: password verified, code pending; `auth`: signed in).
+    pub user: Option<User>,
+}
+
+/// Random URL-safe token of 32 bytes.
+pub fn token() -> String {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn sha_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// `Set-Cookie` for session id `id`.
+pub fn cookie(id: &str) -> String {
+    format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+fn cookie_clear() -> String {
+    format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+fn cookie_value(r: &Req) -> Option<String> {
+    for h in r.headers.get_all(hyper::header::COOKIE) {
+        let Ok(s) = h.to_str() else { continue };
+        for part in s.split(';') {
+            if let Some((k, v)) = part.trim().split_once('=') {
+                if k == COOKIE && !v.is_empty() {
+                    return Some(v.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Hash a password (Argon2id, the crate's defaults: m=19 MiB, t=2, p=1).
+pub fn hash_password(pw: &str) -> Result<String, WebError> {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| WebError::Internal(e.to_string()))?;
+    Ok(Argon2::default()
+        .hash_password(pw.as_bytes(), &salt)
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .to_string())
+}
+
+fn verify_password(pw: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}
+
+/// A fixed hash to verify against when the user does not exist (same time either way).
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| hash_password("not a password").unwrap_or_default())
+}
+
+fn load_user(c: &mut postgres::Client, id: i64) -> Result<Option<User>, WebError> {
+    Ok(c.query_opt(
+        "SELECT user_id, username, role, sites FROM web_users WHERE user_id = $1 AND NOT disabled",
+        &[&id],
+    )?
+    .and_then(|r| {
+        Some(User {
+            id: r.get(0),
+            username: r.get(1),
+            role: Role::parse(r.get::<_, &str>(2)).ok()?,
+            sites: r.get(3),
+        })
+    }))
+}
+
+fn load_session(app: &App, c: &mut postgres::Client, r: &Req) -> Result<Option<Session>, WebError> {
+    let Some(id) = cookie_value(r) else {
+        return Ok(None);
+    };
+    let hash = sha_hex(&id);
+    let Some(row) = c.query_opt(
+        "SELECT state, csrf_token, user_id, created_ms, last_seen_ms FROM web_sessions WHERE session_hash = $1",
+        &[&hash],
+    )?
+    else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let (created, seen): (i64, i64) = (row.get(3), row.get(4));
+    let state: String = row.get(0);
+    // A pending login (form shown, or password good and code pending) lives 10 minutes.
+    let idle = if state == "auth" {
+        app.web.idle_timeout_s as i64 * 1000
+    } else {
+        (app.web.idle_timeout_s as i64 * 1000).min(600_000)
+    };
+    if now - seen > idle || now - created > app.web.absolute_timeout_s as i64 * 1000 {
+        c.execute("DELETE FROM web_sessions WHERE session_hash = $1", &[&hash])?;
+        return Ok(None);
+    }
+    let user = match row.get::<_, Option<i64>>(2) {
+        Some(u) => load_user(c, u)?,
+        None => None,
+    };
+    if state != "anon" && user.is_none() {
+        c.execute("DELETE FROM web_sessions WHERE session_hash = $1", &[&hash])?;
+        return Ok(None);
+    }
+    c.execute(
+        "UPDATE web_sessions SET last_seen_ms = $2 WHERE session_hash = $1",
+        &[&hash, &now],
+    )?;
+    Ok(Some(Session {
+        hash,
+        state,
+        csrf: row.get(1),
+        user,
+    }))
+}
+
+/// Start a new session (a new id: also on every change of state, against fixation).
+/// Returns the session and the cookie to set.
+fn new_session(
+    c: &mut postgres::Client,
+    state: &str,
+    user: Option<&User>,
+    replaces: Option<&str>,
+) -> Result<(Session, String), WebError> {
+    if let Some(old) = replaces {
+        c.execute("DELETE FROM web_sessions WHERE session_hash = $1", &[&old])?;
+    }
+    let id = token();
+    let hash = sha_hex(&id);
+    let csrf = token();
+    let now = now_ms();
+    c.execute(
+        "INSERT INTO web_sessions (session_hash, state, user_id, csrf_token, created_ms, last_seen_ms)
+         VALUES ($1, $2, $3, $4, $5, $5)",
+        &[&hash, &state, &user.map(|u| u.id), &csrf, &now],
+    )?;
+    Ok((
+        Session {
+            hash,
+            state: state.into(),
+            csrf,
+            user: user.cloned(),
+        },
+        cookie(&id),
+    ))
+}
+
+/// Drop expired sessions and grants.
+pub fn sweep(app: &App) {
+    let now = now_ms();
+    if let Ok(mut c) = app.pool.get() {
+        let _ = c.execute(
+            "DELETE FROM web_sessions WHERE last_seen_ms < $1 OR created_ms < $2",
+            &[
+                &(now - app.web.idle_timeout_s as i64 * 1000),
+                &(now - app.web.absolute_timeout_s as i64 * 1000),
+            ],
+        );
+    }
+    if let Ok(mut g) = app.grants.lock() {
+        g.retain(|_, v| v.expires_ms > now);
+    }
+}
+
+fn csrf_ok(s: &Session, r: &Req) -> bool {
+    let given = r
+        .header("x-csrf-token")
+        .map(str::to_string)
+        .or_else(|| {
+            let ct = r.header("content-type").unwrap_or("");
+            ct.starts_with("application/x-www-form-urlencoded")
+                .then(|| field(&r.form(), "csrf").to_string())
+        })
+        .unwrap_or_default();
+    !given.is_empty()
+        && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), s.csrf.as_bytes()).into()
+}
+
+/// Context of a signed-in request.
+pub struct Ctx<'a> {
+    /// The app.
+    pub app: &'a App,
+    /// The session.
+    pub session: Session,
+    /// The user.
+    pub user: User,
+    /// An index connection.
+    pub db: super::Conn<'a>,
+}
+
+type Out = Result<(Resp, Option<i64>), (WebError, Option<i64>)>;
+
+/// Route a request: static files and the login pages without a session, everything
+/// else signed in, CSRF-checked when it changes state.
+pub fn dispatch(app: &App, r: &Req) -> Out {
+    if r.method == Method::GET {
+        if let Some(resp) = pages::static_file(&r.path) {
+            return Ok((resp, None));
+        }
+    }
+    let mut db = app.pool.get().map_err(|e| (e, None))?;
+    let session = load_session(app, &mut db, r).map_err(|e| (e, None))?;
+    let uid = session.as_ref().and_then(|s| s.user.as_ref().map(|u| u.id));
+    let changes = !matches!(r.method, Method::GET | Method::HEAD);
+    if changes {
+        match &session {
+            Some(s) if csrf_ok(s, r) => {}
+            _ => return Err((WebError::Csrf, uid)),
+        }
+    }
+    let login = match (r.method.clone(), r.path.as_str()) {
+        (Method::GET, "/login") => Some(login_page(app, &mut db, session.as_ref(), None)),
+        (Method::POST, "/login") => Some(login_post(app, &mut db, session.as_ref(), r)),
+        (Method::GET, "/login/mfa") => Some(mfa_page(session.as_ref(), None)),
+        (Method::POST, "/login/mfa") => Some(mfa_post(app, &mut db, session.as_ref(), r)),
+        (Method::POST, "/logout") => Some(logout(app, &mut db, session.as_ref())),
+        _ => None,
+    };
+    if let Some(res) = login {
+        return res.map(|x| (x, uid)).map_err(|e| (e, uid));
+    }
+    let Some(session) = session.filter(|s| s.state == "auth") else {
+        return Err((WebError::Unauthenticated, None));
+    };
+    let Some(user) = session.user.clone() else {
+        return Err((WebError::Unauthenticated, None));
+    };
+    let mut ctx = Ctx {
+        app,
+        session,
+        user,
+        db,
+    };
+    let res = if r.is_api() {
+        api::route(&mut ctx, r)
+    } else {
+        pages::route(&mut ctx, r)
+    };
+    res.map(|x| (x, uid)).map_err(|e| (e, uid))
+}
+
+fn login_page(
+    _app: &App,
+    c: &mut postgres::Client,
+    s: Option<&Session>,
+    error: Option<&str>,
+) -> Result<Resp, WebError> {
+    if let Some(s) = s.filter(|s| s.state == "auth") {
+        let _ = s;
+        return Ok(Resp::redirect("/"));
+    }
+    // A fresh anonymous session carries the form's CSRF token.
+    let (sess, set) = match s.filter(|s| s.state == "anon") {
+        Some(s) => (s.clone(), None),
+        None => {
+            let (s2, set) = new_session(c, "anon", None, s.map(|s| s.hash.as_str()))?;
+            (s2, Some(set))
+        }
+    };
+    let mut resp = Resp::html(
+        if error.is_some() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        pages::login_page(&sess.csrf, error),
+    );
+    if let Some(set) = set {
+        resp = resp.with(hyper::header::SET_COOKIE, set);
+    }
+    Ok(resp)
+}
+
+/// Count a failure against the account (lock at the limit) and the address.
+fn failed(app: &App, c: &mut postgres::Client, user_id: Option<i64>, r: &Req) -> Result<(), WebError> {
+    app.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+    let now = now_ms();
+    app.limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .failed(&r.peer.to_string(), now);
+    if let Some(u) = user_id {
+        c.execute(
+            "UPDATE web_users SET failed_logins = failed_logins + 1,
+               locked_until_ms = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until_ms END
+             WHERE user_id = $1",
+            &[
+                &u,
+                &(app.web.max_failed_logins as i32),
+                &(now + app.web.lockout_s as i64 * 1000),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn login_post(
+    app: &App,
+    c: &mut postgres::Client,
+    s: Option<&Session>,
+    r: &Req,
+) -> Result<Resp, WebError> {
+    let s = s.ok_or(WebError::Csrf)?;
+    let f = r.form();
+    let username = field(&f, "username").trim().to_string();
+    let password = zeroize::Zeroizing::new(field(&f, "password").to_string());
+    let now = now_ms();
+    if !app
+        .limiter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allowed(&r.peer.to_string(), now)
+    {
+        app.audit(c, "web:-", "login_refused", "address", &serde_json::json!({ "why": "too many failed logins from this address" }))?;
+        return Err(WebError::TooMany(
+            "too many failed sign-ins from this address: try again later".into(),
+        ));
+    }
+    let row = c.query_opt(
+        "SELECT user_id, password_hash, locked_until_ms, totp_secret IS NOT NULL FROM web_users
+         WHERE username = $1 AND NOT disabled",
+        &[&username],
+    )?;
+    if let Some(row) = &row {
+        if row.get::<_, Option<i64>>(2).is_some_and(|t| t > now) {
+            app.audit(c, &format!("web:{username}"), "login_refused", &username, &serde_json::json!({ "why": "account locked" }))?;
+            return Err(WebError::TooMany(
+                "this account is locked after too many failed sign-ins: try again later".into(),
+            ));
+        }
+    }
+    let phc: Option<String> = row.as_ref().and_then(|r| r.get(1));
+    let good = verify_password(&password, phc.as_deref().unwrap_or(dummy_hash()))
+        && phc.is_some();
+    let Some(row) = row.filter(|_| good) else {
+        failed(app, c, row.as_ref().map(|r| r.get(0)), r)?;
+        app.audit(c, &format!("web:{username}"), "login_failed", &username, &serde_json::json!({ "step": "password" }))?;
+        return login_page(app, c, Some(s), Some("Wrong user name or password."));
+    };
+    let uid: i64 = row.get(0);
+    if !row.get::<_, bool>(3) {
+        return login_page(
+            app,
+            c,
+            Some(s),
+            Some("This account has no second factor enrolled: ask an administrator."),
+        );
+    }
+    let user = load_user(c, uid)?.ok_or(WebError::Unauthenticated)?;
+    let (_, set) = new_session(c, "mfa", Some(&user), Some(&s.hash))?;
+    Ok(Resp::redirect("/login/mfa").with(hyper::header::SET_COOKIE, set))
+}
+
+fn mfa_page(s: Option<&Session>, error: Option<&str>) -> Result<Resp, WebError> {
+    let Some(s) = s.filter(|s| s.state == "mfa") else {
+        return Ok(Resp::redirect("/login"));
+    };
+    Ok(Resp::html(
+        if error.is_some() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        },
+        pages::mfa_page(&s.csrf, error),
+    ))
+}
+
+fn mfa_post(
+    app: &App,
+    c: &mut postgres::Client,
+    s: Option<&Session>,
+    r: &Req,
+) -> Result<Resp, WebError> {
+    let Some(s) = s.filter(|s| s.state == "mfa") else {
+        return Ok(Resp::redirect("/login"));
+    };
+    let user = s.user.clone().ok_or(WebError::Unauthenticated)?;
+    let f = r.form();
+    let now = now_ms();
+    let row = c.query_one(
+        "SELECT totp_secret, last_totp_step, locked_until_ms FROM web_users WHERE user_id = $1",
+        &[&user.id],
+    )?;
+    if row.get::<_, Option<i64>>(2).is_some_and(|t| t > now) {
+        return Err(WebError::TooMany(
+            "this account is locked after too many failed sign-ins: try again later".into(),
+        ));
+    }
+    let secret: Vec<u8> = row.get::<_, Option<Vec<u8>>>(0).unwrap_or_default();
+    let last: Option<i64> = row.get(1);
+    let step = console::totp_check(
+        &secret,
+        field(&f, "code"),
+        (now / 1000) as u64,
+        last.map(|l| l as u64),
+    );
+    let Some(step) = step else {
+        failed(app, c, Some(user.id), r)?;
+        app.audit(c, &user.actor(), "login_failed", &user.username, &serde_json::json!({ "step": "totp" }))?;
+        return mfa_page(Some(s), Some("Wrong or already used code."));
+    };
+    c.execute(
+        "UPDATE web_users SET last_totp_step = $2, failed_logins = 0, locked_until_ms = NULL WHERE user_id = $1",
+        &[&user.id, &(step as i64)],
+    )?;
+    let (_, set) = new_session(c, "auth", Some(&user), Some(&s.hash))?;
+    app.metrics.logins.fetch_add(1, Ordering::Relaxed);
+    app.audit(
+        c,
+        &user.actor(),
+        "login",
+        &user.username,
+        &serde_json::json!({ "method": "password+totp", "role": user.role.as_str() }),
+    )?;
+    Ok(Resp::redirect("/").with(hyper::header::SET_COOKIE, set))
+}
+
+fn logout(app: &App, c: &mut postgres::Client, s: Option<&Session>) -> Result<Resp, WebError> {
+    if let Some(s) = s {
+        c.execute("DELETE FROM web_sessions WHERE session_hash = $1", &[&s.hash])?;
+        if let Some(u) = &s.user {
+            app.audit(c, &u.actor(), "logout", &u.username, &serde_json::json!({}))?;
+        }
+        if let Ok(mut g) = app.grants.lock() {
+            g.retain(|_, v| v.session != s.hash);
+        }
+    }
+    Ok(Resp::redirect("/login").with(hyper::header::SET_COOKIE, cookie_clear()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts (CLI)
+
+/// A new local account: returns the TOTP secret (shown once, to enrol an authenticator).
+pub fn add_user(
+    c: &mut postgres::Client,
+    username: &str,
+    role: Role,
+    sites: &[String],
+    password: &str,
+) -> Result<Vec<u8>, WebError> {
+    if username.is_empty() || username.len() > 64 || username.contains(char::is_whitespace) {
+        return Err(WebError::BadRequest(
+            "user name: 1 to 64 characters, no spaces".into(),
+        ));
+    }
+    if password.chars().count() < 12 {
+        return Err(WebError::BadRequest(
+            "password: at least 12 characters".into(),
+        ));
+    }
+    if role == Role::Supervisor && sites.is_empty() {
+        return Err(WebError::BadRequest(
+            "a supervisor needs at least one --site".into(),
+        ));
+    }
+    let mut secret = vec![0u8; 20];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let phc = hash_password(password)?;
+    c.execute(
+        "INSERT INTO web_users (username, role, sites, password_hash, totp_secret, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&username, &role.as_str(), &sites, &phc, &secret, &now_ms()],
+    )?;
+    Ok(secret)
+}
