@@ -521,7 +521,15 @@ pub fn fleet(app: &App, c: &mut postgres::Client) -> Result<Vec<FleetView>, WebE
         .into_iter()
         .map(|b| {
             let mut p = Vec::new();
-            if b.last_status_received_ms.map_or(true, |t| now - t > stale_ms) {
+            // The box's last heartbeat: when it wrote its newest status document (its
+            // clock), else when the index received it.
+            let beat = b
+                .last_status
+                .as_deref()
+                .and_then(|g| chrono::DateTime::parse_from_rfc3339(g).ok())
+                .map(|t| t.timestamp_millis())
+                .or(b.last_status_received_ms);
+            if beat.map_or(true, |t| now - t > stale_ms) {
                 p.push("stale");
             }
             if b.pending.is_some_and(|n| n > app.web.backlog_alarm) {

@@ -413,8 +413,9 @@ fn login_post(
     let phc: Option<String> = row.as_ref().and_then(|r| r.get(1));
     let good = verify_password(&password, phc.as_deref().unwrap_or(dummy_hash()))
         && phc.is_some();
+    let uid_seen: Option<i64> = row.as_ref().map(|r| r.get(0));
     let Some(row) = row.filter(|_| good) else {
-        failed(app, c, row.as_ref().map(|r| r.get(0)), r)?;
+        failed(app, c, uid_seen, r)?;
         app.audit(c, &format!("web:{username}"), "login_failed", &username, &serde_json::json!({ "step": "password" }))?;
         return login_page(app, c, Some(s), Some("Wrong user name or password."));
     };

@@ -435,7 +435,7 @@ fn audit_page(ctx: &mut Ctx, f: AuditInput, verified: Option<Result<i64, String>
     b.push_str("<table id=\"audit\"><thead><tr><th>#</th><th>When (UTC)</th><th>Who</th><th>Action</th><th>Target</th><th>Detail</th></tr></thead><tbody>");
     for e in &entries {
         b.push_str(&format!(
-            "<tr data-action=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr data-action=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             esc(&s(e, "action")),
             esc(&s(e, "seq")),
             esc(&s(e, "at")),
