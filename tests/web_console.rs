@@ -420,6 +420,8 @@ fn web_console_end_to_end_in_headless_chromium() {
         Duration::from_secs(420),
     )
     .expect("the Playwright spec hung");
+    let _ = std::fs::copy(&access_log, artifacts.join("access.log"));
+    let _ = std::fs::copy(dir.join("serve.log"), artifacts.join("serve.log"));
     let log = String::from_utf8_lossy(&out.stdout).into_owned()
         + &String::from_utf8_lossy(&out.stderr);
     eprintln!("{log}");

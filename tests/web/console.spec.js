@@ -35,10 +35,13 @@ function totp(secret, t = Date.now()) {
   return String(v % 1000000).padStart(6, "0");
 }
 
+let current = null; // the page in use, for the failure screenshot
+
 async function login(browser, name) {
   const u = cfg.users[name];
   const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true });
   const page = await context.newPage();
+  current = page;
   const r = await page.goto(`${base}/login`);
   assert.equal(r.status(), 200);
   await page.fill("#username", name);
@@ -268,6 +271,7 @@ async function main() {
     {
       const c = await browser.newContext({ ignoreHTTPSErrors: true });
       const p = await c.newPage();
+      current = p;
       const statuses = [];
       for (let i = 0; i < 5; i++) {
         await p.goto(`${base}/login`);
@@ -330,6 +334,15 @@ async function main() {
       await c.close();
       ok("Prometheus /metrics");
     }
+  } catch (e) {
+    if (current) {
+      try {
+        fs.writeFileSync(shot("failure.html"), await current.content());
+        await current.screenshot({ path: shot("failure.png"), fullPage: true });
+        console.error(`failure page: ${current.url()} (failure.html, failure.png in ${cfg.artifacts})`);
+      } catch (_) { /* closed already */ }
+    }
+    throw e;
   } finally {
     await browser.close();
   }

@@ -330,8 +330,9 @@ fn login_page(
         let _ = s;
         return Ok(Resp::redirect("/"));
     }
-    // A fresh anonymous session carries the form's CSRF token.
-    let (sess, set) = match s.filter(|s| s.state == "anon") {
+    // A fresh anonymous session carries the form's CSRF token (a pending second factor
+    // keeps its session: the form may be shown again without losing it).
+    let (sess, set) = match s.filter(|s| s.state == "anon" || s.state == "mfa") {
         Some(s) => (s.clone(), None),
         None => {
             let (s2, set) = new_session(c, "anon", None, s.map(|s| s.hash.as_str()))?;

@@ -14,12 +14,14 @@ use super::{field, Req, Resp, WebError};
 
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#17324f\"/><circle cx=\"8\" cy=\"8\" r=\"4\" fill=\"#e0453a\"/></svg>";
 
 /// `/static/…`, served without a session.
 pub fn static_file(path: &str) -> Option<Resp> {
     let (ct, body) = match path {
         "/static/app.js" => ("text/javascript; charset=utf-8", APP_JS),
         "/static/app.css" => ("text/css; charset=utf-8", APP_CSS),
+        "/static/icon.svg" | "/favicon.ico" => ("image/svg+xml", ICON),
         _ => return None,
     };
     Some(Resp {
@@ -38,7 +40,7 @@ fn layout(title: &str, csrf: &str, nav: &str, body: &str) -> String {
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <meta name=\"csrf-token\" content=\"{}\">\
 <title>{} · branchrec compliance console</title>\
-<link rel=\"stylesheet\" href=\"/static/app.css\"><script src=\"/static/app.js\" defer></script></head>\
+<link rel=\"icon\" href=\"/static/icon.svg\"><link rel=\"stylesheet\" href=\"/static/app.css\"><script src=\"/static/app.js\" defer></script></head>\
 <body>{nav}<main>{body}</main></body></html>\n",
         esc(csrf),
         esc(title)
