@@ -837,3 +837,66 @@ pub fn serve(app: App) -> anyhow::Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etc/central.toml (the commented reference) parses, and its [web] values are the
+    /// defaults the code applies when a key is left out.
+    #[test]
+    fn reference_config_parses_with_the_defaults() {
+        let text = include_str!("../../../etc/central.toml");
+        let c: CentralConfig = toml::from_str(text).expect("etc/central.toml");
+        let w = c.web.expect("[web]");
+        let minimal: WebConfig =
+            toml::from_str("tls_cert = \"/c\"\ntls_key = \"/k\"\n").expect("minimal [web]");
+        assert_eq!(w.listen, minimal.listen);
+        assert_eq!(w.idle_timeout_s, minimal.idle_timeout_s);
+        assert_eq!(w.absolute_timeout_s, minimal.absolute_timeout_s);
+        assert_eq!(w.max_failed_logins, minimal.max_failed_logins);
+        assert_eq!(w.lockout_s, minimal.lockout_s);
+        assert_eq!(
+            w.max_failed_logins_per_address,
+            minimal.max_failed_logins_per_address
+        );
+        assert_eq!(w.reason_required, minimal.reason_required);
+        assert_eq!(w.stale_after_s, minimal.stale_after_s);
+        assert_eq!(w.backlog_alarm, minimal.backlog_alarm);
+        assert_eq!(w.grant_ttl_s, minimal.grant_ttl_s);
+        assert_eq!(w.audio_cache_entries, minimal.audio_cache_entries);
+        assert_eq!(w.max_audio_mb, minimal.max_audio_mb);
+        assert_eq!(w.page_size, minimal.page_size);
+        assert_eq!(w.metrics, minimal.metrics);
+        assert_eq!(w.totp_issuer, minimal.totp_issuer);
+        let ix = c.index.expect("[index]");
+        ix.validate().unwrap();
+    }
+
+    #[test]
+    fn web_config_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, "x").unwrap();
+        std::fs::write(&k, "x").unwrap();
+        let base = format!("tls_cert = {:?}\ntls_key = {:?}\n", c, k);
+        let ok: WebConfig = toml::from_str(&base).unwrap();
+        assert!(ok.validate().is_ok());
+        for (extra, needle) in [
+            ("listen = \"nowhere\"", "listen"),
+            ("idle_timeout_s = 0", "idle_timeout_s"),
+            ("idle_timeout_s = 100\nabsolute_timeout_s = 50", "idle_timeout_s"),
+            ("reason_required = [\"root\"]", "reason_required"),
+            ("page_size = 0", "page_size"),
+            ("max_failed_logins = 0", "max_failed_logins"),
+        ] {
+            let w: WebConfig = toml::from_str(&format!("{base}{extra}\n")).unwrap();
+            let e = w.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        assert!(toml::from_str::<WebConfig>(&format!("{base}colour = 1\n")).is_err());
+        let missing: WebConfig =
+            toml::from_str("tls_cert = \"/nonexistent\"\ntls_key = \"/nonexistent\"\n").unwrap();
+        assert!(missing.validate().unwrap_err().to_string().contains("tls_cert"));
+    }
+}
