@@ -716,7 +716,7 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
             ctx.user.require(Permission::Users)?;
             Ok(Resp::json(StatusCode::OK, &json!({ "users": users(&mut ctx.db)? })))
         }
-        _ => Err(WebError::NotFound),
+        _ => super::cases::route(ctx, r, &segs)?.ok_or(WebError::NotFound),
     }
 }
 

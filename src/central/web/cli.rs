@@ -19,6 +19,22 @@ pub enum WebCmd {
         config: ConfigArg,
         #[command(flatten)]
         key: KeyArgs,
+        /// The central command key in a PEM file (legal holds from the console; prefer an
+        /// HSM). Without a command key the console places no holds.
+        #[arg(long, env = "BRANCHREC_COMMAND_KEY", conflicts_with = "command_pkcs11_module")]
+        command_key: Option<std::path::PathBuf>,
+        /// PKCS#11 module of the HSM holding the command key.
+        #[arg(long, requires_all = ["command_token_label", "command_key_label"])]
+        command_pkcs11_module: Option<std::path::PathBuf>,
+        /// Label of the command key's token.
+        #[arg(long)]
+        command_token_label: Option<String>,
+        /// Label of the command key pair.
+        #[arg(long)]
+        command_key_label: Option<String>,
+        /// Environment variable holding the command token's PIN.
+        #[arg(long, default_value = "BRANCHREC_COMMAND_PIN")]
+        command_pin_env: String,
     },
     /// Console accounts.
     #[command(subcommand)]
@@ -56,7 +72,15 @@ pub enum UserCmd {
 /// Run a console subcommand.
 pub fn run(cmd: WebCmd) -> anyhow::Result<()> {
     match cmd {
-        WebCmd::Serve { config, key } => {
+        WebCmd::Serve {
+            config,
+            key,
+            command_key,
+            command_pkcs11_module,
+            command_token_label,
+            command_key_label,
+            command_pin_env,
+        } => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -66,7 +90,14 @@ pub fn run(cmd: WebCmd) -> anyhow::Result<()> {
                 .try_init();
             let cfg = CentralConfig::load(&config.config)?;
             let k = key.load()?;
-            let app = super::App::new(cfg, k)?;
+            let ck = crate::central::command_cli::open_command_key(
+                command_key.as_deref(),
+                command_pkcs11_module.as_deref(),
+                command_token_label.as_deref(),
+                command_key_label.as_deref(),
+                &command_pin_env,
+            )?;
+            let app = super::App::new(cfg, k, ck)?;
             super::serve(app)
         }
         WebCmd::User(UserCmd::Add {

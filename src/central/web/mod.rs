@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cases;
 pub mod cli;
 pub mod pages;
 
@@ -343,6 +344,8 @@ pub struct App {
     pub ix: IndexConfig,
     /// The compliance key (HSM or PEM).
     pub key: Box<dyn ComplianceKey>,
+    /// The central command key (legal holds from the console); `None`: no holds.
+    pub command_key: Option<Mutex<Box<dyn super::command::CommandKey + Send>>>,
     /// The central audit key.
     pub audit_key: AuditKey,
     /// Index connections.
@@ -486,6 +489,7 @@ impl App {
     pub fn new(
         central: CentralConfig,
         key: Box<dyn ComplianceKey>,
+        command_key: Option<Box<dyn super::command::CommandKey + Send>>,
     ) -> Result<App, WebError> {
         let web = central
             .web
@@ -523,6 +527,7 @@ impl App {
             central,
             ix,
             key,
+            command_key: command_key.map(Mutex::new),
             audit_key,
             limiter: Mutex::new(limiter),
             grants: Mutex::new(HashMap::new()),

@@ -61,6 +61,7 @@ fn nav(ctx: &Ctx, active: &str) -> String {
         }
     };
     add(Permission::Metadata, "/search", "Search");
+    add(Permission::Hold, "/cases", "Cases");
     add(Permission::Audit, "/audit", "Audit");
     add(Permission::Fleet, "/fleet", "Fleet");
     add(Permission::Users, "/admin/users", "Users");
@@ -74,6 +75,11 @@ fn nav(ctx: &Ctx, active: &str) -> String {
         esc(&u.username),
         u.role.as_str()
     )
+}
+
+/// A page in the signed-in layout.
+pub fn page_of(ctx: &Ctx, active: &str, title: &str, body: &str) -> Resp {
+    page(ctx, active, title, body)
 }
 
 fn page(ctx: &Ctx, active: &str, title: &str, body: &str) -> Resp {
@@ -551,6 +557,6 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
         }
         (Method::GET, ["fleet"]) => fleet_page(ctx),
         (Method::GET, ["admin", "users"]) => users_page(ctx),
-        _ => Err(WebError::NotFound),
+        _ => super::cases::route(ctx, r, &segs)?.ok_or(WebError::NotFound),
     }
 }
