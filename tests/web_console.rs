@@ -214,6 +214,29 @@ fn web_console_end_to_end_in_headless_chromium() {
         ca.display()
     );
 
+    // The central command key (legal holds from the console); the boxes trust its
+    // public half and poll for commands every second.
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let cmd_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let cmd_priv = dir.join("command.key.pem");
+    std::fs::write(
+        &cmd_priv,
+        cmd_key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let cmd_pub = dir.join("command.pub.pem");
+    std::fs::write(
+        &cmd_pub,
+        cmd_key
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .unwrap(),
+    )
+    .unwrap();
+
     // Two boxes, one call each.
     let keys = format!(
         "compliance_public_key = \"{}\"\ncompliance_key_id = \"ck-2026\"",
@@ -231,7 +254,8 @@ fn web_console_end_to_end_in_headless_chromium() {
             "",
             &keys,
             &format!(
-                "[uplink]\nenabled = true\nsite = \"{site}\"\nbox_id = \"{bx}\"\npart_size_kb = 64\nstatus_interval_s = 5\n{archive}"
+                "[uplink]\nenabled = true\nsite = \"{site}\"\nbox_id = \"{bx}\"\npart_size_kb = 64\nobject_lock = false\nstatus_interval_s = 5\n{archive}\n[central]\ncommand_public_key = \"{}\"\npoll_interval_s = 1\n",
+                cmd_pub.display()
             ),
         );
         let id = record_call(&d, boxes.len() as u32 + 1, a, b);
@@ -318,6 +342,7 @@ fn web_console_end_to_end_in_headless_chromium() {
     let mut users = serde_json::Map::new();
     for (name, role, sites) in [
         ("cora", "compliance", vec![]),
+        ("cliff", "compliance", vec![]),
         ("sam", "supervisor", vec!["london"]),
         ("audrey", "auditor", vec![]),
         ("ivy", "it", vec![]),
@@ -363,7 +388,7 @@ fn web_console_end_to_end_in_headless_chromium() {
     }
 
     // The console.
-    let mut serve_args: Vec<&str> = vec!["serve"];
+    let mut serve_args: Vec<&str> = vec!["serve", "--command-key", cmd_priv.to_str().unwrap()];
     serve_args.extend_from_slice(&pk);
     let mut child = Command::new(env!("CARGO_BIN_EXE_branchrec-central"))
         .args(&serve_args)
@@ -435,7 +460,39 @@ fn web_console_end_to_end_in_headless_chromium() {
     // The browser's download is the box's export, bit for bit.
     let got = std::fs::read(artifacts.join("download.wav")).expect("the spec saved the download");
     assert_eq!(got, std::fs::read(&box_wav).unwrap(), "downloaded WAV differs from the box's export");
-    for shot in ["search.png", "recording.png", "fleet.png", "audit.png"] {
+    // The case's hold went through Object Lock and was released by the second user:
+    // every version of the london recording's objects has its legal hold OFF again, and
+    // the box acknowledged the hold and the release commands.
+    let versions = s3check(&moto, &ca, &["versions", BUCKET, "london/box-lon/"]);
+    let vs: Vec<&Value> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["key"].as_str().unwrap().contains(&london_id) && v["delete_marker"] == false)
+        .collect();
+    assert!(vs.len() >= 4, "{versions}");
+    assert!(vs.iter().all(|v| v["legal_hold"] == "OFF"), "{versions}");
+    // Polled every 500 ms for 60 s (the box polls every second).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let objs = s3check(&moto, &ca, &["objects", BUCKET]);
+        let acks = objs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["key"].as_str().unwrap_or("").starts_with("_acks/box-lon/"))
+            .count();
+        if acks >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "box-lon acknowledged {acks} command(s), want the hold and the release\n{}",
+            boxes[0].2.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for shot in ["search.png", "recording.png", "fleet.png", "audit.png", "case.png"] {
         let m = std::fs::metadata(artifacts.join(shot)).expect(shot);
         assert!(m.len() > 5000, "{shot} is {} bytes", m.len());
     }
@@ -459,6 +516,10 @@ fn web_console_end_to_end_in_headless_chromium() {
     assert!(has("web:audrey", "refused", &london_id), "{audit}");
     assert!(has("web:audrey", "audit_verify", "verify"), "{audit}");
     assert!(has("web:lockme", "login_refused", "locked"), "{audit}");
+    assert!(has("web:cora", "hold", "legal_holds"), "{audit}");
+    assert!(has("web:cora", "release_request", "case closed"), "{audit}");
+    assert!(has("web:cora", "refused", "two-person"), "{audit}");
+    assert!(has("web:cliff", "release_approve", "web:cora"), "{audit}");
     let v = central_ok(&hsm, &cfg, &["audit", "--verify"], &[]);
     assert!(v.contains("central audit log verifies"), "{v}");
 

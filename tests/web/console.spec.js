@@ -223,7 +223,55 @@ async function main() {
     assert.equal(new URL(anonPage.url()).pathname, "/login");
     await anon.close();
     ok("no session: API 401, pages redirect to sign-in");
+
+    // --- A case, a legal hold through Object Lock and the box, a release request.
+    await page.goto(`${base}/cases`);
+    await page.fill("#case-id", "FCA-2026-015");
+    await page.fill("#case-title", "Regulator request 15");
+    await page.click("#create-case");
+    await page.waitForURL(`${base}/cases/FCA-2026-015`);
+    await page.fill("#add-recording", cfg.london_id);
+    await page.click("#add");
+    await page.waitForSelector(`#case-recordings tr[data-recording="${cfg.london_id}"]`);
+    await page.fill("#hold-reason", "case 15: regulator request");
+    await page.click("#place-hold");
+    await page.waitForSelector("#case-note");
+    assert.equal(await page.getAttribute(`#case-recordings tr[data-recording="${cfg.london_id}"]`, "data-lock"), "on");
+    ok(`legal hold placed: ${(await page.textContent("#case-note")).trim()}`);
+    // The box polls its commands every second: wait for its acknowledgement.
+    let acked = false;
+    for (let i = 0; i < 60 && !acked; i++) {
+      await page.goto(`${base}/cases/FCA-2026-015`);
+      acked = (await page.getAttribute('#hold-boxes li[data-box="box-lon"]', "data-acknowledged")) === "true";
+      if (!acked) await page.waitForTimeout(1000);
+    }
+    assert.ok(acked, await page.textContent("#hold-boxes"));
+    await page.screenshot({ path: shot("case.png"), fullPage: true });
+    ok("box-lon applied the hold and acknowledged it");
+    await page.fill("#release-reason", "case closed");
+    await page.click("#request-release");
+    await page.waitForSelector('#releases li[data-approved="false"]');
+    const selfApprove = await Promise.all([
+      page.waitForResponse((x) => x.url().includes("/approve")),
+      page.click("#releases button.approve"),
+    ]);
+    assert.equal(selfApprove[0].status(), 403);
+    assert.match(await page.textContent("main"), /two-person rule/);
+    ok("the requester cannot approve their own release (403, two-person rule)");
     await context.close();
+
+    // --- A second compliance officer approves: Object Lock OFF, release command sent.
+    {
+      const { context: c, page: p } = await login(browser, "cliff");
+      await p.goto(`${base}/cases/FCA-2026-015`);
+      await p.click("#releases button.approve");
+      await p.waitForSelector("#case-note");
+      assert.match(await p.textContent("#case-note"), /Release approved/);
+      assert.equal(await p.getAttribute(`#case-recordings tr[data-recording="${cfg.london_id}"]`, "data-lock"), "off");
+      assert.match(await p.textContent("#releases"), /approved by web:cliff/);
+      await c.close();
+      ok("a second user approved the release: Object Lock legal hold OFF");
+    }
 
     // --- Supervisor of london: paris is refused, page and API.
     {
@@ -303,7 +351,7 @@ async function main() {
       ok("auditor sees metadata but cannot play (no player; grant API 403)");
       await p.goto(`${base}/audit`);
       const actions = await p.$$eval("#audit tbody tr", (rs) => rs.map((r) => r.dataset.action));
-      for (const a of ["login", "search", "search_export", "show", "play", "download", "refused", "login_failed", "login_refused"]) {
+      for (const a of ["login", "search", "search_export", "show", "play", "download", "refused", "login_failed", "login_refused", "case_create", "case_add", "hold", "release_request", "release_approve"]) {
         assert.ok(actions.includes(a), `${a} missing in ${actions}`);
       }
       // Filter by action.
