@@ -42,6 +42,8 @@ const ALICE: (&str, &str) = ("tel:+442079460001", "Alice Ashworth");
 const BOB: (&str, &str) = ("sip:+441632960002@branch.example", "Bob Brennan");
 const CAROL: (&str, &str) = ("tel:+33142000001", "Carol Carter");
 const DAN: (&str, &str) = ("sip:+33142000002@paris.example", "Dan Dawson");
+const HANA: (&str, &str) = ("tel:+441130000001", "Hana Hill");
+const IAN: (&str, &str) = ("sip:+441130000002@leeds.example", "Ian Irwin");
 
 fn central(hsm: &Hsm, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_branchrec-central"));
@@ -77,20 +79,22 @@ fn status_json(d: &Daemon) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// One call with the tone on both legs, uploaded; returns the recording id.
-fn record_call(d: &Daemon, n: u32, a: (&str, &str), b: (&str, &str)) -> String {
+/// One call with the tone on both legs, uploaded (when `upload`); returns the recording
+/// id.
+fn record_call(d: &Daemon, n: u32, a: (&str, &str), b: (&str, &str), upload: bool) -> String {
+    let packets = if upload { PACKETS } else { 1000 };
     let srs = SocketAddr::from(([127, 0, 0, 1], d.sip_port));
     let mut call = match invite_parties(srs, n, a, b) {
         Invite::Up(c) => c,
         Invite::Rejected(code, m) => panic!("INVITE refused {code}: {m}\n{}", d.log_text()),
     };
-    call.stream(u64::from(PACKETS) * 20);
+    call.stream(u64::from(packets) * 20);
     std::thread::sleep(Duration::from_millis(200));
     assert!(call.bye(), "BYE not answered\n{}", d.log_text());
     // A 3 s recording (~100 kB) uploads in about a second idle; 180 s bounds moto with
     // both cores busy. Polled every 500 ms.
     let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    while upload {
         let s = status_json(d);
         if s["uploaded"].as_u64() == Some(1) && s["pending"] == 0 {
             break;
@@ -243,9 +247,13 @@ fn web_console_end_to_end_in_headless_chromium() {
         ck_pub.display()
     );
     let mut boxes = Vec::new();
-    for (bx, site, a, b) in [
-        ("box-lon", "london", ALICE, BOB),
-        ("box-par", "paris", CAROL, DAN),
+    let mut paris_stopped = Instant::now();
+    // box-bkl's uplink is capped at 32 kbit/s: its 20 s call (~640 kB) stays pending
+    // for minutes, a backlog its status documents report.
+    for (bx, site, a, b, rate) in [
+        ("box-lon", "london", ALICE, BOB, "full"),
+        ("box-par", "paris", CAROL, DAN, "full"),
+        ("box-bkl", "leeds", HANA, IAN, "32kbit"),
     ] {
         let bdir = dir.join(bx);
         std::fs::create_dir_all(&bdir).unwrap();
@@ -254,11 +262,19 @@ fn web_console_end_to_end_in_headless_chromium() {
             "",
             &keys,
             &format!(
-                "[uplink]\nenabled = true\nsite = \"{site}\"\nbox_id = \"{bx}\"\npart_size_kb = 64\nobject_lock = false\nstatus_interval_s = 5\n{archive}\n[central]\ncommand_public_key = \"{}\"\npoll_interval_s = 1\n",
+                "[uplink]\nenabled = true\nsite = \"{site}\"\nbox_id = \"{bx}\"\nrate = \"{rate}\"\npart_size_kb = 64\nobject_lock = false\nstatus_interval_s = 5\n{archive}\n[central]\ncommand_public_key = \"{}\"\npoll_interval_s = 1\n",
                 cmd_pub.display()
             ),
         );
-        let id = record_call(&d, boxes.len() as u32 + 1, a, b);
+        let id = record_call(&d, boxes.len() as u32 + 1, a, b, rate == "full");
+        if bx == "box-par" {
+            // paris goes quiet (stale on the fleet page); the others keep pushing status.
+            let mut d = d;
+            d.stop();
+            paris_stopped = Instant::now();
+            boxes.push((bx, bdir, d, id));
+            continue;
+        }
         boxes.push((bx, bdir, d, id));
     }
     let london_id = boxes[0].3.clone();
@@ -281,9 +297,6 @@ fn web_console_end_to_end_in_headless_chromium() {
     for (c, ch) in w.data.iter().enumerate() {
         expect_bursts(&format!("box export channel {c}"), ch, &[&burst]);
     }
-    // paris goes quiet (stale on the fleet page); london keeps pushing status.
-    boxes[1].2.stop();
-    let paris_stopped = Instant::now();
 
     // Central: config with the index and the console.
     let audit_key = dir.join("central-audit.key");
@@ -429,6 +442,7 @@ fn web_console_end_to_end_in_headless_chromium() {
             "participant": "+442079460001",
             "artifacts": artifacts,
             "stale_box": "box-par",
+            "backlog_box": "box-bkl",
             "fresh_box": "box-lon",
         }))
         .unwrap(),
@@ -452,8 +466,16 @@ fn web_console_end_to_end_in_headless_chromium() {
     eprintln!("{log}");
     assert!(
         out.status.success(),
-        "Playwright spec failed:\n{log}\n--- console log ---\n{}",
-        std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        "Playwright spec failed:\n{log}\n--- console log ---\n{}\n--- box-bkl log (tail) ---\n{}",
+        std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default(),
+        boxes[2]
+            .2
+            .log_text()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let spec_s = t_spec.elapsed().as_secs_f64();
 

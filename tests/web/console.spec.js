@@ -299,11 +299,19 @@ async function main() {
       const { context: c, page: p } = await login(browser, "ivy");
       assert.equal(new URL(p.url()).pathname, "/fleet");
       const rows = await p.$$eval("#fleet tbody tr", (rs) => rs.map((r) => ({ box: r.dataset.box, cls: r.className, problems: r.dataset.problems, bg: getComputedStyle(r).backgroundColor })));
-      assert.equal(rows.length, 2, JSON.stringify(rows));
-      assert.equal(rows[0].box, cfg.stale_box, JSON.stringify(rows));
-      assert.match(rows[0].problems, /stale/);
-      assert.equal(rows[0].cls, "alarm");
-      assert.equal(rows[0].bg, "rgb(253, 231, 229)");
+      const js = JSON.stringify(rows);
+      assert.equal(rows.length, 3, js);
+      // Problem boxes first (by id), in the alarm colour; the healthy one last.
+      assert.equal(rows[0].box, cfg.backlog_box, js);
+      assert.match(rows[0].problems, /backlog/, js);
+      assert.equal(rows[1].box, cfg.stale_box, js);
+      assert.match(rows[1].problems, /stale/, js);
+      for (const r of rows.slice(0, 2)) {
+        assert.equal(r.cls, "alarm", js);
+        assert.equal(r.bg, "rgb(253, 231, 229)", js);
+      }
+      assert.equal(rows[2].box, cfg.fresh_box, js);
+      assert.equal(rows[2].problems, "", js);
       await p.screenshot({ path: shot("fleet.png"), fullPage: true });
       const s = await p.goto(`${base}/search`);
       assert.equal(s.status(), 403);
@@ -312,7 +320,7 @@ async function main() {
       const fleet = await c.request.get(`${base}/api/v1/fleet`);
       assert.equal(fleet.status(), 200);
       await c.close();
-      ok(`IT: fleet with the stale box first in the alarm colour ${JSON.stringify(rows)}; recordings refused`);
+      ok(`IT: fleet with the backlogged and the stale box first in the alarm colour ${JSON.stringify(rows)}; recordings refused`);
     }
 
     // --- Lockout: five wrong passwords lock the account; the right one is then refused.
