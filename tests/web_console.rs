@@ -309,15 +309,48 @@ fn web_console_end_to_end_in_headless_chromium() {
     std::fs::write(dir.join("web.key"), &wkey).unwrap();
     let port = common::free_port();
     let access_log = dir.join("access.log");
+    // A real OpenID provider on loopback (npm oidc-provider, run with node).
+    let oidc_port = common::free_port();
+    let oidc_secret = dir.join("oidc-client-secret");
+    std::fs::write(&oidc_secret, "console-secret-0123456789abcdef\n").unwrap();
+    let mut idp = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/oidc-provider.mjs"))
+        .env("NODE_PATH", &nm)
+        .env("OIDC_PORT", oidc_port.to_string())
+        .env(
+            "OIDC_REDIRECT",
+            format!("https://127.0.0.1:{port}/login/oidc/callback"),
+        )
+        .env("OIDC_CLIENT_SECRET", "console-secret-0123456789abcdef")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("oidc.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let idp_out = idp.stdout.take().unwrap();
+    let idp = Console { child: idp };
+    let (itx, irx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(idp_out).lines().map_while(Result::ok) {
+            let _ = itx.send(l);
+        }
+    });
+    let l = irx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+        panic!(
+            "the OpenID provider did not start: {}",
+            std::fs::read_to_string(dir.join("oidc.log")).unwrap_or_default()
+        )
+    });
+    assert!(l.starts_with("oidc ready"), "{l}");
     std::fs::write(
         &cfg,
         format!(
-            "[archive]\n{archive}\n[index]\ndatabase = \"{}\"\naudit_key = \"{}\"\nopen_days = 0\nfollow_interval_s = 2\n\n[web]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\naccess_log = \"{}\"\nstale_after_s = 15\nbacklog_alarm = 0\nmax_failed_logins = 5\n",
+            "[archive]\n{archive}\n[index]\ndatabase = \"{}\"\naudit_key = \"{}\"\nopen_days = 0\nfollow_interval_s = 2\n\n[web]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\naccess_log = \"{}\"\nstale_after_s = 15\nbacklog_alarm = 0\nmax_failed_logins = 5\n\n[web.oidc]\nissuer = \"http://127.0.0.1:{oidc_port}\"\nclient_id = \"branchrec-console\"\nclient_secret_file = \"{}\"\nredirect_uri = \"https://127.0.0.1:{port}/login/oidc/callback\"\nallow_http_loopback = true\n",
             pg.conninfo,
             audit_key.display(),
             dir.join("web.crt").display(),
             dir.join("web.key").display(),
-            access_log.display()
+            access_log.display(),
+            oidc_secret.display()
         ),
     )
     .unwrap();
@@ -372,6 +405,13 @@ fn web_console_end_to_end_in_headless_chromium() {
             json!({ "password": PASSWORD, "totp_secret": v["totp_secret"], "role": role }),
         );
     }
+    // An SSO-only account bound to the provider's subject "olga".
+    central_ok(
+        &hsm,
+        &cfg,
+        &["user", "add", "olga", "--role", "compliance", "--oidc-subject", "olga"],
+        &[],
+    );
     // A short password is refused.
     let o = central(
         &hsm,
@@ -444,6 +484,7 @@ fn web_console_end_to_end_in_headless_chromium() {
             "stale_box": "box-par",
             "backlog_box": "box-bkl",
             "fresh_box": "box-lon",
+            "oidc_port": oidc_port,
         }))
         .unwrap(),
     )
@@ -538,6 +579,7 @@ fn web_console_end_to_end_in_headless_chromium() {
     assert!(has("web:audrey", "refused", &london_id), "{audit}");
     assert!(has("web:audrey", "audit_verify", "verify"), "{audit}");
     assert!(has("web:lockme", "login_refused", "locked"), "{audit}");
+    assert!(has("web:olga", "login", "oidc"), "{audit}");
     assert!(has("web:cora", "hold", "legal_holds"), "{audit}");
     assert!(has("web:cora", "release_request", "case closed"), "{audit}");
     assert!(has("web:cora", "refused", "two-person"), "{audit}");
@@ -573,6 +615,7 @@ fn web_console_end_to_end_in_headless_chromium() {
     assert!(m.contains("branchrec_central_web_logins_total"), "{m}");
     drop(console);
     drop(follower);
+    drop(idp);
     for (_, _, mut d, _) in boxes {
         d.stop();
     }

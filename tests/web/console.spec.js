@@ -378,6 +378,33 @@ async function main() {
       ok(`audit page lists every action, filters, and ${v.trim()}`);
     }
 
+    // --- OpenID Connect: authorization code + PKCE against the provider on loopback.
+    {
+      const c = await browser.newContext({ ignoreHTTPSErrors: true });
+      const p = await c.newPage();
+      current = p;
+      await p.goto(`${base}/login`);
+      await Promise.all([p.waitForNavigation(), p.click("#sso")]);
+      const idpUrl = new URL(p.url());
+      assert.equal(idpUrl.port, String(cfg.oidc_port), p.url());
+      // The provider's own login and consent pages (its development interactions).
+      for (let i = 0; i < 4 && !p.url().startsWith(base); i++) {
+        if (await p.$('input[name="login"]')) {
+          await p.fill('input[name="login"]', "olga");
+          await p.fill('input[name="password"]', "provider password");
+        }
+        await Promise.all([p.waitForNavigation(), p.click('button[type="submit"]')]);
+      }
+      await p.waitForURL(`${base}/search`, { timeout: 15000 });
+      assert.match(await p.textContent(".who"), /olga \(compliance\)/);
+      const ck = (await c.cookies()).find((x) => x.name === "__Host-branchrec_session");
+      assert.ok(ck && ck.secure && ck.httpOnly && ck.sameSite === "Strict");
+      const me = await c.request.get(`${base}/api/v1/me`);
+      assert.equal((await me.json()).username, "olga");
+      await c.close();
+      ok("OpenID Connect sign-in (authorization code + PKCE, RS256 ID token) through the provider on loopback");
+    }
+
     // /metrics of the central service.
     {
       const c = await browser.newContext({ ignoreHTTPSErrors: true });

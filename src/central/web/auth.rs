@@ -295,6 +295,8 @@ pub fn dispatch(app: &App, r: &Req) -> Out {
         (Method::GET, "/login/mfa") => Some(mfa_page(session.as_ref(), None)),
         (Method::POST, "/login/mfa") => Some(mfa_post(app, &mut db, session.as_ref(), r)),
         (Method::POST, "/logout") => Some(logout(app, &mut db, session.as_ref())),
+        (Method::GET, "/login/oidc") => Some(super::oidc::start(app, &mut db)),
+        (Method::GET, "/login/oidc/callback") => Some(super::oidc::callback(app, &mut db, r)),
         _ => None,
     };
     if let Some(res) = login {
@@ -345,7 +347,11 @@ fn login_page(
         } else {
             StatusCode::OK
         },
-        pages::login_page(&sess.csrf, error),
+        pages::login_page(
+            &sess.csrf,
+            error,
+            _app.web.oidc.as_ref().map(|o| o.label.as_str()),
+        ),
     );
     if let Some(set) = set {
         resp = resp.with(hyper::header::SET_COOKIE, set);
@@ -486,16 +492,30 @@ fn mfa_post(
         "UPDATE web_users SET last_totp_step = $2, failed_logins = 0, locked_until_ms = NULL WHERE user_id = $1",
         &[&user.id, &(step as i64)],
     )?;
-    let (_, set) = new_session(c, "auth", Some(&user), Some(&s.hash))?;
+    c.execute("DELETE FROM web_sessions WHERE session_hash = $1", &[&s.hash])?;
+    let (_, set) = sign_in(app, c, user.id, "password+totp")?;
+    Ok(Resp::redirect("/").with(hyper::header::SET_COOKIE, set))
+}
+
+/// Start a signed-in session for account `uid` (audited as `login` with `method`):
+/// the user and the cookie to set.
+pub fn sign_in(
+    app: &App,
+    c: &mut postgres::Client,
+    uid: i64,
+    method: &str,
+) -> Result<(User, String), WebError> {
+    let user = load_user(c, uid)?.ok_or(WebError::Unauthenticated)?;
+    let (_, set) = new_session(c, "auth", Some(&user), None)?;
     app.metrics.logins.fetch_add(1, Ordering::Relaxed);
     app.audit(
         c,
         &user.actor(),
         "login",
         &user.username,
-        &serde_json::json!({ "method": "password+totp", "role": user.role.as_str() }),
+        &serde_json::json!({ "method": method, "role": user.role.as_str() }),
     )?;
-    Ok(Resp::redirect("/").with(hyper::header::SET_COOKIE, set))
+    Ok((user, set))
 }
 
 fn logout(app: &App, c: &mut postgres::Client, s: Option<&Session>) -> Result<Resp, WebError> {
@@ -546,4 +566,32 @@ pub fn add_user(
         &[&username, &role.as_str(), &sites, &phc, &secret, &now_ms()],
     )?;
     Ok(secret)
+}
+
+/// A new account signing in through OpenID Connect only (no password, no local TOTP: the
+/// provider authenticates), bound to (issuer, subject).
+pub fn add_oidc_user(
+    c: &mut postgres::Client,
+    username: &str,
+    role: Role,
+    sites: &[String],
+    issuer: &str,
+    subject: &str,
+) -> Result<(), WebError> {
+    if username.is_empty() || username.len() > 64 || username.contains(char::is_whitespace) {
+        return Err(WebError::BadRequest(
+            "user name: 1 to 64 characters, no spaces".into(),
+        ));
+    }
+    if role == Role::Supervisor && sites.is_empty() {
+        return Err(WebError::BadRequest(
+            "a supervisor needs at least one --site".into(),
+        ));
+    }
+    c.execute(
+        "INSERT INTO web_users (username, role, sites, oidc_issuer, oidc_subject, created_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&username, &role.as_str(), &sites, &issuer, &subject, &now_ms()],
+    )?;
+    Ok(())
 }

@@ -56,6 +56,10 @@ pub enum UserCmd {
         /// Assigned site (supervisors; repeat).
         #[arg(long)]
         site: Vec<String>,
+        /// Bind the account to this subject at the `[web.oidc]` provider: it signs in
+        /// through SSO only (no password, no local TOTP).
+        #[arg(long)]
+        oidc_subject: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
         /// Print JSON.
@@ -104,11 +108,37 @@ pub fn run(cmd: WebCmd) -> anyhow::Result<()> {
             username,
             role,
             site,
+            oidc_subject,
             config,
             json,
         }) => {
             let (cfg, ix) = crate::central::index::cli::load(&config.config)?;
             let role = Role::parse(&role)?;
+            if let Some(sub) = oidc_subject {
+                let issuer = cfg
+                    .web
+                    .as_ref()
+                    .and_then(|w| w.oidc.as_ref())
+                    .map(|o| o.issuer.clone())
+                    .context("--oidc-subject needs [web.oidc] issuer in the config")?;
+                let mut c = crate::central::index::db::connect(&ix.database)?;
+                crate::central::index::db::migrate(&mut c)?;
+                super::auth::add_oidc_user(&mut c, &username, role, &site, &issuer, &sub)?;
+                let key = crate::central::index::audit::AuditKey::load(&ix.audit_key)?;
+                crate::central::index::audit::append(
+                    &mut c,
+                    &key,
+                    &crate::service::identity::current_user(),
+                    "user_add",
+                    &username,
+                    &serde_json::json!({ "role": role.as_str(), "sites": site, "oidc_issuer": issuer }),
+                )?;
+                println!(
+                    "{}",
+                    serde_json::json!({ "username": username, "role": role.as_str(), "sites": site, "oidc_issuer": issuer })
+                );
+                return Ok(());
+            }
             let password = match std::env::var("BRANCHREC_WEB_PASSWORD") {
                 Ok(p) => zeroize::Zeroizing::new(p),
                 Err(_) => {

@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod cases;
 pub mod cli;
+pub mod oidc;
 pub mod pages;
 
 use std::collections::HashMap;
@@ -184,6 +185,9 @@ pub struct WebConfig {
     /// Issuer shown by authenticator apps.
     #[serde(default = "default_issuer")]
     pub totp_issuer: String,
+    /// OpenID Connect single sign-on (`[web.oidc]`); absent: local accounts only.
+    #[serde(default)]
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 fn default_issuer() -> String {
@@ -220,6 +224,9 @@ impl WebConfig {
         }
         if !(1..=1000).contains(&self.page_size) {
             return bad("[web] page_size must be 1..=1000".into());
+        }
+        if let Some(o) = &self.oidc {
+            o.validate()?;
         }
         Ok(addr)
     }

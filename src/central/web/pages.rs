@@ -105,7 +105,7 @@ pub fn error_page(status: StatusCode, msg: &str) -> String {
 }
 
 /// The sign-in form.
-pub fn login_page(csrf: &str, error: Option<&str>) -> String {
+pub fn login_page(csrf: &str, error: Option<&str>, sso: Option<&str>) -> String {
     layout(
         "Sign in",
         csrf,
@@ -115,13 +115,21 @@ pub fn login_page(csrf: &str, error: Option<&str>) -> String {
 <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
 <label>User name <input name=\"username\" id=\"username\" autocomplete=\"username\" required></label>\
 <label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-<button type=\"submit\" id=\"login\">Continue</button></form>",
+<button type=\"submit\" id=\"login\">Continue</button></form>{}",
             error
                 .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
                 .unwrap_or_default(),
-            esc(csrf)
+            esc(csrf),
+            sso.map(|l| format!("<p class=\"card\"><a href=\"/login/oidc\" id=\"sso\">{}</a></p>", esc(l)))
+                .unwrap_or_default()
         ),
     )
+}
+
+/// After an SSO callback: continue on a same-site navigation (the session cookie is
+/// SameSite=Strict).
+pub fn continue_page() -> String {
+    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/\"><title>Signed in</title></head><body><p>Signed in. <a href=\"/\" id=\"continue\">Continue</a></p></body></html>\n".into()
 }
 
 /// The TOTP form.
