@@ -149,7 +149,9 @@ fn node_modules() -> PathBuf {
     h.update(&lock);
     h.update(&pkg);
     let tag = hex::encode(&h.finalize()[..8]);
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or("/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or("/root".into());
     let dir = home.join(".cache/branchrec-web").join(tag);
     let nm = dir.join("node_modules");
     if nm.join("playwright/package.json").exists() {
@@ -302,7 +304,12 @@ fn web_console_end_to_end_in_headless_chromium() {
     let audit_key = dir.join("central-audit.key");
     let cfg = dir.join("central.toml");
     std::fs::write(&cfg, format!("[archive]\n{archive}")).unwrap();
-    central_ok(&hsm, &cfg, &["audit-keygen", "--out", audit_key.to_str().unwrap()], &[]);
+    central_ok(
+        &hsm,
+        &cfg,
+        &["audit-keygen", "--out", audit_key.to_str().unwrap()],
+        &[],
+    );
     let web_pki = Pki::new("console");
     let (wcert, wkey, _) = web_pki.server(false);
     std::fs::write(dir.join("web.crt"), &wcert).unwrap();
@@ -334,12 +341,14 @@ fn web_console_end_to_end_in_headless_chromium() {
             let _ = itx.send(l);
         }
     });
-    let l = irx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-        panic!(
-            "the OpenID provider did not start: {}",
-            std::fs::read_to_string(dir.join("oidc.log")).unwrap_or_default()
-        )
-    });
+    let l = irx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the OpenID provider did not start: {}",
+                std::fs::read_to_string(dir.join("oidc.log")).unwrap_or_default()
+            )
+        });
     assert!(l.starts_with("oidc ready"), "{l}");
     std::fs::write(
         &cfg,
@@ -409,7 +418,15 @@ fn web_console_end_to_end_in_headless_chromium() {
     central_ok(
         &hsm,
         &cfg,
-        &["user", "add", "olga", "--role", "compliance", "--oidc-subject", "olga"],
+        &[
+            "user",
+            "add",
+            "olga",
+            "--role",
+            "compliance",
+            "--oidc-subject",
+            "olga",
+        ],
         &[],
     );
     // A short password is refused.
@@ -502,8 +519,8 @@ fn web_console_end_to_end_in_headless_chromium() {
     .expect("the Playwright spec hung");
     let _ = std::fs::copy(&access_log, artifacts.join("access.log"));
     let _ = std::fs::copy(dir.join("serve.log"), artifacts.join("serve.log"));
-    let log = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     eprintln!("{log}");
     assert!(
         out.status.success(),
@@ -522,7 +539,11 @@ fn web_console_end_to_end_in_headless_chromium() {
 
     // The browser's download is the box's export, bit for bit.
     let got = std::fs::read(artifacts.join("download.wav")).expect("the spec saved the download");
-    assert_eq!(got, std::fs::read(&box_wav).unwrap(), "downloaded WAV differs from the box's export");
+    assert_eq!(
+        got,
+        std::fs::read(&box_wav).unwrap(),
+        "downloaded WAV differs from the box's export"
+    );
     // The case's hold went through Object Lock and was released by the second user:
     // every version of the london recording's objects has its legal hold OFF again, and
     // the box acknowledged the hold and the release commands.
@@ -543,7 +564,12 @@ fn web_console_end_to_end_in_headless_chromium() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|o| o["key"].as_str().unwrap_or("").starts_with("_acks/box-lon/"))
+            .filter(|o| {
+                o["key"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("_acks/box-lon/")
+            })
             .count();
         if acks >= 2 {
             break;
@@ -555,7 +581,13 @@ fn web_console_end_to_end_in_headless_chromium() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    for shot in ["search.png", "recording.png", "fleet.png", "audit.png", "case.png"] {
+    for shot in [
+        "search.png",
+        "recording.png",
+        "fleet.png",
+        "audit.png",
+        "case.png",
+    ] {
         let m = std::fs::metadata(artifacts.join(shot)).expect(shot);
         assert!(m.len() > 5000, "{shot} is {} bytes", m.len());
     }
@@ -567,9 +599,9 @@ fn web_console_end_to_end_in_headless_chromium() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .collect();
     let has = |actor: &str, action: &str, needle: &str| {
-        entries.iter().any(|e| {
-            e["actor"] == actor && e["action"] == action && e.to_string().contains(needle)
-        })
+        entries
+            .iter()
+            .any(|e| e["actor"] == actor && e["action"] == action && e.to_string().contains(needle))
     };
     assert!(has("web:cora", "login", "password+totp"), "{audit}");
     assert!(has("web:cora", "search", "442079460001"), "{audit}");
@@ -592,16 +624,7 @@ fn web_console_end_to_end_in_headless_chromium() {
     assert!(al.lines().count() > 30, "{al}");
     assert!(al.contains("/api/v1/recordings/"), "{al}");
     for pii in [
-        "4420794",
-        "+44",
-        "Alice",
-        "Ashworth",
-        "Carol",
-        "cora",
-        "audrey",
-        "lockme",
-        "grant=",
-        "?",
+        "4420794", "+44", "Alice", "Ashworth", "Carol", "cora", "audrey", "lockme", "grant=", "?",
         PASSWORD,
     ] {
         assert!(!al.contains(pii), "access log contains {pii:?}:\n{al}");

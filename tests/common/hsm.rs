@@ -115,4 +115,3 @@ pub fn generate_compliance_key(hsm: &Hsm) -> String {
     let pk = p256::PublicKey::from_sec1_bytes(&point[2..]).unwrap();
     pk.to_public_key_pem(p256::pkcs8::LineEnding::LF).unwrap()
 }
-

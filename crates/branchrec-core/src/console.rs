@@ -141,7 +141,10 @@ pub fn base32_decode(s: &str) -> Result<Vec<u8>, ConsoleError> {
     let mut bits = 0;
     for c in s.chars().filter(|c| !c.is_whitespace() && *c != '=') {
         let c = c.to_ascii_uppercase() as u8;
-        let v = B32.iter().position(|&x| x == c).ok_or(ConsoleError::Base32)? as u32;
+        let v = B32
+            .iter()
+            .position(|&x| x == c)
+            .ok_or(ConsoleError::Base32)? as u32;
         acc = (acc << 5) | v;
         bits += 5;
         if bits >= 8 {
@@ -258,7 +261,9 @@ pub fn parse_range(header: Option<&str>, len: u64) -> Result<Option<ByteRange>, 
         let end = if b.is_empty() {
             len - 1
         } else {
-            b.parse::<u64>().map_err(|_| ConsoleError::Range)?.min(len - 1)
+            b.parse::<u64>()
+                .map_err(|_| ConsoleError::Range)?
+                .min(len - 1)
         };
         if start >= len || end < start {
             return Err(ConsoleError::Range);

@@ -14,7 +14,7 @@ use branchrec_core::console::{self, Permission, Role};
 
 use super::auth::{token, Ctx, User};
 use super::{field, App, Decrypted, Grant, Req, Resp, WebError};
-use crate::central::index::search::{self, FleetBox, Filter};
+use crate::central::index::search::{self, Filter, FleetBox};
 use crate::central::index::{db, now_ms};
 use crate::central::{ArchiveReader, TrustedSigner};
 
@@ -134,7 +134,11 @@ impl SearchInput {
 }
 
 /// Run a search for `user` (audited with its filter).
-pub fn run_search(ctx: &mut Ctx, input: &SearchInput, csv: bool) -> Result<(Filter, Vec<search::Hit>), WebError> {
+pub fn run_search(
+    ctx: &mut Ctx,
+    input: &SearchInput,
+    csv: bool,
+) -> Result<(Filter, Vec<search::Hit>), WebError> {
     ctx.user.require(Permission::Metadata)?;
     let mut f = input.filter(&ctx.user, ctx.app.web.page_size)?;
     if csv {
@@ -165,9 +169,8 @@ pub fn csv(hits: &[search::Hit]) -> String {
         };
         format!("\"{}\"", s.replace('"', "\"\""))
     };
-    let mut out = String::from(
-        "recording_id,start,duration_s,box,site,direction,held,tags,participants\r\n",
-    );
+    let mut out =
+        String::from("recording_id,start,duration_s,box,site,direction,held,tags,participants\r\n");
     for h in hits {
         let parts: Vec<String> = h
             .participants
@@ -358,8 +361,8 @@ struct GrantInput {
 }
 
 fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
-    let g: GrantInput = serde_json::from_slice(&r.body)
-        .map_err(|e| WebError::BadRequest(format!("body: {e}")))?;
+    let g: GrantInput =
+        serde_json::from_slice(&r.body).map_err(|e| WebError::BadRequest(format!("body: {e}")))?;
     let p = match g.purpose.as_str() {
         "play" => Permission::Play,
         "download" => Permission::Download,
@@ -368,7 +371,9 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
     let (_, box_id, ckey) = authorize_recording(ctx, id, p)?;
     let reason = g.reason.trim().to_string();
     if reason.chars().count() > 500 {
-        return Err(WebError::BadRequest("reason: at most 500 characters".into()));
+        return Err(WebError::BadRequest(
+            "reason: at most 500 characters".into(),
+        ));
     }
     if reason.is_empty() && ctx.app.web.needs_reason(ctx.user.role) {
         return Err(WebError::BadRequest(format!(
@@ -552,10 +557,12 @@ pub fn fleet(app: &App, c: &mut postgres::Client) -> Result<Vec<FleetView>, WebE
         })
         .collect();
     let rank = |f: &FleetView| {
-        let serious = f
-            .problems
-            .iter()
-            .any(|p| matches!(*p, "stale" | "backlog" | "alarm" | "quarantine" | "key_changed"));
+        let serious = f.problems.iter().any(|p| {
+            matches!(
+                *p,
+                "stale" | "backlog" | "alarm" | "quarantine" | "key_changed"
+            )
+        });
         if serious {
             0
         } else {
@@ -595,7 +602,14 @@ pub fn audit_entries(ctx: &mut Ctx, f: &AuditInput) -> Result<Vec<Value>, WebErr
          WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action = $2) AND ($3 = '' OR target = $3)
            AND at_ms >= $4 AND at_ms < $5
          ORDER BY seq DESC LIMIT $6",
-        &[&f.actor.trim(), &f.action.trim(), &f.target.trim(), &since, &until, &limit],
+        &[
+            &f.actor.trim(),
+            &f.action.trim(),
+            &f.target.trim(),
+            &since,
+            &until,
+            &limit,
+        ],
     )?;
     let out = rows
         .iter()
@@ -614,8 +628,13 @@ pub fn audit_entries(ctx: &mut Ctx, f: &AuditInput) -> Result<Vec<Value>, WebErr
         })
         .collect();
     let actor = ctx.user.actor();
-    ctx.app
-        .audit(&mut ctx.db, &actor, "audit_view", "central_audit", &json!({ "filter": f }))?;
+    ctx.app.audit(
+        &mut ctx.db,
+        &actor,
+        "audit_view",
+        "central_audit",
+        &json!({ "filter": f }),
+    )?;
     Ok(out)
 }
 
@@ -714,7 +733,10 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
         }
         (Method::GET, ["api", "v1", "users"]) => {
             ctx.user.require(Permission::Users)?;
-            Ok(Resp::json(StatusCode::OK, &json!({ "users": users(&mut ctx.db)? })))
+            Ok(Resp::json(
+                StatusCode::OK,
+                &json!({ "users": users(&mut ctx.db)? }),
+            ))
         }
         _ => super::cases::route(ctx, r, &segs)?.ok_or(WebError::NotFound),
     }

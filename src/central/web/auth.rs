@@ -253,8 +253,7 @@ fn csrf_ok(s: &Session, r: &Req) -> bool {
                 .then(|| field(&r.form(), "csrf").to_string())
         })
         .unwrap_or_default();
-    !given.is_empty()
-        && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), s.csrf.as_bytes()).into()
+    !given.is_empty() && subtle::ConstantTimeEq::ct_eq(given.as_bytes(), s.csrf.as_bytes()).into()
 }
 
 /// Context of a signed-in request.
@@ -360,7 +359,12 @@ fn login_page(
 }
 
 /// Count a failure against the account (lock at the limit) and the address.
-fn failed(app: &App, c: &mut postgres::Client, user_id: Option<i64>, r: &Req) -> Result<(), WebError> {
+fn failed(
+    app: &App,
+    c: &mut postgres::Client,
+    user_id: Option<i64>,
+    r: &Req,
+) -> Result<(), WebError> {
     app.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
     let now = now_ms();
     app.limiter
@@ -399,7 +403,13 @@ fn login_post(
         .unwrap_or_else(|p| p.into_inner())
         .allowed(&r.peer.to_string(), now)
     {
-        app.audit(c, "web:-", "login_refused", "address", &serde_json::json!({ "why": "too many failed logins from this address" }))?;
+        app.audit(
+            c,
+            "web:-",
+            "login_refused",
+            "address",
+            &serde_json::json!({ "why": "too many failed logins from this address" }),
+        )?;
         return Err(WebError::TooMany(
             "too many failed sign-ins from this address: try again later".into(),
         ));
@@ -411,19 +421,30 @@ fn login_post(
     )?;
     if let Some(row) = &row {
         if row.get::<_, Option<i64>>(2).is_some_and(|t| t > now) {
-            app.audit(c, &format!("web:{username}"), "login_refused", &username, &serde_json::json!({ "why": "account locked" }))?;
+            app.audit(
+                c,
+                &format!("web:{username}"),
+                "login_refused",
+                &username,
+                &serde_json::json!({ "why": "account locked" }),
+            )?;
             return Err(WebError::TooMany(
                 "this account is locked after too many failed sign-ins: try again later".into(),
             ));
         }
     }
     let phc: Option<String> = row.as_ref().and_then(|r| r.get(1));
-    let good = verify_password(&password, phc.as_deref().unwrap_or(dummy_hash()))
-        && phc.is_some();
+    let good = verify_password(&password, phc.as_deref().unwrap_or(dummy_hash())) && phc.is_some();
     let uid_seen: Option<i64> = row.as_ref().map(|r| r.get(0));
     let Some(row) = row.filter(|_| good) else {
         failed(app, c, uid_seen, r)?;
-        app.audit(c, &format!("web:{username}"), "login_failed", &username, &serde_json::json!({ "step": "password" }))?;
+        app.audit(
+            c,
+            &format!("web:{username}"),
+            "login_failed",
+            &username,
+            &serde_json::json!({ "step": "password" }),
+        )?;
         return login_page(app, c, Some(s), Some("Wrong user name or password."));
     };
     let uid: i64 = row.get(0);
@@ -485,14 +506,23 @@ fn mfa_post(
     );
     let Some(step) = step else {
         failed(app, c, Some(user.id), r)?;
-        app.audit(c, &user.actor(), "login_failed", &user.username, &serde_json::json!({ "step": "totp" }))?;
+        app.audit(
+            c,
+            &user.actor(),
+            "login_failed",
+            &user.username,
+            &serde_json::json!({ "step": "totp" }),
+        )?;
         return mfa_page(Some(s), Some("Wrong or already used code."));
     };
     c.execute(
         "UPDATE web_users SET last_totp_step = $2, failed_logins = 0, locked_until_ms = NULL WHERE user_id = $1",
         &[&user.id, &(step as i64)],
     )?;
-    c.execute("DELETE FROM web_sessions WHERE session_hash = $1", &[&s.hash])?;
+    c.execute(
+        "DELETE FROM web_sessions WHERE session_hash = $1",
+        &[&s.hash],
+    )?;
     let (_, set) = sign_in(app, c, user.id, "password+totp")?;
     Ok(Resp::redirect("/").with(hyper::header::SET_COOKIE, set))
 }
@@ -520,7 +550,10 @@ pub fn sign_in(
 
 fn logout(app: &App, c: &mut postgres::Client, s: Option<&Session>) -> Result<Resp, WebError> {
     if let Some(s) = s {
-        c.execute("DELETE FROM web_sessions WHERE session_hash = $1", &[&s.hash])?;
+        c.execute(
+            "DELETE FROM web_sessions WHERE session_hash = $1",
+            &[&s.hash],
+        )?;
         if let Some(u) = &s.user {
             app.audit(c, &u.actor(), "logout", &u.username, &serde_json::json!({}))?;
         }
@@ -591,7 +624,14 @@ pub fn add_oidc_user(
     c.execute(
         "INSERT INTO web_users (username, role, sites, oidc_issuer, oidc_subject, created_ms)
          VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&username, &role.as_str(), &sites, &issuer, &subject, &now_ms()],
+        &[
+            &username,
+            &role.as_str(),
+            &sites,
+            &issuer,
+            &subject,
+            &now_ms(),
+        ],
     )?;
     Ok(())
 }

@@ -19,8 +19,7 @@ use crate::central::index::now_ms;
 fn case_id(s: &str) -> Result<String, WebError> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(s.to_string())
@@ -86,7 +85,9 @@ pub fn state(ctx: &mut Ctx, case: &str) -> Result<Value, WebError> {
     for id in &ids {
         let versions = hold::legal_hold_state(&ar, id)?;
         let on = versions.iter().filter(|v| v.2).count();
-        recs.push(json!({ "recording_id": id, "object_versions": versions.len(), "legal_hold_on": on }));
+        recs.push(
+            json!({ "recording_id": id, "object_versions": versions.len(), "legal_hold_on": on }),
+        );
     }
     let active = match &ctx.app.command_key {
         Some(k) => {
@@ -121,7 +122,11 @@ pub fn state(ctx: &mut Ctx, case: &str) -> Result<Value, WebError> {
 fn create(ctx: &mut Ctx, f: &[(String, String)]) -> Result<String, WebError> {
     ctx.user.require(Permission::Hold)?;
     let id = case_id(field(f, "case_id").trim())?;
-    let title = field(f, "title").trim().chars().take(200).collect::<String>();
+    let title = field(f, "title")
+        .trim()
+        .chars()
+        .take(200)
+        .collect::<String>();
     let actor = ctx.user.actor();
     let n = ctx.db.execute(
         "INSERT INTO web_cases (case_id, title, created_by, created_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -130,8 +135,13 @@ fn create(ctx: &mut Ctx, f: &[(String, String)]) -> Result<String, WebError> {
     if n == 0 {
         return Err(WebError::BadRequest(format!("case {id} exists")));
     }
-    ctx.app
-        .audit(&mut ctx.db, &actor, "case_create", &id, &json!({ "title": title }))?;
+    ctx.app.audit(
+        &mut ctx.db,
+        &actor,
+        "case_create",
+        &id,
+        &json!({ "title": title }),
+    )?;
     Ok(id)
 }
 
@@ -145,8 +155,13 @@ fn add(ctx: &mut Ctx, case: &str, f: &[(String, String)]) -> Result<(), WebError
         "INSERT INTO web_case_recordings (case_id, recording_id, added_by, added_ms) VALUES ($1, $2::text::uuid, $3, $4) ON CONFLICT DO NOTHING",
         &[&case, &rid, &actor, &now_ms()],
     )?;
-    ctx.app
-        .audit(&mut ctx.db, &actor, "case_add", case, &json!({ "recording": rid }))?;
+    ctx.app.audit(
+        &mut ctx.db,
+        &actor,
+        "case_add",
+        case,
+        &json!({ "recording": rid }),
+    )?;
     Ok(())
 }
 
@@ -164,7 +179,16 @@ fn place(ctx: &mut Ctx, case: &str, f: &[(String, String)]) -> Result<Value, Web
     let ar = archive(ctx)?;
     let actor = ctx.user.actor();
     let placed = with_key(ctx, |k| {
-        Ok(hold::hold_add(&ar, k, &actor, now_ms(), case, &reason, &ids, None)?)
+        Ok(hold::hold_add(
+            &ar,
+            k,
+            &actor,
+            now_ms(),
+            case,
+            &reason,
+            &ids,
+            None,
+        )?)
     })?;
     let now = now_ms();
     for id in &ids {
@@ -221,7 +245,9 @@ fn approve(ctx: &mut Ctx, case: &str, release: i64) -> Result<Value, WebError> {
         (row.get(0), row.get(1), row.get(2));
     let actor = ctx.user.actor();
     if approved.is_some() {
-        return Err(WebError::BadRequest("this release was approved already".into()));
+        return Err(WebError::BadRequest(
+            "this release was approved already".into(),
+        ));
     }
     if requested_by == actor {
         ctx.app.audit(
@@ -238,7 +264,14 @@ fn approve(ctx: &mut Ctx, case: &str, release: i64) -> Result<Value, WebError> {
     let ar = archive(ctx)?;
     let operator = format!("{requested_by}+{actor}");
     let released = with_key(ctx, |k| {
-        Ok(hold::hold_release(&ar, k, &operator, now_ms(), case, &reason)?)
+        Ok(hold::hold_release(
+            &ar,
+            k,
+            &operator,
+            now_ms(),
+            case,
+            &reason,
+        )?)
     })?;
     let now = now_ms();
     ctx.db.execute(
@@ -298,7 +331,10 @@ fn case_page(ctx: &mut Ctx, case: &str, note: Option<&str>) -> Result<String, We
         esc(v["title"].as_str().unwrap_or(""))
     );
     if let Some(n) = note {
-        b.push_str(&format!("<p class=\"ok\" id=\"case-note\" role=\"status\">{}</p>", esc(n)));
+        b.push_str(&format!(
+            "<p class=\"ok\" id=\"case-note\" role=\"status\">{}</p>",
+            esc(n)
+        ));
     }
     b.push_str("<section class=\"card\"><h2>Recordings</h2><table id=\"case-recordings\"><thead><tr><th>Recording</th><th>Archive object versions</th><th>Object Lock legal hold</th></tr></thead><tbody>");
     for r in v["recordings"].as_array().into_iter().flatten() {
@@ -417,7 +453,11 @@ pub fn route(ctx: &mut Ctx, r: &Req, segs: &[&str]) -> Result<Option<Resp>, WebE
         (Method::POST, ["cases", case, "release"]) => {
             let case = case_id(case)?;
             request_release(ctx, &case, &r.form())?;
-            let b = case_page(ctx, &case, Some("Release requested: a second user must approve it."))?;
+            let b = case_page(
+                ctx,
+                &case,
+                Some("Release requested: a second user must approve it."),
+            )?;
             html(ctx, b)
         }
         (Method::POST, ["cases", case, "release", rid, "approve"]) => {

@@ -21,7 +21,11 @@ pub enum WebCmd {
         key: KeyArgs,
         /// The central command key in a PEM file (legal holds from the console; prefer an
         /// HSM). Without a command key the console places no holds.
-        #[arg(long, env = "BRANCHREC_COMMAND_KEY", conflicts_with = "command_pkcs11_module")]
+        #[arg(
+            long,
+            env = "BRANCHREC_COMMAND_KEY",
+            conflicts_with = "command_pkcs11_module"
+        )]
         command_key: Option<std::path::PathBuf>,
         /// PKCS#11 module of the HSM holding the command key.
         #[arg(long, requires_all = ["command_token_label", "command_key_label"])]

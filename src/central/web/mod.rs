@@ -200,7 +200,12 @@ impl WebConfig {
         let bad = |m: String| Err(WebError::Config(m));
         let addr: SocketAddr = match self.listen.parse() {
             Ok(a) => a,
-            Err(_) => return bad(format!("[web] listen {:?} is not ADDRESS:PORT", self.listen)),
+            Err(_) => {
+                return bad(format!(
+                    "[web] listen {:?} is not ADDRESS:PORT",
+                    self.listen
+                ))
+            }
         };
         for (k, p) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
             if !p.is_file() {
@@ -279,11 +284,7 @@ impl Drop for Conn<'_> {
 impl Pool {
     /// A connection (a new one when none is idle).
     pub fn get(&self) -> Result<Conn<'_>, WebError> {
-        let c = self
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let c = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let c = match c {
             Some(c) => c,
             None => super::index::db::connect(&self.conninfo)?,
@@ -484,7 +485,11 @@ fn secure_headers(h: &mut HeaderMap) {
     set(h, "referrer-policy", "no-referrer");
     set(h, "cross-origin-opener-policy", "same-origin");
     set(h, "cross-origin-resource-policy", "same-origin");
-    set(h, "permissions-policy", "camera=(), microphone=(), geolocation=()");
+    set(
+        h,
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=()",
+    );
     if !h.contains_key(hyper::header::CACHE_CONTROL) {
         set(h, "cache-control", "no-store");
     }
@@ -583,7 +588,10 @@ impl App {
         let m = &self.metrics;
         let mut s = String::new();
         s.push_str("# HELP branchrec_central_web_requests_total HTTP requests by status class.\n# TYPE branchrec_central_web_requests_total counter\n");
-        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"].iter().enumerate() {
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+            .iter()
+            .enumerate()
+        {
             s.push_str(&format!(
                 "branchrec_central_web_requests_total{{code=\"{class}\"}} {}\n",
                 m.requests[i].load(Ordering::Relaxed)
@@ -591,11 +599,27 @@ impl App {
         }
         for (name, help, v) in [
             ("logins_total", "Successful sign-ins.", &m.logins),
-            ("login_failures_total", "Failed sign-in attempts.", &m.login_failures),
-            ("forbidden_total", "Requests refused by role or scope.", &m.forbidden),
-            ("decrypts_total", "Recordings decrypted for play or download.", &m.decrypts),
+            (
+                "login_failures_total",
+                "Failed sign-in attempts.",
+                &m.login_failures,
+            ),
+            (
+                "forbidden_total",
+                "Requests refused by role or scope.",
+                &m.forbidden,
+            ),
+            (
+                "decrypts_total",
+                "Recordings decrypted for play or download.",
+                &m.decrypts,
+            ),
             ("audio_bytes_total", "Audio bytes served.", &m.audio_bytes),
-            ("handling_microseconds_total", "Time spent handling requests.", &m.handling_us),
+            (
+                "handling_microseconds_total",
+                "Time spent handling requests.",
+                &m.handling_us,
+            ),
         ] {
             s.push_str(&format!(
                 "# HELP branchrec_central_web_{name} {help}\n# TYPE branchrec_central_web_{name} counter\nbranchrec_central_web_{name} {}\n",
@@ -897,7 +921,10 @@ mod tests {
         for (extra, needle) in [
             ("listen = \"nowhere\"", "listen"),
             ("idle_timeout_s = 0", "idle_timeout_s"),
-            ("idle_timeout_s = 100\nabsolute_timeout_s = 50", "idle_timeout_s"),
+            (
+                "idle_timeout_s = 100\nabsolute_timeout_s = 50",
+                "idle_timeout_s",
+            ),
             ("reason_required = [\"root\"]", "reason_required"),
             ("page_size = 0", "page_size"),
             ("max_failed_logins = 0", "max_failed_logins"),
@@ -909,6 +936,10 @@ mod tests {
         assert!(toml::from_str::<WebConfig>(&format!("{base}colour = 1\n")).is_err());
         let missing: WebConfig =
             toml::from_str("tls_cert = \"/nonexistent\"\ntls_key = \"/nonexistent\"\n").unwrap();
-        assert!(missing.validate().unwrap_err().to_string().contains("tls_cert"));
+        assert!(missing
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tls_cert"));
     }
 }

@@ -97,14 +97,16 @@ fn http(cfg: &OidcConfig) -> Result<reqwest::Client, WebError> {
         .timeout(std::time::Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = &cfg.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| WebError::Config(format!("{}: {e}", ca.display())))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| WebError::Config(format!("{}: {e}", ca.display())))?;
         for c in reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| WebError::Config(format!("{}: {e}", ca.display())))?
         {
             b = b.add_root_certificate(c);
         }
     }
-    b.build().map_err(|e| WebError::Internal(format!("HTTP client: {e}")))
+    b.build()
+        .map_err(|e| WebError::Internal(format!("HTTP client: {e}")))
 }
 
 fn block<T>(f: impl std::future::Future<Output = Result<T, WebError>>) -> Result<T, WebError> {
@@ -159,11 +161,7 @@ fn cookie_of(r: &Req, name: &str) -> Option<String> {
 
 /// `GET /login/oidc`: to the provider.
 pub fn start(app: &App, c: &mut postgres::Client) -> Result<Resp, WebError> {
-    let cfg = app
-        .web
-        .oidc
-        .as_ref()
-        .ok_or(WebError::NotFound)?;
+    let cfg = app.web.oidc.as_ref().ok_or(WebError::NotFound)?;
     let d = discovery(cfg)?;
     let auth_ep = d["authorization_endpoint"]
         .as_str()
@@ -204,13 +202,17 @@ fn verify_id_token(jwt: &str, jwks: &Value) -> Result<Value, WebError> {
     use rsa::pkcs1v15::{Signature, VerifyingKey};
     use rsa::signature::Verifier as _;
     let mut parts = jwt.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(sso("the ID token is not a JWS"));
     };
     let header: Value = serde_json::from_slice(&unb64u(h)?).map_err(sso)?;
     if header["alg"] != "RS256" {
-        return Err(sso(format!("ID token algorithm {} (RS256 expected)", header["alg"])));
+        return Err(sso(format!(
+            "ID token algorithm {} (RS256 expected)",
+            header["alg"]
+        )));
     }
     let kid = header["kid"].as_str();
     let key = jwks["keys"]
@@ -232,7 +234,8 @@ fn verify_id_token(jwt: &str, jwks: &Value) -> Result<Value, WebError> {
 /// `GET /login/oidc/callback?code=…&state=…`.
 pub fn callback(app: &App, c: &mut postgres::Client, r: &Req) -> Result<Resp, WebError> {
     let cfg = app.web.oidc.as_ref().ok_or(WebError::NotFound)?;
-    let flow = cookie_of(r, FLOW_COOKIE).ok_or_else(|| sso("no sign-in in progress in this browser"))?;
+    let flow =
+        cookie_of(r, FLOW_COOKIE).ok_or_else(|| sso("no sign-in in progress in this browser"))?;
     let hash = hex::encode(Sha256::digest(flow.as_bytes()));
     let row = c
         .query_opt(
@@ -258,8 +261,14 @@ pub fn callback(app: &App, c: &mut postgres::Client, r: &Req) -> Result<Resp, We
     }
     let code = r.q("code").ok_or_else(|| sso("no code"))?.to_string();
     let d = discovery(cfg)?;
-    let token_ep = d["token_endpoint"].as_str().ok_or_else(|| sso("no token_endpoint"))?.to_string();
-    let jwks_uri = d["jwks_uri"].as_str().ok_or_else(|| sso("no jwks_uri"))?.to_string();
+    let token_ep = d["token_endpoint"]
+        .as_str()
+        .ok_or_else(|| sso("no token_endpoint"))?
+        .to_string();
+    let jwks_uri = d["jwks_uri"]
+        .as_str()
+        .ok_or_else(|| sso("no jwks_uri"))?
+        .to_string();
     let secret = std::fs::read_to_string(&cfg.client_secret_file)
         .map_err(|e| WebError::Config(format!("client_secret_file: {e}")))?;
     let client = http(cfg)?;
@@ -281,7 +290,10 @@ pub fn callback(app: &App, c: &mut postgres::Client, r: &Req) -> Result<Resp, We
         let tok: Value =
             serde_json::from_slice(&resp.bytes().await.map_err(sso)?).unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(sso(format!("token endpoint: HTTP {status} {}", tok["error"])));
+            return Err(sso(format!(
+                "token endpoint: HTTP {status} {}",
+                tok["error"]
+            )));
         }
         let jwks = get_json(&client, &jwks_uri).await?;
         Ok((tok, jwks))

@@ -152,7 +152,10 @@ pub fn mfa_page(csrf: &str, error: Option<&str>) -> String {
 }
 
 fn hidden_search(s: &SearchInput, csrf: &str, offset: i64) -> String {
-    let mut h = format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(csrf));
+    let mut h = format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    );
     for (k, v) in [
         ("participant", &s.participant),
         ("box_id", &s.box_id),
@@ -286,8 +289,14 @@ fn s(v: &Value, k: &str) -> String {
 
 fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
     let v = api::show(ctx, id)?;
-    let may_play = ctx.user.require_on(Permission::Play, &s(&v, "site")).is_ok();
-    let may_download = ctx.user.require_on(Permission::Download, &s(&v, "site")).is_ok();
+    let may_play = ctx
+        .user
+        .require_on(Permission::Play, &s(&v, "site"))
+        .is_ok();
+    let may_download = ctx
+        .user
+        .require_on(Permission::Download, &s(&v, "site"))
+        .is_ok();
     let mut b = format!(
         "<h1>Recording <code>{}</code></h1><section class=\"card\"><h2>Metadata</h2><dl class=\"meta\">",
         esc(id)
@@ -309,7 +318,10 @@ fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
         .as_array()
         .map(|a| a.iter().filter_map(|t| t.as_str().map(esc)).collect())
         .unwrap_or_default();
-    b.push_str(&format!("<dt>Tags</dt><dd>{}</dd></dl></section>", tags.join(", ")));
+    b.push_str(&format!(
+        "<dt>Tags</dt><dd>{}</dd></dl></section>",
+        tags.join(", ")
+    ));
     // Integrity.
     let integrity = s(&v, "integrity");
     let trust = s(&v, "trust");
@@ -357,12 +369,19 @@ fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
                     .as_i64()
                     .map(|c| format!("channel {c} "))
                     .unwrap_or_default(),
-                esc(&e.get("detail").filter(|d| !d.is_null()).map(|d| d.to_string()).unwrap_or_default())
+                esc(&e
+                    .get("detail")
+                    .filter(|d| !d.is_null())
+                    .map(|d| d.to_string())
+                    .unwrap_or_default())
             ));
         }
     }
     b.push_str("</ol>");
-    if let Some(mv) = v.pointer("/document/metadata_versions").and_then(|m| m.as_array()) {
+    if let Some(mv) = v
+        .pointer("/document/metadata_versions")
+        .and_then(|m| m.as_array())
+    {
         b.push_str("<h3>SIPREC metadata versions</h3><ol>");
         for m in mv {
             b.push_str(&format!(
@@ -418,7 +437,11 @@ fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
     Ok(page(ctx, "Search", "Recording", &b))
 }
 
-fn audit_page(ctx: &mut Ctx, f: AuditInput, verified: Option<Result<i64, String>>) -> Result<Resp, WebError> {
+fn audit_page(
+    ctx: &mut Ctx,
+    f: AuditInput,
+    verified: Option<Result<i64, String>>,
+) -> Result<Resp, WebError> {
     let entries = api::audit_entries(ctx, &f)?;
     let csrf = ctx.session.csrf.clone();
     let mut b = format!(
@@ -470,10 +493,12 @@ fn fleet_page(ctx: &mut Ctx) -> Result<Resp, WebError> {
     let boxes = api::fleet(ctx.app, &mut ctx.db)?;
     let mut b = String::from("<h1>Fleet</h1><table id=\"fleet\"><thead><tr><th>Box</th><th>Site</th><th>State</th><th>Last status</th><th>Backlog</th><th>Oldest pending</th><th>Last upload</th><th>Indexed</th><th>Newest recording</th><th>Trust</th><th>Alarms</th></tr></thead><tbody>");
     for f in &boxes {
-        let serious = f
-            .problems
-            .iter()
-            .any(|p| matches!(*p, "stale" | "backlog" | "alarm" | "quarantine" | "key_changed"));
+        let serious = f.problems.iter().any(|p| {
+            matches!(
+                *p,
+                "stale" | "backlog" | "alarm" | "quarantine" | "key_changed"
+            )
+        });
         let mut alarms: Vec<String> = f.b.box_alarms.clone();
         if let Some(o) = f.b.alarms.as_object() {
             for (k, v) in o {
@@ -511,8 +536,21 @@ fn users_page(ctx: &mut Ctx) -> Result<Resp, WebError> {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&s(u, "username")),
             esc(&s(u, "role")),
-            esc(&u["sites"].as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
-            if u["disabled"] == true { "disabled" } else if u["locked"] == true { "locked" } else { "active" }
+            esc(&u["sites"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()),
+            if u["disabled"] == true {
+                "disabled"
+            } else if u["locked"] == true {
+                "locked"
+            } else {
+                "active"
+            }
         ));
     }
     b.push_str("</tbody></table>");
