@@ -287,6 +287,13 @@ fn s(v: &Value, k: &str) -> String {
     }
 }
 
+fn ms_time(v: &Value) -> String {
+    v.as_i64()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
     let v = api::show(ctx, id)?;
     let may_play = ctx
@@ -349,8 +356,8 @@ fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
                 esc(&s(p, "channel")),
                 esc(&s(p, "name")),
                 esc(&s(p, "aor")),
-                esc(&s(p, "joined_at_ms")),
-                esc(&s(p, "left_at_ms"))
+                esc(&ms_time(&p["joined_at_ms"])),
+                esc(&ms_time(&p["left_at_ms"]))
             ));
         }
     }
