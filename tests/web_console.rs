@@ -94,7 +94,7 @@ fn record_call(d: &Daemon, n: u32, a: (&str, &str), b: (&str, &str), upload: boo
     // A 3 s recording (~100 kB) uploads in about a second idle; 180 s bounds moto with
     // both cores busy. Polled every 500 ms.
     let deadline = Instant::now() + Duration::from_secs(180);
-    while upload {
+    while upload && Instant::now() < deadline + Duration::from_secs(1) {
         let s = status_json(d);
         if s["uploaded"].as_u64() == Some(1) && s["pending"] == 0 {
             break;

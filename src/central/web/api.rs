@@ -382,6 +382,19 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
             ctx.user.role.as_str()
         )));
     }
+    {
+        // Bounded: every grant keeps its decrypted audio alive until it expires.
+        let grants = ctx.app.grants.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = grants
+            .values()
+            .filter(|g| g.session == ctx.session.hash)
+            .count();
+        if mine >= 64 || grants.len() >= 4096 {
+            return Err(WebError::TooMany(
+                "too many open play/download grants: wait for them to expire".into(),
+            ));
+        }
+    }
     let audio = decrypt(ctx.app, &mut ctx.db, id, &box_id, &ckey)?;
     let t = token();
     let expires_ms = now_ms() + ctx.app.web.grant_ttl_s as i64 * 1000;

@@ -54,7 +54,7 @@ impl OidcConfig {
         let loopback = ["http://127.", "http://localhost:", "http://[::1]:"]
             .iter()
             .any(|p| self.issuer.starts_with(p));
-        if !self.issuer.starts_with("https://") && !(self.allow_http_loopback && loopback) {
+        if !(self.issuer.starts_with("https://") || (self.allow_http_loopback && loopback)) {
             return bad(format!(
                 "issuer {:?} must be https:// (http only on loopback with allow_http_loopback)",
                 self.issuer
