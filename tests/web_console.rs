@@ -353,7 +353,7 @@ fn web_console_end_to_end_in_headless_chromium() {
     std::fs::write(
         &cfg,
         format!(
-            "[archive]\n{archive}\n[index]\ndatabase = \"{}\"\naudit_key = \"{}\"\nopen_days = 0\nfollow_interval_s = 2\n\n[web]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\naccess_log = \"{}\"\nstale_after_s = 15\nbacklog_alarm = 0\nmax_failed_logins = 5\n\n[web.oidc]\nissuer = \"http://127.0.0.1:{oidc_port}\"\nclient_id = \"branchrec-console\"\nclient_secret_file = \"{}\"\nredirect_uri = \"https://127.0.0.1:{port}/login/oidc/callback\"\nallow_http_loopback = true\n",
+            "[archive]\n{archive}\n[index]\ndatabase = \"{}\"\naudit_key = \"{}\"\nopen_days = 0\nfollow_interval_s = 2\n\n[web]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\naccess_log = \"{}\"\nstale_after_s = 25\nbacklog_alarm = 0\nmax_failed_logins = 5\n\n[web.oidc]\nissuer = \"http://127.0.0.1:{oidc_port}\"\nclient_id = \"branchrec-console\"\nclient_secret_file = \"{}\"\nredirect_uri = \"https://127.0.0.1:{port}/login/oidc/callback\"\nallow_http_loopback = true\n",
             pg.conninfo,
             audit_key.display(),
             dir.join("web.crt").display(),
@@ -453,7 +453,7 @@ fn web_console_end_to_end_in_headless_chromium() {
             .spawn()
             .unwrap(),
     };
-    if let Some(rest) = Duration::from_secs(17).checked_sub(paris_stopped.elapsed()) {
+    if let Some(rest) = Duration::from_secs(27).checked_sub(paris_stopped.elapsed()) {
         std::thread::sleep(rest);
     }
 
@@ -519,6 +519,8 @@ fn web_console_end_to_end_in_headless_chromium() {
     .expect("the Playwright spec hung");
     let _ = std::fs::copy(&access_log, artifacts.join("access.log"));
     let _ = std::fs::copy(dir.join("serve.log"), artifacts.join("serve.log"));
+    let _ = std::fs::copy(dir.join("follow.log"), artifacts.join("follow.log"));
+    let _ = std::fs::copy(dir.join("oidc.log"), artifacts.join("oidc.log"));
     let log =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     eprintln!("{log}");
