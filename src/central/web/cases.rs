@@ -147,9 +147,9 @@ fn create(ctx: &mut Ctx, f: &[(String, String)]) -> Result<String, WebError> {
 
 fn add(ctx: &mut Ctx, case: &str, f: &[(String, String)]) -> Result<(), WebError> {
     exists(ctx, case)?;
-    let rid = super::api::recording_id(field(f, "recording_id").trim())
+    let rid = super::access::recording_id(field(f, "recording_id").trim())
         .map_err(|_| WebError::BadRequest("recording id: a UUID".into()))?;
-    super::api::authorize_recording(ctx, &rid, Permission::Hold)?;
+    super::access::authorize_recording(ctx, &rid, Permission::Hold)?;
     let actor = ctx.user.actor();
     ctx.db.execute(
         "INSERT INTO web_case_recordings (case_id, recording_id, added_by, added_ms) VALUES ($1, $2::text::uuid, $3, $4) ON CONFLICT DO NOTHING",
@@ -410,7 +410,7 @@ fn case_page(ctx: &mut Ctx, case: &str, note: Option<&str>) -> Result<String, We
 }
 
 fn html(ctx: &Ctx, body: String) -> Resp {
-    super::pages::page_of(ctx, "Cases", "Cases", &body)
+    super::html::page(ctx, "Cases", "Cases", &body)
 }
 
 /// Route `/cases…` (pages) and `/api/v1/cases…`.

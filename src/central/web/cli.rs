@@ -189,7 +189,7 @@ pub fn run(cmd: WebCmd) -> anyhow::Result<()> {
             let (_, ix) = crate::central::index::cli::load(&config.config)?;
             let mut c = crate::central::index::db::connect(&ix.database)?;
             crate::central::index::db::migrate(&mut c)?;
-            for u in super::api::users(&mut c)? {
+            for u in super::access::users(&mut c)? {
                 println!("{u}");
             }
             Ok(())

@@ -4,18 +4,25 @@
 //! both on the index (PostgreSQL), the archive and the compliance key. Every request is
 //! authorised on the server ([`branchrec_core::console::Role`]).
 //!
-//! - [`auth`]: local accounts (Argon2id, TOTP), sessions in PostgreSQL, CSRF, lockout.
-//! - [`pages`]: the HTML pages.
-//! - [`api`]: the JSON API, audio grants, streaming with Range, WAV download.
+//! Layers (no file imports one above it; tests/module_graph.rs):
+//! - [`auth`]: accounts, sessions in PostgreSQL, cookies, CSRF tokens, Argon2id.
+//! - [`html`]: layout and templates; [`access`]: what the API and the pages share
+//!   (search, access checks, decryption into memory, fleet, audit).
+//! - [`cases`] (cases, legal holds, two-person release) and [`oidc`] (SSO).
+//! - [`api`] (JSON API, grants, streaming with Range, WAV download) and [`pages`].
+//! - [`login`]: the request pipeline and the sign-in pages (password, TOTP, lockout).
 //! - [`cli`]: `serve` and `user add|list`.
 //!
 //! Requests are read whole (bodies are small forms and JSON, at most 1 MiB) and handled
 //! on the blocking pool: the index client and the archive reader are synchronous.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod cases;
 pub mod cli;
+pub mod html;
+pub mod login;
 pub mod oidc;
 pub mod pages;
 
@@ -669,7 +676,7 @@ impl App {
                 None,
             )
         } else {
-            match auth::dispatch(self, &r) {
+            match login::dispatch(self, &r) {
                 Ok(x) => x,
                 Err((e, user)) => (self.error_response(&r, e), user),
             }
@@ -740,7 +747,7 @@ impl App {
         if status == StatusCode::UNAUTHORIZED && !matches!(e, WebError::Login(_)) {
             return Resp::redirect("/login");
         }
-        Resp::html(status, pages::error_page(status, &msg))
+        Resp::html(status, html::error_page(status, &msg))
     }
 }
 

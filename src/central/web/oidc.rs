@@ -332,7 +332,7 @@ pub fn callback(app: &App, c: &mut postgres::Client, r: &Req) -> Result<Resp, We
     let _ = user;
     // A page of our own continues: the redirect chain from the provider is cross-site,
     // and the Strict session cookie is only sent on a same-site navigation.
-    Ok(Resp::html(StatusCode::OK, super::pages::continue_page())
+    Ok(Resp::html(StatusCode::OK, super::html::continue_page())
         .with(hyper::header::SET_COOKIE, set)
         .with(
             hyper::header::SET_COOKIE,

@@ -1,155 +1,16 @@
-//! The HTML pages: rendered on the server (escaped with
-//! [`branchrec_core::console::html_escape`]), no inline script or style (the CSP allows
-//! only `/static/…`). Searches and audit filters are POSTed, so numbers and names never
-//! appear in URLs or access logs.
+//! The HTML pages of the console, rendered on the server in [`super::html`]'s layout:
+//! search, recording and player, audit, fleet, users. Searches and audit filters are
+//! POSTed, so numbers and names never appear in URLs or access logs.
 
-use hyper::{header, Method, StatusCode};
+use hyper::Method;
 use serde_json::Value;
 
 use branchrec_core::console::{html_escape as esc, Permission};
 
-use super::api::{self, AuditInput, SearchInput};
+use super::access::{self, AuditInput, SearchInput};
 use super::auth::Ctx;
+use super::html::page;
 use super::{field, Req, Resp, WebError};
-
-const APP_JS: &str = include_str!("assets/app.js");
-const APP_CSS: &str = include_str!("assets/app.css");
-const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#17324f\"/><circle cx=\"8\" cy=\"8\" r=\"4\" fill=\"#e0453a\"/></svg>";
-
-/// `/static/…`, served without a session.
-pub fn static_file(path: &str) -> Option<Resp> {
-    let (ct, body) = match path {
-        "/static/app.js" => ("text/javascript; charset=utf-8", APP_JS),
-        "/static/app.css" => ("text/css; charset=utf-8", APP_CSS),
-        "/static/icon.svg" | "/favicon.ico" => ("image/svg+xml", ICON),
-        _ => return None,
-    };
-    Some(Resp {
-        status: StatusCode::OK,
-        headers: vec![
-            (header::CONTENT_TYPE, ct.into()),
-            (header::CACHE_CONTROL, "max-age=300".into()),
-        ],
-        body: body.into(),
-    })
-}
-
-fn layout(title: &str, csrf: &str, nav: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<meta name=\"csrf-token\" content=\"{}\">\
-<title>{} · branchrec compliance console</title>\
-<link rel=\"icon\" href=\"/static/icon.svg\"><link rel=\"stylesheet\" href=\"/static/app.css\"><script src=\"/static/app.js\" defer></script></head>\
-<body>{nav}<main>{body}</main></body></html>\n",
-        esc(csrf),
-        esc(title)
-    )
-}
-
-fn nav(ctx: &Ctx, active: &str) -> String {
-    let u = &ctx.user;
-    let mut links = Vec::new();
-    let mut add = |p: Permission, href: &str, name: &str| {
-        if u.role.allows(p) {
-            let cur = if name == active {
-                " aria-current=\"page\""
-            } else {
-                ""
-            };
-            links.push(format!("<a href=\"{href}\"{cur}>{name}</a>"));
-        }
-    };
-    add(Permission::Metadata, "/search", "Search");
-    add(Permission::Hold, "/cases", "Cases");
-    add(Permission::Audit, "/audit", "Audit");
-    add(Permission::Fleet, "/fleet", "Fleet");
-    add(Permission::Users, "/admin/users", "Users");
-    format!(
-        "<header><span class=\"brand\">branchrec</span><nav>{}</nav>\
-<form method=\"post\" action=\"/logout\" class=\"logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<span class=\"who\" data-role=\"{}\">{} ({})</span> <button type=\"submit\">Sign out</button></form></header>",
-        links.join(""),
-        esc(&ctx.session.csrf),
-        u.role.as_str(),
-        esc(&u.username),
-        u.role.as_str()
-    )
-}
-
-/// A page in the signed-in layout.
-pub fn page_of(ctx: &Ctx, active: &str, title: &str, body: &str) -> Resp {
-    page(ctx, active, title, body)
-}
-
-fn page(ctx: &Ctx, active: &str, title: &str, body: &str) -> Resp {
-    Resp::html(
-        StatusCode::OK,
-        layout(title, &ctx.session.csrf, &nav(ctx, active), body),
-    )
-}
-
-/// An error page.
-pub fn error_page(status: StatusCode, msg: &str) -> String {
-    layout(
-        status.canonical_reason().unwrap_or("Error"),
-        "",
-        "<header><span class=\"brand\">branchrec</span><nav><a href=\"/\">Home</a></nav></header>",
-        &format!(
-            "<h1>{} {}</h1><p class=\"error\" role=\"alert\">{}</p>",
-            status.as_u16(),
-            esc(status.canonical_reason().unwrap_or("")),
-            esc(msg)
-        ),
-    )
-}
-
-/// The sign-in form.
-pub fn login_page(csrf: &str, error: Option<&str>, sso: Option<&str>) -> String {
-    layout(
-        "Sign in",
-        csrf,
-        "<header><span class=\"brand\">branchrec</span></header>",
-        &format!(
-            "<h1>Sign in</h1>{}<form method=\"post\" action=\"/login\" class=\"card\">\
-<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<label>User name <input name=\"username\" id=\"username\" autocomplete=\"username\" required></label>\
-<label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-<button type=\"submit\" id=\"login\">Continue</button></form>{}",
-            error
-                .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-                .unwrap_or_default(),
-            esc(csrf),
-            sso.map(|l| format!("<p class=\"card\"><a href=\"/login/oidc\" id=\"sso\">{}</a></p>", esc(l)))
-                .unwrap_or_default()
-        ),
-    )
-}
-
-/// After an SSO callback: continue on a same-site navigation (the session cookie is
-/// SameSite=Strict).
-pub fn continue_page() -> String {
-    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/\"><title>Signed in</title></head><body><p>Signed in. <a href=\"/\" id=\"continue\">Continue</a></p></body></html>\n".into()
-}
-
-/// The TOTP form.
-pub fn mfa_page(csrf: &str, error: Option<&str>) -> String {
-    layout(
-        "Second factor",
-        csrf,
-        "<header><span class=\"brand\">branchrec</span></header>",
-        &format!(
-            "<h1>Authenticator code</h1>{}<form method=\"post\" action=\"/login/mfa\" class=\"card\">\
-<input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<label>6-digit code <input name=\"code\" id=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" pattern=\"[0-9]{{6}}\" required></label>\
-<button type=\"submit\" id=\"verify\">Sign in</button></form>",
-            error
-                .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-                .unwrap_or_default(),
-            esc(csrf)
-        ),
-    )
-}
 
 fn hidden_search(s: &SearchInput, csrf: &str, offset: i64) -> String {
     let mut h = format!(
@@ -224,7 +85,7 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
         sel(&s.held, &[("", "any"), ("yes", "held"), ("no", "not held")]),
     );
     if let Some(input) = input {
-        let (f, hits) = api::run_search(ctx, &input, false)?;
+        let (f, hits) = access::run_search(ctx, &input, false)?;
         body.push_str(&format!(
             "<p class=\"count\" id=\"result-count\">{} result(s){}</p>",
             hits.len(),
@@ -295,7 +156,7 @@ fn ms_time(v: &Value) -> String {
 }
 
 fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
-    let v = api::show(ctx, id)?;
+    let v = access::show(ctx, id)?;
     let may_play = ctx
         .user
         .require_on(Permission::Play, &s(&v, "site"))
@@ -449,7 +310,7 @@ fn audit_page(
     f: AuditInput,
     verified: Option<Result<i64, String>>,
 ) -> Result<Resp, WebError> {
-    let entries = api::audit_entries(ctx, &f)?;
+    let entries = access::audit_entries(ctx, &f)?;
     let csrf = ctx.session.csrf.clone();
     let mut b = format!(
         "<h1>Central audit log</h1><form method=\"post\" action=\"/audit\" class=\"search card\">\
@@ -497,7 +358,7 @@ fn audit_page(
 
 fn fleet_page(ctx: &mut Ctx) -> Result<Resp, WebError> {
     ctx.user.require(Permission::Fleet)?;
-    let boxes = api::fleet(ctx.app, &mut ctx.db)?;
+    let boxes = access::fleet(ctx.app, &mut ctx.db)?;
     let mut b = String::from("<h1>Fleet</h1><table id=\"fleet\"><thead><tr><th>Box</th><th>Site</th><th>State</th><th>Last status</th><th>Backlog</th><th>Oldest pending</th><th>Last upload</th><th>Indexed</th><th>Newest recording</th><th>Trust</th><th>Alarms</th></tr></thead><tbody>");
     for f in &boxes {
         let serious = f.problems.iter().any(|p| {
@@ -536,7 +397,7 @@ fn fleet_page(ctx: &mut Ctx) -> Result<Resp, WebError> {
 
 fn users_page(ctx: &mut Ctx) -> Result<Resp, WebError> {
     ctx.user.require(Permission::Users)?;
-    let users = api::users(&mut ctx.db)?;
+    let users = access::users(&mut ctx.db)?;
     let mut b = String::from("<h1>Users</h1><p class=\"note\">Accounts are created with <code>branchrec-central user add</code> (docs/web-console.md).</p><table id=\"users\"><thead><tr><th>User</th><th>Role</th><th>Sites</th><th>State</th></tr></thead><tbody>");
     for u in &users {
         b.push_str(&format!(
@@ -581,11 +442,11 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
         (Method::GET, ["search"]) => search_page(ctx, None),
         (Method::POST, ["search"]) => search_page(ctx, Some(SearchInput::from_form(&r.form()))),
         (Method::POST, ["search.csv"]) => {
-            let (_, hits) = api::run_search(ctx, &SearchInput::from_form(&r.form()), true)?;
-            Ok(api::csv_resp(&hits))
+            let (_, hits) = access::run_search(ctx, &SearchInput::from_form(&r.form()), true)?;
+            Ok(access::csv_resp(&hits))
         }
         (Method::GET, ["recordings", id]) => {
-            let id = api::recording_id(id)?;
+            let id = access::recording_id(id)?;
             recording_page(ctx, &id)
         }
         (Method::GET, ["audit"]) => audit_page(ctx, AuditInput::default(), None),
@@ -605,7 +466,7 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
             )
         }
         (Method::POST, ["audit", "verify"]) => {
-            let v = api::audit_verify(ctx)?;
+            let v = access::audit_verify(ctx)?;
             audit_page(ctx, AuditInput::default(), Some(v))
         }
         (Method::GET, ["fleet"]) => fleet_page(ctx),
