@@ -1032,7 +1032,9 @@ fn union_of(set: &IdSet) -> String {
 /// memory, each on a `(column, started_at, recording_id)` index.
 fn participant_set(a: &str, time: &str) -> IdSet {
     vec![
-        format!("SELECT recording_id AS id, started_at FROM participants WHERE number GLOB {a}{time}"),
+        format!(
+            "SELECT recording_id AS id, started_at FROM participants WHERE number GLOB {a}{time}"
+        ),
         format!("SELECT recording_id AS id, started_at FROM participants WHERE aor GLOB {a}{time}"),
         format!(
             "SELECT recording_id AS id, started_at FROM participant_aliases \

@@ -1459,9 +1459,9 @@ fn direction_reads_what_the_rules_stored() {
 // ---- `recordings list` through indexes (schema 10, issue 12) ----
 
 use crate::lifecycle::holds::HoldTarget;
-use lifecycle::Policy;
 use crate::lifecycle::pattern::aor_matches;
 use crate::time::UnixMs;
+use lifecycle::Policy;
 
 const MIN: i64 = 60_000;
 
@@ -1510,7 +1510,11 @@ fn list_catalogue(path: &Path, n: i64) -> Catalog {
         )
         .unwrap();
         if i % 10 != 9 {
-            let len = if i == 40 { 180 * MIN } else { (i % 7 + 1) * MIN };
+            let len = if i == 40 {
+                180 * MIN
+            } else {
+                (i % 7 + 1) * MIN
+            };
             let f = Finish {
                 ended_at_ms: i * MIN + len,
                 duration_ms: len as u64,
@@ -1527,7 +1531,13 @@ fn list_catalogue(path: &Path, n: i64) -> Catalog {
 fn list_cases(now: i64) -> Vec<(&'static str, ListFilter)> {
     let f = |lf: ListFilter| ListFilter { now_ms: now, ..lf };
     let mut v = vec![
-        ("since", f(ListFilter { since_ms: Some(40 * MIN), ..Default::default() })),
+        (
+            "since",
+            f(ListFilter {
+                since_ms: Some(40 * MIN),
+                ..Default::default()
+            }),
+        ),
         (
             "since+until",
             f(ListFilter {
@@ -1536,18 +1546,76 @@ fn list_cases(now: i64) -> Vec<(&'static str, ListFilter)> {
                 ..Default::default()
             }),
         ),
-        ("state", f(ListFilter { state: Some(RecordingState::Recording), ..Default::default() })),
-        ("call", f(ListFilter { call: Some("call-r007@sbc.example".into()), ..Default::default() })),
-        ("call (session id)", f(ListFilter { call: Some("sess-8".into()), ..Default::default() })),
-        ("participant exact", f(ListFilter { participant: Some("+49307".into()), ..Default::default() })),
-        ("participant prefix", f(ListFilter { participant: Some("+49301*".into()), ..Default::default() })),
-        ("participant aor", f(ListFilter { participant: Some("sip:+49305@pbx".into()), ..Default::default() })),
-        ("participant alias", f(ListFilter { participant: Some("+49501".into()), ..Default::default() })),
-        ("tag", f(ListFilter { tag: Some("mifid".into()), ..Default::default() })),
-        ("held", f(ListFilter { held: Some(true), ..Default::default() })),
+        (
+            "state",
+            f(ListFilter {
+                state: Some(RecordingState::Recording),
+                ..Default::default()
+            }),
+        ),
+        (
+            "call",
+            f(ListFilter {
+                call: Some("call-r007@sbc.example".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "call (session id)",
+            f(ListFilter {
+                call: Some("sess-8".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant exact",
+            f(ListFilter {
+                participant: Some("+49307".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant prefix",
+            f(ListFilter {
+                participant: Some("+49301*".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant aor",
+            f(ListFilter {
+                participant: Some("sip:+49305@pbx".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant alias",
+            f(ListFilter {
+                participant: Some("+49501".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "tag",
+            f(ListFilter {
+                tag: Some("mifid".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "held",
+            f(ListFilter {
+                held: Some(true),
+                ..Default::default()
+            }),
+        ),
         (
             "tag+since",
-            f(ListFilter { tag: Some("support".into()), since_ms: Some(30 * MIN), ..Default::default() }),
+            f(ListFilter {
+                tag: Some("support".into()),
+                since_ms: Some(30 * MIN),
+                ..Default::default()
+            }),
         ),
         (
             "participant+tag",
@@ -1568,12 +1636,24 @@ fn list_cases(now: i64) -> Vec<(&'static str, ListFilter)> {
         ),
         (
             "held+since",
-            f(ListFilter { held: Some(true), since_ms: Some(50 * MIN), ..Default::default() }),
+            f(ListFilter {
+                held: Some(true),
+                since_ms: Some(50 * MIN),
+                ..Default::default()
+            }),
         ),
     ];
     let limited: Vec<_> = v
         .iter()
-        .map(|(n, lf)| (*n, ListFilter { limit: Some(5), ..lf.clone() }))
+        .map(|(n, lf)| {
+            (
+                *n,
+                ListFilter {
+                    limit: Some(5),
+                    ..lf.clone()
+                },
+            )
+        })
         .collect();
     v.extend(limited);
     v
@@ -1591,9 +1671,21 @@ fn place_holds(cat: &mut Catalog, now: i64) {
     add(cat, HoldTarget::Participant("sip:+49502@*".into()));
     add(cat, HoldTarget::Participant("tel:+49401?".into()));
     // Only r040 (3 hours from minute 40) overlaps minutes 200..201 among the early ones.
-    add(cat, HoldTarget::Window { from: UnixMs(200 * MIN), to: UnixMs(201 * MIN) });
+    add(
+        cat,
+        HoldTarget::Window {
+            from: UnixMs(200 * MIN),
+            to: UnixMs(201 * MIN),
+        },
+    );
     // Running recordings (ended_at NULL) count as ending "now".
-    add(cat, HoldTarget::Window { from: UnixMs(now - MIN), to: UnixMs(now) });
+    add(
+        cat,
+        HoldTarget::Window {
+            from: UnixMs(now - MIN),
+            to: UnixMs(now),
+        },
+    );
     let released = add(cat, HoldTarget::Participant("+49309".into()));
     cat.release_hold(released, "op2", "done", now).unwrap();
 }
@@ -1608,7 +1700,13 @@ fn every_list_filter_uses_an_index() {
     let mut cat = list_catalogue(&path, 60);
     let now = 10_000 * MIN;
     place_holds(&mut cat, now);
-    let tables = ["r", "recordings", "participants", "participant_aliases", "tags"];
+    let tables = [
+        "r",
+        "recordings",
+        "participants",
+        "participant_aliases",
+        "tags",
+    ];
     let check = |cat: &Catalog, stats: &str| {
         for (name, lf) in list_cases(now) {
             let plan = cat.list_plan(&lf).unwrap();
@@ -1657,22 +1755,34 @@ fn every_list_filter_uses_an_index() {
         // Without any filter the newest rows come along `started_at` (a scan of that
         // index, stopped by the LIMIT) — the one case where reading in order is the plan.
         let plan = cat
-            .list_plan(&ListFilter { limit: Some(50), ..Default::default() })
+            .list_plan(&ListFilter {
+                limit: Some(50),
+                ..Default::default()
+            })
             .unwrap();
         assert!(
-            plan.iter().any(|s| s == "SCAN r USING INDEX recordings_started_at"),
+            plan.iter()
+                .any(|s| s == "SCAN r USING INDEX recordings_started_at"),
             "{plan:#?}"
         );
         // Not held: the same walk, dropping the (indexed) held set's rows; never a bare
         // table scan.
         let plan = cat
-            .list_plan(&ListFilter { held: Some(false), limit: Some(50), now_ms: now, ..Default::default() })
+            .list_plan(&ListFilter {
+                held: Some(false),
+                limit: Some(50),
+                now_ms: now,
+                ..Default::default()
+            })
             .unwrap();
         assert!(
             plan.iter().all(|s| s != "SCAN r" && s != "SCAN recordings"),
             "{plan:#?}"
         );
-        assert!(plan.iter().any(|s| s.contains("recordings_open")), "{plan:#?}");
+        assert!(
+            plan.iter().any(|s| s.contains("recordings_open")),
+            "{plan:#?}"
+        );
     };
     check(&cat, "no statistics");
     // Statistics of a catalogue of realistic size: 20,000 more recordings (before the
@@ -1715,15 +1825,28 @@ fn list_results_match_the_in_memory_rules_exactly() {
     let now = 10_000 * MIN;
     place_holds(&mut cat, now);
     // Rows as the catalogue holds them, newest first (ids break ties ascending).
-    let all = cat.list(&ListFilter { now_ms: now, ..Default::default() }).unwrap();
+    let all = cat
+        .list(&ListFilter {
+            now_ms: now,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(all.len(), 60);
-    let detail: Vec<RecordingDetail> = all.iter().map(|s| cat.get(&s.id).unwrap().unwrap()).collect();
+    let detail: Vec<RecordingDetail> = all
+        .iter()
+        .map(|s| cat.get(&s.id).unwrap().unwrap())
+        .collect();
     let held: Vec<bool> = all
         .iter()
         .map(|s| !cat.holds_covering(&s.id, now).unwrap().is_empty())
         .collect();
     // The holds cover what they should (so the comparison below is not vacuous).
-    let held_ids: Vec<&str> = all.iter().zip(&held).filter(|(_, h)| **h).map(|(s, _)| s.id.as_str()).collect();
+    let held_ids: Vec<&str> = all
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(s, _)| s.id.as_str())
+        .collect();
     for want in ["r003", "r017", "r023", "r004", "r040", "r059", "r049"] {
         assert!(held_ids.contains(&want), "{want} not held: {held_ids:?}");
     }
@@ -1741,7 +1864,10 @@ fn list_results_match_the_in_memory_rules_exactly() {
     }
     let matches_participant = |d: &RecordingDetail, p: &str| {
         d.participants.iter().any(|x| {
-            x.aor.iter().chain(x.other_aors.iter()).any(|a| aor_matches(p, a))
+            x.aor
+                .iter()
+                .chain(x.other_aors.iter())
+                .any(|a| aor_matches(p, a))
         })
     };
     for (name, lf) in list_cases(now) {
@@ -1758,7 +1884,10 @@ fn list_results_match_the_in_memory_rules_exactly() {
                         *c == r.call_id || r.session_id.as_deref() == Some(c.as_str())
                     })
                     && lf.tag.as_ref().is_none_or(|t| s.lifecycle.tags.contains(t))
-                    && lf.participant.as_ref().is_none_or(|p| matches_participant(*d, p.as_str()))
+                    && lf
+                        .participant
+                        .as_ref()
+                        .is_none_or(|p| matches_participant(d, p.as_str()))
                     && lf.held.is_none_or(|w| **h == w)
             })
             .map(|((s, _), _)| s.id.as_str())
@@ -1775,10 +1904,22 @@ fn list_results_match_the_in_memory_rules_exactly() {
     }
     // Not held: the complement, newest first.
     let not_held = cat
-        .list(&ListFilter { held: Some(false), now_ms: now, ..Default::default() })
+        .list(&ListFilter {
+            held: Some(false),
+            now_ms: now,
+            ..Default::default()
+        })
         .unwrap();
-    let want: Vec<&str> = all.iter().zip(&held).filter(|(_, h)| !**h).map(|(s, _)| s.id.as_str()).collect();
-    assert_eq!(not_held.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), want);
+    let want: Vec<&str> = all
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| !**h)
+        .map(|(s, _)| s.id.as_str())
+        .collect();
+    assert_eq!(
+        not_held.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        want
+    );
     // Releasing the participant hold drops exactly its recordings from the held set.
     let hid = cat
         .holds(false, now)
@@ -1789,7 +1930,11 @@ fn list_results_match_the_in_memory_rules_exactly() {
         .id;
     cat.release_hold(hid, "op2", "done", now).unwrap();
     let after: Vec<String> = cat
-        .list(&ListFilter { held: Some(true), now_ms: now, ..Default::default() })
+        .list(&ListFilter {
+            held: Some(true),
+            now_ms: now,
+            ..Default::default()
+        })
         .unwrap()
         .into_iter()
         .map(|s| s.id)
@@ -1838,7 +1983,11 @@ fn list_indexes_upgrade_in_place() {
             .iter()
             .map(|t| {
                 cat.conn
-                    .query_row(&format!("SELECT started_at FROM {t} WHERE recording_id = 'old'"), [], |r| r.get(0))
+                    .query_row(
+                        &format!("SELECT started_at FROM {t} WHERE recording_id = 'old'"),
+                        [],
+                        |r| r.get(0),
+                    )
                     .unwrap()
             })
             .collect()
@@ -1863,21 +2012,49 @@ fn list_indexes_upgrade_in_place() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
     }
-    for gone in ["participants_number", "participants_aor", "tags_tag", "participant_aliases_number"] {
+    for gone in [
+        "participants_number",
+        "participants_aor",
+        "tags_tag",
+        "participant_aliases_number",
+    ] {
         assert!(!names.iter().any(|n| n == gone), "{gone} still there");
     }
-    let lf = |p: &str| ListFilter { participant: Some(p.into()), limit: Some(5), now_ms: 9_000, ..Default::default() };
+    let lf = |p: &str| ListFilter {
+        participant: Some(p.into()),
+        limit: Some(5),
+        now_ms: 9_000,
+        ..Default::default()
+    };
     assert_eq!(cat.list(&lf("+4930888")).unwrap().len(), 1);
-    let held = cat.list(&ListFilter { held: Some(true), now_ms: 9_000, ..Default::default() }).unwrap();
+    let held = cat
+        .list(&ListFilter {
+            held: Some(true),
+            now_ms: 9_000,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(held.len(), 1);
     assert!(held[0].lifecycle.held, "held through its alias AoR");
     // A changed start time follows into every copy; new rows get theirs from the insert.
-    cat.conn.execute("UPDATE recordings SET started_at = 7000 WHERE id = 'old'", []).unwrap();
+    cat.conn
+        .execute(
+            "UPDATE recordings SET started_at = 7000 WHERE id = 'old'",
+            [],
+        )
+        .unwrap();
     assert_eq!(copies(&cat), [Some(7000); 3]);
     cat.insert_recording(&new_rec("new", 8000)).unwrap();
     cat.set_participants("new", &participants()).unwrap();
-    cat.set_policy("new", &Policy { retention_class: "d".into(), tags: vec!["mifid".into()], ..Default::default() })
-        .unwrap();
+    cat.set_policy(
+        "new",
+        &Policy {
+            retention_class: "d".into(),
+            tags: vec!["mifid".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let n: i64 = cat
         .conn
         .query_row(
@@ -1889,7 +2066,11 @@ fn list_indexes_upgrade_in_place() {
         .unwrap();
     assert_eq!(n, 3);
     let tagged: Vec<String> = cat
-        .list(&ListFilter { tag: Some("mifid".into()), limit: Some(1), ..Default::default() })
+        .list(&ListFilter {
+            tag: Some("mifid".into()),
+            limit: Some(1),
+            ..Default::default()
+        })
         .unwrap()
         .into_iter()
         .map(|s| s.id)
