@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
-use crate::app::sink::{CloseInfo, RecordingSink, SAMPLE_RATE};
+use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::store::{CatalogCmd, CatalogHandle};
 use crate::capture::capture_time;
 use crate::capture::engine::{Engine, EngineStats, Sink};
@@ -102,9 +102,21 @@ fn on_recording(start: Mono, t: Mono) -> Mono {
     Mono::from_duration(t.saturating_duration_since(start))
 }
 
-/// A format passive capture records (G.711 at 8 kHz, see the codec table).
+/// A format passive capture records (a voice codec this build decodes: G.711, G.722,
+/// Opus, G.729 with the `g729` feature; see the codec table).
 fn is_captured(f: &PayloadFormat) -> bool {
-    codec::is_captured(&f.encoding, f.clock_rate) && f.clock_rate == SAMPLE_RATE
+    codec::is_captured(&f.encoding, f.clock_rate)
+}
+
+/// The recording's sample rate (fixed at its start, as for SIPREC): 16 kHz when a
+/// channel's negotiated codec (its first audio format, the answer's choice) is wideband
+/// (G.722, Opus), else 8 kHz. A later codec change is resampled to it.
+fn capture_rate(formats: &[Vec<PayloadFormat>; 2]) -> u32 {
+    crate::app::sink::recording_rate(formats.iter().filter_map(|fs| {
+        fs.iter()
+            .find(|f| is_audio_codec(f))
+            .map(|f| (f.encoding.as_str(), f.clock_rate))
+    }))
 }
 
 fn is_audio_codec(f: &PayloadFormat) -> bool {
@@ -195,13 +207,14 @@ impl Recorder {
         names.sort();
         names.dedup();
         let src_addr = format!("{} {}", self.point, sip_src);
+        let rate = capture_rate(&formats);
         let (kind, id, file_path, kek_id) = if supported {
             match RecordingSink::create(
                 &self.cfg,
                 self.vault.clone(),
                 self.catalog.clone(),
                 2,
-                SAMPLE_RATE,
+                rate,
                 created,
                 false,
                 self.cfg.storage.format,
@@ -243,7 +256,7 @@ impl Recorder {
             src_addr,
             started_at_ms: wall_clock(at).as_millis(),
             codec: codec.clone(),
-            sample_rate: SAMPLE_RATE,
+            sample_rate: rate,
             channels: 2,
             file_path,
             kek_id,
