@@ -20,14 +20,16 @@ use crate::app::store::{CatalogCmd, CatalogHandle};
 use crate::capture::capture_time;
 use crate::capture::engine::{Engine, EngineStats, Sink};
 use crate::capture::pcapfile::PcapReader;
-use crate::capture::tracker::{CallNo, CallRules, Party, TrackerConfig, TrackerEvent};
+use crate::capture::tracker::{
+    CallNo, CallRules, DeclaredFlow, Party, TrackerConfig, TrackerEvent,
+};
 use crate::catalog::{
     ChannelRow, EventRow, Finish, MappingSource, NewRecording, ParticipantRow, RecordingState,
     Source,
 };
 use crate::clock::MonoClock;
 use crate::config::Config;
-use crate::media::{codec, StreamConfig};
+use crate::media::{codec, SrtpPolicy, StreamConfig};
 use crate::pii::Pii;
 use crate::recording::ChannelMedia;
 use crate::sdp::PayloadFormat;
@@ -44,7 +46,34 @@ pub fn tracker_config(cfg: &Config) -> TrackerConfig {
             allow: cfg.capture.allow.clone(),
             deny: cfg.capture.deny.clone(),
         },
+        unsignalled: cfg.capture.unsignalled_rtp,
+        declared: Vec::new(),
     }
+}
+
+/// Why a `--srtp-key` argument is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowKeyError {
+    /// Not `SENDER=SUITE:inline:KEY`.
+    #[error("expected SENDER_IP:PORT=SUITE:inline:BASE64 (e.g. 10.1.1.1:10000=AES_CM_128_HMAC_SHA1_80:inline:...), got {0:?}")]
+    Syntax(String),
+    /// The key part does not parse as an `a=crypto` key.
+    #[error("SRTP key: {0}")]
+    Key(#[from] crate::sdp::CryptoError),
+}
+
+/// Parse `SENDER=SUITE:inline:KEY[|lifetime][|MKI:len]`: RTP sent from SENDER is SRTP
+/// protected with that master key and salt (the `a=crypto` key syntax of RFC 4568).
+pub fn parse_flow_key(arg: &str) -> Result<DeclaredFlow, FlowKeyError> {
+    let syntax = || FlowKeyError::Syntax(arg.to_string());
+    let (sender, key) = arg.split_once('=').ok_or_else(syntax)?;
+    let sender: SocketAddr = sender.trim().parse().map_err(|_| syntax())?;
+    let (suite, params) = key.trim().split_once(':').ok_or_else(syntax)?;
+    let attr = crate::sdp::parse_crypto(&format!("1 {suite} {params}"))?;
+    Ok(DeclaredFlow {
+        sender,
+        srtp: Some(attr.policy),
+    })
 }
 
 /// One call recorded (or catalogued) by a [`Recorder`], for reports.
@@ -143,7 +172,11 @@ fn codec_names(formats: &[PayloadFormat]) -> Vec<String> {
 
 /// What the two channels of a captured call carry (caller, callee); hold changes are
 /// events with the side that caused them.
-fn channel_media(formats: &[Vec<PayloadFormat>; 2], hold: &[bool; 2]) -> Vec<Option<ChannelMedia>> {
+fn channel_media(
+    formats: &[Vec<PayloadFormat>; 2],
+    hold: &[bool; 2],
+    srtp: &[Option<SrtpPolicy>; 2],
+) -> Vec<Option<ChannelMedia>> {
     (0..2)
         .map(|ch| {
             let f = formats.get(ch).map(Vec::as_slice).unwrap_or_default();
@@ -151,7 +184,9 @@ fn channel_media(formats: &[Vec<PayloadFormat>; 2], hold: &[bool; 2]) -> Vec<Opt
                 config: stream_config(f),
                 codecs: codec_names(f),
                 hold: hold.get(ch).copied().unwrap_or(false),
-                srtp: None,
+                // SDES keys from the mirrored SDP: decrypted, authenticated and
+                // replay-checked by the same SRTP receiver as SIPREC streams.
+                srtp: srtp.get(ch).cloned().flatten(),
                 detail: serde_json::json!({ "by": if ch == 0 { "caller" } else { "callee" } }),
                 // The tracker binds flows (by their 5-tuple from SDP) before they get here.
                 remote: None,
@@ -199,6 +234,8 @@ impl Recorder {
         parties: [Party; 2],
         formats: [Vec<PayloadFormat>; 2],
         hold: [bool; 2],
+        srtp: [Option<SrtpPolicy>; 2],
+        unsignalled: bool,
     ) {
         let created = wall_clock(at).to_datetime().unwrap_or_default();
         let all: Vec<&PayloadFormat> = formats.iter().flatten().collect();
@@ -221,7 +258,7 @@ impl Recorder {
                 Source::Mirror,
             ) {
                 Ok((mut sink, rel)) => {
-                    sink.set_media(None, channel_media(&formats, &hold));
+                    sink.set_media(None, channel_media(&formats, &hold, &srtp));
                     let id = sink.id().to_string();
                     (
                         Kind::Audio(Box::new(sink)),
@@ -266,7 +303,10 @@ impl Recorder {
         // write for this recording is queued behind the insert.
         self.catalog.insert_nowait(row);
         let ids = ["caller", "callee"];
-        self.catalog.send(CatalogCmd::Participants(
+        // RTP without SDP has no participants: the channels carry the two directions of
+        // the flow (label = the sender's address), pairable by 5-tuple.
+        if !unsignalled {
+            self.catalog.send(CatalogCmd::Participants(
             id.clone(),
             parties
                 .iter()
@@ -280,17 +320,33 @@ impl Recorder {
                     ..Default::default()
                 })
                 .collect(),
-        ));
+            ));
+        }
+        let flow_label = |ch: usize| {
+            unsignalled.then(|| {
+                let mut ends = call_id
+                    .trim_start_matches("unsignalled:")
+                    .split('-')
+                    .map(str::to_string);
+                let a = ends.next().unwrap_or_default();
+                let b = ends.next().unwrap_or_default();
+                if ch == 0 {
+                    format!("{a} -> {b}")
+                } else {
+                    format!("{b} -> {a}")
+                }
+            })
+        };
         self.catalog.send(CatalogCmd::Channels(
             id.clone(),
             ids.iter()
                 .enumerate()
                 .map(|(ch, pid)| ChannelRow {
                     channel: ch as u32,
-                    mline: Some(0),
-                    label: None,
+                    mline: (!unsignalled).then_some(0),
+                    label: flow_label(ch),
                     stream_id: None,
-                    participant_id: Some((*pid).into()),
+                    participant_id: (!unsignalled).then(|| (*pid).into()),
                     mapping_source: MappingSource::MlineOrder,
                 })
                 .collect(),
@@ -393,12 +449,25 @@ impl Sink for Recorder {
                 parties,
                 formats,
                 hold,
-            } => self.start(call, at, call_id, sip_src, parties, formats, hold),
+                srtp,
+                unsignalled,
+            } => self.start(
+                call,
+                at,
+                call_id,
+                sip_src,
+                parties,
+                formats,
+                hold,
+                srtp,
+                unsignalled,
+            ),
             TrackerEvent::Media {
                 call,
                 at,
                 formats,
                 hold,
+                srtp,
             } => {
                 let Some(a) = self.calls.get_mut(&call) else {
                     return;
@@ -406,7 +475,7 @@ impl Sink for Recorder {
                 if let Kind::Audio(sink) = &mut a.kind {
                     sink.set_media(
                         Some(on_recording(a.start, at)),
-                        channel_media(&formats, &hold),
+                        channel_media(&formats, &hold, &srtp),
                     );
                 }
             }
@@ -495,7 +564,21 @@ pub fn import_files(
     catalog: CatalogHandle,
     files: &[std::path::PathBuf],
 ) -> anyhow::Result<ImportReport> {
-    let mut engine = Engine::new(tracker_config(cfg));
+    import_files_with(cfg, vault, catalog, files, Vec::new())
+}
+
+/// [`import_files`] with RTP flows the operator declared (`--srtp-key`): recorded as
+/// `unsignalled` when no SDP binds them, decrypted with the given keys.
+pub fn import_files_with(
+    cfg: &Config,
+    vault: Arc<dyn KeyWrap>,
+    catalog: CatalogHandle,
+    files: &[std::path::PathBuf],
+    declared: Vec<DeclaredFlow>,
+) -> anyhow::Result<ImportReport> {
+    let mut tcfg = tracker_config(cfg);
+    tcfg.declared = declared;
+    let mut engine = Engine::new(tcfg);
     let mut rec = Recorder::new(cfg.clone(), vault, catalog.clone());
     let mut frames = 0u64;
     let mut last_ts = Mono::ZERO;

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crate::time::Mono;
 
-use crate::media::{SourceGate, SourcePolicy, SourceVerdict};
-use crate::sdp::{Direction, PayloadFormat};
+use crate::media::{SourceGate, SourcePolicy, SourceVerdict, SrtpPolicy};
+use crate::sdp::{CryptoAttr, Direction, PayloadFormat};
 use crate::sip::{Message, Method};
 
 /// Identifies a tracked call for the life of the tracker.
@@ -96,7 +96,27 @@ pub struct TrackerConfig {
     pub max_calls: usize,
     /// Which calls to record.
     pub rules: CallRules,
+    /// Detect RTP flows that no SDP announced (`unsignalled` recordings; off by default).
+    pub unsignalled: bool,
+    /// RTP flows declared by the operator (e.g. `import-pcap --srtp-key`): recorded as
+    /// `unsignalled` even with detection off, decrypted with the given keys.
+    pub declared: Vec<DeclaredFlow>,
 }
+
+/// An RTP flow the operator names: what `sender` sends is recorded (as `unsignalled`
+/// when no SDP binds it), SRTP-protected with `srtp` if given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredFlow {
+    /// The sending endpoint (IP and port).
+    pub sender: SocketAddr,
+    /// Its SRTP keys, `None` for plain RTP.
+    pub srtp: Option<SrtpPolicy>,
+}
+
+/// Consecutive packets a flow must show before it is taken for RTP without SDP.
+pub const UNSIGNALLED_PACKETS: u32 = 8;
+/// Most flows watched at once by the detector.
+const MAX_CANDIDATES: usize = 4096;
 
 impl Default for TrackerConfig {
     fn default() -> Self {
@@ -105,6 +125,8 @@ impl Default for TrackerConfig {
             setup_timeout: Duration::from_secs(300),
             max_calls: 10_000,
             rules: CallRules::default(),
+            unsignalled: false,
+            declared: Vec::new(),
         }
     }
 }
@@ -127,6 +149,11 @@ pub struct PartyMedia {
     pub formats: Vec<PayloadFormat>,
     /// Its direction attribute.
     pub direction: Direction,
+    /// The m-line's transport is SRTP (`RTP/SAVP`, `RTP/SAVPF`).
+    pub srtp: bool,
+    /// Its usable SDES `a=crypto` lines (RFC 4568), in order: the keys this party
+    /// protects what it *sends* with.
+    pub crypto: Vec<CryptoAttr>,
 }
 
 /// What the shell must do.
@@ -148,6 +175,12 @@ pub enum TrackerEvent {
         formats: [Vec<PayloadFormat>; 2],
         /// Per channel: the sender put the stream on hold.
         hold: [bool; 2],
+        /// Per channel: the SRTP keys its sender protects its RTP with (from the
+        /// sender's own `a=crypto`, the tag the answer chose), `None` for plain RTP.
+        srtp: [Option<SrtpPolicy>; 2],
+        /// RTP without SDP: no participants; channel 0 is the flow seen first, channel 1
+        /// its reverse (same two addresses, swapped).
+        unsignalled: bool,
     },
     /// New SDP for a recorded call (re-INVITE, UPDATE, late answer).
     Media {
@@ -159,6 +192,8 @@ pub enum TrackerEvent {
         formats: [Vec<PayloadFormat>; 2],
         /// Hold state per channel.
         hold: [bool; 2],
+        /// SRTP keys per channel (see [`TrackerEvent::Start`]).
+        srtp: [Option<SrtpPolicy>; 2],
     },
     /// Participants learned late (P-Asserted-Identity in a response).
     Parties {
@@ -206,6 +241,8 @@ pub struct TrackerStats {
     pub rtp_packets: u64,
     /// Dialogs ignored because `max_calls` was reached.
     pub calls_over_limit: u64,
+    /// RTP flows recorded without SDP (`unsignalled`).
+    pub calls_unsignalled: u64,
     /// RTP datagrams towards a call's media address from a source its sender never
     /// announced (or not the one bound): dropped, never recorded.
     pub rtp_foreign_source: u64,
@@ -251,6 +288,22 @@ struct Call {
     /// mid-way, where the first source towards the call's media address binds the channel
     /// of a party whose SDP has not been seen.
     sources: [SourceGate; 2],
+    /// RTP without SDP: the two endpoints (channel 0's sender first).
+    unsignalled: Option<(SocketAddr, SocketAddr)>,
+    /// SRTP keys per channel for an unsignalled flow (declared by the operator).
+    declared_srtp: [Option<SrtpPolicy>; 2],
+}
+
+/// A flow watched by the RTP-without-SDP detector.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    ssrc: u32,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    /// Consecutive packets that looked like one RTP stream.
+    good: u32,
+    last: Mono,
 }
 
 /// The gate of a party whose SDP has not been seen yet.
@@ -269,6 +322,10 @@ pub struct CallTracker {
     by_call_id: HashMap<String, CallNo>,
     /// Receive address of a party → (call, whose address).
     media: HashMap<SocketAddr, (CallNo, Side)>,
+    /// Unsignalled calls by (channel 0 sender, its destination).
+    flows: HashMap<(SocketAddr, SocketAddr), CallNo>,
+    /// Flows the detector is watching, by (src, dst).
+    candidates: HashMap<(SocketAddr, SocketAddr), Candidate>,
     events: VecDeque<TrackerEvent>,
     stats: TrackerStats,
     last_sweep: Mono,
@@ -312,10 +369,17 @@ fn sdp_media(msg: &Message) -> Option<PartyMedia> {
     let addr = m
         .remote_addr(&sdp)
         .filter(|a| a.port() != 0 && !a.ip().is_unspecified());
+    let crypto = m
+        .crypto()
+        .into_iter()
+        .filter_map(|v| crate::sdp::parse_crypto(v).ok())
+        .collect();
     Some(PartyMedia {
         addr,
         formats: m.codecs(),
         direction: m.direction(&sdp),
+        srtp: crate::sdp::is_sdes_proto(&m.proto),
+        crypto,
     })
 }
 
@@ -328,6 +392,8 @@ impl CallTracker {
             calls: HashMap::new(),
             by_call_id: HashMap::new(),
             media: HashMap::new(),
+            flows: HashMap::new(),
+            candidates: HashMap::new(),
             events: VecDeque::new(),
             stats: TrackerStats::default(),
             last_sweep: Mono::ZERO,
@@ -429,6 +495,8 @@ impl CallTracker {
                     } else {
                         [unannounced_gate(), unannounced_gate()]
                     },
+                    unsignalled: None,
+                    declared_srtp: [None, None],
                 };
                 let denied = !self.cfg.rules.allows(&[&call.parties[0], &call.parties[1]]);
                 self.calls.insert(no, call);
@@ -500,11 +568,13 @@ impl CallTracker {
             call.last_sdp = Some(sender);
             if changed && call.recording {
                 let (formats, hold) = channel_formats(call);
+                let srtp = channel_srtp(call);
                 self.events.push_back(TrackerEvent::Media {
                     call: no,
                     at: ts,
                     formats,
                     hold,
+                    srtp,
                 });
             }
         }
@@ -581,13 +651,27 @@ impl CallTracker {
         dst: SocketAddr,
         rtp: bool,
     ) -> Option<Flow> {
+        self.classify_packet(ts, src, dst, rtp, &[])
+    }
+
+    /// Like [`classify_flow`](Self::classify_flow) with the datagram itself, which the
+    /// RTP-without-SDP detector (and declared flows) need: a flow no SDP announced is
+    /// bound to an `unsignalled` call once its packets look like one RTP stream.
+    pub fn classify_packet(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        rtp: bool,
+        pkt: &[u8],
+    ) -> Option<Flow> {
         let (no, ch) = if let Some((no, side)) = self.media.get(&dst) {
             // Sent to the callee: the caller speaks (channel 0), and vice versa.
             (*no, if *side == Side::Callee { 0 } else { 1 })
         } else if let Some((no, side)) = self.media.get(&src) {
             (*no, if *side == Side::Caller { 0 } else { 1 })
         } else {
-            return None;
+            return self.classify_unsignalled(ts, src, dst, rtp, pkt);
         };
         let call = self.calls.get_mut(&no)?;
         if call.denied {
@@ -608,6 +692,172 @@ impl CallTracker {
             self.start(no, ts);
         }
         Some(Flow::Bound(no, ch))
+    }
+
+    fn classify_unsignalled(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        rtp: bool,
+        pkt: &[u8],
+    ) -> Option<Flow> {
+        let (no, ch) = if let Some(no) = self.flows.get(&(src, dst)) {
+            (*no, 0)
+        } else if let Some(no) = self.flows.get(&(dst, src)) {
+            (*no, 1)
+        } else {
+            let declared = self.cfg.declared.iter().any(|d| d.sender == src);
+            if !rtp || (!self.cfg.unsignalled && !declared) {
+                return None;
+            }
+            let pt = self.detect(ts, src, dst, pkt, declared)?;
+            self.start_unsignalled(ts, src, dst, pt)?
+        };
+        let call = self.calls.get_mut(&no)?;
+        if call.denied {
+            return None;
+        }
+        call.last_rtp = Some(ts);
+        call.last_activity = ts;
+        self.stats.rtp_packets += 1;
+        Some(Flow::Bound(no, ch))
+    }
+
+    /// Feed the detector; the payload type once the flow looks like RTP: the same SSRC
+    /// and payload type, sequence numbers +1 and timestamps advancing by one constant
+    /// plausible step (1..=8000 units) for [`UNSIGNALLED_PACKETS`] packets in a row, a
+    /// static audio payload type of the codec table (dynamic ones cannot be decoded
+    /// without SDP). A declared flow needs one packet.
+    fn detect(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        pkt: &[u8],
+        declared: bool,
+    ) -> Option<u8> {
+        let p = crate::media::parse_rtp(pkt).ok()?;
+        let pt = p.payload_type;
+        crate::media::codec::lookup_static_pt(pt).filter(|c| c.available)?;
+        if declared {
+            return Some(pt);
+        }
+        if src.port() < 1024 || dst.port() < 1024 || p.payload.is_empty() {
+            return None;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&(src, dst)) {
+            // Full: forget flows silent for 5 s, else refuse new ones.
+            self.candidates
+                .retain(|_, c| ts.saturating_duration_since(c.last) < Duration::from_secs(5));
+            if self.candidates.len() >= MAX_CANDIDATES {
+                return None;
+            }
+        }
+        let c = self.candidates.entry((src, dst)).or_insert(Candidate {
+            ssrc: p.ssrc,
+            pt,
+            seq: p.sequence.wrapping_sub(1),
+            ts: p.timestamp,
+            good: 0,
+            last: ts,
+        });
+        let step = p.timestamp.wrapping_sub(c.ts);
+        let fits = c.ssrc == p.ssrc
+            && c.pt == pt
+            && p.sequence == c.seq.wrapping_add(1)
+            && (c.good == 0 || (1..=8000).contains(&step));
+        *c = Candidate {
+            ssrc: p.ssrc,
+            pt,
+            seq: p.sequence,
+            ts: p.timestamp,
+            good: if fits { c.good + 1 } else { 1 },
+            last: ts,
+        };
+        if c.good >= UNSIGNALLED_PACKETS {
+            self.candidates.remove(&(src, dst));
+            return Some(pt);
+        }
+        None
+    }
+
+    fn start_unsignalled(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        pt: u8,
+    ) -> Option<(CallNo, usize)> {
+        if self.calls.len() >= self.cfg.max_calls {
+            self.stats.calls_over_limit += 1;
+            return None;
+        }
+        let no = self.next_no;
+        self.next_no += 1;
+        self.stats.calls_seen += 1;
+        self.stats.calls_unsignalled += 1;
+        let key_of = |a: SocketAddr| {
+            self.cfg
+                .declared
+                .iter()
+                .find(|d| d.sender == a)
+                .and_then(|d| d.srtp.clone())
+        };
+        let fmt = |a: SocketAddr| {
+            let f = crate::sdp::PayloadFormat {
+                pt,
+                encoding: crate::media::codec::lookup_static_pt(pt)
+                    .map(|c| c.names[0].to_string())
+                    .unwrap_or_default(),
+                clock_rate: crate::media::codec::lookup_static_pt(pt)
+                    .and_then(|c| c.clock_rate)
+                    .unwrap_or(8000),
+                channels: 1,
+                fmtp: None,
+            };
+            PartyMedia {
+                addr: Some(a),
+                formats: vec![f],
+                direction: Direction::SendRecv,
+                srtp: key_of(a).is_some(),
+                crypto: Vec::new(),
+            }
+        };
+        let mut sources: [SourceGate; 2] = Default::default();
+        sources[0].set_announced(ts, Some(src));
+        sources[1].set_announced(ts, Some(dst));
+        let call = Call {
+            call_id: format!("unsignalled:{src}-{dst}"),
+            caller_tag: None,
+            callee_tag: None,
+            parties: [Party::default(), Party::default()],
+            // Channel 0's sender receives at `src` (symmetric RTP), channel 1's at `dst`.
+            media: [Some(fmt(src)), Some(fmt(dst))],
+            pending_flags: vec![(
+                ts,
+                "unsignalled",
+                format!(
+                    "RTP without SDP: {src} -> {dst}, payload type {pt}; no participants"
+                ),
+            )],
+            last_sdp: None,
+            sip_src: src,
+            answered: true,
+            recording: false,
+            denied: false,
+            last_activity: ts,
+            last_rtp: Some(ts),
+            started_at: None,
+            addrs: Vec::new(),
+            sources,
+            unsignalled: Some((src, dst)),
+            declared_srtp: [key_of(src), key_of(dst)],
+        };
+        self.calls.insert(no, call);
+        self.flows.insert((src, dst), no);
+        self.start(no, ts);
+        Some((no, 0))
     }
 
     /// Let timers run up to `now` (call this now and then when no packets arrive).
@@ -652,6 +902,11 @@ impl CallTracker {
         call.started_at = Some(ts);
         self.stats.calls_recorded += 1;
         let (formats, hold) = channel_formats(call);
+        let srtp = if call.unsignalled.is_some() {
+            call.declared_srtp.clone()
+        } else {
+            channel_srtp(call)
+        };
         self.events.push_back(TrackerEvent::Start {
             call: no,
             at: ts,
@@ -660,7 +915,22 @@ impl CallTracker {
             parties: call.parties.clone(),
             formats,
             hold,
+            srtp,
+            unsignalled: call.unsignalled.is_some(),
         });
+        for (ch, m) in call.media.iter().enumerate() {
+            let keyless = m.as_ref().is_some_and(|m| m.srtp && m.crypto.is_empty());
+            if keyless && call.unsignalled.is_none() {
+                call.pending_flags.push((
+                    ts,
+                    "srtp_no_keys",
+                    format!(
+                        "the {} offers SRTP without usable a=crypto keys (DTLS-SRTP, MIKEY or an unsupported suite): its audio cannot be decrypted",
+                        if ch == 0 { "caller" } else { "callee" }
+                    ),
+                ));
+            }
+        }
         for (at, kind, detail) in call.pending_flags.drain(..) {
             self.events.push_back(TrackerEvent::Flag {
                 call: no,
@@ -669,7 +939,7 @@ impl CallTracker {
                 detail,
             });
         }
-        if call.media[0].is_none() || call.media[1].is_none() {
+        if call.unsignalled.is_none() && (call.media[0].is_none() || call.media[1].is_none()) {
             let missing = if call.media[0].is_none() {
                 "caller"
             } else {
@@ -716,6 +986,9 @@ impl CallTracker {
                 if self.media.get(&a).map(|(n, _)| *n) == Some(no) {
                     self.media.remove(&a);
                 }
+            }
+            if let Some(f) = call.unsignalled {
+                self.flows.remove(&f);
             }
         }
     }
@@ -769,6 +1042,29 @@ fn side_name(s: Side) -> &'static str {
         Side::Caller => "caller",
         Side::Callee => "callee",
     }
+}
+
+/// The SRTP keys of each channel (= sending party): SDES keys protect what the party
+/// that put them in its SDP sends (RFC 4568 §6.1). The offerer may list several
+/// `a=crypto` lines; the answer carries one, whose tag says which offered line is in use.
+/// So a sender's line is the one whose tag (and suite) the other party's SDP also has,
+/// else its first usable line (offer seen alone, or the answerer's single line).
+fn channel_srtp(call: &Call) -> [Option<SrtpPolicy>; 2] {
+    let pick = |send: &Option<PartyMedia>, other: &Option<PartyMedia>| -> Option<SrtpPolicy> {
+        let send = send.as_ref()?;
+        let other_lines = other.as_ref().map(|o| o.crypto.as_slice()).unwrap_or_default();
+        send.crypto
+            .iter()
+            .find(|c| {
+                other_lines
+                    .iter()
+                    .any(|o| o.tag == c.tag && o.policy.suite == c.policy.suite)
+            })
+            .or_else(|| send.crypto.first())
+            .map(|c| c.policy.clone())
+    };
+    let [caller, callee] = &call.media;
+    [pick(caller, callee), pick(callee, caller)]
 }
 
 /// Formats per channel: a channel's RTP uses the receiver's payload numbering, so the
