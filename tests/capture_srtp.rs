@@ -206,3 +206,50 @@ fn sdes_keys_in_mirrored_sip_decrypt_each_direction() {
         }
     }
 }
+
+#[test]
+fn sip_over_tls_is_catalogued_as_encrypted_signalling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cap = Pcap::default();
+    let phone: SocketAddr = "10.50.0.1:49152".parse().unwrap();
+    let pbx: SocketAddr = "10.50.0.2:5061".parse().unwrap();
+    let t0 = MS(1_700_000_000_000);
+    cap.tcp(t0, phone, pbx, 1000, 0x02, b"");
+    cap.tcp(t0 + MS(1), pbx, phone, 5000, 0x12, b"");
+    // ClientHello, ServerHello, then application data both ways (the INVITE, its 200).
+    let mut hello = vec![22, 3, 1, 0, 60, 1, 0, 0, 56, 3, 3];
+    hello.extend(noise_bytes(1, 54));
+    cap.tcp(t0 + MS(2), phone, pbx, 1001, 0x18, &hello);
+    let mut sh = vec![22, 3, 3, 0, 40, 2, 0, 0, 36, 3, 3];
+    sh.extend(noise_bytes(2, 34));
+    cap.tcp(t0 + MS(3), pbx, phone, 5001, 0x18, &sh);
+    let mut app = vec![23, 3, 3, 3, 0];
+    app.extend(noise_bytes(3, 768));
+    cap.tcp(t0 + MS(10), phone, pbx, 1001 + hello.len() as u32, 0x18, &app);
+    cap.tcp(t0 + MS(200), pbx, phone, 5001 + sh.len() as u32, 0x18, &app);
+    // The call's RTP (its SDP was inside TLS): nothing binds it, nothing is recorded.
+    let (ra, rb): (SocketAddr, SocketAddr) = ("10.50.0.1:40000".parse().unwrap(), "10.50.0.9:50000".parse().unwrap());
+    for k in 0..50u32 {
+        let pl = tone_ulaw(1, k * 160, 160);
+        cap.udp(t0 + MS(300 + u64::from(k) * 20), ra, rb, &branchrec::capture::frame::rtp(0, k as u16, k * 160, 9, false, &pl));
+    }
+    cap.tcp(t0 + MS(2000), phone, pbx, 1001 + (hello.len() + app.len()) as u32, 0x11, b"");
+    let pcap = dir.join("tls.pcap");
+    cap.write(&pcap);
+    let (cfg, rep) = import(dir, &[pcap.to_str().unwrap()]);
+    assert_eq!(rep["calls"].as_array().unwrap().len(), 1, "{rep}");
+    assert_eq!(rep["stats"]["tracker"]["calls_encrypted"], 1, "{rep}");
+    assert_eq!(rep["stats"]["tcp"]["messages"], 0, "TLS bytes taken for SIP: {rep}");
+    let recs = list(&cfg);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    let r = &recs[0];
+    assert_eq!(r["codec"], "encrypted_signalling", "{r}");
+    assert_eq!(r["state"], "codec_unsupported", "{r}");
+    assert_eq!(r["call_id"], "tls:10.50.0.1:49152-10.50.0.2:5061");
+    let s = show(&cfg, r["id"].as_str().unwrap());
+    assert!(s["file_path"].is_null(), "no audio file: {s}");
+    assert!(s["events"].as_array().unwrap().iter().any(|e| e["kind"] == "encrypted_signalling"), "{s}");
+    let d = s["duration_ms"].as_u64().unwrap();
+    assert!((1900..=2100).contains(&d), "ends with the connection: {d} ms");
+}

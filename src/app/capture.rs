@@ -21,7 +21,7 @@ use crate::capture::capture_time;
 use crate::capture::engine::{Engine, EngineStats, Sink};
 use crate::capture::pcapfile::PcapReader;
 use crate::capture::tracker::{
-    CallNo, CallRules, DeclaredFlow, Party, TrackerConfig, TrackerEvent,
+    CallKind, CallNo, CallRules, DeclaredFlow, Party, TrackerConfig, TrackerEvent,
 };
 use crate::catalog::{
     ChannelRow, EventRow, Finish, MappingSource, NewRecording, ParticipantRow, RecordingState,
@@ -235,12 +235,21 @@ impl Recorder {
         formats: [Vec<PayloadFormat>; 2],
         hold: [bool; 2],
         srtp: [Option<SrtpPolicy>; 2],
-        unsignalled: bool,
+        kind: CallKind,
     ) {
+        let unsignalled = kind != CallKind::Sip;
         let created = wall_clock(at).to_datetime().unwrap_or_default();
         let all: Vec<&PayloadFormat> = formats.iter().flatten().collect();
-        let supported = all.is_empty() || all.iter().any(|f| is_captured(f));
-        let mut names: Vec<String> = formats.iter().flat_map(|f| codec_names(f)).collect();
+        // SIP over TLS: nothing to decode. Catalogued without a file, the verdict in the
+        // codec column (`encrypted_signalling`) and an event of that kind; the row's
+        // state is `codec_unsupported` ("no usable audio"), see docs/capture.md.
+        let encrypted = kind == CallKind::EncryptedSignalling;
+        let supported = !encrypted && (all.is_empty() || all.iter().any(|f| is_captured(f)));
+        let mut names: Vec<String> = if encrypted {
+            vec!["encrypted_signalling".to_string()]
+        } else {
+            formats.iter().flat_map(|f| codec_names(f)).collect()
+        };
         names.sort();
         names.dedup();
         let src_addr = format!("{} {}", self.point, sip_src);
@@ -325,7 +334,8 @@ impl Recorder {
         let flow_label = |ch: usize| {
             unsignalled.then(|| {
                 let mut ends = call_id
-                    .trim_start_matches("unsignalled:")
+                    .split_once(':')
+                    .map_or("", |(_, f)| f)
                     .split('-')
                     .map(str::to_string);
                 let a = ends.next().unwrap_or_default();
@@ -450,7 +460,7 @@ impl Sink for Recorder {
                 formats,
                 hold,
                 srtp,
-                unsignalled,
+                kind,
             } => self.start(
                 call,
                 at,
@@ -460,7 +470,7 @@ impl Sink for Recorder {
                 formats,
                 hold,
                 srtp,
-                unsignalled,
+                kind,
             ),
             TrackerEvent::Media {
                 call,

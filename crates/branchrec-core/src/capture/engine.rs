@@ -111,6 +111,14 @@ impl Engine {
                         self.udp_unbound += 1;
                     }
                 }
+                Transport::Tcp { seq, syn, fin, rst }
+                    if self
+                        .tracker
+                        .on_tls(ts, seg.src, seg.dst, &seg.payload, fin || rst) =>
+                {
+                    let _ = (seq, syn);
+                    self.drain(sink);
+                }
                 Transport::Tcp { seq, syn, fin, rst } => {
                     let mut frames = std::mem::take(&mut self.frames);
                     self.tcp.push(

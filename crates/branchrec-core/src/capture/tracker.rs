@@ -113,6 +113,32 @@ pub struct DeclaredFlow {
     pub srtp: Option<SrtpPolicy>,
 }
 
+/// What a tracked call was found from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A SIP dialog in plain signalling (UDP or TCP).
+    Sip,
+    /// RTP without SDP: no participants; channel 0 is the flow seen first, channel 1
+    /// its reverse (same two addresses, swapped).
+    Unsignalled,
+    /// SIP over TLS (a TLS connection to or from port 5061): no Call-ID, no SDP, no keys,
+    /// so no audio; catalogued so the call is not silently missing.
+    EncryptedSignalling,
+}
+
+/// The SIP-over-TLS port: TCP payload that is a TLS record on it is encrypted signalling.
+pub const SIPS_PORT: u16 = 5061;
+
+/// Whether a TCP payload between `src` and `dst` is TLS carrying SIP: a TLS record
+/// (content type 20..=23, version 3.x) with port 5061 on either side, or a ClientHello
+/// to/from port 5060 (TLS on the plain SIP port).
+pub fn is_sip_tls(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
+    let record = matches!(payload, [20..=23, 3, 0..=4, ..]);
+    let hello = matches!(payload, [22, 3, 0..=4, _, _, 1, ..]);
+    let port = |p: u16| src.port() == p || dst.port() == p;
+    (record && port(SIPS_PORT)) || (hello && port(5060))
+}
+
 /// Consecutive packets a flow must show before it is taken for RTP without SDP.
 pub const UNSIGNALLED_PACKETS: u32 = 8;
 /// Most flows watched at once by the detector.
@@ -178,9 +204,8 @@ pub enum TrackerEvent {
         /// Per channel: the SRTP keys its sender protects its RTP with (from the
         /// sender's own `a=crypto`, the tag the answer chose), `None` for plain RTP.
         srtp: [Option<SrtpPolicy>; 2],
-        /// RTP without SDP: no participants; channel 0 is the flow seen first, channel 1
-        /// its reverse (same two addresses, swapped).
-        unsignalled: bool,
+        /// What kind of call: SIP dialog, RTP without SDP, or encrypted signalling.
+        kind: CallKind,
     },
     /// New SDP for a recorded call (re-INVITE, UPDATE, late answer).
     Media {
@@ -243,6 +268,8 @@ pub struct TrackerStats {
     pub calls_over_limit: u64,
     /// RTP flows recorded without SDP (`unsignalled`).
     pub calls_unsignalled: u64,
+    /// SIP-over-TLS connections catalogued as `encrypted_signalling`.
+    pub calls_encrypted: u64,
     /// RTP datagrams towards a call's media address from a source its sender never
     /// announced (or not the one bound): dropped, never recorded.
     pub rtp_foreign_source: u64,
@@ -290,6 +317,8 @@ struct Call {
     sources: [SourceGate; 2],
     /// RTP without SDP: the two endpoints (channel 0's sender first).
     unsignalled: Option<(SocketAddr, SocketAddr)>,
+    /// SIP over TLS: the connection (client, server).
+    tls: Option<(SocketAddr, SocketAddr)>,
     /// SRTP keys per channel for an unsignalled flow (declared by the operator).
     declared_srtp: [Option<SrtpPolicy>; 2],
 }
@@ -324,6 +353,8 @@ pub struct CallTracker {
     media: HashMap<SocketAddr, (CallNo, Side)>,
     /// Unsignalled calls by (channel 0 sender, its destination).
     flows: HashMap<(SocketAddr, SocketAddr), CallNo>,
+    /// SIP-over-TLS connections by (client, server).
+    tls: HashMap<(SocketAddr, SocketAddr), CallNo>,
     /// Flows the detector is watching, by (src, dst).
     candidates: HashMap<(SocketAddr, SocketAddr), Candidate>,
     events: VecDeque<TrackerEvent>,
@@ -393,6 +424,7 @@ impl CallTracker {
             by_call_id: HashMap::new(),
             media: HashMap::new(),
             flows: HashMap::new(),
+            tls: HashMap::new(),
             candidates: HashMap::new(),
             events: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -496,6 +528,7 @@ impl CallTracker {
                         [unannounced_gate(), unannounced_gate()]
                     },
                     unsignalled: None,
+                    tls: None,
                     declared_srtp: [None, None],
                 };
                 let denied = !self.cfg.rules.allows(&[&call.parties[0], &call.parties[1]]);
@@ -852,12 +885,92 @@ impl CallTracker {
             addrs: Vec::new(),
             sources,
             unsignalled: Some((src, dst)),
+            tls: None,
             declared_srtp: [key_of(src), key_of(dst)],
         };
         self.calls.insert(no, call);
         self.flows.insert((src, dst), no);
         self.start(no, ts);
         Some((no, 0))
+    }
+
+    /// A TCP segment of SIP over TLS ([`is_sip_tls`], or any segment of a connection
+    /// already known as such) from `src` to `dst`; `closing` = FIN or RST. The first one
+    /// catalogues an [`CallKind::EncryptedSignalling`] call for the connection (client =
+    /// the side not on port 5061), which ends when the connection closes, after
+    /// `media_timeout` without segments, or at the end of the capture. Returns whether
+    /// the segment belongs to such a connection (then it is not SIP to reassemble).
+    pub fn on_tls(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        closing: bool,
+    ) -> bool {
+        let key = if self.tls.contains_key(&(src, dst)) {
+            (src, dst)
+        } else if self.tls.contains_key(&(dst, src)) {
+            (dst, src)
+        } else if is_sip_tls(src, dst, payload) {
+            let key = if src.port() == SIPS_PORT && dst.port() != SIPS_PORT {
+                (dst, src)
+            } else {
+                (src, dst)
+            };
+            if self.calls.len() >= self.cfg.max_calls {
+                self.stats.calls_over_limit += 1;
+                return true;
+            }
+            let no = self.next_no;
+            self.next_no += 1;
+            self.stats.calls_seen += 1;
+            self.stats.calls_encrypted += 1;
+            let call = Call {
+                call_id: format!("tls:{}-{}", key.0, key.1),
+                caller_tag: None,
+                callee_tag: None,
+                parties: [Party::default(), Party::default()],
+                media: [None, None],
+                pending_flags: vec![(
+                    ts,
+                    "encrypted_signalling",
+                    format!(
+                        "SIP over TLS between {} and {}: no Call-ID, participants, SDP or SRTP keys visible; the call's audio cannot be recorded from the mirror",
+                        key.0, key.1
+                    ),
+                )],
+                last_sdp: None,
+                sip_src: key.0,
+                answered: true,
+                recording: false,
+                denied: false,
+                last_activity: ts,
+                last_rtp: None,
+                started_at: None,
+                addrs: Vec::new(),
+                sources: Default::default(),
+                unsignalled: None,
+                tls: Some(key),
+                declared_srtp: [None, None],
+            };
+            self.calls.insert(no, call);
+            self.tls.insert(key, no);
+            self.start(no, ts);
+            key
+        } else {
+            return false;
+        };
+        let Some(&no) = self.tls.get(&key) else {
+            return true;
+        };
+        if let Some(c) = self.calls.get_mut(&no) {
+            c.last_activity = ts;
+        }
+        if closing {
+            self.end(no, ts, "TLS connection closed".into());
+        }
+        true
     }
 
     /// Let timers run up to `now` (call this now and then when no packets arrive).
@@ -916,7 +1029,13 @@ impl CallTracker {
             formats,
             hold,
             srtp,
-            unsignalled: call.unsignalled.is_some(),
+            kind: if call.unsignalled.is_some() {
+                CallKind::Unsignalled
+            } else if call.tls.is_some() {
+                CallKind::EncryptedSignalling
+            } else {
+                CallKind::Sip
+            },
         });
         for (ch, m) in call.media.iter().enumerate() {
             let keyless = m.as_ref().is_some_and(|m| m.srtp && m.crypto.is_empty());
@@ -939,7 +1058,10 @@ impl CallTracker {
                 detail,
             });
         }
-        if call.unsignalled.is_none() && (call.media[0].is_none() || call.media[1].is_none()) {
+        if call.unsignalled.is_none()
+            && call.tls.is_none()
+            && (call.media[0].is_none() || call.media[1].is_none())
+        {
             let missing = if call.media[0].is_none() {
                 "caller"
             } else {
@@ -960,7 +1082,7 @@ impl CallTracker {
         };
         if call.recording {
             let at = ts.max(call.started_at.unwrap_or(ts));
-            if call.last_rtp.is_none() {
+            if call.last_rtp.is_none() && call.tls.is_none() {
                 self.events.push_back(TrackerEvent::Flag {
                     call: no,
                     at,
@@ -989,6 +1111,9 @@ impl CallTracker {
             }
             if let Some(f) = call.unsignalled {
                 self.flows.remove(&f);
+            }
+            if let Some(c) = call.tls {
+                self.tls.remove(&c);
             }
         }
     }
