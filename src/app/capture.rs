@@ -140,7 +140,7 @@ fn is_captured(f: &PayloadFormat) -> bool {
 /// The recording's sample rate (fixed at its start, as for SIPREC): 16 kHz when a
 /// channel's negotiated codec (its first audio format, the answer's choice) is wideband
 /// (G.722, Opus), else 8 kHz. A later codec change is resampled to it.
-fn capture_rate(formats: &[Vec<PayloadFormat>; 2]) -> u32 {
+fn capture_rate(formats: &[Vec<PayloadFormat>]) -> u32 {
     crate::app::sink::recording_rate(formats.iter().filter_map(|fs| {
         fs.iter()
             .find(|f| is_audio_codec(f))
@@ -173,11 +173,11 @@ fn codec_names(formats: &[PayloadFormat]) -> Vec<String> {
 /// What the two channels of a captured call carry (caller, callee); hold changes are
 /// events with the side that caused them.
 fn channel_media(
-    formats: &[Vec<PayloadFormat>; 2],
-    hold: &[bool; 2],
-    srtp: &[Option<SrtpPolicy>; 2],
+    formats: &[Vec<PayloadFormat>],
+    hold: &[bool],
+    srtp: &[Option<SrtpPolicy>],
 ) -> Vec<Option<ChannelMedia>> {
-    (0..2)
+    (0..formats.len())
         .map(|ch| {
             let f = formats.get(ch).map(Vec::as_slice).unwrap_or_default();
             Some(ChannelMedia {
@@ -187,7 +187,10 @@ fn channel_media(
                 // SDES keys from the mirrored SDP: decrypted, authenticated and
                 // replay-checked by the same SRTP receiver as SIPREC streams.
                 srtp: srtp.get(ch).cloned().flatten(),
-                detail: serde_json::json!({ "by": if ch == 0 { "caller" } else { "callee" } }),
+                detail: serde_json::json!({
+                    "by": if ch % 2 == 0 { "caller" } else { "callee" },
+                    "stream": ch / 2,
+                }),
                 // The tracker binds flows (by their 5-tuple from SDP) before they get here.
                 remote: None,
             })
@@ -232,9 +235,9 @@ impl Recorder {
         call_id: String,
         sip_src: std::net::SocketAddr,
         parties: [Party; 2],
-        formats: [Vec<PayloadFormat>; 2],
-        hold: [bool; 2],
-        srtp: [Option<SrtpPolicy>; 2],
+        formats: Vec<Vec<PayloadFormat>>,
+        hold: Vec<bool>,
+        srtp: Vec<Option<SrtpPolicy>>,
         kind: CallKind,
     ) {
         let unsignalled = kind != CallKind::Sip;
@@ -254,12 +257,14 @@ impl Recorder {
         names.dedup();
         let src_addr = format!("{} {}", self.point, sip_src);
         let rate = capture_rate(&formats);
+        // Two channels per audio stream: 2i = the caller's i-th m-line, 2i+1 the callee's.
+        let channels = formats.len().max(2);
         let (kind, id, file_path, kek_id) = if supported {
             match RecordingSink::create(
                 &self.cfg,
                 self.vault.clone(),
                 self.catalog.clone(),
-                2,
+                channels,
                 rate,
                 created,
                 false,
@@ -303,7 +308,7 @@ impl Recorder {
             started_at_ms: wall_clock(at).as_millis(),
             codec: codec.clone(),
             sample_rate: rate,
-            channels: 2,
+            channels: u16::try_from(channels).unwrap_or(2),
             file_path,
             kek_id,
             storage_format: self.cfg.storage.format.as_str().to_string(),
@@ -332,6 +337,7 @@ impl Recorder {
             ));
         }
         let flow_label = |ch: usize| {
+            let ch = ch % 2;
             unsignalled.then(|| {
                 let mut ends = call_id
                     .split_once(':')
@@ -349,14 +355,15 @@ impl Recorder {
         };
         self.catalog.send(CatalogCmd::Channels(
             id.clone(),
-            ids.iter()
-                .enumerate()
+            (0..channels)
+                .map(|ch| (ch, ids[ch % 2]))
                 .map(|(ch, pid)| ChannelRow {
                     channel: ch as u32,
-                    mline: (!unsignalled).then_some(0),
+                    // The party's audio m-line number (among its audio m-lines).
+                    mline: (!unsignalled).then_some((ch / 2) as u32),
                     label: flow_label(ch),
                     stream_id: None,
-                    participant_id: (!unsignalled).then(|| (*pid).into()),
+                    participant_id: (!unsignalled).then(|| pid.into()),
                     mapping_source: MappingSource::MlineOrder,
                 })
                 .collect(),

@@ -113,6 +113,9 @@ pub struct DeclaredFlow {
     pub srtp: Option<SrtpPolicy>,
 }
 
+/// Most audio streams (m-lines) per party recorded in one call: 2 × this many channels.
+pub const MAX_STREAMS: usize = 4;
+
 /// What a tracked call was found from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
@@ -197,13 +200,16 @@ pub enum TrackerEvent {
         sip_src: SocketAddr,
         /// Caller (channel 0) and callee (channel 1).
         parties: [Party; 2],
-        /// Payload formats per channel (what each channel's RTP may carry).
-        formats: [Vec<PayloadFormat>; 2],
+        /// Payload formats per channel (what each channel's RTP may carry). There are
+        /// two channels per audio stream (m-line): channel `2i` is what the caller sends
+        /// on its `i`-th audio m-line, `2i + 1` what the callee sends on its `i`-th; the
+        /// count is fixed at the start ([`MAX_STREAMS`] at most).
+        formats: Vec<Vec<PayloadFormat>>,
         /// Per channel: the sender put the stream on hold.
-        hold: [bool; 2],
+        hold: Vec<bool>,
         /// Per channel: the SRTP keys its sender protects its RTP with (from the
         /// sender's own `a=crypto`, the tag the answer chose), `None` for plain RTP.
-        srtp: [Option<SrtpPolicy>; 2],
+        srtp: Vec<Option<SrtpPolicy>>,
         /// What kind of call: SIP dialog, RTP without SDP, or encrypted signalling.
         kind: CallKind,
     },
@@ -213,12 +219,12 @@ pub enum TrackerEvent {
         call: CallNo,
         /// Capture time.
         at: Mono,
-        /// Payload formats per channel.
-        formats: [Vec<PayloadFormat>; 2],
+        /// Payload formats per channel (as many as at the start).
+        formats: Vec<Vec<PayloadFormat>>,
         /// Hold state per channel.
-        hold: [bool; 2],
+        hold: Vec<bool>,
         /// SRTP keys per channel (see [`TrackerEvent::Start`]).
-        srtp: [Option<SrtpPolicy>; 2],
+        srtp: Vec<Option<SrtpPolicy>>,
     },
     /// Participants learned late (P-Asserted-Identity in a response).
     Parties {
@@ -297,7 +303,10 @@ struct Call {
     caller_tag: Option<String>,
     callee_tag: Option<String>,
     parties: [Party; 2],
-    media: [Option<PartyMedia>; 2],
+    /// Per party, its audio m-lines in SDP order (index = stream number).
+    media: [Vec<PartyMedia>; 2],
+    /// Streams recorded (fixed when the recording starts; channels = 2 × this).
+    streams: usize,
     /// Flags raised before the recording started (emitted right after `Start`).
     pending_flags: Vec<(Mono, &'static str, String)>,
     /// Which party's SDP came last (the answer, in a completed offer/answer).
@@ -349,8 +358,8 @@ pub struct CallTracker {
     next_no: CallNo,
     calls: HashMap<CallNo, Call>,
     by_call_id: HashMap<String, CallNo>,
-    /// Receive address of a party → (call, whose address).
-    media: HashMap<SocketAddr, (CallNo, Side)>,
+    /// Receive address of a party → (call, whose address, stream number).
+    media: HashMap<SocketAddr, (CallNo, Side, usize)>,
     /// Unsignalled calls by (channel 0 sender, its destination).
     flows: HashMap<(SocketAddr, SocketAddr), CallNo>,
     /// SIP-over-TLS connections by (client, server).
@@ -385,33 +394,44 @@ fn pai(msg: &Message) -> Option<Party> {
         .map(|na| party_from(&na))
 }
 
-/// The first audio m-line of an SDP body carried by `msg` (plain or multipart).
-fn sdp_media(msg: &Message) -> Option<PartyMedia> {
+/// Every audio m-line of an SDP body carried by `msg` (plain or multipart), in order;
+/// empty without SDP.
+fn sdp_media(msg: &Message) -> Vec<PartyMedia> {
+    sdp_media_opt(msg).unwrap_or_default()
+}
+
+fn sdp_media_opt(msg: &Message) -> Option<Vec<PartyMedia>> {
     if msg.body.is_empty() {
         return None;
     }
     let ct = msg.header("Content-Type").unwrap_or("application/sdp");
     let body = crate::siprec::body::split_body(ct, &msg.body).ok()?;
     let sdp = crate::sdp::parse(body.sdp.as_deref()?).ok()?;
-    let m = sdp
+    let v: Vec<PartyMedia> = sdp
         .media
         .iter()
-        .find(|m| m.media.eq_ignore_ascii_case("audio"))?;
+        .filter(|m| m.media.eq_ignore_ascii_case("audio"))
+        .map(|m| audio_line(&sdp, m))
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+fn audio_line(sdp: &crate::sdp::SessionDescription, m: &crate::sdp::MediaDescription) -> PartyMedia {
     let addr = m
-        .remote_addr(&sdp)
+        .remote_addr(sdp)
         .filter(|a| a.port() != 0 && !a.ip().is_unspecified());
     let crypto = m
         .crypto()
         .into_iter()
         .filter_map(|v| crate::sdp::parse_crypto(v).ok())
         .collect();
-    Some(PartyMedia {
+    PartyMedia {
         addr,
         formats: m.codecs(),
-        direction: m.direction(&sdp),
+        direction: m.direction(sdp),
         srtp: crate::sdp::is_sdes_proto(&m.proto),
         crypto,
-    })
+    }
 }
 
 impl CallTracker {
@@ -476,14 +496,14 @@ impl CallTracker {
         let from_tag = from.as_ref().and_then(|f| f.tag().map(str::to_string));
         let to_tag = to.as_ref().and_then(|t| t.tag().map(str::to_string));
         let media = sdp_media(msg);
-        let has_sdp = media.is_some();
+        let has_sdp = !media.is_empty();
 
         let no = match self.by_call_id.get(call_id) {
             Some(n) => *n,
             None => {
                 let initial_invite = msg.method() == Some(&Method::Invite) && to_tag.is_none();
                 // Mid-call pickup only from a message that carries media.
-                if !initial_invite && media.is_none() {
+                if !initial_invite && media.is_empty() {
                     return;
                 }
                 if self.calls.len() >= self.cfg.max_calls {
@@ -509,7 +529,8 @@ impl CallTracker {
                     caller_tag: from_tag.clone(),
                     callee_tag: to_tag.clone(),
                     parties: [caller, callee],
-                    media: [None, None],
+                    media: [Vec::new(), Vec::new()],
+                    streams: 0,
                     last_sdp: None,
                     pending_flags: Vec::new(),
                     sip_src: src,
@@ -581,23 +602,40 @@ impl CallTracker {
         {
             call.callee_tag = to_tag.clone();
         }
-        if let Some(m) = media {
+        if has_sdp {
             let idx = party_index(sender);
             if let Some(g) = call.sources.get_mut(idx) {
                 // From now on this party's RTP comes from its SDP address only.
                 if g.policy() != SourcePolicy::Strict {
                     *g = SourceGate::new(SourcePolicy::Strict);
                 }
-                g.set_announced(ts, m.addr);
+                g.set_announced(ts, media.iter().find_map(|m| m.addr));
             }
-            if let Some(a) = m.addr {
-                if !call.addrs.contains(&a) {
-                    call.addrs.push(a);
+            // Every audio m-line is a stream of this party (early media on another port
+            // keeps its address in the table too: it is still this party's stream).
+            for (i, m) in media.iter().enumerate().take(MAX_STREAMS) {
+                if let Some(a) = m.addr {
+                    if !call.addrs.contains(&a) {
+                        call.addrs.push(a);
+                    }
+                    self.media.insert(a, (no, sender, i));
                 }
-                self.media.insert(a, (no, sender));
             }
-            let changed = call.media[idx].as_ref() != Some(&m);
-            call.media[idx] = Some(m);
+            if call.recording && media.len() > call.streams && call.streams < MAX_STREAMS {
+                self.events.push_back(TrackerEvent::Flag {
+                    call: no,
+                    at: ts,
+                    kind: "stream_not_recorded",
+                    detail: format!(
+                        "the {} now has {} audio streams; the recording has channels for {}",
+                        side_name(sender),
+                        media.len(),
+                        call.streams
+                    ),
+                });
+            }
+            let changed = call.media[idx] != media;
+            call.media[idx] = media;
             call.last_sdp = Some(sender);
             if changed && call.recording {
                 let (formats, hold) = channel_formats(call);
@@ -698,11 +736,11 @@ impl CallTracker {
         rtp: bool,
         pkt: &[u8],
     ) -> Option<Flow> {
-        let (no, ch) = if let Some((no, side)) = self.media.get(&dst) {
-            // Sent to the callee: the caller speaks (channel 0), and vice versa.
-            (*no, if *side == Side::Callee { 0 } else { 1 })
-        } else if let Some((no, side)) = self.media.get(&src) {
-            (*no, if *side == Side::Caller { 0 } else { 1 })
+        let (no, ch) = if let Some((no, side, i)) = self.media.get(&dst) {
+            // Sent to the callee: the caller speaks (channel 2i), and vice versa.
+            (*no, 2 * i + usize::from(*side != Side::Callee))
+        } else if let Some((no, side, i)) = self.media.get(&src) {
+            (*no, 2 * i + usize::from(*side != Side::Caller))
         } else {
             return self.classify_unsignalled(ts, src, dst, rtp, pkt);
         };
@@ -710,9 +748,14 @@ impl CallTracker {
         if call.denied {
             return None;
         }
+        // A stream the recording has no channel for (added after the start).
+        if call.recording && ch >= 2 * call.streams {
+            return None;
+        }
+        // One source gate per sending party (all its streams come from its address).
         let verdict = call
             .sources
-            .get_mut(ch)
+            .get_mut(ch % 2)
             .map_or(SourceVerdict::Foreign, |g| g.check(ts, src, rtp));
         if verdict == SourceVerdict::Foreign {
             self.stats.rtp_foreign_source += 1;
@@ -866,7 +909,8 @@ impl CallTracker {
             callee_tag: None,
             parties: [Party::default(), Party::default()],
             // Channel 0's sender receives at `src` (symmetric RTP), channel 1's at `dst`.
-            media: [Some(fmt(src)), Some(fmt(dst))],
+            media: [vec![fmt(src)], vec![fmt(dst)]],
+            streams: 0,
             pending_flags: vec![(
                 ts,
                 "unsignalled",
@@ -931,7 +975,8 @@ impl CallTracker {
                 caller_tag: None,
                 callee_tag: None,
                 parties: [Party::default(), Party::default()],
-                media: [None, None],
+                media: [Vec::new(), Vec::new()],
+                streams: 0,
                 pending_flags: vec![(
                     ts,
                     "encrypted_signalling",
@@ -1013,10 +1058,14 @@ impl CallTracker {
         }
         call.recording = true;
         call.started_at = Some(ts);
+        call.streams = call.media[0]
+            .len()
+            .max(call.media[1].len())
+            .clamp(1, MAX_STREAMS);
         self.stats.calls_recorded += 1;
         let (formats, hold) = channel_formats(call);
         let srtp = if call.unsignalled.is_some() {
-            call.declared_srtp.clone()
+            call.declared_srtp.to_vec()
         } else {
             channel_srtp(call)
         };
@@ -1038,7 +1087,7 @@ impl CallTracker {
             },
         });
         for (ch, m) in call.media.iter().enumerate() {
-            let keyless = m.as_ref().is_some_and(|m| m.srtp && m.crypto.is_empty());
+            let keyless = m.iter().any(|m| m.srtp && m.crypto.is_empty());
             if keyless && call.unsignalled.is_none() {
                 call.pending_flags.push((
                     ts,
@@ -1060,9 +1109,9 @@ impl CallTracker {
         }
         if call.unsignalled.is_none()
             && call.tls.is_none()
-            && (call.media[0].is_none() || call.media[1].is_none())
+            && (call.media[0].is_empty() || call.media[1].is_empty())
         {
-            let missing = if call.media[0].is_none() {
+            let missing = if call.media[0].is_empty() {
                 "caller"
             } else {
                 "callee"
@@ -1105,7 +1154,7 @@ impl CallTracker {
                 self.by_call_id.remove(&call.call_id);
             }
             for a in call.addrs {
-                if self.media.get(&a).map(|(n, _)| *n) == Some(no) {
+                if self.media.get(&a).map(|(n, _, _)| *n) == Some(no) {
                     self.media.remove(&a);
                 }
             }
@@ -1174,7 +1223,7 @@ fn side_name(s: Side) -> &'static str {
 /// `a=crypto` lines; the answer carries one, whose tag says which offered line is in use.
 /// So a sender's line is the one whose tag (and suite) the other party's SDP also has,
 /// else its first usable line (offer seen alone, or the answerer's single line).
-fn channel_srtp(call: &Call) -> [Option<SrtpPolicy>; 2] {
+fn channel_srtp(call: &Call) -> Vec<Option<SrtpPolicy>> {
     let pick = |send: &Option<PartyMedia>, other: &Option<PartyMedia>| -> Option<SrtpPolicy> {
         let send = send.as_ref()?;
         let other_lines = other.as_ref().map(|o| o.crypto.as_slice()).unwrap_or_default();
@@ -1188,13 +1237,38 @@ fn channel_srtp(call: &Call) -> [Option<SrtpPolicy>; 2] {
             .or_else(|| send.crypto.first())
             .map(|c| c.policy.clone())
     };
-    let [caller, callee] = &call.media;
-    [pick(caller, callee), pick(callee, caller)]
+    (0..call.streams.max(1))
+        .flat_map(|i| {
+            let (caller, callee) = (stream(call, 0, i), stream(call, 1, i));
+            [pick(&caller, &callee), pick(&callee, &caller)]
+        })
+        .collect()
+}
+
+/// Party `p`'s `i`-th audio stream.
+fn stream(call: &Call, p: usize, i: usize) -> Option<PartyMedia> {
+    call.media.get(p).and_then(|v| v.get(i)).cloned()
 }
 
 /// Formats per channel: a channel's RTP uses the receiver's payload numbering, so the
 /// receiver's SDP wins, with the sender's as fallback. Hold: the sender does not send.
-fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
+fn channel_formats(call: &Call) -> (Vec<Vec<PayloadFormat>>, Vec<bool>) {
+    let mut formats = Vec::new();
+    let mut hold = Vec::new();
+    for i in 0..call.streams.max(1) {
+        let (f, h) = stream_formats(call, &stream(call, 0, i), &stream(call, 1, i));
+        formats.extend(f);
+        hold.extend(h);
+    }
+    (formats, hold)
+}
+
+/// [`channel_formats`] of one stream (the two parties' `i`-th audio m-lines).
+fn stream_formats(
+    call: &Call,
+    caller: &Option<PartyMedia>,
+    callee: &Option<PartyMedia>,
+) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
     let pick = |recv: &Option<PartyMedia>, send: &Option<PartyMedia>| -> Vec<PayloadFormat> {
         let mut f: Vec<PayloadFormat> =
             recv.as_ref().map(|m| m.formats.clone()).unwrap_or_default();
@@ -1212,7 +1286,6 @@ fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
             m.addr.is_none() || matches!(m.direction, Direction::Inactive | Direction::RecvOnly)
         })
     };
-    let [caller, callee] = &call.media;
     let mut formats = [pick(callee, caller), pick(caller, callee)];
     // The negotiated codec is the answer's first audio format: list it first on both
     // channels (payload type numbers stay those of each receiver).
