@@ -303,3 +303,44 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
     assert!(st["codec_changes"].as_u64().unwrap() >= 1, "{st}");
     assert_eq!(st["lost"], 0, "{st}");
 }
+
+#[test]
+fn rtp_without_sdp_is_detected_when_enabled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = format!("{PCAP_DIR}/miarec-metaswitch-10a_g722.pcap");
+    // Off by default: RTP that no SDP announced is not a call.
+    let d0 = tmp.path().join("off");
+    std::fs::create_dir_all(&d0).unwrap();
+    let (cfg0, rep0) = import(&d0, &[&file], "");
+    assert_eq!(rep0["calls"].as_array().unwrap().len(), 0, "{rep0}");
+    assert!(list(&cfg0).is_empty());
+    // With detection on (`--unsignalled`, or [capture] unsignalled_rtp): one G.722 flow,
+    // recorded from its 8th packet on, no participants, pairable by its 5-tuple.
+    let d = tmp.path().join("on");
+    std::fs::create_dir_all(&d).unwrap();
+    let (cfg, rep) = import(&d, &[&file, "--unsignalled"], "");
+    assert_eq!(rep["calls"].as_array().unwrap().len(), 1, "{rep}");
+    assert_eq!(rep["stats"]["tracker"]["calls_unsignalled"], 1);
+    let r = &list(&cfg)[0];
+    assert_eq!(r["state"], "complete", "{r}");
+    assert_eq!(r["codec"], "G722");
+    assert_eq!(r["call_id"], "unsignalled:192.91.191.186:16506-192.168.1.40:22000");
+    let s = show(&cfg, r["id"].as_str().unwrap());
+    assert_eq!(s["sample_rate"], 16000);
+    assert!(s["participants"].as_array().unwrap().is_empty());
+    assert_eq!(s["channels"][0]["label"], "192.91.191.186:16506 -> 192.168.1.40:22000");
+    assert!(s["events"].as_array().unwrap().iter().any(|e| e["kind"] == "unsignalled"));
+    let skipped = 7; // packets seen before the flow qualified (UNSIGNALLED_PACKETS - 1)
+    assert_eq!(s["stats"][0]["received"], 969 - skipped, "{}", s["stats"][0]);
+    // Bit-exact with ffmpeg from the first recorded packet on.
+    let raw: Vec<u8> = rtp_from_pcap(Path::new(&file))
+        .iter()
+        .filter(|p| p.pt == 9)
+        .skip(skipped)
+        .flat_map(|p| p.payload.clone())
+        .collect();
+    let reference = ffmpeg_decode(tmp.path(), "ref.g722", "g722", &raw, None, 16000);
+    let c0 = channel(&export(&cfg, &d, r["id"].as_str().unwrap()), 0, 2);
+    let at = find_exact(&c0, &reference[..640]).expect("ffmpeg's decode not found bit-exact");
+    assert_eq!(&c0[at..at + reference.len()], &reference[..]);
+}
