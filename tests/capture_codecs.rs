@@ -32,7 +32,11 @@ fn import_one(dir: &Path, file: &str) -> (serde_json::Value, Vec<i16>, Vec<i16>)
     let r = recs[0].clone();
     assert_eq!(r["state"], "complete", "{file}: {r}");
     let s = export(&cfg, dir, r["id"].as_str().unwrap());
-    (show(&cfg, r["id"].as_str().unwrap()), channel(&s, 0, 2), channel(&s, 1, 2))
+    (
+        show(&cfg, r["id"].as_str().unwrap()),
+        channel(&s, 0, 2),
+        channel(&s, 1, 2),
+    )
 }
 
 #[test]
@@ -43,14 +47,23 @@ fn shared_g722_capture_is_bit_exact_with_ffmpeg() {
     assert_eq!(r["codec"], "G722");
     assert_eq!(r["sample_rate"], 16000);
     let rtp = rtp_from_pcap(&Path::new(PCAP_DIR).join(file));
-    let raw: Vec<u8> = rtp.iter().filter(|p| p.pt == 9).flat_map(|p| p.payload.clone()).collect();
+    let raw: Vec<u8> = rtp
+        .iter()
+        .filter(|p| p.pt == 9)
+        .flat_map(|p| p.payload.clone())
+        .collect();
     assert_eq!(raw.len(), 425 * 160);
     let reference = ffmpeg_decode(tmp.path(), "ref.g722", "g722", &raw, None, 16000);
     assert_eq!(reference.len(), 425 * 320);
     // One-way RTP from the callee (10.0.2.15): channel 1; channel 0 silent.
     assert!(c0.iter().all(|&v| v == 0), "caller sent nothing");
-    let at = find_exact(&c1, &reference[1000..1640]).expect("ffmpeg's decode not found bit-exact") - 1000;
-    assert_eq!(&c1[at..at + reference.len()], &reference[..], "G.722 differs from ffmpeg");
+    let at = find_exact(&c1, &reference[1000..1640]).expect("ffmpeg's decode not found bit-exact")
+        - 1000;
+    assert_eq!(
+        &c1[at..at + reference.len()],
+        &reference[..],
+        "G.722 differs from ffmpeg"
+    );
     assert!(c1[at + reference.len()..].iter().all(|&v| v == 0));
     assert!(c1[..at].iter().all(|&v| v == 0));
     // Complete: the recording holds every packet, from the 200 OK to the BYE.
@@ -75,7 +88,9 @@ fn shared_opus_capture_matches_ffmpeg() {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let next = rtp.get(i + 1).map_or(960, |n| u64::from(n.ts.wrapping_sub(p.ts)));
+            let next = rtp
+                .get(i + 1)
+                .map_or(960, |n| u64::from(n.ts.wrapping_sub(p.ts)));
             (p.payload.clone(), next)
         })
         .collect();
@@ -93,7 +108,8 @@ fn shared_opus_capture_matches_ffmpeg() {
     let lossy = tmp.path().join("lossy.pcap");
     {
         use branchrec::capture::pcapfile::{PcapReader, PcapWriter};
-        let mut rd = PcapReader::new(std::fs::File::open(Path::new(PCAP_DIR).join(file)).unwrap()).unwrap();
+        let mut rd =
+            PcapReader::new(std::fs::File::open(Path::new(PCAP_DIR).join(file)).unwrap()).unwrap();
         let mut w = PcapWriter::new(std::fs::File::create(&lossy).unwrap(), 1).unwrap();
         let mut n = 0;
         while let Some(f) = rd.next_frame().unwrap() {
@@ -118,7 +134,10 @@ fn shared_opus_capture_matches_ffmpeg() {
     let fec = st["fec_recovered"].as_u64().unwrap();
     let plc = st["concealed_ms"].as_u64().unwrap();
     eprintln!("opus with loss: fec_recovered {fec}, concealed_ms {plc}");
-    assert!(fec + plc > 0, "lost Opus packets neither FEC-recovered nor concealed: {st}");
+    assert!(
+        fec + plc > 0,
+        "lost Opus packets neither FEC-recovered nor concealed: {st}"
+    );
 }
 
 #[cfg(feature = "g729")]
@@ -145,7 +164,9 @@ fn shared_g729_capture_matches_ffmpeg() {
 }
 
 fn ulaw(b: &[u8]) -> Vec<i16> {
-    b.iter().map(|&x| branchrec::media::ulaw_to_linear(x)).collect()
+    b.iter()
+        .map(|&x| branchrec::media::ulaw_to_linear(x))
+        .collect()
 }
 
 /// RFC 4733 event payload.
@@ -162,22 +183,58 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
     let mut cap = Pcap::default();
     // Call A: G.722 with telephone-event, re-INVITE to PCMU after 50 packets.
     let a = Dialog::new("gen-g722-switch@test", "10.30.0.1:5060", "10.30.0.2:5060");
-    let (ma, mb): (std::net::SocketAddr, std::net::SocketAddr) =
-        ("10.30.0.1:40000".parse().unwrap(), "10.30.0.2:50000".parse().unwrap());
+    let (ma, mb): (std::net::SocketAddr, std::net::SocketAddr) = (
+        "10.30.0.1:40000".parse().unwrap(),
+        "10.30.0.2:50000".parse().unwrap(),
+    );
     let t0 = MS(1_700_000_000_000);
     let offer = sdp(
         "10.30.0.1",
-        &[(40000, "RTP/AVP", "9 0 101", &["a=rtpmap:9 G722/8000", "a=rtpmap:101 telephone-event/8000", "a=sendrecv"])],
+        &[(
+            40000,
+            "RTP/AVP",
+            "9 0 101",
+            &[
+                "a=rtpmap:9 G722/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=sendrecv",
+            ],
+        )],
     );
     let answer = sdp(
         "10.30.0.2",
-        &[(50000, "RTP/AVP", "9 101", &["a=rtpmap:9 G722/8000", "a=rtpmap:101 telephone-event/8000", "a=sendrecv"])],
+        &[(
+            50000,
+            "RTP/AVP",
+            "9 101",
+            &[
+                "a=rtpmap:9 G722/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=sendrecv",
+            ],
+        )],
     );
     a.request(&mut cap, t0, "INVITE", 1, false, &offer);
     a.response(&mut cap, t0 + MS(300), "200 OK", "1 INVITE", &answer);
     a.request(&mut cap, t0 + MS(310), "ACK", 1, true, "");
-    let re_offer = sdp("10.30.0.1", &[(40000, "RTP/AVP", "0 101", &["a=rtpmap:101 telephone-event/8000", "a=sendrecv"])]);
-    let re_answer = sdp("10.30.0.2", &[(50000, "RTP/AVP", "0 101", &["a=rtpmap:101 telephone-event/8000", "a=sendrecv"])]);
+    let re_offer = sdp(
+        "10.30.0.1",
+        &[(
+            40000,
+            "RTP/AVP",
+            "0 101",
+            &["a=rtpmap:101 telephone-event/8000", "a=sendrecv"],
+        )],
+    );
+    let re_answer = sdp(
+        "10.30.0.2",
+        &[(
+            50000,
+            "RTP/AVP",
+            "0 101",
+            &["a=rtpmap:101 telephone-event/8000", "a=sendrecv"],
+        )],
+    );
     let t_re = t0 + MS(320 + 50 * 20);
     a.request(&mut cap, t_re - MS(15), "INVITE", 2, true, &re_offer);
     a.response(&mut cap, t_re - MS(10), "200 OK", "2 INVITE", &re_answer);
@@ -189,12 +246,19 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
             let (src, dst) = if ch == 0 { (ma, mb) } else { (mb, ma) };
             let ts = 1000 + k * 160;
             let seq = (10 + k) as u16;
-            let at = t0 + MS(320 + u64::from(k) * 20) + std::time::Duration::from_micros(ch as u64 * 200);
+            let at = t0
+                + MS(320 + u64::from(k) * 20)
+                + std::time::Duration::from_micros(ch as u64 * 200);
             let ssrc = 0xa000 + ch as u32;
             // The caller presses 5 during packets 20..26 (no voice meanwhile).
             if ch == 0 && (20..26).contains(&k) {
                 let ev = dtmf(5, k == 25, ((k - 19) * 160) as u16);
-                cap.udp(at, src, dst, &branchrec::capture::frame::rtp(101, seq, 1000 + 20 * 160, ssrc, k == 20, &ev));
+                cap.udp(
+                    at,
+                    src,
+                    dst,
+                    &branchrec::capture::frame::rtp(101, seq, 1000 + 20 * 160, ssrc, k == 20, &ev),
+                );
                 continue;
             }
             let (pt, pl) = if k < 50 {
@@ -207,7 +271,12 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
             } else {
                 sent_pcmu[ch].push((k, pl.clone()));
             }
-            cap.udp(at, src, dst, &branchrec::capture::frame::rtp(pt, seq, ts, ssrc, k == 0, &pl));
+            cap.udp(
+                at,
+                src,
+                dst,
+                &branchrec::capture::frame::rtp(pt, seq, ts, ssrc, k == 0, &pl),
+            );
         }
     }
     let t_end = t0 + MS(320 + 100 * 20 + 50);
@@ -215,21 +284,45 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
     a.response(&mut cap, t_end + MS(5), "200 OK", "3 BYE", "");
     // Call B, at the same time: PCMA only → an 8 kHz recording.
     let b = Dialog::new("gen-pcma@test", "10.31.0.1:5060", "10.31.0.2:5060");
-    let (mc, md): (std::net::SocketAddr, std::net::SocketAddr) =
-        ("10.31.0.1:40000".parse().unwrap(), "10.31.0.2:50000".parse().unwrap());
-    b.request(&mut cap, t0, "INVITE", 1, false, &sdp("10.31.0.1", &[(40000, "RTP/AVP", "8", &["a=sendrecv"])]));
-    b.response(&mut cap, t0 + MS(300), "200 OK", "1 INVITE", &sdp("10.31.0.2", &[(50000, "RTP/AVP", "8", &["a=sendrecv"])]));
+    let (mc, md): (std::net::SocketAddr, std::net::SocketAddr) = (
+        "10.31.0.1:40000".parse().unwrap(),
+        "10.31.0.2:50000".parse().unwrap(),
+    );
+    b.request(
+        &mut cap,
+        t0,
+        "INVITE",
+        1,
+        false,
+        &sdp("10.31.0.1", &[(40000, "RTP/AVP", "8", &["a=sendrecv"])]),
+    );
+    b.response(
+        &mut cap,
+        t0 + MS(300),
+        "200 OK",
+        "1 INVITE",
+        &sdp("10.31.0.2", &[(50000, "RTP/AVP", "8", &["a=sendrecv"])]),
+    );
     let mut sent_b = Vec::new();
     for k in 0..50u32 {
         let pl = g711_bytes(7000 + k, 160);
         sent_b.extend(pl.iter().map(|&x| branchrec::media::alaw_to_linear(x)));
-        cap.udp(t0 + MS(320 + u64::from(k) * 20), mc, md, &branchrec::capture::frame::rtp(8, k as u16, k * 160, 0xb0, k == 0, &pl));
+        cap.udp(
+            t0 + MS(320 + u64::from(k) * 20),
+            mc,
+            md,
+            &branchrec::capture::frame::rtp(8, k as u16, k * 160, 0xb0, k == 0, &pl),
+        );
     }
     b.request(&mut cap, t0 + MS(320 + 50 * 20 + 20), "BYE", 2, true, "");
     let pcap = dir.join("gen.pcap");
     cap.write(&pcap);
 
-    let (cfg, rep) = import(dir, &[pcap.to_str().unwrap()], "[privacy]\ndtmf_digits = true\n");
+    let (cfg, rep) = import(
+        dir,
+        &[pcap.to_str().unwrap()],
+        "[privacy]\ndtmf_digits = true\n",
+    );
     assert_eq!(rep["calls"].as_array().unwrap().len(), 2, "{rep}");
     let recs = list(&cfg);
     let find = |cid: &str| recs.iter().find(|r| r["call_id"] == cid).unwrap().clone();
@@ -241,11 +334,18 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
     let sb = show(&cfg, rb["id"].as_str().unwrap());
     assert_eq!(sa["sample_rate"], 16000);
     assert_eq!(sb["sample_rate"], 8000);
-    assert!(sa["codec"].as_str().unwrap().contains("G722") && sa["codec"].as_str().unwrap().contains("PCMU"), "{}", sa["codec"]);
+    assert!(
+        sa["codec"].as_str().unwrap().contains("G722")
+            && sa["codec"].as_str().unwrap().contains("PCMU"),
+        "{}",
+        sa["codec"]
+    );
     // The caller's DTMF digit.
     let digits: Vec<&serde_json::Value> = sa["dtmf"].as_array().unwrap().iter().collect();
     assert!(
-        digits.iter().any(|d| d["digit"] == "5" && d["channel"] == 0),
+        digits
+            .iter()
+            .any(|d| d["digit"] == "5" && d["channel"] == 0),
         "dtmf: {:?}",
         sa["dtmf"]
     );
@@ -256,6 +356,7 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
     assert_eq!(&cb[at..at + sent_b.len()], &sent_b[..]);
 
     let ea = export(&cfg, dir, ra["id"].as_str().unwrap());
+    #[allow(clippy::needless_range_loop)]
     for ch in 0..2usize {
         let c = channel(&ea, ch, 2);
         // The G.722 part: ffmpeg's decode of each continuous run of payloads, bit-exact,
@@ -268,12 +369,14 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
         let mut base: Option<i64> = None;
         for (i, run) in runs.iter().enumerate() {
             let raw: Vec<u8> = run.iter().flat_map(|p| p.1.clone()).collect();
-            let reference = ffmpeg_decode(dir, &format!("g{ch}{i}.g722"), "g722", &raw, None, 16000);
+            let reference =
+                ffmpeg_decode(dir, &format!("g{ch}{i}.g722"), "g722", &raw, None, 16000);
             let k0 = i64::from(run[0].0);
             let pos = match base {
                 None => {
                     let at = find_exact(&c, &reference[640..1280])
-                        .unwrap_or_else(|| panic!("ch{ch}: G.722 not found")) as i64
+                        .unwrap_or_else(|| panic!("ch{ch}: G.722 not found"))
+                        as i64
                         - 640;
                     base = Some(at - k0 * 320);
                     at
@@ -281,7 +384,11 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
                 Some(b) => b + k0 * 320,
             } as usize;
             if i == 0 {
-                assert_eq!(&c[pos..pos + reference.len()], &reference[..], "ch{ch} run {i}");
+                assert_eq!(
+                    &c[pos..pos + reference.len()],
+                    &reference[..],
+                    "ch{ch} run {i}"
+                );
             } else {
                 // After the DTMF the decoder state carries on from the first run: only the
                 // tail (once ADPCM adaptation has converged) must match; take SNR.
@@ -293,11 +400,24 @@ fn codec_change_by_reinvite_dtmf_and_rate_per_call() {
         let b = base.unwrap();
         let pcm8: Vec<i16> = sent_pcmu[ch].iter().flat_map(|p| ulaw(&p.1)).collect();
         let bytes: Vec<u8> = pcm8.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let up = ffmpeg_decode(dir, &format!("u{ch}.raw"), "s16le", &bytes, Some(8000), 16000);
+        let up = ffmpeg_decode(
+            dir,
+            &format!("u{ch}.raw"),
+            "s16le",
+            &bytes,
+            Some(8000),
+            16000,
+        );
         let pos = (b + 50 * 320) as usize;
         let (o, snr) = best_snr(&c, &up[200..up.len() - 200], pos + 200, 16);
-        eprintln!("ch{ch} PCMU part: {snr:.1} dB at {o} (expected {})", pos + 200);
-        assert!(snr > 25.0, "ch{ch} PCMU part vs ffmpeg-resampled: {snr:.1} dB");
+        eprintln!(
+            "ch{ch} PCMU part: {snr:.1} dB at {o} (expected {})",
+            pos + 200
+        );
+        assert!(
+            snr > 25.0,
+            "ch{ch} PCMU part vs ffmpeg-resampled: {snr:.1} dB"
+        );
     }
     let st = &sa["stats"][0];
     assert!(st["codec_changes"].as_u64().unwrap() >= 1, "{st}");
@@ -324,14 +444,29 @@ fn rtp_without_sdp_is_detected_when_enabled() {
     let r = &list(&cfg)[0];
     assert_eq!(r["state"], "complete", "{r}");
     assert_eq!(r["codec"], "G722");
-    assert_eq!(r["call_id"], "unsignalled:192.91.191.186:16506-192.168.1.40:22000");
+    assert_eq!(
+        r["call_id"],
+        "unsignalled:192.91.191.186:16506-192.168.1.40:22000"
+    );
     let s = show(&cfg, r["id"].as_str().unwrap());
     assert_eq!(s["sample_rate"], 16000);
     assert!(s["participants"].as_array().unwrap().is_empty());
-    assert_eq!(s["channels"][0]["label"], "192.91.191.186:16506 -> 192.168.1.40:22000");
-    assert!(s["events"].as_array().unwrap().iter().any(|e| e["kind"] == "unsignalled"));
+    assert_eq!(
+        s["channels"][0]["label"],
+        "192.91.191.186:16506 -> 192.168.1.40:22000"
+    );
+    assert!(s["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "unsignalled"));
     let skipped = 7; // packets seen before the flow qualified (UNSIGNALLED_PACKETS - 1)
-    assert_eq!(s["stats"][0]["received"], 969 - skipped, "{}", s["stats"][0]);
+    assert_eq!(
+        s["stats"][0]["received"],
+        969 - skipped,
+        "{}",
+        s["stats"][0]
+    );
     // Bit-exact with ffmpeg from the first recorded packet on.
     let raw: Vec<u8> = rtp_from_pcap(Path::new(&file))
         .iter()

@@ -76,12 +76,13 @@ fn shared_captures_are_found_with_their_participants() {
         assert_eq!(rep["calls"].as_array().unwrap().len(), 1, "{file}: {rep}");
         let recs = list(&cfg);
         let r = by_call_id(&recs, call_id);
-        let decoded = match codec {
-            "G722" | "OPUS" => true,
-            "G729" => cfg!(feature = "g729"),
-            _ => false,
+        let decoded =
+            matches!(codec, "G722" | "OPUS") || (codec == "G729" && cfg!(feature = "g729"));
+        let want = if decoded {
+            "complete"
+        } else {
+            "codec_unsupported"
         };
-        let want = if decoded { "complete" } else { "codec_unsupported" };
         assert_eq!(r["state"], want, "{file}");
         assert_eq!(r["source"], "mirror");
         assert_eq!(r["codec"], codec, "{file}");

@@ -23,16 +23,31 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn pcm(b: &[u8]) -> Vec<i16> {
-    b.iter().map(|&x| branchrec::media::ulaw_to_linear(x)).collect()
+    b.iter()
+        .map(|&x| branchrec::media::ulaw_to_linear(x))
+        .collect()
 }
 
 /// Sends `n` 20 ms PCMU packets from `src` to `dst` from `t` on; returns the samples.
-fn stream(cap: &mut Pcap, t: std::time::Duration, src: SocketAddr, dst: SocketAddr, seed: u32, n: u32, ssrc: u32) -> Vec<i16> {
+fn stream(
+    cap: &mut Pcap,
+    t: std::time::Duration,
+    src: SocketAddr,
+    dst: SocketAddr,
+    seed: u32,
+    n: u32,
+    ssrc: u32,
+) -> Vec<i16> {
     let mut out = Vec::new();
     for k in 0..n {
         let pl = tone_ulaw(seed, k * 160, 160);
         out.extend(pcm(&pl));
-        cap.udp(t + MS(u64::from(k) * 20), src, dst, &branchrec::capture::frame::rtp(0, k as u16, k * 160, ssrc, k == 0, &pl));
+        cap.udp(
+            t + MS(u64::from(k) * 20),
+            src,
+            dst,
+            &branchrec::capture::frame::rtp(0, k as u16, k * 160, ssrc, k == 0, &pl),
+        );
     }
     out
 }
@@ -52,24 +67,118 @@ fn two_audio_streams_per_party_and_early_media_on_another_port() {
 
     // Call 1: two audio m-lines each side.
     let d = Dialog::new("two-streams@test", "10.60.0.1:5060", "10.60.0.2:5060");
-    d.request(&mut cap, t0, "INVITE", 1, false, &sdp("10.60.0.1", &[(40000, "RTP/AVP", "0", pcmu), (40002, "RTP/AVP", "0", pcmu)]));
-    d.response(&mut cap, t0 + MS(100), "200 OK", "1 INVITE", &sdp("10.60.0.2", &[(50000, "RTP/AVP", "0", pcmu), (50002, "RTP/AVP", "0", pcmu)]));
+    d.request(
+        &mut cap,
+        t0,
+        "INVITE",
+        1,
+        false,
+        &sdp(
+            "10.60.0.1",
+            &[(40000, "RTP/AVP", "0", pcmu), (40002, "RTP/AVP", "0", pcmu)],
+        ),
+    );
+    d.response(
+        &mut cap,
+        t0 + MS(100),
+        "200 OK",
+        "1 INVITE",
+        &sdp(
+            "10.60.0.2",
+            &[(50000, "RTP/AVP", "0", pcmu), (50002, "RTP/AVP", "0", pcmu)],
+        ),
+    );
     d.request(&mut cap, t0 + MS(110), "ACK", 1, true, "");
     let t1 = t0 + MS(120);
-    let s0 = stream(&mut cap, t1, addr("10.60.0.1:40000"), addr("10.60.0.2:50000"), 1, 50, 1);
-    let s1 = stream(&mut cap, t1, addr("10.60.0.2:50000"), addr("10.60.0.1:40000"), 2, 50, 2);
-    let s2 = stream(&mut cap, t1, addr("10.60.0.1:40002"), addr("10.60.0.2:50002"), 3, 50, 3);
-    let s3 = stream(&mut cap, t1, addr("10.60.0.2:50002"), addr("10.60.0.1:40002"), 4, 50, 4);
+    let s0 = stream(
+        &mut cap,
+        t1,
+        addr("10.60.0.1:40000"),
+        addr("10.60.0.2:50000"),
+        1,
+        50,
+        1,
+    );
+    let s1 = stream(
+        &mut cap,
+        t1,
+        addr("10.60.0.2:50000"),
+        addr("10.60.0.1:40000"),
+        2,
+        50,
+        2,
+    );
+    let s2 = stream(
+        &mut cap,
+        t1,
+        addr("10.60.0.1:40002"),
+        addr("10.60.0.2:50002"),
+        3,
+        50,
+        3,
+    );
+    let s3 = stream(
+        &mut cap,
+        t1,
+        addr("10.60.0.2:50002"),
+        addr("10.60.0.1:40002"),
+        4,
+        50,
+        4,
+    );
     d.request(&mut cap, t1 + MS(1100), "BYE", 2, true, "");
 
     // Call 2: 183 with early media from port 50010, the 200 answers with port 50020.
     let e = Dialog::new("early-media@test", "10.61.0.1:5060", "10.61.0.2:5060");
-    e.request(&mut cap, t0, "INVITE", 1, false, &sdp("10.61.0.1", &[(40010, "RTP/AVP", "0", pcmu)]));
-    e.response(&mut cap, t0 + MS(50), "183 Session Progress", "1 INVITE", &sdp("10.61.0.2", &[(50010, "RTP/AVP", "0", pcmu)]));
-    let early = stream(&mut cap, t0 + MS(60), addr("10.61.0.2:50010"), addr("10.61.0.1:40010"), 5, 25, 5);
-    e.response(&mut cap, t0 + MS(600), "200 OK", "1 INVITE", &sdp("10.61.0.2", &[(50020, "RTP/AVP", "0", pcmu)]));
-    let answered = stream(&mut cap, t0 + MS(610), addr("10.61.0.2:50020"), addr("10.61.0.1:40010"), 6, 25, 6);
-    let caller = stream(&mut cap, t0 + MS(610), addr("10.61.0.1:40010"), addr("10.61.0.2:50020"), 7, 25, 7);
+    e.request(
+        &mut cap,
+        t0,
+        "INVITE",
+        1,
+        false,
+        &sdp("10.61.0.1", &[(40010, "RTP/AVP", "0", pcmu)]),
+    );
+    e.response(
+        &mut cap,
+        t0 + MS(50),
+        "183 Session Progress",
+        "1 INVITE",
+        &sdp("10.61.0.2", &[(50010, "RTP/AVP", "0", pcmu)]),
+    );
+    let early = stream(
+        &mut cap,
+        t0 + MS(60),
+        addr("10.61.0.2:50010"),
+        addr("10.61.0.1:40010"),
+        5,
+        25,
+        5,
+    );
+    e.response(
+        &mut cap,
+        t0 + MS(600),
+        "200 OK",
+        "1 INVITE",
+        &sdp("10.61.0.2", &[(50020, "RTP/AVP", "0", pcmu)]),
+    );
+    let answered = stream(
+        &mut cap,
+        t0 + MS(610),
+        addr("10.61.0.2:50020"),
+        addr("10.61.0.1:40010"),
+        6,
+        25,
+        6,
+    );
+    let caller = stream(
+        &mut cap,
+        t0 + MS(610),
+        addr("10.61.0.1:40010"),
+        addr("10.61.0.2:50020"),
+        7,
+        25,
+        7,
+    );
     e.request(&mut cap, t0 + MS(1200), "BYE", 2, true, "");
 
     let pcap = dir.join("streams.pcap");
@@ -78,13 +187,20 @@ fn two_audio_streams_per_party_and_early_media_on_another_port() {
     assert_eq!(rep["calls"].as_array().unwrap().len(), 2, "{rep}");
     let recs = list(&cfg);
 
-    let r = recs.iter().find(|r| r["call_id"] == "two-streams@test").unwrap();
+    let r = recs
+        .iter()
+        .find(|r| r["call_id"] == "two-streams@test")
+        .unwrap();
     assert_eq!(r["state"], "complete", "{r}");
     let s = show(&cfg, r["id"].as_str().unwrap());
     let chans = s["channels"].as_array().unwrap();
     assert_eq!(chans.len(), 4, "{s}");
     for (ch, c) in chans.iter().enumerate() {
-        assert_eq!(c["participant_id"], if ch % 2 == 0 { "caller" } else { "callee" }, "{c}");
+        assert_eq!(
+            c["participant_id"],
+            if ch % 2 == 0 { "caller" } else { "callee" },
+            "{c}"
+        );
     }
     let samples = export(&cfg, dir, r["id"].as_str().unwrap());
     for (ch, want) in [&s0, &s1, &s2, &s3].into_iter().enumerate() {
@@ -93,7 +209,10 @@ fn two_audio_streams_per_party_and_early_media_on_another_port() {
         assert_eq!(s["stats"][ch]["received"], 50, "ch{ch}: {}", s["stats"][ch]);
     }
 
-    let r = recs.iter().find(|r| r["call_id"] == "early-media@test").unwrap();
+    let r = recs
+        .iter()
+        .find(|r| r["call_id"] == "early-media@test")
+        .unwrap();
     assert_eq!(r["state"], "complete", "{r}");
     let s = show(&cfg, r["id"].as_str().unwrap());
     assert_eq!(s["channels"].as_array().unwrap().len(), 2);

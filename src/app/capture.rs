@@ -321,19 +321,19 @@ impl Recorder {
         // the flow (label = the sender's address), pairable by 5-tuple.
         if !unsignalled {
             self.catalog.send(CatalogCmd::Participants(
-            id.clone(),
-            parties
-                .iter()
-                .zip(ids)
-                .map(|(p, pid)| ParticipantRow {
-                    participant_id: pid.into(),
-                    name: p.name.clone(),
-                    aor: p.aor.clone(),
-                    other_names: Vec::new(),
-                    other_aors: Vec::new(),
-                    ..Default::default()
-                })
-                .collect(),
+                id.clone(),
+                parties
+                    .iter()
+                    .zip(ids)
+                    .map(|(p, pid)| ParticipantRow {
+                        participant_id: pid.into(),
+                        name: p.name.clone(),
+                        aor: p.aor.clone(),
+                        other_names: Vec::new(),
+                        other_aors: Vec::new(),
+                        ..Default::default()
+                    })
+                    .collect(),
             ));
         }
         let flow_label = |ch: usize| {
@@ -469,15 +469,7 @@ impl Sink for Recorder {
                 srtp,
                 kind,
             } => self.start(
-                call,
-                at,
-                call_id,
-                sip_src,
-                parties,
-                formats,
-                hold,
-                srtp,
-                kind,
+                call, at, call_id, sip_src, parties, formats, hold, srtp, kind,
             ),
             TrackerEvent::Media {
                 call,

@@ -27,7 +27,15 @@ impl Pcap {
         }
     }
 
-    pub fn tcp(&mut self, t: Duration, src: SocketAddr, dst: SocketAddr, seq: u32, flags: u8, p: &[u8]) {
+    pub fn tcp(
+        &mut self,
+        t: Duration,
+        src: SocketAddr,
+        dst: SocketAddr,
+        seq: u32,
+        flags: u8,
+        p: &[u8],
+    ) {
         self.ip_id = self.ip_id.wrapping_add(1);
         for f in frame::frames(
             &Link::default(),
@@ -90,7 +98,15 @@ impl Dialog {
         .into_bytes()
     }
 
-    pub fn request(&self, cap: &mut Pcap, t: Duration, method: &str, cseq: u32, to_tag: bool, body: &str) {
+    pub fn request(
+        &self,
+        cap: &mut Pcap,
+        t: Duration,
+        method: &str,
+        cseq: u32,
+        to_tag: bool,
+        body: &str,
+    ) {
         let m = self.msg(
             &format!("{method} sip:bob@carrier.example SIP/2.0"),
             &format!("{cseq} {method}"),
@@ -268,7 +284,14 @@ pub fn s16(bytes: &[u8]) -> Vec<i16> {
 
 /// ffmpeg decoding a raw file of format `fmt` (`g722`, `g729`, `mulaw`, `alaw`, `ogg`)
 /// to mono s16 at `rate`.
-pub fn ffmpeg_decode(dir: &Path, name: &str, fmt: &str, data: &[u8], in_rate: Option<u32>, rate: u32) -> Vec<i16> {
+pub fn ffmpeg_decode(
+    dir: &Path,
+    name: &str,
+    fmt: &str,
+    data: &[u8],
+    in_rate: Option<u32>,
+    rate: u32,
+) -> Vec<i16> {
     let p = dir.join(name);
     std::fs::write(&p, data).unwrap();
     let mut args: Vec<String> = vec!["-f".into(), fmt.into()];

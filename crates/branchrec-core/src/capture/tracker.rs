@@ -416,7 +416,10 @@ fn sdp_media_opt(msg: &Message) -> Option<Vec<PartyMedia>> {
     (!v.is_empty()).then_some(v)
 }
 
-fn audio_line(sdp: &crate::sdp::SessionDescription, m: &crate::sdp::MediaDescription) -> PartyMedia {
+fn audio_line(
+    sdp: &crate::sdp::SessionDescription,
+    m: &crate::sdp::MediaDescription,
+) -> PartyMedia {
     let addr = m
         .remote_addr(sdp)
         .filter(|a| a.port() != 0 && !a.ip().is_unspecified());
@@ -914,9 +917,7 @@ impl CallTracker {
             pending_flags: vec![(
                 ts,
                 "unsignalled",
-                format!(
-                    "RTP without SDP: {src} -> {dst}, payload type {pt}; no participants"
-                ),
+                format!("RTP without SDP: {src} -> {dst}, payload type {pt}; no participants"),
             )],
             last_sdp: None,
             sip_src: src,
@@ -1226,7 +1227,10 @@ fn side_name(s: Side) -> &'static str {
 fn channel_srtp(call: &Call) -> Vec<Option<SrtpPolicy>> {
     let pick = |send: &Option<PartyMedia>, other: &Option<PartyMedia>| -> Option<SrtpPolicy> {
         let send = send.as_ref()?;
-        let other_lines = other.as_ref().map(|o| o.crypto.as_slice()).unwrap_or_default();
+        let other_lines = other
+            .as_ref()
+            .map(|o| o.crypto.as_slice())
+            .unwrap_or_default();
         send.crypto
             .iter()
             .find(|c| {

@@ -400,13 +400,27 @@ fn offer_answer(t: &mut CallTracker, offer: &str, answer: &str) -> Vec<TrackerEv
         s(1),
         sa(A),
         sa(B),
-        &msg("INVITE sip:200@pbx SIP/2.0", Some("a"), None, "1 INVITE", "", offer),
+        &msg(
+            "INVITE sip:200@pbx SIP/2.0",
+            Some("a"),
+            None,
+            "1 INVITE",
+            "",
+            offer,
+        ),
     );
     t.on_sip(
         s(2),
         sa(B),
         sa(A),
-        &msg("SIP/2.0 200 OK", Some("a"), Some("b"), "1 INVITE", "", answer),
+        &msg(
+            "SIP/2.0 200 OK",
+            Some("a"),
+            Some("b"),
+            "1 INVITE",
+            "",
+            answer,
+        ),
     );
     events(t)
 }
@@ -438,7 +452,11 @@ fn sdes_keys_protect_what_their_sender_sends() {
                 &format!("2 AES_CM_128_HMAC_SHA1_80 inline:{K30A}"),
             ],
         ),
-        &savp("10.0.0.2", 5000, &[&format!("2 AES_CM_128_HMAC_SHA1_80 inline:{K30B}")]),
+        &savp(
+            "10.0.0.2",
+            5000,
+            &[&format!("2 AES_CM_128_HMAC_SHA1_80 inline:{K30B}")],
+        ),
     );
     let Some(TrackerEvent::Start { srtp, formats, .. }) = ev.first() else {
         panic!("{ev:?}")
@@ -450,7 +468,11 @@ fn sdes_keys_protect_what_their_sender_sends() {
             .policy
     };
     assert_eq!(srtp[0].as_ref(), Some(&key(K30A)), "caller: its tag-2 line");
-    assert_eq!(srtp[1].as_ref(), Some(&key(K30B)), "callee: its answer line");
+    assert_eq!(
+        srtp[1].as_ref(),
+        Some(&key(K30B)),
+        "callee: its answer line"
+    );
 }
 
 #[test]
@@ -463,10 +485,15 @@ fn every_audio_mline_is_a_stream_of_its_party() {
     let Some(TrackerEvent::Start { formats, .. }) = ev.first() else {
         panic!("{ev:?}")
     };
-    assert_eq!(formats.len(), 4, "two audio m-lines per party (video ignored)");
+    assert_eq!(
+        formats.len(),
+        4,
+        "two audio m-lines per party (video ignored)"
+    );
     assert_eq!(formats[2][0].encoding, "PCMA");
     let s = Mono::from_secs(3);
-    let c = |t: &mut CallTracker, src: &str, dst: &str| t.classify(s, sa(src), sa(dst)).map(|x| x.1);
+    let c =
+        |t: &mut CallTracker, src: &str, dst: &str| t.classify(s, sa(src), sa(dst)).map(|x| x.1);
     assert_eq!(c(&mut t, "10.0.0.1:4000", "10.0.0.2:5000"), Some(0));
     assert_eq!(c(&mut t, "10.0.0.2:5000", "10.0.0.1:4000"), Some(1));
     assert_eq!(c(&mut t, "10.0.0.1:4002", "10.0.0.2:5002"), Some(2));
@@ -490,7 +517,9 @@ fn rtp_without_sdp_needs_a_steady_flow_and_detection_on() {
             })
             .count()
     };
-    let steady: Vec<Vec<u8>> = (0..20u16).map(|k| rtp(8, 100 + k, 160 * u32::from(k), 7)).collect();
+    let steady: Vec<Vec<u8>> = (0..20u16)
+        .map(|k| rtp(8, 100 + k, 160 * u32::from(k), 7))
+        .collect();
     // Off by default.
     let mut off = CallTracker::new(TrackerConfig::default());
     assert_eq!(feed(&mut off, &steady), 0);
@@ -499,10 +528,23 @@ fn rtp_without_sdp_needs_a_steady_flow_and_detection_on() {
         ..TrackerConfig::default()
     };
     let mut on = CallTracker::new(cfg.clone());
-    assert_eq!(feed(&mut on, &steady), 20 - 7, "bound from the 8th packet on");
+    assert_eq!(
+        feed(&mut on, &steady),
+        20 - 7,
+        "bound from the 8th packet on"
+    );
     assert_eq!(on.stats().calls_unsignalled, 1);
     let ev = events(&mut on);
-    assert!(matches!(ev.first(), Some(TrackerEvent::Start { kind: CallKind::Unsignalled, .. })), "{ev:?}");
+    assert!(
+        matches!(
+            ev.first(),
+            Some(TrackerEvent::Start {
+                kind: CallKind::Unsignalled,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
     // The reverse direction is channel 1 of the same call.
     assert_eq!(
         on.classify_packet(Mono::from_secs(1), dst, src, true, &rtp(8, 1, 0, 9)),
@@ -510,9 +552,15 @@ fn rtp_without_sdp_needs_a_steady_flow_and_detection_on() {
     );
     // Not RTP-like: SSRC changing, sequence jumping, dynamic payload type.
     for bad in [
-        (0..20u16).map(|k| rtp(8, 100 + k, 160 * u32::from(k), u32::from(k))).collect::<Vec<_>>(),
-        (0..20u16).map(|k| rtp(8, 100 + 3 * k, 160 * u32::from(k), 7)).collect(),
-        (0..20u16).map(|k| rtp(111, 100 + k, 960 * u32::from(k), 7)).collect(),
+        (0..20u16)
+            .map(|k| rtp(8, 100 + k, 160 * u32::from(k), u32::from(k)))
+            .collect::<Vec<_>>(),
+        (0..20u16)
+            .map(|k| rtp(8, 100 + 3 * k, 160 * u32::from(k), 7))
+            .collect(),
+        (0..20u16)
+            .map(|k| rtp(111, 100 + k, 960 * u32::from(k), 7))
+            .collect(),
     ] {
         let mut t = CallTracker::new(cfg.clone());
         assert_eq!(feed(&mut t, &bad), 0);
@@ -523,12 +571,39 @@ fn rtp_without_sdp_needs_a_steady_flow_and_detection_on() {
 fn sip_over_tls_is_one_encrypted_signalling_call_per_connection() {
     let mut t = CallTracker::new(TrackerConfig::default());
     let (phone, pbx) = (sa("10.0.0.1:40000"), sa("10.0.0.2:5061"));
-    assert!(!t.on_tls(Mono::from_secs(1), phone, sa("10.0.0.2:443"), &[22, 3, 1, 0, 5, 1], false));
-    assert!(!t.on_tls(Mono::from_secs(1), phone, pbx, b"INVITE sip:x SIP/2.0\r\n", false));
-    assert!(t.on_tls(Mono::from_secs(1), phone, pbx, &[22, 3, 1, 0, 5, 1, 0, 0, 1], false));
+    assert!(!t.on_tls(
+        Mono::from_secs(1),
+        phone,
+        sa("10.0.0.2:443"),
+        &[22, 3, 1, 0, 5, 1],
+        false
+    ));
+    assert!(!t.on_tls(
+        Mono::from_secs(1),
+        phone,
+        pbx,
+        b"INVITE sip:x SIP/2.0\r\n",
+        false
+    ));
+    assert!(t.on_tls(
+        Mono::from_secs(1),
+        phone,
+        pbx,
+        &[22, 3, 1, 0, 5, 1, 0, 0, 1],
+        false
+    ));
     assert!(t.on_tls(Mono::from_secs(2), pbx, phone, &[23, 3, 3, 0, 1, 0], false));
     let ev = events(&mut t);
-    assert!(matches!(ev.first(), Some(TrackerEvent::Start { kind: CallKind::EncryptedSignalling, .. })), "{ev:?}");
+    assert!(
+        matches!(
+            ev.first(),
+            Some(TrackerEvent::Start {
+                kind: CallKind::EncryptedSignalling,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
     assert!(t.on_tls(Mono::from_secs(5), pbx, phone, &[], true));
     let ev = events(&mut t);
     assert!(
