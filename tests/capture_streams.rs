@@ -223,3 +223,92 @@ fn two_audio_streams_per_party_and_early_media_on_another_port() {
     assert_contains(&channel(&samples, 0, 2), &caller, "caller");
     assert_eq!(s["stats"][1]["received"], 50, "{}", s["stats"][1]);
 }
+
+const METADATA: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns='urn:ietf:params:xml:ns:recording:1'>
+  <datamode>complete</datamode>
+  <session session_id="S1"><sipSessionID>ab30317f;remote=47755a9d</sipSessionID></session>
+  <participant participant_id="PA"><nameID aor="sip:alice@atlanta.com"><name>Alice</name></nameID></participant>
+  <participant participant_id="PB"><nameID aor="sip:bob@biloxy.com"><name>Bob</name></nameID></participant>
+  <stream stream_id="SB" session_id="S1"><label>98</label></stream>
+  <stream stream_id="SA" session_id="S1"><label>96</label></stream>
+  <participantstreamassoc participant_id="PB"><send>SB</send><recv>SA</recv></participantstreamassoc>
+  <participantstreamassoc participant_id="PA"><send>SA</send><recv>SB</recv></participantstreamassoc>
+</recording>"#;
+
+#[test]
+fn mirrored_siprec_session_is_recorded_as_the_original_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cap = Pcap::default();
+    let t0 = MS(1_700_000_000_000);
+    let (src, srs): (SocketAddr, SocketAddr) = (addr("10.70.0.1:5060"), addr("10.70.0.9:5060"));
+    // The SRC's offer: Bob's stream (label 98) on the first m-line, Alice's second.
+    let offer = sdp(
+        "10.70.0.1",
+        &[
+            (41000, "RTP/AVP", "0", &["a=label:98", "a=sendonly"]),
+            (41002, "RTP/AVP", "0", &["a=label:96", "a=sendonly"]),
+        ],
+    );
+    let body = format!(
+        "--b1\r\nContent-Type: application/sdp\r\n\r\n{offer}\r\n--b1\r\nContent-Type: application/rs-metadata+xml\r\nContent-Disposition: recording-session\r\n\r\n{METADATA}\r\n--b1--\r\n"
+    );
+    let invite = format!(
+        "INVITE sip:srs@10.70.0.9 SIP/2.0\r\nVia: SIP/2.0/UDP 10.70.0.1;branch=z9hG4bKs1\r\nFrom: <sip:src@10.70.0.1>;tag=src1\r\nTo: <sip:srs@10.70.0.9>\r\nCall-ID: siprec-mirror@test\r\nCSeq: 1 INVITE\r\nContact: <sip:src@10.70.0.1>;+sip.src\r\nRequire: siprec\r\nContent-Type: multipart/mixed;boundary=b1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    cap.udp(t0, src, srs, invite.as_bytes());
+    let answer = sdp(
+        "10.70.0.9",
+        &[
+            (60000, "RTP/AVP", "0", &["a=label:98", "a=recvonly"]),
+            (60002, "RTP/AVP", "0", &["a=label:96", "a=recvonly"]),
+        ],
+    );
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.70.0.1;branch=z9hG4bKs1\r\nFrom: <sip:src@10.70.0.1>;tag=src1\r\nTo: <sip:srs@10.70.0.9>;tag=srs1\r\nCall-ID: siprec-mirror@test\r\nCSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:recorder@vendor.example>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+        answer.len()
+    );
+    cap.udp(t0 + MS(50), srs, src, ok.as_bytes());
+    let bob = stream(
+        &mut cap,
+        t0 + MS(100),
+        addr("10.70.0.1:41000"),
+        addr("10.70.0.9:60000"),
+        1,
+        40,
+        1,
+    );
+    let alice = stream(
+        &mut cap,
+        t0 + MS(100),
+        addr("10.70.0.1:41002"),
+        addr("10.70.0.9:60002"),
+        2,
+        40,
+        2,
+    );
+    let pcap = dir.join("siprec.pcap");
+    cap.write(&pcap);
+    let (cfg, rep) = import(dir, &[pcap.to_str().unwrap()]);
+    assert_eq!(rep["calls"].as_array().unwrap().len(), 1, "{rep}");
+    let r = &list(&cfg)[0];
+    assert_eq!(r["state"], "complete", "{r}");
+    let s = show(&cfg, r["id"].as_str().unwrap());
+    let chans = s["channels"].as_array().unwrap();
+    assert_eq!(chans.len(), 2, "one channel per recorded stream: {s}");
+    // The participants of the recorded call, from the metadata, in m-line order.
+    assert_eq!(chans[0]["aor"], "sip:bob@biloxy.com", "{s}");
+    assert_eq!(chans[1]["aor"], "sip:alice@atlanta.com", "{s}");
+    assert_eq!(chans[0]["mapping_source"], "metadata");
+    assert_eq!(participant(&s, "caller")["name"], "Bob");
+    assert_eq!(
+        participant(&s, "callee")["name"],
+        "Alice",
+        "not the SRS's identity"
+    );
+    let samples = export(&cfg, dir, r["id"].as_str().unwrap());
+    assert_contains(&channel(&samples, 0, 2), &bob, "Bob on channel 0");
+    assert_contains(&channel(&samples, 1, 2), &alice, "Alice on channel 1");
+}

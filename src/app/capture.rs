@@ -189,7 +189,7 @@ fn channel_media(
                 srtp: srtp.get(ch).cloned().flatten(),
                 detail: serde_json::json!({
                     "by": if ch % 2 == 0 { "caller" } else { "callee" },
-                    "stream": ch / 2,
+                    "channel": ch,
                 }),
                 // The tracker binds flows (by their 5-tuple from SDP) before they get here.
                 remote: None,
@@ -240,7 +240,8 @@ impl Recorder {
         srtp: Vec<Option<SrtpPolicy>>,
         kind: CallKind,
     ) {
-        let unsignalled = kind != CallKind::Sip;
+        let unsignalled = !matches!(kind, CallKind::Sip | CallKind::MirroredSiprec);
+        let siprec = kind == CallKind::MirroredSiprec;
         let created = wall_clock(at).to_datetime().unwrap_or_default();
         let all: Vec<&PayloadFormat> = formats.iter().flatten().collect();
         // SIP over TLS: nothing to decode. Catalogued without a file, the verdict in the
@@ -359,12 +360,25 @@ impl Recorder {
                 .map(|ch| (ch, ids[ch % 2]))
                 .map(|(ch, pid)| ChannelRow {
                     channel: ch as u32,
-                    // The party's audio m-line number (among its audio m-lines).
-                    mline: (!unsignalled).then_some((ch / 2) as u32),
+                    // The party's audio m-line number (among its audio m-lines); for a
+                    // mirrored SIPREC session the SRC's m-line, one per channel.
+                    mline: if siprec {
+                        Some(ch as u32)
+                    } else {
+                        (!unsignalled).then_some((ch / 2) as u32)
+                    },
                     label: flow_label(ch),
                     stream_id: None,
-                    participant_id: (!unsignalled).then(|| pid.into()),
-                    mapping_source: MappingSource::MlineOrder,
+                    participant_id: if siprec {
+                        (ch < 2).then(|| pid.into())
+                    } else {
+                        (!unsignalled).then(|| pid.into())
+                    },
+                    mapping_source: if siprec {
+                        MappingSource::Metadata
+                    } else {
+                        MappingSource::MlineOrder
+                    },
                 })
                 .collect(),
         ));

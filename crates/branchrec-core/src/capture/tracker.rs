@@ -127,6 +127,11 @@ pub enum CallKind {
     /// SIP over TLS (a TLS connection to or from port 5061): no Call-ID, no SDP, no keys,
     /// so no audio; catalogued so the call is not silently missing.
     EncryptedSignalling,
+    /// A SIPREC session (SRC → a third-party SRS) seen on the mirror: recorded as the
+    /// original call, one channel per recorded stream (m-line `i` of the SRC's offer →
+    /// channel `i`), parties from the metadata (the participants heard on m-lines 0
+    /// and 1).
+    MirroredSiprec,
 }
 
 /// The SIP-over-TLS port: TCP payload that is a TLS record on it is encrypted signalling.
@@ -183,6 +188,8 @@ pub struct PartyMedia {
     /// Its usable SDES `a=crypto` lines (RFC 4568), in order: the keys this party
     /// protects what it *sends* with.
     pub crypto: Vec<CryptoAttr>,
+    /// Its `a=label` (ties a SIPREC stream to its metadata).
+    pub label: Option<String>,
 }
 
 /// What the shell must do.
@@ -328,6 +335,8 @@ struct Call {
     unsignalled: Option<(SocketAddr, SocketAddr)>,
     /// SIP over TLS: the connection (client, server).
     tls: Option<(SocketAddr, SocketAddr)>,
+    /// A SIPREC session between an SRC (the "caller") and an SRS.
+    siprec: bool,
     /// SRTP keys per channel for an unsignalled flow (declared by the operator).
     declared_srtp: [Option<SrtpPolicy>; 2],
 }
@@ -434,6 +443,7 @@ fn audio_line(
         direction: m.direction(sdp),
         srtp: crate::sdp::is_sdes_proto(&m.proto),
         crypto,
+        label: m.label().map(str::to_string),
     }
 }
 
@@ -553,8 +563,17 @@ impl CallTracker {
                     },
                     unsignalled: None,
                     tls: None,
+                    siprec: false,
                     declared_srtp: [None, None],
                 };
+                let mut call = call;
+                if initial_invite {
+                    if let Some(p) = siprec_parties(msg, &media) {
+                        // A mirrored SIPREC session: the recorded call's participants.
+                        call.siprec = true;
+                        call.parties = p;
+                    }
+                }
                 let denied = !self.cfg.rules.allows(&[&call.parties[0], &call.parties[1]]);
                 self.calls.insert(no, call);
                 self.by_call_id.insert(call_id.to_string(), no);
@@ -642,7 +661,7 @@ impl CallTracker {
             call.last_sdp = Some(sender);
             if changed && call.recording {
                 let (formats, hold) = channel_formats(call);
-                let srtp = channel_srtp(call);
+                let srtp = shape(call, channel_srtp(call));
                 self.events.push_back(TrackerEvent::Media {
                     call: no,
                     at: ts,
@@ -652,7 +671,8 @@ impl CallTracker {
                 });
             }
         }
-        if !msg.is_request() && sender == Side::Callee {
+        // (A mirrored SIPREC session's parties come from its metadata, not the SRS.)
+        if !msg.is_request() && sender == Side::Callee && !call.siprec {
             if let Some(p) = pai(msg) {
                 if call.parties[1] != p {
                     call.parties[1] = p;
@@ -751,14 +771,24 @@ impl CallTracker {
         if call.denied {
             return None;
         }
+        // One source gate per sending party (all its streams come from its address).
+        let gate = ch % 2;
+        // A mirrored SIPREC session: the SRC's stream i is channel i; the SRS sends none.
+        let ch = if call.siprec {
+            if gate != 0 {
+                return None;
+            }
+            ch / 2
+        } else {
+            ch
+        };
         // A stream the recording has no channel for (added after the start).
-        if call.recording && ch >= 2 * call.streams {
+        if call.recording && ch >= channel_count(call) {
             return None;
         }
-        // One source gate per sending party (all its streams come from its address).
         let verdict = call
             .sources
-            .get_mut(ch % 2)
+            .get_mut(gate)
             .map_or(SourceVerdict::Foreign, |g| g.check(ts, src, rtp));
         if verdict == SourceVerdict::Foreign {
             self.stats.rtp_foreign_source += 1;
@@ -901,6 +931,7 @@ impl CallTracker {
                 direction: Direction::SendRecv,
                 srtp: key_of(a).is_some(),
                 crypto: Vec::new(),
+                label: None,
             }
         };
         let mut sources: [SourceGate; 2] = Default::default();
@@ -931,6 +962,7 @@ impl CallTracker {
             sources,
             unsignalled: Some((src, dst)),
             tls: None,
+            siprec: false,
             declared_srtp: [key_of(src), key_of(dst)],
         };
         self.calls.insert(no, call);
@@ -998,6 +1030,7 @@ impl CallTracker {
                 sources: Default::default(),
                 unsignalled: None,
                 tls: Some(key),
+                siprec: false,
                 declared_srtp: [None, None],
             };
             self.calls.insert(no, call);
@@ -1068,7 +1101,7 @@ impl CallTracker {
         let srtp = if call.unsignalled.is_some() {
             call.declared_srtp.to_vec()
         } else {
-            channel_srtp(call)
+            shape(call, channel_srtp(call))
         };
         self.events.push_back(TrackerEvent::Start {
             call: no,
@@ -1083,6 +1116,8 @@ impl CallTracker {
                 CallKind::Unsignalled
             } else if call.tls.is_some() {
                 CallKind::EncryptedSignalling
+            } else if call.siprec {
+                CallKind::MirroredSiprec
             } else {
                 CallKind::Sip
             },
@@ -1264,7 +1299,49 @@ fn channel_formats(call: &Call) -> (Vec<Vec<PayloadFormat>>, Vec<bool>) {
         formats.extend(f);
         hold.extend(h);
     }
-    (formats, hold)
+    (shape(call, formats), shape(call, hold))
+}
+
+/// Channels of the recording: two per stream, or one per stream (at least two) for a
+/// mirrored SIPREC session.
+fn channel_count(call: &Call) -> usize {
+    if call.siprec {
+        call.streams.max(2)
+    } else {
+        2 * call.streams.max(1)
+    }
+}
+
+/// Per-channel values (two per stream, caller's first) as the recording's channels:
+/// for a mirrored SIPREC session only the SRC's streams (even entries), padded to two.
+fn shape<T: Clone + Default>(call: &Call, v: Vec<T>) -> Vec<T> {
+    if !call.siprec {
+        return v;
+    }
+    let mut out: Vec<T> = v.into_iter().step_by(2).collect();
+    while out.len() < 2 {
+        out.push(T::default());
+    }
+    out
+}
+
+/// The participants heard on the SRC's first two m-lines, if `msg` carries SIPREC
+/// metadata (RFC 7865) next to its SDP.
+fn siprec_parties(msg: &Message, media: &[PartyMedia]) -> Option<[Party; 2]> {
+    let ct = msg.header("Content-Type")?;
+    let body = crate::siprec::body::split_body(ct, &msg.body).ok()?;
+    let meta = crate::siprec::metadata::parse(&body.metadata?.bytes).ok()?;
+    let labels: Vec<Option<String>> = media.iter().map(|m| m.label.clone()).collect();
+    let map = crate::siprec::metadata::channel_map(&meta, &labels);
+    let party = |i: usize| {
+        map.get(i)
+            .map(|a| Party {
+                name: a.participant_name.clone(),
+                aor: a.participant_aor.clone(),
+            })
+            .unwrap_or_default()
+    };
+    Some([party(0), party(1)])
 }
 
 /// [`channel_formats`] of one stream (the two parties' `i`-th audio m-lines).
