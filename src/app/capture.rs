@@ -879,3 +879,28 @@ fn read_live(
     }
     update(&mut cap);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_keys_parse_and_reject() {
+        let f = parse_flow_key(
+            "10.1.1.1:10000=AES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz",
+        )
+        .unwrap();
+        assert_eq!(f.sender, "10.1.1.1:10000".parse::<SocketAddr>().unwrap());
+        let p = f.srtp.unwrap();
+        assert_eq!(p.suite, crate::media::SrtpSuite::AesCm128HmacSha1_80);
+        assert_eq!(p.keys[0].key.expose(), b"i know all your ");
+        for bad in [
+            "10.1.1.1=AES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz",
+            "10.1.1.1:10000 AES_CM_128_HMAC_SHA1_80:inline:aSBr",
+            "10.1.1.1:10000=AES_CM_128_HMAC_SHA1_80:inline:c2hvcnQ=",
+            "10.1.1.1:10000=NULL_CIPHER:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz",
+        ] {
+            assert!(parse_flow_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -219,14 +219,22 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 }
                 let s = &rep.stats;
                 println!(
-                    "{} calls from {} frames ({} SIP messages, {} RTP packets bound, {} IP datagrams reassembled, {} decapsulated)",
+                    "{} calls from {} frames ({} SIP messages, {} RTP packets bound, {} IP datagrams reassembled, {} decapsulated, {} unsignalled RTP flows, {} SIP-over-TLS connections)",
                     rep.calls.len(),
                     rep.frames,
                     s.tracker.sip_messages,
                     s.tracker.rtp_packets,
                     s.decode.reassembled,
-                    s.decode.decapsulated
+                    s.decode.decapsulated,
+                    s.tracker.calls_unsignalled,
+                    s.tracker.calls_encrypted
                 );
+                if rep.calls.is_empty() && s.tracker.sip_messages == 0 && s.udp_unbound > 0 {
+                    println!(
+                        "no SIP in these files: {} UDP datagrams were not bound to any call; `--unsignalled` records RTP without SDP, `--srtp-key SENDER=SUITE:inline:KEY` a known SRTP flow (docs/capture.md)",
+                        s.udp_unbound
+                    );
+                }
             }
             Ok(())
         }
