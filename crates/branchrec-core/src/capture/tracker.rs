@@ -3,7 +3,12 @@
 //! Sans-IO: SIP messages and UDP flows with their capture time go in; [`TrackerEvent`]s
 //! come out, and [`CallTracker::classify`] says which call and channel an RTP datagram
 //! belongs to. Channel 0 carries what the caller sends (RTP towards the callee's SDP
-//! address, or from the caller's own), channel 1 what the callee sends.
+//! address, or from the caller's own), channel 1 what the callee sends; with several
+//! audio m-lines, channel `2i` / `2i + 1` carry the caller's / callee's `i`-th stream.
+//! SDES keys (`a=crypto`) go with the channel of the party that sent them; SIP over TLS
+//! becomes an `encrypted_signalling` call per connection; a mirrored SIPREC session is
+//! recorded as the original call; RTP without SDP is detected when enabled
+//! (`unsignalled`). See `docs/capture.md`.
 //!
 //! A dialog is keyed by Call-ID; the caller is the sender of the initial INVITE (its
 //! From tag), the callee answers with its To tag. Every SDP (offer or answer, in INVITE,
