@@ -7,6 +7,8 @@
 //! number or name in plaintext. Also: what SoftHSM2 supports through PKCS#11, the
 //! evidence for the scheme choice in docs/central.md.
 
+#[path = "common/central.rs"]
+mod central_common;
 mod common;
 #[path = "common/s3.rs"]
 mod s3;
@@ -484,4 +486,78 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
         "{err}"
     );
     assert!(!out3.exists() && !dir.path().join("tampered.wav.partial").exists());
+}
+
+/// The verification script of docs/evidence.md on a bundle built here (the box's and
+/// central's bundles run it in tests/central_acceptance.rs): it passes with the SIPREC
+/// metadata documents, passes without them (a bundle exported centrally from an archive
+/// document older than the raw metadata: the signed hashes are named instead) and fails
+/// on an altered one.
+#[test]
+fn evidence_script_verifies_bundles_with_and_without_metadata_documents() {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    use ed25519_dalek::Signer as _;
+    use sha2::{Digest, Sha256};
+    let hex_sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let tmp = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let der = key.verifying_key().to_public_key_der().unwrap();
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    let pcm: Vec<u8> = (0..16_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut wav = b"RIFF".to_vec();
+    wav.extend_from_slice(&[0u8; 40]);
+    wav.extend_from_slice(&pcm);
+    let xml = b"<recording xmlns='urn:ietf:params:xml:ns:recording:1'/>";
+    let metadata = serde_json::json!({
+        "call_id": "c-1",
+        "metadata_versions": [{ "seq": 1, "sha256": hex_sha(xml) }],
+    });
+    let manifest = serde_json::to_vec_pretty(&serde_json::json!({
+        "signer": { "algorithm": "ed25519", "public_key_sha256": hex_sha(der.as_bytes()) },
+        "audio": { "encoding": "s16le", "pcm_sha256": hex_sha(&pcm) },
+        "metadata": metadata,
+    }))
+    .unwrap();
+    let bundle = |name: &str, with_xml: Option<&[u8]>| -> PathBuf {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("signing-key.pem"), &pem).unwrap();
+        std::fs::write(d.join("audio.wav"), &wav).unwrap();
+        std::fs::write(d.join("manifest.json"), &manifest).unwrap();
+        std::fs::write(d.join("manifest.sig"), key.sign(&manifest).to_bytes()).unwrap();
+        std::fs::write(d.join("metadata.json"), metadata.to_string()).unwrap();
+        if let Some(x) = with_xml {
+            std::fs::write(d.join("metadata-1.xml"), x).unwrap();
+        }
+        d
+    };
+    let script = central_common::evidence_script();
+    let run = |d: &Path| -> (bool, String) {
+        let o = output_bounded(
+            Command::new("sh").arg("-c").arg(&script).current_dir(d),
+            Duration::from_secs(60),
+        )
+        .expect("script hung");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, text) = run(&bundle("full", Some(xml)));
+    assert!(ok && text.contains("evidence bundle verified"), "{text}");
+    assert!(!text.contains("not in the bundle"), "{text}");
+    let (ok, text) = run(&bundle("older", None));
+    assert!(ok && text.contains("evidence bundle verified"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "SIPREC metadata 1 not in the bundle (signed sha256 {})",
+            hex_sha(xml)
+        )),
+        "{text}"
+    );
+    let (ok, text) = run(&bundle("altered", Some(b"<recording/>")));
+    assert!(!ok && !text.contains("evidence bundle verified"), "{text}");
 }

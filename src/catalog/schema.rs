@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     audit_heads_v2,
     tombstones_without_personal_data,
     audit_mac,
+    upload_doc_held,
 ];
 
 /// The schema version that added the audit entries' MACs ([`audit_mac`]).
@@ -327,6 +328,20 @@ fn audit_mac(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         r#"
 ALTER TABLE audit_log ADD COLUMN mac TEXT;
 CREATE INDEX audit_log_action ON audit_log (action, seq);
+"#,
+    )
+}
+
+/// Version 10 (issue #14): `uploads.doc_held`, the hold state (1/0) of the recording's
+/// archived document as last published. A hold placed or released on the box after the
+/// upload makes it differ from `held`: the uplink then publishes the document again (a
+/// new version of `<key>.json`) and the central indexer updates the held state. Rows
+/// uploaded before: the flag they had.
+fn upload_doc_held(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE uploads ADD COLUMN doc_held INTEGER;
+UPDATE uploads SET doc_held = held WHERE state = 'uploaded';
 "#,
     )
 }

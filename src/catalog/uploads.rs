@@ -80,6 +80,9 @@ pub struct UploadRow {
     pub uploaded_at_ms: Option<i64>,
     /// When the archive copy was confirmed (retention may delete the local file after).
     pub archived_at_ms: Option<i64>,
+    /// The hold state the archived document says (as last published); `None` before
+    /// the document is written.
+    pub doc_held: Option<bool>,
 }
 
 impl UploadRow {
@@ -102,6 +105,7 @@ impl UploadRow {
             archive_hold: "none".into(),
             uploaded_at_ms: None,
             archived_at_ms: None,
+            doc_held: None,
         }
     }
 }
@@ -146,7 +150,7 @@ pub struct UplinkCounts {
 
 const COLS: &str = "recording_id, state, object_key, upload_id, parts_json, bytes_total, \
     bytes_sent, attempts, last_error, next_attempt_at, archive_etag, archive_checksum, held, \
-    archive_hold, uploaded_at, archived_at";
+    archive_hold, uploaded_at, archived_at, doc_held";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(UploadRow, String)> {
     let state: String = r.get(1)?;
@@ -168,6 +172,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(UploadRow, String)> {
             archive_hold: r.get(13)?,
             uploaded_at_ms: r.get(14)?,
             archived_at_ms: r.get(15)?,
+            doc_held: r.get::<_, Option<i64>>(16)?.map(|v| v != 0),
         },
         state,
     ))
@@ -204,7 +209,7 @@ impl Catalog {
         tx.execute(
             &format!(
                 "INSERT OR REPLACE INTO uploads ({COLS}, updated_at) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?18, ?17)"
             ),
             params![
                 u.recording_id,
@@ -224,6 +229,7 @@ impl Catalog {
                 u.uploaded_at_ms,
                 u.archived_at_ms,
                 now,
+                u.doc_held.map(i64::from),
             ],
         )?;
         // The life cycle (retention, disk pressure) reads `recordings.archived_at`: a
@@ -259,10 +265,28 @@ impl Catalog {
             [],
             |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))),
         )?;
+        let mut n = 0;
+        if self.hold_fingerprint != Some(fp) {
+            // Holds changed: an uploaded recording no hold covers any more is no longer
+            // held (its archived document is published again, see `doc_held`).
+            let held: Vec<String> = {
+                let mut st = self
+                    .conn
+                    .prepare("SELECT recording_id FROM uploads WHERE held = 1")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            for id in held {
+                if self.holds_covering(&id, now_ms)?.is_empty() {
+                    self.set_upload_hold(&id, false)?;
+                    n += 1;
+                }
+            }
+        }
         if active == 0 {
             self.hold_fingerprint = Some(fp);
             self.hold_round_at_ms = now_ms;
-            return Ok(0);
+            return Ok(n);
         }
         // Holds unchanged since the last round: only recordings not yet in the archive
         // (the backlog) can newly fall under them. Otherwise look at every recording once.
@@ -284,7 +308,6 @@ impl Catalog {
         };
         self.hold_fingerprint = Some(fp);
         self.hold_round_at_ms = now_ms;
-        let mut n = 0;
         for id in ids {
             if !self.holds_covering(&id, now_ms)?.is_empty() {
                 self.set_upload_hold(&id, true)?;
@@ -302,7 +325,8 @@ impl Catalog {
                     COALESCE(r.file_bytes, 0) \
              FROM recordings r LEFT JOIN uploads u ON u.recording_id = r.id \
              WHERE {FINAL} AND (u.state IS NULL OR u.state != 'uploaded' \
-                   OR (u.held = 1 AND u.archive_hold = 'none')) \
+                   OR (u.held = 1 AND u.archive_hold = 'none') \
+                   OR (u.doc_held IS NOT NULL AND u.doc_held != u.held)) \
              ORDER BY r.started_at"
         ))?;
         let rows = st.query_map([], |r| {

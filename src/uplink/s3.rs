@@ -554,6 +554,33 @@ impl S3Client {
         content_type: &str,
         meta: &[(&str, &str)],
     ) -> Result<(), S3Error> {
+        self.put_object_cond(key, data, content_type, meta, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// PutObject only if no object exists under `key` (`If-None-Match: *`, RFC 9110
+    /// 13.1.2, S3 conditional writes): `Ok(false)` when the server answered 412
+    /// Precondition Failed. A server that ignores the header (Garage 2.5 does, for
+    /// PutObject) overwrites: callers that need exclusivity also serialise elsewhere.
+    pub async fn put_object_if_absent(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+    ) -> Result<bool, S3Error> {
+        self.put_object_cond(key, data, content_type, &[], true)
+            .await
+    }
+
+    async fn put_object_cond(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+        meta: &[(&str, &str)],
+        if_absent: bool,
+    ) -> Result<bool, S3Error> {
         let md5 = md5::Md5::digest(&data);
         let sha = Sha256::digest(&data);
         let mut extra = vec![
@@ -563,6 +590,9 @@ impl S3Client {
         ];
         for (k, v) in meta {
             extra.push((format!("x-amz-meta-{k}"), (*v).to_string()));
+        }
+        if if_absent {
+            extra.push(("if-none-match".to_string(), "*".to_string()));
         }
         let timeout = self.body_timeout(data.len());
         let r = self
@@ -576,6 +606,9 @@ impl S3Client {
                 timeout,
             )
             .await?;
+        if if_absent && r.status == 412 {
+            return Ok(false);
+        }
         if r.status != 200 {
             return Err(s3_error(r.status, &r.body));
         }
@@ -586,7 +619,7 @@ impl S3Client {
                 "PutObject ETag {etag} does not match the MD5 sent"
             )));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The PutObjectLegalHold request on `key` (one version, or the current one), its
