@@ -551,6 +551,12 @@ fn evidence_script_verifies_bundles_with_and_without_metadata_documents() {
     assert!(!text.contains("not in the bundle"), "{text}");
     let (ok, text) = run(&bundle("older", None));
     assert!(ok && text.contains("evidence bundle verified"), "{text}");
+    // Cleanly: the loop over the glob does not feed the literal `metadata-*.xml` to
+    // sha256sum and jq (that failed inside a command substitution, which `set -e`
+    // ignores: the check then "passed" with errors).
+    for e in ["No such file", "error", "metadata-*.xml"] {
+        assert!(!text.contains(e), "{e}: {text}");
+    }
     assert!(
         text.contains(&format!(
             "SIPREC metadata 1 not in the bundle (signed sha256 {})",

@@ -737,7 +737,7 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     assert_eq!(idx["reverified"], 1, "{idx}");
     assert_eq!(held_ids(), [x.clone(), z.clone()].into());
     let shown: Value =
-        serde_json::from_str(&env.central_ok(&["show", &x, "--json"])).unwrap();
+        serde_json::from_str(&env.central_ok(&["show", &x])).unwrap();
     let ch = &shown["central_holds"][0];
     assert_eq!(
         (ch["case"].as_str(), ch["reason"].as_str()),

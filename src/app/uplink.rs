@@ -435,6 +435,7 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         )
         .await?;
     row.doc_held = Some(doc_held);
+    row.local_held = Some(doc_held);
     let seal = |kind: &str, plain: Vec<u8>| seal_archive(&ctx, &detail, &key, size, &sha, kind, plain);
     if let Some((m, sig)) = manifest_for(&ctx.cfg.storage.data_dir, &detail) {
         let m = seal("manifest", m)?;
@@ -474,12 +475,10 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
     apply_hold(&ctx, &mut row, &key).await
 }
 
-/// Whether the lifecycle fields of the archive document say held (a hold covers it).
+/// Whether the lifecycle fields of the archive document say held by the box's own
+/// holds (`held_locally`; holds placed by central commands are central's to publish).
 fn lifecycle_held(lc: &serde_json::Map<String, serde_json::Value>) -> bool {
-    lc.get("holds")
-        .and_then(|h| h.as_array())
-        .is_some_and(|h| !h.is_empty())
-        || lc.get("held").and_then(|h| h.as_bool()) == Some(true)
+    lc.get("held_locally").and_then(|h| h.as_bool()) == Some(true)
 }
 
 /// Seal `plain` (an archive document or manifest of `detail`) to the compliance key, if
@@ -582,9 +581,9 @@ async fn republish_document(
     key: &str,
 ) -> Result<(), TaskError> {
     let held = lifecycle_held(&lifecycle);
-    row.held = held;
+    row.local_held = Some(held);
     if row.doc_held == Some(held) {
-        return Ok(());
+        return ctx.save(row).await;
     }
     let Some(rel) = detail.recording.file_path.clone() else {
         // The local file is gone (archived, then expired): the document cannot be

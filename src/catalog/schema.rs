@@ -332,16 +332,18 @@ CREATE INDEX audit_log_action ON audit_log (action, seq);
     )
 }
 
-/// Version 10 (issue #14): `uploads.doc_held`, the hold state (1/0) of the recording's
-/// archived document as last published. A hold placed or released on the box after the
-/// upload makes it differ from `held`: the uplink then publishes the document again (a
-/// new version of `<key>.json`) and the central indexer updates the held state. Rows
-/// uploaded before: the flag they had.
+/// Version 10 (issue #14): `uploads.doc_held`, whether the recording's archived document
+/// says it is held by the box's own holds (`held_locally`, as last published), and
+/// `uploads.local_held`, whether it is now (kept by `sync_upload_holds`). A hold placed
+/// or released on the box after the upload makes them differ: the uplink publishes the
+/// document again (a new version of `<key>.json`) and the central indexer updates the
+/// held state. Rows uploaded before: the flag they had.
 fn upload_doc_held(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         r#"
 ALTER TABLE uploads ADD COLUMN doc_held INTEGER;
-UPDATE uploads SET doc_held = held WHERE state = 'uploaded';
+ALTER TABLE uploads ADD COLUMN local_held INTEGER;
+UPDATE uploads SET doc_held = held, local_held = held WHERE state = 'uploaded';
 "#,
     )
 }

@@ -83,6 +83,9 @@ pub struct UploadRow {
     /// The hold state the archived document says (as last published); `None` before
     /// the document is written.
     pub doc_held: Option<bool>,
+    /// Whether the box's own holds (not central commands') cover it now, as the last
+    /// hold round saw; differs from `doc_held` → the document is published again.
+    pub local_held: Option<bool>,
 }
 
 impl UploadRow {
@@ -106,6 +109,7 @@ impl UploadRow {
             uploaded_at_ms: None,
             archived_at_ms: None,
             doc_held: None,
+            local_held: None,
         }
     }
 }
@@ -150,7 +154,7 @@ pub struct UplinkCounts {
 
 const COLS: &str = "recording_id, state, object_key, upload_id, parts_json, bytes_total, \
     bytes_sent, attempts, last_error, next_attempt_at, archive_etag, archive_checksum, held, \
-    archive_hold, uploaded_at, archived_at, doc_held";
+    archive_hold, uploaded_at, archived_at, doc_held, local_held";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(UploadRow, String)> {
     let state: String = r.get(1)?;
@@ -173,6 +177,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(UploadRow, String)> {
             uploaded_at_ms: r.get(14)?,
             archived_at_ms: r.get(15)?,
             doc_held: r.get::<_, Option<i64>>(16)?.map(|v| v != 0),
+            local_held: r.get::<_, Option<i64>>(17)?.map(|v| v != 0),
         },
         state,
     ))
@@ -209,7 +214,7 @@ impl Catalog {
         tx.execute(
             &format!(
                 "INSERT OR REPLACE INTO uploads ({COLS}, updated_at) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?18, ?17)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?18, ?19, ?17)"
             ),
             params![
                 u.recording_id,
@@ -230,6 +235,7 @@ impl Catalog {
                 u.archived_at_ms,
                 now,
                 u.doc_held.map(i64::from),
+                u.local_held.map(i64::from),
             ],
         )?;
         // The life cycle (retention, disk pressure) reads `recordings.archived_at`: a
@@ -268,17 +274,42 @@ impl Catalog {
         let mut n = 0;
         if self.hold_fingerprint != Some(fp) {
             // Holds changed: an uploaded recording no hold covers any more is no longer
-            // held (its archived document is published again, see `doc_held`).
-            let held: Vec<String> = {
-                let mut st = self
-                    .conn
-                    .prepare("SELECT recording_id FROM uploads WHERE held = 1")?;
-                let rows = st.query_map([], |r| r.get(0))?;
+            // held, and whether the box's own holds cover it (`local_held`) is brought up
+            // to date: where it differs from its archived document (`doc_held`) the
+            // uplink publishes the document again. One look per uploaded recording, on
+            // each change of the holds only.
+            let central: std::collections::HashSet<i64> = self
+                .holds(false, now_ms)?
+                .into_iter()
+                .filter(|h| h.operator.starts_with("central:"))
+                .map(|h| h.id)
+                .collect();
+            let rows: Vec<(String, bool, Option<bool>)> = {
+                let mut st = self.conn.prepare(
+                    "SELECT recording_id, held, local_held FROM uploads \
+                     WHERE held = 1 OR (state = 'uploaded' AND local_held IS NOT NULL)",
+                )?;
+                let rows = st.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, i64>(1)? != 0,
+                        r.get::<_, Option<i64>>(2)?.map(|v| v != 0),
+                    ))
+                })?;
                 rows.collect::<Result<Vec<_>, _>>()?
             };
-            for id in held {
-                if self.holds_covering(&id, now_ms)?.is_empty() {
+            for (id, held, local) in rows {
+                let cov = self.holds_covering(&id, now_ms)?;
+                if held && cov.is_empty() {
                     self.set_upload_hold(&id, false)?;
+                    n += 1;
+                }
+                let now_local = cov.iter().any(|h| !central.contains(h));
+                if local.is_some() && local != Some(now_local) {
+                    self.conn.execute(
+                        "UPDATE uploads SET local_held = ?2 WHERE recording_id = ?1",
+                        params![id, i64::from(now_local)],
+                    )?;
                     n += 1;
                 }
             }
@@ -326,7 +357,8 @@ impl Catalog {
              FROM recordings r LEFT JOIN uploads u ON u.recording_id = r.id \
              WHERE {FINAL} AND (u.state IS NULL OR u.state != 'uploaded' \
                    OR (u.held = 1 AND u.archive_hold = 'none') \
-                   OR (u.doc_held IS NOT NULL AND u.doc_held != u.held)) \
+                   OR (u.doc_held IS NOT NULL AND u.local_held IS NOT NULL \
+                       AND u.doc_held != u.local_held)) \
              ORDER BY r.started_at"
         ))?;
         let rows = st.query_map([], |r| {

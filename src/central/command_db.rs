@@ -150,6 +150,12 @@ impl CommandDb {
         now: i64,
     ) -> Result<(), CentralError> {
         let mut tx = self.client.transaction().map_err(db)?;
+        tx.execute(
+            "INSERT INTO central_cases (case_id, reason, operator, placed_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (case_id) DO UPDATE SET released_ms = NULL, released_by = NULL",
+            &[&case, &reason, &operator, &now],
+        )
+        .map_err(db)?;
         for h in recs {
             tx.execute(
                 "INSERT INTO central_holds (recording_id, box_id, container_key, case_id, reason,
@@ -246,6 +252,12 @@ impl CommandDb {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        tx.execute(
+            "UPDATE central_cases SET released_ms = $2, released_by = $3
+             WHERE case_id = $1 AND released_ms IS NULL",
+            &[&case, &now, &operator],
+        )
+        .map_err(db)?;
         tx.execute(
             "UPDATE recordings r SET held =
                 EXISTS (SELECT 1 FROM holds h WHERE h.recording_id = r.recording_id

@@ -221,6 +221,18 @@ CREATE TABLE central_holds (
     PRIMARY KEY (recording_id, case_id)
 );
 CREATE INDEX central_holds_active ON central_holds (recording_id) WHERE released_ms IS NULL;
+-- The central cases (a participant case may match nothing yet). A box reports in its
+-- archived documents which central cases hold a recording (`hold_cases`: a participant
+-- pattern it holds covers recordings made later); the indexer adds those recordings to
+-- the case while it is active.
+CREATE TABLE central_cases (
+    case_id     text PRIMARY KEY,
+    reason      text NOT NULL,
+    operator    text NOT NULL,
+    placed_ms   bigint NOT NULL,
+    released_ms bigint,
+    released_by text
+);
 CREATE INDEX central_holds_case ON central_holds (case_id) WHERE released_ms IS NULL;
 
 -- A recording (re)written by the indexer stays held while a central hold is active.
