@@ -736,8 +736,7 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     let idx: Value = serde_json::from_str(idx.lines().last().unwrap()).unwrap();
     assert_eq!(idx["reverified"], 1, "{idx}");
     assert_eq!(held_ids(), [x.clone(), z.clone()].into());
-    let shown: Value =
-        serde_json::from_str(&env.central_ok(&["show", &x])).unwrap();
+    let shown: Value = serde_json::from_str(&env.central_ok(&["show", &x])).unwrap();
     let ch = &shown["central_holds"][0];
     assert_eq!(
         (ch["case"].as_str(), ch["reason"].as_str()),
@@ -745,7 +744,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         "{shown}"
     );
     assert!(!ch["operator"].as_str().unwrap().is_empty(), "{shown}");
-    assert_eq!(wait_ack(&env, &d, &box_pk, 6).ack.result.as_str(), "applied");
+    assert_eq!(
+        wait_ack(&env, &d, &box_pk, 6).ack.result.as_str(),
+        "applied"
+    );
 
     // 10. A central hold on the box-held recording, then released: the box's own hold
     // keeps it held in the index and its legal hold stays ON.
@@ -754,8 +756,14 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     assert!(all(legal(&z), "ON"));
     let out = env.central_ok(&["hold", "release", "--case", "P-2", "--reason", "done"]);
     assert!(out.contains("release command 8"), "{out}");
-    assert!(out.contains(&format!("still held by other cases: {z}")), "{out}");
-    assert!(all(legal(&z), "ON"), "box-held recording lost its legal hold");
+    assert!(
+        out.contains(&format!("still held by other cases: {z}")),
+        "{out}"
+    );
+    assert!(
+        all(legal(&z), "ON"),
+        "box-held recording lost its legal hold"
+    );
     assert_eq!(held_ids(), [x.clone(), z.clone()].into());
     // 11. Releasing the participant case: X no longer held, its legal holds OFF.
     let out = env.central_ok(&["hold", "release", "--case", "P-1", "--reason", "closed"]);
@@ -763,7 +771,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     assert!(all(legal(&x), "OFF"), "{:?}", legal(&x));
     assert_eq!(held_ids(), [z.clone()].into());
     for s in [7, 8, 9] {
-        assert_eq!(wait_ack(&env, &d, &box_pk, s).ack.result.as_str(), "applied");
+        assert_eq!(
+            wait_ack(&env, &d, &box_pk, s).ack.result.as_str(),
+            "applied"
+        );
     }
 
     // 12. The sequence is allocated under a PostgreSQL row lock: while another
@@ -800,7 +811,11 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     for c in [a, b] {
         let o = c.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let seq: u64 = text
             .split("command ")
             .nth(1)
@@ -812,7 +827,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     seqs.sort();
     assert_eq!(seqs, vec![11, 12], "two operators got the same seq");
     for s in [10, 11, 12] {
-        assert_eq!(wait_ack(&env, &d, &box_pk, s).ack.result.as_str(), "applied");
+        assert_eq!(
+            wait_ack(&env, &d, &box_pk, s).ack.result.as_str(),
+            "applied"
+        );
     }
     let box_cases: Vec<String> = cli_json(&d, &["hold", "list", "--json"])
         .as_array()
@@ -859,11 +877,18 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         .unwrap();
     assert_eq!(c12["state"], "ack-refused", "{c12}");
     assert!(
-        c12["ack_problem"].as_str().unwrap().contains("does not verify"),
+        c12["ack_problem"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
         "{c12}"
     );
     assert_eq!(
-        cmds.as_array().unwrap().iter().find(|c| c["seq"] == 11).unwrap()["state"],
+        cmds.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["seq"] == 11)
+            .unwrap()["state"],
         "applied"
     );
     let table = env.central_ok(&["commands", "--box", BOX]);
@@ -911,7 +936,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     // (no --rescan: the document lies before its listing position) re-verifies it.
     let box_cli = |args: &[&str]| {
         let out = output_bounded(
-            Command::new(&d.bin).args(args).arg("--config").arg(&d.config),
+            Command::new(&d.bin)
+                .args(args)
+                .arg("--config")
+                .arg(&d.config),
             Duration::from_secs(60),
         )
         .expect("branchrec hung");
@@ -943,11 +971,21 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         serde_json::from_str(out.lines().last().unwrap()).unwrap()
     };
     assert!(!held_ids().contains(&id2));
-    box_cli(&["hold", "add", "--recording", &id2, "--reason", "box after upload"]);
+    box_cli(&[
+        "hold",
+        "add",
+        "--recording",
+        &id2,
+        "--reason",
+        "box after upload",
+    ]);
     wait_for("hold notice", 90, &d, || (notices() == 1).then_some(()));
     let r = index_pass();
     assert_eq!(r["reverified"], 1, "{r}");
-    assert!(held_ids().contains(&id2), "box-placed hold not in the index");
+    assert!(
+        held_ids().contains(&id2),
+        "box-placed hold not in the index"
+    );
     // Released on the box: published again, not held in the index any more.
     let hid = cli_json(&d, &["hold", "list", "--json"])
         .as_array()
@@ -956,8 +994,16 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         .find(|h| h["reason"] == "box after upload")
         .and_then(|h| h["id"].as_i64())
         .unwrap();
-    box_cli(&["hold", "release", &hid.to_string(), "--reason", "done locally"]);
-    wait_for("second hold notice", 90, &d, || (notices() == 2).then_some(()));
+    box_cli(&[
+        "hold",
+        "release",
+        &hid.to_string(),
+        "--reason",
+        "done locally",
+    ]);
+    wait_for("second hold notice", 90, &d, || {
+        (notices() == 2).then_some(())
+    });
     let r = index_pass();
     assert_eq!(r["reverified"], 1, "{r}");
     assert!(!held_ids().contains(&id2), "box release not in the index");

@@ -436,7 +436,8 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         .await?;
     row.doc_held = Some(doc_held);
     row.local_held = Some(doc_held);
-    let seal = |kind: &str, plain: Vec<u8>| seal_archive(&ctx, &detail, &key, size, &sha, kind, plain);
+    let seal =
+        |kind: &str, plain: Vec<u8>| seal_archive(&ctx, &detail, &key, size, &sha, kind, plain);
     if let Some((m, sig)) = manifest_for(&ctx.cfg.storage.data_dir, &detail) {
         let m = seal("manifest", m)?;
         ctx.client
@@ -652,7 +653,6 @@ async fn republish_document(
     tracing::info!(recording = %row.recording_id, held, "archive document published again (hold state changed)");
     ctx.save(row).await
 }
-
 
 async fn apply_hold(ctx: &Ctx, row: &mut UploadRow, key: &str) -> Result<(), TaskError> {
     if !row.held || row.archive_hold != "none" {

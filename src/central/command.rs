@@ -374,7 +374,9 @@ impl CommandArchive {
             let (ack, ack_problem) = match (acks.get(&slot), &command) {
                 (None, _) => (None, None),
                 (Some(Err(e)), _) => (None, Some(e.clone())),
-                (Some(Ok(a)), Ok(c)) if a.ack.command_sha256 == crate::command::command_sha256(c) => {
+                (Some(Ok(a)), Ok(c))
+                    if a.ack.command_sha256 == crate::command::command_sha256(c) =>
+                {
                     (Some(a.clone()), None)
                 }
                 (Some(Ok(_)), Ok(_)) => (
@@ -464,10 +466,17 @@ impl CommandArchive {
             );
             let body = bytes::Bytes::from(doc.to_bytes());
             let written = if invalid_slot {
-                self.block(self.client.put_object(&obj, body.clone(), "application/json", &[]))?;
+                self.block(
+                    self.client
+                        .put_object(&obj, body.clone(), "application/json", &[]),
+                )?;
                 true
             } else {
-                self.block(self.client.put_object_if_absent(&obj, body.clone(), "application/json"))?
+                self.block(self.client.put_object_if_absent(
+                    &obj,
+                    body.clone(),
+                    "application/json",
+                ))?
             };
             if !written {
                 tracing::warn!(box_id, seq, "slot taken meanwhile (412): next seq");
@@ -512,7 +521,11 @@ impl CommandArchive {
     }
 
     /// (slot, valid) of `box_id`'s command documents, acks not read.
-    fn history_unchecked(&self, box_id: &str, pk: &[u8; 32]) -> Result<Vec<(u64, bool)>, CentralError> {
+    fn history_unchecked(
+        &self,
+        box_id: &str,
+        pk: &[u8; 32],
+    ) -> Result<Vec<(u64, bool)>, CentralError> {
         let cp = commands_prefix(&self.prefix, box_id);
         let mut out = Vec::new();
         for (k, _) in self.block(self.client.list(&cp))? {

@@ -341,7 +341,9 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                         (Some(a), _) => (a.ack.result.as_str().to_string(), a.ack.detail.clone()),
                         // Never acknowledged by an ack that does not verify.
                         (None, Some(p)) => ("ack-refused".to_string(), p.clone()),
-                        (None, None) if ic.command.is_ok() => ("pending".to_string(), String::new()),
+                        (None, None) if ic.command.is_ok() => {
+                            ("pending".to_string(), String::new())
+                        }
                         (None, None) => ("-".to_string(), String::new()),
                     };
                     out.push(serde_json::json!({

@@ -112,7 +112,11 @@ impl CommandDb {
 
     /// Recordings of `box_id` in the index with a participant matching `pattern` (the
     /// rules of `central search --participant`), quarantined ones included.
-    pub fn matching(&mut self, box_id: &str, pattern: &str) -> Result<Vec<ArchivedRef>, CentralError> {
+    pub fn matching(
+        &mut self,
+        box_id: &str,
+        pattern: &str,
+    ) -> Result<Vec<ArchivedRef>, CentralError> {
         let f = super::index::search::Filter {
             participant: vec![pattern.to_string()],
             box_id: Some(box_id.to_string()),

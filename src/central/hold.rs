@@ -341,7 +341,9 @@ pub fn erase(
         .collect();
     let mut held_by = held_by;
     if let Some(mut d) = ar.index() {
-        if d.held_otherwise("", std::slice::from_ref(&r.id))?.contains(&r.id) {
+        if d.held_otherwise("", std::slice::from_ref(&r.id))?
+            .contains(&r.id)
+        {
             held_by.push("held in the index (a central case or the box)".into());
         }
     }

@@ -412,7 +412,13 @@ fn add_box_reported_cases(
                 'held by the box for this case', $5
          FROM central_cases k WHERE k.case_id = ANY($4) AND k.released_ms IS NULL
          ON CONFLICT (recording_id, case_id) DO NOTHING",
-        &[&r.recording_id, &r.box_id, &r.container_key, &r.hold_cases, &now],
+        &[
+            &r.recording_id,
+            &r.box_id,
+            &r.container_key,
+            &r.hold_cases,
+            &now,
+        ],
     )?;
     Ok(())
 }

@@ -193,7 +193,11 @@ impl Indexer<'_> {
                 if !page.truncated || page.objects.is_empty() {
                     break;
                 }
-                after = page.objects.last().map(|o| o.key.clone()).unwrap_or_default();
+                after = page
+                    .objects
+                    .last()
+                    .map(|o| o.key.clone())
+                    .unwrap_or_default();
             }
             if pos != start {
                 db::set_position(self.db, &bp, &bx, &pos, super::now_ms())?;
