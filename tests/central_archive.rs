@@ -427,6 +427,12 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an enrolled one"));
+    // Streamed from the archive: the timings of the stream are reported.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("first audio byte written"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         std::fs::read(&out_wav).unwrap(),
         std::fs::read(&box_wav).unwrap()
@@ -486,6 +492,8 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
         "{err}"
     );
     assert!(!out3.exists() && !dir.path().join("tampered.wav.partial").exists());
+    // The streamed container's spool file is anonymous (unlinked when opened).
+    assert!(!dir.path().join("tampered.wav.spool").exists());
 }
 
 /// The verification script of docs/evidence.md on a bundle built here (the box's and
@@ -566,4 +574,133 @@ fn evidence_script_verifies_bundles_with_and_without_metadata_documents() {
     );
     let (ok, text) = run(&bundle("altered", Some(b"<recording/>")));
     assert!(!ok && !text.contains("evidence bundle verified"), "{text}");
+}
+
+/// Bench, not a timed test (`cargo test --features g729 --test central_archive -- --ignored
+/// bench_export --nocapture`; docs/central.md, *Scale*): a real 10-minute G.711 SIPREC call
+/// (`BRANCHREC_BENCH_CALL_S`, default 600) recorded by a box and uploaded to moto, then
+/// `branchrec-central export` of it from the archive alone: time to first byte of the
+/// output (the `.partial` file has data), total time, and the exporter's peak RSS
+/// (VmHWM, sampled every 2 ms), three runs.
+#[test]
+#[ignore]
+fn bench_export_ten_minute_g711_from_the_archive() {
+    let _g = common::serial();
+    let secs: u64 = std::env::var("BRANCHREC_BENCH_CALL_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let dir = tempfile::tempdir().unwrap();
+    let (ck_priv, ck_pub) = central_common::compliance_keypair(dir.path());
+    let pki = Pki::new("archive");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (cert, key, _) = pki.server(false);
+    let moto = Moto::start(dir.path(), &cert, &key);
+    s3check(&moto, &ca, &["mkbucket", BUCKET]);
+    let creds = dir.path().join("creds");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let archive = format!(
+        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
+        moto.port,
+        creds.display(),
+        ca.display()
+    );
+    let cfg = dir.path().join("central.toml");
+    std::fs::write(&cfg, format!("[archive]\n{archive}")).unwrap();
+    let bdir = dir.path().join("box");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let keys = format!(
+        "compliance_public_key = \"{}\"\ncompliance_key_id = \"ck-bench\"",
+        ck_pub.display()
+    );
+    let mut d = Daemon::start_full(
+        &bdir,
+        "",
+        &keys,
+        &format!(
+            "[uplink]\nenabled = true\nsite = \"london\"\nbox_id = \"box-bench\"\npart_size_kb = 5120\n{archive}"
+        ),
+    );
+    let mut call = match invite_parties(srs(&d), 1, (A_AOR, A_NAME), (B_AOR, B_NAME)) {
+        Invite::Up(c) => c,
+        Invite::Rejected(code, m) => panic!("INVITE refused {code}: {m}\n{}", d.log_text()),
+    };
+    call.stream(secs * 1000);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(call.bye(), "BYE not answered\n{}", d.log_text());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let s = status_json(&d);
+        if s["uploaded"].as_u64() == Some(1) && s["pending"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not uploaded: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let list = d.recordings_json(&["list", "--json"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let bytes = std::fs::metadata(
+        bdir.join("data")
+            .join(detail["file_path"].as_str().unwrap()),
+    )
+    .unwrap()
+    .len();
+    d.stop();
+    for run in 1..=3 {
+        let out = dir.path().join(format!("export-{run}.wav"));
+        let partial = dir.path().join(format!("export-{run}.wav.partial"));
+        let t0 = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_branchrec-central"))
+            .args(["export", &id, "--out"])
+            .arg(&out)
+            .arg("--archive")
+            .arg(&cfg)
+            .arg("--key-pem")
+            .arg(&ck_priv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut ttfb = None;
+        let mut hwm_kb = 0u64;
+        let status = loop {
+            if ttfb.is_none()
+                && (std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0) || out.exists())
+            {
+                ttfb = Some(t0.elapsed());
+            }
+            if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(v) = st
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    hwm_kb = hwm_kb.max(v);
+                }
+            }
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(300), "export hung");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let total = t0.elapsed();
+        assert!(status.success(), "export failed");
+        let wav = std::fs::metadata(&out).unwrap().len();
+        println!(
+            "BENCH export run {run}: {secs} s G.711 call, container {bytes} B, WAV {wav} B: time to first byte {} ms, total {} ms, peak RSS {} MiB",
+            ttfb.unwrap_or(total).as_millis(),
+            total.as_millis(),
+            hwm_kb / 1024
+        );
+        std::fs::remove_file(&out).unwrap();
+    }
 }
