@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     tombstones_without_personal_data,
     audit_mac,
     list_indexes,
+    upload_doc_held,
 ];
 
 /// The schema version that added the audit entries' MACs ([`audit_mac`]).
@@ -399,6 +400,22 @@ BEGIN
     UPDATE participant_aliases SET started_at = NEW.started_at WHERE recording_id = NEW.id;
     UPDATE tags SET started_at = NEW.started_at WHERE recording_id = NEW.id;
 END;
+"#,
+    )
+}
+
+/// Version 11 (issue #14): `uploads.doc_held`, whether the recording's archived document
+/// says it is held by the box's own holds (`held_locally`, as last published), and
+/// `uploads.local_held`, whether it is now (kept by `sync_upload_holds`). A hold placed
+/// or released on the box after the upload makes them differ: the uplink publishes the
+/// document again (a new version of `<key>.json`) and the central indexer updates the
+/// held state. Rows uploaded before: the flag they had.
+fn upload_doc_held(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE uploads ADD COLUMN doc_held INTEGER;
+ALTER TABLE uploads ADD COLUMN local_held INTEGER;
+UPDATE uploads SET doc_held = held, local_held = held WHERE state = 'uploaded';
 "#,
     )
 }

@@ -287,6 +287,10 @@ pub fn write_recording(
         "DELETE FROM recordings WHERE recording_id = $1::text::uuid OR container_key = $2",
         &[&r.recording_id, &r.container_key],
     )?;
+    if !r.hold_cases.is_empty() {
+        // Before the row: the trigger `recordings_central_held` then sees them.
+        add_box_reported_cases(c, r, now)?;
+    }
     let sql = format!(
         "INSERT INTO recordings ({REC_COLS}) VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8,
          $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, 'ok', $22, $23, $24)"
@@ -389,6 +393,32 @@ pub fn write_recording(
     c.execute(
         "DELETE FROM quarantine WHERE object_key = $1",
         &[&r.container_key],
+    )?;
+    Ok(())
+}
+
+/// The central cases the box says hold this recording (a pattern it holds for the case
+/// covers a recording made later) join the case while it is active; a case released
+/// centrally is not revived by a document written before the release.
+fn add_box_reported_cases(
+    c: &mut impl GenericClient,
+    r: &super::plan::RecordingRow,
+    now: i64,
+) -> Result<(), IndexError> {
+    c.execute(
+        "INSERT INTO central_holds (recording_id, box_id, container_key, case_id, reason,
+           operator, matched_by, placed_ms)
+         SELECT $1::text::uuid, $2, $3, k.case_id, k.reason, k.operator,
+                'held by the box for this case', $5
+         FROM central_cases k WHERE k.case_id = ANY($4) AND k.released_ms IS NULL
+         ON CONFLICT (recording_id, case_id) DO NOTHING",
+        &[
+            &r.recording_id,
+            &r.box_id,
+            &r.container_key,
+            &r.hold_cases,
+            &now,
+        ],
     )?;
     Ok(())
 }

@@ -117,12 +117,93 @@ impl Indexer<'_> {
     pub fn pass(&mut self, rescan: bool) -> Result<PassReport, IndexError> {
         let mut rep = PassReport::default();
         self.statuses(&mut rep)?;
+        self.hold_notices(&mut rep)?;
         let boxes = self.discover()?;
         rep.boxes = boxes.len();
         for (site, bx) in boxes {
             self.box_pass(&site, &bx, rescan, &mut rep)?;
         }
         Ok(rep)
+    }
+
+    /// The boxes' hold notices (`_holds/<box>/…`, one per archived document published
+    /// again because its hold state changed on the box): each names a container key,
+    /// whose recording is looked at again (its document's ETag changed: re-verified and
+    /// rewritten with the new held state) even though it lies before the box prefix's
+    /// position. Followed with a position per box (`_holds/<box>/`).
+    fn hold_notices(&mut self, rep: &mut PassReport) -> Result<(), IndexError> {
+        let hp = format!("{}_holds/", self.archive.prefix());
+        for bp in self.common_prefixes(&hp)? {
+            let bx = bp[hp.len()..].trim_end_matches('/').to_string();
+            if bx.is_empty() {
+                continue;
+            }
+            let start = db::position(self.db, &bp)?;
+            let mut pos = start.clone();
+            let mut after = start.clone();
+            'pages: for _ in 0..100_000 {
+                let page = self.archive.list_page(&bp, Some(&after), None, 1000)?;
+                for o in &page.objects {
+                    let body = match self.archive.get(&o.key) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            rep.errors.push(format!("{}: {e}", o.key));
+                            break 'pages;
+                        }
+                    };
+                    let ck = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["container_key"].as_str().map(str::to_string));
+                    let Some(ck) = ck.filter(|k| {
+                        k.strip_prefix(self.archive.prefix())
+                            .is_some_and(|r| r.split('/').nth(1) == Some(bx.as_str()))
+                    }) else {
+                        let now = super::now_ms();
+                        db::raise_alarm(
+                            self.db,
+                            &bx,
+                            "hold_notice",
+                            &format!("{}: not a hold notice of box {bx}", o.key),
+                            now,
+                        )?;
+                        pos = o.key.clone();
+                        continue;
+                    };
+                    let site = ck[self.archive.prefix().len()..]
+                        .split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let objs = self.archive.list_page(&ck, None, None, 16)?;
+                    let groups = plan::group(&objs.objects);
+                    let settled = match groups.iter().find(|g| g.key == ck) {
+                        // Erased meanwhile: nothing to look at.
+                        None => true,
+                        Some(g) => {
+                            let known = db::known(self.db, std::slice::from_ref(&g.key))?;
+                            self.group(&site, &bx, g, &known, rep)?
+                        }
+                    };
+                    if !settled {
+                        break 'pages;
+                    }
+                    pos = o.key.clone();
+                }
+                if !page.truncated || page.objects.is_empty() {
+                    break;
+                }
+                after = page
+                    .objects
+                    .last()
+                    .map(|o| o.key.clone())
+                    .unwrap_or_default();
+            }
+            if pos != start {
+                db::set_position(self.db, &bp, &bx, &pos, super::now_ms())?;
+            }
+        }
+        Ok(())
     }
 
     fn statuses(&mut self, rep: &mut PassReport) -> Result<(), IndexError> {

@@ -288,8 +288,11 @@ pub struct RecordingRow {
     pub session_id: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
-    /// Held (by the document).
+    /// Held by the box's own holds (the document's `held_locally`; older documents:
+    /// `held`, any hold).
     pub held: bool,
+    /// Central cases whose holds on the box cover the recording (`hold_cases`).
+    pub hold_cases: Vec<String>,
     /// Container object size.
     pub container_bytes: i64,
     /// Whole-object SHA-256.
@@ -605,7 +608,18 @@ pub fn rows_from_document(
             call_id: s(doc, "call_id"),
             session_id: s(doc, "session_id"),
             tags,
-            held: doc.get("held").and_then(|h| h.as_bool()).unwrap_or(false),
+            held: doc
+                .get("held_locally")
+                .or_else(|| doc.get("held"))
+                .and_then(|h| h.as_bool())
+                .unwrap_or(false),
+            hold_cases: doc
+                .get("hold_cases")
+                .and_then(|h| h.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect(),
             container_bytes: i64::try_from(idx.container_bytes).unwrap_or(i64::MAX),
             container_sha256: idx.container_sha256.clone(),
             content_sha256: idx.content_sha256.clone(),

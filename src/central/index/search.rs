@@ -410,6 +410,26 @@ pub fn show(c: &mut impl GenericClient, id: &str) -> Result<Value, IndexError> {
             })
         })
         .collect();
+    // Holds placed at headquarters (`central hold add`), active and released.
+    let central_holds: Vec<Value> = c
+        .query(
+            "SELECT case_id, reason, operator, matched_by, placed_ms, released_ms, released_by,
+                    release_reason
+             FROM central_holds WHERE recording_id = $1::text::uuid ORDER BY placed_ms, case_id",
+            &[&rid],
+        )?
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "case": h.get::<_, String>(0), "reason": h.get::<_, String>(1),
+                "operator": h.get::<_, String>(2), "matched_by": h.get::<_, String>(3),
+                "placed": rfc3339(h.get(4)),
+                "released": h.get::<_, Option<i64>>(5).map(rfc3339),
+                "released_by": h.get::<_, Option<String>>(6),
+                "release_reason": h.get::<_, Option<String>>(7),
+            })
+        })
+        .collect();
     let events: i64 = c
         .query_one(
             "SELECT count(*) FROM events WHERE recording_id = $1::text::uuid",
@@ -437,6 +457,7 @@ pub fn show(c: &mut impl GenericClient, id: &str) -> Result<Value, IndexError> {
         "participants": participants,
         "events": events,
         "holds": holds,
+        "central_holds": central_holds,
         "document": r.get::<_, Value>(16),
     }))
 }
