@@ -80,6 +80,9 @@ fn default_follow_s() -> u64 {
 fn default_page() -> u32 {
     1000
 }
+fn default_workers() -> usize {
+    4
+}
 fn default_layout() -> String {
     "{site}/{box}/{yyyy}/{mm}/{dd}/{id}".into()
 }
@@ -110,9 +113,14 @@ pub struct IndexConfig {
     /// `--follow`: seconds between passes.
     #[serde(default = "default_follow_s")]
     pub follow_interval_s: u64,
-    /// ListObjectsV2 page size.
+    /// ListObjectsV2 page size; also the batch: a page's recordings commit in one
+    /// transaction with the position.
     #[serde(default = "default_page")]
     pub list_page: u32,
+    /// Threads fetching and verifying a page's recordings in parallel (GETs, HPKE opens,
+    /// signature and hash checks); one writer.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 impl IndexConfig {
@@ -131,6 +139,9 @@ impl IndexConfig {
             return Err(IndexError::Config(
                 "[index] list_page must be 1..=1000".into(),
             ));
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return Err(IndexError::Config("[index] workers must be 1..=64".into()));
         }
         Ok(())
     }
