@@ -100,6 +100,37 @@ pub fn get_box(c: &mut impl GenericClient, box_id: &str) -> Result<Option<BoxRow
     }))
 }
 
+/// The boxes `ids` that are known, by id.
+pub fn get_boxes(
+    c: &mut impl GenericClient,
+    ids: &[String],
+) -> Result<HashMap<String, BoxRow>, IndexError> {
+    Ok(c.query(
+        "SELECT box_id, site, trust, signing_key_der, signing_key_sha256, first_seen_ms,
+                    enrolled_by, key_changed, changed_key_sha256
+             FROM boxes WHERE box_id = ANY($1)",
+        &[&ids],
+    )?
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            BoxRow {
+                box_id: r.get(0),
+                site: r.get(1),
+                trust: r.get(2),
+                der: r.get(3),
+                key_sha256: r.get(4),
+                first_seen_ms: r.get(5),
+                enrolled_by: r.get(6),
+                key_changed: r.get(7),
+                changed_key_sha256: r.get(8),
+            },
+        )
+    })
+    .collect())
+}
+
 impl BoxRow {
     /// The key manifests are checked with, and how it came to be trusted.
     pub fn known(&self) -> Option<KnownBox> {
@@ -331,7 +362,7 @@ pub fn write_recordings(
 }
 
 /// Store published heads of `box_id` (verified with `der` when there is one) and raise
-/// `audit_gap` / `audit_fork` for what the whole published history shows.
+/// `audit_gap` / `audit_fork` for what the published history shows around them.
 pub fn store_heads(
     c: &mut impl GenericClient,
     box_id: &str,
@@ -340,73 +371,106 @@ pub fn store_heads(
     source: &str,
     now: i64,
 ) -> Result<usize, IndexError> {
-    let checked: Vec<(&SignedHead, bool)> = heads
+    let checked: Vec<(&str, &SignedHead, bool)> = heads
         .iter()
-        .map(|h| (h, der.is_some_and(|d| super::plan::head_verifies(d, h))))
+        .map(|h| {
+            (
+                box_id,
+                h,
+                der.is_some_and(|d| super::plan::head_verifies(d, h)),
+            )
+        })
         .collect();
-    store_checked_heads(c, box_id, der.is_some(), &checked, source, now)
+    store_checked_heads(c, &checked, der.is_some(), source, now)
 }
 
-/// [`store_heads`] with the signatures already checked (`(head, verifies)`, by the
-/// indexer's workers; `keyed`: a trusted key was there to check with): one INSERT for
-/// all, one look at the box's history when something is new.
+/// [`store_heads`] for many boxes with the signatures already checked (`(box, head,
+/// verifies)`, by the indexer's workers; `keyed`: a trusted key was there to check
+/// with): one INSERT for all, one look at the boxes' histories around the new heads
+/// (the new ordinals and their neighbours: a gap or fork elsewhere was raised when its
+/// heads were new).
 pub fn store_checked_heads(
     c: &mut impl GenericClient,
-    box_id: &str,
+    heads: &[(&str, &SignedHead, bool)],
     keyed: bool,
-    heads: &[(&SignedHead, bool)],
     source: &str,
     now: i64,
 ) -> Result<usize, IndexError> {
+    use std::collections::BTreeMap;
     if heads.is_empty() {
         return Ok(0);
     }
-    let bad = heads.iter().filter(|(_, ok)| keyed && !ok).count();
-    let seq: Vec<i64> = heads.iter().map(|(h, _)| h.seq).collect();
-    let hash: Vec<&str> = heads.iter().map(|(h, _)| h.hash.as_str()).collect();
-    let at: Vec<i64> = heads.iter().map(|(h, _)| h.at_ms.0).collect();
-    let kid: Vec<&str> = heads.iter().map(|(h, _)| h.key_id.as_str()).collect();
-    let sig: Vec<&str> = heads.iter().map(|(h, _)| h.signature.as_str()).collect();
-    let ord: Vec<Option<i64>> = heads.iter().map(|(h, _)| h.ordinal).collect();
-    let ctr: Vec<Option<i64>> = heads.iter().map(|(h, _)| h.counter).collect();
-    let ok: Vec<bool> = heads.iter().map(|(_, ok)| *ok).collect();
-    let new = c.execute(
+    let mut bad: BTreeMap<&str, usize> = BTreeMap::new();
+    for (b, _, ok) in heads {
+        if keyed && !ok {
+            *bad.entry(b).or_default() += 1;
+        }
+    }
+    let bx: Vec<&str> = heads.iter().map(|(b, _, _)| *b).collect();
+    let seq: Vec<i64> = heads.iter().map(|(_, h, _)| h.seq).collect();
+    let hash: Vec<&str> = heads.iter().map(|(_, h, _)| h.hash.as_str()).collect();
+    let at: Vec<i64> = heads.iter().map(|(_, h, _)| h.at_ms.0).collect();
+    let kid: Vec<&str> = heads.iter().map(|(_, h, _)| h.key_id.as_str()).collect();
+    let sig: Vec<&str> = heads.iter().map(|(_, h, _)| h.signature.as_str()).collect();
+    let ord: Vec<Option<i64>> = heads.iter().map(|(_, h, _)| h.ordinal).collect();
+    let ctr: Vec<Option<i64>> = heads.iter().map(|(_, h, _)| h.counter).collect();
+    let ok: Vec<bool> = heads.iter().map(|(_, _, ok)| *ok).collect();
+    let new = c.query(
         "INSERT INTO box_audit_heads (box_id, seq, hash, at_ms, key_id, signature, ordinal,
            counter, verified, source, seen_ms)
-         SELECT $1, s, h, a, k, g, o, n, v, $10, $11
-         FROM unnest($2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::int8[],
-                     $8::int8[], $9::bool[]) AS t(s, h, a, k, g, o, n, v)
-         ON CONFLICT DO NOTHING",
+         SELECT b, s, h, a, k, g, o, n, v, $10, $11
+         FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                     $7::int8[], $8::int8[], $9::bool[]) AS t(b, s, h, a, k, g, o, n, v)
+         ON CONFLICT DO NOTHING RETURNING box_id, ordinal",
         &[
-            &box_id, &seq, &hash, &at, &kid, &sig, &ord, &ctr, &ok, &source, &now,
+            &bx, &seq, &hash, &at, &kid, &sig, &ord, &ctr, &ok, &source, &now,
         ],
-    )? as usize;
-    if bad > 0 {
+    )?;
+    for (b, n) in bad {
         raise_alarm(
             c,
-            box_id,
+            b,
             "audit_head_signature",
-            &format!(
-                "{bad} published audit head(s) of {box_id} do not verify with its trusted key"
-            ),
+            &format!("{n} published audit head(s) of {b} do not verify with its trusted key"),
             now,
         )?;
     }
-    if new > 0 {
-        let hist: Vec<(i64, String)> = c
-            .query(
-                "SELECT ordinal, hash FROM box_audit_heads WHERE box_id = $1 AND ordinal IS NOT NULL
-                 ORDER BY ordinal, hash",
-                &[&box_id],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        for (code, msg) in super::plan::head_problems(&hist) {
-            raise_alarm(c, box_id, code, &format!("{box_id}: {msg}"), now)?;
+    // Per box, the range of the new v2 ordinals.
+    let mut range: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in &new {
+        if let Some(o) = r.get::<_, Option<i64>>(1) {
+            let e = range.entry(r.get(0)).or_insert((o, o));
+            *e = (e.0.min(o), e.1.max(o));
         }
     }
-    Ok(new)
+    if !range.is_empty() {
+        let b: Vec<&str> = range.keys().map(String::as_str).collect();
+        let lo: Vec<i64> = range.values().map(|r| r.0).collect();
+        let hi: Vec<i64> = range.values().map(|r| r.1).collect();
+        let mut hist: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        for r in c.query(
+            "SELECT t.b, h.ordinal, h.hash
+             FROM unnest($1::text[], $2::int8[], $3::int8[]) AS t(b, lo, hi),
+             LATERAL (SELECT ordinal, hash FROM box_audit_heads
+                      WHERE box_id = t.b
+                        AND ordinal >= COALESCE((SELECT max(ordinal) FROM box_audit_heads
+                                                 WHERE box_id = t.b AND ordinal < t.lo), t.lo)
+                        AND ordinal <= COALESCE((SELECT min(ordinal) FROM box_audit_heads
+                                                 WHERE box_id = t.b AND ordinal > t.hi), t.hi)) h
+             ORDER BY 1, 2, 3",
+            &[&b, &lo, &hi],
+        )? {
+            hist.entry(r.get(0))
+                .or_default()
+                .push((r.get(1), r.get(2)));
+        }
+        for (b, h) in hist {
+            for (code, msg) in super::plan::head_problems(&h) {
+                raise_alarm(c, &b, code, &format!("{b}: {msg}"), now)?;
+            }
+        }
+    }
+    Ok(new.len())
 }
 
 /// Store a status document (a new ETag) of a box; false if that version was stored.
@@ -481,6 +545,15 @@ pub fn known(c: &mut impl GenericClient, keys: &[String]) -> Result<Known, Index
         k.quarantined.insert(r.get(0), r.get(1));
     }
     Ok(k)
+}
+
+/// Every box prefix's persisted StartAfter.
+pub fn positions(c: &mut impl GenericClient) -> Result<HashMap<String, String>, IndexError> {
+    Ok(c
+        .query("SELECT box_prefix, start_after FROM index_positions", &[])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// The persisted StartAfter of a box prefix ("" = from the start).

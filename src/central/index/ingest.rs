@@ -176,9 +176,30 @@ impl Indexer<'_> {
         self.statuses(&mut rep)?;
         let boxes = self.discover()?;
         rep.boxes = boxes.len();
+        let positions = if rescan {
+            Default::default()
+        } else {
+            db::positions(self.db)?
+        };
+        let mut work = Pending::default();
         for (site, bx) in boxes {
-            self.box_pass(&site, &bx, rescan, &mut rep)?;
+            let bp = format!("{}{site}/{bx}/", self.archive.prefix());
+            let start = positions.get(&bp).cloned().unwrap_or_default();
+            work.boxes.push(BoxAt {
+                at: Position {
+                    window: (self.cfg.open_days > 0)
+                        .then(|| day_before(self.cfg.open_days - 1)),
+                    pos: start.clone(),
+                    advance: true,
+                    box_prefix: bp,
+                },
+                written: start,
+                site,
+                bx,
+            });
+            self.box_pass(&mut work, &mut rep)?;
         }
+        self.flush(&mut work, &mut rep)?;
         Ok(rep)
     }
 
@@ -233,27 +254,14 @@ impl Indexer<'_> {
         Ok(())
     }
 
-    fn box_pass(
-        &mut self,
-        site: &str,
-        bx: &str,
-        rescan: bool,
-        rep: &mut PassReport,
-    ) -> Result<(), IndexError> {
-        let bp = format!("{}{site}/{bx}/", self.archive.prefix());
-        let start = if rescan {
-            String::new()
-        } else {
-            db::position(self.db, &bp)?
-        };
-        let mut at = Position {
-            window: (self.cfg.open_days > 0).then(|| day_before(self.cfg.open_days - 1)),
-            pos: start.clone(),
-            advance: true,
-            box_prefix: bp.clone(),
-        };
-        let mut cursor = start;
+    /// List the last box of `work` from its position, page by page, into `work`
+    /// (written whenever it holds a batch).
+    fn box_pass(&mut self, work: &mut Pending, rep: &mut PassReport) -> Result<(), IndexError> {
+        let i = work.boxes.len() - 1;
+        let bp = work.boxes[i].at.box_prefix.clone();
+        let mut cursor = work.boxes[i].at.pos.clone();
         let mut carry: Vec<ListedObject> = Vec::new();
+        let batch = (self.cfg.list_page as usize / 4).max(1);
         for _ in 0..1_000_000 {
             let page = self
                 .archive
@@ -275,7 +283,11 @@ impl Indexer<'_> {
                     );
                 }
             }
-            self.batch(site, bx, &groups, &mut at, rep)?;
+            work.recordings += groups.len();
+            work.pages.push((i, groups));
+            if work.recordings >= batch {
+                self.flush(work, rep)?;
+            }
             if !page.truncated {
                 break;
             }
@@ -283,61 +295,72 @@ impl Indexer<'_> {
         Ok(())
     }
 
-    /// One listing page's recordings: the ones not yet indexed with these ETags are
-    /// fetched and verified by up to `[index] workers` threads, then everything the page
-    /// settles (rows, quarantine entries, alarms, audit heads) and the box prefix's new
-    /// position are written in **one transaction**: a crash leaves the page either
-    /// wholly indexed with its position, or not at all (listed again from the old one).
-    fn batch(
-        &mut self,
-        site: &str,
-        bx: &str,
-        groups: &[Group],
-        at: &mut Position,
-        rep: &mut PassReport,
-    ) -> Result<(), IndexError> {
-        if groups.is_empty() {
+    /// Write what `work` holds, across boxes (so that a pass over many boxes with a few
+    /// new recordings each still writes big batches): the recordings not yet indexed
+    /// with these ETags are fetched and verified by up to `[index] workers` threads, then
+    /// everything settled (rows, quarantine entries, alarms, audit heads) and the new
+    /// positions of the box prefixes are written in **one transaction**: a crash leaves
+    /// the batch either wholly indexed with its positions, or not at all (listed again
+    /// from the old ones).
+    fn flush(&mut self, work: &mut Pending, rep: &mut PassReport) -> Result<(), IndexError> {
+        let pages = std::mem::take(&mut work.pages);
+        work.recordings = 0;
+        let keys: Vec<String> = pages
+            .iter()
+            .flat_map(|(_, gs)| gs.iter().map(|g| g.key.clone()))
+            .collect();
+        if keys.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
         let known = db::known(self.db, &keys)?;
         let now = super::now_ms();
         let grace = (self.cfg.incomplete_grace_s * 1000) as i64;
         // What each recording needs, in listing order.
-        let mut steps = Vec::with_capacity(groups.len());
-        let mut todo: Vec<(&Group, String)> = Vec::new();
-        for g in groups {
-            let etag = g.objects_etag();
-            let step = if known.indexed.get(&g.key) == Some(&etag)
-                || known.quarantined.get(&g.key) == Some(&etag)
-            {
-                Step::Known
-            } else {
-                match plan::readiness(g, now, grace) {
-                    Readiness::Wait => Step::Wait,
-                    Readiness::Incomplete(m) => Step::Incomplete(m, etag),
-                    Readiness::Ready => {
-                        todo.push((g, etag.clone()));
-                        Step::Check(known.indexed.contains_key(&g.key), etag)
-                    }
-                }
-            };
-            steps.push(step);
+        let mut steps: Vec<Vec<Step>> = Vec::with_capacity(pages.len());
+        let mut todo: Vec<(usize, &Group, String)> = Vec::new();
+        for (i, groups) in &pages {
+            let mut st = Vec::with_capacity(groups.len());
+            for g in groups {
+                let etag = g.objects_etag();
+                st.push(
+                    if known.indexed.get(&g.key) == Some(&etag)
+                        || known.quarantined.get(&g.key) == Some(&etag)
+                    {
+                        Step::Known
+                    } else {
+                        match plan::readiness(g, now, grace) {
+                            Readiness::Wait => Step::Wait,
+                            Readiness::Incomplete(m) => Step::Incomplete(m, etag),
+                            Readiness::Ready => {
+                                todo.push((*i, g, etag.clone()));
+                                Step::Check(known.indexed.contains_key(&g.key), etag)
+                            }
+                        }
+                    },
+                );
+            }
+            steps.push(st);
         }
-        let known_box = if todo.is_empty() {
-            None
-        } else {
-            db::get_box(self.db, bx)?.and_then(|b| b.known())
-        };
+        // The boxes' rows (trusted keys), once.
+        let mut ids: Vec<String> = pages
+            .iter()
+            .map(|(i, _)| work.boxes[*i].bx.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let rows_of = db::get_boxes(self.db, &ids)?;
+        let known_box = |bx: &str| rows_of.get(bx).and_then(|b| b.known());
         let (archive, key, policy) = (self.archive, self.key, self.cfg.unknown_boxes);
-        let checked = par_map(&todo, self.cfg.workers, |(g, etag)| {
+        let boxes = &work.boxes;
+        let checked = par_map(&todo, self.cfg.workers, |(i, g, etag)| {
+            let b = &boxes[*i];
             archive.fetch(&g.key).map(|rec| {
                 plan::verify_recording(
                     &rec,
                     key,
-                    bx,
-                    site,
-                    known_box.as_ref(),
+                    &b.bx,
+                    &b.site,
+                    known_box(&b.bx).as_ref(),
                     policy,
                     etag.clone(),
                 )
@@ -345,103 +368,161 @@ impl Indexer<'_> {
         });
         let mut checked = checked.into_iter();
         let mut tx = self.db.transaction()?;
-        db::ensure_box(&mut tx, bx, Some(site), now)?;
-        let mut der = known_box.as_ref().map(|k| k.der.clone());
+        for bx in &ids {
+            if rows_of.get(bx).is_none_or(|b| b.site.is_none()) {
+                let site = pages
+                    .iter()
+                    .map(|(i, _)| &work.boxes[*i])
+                    .find(|b| b.bx == *bx)
+                    .map(|b| b.site.as_str());
+                db::ensure_box(&mut tx, bx, site, now)?;
+            }
+        }
+        // Per box, the key its recordings verified with (recorded first seen in this
+        // batch, or trusted before).
+        let mut der: std::collections::HashMap<String, Option<Vec<u8>>> = ids
+            .iter()
+            .map(|b| (b.clone(), known_box(b).map(|k| k.der)))
+            .collect();
         let mut rows: Vec<plan::RecordingRows> = Vec::new();
-        let before = at.pos.clone();
-        for (g, step) in groups.iter().zip(steps) {
-            let settled = match step {
-                Step::Known => {
-                    rep.known += 1;
-                    true
-                }
-                Step::Wait => {
-                    rep.waiting += 1;
-                    false
-                }
-                Step::Incomplete(m, etag) => {
-                    let qd = plan::Quarantined {
-                        reason: plan::Reason::Incomplete,
-                        message: format!("{}: {m}", g.key),
-                        seen_key: None,
-                    };
-                    db::quarantine(&mut tx, &g.key, bx, &qd, &etag, now)?;
-                    rep.quarantined += 1;
-                    true
-                }
-                Step::Check(was_indexed, etag) => match checked.next() {
-                    // Cannot happen: one result per recording to check, in order.
-                    None => false,
-                    Some(Err(e)) => {
-                        tracing::warn!(key = %g.key, error = %e, "fetch failed; retried next pass");
-                        rep.errors.push(format!("{}: {e}", g.key));
+        for ((i, groups), st) in pages.iter().zip(steps) {
+            let b = &mut work.boxes[*i];
+            for (g, step) in groups.iter().zip(st) {
+                let (site, bx) = (b.site.as_str(), b.bx.as_str());
+                let settled = match step {
+                    Step::Known => {
+                        rep.known += 1;
+                        true
+                    }
+                    Step::Wait => {
+                        rep.waiting += 1;
                         false
                     }
-                    Some(Ok(Outcome::Index {
-                        rows: r,
-                        first_seen_key,
-                    })) => {
-                        let trusted = match (first_seen_key, &der) {
-                            (None, _) => true,
-                            // Verified with the key this batch recorded as first seen.
-                            (Some(d), Some(cur)) => d == *cur,
-                            (Some(d), None) => {
-                                // false: another process recorded a key meanwhile.
-                                let ok = db::record_first_seen(&mut tx, bx, site, &d, now)?;
-                                if ok {
-                                    der = Some(d);
-                                }
-                                ok
-                            }
+                    Step::Incomplete(m, etag) => {
+                        let qd = plan::Quarantined {
+                            reason: plan::Reason::Incomplete,
+                            message: format!("{}: {m}", g.key),
+                            seen_key: None,
                         };
-                        if trusted {
-                            if was_indexed {
-                                rep.reverified += 1;
-                            } else {
-                                rep.indexed += 1;
-                            }
-                            rows.push(*r);
-                        }
-                        // Not trusted: verified again next pass, with the recorded key.
-                        trusted
-                    }
-                    Some(Ok(Outcome::Quarantine(qd))) if qd.reason == plan::Reason::Key => {
-                        // The key cannot open it (HSM unavailable, another compliance key
-                        // id): alarmed, not quarantined, tried again next pass.
-                        db::raise_alarm(&mut tx, bx, qd.reason.as_str(), &qd.message, now)?;
-                        rep.errors.push(qd.message);
-                        false
-                    }
-                    Some(Ok(Outcome::Quarantine(qd))) => {
+                        db::ensure_box(&mut tx, bx, Some(site), now)?;
                         db::quarantine(&mut tx, &g.key, bx, &qd, &etag, now)?;
                         rep.quarantined += 1;
                         true
                     }
-                },
-            };
-            at.settle(g, settled);
+                    Step::Check(was_indexed, etag) => match checked.next() {
+                        // Cannot happen: one result per recording to check, in order.
+                        None => false,
+                        Some(Err(e)) => {
+                            tracing::warn!(key = %g.key, error = %e, "fetch failed; retried next pass");
+                            rep.errors.push(format!("{}: {e}", g.key));
+                            false
+                        }
+                        Some(Ok(Outcome::Index {
+                            rows: r,
+                            first_seen_key,
+                        })) => {
+                            let cur = der.entry(bx.to_string()).or_default();
+                            let trusted = match (first_seen_key, cur.as_ref()) {
+                                (None, _) => true,
+                                // Verified with the key this batch recorded as first seen.
+                                (Some(d), Some(c)) => d == *c,
+                                (Some(d), None) => {
+                                    // false: another process recorded a key meanwhile.
+                                    let ok = db::record_first_seen(&mut tx, bx, site, &d, now)?;
+                                    if ok {
+                                        *cur = Some(d);
+                                    }
+                                    ok
+                                }
+                            };
+                            if trusted {
+                                if was_indexed {
+                                    rep.reverified += 1;
+                                } else {
+                                    rep.indexed += 1;
+                                }
+                                rows.push(*r);
+                            }
+                            // Not trusted: verified again next pass, with the recorded key.
+                            trusted
+                        }
+                        Some(Ok(Outcome::Quarantine(qd)))
+                            if qd.reason == plan::Reason::Key =>
+                        {
+                            // The key cannot open it (HSM unavailable, another compliance
+                            // key id): alarmed, not quarantined, tried again next pass.
+                            db::raise_alarm(&mut tx, bx, qd.reason.as_str(), &qd.message, now)?;
+                            rep.errors.push(qd.message);
+                            false
+                        }
+                        Some(Ok(Outcome::Quarantine(qd))) => {
+                            db::quarantine(&mut tx, &g.key, bx, &qd, &etag, now)?;
+                            rep.quarantined += 1;
+                            true
+                        }
+                    },
+                };
+                b.at.settle(g, settled);
+            }
         }
         db::write_recordings(&mut tx, &rows, now)?;
-        // The audit heads the documents publish (consecutive documents repeat most of
-        // them): each distinct one checked once, by the workers, with the box's key.
-        let mut heads: Vec<&SignedHead> = rows.iter().flat_map(|r| r.heads.iter()).collect();
-        heads.sort_by(|a, b| (a.seq, &a.hash, &a.signature).cmp(&(b.seq, &b.hash, &b.signature)));
-        heads.dedup_by(|a, b| (a.seq, &a.hash, &a.signature) == (b.seq, &b.hash, &b.signature));
-        if !heads.is_empty() {
-            let d = der.as_deref();
-            let oks = par_map(&heads, self.cfg.workers, |h| {
-                d.is_some_and(|d| plan::head_verifies(d, h))
-            });
-            let checked: Vec<(&SignedHead, bool)> = heads.iter().copied().zip(oks).collect();
-            rep.heads_new +=
-                db::store_checked_heads(&mut tx, bx, d.is_some(), &checked, "archive", now)?;
+        // The audit heads the documents publish (consecutive documents of a box repeat
+        // most of them): each distinct one checked once, by the workers, with its box's
+        // key.
+        let mut heads: Vec<(&str, &SignedHead)> = rows
+            .iter()
+            .flat_map(|r| r.heads.iter().map(|h| (r.recording.box_id.as_str(), h)))
+            .collect();
+        fn hk<'a>(x: &(&'a str, &'a SignedHead)) -> (&'a str, i64, &'a str, &'a str) {
+            (x.0, x.1.seq, &x.1.hash, &x.1.signature)
         }
-        if at.pos != before {
-            db::set_position(&mut tx, &at.box_prefix, bx, &at.pos, now)?;
+        heads.sort_by(|a, b| hk(a).cmp(&hk(b)));
+        heads.dedup_by(|a, b| hk(a) == hk(b));
+        if !heads.is_empty() {
+            let der = &der;
+            let oks = par_map(&heads, self.cfg.workers, |(bx, h)| {
+                der.get(*bx)
+                    .and_then(|d| d.as_deref())
+                    .is_some_and(|d| plan::head_verifies(d, h))
+            });
+            let checked: Vec<(&str, &SignedHead, bool)> = heads
+                .iter()
+                .zip(oks)
+                .map(|((b, h), ok)| (*b, *h, ok))
+                .collect();
+            rep.heads_new += db::store_checked_heads(&mut tx, &checked, true, "archive", now)?;
+        }
+        for b in work.boxes.iter_mut() {
+            if b.at.pos != b.written {
+                db::set_position(&mut tx, &b.at.box_prefix, &b.bx, &b.at.pos, now)?;
+            }
         }
         tx.commit()?;
+        for b in work.boxes.iter_mut() {
+            b.written = b.at.pos.clone();
+        }
         Ok(())
     }
+}
+
+/// Listed pages not yet written, and where each box of the pass stands.
+#[derive(Default)]
+struct Pending {
+    /// Boxes of the pass so far.
+    boxes: Vec<BoxAt>,
+    /// (index into `boxes`, a page's recordings), in listing order.
+    pages: Vec<(usize, Vec<Group>)>,
+    /// Recordings in `pages`.
+    recordings: usize,
+}
+
+/// One box of a pass.
+struct BoxAt {
+    site: String,
+    bx: String,
+    at: Position,
+    /// The position committed.
+    written: String,
 }
 
 /// Where a box prefix's listing is settled up to.

@@ -201,7 +201,7 @@ CREATE TABLE central_audit (
 /// XML and the audit heads: the archive and `box_audit_heads` have them); `channels` and
 /// `events` go (they are in the document, no search reads them); participants lose the
 /// lower-cased copies of name and AoR (expression indexes instead) and index only the
-/// rows that have a number / name / AoR.
+/// rows that have a number / name / AoR; published heads get an index by ordinal.
 const V2: &str = r#"
 CREATE TABLE recording_documents (
     recording_id uuid PRIMARY KEY REFERENCES recordings(recording_id) ON DELETE CASCADE,
@@ -226,4 +226,8 @@ CREATE INDEX participants_aor ON participants (lower(aor) text_pattern_ops)
     WHERE aor IS NOT NULL;
 CREATE INDEX participants_name ON participants (lower(name) text_pattern_ops)
     WHERE name IS NOT NULL;
+
+-- The indexer looks at a box's published heads around the new ordinals only.
+CREATE INDEX box_audit_heads_ordinal ON box_audit_heads (box_id, ordinal)
+    WHERE ordinal IS NOT NULL;
 "#;
