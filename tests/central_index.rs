@@ -354,7 +354,10 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
         &c.key_pem,
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("refused by the test"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("refused by the test"),
+        "{err}"
+    );
     let indexed: Vec<String> = db
         .query("SELECT recording_id::text FROM recordings", &[])
         .unwrap()

@@ -22,8 +22,8 @@
 
 use std::time::Instant;
 
-use postgres::Client;
 use base64::Engine as _;
+use postgres::Client;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
@@ -338,7 +338,7 @@ fn sealed(
     keys: &[BoxKey],
     to: &crate::vault::compliance::ComplianceRecipient,
     container_ms: u32,
-) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+) -> Result<Objects, IndexError> {
     use crate::vault::KeyWrap as _;
     use ed25519_dalek::Signer as _;
     let (mut idx, mut doc) = synthetic(k, boxes);
@@ -383,7 +383,9 @@ fn sealed(
         crate::recording::ContainerWriter::new(params, dk, wrapped, rand::random())
             .map_err(bench_err)?;
     let frames = 8 * container_ms as usize;
-    let samples: Vec<i16> = (0..frames * 2).map(|i| ((i * 37 + k as usize) % 4000) as i16).collect();
+    let samples: Vec<i16> = (0..frames * 2)
+        .map(|i| ((i * 37 + k as usize) % 4000) as i16)
+        .collect();
     w.push_block(&crate::media::AudioBlock {
         start_frame: 0,
         samples,
@@ -515,6 +517,9 @@ impl ArchiveSource for MemArchive {
     }
 }
 
+/// Archive objects: (key, bytes).
+type Objects = Vec<(String, Vec<u8>)>;
+
 /// What the indexer sample measured.
 struct Sampled {
     rate: f64,
@@ -552,13 +557,15 @@ fn indexer_sample(
     };
     let t = Instant::now();
     let ks: Vec<u64> = (from..to).collect();
-    let chunks: Vec<&[u64]> = ks.chunks(ks.len().div_ceil(o.workers.max(1)).max(1)).collect();
-    let objs: Vec<Result<Vec<(String, Vec<u8>)>, IndexError>> = std::thread::scope(|s| {
+    let chunks: Vec<&[u64]> = ks
+        .chunks(ks.len().div_ceil(o.workers.max(1)).max(1))
+        .collect();
+    let objs: Vec<Result<Objects, IndexError>> = std::thread::scope(|s| {
         let hs: Vec<_> = chunks
             .iter()
             .map(|ch| {
                 let to_key = &to_key;
-                s.spawn(move || -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+                s.spawn(move || -> Result<Objects, IndexError> {
                     let mut out = Vec::new();
                     for &k in ch.iter() {
                         out.extend(sealed(k, o.boxes, keys, to_key, o.container_ms)?);
@@ -568,7 +575,10 @@ fn indexer_sample(
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(bench_err("sealing thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(bench_err("sealing thread panicked")))
+            })
             .collect()
     });
     let mut all = Vec::new();
@@ -694,7 +704,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
                 );
             }
         }
-        gen.join().map_err(|_| bench_err("generator thread panicked"))?;
+        gen.join()
+            .map_err(|_| bench_err("generator thread panicked"))?;
         if fill > 0 {
             copy_rate = Some(fill as f64 / t.elapsed().as_secs_f64());
             eprintln!("fill: {fill} at {:.0}/s", copy_rate.unwrap_or_default());

@@ -1,6 +1,7 @@
-//! PostgreSQL: connection, migrations, and every write of the index. Each recording (or
-//! status document) is written in one transaction together with what it implies (box
-//! first seen, heads, alarms), so a crash leaves it either indexed or not.
+//! PostgreSQL: connection, migrations, and every write of the index. A batch of
+//! recordings (or a status document) is written in one transaction together with what it
+//! implies (box first seen, heads, alarms, the indexer's positions), so a crash leaves it
+//! either indexed or not.
 
 use std::collections::HashMap;
 
@@ -343,7 +344,10 @@ pub fn write_recordings(
     if keep.is_empty() {
         return Ok(());
     }
-    let id_v: Vec<&str> = keep.iter().map(|r| r.recording.recording_id.as_str()).collect();
+    let id_v: Vec<&str> = keep
+        .iter()
+        .map(|r| r.recording.recording_id.as_str())
+        .collect();
     let key_v: Vec<&str> = keep
         .iter()
         .map(|r| r.recording.container_key.as_str())
@@ -460,9 +464,7 @@ pub fn store_checked_heads(
              ORDER BY 1, 2, 3",
             &[&b, &lo, &hi],
         )? {
-            hist.entry(r.get(0))
-                .or_default()
-                .push((r.get(1), r.get(2)));
+            hist.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
         }
         for (b, h) in hist {
             for (code, msg) in super::plan::head_problems(&h) {
@@ -549,11 +551,12 @@ pub fn known(c: &mut impl GenericClient, keys: &[String]) -> Result<Known, Index
 
 /// Every box prefix's persisted StartAfter.
 pub fn positions(c: &mut impl GenericClient) -> Result<HashMap<String, String>, IndexError> {
-    Ok(c
-        .query("SELECT box_prefix, start_after FROM index_positions", &[])?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
+    Ok(
+        c.query("SELECT box_prefix, start_after FROM index_positions", &[])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+    )
 }
 
 /// The persisted StartAfter of a box prefix ("" = from the start).
@@ -692,7 +695,10 @@ fn copy_rows(
         );
         copy_line(
             &mut doc,
-            &[Some(r.recording_id.as_str()), Some(r.document.to_string().as_str())],
+            &[
+                Some(r.recording_id.as_str()),
+                Some(r.document.to_string().as_str()),
+            ],
         );
         for p in &rows.participants {
             let ch = p.channel.map(|x| x.to_string());

@@ -187,8 +187,7 @@ impl Indexer<'_> {
             let start = positions.get(&bp).cloned().unwrap_or_default();
             work.boxes.push(BoxAt {
                 at: Position {
-                    window: (self.cfg.open_days > 0)
-                        .then(|| day_before(self.cfg.open_days - 1)),
+                    window: (self.cfg.open_days > 0).then(|| day_before(self.cfg.open_days - 1)),
                     pos: start.clone(),
                     advance: true,
                     box_prefix: bp,
@@ -369,7 +368,7 @@ impl Indexer<'_> {
         let mut checked = checked.into_iter();
         let mut tx = self.db.transaction()?;
         for bx in &ids {
-            if rows_of.get(bx).is_none_or(|b| b.site.is_none()) {
+            if !rows_of.get(bx).is_some_and(|b| b.site.is_some()) {
                 let site = pages
                     .iter()
                     .map(|(i, _)| &work.boxes[*i])
@@ -446,9 +445,7 @@ impl Indexer<'_> {
                             // Not trusted: verified again next pass, with the recorded key.
                             trusted
                         }
-                        Some(Ok(Outcome::Quarantine(qd)))
-                            if qd.reason == plan::Reason::Key =>
-                        {
+                        Some(Ok(Outcome::Quarantine(qd))) if qd.reason == plan::Reason::Key => {
                             // The key cannot open it (HSM unavailable, another compliance
                             // key id): alarmed, not quarantined, tried again next pass.
                             db::raise_alarm(&mut tx, bx, qd.reason.as_str(), &qd.message, now)?;

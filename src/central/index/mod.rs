@@ -6,9 +6,9 @@
 //!   enrolled box key, content hash) and turn its decrypted document into rows.
 //!   Testable without PostgreSQL or S3.
 //! - [`schema`]: numbered migrations, applied on start.
-//! - [`db`]: the row-writing path (one transaction per recording or status document),
-//!   box enrolment, quarantine, alarms, positions, and the COPY bulk path of the bench
-//!   (same rows, same columns).
+//! - [`db`]: the row-writing path (COPY of a batch of recordings, in the indexer's
+//!   transaction with their positions; one per status document), box enrolment,
+//!   quarantine, alarms, positions, and the bulk path of the bench (the same COPY).
 //! - [`audit`]: the central audit log, hash-chained and signed with the central key.
 //! - [`ingest`]: the indexer loop over S3 (`index --once|--follow`).
 //! - [`search`]: filters to SQL, `search`, `show`, `fleet`.
