@@ -7,6 +7,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", V1),
     (2, "web console", V2),
     (3, "central holds, command sequence, ack problems", V3),
+    (4, "compact", V4),
 ];
 
 const V1: &str = r#"
@@ -344,4 +345,40 @@ CREATE TABLE ack_problems (
     first_ms   bigint NOT NULL,
     PRIMARY KEY (object_key, sha256)
 );
+"#;
+
+/// Smaller index (docs/central.md, *Scale*): the decrypted document leaves the hot
+/// `recordings` heap for `recording_documents` (lz4-compressed, without the raw SIPREC
+/// XML and the audit heads: the archive and `box_audit_heads` have them); `channels` and
+/// `events` go (they are in the document, no search reads them); participants lose the
+/// lower-cased copies of name and AoR (expression indexes instead) and index only the
+/// rows that have a number / name / AoR; published heads get an index by ordinal.
+const V4: &str = r#"
+CREATE TABLE recording_documents (
+    recording_id uuid PRIMARY KEY REFERENCES recordings(recording_id) ON DELETE CASCADE,
+    document     jsonb NOT NULL
+);
+ALTER TABLE recording_documents ALTER COLUMN document SET COMPRESSION lz4;
+INSERT INTO recording_documents (recording_id, document)
+    SELECT recording_id, document - 'metadata_raw' - 'audit' FROM recordings;
+ALTER TABLE recordings DROP COLUMN document;
+
+DROP TABLE events;
+DROP TABLE channels;
+
+DROP INDEX participants_number;
+DROP INDEX participants_aor;
+DROP INDEX participants_name;
+ALTER TABLE participants DROP COLUMN name_lc;
+ALTER TABLE participants DROP COLUMN aor_lc;
+CREATE INDEX participants_number ON participants (number text_pattern_ops)
+    WHERE number IS NOT NULL;
+CREATE INDEX participants_aor ON participants (lower(aor) text_pattern_ops)
+    WHERE aor IS NOT NULL;
+CREATE INDEX participants_name ON participants (lower(name) text_pattern_ops)
+    WHERE name IS NOT NULL;
+
+-- The indexer looks at a box's published heads around the new ordinals only.
+CREATE INDEX box_audit_heads_ordinal ON box_audit_heads (box_id, ordinal)
+    WHERE ordinal IS NOT NULL;
 "#;
