@@ -10,6 +10,7 @@
 //! message goes socket → `sip_loop` → `Srs` → events → `call`/`store`.
 
 pub mod accept;
+pub mod assurance;
 pub mod board;
 pub mod call;
 pub mod capture;

@@ -40,6 +40,10 @@ pub enum CatalogCmd {
     Policy(String, crate::catalog::lifecycle::Policy),
     /// An audit entry: actor, action, target, details.
     Audit(String, String, String, serde_json::Value),
+    /// The assurance verdict and document of a closed recording (before its `Seal`).
+    Assurance(String, crate::assurance::Verdict, serde_json::Value),
+    /// A call that got no recording (refused, not recorded, missed).
+    CallSeen(crate::catalog::CallSeenRow),
     /// Sign and write the manifest of a closed recording.
     Seal(String, crate::service::evidence::ManifestInputs),
     /// Reply once every write queued before it is done.
@@ -383,6 +387,16 @@ fn apply(cat: &mut Catalog, cmd: CatalogCmd, clock: &dyn crate::lifecycle::Clock
             "finish",
             cat.finish_recording(&id, &f).map_err(|e| e.to_string()),
             done.map(Reply::Done),
+        ),
+        CatalogCmd::Assurance(id, v, doc) => (
+            "assurance",
+            cat.set_assurance(&id, v, &doc).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::CallSeen(row) => (
+            "call_seen",
+            cat.add_call_seen(&row).map_err(|e| e.to_string()),
+            None,
         ),
         CatalogCmd::Policy(id, p) => (
             "policy",

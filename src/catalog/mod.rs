@@ -13,6 +13,7 @@
 //! `docs/catalog-schema.md`). [`Catalog::open`] creates and migrates; a database written
 //! by a newer branchrec is refused rather than touched.
 
+mod assurance;
 mod key;
 pub mod lifecycle;
 mod schema;
@@ -33,6 +34,7 @@ pub use key::{
     file_kind, key_file, retain_only, rewrap, wrapped_under, CatalogAccess, CatalogKey,
     CatalogKeyError, Converted, FileKind, KEY_FILE,
 };
+pub use assurance::CallSeenRow;
 pub use schema::{AUDIT_MAC_SCHEMA, SCHEMA_VERSION};
 pub use types::{
     ChannelRow, ChannelSummary, DataMode, EventRow, Finish, LifecycleSummary, ListFilter,
@@ -711,6 +713,10 @@ impl Catalog {
             let a = arg(Value::Integer(t), &mut args);
             conds.push(format!("r.started_at < {a}"));
         }
+        if let Some(v) = &filter.verdict {
+            let a = arg(Value::Text(v.clone()), &mut args);
+            conds.push(format!("r.verdict = {a}"));
+        }
         if let Some(c) = &filter.call {
             let a = arg(Value::Text(c.clone()), &mut args);
             conds.push(format!("(r.call_id = {a} OR r.session_id = {a})"));
@@ -782,7 +788,7 @@ impl Catalog {
         let sql = format!(
             "SELECT r.id, r.call_id, r.session_id, r.source, r.started_at, r.ended_at, r.duration_ms,
                  r.codec, r.state, r.rule, r.retention_class, r.expires_at, r.archived_at,
-                 r.storage_format
+                 r.storage_format, r.verdict
              FROM recordings r {where_}
              ORDER BY r.started_at DESC, r.id ASC
              LIMIT {limit}"
@@ -863,6 +869,7 @@ impl RecordingDetail {
             codec: r.codec.clone(),
             storage_format: r.storage_format.clone(),
             state: r.state,
+            verdict: r.verdict.clone(),
             lifecycle: LifecycleSummary::default(),
         })
     }
@@ -1074,6 +1081,7 @@ struct SummaryHead {
     expires_at: Option<i64>,
     archived_at: Option<i64>,
     storage_format: String,
+    verdict: Option<String>,
 }
 
 impl SummaryHead {
@@ -1093,6 +1101,7 @@ impl SummaryHead {
             expires_at: r.get(11)?,
             archived_at: r.get(12)?,
             storage_format: r.get(13)?,
+            verdict: r.get(14)?,
         })
     }
 
@@ -1156,6 +1165,7 @@ impl SummaryHead {
             channels,
             codec: self.codec,
             storage_format: self.storage_format,
+            verdict: self.verdict,
             lifecycle,
         })
     }
@@ -1164,7 +1174,8 @@ impl SummaryHead {
 /// The columns [`RawRecording::from_row`] reads, in its order.
 pub(super) const RECORDING_COLUMNS: &str = "id, source, call_id, session_id, src_addr, \
      started_at, ended_at, duration_ms, codec, sample_rate, channels, state, file_path, \
-     file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format";
+     file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format, verdict, \
+     assurance_json";
 
 /// A full `recordings` row as read (before validation).
 struct RawRecording {
@@ -1187,6 +1198,8 @@ struct RawRecording {
     stats_json: Option<String>,
     created_at: i64,
     storage_format: String,
+    verdict: Option<String>,
+    assurance_json: Option<String>,
 }
 
 impl RawRecording {
@@ -1211,6 +1224,8 @@ impl RawRecording {
             stats_json: r.get(16)?,
             created_at: r.get(17)?,
             storage_format: r.get(18)?,
+            verdict: r.get(19)?,
+            assurance_json: r.get(20)?,
         })
     }
 
@@ -1234,6 +1249,8 @@ impl RawRecording {
                 .map(|b| to_u64(b, "recordings.file_bytes"))
                 .transpose()?,
             stats_json: parse_json(self.stats_json, "recordings.stats_json")?,
+            assurance_json: parse_json(self.assurance_json, "recordings.assurance_json")?,
+            verdict: self.verdict,
             id: self.id,
             call_id: self.call_id,
             session_id: self.session_id,

@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     audit_heads_v2,
     tombstones_without_personal_data,
     audit_mac,
+    assurance,
 ];
 
 /// The schema version that added the audit entries' MACs ([`audit_mac`]).
@@ -327,6 +328,32 @@ fn audit_mac(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         r#"
 ALTER TABLE audit_log ADD COLUMN mac TEXT;
 CREATE INDEX audit_log_action ON audit_log (action, seq);
+"#,
+    )
+}
+
+/// Version 10 (issue #19): recording assurance. `recordings.verdict` (recorded, one_way,
+/// silent, no_media, partial) and `assurance_json` (reason, per-channel quality, clock
+/// state at start and end, clock steps); `calls_seen` keeps the calls that got no
+/// recording (refused, not_recorded, missed) with their verdict and no personal data:
+/// no Call-ID, no address, no participant — a random id, the time, source, reason, the
+/// rule and direction.
+fn assurance(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE recordings ADD COLUMN verdict TEXT;
+ALTER TABLE recordings ADD COLUMN assurance_json TEXT;
+CREATE INDEX recordings_verdict ON recordings (verdict, started_at);
+CREATE TABLE calls_seen (
+    id        TEXT    PRIMARY KEY NOT NULL,
+    source    TEXT    NOT NULL CHECK (source IN ('siprec', 'mirror')),
+    seen_at   INTEGER NOT NULL,
+    verdict   TEXT    NOT NULL CHECK (verdict IN ('refused', 'not_recorded', 'missed', 'no_media')),
+    reason    TEXT    NOT NULL,
+    rule      TEXT,
+    direction TEXT
+);
+CREATE INDEX calls_seen_at ON calls_seen (seen_at);
 "#,
     )
 }

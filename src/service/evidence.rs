@@ -145,6 +145,8 @@ pub fn build_manifest(
             }),
         },
         "metadata": metadata_json(d),
+        // Issue #19: verdict, per-channel quality, clock state and steps (docs/assurance.md).
+        "assurance": r.assurance_json,
     });
     let mut bytes = serde_json::to_vec_pretty(&m)?;
     bytes.push(b'\n');
@@ -410,6 +412,13 @@ pub fn verify(
                 "catalogue metadata differs from the signed manifest: {}",
                 keys.join(", ")
             ));
+        }
+    }
+    // Assurance (issue #19): what was signed is what the catalogue says.
+    if let Some(signed) = get("/assurance").filter(|a| !a.is_null()) {
+        if Some(&signed) != d.recording.assurance_json.as_ref() {
+            v.problems
+                .push("catalogue assurance (verdict, quality, clock) differs from the signed manifest".into());
         }
     }
     if v.problems.is_empty() {
