@@ -106,7 +106,7 @@ pub struct AssuranceAlarmConfig {
     pub verdict: String,
     /// Calls that raise the alarm (≥ 1).
     pub count: u32,
-    /// Within this many seconds (60 … 86400).
+    /// Within this many seconds (5 … 86400).
     pub window_s: u32,
 }
 
@@ -182,8 +182,8 @@ impl AssuranceConfig {
             if a.count == 0 {
                 return Err((format!("{k}.count"), "must be at least 1".into()));
             }
-            if !(60..=86_400).contains(&a.window_s) {
-                return Err((format!("{k}.window_s"), "must be between 60 and 86400".into()));
+            if !(5..=86_400).contains(&a.window_s) {
+                return Err((format!("{k}.window_s"), "must be between 5 and 86400".into()));
             }
         }
         Ok(())
@@ -1508,7 +1508,7 @@ mod tests {
             ("[assurance]\nvoice_dbfs = 3.0\n", "assurance.voice_dbfs"),
             ("[assurance]\nalarms = [{ verdict = \"recorded\", count = 1, window_s = 600 }]\n", "assurance.alarms[0].verdict"),
             ("[assurance]\nalarms = [{ verdict = \"one_way\", count = 0, window_s = 600 }]\n", "assurance.alarms[0].count"),
-            ("[assurance]\nalarms = [{ verdict = \"one_way\", count = 1, window_s = 5 }]\n", "assurance.alarms[0].window_s"),
+            ("[assurance]\nalarms = [{ verdict = \"one_way\", count = 1, window_s = 4 }]\n", "assurance.alarms[0].window_s"),
             ("[time]\nmax_error_ms = 0\n", "time.max_error_ms"),
             ("[time]\ntsa_url = \"ftp://x\"\n", "time.tsa_url"),
         ] {
