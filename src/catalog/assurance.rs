@@ -37,8 +37,9 @@ impl Catalog {
         verdict: Verdict,
         doc: &serde_json::Value,
     ) -> Result<(), CatalogError> {
-        if matches!(verdict, Verdict::Refused | Verdict::NotRecorded | Verdict::Missed) {
-            return Err(invalid("verdict", "a recording cannot be refused, not recorded or missed"));
+        // `missed`: a mirrored call catalogued without a file (codec not decodable).
+        if matches!(verdict, Verdict::Refused | Verdict::NotRecorded) {
+            return Err(invalid("verdict", "a recording cannot be refused or not recorded"));
         }
         let tx = write_tx(&mut self.conn)?;
         let n = tx.execute(
