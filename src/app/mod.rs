@@ -25,6 +25,7 @@ pub mod store;
 mod streams;
 pub mod systemd;
 pub mod tls;
+pub mod tsa;
 pub mod uplink;
 
 /// Manifests and evidence are the service layer's; the call sink seals through this path.
@@ -279,6 +280,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
+    let _tsa = tokio::spawn(tsa::run(shared.cfg.clone()));
     let sweeper = tokio::spawn(retention::sweeper(
         shared.cfg.clone(),
         shared.catalog_access.clone(),

@@ -318,8 +318,23 @@ fn writer(
                 .map_err(|e| format!("recording {id}: {e:#}")),
                 None => Err("no signing key".into()),
             };
-            if let Err(e) = res {
-                tracing::error!(op = "manifest", error = %e, "signing the manifest failed");
+            match res {
+                Err(e) => {
+                    tracing::error!(op = "manifest", error = %e, "signing the manifest failed")
+                }
+                Ok(()) => {
+                    // With [time] tsa_url: queue the manifest for its RFC 3161 token.
+                    if let Some(p) = cat
+                        .get(&id)
+                        .ok()
+                        .flatten()
+                        .and_then(|d| d.recording.file_path)
+                        .and_then(|rel| crate::recording::files::confined(&data_dir, &rel).ok())
+                    {
+                        let (m, _) = crate::service::evidence::manifest_paths(&p);
+                        crate::app::tsa::manifest_written(cfg, &m);
+                    }
+                }
             }
         }
         if ok {
