@@ -629,7 +629,7 @@ impl RecordingSink {
             RecordingState::CodecUnsupported => FileOutcome::CodecUnsupported,
             _ => FileOutcome::Cut,
         };
-        let j = crate::assurance::judge(&fin.policy, &fin.stats, &fin.quality, duration_ms, file);
+        let j = crate::recording::verdict::judge(&fin.policy, &fin.stats, &fin.quality, duration_ms, file);
         let end = crate::clock::probe().reading();
         let clock = crate::assurance::clock::RecordingClock::judge(
             self.clock.start,

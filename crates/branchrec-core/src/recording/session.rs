@@ -228,7 +228,7 @@ impl Finished {
             Outcome::Interrupted | Outcome::Damaged => FileOutcome::Cut,
             Outcome::CodecUnsupported => FileOutcome::CodecUnsupported,
         };
-        crate::assurance::judge(&self.policy, &self.stats, &self.quality, self.duration_ms, file)
+        crate::recording::verdict::judge(&self.policy, &self.stats, &self.quality, self.duration_ms, file)
     }
 }
 
@@ -925,7 +925,7 @@ impl Recording {
             .map(|(ch, st)| {
                 let empty = crate::assurance::quality::QualityTracker::default();
                 let q = self.timeline.quality(ch).unwrap_or(&empty);
-                crate::assurance::channel_quality(&self.policy, st, q, &self.levels.level(ch), &codec)
+                crate::recording::verdict::channel_quality(&self.policy, st, q, &self.levels.level(ch), &codec)
             })
             .collect();
         self.out.push_back(Output::Finished(Box::new(Finished {
