@@ -155,6 +155,21 @@ pub trait ClockProbe: Send + Sync {
     fn reading(&self) -> branchrec_core::assurance::clock::ClockReading;
     /// The wall clock as the step detector sees it.
     fn wall(&self) -> UnixMs;
+    /// A simulated step of the wall clock, ms (the test hook; 0 for the kernel).
+    fn step_ms(&self) -> i64 {
+        0
+    }
+}
+
+/// The daemon's wall clock with the test hook's simulated step applied (a step of the
+/// real clock moves [`SystemClock`] itself).
+#[derive(Debug)]
+pub struct SteppedClock<C>(pub C);
+
+impl<C: Clock> Clock for SteppedClock<C> {
+    fn now(&self) -> UnixMs {
+        UnixMs(self.0.now().0.saturating_add(probe().step_ms()))
+    }
 }
 
 /// The kernel: `adjtimex(2)` read-only.
@@ -235,6 +250,9 @@ impl ClockProbe for HookProbe {
     }
     fn wall(&self) -> UnixMs {
         UnixMs(SystemClock.now_ms().saturating_add(self.state().step_ms))
+    }
+    fn step_ms(&self) -> i64 {
+        self.state().step_ms
     }
 }
 

@@ -305,3 +305,50 @@ fn a_call_refused_for_lack_of_keys_is_refused() {
     assert_eq!(metric(&m, "branchrec_calls_total{verdict=\"refused\"}"), Some(1.0), "{m}");
     assert_eq!(metric(&m, "branchrec_calls_total{verdict=\"recorded\"}"), Some(0.0), "{m}");
 }
+
+/// Retention is immune to a forward clock step the time daemon does not vouch for: the
+/// wall clock jumps two days ahead (the clock-state hook's step) while unsynchronised —
+/// a one-day recording is *not* deleted; once the clock reads synchronised the step is
+/// taken and the recording expires.
+#[test]
+fn retention_does_not_delete_early_after_an_unvouched_forward_step() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let clock = tmp.path().join("clock-state.json");
+    write_clock(&clock, "{}");
+    std::env::set_var("BRANCHREC_TEST_CLOCK_STATE", &clock);
+    let d = Daemon::start_with(
+        tmp.path(),
+        "[uplink]\nenabled = false\n[development]\nclock_override = true\n\
+         [retention]\nsweep_interval_s = 1\nclasses = { default = \"1 day\" }\n",
+    );
+    std::env::remove_var("BRANCHREC_TEST_CLOCK_STATE");
+    let mut c = up(&d, 1);
+    c.stream(500);
+    assert!(c.bye());
+    closed(&d, 1);
+    // Two days ahead, unsynchronised (as `date -s` leaves the kernel clock).
+    write_clock(&clock, r#"{"step_ms": 172800000, "unsync": true}"#);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log_text().contains("retention=\"refused\"") && !d.log_text().contains("retention=refused") {
+        assert!(Instant::now() < deadline, "no step seen\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(4)); // four sweeps
+    let list = d.recordings_json(&["list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "deleted early after an unvouched step: {list}");
+    // The time daemon vouches for the new time: the step is taken, the recording expires.
+    write_clock(&clock, r#"{"step_ms": 172800000}"#);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = d.recordings_json(&["list", "--json"]);
+        if list.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not expired after a vouched step: {list}\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let audit = cli(&d, &["audit", "show", "--json"]);
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(text.contains("clock.step"), "{text}");
+}

@@ -160,9 +160,9 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
     };
     let (clock, offset_s) =
         crate::clock::clock_from_env(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
-    let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
     crate::clock::init_probe(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
     assurance::init(cfg);
+    let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(crate::clock::SteppedClock(clock));
     // One signing key for manifests and audit heads: the custody key (sealed in the TPM in
     // TPM mode). There is no fallback key file: while the keys cannot be loaded, audit
     // entries stay unsigned until a head is signed after the keys are back.

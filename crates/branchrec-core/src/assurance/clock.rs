@@ -145,6 +145,59 @@ impl RecordingClock {
     }
 }
 
+/// What [`WallGuard::now`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// The wall clock jumped forward by this many ms and the clock is synchronised (the
+    /// time daemon stepped it): taken.
+    ForwardAccepted(i64),
+    /// It jumped forward while unsynchronised or beyond the error bound (`date -s`, a
+    /// bad RTC): not taken; the guard runs on the monotonic clock until the clock is
+    /// trustworthy again. Reported once per step.
+    ForwardRefused(i64),
+    /// It went back (ms, negative): taken (decisions only get later).
+    Backward(i64),
+}
+
+/// The wall clock for decisions that must never be early — retention deletes on it: a
+/// forward step is taken only when the clock is synchronised; otherwise "now" advances
+/// with the monotonic clock from the last trusted reading.
+#[derive(Debug, Clone)]
+pub struct WallGuard {
+    base: (Mono, UnixMs),
+    tolerance_ms: i64,
+    refused: Option<i64>,
+}
+
+impl WallGuard {
+    /// Start from a reading; differences up to `tolerance_ms` between the two clocks are
+    /// drift, not steps.
+    pub fn new(mono: Mono, wall: UnixMs, tolerance_ms: u32) -> Self {
+        WallGuard { base: (mono, wall), tolerance_ms: i64::from(tolerance_ms.max(1)), refused: None }
+    }
+
+    /// The trusted "now" for a reading of both clocks; `vouched` = the clock is
+    /// synchronised within its bound (see [`ClockReading::problem`]).
+    pub fn now(&mut self, mono: Mono, wall: UnixMs, vouched: bool) -> (UnixMs, Option<GuardEvent>) {
+        let dm = i64::try_from(mono.saturating_duration_since(self.base.0).as_millis()).unwrap_or(i64::MAX);
+        let expected = UnixMs(self.base.1 .0.saturating_add(dm));
+        let diff = wall.0 - expected.0;
+        if diff > self.tolerance_ms {
+            if vouched {
+                self.base = (mono, wall);
+                self.refused = None;
+                return (wall, Some(GuardEvent::ForwardAccepted(diff)));
+            }
+            let first = self.refused.is_none();
+            self.refused = Some(diff);
+            return (expected, first.then_some(GuardEvent::ForwardRefused(diff)));
+        }
+        self.base = (mono, wall);
+        self.refused = None;
+        (wall, (diff < -self.tolerance_ms).then_some(GuardEvent::Backward(diff)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +227,24 @@ mod tests {
         let rc = RecordingClock::judge(good(), Some(unsync), 100, Vec::new());
         assert!(rc.flagged.unwrap().starts_with("at end"));
         assert_eq!(RecordingClock::judge(good(), Some(good()), 100, Vec::new()).flagged, None);
+    }
+
+    #[test]
+    fn the_guard_never_runs_ahead_on_an_unvouched_step() {
+        let day = 86_400_000;
+        let mut g = WallGuard::new(Mono::ZERO, UnixMs(1_000_000), 5000);
+        assert_eq!(g.now(Mono::from_secs(10), UnixMs(1_010_000), true), (UnixMs(1_010_000), None));
+        // `date -s` two days ahead, unsynchronised: "now" stays with the monotonic clock.
+        let (n, ev) = g.now(Mono::from_secs(20), UnixMs(1_020_000 + 2 * day), false);
+        assert_eq!((n, ev), (UnixMs(1_020_000), Some(GuardEvent::ForwardRefused(2 * day))));
+        let (n, ev) = g.now(Mono::from_secs(30), UnixMs(1_030_000 + 2 * day), false);
+        assert_eq!((n, ev), (UnixMs(1_030_000), None), "reported once");
+        // Once the time daemon vouches for it, it is taken.
+        let (n, ev) = g.now(Mono::from_secs(40), UnixMs(1_040_000 + 2 * day), true);
+        assert_eq!((n, ev), (UnixMs(1_040_000 + 2 * day), Some(GuardEvent::ForwardAccepted(2 * day))));
+        // Backward steps are taken at once.
+        let (n, ev) = g.now(Mono::from_secs(50), UnixMs(1_050_000), false);
+        assert_eq!((n, ev), (UnixMs(1_050_000), Some(GuardEvent::Backward(-2 * day))));
     }
 
     #[test]
