@@ -502,6 +502,17 @@ pub fn recover(
             stats_json: None,
         };
         cat.finish_recording(&r.id, &f)?;
+        // Issue #19: the call was cut by the crash; no statistics survive it.
+        let (verdict, reason) = if duration_ms == 0 || state == RecordingState::Damaged {
+            (crate::assurance::Verdict::Partial, "the recorder stopped during the call and nothing readable was stored")
+        } else {
+            (crate::assurance::Verdict::Partial, "the recorder stopped during the call: recovered up to its last durable chunk")
+        };
+        cat.set_assurance(
+            &r.id,
+            verdict,
+            &serde_json::json!({ "verdict": verdict, "reason": reason, "silent_channels": [], "channels": [], "clock": null }),
+        )?;
         tracing::warn!(recording = %r.id, state = state.as_str(), duration_ms, "recovered recording left open by a previous run");
         if state != RecordingState::Damaged {
             if let Some(s) = signer {
