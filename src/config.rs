@@ -202,6 +202,10 @@ pub struct TimeConfig {
     pub step_threshold_ms: u32,
     /// NTP servers for the box image's time daemon (chrony).
     pub servers: Vec<String>,
+    /// When an unsynchronised clock raises the `time_unsync` alarm: `always`, `never`,
+    /// or `auto` (the default): always when `servers` is set, else only after the clock
+    /// was seen synchronised since start. Recordings are flagged in every mode.
+    pub alarm: crate::assurance::alarms::TimeAlarmMode,
     /// RFC 3161 time-stamp authority (`http://…/tsr`): every manifest gets a token,
     /// fetched by the uplink loop (queued while offline). Off when unset.
     pub tsa_url: Option<String>,
@@ -213,12 +217,22 @@ impl Default for TimeConfig {
             max_error_ms: 100,
             step_threshold_ms: 1000,
             servers: Vec::new(),
+            alarm: crate::assurance::alarms::TimeAlarmMode::Auto,
             tsa_url: None,
         }
     }
 }
 
 impl TimeConfig {
+    /// The alarm mode in force (`auto` with servers configured is `always`).
+    pub fn alarm_mode(&self) -> crate::assurance::alarms::TimeAlarmMode {
+        use crate::assurance::alarms::TimeAlarmMode;
+        match self.alarm {
+            TimeAlarmMode::Auto if !self.servers.is_empty() => TimeAlarmMode::Always,
+            m => m,
+        }
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         if !(1..=60_000).contains(&self.max_error_ms) {
             return Err(("max_error_ms".into(), "must be between 1 and 60000".into()));

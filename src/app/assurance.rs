@@ -23,7 +23,9 @@ fn monitor() -> std::sync::MutexGuard<'static, AssuranceMonitor> {
 
 /// Set the thresholds from `[assurance] alarms` (first call wins, before any call).
 pub fn init(cfg: &crate::config::Config) {
-    let _ = MONITOR.set(Mutex::new(AssuranceMonitor::new(cfg.assurance.rules())));
+    let mut m = AssuranceMonitor::new(cfg.assurance.rules());
+    m.set_time_alarm(cfg.time.alarm_mode());
+    let _ = MONITOR.set(Mutex::new(m));
 }
 
 /// A call ended (or was turned away) with `v`.

@@ -43,6 +43,20 @@ pub fn default_rules() -> Vec<AlarmRule> {
 /// Code of the clock alarm.
 pub const TIME_ALARM: &str = "time_unsync";
 
+/// When a bad clock reading raises [`TIME_ALARM`] (`[time] alarm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeAlarmMode {
+    /// Every bad reading (a box whose time daemon is configured: `[time] servers`).
+    Always,
+    /// Only once the clock was seen synchronised since the daemon started: a lost sync
+    /// alarms, a machine that was never synchronised (a development host, a CI
+    /// container) only flags its recordings.
+    Auto,
+    /// Never (the recordings are flagged all the same).
+    Never,
+}
+
 /// An alarm that is up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveAlarm {
@@ -67,6 +81,8 @@ pub struct AssuranceMonitor {
     clock_bad: Option<(Mono, String)>,
     flagged_recordings: u64,
     clock_steps: u64,
+    time_mode: TimeAlarmMode,
+    seen_synced: bool,
 }
 
 /// What the monitor shows (`branchrec status`, the status document, `/metrics`).
@@ -92,7 +108,14 @@ impl AssuranceMonitor {
             clock_bad: None,
             flagged_recordings: 0,
             clock_steps: 0,
+            time_mode: TimeAlarmMode::Always,
+            seen_synced: false,
         }
+    }
+
+    /// When bad clock readings raise the alarm (default [`TimeAlarmMode::Always`]).
+    pub fn set_time_alarm(&mut self, mode: TimeAlarmMode) {
+        self.time_mode = mode;
     }
 
     fn longest_window(&self, v: Verdict) -> Option<Duration> {
@@ -119,7 +142,13 @@ impl AssuranceMonitor {
     /// A clock reading at `now`: `problem` is `Some(why)` when it is unsynchronised or
     /// its error too large; a good reading clears the alarm.
     pub fn note_clock(&mut self, now: Mono, problem: Option<String>) {
+        let alarms = match self.time_mode {
+            TimeAlarmMode::Always => true,
+            TimeAlarmMode::Auto => self.seen_synced,
+            TimeAlarmMode::Never => false,
+        };
         match problem {
+            Some(_) if !alarms => {}
             Some(why) => {
                 if self.clock_bad.is_none() {
                     self.clock_bad = Some((now, why));
@@ -127,7 +156,10 @@ impl AssuranceMonitor {
                     b.1 = why;
                 }
             }
-            None => self.clock_bad = None,
+            None => {
+                self.seen_synced = true;
+                self.clock_bad = None;
+            }
         }
     }
 
@@ -229,6 +261,23 @@ mod tests {
         assert_eq!((a[0].code.as_str(), a[0].since, a[0].message.as_str()), (TIME_ALARM, Mono::from_secs(1), "still"));
         m.note_clock(Mono::from_secs(20), None);
         assert!(m.alarms(Mono::from_secs(20)).is_empty());
+    }
+
+    #[test]
+    fn auto_time_alarm_only_after_the_clock_was_synchronised() {
+        let s = Mono::from_secs;
+        let mut m = AssuranceMonitor::new(Vec::new());
+        m.set_time_alarm(TimeAlarmMode::Auto);
+        m.note_clock(s(1), Some("unsynchronised".into()));
+        assert!(m.alarms(s(1)).is_empty(), "never synchronised: flag only");
+        m.note_clock(s(2), None);
+        m.note_clock(s(3), Some("lost".into()));
+        assert_eq!(m.alarms(s(3))[0].code, TIME_ALARM, "lost sync alarms");
+        let mut n = AssuranceMonitor::new(Vec::new());
+        n.set_time_alarm(TimeAlarmMode::Never);
+        n.note_clock(s(2), None);
+        n.note_clock(s(3), Some("lost".into()));
+        assert!(n.alarms(s(3)).is_empty());
     }
 
     #[test]
