@@ -304,13 +304,21 @@ mod tests {
     #[test]
     fn probes_read_the_kernel_and_the_hook() {
         let k = KernelProbe.reading();
-        assert_eq!(k.source, branchrec_core::assurance::clock::ClockSource::Adjtimex, "{k:?}");
+        assert_eq!(
+            k.source,
+            branchrec_core::assurance::clock::ClockSource::Adjtimex,
+            "{k:?}"
+        );
         assert!(k.maxerror_us >= 0);
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("state.json");
         let h = HookProbe { path: f.clone() };
         assert!(!h.reading().unsync, "no file: synchronised, no step");
-        std::fs::write(&f, r#"{"unsync": true, "maxerror_us": 16000000, "step_ms": 3600000}"#).unwrap();
+        std::fs::write(
+            &f,
+            r#"{"unsync": true, "maxerror_us": 16000000, "step_ms": 3600000}"#,
+        )
+        .unwrap();
         let r = h.reading();
         assert!(r.unsync && r.maxerror_us == 16_000_000);
         assert!(r.problem(100).is_some());

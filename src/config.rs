@@ -183,7 +183,10 @@ impl AssuranceConfig {
                 return Err((format!("{k}.count"), "must be at least 1".into()));
             }
             if !(5..=86_400).contains(&a.window_s) {
-                return Err((format!("{k}.window_s"), "must be between 5 and 86400".into()));
+                return Err((
+                    format!("{k}.window_s"),
+                    "must be between 5 and 86400".into(),
+                ));
             }
         }
         Ok(())
@@ -1513,16 +1516,31 @@ mod tests {
         assert_eq!(c.assurance.rules().len(), 4);
         let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/branchrec.toml"));
         let r = Config::load(p).unwrap();
-        assert_eq!(r.assurance.alarms, c.assurance.alarms, "reference = defaults");
+        assert_eq!(
+            r.assurance.alarms, c.assurance.alarms,
+            "reference = defaults"
+        );
         assert_eq!(r.assurance.policy(), c.assurance.policy());
         let c = parse("[assurance]\nalarms = [{ verdict = \"refused\", count = 2, window_s = 600 }]\n[time]\ntsa_url = \"http://127.0.0.1:9/tsr\"\n").unwrap();
-        assert_eq!(c.assurance.rules()[0].verdict, crate::assurance::Verdict::Refused);
+        assert_eq!(
+            c.assurance.rules()[0].verdict,
+            crate::assurance::Verdict::Refused
+        );
         assert_eq!(c.time.tsa_url.as_deref(), Some("http://127.0.0.1:9/tsr"));
         for (text, key) in [
             ("[assurance]\nvoice_dbfs = 3.0\n", "assurance.voice_dbfs"),
-            ("[assurance]\nalarms = [{ verdict = \"recorded\", count = 1, window_s = 600 }]\n", "assurance.alarms[0].verdict"),
-            ("[assurance]\nalarms = [{ verdict = \"one_way\", count = 0, window_s = 600 }]\n", "assurance.alarms[0].count"),
-            ("[assurance]\nalarms = [{ verdict = \"one_way\", count = 1, window_s = 4 }]\n", "assurance.alarms[0].window_s"),
+            (
+                "[assurance]\nalarms = [{ verdict = \"recorded\", count = 1, window_s = 600 }]\n",
+                "assurance.alarms[0].verdict",
+            ),
+            (
+                "[assurance]\nalarms = [{ verdict = \"one_way\", count = 0, window_s = 600 }]\n",
+                "assurance.alarms[0].count",
+            ),
+            (
+                "[assurance]\nalarms = [{ verdict = \"one_way\", count = 1, window_s = 4 }]\n",
+                "assurance.alarms[0].window_s",
+            ),
             ("[time]\nmax_error_ms = 0\n", "time.max_error_ms"),
             ("[time]\ntsa_url = \"ftp://x\"\n", "time.tsa_url"),
         ] {
@@ -1531,7 +1549,10 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
-        assert!(parse("[time]\nbogus = 1\n").is_err(), "unknown keys are refused");
+        assert!(
+            parse("[time]\nbogus = 1\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -321,12 +321,29 @@ fn mirrored_dialog_without_rtp_is_no_media() {
     assert_eq!(v(&scs[0]), "recorded", "{recs:#?}");
     assert_eq!(v(&scs[1]), "no_media", "{recs:#?}");
     assert_eq!(v(&scs[2]), "missed", "{recs:#?}");
-    let id = by_call_id(&recs, &scs[1].call_id)["id"].as_str().unwrap().to_string();
+    let id = by_call_id(&recs, &scs[1].call_id)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let s = show(&cfg, &id);
-    assert_eq!(s["assurance"]["reason"], "no decodable RTP arrived on any channel", "{s}");
+    assert_eq!(
+        s["assurance"]["reason"], "no decodable RTP arrived on any channel",
+        "{s}"
+    );
     // The day's report counts them by source.
-    let day = by_call_id(&recs, &scs[0].call_id)["start"].as_str().unwrap()[..10].to_string();
-    let out = run_ok(&["assurance", "report", "--day", &day, "--json", "--config", cfg.to_str().unwrap()]);
+    let day = by_call_id(&recs, &scs[0].call_id)["start"]
+        .as_str()
+        .unwrap()[..10]
+        .to_string();
+    let out = run_ok(&[
+        "assurance",
+        "report",
+        "--day",
+        &day,
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["totals"]["by_source"]["mirror"]["no_media"], 1, "{r}");
     assert_eq!(r["totals"]["by_source"]["mirror"]["missed"], 1, "{r}");

@@ -19,8 +19,16 @@ use common::{free_port, require_tool, serial, Daemon};
 use siprec_client::{invite, Invite};
 
 fn sh(dir: &Path, args: &[&str]) {
-    let o = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
-    assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A TSA: CA, TSA certificate (extendedKeyUsage critical timeStamping), `ts` config.
@@ -31,9 +39,69 @@ fn make_tsa(dir: &Path) -> PathBuf {
         "[tsa_ext]\nbasicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = critical, timeStamping\n",
     )
     .unwrap();
-    sh(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test TSA CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-    sh(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "tsa.key", "-out", "tsa.csr", "-subj", "/CN=Test TSA"]);
-    sh(dir, &["x509", "-req", "-in", "tsa.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tsa.pem", "-days", "2", "-extfile", "ext.cnf", "-extensions", "tsa_ext"]);
+    sh(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test TSA CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "tsa.key",
+            "-out",
+            "tsa.csr",
+            "-subj",
+            "/CN=Test TSA",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tsa.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tsa.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "tsa_ext",
+        ],
+    );
     std::fs::write(dir.join("serial"), "01\n").unwrap();
     let d = dir.display();
     let cnf = dir.join("ts.cnf");
@@ -119,7 +187,9 @@ fn manifests_get_rfc3161_tokens_that_openssl_verifies() {
     let tsa_port = free_port();
     let d = Daemon::start_with(
         tmp.path(),
-        &format!("[uplink]\nenabled = false\n[time]\ntsa_url = \"http://127.0.0.1:{tsa_port}/tsr\"\n"),
+        &format!(
+            "[uplink]\nenabled = false\n[time]\ntsa_url = \"http://127.0.0.1:{tsa_port}/tsr\"\n"
+        ),
     );
     // The TSA is down: the manifest is signed and queued.
     match invite(SocketAddr::from(([127, 0, 0, 1], d.sip_port)), 1) {
@@ -132,7 +202,10 @@ fn manifests_get_rfc3161_tokens_that_openssl_verifies() {
     let rec = common::the_recording(&d);
     let id = rec["id"].as_str().unwrap().to_string();
     let show = d.recordings_json(&["show", &id, "--json"]);
-    let brec = tmp.path().join("data").join(show["file_path"].as_str().unwrap());
+    let brec = tmp
+        .path()
+        .join("data")
+        .join(show["file_path"].as_str().unwrap());
     let manifest = PathBuf::from(format!("{}.manifest.json", brec.display()));
     let token = PathBuf::from(format!("{}.tsr", manifest.display()));
     let pending = PathBuf::from(format!("{}.tsr-pending", manifest.display()));
@@ -142,9 +215,17 @@ fn manifests_get_rfc3161_tokens_that_openssl_verifies() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(pending.exists(), "queued while the TSA is down\n{}", d.log_text());
+    assert!(
+        pending.exists(),
+        "queued while the TSA is down\n{}",
+        d.log_text()
+    );
     assert!(!token.exists());
-    assert!(d.log_text().contains("time stamp not obtained: queued"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("time stamp not obtained: queued"),
+        "{}",
+        d.log_text()
+    );
 
     // The TSA comes up: the token arrives (retry back-off 2 s, 4 s, …).
     let stop = Arc::new(AtomicBool::new(false));
@@ -166,8 +247,15 @@ fn manifests_get_rfc3161_tokens_that_openssl_verifies() {
     // The evidence bundle carries it, and openssl verifies it against the manifest.
     let bundle = tmp.path().join("bundle");
     d.recordings(&["export", &id, "--evidence", bundle.to_str().unwrap()]);
-    assert!(bundle.join("manifest.tsr").exists(), "bundle: {:?}", std::fs::read_dir(&bundle).unwrap().collect::<Vec<_>>());
-    assert_eq!(std::fs::read(bundle.join("manifest.tsr")).unwrap(), std::fs::read(&token).unwrap());
+    assert!(
+        bundle.join("manifest.tsr").exists(),
+        "bundle: {:?}",
+        std::fs::read_dir(&bundle).unwrap().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::read(bundle.join("manifest.tsr")).unwrap(),
+        std::fs::read(&token).unwrap()
+    );
     let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
     assert!(readme.contains("openssl ts -verify"), "{readme}");
     let verify = |data: &Path| {
@@ -185,7 +273,11 @@ fn manifests_get_rfc3161_tokens_that_openssl_verifies() {
     };
     let o = verify(&bundle.join("manifest.json"));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && out.contains("Verification: OK"), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success() && out.contains("Verification: OK"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Not for other bytes.
     let other = tmp.path().join("other.json");
     let mut m = std::fs::read(bundle.join("manifest.json")).unwrap();

@@ -16,7 +16,11 @@ static MONITOR: OnceLock<Mutex<AssuranceMonitor>> = OnceLock::new();
 
 fn monitor() -> std::sync::MutexGuard<'static, AssuranceMonitor> {
     MONITOR
-        .get_or_init(|| Mutex::new(AssuranceMonitor::new(crate::assurance::alarms::default_rules())))
+        .get_or_init(|| {
+            Mutex::new(AssuranceMonitor::new(
+                crate::assurance::alarms::default_rules(),
+            ))
+        })
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
@@ -61,7 +65,11 @@ pub fn call_seen(
     rule: Option<String>,
     direction: Option<String>,
 ) {
-    tracing::info!(verdict = verdict.as_str(), reason, "call seen without a recording");
+    tracing::info!(
+        verdict = verdict.as_str(),
+        reason,
+        "call seen without a recording"
+    );
     note(verdict);
     catalog.send(CatalogCmd::CallSeen(CallSeenRow {
         id: uuid::Uuid::new_v4().to_string(),

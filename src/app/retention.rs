@@ -83,7 +83,12 @@ fn trusted_now(
             GuardEvent::ForwardRefused(s) => ("refused", s),
             GuardEvent::Backward(s) => ("backward", s),
         };
-        tracing::warn!(step_ms = step, retention = what, unsync = reading.unsync, "wall clock step seen by the retention sweeper");
+        tracing::warn!(
+            step_ms = step,
+            retention = what,
+            unsync = reading.unsync,
+            "wall clock step seen by the retention sweeper"
+        );
         let _ = cat.audit(
             now.0,
             "daemon",

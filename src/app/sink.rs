@@ -137,8 +137,12 @@ pub struct RecordingSink {
 /// The clock facts a recording collects (docs/assurance.md, "Trusted time").
 struct ClockWatch {
     start: crate::assurance::clock::ClockReading,
-    /// `None` where the recording's `Mono` is not real time (capture import).
+    /// Whether to look for steps: not where the recording's `Mono` is packet time
+    /// (capture, import).
+    watch_steps: bool,
+    /// Started at the first tick (both clocks read together on the call's own timeline).
     steps: Option<crate::assurance::clock::StepDetector>,
+    step_threshold_ms: u32,
     last_look: Mono,
     found: Vec<crate::assurance::clock::ClockStep>,
     max_error_ms: u32,
@@ -246,9 +250,9 @@ impl RecordingSink {
         let clock = ClockWatch {
             start,
             // SIPREC calls run on the monotonic clock; capture runs on packet time.
-            steps: (source == Source::Siprec).then(|| {
-                crate::assurance::clock::StepDetector::new(Mono::ZERO, probe.wall(), cfg.time.step_threshold_ms)
-            }),
+            watch_steps: source == Source::Siprec,
+            steps: None,
+            step_threshold_ms: cfg.time.step_threshold_ms,
             last_look: Mono::ZERO,
             found: Vec::new(),
             max_error_ms: cfg.time.max_error_ms,
@@ -357,7 +361,17 @@ impl RecordingSink {
     /// [`CLOCK_LOOK_EVERY`]): a step becomes a `clock_step` event; the timeline itself
     /// never jumps.
     fn look_at_clock(&mut self, now: Mono) {
+        if !self.clock.watch_steps {
+            return;
+        }
         let Some(det) = self.clock.steps.as_mut() else {
+            let t = self.clock.step_threshold_ms;
+            self.clock.steps = Some(crate::assurance::clock::StepDetector::new(
+                now,
+                crate::clock::probe().wall(),
+                t,
+            ));
+            self.clock.last_look = now;
             return;
         };
         if now.saturating_duration_since(self.clock.last_look) < CLOCK_LOOK_EVERY {
@@ -629,7 +643,13 @@ impl RecordingSink {
             RecordingState::CodecUnsupported => FileOutcome::CodecUnsupported,
             _ => FileOutcome::Cut,
         };
-        let j = crate::recording::verdict::judge(&fin.policy, &fin.stats, &fin.quality, duration_ms, file);
+        let j = crate::recording::verdict::judge(
+            &fin.policy,
+            &fin.stats,
+            &fin.quality,
+            duration_ms,
+            file,
+        );
         let end = crate::clock::probe().reading();
         let clock = crate::assurance::clock::RecordingClock::judge(
             self.clock.start,

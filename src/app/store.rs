@@ -504,9 +504,15 @@ pub fn recover(
         cat.finish_recording(&r.id, &f)?;
         // Issue #19: the call was cut by the crash; no statistics survive it.
         let (verdict, reason) = if duration_ms == 0 || state == RecordingState::Damaged {
-            (crate::assurance::Verdict::Partial, "the recorder stopped during the call and nothing readable was stored")
+            (
+                crate::assurance::Verdict::Partial,
+                "the recorder stopped during the call and nothing readable was stored",
+            )
         } else {
-            (crate::assurance::Verdict::Partial, "the recorder stopped during the call: recovered up to its last durable chunk")
+            (
+                crate::assurance::Verdict::Partial,
+                "the recorder stopped during the call: recovered up to its last durable chunk",
+            )
         };
         cat.set_assurance(
             &r.id,

@@ -44,7 +44,11 @@ pub fn manifest_written(cfg: &crate::config::Config, manifest: &Path) {
 }
 
 /// Ask the TSA at `url` for a token over `manifest`'s bytes; returns the checked token.
-pub async fn fetch(client: &reqwest::Client, url: &str, manifest: &[u8]) -> anyhow::Result<tsa::Token> {
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    manifest: &[u8],
+) -> anyhow::Result<tsa::Token> {
     let mut nonce = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let req = tsa::request(manifest, nonce);
@@ -66,7 +70,11 @@ pub async fn fetch(client: &reqwest::Client, url: &str, manifest: &[u8]) -> anyh
 }
 
 /// Time-stamp one queued manifest: read it, fetch, store the token, drop the marker.
-async fn stamp(client: &reqwest::Client, url: &str, manifest: &Path) -> anyhow::Result<Option<tsa::Token>> {
+async fn stamp(
+    client: &reqwest::Client,
+    url: &str,
+    manifest: &Path,
+) -> anyhow::Result<Option<tsa::Token>> {
     let Ok(bytes) = std::fs::read(manifest) else {
         // Deleted (retention, shredding) while waiting: nothing to stamp.
         let _ = std::fs::remove_file(pending_path(manifest));

@@ -39,7 +39,10 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         // `missed`: a mirrored call catalogued without a file (codec not decodable).
         if matches!(verdict, Verdict::Refused | Verdict::NotRecorded) {
-            return Err(invalid("verdict", "a recording cannot be refused or not recorded"));
+            return Err(invalid(
+                "verdict",
+                "a recording cannot be refused or not recorded",
+            ));
         }
         let tx = write_tx(&mut self.conn)?;
         let n = tx.execute(
@@ -59,7 +62,10 @@ impl Catalog {
             row.verdict,
             Verdict::Refused | Verdict::NotRecorded | Verdict::Missed | Verdict::NoMedia
         ) {
-            return Err(invalid("verdict", "calls_seen holds calls without a recording"));
+            return Err(invalid(
+                "verdict",
+                "calls_seen holds calls without a recording",
+            ));
         }
         let tx = write_tx(&mut self.conn)?;
         tx.execute(

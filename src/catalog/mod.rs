@@ -30,11 +30,11 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use crate::clock::Clock;
 use crate::time::UnixMs;
 
+pub use assurance::CallSeenRow;
 pub use key::{
     file_kind, key_file, retain_only, rewrap, wrapped_under, CatalogAccess, CatalogKey,
     CatalogKeyError, Converted, FileKind, KEY_FILE,
 };
-pub use assurance::CallSeenRow;
 pub use schema::{AUDIT_MAC_SCHEMA, SCHEMA_VERSION};
 pub use types::{
     ChannelRow, ChannelSummary, DataMode, EventRow, Finish, LifecycleSummary, ListFilter,

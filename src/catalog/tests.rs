@@ -1468,19 +1468,43 @@ fn assurance_verdicts_and_calls_seen() {
         cat.insert_recording(&new_rec(id, t)).unwrap();
         cat.set_participants(id, &participants()).unwrap();
     }
-    cat.finish_recording("r1", &finish(RecordingState::Complete)).unwrap();
-    cat.finish_recording("r2", &finish(RecordingState::Complete)).unwrap();
-    cat.set_assurance("r1", Verdict::Recorded, &json!({"verdict": "recorded"})).unwrap();
-    cat.set_assurance("r2", Verdict::OneWay, &json!({"verdict": "one_way", "silent_channels": [1]})).unwrap();
-    assert!(cat.set_assurance("r1", Verdict::Refused, &json!({})).is_err(), "a recording is never refused");
-    assert!(matches!(cat.set_assurance("nope", Verdict::Recorded, &json!({})), Err(CatalogError::NotFound(_))));
-    let one_way = cat
-        .list(&ListFilter { verdict: Some("one_way".into()), ..ListFilter::default() })
+    cat.finish_recording("r1", &finish(RecordingState::Complete))
         .unwrap();
-    assert_eq!(one_way.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r2"]);
+    cat.finish_recording("r2", &finish(RecordingState::Complete))
+        .unwrap();
+    cat.set_assurance("r1", Verdict::Recorded, &json!({"verdict": "recorded"}))
+        .unwrap();
+    cat.set_assurance(
+        "r2",
+        Verdict::OneWay,
+        &json!({"verdict": "one_way", "silent_channels": [1]}),
+    )
+    .unwrap();
+    assert!(
+        cat.set_assurance("r1", Verdict::Refused, &json!({}))
+            .is_err(),
+        "a recording is never refused"
+    );
+    assert!(matches!(
+        cat.set_assurance("nope", Verdict::Recorded, &json!({})),
+        Err(CatalogError::NotFound(_))
+    ));
+    let one_way = cat
+        .list(&ListFilter {
+            verdict: Some("one_way".into()),
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        one_way.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r2"]
+    );
     assert_eq!(one_way[0].verdict.as_deref(), Some("one_way"));
     let d = cat.get("r2").unwrap().unwrap();
-    assert_eq!(d.recording.assurance_json.unwrap()["silent_channels"], json!([1]));
+    assert_eq!(
+        d.recording.assurance_json.unwrap()["silent_channels"],
+        json!([1])
+    );
     cat.add_call_seen(&CallSeenRow {
         id: "seen-1".into(),
         source: Source::Siprec,
@@ -1505,7 +1529,14 @@ fn assurance_verdicts_and_calls_seen() {
     let (calls, unjudged) = cat.calls_seen_between(t0, t0 + 86_400_000).unwrap();
     assert_eq!(unjudged, 1, "r3 is still recording");
     let got: Vec<(&str, Verdict)> = calls.iter().map(|c| (c.id.as_str(), c.verdict)).collect();
-    assert_eq!(got, [("r1", Verdict::Recorded), ("seen-1", Verdict::Refused), ("r2", Verdict::OneWay)]);
+    assert_eq!(
+        got,
+        [
+            ("r1", Verdict::Recorded),
+            ("seen-1", Verdict::Refused),
+            ("r2", Verdict::OneWay)
+        ]
+    );
     assert_eq!(calls[0].numbers, ["+4930111", "+4930222"]);
     assert!(calls[1].numbers.is_empty());
     // The calls_seen table has no column for personal data.
@@ -1517,5 +1548,16 @@ fn assurance_verdicts_and_calls_seen() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(cols, ["id", "source", "seen_at", "verdict", "reason", "rule", "direction"]);
+    assert_eq!(
+        cols,
+        [
+            "id",
+            "source",
+            "seen_at",
+            "verdict",
+            "reason",
+            "rule",
+            "direction"
+        ]
+    );
 }

@@ -46,7 +46,9 @@ pub fn main(cmd: AssuranceCommand) -> anyhow::Result<()> {
             let mut cat = crate::cli::lifecycle::open_rw(&cfg)?;
             let text = cdr
                 .as_ref()
-                .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+                .map(|p| {
+                    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+                })
                 .transpose()?;
             let rep = crate::service::assurance::report(
                 &cat,
@@ -73,9 +75,16 @@ pub fn main(cmd: AssuranceCommand) -> anyhow::Result<()> {
                 writeln!(out, "  {v:<13} {n}")?;
             }
             if rep.unjudged > 0 {
-                writeln!(out, "  (not judged: {} recordings in progress or from before schema 10)", rep.unjudged)?;
+                writeln!(
+                    out,
+                    "  (not judged: {} recordings in progress or from before schema 10)",
+                    rep.unjudged
+                )?;
             }
-            for (title, map) in [("by rule", &rep.totals.by_rule), ("by source", &rep.totals.by_source)] {
+            for (title, map) in [
+                ("by rule", &rep.totals.by_rule),
+                ("by source", &rep.totals.by_source),
+            ] {
                 writeln!(out, "{title}:")?;
                 for (k, m) in map {
                     let parts: Vec<String> = m.iter().map(|(v, n)| format!("{v} {n}")).collect();
@@ -87,7 +96,13 @@ pub fn main(cmd: AssuranceCommand) -> anyhow::Result<()> {
                     .to_datetime()
                     .map(|d| d.format("%H:%M:%S").to_string())
                     .unwrap_or_default();
-                writeln!(out, "  {t}  {:<13} {:<7} {}", c.verdict.as_str(), c.source, c.id)?;
+                writeln!(
+                    out,
+                    "  {t}  {:<13} {:<7} {}",
+                    c.verdict.as_str(),
+                    c.source,
+                    c.id
+                )?;
             }
             if let Some(r) = &rep.reconciliation {
                 writeln!(
@@ -104,13 +119,21 @@ pub fn main(cmd: AssuranceCommand) -> anyhow::Result<()> {
                         .to_datetime()
                         .map(|d| d.to_rfc3339())
                         .unwrap_or_default();
-                    writeln!(out, "  MISSING  CDR line {}: {t} {} -> {} ({} s)", c.line, c.caller, c.callee, c.duration_s)?;
+                    writeln!(
+                        out,
+                        "  MISSING  CDR line {}: {t} {} -> {} ({} s)",
+                        c.line, c.caller, c.callee, c.duration_s
+                    )?;
                 }
                 for id in &r.recording_without_cdr {
                     writeln!(out, "  NO CDR   {id}")?;
                 }
                 for m in &r.incorrect {
-                    writeln!(out, "  MEDIA    CDR line {}: {} is {}", m.cdr_line, m.id, m.verdict)?;
+                    writeln!(
+                        out,
+                        "  MEDIA    CDR line {}: {} is {}",
+                        m.cdr_line, m.id, m.verdict
+                    )?;
                 }
             }
             Ok(())

@@ -52,7 +52,10 @@ pub fn assurance_lines(show: &serde_json::Value) -> String {
         )),
     }
     for s in clock["steps"].as_array().into_iter().flatten() {
-        out.push_str(&format!("\n  clock step of {} ms at {} ms", s["step_ms"], s["at_ms"]));
+        out.push_str(&format!(
+            "\n  clock step of {} ms at {} ms",
+            s["step_ms"], s["at_ms"]
+        ));
     }
     out
 }

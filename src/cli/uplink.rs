@@ -160,7 +160,10 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     if let Some(a) = &doc.assurance {
         let parts: Vec<String> = a.verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
         println!("verdicts       {} (since start)", parts.join(", "));
-        println!("time           {} recordings flagged, {} clock steps", a.time_flagged, a.clock_steps);
+        println!(
+            "time           {} recordings flagged, {} clock steps",
+            a.time_flagged, a.clock_steps
+        );
     }
     if doc.alarms.is_empty() {
         println!("alarms         none");

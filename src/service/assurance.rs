@@ -45,8 +45,7 @@ pub fn report(
                 .filter(|c| c.start_ms >= from.0 && c.start_ms < to.0)
                 .collect();
             // Calls just outside the day may match CDRs just inside it: look around.
-            let (around, _) =
-                cat.calls_seen_between(from.0 - tolerance_ms, to.0 + tolerance_ms)?;
+            let (around, _) = cat.calls_seen_between(from.0 - tolerance_ms, to.0 + tolerance_ms)?;
             let mut r = cdr::reconcile(&day_cdrs, &around, tolerance_ms);
             // Recordings without a CDR: only those of the day itself.
             r.recording_without_cdr

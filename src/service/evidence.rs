@@ -417,8 +417,10 @@ pub fn verify(
     // Assurance (issue #19): what was signed is what the catalogue says.
     if let Some(signed) = get("/assurance").filter(|a| !a.is_null()) {
         if Some(&signed) != d.recording.assurance_json.as_ref() {
-            v.problems
-                .push("catalogue assurance (verdict, quality, clock) differs from the signed manifest".into());
+            v.problems.push(
+                "catalogue assurance (verdict, quality, clock) differs from the signed manifest"
+                    .into(),
+            );
         }
     }
     if v.problems.is_empty() {

@@ -49,14 +49,21 @@ pub fn read() -> std::io::Result<Timex> {
         status: t.status,
         maxerror_us: t.maxerror as i64,
         esterror_us: t.esterror as i64,
-        offset_us: if t.status & STA_NANO != 0 { offset / 1000 } else { offset },
+        offset_us: if t.status & STA_NANO != 0 {
+            offset / 1000
+        } else {
+            offset
+        },
     })
 }
 
 /// Not Linux: unsupported.
 #[cfg(not(target_os = "linux"))]
 pub fn read() -> std::io::Result<Timex> {
-    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "adjtimex is Linux-only"))
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "adjtimex is Linux-only",
+    ))
 }
 
 #[cfg(test)]

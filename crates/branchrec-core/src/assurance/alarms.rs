@@ -33,10 +33,26 @@ impl AlarmRule {
 pub fn default_rules() -> Vec<AlarmRule> {
     let w = Duration::from_secs(900);
     vec![
-        AlarmRule { verdict: Verdict::OneWay, count: 3, window: w },
-        AlarmRule { verdict: Verdict::Silent, count: 3, window: w },
-        AlarmRule { verdict: Verdict::NoMedia, count: 3, window: w },
-        AlarmRule { verdict: Verdict::Missed, count: 1, window: w },
+        AlarmRule {
+            verdict: Verdict::OneWay,
+            count: 3,
+            window: w,
+        },
+        AlarmRule {
+            verdict: Verdict::Silent,
+            count: 3,
+            window: w,
+        },
+        AlarmRule {
+            verdict: Verdict::NoMedia,
+            count: 3,
+            window: w,
+        },
+        AlarmRule {
+            verdict: Verdict::Missed,
+            count: 1,
+            window: w,
+        },
     ]
 }
 
@@ -119,7 +135,11 @@ impl AssuranceMonitor {
     }
 
     fn longest_window(&self, v: Verdict) -> Option<Duration> {
-        self.rules.iter().filter(|r| r.verdict == v).map(|r| r.window).max()
+        self.rules
+            .iter()
+            .filter(|r| r.verdict == v)
+            .map(|r| r.window)
+            .max()
     }
 
     /// A call ended (or was refused) with `v` at `now`.
@@ -128,11 +148,20 @@ impl AssuranceMonitor {
         if let Some(w) = self.longest_window(v) {
             let q = self.recent.entry(v).or_default();
             q.push_back(now);
-            while q.front().is_some_and(|t| now.saturating_duration_since(*t) >= w) {
+            while q
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= w)
+            {
                 q.pop_front();
             }
             // Bounded: never more than the largest count is needed.
-            let keep = self.rules.iter().filter(|r| r.verdict == v).map(|r| r.count).max().unwrap_or(1);
+            let keep = self
+                .rules
+                .iter()
+                .filter(|r| r.verdict == v)
+                .map(|r| r.count)
+                .max()
+                .unwrap_or(1);
             while q.len() > keep as usize {
                 q.pop_front();
             }
@@ -186,7 +215,10 @@ impl AssuranceMonitor {
                 .filter(|t| now.saturating_duration_since(*t) < r.window)
                 .collect();
             if inside.len() >= r.count.max(1) as usize {
-                let since = inside.get(inside.len() - r.count.max(1) as usize).copied().unwrap_or(now);
+                let since = inside
+                    .get(inside.len() - r.count.max(1) as usize)
+                    .copied()
+                    .unwrap_or(now);
                 out.push(ActiveAlarm {
                     code: r.code(),
                     message: format!(
@@ -201,7 +233,11 @@ impl AssuranceMonitor {
             }
         }
         if let Some((since, why)) = &self.clock_bad {
-            out.push(ActiveAlarm { code: TIME_ALARM.into(), message: why.clone(), since: *since });
+            out.push(ActiveAlarm {
+                code: TIME_ALARM.into(),
+                message: why.clone(),
+                since: *since,
+            });
         }
         out
     }
@@ -211,7 +247,12 @@ impl AssuranceMonitor {
         AssuranceSnapshot {
             verdicts: Verdict::ALL
                 .iter()
-                .map(|v| (v.as_str().to_string(), self.totals.get(v).copied().unwrap_or(0)))
+                .map(|v| {
+                    (
+                        v.as_str().to_string(),
+                        self.totals.get(v).copied().unwrap_or(0),
+                    )
+                })
                 .collect(),
             alarms: self.alarms(now),
             time_flagged: self.flagged_recordings,
@@ -258,7 +299,10 @@ mod tests {
         m.note_clock(Mono::from_secs(1), Some("unsynchronised".into()));
         m.note_clock(Mono::from_secs(5), Some("still".into()));
         let a = m.alarms(Mono::from_secs(10));
-        assert_eq!((a[0].code.as_str(), a[0].since, a[0].message.as_str()), (TIME_ALARM, Mono::from_secs(1), "still"));
+        assert_eq!(
+            (a[0].code.as_str(), a[0].since, a[0].message.as_str()),
+            (TIME_ALARM, Mono::from_secs(1), "still")
+        );
         m.note_clock(Mono::from_secs(20), None);
         assert!(m.alarms(Mono::from_secs(20)).is_empty());
     }

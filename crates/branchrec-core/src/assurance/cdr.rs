@@ -47,7 +47,11 @@ fn parse_time(s: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
             return Some(t.and_utc().timestamp_millis());
         }
@@ -57,7 +61,9 @@ fn parse_time(s: &str) -> Option<i64> {
 
 fn unquote(s: &str) -> &str {
     let s = s.trim();
-    s.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(s)
+    s.strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s)
 }
 
 /// Parse a CDR CSV: four comma-separated fields per line; blank lines and `#` comments
@@ -76,10 +82,16 @@ pub fn parse_csv(text: &str) -> Result<Vec<Cdr>, CdrError> {
             if out.is_empty() && line == first_content_line(text) {
                 continue; // header
             }
-            return Err(bad(format!("start {:?} is not a time", f.first().unwrap_or(&""))));
+            return Err(bad(format!(
+                "start {:?} is not a time",
+                f.first().unwrap_or(&"")
+            )));
         };
         if f.len() != 4 {
-            return Err(bad(format!("{} fields, expected start,caller,callee,duration", f.len())));
+            return Err(bad(format!(
+                "{} fields, expected start,caller,callee,duration",
+                f.len()
+            )));
         }
         let duration_s = f[3]
             .parse::<f64>()
@@ -172,8 +184,15 @@ pub fn reconcile(cdrs: &[Cdr], calls: &[CallSeen], tolerance_ms: i64) -> Reconci
             .filter(|(i, _)| !taken[*i])
             .filter(|(_, s)| (s.start_ms - c.start_ms).abs() <= tolerance_ms)
             .filter(|(_, s)| {
-                let have: Vec<String> = s.numbers.iter().map(|n| digits(n)).filter(|d| !d.is_empty()).collect();
-                have.is_empty() || want.iter().all(String::is_empty) || want.iter().any(|w| !w.is_empty() && have.contains(w))
+                let have: Vec<String> = s
+                    .numbers
+                    .iter()
+                    .map(|n| digits(n))
+                    .filter(|d| !d.is_empty())
+                    .collect();
+                have.is_empty()
+                    || want.iter().all(String::is_empty)
+                    || want.iter().any(|w| !w.is_empty() && have.contains(w))
             })
             .min_by_key(|(_, s)| ((s.start_ms - c.start_ms).abs(), s.id.clone()));
         match best {
@@ -218,15 +237,26 @@ pub struct Totals {
 /// Count `calls`.
 pub fn totals(calls: &[CallSeen]) -> Totals {
     let mut t = Totals {
-        by_verdict: Verdict::ALL.iter().map(|v| (v.as_str().to_string(), 0)).collect(),
+        by_verdict: Verdict::ALL
+            .iter()
+            .map(|v| (v.as_str().to_string(), 0))
+            .collect(),
         ..Totals::default()
     };
     for c in calls {
         t.calls += 1;
         *t.by_verdict.entry(c.verdict.as_str().into()).or_default() += 1;
         let rule = c.rule.clone().unwrap_or_else(|| "(none)".into());
-        *t.by_rule.entry(rule).or_default().entry(c.verdict.as_str().into()).or_default() += 1;
-        *t.by_source.entry(c.source.clone()).or_default().entry(c.verdict.as_str().into()).or_default() += 1;
+        *t.by_rule
+            .entry(rule)
+            .or_default()
+            .entry(c.verdict.as_str().into())
+            .or_default() += 1;
+        *t.by_source
+            .entry(c.source.clone())
+            .or_default()
+            .entry(c.verdict.as_str().into())
+            .or_default() += 1;
     }
     t
 }
@@ -263,12 +293,27 @@ mod tests {
                    1796292000,1,2,3\n";
         let c = parse_csv(csv).unwrap();
         assert_eq!(c.len(), 3);
-        assert_eq!(c[0].start_ms, day_bounds("2026-12-03").unwrap().0 .0 + 10 * 3_600_000);
-        assert_eq!((c[1].line, c[1].duration_s, c[1].caller.as_str()), (5, 0, "100"));
+        assert_eq!(
+            c[0].start_ms,
+            day_bounds("2026-12-03").unwrap().0 .0 + 10 * 3_600_000
+        );
+        assert_eq!(
+            (c[1].line, c[1].duration_s, c[1].caller.as_str()),
+            (5, 0, "100")
+        );
         assert_eq!(c[2].start_ms, 1_796_292_000_000);
-        assert!(matches!(parse_csv("2026-12-03T10:00:00Z,1,2\n"), Err(CdrError::Line { line: 1, .. })));
-        assert!(matches!(parse_csv("h\n2026-12-03T10:00:00Z,1,2,x\n"), Err(CdrError::Line { line: 2, .. })));
-        assert!(matches!(parse_csv("h\nnot a time,1,2,3\n"), Err(CdrError::Line { line: 2, .. })));
+        assert!(matches!(
+            parse_csv("2026-12-03T10:00:00Z,1,2\n"),
+            Err(CdrError::Line { line: 1, .. })
+        ));
+        assert!(matches!(
+            parse_csv("h\n2026-12-03T10:00:00Z,1,2,x\n"),
+            Err(CdrError::Line { line: 2, .. })
+        ));
+        assert!(matches!(
+            parse_csv("h\nnot a time,1,2,3\n"),
+            Err(CdrError::Line { line: 2, .. })
+        ));
     }
 
     #[test]
@@ -284,7 +329,7 @@ mod tests {
         .unwrap();
         let calls = vec![
             call("a", t0 + 1500, &["0441234567"], Verdict::Recorded), // number in national form
-            call("b", t0 + 600_000 - 800, &[], Verdict::OneWay),       // no numbers: time only
+            call("b", t0 + 600_000 - 800, &[], Verdict::OneWay),      // no numbers: time only
             call("c", t0 + 1_200_000 + 400, &["999"], Verdict::Recorded), // wrong numbers
             call("d", t0 + 3_000_000 + 100, &[], Verdict::Refused),
             call("e", t0 + 9_000_000, &["1"], Verdict::Recorded),
@@ -293,14 +338,34 @@ mod tests {
         let ids: Vec<&str> = r.matched.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "d"]);
         assert_eq!(r.matched[0].start_diff_ms, 1500);
-        assert_eq!(r.incorrect.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["b", "d"]);
-        assert_eq!(r.cdr_without_recording.iter().map(|c| c.line).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            r.incorrect
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "d"]
+        );
+        assert_eq!(
+            r.cdr_without_recording
+                .iter()
+                .map(|c| c.line)
+                .collect::<Vec<_>>(),
+            [3]
+        );
         assert_eq!(r.recording_without_cdr, ["c", "e"]);
         // Outside the tolerance nothing matches.
         let r = reconcile(&cdrs, &calls, 100);
         assert_eq!(r.matched.len(), 1);
         let t = totals(&calls);
-        assert_eq!((t.calls, t.by_verdict["recorded"], t.by_verdict["one_way"], t.by_verdict["missed"]), (5, 3, 1, 0));
+        assert_eq!(
+            (
+                t.calls,
+                t.by_verdict["recorded"],
+                t.by_verdict["one_way"],
+                t.by_verdict["missed"]
+            ),
+            (5, 3, 1, 0)
+        );
         assert_eq!(t.by_source["siprec"]["refused"], 1);
         assert_eq!(t.by_rule["(none)"]["recorded"], 3);
     }

@@ -100,12 +100,16 @@ pub struct StepDetector {
 impl StepDetector {
     /// Start at `mono` / `wall` (the recording's start), steps above `threshold_ms`.
     pub fn new(mono: Mono, wall: UnixMs, threshold_ms: u32) -> Self {
-        StepDetector { threshold_ms: i64::from(threshold_ms.max(1)), last: (mono, wall) }
+        StepDetector {
+            threshold_ms: i64::from(threshold_ms.max(1)),
+            last: (mono, wall),
+        }
     }
 
     /// Observe both clocks; `mono` on the recording's timeline.
     pub fn observe(&mut self, mono: Mono, wall: UnixMs) -> Option<ClockStep> {
-        let dm = i64::try_from(mono.saturating_duration_since(self.last.0).as_millis()).unwrap_or(i64::MAX);
+        let dm = i64::try_from(mono.saturating_duration_since(self.last.0).as_millis())
+            .unwrap_or(i64::MAX);
         let expected = self.last.1 .0.saturating_add(dm);
         self.last = (mono, wall);
         let step = wall.0 - expected;
@@ -135,13 +139,34 @@ pub struct RecordingClock {
 
 impl RecordingClock {
     /// Judge the readings.
-    pub fn judge(start: ClockReading, end: Option<ClockReading>, max_error_ms: u32, steps: Vec<ClockStep>) -> Self {
+    pub fn judge(
+        start: ClockReading,
+        end: Option<ClockReading>,
+        max_error_ms: u32,
+        steps: Vec<ClockStep>,
+    ) -> Self {
         let flagged = start
             .problem(max_error_ms)
             .map(|p| format!("at start: {p}"))
-            .or_else(|| end.and_then(|e| e.problem(max_error_ms)).map(|p| format!("at end: {p}")))
-            .or_else(|| steps.first().map(|s| format!("the clock was stepped by {} ms during the recording", s.step_ms)));
-        RecordingClock { start, end, max_error_ms, flagged, steps }
+            .or_else(|| {
+                end.and_then(|e| e.problem(max_error_ms))
+                    .map(|p| format!("at end: {p}"))
+            })
+            .or_else(|| {
+                steps.first().map(|s| {
+                    format!(
+                        "the clock was stepped by {} ms during the recording",
+                        s.step_ms
+                    )
+                })
+            });
+        RecordingClock {
+            start,
+            end,
+            max_error_ms,
+            flagged,
+            steps,
+        }
     }
 }
 
@@ -173,13 +198,18 @@ impl WallGuard {
     /// Start from a reading; differences up to `tolerance_ms` between the two clocks are
     /// drift, not steps.
     pub fn new(mono: Mono, wall: UnixMs, tolerance_ms: u32) -> Self {
-        WallGuard { base: (mono, wall), tolerance_ms: i64::from(tolerance_ms.max(1)), refused: None }
+        WallGuard {
+            base: (mono, wall),
+            tolerance_ms: i64::from(tolerance_ms.max(1)),
+            refused: None,
+        }
     }
 
     /// The trusted "now" for a reading of both clocks; `vouched` = the clock is
     /// synchronised within its bound (see [`ClockReading::problem`]).
     pub fn now(&mut self, mono: Mono, wall: UnixMs, vouched: bool) -> (UnixMs, Option<GuardEvent>) {
-        let dm = i64::try_from(mono.saturating_duration_since(self.base.0).as_millis()).unwrap_or(i64::MAX);
+        let dm = i64::try_from(mono.saturating_duration_since(self.base.0).as_millis())
+            .unwrap_or(i64::MAX);
         let expected = UnixMs(self.base.1 .0.saturating_add(dm));
         let diff = wall.0 - expected.0;
         if diff > self.tolerance_ms {
@@ -194,7 +224,10 @@ impl WallGuard {
         }
         self.base = (mono, wall);
         self.refused = None;
-        (wall, (diff < -self.tolerance_ms).then_some(GuardEvent::Backward(diff)))
+        (
+            wall,
+            (diff < -self.tolerance_ms).then_some(GuardEvent::Backward(diff)),
+        )
     }
 }
 
@@ -217,34 +250,62 @@ mod tests {
     #[test]
     fn judging_readings() {
         assert_eq!(good().problem(100), None);
-        let unsync = ClockReading { unsync: true, status: STA_UNSYNC, ..good() };
+        let unsync = ClockReading {
+            unsync: true,
+            status: STA_UNSYNC,
+            ..good()
+        };
         assert!(unsync.problem(100).unwrap().contains("STA_UNSYNC"));
-        let wide = ClockReading { maxerror_us: 150_000, ..good() };
+        let wide = ClockReading {
+            maxerror_us: 150_000,
+            ..good()
+        };
         assert!(wide.problem(100).unwrap().contains("150 ms"));
         assert_eq!(wide.problem(200), None);
-        let off = ClockReading { offset_us: -120_000, ..good() };
+        let off = ClockReading {
+            offset_us: -120_000,
+            ..good()
+        };
         assert!(off.problem(100).is_some());
         let rc = RecordingClock::judge(good(), Some(unsync), 100, Vec::new());
         assert!(rc.flagged.unwrap().starts_with("at end"));
-        assert_eq!(RecordingClock::judge(good(), Some(good()), 100, Vec::new()).flagged, None);
+        assert_eq!(
+            RecordingClock::judge(good(), Some(good()), 100, Vec::new()).flagged,
+            None
+        );
     }
 
     #[test]
     fn the_guard_never_runs_ahead_on_an_unvouched_step() {
         let day = 86_400_000;
         let mut g = WallGuard::new(Mono::ZERO, UnixMs(1_000_000), 5000);
-        assert_eq!(g.now(Mono::from_secs(10), UnixMs(1_010_000), true), (UnixMs(1_010_000), None));
+        assert_eq!(
+            g.now(Mono::from_secs(10), UnixMs(1_010_000), true),
+            (UnixMs(1_010_000), None)
+        );
         // `date -s` two days ahead, unsynchronised: "now" stays with the monotonic clock.
         let (n, ev) = g.now(Mono::from_secs(20), UnixMs(1_020_000 + 2 * day), false);
-        assert_eq!((n, ev), (UnixMs(1_020_000), Some(GuardEvent::ForwardRefused(2 * day))));
+        assert_eq!(
+            (n, ev),
+            (UnixMs(1_020_000), Some(GuardEvent::ForwardRefused(2 * day)))
+        );
         let (n, ev) = g.now(Mono::from_secs(30), UnixMs(1_030_000 + 2 * day), false);
         assert_eq!((n, ev), (UnixMs(1_030_000), None), "reported once");
         // Once the time daemon vouches for it, it is taken.
         let (n, ev) = g.now(Mono::from_secs(40), UnixMs(1_040_000 + 2 * day), true);
-        assert_eq!((n, ev), (UnixMs(1_040_000 + 2 * day), Some(GuardEvent::ForwardAccepted(2 * day))));
+        assert_eq!(
+            (n, ev),
+            (
+                UnixMs(1_040_000 + 2 * day),
+                Some(GuardEvent::ForwardAccepted(2 * day))
+            )
+        );
         // Backward steps are taken at once.
         let (n, ev) = g.now(Mono::from_secs(50), UnixMs(1_050_000), false);
-        assert_eq!((n, ev), (UnixMs(1_050_000), Some(GuardEvent::Backward(-2 * day))));
+        assert_eq!(
+            (n, ev),
+            (UnixMs(1_050_000), Some(GuardEvent::Backward(-2 * day)))
+        );
     }
 
     #[test]
@@ -254,16 +315,26 @@ mod tests {
         let mut wall = 1_000_000.0f64;
         for s in 1..=600u64 {
             wall += 1000.0 * 1.0005;
-            assert_eq!(d.observe(Mono::from_secs(s), UnixMs(wall as i64)), None, "slew at {s}");
+            assert_eq!(
+                d.observe(Mono::from_secs(s), UnixMs(wall as i64)),
+                None,
+                "slew at {s}"
+            );
         }
         // A forward step of one hour.
         let w = wall as i64 + 1000 + 3_600_000;
         let st = d.observe(Mono::from_secs(601), UnixMs(w)).expect("step");
         assert!((st.step_ms - 3_600_000).abs() <= 1, "{st:?}");
         assert_eq!(st.at_ms, 601_000);
-        assert_eq!(d.observe(Mono::from_secs(602), UnixMs(w + 1000)), None, "reported once");
+        assert_eq!(
+            d.observe(Mono::from_secs(602), UnixMs(w + 1000)),
+            None,
+            "reported once"
+        );
         // A backward step.
-        let st = d.observe(Mono::from_secs(603), UnixMs(w + 2000 - 5000)).unwrap();
+        let st = d
+            .observe(Mono::from_secs(603), UnixMs(w + 2000 - 5000))
+            .unwrap();
         assert_eq!(st.step_ms, -5000);
     }
 }

@@ -92,16 +92,28 @@ impl LevelMeter {
     /// The level of `ch` so far (an incomplete last frame is left out).
     pub fn level(&self, ch: usize) -> ChannelLevel {
         let Some(t) = self.total.get(ch) else {
-            return ChannelLevel { rms_dbfs: SILENCE_DBFS, voice_dbfs: SILENCE_DBFS, ..Default::default() };
+            return ChannelLevel {
+                rms_dbfs: SILENCE_DBFS,
+                voice_dbfs: SILENCE_DBFS,
+                ..Default::default()
+            };
         };
         ChannelLevel {
-            rms_dbfs: if t.samples == 0 { SILENCE_DBFS } else { dbfs(t.sum_sq / t.samples as f64) },
+            rms_dbfs: if t.samples == 0 {
+                SILENCE_DBFS
+            } else {
+                dbfs(t.sum_sq / t.samples as f64)
+            },
             voice_dbfs: if t.voice_samples == 0 {
                 SILENCE_DBFS
             } else {
                 dbfs(t.voice_sum_sq / t.voice_samples as f64)
             },
-            voice_ratio: if t.frames == 0 { 0.0 } else { t.voice_frames as f64 / t.frames as f64 },
+            voice_ratio: if t.frames == 0 {
+                0.0
+            } else {
+                t.voice_frames as f64 / t.frames as f64
+            },
             frames: t.frames,
         }
     }
@@ -133,15 +145,25 @@ mod tests {
         m.push(&buf);
         let (a, b, c) = (m.level(0), m.level(1), m.level(2));
         assert_eq!(a.frames, 100);
-        assert!((a.rms_dbfs - (-13.0)).abs() < 0.2, "tone RMS {}", a.rms_dbfs);
+        assert!(
+            (a.rms_dbfs - (-13.0)).abs() < 0.2,
+            "tone RMS {}",
+            a.rms_dbfs
+        );
         assert_eq!(a.voice_ratio, 1.0);
         assert_eq!(b.rms_dbfs, SILENCE_DBFS);
         assert_eq!(b.voice_ratio, 0.0);
-        assert!(c.rms_dbfs < -55.0 && c.rms_dbfs > -75.0, "noise {}", c.rms_dbfs);
+        assert!(
+            c.rms_dbfs < -55.0 && c.rms_dbfs > -75.0,
+            "noise {}",
+            c.rms_dbfs
+        );
         assert_eq!(c.voice_ratio, 0.0, "comfort noise is not voice");
         // Half the time voice: ratio 0.5.
         let mut m = LevelMeter::new(1, rate, -45.0);
-        let talk: Vec<i16> = (0..8000).map(|i| if (i / 800) % 2 == 0 { 8000 } else { 0 }).collect();
+        let talk: Vec<i16> = (0..8000)
+            .map(|i| if (i / 800) % 2 == 0 { 8000 } else { 0 })
+            .collect();
         m.push(&talk);
         assert!((m.level(0).voice_ratio - 0.5).abs() < 1e-9);
     }

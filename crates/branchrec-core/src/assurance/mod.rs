@@ -17,7 +17,6 @@ pub mod tsa;
 
 use serde::{Deserialize, Serialize};
 
-
 /// The verdict on one call the recorder saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,7 +138,10 @@ mod tests {
     fn verdict_names_round_trip() {
         for x in Verdict::ALL {
             assert_eq!(Verdict::parse(x.as_str()), Some(x));
-            assert_eq!(serde_json::to_value(x).unwrap(), serde_json::json!(x.as_str()));
+            assert_eq!(
+                serde_json::to_value(x).unwrap(),
+                serde_json::json!(x.as_str())
+            );
         }
         assert_eq!(Verdict::parse("loud"), None);
     }

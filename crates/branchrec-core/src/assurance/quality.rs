@@ -31,7 +31,15 @@ impl QualityTracker {
     /// `clock` Hz, arrived at `at`; `in_order` when it is the newest so far (reordered
     /// stragglers do not update the estimate, as a receiver computing the RTCP value
     /// would only see them as out of order).
-    pub fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, clock: u32, at: Mono, in_order: bool) {
+    pub fn on_packet(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        clock: u32,
+        at: Mono,
+        in_order: bool,
+    ) {
         if clock == 0 {
             return;
         }
@@ -52,8 +60,13 @@ impl QualityTracker {
             }
         }
         self.prev_seq = Some(seq);
-        let arrival = i64::try_from(at.since_origin().as_nanos().saturating_mul(u128::from(clock)) / 1_000_000_000)
-            .unwrap_or(i64::MAX);
+        let arrival = i64::try_from(
+            at.since_origin()
+                .as_nanos()
+                .saturating_mul(u128::from(clock))
+                / 1_000_000_000,
+        )
+        .unwrap_or(i64::MAX);
         if let Some((pa, pts)) = self.prev {
             // D(i-1, i) = (Rj - Ri) - (Sj - Si), the timestamp difference taken mod 2^32.
             let sdiff = i64::from(ts.wrapping_sub(pts) as i32);
@@ -103,10 +116,22 @@ pub struct CodecImpairment {
 pub fn codec_impairment(codec: &str) -> CodecImpairment {
     match codec.to_ascii_uppercase().as_str() {
         // G.113 Table I.1 / I.3.
-        "G729" | "G729A" => CodecImpairment { ie: 11.0, bpl: 19.0 },
-        "G723" => CodecImpairment { ie: 15.0, bpl: 16.1 },
-        "GSM" => CodecImpairment { ie: 20.0, bpl: 10.0 },
-        "ILBC" => CodecImpairment { ie: 10.0, bpl: 32.0 },
+        "G729" | "G729A" => CodecImpairment {
+            ie: 11.0,
+            bpl: 19.0,
+        },
+        "G723" => CodecImpairment {
+            ie: 15.0,
+            bpl: 16.1,
+        },
+        "GSM" => CodecImpairment {
+            ie: 20.0,
+            bpl: 10.0,
+        },
+        "ILBC" => CodecImpairment {
+            ie: 10.0,
+            bpl: 32.0,
+        },
         // G.711 with packet-loss concealment (Appendix I of G.711): Ie 0, Bpl 25.1.
         _ => CodecImpairment { ie: 0.0, bpl: 25.1 },
     }
@@ -130,7 +155,11 @@ pub fn delay_impairment(d_ms: f64) -> f64 {
 /// `Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl / BurstR + Bpl)`, `ppl_pct` in percent.
 pub fn effective_ie(c: CodecImpairment, ppl_pct: f64, burst_r: f64) -> f64 {
     let ppl = ppl_pct.clamp(0.0, 100.0);
-    let br = if burst_r.is_finite() && burst_r >= 1.0 { burst_r } else { 1.0 };
+    let br = if burst_r.is_finite() && burst_r >= 1.0 {
+        burst_r
+    } else {
+        1.0
+    };
     c.ie + (95.0 - c.ie) * ppl / (ppl / br + c.bpl)
 }
 
@@ -231,7 +260,10 @@ mod tests {
     const MOS_TOL: f64 = 0.05;
 
     fn close(a: f64, b: f64, tol: f64, what: &str) {
-        assert!((a - b).abs() <= tol, "{what}: {a} vs reference {b} (±{tol})");
+        assert!(
+            (a - b).abs() <= tol,
+            "{what}: {a} vs reference {b} (±{tol})"
+        );
     }
 
     /// G.107 reference points (Annex B MOS(R); Table 3 defaults → R 93.2; Id with
@@ -239,10 +271,21 @@ mod tests {
     #[test]
     fn formulas_match_g107_reference_values() {
         // All defaults: R = 93.2, MOS 4.41.
-        close(r_factor(codec_impairment("PCMU"), 0.0, 1.0, 0.0), 93.2, 1e-9, "R default");
+        close(
+            r_factor(codec_impairment("PCMU"), 0.0, 1.0, 0.0),
+            93.2,
+            1e-9,
+            "R default",
+        );
         close(mos(93.2), 4.41, 0.005, "MOS(93.2)");
         // Annex B table: MOS(R) at the category bounds.
-        for (r, m) in [(90.0, 4.34), (80.0, 4.03), (70.0, 3.60), (60.0, 3.10), (50.0, 2.58)] {
+        for (r, m) in [
+            (90.0, 4.34),
+            (80.0, 4.03),
+            (70.0, 3.60),
+            (60.0, 3.10),
+            (50.0, 2.58),
+        ] {
             close(mos(r), m, 0.01, "MOS(R)");
         }
         close(mos(-5.0), 1.0, 0.0, "MOS below 0");
@@ -251,19 +294,48 @@ mod tests {
         close(delay_impairment(150.0), 3.6, 1e-9, "Id(150)");
         close(delay_impairment(300.0), 20.697, 1e-3, "Id(300)");
         // G.711 + PLC (Bpl 25.1): 1 % random → Ie,eff 3.64, R 89.56; 5 % → 15.78, R 77.42.
-        close(effective_ie(codec_impairment("PCMA"), 1.0, 1.0), 3.64, 0.01, "Ie,eff 1%");
-        close(r_factor(codec_impairment("PCMA"), 5.0, 1.0, 0.0), 77.42, 0.01, "R 5%");
+        close(
+            effective_ie(codec_impairment("PCMA"), 1.0, 1.0),
+            3.64,
+            0.01,
+            "Ie,eff 1%",
+        );
+        close(
+            r_factor(codec_impairment("PCMA"), 5.0, 1.0, 0.0),
+            77.42,
+            0.01,
+            "R 5%",
+        );
         // G.711 without PLC (Bpl 4.3), 2 %: Ie,eff = 190 / 6.3 = 30.16 → R 63.04.
-        close(r_factor(G711_NO_PLC, 2.0, 1.0, 0.0), 63.04, 0.01, "R no PLC 2%");
+        close(
+            r_factor(G711_NO_PLC, 2.0, 1.0, 0.0),
+            63.04,
+            0.01,
+            "R no PLC 2%",
+        );
         // G.729A (Ie 11): no loss → 82.2.
-        close(r_factor(codec_impairment("G729"), 0.0, 1.0, 0.0), 82.2, 1e-9, "R G.729A");
+        close(
+            r_factor(codec_impairment("G729"), 0.0, 1.0, 0.0),
+            82.2,
+            1e-9,
+            "R G.729A",
+        );
         // Bursty: BurstR 2 at 2 % → Ie,eff = 190 / 26.1 = 7.28.
-        close(effective_ie(codec_impairment("PCMU"), 2.0, 2.0), 7.28, 0.01, "Ie,eff bursty");
+        close(
+            effective_ie(codec_impairment("PCMU"), 2.0, 2.0),
+            7.28,
+            0.01,
+            "Ie,eff bursty",
+        );
     }
 
     /// Feed 20 ms G.711 packets (160 timestamp units) with `lose(i)` deciding loss and
     /// `delay_ms(i)` the network delay of packet i; return the tracker and the number sent.
-    fn run(n: u16, lose: impl Fn(u16) -> bool, delay_ms: impl Fn(u16) -> u64) -> (QualityTracker, u64, u64) {
+    fn run(
+        n: u16,
+        lose: impl Fn(u16) -> bool,
+        delay_ms: impl Fn(u16) -> u64,
+    ) -> (QualityTracker, u64, u64) {
         let mut q = QualityTracker::default();
         let mut received = 0;
         for i in 0..n {
@@ -319,12 +391,23 @@ mod tests {
         close(q.jitter_ms(), 30.0, 0.2, "alternating jitter");
         // A single 100 ms spike: J jumps by |D|/16 and decays.
         let (q, _, _) = run(400, |_| false, |i| if i == 200 { 100 } else { 0 });
-        assert!(q.max_jitter_ms() >= 100.0 / 16.0 * 1.9 - 0.2, "spike raises the estimate twice ({} ms)", q.max_jitter_ms());
+        assert!(
+            q.max_jitter_ms() >= 100.0 / 16.0 * 1.9 - 0.2,
+            "spike raises the estimate twice ({} ms)",
+            q.max_jitter_ms()
+        );
         assert!(q.jitter_ms() < 0.1, "and it decays ({} ms)", q.jitter_ms());
         // Timestamp wrap and an SSRC change do not produce a jump.
         let mut q = QualityTracker::default();
         for i in 0..100u32 {
-            q.on_packet(1, i as u16, (u32::MAX - 800).wrapping_add(i * 160), 8000, Mono::from_millis(u64::from(i) * 20), true);
+            q.on_packet(
+                1,
+                i as u16,
+                (u32::MAX - 800).wrapping_add(i * 160),
+                8000,
+                Mono::from_millis(u64::from(i) * 20),
+                true,
+            );
         }
         q.on_packet(2, 9, 5, 8000, Mono::from_millis(5000), true);
         close(q.jitter_ms(), 0.0, 1e-9, "wrap and SSRC change");

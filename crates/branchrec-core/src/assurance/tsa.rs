@@ -8,7 +8,9 @@
 use sha2::{Digest, Sha256};
 
 /// DER of the SHA-256 OID 2.16.840.1.101.3.4.2.1.
-const SHA256_OID: [u8; 11] = [0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
+const SHA256_OID: [u8; 11] = [
+    0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+];
 
 /// A time-stamp problem.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,7 +40,12 @@ fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
     if n < 0x80 {
         out.push(n as u8);
     } else {
-        let bytes: Vec<u8> = n.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend_from_slice(&bytes);
     }
@@ -60,7 +67,13 @@ pub fn request(data: &[u8], nonce: [u8; 8]) -> Vec<u8> {
     let digest = Sha256::digest(data);
     let alg = tlv(0x30, &[&SHA256_OID[..], &[0x05, 0x00]].concat());
     let imprint = tlv(0x30, &[alg, tlv(0x04, &digest)].concat());
-    let body = [der_uint(&[1]), imprint, der_uint(&nonce), vec![0x01, 0x01, 0xff]].concat();
+    let body = [
+        der_uint(&[1]),
+        imprint,
+        der_uint(&nonce),
+        vec![0x01, 0x01, 0xff],
+    ]
+    .concat();
     tlv(0x30, &body)
 }
 
@@ -90,7 +103,14 @@ fn read(b: &[u8]) -> Result<(El<'_>, &[u8]), TsaError> {
     };
     let end = hdr.checked_add(len).ok_or(m("length"))?;
     let body = b.get(hdr..end).ok_or(m("truncated"))?;
-    Ok((El { tag, body, raw: &b[..end] }, &b[end..]))
+    Ok((
+        El {
+            tag,
+            body,
+            raw: &b[..end],
+        },
+        &b[end..],
+    ))
 }
 
 fn children(b: &[u8]) -> Result<Vec<El<'_>>, TsaError> {
@@ -138,26 +158,43 @@ pub fn parse_response(der: &[u8], data: &[u8], nonce: [u8; 8]) -> Result<Token, 
     let parts = children(outer.body)?;
     let status_info = parts.first().ok_or(m("no status"))?;
     let si = children(status_info.body)?;
-    let status_el = si.first().filter(|e| e.tag == 0x02).ok_or(m("no PKIStatus"))?;
-    let status = *strip_int(status_el.body).last().ok_or(m("empty PKIStatus"))?;
+    let status_el = si
+        .first()
+        .filter(|e| e.tag == 0x02)
+        .ok_or(m("no PKIStatus"))?;
+    let status = *strip_int(status_el.body)
+        .last()
+        .ok_or(m("empty PKIStatus"))?;
     if status > 1 {
         let text = si
             .get(1)
             .and_then(|e| children(e.body).ok())
-            .and_then(|c| c.first().map(|s| String::from_utf8_lossy(s.body).into_owned()))
+            .and_then(|c| {
+                c.first()
+                    .map(|s| String::from_utf8_lossy(s.body).into_owned())
+            })
             .unwrap_or_default();
         return Err(TsaError::Refused { status, text });
     }
     let token_el = parts.get(1).ok_or(m("granted without a token"))?;
     // ContentInfo { contentType, [0] EXPLICIT SignedData }
     let ci = children(token_el.body)?;
-    let sd_wrap = ci.get(1).filter(|e| e.tag == 0xa0).ok_or(m("no signed data"))?;
+    let sd_wrap = ci
+        .get(1)
+        .filter(|e| e.tag == 0xa0)
+        .ok_or(m("no signed data"))?;
     let (sd, _) = read(sd_wrap.body)?;
     let sdc = children(sd.body)?;
     // SignedData { version, digestAlgorithms, encapContentInfo, ... }
-    let eci = sdc.get(2).filter(|e| e.tag == 0x30).ok_or(m("no encapsulated content"))?;
+    let eci = sdc
+        .get(2)
+        .filter(|e| e.tag == 0x30)
+        .ok_or(m("no encapsulated content"))?;
     let ecic = children(eci.body)?;
-    let econtent = ecic.get(1).filter(|e| e.tag == 0xa0).ok_or(m("no eContent"))?;
+    let econtent = ecic
+        .get(1)
+        .filter(|e| e.tag == 0xa0)
+        .ok_or(m("no eContent"))?;
     let (octets, _) = read(econtent.body)?;
     if octets.tag != 0x04 {
         return Err(m("eContent is not an OCTET STRING"));
@@ -165,17 +202,31 @@ pub fn parse_response(der: &[u8], data: &[u8], nonce: [u8; 8]) -> Result<Token, 
     let (tst, _) = read(octets.body)?;
     let f = children(tst.body)?;
     // TSTInfo { version, policy, messageImprint, serialNumber, genTime, accuracy?, ordering?, nonce?, ... }
-    let imprint = f.get(2).filter(|e| e.tag == 0x30).ok_or(m("no message imprint"))?;
+    let imprint = f
+        .get(2)
+        .filter(|e| e.tag == 0x30)
+        .ok_or(m("no message imprint"))?;
     let ic = children(imprint.body)?;
-    let hashed = ic.get(1).filter(|e| e.tag == 0x04).ok_or(m("no hashed message"))?;
+    let hashed = ic
+        .get(1)
+        .filter(|e| e.tag == 0x04)
+        .ok_or(m("no hashed message"))?;
     let alg = ic.first().ok_or(m("no hash algorithm"))?;
-    let alg_oid = children(alg.body)?.into_iter().next().map(|e| e.raw.to_vec()).unwrap_or_default();
+    let alg_oid = children(alg.body)?
+        .into_iter()
+        .next()
+        .map(|e| e.raw.to_vec())
+        .unwrap_or_default();
     if alg_oid != SHA256_OID || hashed.body != Sha256::digest(data).as_slice() {
         return Err(TsaError::WrongImprint);
     }
     let serial = f.get(3).filter(|e| e.tag == 0x02).ok_or(m("no serial"))?;
     let gen = f.get(4).filter(|e| e.tag == 0x18).ok_or(m("no genTime"))?;
-    let nonce_el = f.iter().skip(5).find(|e| e.tag == 0x02).ok_or(TsaError::WrongNonce)?;
+    let nonce_el = f
+        .iter()
+        .skip(5)
+        .find(|e| e.tag == 0x02)
+        .ok_or(TsaError::WrongNonce)?;
     if strip_int(nonce_el.body) != strip_int(&nonce) {
         return Err(TsaError::WrongNonce);
     }
@@ -224,23 +275,44 @@ mod tests {
             ]
             .concat(),
         );
-        let eci = tlv(0x30, &[tlv(0x06, &[0x2a, 0x04]), tlv(0xa0, &tlv(0x04, &tst))].concat());
+        let eci = tlv(
+            0x30,
+            &[tlv(0x06, &[0x2a, 0x04]), tlv(0xa0, &tlv(0x04, &tst))].concat(),
+        );
         let sd = tlv(0x30, &[der_uint(&[3]), tlv(0x31, &[]), eci].concat());
         let ci = tlv(0x30, &[tlv(0x06, &[0x2a, 0x05]), tlv(0xa0, &sd)].concat());
         let st = tlv(0x30, &der_uint(&[status]));
-        tlv(0x30, &[st, if status <= 1 { ci } else { Vec::new() }].concat())
+        tlv(
+            0x30,
+            &[st, if status <= 1 { ci } else { Vec::new() }].concat(),
+        )
     }
 
     #[test]
     fn parse_checks_imprint_and_nonce() {
         let n = [1, 2, 3, 4, 5, 6, 7, 8];
         let t = parse_response(&response(b"m", &n, 0), b"m", n).unwrap();
-        assert_eq!((t.gen_time.as_str(), t.serial_hex.as_str()), ("20261203171500Z", "1234"));
-        assert_eq!(parse_response(&response(b"m", &n, 0), b"other", n), Err(TsaError::WrongImprint));
-        assert_eq!(parse_response(&response(b"m", &[9], 0), b"m", n), Err(TsaError::WrongNonce));
-        assert!(matches!(parse_response(&response(b"m", &n, 2), b"m", n), Err(TsaError::Refused { status: 2, .. })));
+        assert_eq!(
+            (t.gen_time.as_str(), t.serial_hex.as_str()),
+            ("20261203171500Z", "1234")
+        );
+        assert_eq!(
+            parse_response(&response(b"m", &n, 0), b"other", n),
+            Err(TsaError::WrongImprint)
+        );
+        assert_eq!(
+            parse_response(&response(b"m", &[9], 0), b"m", n),
+            Err(TsaError::WrongNonce)
+        );
+        assert!(matches!(
+            parse_response(&response(b"m", &n, 2), b"m", n),
+            Err(TsaError::Refused { status: 2, .. })
+        ));
         let mut bad = response(b"m", &n, 0);
         bad.truncate(bad.len() - 3);
-        assert!(matches!(parse_response(&bad, b"m", n), Err(TsaError::Malformed(_))));
+        assert!(matches!(
+            parse_response(&bad, b"m", n),
+            Err(TsaError::Malformed(_))
+        ));
     }
 }

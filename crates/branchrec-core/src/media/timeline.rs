@@ -582,14 +582,22 @@ impl CallTimeline {
             .unwrap_or(PtKind::Unknown);
         let arrival = i64::try_from(dur_to_frames(at.since_origin(), rate)).unwrap_or(i64::MAX);
         match kind {
-            PtKind::Decoded(_, clock) => {
-                ch.quality
-                    .on_packet(pkt.ssrc, pkt.sequence, pkt.timestamp, clock, at, may_reanchor)
-            }
-            PtKind::Pcmu | PtKind::Pcma => {
-                ch.quality
-                    .on_packet(pkt.ssrc, pkt.sequence, pkt.timestamp, rate, at, may_reanchor)
-            }
+            PtKind::Decoded(_, clock) => ch.quality.on_packet(
+                pkt.ssrc,
+                pkt.sequence,
+                pkt.timestamp,
+                clock,
+                at,
+                may_reanchor,
+            ),
+            PtKind::Pcmu | PtKind::Pcma => ch.quality.on_packet(
+                pkt.ssrc,
+                pkt.sequence,
+                pkt.timestamp,
+                rate,
+                at,
+                may_reanchor,
+            ),
             _ => {}
         }
 

@@ -20,6 +20,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::assurance::level::LevelMeter;
+use crate::assurance::quality::ChannelQuality;
+use crate::assurance::{FileOutcome, Judgement, VerdictPolicy};
 use crate::keys::DataKey;
 use crate::media::{is_rtcp, CallTimeline, PushOutcome, SrtpChannel, SrtpPolicy, StreamConfig};
 use crate::media::{AudioBlock, TimelineConfig};
@@ -28,9 +31,6 @@ use crate::recording::container::{ContainerError, FinishedContainer, HeaderParam
 use crate::recording::encode::ContainerWriter;
 use crate::recording::opus::OpusSettings;
 use crate::recording::stats::ChannelStats;
-use crate::assurance::level::LevelMeter;
-use crate::assurance::quality::ChannelQuality;
-use crate::assurance::{FileOutcome, Judgement, VerdictPolicy};
 use crate::time::{Mono, UnixMs};
 
 /// What a new recording is (all but the keys).
@@ -228,7 +228,13 @@ impl Finished {
             Outcome::Interrupted | Outcome::Damaged => FileOutcome::Cut,
             Outcome::CodecUnsupported => FileOutcome::CodecUnsupported,
         };
-        crate::recording::verdict::judge(&self.policy, &self.stats, &self.quality, self.duration_ms, file)
+        crate::recording::verdict::judge(
+            &self.policy,
+            &self.stats,
+            &self.quality,
+            self.duration_ms,
+            file,
+        )
     }
 }
 
@@ -407,7 +413,11 @@ impl Recording {
                 awaiting_confirmation: false,
                 audio_seen: false,
                 gap_events: 0,
-                levels: LevelMeter::new(channels, cfg.sample_rate, VerdictPolicy::default().voice_dbfs),
+                levels: LevelMeter::new(
+                    channels,
+                    cfg.sample_rate,
+                    VerdictPolicy::default().voice_dbfs,
+                ),
                 policy: VerdictPolicy::default(),
             },
             header,
@@ -925,7 +935,13 @@ impl Recording {
             .map(|(ch, st)| {
                 let empty = crate::assurance::quality::QualityTracker::default();
                 let q = self.timeline.quality(ch).unwrap_or(&empty);
-                crate::recording::verdict::channel_quality(&self.policy, st, q, &self.levels.level(ch), &codec)
+                crate::recording::verdict::channel_quality(
+                    &self.policy,
+                    st,
+                    q,
+                    &self.levels.level(ch),
+                    &codec,
+                )
             })
             .collect();
         self.out.push_back(Output::Finished(Box::new(Finished {

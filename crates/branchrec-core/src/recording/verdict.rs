@@ -26,10 +26,18 @@ pub fn judge(
         .sum();
     if decodable == 0 || file == FileOutcome::CodecUnsupported {
         let all: Vec<u32> = stats.iter().map(|s| s.channel).collect();
-        return j(Verdict::NoMedia, "no decodable RTP arrived on any channel".into(), all);
+        return j(
+            Verdict::NoMedia,
+            "no decodable RTP arrived on any channel".into(),
+            all,
+        );
     }
     if file == FileOutcome::Cut {
-        return j(Verdict::Partial, "the file ends before the call did".into(), Vec::new());
+        return j(
+            Verdict::Partial,
+            "the file ends before the call did".into(),
+            Vec::new(),
+        );
     }
     if let Some(s) = stats.iter().find(|s| s.storage_gaps > 0) {
         return j(
@@ -65,7 +73,10 @@ pub fn judge(
     if !silent.is_empty() && silent.len() == stats.len() {
         j(
             Verdict::Silent,
-            format!("no channel has voice in {:.0} % of the call", p.min_voice_ratio * 100.0),
+            format!(
+                "no channel has voice in {:.0} % of the call",
+                p.min_voice_ratio * 100.0
+            ),
             silent,
         )
     } else if !silent.is_empty() {
@@ -80,7 +91,11 @@ pub fn judge(
             silent,
         )
     } else {
-        j(Verdict::Recorded, "every channel carries voice".into(), Vec::new())
+        j(
+            Verdict::Recorded,
+            "every channel carries voice".into(),
+            Vec::new(),
+        )
     }
 }
 
@@ -93,7 +108,11 @@ pub fn channel_quality(
     codec: &str,
 ) -> ChannelQuality {
     let expected = s.received + s.lost;
-    let loss_pct = if expected == 0 { 0.0 } else { s.lost as f64 * 100.0 / expected as f64 };
+    let loss_pct = if expected == 0 {
+        0.0
+    } else {
+        s.lost as f64 * 100.0 / expected as f64
+    };
     let (bursts, burst_lost) = q.bursts();
     let burst_r = quality::burst_ratio(burst_lost, bursts, expected);
     let delay = p.assumed_delay_ms + 2.0 * q.max_jitter_ms() + 20.0;
@@ -129,10 +148,18 @@ mod tests {
     use super::*;
 
     fn st(ch: u32, received: u64) -> ChannelStats {
-        ChannelStats { channel: ch, received, ..ChannelStats::default() }
+        ChannelStats {
+            channel: ch,
+            received,
+            ..ChannelStats::default()
+        }
     }
     fn q(ch: u32, voice: f64) -> ChannelQuality {
-        ChannelQuality { channel: ch, voice_ratio: voice, ..ChannelQuality::default() }
+        ChannelQuality {
+            channel: ch,
+            voice_ratio: voice,
+            ..ChannelQuality::default()
+        }
     }
 
     #[test]
@@ -140,28 +167,68 @@ mod tests {
         let p = VerdictPolicy::default();
         let v = |s: &[ChannelStats], qs: &[ChannelQuality], f| judge(&p, s, qs, 10_000, f).verdict;
         let both = [st(0, 500), st(1, 500)];
-        assert_eq!(v(&both, &[q(0, 0.6), q(1, 0.4)], FileOutcome::Complete), Verdict::Recorded);
-        assert_eq!(v(&both, &[q(0, 0.6), q(1, 0.01)], FileOutcome::Complete), Verdict::OneWay);
-        assert_eq!(v(&both, &[q(0, 0.0), q(1, 0.01)], FileOutcome::Complete), Verdict::Silent);
-        assert_eq!(v(&[st(0, 0), st(1, 0)], &[q(0, 0.0), q(1, 0.0)], FileOutcome::Complete), Verdict::NoMedia);
+        assert_eq!(
+            v(&both, &[q(0, 0.6), q(1, 0.4)], FileOutcome::Complete),
+            Verdict::Recorded
+        );
+        assert_eq!(
+            v(&both, &[q(0, 0.6), q(1, 0.01)], FileOutcome::Complete),
+            Verdict::OneWay
+        );
+        assert_eq!(
+            v(&both, &[q(0, 0.0), q(1, 0.01)], FileOutcome::Complete),
+            Verdict::Silent
+        );
+        assert_eq!(
+            v(
+                &[st(0, 0), st(1, 0)],
+                &[q(0, 0.0), q(1, 0.0)],
+                FileOutcome::Complete
+            ),
+            Verdict::NoMedia
+        );
         // One channel without RTP at all, the other talking: one-way.
-        let j = judge(&p, &[st(0, 500), st(1, 0)], &[q(0, 0.5), q(1, 0.0)], 10_000, FileOutcome::Complete);
+        let j = judge(
+            &p,
+            &[st(0, 500), st(1, 0)],
+            &[q(0, 0.5), q(1, 0.0)],
+            10_000,
+            FileOutcome::Complete,
+        );
         assert_eq!((j.verdict, j.silent_channels), (Verdict::OneWay, vec![1]));
         // Only unsupported payloads: no media.
         let mut u = st(0, 100);
         u.unsupported_payload = 100;
-        assert_eq!(v(&[u], &[q(0, 0.0)], FileOutcome::Complete), Verdict::NoMedia);
-        assert_eq!(v(&both, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Cut), Verdict::Partial);
+        assert_eq!(
+            v(&[u], &[q(0, 0.0)], FileOutcome::Complete),
+            Verdict::NoMedia
+        );
+        assert_eq!(
+            v(&both, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Cut),
+            Verdict::Partial
+        );
         let mut g = both.clone();
         g[1].media_gap_ms = 900;
         g[1].lost = 6; // 900 + 120 ms of 10 s > 10 %
-        assert_eq!(v(&g, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Complete), Verdict::Partial);
+        assert_eq!(
+            v(&g, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Complete),
+            Verdict::Partial
+        );
         g[1].lost = 0; // 9 %: fine
-        assert_eq!(v(&g, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Complete), Verdict::Recorded);
+        assert_eq!(
+            v(&g, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Complete),
+            Verdict::Recorded
+        );
         g[0].storage_gaps = 1;
-        assert_eq!(v(&g, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Complete), Verdict::Partial);
+        assert_eq!(
+            v(&g, &[q(0, 0.6), q(1, 0.6)], FileOutcome::Complete),
+            Verdict::Partial
+        );
         // Exactly at the threshold is voice.
-        assert_eq!(v(&both, &[q(0, 0.05), q(1, 0.05)], FileOutcome::Complete), Verdict::Recorded);
+        assert_eq!(
+            v(&both, &[q(0, 0.05), q(1, 0.05)], FileOutcome::Complete),
+            Verdict::Recorded
+        );
     }
 
     #[test]
@@ -169,9 +236,21 @@ mod tests {
         let p = VerdictPolicy::default();
         let mut t = quality::QualityTracker::default();
         for i in 0..100u16 {
-            t.on_packet(1, i, u32::from(i) * 160, 8000, crate::time::Mono::from_millis(u64::from(i) * 20), true);
+            t.on_packet(
+                1,
+                i,
+                u32::from(i) * 160,
+                8000,
+                crate::time::Mono::from_millis(u64::from(i) * 20),
+                true,
+            );
         }
-        let lv = level::ChannelLevel { rms_dbfs: -20.0, voice_dbfs: -18.0, voice_ratio: 0.7, frames: 100 };
+        let lv = level::ChannelLevel {
+            rms_dbfs: -20.0,
+            voice_dbfs: -18.0,
+            voice_ratio: 0.7,
+            frames: 100,
+        };
         let c = channel_quality(&p, &st(0, 100), &t, &lv, "PCMU");
         // Delay 40 + 0 + 20 = 60 ms → Id 1.44 → R 91.76.
         assert_eq!((c.loss_pct, c.jitter_ms, c.delay_ms), (0.0, 0.0, 60.0));

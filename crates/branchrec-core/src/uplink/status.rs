@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn assurance_alarms_reach_the_document_once() {
-        use crate::assurance::alarms::{AssuranceMonitor, default_rules};
+        use crate::assurance::alarms::{default_rules, AssuranceMonitor};
         use crate::assurance::Verdict;
         use crate::time::Mono;
         let mut m = AssuranceMonitor::new(default_rules());
@@ -334,13 +334,22 @@ mod tests {
         d.assurance = Some(m.snapshot(Mono::from_secs(2)));
         d.add_assurance_alarms("2026-12-03T10:00:00Z");
         d.add_assurance_alarms("2026-12-03T10:00:00Z");
-        assert_eq!(d.alarms.iter().filter(|a| a.code == "assurance_missed").count(), 1);
+        assert_eq!(
+            d.alarms
+                .iter()
+                .filter(|a| a.code == "assurance_missed")
+                .count(),
+            1
+        );
         let back: StatusDoc = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(back.assurance.unwrap().verdicts["missed"], 1);
         // Older documents without the field still read.
         let mut v = serde_json::to_value(&d).unwrap();
         v.as_object_mut().unwrap().remove("assurance");
-        assert!(serde_json::from_value::<StatusDoc>(v).unwrap().assurance.is_none());
+        assert!(serde_json::from_value::<StatusDoc>(v)
+            .unwrap()
+            .assurance
+            .is_none());
     }
 
     #[test]

@@ -802,22 +802,45 @@ fn verdict_and_quality_from_the_stored_audio() {
     let fin = call(&talk, 0);
     let j = fin.judgement(Outcome::Complete);
     assert_eq!(j.verdict, Verdict::Recorded, "{j:?}");
-    assert!(fin.quality.iter().all(|q| q.voice_ratio > 0.9 && q.rms_dbfs > -30.0), "{:?}", fin.quality);
+    assert!(
+        fin.quality
+            .iter()
+            .all(|q| q.voice_ratio > 0.9 && q.rms_dbfs > -30.0),
+        "{:?}",
+        fin.quality
+    );
     assert!(fin.quality[0].r_factor > 90.0 && fin.quality[0].loss_pct == 0.0);
-    assert_eq!(fin.judgement(Outcome::Interrupted).verdict, Verdict::Partial);
+    assert_eq!(
+        fin.judgement(Outcome::Interrupted).verdict,
+        Verdict::Partial
+    );
 
     let silence = |_k: u32| Some(vec![0xFFu8; 160]);
     let fin = call(&silence, 0);
     let j = fin.judgement(Outcome::Complete);
-    assert_eq!((j.verdict, j.silent_channels.clone()), (Verdict::OneWay, vec![1]), "{j:?}");
+    assert_eq!(
+        (j.verdict, j.silent_channels.clone()),
+        (Verdict::OneWay, vec![1]),
+        "{j:?}"
+    );
     assert_eq!(fin.quality[1].rms_dbfs, -100.0);
 
     // Comfort noise: µ-law codes near zero (0xF8..0xFE decode to ±8..±56, ≈ −60 dBFS).
-    let noise = |k: u32| Some((0..160u32).map(|i| [0xF8u8, 0x78, 0xFB, 0x7B, 0xFE, 0x7E][((k + i) % 6) as usize]).collect());
+    let noise = |k: u32| {
+        Some(
+            (0..160u32)
+                .map(|i| [0xF8u8, 0x78, 0xFB, 0x7B, 0xFE, 0x7E][((k + i) % 6) as usize])
+                .collect(),
+        )
+    };
     let fin = call(&noise, 0);
     let j = fin.judgement(Outcome::Complete);
     assert_eq!(j.verdict, Verdict::OneWay, "{j:?} {:?}", fin.quality[1]);
-    assert!(fin.quality[1].rms_dbfs > -80.0 && fin.quality[1].rms_dbfs < -45.0, "{:?}", fin.quality[1]);
+    assert!(
+        fin.quality[1].rms_dbfs > -80.0 && fin.quality[1].rms_dbfs < -45.0,
+        "{:?}",
+        fin.quality[1]
+    );
 
     let fin = call(&talk, 10);
     let q0 = &fin.quality[0];
