@@ -88,7 +88,7 @@ impl Catalog {
     /// Every call seen that started in `[from_ms, to_ms)`: recordings with a verdict
     /// (their participants' numbers for CDR matching) and the `calls_seen` rows, by
     /// start. Also returns how many recordings there have no verdict yet (in progress,
-    /// or closed before schema 10).
+    /// or closed before schema 11).
     pub fn calls_seen_between(
         &self,
         from_ms: i64,

@@ -683,11 +683,16 @@ impl Catalog {
 
     /// Recordings matching `filter`, newest first.
     ///
-    /// The SQL is assembled from the filters given so that each can use its index
-    /// (`started_at`, `(state, started_at)`, `tags(tag)`, `participants(number)`/`(aor)`, `call_id`,
-    /// `session_id`); holds are turned into one OR of indexed conditions.
+    /// Every filter is served by an index (schema 10, `docs/catalog-schema.md`): with no
+    /// set filter the newest rows come from `started_at` / `(state, started_at)`; a tag,
+    /// participant pattern, Call-ID or the held set is first turned into a set of
+    /// `(id, started_at)` from covering indexes ordered by the start time (participants,
+    /// aliases and tags carry their recording's `started_at`), and only the rows of that
+    /// set are looked up in `recordings` — with a `LIMIT` and no further condition on the
+    /// row, only the newest `LIMIT` of them. The held set is the union of one indexed
+    /// lookup per active hold (a time window reads the recordings started in `[from -
+    /// longest recording, to]` and the running ones), never an OR over the table.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<RecordingSummary>, CatalogError> {
-        use rusqlite::types::Value;
         let tx = self.conn.unchecked_transaction()?;
         let now = if filter.now_ms == 0 {
             self.now_ms()
@@ -695,108 +700,11 @@ impl Catalog {
             filter.now_ms
         };
         let holds = lifecycle::active_holds_pub(&tx)?;
-        let mut conds: Vec<String> = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
-        let arg = |v: Value, args: &mut Vec<Value>| {
-            args.push(v);
-            format!("?{}", args.len())
-        };
-        if let Some(st) = filter.state {
-            let a = arg(Value::Text(st.as_str().into()), &mut args);
-            conds.push(format!("r.state = {a}"));
-        }
-        if let Some(t) = filter.since_ms {
-            let a = arg(Value::Integer(t), &mut args);
-            conds.push(format!("r.started_at >= {a}"));
-        }
-        if let Some(t) = filter.until_ms {
-            let a = arg(Value::Integer(t), &mut args);
-            conds.push(format!("r.started_at < {a}"));
-        }
-        if let Some(v) = &filter.verdict {
-            let a = arg(Value::Text(v.clone()), &mut args);
-            conds.push(format!("r.verdict = {a}"));
-        }
-        if let Some(c) = &filter.call {
-            let a = arg(Value::Text(c.clone()), &mut args);
-            conds.push(format!("(r.call_id = {a} OR r.session_id = {a})"));
-        }
-        if let Some(t) = &filter.tag {
-            let a = arg(Value::Text(t.clone()), &mut args);
-            conds.push(format!(
-                "r.id IN (SELECT recording_id FROM tags WHERE tag = {a})"
-            ));
-        }
-        if let Some(p) = &filter.participant {
-            crate::lifecycle::pattern::check(p).map_err(|m| CatalogError::Invalid {
-                field: "participant",
-                reason: m,
-            })?;
-            let a = arg(Value::Text(p.clone()), &mut args);
-            conds.push(format!(
-                "r.id IN (SELECT recording_id FROM participants WHERE number GLOB {a} \
-                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a} \
-                 UNION SELECT recording_id FROM participant_aliases \
-                 WHERE kind = 'aor' AND (number GLOB {a} OR value GLOB {a}))"
-            ));
-        }
-        if let Some(want) = filter.held {
-            let mut ors: Vec<String> = Vec::new();
-            for (_, h) in &holds {
-                use crate::lifecycle::holds::HoldTarget as H;
-                ors.push(match h {
-                    H::Recording(id) => {
-                        format!("r.id = {}", arg(Value::Text(id.clone()), &mut args))
-                    }
-                    H::Call(c) => {
-                        let a = arg(Value::Text(c.clone()), &mut args);
-                        format!("r.call_id = {a} OR r.session_id = {a}")
-                    }
-                    H::Participant(p) => {
-                        let a = arg(Value::Text(p.clone()), &mut args);
-                        format!(
-                            "r.id IN (SELECT recording_id FROM participants WHERE number GLOB {a} \
-                                 UNION SELECT recording_id FROM participants WHERE aor GLOB {a} \
-                 UNION SELECT recording_id FROM participant_aliases \
-                 WHERE kind = 'aor' AND (number GLOB {a} OR value GLOB {a}))"
-                        )
-                    }
-                    H::Window { from, to } => {
-                        let f = arg(Value::Integer(from.as_millis()), &mut args);
-                        let t = arg(Value::Integer(to.as_millis()), &mut args);
-                        let n = arg(Value::Integer(now), &mut args);
-                        format!("(r.started_at <= {t} AND COALESCE(r.ended_at, {n}) >= {f})")
-                    }
-                });
-            }
-            let any = if ors.is_empty() {
-                "0".to_string()
-            } else {
-                format!("({})", ors.join(" OR "))
-            };
-            conds.push(if want { any } else { format!("NOT {any}") });
-        }
-        let limit = arg(
-            Value::Integer(filter.limit.map_or(-1, i64::from)),
-            &mut args,
-        );
-        let where_ = if conds.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conds.join(" AND "))
-        };
-        let sql = format!(
-            "SELECT r.id, r.call_id, r.session_id, r.source, r.started_at, r.ended_at, r.duration_ms,
-                 r.codec, r.state, r.rule, r.retention_class, r.expires_at, r.archived_at,
-                 r.storage_format, r.verdict
-             FROM recordings r {where_}
-             ORDER BY r.started_at DESC, r.id ASC
-             LIMIT {limit}"
-        );
+        let q = list_query(&tx, filter, &holds, now)?;
         let heads = {
-            let mut st = tx.prepare_cached(&sql)?;
+            let mut st = tx.prepare_cached(&q.sql)?;
             let rows = st.query_map(
-                rusqlite::params_from_iter(args.iter()),
+                rusqlite::params_from_iter(q.args.iter()),
                 SummaryHead::from_row,
             )?;
             rows.collect::<Result<Vec<_>, _>>()?
@@ -807,6 +715,29 @@ impl Catalog {
             .collect::<Result<Vec<_>, _>>()?;
         tx.finish()?;
         Ok(out)
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the query [`Catalog::list`] runs for `filter` (one line
+    /// per plan step, as SQLite words it), with the same arguments bound.
+    #[cfg(test)]
+    pub(crate) fn list_plan(&self, filter: &ListFilter) -> Result<Vec<String>, CatalogError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let now = if filter.now_ms == 0 {
+            self.now_ms()
+        } else {
+            filter.now_ms
+        };
+        let holds = lifecycle::active_holds_pub(&tx)?;
+        let q = list_query(&tx, filter, &holds, now)?;
+        let plan = {
+            let mut st = tx.prepare(&format!("EXPLAIN QUERY PLAN {}", q.sql))?;
+            let rows = st.query_map(rusqlite::params_from_iter(q.args.iter()), |r| {
+                r.get::<_, String>(3)
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.finish()?;
+        Ok(plan)
     }
 
     /// Everything about one recording, or `None` if the id is unknown.
@@ -1065,6 +996,247 @@ fn parse_json(
         .transpose()
 }
 
+/// The SQL of one [`Catalog::list`] call and its arguments.
+struct ListQuery {
+    sql: String,
+    args: Vec<rusqlite::types::Value>,
+}
+
+/// Numbered arguments of a query being assembled.
+#[derive(Default)]
+struct Args(Vec<rusqlite::types::Value>);
+
+impl Args {
+    fn push(&mut self, v: impl Into<rusqlite::types::Value>) -> String {
+        self.0.push(v.into());
+        format!("?{}", self.0.len())
+    }
+}
+
+/// Columns of a list entry's head ([`SummaryHead::from_row`]).
+const SUMMARY_COLUMNS: &str = "r.id, r.call_id, r.session_id, r.source, r.started_at, r.ended_at, \
+     r.duration_ms, r.codec, r.state, r.rule, r.retention_class, r.expires_at, r.archived_at, \
+     r.storage_format, r.verdict";
+
+/// A set of recordings as `SELECT id, started_at` parts to be joined with `UNION`; each
+/// part is one indexed lookup. `time` (`AND started_at …`) is appended to every part.
+type IdSet = Vec<String>;
+
+fn union_of(set: &IdSet) -> String {
+    if set.is_empty() {
+        "SELECT NULL AS id, NULL AS started_at WHERE 0".to_string()
+    } else {
+        set.join(" UNION ")
+    }
+}
+
+/// Recordings with a participant (or an alias AoR) whose number or AoR matches the
+/// pattern bound as `a`: the same four lookups `lifecycle::pattern::aor_matches` makes in
+/// memory, each on a `(column, started_at, recording_id)` index.
+fn participant_set(a: &str, time: &str) -> IdSet {
+    vec![
+        format!(
+            "SELECT recording_id AS id, started_at FROM participants WHERE number GLOB {a}{time}"
+        ),
+        format!("SELECT recording_id AS id, started_at FROM participants WHERE aor GLOB {a}{time}"),
+        format!(
+            "SELECT recording_id AS id, started_at FROM participant_aliases \
+             WHERE number GLOB {a} AND kind = 'aor'{time}"
+        ),
+        format!(
+            "SELECT recording_id AS id, started_at FROM participant_aliases \
+             WHERE value GLOB {a} AND kind = 'aor'{time}"
+        ),
+    ]
+}
+
+fn call_set(a: &str, time: &str) -> IdSet {
+    vec![
+        format!("SELECT id, started_at FROM recordings WHERE call_id = {a}{time}"),
+        format!("SELECT id, started_at FROM recordings WHERE session_id = {a}{time}"),
+    ]
+}
+
+/// The recordings covered by the active `holds` at `now`: exactly what
+/// `lifecycle::holds::covers` decides per recording, as a union of indexed lookups.
+fn held_set(
+    conn: &Connection,
+    holds: &[(i64, crate::lifecycle::holds::HoldTarget)],
+    now: i64,
+    time: &str,
+    args: &mut Args,
+) -> Result<IdSet, CatalogError> {
+    use crate::lifecycle::holds::HoldTarget as H;
+    let mut longest: Option<i64> = None;
+    let mut set = IdSet::new();
+    for (_, h) in holds {
+        match h {
+            H::Recording(id) => {
+                let a = args.push(id.clone());
+                set.push(format!(
+                    "SELECT id, started_at FROM recordings WHERE id = {a}{time}"
+                ));
+            }
+            H::Call(c) => {
+                let a = args.push(c.clone());
+                set.extend(call_set(&a, time));
+            }
+            H::Participant(p) => {
+                let a = args.push(p.clone());
+                set.extend(participant_set(&a, time));
+            }
+            H::Window { from, to } => {
+                // Covered: started_at <= to AND COALESCE(ended_at, now) >= from. A
+                // finished recording that ends at or after `from` started at or after
+                // `from - longest`, longest = the largest ended_at - started_at (one step
+                // in `recordings_span`).
+                let longest = match longest {
+                    Some(l) => l,
+                    None => {
+                        let l = conn
+                            .query_row(
+                                "SELECT MAX(ended_at - started_at) FROM recordings",
+                                [],
+                                |r| r.get::<_, Option<i64>>(0),
+                            )?
+                            .unwrap_or(0)
+                            .max(0);
+                        longest = Some(l);
+                        l
+                    }
+                };
+                let (from, to) = (from.as_millis(), to.as_millis());
+                let lo = args.push(from.saturating_sub(longest));
+                let t = args.push(to);
+                let f = args.push(from);
+                set.push(format!(
+                    "SELECT id, started_at FROM recordings \
+                     WHERE started_at >= {lo} AND started_at <= {t} AND ended_at >= {f}{time}"
+                ));
+                if now >= from {
+                    set.push(format!(
+                        "SELECT id, started_at FROM recordings \
+                         WHERE ended_at IS NULL AND started_at <= {t}{time}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// Assemble the query of [`Catalog::list`].
+fn list_query(
+    conn: &Connection,
+    filter: &ListFilter,
+    holds: &[(i64, crate::lifecycle::holds::HoldTarget)],
+    now: i64,
+) -> Result<ListQuery, CatalogError> {
+    let mut args = Args::default();
+    // Conditions on the recording row itself.
+    let mut conds: Vec<String> = Vec::new();
+    // The start-time range, appended to every lookup of a set.
+    let mut time = String::new();
+    if let Some(st) = filter.state {
+        let a = args.push(st.as_str().to_string());
+        conds.push(format!("r.state = {a}"));
+    }
+    if let Some(t) = filter.since_ms {
+        let a = args.push(t);
+        time.push_str(&format!(" AND started_at >= {a}"));
+    }
+    if let Some(t) = filter.until_ms {
+        let a = args.push(t);
+        time.push_str(&format!(" AND started_at < {a}"));
+    }
+    // Sets, most selective first: the first drives the query, the others are conditions.
+    let mut sets: Vec<IdSet> = Vec::new();
+    if let Some(c) = &filter.call {
+        let a = args.push(c.clone());
+        sets.push(call_set(&a, &time));
+    }
+    if let Some(t) = &filter.tag {
+        let a = args.push(t.clone());
+        sets.push(vec![format!(
+            "SELECT recording_id AS id, started_at FROM tags WHERE tag = {a}{time}"
+        )]);
+    }
+    if let Some(v) = &filter.verdict {
+        // Index `recordings(verdict, started_at)` (schema 11).
+        let a = args.push(v.clone());
+        sets.push(vec![format!(
+            "SELECT id, started_at FROM recordings WHERE verdict = {a}{time}"
+        )]);
+    }
+    if let Some(p) = &filter.participant {
+        crate::lifecycle::pattern::check(p).map_err(|m| CatalogError::Invalid {
+            field: "participant",
+            reason: m,
+        })?;
+        let a = args.push(p.clone());
+        sets.push(participant_set(&a, &time));
+    }
+    match filter.held {
+        Some(true) => sets.push(held_set(conn, holds, now, &time, &mut args)?),
+        Some(false) => {
+            let held = held_set(conn, holds, now, "", &mut args)?;
+            if !held.is_empty() {
+                conds.push(format!(
+                    "r.id NOT IN (SELECT id FROM ({}))",
+                    union_of(&held)
+                ));
+            }
+        }
+        None => {}
+    }
+    let order = "ORDER BY r.started_at DESC, r.id ASC";
+    let sql = if sets.is_empty() {
+        // Newest first along `started_at` (or `(state, started_at)`).
+        let where_ = if conds.is_empty() && time.is_empty() {
+            String::new()
+        } else {
+            let time = time.replace("started_at", "r.started_at");
+            let mut all = conds.join(" AND ");
+            if all.is_empty() {
+                all = "1".into();
+            }
+            format!("WHERE {all}{time}")
+        };
+        let limit = args.push(filter.limit.map_or(-1, i64::from));
+        format!("SELECT {SUMMARY_COLUMNS} FROM recordings r {where_} {order} LIMIT {limit}")
+    } else {
+        let mut sets = sets.into_iter();
+        let driver = union_of(&sets.next().unwrap_or_default());
+        for s in sets {
+            conds.push(format!("r.id IN (SELECT id FROM ({}))", union_of(&s)));
+        }
+        match filter.limit {
+            // Only the newest `limit` of the set are looked up.
+            Some(n) if conds.is_empty() => {
+                let limit = args.push(i64::from(n));
+                format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM \
+                     ({driver} ORDER BY started_at DESC, id ASC LIMIT {limit}) m \
+                     CROSS JOIN recordings r ON r.id = m.id {order}"
+                )
+            }
+            _ => {
+                let where_ = if conds.is_empty() {
+                    String::new()
+                } else {
+                    format!("WHERE {}", conds.join(" AND "))
+                };
+                let limit = args.push(filter.limit.map_or(-1, i64::from));
+                format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM ({driver}) m \
+                     CROSS JOIN recordings r ON r.id = m.id {where_} {order} LIMIT {limit}"
+                )
+            }
+        }
+    };
+    Ok(ListQuery { sql, args: args.0 })
+}
+
 /// The `recordings` columns a summary needs, as read (before validation).
 struct SummaryHead {
     id: String,
@@ -1117,7 +1289,11 @@ impl SummaryHead {
                 id: &self.id,
                 call_id: &self.call_id,
                 session_id: self.session_id.as_deref(),
-                participants: prows.iter().filter_map(|p| p.aor.as_deref()).collect(),
+                participants: prows
+                    .iter()
+                    .flat_map(|p| p.aor.iter().chain(p.other_aors.iter()))
+                    .map(String::as_str)
+                    .collect(),
                 started_at: UnixMs(self.started_at),
                 ended_at: self.ended_at.map(UnixMs),
             };

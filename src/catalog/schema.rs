@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     audit_heads_v2,
     tombstones_without_personal_data,
     audit_mac,
+    list_indexes,
     assurance,
 ];
 
@@ -332,7 +333,78 @@ CREATE INDEX audit_log_action ON audit_log (action, seq);
     )
 }
 
-/// Version 10 (issue #19): recording assurance. `recordings.verdict` (recorded, one_way,
+/// Version 10 (issue #12, `recordings list` on an encrypted catalogue): every list filter
+/// is answered from an index that is ordered by the recording's start, so "the newest 50
+/// of participant X / tag Y / the held set" reads a few index pages instead of every
+/// matching row (each page read is an AES-CBC decryption and an HMAC check).
+///
+/// - `participants`, `participant_aliases` and `tags` carry a copy of their recording's
+///   `started_at`, kept by triggers (set on every insert from `recordings`, followed on
+///   an update of `recordings.started_at`), backfilled here; the indexes
+///   `(number | aor | value | tag, started_at, recording_id)` replace the single-column
+///   ones (same prefix, so every other lookup is served as before) and cover the query.
+/// - `recordings_span` on `ended_at - started_at` gives the longest recording in one
+///   index step: a hold by time window `[from, to]` then reads only recordings started in
+///   `[from - longest, to]` instead of everything started before `to`;
+///   `recordings_open` (partial, `ended_at IS NULL`) finds the running ones.
+fn list_indexes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE participants ADD COLUMN started_at INTEGER;
+ALTER TABLE participant_aliases ADD COLUMN started_at INTEGER;
+ALTER TABLE tags ADD COLUMN started_at INTEGER;
+
+UPDATE participants SET started_at =
+    (SELECT r.started_at FROM recordings r WHERE r.id = participants.recording_id);
+UPDATE participant_aliases SET started_at =
+    (SELECT r.started_at FROM recordings r WHERE r.id = participant_aliases.recording_id);
+UPDATE tags SET started_at =
+    (SELECT r.started_at FROM recordings r WHERE r.id = tags.recording_id);
+
+DROP INDEX participants_number;
+DROP INDEX participants_aor;
+DROP INDEX participant_aliases_number;
+DROP INDEX participant_aliases_value;
+DROP INDEX tags_tag;
+CREATE INDEX participants_number_started ON participants (number, started_at, recording_id);
+CREATE INDEX participants_aor_started ON participants (aor, started_at, recording_id);
+CREATE INDEX participant_aliases_number_started
+    ON participant_aliases (number, started_at, recording_id, kind);
+CREATE INDEX participant_aliases_value_started
+    ON participant_aliases (value, started_at, recording_id, kind);
+CREATE INDEX tags_tag_started ON tags (tag, started_at, recording_id);
+CREATE INDEX recordings_span ON recordings ((ended_at - started_at));
+CREATE INDEX recordings_open ON recordings (started_at) WHERE ended_at IS NULL;
+
+CREATE TRIGGER participants_started_at AFTER INSERT ON participants
+BEGIN
+    UPDATE participants SET started_at =
+        (SELECT r.started_at FROM recordings r WHERE r.id = NEW.recording_id)
+    WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER participant_aliases_started_at AFTER INSERT ON participant_aliases
+BEGIN
+    UPDATE participant_aliases SET started_at =
+        (SELECT r.started_at FROM recordings r WHERE r.id = NEW.recording_id)
+    WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER tags_started_at AFTER INSERT ON tags
+BEGIN
+    UPDATE tags SET started_at =
+        (SELECT r.started_at FROM recordings r WHERE r.id = NEW.recording_id)
+    WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER recordings_started_at AFTER UPDATE OF started_at ON recordings
+BEGIN
+    UPDATE participants SET started_at = NEW.started_at WHERE recording_id = NEW.id;
+    UPDATE participant_aliases SET started_at = NEW.started_at WHERE recording_id = NEW.id;
+    UPDATE tags SET started_at = NEW.started_at WHERE recording_id = NEW.id;
+END;
+"#,
+    )
+}
+
+/// Version 11 (issue #19): recording assurance. `recordings.verdict` (recorded, one_way,
 /// silent, no_media, partial) and `assurance_json` (reason, per-channel quality, clock
 /// state at start and end, clock steps); `calls_seen` keeps the calls that got no
 /// recording (refused, not_recorded, missed) with their verdict and no personal data:

@@ -201,7 +201,8 @@ fn migrates_from_empty() {
             "number",
             "joined_at",
             "left_at",
-            "channel"
+            "channel",
+            "started_at"
         ]
     );
     assert_eq!(
@@ -247,7 +248,9 @@ fn migrates_from_empty() {
         "(call_id)",
         "(session_id)",
         "(state)",
-        "(aor)",
+        "(aor, started_at, recording_id)",
+        "(number, started_at, recording_id)",
+        "(tag, started_at, recording_id)",
     ] {
         assert!(
             idx.iter().any(|s| s.ends_with(want)),
@@ -1560,4 +1563,626 @@ fn assurance_verdicts_and_calls_seen() {
             "direction"
         ]
     );
+}
+
+// ---- `recordings list` through indexes (schema 10, issue 12) ----
+
+use crate::lifecycle::holds::HoldTarget;
+use crate::lifecycle::pattern::aor_matches;
+use crate::time::UnixMs;
+use lifecycle::Policy;
+
+const MIN: i64 = 60_000;
+
+/// A catalogue of `n` recordings, one a minute from t = 0, finished after `i % 7 + 1`
+/// minutes except every 10th (running); two participants each (`sip:+4930<i%13>@pbx`
+/// and `tel:+4940<i>`), every 5th with an alias AoR `sip:+4950<i%3>@alias`; tags
+/// `support` (every 3rd) and `mifid` (every 11th); one recording of 3 hours at i = 40.
+fn list_catalogue(path: &Path, n: i64) -> Catalog {
+    let mut cat = Catalog::open(path, &key()).unwrap();
+    for i in 0..n {
+        let id = format!("r{i:03}");
+        let mut rec = new_rec(&id, i * MIN);
+        rec.session_id = Some(format!("sess-{i}"));
+        cat.insert_recording(&rec).unwrap();
+        let mut ps = vec![
+            ParticipantRow {
+                participant_id: "a".into(),
+                aor: Some(format!("sip:+4930{}@pbx", i % 13)),
+                ..Default::default()
+            },
+            ParticipantRow {
+                participant_id: "b".into(),
+                aor: Some(format!("tel:+4940{i}")),
+                ..Default::default()
+            },
+        ];
+        if i % 5 == 0 {
+            ps[1].other_aors.push(format!("sip:+4950{}@alias", i % 3));
+            ps[1].other_names.push(format!("Name {i}"));
+        }
+        cat.set_participants(&id, &ps).unwrap();
+        let mut tags = Vec::new();
+        if i % 3 == 0 {
+            tags.push("support".to_string());
+        }
+        if i % 11 == 0 {
+            tags.push("mifid".to_string());
+        }
+        cat.set_policy(
+            &id,
+            &Policy {
+                retention_class: "default".into(),
+                tags,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        if i % 10 != 9 {
+            let len = if i == 40 {
+                180 * MIN
+            } else {
+                (i % 7 + 1) * MIN
+            };
+            let f = Finish {
+                ended_at_ms: i * MIN + len,
+                duration_ms: len as u64,
+                ..finish(RecordingState::Complete)
+            };
+            cat.finish_recording(&id, &f).unwrap();
+        }
+    }
+    cat
+}
+
+/// The filters `recordings list` offers, each alone and in the combinations the CLI
+/// allows, with a `LIMIT` and without.
+fn list_cases(now: i64) -> Vec<(&'static str, ListFilter)> {
+    let f = |lf: ListFilter| ListFilter { now_ms: now, ..lf };
+    let mut v = vec![
+        (
+            "since",
+            f(ListFilter {
+                since_ms: Some(40 * MIN),
+                ..Default::default()
+            }),
+        ),
+        (
+            "since+until",
+            f(ListFilter {
+                since_ms: Some(40 * MIN),
+                until_ms: Some(50 * MIN),
+                ..Default::default()
+            }),
+        ),
+        (
+            "state",
+            f(ListFilter {
+                state: Some(RecordingState::Recording),
+                ..Default::default()
+            }),
+        ),
+        (
+            "call",
+            f(ListFilter {
+                call: Some("call-r007@sbc.example".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "call (session id)",
+            f(ListFilter {
+                call: Some("sess-8".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant exact",
+            f(ListFilter {
+                participant: Some("+49307".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant prefix",
+            f(ListFilter {
+                participant: Some("+49301*".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant aor",
+            f(ListFilter {
+                participant: Some("sip:+49305@pbx".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant alias",
+            f(ListFilter {
+                participant: Some("+49501".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "tag",
+            f(ListFilter {
+                tag: Some("mifid".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "held",
+            f(ListFilter {
+                held: Some(true),
+                ..Default::default()
+            }),
+        ),
+        (
+            "tag+since",
+            f(ListFilter {
+                tag: Some("support".into()),
+                since_ms: Some(30 * MIN),
+                ..Default::default()
+            }),
+        ),
+        (
+            "participant+tag",
+            f(ListFilter {
+                participant: Some("+4930*".into()),
+                tag: Some("support".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "held+participant+state",
+            f(ListFilter {
+                held: Some(true),
+                participant: Some("+4930*".into()),
+                state: Some(RecordingState::Complete),
+                ..Default::default()
+            }),
+        ),
+        (
+            "held+since",
+            f(ListFilter {
+                held: Some(true),
+                since_ms: Some(50 * MIN),
+                ..Default::default()
+            }),
+        ),
+    ];
+    let limited: Vec<_> = v
+        .iter()
+        .map(|(n, lf)| {
+            (
+                *n,
+                ListFilter {
+                    limit: Some(5),
+                    ..lf.clone()
+                },
+            )
+        })
+        .collect();
+    v.extend(limited);
+    v
+}
+
+/// Holds of every kind: a recording, a call, a session id, participant patterns (one
+/// matching only through an alias AoR), two windows (one reached only by the 3-hour
+/// recording, one after the running recordings started), and a released hold.
+fn place_holds(cat: &mut Catalog, now: i64) {
+    let add = |cat: &mut Catalog, t: HoldTarget| cat.add_hold(&t, "case", "op", now).unwrap();
+    add(cat, HoldTarget::Recording("r003".into()));
+    add(cat, HoldTarget::Call("call-r017@sbc.example".into()));
+    add(cat, HoldTarget::Call("sess-23".into()));
+    add(cat, HoldTarget::Participant("+49304".into()));
+    add(cat, HoldTarget::Participant("sip:+49502@*".into()));
+    add(cat, HoldTarget::Participant("tel:+49401?".into()));
+    // Only r040 (3 hours from minute 40) overlaps minutes 200..201 among the early ones.
+    add(
+        cat,
+        HoldTarget::Window {
+            from: UnixMs(200 * MIN),
+            to: UnixMs(201 * MIN),
+        },
+    );
+    // Running recordings (ended_at NULL) count as ending "now".
+    add(
+        cat,
+        HoldTarget::Window {
+            from: UnixMs(now - MIN),
+            to: UnixMs(now),
+        },
+    );
+    let released = add(cat, HoldTarget::Participant("+49309".into()));
+    cat.release_hold(released, "op2", "done", now).unwrap();
+}
+
+/// Every list filter is answered through indexes: no step of the plan scans
+/// `recordings`, `participants`, `participant_aliases` or `tags` (a `SCAN` of the
+/// subquery `m` the filters build is fine: it is their result), before and after
+/// `ANALYZE`, on the query `Catalog::list` really runs with its arguments bound.
+#[test]
+fn every_list_filter_uses_an_index() {
+    let (_d, path) = db();
+    let mut cat = list_catalogue(&path, 60);
+    let now = 10_000 * MIN;
+    place_holds(&mut cat, now);
+    let tables = [
+        "r",
+        "recordings",
+        "participants",
+        "participant_aliases",
+        "tags",
+    ];
+    let check = |cat: &Catalog, stats: &str| {
+        for (name, lf) in list_cases(now) {
+            let plan = cat.list_plan(&lf).unwrap();
+            for step in &plan {
+                let scanned = step
+                    .strip_prefix("SCAN ")
+                    .map(|rest| rest.split_whitespace().next().unwrap_or(""));
+                if let Some(t) = scanned {
+                    assert!(
+                        !tables.contains(&t),
+                        "{name} ({stats}): `{step}` scans a table: {plan:#?}"
+                    );
+                }
+            }
+            assert!(
+                plan.iter().any(|s| s.starts_with("SEARCH")),
+                "{name} ({stats}): no index search at all: {plan:#?}"
+            );
+            let uses = |idx: &str| plan.iter().any(|s| s.contains(idx));
+            let want: &[&str] = match name {
+                "since" | "since+until" => &["recordings_started_at"],
+                "state" => &["recordings_state"],
+                "call" | "call (session id)" => &["recordings_call_id", "recordings_session_id"],
+                "participant exact" | "participant prefix" | "participant aor"
+                | "participant alias" => &[
+                    "participants_number_started",
+                    "participants_aor_started",
+                    "participant_aliases_number_started",
+                    "participant_aliases_value_started",
+                ],
+                "tag" | "tag+since" => &["COVERING INDEX tags_tag_started"],
+                "held" | "held+since" => &[
+                    "recordings_call_id",
+                    "participants_number_started",
+                    "recordings_started_at",
+                    "recordings_open",
+                ],
+                _ => &[],
+            };
+            for idx in want {
+                assert!(uses(idx), "{name} ({stats}): {idx} not used: {plan:#?}");
+            }
+            // The list itself still runs.
+            cat.list(&lf).unwrap();
+        }
+        // Without any filter the newest rows come along `started_at` (a scan of that
+        // index, stopped by the LIMIT) — the one case where reading in order is the plan.
+        let plan = cat
+            .list_plan(&ListFilter {
+                limit: Some(50),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|s| s == "SCAN r USING INDEX recordings_started_at"),
+            "{plan:#?}"
+        );
+        // Not held: the same walk, dropping the (indexed) held set's rows; never a bare
+        // table scan.
+        let plan = cat
+            .list_plan(&ListFilter {
+                held: Some(false),
+                limit: Some(50),
+                now_ms: now,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(
+            plan.iter().all(|s| s != "SCAN r" && s != "SCAN recordings"),
+            "{plan:#?}"
+        );
+        assert!(
+            plan.iter().any(|s| s.contains("recordings_open")),
+            "{plan:#?}"
+        );
+    };
+    check(&cat, "no statistics");
+    // Statistics of a catalogue of realistic size: 20,000 more recordings (before the
+    // others, finished, two participants each, every 4th tagged), then ANALYZE — the
+    // plans must still be the indexed ones (on 60 rows the planner rightly prefers scans).
+    {
+        let tx = cat.conn.unchecked_transaction().unwrap();
+        tx.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO recordings (id, source, call_id, src_addr, started_at, ended_at,
+                 duration_ms, codec, sample_rate, channels, state, created_at)
+             SELECT 'bulk-' || i, 'siprec', 'bulk-call-' || i, '192.0.2.1:5060',
+                 -i * 60000, -i * 60000 + 120000, 120000, 'PCMU', 8000, 2, 'complete', 0 FROM n;
+             INSERT INTO participants (recording_id, participant_id, aor, number)
+             SELECT id, 'a', 'sip:+4960' || substr(id, 6) || '@pbx', '+4960' || substr(id, 6)
+             FROM recordings WHERE id GLOB 'bulk-*';
+             INSERT INTO participants (recording_id, participant_id, aor, number)
+             SELECT id, 'b', 'sip:' || (abs(random()) % 500) || '@pbx', '' || (abs(random()) % 500)
+             FROM recordings WHERE id GLOB 'bulk-*';
+             INSERT INTO tags (recording_id, tag)
+             SELECT id, 'bulk' FROM recordings WHERE id GLOB 'bulk-*' AND rowid % 4 = 0;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    cat.conn.execute_batch("ANALYZE").unwrap();
+    drop(cat);
+    let cat = Catalog::open_read_only(&path, &key()).unwrap();
+    check(&cat, "after ANALYZE");
+}
+
+/// What every recording's facts say, decided in memory (`lifecycle::holds::covers`
+/// through `holds_covering`, `pattern::aor_matches` over every AoR and alias AoR) —
+/// against what `list` returns through the indexes, for every filter and combination,
+/// with and without a limit: the same recordings, newest first, and the same `held` flag.
+#[test]
+fn list_results_match_the_in_memory_rules_exactly() {
+    let (_d, path) = db();
+    let mut cat = list_catalogue(&path, 60);
+    let now = 10_000 * MIN;
+    place_holds(&mut cat, now);
+    // Rows as the catalogue holds them, newest first (ids break ties ascending).
+    let all = cat
+        .list(&ListFilter {
+            now_ms: now,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.len(), 60);
+    let detail: Vec<RecordingDetail> = all
+        .iter()
+        .map(|s| cat.get(&s.id).unwrap().unwrap())
+        .collect();
+    let held: Vec<bool> = all
+        .iter()
+        .map(|s| !cat.holds_covering(&s.id, now).unwrap().is_empty())
+        .collect();
+    // The holds cover what they should (so the comparison below is not vacuous).
+    let held_ids: Vec<&str> = all
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(s, _)| s.id.as_str())
+        .collect();
+    for want in ["r003", "r017", "r023", "r004", "r040", "r059", "r049"] {
+        assert!(held_ids.contains(&want), "{want} not held: {held_ids:?}");
+    }
+    // r005 and r020 only through their alias AoR sip:+49502@alias, r010 by `tel:+49401?`;
+    // r000 (alias +49500), r001 (tel:+49401, one digit short) and r002 by nothing.
+    for want in ["r005", "r020", "r010"] {
+        assert!(held_ids.contains(&want), "{want} not held: {held_ids:?}");
+    }
+    for not in ["r000", "r001", "r002"] {
+        assert!(!held_ids.contains(&not), "{not} held: {held_ids:?}");
+    }
+    for s in &all {
+        let i = all.iter().position(|x| x.id == s.id).unwrap();
+        assert_eq!(s.lifecycle.held, held[i], "held flag of {}", s.id);
+    }
+    let matches_participant = |d: &RecordingDetail, p: &str| {
+        d.participants.iter().any(|x| {
+            x.aor
+                .iter()
+                .chain(x.other_aors.iter())
+                .any(|a| aor_matches(p, a))
+        })
+    };
+    for (name, lf) in list_cases(now) {
+        let want: Vec<&str> = all
+            .iter()
+            .zip(&detail)
+            .zip(&held)
+            .filter(|((s, d), h)| {
+                let r = &d.recording;
+                lf.state.is_none_or(|st| s.state == st)
+                    && lf.since_ms.is_none_or(|t| r.started_at_ms >= t)
+                    && lf.until_ms.is_none_or(|t| r.started_at_ms < t)
+                    && lf.call.as_ref().is_none_or(|c| {
+                        *c == r.call_id || r.session_id.as_deref() == Some(c.as_str())
+                    })
+                    && lf.tag.as_ref().is_none_or(|t| s.lifecycle.tags.contains(t))
+                    && lf
+                        .participant
+                        .as_ref()
+                        .is_none_or(|p| matches_participant(d, p.as_str()))
+                    && lf.held.is_none_or(|w| **h == w)
+            })
+            .map(|((s, _), _)| s.id.as_str())
+            .take(lf.limit.map_or(usize::MAX, |n| n as usize))
+            .collect();
+        assert!(!want.is_empty(), "{name}: the case selects nothing");
+        let got = cat.list(&lf).unwrap();
+        let got_ids: Vec<&str> = got.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(got_ids, want, "{name}");
+        for g in &got {
+            let i = all.iter().position(|x| x.id == g.id).unwrap();
+            assert_eq!(g.lifecycle.held, held[i], "{name}: held flag of {}", g.id);
+        }
+    }
+    // Not held: the complement, newest first.
+    let not_held = cat
+        .list(&ListFilter {
+            held: Some(false),
+            now_ms: now,
+            ..Default::default()
+        })
+        .unwrap();
+    let want: Vec<&str> = all
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| !**h)
+        .map(|(s, _)| s.id.as_str())
+        .collect();
+    assert_eq!(
+        not_held.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        want
+    );
+    // Releasing the participant hold drops exactly its recordings from the held set.
+    let hid = cat
+        .holds(false, now)
+        .unwrap()
+        .into_iter()
+        .find(|h| h.value.as_deref() == Some("+49304"))
+        .unwrap()
+        .id;
+    cat.release_hold(hid, "op2", "done", now).unwrap();
+    let after: Vec<String> = cat
+        .list(&ListFilter {
+            held: Some(true),
+            now_ms: now,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let want: Vec<String> = all
+        .iter()
+        .filter(|s| !cat.holds_covering(&s.id, now).unwrap().is_empty())
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(after, want);
+    assert!(!after.contains(&"r004".to_string()) && after.contains(&"r003".to_string()));
+}
+
+/// A catalogue of schema 9 upgrades in place: the start times are copied to
+/// participants, aliases and tags, the new indexes exist, the old single-column ones are
+/// gone, and later inserts and a changed start time keep the copies right.
+#[test]
+fn list_indexes_upgrade_in_place() {
+    let (_d, path) = db();
+    {
+        let mut c = raw_conn(&path);
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let tx = c.transaction().unwrap();
+        for m in &schema::MIGRATIONS[..9] {
+            m(&tx).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 9).unwrap();
+        tx.execute_batch(
+            "INSERT INTO recordings (id, source, call_id, src_addr, started_at, codec, sample_rate,
+                 channels, state, created_at)
+             VALUES ('old', 'siprec', 'c-old', '192.0.2.1:5060', 5000, 'PCMU', 8000, 2, 'recording', 5000);
+             INSERT INTO participants (recording_id, participant_id, aor, number)
+             VALUES ('old', 'a', 'sip:+4930777@pbx', '+4930777');
+             INSERT INTO participant_aliases (recording_id, participant_id, kind, position, value, number)
+             VALUES ('old', 'a', 'aor', 1, 'sip:+4930888@pbx', '+4930888');
+             INSERT INTO tags (recording_id, tag) VALUES ('old', 'mifid');
+             INSERT INTO holds (kind, value, reason, operator, created_at)
+             VALUES ('participant', '+4930888', 'case', 'op', 1);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut cat = Catalog::open(&path, &key()).unwrap();
+    let copies = |cat: &Catalog| -> Vec<Option<i64>> {
+        ["participants", "participant_aliases", "tags"]
+            .iter()
+            .map(|t| {
+                cat.conn
+                    .query_row(
+                        &format!("SELECT started_at FROM {t} WHERE recording_id = 'old'"),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(copies(&cat), [Some(5000); 3]);
+    let names: Vec<String> = cat
+        .conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for want in [
+        "participants_number_started",
+        "participants_aor_started",
+        "participant_aliases_number_started",
+        "participant_aliases_value_started",
+        "tags_tag_started",
+        "recordings_span",
+        "recordings_open",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    for gone in [
+        "participants_number",
+        "participants_aor",
+        "tags_tag",
+        "participant_aliases_number",
+    ] {
+        assert!(!names.iter().any(|n| n == gone), "{gone} still there");
+    }
+    let lf = |p: &str| ListFilter {
+        participant: Some(p.into()),
+        limit: Some(5),
+        now_ms: 9_000,
+        ..Default::default()
+    };
+    assert_eq!(cat.list(&lf("+4930888")).unwrap().len(), 1);
+    let held = cat
+        .list(&ListFilter {
+            held: Some(true),
+            now_ms: 9_000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].lifecycle.held, "held through its alias AoR");
+    // A changed start time follows into every copy; new rows get theirs from the insert.
+    cat.conn
+        .execute(
+            "UPDATE recordings SET started_at = 7000 WHERE id = 'old'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(copies(&cat), [Some(7000); 3]);
+    cat.insert_recording(&new_rec("new", 8000)).unwrap();
+    cat.set_participants("new", &participants()).unwrap();
+    cat.set_policy(
+        "new",
+        &Policy {
+            retention_class: "d".into(),
+            tags: vec!["mifid".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let n: i64 = cat
+        .conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM participants WHERE recording_id = 'new' AND started_at = 8000)
+                  + (SELECT count(*) FROM tags WHERE recording_id = 'new' AND started_at = 8000)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 3);
+    let tagged: Vec<String> = cat
+        .list(&ListFilter {
+            tag: Some("mifid".into()),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(tagged, ["new"]);
 }

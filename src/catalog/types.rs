@@ -336,7 +336,7 @@ pub struct RecordingSummary {
     /// Lifecycle state.
     pub state: RecordingState,
     /// Assurance verdict (`recorded`, `one_way`, …); `null` while recording and for
-    /// recordings closed before schema 10.
+    /// recordings closed before schema 11.
     pub verdict: Option<String>,
     /// Rule, tags, retention and hold state.
     #[serde(flatten)]

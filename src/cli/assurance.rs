@@ -77,7 +77,7 @@ pub fn main(cmd: AssuranceCommand) -> anyhow::Result<()> {
             if rep.unjudged > 0 {
                 writeln!(
                     out,
-                    "  (not judged: {} recordings in progress or from before schema 10)",
+                    "  (not judged: {} recordings in progress or from before schema 11)",
                     rep.unjudged
                 )?;
             }

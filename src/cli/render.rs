@@ -24,7 +24,7 @@ const HEADERS: [&str; 7] = [
 pub fn assurance_lines(show: &serde_json::Value) -> String {
     let a = &show["assurance"];
     if a.is_null() {
-        return "verdict: - (not judged: recording in progress or closed before schema 10)".into();
+        return "verdict: - (not judged: recording in progress or closed before schema 11)".into();
     }
     let mut out = format!(
         "verdict: {}  ({})",

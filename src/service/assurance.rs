@@ -14,7 +14,7 @@ pub struct Report {
     pub day: String,
     /// Totals.
     pub totals: Totals,
-    /// Recordings of the day without a verdict (in progress, or closed before schema 10).
+    /// Recordings of the day without a verdict (in progress, or closed before schema 11).
     pub unjudged: u64,
     /// Every call seen, by start.
     pub calls: Vec<CallSeen>,
