@@ -1630,6 +1630,13 @@ fn list_catalogue(path: &Path, n: i64) -> Catalog {
                 ..finish(RecordingState::Complete)
             };
             cat.finish_recording(&id, &f).unwrap();
+            // Issue #19: some verdicts for `--verdict`.
+            let v = if i % 3 == 0 {
+                crate::assurance::Verdict::OneWay
+            } else {
+                crate::assurance::Verdict::Recorded
+            };
+            cat.set_assurance(&id, v, &json!({ "verdict": v })).unwrap();
         }
     }
     cat
@@ -1751,6 +1758,21 @@ fn list_cases(now: i64) -> Vec<(&'static str, ListFilter)> {
                 ..Default::default()
             }),
         ),
+        (
+            "verdict",
+            f(ListFilter {
+                verdict: Some("one_way".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "verdict+since",
+            f(ListFilter {
+                verdict: Some("one_way".into()),
+                since_ms: Some(30 * MIN),
+                ..Default::default()
+            }),
+        ),
     ];
     let limited: Vec<_> = v
         .iter()
@@ -1847,6 +1869,7 @@ fn every_list_filter_uses_an_index() {
                     "participant_aliases_value_started",
                 ],
                 "tag" | "tag+since" => &["COVERING INDEX tags_tag_started"],
+                "verdict" | "verdict+since" => &["recordings_verdict"],
                 "held" | "held+since" => &[
                     "recordings_call_id",
                     "participants_number_started",
@@ -1998,6 +2021,10 @@ fn list_results_match_the_in_memory_rules_exactly() {
                         .as_ref()
                         .is_none_or(|p| matches_participant(d, p.as_str()))
                     && lf.held.is_none_or(|w| **h == w)
+                    && lf
+                        .verdict
+                        .as_ref()
+                        .is_none_or(|v| s.verdict.as_deref() == Some(v.as_str()))
             })
             .map(|((s, _), _)| s.id.as_str())
             .take(lf.limit.map_or(usize::MAX, |n| n as usize))
