@@ -334,7 +334,17 @@ fn mirrored_dialog_without_rtp_is_no_media() {
     let v = |sc: &Scenario| by_call_id(&recs, &sc.call_id)["verdict"].clone();
     assert_eq!(v(&scs[0]), "recorded", "{recs:#?}");
     assert_eq!(v(&scs[1]), "no_media", "{recs:#?}");
-    assert_eq!(v(&scs[2]), "missed", "{recs:#?}");
+    // G.729: catalogued without a file where this build cannot decode it (`missed`);
+    // decoded (the mirror decodes it with the g729 feature) it gets a recording's verdict.
+    let g = by_call_id(&recs, &scs[2].call_id);
+    let g_verdict = if g["state"] == "codec_unsupported" {
+        assert_eq!(g["verdict"], "missed", "{g}");
+        "missed"
+    } else {
+        assert!(g["verdict"].is_string(), "{g}");
+        g["verdict"].as_str().unwrap()
+    }
+    .to_string();
     let id = by_call_id(&recs, &scs[1].call_id)["id"]
         .as_str()
         .unwrap()
@@ -359,7 +369,9 @@ fn mirrored_dialog_without_rtp_is_no_media() {
         cfg.to_str().unwrap(),
     ]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["totals"]["by_source"]["mirror"]["no_media"], 1, "{r}");
-    assert_eq!(r["totals"]["by_source"]["mirror"]["missed"], 1, "{r}");
-    assert_eq!(r["totals"]["by_source"]["mirror"]["recorded"], 1, "{r}");
+    assert_eq!(r["totals"]["calls"], 3, "{r}");
+    let n = |v: &str| r["totals"]["by_source"]["mirror"][v].as_u64().unwrap_or(0);
+    assert_eq!(n("no_media"), 1 + u64::from(g_verdict == "no_media"), "{r}");
+    assert_eq!(n("recorded"), 1 + u64::from(g_verdict == "recorded"), "{r}");
+    assert!(n(&g_verdict) >= 1, "{r}");
 }
