@@ -736,11 +736,13 @@ pub fn build_status(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
+        assurance: Some(crate::app::assurance::snapshot()),
     };
     doc.add_binding_alarms(
         branchrec_core::time::UnixMs(now_ms),
         &doc.generated_at.clone(),
     );
+    doc.add_assurance_alarms(&doc.generated_at.clone());
     doc
 }
 

@@ -536,6 +536,8 @@ pub fn export_evidence(
             metadata_documents: docs,
             metadata,
             warnings: warnings.clone(),
+            // The archive does not carry the token yet (docs/assurance.md).
+            timestamp_token: None,
         },
         dir,
     )

@@ -74,6 +74,14 @@ pub fn show_document(cat: &Catalog, d: &RecordingDetail, now_ms: i64) -> anyhow:
         }
         o.insert("holds".into(), cat.holds_covering(id, now_ms)?.into());
     }
+    if let Some(o) = v.as_object_mut() {
+        // Issue #19: the verdict, why, per-channel quality and the clock facts.
+        o.insert("verdict".into(), d.recording.verdict.clone().into());
+        o.insert(
+            "assurance".into(),
+            d.recording.assurance_json.clone().unwrap_or(Value::Null),
+        );
+    }
     Ok(v)
 }
 

@@ -283,6 +283,105 @@ impl Indexer<'_> {
         Ok(())
     }
 
+    /// Handle one recording (a hold notice's: outside the batched box passes); `Ok(true)` when settled (indexed or quarantined, now or
+    /// before), `Ok(false)` when it must be looked at again.
+    fn group(
+        &mut self,
+        site: &str,
+        bx: &str,
+        g: &Group,
+        known: &db::Known,
+        rep: &mut PassReport,
+    ) -> Result<bool, IndexError> {
+        let etag = g.objects_etag();
+        if known.indexed.get(&g.key) == Some(&etag) || known.quarantined.get(&g.key) == Some(&etag)
+        {
+            rep.known += 1;
+            return Ok(true);
+        }
+        let was_indexed = known.indexed.contains_key(&g.key);
+        let now = super::now_ms();
+        match plan::readiness(g, now, (self.cfg.incomplete_grace_s * 1000) as i64) {
+            Readiness::Wait => {
+                rep.waiting += 1;
+                return Ok(false);
+            }
+            Readiness::Incomplete(m) => {
+                let qd = plan::Quarantined {
+                    reason: plan::Reason::Incomplete,
+                    message: format!("{}: {m}", g.key),
+                    seen_key: None,
+                };
+                let mut tx = self.db.transaction()?;
+                db::ensure_box(&mut tx, bx, Some(site), now)?;
+                db::quarantine(&mut tx, &g.key, bx, &qd, &etag, now)?;
+                tx.commit()?;
+                rep.quarantined += 1;
+                return Ok(true);
+            }
+            Readiness::Ready => {}
+        }
+        let rec = match self.archive.fetch(&g.key) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(key = %g.key, error = %e, "fetch failed; retried next pass");
+                rep.errors.push(format!("{}: {e}", g.key));
+                return Ok(false);
+            }
+        };
+        let boxrow = db::get_box(self.db, bx)?;
+        let known_box = boxrow.as_ref().and_then(|b| b.known());
+        let outcome = plan::verify_recording(
+            &rec,
+            self.key,
+            bx,
+            site,
+            known_box.as_ref(),
+            self.cfg.unknown_boxes,
+            etag.clone(),
+        );
+        let mut tx = self.db.transaction()?;
+        db::ensure_box(&mut tx, bx, Some(site), now)?;
+        match outcome {
+            Outcome::Index {
+                rows,
+                first_seen_key,
+            } => {
+                let mut der = known_box.map(|k| k.der);
+                if let Some(d) = first_seen_key {
+                    if !db::record_first_seen(&mut tx, bx, site, &d, now)? {
+                        // Another process recorded a key meanwhile: verify next pass.
+                        tx.rollback()?;
+                        return Ok(false);
+                    }
+                    der = Some(d);
+                }
+                db::write_recording(&mut tx, &rows, now)?;
+                rep.heads_new +=
+                    db::store_heads(&mut tx, bx, der.as_deref(), &rows.heads, "archive", now)?;
+                if was_indexed {
+                    rep.reverified += 1;
+                } else {
+                    rep.indexed += 1;
+                }
+            }
+            Outcome::Quarantine(qd) if qd.reason == plan::Reason::Key => {
+                // The key cannot open it (HSM unavailable, another compliance key id):
+                // alarmed, not quarantined, tried again next pass.
+                db::raise_alarm(&mut tx, bx, qd.reason.as_str(), &qd.message, now)?;
+                tx.commit()?;
+                rep.errors.push(qd.message);
+                return Ok(false);
+            }
+            Outcome::Quarantine(qd) => {
+                db::quarantine(&mut tx, &g.key, bx, &qd, &etag, now)?;
+                rep.quarantined += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     fn statuses(&mut self, rep: &mut PassReport) -> Result<(), IndexError> {
         let sp = format!("{}_status/", self.archive.prefix());
         let mut after: Option<String> = None;
