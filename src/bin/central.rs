@@ -48,6 +48,9 @@ enum Cmd {
     /// Commands to boxes: holds, erasure, compliance-key rotation (docs/central.md).
     #[command(flatten)]
     Commands(branchrec::central::command_cli::CommandCmd),
+    /// The web compliance console and its accounts (docs/web-console.md).
+    #[command(flatten)]
+    Web(branchrec::central::web::cli::WebCmd),
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +212,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Index(c) => branchrec::central::index::cli::run(c),
         Cmd::Commands(c) => branchrec::central::command_cli::run(c),
+        Cmd::Web(c) => branchrec::central::web::cli::run(c),
         Cmd::Show { recording, common } => {
             let cfg = CentralConfig::load(&common.archive)?;
             if let Some(ix) = &cfg.index {

@@ -41,31 +41,49 @@ pub struct CommandCommon {
 }
 
 impl CommandCommon {
-    fn open(&self) -> anyhow::Result<(CommandArchive, Box<dyn CommandKey>)> {
+    fn open(&self) -> anyhow::Result<(CommandArchive, Box<dyn CommandKey + Send>)> {
         let cfg = CentralConfig::load(&self.archive)?;
-        let key: Box<dyn CommandKey> = match (
-            &self.command_key,
-            &self.command_pkcs11_module,
-            &self.command_token_label,
-            &self.command_key_label,
-        ) {
-            (Some(p), _, _, _) => {
-                eprintln!(
-                    "WARNING: the command key is a file ({}): whoever can read it commands every box (holds, erasure). Keep it in an HSM (--command-pkcs11-module).",
-                    p.display()
-                );
-                Box::new(PemCommandKey::load(p)?)
-            }
-            (None, Some(m), Some(t), Some(k)) => {
-                let pin = zeroize::Zeroizing::new(std::env::var(&self.command_pin_env).with_context(
-                    || format!("the token PIN is read from ${}", self.command_pin_env),
-                )?);
-                Box::new(super::command_key::Pkcs11CommandKey::open(m, t, k, &pin)?)
-            }
-            _ => bail!("give the command key: --command-key PEM, or --command-pkcs11-module with --command-token-label and --command-key-label"),
-        };
+        let key = open_command_key(
+            self.command_key.as_deref(),
+            self.command_pkcs11_module.as_deref(),
+            self.command_token_label.as_deref(),
+            self.command_key_label.as_deref(),
+            &self.command_pin_env,
+        )?
+        .ok_or_else(|| anyhow::anyhow!("give the command key: --command-key PEM, or --command-pkcs11-module with --command-token-label and --command-key-label"))?;
         Ok((CommandArchive::open(&cfg.archive)?, key))
     }
+}
+
+/// The central command key from a PEM file (with a warning) or a PKCS#11 token; `None`
+/// when neither is given (the console then has no holds).
+pub fn open_command_key(
+    pem: Option<&std::path::Path>,
+    module: Option<&std::path::Path>,
+    token: Option<&str>,
+    label: Option<&str>,
+    pin_env: &str,
+) -> anyhow::Result<Option<Box<dyn CommandKey + Send>>> {
+    Ok(match (pem, module, token, label) {
+        (Some(p), _, _, _) => {
+            eprintln!(
+                "WARNING: the command key is a file ({}): whoever can read it commands every box (holds, erasure). Keep it in an HSM (--command-pkcs11-module).",
+                p.display()
+            );
+            Some(Box::new(PemCommandKey::load(p)?))
+        }
+        (None, Some(m), Some(t), Some(k)) => {
+            let pin = zeroize::Zeroizing::new(
+                std::env::var(pin_env)
+                    .with_context(|| format!("the token PIN is read from ${pin_env}"))?,
+            );
+            Some(Box::new(super::command_key::Pkcs11CommandKey::open(
+                m, t, k, &pin,
+            )?))
+        }
+        (None, None, _, _) => None,
+        _ => bail!("--command-pkcs11-module needs --command-token-label and --command-key-label"),
+    })
 }
 
 /// `hold` subcommands.

@@ -133,6 +133,49 @@ pub fn export_wav(
     signer: &TrustedSigner,
     out: &Path,
 ) -> Result<CentralExport, CentralError> {
+    crate::recording::files::write_new_private(out, |tmp, f| {
+        let (e, w) = wav_to(rec, opened, key, signer, out, std::io::BufWriter::new(f))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| CentralError::Output(format!("{}: {}", tmp.display(), e.error())))?;
+        f.sync_all()
+            .map_err(|e| CentralError::Output(format!("{}: {e}", tmp.display())))?;
+        Ok(e)
+    })
+}
+
+/// [`export_wav`] into memory (the web console streams it; nothing in plaintext on
+/// disk): the same checks, the same bytes.
+pub fn wav_in_memory(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+) -> Result<(CentralExport, zeroize::Zeroizing<Vec<u8>>), CentralError> {
+    // Room for the whole WAV up front: a growing Vec would leave plaintext copies behind
+    // in freed memory.
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(rec.container.len() * 2 + 65536));
+    let (e, _) = wav_to(
+        rec,
+        opened,
+        key,
+        signer,
+        Path::new("-"),
+        Cursor::new(&mut *buf),
+    )?;
+    Ok((e, buf))
+}
+
+/// Verify, decrypt and write the WAV to `w`; the audio hash is checked against the
+/// signed manifest after the last byte (a caller that gets an error discards `w`).
+fn wav_to<W: std::io::Write + std::io::Seek>(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    out: &Path,
+    w: W,
+) -> Result<(CentralExport, W), CentralError> {
     let idx = &opened.index;
     let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
     let (der, enrolled) = match signer {
@@ -159,30 +202,25 @@ pub fn export_wav(
     }
     // 4. Decrypt (every chunk authenticates) and check the audio against the manifest.
     let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
-    crate::recording::files::write_new_private(out, |tmp, f| {
-        let (e, w) = crate::recording::export::to_wav(
-            Cursor::new(&rec.container),
-            &ComplianceUnwrap(key),
-            interrupted,
-            std::io::BufWriter::new(f),
-        )
-        .map_err(|e| tampered(format!("decrypting: {e}")))?;
-        let f = w
-            .into_inner()
-            .map_err(|e| CentralError::Output(format!("{}: {}", tmp.display(), e.error())))?;
-        f.sync_all()
-            .map_err(|e| CentralError::Output(format!("{}: {e}", tmp.display())))?;
-        let want = match header.sample_format {
-            SampleFormat::S16Le => field("/audio/pcm_sha256"),
-            SampleFormat::Opus => field("/audio/opus_packets_sha256"),
-        };
-        let got = hex::encode(e.audio_sha256);
-        if got != want {
-            return Err(tampered(format!(
-                "decrypted audio hashes to {got}, the signed manifest says {want}"
-            )));
-        }
-        Ok(CentralExport {
+    let (e, w) = crate::recording::export::to_wav(
+        Cursor::new(&rec.container),
+        &ComplianceUnwrap(key),
+        interrupted,
+        w,
+    )
+    .map_err(|e| tampered(format!("decrypting: {e}")))?;
+    let want = match header.sample_format {
+        SampleFormat::S16Le => field("/audio/pcm_sha256"),
+        SampleFormat::Opus => field("/audio/opus_packets_sha256"),
+    };
+    let got = hex::encode(e.audio_sha256);
+    if got != want {
+        return Err(tampered(format!(
+            "decrypted audio hashes to {got}, the signed manifest says {want}"
+        )));
+    }
+    Ok((
+        CentralExport {
             recording_id: idx.recording_id.clone(),
             out: out.to_path_buf(),
             frames: e.frames,
@@ -190,8 +228,9 @@ pub fn export_wav(
             sample_rate: header.sample_rate,
             audio_sha256: got,
             signer_enrolled: enrolled,
-        })
-    })
+        },
+        w,
+    ))
 }
 
 /// What an evidence export did.

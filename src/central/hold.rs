@@ -329,3 +329,24 @@ pub fn erase(
         versions_deleted: n,
     })
 }
+
+/// The Object Lock legal hold of every version of a recording's archive objects:
+/// (object key, version id, ON). What the console shows on a case.
+pub fn legal_hold_state(
+    ar: &CommandArchive,
+    id: &str,
+) -> Result<Vec<(String, String, bool)>, CentralError> {
+    let r = ar.find_recording(id)?;
+    let mut out = Vec::new();
+    for (k, v, marker) in ar.versions(&r)? {
+        if marker {
+            continue;
+        }
+        let on = ar
+            .block(ar.client.get_legal_hold(&k, Some(&v)))
+            .map_err(|e| CentralError::Archive(format!("GetObjectLegalHold {k}: {e}")))?
+            .unwrap_or(false);
+        out.push((k, v, on));
+    }
+    Ok(out)
+}

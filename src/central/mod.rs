@@ -18,6 +18,7 @@ pub mod export;
 pub mod hold;
 pub mod index;
 pub mod key;
+pub mod web;
 
 use std::path::Path;
 
@@ -76,6 +77,9 @@ pub struct CentralConfig {
     /// the index). Absent: only `export` and `show` from the archive.
     #[serde(default)]
     pub index: Option<index::IndexConfig>,
+    /// The web console (`serve`, docs/web-console.md).
+    #[serde(default)]
+    pub web: Option<web::WebConfig>,
 }
 
 impl CentralConfig {

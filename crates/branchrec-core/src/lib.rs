@@ -18,6 +18,7 @@ pub mod board;
 pub mod capture;
 pub mod command;
 pub mod compliance;
+pub mod console;
 pub mod hpke;
 pub mod keys;
 pub mod lifecycle;

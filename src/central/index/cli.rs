@@ -40,7 +40,8 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
-    fn load(&self) -> anyhow::Result<Box<dyn ComplianceKey>> {
+    /// Open the compliance key the arguments name.
+    pub fn load(&self) -> anyhow::Result<Box<dyn ComplianceKey>> {
         if let Some(p) = &self.key_pem {
             eprintln!(
                 "WARNING: the compliance private key is a file ({}): whoever can read it opens every archived recording. Keep it in an HSM (--pkcs11-module).",
@@ -375,6 +376,7 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
                 },
                 limit,
                 include_quarantined,
+                ..Filter::default()
             };
             let (mut c, key) = open(&ix)?;
             let hits = search::search(&mut c, &f)?;

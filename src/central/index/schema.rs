@@ -3,7 +3,7 @@
 //! Never edit a released migration: add the next.
 
 /// (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", V1)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", V1), (2, "web console", V2)];
 
 const V1: &str = r#"
 CREATE TABLE boxes (
@@ -193,5 +193,70 @@ CREATE TABLE central_audit (
     hash       text NOT NULL,
     key_id     text NOT NULL,
     signature  text NOT NULL
+);
+"#;
+
+/// The web console (`branchrec-central serve`, docs/web-console.md): local accounts,
+/// sessions (only the SHA-256 of a session id is stored), cases and their recordings,
+/// release requests of the two-person rule.
+const V2: &str = r#"
+CREATE TABLE web_users (
+    user_id         bigserial PRIMARY KEY,
+    username        text NOT NULL UNIQUE,
+    role            text NOT NULL CHECK (role IN ('auditor', 'compliance', 'supervisor', 'it', 'admin')),
+    sites           text[] NOT NULL DEFAULT '{}',
+    -- Argon2id PHC string; NULL for accounts that only sign in through SSO.
+    password_hash   text,
+    totp_secret     bytea,
+    last_totp_step  bigint,
+    failed_logins   integer NOT NULL DEFAULT 0,
+    locked_until_ms bigint,
+    disabled        boolean NOT NULL DEFAULT false,
+    -- OpenID Connect: issuer and subject this account is bound to.
+    oidc_issuer     text,
+    oidc_subject    text,
+    created_ms      bigint NOT NULL,
+    UNIQUE (oidc_issuer, oidc_subject)
+);
+
+CREATE TABLE web_sessions (
+    -- SHA-256 (hex) of the cookie's session id.
+    session_hash    text PRIMARY KEY,
+    -- anon (login form), mfa (password good, TOTP pending), auth.
+    state           text NOT NULL CHECK (state IN ('anon', 'mfa', 'auth')),
+    user_id         bigint REFERENCES web_users(user_id) ON DELETE CASCADE,
+    csrf_token      text NOT NULL,
+    created_ms      bigint NOT NULL,
+    last_seen_ms    bigint NOT NULL,
+    -- OIDC: state, nonce and PKCE verifier of a login in flight.
+    oidc_pending    jsonb
+);
+CREATE INDEX web_sessions_user ON web_sessions (user_id);
+CREATE INDEX web_sessions_seen ON web_sessions (last_seen_ms);
+
+CREATE TABLE web_cases (
+    case_id         text PRIMARY KEY,
+    title           text NOT NULL,
+    created_by      text NOT NULL,
+    created_ms      bigint NOT NULL
+);
+
+CREATE TABLE web_case_recordings (
+    case_id         text NOT NULL REFERENCES web_cases(case_id),
+    recording_id    uuid NOT NULL,
+    added_by        text NOT NULL,
+    added_ms        bigint NOT NULL,
+    PRIMARY KEY (case_id, recording_id)
+);
+
+CREATE TABLE web_releases (
+    release_id      bigserial PRIMARY KEY,
+    case_id         text NOT NULL REFERENCES web_cases(case_id),
+    requested_by    text NOT NULL,
+    reason          text NOT NULL,
+    requested_ms    bigint NOT NULL,
+    approved_by     text,
+    approved_ms     bigint,
+    CHECK (approved_by IS NULL OR approved_by <> requested_by)
 );
 "#;

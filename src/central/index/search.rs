@@ -36,8 +36,12 @@ pub struct Filter {
     pub tags: Vec<String>,
     /// Held or not.
     pub held: Option<bool>,
+    /// Only these sites (a supervisor's scope in the web console); empty: any.
+    pub sites_in: Vec<String>,
     /// At most this many (newest first).
     pub limit: i64,
+    /// Skip this many (paging).
+    pub offset: i64,
     /// Include recordings quarantined after indexing (an object changed).
     pub include_quarantined: bool,
 }
@@ -187,6 +191,10 @@ pub fn build(f: &Filter) -> Result<(String, Vec<Box<dyn ToSql + Sync>>), IndexEr
         let c = format!("r.site = {}", q.p(s.clone()));
         q.conds.push(c);
     }
+    if !f.sites_in.is_empty() {
+        let c = format!("r.site = ANY({}::text[])", q.p(f.sites_in.clone()));
+        q.conds.push(c);
+    }
     if let Some(t) = f.since_ms {
         let c = format!("r.started_at_ms >= {}", q.p(t));
         q.conds.push(c);
@@ -220,6 +228,7 @@ pub fn build(f: &Filter) -> Result<(String, Vec<Box<dyn ToSql + Sync>>), IndexEr
         q.conds.push("r.integrity = 'ok'".into());
     }
     let limit = q.p(f.limit.clamp(1, 100_000));
+    let offset = q.p(f.offset.max(0));
     let where_ = if q.conds.is_empty() {
         String::new()
     } else {
@@ -229,7 +238,7 @@ pub fn build(f: &Filter) -> Result<(String, Vec<Box<dyn ToSql + Sync>>), IndexEr
         format!(
             "SELECT r.recording_id::text, r.box_id, r.site, r.started_at_ms, r.duration_ms,
                     r.direction, r.tags, r.held, r.trust, r.integrity, r.container_key
-             FROM recordings r {where_} ORDER BY r.started_at_ms DESC LIMIT {limit}"
+             FROM recordings r {where_} ORDER BY r.started_at_ms DESC, r.recording_id LIMIT {limit} OFFSET {offset}"
         ),
         q.params,
     ))
@@ -588,7 +597,7 @@ mod tests {
         })
         .unwrap();
         assert!(sql.contains("LIKE $1"), "{sql}");
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         assert_eq!(like_escape("50%_"), "50\\%\\_");
     }
 }
