@@ -247,9 +247,8 @@ impl Catalog {
             audit_key: crate::vault::audit_key::installed(),
         };
         // A cap on the WAL file once a checkpoint has reset it (see [`WAL_LIMIT_BYTES`]).
-        cat.conn.execute_batch(&format!(
-            "PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};"
-        ))?;
+        cat.conn
+            .execute_batch(&format!("PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};"))?;
         let before = user_version(&cat.conn)?;
         // Up to date (the common case: every CLI call opens read-write to audit): no write
         // lock taken. Issue #16: `recordings list` polled every 0.5 s took the write lock
@@ -290,11 +289,19 @@ impl Catalog {
         if size > WAL_LIMIT_BYTES {
             match self
                 .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
-            {
-                Ok(0) => tracing::info!(wal_bytes = size, "catalogue WAL checkpointed and truncated"),
-                Ok(_) => tracing::warn!(wal_bytes = size, "catalogue WAL over its limit: checkpoint blocked by a reader, retried"),
-                Err(e) => tracing::warn!(error = %e, wal_bytes = size, "catalogue WAL checkpoint failed"),
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                }) {
+                Ok(0) => {
+                    tracing::info!(wal_bytes = size, "catalogue WAL checkpointed and truncated")
+                }
+                Ok(_) => tracing::warn!(
+                    wal_bytes = size,
+                    "catalogue WAL over its limit: checkpoint blocked by a reader, retried"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, wal_bytes = size, "catalogue WAL checkpoint failed")
+                }
             }
         }
         size

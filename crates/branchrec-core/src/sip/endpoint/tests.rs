@@ -1111,7 +1111,11 @@ fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
     });
     let p = peer(Transport::Udp);
     let (_, dialog, tag) = establish(&mut ep, now, p);
-    assert_eq!(ep.transaction_count(), 0, "the answered INVITE left the table");
+    assert_eq!(
+        ep.transaction_count(),
+        0,
+        "the answered INVITE left the table"
+    );
     assert_eq!(ep.accepted_count(), 1);
     ep.handle_receive(
         now,
