@@ -396,8 +396,11 @@ pub struct SipConfig {
     pub max_calls: usize,
     /// Cap on live SIP server transactions (16 ..= 262144). Beyond it new requests get a
     /// stateless 503 (counted, WARN logged at most every 10 s); a BYE or CANCEL of a live
-    /// call is never refused. An answered INVITE holds its slot 64·T1 (32 s), so this
-    /// bounds sustained set-up to about `max_transactions / 32` calls per second.
+    /// call is never refused. An answered INVITE leaves the table at its 2xx: its RFC 6026
+    /// Accepted state (64·T1 = 32 s, absorbing retransmitted INVITEs) is a small memo
+    /// outside it (at most 4 × `max_transactions`, oldest dropped first), so set-up is
+    /// bounded by the app's answer time and the BYEs' 32 s over UDP (evictable), not by
+    /// `max_transactions / 32` per second.
     pub max_transactions: usize,
     /// Seconds to put in `Retry-After` when we cannot record.
     pub retry_after_s: u32,

@@ -219,6 +219,9 @@ pub async fn sweeper(
         }
         gate.refusing
             .store(state == Pressure::Refusing, Ordering::Relaxed);
+        // Checkpoint starvation guard (issue #16): the WAL stays near its limit.
+        let catalog_path = cfg.storage.catalog_path();
+        tokio::task::block_in_place(|| cat.bound_wal(&catalog_path));
         {
             let mut st = gate.status.lock().unwrap_or_else(|e| e.into_inner());
             st.updated = chrono::DateTime::from_timestamp_millis(now)

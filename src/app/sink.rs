@@ -116,7 +116,9 @@ pub struct RecordingSink {
     /// The container's absolute path (manifest files sit beside it).
     path: PathBuf,
     rec: Recording,
-    /// Events output so far (written to the catalogue at close).
+    /// Events not yet sent to the catalogue: sent in batches of [`EVENT_BATCH`] while the
+    /// recording runs, the rest at close (issue #16: a recording with many gaps held up
+    /// to 1,000 `media_gap` events in memory until its end — gigabytes with 4,096 calls).
     events: Vec<EventRow>,
     /// File length after the last output written whole: a chunk boundary.
     durable_len: u64,
@@ -150,6 +152,10 @@ struct ClockWatch {
 
 /// How often a recording compares the wall clock with its monotonic timeline.
 const CLOCK_LOOK_EVERY: Duration = Duration::from_millis(1000);
+
+/// Events kept in memory before they go to the catalogue (from [`RecordingSink::tick`],
+/// so never before the recording's row is queued).
+pub const EVENT_BATCH: usize = 32;
 
 /// How often a stalled recording retries its write: the capture engine ticks per packet,
 /// and a full disk must not cost a failed write for every one.
@@ -355,6 +361,12 @@ impl RecordingSink {
         self.rec.handle_timeout(now);
         self.drain(now);
         self.look_at_clock(now);
+        if self.events.len() >= EVENT_BATCH {
+            self.catalog.send(CatalogCmd::Events(
+                self.rec.id().to_string(),
+                std::mem::take(&mut self.events),
+            ));
+        }
     }
 
     /// Compare the wall clock with the recording's monotonic timeline (at most every
@@ -392,6 +404,12 @@ impl RecordingSink {
             });
             self.clock.found.push(step);
         }
+    }
+
+    /// Events held in memory, not yet sent to the catalogue (at most about
+    /// [`EVENT_BATCH`] plus one tick's worth).
+    pub fn events_in_memory(&self) -> usize {
+        self.events.len()
     }
 
     /// Whether writes are failing (the recording is in a storage stall).
@@ -691,4 +709,92 @@ fn create_file(path: &std::path::Path, header: &[u8], sync: bool) -> std::io::Re
         }
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::store::CatalogHandle;
+    use std::net::SocketAddr;
+
+    fn rtp(seq: u16, ts: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0x00];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend(std::iter::repeat(0xd5u8).take(160));
+        p
+    }
+
+    /// Issue #16 (memory runaway): a recording whose audio keeps gapping sends its
+    /// `media_gap` events to the catalogue while it runs, in batches; it never holds more
+    /// than a batch (plus one tick's worth) in memory. Before, every event of the call
+    /// stayed in memory until the end.
+    #[test]
+    fn gap_events_go_to_the_catalogue_while_the_call_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.storage.data_dir = dir.path().to_path_buf();
+        let vault: Arc<dyn KeyWrap> = Arc::new(crate::vault::KeyFileVault::from_key([7; 32]));
+        let (catalog, rx) = CatalogHandle::for_tests();
+        let (mut sink, _rel) = RecordingSink::create(
+            &cfg,
+            vault,
+            catalog,
+            1,
+            SAMPLE_RATE,
+            chrono::Utc::now(),
+            false,
+            StorageFormat::Wav,
+            Source::Siprec,
+        )
+        .unwrap();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        sink.set_media(
+            None,
+            vec![Some(ChannelMedia {
+                config: Default::default(),
+                codecs: vec!["PCMU".into()],
+                hold: false,
+                srtp: None,
+                detail: serde_json::Value::Null,
+                remote: Some(from),
+            })],
+        );
+        sink.confirm();
+        let mut ts: u32 = 1000;
+        let mut max_held = 0;
+        // 120 s of packets every 20 ms; the sender's clock jumps 2 s ahead and back every
+        // half second, so the timeline re-anchors (gaps) all the time.
+        for k in 0u32..6000 {
+            let at = Mono::ZERO + Duration::from_millis(u64::from(k) * 20);
+            ts = ts.wrapping_add(160);
+            match k % 50 {
+                0 => ts = ts.wrapping_add(16_000),
+                25 => ts = ts.wrapping_sub(16_000),
+                _ => {}
+            }
+            sink.push_rtp(0, at, from, &rtp(k as u16, ts));
+            if k % 5 == 0 {
+                sink.tick(at);
+            }
+            max_held = max_held.max(sink.events_in_memory());
+        }
+        let mut sent = 0;
+        while let Ok(cmd) = rx.try_recv() {
+            if let CatalogCmd::Events(_, evs) = cmd {
+                sent += evs.iter().filter(|e| e.kind == "media_gap").count();
+            }
+        }
+        assert!(sent >= 50, "gap events sent while running: {sent}");
+        assert!(
+            max_held <= 2 * EVENT_BATCH,
+            "events held in memory: {max_held}"
+        );
+        sink.close(CloseInfo {
+            end: Mono::ZERO + Duration::from_secs(120),
+            reason: "test",
+            ended_at_ms: 0,
+        });
+    }
 }

@@ -84,6 +84,13 @@ impl CatalogHandle {
         self.send(CatalogCmd::Insert(Box::new(r), tx));
     }
 
+    /// A handle whose writes arrive on the returned receiver (tests of the writers).
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> (Self, mpsc::Receiver<CatalogCmd>) {
+        let (tx, rx) = mpsc::channel();
+        (CatalogHandle { tx }, rx)
+    }
+
     /// Wait (blocking, outside the async runtime) until every write queued so far is done.
     pub fn wait_idle_blocking(&self) {
         let (tx, rx) = oneshot::channel();

@@ -43,6 +43,13 @@ pub use types::{
 };
 pub use uploads::{UplinkCounts, UploadCandidate, UploadRow, UploadState};
 
+/// The catalogue's WAL is kept near this size: `journal_size_limit` truncates it after a
+/// checkpoint resets it, and the daemon forces a checkpoint (`TRUNCATE`, waiting for
+/// readers) when it finds the file larger ([`Catalog::bound_wal`]), so readers that
+/// always overlap (a `recordings list` poll) cannot starve checkpoints and grow the WAL
+/// without bound.
+pub const WAL_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
+
 /// How long a connection waits for a lock held by another connection.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -241,9 +248,15 @@ impl Catalog {
             clock: CatalogClock::default(),
             audit_key: crate::vault::audit_key::installed(),
         };
+        // A cap on the WAL file once a checkpoint has reset it (see [`WAL_LIMIT_BYTES`]).
+        cat.conn
+            .execute_batch(&format!("PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};"))?;
         let before = user_version(&cat.conn)?;
-        cat.migrate(path)?;
+        // Up to date (the common case: every CLI call opens read-write to audit): no write
+        // lock taken. Issue #16: `recordings list` polled every 0.5 s took the write lock
+        // three times per call, the first only to find nothing to migrate.
         if before != SCHEMA_VERSION {
+            cat.migrate(path)?;
             cat.scrub_wal();
         }
         Ok(cat)
@@ -266,6 +279,34 @@ impl Catalog {
             ),
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint after a deletion failed"),
         }
+    }
+
+    /// If the WAL file is larger than [`WAL_LIMIT_BYTES`] (checkpoints starved by
+    /// overlapping readers), checkpoint it completely and truncate it: waits (busy
+    /// timeout) for the readers in the way. Returns the WAL size found. The daemon's
+    /// sweeper calls this every second.
+    pub fn bound_wal(&self, path: &Path) -> u64 {
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if size > WAL_LIMIT_BYTES {
+            match self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                }) {
+                Ok(0) => {
+                    tracing::info!(wal_bytes = size, "catalogue WAL checkpointed and truncated")
+                }
+                Ok(_) => tracing::warn!(
+                    wal_bytes = size,
+                    "catalogue WAL over its limit: checkpoint blocked by a reader, retried"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, wal_bytes = size, "catalogue WAL checkpoint failed")
+                }
+            }
+        }
+        size
     }
 
     /// Open an existing catalogue for reading only (CLI `list`/export). Never blocks nor

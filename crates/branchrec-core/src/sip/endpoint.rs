@@ -11,7 +11,7 @@
 //! connection), which is what SBCs expect.
 
 use crate::time::Mono;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::client::{ClientTimer, ClientTxn};
@@ -21,7 +21,7 @@ use super::parse;
 pub use super::response::ALLOW;
 use super::response::{self, class_index, Refusal, RefusalContext};
 use super::session_timer::{self, Negotiation, Refresher, TimerConfig};
-use super::transaction::{txn_key, ServerTxn, TxnKey, TxnState};
+use super::transaction::{txn_key, AcceptedMemo, ServerTxn, TxnKey, TxnState};
 pub use super::transport::{Peer, Transmit, Transport};
 use super::{DialogId, SipError, TagGen, TxnId};
 
@@ -56,7 +56,11 @@ pub struct EndpointConfig {
     /// does not hold slots a new INVITE needs. A BYE of a live dialog or a CANCEL of a
     /// live INVITE is never refused at the cap: it takes a slot from a reserve of
     /// `max_dialogs` more. Completed non-INVITE transactions hold their slot for Timer J
-    /// (64·T1) over UDP only, not at all over TCP/TLS (RFC 3261 §17.2.2).
+    /// (64·T1) over UDP only, not at all over TCP/TLS (RFC 3261 §17.2.2). An INVITE
+    /// answered with a 2xx leaves the table at once: its RFC 6026 Accepted state (Timer L,
+    /// 64·T1, absorbing retransmitted INVITEs) is kept as a small memo outside it, at most
+    /// [`ACCEPTED_PER_TRANSACTION`] × `max_transactions` of them (oldest dropped first,
+    /// counted in [`Stats::accepted_evicted`]).
     pub max_transactions: usize,
     /// Anti-amplification budget of peers not authenticated by TLS: response bytes of a
     /// transaction (first sends included) may exceed this percentage of its request bytes
@@ -184,7 +188,16 @@ pub struct Stats {
     pub transactions_refused: u64,
     /// Response retransmissions not sent: the peer's byte budget was spent.
     pub retransmissions_over_budget: u64,
+    /// Accepted-state memos (answered INVITEs within Timer L) dropped before Timer L
+    /// because the memo was full: a retransmission of such an INVITE would no longer be
+    /// recognised.
+    pub accepted_evicted: u64,
 }
+
+/// Accepted-state memos (answered INVITEs within Timer L) kept per slot of
+/// `max_transactions`: with the default 8192, 32,768 memos ≈ 1,000 calls/s sustained over
+/// the 32 s of Timer L, a few MB.
+pub const ACCEPTED_PER_TRANSACTION: usize = 4;
 
 /// Retry-After (seconds) of the stateless 503 at the transaction cap.
 const TXN_CAP_RETRY_AFTER_S: u32 = 5;
@@ -208,6 +221,12 @@ pub struct Endpoint {
     conn_identities: HashMap<u64, String>,
     /// Transactions in the order they settled (eviction candidates; stale ids skipped).
     settled: VecDeque<TxnId>,
+    /// Answered INVITEs in their Accepted state (RFC 6026), outside `txns`.
+    accepted: HashMap<TxnKey, AcceptedMemo>,
+    /// Their keys in the order they were accepted (= expiry order: Timer L is constant).
+    accepted_order: VecDeque<TxnKey>,
+    /// Their transaction ids (a late `respond` gets `AlreadyFinal`).
+    accepted_ids: HashSet<TxnId>,
     /// Size of the message being handled ([`Endpoint::handle_receive`]).
     rx_len: Option<usize>,
 }
@@ -229,6 +248,9 @@ impl Endpoint {
             stats: Stats::default(),
             conn_identities: HashMap::new(),
             settled: VecDeque::new(),
+            accepted: HashMap::new(),
+            accepted_order: VecDeque::new(),
+            accepted_ids: HashSet::new(),
             rx_len: None,
         }
     }
@@ -310,9 +332,98 @@ impl Endpoint {
         self.dialogs.len()
     }
 
-    /// Live server transactions.
+    /// Live server transactions (answered INVITEs in their Accepted state are not among
+    /// them: see [`Endpoint::accepted_count`]).
     pub fn transaction_count(&self) -> usize {
         self.txns.len()
+    }
+
+    /// Answered INVITEs still in their Accepted state (Timer L), kept as memos.
+    pub fn accepted_count(&self) -> usize {
+        self.accepted.len()
+    }
+
+    /// The INVITE transaction `id` got its 2xx: move it out of the table into the
+    /// Accepted-state memo (RFC 6026 §7.1: it absorbs retransmitted INVITEs until
+    /// Timer L; the dialog retransmits the 2xx until the ACK).
+    fn accept(&mut self, id: TxnId) {
+        let Some(t) = self.txns.remove(&id) else {
+            return;
+        };
+        if self.txn_index.get(&t.key) == Some(&id) {
+            self.txn_index.remove(&t.key);
+        }
+        let cap = self
+            .cfg
+            .max_transactions
+            .max(1)
+            .saturating_mul(ACCEPTED_PER_TRANSACTION);
+        while self.accepted.len() >= cap {
+            let Some(k) = self.accepted_order.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.accepted.remove(&k) {
+                self.accepted_ids.remove(&m.id);
+                self.stats.accepted_evicted += 1;
+            }
+        }
+        let memo = AcceptedMemo {
+            id,
+            dialog: t.dialog,
+            local_tag: t.local_tag,
+            peer: t.peer,
+            expires_at: t.expires_at,
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
+        };
+        if let Some(old) = self.accepted.insert(t.key.clone(), memo) {
+            self.accepted_ids.remove(&old.id);
+        } else {
+            self.accepted_order.push_back(t.key);
+        }
+        self.accepted_ids.insert(id);
+    }
+
+    /// Drop the Accepted-state memos whose Timer L fired.
+    fn expire_accepted(&mut self, now: Mono) {
+        while let Some(k) = self.accepted_order.front() {
+            match self.accepted.get(k) {
+                Some(m) if m.expires_at > now => break,
+                Some(_) => {
+                    if let Some(m) = self.accepted.remove(k) {
+                        self.accepted_ids.remove(&m.id);
+                    }
+                }
+                None => {}
+            }
+            self.accepted_order.pop_front();
+        }
+    }
+
+    /// A retransmitted INVITE of an answered transaction: absorbed (RFC 6026); while the
+    /// dialog still waits for the ACK its 2xx goes out again (within the byte budget).
+    fn absorb_accepted(&mut self, key: &TxnKey) -> bool {
+        let Some(m) = self.accepted.get_mut(key) else {
+            return false;
+        };
+        self.stats.retransmissions_absorbed += 1;
+        let rx = self.rx_len;
+        m.bytes_in = m.bytes_in.zip(rx).map(|(a, b)| a.saturating_add(b));
+        let data = m
+            .dialog
+            .and_then(|d| self.dialogs.get(&d))
+            .and_then(|d| d.ack_wait.as_ref())
+            .map(|a| a.data.clone());
+        if let Some(data) = data {
+            if m.within_budget(data.len(), self.cfg.response_budget_pct) {
+                m.bytes_out += data.len();
+                self.stats.retransmissions_sent += 1;
+                self.transmits.push_back(Transmit { peer: m.peer, data });
+            } else {
+                self.stats.retransmissions_over_budget += 1;
+            }
+        }
+        true
     }
 
     /// Next datagram / stream message to send.
@@ -337,7 +448,12 @@ impl Endpoint {
             .values()
             .flat_map(|d| d.timeouts(self.cfg.dialog_idle_timeout));
         let c = self.clients.values().map(ClientTxn::timeout);
-        t.chain(d.flatten()).chain(c).min()
+        let a = self
+            .accepted_order
+            .front()
+            .and_then(|k| self.accepted.get(k))
+            .map(|m| m.expires_at);
+        t.chain(d.flatten()).chain(c).chain(a).min()
     }
 
     /// Whether we do session timers (`timer` in Supported).
@@ -517,6 +633,9 @@ impl Endpoint {
             }
             return;
         }
+        if self.absorb_accepted(&key) {
+            return;
+        }
         // Down below the cap (the reserve may have taken it over).
         while self.txns.len() >= self.cfg.max_transactions && self.evict_settled() {}
         if self.txns.len() >= self.cfg.max_transactions
@@ -569,10 +688,13 @@ impl Endpoint {
                 );
                 self.dialog_index.contains_key(&dkey)
             }
-            Method::Cancel => self.txn_index.contains_key(&TxnKey {
-                method: Method::Invite,
-                ..key.clone()
-            }),
+            Method::Cancel => {
+                let inv = TxnKey {
+                    method: Method::Invite,
+                    ..key.clone()
+                };
+                self.txn_index.contains_key(&inv) || self.accepted.contains_key(&inv)
+            }
             _ => false,
         }
     }
@@ -906,6 +1028,22 @@ impl Endpoint {
             ..key.clone()
         };
         let inv = self.txn_index.get(&inv_key).copied();
+        if inv.is_none() {
+            if let Some(m) = self.accepted.get(&inv_key) {
+                // Already answered 2xx: the CANCEL has no effect (RFC 3261 §9.2), 200.
+                let (tag, did) = (m.local_tag.clone(), m.dialog);
+                if let Some(did) = did {
+                    if !self.bound_to_dialog(did, &peer) {
+                        let id = self.new_txn(now, peer, key, msg, None, tag, false, false);
+                        return self.reject(now, id, SipError::ForeignPeer);
+                    }
+                }
+                let id = self.new_txn(now, peer, key, msg, None, tag, false, false);
+                let res = self.respond_inner(now, id, 200, "OK", Vec::new(), None);
+                self.count_failure(res, "OK");
+                return;
+            }
+        }
         let Some(inv_id) = inv else {
             let id = self.new_txn(now, peer, key, msg, None, None, false, false);
             return self.reject(now, id, SipError::NoSuchDialog);
@@ -1025,7 +1163,13 @@ impl Endpoint {
         if !(100..=699).contains(&status) {
             return Err(SipError::InvalidStatus(status));
         }
-        let t = self.txns.get(&id).ok_or(SipError::UnknownTransaction)?;
+        let Some(t) = self.txns.get(&id) else {
+            return Err(if self.accepted_ids.contains(&id) {
+                SipError::AlreadyFinal
+            } else {
+                SipError::UnknownTransaction
+            });
+        };
         if t.state != TxnState::Proceeding {
             return Err(SipError::AlreadyFinal);
         }
@@ -1119,6 +1263,7 @@ impl Endpoint {
             if let Some(d) = did.and_then(|d| self.dialogs.get_mut(&d)) {
                 d.accepted(now, cseq, data, t1);
             }
+            self.accept(id);
         } else if is_invite && initial {
             if let Some(did) = did {
                 // A CANCEL ends the dialog itself (with a Cancelled event first).
@@ -1133,7 +1278,9 @@ impl Endpoint {
     /// Advance timers: retransmissions, transaction expiry, ACK timeouts, idle dialogs.
     pub fn handle_timeout(&mut self, now: Mono) {
         let t2 = self.cfg.t2;
-        // Expiry (Timers H, I, J, Accepted end, app timeout).
+        // Timer L of answered INVITEs.
+        self.expire_accepted(now);
+        // Expiry (Timers H, I, J, app timeout).
         let expired: Vec<TxnId> = self
             .txns
             .iter()

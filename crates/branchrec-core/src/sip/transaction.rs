@@ -31,6 +31,45 @@ pub(super) enum TxnState {
     Accepted,
 }
 
+/// What is left of an INVITE server transaction once its 2xx is sent (RFC 6026
+/// Accepted state, until Timer L = 64·T1): enough to absorb retransmissions of the
+/// INVITE (and answer a late CANCEL), not the request nor the response. Kept outside the
+/// transaction table, so answered INVITEs do not count against `max_transactions`.
+#[derive(Debug)]
+pub(super) struct AcceptedMemo {
+    pub(super) id: super::TxnId,
+    pub(super) dialog: Option<DialogId>,
+    pub(super) local_tag: Option<String>,
+    pub(super) peer: Peer,
+    pub(super) expires_at: Mono,
+    pub(super) bytes_in: Option<usize>,
+    pub(super) bytes_out: usize,
+}
+
+impl AcceptedMemo {
+    /// Whether `len` more response bytes stay within the budget (as
+    /// [`ServerTxn::within_budget`]).
+    pub(super) fn within_budget(&self, len: usize, pct: Option<u32>) -> bool {
+        within_budget(self.peer, self.bytes_in, self.bytes_out, len, pct)
+    }
+}
+
+fn within_budget(
+    peer: Peer,
+    bytes_in: Option<usize>,
+    bytes_out: usize,
+    len: usize,
+    pct: Option<u32>,
+) -> bool {
+    match (pct, bytes_in, peer.transport) {
+        (Some(pct), Some(inb), t) if t != super::transport::Transport::Tls => {
+            let budget = inb.saturating_mul(pct as usize) / 100;
+            bytes_out.saturating_add(len) <= budget
+        }
+        _ => true,
+    }
+}
+
 /// One server transaction.
 #[derive(Debug)]
 pub(super) struct ServerTxn {
@@ -126,13 +165,7 @@ impl ServerTxn {
     /// Whether `len` more response bytes stay within `pct` percent of the bytes received
     /// (the anti-amplification budget of unauthenticated peers; `None`: no budget).
     pub(super) fn within_budget(&self, len: usize, pct: Option<u32>) -> bool {
-        match (pct, self.bytes_in, self.peer.transport) {
-            (Some(pct), Some(inb), t) if t != super::transport::Transport::Tls => {
-                let budget = inb.saturating_mul(pct as usize) / 100;
-                self.bytes_out.saturating_add(len) <= budget
-            }
-            _ => true,
-        }
+        within_budget(self.peer, self.bytes_in, self.bytes_out, len, pct)
     }
 
     /// Whether the final is settled (non-2xx sent or non-INVITE answered): the

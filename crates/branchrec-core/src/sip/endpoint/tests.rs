@@ -1096,10 +1096,10 @@ fn udp_retransmissions_stay_within_the_byte_budget() {
     );
 }
 
-/// Issue #16: with the table full of transactions nothing may evict (an answered INVITE
-/// in Accepted, INVITEs waiting for the app), a new INVITE gets a counted 503, but the
-/// BYE of a live call and the CANCEL of a pending INVITE are never refused for lack of a
-/// slot: they take one from the reserve.
+/// Issue #16: with the table full of transactions nothing may evict (INVITEs waiting
+/// for the app), a new INVITE gets a counted 503, but the BYE of a live call and the
+/// CANCEL of a pending INVITE are never refused for lack of a slot: they take one from
+/// the reserve. An answered INVITE (Accepted, RFC 6026) holds no slot.
 #[test]
 fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
     let now = Mono::from_secs(1_000);
@@ -1111,20 +1111,26 @@ fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
     });
     let p = peer(Transport::Udp);
     let (_, dialog, tag) = establish(&mut ep, now, p);
+    assert_eq!(
+        ep.transaction_count(),
+        0,
+        "the answered INVITE left the table"
+    );
+    assert_eq!(ep.accepted_count(), 1);
     ep.handle_receive(
         now,
         p,
         &req("ACK", "z9hG4bKack1", "call1", 1, Some(&tag), "", ""),
     );
     events(&mut ep);
-    for i in 0..3 {
+    for i in 0..4 {
         ep.handle_receive(
             now,
             p,
             &sdp_invite(&format!("z9hG4bKp{i}"), &format!("p{i}"), 1, None),
         );
     }
-    assert_eq!(statuses(&drain(&mut ep)), vec![100, 100, 100]);
+    assert_eq!(statuses(&drain(&mut ep)), vec![100, 100, 100, 100]);
     events(&mut ep);
     assert_eq!(ep.transaction_count(), 4);
     // Full: a new INVITE (and an OPTIONS) is refused statelessly and counted.
@@ -1165,6 +1171,106 @@ fn bye_and_cancel_of_live_calls_pass_a_full_transaction_table() {
     assert_eq!(statuses(&drain(&mut ep)), vec![100, 503, 503]);
     assert_eq!(ep.stats().transactions_refused, 4);
     assert_eq!(ep.transaction_count(), 4);
+}
+
+/// Issue #16 (answered INVITE slot): with a small cap, 3 × `max_transactions` calls are
+/// set up (INVITE → 200 → ACK → BYE) within Timer L; every INVITE is answered by the app
+/// and none is refused. Retransmitted INVITEs of answered calls are still absorbed
+/// (RFC 6026): no second dialog, no event, until Timer L ends.
+#[test]
+fn set_up_beyond_max_transactions_within_timer_l() {
+    let cap = 16;
+    let now = Mono::from_secs(1_000);
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_transactions: cap,
+        max_dialogs: 1024,
+        seed: 7,
+        ..EndpointConfig::default()
+    });
+    let p = peer(Transport::Udp);
+    let n = 3 * cap;
+    let mut invites = Vec::new();
+    for i in 0..n {
+        // All within one second, far inside Timer L (32 s).
+        let at = now + Duration::from_millis(20 * i as u64);
+        let call = format!("c{i}");
+        let inv = sdp_invite(&format!("z9hG4bKi{i}"), &call, 1, None);
+        ep.handle_receive(at, p, &inv);
+        let txn = match events(&mut ep).as_slice() {
+            [Event::Invite {
+                txn, initial: true, ..
+            }] => *txn,
+            other => panic!("call {i}: {other:?}"),
+        };
+        ep.respond(at, txn, 200, "OK", vec![], None).unwrap();
+        let out = drain(&mut ep);
+        assert_eq!(statuses(&out), vec![100, 200], "call {i}");
+        let tag = out[1].to_tag().unwrap();
+        ep.handle_receive(
+            at,
+            p,
+            &req("ACK", &format!("z9hG4bKa{i}"), &call, 1, Some(&tag), "", ""),
+        );
+        assert!(
+            matches!(events(&mut ep).as_slice(), [Event::Ack { .. }]),
+            "call {i}"
+        );
+        ep.handle_receive(
+            at,
+            p,
+            &req("BYE", &format!("z9hG4bKb{i}"), &call, 2, Some(&tag), "", ""),
+        );
+        assert_eq!(statuses(&drain(&mut ep)), vec![200], "BYE of call {i}");
+        events(&mut ep);
+        assert!(ep.transaction_count() <= cap);
+        invites.push(inv);
+    }
+    assert_eq!(ep.stats().transactions_refused, 0);
+    assert_eq!(ep.stats().responses_sent[4], 0, "no 5xx");
+    assert_eq!(ep.accepted_count(), n);
+    assert_eq!(ep.stats().accepted_evicted, 0);
+    // A late retransmission of an answered (and ended) INVITE is absorbed: no new call.
+    let at = now + Duration::from_secs(2);
+    ep.handle_receive(at, p, &invites[0]);
+    assert!(events(&mut ep).is_empty(), "absorbed, not a new dialog");
+    assert!(drain(&mut ep).is_empty(), "dialog gone: nothing to resend");
+    assert_eq!(ep.dialog_count(), 0);
+    // Timer L: the memos go 64·T1 after their 2xx.
+    ep.handle_timeout(now + 64 * T1 + Duration::from_secs(1));
+    assert_eq!(ep.accepted_count(), 0);
+    assert!(ep.poll_timeout().is_none() || ep.transaction_count() > 0);
+}
+
+/// The Accepted-state memo is bounded: beyond `ACCEPTED_PER_TRANSACTION` × the cap the
+/// oldest memo is dropped (counted), set-up still succeeds.
+#[test]
+fn accepted_memo_is_bounded() {
+    let cap = 16;
+    let now = Mono::from_secs(1_000);
+    let mut ep = Endpoint::new(EndpointConfig {
+        max_transactions: cap,
+        max_dialogs: 4096,
+        seed: 9,
+        ..EndpointConfig::default()
+    });
+    let p = peer(Transport::Tcp);
+    let n = ACCEPTED_PER_TRANSACTION * cap + 10;
+    for i in 0..n {
+        ep.handle_receive(
+            now,
+            p,
+            &sdp_invite(&format!("z9hG4bKm{i}"), &format!("m{i}"), 1, None),
+        );
+        let txn = match events(&mut ep).as_slice() {
+            [Event::Invite { txn, .. }] => *txn,
+            other => panic!("{other:?}"),
+        };
+        ep.respond(now, txn, 200, "OK", vec![], None).unwrap();
+        drain(&mut ep);
+    }
+    assert_eq!(ep.accepted_count(), ACCEPTED_PER_TRANSACTION * cap);
+    assert_eq!(ep.stats().accepted_evicted, 10);
+    assert_eq!(ep.stats().transactions_refused, 0);
 }
 
 /// RFC 3261 §17.2.2: Timer J is 64·T1 over UDP and zero over TCP/TLS — an answered
