@@ -497,6 +497,25 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     assert_eq!(env.versions(&container), Vec::<Value>::new());
     let a4 = wait_ack(&env, &d, &box_pk, 4);
     assert_eq!(a4.ack.result.as_str(), "applied", "{:?}", a4.ack);
+    // Every command from the CLI is in the central audit log with its outcome (the
+    // refused erasure under hold too), and the chain verifies.
+    let log: Vec<Value> = env
+        .central_ok(&["audit", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |action: &str, target: &str, outcome: &str| {
+        log.iter().any(|e| {
+            e["action"] == action
+                && e["target"] == target
+                && e["detail"].as_str().unwrap_or_default().contains(outcome)
+        })
+    };
+    assert!(has("hold_add", "CASE-7", "\"outcome\":\"ok\""), "{log:?}");
+    assert!(has("hold_release", "CASE-7", "\"outcome\":\"ok\""), "{log:?}");
+    assert!(has("erase", &id, "refused"), "{log:?}");
+    assert!(has("erase", &id, "\"versions_deleted\""), "{log:?}");
+    assert!(env.central_ok(&["audit", "--verify"]).contains("verifies"));
     assert!(!file.exists(), "{} still there", file.display());
     assert!(d
         .recordings_json(&["list", "--json"])

@@ -41,6 +41,30 @@ pub struct CommandCommon {
 }
 
 impl CommandCommon {
+    /// Write `action` on `target` to the central audit log (with its outcome), when the
+    /// config has `[index]`; without it the command says it is not audited centrally.
+    fn audit<T>(
+        &self,
+        action: &str,
+        target: &str,
+        mut detail: serde_json::Value,
+        outcome: &anyhow::Result<T>,
+    ) -> anyhow::Result<()> {
+        let cfg = CentralConfig::load(&self.archive)?;
+        let Some(ix) = &cfg.index else {
+            eprintln!(
+                "WARNING: no [index] in {}: this {action} is not written to the central audit log",
+                self.archive.display()
+            );
+            return Ok(());
+        };
+        detail["outcome"] = match outcome {
+            Ok(_) => "ok".into(),
+            Err(e) => format!("refused: {e:#}").into(),
+        };
+        super::index::cli::audit_action(ix, action, target, detail)
+    }
+
     fn open(&self) -> anyhow::Result<(CommandArchive, Box<dyn CommandKey + Send>)> {
         let cfg = CentralConfig::load(&self.archive)?;
         let key = open_command_key(
@@ -225,7 +249,21 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                     &reason,
                     &ids,
                     p,
-                )?;
+                )
+                .map_err(anyhow::Error::from);
+                let detail = match &r {
+                    Ok(r) => serde_json::json!({
+                        "reason": reason, "recordings": ids, "participant": participant,
+                        "box": box_id, "matched": r.matched,
+                        "commands": r.commands.iter().map(|(b, s, _)| format!("{b}:{s}")).collect::<Vec<_>>(),
+                        "legal_holds": r.legal_holds,
+                    }),
+                    Err(_) => serde_json::json!({
+                        "reason": reason, "recordings": ids, "participant": participant, "box": box_id,
+                    }),
+                };
+                common.audit("hold_add", &case, detail, &r)?;
+                let r = r?;
                 for (b, seq, recs) in &r.commands {
                     println!(
                         "case {case}: command {seq} to box {b} ({} recording(s))",
@@ -251,7 +289,19 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                 common,
             } => {
                 let (ar, key) = common.open()?;
-                let r = hold::hold_release(&ar, key.as_ref(), &operator(), now(), &case, &reason)?;
+                let r = hold::hold_release(&ar, key.as_ref(), &operator(), now(), &case, &reason)
+                    .map_err(anyhow::Error::from);
+                let detail = match &r {
+                    Ok(r) => serde_json::json!({
+                        "reason": reason,
+                        "commands": r.commands.iter().map(|(b, s)| format!("{b}:{s}")).collect::<Vec<_>>(),
+                        "legal_holds_cleared": r.legal_holds_cleared,
+                        "still_held": r.still_held,
+                    }),
+                    Err(_) => serde_json::json!({ "reason": reason }),
+                };
+                common.audit("hold_release", &case, detail, &r)?;
+                let r = r?;
                 for (b, seq) in &r.commands {
                     println!("case {case}: release command {seq} to box {b}");
                 }
@@ -295,7 +345,17 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
         },
         CommandCmd::Erase { id, reason, common } => {
             let (ar, key) = common.open()?;
-            let r = hold::erase(&ar, key.as_ref(), &operator(), now(), &id, &reason)?;
+            let r = hold::erase(&ar, key.as_ref(), &operator(), now(), &id, &reason)
+                .map_err(anyhow::Error::from);
+            let detail = match &r {
+                Ok(r) => serde_json::json!({
+                    "reason": reason, "command": format!("{}:{}", r.command.0, r.command.1),
+                    "versions_deleted": r.versions_deleted,
+                }),
+                Err(_) => serde_json::json!({ "reason": reason }),
+            };
+            common.audit("erase", &id, detail, &r)?;
+            let r = r?;
             println!(
                 "erase {id}: command {} to box {}; {} archive object version(s) deleted",
                 r.command.1, r.command.0, r.versions_deleted
@@ -313,16 +373,24 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
             crate::vault::compliance::parse_public_key_pem(&pem)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", public_key.display()))?;
             let (ar, key) = common.open()?;
-            let c = ar.issue(
-                key.as_ref(),
-                &box_id,
-                &operator(),
-                now(),
-                Action::RotateComplianceKey {
-                    key_id,
-                    public_key_pem: pem,
-                },
-            )?;
+            let c = ar
+                .issue(
+                    key.as_ref(),
+                    &box_id,
+                    &operator(),
+                    now(),
+                    Action::RotateComplianceKey {
+                        key_id: key_id.clone(),
+                        public_key_pem: pem,
+                    },
+                )
+                .map_err(anyhow::Error::from);
+            let detail = match &c {
+                Ok(c) => serde_json::json!({ "key_id": key_id, "seq": c.seq }),
+                Err(_) => serde_json::json!({ "key_id": key_id }),
+            };
+            common.audit("rotate_compliance_key", &box_id, detail, &c)?;
+            let c = c?;
             println!("command {} to box {box_id}", c.seq);
             Ok(())
         }

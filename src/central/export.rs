@@ -386,9 +386,8 @@ fn decrypt_to<W: std::io::Write + std::io::Seek>(
             .to_string()
     };
     let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
-    let (e, w) =
-        crate::recording::export::to_wav(src, &ComplianceUnwrap(key), interrupted, w)
-            .map_err(|e| tampered(format!("decrypting: {e}")))?;
+    let (e, w) = crate::recording::export::to_wav(src, &ComplianceUnwrap(key), interrupted, w)
+        .map_err(|e| tampered(format!("decrypting: {e}")))?;
     let want = match v.header.sample_format {
         SampleFormat::S16Le => field("/audio/pcm_sha256"),
         SampleFormat::Opus => field("/audio/opus_packets_sha256"),

@@ -278,8 +278,19 @@ pub fn box_signing_key(
 
 /// Record an `export` in the central audit log (when `[index]` is configured).
 pub fn audit_export(ix: &IndexConfig, id: &str, detail: serde_json::Value) -> anyhow::Result<()> {
+    audit_action(ix, "export", id, detail)
+}
+
+/// Record `action` on `target` by the OS login running this command in the central
+/// audit log (holds, releases, erasures and key rotations from `central hold|erase|…`).
+pub fn audit_action(
+    ix: &IndexConfig,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
     let (mut c, key) = open(ix)?;
-    audit::append(&mut c, &key, &actor(), "export", id, &detail)?;
+    audit::append(&mut c, &key, &actor(), action, target, &detail)?;
     Ok(())
 }
 
