@@ -30,8 +30,13 @@ fn case_id(s: &str) -> Result<String, WebError> {
     }
 }
 
+/// The command writer with the index: seqs allocated under the box's row lock and acks
+/// verified against the box's enrolled key, as for `central hold` (without the index no
+/// acknowledgement counts).
 fn archive(ctx: &Ctx) -> Result<CommandArchive, WebError> {
-    Ok(CommandArchive::open(&ctx.app.central.archive)?)
+    Ok(CommandArchive::open(&ctx.app.central.archive)?.with_index(
+        crate::central::command_db::CommandDb::connect(&ctx.app.ix.database)?,
+    ))
 }
 
 fn with_key<T>(
