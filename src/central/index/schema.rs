@@ -3,7 +3,11 @@
 //! Never edit a released migration: add the next.
 
 /// (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", V1), (2, "web console", V2)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", V1),
+    (2, "web console", V2),
+    (3, "web saved searches", V3),
+];
 
 const V1: &str = r#"
 CREATE TABLE boxes (
@@ -258,5 +262,17 @@ CREATE TABLE web_releases (
     approved_by     text,
     approved_ms     bigint,
     CHECK (approved_by IS NULL OR approved_by <> requested_by)
+);
+"#;
+
+/// Saved searches of the web console, per user (the filter as the form gives it).
+const V3: &str = r#"
+CREATE TABLE web_saved_searches (
+    search_id       bigserial PRIMARY KEY,
+    user_id         bigint NOT NULL REFERENCES web_users(user_id) ON DELETE CASCADE,
+    name            text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    filter          jsonb NOT NULL,
+    created_ms      bigint NOT NULL,
+    UNIQUE (user_id, name)
 );
 "#;

@@ -39,6 +39,16 @@ pub struct SearchInput {
     pub tags: String,
     /// `yes`, `no` or empty.
     pub held: String,
+    /// Shortest duration, seconds (empty: any).
+    pub min_duration_s: String,
+    /// Longest duration, seconds (empty: any).
+    pub max_duration_s: String,
+    /// Recording state: `complete`, `interrupted`, `damaged`, `recording`,
+    /// `codec_unsupported` or empty.
+    pub state: String,
+    /// Order: `start`, `duration`, `box`, `site`, `direction`, a leading `-` for
+    /// descending; empty: newest first.
+    pub sort: String,
     /// Skip this many.
     pub offset: i64,
     /// Page size (0: the configured one).
@@ -68,6 +78,9 @@ fn parse_time(s: &str) -> Result<Option<i64>, WebError> {
     Err(WebError::BadRequest(format!("{s:?} is not a date or time")))
 }
 
+/// The recording states a search may ask for.
+pub const STATES: &[&str] = &["complete", "interrupted", "damaged", "recording", "codec_unsupported"];
+
 fn list(s: &str) -> Vec<String> {
     s.split(',')
         .map(|x| x.trim().to_string())
@@ -87,6 +100,10 @@ impl SearchInput {
             direction: field(f, "direction").into(),
             tags: field(f, "tags").into(),
             held: field(f, "held").into(),
+            min_duration_s: field(f, "min_duration_s").into(),
+            max_duration_s: field(f, "max_duration_s").into(),
+            state: field(f, "state").into(),
+            sort: field(f, "sort").into(),
             offset: field(f, "offset").parse().unwrap_or(0),
             limit: field(f, "limit").parse().unwrap_or(0),
         }
@@ -101,8 +118,32 @@ impl SearchInput {
                 return Err(WebError::BadRequest(format!("direction {d:?}")));
             }
         }
+        let state = opt(&self.state);
+        if let Some(st) = &state {
+            if !STATES.contains(&st.as_str()) {
+                return Err(WebError::BadRequest(format!("state {st:?}")));
+            }
+        }
+        let secs = |k: &str, v: &str| -> Result<Option<i64>, WebError> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            match v.parse::<f64>() {
+                Ok(x) if x.is_finite() && x >= 0.0 && x < 1e9 => Ok(Some((x * 1000.0).round() as i64)),
+                _ => Err(WebError::BadRequest(format!("{k} {v:?}: seconds"))),
+            }
+        };
+        let min_duration_ms = secs("min_duration_s", &self.min_duration_s)?;
+        let max_duration_ms = secs("max_duration_s", &self.max_duration_s)?;
+        let sort = search::Sort::parse(&self.sort)
+            .map_err(|_| WebError::BadRequest(format!("sort {:?}", self.sort)))?;
         Ok(Filter {
             participant: list(&self.participant),
+            min_duration_ms,
+            max_duration_ms,
+            state,
+            sort,
             box_id: opt(&self.box_id),
             site: opt(&self.site),
             since_ms: parse_time(&self.since)?,

@@ -227,6 +227,42 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
                 &json!({ "offset": f.offset, "limit": f.limit, "hits": hits }),
             ))
         }
+        (Method::GET, ["api", "v1", "saved-searches"]) => Ok(Resp::json(
+            StatusCode::OK,
+            &json!({ "saved_searches": super::saved::list(ctx)? }),
+        )),
+        (Method::POST, ["api", "v1", "saved-searches"]) => {
+            #[derive(serde::Deserialize, Default)]
+            #[serde(default, deny_unknown_fields)]
+            struct NewSaved {
+                name: String,
+                search: SearchInput,
+            }
+            let n: NewSaved = body_json(r)?;
+            let id = super::saved::create(ctx, &n.name, &n.search)?;
+            Ok(Resp::json(StatusCode::CREATED, &json!({ "id": id })))
+        }
+        (Method::POST, ["api", "v1", "saved-searches", id, "run"]) => {
+            let s = super::saved::get(ctx, super::saved::parse_id(id)?)?;
+            let mut input = s.search;
+            let page: SearchInput = body_json(r)?;
+            input.offset = page.offset;
+            if page.limit > 0 {
+                input.limit = page.limit;
+            }
+            if !page.sort.is_empty() {
+                input.sort = page.sort;
+            }
+            let (f, hits) = run_search(ctx, &input, false)?;
+            Ok(Resp::json(
+                StatusCode::OK,
+                &json!({ "offset": f.offset, "limit": f.limit, "hits": hits }),
+            ))
+        }
+        (Method::DELETE, ["api", "v1", "saved-searches", id]) => {
+            super::saved::delete(ctx, super::saved::parse_id(id)?)?;
+            Ok(Resp::json(StatusCode::OK, &json!({ "deleted": true })))
+        }
         (Method::POST, ["api", "v1", "search.csv"]) => {
             let input: SearchInput = body_json(r)?;
             let (_, hits) = run_search(ctx, &input, true)?;

@@ -25,6 +25,7 @@ pub mod html;
 pub mod login;
 pub mod oidc;
 pub mod pages;
+pub mod saved;
 
 use std::collections::HashMap;
 use std::io::Write as _;
