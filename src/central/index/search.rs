@@ -701,4 +701,31 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!(like_escape("50%_"), "50\\%\\_");
     }
+
+    #[test]
+    fn sorts_parse_and_order_the_query() {
+        for spec in ["start", "-start", "duration", "-duration", "box", "-box", "site", "-site", "direction"] {
+            assert_eq!(Sort::parse(spec).unwrap().spec(), spec);
+        }
+        assert_eq!(Sort::parse("").unwrap(), Sort::default());
+        assert_eq!(Sort::default().spec(), "-start");
+        for bad in ["password", "--site", "site;", "-"] {
+            assert!(Sort::parse(bad).is_err(), "{bad}");
+        }
+        let (sql, p) = build(&Filter {
+            state: Some("complete".into()),
+            sort: Sort::parse("-duration").unwrap(),
+            limit: 5,
+            ..Filter::default()
+        })
+        .unwrap();
+        assert!(sql.contains("r.state = $1"), "{sql}");
+        assert!(
+            sql.contains("ORDER BY r.duration_ms DESC NULLS LAST, r.started_at_ms DESC, r.recording_id LIMIT"),
+            "{sql}"
+        );
+        assert_eq!(p.len(), 3);
+        let (sql, _) = build(&Filter { limit: 5, ..Filter::default() }).unwrap();
+        assert!(sql.contains("ORDER BY r.started_at_ms DESC, r.recording_id LIMIT"), "{sql}");
+    }
 }
