@@ -183,6 +183,9 @@ pub struct CaptureConfig {
     /// Seconds between capture statistics (kernel drops included) in the log and in
     /// `<data_dir>/capture-stats.json`.
     pub stats_interval_s: u32,
+    /// Detect RTP flows that no captured SDP announced (mirror started mid-call,
+    /// signalling not mirrored) and record them as `unsignalled` (no participants).
+    pub unsignalled_rtp: bool,
 }
 
 impl Default for CaptureConfig {
@@ -198,6 +201,7 @@ impl Default for CaptureConfig {
             allow: Vec::new(),
             deny: Vec::new(),
             stats_interval_s: 10,
+            unsignalled_rtp: false,
         }
     }
 }

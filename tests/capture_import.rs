@@ -34,8 +34,10 @@ fn has_event(cfg: &std::path::Path, id: &str, kind: &str) -> bool {
 fn shared_captures_are_found_with_their_participants() {
     let tmp = tempfile::tempdir().unwrap();
     let pcap = |f: &str| format!("{PCAP_DIR}/{f}");
-    // Complete SIP calls with one-way RTP in codecs we cannot decode: catalogued as
-    // codec_unsupported with the codec named, never dropped.
+    // Complete SIP calls with one-way RTP: G.722, G.729 (feature `g729`) and Opus are
+    // recorded (their audio is checked against ffmpeg in tests/capture_codecs.rs); GSM,
+    // iLBC and LPC, which the box cannot decode, are catalogued as codec_unsupported with
+    // the codec named, never dropped.
     for (file, codec, call_id) in [
         (
             "wireshark-sample-sip-rtp-g722.pcap",
@@ -74,7 +76,14 @@ fn shared_captures_are_found_with_their_participants() {
         assert_eq!(rep["calls"].as_array().unwrap().len(), 1, "{file}: {rep}");
         let recs = list(&cfg);
         let r = by_call_id(&recs, call_id);
-        assert_eq!(r["state"], "codec_unsupported", "{file}");
+        let decoded =
+            matches!(codec, "G722" | "OPUS") || (codec == "G729" && cfg!(feature = "g729"));
+        let want = if decoded {
+            "complete"
+        } else {
+            "codec_unsupported"
+        };
+        assert_eq!(r["state"], want, "{file}");
         assert_eq!(r["source"], "mirror");
         assert_eq!(r["codec"], codec, "{file}");
         assert_eq!(
@@ -158,7 +167,7 @@ fn shared_captures_are_found_with_their_participants() {
     assert!(has_event(&cfg, r["id"].as_str().unwrap(), "no_media"));
 
     // A real SIPREC session whose INVITEs lost their first fragments: picked up from the
-    // 200 OK, G.722 → codec_unsupported, flagged as incomplete.
+    // 200 OK, G.722 recorded at 16 kHz, flagged as incomplete.
     let d = tmp.path().join("webex");
     std::fs::create_dir_all(&d).unwrap();
     let (cfg, _) = import(
@@ -167,7 +176,7 @@ fn shared_captures_are_found_with_their_participants() {
     );
     let recs = list(&cfg);
     assert_eq!(recs.len(), 1, "{recs:#?}");
-    assert_eq!(recs[0]["state"], "codec_unsupported");
+    assert_eq!(recs[0]["state"], "complete");
     assert_eq!(recs[0]["codec"], "G722");
     assert!(has_event(
         &cfg,
@@ -224,7 +233,12 @@ fn generated_calls_are_recorded_sample_exact() {
         );
         let id = r["id"].as_str().unwrap();
         if sc.g729 {
-            assert_eq!(r["state"], "codec_unsupported", "{}", sc.name);
+            let want = if cfg!(feature = "g729") {
+                "complete"
+            } else {
+                "codec_unsupported"
+            };
+            assert_eq!(r["state"], want, "{}", sc.name);
             assert_eq!(r["codec"], "G729");
             continue;
         }

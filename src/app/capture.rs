@@ -15,19 +15,21 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
-use crate::app::sink::{CloseInfo, RecordingSink, SAMPLE_RATE};
+use crate::app::sink::{CloseInfo, RecordingSink};
 use crate::app::store::{CatalogCmd, CatalogHandle};
 use crate::capture::capture_time;
 use crate::capture::engine::{Engine, EngineStats, Sink};
 use crate::capture::pcapfile::PcapReader;
-use crate::capture::tracker::{CallNo, CallRules, Party, TrackerConfig, TrackerEvent};
+use crate::capture::tracker::{
+    CallKind, CallNo, CallRules, DeclaredFlow, Party, TrackerConfig, TrackerEvent,
+};
 use crate::catalog::{
     ChannelRow, EventRow, Finish, MappingSource, NewRecording, ParticipantRow, RecordingState,
     Source,
 };
 use crate::clock::MonoClock;
 use crate::config::Config;
-use crate::media::{codec, StreamConfig};
+use crate::media::{codec, SrtpPolicy, StreamConfig};
 use crate::pii::Pii;
 use crate::recording::ChannelMedia;
 use crate::sdp::PayloadFormat;
@@ -44,7 +46,34 @@ pub fn tracker_config(cfg: &Config) -> TrackerConfig {
             allow: cfg.capture.allow.clone(),
             deny: cfg.capture.deny.clone(),
         },
+        unsignalled: cfg.capture.unsignalled_rtp,
+        declared: Vec::new(),
     }
+}
+
+/// Why a `--srtp-key` argument is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowKeyError {
+    /// Not `SENDER=SUITE:inline:KEY`.
+    #[error("expected SENDER_IP:PORT=SUITE:inline:BASE64 (e.g. 10.1.1.1:10000=AES_CM_128_HMAC_SHA1_80:inline:...), got {0:?}")]
+    Syntax(String),
+    /// The key part does not parse as an `a=crypto` key.
+    #[error("SRTP key: {0}")]
+    Key(#[from] crate::sdp::CryptoError),
+}
+
+/// Parse `SENDER=SUITE:inline:KEY[|lifetime][|MKI:len]`: RTP sent from SENDER is SRTP
+/// protected with that master key and salt (the `a=crypto` key syntax of RFC 4568).
+pub fn parse_flow_key(arg: &str) -> Result<DeclaredFlow, FlowKeyError> {
+    let syntax = || FlowKeyError::Syntax(arg.to_string());
+    let (sender, key) = arg.split_once('=').ok_or_else(syntax)?;
+    let sender: SocketAddr = sender.trim().parse().map_err(|_| syntax())?;
+    let (suite, params) = key.trim().split_once(':').ok_or_else(syntax)?;
+    let attr = crate::sdp::parse_crypto(&format!("1 {suite} {params}"))?;
+    Ok(DeclaredFlow {
+        sender,
+        srtp: Some(attr.policy),
+    })
 }
 
 /// One call recorded (or catalogued) by a [`Recorder`], for reports.
@@ -102,9 +131,21 @@ fn on_recording(start: Mono, t: Mono) -> Mono {
     Mono::from_duration(t.saturating_duration_since(start))
 }
 
-/// A format passive capture records (G.711 at 8 kHz, see the codec table).
+/// A format passive capture records (a voice codec this build decodes: G.711, G.722,
+/// Opus, G.729 with the `g729` feature; see the codec table).
 fn is_captured(f: &PayloadFormat) -> bool {
-    codec::is_captured(&f.encoding, f.clock_rate) && f.clock_rate == SAMPLE_RATE
+    codec::is_captured(&f.encoding, f.clock_rate)
+}
+
+/// The recording's sample rate (fixed at its start, as for SIPREC): 16 kHz when a
+/// channel's negotiated codec (its first audio format, the answer's choice) is wideband
+/// (G.722, Opus), else 8 kHz. A later codec change is resampled to it.
+fn capture_rate(formats: &[Vec<PayloadFormat>]) -> u32 {
+    crate::app::sink::recording_rate(formats.iter().filter_map(|fs| {
+        fs.iter()
+            .find(|f| is_audio_codec(f))
+            .map(|f| (f.encoding.as_str(), f.clock_rate))
+    }))
 }
 
 fn is_audio_codec(f: &PayloadFormat) -> bool {
@@ -131,16 +172,25 @@ fn codec_names(formats: &[PayloadFormat]) -> Vec<String> {
 
 /// What the two channels of a captured call carry (caller, callee); hold changes are
 /// events with the side that caused them.
-fn channel_media(formats: &[Vec<PayloadFormat>; 2], hold: &[bool; 2]) -> Vec<Option<ChannelMedia>> {
-    (0..2)
+fn channel_media(
+    formats: &[Vec<PayloadFormat>],
+    hold: &[bool],
+    srtp: &[Option<SrtpPolicy>],
+) -> Vec<Option<ChannelMedia>> {
+    (0..formats.len())
         .map(|ch| {
             let f = formats.get(ch).map(Vec::as_slice).unwrap_or_default();
             Some(ChannelMedia {
                 config: stream_config(f),
                 codecs: codec_names(f),
                 hold: hold.get(ch).copied().unwrap_or(false),
-                srtp: None,
-                detail: serde_json::json!({ "by": if ch == 0 { "caller" } else { "callee" } }),
+                // SDES keys from the mirrored SDP: decrypted, authenticated and
+                // replay-checked by the same SRTP receiver as SIPREC streams.
+                srtp: srtp.get(ch).cloned().flatten(),
+                detail: serde_json::json!({
+                    "by": if ch % 2 == 0 { "caller" } else { "callee" },
+                    "channel": ch,
+                }),
                 // The tracker binds flows (by their 5-tuple from SDP) before they get here.
                 remote: None,
             })
@@ -185,30 +235,45 @@ impl Recorder {
         call_id: String,
         sip_src: std::net::SocketAddr,
         parties: [Party; 2],
-        formats: [Vec<PayloadFormat>; 2],
-        hold: [bool; 2],
+        formats: Vec<Vec<PayloadFormat>>,
+        hold: Vec<bool>,
+        srtp: Vec<Option<SrtpPolicy>>,
+        kind: CallKind,
     ) {
+        let unsignalled = !matches!(kind, CallKind::Sip | CallKind::MirroredSiprec);
+        let siprec = kind == CallKind::MirroredSiprec;
         let created = wall_clock(at).to_datetime().unwrap_or_default();
         let all: Vec<&PayloadFormat> = formats.iter().flatten().collect();
-        let supported = all.is_empty() || all.iter().any(|f| is_captured(f));
-        let mut names: Vec<String> = formats.iter().flat_map(|f| codec_names(f)).collect();
+        // SIP over TLS: nothing to decode. Catalogued without a file, the verdict in the
+        // codec column (`encrypted_signalling`) and an event of that kind; the row's
+        // state is `codec_unsupported` ("no usable audio"), see docs/capture.md.
+        let encrypted = kind == CallKind::EncryptedSignalling;
+        let supported = !encrypted && (all.is_empty() || all.iter().any(|f| is_captured(f)));
+        let mut names: Vec<String> = if encrypted {
+            vec!["encrypted_signalling".to_string()]
+        } else {
+            formats.iter().flat_map(|f| codec_names(f)).collect()
+        };
         names.sort();
         names.dedup();
         let src_addr = format!("{} {}", self.point, sip_src);
+        let rate = capture_rate(&formats);
+        // Two channels per audio stream: 2i = the caller's i-th m-line, 2i+1 the callee's.
+        let channels = formats.len().max(2);
         let (kind, id, file_path, kek_id) = if supported {
             match RecordingSink::create(
                 &self.cfg,
                 self.vault.clone(),
                 self.catalog.clone(),
-                2,
-                SAMPLE_RATE,
+                channels,
+                rate,
                 created,
                 false,
                 self.cfg.storage.format,
                 Source::Mirror,
             ) {
                 Ok((mut sink, rel)) => {
-                    sink.set_media(None, channel_media(&formats, &hold));
+                    sink.set_media(None, channel_media(&formats, &hold, &srtp));
                     let id = sink.id().to_string();
                     (
                         Kind::Audio(Box::new(sink)),
@@ -243,8 +308,8 @@ impl Recorder {
             src_addr,
             started_at_ms: wall_clock(at).as_millis(),
             codec: codec.clone(),
-            sample_rate: SAMPLE_RATE,
-            channels: 2,
+            sample_rate: rate,
+            channels: u16::try_from(channels).unwrap_or(2),
             file_path,
             kek_id,
             storage_format: self.cfg.storage.format.as_str().to_string(),
@@ -253,32 +318,67 @@ impl Recorder {
         // write for this recording is queued behind the insert.
         self.catalog.insert_nowait(row);
         let ids = ["caller", "callee"];
-        self.catalog.send(CatalogCmd::Participants(
-            id.clone(),
-            parties
-                .iter()
-                .zip(ids)
-                .map(|(p, pid)| ParticipantRow {
-                    participant_id: pid.into(),
-                    name: p.name.clone(),
-                    aor: p.aor.clone(),
-                    other_names: Vec::new(),
-                    other_aors: Vec::new(),
-                    ..Default::default()
-                })
-                .collect(),
-        ));
+        // RTP without SDP has no participants: the channels carry the two directions of
+        // the flow (label = the sender's address), pairable by 5-tuple.
+        if !unsignalled {
+            self.catalog.send(CatalogCmd::Participants(
+                id.clone(),
+                parties
+                    .iter()
+                    .zip(ids)
+                    .map(|(p, pid)| ParticipantRow {
+                        participant_id: pid.into(),
+                        name: p.name.clone(),
+                        aor: p.aor.clone(),
+                        other_names: Vec::new(),
+                        other_aors: Vec::new(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ));
+        }
+        let flow_label = |ch: usize| {
+            let ch = ch % 2;
+            unsignalled.then(|| {
+                let mut ends = call_id
+                    .split_once(':')
+                    .map_or("", |(_, f)| f)
+                    .split('-')
+                    .map(str::to_string);
+                let a = ends.next().unwrap_or_default();
+                let b = ends.next().unwrap_or_default();
+                if ch == 0 {
+                    format!("{a} -> {b}")
+                } else {
+                    format!("{b} -> {a}")
+                }
+            })
+        };
         self.catalog.send(CatalogCmd::Channels(
             id.clone(),
-            ids.iter()
-                .enumerate()
+            (0..channels)
+                .map(|ch| (ch, ids[ch % 2]))
                 .map(|(ch, pid)| ChannelRow {
                     channel: ch as u32,
-                    mline: Some(0),
-                    label: None,
+                    // The party's audio m-line number (among its audio m-lines); for a
+                    // mirrored SIPREC session the SRC's m-line, one per channel.
+                    mline: if siprec {
+                        Some(ch as u32)
+                    } else {
+                        (!unsignalled).then_some((ch / 2) as u32)
+                    },
+                    label: flow_label(ch),
                     stream_id: None,
-                    participant_id: Some((*pid).into()),
-                    mapping_source: MappingSource::MlineOrder,
+                    participant_id: if siprec {
+                        (ch < 2).then(|| pid.into())
+                    } else {
+                        (!unsignalled).then(|| pid.into())
+                    },
+                    mapping_source: if siprec {
+                        MappingSource::Metadata
+                    } else {
+                        MappingSource::MlineOrder
+                    },
                 })
                 .collect(),
         ));
@@ -380,12 +480,17 @@ impl Sink for Recorder {
                 parties,
                 formats,
                 hold,
-            } => self.start(call, at, call_id, sip_src, parties, formats, hold),
+                srtp,
+                kind,
+            } => self.start(
+                call, at, call_id, sip_src, parties, formats, hold, srtp, kind,
+            ),
             TrackerEvent::Media {
                 call,
                 at,
                 formats,
                 hold,
+                srtp,
             } => {
                 let Some(a) = self.calls.get_mut(&call) else {
                     return;
@@ -393,7 +498,7 @@ impl Sink for Recorder {
                 if let Kind::Audio(sink) = &mut a.kind {
                     sink.set_media(
                         Some(on_recording(a.start, at)),
-                        channel_media(&formats, &hold),
+                        channel_media(&formats, &hold, &srtp),
                     );
                 }
             }
@@ -482,7 +587,21 @@ pub fn import_files(
     catalog: CatalogHandle,
     files: &[std::path::PathBuf],
 ) -> anyhow::Result<ImportReport> {
-    let mut engine = Engine::new(tracker_config(cfg));
+    import_files_with(cfg, vault, catalog, files, Vec::new())
+}
+
+/// [`import_files`] with RTP flows the operator declared (`--srtp-key`): recorded as
+/// `unsignalled` when no SDP binds them, decrypted with the given keys.
+pub fn import_files_with(
+    cfg: &Config,
+    vault: Arc<dyn KeyWrap>,
+    catalog: CatalogHandle,
+    files: &[std::path::PathBuf],
+    declared: Vec<DeclaredFlow>,
+) -> anyhow::Result<ImportReport> {
+    let mut tcfg = tracker_config(cfg);
+    tcfg.declared = declared;
+    let mut engine = Engine::new(tcfg);
     let mut rec = Recorder::new(cfg.clone(), vault, catalog.clone());
     let mut frames = 0u64;
     let mut last_ts = Mono::ZERO;
@@ -759,4 +878,29 @@ fn read_live(
         }
     }
     update(&mut cap);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_keys_parse_and_reject() {
+        let f = parse_flow_key(
+            "10.1.1.1:10000=AES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz",
+        )
+        .unwrap();
+        assert_eq!(f.sender, "10.1.1.1:10000".parse::<SocketAddr>().unwrap());
+        let p = f.srtp.unwrap();
+        assert_eq!(p.suite, crate::media::SrtpSuite::AesCm128HmacSha1_80);
+        assert_eq!(p.keys[0].key.expose(), b"i know all your ");
+        for bad in [
+            "10.1.1.1=AES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz",
+            "10.1.1.1:10000 AES_CM_128_HMAC_SHA1_80:inline:aSBr",
+            "10.1.1.1:10000=AES_CM_128_HMAC_SHA1_80:inline:c2hvcnQ=",
+            "10.1.1.1:10000=NULL_CIPHER:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz",
+        ] {
+            assert!(parse_flow_key(bad).is_err(), "{bad}");
+        }
+    }
 }

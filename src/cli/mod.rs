@@ -55,6 +55,15 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also record RTP flows that no SDP announced, as `unsignalled` recordings
+        /// (as `[capture] unsignalled_rtp = true`).
+        #[arg(long)]
+        unsignalled: bool,
+        /// RTP sent from SENDER is SRTP with this key, e.g.
+        /// `10.1.1.1:10000=AES_CM_128_HMAC_SHA1_80:inline:BASE64`; such a flow is recorded
+        /// (as `unsignalled` when no SDP binds it). Repeat for each sender.
+        #[arg(long = "srtp-key", value_name = "SENDER=SUITE:inline:KEY")]
+        srtp_keys: Vec<String>,
     },
     /// Measure capture throughput (see docs/capture.md): generated calls through the
     /// whole passive pipeline, optionally against `tcpdump -w` on a live interface.
@@ -182,15 +191,23 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             files,
             config,
             json,
+            unsignalled,
+            srtp_keys,
         } => {
-            let cfg = Config::load_or_default(config.as_deref())?;
+            let mut cfg = Config::load_or_default(config.as_deref())?;
+            cfg.capture.unsignalled_rtp |= unsignalled;
+            let declared = srtp_keys
+                .iter()
+                .map(|k| crate::app::capture::parse_flow_key(k))
+                .collect::<Result<Vec<_>, _>>()?;
             init_logging(&cfg);
             let storage = crate::app::open_storage(&cfg)?;
             if let Some(e) = &storage.keys_error {
                 anyhow::bail!("cannot record: the recording keys are unavailable: {e}");
             }
             let (vault, catalog) = (storage.vault.clone(), storage.catalog.clone());
-            let rep = crate::app::capture::import_files(&cfg, vault, catalog, &files)?;
+            let rep =
+                crate::app::capture::import_files_with(&cfg, vault, catalog, &files, declared)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
@@ -202,14 +219,22 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
                 }
                 let s = &rep.stats;
                 println!(
-                    "{} calls from {} frames ({} SIP messages, {} RTP packets bound, {} IP datagrams reassembled, {} decapsulated)",
+                    "{} calls from {} frames ({} SIP messages, {} RTP packets bound, {} IP datagrams reassembled, {} decapsulated, {} unsignalled RTP flows, {} SIP-over-TLS connections)",
                     rep.calls.len(),
                     rep.frames,
                     s.tracker.sip_messages,
                     s.tracker.rtp_packets,
                     s.decode.reassembled,
-                    s.decode.decapsulated
+                    s.decode.decapsulated,
+                    s.tracker.calls_unsignalled,
+                    s.tracker.calls_encrypted
                 );
+                if rep.calls.is_empty() && s.tracker.sip_messages == 0 && s.udp_unbound > 0 {
+                    println!(
+                        "no SIP in these files: {} UDP datagrams were not bound to any call; `--unsignalled` records RTP without SDP, `--srtp-key SENDER=SUITE:inline:KEY` a known SRTP flow (docs/capture.md)",
+                        s.udp_unbound
+                    );
+                }
             }
             Ok(())
         }

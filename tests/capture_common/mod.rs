@@ -11,6 +11,8 @@ use branchrec::capture::frame::{self, Link, L4};
 use branchrec::capture::pcapfile::PcapWriter;
 use branchrec::media::{alaw_to_linear, ulaw_to_linear};
 
+pub mod gen;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_branchrec");
 
 /// How a generated call is carried.

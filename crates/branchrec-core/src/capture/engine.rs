@@ -97,7 +97,7 @@ impl Engine {
                         self.drain(sink);
                     } else if p.len() >= 12 && p.first().is_some_and(|b| b >> 6 == 2) {
                         let rtp = !crate::media::is_rtcp(p);
-                        match self.tracker.classify_flow(ts, seg.src, seg.dst, rtp) {
+                        match self.tracker.classify_packet(ts, seg.src, seg.dst, rtp, p) {
                             Some(Flow::Bound(call, ch)) => {
                                 self.drain(sink);
                                 sink.on_rtp(call, ch, ts, seg.src, p);
@@ -110,6 +110,14 @@ impl Engine {
                     } else {
                         self.udp_unbound += 1;
                     }
+                }
+                Transport::Tcp { seq, syn, fin, rst }
+                    if self
+                        .tracker
+                        .on_tls(ts, seg.src, seg.dst, &seg.payload, fin || rst) =>
+                {
+                    let _ = (seq, syn);
+                    self.drain(sink);
                 }
                 Transport::Tcp { seq, syn, fin, rst } => {
                     let mut frames = std::mem::take(&mut self.frames);

@@ -3,7 +3,12 @@
 //! Sans-IO: SIP messages and UDP flows with their capture time go in; [`TrackerEvent`]s
 //! come out, and [`CallTracker::classify`] says which call and channel an RTP datagram
 //! belongs to. Channel 0 carries what the caller sends (RTP towards the callee's SDP
-//! address, or from the caller's own), channel 1 what the callee sends.
+//! address, or from the caller's own), channel 1 what the callee sends; with several
+//! audio m-lines, channel `2i` / `2i + 1` carry the caller's / callee's `i`-th stream.
+//! SDES keys (`a=crypto`) go with the channel of the party that sent them; SIP over TLS
+//! becomes an `encrypted_signalling` call per connection; a mirrored SIPREC session is
+//! recorded as the original call; RTP without SDP is detected when enabled
+//! (`unsignalled`). See `docs/capture.md`.
 //!
 //! A dialog is keyed by Call-ID; the caller is the sender of the initial INVITE (its
 //! From tag), the callee answers with its To tag. Every SDP (offer or answer, in INVITE,
@@ -18,8 +23,8 @@ use std::time::Duration;
 
 use crate::time::Mono;
 
-use crate::media::{SourceGate, SourcePolicy, SourceVerdict};
-use crate::sdp::{Direction, PayloadFormat};
+use crate::media::{SourceGate, SourcePolicy, SourceVerdict, SrtpPolicy};
+use crate::sdp::{CryptoAttr, Direction, PayloadFormat};
 use crate::sip::{Message, Method};
 
 /// Identifies a tracked call for the life of the tracker.
@@ -96,7 +101,61 @@ pub struct TrackerConfig {
     pub max_calls: usize,
     /// Which calls to record.
     pub rules: CallRules,
+    /// Detect RTP flows that no SDP announced (`unsignalled` recordings; off by default).
+    pub unsignalled: bool,
+    /// RTP flows declared by the operator (e.g. `import-pcap --srtp-key`): recorded as
+    /// `unsignalled` even with detection off, decrypted with the given keys.
+    pub declared: Vec<DeclaredFlow>,
 }
+
+/// An RTP flow the operator names: what `sender` sends is recorded (as `unsignalled`
+/// when no SDP binds it), SRTP-protected with `srtp` if given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredFlow {
+    /// The sending endpoint (IP and port).
+    pub sender: SocketAddr,
+    /// Its SRTP keys, `None` for plain RTP.
+    pub srtp: Option<SrtpPolicy>,
+}
+
+/// Most audio streams (m-lines) per party recorded in one call: 2 × this many channels.
+pub const MAX_STREAMS: usize = 4;
+
+/// What a tracked call was found from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A SIP dialog in plain signalling (UDP or TCP).
+    Sip,
+    /// RTP without SDP: no participants; channel 0 is the flow seen first, channel 1
+    /// its reverse (same two addresses, swapped).
+    Unsignalled,
+    /// SIP over TLS (a TLS connection to or from port 5061): no Call-ID, no SDP, no keys,
+    /// so no audio; catalogued so the call is not silently missing.
+    EncryptedSignalling,
+    /// A SIPREC session (SRC → a third-party SRS) seen on the mirror: recorded as the
+    /// original call, one channel per recorded stream (m-line `i` of the SRC's offer →
+    /// channel `i`), parties from the metadata (the participants heard on m-lines 0
+    /// and 1).
+    MirroredSiprec,
+}
+
+/// The SIP-over-TLS port: TCP payload that is a TLS record on it is encrypted signalling.
+pub const SIPS_PORT: u16 = 5061;
+
+/// Whether a TCP payload between `src` and `dst` is TLS carrying SIP: a TLS record
+/// (content type 20..=23, version 3.x) with port 5061 on either side, or a ClientHello
+/// to/from port 5060 (TLS on the plain SIP port).
+pub fn is_sip_tls(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
+    let record = matches!(payload, [20..=23, 3, 0..=4, ..]);
+    let hello = matches!(payload, [22, 3, 0..=4, _, _, 1, ..]);
+    let port = |p: u16| src.port() == p || dst.port() == p;
+    (record && port(SIPS_PORT)) || (hello && port(5060))
+}
+
+/// Consecutive packets a flow must show before it is taken for RTP without SDP.
+pub const UNSIGNALLED_PACKETS: u32 = 8;
+/// Most flows watched at once by the detector.
+const MAX_CANDIDATES: usize = 4096;
 
 impl Default for TrackerConfig {
     fn default() -> Self {
@@ -105,6 +164,8 @@ impl Default for TrackerConfig {
             setup_timeout: Duration::from_secs(300),
             max_calls: 10_000,
             rules: CallRules::default(),
+            unsignalled: false,
+            declared: Vec::new(),
         }
     }
 }
@@ -127,6 +188,13 @@ pub struct PartyMedia {
     pub formats: Vec<PayloadFormat>,
     /// Its direction attribute.
     pub direction: Direction,
+    /// The m-line's transport is SRTP (`RTP/SAVP`, `RTP/SAVPF`).
+    pub srtp: bool,
+    /// Its usable SDES `a=crypto` lines (RFC 4568), in order: the keys this party
+    /// protects what it *sends* with.
+    pub crypto: Vec<CryptoAttr>,
+    /// Its `a=label` (ties a SIPREC stream to its metadata).
+    pub label: Option<String>,
 }
 
 /// What the shell must do.
@@ -144,10 +212,18 @@ pub enum TrackerEvent {
         sip_src: SocketAddr,
         /// Caller (channel 0) and callee (channel 1).
         parties: [Party; 2],
-        /// Payload formats per channel (what each channel's RTP may carry).
-        formats: [Vec<PayloadFormat>; 2],
+        /// Payload formats per channel (what each channel's RTP may carry). There are
+        /// two channels per audio stream (m-line): channel `2i` is what the caller sends
+        /// on its `i`-th audio m-line, `2i + 1` what the callee sends on its `i`-th; the
+        /// count is fixed at the start ([`MAX_STREAMS`] at most).
+        formats: Vec<Vec<PayloadFormat>>,
         /// Per channel: the sender put the stream on hold.
-        hold: [bool; 2],
+        hold: Vec<bool>,
+        /// Per channel: the SRTP keys its sender protects its RTP with (from the
+        /// sender's own `a=crypto`, the tag the answer chose), `None` for plain RTP.
+        srtp: Vec<Option<SrtpPolicy>>,
+        /// What kind of call: SIP dialog, RTP without SDP, or encrypted signalling.
+        kind: CallKind,
     },
     /// New SDP for a recorded call (re-INVITE, UPDATE, late answer).
     Media {
@@ -155,10 +231,12 @@ pub enum TrackerEvent {
         call: CallNo,
         /// Capture time.
         at: Mono,
-        /// Payload formats per channel.
-        formats: [Vec<PayloadFormat>; 2],
+        /// Payload formats per channel (as many as at the start).
+        formats: Vec<Vec<PayloadFormat>>,
         /// Hold state per channel.
-        hold: [bool; 2],
+        hold: Vec<bool>,
+        /// SRTP keys per channel (see [`TrackerEvent::Start`]).
+        srtp: Vec<Option<SrtpPolicy>>,
     },
     /// Participants learned late (P-Asserted-Identity in a response).
     Parties {
@@ -206,6 +284,10 @@ pub struct TrackerStats {
     pub rtp_packets: u64,
     /// Dialogs ignored because `max_calls` was reached.
     pub calls_over_limit: u64,
+    /// RTP flows recorded without SDP (`unsignalled`).
+    pub calls_unsignalled: u64,
+    /// SIP-over-TLS connections catalogued as `encrypted_signalling`.
+    pub calls_encrypted: u64,
     /// RTP datagrams towards a call's media address from a source its sender never
     /// announced (or not the one bound): dropped, never recorded.
     pub rtp_foreign_source: u64,
@@ -233,7 +315,10 @@ struct Call {
     caller_tag: Option<String>,
     callee_tag: Option<String>,
     parties: [Party; 2],
-    media: [Option<PartyMedia>; 2],
+    /// Per party, its audio m-lines in SDP order (index = stream number).
+    media: [Vec<PartyMedia>; 2],
+    /// Streams recorded (fixed when the recording starts; channels = 2 × this).
+    streams: usize,
     /// Flags raised before the recording started (emitted right after `Start`).
     pending_flags: Vec<(Mono, &'static str, String)>,
     /// Which party's SDP came last (the answer, in a completed offer/answer).
@@ -251,6 +336,26 @@ struct Call {
     /// mid-way, where the first source towards the call's media address binds the channel
     /// of a party whose SDP has not been seen.
     sources: [SourceGate; 2],
+    /// RTP without SDP: the two endpoints (channel 0's sender first).
+    unsignalled: Option<(SocketAddr, SocketAddr)>,
+    /// SIP over TLS: the connection (client, server).
+    tls: Option<(SocketAddr, SocketAddr)>,
+    /// A SIPREC session between an SRC (the "caller") and an SRS.
+    siprec: bool,
+    /// SRTP keys per channel for an unsignalled flow (declared by the operator).
+    declared_srtp: [Option<SrtpPolicy>; 2],
+}
+
+/// A flow watched by the RTP-without-SDP detector.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    ssrc: u32,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    /// Consecutive packets that looked like one RTP stream.
+    good: u32,
+    last: Mono,
 }
 
 /// The gate of a party whose SDP has not been seen yet.
@@ -267,8 +372,14 @@ pub struct CallTracker {
     next_no: CallNo,
     calls: HashMap<CallNo, Call>,
     by_call_id: HashMap<String, CallNo>,
-    /// Receive address of a party → (call, whose address).
-    media: HashMap<SocketAddr, (CallNo, Side)>,
+    /// Receive address of a party → (call, whose address, stream number).
+    media: HashMap<SocketAddr, (CallNo, Side, usize)>,
+    /// Unsignalled calls by (channel 0 sender, its destination).
+    flows: HashMap<(SocketAddr, SocketAddr), CallNo>,
+    /// SIP-over-TLS connections by (client, server).
+    tls: HashMap<(SocketAddr, SocketAddr), CallNo>,
+    /// Flows the detector is watching, by (src, dst).
+    candidates: HashMap<(SocketAddr, SocketAddr), Candidate>,
     events: VecDeque<TrackerEvent>,
     stats: TrackerStats,
     last_sweep: Mono,
@@ -297,26 +408,48 @@ fn pai(msg: &Message) -> Option<Party> {
         .map(|na| party_from(&na))
 }
 
-/// The first audio m-line of an SDP body carried by `msg` (plain or multipart).
-fn sdp_media(msg: &Message) -> Option<PartyMedia> {
+/// Every audio m-line of an SDP body carried by `msg` (plain or multipart), in order;
+/// empty without SDP.
+fn sdp_media(msg: &Message) -> Vec<PartyMedia> {
+    sdp_media_opt(msg).unwrap_or_default()
+}
+
+fn sdp_media_opt(msg: &Message) -> Option<Vec<PartyMedia>> {
     if msg.body.is_empty() {
         return None;
     }
     let ct = msg.header("Content-Type").unwrap_or("application/sdp");
     let body = crate::siprec::body::split_body(ct, &msg.body).ok()?;
     let sdp = crate::sdp::parse(body.sdp.as_deref()?).ok()?;
-    let m = sdp
+    let v: Vec<PartyMedia> = sdp
         .media
         .iter()
-        .find(|m| m.media.eq_ignore_ascii_case("audio"))?;
+        .filter(|m| m.media.eq_ignore_ascii_case("audio"))
+        .map(|m| audio_line(&sdp, m))
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+fn audio_line(
+    sdp: &crate::sdp::SessionDescription,
+    m: &crate::sdp::MediaDescription,
+) -> PartyMedia {
     let addr = m
-        .remote_addr(&sdp)
+        .remote_addr(sdp)
         .filter(|a| a.port() != 0 && !a.ip().is_unspecified());
-    Some(PartyMedia {
+    let crypto = m
+        .crypto()
+        .into_iter()
+        .filter_map(|v| crate::sdp::parse_crypto(v).ok())
+        .collect();
+    PartyMedia {
         addr,
         formats: m.codecs(),
-        direction: m.direction(&sdp),
-    })
+        direction: m.direction(sdp),
+        srtp: crate::sdp::is_sdes_proto(&m.proto),
+        crypto,
+        label: m.label().map(str::to_string),
+    }
 }
 
 impl CallTracker {
@@ -328,6 +461,9 @@ impl CallTracker {
             calls: HashMap::new(),
             by_call_id: HashMap::new(),
             media: HashMap::new(),
+            flows: HashMap::new(),
+            tls: HashMap::new(),
+            candidates: HashMap::new(),
             events: VecDeque::new(),
             stats: TrackerStats::default(),
             last_sweep: Mono::ZERO,
@@ -378,14 +514,14 @@ impl CallTracker {
         let from_tag = from.as_ref().and_then(|f| f.tag().map(str::to_string));
         let to_tag = to.as_ref().and_then(|t| t.tag().map(str::to_string));
         let media = sdp_media(msg);
-        let has_sdp = media.is_some();
+        let has_sdp = !media.is_empty();
 
         let no = match self.by_call_id.get(call_id) {
             Some(n) => *n,
             None => {
                 let initial_invite = msg.method() == Some(&Method::Invite) && to_tag.is_none();
                 // Mid-call pickup only from a message that carries media.
-                if !initial_invite && media.is_none() {
+                if !initial_invite && media.is_empty() {
                     return;
                 }
                 if self.calls.len() >= self.cfg.max_calls {
@@ -411,7 +547,8 @@ impl CallTracker {
                     caller_tag: from_tag.clone(),
                     callee_tag: to_tag.clone(),
                     parties: [caller, callee],
-                    media: [None, None],
+                    media: [Vec::new(), Vec::new()],
+                    streams: 0,
                     last_sdp: None,
                     pending_flags: Vec::new(),
                     sip_src: src,
@@ -429,7 +566,19 @@ impl CallTracker {
                     } else {
                         [unannounced_gate(), unannounced_gate()]
                     },
+                    unsignalled: None,
+                    tls: None,
+                    siprec: false,
+                    declared_srtp: [None, None],
                 };
+                let mut call = call;
+                if initial_invite {
+                    if let Some(p) = siprec_parties(msg, &media) {
+                        // A mirrored SIPREC session: the recorded call's participants.
+                        call.siprec = true;
+                        call.parties = p;
+                    }
+                }
                 let denied = !self.cfg.rules.allows(&[&call.parties[0], &call.parties[1]]);
                 self.calls.insert(no, call);
                 self.by_call_id.insert(call_id.to_string(), no);
@@ -480,35 +629,55 @@ impl CallTracker {
         {
             call.callee_tag = to_tag.clone();
         }
-        if let Some(m) = media {
+        if has_sdp {
             let idx = party_index(sender);
             if let Some(g) = call.sources.get_mut(idx) {
                 // From now on this party's RTP comes from its SDP address only.
                 if g.policy() != SourcePolicy::Strict {
                     *g = SourceGate::new(SourcePolicy::Strict);
                 }
-                g.set_announced(ts, m.addr);
+                g.set_announced(ts, media.iter().find_map(|m| m.addr));
             }
-            if let Some(a) = m.addr {
-                if !call.addrs.contains(&a) {
-                    call.addrs.push(a);
+            // Every audio m-line is a stream of this party (early media on another port
+            // keeps its address in the table too: it is still this party's stream).
+            for (i, m) in media.iter().enumerate().take(MAX_STREAMS) {
+                if let Some(a) = m.addr {
+                    if !call.addrs.contains(&a) {
+                        call.addrs.push(a);
+                    }
+                    self.media.insert(a, (no, sender, i));
                 }
-                self.media.insert(a, (no, sender));
             }
-            let changed = call.media[idx].as_ref() != Some(&m);
-            call.media[idx] = Some(m);
+            if call.recording && media.len() > call.streams && call.streams < MAX_STREAMS {
+                self.events.push_back(TrackerEvent::Flag {
+                    call: no,
+                    at: ts,
+                    kind: "stream_not_recorded",
+                    detail: format!(
+                        "the {} now has {} audio streams; the recording has channels for {}",
+                        side_name(sender),
+                        media.len(),
+                        call.streams
+                    ),
+                });
+            }
+            let changed = call.media[idx] != media;
+            call.media[idx] = media;
             call.last_sdp = Some(sender);
             if changed && call.recording {
                 let (formats, hold) = channel_formats(call);
+                let srtp = shape(call, channel_srtp(call));
                 self.events.push_back(TrackerEvent::Media {
                     call: no,
                     at: ts,
                     formats,
                     hold,
+                    srtp,
                 });
             }
         }
-        if !msg.is_request() && sender == Side::Callee {
+        // (A mirrored SIPREC session's parties come from its metadata, not the SRS.)
+        if !msg.is_request() && sender == Side::Callee && !call.siprec {
             if let Some(p) = pai(msg) {
                 if call.parties[1] != p {
                     call.parties[1] = p;
@@ -581,21 +750,50 @@ impl CallTracker {
         dst: SocketAddr,
         rtp: bool,
     ) -> Option<Flow> {
-        let (no, ch) = if let Some((no, side)) = self.media.get(&dst) {
-            // Sent to the callee: the caller speaks (channel 0), and vice versa.
-            (*no, if *side == Side::Callee { 0 } else { 1 })
-        } else if let Some((no, side)) = self.media.get(&src) {
-            (*no, if *side == Side::Caller { 0 } else { 1 })
+        self.classify_packet(ts, src, dst, rtp, &[])
+    }
+
+    /// Like [`classify_flow`](Self::classify_flow) with the datagram itself, which the
+    /// RTP-without-SDP detector (and declared flows) need: a flow no SDP announced is
+    /// bound to an `unsignalled` call once its packets look like one RTP stream.
+    pub fn classify_packet(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        rtp: bool,
+        pkt: &[u8],
+    ) -> Option<Flow> {
+        let (no, ch) = if let Some((no, side, i)) = self.media.get(&dst) {
+            // Sent to the callee: the caller speaks (channel 2i), and vice versa.
+            (*no, 2 * i + usize::from(*side != Side::Callee))
+        } else if let Some((no, side, i)) = self.media.get(&src) {
+            (*no, 2 * i + usize::from(*side != Side::Caller))
         } else {
-            return None;
+            return self.classify_unsignalled(ts, src, dst, rtp, pkt);
         };
         let call = self.calls.get_mut(&no)?;
         if call.denied {
             return None;
         }
+        // One source gate per sending party (all its streams come from its address).
+        let gate = ch % 2;
+        // A mirrored SIPREC session: the SRC's stream i is channel i; the SRS sends none.
+        let ch = if call.siprec {
+            if gate != 0 {
+                return None;
+            }
+            ch / 2
+        } else {
+            ch
+        };
+        // A stream the recording has no channel for (added after the start).
+        if call.recording && ch >= channel_count(call) {
+            return None;
+        }
         let verdict = call
             .sources
-            .get_mut(ch)
+            .get_mut(gate)
             .map_or(SourceVerdict::Foreign, |g| g.check(ts, src, rtp));
         if verdict == SourceVerdict::Foreign {
             self.stats.rtp_foreign_source += 1;
@@ -608,6 +806,255 @@ impl CallTracker {
             self.start(no, ts);
         }
         Some(Flow::Bound(no, ch))
+    }
+
+    fn classify_unsignalled(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        rtp: bool,
+        pkt: &[u8],
+    ) -> Option<Flow> {
+        let (no, ch) = if let Some(no) = self.flows.get(&(src, dst)) {
+            (*no, 0)
+        } else if let Some(no) = self.flows.get(&(dst, src)) {
+            (*no, 1)
+        } else {
+            let declared = self.cfg.declared.iter().any(|d| d.sender == src);
+            if !rtp || (!self.cfg.unsignalled && !declared) {
+                return None;
+            }
+            let pt = self.detect(ts, src, dst, pkt, declared)?;
+            self.start_unsignalled(ts, src, dst, pt)?
+        };
+        let call = self.calls.get_mut(&no)?;
+        if call.denied {
+            return None;
+        }
+        call.last_rtp = Some(ts);
+        call.last_activity = ts;
+        self.stats.rtp_packets += 1;
+        Some(Flow::Bound(no, ch))
+    }
+
+    /// Feed the detector; the payload type once the flow looks like RTP: the same SSRC
+    /// and payload type, sequence numbers +1 and timestamps advancing by one constant
+    /// plausible step (1..=8000 units) for [`UNSIGNALLED_PACKETS`] packets in a row, a
+    /// static audio payload type of the codec table (dynamic ones cannot be decoded
+    /// without SDP). A declared flow needs one packet.
+    fn detect(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        pkt: &[u8],
+        declared: bool,
+    ) -> Option<u8> {
+        let p = crate::media::parse_rtp(pkt).ok()?;
+        let pt = p.payload_type;
+        crate::media::codec::lookup_static_pt(pt).filter(|c| c.available)?;
+        if declared {
+            return Some(pt);
+        }
+        if src.port() < 1024 || dst.port() < 1024 || p.payload.is_empty() {
+            return None;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&(src, dst)) {
+            // Full: forget flows silent for 5 s, else refuse new ones.
+            self.candidates
+                .retain(|_, c| ts.saturating_duration_since(c.last) < Duration::from_secs(5));
+            if self.candidates.len() >= MAX_CANDIDATES {
+                return None;
+            }
+        }
+        let c = self.candidates.entry((src, dst)).or_insert(Candidate {
+            ssrc: p.ssrc,
+            pt,
+            seq: p.sequence.wrapping_sub(1),
+            ts: p.timestamp,
+            good: 0,
+            last: ts,
+        });
+        let step = p.timestamp.wrapping_sub(c.ts);
+        let fits = c.ssrc == p.ssrc
+            && c.pt == pt
+            && p.sequence == c.seq.wrapping_add(1)
+            && (c.good == 0 || (1..=8000).contains(&step));
+        *c = Candidate {
+            ssrc: p.ssrc,
+            pt,
+            seq: p.sequence,
+            ts: p.timestamp,
+            good: if fits { c.good + 1 } else { 1 },
+            last: ts,
+        };
+        if c.good >= UNSIGNALLED_PACKETS {
+            self.candidates.remove(&(src, dst));
+            return Some(pt);
+        }
+        None
+    }
+
+    fn start_unsignalled(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        pt: u8,
+    ) -> Option<(CallNo, usize)> {
+        if self.calls.len() >= self.cfg.max_calls {
+            self.stats.calls_over_limit += 1;
+            return None;
+        }
+        let no = self.next_no;
+        self.next_no += 1;
+        self.stats.calls_seen += 1;
+        self.stats.calls_unsignalled += 1;
+        let key_of = |a: SocketAddr| {
+            self.cfg
+                .declared
+                .iter()
+                .find(|d| d.sender == a)
+                .and_then(|d| d.srtp.clone())
+        };
+        let fmt = |a: SocketAddr| {
+            let f = crate::sdp::PayloadFormat {
+                pt,
+                encoding: crate::media::codec::lookup_static_pt(pt)
+                    .map(|c| c.names[0].to_string())
+                    .unwrap_or_default(),
+                clock_rate: crate::media::codec::lookup_static_pt(pt)
+                    .and_then(|c| c.clock_rate)
+                    .unwrap_or(8000),
+                channels: 1,
+                fmtp: None,
+            };
+            PartyMedia {
+                addr: Some(a),
+                formats: vec![f],
+                direction: Direction::SendRecv,
+                srtp: key_of(a).is_some(),
+                crypto: Vec::new(),
+                label: None,
+            }
+        };
+        let mut sources: [SourceGate; 2] = Default::default();
+        sources[0].set_announced(ts, Some(src));
+        sources[1].set_announced(ts, Some(dst));
+        let call = Call {
+            call_id: format!("unsignalled:{src}-{dst}"),
+            caller_tag: None,
+            callee_tag: None,
+            parties: [Party::default(), Party::default()],
+            // Channel 0's sender receives at `src` (symmetric RTP), channel 1's at `dst`.
+            media: [vec![fmt(src)], vec![fmt(dst)]],
+            streams: 0,
+            pending_flags: vec![(
+                ts,
+                "unsignalled",
+                format!("RTP without SDP: {src} -> {dst}, payload type {pt}; no participants"),
+            )],
+            last_sdp: None,
+            sip_src: src,
+            answered: true,
+            recording: false,
+            denied: false,
+            last_activity: ts,
+            last_rtp: Some(ts),
+            started_at: None,
+            addrs: Vec::new(),
+            sources,
+            unsignalled: Some((src, dst)),
+            tls: None,
+            siprec: false,
+            declared_srtp: [key_of(src), key_of(dst)],
+        };
+        self.calls.insert(no, call);
+        self.flows.insert((src, dst), no);
+        self.start(no, ts);
+        Some((no, 0))
+    }
+
+    /// A TCP segment of SIP over TLS ([`is_sip_tls`], or any segment of a connection
+    /// already known as such) from `src` to `dst`; `closing` = FIN or RST. The first one
+    /// catalogues an [`CallKind::EncryptedSignalling`] call for the connection (client =
+    /// the side not on port 5061), which ends when the connection closes, after
+    /// `media_timeout` without segments, or at the end of the capture. Returns whether
+    /// the segment belongs to such a connection (then it is not SIP to reassemble).
+    pub fn on_tls(
+        &mut self,
+        ts: Mono,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        closing: bool,
+    ) -> bool {
+        let key = if self.tls.contains_key(&(src, dst)) {
+            (src, dst)
+        } else if self.tls.contains_key(&(dst, src)) {
+            (dst, src)
+        } else if is_sip_tls(src, dst, payload) {
+            let key = if src.port() == SIPS_PORT && dst.port() != SIPS_PORT {
+                (dst, src)
+            } else {
+                (src, dst)
+            };
+            if self.calls.len() >= self.cfg.max_calls {
+                self.stats.calls_over_limit += 1;
+                return true;
+            }
+            let no = self.next_no;
+            self.next_no += 1;
+            self.stats.calls_seen += 1;
+            self.stats.calls_encrypted += 1;
+            let call = Call {
+                call_id: format!("tls:{}-{}", key.0, key.1),
+                caller_tag: None,
+                callee_tag: None,
+                parties: [Party::default(), Party::default()],
+                media: [Vec::new(), Vec::new()],
+                streams: 0,
+                pending_flags: vec![(
+                    ts,
+                    "encrypted_signalling",
+                    format!(
+                        "SIP over TLS between {} and {}: no Call-ID, participants, SDP or SRTP keys visible; the call's audio cannot be recorded from the mirror",
+                        key.0, key.1
+                    ),
+                )],
+                last_sdp: None,
+                sip_src: key.0,
+                answered: true,
+                recording: false,
+                denied: false,
+                last_activity: ts,
+                last_rtp: None,
+                started_at: None,
+                addrs: Vec::new(),
+                sources: Default::default(),
+                unsignalled: None,
+                tls: Some(key),
+                siprec: false,
+                declared_srtp: [None, None],
+            };
+            self.calls.insert(no, call);
+            self.tls.insert(key, no);
+            self.start(no, ts);
+            key
+        } else {
+            return false;
+        };
+        let Some(&no) = self.tls.get(&key) else {
+            return true;
+        };
+        if let Some(c) = self.calls.get_mut(&no) {
+            c.last_activity = ts;
+        }
+        if closing {
+            self.end(no, ts, "TLS connection closed".into());
+        }
+        true
     }
 
     /// Let timers run up to `now` (call this now and then when no packets arrive).
@@ -650,8 +1097,17 @@ impl CallTracker {
         }
         call.recording = true;
         call.started_at = Some(ts);
+        call.streams = call.media[0]
+            .len()
+            .max(call.media[1].len())
+            .clamp(1, MAX_STREAMS);
         self.stats.calls_recorded += 1;
         let (formats, hold) = channel_formats(call);
+        let srtp = if call.unsignalled.is_some() {
+            call.declared_srtp.to_vec()
+        } else {
+            shape(call, channel_srtp(call))
+        };
         self.events.push_back(TrackerEvent::Start {
             call: no,
             at: ts,
@@ -660,7 +1116,30 @@ impl CallTracker {
             parties: call.parties.clone(),
             formats,
             hold,
+            srtp,
+            kind: if call.unsignalled.is_some() {
+                CallKind::Unsignalled
+            } else if call.tls.is_some() {
+                CallKind::EncryptedSignalling
+            } else if call.siprec {
+                CallKind::MirroredSiprec
+            } else {
+                CallKind::Sip
+            },
         });
+        for (ch, m) in call.media.iter().enumerate() {
+            let keyless = m.iter().any(|m| m.srtp && m.crypto.is_empty());
+            if keyless && call.unsignalled.is_none() {
+                call.pending_flags.push((
+                    ts,
+                    "srtp_no_keys",
+                    format!(
+                        "the {} offers SRTP without usable a=crypto keys (DTLS-SRTP, MIKEY or an unsupported suite): its audio cannot be decrypted",
+                        if ch == 0 { "caller" } else { "callee" }
+                    ),
+                ));
+            }
+        }
         for (at, kind, detail) in call.pending_flags.drain(..) {
             self.events.push_back(TrackerEvent::Flag {
                 call: no,
@@ -669,8 +1148,11 @@ impl CallTracker {
                 detail,
             });
         }
-        if call.media[0].is_none() || call.media[1].is_none() {
-            let missing = if call.media[0].is_none() {
+        if call.unsignalled.is_none()
+            && call.tls.is_none()
+            && (call.media[0].is_empty() || call.media[1].is_empty())
+        {
+            let missing = if call.media[0].is_empty() {
                 "caller"
             } else {
                 "callee"
@@ -690,7 +1172,7 @@ impl CallTracker {
         };
         if call.recording {
             let at = ts.max(call.started_at.unwrap_or(ts));
-            if call.last_rtp.is_none() {
+            if call.last_rtp.is_none() && call.tls.is_none() {
                 self.events.push_back(TrackerEvent::Flag {
                     call: no,
                     at,
@@ -713,9 +1195,15 @@ impl CallTracker {
                 self.by_call_id.remove(&call.call_id);
             }
             for a in call.addrs {
-                if self.media.get(&a).map(|(n, _)| *n) == Some(no) {
+                if self.media.get(&a).map(|(n, _, _)| *n) == Some(no) {
                     self.media.remove(&a);
                 }
+            }
+            if let Some(f) = call.unsignalled {
+                self.flows.remove(&f);
+            }
+            if let Some(c) = call.tls {
+                self.tls.remove(&c);
             }
         }
     }
@@ -771,9 +1259,102 @@ fn side_name(s: Side) -> &'static str {
     }
 }
 
+/// The SRTP keys of each channel (= sending party): SDES keys protect what the party
+/// that put them in its SDP sends (RFC 4568 §6.1). The offerer may list several
+/// `a=crypto` lines; the answer carries one, whose tag says which offered line is in use.
+/// So a sender's line is the one whose tag (and suite) the other party's SDP also has,
+/// else its first usable line (offer seen alone, or the answerer's single line).
+fn channel_srtp(call: &Call) -> Vec<Option<SrtpPolicy>> {
+    let pick = |send: &Option<PartyMedia>, other: &Option<PartyMedia>| -> Option<SrtpPolicy> {
+        let send = send.as_ref()?;
+        let other_lines = other
+            .as_ref()
+            .map(|o| o.crypto.as_slice())
+            .unwrap_or_default();
+        send.crypto
+            .iter()
+            .find(|c| {
+                other_lines
+                    .iter()
+                    .any(|o| o.tag == c.tag && o.policy.suite == c.policy.suite)
+            })
+            .or_else(|| send.crypto.first())
+            .map(|c| c.policy.clone())
+    };
+    (0..call.streams.max(1))
+        .flat_map(|i| {
+            let (caller, callee) = (stream(call, 0, i), stream(call, 1, i));
+            [pick(&caller, &callee), pick(&callee, &caller)]
+        })
+        .collect()
+}
+
+/// Party `p`'s `i`-th audio stream.
+fn stream(call: &Call, p: usize, i: usize) -> Option<PartyMedia> {
+    call.media.get(p).and_then(|v| v.get(i)).cloned()
+}
+
 /// Formats per channel: a channel's RTP uses the receiver's payload numbering, so the
 /// receiver's SDP wins, with the sender's as fallback. Hold: the sender does not send.
-fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
+fn channel_formats(call: &Call) -> (Vec<Vec<PayloadFormat>>, Vec<bool>) {
+    let mut formats = Vec::new();
+    let mut hold = Vec::new();
+    for i in 0..call.streams.max(1) {
+        let (f, h) = stream_formats(call, &stream(call, 0, i), &stream(call, 1, i));
+        formats.extend(f);
+        hold.extend(h);
+    }
+    (shape(call, formats), shape(call, hold))
+}
+
+/// Channels of the recording: two per stream, or one per stream (at least two) for a
+/// mirrored SIPREC session.
+fn channel_count(call: &Call) -> usize {
+    if call.siprec {
+        call.streams.max(2)
+    } else {
+        2 * call.streams.max(1)
+    }
+}
+
+/// Per-channel values (two per stream, caller's first) as the recording's channels:
+/// for a mirrored SIPREC session only the SRC's streams (even entries), padded to two.
+fn shape<T: Clone + Default>(call: &Call, v: Vec<T>) -> Vec<T> {
+    if !call.siprec {
+        return v;
+    }
+    let mut out: Vec<T> = v.into_iter().step_by(2).collect();
+    while out.len() < 2 {
+        out.push(T::default());
+    }
+    out
+}
+
+/// The participants heard on the SRC's first two m-lines, if `msg` carries SIPREC
+/// metadata (RFC 7865) next to its SDP.
+fn siprec_parties(msg: &Message, media: &[PartyMedia]) -> Option<[Party; 2]> {
+    let ct = msg.header("Content-Type")?;
+    let body = crate::siprec::body::split_body(ct, &msg.body).ok()?;
+    let meta = crate::siprec::metadata::parse(&body.metadata?.bytes).ok()?;
+    let labels: Vec<Option<String>> = media.iter().map(|m| m.label.clone()).collect();
+    let map = crate::siprec::metadata::channel_map(&meta, &labels);
+    let party = |i: usize| {
+        map.get(i)
+            .map(|a| Party {
+                name: a.participant_name.clone(),
+                aor: a.participant_aor.clone(),
+            })
+            .unwrap_or_default()
+    };
+    Some([party(0), party(1)])
+}
+
+/// [`channel_formats`] of one stream (the two parties' `i`-th audio m-lines).
+fn stream_formats(
+    call: &Call,
+    caller: &Option<PartyMedia>,
+    callee: &Option<PartyMedia>,
+) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
     let pick = |recv: &Option<PartyMedia>, send: &Option<PartyMedia>| -> Vec<PayloadFormat> {
         let mut f: Vec<PayloadFormat> =
             recv.as_ref().map(|m| m.formats.clone()).unwrap_or_default();
@@ -791,7 +1372,6 @@ fn channel_formats(call: &Call) -> ([Vec<PayloadFormat>; 2], [bool; 2]) {
             m.addr.is_none() || matches!(m.direction, Direction::Inactive | Direction::RecvOnly)
         })
     };
-    let [caller, callee] = &call.media;
     let mut formats = [pick(callee, caller), pick(caller, callee)];
     // The negotiated codec is the answer's first audio format: list it first on both
     // channels (payload type numbers stay those of each receiver).

@@ -392,3 +392,223 @@ fn an_unannounced_flow_does_not_start_a_recording() {
     assert!(events(&mut t).is_empty());
     assert_eq!(t.stats().rtp_packets, 0);
 }
+
+/// Offer from A (with `offer_media`), 200 from B (with `answer_media`); the events.
+fn offer_answer(t: &mut CallTracker, offer: &str, answer: &str) -> Vec<TrackerEvent> {
+    let s = Mono::from_secs;
+    t.on_sip(
+        s(1),
+        sa(A),
+        sa(B),
+        &msg(
+            "INVITE sip:200@pbx SIP/2.0",
+            Some("a"),
+            None,
+            "1 INVITE",
+            "",
+            offer,
+        ),
+    );
+    t.on_sip(
+        s(2),
+        sa(B),
+        sa(A),
+        &msg(
+            "SIP/2.0 200 OK",
+            Some("a"),
+            Some("b"),
+            "1 INVITE",
+            "",
+            answer,
+        ),
+    );
+    events(t)
+}
+
+const K30A: &str = "aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz";
+const K30B: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+const K44: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYwMTIzNDU2Nzg5YWI=";
+
+fn savp(ip: &str, port: u16, crypto: &[&str]) -> String {
+    let mut s = format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/SAVP 0\r\n");
+    for c in crypto {
+        s.push_str(&format!("a=crypto:{c}\r\n"));
+    }
+    s
+}
+
+#[test]
+fn sdes_keys_protect_what_their_sender_sends() {
+    let mut t = CallTracker::new(TrackerConfig::default());
+    // The offer's first line is GCM, the answer takes tag 2: the caller's key is its
+    // tag-2 line, the callee's its own answer line.
+    let ev = offer_answer(
+        &mut t,
+        &savp(
+            "10.0.0.1",
+            4000,
+            &[
+                &format!("1 AEAD_AES_256_GCM inline:{K44}"),
+                &format!("2 AES_CM_128_HMAC_SHA1_80 inline:{K30A}"),
+            ],
+        ),
+        &savp(
+            "10.0.0.2",
+            5000,
+            &[&format!("2 AES_CM_128_HMAC_SHA1_80 inline:{K30B}")],
+        ),
+    );
+    let Some(TrackerEvent::Start { srtp, formats, .. }) = ev.first() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(formats.len(), 2);
+    let key = |v: &str| {
+        crate::sdp::parse_crypto(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{v}"))
+            .unwrap()
+            .policy
+    };
+    assert_eq!(srtp[0].as_ref(), Some(&key(K30A)), "caller: its tag-2 line");
+    assert_eq!(
+        srtp[1].as_ref(),
+        Some(&key(K30B)),
+        "callee: its answer line"
+    );
+}
+
+#[test]
+fn every_audio_mline_is_a_stream_of_its_party() {
+    let mut t = CallTracker::new(TrackerConfig::default());
+    let two = |ip: &str, p: u16| {
+        format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {p} RTP/AVP 0\r\nm=video {} RTP/AVP 96\r\nm=audio {} RTP/AVP 8\r\n", p + 10, p + 2)
+    };
+    let ev = offer_answer(&mut t, &two("10.0.0.1", 4000), &two("10.0.0.2", 5000));
+    let Some(TrackerEvent::Start { formats, .. }) = ev.first() else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        formats.len(),
+        4,
+        "two audio m-lines per party (video ignored)"
+    );
+    assert_eq!(formats[2][0].encoding, "PCMA");
+    let s = Mono::from_secs(3);
+    let c =
+        |t: &mut CallTracker, src: &str, dst: &str| t.classify(s, sa(src), sa(dst)).map(|x| x.1);
+    assert_eq!(c(&mut t, "10.0.0.1:4000", "10.0.0.2:5000"), Some(0));
+    assert_eq!(c(&mut t, "10.0.0.2:5000", "10.0.0.1:4000"), Some(1));
+    assert_eq!(c(&mut t, "10.0.0.1:4002", "10.0.0.2:5002"), Some(2));
+    assert_eq!(c(&mut t, "10.0.0.2:5002", "10.0.0.1:4002"), Some(3));
+    // The video ports are not audio streams.
+    assert_eq!(c(&mut t, "10.0.0.1:4010", "10.0.0.2:5010"), None);
+}
+
+fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+    crate::capture::frame::rtp(pt, seq, ts, ssrc, false, &[0x55; 160])
+}
+
+#[test]
+fn rtp_without_sdp_needs_a_steady_flow_and_detection_on() {
+    let (src, dst) = (sa("10.9.0.1:30000"), sa("10.9.0.2:40000"));
+    let feed = |t: &mut CallTracker, pkts: &[Vec<u8>]| {
+        pkts.iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                t.classify_packet(Mono::from_millis(20 * i as u64), src, dst, true, p)
+            })
+            .count()
+    };
+    let steady: Vec<Vec<u8>> = (0..20u16)
+        .map(|k| rtp(8, 100 + k, 160 * u32::from(k), 7))
+        .collect();
+    // Off by default.
+    let mut off = CallTracker::new(TrackerConfig::default());
+    assert_eq!(feed(&mut off, &steady), 0);
+    let cfg = TrackerConfig {
+        unsignalled: true,
+        ..TrackerConfig::default()
+    };
+    let mut on = CallTracker::new(cfg.clone());
+    assert_eq!(
+        feed(&mut on, &steady),
+        20 - 7,
+        "bound from the 8th packet on"
+    );
+    assert_eq!(on.stats().calls_unsignalled, 1);
+    let ev = events(&mut on);
+    assert!(
+        matches!(
+            ev.first(),
+            Some(TrackerEvent::Start {
+                kind: CallKind::Unsignalled,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+    // The reverse direction is channel 1 of the same call.
+    assert_eq!(
+        on.classify_packet(Mono::from_secs(1), dst, src, true, &rtp(8, 1, 0, 9)),
+        Some(Flow::Bound(1, 1))
+    );
+    // Not RTP-like: SSRC changing, sequence jumping, dynamic payload type.
+    for bad in [
+        (0..20u16)
+            .map(|k| rtp(8, 100 + k, 160 * u32::from(k), u32::from(k)))
+            .collect::<Vec<_>>(),
+        (0..20u16)
+            .map(|k| rtp(8, 100 + 3 * k, 160 * u32::from(k), 7))
+            .collect(),
+        (0..20u16)
+            .map(|k| rtp(111, 100 + k, 960 * u32::from(k), 7))
+            .collect(),
+    ] {
+        let mut t = CallTracker::new(cfg.clone());
+        assert_eq!(feed(&mut t, &bad), 0);
+    }
+}
+
+#[test]
+fn sip_over_tls_is_one_encrypted_signalling_call_per_connection() {
+    let mut t = CallTracker::new(TrackerConfig::default());
+    let (phone, pbx) = (sa("10.0.0.1:40000"), sa("10.0.0.2:5061"));
+    assert!(!t.on_tls(
+        Mono::from_secs(1),
+        phone,
+        sa("10.0.0.2:443"),
+        &[22, 3, 1, 0, 5, 1],
+        false
+    ));
+    assert!(!t.on_tls(
+        Mono::from_secs(1),
+        phone,
+        pbx,
+        b"INVITE sip:x SIP/2.0\r\n",
+        false
+    ));
+    assert!(t.on_tls(
+        Mono::from_secs(1),
+        phone,
+        pbx,
+        &[22, 3, 1, 0, 5, 1, 0, 0, 1],
+        false
+    ));
+    assert!(t.on_tls(Mono::from_secs(2), pbx, phone, &[23, 3, 3, 0, 1, 0], false));
+    let ev = events(&mut t);
+    assert!(
+        matches!(
+            ev.first(),
+            Some(TrackerEvent::Start {
+                kind: CallKind::EncryptedSignalling,
+                ..
+            })
+        ),
+        "{ev:?}"
+    );
+    assert!(t.on_tls(Mono::from_secs(5), pbx, phone, &[], true));
+    let ev = events(&mut t);
+    assert!(
+        matches!(ev.last(), Some(TrackerEvent::End { at, .. }) if *at == Mono::from_secs(5)),
+        "{ev:?}"
+    );
+    assert_eq!(t.stats().calls_encrypted, 1);
+}

@@ -52,8 +52,8 @@ pub struct CodecSpec {
     /// Offered formats with this encoding are kept in our SDP answers
     /// ([`SUPPORTED_ENCODINGS`], when also [`available`](Self::available)).
     pub answered: bool,
-    /// Passive capture records calls that use it (G.711 only: written bit-exact into an
-    /// 8 kHz recording).
+    /// Passive capture records calls that use it: every voice codec this build decodes,
+    /// through the same decoders and timeline as SIPREC (issue #18).
     pub captured: bool,
 }
 
@@ -88,7 +88,7 @@ pub const CODECS: &[CodecSpec] = &[
         wideband: true,
         available: true,
         answered: true,
-        captured: false,
+        captured: true,
     },
     CodecSpec {
         names: &["opus"],
@@ -98,7 +98,7 @@ pub const CODECS: &[CodecSpec] = &[
         wideband: true,
         available: true,
         answered: true,
-        captured: false,
+        captured: true,
     },
     CodecSpec {
         // G.729A uses the same bitstream and decoder.
@@ -109,7 +109,7 @@ pub const CODECS: &[CodecSpec] = &[
         wideband: false,
         available: cfg!(feature = "g729"),
         answered: true,
-        captured: false,
+        captured: cfg!(feature = "g729"),
     },
     CodecSpec {
         names: &["telephone-event"],
@@ -190,7 +190,8 @@ pub fn is_audio_encoding(encoding: &str) -> bool {
     lookup(encoding).map_or(true, CodecSpec::is_audio)
 }
 
-/// Whether passive capture records a format (a G.711 name at its 8000 Hz clock).
+/// Whether passive capture records a format (a voice codec this build decodes, at the
+/// RTP clock its SDP must give).
 pub fn is_captured(encoding: &str, clock: u32) -> bool {
     lookup_sdp(encoding, clock).is_some_and(|c| c.captured)
 }
@@ -440,7 +441,11 @@ mod tests {
         assert!(is_captured("pcmu", 8000));
         assert!(is_captured("PCMA", 8000));
         assert!(!is_captured("PCMU", 16000));
-        assert!(!is_captured("G722", 8000));
+        assert!(is_captured("G722", 8000));
+        assert!(is_captured("opus", 48000));
+        assert!(!is_captured("opus", 8000));
+        assert_eq!(is_captured("G729", 8000), cfg!(feature = "g729"));
+        assert!(!is_captured("GSM", 8000));
         assert!(!is_captured("telephone-event", 8000));
     }
 }
