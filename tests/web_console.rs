@@ -546,6 +546,9 @@ fn web_console_end_to_end_in_headless_chromium() {
         std::fs::read(&box_wav).unwrap(),
         "downloaded WAV differs from the box's export"
     );
+    // The Ogg Opus download: a 2-channel Opus stream (one channel per party).
+    let (codec, _, channels) = common::ffprobe(&artifacts.join("download.opus"));
+    assert_eq!((codec.as_str(), channels), ("opus", 2), "ffprobe of the Opus download");
     // The case's hold went through Object Lock and was released by the second user:
     // every version of the london recording's objects has its legal hold OFF again, and
     // the box acknowledged the hold and the release commands.
@@ -609,6 +612,17 @@ fn web_console_end_to_end_in_headless_chromium() {
     assert!(has("web:cora", "search", "442079460001"), "{audit}");
     assert!(has("web:cora", "play", "case 15: listening"), "{audit}");
     assert!(has("web:cora", "download", "case 15: evidence"), "{audit}");
+    assert!(
+        entries.iter().any(|e| e["actor"] == "web:cora"
+            && e["action"] == "download"
+            && e.to_string().contains("case 15: opus for the regulator")
+            && {
+                // detail is JSON text inside the entry, or an object
+                let t = e.to_string();
+                t.contains(r#""format":"opus""#) || t.contains(r#"\"format\":\"opus\""#)
+            }),
+        "no audited Opus download: {audit}"
+    );
     assert!(has("web:sam", "refused", &paris_id), "{audit}");
     assert!(has("web:audrey", "refused", &london_id), "{audit}");
     assert!(has("web:audrey", "audit_verify", "verify"), "{audit}");

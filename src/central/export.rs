@@ -176,6 +176,58 @@ fn wav_to<W: std::io::Write + std::io::Seek>(
     out: &Path,
     w: W,
 ) -> Result<(CentralExport, W), CentralError> {
+    audio_to(rec, opened, key, signer, out, |r, wrap, interrupted| {
+        crate::recording::export::to_wav(r, wrap, interrupted, w)
+    })
+}
+
+/// [`wav_in_memory`] as Ogg Opus (2 channels, one per party; the box's default encoder
+/// settings, the Ogg serial and comments of the box's `recordings export --format
+/// opus`): the same verification, the decoded audio checked against the manifest.
+pub fn opus_in_memory(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+) -> Result<(CentralExport, zeroize::Zeroizing<Vec<u8>>), CentralError> {
+    // Room up front (no plaintext copies left by a growing Vec): Opus is smaller than
+    // the container.
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(rec.container.len() + 65536));
+    let id = opened.index.recording_id.clone();
+    let (e, _) = audio_to(rec, opened, key, signer, Path::new("-"), |r, wrap, interrupted| {
+        let storage = crate::recording::read_header(&mut Cursor::new(&rec.container))
+            .map(|(h, _)| h.sample_format.storage_name().to_string())
+            .unwrap_or_default();
+        crate::recording::export::to_ogg_opus(
+            r,
+            wrap,
+            interrupted,
+            &crate::recording::opus::OpusSettings::default(),
+            crate::service::evidence::ogg_serial(&id),
+            &[
+                format!("BRANCHREC_RECORDING_ID={id}"),
+                format!("BRANCHREC_STORAGE={storage}"),
+            ],
+            &mut *buf,
+        )
+    })?;
+    Ok((e, buf))
+}
+
+/// Verify `rec`, then decode it with `encode` and check the audio hash it reports
+/// against the signed manifest.
+fn audio_to<W>(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    out: &Path,
+    encode: impl FnOnce(
+        Cursor<&Vec<u8>>,
+        &dyn crate::vault::KeyWrap,
+        bool,
+    ) -> Result<(crate::recording::export::Exported, W), crate::recording::export::ExportError>,
+) -> Result<(CentralExport, W), CentralError> {
     let idx = &opened.index;
     let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
     let (der, enrolled) = match signer {
@@ -202,11 +254,10 @@ fn wav_to<W: std::io::Write + std::io::Seek>(
     }
     // 4. Decrypt (every chunk authenticates) and check the audio against the manifest.
     let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
-    let (e, w) = crate::recording::export::to_wav(
+    let (e, w) = encode(
         Cursor::new(&rec.container),
         &ComplianceUnwrap(key),
         interrupted,
-        w,
     )
     .map_err(|e| tampered(format!("decrypting: {e}")))?;
     let want = match header.sample_format {

@@ -306,6 +306,29 @@ async function main() {
     const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#download")]);
     await dl.saveAs(shot("download.wav"));
     ok(`WAV downloaded (${fs.statSync(shot("download.wav")).size} bytes)`);
+    // Ogg Opus through the same reason prompt (the Rust side probes it with ffprobe).
+    await page.fill("#reason", "");
+    await page.click("#download-opus");
+    await page.waitForSelector("#player-error:not([hidden])");
+    await page.fill("#reason", "case 15: opus for the regulator");
+    const [dlOpus] = await Promise.all([page.waitForEvent("download"), page.click("#download-opus")]);
+    assert.equal(dlOpus.suggestedFilename(), `${cfg.london_id}.opus`);
+    await dlOpus.saveAs(shot("download.opus"));
+    const opusBytes = fs.readFileSync(shot("download.opus"));
+    assert.equal(opusBytes.subarray(0, 4).toString("latin1"), "OggS");
+    assert.ok(opusBytes.includes(Buffer.from("OpusHead")), "no OpusHead");
+    // A download grant is for one format and one GET; play grants have no format.
+    const csrfP = await csrfOf(page);
+    const og = await context.request.post(`${base}/api/v1/recordings/${cfg.london_id}/grants`, { data: { purpose: "download", reason: "x", format: "opus" }, headers: { "X-CSRF-Token": csrfP } });
+    assert.equal(og.status(), 201);
+    const ogj = await og.json();
+    assert.match(ogj.url, /\/opus\?grant=/);
+    assert.equal((await context.request.get(`${base}/api/v1/recordings/${cfg.london_id}/wav?grant=${ogj.grant}`)).status(), 403);
+    const once = await context.request.get(`${base}${ogj.url}`);
+    assert.equal(once.status(), 403, "the WAV attempt used the grant up");
+    const bad = await context.request.post(`${base}/api/v1/recordings/${cfg.london_id}/grants`, { data: { purpose: "play", reason: "x", format: "opus" }, headers: { "X-CSRF-Token": csrfP } });
+    assert.equal(bad.status(), 400);
+    ok(`Ogg Opus downloaded with a reason (${opusBytes.length} bytes); a grant serves one format, once`);
 
     // --- CSRF: state changes without the token are refused, page form and API alike.
     const noToken = await context.request.post(`${base}/search`, { form: { participant: "+44*" } });

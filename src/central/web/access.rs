@@ -330,6 +330,41 @@ pub const PEAK_BUCKETS: usize = 800;
 
 /// Decrypt recording `id` into memory (verified exactly as `central export`), or take
 /// it from the bounded in-memory cache.
+/// Recording `id` verified and encoded as Ogg Opus in memory (for one download: not
+/// cached).
+pub fn opus(
+    app: &App,
+    c: &mut postgres::Client,
+    box_id: &str,
+    container_key: &str,
+) -> Result<Arc<zeroize::Zeroizing<Vec<u8>>>, WebError> {
+    let der = db::get_box(c, box_id)?
+        .and_then(|b| b.known())
+        .map(|k| k.der)
+        .ok_or_else(|| {
+            WebError::Forbidden(format!(
+                "box {box_id} has no trusted signing key in the index: enrol it"
+            ))
+        })?;
+    let ar = ArchiveReader::open(&app.central.archive)?;
+    let rec = ar.fetch(container_key)?;
+    if rec.container.len() as u64 > app.web.max_audio_mb * 1024 * 1024 {
+        return Err(WebError::BadRequest(format!(
+            "the recording is larger than [web] max_audio_mb ({} MiB)",
+            app.web.max_audio_mb
+        )));
+    }
+    let opened = rec.open(app.key.as_ref())?;
+    let (_, ogg) = crate::central::export::opus_in_memory(
+        &rec,
+        &opened,
+        app.key.as_ref(),
+        &TrustedSigner::Enrolled(der),
+    )?;
+    app.metrics.decrypts.fetch_add(1, Ordering::Relaxed);
+    Ok(Arc::new(ogg))
+}
+
 pub fn decrypt(
     app: &App,
     c: &mut postgres::Client,

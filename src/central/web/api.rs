@@ -29,6 +29,9 @@ struct GrantInput {
     purpose: String,
     #[serde(default)]
     reason: String,
+    /// Downloads: `wav` (default) or `opus`.
+    #[serde(default)]
+    format: String,
 }
 
 fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
@@ -38,6 +41,11 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         "play" => Permission::Play,
         "download" => Permission::Download,
         other => return Err(WebError::BadRequest(format!("purpose {other:?}"))),
+    };
+    let opus = match (p, g.format.as_str()) {
+        (_, "" | "wav") => false,
+        (Permission::Download, "opus") => true,
+        (_, other) => return Err(WebError::BadRequest(format!("format {other:?}"))),
     };
     let (_, box_id, ckey) = authorize_recording(ctx, id, p)?;
     let reason = g.reason.trim().to_string();
@@ -67,6 +75,13 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         }
     }
     let audio = decrypt(ctx.app, &mut ctx.db, id, &box_id, &ckey)?;
+    let opus = if opus {
+        Some(super::access::opus(ctx.app, &mut ctx.db, &box_id, &ckey)?)
+    } else {
+        None
+    };
+    let bytes = opus.as_ref().map_or(audio.wav.len(), |o| o.len());
+    let format = if opus.is_some() { "opus" } else { "wav" };
     let t = token();
     let expires_ms = now_ms() + ctx.app.web.grant_ttl_s as i64 * 1000;
     ctx.app
@@ -81,6 +96,7 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
                 purpose: g.purpose.clone(),
                 expires_ms,
                 audio: audio.clone(),
+                opus,
             },
         );
     let actor = ctx.user.actor();
@@ -89,7 +105,7 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         &actor,
         &g.purpose,
         id,
-        &json!({ "reason": reason, "role": ctx.user.role.as_str(), "bytes": audio.wav.len() }),
+        &json!({ "reason": reason, "role": ctx.user.role.as_str(), "bytes": bytes, "format": format }),
     )?;
     let frames = (audio.wav.len().saturating_sub(44)) / (2 * usize::from(audio.channels.max(1)));
     let peaks: Vec<Vec<[f32; 2]>> = if p == Permission::Play {
@@ -103,6 +119,8 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
     };
     let url = if p == Permission::Play {
         format!("/api/v1/recordings/{id}/audio?grant={t}")
+    } else if format == "opus" {
+        format!("/api/v1/recordings/{id}/opus?grant={t}")
     } else {
         format!("/api/v1/recordings/{id}/wav?grant={t}")
     };
@@ -152,6 +170,9 @@ fn audio(ctx: &mut Ctx, id: &str, r: &Req, purpose: &str) -> Result<Resp, WebErr
         Permission::Download
     })?;
     let g = take_grant(ctx, id, r, purpose)?;
+    if g.opus.is_some() {
+        return Err(WebError::Forbidden("this grant is for the Ogg Opus download".into()));
+    }
     let wav: &[u8] = &g.audio.wav;
     let len = wav.len() as u64;
     let range = console::parse_range(r.header("range"), len).map_err(|_| WebError::Range(len))?;
@@ -190,6 +211,31 @@ fn audio(ctx: &mut Ctx, id: &str, r: &Req, purpose: &str) -> Result<Resp, WebErr
         );
     }
     Ok(resp)
+}
+
+/// `GET …/opus?grant=`: the Ogg Opus download (once).
+fn opus_download(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
+    ctx.user.require(Permission::Download)?;
+    let g = take_grant(ctx, id, r, "download")?;
+    let Some(o) = g.opus else {
+        return Err(WebError::Forbidden("this grant is for the WAV download".into()));
+    };
+    ctx.app
+        .metrics
+        .audio_bytes
+        .fetch_add(o.len() as u64, Ordering::Relaxed);
+    Ok(Resp {
+        status: StatusCode::OK,
+        headers: vec![
+            (header::CONTENT_TYPE, "audio/ogg; codecs=opus".into()),
+            (header::CACHE_CONTROL, "no-store, private".into()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.opus\""),
+            ),
+        ],
+        body: Bytes::copy_from_slice(&o),
+    })
 }
 
 fn body_json<T: serde::de::DeserializeOwned + Default>(r: &Req) -> Result<T, WebError> {
@@ -284,6 +330,10 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
         (Method::GET, ["api", "v1", "recordings", id, "wav"]) => {
             let id = recording_id(id)?;
             audio(ctx, &id, r, "download")
+        }
+        (Method::GET, ["api", "v1", "recordings", id, "opus"]) => {
+            let id = recording_id(id)?;
+            opus_download(ctx, &id, r)
         }
         (Method::GET, ["api", "v1", "fleet"]) => {
             ctx.user.require(Permission::Fleet)?;

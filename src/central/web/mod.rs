@@ -329,6 +329,9 @@ pub struct Grant {
     pub expires_ms: i64,
     /// The audio.
     pub audio: Arc<Decrypted>,
+    /// A download grant for Ogg Opus: the encoded file (in memory, zeroised when
+    /// dropped); `None`: WAV.
+    pub opus: Option<Arc<zeroize::Zeroizing<Vec<u8>>>>,
 }
 
 /// Counters for `/metrics`.
