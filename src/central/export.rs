@@ -308,6 +308,35 @@ pub fn export_evidence(
     key: &dyn ComplianceKey,
     signer: &TrustedSigner,
     dir: &Path,
+    warnings: Vec<String>,
+) -> Result<CentralEvidence, CentralError> {
+    evidence_to(rec, opened, key, signer, Some(dir), &mut Vec::new(), warnings)
+}
+
+/// The files of a bundle in memory.
+pub type BundleFiles = Vec<(String, zeroize::Zeroizing<Vec<u8>>)>;
+
+/// [`export_evidence`] into memory (the web console's evidence download; nothing on
+/// disk): the same checks and the same files, `(name, bytes)` in the order the box's
+/// writer makes them.
+pub fn evidence_in_memory(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+) -> Result<(CentralEvidence, BundleFiles), CentralError> {
+    let mut files = Vec::new();
+    let e = evidence_to(rec, opened, key, signer, None, &mut files, Vec::new())?;
+    Ok((e, files))
+}
+
+fn evidence_to(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    dir: Option<&Path>,
+    files: &mut BundleFiles,
     mut warnings: Vec<String>,
 ) -> Result<CentralEvidence, CentralError> {
     use base64::Engine as _;
@@ -394,26 +423,33 @@ pub fn export_evidence(
     let open = || -> anyhow::Result<Box<dyn std::io::Read + '_>> {
         Ok(Box::new(Cursor::new(&rec.container[..])))
     };
-    crate::service::evidence::write_evidence_bundle(
-        &crate::service::evidence::BundleSource {
-            id: &opened.index.recording_id,
-            header: &header,
-            open: &open,
-            wrap: &unwrap,
-            interrupted,
-            manifest,
-            signature: sig,
-            signer_public_der: &der,
-            metadata_documents: docs,
-            metadata,
-            warnings: warnings.clone(),
-        },
-        dir,
-    )
-    .map_err(|e| CentralError::Output(format!("{}: {e:#}", dir.display())))?;
+    let src = crate::service::evidence::BundleSource {
+        id: &opened.index.recording_id,
+        header: &header,
+        open: &open,
+        wrap: &unwrap,
+        interrupted,
+        manifest,
+        signature: sig,
+        signer_public_der: &der,
+        metadata_documents: docs,
+        metadata,
+        warnings: warnings.clone(),
+    };
+    match dir {
+        Some(dir) => crate::service::evidence::write_evidence_bundle(&src, dir)
+            .map_err(|e| CentralError::Output(format!("{}: {e:#}", dir.display())))?,
+        None => {
+            *files = crate::service::evidence::evidence_bundle_in_memory(
+                &src,
+                rec.container.len() * 2 + 65536,
+            )
+            .map_err(|e| CentralError::Output(format!("evidence bundle: {e:#}")))?
+        }
+    }
     Ok(CentralEvidence {
         recording_id: opened.index.recording_id.clone(),
-        dir: dir.to_path_buf(),
+        dir: dir.map(Path::to_path_buf).unwrap_or_default(),
         signer_sha256: sha_hex(&der),
         warnings,
     })

@@ -329,6 +329,15 @@ async function main() {
     const bad = await context.request.post(`${base}/api/v1/recordings/${cfg.london_id}/grants`, { data: { purpose: "play", reason: "x", format: "opus" }, headers: { "X-CSRF-Token": csrfP } });
     assert.equal(bad.status(), 400);
     ok(`Ogg Opus downloaded with a reason (${opusBytes.length} bytes); a grant serves one format, once`);
+    // The evidence bundle (tar); the Rust side unpacks it and runs docs/evidence.md's checks.
+    await page.fill("#reason", "case 15: evidence bundle");
+    const [dlEv] = await Promise.all([page.waitForEvent("download"), page.click("#download-evidence")]);
+    assert.equal(dlEv.suggestedFilename(), `${cfg.london_id}.tar`);
+    await dlEv.saveAs(shot("evidence.tar"));
+    const evBytes = fs.readFileSync(shot("evidence.tar"));
+    assert.equal(evBytes.subarray(257, 262).toString("latin1"), "ustar");
+    assert.equal(evBytes.subarray(0, 37).toString("latin1"), `${cfg.london_id}/`);
+    ok(`evidence bundle downloaded with a reason (${evBytes.length} bytes, ustar)`);
 
     // --- CSRF: state changes without the token are refused, page form and API alike.
     const noToken = await context.request.post(`${base}/search`, { form: { participant: "+44*" } });

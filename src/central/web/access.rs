@@ -330,14 +330,17 @@ pub const PEAK_BUCKETS: usize = 800;
 
 /// Decrypt recording `id` into memory (verified exactly as `central export`), or take
 /// it from the bounded in-memory cache.
-/// Recording `id` verified and encoded as Ogg Opus in memory (for one download: not
-/// cached).
-pub fn opus(
+/// A recording verified and rendered in memory for one download (not cached):
+/// `opus` (Ogg Opus, 2 channels) or `evidence` (the box's evidence-bundle files as a
+/// ustar archive, `<id>/…`).
+pub fn download_file(
     app: &App,
     c: &mut postgres::Client,
+    id: &str,
     box_id: &str,
     container_key: &str,
-) -> Result<Arc<zeroize::Zeroizing<Vec<u8>>>, WebError> {
+    format: &str,
+) -> Result<Arc<super::DownloadFile>, WebError> {
     let der = db::get_box(c, box_id)?
         .and_then(|b| b.known())
         .map(|k| k.der)
@@ -355,16 +358,44 @@ pub fn opus(
         )));
     }
     let opened = rec.open(app.key.as_ref())?;
-    let (_, ogg) = crate::central::export::opus_in_memory(
-        &rec,
-        &opened,
-        app.key.as_ref(),
-        &TrustedSigner::Enrolled(der),
-    )?;
+    let signer = TrustedSigner::Enrolled(der);
+    let f = match format {
+        "opus" => {
+            let (_, ogg) =
+                crate::central::export::opus_in_memory(&rec, &opened, app.key.as_ref(), &signer)?;
+            super::DownloadFile {
+                format: "opus",
+                content_type: "audio/ogg; codecs=opus",
+                ext: "opus",
+                bytes: ogg,
+            }
+        }
+        "evidence" => {
+            let (_, files) = crate::central::export::evidence_in_memory(
+                &rec,
+                &opened,
+                app.key.as_ref(),
+                &signer,
+            )?;
+            let list: Vec<(&str, &[u8])> =
+                files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+            let tar = console::ustar(id, &list, (now_ms() / 1000).max(0) as u64)
+                .map_err(|e| WebError::BadRequest(e.to_string()))?;
+            super::DownloadFile {
+                format: "evidence",
+                content_type: "application/x-tar",
+                ext: "tar",
+                bytes: zeroize::Zeroizing::new(tar),
+            }
+        }
+        other => return Err(WebError::BadRequest(format!("format {other:?}"))),
+    };
     app.metrics.decrypts.fetch_add(1, Ordering::Relaxed);
-    Ok(Arc::new(ogg))
+    Ok(Arc::new(f))
 }
 
+/// Decrypt recording `id` into memory (verified exactly as `central export`), or take
+/// it from the bounded in-memory cache.
 pub fn decrypt(
     app: &App,
     c: &mut postgres::Client,

@@ -42,9 +42,9 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         "download" => Permission::Download,
         other => return Err(WebError::BadRequest(format!("purpose {other:?}"))),
     };
-    let opus = match (p, g.format.as_str()) {
-        (_, "" | "wav") => false,
-        (Permission::Download, "opus") => true,
+    let format = match (p, g.format.as_str()) {
+        (_, "" | "wav") => None,
+        (Permission::Download, f @ ("opus" | "evidence")) => Some(f.to_string()),
         (_, other) => return Err(WebError::BadRequest(format!("format {other:?}"))),
     };
     let (_, box_id, ckey) = authorize_recording(ctx, id, p)?;
@@ -75,13 +75,14 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         }
     }
     let audio = decrypt(ctx.app, &mut ctx.db, id, &box_id, &ckey)?;
-    let opus = if opus {
-        Some(super::access::opus(ctx.app, &mut ctx.db, &box_id, &ckey)?)
-    } else {
-        None
+    let file = match &format {
+        Some(f) => Some(super::access::download_file(
+            ctx.app, &mut ctx.db, id, &box_id, &ckey, f,
+        )?),
+        None => None,
     };
-    let bytes = opus.as_ref().map_or(audio.wav.len(), |o| o.len());
-    let format = if opus.is_some() { "opus" } else { "wav" };
+    let bytes = file.as_ref().map_or(audio.wav.len(), |f| f.bytes.len());
+    let format = file.as_ref().map_or("wav", |f| f.format);
     let t = token();
     let expires_ms = now_ms() + ctx.app.web.grant_ttl_s as i64 * 1000;
     ctx.app
@@ -96,7 +97,7 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
                 purpose: g.purpose.clone(),
                 expires_ms,
                 audio: audio.clone(),
-                opus,
+                file: file.clone(),
             },
         );
     let actor = ctx.user.actor();
@@ -119,8 +120,8 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
     };
     let url = if p == Permission::Play {
         format!("/api/v1/recordings/{id}/audio?grant={t}")
-    } else if format == "opus" {
-        format!("/api/v1/recordings/{id}/opus?grant={t}")
+    } else if format != "wav" {
+        format!("/api/v1/recordings/{id}/{format}?grant={t}")
     } else {
         format!("/api/v1/recordings/{id}/wav?grant={t}")
     };
@@ -170,8 +171,11 @@ fn audio(ctx: &mut Ctx, id: &str, r: &Req, purpose: &str) -> Result<Resp, WebErr
         Permission::Download
     })?;
     let g = take_grant(ctx, id, r, purpose)?;
-    if g.opus.is_some() {
-        return Err(WebError::Forbidden("this grant is for the Ogg Opus download".into()));
+    if let Some(f) = &g.file {
+        return Err(WebError::Forbidden(format!(
+            "this grant is for the {} download",
+            f.format
+        )));
     }
     let wav: &[u8] = &g.audio.wav;
     let len = wav.len() as u64;
@@ -213,28 +217,30 @@ fn audio(ctx: &mut Ctx, id: &str, r: &Req, purpose: &str) -> Result<Resp, WebErr
     Ok(resp)
 }
 
-/// `GET …/opus?grant=`: the Ogg Opus download (once).
-fn opus_download(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
+/// `GET …/opus?grant=`, `GET …/evidence?grant=`: the Ogg Opus or evidence-bundle
+/// download (once; the grant names the format).
+fn file_download(ctx: &mut Ctx, id: &str, r: &Req, format: &str) -> Result<Resp, WebError> {
     ctx.user.require(Permission::Download)?;
     let g = take_grant(ctx, id, r, "download")?;
-    let Some(o) = g.opus else {
-        return Err(WebError::Forbidden("this grant is for the WAV download".into()));
-    };
+    let f = g
+        .file
+        .filter(|f| f.format == format)
+        .ok_or_else(|| WebError::Forbidden(format!("this grant is not for the {format} download")))?;
     ctx.app
         .metrics
         .audio_bytes
-        .fetch_add(o.len() as u64, Ordering::Relaxed);
+        .fetch_add(f.bytes.len() as u64, Ordering::Relaxed);
     Ok(Resp {
         status: StatusCode::OK,
         headers: vec![
-            (header::CONTENT_TYPE, "audio/ogg; codecs=opus".into()),
+            (header::CONTENT_TYPE, f.content_type.into()),
             (header::CACHE_CONTROL, "no-store, private".into()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{id}.opus\""),
+                format!("attachment; filename=\"{id}.{}\"", f.ext),
             ),
         ],
-        body: Bytes::copy_from_slice(&o),
+        body: Bytes::copy_from_slice(&f.bytes),
     })
 }
 
@@ -331,9 +337,9 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
             let id = recording_id(id)?;
             audio(ctx, &id, r, "download")
         }
-        (Method::GET, ["api", "v1", "recordings", id, "opus"]) => {
+        (Method::GET, ["api", "v1", "recordings", id, f @ ("opus" | "evidence")]) => {
             let id = recording_id(id)?;
-            opus_download(ctx, &id, r)
+            file_download(ctx, &id, r, f)
         }
         (Method::GET, ["api", "v1", "fleet"]) => {
             ctx.user.require(Permission::Fleet)?;

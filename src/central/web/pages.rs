@@ -396,7 +396,7 @@ fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
             reason,
             if reason { " — required" } else { "" },
             if may_play { "<button type=\"button\" id=\"open-player\">Open player</button>" } else { "" },
-            if may_download { "<button type=\"button\" id=\"download\">Download WAV</button> <button type=\"button\" id=\"download-opus\">Download Ogg Opus</button>" } else { "" },
+            if may_download { "<button type=\"button\" id=\"download\">Download WAV</button> <button type=\"button\" id=\"download-opus\">Download Ogg Opus</button> <button type=\"button\" id=\"download-evidence\">Download evidence bundle</button>" } else { "" },
         ));
     } else {
         b.push_str("<section class=\"card\"><p class=\"note\" id=\"no-audio\">Your role does not include listening to recordings.</p></section>");

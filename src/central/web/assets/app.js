@@ -106,6 +106,7 @@
     };
     download("download", null, "wav");
     download("download-opus", "opus", "opus");
+    download("download-evidence", "evidence", "tar");
   }
   document.addEventListener("DOMContentLoaded", () => {
     const sec = document.getElementById("player");
