@@ -366,9 +366,20 @@ async function main() {
     await page.fill("#case-title", "Regulator request 15");
     await page.click("#create-case");
     await page.waitForURL(`${base}/cases/FCA-2026-015`);
-    await page.fill("#add-recording", cfg.london_id);
-    await page.click("#add");
+    // Add the london call from a search result: tick it, pick the case.
+    await page.goto(`${base}/search`);
+    await page.fill("#participant", cfg.participant);
+    await page.click("#search");
+    await page.waitForSelector("#add-to-case");
+    await page.check(`#results tr[data-recording="${cfg.london_id}"] input.pick`);
+    await page.selectOption("#case-pick", "FCA-2026-015");
+    await page.click("#add-to-case-btn");
+    await page.waitForURL(`${base}/cases/FCA-2026-015`);
     await page.waitForSelector(`#case-recordings tr[data-recording="${cfg.london_id}"]`);
+    assert.equal((await page.$$("#case-recordings tbody tr")).length, 1);
+    const noPick = await context.request.post(`${base}/cases/add-from-search`, { form: { csrf: await csrfOf(page), case: "FCA-2026-015" } });
+    assert.equal(noPick.status(), 400);
+    ok("recording added to the case from a search result (ticked, case picked)");
     await page.fill("#hold-reason", "case 15: regulator request");
     await page.click("#place-hold");
     await page.waitForSelector("#case-note");

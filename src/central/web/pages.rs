@@ -171,6 +171,7 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
         ),
         esc(&s.sort),
     );
+    let cases = super::cases::case_choices(ctx)?;
     if let Some(input) = &input {
         let (f, hits) = access::run_search(ctx, &input, false)?;
         body.push_str(&format!(
@@ -183,12 +184,13 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
             }
         ));
         body.push_str(&format!(
-            "<table class=\"results\" id=\"results\"><thead><tr>{}{}<th>Participants</th>{}{}{}<th>Tags</th><th>Held</th></tr></thead><tbody>",
+            "<table class=\"results\" id=\"results\"><thead><tr>{}{}<th>Participants</th>{}{}{}<th>Tags</th><th>Held</th>{}</tr></thead><tbody>",
             sort_th(&input, &csrf, "start", "Start (UTC)"),
             sort_th(&input, &csrf, "duration", "Duration"),
             sort_th(&input, &csrf, "box", "Box"),
             sort_th(&input, &csrf, "site", "Site"),
             sort_th(&input, &csrf, "direction", "Direction"),
+            if cases.is_empty() { "" } else { "<th>Case</th>" },
         ));
         for h in &hits {
             let parts: Vec<String> = h
@@ -204,7 +206,7 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
                 })
                 .collect();
             body.push_str(&format!(
-                "<tr data-recording=\"{id}\"><td><a href=\"/recordings/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr data-recording=\"{id}\"><td><a href=\"/recordings/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
                 esc(&h.start),
                 h.duration_ms.map(|d| format!("{:.1} s", d as f64 / 1000.0)).unwrap_or_default(),
                 parts.join("<br>"),
@@ -213,10 +215,29 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
                 esc(h.direction.as_deref().unwrap_or("")),
                 esc(&h.tags.join(", ")),
                 if h.held { "<span class=\"held\">HELD</span>" } else { "" },
+                if cases.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "<td><input type=\"checkbox\" name=\"recording_id\" value=\"{id}\" form=\"add-to-case\" class=\"pick\" aria-label=\"select for a case\"></td>",
+                        id = esc(&h.recording_id)
+                    )
+                },
                 id = esc(&h.recording_id),
             ));
         }
-        body.push_str("</tbody></table><div class=\"paging\">");
+        body.push_str("</tbody></table>");
+        if !cases.is_empty() && !hits.is_empty() {
+            let opts: String = cases
+                .iter()
+                .map(|(id, t)| format!("<option value=\"{}\">{} — {}</option>", esc(id), esc(id), esc(t)))
+                .collect();
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/cases/add-from-search\" id=\"add-to-case\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>Case <select name=\"case\" id=\"case-pick\">{opts}</select></label> <button type=\"submit\" id=\"add-to-case-btn\">Add selected to case</button></form>",
+                esc(&csrf)
+            ));
+        }
+        body.push_str("<div class=\"paging\">");
         if f.offset > 0 {
             body.push_str(&format!(
                 "<form method=\"post\" action=\"/search\">{}<button type=\"submit\" id=\"prev\">Previous page</button></form>",
