@@ -289,9 +289,12 @@ fn web_console_end_to_end_in_headless_chromium() {
     // And the box's own evidence bundle of it: the browser's bundle must hold the same
     // files (the README aside, byte for byte).
     let box_bundle = dir.join("box-evidence");
-    boxes[0]
-        .2
-        .recordings(&["export", &london_id, "--evidence", box_bundle.to_str().unwrap()]);
+    boxes[0].2.recordings(&[
+        "export",
+        &london_id,
+        "--evidence",
+        box_bundle.to_str().unwrap(),
+    ]);
     let w = read_wav(&box_wav);
     let one: Vec<i16> = TONE_ULAW.iter().map(|&b| g711::ulaw_to_linear(b)).collect();
     let burst: Vec<i16> = one
@@ -564,7 +567,11 @@ fn web_console_end_to_end_in_headless_chromium() {
         Duration::from_secs(60),
     )
     .expect("tar hung");
-    assert!(o.status.success(), "tar -x: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "tar -x: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let ev = ev.join(&london_id);
     let names = |d: &Path| {
         let mut v: Vec<String> = std::fs::read_dir(d)
@@ -574,7 +581,11 @@ fn web_console_end_to_end_in_headless_chromium() {
         v.sort();
         v
     };
-    assert_eq!(names(&ev), names(&box_bundle), "bundle files differ from the box's");
+    assert_eq!(
+        names(&ev),
+        names(&box_bundle),
+        "bundle files differ from the box's"
+    );
     for n in names(&box_bundle) {
         if n != "README.txt" {
             assert_eq!(
@@ -590,20 +601,40 @@ fn web_console_end_to_end_in_headless_chromium() {
             Duration::from_secs(60),
         )
         .expect("openssl hung");
-        assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let verified = sh("openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in manifest.json -sigfile manifest.sig");
-    assert!(verified.contains("Signature Verified Successfully"), "{verified}");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(ev.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        verified.contains("Signature Verified Successfully"),
+        "{verified}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(ev.join("manifest.json")).unwrap()).unwrap();
     let fp = sh("openssl pkey -pubin -in signing-key.pem -outform DER | sha256sum");
-    assert!(fp.starts_with(manifest["signer"]["public_key_sha256"].as_str().unwrap()), "{fp} {manifest}");
+    assert!(
+        fp.starts_with(manifest["signer"]["public_key_sha256"].as_str().unwrap()),
+        "{fp} {manifest}"
+    );
     let pcm = sh("tail -c +45 audio.wav | sha256sum");
-    assert!(pcm.starts_with(manifest["audio"]["pcm_sha256"].as_str().unwrap()), "{pcm} {manifest}");
-    assert!(std::fs::read_to_string(ev.join("README.txt")).unwrap().contains("openssl pkeyutl -verify"));
+    assert!(
+        pcm.starts_with(manifest["audio"]["pcm_sha256"].as_str().unwrap()),
+        "{pcm} {manifest}"
+    );
+    assert!(std::fs::read_to_string(ev.join("README.txt"))
+        .unwrap()
+        .contains("openssl pkeyutl -verify"));
     // The Ogg Opus download: a 2-channel Opus stream (one channel per party).
     let (codec, _, channels) = common::ffprobe(&artifacts.join("download.opus"));
-    assert_eq!((codec.as_str(), channels), ("opus", 2), "ffprobe of the Opus download");
+    assert_eq!(
+        (codec.as_str(), channels),
+        ("opus", 2),
+        "ffprobe of the Opus download"
+    );
     // The case's hold went through Object Lock and was released by the second user:
     // every version of the london recording's objects has its legal hold OFF again, and
     // the box acknowledged the hold and the release commands.
@@ -678,7 +709,10 @@ fn web_console_end_to_end_in_headless_chromium() {
             }),
         "no audited Opus download: {audit}"
     );
-    assert!(has("web:cora", "download", "case 15: evidence bundle"), "{audit}");
+    assert!(
+        has("web:cora", "download", "case 15: evidence bundle"),
+        "{audit}"
+    );
     assert!(has("web:sam", "refused", &paris_id), "{audit}");
     assert!(has("web:audrey", "refused", &london_id), "{audit}");
     assert!(has("web:audrey", "audit_verify", "verify"), "{audit}");

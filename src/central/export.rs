@@ -194,23 +194,30 @@ pub fn opus_in_memory(
     // the container.
     let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(rec.container.len() + 65536));
     let id = opened.index.recording_id.clone();
-    let (e, _) = audio_to(rec, opened, key, signer, Path::new("-"), |r, wrap, interrupted| {
-        let storage = crate::recording::read_header(&mut Cursor::new(&rec.container))
-            .map(|(h, _)| h.sample_format.storage_name().to_string())
-            .unwrap_or_default();
-        crate::recording::export::to_ogg_opus(
-            r,
-            wrap,
-            interrupted,
-            &crate::recording::opus::OpusSettings::default(),
-            crate::service::evidence::ogg_serial(&id),
-            &[
-                format!("BRANCHREC_RECORDING_ID={id}"),
-                format!("BRANCHREC_STORAGE={storage}"),
-            ],
-            &mut *buf,
-        )
-    })?;
+    let (e, _) = audio_to(
+        rec,
+        opened,
+        key,
+        signer,
+        Path::new("-"),
+        |r, wrap, interrupted| {
+            let storage = crate::recording::read_header(&mut Cursor::new(&rec.container))
+                .map(|(h, _)| h.sample_format.storage_name().to_string())
+                .unwrap_or_default();
+            crate::recording::export::to_ogg_opus(
+                r,
+                wrap,
+                interrupted,
+                &crate::recording::opus::OpusSettings::default(),
+                crate::service::evidence::ogg_serial(&id),
+                &[
+                    format!("BRANCHREC_RECORDING_ID={id}"),
+                    format!("BRANCHREC_STORAGE={storage}"),
+                ],
+                &mut *buf,
+            )
+        },
+    )?;
     Ok((e, buf))
 }
 
@@ -226,7 +233,10 @@ fn audio_to<W>(
         Cursor<&Vec<u8>>,
         &dyn crate::vault::KeyWrap,
         bool,
-    ) -> Result<(crate::recording::export::Exported, W), crate::recording::export::ExportError>,
+    ) -> Result<
+        (crate::recording::export::Exported, W),
+        crate::recording::export::ExportError,
+    >,
 ) -> Result<(CentralExport, W), CentralError> {
     let idx = &opened.index;
     let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
@@ -310,7 +320,15 @@ pub fn export_evidence(
     dir: &Path,
     warnings: Vec<String>,
 ) -> Result<CentralEvidence, CentralError> {
-    evidence_to(rec, opened, key, signer, Some(dir), &mut Vec::new(), warnings)
+    evidence_to(
+        rec,
+        opened,
+        key,
+        signer,
+        Some(dir),
+        &mut Vec::new(),
+        warnings,
+    )
 }
 
 /// The files of a bundle in memory.

@@ -602,9 +602,15 @@ impl BundleSink for MemoryBundle {
     fn create(&mut self, name: &str) -> anyhow::Result<Box<dyn BundleFile + '_>> {
         // Room up front for the audio (a growing Vec would leave plaintext copies in
         // freed memory).
-        let cap = if name.starts_with("audio.") { self.reserve } else { 0 };
-        self.files
-            .push((name.to_string(), std::io::Cursor::new(Vec::with_capacity(cap))));
+        let cap = if name.starts_with("audio.") {
+            self.reserve
+        } else {
+            0
+        };
+        self.files.push((
+            name.to_string(),
+            std::io::Cursor::new(Vec::with_capacity(cap)),
+        ));
         let (_, c) = self.files.last_mut().expect("just pushed");
         Ok(Box::new(c))
     }
@@ -686,7 +692,10 @@ fn write_bundle(src: &BundleSource<'_>, b: &mut dyn BundleSink) -> anyhow::Resul
     };
     b.write("manifest.json", src.manifest)?;
     b.write("manifest.sig", src.signature)?;
-    b.write("signing-key.pem", public_key_pem(src.signer_public_der).as_ref())?;
+    b.write(
+        "signing-key.pem",
+        public_key_pem(src.signer_public_der).as_ref(),
+    )?;
     for (seq, raw) in &src.metadata_documents {
         b.write(&format!("metadata-{seq}.xml"), raw)?;
     }

@@ -36,7 +36,10 @@ pub fn ustar(dir: &str, files: &[(&str, &[u8])], mtime: u64) -> Result<Vec<u8>, 
         field[..n].copy_from_slice(&s.as_bytes()[s.len() - n..]);
         field[n] = 0;
     }
-    let total: usize = files.iter().map(|(_, b)| 512 + b.len().div_ceil(512) * 512).sum();
+    let total: usize = files
+        .iter()
+        .map(|(_, b)| 512 + b.len().div_ceil(512) * 512)
+        .sum();
     let mut out = Vec::with_capacity(total + 1024);
     for (name, bytes) in files {
         let path = format!("{dir}/{name}");
@@ -424,7 +427,12 @@ mod tests {
 
     #[test]
     fn ustar_headers_are_well_formed() {
-        let t = ustar("rec", &[("a.txt", b"hello"), ("b.bin", &[7u8; 600])], 1_700_000_000).unwrap();
+        let t = ustar(
+            "rec",
+            &[("a.txt", b"hello"), ("b.bin", &[7u8; 600])],
+            1_700_000_000,
+        )
+        .unwrap();
         // header + 1 block, header + 2 blocks, 2 end blocks
         assert_eq!(t.len(), 512 * (2 + 3 + 2));
         assert_eq!(&t[..9], b"rec/a.txt");

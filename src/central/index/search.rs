@@ -127,7 +127,11 @@ impl Sort {
 
     fn order_by(&self) -> String {
         let d = if self.descending { "DESC" } else { "ASC" };
-        let nulls = if self.descending { "NULLS LAST" } else { "NULLS FIRST" };
+        let nulls = if self.descending {
+            "NULLS LAST"
+        } else {
+            "NULLS FIRST"
+        };
         match self.key {
             SortKey::Start => format!("r.started_at_ms {d}, r.recording_id"),
             SortKey::Duration => {
@@ -704,7 +708,17 @@ mod tests {
 
     #[test]
     fn sorts_parse_and_order_the_query() {
-        for spec in ["start", "-start", "duration", "-duration", "box", "-box", "site", "-site", "direction"] {
+        for spec in [
+            "start",
+            "-start",
+            "duration",
+            "-duration",
+            "box",
+            "-box",
+            "site",
+            "-site",
+            "direction",
+        ] {
             assert_eq!(Sort::parse(spec).unwrap().spec(), spec);
         }
         assert_eq!(Sort::parse("").unwrap(), Sort::default());
@@ -725,7 +739,14 @@ mod tests {
             "{sql}"
         );
         assert_eq!(p.len(), 3);
-        let (sql, _) = build(&Filter { limit: 5, ..Filter::default() }).unwrap();
-        assert!(sql.contains("ORDER BY r.started_at_ms DESC, r.recording_id LIMIT"), "{sql}");
+        let (sql, _) = build(&Filter {
+            limit: 5,
+            ..Filter::default()
+        })
+        .unwrap();
+        assert!(
+            sql.contains("ORDER BY r.started_at_ms DESC, r.recording_id LIMIT"),
+            "{sql}"
+        );
     }
 }

@@ -79,7 +79,13 @@ fn parse_time(s: &str) -> Result<Option<i64>, WebError> {
 }
 
 /// The recording states a search may ask for.
-pub const STATES: &[&str] = &["complete", "interrupted", "damaged", "recording", "codec_unsupported"];
+pub const STATES: &[&str] = &[
+    "complete",
+    "interrupted",
+    "damaged",
+    "recording",
+    "codec_unsupported",
+];
 
 fn list(s: &str) -> Vec<String> {
     s.split(',')
@@ -130,7 +136,9 @@ impl SearchInput {
                 return Ok(None);
             }
             match v.parse::<f64>() {
-                Ok(x) if x.is_finite() && x >= 0.0 && x < 1e9 => Ok(Some((x * 1000.0).round() as i64)),
+                Ok(x) if x.is_finite() && x >= 0.0 && x < 1e9 => {
+                    Ok(Some((x * 1000.0).round() as i64))
+                }
                 _ => Err(WebError::BadRequest(format!("{k} {v:?}: seconds"))),
             }
         };
@@ -377,8 +385,10 @@ pub fn download_file(
                 app.key.as_ref(),
                 &signer,
             )?;
-            let list: Vec<(&str, &[u8])> =
-                files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+            let list: Vec<(&str, &[u8])> = files
+                .iter()
+                .map(|(n, b)| (n.as_str(), b.as_slice()))
+                .collect();
             let tar = console::ustar(id, &list, (now_ms() / 1000).max(0) as u64)
                 .map_err(|e| WebError::BadRequest(e.to_string()))?;
             super::DownloadFile {

@@ -77,7 +77,12 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
     let audio = decrypt(ctx.app, &mut ctx.db, id, &box_id, &ckey)?;
     let file = match &format {
         Some(f) => Some(super::access::download_file(
-            ctx.app, &mut ctx.db, id, &box_id, &ckey, f,
+            ctx.app,
+            &mut ctx.db,
+            id,
+            &box_id,
+            &ckey,
+            f,
         )?),
         None => None,
     };
@@ -222,10 +227,9 @@ fn audio(ctx: &mut Ctx, id: &str, r: &Req, purpose: &str) -> Result<Resp, WebErr
 fn file_download(ctx: &mut Ctx, id: &str, r: &Req, format: &str) -> Result<Resp, WebError> {
     ctx.user.require(Permission::Download)?;
     let g = take_grant(ctx, id, r, "download")?;
-    let f = g
-        .file
-        .filter(|f| f.format == format)
-        .ok_or_else(|| WebError::Forbidden(format!("this grant is not for the {format} download")))?;
+    let f = g.file.filter(|f| f.format == format).ok_or_else(|| {
+        WebError::Forbidden(format!("this grant is not for the {format} download"))
+    })?;
     ctx.app
         .metrics
         .audio_bytes

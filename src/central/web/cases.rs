@@ -183,7 +183,9 @@ fn add_from_search(ctx: &mut Ctx, f: &[(String, String)]) -> Result<String, WebE
         return Err(WebError::BadRequest("select at least one recording".into()));
     }
     if ids.len() > 1000 {
-        return Err(WebError::BadRequest("at most 1000 recordings at a time".into()));
+        return Err(WebError::BadRequest(
+            "at most 1000 recordings at a time".into(),
+        ));
     }
     for rid in &ids {
         add_one(ctx, &case, rid)?;

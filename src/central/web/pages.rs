@@ -9,17 +9,21 @@ use branchrec_core::console::{html_escape as esc, Permission};
 
 use super::access::{self, AuditInput, SearchInput};
 use super::auth::Ctx;
-use super::saved;
-use crate::central::index::search;
 use super::html::page;
+use super::saved;
 use super::{field, Req, Resp, WebError};
+use crate::central::index::search;
 
 fn hidden_search(s: &SearchInput, csrf: &str, offset: i64, sort: &str) -> String {
     let mut h = format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(csrf)
     );
-    let limit = if s.limit > 0 { s.limit.to_string() } else { String::new() };
+    let limit = if s.limit > 0 {
+        s.limit.to_string()
+    } else {
+        String::new()
+    };
     for (k, v) in [
         ("participant", &s.participant),
         ("box_id", &s.box_id),
@@ -67,7 +71,8 @@ fn sort_th(s: &SearchInput, csrf: &str, key: &str, label: &str) -> String {
 /// The saved searches of the user: run, delete; and saving the current one.
 fn saved_block(ctx: &mut Ctx, s: Option<&SearchInput>, csrf: &str) -> Result<String, WebError> {
     let list = saved::list(ctx)?;
-    let mut b = String::from("<section class=\"card\" id=\"saved-searches\"><h2>Saved searches</h2>");
+    let mut b =
+        String::from("<section class=\"card\" id=\"saved-searches\"><h2>Saved searches</h2>");
     if list.is_empty() {
         b.push_str("<p>None yet.</p>");
     } else {
@@ -230,7 +235,14 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
         if !cases.is_empty() && !hits.is_empty() {
             let opts: String = cases
                 .iter()
-                .map(|(id, t)| format!("<option value=\"{}\">{} — {}</option>", esc(id), esc(id), esc(t)))
+                .map(|(id, t)| {
+                    format!(
+                        "<option value=\"{}\">{} — {}</option>",
+                        esc(id),
+                        esc(id),
+                        esc(t)
+                    )
+                })
                 .collect();
             body.push_str(&format!(
                 "<form method=\"post\" action=\"/cases/add-from-search\" id=\"add-to-case\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>Case <select name=\"case\" id=\"case-pick\">{opts}</select></label> <button type=\"submit\" id=\"add-to-case-btn\">Add selected to case</button></form>",
