@@ -286,6 +286,15 @@ fn web_console_end_to_end_in_headless_chromium() {
     boxes[0]
         .2
         .recordings(&["export", &london_id, "--out", box_wav.to_str().unwrap()]);
+    // And the box's own evidence bundle of it: the browser's bundle must hold the same
+    // files (the README aside, byte for byte).
+    let box_bundle = dir.join("box-evidence");
+    boxes[0].2.recordings(&[
+        "export",
+        &london_id,
+        "--evidence",
+        box_bundle.to_str().unwrap(),
+    ]);
     let w = read_wav(&box_wav);
     let one: Vec<i16> = TONE_ULAW.iter().map(|&b| g711::ulaw_to_linear(b)).collect();
     let burst: Vec<i16> = one
@@ -546,6 +555,86 @@ fn web_console_end_to_end_in_headless_chromium() {
         std::fs::read(&box_wav).unwrap(),
         "downloaded WAV differs from the box's export"
     );
+    // The evidence bundle: unpack, then docs/evidence.md's checks with openssl.
+    let ev = dir.join("web-evidence");
+    std::fs::create_dir_all(&ev).unwrap();
+    let o = output_bounded(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(artifacts.join("evidence.tar"))
+            .arg("-C")
+            .arg(&ev),
+        Duration::from_secs(60),
+    )
+    .expect("tar hung");
+    assert!(
+        o.status.success(),
+        "tar -x: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ev = ev.join(&london_id);
+    let names = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&ev),
+        names(&box_bundle),
+        "bundle files differ from the box's"
+    );
+    for n in names(&box_bundle) {
+        if n != "README.txt" {
+            assert_eq!(
+                std::fs::read(ev.join(&n)).unwrap(),
+                std::fs::read(box_bundle.join(&n)).unwrap(),
+                "{n} differs from the box's bundle"
+            );
+        }
+    }
+    let sh = |script: &str| {
+        let o = output_bounded(
+            Command::new("sh").arg("-c").arg(script).current_dir(&ev),
+            Duration::from_secs(60),
+        )
+        .expect("openssl hung");
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let verified = sh("openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin -in manifest.json -sigfile manifest.sig");
+    assert!(
+        verified.contains("Signature Verified Successfully"),
+        "{verified}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(ev.join("manifest.json")).unwrap()).unwrap();
+    let fp = sh("openssl pkey -pubin -in signing-key.pem -outform DER | sha256sum");
+    assert!(
+        fp.starts_with(manifest["signer"]["public_key_sha256"].as_str().unwrap()),
+        "{fp} {manifest}"
+    );
+    let pcm = sh("tail -c +45 audio.wav | sha256sum");
+    assert!(
+        pcm.starts_with(manifest["audio"]["pcm_sha256"].as_str().unwrap()),
+        "{pcm} {manifest}"
+    );
+    assert!(std::fs::read_to_string(ev.join("README.txt"))
+        .unwrap()
+        .contains("openssl pkeyutl -verify"));
+    // The Ogg Opus download: a 2-channel Opus stream (one channel per party).
+    let (codec, _, channels) = common::ffprobe(&artifacts.join("download.opus"));
+    assert_eq!(
+        (codec.as_str(), channels),
+        ("opus", 2),
+        "ffprobe of the Opus download"
+    );
     // The case's hold went through Object Lock and was released by the second user:
     // every version of the london recording's objects has its legal hold OFF again, and
     // the box acknowledged the hold and the release commands.
@@ -609,6 +698,21 @@ fn web_console_end_to_end_in_headless_chromium() {
     assert!(has("web:cora", "search", "442079460001"), "{audit}");
     assert!(has("web:cora", "play", "case 15: listening"), "{audit}");
     assert!(has("web:cora", "download", "case 15: evidence"), "{audit}");
+    assert!(
+        entries.iter().any(|e| e["actor"] == "web:cora"
+            && e["action"] == "download"
+            && e.to_string().contains("case 15: opus for the regulator")
+            && {
+                // detail is JSON text inside the entry, or an object
+                let t = e.to_string();
+                t.contains(r#""format":"opus""#) || t.contains(r#"\"format\":\"opus\""#)
+            }),
+        "no audited Opus download: {audit}"
+    );
+    assert!(
+        has("web:cora", "download", "case 15: evidence bundle"),
+        "{audit}"
+    );
     assert!(has("web:sam", "refused", &paris_id), "{audit}");
     assert!(has("web:audrey", "refused", &london_id), "{audit}");
     assert!(has("web:audrey", "audit_verify", "verify"), "{audit}");

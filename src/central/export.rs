@@ -377,6 +377,80 @@ fn decrypt_to<W: std::io::Write + std::io::Seek>(
     src: Box<dyn std::io::Read + '_>,
     w: W,
 ) -> Result<(CentralExport, W), CentralError> {
+    decode_to(rec_key, opened, key, v, out, src, |r, wrap, interrupted| {
+        crate::recording::export::to_wav(r, wrap, interrupted, w)
+    })
+}
+
+/// [`wav_in_memory`] as Ogg Opus (2 channels, one per party; the box's default encoder
+/// settings and Ogg serial): the same verification, the decoded audio checked against
+/// the manifest.
+pub fn opus_in_memory(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+) -> Result<(CentralExport, zeroize::Zeroizing<Vec<u8>>), CentralError> {
+    let whole = sha_hex(&rec.container);
+    let mut open = || -> Result<Box<dyn std::io::Read + '_>, CentralError> {
+        Ok(Box::new(Cursor::new(&rec.container[..])))
+    };
+    let verified = verify_for_export(
+        &rec.key,
+        opened,
+        signer,
+        &whole,
+        rec.container.len() as u64,
+        &mut open,
+    )?;
+    // Room up front (no plaintext copies left by a growing Vec): Opus is smaller than
+    // the container.
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(rec.container.len() + 65536));
+    let id = opened.index.recording_id.clone();
+    let storage = verified.header.sample_format.storage_name().to_string();
+    let (e, _) = decode_to(
+        &rec.key,
+        opened,
+        key,
+        &verified,
+        Path::new("-"),
+        open()?,
+        |r, wrap, interrupted| {
+            crate::recording::export::to_ogg_opus(
+                r,
+                wrap,
+                interrupted,
+                &crate::recording::opus::OpusSettings::default(),
+                crate::service::evidence::ogg_serial(&id),
+                &[
+                    format!("BRANCHREC_RECORDING_ID={id}"),
+                    format!("BRANCHREC_STORAGE={storage}"),
+                ],
+                &mut *buf,
+            )
+        },
+    )?;
+    Ok((e, buf))
+}
+
+/// Decode `src` with `encode` and check the audio hash it reports against the signed
+/// manifest.
+fn decode_to<'a, W>(
+    rec_key: &str,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    v: &Verified,
+    out: &Path,
+    src: Box<dyn std::io::Read + 'a>,
+    encode: impl FnOnce(
+        Box<dyn std::io::Read + 'a>,
+        &dyn crate::vault::KeyWrap,
+        bool,
+    ) -> Result<
+        (crate::recording::export::Exported, W),
+        crate::recording::export::ExportError,
+    >,
+) -> Result<(CentralExport, W), CentralError> {
     let tampered = |m: String| CentralError::Tampered(format!("{rec_key}: {m}"));
     let field = |p: &str| {
         v.manifest
@@ -386,7 +460,7 @@ fn decrypt_to<W: std::io::Write + std::io::Seek>(
             .to_string()
     };
     let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
-    let (e, w) = crate::recording::export::to_wav(src, &ComplianceUnwrap(key), interrupted, w)
+    let (e, w) = encode(src, &ComplianceUnwrap(key), interrupted)
         .map_err(|e| tampered(format!("decrypting: {e}")))?;
     let want = match v.header.sample_format {
         SampleFormat::S16Le => field("/audio/pcm_sha256"),
@@ -436,6 +510,43 @@ pub fn export_evidence(
     key: &dyn ComplianceKey,
     signer: &TrustedSigner,
     dir: &Path,
+    warnings: Vec<String>,
+) -> Result<CentralEvidence, CentralError> {
+    evidence_to(
+        rec,
+        opened,
+        key,
+        signer,
+        Some(dir),
+        &mut Vec::new(),
+        warnings,
+    )
+}
+
+/// The files of a bundle in memory.
+pub type BundleFiles = Vec<(String, zeroize::Zeroizing<Vec<u8>>)>;
+
+/// [`export_evidence`] into memory (the web console's evidence download; nothing on
+/// disk): the same checks and the same files, `(name, bytes)` in the order the box's
+/// writer makes them.
+pub fn evidence_in_memory(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+) -> Result<(CentralEvidence, BundleFiles), CentralError> {
+    let mut files = Vec::new();
+    let e = evidence_to(rec, opened, key, signer, None, &mut files, Vec::new())?;
+    Ok((e, files))
+}
+
+fn evidence_to(
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    dir: Option<&Path>,
+    files: &mut BundleFiles,
     mut warnings: Vec<String>,
 ) -> Result<CentralEvidence, CentralError> {
     use base64::Engine as _;
@@ -522,28 +633,35 @@ pub fn export_evidence(
     let open = || -> anyhow::Result<Box<dyn std::io::Read + '_>> {
         Ok(Box::new(Cursor::new(&rec.container[..])))
     };
-    crate::service::evidence::write_evidence_bundle(
-        &crate::service::evidence::BundleSource {
-            id: &opened.index.recording_id,
-            header: &header,
-            open: &open,
-            wrap: &unwrap,
-            interrupted,
-            manifest,
-            signature: sig,
-            signer_public_der: &der,
-            metadata_documents: docs,
-            metadata,
-            warnings: warnings.clone(),
-            // The archive does not carry the token yet (docs/assurance.md).
-            timestamp_token: None,
-        },
-        dir,
-    )
-    .map_err(|e| CentralError::Output(format!("{}: {e:#}", dir.display())))?;
+    let src = crate::service::evidence::BundleSource {
+        id: &opened.index.recording_id,
+        header: &header,
+        open: &open,
+        wrap: &unwrap,
+        interrupted,
+        manifest,
+        signature: sig,
+        signer_public_der: &der,
+        metadata_documents: docs,
+        metadata,
+        warnings: warnings.clone(),
+        // The archive does not carry the token yet (docs/assurance.md).
+        timestamp_token: None,
+    };
+    match dir {
+        Some(dir) => crate::service::evidence::write_evidence_bundle(&src, dir)
+            .map_err(|e| CentralError::Output(format!("{}: {e:#}", dir.display())))?,
+        None => {
+            *files = crate::service::evidence::evidence_bundle_in_memory(
+                &src,
+                rec.container.len() * 2 + 65536,
+            )
+            .map_err(|e| CentralError::Output(format!("evidence bundle: {e:#}")))?
+        }
+    }
     Ok(CentralEvidence {
         recording_id: opened.index.recording_id.clone(),
-        dir: dir.to_path_buf(),
+        dir: dir.map(Path::to_path_buf).unwrap_or_default(),
         signer_sha256: sha_hex(&der),
         warnings,
     })

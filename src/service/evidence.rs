@@ -569,24 +569,98 @@ struct Bundle<'a> {
     created: Vec<PathBuf>,
 }
 
-impl Bundle<'_> {
-    fn create(&mut self, name: &str) -> anyhow::Result<std::fs::File> {
-        let p = self.dir.join(name);
-        let f = crate::recording::files::create_private(&p)
-            .with_context(|| format!("creating {}", p.display()))?;
-        self.created.push(p);
-        Ok(f)
-    }
+/// A writable, seekable file of a bundle (the WAV writer seeks back to its header).
+pub trait BundleFile: std::io::Write + std::io::Seek {}
+impl<T: std::io::Write + std::io::Seek> BundleFile for T {}
 
-    fn write(&mut self, name: &str, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+/// Where the files of a bundle go: a directory ([`write_evidence_bundle`]) or memory
+/// ([`evidence_bundle_in_memory`]).
+trait BundleSink {
+    fn create(&mut self, name: &str) -> anyhow::Result<Box<dyn BundleFile + '_>>;
+
+    fn write(&mut self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         let mut f = self.create(name)?;
-        std::io::Write::write_all(&mut f, bytes.as_ref())?;
-        f.sync_all()?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        std::io::Write::flush(&mut f)?;
         Ok(())
     }
 }
 
-fn write_bundle(src: &BundleSource<'_>, b: &mut Bundle<'_>) -> anyhow::Result<()> {
+impl BundleSink for Bundle<'_> {
+    fn create(&mut self, name: &str) -> anyhow::Result<Box<dyn BundleFile + '_>> {
+        let p = self.dir.join(name);
+        let f = crate::recording::files::create_private(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        self.created.push(p);
+        Ok(Box::new(Synced(f)))
+    }
+}
+
+/// A bundle file synced to disk when flushed.
+struct Synced(std::fs::File);
+
+impl std::io::Write for Synced {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        self.0.sync_all()
+    }
+}
+
+impl std::io::Seek for Synced {
+    fn seek(&mut self, p: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(p)
+    }
+}
+
+/// The files of a bundle in memory, in the order written.
+struct MemoryBundle {
+    files: Vec<(String, std::io::Cursor<Vec<u8>>)>,
+    reserve: usize,
+}
+
+impl BundleSink for MemoryBundle {
+    fn create(&mut self, name: &str) -> anyhow::Result<Box<dyn BundleFile + '_>> {
+        // Room up front for the audio (a growing Vec would leave plaintext copies in
+        // freed memory).
+        let cap = if name.starts_with("audio.") {
+            self.reserve
+        } else {
+            0
+        };
+        self.files.push((
+            name.to_string(),
+            std::io::Cursor::new(Vec::with_capacity(cap)),
+        ));
+        let (_, c) = self.files.last_mut().expect("just pushed");
+        Ok(Box::new(c))
+    }
+}
+
+/// The bundle of `src` in memory (nothing on disk): `(file name, bytes)` in the order
+/// [`write_evidence_bundle`] writes them; `reserve`: capacity for each audio file.
+/// The caller zeroises the bytes when done (they hold the decrypted audio).
+pub fn evidence_bundle_in_memory(
+    src: &BundleSource<'_>,
+    reserve: usize,
+) -> anyhow::Result<Vec<(String, zeroize::Zeroizing<Vec<u8>>)>> {
+    let mut b = MemoryBundle {
+        files: Vec::new(),
+        reserve,
+    };
+    let res = write_bundle(src, &mut b);
+    let files: Vec<(String, zeroize::Zeroizing<Vec<u8>>)> = b
+        .files
+        .into_iter()
+        .map(|(n, c)| (n, zeroize::Zeroizing::new(c.into_inner())))
+        .collect();
+    res?;
+    Ok(files)
+}
+
+fn write_bundle(src: &BundleSource<'_>, b: &mut dyn BundleSink) -> anyhow::Result<()> {
     let (h, wrap, open) = (src.header, src.wrap, src.open);
     let signed: Value = serde_json::from_slice(src.manifest)?;
     let check = |got: [u8; 32], key: &str| -> anyhow::Result<()> {
@@ -622,6 +696,7 @@ fn write_bundle(src: &BundleSource<'_>, b: &mut Bundle<'_>) -> anyhow::Result<()
                 }
             }
             std::io::Write::flush(&mut f)?;
+            drop(f);
             check(rd.audio_sha256(), "/audio/opus_packets_sha256")?;
             let ogg = std::io::BufWriter::new(b.create("audio.opus")?);
             crate::recording::export::to_ogg_opus(
@@ -640,11 +715,14 @@ fn write_bundle(src: &BundleSource<'_>, b: &mut Bundle<'_>) -> anyhow::Result<()
     };
     b.write("manifest.json", src.manifest)?;
     b.write("manifest.sig", src.signature)?;
-    b.write("signing-key.pem", public_key_pem(src.signer_public_der))?;
+    b.write(
+        "signing-key.pem",
+        public_key_pem(src.signer_public_der).as_ref(),
+    )?;
     for (seq, raw) in &src.metadata_documents {
         b.write(&format!("metadata-{seq}.xml"), raw)?;
     }
-    b.write("metadata.json", serde_json::to_vec_pretty(&src.metadata)?)?;
+    b.write("metadata.json", &serde_json::to_vec_pretty(&src.metadata)?)?;
     let step5 = match src.timestamp_token {
         Some(t) => {
             b.write("manifest.tsr", t)?;
@@ -686,7 +764,8 @@ fn write_bundle(src: &BundleSource<'_>, b: &mut Bundle<'_>) -> anyhow::Result<()
              {step5}\
              See docs/evidence.md.\n",
             id = src.id,
-        ),
+        )
+        .as_bytes(),
     )?;
     Ok(())
 }

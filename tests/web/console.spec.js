@@ -36,6 +36,7 @@ function totp(secret, t = Date.now()) {
 }
 
 let current = null; // the page in use, for the failure screenshot
+let savedId = null; // cora's saved search, which another user must not see
 
 async function login(browser, name) {
   const u = cfg.users[name];
@@ -106,6 +107,109 @@ async function main() {
     assert.match(csvText, /^recording_id,start,/);
     assert.ok(csvText.includes(cfg.london_id) && !csvText.includes(cfg.paris_id), csvText);
     ok("CSV export of the results");
+
+    // --- Search filters: duration and state (form), bad values refused by the API.
+    const csrf0 = await csrfOf(page);
+    const api = async (data) => {
+      const r = await context.request.post(`${base}/api/v1/search`, { data, headers: { "X-CSRF-Token": csrf0 } });
+      return { status: r.status(), body: r.status() === 200 ? await r.json() : await r.text() };
+    };
+    const lon = (await api({ participant: cfg.participant })).body.hits[0];
+    assert.equal(lon.recording_id, cfg.london_id);
+    const durS = lon.duration_ms / 1000;
+    assert.ok(durS > 1, JSON.stringify(lon));
+    const formSearch = async (fields) => {
+      await page.goto(`${base}/search`);
+      for (const [k, v] of Object.entries(fields)) {
+        const el = await page.$(`[name="${k}"]`);
+        if ((await el.evaluate((e) => e.tagName)) === "SELECT") await page.selectOption(`[name="${k}"]`, v);
+        else await page.fill(`[name="${k}"]`, v);
+      }
+      await page.click("#search");
+      await page.waitForSelector("#results");
+      return page.$$eval("#results tbody tr", (rs) => rs.map((r) => r.dataset.recording));
+    };
+    assert.deepEqual(await formSearch({ participant: cfg.participant, min_duration_s: String(durS - 0.5), max_duration_s: String(durS + 0.5) }), [cfg.london_id]);
+    assert.deepEqual(await formSearch({ participant: cfg.participant, min_duration_s: String(durS + 0.5) }), []);
+    assert.deepEqual(await formSearch({ participant: cfg.participant, max_duration_s: String(durS - 0.5) }), []);
+    assert.deepEqual(await formSearch({ participant: cfg.participant, state: "complete" }), [cfg.london_id]);
+    assert.deepEqual(await formSearch({ participant: cfg.participant, state: "interrupted" }), []);
+    assert.equal((await api({ state: "bogus" })).status, 400);
+    assert.equal((await api({ min_duration_s: "-3" })).status, 400);
+    assert.equal((await api({ sort: "password" })).status, 400);
+    ok(`duration (${durS} s ± 0.5) and state filters select exactly the london call; bad state/duration/sort are 400`);
+
+    // --- Column sorting and paging (london and paris are indexed; the backlogged leeds
+    // call may arrive meanwhile, so only their relative order is compared).
+    const siteRows = () => page.$$eval("#results tbody tr", (rs) => rs.map((r) => ({ id: r.dataset.recording, site: r.children[4].textContent })));
+    const two = (rs) => rs.map((r) => r.id).filter((id) => id === cfg.london_id || id === cfg.paris_id);
+    await formSearch({});
+    await page.click("#sort-site");
+    await page.waitForSelector("#results th[aria-sort=ascending] #sort-site");
+    let rows = await siteRows();
+    const sites = rows.map((r) => r.site);
+    assert.deepEqual(sites, [...sites].sort(), JSON.stringify(rows));
+    assert.deepEqual(two(rows), [cfg.london_id, cfg.paris_id], JSON.stringify(rows));
+    await page.click("#sort-site");
+    await page.waitForSelector("#results th[aria-sort=descending] #sort-site");
+    rows = await siteRows();
+    assert.deepEqual(rows.map((r) => r.site), [...sites].sort().reverse(), JSON.stringify(rows));
+    assert.deepEqual(two(rows), [cfg.paris_id, cfg.london_id], JSON.stringify(rows));
+    // The API agrees.
+    assert.deepEqual(two((await api({ sort: "-site" })).body.hits.map((h) => ({ id: h.recording_id }))), [cfg.paris_id, cfg.london_id]);
+    assert.deepEqual(two((await api({ sort: "site" })).body.hits.map((h) => ({ id: h.recording_id }))), [cfg.london_id, cfg.paris_id]);
+    // One per page, by site ascending: page 1, Next, Previous — each page is the API's
+    // page of the same search.
+    const apiPage = async (offset) => (await api({ sort: "site", limit: 1, offset })).body.hits.map((h) => h.recording_id);
+    await formSearch({ limit: "1" });
+    await page.click("#sort-site");
+    await page.waitForSelector("#results th[aria-sort=ascending]");
+    const p1 = (await siteRows()).map((r) => r.id);
+    assert.equal(p1.length, 1);
+    assert.deepEqual(p1, await apiPage(0));
+    assert.equal(await page.textContent("#page-no"), "Page 1");
+    assert.equal(await page.$("#prev"), null);
+    await page.click("#next");
+    await page.waitForSelector("#page-no:text('Page 2')");
+    const p2 = (await siteRows()).map((r) => r.id);
+    assert.equal(p2.length, 1);
+    assert.notDeepEqual(p2, p1);
+    assert.deepEqual(p2, await apiPage(1));
+    await page.click("#prev");
+    await page.waitForSelector("#page-no:text('Page 1')");
+    assert.deepEqual((await siteRows()).map((r) => r.id), p1);
+    ok(`column sorting (site ascending/descending, API the same) and paging with one per page: ${sites}`);
+
+    // --- Saved searches: save from the page, list and run by API and page, delete.
+    await formSearch({ participant: cfg.participant, state: "complete" });
+    await page.fill("#saved-name", "london calls");
+    await page.click("#save-search");
+    await page.waitForSelector("#saved-list li");
+    assert.equal(await page.textContent("#saved-list li .name"), "london calls");
+    const savedList = await (await context.request.get(`${base}/api/v1/saved-searches`)).json();
+    assert.equal(savedList.saved_searches.length, 1, JSON.stringify(savedList));
+    savedId = savedList.saved_searches[0].id;
+    assert.equal(savedList.saved_searches[0].search.participant, cfg.participant);
+    const apiCreated = await context.request.post(`${base}/api/v1/saved-searches`, { data: { name: "paris by API", search: { site: "paris" } }, headers: { "X-CSRF-Token": csrf0 } });
+    assert.equal(apiCreated.status(), 201);
+    const parisSaved = (await apiCreated.json()).id;
+    const ranParis = await (await context.request.post(`${base}/api/v1/saved-searches/${parisSaved}/run`, { data: {}, headers: { "X-CSRF-Token": csrf0 } })).json();
+    assert.deepEqual(ranParis.hits.map((h) => h.recording_id), [cfg.paris_id]);
+    const noCsrfSave = await context.request.post(`${base}/api/v1/saved-searches`, { data: { name: "x", search: {} } });
+    assert.equal(noCsrfSave.status(), 403);
+    await page.goto(`${base}/search`);
+    assert.equal((await page.$$("#saved-list li")).length, 2);
+    await page.click(`#saved-list li[data-saved="${savedId}"] .run-saved`);
+    await page.waitForSelector("#results");
+    assert.deepEqual(await page.$$eval("#results tbody tr", (rs) => rs.map((r) => r.dataset.recording)), [cfg.london_id]);
+    assert.equal(await page.inputValue("#participant"), cfg.participant);
+    await page.click(`#saved-list li[data-saved="${parisSaved}"] .delete-saved`);
+    await page.waitForSelector("#saved-searches");
+    assert.equal((await page.$$("#saved-list li")).length, 1);
+    const del = await context.request.delete(`${base}/api/v1/saved-searches/${parisSaved}`, { headers: { "X-CSRF-Token": csrf0 } });
+    assert.equal(del.status(), 404);
+    ok("saved searches: saved from the page, listed and run by API and page, deleted by page (gone: API 404)");
+    await formSearch({ participant: cfg.participant });
 
     // --- Recording page and player.
     await page.click(`#results a[href="/recordings/${cfg.london_id}"]`);
@@ -202,6 +306,38 @@ async function main() {
     const [dl] = await Promise.all([page.waitForEvent("download"), page.click("#download")]);
     await dl.saveAs(shot("download.wav"));
     ok(`WAV downloaded (${fs.statSync(shot("download.wav")).size} bytes)`);
+    // Ogg Opus through the same reason prompt (the Rust side probes it with ffprobe).
+    await page.fill("#reason", "");
+    await page.click("#download-opus");
+    await page.waitForSelector("#player-error:not([hidden])");
+    await page.fill("#reason", "case 15: opus for the regulator");
+    const [dlOpus] = await Promise.all([page.waitForEvent("download"), page.click("#download-opus")]);
+    assert.equal(dlOpus.suggestedFilename(), `${cfg.london_id}.opus`);
+    await dlOpus.saveAs(shot("download.opus"));
+    const opusBytes = fs.readFileSync(shot("download.opus"));
+    assert.equal(opusBytes.subarray(0, 4).toString("latin1"), "OggS");
+    assert.ok(opusBytes.includes(Buffer.from("OpusHead")), "no OpusHead");
+    // A download grant is for one format and one GET; play grants have no format.
+    const csrfP = await csrfOf(page);
+    const og = await context.request.post(`${base}/api/v1/recordings/${cfg.london_id}/grants`, { data: { purpose: "download", reason: "x", format: "opus" }, headers: { "X-CSRF-Token": csrfP } });
+    assert.equal(og.status(), 201);
+    const ogj = await og.json();
+    assert.match(ogj.url, /\/opus\?grant=/);
+    assert.equal((await context.request.get(`${base}/api/v1/recordings/${cfg.london_id}/wav?grant=${ogj.grant}`)).status(), 403);
+    const once = await context.request.get(`${base}${ogj.url}`);
+    assert.equal(once.status(), 403, "the WAV attempt used the grant up");
+    const bad = await context.request.post(`${base}/api/v1/recordings/${cfg.london_id}/grants`, { data: { purpose: "play", reason: "x", format: "opus" }, headers: { "X-CSRF-Token": csrfP } });
+    assert.equal(bad.status(), 400);
+    ok(`Ogg Opus downloaded with a reason (${opusBytes.length} bytes); a grant serves one format, once`);
+    // The evidence bundle (tar); the Rust side unpacks it and runs docs/evidence.md's checks.
+    await page.fill("#reason", "case 15: evidence bundle");
+    const [dlEv] = await Promise.all([page.waitForEvent("download"), page.click("#download-evidence")]);
+    assert.equal(dlEv.suggestedFilename(), `${cfg.london_id}.tar`);
+    await dlEv.saveAs(shot("evidence.tar"));
+    const evBytes = fs.readFileSync(shot("evidence.tar"));
+    assert.equal(evBytes.subarray(257, 262).toString("latin1"), "ustar");
+    assert.equal(evBytes.subarray(0, 37).toString("latin1"), `${cfg.london_id}/`);
+    ok(`evidence bundle downloaded with a reason (${evBytes.length} bytes, ustar)`);
 
     // --- CSRF: state changes without the token are refused, page form and API alike.
     const noToken = await context.request.post(`${base}/search`, { form: { participant: "+44*" } });
@@ -230,9 +366,20 @@ async function main() {
     await page.fill("#case-title", "Regulator request 15");
     await page.click("#create-case");
     await page.waitForURL(`${base}/cases/FCA-2026-015`);
-    await page.fill("#add-recording", cfg.london_id);
-    await page.click("#add");
+    // Add the london call from a search result: tick it, pick the case.
+    await page.goto(`${base}/search`);
+    await page.fill("#participant", cfg.participant);
+    await page.click("#search");
+    await page.waitForSelector("#add-to-case");
+    await page.check(`#results tr[data-recording="${cfg.london_id}"] input.pick`);
+    await page.selectOption("#case-pick", "FCA-2026-015");
+    await page.click("#add-to-case-btn");
+    await page.waitForURL(`${base}/cases/FCA-2026-015`);
     await page.waitForSelector(`#case-recordings tr[data-recording="${cfg.london_id}"]`);
+    assert.equal((await page.$$("#case-recordings tbody tr")).length, 1);
+    const noPick = await context.request.post(`${base}/cases/add-from-search`, { form: { csrf: await csrfOf(page), case: "FCA-2026-015" } });
+    assert.equal(noPick.status(), 400);
+    ok("recording added to the case from a search result (ticked, case picked)");
     await page.fill("#hold-reason", "case 15: regulator request");
     await page.click("#place-hold");
     await page.waitForSelector("#case-note");
@@ -367,9 +514,16 @@ async function main() {
       const g = await c.request.post(`${base}/api/v1/recordings/${cfg.london_id}/grants`, { data: { purpose: "play", reason: "curious" }, headers: { "X-CSRF-Token": await csrfOf(p) } });
       assert.equal(g.status(), 403);
       ok("auditor sees metadata but cannot play (no player; grant API 403)");
+      const theirs = await (await c.request.get(`${base}/api/v1/saved-searches`)).json();
+      assert.deepEqual(theirs.saved_searches, []);
+      const runOther = await c.request.post(`${base}/api/v1/saved-searches/${savedId}/run`, { data: {}, headers: { "X-CSRF-Token": await csrfOf(p) } });
+      assert.equal(runOther.status(), 404);
+      const delOther = await c.request.delete(`${base}/api/v1/saved-searches/${savedId}`, { headers: { "X-CSRF-Token": await csrfOf(p) } });
+      assert.equal(delOther.status(), 404);
+      ok("another user's saved search: not listed, not run, not deleted (404)");
       await p.goto(`${base}/audit`);
       const actions = await p.$$eval("#audit tbody tr", (rs) => rs.map((r) => r.dataset.action));
-      for (const a of ["login", "search", "search_export", "show", "play", "download", "refused", "login_failed", "login_refused", "case_create", "case_add", "hold", "release_request", "release_approve"]) {
+      for (const a of ["login", "search", "search_export", "show", "play", "download", "refused", "login_failed", "login_refused", "case_create", "case_add", "hold", "release_request", "release_approve", "saved_search_create", "saved_search_delete"]) {
         assert.ok(actions.includes(a), `${a} missing in ${actions}`);
       }
       // Filter by action.

@@ -20,6 +20,57 @@ pub enum ConsoleError {
     /// A `Range` header that cannot be satisfied.
     #[error("range not satisfiable")]
     Range,
+    /// A file name that does not fit a ustar header (or is not plain ASCII).
+    #[error("file name {0:?} does not fit a tar header")]
+    TarName(String),
+}
+
+/// A POSIX ustar archive (what `tar -x` reads) of regular files, each `dir/name`, mode
+/// 0600, owner 0, modified at `mtime` (unix seconds): for the evidence-bundle download.
+/// Names: printable ASCII without `..`, `dir/name` at most 100 bytes.
+pub fn ustar(dir: &str, files: &[(&str, &[u8])], mtime: u64) -> Result<Vec<u8>, ConsoleError> {
+    fn octal(field: &mut [u8], v: u64) {
+        // Zero-padded octal, NUL-terminated, filling the field.
+        let n = field.len() - 1;
+        let s = format!("{:0w$o}", v, w = n);
+        field[..n].copy_from_slice(&s.as_bytes()[s.len() - n..]);
+        field[n] = 0;
+    }
+    let total: usize = files
+        .iter()
+        .map(|(_, b)| 512 + b.len().div_ceil(512) * 512)
+        .sum();
+    let mut out = Vec::with_capacity(total + 1024);
+    for (name, bytes) in files {
+        let path = format!("{dir}/{name}");
+        if path.len() > 100
+            || name.is_empty()
+            || path.contains("..")
+            || !path.bytes().all(|c| (0x21..0x7f).contains(&c))
+        {
+            return Err(ConsoleError::TarName(path));
+        }
+        let mut h = [0u8; 512];
+        h[..path.len()].copy_from_slice(path.as_bytes());
+        octal(&mut h[100..108], 0o600);
+        octal(&mut h[108..116], 0);
+        octal(&mut h[116..124], 0);
+        octal(&mut h[124..136], bytes.len() as u64);
+        octal(&mut h[136..148], mtime);
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        // Checksum: the header's bytes summed with the checksum field as spaces.
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(bytes);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    Ok(out)
 }
 
 /// A console role (docs/web-console.md, *Roles*).
@@ -373,6 +424,32 @@ pub fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ustar_headers_are_well_formed() {
+        let t = ustar(
+            "rec",
+            &[("a.txt", b"hello"), ("b.bin", &[7u8; 600])],
+            1_700_000_000,
+        )
+        .unwrap();
+        // header + 1 block, header + 2 blocks, 2 end blocks
+        assert_eq!(t.len(), 512 * (2 + 3 + 2));
+        assert_eq!(&t[..9], b"rec/a.txt");
+        assert_eq!(&t[124..136], b"00000000005\0");
+        assert_eq!(&t[257..263], b"ustar\0");
+        let mut h = t[..512].to_vec();
+        let stored = u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
+        h[148..156].copy_from_slice(b"        ");
+        assert_eq!(stored, h.iter().map(|&b| u32::from(b)).sum::<u32>());
+        assert_eq!(&t[512..517], b"hello");
+        assert_eq!(&t[1024..1033], b"rec/b.bin");
+        assert_eq!(&t[1024 + 124..1024 + 136], b"00000001130\0");
+        assert!(t[t.len() - 1024..].iter().all(|&b| b == 0));
+        assert!(ustar("rec", &[("../x", b"")], 0).is_err());
+        assert!(ustar("rec", &[(&"x".repeat(97), b"")], 0).is_err());
+        assert!(ustar("rec", &[("a b", b"")], 0).is_err());
+    }
 
     #[test]
     fn rfc6238_sha1_vectors() {

@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "web console", V2),
     (3, "central holds, command sequence, ack problems", V3),
     (4, "compact", V4),
+    (5, "web saved searches", V5),
 ];
 
 const V1: &str = r#"
@@ -381,4 +382,16 @@ CREATE INDEX participants_name ON participants (lower(name) text_pattern_ops)
 -- The indexer looks at a box's published heads around the new ordinals only.
 CREATE INDEX box_audit_heads_ordinal ON box_audit_heads (box_id, ordinal)
     WHERE ordinal IS NOT NULL;
+"#;
+
+/// Saved searches of the web console, per user (the filter as the form gives it).
+const V5: &str = r#"
+CREATE TABLE web_saved_searches (
+    search_id       bigserial PRIMARY KEY,
+    user_id         bigint NOT NULL REFERENCES web_users(user_id) ON DELETE CASCADE,
+    name            text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    filter          jsonb NOT NULL,
+    created_ms      bigint NOT NULL,
+    UNIQUE (user_id, name)
+);
 "#;

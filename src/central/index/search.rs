@@ -44,6 +44,106 @@ pub struct Filter {
     pub offset: i64,
     /// Include recordings quarantined after indexing (an object changed).
     pub include_quarantined: bool,
+    /// Recording state (`complete`, `interrupted`, `damaged`, …).
+    pub state: Option<String>,
+    /// Order of the results (default: newest first).
+    pub sort: Sort,
+}
+
+/// A column the results can be ordered by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    /// Start time.
+    #[default]
+    Start,
+    /// Duration.
+    Duration,
+    /// Box id.
+    Box,
+    /// Site.
+    Site,
+    /// Direction.
+    Direction,
+}
+
+/// The order of a search: a column and a direction; ties broken by start (newest
+/// first) and recording id, so paging is stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sort {
+    /// Column.
+    pub key: SortKey,
+    /// Descending.
+    pub descending: bool,
+}
+
+impl Default for Sort {
+    fn default() -> Self {
+        Sort {
+            key: SortKey::Start,
+            descending: true,
+        }
+    }
+}
+
+impl Sort {
+    /// From `start`, `-start`, `duration`, `-duration`, `box`, `site`, `direction`
+    /// (a leading `-`: descending); empty: newest first.
+    pub fn parse(s: &str) -> Result<Sort, IndexError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Sort::default());
+        }
+        let (name, descending) = match s.strip_prefix('-') {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        let key = match name {
+            "start" => SortKey::Start,
+            "duration" => SortKey::Duration,
+            "box" => SortKey::Box,
+            "site" => SortKey::Site,
+            "direction" => SortKey::Direction,
+            _ => return Err(IndexError::Filter(format!("sort {s:?}"))),
+        };
+        Ok(Sort { key, descending })
+    }
+
+    /// The spelling [`Sort::parse`] reads.
+    pub fn spec(&self) -> String {
+        let n = match self.key {
+            SortKey::Start => "start",
+            SortKey::Duration => "duration",
+            SortKey::Box => "box",
+            SortKey::Site => "site",
+            SortKey::Direction => "direction",
+        };
+        if self.descending {
+            format!("-{n}")
+        } else {
+            n.to_string()
+        }
+    }
+
+    fn order_by(&self) -> String {
+        let d = if self.descending { "DESC" } else { "ASC" };
+        let nulls = if self.descending {
+            "NULLS LAST"
+        } else {
+            "NULLS FIRST"
+        };
+        match self.key {
+            SortKey::Start => format!("r.started_at_ms {d}, r.recording_id"),
+            SortKey::Duration => {
+                format!("r.duration_ms {d} {nulls}, r.started_at_ms DESC, r.recording_id")
+            }
+            SortKey::Box => format!("r.box_id {d}, r.started_at_ms DESC, r.recording_id"),
+            SortKey::Site => format!("r.site {d}, r.started_at_ms DESC, r.recording_id"),
+            SortKey::Direction => {
+                format!("r.direction {d} {nulls}, r.started_at_ms DESC, r.recording_id")
+            }
+        }
+    }
 }
 
 /// One result.
@@ -215,6 +315,10 @@ pub fn build(f: &Filter) -> Result<(String, Vec<Box<dyn ToSql + Sync>>), IndexEr
         let c = format!("r.direction = {}", q.p(d.clone()));
         q.conds.push(c);
     }
+    if let Some(st) = &f.state {
+        let c = format!("r.state = {}", q.p(st.clone()));
+        q.conds.push(c);
+    }
     if !f.tags.is_empty() {
         let c = format!("r.tags @> {}::text[]", q.p(f.tags.clone()));
         q.conds.push(c);
@@ -238,7 +342,8 @@ pub fn build(f: &Filter) -> Result<(String, Vec<Box<dyn ToSql + Sync>>), IndexEr
         format!(
             "SELECT r.recording_id::text, r.box_id, r.site, r.started_at_ms, r.duration_ms,
                     r.direction, r.tags, r.held, r.trust, r.integrity, r.container_key
-             FROM recordings r {where_} ORDER BY r.started_at_ms DESC, r.recording_id LIMIT {limit} OFFSET {offset}"
+             FROM recordings r {where_} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+            order = f.sort.order_by()
         ),
         q.params,
     ))
@@ -620,5 +725,49 @@ mod tests {
         assert!(sql.contains("LIKE $1"), "{sql}");
         assert_eq!(p.len(), 3);
         assert_eq!(like_escape("50%_"), "50\\%\\_");
+    }
+
+    #[test]
+    fn sorts_parse_and_order_the_query() {
+        for spec in [
+            "start",
+            "-start",
+            "duration",
+            "-duration",
+            "box",
+            "-box",
+            "site",
+            "-site",
+            "direction",
+        ] {
+            assert_eq!(Sort::parse(spec).unwrap().spec(), spec);
+        }
+        assert_eq!(Sort::parse("").unwrap(), Sort::default());
+        assert_eq!(Sort::default().spec(), "-start");
+        for bad in ["password", "--site", "site;", "-"] {
+            assert!(Sort::parse(bad).is_err(), "{bad}");
+        }
+        let (sql, p) = build(&Filter {
+            state: Some("complete".into()),
+            sort: Sort::parse("-duration").unwrap(),
+            limit: 5,
+            ..Filter::default()
+        })
+        .unwrap();
+        assert!(sql.contains("r.state = $1"), "{sql}");
+        assert!(
+            sql.contains("ORDER BY r.duration_ms DESC NULLS LAST, r.started_at_ms DESC, r.recording_id LIMIT"),
+            "{sql}"
+        );
+        assert_eq!(p.len(), 3);
+        let (sql, _) = build(&Filter {
+            limit: 5,
+            ..Filter::default()
+        })
+        .unwrap();
+        assert!(
+            sql.contains("ORDER BY r.started_at_ms DESC, r.recording_id LIMIT"),
+            "{sql}"
+        );
     }
 }

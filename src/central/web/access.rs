@@ -39,6 +39,16 @@ pub struct SearchInput {
     pub tags: String,
     /// `yes`, `no` or empty.
     pub held: String,
+    /// Shortest duration, seconds (empty: any).
+    pub min_duration_s: String,
+    /// Longest duration, seconds (empty: any).
+    pub max_duration_s: String,
+    /// Recording state: `complete`, `interrupted`, `damaged`, `recording`,
+    /// `codec_unsupported` or empty.
+    pub state: String,
+    /// Order: `start`, `duration`, `box`, `site`, `direction`, a leading `-` for
+    /// descending; empty: newest first.
+    pub sort: String,
     /// Skip this many.
     pub offset: i64,
     /// Page size (0: the configured one).
@@ -68,6 +78,15 @@ fn parse_time(s: &str) -> Result<Option<i64>, WebError> {
     Err(WebError::BadRequest(format!("{s:?} is not a date or time")))
 }
 
+/// The recording states a search may ask for.
+pub const STATES: &[&str] = &[
+    "complete",
+    "interrupted",
+    "damaged",
+    "recording",
+    "codec_unsupported",
+];
+
 fn list(s: &str) -> Vec<String> {
     s.split(',')
         .map(|x| x.trim().to_string())
@@ -87,6 +106,10 @@ impl SearchInput {
             direction: field(f, "direction").into(),
             tags: field(f, "tags").into(),
             held: field(f, "held").into(),
+            min_duration_s: field(f, "min_duration_s").into(),
+            max_duration_s: field(f, "max_duration_s").into(),
+            state: field(f, "state").into(),
+            sort: field(f, "sort").into(),
             offset: field(f, "offset").parse().unwrap_or(0),
             limit: field(f, "limit").parse().unwrap_or(0),
         }
@@ -101,8 +124,34 @@ impl SearchInput {
                 return Err(WebError::BadRequest(format!("direction {d:?}")));
             }
         }
+        let state = opt(&self.state);
+        if let Some(st) = &state {
+            if !STATES.contains(&st.as_str()) {
+                return Err(WebError::BadRequest(format!("state {st:?}")));
+            }
+        }
+        let secs = |k: &str, v: &str| -> Result<Option<i64>, WebError> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
+            }
+            match v.parse::<f64>() {
+                Ok(x) if x.is_finite() && x >= 0.0 && x < 1e9 => {
+                    Ok(Some((x * 1000.0).round() as i64))
+                }
+                _ => Err(WebError::BadRequest(format!("{k} {v:?}: seconds"))),
+            }
+        };
+        let min_duration_ms = secs("min_duration_s", &self.min_duration_s)?;
+        let max_duration_ms = secs("max_duration_s", &self.max_duration_s)?;
+        let sort = search::Sort::parse(&self.sort)
+            .map_err(|_| WebError::BadRequest(format!("sort {:?}", self.sort)))?;
         Ok(Filter {
             participant: list(&self.participant),
+            min_duration_ms,
+            max_duration_ms,
+            state,
+            sort,
             box_id: opt(&self.box_id),
             site: opt(&self.site),
             since_ms: parse_time(&self.since)?,
@@ -294,6 +343,74 @@ fn wav_samples(wav: &[u8]) -> zeroize::Zeroizing<Vec<i16>> {
 
 /// Peaks per lane for the player.
 pub const PEAK_BUCKETS: usize = 800;
+
+/// Decrypt recording `id` into memory (verified exactly as `central export`), or take
+/// it from the bounded in-memory cache.
+/// A recording verified and rendered in memory for one download (not cached):
+/// `opus` (Ogg Opus, 2 channels) or `evidence` (the box's evidence-bundle files as a
+/// ustar archive, `<id>/…`).
+pub fn download_file(
+    app: &App,
+    c: &mut postgres::Client,
+    id: &str,
+    box_id: &str,
+    container_key: &str,
+    format: &str,
+) -> Result<Arc<super::DownloadFile>, WebError> {
+    let der = db::get_box(c, box_id)?
+        .and_then(|b| b.known())
+        .map(|k| k.der)
+        .ok_or_else(|| {
+            WebError::Forbidden(format!(
+                "box {box_id} has no trusted signing key in the index: enrol it"
+            ))
+        })?;
+    let ar = ArchiveReader::open(&app.central.archive)?;
+    let rec = ar.fetch(container_key)?;
+    if rec.container.len() as u64 > app.web.max_audio_mb * 1024 * 1024 {
+        return Err(WebError::BadRequest(format!(
+            "the recording is larger than [web] max_audio_mb ({} MiB)",
+            app.web.max_audio_mb
+        )));
+    }
+    let opened = rec.open(app.key.as_ref())?;
+    let signer = TrustedSigner::Enrolled(der);
+    let f = match format {
+        "opus" => {
+            let (_, ogg) =
+                crate::central::export::opus_in_memory(&rec, &opened, app.key.as_ref(), &signer)?;
+            super::DownloadFile {
+                format: "opus",
+                content_type: "audio/ogg; codecs=opus",
+                ext: "opus",
+                bytes: ogg,
+            }
+        }
+        "evidence" => {
+            let (_, files) = crate::central::export::evidence_in_memory(
+                &rec,
+                &opened,
+                app.key.as_ref(),
+                &signer,
+            )?;
+            let list: Vec<(&str, &[u8])> = files
+                .iter()
+                .map(|(n, b)| (n.as_str(), b.as_slice()))
+                .collect();
+            let tar = console::ustar(id, &list, (now_ms() / 1000).max(0) as u64)
+                .map_err(|e| WebError::BadRequest(e.to_string()))?;
+            super::DownloadFile {
+                format: "evidence",
+                content_type: "application/x-tar",
+                ext: "tar",
+                bytes: zeroize::Zeroizing::new(tar),
+            }
+        }
+        other => return Err(WebError::BadRequest(format!("format {other:?}"))),
+    };
+    app.metrics.decrypts.fetch_add(1, Ordering::Relaxed);
+    Ok(Arc::new(f))
+}
 
 /// Decrypt recording `id` into memory (verified exactly as `central export`), or take
 /// it from the bounded in-memory cache.

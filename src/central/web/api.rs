@@ -29,6 +29,9 @@ struct GrantInput {
     purpose: String,
     #[serde(default)]
     reason: String,
+    /// Downloads: `wav` (default) or `opus`.
+    #[serde(default)]
+    format: String,
 }
 
 fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
@@ -38,6 +41,11 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         "play" => Permission::Play,
         "download" => Permission::Download,
         other => return Err(WebError::BadRequest(format!("purpose {other:?}"))),
+    };
+    let format = match (p, g.format.as_str()) {
+        (_, "" | "wav") => None,
+        (Permission::Download, f @ ("opus" | "evidence")) => Some(f.to_string()),
+        (_, other) => return Err(WebError::BadRequest(format!("format {other:?}"))),
     };
     let (_, box_id, ckey) = authorize_recording(ctx, id, p)?;
     let reason = g.reason.trim().to_string();
@@ -67,6 +75,19 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         }
     }
     let audio = decrypt(ctx.app, &mut ctx.db, id, &box_id, &ckey)?;
+    let file = match &format {
+        Some(f) => Some(super::access::download_file(
+            ctx.app,
+            &mut ctx.db,
+            id,
+            &box_id,
+            &ckey,
+            f,
+        )?),
+        None => None,
+    };
+    let bytes = file.as_ref().map_or(audio.wav.len(), |f| f.bytes.len());
+    let format = file.as_ref().map_or("wav", |f| f.format);
     let t = token();
     let expires_ms = now_ms() + ctx.app.web.grant_ttl_s as i64 * 1000;
     ctx.app
@@ -81,6 +102,7 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
                 purpose: g.purpose.clone(),
                 expires_ms,
                 audio: audio.clone(),
+                file: file.clone(),
             },
         );
     let actor = ctx.user.actor();
@@ -89,7 +111,7 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
         &actor,
         &g.purpose,
         id,
-        &json!({ "reason": reason, "role": ctx.user.role.as_str(), "bytes": audio.wav.len() }),
+        &json!({ "reason": reason, "role": ctx.user.role.as_str(), "bytes": bytes, "format": format }),
     )?;
     let frames = (audio.wav.len().saturating_sub(44)) / (2 * usize::from(audio.channels.max(1)));
     let peaks: Vec<Vec<[f32; 2]>> = if p == Permission::Play {
@@ -103,6 +125,8 @@ fn grant(ctx: &mut Ctx, id: &str, r: &Req) -> Result<Resp, WebError> {
     };
     let url = if p == Permission::Play {
         format!("/api/v1/recordings/{id}/audio?grant={t}")
+    } else if format != "wav" {
+        format!("/api/v1/recordings/{id}/{format}?grant={t}")
     } else {
         format!("/api/v1/recordings/{id}/wav?grant={t}")
     };
@@ -152,6 +176,12 @@ fn audio(ctx: &mut Ctx, id: &str, r: &Req, purpose: &str) -> Result<Resp, WebErr
         Permission::Download
     })?;
     let g = take_grant(ctx, id, r, purpose)?;
+    if let Some(f) = &g.file {
+        return Err(WebError::Forbidden(format!(
+            "this grant is for the {} download",
+            f.format
+        )));
+    }
     let wav: &[u8] = &g.audio.wav;
     let len = wav.len() as u64;
     let range = console::parse_range(r.header("range"), len).map_err(|_| WebError::Range(len))?;
@@ -192,6 +222,32 @@ fn audio(ctx: &mut Ctx, id: &str, r: &Req, purpose: &str) -> Result<Resp, WebErr
     Ok(resp)
 }
 
+/// `GET …/opus?grant=`, `GET …/evidence?grant=`: the Ogg Opus or evidence-bundle
+/// download (once; the grant names the format).
+fn file_download(ctx: &mut Ctx, id: &str, r: &Req, format: &str) -> Result<Resp, WebError> {
+    ctx.user.require(Permission::Download)?;
+    let g = take_grant(ctx, id, r, "download")?;
+    let f = g.file.filter(|f| f.format == format).ok_or_else(|| {
+        WebError::Forbidden(format!("this grant is not for the {format} download"))
+    })?;
+    ctx.app
+        .metrics
+        .audio_bytes
+        .fetch_add(f.bytes.len() as u64, Ordering::Relaxed);
+    Ok(Resp {
+        status: StatusCode::OK,
+        headers: vec![
+            (header::CONTENT_TYPE, f.content_type.into()),
+            (header::CACHE_CONTROL, "no-store, private".into()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.{}\"", f.ext),
+            ),
+        ],
+        body: Bytes::copy_from_slice(&f.bytes),
+    })
+}
+
 fn body_json<T: serde::de::DeserializeOwned + Default>(r: &Req) -> Result<T, WebError> {
     if r.body.is_empty() {
         return Ok(T::default());
@@ -227,6 +283,42 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
                 &json!({ "offset": f.offset, "limit": f.limit, "hits": hits }),
             ))
         }
+        (Method::GET, ["api", "v1", "saved-searches"]) => Ok(Resp::json(
+            StatusCode::OK,
+            &json!({ "saved_searches": super::saved::list(ctx)? }),
+        )),
+        (Method::POST, ["api", "v1", "saved-searches"]) => {
+            #[derive(serde::Deserialize, Default)]
+            #[serde(default, deny_unknown_fields)]
+            struct NewSaved {
+                name: String,
+                search: SearchInput,
+            }
+            let n: NewSaved = body_json(r)?;
+            let id = super::saved::create(ctx, &n.name, &n.search)?;
+            Ok(Resp::json(StatusCode::CREATED, &json!({ "id": id })))
+        }
+        (Method::POST, ["api", "v1", "saved-searches", id, "run"]) => {
+            let s = super::saved::get(ctx, super::saved::parse_id(id)?)?;
+            let mut input = s.search;
+            let page: SearchInput = body_json(r)?;
+            input.offset = page.offset;
+            if page.limit > 0 {
+                input.limit = page.limit;
+            }
+            if !page.sort.is_empty() {
+                input.sort = page.sort;
+            }
+            let (f, hits) = run_search(ctx, &input, false)?;
+            Ok(Resp::json(
+                StatusCode::OK,
+                &json!({ "offset": f.offset, "limit": f.limit, "hits": hits }),
+            ))
+        }
+        (Method::DELETE, ["api", "v1", "saved-searches", id]) => {
+            super::saved::delete(ctx, super::saved::parse_id(id)?)?;
+            Ok(Resp::json(StatusCode::OK, &json!({ "deleted": true })))
+        }
         (Method::POST, ["api", "v1", "search.csv"]) => {
             let input: SearchInput = body_json(r)?;
             let (_, hits) = run_search(ctx, &input, true)?;
@@ -248,6 +340,10 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
         (Method::GET, ["api", "v1", "recordings", id, "wav"]) => {
             let id = recording_id(id)?;
             audio(ctx, &id, r, "download")
+        }
+        (Method::GET, ["api", "v1", "recordings", id, f @ ("opus" | "evidence")]) => {
+            let id = recording_id(id)?;
+            file_download(ctx, &id, r, f)
         }
         (Method::GET, ["api", "v1", "fleet"]) => {
             ctx.user.require(Permission::Fleet)?;

@@ -154,6 +154,52 @@ fn add(ctx: &mut Ctx, case: &str, f: &[(String, String)]) -> Result<(), WebError
     exists(ctx, case)?;
     let rid = super::access::recording_id(field(f, "recording_id").trim())
         .map_err(|_| WebError::BadRequest("recording id: a UUID".into()))?;
+    add_one(ctx, case, &rid)
+}
+
+/// The cases a user who may hold can add to: `(id, title)`, newest first.
+pub fn case_choices(ctx: &mut Ctx) -> Result<Vec<(String, String)>, WebError> {
+    if !ctx.user.role.allows(Permission::Hold) {
+        return Ok(Vec::new());
+    }
+    Ok(ctx
+        .db
+        .query(
+            "SELECT case_id, title FROM web_cases ORDER BY created_ms DESC LIMIT 500",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// The search page's *Add selected to case*: every ticked `recording_id` into `case`.
+fn add_from_search(ctx: &mut Ctx, f: &[(String, String)]) -> Result<String, WebError> {
+    ctx.user.require(Permission::Hold)?;
+    let case = case_id(field(f, "case"))?;
+    exists(ctx, &case)?;
+    let ids: Vec<String> = f
+        .iter()
+        .filter(|(k, _)| k == "recording_id")
+        .map(|(_, v)| super::access::recording_id(v.trim()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| WebError::BadRequest("recording id: a UUID".into()))?;
+    if ids.is_empty() {
+        return Err(WebError::BadRequest("select at least one recording".into()));
+    }
+    if ids.len() > 1000 {
+        return Err(WebError::BadRequest(
+            "at most 1000 recordings at a time".into(),
+        ));
+    }
+    for rid in &ids {
+        add_one(ctx, &case, rid)?;
+    }
+    Ok(case)
+}
+
+fn add_one(ctx: &mut Ctx, case: &str, rid: &str) -> Result<(), WebError> {
+    let rid = rid.to_string();
     super::access::authorize_recording(ctx, &rid, Permission::Hold)?;
     let actor = ctx.user.actor();
     ctx.db.execute(
@@ -435,6 +481,10 @@ pub fn route(ctx: &mut Ctx, r: &Req, segs: &[&str]) -> Result<Option<Resp>, WebE
             let case = case_id(case)?;
             let b = case_page(ctx, &case, None)?;
             html(ctx, b)
+        }
+        (Method::POST, ["cases", "add-from-search"]) => {
+            let case = add_from_search(ctx, &r.form())?;
+            Resp::redirect(&format!("/cases/{case}"))
         }
         (Method::POST, ["cases", case, "recordings"]) => {
             let case = case_id(case)?;

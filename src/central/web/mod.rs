@@ -25,6 +25,7 @@ pub mod html;
 pub mod login;
 pub mod oidc;
 pub mod pages;
+pub mod saved;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -328,6 +329,21 @@ pub struct Grant {
     pub expires_ms: i64,
     /// The audio.
     pub audio: Arc<Decrypted>,
+    /// A download grant for Ogg Opus or the evidence bundle: the file, made at grant
+    /// time (in memory, zeroised when dropped); `None`: WAV.
+    pub file: Option<Arc<DownloadFile>>,
+}
+
+/// A download other than the WAV, made in memory for one grant.
+pub struct DownloadFile {
+    /// `opus` or `evidence` (the URL's last segment).
+    pub format: &'static str,
+    /// Content-Type.
+    pub content_type: &'static str,
+    /// File name extension.
+    pub ext: &'static str,
+    /// The bytes.
+    pub bytes: zeroize::Zeroizing<Vec<u8>>,
 }
 
 /// Counters for `/metrics`.

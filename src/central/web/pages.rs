@@ -10,13 +10,20 @@ use branchrec_core::console::{html_escape as esc, Permission};
 use super::access::{self, AuditInput, SearchInput};
 use super::auth::Ctx;
 use super::html::page;
+use super::saved;
 use super::{field, Req, Resp, WebError};
+use crate::central::index::search;
 
-fn hidden_search(s: &SearchInput, csrf: &str, offset: i64) -> String {
+fn hidden_search(s: &SearchInput, csrf: &str, offset: i64, sort: &str) -> String {
     let mut h = format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(csrf)
     );
+    let limit = if s.limit > 0 {
+        s.limit.to_string()
+    } else {
+        String::new()
+    };
     for (k, v) in [
         ("participant", &s.participant),
         ("box_id", &s.box_id),
@@ -26,6 +33,10 @@ fn hidden_search(s: &SearchInput, csrf: &str, offset: i64) -> String {
         ("direction", &s.direction),
         ("tags", &s.tags),
         ("held", &s.held),
+        ("min_duration_s", &s.min_duration_s),
+        ("max_duration_s", &s.max_duration_s),
+        ("state", &s.state),
+        ("limit", &limit),
     ] {
         h.push_str(&format!(
             "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
@@ -33,9 +44,59 @@ fn hidden_search(s: &SearchInput, csrf: &str, offset: i64) -> String {
         ));
     }
     h.push_str(&format!(
-        "<input type=\"hidden\" name=\"offset\" value=\"{offset}\">"
+        "<input type=\"hidden\" name=\"sort\" value=\"{}\"><input type=\"hidden\" name=\"offset\" value=\"{offset}\">",
+        esc(sort)
     ));
     h
+}
+
+/// The header cell of a sortable column: a button that orders by it (ascending, or
+/// descending when it already is ascending), the current order marked for assistive
+/// technology too.
+fn sort_th(s: &SearchInput, csrf: &str, key: &str, label: &str) -> String {
+    let cur = search::Sort::parse(&s.sort).unwrap_or_default().spec();
+    let (next, aria, mark) = if cur == key {
+        (format!("-{key}"), "ascending", " \u{25b2}")
+    } else if cur == format!("-{key}") {
+        (key.to_string(), "descending", " \u{25bc}")
+    } else {
+        (key.to_string(), "none", "")
+    };
+    format!(
+        "<th aria-sort=\"{aria}\"><form method=\"post\" action=\"/search\" class=\"sort\">{}<button type=\"submit\" id=\"sort-{key}\" class=\"link\">{label}{mark}</button></form></th>",
+        hidden_search(s, csrf, 0, &next)
+    )
+}
+
+/// The saved searches of the user: run, delete; and saving the current one.
+fn saved_block(ctx: &mut Ctx, s: Option<&SearchInput>, csrf: &str) -> Result<String, WebError> {
+    let list = saved::list(ctx)?;
+    let mut b =
+        String::from("<section class=\"card\" id=\"saved-searches\"><h2>Saved searches</h2>");
+    if list.is_empty() {
+        b.push_str("<p>None yet.</p>");
+    } else {
+        b.push_str("<ul id=\"saved-list\">");
+        for v in &list {
+            b.push_str(&format!(
+                "<li data-saved=\"{id}\"><span class=\"name\">{}</span> \
+<form method=\"post\" action=\"/search/saved/{id}/run\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><button type=\"submit\" class=\"run-saved\">Run</button></form> \
+<form method=\"post\" action=\"/search/saved/{id}/delete\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><button type=\"submit\" class=\"delete-saved\">Delete</button></form></li>",
+                esc(&v.name),
+                id = v.id,
+                c = esc(csrf),
+            ));
+        }
+        b.push_str("</ul>");
+    }
+    if let Some(s) = s {
+        b.push_str(&format!(
+            "<form method=\"post\" action=\"/search/save\" id=\"save-form\">{}<label>Name <input name=\"name\" id=\"saved-name\" maxlength=\"100\" required></label> <button type=\"submit\" id=\"save-search\">Save this search</button></form>",
+            hidden_search(s, csrf, 0, &s.sort)
+        ));
+    }
+    b.push_str("</section>");
+    Ok(b)
 }
 
 fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebError> {
@@ -64,6 +125,11 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
 <label>Direction <select name=\"direction\">{}</select></label>\
 <label>Tags <input name=\"tags\" value=\"{}\" placeholder=\"vip, complaint\"></label>\
 <label>Held <select name=\"held\">{}</select></label>\
+<label>Min. duration (s) <input name=\"min_duration_s\" id=\"min_duration\" inputmode=\"decimal\" value=\"{}\"></label>\
+<label>Max. duration (s) <input name=\"max_duration_s\" id=\"max_duration\" inputmode=\"decimal\" value=\"{}\"></label>\
+<label>State <select name=\"state\" id=\"state\">{}</select></label>\
+<label>Per page <select name=\"limit\" id=\"limit\">{}</select></label>\
+<input type=\"hidden\" name=\"sort\" value=\"{}\">\
 <div class=\"buttons\"><button type=\"submit\" id=\"search\">Search</button>\
 <button type=\"submit\" formaction=\"/search.csv\" id=\"csv\">Export CSV</button></div></form>",
         esc(&csrf),
@@ -83,8 +149,35 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
         ),
         esc(&s.tags),
         sel(&s.held, &[("", "any"), ("yes", "held"), ("no", "not held")]),
+        esc(&s.min_duration_s),
+        esc(&s.max_duration_s),
+        sel(
+            &s.state,
+            &[
+                ("", "any"),
+                ("complete", "complete"),
+                ("interrupted", "interrupted"),
+                ("damaged", "damaged"),
+                ("recording", "recording"),
+                ("codec_unsupported", "codec unsupported")
+            ]
+        ),
+        sel(
+            &if s.limit > 0 { s.limit.to_string() } else { String::new() },
+            &[
+                ("", "default"),
+                ("1", "1"),
+                ("10", "10"),
+                ("25", "25"),
+                ("50", "50"),
+                ("100", "100"),
+                ("500", "500")
+            ]
+        ),
+        esc(&s.sort),
     );
-    if let Some(input) = input {
+    let cases = super::cases::case_choices(ctx)?;
+    if let Some(input) = &input {
         let (f, hits) = access::run_search(ctx, &input, false)?;
         body.push_str(&format!(
             "<p class=\"count\" id=\"result-count\">{} result(s){}</p>",
@@ -95,7 +188,15 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
                 String::new()
             }
         ));
-        body.push_str("<table class=\"results\" id=\"results\"><thead><tr><th>Start (UTC)</th><th>Duration</th><th>Participants</th><th>Box</th><th>Site</th><th>Direction</th><th>Tags</th><th>Held</th></tr></thead><tbody>");
+        body.push_str(&format!(
+            "<table class=\"results\" id=\"results\"><thead><tr>{}{}<th>Participants</th>{}{}{}<th>Tags</th><th>Held</th>{}</tr></thead><tbody>",
+            sort_th(&input, &csrf, "start", "Start (UTC)"),
+            sort_th(&input, &csrf, "duration", "Duration"),
+            sort_th(&input, &csrf, "box", "Box"),
+            sort_th(&input, &csrf, "site", "Site"),
+            sort_th(&input, &csrf, "direction", "Direction"),
+            if cases.is_empty() { "" } else { "<th>Case</th>" },
+        ));
         for h in &hits {
             let parts: Vec<String> = h
                 .participants
@@ -110,7 +211,7 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
                 })
                 .collect();
             body.push_str(&format!(
-                "<tr data-recording=\"{id}\"><td><a href=\"/recordings/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr data-recording=\"{id}\"><td><a href=\"/recordings/{id}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
                 esc(&h.start),
                 h.duration_ms.map(|d| format!("{:.1} s", d as f64 / 1000.0)).unwrap_or_default(),
                 parts.join("<br>"),
@@ -119,24 +220,55 @@ fn search_page(ctx: &mut Ctx, input: Option<SearchInput>) -> Result<Resp, WebErr
                 esc(h.direction.as_deref().unwrap_or("")),
                 esc(&h.tags.join(", ")),
                 if h.held { "<span class=\"held\">HELD</span>" } else { "" },
+                if cases.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "<td><input type=\"checkbox\" name=\"recording_id\" value=\"{id}\" form=\"add-to-case\" class=\"pick\" aria-label=\"select for a case\"></td>",
+                        id = esc(&h.recording_id)
+                    )
+                },
                 id = esc(&h.recording_id),
             ));
         }
-        body.push_str("</tbody></table><div class=\"paging\">");
+        body.push_str("</tbody></table>");
+        if !cases.is_empty() && !hits.is_empty() {
+            let opts: String = cases
+                .iter()
+                .map(|(id, t)| {
+                    format!(
+                        "<option value=\"{}\">{} — {}</option>",
+                        esc(id),
+                        esc(id),
+                        esc(t)
+                    )
+                })
+                .collect();
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/cases/add-from-search\" id=\"add-to-case\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>Case <select name=\"case\" id=\"case-pick\">{opts}</select></label> <button type=\"submit\" id=\"add-to-case-btn\">Add selected to case</button></form>",
+                esc(&csrf)
+            ));
+        }
+        body.push_str("<div class=\"paging\">");
         if f.offset > 0 {
             body.push_str(&format!(
                 "<form method=\"post\" action=\"/search\">{}<button type=\"submit\" id=\"prev\">Previous page</button></form>",
-                hidden_search(&input, &csrf, (f.offset - f.limit).max(0))
+                hidden_search(&input, &csrf, (f.offset - f.limit).max(0), &input.sort)
             ));
         }
         if hits.len() as i64 == f.limit {
             body.push_str(&format!(
                 "<form method=\"post\" action=\"/search\">{}<button type=\"submit\" id=\"next\">Next page</button></form>",
-                hidden_search(&input, &csrf, f.offset + f.limit)
+                hidden_search(&input, &csrf, f.offset + f.limit, &input.sort)
             ));
         }
-        body.push_str("</div>");
+        body.push_str(&format!(
+            "<span id=\"page-no\">Page {}</span></div>",
+            f.offset / f.limit.max(1) + 1
+        ));
     }
+    let saved = saved_block(ctx, input.as_ref(), &csrf)?;
+    body.push_str(&saved);
     Ok(page(ctx, "Search", "Search", &body))
 }
 
@@ -297,7 +429,7 @@ fn recording_page(ctx: &mut Ctx, id: &str) -> Result<Resp, WebError> {
             reason,
             if reason { " — required" } else { "" },
             if may_play { "<button type=\"button\" id=\"open-player\">Open player</button>" } else { "" },
-            if may_download { "<button type=\"button\" id=\"download\">Download WAV</button>" } else { "" },
+            if may_download { "<button type=\"button\" id=\"download\">Download WAV</button> <button type=\"button\" id=\"download-opus\">Download Ogg Opus</button> <button type=\"button\" id=\"download-evidence\">Download evidence bundle</button>" } else { "" },
         ));
     } else {
         b.push_str("<section class=\"card\"><p class=\"note\" id=\"no-audio\">Your role does not include listening to recordings.</p></section>");
@@ -441,6 +573,20 @@ pub fn route(ctx: &mut Ctx, r: &Req) -> Result<Resp, WebError> {
         }
         (Method::GET, ["search"]) => search_page(ctx, None),
         (Method::POST, ["search"]) => search_page(ctx, Some(SearchInput::from_form(&r.form()))),
+        (Method::POST, ["search", "save"]) => {
+            let form = r.form();
+            let input = SearchInput::from_form(&form);
+            saved::create(ctx, field(&form, "name"), &input)?;
+            search_page(ctx, Some(input))
+        }
+        (Method::POST, ["search", "saved", id, "run"]) => {
+            let s = saved::get(ctx, saved::parse_id(id)?)?;
+            search_page(ctx, Some(s.search))
+        }
+        (Method::POST, ["search", "saved", id, "delete"]) => {
+            saved::delete(ctx, saved::parse_id(id)?)?;
+            search_page(ctx, None)
+        }
         (Method::POST, ["search.csv"]) => {
             let (_, hits) = access::run_search(ctx, &SearchInput::from_form(&r.form()), true)?;
             Ok(access::csv_resp(&hits))

@@ -6,12 +6,12 @@
     const m = document.querySelector('meta[name="csrf-token"]');
     return m ? m.content : "";
   };
-  async function grant(id, purpose, reason) {
+  async function grant(id, purpose, reason, format) {
     const r = await fetch(`/api/v1/recordings/${encodeURIComponent(id)}/grants`, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-      body: JSON.stringify({ purpose, reason }),
+      body: JSON.stringify(format ? { purpose, reason, format } : { purpose, reason }),
     });
     const j = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(j.error || `HTTP ${r.status}`);
@@ -88,20 +88,25 @@
     document.getElementById("speed").addEventListener("change", (e) => {
       audio.playbackRate = Number(e.target.value);
     });
-    const dl = document.getElementById("download");
-    if (dl) dl.addEventListener("click", async () => {
-      const r = reason();
-      if (r === null) return;
-      try {
-        const g = await grant(id, "download", r);
-        const a = document.createElement("a");
-        a.href = g.url;
-        a.download = `${id}.wav`;
-        document.body.appendChild(a);
-        a.click();
-        a.remove();
-      } catch (e) { show(e.message); }
-    });
+    const download = (elId, format, ext) => {
+      const dl = document.getElementById(elId);
+      if (dl) dl.addEventListener("click", async () => {
+        const r = reason();
+        if (r === null) return;
+        try {
+          const g = await grant(id, "download", r, format);
+          const a = document.createElement("a");
+          a.href = g.url;
+          a.download = `${id}.${ext}`;
+          document.body.appendChild(a);
+          a.click();
+          a.remove();
+        } catch (e) { show(e.message); }
+      });
+    };
+    download("download", null, "wav");
+    download("download-opus", "opus", "opus");
+    download("download-evidence", "evidence", "tar");
   }
   document.addEventListener("DOMContentLoaded", () => {
     const sec = document.getElementById("player");
