@@ -461,7 +461,19 @@ impl Srs {
             .header_all("Contact")
             .iter()
             .any(|c| contact_marks_src(c));
-        let (body, siprec, not_reason) =
+        let bib = req
+            .header("From")
+            .and_then(crate::siprec::cisco_bib::BibLeg::from_header);
+        let (body, siprec, not_reason) = if req.body.is_empty() && bib.is_some() {
+            // Cisco BiB leg with delayed offer: no body at all.
+            let empty = crate::siprec::SiprecBody {
+                sdp: None,
+                metadata: None,
+                other: vec![],
+            };
+            let why = "Cisco built-in-bridge leg (delayed offer)".to_string();
+            (empty, false, Some(why))
+        } else {
             match classify(&ct, &req.body, &require, &supported, contact_src) {
                 Classification::Siprec(b) => (b, true, None),
                 Classification::NotSiprec { reason } => {
@@ -477,10 +489,8 @@ impl Srs {
                     self.refuse(now, txn, Refusal::BadBody(e.to_string()));
                     return;
                 }
-            };
-        let bib = req
-            .header("From")
-            .and_then(crate::siprec::cisco_bib::BibLeg::from_header);
+            }
+        };
         let delayed_offer = body.sdp.is_none() && bib.is_some();
         let virtual_offer;
         let sdp_text = match body.sdp.as_deref() {
@@ -571,6 +581,12 @@ impl Srs {
         // Negotiate with placeholder ports to tell the shell what each stream carries.
         s.ports = ports_for_offer(&s).0;
         let streams = match answer_for(&self.cfg, &mut s, &mut self.key_rng) {
+            // Delayed offer: the peer's address is not known before the ACK (the template
+            // carries a TEST-NET placeholder that must never be used as a source).
+            Ok((_, mut streams)) if delayed_offer => {
+                streams.iter_mut().for_each(|st| st.remote = None);
+                streams
+            }
             Ok((_, streams)) => streams,
             Err(e) => {
                 self.refuse(now, txn, Refusal::NotAcceptableHere(e.to_string()));
@@ -957,7 +973,8 @@ fn answer_for(
 
 /// The offer we answer ourselves to make our offer for a delayed-offer (Cisco BiB)
 /// INVITE: one audio stream, every encoding we record at its usual payload type, the
-/// peer sending only, so that our description (the "answer" to it) is `a=recvonly`.
+/// peer sending only, so that our description (the "answer" to it) is `a=recvonly`. Its
+/// address is TEST-NET-1 (RFC 5737), not `0.0.0.0`, which would read as hold.
 fn delayed_offer_template() -> String {
     let mut m = String::from("m=audio 9 RTP/AVP");
     let mut attrs = String::new();
@@ -983,7 +1000,7 @@ fn delayed_offer_template() -> String {
         }
     }
     format!(
-        "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n{m}\r\n{attrs}a=sendonly\r\n"
+        "v=0\r\no=- 0 0 IN IP4 192.0.2.0\r\ns=-\r\nc=IN IP4 192.0.2.0\r\nt=0 0\r\n{m}\r\n{attrs}a=sendonly\r\n"
     )
 }
 
