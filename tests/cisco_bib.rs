@@ -3,7 +3,10 @@
 //! Unified CM 15 "Recording Use Cases", basic call Step 5/Step 6 and the transfer's
 //! Step 14), no sockets. See docs/cisco-bib.md.
 
+mod common;
+
 use branchrec::time::Mono;
+use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -224,4 +227,43 @@ fn two_legs_pair_into_one_call_and_a_transfer_starts_another() {
     assert_eq!(lonely.len(), 1, "only the transfer's near leg is one-sided");
     assert_eq!(lonely[0].side, Side::Near);
     assert_eq!(lonely[0].key.refci, "ci3");
+}
+
+/// Through the daemon: one delayed-offer near leg (tests/sipp/cisco_bib_leg.xml) whose far
+/// leg never comes is recorded, carries a `bib.leg` event with its tags and, after the
+/// pairing timeout, a `bib.one_sided` event naming the missing side.
+#[test]
+fn a_lone_delayed_offer_leg_is_recorded_and_marked_one_sided() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    require_tool("sipp", "sip-tester");
+    let d = Daemon::start(dir);
+    let run = run_sipp_with("cisco_bib_leg.xml", d.sip_port, &[], dir, Duration::from_secs(60), &[]);
+    assert_eq!(run.code, Some(0), "SIPp failed\n{}\n--- daemon\n{}", run.diagnostics, d.log_text());
+    wait_settled(&d, 1);
+    let list = d.recordings_json(&["list", "--json"]);
+    let list = list.as_array().expect("list array").clone();
+    assert_eq!(list.len(), 1, "{list:?}\n{}", d.log_text());
+    let id = list[0]["id"].as_str().map(str::to_string).unwrap_or_else(|| list[0]["id"].to_string());
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let events = detail["events"].as_array().expect("events");
+    let find = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event in {events:?}"))
+            .clone()
+    };
+    let leg = find("bib.leg");
+    let leg_d = leg.to_string().replace('\\', "");
+    for want in ["\"near\"", "ci2", "ci1", "1000", "deviceB", "\"first\""] {
+        assert!(leg_d.contains(want), "{want} not in {leg}");
+    }
+    let lone = find("bib.one_sided");
+    let lone_d = lone.to_string().replace('\\', "");
+    assert!(lone_d.contains("\"missing\":\"far\""), "{lone}");
+    let at = lone["at_ms"].as_u64().unwrap();
+    assert!((9_000..=12_500).contains(&at), "one-sided mark at {at} ms, timeout is 10 s");
+    d.stop();
 }
