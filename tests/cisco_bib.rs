@@ -238,7 +238,7 @@ fn a_lone_delayed_offer_leg_is_recorded_and_marked_one_sided() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     require_tool("sipp", "sip-tester");
-    let d = Daemon::start(dir);
+    let mut d = Daemon::start(dir);
     let run = run_sipp_with("cisco_bib_leg.xml", d.sip_port, &[], dir, Duration::from_secs(60), &[]);
     assert_eq!(run.code, Some(0), "SIPp failed\n{}\n--- daemon\n{}", run.diagnostics, d.log_text());
     wait_settled(&d, 1);

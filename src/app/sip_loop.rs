@@ -408,6 +408,8 @@ pub async fn run(
                     }
                 }
             }
+            // Noted after `handle_event`: only a leg being set up gets its event.
+            let mut leg_note = None;
             if let SrsEvent::Offered(offer) = &ev {
                 if let Some(leg) = &offer.bib {
                     let now = crate::clock::MonoClock::process().now();
@@ -428,7 +430,7 @@ pub async fn run(
                         },
                     });
                     tracing::info!(refci = %leg.refci, side = leg.side.as_str(), delayed_offer = offer.delayed_offer, "Cisco built-in-bridge leg");
-                    bib_note(&calls, &preparing, &mut bib_notes, offer.call, BIB_LEG, detail);
+                    leg_note = Some((offer.call, detail));
                 }
             }
             if let SrsEvent::Ended { call, .. } = &ev {
@@ -448,6 +450,9 @@ pub async fn run(
                 &mut skipped,
                 &in_tx,
             );
+            if let Some((call, detail)) = leg_note {
+                bib_note(&calls, &preparing, &mut bib_notes, call, BIB_LEG, detail);
+            }
             // Refused on the spot (keys, call limit, storage): not pending any more.
             if let Some(call) =
                 offered.filter(|c| !preparing.contains_key(c) && !skipped.contains(c))
