@@ -109,9 +109,16 @@ fn delayed_offer_bib_leg_is_offered_recvonly_answered_by_ack_and_held_by_reinvit
     let t0 = Mono::from_secs(100);
     let mut srs = server();
     let from = from_of("x-nearend", "ci2", "ci1", "1000", "fromtag1");
-    srs.handle_receive(t0, peer(), invite("bib-1@ucm1", &from, "z9hG4bK-n1", 101, None).as_bytes());
+    srs.handle_receive(
+        t0,
+        peer(),
+        invite("bib-1@ucm1", &from, "z9hG4bK-n1", 101, None).as_bytes(),
+    );
     let r = responses(&mut srs);
-    assert_eq!(r.iter().filter_map(|m| m.status()).collect::<Vec<_>>(), vec![100]);
+    assert_eq!(
+        r.iter().filter_map(|m| m.status()).collect::<Vec<_>>(),
+        vec![100]
+    );
     let offer = match events(&mut srs).pop() {
         Some(SrsEvent::Offered(o)) => o,
         other => panic!("expected an offer, got {other:?}"),
@@ -119,7 +126,10 @@ fn delayed_offer_bib_leg_is_offered_recvonly_answered_by_ack_and_held_by_reinvit
     assert!(offer.delayed_offer);
     let bib = offer.bib.clone().expect("BiB tags read");
     assert_eq!(bib.side, Side::Near);
-    assert_eq!((bib.refci.as_str(), bib.farendrefci.as_deref()), ("ci2", Some("ci1")));
+    assert_eq!(
+        (bib.refci.as_str(), bib.farendrefci.as_deref()),
+        ("ci2", Some("ci1"))
+    );
     assert_eq!(bib.nearendaddr.as_deref(), Some("2000"));
     assert_eq!(bib.farendaddr.as_deref(), Some("1000"));
     assert_eq!(offer.recordable, vec![0]);
@@ -140,11 +150,21 @@ fn delayed_offer_bib_leg_is_offered_recvonly_answered_by_ack_and_held_by_reinvit
         .to_string();
 
     // ACK with the phone's answer: the negotiated stream is PCMA from 192.0.2.40:24580.
-    let a = ack("bib-1@ucm1", &from, &to_tag, 101, Some(&phone_sdp(24580, "sendonly")));
+    let a = ack(
+        "bib-1@ucm1",
+        &from,
+        &to_tag,
+        101,
+        Some(&phone_sdp(24580, "sendonly")),
+    );
     srs.handle_receive(t0 + Duration::from_millis(20), peer(), a.as_bytes());
     let ev = events(&mut srs);
     match ev.as_slice() {
-        [SrsEvent::MediaUpdated { streams, sip_method, .. }, SrsEvent::Established { .. }] => {
+        [SrsEvent::MediaUpdated {
+            streams,
+            sip_method,
+            ..
+        }, SrsEvent::Established { .. }] => {
             assert_eq!(sip_method, "ACK");
             let s = streams[0].as_ref().expect("stream negotiated");
             assert_eq!(s.port, Some(41000));
@@ -157,27 +177,52 @@ fn delayed_offer_bib_leg_is_offered_recvonly_answered_by_ack_and_held_by_reinvit
     }
 
     // Hold: re-INVITE with a=inactive → the stream pauses; resume with sendonly.
-    let reinv = invite("bib-1@ucm1", &from, "z9hG4bK-n2", 102, Some(&phone_sdp(24580, "inactive")))
-        .replace("To: <sip:rec@127.0.0.1>;tag=TOTAG", &format!("To: <sip:rec@127.0.0.1>;tag={to_tag}"));
+    let reinv = invite(
+        "bib-1@ucm1",
+        &from,
+        "z9hG4bK-n2",
+        102,
+        Some(&phone_sdp(24580, "inactive")),
+    )
+    .replace(
+        "To: <sip:rec@127.0.0.1>;tag=TOTAG",
+        &format!("To: <sip:rec@127.0.0.1>;tag={to_tag}"),
+    );
     srs.handle_receive(t0 + Duration::from_secs(5), peer(), reinv.as_bytes());
     let r = responses(&mut srs);
     assert_eq!(r.last().and_then(|m| m.status()), Some(200));
     match events(&mut srs).as_slice() {
         [SrsEvent::MediaUpdated { streams, .. }] => {
-            assert!(branchrec::siprec::srs::stream_on_hold(streams[0].as_ref().unwrap()));
+            assert!(branchrec::siprec::srs::stream_on_hold(
+                streams[0].as_ref().unwrap()
+            ));
         }
         other => panic!("{other:?}"),
     }
     let a = ack("bib-1@ucm1", &from, &to_tag, 102, None);
     srs.handle_receive(t0 + Duration::from_secs(5), peer(), a.as_bytes());
-    assert!(events(&mut srs).is_empty(), "an ACK without SDP after an answered re-INVITE");
-    let reinv = invite("bib-1@ucm1", &from, "z9hG4bK-n3", 103, Some(&phone_sdp(24580, "sendonly")))
-        .replace("To: <sip:rec@127.0.0.1>;tag=TOTAG", &format!("To: <sip:rec@127.0.0.1>;tag={to_tag}"));
+    assert!(
+        events(&mut srs).is_empty(),
+        "an ACK without SDP after an answered re-INVITE"
+    );
+    let reinv = invite(
+        "bib-1@ucm1",
+        &from,
+        "z9hG4bK-n3",
+        103,
+        Some(&phone_sdp(24580, "sendonly")),
+    )
+    .replace(
+        "To: <sip:rec@127.0.0.1>;tag=TOTAG",
+        &format!("To: <sip:rec@127.0.0.1>;tag={to_tag}"),
+    );
     srs.handle_receive(t0 + Duration::from_secs(9), peer(), reinv.as_bytes());
     let _ = responses(&mut srs);
     match events(&mut srs).as_slice() {
         [SrsEvent::MediaUpdated { streams, .. }] => {
-            assert!(!branchrec::siprec::srs::stream_on_hold(streams[0].as_ref().unwrap()));
+            assert!(!branchrec::siprec::srs::stream_on_hold(
+                streams[0].as_ref().unwrap()
+            ));
         }
         other => panic!("{other:?}"),
     }
@@ -187,8 +232,15 @@ fn delayed_offer_bib_leg_is_offered_recvonly_answered_by_ack_and_held_by_reinvit
 fn offerless_invites_without_bib_tags_are_still_refused() {
     let mut srs = server();
     let from = "<sip:src@192.0.2.30>;tag=plain";
-    srs.handle_receive(Mono::from_secs(1), peer(), invite("plain@x", from, "z9hG4bK-p", 101, None).as_bytes());
-    let codes: Vec<u16> = responses(&mut srs).iter().filter_map(|m| m.status()).collect();
+    srs.handle_receive(
+        Mono::from_secs(1),
+        peer(),
+        invite("plain@x", from, "z9hG4bK-p", 101, None).as_bytes(),
+    );
+    let codes: Vec<u16> = responses(&mut srs)
+        .iter()
+        .filter_map(|m| m.status())
+        .collect();
     // As before this change: an empty body is a bad request (400), no session.
     assert_eq!(codes.last(), Some(&400), "{codes:?}");
     assert!(events(&mut srs).is_empty());
@@ -210,7 +262,13 @@ fn two_legs_pair_into_one_call_and_a_transfer_starts_another() {
     .enumerate()
     {
         let from = from_of(side, refci, far, addr, &format!("ft{i}"));
-        let inv = invite(&format!("bib-{i}@ucm1"), &from, &format!("z9hG4bK-l{i}"), 101, None);
+        let inv = invite(
+            &format!("bib-{i}@ucm1"),
+            &from,
+            &format!("z9hG4bK-l{i}"),
+            101,
+            None,
+        );
         srs.handle_receive(t0, peer(), inv.as_bytes());
         let _ = responses(&mut srs);
         let o = match events(&mut srs).pop() {
@@ -239,13 +297,29 @@ fn a_lone_delayed_offer_leg_is_recorded_and_marked_one_sided() {
     let dir = tmp.path();
     require_tool("sipp", "sip-tester");
     let mut d = Daemon::start(dir);
-    let run = run_sipp_with("cisco_bib_leg.xml", d.sip_port, &[], dir, Duration::from_secs(60), &[]);
-    assert_eq!(run.code, Some(0), "SIPp failed\n{}\n--- daemon\n{}", run.diagnostics, d.log_text());
+    let run = run_sipp_with(
+        "cisco_bib_leg.xml",
+        d.sip_port,
+        &[],
+        dir,
+        Duration::from_secs(60),
+        &[],
+    );
+    assert_eq!(
+        run.code,
+        Some(0),
+        "SIPp failed\n{}\n--- daemon\n{}",
+        run.diagnostics,
+        d.log_text()
+    );
     wait_settled(&d, 1);
     let list = d.recordings_json(&["list", "--json"]);
     let list = list.as_array().expect("list array").clone();
     assert_eq!(list.len(), 1, "{list:?}\n{}", d.log_text());
-    let id = list[0]["id"].as_str().map(str::to_string).unwrap_or_else(|| list[0]["id"].to_string());
+    let id = list[0]["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| list[0]["id"].to_string());
     let detail = d.recordings_json(&["show", &id, "--json"]);
     let events = detail["events"].as_array().expect("events");
     let find = |kind: &str| {
@@ -264,6 +338,9 @@ fn a_lone_delayed_offer_leg_is_recorded_and_marked_one_sided() {
     let lone_d = lone.to_string().replace('\\', "");
     assert!(lone_d.contains("\"missing\":\"far\""), "{lone}");
     let at = lone["at_ms"].as_u64().unwrap();
-    assert!((9_000..=12_500).contains(&at), "one-sided mark at {at} ms, timeout is 10 s");
+    assert!(
+        (9_000..=12_500).contains(&at),
+        "one-sided mark at {at} ms, timeout is 10 s"
+    );
     d.stop();
 }

@@ -25,8 +25,8 @@ use crate::sip::limits::{ConnRefusal, SourceLimiter};
 use crate::sip::{
     DialogId, Endpoint, EndpointConfig, Peer, Refusal, StreamFramer, Transport, Unavailable,
 };
-use crate::siprec::metadata::RecordingMetadata;
 use crate::siprec::cisco_bib::{Pairer, Placement, DEFAULT_PAIR_TIMEOUT};
+use crate::siprec::metadata::RecordingMetadata;
 use crate::siprec::srs::{MetadataVersion, Offer, Srs, SrsConfig, SrsEvent};
 use crate::siprec::ChannelAssignment;
 

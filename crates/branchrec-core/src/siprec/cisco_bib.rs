@@ -338,9 +338,15 @@ mod tests {
     #[test]
     fn rejects_non_bib_and_hostile_headers() {
         assert!(BibLeg::from_header("<sip:src@sbc>;tag=1").is_none());
-        assert!(BibLeg::from_header("<sip:a@b;x-nearend>;tag=1").is_none(), "no refci");
+        assert!(
+            BibLeg::from_header("<sip:a@b;x-nearend>;tag=1").is_none(),
+            "no refci"
+        );
         assert!(BibLeg::from_header("<sip:a@b;x-nearend;x-farend;x-refci=1>").is_none());
-        let long = format!("<sip:a@b;x-nearend;x-refci={}>", "9".repeat(MAX_PARAM_LEN + 1));
+        let long = format!(
+            "<sip:a@b;x-nearend;x-refci={}>",
+            "9".repeat(MAX_PARAM_LEN + 1)
+        );
         assert!(BibLeg::from_header(&long).is_none());
     }
 
@@ -353,16 +359,25 @@ mod tests {
         assert_eq!(p.add(t0, 1, &near), Placement::First);
         assert_eq!(p.add(t0, 2, &far), Placement::Joins { with: 1 });
         assert_eq!(p.add(t0, 3, &far), Placement::Duplicate);
-        assert!(p.expired(t0 + Duration::from_secs(60)).is_empty(), "complete pair");
+        assert!(
+            p.expired(t0 + Duration::from_secs(60)).is_empty(),
+            "complete pair"
+        );
         // Transfer (use case "Step 14"): new refci pair → a new call.
-        let t_near = BibLeg::from_header("<sip:2000@ucm1;x-nearend;x-refci=ci3;x-farendrefci=ci4;x-farendaddr=2001>").unwrap();
+        let t_near = BibLeg::from_header(
+            "<sip:2000@ucm1;x-nearend;x-refci=ci3;x-farendrefci=ci4;x-farendaddr=2001>",
+        )
+        .unwrap();
         assert_eq!(p.add(t0, 4, &t_near), Placement::First);
         assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(10)));
         assert!(p.expired(t0 + Duration::from_secs(9)).is_empty());
         let gone = p.expired(t0 + Duration::from_secs(10));
         assert_eq!(gone.len(), 1);
         assert_eq!((gone[0].call, gone[0].side), (4, Side::Near));
-        assert!(p.expired(t0 + Duration::from_secs(20)).is_empty(), "reported once");
+        assert!(
+            p.expired(t0 + Duration::from_secs(20)).is_empty(),
+            "reported once"
+        );
         p.remove(&1);
         p.remove(&2);
         p.remove(&4);

@@ -987,7 +987,10 @@ fn delayed_offer_template() -> String {
         ("telephone-event", 101, "telephone-event/8000"),
     ];
     for (enc, pt, map) in table {
-        if !SUPPORTED_ENCODINGS.iter().any(|e| e.eq_ignore_ascii_case(enc)) {
+        if !SUPPORTED_ENCODINGS
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(enc))
+        {
             continue;
         }
         if *enc == "G729" && !DecoderKind::G729.available() {
