@@ -142,6 +142,146 @@ pub fn clock_from_env(allowed: bool) -> Result<(OffsetClock, i64), String> {
     }
 }
 
+/// The environment variable naming the clock-state test hook (a JSON file, read at every
+/// probe; needs `[development] clock_override`): `{"unsync": true, "maxerror_us": …,
+/// "esterror_us": …, "offset_us": …, "step_ms": …}`, every key optional. `step_ms` shifts
+/// what the probe reports as the wall clock, so a test can step the clock mid-call.
+pub const CLOCK_STATE_ENV: &str = "BRANCHREC_TEST_CLOCK_STATE";
+
+/// Where the kernel clock's synchronisation state and the wall clock come from, for the
+/// clock facts of every recording (`assurance::clock`).
+pub trait ClockProbe: Send + Sync {
+    /// The synchronisation state now.
+    fn reading(&self) -> branchrec_core::assurance::clock::ClockReading;
+    /// The wall clock as the step detector sees it.
+    fn wall(&self) -> UnixMs;
+    /// A simulated step of the wall clock, ms (the test hook; 0 for the kernel).
+    fn step_ms(&self) -> i64 {
+        0
+    }
+}
+
+/// The daemon's wall clock with the test hook's simulated step applied (a step of the
+/// real clock moves [`SystemClock`] itself).
+#[derive(Debug)]
+pub struct SteppedClock<C>(pub C);
+
+impl<C: Clock> Clock for SteppedClock<C> {
+    fn now(&self) -> UnixMs {
+        UnixMs(self.0.now().0.saturating_add(probe().step_ms()))
+    }
+}
+
+/// The kernel: `adjtimex(2)` read-only.
+#[derive(Debug, Default)]
+pub struct KernelProbe;
+
+impl ClockProbe for KernelProbe {
+    fn reading(&self) -> branchrec_core::assurance::clock::ClockReading {
+        use branchrec_core::assurance::clock::{ClockReading, ClockSource};
+        let at_ms = SystemClock.now_ms();
+        match sysclock::read() {
+            Ok(t) => ClockReading {
+                at_ms,
+                unsync: t.unsync(),
+                maxerror_us: t.maxerror_us,
+                esterror_us: t.esterror_us,
+                offset_us: t.offset_us,
+                status: t.status,
+                source: ClockSource::Adjtimex,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "adjtimex failed: clock state unknown");
+                ClockReading {
+                    at_ms,
+                    unsync: true,
+                    maxerror_us: 0,
+                    esterror_us: 0,
+                    offset_us: 0,
+                    status: 0,
+                    source: ClockSource::Unavailable,
+                }
+            }
+        }
+    }
+    fn wall(&self) -> UnixMs {
+        SystemClock.now()
+    }
+}
+
+/// The test hook of [`CLOCK_STATE_ENV`].
+#[derive(Debug)]
+pub struct HookProbe {
+    path: std::path::PathBuf,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct HookState {
+    unsync: bool,
+    maxerror_us: i64,
+    esterror_us: i64,
+    offset_us: i64,
+    step_ms: i64,
+}
+
+impl HookProbe {
+    fn state(&self) -> HookState {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl ClockProbe for HookProbe {
+    fn reading(&self) -> branchrec_core::assurance::clock::ClockReading {
+        use branchrec_core::assurance::clock::{ClockReading, ClockSource, STA_UNSYNC};
+        let h = self.state();
+        ClockReading {
+            at_ms: self.wall().0,
+            unsync: h.unsync,
+            maxerror_us: h.maxerror_us,
+            esterror_us: h.esterror_us,
+            offset_us: h.offset_us,
+            status: if h.unsync { STA_UNSYNC } else { 0 },
+            source: ClockSource::TestHook,
+        }
+    }
+    fn wall(&self) -> UnixMs {
+        UnixMs(SystemClock.now_ms().saturating_add(self.state().step_ms))
+    }
+    fn step_ms(&self) -> i64 {
+        self.state().step_ms
+    }
+}
+
+static PROBE: OnceLock<Box<dyn ClockProbe>> = OnceLock::new();
+
+/// Choose the process's clock probe: the hook when [`CLOCK_STATE_ENV`] is set (refused
+/// without `allowed`, `[development] clock_override`), else the kernel. First call wins.
+pub fn init_probe(allowed: bool) -> Result<(), String> {
+    let probe: Box<dyn ClockProbe> = match std::env::var_os(CLOCK_STATE_ENV) {
+        Some(p) if !p.is_empty() => {
+            if !allowed {
+                return Err(format!(
+                    "{CLOCK_STATE_ENV} refused: a simulated clock state needs [development] clock_override = true (never on a box)"
+                ));
+            }
+            mark_dev_clock(serde_json::json!({ "clock_state_hook": true }));
+            Box::new(HookProbe { path: p.into() })
+        }
+        _ => Box::new(KernelProbe),
+    };
+    let _ = PROBE.set(probe);
+    Ok(())
+}
+
+/// The process's clock probe (the kernel unless [`init_probe`] chose the hook).
+pub fn probe() -> &'static dyn ClockProbe {
+    PROBE.get_or_init(|| Box::new(KernelProbe)).as_ref()
+}
+
 /// Set once per process when its clock is not the real one (`[development]
 /// clock_override`): merged into every audit entry it writes as `"dev_clock"`.
 static DEV_CLOCK_MARK: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
@@ -160,6 +300,31 @@ pub fn dev_clock_mark() -> Option<&'static serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_read_the_kernel_and_the_hook() {
+        let k = KernelProbe.reading();
+        assert_eq!(
+            k.source,
+            branchrec_core::assurance::clock::ClockSource::Adjtimex,
+            "{k:?}"
+        );
+        assert!(k.maxerror_us >= 0);
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("state.json");
+        let h = HookProbe { path: f.clone() };
+        assert!(!h.reading().unsync, "no file: synchronised, no step");
+        std::fs::write(
+            &f,
+            r#"{"unsync": true, "maxerror_us": 16000000, "step_ms": 3600000}"#,
+        )
+        .unwrap();
+        let r = h.reading();
+        assert!(r.unsync && r.maxerror_us == 16_000_000);
+        assert!(r.problem(100).is_some());
+        let step = h.wall().0 - SystemClock.now_ms();
+        assert!((3_599_000..=3_600_000).contains(&step), "{step}");
+    }
 
     #[test]
     fn offset_clock_moves() {

@@ -75,6 +75,184 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     /// Commands from headquarters (`_commands/<box>/` in the archive).
     pub central: CentralCommandsConfig,
+    /// Recording assurance: verdict thresholds and alarms (docs/assurance.md).
+    pub assurance: AssuranceConfig,
+    /// Trusted time: clock-state bound, step detection, RFC 3161 time stamps.
+    pub time: TimeConfig,
+}
+
+/// `[assurance]` (docs/assurance.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssuranceConfig {
+    /// A 20 ms frame above this level is voice, dBFS (−90 … −10).
+    pub voice_dbfs: f64,
+    /// A channel with voice in less of the call than this share is silent (0 … 1).
+    pub min_voice_ratio: f64,
+    /// Media gaps plus lost packets above this share of the call make it `partial`.
+    pub max_gap_ratio: f64,
+    /// One-way network delay assumed by the E-model, ms.
+    pub assumed_delay_ms: u32,
+    /// Alarm thresholds: `{ verdict, count, window_s }`.
+    pub alarms: Vec<AssuranceAlarmConfig>,
+}
+
+/// One `[[assurance.alarms]]` threshold.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AssuranceAlarmConfig {
+    /// The verdict counted (`one_way`, `silent`, `no_media`, `partial`, `refused`,
+    /// `not_recorded`, `missed`).
+    pub verdict: String,
+    /// Calls that raise the alarm (≥ 1).
+    pub count: u32,
+    /// Within this many seconds (5 … 86400).
+    pub window_s: u32,
+}
+
+impl Default for AssuranceConfig {
+    fn default() -> Self {
+        let p = crate::assurance::VerdictPolicy::default();
+        AssuranceConfig {
+            voice_dbfs: p.voice_dbfs,
+            min_voice_ratio: p.min_voice_ratio,
+            max_gap_ratio: p.max_gap_ratio,
+            assumed_delay_ms: p.assumed_delay_ms as u32,
+            alarms: crate::assurance::alarms::default_rules()
+                .into_iter()
+                .map(|r| AssuranceAlarmConfig {
+                    verdict: r.verdict.as_str().into(),
+                    count: r.count,
+                    window_s: r.window.as_secs() as u32,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl AssuranceConfig {
+    /// The core's verdict thresholds.
+    pub fn policy(&self) -> crate::assurance::VerdictPolicy {
+        crate::assurance::VerdictPolicy {
+            voice_dbfs: self.voice_dbfs,
+            min_voice_ratio: self.min_voice_ratio,
+            max_gap_ratio: self.max_gap_ratio,
+            assumed_delay_ms: f64::from(self.assumed_delay_ms),
+        }
+    }
+
+    /// The alarm rules (validated on load).
+    pub fn rules(&self) -> Vec<crate::assurance::alarms::AlarmRule> {
+        self.alarms
+            .iter()
+            .filter_map(|a| {
+                Some(crate::assurance::alarms::AlarmRule {
+                    verdict: crate::assurance::Verdict::parse(&a.verdict)?,
+                    count: a.count,
+                    window: Duration::from_secs(u64::from(a.window_s)),
+                })
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !(-90.0..=-10.0).contains(&self.voice_dbfs) {
+            return Err(("voice_dbfs".into(), "must be between -90 and -10".into()));
+        }
+        if !(0.0..=1.0).contains(&self.min_voice_ratio) {
+            return Err(("min_voice_ratio".into(), "must be between 0 and 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.max_gap_ratio) {
+            return Err(("max_gap_ratio".into(), "must be between 0 and 1".into()));
+        }
+        if self.assumed_delay_ms > 2000 {
+            return Err(("assumed_delay_ms".into(), "must be at most 2000".into()));
+        }
+        for (i, a) in self.alarms.iter().enumerate() {
+            let k = format!("alarms[{i}]");
+            match crate::assurance::Verdict::parse(&a.verdict) {
+                None | Some(crate::assurance::Verdict::Recorded) => {
+                    return Err((
+                        format!("{k}.verdict"),
+                        format!("`{}` is not a verdict an alarm can count", a.verdict),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if a.count == 0 {
+                return Err((format!("{k}.count"), "must be at least 1".into()));
+            }
+            if !(5..=86_400).contains(&a.window_s) {
+                return Err((
+                    format!("{k}.window_s"),
+                    "must be between 5 and 86400".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[time]` (docs/assurance.md, "Trusted time").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// A recording made while the clock is unsynchronised or its error bound (adjtimex
+    /// `maxerror`) or offset is above this is flagged and alarmed, ms (1 … 60000).
+    pub max_error_ms: u32,
+    /// The wall clock moving this much more or less than the monotonic clock between two
+    /// looks during a call is a step (an event with its size), ms (≥ 50).
+    pub step_threshold_ms: u32,
+    /// NTP servers for the box image's time daemon (chrony).
+    pub servers: Vec<String>,
+    /// When an unsynchronised clock raises the `time_unsync` alarm: `always`, `never`,
+    /// or `auto` (the default): always when `servers` is set, else only after the clock
+    /// was seen synchronised since start. Recordings are flagged in every mode.
+    pub alarm: crate::assurance::alarms::TimeAlarmMode,
+    /// RFC 3161 time-stamp authority (`http://…/tsr`): every manifest gets a token,
+    /// fetched by the uplink loop (queued while offline). Off when unset.
+    pub tsa_url: Option<String>,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            max_error_ms: 100,
+            step_threshold_ms: 1000,
+            servers: Vec::new(),
+            alarm: crate::assurance::alarms::TimeAlarmMode::Auto,
+            tsa_url: None,
+        }
+    }
+}
+
+impl TimeConfig {
+    /// The alarm mode in force (`auto` with servers configured is `always`).
+    pub fn alarm_mode(&self) -> crate::assurance::alarms::TimeAlarmMode {
+        use crate::assurance::alarms::TimeAlarmMode;
+        match self.alarm {
+            TimeAlarmMode::Auto if !self.servers.is_empty() => TimeAlarmMode::Always,
+            m => m,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=60_000).contains(&self.max_error_ms) {
+            return Err(("max_error_ms".into(), "must be between 1 and 60000".into()));
+        }
+        if self.step_threshold_ms < 50 {
+            return Err(("step_threshold_ms".into(), "must be at least 50".into()));
+        }
+        if let Some(u) = &self.tsa_url {
+            let ok = reqwest::Url::parse(u)
+                .map(|x| matches!(x.scheme(), "http" | "https") && x.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(("tsa_url".into(), format!("`{u}` is not an http(s) URL")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[central]`: commands from headquarters, polled from the archive (docs/central.md,
@@ -1041,6 +1219,12 @@ impl Config {
             key: key.into(),
             message,
         };
+        self.assurance
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("assurance.{k}"), m))?;
+        self.time
+            .validate()
+            .map_err(|(k, m)| invalid(&format!("time.{k}"), m))?;
         if self.sip.listen.is_empty() {
             return Err(invalid(
                 "sip.listen",
@@ -1326,6 +1510,53 @@ mod tests {
         assert_eq!(c.sip.listen[1].to_string(), "tcp:127.0.0.1:5060");
         assert_eq!(c.storage.data_dir, PathBuf::from("./branchrec-data"));
         assert_eq!(c.media.rtp_ports.first, 30000);
+    }
+
+    /// `[assurance]` and `[time]` (issue #19): defaults, the reference file, validation.
+    #[test]
+    fn assurance_and_time_keys_are_validated() {
+        let c = Config::load_or_default(None).unwrap();
+        assert_eq!(c.time.max_error_ms, 100);
+        assert_eq!(c.assurance.rules().len(), 4);
+        let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/branchrec.toml"));
+        let r = Config::load(p).unwrap();
+        assert_eq!(
+            r.assurance.alarms, c.assurance.alarms,
+            "reference = defaults"
+        );
+        assert_eq!(r.assurance.policy(), c.assurance.policy());
+        let c = parse("[assurance]\nalarms = [{ verdict = \"refused\", count = 2, window_s = 600 }]\n[time]\ntsa_url = \"http://127.0.0.1:9/tsr\"\n").unwrap();
+        assert_eq!(
+            c.assurance.rules()[0].verdict,
+            crate::assurance::Verdict::Refused
+        );
+        assert_eq!(c.time.tsa_url.as_deref(), Some("http://127.0.0.1:9/tsr"));
+        for (text, key) in [
+            ("[assurance]\nvoice_dbfs = 3.0\n", "assurance.voice_dbfs"),
+            (
+                "[assurance]\nalarms = [{ verdict = \"recorded\", count = 1, window_s = 600 }]\n",
+                "assurance.alarms[0].verdict",
+            ),
+            (
+                "[assurance]\nalarms = [{ verdict = \"one_way\", count = 0, window_s = 600 }]\n",
+                "assurance.alarms[0].count",
+            ),
+            (
+                "[assurance]\nalarms = [{ verdict = \"one_way\", count = 1, window_s = 4 }]\n",
+                "assurance.alarms[0].window_s",
+            ),
+            ("[time]\nmax_error_ms = 0\n", "time.max_error_ms"),
+            ("[time]\ntsa_url = \"ftp://x\"\n", "time.tsa_url"),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(
+            parse("[time]\nbogus = 1\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 #![forbid(unsafe_code)]
 
 pub use branchrec_core::{
-    binding, capture, command, compliance, hpke, lifecycle, media, pii, sdp, sip, siprec, time,
+    assurance, binding, capture, command, compliance, hpke, lifecycle, media, pii, sdp, sip,
+    siprec, time,
 };
 
 pub mod app;

@@ -312,3 +312,66 @@ fn generated_calls_are_recorded_sample_exact() {
         assert_eq!(a, b, "{}: second import differs", sc.name);
     }
 }
+
+/// Issue #19: verdicts of mirrored calls. A dialog whose RTP never appears on the mirror
+/// port is a recording with verdict `no_media` (and is counted in the day's report); a
+/// call with audio both ways is `recorded`; G.729 (not decodable, catalogued without a
+/// file) is `missed`.
+#[test]
+fn mirrored_dialog_without_rtp_is_no_media() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = Scenario::new("both-ways", 11);
+    let mut silent = Scenario::new("no-rtp", 12);
+    silent.packets = 0;
+    let mut g729 = Scenario::new("g729-v", 13);
+    g729.g729 = true;
+    let scs = vec![ok, silent, g729];
+    let pcap = tmp.path().join("verdicts.pcap");
+    write_capture(&pcap, &scs);
+    let (cfg, rep) = import(tmp.path(), &[pcap.to_str().unwrap()]);
+    assert_eq!(rep["calls"].as_array().unwrap().len(), 3, "{rep:#}");
+    let recs = list(&cfg);
+    let v = |sc: &Scenario| by_call_id(&recs, &sc.call_id)["verdict"].clone();
+    assert_eq!(v(&scs[0]), "recorded", "{recs:#?}");
+    assert_eq!(v(&scs[1]), "no_media", "{recs:#?}");
+    // G.729: catalogued without a file where this build cannot decode it (`missed`);
+    // decoded (the mirror decodes it with the g729 feature) it gets a recording's verdict.
+    let g = by_call_id(&recs, &scs[2].call_id);
+    let g_verdict = if g["state"] == "codec_unsupported" {
+        assert_eq!(g["verdict"], "missed", "{g}");
+        "missed"
+    } else {
+        assert!(g["verdict"].is_string(), "{g}");
+        g["verdict"].as_str().unwrap()
+    }
+    .to_string();
+    let id = by_call_id(&recs, &scs[1].call_id)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = show(&cfg, &id);
+    assert_eq!(
+        s["assurance"]["reason"], "no decodable RTP arrived on any channel",
+        "{s}"
+    );
+    // The day's report counts them by source.
+    let day = by_call_id(&recs, &scs[0].call_id)["start"]
+        .as_str()
+        .unwrap()[..10]
+        .to_string();
+    let out = run_ok(&[
+        "assurance",
+        "report",
+        "--day",
+        &day,
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["totals"]["calls"], 3, "{r}");
+    let n = |v: &str| r["totals"]["by_source"]["mirror"][v].as_u64().unwrap_or(0);
+    assert_eq!(n("no_media"), 1 + u64::from(g_verdict == "no_media"), "{r}");
+    assert_eq!(n("recorded"), 1 + u64::from(g_verdict == "recorded"), "{r}");
+    assert!(n(&g_verdict) >= 1, "{r}");
+}

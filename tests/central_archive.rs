@@ -7,6 +7,8 @@
 //! number or name in plaintext. Also: what SoftHSM2 supports through PKCS#11, the
 //! evidence for the scheme choice in docs/central.md.
 
+#[path = "common/central.rs"]
+mod central_common;
 mod common;
 #[path = "common/s3.rs"]
 mod s3;
@@ -425,6 +427,12 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an enrolled one"));
+    // Streamed from the archive: the timings of the stream are reported.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("first audio byte written"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         std::fs::read(&out_wav).unwrap(),
         std::fs::read(&box_wav).unwrap()
@@ -484,4 +492,215 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
         "{err}"
     );
     assert!(!out3.exists() && !dir.path().join("tampered.wav.partial").exists());
+    // The streamed container's spool file is anonymous (unlinked when opened).
+    assert!(!dir.path().join("tampered.wav.spool").exists());
+}
+
+/// The verification script of docs/evidence.md on a bundle built here (the box's and
+/// central's bundles run it in tests/central_acceptance.rs): it passes with the SIPREC
+/// metadata documents, passes without them (a bundle exported centrally from an archive
+/// document older than the raw metadata: the signed hashes are named instead) and fails
+/// on an altered one.
+#[test]
+fn evidence_script_verifies_bundles_with_and_without_metadata_documents() {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    use ed25519_dalek::Signer as _;
+    use sha2::{Digest, Sha256};
+    let hex_sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let tmp = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let der = key.verifying_key().to_public_key_der().unwrap();
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    let pcm: Vec<u8> = (0..16_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut wav = b"RIFF".to_vec();
+    wav.extend_from_slice(&[0u8; 40]);
+    wav.extend_from_slice(&pcm);
+    let xml = b"<recording xmlns='urn:ietf:params:xml:ns:recording:1'/>";
+    let metadata = serde_json::json!({
+        "call_id": "c-1",
+        "metadata_versions": [{ "seq": 1, "sha256": hex_sha(xml) }],
+    });
+    let manifest = serde_json::to_vec_pretty(&serde_json::json!({
+        "signer": { "algorithm": "ed25519", "public_key_sha256": hex_sha(der.as_bytes()) },
+        "audio": { "encoding": "s16le", "pcm_sha256": hex_sha(&pcm) },
+        "metadata": metadata,
+    }))
+    .unwrap();
+    let bundle = |name: &str, with_xml: Option<&[u8]>| -> PathBuf {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("signing-key.pem"), &pem).unwrap();
+        std::fs::write(d.join("audio.wav"), &wav).unwrap();
+        std::fs::write(d.join("manifest.json"), &manifest).unwrap();
+        std::fs::write(d.join("manifest.sig"), key.sign(&manifest).to_bytes()).unwrap();
+        std::fs::write(d.join("metadata.json"), metadata.to_string()).unwrap();
+        if let Some(x) = with_xml {
+            std::fs::write(d.join("metadata-1.xml"), x).unwrap();
+        }
+        d
+    };
+    let script = central_common::evidence_script();
+    let run = |d: &Path| -> (bool, String) {
+        let o = output_bounded(
+            Command::new("sh").arg("-c").arg(&script).current_dir(d),
+            Duration::from_secs(60),
+        )
+        .expect("script hung");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, text) = run(&bundle("full", Some(xml)));
+    assert!(ok && text.contains("evidence bundle verified"), "{text}");
+    assert!(!text.contains("not in the bundle"), "{text}");
+    let (ok, text) = run(&bundle("older", None));
+    assert!(ok && text.contains("evidence bundle verified"), "{text}");
+    // Cleanly: the loop over the glob does not feed the literal `metadata-*.xml` to
+    // sha256sum and jq (that failed inside a command substitution, which `set -e`
+    // ignores: the check then "passed" with errors).
+    for e in ["No such file", "error", "metadata-*.xml"] {
+        assert!(!text.contains(e), "{e}: {text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "SIPREC metadata 1 not in the bundle (signed sha256 {})",
+            hex_sha(xml)
+        )),
+        "{text}"
+    );
+    let (ok, text) = run(&bundle("altered", Some(b"<recording/>")));
+    assert!(!ok && !text.contains("evidence bundle verified"), "{text}");
+}
+
+/// Bench, not a timed test (`cargo test --features g729 --test central_archive -- --ignored
+/// bench_export --nocapture`; docs/central.md, *Scale*): a real 10-minute G.711 SIPREC call
+/// (`BRANCHREC_BENCH_CALL_S`, default 600) recorded by a box and uploaded to moto, then
+/// `branchrec-central export` of it from the archive alone: time to first byte of the
+/// output (the `.partial` file has data), total time, and the exporter's peak RSS
+/// (VmHWM, sampled every 2 ms), three runs.
+#[test]
+#[ignore]
+fn bench_export_ten_minute_g711_from_the_archive() {
+    let _g = common::serial();
+    let secs: u64 = std::env::var("BRANCHREC_BENCH_CALL_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let dir = tempfile::tempdir().unwrap();
+    let (ck_priv, ck_pub) = central_common::compliance_keypair(dir.path());
+    let pki = Pki::new("archive");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (cert, key, _) = pki.server(false);
+    let moto = Moto::start(dir.path(), &cert, &key);
+    s3check(&moto, &ca, &["mkbucket", BUCKET]);
+    let creds = dir.path().join("creds");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let archive = format!(
+        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
+        moto.port,
+        creds.display(),
+        ca.display()
+    );
+    let cfg = dir.path().join("central.toml");
+    std::fs::write(&cfg, format!("[archive]\n{archive}")).unwrap();
+    let bdir = dir.path().join("box");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let keys = format!(
+        "compliance_public_key = \"{}\"\ncompliance_key_id = \"ck-bench\"",
+        ck_pub.display()
+    );
+    let mut d = Daemon::start_full(
+        &bdir,
+        "",
+        &keys,
+        &format!(
+            "[uplink]\nenabled = true\nsite = \"london\"\nbox_id = \"box-bench\"\npart_size_kb = 5120\n{archive}"
+        ),
+    );
+    let mut call = match invite_parties(srs(&d), 1, (A_AOR, A_NAME), (B_AOR, B_NAME)) {
+        Invite::Up(c) => c,
+        Invite::Rejected(code, m) => panic!("INVITE refused {code}: {m}\n{}", d.log_text()),
+    };
+    call.stream(secs * 1000);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(call.bye(), "BYE not answered\n{}", d.log_text());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let s = status_json(&d);
+        if s["uploaded"].as_u64() == Some(1) && s["pending"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not uploaded: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let list = d.recordings_json(&["list", "--json"]);
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let detail = d.recordings_json(&["show", &id, "--json"]);
+    let bytes = std::fs::metadata(
+        bdir.join("data")
+            .join(detail["file_path"].as_str().unwrap()),
+    )
+    .unwrap()
+    .len();
+    d.stop();
+    for run in 1..=3 {
+        let out = dir.path().join(format!("export-{run}.wav"));
+        let partial = dir.path().join(format!("export-{run}.wav.partial"));
+        let t0 = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_branchrec-central"))
+            .args(["export", &id, "--out"])
+            .arg(&out)
+            .arg("--archive")
+            .arg(&cfg)
+            .arg("--key-pem")
+            .arg(&ck_priv)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut ttfb = None;
+        let mut hwm_kb = 0u64;
+        let status = loop {
+            if ttfb.is_none()
+                && (std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0) || out.exists())
+            {
+                ttfb = Some(t0.elapsed());
+            }
+            if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(v) = st
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    hwm_kb = hwm_kb.max(v);
+                }
+            }
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(300), "export hung");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let total = t0.elapsed();
+        assert!(status.success(), "export failed");
+        let wav = std::fs::metadata(&out).unwrap().len();
+        println!(
+            "BENCH export run {run}: {secs} s G.711 call, container {bytes} B, WAV {wav} B: time to first byte {} ms, total {} ms, peak RSS {} MiB",
+            ttfb.unwrap_or(total).as_millis(),
+            total.as_millis(),
+            hwm_kb / 1024
+        );
+        std::fs::remove_file(&out).unwrap();
+    }
 }

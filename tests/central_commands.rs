@@ -8,7 +8,11 @@
 //! each and audited; after `central hold release`, `central erase` removes the recording
 //! on the box (tombstone, file gone) and in the archive (no version left).
 
+#[path = "common/central.rs"]
+mod central_common;
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 #[path = "common/s3.rs"]
 mod s3;
 #[path = "common/siprec_client.rs"]
@@ -164,6 +168,13 @@ fn audit(d: &Daemon) -> Vec<Value> {
 fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refused() {
     let _g = common::serial();
     let dir = tempfile::tempdir().unwrap();
+    // PostgreSQL runs as nobody under root: it must reach its directory.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pg = pg::Pg::start(&dir.path().join("pg"));
 
     // Keys: the compliance key (P-256, PEM here: the HSM path is tests/central_archive.rs)
     // and the central command key (Ed25519), the box gets both public halves.
@@ -216,8 +227,19 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         creds.display(),
         ca.display()
     );
+    // Central: the index (command seqs, holds, the box's key for its acks).
+    let audit_key = dir.path().join("central-audit.key");
+    central_common::central_ok(&["audit-keygen", "--out", audit_key.to_str().unwrap()]);
     let cfg = dir.path().join("central.toml");
-    std::fs::write(&cfg, format!("[archive]\n{archive}")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[archive]\n{archive}\n[index]\ndatabase = \"{}\"\naudit_key = \"{}\"\nopen_days = 0\n",
+            pg.conninfo,
+            audit_key.display()
+        ),
+    )
+    .unwrap();
     let env = Env {
         moto,
         ca,
@@ -277,6 +299,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         .unwrap()
         .try_into()
         .unwrap();
+    // The box enrolled with its manifest key: its acknowledgements verify with it.
+    let box_pem = dir.path().join("box.pem");
+    std::fs::write(&box_pem, central_common::box_key_pem(&bdir.join("data"))).unwrap();
+    env.central_ok(&["enrol", BOX, "--key", box_pem.to_str().unwrap()]);
     let objects: Vec<Value> = env.s3(&["objects", BUCKET]).as_array().unwrap().clone();
     let container = objects
         .iter()
@@ -488,15 +514,9 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
 
     // 6. Compliance key rotation: command 5; the next recording's compliance slot and
     // archive document are for the new key.
-    let ck2 = dir.path().join("ck-2.pub.pem");
-    std::fs::write(
-        &ck2,
-        p256::SecretKey::random(&mut rand::rngs::OsRng)
-            .public_key()
-            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
-            .unwrap(),
-    )
-    .unwrap();
+    let ck2_dir = dir.path().join("ck-2");
+    std::fs::create_dir_all(&ck2_dir).unwrap();
+    let (ck2_priv, ck2) = central_common::compliance_keypair(&ck2_dir);
     let out = env.central_ok(&[
         "rotate-compliance-key",
         "--box",
@@ -580,6 +600,415 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
             (5, "rotate_compliance_key", "applied"),
         ]
     );
+
+    // 8. The index: three more calls, the last one held by the box itself (a local
+    // participant hold placed before the call); all uploaded, then indexed.
+    let out = output_bounded(
+        Command::new(&d.bin)
+            .args([
+                "hold",
+                "add",
+                "--participant",
+                "+441632960099",
+                "--reason",
+                "local incident 12",
+                "--config",
+            ])
+            .arg(&d.config),
+        Duration::from_secs(60),
+    )
+    .expect("branchrec hold add hung");
+    assert!(
+        out.status.success(),
+        "box hold add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uploaded_before = cli_json(&d, &["status", "--json"])["uploaded"]
+        .as_u64()
+        .unwrap();
+    let parties = [
+        ("tel:+442079460011", "Xena"),
+        ("tel:+441632960077", "Yuri"),
+        ("tel:+441632960099", "Zoe"),
+    ];
+    for (n, p) in parties.iter().enumerate() {
+        let mut call = match invite_parties(srs, 3 + n as u32, *p, ("tel:+33142000055", "Agent")) {
+            Invite::Up(c) => c,
+            Invite::Rejected(code, m) => panic!("INVITE refused {code}: {m}\n{}", d.log_text()),
+        };
+        call.stream(1000);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(call.bye(), "BYE not answered\n{}", d.log_text());
+    }
+    wait_for("three more uploads", 180, &d, || {
+        let s = cli_json(&d, &["status", "--json"]);
+        (s["uploaded"].as_u64() == Some(uploaded_before + 3) && s["pending"] == 0).then_some(())
+    });
+    let by_party = |aor: &str| -> String {
+        d.recordings_json(&["list", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r.to_string().contains(aor))
+            .and_then(|r| r["id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no recording with {aor}"))
+    };
+    let (x, y, z) = (
+        by_party("+442079460011"),
+        by_party("+441632960077"),
+        by_party("+441632960099"),
+    );
+    let idx = env.central_ok(&[
+        "index",
+        "--once",
+        "--json",
+        "--key-pem",
+        ck2_priv.to_str().unwrap(),
+    ]);
+    let idx: Value = serde_json::from_str(idx.lines().last().unwrap()).unwrap();
+    assert_eq!(idx["indexed"], 4, "{idx}");
+    let held_ids = || -> std::collections::BTreeSet<String> {
+        let v: Value =
+            serde_json::from_str(&env.central_ok(&["search", "--json", "--held"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["recording_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(held_ids(), [z.clone()].into(), "only the box-held one");
+    let objects_of = |rid: &str| -> String {
+        env.s3(&["objects", BUCKET])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["key"].as_str().unwrap().to_string())
+            .find(|k| k.ends_with(rid))
+            .unwrap()
+    };
+    let legal = |rid: &str| -> Vec<String> {
+        let c = objects_of(rid);
+        let v = env.versions(&c);
+        assert!(v.len() >= 4, "{v:?}");
+        v.iter()
+            .map(|v| v["legal_hold"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    let all = |v: Vec<String>, want: &str| v.iter().all(|s| s == want);
+
+    // 9. A participant hold: every archive object of every matching recording under
+    // legal hold, the index says held at once (no indexer pass), command 6 to the box.
+    let out = env.central_ok(&[
+        "hold",
+        "add",
+        "--case",
+        "P-1",
+        "--reason",
+        "fraud inquiry",
+        "--participant",
+        "+442079460011",
+        "--box",
+        BOX,
+    ]);
+    assert!(
+        out.contains("matched 1 indexed recording(s)") && out.contains(&x),
+        "{out}"
+    );
+    assert!(out.contains(&format!("command 6 to box {BOX}")), "{out}");
+    assert!(all(legal(&x), "ON"), "{:?}", legal(&x));
+    assert!(legal(&y).iter().all(|s| s != "ON"), "{:?}", legal(&y));
+    assert_eq!(held_ids(), [x.clone(), z.clone()].into());
+    // The indexer rewriting X's row (an object's ETag changed) keeps it held.
+    let mut db = pg.client();
+    db.execute(
+        "UPDATE recordings SET objects_etag = 'changed' WHERE recording_id = $1::text::uuid",
+        &[&x],
+    )
+    .unwrap();
+    let idx = env.central_ok(&[
+        "index",
+        "--once",
+        "--rescan",
+        "--json",
+        "--key-pem",
+        ck2_priv.to_str().unwrap(),
+    ]);
+    let idx: Value = serde_json::from_str(idx.lines().last().unwrap()).unwrap();
+    assert_eq!(idx["reverified"], 1, "{idx}");
+    assert_eq!(held_ids(), [x.clone(), z.clone()].into());
+    let shown: Value = serde_json::from_str(&env.central_ok(&["show", &x])).unwrap();
+    let ch = &shown["central_holds"][0];
+    assert_eq!(
+        (ch["case"].as_str(), ch["reason"].as_str()),
+        (Some("P-1"), Some("fraud inquiry")),
+        "{shown}"
+    );
+    assert!(!ch["operator"].as_str().unwrap().is_empty(), "{shown}");
+    assert_eq!(
+        wait_ack(&env, &d, &box_pk, 6).ack.result.as_str(),
+        "applied"
+    );
+
+    // 10. A central hold on the box-held recording, then released: the box's own hold
+    // keeps it held in the index and its legal hold stays ON.
+    let out = env.central_ok(&["hold", "add", "--case", "P-2", "--reason", "audit", &z]);
+    assert!(out.contains("command 7"), "{out}");
+    assert!(all(legal(&z), "ON"));
+    let out = env.central_ok(&["hold", "release", "--case", "P-2", "--reason", "done"]);
+    assert!(out.contains("release command 8"), "{out}");
+    assert!(
+        out.contains(&format!("still held by other cases: {z}")),
+        "{out}"
+    );
+    assert!(
+        all(legal(&z), "ON"),
+        "box-held recording lost its legal hold"
+    );
+    assert_eq!(held_ids(), [x.clone(), z.clone()].into());
+    // 11. Releasing the participant case: X no longer held, its legal holds OFF.
+    let out = env.central_ok(&["hold", "release", "--case", "P-1", "--reason", "closed"]);
+    assert!(out.contains("release command 9"), "{out}");
+    assert!(all(legal(&x), "OFF"), "{:?}", legal(&x));
+    assert_eq!(held_ids(), [z.clone()].into());
+    for s in [7, 8, 9] {
+        assert_eq!(
+            wait_ack(&env, &d, &box_pk, s).ack.result.as_str(),
+            "applied"
+        );
+    }
+
+    // 12. The sequence is allocated under a PostgreSQL row lock: while another
+    // transaction holds the box's row, `hold add` waits and writes nothing.
+    let mut tx = db.transaction().unwrap();
+    tx.query_one(
+        "SELECT last_seq FROM command_seq WHERE box_id = $1 FOR UPDATE",
+        &[&BOX],
+    )
+    .unwrap();
+    let spawn = |case: &str| {
+        Command::new(env!("CARGO_BIN_EXE_branchrec-central"))
+            .args(["hold", "add", "--case", case, "--reason", "concurrent", &y])
+            .env("BRANCHREC_CENTRAL_CONFIG", &env.cfg)
+            .env("BRANCHREC_COMMAND_KEY", &env.key)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut blocked = spawn("C-0");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        blocked.try_wait().unwrap().is_none(),
+        "hold add did not wait for the command_seq row lock"
+    );
+    assert!(env.get(&slot(10)).is_none());
+    tx.commit().unwrap();
+    let o = common::wait_bounded(&mut blocked, Duration::from_secs(120)).expect("hung");
+    assert!(o.success());
+    // Two operators at the same time: distinct seqs, both executed and acknowledged.
+    let (a, b) = (spawn("C-A"), spawn("C-B"));
+    let mut seqs = Vec::new();
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let seq: u64 = text
+            .split("command ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        seqs.push(seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, vec![11, 12], "two operators got the same seq");
+    for s in [10, 11, 12] {
+        assert_eq!(
+            wait_ack(&env, &d, &box_pk, s).ack.result.as_str(),
+            "applied"
+        );
+    }
+    let box_cases: Vec<String> = cli_json(&d, &["hold", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap().to_string())
+        .collect();
+    for case in ["C-0", "C-A", "C-B"] {
+        assert!(
+            box_cases.iter().any(|r| r.contains(case)),
+            "{case} not applied by the box: {box_cases:?}"
+        );
+    }
+    let n: i64 = db
+        .query_one(
+            "SELECT count(DISTINCT seq) FROM commands WHERE box_id = $1 AND seq IN (10, 11, 12)",
+            &[&BOX],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+
+    // 13. Acknowledgements are verified with the enrolled key: a forged one (another
+    // key) replacing the box's ack of 12, and an unsigned one, are refused, counted and
+    // alarmed; command 12 is not acknowledged.
+    let real12 = SignedAck::parse(env.get(&ack_key(12)).unwrap().as_bytes()).unwrap();
+    let forged = SignedAck::sign(real12.ack.clone(), |m| other.sign(m).to_bytes());
+    env.put(dir.path(), &ack_key(12), &forged.to_bytes());
+    let mut unsigned: Value = serde_json::from_slice(&real12.to_bytes()).unwrap();
+    unsigned["seq"] = 13.into();
+    unsigned["signature"] = "".into();
+    env.put(
+        dir.path(),
+        &ack_key(13),
+        serde_json::to_string(&unsigned).unwrap().as_bytes(),
+    );
+    let cmds: Value =
+        serde_json::from_str(&env.central_ok(&["commands", "--box", BOX, "--json"])).unwrap();
+    let c12 = cmds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["seq"] == 12)
+        .unwrap();
+    assert_eq!(c12["state"], "ack-refused", "{c12}");
+    assert!(
+        c12["ack_problem"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{c12}"
+    );
+    assert_eq!(
+        cmds.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["seq"] == 11)
+            .unwrap()["state"],
+        "applied"
+    );
+    let table = env.central_ok(&["commands", "--box", BOX]);
+    assert!(
+        table.contains("2 acknowledgement object(s) refused"),
+        "{table}"
+    );
+    let cases: Value = serde_json::from_str(&env.central_ok(&["hold", "list", "--json"])).unwrap();
+    let ack_of = |case: &str| {
+        cases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["case"] == case)
+            .unwrap()["boxes"][BOX]["acknowledged"]
+            .clone()
+    };
+    let (ack_a, ack_b) = (ack_of("C-A"), ack_of("C-B"));
+    assert_eq!(
+        [ack_a, ack_b].iter().filter(|v| **v == true).count(),
+        1,
+        "the case acknowledged by the forged ack counts as acknowledged: {cases}"
+    );
+    let alarms: i64 = db
+        .query_one(
+            "SELECT count FROM alarms WHERE box_id = $1 AND code = 'ack_signature'",
+            &[&BOX],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(alarms, 2);
+    // Counted once per object version: looking again adds nothing.
+    env.central_ok(&["commands", "--box", BOX]);
+    let again: i64 = db
+        .query_one(
+            "SELECT count FROM alarms WHERE box_id = $1 AND code = 'ack_signature'",
+            &[&BOX],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(again, 2);
+
+    // 14. A hold placed on the box after the upload reaches the index: the box publishes
+    // the recording's document again and a notice under _holds/<box>/; the indexer
+    // (no --rescan: the document lies before its listing position) re-verifies it.
+    let box_cli = |args: &[&str]| {
+        let out = output_bounded(
+            Command::new(&d.bin)
+                .args(args)
+                .arg("--config")
+                .arg(&d.config),
+            Duration::from_secs(60),
+        )
+        .expect("branchrec hung");
+        assert!(
+            out.status.success(),
+            "branchrec {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let notices = || -> usize {
+        env.s3(&["objects", BUCKET])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| {
+                let k = o["key"].as_str().unwrap();
+                k.starts_with(&format!("_holds/{BOX}/")) && k.contains(&id2)
+            })
+            .count()
+    };
+    let index_pass = || -> Value {
+        let out = env.central_ok(&[
+            "index",
+            "--once",
+            "--json",
+            "--key-pem",
+            ck2_priv.to_str().unwrap(),
+        ]);
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    assert!(!held_ids().contains(&id2));
+    box_cli(&[
+        "hold",
+        "add",
+        "--recording",
+        &id2,
+        "--reason",
+        "box after upload",
+    ]);
+    wait_for("hold notice", 90, &d, || (notices() == 1).then_some(()));
+    let r = index_pass();
+    assert_eq!(r["reverified"], 1, "{r}");
+    assert!(
+        held_ids().contains(&id2),
+        "box-placed hold not in the index"
+    );
+    // Released on the box: published again, not held in the index any more.
+    let hid = cli_json(&d, &["hold", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["reason"] == "box after upload")
+        .and_then(|h| h["id"].as_i64())
+        .unwrap();
+    box_cli(&[
+        "hold",
+        "release",
+        &hid.to_string(),
+        "--reason",
+        "done locally",
+    ]);
+    wait_for("second hold notice", 90, &d, || {
+        (notices() == 2).then_some(())
+    });
+    let r = index_pass();
+    assert_eq!(r["reverified"], 1, "{r}");
+    assert!(!held_ids().contains(&id2), "box release not in the index");
+    // Z's box hold is untouched by all this; Y's central holds too.
+    assert!(held_ids().contains(&z) && held_ids().contains(&y));
     d.stop();
 }
 

@@ -213,6 +213,8 @@ fn oracle_acme_call(sipp_args: &[&str], expect_transport: Option<&str>) {
         &["sip:9000@192.168.50.102", "sip:1002@192.168.50.10"],
         "PCMU",
     );
+    // Issue #19: SIPp's call with audio on both streams is `recorded`.
+    assert_eq!(rec["verdict"], "recorded", "{rec}");
     let id = rec["id"]
         .as_str()
         .map(str::to_string)

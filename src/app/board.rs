@@ -366,6 +366,7 @@ async fn collect(
             disk_high: shared.gate.refusing()
                 || shared.gate.used_pct() >= f64::from(shared.cfg.retention.high_watermark_pct),
             capture_drops: drops,
+            assurance_alarm: !crate::app::assurance::snapshot().alarms.is_empty(),
         };
         tx.send_if_modified(|old| {
             let differs = *old != snap;

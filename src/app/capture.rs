@@ -456,6 +456,19 @@ impl Recorder {
                     None,
                 ));
                 tracing::info!(recording = %a.id, codec = %a.codec, reason, "captured call catalogued: codec not supported");
+                // Seen, not recorded (no file): missed (issue #19).
+                crate::app::assurance::note(crate::assurance::Verdict::Missed);
+                self.catalog.send(CatalogCmd::Assurance(
+                    a.id.clone(),
+                    crate::assurance::Verdict::Missed,
+                    serde_json::json!({
+                        "verdict": "missed",
+                        "reason": format!("codec {} cannot be decoded: no audio stored", a.codec),
+                        "silent_channels": [],
+                        "channels": [],
+                        "clock": null,
+                    }),
+                ));
                 RecordingState::CodecUnsupported
             }
         };

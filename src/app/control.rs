@@ -133,7 +133,14 @@ fn handle(shared: &Shared, line: &str, actor: &str) -> serde_json::Value {
             crate::app::sink::add_media_gaps(&mut b);
             return serde_json::json!({ "ok": true, "binding": b });
         }
-        _ => return err("unknown cmd (pause, resume, board, board.press, access, binding)"),
+        "assurance" => {
+            return serde_json::json!({ "ok": true, "assurance": crate::app::assurance::snapshot() });
+        }
+        _ => {
+            return err(
+                "unknown cmd (pause, resume, board, board.press, access, binding, assurance)",
+            )
+        }
     };
     let found = {
         let live = shared.live.lock().unwrap_or_else(|e| e.into_inner());

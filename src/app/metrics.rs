@@ -142,6 +142,9 @@ pub fn render(doc: &StatusDoc) -> String {
         }
     }
     let stalled = render_counters(&mut o, doc.binding.as_ref());
+    if let Some(a) = &doc.assurance {
+        render_assurance(&mut o, a);
+    }
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
@@ -248,6 +251,8 @@ pub fn render_live(shared: &UplinkShared) -> String {
         s
     });
     let stalled = render_counters(&mut o, b.as_ref());
+    let a = crate::app::assurance::snapshot();
+    render_assurance(&mut o, &a);
     let _ = writeln!(
         o,
         "# HELP branchrec_alarm Active alarms (1 per code).\n# TYPE branchrec_alarm gauge"
@@ -255,7 +260,31 @@ pub fn render_live(shared: &UplinkShared) -> String {
     if stalled > 0 {
         let _ = writeln!(o, "branchrec_alarm{{code=\"storage_write_failed\"}} 1");
     }
+    for al in &a.alarms {
+        let _ = writeln!(o, "branchrec_alarm{{code=\"{}\"}} 1", al.code);
+    }
     o
+}
+
+/// Calls per verdict, flagged recordings and clock steps (issue #19).
+fn render_assurance(o: &mut String, a: &crate::assurance::alarms::AssuranceSnapshot) {
+    let _ = writeln!(
+        o,
+        "# HELP branchrec_calls_total Calls seen since start, by assurance verdict.\n# TYPE branchrec_calls_total counter"
+    );
+    for (v, n) in &a.verdicts {
+        let _ = writeln!(o, "branchrec_calls_total{{verdict=\"{v}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP branchrec_time_flagged_recordings_total Recordings flagged for their clock state (unsynchronised, error above time.max_error_ms, stepped).\n# TYPE branchrec_time_flagged_recordings_total counter\nbranchrec_time_flagged_recordings_total {}",
+        a.time_flagged
+    );
+    let _ = writeln!(
+        o,
+        "# HELP branchrec_clock_steps_total Wall-clock steps seen during recordings.\n# TYPE branchrec_clock_steps_total counter\nbranchrec_clock_steps_total {}",
+        a.clock_steps
+    );
 }
 
 async fn serve_one(mut s: tokio::net::TcpStream, shared: Arc<UplinkShared>) -> std::io::Result<()> {

@@ -10,6 +10,7 @@
 //! message goes socket → `sip_loop` → `Srs` → events → `call`/`store`.
 
 pub mod accept;
+pub mod assurance;
 pub mod board;
 pub mod call;
 pub mod capture;
@@ -24,6 +25,7 @@ pub mod store;
 mod streams;
 pub mod systemd;
 pub mod tls;
+pub mod tsa;
 pub mod uplink;
 
 /// Manifests and evidence are the service layer's; the call sink seals through this path.
@@ -158,7 +160,9 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Storage> {
     };
     let (clock, offset_s) =
         crate::clock::clock_from_env(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
-    let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(clock);
+    crate::clock::init_probe(cfg.development.clock_override).map_err(anyhow::Error::msg)?;
+    assurance::init(cfg);
+    let clock: Arc<dyn crate::lifecycle::Clock> = Arc::new(crate::clock::SteppedClock(clock));
     // One signing key for manifests and audit heads: the custody key (sealed in the TPM in
     // TPM mode). There is no fallback key file: while the keys cannot be loaded, audit
     // entries stay unsigned until a head is signed after the keys are back.
@@ -276,6 +280,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )),
     });
     let syncer = tokio::spawn(store::syncer(shared.clone()));
+    let _tsa = tokio::spawn(tsa::run(shared.cfg.clone()));
     let sweeper = tokio::spawn(retention::sweeper(
         shared.cfg.clone(),
         shared.catalog_access.clone(),

@@ -65,6 +65,41 @@ impl StorageGate {
 /// The daemon's background sweeper: every second a watermark check (and a pressure
 /// sweep when over the high watermark), every `retention.sweep_interval_s` an expiry
 /// sweep, every `retention.audit_sign_interval_s` a signature of the audit chain head.
+/// The wall clock for retention through the step guard; steps are logged and audited.
+fn trusted_now(
+    guard: &mut crate::assurance::clock::WallGuard,
+    mono: &crate::clock::MonoClock,
+    clock: &dyn Clock,
+    cfg: &Config,
+    cat: &mut crate::catalog::Catalog,
+) -> i64 {
+    use crate::assurance::clock::GuardEvent;
+    let reading = crate::clock::probe().reading();
+    let vouched = reading.problem(cfg.time.max_error_ms).is_none();
+    let (now, ev) = guard.now(mono.now(), UnixMs(clock.now_ms()), vouched);
+    if let Some(ev) = ev {
+        let (what, step) = match ev {
+            GuardEvent::ForwardAccepted(s) => ("accepted", s),
+            GuardEvent::ForwardRefused(s) => ("refused", s),
+            GuardEvent::Backward(s) => ("backward", s),
+        };
+        tracing::warn!(
+            step_ms = step,
+            retention = what,
+            unsync = reading.unsync,
+            "wall clock step seen by the retention sweeper"
+        );
+        let _ = cat.audit(
+            now.0,
+            "daemon",
+            "clock.step",
+            "retention",
+            serde_json::json!({ "step_ms": step, "retention": what, "unsync": reading.unsync, "maxerror_us": reading.maxerror_us }),
+        );
+    }
+    now.0
+}
+
 pub async fn sweeper(
     cfg: Config,
     access: crate::catalog::CatalogAccess,
@@ -87,8 +122,16 @@ pub async fn sweeper(
     let mut state = Pressure::Normal;
     let mut deleted_total = 0u64;
     let status_path: PathBuf = cfg.storage.data_dir.join("status.json");
+    // Issue #19: retention never runs ahead of the monotonic clock on a forward step the
+    // time daemon does not vouch for (docs/assurance.md).
+    let mono = crate::clock::MonoClock::process();
+    let mut guard = crate::assurance::clock::WallGuard::new(
+        mono.now(),
+        UnixMs(clock.now_ms()),
+        cfg.time.step_threshold_ms.max(5000),
+    );
     loop {
-        let now = clock.now_ms();
+        let now = trusted_now(&mut guard, &mono, clock.as_ref(), &cfg, &mut cat);
         let mut blocked = std::collections::BTreeMap::new();
         if last_sweep.map_or(true, |t| {
             t.elapsed() >= Duration::from_secs(u64::from(cfg.retention.sweep_interval_s))

@@ -130,7 +130,26 @@ pub struct RecordingSink {
     sample_rate: u32,
     /// Gaps already counted in [`MEDIA_GAPS`] from this recording's events.
     gaps_published: GapTotals,
+    /// Clock state at the start, step detection and the bound (issue #19).
+    clock: ClockWatch,
 }
+
+/// The clock facts a recording collects (docs/assurance.md, "Trusted time").
+struct ClockWatch {
+    start: crate::assurance::clock::ClockReading,
+    /// Whether to look for steps: not where the recording's `Mono` is packet time
+    /// (capture, import).
+    watch_steps: bool,
+    /// Started at the first tick (both clocks read together on the call's own timeline).
+    steps: Option<crate::assurance::clock::StepDetector>,
+    step_threshold_ms: u32,
+    last_look: Mono,
+    found: Vec<crate::assurance::clock::ClockStep>,
+    max_error_ms: u32,
+}
+
+/// How often a recording compares the wall clock with its monotonic timeline.
+const CLOCK_LOOK_EVERY: Duration = Duration::from_millis(1000);
 
 /// How often a stalled recording retries its write: the capture engine ticks per packet,
 /// and a full disk must not cost a failed write for every one.
@@ -223,8 +242,21 @@ impl RecordingSink {
             compliance,
             nonce_prefix: prefix,
         };
-        let (rec, header) =
+        let (mut rec, header) =
             Recording::new(rcfg, keys).map_err(|e| SinkError(format!("container: {e}")))?;
+        rec.set_assurance_policy(cfg.assurance.policy());
+        let probe = crate::clock::probe();
+        let start = probe.reading();
+        let clock = ClockWatch {
+            start,
+            // SIPREC calls run on the monotonic clock; capture runs on packet time.
+            watch_steps: source == Source::Siprec,
+            steps: None,
+            step_threshold_ms: cfg.time.step_threshold_ms,
+            last_look: Mono::ZERO,
+            found: Vec::new(),
+            max_error_ms: cfg.time.max_error_ms,
+        };
         let file = create_file(&abs, &header, sync)
             .map_err(|e| SinkError(format!("creating {}: {e}", abs.display())))?;
         Ok((
@@ -242,6 +274,7 @@ impl RecordingSink {
                 sync,
                 sample_rate,
                 gaps_published: GapTotals::default(),
+                clock,
             },
             rel.to_string_lossy().into_owned(),
         ))
@@ -321,6 +354,44 @@ impl RecordingSink {
         }
         self.rec.handle_timeout(now);
         self.drain(now);
+        self.look_at_clock(now);
+    }
+
+    /// Compare the wall clock with the recording's monotonic timeline (at most every
+    /// [`CLOCK_LOOK_EVERY`]): a step becomes a `clock_step` event; the timeline itself
+    /// never jumps.
+    fn look_at_clock(&mut self, now: Mono) {
+        if !self.clock.watch_steps {
+            return;
+        }
+        let Some(det) = self.clock.steps.as_mut() else {
+            let t = self.clock.step_threshold_ms;
+            self.clock.steps = Some(crate::assurance::clock::StepDetector::new(
+                now,
+                crate::clock::probe().wall(),
+                t,
+            ));
+            self.clock.last_look = now;
+            return;
+        };
+        if now.saturating_duration_since(self.clock.last_look) < CLOCK_LOOK_EVERY {
+            return;
+        }
+        self.clock.last_look = now;
+        if let Some(step) = det.observe(now, crate::clock::probe().wall()) {
+            tracing::warn!(recording = %self.rec.id(), step_ms = step.step_ms, at_ms = step.at_ms, "the wall clock was stepped during the recording");
+            self.events.push(EventRow {
+                at_ms: step.at_ms,
+                kind: "clock_step".into(),
+                channel: None,
+                detail_json: Some(serde_json::json!({
+                    "step_ms": step.step_ms,
+                    "expected_wall_ms": step.expected_wall_ms,
+                    "wall_ms": step.wall_ms,
+                })),
+            });
+            self.clock.found.push(step);
+        }
     }
 
     /// Whether writes are failing (the recording is in a storage stall).
@@ -520,6 +591,7 @@ impl RecordingSink {
             stats_json: Some(crate::recording::ChannelStats::to_json(&fin.stats)),
         };
         tracing::info!(recording = %id, duration_ms, reason = info.reason, state = state.as_str(), "recording closed");
+        let assurance = self.assurance_doc(&fin, state, duration_ms);
         // What a stall left on disk is signed as read back from the file.
         let inputs = if on_disk.is_none() {
             (state == RecordingState::Complete).then(|| super::evidence::ManifestInputs {
@@ -545,10 +617,61 @@ impl RecordingSink {
         }
         self.catalog
             .send(CatalogCmd::Finish(id.clone(), finish, None));
+        let (verdict, doc) = assurance;
+        self.catalog
+            .send(CatalogCmd::Assurance(id.clone(), verdict, doc));
         if let Some(inputs) = inputs {
             self.catalog.send(CatalogCmd::Seal(id, inputs));
         }
         state
+    }
+}
+
+impl RecordingSink {
+    /// The verdict and the assurance document (`recordings.assurance_json`, the
+    /// manifest's `assurance`) of the closed recording; the box-wide counters and alarms
+    /// learn of it.
+    fn assurance_doc(
+        &mut self,
+        fin: &Finished,
+        state: RecordingState,
+        duration_ms: u64,
+    ) -> (crate::assurance::Verdict, serde_json::Value) {
+        use crate::assurance::FileOutcome;
+        let file = match state {
+            RecordingState::Complete => FileOutcome::Complete,
+            RecordingState::CodecUnsupported => FileOutcome::CodecUnsupported,
+            _ => FileOutcome::Cut,
+        };
+        let j = crate::recording::verdict::judge(
+            &fin.policy,
+            &fin.stats,
+            &fin.quality,
+            duration_ms,
+            file,
+        );
+        let end = crate::clock::probe().reading();
+        let clock = crate::assurance::clock::RecordingClock::judge(
+            self.clock.start,
+            Some(end),
+            self.clock.max_error_ms,
+            std::mem::take(&mut self.clock.found),
+        );
+        super::assurance::note(j.verdict);
+        super::assurance::note_clock(end.problem(self.clock.max_error_ms));
+        if let Some(why) = &clock.flagged {
+            tracing::warn!(recording = %self.rec.id(), reason = %why, "recording flagged: its time cannot be vouched for");
+            super::assurance::note_flagged(clock.steps.len());
+        }
+        tracing::info!(recording = %self.rec.id(), verdict = j.verdict.as_str(), reason = %j.reason, "assurance verdict");
+        let doc = serde_json::json!({
+            "verdict": j.verdict,
+            "reason": j.reason,
+            "silent_channels": j.silent_channels,
+            "channels": fin.quality,
+            "clock": clock,
+        });
+        (j.verdict, doc)
     }
 }
 

@@ -312,7 +312,9 @@ pub async fn run(
                                 bib.remove(&call);
                                 bib_notes.remove(&call);
                                 tracing::error!(error = %e, "cannot record: answering 503");
-                                srs.reject(now, call, Refusal::CannotRecord { why: e.unavailable(), retry_after_s: shared.cfg.sip.retry_after_s });
+                                let why = e.unavailable();
+                                refused_seen(&shared, &why);
+                                srs.reject(now, call, Refusal::CannotRecord { why, retry_after_s: shared.cfg.sip.retry_after_s });
                             }
                         }
                     }
@@ -395,6 +397,7 @@ pub async fn run(
                 if let Some(p) = src {
                     if !pending.offered(offer.call, p.remote.ip()) {
                         tracing::warn!(peer = %p.remote, "refusing call: too many unconfirmed sessions from this source");
+                        refused_seen(&shared, &Unavailable::SourceLimit);
                         let refusal = Refusal::CannotRecord {
                             why: Unavailable::SourceLimit,
                             retry_after_s: shared.cfg.sip.retry_after_s,
@@ -510,6 +513,26 @@ fn bib_note(
     }
 }
 
+/// A call turned away with 503: its verdict `refused` and a `calls_seen` row.
+fn refused_seen(shared: &Shared, why: &Unavailable) {
+    let reason = match why {
+        Unavailable::NoKeys => "no_keys",
+        Unavailable::CallLimit => "call_limit",
+        Unavailable::Storage(_) => "storage",
+        Unavailable::Setup(_) => "setup",
+        Unavailable::TooManyOpenFiles => "too_many_open_files",
+        Unavailable::SourceLimit => "source_limit",
+    };
+    crate::app::assurance::call_seen(
+        &shared.catalog,
+        crate::catalog::Source::Siprec,
+        crate::assurance::Verdict::Refused,
+        reason,
+        None,
+        None,
+    );
+}
+
 fn handle_event(
     shared: &Arc<Shared>,
     srs: &mut Srs,
@@ -525,6 +548,7 @@ fn handle_event(
             let cfg = &shared.cfg;
             if let Some(why) = &shared.keys_error {
                 tracing::error!(error = %why, "refusing call: recording keys unavailable");
+                refused_seen(shared, &Unavailable::NoKeys);
                 let refusal = Refusal::CannotRecord {
                     why: Unavailable::NoKeys,
                     retry_after_s: cfg.sip.retry_after_s,
@@ -534,6 +558,7 @@ fn handle_event(
             }
             let busy = calls.len() + preparing.len();
             if busy >= cfg.sip.max_calls {
+                refused_seen(shared, &Unavailable::CallLimit);
                 let refusal = Refusal::CannotRecord {
                     why: Unavailable::CallLimit,
                     retry_after_s: cfg.sip.retry_after_s,
@@ -542,6 +567,7 @@ fn handle_event(
                 return;
             }
             if let Err(why) = admit(shared) {
+                refused_seen(shared, &why);
                 let refusal = Refusal::CannotRecord {
                     why,
                     retry_after_s: cfg.sip.retry_after_s,
@@ -560,6 +586,14 @@ fn handle_event(
                     offer.call_id.clone(),
                     serde_json::json!({ "rule": decision.rule, "src": offer.src, "src_identity": offer.src_identity, "direction": decision.direction.as_str() }),
                 ));
+                crate::app::assurance::call_seen(
+                    &shared.catalog,
+                    crate::catalog::Source::Siprec,
+                    crate::assurance::Verdict::NotRecorded,
+                    "rule",
+                    decision.rule.clone(),
+                    Some(decision.direction.as_str().to_string()),
+                );
                 skipped.insert(offer.call);
                 srs.accept(now, offer.call, &[]);
                 return;

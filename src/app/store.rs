@@ -40,6 +40,10 @@ pub enum CatalogCmd {
     Policy(String, crate::catalog::lifecycle::Policy),
     /// An audit entry: actor, action, target, details.
     Audit(String, String, String, serde_json::Value),
+    /// The assurance verdict and document of a closed recording (before its `Seal`).
+    Assurance(String, crate::assurance::Verdict, serde_json::Value),
+    /// A call that got no recording (refused, not recorded, missed).
+    CallSeen(crate::catalog::CallSeenRow),
     /// Sign and write the manifest of a closed recording.
     Seal(String, crate::service::evidence::ManifestInputs),
     /// Reply once every write queued before it is done.
@@ -314,8 +318,23 @@ fn writer(
                 .map_err(|e| format!("recording {id}: {e:#}")),
                 None => Err("no signing key".into()),
             };
-            if let Err(e) = res {
-                tracing::error!(op = "manifest", error = %e, "signing the manifest failed");
+            match res {
+                Err(e) => {
+                    tracing::error!(op = "manifest", error = %e, "signing the manifest failed")
+                }
+                Ok(()) => {
+                    // With [time] tsa_url: queue the manifest for its RFC 3161 token.
+                    if let Some(p) = cat
+                        .get(&id)
+                        .ok()
+                        .flatten()
+                        .and_then(|d| d.recording.file_path)
+                        .and_then(|rel| crate::recording::files::confined(&data_dir, &rel).ok())
+                    {
+                        let (m, _) = crate::service::evidence::manifest_paths(&p);
+                        crate::app::tsa::manifest_written(cfg, &m);
+                    }
+                }
             }
         }
         if ok {
@@ -383,6 +402,16 @@ fn apply(cat: &mut Catalog, cmd: CatalogCmd, clock: &dyn crate::lifecycle::Clock
             "finish",
             cat.finish_recording(&id, &f).map_err(|e| e.to_string()),
             done.map(Reply::Done),
+        ),
+        CatalogCmd::Assurance(id, v, doc) => (
+            "assurance",
+            cat.set_assurance(&id, v, &doc).map_err(|e| e.to_string()),
+            None,
+        ),
+        CatalogCmd::CallSeen(row) => (
+            "call_seen",
+            cat.add_call_seen(&row).map_err(|e| e.to_string()),
+            None,
         ),
         CatalogCmd::Policy(id, p) => (
             "policy",
@@ -473,6 +502,23 @@ pub fn recover(
             stats_json: None,
         };
         cat.finish_recording(&r.id, &f)?;
+        // Issue #19: the call was cut by the crash; no statistics survive it.
+        let (verdict, reason) = if duration_ms == 0 || state == RecordingState::Damaged {
+            (
+                crate::assurance::Verdict::Partial,
+                "the recorder stopped during the call and nothing readable was stored",
+            )
+        } else {
+            (
+                crate::assurance::Verdict::Partial,
+                "the recorder stopped during the call: recovered up to its last durable chunk",
+            )
+        };
+        cat.set_assurance(
+            &r.id,
+            verdict,
+            &serde_json::json!({ "verdict": verdict, "reason": reason, "silent_channels": [], "channels": [], "clock": null }),
+        )?;
         tracing::warn!(recording = %r.id, state = state.as_str(), duration_ms, "recovered recording left open by a previous run");
         if state != RecordingState::Damaged {
             if let Some(s) = signer {

@@ -262,7 +262,8 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         .clone()
         .unwrap_or_else(|| object_key(ucfg, &id, rec.started_at_ms));
     if row.state == UploadState::Uploaded {
-        // Only the hold is missing.
+        // Only the hold is missing, or the document's hold state is stale.
+        republish_document(&ctx, &detail, lifecycle, &mut row, &key).await?;
         return apply_hold(&ctx, &mut row, &key).await;
     }
     let (Some(rel), Some(want_sha)) = (rec.file_path.clone(), rec.file_sha256.clone()) else {
@@ -412,66 +413,19 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         )));
     }
     // Metadata document, then the manifest hook.
-    let meta = crate::service::archive::archive_document(
+    let doc_held = lifecycle_held(&lifecycle);
+    let body = archive_document_body(
+        &ctx,
         &detail,
-        &crate::service::archive::ArchivedObject {
-            key: &key,
-            box_id: &ucfg.box_id,
-            site: &ucfg.site,
-            bytes: size,
-            sha256: &sha,
-            etag: mp.expected_etag(),
-            checksum_sha256: mp.expected_checksum(),
-            uploaded_at: ctx.shared.now_rfc3339(),
-        },
+        lifecycle,
+        &key,
+        size,
+        &sha,
+        mp.expected_etag(),
+        mp.expected_checksum(),
+        ctx.shared.now_rfc3339(),
     )
-    .map_err(|e| TaskError::Local(e.to_string()))?;
-    // The newest signed audit heads travel with every archived recording (under the
-    // archive's Object Lock): a later rewrite of the box's audit log cannot remove them.
-    let heads = ctx
-        .db(|c| crate::service::audit::published_heads(c, PUBLISHED_HEADS))
-        .await
-        .unwrap_or_default();
-    let mut meta = meta;
-    if let Some(o) = meta.as_object_mut() {
-        o.extend(lifecycle);
-        o.insert("audit".into(), serde_json::json!({ "heads": heads }));
-        // The manifest's signing key, for central tools that have not enrolled the box.
-        if let Some(der) = &ctx.signer_der {
-            use base64::Engine as _;
-            o.insert(
-                "signer".into(),
-                serde_json::json!({
-                    "algorithm": "ed25519",
-                    "public_key_der": base64::engine::general_purpose::STANDARD.encode(der),
-                }),
-            );
-        }
-    }
-    let body = serde_json::to_vec_pretty(&meta).map_err(|e| TaskError::Local(e.to_string()))?;
-    // With a compliance key the document and the manifest (both name the participants)
-    // go to the archive encrypted to it; only the index stays readable.
-    let obj = crate::service::archive::ArchivedObject {
-        key: &key,
-        box_id: &ucfg.box_id,
-        site: &ucfg.site,
-        bytes: size,
-        sha256: &sha,
-        etag: String::new(),
-        checksum_sha256: String::new(),
-        uploaded_at: String::new(),
-    };
-    let seal = |kind: &str, plain: Vec<u8>| {
-        // A compliance key rotated from headquarters since start-up takes over.
-        let current = crate::vault::compliance::current();
-        crate::service::archive::archive_object(
-            current.as_ref().or(ctx.compliance.as_ref()),
-            crate::service::archive::archive_index(&detail, &obj, kind),
-            plain,
-        )
-        .map_err(|e| TaskError::Local(e.to_string()))
-    };
-    let body = seal("document", body)?;
+    .await?;
     ctx.client
         .put_object(
             &format!("{key}.json"),
@@ -480,6 +434,10 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
             &[("recording-id", &id)],
         )
         .await?;
+    row.doc_held = Some(doc_held);
+    row.local_held = Some(doc_held);
+    let seal =
+        |kind: &str, plain: Vec<u8>| seal_archive(&ctx, &detail, &key, size, &sha, kind, plain);
     if let Some((m, sig)) = manifest_for(&ctx.cfg.storage.data_dir, &detail) {
         let m = seal("manifest", m)?;
         ctx.client
@@ -516,6 +474,184 @@ async fn upload_one(ctx: Arc<Ctx>, id: String) -> Result<(), TaskError> {
         row.held = r.held;
     }
     apply_hold(&ctx, &mut row, &key).await
+}
+
+/// Whether the lifecycle fields of the archive document say held by the box's own
+/// holds (`held_locally`; holds placed by central commands are central's to publish).
+fn lifecycle_held(lc: &serde_json::Map<String, serde_json::Value>) -> bool {
+    lc.get("held_locally").and_then(|h| h.as_bool()) == Some(true)
+}
+
+/// Seal `plain` (an archive document or manifest of `detail`) to the compliance key, if
+/// one is configured (rotated from headquarters since start-up: the new one).
+fn seal_archive(
+    ctx: &Ctx,
+    detail: &RecordingDetail,
+    key: &str,
+    size: u64,
+    sha: &str,
+    kind: &str,
+    plain: Vec<u8>,
+) -> Result<Vec<u8>, TaskError> {
+    let ucfg = &ctx.cfg.uplink;
+    let obj = crate::service::archive::ArchivedObject {
+        key,
+        box_id: &ucfg.box_id,
+        site: &ucfg.site,
+        bytes: size,
+        sha256: sha,
+        etag: String::new(),
+        checksum_sha256: String::new(),
+        uploaded_at: String::new(),
+    };
+    let current = crate::vault::compliance::current();
+    crate::service::archive::archive_object(
+        current.as_ref().or(ctx.compliance.as_ref()),
+        crate::service::archive::archive_index(detail, &obj, kind),
+        plain,
+    )
+    .map_err(|e| TaskError::Local(e.to_string()))
+}
+
+/// The archive document `<key>.json` of `detail`: the catalogue facts, the lifecycle
+/// fields (tags, holds, direction), the newest signed audit heads and the signing key,
+/// sealed. Written at upload, and again when the recording's hold state changes.
+#[allow(clippy::too_many_arguments)]
+async fn archive_document_body(
+    ctx: &Ctx,
+    detail: &RecordingDetail,
+    lifecycle: serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    size: u64,
+    sha: &str,
+    etag: String,
+    checksum_sha256: String,
+    uploaded_at: String,
+) -> Result<Vec<u8>, TaskError> {
+    let ucfg = &ctx.cfg.uplink;
+    let meta = crate::service::archive::archive_document(
+        detail,
+        &crate::service::archive::ArchivedObject {
+            key,
+            box_id: &ucfg.box_id,
+            site: &ucfg.site,
+            bytes: size,
+            sha256: sha,
+            etag,
+            checksum_sha256,
+            uploaded_at,
+        },
+    )
+    .map_err(|e| TaskError::Local(e.to_string()))?;
+    // The newest signed audit heads travel with every archived recording (under the
+    // archive's Object Lock): a later rewrite of the box's audit log cannot remove them.
+    let heads = ctx
+        .db(|c| crate::service::audit::published_heads(c, PUBLISHED_HEADS))
+        .await
+        .unwrap_or_default();
+    let mut meta = meta;
+    if let Some(o) = meta.as_object_mut() {
+        o.extend(lifecycle);
+        o.insert("audit".into(), serde_json::json!({ "heads": heads }));
+        // The manifest's signing key, for central tools that have not enrolled the box.
+        if let Some(der) = &ctx.signer_der {
+            use base64::Engine as _;
+            o.insert(
+                "signer".into(),
+                serde_json::json!({
+                    "algorithm": "ed25519",
+                    "public_key_der": base64::engine::general_purpose::STANDARD.encode(der),
+                }),
+            );
+        }
+    }
+    let body = serde_json::to_vec_pretty(&meta).map_err(|e| TaskError::Local(e.to_string()))?;
+    // With a compliance key the document and the manifest (both name the participants)
+    // go to the archive encrypted to it; only the index stays readable.
+    seal_archive(ctx, detail, key, size, sha, "document", body)
+}
+
+/// An uploaded recording whose hold state changed on the box since its document was
+/// written (a hold placed or released after the upload): publish the document again, a
+/// new version of `<key>.json` with the current holds, so the central index follows.
+async fn republish_document(
+    ctx: &Ctx,
+    detail: &RecordingDetail,
+    lifecycle: serde_json::Map<String, serde_json::Value>,
+    row: &mut UploadRow,
+    key: &str,
+) -> Result<(), TaskError> {
+    let held = lifecycle_held(&lifecycle);
+    row.local_held = Some(held);
+    if row.doc_held == Some(held) {
+        return ctx.save(row).await;
+    }
+    let Some(rel) = detail.recording.file_path.clone() else {
+        // The local file is gone (archived, then expired): the document cannot be
+        // rebuilt; central's own hold commands and Object Lock still apply.
+        tracing::warn!(recording = %row.recording_id, held, "hold state changed but the local file is gone: archive document not updated");
+        row.doc_held = Some(held);
+        return ctx.save(row).await;
+    };
+    let path = crate::recording::files::confined(&ctx.cfg.storage.data_dir, &rel)
+        .map_err(|e| TaskError::Local(e.to_string()))?;
+    let p2 = path.clone();
+    let (sha, size) = tokio::task::spawn_blocking(move || hash_file(&p2))
+        .await
+        .map_err(|e| TaskError::Local(e.to_string()))?
+        .map_err(|e| TaskError::Local(format!("reading {}: {e}", path.display())))?;
+    let uploaded_at = row
+        .uploaded_at_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    let body = archive_document_body(
+        ctx,
+        detail,
+        lifecycle,
+        key,
+        size,
+        &sha,
+        row.archive_etag.clone().unwrap_or_default(),
+        row.archive_checksum.clone().unwrap_or_default(),
+        uploaded_at,
+    )
+    .await?;
+    ctx.client
+        .put_object(
+            &format!("{key}.json"),
+            Bytes::from(body),
+            "application/json",
+            &[("recording-id", &row.recording_id)],
+        )
+        .await?;
+    // The notice the central indexer follows (the document's key is older than its
+    // listing position).
+    let now = ctx.shared.now_ms();
+    let notice = serde_json::json!({
+        "format": "branchrec-hold-notice/1",
+        "box_id": ctx.cfg.uplink.box_id,
+        "recording_id": row.recording_id,
+        "container_key": key,
+        "held": held,
+        "at_ms": now,
+    });
+    ctx.client
+        .put_object(
+            &crate::uplink::hold_notice_key(
+                &ctx.cfg.uplink.prefix,
+                &ctx.cfg.uplink.box_id,
+                now,
+                &row.recording_id,
+            ),
+            Bytes::from(notice.to_string()),
+            "application/json",
+            &[],
+        )
+        .await?;
+    row.doc_held = Some(held);
+    tracing::info!(recording = %row.recording_id, held, "archive document published again (hold state changed)");
+    ctx.save(row).await
 }
 
 async fn apply_hold(ctx: &Ctx, row: &mut UploadRow, key: &str) -> Result<(), TaskError> {
@@ -600,11 +736,13 @@ pub fn build_status(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
+        assurance: Some(crate::app::assurance::snapshot()),
     };
     doc.add_binding_alarms(
         branchrec_core::time::UnixMs(now_ms),
         &doc.generated_at.clone(),
     );
+    doc.add_assurance_alarms(&doc.generated_at.clone());
     doc
 }
 

@@ -7,8 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use branchrec::central::{
-    export_evidence, export_wav, ArchiveReader, CentralConfig, ComplianceKey, PemKey, Pkcs11Key,
-    TrustedSigner,
+    export_evidence, ArchiveReader, CentralConfig, ComplianceKey, PemKey, Pkcs11Key, TrustedSigner,
 };
 
 /// Open archived recordings without their box: the compliance key (PKCS#11 token or PEM
@@ -153,7 +152,12 @@ fn main() -> anyhow::Result<()> {
             let k = key(&common)?;
             let ar = ArchiveReader::open(&cfg.archive)?;
             let objkey = ar.locate(&recording)?;
-            let rec = ar.fetch(&objkey)?;
+            // The container is streamed for --out; the evidence bundle reads it whole.
+            let rec = if evidence.is_some() {
+                ar.fetch(&objkey)?
+            } else {
+                ar.fetch_meta(&objkey)?
+            };
             let opened = rec.open(k.as_ref())?;
             let mut notes = Vec::new();
             let trusted = trusted_signer(&cfg, &common, &opened.index.box_id, &mut notes)?;
@@ -185,7 +189,18 @@ fn main() -> anyhow::Result<()> {
             let Some(out) = out else {
                 bail!("give --out FILE.wav or --evidence DIR");
             };
-            let e = export_wav(&rec, &opened, k.as_ref(), &trusted, &out)?;
+            let (e, t) = branchrec::central::export::export_wav_streaming(
+                &ar,
+                &rec,
+                &opened,
+                k.as_ref(),
+                &trusted,
+                &out,
+            )?;
+            eprintln!(
+                "export timings: container received {} ms, first audio byte written {} ms, verified and in place {} ms",
+                t.download_ms, t.first_byte_ms, t.total_ms
+            );
             if let Some(ix) = &cfg.index {
                 branchrec::central::index::cli::audit_export(
                     ix,

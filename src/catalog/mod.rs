@@ -13,6 +13,7 @@
 //! `docs/catalog-schema.md`). [`Catalog::open`] creates and migrates; a database written
 //! by a newer branchrec is refused rather than touched.
 
+mod assurance;
 mod key;
 pub mod lifecycle;
 mod schema;
@@ -29,6 +30,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use crate::clock::Clock;
 use crate::time::UnixMs;
 
+pub use assurance::CallSeenRow;
 pub use key::{
     file_kind, key_file, retain_only, rewrap, wrapped_under, CatalogAccess, CatalogKey,
     CatalogKeyError, Converted, FileKind, KEY_FILE,
@@ -798,6 +800,7 @@ impl RecordingDetail {
             codec: r.codec.clone(),
             storage_format: r.storage_format.clone(),
             state: r.state,
+            verdict: r.verdict.clone(),
             lifecycle: LifecycleSummary::default(),
         })
     }
@@ -1013,7 +1016,7 @@ impl Args {
 /// Columns of a list entry's head ([`SummaryHead::from_row`]).
 const SUMMARY_COLUMNS: &str = "r.id, r.call_id, r.session_id, r.source, r.started_at, r.ended_at, \
      r.duration_ms, r.codec, r.state, r.rule, r.retention_class, r.expires_at, r.archived_at, \
-     r.storage_format";
+     r.storage_format, r.verdict";
 
 /// A set of recordings as `SELECT id, started_at` parts to be joined with `UNION`; each
 /// part is one indexed lookup. `time` (`AND started_at …`) is appended to every part.
@@ -1158,6 +1161,13 @@ fn list_query(
             "SELECT recording_id AS id, started_at FROM tags WHERE tag = {a}{time}"
         )]);
     }
+    if let Some(v) = &filter.verdict {
+        // Index `recordings(verdict, started_at)` (schema 11).
+        let a = args.push(v.clone());
+        sets.push(vec![format!(
+            "SELECT id, started_at FROM recordings WHERE verdict = {a}{time}"
+        )]);
+    }
     if let Some(p) = &filter.participant {
         crate::lifecycle::pattern::check(p).map_err(|m| CatalogError::Invalid {
             field: "participant",
@@ -1243,6 +1253,7 @@ struct SummaryHead {
     expires_at: Option<i64>,
     archived_at: Option<i64>,
     storage_format: String,
+    verdict: Option<String>,
 }
 
 impl SummaryHead {
@@ -1262,6 +1273,7 @@ impl SummaryHead {
             expires_at: r.get(11)?,
             archived_at: r.get(12)?,
             storage_format: r.get(13)?,
+            verdict: r.get(14)?,
         })
     }
 
@@ -1329,6 +1341,7 @@ impl SummaryHead {
             channels,
             codec: self.codec,
             storage_format: self.storage_format,
+            verdict: self.verdict,
             lifecycle,
         })
     }
@@ -1337,7 +1350,8 @@ impl SummaryHead {
 /// The columns [`RawRecording::from_row`] reads, in its order.
 pub(super) const RECORDING_COLUMNS: &str = "id, source, call_id, session_id, src_addr, \
      started_at, ended_at, duration_ms, codec, sample_rate, channels, state, file_path, \
-     file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format";
+     file_sha256, file_bytes, kek_id, stats_json, created_at, storage_format, verdict, \
+     assurance_json";
 
 /// A full `recordings` row as read (before validation).
 struct RawRecording {
@@ -1360,6 +1374,8 @@ struct RawRecording {
     stats_json: Option<String>,
     created_at: i64,
     storage_format: String,
+    verdict: Option<String>,
+    assurance_json: Option<String>,
 }
 
 impl RawRecording {
@@ -1384,6 +1400,8 @@ impl RawRecording {
             stats_json: r.get(16)?,
             created_at: r.get(17)?,
             storage_format: r.get(18)?,
+            verdict: r.get(19)?,
+            assurance_json: r.get(20)?,
         })
     }
 
@@ -1407,6 +1425,8 @@ impl RawRecording {
                 .map(|b| to_u64(b, "recordings.file_bytes"))
                 .transpose()?,
             stats_json: parse_json(self.stats_json, "recordings.stats_json")?,
+            assurance_json: parse_json(self.assurance_json, "recordings.assurance_json")?,
+            verdict: self.verdict,
             id: self.id,
             call_id: self.call_id,
             session_id: self.session_id,

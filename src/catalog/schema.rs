@@ -21,6 +21,8 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     tombstones_without_personal_data,
     audit_mac,
     list_indexes,
+    upload_doc_held,
+    assurance,
 ];
 
 /// The schema version that added the audit entries' MACs ([`audit_mac`]).
@@ -399,6 +401,48 @@ BEGIN
     UPDATE participant_aliases SET started_at = NEW.started_at WHERE recording_id = NEW.id;
     UPDATE tags SET started_at = NEW.started_at WHERE recording_id = NEW.id;
 END;
+"#,
+    )
+}
+
+/// Version 11 (issue #14): `uploads.doc_held`, whether the recording's archived document
+/// says it is held by the box's own holds (`held_locally`, as last published), and
+/// `uploads.local_held`, whether it is now (kept by `sync_upload_holds`). A hold placed
+/// or released on the box after the upload makes them differ: the uplink publishes the
+/// document again (a new version of `<key>.json`) and the central indexer updates the
+/// held state. Rows uploaded before: the flag they had.
+fn upload_doc_held(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE uploads ADD COLUMN doc_held INTEGER;
+ALTER TABLE uploads ADD COLUMN local_held INTEGER;
+UPDATE uploads SET doc_held = held, local_held = held WHERE state = 'uploaded';
+"#,
+    )
+}
+
+/// Version 12 (issue #19): recording assurance. `recordings.verdict` (recorded, one_way,
+/// silent, no_media, partial) and `assurance_json` (reason, per-channel quality, clock
+/// state at start and end, clock steps); `calls_seen` keeps the calls that got no
+/// recording (refused, not_recorded, missed) with their verdict and no personal data:
+/// no Call-ID, no address, no participant — a random id, the time, source, reason, the
+/// rule and direction.
+fn assurance(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+ALTER TABLE recordings ADD COLUMN verdict TEXT;
+ALTER TABLE recordings ADD COLUMN assurance_json TEXT;
+CREATE INDEX recordings_verdict ON recordings (verdict, started_at);
+CREATE TABLE calls_seen (
+    id        TEXT    PRIMARY KEY NOT NULL,
+    source    TEXT    NOT NULL CHECK (source IN ('siprec', 'mirror')),
+    seen_at   INTEGER NOT NULL,
+    verdict   TEXT    NOT NULL CHECK (verdict IN ('refused', 'not_recorded', 'missed', 'no_media')),
+    reason    TEXT    NOT NULL,
+    rule      TEXT,
+    direction TEXT
+);
+CREATE INDEX calls_seen_at ON calls_seen (seen_at);
 "#,
     )
 }

@@ -187,6 +187,8 @@ fn migrates_from_empty() {
             "min_duration_ms",
             "archived_at",
             "storage_format",
+            "verdict",
+            "assurance_json",
         ]
     );
     assert_eq!(
@@ -792,7 +794,8 @@ fn summary_json_shape() {
             "start",
             "state",
             "storage_format",
-            "tags"
+            "tags",
+            "verdict"
         ]
     );
     assert_eq!(v["id"], "r1");
@@ -1456,6 +1459,112 @@ fn direction_reads_what_the_rules_stored() {
     assert_eq!(cat.direction("nope").unwrap(), None);
 }
 
+/// Issue #19: verdicts of recordings, `calls_seen` rows without personal data, the
+/// `--verdict` filter and the calls of a period.
+#[test]
+fn assurance_verdicts_and_calls_seen() {
+    use crate::assurance::Verdict;
+    let (_d, path) = db();
+    let mut cat = Catalog::open(&path, &key()).unwrap();
+    let t0 = 1_714_555_800_000;
+    for (id, t) in [("r1", t0), ("r2", t0 + 60_000), ("r3", t0 + 120_000)] {
+        cat.insert_recording(&new_rec(id, t)).unwrap();
+        cat.set_participants(id, &participants()).unwrap();
+    }
+    cat.finish_recording("r1", &finish(RecordingState::Complete))
+        .unwrap();
+    cat.finish_recording("r2", &finish(RecordingState::Complete))
+        .unwrap();
+    cat.set_assurance("r1", Verdict::Recorded, &json!({"verdict": "recorded"}))
+        .unwrap();
+    cat.set_assurance(
+        "r2",
+        Verdict::OneWay,
+        &json!({"verdict": "one_way", "silent_channels": [1]}),
+    )
+    .unwrap();
+    assert!(
+        cat.set_assurance("r1", Verdict::Refused, &json!({}))
+            .is_err(),
+        "a recording is never refused"
+    );
+    assert!(matches!(
+        cat.set_assurance("nope", Verdict::Recorded, &json!({})),
+        Err(CatalogError::NotFound(_))
+    ));
+    let one_way = cat
+        .list(&ListFilter {
+            verdict: Some("one_way".into()),
+            ..ListFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        one_way.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r2"]
+    );
+    assert_eq!(one_way[0].verdict.as_deref(), Some("one_way"));
+    let d = cat.get("r2").unwrap().unwrap();
+    assert_eq!(
+        d.recording.assurance_json.unwrap()["silent_channels"],
+        json!([1])
+    );
+    cat.add_call_seen(&CallSeenRow {
+        id: "seen-1".into(),
+        source: Source::Siprec,
+        seen_at_ms: t0 + 30_000,
+        verdict: Verdict::Refused,
+        reason: "no_keys".into(),
+        rule: None,
+        direction: None,
+    })
+    .unwrap();
+    assert!(cat
+        .add_call_seen(&CallSeenRow {
+            id: "seen-2".into(),
+            source: Source::Siprec,
+            seen_at_ms: t0,
+            verdict: Verdict::Recorded,
+            reason: "x".into(),
+            rule: None,
+            direction: None,
+        })
+        .is_err());
+    let (calls, unjudged) = cat.calls_seen_between(t0, t0 + 86_400_000).unwrap();
+    assert_eq!(unjudged, 1, "r3 is still recording");
+    let got: Vec<(&str, Verdict)> = calls.iter().map(|c| (c.id.as_str(), c.verdict)).collect();
+    assert_eq!(
+        got,
+        [
+            ("r1", Verdict::Recorded),
+            ("seen-1", Verdict::Refused),
+            ("r2", Verdict::OneWay)
+        ]
+    );
+    assert_eq!(calls[0].numbers, ["+4930111", "+4930222"]);
+    assert!(calls[1].numbers.is_empty());
+    // The calls_seen table has no column for personal data.
+    let cols: Vec<String> = cat
+        .conn
+        .prepare("PRAGMA table_info(calls_seen)")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(1))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        cols,
+        [
+            "id",
+            "source",
+            "seen_at",
+            "verdict",
+            "reason",
+            "rule",
+            "direction"
+        ]
+    );
+}
+
 // ---- `recordings list` through indexes (schema 10, issue 12) ----
 
 use crate::lifecycle::holds::HoldTarget;
@@ -1521,6 +1630,13 @@ fn list_catalogue(path: &Path, n: i64) -> Catalog {
                 ..finish(RecordingState::Complete)
             };
             cat.finish_recording(&id, &f).unwrap();
+            // Issue #19: some verdicts for `--verdict`.
+            let v = if i % 3 == 0 {
+                crate::assurance::Verdict::OneWay
+            } else {
+                crate::assurance::Verdict::Recorded
+            };
+            cat.set_assurance(&id, v, &json!({ "verdict": v })).unwrap();
         }
     }
     cat
@@ -1642,6 +1758,21 @@ fn list_cases(now: i64) -> Vec<(&'static str, ListFilter)> {
                 ..Default::default()
             }),
         ),
+        (
+            "verdict",
+            f(ListFilter {
+                verdict: Some("one_way".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "verdict+since",
+            f(ListFilter {
+                verdict: Some("one_way".into()),
+                since_ms: Some(30 * MIN),
+                ..Default::default()
+            }),
+        ),
     ];
     let limited: Vec<_> = v
         .iter()
@@ -1738,6 +1869,7 @@ fn every_list_filter_uses_an_index() {
                     "participant_aliases_value_started",
                 ],
                 "tag" | "tag+since" => &["COVERING INDEX tags_tag_started"],
+                "verdict" | "verdict+since" => &["recordings_verdict"],
                 "held" | "held+since" => &[
                     "recordings_call_id",
                     "participants_number_started",
@@ -1889,6 +2021,10 @@ fn list_results_match_the_in_memory_rules_exactly() {
                         .as_ref()
                         .is_none_or(|p| matches_participant(d, p.as_str()))
                     && lf.held.is_none_or(|w| **h == w)
+                    && lf
+                        .verdict
+                        .as_ref()
+                        .is_none_or(|v| s.verdict.as_deref() == Some(v.as_str()))
             })
             .map(|((s, _), _)| s.id.as_str())
             .take(lf.limit.map_or(usize::MAX, |n| n as usize))

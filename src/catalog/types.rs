@@ -247,6 +247,8 @@ pub struct ListFilter {
     pub call: Option<String>,
     /// Only held (`Some(true)`) or not held (`Some(false)`) recordings.
     pub held: Option<bool>,
+    /// Only recordings with this assurance verdict.
+    pub verdict: Option<String>,
     /// "Now" for holds by time window on running recordings (unix ms; 0 = system clock).
     pub now_ms: i64,
 }
@@ -333,6 +335,9 @@ pub struct RecordingSummary {
     pub storage_format: String,
     /// Lifecycle state.
     pub state: RecordingState,
+    /// Assurance verdict (`recorded`, `one_way`, …); `null` while recording and for
+    /// recordings closed before schema 11.
+    pub verdict: Option<String>,
     /// Rule, tags, retention and hold state.
     #[serde(flatten)]
     pub lifecycle: LifecycleSummary,
@@ -379,6 +384,10 @@ pub struct RecordingRow {
     pub stats_json: Option<serde_json::Value>,
     /// When the row was inserted, unix ms.
     pub created_at_ms: i64,
+    /// Assurance verdict; `None` while recording (docs/assurance.md).
+    pub verdict: Option<String>,
+    /// Why, the per-channel quality and the clock state (docs/catalog-schema.md).
+    pub assurance_json: Option<serde_json::Value>,
 }
 
 /// Everything the catalogue knows about one recording (for `recordings show`/export).

@@ -80,6 +80,12 @@ pub struct UploadRow {
     pub uploaded_at_ms: Option<i64>,
     /// When the archive copy was confirmed (retention may delete the local file after).
     pub archived_at_ms: Option<i64>,
+    /// The hold state the archived document says (as last published); `None` before
+    /// the document is written.
+    pub doc_held: Option<bool>,
+    /// Whether the box's own holds (not central commands') cover it now, as the last
+    /// hold round saw; differs from `doc_held` → the document is published again.
+    pub local_held: Option<bool>,
 }
 
 impl UploadRow {
@@ -102,6 +108,8 @@ impl UploadRow {
             archive_hold: "none".into(),
             uploaded_at_ms: None,
             archived_at_ms: None,
+            doc_held: None,
+            local_held: None,
         }
     }
 }
@@ -146,7 +154,7 @@ pub struct UplinkCounts {
 
 const COLS: &str = "recording_id, state, object_key, upload_id, parts_json, bytes_total, \
     bytes_sent, attempts, last_error, next_attempt_at, archive_etag, archive_checksum, held, \
-    archive_hold, uploaded_at, archived_at";
+    archive_hold, uploaded_at, archived_at, doc_held, local_held";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(UploadRow, String)> {
     let state: String = r.get(1)?;
@@ -168,6 +176,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<(UploadRow, String)> {
             archive_hold: r.get(13)?,
             uploaded_at_ms: r.get(14)?,
             archived_at_ms: r.get(15)?,
+            doc_held: r.get::<_, Option<i64>>(16)?.map(|v| v != 0),
+            local_held: r.get::<_, Option<i64>>(17)?.map(|v| v != 0),
         },
         state,
     ))
@@ -204,7 +214,7 @@ impl Catalog {
         tx.execute(
             &format!(
                 "INSERT OR REPLACE INTO uploads ({COLS}, updated_at) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?18, ?19, ?17)"
             ),
             params![
                 u.recording_id,
@@ -224,6 +234,8 @@ impl Catalog {
                 u.uploaded_at_ms,
                 u.archived_at_ms,
                 now,
+                u.doc_held.map(i64::from),
+                u.local_held.map(i64::from),
             ],
         )?;
         // The life cycle (retention, disk pressure) reads `recordings.archived_at`: a
@@ -259,10 +271,53 @@ impl Catalog {
             [],
             |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))),
         )?;
+        let mut n = 0;
+        if self.hold_fingerprint != Some(fp) {
+            // Holds changed: an uploaded recording no hold covers any more is no longer
+            // held, and whether the box's own holds cover it (`local_held`) is brought up
+            // to date: where it differs from its archived document (`doc_held`) the
+            // uplink publishes the document again. One look per uploaded recording, on
+            // each change of the holds only.
+            let central: std::collections::HashSet<i64> = self
+                .holds(false, now_ms)?
+                .into_iter()
+                .filter(|h| h.operator.starts_with("central:"))
+                .map(|h| h.id)
+                .collect();
+            let rows: Vec<(String, bool, Option<bool>)> = {
+                let mut st = self.conn.prepare(
+                    "SELECT recording_id, held, local_held FROM uploads \
+                     WHERE held = 1 OR (state = 'uploaded' AND local_held IS NOT NULL)",
+                )?;
+                let rows = st.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, i64>(1)? != 0,
+                        r.get::<_, Option<i64>>(2)?.map(|v| v != 0),
+                    ))
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            for (id, held, local) in rows {
+                let cov = self.holds_covering(&id, now_ms)?;
+                if held && cov.is_empty() {
+                    self.set_upload_hold(&id, false)?;
+                    n += 1;
+                }
+                let now_local = cov.iter().any(|h| !central.contains(h));
+                if local.is_some() && local != Some(now_local) {
+                    self.conn.execute(
+                        "UPDATE uploads SET local_held = ?2 WHERE recording_id = ?1",
+                        params![id, i64::from(now_local)],
+                    )?;
+                    n += 1;
+                }
+            }
+        }
         if active == 0 {
             self.hold_fingerprint = Some(fp);
             self.hold_round_at_ms = now_ms;
-            return Ok(0);
+            return Ok(n);
         }
         // Holds unchanged since the last round: only recordings not yet in the archive
         // (the backlog) can newly fall under them. Otherwise look at every recording once.
@@ -284,7 +339,6 @@ impl Catalog {
         };
         self.hold_fingerprint = Some(fp);
         self.hold_round_at_ms = now_ms;
-        let mut n = 0;
         for id in ids {
             if !self.holds_covering(&id, now_ms)?.is_empty() {
                 self.set_upload_hold(&id, true)?;
@@ -302,7 +356,9 @@ impl Catalog {
                     COALESCE(r.file_bytes, 0) \
              FROM recordings r LEFT JOIN uploads u ON u.recording_id = r.id \
              WHERE {FINAL} AND (u.state IS NULL OR u.state != 'uploaded' \
-                   OR (u.held = 1 AND u.archive_hold = 'none')) \
+                   OR (u.held = 1 AND u.archive_hold = 'none') \
+                   OR (u.doc_held IS NOT NULL AND u.local_held IS NOT NULL \
+                       AND u.doc_held != u.local_held)) \
              ORDER BY r.started_at"
         ))?;
         let rows = st.query_map([], |r| {

@@ -129,8 +129,47 @@ impl ArchiveReader {
             .map(|b| b.to_vec()))
     }
 
-    /// Fetch a recording's objects (the container whole: streaming comes with the
-    /// indexer's export path).
+    /// A recording's document, manifest and signature, without the container
+    /// (`container` empty): `central export` streams the container with [`Self::spool`].
+    pub fn fetch_meta(&self, key: &str) -> Result<ArchivedRecording, CentralError> {
+        let document = self
+            .get(&format!("{key}.json"))?
+            .ok_or_else(|| CentralError::NotFound(key.into()))?;
+        Ok(ArchivedRecording {
+            key: key.to_string(),
+            container: Vec::new(),
+            document,
+            manifest: self.get(&format!("{key}.manifest.json"))?,
+            manifest_sig: self.get(&format!("{key}.manifest.sig"))?,
+        })
+    }
+
+    /// Stream the object `key` into `f` as it arrives (256 KiB buffer), hashing it:
+    /// (SHA-256 hex, bytes). Memory stays bounded whatever the object's size.
+    pub fn spool(&self, key: &str, f: &mut std::fs::File) -> Result<(String, u64), CentralError> {
+        use sha2::Digest as _;
+        use std::io::Write as _;
+        let mut h = sha2::Sha256::new();
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, f);
+        let n = self
+            .rt
+            .block_on(self.client.get_object_to(
+                key,
+                std::time::Duration::from_secs(3600),
+                &mut |b: &[u8]| {
+                    h.update(b);
+                    w.write_all(b)
+                },
+            ))
+            .map_err(s3)?
+            .ok_or_else(|| CentralError::NotFound(key.into()))?;
+        w.flush()
+            .map_err(|e| CentralError::Output(format!("spooling {key}: {e}")))?;
+        Ok((hex::encode(h.finalize()), n))
+    }
+
+    /// Fetch a recording's objects, the container whole in memory (the indexer, the
+    /// evidence bundle; `central export --out` streams instead).
     pub fn fetch(&self, key: &str) -> Result<ArchivedRecording, CentralError> {
         let container = self
             .get(key)?

@@ -5,8 +5,11 @@
 //! acknowledgements under `_acks/<box>/`. The document format and the sequence rules are
 //! the core's ([`crate::command`]); holds, erasure and Object Lock are [`super::hold`].
 //!
-//! No PostgreSQL here: a box's recordings are found by listing the archive and reading
-//! the plaintext index of each document envelope.
+//! A box's recordings are found by listing the archive and reading the plaintext index of
+//! each document envelope. With an `[index]` ([`super::command_db`]) the sequence is
+//! allocated under a PostgreSQL row lock, acknowledgements are verified with the box's
+//! trusted key, and holds are recorded in the index; every document is written with
+//! `If-None-Match: *` (refused by servers that implement conditional writes).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,8 +120,12 @@ pub struct IssuedCommand {
     /// The document, if it parses and verifies with the command key, names this box
     /// and the slot's seq; else why not.
     pub command: Result<Command, String>,
-    /// The box's acknowledgement, if any.
+    /// The box's acknowledgement, if any, verified with the box's trusted key (only
+    /// then is the command acknowledged).
     pub ack: Option<SignedAck>,
+    /// An object under `_acks/<box>/<slot>.json` that is not a valid acknowledgement of
+    /// this command by the box: why (forged, unsigned, altered, no trusted key).
+    pub ack_problem: Option<String>,
 }
 
 /// Read-write access to the archive for commands, holds and erasure (the central
@@ -128,15 +135,37 @@ pub struct CommandArchive {
     pub(crate) client: S3Client,
     pub(crate) prefix: String,
     rt: tokio::runtime::Runtime,
+    /// The index, when central.toml has `[index]`.
+    pub(crate) db: Option<std::cell::RefCell<super::command_db::CommandDb>>,
 }
 
 use super::archive::s3;
+
+fn pg(e: postgres::Error) -> CentralError {
+    CentralError::Index(e.to_string())
+}
 
 impl CommandArchive {
     /// Connect with the `[archive]` settings.
     pub fn open(cfg: &UplinkConfig) -> Result<Self, CentralError> {
         let (client, prefix, rt) = super::archive::connect(cfg)?;
-        Ok(CommandArchive { client, prefix, rt })
+        Ok(CommandArchive {
+            client,
+            prefix,
+            rt,
+            db: None,
+        })
+    }
+
+    /// Use the index for sequence allocation, acknowledgement keys and holds.
+    pub fn with_index(mut self, db: super::command_db::CommandDb) -> Self {
+        self.db = Some(std::cell::RefCell::new(db));
+        self
+    }
+
+    /// The index, if configured.
+    pub fn index(&self) -> Option<std::cell::RefMut<'_, super::command_db::CommandDb>> {
+        self.db.as_ref().map(|d| d.borrow_mut())
     }
 
     /// Run one S3 request.
@@ -260,14 +289,65 @@ impl CommandArchive {
                 slots.insert(s, k);
             }
         }
+        // The box's trusted key (index) verifies its acknowledgements.
+        let box_key = match self.index() {
+            Some(mut d) => d.box_key(box_id)?,
+            None => None,
+        };
         let ap = acks_prefix(&self.prefix, box_id);
-        let mut acks: BTreeMap<u64, SignedAck> = BTreeMap::new();
+        let mut acks: BTreeMap<u64, Result<SignedAck, String>> = BTreeMap::new();
+        let mut stray: Vec<(String, String, String)> = Vec::new();
         for (k, _) in self.block(self.client.list(&ap))? {
-            if let (Some(s), Some(b)) = (seq_of_key(&k), self.get(&k)?) {
-                if let Ok(a) = SignedAck::parse(&b) {
-                    if a.ack.seq == s && a.ack.box_id == box_id {
-                        acks.insert(s, a);
+            let Some(b) = self.get(&k)? else { continue };
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b));
+            let checked = SignedAck::parse(&b)
+                .map_err(|e| format!("not an acknowledgement: {e}"))
+                .and_then(|a| match &box_key {
+                    None => Err(
+                        "not verified: no trusted key for the box (configure [index] and `central enrol` it)"
+                            .to_string(),
+                    ),
+                    Some((der, _)) => {
+                        if a.verify(|m, s| crate::vault::verify_ed25519(der, m, s).is_ok()) {
+                            Ok(a)
+                        } else {
+                            Err("signature does not verify with the box's trusted key (forged or altered)".to_string())
+                        }
                     }
+                })
+                .and_then(|a| {
+                    if a.ack.box_id != box_id || Some(a.ack.seq) != seq_of_key(&k) {
+                        Err(format!(
+                            "names box {} seq {}, lies at {k}",
+                            a.ack.box_id, a.ack.seq
+                        ))
+                    } else {
+                        Ok(a)
+                    }
+                });
+            match (seq_of_key(&k), checked) {
+                (Some(s), c) => {
+                    if let Err(e) = &c {
+                        stray.push((k.clone(), sha, e.clone()));
+                    }
+                    // A valid ack wins over a bad object for the same slot (none can
+                    // share a key, but keep it simple).
+                    if !matches!(acks.get(&s), Some(Ok(_))) {
+                        acks.insert(s, c);
+                    }
+                }
+                (None, Err(e)) => stray.push((k.clone(), sha, e)),
+                (None, Ok(_)) => {}
+            }
+        }
+        if let Some(mut d) = self.index() {
+            let now = chrono::Utc::now().timestamp_millis();
+            for (k, sha, e) in &stray {
+                if box_key.is_none() {
+                    continue; // unverifiable, not forged
+                }
+                if d.flag_ack(box_id, k, sha, seq_of_key(k), e, now)? {
+                    tracing::error!(box_id, object = %k, problem = %e, "acknowledgement refused");
                 }
             }
         }
@@ -291,26 +371,38 @@ impl CommandArchive {
                         Ok(d.command)
                     }),
             };
-            let ack = acks
-                .get(&slot)
-                .filter(|a| {
-                    command
-                        .as_ref()
-                        .is_ok_and(|c| a.ack.command_sha256 == crate::command::command_sha256(c))
-                })
-                .cloned();
+            let (ack, ack_problem) = match (acks.get(&slot), &command) {
+                (None, _) => (None, None),
+                (Some(Err(e)), _) => (None, Some(e.clone())),
+                (Some(Ok(a)), Ok(c))
+                    if a.ack.command_sha256 == crate::command::command_sha256(c) =>
+                {
+                    (Some(a.clone()), None)
+                }
+                (Some(Ok(_)), Ok(_)) => (
+                    None,
+                    Some("acknowledges another document than this command".into()),
+                ),
+                (Some(Ok(_)), Err(_)) => (None, Some("the command itself is invalid".into())),
+            };
             out.push(IssuedCommand {
                 key,
                 slot,
                 command,
                 ack,
+                ack_problem,
             });
         }
         Ok(out)
     }
 
     /// Sign and write the next command of `box_id`: seq = 1 + the highest seq of a valid
-    /// command of that box (a slot holding anything else is overwritten).
+    /// command of that box (and, with the index, of every seq it allocated). With the
+    /// index the seq is allocated under the box's `command_seq` row lock, held until the
+    /// document is written: two operators never get the same seq. The document is put
+    /// with `If-None-Match: *` (a server that implements it refuses a second writer of
+    /// the slot: then the next seq is tried); only a slot holding an invalid document
+    /// (never applied by the box) is overwritten.
     pub fn issue(
         &self,
         key: &dyn CommandKey,
@@ -319,44 +411,137 @@ impl CommandArchive {
         now_ms: i64,
         action: Action,
     ) -> Result<Command, CentralError> {
-        let pk = key.public_key();
-        let last = self
-            .history(box_id, &pk)?
-            .iter()
-            .filter_map(|c| c.command.as_ref().ok().map(|c| c.seq))
-            .max()
-            .unwrap_or(0);
-        let cmd = Command {
-            format: COMMAND_FORMAT.into(),
-            box_id: box_id.into(),
-            seq: last + 1,
-            issued_at_ms: now_ms,
-            operator: operator.into(),
-            key_id: key.key_id(),
-            action,
+        let mut guard = self.index();
+        let mut tx = match guard.as_mut() {
+            Some(d) => {
+                let mut tx = d.client.transaction().map_err(pg)?;
+                tx.execute(
+                    "INSERT INTO command_seq (box_id, last_seq) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                    &[&box_id],
+                )
+                .map_err(pg)?;
+                Some(tx)
+            }
+            None => None,
         };
-        cmd.validate()
-            .map_err(|e| CentralError::Config(format!("command: {e}")))?;
-        let sig = key.sign(&cmd.canonical_bytes())?;
-        let doc = SignedCommand::sign(cmd.clone(), |_| sig);
-        let obj = format!(
-            "{}{}",
-            commands_prefix(&self.prefix, box_id),
-            seq_name(cmd.seq)
-        );
-        self.block(self.client.put_object(
-            &obj,
-            bytes::Bytes::from(doc.to_bytes()),
-            "application/json",
-            &[],
-        ))?;
-        tracing::info!(
-            box_id,
-            seq = cmd.seq,
-            action = cmd.action.name(),
-            "command written"
-        );
-        Ok(cmd)
+        let allocated: i64 = match tx.as_mut() {
+            Some(tx) => tx
+                .query_one(
+                    "SELECT last_seq FROM command_seq WHERE box_id = $1 FOR UPDATE",
+                    &[&box_id],
+                )
+                .map_err(pg)?
+                .get(0),
+            None => 0,
+        };
+        let pk = key.public_key();
+        for _attempt in 0..16 {
+            // Read under the lock: what another operator wrote before it is visible.
+            let hist = self.history_unchecked(box_id, &pk)?;
+            let last = hist
+                .iter()
+                .filter_map(|c| c.1.then_some(c.0))
+                .max()
+                .unwrap_or(0)
+                .max(allocated.max(0) as u64);
+            let seq = last + 1;
+            let invalid_slot = hist.iter().any(|(s, valid)| *s == seq && !valid);
+            let cmd = Command {
+                format: COMMAND_FORMAT.into(),
+                box_id: box_id.into(),
+                seq,
+                issued_at_ms: now_ms,
+                operator: operator.into(),
+                key_id: key.key_id(),
+                action: action.clone(),
+            };
+            cmd.validate()
+                .map_err(|e| CentralError::Config(format!("command: {e}")))?;
+            let sig = key.sign(&cmd.canonical_bytes())?;
+            let doc = SignedCommand::sign(cmd.clone(), |_| sig);
+            let obj = format!(
+                "{}{}",
+                commands_prefix(&self.prefix, box_id),
+                seq_name(cmd.seq)
+            );
+            let body = bytes::Bytes::from(doc.to_bytes());
+            let written = if invalid_slot {
+                self.block(
+                    self.client
+                        .put_object(&obj, body.clone(), "application/json", &[]),
+                )?;
+                true
+            } else {
+                self.block(self.client.put_object_if_absent(
+                    &obj,
+                    body.clone(),
+                    "application/json",
+                ))?
+            };
+            if !written {
+                tracing::warn!(box_id, seq, "slot taken meanwhile (412): next seq");
+                continue;
+            }
+            if let Some(mut tx) = tx.take() {
+                tx.execute(
+                    "INSERT INTO commands (box_id, seq, action, operator, issued_ms, object_key, document)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (box_id, seq) DO UPDATE SET action = EXCLUDED.action,
+                       operator = EXCLUDED.operator, issued_ms = EXCLUDED.issued_ms,
+                       document = EXCLUDED.document",
+                    &[
+                        &box_id,
+                        &(seq as i64),
+                        &cmd.action.name(),
+                        &operator,
+                        &now_ms,
+                        &obj,
+                        &String::from_utf8_lossy(&body).into_owned(),
+                    ],
+                )
+                .map_err(pg)?;
+                tx.execute(
+                    "UPDATE command_seq SET last_seq = GREATEST(last_seq, $2) WHERE box_id = $1",
+                    &[&box_id, &(seq as i64)],
+                )
+                .map_err(pg)?;
+                tx.commit().map_err(pg)?;
+            }
+            tracing::info!(
+                box_id,
+                seq = cmd.seq,
+                action = cmd.action.name(),
+                "command written"
+            );
+            return Ok(cmd);
+        }
+        Err(CentralError::Archive(format!(
+            "no free command slot for box {box_id} after 16 attempts (another writer?)"
+        )))
+    }
+
+    /// (slot, valid) of `box_id`'s command documents, acks not read.
+    fn history_unchecked(
+        &self,
+        box_id: &str,
+        pk: &[u8; 32],
+    ) -> Result<Vec<(u64, bool)>, CentralError> {
+        let cp = commands_prefix(&self.prefix, box_id);
+        let mut out = Vec::new();
+        for (k, _) in self.block(self.client.list(&cp))? {
+            let Some(slot) = seq_of_key(&k) else { continue };
+            let valid = self.get(&k)?.is_some_and(|b| {
+                SignedCommand::parse(&b).is_ok_and(|d| {
+                    d.signature_bytes().is_ok_and(|sig| {
+                        verifier(pk)(&d.command.canonical_bytes(), &sig)
+                            && d.command.box_id == box_id
+                            && d.command.seq == slot
+                    })
+                })
+            });
+            out.push((slot, valid));
+        }
+        Ok(out)
     }
 
     /// Every version (and delete marker) of the recording's objects: (key, version id,

@@ -51,7 +51,18 @@ impl CommandCommon {
             &self.command_pin_env,
         )?
         .ok_or_else(|| anyhow::anyhow!("give the command key: --command-key PEM, or --command-pkcs11-module with --command-token-label and --command-key-label"))?;
-        Ok((CommandArchive::open(&cfg.archive)?, key))
+        let mut ar = CommandArchive::open(&cfg.archive)?;
+        match &cfg.index {
+            Some(ix) => {
+                ix.validate()?;
+                ar = ar.with_index(super::command_db::CommandDb::connect(&ix.database)?);
+            }
+            None => eprintln!(
+                "WARNING: no [index] in {}: command seqs are not allocated in PostgreSQL (only the archive's conditional writes guard against a concurrent operator; Garage ignores them), acknowledgements cannot be verified with an enrolled box key and are not counted, participant holds are refused.",
+                self.archive.display()
+            ),
+        }
+        Ok((ar, key))
     }
 }
 
@@ -221,6 +232,13 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                         recs.len()
                     );
                 }
+                if let Some(p) = &participant {
+                    println!(
+                        "case {case}: participant {p} matched {} indexed recording(s): {}",
+                        r.matched.len(),
+                        r.matched.join(", ")
+                    );
+                }
                 println!(
                     "case {case}: Object Lock legal hold ON on {} object version(s)",
                     r.legal_holds
@@ -320,7 +338,14 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                 None => ar.boxes()?,
             };
             let mut out = Vec::new();
+            let mut refused_acks: Vec<(String, i64)> = Vec::new();
             for b in boxes {
+                if let Some(mut d) = ar.index() {
+                    let n = d.ack_problems(&b)?;
+                    if n > 0 {
+                        refused_acks.push((b.clone(), n));
+                    }
+                }
                 for ic in ar.history(&b, &pk)? {
                     let (action, operator, issued) = match &ic.command {
                         Ok(c) => (
@@ -330,15 +355,20 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                         ),
                         Err(e) => (format!("INVALID: {e}"), String::new(), 0),
                     };
-                    let (state, detail) = match &ic.ack {
-                        Some(a) => (a.ack.result.as_str().to_string(), a.ack.detail.clone()),
-                        None if ic.command.is_ok() => ("pending".to_string(), String::new()),
-                        None => ("-".to_string(), String::new()),
+                    let (state, detail) = match (&ic.ack, &ic.ack_problem) {
+                        (Some(a), _) => (a.ack.result.as_str().to_string(), a.ack.detail.clone()),
+                        // Never acknowledged by an ack that does not verify.
+                        (None, Some(p)) => ("ack-refused".to_string(), p.clone()),
+                        (None, None) if ic.command.is_ok() => {
+                            ("pending".to_string(), String::new())
+                        }
+                        (None, None) => ("-".to_string(), String::new()),
                     };
                     out.push(serde_json::json!({
                         "box": b, "seq": ic.slot, "action": action, "operator": operator,
                         "issued_at_ms": issued, "state": state, "detail": detail,
                         "ack_key_id": ic.ack.as_ref().map(|a| a.ack.key_id.clone()),
+                        "ack_problem": ic.ack_problem,
                     }));
                 }
             }
@@ -360,6 +390,9 @@ pub fn run(cmd: CommandCmd) -> anyhow::Result<()> {
                     v["state"].as_str().unwrap_or_default(),
                     v["detail"].as_str().unwrap_or_default()
                 );
+            }
+            for (b, n) in refused_acks {
+                println!("box {b}: {n} acknowledgement object(s) refused (do not verify with its trusted key; alarm ack_signature)");
             }
             Ok(())
         }

@@ -60,16 +60,36 @@ pub fn verify_archived(
     opened: &OpenedDocument,
     der: &[u8],
 ) -> Result<(serde_json::Value, crate::recording::Header), CentralError> {
-    let idx = &opened.index;
-    let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
-    // 1. The object is the one the box uploaded.
     let whole = sha_hex(&rec.container);
-    if !whole.eq_ignore_ascii_case(&idx.container_sha256)
-        || rec.container.len() as u64 != idx.container_bytes
-    {
+    verify_source(
+        &rec.key,
+        opened,
+        der,
+        &whole,
+        rec.container.len() as u64,
+        &mut || Ok(Box::new(Cursor::new(&rec.container[..]))),
+    )
+}
+
+/// A reader of the container from its start.
+type Source<'a> = dyn FnMut() -> Result<Box<dyn std::io::Read + 'a>, CentralError> + 'a;
+
+/// [`verify_archived`] over a container read from `open` (read twice, sequentially),
+/// whose whole-object SHA-256 and size were computed as it was received.
+fn verify_source(
+    rec_key: &str,
+    opened: &OpenedDocument,
+    der: &[u8],
+    whole: &str,
+    len: u64,
+    open: &mut Source<'_>,
+) -> Result<(serde_json::Value, crate::recording::Header), CentralError> {
+    let idx = &opened.index;
+    let tampered = |m: String| CentralError::Tampered(format!("{rec_key}: {m}"));
+    // 1. The object is the one the box uploaded.
+    if !whole.eq_ignore_ascii_case(&idx.container_sha256) || len != idx.container_bytes {
         return Err(tampered(format!(
-            "container SHA-256 {whole} ({} bytes) differs from the archived document's {} ({} bytes)",
-            rec.container.len(),
+            "container SHA-256 {whole} ({len} bytes) differs from the archived document's {} ({} bytes)",
             idx.container_sha256,
             idx.container_bytes
         )));
@@ -79,7 +99,7 @@ pub fn verify_archived(
         return Err(tampered("no signed manifest in the archive".into()));
     };
     crate::vault::verify_ed25519(der, manifest, sig)
-        .map_err(|e| CentralError::Signature(format!("{}: {e}", rec.key)))?;
+        .map_err(|e| CentralError::Signature(format!("{rec_key}: {e}")))?;
     let m: serde_json::Value = serde_json::from_slice(manifest)
         .map_err(|e| tampered(format!("manifest is not JSON: {e}")))?;
     let field = |p: &str| {
@@ -91,7 +111,7 @@ pub fn verify_archived(
     if field("/signer/public_key_sha256") != sha_hex(der) {
         return Err(CentralError::Signature(format!(
             "{}: the manifest names signing key {} but verifies with {}",
-            rec.key,
+            rec_key,
             field("/signer/public_key_sha256"),
             sha_hex(der)
         )));
@@ -104,7 +124,7 @@ pub fn verify_archived(
         )));
     }
     // 3. The container is the one the manifest signed.
-    let (content, _) = crate::recording::container::content_sha256(Cursor::new(&rec.container))
+    let (content, _) = crate::recording::container::content_sha256(open()?)
         .map_err(|e| tampered(format!("container: {e}")))?;
     let content = hex::encode(content);
     if content != field("/container/content_sha256") {
@@ -113,7 +133,7 @@ pub fn verify_archived(
             field("/container/content_sha256")
         )));
     }
-    let (header, _) = crate::recording::read_header(&mut Cursor::new(&rec.container))
+    let (header, _) = crate::recording::read_header(&mut open()?)
         .map_err(|e| tampered(format!("container header: {e}")))?;
     if header.recording_id != idx.recording_id {
         return Err(tampered(format!(
@@ -125,7 +145,8 @@ pub fn verify_archived(
 }
 
 /// Verify `rec` (opened as `opened`) and write its audio as WAV to `out` (a new 0600
-/// file, `<out>.partial` linked into place; never replaces anything).
+/// file, `<out>.partial` linked into place; never replaces anything). The container is
+/// `rec.container` (in memory); `central export` uses [`export_wav_streaming`].
 pub fn export_wav(
     rec: &ArchivedRecording,
     opened: &OpenedDocument,
@@ -133,14 +154,140 @@ pub fn export_wav(
     signer: &TrustedSigner,
     out: &Path,
 ) -> Result<CentralExport, CentralError> {
+    let whole = sha_hex(&rec.container);
+    let mut open = || -> Result<Box<dyn std::io::Read + '_>, CentralError> {
+        Ok(Box::new(Cursor::new(&rec.container[..])))
+    };
+    export_from(
+        &rec.key,
+        opened,
+        key,
+        signer,
+        out,
+        &whole,
+        rec.container.len() as u64,
+        &mut open,
+    )
+    .map(|(e, _)| e)
+}
+
+/// Timings of a streaming export (milliseconds from the start of the container's GET).
+#[derive(Debug, Clone, Copy)]
+pub struct ExportTimings {
+    /// The container received, hashed and spooled.
+    pub download_ms: u128,
+    /// The first byte of audio written to the output.
+    pub first_byte_ms: u128,
+    /// The output verified, synced and in place.
+    pub total_ms: u128,
+}
+
+/// `central export --out`: stream the container from the archive into an anonymous
+/// spool file beside `out` (unlinked at once; it stays encrypted), hashing it as it
+/// arrives; verify it as [`export_wav`] does, reading the spool; then decrypt chunk by
+/// chunk into the output. Memory stays bounded (a few buffers) for any length.
+pub fn export_wav_streaming(
+    ar: &super::ArchiveReader,
+    rec: &ArchivedRecording,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    out: &Path,
+) -> Result<(CentralExport, ExportTimings), CentralError> {
+    use std::io::{Seek as _, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let t0 = std::time::Instant::now();
+    let mut spool_path = out.as_os_str().to_owned();
+    spool_path.push(".spool");
+    let spool_path = PathBuf::from(spool_path);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .mode(0o600)
+        .open(&spool_path)
+        .map_err(|e| CentralError::Output(format!("{}: {e}", spool_path.display())))?;
+    let _ = std::fs::remove_file(&spool_path);
+    let (whole, len) = ar.spool(&rec.key, &mut f)?;
+    let download_ms = t0.elapsed().as_millis();
+    let mut open = || -> Result<Box<dyn std::io::Read>, CentralError> {
+        let mut g = f
+            .try_clone()
+            .map_err(|e| CentralError::Output(format!("spool: {e}")))?;
+        g.seek(SeekFrom::Start(0))
+            .map_err(|e| CentralError::Output(format!("spool: {e}")))?;
+        Ok(Box::new(std::io::BufReader::with_capacity(256 * 1024, g)))
+    };
+    let (e, first) = export_from(&rec.key, opened, key, signer, out, &whole, len, &mut open)?;
+    Ok((
+        e,
+        ExportTimings {
+            download_ms,
+            first_byte_ms: first.map_or(0, |f| f.duration_since(t0).as_millis()),
+            total_ms: t0.elapsed().as_millis(),
+        },
+    ))
+}
+
+/// Notes when the first byte is written.
+struct FirstByte<W> {
+    inner: W,
+    first: Option<std::time::Instant>,
+}
+
+impl<W: std::io::Write> std::io::Write for FirstByte<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.first.is_none() && !b.is_empty() {
+            self.first = Some(std::time::Instant::now());
+        }
+        self.inner.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Seek> std::io::Seek for FirstByte<W> {
+    fn seek(&mut self, p: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(p)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export_from(
+    rec_key: &str,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    signer: &TrustedSigner,
+    out: &Path,
+    whole: &str,
+    len: u64,
+    open: &mut Source<'_>,
+) -> Result<(CentralExport, Option<std::time::Instant>), CentralError> {
+    let verified = verify_for_export(rec_key, opened, signer, whole, len, open)?;
+    let src = open()?;
     crate::recording::files::write_new_private(out, |tmp, f| {
-        let (e, w) = wav_to(rec, opened, key, signer, out, std::io::BufWriter::new(f))?;
+        let (e, w) = decrypt_to(
+            rec_key,
+            opened,
+            key,
+            &verified,
+            out,
+            src,
+            FirstByte {
+                inner: std::io::BufWriter::new(f),
+                first: None,
+            },
+        )?;
+        let first = w.first;
         let f = w
+            .inner
             .into_inner()
             .map_err(|e| CentralError::Output(format!("{}: {}", tmp.display(), e.error())))?;
         f.sync_all()
             .map_err(|e| CentralError::Output(format!("{}: {e}", tmp.display())))?;
-        Ok(e)
+        Ok((e, first))
     })
 }
 
@@ -152,32 +299,50 @@ pub fn wav_in_memory(
     key: &dyn ComplianceKey,
     signer: &TrustedSigner,
 ) -> Result<(CentralExport, zeroize::Zeroizing<Vec<u8>>), CentralError> {
+    let whole = sha_hex(&rec.container);
+    let mut open = || -> Result<Box<dyn std::io::Read + '_>, CentralError> {
+        Ok(Box::new(Cursor::new(&rec.container[..])))
+    };
+    let verified = verify_for_export(
+        &rec.key,
+        opened,
+        signer,
+        &whole,
+        rec.container.len() as u64,
+        &mut open,
+    )?;
     // Room for the whole WAV up front: a growing Vec would leave plaintext copies behind
     // in freed memory.
     let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(rec.container.len() * 2 + 65536));
-    let (e, _) = wav_to(
-        rec,
+    let (e, _) = decrypt_to(
+        &rec.key,
         opened,
         key,
-        signer,
+        &verified,
         Path::new("-"),
+        open()?,
         Cursor::new(&mut *buf),
     )?;
     Ok((e, buf))
 }
 
-/// Verify, decrypt and write the WAV to `w`; the audio hash is checked against the
-/// signed manifest after the last byte (a caller that gets an error discards `w`).
-fn wav_to<W: std::io::Write + std::io::Seek>(
-    rec: &ArchivedRecording,
+/// What [`verify_for_export`] established: the signed manifest, the container header,
+/// and whether the signer is an enrolled key.
+struct Verified {
+    manifest: serde_json::Value,
+    header: crate::recording::Header,
+    enrolled: bool,
+}
+
+/// Steps 1-3 (signature, manifest, container hash) and the compliance slot's presence.
+fn verify_for_export(
+    rec_key: &str,
     opened: &OpenedDocument,
-    key: &dyn ComplianceKey,
     signer: &TrustedSigner,
-    out: &Path,
-    w: W,
-) -> Result<(CentralExport, W), CentralError> {
-    let idx = &opened.index;
-    let tampered = |m: String| CentralError::Tampered(format!("{}: {m}", rec.key));
+    whole: &str,
+    len: u64,
+    open: &mut Source<'_>,
+) -> Result<Verified, CentralError> {
     let (der, enrolled) = match signer {
         TrustedSigner::Enrolled(d) => (d.clone(), true),
         TrustedSigner::FromDocument => (
@@ -187,29 +352,44 @@ fn wav_to<W: std::io::Write + std::io::Seek>(
             false,
         ),
     };
-    let (m, header) = verify_archived(rec, opened, &der)?;
+    let (manifest, header) = verify_source(rec_key, opened, &der, whole, len, open)?;
+    if header.compliance_slot().is_none() {
+        return Err(CentralError::Key(format!(
+            "{rec_key}: the container has no compliance key slot (recorded before the box had a compliance key)"
+        )));
+    }
+    Ok(Verified {
+        manifest,
+        header,
+        enrolled,
+    })
+}
+
+/// 4. Decrypt `src` (every chunk authenticates) as WAV into `w` and check the audio
+/// against the signed manifest after the last byte (a caller that gets an error
+/// discards `w`).
+fn decrypt_to<W: std::io::Write + std::io::Seek>(
+    rec_key: &str,
+    opened: &OpenedDocument,
+    key: &dyn ComplianceKey,
+    v: &Verified,
+    out: &Path,
+    src: Box<dyn std::io::Read + '_>,
+    w: W,
+) -> Result<(CentralExport, W), CentralError> {
+    let tampered = |m: String| CentralError::Tampered(format!("{rec_key}: {m}"));
     let field = |p: &str| {
-        m.pointer(p)
-            .and_then(|v| v.as_str())
+        v.manifest
+            .pointer(p)
+            .and_then(|x| x.as_str())
             .unwrap_or_default()
             .to_string()
     };
-    if header.compliance_slot().is_none() {
-        return Err(CentralError::Key(format!(
-            "{}: the container has no compliance key slot (recorded before the box had a compliance key)",
-            rec.key
-        )));
-    }
-    // 4. Decrypt (every chunk authenticates) and check the audio against the manifest.
     let interrupted = opened.document.get("state").and_then(|s| s.as_str()) == Some("interrupted");
-    let (e, w) = crate::recording::export::to_wav(
-        Cursor::new(&rec.container),
-        &ComplianceUnwrap(key),
-        interrupted,
-        w,
-    )
-    .map_err(|e| tampered(format!("decrypting: {e}")))?;
-    let want = match header.sample_format {
+    let (e, w) =
+        crate::recording::export::to_wav(src, &ComplianceUnwrap(key), interrupted, w)
+            .map_err(|e| tampered(format!("decrypting: {e}")))?;
+    let want = match v.header.sample_format {
         SampleFormat::S16Le => field("/audio/pcm_sha256"),
         SampleFormat::Opus => field("/audio/opus_packets_sha256"),
     };
@@ -221,13 +401,13 @@ fn wav_to<W: std::io::Write + std::io::Seek>(
     }
     Ok((
         CentralExport {
-            recording_id: idx.recording_id.clone(),
+            recording_id: opened.index.recording_id.clone(),
             out: out.to_path_buf(),
             frames: e.frames,
-            channels: header.channels,
-            sample_rate: header.sample_rate,
+            channels: v.header.channels,
+            sample_rate: v.header.sample_rate,
             audio_sha256: got,
-            signer_enrolled: enrolled,
+            signer_enrolled: v.enrolled,
         },
         w,
     ))
@@ -356,6 +536,8 @@ pub fn export_evidence(
             metadata_documents: docs,
             metadata,
             warnings: warnings.clone(),
+            // The archive does not carry the token yet (docs/assurance.md).
+            timestamp_token: None,
         },
         dir,
     )

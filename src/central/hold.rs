@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::command::{ArchivedRef, CommandArchive, CommandKey};
+use super::command_db::HeldRecording;
 use super::CentralError;
 use crate::command::{Action, Command};
 
@@ -121,12 +122,17 @@ pub struct HoldPlaced {
     pub commands: Vec<(String, u64, Vec<String>)>,
     /// Object versions put under legal hold.
     pub legal_holds: usize,
+    /// Recordings the participant pattern matched in the index.
+    pub matched: Vec<String>,
 }
 
 /// `central hold add`: legal hold ON for every archive object of `ids` (each found in
-/// the archive; grouped by box), then one hold command per box. A participant pattern
-/// goes to `participant_box` as such (the box matches it against its catalogue; the
-/// archive's objects of those recordings need their ids, see docs/central.md).
+/// the archive; grouped by box) and, for a participant pattern, of every recording of
+/// `participant_box` the index finds matching it (the index is required for patterns:
+/// the archive's documents are encrypted); then one hold command per box (the pattern
+/// goes to the box as such: it also holds its future recordings). With the index, the
+/// case is recorded per recording (`central_holds`: case, reason, operator) and the
+/// recordings are `held` in the index at once.
 #[allow(clippy::too_many_arguments)]
 pub fn hold_add(
     ar: &CommandArchive,
@@ -139,12 +145,32 @@ pub fn hold_add(
     participant: Option<(&str, &str)>,
 ) -> Result<HoldPlaced, CentralError> {
     let mut by_box: BTreeMap<String, Vec<ArchivedRef>> = BTreeMap::new();
+    let mut held: Vec<HeldRecording> = Vec::new();
     for id in ids {
         let r = ar.find_recording(id)?;
+        held.push(HeldRecording {
+            r: r.clone(),
+            matched_by: r.id.clone(),
+        });
         by_box.entry(r.box_id.clone()).or_default().push(r);
     }
-    if let Some((b, _)) = participant {
+    let mut matched: Vec<ArchivedRef> = Vec::new();
+    if let Some((b, p)) = participant {
         by_box.entry(b.to_string()).or_default();
+        let Some(mut d) = ar.index() else {
+            return Err(CentralError::Config(
+                "--participant needs the index ([index] in central.toml): the pattern is matched against the indexed recordings, whose archive objects get the legal hold".into(),
+            ));
+        };
+        matched = d.matching(b, p)?;
+        for r in &matched {
+            if !held.iter().any(|h| h.r.id == r.id) {
+                held.push(HeldRecording {
+                    r: r.clone(),
+                    matched_by: format!("participant {p}"),
+                });
+            }
+        }
     }
     if by_box.is_empty() {
         return Err(CentralError::Config(
@@ -152,10 +178,11 @@ pub fn hold_add(
         ));
     }
     let mut legal_holds = 0;
-    for rs in by_box.values() {
-        for r in rs {
-            legal_holds += legal_hold(ar, r, true)?;
-        }
+    for h in &held {
+        legal_holds += legal_hold(ar, &h.r, true)?;
+    }
+    if let Some(mut d) = ar.index() {
+        d.place(case, reason, operator, &held, now_ms)?;
     }
     let mut commands = Vec::new();
     for (b, rs) in by_box {
@@ -180,6 +207,7 @@ pub fn hold_add(
         case: case.into(),
         commands,
         legal_holds,
+        matched: matched.into_iter().map(|r| r.id).collect(),
     })
 }
 
@@ -195,7 +223,10 @@ pub struct HoldReleased {
 }
 
 /// `central hold release`: a release command to every box the case holds recordings on,
-/// and legal hold OFF on the objects of its recordings that no other active case holds.
+/// and legal hold OFF on the objects of its recordings that nothing else holds: no other
+/// active case (command history, and the index), and no hold the box placed itself (the
+/// index: its archived document says held). With the index the case's recordings come
+/// from `central_holds` (participant matches included) and are released there.
 pub fn hold_release(
     ar: &CommandArchive,
     key: &dyn CommandKey,
@@ -206,30 +237,58 @@ pub fn hold_release(
 ) -> Result<HoldReleased, CentralError> {
     let pk = key.public_key();
     let cases = active_cases(ar, &pk)?;
-    let Some(this) = cases.iter().find(|c| c.case == case) else {
+    let this = cases.iter().find(|c| c.case == case);
+    let mut recs: BTreeMap<String, ArchivedRef> = BTreeMap::new();
+    if let Some(mut d) = ar.index() {
+        for r in d.case_recordings(case)? {
+            recs.insert(r.id.clone(), r);
+        }
+    }
+    if this.is_none() && recs.is_empty() {
         return Err(CentralError::NotFound(format!("active case {case}")));
-    };
-    let others: BTreeSet<&String> = cases
+    }
+    let mut others: BTreeSet<String> = cases
         .iter()
         .filter(|c| c.case != case)
-        .flat_map(|c| c.boxes.values().flat_map(|b| b.recordings.iter()))
+        .flat_map(|c| c.boxes.values().flat_map(|b| b.recordings.iter().cloned()))
         .collect();
+    let mut ids: Vec<String> = recs.keys().cloned().collect();
+    if let Some(t) = this {
+        for cb in t.boxes.values() {
+            for id in &cb.recordings {
+                if !recs.contains_key(id) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+    }
+    if let Some(mut d) = ar.index() {
+        others.extend(d.held_otherwise(case, &ids)?);
+    }
     // Legal holds first: if this stops half-way the case is still active and the same
     // command finishes it (clearing twice is harmless).
     let mut cleared = 0;
     let mut still_held = Vec::new();
-    for cb in this.boxes.values() {
-        for id in &cb.recordings {
-            if others.contains(id) {
-                still_held.push(id.clone());
-                continue;
-            }
-            let r = ar.find_recording(id)?;
-            cleared += legal_hold(ar, &r, false)?;
+    for id in &ids {
+        if others.contains(id) {
+            still_held.push(id.clone());
+            continue;
         }
+        let r = match recs.get(id) {
+            Some(r) => r.clone(),
+            None => ar.find_recording(id)?,
+        };
+        cleared += legal_hold(ar, &r, false)?;
+    }
+    if let Some(mut d) = ar.index() {
+        d.release(case, operator, reason, now_ms)?;
+    }
+    let mut boxes: BTreeSet<String> = recs.values().map(|r| r.box_id.clone()).collect();
+    if let Some(t) = this {
+        boxes.extend(t.boxes.keys().cloned());
     }
     let mut commands = Vec::new();
-    for b in this.boxes.keys() {
+    for b in &boxes {
         let c = ar.issue(
             key,
             b,
@@ -280,6 +339,14 @@ pub fn erase(
         })
         .map(|c| c.case)
         .collect();
+    let mut held_by = held_by;
+    if let Some(mut d) = ar.index() {
+        if d.held_otherwise("", std::slice::from_ref(&r.id))?
+            .contains(&r.id)
+        {
+            held_by.push("held in the index (a central case or the box)".into());
+        }
+    }
     if !held_by.is_empty() {
         return Err(CentralError::Refused(format!(
             "recording {} is under legal hold (case {}): release it first (`central hold release`)",

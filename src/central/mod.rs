@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod command;
 pub mod command_cli;
+pub mod command_db;
 pub mod command_key;
 pub mod export;
 pub mod hold;
@@ -54,6 +55,9 @@ pub enum CentralError {
     /// Writing the output failed.
     #[error("output: {0}")]
     Output(String),
+    /// The PostgreSQL index (commands, holds).
+    #[error("index: {0}")]
+    Index(String),
     /// Refused by a rule (erasure under hold).
     #[error("REFUSED: {0}")]
     Refused(String),

@@ -33,6 +33,11 @@ pub fn sip_binding(cfg: &Config) -> Option<BindingSnapshot> {
     ask(cfg, "binding")
 }
 
+/// The daemon's assurance counters and alarms (`None`: no daemon).
+pub fn assurance(cfg: &Config) -> Option<crate::assurance::alarms::AssuranceSnapshot> {
+    ask(cfg, "assurance")
+}
+
 /// The `binding` lines of `branchrec status`.
 pub fn print_binding(b: Option<&BindingSnapshot>) {
     let Some(b) = b else {

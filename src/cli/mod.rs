@@ -3,6 +3,7 @@
 //! Subcommand names and flags are an interface other tools rely on: keep them.
 
 pub mod access;
+pub mod assurance;
 pub mod bench;
 pub mod bench_storage;
 pub mod board;
@@ -76,6 +77,12 @@ pub enum Command {
         /// Which.
         #[command(subcommand)]
         command: recordings::RecordingsCommand,
+    },
+    /// Recording assurance: the day's verdicts, totals and CDR reconciliation.
+    Assurance {
+        /// Which.
+        #[command(subcommand)]
+        command: assurance::AssuranceCommand,
     },
     /// Legal holds: add, release, list.
     Hold {
@@ -241,6 +248,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         Command::BenchCapture(args) => bench::main(args),
         Command::BenchStorage(args) => bench_storage::main(args),
         Command::Recordings { command } => recordings::main(command),
+        Command::Assurance { command } => assurance::main(command),
         Command::Hold { command } => lifecycle::hold_main(command),
         Command::Audit { command } => lifecycle::audit_main(command),
         Command::Retention { command } => lifecycle::retention_main(command),

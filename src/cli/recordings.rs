@@ -41,6 +41,10 @@ pub enum RecordingsCommand {
         /// Only recordings in this state (recording, complete, interrupted, damaged, codec_unsupported).
         #[arg(long)]
         state: Option<String>,
+        /// Only recordings with this assurance verdict (recorded, one_way, silent,
+        /// no_media, partial).
+        #[arg(long)]
+        verdict: Option<String>,
         /// At most this many (newest first).
         #[arg(long)]
         limit: Option<u32>,
@@ -143,9 +147,15 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
             held,
             not_held,
             state,
+            verdict,
             limit,
             config,
         } => {
+            if let Some(v) = verdict.as_deref() {
+                if crate::assurance::Verdict::parse(v).is_none() {
+                    bail!("--verdict {v:?}: expected one of recorded, one_way, silent, no_media, partial (refused, not_recorded and missed calls have no recording: see `branchrec assurance report`)");
+                }
+            }
             let cfg = Config::load_or_default(config.as_deref())?;
             let mut cat = open(&cfg)?;
             let now = crate::cli::lifecycle::now_ms(&cfg, None)?;
@@ -170,6 +180,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 } else {
                     None
                 },
+                verdict,
                 now_ms: now,
             };
             let rows = cat.list(&filter)?;
@@ -208,6 +219,7 @@ pub fn main(cmd: RecordingsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", super::render::render_table(&[d.summary()?]));
+                println!("{}", super::render::assurance_lines(&v));
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             Ok(())

@@ -19,6 +19,47 @@ const HEADERS: [&str; 7] = [
     "PARTICIPANTS",
 ];
 
+/// The assurance lines of `recordings show` (issue #19): verdict and why, per-channel
+/// quality, and the clock state flag.
+pub fn assurance_lines(show: &serde_json::Value) -> String {
+    let a = &show["assurance"];
+    if a.is_null() {
+        return "verdict: - (not judged: recording in progress or closed before schema 11)".into();
+    }
+    let mut out = format!(
+        "verdict: {}  ({})",
+        a["verdict"].as_str().unwrap_or("-"),
+        clean(a["reason"].as_str().unwrap_or(""))
+    );
+    for c in a["channels"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  channel {}: level {} dBFS, voice {:.0} %, loss {} %, jitter {} ms, R {}, MOS {}",
+            c["channel"],
+            c["rms_dbfs"],
+            c["voice_ratio"].as_f64().unwrap_or(0.0) * 100.0,
+            c["loss_pct"],
+            c["jitter_ms"],
+            c["r_factor"],
+            c["mos"]
+        ));
+    }
+    let clock = &a["clock"];
+    match clock["flagged"].as_str() {
+        Some(why) => out.push_str(&format!("\n  TIME FLAGGED: {}", clean(why))),
+        None => out.push_str(&format!(
+            "\n  time: synchronised (error bound {} µs at start, max {} ms)",
+            clock["start"]["maxerror_us"], clock["max_error_ms"]
+        )),
+    }
+    for s in clock["steps"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  clock step of {} ms at {} ms",
+            s["step_ms"], s["at_ms"]
+        ));
+    }
+    out
+}
+
 /// Render `rows` as a table with aligned columns, one line per recording, header first.
 /// Participants are shown as `name <aor>`, comma-separated.
 pub fn render_table(rows: &[RecordingSummary]) -> String {
@@ -141,6 +182,7 @@ mod tests {
             codec: "PCMU".to_owned(),
             storage_format: "wav".to_owned(),
             state: RecordingState::Complete,
+            verdict: Some("recorded".to_owned()),
             lifecycle: Default::default(),
         }
     }

@@ -38,6 +38,7 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     };
     let mut doc = crate::app::uplink::build_status(&cfg, &counts, &shared, 0, None, heads);
     let daemon_seen = local.as_ref().map(|d| d.generated_at.clone());
+    let local_assurance = local.as_ref().and_then(|d| d.assurance.clone());
     if let Some(l) = local {
         doc.uptime_s = l.uptime_s;
         doc.rate_bps = l.rate_bps;
@@ -57,6 +58,18 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let board = crate::cli::board::fetch_status(&cfg).map_err(|e| format!("{e:#}"));
     let access = crate::cli::sip_access(&cfg);
     let binding = crate::cli::access::sip_binding(&cfg);
+    // Verdict counters and assurance/clock alarms live in the daemon: ask it.
+    match crate::cli::access::assurance(&cfg) {
+        Some(live) => {
+            doc.assurance = Some(live);
+            doc.alarms.retain(|a| {
+                !a.code.starts_with("assurance_") && a.code != crate::assurance::alarms::TIME_ALARM
+            });
+            doc.add_assurance_alarms(&doc.generated_at.clone());
+        }
+        // No daemon: what it last reported.
+        None => doc.assurance = local_assurance,
+    }
     if binding.is_some() {
         // The daemon's live counters (also when the uplink, which writes the local status
         // file, is off).
@@ -144,6 +157,14 @@ pub fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     }
     crate::cli::print_sip_access(&cfg, access.as_ref());
     crate::cli::access::print_binding(binding.as_ref());
+    if let Some(a) = &doc.assurance {
+        let parts: Vec<String> = a.verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+        println!("verdicts       {} (since start)", parts.join(", "));
+        println!(
+            "time           {} recordings flagged, {} clock steps",
+            a.time_flagged, a.clock_steps
+        );
+    }
     if doc.alarms.is_empty() {
         println!("alarms         none");
     }

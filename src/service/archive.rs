@@ -74,6 +74,14 @@ pub fn show_document(cat: &Catalog, d: &RecordingDetail, now_ms: i64) -> anyhow:
         }
         o.insert("holds".into(), cat.holds_covering(id, now_ms)?.into());
     }
+    if let Some(o) = v.as_object_mut() {
+        // Issue #19: the verdict, why, per-channel quality and the clock facts.
+        o.insert("verdict".into(), d.recording.verdict.clone().into());
+        o.insert(
+            "assurance".into(),
+            d.recording.assurance_json.clone().unwrap_or(Value::Null),
+        );
+    }
     Ok(v)
 }
 
@@ -111,7 +119,36 @@ pub fn lifecycle_fields(
             out.extend(m);
         }
     }
-    out.insert("holds".into(), cat.holds_covering(id, now_ms)?.into());
+    let covering = cat.holds_covering(id, now_ms)?;
+    // Which of them the box's own operators placed (`held_locally`: the central index
+    // shows these as the box's holds) and which central cases hold it (`hold_cases`:
+    // placed by a central command, reason `central case C: …`, operator `central:…`).
+    let mut held_locally = false;
+    let mut cases: Vec<String> = Vec::new();
+    if !covering.is_empty() {
+        for h in cat.holds(false, now_ms)? {
+            if !covering.contains(&h.id) {
+                continue;
+            }
+            let case = h.operator.starts_with("central:").then(|| {
+                h.reason
+                    .strip_prefix("central case ")
+                    .and_then(|r| r.split_once(": "))
+                    .map(|(c, _)| c.to_string())
+            });
+            match case {
+                Some(Some(c)) => {
+                    if !cases.contains(&c) {
+                        cases.push(c);
+                    }
+                }
+                _ => held_locally = true,
+            }
+        }
+    }
+    out.insert("holds".into(), covering.into());
+    out.insert("held_locally".into(), held_locally.into());
+    out.insert("hold_cases".into(), cases.into());
     out.insert("direction".into(), cat.direction(id)?.into());
     Ok(out)
 }

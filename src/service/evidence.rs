@@ -145,6 +145,8 @@ pub fn build_manifest(
             }),
         },
         "metadata": metadata_json(d),
+        // Issue #19: verdict, per-channel quality, clock state and steps (docs/assurance.md).
+        "assurance": r.assurance_json,
     });
     let mut bytes = serde_json::to_vec_pretty(&m)?;
     bytes.push(b'\n');
@@ -412,11 +414,28 @@ pub fn verify(
             ));
         }
     }
+    // Assurance (issue #19): what was signed is what the catalogue says.
+    if let Some(signed) = get("/assurance").filter(|a| !a.is_null()) {
+        if Some(&signed) != d.recording.assurance_json.as_ref() {
+            v.problems.push(
+                "catalogue assurance (verdict, quality, clock) differs from the signed manifest"
+                    .into(),
+            );
+        }
+    }
     if v.problems.is_empty() {
         v.audio = audio;
     }
     v.detail = Some(d);
     v
+}
+
+/// The RFC 3161 token of a manifest (`[time] tsa_url`, docs/assurance.md): the DER
+/// `TimeStampResp` beside it, `<file>.brec.manifest.json.tsr`.
+pub fn timestamp_token_path(manifest: &Path) -> PathBuf {
+    let mut s = manifest.as_os_str().to_owned();
+    s.push(".tsr");
+    PathBuf::from(s)
 }
 
 /// Write an evidence bundle for a verified recording into `dir` (created; must be
@@ -443,8 +462,10 @@ pub fn export_evidence(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
         )))
     };
+    let token = std::fs::read(timestamp_token_path(&manifest_paths(path).0)).ok();
     write_evidence_bundle(
         &BundleSource {
+            timestamp_token: token.as_deref(),
             id: &v.id,
             header: h,
             open: &open,
@@ -492,6 +513,8 @@ pub struct BundleSource<'a> {
     pub metadata: Value,
     /// Printed at the top of `README.txt` (e.g. a signing key nobody vouched for).
     pub warnings: Vec<String>,
+    /// The manifest's RFC 3161 time-stamp token (DER `TimeStampResp`), if it has one.
+    pub timestamp_token: Option<&'a [u8]>,
 }
 
 /// Write the bundle of `src` into `dir` (new, or empty and not a symbolic link; created
@@ -622,6 +645,16 @@ fn write_bundle(src: &BundleSource<'_>, b: &mut Bundle<'_>) -> anyhow::Result<()
         b.write(&format!("metadata-{seq}.xml"), raw)?;
     }
     b.write("metadata.json", serde_json::to_vec_pretty(&src.metadata)?)?;
+    let step5 = match src.timestamp_token {
+        Some(t) => {
+            b.write("manifest.tsr", t)?;
+            "5. The RFC 3161 time stamp over the manifest (prints \"Verification: OK\"; the\n\
+             \tTSA's CA certificate and its own certificate come from the TSA):\n\
+             \topenssl ts -verify -data manifest.json -in manifest.tsr -CAfile tsa-ca.pem -untrusted tsa.pem\n\
+             \topenssl ts -reply -in manifest.tsr -text   (its genTime)\n"
+        }
+        None => "",
+    };
     let step3 = match h.sample_format {
         SampleFormat::S16Le => format!(
             "3. The audio is what was signed (manifest.json \"audio\".\"pcm_sha256\"):\n\
@@ -650,6 +683,7 @@ fn write_bundle(src: &BundleSource<'_>, b: &mut Bundle<'_>) -> anyhow::Result<()
              {step3}\
              4. The SIPREC metadata documents (manifest.json \"metadata\".\"metadata_versions\"[].sha256):\n\
              \tsha256sum metadata-*.xml\n\
+             {step5}\
              See docs/evidence.md.\n",
             id = src.id,
         ),

@@ -18,6 +18,7 @@
 //! imports `cli` or `app`.
 
 pub mod archive;
+pub mod assurance;
 pub mod audit;
 pub mod catalog;
 pub mod evidence;

@@ -126,6 +126,16 @@ pub fn status_key(prefix: &str, box_id: &str) -> String {
     format!("{prefix}_status/{box_id}.json")
 }
 
+/// Where a box announces that a recording's archived document was published again
+/// (its hold state changed after the upload): `_holds/<box>/<ms, 13 digits>-<id>.json`,
+/// in time order per box, so the central indexer follows them with a position per box.
+pub fn hold_notice_key(prefix: &str, box_id: &str, at_ms: i64, recording_id: &str) -> String {
+    format!(
+        "{prefix}_holds/{box_id}/{:013}-{recording_id}.json",
+        at_ms.max(0)
+    )
+}
+
 /// Build the S3 client of a configuration (TLS, credentials, shaper).
 pub fn client(
     cfg: &UplinkConfig,

@@ -300,6 +300,67 @@ impl S3Client {
         payload_sha256: &str,
         timeout: Duration,
     ) -> Result<Resp, S3Error> {
+        let resp = self
+            .send_raw(method, key, query, extra, body, payload_sha256, timeout)
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(transport_error)?;
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// GET `key` and hand its body to `sink` chunk by chunk as it arrives (never whole
+    /// in memory): `Ok(None)` for 404, else the bytes received. `timeout` bounds the
+    /// whole transfer.
+    pub async fn get_object_to(
+        &self,
+        key: &str,
+        timeout: Duration,
+        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<Option<u64>, S3Error> {
+        let mut resp = self
+            .send_raw(
+                reqwest::Method::GET,
+                key,
+                &[],
+                &[],
+                Bytes::new(),
+                EMPTY_SHA256,
+                timeout,
+            )
+            .await?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        if status != 200 {
+            let body = resp.bytes().await.map_err(transport_error)?;
+            return Err(s3_error(status, &body));
+        }
+        let mut n = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+            sink(&chunk).map_err(|e| S3Error::Protocol(format!("writing GET {key}: {e}")))?;
+            n += chunk.len() as u64;
+        }
+        Ok(Some(n))
+    }
+
+    /// Sign and send; the response with its body unread.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        query: &[(String, String)],
+        extra: &[(String, String)],
+        body: Bytes,
+        payload_sha256: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, S3Error> {
         let (mut url, host, path) = self.url_and_path(key);
         let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let mut headers: Vec<(String, String)> = vec![
@@ -372,14 +433,7 @@ impl S3Client {
         if small {
             *self.last_rtt.lock().unwrap_or_else(|p| p.into_inner()) = Some(t0.elapsed());
         }
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport_error)?;
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        Ok(resp)
     }
 
     async fn simple(
@@ -554,6 +608,33 @@ impl S3Client {
         content_type: &str,
         meta: &[(&str, &str)],
     ) -> Result<(), S3Error> {
+        self.put_object_cond(key, data, content_type, meta, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// PutObject only if no object exists under `key` (`If-None-Match: *`, RFC 9110
+    /// 13.1.2, S3 conditional writes): `Ok(false)` when the server answered 412
+    /// Precondition Failed. A server that ignores the header (Garage 2.5 does, for
+    /// PutObject) overwrites: callers that need exclusivity also serialise elsewhere.
+    pub async fn put_object_if_absent(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+    ) -> Result<bool, S3Error> {
+        self.put_object_cond(key, data, content_type, &[], true)
+            .await
+    }
+
+    async fn put_object_cond(
+        &self,
+        key: &str,
+        data: Bytes,
+        content_type: &str,
+        meta: &[(&str, &str)],
+        if_absent: bool,
+    ) -> Result<bool, S3Error> {
         let md5 = md5::Md5::digest(&data);
         let sha = Sha256::digest(&data);
         let mut extra = vec![
@@ -563,6 +644,9 @@ impl S3Client {
         ];
         for (k, v) in meta {
             extra.push((format!("x-amz-meta-{k}"), (*v).to_string()));
+        }
+        if if_absent {
+            extra.push(("if-none-match".to_string(), "*".to_string()));
         }
         let timeout = self.body_timeout(data.len());
         let r = self
@@ -576,6 +660,9 @@ impl S3Client {
                 timeout,
             )
             .await?;
+        if if_absent && r.status == 412 {
+            return Ok(false);
+        }
         if r.status != 200 {
             return Err(s3_error(r.status, &r.body));
         }
@@ -586,7 +673,7 @@ impl S3Client {
                 "PutObject ETag {etag} does not match the MD5 sent"
             )));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The PutObjectLegalHold request on `key` (one version, or the current one), its

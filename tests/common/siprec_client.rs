@@ -243,14 +243,18 @@ impl Call {
 
     /// Send one 20 ms PCMU packet on each stream.
     pub fn send_packet(&mut self) {
+        self.send_packet_with(|_, _| TONE_ULAW[..].repeat(20));
+    }
+
+    /// Send one 20 ms PCMU packet on each stream with `payload(stream, packet)` (160
+    /// µ-law bytes) as its audio.
+    pub fn send_packet_with(&mut self, payload: impl Fn(usize, u32) -> Vec<u8>) {
         for (i, (s, to)) in self.rtp.iter().enumerate() {
             let mut p = vec![0x80, 0x00];
             p.extend_from_slice(&self.seq.to_be_bytes());
             p.extend_from_slice(&self.ts.to_be_bytes());
             p.extend_from_slice(&(0x1000_0000u32 + i as u32).to_be_bytes());
-            for _ in 0..20 {
-                p.extend_from_slice(&TONE_ULAW);
-            }
+            p.extend_from_slice(&payload(i, self.packets));
             let _ = s.send_to(&p, to);
         }
         self.first_rtp.get_or_insert_with(Instant::now);
@@ -368,6 +372,19 @@ impl Call {
     /// The call's own SIP socket address.
     pub fn sip_local(&self) -> SocketAddr {
         self.sock.local_addr().unwrap()
+    }
+
+    /// Send `ms` of audio in real time, each packet's audio from `payload(stream, n)`.
+    pub fn stream_with(&mut self, ms: u64, payload: impl Fn(usize, u32) -> Vec<u8>) {
+        let start = Instant::now();
+        let n = ms / 20;
+        for k in 0..n {
+            let due = start + Duration::from_millis(20 * k);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            self.send_packet_with(&payload);
+        }
     }
 
     /// Send `ms` of audio in real time.

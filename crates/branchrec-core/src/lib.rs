@@ -13,6 +13,7 @@
 //! [`time::Mono`] (monotonic) or [`time::UnixMs`] (wall clock); see [`time`].
 #![forbid(unsafe_code)]
 
+pub mod assurance;
 pub mod binding;
 pub mod board;
 pub mod capture;

@@ -1,26 +1,40 @@
-//! `branchrec-central bench-index`: fills a scratch schema `bench` with N synthetic
-//! recordings from many boxes and measures what matters at a bank's scale.
+//! `branchrec-central bench-index`: fills a scratch schema with N synthetic recordings
+//! from many boxes and measures what matters at a bank's scale (docs/central.md, *Scale*).
 //!
 //! Each synthetic recording is a metadata document shaped like a box's (participants
 //! with tel:/sip: AoRs and names, channels, DTMF and hold events, stats, metadata
-//! versions, archive record, eight published audit heads) and an archive index; rows
-//! come from [`plan::rows_from_document`], the indexer's own parser. The first
-//! `insert_sample` recordings are written one transaction each through
-//! [`db::write_recording`] (the indexer's path: its rate is the per-recording ingest
-//! rate); the rest through [`db::copy_recordings`] (COPY of the same rows), then ANALYZE.
-//! Not measured here: S3 GETs, HPKE opening and the signature check (per recording:
-//! one ECDH in the HSM, two AEAD opens, one Ed25519 verify).
+//! versions with the raw SIPREC XML, archive record, eight published audit heads) and an
+//! archive index; rows come from [`plan::rows_from_document`], the indexer's own parser.
+//!
+//! - The fill (all but the last `indexer_sample` recordings) goes through
+//!   [`db::copy_recordings`]: one transaction per 5,000 around [`db::write_recordings`],
+//!   the indexer's own row writer (a generator thread builds the rows meanwhile).
+//! - The last `indexer_sample` recordings go through the **indexer**
+//!   ([`ingest::Indexer::pass`], `workers` threads): real archive objects (an encrypted
+//!   container of `container_ms` of audio, the document and the manifest sealed to a
+//!   compliance key with HPKE, the manifest and eight audit heads signed with the box's
+//!   Ed25519 key, 2,000 enrolled boxes) listed, grouped, fetched, opened, verified and
+//!   written one page per transaction with the positions. The archive is an in-memory
+//!   copy of the objects behind [`ingest::ArchiveSource`] (not measured: S3 round trips
+//!   and transfer).
+//!
+//! Then ANALYZE, the searches, and the size of every table and index.
 
 use std::time::Instant;
 
+use base64::Engine as _;
 use postgres::Client;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
 
+use super::ingest::{self, ArchiveSource};
 use super::plan::{self, Trust};
 use super::search::{self, Filter};
-use super::{db, IndexError};
+use super::{db, IndexConfig, IndexError};
+use crate::central::{CentralError, PemKey};
+use crate::lifecycle::audit::SignedHead;
+use crate::uplink::s3::{ListPage, ListedObject};
 
 /// Options.
 #[derive(Debug, Clone)]
@@ -31,8 +45,12 @@ pub struct BenchOptions {
     pub recordings: u64,
     /// Boxes.
     pub boxes: u32,
-    /// Through the INSERT path.
-    pub insert_sample: u64,
+    /// The last this many through the indexer (sealed objects, verified).
+    pub indexer_sample: u64,
+    /// The indexer's `[index] workers`.
+    pub workers: usize,
+    /// Audio per synthetic container of the indexer sample, ms (8 kHz stereo s16le).
+    pub container_ms: u32,
     /// Queries per kind.
     pub queries: u32,
     /// Only search.
@@ -65,9 +83,18 @@ pub struct BenchReport {
     pub recordings: i64,
     /// Boxes.
     pub boxes: u32,
-    /// Per-recording transactions (the indexer's write path), recordings/s.
-    pub insert_rate_per_s: Option<f64>,
-    /// COPY bulk path, recordings/s (generation and parsing included).
+    /// The indexer (list, fetch from memory, open, verify, write), recordings/s.
+    pub indexer_rate_per_s: Option<f64>,
+    /// Recordings the indexer sample indexed.
+    pub indexer_indexed: Option<usize>,
+    /// Audit heads it stored.
+    pub indexer_heads: Option<usize>,
+    /// Mean container size of the sample, bytes.
+    pub indexer_container_bytes: Option<u64>,
+    /// Seconds spent sealing the sample's objects (not in the rate).
+    pub indexer_seal_s: Option<f64>,
+    /// Bulk fill through the indexer's row writer, recordings/s (generation and
+    /// parsing included).
     pub copy_rate_per_s: Option<f64>,
     /// Seconds of the whole load (both paths, ANALYZE included).
     pub load_s: Option<f64>,
@@ -79,6 +106,10 @@ pub struct BenchReport {
     pub gb_per_million: f64,
     /// Relation sizes (table with its indexes and TOAST), bytes.
     pub tables: Vec<(String, i64)>,
+    /// Per table: heap, TOAST, indexes, bytes.
+    pub parts: Vec<(String, i64, i64, i64)>,
+    /// Index sizes, bytes.
+    pub indexes: Vec<(String, i64)>,
 }
 
 const FIRST: [&str; 12] = [
@@ -184,6 +215,7 @@ pub fn synthetic(k: u64, boxes: u32) -> (crate::compliance::ArchiveIndex, serde_
         .collect();
     let bytes = dur as u64 * 16 + 4096;
     let csha = format!("{:064x}", rng.gen::<u128>());
+    let raw = siprec_xml(&participants, &id, start);
     let doc = json!({
         "id": id, "call_id": format!("{:032x}@10.{}.{}.1", rng.gen::<u128>(), bx / 256, bx % 256),
         "session_id": format!("{:032x}", rng.gen::<u128>()),
@@ -204,7 +236,9 @@ pub fn synthetic(k: u64, boxes: u32) -> (crate::compliance::ArchiveIndex, serde_
             {"packets": dur / 20, "lost": rng.gen_range(0..20), "jitter_ms": rng.gen_range(0..30)}]},
         "dtmf": [], "events": events,
         "metadata_versions": [{"seq": 1, "received_at": iso(start), "sip_method": "INVITE",
-            "content_type": "application/rs-metadata+xml", "data_mode": "complete", "bytes": 1840}],
+            "content_type": "application/rs-metadata+xml", "data_mode": "complete", "bytes": raw.len()}],
+        "metadata_raw": [{"seq": 1, "content_type": "application/rs-metadata+xml",
+            "raw": base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())}],
         "archive": {"key": key, "box_id": box_id, "site": site, "bytes": bytes, "sha256": csha,
             "etag": format!("\"{:032x}-1\"", rng.gen::<u128>()), "checksum_sha256": "", "uploaded_at": iso(start + dur + 60_000)},
         "audit": {"heads": heads},
@@ -227,6 +261,26 @@ pub fn synthetic(k: u64, boxes: u32) -> (crate::compliance::ArchiveIndex, serde_
     (idx, doc)
 }
 
+/// The SIPREC metadata (RFC 7865) a recording client sends for these participants.
+fn siprec_xml(participants: &[serde_json::Value], id: &str, start: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(start)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<recording xmlns='urn:ietf:params:xml:ns:recording:1'>\n  <datamode>complete</datamode>\n  <group group_id=\"7+OTCyoxTmqmqyA/1weDAg==\">\n    <associate-time>{t}</associate-time>\n  </group>\n  <session session_id=\"hVpd7YQgRW2nD22h7q60JQ==\">\n    <sipSessionID>ab30317f1a784dc48ff824d0d3715d86;remote=47755a9de7794ba387653f2099600ef2</sipSessionID>\n    <group-ref>7+OTCyoxTmqmqyA/1weDAg==</group-ref>\n    <start-time>{t}</start-time>\n  </session>\n"
+    );
+    for (n, p) in participants.iter().enumerate() {
+        let aor = p["aor"].as_str().unwrap_or_default();
+        let name = p["name"].as_str().unwrap_or_default();
+        x.push_str(&format!(
+            "  <participant participant_id=\"srfBElmCRp2QB23b7Mpk0w{n}==\">\n    <nameID aor=\"{aor}\">\n      <name xml:lang=\"en\">{name}</name>\n    </nameID>\n  </participant>\n  <participantsessionassoc participant_id=\"srfBElmCRp2QB23b7Mpk0w{n}==\" session_id=\"hVpd7YQgRW2nD22h7q60JQ==\">\n    <associate-time>{t}</associate-time>\n  </participantsessionassoc>\n  <stream stream_id=\"UAAMm5GRQKSCMVvLyl4rFw{n}==\" session_id=\"hVpd7YQgRW2nD22h7q60JQ==\">\n    <label>{}</label>\n  </stream>\n  <participantstreamassoc participant_id=\"srfBElmCRp2QB23b7Mpk0w{n}==\">\n    <send>UAAMm5GRQKSCMVvLyl4rFw{n}==</send>\n  </participantstreamassoc>\n",
+            n + 1
+        ));
+    }
+    x.push_str(&format!("  <!-- recording {id} -->\n</recording>\n"));
+    x
+}
+
 fn rows(k: u64, boxes: u32) -> plan::RecordingRows {
     let (idx, doc) = synthetic(k, boxes);
     let key = idx.container_key.clone();
@@ -242,10 +296,346 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i]
 }
 
+/// A box's signing key (deterministic in its number) and its DER SubjectPublicKeyInfo.
+struct BoxKey {
+    sk: ed25519_dalek::SigningKey,
+    der: Vec<u8>,
+}
+
+fn box_keys(boxes: u32) -> Result<Vec<BoxKey>, IndexError> {
+    use ed25519_dalek::pkcs8::EncodePublicKey as _;
+    use sha2::Digest as _;
+    (0..boxes)
+        .map(|b| {
+            let seed: [u8; 32] = sha2::Sha256::digest(format!("branchrec-bench-box-{b}")).into();
+            let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let der = sk
+                .verifying_key()
+                .to_public_key_der()
+                .map_err(|e| IndexError::Config(format!("box key: {e}")))?
+                .as_bytes()
+                .to_vec();
+            Ok(BoxKey { sk, der })
+        })
+        .collect()
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn bench_err(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Config(format!("bench: {e}"))
+}
+
+/// The archive objects of synthetic recording `k` as its box uploads them: container
+/// (encrypted PCM), `.json` and `.manifest.json` (HPKE envelopes to the compliance key),
+/// `.manifest.sig` (Ed25519), with real signed audit heads in the document.
+fn sealed(
+    k: u64,
+    boxes: u32,
+    keys: &[BoxKey],
+    to: &crate::vault::compliance::ComplianceRecipient,
+    container_ms: u32,
+) -> Result<Objects, IndexError> {
+    use crate::vault::KeyWrap as _;
+    use ed25519_dalek::Signer as _;
+    let (mut idx, mut doc) = synthetic(k, boxes);
+    let bx = (k % u64::from(boxes)) as usize;
+    let key = &keys[bx];
+    let key_id = format!("ed1:{}", &sha_hex(&key.der)[..16]);
+    let heads: Vec<SignedHead> = (0..8)
+        .map(|h| {
+            let seq = 1000 + (k / u64::from(boxes)) as i64 * 3 + h;
+            let ordinal = seq - 900;
+            let hash = sha_hex(format!("{}-{seq}", idx.box_id).as_bytes());
+            let at = crate::time::UnixMs(T0 + seq * 60_000);
+            let msg = crate::lifecycle::audit::head_message_v2(seq, &hash, at, ordinal, ordinal);
+            SignedHead {
+                seq,
+                hash,
+                at_ms: at,
+                key_id: key_id.clone(),
+                signature: hex::encode(key.sk.sign(&msg).to_bytes()),
+                ordinal: Some(ordinal),
+                counter: Some(ordinal),
+            }
+        })
+        .collect();
+    doc["audit"] = json!({ "heads": heads });
+    doc["signer"]["public_key_der"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(&key.der));
+    // The container: `container_ms` of 8 kHz stereo.
+    let kek = crate::vault::KeyFileVault::from_key([7; 32]);
+    let dk = crate::vault::DataKey::generate(&mut rand::rngs::OsRng);
+    let params = crate::recording::HeaderParams {
+        recording_id: idx.recording_id.clone(),
+        created_unix_ms: idx.started_at_ms as u64,
+        sample_rate: 8000,
+        channels: 2,
+        chunk_target_frames: 0,
+        kek_id: kek.kek_id(),
+        extra_json: String::new(),
+    };
+    let wrapped = kek.wrap(&dk).map_err(bench_err)?;
+    let (mut w, mut container) =
+        crate::recording::ContainerWriter::new(params, dk, wrapped, rand::random())
+            .map_err(bench_err)?;
+    let frames = 8 * container_ms as usize;
+    let samples: Vec<i16> = (0..frames * 2)
+        .map(|i| ((i * 37 + k as usize) % 4000) as i16)
+        .collect();
+    w.push_block(&crate::media::AudioBlock {
+        start_frame: 0,
+        samples,
+    })
+    .map_err(bench_err)?;
+    while let Some(c) = w.poll_chunk() {
+        container.extend_from_slice(&c);
+    }
+    container.extend_from_slice(&w.finish().bytes);
+    let (content, content_bytes) =
+        crate::recording::container::content_sha256(std::io::Cursor::new(&container))
+            .map_err(bench_err)?;
+    idx.container_bytes = container.len() as u64;
+    idx.container_sha256 = sha_hex(&container);
+    idx.content_sha256 = hex::encode(content);
+    let manifest = json!({
+        "format": "branchrec-manifest-v1",
+        "recording_id": idx.recording_id,
+        "signed_at_ms": idx.ended_at_ms,
+        "signer": {"algorithm": "ed25519", "public_key_sha256": sha_hex(&key.der)},
+        "container": {"content_sha256": idx.content_sha256, "content_bytes": content_bytes},
+        "metadata": {"participants": doc["participants"], "metadata_versions": doc["metadata_versions"],
+                     "events": doc["events"]},
+    });
+    let mut mbytes = serde_json::to_vec_pretty(&manifest).map_err(bench_err)?;
+    mbytes.push(b'\n');
+    let sig = key.sk.sign(&mbytes).to_bytes().to_vec();
+    let dbytes = serde_json::to_vec(&doc).map_err(bench_err)?;
+    let denv = to.seal(idx.clone(), &dbytes).map_err(bench_err)?;
+    let menv = to
+        .seal(
+            crate::compliance::ArchiveIndex {
+                kind: "manifest".into(),
+                ..idx.clone()
+            },
+            &mbytes,
+        )
+        .map_err(bench_err)?;
+    let ck = idx.container_key.clone();
+    Ok(vec![
+        (ck.clone(), container),
+        (
+            format!("{ck}.json"),
+            serde_json::to_vec_pretty(&denv).map_err(bench_err)?,
+        ),
+        (
+            format!("{ck}.manifest.json"),
+            serde_json::to_vec_pretty(&menv).map_err(bench_err)?,
+        ),
+        (format!("{ck}.manifest.sig"), sig),
+    ])
+}
+
+/// An in-memory copy of archive objects, listed and read as S3 would (ListObjectsV2
+/// order, `start-after`, delimiter, page size).
+pub struct MemArchive {
+    objects: std::collections::BTreeMap<String, (Vec<u8>, String)>,
+}
+
+impl MemArchive {
+    fn new(objs: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
+        MemArchive {
+            objects: objs
+                .into_iter()
+                .map(|(k, v)| {
+                    let etag = format!("\"{}\"", &sha_hex(&v)[..32]);
+                    (k, (v, etag))
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ArchiveSource for MemArchive {
+    fn prefix(&self) -> &str {
+        ""
+    }
+    fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        delimiter: Option<&str>,
+        max_keys: u32,
+    ) -> Result<ListPage, CentralError> {
+        use std::ops::Bound;
+        let lo = match start_after {
+            Some(s) if s >= prefix => Bound::Excluded(s.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let mut page = ListPage {
+            objects: Vec::new(),
+            prefixes: Vec::new(),
+            truncated: false,
+        };
+        let mut n = 0u32;
+        for (k, (v, etag)) in self.objects.range((lo, Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let common = delimiter.and_then(|d| {
+                k[prefix.len()..]
+                    .find(d)
+                    .map(|i| k[..prefix.len() + i + d.len()].to_string())
+            });
+            if let Some(cp) = &common {
+                if page.prefixes.last() == Some(cp) {
+                    continue;
+                }
+            }
+            if n == max_keys {
+                page.truncated = true;
+                break;
+            }
+            n += 1;
+            match common {
+                Some(cp) => page.prefixes.push(cp),
+                None => page.objects.push(ListedObject {
+                    key: k.clone(),
+                    size: v.len() as u64,
+                    etag: etag.clone(),
+                    last_modified: "2026-12-03T00:00:00.000Z".into(),
+                }),
+            }
+        }
+        Ok(page)
+    }
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CentralError> {
+        Ok(self.objects.get(key).map(|(v, _)| v.clone()))
+    }
+}
+
+/// Archive objects: (key, bytes).
+type Objects = Vec<(String, Vec<u8>)>;
+
+/// What the indexer sample measured.
+struct Sampled {
+    rate: f64,
+    indexed: usize,
+    heads: usize,
+    container_bytes: u64,
+    seal_s: f64,
+}
+
+/// Recordings `from..to` sealed as their boxes upload them, then one indexer pass over
+/// them with `workers` threads.
+fn indexer_sample(
+    c: &mut Client,
+    o: &BenchOptions,
+    keys: &[BoxKey],
+    from: u64,
+    to: u64,
+) -> Result<Sampled, IndexError> {
+    use p256::pkcs8::EncodePrivateKey as _;
+    let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let pem_path = std::env::temp_dir().join(format!("branchrec-bench-{}.pem", std::process::id()));
+    std::fs::write(
+        &pem_path,
+        sk.to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .map_err(bench_err)?
+            .as_bytes(),
+    )
+    .map_err(bench_err)?;
+    let ck = PemKey::load(&pem_path);
+    let _ = std::fs::remove_file(&pem_path);
+    let ck = ck?;
+    let to_key = crate::vault::compliance::ComplianceRecipient {
+        public_key: crate::hpke::PublicKey::from_p256(sk.public_key()),
+        key_id: "ck-2026".into(),
+    };
+    let t = Instant::now();
+    let ks: Vec<u64> = (from..to).collect();
+    let chunks: Vec<&[u64]> = ks
+        .chunks(ks.len().div_ceil(o.workers.max(1)).max(1))
+        .collect();
+    let objs: Vec<Result<Objects, IndexError>> = std::thread::scope(|s| {
+        let hs: Vec<_> = chunks
+            .iter()
+            .map(|ch| {
+                let to_key = &to_key;
+                s.spawn(move || -> Result<Objects, IndexError> {
+                    let mut out = Vec::new();
+                    for &k in ch.iter() {
+                        out.extend(sealed(k, o.boxes, keys, to_key, o.container_ms)?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(bench_err("sealing thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::new();
+    for r in objs {
+        all.extend(r?);
+    }
+    let containers: Vec<u64> = all
+        .iter()
+        .filter(|(k, _)| !k.contains('.'))
+        .map(|(_, v)| v.len() as u64)
+        .collect();
+    let archive = MemArchive::new(all);
+    let seal_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "indexer sample: {} recordings sealed in {seal_s:.1} s ({} objects)",
+        to - from,
+        archive.objects.len()
+    );
+    let cfg = IndexConfig {
+        database: o.database.clone(),
+        audit_key: std::path::PathBuf::new(),
+        unknown_boxes: super::UnknownBoxes::Quarantine,
+        key_layout: "{site}/{box}/{yyyy}/{mm}/{dd}/{id}".into(),
+        open_days: 0,
+        incomplete_grace_s: 3600,
+        follow_interval_s: 30,
+        list_page: 1000,
+        workers: o.workers,
+    };
+    let t = Instant::now();
+    let rep = ingest::Indexer {
+        cfg: &cfg,
+        archive: &archive,
+        key: &ck,
+        db: c,
+    }
+    .pass(false)?;
+    let secs = t.elapsed().as_secs_f64();
+    if rep.indexed as u64 != to - from || rep.quarantined > 0 || !rep.errors.is_empty() {
+        return Err(bench_err(format!(
+            "the indexer sample did not index everything: {}",
+            serde_json::to_string(&rep).unwrap_or_default()
+        )));
+    }
+    Ok(Sampled {
+        rate: rep.indexed as f64 / secs,
+        indexed: rep.indexed,
+        heads: rep.heads_new,
+        container_bytes: containers.iter().sum::<u64>() / containers.len().max(1) as u64,
+        seal_s,
+    })
+}
+
 /// Run the bench.
 pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
     let mut c = Client::connect(&o.database, postgres::NoTls)?;
-    let mut insert_rate = None;
+    let mut sampled = None;
     let mut copy_rate = None;
     let mut load_s = None;
     if !o
@@ -271,48 +661,63 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
     let now = super::now_ms();
     if !o.search_only {
         let t_load = Instant::now();
-        for b in 0..o.boxes {
-            db::ensure_box(
-                &mut c,
-                &format!("br-{b:04}"),
-                Some(&format!("site-{:03}", b / 4)),
-                now,
-            )?;
-        }
-        let sample = o.insert_sample.min(o.recordings);
+        // Every box enrolled with its key.
+        let keys = box_keys(o.boxes)?;
+        let ids: Vec<String> = (0..o.boxes).map(|b| format!("br-{b:04}")).collect();
+        let sites: Vec<String> = (0..o.boxes).map(|b| format!("site-{:03}", b / 4)).collect();
+        let ders: Vec<Vec<u8>> = keys.iter().map(|k| k.der.clone()).collect();
+        let shas: Vec<String> = keys.iter().map(|k| sha_hex(&k.der)).collect();
+        c.execute(
+            "INSERT INTO boxes (box_id, site, trust, signing_key_der, signing_key_sha256,
+                                first_seen_ms, enrolled_ms, enrolled_by)
+             SELECT b, s, 'enrolled', d, h, $5, $5, 'bench'
+             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS t(b, s, d, h)",
+            &[&ids, &sites, &ders, &shas, &now],
+        )?;
+        let sample = o.indexer_sample.min(o.recordings);
+        let fill = o.recordings - sample;
+        // The fill: a generator thread builds the rows of the next batch while this one
+        // is written.
         let t = Instant::now();
-        for k in 0..sample {
-            let r = rows(k, o.boxes);
-            let mut tx = c.transaction()?;
-            db::write_recording(&mut tx, &r, now)?;
-            tx.commit()?;
-        }
-        if sample > 0 {
-            insert_rate = Some(sample as f64 / t.elapsed().as_secs_f64());
-            eprintln!(
-                "INSERT path: {sample} recordings at {:.0}/s",
-                insert_rate.unwrap_or_default()
-            );
-        }
-        let t = Instant::now();
-        let mut k = sample;
+        let boxes = o.boxes;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<plan::RecordingRows>>(2);
+        let gen = std::thread::spawn(move || {
+            let mut k = 0;
+            while k < fill {
+                let end = (k + 5000).min(fill);
+                if tx.send((k..end).map(|i| rows(i, boxes)).collect()).is_err() {
+                    break;
+                }
+                k = end;
+            }
+        });
+        let mut k = 0u64;
         let mut last_report = Instant::now();
-        while k < o.recordings {
-            let end = (k + 5000).min(o.recordings);
-            let batch: Vec<_> = (k..end).map(|i| rows(i, o.boxes)).collect();
+        for batch in rx {
             db::copy_recordings(&mut c, &batch, now)?;
-            k = end;
+            k += batch.len() as u64;
             if last_report.elapsed().as_secs() >= 30 {
                 last_report = Instant::now();
                 eprintln!(
-                    "COPY path: {k} / {} ({:.0}/s)",
-                    o.recordings,
-                    (k - sample) as f64 / t.elapsed().as_secs_f64()
+                    "fill: {k} / {fill} ({:.0}/s)",
+                    k as f64 / t.elapsed().as_secs_f64()
                 );
             }
         }
-        if o.recordings > sample {
-            copy_rate = Some((o.recordings - sample) as f64 / t.elapsed().as_secs_f64());
+        gen.join()
+            .map_err(|_| bench_err("generator thread panicked"))?;
+        if fill > 0 {
+            copy_rate = Some(fill as f64 / t.elapsed().as_secs_f64());
+            eprintln!("fill: {fill} at {:.0}/s", copy_rate.unwrap_or_default());
+        }
+        if sample > 0 {
+            // Into the filled index, as a day's uploads arrive in a full one.
+            let s = indexer_sample(&mut c, o, &keys, fill, o.recordings)?;
+            eprintln!(
+                "indexer: {} recordings at {:.0}/s ({} workers, containers {} bytes, {} audit heads)",
+                s.indexed, s.rate, o.workers, s.container_bytes, s.heads
+            );
+            sampled = Some(s);
         }
         c.batch_execute("ANALYZE")?;
         load_s = Some(t_load.elapsed().as_secs_f64());
@@ -389,26 +794,58 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport, IndexError> {
         });
         eprintln!("{kind}: {:?}", searches.last());
     }
-    let tables: Vec<(String, i64)> = c
-        .query(
-            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 2 DESC",
-            &[&o.schema],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let tables: Vec<(String, i64)> = c_query(
+        &mut c,
+        &o.schema,
+        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 2 DESC",
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let parts: Vec<(String, i64, i64, i64)> = c_query(
+        &mut c,
+        &o.schema,
+        "SELECT c.relname, pg_relation_size(c.oid),
+                COALESCE(pg_total_relation_size(NULLIF(c.reltoastrelid, 0::oid)), 0),
+                pg_indexes_size(c.oid)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC",
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect();
+    let indexes: Vec<(String, i64)> = c_query(
+        &mut c,
+        &o.schema,
+        "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind = 'i' ORDER BY 2 DESC",
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
     let size: i64 = tables.iter().map(|t| t.1).sum();
     Ok(BenchReport {
         recordings: n,
         boxes: o.boxes,
-        insert_rate_per_s: insert_rate,
+        indexer_rate_per_s: sampled.as_ref().map(|s| s.rate),
+        indexer_indexed: sampled.as_ref().map(|s| s.indexed),
+        indexer_heads: sampled.as_ref().map(|s| s.heads),
+        indexer_container_bytes: sampled.as_ref().map(|s| s.container_bytes),
+        indexer_seal_s: sampled.as_ref().map(|s| s.seal_s),
         copy_rate_per_s: copy_rate,
         load_s,
         searches,
         size_bytes: size,
         gb_per_million: size as f64 / 1e9 / (n.max(1) as f64 / 1e6),
         tables,
+        parts,
+        indexes,
     })
+}
+
+fn c_query(c: &mut Client, schema: &str, sql: &str) -> Result<Vec<postgres::Row>, IndexError> {
+    Ok(c.query(sql, &[&schema])?)
 }

@@ -192,10 +192,17 @@ pub enum IndexCommand {
         /// Boxes.
         #[arg(long, default_value_t = 2000)]
         boxes: u32,
-        /// Recordings written through the per-recording INSERT path (the indexer's),
-        /// measured separately; the rest go through COPY.
+        /// The last this many recordings are sealed as boxes upload them and indexed by
+        /// the indexer (measured: its rate); the rest are written by the bulk fill
+        /// through the indexer's row writer.
         #[arg(long, default_value_t = 5000)]
-        insert_sample: u64,
+        indexer_sample: u64,
+        /// The indexer's `[index] workers` for the sample.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Audio per container of the indexer sample, ms (8 kHz stereo).
+        #[arg(long, default_value_t = 500)]
+        container_ms: u32,
         /// Queries per search kind.
         #[arg(long, default_value_t = 100)]
         queries: u32,
@@ -509,7 +516,9 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
             database,
             recordings,
             boxes,
-            insert_sample,
+            indexer_sample,
+            workers,
+            container_ms,
             queries,
             search_only,
             schema,
@@ -518,7 +527,9 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<()> {
                 database,
                 recordings,
                 boxes,
-                insert_sample,
+                indexer_sample,
+                workers: workers.clamp(1, 64),
+                container_ms,
                 queries,
                 search_only,
                 schema,

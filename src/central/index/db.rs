@@ -1,6 +1,7 @@
-//! PostgreSQL: connection, migrations, and every write of the index. Each recording (or
-//! status document) is written in one transaction together with what it implies (box
-//! first seen, heads, alarms), so a crash leaves it either indexed or not.
+//! PostgreSQL: connection, migrations, and every write of the index. A batch of
+//! recordings (or a status document) is written in one transaction together with what it
+//! implies (box first seen, heads, alarms, the indexer's positions), so a crash leaves it
+//! either indexed or not.
 
 use std::collections::HashMap;
 
@@ -98,6 +99,37 @@ pub fn get_box(c: &mut impl GenericClient, box_id: &str) -> Result<Option<BoxRow
         key_changed: r.get(7),
         changed_key_sha256: r.get(8),
     }))
+}
+
+/// The boxes `ids` that are known, by id.
+pub fn get_boxes(
+    c: &mut impl GenericClient,
+    ids: &[String],
+) -> Result<HashMap<String, BoxRow>, IndexError> {
+    Ok(c.query(
+        "SELECT box_id, site, trust, signing_key_der, signing_key_sha256, first_seen_ms,
+                    enrolled_by, key_changed, changed_key_sha256
+             FROM boxes WHERE box_id = ANY($1)",
+        &[&ids],
+    )?
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            BoxRow {
+                box_id: r.get(0),
+                site: r.get(1),
+                trust: r.get(2),
+                der: r.get(3),
+                key_sha256: r.get(4),
+                first_seen_ms: r.get(5),
+                enrolled_by: r.get(6),
+                key_changed: r.get(7),
+                changed_key_sha256: r.get(8),
+            },
+        )
+    })
+    .collect())
 }
 
 impl BoxRow {
@@ -273,128 +305,100 @@ pub fn quarantine(
 const REC_COLS: &str = "recording_id, box_id, site, container_key, started_at_ms, ended_at_ms,
     duration_ms, direction, source, state, codec, storage_format, call_id, session_id, tags,
     held, container_bytes, container_sha256, content_sha256, compliance_key_id, trust,
-    integrity, objects_etag, document, indexed_at_ms";
+    integrity, objects_etag, indexed_at_ms";
 
 /// Write one verified recording (replacing an earlier version of the same recording:
-/// the indexer re-verifies when an object's ETag changed). The real row-writing path.
+/// the indexer re-verifies when an object's ETag changed): [`write_recordings`] of one.
 pub fn write_recording(
     c: &mut impl GenericClient,
     rows: &RecordingRows,
     now: i64,
 ) -> Result<(), IndexError> {
-    let r = &rows.recording;
+    write_recordings(c, std::slice::from_ref(rows), now)
+}
+
+/// Write many verified recordings in the caller's transaction: the indexer's row-writing
+/// path (one batch per listing page) and the bench's bulk path. An earlier version of a
+/// recording (same id or same container key) is replaced, as is a quarantine entry of
+/// its key; inside the batch the last version of a recording wins, as if written one
+/// after the other. Constant round trips per batch: one DELETE, one COPY per table, one
+/// DELETE of quarantine entries.
+pub fn write_recordings(
+    c: &mut impl GenericClient,
+    batch: &[RecordingRows],
+    now: i64,
+) -> Result<(), IndexError> {
+    use std::collections::HashSet;
+    let mut ids = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut keep: Vec<&RecordingRows> = batch
+        .iter()
+        .rev()
+        .filter(|r| {
+            let a = ids.insert(r.recording.recording_id.as_str());
+            let b = keys.insert(r.recording.container_key.as_str());
+            a && b
+        })
+        .collect();
+    keep.reverse();
+    if keep.is_empty() {
+        return Ok(());
+    }
+    let id_v: Vec<&str> = keep
+        .iter()
+        .map(|r| r.recording.recording_id.as_str())
+        .collect();
+    let key_v: Vec<&str> = keep
+        .iter()
+        .map(|r| r.recording.container_key.as_str())
+        .collect();
     c.execute(
-        "DELETE FROM recordings WHERE recording_id = $1::text::uuid OR container_key = $2",
-        &[&r.recording_id, &r.container_key],
+        "DELETE FROM recordings WHERE recording_id = ANY($1::text[]::uuid[])
+            OR container_key = ANY($2::text[])",
+        &[&id_v, &key_v],
     )?;
-    let sql = format!(
-        "INSERT INTO recordings ({REC_COLS}) VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8,
-         $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, 'ok', $22, $23, $24)"
-    );
+    for r in &keep {
+        if !r.recording.hold_cases.is_empty() {
+            // Before the rows: the trigger `recordings_central_held` then sees them.
+            add_box_reported_cases(c, &r.recording, now)?;
+        }
+    }
+    copy_rows(c, &keep, now)?;
     c.execute(
-        &sql,
+        "DELETE FROM quarantine WHERE object_key = ANY($1::text[])",
+        &[&key_v],
+    )?;
+    Ok(())
+}
+
+/// The central cases the box says hold this recording (a pattern it holds for the case
+/// covers a recording made later) join the case while it is active; a case released
+/// centrally is not revived by a document written before the release.
+fn add_box_reported_cases(
+    c: &mut impl GenericClient,
+    r: &super::plan::RecordingRow,
+    now: i64,
+) -> Result<(), IndexError> {
+    c.execute(
+        "INSERT INTO central_holds (recording_id, box_id, container_key, case_id, reason,
+           operator, matched_by, placed_ms)
+         SELECT $1::text::uuid, $2, $3, k.case_id, k.reason, k.operator,
+                'held by the box for this case', $5
+         FROM central_cases k WHERE k.case_id = ANY($4) AND k.released_ms IS NULL
+         ON CONFLICT (recording_id, case_id) DO NOTHING",
         &[
             &r.recording_id,
             &r.box_id,
-            &r.site,
             &r.container_key,
-            &r.started_at_ms,
-            &r.ended_at_ms,
-            &r.duration_ms,
-            &r.direction,
-            &r.source,
-            &r.state,
-            &r.codec,
-            &r.storage_format,
-            &r.call_id,
-            &r.session_id,
-            &r.tags,
-            &r.held,
-            &r.container_bytes,
-            &r.container_sha256,
-            &r.content_sha256,
-            &r.compliance_key_id,
-            &r.trust.as_str(),
-            &r.objects_etag,
-            &r.document,
+            &r.hold_cases,
             &now,
         ],
-    )?;
-    // One statement per table, the rows as arrays (unnest): the round trips per
-    // recording stay constant whatever its number of participants and events.
-    if !rows.participants.is_empty() {
-        let ps = &rows.participants;
-        let pid: Vec<&str> = ps.iter().map(|p| p.participant_id.as_str()).collect();
-        let name: Vec<Option<&str>> = ps.iter().map(|p| p.name.as_deref()).collect();
-        let aor: Vec<Option<&str>> = ps.iter().map(|p| p.aor.as_deref()).collect();
-        let num: Vec<Option<&str>> = ps.iter().map(|p| p.number.as_deref()).collect();
-        let joined: Vec<Option<i64>> = ps.iter().map(|p| p.joined_at_ms).collect();
-        let left: Vec<Option<i64>> = ps.iter().map(|p| p.left_at_ms).collect();
-        let ch: Vec<Option<i32>> = ps.iter().map(|p| p.channel).collect();
-        c.execute(
-            "INSERT INTO participants (recording_id, participant_id, name, name_lc, aor, aor_lc,
-               number, joined_at_ms, left_at_ms, channel)
-             SELECT $1::text::uuid, p, n, lower(n), a, lower(a), num, j, l, ch
-             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[],
-                         $8::int4[]) AS t(p, n, a, num, j, l, ch)",
-            &[
-                &r.recording_id,
-                &pid,
-                &name,
-                &aor,
-                &num,
-                &joined,
-                &left,
-                &ch,
-            ],
-        )?;
-    }
-    if !rows.channels.is_empty() {
-        let cs = &rows.channels;
-        let n: Vec<i32> = cs.iter().map(|c| c.channel).collect();
-        let pid: Vec<Option<&str>> = cs.iter().map(|c| c.participant_id.as_deref()).collect();
-        let label: Vec<Option<&str>> = cs.iter().map(|c| c.label.as_deref()).collect();
-        let ms: Vec<Option<&str>> = cs.iter().map(|c| c.mapping_source.as_deref()).collect();
-        c.execute(
-            "INSERT INTO channels (recording_id, channel, participant_id, label, mapping_source)
-             SELECT $1::text::uuid, n, p, l, m
-             FROM unnest($2::int4[], $3::text[], $4::text[], $5::text[]) AS t(n, p, l, m)
-             ON CONFLICT DO NOTHING",
-            &[&r.recording_id, &n, &pid, &label, &ms],
-        )?;
-    }
-    if !rows.events.is_empty() {
-        let es = &rows.events;
-        let at: Vec<i64> = es.iter().map(|e| e.at_ms).collect();
-        let kind: Vec<&str> = es.iter().map(|e| e.kind.as_str()).collect();
-        let ch: Vec<Option<i32>> = es.iter().map(|e| e.channel).collect();
-        let det: Vec<Option<String>> = es
-            .iter()
-            .map(|e| e.detail.as_ref().map(|d| d.to_string()))
-            .collect();
-        c.execute(
-            "INSERT INTO events (recording_id, at_ms, kind, channel, detail)
-             SELECT $1::text::uuid, a, k, ch, d::jsonb
-             FROM unnest($2::int8[], $3::text[], $4::int4[], $5::text[]) AS t(a, k, ch, d)",
-            &[&r.recording_id, &at, &kind, &ch, &det],
-        )?;
-    }
-    if r.held {
-        c.execute(
-            "INSERT INTO holds (recording_id, source, reason, created_ms)
-             VALUES ($1::text::uuid, 'box', 'held on the box when archived', $2)",
-            &[&r.recording_id, &now],
-        )?;
-    }
-    c.execute(
-        "DELETE FROM quarantine WHERE object_key = $1",
-        &[&r.container_key],
     )?;
     Ok(())
 }
 
 /// Store published heads of `box_id` (verified with `der` when there is one) and raise
-/// `audit_gap` / `audit_fork` for what the whole published history shows.
+/// `audit_gap` / `audit_fork` for what the published history shows around them.
 pub fn store_heads(
     c: &mut impl GenericClient,
     box_id: &str,
@@ -403,58 +407,104 @@ pub fn store_heads(
     source: &str,
     now: i64,
 ) -> Result<usize, IndexError> {
-    let mut new = 0;
-    let mut bad = 0;
-    for h in heads {
-        let ok = der.is_some_and(|d| super::plan::head_verifies(d, h));
-        if der.is_some() && !ok {
-            bad += 1;
-        }
-        new += c.execute(
-            "INSERT INTO box_audit_heads (box_id, seq, hash, at_ms, key_id, signature, ordinal,
-               counter, verified, source, seen_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-            &[
-                &box_id,
-                &h.seq,
-                &h.hash,
-                &h.at_ms.0,
-                &h.key_id,
-                &h.signature,
-                &h.ordinal,
-                &h.counter,
-                &ok,
-                &source,
-                &now,
-            ],
-        )? as usize;
+    let checked: Vec<(&str, &SignedHead, bool)> = heads
+        .iter()
+        .map(|h| {
+            (
+                box_id,
+                h,
+                der.is_some_and(|d| super::plan::head_verifies(d, h)),
+            )
+        })
+        .collect();
+    store_checked_heads(c, &checked, der.is_some(), source, now)
+}
+
+/// [`store_heads`] for many boxes with the signatures already checked (`(box, head,
+/// verifies)`, by the indexer's workers; `keyed`: a trusted key was there to check
+/// with): one INSERT for all, one look at the boxes' histories around the new heads
+/// (the new ordinals and their neighbours: a gap or fork elsewhere was raised when its
+/// heads were new).
+pub fn store_checked_heads(
+    c: &mut impl GenericClient,
+    heads: &[(&str, &SignedHead, bool)],
+    keyed: bool,
+    source: &str,
+    now: i64,
+) -> Result<usize, IndexError> {
+    use std::collections::BTreeMap;
+    if heads.is_empty() {
+        return Ok(0);
     }
-    if bad > 0 {
+    let mut bad: BTreeMap<&str, usize> = BTreeMap::new();
+    for (b, _, ok) in heads {
+        if keyed && !ok {
+            *bad.entry(b).or_default() += 1;
+        }
+    }
+    let bx: Vec<&str> = heads.iter().map(|(b, _, _)| *b).collect();
+    let seq: Vec<i64> = heads.iter().map(|(_, h, _)| h.seq).collect();
+    let hash: Vec<&str> = heads.iter().map(|(_, h, _)| h.hash.as_str()).collect();
+    let at: Vec<i64> = heads.iter().map(|(_, h, _)| h.at_ms.0).collect();
+    let kid: Vec<&str> = heads.iter().map(|(_, h, _)| h.key_id.as_str()).collect();
+    let sig: Vec<&str> = heads.iter().map(|(_, h, _)| h.signature.as_str()).collect();
+    let ord: Vec<Option<i64>> = heads.iter().map(|(_, h, _)| h.ordinal).collect();
+    let ctr: Vec<Option<i64>> = heads.iter().map(|(_, h, _)| h.counter).collect();
+    let ok: Vec<bool> = heads.iter().map(|(_, _, ok)| *ok).collect();
+    let new = c.query(
+        "INSERT INTO box_audit_heads (box_id, seq, hash, at_ms, key_id, signature, ordinal,
+           counter, verified, source, seen_ms)
+         SELECT b, s, h, a, k, g, o, n, v, $10, $11
+         FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                     $7::int8[], $8::int8[], $9::bool[]) AS t(b, s, h, a, k, g, o, n, v)
+         ON CONFLICT DO NOTHING RETURNING box_id, ordinal",
+        &[
+            &bx, &seq, &hash, &at, &kid, &sig, &ord, &ctr, &ok, &source, &now,
+        ],
+    )?;
+    for (b, n) in bad {
         raise_alarm(
             c,
-            box_id,
+            b,
             "audit_head_signature",
-            &format!(
-                "{bad} published audit head(s) of {box_id} do not verify with its trusted key"
-            ),
+            &format!("{n} published audit head(s) of {b} do not verify with its trusted key"),
             now,
         )?;
     }
-    if new > 0 {
-        let hist: Vec<(i64, String)> = c
-            .query(
-                "SELECT ordinal, hash FROM box_audit_heads WHERE box_id = $1 AND ordinal IS NOT NULL
-                 ORDER BY ordinal, hash",
-                &[&box_id],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        for (code, msg) in super::plan::head_problems(&hist) {
-            raise_alarm(c, box_id, code, &format!("{box_id}: {msg}"), now)?;
+    // Per box, the range of the new v2 ordinals.
+    let mut range: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in &new {
+        if let Some(o) = r.get::<_, Option<i64>>(1) {
+            let e = range.entry(r.get(0)).or_insert((o, o));
+            *e = (e.0.min(o), e.1.max(o));
         }
     }
-    Ok(new)
+    if !range.is_empty() {
+        let b: Vec<&str> = range.keys().map(String::as_str).collect();
+        let lo: Vec<i64> = range.values().map(|r| r.0).collect();
+        let hi: Vec<i64> = range.values().map(|r| r.1).collect();
+        let mut hist: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        for r in c.query(
+            "SELECT t.b, h.ordinal, h.hash
+             FROM unnest($1::text[], $2::int8[], $3::int8[]) AS t(b, lo, hi),
+             LATERAL (SELECT ordinal, hash FROM box_audit_heads
+                      WHERE box_id = t.b
+                        AND ordinal >= COALESCE((SELECT max(ordinal) FROM box_audit_heads
+                                                 WHERE box_id = t.b AND ordinal < t.lo), t.lo)
+                        AND ordinal <= COALESCE((SELECT min(ordinal) FROM box_audit_heads
+                                                 WHERE box_id = t.b AND ordinal > t.hi), t.hi)) h
+             ORDER BY 1, 2, 3",
+            &[&b, &lo, &hi],
+        )? {
+            hist.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+        }
+        for (b, h) in hist {
+            for (code, msg) in super::plan::head_problems(&h) {
+                raise_alarm(c, &b, code, &format!("{b}: {msg}"), now)?;
+            }
+        }
+    }
+    Ok(new.len())
 }
 
 /// Store a status document (a new ETag) of a box; false if that version was stored.
@@ -531,6 +581,16 @@ pub fn known(c: &mut impl GenericClient, keys: &[String]) -> Result<Known, Index
     Ok(k)
 }
 
+/// Every box prefix's persisted StartAfter.
+pub fn positions(c: &mut impl GenericClient) -> Result<HashMap<String, String>, IndexError> {
+    Ok(
+        c.query("SELECT box_prefix, start_after FROM index_positions", &[])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+    )
+}
+
 /// The persisted StartAfter of a box prefix ("" = from the start).
 pub fn position(c: &mut impl GenericClient, box_prefix: &str) -> Result<String, IndexError> {
     Ok(c.query_opt(
@@ -559,7 +619,7 @@ pub fn set_position(
     Ok(())
 }
 
-// ---- The bench's bulk path: COPY of the same rows into the same columns. ----
+// ---- COPY text format. ----
 
 fn copy_text(out: &mut String, v: Option<&str>) {
     match v {
@@ -586,141 +646,131 @@ fn pg_array(v: &[String]) -> String {
     format!("{{{}}}", items.join(","))
 }
 
-/// Bulk-write many verified recordings with COPY (the bench; also usable for an initial
-/// load): the rows are the ones [`write_recording`] writes, column for column, built by
-/// the same [`super::plan::rows_from_document`]. The recordings must be new.
+/// Bulk-write many **new** verified recordings in one transaction (the bench's fill;
+/// also usable for an initial load into an empty index): the COPY of the indexer's
+/// [`write_recordings`] without its look for earlier versions, rows built by the same
+/// [`super::plan::rows_from_document`]. A recording already indexed fails the batch
+/// (unique key).
 pub fn copy_recordings(
     c: &mut Client,
     batch: &[RecordingRows],
     now: i64,
 ) -> Result<(), IndexError> {
-    use std::io::Write as _;
     let mut tx = c.transaction()?;
+    let all: Vec<&RecordingRows> = batch.iter().collect();
+    copy_rows(&mut tx, &all, now)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// One COPY text-format line of `fields`.
+fn copy_line(out: &mut String, fields: &[Option<&str>]) {
+    for (k, v) in fields.iter().enumerate() {
+        if k > 0 {
+            out.push('\t');
+        }
+        copy_text(out, *v);
+    }
+    out.push('\n');
+}
+
+/// COPY the rows of `batch` (new recordings) into recordings, recording_documents,
+/// participants and holds.
+fn copy_rows(
+    tx: &mut impl GenericClient,
+    batch: &[&RecordingRows],
+    now: i64,
+) -> Result<(), IndexError> {
+    use std::io::Write as _;
     let mut rec = String::new();
+    let mut doc = String::new();
     let mut par = String::new();
-    let mut chn = String::new();
-    let mut evt = String::new();
     let mut hld = String::new();
     let now_s = now.to_string();
-    for rows in batch {
+    for rows in batch.iter().copied() {
         let r = &rows.recording;
         let opt_i = |v: Option<i64>| v.map(|x| x.to_string());
-        let fields: Vec<Option<String>> = vec![
-            Some(r.recording_id.clone()),
-            Some(r.box_id.clone()),
-            Some(r.site.clone()),
-            Some(r.container_key.clone()),
-            Some(r.started_at_ms.to_string()),
+        let (start, end, dur) = (
+            r.started_at_ms.to_string(),
             opt_i(r.ended_at_ms),
             opt_i(r.duration_ms),
-            r.direction.clone(),
-            r.source.clone(),
-            r.state.clone(),
-            r.codec.clone(),
-            r.storage_format.clone(),
-            r.call_id.clone(),
-            r.session_id.clone(),
-            Some(pg_array(&r.tags)),
-            Some(if r.held { "t" } else { "f" }.into()),
-            Some(r.container_bytes.to_string()),
-            Some(r.container_sha256.clone()),
-            Some(r.content_sha256.clone()),
-            Some(r.compliance_key_id.clone()),
-            Some(r.trust.as_str().into()),
-            Some("ok".into()),
-            Some(r.objects_etag.clone()),
-            Some(r.document.to_string()),
-            Some(now_s.clone()),
-        ];
-        for (k, f) in fields.iter().enumerate() {
-            if k > 0 {
-                rec.push('\t');
-            }
-            copy_text(&mut rec, f.as_deref());
-        }
-        rec.push('\n');
+        );
+        let (tags, bytes) = (pg_array(&r.tags), r.container_bytes.to_string());
+        copy_line(
+            &mut rec,
+            &[
+                Some(r.recording_id.as_str()),
+                Some(r.box_id.as_str()),
+                Some(r.site.as_str()),
+                Some(r.container_key.as_str()),
+                Some(start.as_str()),
+                end.as_deref(),
+                dur.as_deref(),
+                r.direction.as_deref(),
+                r.source.as_deref(),
+                r.state.as_deref(),
+                r.codec.as_deref(),
+                r.storage_format.as_deref(),
+                r.call_id.as_deref(),
+                r.session_id.as_deref(),
+                Some(tags.as_str()),
+                Some(if r.held { "t" } else { "f" }),
+                Some(bytes.as_str()),
+                Some(r.container_sha256.as_str()),
+                Some(r.content_sha256.as_str()),
+                Some(r.compliance_key_id.as_str()),
+                Some(r.trust.as_str()),
+                Some("ok"),
+                Some(r.objects_etag.as_str()),
+                Some(now_s.as_str()),
+            ],
+        );
+        copy_line(
+            &mut doc,
+            &[
+                Some(r.recording_id.as_str()),
+                Some(r.document.to_string().as_str()),
+            ],
+        );
         for p in &rows.participants {
             let ch = p.channel.map(|x| x.to_string());
             let j = p.joined_at_ms.map(|x| x.to_string());
             let l = p.left_at_ms.map(|x| x.to_string());
-            let name_lc = p.name.as_ref().map(|n| n.to_lowercase());
-            let aor_lc = p.aor.as_ref().map(|n| n.to_lowercase());
-            let f = [
-                Some(r.recording_id.as_str()),
-                Some(p.participant_id.as_str()),
-                p.name.as_deref(),
-                name_lc.as_deref(),
-                p.aor.as_deref(),
-                aor_lc.as_deref(),
-                p.number.as_deref(),
-                j.as_deref(),
-                l.as_deref(),
-                ch.as_deref(),
-            ];
-            for (k, v) in f.iter().enumerate() {
-                if k > 0 {
-                    par.push('\t');
-                }
-                copy_text(&mut par, *v);
-            }
-            par.push('\n');
-        }
-        for c in &rows.channels {
-            let n = c.channel.to_string();
-            let f = [
-                Some(r.recording_id.as_str()),
-                Some(n.as_str()),
-                c.participant_id.as_deref(),
-                c.label.as_deref(),
-                c.mapping_source.as_deref(),
-            ];
-            for (k, v) in f.iter().enumerate() {
-                if k > 0 {
-                    chn.push('\t');
-                }
-                copy_text(&mut chn, *v);
-            }
-            chn.push('\n');
-        }
-        for e in &rows.events {
-            let at = e.at_ms.to_string();
-            let ch = e.channel.map(|x| x.to_string());
-            let d = e.detail.as_ref().map(|d| d.to_string());
-            let f = [
-                Some(r.recording_id.as_str()),
-                Some(at.as_str()),
-                Some(e.kind.as_str()),
-                ch.as_deref(),
-                d.as_deref(),
-            ];
-            for (k, v) in f.iter().enumerate() {
-                if k > 0 {
-                    evt.push('\t');
-                }
-                copy_text(&mut evt, *v);
-            }
-            evt.push('\n');
+            copy_line(
+                &mut par,
+                &[
+                    Some(r.recording_id.as_str()),
+                    Some(p.participant_id.as_str()),
+                    p.name.as_deref(),
+                    p.aor.as_deref(),
+                    p.number.as_deref(),
+                    j.as_deref(),
+                    l.as_deref(),
+                    ch.as_deref(),
+                ],
+            );
         }
         if r.held {
-            hld.push_str(&format!(
-                "{}\tbox\theld on the box when archived\t{now_s}\n",
-                r.recording_id
-            ));
+            copy_line(
+                &mut hld,
+                &[
+                    Some(r.recording_id.as_str()),
+                    Some("box"),
+                    Some("held on the box when archived"),
+                    Some(now_s.as_str()),
+                ],
+            );
         }
     }
     for (sql, data) in [
         (format!("COPY recordings ({REC_COLS}) FROM STDIN"), &rec),
         (
-            "COPY participants (recording_id, participant_id, name, name_lc, aor, aor_lc, number, joined_at_ms, left_at_ms, channel) FROM STDIN".to_string(),
+            "COPY recording_documents (recording_id, document) FROM STDIN".to_string(),
+            &doc,
+        ),
+        (
+            "COPY participants (recording_id, participant_id, name, aor, number, joined_at_ms, left_at_ms, channel) FROM STDIN".to_string(),
             &par,
-        ),
-        (
-            "COPY channels (recording_id, channel, participant_id, label, mapping_source) FROM STDIN".to_string(),
-            &chn,
-        ),
-        (
-            "COPY events (recording_id, at_ms, kind, channel, detail) FROM STDIN".to_string(),
-            &evt,
         ),
         (
             "COPY holds (recording_id, source, reason, created_ms) FROM STDIN".to_string(),
@@ -735,6 +785,5 @@ pub fn copy_recordings(
             .map_err(|e| IndexError::Schema(format!("COPY: {e}")))?;
         w.finish()?;
     }
-    tx.commit()?;
     Ok(())
 }

@@ -6,9 +6,9 @@
 //!   enrolled box key, content hash) and turn its decrypted document into rows.
 //!   Testable without PostgreSQL or S3.
 //! - [`schema`]: numbered migrations, applied on start.
-//! - [`db`]: the row-writing path (one transaction per recording or status document),
-//!   box enrolment, quarantine, alarms, positions, and the COPY bulk path of the bench
-//!   (same rows, same columns).
+//! - [`db`]: the row-writing path (COPY of a batch of recordings, in the indexer's
+//!   transaction with their positions; one per status document), box enrolment,
+//!   quarantine, alarms, positions, and the bulk path of the bench (the same COPY).
 //! - [`audit`]: the central audit log, hash-chained and signed with the central key.
 //! - [`ingest`]: the indexer loop over S3 (`index --once|--follow`).
 //! - [`search`]: filters to SQL, `search`, `show`, `fleet`.
@@ -80,6 +80,9 @@ fn default_follow_s() -> u64 {
 fn default_page() -> u32 {
     1000
 }
+fn default_workers() -> usize {
+    4
+}
 fn default_layout() -> String {
     "{site}/{box}/{yyyy}/{mm}/{dd}/{id}".into()
 }
@@ -110,9 +113,14 @@ pub struct IndexConfig {
     /// `--follow`: seconds between passes.
     #[serde(default = "default_follow_s")]
     pub follow_interval_s: u64,
-    /// ListObjectsV2 page size.
+    /// ListObjectsV2 page size; also the batch: a page's recordings commit in one
+    /// transaction with the position.
     #[serde(default = "default_page")]
     pub list_page: u32,
+    /// Threads fetching and verifying a page's recordings in parallel (GETs, HPKE opens,
+    /// signature and hash checks); one writer.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
 }
 
 impl IndexConfig {
@@ -131,6 +139,9 @@ impl IndexConfig {
             return Err(IndexError::Config(
                 "[index] list_page must be 1..=1000".into(),
             ));
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return Err(IndexError::Config("[index] workers must be 1..=64".into()));
         }
         Ok(())
     }

@@ -288,8 +288,11 @@ pub struct RecordingRow {
     pub session_id: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
-    /// Held (by the document).
+    /// Held by the box's own holds (the document's `held_locally`; older documents:
+    /// `held`, any hold).
     pub held: bool,
+    /// Central cases whose holds on the box cover the recording (`hold_cases`).
+    pub hold_cases: Vec<String>,
     /// Container object size.
     pub container_bytes: i64,
     /// Whole-object SHA-256.
@@ -302,7 +305,7 @@ pub struct RecordingRow {
     pub trust: Trust,
     /// [`Group::objects_etag`].
     pub objects_etag: String,
-    /// The decrypted document.
+    /// The decrypted document as the index keeps it ([`stored_document`]).
     pub document: Value,
 }
 
@@ -325,32 +328,6 @@ pub struct ParticipantRow {
     pub channel: Option<i32>,
 }
 
-/// One channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelRow {
-    /// Index.
-    pub channel: i32,
-    /// Participant carried.
-    pub participant_id: Option<String>,
-    /// SDP label.
-    pub label: Option<String>,
-    /// How it was mapped.
-    pub mapping_source: Option<String>,
-}
-
-/// One event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRow {
-    /// Offset, ms.
-    pub at_ms: i64,
-    /// Kind.
-    pub kind: String,
-    /// Channel.
-    pub channel: Option<i32>,
-    /// Detail.
-    pub detail: Option<Value>,
-}
-
 /// Everything one verified recording writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordingRows {
@@ -358,10 +335,6 @@ pub struct RecordingRows {
     pub recording: RecordingRow,
     /// Its participants' addresses.
     pub participants: Vec<ParticipantRow>,
-    /// Channels.
-    pub channels: Vec<ChannelRow>,
-    /// Events.
-    pub events: Vec<EventRow>,
     /// Signed audit heads the document carries.
     pub heads: Vec<SignedHead>,
 }
@@ -546,37 +519,6 @@ pub fn rows_from_document(
             });
         }
     }
-    let channels = doc
-        .get("channels")
-        .and_then(|c| c.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            Some(ChannelRow {
-                channel: i32::try_from(i(c, "channel")?).ok()?,
-                participant_id: s(c, "participant_id"),
-                label: s(c, "label"),
-                mapping_source: c.get("mapping_source").map(|m| match m.as_str() {
-                    Some(x) => x.to_string(),
-                    None => m.to_string(),
-                }),
-            })
-        })
-        .collect();
-    let events = doc
-        .get("events")
-        .and_then(|c| c.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some(EventRow {
-                at_ms: i(e, "at_ms")?,
-                kind: s(e, "kind")?,
-                channel: i(e, "channel").and_then(|c| i32::try_from(c).ok()),
-                detail: e.get("detail").filter(|d| !d.is_null()).cloned(),
-            })
-        })
-        .collect();
     let tags = doc
         .get("tags")
         .and_then(|t| t.as_array())
@@ -605,19 +547,48 @@ pub fn rows_from_document(
             call_id: s(doc, "call_id"),
             session_id: s(doc, "session_id"),
             tags,
-            held: doc.get("held").and_then(|h| h.as_bool()).unwrap_or(false),
+            held: doc
+                .get("held_locally")
+                .or_else(|| doc.get("held"))
+                .and_then(|h| h.as_bool())
+                .unwrap_or(false),
+            hold_cases: doc
+                .get("hold_cases")
+                .and_then(|h| h.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect(),
             container_bytes: i64::try_from(idx.container_bytes).unwrap_or(i64::MAX),
             container_sha256: idx.container_sha256.clone(),
             content_sha256: idx.content_sha256.clone(),
             compliance_key_id: idx.compliance_key_id.clone(),
             trust,
             objects_etag,
-            document: doc.clone(),
+            document: stored_document(doc),
         },
         participants,
-        channels,
-        events,
         heads,
+    }
+}
+
+/// Top-level members of an archive document the index does not keep: `metadata_raw`
+/// (the SIPREC XML as received, base64: export reads it from the archive, where the
+/// signed manifest covers it) and `audit` (the published heads, kept in
+/// `box_audit_heads`).
+pub const NOT_STORED: [&str; 2] = ["metadata_raw", "audit"];
+
+/// The document as `recording_documents` keeps it: everything but [`NOT_STORED`]
+/// (channels, events, stats and the rest stay, for `show`).
+pub fn stored_document(doc: &Value) -> Value {
+    match doc.as_object() {
+        Some(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| !NOT_STORED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        None => doc.clone(),
     }
 }
 
@@ -808,6 +779,7 @@ mod tests {
             ],
             "channels": [{"channel": 0, "participant_id": "p1", "mapping_source": "label"}],
             "events": [{"at_ms": 5, "kind": "dtmf", "channel": 0, "detail": {"digit": "5"}}],
+            "metadata_raw": [{"seq": 1, "raw": "PHJlY29yZGluZy8+"}],
             "audit": {"heads": []}
         });
         let r = rows_from_document(&idx, &doc, "k", Trust::Enrolled, "e".into());
@@ -821,8 +793,14 @@ mod tests {
         assert_eq!(r.recording.tags, vec!["vip".to_string()]);
         assert!(r.recording.held);
         assert_eq!(r.recording.direction.as_deref(), Some("inbound"));
-        assert_eq!(r.channels[0].mapping_source.as_deref(), Some("label"));
-        assert_eq!(r.events[0].kind, "dtmf");
+        // The channel map and events stay in the stored document; the heads do not.
+        assert_eq!(
+            r.recording.document["channels"][0]["mapping_source"],
+            "label"
+        );
+        assert_eq!(r.recording.document["events"][0]["kind"], "dtmf");
+        assert!(r.recording.document.get("audit").is_none());
+        assert!(r.recording.document.get("metadata_raw").is_none());
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! Never edit a released migration: add the next.
 
 /// (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", V1), (2, "web console", V2)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", V1),
+    (2, "web console", V2),
+    (3, "central holds, command sequence, ack problems", V3),
+    (4, "compact", V4),
+];
 
 const V1: &str = r#"
 CREATE TABLE boxes (
@@ -259,4 +264,121 @@ CREATE TABLE web_releases (
     approved_ms     bigint,
     CHECK (approved_by IS NULL OR approved_by <> requested_by)
 );
+"#;
+
+const V3: &str = r#"
+-- Holds placed at headquarters (`central hold add`), per recording and case. No foreign
+-- key: the indexer rewrites a recording's row when an object changes (and a hold may be
+-- placed on a recording not indexed yet); the trigger below keeps `recordings.held`.
+-- A box-placed hold is a `holds` row with source = box (from the box's documents): the
+-- two never replace each other.
+CREATE TABLE central_holds (
+    recording_id   uuid NOT NULL,
+    box_id         text NOT NULL,
+    container_key  text NOT NULL,
+    case_id        text NOT NULL,
+    reason         text NOT NULL,
+    operator       text NOT NULL,
+    -- how the recording was named: its id, or the participant pattern it matched.
+    matched_by     text NOT NULL,
+    placed_ms      bigint NOT NULL,
+    released_ms    bigint,
+    released_by    text,
+    release_reason text,
+    PRIMARY KEY (recording_id, case_id)
+);
+CREATE INDEX central_holds_active ON central_holds (recording_id) WHERE released_ms IS NULL;
+-- The central cases (a participant case may match nothing yet). A box reports in its
+-- archived documents which central cases hold a recording (`hold_cases`: a participant
+-- pattern it holds covers recordings made later); the indexer adds those recordings to
+-- the case while it is active.
+CREATE TABLE central_cases (
+    case_id     text PRIMARY KEY,
+    reason      text NOT NULL,
+    operator    text NOT NULL,
+    placed_ms   bigint NOT NULL,
+    released_ms bigint,
+    released_by text
+);
+CREATE INDEX central_holds_case ON central_holds (case_id) WHERE released_ms IS NULL;
+
+-- A recording (re)written by the indexer stays held while a central hold is active.
+CREATE FUNCTION recordings_central_held() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF NOT NEW.held AND EXISTS (SELECT 1 FROM central_holds
+                                WHERE recording_id = NEW.recording_id AND released_ms IS NULL) THEN
+        NEW.held := true;
+    END IF;
+    RETURN NEW;
+END
+$f$;
+CREATE TRIGGER recordings_central_held BEFORE INSERT ON recordings
+    FOR EACH ROW EXECUTE FUNCTION recordings_central_held();
+
+-- The last command seq written per box: allocated under this row's lock, so two central
+-- operators never write the same seq (docs/central.md, *Commands to boxes*).
+CREATE TABLE command_seq (
+    box_id   text PRIMARY KEY,
+    last_seq bigint NOT NULL
+);
+-- Every command written through the index.
+CREATE TABLE commands (
+    box_id     text NOT NULL,
+    seq        bigint NOT NULL,
+    action     text NOT NULL,
+    operator   text NOT NULL,
+    issued_ms  bigint NOT NULL,
+    object_key text NOT NULL,
+    document   text NOT NULL,
+    PRIMARY KEY (box_id, seq)
+);
+
+-- Acknowledgements under _acks/<box>/ that do not verify with the box's trusted key
+-- (forged, unsigned, altered): counted once per object version, alarmed, never counted
+-- as acknowledged.
+CREATE TABLE ack_problems (
+    object_key text NOT NULL,
+    sha256     text NOT NULL,
+    box_id     text NOT NULL,
+    seq        bigint,
+    problem    text NOT NULL,
+    first_ms   bigint NOT NULL,
+    PRIMARY KEY (object_key, sha256)
+);
+"#;
+
+/// Smaller index (docs/central.md, *Scale*): the decrypted document leaves the hot
+/// `recordings` heap for `recording_documents` (lz4-compressed, without the raw SIPREC
+/// XML and the audit heads: the archive and `box_audit_heads` have them); `channels` and
+/// `events` go (they are in the document, no search reads them); participants lose the
+/// lower-cased copies of name and AoR (expression indexes instead) and index only the
+/// rows that have a number / name / AoR; published heads get an index by ordinal.
+const V4: &str = r#"
+CREATE TABLE recording_documents (
+    recording_id uuid PRIMARY KEY REFERENCES recordings(recording_id) ON DELETE CASCADE,
+    document     jsonb NOT NULL
+);
+ALTER TABLE recording_documents ALTER COLUMN document SET COMPRESSION lz4;
+INSERT INTO recording_documents (recording_id, document)
+    SELECT recording_id, document - 'metadata_raw' - 'audit' FROM recordings;
+ALTER TABLE recordings DROP COLUMN document;
+
+DROP TABLE events;
+DROP TABLE channels;
+
+DROP INDEX participants_number;
+DROP INDEX participants_aor;
+DROP INDEX participants_name;
+ALTER TABLE participants DROP COLUMN name_lc;
+ALTER TABLE participants DROP COLUMN aor_lc;
+CREATE INDEX participants_number ON participants (number text_pattern_ops)
+    WHERE number IS NOT NULL;
+CREATE INDEX participants_aor ON participants (lower(aor) text_pattern_ops)
+    WHERE aor IS NOT NULL;
+CREATE INDEX participants_name ON participants (lower(name) text_pattern_ops)
+    WHERE name IS NOT NULL;
+
+-- The indexer looks at a box's published heads around the new ordinals only.
+CREATE INDEX box_audit_heads_ordinal ON box_audit_heads (box_id, ordinal)
+    WHERE ordinal IS NOT NULL;
 "#;

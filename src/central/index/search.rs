@@ -162,11 +162,11 @@ pub fn build(f: &Filter) -> Result<(String, Vec<Box<dyn ToSql + Sync>>), IndexEr
             Pattern::Number(d, true) => format!("number LIKE {}", q.p(like_escape(&d) + "%")),
             Pattern::Text(t, false) => {
                 let a = q.p(t);
-                format!("(aor_lc = {a} OR name_lc = {a})")
+                format!("(lower(aor) = {a} OR lower(name) = {a})")
             }
             Pattern::Text(t, true) => {
                 let a = q.p(like_escape(&t) + "%");
-                format!("(aor_lc LIKE {a} OR name_lc LIKE {a})")
+                format!("(lower(aor) LIKE {a} OR lower(name) LIKE {a})")
             }
         };
         q.conds.push(format!(
@@ -176,8 +176,8 @@ pub fn build(f: &Filter) -> Result<(String, Vec<Box<dyn ToSql + Sync>>), IndexEr
     if let Some(a) = &f.aor {
         let a = a.trim().to_lowercase();
         let c = match a.strip_suffix('*') {
-            Some(b) => format!("aor_lc LIKE {}", q.p(like_escape(b) + "%")),
-            None => format!("aor_lc = {}", q.p(a)),
+            Some(b) => format!("lower(aor) LIKE {}", q.p(like_escape(b) + "%")),
+            None => format!("lower(aor) = {}", q.p(a)),
         };
         q.conds.push(format!(
             "r.recording_id IN (SELECT recording_id FROM participants WHERE {c})"
@@ -346,14 +346,15 @@ pub fn table(hits: &[Hit]) -> String {
 }
 
 /// Everything the index has on one recording (id or container key): the row, its
-/// participants, channels, events, holds and the decrypted document; or its quarantine
+/// participants, holds and the decrypted document (channel map, events); or its quarantine
 /// entry.
 pub fn show(c: &mut impl GenericClient, id: &str) -> Result<Value, IndexError> {
     let row = c.query_opt(
-        "SELECT recording_id::text, box_id, site, container_key, started_at_ms, ended_at_ms,
+        "SELECT r.recording_id::text, box_id, site, container_key, started_at_ms, ended_at_ms,
                 duration_ms, direction, tags, held, trust, integrity, compliance_key_id,
-                container_sha256, content_sha256, container_bytes, document, indexed_at_ms
-         FROM recordings WHERE recording_id::text = $1 OR container_key = $1",
+                container_sha256, content_sha256, container_bytes, d.document, indexed_at_ms
+         FROM recordings r LEFT JOIN recording_documents d USING (recording_id)
+         WHERE r.recording_id::text = $1 OR container_key = $1",
         &[&id],
     )?;
     let Some(r) = row else {
@@ -410,12 +411,31 @@ pub fn show(c: &mut impl GenericClient, id: &str) -> Result<Value, IndexError> {
             })
         })
         .collect();
-    let events: i64 = c
-        .query_one(
-            "SELECT count(*) FROM events WHERE recording_id = $1::text::uuid",
+    // Holds placed at headquarters (`central hold add`), active and released.
+    let central_holds: Vec<Value> = c
+        .query(
+            "SELECT case_id, reason, operator, matched_by, placed_ms, released_ms, released_by,
+                    release_reason
+             FROM central_holds WHERE recording_id = $1::text::uuid ORDER BY placed_ms, case_id",
             &[&rid],
         )?
-        .get(0);
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "case": h.get::<_, String>(0), "reason": h.get::<_, String>(1),
+                "operator": h.get::<_, String>(2), "matched_by": h.get::<_, String>(3),
+                "placed": rfc3339(h.get(4)),
+                "released": h.get::<_, Option<i64>>(5).map(rfc3339),
+                "released_by": h.get::<_, Option<String>>(6),
+                "release_reason": h.get::<_, Option<String>>(7),
+            })
+        })
+        .collect();
+    let document: Value = r.get::<_, Option<Value>>(16).unwrap_or(Value::Null);
+    let events = document
+        .get("events")
+        .and_then(|e| e.as_array())
+        .map_or(0, |e| e.len());
     Ok(serde_json::json!({
         "recording_id": rid,
         "box_id": r.get::<_, String>(1),
@@ -437,7 +457,8 @@ pub fn show(c: &mut impl GenericClient, id: &str) -> Result<Value, IndexError> {
         "participants": participants,
         "events": events,
         "holds": holds,
-        "document": r.get::<_, Value>(16),
+        "central_holds": central_holds,
+        "document": document,
     }))
 }
 

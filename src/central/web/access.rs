@@ -239,33 +239,41 @@ pub fn authorize_recording(
 pub fn show(ctx: &mut Ctx, id: &str) -> Result<Value, WebError> {
     authorize_recording(ctx, id, Permission::Metadata)?;
     let mut v = search::show(&mut *ctx.db, id)?;
-    let events: Vec<Value> = ctx
-        .db
-        .query(
-            "SELECT at_ms, kind, channel, detail FROM events WHERE recording_id = $1::text::uuid ORDER BY at_ms",
-            &[&id],
-        )?
-        .iter()
-        .map(|e| {
-            let kind: String = e.get(1);
+    // Events and channel map: from the stored document (index schema 3 keeps them
+    // there, not in tables).
+    let mut events: Vec<Value> = v
+        .pointer("/document/events")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let at = e.get("at_ms")?.as_i64()?;
+            let kind = e.get("kind")?.as_str()?.to_string();
             // DTMF digits can be card numbers or PINs: shown masked.
             let detail: Option<Value> = if kind.contains("dtmf") {
                 Some(json!("•"))
             } else {
-                e.get(3)
+                e.get("detail").filter(|d| !d.is_null()).cloned()
             };
-            json!({ "at_ms": e.get::<_, i64>(0), "kind": kind, "channel": e.get::<_, Option<i32>>(2), "detail": detail })
+            Some(json!({ "at_ms": at, "kind": kind, "channel": e.get("channel").and_then(|c| c.as_i64()), "detail": detail }))
         })
         .collect();
-    let channels: Vec<Value> = ctx
-        .db
-        .query(
-            "SELECT channel, participant_id, label, mapping_source FROM channels WHERE recording_id = $1::text::uuid ORDER BY channel",
-            &[&id],
-        )?
-        .iter()
-        .map(|c| json!({ "channel": c.get::<_, i32>(0), "participant_id": c.get::<_, Option<String>>(1), "label": c.get::<_, Option<String>>(2), "mapping_source": c.get::<_, Option<String>>(3) }))
+    events.sort_by_key(|e| e["at_ms"].as_i64());
+    let mut channels: Vec<Value> = v
+        .pointer("/document/channels")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let n = c.get("channel")?.as_i64()?;
+            let ms = c.get("mapping_source").map(|m| match m.as_str() {
+                Some(x) => json!(x),
+                None => json!(m.to_string()),
+            });
+            Some(json!({ "channel": n, "participant_id": c.get("participant_id"), "label": c.get("label"), "mapping_source": ms }))
+        })
         .collect();
+    channels.sort_by_key(|c| c["channel"].as_i64());
     v["event_list"] = Value::Array(events);
     v["channels"] = Value::Array(channels);
     let actor = ctx.user.actor();

@@ -6,7 +6,7 @@
 //! |-------|------------------------------|-------------------------------|-------------------------------|----------------------------|
 //! | REC   | no call recording            | a call is recording           | a recording is paused         | –                          |
 //! | SYNC  | link down / no uplink        | archive up to date            | uploading (backlog)           | –                          |
-//! | FAULT | all well                     | keys/TPM unusable, disk above the high watermark | capture drops, uplink stalled | a button hold failed |
+//! | FAULT | all well                     | keys/TPM unusable, disk above the high watermark | capture drops, uplink stalled, assurance/clock alarm | a button hold failed |
 //! | HOLD  | idle                         | hold durable (for `hold_led_s`) | –                           | hold being committed       |
 
 use std::time::Duration;
@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub disk_high: bool,
     /// Packets dropped by the capture so far (kernel + interface counters).
     pub capture_drops: u64,
+    /// An assurance or clock alarm is up (docs/assurance.md): FAULT blinks.
+    pub assurance_alarm: bool,
 }
 
 /// How an LED is driven.
@@ -253,6 +255,9 @@ impl Leds {
         if self.uplink_stalled(now) {
             f.push("uplink_stalled");
         }
+        if self.snap.assurance_alarm {
+            f.push("assurance");
+        }
         f
     }
 
@@ -276,7 +281,7 @@ impl Leds {
             Pattern::On
         } else if matches!(hold_state, HoldLed::Failed { .. }) {
             Pattern::FastBlink
-        } else if self.drops_recent(now) || self.uplink_stalled(now) {
+        } else if self.drops_recent(now) || self.uplink_stalled(now) || s.assurance_alarm {
             Pattern::Blink
         } else {
             Pattern::Off
@@ -472,6 +477,18 @@ mod tests {
         assert_eq!(sample(&l, 2, 2002, |v| v.fault), (80, 0));
         l.update(ms(3), Snapshot::default());
         assert_eq!(l.patterns(ms(3)).fault, Pattern::Off);
+        // An assurance alarm blinks FAULT, and clears with it.
+        l.update(
+            ms(4),
+            Snapshot {
+                assurance_alarm: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.patterns(ms(4)).fault, Pattern::Blink);
+        assert_eq!(l.faults(ms(4)), vec!["assurance"]);
+        l.update(ms(5), Snapshot::default());
+        assert_eq!(l.patterns(ms(5)).fault, Pattern::Off);
     }
 
     #[test]

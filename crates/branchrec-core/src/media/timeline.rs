@@ -301,6 +301,8 @@ struct Channel {
     gaps: Vec<MediaGap>,
     /// The next forward re-anchor follows a hold or pause: not a gap.
     discontinuity: bool,
+    /// RFC 3550 jitter and loss bursts (`assurance::quality`).
+    quality: crate::assurance::quality::QualityTracker,
 }
 
 impl Channel {
@@ -318,6 +320,7 @@ impl Channel {
             open_gap: None,
             gaps: Vec::with_capacity(GAP_QUEUE),
             discontinuity: false,
+            quality: Default::default(),
         };
         ch.configure(&StreamConfig::default(), sample_rate);
         ch
@@ -451,6 +454,11 @@ impl CallTimeline {
         self.channels.get(channel).map_or(&EMPTY, |c| &c.stats)
     }
 
+    /// Jitter and loss-burst tracker of a channel (`None` out of range).
+    pub fn quality(&self, channel: usize) -> Option<&crate::assurance::quality::QualityTracker> {
+        self.channels.get(channel).map(|c| &c.quality)
+    }
+
     /// The channel's next re-anchor follows a hold, a resume or a pause (the sender may
     /// have stopped with its timestamps running on, or not): placing it at its arrival is
     /// not a gap.
@@ -573,6 +581,25 @@ impl CallTimeline {
             .copied()
             .unwrap_or(PtKind::Unknown);
         let arrival = i64::try_from(dur_to_frames(at.since_origin(), rate)).unwrap_or(i64::MAX);
+        match kind {
+            PtKind::Decoded(_, clock) => ch.quality.on_packet(
+                pkt.ssrc,
+                pkt.sequence,
+                pkt.timestamp,
+                clock,
+                at,
+                may_reanchor,
+            ),
+            PtKind::Pcmu | PtKind::Pcma => ch.quality.on_packet(
+                pkt.ssrc,
+                pkt.sequence,
+                pkt.timestamp,
+                rate,
+                at,
+                may_reanchor,
+            ),
+            _ => {}
+        }
 
         let outcome = match kind {
             PtKind::Unknown | PtKind::Unsupported => {

@@ -10,6 +10,7 @@ pub mod ogg;
 pub mod opus;
 pub mod session;
 pub mod stats;
+pub mod verdict;
 pub mod wav;
 
 pub use container::{

@@ -20,6 +20,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::assurance::level::LevelMeter;
+use crate::assurance::quality::ChannelQuality;
+use crate::assurance::{FileOutcome, Judgement, VerdictPolicy};
 use crate::keys::DataKey;
 use crate::media::{is_rtcp, CallTimeline, PushOutcome, SrtpChannel, SrtpPolicy, StreamConfig};
 use crate::media::{AudioBlock, TimelineConfig};
@@ -195,6 +198,10 @@ pub struct Finished {
     /// The verdict that no decodable audio arrived (see
     /// [`RecordingConfig::unsupported_if_no_audio`]).
     pub codec_unsupported: bool,
+    /// Per-channel quality and level (`crate::assurance`), one per channel.
+    pub quality: Vec<ChannelQuality>,
+    /// The thresholds the verdict is judged with.
+    pub policy: VerdictPolicy,
 }
 
 impl Finished {
@@ -209,6 +216,25 @@ impl Finished {
         } else {
             Outcome::Complete
         }
+    }
+}
+
+impl Finished {
+    /// The assurance verdict for the recording as it came out (`outcome` from
+    /// [`Finished::outcome`], possibly corrected by the shell from the file on disk).
+    pub fn judgement(&self, outcome: Outcome) -> Judgement {
+        let file = match outcome {
+            Outcome::Complete => FileOutcome::Complete,
+            Outcome::Interrupted | Outcome::Damaged => FileOutcome::Cut,
+            Outcome::CodecUnsupported => FileOutcome::CodecUnsupported,
+        };
+        crate::recording::verdict::judge(
+            &self.policy,
+            &self.stats,
+            &self.quality,
+            self.duration_ms,
+            file,
+        )
     }
 }
 
@@ -300,6 +326,9 @@ pub struct Recording {
     audio_seen: bool,
     /// `media_gap` events output (at most [`MAX_GAP_EVENTS`]; the counters go on).
     gap_events: u64,
+    /// Level and voice activity of the stored audio.
+    levels: LevelMeter,
+    policy: VerdictPolicy,
 }
 
 /// At most this many `media_gap` events per recording (a hostile stream could make one
@@ -384,6 +413,12 @@ impl Recording {
                 awaiting_confirmation: false,
                 audio_seen: false,
                 gap_events: 0,
+                levels: LevelMeter::new(
+                    channels,
+                    cfg.sample_rate,
+                    VerdictPolicy::default().voice_dbfs,
+                ),
+                policy: VerdictPolicy::default(),
             },
             header,
         ))
@@ -392,6 +427,13 @@ impl Recording {
     /// Recording id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The assurance thresholds (`[assurance]`); call before any audio.
+    pub fn set_assurance_policy(&mut self, p: VerdictPolicy) {
+        let rate = self.timeline.config().sample_rate;
+        self.levels = LevelMeter::new(self.channels(), rate, p.voice_dbfs);
+        self.policy = p;
     }
 
     /// Channels.
@@ -794,6 +836,7 @@ impl Recording {
                 start_frame,
                 samples,
             };
+            self.levels.push(&block.samples);
             push_block(&self.id, writer, &block);
             samples = block.samples;
         }
@@ -827,6 +870,7 @@ impl Recording {
             return;
         };
         if let Some(block) = self.timeline.finish(end) {
+            self.levels.push(&block.samples);
             push_block(&self.id, &mut writer, &block);
         }
         let rate = u64::from(writer.header().sample_rate.max(1));
@@ -884,12 +928,30 @@ impl Recording {
                 }),
             );
         }
+        let codec = self.codecs.join("+");
+        let quality = stats
+            .iter()
+            .enumerate()
+            .map(|(ch, st)| {
+                let empty = crate::assurance::quality::QualityTracker::default();
+                let q = self.timeline.quality(ch).unwrap_or(&empty);
+                crate::recording::verdict::channel_quality(
+                    &self.policy,
+                    st,
+                    q,
+                    &self.levels.level(ch),
+                    &codec,
+                )
+            })
+            .collect();
         self.out.push_back(Output::Finished(Box::new(Finished {
             duration_ms: end_ms,
             container,
-            codec: self.codecs.join("+"),
+            codec,
             stats,
             codec_unsupported: self.unsupported_if_no_audio && decoded == 0 && unsupported > 0,
+            quality,
+            policy: self.policy,
         })));
     }
 }

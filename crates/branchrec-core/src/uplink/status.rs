@@ -81,12 +81,32 @@ pub struct StatusDoc {
     /// when `[central] command_public_key` is not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commands: Option<crate::command::CommandCounters>,
+    /// Recording assurance (issue #19): calls per verdict since start, the assurance and
+    /// clock alarms (also in `alarms`), flagged recordings and clock steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assurance: Option<crate::assurance::alarms::AssuranceSnapshot>,
 }
 
 /// Code of the alarm raised while a channel recently crossed the foreign-media threshold.
 pub const FOREIGN_MEDIA_ALARM: &str = "foreign_media";
 
 impl StatusDoc {
+    /// Add the assurance alarms of [`StatusDoc::assurance`] (raised at `since`, RFC 3339).
+    pub fn add_assurance_alarms(&mut self, since: &str) {
+        let Some(a) = &self.assurance else {
+            return;
+        };
+        for al in &a.alarms {
+            if !self.alarms.iter().any(|x| x.code == al.code) {
+                self.alarms.push(Alarm {
+                    code: al.code.clone(),
+                    message: al.message.clone(),
+                    since: since.into(),
+                });
+            }
+        }
+    }
+
     /// Add the alarms the binding counters call for at `now` (`foreign_media` for an hour
     /// after a channel dropped `media.foreign_alarm_packets` datagrams from foreign
     /// sources), raised at `since` (RFC 3339).
@@ -299,7 +319,37 @@ mod tests {
             audit_heads: Vec::new(),
             binding: None,
             commands: None,
+            assurance: None,
         }
+    }
+
+    #[test]
+    fn assurance_alarms_reach_the_document_once() {
+        use crate::assurance::alarms::{default_rules, AssuranceMonitor};
+        use crate::assurance::Verdict;
+        use crate::time::Mono;
+        let mut m = AssuranceMonitor::new(default_rules());
+        m.note(Mono::from_secs(1), Verdict::Missed);
+        let mut d = doc("b", "2026-12-03T10:00:00Z", None, None);
+        d.assurance = Some(m.snapshot(Mono::from_secs(2)));
+        d.add_assurance_alarms("2026-12-03T10:00:00Z");
+        d.add_assurance_alarms("2026-12-03T10:00:00Z");
+        assert_eq!(
+            d.alarms
+                .iter()
+                .filter(|a| a.code == "assurance_missed")
+                .count(),
+            1
+        );
+        let back: StatusDoc = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back.assurance.unwrap().verdicts["missed"], 1);
+        // Older documents without the field still read.
+        let mut v = serde_json::to_value(&d).unwrap();
+        v.as_object_mut().unwrap().remove("assurance");
+        assert!(serde_json::from_value::<StatusDoc>(v)
+            .unwrap()
+            .assurance
+            .is_none());
     }
 
     #[test]

@@ -771,3 +771,88 @@ fn unconfirmed_session_without_audio_writes_nothing() {
     run_call(&mut r3, &mut shell3, 150, |_, _, _| {});
     assert!(shell3.chunks >= 2, "audio before the ACK was held back");
 }
+
+/// Issue #19: the verdict and quality come from what was stored. Channel 1 sends
+/// digital silence (µ-law 0xFF), then low-level comfort noise: one-way both times; both
+/// talking: recorded; with every 10th packet of channel 0 lost (10 %), channel 0's loss
+/// and R-factor show it; no packets at all: no media.
+#[test]
+fn verdict_and_quality_from_the_stored_audio() {
+    use crate::assurance::Verdict;
+    let call = |ch1: &dyn Fn(u32) -> Option<Vec<u8>>, ch0_lose: u32| {
+        let (mut r, mut shell, _k) = start(config(2));
+        for k in 0..500u32 {
+            let now = 20 * MS * k;
+            if ch0_lose == 0 || k % ch0_lose != 5 {
+                let p = rtp(0, k as u16, k * 160, 0x100, &payload(k, 0));
+                r.handle_rtp(mono(now), 0, src(), &p);
+            }
+            if let Some(b) = ch1(k) {
+                let p = rtp(0, k as u16, k * 160, 0x101, &b);
+                r.handle_rtp(mono(now), 1, src(), &p);
+            }
+            r.handle_timeout(mono(now));
+            shell.drain(&mut r);
+        }
+        r.finish(mono(10_000 * MS));
+        shell.drain(&mut r);
+        shell.finished.take().expect("finished")
+    };
+    let talk = |k: u32| Some(payload(k, 1));
+    let fin = call(&talk, 0);
+    let j = fin.judgement(Outcome::Complete);
+    assert_eq!(j.verdict, Verdict::Recorded, "{j:?}");
+    assert!(
+        fin.quality
+            .iter()
+            .all(|q| q.voice_ratio > 0.9 && q.rms_dbfs > -30.0),
+        "{:?}",
+        fin.quality
+    );
+    assert!(fin.quality[0].r_factor > 90.0 && fin.quality[0].loss_pct == 0.0);
+    assert_eq!(
+        fin.judgement(Outcome::Interrupted).verdict,
+        Verdict::Partial
+    );
+
+    let silence = |_k: u32| Some(vec![0xFFu8; 160]);
+    let fin = call(&silence, 0);
+    let j = fin.judgement(Outcome::Complete);
+    assert_eq!(
+        (j.verdict, j.silent_channels.clone()),
+        (Verdict::OneWay, vec![1]),
+        "{j:?}"
+    );
+    assert_eq!(fin.quality[1].rms_dbfs, -100.0);
+
+    // Comfort noise: µ-law codes near zero (0xF8..0xFE decode to ±8..±56, ≈ −60 dBFS).
+    let noise = |k: u32| {
+        Some(
+            (0..160u32)
+                .map(|i| [0xF8u8, 0x78, 0xFB, 0x7B, 0xFE, 0x7E][((k + i) % 6) as usize])
+                .collect(),
+        )
+    };
+    let fin = call(&noise, 0);
+    let j = fin.judgement(Outcome::Complete);
+    assert_eq!(j.verdict, Verdict::OneWay, "{j:?} {:?}", fin.quality[1]);
+    assert!(
+        fin.quality[1].rms_dbfs > -80.0 && fin.quality[1].rms_dbfs < -45.0,
+        "{:?}",
+        fin.quality[1]
+    );
+
+    let fin = call(&talk, 10);
+    let q0 = &fin.quality[0];
+    assert!((q0.loss_pct - 10.0).abs() < 0.1, "{q0:?}");
+    // G.711+PLC, 10 % random: Ie,eff = 950/35.1 = 27.07; delay 60 ms → Id 1.44: R 64.7.
+    assert!((q0.r_factor - 64.69).abs() < 0.5, "{q0:?}");
+    assert!(fin.quality[1].r_factor > 90.0);
+
+    let (mut r, mut shell, _k) = start(config(2));
+    r.handle_timeout(mono(5000 * MS));
+    r.finish(mono(5000 * MS));
+    shell.drain(&mut r);
+    let fin = shell.finished.take().unwrap();
+    assert_eq!(fin.judgement(Outcome::Complete).verdict, Verdict::NoMedia);
+}
