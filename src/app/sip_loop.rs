@@ -25,6 +25,7 @@ use crate::sip::limits::{ConnRefusal, SourceLimiter};
 use crate::sip::{
     DialogId, Endpoint, EndpointConfig, Peer, Refusal, StreamFramer, Transport, Unavailable,
 };
+use crate::siprec::cisco_bib::{Pairer, Placement, DEFAULT_PAIR_TIMEOUT};
 use crate::siprec::metadata::RecordingMetadata;
 use crate::siprec::srs::{MetadataVersion, Offer, Srs, SrsConfig, SrsEvent};
 use crate::siprec::ChannelAssignment;
@@ -248,9 +249,15 @@ pub async fn run(
     let mut watchdog = Watchdog::default();
     let mut probe: Option<tokio::sync::oneshot::Receiver<()>> = None;
 
+    // Cisco BiB legs: which leg belongs with which (see docs/cisco-bib.md), and recording
+    // events waiting for their leg's recording to be set up.
+    let mut bib: Pairer<DialogId> = Pairer::new(DEFAULT_PAIR_TIMEOUT, cfg.sip.max_calls.max(1));
+    let mut bib_notes: HashMap<DialogId, Vec<(String, serde_json::Value)>> = HashMap::new();
     loop {
-        let deadline = srs
-            .poll_timeout()
+        let deadline = [srs.poll_timeout(), bib.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
             .and_then(|m| crate::clock::MonoClock::process().instant(m))
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -294,11 +301,16 @@ pub async fn run(
                                         id.clone(),
                                         crate::app::control::LiveCall { call_id: sip_call_id, tx: tx.clone(), paused: paused_flag },
                                     );
+                                    for (kind, detail) in bib_notes.remove(&call).unwrap_or_default() {
+                                        let _ = tx.send(CallCmd::EventWith(kind, detail));
+                                    }
                                     calls.insert(call, CallHandle { recording_id: id, tx });
                                 }
                             }
                             Err(e) => {
                                 pending.done(call);
+                                bib.remove(&call);
+                                bib_notes.remove(&call);
                                 tracing::error!(error = %e, "cannot record: answering 503");
                                 let why = e.unavailable();
                                 refused_seen(&shared, &why);
@@ -308,7 +320,21 @@ pub async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => srs.handle_timeout(crate::clock::MonoClock::process().now()),
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = crate::clock::MonoClock::process().now();
+                srs.handle_timeout(now);
+                for lonely in bib.expired(now) {
+                    tracing::warn!(refci = %lonely.key.refci, side = lonely.side.as_str(), "Cisco BiB leg without its partner: recorded one-sided");
+                    let detail = serde_json::json!({
+                        "side": lonely.side.as_str(),
+                        "missing": lonely.side.other().as_str(),
+                        "refci": lonely.key.refci,
+                        "farendrefci": lonely.key.farendrefci,
+                        "cluster": lonely.key.cluster,
+                    });
+                    bib_note(&calls, &preparing, &mut bib_notes, lonely.call, BIB_ONE_SIDED, detail);
+                }
+            }
             _ = svc_tick.tick(), if notifier.enabled() => {
                 if notifier.watchdog_every().is_some() {
                     let state = match probe.as_mut().map(|rx| rx.try_recv()) {
@@ -385,6 +411,35 @@ pub async fn run(
                     }
                 }
             }
+            // Noted after `handle_event`: only a leg being set up gets its event.
+            let mut leg_note = None;
+            if let SrsEvent::Offered(offer) = &ev {
+                if let Some(leg) = &offer.bib {
+                    let now = crate::clock::MonoClock::process().now();
+                    let placement = bib.add(now, offer.call, leg);
+                    let detail = serde_json::json!({
+                        "side": leg.side.as_str(),
+                        "channel": leg.side.channel(),
+                        "refci": leg.refci,
+                        "farendrefci": leg.farendrefci,
+                        "cluster": leg.cluster,
+                        "nearendaddr": leg.nearendaddr,
+                        "farendaddr": leg.farendaddr,
+                        "nearenddevice": leg.nearenddevice,
+                        "placement": match &placement {
+                            Placement::First => "first",
+                            Placement::Joins { .. } => "joins",
+                            Placement::Duplicate => "duplicate",
+                        },
+                    });
+                    tracing::info!(refci = %leg.refci, side = leg.side.as_str(), delayed_offer = offer.delayed_offer, "Cisco built-in-bridge leg");
+                    leg_note = Some((offer.call, detail));
+                }
+            }
+            if let SrsEvent::Ended { call, .. } = &ev {
+                bib.remove(call);
+                bib_notes.remove(call);
+            }
             let offered = match &ev {
                 SrsEvent::Offered(o) => Some(o.call),
                 _ => None,
@@ -398,11 +453,16 @@ pub async fn run(
                 &mut skipped,
                 &in_tx,
             );
+            if let Some((call, detail)) = leg_note {
+                bib_note(&calls, &preparing, &mut bib_notes, call, BIB_LEG, detail);
+            }
             // Refused on the spot (keys, call limit, storage): not pending any more.
             if let Some(call) =
                 offered.filter(|c| !preparing.contains_key(c) && !skipped.contains(c))
             {
                 pending.done(call);
+                bib.remove(&call);
+                bib_notes.remove(&call);
             }
         }
     }
@@ -422,6 +482,35 @@ pub async fn run(
         tracing::error!("recordings did not close within 10 s of shutdown");
     }
     Ok(())
+}
+
+/// Recording event of a Cisco BiB leg: its tags and how it was paired.
+const BIB_LEG: &str = "bib.leg";
+/// Recording event of a Cisco BiB leg whose partner never arrived (recorded one-sided).
+const BIB_ONE_SIDED: &str = "bib.one_sided";
+
+/// Give a BiB event to the leg's recording, or keep it until the recording is set up.
+fn bib_note(
+    calls: &HashMap<DialogId, CallHandle>,
+    preparing: &HashMap<DialogId, bool>,
+    notes: &mut HashMap<DialogId, Vec<(String, serde_json::Value)>>,
+    call: DialogId,
+    kind: &str,
+    detail: serde_json::Value,
+) {
+    match calls.get(&call) {
+        Some(c) => {
+            let _ = c.tx.send(CallCmd::EventWith(kind.into(), detail));
+        }
+        // Not recorded (refused, not recorded by rule, set-up failed): nothing to mark.
+        None if !preparing.contains_key(&call) => {}
+        None => {
+            let v = notes.entry(call).or_default();
+            if v.len() < 4 {
+                v.push((kind.into(), detail));
+            }
+        }
+    }
 }
 
 /// A call turned away with 503: its verdict `refused` and a `calls_seen` row.

@@ -9,6 +9,7 @@
 //! All pure functions over bytes; no I/O.
 
 pub mod body;
+pub mod cisco_bib;
 pub mod metadata;
 pub mod srs;
 

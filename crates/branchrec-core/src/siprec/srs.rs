@@ -171,6 +171,12 @@ pub struct Offer {
     pub channels: Vec<ChannelAssignment>,
     /// Recordable m-lines beyond the per-call stream cap, answered with port 0.
     pub streams_over_cap: usize,
+    /// Cisco UCM built-in-bridge tags of the `From` header, when this is a BiB leg
+    /// (see [`crate::siprec::cisco_bib`]).
+    pub bib: Option<crate::siprec::cisco_bib::BibLeg>,
+    /// Delayed offer (offerless BiB INVITE): `streams` are what we offer; the real ones
+    /// come with the ACK's answer as [`SrsEvent::MediaUpdated`] (`sip_method` "ACK").
+    pub delayed_offer: bool,
 }
 
 enum Phase {
@@ -202,6 +208,9 @@ struct Session {
     /// Metadata documents kept so far, and their bytes (see [`MetadataCaps`]).
     metadata_versions: usize,
     metadata_bytes: usize,
+    /// Our last 2xx carried an offer (delayed-offer INVITE or offerless re-INVITE): the
+    /// ACK carries the answer.
+    awaiting_ack_answer: bool,
 }
 
 /// The recording server core.
@@ -412,7 +421,8 @@ impl Srs {
                         .unwrap_or_default();
                     self.on_reoffer(now, txn, dialog, request, &method);
                 }
-                SipEvent::Ack { dialog, .. } => {
+                SipEvent::Ack { dialog, request } => {
+                    self.on_ack_answer(dialog, &request);
                     if let Some(s) = self.sessions.get_mut(&dialog) {
                         if matches!(s.phase, Phase::Answered) {
                             s.phase = Phase::Active;
@@ -451,7 +461,19 @@ impl Srs {
             .header_all("Contact")
             .iter()
             .any(|c| contact_marks_src(c));
-        let (body, siprec, not_reason) =
+        let bib = req
+            .header("From")
+            .and_then(crate::siprec::cisco_bib::BibLeg::from_header);
+        let (body, siprec, not_reason) = if req.body.is_empty() && bib.is_some() {
+            // Cisco BiB leg with delayed offer: no body at all.
+            let empty = crate::siprec::SiprecBody {
+                sdp: None,
+                metadata: None,
+                other: vec![],
+            };
+            let why = "Cisco built-in-bridge leg (delayed offer)".to_string();
+            (empty, false, Some(why))
+        } else {
             match classify(&ct, &req.body, &require, &supported, contact_src) {
                 Classification::Siprec(b) => (b, true, None),
                 Classification::NotSiprec { reason } => {
@@ -467,11 +489,24 @@ impl Srs {
                     self.refuse(now, txn, Refusal::BadBody(e.to_string()));
                     return;
                 }
-            };
-        let Some(sdp_text) = body.sdp.as_deref() else {
-            // Offerless INVITE: a recording server needs the SRC's offer to know the streams.
-            self.refuse(now, txn, Refusal::NoOffer);
-            return;
+            }
+        };
+        let delayed_offer = body.sdp.is_none() && bib.is_some();
+        let virtual_offer;
+        let sdp_text = match body.sdp.as_deref() {
+            Some(t) => t,
+            None if delayed_offer => {
+                // Cisco BiB delayed offer: we offer one receive-only audio stream with
+                // every encoding we record; UCM's ACK answers with the phone's choice.
+                virtual_offer = delayed_offer_template();
+                virtual_offer.as_str()
+            }
+            None => {
+                // Offerless INVITE: a recording server needs the SRC's offer to know the
+                // streams (only Cisco BiB legs are recorded by delayed offer).
+                self.refuse(now, txn, Refusal::NoOffer);
+                return;
+            }
         };
         let offer = match sdp::parse(sdp_text) {
             Ok(o) => o,
@@ -541,10 +576,17 @@ impl Srs {
             srtp_keys: vec![],
             metadata_versions: usize::from(version.is_some()),
             metadata_bytes: meta_bytes,
+            awaiting_ack_answer: delayed_offer,
         };
         // Negotiate with placeholder ports to tell the shell what each stream carries.
         s.ports = ports_for_offer(&s).0;
         let streams = match answer_for(&self.cfg, &mut s, &mut self.key_rng) {
+            // Delayed offer: the peer's address is not known before the ACK (the template
+            // carries a TEST-NET placeholder that must never be used as a source).
+            Ok((_, mut streams)) if delayed_offer => {
+                streams.iter_mut().for_each(|st| st.remote = None);
+                streams
+            }
             Ok((_, streams)) => streams,
             Err(e) => {
                 self.refuse(now, txn, Refusal::NotAcceptableHere(e.to_string()));
@@ -573,7 +615,68 @@ impl Srs {
             parsed_metadata: parsed,
             channels,
             streams_over_cap: over_cap,
+            bib,
+            delayed_offer,
         })));
+    }
+
+    /// The ACK of a 2xx that carried our offer: its SDP is the answer. The negotiated
+    /// streams follow from it as from an offer (our formats intersected with the peer's
+    /// choice, its direction mirrored) and go to the shell as a media update.
+    fn on_ack_answer(&mut self, dialog: DialogId, ack: &Message) {
+        let Some(s) = self.sessions.get_mut(&dialog) else {
+            return;
+        };
+        if !std::mem::take(&mut s.awaiting_ack_answer) {
+            return;
+        }
+        let ct = ack.header("Content-Type").unwrap_or("").to_string();
+        let text = match crate::siprec::split_body(&ct, &ack.body) {
+            Ok(b) => b.sdp,
+            Err(_) => None,
+        };
+        let Some(answer) = text.and_then(|t| sdp::parse(&t).ok()) else {
+            tracing::warn!("ACK without a usable SDP answer to our offer: nothing recorded");
+            let streams = vec![None; s.channel_ports.len()];
+            self.events.push_back(SrsEvent::MediaUpdated {
+                call: dialog,
+                streams,
+                sip_method: "ACK".into(),
+            });
+            return;
+        };
+        let old_offer = std::mem::replace(&mut s.offer, answer);
+        let (ports, binding) = ports_for_offer(s);
+        let old_ports = std::mem::replace(&mut s.ports, ports);
+        let version = s.session_version;
+        let keys = s.srtp_keys.clone();
+        match answer_for(&self.cfg, s, &mut self.key_rng) {
+            Ok((_, streams)) => {
+                let streams = binding
+                    .iter()
+                    .map(|m| m.and_then(|m| streams.get(m).cloned()))
+                    .collect();
+                self.events.push_back(SrsEvent::MediaUpdated {
+                    call: dialog,
+                    streams,
+                    sip_method: "ACK".into(),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SDP answer in ACK does not fit our offer");
+                s.offer = old_offer;
+                s.ports = old_ports;
+                let streams = vec![None; s.channel_ports.len()];
+                self.events.push_back(SrsEvent::MediaUpdated {
+                    call: dialog,
+                    streams,
+                    sip_method: "ACK".into(),
+                });
+            }
+        }
+        // The answer text is never sent; our description stays the one we offered.
+        s.session_version = version;
+        s.srtp_keys = keys;
     }
 
     /// re-INVITE, UPDATE, INFO and other in-dialog requests that may carry SDP and/or metadata.
@@ -663,6 +766,7 @@ impl Srs {
         } else if is_invite {
             // Offerless re-INVITE: our current description is the offer, the ACK answers.
             answer = s.last_answer.clone();
+            s.awaiting_ack_answer = true;
         }
         if let Some(part) = body.as_ref().and_then(|b| b.metadata.clone()) {
             s.metadata_versions += 1;
@@ -865,6 +969,42 @@ fn answer_for(
         k
     })?;
     Ok((a.sdp.to_string(), a.streams))
+}
+
+/// The offer we answer ourselves to make our offer for a delayed-offer (Cisco BiB)
+/// INVITE: one audio stream, every encoding we record at its usual payload type, the
+/// peer sending only, so that our description (the "answer" to it) is `a=recvonly`. Its
+/// address is TEST-NET-1 (RFC 5737), not `0.0.0.0`, which would read as hold.
+fn delayed_offer_template() -> String {
+    let mut m = String::from("m=audio 9 RTP/AVP");
+    let mut attrs = String::new();
+    let table: &[(&str, u8, &str)] = &[
+        ("PCMU", 0, "PCMU/8000"),
+        ("PCMA", 8, "PCMA/8000"),
+        ("G722", 9, "G722/8000"),
+        ("G729", 18, "G729/8000"),
+        ("opus", 114, "opus/48000/2"),
+        ("telephone-event", 101, "telephone-event/8000"),
+    ];
+    for (enc, pt, map) in table {
+        if !SUPPORTED_ENCODINGS
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(enc))
+        {
+            continue;
+        }
+        if *enc == "G729" && !DecoderKind::G729.available() {
+            continue;
+        }
+        m.push_str(&format!(" {pt}"));
+        attrs.push_str(&format!("a=rtpmap:{pt} {map}\r\n"));
+        if *enc == "telephone-event" {
+            attrs.push_str("a=fmtp:101 0-15\r\n");
+        }
+    }
+    format!(
+        "v=0\r\no=- 0 0 IN IP4 192.0.2.0\r\ns=-\r\nc=IN IP4 192.0.2.0\r\nt=0 0\r\n{m}\r\n{attrs}a=sendonly\r\n"
+    )
 }
 
 /// Whether a negotiated stream currently carries no media towards us.
