@@ -512,7 +512,10 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
         })
     };
     assert!(has("hold_add", "CASE-7", "\"outcome\":\"ok\""), "{log:?}");
-    assert!(has("hold_release", "CASE-7", "\"outcome\":\"ok\""), "{log:?}");
+    assert!(
+        has("hold_release", "CASE-7", "\"outcome\":\"ok\""),
+        "{log:?}"
+    );
     assert!(has("erase", &id, "refused"), "{log:?}");
     assert!(has("erase", &id, "\"versions_deleted\""), "{log:?}");
     assert!(env.central_ok(&["audit", "--verify"]).contains("verifies"));

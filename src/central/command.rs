@@ -86,29 +86,7 @@ pub fn verifier(pk: &[u8; 32]) -> impl Fn(&[u8], &[u8; 64]) -> bool + '_ {
     move |msg: &[u8], sig: &[u8; 64]| crate::vault::signing::verify_raw(pk, msg, sig)
 }
 
-/// One archived recording as the plaintext index of its document envelope names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchivedRef {
-    /// Recording id.
-    pub id: String,
-    /// The box that recorded it.
-    pub box_id: String,
-    /// Object key of the container.
-    pub container_key: String,
-}
-
-impl ArchivedRef {
-    /// Every object key of the recording in the archive.
-    pub fn object_keys(&self) -> [String; 4] {
-        let k = &self.container_key;
-        [
-            k.clone(),
-            format!("{k}.json"),
-            format!("{k}.manifest.json"),
-            format!("{k}.manifest.sig"),
-        ]
-    }
-}
+pub use super::command_db::ArchivedRef;
 
 /// One command as read back from the archive.
 #[derive(Debug, Clone)]

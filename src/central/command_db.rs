@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 
 use postgres::Client;
 
-use super::command::ArchivedRef;
 use super::CentralError;
 
 fn db(e: postgres::Error) -> CentralError {
@@ -274,5 +273,29 @@ impl CommandDb {
         .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(ids.len() as u64)
+    }
+}
+
+/// One archived recording as the plaintext index of its document envelope names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedRef {
+    /// Recording id.
+    pub id: String,
+    /// The box that recorded it.
+    pub box_id: String,
+    /// Object key of the container.
+    pub container_key: String,
+}
+
+impl ArchivedRef {
+    /// Every object key of the recording in the archive.
+    pub fn object_keys(&self) -> [String; 4] {
+        let k = &self.container_key;
+        [
+            k.clone(),
+            format!("{k}.json"),
+            format!("{k}.manifest.json"),
+            format!("{k}.manifest.sig"),
+        ]
     }
 }
