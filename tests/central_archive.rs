@@ -23,14 +23,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{expect_bursts, g711, output_bounded, read_wav, Daemon};
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
-use hsm::{generate_compliance_key, Hsm, KEY_LABEL, MODULE, PIN, SO_PIN, TOKEN};
-use s3::{s3check, Moto, Pki};
+use cryptoki::object::Attribute;
+use hsm::{generate_compliance_key, Hsm, KEY_LABEL, MODULE, PIN, TOKEN};
+use s3::s3check;
 use serde_json::Value;
 use siprec_client::{invite_parties, Invite, TONE_ULAW};
 
@@ -169,24 +166,11 @@ fn archived_recording_exports_bit_exact_from_the_archive_alone_through_pkcs11() 
     std::fs::write(&pem_path, &pem).unwrap();
 
     // The archive: moto behind TLS.
-    let pki = Pki::new("archive");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let (cert, key, _) = pki.server(false);
-    let moto = Moto::start(dir.path(), &cert, &key);
-    s3check(&moto, &ca, &["mkbucket", BUCKET]);
-    let creds = dir.path().join("creds");
-    std::fs::write(
-        &creds,
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )
-    .unwrap();
-    let archive = format!(
-        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
-        moto.port,
-        creds.display(),
-        ca.display()
-    );
+    let s3::MotoArchive {
+        moto,
+        ca,
+        toml: archive,
+    } = s3::moto_archive(dir.path(), BUCKET);
 
     // The box: software keys, the compliance public key, uplink to moto.
     let bdir = dir.path().join("box");
@@ -494,24 +478,11 @@ fn bench_export_ten_minute_g711_from_the_archive() {
         .unwrap_or(600);
     let dir = tempfile::tempdir().unwrap();
     let (ck_priv, ck_pub) = central_common::compliance_keypair(dir.path());
-    let pki = Pki::new("archive");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let (cert, key, _) = pki.server(false);
-    let moto = Moto::start(dir.path(), &cert, &key);
-    s3check(&moto, &ca, &["mkbucket", BUCKET]);
-    let creds = dir.path().join("creds");
-    std::fs::write(
-        &creds,
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )
-    .unwrap();
-    let archive = format!(
-        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
-        moto.port,
-        creds.display(),
-        ca.display()
-    );
+    let s3::MotoArchive {
+        moto: _,
+        ca: _,
+        toml: archive,
+    } = s3::moto_archive(dir.path(), BUCKET);
     let cfg = dir.path().join("central.toml");
     std::fs::write(&cfg, format!("[archive]\n{archive}")).unwrap();
     let bdir = dir.path().join("box");

@@ -209,24 +209,11 @@ fn central_holds_and_erasure_reach_box_and_archive_and_forged_commands_are_refus
     .unwrap();
 
     // The archive: moto behind TLS, the bucket with Object Lock (hence versioning).
-    let pki = Pki::new("archive");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let (cert, key, _) = pki.server(false);
-    let moto = Moto::start(dir.path(), &cert, &key);
-    s3check(&moto, &ca, &["mkbucket", BUCKET]);
-    let creds = dir.path().join("creds");
-    std::fs::write(
-        &creds,
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )
-    .unwrap();
-    let archive = format!(
-        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
-        moto.port,
-        creds.display(),
-        ca.display()
-    );
+    let s3::MotoArchive {
+        moto,
+        ca,
+        toml: archive,
+    } = s3::moto_archive(dir.path(), BUCKET);
     // Central: the index (command seqs, holds, the box's key for its acks).
     let audit_key = dir.path().join("central-audit.key");
     central_common::central_ok(&["audit-keygen", "--out", audit_key.to_str().unwrap()]);

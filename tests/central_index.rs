@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use central_common::{central, central_ok};
 use common::{output_bounded, Daemon};
-use s3::{s3check, Moto, Pki};
+use s3::s3check;
 use serde_json::Value;
 use siprec_client::{invite_parties, Invite};
 
@@ -141,24 +141,11 @@ fn central_index_searches_across_boxes_quarantines_tampering_and_flags_keys() {
     let (ck_priv, ck_pub) = central_common::compliance_keypair(dir);
 
     // The archive: moto behind TLS.
-    let pki = Pki::new("archive");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let (cert, key, _) = pki.server(false);
-    let moto = Moto::start(dir, &cert, &key);
-    s3check(&moto, &ca, &["mkbucket", BUCKET]);
-    let creds = dir.join("creds");
-    std::fs::write(
-        &creds,
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )
-    .unwrap();
-    let archive = format!(
-        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
-        moto.port,
-        creds.display(),
-        ca.display()
-    );
+    let s3::MotoArchive {
+        moto,
+        ca,
+        toml: archive,
+    } = s3::moto_archive(dir, BUCKET);
 
     // Three boxes record their calls and upload.
     let keys = format!(

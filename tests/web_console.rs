@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::{expect_bursts, g711, output_bounded, read_wav, Daemon};
 use hsm::{generate_compliance_key, Hsm, KEY_LABEL, PIN, TOKEN};
-use s3::{s3check, Moto, Pki};
+use s3::{s3check, Pki};
 use serde_json::{json, Value};
 use siprec_client::{invite_parties, Invite, TONE_ULAW};
 
@@ -201,24 +201,11 @@ fn web_console_end_to_end_in_headless_chromium() {
     std::fs::write(&ck_pub, generate_compliance_key(&hsm)).unwrap();
 
     // The archive: moto behind TLS.
-    let pki = Pki::new("archive");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let (cert, key, _) = pki.server(false);
-    let moto = Moto::start(dir, &cert, &key);
-    s3check(&moto, &ca, &["mkbucket", BUCKET]);
-    let creds = dir.join("creds");
-    std::fs::write(
-        &creds,
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )
-    .unwrap();
-    let archive = format!(
-        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{BUCKET}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
-        moto.port,
-        creds.display(),
-        ca.display()
-    );
+    let s3::MotoArchive {
+        moto,
+        ca,
+        toml: archive,
+    } = s3::moto_archive(dir, BUCKET);
 
     // The central command key (legal holds from the console); the boxes trust its
     // public half and poll for commands every second.

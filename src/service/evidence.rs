@@ -634,6 +634,7 @@ impl BundleSink for MemoryBundle {
             name.to_string(),
             std::io::Cursor::new(Vec::with_capacity(cap)),
         ));
+        // Cannot fail: the entry was pushed on the line above.
         let (_, c) = self.files.last_mut().expect("just pushed");
         Ok(Box::new(c))
     }

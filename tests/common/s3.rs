@@ -179,3 +179,37 @@ pub fn s3check(target: &dyn S3Target, ca: &Path, args: &[&str]) -> Value {
     assert!(st.success(), "s3check {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("s3check {args:?}: {e}: {out}"))
 }
+
+/// An archive bucket on moto behind TLS (its own CA), as the central tests use it.
+pub struct MotoArchive {
+    pub moto: Moto,
+    /// The CA that signed moto's certificate.
+    pub ca: PathBuf,
+    /// The `[archive]` keys for central.toml / the box's `[uplink]`-style settings:
+    /// endpoint, bucket, credentials_file, ca_file.
+    pub toml: String,
+}
+
+/// Start moto behind TLS in `dir`, create `bucket` (Object Lock, hence versioning, as
+/// `s3check mkbucket` does) and write the credentials file.
+pub fn moto_archive(dir: &Path, bucket: &str) -> MotoArchive {
+    let pki = Pki::new("archive");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (cert, key, _) = pki.server(false);
+    let moto = Moto::start(dir, &cert, &key);
+    s3check(&moto, &ca, &["mkbucket", bucket]);
+    let creds = dir.join("creds");
+    std::fs::write(
+        &creds,
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "endpoint = \"https://127.0.0.1:{}\"\nbucket = \"{bucket}\"\ncredentials_file = \"{}\"\nca_file = \"{}\"\n",
+        moto.port,
+        creds.display(),
+        ca.display()
+    );
+    MotoArchive { moto, ca, toml }
+}

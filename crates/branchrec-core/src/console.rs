@@ -211,6 +211,7 @@ pub const TOTP_STEP_S: u64 = 30;
 
 /// The 6-digit HOTP (RFC 4226, HMAC-SHA1) value of `counter`.
 pub fn hotp(secret: &[u8], counter: u64) -> u32 {
+    // Cannot fail: HMAC accepts keys of any length (longer ones are hashed first).
     let mut m = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secret).expect("HMAC takes any key");
     m.update(&counter.to_be_bytes());
     let h = m.finalize().into_bytes();

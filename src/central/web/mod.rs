@@ -268,11 +268,13 @@ pub struct Conn<'a> {
 impl std::ops::Deref for Conn<'_> {
     type Target = postgres::Client;
     fn deref(&self) -> &postgres::Client {
+        // Cannot fail: `c` is Some from checkout until Drop takes it back to the pool.
         self.c.as_ref().expect("present until drop")
     }
 }
 impl std::ops::DerefMut for Conn<'_> {
     fn deref_mut(&mut self) -> &mut postgres::Client {
+        // Cannot fail: as in `deref`.
         self.c.as_mut().expect("present until drop")
     }
 }
@@ -713,6 +715,8 @@ impl App {
             .fetch_add(us as u64, Ordering::Relaxed);
         self.log_access(&r, status, us, user);
         let mut b = hyper::Response::builder().status(resp.status);
+        // Cannot fail: the builder only errs on an invalid status/header given to it, and
+        // it has only been given a typed StatusCode so far.
         let h = b.headers_mut().expect("builder without error");
         for (k, v) in resp.headers {
             if let Ok(v) = HeaderValue::from_str(&v) {
